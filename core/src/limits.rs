@@ -1,0 +1,193 @@
+//! Every capacity and tunable of the core, with its name, unit and default.
+//!
+//! Compile-time maxima (`MAX_*`) size the fixed arrays inside the core. [`Config`] holds the
+//! run-time values, each of which must not exceed its maximum; [`Config::validate`] says which one
+//! does. Two profiles are provided: [`Config::server`] for `shoald` and [`Config::embedded`] for
+//! microcontrollers. Reaching a limit at run time returns a specific error, never a panic.
+
+/// Most distinct nodes (voters and observers, across both halves of a joint configuration)
+/// a group can name.
+pub const MAX_MEMBERS: usize = 9;
+/// Most AppendEntries messages in flight to one peer (size of the per-peer window ring).
+pub const MAX_INFLIGHT: usize = 32;
+/// Most ReadIndex rounds outstanding at once (each round serves any number of client reads).
+pub const MAX_READ_ROUNDS: usize = 8;
+/// Most ReadIndex requests forwarded by followers that a leader keeps at once.
+pub const MAX_REMOTE_READS: usize = 16;
+/// Most configuration entries the core remembers that may still be truncated.
+pub const MAX_PENDING_CONFIGS: usize = 4;
+/// Size of the core's outgoing message queue. One call to the core produces far fewer.
+pub const OUTBOX_CAPACITY: usize = 4 * MAX_MEMBERS + MAX_REMOTE_READS;
+
+/// Run-time configuration of one Raft group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Base election timeout; each wait is drawn from `[election_timeout_ms, 2 * election_timeout_ms)`.
+    pub election_timeout_ms: u64,
+    /// Interval between leader heartbeats. Must be well below the election timeout.
+    pub heartbeat_interval_ms: u64,
+    /// Most AppendEntries messages in flight to one peer (≤ [`MAX_INFLIGHT`]).
+    pub max_inflight: usize,
+    /// Most entries in one AppendEntries message.
+    pub max_entries_per_message: u64,
+    /// Most payload bytes in one AppendEntries message (the platform's send buffer bounds it too).
+    pub max_bytes_per_message: usize,
+    /// Most entries proposed but not yet committed; beyond this `propose` returns `Busy`.
+    pub max_pending_proposals: u64,
+    /// Most ReadIndex rounds outstanding (≤ [`MAX_READ_ROUNDS`]).
+    pub max_read_rounds: usize,
+    /// Take a snapshot after this many applied entries since the last one (0 = never by count).
+    pub snapshot_entries: u64,
+    /// Take a snapshot after this much time if anything was applied since the last one (0 = never).
+    pub snapshot_interval_ms: u64,
+    /// Entries kept behind a snapshot so that slightly lagging followers need no snapshot.
+    pub snapshot_keep_entries: u64,
+    /// Bytes of snapshot data per InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// Enable PreVote (a trial election before raising the term).
+    pub pre_vote: bool,
+    /// Enable CheckQuorum (a leader not heard by a quorum within an election timeout steps down).
+    pub check_quorum: bool,
+    /// Safety margin for clock drift subtracted from the leader lease.
+    pub lease_drift_margin_ms: u64,
+}
+
+impl Config {
+    /// Defaults for `shoald` on a server: big batches, deep pipelines.
+    pub const fn server() -> Self {
+        Config {
+            election_timeout_ms: 1000,
+            heartbeat_interval_ms: 100,
+            max_inflight: MAX_INFLIGHT,
+            max_entries_per_message: 4096,
+            max_bytes_per_message: 1 << 20,
+            max_pending_proposals: 1 << 20,
+            max_read_rounds: MAX_READ_ROUNDS,
+            snapshot_entries: 100_000,
+            snapshot_interval_ms: 3_600_000,
+            snapshot_keep_entries: 10_000,
+            snapshot_chunk_bytes: 256 * 1024,
+            pre_vote: true,
+            check_quorum: true,
+            lease_drift_margin_ms: 50,
+        }
+    }
+
+    /// Defaults for a microcontroller: small messages, shallow pipelines.
+    pub const fn embedded() -> Self {
+        Config {
+            election_timeout_ms: 1000,
+            heartbeat_interval_ms: 100,
+            max_inflight: 4,
+            max_entries_per_message: 16,
+            max_bytes_per_message: 2048,
+            max_pending_proposals: 64,
+            max_read_rounds: 4,
+            snapshot_entries: 256,
+            snapshot_interval_ms: 600_000,
+            snapshot_keep_entries: 16,
+            snapshot_chunk_bytes: 1024,
+            pre_vote: true,
+            check_quorum: true,
+            lease_drift_margin_ms: 50,
+        }
+    }
+
+    /// Check every value against its maximum and against the others.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_inflight == 0 || self.max_inflight > MAX_INFLIGHT {
+            return Err(ConfigError::MaxInflight);
+        }
+        if self.max_read_rounds == 0 || self.max_read_rounds > MAX_READ_ROUNDS {
+            return Err(ConfigError::MaxReadRounds);
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms * 2 > self.election_timeout_ms {
+            return Err(ConfigError::HeartbeatInterval);
+        }
+        if self.lease_drift_margin_ms >= self.election_timeout_ms {
+            return Err(ConfigError::LeaseDriftMargin);
+        }
+        if self.max_entries_per_message == 0 || self.max_bytes_per_message < 64 {
+            return Err(ConfigError::MessageSize);
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::SnapshotChunk);
+        }
+        if self.max_pending_proposals == 0 {
+            return Err(ConfigError::MaxPendingProposals);
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::server()
+    }
+}
+
+/// Which [`Config`] value is out of range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConfigError {
+    /// `max_inflight` must be in `1..=MAX_INFLIGHT`.
+    MaxInflight,
+    /// `max_read_rounds` must be in `1..=MAX_READ_ROUNDS`.
+    MaxReadRounds,
+    /// `heartbeat_interval_ms` must be non-zero and at most half the election timeout.
+    HeartbeatInterval,
+    /// `lease_drift_margin_ms` must be below the election timeout.
+    LeaseDriftMargin,
+    /// `max_entries_per_message` must be ≥ 1 and `max_bytes_per_message` ≥ 64.
+    MessageSize,
+    /// `snapshot_chunk_bytes` must be non-zero.
+    SnapshotChunk,
+    /// `max_pending_proposals` must be non-zero.
+    MaxPendingProposals,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let s = match self {
+            ConfigError::MaxInflight => "max_inflight must be between 1 and MAX_INFLIGHT (32)",
+            ConfigError::MaxReadRounds => "max_read_rounds must be between 1 and MAX_READ_ROUNDS (8)",
+            ConfigError::HeartbeatInterval => {
+                "heartbeat_interval_ms must be non-zero and at most half of election_timeout_ms"
+            }
+            ConfigError::LeaseDriftMargin => "lease_drift_margin_ms must be below election_timeout_ms",
+            ConfigError::MessageSize => {
+                "max_entries_per_message must be at least 1 and max_bytes_per_message at least 64"
+            }
+            ConfigError::SnapshotChunk => "snapshot_chunk_bytes must be non-zero",
+            ConfigError::MaxPendingProposals => "max_pending_proposals must be non-zero",
+        };
+        f.write_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_valid() {
+        assert_eq!(Config::server().validate(), Ok(()));
+        assert_eq!(Config::embedded().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_value_is_named() {
+        let mut c = Config::server();
+        c.max_inflight = MAX_INFLIGHT + 1;
+        assert_eq!(c.validate(), Err(ConfigError::MaxInflight));
+        let mut c = Config::server();
+        c.heartbeat_interval_ms = c.election_timeout_ms;
+        assert_eq!(c.validate(), Err(ConfigError::HeartbeatInterval));
+        let mut c = Config::server();
+        c.max_read_rounds = 0;
+        assert_eq!(c.validate(), Err(ConfigError::MaxReadRounds));
+        let mut c = Config::server();
+        c.lease_drift_margin_ms = c.election_timeout_ms;
+        assert_eq!(c.validate(), Err(ConfigError::LeaseDriftMargin));
+    }
+}

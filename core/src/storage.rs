@@ -1,0 +1,147 @@
+//! The `Storage` trait: what the core needs kept, and exactly when it must be durable.
+//!
+//! # Durability contract
+//!
+//! The [`crate::driver::Node`] follows these steps; every implementation must make them true.
+//! "Written" means visible to later reads through this trait; "durable" means it survives a
+//! crash or power cut.
+//!
+//! 1. **Hard state before a vote.** A vote is granted, and a new term acted on, only after
+//!    [`Storage::save_hard_state`] and a following [`Storage::sync`] returned `Ok`. A node that
+//!    crashes after replying must come back with that term and vote, or it could vote twice.
+//! 2. **Entries before an acknowledgement (sync mode).** A follower acknowledges an `Append` only
+//!    after the entries (and any truncation before them) are durable via [`Storage::sync`]. A
+//!    leader counts itself toward a commit quorum only for entries that are durable. In the
+//!    platform's `async` fsync mode, `sync` may return before the data is on media; the platform
+//!    documents the bounded loss window that follows.
+//! 3. **Writes become visible at once.** [`Storage::append`], [`Storage::truncate_suffix`] and
+//!    [`Storage::save_hard_state`] are visible to reads immediately, synced or not.
+//! 4. **Order is kept.** A crash keeps a *prefix* of the writes made since the last `sync`: if an
+//!    entry at index `i` survives, every write before it survives too. A torn last record is
+//!    allowed and must be detected (by its CRC) and dropped at recovery, never returned.
+//! 5. **Truncation is durable before the replacing entries.** After `truncate_suffix(i)` and a
+//!    crash, the log must not contain the old entry `i` together with newer entries after it.
+//! 6. **A snapshot is installed atomically.** After [`Storage::snapshot_finish`] returns `Ok`,
+//!    a crash leaves either the old snapshot or the new one, complete, never a mix; a partly
+//!    received snapshot is discarded at recovery.
+//! 7. **Compaction never passes the snapshot.** [`Storage::compact_prefix`]`(i)` is only called
+//!    with `i` ≤ the durable snapshot's index; entries after the snapshot are never dropped.
+//! 8. **Corruption is reported, never repaired silently.** A record that fails its CRC anywhere
+//!    but the torn tail of rule 4 makes recovery fail with [`StorageError::Corrupt`], naming
+//!    where.
+
+use crate::entry::{CodecError, EntryRef};
+use crate::types::{HardState, LogIndex, SnapshotMeta, Term};
+
+/// A storage failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum StorageError {
+    /// The index was compacted away (it is at or before the snapshot).
+    Compacted(LogIndex),
+    /// The index is past the last entry.
+    Unavailable(LogIndex),
+    /// An append did not continue the log (expected index, given index).
+    NotContiguous {
+        /// The index the log expected next.
+        expected: LogIndex,
+        /// The index that was given.
+        given: LogIndex,
+    },
+    /// The caller's buffer cannot hold even one entry or chunk.
+    BufferTooSmall {
+        /// Bytes the item needs.
+        needed: usize,
+    },
+    /// The medium is full (flash ring or disk).
+    Full,
+    /// Stored bytes are damaged: `location` is an implementation-defined offset (file offset or
+    /// flash address) that tools such as `shoal-inspect verify` report too.
+    Corrupt {
+        /// Where the damage starts.
+        location: u64,
+    },
+    /// A snapshot operation came out of order (for example a chunk without a begin).
+    SnapshotState,
+    /// No snapshot exists.
+    NoSnapshot,
+    /// The underlying device failed; the platform logs the detail.
+    Io,
+}
+
+impl From<CodecError> for StorageError {
+    fn from(_: CodecError) -> Self {
+        StorageError::Corrupt { location: 0 }
+    }
+}
+
+impl core::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StorageError::Compacted(i) => write!(f, "log index {} was compacted into a snapshot", i),
+            StorageError::Unavailable(i) => write!(f, "log index {} is past the end of the log", i),
+            StorageError::NotContiguous { expected, given } => {
+                write!(f, "append of index {} does not continue the log (expected {})", given, expected)
+            }
+            StorageError::BufferTooSmall { needed } => write!(f, "buffer too small: {} bytes needed", needed),
+            StorageError::Full => f.write_str("storage is full"),
+            StorageError::Corrupt { location } => {
+                write!(f, "stored data is corrupt at offset {} (run `shoal-inspect verify`)", location)
+            }
+            StorageError::SnapshotState => f.write_str("snapshot operation out of order"),
+            StorageError::NoSnapshot => f.write_str("no snapshot stored"),
+            StorageError::Io => f.write_str("device error"),
+        }
+    }
+}
+
+/// Read access to the log that the Raft state machine needs while deciding.
+pub trait LogView {
+    /// Index of the entry the current snapshot ends at (0 if there is none).
+    fn snapshot_index(&self) -> LogIndex;
+    /// Index of the last entry (the snapshot's index when the log is empty).
+    fn last_index(&self) -> LogIndex;
+    /// Term of the entry at `index`. `index == snapshot_index()` gives the snapshot's term;
+    /// `index == 0` gives 0. Errors with `Compacted` or `Unavailable` outside the log.
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError>;
+}
+
+/// Entries read by [`Storage::read_entries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadEntries {
+    /// Number of entries read (at least one when `Ok`).
+    pub count: u32,
+    /// Bytes of `buf` used, entries encoded back to back with [`crate::entry::encode`].
+    pub bytes: usize,
+}
+
+/// One group's durable state: hard state, log and snapshot. See the module docs for the
+/// durability contract every implementation must keep.
+pub trait Storage: LogView {
+    /// The hard state as last saved.
+    fn hard_state(&self) -> HardState;
+    /// Replace the hard state (durable after the next [`Storage::sync`]).
+    fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError>;
+    /// Append one entry; `entry.index` must be `last_index() + 1`.
+    fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError>;
+    /// Remove every entry with index ≥ `from` (`from` > snapshot index).
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError>;
+    /// Allow discarding every entry with index ≤ `upto` (≤ the snapshot index).
+    fn compact_prefix(&mut self, upto: LogIndex) -> Result<(), StorageError>;
+    /// Copy entries `lo..=hi` into `buf`, stopping early at the first entry that does not fit.
+    fn read_entries(&self, lo: LogIndex, hi: LogIndex, buf: &mut [u8]) -> Result<ReadEntries, StorageError>;
+    /// Make every write so far durable (hard state, entries, truncations).
+    fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// The current snapshot's metadata, if one exists.
+    fn snapshot_meta(&self) -> Option<SnapshotMeta>;
+    /// Start writing a new snapshot (replaces any partly written one).
+    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
+    /// Write `data` at `offset` of the snapshot being written (offsets arrive in order).
+    fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError>;
+    /// Durably make the written snapshot current. Log entries after its index that match are
+    /// kept; if the log does not contain the snapshot's last entry, the log is emptied.
+    fn snapshot_finish(&mut self) -> Result<(), StorageError>;
+    /// Read snapshot data at `offset` into `buf`; returns bytes read (0 at the end).
+    fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError>;
+}

@@ -1,0 +1,2 @@
+//! DtKV (in progress).
+#![no_std]
