@@ -1,1 +1,7 @@
-//! (in progress)
+//! # shoal-tests
+//!
+//! Shoal's test harness: the deterministic cluster simulator ([`sim`]) and the linearizability
+//! checker for client histories ([`linearizability`]).
+#![warn(missing_docs)]
+
+pub mod sim;

@@ -1,0 +1,149 @@
+//! Per-node clocks with drift: each node reads a local millisecond time derived from the single
+//! global simulated time, running a little fast or slow, so timeouts and leases are exercised
+//! against clocks that disagree (as real crystals do).
+//!
+//! Local time is `offset + g + floor(g * drift_ppm / 1e6)` for global time `g`. Because
+//! `|drift_ppm| < 1e6` it never goes backwards, which is all [`shoal_core::io::Clock`] promises.
+
+use shoal_core::rng::Rng;
+use shoal_core::NodeId;
+use std::collections::BTreeMap;
+
+/// The largest drift the simulator draws: ±1 % (10 000 parts per million).
+pub const MAX_DRIFT_PPM: i64 = 10_000;
+
+/// One node's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeClock {
+    /// Rate error in parts per million; positive runs fast.
+    pub drift_ppm: i64,
+    /// Local time at global time 0 (nodes do not agree on the epoch either).
+    pub offset_ms: u64,
+}
+
+impl NodeClock {
+    /// A clock with the given drift and offset.
+    pub fn new(drift_ppm: i64, offset_ms: u64) -> NodeClock {
+        assert!(drift_ppm.abs() < 1_000_000, "a clock must move forward");
+        NodeClock { drift_ppm, offset_ms }
+    }
+
+    /// Local time at global time `global_ms`.
+    pub fn local_ms(&self, global_ms: u64) -> u64 {
+        let g = global_ms as i128;
+        let skew = (g * self.drift_ppm as i128).div_euclid(1_000_000);
+        (self.offset_ms as i128 + g + skew) as u64
+    }
+
+    /// The earliest global time at which this clock reads at least `local_ms` (for scheduling a
+    /// node's next timer on the global timeline).
+    pub fn global_at(&self, local_ms: u64) -> u64 {
+        if local_ms <= self.local_ms(0) {
+            return 0;
+        }
+        // Estimate, then correct by stepping: the estimate is off by at most a few ms.
+        let rate = 1_000_000i128 + self.drift_ppm as i128;
+        let want = (local_ms - self.offset_ms) as i128;
+        let mut g = ((want * 1_000_000) / rate).max(0) as u64;
+        while g > 0 && self.local_ms(g - 1) >= local_ms {
+            g -= 1;
+        }
+        while self.local_ms(g) < local_ms {
+            g += 1;
+        }
+        g
+    }
+}
+
+/// The clocks of a cluster, keyed by node id (a `BTreeMap` so iteration order is fixed).
+#[derive(Clone, Debug, Default)]
+pub struct Clocks {
+    clocks: BTreeMap<NodeId, NodeClock>,
+}
+
+impl Clocks {
+    /// Clocks for `nodes`, each with a drift in ±[`MAX_DRIFT_PPM`] and an offset up to 10 s,
+    /// drawn from `seed`.
+    pub fn random(seed: u64, nodes: &[NodeId]) -> Clocks {
+        let mut rng = Rng::new(seed ^ 0x636C_6F63_6B73_0000);
+        let mut clocks = BTreeMap::new();
+        for &id in nodes {
+            let drift = rng.range(0, 2 * MAX_DRIFT_PPM as u64 + 1) as i64 - MAX_DRIFT_PPM;
+            clocks.insert(id, NodeClock::new(drift, rng.range(0, 10_000)));
+        }
+        Clocks { clocks }
+    }
+
+    /// Clocks that all read global time exactly (for tests that want no drift).
+    pub fn perfect(nodes: &[NodeId]) -> Clocks {
+        Clocks { clocks: nodes.iter().map(|&id| (id, NodeClock::new(0, 0))).collect() }
+    }
+
+    /// Node `id`'s clock. Panics on an unknown node: that is a runner bug.
+    pub fn get(&self, id: NodeId) -> NodeClock {
+        *self.clocks.get(&id).unwrap_or_else(|| panic!("no clock for node {id}"))
+    }
+
+    /// Node `id`'s local time at global time `global_ms`.
+    pub fn local_ms(&self, id: NodeId, global_ms: u64) -> u64 {
+        self.get(id).local_ms(global_ms)
+    }
+
+    /// Add (or replace) a node's clock, e.g. when a membership change brings a new node.
+    pub fn insert(&mut self, id: NodeId, clock: NodeClock) {
+        self.clocks.insert(id, clock);
+    }
+
+    /// Every node's clock in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (NodeId, NodeClock)> + '_ {
+        self.clocks.iter().map(|(&id, &c)| (id, c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_is_bounded_and_monotonic() {
+        let clocks = Clocks::random(11, &[1, 2, 3, 4, 5]);
+        for (_, c) in clocks.iter() {
+            assert!(c.drift_ppm.abs() <= MAX_DRIFT_PPM);
+            let mut last = c.local_ms(0);
+            for g in 1..50_000 {
+                let l = c.local_ms(g);
+                assert!(l >= last, "clock went backwards at {g}");
+                last = l;
+            }
+            let elapsed = c.local_ms(100_000) - c.local_ms(0);
+            assert!((98_999..=101_001).contains(&elapsed), "±1 %: {elapsed}");
+        }
+    }
+
+    #[test]
+    fn fast_and_slow_clocks() {
+        let fast = NodeClock::new(10_000, 0);
+        let slow = NodeClock::new(-10_000, 5);
+        assert_eq!(fast.local_ms(1_000), 1_010);
+        assert_eq!(slow.local_ms(1_000), 5 + 990);
+    }
+
+    #[test]
+    fn global_at_inverts_local() {
+        for c in [NodeClock::new(10_000, 7), NodeClock::new(-9_999, 3), NodeClock::new(0, 0)] {
+            for local in [0u64, 5, 100, 999, 12_345] {
+                let g = c.global_at(local);
+                assert!(c.local_ms(g) >= local);
+                assert!(g == 0 || c.local_ms(g - 1) < local);
+            }
+        }
+    }
+
+    #[test]
+    fn seeded() {
+        let a = Clocks::random(3, &[1, 2, 3]);
+        let b = Clocks::random(3, &[1, 2, 3]);
+        assert_eq!(a.get(2), b.get(2));
+        assert_eq!(Clocks::perfect(&[1]).local_ms(1, 42), 42);
+    }
+}

@@ -1,0 +1,369 @@
+//! The fault schedule: what goes wrong, and when, in one simulated run — all drawn from the seed.
+//!
+//! The schedule is plain data. It never touches a node; the runner executes it (and resolves
+//! targets such as "the current leader" at the moment an event fires). Runs have a faulty part
+//! (changing fault rates, partitions cut, healed and re-cut, crashes and restarts, membership
+//! changes and leader transfers at random times) followed by a final quiet part in which the
+//! network is healed and quiet and every node is up, so a correct cluster must make progress.
+
+use super::network::{FaultRates, Network};
+use shoal_core::rng::Rng;
+use shoal_core::NodeId;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Which node an event is aimed at; resolved by the runner when the event fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeTarget {
+    /// This node.
+    Node(NodeId),
+    /// Whoever leads at that moment (skipped when nobody does).
+    Leader,
+    /// The node that has been down the longest (skipped when none is down).
+    LongestDown,
+}
+
+/// How the network is cut. Applying a partition first heals the previous one ("re-cut").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PartitionSpec {
+    /// No frame crosses between the sides, either way.
+    Split {
+        /// One side.
+        a: Vec<NodeId>,
+        /// The other side.
+        b: Vec<NodeId>,
+    },
+    /// `listeners` still hear `speakers`, but `speakers` do not hear `listeners`.
+    OneWay {
+        /// Nodes whose frames still get through.
+        speakers: Vec<NodeId>,
+        /// Nodes whose frames to the speakers are lost.
+        listeners: Vec<NodeId>,
+    },
+    /// Cut one node off from everyone.
+    Isolate(NodeTarget),
+}
+
+/// One scheduled happening.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultEvent {
+    /// Change loss, duplication and delay.
+    SetRates(FaultRates),
+    /// Heal the current partition and cut a new one.
+    Partition(PartitionSpec),
+    /// Heal every partition.
+    Heal,
+    /// Crash a node: it stops, and its storage loses whatever was not synced.
+    Crash(NodeTarget),
+    /// Restart a crashed node from its storage.
+    Restart(NodeTarget),
+    /// Ask the leader to move to this configuration (by joint consensus). The runner may find
+    /// it refused (a change already in progress, no leader): that is fine and should be logged.
+    ChangeMembership {
+        /// Voters of the target configuration, sorted.
+        voters: Vec<NodeId>,
+        /// Observers of the target configuration, sorted.
+        observers: Vec<NodeId>,
+    },
+    /// Ask the leader to hand leadership to a node.
+    TransferLeader(NodeTarget),
+    /// Start of the final quiet part: heal, quiet rates, restart every down node.
+    Quiesce,
+}
+
+impl fmt::Display for FaultEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultEvent::SetRates(r) => write!(
+                f,
+                "rates loss {}‰ dup {}‰ delay {}..={} ms",
+                r.loss_per_mille, r.dup_per_mille, r.delay_min_ms, r.delay_max_ms
+            ),
+            FaultEvent::Partition(p) => write!(f, "partition {p:?}"),
+            FaultEvent::Heal => f.write_str("heal"),
+            FaultEvent::Crash(t) => write!(f, "crash {t:?}"),
+            FaultEvent::Restart(t) => write!(f, "restart {t:?}"),
+            FaultEvent::ChangeMembership { voters, observers } => {
+                write!(f, "change membership to voters {voters:?} observers {observers:?}")
+            }
+            FaultEvent::TransferLeader(t) => write!(f, "transfer leader to {t:?}"),
+            FaultEvent::Quiesce => f.write_str("quiesce (heal, quiet network, restart all)"),
+        }
+    }
+}
+
+/// An event and the global simulated time at which it fires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledEvent {
+    /// Global simulated ms.
+    pub at_ms: u64,
+    /// What happens.
+    pub event: FaultEvent,
+}
+
+/// A whole run's plan. Events are sorted by time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultSchedule {
+    /// The seed it was drawn from.
+    pub seed: u64,
+    /// Initial voters `1..=cluster_size` (3 to 5).
+    pub initial_voters: Vec<NodeId>,
+    /// Every node the run may use: the initial voters plus one spare that membership changes
+    /// may bring in. The runner creates them all; the spare starts outside the configuration.
+    pub all_nodes: Vec<NodeId>,
+    /// Events in time order.
+    pub events: Vec<ScheduledEvent>,
+    /// When the final quiet part starts (a `Quiesce` event fires then).
+    pub quiet_from_ms: u64,
+    /// When the run ends.
+    pub end_ms: u64,
+}
+
+/// Shortest gap between two scheduled events, ms: long enough for an election to happen.
+const MIN_GAP_MS: u64 = 100;
+/// Longest gap between two scheduled events, ms.
+const MAX_GAP_MS: u64 = 2_500;
+
+impl FaultSchedule {
+    /// Draw the schedule for `seed`, for a run of `duration_ms` global ms. The last quarter (at
+    /// least 1 s, at most 10 s, never more than half the run) is quiet.
+    pub fn generate(seed: u64, duration_ms: u64) -> FaultSchedule {
+        let mut rng = Rng::new(seed ^ 0x6661_756C_7473_0000);
+        let cluster_size = rng.range(3, 6);
+        let initial_voters: Vec<NodeId> = (1..=cluster_size).collect();
+        let all_nodes: Vec<NodeId> = (1..=cluster_size + 1).collect();
+        let quiet_ms = (duration_ms / 4).clamp(1_000, 10_000).min(duration_ms / 2);
+        let quiet_from_ms = duration_ms - quiet_ms;
+
+        let mut plan = Planner {
+            rng,
+            all: all_nodes.clone(),
+            voters: initial_voters.iter().copied().collect(),
+            down: 0,
+        };
+        let mut events = vec![ScheduledEvent { at_ms: 0, event: FaultEvent::SetRates(FaultRates::random(&mut plan.rng)) }];
+        let mut t = 0;
+        loop {
+            t += plan.rng.range(MIN_GAP_MS, MAX_GAP_MS + 1);
+            if t >= quiet_from_ms {
+                break;
+            }
+            if let Some(event) = plan.next_event() {
+                events.push(ScheduledEvent { at_ms: t, event });
+            }
+        }
+        events.push(ScheduledEvent { at_ms: quiet_from_ms, event: FaultEvent::Quiesce });
+        FaultSchedule { seed, initial_voters, all_nodes, events, quiet_from_ms, end_ms: duration_ms }
+    }
+
+    /// Events firing in `(after_ms, upto_ms]`, for runners that advance time in jumps.
+    pub fn events_between(&self, after_ms: u64, upto_ms: u64) -> impl Iterator<Item = &ScheduledEvent> {
+        self.events.iter().filter(move |e| e.at_ms > after_ms && e.at_ms <= upto_ms)
+    }
+
+    /// Events firing exactly at `now_ms` (for runners that step one ms at a time; the first
+    /// event is at 0).
+    pub fn events_at(&self, now_ms: u64) -> impl Iterator<Item = &ScheduledEvent> {
+        self.events.iter().filter(move |e| e.at_ms == now_ms)
+    }
+}
+
+/// Keeps the schedule plausible while drawing it: at most a minority of the initial voters
+/// down at once (so progress is possible between faults) and membership targets of 3–5 voters.
+struct Planner {
+    rng: Rng,
+    all: Vec<NodeId>,
+    voters: BTreeSet<NodeId>,
+    down: usize,
+}
+
+impl Planner {
+    fn pick(&mut self, from: &[NodeId]) -> NodeId {
+        from[self.rng.range(0, from.len() as u64) as usize]
+    }
+
+    fn target(&mut self) -> NodeTarget {
+        if self.rng.chance(1, 3) {
+            NodeTarget::Leader
+        } else {
+            let all = self.all.clone();
+            NodeTarget::Node(self.pick(&all))
+        }
+    }
+
+    fn next_event(&mut self) -> Option<FaultEvent> {
+        let max_down = (self.voters.len().max(3) - 1) / 2;
+        Some(match self.rng.range(0, 100) {
+            0..=14 => FaultEvent::SetRates(FaultRates::random(&mut self.rng)),
+            15..=34 => FaultEvent::Partition(self.partition()),
+            35..=49 => FaultEvent::Heal,
+            50..=64 if self.down < max_down => {
+                self.down += 1;
+                FaultEvent::Crash(self.target())
+            }
+            50..=74 if self.down > 0 => {
+                self.down -= 1;
+                FaultEvent::Restart(NodeTarget::LongestDown)
+            }
+            75..=86 => self.membership()?,
+            87..=99 => FaultEvent::TransferLeader(NodeTarget::Node({
+                let v: Vec<NodeId> = self.voters.iter().copied().collect();
+                self.pick(&v)
+            })),
+            _ => return None,
+        })
+    }
+
+    fn partition(&mut self) -> PartitionSpec {
+        match self.rng.range(0, 3) {
+            0 => PartitionSpec::Isolate(self.target()),
+            kind => {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for &id in &self.all {
+                    if self.rng.chance(1, 2) {
+                        a.push(id);
+                    } else {
+                        b.push(id);
+                    }
+                }
+                if a.is_empty() {
+                    a.push(b.pop().expect("all is not empty"));
+                }
+                if kind == 1 {
+                    PartitionSpec::Split { a, b }
+                } else {
+                    PartitionSpec::OneWay { speakers: a, listeners: b }
+                }
+            }
+        }
+    }
+
+    fn membership(&mut self) -> Option<FaultEvent> {
+        let outside: Vec<NodeId> = self.all.iter().copied().filter(|id| !self.voters.contains(id)).collect();
+        let inside: Vec<NodeId> = self.voters.iter().copied().collect();
+        let grow = !outside.is_empty() && (inside.len() <= 3 || self.rng.chance(1, 2));
+        if grow && inside.len() < 5 {
+            let id = self.pick(&outside);
+            self.voters.insert(id);
+        } else if inside.len() > 3 {
+            let id = self.pick(&inside);
+            self.voters.remove(&id);
+        } else if !outside.is_empty() {
+            // Swap one voter for an outsider, keeping the size.
+            let out = self.pick(&inside);
+            let new = self.pick(&outside);
+            self.voters.remove(&out);
+            self.voters.insert(new);
+        } else {
+            return None;
+        }
+        let voters: Vec<NodeId> = self.voters.iter().copied().collect();
+        // Any node outside the voters may come along as an observer.
+        let observers = self.all.iter().copied().filter(|id| !self.voters.contains(id) && self.rng.chance(1, 2)).collect();
+        Some(FaultEvent::ChangeMembership { voters, observers })
+    }
+}
+
+/// Apply a network-only event (`SetRates`, `Partition`, `Heal`, and the network half of
+/// `Quiesce`) to `net`. `leader` resolves [`NodeTarget::Leader`]; `longest_down` resolves
+/// [`NodeTarget::LongestDown`]. Returns false for events that are not the network's (crash,
+/// restart, membership, transfer), which the runner handles itself.
+pub fn apply_network_event(
+    event: &FaultEvent,
+    net: &mut Network,
+    all: &[NodeId],
+    leader: Option<NodeId>,
+    longest_down: Option<NodeId>,
+) -> bool {
+    match event {
+        FaultEvent::SetRates(r) => net.set_fault_rates(*r),
+        FaultEvent::Heal => net.heal(),
+        FaultEvent::Quiesce => net.quiesce(),
+        FaultEvent::Partition(spec) => {
+            net.heal();
+            match spec {
+                PartitionSpec::Split { a, b } => net.partition(a, b),
+                PartitionSpec::OneWay { speakers, listeners } => net.partition_one_way(speakers, listeners),
+                PartitionSpec::Isolate(t) => {
+                    if let Some(id) = resolve(*t, leader, longest_down) {
+                        net.isolate(id, all);
+                    }
+                }
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// The node a target names right now, if any.
+pub fn resolve(target: NodeTarget, leader: Option<NodeId>, longest_down: Option<NodeId>) -> Option<NodeId> {
+    match target {
+        NodeTarget::Node(id) => Some(id),
+        NodeTarget::Leader => leader,
+        NodeTarget::LongestDown => longest_down,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_per_seed() {
+        assert_eq!(FaultSchedule::generate(5, 30_000), FaultSchedule::generate(5, 30_000));
+        assert_ne!(FaultSchedule::generate(5, 30_000), FaultSchedule::generate(6, 30_000));
+    }
+
+    #[test]
+    fn shape_of_many_schedules() {
+        let mut sizes = BTreeSet::new();
+        // Only counted, never iterated, so a HashSet cannot affect determinism.
+        let mut kinds = std::collections::HashSet::new();
+        for seed in 0..300 {
+            let s = FaultSchedule::generate(seed, 40_000);
+            let n = s.initial_voters.len();
+            sizes.insert(n);
+            assert!((3..=5).contains(&n));
+            assert_eq!(s.all_nodes.len(), n + 1);
+            assert!(s.events.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "sorted");
+            let last = s.events.last().expect("has events");
+            assert_eq!(last.event, FaultEvent::Quiesce);
+            assert_eq!(last.at_ms, s.quiet_from_ms);
+            assert!(s.quiet_from_ms < s.end_ms);
+            // Never more than a minority down at once.
+            let mut down: i64 = 0;
+            for e in &s.events {
+                match &e.event {
+                    FaultEvent::Crash(_) => down += 1,
+                    FaultEvent::Restart(_) => down -= 1,
+                    FaultEvent::ChangeMembership { voters, .. } => {
+                        assert!((3..=5).contains(&voters.len()));
+                    }
+                    _ => {}
+                }
+                assert!((0..=2).contains(&down));
+                kinds.insert(std::mem::discriminant(&e.event));
+            }
+        }
+        assert_eq!(sizes.len(), 3, "cluster sizes 3, 4 and 5 all occur");
+        assert_eq!(kinds.len(), 8, "every kind of event occurs");
+    }
+
+    #[test]
+    fn network_events_apply() {
+        let mut net = Network::new(1);
+        let all = [1, 2, 3];
+        let iso = FaultEvent::Partition(PartitionSpec::Isolate(NodeTarget::Leader));
+        assert!(apply_network_event(&iso, &mut net, &all, Some(2), None));
+        assert!(!net.link_open(2, 1) && net.link_open(1, 3));
+        let one_way = FaultEvent::Partition(PartitionSpec::OneWay { speakers: vec![1], listeners: vec![2, 3] });
+        apply_network_event(&one_way, &mut net, &all, None, None);
+        assert!(net.link_open(2, 3), "the re-cut healed the isolation of 2");
+        assert!(!net.link_open(3, 1) && net.link_open(1, 3));
+        assert!(!apply_network_event(&FaultEvent::Crash(NodeTarget::Leader), &mut net, &all, None, None));
+        apply_network_event(&FaultEvent::Quiesce, &mut net, &all, None, None);
+        assert!(!net.is_partitioned());
+    }
+}
