@@ -4,4 +4,5 @@
 //! checker for client histories ([`linearizability`]).
 #![warn(missing_docs)]
 
+pub mod linearizability;
 pub mod sim;
