@@ -1,1 +1,813 @@
-//! (in progress)
+//! The node driver: binds one group's [`Raft`] to its [`Storage`], [`Transport`] and
+//! [`StateMachine`]. Both platforms and the simulator run this same code.
+//!
+//! A platform feeds inputs (`tick`, `handle_frame`, `propose`, `read_index`, ...) and then calls
+//! [`Node::flush`] once per batch of inputs. `flush` is where the IO contract of
+//! [`crate::storage`] is kept:
+//!
+//! 1. pending appends and read rounds are handed to Raft, and every message that may leave at
+//!    once (the leader's appends, heartbeats, snapshot chunks) is framed and sent — the leader
+//!    replicates in parallel with its own disk write;
+//! 2. if anything was written, storage is synced **once** for the whole batch (group commit);
+//! 3. messages held for durability (vote grants, append acknowledgements) are released and sent;
+//! 4. committed entries are read back from storage and applied, and results reported;
+//! 5. reads whose index has been applied are reported ready;
+//! 6. a snapshot is taken when one is due, and the log behind it compacted.
+//!
+//! The driver never allocates: the platform hands in the one buffer used to frame messages and
+//! to read entries for applying.
+
+use crate::entry::{self, EntryIter};
+use crate::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport};
+use crate::limits::{Config, ConfigError};
+use crate::membership::Membership;
+use crate::message::Message;
+use crate::raft::{
+    ConfigChange, Envelope, ProposeError, Raft, RaftError, ReadError, ReadEvent, Recovered,
+    StepOutcome, TransferError,
+};
+use crate::record::CRC32C;
+use crate::storage::{Storage, StorageError};
+use crate::types::{
+    ClusterId, EntryKind, GroupId, HardState, LogIndex, NodeId, Role, SnapshotMeta, Term,
+};
+use crate::wire::{self, Body, FrameHeader, WireError, FRAME_PREFIX_RESERVE, WIRE_VERSION};
+use heapless::Deque;
+
+/// Identity and tuning of one group member.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The cluster this node belongs to.
+    pub cluster_id: ClusterId,
+    /// The group this driver runs.
+    pub group: GroupId,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Raft tuning.
+    pub raft: Config,
+    /// Seed for election jitter.
+    pub seed: u64,
+}
+
+/// What the driver reports from [`Node::flush`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<O> {
+    /// The command at `index` (term `term`) was applied with this result. A proposal whose
+    /// `(index, term)` does not match was overwritten and did not take effect.
+    Applied {
+        /// Entry index.
+        index: LogIndex,
+        /// Entry term.
+        term: Term,
+        /// The state machine's result.
+        output: O,
+    },
+    /// Every read ticket ≤ `upto` may now be served from the state machine.
+    ReadReady {
+        /// Highest ticket covered.
+        upto: u64,
+        /// The index the reads are linearized at (already applied).
+        index: LogIndex,
+    },
+    /// Every read ticket ≤ `upto` not yet ready failed; the client should retry.
+    ReadFailed {
+        /// Highest ticket covered.
+        upto: u64,
+    },
+    /// The role, term or known leader changed.
+    RoleChanged {
+        /// The new role.
+        role: Role,
+        /// The current term.
+        term: Term,
+        /// The known leader.
+        leader: NodeId,
+    },
+    /// A snapshot was taken (or installed) at `index`.
+    Snapshot {
+        /// Index the snapshot covers.
+        index: LogIndex,
+    },
+}
+
+/// Why the driver failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeError {
+    /// Storage failed: the node must stop.
+    Storage(StorageError),
+    /// Raft refused a message or its storage failed.
+    Raft(RaftError),
+    /// A frame did not decode.
+    Wire(WireError),
+    /// A frame from another cluster.
+    WrongCluster {
+        /// Our cluster.
+        local: ClusterId,
+        /// The frame's cluster.
+        remote: ClusterId,
+    },
+    /// A frame for another group.
+    WrongGroup {
+        /// Our group.
+        local: GroupId,
+        /// The frame's group.
+        remote: GroupId,
+    },
+    /// A frame addressed to another node.
+    WrongNode {
+        /// Our node id.
+        local: NodeId,
+        /// The frame's destination.
+        remote: NodeId,
+    },
+    /// A frame that is not a Raft message (handshakes belong to the transport).
+    NotRaft,
+    /// The state machine's snapshot failed.
+    Snapshot(SnapshotError),
+    /// The snapshot in storage does not match its checksum.
+    SnapshotChecksum {
+        /// CRC recorded in the metadata.
+        expected: u32,
+        /// CRC of the data read.
+        found: u32,
+    },
+    /// A configuration value is out of range.
+    Config(ConfigError),
+    /// The storage holds no configuration and none was given to bootstrap with.
+    NoMembership,
+    /// The log holds a configuration entry that does not decode.
+    BadConfigEntry(LogIndex),
+}
+
+impl From<StorageError> for NodeError {
+    fn from(e: StorageError) -> Self {
+        NodeError::Storage(e)
+    }
+}
+impl From<RaftError> for NodeError {
+    fn from(e: RaftError) -> Self {
+        NodeError::Raft(e)
+    }
+}
+impl From<WireError> for NodeError {
+    fn from(e: WireError) -> Self {
+        NodeError::Wire(e)
+    }
+}
+
+impl core::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NodeError::Storage(e) => write!(f, "storage: {}", e),
+            NodeError::Raft(e) => write!(f, "raft: {}", e),
+            NodeError::Wire(e) => write!(f, "wire: {}", e),
+            NodeError::WrongCluster { local, remote } => {
+                write!(
+                    f,
+                    "frame from cluster {} refused: this node is in cluster {}",
+                    remote, local
+                )
+            }
+            NodeError::WrongGroup { local, remote } => {
+                write!(f, "frame for group {} delivered to group {}", remote, local)
+            }
+            NodeError::WrongNode { local, remote } => {
+                write!(
+                    f,
+                    "frame addressed to node {} delivered to node {}",
+                    remote, local
+                )
+            }
+            NodeError::NotRaft => f.write_str("frame is not a raft message"),
+            NodeError::Snapshot(e) => write!(f, "state machine snapshot: {:?}", e),
+            NodeError::SnapshotChecksum { expected, found } => {
+                write!(
+                    f,
+                    "snapshot checksum mismatch: metadata says {:#010x}, data gives {:#010x}",
+                    expected, found
+                )
+            }
+            NodeError::Config(e) => write!(f, "config: {}", e),
+            NodeError::NoMembership => {
+                f.write_str("no membership in storage and none given to bootstrap")
+            }
+            NodeError::BadConfigEntry(i) => write!(f, "configuration entry {} does not decode", i),
+        }
+    }
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Frame bytes sent.
+    pub bytes_out: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frame bytes received.
+    pub bytes_in: u64,
+    /// Frames the transport refused.
+    pub send_failures: u64,
+    /// Storage syncs.
+    pub syncs: u64,
+    /// Entries applied.
+    pub applied_entries: u64,
+    /// Snapshots taken locally.
+    pub snapshots_taken: u64,
+}
+
+/// Ready reads waiting for the state machine to catch up.
+const WAITING_READS: usize = 16;
+
+/// One group member: Raft plus its storage, transport, state machine and buffer.
+pub struct Node<S, T, M, B> {
+    cfg: NodeConfig,
+    raft: Raft,
+    store: S,
+    transport: T,
+    sm: M,
+    buf: B,
+    waiting_reads: Deque<(u64, LogIndex), WAITING_READS>,
+    reported: (Role, Term, NodeId),
+    stats: NodeStats,
+}
+
+impl<S, T, M, B> Node<S, T, M, B>
+where
+    S: Storage,
+    T: Transport,
+    M: StateMachine,
+    B: AsMut<[u8]> + AsRef<[u8]>,
+{
+    /// Start a node from its storage. A fresh storage with `bootstrap` set starts a new group
+    /// with that membership (every initial member must use the same one); a fresh storage
+    /// without it starts a node that waits to be added by the leader (`--join`).
+    ///
+    /// `buf` frames messages and reads entries; it must hold the largest entry plus
+    /// [`FRAME_PREFIX_RESERVE`] + 16 bytes.
+    pub fn new(
+        cfg: NodeConfig,
+        mut store: S,
+        transport: T,
+        mut sm: M,
+        mut buf: B,
+        now_ms: u64,
+        bootstrap: Option<&Membership>,
+    ) -> Result<Self, NodeError> {
+        cfg.raft.validate().map_err(NodeError::Config)?;
+        let fresh = store.last_index() == 0
+            && store.snapshot_meta().is_none()
+            && store.hard_state().term == 0;
+        if fresh {
+            if let Some(m) = bootstrap {
+                let mut data = [0u8; crate::raft::MAX_CONFIG_BYTES];
+                let data = postcard::to_slice(m, &mut data).map_err(|_| NodeError::NoMembership)?;
+                store.append(&entry::EntryRef {
+                    index: 1,
+                    term: 1,
+                    kind: EntryKind::Config,
+                    data,
+                })?;
+                store.save_hard_state(&HardState {
+                    term: 1,
+                    vote: 0,
+                    commit: 0,
+                })?;
+                store.sync()?;
+            }
+        }
+        let snap = store.snapshot_meta();
+        let (snapshot, snapshot_membership) = match &snap {
+            Some(m) => ((m.index, m.term), m.membership.clone()),
+            None => ((0, 0), Membership::default()),
+        };
+        if let Some(meta) = &snap {
+            restore_from_store(&store, &mut sm, meta)?;
+        }
+        let last = store.last_index();
+        let last_term = store.term(last)?;
+        let rec = Recovered {
+            hard_state: store.hard_state(),
+            snapshot,
+            snapshot_membership,
+            last: (last, last_term),
+        };
+        let raft = Raft::new(cfg.node_id, cfg.raft.clone(), cfg.seed, rec, now_ms)
+            .map_err(NodeError::Config)?;
+        let mut node = Node {
+            reported: (raft.role(), raft.term(), raft.leader()),
+            cfg,
+            raft,
+            store,
+            transport,
+            sm,
+            buf: {
+                let _ = buf.as_mut();
+                buf
+            },
+            waiting_reads: Deque::new(),
+            stats: NodeStats::default(),
+        };
+        node.rescan_configs(node.raft.snapshot_index() + 1)?;
+        Ok(node)
+    }
+
+    /// Feed every configuration entry from `from` to the end of the log to Raft.
+    fn rescan_configs(&mut self, from: LogIndex) -> Result<(), NodeError> {
+        let last = self.store.last_index();
+        let mut next = from;
+        while next <= last {
+            let got = self.store.read_entries(next, last, self.buf.as_mut())?;
+            for item in EntryIter::new(&self.buf.as_ref()[..got.bytes], got.count) {
+                let e =
+                    item.map_err(|_| NodeError::Storage(StorageError::Corrupt { location: next }))?;
+                if e.kind == EntryKind::Config {
+                    let m = postcard::from_bytes::<Membership>(e.data)
+                        .map_err(|_| NodeError::BadConfigEntry(e.index))?;
+                    self.raft.recover_config(e.index, m);
+                }
+                next = e.index + 1;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- accessors ---------------------------------------------------------------------------
+
+    /// The Raft state machine (role, term, leader, commit, progress...).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.store
+    }
+    /// The storage, mutably (tests and tools only: the driver relies on what it wrote).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+    /// The state machine (for serving reads).
+    pub fn state_machine(&self) -> &M {
+        &self.sm
+    }
+    /// The state machine, mutably (for local, non-replicated bookkeeping such as watches).
+    pub fn state_machine_mut(&mut self) -> &mut M {
+        &mut self.sm
+    }
+    /// The transport.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+    /// Take the node apart (to simulate a crash, or to shut down).
+    pub fn into_parts(self) -> (S, T, M, B) {
+        (self.store, self.transport, self.sm, self.buf)
+    }
+    /// The applied index.
+    pub fn applied(&self) -> LogIndex {
+        self.raft.applied()
+    }
+
+    // ----- inputs --------------------------------------------------------------------------------
+
+    /// Advance time.
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), NodeError> {
+        self.raft.tick(now_ms, &mut self.store)?;
+        Ok(())
+    }
+
+    /// Decode and handle one frame from the network.
+    pub fn handle_frame(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), NodeError> {
+        let (frame, _) = wire::decode(bytes)?;
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        let h = frame.header;
+        if h.cluster_id != self.cfg.cluster_id {
+            return Err(NodeError::WrongCluster {
+                local: self.cfg.cluster_id,
+                remote: h.cluster_id,
+            });
+        }
+        if h.group != self.cfg.group {
+            return Err(NodeError::WrongGroup {
+                local: self.cfg.group,
+                remote: h.group,
+            });
+        }
+        if h.to != self.cfg.node_id {
+            return Err(NodeError::WrongNode {
+                local: self.cfg.node_id,
+                remote: h.to,
+            });
+        }
+        match frame.body {
+            Body::Raft(msg) => self.receive(now_ms, h.from, &msg, frame.tail),
+            _ => Err(NodeError::NotRaft),
+        }
+    }
+
+    /// Handle one decoded message (platforms that decode frames themselves call this).
+    pub fn receive(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        msg: &Message,
+        tail: &[u8],
+    ) -> Result<(), NodeError> {
+        match self.raft.step(now_ms, from, msg, tail, &mut self.store)? {
+            StepOutcome::Done => Ok(()),
+            StepOutcome::SnapshotInstalled(meta) => {
+                restore_from_store(&self.store, &mut self.sm, &meta)?;
+                self.waiting_reads.clear();
+                self.rescan_configs(meta.index + 1)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Propose a command (leader only). The result arrives as [`Event::Applied`] with the same
+    /// index and term.
+    pub fn propose(
+        &mut self,
+        now_ms: u64,
+        command: &[u8],
+    ) -> Result<(LogIndex, Term), ProposeError> {
+        let max = self
+            .buf
+            .as_ref()
+            .len()
+            .saturating_sub(FRAME_PREFIX_RESERVE + 64);
+        if command.len() > max {
+            return Err(ProposeError::TooLarge);
+        }
+        self.raft.propose(now_ms, command, &mut self.store)
+    }
+
+    /// Propose a membership change step (leader only).
+    pub fn change_membership(
+        &mut self,
+        now_ms: u64,
+        change: ConfigChange,
+    ) -> Result<(LogIndex, Term, Membership), ProposeError> {
+        self.raft.propose_config(now_ms, change, &mut self.store)
+    }
+
+    /// Start a ReadIndex read; see [`Event::ReadReady`].
+    pub fn read_index(&mut self, now_ms: u64) -> Result<u64, ReadError> {
+        self.raft.read_index(now_ms)
+    }
+
+    /// A lease read: the index to wait for (compare with [`Node::applied`]) if the lease holds.
+    pub fn read_lease(&self, now_ms: u64) -> Result<LogIndex, ReadError> {
+        self.raft.read_lease(now_ms)
+    }
+
+    /// Hand leadership to `target`.
+    pub fn transfer_leader(&mut self, now_ms: u64, target: NodeId) -> Result<(), TransferError> {
+        self.raft.transfer_leader(now_ms, target)
+    }
+
+    /// Take a snapshot now (if anything was applied since the last one).
+    pub fn snapshot_now(&mut self, now_ms: u64) -> Result<Option<LogIndex>, NodeError> {
+        self.take_snapshot(now_ms)
+    }
+
+    // ----- the batch boundary --------------------------------------------------------------------
+
+    /// Persist, send, apply and report everything the inputs since the last flush produced.
+    pub fn flush(
+        &mut self,
+        now_ms: u64,
+        on_event: &mut dyn FnMut(Event<M::Output>),
+    ) -> Result<(), NodeError> {
+        self.raft.flush(now_ms, &mut self.store)?;
+        self.send_outbox();
+        if self.raft.needs_sync() {
+            self.store.sync()?;
+            self.stats.syncs += 1;
+            self.raft.on_persisted(self.raft.last_index());
+            self.send_outbox();
+        }
+        self.apply_committed(on_event)?;
+        self.report_reads(on_event);
+        let now = (self.raft.role(), self.raft.term(), self.raft.leader());
+        if now != self.reported {
+            let was_leader = self.reported.0 == Role::Leader;
+            let is_leader = now.0 == Role::Leader;
+            if was_leader != is_leader || (is_leader && now.1 != self.reported.1) {
+                self.sm.on_leadership(is_leader, now.1, now.2);
+            }
+            self.reported = now;
+            on_event(Event::RoleChanged {
+                role: now.0,
+                term: now.1,
+                leader: now.2,
+            });
+        }
+        if self.raft.snapshot_due(now_ms) {
+            if let Some(index) = self.take_snapshot(now_ms)? {
+                on_event(Event::Snapshot { index });
+            }
+        }
+        // Applying may have produced messages (a leader's commit advancing read rounds).
+        self.send_outbox();
+        Ok(())
+    }
+
+    fn apply_committed(
+        &mut self,
+        on_event: &mut dyn FnMut(Event<M::Output>),
+    ) -> Result<(), NodeError> {
+        let commit = self.raft.commit();
+        let mut next = self.raft.applied() + 1;
+        while next <= commit {
+            let got = self.store.read_entries(next, commit, self.buf.as_mut())?;
+            for item in EntryIter::new(&self.buf.as_ref()[..got.bytes], got.count) {
+                let e =
+                    item.map_err(|_| NodeError::Storage(StorageError::Corrupt { location: next }))?;
+                debug_assert_eq!(e.index, next);
+                match e.kind {
+                    EntryKind::Normal => {
+                        let output = self.sm.apply(e.index, e.term, e.data);
+                        on_event(Event::Applied {
+                            index: e.index,
+                            term: e.term,
+                            output,
+                        });
+                    }
+                    EntryKind::Noop | EntryKind::Config => self.sm.skip(e.index),
+                }
+                self.stats.applied_entries += 1;
+                next = e.index + 1;
+            }
+            self.raft.set_applied(next - 1);
+        }
+        Ok(())
+    }
+
+    fn report_reads(&mut self, on_event: &mut dyn FnMut(Event<M::Output>)) {
+        while let Some(ev) = self.raft.pop_read_event() {
+            match ev {
+                ReadEvent::Ready { upto, index } => {
+                    if self.waiting_reads.push_back((upto, index)).is_err() {
+                        // Too many ready reads waiting for apply: fail this batch (clients retry).
+                        on_event(Event::ReadFailed { upto });
+                    }
+                }
+                ReadEvent::Failed { upto } => {
+                    // Fail what waits too, so tickets are always reported in order.
+                    while let Some((u, _)) = self.waiting_reads.pop_front() {
+                        on_event(Event::ReadFailed { upto: u });
+                    }
+                    on_event(Event::ReadFailed { upto });
+                }
+            }
+        }
+        let applied = self.raft.applied();
+        while let Some(&(upto, index)) = self.waiting_reads.front() {
+            if index > applied {
+                break;
+            }
+            self.waiting_reads.pop_front();
+            on_event(Event::ReadReady { upto, index });
+        }
+    }
+
+    fn take_snapshot(&mut self, now_ms: u64) -> Result<Option<LogIndex>, NodeError> {
+        let index = self.raft.applied();
+        if index <= self.raft.snapshot_index() {
+            return Ok(None);
+        }
+        let Some(membership) = self.raft.membership_at(index) else {
+            return Ok(None);
+        };
+        let term = self.store.term(index)?;
+        // Pass 1 sizes and checksums the data so the metadata is complete before writing.
+        let mut probe = CountingWriter {
+            len: 0,
+            digest: CRC32C.digest(),
+        };
+        self.sm.snapshot(&mut probe).map_err(NodeError::Snapshot)?;
+        let meta = SnapshotMeta {
+            index,
+            term,
+            membership,
+            size_bytes: probe.len,
+            crc: probe.digest.finalize(),
+        };
+        self.store.snapshot_begin(&meta)?;
+        let mut w = StoreWriter {
+            store: &mut self.store,
+            offset: 0,
+            err: None,
+        };
+        let res = self.sm.snapshot(&mut w);
+        if let Some(e) = w.err {
+            return Err(NodeError::Storage(e));
+        }
+        res.map_err(NodeError::Snapshot)?;
+        self.store.snapshot_finish()?;
+        self.raft.on_snapshot_taken(now_ms, index, term);
+        let upto = index.saturating_sub(self.cfg.raft.snapshot_keep_entries);
+        if upto > 0 {
+            self.store.compact_prefix(upto)?;
+        }
+        self.stats.snapshots_taken += 1;
+        Ok(Some(index))
+    }
+
+    // ----- sending -------------------------------------------------------------------------------
+
+    fn send_outbox(&mut self) {
+        while let Some(env) = self.raft.pop_message() {
+            self.send_one(env);
+        }
+    }
+
+    fn send_one(&mut self, env: Envelope) {
+        let header = FrameHeader {
+            version: WIRE_VERSION,
+            cluster_id: self.cfg.cluster_id,
+            group: self.cfg.group,
+            from: self.cfg.node_id,
+            to: env.to,
+        };
+        let tail_at = FRAME_PREFIX_RESERVE + 5;
+        let buf = self.buf.as_mut();
+        let room = buf.len().saturating_sub(tail_at + 4);
+        let mut msg = env.msg;
+        let mut tail_len = 0;
+        match &mut msg {
+            Message::Append {
+                prev_index, count, ..
+            } if *count > 0 => {
+                let planned_last = *prev_index + u64::from(*count);
+                let limit = room.min(self.cfg.raft.max_bytes_per_message);
+                match self.store.read_entries(
+                    *prev_index + 1,
+                    planned_last,
+                    &mut buf[tail_at..tail_at + limit],
+                ) {
+                    Ok(got) => {
+                        tail_len = got.bytes;
+                        if got.count < *count {
+                            self.raft.sent_fewer(
+                                env.to,
+                                planned_last,
+                                *prev_index + u64::from(got.count),
+                            );
+                            *count = got.count;
+                        }
+                    }
+                    Err(e) => {
+                        warn!("cannot read entries for a peer; message dropped");
+                        let _ = e;
+                        return;
+                    }
+                }
+            }
+            Message::Snapshot {
+                meta, offset, done, ..
+            } => {
+                let Some(stored) = self.store.snapshot_meta() else {
+                    return;
+                };
+                if stored.index != meta.index {
+                    return;
+                }
+                meta.membership = stored.membership;
+                meta.size_bytes = stored.size_bytes;
+                meta.crc = stored.crc;
+                let chunk = room.min(self.cfg.raft.snapshot_chunk_bytes);
+                match self
+                    .store
+                    .snapshot_read(*offset, &mut buf[tail_at..tail_at + chunk])
+                {
+                    Ok(n) => {
+                        tail_len = n;
+                        *done = *offset + n as u64 >= stored.size_bytes;
+                    }
+                    Err(_) => return,
+                }
+            }
+            _ => {}
+        }
+        match wire::encode_with_tail(&header, &Body::Raft(msg), buf, tail_at, tail_len) {
+            Ok(range) => {
+                let frame = &buf[range];
+                self.stats.frames_out += 1;
+                self.stats.bytes_out += frame.len() as u64;
+                if self.transport.send(env.to, frame).is_err() {
+                    self.stats.send_failures += 1;
+                }
+            }
+            Err(_) => self.stats.send_failures += 1,
+        }
+    }
+}
+
+/// Restore `sm` from the snapshot in `store`, checking its CRC as it streams.
+fn restore_from_store<S: Storage, M: StateMachine>(
+    store: &S,
+    sm: &mut M,
+    meta: &SnapshotMeta,
+) -> Result<(), NodeError> {
+    let mut r = StoreReader {
+        store,
+        offset: 0,
+        size: meta.size_bytes,
+        digest: CRC32C.digest(),
+        err: None,
+    };
+    let res = sm.restore(meta.index, &mut r);
+    if let Some(e) = r.err {
+        return Err(NodeError::Storage(e));
+    }
+    res.map_err(NodeError::Snapshot)?;
+    let found = r.digest.finalize();
+    if found != meta.crc || r.offset != meta.size_bytes {
+        return Err(NodeError::SnapshotChecksum {
+            expected: meta.crc,
+            found,
+        });
+    }
+    Ok(())
+}
+
+struct CountingWriter {
+    len: u64,
+    digest: crc::Digest<'static, u32>,
+}
+
+impl SnapshotWriter for CountingWriter {
+    fn write(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        self.len += data.len() as u64;
+        self.digest.update(data);
+        Ok(())
+    }
+}
+
+struct StoreWriter<'a, S> {
+    store: &'a mut S,
+    offset: u64,
+    err: Option<StorageError>,
+}
+
+impl<S: Storage> SnapshotWriter for StoreWriter<'_, S> {
+    fn write(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        match self.store.snapshot_write(self.offset, data) {
+            Ok(()) => {
+                self.offset += data.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.err = Some(e);
+                Err(SnapshotError::Io)
+            }
+        }
+    }
+}
+
+struct StoreReader<'a, S> {
+    store: &'a S,
+    offset: u64,
+    size: u64,
+    digest: crc::Digest<'static, u32>,
+    err: Option<StorageError>,
+}
+
+impl<S: Storage> SnapshotReader for StoreReader<'_, S> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
+        if self.offset + buf.len() as u64 > self.size {
+            return Err(SnapshotError::Malformed);
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            match self.store.snapshot_read(self.offset, &mut buf[done..]) {
+                Ok(0) => return Err(SnapshotError::Malformed),
+                Ok(n) => {
+                    self.digest.update(&buf[done..done + n]);
+                    done += n;
+                    self.offset += n as u64;
+                }
+                Err(e) => {
+                    self.err = Some(e);
+                    return Err(SnapshotError::Io);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remaining(&self) -> u64 {
+        self.size - self.offset
+    }
+}

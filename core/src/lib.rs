@@ -27,6 +27,8 @@ pub mod limits;
 pub mod membership;
 pub mod message;
 pub mod multi;
+#[cfg(feature = "mutants")]
+pub mod mutants;
 pub mod raft;
 pub mod record;
 pub mod rng;

@@ -1,1 +1,139 @@
-//! (in progress)
+//! Multi-raft: one node hosts several groups. Every frame names its group; [`MultiNode`] routes
+//! it to that group's driver. Groups are added and removed at run time, up to a fixed count.
+
+use crate::driver::{Event, Node, NodeError};
+use crate::io::{StateMachine, Transport};
+use crate::storage::Storage;
+use crate::types::GroupId;
+use crate::wire;
+use heapless::Vec;
+
+/// Why a group operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MultiError {
+    /// The node already hosts its maximum number of groups.
+    Full {
+        /// The capacity.
+        max_groups: usize,
+    },
+    /// A group with this id is already hosted.
+    Exists(GroupId),
+    /// No group with this id is hosted here.
+    UnknownGroup(GroupId),
+    /// The group's driver failed.
+    Node(GroupId, NodeError),
+}
+
+impl core::fmt::Display for MultiError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MultiError::Full { max_groups } => write!(
+                f,
+                "this node already hosts its maximum of {} groups",
+                max_groups
+            ),
+            MultiError::Exists(g) => write!(f, "group {} already exists on this node", g),
+            MultiError::UnknownGroup(g) => write!(f, "group {} is not hosted on this node", g),
+            MultiError::Node(g, e) => write!(f, "group {}: {}", g, e),
+        }
+    }
+}
+
+/// Up to `G` groups on one node, each with its own driver.
+pub struct MultiNode<S, T, M, B, const G: usize> {
+    groups: Vec<(GroupId, Node<S, T, M, B>), G>,
+}
+
+impl<S, T, M, B, const G: usize> Default for MultiNode<S, T, M, B, G> {
+    fn default() -> Self {
+        MultiNode { groups: Vec::new() }
+    }
+}
+
+impl<S, T, M, B, const G: usize> MultiNode<S, T, M, B, G>
+where
+    S: Storage,
+    T: Transport,
+    M: StateMachine,
+    B: AsMut<[u8]> + AsRef<[u8]>,
+{
+    /// An empty host.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Host a group (its driver already built for `group`).
+    pub fn add_group(&mut self, group: GroupId, node: Node<S, T, M, B>) -> Result<(), MultiError> {
+        if self.groups.iter().any(|(g, _)| *g == group) {
+            return Err(MultiError::Exists(group));
+        }
+        self.groups
+            .push((group, node))
+            .map_err(|_| MultiError::Full { max_groups: G })
+    }
+
+    /// Stop hosting a group; returns its driver so the caller can shut it down.
+    pub fn remove_group(&mut self, group: GroupId) -> Result<Node<S, T, M, B>, MultiError> {
+        let at = self
+            .groups
+            .iter()
+            .position(|(g, _)| *g == group)
+            .ok_or(MultiError::UnknownGroup(group))?;
+        Ok(self.groups.swap_remove(at).1)
+    }
+
+    /// The ids of every hosted group.
+    pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.iter().map(|(g, _)| *g)
+    }
+
+    /// One group's driver.
+    pub fn group(&self, group: GroupId) -> Option<&Node<S, T, M, B>> {
+        self.groups
+            .iter()
+            .find(|(g, _)| *g == group)
+            .map(|(_, n)| n)
+    }
+
+    /// One group's driver, mutably.
+    pub fn group_mut(&mut self, group: GroupId) -> Option<&mut Node<S, T, M, B>> {
+        self.groups
+            .iter_mut()
+            .find(|(g, _)| *g == group)
+            .map(|(_, n)| n)
+    }
+
+    /// Route a frame to the group its header names.
+    pub fn handle_frame(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), MultiError> {
+        let (frame, _) =
+            wire::decode(bytes).map_err(|e| MultiError::Node(0, NodeError::Wire(e)))?;
+        let group = frame.header.group;
+        let node = self
+            .group_mut(group)
+            .ok_or(MultiError::UnknownGroup(group))?;
+        node.handle_frame(now_ms, bytes)
+            .map_err(|e| MultiError::Node(group, e))
+    }
+
+    /// Tick every group.
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), MultiError> {
+        for (g, n) in self.groups.iter_mut() {
+            n.tick(now_ms).map_err(|e| MultiError::Node(*g, e))?;
+        }
+        Ok(())
+    }
+
+    /// Flush every group, reporting events with their group id.
+    pub fn flush(
+        &mut self,
+        now_ms: u64,
+        on_event: &mut dyn FnMut(GroupId, Event<M::Output>),
+    ) -> Result<(), MultiError> {
+        for (g, n) in self.groups.iter_mut() {
+            let group = *g;
+            n.flush(now_ms, &mut |ev| on_event(group, ev))
+                .map_err(|e| MultiError::Node(group, e))?;
+        }
+        Ok(())
+    }
+}
