@@ -56,7 +56,12 @@ impl core::fmt::Display for CodecError {
 impl EntryRef<'_> {
     /// Bytes [`encode`] will write for this entry.
     pub fn encoded_len(&self) -> usize {
-        let h = Header { index: self.index, term: self.term, kind: self.kind, len: self.data.len() as u32 };
+        let h = Header {
+            index: self.index,
+            term: self.term,
+            kind: self.kind,
+            len: self.data.len() as u32,
+        };
         postcard::experimental::serialized_size(&h).unwrap_or(MAX_HEADER_BYTES) + self.data.len()
     }
 }
@@ -64,8 +69,15 @@ impl EntryRef<'_> {
 /// Write `e` into `buf`, returning the bytes used.
 pub fn encode(e: &EntryRef<'_>, buf: &mut [u8]) -> Result<usize, CodecError> {
     let len = u32::try_from(e.data.len()).map_err(|_| CodecError::BufferTooSmall)?;
-    let h = Header { index: e.index, term: e.term, kind: e.kind, len };
-    let used = postcard::to_slice(&h, buf).map_err(|_| CodecError::BufferTooSmall)?.len();
+    let h = Header {
+        index: e.index,
+        term: e.term,
+        kind: e.kind,
+        len,
+    };
+    let used = postcard::to_slice(&h, buf)
+        .map_err(|_| CodecError::BufferTooSmall)?
+        .len();
     let end = used + e.data.len();
     if end > buf.len() {
         return Err(CodecError::BufferTooSmall);
@@ -85,7 +97,15 @@ pub fn decode(buf: &[u8]) -> Result<(EntryRef<'_>, usize), CodecError> {
     if rest.len() < len {
         return Err(CodecError::Truncated);
     }
-    Ok((EntryRef { index: h.index, term: h.term, kind: h.kind, data: &rest[..len] }, hlen + len))
+    Ok((
+        EntryRef {
+            index: h.index,
+            term: h.term,
+            kind: h.kind,
+            data: &rest[..len],
+        },
+        hlen + len,
+    ))
 }
 
 /// Iterates over entries encoded back to back.
@@ -98,12 +118,18 @@ pub struct EntryIter<'a> {
 impl<'a> EntryIter<'a> {
     /// Iterate `count` entries packed in `buf`.
     pub fn new(buf: &'a [u8], count: u32) -> Self {
-        EntryIter { buf, remaining: count }
+        EntryIter {
+            buf,
+            remaining: count,
+        }
     }
 
     /// An iterator over nothing.
     pub fn empty() -> Self {
-        EntryIter { buf: &[], remaining: 0 }
+        EntryIter {
+            buf: &[],
+            remaining: 0,
+        }
     }
 
     /// Entries not yet yielded.
@@ -140,7 +166,12 @@ mod tests {
     #[test]
     fn round_trip_and_borrowing() {
         let mut buf = [0u8; 128];
-        let e = EntryRef { index: 300, term: 7, kind: EntryKind::Normal, data: b"hello" };
+        let e = EntryRef {
+            index: 300,
+            term: 7,
+            kind: EntryKind::Normal,
+            data: b"hello",
+        };
         let n = encode(&e, &mut buf).unwrap();
         assert_eq!(n, e.encoded_len());
         let (d, used) = decode(&buf[..n]).unwrap();
@@ -153,7 +184,12 @@ mod tests {
     #[test]
     fn truncated_and_small_buffers_are_reported() {
         let mut buf = [0u8; 64];
-        let e = EntryRef { index: 1, term: 1, kind: EntryKind::Config, data: &[9; 20] };
+        let e = EntryRef {
+            index: 1,
+            term: 1,
+            kind: EntryKind::Config,
+            data: &[9; 20],
+        };
         let n = encode(&e, &mut buf).unwrap();
         assert_eq!(decode(&buf[..n - 1]), Err(CodecError::Truncated));
         assert_eq!(encode(&e, &mut buf[..10]), Err(CodecError::BufferTooSmall));
@@ -164,10 +200,17 @@ mod tests {
         let mut buf = [0u8; 256];
         let mut at = 0;
         for i in 1..=3u64 {
-            let e = EntryRef { index: i, term: 2, kind: EntryKind::Normal, data: &[i as u8; 3] };
+            let e = EntryRef {
+                index: i,
+                term: 2,
+                kind: EntryKind::Normal,
+                data: &[i as u8; 3],
+            };
             at += encode(&e, &mut buf[at..]).unwrap();
         }
-        let got: heapless::Vec<u64, 4> = EntryIter::new(&buf[..at], 3).map(|e| e.unwrap().index).collect();
+        let got: heapless::Vec<u64, 4> = EntryIter::new(&buf[..at], 3)
+            .map(|e| e.unwrap().index)
+            .collect();
         assert_eq!(got.as_slice(), &[1, 2, 3]);
     }
 }

@@ -89,22 +89,37 @@ impl core::fmt::Display for HandshakeError {
 /// accept any configuration that names us.
 pub fn check(local: &Hello, remote: &Hello) -> Result<(), HandshakeError> {
     if local.cluster_id != remote.cluster_id {
-        return Err(HandshakeError::ClusterMismatch { local: local.cluster_id, remote: remote.cluster_id });
+        return Err(HandshakeError::ClusterMismatch {
+            local: local.cluster_id,
+            remote: remote.cluster_id,
+        });
     }
     if remote.node_id == local.node_id {
         return Err(HandshakeError::SameNodeId(remote.node_id));
     }
     if local.expected_peer != NO_NODE && local.expected_peer != remote.node_id {
-        return Err(HandshakeError::WrongNode { expected: local.expected_peer, found: remote.node_id });
+        return Err(HandshakeError::WrongNode {
+            expected: local.expected_peer,
+            found: remote.node_id,
+        });
     }
     if remote.expected_peer != NO_NODE && remote.expected_peer != local.node_id {
-        return Err(HandshakeError::WrongNode { expected: remote.expected_peer, found: local.node_id });
+        return Err(HandshakeError::WrongNode {
+            expected: remote.expected_peer,
+            found: local.node_id,
+        });
     }
     if !local.members.is_empty() && !local.members.contains(&remote.node_id) {
-        return Err(HandshakeError::NotAMember { remote: remote.node_id, local_members: local.members.clone() });
+        return Err(HandshakeError::NotAMember {
+            remote: remote.node_id,
+            local_members: local.members.clone(),
+        });
     }
     if !remote.members.is_empty() && !remote.members.contains(&local.node_id) {
-        return Err(HandshakeError::UnknownToPeer { local: local.node_id, remote_members: remote.members.clone() });
+        return Err(HandshakeError::UnknownToPeer {
+            local: local.node_id,
+            remote_members: remote.members.clone(),
+        });
     }
     Ok(())
 }
@@ -127,19 +142,37 @@ mod tests {
 
     #[test]
     fn matching_peers_pass() {
-        assert_eq!(check(&hello(1, 1, 2, &[1, 2, 3]), &hello(1, 2, 0, &[1, 2, 3])), Ok(()));
+        assert_eq!(
+            check(&hello(1, 1, 2, &[1, 2, 3]), &hello(1, 2, 0, &[1, 2, 3])),
+            Ok(())
+        );
         // A joining node knows no members yet.
-        assert_eq!(check(&hello(1, 1, 4, &[1, 2, 3, 4]), &hello(1, 4, 0, &[])), Ok(()));
+        assert_eq!(
+            check(&hello(1, 1, 4, &[1, 2, 3, 4]), &hello(1, 4, 0, &[])),
+            Ok(())
+        );
     }
 
     #[test]
     fn every_mismatch_names_both_sides() {
         let e = check(&hello(1, 1, 2, &[1, 2]), &hello(9, 2, 0, &[1, 2])).unwrap_err();
-        assert_eq!(e, HandshakeError::ClusterMismatch { local: 1, remote: 9 });
+        assert_eq!(
+            e,
+            HandshakeError::ClusterMismatch {
+                local: 1,
+                remote: 9
+            }
+        );
         assert!(e.to_string().contains("cluster 1") && e.to_string().contains("cluster 9"));
 
         let e = check(&hello(1, 1, 2, &[1, 2, 3]), &hello(1, 3, 0, &[1, 2, 3])).unwrap_err();
-        assert_eq!(e, HandshakeError::WrongNode { expected: 2, found: 3 });
+        assert_eq!(
+            e,
+            HandshakeError::WrongNode {
+                expected: 2,
+                found: 3
+            }
+        );
         assert!(e.to_string().contains("expected node 2, found node 3"));
 
         let e = check(&hello(1, 1, 0, &[1, 2]), &hello(1, 5, 0, &[1, 2, 5])).unwrap_err();

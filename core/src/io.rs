@@ -73,7 +73,11 @@ pub trait StateMachine {
     /// Write the whole state deterministically (equal states give equal bytes).
     fn snapshot(&self, out: &mut dyn SnapshotWriter) -> Result<(), SnapshotError>;
     /// Replace the whole state with the snapshot's, covering entries up to `index`.
-    fn restore(&mut self, index: LogIndex, src: &mut dyn SnapshotReader) -> Result<(), SnapshotError>;
+    fn restore(
+        &mut self,
+        index: LogIndex,
+        src: &mut dyn SnapshotReader,
+    ) -> Result<(), SnapshotError>;
     /// Called on the leader when it gains or loses leadership of `term`; a state machine that
     /// proposes housekeeping (such as TTL expiry) starts or stops here.
     fn on_leadership(&mut self, leader: bool, term: Term, leader_id: NodeId) {

@@ -101,7 +101,9 @@ impl Config {
         if self.max_read_rounds == 0 || self.max_read_rounds > MAX_READ_ROUNDS {
             return Err(ConfigError::MaxReadRounds);
         }
-        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms * 2 > self.election_timeout_ms {
+        if self.heartbeat_interval_ms == 0
+            || self.heartbeat_interval_ms * 2 > self.election_timeout_ms
+        {
             return Err(ConfigError::HeartbeatInterval);
         }
         if self.lease_drift_margin_ms >= self.election_timeout_ms {
@@ -150,11 +152,15 @@ impl core::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let s = match self {
             ConfigError::MaxInflight => "max_inflight must be between 1 and MAX_INFLIGHT (32)",
-            ConfigError::MaxReadRounds => "max_read_rounds must be between 1 and MAX_READ_ROUNDS (8)",
+            ConfigError::MaxReadRounds => {
+                "max_read_rounds must be between 1 and MAX_READ_ROUNDS (8)"
+            }
             ConfigError::HeartbeatInterval => {
                 "heartbeat_interval_ms must be non-zero and at most half of election_timeout_ms"
             }
-            ConfigError::LeaseDriftMargin => "lease_drift_margin_ms must be below election_timeout_ms",
+            ConfigError::LeaseDriftMargin => {
+                "lease_drift_margin_ms must be below election_timeout_ms"
+            }
             ConfigError::MessageSize => {
                 "max_entries_per_message must be at least 1 and max_bytes_per_message at least 64"
             }

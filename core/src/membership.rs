@@ -30,7 +30,11 @@ impl core::fmt::Display for MembershipError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             MembershipError::TooManyMembers => {
-                write!(f, "more than {} members (voters and observers) in one group", MAX_MEMBERS)
+                write!(
+                    f,
+                    "more than {} members (voters and observers) in one group",
+                    MAX_MEMBERS
+                )
             }
             MembershipError::NoVoters => f.write_str("a configuration needs at least one voter"),
             MembershipError::ReservedId => f.write_str("node id 0 is reserved"),
@@ -96,7 +100,13 @@ impl Membership {
             return Err(MembershipError::NoVoters);
         }
         disjoint(&voters, &observers)?;
-        let m = Membership { voters, observers, joint: false, next_voters: NodeSet::new(), next_observers: NodeSet::new() };
+        let m = Membership {
+            voters,
+            observers,
+            joint: false,
+            next_voters: NodeSet::new(),
+            next_observers: NodeSet::new(),
+        };
         if m.all_len() > MAX_MEMBERS {
             return Err(MembershipError::TooManyMembers);
         }
@@ -161,7 +171,12 @@ impl Membership {
     /// Every node named, each once, sorted.
     pub fn all(&self) -> NodeSet {
         let mut out = NodeSet::new();
-        let halves: [&NodeSet; 4] = [&self.voters, &self.observers, &self.next_voters, &self.next_observers];
+        let halves: [&NodeSet; 4] = [
+            &self.voters,
+            &self.observers,
+            &self.next_voters,
+            &self.next_observers,
+        ];
         for set in halves {
             for &id in set {
                 if !out.contains(&id) {
@@ -176,7 +191,12 @@ impl Membership {
 
     fn all_len(&self) -> usize {
         let mut n = 0;
-        let halves: [&NodeSet; 4] = [&self.voters, &self.observers, &self.next_voters, &self.next_observers];
+        let halves: [&NodeSet; 4] = [
+            &self.voters,
+            &self.observers,
+            &self.next_voters,
+            &self.next_observers,
+        ];
         for (i, set) in halves.iter().enumerate() {
             for id in set.iter() {
                 if !halves[..i].iter().any(|s| s.contains(id)) {
@@ -227,7 +247,9 @@ mod tests {
         let m = Membership::new(&[1, 2, 3], &[4]).unwrap();
         assert!(m.has_quorum(|id| id == 1 || id == 2));
         assert!(!m.has_quorum(|id| id == 1 || id == 4));
-        let j = m.to_joint(&Membership::new(&[3, 4, 5], &[]).unwrap()).unwrap();
+        let j = m
+            .to_joint(&Membership::new(&[3, 4, 5], &[]).unwrap())
+            .unwrap();
         assert!(j.is_voter(5) && j.is_voter(1));
         // Majority of old {1,2,3} but not of new {3,4,5}.
         assert!(!j.has_quorum(|id| id == 1 || id == 2 || id == 3));
@@ -238,18 +260,38 @@ mod tests {
     #[test]
     fn quorum_index_takes_the_median_of_each_half() {
         let m = Membership::new(&[1, 2, 3], &[]).unwrap();
-        let idx = |id| match id { 1 => 10, 2 => 7, 3 => 3, _ => 0 };
+        let idx = |id| match id {
+            1 => 10,
+            2 => 7,
+            3 => 3,
+            _ => 0,
+        };
         assert_eq!(m.quorum_index(idx), 7);
-        let j = m.to_joint(&Membership::new(&[3, 4, 5], &[]).unwrap()).unwrap();
-        let idx2 = |id| match id { 1 => 10, 2 => 7, 3 => 3, 4 => 2, 5 => 9, _ => 0 };
+        let j = m
+            .to_joint(&Membership::new(&[3, 4, 5], &[]).unwrap())
+            .unwrap();
+        let idx2 = |id| match id {
+            1 => 10,
+            2 => 7,
+            3 => 3,
+            4 => 2,
+            5 => 9,
+            _ => 0,
+        };
         assert_eq!(j.quorum_index(idx2), 3);
     }
 
     #[test]
     fn bad_memberships_are_refused_by_cause() {
         assert_eq!(Membership::new(&[], &[1]), Err(MembershipError::NoVoters));
-        assert_eq!(Membership::new(&[1, 1], &[]), Err(MembershipError::Duplicate(1)));
-        assert_eq!(Membership::new(&[1], &[1]), Err(MembershipError::Duplicate(1)));
+        assert_eq!(
+            Membership::new(&[1, 1], &[]),
+            Err(MembershipError::Duplicate(1))
+        );
+        assert_eq!(
+            Membership::new(&[1], &[1]),
+            Err(MembershipError::Duplicate(1))
+        );
         assert_eq!(Membership::new(&[0], &[]), Err(MembershipError::ReservedId));
         assert_eq!(
             Membership::new(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], &[]),

@@ -45,10 +45,18 @@ impl core::fmt::Display for RecordError {
             RecordError::Truncated => f.write_str("record ends early (torn or unsynced tail)"),
             RecordError::BadLength(n) => write!(f, "impossible record length {}", n),
             RecordError::UnknownVersion(v) => {
-                write!(f, "record format version {} is not supported (this build reads {})", v, RECORD_VERSION)
+                write!(
+                    f,
+                    "record format version {} is not supported (this build reads {})",
+                    v, RECORD_VERSION
+                )
             }
             RecordError::BadCrc { expected, found } => {
-                write!(f, "CRC mismatch: record says {:#010x}, bytes give {:#010x}", expected, found)
+                write!(
+                    f,
+                    "CRC mismatch: record says {:#010x}, bytes give {:#010x}",
+                    expected, found
+                )
             }
             RecordError::BufferTooSmall => f.write_str("output buffer too small for the record"),
         }
@@ -61,7 +69,11 @@ pub fn encode(body: &[u8], buf: &mut [u8]) -> Result<usize, RecordError> {
 }
 
 /// Frame a body of `body_len` bytes that `fill` writes in place (avoids a second buffer).
-pub fn encode_with(buf: &mut [u8], body_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<usize, RecordError> {
+pub fn encode_with(
+    buf: &mut [u8],
+    body_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<usize, RecordError> {
     let total = body_len + RECORD_OVERHEAD;
     if body_len > MAX_RECORD_BODY {
         return Err(RecordError::BadLength(body_len as u32));
@@ -97,10 +109,18 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], usize), RecordError> {
     if buf.len() < total {
         return Err(RecordError::Truncated);
     }
-    let stored = u32::from_le_bytes([buf[total - 4], buf[total - 3], buf[total - 2], buf[total - 1]]);
+    let stored = u32::from_le_bytes([
+        buf[total - 4],
+        buf[total - 3],
+        buf[total - 2],
+        buf[total - 1],
+    ]);
     let found = CRC32C.checksum(&buf[..total - 4]);
     if stored != found {
-        return Err(RecordError::BadCrc { expected: stored, found });
+        return Err(RecordError::BadCrc {
+            expected: stored,
+            found,
+        });
     }
     if buf[4] != RECORD_VERSION {
         return Err(RecordError::UnknownVersion(buf[4]));
@@ -128,7 +148,11 @@ mod tests {
         for bit in 0..n * 8 {
             let mut copy = buf;
             copy[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(&copy[..n]).is_err(), "flip of bit {} went unnoticed", bit);
+            assert!(
+                decode(&copy[..n]).is_err(),
+                "flip of bit {} went unnoticed",
+                bit
+            );
         }
     }
 
@@ -137,7 +161,12 @@ mod tests {
         let mut buf = [0u8; 32];
         let n = encode(b"abc", &mut buf).unwrap();
         for cut in 0..n {
-            assert_eq!(decode(&buf[..cut]), Err(RecordError::Truncated), "cut at {}", cut);
+            assert_eq!(
+                decode(&buf[..cut]),
+                Err(RecordError::Truncated),
+                "cut at {}",
+                cut
+            );
         }
     }
 

@@ -78,15 +78,27 @@ impl From<CodecError> for StorageError {
 impl core::fmt::Display for StorageError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            StorageError::Compacted(i) => write!(f, "log index {} was compacted into a snapshot", i),
+            StorageError::Compacted(i) => {
+                write!(f, "log index {} was compacted into a snapshot", i)
+            }
             StorageError::Unavailable(i) => write!(f, "log index {} is past the end of the log", i),
             StorageError::NotContiguous { expected, given } => {
-                write!(f, "append of index {} does not continue the log (expected {})", given, expected)
+                write!(
+                    f,
+                    "append of index {} does not continue the log (expected {})",
+                    given, expected
+                )
             }
-            StorageError::BufferTooSmall { needed } => write!(f, "buffer too small: {} bytes needed", needed),
+            StorageError::BufferTooSmall { needed } => {
+                write!(f, "buffer too small: {} bytes needed", needed)
+            }
             StorageError::Full => f.write_str("storage is full"),
             StorageError::Corrupt { location } => {
-                write!(f, "stored data is corrupt at offset {} (run `shoal-inspect verify`)", location)
+                write!(
+                    f,
+                    "stored data is corrupt at offset {} (run `shoal-inspect verify`)",
+                    location
+                )
             }
             StorageError::SnapshotState => f.write_str("snapshot operation out of order"),
             StorageError::NoSnapshot => f.write_str("no snapshot stored"),
@@ -129,7 +141,12 @@ pub trait Storage: LogView {
     /// Allow discarding every entry with index ≤ `upto` (≤ the snapshot index).
     fn compact_prefix(&mut self, upto: LogIndex) -> Result<(), StorageError>;
     /// Copy entries `lo..=hi` into `buf`, stopping early at the first entry that does not fit.
-    fn read_entries(&self, lo: LogIndex, hi: LogIndex, buf: &mut [u8]) -> Result<ReadEntries, StorageError>;
+    fn read_entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        buf: &mut [u8],
+    ) -> Result<ReadEntries, StorageError>;
     /// Make every write so far durable (hard state, entries, truncations).
     fn sync(&mut self) -> Result<(), StorageError>;
 

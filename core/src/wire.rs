@@ -81,7 +81,11 @@ impl core::fmt::Display for WireError {
             WireError::Record(e) => write!(f, "bad frame: {}", e),
             WireError::Malformed => f.write_str("frame header or message does not decode"),
             WireError::UnknownVersion(v) => {
-                write!(f, "wire version {} is not supported (this build speaks {})", v, WIRE_VERSION)
+                write!(
+                    f,
+                    "wire version {} is not supported (this build speaks {})",
+                    v, WIRE_VERSION
+                )
             }
             WireError::BufferTooSmall => f.write_str("send buffer too small for the frame"),
         }
@@ -104,8 +108,12 @@ pub fn encode_with_tail(
     tail_len: usize,
 ) -> Result<core::ops::Range<usize>, WireError> {
     let mut scratch = [0u8; FRAME_PREFIX_RESERVE];
-    let h = postcard::to_slice(header, &mut scratch).map_err(|_| WireError::BufferTooSmall)?.len();
-    let b = postcard::to_slice(body, &mut scratch[h..]).map_err(|_| WireError::BufferTooSmall)?.len();
+    let h = postcard::to_slice(header, &mut scratch)
+        .map_err(|_| WireError::BufferTooSmall)?
+        .len();
+    let b = postcard::to_slice(body, &mut scratch[h..])
+        .map_err(|_| WireError::BufferTooSmall)?
+        .len();
     let meta = h + b;
     if tail_at < meta + 5 || tail_at + tail_len + 4 > buf.len() {
         return Err(WireError::BufferTooSmall);
@@ -122,7 +130,12 @@ pub fn encode_with_tail(
 }
 
 /// Encode a frame whose tail is given as a slice (copied once into `buf`).
-pub fn encode(header: &FrameHeader, body: &Body, tail: &[u8], buf: &mut [u8]) -> Result<usize, WireError> {
+pub fn encode(
+    header: &FrameHeader,
+    body: &Body,
+    tail: &[u8],
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
     let tail_at = FRAME_PREFIX_RESERVE + 5;
     if buf.len() < tail_at + tail.len() + 4 {
         return Err(WireError::BufferTooSmall);
@@ -137,7 +150,8 @@ pub fn encode(header: &FrameHeader, body: &Body, tail: &[u8], buf: &mut [u8]) ->
 /// Decode and check the frame at the front of `buf`; returns it and the bytes it used.
 pub fn decode(buf: &[u8]) -> Result<(Frame<'_>, usize), WireError> {
     let (inner, used) = record::decode(buf)?;
-    let (header, rest) = postcard::take_from_bytes::<FrameHeader>(inner).map_err(|_| WireError::Malformed)?;
+    let (header, rest) =
+        postcard::take_from_bytes::<FrameHeader>(inner).map_err(|_| WireError::Malformed)?;
     if header.version != WIRE_VERSION {
         return Err(WireError::UnknownVersion(header.version));
     }
@@ -152,7 +166,13 @@ mod tests {
     use crate::types::EntryKind;
 
     fn hdr() -> FrameHeader {
-        FrameHeader { version: WIRE_VERSION, cluster_id: 42, group: 3, from: 1, to: 2 }
+        FrameHeader {
+            version: WIRE_VERSION,
+            cluster_id: 42,
+            group: 3,
+            from: 1,
+            to: 2,
+        }
     }
 
     #[test]
@@ -161,30 +181,69 @@ mod tests {
         let tail_at = FRAME_PREFIX_RESERVE + 5;
         let mut at = tail_at;
         for i in 5..8u64 {
-            let e = EntryRef { index: i, term: 2, kind: EntryKind::Normal, data: b"value" };
+            let e = EntryRef {
+                index: i,
+                term: 2,
+                kind: EntryKind::Normal,
+                data: b"value",
+            };
             at += entry::encode(&e, &mut buf[at..]).unwrap();
         }
-        let msg = Message::Append { term: 2, prev_index: 4, prev_term: 1, commit: 3, count: 3, read_seq: 9 };
-        let range = encode_with_tail(&hdr(), &Body::Raft(msg.clone()), &mut buf, tail_at, at - tail_at).unwrap();
+        let msg = Message::Append {
+            term: 2,
+            prev_index: 4,
+            prev_term: 1,
+            commit: 3,
+            count: 3,
+            read_seq: 9,
+        };
+        let range = encode_with_tail(
+            &hdr(),
+            &Body::Raft(msg.clone()),
+            &mut buf,
+            tail_at,
+            at - tail_at,
+        )
+        .unwrap();
         let (frame, used) = decode(&buf[range.clone()]).unwrap();
         assert_eq!(used, range.len());
         assert_eq!(frame.header, hdr());
         assert_eq!(frame.body, Body::Raft(msg));
-        let idx: heapless::Vec<u64, 4> = EntryIter::new(frame.tail, 3).map(|e| e.unwrap().index).collect();
+        let idx: heapless::Vec<u64, 4> = EntryIter::new(frame.tail, 3)
+            .map(|e| e.unwrap().index)
+            .collect();
         assert_eq!(idx.as_slice(), &[5, 6, 7]);
     }
 
     #[test]
     fn corruption_and_versions_are_refused() {
         let mut buf = [0u8; 1024];
-        let n = encode(&hdr(), &Body::Raft(Message::TimeoutNow { term: 3 }), &[], &mut buf).unwrap();
+        let n = encode(
+            &hdr(),
+            &Body::Raft(Message::TimeoutNow { term: 3 }),
+            &[],
+            &mut buf,
+        )
+        .unwrap();
         let mut bad = buf;
         bad[n / 2] ^= 0x10;
-        assert!(matches!(decode(&bad[..n]), Err(WireError::Record(RecordError::BadCrc { .. }))));
+        assert!(matches!(
+            decode(&bad[..n]),
+            Err(WireError::Record(RecordError::BadCrc { .. }))
+        ));
         let mut h = hdr();
         h.version = 7;
-        let n = encode(&h, &Body::Raft(Message::TimeoutNow { term: 3 }), &[], &mut buf).unwrap();
+        let n = encode(
+            &h,
+            &Body::Raft(Message::TimeoutNow { term: 3 }),
+            &[],
+            &mut buf,
+        )
+        .unwrap();
         assert_eq!(decode(&buf[..n]).unwrap_err(), WireError::UnknownVersion(7));
-        assert_eq!(decode(&buf[..3]).unwrap_err(), WireError::Record(RecordError::Truncated));
+        assert_eq!(
+            decode(&buf[..3]).unwrap_err(),
+            WireError::Record(RecordError::Truncated)
+        );
     }
 }
