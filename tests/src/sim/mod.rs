@@ -8,4 +8,5 @@
 
 pub mod clock;
 pub mod faults;
+pub mod invariants;
 pub mod network;
