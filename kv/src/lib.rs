@@ -1,2 +1,90 @@
-//! DtKV (in progress).
+//! # shoal-kv: DtKV
+//!
+//! The replicated, tree-structured key-value store that Shoal's Raft log feeds. Keys are paths
+//! separated by `.` (`app.db.url`); the root is the empty key. Nodes are values, directories,
+//! temporary values and directories (with a TTL and an owner session), and locks (FIFO waiters,
+//! leases, fencing tokens). Writes arrive as encoded [`Command`]s through
+//! [`StateMachine::apply`](shoal_core::io::StateMachine::apply); reads ([`DtKv::get`],
+//! [`DtKv::batch_get`], [`DtKv::list`]) and the watch history ([`DtKv::events_since`]) are plain
+//! method calls.
+//!
+//! This crate owns the store's semantics, its command/response encoding and its snapshot
+//! format. It never allocates (every buffer comes from [`KvMemory`], sized by [`KvLimits`]),
+//! never reads a clock (time comes inside commands, stamped by the leader) and never panics on
+//! input: a command that does not decode still advances the applied index and answers
+//! [`KvError::Malformed`]. User documentation lives in `docs/DTKV.md`.
 #![no_std]
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+mod arena;
+mod command;
+mod error;
+mod events;
+mod index;
+mod key;
+mod limits;
+mod memory;
+mod sessions;
+mod snapshot;
+mod store;
+
+pub use command::{
+    Applied, BatchResults, CodecError, Command, Keys, NodeKind, NodeView, Op, Pairs, Response, WriteResult,
+    COMMAND_VERSION,
+};
+pub use error::{KvError, WatchError};
+pub use events::{Event, EventKind};
+pub use key::{in_subtree, name_of, parent_of, validate_key, SEPARATOR};
+pub use limits::{KvLimits, LimitsError, MAX_BATCH_ITEMS, MAX_KEY_BYTES_CAP};
+pub use memory::{EmbeddedKvBuffers, EventSlot, KvBuffers, KvMemory, NodeSlot, SessionSlot, WaiterSlot};
+pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use store::DtKv;
+
+#[cfg(feature = "mutants")]
+pub use mutants::{kv_mutant_disable_all, kv_mutant_enable, KV_DEDUP_IGNORED};
+
+/// Planted bugs that prove the tests and the simulator can catch a broken store. Compiled only
+/// with the `mutants` feature, and even then off until selected at run time.
+#[cfg(feature = "mutants")]
+mod mutants {
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    /// The planted bug "apply a retried write twice": the dedup table is ignored, so a retry
+    /// with the same client id and sequence number is applied again.
+    pub const KV_DEDUP_IGNORED: &str = "kv-dedup-ignored";
+
+    pub(crate) static DEDUP_IGNORED: AtomicBool = AtomicBool::new(false);
+
+    /// Switch on the planted bug called `name`; returns false if no such bug exists in DtKV.
+    pub fn kv_mutant_enable(name: &str) -> bool {
+        match name {
+            KV_DEDUP_IGNORED => {
+                DEDUP_IGNORED.store(true, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Switch every planted bug off.
+    pub fn kv_mutant_disable_all() {
+        DEDUP_IGNORED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether the planted bug `kv-dedup-ignored` is on (always false without the feature).
+#[inline]
+pub(crate) fn dedup_ignored() -> bool {
+    #[cfg(feature = "mutants")]
+    {
+        mutants::DEDUP_IGNORED.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(feature = "mutants"))]
+    {
+        false
+    }
+}

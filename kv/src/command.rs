@@ -1,0 +1,483 @@
+//! Commands (what a client asks the log to apply) and responses, with their versioned postcard
+//! encoding. Decoding borrows keys and values from the input bytes; nothing is copied.
+//!
+//! ```text
+//! command  = version: u8 (= 1) | postcard(Command head) | batch items (batch commands only)
+//! response = version: u8 (= 1) | postcard(Response)
+//! ```
+//! A batch command's head carries only the item count; its items follow the head, each a
+//! postcard `(key, value)` pair (batch put) or a postcard key (batch remove).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::KvError;
+use crate::limits::MAX_BATCH_ITEMS;
+
+/// The encoding version of commands and responses written by this build.
+pub const COMMAND_VERSION: u8 = 1;
+
+/// Why a command or response could not be encoded or decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CodecError {
+    /// The output buffer is too small.
+    BufferTooSmall,
+    /// The input is empty, truncated or not a valid encoding.
+    Malformed,
+    /// The version byte is not one this build reads.
+    UnsupportedVersion(u8),
+}
+
+impl From<CodecError> for KvError {
+    fn from(e: CodecError) -> KvError {
+        match e {
+            CodecError::UnsupportedVersion(_) => KvError::UnsupportedVersion,
+            _ => KvError::Malformed,
+        }
+    }
+}
+
+/// The items of a batch put: `(key, value)` pairs, either given by the caller for encoding or
+/// borrowed from decoded command bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pairs<'a>(Items<'a, (&'a [u8], &'a [u8])>);
+
+/// The keys of a batch remove, either given by the caller or borrowed from decoded bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keys<'a>(Items<'a, &'a [u8]>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Items<'a, T> {
+    Slice(&'a [T]),
+    Encoded { count: u32, bytes: &'a [u8] },
+}
+
+impl<'a> Pairs<'a> {
+    /// Pairs to encode.
+    pub const fn new(items: &'a [(&'a [u8], &'a [u8])]) -> Self {
+        Pairs(Items::Slice(items))
+    }
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        match self.0 {
+            Items::Slice(s) => s.len(),
+            Items::Encoded { count, .. } => count as usize,
+        }
+    }
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        ItemsIter { items: self.0, pos: 0 }
+    }
+}
+
+impl<'a> Keys<'a> {
+    /// Keys to encode.
+    pub const fn new(items: &'a [&'a [u8]]) -> Self {
+        Keys(Items::Slice(items))
+    }
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        match self.0 {
+            Items::Slice(s) => s.len(),
+            Items::Encoded { count, .. } => count as usize,
+        }
+    }
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The keys in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        ItemsIter { items: self.0, pos: 0 }
+    }
+}
+
+struct ItemsIter<'a, T> {
+    items: Items<'a, T>,
+    pos: usize,
+}
+
+impl<'a, T: Copy + Deserialize<'a>> Iterator for ItemsIter<'a, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        match &mut self.items {
+            Items::Slice(s) => {
+                let item = s.get(self.pos).copied();
+                self.pos += 1;
+                item
+            }
+            Items::Encoded { count, bytes } => {
+                if *count == 0 {
+                    return None;
+                }
+                // Decoding validated every item, so this only fails on a logic error.
+                let (item, rest) = postcard::take_from_bytes::<T>(bytes).ok()?;
+                *count -= 1;
+                *bytes = rest;
+                Some(item)
+            }
+        }
+    }
+}
+
+fn serialize_count<S: Serializer>(len: usize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u32(len as u32)
+}
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_count(self.len(), s)
+    }
+}
+impl Serialize for Keys<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_count(self.len(), s)
+    }
+}
+impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let count = u32::deserialize(d)?;
+        Ok(Pairs(Items::Encoded { count, bytes: &[] }))
+    }
+}
+impl<'de: 'a, 'a> Deserialize<'de> for Keys<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let count = u32::deserialize(d)?;
+        Ok(Keys(Items::Encoded { count, bytes: &[] }))
+    }
+}
+
+/// One write operation. Keys are paths such as `app.db.url`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op<'a> {
+    /// Set a value; the parent must be a directory; directories and locks cannot be overwritten.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a [u8],
+    },
+    /// Remove a value, a temporary node, or an empty directory.
+    Remove {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Create a directory (succeeds if it already exists as a directory).
+    Mkdir {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Several puts in one log entry; one result per item.
+    BatchPut(#[serde(borrow)] Pairs<'a>),
+    /// Several removes in one log entry; one result per item.
+    BatchRemove(#[serde(borrow)] Keys<'a>),
+    /// Set `value` if the current value equals `expect`, or if the key is absent when `expect`
+    /// is `None`.
+    CompareAndSet {
+        /// The key.
+        key: &'a [u8],
+        /// The expected current value, or `None` for "must not exist".
+        #[serde(borrow)]
+        expect: Option<&'a [u8]>,
+        /// The new value.
+        value: &'a [u8],
+    },
+    /// Put a temporary value owned by the calling session, removed `ttl_ms` after this write
+    /// unless refreshed.
+    PutTemp {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+        /// Time to live in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Create a temporary directory owned by the calling session; on expiry it is removed with
+    /// everything under it.
+    MakeTempDir {
+        /// The key.
+        key: &'a [u8],
+        /// Time to live in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Give a temporary node a new deadline of now + `ttl_ms` (owner only).
+    UpdateTtl {
+        /// The key.
+        key: &'a [u8],
+        /// Time to live in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Acquire a lock for `lease_ms`, or queue for up to `wait_ms` (0 = do not wait).
+    TryLock {
+        /// The lock's key.
+        key: &'a [u8],
+        /// Lease length in milliseconds once acquired.
+        lease_ms: u64,
+        /// How long to wait in the queue (0: fail with `LockHeld` instead of queuing).
+        wait_ms: u64,
+    },
+    /// Release a lock held by the caller (or leave its wait queue).
+    Unlock {
+        /// The lock's key.
+        key: &'a [u8],
+    },
+    /// Extend the caller's lock lease to now + `lease_ms`.
+    UpdateLockLease {
+        /// The lock's key.
+        key: &'a [u8],
+        /// Lease length in milliseconds.
+        lease_ms: u64,
+    },
+    /// Leader housekeeping at the command's `time_ms`: remove expired temporary nodes, expire
+    /// lock leases, drop waiters whose wait ran out.
+    Expire,
+}
+
+/// A command as it travels through the log: the session, the leader's clock and the operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command<'a> {
+    /// The client session (0: no session, no exactly-once guarantee).
+    pub client_id: u64,
+    /// The session's sequence number for this write; it must grow with every new write.
+    pub seq: u64,
+    /// The proposing leader's clock in milliseconds, stamped when proposed.
+    pub time_ms: u64,
+    /// What to do.
+    #[serde(borrow)]
+    pub op: Op<'a>,
+}
+
+impl<'a> Command<'a> {
+    /// The leader's expiry command at `time_ms`.
+    pub const fn expire(time_ms: u64) -> Command<'static> {
+        Command { client_id: 0, seq: 0, time_ms, op: Op::Expire }
+    }
+
+    /// Encode into `buf`; returns the number of bytes written.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
+        let (first, rest) = buf.split_first_mut().ok_or(CodecError::BufferTooSmall)?;
+        *first = COMMAND_VERSION;
+        let head = postcard::to_slice(self, rest).map_err(|_| CodecError::BufferTooSmall)?.len();
+        let mut used = 1 + head;
+        match self.op {
+            Op::BatchPut(pairs) => {
+                for pair in pairs.iter() {
+                    used += postcard::to_slice(&pair, &mut buf[used..])
+                        .map_err(|_| CodecError::BufferTooSmall)?
+                        .len();
+                }
+            }
+            Op::BatchRemove(keys) => {
+                for key in keys.iter() {
+                    used += postcard::to_slice(&key, &mut buf[used..])
+                        .map_err(|_| CodecError::BufferTooSmall)?
+                        .len();
+                }
+            }
+            _ => {}
+        }
+        Ok(used)
+    }
+
+    /// Decode, borrowing keys and values from `bytes`. Batch items are validated here.
+    pub fn decode(bytes: &'a [u8]) -> Result<Command<'a>, CodecError> {
+        let (&version, rest) = bytes.split_first().ok_or(CodecError::Malformed)?;
+        if version != COMMAND_VERSION {
+            return Err(CodecError::UnsupportedVersion(version));
+        }
+        let (mut cmd, tail) =
+            postcard::take_from_bytes::<Command<'a>>(rest).map_err(|_| CodecError::Malformed)?;
+        match &mut cmd.op {
+            Op::BatchPut(Pairs(items)) => *items = validate_items::<(&[u8], &[u8])>(items, tail)?,
+            Op::BatchRemove(Keys(items)) => *items = validate_items::<&[u8]>(items, tail)?,
+            _ if !tail.is_empty() => return Err(CodecError::Malformed),
+            _ => {}
+        }
+        Ok(cmd)
+    }
+}
+
+fn validate_items<'a, T: Deserialize<'a>>(
+    items: &Items<'a, T>,
+    tail: &'a [u8],
+) -> Result<Items<'a, T>, CodecError> {
+    let count = match items {
+        Items::Encoded { count, .. } => *count,
+        Items::Slice(_) => return Err(CodecError::Malformed),
+    };
+    let mut rest = tail;
+    for _ in 0..count {
+        let (_, r) = postcard::take_from_bytes::<T>(rest).map_err(|_| CodecError::Malformed)?;
+        rest = r;
+    }
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed);
+    }
+    Ok(Items::Encoded { count, bytes: tail })
+}
+
+/// What kind of node a key names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum NodeKind {
+    /// A plain value.
+    Value = 1,
+    /// A directory.
+    Dir = 2,
+    /// A value with a TTL, owned by a client session.
+    TempValue = 3,
+    /// A directory with a TTL, owned by a client session; removed whole on expiry.
+    TempDir = 4,
+    /// A lock.
+    Lock = 5,
+}
+
+impl NodeKind {
+    /// The kind with code `code`.
+    pub const fn from_code(code: u8) -> Option<NodeKind> {
+        match code {
+            1 => Some(NodeKind::Value),
+            2 => Some(NodeKind::Dir),
+            3 => Some(NodeKind::TempValue),
+            4 => Some(NodeKind::TempDir),
+            5 => Some(NodeKind::Lock),
+            _ => None,
+        }
+    }
+    /// Whether nodes of this kind hold children.
+    pub const fn is_dir(self) -> bool {
+        matches!(self, NodeKind::Dir | NodeKind::TempDir)
+    }
+    /// Whether nodes of this kind have an owner and a deadline.
+    pub const fn is_temp(self) -> bool {
+        matches!(self, NodeKind::TempValue | NodeKind::TempDir)
+    }
+}
+
+/// Per-item results of a batch command, in item order.
+pub type BatchResults = heapless::Vec<Result<(), KvError>, MAX_BATCH_ITEMS>;
+
+/// The answer to one write command. The dedup table stores it so a retry gets the same answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResult {
+    /// The write was applied.
+    Done,
+    /// One result per batch item.
+    Batch(BatchResults),
+    /// The caller holds the lock.
+    Locked {
+        /// Fencing token: the raft index of the grant, strictly increasing per lock.
+        fence: u64,
+        /// When the lease ends unless renewed (leader clock, ms).
+        lease_deadline_ms: u64,
+    },
+    /// The caller waits for the lock at this 1-based queue position.
+    Queued {
+        /// Position in the FIFO queue.
+        position: u32,
+    },
+    /// The lock was released; if a waiter took it over, who and with which token.
+    Unlocked {
+        /// The new owner's client id, or 0 if the lock is now free.
+        next_owner: u64,
+        /// The new owner's fencing token, or 0.
+        next_fence: u64,
+    },
+    /// Expiry processing ran.
+    Expired {
+        /// Nodes removed (temporary nodes, whole temporary directories, freed locks).
+        removed: u32,
+        /// Locks handed to a waiter.
+        granted: u32,
+    },
+    /// The write was refused; nothing changed.
+    Failed(KvError),
+}
+
+impl WriteResult {
+    /// The error, if the whole write was refused.
+    pub fn error(&self) -> Option<KvError> {
+        match self {
+            WriteResult::Failed(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+/// What [`crate::DtKv::apply`](shoal_core::io::StateMachine::apply) returns for each entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The log index applied.
+    pub index: u64,
+    /// The client session of the command (0 if none or undecodable).
+    pub client_id: u64,
+    /// The session sequence number.
+    pub seq: u64,
+    /// The answer for the client.
+    pub result: WriteResult,
+    /// True if this was a retry answered from the dedup table without re-applying.
+    pub deduplicated: bool,
+}
+
+/// A node as a read returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView<'a> {
+    /// The full key.
+    pub key: &'a [u8],
+    /// The node's kind.
+    pub kind: NodeKind,
+    /// The value (empty for directories and locks).
+    pub value: &'a [u8],
+    /// Raft index of the write that created the node (0 for the root).
+    pub create_index: u64,
+    /// Raft index of the last write that changed the node.
+    pub update_index: u64,
+    /// Owner session of a temporary node or holder of a lock (0 otherwise).
+    pub owner: u64,
+    /// TTL deadline of a temporary node or lease deadline of a lock, leader clock ms (0 otherwise).
+    pub deadline_ms: u64,
+    /// Fencing token of a lock's current grant (0 otherwise).
+    pub fence: u64,
+    /// Children of a directory, or queued waiters of a lock.
+    pub count: u32,
+}
+
+/// A client-facing response: a write's answer, a node, or an error for a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response<'a> {
+    /// The answer to a write.
+    Write(WriteResult),
+    /// A node (get).
+    #[serde(borrow)]
+    Node(NodeView<'a>),
+    /// A read failed.
+    Error(KvError),
+}
+
+impl<'a> Response<'a> {
+    /// Encode into `buf`; returns the number of bytes written.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
+        let (first, rest) = buf.split_first_mut().ok_or(CodecError::BufferTooSmall)?;
+        *first = COMMAND_VERSION;
+        let n = postcard::to_slice(self, rest).map_err(|_| CodecError::BufferTooSmall)?.len();
+        Ok(1 + n)
+    }
+
+    /// Decode, borrowing keys and values from `bytes`.
+    pub fn decode(bytes: &'a [u8]) -> Result<Response<'a>, CodecError> {
+        let (&version, rest) = bytes.split_first().ok_or(CodecError::Malformed)?;
+        if version != COMMAND_VERSION {
+            return Err(CodecError::UnsupportedVersion(version));
+        }
+        let (resp, tail) = postcard::take_from_bytes(rest).map_err(|_| CodecError::Malformed)?;
+        if !tail.is_empty() {
+            return Err(CodecError::Malformed);
+        }
+        Ok(resp)
+    }
+}
