@@ -223,8 +223,8 @@ const WAITING_READS: usize = 16;
 /// One group member: Raft plus its storage, transport, state machine and buffer.
 pub struct Node<S, T, M, B> {
     cfg: NodeConfig,
-    raft: Raft,
-    store: S,
+    pub(crate) raft: Raft,
+    pub(crate) store: S,
     transport: T,
     sm: M,
     buf: B,

@@ -1306,7 +1306,7 @@ impl Raft {
             let prev_index = next - 1;
             let prev_term = match store.term(prev_index) {
                 Ok(t) => t,
-                Err(_) => {
+                Err(StorageError::Compacted(_)) if self.snapshot_index > 0 => {
                     // The entries this peer needs were compacted: it needs the snapshot.
                     let (si, st) = (self.snapshot_index, self.snapshot_term);
                     if let Some(p) = self.peer_mut(to) {
@@ -1315,6 +1315,7 @@ impl Raft {
                     self.send_snapshot_chunk(to);
                     return;
                 }
+                Err(_) => return,
             };
             let count = (self.last_index - prev_index).min(self.cfg.max_entries_per_message);
             let msg = Message::Append {
@@ -1342,6 +1343,11 @@ impl Raft {
         for r in self.rounds.iter_mut() {
             if r.seq == 0 {
                 r.seq = seq;
+            }
+        }
+        for rr in self.remote_reads.iter_mut() {
+            if rr.seq == 0 {
+                rr.seq = seq;
             }
         }
         seq
@@ -1377,6 +1383,14 @@ impl Raft {
     fn retry_stalled(&mut self, store: &mut impl Storage) {
         let now = self.now_ms;
         let retry = self.retry_ms();
+        let stall_ms = self.cfg.election_timeout_ms / 2;
+        for p in self.progress.iter_mut() {
+            if p.stalled(now, stall_ms) {
+                // Nothing acknowledged for a while: the window's messages were lost.
+                let next = p.match_index + 1;
+                p.become_probe(next);
+            }
+        }
         for i in 0..self.progress.len() {
             let p = &self.progress[i];
             let id = p.id;
@@ -1417,13 +1431,14 @@ impl Raft {
         store: &mut impl Storage,
     ) {
         let last_index = self.last_index;
+        let now = self.now_ms;
         let Some(p) = self.peer_mut(from) else { return };
         p.recent_active = true;
         if read_seq > p.read_seq_acked {
             p.read_seq_acked = read_seq;
         }
         if success {
-            if p.on_ack(match_index.min(last_index)) {
+            if p.on_ack(match_index.min(last_index), now) {
                 self.maybe_commit();
             }
             if let Some((target, _)) = self.transfer {
@@ -1686,6 +1701,7 @@ impl Raft {
         done: bool,
         store: &mut impl Storage,
     ) {
+        let now = self.now_ms;
         let Some(p) = self.peer_mut(from) else { return };
         p.recent_active = true;
         let Some(mut s) = p.snapshot else { return };
@@ -1694,7 +1710,7 @@ impl Raft {
         }
         if done {
             p.become_probe(index + 1);
-            p.on_ack(index);
+            p.on_ack(index, now);
             p.state = ProgressState::Probe;
             self.stats.snapshots_sent += 1;
             self.send_append(from, store);

@@ -108,6 +108,9 @@ pub struct Progress {
     pub read_seq_acked: u64,
     /// The snapshot transfer, in snapshot state.
     pub snapshot: Option<SnapshotSend>,
+    /// Last time the window made progress (or was empty); a window stuck longer than the
+    /// stall timeout lost its messages and falls back to probing.
+    pub progress_at_ms: u64,
 }
 
 impl Progress {
@@ -123,7 +126,15 @@ impl Progress {
             recent_active: false,
             read_seq_acked: 0,
             snapshot: None,
+            progress_at_ms: 0,
         }
+    }
+
+    /// Whether appends are in flight and none was acknowledged for `stall_ms`.
+    pub fn stalled(&self, now_ms: u64, stall_ms: u64) -> bool {
+        self.state == ProgressState::Replicate
+            && !self.inflight.is_empty()
+            && now_ms >= self.progress_at_ms + stall_ms
     }
 
     /// Whether another append may be sent now.
@@ -143,6 +154,9 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent_at_ms = Some(now_ms),
             ProgressState::Replicate => {
+                if self.inflight.is_empty() {
+                    self.progress_at_ms = now_ms;
+                }
                 self.inflight.add(last);
                 self.next_index = last + 1;
             }
@@ -158,11 +172,12 @@ impl Progress {
         }
     }
 
-    /// A successful acknowledgement up to `index`. Returns whether it was news.
-    pub fn on_ack(&mut self, index: LogIndex) -> bool {
+    /// A successful acknowledgement up to `index` at `now_ms`. Returns whether it was news.
+    pub fn on_ack(&mut self, index: LogIndex, now_ms: u64) -> bool {
         let news = index > self.match_index;
         if news {
             self.match_index = index;
+            self.progress_at_ms = now_ms;
         }
         if self.next_index <= index {
             self.next_index = index + 1;
@@ -205,14 +220,14 @@ mod tests {
     #[test]
     fn window_fills_and_drains_in_order() {
         let mut p = Progress::new(2, 10);
-        assert!(p.on_ack(10) || p.match_index == 10);
+        assert!(p.on_ack(10, 0) || p.match_index == 10);
         assert_eq!(p.state, ProgressState::Replicate);
         for last in [12, 14, 16] {
             assert!(p.can_send(3, 0, 100));
             p.on_sent(last, 0);
         }
         assert!(!p.can_send(3, 0, 100), "window of 3 is full");
-        p.on_ack(14);
+        p.on_ack(14, 0);
         assert_eq!(p.inflight.len(), 1);
         assert!(p.can_send(3, 0, 100));
         assert_eq!(p.next_index, 17);
@@ -230,11 +245,11 @@ mod tests {
     #[test]
     fn sending_fewer_rewinds_next() {
         let mut p = Progress::new(2, 0);
-        p.on_ack(0);
+        p.on_ack(0, 0);
         p.on_sent(100, 0);
         p.on_sent_fewer(100, 40);
         assert_eq!(p.next_index, 41);
-        p.on_ack(40);
+        p.on_ack(40, 0);
         assert!(p.inflight.is_empty());
     }
 }
