@@ -158,9 +158,7 @@ impl Storage for VecStore {
     fn snapshot_finish(&mut self) -> Result<(), StorageError> {
         let (meta, data) = self.pending.take().ok_or(StorageError::SnapshotState)?;
         let keep = self.term(meta.index).ok() == Some(meta.term);
-        if keep {
-            self.entries.retain(|e| e.0 > meta.index || true);
-        } else {
+        if !keep {
             self.entries.clear();
         }
         self.snap = Some((meta, data));
