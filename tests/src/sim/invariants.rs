@@ -144,7 +144,6 @@ struct NodeTrack {
     term: Term,
     commit: LogIndex,
     applied: LogIndex,
-    last_applied_event: Option<LogIndex>,
     log: BTreeMap<LogIndex, (Term, u64)>,
     /// (term, committed index checked up to) of this node's current leadership.
     leader_checked: Option<(Term, LogIndex)>,
@@ -158,6 +157,8 @@ pub struct InvariantChecker {
     seen: BTreeMap<(LogIndex, Term), Seen>,
     committed: BTreeMap<LogIndex, Committed>,
     applied: BTreeMap<LogIndex, (u64, NodeId)>,
+    /// Per node: (incarnation, last index it applied in that incarnation).
+    applied_events: BTreeMap<NodeId, (u64, Option<LogIndex>)>,
     nodes: BTreeMap<NodeId, NodeTrack>,
 }
 
@@ -326,12 +327,13 @@ impl InvariantChecker {
     /// hash as its [`EntryView`]). Indices must rise within one incarnation; across restarts a
     /// node may apply an index again, but only the same entry.
     pub fn record_applied(&mut self, node: NodeId, incarnation: u64, index: LogIndex, hash: u64) -> Result<(), Violation> {
-        let t = self.nodes.entry(node).or_default();
-        if t.incarnation != incarnation {
-            // The first event of a new incarnation can precede its first view.
-            *t = NodeTrack { incarnation, ..NodeTrack::default() };
+        // Kept apart from the view tracking: the first event of a new incarnation can come
+        // before that incarnation's first view.
+        let last = self.applied_events.entry(node).or_insert((incarnation, None));
+        if last.0 != incarnation {
+            *last = (incarnation, None);
         }
-        if let Some(prev) = t.last_applied_event {
+        if let Some(prev) = last.1 {
             if index <= prev {
                 return fail(
                     InvariantKind::Monotonicity,
@@ -339,7 +341,7 @@ impl InvariantChecker {
                 );
             }
         }
-        t.last_applied_event = Some(index);
+        last.1 = Some(index);
         match self.applied.get(&index) {
             None => {
                 self.applied.insert(index, (hash, node));

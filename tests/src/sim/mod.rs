@@ -6,7 +6,10 @@
 //! so a failing seed replays exactly. Nothing here knows how Raft is implemented: the runner
 //! that drives real nodes feeds it frames, views and client operations.
 
+pub mod cli;
 pub mod clock;
 pub mod faults;
+pub mod history;
 pub mod invariants;
 pub mod network;
+pub mod register_runner;
