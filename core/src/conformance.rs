@@ -80,6 +80,19 @@ pub trait Harness {
     /// lost. `seed` chooses which of these outcomes happens, so a failure replays exactly.
     fn crash(&mut self, s: Self::S, seed: u64) -> Self::S;
 
+    /// Rule 8 hook: flip one bit of a durable log record that is not the last one (chosen by
+    /// `seed`), then reopen. Returns the location recovery must name (the damaged record's start,
+    /// in the implementation's own terms) and the result of that recovery. `None` means this
+    /// medium cannot inject damage, and the rule-8 check is skipped.
+    fn rot_and_reopen(
+        &mut self,
+        s: Self::S,
+        seed: u64,
+    ) -> Option<(u64, Result<Self::S, StorageError>)> {
+        let _ = (s, seed);
+        None
+    }
+
     /// What this medium can hold; see [`Limits`].
     fn limits(&self) -> Limits {
         Limits::DEFAULT
@@ -126,6 +139,7 @@ pub fn run_crash_checks<H: Harness>(h: &mut H, seeds: core::ops::Range<u64>) {
         crash_after_snapshot_finish_keeps_it(h, seed);
         crash_with_large_entries(h, seed);
         crash_workload(h, seed);
+        corruption_is_reported(h, seed);
     }
 }
 
@@ -1393,6 +1407,33 @@ pub fn crash_with_large_entries<H: Harness>(h: &mut H, seed: u64) {
         last
     );
     check_log(&s, 1, last, |_| 1, shape, what);
+}
+
+/// Rule 8: a damaged record before the end of the log fails recovery with `Corrupt`, naming
+/// the damaged record, instead of being dropped like a torn tail (which would lose synced
+/// entries silently). Skipped when the harness cannot inject damage.
+pub fn corruption_is_reported<H: Harness>(h: &mut H, seed: u64) {
+    let what = "corruption_is_reported";
+    let mut s = h.fresh();
+    append_range(&mut s, 1, 30, 1, Shape::Small, what);
+    sync(&mut s, what);
+    let Some((location, recovered)) = h.rot_and_reopen(s, seed) else {
+        return;
+    };
+    match recovered {
+        Err(StorageError::Corrupt { location: reported }) => assert_eq!(
+            reported, location,
+            "{} seed {}: Corrupt names the wrong location",
+            what, seed
+        ),
+        Err(e) => panic!("{} seed {}: recovery of a damaged log failed with {:?}, not Corrupt", what, seed, e),
+        Ok(s) => panic!(
+            "{} seed {}: recovery accepted a damaged log (last_index {}) instead of reporting Corrupt",
+            what,
+            seed,
+            s.last_index()
+        ),
+    }
 }
 
 /// One log write the crash model replays.

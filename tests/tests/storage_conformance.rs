@@ -27,6 +27,15 @@ impl Harness for MemHarness {
     fn crash(&mut self, s: MemStorage, seed: u64) -> MemStorage {
         s.crash(seed)
     }
+
+    fn rot_and_reopen(
+        &mut self,
+        mut s: MemStorage,
+        seed: u64,
+    ) -> Option<(u64, Result<MemStorage, StorageError>)> {
+        let location = s.corrupt_random_bit(seed)?;
+        Some((location, s.reopen()))
+    }
 }
 
 #[test]
@@ -139,6 +148,52 @@ impl Harness for SloppyHarness {
     fn crash(&mut self, s: SloppyTerm, seed: u64) -> SloppyTerm {
         SloppyTerm(s.0.crash(seed))
     }
+}
+
+/// A storage whose recovery drops everything after a bad record as if it were a torn tail.
+struct ForgivingRecovery;
+
+impl Harness for ForgivingRecovery {
+    type S = MemStorage;
+
+    fn fresh(&mut self) -> MemStorage {
+        MemStorage::new()
+    }
+
+    fn reopen(&mut self, s: MemStorage) -> MemStorage {
+        MemHarness.reopen(s)
+    }
+
+    fn crash(&mut self, s: MemStorage, seed: u64) -> MemStorage {
+        s.crash(seed)
+    }
+
+    fn rot_and_reopen(
+        &mut self,
+        mut s: MemStorage,
+        seed: u64,
+    ) -> Option<(u64, Result<MemStorage, StorageError>)> {
+        let location = s.corrupt_random_bit(seed)?;
+        let mut fresh = MemStorage::new();
+        for index in 1..=s.last_index() {
+            if s.record_offset(index) == Some(location) {
+                break;
+            }
+            let mut buf = [0u8; 256];
+            let r = s
+                .read_entries(index, index, &mut buf)
+                .expect("entry in a test log");
+            let (e, _) = shoal_core::entry::decode(&buf[..r.bytes]).expect("entry just read");
+            fresh.append(&e).expect("contiguous copy");
+        }
+        Some((location, Ok(fresh)))
+    }
+}
+
+#[test]
+#[should_panic(expected = "recovery accepted a damaged log")]
+fn suite_catches_recovery_that_hides_corruption() {
+    conformance::corruption_is_reported(&mut ForgivingRecovery, 5);
 }
 
 #[test]
