@@ -1,0 +1,167 @@
+//! Test helpers: heap-backed store memory, command application, snapshot sinks.
+#![allow(dead_code)]
+
+use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+use shoal_kv::*;
+
+/// A store in leaked heap memory (tests only).
+pub fn store(limits: KvLimits) -> DtKv<'static> {
+    let mem = KvMemory {
+        nodes: vec![NodeSlot::EMPTY; limits.nodes_len()].leak(),
+        node_index: vec![0u32; limits.node_index_len()].leak(),
+        expiry_heap: vec![0u32; limits.expiry_heap_len()].leak(),
+        arena: vec![0u8; limits.arena_bytes].leak(),
+        sessions: vec![SessionSlot::EMPTY; limits.sessions_len()].leak(),
+        session_index: vec![0u32; limits.session_index_len()].leak(),
+        waiters: vec![WaiterSlot::EMPTY; limits.max_waiters].leak(),
+        events: vec![EventSlot::EMPTY; limits.event_slots].leak(),
+        event_bytes: vec![0u8; limits.event_bytes].leak(),
+    };
+    DtKv::new(mem, limits).expect("test limits are valid")
+}
+
+/// Small limits for tests.
+pub fn small() -> KvLimits {
+    KvLimits {
+        max_key_bytes: 32,
+        max_value_bytes: 64,
+        max_depth: 4,
+        max_nodes: 64,
+        arena_bytes: 2048,
+        max_sessions: 8,
+        max_waiters_per_lock: 3,
+        max_waiters: 8,
+        event_slots: 64,
+        event_bytes: 1024,
+        max_batch_items: 8,
+        max_ttl_ms: 1_000_000,
+    }
+}
+
+pub fn encode(cmd: &Command<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 8192];
+    let n = cmd.encode(&mut buf).expect("fits");
+    buf.truncate(n);
+    buf
+}
+
+/// Drives a store with an increasing index and a session.
+pub struct Driver {
+    pub kv: DtKv<'static>,
+    pub index: u64,
+    pub time_ms: u64,
+    pub seqs: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Driver {
+    pub fn new(limits: KvLimits) -> Self {
+        Driver { kv: store(limits), index: 0, time_ms: 1000, seqs: Default::default() }
+    }
+
+    /// Apply `op` as client `client` (0: no session) with the next sequence number.
+    pub fn run(&mut self, client: u64, op: Op<'_>) -> Applied {
+        let seq = if client == 0 {
+            0
+        } else {
+            let s = self.seqs.entry(client).or_insert(0);
+            *s += 1;
+            *s
+        };
+        self.raw(Command { client_id: client, seq, time_ms: self.time_ms, op })
+    }
+
+    pub fn raw(&mut self, cmd: Command<'_>) -> Applied {
+        let bytes = encode(&cmd);
+        self.bytes(&bytes)
+    }
+
+    pub fn bytes(&mut self, bytes: &[u8]) -> Applied {
+        self.index += 1;
+        let out = self.kv.apply(self.index, 1, bytes);
+        assert_eq!(out.index, self.index);
+        assert_eq!(self.kv.applied_index(), self.index);
+        out
+    }
+
+    pub fn ok(&mut self, client: u64, op: Op<'_>) -> WriteResult {
+        let r = self.run(client, op).result;
+        assert!(r.error().is_none(), "expected success, got {:?}", r);
+        r
+    }
+
+    pub fn err(&mut self, client: u64, op: Op<'_>) -> KvError {
+        match self.run(client, op).result {
+            WriteResult::Failed(e) => e,
+            other => panic!("expected an error, got {:?}", other),
+        }
+    }
+
+    pub fn expire(&mut self, time_ms: u64) -> WriteResult {
+        self.time_ms = self.time_ms.max(time_ms);
+        self.raw(Command::expire(time_ms)).result
+    }
+
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.kv.get(key.as_bytes()).ok().map(|v| v.value.to_vec())
+    }
+}
+
+pub fn put<'a>(key: &'a str, value: &'a str) -> Op<'a> {
+    Op::Put { key: key.as_bytes(), value: value.as_bytes() }
+}
+pub fn mkdir(key: &str) -> Op<'_> {
+    Op::Mkdir { key: key.as_bytes() }
+}
+pub fn remove(key: &str) -> Op<'_> {
+    Op::Remove { key: key.as_bytes() }
+}
+
+#[derive(Default)]
+pub struct VecWriter(pub Vec<u8>, pub usize);
+
+impl SnapshotWriter for VecWriter {
+    fn write(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        self.0.extend_from_slice(data);
+        self.1 += 1;
+        Ok(())
+    }
+}
+
+pub struct SliceReader<'a>(pub &'a [u8]);
+
+impl SnapshotReader for SliceReader<'_> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
+        if buf.len() > self.0.len() {
+            return Err(SnapshotError::Malformed);
+        }
+        buf.copy_from_slice(&self.0[..buf.len()]);
+        self.0 = &self.0[buf.len()..];
+        Ok(())
+    }
+    fn remaining(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+pub fn snapshot(kv: &DtKv<'_>) -> Vec<u8> {
+    let mut w = VecWriter::default();
+    kv.snapshot(&mut w).expect("snapshot");
+    w.0
+}
+
+/// All events since `from` under `filter` as (index, kind, key, value, owner, fence).
+pub fn events(kv: &DtKv<'_>, from: u64, filter: &str) -> Vec<(u64, EventKind, String, String, u64, u64)> {
+    let mut out = Vec::new();
+    kv.events_since(from, filter.as_bytes(), |e| {
+        out.push((
+            e.index,
+            e.kind,
+            String::from_utf8_lossy(e.key).into_owned(),
+            String::from_utf8_lossy(e.value).into_owned(),
+            e.owner,
+            e.fence,
+        ))
+    })
+    .expect("history available");
+    out
+}

@@ -1,0 +1,133 @@
+//! Snapshot round trips, digests and determinism across replicas.
+mod common;
+
+use common::*;
+use shoal_core::io::{SnapshotError, StateMachine};
+use shoal_kv::*;
+
+/// A workload touching every node kind, sessions, waiters and expiry.
+fn workload(d: &mut Driver, round: u64) {
+    let k = |s: &str| format!("{}{}", s, round % 3);
+    d.run(1, mkdir("app"));
+    d.run(1, put(&k("app.v"), &format!("value-{}", round)));
+    d.run(2, Op::PutTemp { key: k("app.t").as_bytes(), value: b"tmp", ttl_ms: 50 + round * 7 % 40 });
+    d.run(3, Op::MakeTempDir { key: k("td").as_bytes(), ttl_ms: 120 });
+    d.run(3, put(&format!("{}.x", k("td")), "inside"));
+    d.run(4, Op::TryLock { key: b"app.lock", lease_ms: 40, wait_ms: 0 });
+    d.run(5, Op::TryLock { key: b"app.lock", lease_ms: 30, wait_ms: 100 });
+    d.run(6, Op::TryLock { key: b"app.lock", lease_ms: 30, wait_ms: 10 });
+    if round % 4 == 0 {
+        d.run(4, Op::Unlock { key: b"app.lock" });
+    }
+    d.run(1, remove(&k("app.v")));
+    d.time_ms += 25;
+    d.expire(d.time_ms);
+}
+
+#[test]
+fn snapshot_round_trip_keeps_the_digest() {
+    let mut d = Driver::new(small());
+    for round in 0..12 {
+        workload(&mut d, round);
+    }
+    assert!(d.kv.node_count() > 3);
+    let bytes = snapshot(&d.kv);
+    assert_eq!(&bytes[..4], b"DTKV");
+    let mut w = VecWriter::default();
+    d.kv.snapshot(&mut w).unwrap();
+    assert_eq!(w.0, bytes, "snapshots are deterministic");
+    let mut other = Driver::new(small());
+    other.kv.restore(d.index, &mut SliceReader(&bytes)).unwrap();
+    assert_eq!(other.kv.digest(), d.kv.digest());
+    assert_eq!(snapshot(&other.kv), bytes);
+    assert_eq!(other.kv.applied_index(), d.index);
+    assert_eq!(other.kv.now_ms(), d.kv.now_ms());
+    assert_eq!(other.kv.next_expiry_ms(), d.kv.next_expiry_ms());
+    // The watch history restarts at the snapshot.
+    assert_eq!(
+        other.kv.events_since(d.index, b"", |_| {}),
+        Err(WatchError::Compacted { oldest_available: d.index + 1 })
+    );
+    assert!(other.kv.events_since(d.index + 1, b"", |_| {}).is_ok());
+}
+
+#[test]
+fn replicas_fed_the_same_commands_agree_and_restore_then_continue_matches() {
+    let mut a = Driver::new(small());
+    let mut b = Driver::new(small());
+    let mut c = Driver::new(small());
+    for round in 0..30 {
+        workload(&mut a, round);
+        workload(&mut b, round);
+        if round == 10 || round == 20 {
+            // c catches up from a snapshot of a, then continues from the log.
+            let bytes = snapshot(&a.kv);
+            c.kv.restore(a.index, &mut SliceReader(&bytes)).unwrap();
+            c.index = a.index;
+            c.time_ms = a.time_ms;
+            c.seqs = a.seqs.clone();
+        } else if round > 10 {
+            workload(&mut c, round);
+        }
+        assert_eq!(a.kv.digest(), b.kv.digest());
+        if round >= 10 {
+            assert_eq!(a.kv.digest(), c.kv.digest(), "round {}", round);
+        }
+    }
+    // A retry after the restore is still deduplicated on the restored replica.
+    let cmd = Command { client_id: 1, seq: *a.seqs.get(&1).unwrap(), time_ms: a.time_ms, op: put("zz", "z") };
+    let ra = a.raw(cmd);
+    let rc = c.raw(cmd);
+    assert!(ra.deduplicated && rc.deduplicated);
+    assert_eq!(ra.result, rc.result);
+    assert_eq!(a.kv.digest(), c.kv.digest());
+}
+
+#[test]
+fn damaged_snapshots_are_refused() {
+    let mut d = Driver::new(small());
+    for round in 0..5 {
+        workload(&mut d, round);
+    }
+    let bytes = snapshot(&d.kv);
+    let mut other = Driver::new(small());
+    for i in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x40;
+        let r = other.kv.restore(d.index, &mut SliceReader(&bad));
+        assert!(r.is_err(), "flip at {} accepted", i);
+        assert_eq!(other.kv.node_count(), 1);
+        assert_eq!(other.kv.applied_index(), 0);
+    }
+    let r = other.kv.restore(d.index, &mut SliceReader(&bytes[..bytes.len() - 3]));
+    assert_eq!(r, Err(SnapshotError::Malformed));
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(other.kv.restore(d.index, &mut SliceReader(&longer)), Err(SnapshotError::Malformed));
+    assert_eq!(other.kv.restore(d.index + 1, &mut SliceReader(&bytes)), Err(SnapshotError::Malformed));
+    // A store too small for the snapshot says so.
+    let mut tiny = small();
+    tiny.max_nodes = 3;
+    let mut tiny = Driver::new(tiny);
+    assert_eq!(tiny.kv.restore(d.index, &mut SliceReader(&bytes)), Err(SnapshotError::Capacity));
+    other.kv.restore(d.index, &mut SliceReader(&bytes)).unwrap();
+    assert_eq!(other.kv.digest(), d.kv.digest());
+}
+
+#[test]
+fn large_snapshots_stream_in_chunks() {
+    let mut limits = small();
+    limits.max_nodes = 300;
+    limits.arena_bytes = 64 * 1024;
+    let mut d = Driver::new(limits);
+    for i in 0..250 {
+        d.ok(0, put(&format!("k{}", i), &"v".repeat(60)));
+    }
+    let mut w = VecWriter::default();
+    d.kv.snapshot(&mut w).unwrap();
+    assert!(w.1 > 10, "written in {} chunks", w.1);
+    let mut other = Driver::new(limits);
+    other.kv.restore(d.index, &mut SliceReader(&w.0)).unwrap();
+    assert_eq!(other.kv.digest(), d.kv.digest());
+    assert_eq!(other.kv.get(b"k249").unwrap().value, "v".repeat(60).as_bytes());
+}
