@@ -26,6 +26,13 @@ pub trait Model: Clone + Eq + Hash + Debug {
     type Ret: Clone + PartialEq + Debug;
     /// Apply `op` to this state: the next state and the result the client should see.
     fn step(&self, op: &Self::Op) -> (Self, Self::Ret);
+    /// Whether `op` never changes the state (a read). Unanswered read-only operations are
+    /// dropped before the search, since placing them or not cannot matter; that keeps
+    /// histories with many lost answers tractable.
+    fn is_read_only(op: &Self::Op) -> bool {
+        let _ = op;
+        false
+    }
 }
 
 /// One client operation in a history. `key` says which independent object it touches; histories
@@ -95,8 +102,13 @@ impl Outcome {
 pub const DEFAULT_STEP_BUDGET: u64 = 2_000_000;
 
 /// Check a whole history against one object model, ignoring keys.
-pub fn check<K: Debug, M: Model>(init: &M, ops: &[Operation<K, M::Op, M::Ret>], step_budget: u64) -> Outcome {
-    let refs: Vec<&Operation<K, M::Op, M::Ret>> = ops.iter().collect();
+pub fn check<K: Debug, M: Model>(
+    init: &M,
+    ops: &[Operation<K, M::Op, M::Ret>],
+    step_budget: u64,
+) -> Outcome {
+    let refs: Vec<&Operation<K, M::Op, M::Ret>> =
+        ops.iter().filter(|o| worth_placing::<M, K>(o)).collect();
     check_refs(init, &refs, "(all)", step_budget)
 }
 
@@ -104,14 +116,18 @@ pub fn check<K: Debug, M: Model>(init: &M, ops: &[Operation<K, M::Op, M::Ret>], 
 /// model from `init(key)`. Sound only when every operation touches one key (multi-key batches
 /// must be checked with a model over all their keys). The first failing key (in key order) is
 /// reported; "unknown" is reported only when no key fails. `step_budget` is per key.
-pub fn check_per_key<K, M, F>(ops: &[Operation<K, M::Op, M::Ret>], init: F, step_budget: u64) -> Outcome
+pub fn check_per_key<K, M, F>(
+    ops: &[Operation<K, M::Op, M::Ret>],
+    init: F,
+    step_budget: u64,
+) -> Outcome
 where
     K: Ord + Debug,
     M: Model,
     F: Fn(&K) -> M,
 {
-    let mut by_key: BTreeMap<&K, Vec<&Operation<K, M::Op, M::Ret>>> = BTreeMap::new();
-    for op in ops {
+    let mut by_key: BTreeMap<&K, Vec<OpRef<'_, K, M>>> = BTreeMap::new();
+    for op in ops.iter().filter(|o| worth_placing::<M, K>(o)) {
         by_key.entry(&op.key).or_default().push(op);
     }
     let mut unknown = None;
@@ -126,6 +142,14 @@ where
     }
     unknown.unwrap_or(Outcome::Linearizable)
 }
+
+/// False for an unanswered read-only operation, which the search may ignore.
+fn worth_placing<M: Model, K>(o: &Operation<K, M::Op, M::Ret>) -> bool {
+    o.response.is_some() || !M::is_read_only(&o.op)
+}
+
+/// A borrowed operation of model `M` on keys `K`.
+type OpRef<'a, K, M> = &'a Operation<K, <M as Model>::Op, <M as Model>::Ret>;
 
 /// A node of the doubly linked event list the search lifts operations out of.
 #[derive(Clone, Copy, Debug)]
@@ -154,16 +178,29 @@ impl EventList {
         for (i, op) in ops.iter().enumerate() {
             order.push((op.invoke, 0, i));
             if let Some((t, _)) = &op.response {
-                assert!(*t >= op.invoke, "operation {i} returned before it was invoked");
+                assert!(
+                    *t >= op.invoke,
+                    "operation {i} returned before it was invoked"
+                );
                 order.push((*t, 1, i));
             }
         }
         order.sort_unstable();
-        let mut ev = vec![Event { op: usize::MAX, is_call: false, prev: NIL, next: NIL }];
+        let mut ev = vec![Event {
+            op: usize::MAX,
+            is_call: false,
+            prev: NIL,
+            next: NIL,
+        }];
         let mut ret_of = vec![None; ops.len()];
         for (k, &(_, kind, i)) in order.iter().enumerate() {
             let idx = k + 1;
-            ev.push(Event { op: i, is_call: kind == 0, prev: idx - 1, next: NIL });
+            ev.push(Event {
+                op: i,
+                is_call: kind == 0,
+                prev: idx - 1,
+                next: NIL,
+            });
             ev[idx - 1].next = idx;
             if kind == 1 {
                 ret_of[i] = Some(idx);
@@ -204,7 +241,12 @@ impl EventList {
     }
 }
 
-fn check_refs<K, M: Model>(init: &M, ops: &[&Operation<K, M::Op, M::Ret>], key: &str, step_budget: u64) -> Outcome {
+fn check_refs<K, M: Model>(
+    init: &M,
+    ops: &[&Operation<K, M::Op, M::Ret>],
+    key: &str,
+    step_budget: u64,
+) -> Outcome {
     let mut list = EventList::build(ops);
     let words = ops.len().div_ceil(64).max(1);
     let mut linearized = vec![0u64; words];
@@ -225,7 +267,10 @@ fn check_refs<K, M: Model>(init: &M, ops: &[&Operation<K, M::Op, M::Ret>], key: 
         }
         steps += 1;
         if steps > step_budget {
-            return Outcome::Unknown { key: key.to_string(), steps };
+            return Outcome::Unknown {
+                key: key.to_string(),
+                steps,
+            };
         }
         // While an answered operation is unplaced, its return event is in the list, so the
         // scan meets a return before it runs off the end.
@@ -325,6 +370,9 @@ pub enum RegisterRet {
 impl Model for Register {
     type Op = RegisterOp;
     type Ret = RegisterRet;
+    fn is_read_only(op: &RegisterOp) -> bool {
+        matches!(op, RegisterOp::Read)
+    }
     fn step(&self, op: &RegisterOp) -> (Self, RegisterRet) {
         match op {
             RegisterOp::Read => (self.clone(), RegisterRet::Value(self.value)),
@@ -365,9 +413,17 @@ pub enum CounterRet {
 impl Model for Counter {
     type Op = CounterOp;
     type Ret = CounterRet;
+    fn is_read_only(op: &CounterOp) -> bool {
+        matches!(op, CounterOp::Read)
+    }
     fn step(&self, op: &CounterOp) -> (Self, CounterRet) {
         match op {
-            CounterOp::Add(n) => (Counter { total: self.total + n }, CounterRet::Added),
+            CounterOp::Add(n) => (
+                Counter {
+                    total: self.total + n,
+                },
+                CounterRet::Added,
+            ),
             CounterOp::Read => (self.clone(), CounterRet::Total(self.total)),
         }
     }
@@ -402,6 +458,9 @@ pub enum AppendRet {
 impl Model for AppendList {
     type Op = AppendOp;
     type Ret = AppendRet;
+    fn is_read_only(op: &AppendOp) -> bool {
+        matches!(op, AppendOp::Read)
+    }
     fn step(&self, op: &AppendOp) -> (Self, AppendRet) {
         match op {
             AppendOp::Append(x) => {
@@ -457,12 +516,22 @@ pub enum KvRet {
 impl Model for KvKey {
     type Op = KvOp;
     type Ret = KvRet;
+    fn is_read_only(op: &KvOp) -> bool {
+        matches!(op, KvOp::Get)
+    }
     fn step(&self, op: &KvOp) -> (Self, KvRet) {
         match op {
             KvOp::Get => (self.clone(), KvRet::Value(self.value.clone())),
-            KvOp::Put(v) => (KvKey { value: Some(v.clone()) }, KvRet::Done),
+            KvOp::Put(v) => (
+                KvKey {
+                    value: Some(v.clone()),
+                },
+                KvRet::Done,
+            ),
             KvOp::Remove => (KvKey { value: None }, KvRet::Removed(self.value.is_some())),
-            KvOp::Cas { expect, new } if *expect == self.value => (KvKey { value: new.clone() }, KvRet::Swapped(true)),
+            KvOp::Cas { expect, new } if *expect == self.value => {
+                (KvKey { value: new.clone() }, KvRet::Swapped(true))
+            }
             KvOp::Cas { .. } => (self.clone(), KvRet::Swapped(false)),
         }
     }
@@ -476,10 +545,22 @@ mod tests {
     type RegOp = Operation<u64, RegisterOp, RegisterRet>;
 
     fn op(client: u64, o: RegisterOp, invoke: u64, ret: u64, r: RegisterRet) -> RegOp {
-        Operation { client, key: 0, op: o, invoke, response: Some((ret, r)) }
+        Operation {
+            client,
+            key: 0,
+            op: o,
+            invoke,
+            response: Some((ret, r)),
+        }
     }
     fn lost(client: u64, o: RegisterOp, invoke: u64) -> RegOp {
-        Operation { client, key: 0, op: o, invoke, response: None }
+        Operation {
+            client,
+            key: 0,
+            op: o,
+            invoke,
+            response: None,
+        }
     }
     fn w(client: u64, v: u64, a: u64, b: u64) -> RegOp {
         op(client, RegisterOp::Write(v), a, b, RegisterRet::Written)
@@ -512,7 +593,9 @@ mod tests {
     #[test]
     fn stale_read_is_caught() {
         let o = reg(&[w(1, 1, 0, 10), w(1, 2, 20, 30), r(2, Some(1), 40, 50)]);
-        let Outcome::NotLinearizable(v) = &o else { panic!("{o:?}") };
+        let Outcome::NotLinearizable(v) = &o else {
+            panic!("{o:?}")
+        };
         assert_eq!(v.ops_on_key, 3);
         assert!(v.stuck_on.contains("Read"), "{v}");
     }
@@ -524,7 +607,11 @@ mod tests {
 
     #[test]
     fn read_of_a_never_written_value_is_caught() {
-        assert!(bad(&reg(&[w(1, 1, 0, 10), w(2, 2, 0, 10), r(3, Some(7), 0, 20)])));
+        assert!(bad(&reg(&[
+            w(1, 1, 0, 10),
+            w(2, 2, 0, 10),
+            r(3, Some(7), 0, 20)
+        ])));
     }
 
     #[test]
@@ -550,26 +637,64 @@ mod tests {
 
     #[test]
     fn compare_and_set() {
-        let cas = |c, e, n, a, b, ok| op(c, RegisterOp::Cas { expect: e, new: n }, a, b, RegisterRet::Swapped(ok));
+        let cas = |c, e, n, a, b, ok| {
+            op(
+                c,
+                RegisterOp::Cas { expect: e, new: n },
+                a,
+                b,
+                RegisterRet::Swapped(ok),
+            )
+        };
         // Two concurrent CAS from the same expected value: only one may win.
-        assert!(reg(&[w(1, 0, 0, 1), cas(2, Some(0), 5, 2, 10, true), cas(3, Some(0), 6, 2, 10, false)]).is_linearizable());
-        assert!(bad(&reg(&[w(1, 0, 0, 1), cas(2, Some(0), 5, 2, 10, true), cas(3, Some(0), 6, 2, 10, true)])));
-        assert!(bad(&reg(&[cas(2, Some(0), 5, 2, 10, true)])), "expects a value never written");
+        assert!(reg(&[
+            w(1, 0, 0, 1),
+            cas(2, Some(0), 5, 2, 10, true),
+            cas(3, Some(0), 6, 2, 10, false)
+        ])
+        .is_linearizable());
+        assert!(bad(&reg(&[
+            w(1, 0, 0, 1),
+            cas(2, Some(0), 5, 2, 10, true),
+            cas(3, Some(0), 6, 2, 10, true)
+        ])));
+        assert!(
+            bad(&reg(&[cas(2, Some(0), 5, 2, 10, true)])),
+            "expects a value never written"
+        );
     }
 
     #[test]
     fn lost_answers_may_take_effect_late_or_never() {
         // Took effect before the read.
-        assert!(reg(&[lost(1, RegisterOp::Write(1), 5), r(2, Some(1), 100, 110)]).is_linearizable());
+        assert!(
+            reg(&[lost(1, RegisterOp::Write(1), 5), r(2, Some(1), 100, 110)]).is_linearizable()
+        );
         // Never took effect (or not yet).
         assert!(reg(&[lost(1, RegisterOp::Write(1), 5), r(2, None, 100, 110)]).is_linearizable());
         // Seen, then unseen: a lost write cannot be undone.
-        assert!(bad(&reg(&[lost(1, RegisterOp::Write(1), 5), r(2, Some(1), 100, 110), r(2, None, 120, 130)])));
+        assert!(bad(&reg(&[
+            lost(1, RegisterOp::Write(1), 5),
+            r(2, Some(1), 100, 110),
+            r(2, None, 120, 130)
+        ])));
         // It cannot take effect before it was invoked.
-        assert!(bad(&reg(&[r(2, Some(1), 0, 4), lost(1, RegisterOp::Write(1), 5)])));
+        assert!(bad(&reg(&[
+            r(2, Some(1), 0, 4),
+            lost(1, RegisterOp::Write(1), 5)
+        ])));
         // A lost CAS may have won.
-        let lost_cas = lost(1, RegisterOp::Cas { expect: Some(0), new: 9 }, 20);
-        assert!(reg(&[w(1, 0, 0, 10), lost_cas.clone(), r(2, Some(9), 100, 110)]).is_linearizable());
+        let lost_cas = lost(
+            1,
+            RegisterOp::Cas {
+                expect: Some(0),
+                new: 9,
+            },
+            20,
+        );
+        assert!(
+            reg(&[w(1, 0, 0, 10), lost_cas.clone(), r(2, Some(9), 100, 110)]).is_linearizable()
+        );
         assert!(reg(&[w(1, 0, 0, 10), lost_cas, r(2, Some(0), 100, 110)]).is_linearizable());
     }
 
@@ -582,7 +707,9 @@ mod tests {
         }
         h.extend(k7.iter().cloned());
         let o = check_per_key(&h, |_| Register::default(), DEFAULT_STEP_BUDGET);
-        let Outcome::NotLinearizable(v) = o else { panic!("{o:?}") };
+        let Outcome::NotLinearizable(v) = o else {
+            panic!("{o:?}")
+        };
         assert_eq!(v.key, "7");
         // Without the partition, values of different keys would collide.
         h.truncate(2);
@@ -598,42 +725,109 @@ mod tests {
             Outcome::Unknown { steps, .. } => assert!(steps > 50),
             o => panic!("{o:?}"),
         }
-        assert!(bad(&check(&Register::default(), &h, DEFAULT_STEP_BUDGET)), "memoization keeps it tractable");
+        assert!(
+            bad(&check(&Register::default(), &h, DEFAULT_STEP_BUDGET)),
+            "memoization keeps it tractable"
+        );
     }
 
     #[test]
     fn counter_model() {
-        let add = |c, n, a, b| Operation { client: c, key: (), op: CounterOp::Add(n), invoke: a, response: Some((b, CounterRet::Added)) };
-        let read = |c, n, a, b| Operation { client: c, key: (), op: CounterOp::Read, invoke: a, response: Some((b, CounterRet::Total(n))) };
-        let ok = [add(1, 1, 0, 10), add(2, 2, 0, 10), read(3, 1, 0, 10), read(3, 3, 20, 30)];
+        let add = |c, n, a, b| Operation {
+            client: c,
+            key: (),
+            op: CounterOp::Add(n),
+            invoke: a,
+            response: Some((b, CounterRet::Added)),
+        };
+        let read = |c, n, a, b| Operation {
+            client: c,
+            key: (),
+            op: CounterOp::Read,
+            invoke: a,
+            response: Some((b, CounterRet::Total(n))),
+        };
+        let ok = [
+            add(1, 1, 0, 10),
+            add(2, 2, 0, 10),
+            read(3, 1, 0, 10),
+            read(3, 3, 20, 30),
+        ];
         assert!(check(&Counter::default(), &ok, DEFAULT_STEP_BUDGET).is_linearizable());
         let lost_add = [add(1, 1, 0, 10), add(2, 2, 0, 10), read(3, 2, 20, 30)];
-        assert!(bad(&check(&Counter::default(), &lost_add, DEFAULT_STEP_BUDGET)));
+        assert!(bad(&check(
+            &Counter::default(),
+            &lost_add,
+            DEFAULT_STEP_BUDGET
+        )));
     }
 
     #[test]
     fn append_model_pins_the_order() {
-        let app = |c, x, a, b| Operation { client: c, key: (), op: AppendOp::Append(x), invoke: a, response: Some((b, AppendRet::Appended)) };
-        let read = |c, v: Vec<u64>, a, b| Operation { client: c, key: (), op: AppendOp::Read, invoke: a, response: Some((b, AppendRet::Items(v))) };
-        let ok = [app(1, 1, 0, 10), app(2, 2, 0, 10), read(3, vec![2, 1], 20, 30)];
+        let app = |c, x, a, b| Operation {
+            client: c,
+            key: (),
+            op: AppendOp::Append(x),
+            invoke: a,
+            response: Some((b, AppendRet::Appended)),
+        };
+        let read = |c, v: Vec<u64>, a, b| Operation {
+            client: c,
+            key: (),
+            op: AppendOp::Read,
+            invoke: a,
+            response: Some((b, AppendRet::Items(v))),
+        };
+        let ok = [
+            app(1, 1, 0, 10),
+            app(2, 2, 0, 10),
+            read(3, vec![2, 1], 20, 30),
+        ];
         assert!(check(&AppendList::default(), &ok, DEFAULT_STEP_BUDGET).is_linearizable());
-        let reordered = [app(1, 1, 0, 10), app(2, 2, 20, 30), read(3, vec![2, 1], 40, 50)];
-        assert!(bad(&check(&AppendList::default(), &reordered, DEFAULT_STEP_BUDGET)));
+        let reordered = [
+            app(1, 1, 0, 10),
+            app(2, 2, 20, 30),
+            read(3, vec![2, 1], 40, 50),
+        ];
+        assert!(bad(&check(
+            &AppendList::default(),
+            &reordered,
+            DEFAULT_STEP_BUDGET
+        )));
     }
 
     #[test]
     fn kv_key_model_fits_the_trait() {
-        let o = |c, op, a, b, r| Operation { client: c, key: "app.x", op, invoke: a, response: Some((b, r)) };
+        let o = |c, op, a, b, r| Operation {
+            client: c,
+            key: "app.x",
+            op,
+            invoke: a,
+            response: Some((b, r)),
+        };
         let h = [
             o(1, KvOp::Put(b"a".to_vec()), 0, 10, KvRet::Done),
-            o(2, KvOp::Cas { expect: Some(b"a".to_vec()), new: None }, 20, 30, KvRet::Swapped(true)),
+            o(
+                2,
+                KvOp::Cas {
+                    expect: Some(b"a".to_vec()),
+                    new: None,
+                },
+                20,
+                30,
+                KvRet::Swapped(true),
+            ),
             o(3, KvOp::Remove, 40, 50, KvRet::Removed(false)),
             o(3, KvOp::Get, 60, 70, KvRet::Value(None)),
         ];
         assert!(check_per_key(&h, |_| KvKey::default(), DEFAULT_STEP_BUDGET).is_linearizable());
         let mut bad_h = h.to_vec();
         bad_h[3].response = Some((70, KvRet::Value(Some(b"a".to_vec()))));
-        assert!(bad(&check_per_key(&bad_h, |_| KvKey::default(), DEFAULT_STEP_BUDGET)));
+        assert!(bad(&check_per_key(
+            &bad_h,
+            |_| KvKey::default(),
+            DEFAULT_STEP_BUDGET
+        )));
     }
 
     /// A history produced by a real sequential execution: each operation takes effect at a
@@ -659,11 +853,23 @@ mod tests {
                 let op = match rng.range(0, 3) {
                     0 => RegisterOp::Read,
                     1 => RegisterOp::Write(i as u64),
-                    _ => RegisterOp::Cas { expect: Some(rng.range(0, i as u64 + 1)).filter(|_| rng.chance(4, 5)), new: i as u64 },
+                    _ => RegisterOp::Cas {
+                        expect: Some(rng.range(0, i as u64 + 1)).filter(|_| rng.chance(4, 5)),
+                        new: i as u64,
+                    },
                 };
                 let lost = rng.chance(1, 10);
                 let applied = !lost || rng.chance(1, 2);
-                Planned { key: rng.range(0, n_keys), client: rng.range(1, 6), op, invoke, ret, point, lost, applied }
+                Planned {
+                    key: rng.range(0, n_keys),
+                    client: rng.range(1, 6),
+                    op,
+                    invoke,
+                    ret,
+                    point,
+                    lost,
+                    applied,
+                }
             })
             .collect();
         let mut order: Vec<usize> = (0..n_ops).collect();
@@ -687,7 +893,11 @@ mod tests {
                 key: p.key,
                 op: p.op,
                 invoke: p.invoke,
-                response: if p.lost { None } else { Some((p.ret, got.expect("answered ops were applied"))) },
+                response: if p.lost {
+                    None
+                } else {
+                    Some((p.ret, got.expect("answered ops were applied")))
+                },
             })
             .collect()
     }
@@ -706,10 +916,20 @@ mod tests {
         // Change one answered read to a value nobody ever wrote: always a violation.
         for seed in 0..100 {
             let mut h = generated_history(seed, 40, 1);
-            if let Some(o) = h.iter_mut().find(|o| o.op == RegisterOp::Read && o.response.is_some()) {
+            if let Some(o) = h
+                .iter_mut()
+                .find(|o| o.op == RegisterOp::Read && o.response.is_some())
+            {
                 let t = o.response.as_ref().map(|r| r.0).expect("answered");
                 o.response = Some((t, RegisterRet::Value(Some(1_000_000))));
-                assert!(bad(&check_per_key(&h, |_| Register::default(), DEFAULT_STEP_BUDGET)), "seed {seed}");
+                assert!(
+                    bad(&check_per_key(
+                        &h,
+                        |_| Register::default(),
+                        DEFAULT_STEP_BUDGET
+                    )),
+                    "seed {seed}"
+                );
             }
         }
     }

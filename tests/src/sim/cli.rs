@@ -15,8 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// Names of the planted bugs the simulator must catch (selected with `--mutant`).
-pub const MUTANTS: &[&str] =
-    &["vote-not-persisted", "commit-by-counting", "skip-truncate", "read-without-quorum", "kv-dedup-ignored"];
+pub const MUTANTS: &[&str] = &[
+    "vote-not-persisted",
+    "commit-by-counting",
+    "skip-truncate",
+    "read-without-quorum",
+    "kv-dedup-ignored",
+];
 
 /// Default run length: simulated global milliseconds per seed.
 pub const DEFAULT_STEPS: u64 = 20_000;
@@ -34,7 +39,11 @@ pub struct RunOpts {
 
 impl Default for RunOpts {
     fn default() -> Self {
-        RunOpts { steps: DEFAULT_STEPS, verbose: false, mutant: None }
+        RunOpts {
+            steps: DEFAULT_STEPS,
+            verbose: false,
+            mutant: None,
+        }
     }
 }
 
@@ -78,7 +87,10 @@ pub struct SimFailure {
 impl SimFailure {
     /// A failure of `category` with `message`.
     pub fn new(category: FailureCategory, message: impl Into<String>) -> SimFailure {
-        SimFailure { category, message: message.into() }
+        SimFailure {
+            category,
+            message: message.into(),
+        }
     }
 }
 
@@ -90,7 +102,10 @@ impl fmt::Display for SimFailure {
 
 impl From<invariants::Violation> for SimFailure {
     fn from(v: invariants::Violation) -> SimFailure {
-        SimFailure { category: FailureCategory::Invariant(v.kind), message: v.message }
+        SimFailure {
+            category: FailureCategory::Invariant(v.kind),
+            message: v.message,
+        }
     }
 }
 
@@ -116,7 +131,10 @@ pub trait SeedRunner: Send + Sync {
 
 /// Command line of the `sim` binary.
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
-#[command(name = "sim", about = "Shoal's deterministic cluster simulator: runs seeds, checks Raft invariants and linearizability, prints how to replay failures.")]
+#[command(
+    name = "sim",
+    about = "Shoal's deterministic cluster simulator: runs seeds, checks Raft invariants and linearizability, prints how to replay failures."
+)]
 pub struct Args {
     /// Seed range to run, `A..B` (B excluded) or `A..=B`. Default `0..100`.
     #[arg(long, value_name = "A..B", conflicts_with = "seed")]
@@ -153,7 +171,11 @@ pub fn parse_seed_range(s: &str) -> Result<std::ops::Range<u64>, String> {
     };
     let a: u64 = a.trim().parse().map_err(|_| bad())?;
     let b: u64 = b.trim().parse().map_err(|_| bad())?;
-    let end = if inclusive { b.checked_add(1).ok_or_else(bad)? } else { b };
+    let end = if inclusive {
+        b.checked_add(1).ok_or_else(bad)?
+    } else {
+        b
+    };
     if end <= a {
         return Err(format!("--seeds `{s}` is empty"));
     }
@@ -177,7 +199,11 @@ pub fn replay_command(seed: u64, opts: &RunOpts) -> String {
 }
 
 /// Run one seed, turning a panic into a failure so one bad seed cannot hide the others.
-pub fn run_one(runner: &dyn SeedRunner, seed: u64, opts: &RunOpts) -> Result<SeedReport, SimFailure> {
+pub fn run_one(
+    runner: &dyn SeedRunner,
+    seed: u64,
+    opts: &RunOpts,
+) -> Result<SeedReport, SimFailure> {
     match catch_unwind(AssertUnwindSafe(|| runner.run(seed, opts))) {
         Ok(r) => r,
         Err(payload) => {
@@ -213,7 +239,10 @@ fn run_inner(args: &Args, runner: &dyn SeedRunner, out: &mut dyn Write) -> Resul
     }
     if let Some(m) = &args.mutant {
         if !MUTANTS.contains(&m.as_str()) {
-            return Err(format!("unknown mutant `{m}`; known: {}", MUTANTS.join(", ")));
+            return Err(format!(
+                "unknown mutant `{m}`; known: {}",
+                MUTANTS.join(", ")
+            ));
         }
         if !cfg!(feature = "mutants") {
             return Err(format!(
@@ -230,29 +259,34 @@ fn run_inner(args: &Args, runner: &dyn SeedRunner, out: &mut dyn Write) -> Resul
         (None, Some(r)) => parse_seed_range(r)?.collect(),
         (None, None) => (0..100).collect(),
     };
-    let opts = RunOpts { steps: args.steps, verbose: args.verbose, mutant: args.mutant.clone() };
+    let opts = RunOpts {
+        steps: args.steps,
+        verbose: args.verbose,
+        mutant: args.mutant.clone(),
+    };
     let single = args.seed.is_some();
 
     let (mut passed, mut failed, mut unknown) = (0u64, 0u64, 0u64);
-    let mut report = |seed: u64, r: Result<SeedReport, SimFailure>, out: &mut dyn Write| -> Result<(), String> {
-        match r {
-            Ok(rep) => {
-                passed += 1;
-                if rep.linearizability_unknown {
-                    unknown += 1;
+    let mut report =
+        |seed: u64, r: Result<SeedReport, SimFailure>, out: &mut dyn Write| -> Result<(), String> {
+            match r {
+                Ok(rep) => {
+                    passed += 1;
+                    if rep.linearizability_unknown {
+                        unknown += 1;
+                    }
+                    if single || args.verbose {
+                        writeln!(out, "ok seed {seed}: {}", rep.summary).map_err(io)?;
+                    }
                 }
-                if single || args.verbose {
-                    writeln!(out, "ok seed {seed}: {}", rep.summary).map_err(io)?;
+                Err(f) => {
+                    failed += 1;
+                    writeln!(out, "FAIL seed {seed}: {f}").map_err(io)?;
+                    writeln!(out, "  replay: {}", replay_command(seed, &opts)).map_err(io)?;
                 }
             }
-            Err(f) => {
-                failed += 1;
-                writeln!(out, "FAIL seed {seed}: {f}").map_err(io)?;
-                writeln!(out, "  replay: {}", replay_command(seed, &opts)).map_err(io)?;
-            }
-        }
-        out.flush().map_err(io)
-    };
+            out.flush().map_err(io)
+        };
 
     let threads = args.threads.min(seeds.len()).max(1);
     if threads == 1 {
@@ -311,6 +345,8 @@ mod tests {
     /// Fails seeds divisible by 7, panics on seed 13, and is "unknown" on seed 5.
     struct Fake;
     impl SeedRunner for Fake {
+        // `u64::is_multiple_of` is newer than the workspace's rust-version (1.80).
+        #[allow(clippy::manual_is_multiple_of)]
         fn run(&self, seed: u64, _opts: &RunOpts) -> Result<SeedReport, SimFailure> {
             if seed == 13 {
                 panic!("boom on 13");
@@ -321,12 +357,18 @@ mod tests {
                     format!("two leaders in term {seed} (nodes 1 and 3)"),
                 ));
             }
-            Ok(SeedReport { steps: 1, ops: 0, linearizability_unknown: seed == 5, summary: "fine".into() })
+            Ok(SeedReport {
+                steps: 1,
+                ops: 0,
+                linearizability_unknown: seed == 5,
+                summary: "fine".into(),
+            })
         }
     }
 
     fn run_args(argv: &[&str]) -> (i32, String) {
-        let args = Args::try_parse_from(std::iter::once("sim").chain(argv.iter().copied())).expect("valid args");
+        let args = Args::try_parse_from(std::iter::once("sim").chain(argv.iter().copied()))
+            .expect("valid args");
         let mut out = Vec::new();
         let code = run(&args, &Fake, &mut out);
         (code, String::from_utf8(out).expect("utf-8"))
@@ -346,8 +388,14 @@ mod tests {
         let (code, out) = run_args(&["--seeds", "0..15"]);
         assert_eq!(code, 1);
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], "FAIL seed 0: election safety: two leaders in term 0 (nodes 1 and 3)");
-        assert_eq!(lines[1], "  replay: cargo run -p shoal-tests --release --bin sim -- --seed 0");
+        assert_eq!(
+            lines[0],
+            "FAIL seed 0: election safety: two leaders in term 0 (nodes 1 and 3)"
+        );
+        assert_eq!(
+            lines[1],
+            "  replay: cargo run -p shoal-tests --release --bin sim -- --seed 0"
+        );
         assert!(out.contains("FAIL seed 7: election safety"));
         assert!(out.contains("FAIL seed 13: panic: boom on 13"));
         assert!(out.contains("note: 1 passing seeds"));
@@ -363,9 +411,15 @@ mod tests {
 
     #[test]
     fn all_passing_exits_zero_and_single_seed_is_verbose() {
-        assert_eq!(run_args(&["--seeds", "1..=4"]), (0, "4 passed, 0 failed\n".to_string()));
+        assert_eq!(
+            run_args(&["--seeds", "1..=4"]),
+            (0, "4 passed, 0 failed\n".to_string())
+        );
         let (code, out) = run_args(&["--seed", "2"]);
-        assert_eq!((code, out.as_str()), (0, "ok seed 2: fine\n1 passed, 0 failed\n"));
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "ok seed 2: fine\n1 passed, 0 failed\n")
+        );
     }
 
     #[test]
@@ -390,7 +444,13 @@ mod tests {
 
     #[test]
     fn replay_keeps_non_default_steps() {
-        let opts = RunOpts { steps: 500, ..RunOpts::default() };
-        assert_eq!(replay_command(9, &opts), "cargo run -p shoal-tests --release --bin sim -- --seed 9 --steps 500");
+        let opts = RunOpts {
+            steps: 500,
+            ..RunOpts::default()
+        };
+        assert_eq!(
+            replay_command(9, &opts),
+            "cargo run -p shoal-tests --release --bin sim -- --seed 9 --steps 500"
+        );
     }
 }

@@ -25,7 +25,10 @@ impl NodeClock {
     /// A clock with the given drift and offset.
     pub fn new(drift_ppm: i64, offset_ms: u64) -> NodeClock {
         assert!(drift_ppm.abs() < 1_000_000, "a clock must move forward");
-        NodeClock { drift_ppm, offset_ms }
+        NodeClock {
+            drift_ppm,
+            offset_ms,
+        }
     }
 
     /// Local time at global time `global_ms`.
@@ -76,12 +79,17 @@ impl Clocks {
 
     /// Clocks that all read global time exactly (for tests that want no drift).
     pub fn perfect(nodes: &[NodeId]) -> Clocks {
-        Clocks { clocks: nodes.iter().map(|&id| (id, NodeClock::new(0, 0))).collect() }
+        Clocks {
+            clocks: nodes.iter().map(|&id| (id, NodeClock::new(0, 0))).collect(),
+        }
     }
 
     /// Node `id`'s clock. Panics on an unknown node: that is a runner bug.
     pub fn get(&self, id: NodeId) -> NodeClock {
-        *self.clocks.get(&id).unwrap_or_else(|| panic!("no clock for node {id}"))
+        *self
+            .clocks
+            .get(&id)
+            .unwrap_or_else(|| panic!("no clock for node {id}"))
     }
 
     /// Node `id`'s local time at global time `global_ms`.
@@ -130,7 +138,11 @@ mod tests {
 
     #[test]
     fn global_at_inverts_local() {
-        for c in [NodeClock::new(10_000, 7), NodeClock::new(-9_999, 3), NodeClock::new(0, 0)] {
+        for c in [
+            NodeClock::new(10_000, 7),
+            NodeClock::new(-9_999, 3),
+            NodeClock::new(0, 0),
+        ] {
             for local in [0u64, 5, 100, 999, 12_345] {
                 let g = c.global_at(local);
                 assert!(c.local_ms(g) >= local);

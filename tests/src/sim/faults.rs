@@ -84,7 +84,10 @@ impl fmt::Display for FaultEvent {
             FaultEvent::Crash(t) => write!(f, "crash {t:?}"),
             FaultEvent::Restart(t) => write!(f, "restart {t:?}"),
             FaultEvent::ChangeMembership { voters, observers } => {
-                write!(f, "change membership to voters {voters:?} observers {observers:?}")
+                write!(
+                    f,
+                    "change membership to voters {voters:?} observers {observers:?}"
+                )
             }
             FaultEvent::TransferLeader(t) => write!(f, "transfer leader to {t:?}"),
             FaultEvent::Quiesce => f.write_str("quiesce (heal, quiet network, restart all)"),
@@ -141,7 +144,10 @@ impl FaultSchedule {
             voters: initial_voters.iter().copied().collect(),
             down: 0,
         };
-        let mut events = vec![ScheduledEvent { at_ms: 0, event: FaultEvent::SetRates(FaultRates::random(&mut plan.rng)) }];
+        let mut events = vec![ScheduledEvent {
+            at_ms: 0,
+            event: FaultEvent::SetRates(FaultRates::random(&mut plan.rng)),
+        }];
         let mut t = 0;
         loop {
             t += plan.rng.range(MIN_GAP_MS, MAX_GAP_MS + 1);
@@ -152,13 +158,29 @@ impl FaultSchedule {
                 events.push(ScheduledEvent { at_ms: t, event });
             }
         }
-        events.push(ScheduledEvent { at_ms: quiet_from_ms, event: FaultEvent::Quiesce });
-        FaultSchedule { seed, initial_voters, all_nodes, events, quiet_from_ms, end_ms: duration_ms }
+        events.push(ScheduledEvent {
+            at_ms: quiet_from_ms,
+            event: FaultEvent::Quiesce,
+        });
+        FaultSchedule {
+            seed,
+            initial_voters,
+            all_nodes,
+            events,
+            quiet_from_ms,
+            end_ms: duration_ms,
+        }
     }
 
     /// Events firing in `(after_ms, upto_ms]`, for runners that advance time in jumps.
-    pub fn events_between(&self, after_ms: u64, upto_ms: u64) -> impl Iterator<Item = &ScheduledEvent> {
-        self.events.iter().filter(move |e| e.at_ms > after_ms && e.at_ms <= upto_ms)
+    pub fn events_between(
+        &self,
+        after_ms: u64,
+        upto_ms: u64,
+    ) -> impl Iterator<Item = &ScheduledEvent> {
+        self.events
+            .iter()
+            .filter(move |e| e.at_ms > after_ms && e.at_ms <= upto_ms)
     }
 
     /// Events firing exactly at `now_ms` (for runners that step one ms at a time; the first
@@ -233,14 +255,22 @@ impl Planner {
                 if kind == 1 {
                     PartitionSpec::Split { a, b }
                 } else {
-                    PartitionSpec::OneWay { speakers: a, listeners: b }
+                    PartitionSpec::OneWay {
+                        speakers: a,
+                        listeners: b,
+                    }
                 }
             }
         }
     }
 
     fn membership(&mut self) -> Option<FaultEvent> {
-        let outside: Vec<NodeId> = self.all.iter().copied().filter(|id| !self.voters.contains(id)).collect();
+        let outside: Vec<NodeId> = self
+            .all
+            .iter()
+            .copied()
+            .filter(|id| !self.voters.contains(id))
+            .collect();
         let inside: Vec<NodeId> = self.voters.iter().copied().collect();
         let grow = !outside.is_empty() && (inside.len() <= 3 || self.rng.chance(1, 2));
         if grow && inside.len() < 5 {
@@ -260,7 +290,12 @@ impl Planner {
         }
         let voters: Vec<NodeId> = self.voters.iter().copied().collect();
         // Any node outside the voters may come along as an observer.
-        let observers = self.all.iter().copied().filter(|id| !self.voters.contains(id) && self.rng.chance(1, 2)).collect();
+        let observers = self
+            .all
+            .iter()
+            .copied()
+            .filter(|id| !self.voters.contains(id) && self.rng.chance(1, 2))
+            .collect();
         Some(FaultEvent::ChangeMembership { voters, observers })
     }
 }
@@ -284,7 +319,10 @@ pub fn apply_network_event(
             net.heal();
             match spec {
                 PartitionSpec::Split { a, b } => net.partition(a, b),
-                PartitionSpec::OneWay { speakers, listeners } => net.partition_one_way(speakers, listeners),
+                PartitionSpec::OneWay {
+                    speakers,
+                    listeners,
+                } => net.partition_one_way(speakers, listeners),
                 PartitionSpec::Isolate(t) => {
                     if let Some(id) = resolve(*t, leader, longest_down) {
                         net.isolate(id, all);
@@ -298,7 +336,11 @@ pub fn apply_network_event(
 }
 
 /// The node a target names right now, if any.
-pub fn resolve(target: NodeTarget, leader: Option<NodeId>, longest_down: Option<NodeId>) -> Option<NodeId> {
+pub fn resolve(
+    target: NodeTarget,
+    leader: Option<NodeId>,
+    longest_down: Option<NodeId>,
+) -> Option<NodeId> {
     match target {
         NodeTarget::Node(id) => Some(id),
         NodeTarget::Leader => leader,
@@ -312,8 +354,14 @@ mod tests {
 
     #[test]
     fn deterministic_per_seed() {
-        assert_eq!(FaultSchedule::generate(5, 30_000), FaultSchedule::generate(5, 30_000));
-        assert_ne!(FaultSchedule::generate(5, 30_000), FaultSchedule::generate(6, 30_000));
+        assert_eq!(
+            FaultSchedule::generate(5, 30_000),
+            FaultSchedule::generate(5, 30_000)
+        );
+        assert_ne!(
+            FaultSchedule::generate(5, 30_000),
+            FaultSchedule::generate(6, 30_000)
+        );
     }
 
     #[test]
@@ -327,7 +375,10 @@ mod tests {
             sizes.insert(n);
             assert!((3..=5).contains(&n));
             assert_eq!(s.all_nodes.len(), n + 1);
-            assert!(s.events.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "sorted");
+            assert!(
+                s.events.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+                "sorted"
+            );
             let last = s.events.last().expect("has events");
             assert_eq!(last.event, FaultEvent::Quiesce);
             assert_eq!(last.at_ms, s.quiet_from_ms);
@@ -358,11 +409,20 @@ mod tests {
         let iso = FaultEvent::Partition(PartitionSpec::Isolate(NodeTarget::Leader));
         assert!(apply_network_event(&iso, &mut net, &all, Some(2), None));
         assert!(!net.link_open(2, 1) && net.link_open(1, 3));
-        let one_way = FaultEvent::Partition(PartitionSpec::OneWay { speakers: vec![1], listeners: vec![2, 3] });
+        let one_way = FaultEvent::Partition(PartitionSpec::OneWay {
+            speakers: vec![1],
+            listeners: vec![2, 3],
+        });
         apply_network_event(&one_way, &mut net, &all, None, None);
         assert!(net.link_open(2, 3), "the re-cut healed the isolation of 2");
         assert!(!net.link_open(3, 1) && net.link_open(1, 3));
-        assert!(!apply_network_event(&FaultEvent::Crash(NodeTarget::Leader), &mut net, &all, None, None));
+        assert!(!apply_network_event(
+            &FaultEvent::Crash(NodeTarget::Leader),
+            &mut net,
+            &all,
+            None,
+            None
+        ));
         apply_network_event(&FaultEvent::Quiesce, &mut net, &all, None, None);
         assert!(!net.is_partitioned());
     }

@@ -31,7 +31,13 @@ impl<K, O, R> History<K, O, R> {
 
     /// Record that `client` invoked `op` on `key` at `now_ms`.
     pub fn invoke(&mut self, client: u64, key: K, op: O, now_ms: u64) -> OpId {
-        self.ops.push(Operation { client, key, op, invoke: now_ms, response: None });
+        self.ops.push(Operation {
+            client,
+            key,
+            op,
+            invoke: now_ms,
+            response: None,
+        });
         OpId(self.ops.len() - 1)
     }
 
@@ -39,7 +45,10 @@ impl<K, O, R> History<K, O, R> {
     pub fn complete(&mut self, id: OpId, ret: R, now_ms: u64) {
         let op = &mut self.ops[id.0];
         assert!(op.response.is_none(), "operation {id:?} answered twice");
-        assert!(now_ms >= op.invoke, "operation {id:?} answered before it was invoked");
+        assert!(
+            now_ms >= op.invoke,
+            "operation {id:?} answered before it was invoked"
+        );
         op.response = Some((now_ms, ret));
     }
 

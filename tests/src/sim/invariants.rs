@@ -176,32 +176,59 @@ impl InvariantChecker {
     /// Check one node's view and remember it.
     pub fn observe(&mut self, v: &NodeView) -> Result<(), Violation> {
         check_sanity(v)?;
-        let fresh = self.nodes.get(&v.id).is_none_or(|t| t.incarnation != v.incarnation);
+        let fresh = self
+            .nodes
+            .get(&v.id)
+            .is_none_or(|t| t.incarnation != v.incarnation);
         let mut track = self.nodes.remove(&v.id).unwrap_or_default();
         let result = self.observe_tracked(v, &mut track, fresh);
         self.nodes.insert(v.id, track);
         result
     }
 
-    fn observe_tracked(&mut self, v: &NodeView, t: &mut NodeTrack, fresh: bool) -> Result<(), Violation> {
+    fn observe_tracked(
+        &mut self,
+        v: &NodeView,
+        t: &mut NodeTrack,
+        fresh: bool,
+    ) -> Result<(), Violation> {
         if !fresh {
             if v.term < t.term {
-                return fail(InvariantKind::Monotonicity, format!("node {} term went back from {} to {}", v.id, t.term, v.term));
+                return fail(
+                    InvariantKind::Monotonicity,
+                    format!("node {} term went back from {} to {}", v.id, t.term, v.term),
+                );
             }
             if v.commit < t.commit {
-                return fail(InvariantKind::Monotonicity, format!("node {} commit went back from {} to {}", v.id, t.commit, v.commit));
+                return fail(
+                    InvariantKind::Monotonicity,
+                    format!(
+                        "node {} commit went back from {} to {}",
+                        v.id, t.commit, v.commit
+                    ),
+                );
             }
             if v.applied < t.applied {
-                return fail(InvariantKind::Monotonicity, format!("node {} applied went back from {} to {}", v.id, t.applied, v.applied));
+                return fail(
+                    InvariantKind::Monotonicity,
+                    format!(
+                        "node {} applied went back from {} to {}",
+                        v.id, t.applied, v.applied
+                    ),
+                );
             }
         }
         let old_commit = if fresh { 0 } else { t.commit };
         if fresh {
-            *t = NodeTrack { incarnation: v.incarnation, ..NodeTrack::default() };
+            *t = NodeTrack {
+                incarnation: v.incarnation,
+                ..NodeTrack::default()
+            };
         }
 
         // Update the shadow log, noting which indices changed.
-        t.log.retain(|&i, _| i > v.snapshot_index && i <= v.last_index);
+        t.log
+            .retain(|&i, _| i > v.snapshot_index && i <= v.last_index);
         let mut changed: Vec<LogIndex> = Vec::new();
         for e in &v.entries {
             if t.log.insert(e.index, (e.term, e.hash)) != Some((e.term, e.hash)) {
@@ -213,10 +240,21 @@ impl InvariantChecker {
         // term; by induction on the index that makes the two logs identical up to there.
         for &i in &changed {
             let (term, hash) = t.log[&i];
-            let prev_term = if i == 1 { Some(0) } else { t.log.get(&(i - 1)).map(|p| p.0) };
+            let prev_term = if i == 1 {
+                Some(0)
+            } else {
+                t.log.get(&(i - 1)).map(|p| p.0)
+            };
             match self.seen.get_mut(&(i, term)) {
                 None => {
-                    self.seen.insert((i, term), Seen { hash, prev_term, node: v.id });
+                    self.seen.insert(
+                        (i, term),
+                        Seen {
+                            hash,
+                            prev_term,
+                            node: v.id,
+                        },
+                    );
                 }
                 Some(s) => {
                     if s.hash != hash {
@@ -246,14 +284,28 @@ impl InvariantChecker {
 
         // Commit: every index this node holds committed must agree with every other node's.
         // (An empty range when the commit did not move; BTreeMap::range panics on start > end.)
-        let newly_committed = t.log.range(old_commit + 1..v.commit.max(old_commit) + 1).map(|(&i, _)| i);
-        let rewritten = changed.iter().copied().filter(|&i| i <= old_commit.min(v.commit));
+        let newly_committed = t
+            .log
+            .range(old_commit + 1..v.commit.max(old_commit) + 1)
+            .map(|(&i, _)| i);
+        let rewritten = changed
+            .iter()
+            .copied()
+            .filter(|&i| i <= old_commit.min(v.commit));
         let to_check: Vec<LogIndex> = newly_committed.chain(rewritten).collect();
         for i in to_check {
             let (term, hash) = t.log[&i];
             match self.committed.get(&i) {
                 None => {
-                    self.committed.insert(i, Committed { term, hash, node: v.id, seen_in_term: v.term });
+                    self.committed.insert(
+                        i,
+                        Committed {
+                            term,
+                            hash,
+                            node: v.id,
+                            seen_in_term: v.term,
+                        },
+                    );
                 }
                 Some(c) if c.term != term || c.hash != hash => {
                     return fail(
@@ -285,7 +337,12 @@ impl InvariantChecker {
             Some(&other) if other != v.id => {
                 return fail(
                     InvariantKind::ElectionSafety,
-                    format!("two leaders in term {} (nodes {} and {})", v.term, other.min(v.id), other.max(v.id)),
+                    format!(
+                        "two leaders in term {} (nodes {} and {})",
+                        v.term,
+                        other.min(v.id),
+                        other.max(v.id)
+                    ),
                 );
             }
             Some(_) => {}
@@ -326,10 +383,19 @@ impl InvariantChecker {
     /// Record that `node` applied the entry at `index` whose payload hashes to `hash` (the same
     /// hash as its [`EntryView`]). Indices must rise within one incarnation; across restarts a
     /// node may apply an index again, but only the same entry.
-    pub fn record_applied(&mut self, node: NodeId, incarnation: u64, index: LogIndex, hash: u64) -> Result<(), Violation> {
+    pub fn record_applied(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        index: LogIndex,
+        hash: u64,
+    ) -> Result<(), Violation> {
         // Kept apart from the view tracking: the first event of a new incarnation can come
         // before that incarnation's first view.
-        let last = self.applied_events.entry(node).or_insert((incarnation, None));
+        let last = self
+            .applied_events
+            .entry(node)
+            .or_insert((incarnation, None));
         if last.0 != incarnation {
             *last = (incarnation, None);
         }
@@ -337,7 +403,9 @@ impl InvariantChecker {
             if index <= prev {
                 return fail(
                     InvariantKind::Monotonicity,
-                    format!("node {node} applied index {index} after index {prev} in one incarnation"),
+                    format!(
+                        "node {node} applied index {index} after index {prev} in one incarnation"
+                    ),
                 );
             }
         }
@@ -382,10 +450,16 @@ fn check_sanity(v: &NodeView) -> Result<(), Violation> {
         return bad(format!("applied {} is past commit {}", v.applied, v.commit));
     }
     if v.commit > v.last_index {
-        return bad(format!("commit {} is past the last index {}", v.commit, v.last_index));
+        return bad(format!(
+            "commit {} is past the last index {}",
+            v.commit, v.last_index
+        ));
     }
     if v.snapshot_index > v.last_index {
-        return bad(format!("snapshot index {} is past the last index {}", v.snapshot_index, v.last_index));
+        return bad(format!(
+            "snapshot index {} is past the last index {}",
+            v.snapshot_index, v.last_index
+        ));
     }
     if let (Some(first), Some(last)) = (v.entries.first(), v.entries.last()) {
         if first.index <= v.snapshot_index || last.index != v.last_index {
@@ -394,11 +468,17 @@ fn check_sanity(v: &NodeView) -> Result<(), Violation> {
                 first.index, last.index, v.last_index, v.snapshot_index
             ));
         }
-        if v.entries.windows(2).any(|w| w[1].index != w[0].index + 1 || w[1].term < w[0].term) {
+        if v.entries
+            .windows(2)
+            .any(|w| w[1].index != w[0].index + 1 || w[1].term < w[0].term)
+        {
             return bad("entries are not contiguous with non-decreasing terms".to_string());
         }
         if v.entries.iter().any(|e| e.term > v.term) {
-            return bad(format!("an entry's term is past the node's term {}", v.term));
+            return bad(format!(
+                "an entry's term is past the node's term {}",
+                v.term
+            ));
         }
     }
     Ok(())
@@ -415,12 +495,22 @@ mod tests {
             .enumerate()
             .map(|(i, &term)| {
                 let index = i as u64 + 1;
-                EntryView { index, term, hash: hash_bytes(&[index as u8, term as u8, salt as u8]) }
+                EntryView {
+                    index,
+                    term,
+                    hash: hash_bytes(&[index as u8, term as u8, salt as u8]),
+                }
             })
             .collect()
     }
 
-    fn view(id: NodeId, term: Term, leader: bool, commit: LogIndex, entries: Vec<EntryView>) -> NodeView {
+    fn view(
+        id: NodeId,
+        term: Term,
+        leader: bool,
+        commit: LogIndex,
+        entries: Vec<EntryView>,
+    ) -> NodeView {
         NodeView {
             id,
             incarnation: 0,
@@ -441,10 +531,18 @@ mod tests {
     #[test]
     fn a_healthy_history_passes() {
         let mut c = InvariantChecker::new();
-        c.observe_all(&[view(1, 1, true, 0, log(&[1], 0)), view(2, 1, false, 0, vec![]), view(3, 1, false, 0, vec![])])
-            .unwrap();
-        c.observe_all(&[view(1, 1, true, 2, log(&[1, 1], 0)), view(2, 1, false, 1, log(&[1, 1], 0)), view(3, 1, false, 0, vec![])])
-            .unwrap();
+        c.observe_all(&[
+            view(1, 1, true, 0, log(&[1], 0)),
+            view(2, 1, false, 0, vec![]),
+            view(3, 1, false, 0, vec![]),
+        ])
+        .unwrap();
+        c.observe_all(&[
+            view(1, 1, true, 2, log(&[1, 1], 0)),
+            view(2, 1, false, 1, log(&[1, 1], 0)),
+            view(3, 1, false, 0, vec![]),
+        ])
+        .unwrap();
         // Node 3 gets the entries late; node 2 takes over in term 2 with everything committed.
         c.observe_all(&[
             view(1, 2, false, 2, log(&[1, 1], 0)),
@@ -464,7 +562,10 @@ mod tests {
         c.observe(&view(1, 7, true, 0, vec![])).unwrap();
         c.observe(&view(1, 8, false, 0, vec![])).unwrap();
         let e = c.observe(&view(3, 7, true, 0, vec![])).unwrap_err();
-        assert_eq!(e.to_string(), "election safety: two leaders in term 7 (nodes 1 and 3)");
+        assert_eq!(
+            e.to_string(),
+            "election safety: two leaders in term 7 (nodes 1 and 3)"
+        );
     }
 
     #[test]
@@ -472,13 +573,19 @@ mod tests {
         let mut c = InvariantChecker::new();
         c.observe(&view(1, 2, false, 0, log(&[1, 2], 0))).unwrap();
         // Same index and term, other payload.
-        assert_eq!(kind(c.observe(&view(2, 2, false, 0, log(&[1, 2], 9)))), InvariantKind::LogMatching);
+        assert_eq!(
+            kind(c.observe(&view(2, 2, false, 0, log(&[1, 2], 9)))),
+            InvariantKind::LogMatching
+        );
         // Same (2, term 2) but a different term at index 1 — a different history.
         let mut c = InvariantChecker::new();
         c.observe(&view(1, 2, false, 0, log(&[1, 2], 0))).unwrap();
         let mut other = log(&[2, 2], 0);
         other[1] = log(&[1, 2], 0)[1];
-        assert_eq!(kind(c.observe(&view(2, 2, false, 0, other))), InvariantKind::LogMatching);
+        assert_eq!(
+            kind(c.observe(&view(2, 2, false, 0, other))),
+            InvariantKind::LogMatching
+        );
     }
 
     #[test]
@@ -486,7 +593,10 @@ mod tests {
         let mut c = InvariantChecker::new();
         c.observe(&view(1, 1, false, 2, log(&[1, 1], 0))).unwrap();
         // Node 2 commits index 2 with a term-2 entry: two different entries committed.
-        assert_eq!(kind(c.observe(&view(2, 2, false, 2, log(&[1, 2], 0)))), InvariantKind::StateMachineSafety);
+        assert_eq!(
+            kind(c.observe(&view(2, 2, false, 2, log(&[1, 2], 0)))),
+            InvariantKind::StateMachineSafety
+        );
         // A node overwrites its own committed entry after a truncation.
         let mut c = InvariantChecker::new();
         c.observe(&view(1, 1, false, 2, log(&[1, 1], 0))).unwrap();
@@ -501,7 +611,9 @@ mod tests {
         c.observe(&view(1, 1, true, 2, log(&[1, 1], 0))).unwrap();
         c.observe(&view(2, 1, false, 0, log(&[1], 0))).unwrap();
         // Node 2 wins term 2 without index 2 (as if it had been elected by counting wrong).
-        let e = c.observe(&view(2, 2, true, 0, log(&[1, 2], 0))).unwrap_err();
+        let e = c
+            .observe(&view(2, 2, true, 0, log(&[1, 2], 0)))
+            .unwrap_err();
         assert_eq!(e.kind, InvariantKind::LeaderCompleteness, "{e}");
         // A stale leader of an older term may lack entries committed later.
         let mut c = InvariantChecker::new();
@@ -517,17 +629,26 @@ mod tests {
         // Index 2 (term 1) becomes known committed by a node in term 2, while node 3 — leader
         // since term 3 — holds a different entry there.
         c.observe(&view(1, 2, false, 2, log(&[1, 1], 0))).unwrap();
-        assert_eq!(kind(c.observe(&view(3, 3, true, 0, log(&[1, 2, 3], 0)))), InvariantKind::LeaderCompleteness);
+        assert_eq!(
+            kind(c.observe(&view(3, 3, true, 0, log(&[1, 2, 3], 0)))),
+            InvariantKind::LeaderCompleteness
+        );
     }
 
     #[test]
     fn monotonic_within_an_incarnation_but_not_across_restarts() {
         let mut c = InvariantChecker::new();
         c.observe(&view(1, 3, false, 2, log(&[1, 1], 0))).unwrap();
-        assert_eq!(kind(c.observe(&view(1, 2, false, 2, log(&[1, 1], 0)))), InvariantKind::Monotonicity);
+        assert_eq!(
+            kind(c.observe(&view(1, 2, false, 2, log(&[1, 1], 0)))),
+            InvariantKind::Monotonicity
+        );
         let mut c = InvariantChecker::new();
         c.observe(&view(1, 3, false, 2, log(&[1, 1], 0))).unwrap();
-        assert_eq!(kind(c.observe(&view(1, 3, false, 1, log(&[1, 1], 0)))), InvariantKind::Monotonicity);
+        assert_eq!(
+            kind(c.observe(&view(1, 3, false, 1, log(&[1, 1], 0)))),
+            InvariantKind::Monotonicity
+        );
         let mut c = InvariantChecker::new();
         c.observe(&view(1, 3, false, 2, log(&[1, 1], 0))).unwrap();
         let mut restarted = view(1, 3, false, 0, log(&[1, 1], 0));
@@ -540,16 +661,28 @@ mod tests {
         let mut c = InvariantChecker::new();
         c.record_applied(1, 0, 1, 11).unwrap();
         c.record_applied(1, 0, 2, 22).unwrap();
-        assert_eq!(kind(c.record_applied(1, 0, 2, 22)), InvariantKind::Monotonicity);
-        assert_eq!(kind(c.record_applied(2, 0, 2, 23)), InvariantKind::StateMachineSafety);
+        assert_eq!(
+            kind(c.record_applied(1, 0, 2, 22)),
+            InvariantKind::Monotonicity
+        );
+        assert_eq!(
+            kind(c.record_applied(2, 0, 2, 23)),
+            InvariantKind::StateMachineSafety
+        );
         // After a restart node 1 replays from 1: same commands are fine, others are not.
         c.record_applied(1, 1, 1, 11).unwrap();
-        assert_eq!(kind(c.record_applied(1, 1, 2, 99)), InvariantKind::StateMachineSafety);
+        assert_eq!(
+            kind(c.record_applied(1, 1, 2, 99)),
+            InvariantKind::StateMachineSafety
+        );
         // An applied command must be the committed entry.
         let mut c = InvariantChecker::new();
         let l = log(&[1], 0);
         c.observe(&view(1, 1, false, 1, l.clone())).unwrap();
-        assert_eq!(kind(c.record_applied(1, 0, 1, l[0].hash ^ 1)), InvariantKind::StateMachineSafety);
+        assert_eq!(
+            kind(c.record_applied(1, 0, 1, l[0].hash ^ 1)),
+            InvariantKind::StateMachineSafety
+        );
     }
 
     #[test]

@@ -24,8 +24,12 @@ pub struct FaultRates {
 
 impl FaultRates {
     /// A well-behaved network: nothing lost or duplicated, 1–5 ms delay.
-    pub const QUIET: FaultRates =
-        FaultRates { loss_per_mille: 0, dup_per_mille: 0, delay_min_ms: 1, delay_max_ms: 5 };
+    pub const QUIET: FaultRates = FaultRates {
+        loss_per_mille: 0,
+        dup_per_mille: 0,
+        delay_min_ms: 1,
+        delay_max_ms: 5,
+    };
 
     /// Rates drawn from `rng` within the simulator's ranges: loss 0–30 %, duplication 0–20 %,
     /// delay 1 ms up to 1–200 ms.
@@ -121,8 +125,14 @@ impl Network {
 
     /// Replace the loss, duplication and delay rates (affects frames sent from now on).
     pub fn set_fault_rates(&mut self, rates: FaultRates) {
-        assert!(rates.loss_per_mille <= 1000 && rates.dup_per_mille <= 1000, "rates are per mille");
-        assert!(rates.delay_min_ms <= rates.delay_max_ms, "delay range is inverted");
+        assert!(
+            rates.loss_per_mille <= 1000 && rates.dup_per_mille <= 1000,
+            "rates are per mille"
+        );
+        assert!(
+            rates.delay_min_ms <= rates.delay_max_ms,
+            "delay range is inverted"
+        );
         self.rates = rates;
     }
 
@@ -146,10 +156,20 @@ impl Network {
         if dup {
             self.stats.duplicated += 1;
             let at_ms = now_ms + self.delay();
-            self.enqueue(Delivery { from, to, frame: frame.clone(), at_ms });
+            self.enqueue(Delivery {
+                from,
+                to,
+                frame: frame.clone(),
+                at_ms,
+            });
         }
         let at_ms = now_ms + self.delay();
-        self.enqueue(Delivery { from, to, frame, at_ms });
+        self.enqueue(Delivery {
+            from,
+            to,
+            frame,
+            at_ms,
+        });
         if dup {
             SendOutcome::Duplicated
         } else {
@@ -158,7 +178,8 @@ impl Network {
     }
 
     fn delay(&mut self) -> u64 {
-        self.rng.range(self.rates.delay_min_ms, self.rates.delay_max_ms + 1)
+        self.rng
+            .range(self.rates.delay_min_ms, self.rates.delay_max_ms + 1)
     }
 
     fn enqueue(&mut self, d: Delivery) {
@@ -309,8 +330,13 @@ mod tests {
         assert!(net.deliver_due(100).is_empty(), "minimum delay is 1 ms");
         let got = net.deliver_due(105);
         assert_eq!(got.len(), 50);
-        assert!(got.iter().all(|d| d.from == 1 && d.to == 2 && (101..=105).contains(&d.at_ms)));
-        assert!(got.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "arrival order");
+        assert!(got
+            .iter()
+            .all(|d| d.from == 1 && d.to == 2 && (101..=105).contains(&d.at_ms)));
+        assert!(
+            got.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+            "arrival order"
+        );
         assert_eq!(net.in_flight_len(), 0);
     }
 
@@ -351,7 +377,10 @@ mod tests {
         assert!(s.duplicated > 15, "some duplicated: {s:?}");
         assert_eq!(got.len() as u64, s.delivered);
         let order: Vec<u8> = got.iter().map(|d| d.frame[0]).collect();
-        assert!(order.windows(2).any(|w| w[0] > w[1]), "wide delay reorders frames");
+        assert!(
+            order.windows(2).any(|w| w[0] > w[1]),
+            "wide delay reorders frames"
+        );
     }
 
     #[test]
@@ -395,7 +424,10 @@ mod tests {
     #[test]
     fn quiesce_stops_loss() {
         let mut net = Network::new(6);
-        net.set_fault_rates(FaultRates { loss_per_mille: 1000, ..FaultRates::QUIET });
+        net.set_fault_rates(FaultRates {
+            loss_per_mille: 1000,
+            ..FaultRates::QUIET
+        });
         assert_eq!(net.send(1, 2, vec![0], 0), SendOutcome::Lost);
         net.quiesce();
         assert_eq!(net.send(1, 2, vec![0], 0), SendOutcome::Queued);

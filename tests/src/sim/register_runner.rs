@@ -14,7 +14,9 @@ use super::faults::{apply_network_event, resolve, FaultEvent, FaultSchedule};
 use super::history::{History, OpId};
 use super::invariants::{hash_bytes, EntryView, InvariantChecker, NodeView};
 use super::network::Network;
-use crate::linearizability::{check_per_key, Model, Outcome, Register, RegisterOp, RegisterRet, DEFAULT_STEP_BUDGET};
+use crate::linearizability::{
+    check_per_key, Model, Outcome, Register, RegisterOp, RegisterRet, DEFAULT_STEP_BUDGET,
+};
 use shoal_core::rng::Rng;
 use shoal_core::NodeId;
 use std::collections::BTreeMap;
@@ -68,14 +70,23 @@ fn decode_request(b: &[u8]) -> Option<Request> {
     }
     let (client, seq, key) = (u64_at(b, 1)?, u64_at(b, 9)?, u64_at(b, 17)?);
     let a = u64_at(b, 26)?;
-    let expect = if b[34] == 1 { Some(u64_at(b, 35)?) } else { None };
+    let expect = if b[34] == 1 {
+        Some(u64_at(b, 35)?)
+    } else {
+        None
+    };
     let op = match b[25] {
         0 => RegisterOp::Read,
         1 => RegisterOp::Write(a),
         2 => RegisterOp::Cas { expect, new: a },
         _ => return None,
     };
-    Some(Request { client, seq, key, op })
+    Some(Request {
+        client,
+        seq,
+        key,
+        op,
+    })
 }
 
 fn encode_response(seq: u64, ret: &RegisterRet) -> Vec<u8> {
@@ -143,7 +154,11 @@ impl Service {
     }
 
     fn view(&mut self) -> NodeView {
-        let from = if self.fresh_view { 0 } else { self.reported_upto };
+        let from = if self.fresh_view {
+            0
+        } else {
+            self.reported_upto
+        };
         self.fresh_view = false;
         self.reported_upto = self.log.len();
         let last = self.log.len() as u64;
@@ -159,7 +174,11 @@ impl Service {
             entries: self.log[from..]
                 .iter()
                 .enumerate()
-                .map(|(k, &hash)| EntryView { index: (from + k) as u64 + 1, term: 1, hash })
+                .map(|(k, &hash)| EntryView {
+                    index: (from + k) as u64 + 1,
+                    term: 1,
+                    hash,
+                })
                 .collect(),
         }
     }
@@ -179,6 +198,9 @@ struct Client {
     outstanding: Option<Outstanding>,
     completed: u64,
     completed_in_quiet: u64,
+    /// The value this client last saw per key, so its CAS operations often expect the current
+    /// value and sometimes succeed.
+    last_seen: BTreeMap<u64, Option<u64>>,
 }
 
 impl SeedRunner for RegisterRunner {
@@ -202,7 +224,14 @@ impl SeedRunner for RegisterRunner {
         let mut clients: Vec<Client> = nodes
             .iter()
             .filter(|&&id| id != SERVICE)
-            .map(|&id| Client { id, next_seq: 1, outstanding: None, completed: 0, completed_in_quiet: 0 })
+            .map(|&id| Client {
+                id,
+                next_seq: 1,
+                outstanding: None,
+                completed: 0,
+                completed_in_quiet: 0,
+                last_seen: BTreeMap::new(),
+            })
             .collect();
         // Down nodes in crash order, to resolve "restart the longest down".
         let mut down: Vec<NodeId> = Vec::new();
@@ -211,20 +240,28 @@ impl SeedRunner for RegisterRunner {
                 println!("[{now:>6} ms] {what}");
             }
         };
-        trace(0, format!("nodes {nodes:?}: service {SERVICE}, clients the rest; {} events", schedule.events.len()));
+        trace(
+            0,
+            format!(
+                "nodes {nodes:?}: service {SERVICE}, clients the rest; {} events",
+                schedule.events.len()
+            ),
+        );
 
         for now in 0..=schedule.end_ms {
             for e in schedule.events_at(now) {
                 trace(now, format!("event: {}", e.event));
                 let leader = (!down.contains(&SERVICE)).then_some(SERVICE);
-                if apply_network_event(&e.event, &mut net, &nodes, leader, down.first().copied()) {
-                    if e.event != FaultEvent::Quiesce {
-                        continue;
-                    }
+                let handled =
+                    apply_network_event(&e.event, &mut net, &nodes, leader, down.first().copied());
+                // Quiesce is half network (done above), half nodes (restart all, below).
+                if handled && e.event != FaultEvent::Quiesce {
+                    continue;
                 }
                 match &e.event {
                     FaultEvent::Crash(t) => {
-                        if let Some(id) = resolve(*t, leader, None).filter(|id| !down.contains(id)) {
+                        if let Some(id) = resolve(*t, leader, None).filter(|id| !down.contains(id))
+                        {
                             down.push(id);
                             net.set_node_up(id, false);
                             if id == SERVICE {
@@ -233,7 +270,13 @@ impl SeedRunner for RegisterRunner {
                             } else if let Some(c) = clients.iter_mut().find(|c| c.id == id) {
                                 // The client dies with its operation unanswered: a lost answer.
                                 if let Some(o) = c.outstanding.take() {
-                                    trace(now, format!("client {id} crashed with op {:?} unanswered", o.req.op));
+                                    trace(
+                                        now,
+                                        format!(
+                                            "client {id} crashed with op {:?} unanswered",
+                                            o.req.op
+                                        ),
+                                    );
                                 }
                             }
                         }
@@ -257,23 +300,52 @@ impl SeedRunner for RegisterRunner {
             while let Some(d) = net.pop_due(now) {
                 if d.to == SERVICE {
                     let Some(req) = decode_request(&d.frame) else {
-                        return Err(SimFailure::new(FailureCategory::Setup, "service got a frame it cannot decode"));
+                        return Err(SimFailure::new(
+                            FailureCategory::Setup,
+                            "service got a frame it cannot decode",
+                        ));
                     };
                     let applied_before = service.log.len();
                     if let Some(ret) = service.handle(&req) {
                         if service.log.len() > applied_before {
                             let idx = service.log.len() as u64;
-                            checker.record_applied(SERVICE, service.incarnation, idx, service.log[idx as usize - 1])?;
+                            checker.record_applied(
+                                SERVICE,
+                                service.incarnation,
+                                idx,
+                                service.log[idx as usize - 1],
+                            )?;
                         }
                         net.send(SERVICE, d.from, encode_response(req.seq, &ret), now);
                     }
                 } else if let Some(c) = clients.iter_mut().find(|c| c.id == d.to) {
                     let Some((seq, ret)) = decode_response(&d.frame) else {
-                        return Err(SimFailure::new(FailureCategory::Setup, "client got a frame it cannot decode"));
+                        return Err(SimFailure::new(
+                            FailureCategory::Setup,
+                            "client got a frame it cannot decode",
+                        ));
                     };
                     if c.outstanding.as_ref().is_some_and(|o| o.req.seq == seq) {
                         let o = c.outstanding.take().expect("checked above");
-                        trace(now, format!("client {} {:?} on key {} -> {:?}", c.id, o.req.op, o.req.key, ret));
+                        trace(
+                            now,
+                            format!(
+                                "client {} {:?} on key {} -> {:?}",
+                                c.id, o.req.op, o.req.key, ret
+                            ),
+                        );
+                        match (&o.req.op, &ret) {
+                            (_, RegisterRet::Value(v)) => {
+                                c.last_seen.insert(o.req.key, *v);
+                            }
+                            (
+                                RegisterOp::Write(v) | RegisterOp::Cas { new: v, .. },
+                                RegisterRet::Written | RegisterRet::Swapped(true),
+                            ) => {
+                                c.last_seen.insert(o.req.key, Some(*v));
+                            }
+                            _ => {}
+                        }
                         history.complete(o.id, ret, now);
                         c.completed += 1;
                         if now >= schedule.quiet_from_ms {
@@ -291,7 +363,10 @@ impl SeedRunner for RegisterRunner {
                 match &mut c.outstanding {
                     Some(o) if local >= o.resend_at_local_ms => {
                         if o.sends >= MAX_SENDS {
-                            trace(now, format!("client {} gives up on {:?} (answer lost)", c.id, o.req.op));
+                            trace(
+                                now,
+                                format!("client {} gives up on {:?} (answer lost)", c.id, o.req.op),
+                            );
                             c.outstanding = None;
                         } else {
                             o.sends += 1;
@@ -304,26 +379,37 @@ impl SeedRunner for RegisterRunner {
                         let seq = c.next_seq;
                         c.next_seq += 1;
                         let unique = (c.id << 32) | seq;
+                        let key = rng.range(0, KEYS);
                         let op = match rng.range(0, 3) {
                             0 => RegisterOp::Read,
                             1 => RegisterOp::Write(unique),
-                            _ => {
-                                // Expect a value some client wrote recently (or "unwritten").
-                                let other = nodes[rng.range(0, nodes.len() as u64) as usize];
-                                let expect = (seq > 1).then(|| (other << 32) | rng.range(1, seq));
-                                RegisterOp::Cas { expect, new: unique }
-                            }
+                            _ => RegisterOp::Cas {
+                                expect: c.last_seen.get(&key).copied().flatten(),
+                                new: unique,
+                            },
                         };
-                        let req = Request { client: c.id, seq, key: rng.range(0, KEYS), op: op.clone() };
+                        let req = Request {
+                            client: c.id,
+                            seq,
+                            key,
+                            op: op.clone(),
+                        };
                         let id = history.invoke(c.id, req.key, op, now);
                         net.send(c.id, SERVICE, encode_request(&req), now);
-                        c.outstanding = Some(Outstanding { id, req, resend_at_local_ms: local + RETRY_AFTER_MS, sends: 1 });
+                        c.outstanding = Some(Outstanding {
+                            id,
+                            req,
+                            resend_at_local_ms: local + RETRY_AFTER_MS,
+                            sends: 1,
+                        });
                     }
                     None => {}
                 }
             }
 
-            if net.is_up(SERVICE) && (service.fresh_view || service.reported_upto < service.log.len()) {
+            if net.is_up(SERVICE)
+                && (service.fresh_view || service.reported_upto < service.log.len())
+            {
                 checker.observe(&service.view())?;
             }
         }
@@ -331,7 +417,10 @@ impl SeedRunner for RegisterRunner {
         if let Some(c) = clients.iter().find(|c| c.completed_in_quiet == 0) {
             return Err(SimFailure::new(
                 FailureCategory::Liveness,
-                format!("client {} completed no operation in the quiet phase from {} ms", c.id, schedule.quiet_from_ms),
+                format!(
+                    "client {} completed no operation in the quiet phase from {} ms",
+                    c.id, schedule.quiet_from_ms
+                ),
             ));
         }
         let outcome = check_per_key(history.ops(), |_| Register::default(), DEFAULT_STEP_BUDGET);
@@ -349,7 +438,10 @@ impl SeedRunner for RegisterRunner {
             stats.blocked
         );
         match outcome {
-            Outcome::NotLinearizable(v) => Err(SimFailure::new(FailureCategory::Linearizability, v.to_string())),
+            Outcome::NotLinearizable(v) => Err(SimFailure::new(
+                FailureCategory::Linearizability,
+                v.to_string(),
+            )),
             o => Ok(SeedReport {
                 steps: schedule.end_ms + 1,
                 ops: history.len(),
@@ -366,11 +458,32 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        for op in [RegisterOp::Read, RegisterOp::Write(7), RegisterOp::Cas { expect: None, new: 3 }, RegisterOp::Cas { expect: Some(9), new: 4 }] {
-            let r = Request { client: 3, seq: 11, key: 2, op };
+        for op in [
+            RegisterOp::Read,
+            RegisterOp::Write(7),
+            RegisterOp::Cas {
+                expect: None,
+                new: 3,
+            },
+            RegisterOp::Cas {
+                expect: Some(9),
+                new: 4,
+            },
+        ] {
+            let r = Request {
+                client: 3,
+                seq: 11,
+                key: 2,
+                op,
+            };
             assert_eq!(decode_request(&encode_request(&r)), Some(r));
         }
-        for ret in [RegisterRet::Value(None), RegisterRet::Value(Some(5)), RegisterRet::Written, RegisterRet::Swapped(true)] {
+        for ret in [
+            RegisterRet::Value(None),
+            RegisterRet::Value(Some(5)),
+            RegisterRet::Written,
+            RegisterRet::Swapped(true),
+        ] {
             assert_eq!(decode_response(&encode_response(8, &ret)), Some((8, ret)));
         }
         assert_eq!(decode_request(&[0; 5]), None);
@@ -379,21 +492,41 @@ mod tests {
 
     #[test]
     fn correct_service_passes_and_is_deterministic() {
-        let opts = RunOpts { steps: 6_000, ..RunOpts::default() };
+        let opts = RunOpts {
+            steps: 6_000,
+            ..RunOpts::default()
+        };
         for seed in 0..6 {
             let a = RegisterRunner.run(seed, &opts);
             assert!(a.is_ok(), "seed {seed}: {a:?}");
-            assert_eq!(a, RegisterRunner.run(seed, &opts), "seed {seed} replays exactly");
+            assert_eq!(
+                a,
+                RegisterRunner.run(seed, &opts),
+                "seed {seed} replays exactly"
+            );
             assert!(a.expect("ok").ops > 50);
         }
     }
 
     #[test]
     fn ignoring_dedup_is_caught_on_some_seed() {
-        let opts = RunOpts { steps: 8_000, mutant: Some("kv-dedup-ignored".into()), ..RunOpts::default() };
+        let opts = RunOpts {
+            steps: 8_000,
+            mutant: Some("kv-dedup-ignored".into()),
+            ..RunOpts::default()
+        };
         let caught = (0..40).find(|&seed| {
-            matches!(RegisterRunner.run(seed, &opts), Err(SimFailure { category: FailureCategory::Linearizability, .. }))
+            matches!(
+                RegisterRunner.run(seed, &opts),
+                Err(SimFailure {
+                    category: FailureCategory::Linearizability,
+                    ..
+                })
+            )
         });
-        assert!(caught.is_some(), "retried and duplicated writes applied twice must show up");
+        assert!(
+            caught.is_some(),
+            "retried and duplicated writes applied twice must show up"
+        );
     }
 }
