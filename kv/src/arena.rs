@@ -32,7 +32,12 @@ pub(crate) struct Arena<'a> {
 
 impl<'a> Arena<'a> {
     pub(crate) fn new(buf: &'a mut [u8], cap: usize) -> Self {
-        Arena { buf, cap, tail: 0, live: 0 }
+        Arena {
+            buf,
+            cap,
+            tail: 0,
+            live: 0,
+        }
     }
 
     pub(crate) fn clear(&mut self) {
@@ -78,7 +83,10 @@ impl<'a> Arena<'a> {
         if self.tail + cost(len) > self.cap {
             self.compact(nodes);
         }
-        debug_assert!(self.tail + cost(len) <= self.cap, "live bytes fit, so a compacted arena fits");
+        debug_assert!(
+            self.tail + cost(len) <= self.cap,
+            "live bytes fit, so a compacted arena fits"
+        );
         let at = self.tail;
         self.buf[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
         self.buf[at + 4..at + 8].copy_from_slice(&owner.to_le_bytes());
@@ -107,8 +115,10 @@ impl<'a> Arena<'a> {
         let mut read = 0;
         let mut write = 0;
         while read < self.tail {
-            let len = u32::from_le_bytes(self.buf[read..read + 4].try_into().expect("4 bytes")) as usize;
-            let owner = u32::from_le_bytes(self.buf[read + 4..read + 8].try_into().expect("4 bytes"));
+            let len =
+                u32::from_le_bytes(self.buf[read..read + 4].try_into().expect("4 bytes")) as usize;
+            let owner =
+                u32::from_le_bytes(self.buf[read + 4..read + 8].try_into().expect("4 bytes"));
             let size = BLOCK_HEADER + len;
             if owner != NIL {
                 if read != write {

@@ -70,7 +70,10 @@ impl<'a> Pairs<'a> {
     }
     /// The pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        ItemsIter { items: self.0, pos: 0 }
+        ItemsIter {
+            items: self.0,
+            pos: 0,
+        }
     }
 }
 
@@ -92,7 +95,10 @@ impl<'a> Keys<'a> {
     }
     /// The keys in order.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        ItemsIter { items: self.0, pos: 0 }
+        ItemsIter {
+            items: self.0,
+            pos: 0,
+        }
     }
 }
 
@@ -254,14 +260,21 @@ pub struct Command<'a> {
 impl<'a> Command<'a> {
     /// The leader's expiry command at `time_ms`.
     pub const fn expire(time_ms: u64) -> Command<'static> {
-        Command { client_id: 0, seq: 0, time_ms, op: Op::Expire }
+        Command {
+            client_id: 0,
+            seq: 0,
+            time_ms,
+            op: Op::Expire,
+        }
     }
 
     /// Encode into `buf`; returns the number of bytes written.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
         let (first, rest) = buf.split_first_mut().ok_or(CodecError::BufferTooSmall)?;
         *first = COMMAND_VERSION;
-        let head = postcard::to_slice(self, rest).map_err(|_| CodecError::BufferTooSmall)?.len();
+        let head = postcard::to_slice(self, rest)
+            .map_err(|_| CodecError::BufferTooSmall)?
+            .len();
         let mut used = 1 + head;
         match self.op {
             Op::BatchPut(pairs) => {
@@ -464,7 +477,9 @@ impl<'a> Response<'a> {
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
         let (first, rest) = buf.split_first_mut().ok_or(CodecError::BufferTooSmall)?;
         *first = COMMAND_VERSION;
-        let n = postcard::to_slice(self, rest).map_err(|_| CodecError::BufferTooSmall)?.len();
+        let n = postcard::to_slice(self, rest)
+            .map_err(|_| CodecError::BufferTooSmall)?
+            .len();
         Ok(1 + n)
     }
 

@@ -84,8 +84,22 @@ pub(crate) struct EventLog<'a> {
 }
 
 impl<'a> EventLog<'a> {
-    pub(crate) fn new(slots: &'a mut [EventSlot], bytes: &'a mut [u8], slot_cap: usize, byte_cap: usize) -> Self {
-        EventLog { slots, bytes, slot_cap, byte_cap: byte_cap as u64, head: 0, len: 0, next_pos: 0, floor: 0 }
+    pub(crate) fn new(
+        slots: &'a mut [EventSlot],
+        bytes: &'a mut [u8],
+        slot_cap: usize,
+        byte_cap: usize,
+    ) -> Self {
+        EventLog {
+            slots,
+            bytes,
+            slot_cap,
+            byte_cap: byte_cap as u64,
+            head: 0,
+            len: 0,
+            next_pos: 0,
+            floor: 0,
+        }
     }
 
     /// Forget everything; the history is complete from `floor` on.
@@ -115,14 +129,27 @@ impl<'a> EventLog<'a> {
         }
     }
 
-    pub(crate) fn push(&mut self, index: u64, kind: EventKind, key: &[u8], value: &[u8], owner: u64, fence: u64) {
+    pub(crate) fn push(
+        &mut self,
+        index: u64,
+        kind: EventKind,
+        key: &[u8],
+        value: &[u8],
+        owner: u64,
+        fence: u64,
+    ) {
         let need = (key.len() + value.len()) as u64;
-        debug_assert!(need <= self.byte_cap, "validated: event_bytes >= max key + max value");
+        debug_assert!(
+            need <= self.byte_cap,
+            "validated: event_bytes >= max key + max value"
+        );
         let mut pos = self.next_pos;
         if need > 0 && pos % self.byte_cap + need > self.byte_cap {
             pos += self.byte_cap - pos % self.byte_cap; // never split data across the end
         }
-        while self.len > 0 && (self.len == self.slot_cap || pos + need - self.oldest_pos() > self.byte_cap) {
+        while self.len > 0
+            && (self.len == self.slot_cap || pos + need - self.oldest_pos() > self.byte_cap)
+        {
             self.evict_oldest();
         }
         let phys = (pos % self.byte_cap.max(1)) as usize;
@@ -160,9 +187,16 @@ impl<'a> EventLog<'a> {
 
     /// Call `f` for every kept event with index ≥ `from_index` whose key is `filter` or under
     /// it (an empty filter matches everything), oldest first.
-    pub(crate) fn since(&self, from_index: u64, filter: &[u8], mut f: impl FnMut(&Event<'_>)) -> Result<(), WatchError> {
+    pub(crate) fn since(
+        &self,
+        from_index: u64,
+        filter: &[u8],
+        mut f: impl FnMut(&Event<'_>),
+    ) -> Result<(), WatchError> {
         if from_index < self.floor {
-            return Err(WatchError::Compacted { oldest_available: self.floor });
+            return Err(WatchError::Compacted {
+                oldest_available: self.floor,
+            });
         }
         // Indices never decrease along the ring: binary-search the first event to report.
         let (mut lo, mut hi) = (0usize, self.len);

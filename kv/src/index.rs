@@ -48,7 +48,10 @@ impl<'a> HashIndex<'a> {
     pub(crate) fn remove(&mut self, hash: u32, slot: u32, hash_of: impl Fn(u32) -> u32) {
         let mut pos = hash as usize & self.mask;
         while self.buckets[pos] != slot + 1 {
-            debug_assert!(self.buckets[pos] != 0, "removing a slot that is not indexed");
+            debug_assert!(
+                self.buckets[pos] != 0,
+                "removing a slot that is not indexed"
+            );
             pos = (pos + 1) & self.mask;
         }
         let mut hole = pos;

@@ -11,7 +11,11 @@ pub const SEPARATOR: u8 = b'.';
 /// `allow_root` is set (reads); writes get [`KvError::EmptyKey`].
 pub fn validate_key(key: &[u8], limits: &KvLimits, allow_root: bool) -> Result<(), KvError> {
     if key.is_empty() {
-        return if allow_root { Ok(()) } else { Err(KvError::EmptyKey) };
+        return if allow_root {
+            Ok(())
+        } else {
+            Err(KvError::EmptyKey)
+        };
     }
     if key.len() > limits.max_key_bytes {
         return Err(KvError::KeyTooLong);
@@ -101,9 +105,15 @@ mod tests {
         assert_eq!(validate_key(b"a.", &l, false), Err(KvError::TrailingDot));
         assert_eq!(validate_key(b"a..b", &l, false), Err(KvError::EmptySegment));
         assert_eq!(validate_key(b".", &l, false), Err(KvError::LeadingDot));
-        assert_eq!(validate_key(&[b'x'; 65], &l, false), Err(KvError::KeyTooLong));
+        assert_eq!(
+            validate_key(&[b'x'; 65], &l, false),
+            Err(KvError::KeyTooLong)
+        );
         assert_eq!(validate_key(b"a.b.c.d.e.f.g.h", &l, false), Ok(()));
-        assert_eq!(validate_key(b"a.b.c.d.e.f.g.h.i", &l, false), Err(KvError::TooDeep));
+        assert_eq!(
+            validate_key(b"a.b.c.d.e.f.g.h.i", &l, false),
+            Err(KvError::TooDeep)
+        );
     }
 
     #[test]

@@ -33,14 +33,16 @@ mod snapshot;
 mod store;
 
 pub use command::{
-    Applied, BatchResults, CodecError, Command, Keys, NodeKind, NodeView, Op, Pairs, Response, WriteResult,
-    COMMAND_VERSION,
+    Applied, BatchResults, CodecError, Command, Keys, NodeKind, NodeView, Op, Pairs, Response,
+    WriteResult, COMMAND_VERSION,
 };
 pub use error::{KvError, WatchError};
 pub use events::{Event, EventKind};
 pub use key::{in_subtree, name_of, parent_of, validate_key, SEPARATOR};
 pub use limits::{KvLimits, LimitsError, MAX_BATCH_ITEMS, MAX_KEY_BYTES_CAP};
-pub use memory::{EmbeddedKvBuffers, EventSlot, KvBuffers, KvMemory, NodeSlot, SessionSlot, WaiterSlot};
+pub use memory::{
+    EmbeddedKvBuffers, EventSlot, KvBuffers, KvMemory, NodeSlot, SessionSlot, WaiterSlot,
+};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use store::DtKv;
 

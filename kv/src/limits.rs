@@ -80,7 +80,11 @@ impl core::fmt::Display for LimitsError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             LimitsError::Buffer(name) => {
-                write!(f, "memory buffer `{}` is too short for the limits (see KvLimits::*_len)", name)
+                write!(
+                    f,
+                    "memory buffer `{}` is too short for the limits (see KvLimits::*_len)",
+                    name
+                )
             }
             other => write!(f, "invalid DtKV limit: {:?}", other),
         }

@@ -98,7 +98,12 @@ pub struct WaiterSlot {
 
 impl WaiterSlot {
     /// An unused slot.
-    pub const EMPTY: WaiterSlot = WaiterSlot { client: 0, lease_ms: 0, wait_deadline_ms: 0, next: NIL };
+    pub const EMPTY: WaiterSlot = WaiterSlot {
+        client: 0,
+        lease_ms: 0,
+        wait_deadline_ms: 0,
+        next: NIL,
+    };
 }
 
 /// One watch event of the history ring (opaque storage).
@@ -115,8 +120,15 @@ pub struct EventSlot {
 
 impl EventSlot {
     /// An unused slot.
-    pub const EMPTY: EventSlot =
-        EventSlot { index: 0, data_pos: 0, owner: 0, fence: 0, val_len: 0, key_len: 0, kind: 0 };
+    pub const EMPTY: EventSlot = EventSlot {
+        index: 0,
+        data_pos: 0,
+        owner: 0,
+        fence: 0,
+        val_len: 0,
+        key_len: 0,
+        kind: 0,
+    };
 }
 
 /// Every buffer a store needs. Lengths come from [`KvLimits`]' `*_len` methods; longer buffers

@@ -21,7 +21,15 @@ pub(crate) struct Sessions<'a> {
 
 impl<'a> Sessions<'a> {
     pub(crate) fn new(slots: &'a mut [SessionSlot], index: &'a mut [u32], cap: usize) -> Self {
-        let mut s = Sessions { slots, index: HashIndex::new(index), cap, count: 0, free: NIL, oldest: NIL, newest: NIL };
+        let mut s = Sessions {
+            slots,
+            index: HashIndex::new(index),
+            cap,
+            count: 0,
+            free: NIL,
+            oldest: NIL,
+            newest: NIL,
+        };
         s.clear();
         s
     }
@@ -33,14 +41,19 @@ impl<'a> Sessions<'a> {
         self.newest = NIL;
         self.free = NIL;
         for i in (0..self.cap).rev() {
-            self.slots[i] = SessionSlot { next: self.free, ..SessionSlot::EMPTY };
+            self.slots[i] = SessionSlot {
+                next: self.free,
+                ..SessionSlot::EMPTY
+            };
             self.free = i as u32;
         }
     }
 
     pub(crate) fn find(&self, client: u64) -> Option<&SessionSlot> {
         let slots = &*self.slots;
-        self.index.find(hash_u64(client), |s| slots[s as usize].client == client).map(|s| &self.slots[s as usize])
+        self.index
+            .find(hash_u64(client), |s| slots[s as usize].client == client)
+            .map(|s| &self.slots[s as usize])
     }
 
     fn unlink(&mut self, s: u32) {
@@ -72,7 +85,9 @@ impl<'a> Sessions<'a> {
     /// increasing `index` order (log order), which keeps the list sorted by last write.
     pub(crate) fn record(&mut self, client: u64, seq: u64, index: u64, result: WriteResult) {
         let slots = &*self.slots;
-        let found = self.index.find(hash_u64(client), |s| slots[s as usize].client == client);
+        let found = self
+            .index
+            .find(hash_u64(client), |s| slots[s as usize].client == client);
         let s = match found {
             Some(s) => {
                 self.unlink(s);
@@ -84,7 +99,9 @@ impl<'a> Sessions<'a> {
                     self.unlink(victim);
                     let victim_client = self.slots[victim as usize].client;
                     let slots = &*self.slots;
-                    self.index.remove(hash_u64(victim_client), victim, |s| hash_u64(slots[s as usize].client));
+                    self.index.remove(hash_u64(victim_client), victim, |s| {
+                        hash_u64(slots[s as usize].client)
+                    });
                     self.slots[victim as usize].next = self.free;
                     self.free = victim;
                     self.count -= 1;

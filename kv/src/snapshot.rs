@@ -129,7 +129,12 @@ impl DtKv<'_> {
     }
 
     pub(crate) fn write_snapshot(&self, out: &mut dyn SnapshotWriter) -> Result<(), SnapshotError> {
-        let mut o = Out { out, buf: [0; CHUNK], len: 0, crc: CRC32C.digest() };
+        let mut o = Out {
+            out,
+            buf: [0; CHUNK],
+            len: 0,
+            crc: CRC32C.digest(),
+        };
         o.put(&SNAPSHOT_MAGIC)?;
         o.put(&[SNAPSHOT_VERSION])?;
         o.put(&self.applied.to_le_bytes())?;
@@ -145,7 +150,13 @@ impl DtKv<'_> {
             o.put(self.key_of(s))?;
             o.put(&n.val_len.to_le_bytes())?;
             o.put(self.value_of(s))?;
-            for x in [n.create_index, n.update_index, n.owner, n.deadline_ms, n.fence] {
+            for x in [
+                n.create_index,
+                n.update_index,
+                n.owner,
+                n.deadline_ms,
+                n.fence,
+            ] {
                 o.put(&x.to_le_bytes())?;
             }
             o.put(&n.wait_count.to_le_bytes())?;
@@ -160,13 +171,19 @@ impl DtKv<'_> {
             written += 1;
             s = self.preorder_next(s);
         }
-        debug_assert_eq!(written + 1, self.node_count, "pre-order visits every node once");
+        debug_assert_eq!(
+            written + 1,
+            self.node_count,
+            "pre-order visits every node once"
+        );
         let mut buf = [0u8; RESULT_BUF];
         for session in self.sessions.iter_lru() {
             for x in [session.client, session.last_seq, session.last_index] {
                 o.put(&x.to_le_bytes())?;
             }
-            let used = postcard::to_slice(&session.result, &mut buf).map_err(|_| SnapshotError::Capacity)?.len();
+            let used = postcard::to_slice(&session.result, &mut buf)
+                .map_err(|_| SnapshotError::Capacity)?
+                .len();
             o.put(&(used as u16).to_le_bytes())?;
             o.put(&buf[..used])?;
         }
@@ -175,7 +192,11 @@ impl DtKv<'_> {
         o.flush()
     }
 
-    pub(crate) fn read_snapshot(&mut self, index: u64, src: &mut dyn SnapshotReader) -> Result<(), SnapshotError> {
+    pub(crate) fn read_snapshot(
+        &mut self,
+        index: u64,
+        src: &mut dyn SnapshotReader,
+    ) -> Result<(), SnapshotError> {
         self.reset(index);
         let result = self.read_snapshot_inner(index, src);
         if result.is_err() {
@@ -185,9 +206,16 @@ impl DtKv<'_> {
         result
     }
 
-    fn read_snapshot_inner(&mut self, index: u64, src: &mut dyn SnapshotReader) -> Result<(), SnapshotError> {
+    fn read_snapshot_inner(
+        &mut self,
+        index: u64,
+        src: &mut dyn SnapshotReader,
+    ) -> Result<(), SnapshotError> {
         use SnapshotError::{Capacity, Malformed};
-        let mut r = In { src, crc: CRC32C.digest() };
+        let mut r = In {
+            src,
+            crc: CRC32C.digest(),
+        };
         let mut magic = [0u8; 4];
         r.read(&mut magic)?;
         require(magic == SNAPSHOT_MAGIC, Malformed)?;
@@ -208,7 +236,10 @@ impl DtKv<'_> {
             let last_seq = r.u64()?;
             let index = r.u64()?;
             let len = r.u16()? as usize;
-            require(client != 0 && index > last_index && len <= RESULT_BUF, Malformed)?;
+            require(
+                client != 0 && index > last_index && len <= RESULT_BUF,
+                Malformed,
+            )?;
             require(self.sessions.find(client).is_none(), Malformed)?;
             r.read(&mut buf[..len])?;
             let result: WriteResult = postcard::from_bytes(&buf[..len]).map_err(|_| Malformed)?;
@@ -232,8 +263,15 @@ impl DtKv<'_> {
         let s = self.node_free;
         self.node_free = self.nodes[s as usize].next;
         self.node_count += 1;
-        self.nodes[s as usize] = NodeSlot { kind: kind as u8, key_len: key_len as u16, ..NodeSlot::EMPTY };
-        let key_off = self.arena.alloc(key_len, None, owner_tag(s, false), self.nodes).map_err(|_| Capacity)?;
+        self.nodes[s as usize] = NodeSlot {
+            kind: kind as u8,
+            key_len: key_len as u16,
+            ..NodeSlot::EMPTY
+        };
+        let key_off = self
+            .arena
+            .alloc(key_len, None, owner_tag(s, false), self.nodes)
+            .map_err(|_| Capacity)?;
         self.nodes[s as usize].key_off = key_off;
         r.read(self.arena.get_mut(key_off, key_len))?;
         let key = self.arena.get(key_off, key_len);
@@ -248,9 +286,15 @@ impl DtKv<'_> {
         let hash = hash_bytes(key);
         let val_len = r.u32()? as usize;
         require(val_len <= self.limits.max_value_bytes, Capacity)?;
-        require(kind == NodeKind::Value || kind == NodeKind::TempValue || val_len == 0, Malformed)?;
+        require(
+            kind == NodeKind::Value || kind == NodeKind::TempValue || val_len == 0,
+            Malformed,
+        )?;
         require(self.arena.fits(cost(val_len), 0).is_ok(), Capacity)?;
-        let val_off = self.arena.alloc(val_len, None, owner_tag(s, true), self.nodes).map_err(|_| Capacity)?;
+        let val_off = self
+            .arena
+            .alloc(val_len, None, owner_tag(s, true), self.nodes)
+            .map_err(|_| Capacity)?;
         r.read(self.arena.get_mut(val_off, val_len))?;
         let n = &mut self.nodes[s as usize];
         n.val_off = val_off;
@@ -276,7 +320,10 @@ impl DtKv<'_> {
         let waiters = r.u32()? as usize;
         require(kind == NodeKind::Lock || waiters == 0, Malformed)?;
         require(waiters <= self.limits.max_waiters_per_lock, Capacity)?;
-        require(self.waiters_used + waiters <= self.limits.max_waiters, Capacity)?;
+        require(
+            self.waiters_used + waiters <= self.limits.max_waiters,
+            Capacity,
+        )?;
         for _ in 0..waiters {
             let client = r.u64()?;
             let lease_ms = r.u64()?;
@@ -284,7 +331,12 @@ impl DtKv<'_> {
             let w = self.waiter_free;
             self.waiter_free = self.waiters[w as usize].next;
             self.waiters_used += 1;
-            self.waiters[w as usize] = WaiterSlot { client, lease_ms, wait_deadline_ms, next: NIL };
+            self.waiters[w as usize] = WaiterSlot {
+                client,
+                lease_ms,
+                wait_deadline_ms,
+                next: NIL,
+            };
             self.push_waiter(s, w);
             let n = &mut self.nodes[s as usize];
             n.due_ms = n.due_ms.min(wait_deadline_ms);

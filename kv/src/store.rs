@@ -53,14 +53,19 @@ impl<'a> DtKv<'a> {
         limits.validate()?;
         check_len(mem.nodes.len() >= limits.nodes_len(), "nodes")?;
         check_len(
-            mem.node_index.len() >= limits.node_index_len() && mem.node_index.len().is_power_of_two(),
+            mem.node_index.len() >= limits.node_index_len()
+                && mem.node_index.len().is_power_of_two(),
             "node_index",
         )?;
-        check_len(mem.expiry_heap.len() >= limits.expiry_heap_len(), "expiry_heap")?;
+        check_len(
+            mem.expiry_heap.len() >= limits.expiry_heap_len(),
+            "expiry_heap",
+        )?;
         check_len(mem.arena.len() >= limits.arena_bytes, "arena")?;
         check_len(mem.sessions.len() >= limits.sessions_len(), "sessions")?;
         check_len(
-            mem.session_index.len() >= limits.session_index_len() && mem.session_index.len().is_power_of_two(),
+            mem.session_index.len() >= limits.session_index_len()
+                && mem.session_index.len().is_power_of_two(),
             "session_index",
         )?;
         check_len(mem.waiters.len() >= limits.max_waiters, "waiters")?;
@@ -77,7 +82,12 @@ impl<'a> DtKv<'a> {
             waiters: mem.waiters,
             waiter_free: NIL,
             waiters_used: 0,
-            events: EventLog::new(mem.events, mem.event_bytes, limits.event_slots, limits.event_bytes),
+            events: EventLog::new(
+                mem.events,
+                mem.event_bytes,
+                limits.event_slots,
+                limits.event_bytes,
+            ),
             node_free: NIL,
             node_count: 0,
             applied: 0,
@@ -91,10 +101,16 @@ impl<'a> DtKv<'a> {
     pub(crate) fn reset(&mut self, applied: u64) {
         self.node_free = NIL;
         for i in (1..self.limits.max_nodes).rev() {
-            self.nodes[i] = NodeSlot { next: self.node_free, ..NodeSlot::EMPTY };
+            self.nodes[i] = NodeSlot {
+                next: self.node_free,
+                ..NodeSlot::EMPTY
+            };
             self.node_free = i as u32;
         }
-        self.nodes[ROOT as usize] = NodeSlot { kind: NodeKind::Dir as u8, ..NodeSlot::EMPTY };
+        self.nodes[ROOT as usize] = NodeSlot {
+            kind: NodeKind::Dir as u8,
+            ..NodeSlot::EMPTY
+        };
         self.node_count = 1;
         self.index.clear();
         self.heap_len = 0;
@@ -102,11 +118,15 @@ impl<'a> DtKv<'a> {
         self.sessions.clear();
         self.waiter_free = NIL;
         for i in (0..self.limits.max_waiters).rev() {
-            self.waiters[i] = WaiterSlot { next: self.waiter_free, ..WaiterSlot::EMPTY };
+            self.waiters[i] = WaiterSlot {
+                next: self.waiter_free,
+                ..WaiterSlot::EMPTY
+            };
             self.waiter_free = i as u32;
         }
         self.waiters_used = 0;
-        self.events.reset(if applied == 0 { 0 } else { applied + 1 });
+        self.events
+            .reset(if applied == 0 { 0 } else { applied + 1 });
         self.applied = applied;
         self.now_ms = 0;
     }
@@ -135,7 +155,9 @@ impl<'a> DtKv<'a> {
     }
     /// The last sequence number and raft index applied for `client_id`, if remembered.
     pub fn session(&self, client_id: u64) -> Option<(u64, u64)> {
-        self.sessions.find(client_id).map(|s| (s.last_seq, s.last_index))
+        self.sessions
+            .find(client_id)
+            .map(|s| (s.last_seq, s.last_index))
     }
 
     pub(crate) fn kind(&self, s: u32) -> NodeKind {
@@ -173,14 +195,20 @@ impl<'a> DtKv<'a> {
             owner: n.owner,
             deadline_ms: n.deadline_ms,
             fence: n.fence,
-            count: if kind == NodeKind::Lock { n.wait_count } else { n.children },
+            count: if kind == NodeKind::Lock {
+                n.wait_count
+            } else {
+                n.children
+            },
         }
     }
 
     /// Read one node. The root (empty key) is a directory.
     pub fn get(&self, key: &[u8]) -> Result<NodeView<'_>, KvError> {
         validate_key(key, &self.limits, true)?;
-        self.lookup(key).map(|s| self.view(s)).ok_or(KvError::NotFound)
+        self.lookup(key)
+            .map(|s| self.view(s))
+            .ok_or(KvError::NotFound)
     }
 
     /// Read several nodes; `f` gets each key with its node or error, in order.
@@ -248,7 +276,13 @@ impl<'a> DtKv<'a> {
         let cmd = match Command::decode(bytes) {
             Ok(cmd) => cmd,
             Err(e) => {
-                return Applied { index, client_id: 0, seq: 0, result: WriteResult::Failed(e.into()), deduplicated: false }
+                return Applied {
+                    index,
+                    client_id: 0,
+                    seq: 0,
+                    result: WriteResult::Failed(e.into()),
+                    deduplicated: false,
+                }
             }
         };
         self.now_ms = self.now_ms.max(cmd.time_ms);
@@ -257,11 +291,23 @@ impl<'a> DtKv<'a> {
             if let Some(s) = self.sessions.find(client) {
                 if seq == s.last_seq && !crate::dedup_ignored() {
                     let result = s.result.clone();
-                    return Applied { index, client_id: client, seq, result, deduplicated: true };
+                    return Applied {
+                        index,
+                        client_id: client,
+                        seq,
+                        result,
+                        deduplicated: true,
+                    };
                 }
                 if seq < s.last_seq {
                     let result = WriteResult::Failed(KvError::StaleSequence);
-                    return Applied { index, client_id: client, seq, result, deduplicated: false };
+                    return Applied {
+                        index,
+                        client_id: client,
+                        seq,
+                        result,
+                        deduplicated: false,
+                    };
                 }
             }
         }
@@ -269,7 +315,13 @@ impl<'a> DtKv<'a> {
         if client != 0 {
             self.sessions.record(client, seq, index, result.clone());
         }
-        Applied { index, client_id: client, seq, result, deduplicated: false }
+        Applied {
+            index,
+            client_id: client,
+            seq,
+            result,
+            deduplicated: false,
+        }
     }
 
     fn exec(&mut self, index: u64, client: u64, op: &Op<'_>) -> WriteResult {
@@ -281,10 +333,18 @@ impl<'a> DtKv<'a> {
             Op::Put { key, value } => return done(self.put(index, client, key, value)),
             Op::Remove { key } => return done(self.remove(index, client, key)),
             Op::Mkdir { key } => return done(self.mkdir(index, key)),
-            Op::CompareAndSet { key, expect, value } => return done(self.cas(index, client, key, expect, value)),
-            Op::PutTemp { key, value, ttl_ms } => return done(self.put_temp(index, client, key, value, ttl_ms)),
-            Op::MakeTempDir { key, ttl_ms } => return done(self.make_temp_dir(index, client, key, ttl_ms)),
-            Op::UpdateTtl { key, ttl_ms } => return done(self.update_ttl(index, client, key, ttl_ms)),
+            Op::CompareAndSet { key, expect, value } => {
+                return done(self.cas(index, client, key, expect, value))
+            }
+            Op::PutTemp { key, value, ttl_ms } => {
+                return done(self.put_temp(index, client, key, value, ttl_ms))
+            }
+            Op::MakeTempDir { key, ttl_ms } => {
+                return done(self.make_temp_dir(index, client, key, ttl_ms))
+            }
+            Op::UpdateTtl { key, ttl_ms } => {
+                return done(self.update_ttl(index, client, key, ttl_ms))
+            }
             Op::BatchPut(pairs) => {
                 if pairs.len() > self.limits.max_batch_items {
                     Err(KvError::BatchTooLarge)
@@ -292,7 +352,9 @@ impl<'a> DtKv<'a> {
                     let mut results = crate::command::BatchResults::new();
                     for (key, value) in pairs.iter() {
                         let r = self.put(index, client, key, value);
-                        results.push(r).expect("batch length checked against MAX_BATCH_ITEMS");
+                        results
+                            .push(r)
+                            .expect("batch length checked against MAX_BATCH_ITEMS");
                     }
                     Ok(WriteResult::Batch(results))
                 }
@@ -304,14 +366,22 @@ impl<'a> DtKv<'a> {
                     let mut results = crate::command::BatchResults::new();
                     for key in keys.iter() {
                         let r = self.remove(index, client, key);
-                        results.push(r).expect("batch length checked against MAX_BATCH_ITEMS");
+                        results
+                            .push(r)
+                            .expect("batch length checked against MAX_BATCH_ITEMS");
                     }
                     Ok(WriteResult::Batch(results))
                 }
             }
-            Op::TryLock { key, lease_ms, wait_ms } => self.try_lock(index, client, key, lease_ms, wait_ms),
+            Op::TryLock {
+                key,
+                lease_ms,
+                wait_ms,
+            } => self.try_lock(index, client, key, lease_ms, wait_ms),
             Op::Unlock { key } => self.unlock(index, client, key),
-            Op::UpdateLockLease { key, lease_ms } => self.update_lock_lease(index, client, key, lease_ms),
+            Op::UpdateLockLease { key, lease_ms } => {
+                self.update_lock_lease(index, client, key, lease_ms)
+            }
             Op::Expire => Ok(self.expire(index)),
         };
         result.unwrap_or_else(WriteResult::Failed)
@@ -369,9 +439,13 @@ impl<'a> DtKv<'a> {
             update_index: create_index,
             ..NodeSlot::EMPTY
         };
-        let key_off = self.arena.alloc(key.len(), Some(key), owner_tag(s, false), self.nodes)?;
+        let key_off = self
+            .arena
+            .alloc(key.len(), Some(key), owner_tag(s, false), self.nodes)?;
         self.nodes[s as usize].key_off = key_off;
-        let val_off = self.arena.alloc(value.len(), Some(value), owner_tag(s, true), self.nodes)?;
+        let val_off = self
+            .arena
+            .alloc(value.len(), Some(value), owner_tag(s, true), self.nodes)?;
         self.nodes[s as usize].val_off = val_off;
         self.nodes[s as usize].val_len = value.len() as u32;
         self.index.insert(self.nodes[s as usize].hash, s);
@@ -394,7 +468,9 @@ impl<'a> DtKv<'a> {
         self.arena.fits(cost(value.len()), cost(old_len))?;
         self.arena.free(self.nodes[s as usize].val_off, old_len);
         self.nodes[s as usize].val_len = 0;
-        let off = self.arena.alloc(value.len(), Some(value), owner_tag(s, true), self.nodes)?;
+        let off = self
+            .arena
+            .alloc(value.len(), Some(value), owner_tag(s, true), self.nodes)?;
         self.nodes[s as usize].val_off = off;
         self.nodes[s as usize].val_len = value.len() as u32;
         Ok(())
@@ -422,7 +498,10 @@ impl<'a> DtKv<'a> {
         if n.heap_pos != NIL {
             self.heap_remove(s);
         }
-        self.nodes[s as usize] = NodeSlot { next: self.node_free, ..NodeSlot::EMPTY };
+        self.nodes[s as usize] = NodeSlot {
+            next: self.node_free,
+            ..NodeSlot::EMPTY
+        };
         self.node_free = s;
         self.node_count -= 1;
     }
@@ -430,7 +509,11 @@ impl<'a> DtKv<'a> {
     fn event(&mut self, index: u64, kind: EventKind, s: u32, owner: u64, fence: u64) {
         let n = &self.nodes[s as usize];
         let key = self.arena.get(n.key_off, n.key_len as usize);
-        let value = if kind == EventKind::Put { self.arena.get(n.val_off, n.val_len as usize) } else { &[] };
+        let value = if kind == EventKind::Put {
+            self.arena.get(n.val_off, n.val_len as usize)
+        } else {
+            &[]
+        };
         self.events.push(index, kind, key, value, owner, fence);
     }
 
@@ -468,7 +551,11 @@ impl<'a> DtKv<'a> {
             }
             let right = left + 1;
             let child =
-                if right < self.heap_len && self.heap_less(self.heap[right], self.heap[left]) { right } else { left };
+                if right < self.heap_len && self.heap_less(self.heap[right], self.heap[left]) {
+                    right
+                } else {
+                    left
+                };
             if !self.heap_less(self.heap[child], s) {
                 break;
             }
@@ -515,7 +602,9 @@ impl<'a> DtKv<'a> {
                 match self.kind(s) {
                     NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
                     NodeKind::Lock => return Err(KvError::IsLock),
-                    NodeKind::TempValue if self.nodes[s as usize].owner != client => return Err(KvError::NotOwner),
+                    NodeKind::TempValue if self.nodes[s as usize].owner != client => {
+                        return Err(KvError::NotOwner)
+                    }
                     _ => {}
                 }
                 self.replace_value(s, value)?;
@@ -554,7 +643,11 @@ impl<'a> DtKv<'a> {
     fn mkdir(&mut self, index: u64, key: &[u8]) -> Result<(), KvError> {
         validate_key(key, &self.limits, false)?;
         if let Some(s) = self.lookup(key) {
-            return if self.kind(s) == NodeKind::Dir { Ok(()) } else { Err(KvError::AlreadyExists) };
+            return if self.kind(s) == NodeKind::Dir {
+                Ok(())
+            } else {
+                Err(KvError::AlreadyExists)
+            };
         }
         let parent = self.parent_dir(key)?;
         let s = self.create_node(key, NodeKind::Dir, &[], parent, index)?;
@@ -587,7 +680,14 @@ impl<'a> DtKv<'a> {
 
     // ----- temporary nodes -----------------------------------------------------------------
 
-    fn put_temp(&mut self, index: u64, client: u64, key: &[u8], value: &[u8], ttl_ms: u64) -> Result<(), KvError> {
+    fn put_temp(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), KvError> {
         if client == 0 {
             return Err(KvError::SessionRequired);
         }
@@ -598,7 +698,9 @@ impl<'a> DtKv<'a> {
         let s = match self.lookup(key) {
             Some(s) => {
                 match self.kind(s) {
-                    NodeKind::TempValue if self.nodes[s as usize].owner != client => return Err(KvError::NotOwner),
+                    NodeKind::TempValue if self.nodes[s as usize].owner != client => {
+                        return Err(KvError::NotOwner)
+                    }
                     NodeKind::TempValue => {}
                     NodeKind::Value => return Err(KvError::NotTemp),
                     NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
@@ -627,7 +729,13 @@ impl<'a> DtKv<'a> {
         Ok(())
     }
 
-    fn make_temp_dir(&mut self, index: u64, client: u64, key: &[u8], ttl_ms: u64) -> Result<(), KvError> {
+    fn make_temp_dir(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), KvError> {
         if client == 0 {
             return Err(KvError::SessionRequired);
         }
@@ -648,7 +756,13 @@ impl<'a> DtKv<'a> {
         Ok(())
     }
 
-    fn update_ttl(&mut self, index: u64, client: u64, key: &[u8], ttl_ms: u64) -> Result<(), KvError> {
+    fn update_ttl(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), KvError> {
         if client == 0 {
             return Err(KvError::SessionRequired);
         }
@@ -697,7 +811,14 @@ impl<'a> DtKv<'a> {
         self.heap_fix(s);
     }
 
-    fn try_lock(&mut self, index: u64, client: u64, key: &[u8], lease_ms: u64, wait_ms: u64) -> Result<WriteResult, KvError> {
+    fn try_lock(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        lease_ms: u64,
+        wait_ms: u64,
+    ) -> Result<WriteResult, KvError> {
         if client == 0 {
             return Err(KvError::SessionRequired);
         }
@@ -717,7 +838,10 @@ impl<'a> DtKv<'a> {
             n.due_ms = lease_deadline_ms;
             self.heap_push(s);
             self.event(index, EventKind::LockAcquired, s, client, index);
-            return Ok(WriteResult::Locked { fence: index, lease_deadline_ms });
+            return Ok(WriteResult::Locked {
+                fence: index,
+                lease_deadline_ms,
+            });
         };
         if self.kind(s) != NodeKind::Lock {
             return Err(KvError::NotALock);
@@ -728,7 +852,10 @@ impl<'a> DtKv<'a> {
             self.nodes[s as usize].update_index = index;
             self.refresh_lock_due(s);
             self.event(index, EventKind::LeaseUpdated, s, client, lease_deadline_ms);
-            return Ok(WriteResult::Locked { fence: self.nodes[s as usize].fence, lease_deadline_ms });
+            return Ok(WriteResult::Locked {
+                fence: self.nodes[s as usize].fence,
+                lease_deadline_ms,
+            });
         }
         let mut position = 0u32;
         let mut w = self.nodes[s as usize].wait_head;
@@ -760,7 +887,9 @@ impl<'a> DtKv<'a> {
         self.push_waiter(s, w);
         self.refresh_lock_due(s);
         self.event(index, EventKind::LockQueued, s, client, 0);
-        Ok(WriteResult::Queued { position: self.nodes[s as usize].wait_count })
+        Ok(WriteResult::Queued {
+            position: self.nodes[s as usize].wait_count,
+        })
     }
 
     pub(crate) fn push_waiter(&mut self, s: u32, w: u32) {
@@ -788,7 +917,10 @@ impl<'a> DtKv<'a> {
             n.wait_tail = prev;
         }
         n.wait_count -= 1;
-        self.waiters[w as usize] = WaiterSlot { next: self.waiter_free, ..WaiterSlot::EMPTY };
+        self.waiters[w as usize] = WaiterSlot {
+            next: self.waiter_free,
+            ..WaiterSlot::EMPTY
+        };
         self.waiter_free = w;
         self.waiters_used -= 1;
         self.event(index, EventKind::LockWaitDropped, s, client, 0);
@@ -818,7 +950,9 @@ impl<'a> DtKv<'a> {
             self.free_node(s);
             return None;
         }
-        let WaiterSlot { client, lease_ms, .. } = self.waiters[w as usize];
+        let WaiterSlot {
+            client, lease_ms, ..
+        } = self.waiters[w as usize];
         let n = &mut self.nodes[s as usize];
         n.wait_head = self.waiters[w as usize].next;
         if n.wait_head == NIL {
@@ -829,7 +963,10 @@ impl<'a> DtKv<'a> {
         n.fence = index;
         n.deadline_ms = self.now_ms.saturating_add(lease_ms);
         n.update_index = index;
-        self.waiters[w as usize] = WaiterSlot { next: self.waiter_free, ..WaiterSlot::EMPTY };
+        self.waiters[w as usize] = WaiterSlot {
+            next: self.waiter_free,
+            ..WaiterSlot::EMPTY
+        };
         self.waiter_free = w;
         self.waiters_used -= 1;
         self.refresh_lock_due(s);
@@ -842,7 +979,10 @@ impl<'a> DtKv<'a> {
         if self.nodes[s as usize].owner == client {
             self.event(index, EventKind::LockReleased, s, client, 0);
             let (next_owner, next_fence) = self.hand_over(index, s).unwrap_or((0, 0));
-            return Ok(WriteResult::Unlocked { next_owner, next_fence });
+            return Ok(WriteResult::Unlocked {
+                next_owner,
+                next_fence,
+            });
         }
         let mut prev = NIL;
         let mut w = self.nodes[s as usize].wait_head;
@@ -858,7 +998,13 @@ impl<'a> DtKv<'a> {
         Err(KvError::NotLockOwner)
     }
 
-    fn update_lock_lease(&mut self, index: u64, client: u64, key: &[u8], lease_ms: u64) -> Result<WriteResult, KvError> {
+    fn update_lock_lease(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        lease_ms: u64,
+    ) -> Result<WriteResult, KvError> {
         let s = self.lock_slot(client, key)?;
         self.check_ttl(lease_ms)?;
         if self.nodes[s as usize].owner != client {
@@ -869,7 +1015,10 @@ impl<'a> DtKv<'a> {
         self.nodes[s as usize].update_index = index;
         self.refresh_lock_due(s);
         self.event(index, EventKind::LeaseUpdated, s, client, lease_deadline_ms);
-        Ok(WriteResult::Locked { fence: self.nodes[s as usize].fence, lease_deadline_ms })
+        Ok(WriteResult::Locked {
+            fence: self.nodes[s as usize].fence,
+            lease_deadline_ms,
+        })
     }
 
     // ----- expiry --------------------------------------------------------------------------
@@ -924,7 +1073,8 @@ impl<'a> DtKv<'a> {
     /// A 64-bit digest of the canonical snapshot encoding: equal on replicas in equal states.
     pub fn digest(&self) -> u64 {
         let mut w = DigestWriter(crate::snapshot::DIGEST.digest());
-        self.write_snapshot(&mut w).expect("the digest writer never fails");
+        self.write_snapshot(&mut w)
+            .expect("the digest writer never fails");
         w.0.finalize()
     }
 }
@@ -958,7 +1108,11 @@ impl StateMachine for DtKv<'_> {
         self.write_snapshot(out)
     }
 
-    fn restore(&mut self, index: LogIndex, src: &mut dyn SnapshotReader) -> Result<(), SnapshotError> {
+    fn restore(
+        &mut self,
+        index: LogIndex,
+        src: &mut dyn SnapshotReader,
+    ) -> Result<(), SnapshotError> {
         self.read_snapshot(index, src)
     }
 }

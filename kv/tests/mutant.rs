@@ -8,11 +8,23 @@ use shoal_kv::*;
 
 #[test]
 fn dedup_ignored_mutant_applies_retries_twice_only_when_selected() {
-    let cas = Op::CompareAndSet { key: b"k", expect: None, value: b"1" };
-    let cmd = Command { client_id: 1, seq: 1, time_ms: 1, op: cas };
+    let cas = Op::CompareAndSet {
+        key: b"k",
+        expect: None,
+        value: b"1",
+    };
+    let cmd = Command {
+        client_id: 1,
+        seq: 1,
+        time_ms: 1,
+        op: cas,
+    };
     let mut d = Driver::new(small());
     assert_eq!(d.raw(cmd).result, WriteResult::Done);
-    assert!(d.raw(cmd).deduplicated, "compiled in but not selected: dedup still works");
+    assert!(
+        d.raw(cmd).deduplicated,
+        "compiled in but not selected: dedup still works"
+    );
 
     assert!(!kv_mutant_enable("no-such-bug"));
     assert!(kv_mutant_enable(KV_DEDUP_IGNORED));
@@ -20,6 +32,10 @@ fn dedup_ignored_mutant_applies_retries_twice_only_when_selected() {
     assert_eq!(d.raw(cmd).result, WriteResult::Done);
     let retry = d.raw(cmd);
     assert!(!retry.deduplicated);
-    assert_eq!(retry.result, WriteResult::Failed(KvError::CasMismatch), "applied twice");
+    assert_eq!(
+        retry.result,
+        WriteResult::Failed(KvError::CasMismatch),
+        "applied twice"
+    );
     kv_mutant_disable_all();
 }

@@ -14,10 +14,16 @@ fn put_get_and_indices() {
     let mut d = Driver::new(small());
     d.ok(C1, put("a", "1"));
     let v = d.kv.get(b"a").unwrap();
-    assert_eq!((v.kind, v.value, v.create_index, v.update_index), (NodeKind::Value, &b"1"[..], 1, 1));
+    assert_eq!(
+        (v.kind, v.value, v.create_index, v.update_index),
+        (NodeKind::Value, &b"1"[..], 1, 1)
+    );
     d.ok(C1, put("a", "22"));
     let v = d.kv.get(b"a").unwrap();
-    assert_eq!((v.value, v.create_index, v.update_index), (&b"22"[..], 1, 2));
+    assert_eq!(
+        (v.value, v.create_index, v.update_index),
+        (&b"22"[..], 1, 2)
+    );
     let root = d.kv.get(b"").unwrap();
     assert_eq!((root.kind, root.count), (NodeKind::Dir, 1));
     assert_eq!(d.kv.get(b"b").unwrap_err(), KvError::NotFound);
@@ -84,10 +90,26 @@ fn list_children_in_creation_order() {
     d.ok(C1, mkdir("d"));
     d.ok(C1, put("d.b", "1"));
     d.ok(C1, mkdir("d.a"));
-    d.ok(C1, Op::PutTemp { key: b"d.t", value: b"t", ttl_ms: 100 });
-    d.ok(C1, Op::TryLock { key: b"d.l", lease_ms: 100, wait_ms: 0 });
+    d.ok(
+        C1,
+        Op::PutTemp {
+            key: b"d.t",
+            value: b"t",
+            ttl_ms: 100,
+        },
+    );
+    d.ok(
+        C1,
+        Op::TryLock {
+            key: b"d.l",
+            lease_ms: 100,
+            wait_ms: 0,
+        },
+    );
     let mut seen = Vec::new();
-    let n = d.kv.list(b"d", |v| seen.push((v.key.to_vec(), v.kind))).unwrap();
+    let n =
+        d.kv.list(b"d", |v| seen.push((v.key.to_vec(), v.kind)))
+            .unwrap();
     assert_eq!(n, 4);
     assert_eq!(
         seen,
@@ -109,19 +131,40 @@ fn batch_put_and_remove_report_each_item() {
     d.ok(C1, mkdir("d"));
     let items: [(&[u8], &[u8]); 3] = [(b"d.a", b"1"), (b"x.y", b"2"), (b"d.b", b"3")];
     let r = d.ok(C1, Op::BatchPut(Pairs::new(&items)));
-    let WriteResult::Batch(results) = r else { panic!("{:?}", r) };
-    assert_eq!(results.as_slice(), &[Ok(()), Err(KvError::ParentNotFound), Ok(())]);
+    let WriteResult::Batch(results) = r else {
+        panic!("{:?}", r)
+    };
+    assert_eq!(
+        results.as_slice(),
+        &[Ok(()), Err(KvError::ParentNotFound), Ok(())]
+    );
     assert_eq!(d.value("d.b").unwrap(), b"3");
     let keys: [&[u8]; 3] = [b"d.a", b"d.a", b"d"];
     let r = d.ok(C1, Op::BatchRemove(Keys::new(&keys)));
-    let WriteResult::Batch(results) = r else { panic!("{:?}", r) };
-    assert_eq!(results.as_slice(), &[Ok(()), Err(KvError::NotFound), Err(KvError::DirNotEmpty)]);
+    let WriteResult::Batch(results) = r else {
+        panic!("{:?}", r)
+    };
+    assert_eq!(
+        results.as_slice(),
+        &[Ok(()), Err(KvError::NotFound), Err(KvError::DirNotEmpty)]
+    );
     let many: Vec<(&[u8], &[u8])> = (0..9).map(|_| (&b"d.z"[..], &b"1"[..])).collect();
-    assert_eq!(d.err(C1, Op::BatchPut(Pairs::new(&many))), KvError::BatchTooLarge);
+    assert_eq!(
+        d.err(C1, Op::BatchPut(Pairs::new(&many))),
+        KvError::BatchTooLarge
+    );
     let keys: [&[u8]; 2] = [b"d.z", b"d.b"];
     let mut got = Vec::new();
-    d.kv.batch_get(keys, |k, r| got.push((k.to_vec(), r.map(|v| v.value.to_vec()))));
-    assert_eq!(got, vec![(b"d.z".to_vec(), Err(KvError::NotFound)), (b"d.b".to_vec(), Ok(b"3".to_vec()))]);
+    d.kv.batch_get(keys, |k, r| {
+        got.push((k.to_vec(), r.map(|v| v.value.to_vec())))
+    });
+    assert_eq!(
+        got,
+        vec![
+            (b"d.z".to_vec(), Err(KvError::NotFound)),
+            (b"d.b".to_vec(), Ok(b"3".to_vec()))
+        ]
+    );
 }
 
 #[test]
@@ -138,9 +181,17 @@ fn compare_and_set() {
     d.ok(C1, cas(Some("1"), "2"));
     assert_eq!(d.value("k").unwrap(), b"2");
     d.ok(C1, mkdir("dir"));
-    let op = Op::CompareAndSet { key: b"dir", expect: Some(b""), value: b"x" };
+    let op = Op::CompareAndSet {
+        key: b"dir",
+        expect: Some(b""),
+        value: b"x",
+    };
     assert_eq!(d.err(C1, op), KvError::IsDirectory);
-    let op = Op::CompareAndSet { key: b"nope", expect: Some(b"x"), value: b"x" };
+    let op = Op::CompareAndSet {
+        key: b"nope",
+        expect: Some(b"x"),
+        value: b"x",
+    };
     assert_eq!(d.err(C1, op), KvError::CasMismatch);
 }
 
@@ -148,31 +199,124 @@ fn compare_and_set() {
 fn temp_values_expire_through_the_log() {
     let mut d = Driver::new(small());
     d.time_ms = 1000;
-    d.ok(C1, Op::PutTemp { key: b"t", value: b"v", ttl_ms: 500 });
+    d.ok(
+        C1,
+        Op::PutTemp {
+            key: b"t",
+            value: b"v",
+            ttl_ms: 500,
+        },
+    );
     let v = d.kv.get(b"t").unwrap();
-    assert_eq!((v.kind, v.owner, v.deadline_ms), (NodeKind::TempValue, C1, 1500));
+    assert_eq!(
+        (v.kind, v.owner, v.deadline_ms),
+        (NodeKind::TempValue, C1, 1500)
+    );
     assert_eq!(d.kv.next_expiry_ms(), Some(1500));
     assert!(!d.kv.expired_at(1499));
     assert!(d.kv.expired_at(1500));
     assert_eq!(d.err(C2, put("t", "x")), KvError::NotOwner);
     assert_eq!(d.err(C2, remove("t")), KvError::NotOwner);
-    assert_eq!(d.err(C2, Op::UpdateTtl { key: b"t", ttl_ms: 10 }), KvError::NotOwner);
-    assert_eq!(d.err(0, Op::PutTemp { key: b"u", value: b"v", ttl_ms: 5 }), KvError::SessionRequired);
-    assert_eq!(d.err(C1, Op::PutTemp { key: b"u", value: b"v", ttl_ms: 0 }), KvError::InvalidTtl);
-    assert_eq!(d.err(C1, Op::PutTemp { key: b"u", value: b"v", ttl_ms: 2_000_000 }), KvError::InvalidTtl);
+    assert_eq!(
+        d.err(
+            C2,
+            Op::UpdateTtl {
+                key: b"t",
+                ttl_ms: 10
+            }
+        ),
+        KvError::NotOwner
+    );
+    assert_eq!(
+        d.err(
+            0,
+            Op::PutTemp {
+                key: b"u",
+                value: b"v",
+                ttl_ms: 5
+            }
+        ),
+        KvError::SessionRequired
+    );
+    assert_eq!(
+        d.err(
+            C1,
+            Op::PutTemp {
+                key: b"u",
+                value: b"v",
+                ttl_ms: 0
+            }
+        ),
+        KvError::InvalidTtl
+    );
+    assert_eq!(
+        d.err(
+            C1,
+            Op::PutTemp {
+                key: b"u",
+                value: b"v",
+                ttl_ms: 2_000_000
+            }
+        ),
+        KvError::InvalidTtl
+    );
     d.ok(C1, put("plain", "p"));
-    assert_eq!(d.err(C1, Op::PutTemp { key: b"plain", value: b"v", ttl_ms: 5 }), KvError::NotTemp);
-    assert_eq!(d.err(C1, Op::UpdateTtl { key: b"plain", ttl_ms: 5 }), KvError::NotTemp);
+    assert_eq!(
+        d.err(
+            C1,
+            Op::PutTemp {
+                key: b"plain",
+                value: b"v",
+                ttl_ms: 5
+            }
+        ),
+        KvError::NotTemp
+    );
+    assert_eq!(
+        d.err(
+            C1,
+            Op::UpdateTtl {
+                key: b"plain",
+                ttl_ms: 5
+            }
+        ),
+        KvError::NotTemp
+    );
     // The owner extends the TTL; an early expiry removes nothing.
-    d.ok(C1, Op::UpdateTtl { key: b"t", ttl_ms: 1000 });
+    d.ok(
+        C1,
+        Op::UpdateTtl {
+            key: b"t",
+            ttl_ms: 1000,
+        },
+    );
     assert_eq!(d.kv.next_expiry_ms(), Some(2000));
-    assert_eq!(d.expire(1600), WriteResult::Expired { removed: 0, granted: 0 });
+    assert_eq!(
+        d.expire(1600),
+        WriteResult::Expired {
+            removed: 0,
+            granted: 0
+        }
+    );
     assert!(d.kv.get(b"t").is_ok());
-    assert_eq!(d.expire(2000), WriteResult::Expired { removed: 1, granted: 0 });
+    assert_eq!(
+        d.expire(2000),
+        WriteResult::Expired {
+            removed: 1,
+            granted: 0
+        }
+    );
     assert_eq!(d.kv.get(b"t").unwrap_err(), KvError::NotFound);
     assert_eq!(d.kv.next_expiry_ms(), None);
     // The owner may overwrite and remove its own temp value.
-    d.ok(C1, Op::PutTemp { key: b"t", value: b"v", ttl_ms: 500 });
+    d.ok(
+        C1,
+        Op::PutTemp {
+            key: b"t",
+            value: b"v",
+            ttl_ms: 500,
+        },
+    );
     d.ok(C1, put("t", "w"));
     assert_eq!(d.kv.get(b"t").unwrap().kind, NodeKind::TempValue);
     d.ok(C1, remove("t"));
@@ -183,47 +327,131 @@ fn temp_values_expire_through_the_log() {
 fn temp_dir_expires_with_its_subtree() {
     let mut d = Driver::new(small());
     d.time_ms = 0;
-    d.ok(C1, Op::MakeTempDir { key: b"s", ttl_ms: 100 });
+    d.ok(
+        C1,
+        Op::MakeTempDir {
+            key: b"s",
+            ttl_ms: 100,
+        },
+    );
     d.ok(C2, mkdir("s.a"));
     d.ok(C2, put("s.a.x", "1"));
-    d.ok(C2, Op::PutTemp { key: b"s.t", value: b"v", ttl_ms: 1000 });
-    d.ok(C3, Op::TryLock { key: b"s.l", lease_ms: 1000, wait_ms: 0 });
-    d.ok(C1, Op::TryLock { key: b"s.l", lease_ms: 1000, wait_ms: 1000 });
+    d.ok(
+        C2,
+        Op::PutTemp {
+            key: b"s.t",
+            value: b"v",
+            ttl_ms: 1000,
+        },
+    );
+    d.ok(
+        C3,
+        Op::TryLock {
+            key: b"s.l",
+            lease_ms: 1000,
+            wait_ms: 0,
+        },
+    );
+    d.ok(
+        C1,
+        Op::TryLock {
+            key: b"s.l",
+            lease_ms: 1000,
+            wait_ms: 1000,
+        },
+    );
     d.ok(C1, put("keep", "1"));
-    assert_eq!(d.err(C1, Op::MakeTempDir { key: b"s", ttl_ms: 100 }), KvError::AlreadyExists);
+    assert_eq!(
+        d.err(
+            C1,
+            Op::MakeTempDir {
+                key: b"s",
+                ttl_ms: 100
+            }
+        ),
+        KvError::AlreadyExists
+    );
     let before = d.index;
-    assert_eq!(d.expire(100), WriteResult::Expired { removed: 5, granted: 0 });
+    assert_eq!(
+        d.expire(100),
+        WriteResult::Expired {
+            removed: 5,
+            granted: 0
+        }
+    );
     assert_eq!(d.kv.node_count(), 2);
     assert_eq!(d.kv.get(b"keep").unwrap().value, b"1");
     assert_eq!(d.kv.next_expiry_ms(), None);
     let ev = events(&d.kv, before + 1, "s");
-    let expired: Vec<&str> =
-        ev.iter().filter(|e| e.1 == EventKind::Expired).map(|e| e.2.as_str()).collect();
+    let expired: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.1 == EventKind::Expired)
+        .map(|e| e.2.as_str())
+        .collect();
     assert_eq!(expired, vec!["s.a.x", "s.a", "s.t", "s.l", "s"]);
-    assert!(ev.iter().any(|e| e.1 == EventKind::LockWaitDropped && e.4 == C1));
+    assert!(ev
+        .iter()
+        .any(|e| e.1 == EventKind::LockWaitDropped && e.4 == C1));
 }
 
 #[test]
 fn locks_hand_over_in_fifo_order_with_increasing_fences() {
     let mut d = Driver::new(small());
     d.time_ms = 0;
-    let lock = |lease, wait| Op::TryLock { key: b"l", lease_ms: lease, wait_ms: wait };
+    let lock = |lease, wait| Op::TryLock {
+        key: b"l",
+        lease_ms: lease,
+        wait_ms: wait,
+    };
     let r = d.ok(C1, lock(100, 0));
-    let WriteResult::Locked { fence: f1, lease_deadline_ms } = r else { panic!("{:?}", r) };
+    let WriteResult::Locked {
+        fence: f1,
+        lease_deadline_ms,
+    } = r
+    else {
+        panic!("{:?}", r)
+    };
     assert_eq!((f1, lease_deadline_ms), (1, 100));
     assert_eq!(d.err(C2, lock(100, 0)), KvError::LockHeld);
-    assert_eq!(d.ok(C2, lock(50, 1000)), WriteResult::Queued { position: 1 });
-    assert_eq!(d.ok(C3, lock(70, 1000)), WriteResult::Queued { position: 2 });
-    assert_eq!(d.ok(C3, lock(70, 1000)), WriteResult::Queued { position: 2 });
+    assert_eq!(
+        d.ok(C2, lock(50, 1000)),
+        WriteResult::Queued { position: 1 }
+    );
+    assert_eq!(
+        d.ok(C3, lock(70, 1000)),
+        WriteResult::Queued { position: 2 }
+    );
+    assert_eq!(
+        d.ok(C3, lock(70, 1000)),
+        WriteResult::Queued { position: 2 }
+    );
     let v = d.kv.get(b"l").unwrap();
-    assert_eq!((v.kind, v.owner, v.fence, v.count), (NodeKind::Lock, C1, 1, 2));
-    assert_eq!(d.err(C2, Op::UpdateLockLease { key: b"l", lease_ms: 10 }), KvError::NotLockOwner);
+    assert_eq!(
+        (v.kind, v.owner, v.fence, v.count),
+        (NodeKind::Lock, C1, 1, 2)
+    );
+    assert_eq!(
+        d.err(
+            C2,
+            Op::UpdateLockLease {
+                key: b"l",
+                lease_ms: 10
+            }
+        ),
+        KvError::NotLockOwner
+    );
     assert_eq!(d.err(C2, put("l", "x")), KvError::IsLock);
     assert_eq!(d.err(C1, remove("l")), KvError::IsLock);
     assert_eq!(d.err(99, Op::Unlock { key: b"l" }), KvError::NotLockOwner);
     // C1 unlocks: C2 takes over with a larger fence.
     let r = d.ok(C1, Op::Unlock { key: b"l" });
-    let WriteResult::Unlocked { next_owner, next_fence: f2 } = r else { panic!("{:?}", r) };
+    let WriteResult::Unlocked {
+        next_owner,
+        next_fence: f2,
+    } = r
+    else {
+        panic!("{:?}", r)
+    };
     assert_eq!(next_owner, C2);
     assert!(f2 > f1);
     assert_eq!(d.kv.get(b"l").unwrap().fence, f2);
@@ -231,22 +459,52 @@ fn locks_hand_over_in_fifo_order_with_increasing_fences() {
     // C2's lease runs out: C3 takes over through the Expire command.
     let before = d.index;
     assert_eq!(d.kv.next_expiry_ms(), Some(50));
-    assert_eq!(d.expire(50), WriteResult::Expired { removed: 0, granted: 1 });
+    assert_eq!(
+        d.expire(50),
+        WriteResult::Expired {
+            removed: 0,
+            granted: 1
+        }
+    );
     let v = d.kv.get(b"l").unwrap();
     let f3 = v.fence;
     assert_eq!((v.owner, v.deadline_ms), (C3, 120));
     assert!(f3 > f2);
     let ev = events(&d.kv, before + 1, "l");
     assert_eq!(ev[0].1, EventKind::LockExpired);
-    assert_eq!((ev[1].1, ev[1].4, ev[1].5), (EventKind::LockAcquired, C3, f3));
+    assert_eq!(
+        (ev[1].1, ev[1].4, ev[1].5),
+        (EventKind::LockAcquired, C3, f3)
+    );
     // C3 renews, then releases; nobody waits, so the lock disappears.
-    let r = d.ok(C3, Op::UpdateLockLease { key: b"l", lease_ms: 500 });
-    assert_eq!(r, WriteResult::Locked { fence: f3, lease_deadline_ms: 550 });
-    assert_eq!(d.ok(C3, Op::Unlock { key: b"l" }), WriteResult::Unlocked { next_owner: 0, next_fence: 0 });
+    let r = d.ok(
+        C3,
+        Op::UpdateLockLease {
+            key: b"l",
+            lease_ms: 500,
+        },
+    );
+    assert_eq!(
+        r,
+        WriteResult::Locked {
+            fence: f3,
+            lease_deadline_ms: 550
+        }
+    );
+    assert_eq!(
+        d.ok(C3, Op::Unlock { key: b"l" }),
+        WriteResult::Unlocked {
+            next_owner: 0,
+            next_fence: 0
+        }
+    );
     assert_eq!(d.kv.get(b"l").unwrap_err(), KvError::NotFound);
     assert_eq!(d.err(C3, Op::Unlock { key: b"l" }), KvError::NotFound);
     d.ok(C1, put("v", "1"));
-    assert_eq!(d.err(C1, lock(10, 0).clone_with_key(b"v")), KvError::NotALock);
+    assert_eq!(
+        d.err(C1, lock(10, 0).clone_with_key(b"v")),
+        KvError::NotALock
+    );
 }
 
 trait WithKey<'a> {
@@ -255,7 +513,13 @@ trait WithKey<'a> {
 impl<'a> WithKey<'a> for Op<'a> {
     fn clone_with_key(self, key: &'a [u8]) -> Op<'a> {
         match self {
-            Op::TryLock { lease_ms, wait_ms, .. } => Op::TryLock { key, lease_ms, wait_ms },
+            Op::TryLock {
+                lease_ms, wait_ms, ..
+            } => Op::TryLock {
+                key,
+                lease_ms,
+                wait_ms,
+            },
             other => other,
         }
     }
@@ -265,20 +529,36 @@ impl<'a> WithKey<'a> for Op<'a> {
 fn lock_waiters_time_out_and_limits_hold() {
     let mut d = Driver::new(small());
     d.time_ms = 0;
-    let lock = |lease, wait| Op::TryLock { key: b"l", lease_ms: lease, wait_ms: wait };
+    let lock = |lease, wait| Op::TryLock {
+        key: b"l",
+        lease_ms: lease,
+        wait_ms: wait,
+    };
     d.ok(C1, lock(1000, 0));
     d.ok(C2, lock(10, 100));
     d.ok(C3, lock(10, 500));
     d.ok(44, lock(10, 500));
     assert_eq!(d.err(55, lock(10, 500)), KvError::TooManyWaiters);
     assert_eq!(d.kv.next_expiry_ms(), Some(100));
-    assert_eq!(d.expire(100), WriteResult::Expired { removed: 0, granted: 0 });
+    assert_eq!(
+        d.expire(100),
+        WriteResult::Expired {
+            removed: 0,
+            granted: 0
+        }
+    );
     assert_eq!(d.kv.get(b"l").unwrap().count, 2);
     // A waiter may give up.
     assert_eq!(d.ok(44, Op::Unlock { key: b"l" }), WriteResult::Done);
     assert_eq!(d.kv.get(b"l").unwrap().count, 1);
     // At 600 C3's wait ran out too; at 1000 the lease ends and nobody waits: the lock goes.
-    assert_eq!(d.expire(1000), WriteResult::Expired { removed: 1, granted: 0 });
+    assert_eq!(
+        d.expire(1000),
+        WriteResult::Expired {
+            removed: 1,
+            granted: 0
+        }
+    );
     assert_eq!(d.kv.get(b"l").unwrap_err(), KvError::NotFound);
     assert_eq!(d.err(0, lock(10, 0)), KvError::SessionRequired);
     assert_eq!(d.err(C1, lock(0, 0)), KvError::InvalidTtl);
@@ -288,9 +568,20 @@ fn lock_waiters_time_out_and_limits_hold() {
 fn waiter_pool_is_bounded() {
     let mut d = Driver::new(small());
     for l in ["a", "b", "c"] {
-        d.ok(C1, Op::TryLock { key: l.as_bytes(), lease_ms: 1000, wait_ms: 0 });
+        d.ok(
+            C1,
+            Op::TryLock {
+                key: l.as_bytes(),
+                lease_ms: 1000,
+                wait_ms: 0,
+            },
+        );
         for c in 0..3 {
-            let op = Op::TryLock { key: l.as_bytes(), lease_ms: 1000, wait_ms: 1000 };
+            let op = Op::TryLock {
+                key: l.as_bytes(),
+                lease_ms: 1000,
+                wait_ms: 1000,
+            };
             let r = d.run(100 + c, op).result;
             if l == "c" && c == 2 {
                 assert_eq!(r, WriteResult::Failed(KvError::WaiterPoolFull));
@@ -304,21 +595,69 @@ fn waiter_pool_is_bounded() {
 #[test]
 fn retried_write_returns_the_original_answer() {
     let mut d = Driver::new(small());
-    let cas = Op::CompareAndSet { key: b"k", expect: None, value: b"1" };
-    let first = d.raw(Command { client_id: C1, seq: 1, time_ms: 5, op: cas });
-    assert_eq!((first.result.clone(), first.deduplicated), (WriteResult::Done, false));
-    let retry = d.raw(Command { client_id: C1, seq: 1, time_ms: 6, op: cas });
-    assert_eq!((retry.result, retry.deduplicated), (WriteResult::Done, true));
+    let cas = Op::CompareAndSet {
+        key: b"k",
+        expect: None,
+        value: b"1",
+    };
+    let first = d.raw(Command {
+        client_id: C1,
+        seq: 1,
+        time_ms: 5,
+        op: cas,
+    });
+    assert_eq!(
+        (first.result.clone(), first.deduplicated),
+        (WriteResult::Done, false)
+    );
+    let retry = d.raw(Command {
+        client_id: C1,
+        seq: 1,
+        time_ms: 6,
+        op: cas,
+    });
+    assert_eq!(
+        (retry.result, retry.deduplicated),
+        (WriteResult::Done, true)
+    );
     assert_eq!(d.kv.get(b"k").unwrap().update_index, 1);
     // Lock grant answers are replayed too.
-    let lock = Op::TryLock { key: b"l", lease_ms: 10, wait_ms: 0 };
-    let a = d.raw(Command { client_id: C2, seq: 7, time_ms: 6, op: lock }).result;
-    let b = d.raw(Command { client_id: C2, seq: 7, time_ms: 7, op: lock }).result;
+    let lock = Op::TryLock {
+        key: b"l",
+        lease_ms: 10,
+        wait_ms: 0,
+    };
+    let a = d
+        .raw(Command {
+            client_id: C2,
+            seq: 7,
+            time_ms: 6,
+            op: lock,
+        })
+        .result;
+    let b = d
+        .raw(Command {
+            client_id: C2,
+            seq: 7,
+            time_ms: 7,
+            op: lock,
+        })
+        .result;
     assert_eq!(a, b);
     // Older sequence numbers are refused; newer ones apply.
-    let stale = d.raw(Command { client_id: C1, seq: 0, time_ms: 7, op: put("k", "2") });
+    let stale = d.raw(Command {
+        client_id: C1,
+        seq: 0,
+        time_ms: 7,
+        op: put("k", "2"),
+    });
     assert_eq!(stale.result, WriteResult::Failed(KvError::StaleSequence));
-    let next = d.raw(Command { client_id: C1, seq: 2, time_ms: 7, op: cas });
+    let next = d.raw(Command {
+        client_id: C1,
+        seq: 2,
+        time_ms: 7,
+        op: cas,
+    });
     assert_eq!(next.result, WriteResult::Failed(KvError::CasMismatch));
     assert_eq!(d.kv.session(C1), Some((2, 6)));
 }
@@ -344,11 +683,22 @@ fn undecodable_commands_fail_and_advance_the_index() {
     assert_eq!(out.result, WriteResult::Failed(KvError::Malformed));
     let out = d.bytes(&[9, 1, 2, 3]);
     assert_eq!(out.result, WriteResult::Failed(KvError::UnsupportedVersion));
-    let mut good = encode(&Command { client_id: 1, seq: 1, time_ms: 1, op: put("a", "b") });
+    let mut good = encode(&Command {
+        client_id: 1,
+        seq: 1,
+        time_ms: 1,
+        op: put("a", "b"),
+    });
     good.push(0); // trailing garbage
-    assert_eq!(d.bytes(&good).result, WriteResult::Failed(KvError::Malformed));
+    assert_eq!(
+        d.bytes(&good).result,
+        WriteResult::Failed(KvError::Malformed)
+    );
     good.truncate(good.len() - 3); // truncated
-    assert_eq!(d.bytes(&good).result, WriteResult::Failed(KvError::Malformed));
+    assert_eq!(
+        d.bytes(&good).result,
+        WriteResult::Failed(KvError::Malformed)
+    );
     d.kv.skip(d.index + 1);
     d.index += 1;
     assert_eq!(d.kv.applied_index(), 5);
@@ -374,7 +724,7 @@ fn node_and_arena_limits_are_reported() {
     // Churn forces compaction; live data stays intact.
     for i in 0..50 {
         let v = format!("{:0>60}", i);
-        d.ok(0, put(if i % 2 == 0 { "a" } else { "b" }, &v));
+        d.ok(0, put(if i & 1 == 0 { "a" } else { "b" }, &v));
     }
     assert_eq!(d.value("a").unwrap(), format!("{:0>60}", 48).as_bytes());
     assert_eq!(d.value("b").unwrap(), format!("{:0>60}", 49).as_bytes());
@@ -403,7 +753,10 @@ fn watch_events_in_order_with_directory_filters() {
         ]
     );
     let app = events(&d.kv, 3, "app");
-    assert_eq!(app.iter().map(|e| (e.0, e.3.as_str())).collect::<Vec<_>>(), vec![(4, "3"), (5, "")]);
+    assert_eq!(
+        app.iter().map(|e| (e.0, e.3.as_str())).collect::<Vec<_>>(),
+        vec![(4, "3"), (5, "")]
+    );
     assert_eq!(events(&d.kv, 0, "app.x").len(), 3);
     assert_eq!(events(&d.kv, 0, "ap").len(), 0);
 }
@@ -417,9 +770,17 @@ fn watch_history_is_bounded_and_reports_compaction() {
         d.ok(0, put("k", &i.to_string()));
     }
     assert_eq!(d.kv.oldest_event_index(), 7);
-    assert_eq!(d.kv.events_since(3, b"", |_| {}), Err(WatchError::Compacted { oldest_available: 7 }));
+    assert_eq!(
+        d.kv.events_since(3, b"", |_| {}),
+        Err(WatchError::Compacted {
+            oldest_available: 7
+        })
+    );
     let ev = events(&d.kv, 7, "k");
-    assert_eq!(ev.iter().map(|e| e.3.clone()).collect::<Vec<_>>(), vec!["6", "7", "8", "9"]);
+    assert_eq!(
+        ev.iter().map(|e| e.3.clone()).collect::<Vec<_>>(),
+        vec!["6", "7", "8", "9"]
+    );
     // Byte pressure evicts too (each event holds 1 + 60 bytes here).
     let mut limits = small();
     limits.event_bytes = 200;
@@ -439,15 +800,32 @@ fn codec_round_trips() {
     let keys: [&[u8]; 2] = [b"a", b"b"];
     let ops = [
         put("a.b", "v"),
-        Op::CompareAndSet { key: b"k", expect: Some(b"e"), value: b"v" },
-        Op::CompareAndSet { key: b"k", expect: None, value: b"v" },
+        Op::CompareAndSet {
+            key: b"k",
+            expect: Some(b"e"),
+            value: b"v",
+        },
+        Op::CompareAndSet {
+            key: b"k",
+            expect: None,
+            value: b"v",
+        },
         Op::BatchPut(Pairs::new(&items)),
         Op::BatchRemove(Keys::new(&keys)),
-        Op::TryLock { key: b"l", lease_ms: 5, wait_ms: 6 },
+        Op::TryLock {
+            key: b"l",
+            lease_ms: 5,
+            wait_ms: 6,
+        },
         Op::Expire,
     ];
     for op in ops {
-        let cmd = Command { client_id: 3, seq: 4, time_ms: 5, op };
+        let cmd = Command {
+            client_id: 3,
+            seq: 4,
+            time_ms: 5,
+            op,
+        };
         let bytes = encode(&cmd);
         assert_eq!(bytes[0], COMMAND_VERSION);
         let back = Command::decode(&bytes).unwrap();
@@ -459,19 +837,34 @@ fn codec_round_trips() {
         }
     }
     let mut small_buf = [0u8; 4];
-    assert_eq!(Command { client_id: 1, seq: 1, time_ms: 1, op: put("abc", "def") }.encode(&mut small_buf), Err(CodecError::BufferTooSmall));
+    assert_eq!(
+        Command {
+            client_id: 1,
+            seq: 1,
+            time_ms: 1,
+            op: put("abc", "def")
+        }
+        .encode(&mut small_buf),
+        Err(CodecError::BufferTooSmall)
+    );
     let mut d = Driver::new(small());
     d.ok(C1, put("a", "1"));
     let mut buf = [0u8; 256];
     for resp in [
         Response::Node(d.kv.get(b"a").unwrap()),
         Response::Error(KvError::NotFound),
-        Response::Write(WriteResult::Locked { fence: 9, lease_deadline_ms: 10 }),
+        Response::Write(WriteResult::Locked {
+            fence: 9,
+            lease_deadline_ms: 10,
+        }),
     ] {
         let n = resp.encode(&mut buf).unwrap();
         assert_eq!(Response::decode(&buf[..n]).unwrap(), resp);
     }
-    assert_eq!(Response::decode(&[2, 0]), Err(CodecError::UnsupportedVersion(2)));
+    assert_eq!(
+        Response::decode(&[2, 0]),
+        Err(CodecError::UnsupportedVersion(2))
+    );
 }
 
 #[test]
@@ -490,10 +883,19 @@ fn error_codes_are_stable_and_described() {
 fn embedded_profile_fits_in_static_buffers() {
     let limits = EmbeddedKvBuffers::limits(KvLimits::embedded());
     assert_eq!(limits, KvLimits::embedded());
-    assert!(limits.memory_bytes() < 40 * 1024, "embedded footprint {} bytes", limits.memory_bytes());
+    assert!(
+        limits.memory_bytes() < 40 * 1024,
+        "embedded footprint {} bytes",
+        limits.memory_bytes()
+    );
     let mut bufs = Box::new(EmbeddedKvBuffers::new());
     let mut kv = DtKv::new(bufs.memory(), limits).unwrap();
-    let cmd = encode(&Command { client_id: 1, seq: 1, time_ms: 1, op: put("a", "b") });
+    let cmd = encode(&Command {
+        client_id: 1,
+        seq: 1,
+        time_ms: 1,
+        op: put("a", "b"),
+    });
     assert_eq!(kv.apply(1, 1, &cmd).result, WriteResult::Done);
     assert!(KvLimits::server().validate().is_ok());
     let mut bad = small();

@@ -10,13 +10,47 @@ fn workload(d: &mut Driver, round: u64) {
     let k = |s: &str| format!("{}{}", s, round % 3);
     d.run(1, mkdir("app"));
     d.run(1, put(&k("app.v"), &format!("value-{}", round)));
-    d.run(2, Op::PutTemp { key: k("app.t").as_bytes(), value: b"tmp", ttl_ms: 50 + round * 7 % 40 });
-    d.run(3, Op::MakeTempDir { key: k("td").as_bytes(), ttl_ms: 120 });
+    d.run(
+        2,
+        Op::PutTemp {
+            key: k("app.t").as_bytes(),
+            value: b"tmp",
+            ttl_ms: 50 + round * 7 % 40,
+        },
+    );
+    d.run(
+        3,
+        Op::MakeTempDir {
+            key: k("td").as_bytes(),
+            ttl_ms: 120,
+        },
+    );
     d.run(3, put(&format!("{}.x", k("td")), "inside"));
-    d.run(4, Op::TryLock { key: b"app.lock", lease_ms: 40, wait_ms: 0 });
-    d.run(5, Op::TryLock { key: b"app.lock", lease_ms: 30, wait_ms: 100 });
-    d.run(6, Op::TryLock { key: b"app.lock", lease_ms: 30, wait_ms: 10 });
-    if round % 4 == 0 {
+    d.run(
+        4,
+        Op::TryLock {
+            key: b"app.lock",
+            lease_ms: 40,
+            wait_ms: 0,
+        },
+    );
+    d.run(
+        5,
+        Op::TryLock {
+            key: b"app.lock",
+            lease_ms: 30,
+            wait_ms: 100,
+        },
+    );
+    d.run(
+        6,
+        Op::TryLock {
+            key: b"app.lock",
+            lease_ms: 30,
+            wait_ms: 10,
+        },
+    );
+    if round & 3 == 0 {
         d.run(4, Op::Unlock { key: b"app.lock" });
     }
     d.run(1, remove(&k("app.v")));
@@ -46,7 +80,9 @@ fn snapshot_round_trip_keeps_the_digest() {
     // The watch history restarts at the snapshot.
     assert_eq!(
         other.kv.events_since(d.index, b"", |_| {}),
-        Err(WatchError::Compacted { oldest_available: d.index + 1 })
+        Err(WatchError::Compacted {
+            oldest_available: d.index + 1
+        })
     );
     assert!(other.kv.events_since(d.index + 1, b"", |_| {}).is_ok());
 }
@@ -75,7 +111,12 @@ fn replicas_fed_the_same_commands_agree_and_restore_then_continue_matches() {
         }
     }
     // A retry after the restore is still deduplicated on the restored replica.
-    let cmd = Command { client_id: 1, seq: *a.seqs.get(&1).unwrap(), time_ms: a.time_ms, op: put("zz", "z") };
+    let cmd = Command {
+        client_id: 1,
+        seq: *a.seqs.get(&1).unwrap(),
+        time_ms: a.time_ms,
+        op: put("zz", "z"),
+    };
     let ra = a.raw(cmd);
     let rc = c.raw(cmd);
     assert!(ra.deduplicated && rc.deduplicated);
@@ -99,17 +140,28 @@ fn damaged_snapshots_are_refused() {
         assert_eq!(other.kv.node_count(), 1);
         assert_eq!(other.kv.applied_index(), 0);
     }
-    let r = other.kv.restore(d.index, &mut SliceReader(&bytes[..bytes.len() - 3]));
+    let r = other
+        .kv
+        .restore(d.index, &mut SliceReader(&bytes[..bytes.len() - 3]));
     assert_eq!(r, Err(SnapshotError::Malformed));
     let mut longer = bytes.clone();
     longer.push(0);
-    assert_eq!(other.kv.restore(d.index, &mut SliceReader(&longer)), Err(SnapshotError::Malformed));
-    assert_eq!(other.kv.restore(d.index + 1, &mut SliceReader(&bytes)), Err(SnapshotError::Malformed));
+    assert_eq!(
+        other.kv.restore(d.index, &mut SliceReader(&longer)),
+        Err(SnapshotError::Malformed)
+    );
+    assert_eq!(
+        other.kv.restore(d.index + 1, &mut SliceReader(&bytes)),
+        Err(SnapshotError::Malformed)
+    );
     // A store too small for the snapshot says so.
     let mut tiny = small();
     tiny.max_nodes = 3;
     let mut tiny = Driver::new(tiny);
-    assert_eq!(tiny.kv.restore(d.index, &mut SliceReader(&bytes)), Err(SnapshotError::Capacity));
+    assert_eq!(
+        tiny.kv.restore(d.index, &mut SliceReader(&bytes)),
+        Err(SnapshotError::Capacity)
+    );
     other.kv.restore(d.index, &mut SliceReader(&bytes)).unwrap();
     assert_eq!(other.kv.digest(), d.kv.digest());
 }
@@ -129,5 +181,8 @@ fn large_snapshots_stream_in_chunks() {
     let mut other = Driver::new(limits);
     other.kv.restore(d.index, &mut SliceReader(&w.0)).unwrap();
     assert_eq!(other.kv.digest(), d.kv.digest());
-    assert_eq!(other.kv.get(b"k249").unwrap().value, "v".repeat(60).as_bytes());
+    assert_eq!(
+        other.kv.get(b"k249").unwrap().value,
+        "v".repeat(60).as_bytes()
+    );
 }

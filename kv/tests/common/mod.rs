@@ -55,7 +55,12 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(limits: KvLimits) -> Self {
-        Driver { kv: store(limits), index: 0, time_ms: 1000, seqs: Default::default() }
+        Driver {
+            kv: store(limits),
+            index: 0,
+            time_ms: 1000,
+            seqs: Default::default(),
+        }
     }
 
     /// Apply `op` as client `client` (0: no session) with the next sequence number.
@@ -67,7 +72,12 @@ impl Driver {
             *s += 1;
             *s
         };
-        self.raw(Command { client_id: client, seq, time_ms: self.time_ms, op })
+        self.raw(Command {
+            client_id: client,
+            seq,
+            time_ms: self.time_ms,
+            op,
+        })
     }
 
     pub fn raw(&mut self, cmd: Command<'_>) -> Applied {
@@ -107,13 +117,20 @@ impl Driver {
 }
 
 pub fn put<'a>(key: &'a str, value: &'a str) -> Op<'a> {
-    Op::Put { key: key.as_bytes(), value: value.as_bytes() }
+    Op::Put {
+        key: key.as_bytes(),
+        value: value.as_bytes(),
+    }
 }
 pub fn mkdir(key: &str) -> Op<'_> {
-    Op::Mkdir { key: key.as_bytes() }
+    Op::Mkdir {
+        key: key.as_bytes(),
+    }
 }
 pub fn remove(key: &str) -> Op<'_> {
-    Op::Remove { key: key.as_bytes() }
+    Op::Remove {
+        key: key.as_bytes(),
+    }
 }
 
 #[derive(Default)]
@@ -150,7 +167,11 @@ pub fn snapshot(kv: &DtKv<'_>) -> Vec<u8> {
 }
 
 /// All events since `from` under `filter` as (index, kind, key, value, owner, fence).
-pub fn events(kv: &DtKv<'_>, from: u64, filter: &str) -> Vec<(u64, EventKind, String, String, u64, u64)> {
+pub fn events(
+    kv: &DtKv<'_>,
+    from: u64,
+    filter: &str,
+) -> Vec<(u64, EventKind, String, String, u64, u64)> {
     let mut out = Vec::new();
     kv.events_since(from, filter.as_bytes(), |e| {
         out.push((
