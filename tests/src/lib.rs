@@ -5,6 +5,7 @@
 //! power ([`memstore`]).
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod linearizability;
 pub mod memstore;
 pub mod sim;

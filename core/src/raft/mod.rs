@@ -1304,9 +1304,13 @@ impl Raft {
                 return;
             }
             let prev_index = next - 1;
+            // Both the entry before the range and the first entry of it must still be in the
+            // log (index 0 always "exists", so checking `prev` alone misses a compacted start).
+            let first_gone = next <= self.last_index
+                && matches!(store.term(next), Err(StorageError::Compacted(_)));
             let prev_term = match store.term(prev_index) {
-                Ok(t) => t,
-                Err(StorageError::Compacted(_)) if self.snapshot_index > 0 => {
+                Ok(t) if !first_gone => t,
+                Ok(_) | Err(StorageError::Compacted(_)) if self.snapshot_index > 0 => {
                     // The entries this peer needs were compacted: it needs the snapshot.
                     let (si, st) = (self.snapshot_index, self.snapshot_term);
                     if let Some(p) = self.peer_mut(to) {
@@ -1315,7 +1319,7 @@ impl Raft {
                     self.send_snapshot_chunk(to);
                     return;
                 }
-                Err(_) => return,
+                Ok(_) | Err(_) => return,
             };
             let count = (self.last_index - prev_index).min(self.cfg.max_entries_per_message);
             let msg = Message::Append {

@@ -1,0 +1,1105 @@
+//! The Raft-driven seed runner: whole clusters of real [`Node`]s on simulated storage, network
+//! and clocks, executing a seed's fault schedule while clients issue operations.
+//!
+//! After every simulated millisecond it feeds each live node's state to the invariant checker;
+//! at the end it requires a leader and convergence once faults stop, and checks the client
+//! history for linearizability. The state machine and the client operations come from a
+//! [`Workload`], so the same runner checks a plain register and DtKV.
+
+use crate::linearizability::{self, Model, Operation, Outcome};
+use crate::memstore::MemStorage;
+use crate::sim::cli::{FailureCategory, RunOpts, SeedReport, SeedRunner, SimFailure};
+use crate::sim::clock::Clocks;
+use crate::sim::faults::{self, FaultEvent, FaultSchedule};
+use crate::sim::invariants::{hash_bytes, EntryView, InvariantChecker, NodeView};
+use crate::sim::network::Network;
+use shoal_core::driver::{Event, Node, NodeConfig};
+use shoal_core::entry::EntryIter;
+use shoal_core::io::{StateMachine, Transport, TransportError};
+use shoal_core::limits::Config;
+use shoal_core::membership::Membership;
+use shoal_core::raft::ConfigChange;
+use shoal_core::rng::Rng;
+use shoal_core::storage::{LogView, Storage};
+use shoal_core::{EntryKind, LogIndex, NodeId, Role, Term};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::rc::Rc;
+
+/// What a simulated client asks of the cluster.
+#[derive(Clone, Debug)]
+pub enum ClientRequest<O> {
+    /// A write: encoded as a command and proposed.
+    Write {
+        /// The command bytes.
+        command: Vec<u8>,
+        /// The operation for the history.
+        op: O,
+    },
+    /// A linearizable read, served once the read index is applied.
+    Read {
+        /// The operation for the history.
+        op: O,
+        /// Use the leader lease instead of ReadIndex.
+        lease: bool,
+    },
+}
+
+/// A state machine and the client operations to check it with.
+pub trait Workload: Send + Sync {
+    /// The replicated state machine.
+    type Sm: StateMachine;
+    /// The key operations are checked per.
+    type Key: Ord + Clone + Debug;
+    /// The sequential model of one key.
+    type Model: Model;
+    /// A fresh state machine.
+    fn new_sm(&self) -> Self::Sm;
+    /// The next operation of a client.
+    fn next_request(
+        &self,
+        rng: &mut Rng,
+        client: u64,
+        seq: u64,
+    ) -> (Self::Key, ClientRequest<<Self::Model as Model>::Op>);
+    /// The history result of an applied write.
+    fn write_result(
+        &self,
+        op: &<Self::Model as Model>::Op,
+        output: &<Self::Sm as StateMachine>::Output,
+    ) -> Option<<Self::Model as Model>::Ret>;
+    /// Serve a read from a replica's state machine.
+    fn read(
+        &self,
+        sm: &Self::Sm,
+        key: &Self::Key,
+        op: &<Self::Model as Model>::Op,
+    ) -> <Self::Model as Model>::Ret;
+    /// A final read of `key` for the end-of-run check.
+    fn final_read(&self, key: &Self::Key) -> <Self::Model as Model>::Op;
+    /// Every key the workload touches.
+    fn keys(&self) -> Vec<Self::Key>;
+    /// The model's initial state for a key.
+    fn init(&self, key: &Self::Key) -> Self::Model;
+    /// A digest of a replica's state, compared across replicas after convergence.
+    fn digest(&self, sm: &Self::Sm) -> u64;
+    /// Let the state machine propose housekeeping (e.g. expiry) on the leader, if it wants.
+    fn housekeeping(&self, _sm: &Self::Sm, _now_ms: u64) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+type Outbox = Rc<RefCell<Vec<(NodeId, NodeId, Vec<u8>)>>>;
+
+/// The simulator's transport: frames go to the runner, which hands them to the network.
+pub struct SimTransport {
+    from: NodeId,
+    out: Outbox,
+}
+
+impl Transport for SimTransport {
+    fn send(&mut self, to: NodeId, frame: &[u8]) -> Result<(), TransportError> {
+        self.out.borrow_mut().push((self.from, to, frame.to_vec()));
+        Ok(())
+    }
+}
+
+/// Wraps the workload's state machine and records a hash of every applied command, so the
+/// invariant checker sees what each replica applied at each index.
+pub struct Recorder<S> {
+    /// The workload's state machine.
+    pub inner: S,
+    applied: Vec<(LogIndex, u64)>,
+}
+
+impl<S: StateMachine> StateMachine for Recorder<S> {
+    type Output = S::Output;
+    fn apply(&mut self, index: LogIndex, term: Term, command: &[u8]) -> S::Output {
+        self.applied.push((index, hash_bytes(command)));
+        self.inner.apply(index, term, command)
+    }
+    fn skip(&mut self, index: LogIndex) {
+        self.inner.skip(index)
+    }
+    fn applied_index(&self) -> LogIndex {
+        self.inner.applied_index()
+    }
+    fn snapshot(
+        &self,
+        out: &mut dyn shoal_core::io::SnapshotWriter,
+    ) -> Result<(), shoal_core::io::SnapshotError> {
+        self.inner.snapshot(out)
+    }
+    fn restore(
+        &mut self,
+        index: LogIndex,
+        src: &mut dyn shoal_core::io::SnapshotReader,
+    ) -> Result<(), shoal_core::io::SnapshotError> {
+        self.inner.restore(index, src)
+    }
+    fn on_leadership(&mut self, leader: bool, term: Term, leader_id: NodeId) {
+        self.inner.on_leadership(leader, term, leader_id)
+    }
+}
+
+type SimNode<W> = Node<MemStorage, SimTransport, Recorder<<W as Workload>::Sm>, Vec<u8>>;
+
+struct Slot<W: Workload> {
+    node: Option<SimNode<W>>,
+    down_store: Option<MemStorage>,
+    incarnation: u64,
+    down_since: u64,
+    /// Entries up to here were reported to the checker and cannot change any more.
+    reported_commit: LogIndex,
+    fresh_view: bool,
+}
+
+type Op<W> = <<W as Workload>::Model as Model>::Op;
+type Ret<W> = <<W as Workload>::Model as Model>::Ret;
+
+struct Pending<W: Workload> {
+    client: u64,
+    hist: usize,
+    node: NodeId,
+    incarnation: u64,
+    key: W::Key,
+    op: Op<W>,
+    kind: PendingKind,
+    deadline: u64,
+}
+
+enum PendingKind {
+    Write { index: LogIndex, term: Term },
+    ReadTicket(u64),
+    ReadAt(LogIndex),
+}
+
+/// The run's tunables (Raft config scaled for the simulator).
+fn sim_config(rng: &mut Rng) -> Config {
+    let mut c = Config::server();
+    c.election_timeout_ms = 150;
+    c.heartbeat_interval_ms = 30;
+    c.lease_drift_margin_ms = 15;
+    c.max_inflight = rng.range(1, 6) as usize;
+    c.max_entries_per_message = rng.range(1, 16);
+    c.max_bytes_per_message = 4096;
+    c.max_pending_proposals = 64;
+    c.snapshot_entries = rng.range(20, 200);
+    c.snapshot_interval_ms = 0;
+    c.snapshot_keep_entries = rng.range(0, 20);
+    c.snapshot_chunk_bytes = rng.range(32, 512) as usize;
+    c
+}
+
+/// Runs seeds with a workload.
+pub struct RaftRunner<W> {
+    /// The workload.
+    pub workload: W,
+}
+
+impl<W: Workload> SeedRunner for RaftRunner<W> {
+    fn run(&self, seed: u64, opts: &RunOpts) -> Result<SeedReport, SimFailure> {
+        Run::<W>::new(&self.workload, seed, opts)?.execute()
+    }
+}
+
+struct Run<'w, W: Workload> {
+    w: &'w W,
+    seed: u64,
+    opts: RunOpts,
+    rng: Rng,
+    schedule: FaultSchedule,
+    net: Network,
+    clocks: Clocks,
+    cfg: Config,
+    out: Outbox,
+    slots: BTreeMap<NodeId, Slot<W>>,
+    checker: InvariantChecker,
+    history: Vec<Operation<W::Key, Op<W>, Ret<W>>>,
+    pending: Vec<Pending<W>>,
+    client_busy_until: BTreeMap<u64, u64>,
+    client_seq: u64,
+    now: u64,
+    faults: u64,
+    joint_seen: bool,
+}
+
+const CLIENTS: u64 = 4;
+const OP_TIMEOUT_MS: u64 = 1_000;
+
+impl<'w, W: Workload> Run<'w, W> {
+    fn new(w: &'w W, seed: u64, opts: &RunOpts) -> Result<Self, SimFailure> {
+        #[cfg(feature = "mutants")]
+        {
+            let name = opts.mutant.as_deref().unwrap_or("");
+            if !shoal_core::mutants::select(name) && !name.starts_with("kv-") {
+                return Err(SimFailure::new(
+                    FailureCategory::Setup,
+                    format!("unknown mutant {name}"),
+                ));
+            }
+        }
+        let schedule = FaultSchedule::generate(seed, opts.steps);
+        let mut rng = Rng::new(seed ^ 0x5348_4F41_4C00);
+        let cfg = sim_config(&mut rng);
+        let mut run = Run {
+            w,
+            seed,
+            opts: opts.clone(),
+            net: Network::new(seed),
+            clocks: Clocks::random(seed, &schedule.all_nodes),
+            cfg,
+            out: Rc::new(RefCell::new(Vec::new())),
+            slots: BTreeMap::new(),
+            checker: InvariantChecker::new(),
+            history: Vec::new(),
+            pending: Vec::new(),
+            client_busy_until: BTreeMap::new(),
+            client_seq: 0,
+            now: 0,
+            faults: 0,
+            joint_seen: false,
+            rng,
+            schedule,
+        };
+        let members = Membership::new(&run.schedule.initial_voters, &[])
+            .map_err(|e| SimFailure::new(FailureCategory::Setup, e.to_string()))?;
+        for id in run.schedule.all_nodes.clone() {
+            let bootstrap = run
+                .schedule
+                .initial_voters
+                .contains(&id)
+                .then_some(&members);
+            let node = run.start_node(id, MemStorage::new(), bootstrap)?;
+            run.slots.insert(
+                id,
+                Slot {
+                    node: Some(node),
+                    down_store: None,
+                    incarnation: 0,
+                    down_since: 0,
+                    reported_commit: 0,
+                    fresh_view: true,
+                },
+            );
+        }
+        Ok(run)
+    }
+
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.opts.verbose {
+            println!("[{:>6} ms] {}", self.now, what());
+        }
+    }
+
+    fn start_node(
+        &self,
+        id: NodeId,
+        store: MemStorage,
+        bootstrap: Option<&Membership>,
+    ) -> Result<SimNode<W>, SimFailure> {
+        let nc = NodeConfig {
+            cluster_id: 1,
+            group: 0,
+            node_id: id,
+            raft: self.cfg.clone(),
+            seed: self.seed ^ id,
+        };
+        let t = SimTransport {
+            from: id,
+            out: self.out.clone(),
+        };
+        let local = self.clocks.local_ms(id, self.now);
+        Node::new(
+            nc,
+            store,
+            t,
+            Recorder {
+                inner: self.w.new_sm(),
+                applied: Vec::new(),
+            },
+            vec![0u8; 16 * 1024],
+            local,
+            bootstrap,
+        )
+        .map_err(|e| {
+            SimFailure::new(
+                FailureCategory::Setup,
+                format!("node {id} failed to start: {e}"),
+            )
+        })
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        // The live leader with the highest term.
+        self.slots
+            .iter()
+            .filter_map(|(id, s)| {
+                s.node
+                    .as_ref()
+                    .map(|n| (n.raft().term(), n.raft().role() == Role::Leader, *id))
+            })
+            .filter(|(_, leads, _)| *leads)
+            .max()
+            .map(|(_, _, id)| id)
+    }
+
+    fn longest_down(&self) -> Option<NodeId> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.node.is_none())
+            .min_by_key(|(_, s)| s.down_since)
+            .map(|(id, _)| *id)
+    }
+
+    fn execute(mut self) -> Result<SeedReport, SimFailure> {
+        let end = self.schedule.end_ms;
+        let quiet = self.schedule.quiet_from_ms;
+        let clients_stop = quiet + (end - quiet) / 3;
+        let mut ev_at = 0;
+        while self.now < end {
+            self.now += 1;
+            while ev_at < self.schedule.events.len()
+                && self.schedule.events[ev_at].at_ms <= self.now
+            {
+                let ev = self.schedule.events[ev_at].event.clone();
+                ev_at += 1;
+                self.fire(&ev)?;
+            }
+            self.commit_joint_changes();
+            self.deliver()?;
+            self.tick_all()?;
+            if self.now < clients_stop {
+                self.clients()?;
+            }
+            self.flush_all()?;
+            self.expire_pending();
+            self.observe()?;
+        }
+        self.finish()
+    }
+
+    fn fire(&mut self, ev: &FaultEvent) -> Result<(), SimFailure> {
+        self.trace(|| format!("fault: {ev}"));
+        self.faults += 1;
+        let all = self.schedule.all_nodes.clone();
+        let leader = self.leader();
+        let longest = self.longest_down();
+        if faults::apply_network_event(ev, &mut self.net, &all, leader, longest) {
+            if matches!(ev, FaultEvent::Quiesce) {
+                let down: Vec<NodeId> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.node.is_none())
+                    .map(|(i, _)| *i)
+                    .collect();
+                for id in down {
+                    self.restart(id)?;
+                }
+            }
+            return Ok(());
+        }
+        match ev {
+            FaultEvent::Crash(t) => {
+                if let Some(id) = faults::resolve(*t, leader, longest) {
+                    self.crash(id);
+                }
+            }
+            FaultEvent::Restart(t) => {
+                if let Some(id) = faults::resolve(*t, leader, longest) {
+                    if self
+                        .slots
+                        .get(&id)
+                        .map(|s| s.node.is_none())
+                        .unwrap_or(false)
+                    {
+                        self.restart(id)?;
+                    }
+                }
+            }
+            FaultEvent::ChangeMembership { voters, observers } => {
+                if let Some(l) = leader {
+                    let now = self.local(l);
+                    let target = Membership::new(voters, observers);
+                    if let (Some(n), Ok(target)) = (self.node_mut(l), target) {
+                        let r = n.change_membership(now, ConfigChange::Prepare(target));
+                        self.trace(|| format!("membership prepare on {l}: {r:?}"));
+                    }
+                }
+            }
+            FaultEvent::TransferLeader(t) => {
+                if let (Some(l), Some(target)) = (leader, faults::resolve(*t, leader, longest)) {
+                    let now = self.local(l);
+                    if let Some(n) = self.node_mut(l) {
+                        let r = n.transfer_leader(now, target);
+                        self.trace(|| format!("transfer {l} -> {target}: {r:?}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Finish joint configurations once they commit: usually commit, sometimes abort.
+    fn commit_joint_changes(&mut self) {
+        let Some(l) = self.leader() else { return };
+        let now = self.local(l);
+        let abort = self.rng.chance(1, 4);
+        let Some(n) = self.node_mut(l) else { return };
+        let r = n.raft();
+        if r.membership().joint && r.membership_index() <= r.commit() {
+            let change = if abort {
+                ConfigChange::Abort
+            } else {
+                ConfigChange::Commit
+            };
+            let res = n.change_membership(now, change.clone());
+            self.joint_seen = true;
+            self.trace(|| format!("membership {change:?} on {l}: {res:?}"));
+        }
+    }
+
+    fn local(&self, id: NodeId) -> u64 {
+        self.clocks.local_ms(id, self.now)
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> Option<&mut SimNode<W>> {
+        self.slots.get_mut(&id).and_then(|s| s.node.as_mut())
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let seed = self.rng.next_u64();
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(node) = slot.node.take() else { return };
+        let (store, ..) = node.into_parts();
+        slot.down_store = Some(store.crash(seed));
+        slot.down_since = self.now;
+        self.net.set_node_up(id, false);
+        self.trace(|| format!("node {id} crashed"));
+    }
+
+    fn restart(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        let store = self.slots.get_mut(&id).and_then(|s| s.down_store.take());
+        let Some(store) = store else { return Ok(()) };
+        let node = self.start_node(id, store, None)?;
+        let slot = self.slots.get_mut(&id).expect("slot exists");
+        slot.node = Some(node);
+        slot.incarnation += 1;
+        slot.reported_commit = 0;
+        slot.fresh_view = true;
+        self.net.set_node_up(id, true);
+        self.trace(|| format!("node {id} restarted"));
+        Ok(())
+    }
+
+    fn deliver(&mut self) -> Result<(), SimFailure> {
+        for d in self.net.deliver_due(self.now) {
+            let now = self.local(d.to);
+            if let Some(n) = self.node_mut(d.to) {
+                if let Err(e) = n.handle_frame(now, &d.frame) {
+                    return Err(SimFailure::new(
+                        FailureCategory::Panic,
+                        format!("node {} refused a frame: {e}", d.to),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tick_all(&mut self) -> Result<(), SimFailure> {
+        let w = self.w;
+        let ids: Vec<NodeId> = self.slots.keys().copied().collect();
+        for id in ids {
+            let now = self.local(id);
+            if let Some(n) = self.node_mut(id) {
+                n.tick(now).map_err(|e| {
+                    SimFailure::new(FailureCategory::Panic, format!("node {id} tick: {e}"))
+                })?;
+                if n.raft().role() == Role::Leader {
+                    if let Some(cmd) = w.housekeeping(&n.state_machine().inner, now) {
+                        let _ = n.propose(now, &cmd);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn clients(&mut self) -> Result<(), SimFailure> {
+        for client in 0..CLIENTS {
+            if self.client_busy_until.get(&client).copied().unwrap_or(0) > self.now {
+                continue;
+            }
+            if self.pending.iter().any(|p| p.client == client) {
+                continue;
+            }
+            // Think time between operations.
+            let think = self.rng.range(0, 20);
+            self.client_busy_until.insert(client, self.now + think);
+            self.client_seq += 1;
+            let (key, req) = self.w.next_request(&mut self.rng, client, self.client_seq);
+            // Clients mostly talk to whoever they believe leads, sometimes to anyone.
+            let live: Vec<NodeId> = self
+                .slots
+                .iter()
+                .filter(|(_, s)| s.node.is_some())
+                .map(|(i, _)| *i)
+                .collect();
+            if live.is_empty() {
+                continue;
+            }
+            let target = match self.leader() {
+                Some(l) if self.rng.chance(3, 4) => l,
+                _ => live[self.rng.range(0, live.len() as u64) as usize],
+            };
+            self.issue(client, target, key, req);
+        }
+        Ok(())
+    }
+
+    fn issue(&mut self, client: u64, target: NodeId, key: W::Key, req: ClientRequest<Op<W>>) {
+        let now = self.local(target);
+        let incarnation = self.slots[&target].incarnation;
+        let invoke = self.now;
+        let Some(n) = self.node_mut(target) else {
+            return;
+        };
+        let (op, kind) = match req {
+            ClientRequest::Write { command, op } => match n.propose(now, &command) {
+                Ok((index, term)) => (op, PendingKind::Write { index, term }),
+                // Refused before it was appended: it certainly did not happen.
+                Err(_) => return,
+            },
+            ClientRequest::Read { op, lease } => {
+                if lease {
+                    match n.read_lease(now) {
+                        Ok(index) => (op, PendingKind::ReadAt(index)),
+                        Err(_) => return,
+                    }
+                } else {
+                    match n.read_index(now) {
+                        Ok(t) => (op, PendingKind::ReadTicket(t)),
+                        Err(_) => return,
+                    }
+                }
+            }
+        };
+        let hist = self.history.len();
+        self.history.push(Operation {
+            client,
+            key: key.clone(),
+            op: op.clone(),
+            invoke,
+            response: None,
+        });
+        self.pending.push(Pending {
+            client,
+            hist,
+            node: target,
+            incarnation,
+            key,
+            op,
+            kind,
+            deadline: self.now + OP_TIMEOUT_MS,
+        });
+    }
+
+    fn flush_all(&mut self) -> Result<(), SimFailure> {
+        let ids: Vec<NodeId> = self.slots.keys().copied().collect();
+        for id in ids {
+            let now = self.local(id);
+            let incarnation = self.slots[&id].incarnation;
+            let mut events = Vec::new();
+            if let Some(n) = self.node_mut(id) {
+                n.flush(now, &mut |e| events.push(e)).map_err(|e| {
+                    SimFailure::new(FailureCategory::Panic, format!("node {id} flush: {e}"))
+                })?;
+            }
+            let applied = self
+                .node_mut(id)
+                .map(|n| std::mem::take(&mut n.state_machine_mut().applied))
+                .unwrap_or_default();
+            for (index, hash) in applied {
+                self.checker.record_applied(id, incarnation, index, hash)?;
+            }
+            for ev in events {
+                self.on_event(id, incarnation, ev)?;
+            }
+            // Reads served by the lease wait only for the apply.
+            self.serve_lease_reads(id, incarnation);
+        }
+        let frames: Vec<_> = self.out.borrow_mut().drain(..).collect();
+        for (from, to, f) in frames {
+            self.net.send(from, to, f, self.now);
+        }
+        Ok(())
+    }
+
+    fn on_event(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+        ev: Event<<W::Sm as StateMachine>::Output>,
+    ) -> Result<(), SimFailure> {
+        match ev {
+            Event::Applied {
+                index,
+                term,
+                output,
+            } => {
+                let found = self.pending.iter().position(|p| {
+                    p.node == id
+                        && p.incarnation == incarnation
+                        && matches!(p.kind, PendingKind::Write { index: i, .. } if i == index)
+                });
+                if let Some(at) = found {
+                    let p = self.pending.swap_remove(at);
+                    if let PendingKind::Write { term: t, .. } = p.kind {
+                        if t == term {
+                            if let Some(ret) = self.w.write_result(&p.op, &output) {
+                                self.history[p.hist].response = Some((self.now, ret));
+                            }
+                        }
+                        // Another term at that index: the proposal was overwritten; its fate
+                        // stays unknown to the client (it may be retried elsewhere).
+                    }
+                }
+            }
+            Event::ReadReady { upto, .. } => {
+                let mut i = 0;
+                while i < self.pending.len() {
+                    let p = &self.pending[i];
+                    let hit = p.node == id
+                        && p.incarnation == incarnation
+                        && matches!(p.kind, PendingKind::ReadTicket(t) if t <= upto);
+                    if hit {
+                        let p = self.pending.swap_remove(i);
+                        let sm = &self.slots[&id]
+                            .node
+                            .as_ref()
+                            .expect("node is live")
+                            .state_machine()
+                            .inner;
+                        let ret = self.w.read(sm, &p.key, &p.op);
+                        self.history[p.hist].response = Some((self.now, ret));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Event::ReadFailed { upto } => {
+                // A failed read returned nothing and changed nothing: drop it from the history.
+                let mut i = 0;
+                while i < self.pending.len() {
+                    let p = &self.pending[i];
+                    if p.node == id
+                        && p.incarnation == incarnation
+                        && matches!(p.kind, PendingKind::ReadTicket(t) if t <= upto)
+                    {
+                        let p = self.pending.swap_remove(i);
+                        self.history[p.hist].response = None;
+                        self.drop_read(p.hist);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reads that never answered are removed from the history (they have no effect).
+    fn drop_read(&mut self, hist: usize) {
+        self.history[hist].invoke = u64::MAX;
+    }
+
+    fn serve_lease_reads(&mut self, id: NodeId, incarnation: u64) {
+        let Some(applied) = self.slots[&id].node.as_ref().map(|n| n.applied()) else {
+            return;
+        };
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let hit = p.node == id
+                && p.incarnation == incarnation
+                && matches!(p.kind, PendingKind::ReadAt(x) if x <= applied);
+            if hit {
+                let p = self.pending.swap_remove(i);
+                let sm = &self.slots[&id]
+                    .node
+                    .as_ref()
+                    .expect("node is live")
+                    .state_machine()
+                    .inner;
+                let ret = self.w.read(sm, &p.key, &p.op);
+                self.history[p.hist].response = Some((self.now, ret));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Give up on operations past their deadline or whose node crashed: their answers are lost.
+    fn expire_pending(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let node_gone = self
+                .slots
+                .get(&p.node)
+                .map(|s| s.incarnation != p.incarnation || s.node.is_none())
+                .unwrap_or(true);
+            if p.deadline <= self.now || node_gone {
+                let p = self.pending.swap_remove(i);
+                if !matches!(p.kind, PendingKind::Write { .. }) {
+                    self.drop_read(p.hist);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn observe(&mut self) -> Result<(), SimFailure> {
+        let ids: Vec<NodeId> = self.slots.keys().copied().collect();
+        for id in ids {
+            let slot = self.slots.get(&id).expect("id from keys");
+            let Some(n) = slot.node.as_ref() else {
+                continue;
+            };
+            let r = n.raft();
+            let store = n.storage();
+            let from = if slot.fresh_view {
+                store.snapshot_index() + 1
+            } else {
+                slot.reported_commit.max(store.snapshot_index()) + 1
+            };
+            let entries = entry_views(store, from, store.last_index());
+            let view = NodeView {
+                id,
+                incarnation: slot.incarnation,
+                term: r.term(),
+                is_leader: r.role() == Role::Leader,
+                commit: r.commit(),
+                applied: r.applied(),
+                snapshot_index: store.snapshot_index(),
+                last_index: store.last_index(),
+                entries,
+            };
+            let commit = r.commit().min(store.last_index());
+            self.checker.observe(&view).map_err(|v| {
+                self.trace(|| format!("violation at node {id}: {v:?}"));
+                SimFailure::from(v)
+            })?;
+            let slot = self.slots.get_mut(&id).expect("id from keys");
+            slot.fresh_view = false;
+            slot.reported_commit = commit;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<SeedReport, SimFailure> {
+        // Faults stopped at `quiet_from_ms`; by now a leader must lead every live member.
+        let leader = self.leader().ok_or_else(|| {
+            SimFailure::new(
+                FailureCategory::Liveness,
+                "no leader at the end of the quiet phase",
+            )
+        })?;
+        // Final reads of every key through the leader, so a lost acknowledged write shows up.
+        for key in self.w.keys() {
+            let op = self.w.final_read(&key);
+            self.issue(
+                u64::MAX,
+                leader,
+                key,
+                ClientRequest::Read { op, lease: false },
+            );
+        }
+        for _ in 0..500 {
+            self.now += 1;
+            self.deliver()?;
+            self.tick_all()?;
+            self.flush_all()?;
+            self.observe()?;
+            if self.pending.is_empty() {
+                break;
+            }
+        }
+        if !self.pending.is_empty() {
+            return Err(SimFailure::new(
+                FailureCategory::Liveness,
+                "final reads did not complete after faults stopped",
+            ));
+        }
+        // Convergence: every member applied the leader's commit, with equal state.
+        let lr = self.slots[&leader].node.as_ref().expect("leader is live");
+        let commit = lr.raft().commit();
+        let members = lr.raft().membership().all();
+        let want = self.w.digest(&lr.state_machine().inner);
+        for id in members.iter() {
+            let Some(n) = self.slots.get(id).and_then(|s| s.node.as_ref()) else {
+                return Err(SimFailure::new(
+                    FailureCategory::Liveness,
+                    format!("member {id} is down at the end"),
+                ));
+            };
+            if n.applied() < commit {
+                return Err(SimFailure::new(
+                    FailureCategory::Liveness,
+                    format!("member {id} applied {} of leader {leader}'s commit {commit} after faults stopped", n.applied()),
+                ));
+            }
+            if n.applied() == commit && self.w.digest(&n.state_machine().inner) != want {
+                return Err(SimFailure::new(
+                    FailureCategory::Invariant(
+                        crate::sim::invariants::InvariantKind::StateMachineSafety,
+                    ),
+                    format!("member {id}'s state differs from leader {leader}'s at index {commit}"),
+                ));
+            }
+        }
+        let ops: Vec<_> = self
+            .history
+            .drain(..)
+            .filter(|o| o.invoke != u64::MAX)
+            .collect();
+        let answered = ops.iter().filter(|o| o.response.is_some()).count();
+        let w = self.w;
+        let outcome = linearizability::check_per_key(
+            &ops,
+            |k| w.init(k),
+            linearizability::DEFAULT_STEP_BUDGET,
+        );
+        let unknown = match outcome {
+            Outcome::Linearizable => false,
+            Outcome::NotLinearizable(v) => {
+                return Err(SimFailure::new(
+                    FailureCategory::Linearizability,
+                    v.to_string(),
+                ));
+            }
+            Outcome::Unknown { .. } => true,
+        };
+        Ok(SeedReport {
+            steps: self.now,
+            ops: ops.len(),
+            linearizability_unknown: unknown,
+            summary: format!(
+                "{} nodes, {} faults, {} ops ({} answered), commit {}, joint change {}",
+                self.schedule.initial_voters.len(),
+                self.faults,
+                ops.len(),
+                answered,
+                commit,
+                if self.joint_seen { "yes" } else { "no" }
+            ),
+        })
+    }
+}
+
+/// Term and payload hash of entries `lo..=hi` as stored.
+fn entry_views(store: &MemStorage, lo: LogIndex, hi: LogIndex) -> Vec<EntryView> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut next = lo;
+    while next <= hi {
+        let Ok(got) = store.read_entries(next, hi, &mut buf) else {
+            break;
+        };
+        for e in EntryIter::new(&buf[..got.bytes], got.count).flatten() {
+            let mut h = hash_bytes(e.data);
+            h ^= (e.kind as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            if e.kind != EntryKind::Normal {
+                h = h.rotate_left(7);
+            }
+            out.push(EntryView {
+                index: e.index,
+                term: e.term,
+                hash: h,
+            });
+            next = e.index + 1;
+        }
+        if got.count == 0 {
+            break;
+        }
+    }
+    out
+}
+
+// ----- the register workload ---------------------------------------------------------------------
+
+/// A replicated map of a few registers: writes, compare-and-sets, ReadIndex and lease reads.
+pub struct RegisterWorkload;
+
+/// The register state machine.
+#[derive(Default)]
+pub struct RegisterSm {
+    applied: LogIndex,
+    values: BTreeMap<u8, u64>,
+}
+
+/// The result of applying a register command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegisterOut {
+    /// A write was done.
+    Written,
+    /// Whether a compare-and-set swapped.
+    Swapped(bool),
+    /// The command did not decode.
+    Bad,
+}
+
+impl StateMachine for RegisterSm {
+    type Output = RegisterOut;
+    fn apply(&mut self, index: LogIndex, _term: Term, c: &[u8]) -> RegisterOut {
+        self.applied = index;
+        match c {
+            [0, key, rest @ ..] if rest.len() == 8 => {
+                self.values
+                    .insert(*key, u64::from_le_bytes(rest.try_into().expect("8 bytes")));
+                RegisterOut::Written
+            }
+            [1, key, has, rest @ ..] if rest.len() == 16 => {
+                let expect =
+                    (*has == 1).then(|| u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")));
+                let new = u64::from_le_bytes(rest[8..].try_into().expect("8 bytes"));
+                if self.values.get(key).copied() == expect {
+                    self.values.insert(*key, new);
+                    RegisterOut::Swapped(true)
+                } else {
+                    RegisterOut::Swapped(false)
+                }
+            }
+            _ => RegisterOut::Bad,
+        }
+    }
+    fn skip(&mut self, index: LogIndex) {
+        self.applied = index;
+    }
+    fn applied_index(&self) -> LogIndex {
+        self.applied
+    }
+    fn snapshot(
+        &self,
+        out: &mut dyn shoal_core::io::SnapshotWriter,
+    ) -> Result<(), shoal_core::io::SnapshotError> {
+        for (k, v) in &self.values {
+            out.write(&[*k])?;
+            out.write(&v.to_le_bytes())?;
+        }
+        Ok(())
+    }
+    fn restore(
+        &mut self,
+        index: LogIndex,
+        src: &mut dyn shoal_core::io::SnapshotReader,
+    ) -> Result<(), shoal_core::io::SnapshotError> {
+        self.values.clear();
+        while src.remaining() > 0 {
+            let mut rec = [0u8; 9];
+            src.read_exact(&mut rec)?;
+            self.values.insert(
+                rec[0],
+                u64::from_le_bytes(rec[1..].try_into().expect("8 bytes")),
+            );
+        }
+        self.applied = index;
+        Ok(())
+    }
+}
+
+use crate::linearizability::{Register, RegisterOp, RegisterRet};
+
+impl Workload for RegisterWorkload {
+    type Sm = RegisterSm;
+    type Key = u8;
+    type Model = Register;
+
+    fn new_sm(&self) -> RegisterSm {
+        RegisterSm::default()
+    }
+
+    fn next_request(
+        &self,
+        rng: &mut Rng,
+        _client: u64,
+        seq: u64,
+    ) -> (u8, ClientRequest<RegisterOp>) {
+        let key = rng.range(0, 3) as u8;
+        let req = match rng.range(0, 10) {
+            0..=3 => {
+                let v = seq;
+                let mut c = vec![0, key];
+                c.extend_from_slice(&v.to_le_bytes());
+                ClientRequest::Write {
+                    command: c,
+                    op: RegisterOp::Write(v),
+                }
+            }
+            4..=5 => {
+                let expect = if rng.chance(1, 4) {
+                    None
+                } else {
+                    Some(rng.range(0, seq + 1))
+                };
+                let new = seq;
+                let mut c = vec![1, key, expect.is_some() as u8];
+                c.extend_from_slice(&expect.unwrap_or(0).to_le_bytes());
+                c.extend_from_slice(&new.to_le_bytes());
+                ClientRequest::Write {
+                    command: c,
+                    op: RegisterOp::Cas { expect, new },
+                }
+            }
+            6..=7 => ClientRequest::Read {
+                op: RegisterOp::Read,
+                lease: true,
+            },
+            _ => ClientRequest::Read {
+                op: RegisterOp::Read,
+                lease: false,
+            },
+        };
+        (key, req)
+    }
+
+    fn write_result(&self, _op: &RegisterOp, out: &RegisterOut) -> Option<RegisterRet> {
+        match out {
+            RegisterOut::Written => Some(RegisterRet::Written),
+            RegisterOut::Swapped(s) => Some(RegisterRet::Swapped(*s)),
+            RegisterOut::Bad => None,
+        }
+    }
+
+    fn read(&self, sm: &RegisterSm, key: &u8, _op: &RegisterOp) -> RegisterRet {
+        RegisterRet::Value(sm.values.get(key).copied())
+    }
+
+    fn final_read(&self, _key: &u8) -> RegisterOp {
+        RegisterOp::Read
+    }
+
+    fn keys(&self) -> Vec<u8> {
+        vec![0, 1, 2]
+    }
+
+    fn init(&self, _key: &u8) -> Register {
+        Register::default()
+    }
+
+    fn digest(&self, sm: &RegisterSm) -> u64 {
+        let mut bytes = Vec::new();
+        for (k, v) in &sm.values {
+            bytes.push(*k);
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        hash_bytes(&bytes)
+    }
+}
