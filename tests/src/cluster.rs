@@ -18,6 +18,7 @@ use shoal_core::entry::EntryIter;
 use shoal_core::io::{StateMachine, Transport, TransportError};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
+use shoal_core::message::Message;
 use shoal_core::raft::ConfigChange;
 use shoal_core::rng::Rng;
 use shoal_core::storage::{LogView, Storage};
@@ -635,7 +636,37 @@ impl<'w, W: Workload> Run<'w, W> {
         }
         let frames: Vec<_> = self.out.borrow_mut().drain(..).collect();
         for (from, to, f) in frames {
+            self.check_promise(from, to, &f)?;
             self.net.send(from, to, f, self.now);
+        }
+        Ok(())
+    }
+
+    /// The durability contract seen from outside: a vote grant may leave a node only once the
+    /// vote is durable (it would survive a power cut at this instant).
+    fn check_promise(&self, from: NodeId, to: NodeId, frame: &[u8]) -> Result<(), SimFailure> {
+        let Ok((f, _)) = shoal_core::wire::decode(frame) else {
+            return Ok(());
+        };
+        if let shoal_core::wire::Body::Raft(Message::VoteResp {
+            term,
+            granted: true,
+        }) = f.body
+        {
+            let Some(n) = self.slots.get(&from).and_then(|s| s.node.as_ref()) else {
+                return Ok(());
+            };
+            let hs = n.storage().disk().durable_hard_state();
+            if hs.term < term || (hs.term == term && hs.vote != to) {
+                return Err(SimFailure::new(
+                    FailureCategory::Invariant(crate::sim::invariants::InvariantKind::ElectionSafety),
+                    format!(
+                        "node {from} granted its vote in term {term} to node {to} before it was durable \
+                         (durable: term {}, vote {})",
+                        hs.term, hs.vote
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -117,6 +117,11 @@ pub struct Disk {
 }
 
 impl Disk {
+    /// The hard state that would survive a power cut now (the default if none was synced).
+    pub fn durable_hard_state(&self) -> HardState {
+        decode_hard_state(&self.hard_state).unwrap_or_default()
+    }
+
     /// Logical offsets of the durable log bytes.
     pub fn durable_log_range(&self) -> Range<u64> {
         self.log_start..self.log_start + self.log.len() as u64

@@ -967,10 +967,12 @@ impl Raft {
         self.membership.is_voter(self.id)
     }
 
+    /// Whether this node promised a leader (or, after a restart, may have promised one) not to
+    /// help elect anyone else yet. Start-up counts as leader contact: a crash must not shorten
+    /// the promise a lease relies on.
     fn in_leader_lease(&self) -> bool {
         self.role == Role::Leader
-            || (self.leader != NO_NODE
-                && self.now_ms < self.last_leader_contact_ms + self.cfg.election_timeout_ms)
+            || self.now_ms < self.last_leader_contact_ms + self.cfg.election_timeout_ms
     }
 
     fn log_ok(&self, last_index: LogIndex, last_term: Term) -> bool {
