@@ -1,0 +1,101 @@
+//! Small file-system helpers: directory fsync, atomic file replacement, preallocation.
+//!
+//! Every helper takes a `sync` flag so that the `never` fsync mode (tests only) can skip the
+//! expensive calls while running exactly the same code paths otherwise.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Make a directory's entries (creations, renames, unlinks) durable.
+pub(crate) fn fsync_dir(dir: &Path, sync: bool) -> io::Result<()> {
+    if !sync {
+        return Ok(());
+    }
+    File::open(dir)?.sync_all()
+}
+
+/// Create `dir` (and parents) if missing, making the new entry durable in its parent.
+pub(crate) fn ensure_dir(dir: &Path, sync: bool) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent, sync)?;
+    }
+    Ok(())
+}
+
+/// The temporary name used while `path` is being replaced.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// Replace `path` atomically with `bytes`: write a temp file, fsync it, rename, fsync the dir.
+/// After a crash the file is either the old one or the new one, whole.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_data()?;
+        }
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fsync_dir(dir, sync)?;
+    }
+    Ok(())
+}
+
+/// Reserve `len` bytes for `file` so later writes inside it change no file size (cheaper
+/// fdatasync) and the unwritten rest reads back as zeros.
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    let Ok(off_len) = libc::off_t::try_from(len) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "preallocation too large",
+        ));
+    };
+    // SAFETY: posix_fallocate only reads its integer arguments; the descriptor is owned by
+    // `file`, which outlives the call.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off_len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Some file systems cannot preallocate; a sparse file reads back as zeros all the same.
+    file.set_len(len)
+}
+
+/// Write `len` zero bytes at `offset`, in bounded chunks.
+pub(crate) fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    const CHUNK: usize = 64 << 10;
+    let zeros = [0u8; CHUNK];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..n], offset + at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Read all of `file` from `offset` to its end.
+pub(crate) fn read_from(file: &File, offset: u64) -> io::Result<Vec<u8>> {
+    let len = file.metadata()?.len();
+    let n = usize::try_from(len.saturating_sub(offset))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to read"))?;
+    let mut buf = vec![0u8; n];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}

@@ -1,0 +1,382 @@
+//! Snapshot files: `GROUP_DIR/snap/<index>-<term>.snap`, a metadata record then the raw data.
+//!
+//! A snapshot is written to `<name>.snap.tmp`, fdatasynced and renamed into place by
+//! `snapshot_finish` (rule 6: after a crash there is the old snapshot or the new one, whole).
+//! Temp files found at open are partial snapshots and are deleted. Each finished file carries an
+//! install sequence number; the highest one is current. The newest `keep_snapshots` files are
+//! kept, older ones deleted.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use shoal_core::record;
+use shoal_core::storage::StorageError;
+use shoal_core::types::{LogIndex, SnapshotMeta, Term};
+
+use super::error::OpenError;
+use super::fsutil;
+
+/// Magic bytes at the start of a snapshot metadata body.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSNP";
+/// Snapshot file format version written by this build.
+pub const SNAPSHOT_VERSION: u8 = 1;
+/// Extension of finished snapshot files.
+pub const SNAPSHOT_EXT: &str = "snap";
+/// Largest metadata record body accepted.
+const MAX_META_BODY: usize = 4096;
+
+/// The CRC-32C of snapshot data, as a `static` so running digests can be kept in structs.
+static SNAP_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// File name of the snapshot covering up to `index` (of `term`).
+pub fn snapshot_name(index: LogIndex, term: Term) -> String {
+    format!("{:020}-{:020}.{}", index, term, SNAPSHOT_EXT)
+}
+
+/// A finished snapshot file as found on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Its metadata.
+    pub meta: SnapshotMeta,
+    /// Install sequence number: the highest in a group is the current snapshot.
+    pub install_seq: u64,
+    /// Byte offset of the data (the metadata record's length).
+    pub data_offset: u64,
+}
+
+fn encode_meta(meta: &SnapshotMeta, install_seq: u64) -> Result<Vec<u8>, StorageError> {
+    let mut body = vec![0u8; MAX_META_BODY];
+    body[..8].copy_from_slice(SNAPSHOT_MAGIC);
+    body[8] = SNAPSHOT_VERSION;
+    body[9..17].copy_from_slice(&install_seq.to_le_bytes());
+    let n = postcard::to_slice(meta, &mut body[17..])
+        .map_err(|_| StorageError::BufferTooSmall {
+            needed: MAX_META_BODY,
+        })?
+        .len();
+    body.truncate(17 + n);
+    let mut out = vec![0u8; body.len() + record::RECORD_OVERHEAD];
+    record::encode(&body, &mut out).map_err(|_| StorageError::Io)?;
+    Ok(out)
+}
+
+/// Read the metadata record of a snapshot file (does not check the data; see
+/// [`verify_snapshot_data`]).
+pub fn read_snapshot_info(path: &Path) -> Result<SnapshotInfo, OpenError> {
+    let data_dir = data_dir_of(path);
+    let corrupt = |offset: u64, detail: String| OpenError::corrupt(&data_dir, path, offset, detail);
+    let mut file = File::open(path).map_err(|e| OpenError::io(path, "open snapshot", e))?;
+    let mut head = vec![0u8; MAX_META_BODY + record::RECORD_OVERHEAD];
+    let mut got = 0;
+    while got < head.len() {
+        let n = file
+            .read(&mut head[got..])
+            .map_err(|e| OpenError::io(path, "read snapshot", e))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    head.truncate(got);
+    let (body, used) = record::decode(&head).map_err(|e| corrupt(0, format!("snapshot metadata: {}", e)))?;
+    if body.len() < 17 || &body[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(0, "not a Shoal snapshot (bad metadata record)".into()));
+    }
+    if body[8] != SNAPSHOT_VERSION {
+        return Err(OpenError::UnknownVersion {
+            file: path.to_path_buf(),
+            found: body[8],
+            supported: SNAPSHOT_VERSION,
+        });
+    }
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&body[9..17]);
+    let install_seq = u64::from_le_bytes(w);
+    let meta: SnapshotMeta = postcard::from_bytes(&body[17..])
+        .map_err(|e| corrupt(5 + 17, format!("snapshot metadata does not decode: {}", e)))?;
+    Ok(SnapshotInfo {
+        path: path.to_path_buf(),
+        meta,
+        install_seq,
+        data_offset: used as u64,
+    })
+}
+
+/// Check a snapshot file's data against its metadata (size and CRC-32C).
+pub fn verify_snapshot_data(info: &SnapshotInfo) -> Result<(), OpenError> {
+    let data_dir = data_dir_of(&info.path);
+    let file = File::open(&info.path).map_err(|e| OpenError::io(&info.path, "open snapshot", e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| OpenError::io(&info.path, "stat snapshot", e))?
+        .len();
+    let expected = info.data_offset + info.meta.size_bytes;
+    if len != expected {
+        return Err(OpenError::corrupt(
+            &data_dir,
+            &info.path,
+            len.min(expected),
+            format!(
+                "snapshot file is {} bytes, its metadata says {} (data {} bytes at offset {})",
+                len, expected, info.meta.size_bytes, info.data_offset
+            ),
+        ));
+    }
+    let mut digest = SNAP_CRC.digest();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < info.meta.size_bytes {
+        let n = (info.meta.size_bytes - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], info.data_offset + at)
+            .map_err(|e| OpenError::io(&info.path, "read snapshot", e))?;
+        digest.update(&buf[..n]);
+        at += n as u64;
+    }
+    let crc = digest.finalize();
+    if crc != info.meta.crc {
+        return Err(OpenError::corrupt(
+            &data_dir,
+            &info.path,
+            info.data_offset,
+            format!(
+                "snapshot data CRC is {:#010x}, its metadata says {:#010x}",
+                crc, info.meta.crc
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The finished snapshots in `snap_dir`, oldest install first. Temp files are not listed.
+pub fn list_snapshots(snap_dir: &Path) -> Result<Vec<SnapshotInfo>, OpenError> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(snap_dir).map_err(|e| OpenError::io(snap_dir, "list", e))?;
+    for ent in entries {
+        let ent = ent.map_err(|e| OpenError::io(snap_dir, "list", e))?;
+        let path = ent.path();
+        if path.extension().and_then(|e| e.to_str()) == Some(SNAPSHOT_EXT) {
+            out.push(read_snapshot_info(&path)?);
+        }
+    }
+    out.sort_by_key(|i| i.install_seq);
+    Ok(out)
+}
+
+fn data_dir_of(snap_file: &Path) -> PathBuf {
+    // DATA_DIR/group-N/snap/FILE
+    snap_file
+        .ancestors()
+        .nth(3)
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// A snapshot being written.
+struct Incoming {
+    meta: SnapshotMeta,
+    install_seq: u64,
+    tmp: PathBuf,
+    path: PathBuf,
+    out: BufWriter<File>,
+    written: u64,
+    digest: crc::Digest<'static, u32>,
+}
+
+/// The snapshots of one group.
+pub(crate) struct Snapshots {
+    dir: PathBuf,
+    keep: usize,
+    sync: bool,
+    /// Finished files, oldest install first; the last is current.
+    all: Vec<SnapshotInfo>,
+    /// Open handle on the current snapshot.
+    current_file: Option<File>,
+    incoming: Option<Incoming>,
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> StorageError {
+    log::error!("{} {}: {}", what, path.display(), e);
+    StorageError::Io
+}
+
+impl Snapshots {
+    /// Open the snapshot dir: delete partial snapshots, check the current one whole.
+    pub(crate) fn open(snap_dir: &Path, keep: usize, sync: bool) -> Result<Snapshots, OpenError> {
+        fsutil::ensure_dir(snap_dir, sync).map_err(|e| OpenError::io(snap_dir, "create", e))?;
+        let entries = fs::read_dir(snap_dir).map_err(|e| OpenError::io(snap_dir, "list", e))?;
+        for ent in entries {
+            let ent = ent.map_err(|e| OpenError::io(snap_dir, "list", e))?;
+            if ent.file_name().to_string_lossy().ends_with(".tmp") {
+                let p = ent.path();
+                log::info!("{}: removing a partly written snapshot", p.display());
+                fs::remove_file(&p).map_err(|e| OpenError::io(&p, "remove", e))?;
+            }
+        }
+        let all = list_snapshots(snap_dir)?;
+        let current_file = match all.last() {
+            Some(info) => {
+                verify_snapshot_data(info)?;
+                Some(File::open(&info.path).map_err(|e| OpenError::io(&info.path, "open", e))?)
+            }
+            None => None,
+        };
+        Ok(Snapshots {
+            dir: snap_dir.to_path_buf(),
+            keep: keep.max(1),
+            sync,
+            all,
+            current_file,
+            incoming: None,
+        })
+    }
+
+    /// The current snapshot's metadata.
+    pub(crate) fn current(&self) -> Option<&SnapshotMeta> {
+        self.all.last().map(|i| &i.meta)
+    }
+
+    pub(crate) fn begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.abandon_incoming();
+        let path = self.dir.join(snapshot_name(meta.index, meta.term));
+        let tmp = fsutil::tmp_path(&path);
+        let install_seq = self.all.last().map_or(1, |i| i.install_seq + 1);
+        let header = encode_meta(meta, install_seq)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io_err(&tmp, "create", e))?;
+        let mut out = BufWriter::with_capacity(256 << 10, file);
+        out.write_all(&header).map_err(|e| io_err(&tmp, "write", e))?;
+        self.incoming = Some(Incoming {
+            meta: meta.clone(),
+            install_seq,
+            tmp,
+            path,
+            out,
+            written: 0,
+            digest: SNAP_CRC.digest(),
+        });
+        Ok(())
+    }
+
+    pub(crate) fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let inc = self.incoming.as_mut().ok_or(StorageError::SnapshotState)?;
+        if offset != inc.written || offset + data.len() as u64 > inc.meta.size_bytes {
+            return Err(StorageError::SnapshotState);
+        }
+        inc.out
+            .write_all(data)
+            .map_err(|e| io_err(&inc.tmp, "write", e))?;
+        inc.digest.update(data);
+        inc.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Whether a complete snapshot is being written (so `finish` can proceed).
+    pub(crate) fn incoming_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        let inc = self.incoming.as_ref().ok_or(StorageError::SnapshotState)?;
+        if inc.written != inc.meta.size_bytes {
+            return Err(StorageError::SnapshotState);
+        }
+        Ok(inc.meta.clone())
+    }
+
+    /// Make the incoming snapshot durable and current (rename), then apply retention.
+    pub(crate) fn finish(&mut self) -> Result<(), StorageError> {
+        self.incoming_meta()?;
+        let Some(inc) = self.incoming.take() else {
+            return Err(StorageError::SnapshotState);
+        };
+        let Incoming {
+            meta,
+            install_seq,
+            tmp,
+            path,
+            out,
+            digest,
+            ..
+        } = inc;
+        if digest.finalize() != meta.crc {
+            log::error!(
+                "{}: snapshot data does not match its CRC; discarding it",
+                tmp.display()
+            );
+            let _ = fs::remove_file(&tmp);
+            return Err(StorageError::Corrupt { location: 0 });
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| io_err(&tmp, "write", e.into_error()))?;
+        if self.sync {
+            file.sync_data().map_err(|e| io_err(&tmp, "fdatasync", e))?;
+        }
+        drop(file);
+        fs::rename(&tmp, &path).map_err(|e| io_err(&path, "rename into", e))?;
+        fsutil::fsync_dir(&self.dir, self.sync).map_err(|e| io_err(&self.dir, "sync", e))?;
+        let current_file = File::open(&path).map_err(|e| io_err(&path, "open", e))?;
+        let data_offset = encode_meta(&meta, install_seq)?.len() as u64;
+        self.all.retain(|i| i.path != path);
+        self.all.push(SnapshotInfo {
+            path,
+            meta,
+            install_seq,
+            data_offset,
+        });
+        self.current_file = Some(current_file);
+        self.retain();
+        Ok(())
+    }
+
+    /// Delete the oldest finished snapshots beyond `keep`. Failures only log: an extra old
+    /// snapshot is harmless.
+    fn retain(&mut self) {
+        while self.all.len() > self.keep {
+            let old = self.all.remove(0);
+            if let Err(e) = fs::remove_file(&old.path) {
+                log::warn!("cannot remove old snapshot {}: {}", old.path.display(), e);
+            }
+        }
+    }
+
+    pub(crate) fn read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let (Some(info), Some(file)) = (self.all.last(), self.current_file.as_ref()) else {
+            return Err(StorageError::NoSnapshot);
+        };
+        if offset >= info.meta.size_bytes {
+            return Ok(0);
+        }
+        let n = (info.meta.size_bytes - offset).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], info.data_offset + offset)
+            .map_err(|e| io_err(&info.path, "read", e))?;
+        Ok(n)
+    }
+
+    /// Drop a partly written snapshot, deleting its temp file.
+    pub(crate) fn abandon_incoming(&mut self) {
+        if let Some(inc) = self.incoming.take() {
+            drop(inc.out);
+            let _ = fs::remove_file(&inc.tmp);
+        }
+    }
+
+    /// Crash tests: forget the incoming snapshot without deleting its file (as a power cut).
+    #[cfg(test)]
+    pub(crate) fn crash(&mut self) {
+        if let Some(inc) = self.incoming.take() {
+            // Whatever reached the OS stays in the temp file; recovery must delete it.
+            let _ = inc.out.into_inner();
+        }
+    }
+
+    /// Paths of the finished snapshot files, oldest first (tests).
+    #[cfg(test)]
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        self.all.iter().map(|i| i.path.clone()).collect()
+    }
+}

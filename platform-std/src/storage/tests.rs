@@ -1,0 +1,786 @@
+//! Tests of the file storage: the shared conformance suite (with a faithful power-cut model),
+//! recovery from torn tails, refusal of corruption, identity checks, hard-state slots,
+//! snapshot retention and the read-only scanners.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shoal_core::conformance::{self, Harness, Limits};
+use shoal_core::entry::EntryRef;
+use shoal_core::membership::Membership;
+use shoal_core::record::{self, CRC32C};
+use shoal_core::rng::Rng;
+use shoal_core::storage::{LogView, Storage};
+use shoal_core::types::{EntryKind, HardState, LogIndex, SnapshotMeta};
+use tempfile::TempDir;
+
+use super::hardstate::{self, HS_SLOT_BYTES};
+use super::scan;
+use super::*;
+
+/// Options for tests: small segments so that rollover, compaction and gaps are exercised.
+fn test_options(fsync: FsyncMode) -> StorageOptions {
+    StorageOptions {
+        fsync,
+        segment_bytes: 16 << 10,
+        write_buffer_bytes: 4 << 10,
+        async_sync_interval: Duration::from_millis(2),
+        keep_snapshots: 2,
+        compact_delay: Duration::ZERO,
+    }
+}
+
+/// Runs the conformance suite over fresh temp data dirs.
+struct FileHarness {
+    root: TempDir,
+    dirs: u64,
+    opts: StorageOptions,
+}
+
+impl FileHarness {
+    fn new(fsync: FsyncMode) -> Self {
+        FileHarness {
+            root: TempDir::new().expect("create a temp dir"),
+            dirs: 0,
+            opts: test_options(fsync),
+        }
+    }
+
+    fn data_dir_of(s: &FileStorage) -> PathBuf {
+        s.group_dir()
+            .parent()
+            .expect("a group dir lives in a data dir")
+            .to_path_buf()
+    }
+}
+
+impl Harness for FileHarness {
+    type S = FileStorage;
+
+    fn fresh(&mut self) -> FileStorage {
+        self.dirs += 1;
+        let dir = self.root.path().join(format!("node-{}", self.dirs));
+        FileStorage::open(&dir, 0, &self.opts).expect("open a fresh storage")
+    }
+
+    fn reopen(&mut self, s: FileStorage) -> FileStorage {
+        let dir = Self::data_dir_of(&s);
+        drop(s);
+        FileStorage::open(&dir, 0, &self.opts)
+            .unwrap_or_else(|e| panic!("reopen after a clean shutdown failed: {}", e))
+    }
+
+    fn crash(&mut self, s: FileStorage, seed: u64) -> FileStorage {
+        let dir = Self::data_dir_of(&s);
+        let image = s.power_cut();
+        apply_power_cut(&image, seed);
+        FileStorage::open(&dir, 0, &self.opts)
+            .unwrap_or_else(|e| panic!("recovery after power cut (seed {}) failed: {}", seed, e))
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            crash_seeds: 8,
+            ..Limits::DEFAULT
+        }
+    }
+}
+
+/// Decide what survives a power cut: every segment keeps its fdatasynced bytes plus a random
+/// prefix of its unsynced ones (often tearing a record), the rest reads back as zeros (the
+/// preallocated blocks) or is gone (the size was cut). A pending hard-state save is lost, lands
+/// whole, or lands torn. Snapshot temp files stay for recovery to delete.
+fn apply_power_cut(image: &CrashImage, seed: u64) {
+    let mut rng = Rng::new(seed ^ 0x00C0_FFEE);
+    for (path, durable, written) in &image.segments {
+        if written <= durable {
+            continue;
+        }
+        let keep = durable + rng.range(0, written - durable + 1);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open a segment to cut");
+        if rng.chance(1, 4) {
+            f.set_len(keep).expect("cut the segment");
+        } else {
+            let zeros = vec![0u8; (written - keep) as usize];
+            f.write_all_at(&zeros, keep).expect("zero the lost bytes");
+        }
+    }
+    if let Some((path, slot, bytes)) = &image.hard_state {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open the hard state");
+        let at = (slot * HS_SLOT_BYTES) as u64;
+        match rng.range(0, 3) {
+            0 => {}
+            1 => f.write_all_at(bytes, at).expect("write the slot"),
+            _ => {
+                let cut = rng.range(1, HS_SLOT_BYTES as u64) as usize;
+                f.write_all_at(&bytes[..cut], at).expect("tear the slot");
+            }
+        }
+    }
+}
+
+/// Every conformance check that needs no power cut.
+fn run_without_crashes<H: Harness>(h: &mut H) {
+    conformance::fresh_storage_is_empty(h);
+    conformance::hard_state_round_trip(h);
+    conformance::append_must_be_contiguous(h);
+    conformance::term_lookups(h);
+    conformance::read_entries_round_trip(h);
+    conformance::read_entries_respects_the_buffer(h);
+    conformance::read_entries_out_of_range(h);
+    conformance::truncate_suffix_then_append(h);
+    conformance::truncate_suffix_edges(h);
+    conformance::snapshot_round_trip(h);
+    conformance::snapshot_operations_out_of_order(h);
+    conformance::snapshot_begin_replaces_a_partial_one(h);
+    conformance::snapshot_keeps_a_matching_log(h);
+    conformance::snapshot_empties_a_log_without_its_last_entry(h);
+    conformance::compact_prefix_never_passes_the_snapshot(h);
+    conformance::partial_snapshot_is_discarded_on_reopen(h);
+    conformance::large_entries(h);
+    conformance::many_entries(h);
+}
+
+#[test]
+fn conformance_always_mode_with_crashes() {
+    conformance::run_all(&mut FileHarness::new(FsyncMode::Always));
+}
+
+#[test]
+fn conformance_crash_checks_over_more_seeds() {
+    conformance::run_crash_checks(&mut FileHarness::new(FsyncMode::Always), 100..130);
+}
+
+#[test]
+fn conformance_async_mode() {
+    run_without_crashes(&mut FileHarness::new(FsyncMode::Async));
+}
+
+#[test]
+fn conformance_never_mode() {
+    run_without_crashes(&mut FileHarness::new(FsyncMode::Never));
+}
+
+#[test]
+fn conformance_with_one_byte_write_buffer_and_tiny_segments() {
+    let mut h = FileHarness::new(FsyncMode::Always);
+    h.opts.write_buffer_bytes = 1;
+    h.opts.segment_bytes = MIN_SEGMENT_BYTES;
+    run_without_crashes(&mut h);
+    conformance::run_crash_checks(&mut h, 0..4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the specific tests.
+
+fn append_n(s: &mut FileStorage, lo: LogIndex, hi: LogIndex, term: u64, len: usize) {
+    for index in lo..=hi {
+        let data = vec![(index % 251) as u8; len];
+        s.append(&EntryRef {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data: &data,
+        })
+        .expect("append");
+    }
+}
+
+fn segments(s: &FileStorage) -> Vec<scan::SegmentFile> {
+    scan::list_segments(&scan::log_dir(s.group_dir())).expect("list segments")
+}
+
+fn open(dir: &Path, opts: &StorageOptions) -> Result<FileStorage, OpenError> {
+    FileStorage::open(dir, 0, opts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery.
+
+#[test]
+fn torn_tail_is_cut_at_open() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 10, 1, 40);
+    s.sync().expect("sync");
+    let seg = segments(&s).pop().expect("a segment");
+    drop(s);
+    // A torn write: the first half of a valid record for entry 11 after the last record.
+    let end = scan::scan_segment(&seg.path).expect("scan").end;
+    let data = [7u8; 40];
+    let e = EntryRef {
+        index: 11,
+        term: 1,
+        kind: EntryKind::Normal,
+        data: &data,
+    };
+    let mut rec = vec![0u8; 200];
+    let n = record::encode_with(&mut rec, e.encoded_len(), |dst| {
+        shoal_core::entry::encode(&e, dst).expect("encode");
+    })
+    .expect("frame");
+    let f = OpenOptions::new().write(true).open(&seg.path).expect("open");
+    f.write_all_at(&rec[..n / 2], end).expect("tear");
+    drop(f);
+    match scan::scan_segment(&seg.path).expect("scan").last() {
+        Some(Err(scan::ScanError::TornTail { offset, .. })) => assert_eq!(offset, end),
+        other => panic!("the scanner should see a torn tail, got {:?}", other),
+    }
+    let mut s = open(root.path(), &opts).expect("a torn tail must not stop the open");
+    assert_eq!(s.last_index(), 10);
+    // The tail was cut on disk too, and the log continues over it.
+    assert!(scan::scan_segment(&seg.path)
+        .expect("scan")
+        .all(|r| r.is_ok()));
+    append_n(&mut s, 11, 12, 2, 40);
+    s.sync().expect("sync");
+    drop(s);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(s.last_index(), 12);
+    assert_eq!(s.term(12), Ok(2));
+}
+
+#[test]
+fn flipped_bit_mid_segment_names_file_and_offset() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 20, 1, 30);
+    s.sync().expect("sync");
+    let seg = segments(&s).pop().expect("a segment");
+    drop(s);
+    let rec5 = scan::scan_segment(&seg.path)
+        .expect("scan")
+        .map(|r| r.expect("clean"))
+        .find(|r| r.entry.index == 5)
+        .expect("entry 5");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg.path)
+        .expect("open");
+    let at = rec5.offset + 12;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).expect("read");
+    b[0] ^= 0x10;
+    f.write_all_at(&b, at).expect("flip");
+    drop(f);
+    let err = open(root.path(), &opts).expect_err("a flipped bit must stop the open");
+    match &err {
+        OpenError::Corrupt { file, offset, .. } => {
+            assert_eq!(file, &seg.path);
+            assert_eq!(*offset, rec5.offset);
+        }
+        other => panic!("expected Corrupt, got {:?}", other),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&seg.path.display().to_string()), "{}", msg);
+    assert!(msg.contains(&format!("offset {}", rec5.offset)), "{}", msg);
+    assert!(
+        msg.contains(&format!(
+            "shoal-inspect verify {}",
+            root.path().display()
+        )),
+        "{}",
+        msg
+    );
+    // The scanner reports the same place.
+    let scanned = scan::scan_segment(&seg.path).expect("scan");
+    match scanned.last() {
+        Some(Err(scan::ScanError::Corrupt { offset, .. })) => assert_eq!(offset, rec5.offset),
+        other => panic!("the scanner should report corruption, got {:?}", other),
+    }
+}
+
+#[test]
+fn flipped_bit_in_the_last_record_of_a_full_segment_is_corruption() {
+    // A non-last segment was synced whole: even its last record cannot be a torn tail.
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 200, 1, 300);
+    s.sync().expect("sync");
+    let segs = segments(&s);
+    assert!(segs.len() >= 3, "need several segments, got {}", segs.len());
+    drop(s);
+    let last = scan::scan_segment(&segs[0].path)
+        .expect("scan")
+        .map(|r| r.expect("clean"))
+        .last()
+        .expect("records");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segs[0].path)
+        .expect("open");
+    f.write_all_at(&[0xFF], last.offset + 20).expect("flip");
+    drop(f);
+    match open(root.path(), &opts) {
+        Err(OpenError::Corrupt { file, offset, .. }) => {
+            assert_eq!(file, segs[0].path);
+            assert_eq!(offset, last.offset);
+        }
+        other => panic!("expected Corrupt, got {:?}", other),
+    }
+}
+
+#[test]
+fn deleted_middle_segment_names_the_gap() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 200, 1, 300);
+    s.sync().expect("sync");
+    let segs = segments(&s);
+    assert!(segs.len() >= 3, "need several segments, got {}", segs.len());
+    drop(s);
+    std::fs::remove_file(&segs[1].path).expect("delete a middle segment");
+    let err = open(root.path(), &opts).expect_err("a missing segment must stop the open");
+    match &err {
+        OpenError::Corrupt { file, detail, .. } => {
+            assert_eq!(file, &segs[2].path);
+            assert!(detail.contains("gap"), "{}", detail);
+            assert!(
+                detail.contains(&format!(
+                    "entries {}..={} are missing",
+                    segs[1].first_index,
+                    segs[2].first_index - 1
+                )),
+                "{}",
+                detail
+            );
+        }
+        other => panic!("expected Corrupt, got {:?}", other),
+    }
+    assert!(err.to_string().contains("shoal-inspect verify"));
+}
+
+#[test]
+fn interrupted_truncation_is_completed_at_open() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 120, 1, 300);
+    s.sync().expect("sync");
+    assert!(segments(&s).len() >= 2);
+    let log_dir = scan::log_dir(s.group_dir());
+    drop(s);
+    // A crash right after the intent became durable, before anything was cut.
+    std::fs::write(
+        log_dir.join(scan::TRUNCATE_INTENT_FILE),
+        seglog::encode_intent(11),
+    )
+    .expect("write intent");
+    let mut s = open(root.path(), &opts).expect("open completes the truncation");
+    assert_eq!(s.last_index(), 10);
+    assert_eq!(segments(&s).len(), 1);
+    assert!(!log_dir.join(scan::TRUNCATE_INTENT_FILE).exists());
+    append_n(&mut s, 11, 15, 2, 300);
+    s.sync().expect("sync");
+    drop(s);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(s.last_index(), 15);
+    assert_eq!(s.term(11), Ok(2));
+}
+
+#[test]
+fn interrupted_snapshot_install_is_completed_at_open() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 20, 1, 30);
+    s.sync().expect("sync");
+    let gdir = s.group_dir().to_path_buf();
+    drop(s);
+    // The snapshot was renamed into place but the log (of another history) not yet emptied.
+    let meta = snapshot_meta(12, 2, b"state");
+    let mut snaps = snapshot::Snapshots::open(&scan::snap_dir(&gdir), 2, true).expect("snaps");
+    snaps.begin(&meta).expect("begin");
+    snaps.write(0, b"state").expect("write");
+    snaps.finish().expect("finish");
+    drop(snaps);
+    let s = open(root.path(), &opts).expect("open completes the install");
+    assert_eq!(s.snapshot_index(), 12);
+    assert_eq!(s.last_index(), 12);
+    assert_eq!(s.term(12), Ok(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity.
+
+fn identity(cluster_id: u64, node_id: u64, addr: &str) -> Identity {
+    Identity {
+        cluster_id,
+        node_id,
+        raft_addr: addr.into(),
+    }
+}
+
+#[test]
+fn identity_mismatch_is_refused_naming_both_values() {
+    let root = TempDir::new().expect("temp dir");
+    let dir = root.path().join("data");
+    let mine = identity(7001, 11, "127.0.0.1:7000");
+    DataDir::bootstrap(&dir, &mine).expect("bootstrap");
+    DataDir::open(&dir, &mine, IdentityCheck::default()).expect("same identity opens");
+    // Bootstrapping again with the same identity is harmless.
+    DataDir::bootstrap(&dir, &mine).expect("bootstrap twice");
+
+    let err = DataDir::open(&dir, &identity(7001, 22, "127.0.0.1:7000"), IdentityCheck::default())
+        .expect_err("another node id must be refused");
+    assert!(matches!(
+        err,
+        OpenError::NodeMismatch {
+            on_disk: 11,
+            configured: 22,
+            ..
+        }
+    ));
+    let msg = err.to_string();
+    assert!(msg.contains("node 11") && msg.contains("node 22"), "{}", msg);
+
+    let err = DataDir::open(&dir, &identity(7002, 11, "127.0.0.1:7000"), IdentityCheck::default())
+        .expect_err("another cluster id must be refused");
+    let msg = err.to_string();
+    assert!(msg.contains("7001") && msg.contains("7002"), "{}", msg);
+
+    let err = DataDir::bootstrap(&dir, &identity(7002, 11, "127.0.0.1:7000"))
+        .expect_err("bootstrap over another cluster's dir must be refused");
+    assert!(matches!(err, OpenError::ClusterMismatch { .. }));
+
+    let moved = identity(7001, 11, "127.0.0.1:7100");
+    let err = DataDir::open(&dir, &moved, IdentityCheck::default())
+        .expect_err("an address change must be refused by default");
+    let msg = err.to_string();
+    assert!(msg.contains("127.0.0.1:7000") && msg.contains("127.0.0.1:7100"), "{}", msg);
+    DataDir::open(
+        &dir,
+        &moved,
+        IdentityCheck {
+            allow_addr_change: true,
+        },
+    )
+    .expect("an allowed address change");
+    assert_eq!(scan::read_identity(&dir).expect("read"), moved);
+}
+
+#[test]
+fn missing_or_damaged_identity_is_refused() {
+    let root = TempDir::new().expect("temp dir");
+    let dir = root.path().join("data");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let id = identity(1, 2, "a:1");
+    assert!(matches!(
+        DataDir::open(&dir, &id, IdentityCheck::default()),
+        Err(OpenError::NotInitialized { .. })
+    ));
+    DataDir::bootstrap(&dir, &id).expect("bootstrap");
+    let path = dir.join(scan::IDENTITY_FILE);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[10] ^= 1;
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(matches!(
+        DataDir::open(&dir, &id, IdentityCheck::default()),
+        Err(OpenError::Corrupt { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hard state.
+
+#[test]
+fn hard_state_survives_a_crash_mid_update() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let hs = |term: u64| HardState {
+        term,
+        vote: term % 3,
+        commit: term * 10,
+    };
+    let mut s = open(root.path(), &opts).expect("open");
+    s.save_hard_state(&hs(1)).expect("save");
+    s.sync().expect("sync");
+    s.save_hard_state(&hs(2)).expect("save");
+    s.sync().expect("sync");
+    let path = s.group_dir().join(scan::HARD_STATE_FILE);
+    // The next save goes to the slot holding hs(1); tear it at every length.
+    s.save_hard_state(&hs(3)).expect("save");
+    let image = s.power_cut();
+    let (_, slot, bytes) = image.hard_state.expect("a pending save");
+    let original = std::fs::read(&path).expect("read");
+    for cut in 0..=HS_SLOT_BYTES {
+        let mut torn = original.clone();
+        torn[slot * HS_SLOT_BYTES..slot * HS_SLOT_BYTES + cut].copy_from_slice(&bytes[..cut]);
+        std::fs::write(&path, &torn).expect("write");
+        let s = open(root.path(), &opts).expect("a torn slot must not stop the open");
+        let expected = if cut == HS_SLOT_BYTES { hs(3) } else { hs(2) };
+        assert_eq!(s.hard_state(), expected, "slot torn after {} bytes", cut);
+        std::mem::forget(s); // keep the file exactly as torn for the next round
+    }
+    // Both slots damaged: refused, naming the file.
+    let mut both = original.clone();
+    both[3] ^= 0xFF;
+    both[HS_SLOT_BYTES + 3] ^= 0xFF;
+    std::fs::write(&path, &both).expect("write");
+    match open(root.path(), &opts) {
+        Err(OpenError::Corrupt { file, .. }) => assert_eq!(file, path),
+        other => panic!("expected Corrupt, got {:?}", other),
+    }
+    let st = hardstate::decode_file(&original).expect("decode");
+    assert_eq!(st.state, hs(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots and compaction.
+
+fn snapshot_meta(index: LogIndex, term: u64, data: &[u8]) -> SnapshotMeta {
+    SnapshotMeta {
+        index,
+        term,
+        membership: Membership::new(&[1, 2, 3], &[]).expect("membership"),
+        size_bytes: data.len() as u64,
+        crc: CRC32C.checksum(data),
+    }
+}
+
+fn install(s: &mut FileStorage, meta: &SnapshotMeta, data: &[u8]) {
+    s.snapshot_begin(meta).expect("begin");
+    s.snapshot_write(0, data).expect("write");
+    s.snapshot_finish().expect("finish");
+}
+
+#[test]
+fn snapshot_retention_keeps_n() {
+    let root = TempDir::new().expect("temp dir");
+    let mut opts = test_options(FsyncMode::Always);
+    opts.keep_snapshots = 3;
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 50, 1, 20);
+    s.sync().expect("sync");
+    for k in 1..=6u64 {
+        let data = vec![k as u8; 100 * k as usize];
+        install(&mut s, &snapshot_meta(k * 5, 1, &data), &data);
+    }
+    let snap_dir = scan::snap_dir(s.group_dir());
+    let infos = scan::list_snapshots(&snap_dir).expect("list");
+    let kept: Vec<LogIndex> = infos.iter().map(|i| i.meta.index).collect();
+    assert_eq!(kept, vec![20, 25, 30]);
+    assert_eq!(s.snaps.files().len(), 3);
+    for info in &infos {
+        scan::verify_snapshot_data(info).expect("every kept snapshot is whole");
+    }
+    drop(s);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(s.snapshot_index(), 30);
+    let mut buf = [0u8; 1000];
+    assert_eq!(s.snapshot_read(0, &mut buf), Ok(600));
+    assert!(buf[..600].iter().all(|&b| b == 6));
+}
+
+#[test]
+fn damaged_snapshot_is_refused() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 10, 1, 20);
+    let data = vec![9u8; 3000];
+    install(&mut s, &snapshot_meta(10, 1, &data), &data);
+    let info = scan::list_snapshots(&scan::snap_dir(s.group_dir()))
+        .expect("list")
+        .pop()
+        .expect("a snapshot");
+    drop(s);
+    let f = OpenOptions::new().write(true).open(&info.path).expect("open");
+    f.write_all_at(&[1], info.data_offset + 1234).expect("damage");
+    drop(f);
+    match open(root.path(), &opts) {
+        Err(OpenError::Corrupt { file, .. }) => assert_eq!(file, info.path),
+        other => panic!("expected Corrupt, got {:?}", other),
+    }
+}
+
+#[test]
+fn compaction_deletes_whole_segments_below_the_snapshot_only() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 300, 1, 300);
+    s.sync().expect("sync");
+    let before = segments(&s);
+    assert!(before.len() >= 5);
+    // Nothing goes before a snapshot covers it.
+    s.compact_prefix(250).expect("compact");
+    assert_eq!(segments(&s).len(), before.len());
+    let data = b"snap".to_vec();
+    install(&mut s, &snapshot_meta(150, 1, &data), &data);
+    s.compact_prefix(1000).expect("compact");
+    let after = segments(&s);
+    assert!(after.len() < before.len());
+    assert!(after[0].first_index <= 151, "an entry after the snapshot was dropped");
+    assert_eq!(s.first_log_index(), after[0].first_index);
+    assert_eq!(s.last_index(), 300);
+    drop(s);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(s.last_index(), 300);
+    assert_eq!(s.term(151), Ok(1));
+}
+
+#[test]
+fn compact_delay_keeps_segments_until_it_passes() {
+    let root = TempDir::new().expect("temp dir");
+    let mut opts = test_options(FsyncMode::Always);
+    opts.compact_delay = Duration::from_millis(50);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 200, 1, 300);
+    s.sync().expect("sync");
+    let data = b"snap".to_vec();
+    install(&mut s, &snapshot_meta(150, 1, &data), &data);
+    let n = segments(&s).len();
+    s.compact_prefix(150).expect("compact");
+    assert_eq!(segments(&s).len(), n, "deleted before the delay");
+    std::thread::sleep(Duration::from_millis(60));
+    s.compact_prefix(150).expect("compact");
+    assert!(segments(&s).len() < n, "not deleted after the delay");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fsync modes.
+
+#[test]
+fn async_mode_syncs_in_the_background() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Async);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 10, 1, 20);
+    s.sync().expect("sync");
+    let syncer = s.syncer.as_ref().expect("async mode has a syncer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while syncer.batches() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no background fdatasync");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A vote is durable when sync returns even in async mode.
+    s.save_hard_state(&HardState {
+        term: 4,
+        vote: 2,
+        commit: 0,
+    })
+    .expect("save");
+    s.sync().expect("sync");
+    assert!(s.hs.unsynced.is_none(), "a vote waited for the background");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let root = TempDir::new().expect("temp dir");
+    let mut opts = StorageOptions::default();
+    opts.segment_bytes = 100;
+    assert!(matches!(
+        open(root.path(), &opts),
+        Err(OpenError::BadOption {
+            name: "segment_bytes",
+            ..
+        })
+    ));
+    opts = StorageOptions {
+        keep_snapshots: 0,
+        ..StorageOptions::default()
+    };
+    assert!(open(root.path(), &opts).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scanners for tools.
+
+#[test]
+fn scanners_show_what_is_on_disk() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let dd = DataDir::bootstrap(&root.path().join("d"), &identity(5, 6, "x:1")).expect("boot");
+    let mut s = dd.open_group(3, &opts).expect("open group");
+    append_n(&mut s, 1, 100, 2, 200);
+    s.save_hard_state(&HardState {
+        term: 2,
+        vote: 6,
+        commit: 90,
+    })
+    .expect("save");
+    s.sync().expect("sync");
+    let data = vec![3u8; 500];
+    install(&mut s, &snapshot_meta(40, 2, &data), &data);
+    let gdir = s.group_dir().to_path_buf();
+    drop(s);
+    assert_eq!(scan::list_groups(dd.path()).expect("groups"), vec![3]);
+    let mut next = 1;
+    for seg in scan::list_segments(&scan::log_dir(&gdir)).expect("segments") {
+        let sc = scan::scan_segment(&seg.path).expect("scan");
+        assert_eq!(sc.header.group, 3);
+        assert_eq!(sc.header.first_index, seg.first_index);
+        let mut at = scan::HEADER_BYTES as u64;
+        for r in sc {
+            let r = r.expect("clean records");
+            assert_eq!(r.offset, at);
+            assert_eq!(r.entry.index, next);
+            assert_eq!(r.entry.term, 2);
+            assert_eq!(r.entry.data.len(), 200);
+            at += r.len;
+            next += 1;
+        }
+    }
+    assert_eq!(next, 101);
+    let hs = scan::read_hard_state(&gdir).expect("hard state");
+    assert_eq!(hs.state.commit, 90);
+    let snaps = scan::list_snapshots(&scan::snap_dir(&gdir)).expect("snapshots");
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].meta.index, 40);
+    assert_eq!(
+        snaps[0].path.file_name().and_then(|n| n.to_str()),
+        Some(scan::snapshot_name(40, 2).as_str())
+    );
+}
+
+/// Recovery time of a long log: `cargo test -p shoal-std --release -- --ignored --nocapture
+/// recovery_of_a_million_entries`.
+#[test]
+#[ignore]
+fn recovery_of_a_million_entries() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = StorageOptions::default();
+    let n = 1_000_000u64;
+    let mut s = open(root.path(), &opts).expect("open");
+    let t = std::time::Instant::now();
+    for index in 1..=n {
+        let data = index.to_le_bytes();
+        s.append(&EntryRef {
+            index,
+            term: 1 + index / 100_000,
+            kind: EntryKind::Normal,
+            data: &data[..],
+        })
+        .expect("append");
+        if index % 1000 == 0 {
+            s.sync().expect("sync");
+        }
+    }
+    s.sync().expect("sync");
+    let wrote = t.elapsed();
+    let segs = s.segment_count();
+    drop(s);
+    let t = std::time::Instant::now();
+    let s = open(root.path(), &opts).expect("reopen");
+    let opened = t.elapsed();
+    assert_eq!(s.last_index(), n);
+    println!(
+        "1M entries: wrote in {:?} ({} segments); open (recovery) took {:?}",
+        wrote, segs, opened
+    );
+}
