@@ -7,8 +7,9 @@
 //! hold the newest durable value, so a crash during the write leaves that value intact. On open
 //! the valid slot with the higher sequence number wins.
 //!
-//! A damaged slot next to a valid one is read as a torn, unsynced save (it cannot be told apart)
-//! and the valid slot is used; a warning is logged and `shoal-inspect verify` reports the slot.
+//! A damaged slot next to a valid (or never-written) one is read as a torn, unsynced save (it
+//! cannot be told apart from damage) and the other slot is used; a warning is logged and
+//! `shoal-inspect verify` reports the slot. Two damaged slots are corruption.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -127,12 +128,10 @@ pub(crate) fn decode_file(bytes: &[u8]) -> Result<HardStateFile, (u64, String)> 
             }
         }
     }
-    if current.is_none() {
-        for (k, slot) in slots.iter().enumerate() {
-            if let Slot::Bad(detail) = slot {
-                return Err(((k * HS_SLOT_BYTES) as u64, detail.clone()));
-            }
-        }
+    // One bad slot next to a never-written one is the very first save, torn: nothing was ever
+    // durable, so the default state is right. Two bad slots cannot come from one torn write.
+    if let [Slot::Bad(detail), Slot::Bad(_)] = &slots {
+        return Err((0, detail.clone()));
     }
     Ok(HardStateFile {
         current: current.map(|c| c.0),
@@ -147,7 +146,8 @@ pub fn read_hard_state(group_dir: &Path) -> Result<HardStateFile, OpenError> {
     let path = group_dir.join(HARD_STATE_FILE);
     let bytes = std::fs::read(&path).map_err(|e| OpenError::io(&path, "read hard state", e))?;
     let data_dir = group_dir.parent().unwrap_or(group_dir);
-    decode_file(&bytes).map_err(|(offset, detail)| OpenError::corrupt(data_dir, &path, offset, detail))
+    decode_file(&bytes)
+        .map_err(|(offset, detail)| OpenError::corrupt(data_dir, &path, offset, detail))
 }
 
 /// The open hard-state file of one group.
@@ -179,8 +179,8 @@ impl HardStateStore {
             .write(true)
             .open(&path)
             .map_err(|e| OpenError::io(&path, "open hard state", e))?;
-        let bytes = fsutil::read_from(&file, 0)
-            .map_err(|e| OpenError::io(&path, "read hard state", e))?;
+        let bytes =
+            fsutil::read_from(&file, 0).map_err(|e| OpenError::io(&path, "read hard state", e))?;
         let decoded = decode_file(&bytes)
             .map_err(|(offset, detail)| OpenError::corrupt(data_dir, &path, offset, detail))?;
         for (k, slot) in decoded.slots.iter().enumerate() {

@@ -89,7 +89,10 @@ pub fn read_identity(data_dir: &Path) -> Result<Identity, OpenError> {
     if used != bytes.len() {
         return Err(corrupt(
             used as u64,
-            format!("{} unexpected bytes after the identity record", bytes.len() - used),
+            format!(
+                "{} unexpected bytes after the identity record",
+                bytes.len() - used
+            ),
         ));
     }
     let field = |at: usize, n: usize| -> Result<&[u8], OpenError> {

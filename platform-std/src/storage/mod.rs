@@ -49,8 +49,8 @@ mod error;
 mod fsutil;
 mod hardstate;
 mod identity;
-mod seglog;
 pub mod scan;
+mod seglog;
 mod segment;
 mod snapshot;
 mod syncer;
@@ -453,7 +453,10 @@ impl LogView for FileStorage {
 
     fn last_index(&self) -> LogIndex {
         let last = self.log.last_index();
-        debug_assert!(last >= self.snapshot_index(), "the log ends before the snapshot");
+        debug_assert!(
+            last >= self.snapshot_index(),
+            "the log ends before the snapshot"
+        );
         last
     }
 

@@ -28,6 +28,11 @@ use super::FsyncMode;
 
 /// Name of the truncation intent file inside the log dir.
 pub const TRUNCATE_INTENT_FILE: &str = "truncate";
+/// Torn tails cut by recovery in this process (tests check that crash tests really tear).
+#[cfg(test)]
+pub(crate) static TORN_TAILS_CUT: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Magic bytes at the start of the truncation intent body.
 const INTENT_MAGIC: &[u8; 8] = b"SHOALTRN";
 
@@ -71,10 +76,7 @@ impl Segment {
     /// Byte range of entry `first_index + k`'s record.
     fn record_range(&self, k: usize) -> (u64, u64) {
         let start = u64::from(self.offsets[k]);
-        let end = self
-            .offsets
-            .get(k + 1)
-            .map_or(self.end, |&o| u64::from(o));
+        let end = self.offsets.get(k + 1).map_or(self.end, |&o| u64::from(o));
         (start, end)
     }
 
@@ -158,8 +160,9 @@ impl Log {
                 doomed.push(sf.path);
                 continue;
             }
-            let corrupt =
-                |offset: u64, detail: String| OpenError::corrupt(data_dir, &sf.path, offset, detail);
+            let corrupt = |offset: u64, detail: String| {
+                OpenError::corrupt(data_dir, &sf.path, offset, detail)
+            };
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -254,6 +257,8 @@ impl Log {
                             detail
                         );
                         torn = Some((start, end));
+                        #[cfg(test)]
+                        TORN_TAILS_CUT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Tail::Corrupt { offset, detail } => return Err(corrupt(offset, detail)),
                 }
@@ -280,8 +285,7 @@ impl Log {
                     from
                 );
             }
-            fsutil::fsync_dir(log_dir, sync)
-                .map_err(|e| OpenError::io(log_dir, "sync", e))?;
+            fsutil::fsync_dir(log_dir, sync).map_err(|e| OpenError::io(log_dir, "sync", e))?;
             remove_intent(&intent_path, sync)
                 .map_err(|e| OpenError::io(&intent_path, "remove", e))?;
         } else if intent_path.exists() {

@@ -82,9 +82,13 @@ pub fn read_snapshot_info(path: &Path) -> Result<SnapshotInfo, OpenError> {
         got += n;
     }
     head.truncate(got);
-    let (body, used) = record::decode(&head).map_err(|e| corrupt(0, format!("snapshot metadata: {}", e)))?;
+    let (body, used) =
+        record::decode(&head).map_err(|e| corrupt(0, format!("snapshot metadata: {}", e)))?;
     if body.len() < 17 || &body[..8] != SNAPSHOT_MAGIC {
-        return Err(corrupt(0, "not a Shoal snapshot (bad metadata record)".into()));
+        return Err(corrupt(
+            0,
+            "not a Shoal snapshot (bad metadata record)".into(),
+        ));
     }
     if body[8] != SNAPSHOT_VERSION {
         return Err(OpenError::UnknownVersion {
@@ -252,7 +256,8 @@ impl Snapshots {
             .open(&tmp)
             .map_err(|e| io_err(&tmp, "create", e))?;
         let mut out = BufWriter::with_capacity(256 << 10, file);
-        out.write_all(&header).map_err(|e| io_err(&tmp, "write", e))?;
+        out.write_all(&header)
+            .map_err(|e| io_err(&tmp, "write", e))?;
         self.incoming = Some(Incoming {
             meta: meta.clone(),
             install_seq,
