@@ -382,22 +382,31 @@ impl Log {
             let (start, _) = seg.record_range(k0);
             let (_, end) = seg.record_range(k - 1);
             let bytes = self.record_bytes(si, start, end, &mut scratch)?;
-            let mut pos = 0usize;
-            for _ in k0..k {
-                let at = start + pos as u64;
-                let (body, n) = record::decode(&bytes[pos..]).map_err(|e| {
+            for kk in k0..k {
+                let (a, b) = seg.record_range(kk);
+                let rec = &bytes[(a - start) as usize..(b - start) as usize];
+                let damaged = |detail: String| {
                     log::error!(
                         "{}: record at offset {} is damaged: {} (run `shoal-inspect verify {}`)",
                         seg.path.display(),
-                        at,
-                        e,
+                        a,
+                        detail,
                         self.data_dir.display()
                     );
-                    StorageError::Corrupt { location: at }
-                })?;
+                    StorageError::Corrupt { location: a }
+                };
+                // Re-check what the disk returns: the CRC, and that the record is the one the
+                // index expects (same length, so it fits the room reserved for it).
+                let (body, n) = record::decode(rec).map_err(|e| damaged(e.to_string()))?;
+                if n != rec.len() {
+                    return Err(damaged(format!(
+                        "record is {} bytes, the index expects {}",
+                        n,
+                        rec.len()
+                    )));
+                }
                 buf[used..used + body.len()].copy_from_slice(body);
                 used += body.len();
-                pos += n;
             }
             count += (k - k0) as u32;
             index = seg.first_index + k as u64;

@@ -816,3 +816,32 @@ fn recovery_of_a_million_entries() {
         wrote, segs, opened
     );
 }
+
+#[test]
+fn damage_after_open_is_reported_by_reads() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 10, 1, 30);
+    s.sync().expect("sync");
+    let seg = segments(&s).pop().expect("a segment");
+    let rec3 = scan::scan_segment(&seg.path)
+        .expect("scan")
+        .map(|r| r.expect("clean"))
+        .find(|r| r.entry.index == 3)
+        .expect("entry 3");
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&seg.path)
+        .expect("open");
+    f.write_all_at(&[0xAA], rec3.offset + 10).expect("rot");
+    drop(f);
+    let mut buf = [0u8; 4096];
+    assert_eq!(
+        s.read_entries(2, 5, &mut buf),
+        Err(shoal_core::storage::StorageError::Corrupt {
+            location: rec3.offset
+        })
+    );
+    assert!(s.read_entries(4, 5, &mut buf).is_ok());
+}
