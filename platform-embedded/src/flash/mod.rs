@@ -263,7 +263,6 @@ struct Ring {
 #[derive(Clone, Debug)]
 struct CurrentSnap {
     slot: usize,
-    gen: u32,
     meta: SnapshotMeta,
     data_off: u32,
 }
@@ -726,7 +725,7 @@ impl<F: NorFlash, const LOG_SECTORS: usize> FlashStorage<F, LOG_SECTORS> {
         while at < limit {
             match self.read_small::<HardStateRecord>(at, limit, TAG_HARD_STATE)? {
                 Some((rec, padded)) => {
-                    if best.is_none_or(|b| rec.seq > b.seq) {
+                    if best.map_or(true, |b| rec.seq > b.seq) {
                         best = Some(rec);
                     }
                     at += padded;
@@ -830,45 +829,45 @@ impl<F: NorFlash, const LOG_SECTORS: usize> FlashStorage<F, LOG_SECTORS> {
     }
 
     fn recover_snapshot(&mut self) -> Result<(), StorageError> {
-        let mut best: Option<(CurrentSnap, u32)> = None;
+        // The slot with the newest valid commit marker is current. The other slot may be
+        // half erased (an interrupted `snapshot_begin`), so only the winner must be intact.
+        let mut best: Option<(usize, SnapCommit)> = None;
         for slot in 0..2 {
             let commit_at = self.commit_addr(slot);
             let slot_end = self.geo.slot[slot] + self.geo.slot_bytes;
-            let Some((commit, _)) =
+            if let Some((c, _)) =
                 self.read_small::<SnapCommit>(commit_at, slot_end, TAG_SNAP_COMMIT)?
-            else {
-                continue;
-            };
-            let base = self.geo.slot[slot];
-            let header = self.read_small::<SnapHeader>(base, commit_at, TAG_SNAP_HEADER)?;
-            let Some((header, data_off)) = header else {
-                return Err(corrupt(base));
-            };
-            if header.gen != commit.gen
-                || data_off as u64 + header.meta.size_bytes > (commit_at - base) as u64
             {
-                return Err(corrupt(base));
-            }
-            if best.as_ref().is_none_or(|(b, _)| commit.gen > b.gen) {
-                best = Some((
-                    CurrentSnap {
-                        slot,
-                        gen: commit.gen,
-                        meta: header.meta,
-                        data_off,
-                    },
-                    commit.data_crc,
-                ));
+                if best.map_or(true, |(_, b)| c.gen > b.gen) {
+                    best = Some((slot, c));
+                }
             }
         }
-        if let Some((cur, crc)) = best {
-            let at = self.geo.slot[cur.slot] + cur.data_off;
-            if self.data_crc(at, cur.meta.size_bytes)? != crc {
-                return Err(corrupt(at));
-            }
-            self.snap_gen = cur.gen;
-            self.snap = Some(cur);
+        let Some((slot, commit)) = best else {
+            return Ok(());
+        };
+        let base = self.geo.slot[slot];
+        let commit_at = self.commit_addr(slot);
+        let Some((header, data_off)) =
+            self.read_small::<SnapHeader>(base, commit_at, TAG_SNAP_HEADER)?
+        else {
+            return Err(corrupt(base));
+        };
+        if header.gen != commit.gen
+            || data_off as u64 + header.meta.size_bytes > (commit_at - base) as u64
+        {
+            return Err(corrupt(base));
         }
+        let at = base + data_off;
+        if self.data_crc(at, header.meta.size_bytes)? != commit.data_crc {
+            return Err(corrupt(at));
+        }
+        self.snap_gen = commit.gen;
+        self.snap = Some(CurrentSnap {
+            slot,
+            meta: header.meta,
+            data_off,
+        });
         Ok(())
     }
 
@@ -1624,7 +1623,6 @@ impl<F: NorFlash, const LOG_SECTORS: usize> FlashStorage<F, LOG_SECTORS> {
         self.snap_gen = p.gen;
         self.snap = Some(CurrentSnap {
             slot: p.slot,
-            gen: p.gen,
             meta: p.meta,
             data_off: p.data_off,
         });

@@ -10,6 +10,7 @@ use shoal_embedded::flash::FlashStorage;
 
 /// One storage call that changes the medium.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Op {
     Append {
         index: LogIndex,
