@@ -182,8 +182,15 @@ fn sim_config(rng: &mut Rng) -> Config {
     c.election_timeout_ms = 150;
     c.heartbeat_interval_ms = 30;
     c.lease_drift_margin_ms = 15;
-    c.max_inflight = rng.range(1, 6) as usize;
-    c.max_entries_per_message = rng.range(1, 16);
+    if rng.chance(1, 3) {
+        // A slow pipeline: one entry per message, one message in flight. A new leader's old
+        // entries then travel apart from its no-op, the window where commit-rule bugs show.
+        c.max_inflight = 1;
+        c.max_entries_per_message = 1;
+    } else {
+        c.max_inflight = rng.range(1, 6) as usize;
+        c.max_entries_per_message = rng.range(1, 16);
+    }
     c.max_bytes_per_message = 4096;
     c.max_pending_proposals = 64;
     c.snapshot_entries = rng.range(20, 200);
@@ -504,7 +511,17 @@ impl<'w, W: Workload> Run<'w, W> {
                 if let Err(e) = n.handle_frame(now, &d.frame) {
                     return Err(SimFailure::new(
                         FailureCategory::Panic,
-                        format!("node {} refused a frame: {e}", d.to),
+                        format!(
+                            "node {} refused a frame from {} ({}): {e} [raft last {} commit {} snap {}; storage last {} snap {}]",
+                            d.to,
+                            d.from,
+                            shoal_core::wire::decode(&d.frame).map(|(f, _)| format!("{:?}", f.body)).unwrap_or_default(),
+                            n.raft().last_index(),
+                            n.raft().commit(),
+                            n.raft().snapshot_index(),
+                            n.storage().last_index(),
+                            n.storage().snapshot_index()
+                        ),
                     ));
                 }
             }

@@ -1777,10 +1777,12 @@ impl Raft {
             reply(self, next, false);
             return Ok(StepOutcome::Done);
         }
+        // Decide before finishing: afterwards the snapshot itself answers for its last index.
+        // Storage applies the same rule (keep the log only if it holds that entry).
+        let keep_log =
+            self.last_index >= meta.index && store.term(meta.index).ok() == Some(meta.term);
         store.snapshot_finish()?;
         self.receiving = None;
-        let keep_log =
-            store.term(meta.index).ok() == Some(meta.term) && self.last_index >= meta.index;
         if !keep_log {
             self.last_index = meta.index;
             self.last_term = meta.term;

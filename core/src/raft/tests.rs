@@ -1439,3 +1439,58 @@ fn a_node_joining_after_compaction_gets_the_snapshot() {
     assert_eq!(c.nodes[&4].raft().stats().snapshots_installed, 1);
     assert_eq!(c.commands(4), c.commands(l));
 }
+
+#[test]
+fn installing_a_snapshot_past_a_conflicting_log_forgets_that_log() {
+    // Found by the simulator: whether to keep the log must be decided before the snapshot is
+    // finished, or the snapshot's own term makes every log look like it matches.
+    let mut c = Cluster::new(&[1, 2]);
+    let now = c.now;
+    let n = c.node(2);
+    // Node 2 holds entries 2..=4 of term 1 that the snapshot (index 3, term 2) contradicts.
+    for i in 2..=4u64 {
+        let e = EntryRef {
+            index: i,
+            term: 1,
+            kind: EntryKind::Normal,
+            data: b"old",
+        };
+        n.store.append(&e).unwrap();
+    }
+    let n = c.nodes.remove(&2).unwrap();
+    let store = n.into_parts().0;
+    c.start(2, store, None);
+    let mut sm = LogSm::default();
+    sm.cmds.push((3, b"new".to_vec()));
+    let mut data = StdVec::new();
+    struct W<'a>(&'a mut StdVec<u8>);
+    impl SnapshotWriter for W<'_> {
+        fn write(&mut self, d: &[u8]) -> Result<(), SnapshotError> {
+            self.0.extend_from_slice(d);
+            Ok(())
+        }
+    }
+    sm.snapshot(&mut W(&mut data)).unwrap();
+    let meta = SnapshotHeader {
+        index: 3,
+        term: 2,
+        membership: Membership::new(&[1, 2], &[]).unwrap(),
+        size_bytes: data.len() as u64,
+        crc: crate::record::CRC32C.checksum(&data),
+    };
+    let msg = Message::Snapshot {
+        term: 2,
+        meta,
+        offset: 0,
+        done: true,
+    };
+    c.node(2).receive(now, 1, &msg, &data).unwrap();
+    let n = &c.nodes[&2];
+    assert_eq!(
+        n.raft().last_index(),
+        3,
+        "the contradicted suffix is gone from Raft's view"
+    );
+    assert_eq!(n.storage().last_index(), 3, "and from storage");
+    assert_eq!(n.state_machine().cmds, vec![(3, b"new".to_vec())]);
+}

@@ -154,6 +154,28 @@ impl FaultSchedule {
             if t >= quiet_from_ms {
                 break;
             }
+            if plan.down == 0 && plan.rng.chance(1, 8) {
+                // A leader storm: crash whoever leads, bring the longest-down node back, again
+                // and again, faster than the log settles. Several short-lived leaders with
+                // partly replicated logs are what exposes commit-rule bugs (Raft §5.4.2).
+                let rounds = plan.rng.range(3, 10);
+                for _ in 0..rounds {
+                    if t >= quiet_from_ms {
+                        break;
+                    }
+                    events.push(ScheduledEvent {
+                        at_ms: t,
+                        event: FaultEvent::Crash(NodeTarget::Leader),
+                    });
+                    t += plan.rng.range(150, 450);
+                    events.push(ScheduledEvent {
+                        at_ms: t,
+                        event: FaultEvent::Restart(NodeTarget::LongestDown),
+                    });
+                    t += plan.rng.range(20, 300);
+                }
+                continue;
+            }
             if let Some(event) = plan.next_event() {
                 events.push(ScheduledEvent { at_ms: t, event });
             }
