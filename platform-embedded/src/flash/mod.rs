@@ -70,6 +70,10 @@ const CHUNK: usize = 256;
 const HEAD_BYTES: usize = 48;
 /// Largest framed sector header: tag + postcard(SectorHeader) + framing.
 const SECTOR_HEADER_MAX: usize = 1 + 5 + 5 + 10 + 5 + 1 + 9;
+/// Largest framed snapshot header: tag, generation and a `SnapshotMeta` with the largest
+/// membership (four sets of `MAX_MEMBERS` ids), plus framing.
+const SNAP_HEADER_MAX: usize =
+    1 + 5 + 10 + 10 + 4 * (1 + 10 * shoal_core::limits::MAX_MEMBERS) + 1 + 10 + 5 + 9;
 /// Largest framed snapshot commit marker.
 const COMMIT_MAX: usize = 1 + 5 + 5 + 9;
 
@@ -495,12 +499,14 @@ impl<F: NorFlash, const LOG_SECTORS: usize> FlashStorage<F, LOG_SECTORS> {
         self.max_entry_bytes() - MAX_HEADER_BYTES
     }
 
-    /// Largest snapshot that fits a slot (the header's size depends on the membership; this
-    /// assumes the largest membership).
+    /// Largest snapshot that fits a slot whatever the membership (the slot header holds the
+    /// snapshot's membership; a small one leaves more room than this). 0 when a slot is too
+    /// small for the largest header: such a layout still works for small memberships, and
+    /// [`Storage::snapshot_begin`] answers [`StorageError::Full`] when a snapshot does not fit.
     pub fn max_snapshot_bytes(&self) -> u64 {
-        (self.geo.slot_bytes as usize
-            - pad_to(MAX_SMALL_RECORD, F::WRITE_SIZE)
-            - pad_to(COMMIT_MAX, F::WRITE_SIZE)) as u64
+        (self.geo.slot_bytes as usize)
+            .saturating_sub(pad_to(SNAP_HEADER_MAX, F::WRITE_SIZE))
+            .saturating_sub(pad_to(COMMIT_MAX, F::WRITE_SIZE)) as u64
     }
 
     /// How much of the ring is in use.
