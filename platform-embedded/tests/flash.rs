@@ -313,7 +313,10 @@ fn ram_footprint_is_small_and_fixed() {
     let flash = core::mem::size_of::<Sim>();
     let s8 = core::mem::size_of::<FlashStorage<Sim, 8>>() - flash;
     let s64 = core::mem::size_of::<FlashStorage<Sim, 64>>() - flash;
-    println!("FlashStorage RAM without the flash: {} B at 8 log sectors, {} B at 64", s8, s64);
+    println!(
+        "FlashStorage RAM without the flash: {} B at 8 log sectors, {} B at 64",
+        s8, s64
+    );
     let per_sector = (s64 - s8) / 56;
     assert!(per_sector <= 40, "{} B per log sector", per_sector);
     // Two `SnapshotMeta`s (current and being written) with room for the largest membership
