@@ -615,6 +615,8 @@ where
         }
         res.map_err(NodeError::Snapshot)?;
         self.store.snapshot_finish()?;
+        // Refresh the commit hint alongside the snapshot (Raft saves it only with term or vote).
+        self.store.save_hard_state(&self.raft.hard_state())?;
         self.raft.on_snapshot_taken(now_ms, index, term);
         let upto = index.saturating_sub(self.cfg.raft.snapshot_keep_entries);
         if upto > 0 {

@@ -853,6 +853,7 @@ impl<'w, W: Workload> Run<'w, W> {
     }
 
     fn finish(mut self) -> Result<SeedReport, SimFailure> {
+
         // Faults stopped at `quiet_from_ms`; by now a leader must lead every live member.
         let leader = self.leader().ok_or_else(|| {
             SimFailure::new(

@@ -1204,8 +1204,12 @@ impl Raft {
             // Single-voter group: nothing to send, commit follows persistence.
             self.replicate_pending = false;
         }
+        // Only term and vote changes are saved: they are what safety needs. The commit index
+        // rides along as a hint whenever they are written (and when a snapshot is taken), never
+        // on its own, so a busy leader does not rewrite its hard state on every batch (that
+        // would also wear out a flash hard-state sector in weeks).
         let hs = self.hard_state();
-        if hs != self.hs_saved {
+        if hs.term != self.hs_saved.term || hs.vote != self.hs_saved.vote {
             #[allow(unused_mut)]
             let mut to_save = hs;
             #[cfg(feature = "mutants")]
@@ -1216,10 +1220,7 @@ impl Raft {
                 }
             }
             store.save_hard_state(&to_save)?;
-            // Only term and vote changes gate messages; a commit hint does not.
-            if hs.term != self.hs_saved.term || hs.vote != self.hs_saved.vote {
-                self.hs_unsynced = true;
-            }
+            self.hs_unsynced = true;
             self.hs_saved = hs;
         }
         Ok(())

@@ -154,25 +154,35 @@ impl FaultSchedule {
             if t >= quiet_from_ms {
                 break;
             }
-            if plan.down == 0 && plan.rng.chance(1, 8) {
-                // A leader storm: crash whoever leads, bring the longest-down node back, again
-                // and again, faster than the log settles. Several short-lived leaders with
-                // partly replicated logs are what exposes commit-rule bugs (Raft §5.4.2).
-                let rounds = plan.rng.range(3, 10);
+            if plan.down == 0 && plan.rng.chance(1, 6) {
+                // A leader storm, faster than the log settles. Crash storms kill whoever leads
+                // and bring the longest-down node back; isolation storms cut whoever leads off
+                // (healing the previous one), so each deposed leader keeps a divergent suffix of
+                // client writes. Short-lived leaders with partly replicated, conflicting logs are
+                // what exposes commit-rule bugs (Raft §5.4.2, Figure 8).
+                let crash = plan.rng.chance(1, 2);
+                let rounds = plan.rng.range(3, 12);
                 for _ in 0..rounds {
                     if t >= quiet_from_ms {
                         break;
                     }
-                    events.push(ScheduledEvent {
-                        at_ms: t,
-                        event: FaultEvent::Crash(NodeTarget::Leader),
-                    });
-                    t += plan.rng.range(150, 450);
-                    events.push(ScheduledEvent {
-                        at_ms: t,
-                        event: FaultEvent::Restart(NodeTarget::LongestDown),
-                    });
-                    t += plan.rng.range(20, 300);
+                    if crash {
+                        events.push(ScheduledEvent {
+                            at_ms: t,
+                            event: FaultEvent::Crash(NodeTarget::Leader),
+                        });
+                        t += plan.rng.range(150, 450);
+                        events.push(ScheduledEvent {
+                            at_ms: t,
+                            event: FaultEvent::Restart(NodeTarget::LongestDown),
+                        });
+                        t += plan.rng.range(20, 300);
+                    } else {
+                        let event =
+                            FaultEvent::Partition(PartitionSpec::Isolate(NodeTarget::Leader));
+                        events.push(ScheduledEvent { at_ms: t, event });
+                        t += plan.rng.range(160, 500);
+                    }
                 }
                 continue;
             }
