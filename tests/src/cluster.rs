@@ -38,6 +38,11 @@ pub enum ClientRequest<O> {
         /// The operation for the history.
         op: O,
     },
+    /// A write the history does not track (extra load: directories, temporary nodes, locks).
+    Untracked {
+        /// The command bytes.
+        command: Vec<u8>,
+    },
     /// A linearizable read, served once the read index is applied.
     Read {
         /// The operation for the history.
@@ -63,7 +68,17 @@ pub trait Workload: Send + Sync {
         rng: &mut Rng,
         client: u64,
         seq: u64,
+        now_ms: u64,
     ) -> (Self::Key, ClientRequest<<Self::Model as Model>::Op>);
+    /// Whether a write whose answer was lost may be sent again unchanged (the state machine
+    /// deduplicates it by client session). Without it, lost answers stay unknown.
+    fn retries(&self) -> bool {
+        false
+    }
+    /// A safety check of one replica's state after a batch of applies.
+    fn check(&self, _sm: &Self::Sm) -> Result<(), String> {
+        Ok(())
+    }
     /// The history result of an applied write.
     fn write_result(
         &self,
@@ -160,6 +175,9 @@ type Op<W> = <<W as Workload>::Model as Model>::Op;
 type Ret<W> = <<W as Workload>::Model as Model>::Ret;
 
 struct Pending<W: Workload> {
+    /// The command, kept for retries.
+    command: Vec<u8>,
+    attempts: u32,
     client: u64,
     hist: usize,
     node: NodeId,
@@ -235,13 +253,17 @@ struct Run<'w, W: Workload> {
 
 const CLIENTS: u64 = 4;
 const OP_TIMEOUT_MS: u64 = 1_000;
+/// A client sends one write at most this many times.
+const MAX_ATTEMPTS: u32 = 6;
 
 impl<'w, W: Workload> Run<'w, W> {
     fn new(w: &'w W, seed: u64, opts: &RunOpts) -> Result<Self, SimFailure> {
         #[cfg(feature = "mutants")]
         {
             let name = opts.mutant.as_deref().unwrap_or("");
-            if !shoal_core::mutants::select(name) && !name.starts_with("kv-") {
+            shoal_kv::kv_mutant_disable_all();
+            let kv = name.starts_with("kv-") && shoal_kv::kv_mutant_enable(name);
+            if !shoal_core::mutants::select(if kv { "" } else { name }) && !kv {
                 return Err(SimFailure::new(
                     FailureCategory::Setup,
                     format!("unknown mutant {name}"),
@@ -548,6 +570,26 @@ impl<'w, W: Workload> Run<'w, W> {
         Ok(())
     }
 
+    fn live_nodes(&self) -> Vec<NodeId> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.node.is_some())
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
+    /// Clients mostly talk to whoever they believe leads, sometimes to anyone.
+    fn pick_target(&mut self) -> Option<NodeId> {
+        let live = self.live_nodes();
+        if live.is_empty() {
+            return None;
+        }
+        Some(match self.leader() {
+            Some(l) if self.rng.chance(3, 4) => l,
+            _ => live[self.rng.range(0, live.len() as u64) as usize],
+        })
+    }
+
     fn clients(&mut self) -> Result<(), SimFailure> {
         for client in 0..CLIENTS {
             if self.client_busy_until.get(&client).copied().unwrap_or(0) > self.now {
@@ -559,22 +601,14 @@ impl<'w, W: Workload> Run<'w, W> {
             // Think time between operations.
             let think = self.rng.range(0, 20);
             self.client_busy_until.insert(client, self.now + think);
-            self.client_seq += 1;
-            let (key, req) = self.w.next_request(&mut self.rng, client, self.client_seq);
-            // Clients mostly talk to whoever they believe leads, sometimes to anyone.
-            let live: Vec<NodeId> = self
-                .slots
-                .iter()
-                .filter(|(_, s)| s.node.is_some())
-                .map(|(i, _)| *i)
-                .collect();
-            if live.is_empty() {
+            let Some(target) = self.pick_target() else {
                 continue;
-            }
-            let target = match self.leader() {
-                Some(l) if self.rng.chance(3, 4) => l,
-                _ => live[self.rng.range(0, live.len() as u64) as usize],
             };
+            self.client_seq += 1;
+            let now = self.local(target);
+            let (key, req) = self
+                .w
+                .next_request(&mut self.rng, client, self.client_seq, now);
             self.issue(client, target, key, req);
         }
         Ok(())
@@ -587,9 +621,17 @@ impl<'w, W: Workload> Run<'w, W> {
         let Some(n) = self.node_mut(target) else {
             return;
         };
+        let mut kept = Vec::new();
         let (op, kind) = match req {
+            ClientRequest::Untracked { command } => {
+                let _ = n.propose(now, &command);
+                return;
+            }
             ClientRequest::Write { command, op } => match n.propose(now, &command) {
-                Ok((index, term)) => (op, PendingKind::Write { index, term }),
+                Ok((index, term)) => {
+                    kept = command;
+                    (op, PendingKind::Write { index, term })
+                }
                 // Refused before it was appended: it certainly did not happen.
                 Err(_) => return,
             },
@@ -616,6 +658,8 @@ impl<'w, W: Workload> Run<'w, W> {
             response: None,
         });
         self.pending.push(Pending {
+            command: kept,
+            attempts: 1,
             client,
             hist,
             node: target,
@@ -625,6 +669,46 @@ impl<'w, W: Workload> Run<'w, W> {
             kind,
             deadline: self.now + OP_TIMEOUT_MS,
         });
+    }
+
+    /// Send a write whose answer was lost again, unchanged (same session and sequence), to
+    /// whoever leads now. Returns false when the client gives up: the outcome stays unknown.
+    fn retry(&mut self, mut p: Pending<W>) -> bool {
+        if !self.w.retries() || p.attempts >= MAX_ATTEMPTS {
+            return false;
+        }
+        let Some(target) = self.leader().or_else(|| self.pick_target()) else {
+            return false;
+        };
+        let now = self.local(target);
+        let incarnation = self.slots[&target].incarnation;
+        let Some(n) = self.node_mut(target) else {
+            return false;
+        };
+        match n.propose(now, &p.command) {
+            Ok((index, term)) => {
+                p.kind = PendingKind::Write { index, term };
+                p.node = target;
+                p.incarnation = incarnation;
+                p.attempts += 1;
+                p.deadline = self.now + OP_TIMEOUT_MS;
+                self.trace(|| {
+                    format!(
+                        "client {} retries its write on node {target} (attempt {})",
+                        p.client, p.attempts
+                    )
+                });
+                self.pending.push(p);
+                true
+            }
+            Err(_) => {
+                // Not appended anywhere this time; try again a little later.
+                p.attempts += 1;
+                p.deadline = self.now + 50;
+                self.pending.push(p);
+                true
+            }
+        }
     }
 
     fn flush_all(&mut self) -> Result<(), SimFailure> {
@@ -647,6 +731,16 @@ impl<'w, W: Workload> Run<'w, W> {
             }
             for ev in events {
                 self.on_event(id, incarnation, ev)?;
+            }
+            if let Some(n) = self.slots.get(&id).and_then(|s| s.node.as_ref()) {
+                self.w.check(&n.state_machine().inner).map_err(|m| {
+                    SimFailure::new(
+                        FailureCategory::Invariant(
+                            crate::sim::invariants::InvariantKind::StateMachineSafety,
+                        ),
+                        format!("node {id}: {m}"),
+                    )
+                })?;
             }
             // Reads served by the lease wait only for the apply.
             self.serve_lease_reads(id, incarnation);
@@ -707,14 +801,20 @@ impl<'w, W: Workload> Run<'w, W> {
                 });
                 if let Some(at) = found {
                     let p = self.pending.swap_remove(at);
-                    if let PendingKind::Write { term: t, .. } = p.kind {
-                        if t == term {
-                            if let Some(ret) = self.w.write_result(&p.op, &output) {
-                                self.history[p.hist].response = Some((self.now, ret));
-                            }
+                    let PendingKind::Write { term: t, .. } = p.kind else {
+                        unreachable!("matched a write above")
+                    };
+                    // A lost answer (the client's connection dropped it) is simulated now and
+                    // then, so retries hit the state machine's exactly-once table.
+                    let answer_lost = self.w.retries() && self.rng.chance(1, 8);
+                    if t == term && !answer_lost {
+                        if let Some(ret) = self.w.write_result(&p.op, &output) {
+                            self.history[p.hist].response = Some((self.now, ret));
                         }
-                        // Another term at that index: the proposal was overwritten; its fate
-                        // stays unknown to the client (it may be retried elsewhere).
+                    } else {
+                        // Overwritten (another term at that index) or answer lost: the
+                        // client does not know whether it happened and sends it again.
+                        self.retry(p);
                     }
                 }
             }
@@ -805,7 +905,9 @@ impl<'w, W: Workload> Run<'w, W> {
                 .unwrap_or(true);
             if p.deadline <= self.now || node_gone {
                 let p = self.pending.swap_remove(i);
-                if !matches!(p.kind, PendingKind::Write { .. }) {
+                if matches!(p.kind, PendingKind::Write { .. }) {
+                    self.retry(p);
+                } else {
                     self.drop_read(p.hist);
                 }
             } else {
@@ -853,7 +955,6 @@ impl<'w, W: Workload> Run<'w, W> {
     }
 
     fn finish(mut self) -> Result<SeedReport, SimFailure> {
-
         // Faults stopped at `quiet_from_ms`; by now a leader must lead every live member.
         let leader = self.leader().ok_or_else(|| {
             SimFailure::new(
@@ -1080,6 +1181,7 @@ impl Workload for RegisterWorkload {
         rng: &mut Rng,
         _client: u64,
         seq: u64,
+        _now_ms: u64,
     ) -> (u8, ClientRequest<RegisterOp>) {
         let key = rng.range(0, 3) as u8;
         let req = match rng.range(0, 10) {

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod kv_workload;
 pub mod linearizability;
 pub mod memstore;
 pub mod sim;

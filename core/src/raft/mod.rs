@@ -520,6 +520,9 @@ impl Raft {
 
     /// A snapshot covering `index` (term `term`) is now durable in storage.
     pub fn on_snapshot_taken(&mut self, now_ms: u64, index: LogIndex, term: Term) {
+        // Writing a local snapshot replaced any partly received one in storage: a transfer in
+        // progress must restart from offset 0 (the next chunk's reply says so).
+        self.receiving = None;
         if index > self.snapshot_index {
             self.snapshot_index = index;
             self.snapshot_term = term;

@@ -35,7 +35,12 @@ pub struct RunOpts {
     pub verbose: bool,
     /// The planted bug to activate, if any (one of [`MUTANTS`]).
     pub mutant: Option<String>,
+    /// The workload: `kv` (DtKV, the default) or `register`.
+    pub workload: String,
 }
+
+/// The default workload.
+pub const DEFAULT_WORKLOAD: &str = "kv";
 
 impl Default for RunOpts {
     fn default() -> Self {
@@ -43,6 +48,7 @@ impl Default for RunOpts {
             steps: DEFAULT_STEPS,
             verbose: false,
             mutant: None,
+            workload: DEFAULT_WORKLOAD.to_string(),
         }
     }
 }
@@ -154,6 +160,9 @@ pub struct Args {
     /// Run length in simulated milliseconds per seed.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_STEPS)]
     pub steps: u64,
+    /// The state machine and client operations: `kv` (DtKV) or `register`.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_WORKLOAD)]
+    pub workload: String,
     /// Run seeds on this many threads (each seed stays single-threaded and deterministic).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
@@ -194,6 +203,9 @@ pub fn replay_command(seed: u64, opts: &RunOpts) -> String {
     }
     if let Some(m) = &opts.mutant {
         cmd.push_str(&format!(" --mutant {m}"));
+    }
+    if opts.workload != DEFAULT_WORKLOAD {
+        cmd.push_str(&format!(" --workload {}", opts.workload));
     }
     cmd
 }
@@ -263,6 +275,7 @@ fn run_inner(args: &Args, runner: &dyn SeedRunner, out: &mut dyn Write) -> Resul
         steps: args.steps,
         verbose: args.verbose,
         mutant: args.mutant.clone(),
+        workload: args.workload.clone(),
     };
     let single = args.seed.is_some();
 

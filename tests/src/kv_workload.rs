@@ -1,0 +1,320 @@
+//! The DtKV workload for the simulator: several clients with exactly-once sessions issue random
+//! DtKV operations on a small key set, through leader changes and every injected fault.
+//!
+//! Values of `k0`..`k2` are checked for linearizability per key (put, get, remove,
+//! compare-and-set). Directories, temporary nodes and locks run alongside as extra load; locks
+//! are checked for safety on every replica (a lock changes hands only with a larger fencing
+//! token), and replicas' digests are compared after convergence.
+
+use crate::cluster::{ClientRequest, Workload};
+use crate::linearizability::{KvKey, KvOp, KvRet};
+use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+use shoal_core::rng::Rng;
+use shoal_core::{LogIndex, NodeId, Term};
+use shoal_kv::{Applied, Command, DtKv, KvBuffers, KvError, KvLimits, NodeKind, Op, WriteResult};
+use std::cell::{Cell, RefCell};
+use std::mem::ManuallyDrop;
+
+/// Buffers sized for the simulator's small key set.
+type SimKvBuffers = KvBuffers<128, 256, 16384, 32, 64, 32, 256, 8192>;
+
+/// A DtKV replica that owns its buffers.
+pub struct KvSm {
+    // Declared before `mem`: the store borrows the buffers and is dropped first (see Drop).
+    kv: ManuallyDrop<DtKv<'static>>,
+    mem: *mut SimKvBuffers,
+    last_expire_ms: Cell<u64>,
+    lock_state: RefCell<(u64, u64)>,
+    lock_violation: RefCell<Option<String>>,
+}
+
+impl KvSm {
+    fn new() -> KvSm {
+        let mem = Box::into_raw(Box::new(SimKvBuffers::new()));
+        let mut base = KvLimits::embedded();
+        base.max_ttl_ms = 60_000;
+        let limits = SimKvBuffers::limits(base);
+        // SAFETY: `mem` comes from `Box::into_raw`, is never moved or aliased, and lives until
+        // `drop`, which drops the store (the only borrower) before freeing it. The `'static`
+        // lifetime never escapes this type: `store()` hands out borrows tied to `&self`.
+        let memory = unsafe { &mut *mem }.memory();
+        let kv = DtKv::new(memory, limits).expect("simulator KV limits match their buffers");
+        KvSm {
+            kv: ManuallyDrop::new(kv),
+            mem,
+            last_expire_ms: Cell::new(0),
+            lock_state: RefCell::new((0, 0)),
+            lock_violation: RefCell::new(None),
+        }
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &DtKv<'_> {
+        &self.kv
+    }
+
+    /// Lock safety on this replica: the lock changes hands only with a larger fencing token.
+    fn check_lock(&self, index: LogIndex) {
+        let (owner, fence) = match self.kv.get(LOCK) {
+            Ok(v) if v.kind == NodeKind::Lock => (v.owner, v.fence),
+            _ => (0, 0),
+        };
+        let mut last = self.lock_state.borrow_mut();
+        let (last_owner, last_fence) = *last;
+        if owner != 0 && fence != 0 {
+            if fence < last_fence {
+                *self.lock_violation.borrow_mut() = Some(format!(
+                    "lock fencing token went back from {last_fence} to {fence} at index {index}"
+                ));
+            } else if fence == last_fence && owner != last_owner && last_owner != 0 {
+                *self.lock_violation.borrow_mut() = Some(format!(
+                    "lock passed from client {last_owner} to {owner} under one fencing token {fence} at index {index}"
+                ));
+            }
+        }
+        if owner != 0 {
+            *last = (owner, fence.max(last_fence));
+        } else {
+            *last = (0, last_fence);
+        }
+    }
+}
+
+impl Drop for KvSm {
+    fn drop(&mut self) {
+        // SAFETY: the store is the only borrower of the buffers; drop it, then free them.
+        unsafe {
+            ManuallyDrop::drop(&mut self.kv);
+            drop(Box::from_raw(self.mem));
+        }
+    }
+}
+
+impl StateMachine for KvSm {
+    type Output = Applied;
+    fn apply(&mut self, index: LogIndex, term: Term, command: &[u8]) -> Applied {
+        let out = self.kv.apply(index, term, command);
+        self.check_lock(index);
+        out
+    }
+    fn skip(&mut self, index: LogIndex) {
+        self.kv.skip(index)
+    }
+    fn applied_index(&self) -> LogIndex {
+        self.kv.applied_index()
+    }
+    fn snapshot(&self, out: &mut dyn SnapshotWriter) -> Result<(), SnapshotError> {
+        self.kv.snapshot(out)
+    }
+    fn restore(
+        &mut self,
+        index: LogIndex,
+        src: &mut dyn SnapshotReader,
+    ) -> Result<(), SnapshotError> {
+        let r = self.kv.restore(index, src);
+        // A restored replica learns the lock's state afresh (tokens still may not go back).
+        let last_fence = self.lock_state.borrow().1;
+        *self.lock_state.borrow_mut() = (0, last_fence);
+        self.check_lock(index);
+        r
+    }
+    fn on_leadership(&mut self, leader: bool, term: Term, leader_id: NodeId) {
+        self.kv.on_leadership(leader, term, leader_id)
+    }
+}
+
+const KEYS: [&[u8]; 3] = [b"k0", b"k1", b"k2"];
+const LOCK: &[u8] = b"lk";
+
+/// DtKV operations from clients with sessions.
+pub struct KvWorkload;
+
+fn encode(cmd: &Command<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 1024];
+    let n = cmd.encode(&mut buf).expect("simulator commands fit 1 KiB");
+    buf.truncate(n);
+    buf
+}
+
+fn value_for(client: u64, seq: u64) -> Vec<u8> {
+    format!("c{client}s{seq}").into_bytes()
+}
+
+impl Workload for KvWorkload {
+    type Sm = KvSm;
+    type Key = u8;
+    type Model = KvKey;
+
+    fn new_sm(&self) -> KvSm {
+        KvSm::new()
+    }
+
+    fn retries(&self) -> bool {
+        true
+    }
+
+    fn next_request(
+        &self,
+        rng: &mut Rng,
+        client: u64,
+        seq: u64,
+        now_ms: u64,
+    ) -> (u8, ClientRequest<KvOp>) {
+        let k = rng.range(0, KEYS.len() as u64) as u8;
+        let key = KEYS[k as usize];
+        let client_id = client + 1;
+        let cmd = |op: Op<'_>| {
+            encode(&Command {
+                client_id,
+                seq,
+                time_ms: now_ms,
+                op,
+            })
+        };
+        let value = value_for(client, seq);
+        let req = match rng.range(0, 20) {
+            0..=4 => ClientRequest::Write {
+                command: cmd(Op::Put { key, value: &value }),
+                op: KvOp::Put(value.clone()),
+            },
+            5..=6 => ClientRequest::Write {
+                command: cmd(Op::Remove { key }),
+                op: KvOp::Remove,
+            },
+            7..=9 => {
+                // Expect a value some client may have written, or absence.
+                let expect = if rng.chance(1, 4) {
+                    None
+                } else {
+                    Some(value_for(
+                        rng.range(0, 4),
+                        rng.range(seq.saturating_sub(40), seq + 1),
+                    ))
+                };
+                let command = cmd(Op::CompareAndSet {
+                    key,
+                    expect: expect.as_deref(),
+                    value: &value,
+                });
+                ClientRequest::Write {
+                    command,
+                    op: KvOp::Cas {
+                        expect,
+                        new: Some(value.clone()),
+                    },
+                }
+            }
+            10..=11 => ClientRequest::Read {
+                op: KvOp::Get,
+                lease: true,
+            },
+            12..=13 => ClientRequest::Read {
+                op: KvOp::Get,
+                lease: false,
+            },
+            14 => ClientRequest::Untracked {
+                command: cmd(Op::Mkdir { key: b"d" }),
+            },
+            15 => {
+                let k = format!("d.c{client}");
+                ClientRequest::Untracked {
+                    command: cmd(Op::Put {
+                        key: k.as_bytes(),
+                        value: &value,
+                    }),
+                }
+            }
+            16 => {
+                let k = format!("t{client}");
+                let ttl_ms = rng.range(50, 1500);
+                ClientRequest::Untracked {
+                    command: cmd(Op::PutTemp {
+                        key: k.as_bytes(),
+                        value: &value,
+                        ttl_ms,
+                    }),
+                }
+            }
+            17 => {
+                let lease_ms = rng.range(100, 1000);
+                let wait_ms = if rng.chance(1, 2) {
+                    0
+                } else {
+                    rng.range(50, 800)
+                };
+                ClientRequest::Untracked {
+                    command: cmd(Op::TryLock {
+                        key: LOCK,
+                        lease_ms,
+                        wait_ms,
+                    }),
+                }
+            }
+            18 => ClientRequest::Untracked {
+                command: cmd(Op::Unlock { key: LOCK }),
+            },
+            _ => ClientRequest::Untracked {
+                command: cmd(Op::UpdateLockLease {
+                    key: LOCK,
+                    lease_ms: 500,
+                }),
+            },
+        };
+        (k, req)
+    }
+
+    fn write_result(&self, op: &KvOp, out: &Applied) -> Option<KvRet> {
+        match (op, &out.result) {
+            (KvOp::Put(_), WriteResult::Done) => Some(KvRet::Done),
+            (KvOp::Remove, WriteResult::Done) => Some(KvRet::Removed(true)),
+            (KvOp::Remove, WriteResult::Failed(KvError::NotFound)) => Some(KvRet::Removed(false)),
+            (KvOp::Cas { .. }, WriteResult::Done) => Some(KvRet::Swapped(true)),
+            (KvOp::Cas { .. }, WriteResult::Failed(KvError::CasMismatch)) => {
+                Some(KvRet::Swapped(false))
+            }
+            // Anything else is an answer the model cannot explain: report it as such.
+            (_, other) => Some(KvRet::Value(Some(
+                format!("unexpected answer {other:?}").into_bytes(),
+            ))),
+        }
+    }
+
+    fn read(&self, sm: &KvSm, key: &u8, _op: &KvOp) -> KvRet {
+        match sm.store().get(KEYS[*key as usize]) {
+            Ok(v) => KvRet::Value(Some(v.value.to_vec())),
+            Err(_) => KvRet::Value(None),
+        }
+    }
+
+    fn final_read(&self, _key: &u8) -> KvOp {
+        KvOp::Get
+    }
+
+    fn keys(&self) -> Vec<u8> {
+        (0..KEYS.len() as u8).collect()
+    }
+
+    fn init(&self, _key: &u8) -> KvKey {
+        KvKey::default()
+    }
+
+    fn digest(&self, sm: &KvSm) -> u64 {
+        sm.store().digest()
+    }
+
+    fn housekeeping(&self, sm: &KvSm, now_ms: u64) -> Option<Vec<u8>> {
+        // Expiry is decided by the leader and committed; propose it at most every 50 ms.
+        if sm.store().expired_at(now_ms) && now_ms >= sm.last_expire_ms.get() + 50 {
+            sm.last_expire_ms.set(now_ms);
+            return Some(encode(&Command::expire(now_ms)));
+        }
+        None
+    }
+
+    fn check(&self, sm: &KvSm) -> Result<(), String> {
+        match sm.lock_violation.borrow().clone() {
+            Some(v) => Err(v),
+            None => Ok(()),
+        }
+    }
+}

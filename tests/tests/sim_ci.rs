@@ -1,0 +1,71 @@
+//! The simulator's CI seed range, run by `cargo test`: every seed must pass every check.
+//! A failure names the seed and the one command that replays it.
+
+use shoal_tests::cluster::{RaftRunner, RegisterWorkload};
+use shoal_tests::kv_workload::KvWorkload;
+use shoal_tests::sim::cli::{replay_command, RunOpts, SeedRunner};
+
+/// Seeds of the DtKV workload (the default) CI runs.
+const KV_SEEDS: std::ops::Range<u64> = 0..1000;
+/// Seeds of the plain register workload CI runs.
+const REGISTER_SEEDS: std::ops::Range<u64> = 0..200;
+
+fn run_range<R: SeedRunner>(runner: &R, seeds: std::ops::Range<u64>, workload: &str) {
+    let opts = RunOpts {
+        workload: workload.to_string(),
+        ..RunOpts::default()
+    };
+    // Two threads, each taking every other seed; each seed is deterministic on its own.
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2u64)
+            .map(|t| {
+                let seeds = seeds.clone();
+                let opts = &opts;
+                s.spawn(move || {
+                    seeds
+                        .filter(|seed| seed % 2 == t)
+                        .filter_map(|seed| match runner.run(seed, opts) {
+                            Ok(_) => None,
+                            Err(e) => Some(format!(
+                                "seed {seed}: {e}\n  replay: {}",
+                                replay_command(seed, opts)
+                            )),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("seed thread"))
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn dtkv_workload_ci_range_passes() {
+    run_range(
+        &RaftRunner {
+            workload: KvWorkload,
+        },
+        KV_SEEDS,
+        "kv",
+    );
+}
+
+#[test]
+fn register_workload_ci_range_passes() {
+    run_range(
+        &RaftRunner {
+            workload: RegisterWorkload,
+        },
+        REGISTER_SEEDS,
+        "register",
+    );
+}
