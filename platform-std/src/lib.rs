@@ -4,6 +4,8 @@
 //!
 //! - [`storage`]: the file-backed [`shoal_core::storage::Storage`] (data dir, identity, log
 //!   segments, hard state, snapshots, fsync modes) and read-only scanners for `shoal-inspect`.
+//! - [`protocol`]: the client protocol spoken on a node's client port.
 #![warn(missing_docs)]
 
+pub mod protocol;
 pub mod storage;

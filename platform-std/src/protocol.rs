@@ -1,0 +1,517 @@
+//! The client protocol: what applications, `shoalctl` and `shoal-bench` send to a `shoald`
+//! client port, and what comes back.
+//!
+//! Every message is one record of [`shoal_core::record`] (length, version, body, CRC-32C) whose
+//! body is postcard of a [`RequestFrame`] or [`ResponseFrame`]. A connection carries any number
+//! of requests in flight (pipelining); each answer echoes its request's `id`. Watch events arrive
+//! as extra [`ResponseFrame`]s carrying the id of the `Watch` request that opened them.
+//!
+//! Writes carry an exactly-once session (`client_id`, `seq`): a client that did not get an
+//! answer sends the *same* request again (to any node) and receives the original answer.
+//!
+//! Every answer falls in one of three classes, which `shoalctl` turns into exit codes:
+//! definite (it happened, or it certainly did not: [`Response::Error`]),
+//! [`Response::NotLeader`] / [`Response::Unavailable`] (it did not happen; try elsewhere or
+//! later), and — on the client side only — *indeterminate* (sent, no answer).
+
+use serde::{Deserialize, Serialize};
+use shoal_core::record;
+use shoal_core::{GroupId, LogIndex, NodeId, Term};
+use shoal_kv::{KvError, NodeKind, WriteResult};
+
+/// Version of this protocol; a server refuses frames of another major version with
+/// [`ErrorCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest request or response body accepted (16 MiB).
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// A request and its correlation id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Protocol version of the sender.
+    pub version: u16,
+    /// Chosen by the client; echoed in the answer.
+    pub id: u64,
+    /// The Raft group the request is for (0 is the default group).
+    pub group: GroupId,
+    /// What is asked.
+    pub request: Request,
+}
+
+/// An answer (or a watch event) and the id of the request it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// The request's id.
+    pub id: u64,
+    /// The answer.
+    pub response: Response,
+}
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ReadMode {
+    /// Linearizable through ReadIndex (works on any node; followers ask the leader).
+    #[default]
+    Linearizable,
+    /// Linearizable through the leader lease (leader only; cheaper, relies on bounded clock drift).
+    Lease,
+    /// From this node's applied state, possibly stale.
+    Local,
+}
+
+/// A DtKV write, owned (the server turns it into a [`shoal_kv::Command`] and stamps the time).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Set a value.
+    Put {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Remove a value, temporary node, or empty directory.
+    Remove {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Several puts in one log entry.
+    BatchPut {
+        /// Key/value pairs.
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Several removes in one log entry.
+    BatchRemove {
+        /// Keys.
+        keys: Vec<Vec<u8>>,
+    },
+    /// Compare-and-set (`expect: None` means "must not exist").
+    CompareAndSet {
+        /// Key.
+        key: Vec<u8>,
+        /// Expected current value.
+        expect: Option<Vec<u8>>,
+        /// New value.
+        value: Vec<u8>,
+    },
+    /// A temporary value owned by the session.
+    PutTemp {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Time to live.
+        ttl_ms: u64,
+    },
+    /// A temporary directory owned by the session.
+    MakeTempDir {
+        /// Key.
+        key: Vec<u8>,
+        /// Time to live.
+        ttl_ms: u64,
+    },
+    /// A new TTL for a temporary node (owner only).
+    UpdateTtl {
+        /// Key.
+        key: Vec<u8>,
+        /// Time to live.
+        ttl_ms: u64,
+    },
+    /// Acquire a lock (optionally waiting in its queue).
+    TryLock {
+        /// Lock key.
+        key: Vec<u8>,
+        /// Lease once acquired.
+        lease_ms: u64,
+        /// How long to wait in the queue (0: fail at once if held).
+        wait_ms: u64,
+    },
+    /// Release a lock (or leave its queue).
+    Unlock {
+        /// Lock key.
+        key: Vec<u8>,
+    },
+    /// Extend a held lock's lease.
+    UpdateLockLease {
+        /// Lock key.
+        key: Vec<u8>,
+        /// New lease from now.
+        lease_ms: u64,
+    },
+}
+
+/// A membership change request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// Add a node (as observer, or as voter through an observer phase).
+    Add {
+        /// The new node's id.
+        id: NodeId,
+        /// Its raft address (`host:port`).
+        raft_addr: String,
+        /// Keep it an observer (never promote).
+        observer: bool,
+    },
+    /// Make an observer a voter.
+    Promote {
+        /// The observer's id.
+        id: NodeId,
+    },
+    /// Remove a node.
+    Remove {
+        /// The node's id.
+        id: NodeId,
+    },
+}
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A write with its exactly-once session (`client_id` 0: no session).
+    Write {
+        /// Session id (a random u64 the client picks once).
+        client_id: u64,
+        /// Sequence number, increasing per new write of the session.
+        seq: u64,
+        /// The write.
+        op: WriteOp,
+    },
+    /// Read one key.
+    Get {
+        /// Key.
+        key: Vec<u8>,
+        /// How to serve it.
+        mode: ReadMode,
+    },
+    /// Read several keys at one index.
+    BatchGet {
+        /// Keys.
+        keys: Vec<Vec<u8>>,
+        /// How to serve it.
+        mode: ReadMode,
+    },
+    /// List a directory's children.
+    List {
+        /// Directory key ("" for the root).
+        key: Vec<u8>,
+        /// How to serve it.
+        mode: ReadMode,
+    },
+    /// Watch keys or directories (a directory watch sees its subtree) from `from_index`
+    /// (0: from now). Events stream back under this request's id until `Unwatch`.
+    Watch {
+        /// Keys or directories.
+        keys: Vec<Vec<u8>>,
+        /// First raft index wanted.
+        from_index: LogIndex,
+    },
+    /// Stop the watch opened by request `watch_id`.
+    Unwatch {
+        /// The id of the `Watch` request.
+        watch_id: u64,
+    },
+    /// This node's status for the group.
+    Status,
+    /// The group's members.
+    MemberList,
+    /// Change membership (leader only; the server runs the joint-consensus steps).
+    ChangeMembers(MemberChange),
+    /// Move leadership to another voter.
+    TransferLeader {
+        /// The target node.
+        to: NodeId,
+    },
+    /// Take a snapshot now on this node.
+    Snapshot,
+    /// The groups this node hosts.
+    GroupList,
+    /// Create a group on this node with these members (`id=host:port` of their raft ports).
+    GroupCreate {
+        /// Members as (id, raft address).
+        members: Vec<(NodeId, String)>,
+    },
+    /// Remove the request's group from this node.
+    GroupRemove,
+}
+
+/// A node as reads return it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Full key.
+    pub key: Vec<u8>,
+    /// Kind.
+    pub kind: NodeKind,
+    /// Value (empty for directories and locks).
+    pub value: Vec<u8>,
+    /// Raft index that created it.
+    pub create_index: LogIndex,
+    /// Raft index of its last change.
+    pub update_index: LogIndex,
+    /// Owner session of a temporary node or holder of a lock.
+    pub owner: u64,
+    /// TTL or lease deadline (leader clock ms).
+    pub deadline_ms: u64,
+    /// Fencing token of a lock's grant.
+    pub fence: u64,
+    /// Children of a directory or waiters of a lock.
+    pub count: u32,
+}
+
+/// One change a watch reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// Raft index of the change.
+    pub index: LogIndex,
+    /// What happened (DtKV's event kind, as text: `put`, `remove`, `expire`, ...).
+    pub kind: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value (empty for removals).
+    pub value: Vec<u8>,
+}
+
+/// A member of a group as status reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node id.
+    pub id: NodeId,
+    /// Raft address.
+    pub raft_addr: String,
+    /// `voter` or `observer`.
+    pub role: String,
+    /// Match index as the leader sees it (leader only).
+    pub match_index: Option<LogIndex>,
+}
+
+/// A node's view of one group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// This node.
+    pub node_id: NodeId,
+    /// The group.
+    pub group: GroupId,
+    /// `leader`, `follower`, `candidate`, `pre-candidate` or `observer`.
+    pub role: String,
+    /// Current term.
+    pub term: Term,
+    /// Known leader (0: none).
+    pub leader: NodeId,
+    /// Commit index.
+    pub commit: LogIndex,
+    /// Applied index.
+    pub applied: LogIndex,
+    /// Last log index.
+    pub last_index: LogIndex,
+    /// Snapshot index.
+    pub snapshot_index: LogIndex,
+    /// Members with their roles (and match index on the leader).
+    pub members: Vec<MemberInfo>,
+}
+
+/// Machine-readable error classes of [`Response::Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// DtKV refused the operation (not found, CAS mismatch, lock held...): see `kv`.
+    Kv,
+    /// The request is malformed or names something that cannot exist.
+    BadRequest,
+    /// The protocol version is not supported.
+    UnsupportedVersion,
+    /// The group does not exist on this node.
+    UnknownGroup,
+    /// The operation is not allowed in the current state (e.g. a membership change in progress).
+    Conflict,
+    /// An internal error (the node logs the detail).
+    Internal,
+}
+
+/// What the server answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A write was applied at `index`; `result` is DtKV's answer (which may be a refusal such as
+    /// a CAS mismatch: definite either way).
+    Written {
+        /// Raft index of the write.
+        index: LogIndex,
+        /// DtKV's answer.
+        result: WriteResult,
+    },
+    /// A read of one key (`None`: not found), at `index`.
+    Node {
+        /// Applied index the read was served at.
+        index: LogIndex,
+        /// The node.
+        node: Option<NodeInfo>,
+    },
+    /// A read of several keys, in request order.
+    Nodes {
+        /// Applied index the read was served at.
+        index: LogIndex,
+        /// One entry per requested key.
+        nodes: Vec<Option<NodeInfo>>,
+    },
+    /// A directory listing.
+    Children {
+        /// Applied index the read was served at.
+        index: LogIndex,
+        /// The children.
+        children: Vec<NodeInfo>,
+    },
+    /// A watch was opened; events follow under the same id.
+    WatchStarted,
+    /// A change seen by a watch.
+    Event(WatchEvent),
+    /// The watch asked for history the node no longer keeps: re-read and watch from `oldest`.
+    WatchCompacted {
+        /// The oldest index still available.
+        oldest: LogIndex,
+    },
+    /// Status of the group on this node.
+    Status(StatusInfo),
+    /// Members of the group.
+    Members(Vec<MemberInfo>),
+    /// Groups hosted on this node.
+    Groups(Vec<GroupId>),
+    /// The request was done (membership change, transfer, snapshot, group op, unwatch).
+    Done {
+        /// An index that reflects it, if any (e.g. the snapshot index).
+        index: LogIndex,
+    },
+    /// This node cannot serve the request; the leader is named if known. Nothing happened.
+    NotLeader {
+        /// The leader's id (0: unknown).
+        leader: NodeId,
+        /// The leader's client address, if known.
+        leader_addr: Option<String>,
+    },
+    /// The node is busy, shutting down, or cannot reach a quorum. Nothing happened; retry.
+    Unavailable {
+        /// Why, in words.
+        message: String,
+    },
+    /// A definite failure.
+    Error {
+        /// The class.
+        code: ErrorCode,
+        /// DtKV's error when `code` is `Kv`.
+        kv: Option<KvError>,
+        /// What was wrong, in words.
+        message: String,
+    },
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The record framing is damaged or incomplete.
+    Record(record::RecordError),
+    /// The body does not decode as the expected message.
+    Decode(postcard::Error),
+    /// The frame is larger than [`MAX_FRAME_BYTES`].
+    TooLarge(usize),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Record(e) => write!(f, "bad frame: {e}"),
+            FrameError::Decode(e) => write!(f, "frame body does not decode: {e}"),
+            FrameError::TooLarge(n) => write!(
+                f,
+                "frame of {n} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Append one framed message to `out`.
+pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let body = postcard::to_allocvec(msg).map_err(FrameError::Decode)?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let start = out.len();
+    out.resize(start + body.len() + record::RECORD_OVERHEAD, 0);
+    record::encode(&body, &mut out[start..]).map_err(FrameError::Record)?;
+    Ok(())
+}
+
+/// Try to take one framed message from the front of `buf`: `Ok(None)` if more bytes are
+/// needed, else the message and the bytes it used.
+pub fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
+    match record::peek_len(buf) {
+        None => return Ok(None),
+        Some(total) if total > MAX_FRAME_BYTES + record::RECORD_OVERHEAD => {
+            return Err(FrameError::TooLarge(total))
+        }
+        Some(total) if buf.len() < total => return Ok(None),
+        Some(_) => {}
+    }
+    let (body, used) = record::decode(buf).map_err(FrameError::Record)?;
+    let msg = postcard::from_bytes(body).map_err(FrameError::Decode)?;
+    Ok(Some((msg, used)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_stream() {
+        let a = RequestFrame {
+            version: PROTOCOL_VERSION,
+            id: 7,
+            group: 0,
+            request: Request::Write {
+                client_id: 9,
+                seq: 1,
+                op: WriteOp::Put {
+                    key: b"a".to_vec(),
+                    value: b"1".to_vec(),
+                },
+            },
+        };
+        let b = RequestFrame {
+            version: PROTOCOL_VERSION,
+            id: 8,
+            group: 2,
+            request: Request::Status,
+        };
+        let mut buf = Vec::new();
+        encode(&a, &mut buf).unwrap();
+        encode(&b, &mut buf).unwrap();
+        // A partial frame asks for more bytes.
+        assert!(decode::<RequestFrame>(&buf[..3]).unwrap().is_none());
+        let (got_a, used) = decode::<RequestFrame>(&buf).unwrap().unwrap();
+        assert_eq!(got_a, a);
+        let (got_b, used_b) = decode::<RequestFrame>(&buf[used..]).unwrap().unwrap();
+        assert_eq!(got_b, b);
+        assert_eq!(used + used_b, buf.len());
+    }
+
+    #[test]
+    fn corruption_is_reported_not_decoded() {
+        let mut buf = Vec::new();
+        encode(
+            &ResponseFrame {
+                id: 1,
+                response: Response::Done { index: 3 },
+            },
+            &mut buf,
+        )
+        .unwrap();
+        let mid = buf.len() / 2;
+        buf[mid] ^= 0x40;
+        assert!(matches!(
+            decode::<ResponseFrame>(&buf),
+            Err(FrameError::Record(_))
+        ));
+    }
+}
