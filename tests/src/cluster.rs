@@ -819,26 +819,11 @@ impl<'w, W: Workload> Run<'w, W> {
                 }
             }
             Event::ReadReady { upto, .. } => {
-                let mut i = 0;
-                while i < self.pending.len() {
-                    let p = &self.pending[i];
-                    let hit = p.node == id
-                        && p.incarnation == incarnation
-                        && matches!(p.kind, PendingKind::ReadTicket(t) if t <= upto);
-                    if hit {
-                        let p = self.pending.swap_remove(i);
-                        let sm = &self.slots[&id]
-                            .node
-                            .as_ref()
-                            .expect("node is live")
-                            .state_machine()
-                            .inner;
-                        let ret = self.w.read(sm, &p.key, &p.op);
-                        self.history[p.hist].response = Some((self.now, ret));
-                    } else {
-                        i += 1;
-                    }
-                }
+                self.serve_reads(
+                    id,
+                    incarnation,
+                    |k| matches!(k, PendingKind::ReadTicket(t) if *t <= upto),
+                );
             }
             Event::ReadFailed { upto } => {
                 // A failed read returned nothing and changed nothing: drop it from the history.
@@ -871,13 +856,19 @@ impl<'w, W: Workload> Run<'w, W> {
         let Some(applied) = self.slots[&id].node.as_ref().map(|n| n.applied()) else {
             return;
         };
+        self.serve_reads(
+            id,
+            incarnation,
+            |k| matches!(k, PendingKind::ReadAt(x) if *x <= applied),
+        );
+    }
+
+    /// Answer every pending read on `id` that `ready` accepts, from its state machine now.
+    fn serve_reads(&mut self, id: NodeId, incarnation: u64, ready: impl Fn(&PendingKind) -> bool) {
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];
-            let hit = p.node == id
-                && p.incarnation == incarnation
-                && matches!(p.kind, PendingKind::ReadAt(x) if x <= applied);
-            if hit {
+            if p.node == id && p.incarnation == incarnation && ready(&p.kind) {
                 let p = self.pending.swap_remove(i);
                 let sm = &self.slots[&id]
                     .node

@@ -1506,23 +1506,24 @@ impl Raft {
         lo.max(self.commit + 1).min(from)
     }
 
+    /// The highest value a quorum of voters has reached, where this node counts with `own`
+    /// and each peer with `of(progress)` (joint configurations need both majorities).
+    fn quorum_value(&self, own: u64, of: impl Fn(&Progress) -> u64) -> u64 {
+        self.membership.quorum_index(|n| {
+            if n == self.id {
+                own
+            } else {
+                self.progress
+                    .iter()
+                    .find(|p| p.id == n)
+                    .map(&of)
+                    .unwrap_or(0)
+            }
+        })
+    }
+
     fn maybe_commit(&mut self) {
-        let id = self.id;
-        let persisted = self.persisted_index;
-        let q = {
-            let progress = &self.progress;
-            self.membership.quorum_index(|n| {
-                if n == id {
-                    persisted
-                } else {
-                    progress
-                        .iter()
-                        .find(|p| p.id == n)
-                        .map(|p| p.match_index)
-                        .unwrap_or(0)
-                }
-            })
-        };
+        let q = self.quorum_value(self.persisted_index, |p| p.match_index);
         if q <= self.commit || q > self.last_index {
             return;
         }
@@ -1875,22 +1876,7 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
-        let id = self.id;
-        let own = self.read_seq;
-        let acked = {
-            let progress = &self.progress;
-            self.membership.quorum_index(|n| {
-                if n == id {
-                    own
-                } else {
-                    progress
-                        .iter()
-                        .find(|p| p.id == n)
-                        .map(|p| p.read_seq_acked)
-                        .unwrap_or(0)
-                }
-            })
-        };
+        let acked = self.quorum_value(self.read_seq, |p| p.read_seq_acked);
         if acked == 0 {
             return;
         }
