@@ -1494,3 +1494,36 @@ fn installing_a_snapshot_past_a_conflicting_log_forgets_that_log() {
     assert_eq!(n.storage().last_index(), 3, "and from storage");
     assert_eq!(n.state_machine().cmds, vec![(3, b"new".to_vec())]);
 }
+
+#[test]
+fn a_restarted_node_honours_a_lease_it_may_have_granted() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let l = c.elect();
+    let f = if l == 1 { 2 } else { 1 };
+    let term = c.nodes[&l].raft().term();
+    let store = c.crash(f);
+    c.start(f, store, None);
+    assert_eq!(
+        c.nodes[&f].raft().leader(),
+        NO_NODE,
+        "a restarted node knows no leader"
+    );
+    // Straight after the restart, a disruptive candidate is ignored...
+    let now = c.now;
+    let vote = Message::Vote {
+        term: term + 1,
+        last_index: 100,
+        last_term: term,
+        transfer: false,
+    };
+    c.node(f).receive(now, 3, &vote, &[]).unwrap();
+    assert_eq!(
+        c.nodes[&f].raft().term(),
+        term,
+        "vote inside a possible lease must be ignored"
+    );
+    // ...and heard once an election timeout has passed.
+    let later = now + 200;
+    c.node(f).receive(later, 3, &vote, &[]).unwrap();
+    assert_eq!(c.nodes[&f].raft().term(), term + 1);
+}
