@@ -79,6 +79,10 @@ pub trait Workload: Send + Sync {
     fn check(&self, _sm: &Self::Sm) -> Result<(), String> {
         Ok(())
     }
+    /// A check across replicas that have applied the same log (at the end of a run).
+    fn converged(&self, _replicas: &[(NodeId, &Self::Sm)]) -> Result<(), String> {
+        Ok(())
+    }
     /// The history result of an applied write.
     fn write_result(
         &self,
@@ -1006,6 +1010,23 @@ impl<'w, W: Workload> Run<'w, W> {
                 ));
             }
         }
+        let replicas: Vec<(NodeId, &W::Sm)> = members
+            .iter()
+            .filter_map(|id| {
+                self.slots
+                    .get(id)
+                    .and_then(|s| s.node.as_ref())
+                    .map(|n| (*id, &n.state_machine().inner))
+            })
+            .collect();
+        self.w.converged(&replicas).map_err(|m| {
+            SimFailure::new(
+                FailureCategory::Invariant(
+                    crate::sim::invariants::InvariantKind::StateMachineSafety,
+                ),
+                m,
+            )
+        })?;
         let ops: Vec<_> = self
             .history
             .drain(..)

@@ -8,6 +8,7 @@
 
 use crate::cluster::{ClientRequest, Workload};
 use crate::linearizability::{KvKey, KvOp, KvRet};
+use crate::sim::invariants::hash_bytes;
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::rng::Rng;
 use shoal_core::{LogIndex, NodeId, Term};
@@ -26,6 +27,56 @@ pub struct KvSm {
     last_expire_ms: Cell<u64>,
     lock_state: RefCell<(u64, u64)>,
     lock_violation: RefCell<Option<String>>,
+    watcher: RefCell<Watcher>,
+}
+
+/// A watch on the whole tree, polled after every batch: it must see every change, in order.
+#[derive(Default)]
+struct Watcher {
+    /// The next index to ask for.
+    next_from: u64,
+    /// Index from which `seen` is complete (after the latest "compacted" answer).
+    complete_from: u64,
+    /// Every event seen since `complete_from`: index and a hash of kind, key and value.
+    seen: Vec<(u64, u64)>,
+    violation: Option<String>,
+}
+
+impl Watcher {
+    fn poll(&mut self, kv: &DtKv<'_>) {
+        let mut batch = Vec::new();
+        let res = kv.events_since(self.next_from, b"", |e| {
+            let mut bytes = vec![e.kind as u8];
+            bytes.extend_from_slice(e.key);
+            bytes.push(0xFF);
+            bytes.extend_from_slice(e.value);
+            batch.push((e.index, hash_bytes(&bytes)));
+        });
+        if let Err(shoal_kv::WatchError::Compacted { oldest_available }) = res {
+            // Told to re-read: the stream restarts complete from the oldest kept event.
+            self.seen.clear();
+            self.complete_from = oldest_available;
+            self.next_from = oldest_available;
+            return self.poll(kv);
+        }
+        for (index, h) in batch {
+            if let Some(&(last, _)) = self.seen.last() {
+                if index < last {
+                    self.violation = Some(format!("watch saw index {index} after index {last}"));
+                }
+            }
+            if index < self.next_from {
+                self.violation = Some(format!(
+                    "watch from {} returned older index {index}",
+                    self.next_from
+                ));
+            }
+            self.seen.push((index, h));
+        }
+        if let Some(&(last, _)) = self.seen.last() {
+            self.next_from = self.next_from.max(last + 1);
+        }
+    }
 }
 
 impl KvSm {
@@ -45,6 +96,7 @@ impl KvSm {
             last_expire_ms: Cell::new(0),
             lock_state: RefCell::new((0, 0)),
             lock_violation: RefCell::new(None),
+            watcher: RefCell::new(Watcher::default()),
         }
     }
 
@@ -312,9 +364,44 @@ impl Workload for KvWorkload {
     }
 
     fn check(&self, sm: &KvSm) -> Result<(), String> {
-        match sm.lock_violation.borrow().clone() {
+        if let Some(v) = sm.lock_violation.borrow().clone() {
+            return Err(v);
+        }
+        let mut w = sm.watcher.borrow_mut();
+        w.poll(sm.store());
+        match w.violation.clone() {
             Some(v) => Err(v),
             None => Ok(()),
         }
+    }
+
+    fn converged(&self, replicas: &[(NodeId, &KvSm)]) -> Result<(), String> {
+        // Watch streams of converged replicas agree event for event wherever both are complete.
+        let streams: Vec<(NodeId, std::cell::Ref<'_, Watcher>)> = replicas
+            .iter()
+            .map(|(id, sm)| (*id, sm.watcher.borrow()))
+            .collect();
+        let from = streams
+            .iter()
+            .map(|(_, w)| w.complete_from)
+            .max()
+            .unwrap_or(0);
+        let mut reference: Option<(NodeId, Vec<(u64, u64)>)> = None;
+        for (id, w) in &streams {
+            let tail: Vec<(u64, u64)> =
+                w.seen.iter().copied().filter(|(i, _)| *i >= from).collect();
+            match &reference {
+                None => reference = Some((*id, tail)),
+                Some((rid, r)) if *r != tail => {
+                    return Err(format!(
+                        "watch streams of nodes {rid} and {id} differ from index {from} ({} vs {} events)",
+                        r.len(),
+                        tail.len()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }
