@@ -5,7 +5,11 @@
 //! - [`storage`]: the file-backed [`shoal_core::storage::Storage`] (data dir, identity, log
 //!   segments, hard state, snapshots, fsync modes) and read-only scanners for `shoal-inspect`.
 //! - [`protocol`]: the client protocol spoken on a node's client port.
+//! - [`client`]: the Rust client library (async and blocking) used by applications and
+//!   `shoalctl`.
 #![warn(missing_docs)]
 
+#[cfg(unix)]
+pub mod client;
 pub mod protocol;
 pub mod storage;

@@ -1,0 +1,162 @@
+//! A held lock: acquired (waiting in the queue if asked), its lease renewed in the background,
+//! released when the guard is released or dropped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_kv::KvError;
+
+use super::{Client, ClientError, LockState};
+
+/// A lock this client holds. The lease is renewed every third of its length until
+/// [`LockGuard::release`] or drop. If a renewal is refused (the lease ran out and another
+/// client took the lock), [`LockGuard::is_lost`] turns true and renewal stops.
+pub struct LockGuard {
+    client: Client,
+    key: Vec<u8>,
+    fence: u64,
+    lost: Arc<AtomicBool>,
+    renewer: Option<smol::Task<()>>,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("fence", &self.fence)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// The fencing token of this grant: pass it to the resources the lock protects and let them
+    /// refuse smaller tokens.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Whether a renewal was refused: the lock may belong to someone else now.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Stop renewing and release the lock.
+    pub async fn release(mut self) -> Result<(), ClientError> {
+        self.renewer.take();
+        let key = std::mem::take(&mut self.key);
+        match self.client.unlock(&key).await {
+            Ok(_) => Ok(()),
+            // The lease ran out and the lock moved on or vanished: nothing left to release.
+            Err(ClientError::Kv(KvError::NotLockOwner | KvError::NotFound)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.renewer.take().is_none() {
+            return; // released
+        }
+        // Best effort: release in the background; the lease ends the lock otherwise.
+        let client = self.client.clone();
+        let key = std::mem::take(&mut self.key);
+        smol::spawn(async move {
+            let _ = client.unlock(&key).await;
+        })
+        .detach();
+    }
+}
+
+/// A [`LockGuard`] for [`super::BlockingClient`].
+#[derive(Debug)]
+pub struct BlockingLockGuard {
+    guard: Option<LockGuard>,
+}
+
+impl BlockingLockGuard {
+    pub(super) fn new(guard: LockGuard) -> BlockingLockGuard {
+        BlockingLockGuard { guard: Some(guard) }
+    }
+
+    /// See [`LockGuard::fence`].
+    pub fn fence(&self) -> u64 {
+        self.guard.as_ref().map_or(0, LockGuard::fence)
+    }
+
+    /// See [`LockGuard::is_lost`].
+    pub fn is_lost(&self) -> bool {
+        self.guard.as_ref().is_some_and(LockGuard::is_lost)
+    }
+
+    /// See [`LockGuard::release`].
+    pub fn release(mut self) -> Result<(), ClientError> {
+        match self.guard.take() {
+            Some(g) => smol::block_on(g.release()),
+            None => Ok(()),
+        }
+    }
+}
+
+pub(super) async fn acquire(
+    client: Client,
+    key: Vec<u8>,
+    lease: Duration,
+    wait: Duration,
+) -> Result<LockGuard, ClientError> {
+    let wait_until = Instant::now() + wait;
+    let mut poll = Duration::from_millis(20);
+    let fence = loop {
+        let left = wait_until.saturating_duration_since(Instant::now());
+        match client.try_lock(&key, lease, left).await? {
+            LockState::Held { fence, .. } => break fence,
+            LockState::Queued { .. } if left.is_zero() => {
+                // Leave the queue so the lock is not granted to a client that gave up.
+                let _ = client.unlock(&key).await;
+                return Err(ClientError::Kv(KvError::LockHeld));
+            }
+            LockState::Queued { .. } => {
+                // Asking again while queued answers the position; once granted, it answers
+                // Locked with the grant's token.
+                smol::Timer::after(poll.min(left)).await;
+                poll = (poll * 2).min(Duration::from_millis(250));
+            }
+        }
+    };
+    let lost = Arc::new(AtomicBool::new(false));
+    let renewer = smol::spawn(renew(client.clone(), key.clone(), lease, lost.clone()));
+    Ok(LockGuard {
+        client,
+        key,
+        fence,
+        lost,
+        renewer: Some(renewer),
+    })
+}
+
+async fn renew(client: Client, key: Vec<u8>, lease: Duration, lost: Arc<AtomicBool>) {
+    let period = (lease / 3).max(Duration::from_millis(1));
+    loop {
+        smol::Timer::after(period).await;
+        match client.update_lock_lease(&key, lease).await {
+            Ok(_) => {}
+            Err(ClientError::Kv(_)) => {
+                lost.store(true, Ordering::SeqCst);
+                log::warn!(
+                    "lock {} was lost: its lease renewal was refused",
+                    String::from_utf8_lossy(&key)
+                );
+                return;
+            }
+            // Unavailable or indeterminate: keep trying while the lease may still hold.
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,958 @@
+//! The Rust client of a Shoal cluster: every DtKV operation, watches, locks and administration,
+//! spoken over the client protocol of [`crate::protocol`].
+//!
+//! [`Client`] is async (smol); [`BlockingClient`] wraps it for ordinary threads. Both:
+//!
+//! - are configured with a list of endpoints (client ports) and find the leader, following
+//!   `NotLeader` redirects and otherwise trying the next endpoint;
+//! - pipeline every request on one connection;
+//! - give each write an exactly-once session (`client_id` = a random non-zero u64 chosen when the
+//!   client is built, `seq` increasing) and retry a write whose answer was lost with the *same*
+//!   `client_id` and `seq`, so the cluster applies it at most once;
+//! - keep retrying through connection loss, `Unavailable` and per-attempt timeouts until the
+//!   call's overall deadline, then fail with an error whose [`ErrorClass`] says whether the
+//!   operation certainly did not happen or its outcome is unknown.
+//!
+//! Session caveat: DtKV remembers only the last sequence of each session. When several writes
+//! of one client are in flight and the answer of an earlier one is lost, its retry may be
+//! answered `StaleSequence`; the client reports that as [`ClientError::Indeterminate`].
+//! Sequence numbers are assigned in wire order, so without losses this never happens.
+
+mod conn;
+mod error;
+mod lock;
+mod watch;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_core::{GroupId, LogIndex, NodeId};
+use shoal_kv::{KvError, WriteResult};
+
+use crate::protocol::{
+    ErrorCode, MemberChange, Request, RequestFrame, Response, WriteOp, PROTOCOL_VERSION,
+};
+pub use crate::protocol::{MemberInfo, NodeInfo, ReadMode, StatusInfo, WatchEvent};
+use conn::{CallError, Conn};
+pub use error::{ClientError, ErrorClass};
+pub use lock::{BlockingLockGuard, LockGuard};
+pub use watch::{WatchItem, WatchStream};
+
+/// How a [`Client`] reaches the cluster and how long it keeps trying.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Client addresses (`host:port`) of some or all nodes; at least one.
+    pub endpoints: Vec<String>,
+    /// The Raft group requests go to (0 is the default group).
+    pub group: GroupId,
+    /// Overall deadline of one call, retries included.
+    pub timeout: Duration,
+    /// Longest wait for one attempt's answer before retrying elsewhere.
+    pub attempt_timeout: Duration,
+    /// Longest wait for a TCP connection.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration for these endpoints with the defaults: group 0, 10 s per call, 3 s per
+    /// attempt, 1 s per connection.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> ClientConfig {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            group: 0,
+            timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The same configuration for another group.
+    pub fn with_group(mut self, group: GroupId) -> ClientConfig {
+        self.group = group;
+        self
+    }
+
+    /// The same configuration with another overall deadline per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> ClientConfig {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// The outcome of a batch write: the raft index and one result per item, in item order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Raft index of the batch's log entry.
+    pub index: LogIndex,
+    /// `Ok` or DtKV's refusal for each item.
+    pub results: Vec<Result<(), KvError>>,
+}
+
+/// The answer to [`Client::try_lock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockState {
+    /// The caller holds the lock.
+    Held {
+        /// Fencing token (the raft index of the grant; strictly increasing per lock).
+        fence: u64,
+        /// When the lease ends unless renewed (leader clock, ms).
+        lease_deadline_ms: u64,
+    },
+    /// The caller waits in the lock's queue at this 1-based position.
+    Queued {
+        /// Position in the FIFO queue.
+        position: u32,
+    },
+}
+
+/// The answer to [`Client::unlock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unlocked {
+    /// Raft index of the release.
+    pub index: LogIndex,
+    /// The client id that now holds the lock (0: free).
+    pub next_owner: u64,
+    /// Its fencing token (0: free).
+    pub next_fence: u64,
+}
+
+struct Inner {
+    config: ClientConfig,
+    client_id: u64,
+    next_seq: AtomicU64,
+    next_id: AtomicU64,
+    /// Where requests go now (a leader we were sent to, or an endpoint from the list).
+    target: Mutex<Target>,
+    conn: smol::lock::Mutex<Option<Arc<Conn>>>,
+}
+
+struct Target {
+    addr: String,
+    /// Index in `endpoints` of the last endpoint tried from the list.
+    rotation: usize,
+}
+
+/// An async client. Cheap to clone; clones share the connection and the write session.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.inner.config.endpoints)
+            .field("group", &self.inner.config.group)
+            .field("client_id", &self.inner.client_id)
+            .finish()
+    }
+}
+
+/// Whether a request changes state (and so must be retried with its session and reported
+/// indeterminate when its answer is lost).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
+
+impl Client {
+    /// A client for `config`. No connection is made until the first call.
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        if config.endpoints.is_empty() {
+            return Err(ClientError::bad_request(
+                "no endpoints given; name at least one node's client address (host:port)",
+            ));
+        }
+        let client_id = loop {
+            let id = fastrand::Rng::new().u64(..);
+            if id != 0 {
+                break id;
+            }
+        };
+        let first = config.endpoints[0].clone();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                client_id,
+                next_seq: AtomicU64::new(1),
+                next_id: AtomicU64::new(1),
+                target: Mutex::new(Target {
+                    addr: first,
+                    rotation: 0,
+                }),
+                conn: smol::lock::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// A client for these endpoints with the default configuration.
+    pub fn connect<S: Into<String>>(
+        endpoints: impl IntoIterator<Item = S>,
+    ) -> Result<Client, ClientError> {
+        Client::new(ClientConfig::new(endpoints))
+    }
+
+    /// This client's session id (owner of its temporary nodes and locks).
+    pub fn client_id(&self) -> u64 {
+        self.inner.client_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    // ---- reads ----
+
+    /// Read one key (`None`: no node has it).
+    pub async fn get(
+        &self,
+        key: impl AsRef<[u8]>,
+        mode: ReadMode,
+    ) -> Result<Option<NodeInfo>, ClientError> {
+        let key = key.as_ref().to_vec();
+        match self.read(Request::Get { key, mode }).await? {
+            Response::Node { node, .. } => Ok(node),
+            other => Err(unexpected("Get", &other)),
+        }
+    }
+
+    /// Read several keys at one index; one entry per key, in order.
+    pub async fn batch_get<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        mode: ReadMode,
+    ) -> Result<Vec<Option<NodeInfo>>, ClientError> {
+        let keys = keys.iter().map(|k| k.as_ref().to_vec()).collect();
+        match self.read(Request::BatchGet { keys, mode }).await? {
+            Response::Nodes { nodes, .. } => Ok(nodes),
+            other => Err(unexpected("BatchGet", &other)),
+        }
+    }
+
+    /// List a directory's children ("" lists the root).
+    pub async fn list(
+        &self,
+        dir: impl AsRef<[u8]>,
+        mode: ReadMode,
+    ) -> Result<Vec<NodeInfo>, ClientError> {
+        let key = dir.as_ref().to_vec();
+        match self.read(Request::List { key, mode }).await? {
+            Response::Children { children, .. } => Ok(children),
+            other => Err(unexpected("List", &other)),
+        }
+    }
+
+    // ---- writes ----
+
+    /// Create or replace a value; returns the raft index of the write.
+    pub async fn put(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<LogIndex, ClientError> {
+        let op = WriteOp::Put {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        };
+        self.write_done(op).await
+    }
+
+    /// Remove a value, a temporary node or an empty directory.
+    pub async fn remove(&self, key: impl AsRef<[u8]>) -> Result<LogIndex, ClientError> {
+        self.write_done(WriteOp::Remove {
+            key: key.as_ref().to_vec(),
+        })
+        .await
+    }
+
+    /// Create a directory (succeeds if it already is one).
+    pub async fn mkdir(&self, key: impl AsRef<[u8]>) -> Result<LogIndex, ClientError> {
+        self.write_done(WriteOp::Mkdir {
+            key: key.as_ref().to_vec(),
+        })
+        .await
+    }
+
+    /// Several puts in one log entry.
+    pub async fn batch_put<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        pairs: &[(K, V)],
+    ) -> Result<BatchOutcome, ClientError> {
+        let pairs = pairs
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_vec(), v.as_ref().to_vec()))
+            .collect();
+        self.write_batch(WriteOp::BatchPut { pairs }).await
+    }
+
+    /// Several removes in one log entry.
+    pub async fn batch_remove<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<BatchOutcome, ClientError> {
+        let keys = keys.iter().map(|k| k.as_ref().to_vec()).collect();
+        self.write_batch(WriteOp::BatchRemove { keys }).await
+    }
+
+    /// Set `value` if the current value equals `expect` (`None`: if the key does not exist);
+    /// otherwise fails with `KvError::CasMismatch`.
+    pub async fn cas(
+        &self,
+        key: impl AsRef<[u8]>,
+        expect: Option<&[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<LogIndex, ClientError> {
+        self.write_done(WriteOp::CompareAndSet {
+            key: key.as_ref().to_vec(),
+            expect: expect.map(<[u8]>::to_vec),
+            value: value.as_ref().to_vec(),
+        })
+        .await
+    }
+
+    /// Create or refresh a temporary value owned by this client, removed `ttl` after its last
+    /// refresh.
+    pub async fn put_temp(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<LogIndex, ClientError> {
+        self.write_done(WriteOp::PutTemp {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+            ttl_ms: millis(ttl)?,
+        })
+        .await
+    }
+
+    /// Create a temporary directory owned by this client (removed whole when it expires).
+    pub async fn make_temp_dir(
+        &self,
+        key: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<LogIndex, ClientError> {
+        self.write_done(WriteOp::MakeTempDir {
+            key: key.as_ref().to_vec(),
+            ttl_ms: millis(ttl)?,
+        })
+        .await
+    }
+
+    /// Give a temporary node this client owns a new deadline of now + `ttl`.
+    pub async fn update_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<LogIndex, ClientError> {
+        self.write_done(WriteOp::UpdateTtl {
+            key: key.as_ref().to_vec(),
+            ttl_ms: millis(ttl)?,
+        })
+        .await
+    }
+
+    /// Ask for a lock once: held, queued (when `wait` is non-zero and someone holds it), or
+    /// `KvError::LockHeld`. See [`Client::lock`] for a helper that waits and renews.
+    pub async fn try_lock(
+        &self,
+        key: impl AsRef<[u8]>,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockState, ClientError> {
+        let op = WriteOp::TryLock {
+            key: key.as_ref().to_vec(),
+            lease_ms: millis(lease)?,
+            wait_ms: wait.as_millis().min(u64::MAX as u128) as u64,
+        };
+        match self.write(op).await? {
+            (
+                _,
+                WriteResult::Locked {
+                    fence,
+                    lease_deadline_ms,
+                },
+            ) => Ok(LockState::Held {
+                fence,
+                lease_deadline_ms,
+            }),
+            (_, WriteResult::Queued { position }) => Ok(LockState::Queued { position }),
+            (_, other) => Err(unexpected_write("TryLock", &other)),
+        }
+    }
+
+    /// Release a lock this client holds, or leave its queue.
+    pub async fn unlock(&self, key: impl AsRef<[u8]>) -> Result<Unlocked, ClientError> {
+        let op = WriteOp::Unlock {
+            key: key.as_ref().to_vec(),
+        };
+        match self.write(op).await? {
+            (
+                index,
+                WriteResult::Unlocked {
+                    next_owner,
+                    next_fence,
+                },
+            ) => Ok(Unlocked {
+                index,
+                next_owner,
+                next_fence,
+            }),
+            (index, WriteResult::Done) => Ok(Unlocked {
+                index,
+                next_owner: 0,
+                next_fence: 0,
+            }),
+            (_, other) => Err(unexpected_write("Unlock", &other)),
+        }
+    }
+
+    /// Extend a held lock's lease to now + `lease`; returns the raft index of the renewal.
+    pub async fn update_lock_lease(
+        &self,
+        key: impl AsRef<[u8]>,
+        lease: Duration,
+    ) -> Result<LogIndex, ClientError> {
+        let op = WriteOp::UpdateLockLease {
+            key: key.as_ref().to_vec(),
+            lease_ms: millis(lease)?,
+        };
+        self.write(op).await.map(|(index, _)| index)
+    }
+
+    /// Acquire a lock, waiting up to `wait` in its queue, and keep its lease renewed in the
+    /// background until the guard is released or dropped.
+    pub async fn lock(
+        &self,
+        key: impl AsRef<[u8]>,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, ClientError> {
+        lock::acquire(self.clone(), key.as_ref().to_vec(), lease, wait).await
+    }
+
+    /// Watch keys or directories (a directory watch sees its subtree; "" sees everything) from
+    /// raft index `from_index` (0: from now). The stream reconnects and resumes after the last
+    /// event it delivered.
+    pub fn watch<K: AsRef<[u8]>>(&self, keys: &[K], from_index: LogIndex) -> WatchStream {
+        let keys = keys.iter().map(|k| k.as_ref().to_vec()).collect();
+        watch::start(self.clone(), keys, from_index)
+    }
+
+    // ---- administration ----
+
+    /// The status of the group on the node this client talks to.
+    pub async fn status(&self) -> Result<StatusInfo, ClientError> {
+        match self.read(Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected("Status", &other)),
+        }
+    }
+
+    /// The group's members.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, ClientError> {
+        match self.read(Request::MemberList).await? {
+            Response::Members(m) => Ok(m),
+            other => Err(unexpected("MemberList", &other)),
+        }
+    }
+
+    /// Add a node by its raft address; it stays an observer if `observer`, else it is promoted
+    /// to voter once it has caught up.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        raft_addr: impl Into<String>,
+        observer: bool,
+    ) -> Result<LogIndex, ClientError> {
+        self.admin(Request::ChangeMembers(MemberChange::Add {
+            id,
+            raft_addr: raft_addr.into(),
+            observer,
+        }))
+        .await
+    }
+
+    /// Make an observer a voter.
+    pub async fn promote_member(&self, id: NodeId) -> Result<LogIndex, ClientError> {
+        self.admin(Request::ChangeMembers(MemberChange::Promote { id }))
+            .await
+    }
+
+    /// Remove a node from the group.
+    pub async fn remove_member(&self, id: NodeId) -> Result<LogIndex, ClientError> {
+        self.admin(Request::ChangeMembers(MemberChange::Remove { id }))
+            .await
+    }
+
+    /// Move leadership to voter `to`.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<LogIndex, ClientError> {
+        self.admin(Request::TransferLeader { to }).await
+    }
+
+    /// Take a snapshot now on the node this client talks to; returns its index.
+    pub async fn snapshot(&self) -> Result<LogIndex, ClientError> {
+        self.admin(Request::Snapshot).await
+    }
+
+    /// The groups hosted by the node this client talks to.
+    pub async fn groups(&self) -> Result<Vec<GroupId>, ClientError> {
+        match self
+            .execute(self.inner.config.group, Request::GroupList, Kind::Read)
+            .await?
+        {
+            Response::Groups(g) => Ok(g),
+            other => Err(unexpected("GroupList", &other)),
+        }
+    }
+
+    /// Create group `group` on the node this client talks to, with these members
+    /// (id, raft address).
+    pub async fn create_group(
+        &self,
+        group: GroupId,
+        members: Vec<(NodeId, String)>,
+    ) -> Result<LogIndex, ClientError> {
+        match self
+            .execute(group, Request::GroupCreate { members }, Kind::Write)
+            .await?
+        {
+            Response::Done { index } => Ok(index),
+            other => Err(unexpected("GroupCreate", &other)),
+        }
+    }
+
+    /// Remove group `group` from the node this client talks to.
+    pub async fn remove_group(&self, group: GroupId) -> Result<LogIndex, ClientError> {
+        match self
+            .execute(group, Request::GroupRemove, Kind::Write)
+            .await?
+        {
+            Response::Done { index } => Ok(index),
+            other => Err(unexpected("GroupRemove", &other)),
+        }
+    }
+
+    // ---- machinery ----
+
+    async fn admin(&self, request: Request) -> Result<LogIndex, ClientError> {
+        match self
+            .execute(self.inner.config.group, request, Kind::Write)
+            .await?
+        {
+            Response::Done { index } => Ok(index),
+            other => Err(unexpected("admin request", &other)),
+        }
+    }
+
+    async fn read(&self, request: Request) -> Result<Response, ClientError> {
+        self.execute(self.inner.config.group, request, Kind::Read)
+            .await
+    }
+
+    async fn write_done(&self, op: WriteOp) -> Result<LogIndex, ClientError> {
+        let name = op_name(&op);
+        match self.write(op).await? {
+            (index, WriteResult::Done) => Ok(index),
+            (_, other) => Err(unexpected_write(name, &other)),
+        }
+    }
+
+    async fn write_batch(&self, op: WriteOp) -> Result<BatchOutcome, ClientError> {
+        match self.write(op).await? {
+            (index, WriteResult::Batch(results)) => Ok(BatchOutcome {
+                index,
+                results: results.into_iter().collect(),
+            }),
+            (_, other) => Err(unexpected_write("batch", &other)),
+        }
+    }
+
+    /// A write with a fresh session sequence; DtKV refusals become [`ClientError::Kv`].
+    async fn write(&self, op: WriteOp) -> Result<(LogIndex, WriteResult), ClientError> {
+        let request = Request::Write {
+            client_id: self.inner.client_id,
+            seq: 0, // assigned in wire order by `execute`
+            op,
+        };
+        match self
+            .execute(self.inner.config.group, request, Kind::Write)
+            .await?
+        {
+            Response::Written {
+                result: WriteResult::Failed(e),
+                ..
+            } => Err(ClientError::Kv(e)),
+            Response::Written { index, result } => Ok((index, result)),
+            other => Err(unexpected("Write", &other)),
+        }
+    }
+
+    /// The current connection, opening one to the current target if needed.
+    async fn connection(&self) -> Result<Arc<Conn>, String> {
+        let mut slot = self.inner.conn.lock().await;
+        let target = self.target_addr();
+        if let Some(c) = slot.as_ref() {
+            if !c.is_closed() && c.addr == target {
+                return Ok(c.clone());
+            }
+        }
+        *slot = None;
+        let conn = Arc::new(Conn::open(&target, self.inner.config.connect_timeout).await?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn target_addr(&self) -> String {
+        self.inner
+            .target
+            .lock()
+            .expect("target lock poisoned")
+            .addr
+            .clone()
+    }
+
+    /// Point at `addr` (a leader we were told about).
+    fn redirect(&self, addr: &str) {
+        self.inner.target.lock().expect("target lock poisoned").addr = addr.to_string();
+    }
+
+    /// Point at the next endpoint of the list (unless another call already moved on from
+    /// `failed`).
+    fn rotate(&self, failed: &str) {
+        let mut t = self.inner.target.lock().expect("target lock poisoned");
+        if t.addr != failed {
+            return;
+        }
+        let eps = &self.inner.config.endpoints;
+        t.rotation = (t.rotation + 1) % eps.len();
+        t.addr = eps[t.rotation].clone();
+    }
+
+    /// Send `request` to the leader (or the node at hand for node-local requests), retrying
+    /// through redirects, lost connections, `Unavailable` and timeouts until the deadline.
+    async fn execute(
+        &self,
+        group: GroupId,
+        mut request: Request,
+        kind: Kind,
+    ) -> Result<Response, ClientError> {
+        let cfg = &self.inner.config;
+        let deadline = Instant::now() + cfg.timeout;
+        let mut attempts = 0u32;
+        let mut maybe_sent = false;
+        let mut last = String::from("no attempt made (timeout too short)");
+        let mut backoff = Duration::from_millis(20);
+        // A write's sequence is assigned at its first send and kept for every retry.
+        let mut seq_assigned = false;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(if maybe_sent && kind == Kind::Write {
+                    ClientError::Indeterminate { attempts, last }
+                } else {
+                    ClientError::Unavailable { attempts, last }
+                });
+            }
+            let remaining = deadline - now;
+            attempts += 1;
+            let conn = match self.connection().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    let failed = self.target_addr();
+                    self.rotate(&failed);
+                    sleep_until_deadline(backoff, deadline).await;
+                    backoff = next_backoff(backoff);
+                    continue;
+                }
+            };
+            let mut frame = RequestFrame {
+                version: PROTOCOL_VERSION,
+                id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+                group,
+                request: request.clone(),
+            };
+            let next_seq = &self.inner.next_seq;
+            let fill = |f: &mut RequestFrame| {
+                if let Request::Write { seq, .. } = &mut f.request {
+                    if !seq_assigned {
+                        *seq = next_seq.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            };
+            let result = conn
+                .call(&mut frame, fill, cfg.attempt_timeout.min(remaining))
+                .await;
+            if let Request::Write { seq, .. } = &frame.request {
+                // Keep the sequence the frame carried (if it left) for every retry.
+                if let Request::Write { seq: s, .. } = &mut request {
+                    *s = *seq;
+                }
+            }
+            match result {
+                Err(CallError::NotSent(e)) => {
+                    last = e;
+                    self.drop_conn(&conn).await;
+                    self.rotate(&conn.addr);
+                    sleep_until_deadline(backoff, deadline).await;
+                    backoff = next_backoff(backoff);
+                }
+                Err(CallError::Lost(e)) => {
+                    seq_assigned = true;
+                    maybe_sent = true;
+                    last = format!("answer lost: {e}");
+                    self.drop_conn(&conn).await;
+                    self.rotate(&conn.addr);
+                    sleep_until_deadline(backoff, deadline).await;
+                    backoff = next_backoff(backoff);
+                }
+                Err(CallError::TimedOut) => {
+                    seq_assigned = true;
+                    maybe_sent = true;
+                    last = format!(
+                        "{} did not answer within {:?}",
+                        conn.addr,
+                        cfg.attempt_timeout.min(remaining)
+                    );
+                    // The node may be stuck; the connection may be fine for others, but a
+                    // retry should look elsewhere.
+                    self.drop_conn(&conn).await;
+                    self.rotate(&conn.addr);
+                }
+                Ok(response) => {
+                    seq_assigned = true;
+                    match response {
+                        Response::NotLeader {
+                            leader,
+                            leader_addr,
+                        } => {
+                            match leader_addr {
+                                Some(addr) if addr != conn.addr => {
+                                    last = format!(
+                                        "{} is not the leader; redirected to node {leader} at {addr}",
+                                        conn.addr
+                                    );
+                                    self.redirect(&addr);
+                                    // A known leader: try it at once (bounded by the deadline).
+                                    sleep_until_deadline(Duration::from_millis(1), deadline).await;
+                                }
+                                _ => {
+                                    last = format!(
+                                        "{} is not the leader and does not know who is",
+                                        conn.addr
+                                    );
+                                    self.rotate(&conn.addr);
+                                    sleep_until_deadline(backoff, deadline).await;
+                                    backoff = next_backoff(backoff);
+                                }
+                            }
+                        }
+                        Response::Unavailable { message } => {
+                            last = format!("{} is unavailable: {message}", conn.addr);
+                            sleep_until_deadline(backoff, deadline).await;
+                            backoff = next_backoff(backoff);
+                            if attempts % 3 == 0 {
+                                self.rotate(&conn.addr);
+                            }
+                        }
+                        Response::Error { code, kv, message } => {
+                            return Err(match (code, kv) {
+                                (ErrorCode::Kv, Some(KvError::StaleSequence)) if maybe_sent => {
+                                    ClientError::Indeterminate {
+                                        attempts,
+                                        last: format!(
+                                            "retry answered StaleSequence ({message}); {last}"
+                                        ),
+                                    }
+                                }
+                                (ErrorCode::Kv, Some(e)) => ClientError::Kv(e),
+                                (ErrorCode::BadRequest, _) => ClientError::BadRequest { message },
+                                (code, _) => ClientError::Refused { code, message },
+                            });
+                        }
+                        Response::Written {
+                            result: WriteResult::Failed(KvError::StaleSequence),
+                            ..
+                        } if maybe_sent => {
+                            return Err(ClientError::Indeterminate {
+                                attempts,
+                                last: format!("retry answered StaleSequence; {last}"),
+                            })
+                        }
+                        other => return Ok(other),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn drop_conn(&self, conn: &Arc<Conn>) {
+        let mut slot = self.inner.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+    }
+
+    fn next_request_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+fn next_backoff(d: Duration) -> Duration {
+    (d * 2).min(Duration::from_millis(500))
+}
+
+async fn sleep_until_deadline(d: Duration, deadline: Instant) {
+    let wake = (Instant::now() + d).min(deadline);
+    smol::Timer::at(wake).await;
+}
+
+fn millis(d: Duration) -> Result<u64, ClientError> {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return Err(ClientError::bad_request(format!(
+            "a TTL or lease must be at least 1 ms, got {d:?}"
+        )));
+    }
+    Ok(ms.min(u64::MAX as u128) as u64)
+}
+
+fn op_name(op: &WriteOp) -> &'static str {
+    match op {
+        WriteOp::Put { .. } => "Put",
+        WriteOp::Remove { .. } => "Remove",
+        WriteOp::Mkdir { .. } => "Mkdir",
+        WriteOp::BatchPut { .. } => "BatchPut",
+        WriteOp::BatchRemove { .. } => "BatchRemove",
+        WriteOp::CompareAndSet { .. } => "CompareAndSet",
+        WriteOp::PutTemp { .. } => "PutTemp",
+        WriteOp::MakeTempDir { .. } => "MakeTempDir",
+        WriteOp::UpdateTtl { .. } => "UpdateTtl",
+        WriteOp::TryLock { .. } => "TryLock",
+        WriteOp::Unlock { .. } => "Unlock",
+        WriteOp::UpdateLockLease { .. } => "UpdateLockLease",
+    }
+}
+
+fn unexpected(what: &str, got: &Response) -> ClientError {
+    ClientError::Protocol {
+        message: format!("{what} was answered with {got:?}"),
+    }
+}
+
+fn unexpected_write(what: &str, got: &WriteResult) -> ClientError {
+    ClientError::Protocol {
+        message: format!("{what} was answered with write result {got:?}"),
+    }
+}
+
+/// A blocking client: the same operations as [`Client`], for code without an async runtime.
+/// Each call runs the async one to completion on the calling thread.
+#[derive(Clone, Debug)]
+pub struct BlockingClient {
+    inner: Client,
+}
+
+macro_rules! blocking {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self $(, $arg: $ty)*) -> Result<$ret, ClientError> {
+                smol::block_on(self.inner.$name($($arg),*))
+            }
+        )*
+    };
+}
+
+impl BlockingClient {
+    /// A blocking client for `config`.
+    pub fn new(config: ClientConfig) -> Result<BlockingClient, ClientError> {
+        Ok(BlockingClient {
+            inner: Client::new(config)?,
+        })
+    }
+
+    /// The async client inside (sharing connection and session).
+    pub fn async_client(&self) -> &Client {
+        &self.inner
+    }
+
+    /// This client's session id.
+    pub fn client_id(&self) -> u64 {
+        self.inner.client_id()
+    }
+
+    blocking! {
+        /// See [`Client::get`].
+        fn get(&self, key: &[u8], mode: ReadMode) -> Option<NodeInfo>;
+        /// See [`Client::batch_get`].
+        fn batch_get(&self, keys: &[&[u8]], mode: ReadMode) -> Vec<Option<NodeInfo>>;
+        /// See [`Client::list`].
+        fn list(&self, dir: &[u8], mode: ReadMode) -> Vec<NodeInfo>;
+        /// See [`Client::put`].
+        fn put(&self, key: &[u8], value: &[u8]) -> LogIndex;
+        /// See [`Client::remove`].
+        fn remove(&self, key: &[u8]) -> LogIndex;
+        /// See [`Client::mkdir`].
+        fn mkdir(&self, key: &[u8]) -> LogIndex;
+        /// See [`Client::batch_put`].
+        fn batch_put(&self, pairs: &[(&[u8], &[u8])]) -> BatchOutcome;
+        /// See [`Client::batch_remove`].
+        fn batch_remove(&self, keys: &[&[u8]]) -> BatchOutcome;
+        /// See [`Client::cas`].
+        fn cas(&self, key: &[u8], expect: Option<&[u8]>, value: &[u8]) -> LogIndex;
+        /// See [`Client::put_temp`].
+        fn put_temp(&self, key: &[u8], value: &[u8], ttl: Duration) -> LogIndex;
+        /// See [`Client::make_temp_dir`].
+        fn make_temp_dir(&self, key: &[u8], ttl: Duration) -> LogIndex;
+        /// See [`Client::update_ttl`].
+        fn update_ttl(&self, key: &[u8], ttl: Duration) -> LogIndex;
+        /// See [`Client::try_lock`].
+        fn try_lock(&self, key: &[u8], lease: Duration, wait: Duration) -> LockState;
+        /// See [`Client::unlock`].
+        fn unlock(&self, key: &[u8]) -> Unlocked;
+        /// See [`Client::update_lock_lease`].
+        fn update_lock_lease(&self, key: &[u8], lease: Duration) -> LogIndex;
+        /// See [`Client::status`].
+        fn status(&self) -> StatusInfo;
+        /// See [`Client::members`].
+        fn members(&self) -> Vec<MemberInfo>;
+        /// See [`Client::add_member`].
+        fn add_member(&self, id: NodeId, raft_addr: String, observer: bool) -> LogIndex;
+        /// See [`Client::promote_member`].
+        fn promote_member(&self, id: NodeId) -> LogIndex;
+        /// See [`Client::remove_member`].
+        fn remove_member(&self, id: NodeId) -> LogIndex;
+        /// See [`Client::transfer_leader`].
+        fn transfer_leader(&self, to: NodeId) -> LogIndex;
+        /// See [`Client::snapshot`].
+        fn snapshot(&self) -> LogIndex;
+        /// See [`Client::groups`].
+        fn groups(&self) -> Vec<GroupId>;
+        /// See [`Client::create_group`].
+        fn create_group(&self, group: GroupId, members: Vec<(NodeId, String)>) -> LogIndex;
+        /// See [`Client::remove_group`].
+        fn remove_group(&self, group: GroupId) -> LogIndex;
+    }
+
+    /// See [`Client::lock`]; the lease is renewed on a background task until the guard is
+    /// released or dropped.
+    pub fn lock(
+        &self,
+        key: &[u8],
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<BlockingLockGuard, ClientError> {
+        smol::block_on(self.inner.lock(key, lease, wait)).map(BlockingLockGuard::new)
+    }
+
+    /// See [`Client::watch`]; iterate the returned [`WatchStream`] with
+    /// [`WatchStream::next_blocking`].
+    pub fn watch(&self, keys: &[&[u8]], from_index: LogIndex) -> WatchStream {
+        self.inner.watch(keys, from_index)
+    }
+}

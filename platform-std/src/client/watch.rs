@@ -1,0 +1,269 @@
+//! Watches as a [`Stream`]: one background task per watch with its own connection, which
+//! reconnects after a failure and resumes exactly after the last event it delivered.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_lite::Stream;
+use shoal_core::LogIndex;
+
+use super::conn::Conn;
+use super::{Client, ClientError};
+use crate::protocol::{ErrorCode, ReadMode, Request, RequestFrame, Response, PROTOCOL_VERSION};
+
+/// One item of a watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    /// A change.
+    Event(crate::protocol::WatchEvent),
+    /// The node no longer keeps history back to where the watch stood: changes before
+    /// `oldest` were missed. Re-read the keys; the watch goes on from `oldest`.
+    Compacted {
+        /// The oldest index still available.
+        oldest: LogIndex,
+    },
+}
+
+/// A stream of [`WatchItem`]s. An `Err` item reports that no node could serve the watch for
+/// the client's whole timeout (the stream keeps trying after it) or that the watch was
+/// refused (the stream ends after it). Dropping the stream stops the watch.
+pub struct WatchStream {
+    rx: Pin<Box<smol::channel::Receiver<Result<WatchItem, ClientError>>>>,
+    _task: smol::Task<()>,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream").finish_non_exhaustive()
+    }
+}
+
+impl WatchStream {
+    /// Wait for the next item on the calling thread (`None`: the watch ended).
+    pub fn next_blocking(&mut self) -> Option<Result<WatchItem, ClientError>> {
+        smol::block_on(self.rx.recv()).ok()
+    }
+
+    /// Wait for the next item (`None`: the watch ended).
+    pub async fn next_item(&mut self) -> Option<Result<WatchItem, ClientError>> {
+        self.rx.recv().await.ok()
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = Result<WatchItem, ClientError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}
+
+pub(super) fn start(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex) -> WatchStream {
+    let (tx, rx) = smol::channel::bounded(1024);
+    let task = smol::spawn(run(client, keys, from_index, tx));
+    WatchStream {
+        rx: Box::pin(rx),
+        _task: task,
+    }
+}
+
+/// Where the watch stands: the index to ask from and how many events of that index were
+/// already delivered (a batch write yields several events at one index).
+struct Position {
+    index: LogIndex,
+    delivered_at_index: usize,
+}
+
+async fn run(
+    client: Client,
+    keys: Vec<Vec<u8>>,
+    from_index: LogIndex,
+    tx: smol::channel::Sender<Result<WatchItem, ClientError>>,
+) {
+    let cfg = client.config().clone();
+    let mut pos = Position {
+        index: from_index,
+        delivered_at_index: 0,
+    };
+    if pos.index == 0 {
+        // "From now": pin "now" to an index so a reconnect cannot skip changes.
+        let first = keys.first().cloned().unwrap_or_default();
+        if let Ok(Response::Node { index, .. }) = client
+            .read(Request::Get {
+                key: first,
+                mode: ReadMode::Linearizable,
+            })
+            .await
+        {
+            pos.index = index + 1;
+        }
+    }
+    let mut backoff = Duration::from_millis(20);
+    let mut failing_since: Option<Instant> = None;
+    let mut last: String;
+    loop {
+        let addr = client.target_addr();
+        match watch_once(&client, &addr, &keys, &mut pos, &tx).await {
+            Outcome::ReceiverGone => return,
+            Outcome::Refused(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            Outcome::Redirect(to) => {
+                client.redirect(&to);
+                continue;
+            }
+            Outcome::Retry { why, delivered } => {
+                if delivered {
+                    failing_since = None;
+                    backoff = Duration::from_millis(20);
+                }
+                last = why;
+                client.rotate(&addr);
+            }
+        }
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= cfg.timeout {
+            let err = ClientError::Unavailable {
+                attempts: 0,
+                last: format!(
+                    "the watch could not be served for {:?}: {last}",
+                    cfg.timeout
+                ),
+            };
+            if tx.send(Err(err)).await.is_err() {
+                return;
+            }
+            failing_since = Some(Instant::now());
+        }
+        smol::Timer::after(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+enum Outcome {
+    ReceiverGone,
+    Refused(ClientError),
+    Redirect(String),
+    Retry { why: String, delivered: bool },
+}
+
+async fn watch_once(
+    client: &Client,
+    addr: &str,
+    keys: &[Vec<u8>],
+    pos: &mut Position,
+    tx: &smol::channel::Sender<Result<WatchItem, ClientError>>,
+) -> Outcome {
+    let cfg = client.config();
+    let conn = match Conn::open(addr, cfg.connect_timeout).await {
+        Ok(c) => c,
+        Err(why) => {
+            return Outcome::Retry {
+                why,
+                delivered: false,
+            }
+        }
+    };
+    let id = client.next_request_id();
+    let rx = match conn.subscribe(id, 1024) {
+        Ok(rx) => rx,
+        Err(why) => {
+            return Outcome::Retry {
+                why,
+                delivered: false,
+            }
+        }
+    };
+    let mut frame = RequestFrame {
+        version: PROTOCOL_VERSION,
+        id,
+        group: cfg.group,
+        request: Request::Watch {
+            keys: keys.to_vec(),
+            from_index: pos.index,
+        },
+    };
+    if let Err(e) = conn.send(&mut frame, |_| {}).await {
+        return Outcome::Retry {
+            why: format!("{e:?}"),
+            delivered: false,
+        };
+    }
+    // Events of `pos.index` already delivered before a reconnect are skipped.
+    let mut skip = pos.delivered_at_index;
+    let mut delivered = false;
+    loop {
+        let response = match rx.recv().await {
+            Ok(r) => r,
+            Err(_) => {
+                return Outcome::Retry {
+                    why: format!("the watch connection to {addr} broke"),
+                    delivered,
+                }
+            }
+        };
+        match response {
+            Response::WatchStarted => {}
+            Response::Event(ev) => {
+                if ev.index < pos.index {
+                    continue;
+                }
+                if ev.index == pos.index && skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                if ev.index > pos.index {
+                    pos.index = ev.index;
+                    pos.delivered_at_index = 0;
+                    skip = 0;
+                }
+                pos.delivered_at_index += 1;
+                delivered = true;
+                if tx.send(Ok(WatchItem::Event(ev))).await.is_err() {
+                    return Outcome::ReceiverGone;
+                }
+            }
+            Response::WatchCompacted { oldest } => {
+                pos.index = oldest;
+                pos.delivered_at_index = 0;
+                if tx.send(Ok(WatchItem::Compacted { oldest })).await.is_err() {
+                    return Outcome::ReceiverGone;
+                }
+                // Open the watch again from the oldest kept index.
+                return Outcome::Retry {
+                    why: "history compacted".into(),
+                    delivered: true,
+                };
+            }
+            Response::NotLeader {
+                leader_addr: Some(to),
+                ..
+            } if to != addr => return Outcome::Redirect(to),
+            Response::NotLeader { .. } => {
+                return Outcome::Retry {
+                    why: format!("{addr} cannot serve the watch and names no leader"),
+                    delivered,
+                }
+            }
+            Response::Unavailable { message } => {
+                return Outcome::Retry {
+                    why: format!("{addr} is unavailable: {message}"),
+                    delivered,
+                }
+            }
+            Response::Error { code, kv, message } => {
+                return Outcome::Refused(match (code, kv) {
+                    (ErrorCode::Kv, Some(e)) => ClientError::Kv(e),
+                    (ErrorCode::BadRequest, _) => ClientError::BadRequest { message },
+                    (code, _) => ClientError::Refused { code, message },
+                })
+            }
+            other => {
+                return Outcome::Refused(ClientError::Protocol {
+                    message: format!("a watch was answered with {other:?}"),
+                })
+            }
+        }
+    }
+}
