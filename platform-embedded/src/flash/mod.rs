@@ -36,6 +36,7 @@
 //! when the current tail's header was written.
 
 pub mod codec;
+pub mod ram;
 pub mod sim;
 
 use core::cell::{Cell, RefCell};

@@ -1,0 +1,319 @@
+//! A small runtime for one node on one core, without an allocator: the core's node driver with
+//! DtKV as its state machine, one framed link per peer, and the `Hello` handshake that opens
+//! each link. The caller owns every buffer (statics on a board) and calls [`Runtime::poll`] in
+//! its main loop with the time from a [`crate::clock::TickClock`].
+//!
+//! ## Handshake on links without connections
+//!
+//! A serial line has no "connection opened" event, so the handshake is driven by time: while a
+//! link is not established, its side sends a *dial* `Hello` (naming the peer it expects at the
+//! other end) every [`HELLO_RETRY_MS`]. Whoever receives a dial `Hello` checks it with
+//! [`shoal_core::handshake::check`], marks the link established and answers with an *accept*
+//! `Hello` (`expected_peer` = `NO_NODE`); an accept `Hello` that passes the check establishes
+//! the link without an answer, so two `Hello`s never bounce forever. A board that resets dials
+//! again, and its peers answer. On TCP the platform calls [`Runtime::link_reset`] whenever a
+//! connection is replaced, which starts the same exchange. Raft frames arriving on a link that
+//! is not established are dropped, and no Raft frame is sent on one.
+
+use crate::link::{FrameRx, FrameTx, LinkError};
+use embedded_io::{Read, ReadReady, Write, WriteReady};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
+use shoal_core::handshake::{self, Hello};
+use shoal_core::io::{Transport, TransportError};
+use shoal_core::membership::Membership;
+use shoal_core::raft::RaftError;
+use shoal_core::storage::Storage;
+use shoal_core::types::{NodeId, NO_NODE};
+use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
+use shoal_kv::{Applied, DtKv};
+
+/// How often an unestablished link repeats its dial `Hello`.
+pub const HELLO_RETRY_MS: u64 = 300;
+/// Frames taken from one link per [`Runtime::poll`], so one busy peer cannot starve the rest.
+pub const MAX_FRAMES_PER_POLL: usize = 8;
+/// Stack buffer for handshake frames (a `Hello` with the largest member set, or a refusal).
+const HANDSHAKE_FRAME_BYTES: usize = FRAME_PREFIX_RESERVE + 5 + 4 + 256;
+
+/// The sending halves of every link: the node driver's [`Transport`].
+pub struct Mesh<W, const P: usize, const TX: usize> {
+    peers: [NodeId; P],
+    tx: [FrameTx<W, TX>; P],
+    established: [bool; P],
+    last_hello_ms: [Option<u64>; P],
+}
+
+impl<W: Write + WriteReady, const P: usize, const TX: usize> Mesh<W, P, TX> {
+    /// Links to `peers[i]` through `tx[i]`, none established yet.
+    pub fn new(peers: [NodeId; P], tx: [FrameTx<W, TX>; P]) -> Self {
+        Mesh {
+            peers,
+            tx,
+            established: [false; P],
+            last_hello_ms: [None; P],
+        }
+    }
+
+    /// Whether the link to `peers[i]` passed its handshake.
+    pub fn established(&self, i: usize) -> bool {
+        self.established[i]
+    }
+
+    /// The sending half of link `i`.
+    pub fn tx_mut(&mut self, i: usize) -> &mut FrameTx<W, TX> {
+        &mut self.tx[i]
+    }
+
+    /// Move queued bytes to every device as far as they take them.
+    pub fn drain(&mut self) -> [Result<(), LinkError>; P] {
+        core::array::from_fn(|i| self.tx[i].drain())
+    }
+}
+
+impl<W: Write + WriteReady, const P: usize, const TX: usize> Transport for Mesh<W, P, TX> {
+    fn send(&mut self, to: NodeId, frame: &[u8]) -> Result<(), TransportError> {
+        let i = self
+            .peers
+            .iter()
+            .position(|&p| p == to)
+            .ok_or(TransportError::Unreachable)?;
+        if !self.established[i] {
+            return Err(TransportError::Unreachable);
+        }
+        self.tx[i].queue(frame)
+    }
+}
+
+/// Counters kept by the runtime (the driver keeps its own in `NodeStats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Handshakes that established a link.
+    pub handshakes: u32,
+    /// `Hello`s refused by [`handshake::check`] (either side).
+    pub refusals: u32,
+    /// Frames that did not decode (bad CRC, truncated, unknown version).
+    pub bad_frames: u32,
+    /// Raft frames dropped because their link was not established.
+    pub unestablished_drops: u32,
+    /// Raft frames the driver refused (wrong cluster, group or node).
+    pub refused_frames: u32,
+    /// Link errors (plain links: the caller should reconnect).
+    pub link_errors: u32,
+}
+
+/// The node driver type the runtime runs.
+pub type RuntimeNode<'a, S, W, const P: usize, const TX: usize> =
+    Node<S, Mesh<W, P, TX>, DtKv<'a>, &'a mut [u8]>;
+
+/// One node: driver, DtKV, and `P` links with `TX`-byte send rings and `RX`-byte receive
+/// buffers.
+pub struct Runtime<'a, S, W, R, const P: usize, const TX: usize, const RX: usize> {
+    node: RuntimeNode<'a, S, W, P, TX>,
+    rx: [FrameRx<R, RX>; P],
+    stats: RuntimeStats,
+}
+
+/// Whether a driver error means the node must stop (storage or safety), not just a bad frame.
+pub fn is_fatal(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::Storage(_)
+            | NodeError::Raft(RaftError::Storage(_))
+            | NodeError::Raft(RaftError::CommittedTruncation(_))
+            | NodeError::Snapshot(_)
+            | NodeError::SnapshotChecksum { .. }
+    )
+}
+
+impl<'a, S, W, R, const P: usize, const TX: usize, const RX: usize> Runtime<'a, S, W, R, P, TX, RX>
+where
+    S: Storage,
+    W: Write + WriteReady,
+    R: Read + ReadReady,
+{
+    /// Start the node from `store` (see [`Node::new`] for `bootstrap`). `frame_buf` frames
+    /// outgoing messages and reads entries: it must hold the largest entry plus
+    /// [`FRAME_PREFIX_RESERVE`] + 16 bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: NodeConfig,
+        store: S,
+        kv: DtKv<'a>,
+        frame_buf: &'a mut [u8],
+        mesh: Mesh<W, P, TX>,
+        rx: [FrameRx<R, RX>; P],
+        now_ms: u64,
+        bootstrap: Option<&Membership>,
+    ) -> Result<Self, NodeError> {
+        let node = Node::new(cfg, store, mesh, kv, frame_buf, now_ms, bootstrap)?;
+        Ok(Runtime {
+            node,
+            rx,
+            stats: RuntimeStats::default(),
+        })
+    }
+
+    /// The node driver (to propose, read, or look at Raft's state).
+    pub fn node(&self) -> &RuntimeNode<'a, S, W, P, TX> {
+        &self.node
+    }
+
+    /// The node driver, mutably.
+    pub fn node_mut(&mut self) -> &mut RuntimeNode<'a, S, W, P, TX> {
+        &mut self.node
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RuntimeStats {
+        self.stats
+    }
+
+    /// The receiving half of link `i`.
+    pub fn rx_mut(&mut self, i: usize) -> &mut FrameRx<R, RX> {
+        &mut self.rx[i]
+    }
+
+    /// Link `i` was replaced (a new TCP connection): forget partial frames and queued bytes and
+    /// handshake again before any Raft frame passes.
+    pub fn link_reset(&mut self, i: usize) {
+        self.rx[i].clear();
+        let mesh = self.node.transport_mut();
+        mesh.tx[i].clear();
+        mesh.established[i] = false;
+        mesh.last_hello_ms[i] = None;
+    }
+
+    fn local_hello(&self, expected_peer: NodeId) -> Hello {
+        let cfg = self.node.config();
+        Hello {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.node_id,
+            expected_peer,
+            group: cfg.group,
+            members: self.node.raft().membership().all(),
+        }
+    }
+
+    fn send_handshake(&mut self, i: usize, body: &Body) {
+        let cfg = self.node.config();
+        let header = FrameHeader {
+            version: WIRE_VERSION,
+            cluster_id: cfg.cluster_id,
+            group: cfg.group,
+            from: cfg.node_id,
+            to: self.node.transport_mut().peers[i],
+        };
+        let mut buf = [0u8; HANDSHAKE_FRAME_BYTES];
+        if let Ok(n) = wire::encode(&header, body, &[], &mut buf) {
+            // A full ring drops it; the dial is repeated.
+            let _ = self.node.transport_mut().tx[i].queue(&buf[..n]);
+        }
+    }
+
+    /// One round of the main loop: handshakes, every frame waiting on every link, a tick, the
+    /// driver's batch boundary (`flush`, which reports events to `on_event`), and sending.
+    /// Returns an error only when the node must stop ([`is_fatal`]).
+    pub fn poll(
+        &mut self,
+        now_ms: u64,
+        on_event: &mut dyn FnMut(Event<Applied>),
+    ) -> Result<(), NodeError> {
+        for i in 0..P {
+            let mesh = self.node.transport_mut();
+            let due = mesh.last_hello_ms[i].is_none_or_due(now_ms);
+            if !mesh.established[i] && due {
+                mesh.last_hello_ms[i] = Some(now_ms);
+                let peer = mesh.peers[i];
+                let hello = self.local_hello(peer);
+                self.send_handshake(i, &Body::Hello(hello));
+            }
+        }
+        for i in 0..P {
+            for _ in 0..MAX_FRAMES_PER_POLL {
+                let frame = match self.rx[i].poll() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!("link error on peer index {}", i as u32);
+                        let _ = e;
+                        self.stats.link_errors += 1;
+                        break;
+                    }
+                };
+                let decoded = match wire::decode(frame) {
+                    Ok((f, _)) => f,
+                    Err(_) => {
+                        self.stats.bad_frames += 1;
+                        continue;
+                    }
+                };
+                let peer = self.node.transport_mut().peers[i];
+                match decoded.body {
+                    Body::Hello(remote) => {
+                        let local = self.local_hello(peer);
+                        match handshake::check(&local, &remote) {
+                            Ok(()) => {
+                                let mesh = self.node.transport_mut();
+                                if !mesh.established[i] {
+                                    self.stats.handshakes += 1;
+                                    info!("link to node {} established", peer);
+                                }
+                                mesh.established[i] = true;
+                                if remote.expected_peer != NO_NODE {
+                                    let accept = self.local_hello(NO_NODE);
+                                    self.send_handshake(i, &Body::Hello(accept));
+                                }
+                            }
+                            Err(e) => {
+                                self.stats.refusals += 1;
+                                self.node.transport_mut().established[i] = false;
+                                let mut reason = heapless::String::<160>::new();
+                                let _ = core::fmt::write(&mut reason, format_args!("{}", e));
+                                warn!("handshake with node {} refused", peer);
+                                self.send_handshake(i, &Body::HelloRefused(reason));
+                            }
+                        }
+                    }
+                    Body::HelloRefused(_) => {
+                        self.stats.refusals += 1;
+                        self.node.transport_mut().established[i] = false;
+                        warn!("node {} refused our handshake", peer);
+                    }
+                    Body::Raft(_) => {
+                        if !self.node.transport_mut().established[i] || decoded.header.from != peer
+                        {
+                            self.stats.unestablished_drops += 1;
+                            continue;
+                        }
+                        if let Err(e) = self.node.handle_frame(now_ms, frame) {
+                            if is_fatal(&e) {
+                                return Err(e);
+                            }
+                            self.stats.refused_frames += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.node.tick(now_ms)?;
+        self.node.flush(now_ms, on_event)?;
+        for r in self.node.transport_mut().drain() {
+            if r.is_err() {
+                self.stats.link_errors += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+trait DueExt {
+    fn is_none_or_due(&self, now_ms: u64) -> bool;
+}
+
+impl DueExt for Option<u64> {
+    fn is_none_or_due(&self, now_ms: u64) -> bool {
+        match self {
+            None => true,
+            Some(at) => now_ms.saturating_sub(*at) >= HELLO_RETRY_MS,
+        }
+    }
+}
