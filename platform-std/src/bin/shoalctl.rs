@@ -1,0 +1,714 @@
+//! `shoalctl`: operate a Shoal cluster from the shell — every DtKV operation, watch, locks around
+//! a command, membership, leader transfer, snapshots, status and groups.
+//!
+//! Exit codes: 0 success; 1 the cluster answered with a definite failure; 2 usage error; 3 the
+//! outcome is unknown (a write was sent and its answer lost); 4 no node took the request (it
+//! did not happen).
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use base64::Engine;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use shoal_std::client::{Client, ClientConfig, ClientError, NodeInfo, ReadMode, WatchItem};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success; 1 the cluster answered with a definite failure (not found, CAS mismatch,
+lock held, ...); 2 usage error; 3 indeterminate (a write was sent but its answer was lost: it
+may or may not have happened); 4 unavailable (no node took the request: it did not happen).
+
+Values are printed raw in text output. In JSON output a value is a string: the UTF-8 text when
+the bytes are valid UTF-8 (\"value_encoding\": \"utf8\"), else standard base64
+(\"value_encoding\": \"base64\").";
+
+/// Operate a Shoal cluster: read and write DtKV keys, watch, lock, manage members and groups.
+#[derive(Parser, Debug)]
+#[command(name = "shoalctl", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// Client addresses (HOST:PORT) of one or more nodes, comma separated; the leader is found
+    /// from any of them.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7002"
+    )]
+    endpoints: Vec<String>,
+    /// The Raft group to address (0 is the default group).
+    #[arg(long, global = true, default_value_t = 0)]
+    group: u32,
+    /// Output format: `text` for people, `json` for one JSON object per answer.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Overall deadline of each request, retries included (e.g. 500ms, 10s, 2m).
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per answer.
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Consistency {
+    /// Linearizable through ReadIndex (any node).
+    Linearizable,
+    /// Linearizable through the leader's lease (leader only; relies on bounded clock drift).
+    Lease,
+    /// The contacted node's applied state, possibly stale.
+    Local,
+}
+
+/// One line of `batch` input: a command with the same syntax as on the command line.
+#[derive(Parser, Debug)]
+#[command(name = "", no_binary_name = true)]
+struct Line {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or replace a value.
+    Put {
+        /// The key (`app.db.url`); its parent directory must exist.
+        key: String,
+        /// The value (stored as the UTF-8 bytes of this argument).
+        value: String,
+    },
+    /// Read a key; text output prints the value, JSON the whole node.
+    Get {
+        /// The key.
+        key: String,
+        /// How the read is served.
+        #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
+    },
+    /// Remove a value, a temporary node or an empty directory.
+    #[command(alias = "rm", alias = "remove")]
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// Create a directory (succeeds if it already is one).
+    Mkdir {
+        /// The directory's key.
+        dir: String,
+    },
+    /// List a directory's children (the root when DIR is omitted).
+    #[command(alias = "ls")]
+    List {
+        /// The directory's key.
+        #[arg(default_value = "")]
+        dir: String,
+        /// How the read is served.
+        #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
+    },
+    /// Compare-and-set: `cas KEY EXPECTED NEW`, or `cas KEY --expect-absent NEW`.
+    Cas {
+        /// The key.
+        key: String,
+        /// EXPECTED then NEW, or only NEW with --expect-absent.
+        #[arg(num_args = 1..=2, required = true, value_names = ["EXPECTED", "NEW"])]
+        values: Vec<String>,
+        /// Set only if the key does not exist.
+        #[arg(long)]
+        expect_absent: bool,
+    },
+    /// Create or refresh a temporary value owned by this invocation's session.
+    PutTemp {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Time to live (e.g. 30s).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Create a temporary directory (removed with its contents when it expires).
+    MkdirTemp {
+        /// The directory's key.
+        dir: String,
+        /// Time to live (e.g. 30s).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Give a temporary node a new TTL (only its owner session may; each shoalctl invocation is
+    /// a new session, so this works from `batch` mode or the client library).
+    Ttl {
+        /// The key.
+        key: String,
+        /// New time to live from now.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Hold a lock while COMMAND runs: acquire (waiting up to --wait), export the fencing token
+    /// as SHOAL_LOCK_FENCE, renew the lease while the command runs, release, and exit with the
+    /// command's exit code.
+    Lock {
+        /// The lock's key.
+        key: String,
+        /// Lease length; renewed every third of it while the command runs.
+        #[arg(long, value_parser = parse_duration)]
+        lease: Duration,
+        /// How long to wait in the lock's queue (0: fail at once with exit 1 if held).
+        #[arg(long, value_parser = parse_duration, default_value = "0s")]
+        wait: Duration,
+        /// The command to run, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Print changes to keys or directories (a directory covers its subtree; "" everything),
+    /// one line or JSON object per event, until interrupted or --count events.
+    Watch {
+        /// Keys or directories.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// First raft index to report (0: from now).
+        #[arg(long, default_value_t = 0)]
+        from_index: u64,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Membership of the group.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Leadership.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
+    /// Take a snapshot now on the contacted node.
+    Snapshot,
+    /// The contacted node's view of the group.
+    Status,
+    /// Exit 0 if the contacted node answers and knows a leader, 1 if it has no leader.
+    Health,
+    /// Groups hosted by the contacted node.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Read commands from stdin, one per line (shell-like quoting, `#` comments), and answer
+    /// each with one JSON line. Exit code: 0 if every line succeeded, else the last failing
+    /// line's code. `lock`, `watch` and `batch` are not allowed in batch input.
+    Batch,
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// List the members.
+    List,
+    /// Add a node (promoted to voter once caught up, unless --observer).
+    Add {
+        /// The node's id.
+        id: u64,
+        /// Its raft address (HOST:PORT).
+        raft_addr: String,
+        /// Keep it a non-voting observer.
+        #[arg(long)]
+        observer: bool,
+    },
+    /// Make an observer a voter.
+    Promote {
+        /// The node's id.
+        id: u64,
+    },
+    /// Remove a node.
+    Remove {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LeaderCommand {
+    /// Move leadership to voter ID.
+    Transfer {
+        /// The target node's id.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// List the groups on the contacted node.
+    List,
+    /// Create group --group on the contacted node with these members.
+    Create {
+        /// Members as ID=RAFT_ADDR,... (e.g. 1=10.0.0.1:7001,2=10.0.0.2:7001).
+        members: String,
+    },
+    /// Remove group --group from the contacted node.
+    Remove,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 500ms, 10s or 2m: {e}"))
+}
+
+/// A successful answer: JSON for `-o json`, text for people.
+struct Answer {
+    json: Value,
+    text: String,
+}
+
+impl Answer {
+    fn new(json: Value, text: impl Into<String>) -> Answer {
+        Answer {
+            json,
+            text: text.into(),
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let config = ClientConfig {
+        endpoints: cli.endpoints.clone(),
+        group: cli.group,
+        timeout: cli.timeout,
+        attempt_timeout: cli.timeout.min(Duration::from_secs(3)),
+        connect_timeout: cli.timeout.min(Duration::from_secs(1)),
+    };
+    let client = match Client::new(config) {
+        Ok(c) => c,
+        Err(e) => exit_with_error(cli.output, &e),
+    };
+    let code = smol::block_on(run(&client, &cli, cli.command_ref()));
+    std::process::exit(code);
+}
+
+impl Cli {
+    fn command_ref(&self) -> &Command {
+        &self.command
+    }
+}
+
+fn exit_with_error(output: Output, e: &ClientError) -> ! {
+    print_error(output, e);
+    std::process::exit(e.exit_code());
+}
+
+fn print_error(output: Output, e: &ClientError) {
+    match output {
+        Output::Json => println!("{}", error_json(e)),
+        Output::Text => eprintln!("shoalctl: {e}"),
+    }
+}
+
+fn error_json(e: &ClientError) -> Value {
+    let mut v = json!({
+        "ok": false,
+        "class": e.class().as_str(),
+        "exit": e.exit_code(),
+        "error": e.name(),
+        "message": e.to_string(),
+    });
+    if let Some(kv) = e.kv() {
+        v["kv_code"] = json!(kv.code());
+    }
+    v
+}
+
+/// Run one top-level command; returns the exit code.
+async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
+    match command {
+        Command::Lock {
+            key,
+            lease,
+            wait,
+            command,
+        } => run_lock(client, cli.output, key, *lease, *wait, command).await,
+        Command::Watch {
+            keys,
+            from_index,
+            count,
+        } => run_watch(client, cli.output, keys, *from_index, *count).await,
+        Command::Batch => run_batch(client).await,
+        other => match execute(client, other).await {
+            Ok(answer) => {
+                print_answer(cli.output, &answer);
+                0
+            }
+            Err(e) => {
+                print_error(cli.output, &e);
+                e.exit_code()
+            }
+        },
+    }
+}
+
+fn print_answer(output: Output, answer: &Answer) {
+    match output {
+        Output::Json => println!("{}", answer.json),
+        Output::Text => {
+            if !answer.text.is_empty() {
+                println!("{}", answer.text);
+            }
+        }
+    }
+}
+
+fn mode(c: Consistency) -> ReadMode {
+    match c {
+        Consistency::Linearizable => ReadMode::Linearizable,
+        Consistency::Lease => ReadMode::Lease,
+        Consistency::Local => ReadMode::Local,
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A value for JSON: UTF-8 text when valid, else base64.
+fn value_json(bytes: &[u8]) -> (Value, &'static str) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (json!(s), "utf8"),
+        Err(_) => (
+            json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            "base64",
+        ),
+    }
+}
+
+fn node_json(n: &NodeInfo) -> Value {
+    let (value, encoding) = value_json(&n.value);
+    json!({
+        "key": text(&n.key),
+        "kind": format!("{:?}", n.kind),
+        "value": value,
+        "value_encoding": encoding,
+        "create_index": n.create_index,
+        "update_index": n.update_index,
+        "owner": n.owner,
+        "deadline_ms": n.deadline_ms,
+        "fence": n.fence,
+        "count": n.count,
+    })
+}
+
+fn written(index: u64) -> Answer {
+    Answer::new(
+        json!({"ok": true, "index": index}),
+        format!("ok (index {index})"),
+    )
+}
+
+/// Run a command that gives one answer.
+async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientError> {
+    let usage = |m: String| ClientError::BadRequest { message: m };
+    Ok(match command {
+        Command::Put { key, value } => written(client.put(key, value).await?),
+        Command::Get { key, consistency } => match client.get(key, mode(*consistency)).await? {
+            Some(node) => {
+                let mut j = node_json(&node);
+                j["ok"] = json!(true);
+                Answer::new(j, text(&node.value))
+            }
+            None => return Err(ClientError::Kv(shoal_kv::KvError::NotFound)),
+        },
+        Command::Del { key } => written(client.remove(key).await?),
+        Command::Mkdir { dir } => written(client.mkdir(dir).await?),
+        Command::List { dir, consistency } => {
+            let children = client.list(dir, mode(*consistency)).await?;
+            let lines: Vec<String> = children
+                .iter()
+                .map(|c| {
+                    let suffix = if c.kind.is_dir() { "/" } else { "" };
+                    format!("{}{suffix}", text(&c.key))
+                })
+                .collect();
+            let items: Vec<Value> = children.iter().map(node_json).collect();
+            Answer::new(json!({"ok": true, "children": items}), lines.join("\n"))
+        }
+        Command::Cas {
+            key,
+            values,
+            expect_absent,
+        } => {
+            let (expect, new) =
+                match (values.as_slice(), expect_absent) {
+                    ([new], true) => (None, new),
+                    ([expected, new], false) => (Some(expected.as_bytes()), new),
+                    (_, true) => return Err(usage(
+                        "with --expect-absent give only the new value: cas KEY --expect-absent NEW"
+                            .into(),
+                    )),
+                    (_, false) => {
+                        return Err(usage(
+                            "give the expected and the new value: cas KEY EXPECTED NEW \
+                         (or cas KEY --expect-absent NEW)"
+                                .into(),
+                        ))
+                    }
+                };
+            written(client.cas(key, expect, new).await?)
+        }
+        Command::PutTemp { key, value, ttl } => written(client.put_temp(key, value, *ttl).await?),
+        Command::MkdirTemp { dir, ttl } => written(client.make_temp_dir(dir, *ttl).await?),
+        Command::Ttl { key, ttl } => written(client.update_ttl(key, *ttl).await?),
+        Command::Member(m) => match m {
+            MemberCommand::List => {
+                let members = client.members().await?;
+                let text = members
+                    .iter()
+                    .map(|m| format!("{}\t{}\t{}", m.id, m.role, m.raft_addr))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let items: Vec<Value> = members.iter().map(member_json).collect();
+                Answer::new(json!({"ok": true, "members": items}), text)
+            }
+            MemberCommand::Add {
+                id,
+                raft_addr,
+                observer,
+            } => written(client.add_member(*id, raft_addr.clone(), *observer).await?),
+            MemberCommand::Promote { id } => written(client.promote_member(*id).await?),
+            MemberCommand::Remove { id } => written(client.remove_member(*id).await?),
+        },
+        Command::Leader(LeaderCommand::Transfer { id }) => {
+            written(client.transfer_leader(*id).await?)
+        }
+        Command::Snapshot => written(client.snapshot().await?),
+        Command::Status => {
+            let s = client.status().await?;
+            let members: Vec<Value> = s.members.iter().map(member_json).collect();
+            let j = json!({
+                "ok": true,
+                "node_id": s.node_id, "group": s.group, "role": s.role, "term": s.term,
+                "leader": s.leader, "commit": s.commit, "applied": s.applied,
+                "last_index": s.last_index, "snapshot_index": s.snapshot_index,
+                "members": members,
+            });
+            let mut t = format!(
+                "node {} group {}: {} term {} leader {} commit {} applied {} last {} snapshot {}",
+                s.node_id,
+                s.group,
+                s.role,
+                s.term,
+                s.leader,
+                s.commit,
+                s.applied,
+                s.last_index,
+                s.snapshot_index
+            );
+            for m in &s.members {
+                t.push_str(&format!("\n  {}\t{}\t{}", m.id, m.role, m.raft_addr));
+            }
+            Answer::new(j, t)
+        }
+        Command::Health => {
+            let s = client.status().await?;
+            if s.leader == 0 {
+                return Err(ClientError::Refused {
+                    code: shoal_std::protocol::ErrorCode::Conflict,
+                    message: format!(
+                        "node {} answers but knows no leader for group {} (role {}, term {})",
+                        s.node_id, s.group, s.role, s.term
+                    ),
+                });
+            }
+            Answer::new(
+                json!({"ok": true, "node_id": s.node_id, "leader": s.leader, "role": s.role}),
+                format!(
+                    "healthy: node {} ({}), leader {}",
+                    s.node_id, s.role, s.leader
+                ),
+            )
+        }
+        Command::Group(g) => match g {
+            GroupCommand::List => {
+                let groups = client.groups().await?;
+                let t = groups
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Answer::new(json!({"ok": true, "groups": groups}), t)
+            }
+            GroupCommand::Create { members } => {
+                let members = parse_members(members).map_err(usage)?;
+                written(client.create_group(client.config().group, members).await?)
+            }
+            GroupCommand::Remove => written(client.remove_group(client.config().group).await?),
+        },
+        Command::Lock { .. } | Command::Watch { .. } | Command::Batch => {
+            return Err(usage(
+                "lock, watch and batch cannot run inside batch input".into(),
+            ))
+        }
+    })
+}
+
+fn member_json(m: &shoal_std::client::MemberInfo) -> Value {
+    json!({"id": m.id, "raft_addr": m.raft_addr, "role": m.role, "match_index": m.match_index})
+}
+
+fn parse_members(s: &str) -> Result<Vec<(u64, String)>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (id, addr) = p
+                .split_once('=')
+                .ok_or_else(|| format!("member `{p}` is not ID=RAFT_ADDR"))?;
+            let id = id
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("member id `{id}` is not a number"))?;
+            Ok((id, addr.trim().to_string()))
+        })
+        .collect()
+}
+
+async fn run_lock(
+    client: &Client,
+    output: Output,
+    key: &str,
+    lease: Duration,
+    wait: Duration,
+    command: &[String],
+) -> i32 {
+    let guard = match client.lock(key, lease, wait).await {
+        Ok(g) => g,
+        Err(e) => {
+            print_error(output, &e);
+            return e.exit_code();
+        }
+    };
+    let fence = guard.fence();
+    let (program, args) = command.split_first().expect("clap requires a command");
+    let child = std::process::Command::new(program)
+        .args(args)
+        .env("SHOAL_LOCK_FENCE", fence.to_string())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = guard.release().await;
+            eprintln!("shoalctl: cannot run `{program}`: {e}");
+            return 2;
+        }
+    };
+    let status = smol::unblock(move || child.wait()).await;
+    if guard.is_lost() {
+        eprintln!(
+            "shoalctl: warning: the lock `{key}` was lost while the command ran (a lease renewal \
+             was refused); another client may have held it"
+        );
+    }
+    if let Err(e) = guard.release().await {
+        eprintln!("shoalctl: releasing the lock `{key}` failed (its lease will end it): {e}");
+    }
+    match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+        }
+        Err(e) => {
+            eprintln!("shoalctl: waiting for `{program}` failed: {e}");
+            2
+        }
+    }
+}
+
+async fn run_watch(
+    client: &Client,
+    output: Output,
+    keys: &[String],
+    from_index: u64,
+    count: Option<u64>,
+) -> i32 {
+    let mut stream = client.watch(keys, from_index);
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    while count.map_or(true, |c| seen < c) {
+        let item = match stream.next_item().await {
+            Some(i) => i,
+            None => return 0,
+        };
+        let line = match item {
+            Ok(WatchItem::Event(ev)) => {
+                seen += 1;
+                let (value, encoding) = value_json(&ev.value);
+                match output {
+                    Output::Json => json!({
+                        "index": ev.index, "kind": ev.kind, "key": text(&ev.key),
+                        "value": value, "value_encoding": encoding,
+                    })
+                    .to_string(),
+                    Output::Text => {
+                        format!(
+                            "{} {} {} {}",
+                            ev.index,
+                            ev.kind,
+                            text(&ev.key),
+                            text(&ev.value)
+                        )
+                    }
+                }
+            }
+            Ok(WatchItem::Compacted { oldest }) => match output {
+                Output::Json => json!({"compacted": true, "oldest": oldest}).to_string(),
+                Output::Text => format!(
+                    "# compacted: changes before index {oldest} were missed; re-read the keys"
+                ),
+            },
+            Err(e) => {
+                print_error(output, &e);
+                return e.exit_code();
+            }
+        };
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            return 0; // stdout closed (e.g. `| head`)
+        }
+    }
+    0
+}
+
+async fn run_batch(client: &Client) -> i32 {
+    let stdin = std::io::stdin();
+    let mut code = 0;
+    for line in stdin.lock().lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("shoalctl: reading stdin: {e}");
+                return 2;
+            }
+        };
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let result = match shlex::split(trimmed) {
+            None => Err(ClientError::BadRequest {
+                message: format!("cannot split `{trimmed}`: unbalanced quotes"),
+            }),
+            Some(words) => match Line::try_parse_from(words) {
+                Ok(parsed) => execute(client, &parsed.command).await,
+                Err(e) => Err(ClientError::BadRequest {
+                    message: e.to_string().trim().to_string(),
+                }),
+            },
+        };
+        match result {
+            Ok(answer) => println!("{}", answer.json),
+            Err(e) => {
+                code = e.exit_code();
+                println!("{}", error_json(&e));
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+    code
+}
