@@ -1,0 +1,408 @@
+//! `export` (a portable snapshot of a node's latest state) and `import` (a fresh data dir built
+//! from one, with a new member list, to rebuild a cluster that lost quorum).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use shoal_core::membership::Membership;
+use shoal_core::record::CRC32C;
+use shoal_core::storage::{LogView, Storage};
+use shoal_core::types::{EntryKind, GroupId, HardState, LogIndex, NodeId, SnapshotMeta};
+use shoal_kv::KvLimits;
+use shoal_std::storage::scan::{Identity, ScannedRecord};
+use shoal_std::storage::{DataDir, FileStorage, StorageOptions};
+
+use crate::datadir::{scan_dir, ScanOptions};
+use crate::portable::{read_snapshot_file, write_export, ExportHeader};
+use crate::problem::Problem;
+use crate::state::{rebuild, snapshot_bytes, ReplayEntry};
+
+/// Why `export` or `import` stopped.
+#[derive(Debug)]
+pub enum BackupError {
+    /// The command was used wrongly (bad flags, a non-empty target dir, an existing output):
+    /// exit code 2.
+    Usage(String),
+    /// The source is damaged: exit code 1. Each finding names its file and offset.
+    Damaged(Vec<Problem>),
+    /// Anything else (IO, an unrestorable snapshot): exit code 3.
+    Failed(String),
+}
+
+impl std::fmt::Display for BackupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupError::Usage(s) | BackupError::Failed(s) => f.write_str(s),
+            BackupError::Damaged(ps) => {
+                writeln!(f, "the source is damaged; nothing was written:")?;
+                for p in ps {
+                    writeln!(f, "  {}", p)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Up to which entry `export` applies the log on top of the snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Upto {
+    /// The hard state's commit index: every entry applied is known committed. The commit
+    /// index on disk is a hint saved with term/vote changes and snapshots, so it can lag the
+    /// real commit point; the entries after it are reported, not exported.
+    Commit,
+    /// Every entry in the log. Use on the most up-to-date survivor when rebuilding after a
+    /// quorum loss: entries past the commit point may never have been committed (they were
+    /// acknowledged to no client unless a quorum had them), which the rebuilt cluster then
+    /// commits.
+    Last,
+}
+
+/// What `export` wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportReport {
+    /// The file written.
+    pub out: String,
+    /// Its header.
+    pub header: ExportHeader,
+    /// Index of the snapshot the state was rebuilt from (0: none).
+    pub from_snapshot: LogIndex,
+    /// Log entries applied on top of it.
+    pub entries_applied: u64,
+    /// Entries in the log after the exported index (not exported; see `--upto`).
+    pub entries_not_exported: u64,
+    /// Warnings found in the source (torn tails and the like).
+    pub warnings: Vec<Problem>,
+}
+
+/// Export group `group` of `data_dir` to `out`.
+pub fn export(
+    data_dir: &Path,
+    group: GroupId,
+    upto: Upto,
+    out: &Path,
+    force: bool,
+    base: KvLimits,
+) -> Result<ExportReport, BackupError> {
+    let mut records: Vec<ReplayEntry> = Vec::new();
+    let mut on_seg = |_: u64| {};
+    let mut on_rec = |_: &Path, r: &ScannedRecord| {
+        records.push(ReplayEntry {
+            index: r.entry.index,
+            term: r.entry.term,
+            kind: r.entry.kind,
+            data: r.entry.data.clone(),
+        })
+    };
+    let scan = scan_dir(
+        data_dir,
+        Some(group),
+        &mut ScanOptions {
+            verify_snapshots: true,
+            on_segment: &mut on_seg,
+            on_record: &mut on_rec,
+        },
+    )
+    .map_err(|e| BackupError::Usage(e.0))?;
+    let errors: Vec<Problem> = scan
+        .all_problems()
+        .filter(|p| p.is_error())
+        .cloned()
+        .collect();
+    if !errors.is_empty() {
+        return Err(BackupError::Damaged(errors));
+    }
+    let identity = scan.identity.clone().ok_or_else(|| {
+        BackupError::Failed(format!(
+            "{} has no readable identity file",
+            data_dir.display()
+        ))
+    })?;
+    let g = &scan.groups[0];
+    let snap = g.current_snapshot.clone();
+    let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
+    let last = g.last_index();
+    let target = match upto {
+        Upto::Commit => g
+            .hard_state
+            .map_or(0, |h| h.commit)
+            .min(last)
+            .max(snap_index),
+        Upto::Last => last,
+    };
+    if target == 0 {
+        return Err(BackupError::Failed(format!(
+            "group {} of {} holds no committed state to export (no snapshot, commit index 0); \
+             try --upto last",
+            group,
+            data_dir.display()
+        )));
+    }
+    let snap_data = match &snap {
+        Some(s) => Some(
+            read_snapshot_file(&s.path)
+                .map_err(|p| BackupError::Damaged(vec![p]))?
+                .data,
+        ),
+        None => None,
+    };
+    let replay: Vec<ReplayEntry> = records
+        .into_iter()
+        .filter(|e| e.index > snap_index && e.index <= target)
+        .collect();
+    if replay.first().is_some_and(|e| e.index != snap_index + 1) {
+        return Err(BackupError::Failed(format!(
+            "the log does not continue the snapshot at index {}",
+            snap_index
+        )));
+    }
+    let mut membership: Membership = snap
+        .as_ref()
+        .map(|s| s.meta.membership.clone())
+        .unwrap_or_default();
+    for e in replay.iter().filter(|e| e.kind == EntryKind::Config) {
+        membership = crate::text::decode_config(&e.data).map_err(BackupError::Failed)?;
+    }
+    let term = replay
+        .last()
+        .map(|e| e.term)
+        .or(snap.as_ref().map(|s| s.meta.term))
+        .unwrap_or(0);
+    let (data, digest) = rebuild(
+        base,
+        snap_data.as_deref().map(|d| (d, snap_index)),
+        &replay,
+        |kv| snapshot_bytes(kv).map(|b| (b, kv.digest())),
+    )
+    .and_then(|r| r)
+    .map_err(BackupError::Failed)?;
+    let header = ExportHeader {
+        cluster_id: identity.cluster_id,
+        source_node: identity.node_id,
+        group,
+        index: target,
+        term,
+        membership,
+        digest,
+        data_bytes: data.len() as u64,
+        data_crc: CRC32C.checksum(&data),
+        created_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    if out.exists() && !force {
+        return Err(BackupError::Usage(format!(
+            "{} already exists; choose another --out or pass --force to replace it",
+            out.display()
+        )));
+    }
+    write_export(out, &header, &data, force).map_err(BackupError::Failed)?;
+    Ok(ExportReport {
+        out: out.display().to_string(),
+        entries_applied: replay.len() as u64,
+        entries_not_exported: last.saturating_sub(target),
+        from_snapshot: snap_index,
+        warnings: scan.all_problems().cloned().collect(),
+        header,
+    })
+}
+
+/// One member of the new cluster: `ID=RAFT_ADDR[/CLIENT_ADDR]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Node id.
+    pub id: NodeId,
+    /// Raft address.
+    pub addr: String,
+    /// Client address (default: the raft address's host, port + 1, as `shoald` assumes).
+    pub client_addr: String,
+}
+
+fn port_plus_one(addr: &str) -> Result<String, String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address `{}` has no :port", addr))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("address `{}` has an invalid port", addr))?;
+    let next = port
+        .checked_add(1)
+        .ok_or_else(|| format!("address `{}`: port + 1 overflows", addr))?;
+    Ok(format!("{}:{}", host, next))
+}
+
+/// Parse `1=127.0.0.1:7001,2=127.0.0.1:7011/127.0.0.1:7012` (the syntax of `shoald
+/// --initial-members`: a client address after `/`, else the raft port + 1).
+pub fn parse_members(s: &str) -> Result<Vec<Member>, String> {
+    let mut out: Vec<Member> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("member `{}` is not ID=HOST:PORT", part))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("member `{}`: `{}` is not a node id", part, id))?;
+        if id == 0 {
+            return Err("node id 0 is reserved".into());
+        }
+        let (raft, client) = match addr.split_once('/') {
+            Some((r, c)) => (r.trim().to_string(), c.trim().to_string()),
+            None => (addr.trim().to_string(), port_plus_one(addr.trim())?),
+        };
+        if !raft.contains(':') {
+            return Err(format!(
+                "member `{}`: raft address `{}` is not host:port",
+                part, raft
+            ));
+        }
+        if out.iter().any(|m| m.id == id) {
+            return Err(format!("node {} is listed twice", id));
+        }
+        out.push(Member {
+            id,
+            addr: raft,
+            client_addr: client,
+        });
+    }
+    if out.is_empty() {
+        return Err("--members lists no member".into());
+    }
+    Ok(out)
+}
+
+/// What `import` is asked to do.
+#[derive(Clone, Debug)]
+pub struct ImportPlan {
+    /// The export (or `.snap`) file.
+    pub file: PathBuf,
+    /// The new data dir (must not exist or be empty).
+    pub data_dir: PathBuf,
+    /// This node's id in the new cluster.
+    pub node_id: NodeId,
+    /// The new cluster's members (all voters).
+    pub members: Vec<Member>,
+    /// Cluster id (default: the export's).
+    pub cluster_id: Option<u64>,
+    /// This node's raft address (default: its entry in `members`).
+    pub raft_addr: Option<String>,
+}
+
+/// What `import` built.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImportReport {
+    /// The new data dir.
+    pub data_dir: String,
+    /// Cluster id written to its identity.
+    pub cluster_id: u64,
+    /// Node id written to its identity.
+    pub node_id: NodeId,
+    /// Raft address written to its identity.
+    pub raft_addr: String,
+    /// Group installed.
+    pub group: GroupId,
+    /// Snapshot index and term installed.
+    pub index: LogIndex,
+    /// Its term (also the hard state's term).
+    pub term: u64,
+    /// The new membership.
+    pub members: Vec<Member>,
+}
+
+fn dir_is_empty(p: &Path) -> Result<bool, String> {
+    match std::fs::read_dir(p) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(format!("cannot read {}: {}", p.display(), e)),
+    }
+}
+
+/// Build a fresh data dir from a snapshot file with a new member list.
+pub fn import(plan: &ImportPlan) -> Result<ImportReport, BackupError> {
+    if !dir_is_empty(&plan.data_dir).map_err(BackupError::Failed)? {
+        return Err(BackupError::Usage(format!(
+            "{} is not empty; import only builds a new data dir (move the old one aside first)",
+            plan.data_dir.display()
+        )));
+    }
+    let me = plan
+        .members
+        .iter()
+        .find(|m| m.id == plan.node_id)
+        .ok_or_else(|| {
+            BackupError::Usage(format!(
+                "--node-id {} is not in --members (every rebuilt node is a voter of the new \
+                 cluster)",
+                plan.node_id
+            ))
+        })?;
+    let ids: Vec<NodeId> = plan.members.iter().map(|m| m.id).collect();
+    let membership =
+        Membership::new(&ids, &[]).map_err(|e| BackupError::Usage(format!("--members: {}", e)))?;
+    let snap = read_snapshot_file(&plan.file).map_err(|p| BackupError::Damaged(vec![p]))?;
+    let cluster_id = match plan
+        .cluster_id
+        .or(Some(snap.header.cluster_id).filter(|&c| c != 0))
+    {
+        Some(c) => c,
+        None => {
+            return Err(BackupError::Usage(format!(
+                "{} is a data dir snapshot without a cluster id; pass --cluster-id",
+                plan.file.display()
+            )))
+        }
+    };
+    let raft_addr = plan.raft_addr.clone().unwrap_or_else(|| me.addr.clone());
+    let identity = Identity {
+        cluster_id,
+        node_id: plan.node_id,
+        raft_addr: raft_addr.clone(),
+    };
+    let h = &snap.header;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        BackupError::Failed(format!("{} in {}: {}", what, plan.data_dir.display(), e))
+    };
+    let dd = DataDir::bootstrap(&plan.data_dir, &identity).map_err(|e| fail("bootstrap", &e))?;
+    let mut st: FileStorage = dd
+        .open_group(h.group, &StorageOptions::default())
+        .map_err(|e| fail("open group", &e))?;
+    let meta = SnapshotMeta {
+        index: h.index,
+        term: h.term,
+        membership: membership.clone(),
+        size_bytes: snap.data.len() as u64,
+        crc: CRC32C.checksum(&snap.data),
+    };
+    st.save_hard_state(&HardState {
+        term: h.term,
+        vote: 0,
+        commit: h.index,
+    })
+    .map_err(|e| fail("save the hard state", &e))?;
+    st.snapshot_begin(&meta)
+        .map_err(|e| fail("begin the snapshot", &e))?;
+    let mut off = 0u64;
+    for chunk in snap.data.chunks(1 << 20) {
+        st.snapshot_write(off, chunk)
+            .map_err(|e| fail("write the snapshot", &e))?;
+        off += chunk.len() as u64;
+    }
+    st.snapshot_finish()
+        .map_err(|e| fail("finish the snapshot", &e))?;
+    st.sync().map_err(|e| fail("sync", &e))?;
+    debug_assert_eq!(st.snapshot_index(), h.index);
+    drop(st);
+    crate::addrbook::write_address_book(&plan.data_dir, h.group, &plan.members)
+        .map_err(|e| fail("write the address book", &e))?;
+    Ok(ImportReport {
+        data_dir: plan.data_dir.display().to_string(),
+        cluster_id,
+        node_id: plan.node_id,
+        raft_addr,
+        group: h.group,
+        index: h.index,
+        term: h.term,
+        members: plan.members.clone(),
+    })
+}

@@ -1,0 +1,229 @@
+//! The portable snapshot file written by `export` and read by `import` and `snapshot`, and
+//! reading a `.snap` file of a data dir the same way.
+//!
+//! ```text
+//! offset 0:   header record (shoal_core::record framing: len u32 | version u8 | body | crc32c)
+//!             body = magic "SHOALEXP" | export format version u8 (1) | postcard(ExportHeader)
+//! then:       the DtKV snapshot bytes (ExportHeader::data_bytes of them, CRC-32C data_crc)
+//! ```
+//! A file is written as `FILE.tmp`, fsynced and renamed, so a name only ever points at a
+//! complete export.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shoal_core::membership::Membership;
+use shoal_core::record::{self, CRC32C, RECORD_OVERHEAD};
+use shoal_core::types::{ClusterId, GroupId, LogIndex, NodeId, Term};
+use shoal_std::storage::scan::{read_snapshot_info, verify_snapshot_data};
+
+use crate::problem::Problem;
+
+/// Magic at the start of the header body.
+pub const EXPORT_MAGIC: &[u8; 8] = b"SHOALEXP";
+/// Export format version written by this build.
+pub const EXPORT_VERSION: u8 = 1;
+/// Magic of a data dir's snapshot metadata record.
+const SNAP_MAGIC: &[u8; 8] = b"SHOALSNP";
+
+/// What an export file says about its snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportHeader {
+    /// Cluster the data came from.
+    pub cluster_id: ClusterId,
+    /// Node whose data dir was exported.
+    pub source_node: NodeId,
+    /// Raft group.
+    pub group: GroupId,
+    /// Last log index the state covers.
+    pub index: LogIndex,
+    /// Term of that entry.
+    pub term: Term,
+    /// Membership in force at `index`.
+    pub membership: Membership,
+    /// `DtKv::digest` of the state (equal states give equal digests on every replica).
+    pub digest: u64,
+    /// Bytes of DtKV snapshot data that follow the header record.
+    pub data_bytes: u64,
+    /// CRC-32C of those bytes.
+    pub data_crc: u32,
+    /// When the export was made (seconds since the Unix epoch; informational).
+    pub created_unix_s: u64,
+}
+
+/// Encode the header record.
+pub fn encode_header(h: &ExportHeader) -> Vec<u8> {
+    let mut body = Vec::with_capacity(128);
+    body.extend_from_slice(EXPORT_MAGIC);
+    body.push(EXPORT_VERSION);
+    body.extend_from_slice(&postcard::to_stdvec(h).expect("a header always serializes"));
+    let mut out = vec![0u8; body.len() + RECORD_OVERHEAD];
+    record::encode(&body, &mut out).expect("the buffer fits the record");
+    out
+}
+
+/// Write an export file atomically (temp file, fsync, rename). Refuses to replace an
+/// existing file unless `force`.
+pub fn write_export(path: &Path, h: &ExportHeader, data: &[u8], force: bool) -> Result<(), String> {
+    if path.exists() && !force {
+        return Err(format!(
+            "{} already exists; choose another --out or pass --force to replace it",
+            path.display()
+        ));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let io = |what: &str, e: std::io::Error| format!("{} {}: {}", what, tmp.display(), e);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
+    f.write_all(&encode_header(h)).map_err(|e| io("write", e))?;
+    f.write_all(data).map_err(|e| io("write", e))?;
+    f.sync_all().map_err(|e| io("fsync", e))?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+        .map_err(|e| format!("rename {} to {}: {}", tmp.display(), path.display(), e))?;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Which kind of file a snapshot came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotSource {
+    /// A portable file written by `export`.
+    Export,
+    /// A `.snap` file of a data dir.
+    DataDir,
+}
+
+/// A snapshot file read whole and checked.
+#[derive(Clone, Debug)]
+pub struct SnapshotFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Which kind it is.
+    pub source: SnapshotSource,
+    /// The export header (for a `.snap`, the fields it has; cluster and node are 0).
+    pub header: ExportHeader,
+    /// Byte offset of the data in the file.
+    pub data_offset: u64,
+    /// The DtKV snapshot bytes.
+    pub data: Vec<u8>,
+}
+
+/// Read an export file or a data dir `.snap` file, checking its framing, size and CRC.
+/// Errors name the file and the byte offset.
+pub fn read_snapshot_file(path: &Path) -> Result<SnapshotFile, Problem> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Problem::error(path, None, format!("cannot read: {}", e)))?;
+    let (body, used) = record::decode(&bytes).map_err(|e| {
+        Problem::error(
+            path,
+            Some(0),
+            format!("not a Shoal snapshot or export file: header record: {}", e),
+        )
+    })?;
+    if body.len() >= 9 && &body[..8] == SNAP_MAGIC {
+        return read_dir_snapshot(path, &bytes);
+    }
+    if body.len() < 9 || &body[..8] != EXPORT_MAGIC {
+        return Err(Problem::error(
+            path,
+            Some(4),
+            "the header record is neither an export (SHOALEXP) nor a snapshot (SHOALSNP)",
+        ));
+    }
+    if body[8] != EXPORT_VERSION {
+        return Err(
+            Problem::error(path, Some(12), "export format version not supported")
+                .expected_found(EXPORT_VERSION, body[8]),
+        );
+    }
+    let header: ExportHeader = postcard::from_bytes(&body[9..]).map_err(|e| {
+        Problem::error(
+            path,
+            Some(14),
+            format!("export header does not decode: {}", e),
+        )
+    })?;
+    let data = &bytes[used..];
+    if data.len() as u64 != header.data_bytes {
+        return Err(Problem::error(
+            path,
+            Some(used as u64 + data.len().min(header.data_bytes as usize) as u64),
+            "the export's data has the wrong length (a truncated copy?)",
+        )
+        .expected_found(
+            format!("{} bytes", header.data_bytes),
+            format!("{} bytes", data.len()),
+        ));
+    }
+    let crc = CRC32C.checksum(data);
+    if crc != header.data_crc {
+        return Err(Problem::error(
+            path,
+            Some(used as u64),
+            "the export's data CRC does not match",
+        )
+        .expected_found(
+            format!("{:#010x}", header.data_crc),
+            format!("{:#010x}", crc),
+        ));
+    }
+    Ok(SnapshotFile {
+        path: path.to_path_buf(),
+        source: SnapshotSource::Export,
+        header,
+        data_offset: used as u64,
+        data: data.to_vec(),
+    })
+}
+
+fn read_dir_snapshot(path: &Path, bytes: &[u8]) -> Result<SnapshotFile, Problem> {
+    let info =
+        read_snapshot_info(path).map_err(|e| crate::datadir::open_error_problem(&e, path))?;
+    verify_snapshot_data(&info).map_err(|e| crate::datadir::open_error_problem(&e, path))?;
+    let start = info.data_offset as usize;
+    let data = bytes[start..start + info.meta.size_bytes as usize].to_vec();
+    let digest = crate::state::rebuild(
+        shoal_kv::KvLimits::server(),
+        Some((&data, info.meta.index)),
+        &[],
+        |kv| kv.digest(),
+    )
+    .unwrap_or(0);
+    Ok(SnapshotFile {
+        path: path.to_path_buf(),
+        source: SnapshotSource::DataDir,
+        header: ExportHeader {
+            cluster_id: 0,
+            source_node: 0,
+            group: group_of(path).unwrap_or(0),
+            index: info.meta.index,
+            term: info.meta.term,
+            membership: info.meta.membership.clone(),
+            digest,
+            data_bytes: info.meta.size_bytes,
+            data_crc: info.meta.crc,
+            created_unix_s: 0,
+        },
+        data_offset: info.data_offset,
+        data,
+    })
+}
+
+/// The group of a `DATA_DIR/group-N/snap/FILE` path.
+fn group_of(path: &Path) -> Option<GroupId> {
+    path.ancestors()
+        .nth(2)?
+        .file_name()?
+        .to_str()?
+        .strip_prefix("group-")?
+        .parse()
+        .ok()
+}

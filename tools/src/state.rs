@@ -1,0 +1,336 @@
+//! Rebuilding a DtKV state offline: restore a snapshot, apply committed entries, read keys.
+//!
+//! A server store is sized for about a million nodes and 256 MiB of keys and values. A tool
+//! does not need that: it sizes the store for what the snapshot and the entries to replay can
+//! reach (the node and session counts in the snapshot header plus what each command can add),
+//! capped by the server's limits. Limits that change what a command does (key and value sizes,
+//! depth, TTLs, waiters, batch items) stay the server's, and a capacity that is not capped
+//! cannot be reached by the replay, so the replay refuses exactly the writes the server did.
+
+use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+use shoal_core::types::{EntryKind, LogIndex, Term};
+use shoal_kv::{
+    Command, DtKv, EventSlot, KvLimits, KvMemory, NodeKind, NodeSlot, Op, SessionSlot, WaiterSlot,
+    SNAPSHOT_MAGIC,
+};
+
+/// Reads a snapshot from a byte slice.
+pub struct SliceReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> SliceReader<'a> {
+    /// A reader over `data`.
+    pub fn new(data: &'a [u8]) -> Self {
+        SliceReader { data, pos: 0 }
+    }
+}
+
+impl SnapshotReader for SliceReader<'_> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
+        let end = self.pos + buf.len();
+        if end > self.data.len() {
+            return Err(SnapshotError::Malformed);
+        }
+        buf.copy_from_slice(&self.data[self.pos..end]);
+        self.pos = end;
+        Ok(())
+    }
+    fn remaining(&self) -> u64 {
+        (self.data.len() - self.pos) as u64
+    }
+}
+
+/// Collects a snapshot into a `Vec`.
+#[derive(Default)]
+pub struct VecWriter(pub Vec<u8>);
+
+impl SnapshotWriter for VecWriter {
+    fn write(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+/// The header of a DtKV snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvSnapshotHeader {
+    /// Format version.
+    pub version: u8,
+    /// Applied index recorded in the snapshot.
+    pub applied: u64,
+    /// Leader clock at that point (ms).
+    pub now_ms: u64,
+    /// Nodes in the snapshot (the root is implicit).
+    pub nodes: u32,
+    /// Client sessions.
+    pub sessions: u32,
+}
+
+/// Read the fixed header of DtKV snapshot bytes.
+pub fn kv_header(data: &[u8]) -> Result<KvSnapshotHeader, String> {
+    if data.len() < 29 || data[..4] != SNAPSHOT_MAGIC {
+        return Err("not a DtKV snapshot (no DTKV magic at offset 0)".into());
+    }
+    let u64_at = |o: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&data[o..o + 8]);
+        u64::from_le_bytes(w)
+    };
+    let u32_at = |o: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&data[o..o + 4]);
+        u32::from_le_bytes(w)
+    };
+    Ok(KvSnapshotHeader {
+        version: data[4],
+        applied: u64_at(5),
+        now_ms: u64_at(13),
+        nodes: u32_at(21),
+        sessions: u32_at(25),
+    })
+}
+
+/// Capacities a replay needs, grown from a snapshot and the entries to apply.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sizing {
+    nodes: usize,
+    sessions: usize,
+    arena_bytes: usize,
+}
+
+impl Sizing {
+    /// What restoring `snapshot` needs.
+    pub fn for_snapshot(snapshot: Option<&[u8]>) -> Result<Sizing, String> {
+        match snapshot {
+            None => Ok(Sizing::default()),
+            Some(data) => {
+                let h = kv_header(data)?;
+                Ok(Sizing {
+                    nodes: h.nodes as usize,
+                    sessions: h.sessions as usize,
+                    // Every stored key and value appears in the snapshot with at least the
+                    // 8 bytes of bookkeeping the arena adds to it.
+                    arena_bytes: data.len(),
+                })
+            }
+        }
+    }
+
+    /// Grow for one entry to apply.
+    pub fn add_entry(&mut self, kind: EntryKind, data: &[u8]) {
+        if kind != EntryKind::Normal {
+            return;
+        }
+        let Ok(cmd) = Command::decode(data) else {
+            return;
+        };
+        let items = match cmd.op {
+            Op::BatchPut(p) => p.len(),
+            Op::BatchRemove(_) | Op::Expire | Op::Unlock { .. } => 0,
+            _ => 1,
+        };
+        // A put may create its key; values and keys cost their length plus 8 bytes each.
+        self.nodes += items;
+        self.arena_bytes += data.len() + 16 * items.max(1);
+        if cmd.client_id != 0 {
+            self.sessions += 1;
+        }
+    }
+
+    /// Limits for a replay under `base` (the profile the node ran with).
+    pub fn limits(&self, base: KvLimits) -> KvLimits {
+        KvLimits {
+            max_nodes: (self.nodes + 2).clamp(2, base.max_nodes),
+            arena_bytes: (self.arena_bytes + 64).min(base.arena_bytes),
+            max_sessions: (self.sessions + 1).min(base.max_sessions),
+            // The watch history is not part of the state: keep a small one.
+            event_slots: 16,
+            event_bytes: base.max_key_bytes + base.max_value_bytes,
+            ..base
+        }
+    }
+}
+
+/// Owned buffers for a store with the given limits.
+pub struct KvBox {
+    limits: KvLimits,
+    nodes: Vec<NodeSlot>,
+    node_index: Vec<u32>,
+    expiry_heap: Vec<u32>,
+    arena: Vec<u8>,
+    sessions: Vec<SessionSlot>,
+    session_index: Vec<u32>,
+    waiters: Vec<WaiterSlot>,
+    events: Vec<EventSlot>,
+    event_bytes: Vec<u8>,
+}
+
+impl KvBox {
+    /// Allocate buffers for `limits`.
+    pub fn new(limits: KvLimits) -> KvBox {
+        KvBox {
+            limits,
+            nodes: vec![NodeSlot::EMPTY; limits.nodes_len()],
+            node_index: vec![0; limits.node_index_len()],
+            expiry_heap: vec![0; limits.expiry_heap_len()],
+            arena: vec![0; limits.arena_bytes],
+            sessions: vec![SessionSlot::EMPTY; limits.sessions_len()],
+            session_index: vec![0; limits.session_index_len()],
+            waiters: vec![WaiterSlot::EMPTY; limits.max_waiters],
+            events: vec![EventSlot::EMPTY; limits.event_slots],
+            event_bytes: vec![0; limits.event_bytes],
+        }
+    }
+
+    /// An empty store in these buffers.
+    pub fn store(&mut self) -> Result<DtKv<'_>, String> {
+        let mem = KvMemory {
+            nodes: &mut self.nodes,
+            node_index: &mut self.node_index,
+            expiry_heap: &mut self.expiry_heap,
+            arena: &mut self.arena,
+            sessions: &mut self.sessions,
+            session_index: &mut self.session_index,
+            waiters: &mut self.waiters,
+            events: &mut self.events,
+            event_bytes: &mut self.event_bytes,
+        };
+        DtKv::new(mem, self.limits).map_err(|e| format!("cannot build a DtKV store: {}", e))
+    }
+}
+
+/// One entry to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayEntry {
+    /// Its index.
+    pub index: LogIndex,
+    /// Its term.
+    pub term: Term,
+    /// Its kind.
+    pub kind: EntryKind,
+    /// Its payload.
+    pub data: Vec<u8>,
+}
+
+/// Restore `snapshot` (covering entries up to `snapshot_index`) into a fresh store, apply
+/// `entries` (which must run on from `snapshot_index + 1`), then hand the store to `f`.
+pub fn rebuild<R>(
+    base: KvLimits,
+    snapshot: Option<(&[u8], LogIndex)>,
+    entries: &[ReplayEntry],
+    f: impl FnOnce(&mut DtKv<'_>) -> R,
+) -> Result<R, String> {
+    let mut sizing = Sizing::for_snapshot(snapshot.map(|s| s.0))?;
+    for e in entries {
+        sizing.add_entry(e.kind, &e.data);
+    }
+    let mut bufs = KvBox::new(sizing.limits(base));
+    let mut kv = bufs.store()?;
+    let mut applied = 0;
+    if let Some((data, index)) = snapshot {
+        kv.restore(index, &mut SliceReader::new(data))
+            .map_err(|e| format!("the DtKV snapshot does not restore: {:?}", e))?;
+        applied = index;
+    }
+    for e in entries {
+        if e.index <= applied {
+            continue;
+        }
+        if e.index != applied + 1 {
+            return Err(format!(
+                "cannot replay: entry {} follows applied index {} (entries are missing)",
+                e.index, applied
+            ));
+        }
+        match e.kind {
+            // shoald's address-book entries are skipped by DtKV, as its state machine does.
+            EntryKind::Normal if e.data.first() != Some(&crate::addrbook::ADDR_ENTRY_TAG) => {
+                let _ = kv.apply(e.index, e.term, &e.data);
+            }
+            _ => kv.skip(e.index),
+        }
+        applied = e.index;
+    }
+    Ok(f(&mut kv))
+}
+
+/// One node of the key tree, for listing.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyNode {
+    /// The full key.
+    pub key: String,
+    /// value, dir, temp_value, temp_dir, lock.
+    pub kind: &'static str,
+    /// Value bytes.
+    pub value_bytes: usize,
+    /// The value (UTF-8 text, or hex), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Index that created the node.
+    pub create_index: u64,
+    /// Index that last changed it.
+    pub update_index: u64,
+    /// Owner session or lock holder (0 = none).
+    pub owner: u64,
+    /// TTL or lease deadline (leader clock ms, 0 = none).
+    pub deadline_ms: u64,
+    /// Depth below the root (top-level keys are 1).
+    pub depth: usize,
+}
+
+fn kind_name(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::Value => "value",
+        NodeKind::Dir => "dir",
+        NodeKind::TempValue => "temp_value",
+        NodeKind::TempDir => "temp_dir",
+        NodeKind::Lock => "lock",
+    }
+}
+
+/// Every node of the tree in pre-order (children in creation order); values as text when
+/// `with_values`.
+pub fn key_tree(kv: &DtKv<'_>, with_values: bool) -> Vec<KeyNode> {
+    let mut out = Vec::new();
+    walk(kv, b"", 0, with_values, &mut out);
+    out
+}
+
+fn walk(kv: &DtKv<'_>, key: &[u8], depth: usize, with_values: bool, out: &mut Vec<KeyNode>) {
+    let mut level: Vec<(KeyNode, Option<Vec<u8>>)> = Vec::new();
+    let _ = kv.list(key, |n| {
+        let shows_value = !n.kind.is_dir() && n.kind != NodeKind::Lock;
+        let value = (with_values && shows_value).then(|| match std::str::from_utf8(n.value) {
+            Ok(s) => s.to_string(),
+            Err(_) => format!("0x{}", crate::text::hex(n.value)),
+        });
+        let node = KeyNode {
+            key: crate::text::key(n.key),
+            kind: kind_name(n.kind),
+            value_bytes: n.value.len(),
+            value,
+            create_index: n.create_index,
+            update_index: n.update_index,
+            owner: n.owner,
+            deadline_ms: n.deadline_ms,
+            depth: depth + 1,
+        };
+        level.push((node, n.kind.is_dir().then(|| n.key.to_vec())));
+    });
+    for (node, dir_key) in level {
+        out.push(node);
+        if let Some(k) = dir_key {
+            walk(kv, &k, depth + 1, with_values, out);
+        }
+    }
+}
+
+/// Serialize a store's snapshot.
+pub fn snapshot_bytes(kv: &DtKv<'_>) -> Result<Vec<u8>, String> {
+    let mut w = VecWriter::default();
+    kv.snapshot(&mut w)
+        .map_err(|e| format!("cannot write the DtKV snapshot: {:?}", e))?;
+    Ok(w.0)
+}
