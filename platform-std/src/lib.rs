@@ -7,9 +7,12 @@
 //! - [`protocol`]: the client protocol spoken on a node's client port.
 //! - [`client`]: the Rust client library (async and blocking) used by applications and
 //!   `shoalctl`.
+//! - [`server`]: `shoald`, the server (raft loop, peer and client ports, admin HTTP).
 #![warn(missing_docs)]
 
 #[cfg(unix)]
 pub mod client;
 pub mod protocol;
+#[cfg(unix)]
+pub mod server;
 pub mod storage;

@@ -1,0 +1,156 @@
+//! The state machine one group runs in `shoald`: DtKV in heap buffers owned for the group's
+//! lifetime, plus the replicated address-book entries that tell every member where a node added
+//! by a membership change listens.
+//!
+//! A log entry whose first byte is [`ADDR_ENTRY_TAG`] is an address-book entry (DtKV commands
+//! start with their version byte, 1); it is handed to the platform and skipped by DtKV, so the
+//! DtKV applied index stays exact.
+
+use std::mem::ManuallyDrop;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+use shoal_core::{LogIndex, NodeId, Term};
+use shoal_kv::{
+    Applied, DtKv, EventSlot, KvLimits, KvMemory, LimitsError, NodeSlot, SessionSlot, WaiterSlot,
+};
+
+/// First byte of an address-book log entry.
+pub const ADDR_ENTRY_TAG: u8 = 0xA5;
+
+/// A member's addresses as the address book stores them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddr {
+    /// The node.
+    pub id: NodeId,
+    /// Its raft (peer) address.
+    pub raft_addr: String,
+    /// Its client address.
+    pub client_addr: String,
+}
+
+/// Encode an address-book log entry.
+pub fn encode_addr_entry(addr: &MemberAddr) -> Vec<u8> {
+    let mut out = vec![ADDR_ENTRY_TAG];
+    out.extend_from_slice(&postcard::to_allocvec(addr).expect("an address entry always encodes"));
+    out
+}
+
+/// What applying one entry produced.
+#[derive(Clone, Debug)]
+pub enum GroupOutput {
+    /// A DtKV command's result.
+    Kv(Applied),
+    /// An address-book entry (or `None` if it did not decode).
+    Addr(Option<MemberAddr>),
+}
+
+/// Heap buffers for one store (allocated once per group).
+struct OwnedMem {
+    nodes: Vec<NodeSlot>,
+    node_index: Vec<u32>,
+    expiry_heap: Vec<u32>,
+    arena: Vec<u8>,
+    sessions: Vec<SessionSlot>,
+    session_index: Vec<u32>,
+    waiters: Vec<WaiterSlot>,
+    events: Vec<EventSlot>,
+    event_bytes: Vec<u8>,
+}
+
+/// DtKV owning its buffers.
+pub struct KvSm {
+    // Declared before `mem`: the store borrows the buffers and is dropped first (see Drop).
+    kv: ManuallyDrop<DtKv<'static>>,
+    mem: *mut OwnedMem,
+}
+
+// SAFETY: `KvSm` owns both the store and the buffers it borrows; nothing else aliases them, so
+// moving the pair to another thread is as safe as moving a `Box`.
+unsafe impl Send for KvSm {}
+
+impl KvSm {
+    /// A store with `limits`, its buffers allocated on the heap.
+    pub fn new(limits: KvLimits) -> Result<KvSm, LimitsError> {
+        limits.validate()?;
+        let mem = Box::into_raw(Box::new(OwnedMem {
+            nodes: vec![NodeSlot::EMPTY; limits.nodes_len()],
+            node_index: vec![0; limits.node_index_len()],
+            expiry_heap: vec![0; limits.expiry_heap_len()],
+            arena: vec![0; limits.arena_bytes],
+            sessions: vec![SessionSlot::EMPTY; limits.sessions_len()],
+            session_index: vec![0; limits.session_index_len()],
+            waiters: vec![WaiterSlot::EMPTY; limits.max_waiters],
+            events: vec![EventSlot::EMPTY; limits.event_slots],
+            event_bytes: vec![0; limits.event_bytes],
+        }));
+        // SAFETY: `mem` comes from `Box::into_raw`, is never moved or aliased, and lives until
+        // `drop`, which drops the store (its only borrower) first. The `'static` lifetime never
+        // escapes: `store()` hands out borrows tied to `&self`.
+        let m = unsafe { &mut *mem };
+        let memory = KvMemory {
+            nodes: &mut m.nodes,
+            node_index: &mut m.node_index,
+            expiry_heap: &mut m.expiry_heap,
+            arena: &mut m.arena,
+            sessions: &mut m.sessions,
+            session_index: &mut m.session_index,
+            waiters: &mut m.waiters,
+            events: &mut m.events,
+            event_bytes: &mut m.event_bytes,
+        };
+        match DtKv::new(memory, limits) {
+            Ok(kv) => Ok(KvSm {
+                kv: ManuallyDrop::new(kv),
+                mem,
+            }),
+            Err(e) => {
+                // SAFETY: nothing borrows the buffers any more.
+                drop(unsafe { Box::from_raw(mem) });
+                Err(e)
+            }
+        }
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &DtKv<'_> {
+        &self.kv
+    }
+}
+
+impl Drop for KvSm {
+    fn drop(&mut self) {
+        // SAFETY: the store is the only borrower of the buffers; drop it, then free them.
+        unsafe {
+            ManuallyDrop::drop(&mut self.kv);
+            drop(Box::from_raw(self.mem));
+        }
+    }
+}
+
+impl StateMachine for KvSm {
+    type Output = GroupOutput;
+    fn apply(&mut self, index: LogIndex, term: Term, command: &[u8]) -> GroupOutput {
+        if command.first() == Some(&ADDR_ENTRY_TAG) {
+            self.kv.skip(index);
+            return GroupOutput::Addr(postcard::from_bytes(&command[1..]).ok());
+        }
+        GroupOutput::Kv(self.kv.apply(index, term, command))
+    }
+    fn skip(&mut self, index: LogIndex) {
+        self.kv.skip(index)
+    }
+    fn applied_index(&self) -> LogIndex {
+        self.kv.applied_index()
+    }
+    fn snapshot(&self, out: &mut dyn SnapshotWriter) -> Result<(), SnapshotError> {
+        self.kv.snapshot(out)
+    }
+    fn restore(
+        &mut self,
+        index: LogIndex,
+        src: &mut dyn SnapshotReader,
+    ) -> Result<(), SnapshotError> {
+        self.kv.restore(index, src)
+    }
+}

@@ -1,0 +1,140 @@
+//! `shoald`, the Shoal server: one raft thread that owns every group and runs the batch loop
+//! ([`raftloop`]), socket tasks on a small smol executor ([`net`]), and the admin HTTP port on a
+//! thread of its own ([`admin`]). [`run`] wires them together; `src/bin/shoald.rs` only parses
+//! flags and calls it.
+//!
+//! This module must never block the network executor on disk: storage calls happen only on the
+//! raft thread.
+
+pub mod addrbook;
+pub mod admin;
+pub mod config;
+pub mod kvsm;
+pub mod net;
+pub mod raftloop;
+pub mod timed;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use smol::net::TcpListener;
+
+use crate::storage::{DataDir, Identity};
+
+pub use config::{Flags, ServerConfig};
+
+/// Threads that run socket tasks.
+const NET_THREADS: usize = 2;
+
+/// Run a node until SIGTERM/SIGINT. Returns the process exit code; every error on the way up
+/// is logged in words first.
+pub fn run(cfg: ServerConfig) -> i32 {
+    let identity = Identity {
+        cluster_id: cfg.cluster_id,
+        node_id: cfg.node_id,
+        raft_addr: cfg.raft_addr.clone(),
+    };
+    let data = match DataDir::bootstrap(&cfg.data_dir, &identity) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("cannot use data dir {}: {e}", cfg.data_dir.display());
+            return 2;
+        }
+    };
+    let stopping = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stopping.clone()) {
+            log::error!("cannot install the signal handler: {e}");
+            return 2;
+        }
+    }
+    let ex = Arc::new(smol::Executor::new());
+    let (tx, rx) = smol::channel::unbounded();
+    let net = net::Net::new(
+        ex.clone(),
+        tx,
+        net::HelloInfo {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.node_id,
+            members: Default::default(),
+        },
+    );
+    let bind = |what: &str, addr: &str| -> Result<TcpListener, String> {
+        smol::block_on(TcpListener::bind(addr))
+            .map_err(|e| format!("cannot listen on the {what} address {addr}: {e}"))
+    };
+    let (raft_l, client_l) = match (
+        bind("raft", &cfg.raft_addr),
+        bind("client", &cfg.client_addr),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("{e}");
+            return 2;
+        }
+    };
+    let admin_server = match tiny_http::Server::http(&cfg.admin_addr) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot listen on the admin address {}: {e}", cfg.admin_addr);
+            return 2;
+        }
+    };
+    let fsync_hist = Arc::new(timed::Histogram::default());
+    let view = Arc::new(Mutex::new(admin::AdminView::default()));
+    let (shutdown_tx, shutdown_rx) = smol::channel::bounded::<()>(1);
+    for i in 0..NET_THREADS {
+        let ex = ex.clone();
+        let rx = shutdown_rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("shoal-net-{i}"))
+            .spawn(move || smol::block_on(ex.run(async { rx.recv().await.ok() })));
+        if let Err(e) = spawned {
+            log::error!("cannot start a network thread: {e}");
+            return 2;
+        }
+    }
+    let rl = match raftloop::RaftLoop::open(
+        cfg.clone(),
+        data,
+        net.clone(),
+        rx,
+        fsync_hist.clone(),
+        view.clone(),
+        stopping.clone(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 2;
+        }
+    };
+    ex.spawn(net::raft_listener(net.clone(), raft_l)).detach();
+    ex.spawn(net::client_listener(net.clone(), client_l))
+        .detach();
+    {
+        let view = view.clone();
+        let fsync = fsync_hist.clone();
+        let spawned = std::thread::Builder::new()
+            .name("shoal-admin".into())
+            .spawn(move || admin::serve(admin_server, view, fsync));
+        if let Err(e) = spawned {
+            log::error!("cannot start the admin thread: {e}");
+            return 2;
+        }
+    }
+    log::info!(
+        "node {} of cluster {} running: raft {}, client {}, admin {}, data {}, fsync {:?}",
+        cfg.node_id,
+        cfg.cluster_id,
+        cfg.raft_addr,
+        cfg.client_addr,
+        cfg.admin_addr,
+        cfg.data_dir.display(),
+        cfg.fsync
+    );
+    let code = rl.run();
+    net.stopping.store(true, Ordering::Relaxed);
+    drop(shutdown_tx);
+    code
+}

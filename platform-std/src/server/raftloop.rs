@@ -1,0 +1,1338 @@
+//! The raft thread: owns every group (driver, storage, DtKV, pending client requests) and runs
+//! the batch loop — wait for one input, drain every input that is ready, tick, then `flush` each
+//! group **once** (group commit) and answer whatever the flush decided.
+//!
+//! It never touches a socket: requests arrive through a channel from the network tasks and
+//! answers leave through each connection's queue, which the connection's writer sends in batches.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use smol::channel::{Receiver, Sender};
+
+use shoal_core::driver::{Event, Node, NodeConfig};
+use shoal_core::limits::Config;
+use shoal_core::membership::{Membership, NodeSet};
+use shoal_core::raft::{ConfigChange, ProposeError, ReadError};
+use shoal_core::wire;
+use shoal_core::{GroupId, LogIndex, NodeId, Role, Term, NO_NODE};
+use shoal_kv::{
+    in_subtree, Command, EventKind, Keys, KvError, KvLimits, NodeView, Op, Pairs, WatchError,
+};
+
+use super::addrbook::AddrBook;
+use super::admin::{AdminView, GroupView, PeerView};
+use super::config::{parse_addr_pair, ServerConfig};
+use super::kvsm::{encode_addr_entry, GroupOutput, KvSm, MemberAddr};
+use super::net::{Input, Net, PeerTransport};
+use super::timed::{Histogram, TimedStorage};
+use crate::protocol::{
+    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
+    ResponseFrame, StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
+};
+use crate::storage::{group_dir, DataDir, StorageOptions};
+
+type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;
+
+/// Bytes of each group's frame/apply buffer: the largest entry plus framing.
+const NODE_BUF_BYTES: usize = (1 << 20) + 8192;
+/// Shortest time between two expiry proposals of one group.
+const EXPIRE_EVERY_MS: u64 = 50;
+/// Most inputs handled before a flush (bounds latency under a flood).
+const MAX_BATCH_INPUTS: usize = 16384;
+
+struct Reply {
+    tx: Sender<ResponseFrame>,
+    conn: u64,
+    id: u64,
+}
+
+impl Reply {
+    fn send(&self, response: Response) -> bool {
+        self.tx
+            .try_send(ResponseFrame {
+                id: self.id,
+                response,
+            })
+            .is_ok()
+    }
+}
+
+enum ReadReq {
+    Get(Vec<u8>),
+    BatchGet(Vec<Vec<u8>>),
+    List(Vec<u8>),
+}
+
+struct Watch {
+    reply: Reply,
+    keys: Vec<Vec<u8>>,
+    next: LogIndex,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    AddObserver(NodeId),
+    Promote(NodeId),
+    Remove(NodeId),
+    Commit,
+    CatchUp(NodeId),
+}
+
+struct MemberOp {
+    reply: Reply,
+    steps: VecDeque<Step>,
+    waiting: Option<(LogIndex, Term)>,
+    started: Instant,
+}
+
+struct Group {
+    id: GroupId,
+    node: GroupNode,
+    book: AddrBook,
+    pending_writes: HashMap<LogIndex, (Term, Reply)>,
+    index_reads: VecDeque<(u64, Reply, ReadReq)>,
+    lease_reads: Vec<(LogIndex, Reply, ReadReq)>,
+    watches: Vec<Watch>,
+    member_op: Option<MemberOp>,
+    last_expire_ms: u64,
+    expire_index: LogIndex,
+    proposals: u64,
+    dir: PathBuf,
+}
+
+/// Everything the raft thread owns.
+pub struct RaftLoop {
+    cfg: ServerConfig,
+    data: DataDir,
+    net: Arc<Net>,
+    rx: Receiver<Input>,
+    groups: BTreeMap<GroupId, Group>,
+    start: Instant,
+    fsync_hist: Arc<Histogram>,
+    admin: Arc<Mutex<AdminView>>,
+    last_view: Instant,
+    last_sizes: Instant,
+    sizes: HashMap<GroupId, (u64, u64)>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    draining: bool,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unavailable(msg: &str) -> Response {
+    Response::Unavailable {
+        message: msg.to_string(),
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> Response {
+    Response::Error {
+        code,
+        kv: None,
+        message,
+    }
+}
+
+fn kv_error(e: KvError) -> Response {
+    Response::Error {
+        code: ErrorCode::Kv,
+        kv: Some(e),
+        message: e.to_string(),
+    }
+}
+
+fn node_info(v: &NodeView<'_>) -> NodeInfo {
+    NodeInfo {
+        key: v.key.to_vec(),
+        kind: v.kind,
+        value: v.value.to_vec(),
+        create_index: v.create_index,
+        update_index: v.update_index,
+        owner: v.owner,
+        deadline_ms: v.deadline_ms,
+        fence: v.fence,
+        count: v.count,
+    }
+}
+
+fn event_kind_name(k: EventKind) -> &'static str {
+    match k {
+        EventKind::Put => "put",
+        EventKind::Remove => "remove",
+        EventKind::Mkdir => "mkdir",
+        EventKind::Expired => "expire",
+        EventKind::TtlUpdated => "ttl-updated",
+        EventKind::LockAcquired => "lock-acquired",
+        EventKind::LockQueued => "lock-queued",
+        EventKind::LockReleased => "lock-released",
+        EventKind::LockExpired => "lock-expired",
+        EventKind::LockWaitDropped => "lock-wait-dropped",
+        EventKind::LeaseUpdated => "lease-updated",
+    }
+}
+
+/// The role name used by status and metrics.
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+        Role::Observer => "observer",
+    }
+}
+
+fn serve_read(sm: &KvSm, req: &ReadReq) -> Response {
+    let kv = sm.store();
+    let index = kv.applied_index_public();
+    match req {
+        ReadReq::Get(key) => match kv.get(key) {
+            Ok(v) => Response::Node {
+                index,
+                node: Some(node_info(&v)),
+            },
+            Err(KvError::NotFound) => Response::Node { index, node: None },
+            Err(e) => kv_error(e),
+        },
+        ReadReq::BatchGet(keys) => {
+            let mut nodes = Vec::with_capacity(keys.len());
+            let mut failed = None;
+            kv.batch_get(keys.iter().map(|k| k.as_slice()), |_, r| match r {
+                Ok(v) => nodes.push(Some(node_info(&v))),
+                Err(KvError::NotFound) => nodes.push(None),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    nodes.push(None)
+                }
+            });
+            match failed {
+                Some(e) => kv_error(e),
+                None => Response::Nodes { index, nodes },
+            }
+        }
+        ReadReq::List(key) => {
+            let mut children = Vec::new();
+            match kv.list(key, |v| children.push(node_info(&v))) {
+                Ok(_) => Response::Children { index, children },
+                Err(e) => kv_error(e),
+            }
+        }
+    }
+}
+
+/// `applied_index` through the trait, under a name that does not need the trait in scope.
+trait AppliedIndex {
+    fn applied_index_public(&self) -> LogIndex;
+}
+impl AppliedIndex for shoal_kv::DtKv<'_> {
+    fn applied_index_public(&self) -> LogIndex {
+        shoal_core::io::StateMachine::applied_index(self)
+    }
+}
+
+impl RaftLoop {
+    /// Open every group in the data dir (creating group 0 on first start).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        cfg: ServerConfig,
+        data: DataDir,
+        net: Arc<Net>,
+        rx: Receiver<Input>,
+        fsync_hist: Arc<Histogram>,
+        admin: Arc<Mutex<AdminView>>,
+        stopping: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<RaftLoop, String> {
+        let mut me = RaftLoop {
+            cfg,
+            data,
+            net,
+            rx,
+            groups: BTreeMap::new(),
+            start: Instant::now(),
+            fsync_hist,
+            admin,
+            last_view: Instant::now() - Duration::from_secs(10),
+            last_sizes: Instant::now() - Duration::from_secs(10),
+            sizes: HashMap::new(),
+            stopping,
+            draining: false,
+        };
+        let mut ids = vec![0];
+        let entries = std::fs::read_dir(me.data.path())
+            .map_err(|e| format!("cannot list {}: {e}", me.data.path().display()))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(n) = name.strip_prefix("group-") {
+                if let Ok(g) = n.parse::<GroupId>() {
+                    if g != 0 {
+                        ids.push(g);
+                    }
+                }
+            }
+        }
+        for g in ids {
+            let members: Vec<MemberAddr> = if g == 0 {
+                me.cfg
+                    .initial_members
+                    .iter()
+                    .map(|m| MemberAddr {
+                        id: m.id,
+                        raft_addr: m.raft_addr.clone(),
+                        client_addr: m.client_addr.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let bootstrap = g == 0 && !me.cfg.join;
+            me.open_group(g, &members, bootstrap)?;
+        }
+        me.refresh_hello();
+        Ok(me)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    fn open_group(
+        &mut self,
+        g: GroupId,
+        members: &[MemberAddr],
+        bootstrap: bool,
+    ) -> Result<(), String> {
+        let opts = StorageOptions {
+            fsync: self.cfg.fsync,
+            keep_snapshots: self.cfg.keep_snapshots,
+            compact_delay: self.cfg.compact_delay,
+            ..StorageOptions::default()
+        };
+        let store = self.data.open_group(g, &opts).map_err(|e| e.to_string())?;
+        let dir = group_dir(self.data.path(), g);
+        let mut book = AddrBook::load(&dir)?;
+        for m in members {
+            book.upsert(m.clone())?;
+        }
+        for a in book.map.values() {
+            self.net.ensure_peer(a.id, &a.raft_addr);
+        }
+        let mut raft = Config::server();
+        raft.election_timeout_ms = self.cfg.election_timeout_ms;
+        raft.heartbeat_interval_ms = self.cfg.heartbeat_interval_ms;
+        raft.snapshot_entries = self.cfg.snapshot_entries;
+        raft.snapshot_interval_ms = self.cfg.snapshot_interval_ms;
+        let ncfg = NodeConfig {
+            cluster_id: self.cfg.cluster_id,
+            group: g,
+            node_id: self.cfg.node_id,
+            raft,
+            seed: wall_ms() ^ (self.cfg.node_id << 32) ^ u64::from(g),
+        };
+        let mut limits = KvLimits::server();
+        limits.max_nodes = self.cfg.kv_max_nodes;
+        limits.arena_bytes = self.cfg.kv_arena_bytes;
+        limits.event_bytes = limits.event_bytes.min(
+            self.cfg
+                .kv_arena_bytes
+                .max(limits.max_key_bytes + limits.max_value_bytes),
+        );
+        let sm = KvSm::new(limits).map_err(|e| format!("group {g}: DtKV limits: {e}"))?;
+        let membership = if bootstrap {
+            let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+            Some(Membership::new(&ids, &[]).map_err(|e| format!("group {g}: members: {e}"))?)
+        } else {
+            None
+        };
+        let node = Node::new(
+            ncfg,
+            TimedStorage::new(store, self.fsync_hist.clone()),
+            self.net.transport(),
+            sm,
+            vec![0u8; NODE_BUF_BYTES],
+            self.now_ms(),
+            membership.as_ref(),
+        )
+        .map_err(|e| format!("group {g}: cannot start: {e}"))?;
+        log::info!(
+            "group {g}: started at term {}, last index {}, members {:?}",
+            node.raft().term(),
+            node.raft().last_index(),
+            node.raft().membership().all().as_slice()
+        );
+        self.groups.insert(
+            g,
+            Group {
+                id: g,
+                node,
+                book,
+                pending_writes: HashMap::new(),
+                index_reads: VecDeque::new(),
+                lease_reads: Vec::new(),
+                watches: Vec::new(),
+                member_op: None,
+                last_expire_ms: 0,
+                expire_index: 0,
+                proposals: 0,
+                dir,
+            },
+        );
+        Ok(())
+    }
+
+    /// Run until shutdown. Returns the process exit code.
+    pub fn run(mut self) -> i32 {
+        let mut last_tick = 0;
+        loop {
+            let first = smol::block_on(futures_lite::future::or(
+                async { self.rx.recv().await.ok() },
+                async {
+                    async_io::Timer::after(Duration::from_millis(5)).await;
+                    None
+                },
+            ));
+            let mut n = 0;
+            if let Some(input) = first {
+                self.handle(input);
+                n += 1;
+                while n < MAX_BATCH_INPUTS {
+                    match self.rx.try_recv() {
+                        Ok(i) => {
+                            self.handle(i);
+                            n += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let now = self.now_ms();
+            if now >= last_tick + 5 {
+                last_tick = now;
+                for g in self.groups.values_mut() {
+                    if let Err(e) = g.node.tick(now) {
+                        log::error!("group {}: tick failed: {e}; stopping", g.id);
+                        return 1;
+                    }
+                }
+            }
+            if let Err(code) = self.flush_all() {
+                return code;
+            }
+            if self.stopping.load(Ordering::Relaxed) && !self.draining {
+                return self.shutdown();
+            }
+        }
+    }
+
+    fn shutdown(&mut self) -> i32 {
+        log::info!("shutting down: refusing new requests, failing in-flight ones");
+        self.draining = true;
+        self.net.stopping.store(true, Ordering::Relaxed);
+        let now = self.now_ms();
+        let snapshot = self.cfg.snapshot_on_shutdown;
+        for g in self.groups.values_mut() {
+            fail_all(g, "shutting down");
+            if snapshot {
+                match g.node.snapshot_now(now) {
+                    Ok(Some(i)) => log::info!("group {}: snapshot at index {i}", g.id),
+                    Ok(None) => {}
+                    Err(e) => log::error!("group {}: snapshot on shutdown failed: {e}", g.id),
+                }
+            }
+        }
+        // Answer what is still queued, then let the writers send.
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            match self.rx.try_recv() {
+                Ok(i) => self.handle(i),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        for (_, g) in std::mem::take(&mut self.groups) {
+            let (mut store, ..) = g.node.into_parts();
+            if let Err(e) = shoal_core::storage::Storage::sync(&mut store) {
+                log::error!("group {}: final sync failed: {e}", g.id);
+                return 1;
+            }
+        }
+        log::info!("stopped cleanly");
+        0
+    }
+
+    fn refresh_hello(&self) {
+        let mut all = NodeSet::new();
+        let mut joining = false;
+        for g in self.groups.values() {
+            let m = g.node.raft().membership().all();
+            if m.is_empty() {
+                joining = true;
+            }
+            for id in m {
+                if !all.contains(&id) && all.push(id).is_err() {
+                    joining = true;
+                }
+            }
+        }
+        if joining {
+            all.clear();
+        }
+        let mut h = self.net.hello.lock().expect("hello lock");
+        if h.members != all {
+            h.members = all;
+        }
+    }
+
+    // ----- inputs --------------------------------------------------------------------------------
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Peer(bytes) => self.handle_peer(&bytes),
+            Input::Client { reply, conn, frame } => self.handle_client(reply, conn, frame),
+            Input::ClientClosed(conn) => {
+                for g in self.groups.values_mut() {
+                    g.watches.retain(|w| w.reply.conn != conn);
+                }
+            }
+        }
+    }
+
+    fn handle_peer(&mut self, bytes: &[u8]) {
+        let group = match wire::decode(bytes) {
+            Ok((f, _)) => f.header.group,
+            Err(e) => {
+                log::warn!("dropped a peer frame: {e}");
+                return;
+            }
+        };
+        let now = self.now_ms();
+        let Some(g) = self.groups.get_mut(&group) else {
+            log::debug!("dropped a frame for group {group}, which this node does not host");
+            return;
+        };
+        if let Err(e) = g.node.handle_frame(now, bytes) {
+            match e {
+                shoal_core::driver::NodeError::Storage(_)
+                | shoal_core::driver::NodeError::Raft(_)
+                | shoal_core::driver::NodeError::Snapshot(_)
+                | shoal_core::driver::NodeError::SnapshotChecksum { .. } => {
+                    log::error!("group {group}: fatal: {e}; stopping");
+                    std::process::exit(1);
+                }
+                other => log::warn!("group {group}: frame refused: {other}"),
+            }
+        }
+    }
+
+    fn handle_client(&mut self, tx: Sender<ResponseFrame>, conn: u64, frame: RequestFrame) {
+        let reply = Reply {
+            tx,
+            conn,
+            id: frame.id,
+        };
+        if frame.version != PROTOCOL_VERSION {
+            reply.send(Response::Error {
+                code: ErrorCode::UnsupportedVersion,
+                kv: None,
+                message: format!(
+                    "protocol version {} is not supported; this server speaks {}",
+                    frame.version, PROTOCOL_VERSION
+                ),
+            });
+            return;
+        }
+        if self.draining {
+            reply.send(unavailable("shutting down"));
+            return;
+        }
+        let gid = frame.group;
+        match frame.request {
+            Request::GroupList => {
+                reply.send(Response::Groups(self.groups.keys().copied().collect()));
+                return;
+            }
+            Request::GroupCreate { members } => {
+                self.group_create(gid, members, reply);
+                return;
+            }
+            Request::GroupRemove => {
+                self.group_remove(gid, reply);
+                return;
+            }
+            _ => {}
+        }
+        let now = self.now_ms();
+        let node_id = self.cfg.node_id;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            reply.send(error(
+                ErrorCode::UnknownGroup,
+                format!("group {gid} is not hosted on node {node_id}"),
+            ));
+            return;
+        };
+        match frame.request {
+            Request::Write { client_id, seq, op } => write(g, now, client_id, seq, op, reply),
+            Request::Get { key, mode } => read(g, now, mode, ReadReq::Get(key), reply),
+            Request::BatchGet { keys, mode } => read(g, now, mode, ReadReq::BatchGet(keys), reply),
+            Request::List { key, mode } => read(g, now, mode, ReadReq::List(key), reply),
+            Request::Watch { keys, from_index } => {
+                let kv = g.node.state_machine().store();
+                let applied = g.node.applied();
+                let next = if from_index == 0 {
+                    applied + 1
+                } else {
+                    from_index
+                };
+                if from_index != 0 && from_index < kv.oldest_event_index() && from_index <= applied
+                {
+                    reply.send(Response::WatchCompacted {
+                        oldest: kv.oldest_event_index(),
+                    });
+                    return;
+                }
+                reply.send(Response::WatchStarted);
+                g.watches.push(Watch { reply, keys, next });
+            }
+            Request::Unwatch { watch_id } => {
+                g.watches
+                    .retain(|w| !(w.reply.conn == reply.conn && w.reply.id == watch_id));
+                reply.send(Response::Done { index: 0 });
+            }
+            Request::Status => {
+                reply.send(Response::Status(status(g, node_id)));
+            }
+            Request::MemberList => {
+                reply.send(Response::Members(status(g, node_id).members));
+            }
+            Request::ChangeMembers(change) => member_change(g, now, change, reply),
+            Request::TransferLeader { to } => {
+                match g.node.transfer_leader(now, to) {
+                    Ok(()) => reply.send(Response::Done { index: 0 }),
+                    Err(shoal_core::raft::TransferError::NotLeader) => reply.send(not_leader(g)),
+                    Err(e) => reply.send(error(ErrorCode::Conflict, e.to_string())),
+                };
+            }
+            Request::Snapshot => {
+                match g.node.snapshot_now(now) {
+                    Ok(i) => reply.send(Response::Done {
+                        index: i.unwrap_or_else(|| g.node.raft().snapshot_index()),
+                    }),
+                    Err(e) => reply.send(error(ErrorCode::Internal, format!("snapshot: {e}"))),
+                };
+            }
+            Request::GroupList | Request::GroupCreate { .. } | Request::GroupRemove => {
+                unreachable!("handled above")
+            }
+        }
+    }
+
+    fn group_create(&mut self, gid: GroupId, members: Vec<(NodeId, String)>, reply: Reply) {
+        if self.groups.contains_key(&gid) {
+            reply.send(error(
+                ErrorCode::Conflict,
+                format!("group {gid} already exists on this node"),
+            ));
+            return;
+        }
+        let mut addrs = Vec::new();
+        for (id, addr) in members {
+            match parse_addr_pair(id, &addr) {
+                Ok(m) => addrs.push(MemberAddr {
+                    id: m.id,
+                    raft_addr: m.raft_addr,
+                    client_addr: m.client_addr,
+                }),
+                Err(e) => {
+                    reply.send(error(ErrorCode::BadRequest, e));
+                    return;
+                }
+            }
+        }
+        if addrs.is_empty() {
+            reply.send(error(
+                ErrorCode::BadRequest,
+                "a group needs at least one member".into(),
+            ));
+            return;
+        }
+        let bootstrap = addrs.iter().any(|a| a.id == self.cfg.node_id);
+        match self.open_group(gid, &addrs, bootstrap) {
+            Ok(()) => {
+                log::info!("group {gid} created");
+                self.refresh_hello();
+                reply.send(Response::Done { index: 0 });
+            }
+            Err(e) => {
+                reply.send(error(ErrorCode::Internal, format!("group {gid}: {e}")));
+            }
+        }
+    }
+
+    fn group_remove(&mut self, gid: GroupId, reply: Reply) {
+        let Some(mut g) = self.groups.remove(&gid) else {
+            reply.send(error(
+                ErrorCode::UnknownGroup,
+                format!("group {gid} is not hosted on this node"),
+            ));
+            return;
+        };
+        fail_all(&mut g, "the group was removed from this node");
+        let dir = g.dir.clone();
+        drop(g);
+        let to = self
+            .data
+            .path()
+            .join(format!("removed-group-{gid}-{}", wall_ms()));
+        match std::fs::rename(&dir, &to) {
+            Ok(()) => {
+                log::info!("group {gid} removed; its data moved to {}", to.display());
+                self.refresh_hello();
+                reply.send(Response::Done { index: 0 });
+            }
+            Err(e) => {
+                reply.send(error(
+                    ErrorCode::Internal,
+                    format!(
+                        "group {gid} stopped but {} could not be moved: {e}",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+    }
+
+    // ----- the batch boundary ----------------------------------------------------------------------
+
+    fn flush_all(&mut self) -> Result<(), i32> {
+        let now = self.now_ms();
+        let wall = wall_ms();
+        let mut new_peers: Vec<MemberAddr> = Vec::new();
+        let mut members_changed = false;
+        for g in self.groups.values_mut() {
+            let mut events = Vec::new();
+            let before = g.node.raft().membership().clone();
+            if let Err(e) = g.node.flush(now, &mut |ev| events.push(ev)) {
+                log::error!("group {}: fatal: {e}; stopping", g.id);
+                return Err(1);
+            }
+            for ev in events {
+                match ev {
+                    Event::Applied {
+                        index,
+                        term,
+                        output,
+                    } => match output {
+                        GroupOutput::Kv(applied) => {
+                            if let Some((t, reply)) = g.pending_writes.remove(&index) {
+                                if t == term {
+                                    reply.send(Response::Written {
+                                        index,
+                                        result: applied.result,
+                                    });
+                                } else {
+                                    reply.send(unavailable(
+                                        "the write was overwritten by a new leader; retry with the same session",
+                                    ));
+                                }
+                            }
+                        }
+                        GroupOutput::Addr(Some(a)) => match g.book.upsert(a.clone()) {
+                            Ok(true) => new_peers.push(a),
+                            Ok(false) => {}
+                            Err(e) => log::error!("group {}: {e}", g.id),
+                        },
+                        GroupOutput::Addr(None) => {
+                            log::warn!("group {}: address entry {index} does not decode", g.id)
+                        }
+                    },
+                    Event::ReadReady { upto, .. } => {
+                        while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
+                            let (_, reply, req) = g.index_reads.pop_front().expect("checked");
+                            reply.send(serve_read(g.node.state_machine(), &req));
+                        }
+                    }
+                    Event::ReadFailed { upto } => {
+                        while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
+                            let (_, reply, _) = g.index_reads.pop_front().expect("checked");
+                            reply.send(unavailable(
+                                "the read could not be confirmed (leadership changed or no quorum); retry",
+                            ));
+                        }
+                    }
+                    Event::RoleChanged { role, term, leader } => {
+                        log::info!(
+                            "group {}: {} in term {term}, leader {leader}",
+                            g.id,
+                            role_name(role)
+                        );
+                        if role != Role::Leader {
+                            for (_, reply, _) in g.lease_reads.drain(..) {
+                                reply.send(unavailable("leadership lost; retry"));
+                            }
+                        }
+                    }
+                    Event::Snapshot { index } => {
+                        log::info!("group {}: snapshot taken at index {index}", g.id);
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => {}
+                }
+            }
+            if g.node.raft().membership() != &before {
+                members_changed = true;
+            }
+            after_flush(g, now, wall);
+        }
+        for a in new_peers {
+            self.net.ensure_peer(a.id, &a.raft_addr);
+        }
+        if members_changed {
+            self.refresh_hello();
+        }
+        if self.last_view.elapsed() >= Duration::from_millis(100) {
+            self.last_view = Instant::now();
+            self.publish_view();
+        }
+        Ok(())
+    }
+
+    fn publish_view(&mut self) {
+        if self.last_sizes.elapsed() >= Duration::from_secs(1) {
+            self.last_sizes = Instant::now();
+            for g in self.groups.values() {
+                let log = dir_bytes(&g.dir.join("log"));
+                let snap = dir_bytes(&g.dir.join("snap"));
+                self.sizes.insert(g.id, (log, snap));
+            }
+        }
+        let node_id = self.cfg.node_id;
+        let groups = self
+            .groups
+            .values()
+            .map(|g| {
+                let st = status(g, node_id);
+                let (log_bytes, snapshot_bytes) = self.sizes.get(&g.id).copied().unwrap_or((0, 0));
+                let r = g.node.raft();
+                GroupView {
+                    group: g.id,
+                    role: st.role.clone(),
+                    term: st.term,
+                    leader: st.leader,
+                    commit: st.commit,
+                    applied: st.applied,
+                    last_index: st.last_index,
+                    snapshot_index: st.snapshot_index,
+                    log_bytes,
+                    snapshot_bytes,
+                    members: st
+                        .members
+                        .iter()
+                        .map(|m| PeerView {
+                            id: m.id,
+                            raft_addr: m.raft_addr.clone(),
+                            role: m.role.clone(),
+                            match_index: m.match_index,
+                        })
+                        .collect(),
+                    proposals: g.proposals,
+                    node_stats: g.node.stats(),
+                    raft_stats: r.stats(),
+                }
+            })
+            .collect();
+        let mut v = self.admin.lock().expect("admin lock");
+        v.node_id = node_id;
+        v.running = !self.draining;
+        v.groups = groups;
+    }
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn fail_all(g: &mut Group, why: &str) {
+    for (_, (_, reply)) in g.pending_writes.drain() {
+        reply.send(unavailable(why));
+    }
+    for (_, reply, _) in g.index_reads.drain(..) {
+        reply.send(unavailable(why));
+    }
+    for (_, reply, _) in g.lease_reads.drain(..) {
+        reply.send(unavailable(why));
+    }
+    if let Some(op) = g.member_op.take() {
+        op.reply.send(unavailable(why));
+    }
+    for w in g.watches.drain(..) {
+        w.reply.send(unavailable(why));
+    }
+}
+
+fn not_leader(g: &Group) -> Response {
+    let leader = g.node.raft().leader();
+    Response::NotLeader {
+        leader,
+        leader_addr: if leader == NO_NODE {
+            None
+        } else {
+            g.book.client_addr(leader)
+        },
+    }
+}
+
+fn propose_error(g: &Group, e: ProposeError) -> Response {
+    match e {
+        ProposeError::NotLeader { .. } => not_leader(g),
+        ProposeError::TransferInProgress | ProposeError::Busy => unavailable(&e.to_string()),
+        ProposeError::TooLarge => error(ErrorCode::BadRequest, e.to_string()),
+        ProposeError::ConfigChangeInProgress | ProposeError::BadMembership(_) => {
+            error(ErrorCode::Conflict, e.to_string())
+        }
+        ProposeError::Storage(_) => error(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+fn encode_command(cmd: &Command<'_>, hint: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; hint + 256];
+    let n = cmd
+        .encode(&mut buf)
+        .map_err(|e| format!("the write does not encode: {e:?}"))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: WriteOp, reply: Reply) {
+    if g.node.raft().role() != Role::Leader {
+        reply.send(not_leader(g));
+        return;
+    }
+    let time_ms = wall_ms();
+    let pairs_owned: Vec<(&[u8], &[u8])>;
+    let keys_owned: Vec<&[u8]>;
+    let mut hint = 64;
+    let op = match &op {
+        WriteOp::Put { key, value } => {
+            hint += key.len() + value.len();
+            Op::Put { key, value }
+        }
+        WriteOp::Remove { key } => Op::Remove { key },
+        WriteOp::Mkdir { key } => Op::Mkdir { key },
+        WriteOp::BatchPut { pairs } => {
+            pairs_owned = pairs
+                .iter()
+                .map(|(k, v)| {
+                    hint += k.len() + v.len() + 12;
+                    (k.as_slice(), v.as_slice())
+                })
+                .collect();
+            Op::BatchPut(Pairs::new(&pairs_owned))
+        }
+        WriteOp::BatchRemove { keys } => {
+            keys_owned = keys
+                .iter()
+                .map(|k| {
+                    hint += k.len() + 6;
+                    k.as_slice()
+                })
+                .collect();
+            Op::BatchRemove(Keys::new(&keys_owned))
+        }
+        WriteOp::CompareAndSet { key, expect, value } => {
+            hint += key.len() + value.len() + expect.as_ref().map_or(0, |e| e.len());
+            Op::CompareAndSet {
+                key,
+                expect: expect.as_deref(),
+                value,
+            }
+        }
+        WriteOp::PutTemp { key, value, ttl_ms } => {
+            hint += key.len() + value.len();
+            Op::PutTemp {
+                key,
+                value,
+                ttl_ms: *ttl_ms,
+            }
+        }
+        WriteOp::MakeTempDir { key, ttl_ms } => Op::MakeTempDir {
+            key,
+            ttl_ms: *ttl_ms,
+        },
+        WriteOp::UpdateTtl { key, ttl_ms } => Op::UpdateTtl {
+            key,
+            ttl_ms: *ttl_ms,
+        },
+        WriteOp::TryLock {
+            key,
+            lease_ms,
+            wait_ms,
+        } => Op::TryLock {
+            key,
+            lease_ms: *lease_ms,
+            wait_ms: *wait_ms,
+        },
+        WriteOp::Unlock { key } => Op::Unlock { key },
+        WriteOp::UpdateLockLease { key, lease_ms } => Op::UpdateLockLease {
+            key,
+            lease_ms: *lease_ms,
+        },
+    };
+    let cmd = Command {
+        client_id,
+        seq,
+        time_ms,
+        op,
+    };
+    let bytes = match encode_command(&cmd, hint) {
+        Ok(b) => b,
+        Err(e) => {
+            reply.send(error(ErrorCode::BadRequest, e));
+            return;
+        }
+    };
+    match g.node.propose(now, &bytes) {
+        Ok((index, term)) => {
+            g.proposals += 1;
+            g.pending_writes.insert(index, (term, reply));
+        }
+        Err(e) => {
+            reply.send(propose_error(g, e));
+        }
+    }
+}
+
+fn read(g: &mut Group, now: u64, mode: ReadMode, req: ReadReq, reply: Reply) {
+    match mode {
+        ReadMode::Local => {
+            reply.send(serve_read(g.node.state_machine(), &req));
+        }
+        ReadMode::Lease => match g.node.read_lease(now) {
+            Ok(index) if index <= g.node.applied() => {
+                reply.send(serve_read(g.node.state_machine(), &req));
+            }
+            Ok(index) => g.lease_reads.push((index, reply, req)),
+            Err(ReadError::NotLeader { .. }) => {
+                reply.send(not_leader(g));
+            }
+            Err(_) => read(g, now, ReadMode::Linearizable, req, reply),
+        },
+        ReadMode::Linearizable => match g.node.read_index(now) {
+            Ok(ticket) => g.index_reads.push_back((ticket, reply, req)),
+            Err(ReadError::NoLeader) => {
+                reply.send(not_leader(g));
+            }
+            Err(e) => {
+                reply.send(unavailable(&e.to_string()));
+            }
+        },
+    }
+}
+
+fn status(g: &Group, node_id: NodeId) -> StatusInfo {
+    let r = g.node.raft();
+    let m = r.membership();
+    let leader = r.role() == Role::Leader;
+    let mut members = Vec::new();
+    let mut push = |id: NodeId, role: &str| {
+        if members.iter().any(|x: &MemberInfo| x.id == id) {
+            return;
+        }
+        let match_index = if !leader {
+            None
+        } else if id == node_id {
+            Some(r.last_index())
+        } else {
+            r.progress()
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.match_index)
+        };
+        members.push(MemberInfo {
+            id,
+            raft_addr: g
+                .book
+                .map
+                .get(&id)
+                .map(|a| a.raft_addr.clone())
+                .unwrap_or_default(),
+            role: role.to_string(),
+            match_index,
+        });
+    };
+    let (voters, observers) = if m.joint {
+        (&m.next_voters, &m.next_observers)
+    } else {
+        (&m.voters, &m.observers)
+    };
+    for &v in voters {
+        push(v, "voter");
+    }
+    for &o in observers {
+        push(o, "observer");
+    }
+    if m.joint {
+        for &v in &m.voters {
+            push(v, "leaving-voter");
+        }
+        for &o in &m.observers {
+            push(o, "leaving-observer");
+        }
+    }
+    StatusInfo {
+        node_id,
+        group: g.id,
+        role: role_name(r.role()).to_string(),
+        term: r.term(),
+        leader: r.leader(),
+        commit: r.commit(),
+        applied: r.applied(),
+        last_index: r.last_index(),
+        snapshot_index: r.snapshot_index(),
+        members,
+    }
+}
+
+fn member_change(g: &mut Group, now: u64, change: MemberChange, reply: Reply) {
+    if g.node.raft().role() != Role::Leader {
+        reply.send(not_leader(g));
+        return;
+    }
+    if g.member_op.is_some() {
+        reply.send(error(
+            ErrorCode::Conflict,
+            "another membership change is in progress on this group".into(),
+        ));
+        return;
+    }
+    let steps: VecDeque<Step> = match change {
+        MemberChange::Add {
+            id,
+            raft_addr,
+            observer,
+        } => {
+            let spec = match parse_addr_pair(id, &raft_addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    reply.send(error(ErrorCode::BadRequest, e));
+                    return;
+                }
+            };
+            if g.node.raft().membership().contains(id) {
+                reply.send(error(
+                    ErrorCode::Conflict,
+                    format!("node {id} is already a member"),
+                ));
+                return;
+            }
+            let a = MemberAddr {
+                id,
+                raft_addr: spec.raft_addr,
+                client_addr: spec.client_addr,
+            };
+            // Tell every member where the new node is, through the log.
+            if let Err(e) = g.node.propose(now, &encode_addr_entry(&a)) {
+                reply.send(propose_error(g, e));
+                return;
+            }
+            if let Err(e) = g.book.upsert(a) {
+                log::error!("group {}: {e}", g.id);
+            }
+            let mut s: VecDeque<Step> = [Step::AddObserver(id), Step::Commit].into();
+            if !observer {
+                s.extend([Step::CatchUp(id), Step::Promote(id), Step::Commit]);
+            }
+            s
+        }
+        MemberChange::Promote { id } => [Step::Promote(id), Step::Commit].into(),
+        MemberChange::Remove { id } => [Step::Remove(id), Step::Commit].into(),
+    };
+    g.member_op = Some(MemberOp {
+        reply,
+        steps,
+        waiting: None,
+        started: Instant::now(),
+    });
+    advance_member_op(g, now);
+}
+
+fn target_for(m: &Membership, step: Step) -> Result<Membership, String> {
+    let mut voters: Vec<NodeId> = m.voters.to_vec();
+    let mut observers: Vec<NodeId> = m.observers.to_vec();
+    match step {
+        Step::AddObserver(id) => observers.push(id),
+        Step::Promote(id) => {
+            if !observers.contains(&id) {
+                return Err(format!("node {id} is not an observer of this group"));
+            }
+            observers.retain(|&x| x != id);
+            voters.push(id);
+        }
+        Step::Remove(id) => {
+            if !voters.contains(&id) && !observers.contains(&id) {
+                return Err(format!("node {id} is not a member of this group"));
+            }
+            voters.retain(|&x| x != id);
+            observers.retain(|&x| x != id);
+        }
+        Step::Commit | Step::CatchUp(_) => unreachable!("not a prepare step"),
+    }
+    Membership::new(&voters, &observers).map_err(|e| e.to_string())
+}
+
+fn advance_member_op(g: &mut Group, now: u64) {
+    loop {
+        let Some(op) = g.member_op.as_mut() else {
+            return;
+        };
+        let r = g.node.raft();
+        if r.role() != Role::Leader {
+            let op = g.member_op.take().expect("checked");
+            op.reply.send(unavailable(
+                "leadership lost during the membership change; check members and retry",
+            ));
+            return;
+        }
+        if let Some((index, _)) = op.waiting {
+            if r.commit() < index {
+                return;
+            }
+            op.waiting = None;
+        }
+        let Some(step) = op.steps.front().copied() else {
+            let op = g.member_op.take().expect("checked");
+            op.reply.send(Response::Done {
+                index: g.node.raft().commit(),
+            });
+            return;
+        };
+        let change = match step {
+            Step::CatchUp(id) => {
+                let caught_up = r
+                    .progress()
+                    .iter()
+                    .find(|p| p.id == id)
+                    .is_some_and(|p| p.match_index + 100 >= r.commit());
+                if !caught_up {
+                    if op.started.elapsed() > Duration::from_secs(60) {
+                        let op = g.member_op.take().expect("checked");
+                        op.reply.send(unavailable(&format!(
+                            "node {id} was added as an observer but has not caught up in 60 s; promote it later"
+                        )));
+                    }
+                    return;
+                }
+                op.steps.pop_front();
+                continue;
+            }
+            Step::Commit => ConfigChange::Commit,
+            other => match target_for(r.membership(), other) {
+                Ok(t) => ConfigChange::Prepare(t),
+                Err(e) => {
+                    let op = g.member_op.take().expect("checked");
+                    op.reply.send(error(ErrorCode::Conflict, e));
+                    return;
+                }
+            },
+        };
+        match g.node.change_membership(now, change) {
+            Ok((index, term, m)) => {
+                log::info!(
+                    "group {}: membership step {step:?} at index {index}: voters {:?} observers {:?} -> {:?} {:?}",
+                    g.id,
+                    m.voters.as_slice(),
+                    m.observers.as_slice(),
+                    m.next_voters.as_slice(),
+                    m.next_observers.as_slice()
+                );
+                let op = g.member_op.as_mut().expect("checked");
+                op.steps.pop_front();
+                op.waiting = Some((index, term));
+                return;
+            }
+            Err(e) => {
+                let resp = propose_error(g, e);
+                let op = g.member_op.take().expect("checked");
+                op.reply.send(resp);
+                return;
+            }
+        }
+    }
+}
+
+fn after_flush(g: &mut Group, now: u64, wall: u64) {
+    if g.member_op.is_some() {
+        advance_member_op(g, now);
+    }
+    let applied = g.node.applied();
+    if !g.lease_reads.is_empty() {
+        let sm = g.node.state_machine();
+        g.lease_reads.retain(|(index, reply, req)| {
+            if *index <= applied {
+                reply.send(serve_read(sm, req));
+                false
+            } else {
+                true
+            }
+        });
+    }
+    if !g.watches.is_empty() {
+        let kv = g.node.state_machine().store();
+        g.watches.retain_mut(|w| {
+            if w.next > applied {
+                return true;
+            }
+            let mut out = Vec::new();
+            let r = kv.events_since(w.next, b"", |ev| {
+                if ev.index <= applied
+                    && (w.keys.is_empty() || w.keys.iter().any(|k| in_subtree(ev.key, k)))
+                {
+                    out.push(WatchEvent {
+                        index: ev.index,
+                        kind: event_kind_name(ev.kind).to_string(),
+                        key: ev.key.to_vec(),
+                        value: ev.value.to_vec(),
+                    });
+                }
+            });
+            match r {
+                Ok(()) => {
+                    w.next = applied + 1;
+                    out.into_iter().all(|e| w.reply.send(Response::Event(e)))
+                }
+                Err(WatchError::Compacted { oldest_available }) => {
+                    w.reply.send(Response::WatchCompacted {
+                        oldest: oldest_available,
+                    });
+                    false
+                }
+            }
+        });
+    }
+    if g.node.raft().role() == Role::Leader
+        && g.node.state_machine().store().expired_at(wall)
+        && wall >= g.last_expire_ms + EXPIRE_EVERY_MS
+        && applied >= g.expire_index
+    {
+        g.last_expire_ms = wall;
+        if let Ok(bytes) = encode_command(&Command::expire(wall), 64) {
+            match g.node.propose(now, &bytes) {
+                Ok((index, _)) => g.expire_index = index,
+                Err(e) => log::debug!("group {}: expiry not proposed: {e}", g.id),
+            }
+        }
+    }
+}
