@@ -167,6 +167,11 @@ where
         self.stats
     }
 
+    /// Whether link `i` passed its handshake.
+    pub fn link_established(&mut self, i: usize) -> bool {
+        self.node.transport_mut().established(i)
+    }
+
     /// The receiving half of link `i`.
     pub fn rx_mut(&mut self, i: usize) -> &mut FrameRx<R, RX> {
         &mut self.rx[i]
