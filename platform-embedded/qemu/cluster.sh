@@ -64,6 +64,7 @@ monitor() { # id command
 }
 last_field() { # file key field -> value of field in the last line starting with key
     grep "^$2 " "$1" 2>/dev/null | tail -n 1 | tr ' ' '\n' | sed -n "s/^$3=//p"
+    true
 }
 fatal_check() {
     if grep -h "^FATAL" "$out"/board*.log 2>/dev/null; then
@@ -107,9 +108,9 @@ fi
 echo "== waiting for all 40 keys and equal digests"
 while :; do
     fatal_check
-    d1=$(grep "^DIGEST" "$out/board1.log" | tail -n 1 | cut -d' ' -f3-)
-    d2=$(grep "^DIGEST" "$out/board2.log" | tail -n 1 | cut -d' ' -f3-)
-    d3=$(grep "^DIGEST" "$out/board3.log" | tail -n 1 | cut -d' ' -f3-)
+    d1=$(grep "^DIGEST" "$out/board1.log" | tail -n 1 | cut -d' ' -f3- || true)
+    d2=$(grep "^DIGEST" "$out/board2.log" | tail -n 1 | cut -d' ' -f3- || true)
+    d3=$(grep "^DIGEST" "$out/board3.log" | tail -n 1 | cut -d' ' -f3- || true)
     if [ -n "$d1" ] && [ "$d1" = "$d2" ] && [ "$d2" = "$d3" ]; then break; fi
     [ $SECONDS -lt $deadline ] || {
         echo "cluster.sh: digests did not agree in time: [$d1] [$d2] [$d3]" >&2
