@@ -746,7 +746,7 @@ fn restore_from_store<S: Storage, M: StateMachine>(
 
 struct CountingWriter {
     len: u64,
-    digest: crc::Digest<'static, u32>,
+    digest: crate::record::Crc32cDigest,
 }
 
 impl SnapshotWriter for CountingWriter {
@@ -782,7 +782,7 @@ struct StoreReader<'a, S> {
     store: &'a S,
     offset: u64,
     size: u64,
-    digest: crc::Digest<'static, u32>,
+    digest: crate::record::Crc32cDigest,
     err: Option<StorageError>,
 }
 

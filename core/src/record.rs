@@ -9,8 +9,20 @@
 //! so a damaged length is caught too. A record whose bytes end early is [`RecordError::Truncated`]
 //! (a torn tail); any other mismatch is corruption and must never be applied.
 
+/// The lookup table behind [`CRC32C`]: slice-by-16 (16 KiB, several times faster) where
+/// pointers are 64-bit — servers and Raspberry Pi class boards — and the 1 KiB byte table on
+/// microcontrollers, where flash is the scarcer resource.
+#[cfg(target_pointer_width = "64")]
+pub type CrcTable = crc::Table<16>;
+/// The lookup table behind [`CRC32C`] (see the 64-bit variant).
+#[cfg(not(target_pointer_width = "64"))]
+pub type CrcTable = crc::Table<1>;
+
 /// The CRC-32C (Castagnoli) algorithm used for every record and frame.
-pub const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+pub const CRC32C: crc::Crc<u32, CrcTable> = crc::Crc::<u32, CrcTable>::new(&crc::CRC_32_ISCSI);
+
+/// A running CRC-32C over data that arrives in pieces.
+pub type Crc32cDigest = crc::Digest<'static, u32, CrcTable>;
 /// The record format version written by this build.
 pub const RECORD_VERSION: u8 = 1;
 /// Bytes of framing around a body: length, version and CRC.

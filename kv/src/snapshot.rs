@@ -39,7 +39,7 @@ struct Out<'w> {
     out: &'w mut dyn SnapshotWriter,
     buf: [u8; CHUNK],
     len: usize,
-    crc: crc::Digest<'static, u32>,
+    crc: shoal_core::record::Crc32cDigest,
 }
 
 impl Out<'_> {
@@ -71,7 +71,7 @@ impl Out<'_> {
 
 struct In<'r> {
     src: &'r mut dyn SnapshotReader,
-    crc: crc::Digest<'static, u32>,
+    crc: shoal_core::record::Crc32cDigest,
 }
 
 impl In<'_> {

@@ -1,0 +1,302 @@
+//! Micro-benchmarks of the hot paths: the codecs every entry and frame goes through, a follower
+//! appending a batch, a leader's whole propose → replicate → commit → apply round, and DtKV apply.
+//! Run with `cargo bench -p shoal-tests --bench hot_paths`; numbers are for comparing changes on
+//! one machine, never asserted.
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use shoal_core::driver::{Event, Node, NodeConfig};
+use shoal_core::entry::{self, EntryIter, EntryRef};
+use shoal_core::io::{StateMachine, Transport, TransportError};
+use shoal_core::limits::Config;
+use shoal_core::membership::Membership;
+use shoal_core::message::Message;
+use shoal_core::record;
+use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
+use shoal_core::EntryKind;
+use shoal_kv::{Command, DtKv, KvBuffers, KvLimits, Op};
+use shoal_tests::memstore::MemStorage;
+
+fn codecs(c: &mut Criterion) {
+    let payload = [7u8; 100];
+    let e = EntryRef {
+        index: 123_456,
+        term: 9,
+        kind: EntryKind::Normal,
+        data: &payload,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("entry encode 100B", |b| {
+        b.iter(|| entry::encode(black_box(&e), &mut buf).unwrap())
+    });
+    let n = entry::encode(&e, &mut buf).unwrap();
+    let enc = buf[..n].to_vec();
+    g.bench_function("entry decode 100B", |b| {
+        b.iter(|| entry::decode(black_box(&enc)).unwrap())
+    });
+    g.bench_function("record encode 100B", |b| {
+        b.iter(|| record::encode(black_box(&payload), &mut buf).unwrap())
+    });
+    let n = record::encode(&payload, &mut buf).unwrap();
+    let rec = buf[..n].to_vec();
+    g.bench_function("record decode 100B", |b| {
+        b.iter(|| record::decode(black_box(&rec)).unwrap())
+    });
+    // An append frame carrying 64 entries of 100 bytes.
+    let tail_at = FRAME_PREFIX_RESERVE + 5;
+    let mut at = tail_at;
+    for i in 0..64 {
+        at += entry::encode(
+            &EntryRef {
+                index: 1000 + i,
+                ..e
+            },
+            &mut buf[at..],
+        )
+        .unwrap();
+    }
+    let h = FrameHeader {
+        version: WIRE_VERSION,
+        cluster_id: 1,
+        group: 0,
+        from: 1,
+        to: 2,
+    };
+    let msg = Body::Raft(Message::Append {
+        term: 9,
+        prev_index: 999,
+        prev_term: 9,
+        commit: 990,
+        count: 64,
+        read_seq: 3,
+    });
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("append frame encode 64x100B", |b| {
+        b.iter(|| {
+            wire::encode_with_tail(&h, black_box(&msg), &mut buf, tail_at, at - tail_at).unwrap()
+        })
+    });
+    let range = wire::encode_with_tail(&h, &msg, &mut buf, tail_at, at - tail_at).unwrap();
+    let frame = buf[range].to_vec();
+    g.bench_function("append frame decode + iterate 64x100B", |b| {
+        b.iter(|| {
+            let (f, _) = wire::decode(black_box(&frame)).unwrap();
+            EntryIter::new(f.tail, 64)
+                .map(|e| e.unwrap().data.len())
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+}
+
+struct Drop0;
+impl Transport for Drop0 {
+    fn send(&mut self, _to: u64, _frame: &[u8]) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Count(u64);
+impl StateMachine for Count {
+    type Output = ();
+    fn apply(&mut self, index: u64, _t: u64, _c: &[u8]) {
+        self.0 = index;
+    }
+    fn skip(&mut self, index: u64) {
+        self.0 = index;
+    }
+    fn applied_index(&self) -> u64 {
+        self.0
+    }
+    fn snapshot(
+        &self,
+        _o: &mut dyn shoal_core::io::SnapshotWriter,
+    ) -> Result<(), shoal_core::io::SnapshotError> {
+        Ok(())
+    }
+    fn restore(
+        &mut self,
+        i: u64,
+        _s: &mut dyn shoal_core::io::SnapshotReader,
+    ) -> Result<(), shoal_core::io::SnapshotError> {
+        self.0 = i;
+        Ok(())
+    }
+}
+
+fn single_node_leader() -> Node<MemStorage, Drop0, Count, Vec<u8>> {
+    let mut cfg = Config::server();
+    cfg.snapshot_entries = 0;
+    cfg.snapshot_interval_ms = 0;
+    let nc = NodeConfig {
+        cluster_id: 1,
+        group: 0,
+        node_id: 1,
+        raft: cfg,
+        seed: 1,
+    };
+    let m = Membership::new(&[1], &[]).unwrap();
+    let mut n = Node::new(
+        nc,
+        MemStorage::new(),
+        Drop0,
+        Count::default(),
+        vec![0u8; 1 << 20],
+        0,
+        Some(&m),
+    )
+    .unwrap();
+    let mut t = 0;
+    while n.raft().role() != shoal_core::Role::Leader {
+        t += 50;
+        n.tick(t).unwrap();
+        n.flush(t, &mut |_| {}).unwrap();
+    }
+    n
+}
+
+fn driver(c: &mut Criterion) {
+    let mut g = c.benchmark_group("driver");
+    // A batch of 256 proposals, one flush (group commit), all applied: the per-write cost of
+    // the core and driver without real IO (MemStorage keeps bytes in memory).
+    g.throughput(Throughput::Elements(256));
+    g.bench_function("single-node propose+flush batch of 256 x 100B", |b| {
+        let mut n = single_node_leader();
+        let cmd = [1u8; 100];
+        b.iter(|| {
+            for _ in 0..256 {
+                n.propose(10_000, black_box(&cmd)).unwrap();
+            }
+            let mut applied = 0;
+            n.flush(10_000, &mut |e| {
+                if let Event::Applied { .. } = e {
+                    applied += 1
+                }
+            })
+            .unwrap();
+            assert_eq!(applied, 256);
+        })
+    });
+    // A follower handling one append of 64 entries (decode, append, ack held until sync).
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("follower step: append of 64 x 100B", |b| {
+        let h = FrameHeader {
+            version: WIRE_VERSION,
+            cluster_id: 1,
+            group: 0,
+            from: 2,
+            to: 1,
+        };
+        b.iter_batched(
+            || {
+                let cfg = Config::server();
+                let nc = NodeConfig {
+                    cluster_id: 1,
+                    group: 0,
+                    node_id: 1,
+                    raft: cfg,
+                    seed: 1,
+                };
+                let m = Membership::new(&[1, 2, 3], &[]).unwrap();
+                let node = Node::new(
+                    nc,
+                    MemStorage::new(),
+                    Drop0,
+                    Count::default(),
+                    vec![0u8; 1 << 16],
+                    0,
+                    Some(&m),
+                )
+                .unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                let tail_at = FRAME_PREFIX_RESERVE + 5;
+                let mut at = tail_at;
+                for i in 0..64u64 {
+                    let e = EntryRef {
+                        index: 2 + i,
+                        term: 2,
+                        kind: EntryKind::Normal,
+                        data: &[5u8; 100],
+                    };
+                    at += entry::encode(&e, &mut buf[at..]).unwrap();
+                }
+                let msg = Body::Raft(Message::Append {
+                    term: 2,
+                    prev_index: 1,
+                    prev_term: 1,
+                    commit: 1,
+                    count: 64,
+                    read_seq: 1,
+                });
+                let r = wire::encode_with_tail(&h, &msg, &mut buf, tail_at, at - tail_at).unwrap();
+                (node, buf[r].to_vec())
+            },
+            |(mut node, frame)| node.handle_frame(5, black_box(&frame)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn dtkv(c: &mut Criterion) {
+    type B = KvBuffers<4096, 8192, { 1 << 20 }, 64, 128, 64, 1024, 65536>;
+    let mut mem: Box<B> = Box::new(B::new());
+    let mut base = KvLimits::server();
+    base.max_waiters_per_lock = 16;
+    base.max_value_bytes = 4096;
+    let limits = B::limits(base);
+    let mut kv = DtKv::new(mem.memory(), limits).unwrap();
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    for i in 0..4096u64 {
+        let key = format!("bench.key{:05}", i % 1024);
+        let mut buf = vec![0u8; 256];
+        let n = Command {
+            client_id: 0,
+            seq: 0,
+            time_ms: i,
+            op: Op::Put {
+                key: key.as_bytes(),
+                value: &[3u8; 100],
+            },
+        }
+        .encode(&mut buf)
+        .unwrap();
+        buf.truncate(n);
+        bufs.push(buf);
+    }
+    let mkdir = {
+        let mut buf = vec![0u8; 64];
+        let n = Command {
+            client_id: 0,
+            seq: 0,
+            time_ms: 0,
+            op: Op::Mkdir { key: b"bench" },
+        }
+        .encode(&mut buf)
+        .unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let mut index = 1;
+    kv.apply(index, 1, &mkdir);
+    let mut g = c.benchmark_group("dtkv");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("apply put 100B (1024 keys, no session)", |b| {
+        b.iter(|| {
+            index += 1;
+            let cmd = &bufs[i % bufs.len()];
+            i += 1;
+            black_box(kv.apply(index, 1, cmd))
+        })
+    });
+    g.bench_function("get (1024 keys)", |b| {
+        b.iter(|| black_box(kv.get(b"bench.key00512").map(|v| v.value.len())))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codecs, driver, dtkv);
+criterion_main!(benches);
