@@ -153,7 +153,10 @@ static FRAME_BUF: Once<[u8; FRAME_BYTES]> = Once(UnsafeCell::new([0; FRAME_BYTES
 #[exception]
 fn SysTick() {
     // The only writer: a load and a store are enough (no read-modify-write atomics needed).
-    TICKS_MS.store(TICKS_MS.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    TICKS_MS.store(
+        TICKS_MS.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
 }
 
 extern "C" {
@@ -199,7 +202,11 @@ fn main() -> ! {
     // SAFETY: the loader wrote this word; it is plain RAM.
     let node_id = unsafe { core::ptr::read_volatile(NODE_ID_ADDR as *const u32) } as u64;
     if !(1..=3).contains(&node_id) {
-        hprintln!("FATAL node id {} at {:#x} (use -device loader)", node_id, NODE_ID_ADDR);
+        hprintln!(
+            "FATAL node id {} at {:#x} (use -device loader)",
+            node_id,
+            NODE_ID_ADDR
+        );
         debug::exit(debug::EXIT_FAILURE);
     }
     let peers: [u64; 2] = match node_id {
@@ -209,7 +216,8 @@ fn main() -> ! {
     };
 
     // SAFETY: spare SSRAM that nothing else uses; taken once.
-    let region = unsafe { core::slice::from_raw_parts_mut(FLASH_PARTITION as *mut u8, REGION_BYTES) };
+    let region =
+        unsafe { core::slice::from_raw_parts_mut(FLASH_PARTITION as *mut u8, REGION_BYTES) };
     let (marker, part) = region.split_at_mut(SECTOR_BYTES);
     let formatted = &marker[..8] == MARKER;
     let flash = RamFlash::<SECTOR_BYTES, 4>::new(part);
@@ -224,7 +232,9 @@ fn main() -> ! {
         Err(e) => {
             hprintln!("FATAL node {} flash: {}", node_id, e);
             debug::exit(debug::EXIT_FAILURE);
-            loop {}
+            loop {
+                cortex_m::asm::wfi();
+            }
         }
     };
     if !formatted {
@@ -281,7 +291,9 @@ fn main() -> ! {
         Err(e) => {
             hprintln!("FATAL node {} start: {}", node_id, e);
             debug::exit(debug::EXIT_FAILURE);
-            loop {}
+            loop {
+                cortex_m::asm::wfi();
+            }
         }
     };
 
@@ -374,15 +386,8 @@ fn main() -> ! {
     }
 }
 
-type Rt<'a> = Runtime<
-    'a,
-    FlashStorage<RamFlash<'a, SECTOR_BYTES, 4>, 64>,
-    Uart,
-    Uart,
-    2,
-    TX_BYTES,
-    RX_BYTES,
->;
+type Rt<'a> =
+    Runtime<'a, FlashStorage<RamFlash<'a, SECTOR_BYTES, 4>, 64>, Uart, Uart, 2, TX_BYTES, RX_BYTES>;
 
 /// `U` for an established link, `d` for one still dialing.
 fn node_link(rt: &mut Rt<'_>, i: usize) -> char {
@@ -412,13 +417,14 @@ fn first_missing_key(kv: &DtKv<'_>) -> Option<u32> {
 }
 
 fn count_keys(kv: &DtKv<'_>) -> u32 {
-    TARGET_KEYS - (1..=TARGET_KEYS)
-        .filter(|n| {
-            let mut key = heapless::String::<16>::new();
-            let _ = core::fmt::write(&mut key, format_args!("k{}", n));
-            kv.get(key.as_bytes()).is_err()
-        })
-        .count() as u32
+    TARGET_KEYS
+        - (1..=TARGET_KEYS)
+            .filter(|n| {
+                let mut key = heapless::String::<16>::new();
+                let _ = core::fmt::write(&mut key, format_args!("k{}", n));
+                kv.get(key.as_bytes()).is_err()
+            })
+            .count() as u32
 }
 
 #[panic_handler]
@@ -428,5 +434,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         None => hprintln!("FATAL panic"),
     }
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
