@@ -630,7 +630,7 @@ async fn run_watch(
     let mut stream = client.watch(keys, from_index);
     let mut seen = 0u64;
     let stdout = std::io::stdout();
-    while count.map_or(true, |c| seen < c) {
+    while count.is_none() || count > Some(seen) {
         let item = match stream.next_item().await {
             Some(i) => i,
             None => return 0,

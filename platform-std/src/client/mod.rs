@@ -648,6 +648,7 @@ impl Client {
         let mut backoff = Duration::from_millis(20);
         // A write's sequence is assigned at its first send and kept for every retry.
         let mut seq_assigned = false;
+        let mut unavailable_in_row = 0u32;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -755,7 +756,11 @@ impl Client {
                             last = format!("{} is unavailable: {message}", conn.addr);
                             sleep_until_deadline(backoff, deadline).await;
                             backoff = next_backoff(backoff);
-                            if attempts % 3 == 0 {
+                            // A node that stays unavailable may be cut off: after three
+                            // answers in a row, ask another.
+                            unavailable_in_row += 1;
+                            if unavailable_in_row >= 3 {
+                                unavailable_in_row = 0;
                                 self.rotate(&conn.addr);
                             }
                         }
