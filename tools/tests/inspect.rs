@@ -1,0 +1,579 @@
+//! `shoal-inspect` end to end: data dirs written through `FileStorage` with real DtKV commands,
+//! damaged on purpose, read by the binary; export → import → restore; flash images.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Proc;
+
+use serde_json::Value;
+use shoal_core::entry::EntryRef;
+use shoal_core::io::StateMachine;
+use shoal_core::membership::Membership;
+use shoal_core::record::CRC32C;
+use shoal_core::storage::{LogView, Storage};
+use shoal_core::types::{EntryKind, HardState, SnapshotMeta};
+use shoal_kv::{Command, KvLimits, Op, Pairs};
+use shoal_std::storage::scan::Identity;
+use shoal_std::storage::{DataDir, FileStorage, FsyncMode, StorageOptions};
+use shoal_tools::state::{rebuild, snapshot_bytes, ReplayEntry};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal-inspect");
+
+fn opts() -> StorageOptions {
+    StorageOptions {
+        fsync: FsyncMode::Never,
+        segment_bytes: 4096,
+        ..StorageOptions::default()
+    }
+}
+
+fn cmd(client: u64, seq: u64, op: Op<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let c = Command {
+        client_id: client,
+        seq,
+        time_ms: 1000 + seq,
+        op,
+    };
+    let n = c.encode(&mut buf).expect("the command fits");
+    buf.truncate(n);
+    buf
+}
+
+fn config(voters: &[u64]) -> Vec<u8> {
+    postcard::to_stdvec(&Membership::new(voters, &[]).unwrap()).unwrap()
+}
+
+/// The entries every test dir holds: a config, a noop, then DtKV writes (enough to fill
+/// several 4 KiB segments), then a membership change to joint.
+fn entries() -> Vec<ReplayEntry> {
+    let mut out = Vec::new();
+    let mut push = |kind: EntryKind, term: u64, data: Vec<u8>| {
+        let index = out.len() as u64 + 1;
+        out.push(ReplayEntry {
+            index,
+            term,
+            kind,
+            data,
+        });
+    };
+    push(EntryKind::Config, 1, config(&[1, 2, 3]));
+    push(EntryKind::Noop, 1, Vec::new());
+    push(EntryKind::Normal, 1, cmd(7, 1, Op::Mkdir { key: b"app" }));
+    push(
+        EntryKind::Normal,
+        1,
+        cmd(7, 2, Op::Mkdir { key: b"app.db" }),
+    );
+    push(
+        EntryKind::Normal,
+        1,
+        cmd(
+            7,
+            3,
+            Op::Put {
+                key: b"app.db.url",
+                value: b"postgres://db:5432/app",
+            },
+        ),
+    );
+    for i in 0..60u64 {
+        let key = format!("app.k{:03}", i);
+        let value = format!("value-{}-{}", i, "x".repeat(200));
+        push(
+            EntryKind::Normal,
+            2,
+            cmd(
+                8,
+                i + 1,
+                Op::Put {
+                    key: key.as_bytes(),
+                    value: value.as_bytes(),
+                },
+            ),
+        );
+    }
+    push(
+        EntryKind::Normal,
+        2,
+        cmd(
+            9,
+            1,
+            Op::CompareAndSet {
+                key: b"app.k000",
+                expect: None,
+                value: b"b",
+            },
+        ),
+    );
+    push(
+        EntryKind::Normal,
+        2,
+        cmd(
+            9,
+            2,
+            Op::TryLock {
+                key: b"app.lk",
+                lease_ms: 5000,
+                wait_ms: 0,
+            },
+        ),
+    );
+    let pairs: [(&[u8], &[u8]); 2] = [(b"app.b1", b"one"), (b"app.b2", b"two")];
+    push(
+        EntryKind::Normal,
+        2,
+        cmd(9, 3, Op::BatchPut(Pairs::new(&pairs))),
+    );
+    push(EntryKind::Normal, 2, cmd(0, 0, Op::Expire));
+    let old = Membership::new(&[1, 2, 3], &[]).unwrap();
+    let joint = old
+        .to_joint(&Membership::new(&[1, 2, 3, 4], &[]).unwrap())
+        .unwrap();
+    push(EntryKind::Config, 2, postcard::to_stdvec(&joint).unwrap());
+    out
+}
+
+const CLUSTER: u64 = 0xC1;
+
+/// Write a data dir: identity, group 0 with every entry of [`entries`], hard state term 3,
+/// commit = `commit`; optionally a snapshot at `snap_at` built by replaying DtKV.
+fn make_dir(dir: &Path, commit: u64, snap_at: Option<u64>) -> Vec<ReplayEntry> {
+    let dd = DataDir::bootstrap(
+        dir,
+        &Identity {
+            cluster_id: CLUSTER,
+            node_id: 1,
+            raft_addr: "127.0.0.1:7001".into(),
+        },
+    )
+    .unwrap();
+    let mut st = dd.open_group(0, &opts()).unwrap();
+    let all = entries();
+    for e in &all {
+        st.append(&EntryRef {
+            index: e.index,
+            term: e.term,
+            kind: e.kind,
+            data: &e.data,
+        })
+        .unwrap();
+    }
+    st.save_hard_state(&HardState {
+        term: 3,
+        vote: 1,
+        commit,
+    })
+    .unwrap();
+    st.sync().unwrap();
+    if let Some(at) = snap_at {
+        let upto: Vec<ReplayEntry> = all.iter().filter(|e| e.index <= at).cloned().collect();
+        let data = rebuild(KvLimits::server(), None, &upto, |kv| snapshot_bytes(kv))
+            .unwrap()
+            .unwrap();
+        let meta = SnapshotMeta {
+            index: at,
+            term: all[at as usize - 1].term,
+            membership: Membership::new(&[1, 2, 3], &[]).unwrap(),
+            size_bytes: data.len() as u64,
+            crc: CRC32C.checksum(&data),
+        };
+        st.snapshot_begin(&meta).unwrap();
+        st.snapshot_write(0, &data).unwrap();
+        st.snapshot_finish().unwrap();
+        st.sync().unwrap();
+    }
+    all
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Proc::new(BIN)
+        .args(args)
+        .output()
+        .expect("run shoal-inspect");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn run_json(args: &[&str]) -> (i32, Value) {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = run(&a);
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{}: {}\n{}", e, out, err));
+    (code, v)
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("group-0/log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn summary_and_log_show_what_was_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    let all = make_dir(&dir, 60, None);
+    let (code, v) = run_json(&["summary", s(&dir)]);
+    assert_eq!(code, 0, "{}", v);
+    assert_eq!(v["identity"]["cluster_id"], CLUSTER);
+    assert_eq!(v["identity"]["node_id"], 1);
+    assert_eq!(v["identity"]["raft_addr"], "127.0.0.1:7001");
+    let g = &v["groups"][0];
+    assert_eq!(g["hard_state"]["term"], 3);
+    assert_eq!(g["hard_state"]["commit"], 60);
+    assert_eq!(g["first"][0], 1);
+    assert_eq!(g["last"][0], all.len() as u64);
+    assert_eq!(g["last"][1], 2);
+    assert!(g["segments"].as_array().unwrap().len() > 2, "{}", g);
+    assert_eq!(v["ok"], true);
+
+    let (code, out, _) = run(&["summary", s(&dir)]);
+    assert_eq!(code, 0);
+    assert!(out.contains("health     OK"), "{}", out);
+
+    let (code, out, err) = run(&["log", s(&dir)]);
+    assert_eq!(code, 0, "{}", err);
+    assert!(out.contains("config ? → voters [1,2,3]"), "{}", out);
+    assert!(
+        out.contains("put app.db.url = \"postgres://db:5432/app\""),
+        "{}",
+        out
+    );
+    assert!(
+        out.contains("cas app.k000 expect absent -> \"b\""),
+        "{}",
+        out
+    );
+    assert!(out.contains("lock app.lk lease 5s"), "{}", out);
+    assert!(out.contains("expire @"), "{}", out);
+    assert!(
+        out.contains("config voters [1,2,3] → joint [1,2,3]+[1,2,3,4]"),
+        "{}",
+        out
+    );
+    let (_, v) = run_json(&["log", s(&dir), "--from", "5", "--limit", "2"]);
+    let lines = v["groups"][0]["entries"].as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["index"], 5);
+    assert_eq!(lines[0]["command"]["op"], "put");
+    assert_eq!(lines[0]["command"]["key"], "app.db.url");
+
+    let (code, out, _) = run(&["entry", s(&dir), "5"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("postgres://db:5432/app"), "{}", out);
+    assert!(out.contains("00000000  "), "hex dump: {}", out);
+}
+
+#[test]
+fn a_healthy_dir_verifies_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    make_dir(&dir, 60, Some(30));
+    let (code, out, _) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{}", out);
+    assert!(out.contains("OK"), "{}", out);
+}
+
+#[test]
+fn a_flipped_bit_is_found_with_file_and_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    make_dir(&dir, 60, None);
+    let seg = segments(&dir)[1].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Flip a bit inside the second record (the first starts right after the 30-byte header).
+    let first_len = u32::from_le_bytes(bytes[30..34].try_into().unwrap()) as usize + 8;
+    let second = 30 + first_len;
+    bytes[second + 12] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let (code, v) = run_json(&["verify", s(&dir)]);
+    assert_eq!(code, 1, "{}", v);
+    let p = &v["problems"][0];
+    assert_eq!(p["severity"], "error");
+    assert_eq!(p["file"], s(&seg));
+    assert_eq!(p["offset"], second as u64, "{}", v);
+}
+
+#[test]
+fn a_truncated_segment_is_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    make_dir(&dir, 60, None);
+    let seg = segments(&dir)[0].clone();
+    let bytes = std::fs::read(&seg).unwrap();
+    let first_len = u32::from_le_bytes(bytes[30..34].try_into().unwrap()) as usize + 8;
+    let cut = 30 + first_len + 7; // in the middle of the second record
+    std::fs::write(&seg, &bytes[..cut]).unwrap();
+    let (code, v) = run_json(&["verify", s(&dir)]);
+    assert_eq!(code, 1, "{}", v);
+    let p = &v["problems"][0];
+    assert_eq!(p["file"], s(&seg), "{}", v);
+    assert_eq!(p["offset"], (30 + first_len) as u64, "{}", v);
+}
+
+#[test]
+fn a_deleted_segment_is_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    make_dir(&dir, 60, None);
+    let segs = segments(&dir);
+    assert!(segs.len() >= 3);
+    std::fs::remove_file(&segs[1]).unwrap();
+    let (code, v) = run_json(&["verify", s(&dir)]);
+    assert_eq!(code, 1, "{}", v);
+    let p = &v["problems"][0];
+    assert_eq!(p["file"], s(&segs[2]), "{}", v);
+    assert_eq!(p["offset"], 0);
+    let missing_from: u64 = segs[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(p["expected"], format!("first index {}", missing_from));
+}
+
+#[test]
+fn a_torn_tail_is_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    make_dir(&dir, 60, None);
+    let seg = segments(&dir).pop().unwrap();
+    // The scanner says where the records end; write half a record there.
+    let scan = shoal_std::storage::scan::scan_segment(&seg).unwrap();
+    let end = scan.end as usize;
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[end..end + 6].copy_from_slice(&[40, 0, 0, 0, 1, 0x55]);
+    std::fs::write(&seg, &bytes).unwrap();
+    let (code, v) = run_json(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{}", v);
+    let p = &v["problems"][0];
+    assert_eq!(p["severity"], "warning");
+    assert_eq!(p["offset"], end as u64);
+    assert!(p["detail"].as_str().unwrap().contains("torn tail"));
+}
+
+#[test]
+fn export_then_import_rebuilds_every_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    let all = make_dir(&dir, 60, Some(30));
+    let out = tmp.path().join("backup.shoal");
+    let (code, v) = run_json(&["export", s(&dir), "--out", s(&out), "--upto", "last"]);
+    assert_eq!(code, 0, "{}", v);
+    assert_eq!(v["header"]["index"], all.len() as u64);
+    assert_eq!(v["from_snapshot"], 30);
+    // The joint config at the end is the membership at the exported index.
+    assert_eq!(v["header"]["membership"]["joint"], true);
+
+    // The export's digest is the state a full replay gives.
+    let expected = rebuild(KvLimits::server(), None, &all, |kv| kv.digest()).unwrap();
+    assert_eq!(v["header"]["digest"], expected);
+
+    // A second export to the same file is refused.
+    let (code, _, err) = run(&["export", s(&dir), "--out", s(&out)]);
+    assert_eq!(code, 2, "{}", err);
+
+    let (code, snap) = run_json(&["snapshot", s(&out), "--dump"]);
+    assert_eq!(code, 0);
+    let keys = snap["keys"].as_array().unwrap();
+    let url = keys.iter().find(|k| k["key"] == "app.db.url").unwrap();
+    assert_eq!(url["value"], "postgres://db:5432/app");
+
+    let new_dir = tmp.path().join("rebuilt");
+    let (code, out_text, err) = run(&[
+        "import",
+        s(&out),
+        "--data-dir",
+        s(&new_dir),
+        "--node-id",
+        "2",
+        "--members",
+        "2=127.0.0.1:7102,5=127.0.0.1:7105",
+    ]);
+    assert_eq!(code, 0, "{}{}", out_text, err);
+    let (code, _, _) = run(&["verify", s(&new_dir)]);
+    assert_eq!(code, 0);
+
+    // Refuses to build over it again.
+    let (code, _, err) = run(&[
+        "import",
+        s(&out),
+        "--data-dir",
+        s(&new_dir),
+        "--node-id",
+        "2",
+        "--members",
+        "2=127.0.0.1:7102",
+    ]);
+    assert_eq!(code, 2, "{}", err);
+    assert!(err.contains("not empty"), "{}", err);
+
+    // Open it as shoald would and restore the state.
+    let dd = DataDir::open(
+        &new_dir,
+        &Identity {
+            cluster_id: CLUSTER,
+            node_id: 2,
+            raft_addr: "127.0.0.1:7102".into(),
+        },
+        Default::default(),
+    )
+    .unwrap();
+    let st: FileStorage = dd.open_group(0, &StorageOptions::default()).unwrap();
+    let meta = st.snapshot_meta().unwrap();
+    assert_eq!(meta.index, all.len() as u64);
+    assert_eq!(meta.membership, Membership::new(&[2, 5], &[]).unwrap());
+    assert!(st.hard_state().term >= meta.term);
+    assert_eq!(st.last_index(), meta.index);
+    let mut data = vec![0u8; meta.size_bytes as usize];
+    let mut off = 0;
+    while off < data.len() {
+        let n = st.snapshot_read(off as u64, &mut data[off..]).unwrap();
+        assert!(n > 0);
+        off += n;
+    }
+    let digest = rebuild(KvLimits::server(), Some((&data, meta.index)), &[], |kv| {
+        assert_eq!(kv.applied_index(), meta.index);
+        for i in 0..60 {
+            let key = format!("app.k{:03}", i);
+            assert!(kv.get(key.as_bytes()).is_ok(), "{} is missing", key);
+        }
+        assert_eq!(
+            kv.get(b"app.db.url").unwrap().value,
+            b"postgres://db:5432/app"
+        );
+        assert_eq!(kv.get(b"app.b2").unwrap().value, b"two");
+        kv.digest()
+    })
+    .unwrap();
+    assert_eq!(digest, expected);
+    let book = shoal_tools::addrbook::read_address_book(&new_dir.join("group-0")).unwrap();
+    assert_eq!(book.len(), 2);
+    assert_eq!(book[1].client_addr, "127.0.0.1:7106");
+}
+
+#[test]
+fn export_up_to_the_commit_index_leaves_the_tail_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    let all = make_dir(&dir, 40, Some(30));
+    let out = tmp.path().join("b.shoal");
+    let (code, v) = run_json(&["export", s(&dir), "--out", s(&out)]);
+    assert_eq!(code, 0, "{}", v);
+    assert_eq!(v["header"]["index"], 40);
+    assert_eq!(v["entries_not_exported"], all.len() as u64 - 40);
+    let upto: Vec<ReplayEntry> = all.into_iter().filter(|e| e.index <= 40).collect();
+    let expected = rebuild(KvLimits::server(), None, &upto, |kv| kv.digest()).unwrap();
+    assert_eq!(v["header"]["digest"], expected);
+}
+
+#[test]
+fn snapshot_command_reads_a_data_dir_snap_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    make_dir(&dir, 60, Some(30));
+    let snap = std::fs::read_dir(dir.join("group-0/snap"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "snap"))
+        .unwrap();
+    let (code, v) = run_json(&["snapshot", s(&snap), "--keys"]);
+    assert_eq!(code, 0, "{}", v);
+    assert_eq!(v["index"], 30);
+    assert_eq!(v["source"], "data_dir");
+    assert!(v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["key"] == "app.db.url"));
+    // Damage the data: the command says where.
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    std::fs::write(&snap, &bytes).unwrap();
+    let (code, _, err) = run(&["snapshot", s(&snap)]);
+    assert_eq!(code, 1, "{}", err);
+    assert!(err.contains("CRC"), "{}", err);
+    let (code, _, _) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _, _) = run(&["verify", "/nonexistent/shoal/dir"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = run(&["frobnicate"]);
+    assert_eq!(code, 2);
+}
+
+mod flash {
+    use super::*;
+    use shoal_embedded::flash::sim::SimFlash;
+    use shoal_embedded::flash::{FlashStorage, Layout};
+
+    const ERASE: usize = 4096;
+    const SECTORS: u32 = 24;
+
+    fn image() -> Vec<u8> {
+        let flash: SimFlash<Vec<u8>, ERASE, 4> = SimFlash::new(vec![0u8; ERASE * SECTORS as usize]);
+        let layout = Layout::new(0, SECTORS, 2);
+        let mut st: FlashStorage<_, 64> = FlashStorage::format(flash, layout).unwrap();
+        for e in entries().iter().take(20) {
+            st.append(&EntryRef {
+                index: e.index,
+                term: e.term,
+                kind: e.kind,
+                data: &e.data,
+            })
+            .unwrap();
+        }
+        st.save_hard_state(&HardState {
+            term: 2,
+            vote: 1,
+            commit: 15,
+        })
+        .unwrap();
+        st.sync().unwrap();
+        st.into_flash().bytes().to_vec()
+    }
+
+    #[test]
+    fn flash_image_summary_log_and_verify() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("flash.bin");
+        std::fs::write(&img, image()).unwrap();
+        let geo = "erase=4096,write=4,slot=2";
+        let (code, v) = run_json(&["summary", "--flash", s(&img), "--geometry", geo]);
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["hard_state"]["commit"], 15);
+        assert_eq!(v["entries"], 20);
+        assert_eq!(v["last"][0], 20);
+        let (code, out, _) = run(&["log", "--flash", s(&img), "--geometry", geo]);
+        assert_eq!(code, 0);
+        assert!(out.contains("put app.db.url"), "{}", out);
+        let (code, out, _) = run(&["verify", "--flash", s(&img), "--geometry", geo]);
+        assert_eq!(code, 0, "{}", out);
+
+        // Damage a record in the middle of the ring: recovery refuses it with its address.
+        let mut bytes = std::fs::read(&img).unwrap();
+        let ring = 6 * ERASE; // 2 hard-state sectors + 2 slots of 2 sectors
+        bytes[ring + 200] ^= 0x04;
+        std::fs::write(&img, &bytes).unwrap();
+        let (code, out, _) = run(&["verify", "--flash", s(&img), "--geometry", geo]);
+        assert_eq!(code, 1, "{}", out);
+        assert!(out.contains("at offset"), "{}", out);
+    }
+}
