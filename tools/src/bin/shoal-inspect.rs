@@ -135,12 +135,13 @@ enum Cmd {
         /// Replace --out if it exists.
         #[arg(long)]
         force: bool,
-        /// DtKV node limit shoald ran with (its --kv-max-nodes), if not the default.
-        #[arg(long)]
-        kv_max_nodes: Option<usize>,
-        /// DtKV arena bytes shoald ran with (its --kv-arena-bytes), if not the default.
-        #[arg(long)]
-        kv_arena_bytes: Option<usize>,
+        /// The DtKV node limit shoald ran with (its --kv-max-nodes); the replay must refuse
+        /// exactly the writes the node refused.
+        #[arg(long, default_value_t = 262_144)]
+        kv_max_nodes: usize,
+        /// The DtKV arena shoald ran with, in MiB (its --kv-arena-mb).
+        #[arg(long, default_value_t = 64)]
+        kv_arena_mb: usize,
     },
     /// Build a fresh data dir from a snapshot file with a NEW member list (to rebuild a
     /// cluster that lost quorum). Refuses a non-empty dir.
@@ -333,15 +334,12 @@ fn run(cli: &Cli) -> Outcome {
             upto,
             force,
             kv_max_nodes,
-            kv_arena_bytes,
+            kv_arena_mb,
         } => {
+            // The limits shoald builds each group's store with (see its raft loop).
             let mut base = KvLimits::server();
-            if let Some(n) = kv_max_nodes {
-                base.max_nodes = *n;
-            }
-            if let Some(n) = kv_arena_bytes {
-                base.arena_bytes = *n;
-            }
+            base.max_nodes = *kv_max_nodes;
+            base.arena_bytes = kv_arena_mb.saturating_mul(1 << 20);
             match backup::export(dir, *group, *upto, out, *force, base) {
                 Ok(r) => {
                     if cli.json {
