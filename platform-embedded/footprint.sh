@@ -26,9 +26,13 @@ if [ ! -s "$stack_file" ]; then
     "$here/qemu/cluster.sh"
 fi
 stack=$(cat "$stack_file")
-python3 - "$elf" "$stack" "${SHOAL_FOOTPRINT_RAM_ENFORCE:-1}" <<'PY'
+loop_stack=$(cat "$stack_file-loop" 2>/dev/null || echo 0)
+echo "largest RAM symbols (.symtab):"
+python3 "$here/symbols.py" "$elf" 6
+python3 - "$elf" "$stack" "${SHOAL_FOOTPRINT_RAM_ENFORCE:-1}" "$loop_stack" <<'PY'
 import struct, sys
 path, stack, enforce_ram = sys.argv[1], int(sys.argv[2]), sys.argv[3] != "0"
+loop_stack = int(sys.argv[4])
 data = open(path, "rb").read()
 assert data[:4] == b"\x7fELF" and data[4] == 1, "expected a 32-bit ELF"
 shoff, = struct.unpack_from("<I", data, 0x20)
@@ -52,6 +56,8 @@ for n in (".vector_table", ".text", ".rodata", ".data", ".bss", ".uninit"):
 print(f"flash  (vector + text + rodata + data image): {flash:>7} B = {flash / KiB:6.1f} KiB  (budget 128 KiB)")
 print(f"RAM    (data + bss):                          {ram_static:>7} B = {ram_static / KiB:6.1f} KiB")
 print(f"stack  high-water (painted, QEMU cluster):    {stack:>7} B = {stack / KiB:6.1f} KiB")
+print(f"stack  main loop only (painted again):      {loop_stack:>7} B = {loop_stack / KiB:6.1f} KiB")
+print(f"RAM    steady state (data + bss + loop):      {ram_static + loop_stack:>7} B = {(ram_static + loop_stack) / KiB:6.1f} KiB")
 print(f"RAM    total:                                 {ram:>7} B = {ram / KiB:6.1f} KiB  (budget 64 KiB)")
 ok = True
 if flash > 128 * KiB:

@@ -127,6 +127,8 @@ for id in 1 2 3; do
     [ "$(last_field "$out/board$id.log" STATUS role)" = leader ] && new_leader=$id
 done
 echo "   leader after the reset: board ${new_leader:-?}"
-# The stack high-water mark of each board, for footprint.sh.
+# The stack high-water mark of each board (start-up included), for footprint.sh.
 for id in 1 2 3; do last_field "$out/board$id.log" STATUS stack; done | sort -n | tail -n 1 >"$out/stack-high-water"
+# The main loop's own high-water mark (the boards paint again after building the runtime).
+for id in 1 2 3; do last_field "$out/board$id.log" STATUS loop_stack; done | sort -n | tail -n 1 >"$out/stack-high-water-loop"
 echo "cluster.sh: OK — leader elected, 40 keys committed, leader reset and recovered, digests equal"

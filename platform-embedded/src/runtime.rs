@@ -16,6 +16,7 @@
 //! is not established are dropped, and no Raft frame is sent on one.
 
 use crate::link::{FrameRx, FrameTx, LinkError};
+use core::mem::MaybeUninit;
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
 use shoal_core::handshake::{self, Hello};
@@ -150,6 +151,31 @@ where
             rx,
             stats: RuntimeStats::default(),
         })
+    }
+
+    /// Start the node like [`Runtime::new`], but build it directly in `slot` (a `static` on a
+    /// board) and return it there, so the large driver (Raft's outbox alone is tens of KiB) is
+    /// never held in, or moved through, the caller's stack frame. Only the core's constructor
+    /// still builds the driver on the stack once, transiently, inside this call.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    pub fn init(
+        slot: &'a mut MaybeUninit<Self>,
+        cfg: NodeConfig,
+        store: S,
+        kv: DtKv<'a>,
+        frame_buf: &'a mut [u8],
+        mesh: Mesh<W, P, TX>,
+        rx: [FrameRx<R, RX>; P],
+        now_ms: u64,
+        bootstrap: Option<&Membership>,
+    ) -> Result<&'a mut Self, NodeError> {
+        let node = Node::new(cfg, store, mesh, kv, frame_buf, now_ms, bootstrap)?;
+        Ok(slot.write(Runtime {
+            node,
+            rx,
+            stats: RuntimeStats::default(),
+        }))
     }
 
     /// The node driver (to propose, read, or look at Raft's state).

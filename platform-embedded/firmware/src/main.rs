@@ -149,6 +149,9 @@ impl KvStatics {
     }
 }
 static FRAME_BUF: Once<[u8; FRAME_BYTES]> = Once(UnsafeCell::new([0; FRAME_BYTES]));
+/// The whole runtime (driver with Raft and DtKV handle, storage, links), built in place by
+/// [`Runtime::init`] so that it never sits on `main`'s stack.
+static RUNTIME: Once<MaybeUninit<Rt<'static>>> = Once(UnsafeCell::new(MaybeUninit::uninit()));
 
 #[exception]
 fn SysTick() {
@@ -209,6 +212,109 @@ fn main() -> ! {
         );
         debug::exit(debug::EXIT_FAILURE);
     }
+    let rt = start(node_id);
+    let mut clock = TickClock::new(TICKS_MS.load(Ordering::Relaxed));
+
+    // The core's constructors build the driver on the stack (transiently) before it lands in
+    // `RUNTIME`: keep that peak, then paint again to measure the main loop on its own.
+    let init_stack = stack_high_water();
+    paint_stack();
+
+    let mut pending: Option<(u64, u64, u64)> = None; // (index, term, proposed at)
+    let mut next_propose_ms = 0u64;
+    let mut next_status_ms = 0u64;
+    loop {
+        let now = clock.update(TICKS_MS.load(Ordering::Relaxed));
+        let mut done_index = None;
+        let result = rt.poll(now, &mut |ev| match ev {
+            Event::Applied { index, term, .. } => done_index = Some((index, term)),
+            Event::RoleChanged { role, term, leader } => {
+                hprintln!(
+                    "ROLE node={} role={} term={} leader={}",
+                    node_id,
+                    role_name(role),
+                    term,
+                    leader
+                );
+            }
+            Event::Snapshot { index } => hprintln!("SNAPSHOT node={} index={}", node_id, index),
+            _ => {}
+        });
+        if let Err(e) = result {
+            hprintln!("FATAL node {}: {}", node_id, e);
+            debug::exit(debug::EXIT_FAILURE);
+        }
+        if let (Some((i, _)), Some((pi, _, _))) = (done_index, pending) {
+            if i >= pi {
+                pending = None;
+            }
+        }
+        let is_leader = rt.node().raft().role() == Role::Leader;
+        if pending.is_some_and(|(_, _, at)| now - at > 3000) || !is_leader {
+            pending = None;
+        }
+        if is_leader && pending.is_none() && now >= next_propose_ms {
+            next_propose_ms = now + PROPOSE_EVERY_MS;
+            if let Some(n) = first_missing_key(rt.node().state_machine()) {
+                let mut key = heapless::String::<16>::new();
+                let mut value = heapless::String::<16>::new();
+                let _ = core::fmt::write(&mut key, format_args!("k{}", n));
+                let _ = core::fmt::write(&mut value, format_args!("v{}", n));
+                let cmd = Command {
+                    client_id: 0,
+                    seq: 0,
+                    time_ms: now,
+                    op: Op::Put {
+                        key: key.as_bytes(),
+                        value: value.as_bytes(),
+                    },
+                };
+                let mut buf = [0u8; 64];
+                if let Ok(len) = cmd.encode(&mut buf) {
+                    if let Ok((index, term)) = rt.node_mut().propose(now, &buf[..len]) {
+                        pending = Some((index, term, now));
+                    }
+                }
+            }
+        }
+        if now >= next_status_ms {
+            next_status_ms = now + 1000;
+            let links = [node_link(rt, 0), node_link(rt, 1)];
+            let node = rt.node();
+            let kv = node.state_machine();
+            let raft = node.raft();
+            hprintln!(
+                "STATUS node={} role={} term={} leader={} commit={} applied={} keys={} links={}{} stack={} loop_stack={}",
+                node_id,
+                role_name(raft.role()),
+                raft.term(),
+                raft.leader(),
+                raft.commit(),
+                node.applied(),
+                count_keys(kv),
+                links[0],
+                links[1],
+                init_stack.max(stack_high_water()),
+                stack_high_water()
+            );
+            if first_missing_key(kv).is_none() {
+                hprintln!(
+                    "DIGEST node={} applied={} digest={:#018x}",
+                    node_id,
+                    node.applied(),
+                    kv.digest()
+                );
+            }
+        }
+        cortex_m::asm::nop();
+    }
+}
+
+/// Set up storage, links and DtKV and build the runtime in [`RUNTIME`]. Not inlined, so that
+/// its locals (and the core constructors' transient copies of the driver) leave the stack
+/// before the main loop starts.
+#[inline(never)]
+fn start(node_id: u64) -> &'static mut Rt<'static> {
     let peers: [u64; 2] = match node_id {
         1 => [2, 3],
         2 => [1, 3],
@@ -276,8 +382,10 @@ fn main() -> ! {
         seed: 0x9E37_79B9 ^ node_id,
     };
     let members = Membership::new(&[1, 2, 3], &[]).expect("three voters");
-    let mut clock = TickClock::new(TICKS_MS.load(Ordering::Relaxed));
-    let mut rt = match Runtime::new(
+    // SAFETY: taken once, here. The runtime is built in this static, not on the stack.
+    let slot = unsafe { RUNTIME.take() };
+    match Runtime::init(
+        slot,
         cfg,
         store,
         kv,
@@ -295,94 +403,6 @@ fn main() -> ! {
                 cortex_m::asm::wfi();
             }
         }
-    };
-
-    let mut pending: Option<(u64, u64, u64)> = None; // (index, term, proposed at)
-    let mut next_propose_ms = 0u64;
-    let mut next_status_ms = 0u64;
-    loop {
-        let now = clock.update(TICKS_MS.load(Ordering::Relaxed));
-        let mut done_index = None;
-        let result = rt.poll(now, &mut |ev| match ev {
-            Event::Applied { index, term, .. } => done_index = Some((index, term)),
-            Event::RoleChanged { role, term, leader } => {
-                hprintln!(
-                    "ROLE node={} role={} term={} leader={}",
-                    node_id,
-                    role_name(role),
-                    term,
-                    leader
-                );
-            }
-            Event::Snapshot { index } => hprintln!("SNAPSHOT node={} index={}", node_id, index),
-            _ => {}
-        });
-        if let Err(e) = result {
-            hprintln!("FATAL node {}: {}", node_id, e);
-            debug::exit(debug::EXIT_FAILURE);
-        }
-        if let (Some((i, _)), Some((pi, _, _))) = (done_index, pending) {
-            if i >= pi {
-                pending = None;
-            }
-        }
-        let is_leader = rt.node().raft().role() == Role::Leader;
-        if pending.is_some_and(|(_, _, at)| now - at > 3000) || !is_leader {
-            pending = None;
-        }
-        if is_leader && pending.is_none() && now >= next_propose_ms {
-            next_propose_ms = now + PROPOSE_EVERY_MS;
-            if let Some(n) = first_missing_key(rt.node().state_machine()) {
-                let mut key = heapless::String::<16>::new();
-                let mut value = heapless::String::<16>::new();
-                let _ = core::fmt::write(&mut key, format_args!("k{}", n));
-                let _ = core::fmt::write(&mut value, format_args!("v{}", n));
-                let cmd = Command {
-                    client_id: 0,
-                    seq: 0,
-                    time_ms: now,
-                    op: Op::Put {
-                        key: key.as_bytes(),
-                        value: value.as_bytes(),
-                    },
-                };
-                let mut buf = [0u8; 64];
-                if let Ok(len) = cmd.encode(&mut buf) {
-                    if let Ok((index, term)) = rt.node_mut().propose(now, &buf[..len]) {
-                        pending = Some((index, term, now));
-                    }
-                }
-            }
-        }
-        if now >= next_status_ms {
-            next_status_ms = now + 1000;
-            let links = [node_link(&mut rt, 0), node_link(&mut rt, 1)];
-            let node = rt.node();
-            let kv = node.state_machine();
-            let raft = node.raft();
-            hprintln!(
-                "STATUS node={} role={} term={} leader={} commit={} applied={} keys={} links={}{} stack={}",
-                node_id,
-                role_name(raft.role()),
-                raft.term(),
-                raft.leader(),
-                raft.commit(),
-                node.applied(),
-                count_keys(kv),
-                links[0],
-                links[1],
-                stack_high_water()
-            );
-            if first_missing_key(kv).is_none() {
-                hprintln!(
-                    "DIGEST node={} applied={} digest={:#018x}",
-                    node_id,
-                    node.applied(),
-                    kv.digest()
-                );
-            }
-        }
-        cortex_m::asm::nop();
     }
 }
 
