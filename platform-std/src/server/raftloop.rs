@@ -86,6 +86,8 @@ struct MemberOp {
     reply: Reply,
     steps: VecDeque<Step>,
     waiting: Option<(LogIndex, Term)>,
+    /// The last step's committed index: a new member has caught up once it matches it.
+    done_index: LogIndex,
     started: Instant,
 }
 
@@ -793,9 +795,9 @@ impl RaftLoop {
         for a in new_peers {
             self.net.ensure_peer(a.id, &a.raft_addr);
         }
-        if members_changed {
-            self.refresh_hello();
-        }
+        // Cheap (a compare under a lock); config entries may also come from after_flush.
+        let _ = members_changed;
+        self.refresh_hello();
         if self.last_view.elapsed() >= Duration::from_millis(100) {
             self.last_view = Instant::now();
             self.publish_view();
@@ -1164,6 +1166,7 @@ fn member_change(g: &mut Group, now: u64, change: MemberChange, reply: Reply) {
         reply,
         steps,
         waiting: None,
+        done_index: 0,
         started: Instant::now(),
     });
     advance_member_op(g, now);
@@ -1211,6 +1214,7 @@ fn advance_member_op(g: &mut Group, now: u64) {
                 return;
             }
             op.waiting = None;
+            op.done_index = index;
         }
         let Some(step) = op.steps.front().copied() else {
             let op = g.member_op.take().expect("checked");
@@ -1221,11 +1225,9 @@ fn advance_member_op(g: &mut Group, now: u64) {
         };
         let change = match step {
             Step::CatchUp(id) => {
-                let caught_up = r
-                    .progress()
-                    .iter()
-                    .find(|p| p.id == id)
-                    .is_some_and(|p| p.match_index + 100 >= r.commit());
+                let caught_up = r.progress().iter().find(|p| p.id == id).is_some_and(|p| {
+                    p.match_index >= op.done_index && p.match_index + 100 >= r.commit()
+                });
                 if !caught_up {
                     if op.started.elapsed() > Duration::from_secs(60) {
                         let op = g.member_op.take().expect("checked");
