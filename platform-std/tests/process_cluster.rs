@@ -416,8 +416,17 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
     }
 
     // Admin port.
-    let (code, body) = http_get(&n[(target - 1) as usize].admin, "/health").expect("health");
-    assert_eq!(code, 200, "{body}");
+    // Health turns 200 once every group on the node knows its leader.
+    let admin = &n[(target - 1) as usize].admin;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = http_get(admin, "/health").expect("health");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "health stayed {code}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (code, body) = http_get(&n[(target - 1) as usize].admin, "/metrics").expect("metrics");
     assert_eq!(code, 200);
     assert!(body.contains("shoal_fsync_seconds_bucket"), "{body}");
