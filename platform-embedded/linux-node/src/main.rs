@@ -1,0 +1,581 @@
+//! `shoal-embedded-node`: the `shoal-embedded` runtime as a Linux process, speaking `shoald`'s
+//! peer protocol over TCP, so that a node built from the microcontroller stack can be a voting
+//! member of a cluster of `shoald` servers.
+//!
+//! What runs is the same code a board runs: [`Runtime`] with the core's driver, DtKV as state
+//! machine, [`FlashStorage`] (here over [`RamFlash`] in process memory: the state is lost when
+//! the process exits) and plain framed links ([`Framing::Plain`]). Only the sockets are
+//! Linux-specific, and they follow `shoald` (`platform-std/src/server/net.rs`):
+//!
+//! - connections are one-way: this node *dials* every peer to send to it and *reads* from the
+//!   connections peers dialed;
+//! - on a dialed connection the dialer sends a `Hello` naming the peer it expects and waits for
+//!   the peer's accepting `Hello` (`expected_peer` = `NO_NODE`); the runtime drives that side
+//!   (the reply is fed back into the link's receive half, the runtime's handshake checks it);
+//! - on an accepted connection the first frame must be the peer's dialing `Hello`; this process
+//!   checks it with [`handshake::check`] and answers on the same connection with an accepting
+//!   `Hello` (or `HelloRefused`), then hands every later frame to the link's receive half;
+//! - frames are `shoal_core::wire` frames back to back (a 4-byte little-endian body length
+//!   first; length, version and CRC-32C add 8 bytes).
+//!
+//! Flags: `--node-id N --cluster-id N --listen HOST:PORT --peer ID=HOST:PORT --peer ID=HOST:PORT`
+//! (exactly two peers: a three-node group 0 bootstrapped with the members `{self, peers}`),
+//! optional `--election-timeout MS` (default 1000), `--heartbeat-interval MS` (default 100),
+//! `--kv-max-nodes N` (default 4096), `--kv-arena-mb MIB` (default 4) and `--report-dir KEY`.
+//!
+//! Output on stdout, one line each, read by tests: `READY`, `ROLE role=.. term=.. leader=..`,
+//! every 200 ms `STATUS node=.. role=.. term=.. leader=.. commit=.. applied=.. nodes=..
+//! digest=0x..` (DtKV node count and digest at the applied index) and, when `--report-dir` is
+//! given and the applied index moved, `ENTRY key value` for each child of that directory
+//! followed by `ENTRIES n`.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, Read as _, Write as _};
+use std::mem::MaybeUninit;
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shoal_core::driver::{Event, NodeConfig};
+use shoal_core::handshake::{self, Hello};
+use shoal_core::limits::Config;
+use shoal_core::membership::Membership;
+use shoal_core::types::{NodeId, Role, NO_NODE};
+use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
+use shoal_embedded::flash::ram::RamFlash;
+use shoal_embedded::flash::{FlashStorage, Layout};
+use shoal_embedded::link::{FrameRx, FrameTx, Framing};
+use shoal_embedded::runtime::{Mesh, Runtime};
+use shoal_kv::{DtKv, EventSlot, KvLimits, KvMemory, NodeSlot, SessionSlot, WaiterSlot};
+
+/// Peers of this node (a three-node group).
+const PEERS: usize = 2;
+/// Send ring per link: the largest append `Config::server()` sends, with room.
+const TX: usize = 2 << 20;
+/// Receive buffer per link: the largest frame a `shoald` peer sends (1 MiB appends, 256 KiB
+/// snapshot chunks) with room.
+const RX: usize = 2 << 20;
+/// Stand-in flash: sector size.
+const SECTOR: usize = 64 << 10;
+/// Stand-in flash: sectors (2 hard state, 2 snapshot slots of 8, the rest log ring).
+const SECTORS: usize = 128;
+/// The driver's frame buffer.
+const FRAME_BYTES: usize = 2 << 20;
+/// Largest frame read from a socket (`shoald`'s limit).
+const MAX_FRAME: usize = 64 << 20;
+/// Time between dial attempts to a peer that is down.
+const REDIAL_MS: u64 = 200;
+
+/// The storage type: `FlashStorage` over RAM standing in for NOR flash.
+type Store = FlashStorage<RamFlash<'static, SECTOR, 4>, SECTORS>;
+/// The runtime type.
+type Rt = Runtime<'static, Store, Pipe, Pipe, PEERS, TX, RX>;
+
+/// An in-process byte queue between the sockets and one half of a link.
+#[derive(Clone, Default)]
+struct Pipe(Rc<RefCell<VecDeque<u8>>>);
+
+impl embedded_io::ErrorType for Pipe {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_io::Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let mut q = self.0.borrow_mut();
+        let n = buf.len().min(q.len());
+        for (dst, src) in buf[..n].iter_mut().zip(q.drain(..n)) {
+            *dst = src;
+        }
+        Ok(n)
+    }
+}
+
+impl embedded_io::ReadReady for Pipe {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(!self.0.borrow().is_empty())
+    }
+}
+
+impl embedded_io::Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.0.borrow_mut().extend(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl embedded_io::WriteReady for Pipe {
+    fn write_ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// A non-blocking socket and the bytes of the frame being assembled from it.
+struct Conn {
+    stream: TcpStream,
+    partial: Vec<u8>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> io::Result<Conn> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            partial: Vec::new(),
+        })
+    }
+
+    /// Read what the socket has and return the whole frames it completed; `Err` when the
+    /// connection is closed or broken.
+    fn read_frames(&mut self) -> io::Result<Vec<Vec<u8>>> {
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.partial.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut frames = Vec::new();
+        while self.partial.len() >= 4 {
+            // The length counts the body; the frame adds itself, the version and the CRC
+            // (`shoal_core::record`), as shoald's `read_record` reads it.
+            let len = u32::from_le_bytes(self.partial[..4].try_into().expect("4 bytes")) as usize;
+            let total = len + 8;
+            if len == 0 || total > MAX_FRAME {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("frame length {total}"),
+                ));
+            }
+            if self.partial.len() < total {
+                break;
+            }
+            frames.push(self.partial.drain(..total).collect());
+        }
+        Ok(frames)
+    }
+
+    /// Write as much of `out` as the socket takes now, removing it from `out`.
+    fn write_some(&mut self, out: &mut VecDeque<u8>) -> io::Result<()> {
+        while !out.is_empty() {
+            let (a, _) = out.as_slices();
+            match self.stream.write(a) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One peer: where to dial it, the link's pipes, and the two one-way connections.
+struct Peer {
+    id: NodeId,
+    addr: String,
+    tx: Pipe,
+    rx: Pipe,
+    dialed: Option<Conn>,
+    /// Bytes taken from `tx` not yet written to `dialed`.
+    out: VecDeque<u8>,
+    accepted: Option<Conn>,
+    next_dial_ms: u64,
+}
+
+/// Command-line options.
+struct Args {
+    node_id: NodeId,
+    cluster_id: u64,
+    listen: String,
+    peers: Vec<(NodeId, String)>,
+    election_ms: u64,
+    heartbeat_ms: u64,
+    kv_max_nodes: usize,
+    kv_arena_mb: usize,
+    report_dir: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        node_id: 0,
+        cluster_id: 0,
+        listen: String::new(),
+        peers: Vec::new(),
+        election_ms: 1000,
+        heartbeat_ms: 100,
+        kv_max_nodes: 4096,
+        kv_arena_mb: 4,
+        report_dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{v}: {e}"));
+        match flag.as_str() {
+            "--node-id" => a.node_id = num(value()?)?,
+            "--cluster-id" => a.cluster_id = num(value()?)?,
+            "--listen" => a.listen = value()?,
+            "--peer" => {
+                let v = value()?;
+                let (id, addr) = v
+                    .split_once('=')
+                    .ok_or(format!("--peer {v}: expected ID=HOST:PORT"))?;
+                a.peers.push((num(id.to_string())?, addr.to_string()));
+            }
+            "--election-timeout" => a.election_ms = num(value()?)?,
+            "--heartbeat-interval" => a.heartbeat_ms = num(value()?)?,
+            "--kv-max-nodes" => a.kv_max_nodes = num(value()?)? as usize,
+            "--kv-arena-mb" => a.kv_arena_mb = num(value()?)? as usize,
+            "--report-dir" => a.report_dir = Some(value()?),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if a.node_id == 0 || a.listen.is_empty() || a.peers.len() != PEERS {
+        return Err(format!(
+            "need --node-id, --listen and exactly {PEERS} --peer ID=HOST:PORT"
+        ));
+    }
+    Ok(a)
+}
+
+fn leak<T: Clone>(v: T, n: usize) -> &'static mut [T] {
+    Vec::leak(vec![v; n])
+}
+
+/// DtKV in leaked heap buffers, at `shoald`'s limits with the given node count and arena.
+fn dtkv(a: &Args) -> Result<DtKv<'static>, String> {
+    let mut limits = KvLimits::server();
+    limits.max_nodes = a.kv_max_nodes;
+    limits.arena_bytes = a.kv_arena_mb << 20;
+    // As shoald sizes it (platform-std/src/server/raftloop.rs).
+    limits.event_bytes = limits.event_bytes.min(
+        limits
+            .arena_bytes
+            .max(limits.max_key_bytes + limits.max_value_bytes),
+    );
+    limits.validate().map_err(|e| format!("DtKV limits: {e}"))?;
+    let mem = KvMemory {
+        nodes: leak(NodeSlot::EMPTY, limits.nodes_len()),
+        node_index: leak(0, limits.node_index_len()),
+        expiry_heap: leak(0, limits.expiry_heap_len()),
+        arena: leak(0, limits.arena_bytes),
+        sessions: leak(SessionSlot::EMPTY, limits.sessions_len()),
+        session_index: leak(0, limits.session_index_len()),
+        waiters: leak(WaiterSlot::EMPTY, limits.max_waiters),
+        events: leak(EventSlot::EMPTY, limits.event_slots),
+        event_bytes: leak(0, limits.event_bytes),
+    };
+    DtKv::new(mem, limits).map_err(|e| format!("DtKV: {e}"))
+}
+
+/// Build the runtime in a leaked heap slot (it holds megabytes of link buffers).
+fn start(a: &Args, peers: &[Peer]) -> Result<&'static mut Rt, String> {
+    let flash = RamFlash::<SECTOR, 4>::new(leak(0xFF, SECTOR * SECTORS));
+    let store = Store::format(flash, Layout::new(0, SECTORS as u32, 8))
+        .map_err(|e| format!("flash: {e}"))?;
+    let kv = dtkv(a)?;
+    let mut raft = Config::server();
+    raft.election_timeout_ms = a.election_ms;
+    raft.heartbeat_interval_ms = a.heartbeat_ms;
+    let cfg = NodeConfig {
+        cluster_id: a.cluster_id,
+        group: 0,
+        node_id: a.node_id,
+        raft,
+        seed: a.node_id ^ Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64,
+    };
+    let mut ids: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
+    ids.push(a.node_id);
+    ids.sort_unstable();
+    let members = Membership::new(&ids, &[]).map_err(|e| format!("members: {e}"))?;
+    let mesh = Mesh::new(
+        [peers[0].id, peers[1].id],
+        [
+            FrameTx::new(peers[0].tx.clone(), Framing::Plain),
+            FrameTx::new(peers[1].tx.clone(), Framing::Plain),
+        ],
+    );
+    let rx = [
+        FrameRx::new(peers[0].rx.clone(), Framing::Plain),
+        FrameRx::new(peers[1].rx.clone(), Framing::Plain),
+    ];
+    let layout = std::alloc::Layout::new::<MaybeUninit<Rt>>();
+    // SAFETY: a non-zero-sized layout; the pointer is checked, never freed (the slot lives for
+    // the process) and only used as an uninitialised slot.
+    let slot = unsafe {
+        let p = std::alloc::alloc(layout) as *mut MaybeUninit<Rt>;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        &mut *p
+    };
+    let frame_buf = leak(0u8, FRAME_BYTES);
+    Runtime::init(slot, cfg, store, kv, frame_buf, mesh, rx, 1, Some(&members))
+        .map_err(|e| format!("start: {e}"))
+}
+
+fn encode(a: &Args, to: NodeId, body: &Body) -> Vec<u8> {
+    let header = FrameHeader {
+        version: WIRE_VERSION,
+        cluster_id: a.cluster_id,
+        group: 0,
+        from: a.node_id,
+        to,
+    };
+    let mut buf = vec![0u8; 2048];
+    let n = wire::encode(&header, body, &[], &mut buf).expect("a handshake frame fits 2 KiB");
+    buf.truncate(n);
+    buf
+}
+
+/// The accepting side of `shoald`'s handshake on a connection a peer dialed: `Some(peer index)`
+/// once the peer's `Hello` passed and was answered.
+fn accept_hello(a: &Args, rt: &Rt, peers: &[Peer], c: &mut Conn, frame: &[u8]) -> Option<usize> {
+    let remote = match wire::decode(frame) {
+        Ok((f, _)) => match f.body {
+            Body::Hello(h) => h,
+            _ => {
+                eprintln!("accepted connection: the first frame was not a Hello");
+                return None;
+            }
+        },
+        Err(e) => {
+            eprintln!("accepted connection: bad first frame: {e}");
+            return None;
+        }
+    };
+    let local = Hello {
+        cluster_id: a.cluster_id,
+        node_id: a.node_id,
+        expected_peer: NO_NODE,
+        group: 0,
+        members: rt.node().raft().membership().all(),
+    };
+    let index = peers.iter().position(|p| p.id == remote.node_id);
+    let answer = match (handshake::check(&local, &remote), index) {
+        (Ok(()), Some(_)) => Body::Hello(local),
+        (Err(e), _) => {
+            eprintln!("refused the handshake of node {}: {e}", remote.node_id);
+            Body::HelloRefused(reason(&e.to_string()))
+        }
+        (Ok(()), None) => {
+            eprintln!("refused node {}: not a peer of this node", remote.node_id);
+            Body::HelloRefused(reason("not a peer of this node"))
+        }
+    };
+    let refused = matches!(answer, Body::HelloRefused(_));
+    let mut out: VecDeque<u8> = encode(a, remote.node_id, &answer).into();
+    c.stream.set_nonblocking(false).ok()?;
+    let written = c.write_some(&mut out);
+    c.stream.set_nonblocking(true).ok()?;
+    if written.is_err() || refused {
+        return None;
+    }
+    index
+}
+
+fn reason(s: &str) -> heapless::String<160> {
+    let mut r = heapless::String::new();
+    for ch in s.chars() {
+        if r.push(ch).is_err() {
+            break;
+        }
+    }
+    r
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Leader => "leader",
+        Role::Candidate => "candidate",
+        Role::Follower => "follower",
+        _ => "other",
+    }
+}
+
+fn run(a: Args) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(&a.listen).map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let mut peers: Vec<Peer> = a
+        .peers
+        .iter()
+        .map(|(id, addr)| Peer {
+            id: *id,
+            addr: addr.clone(),
+            tx: Pipe::default(),
+            rx: Pipe::default(),
+            dialed: None,
+            out: VecDeque::new(),
+            accepted: None,
+            next_dial_ms: 0,
+        })
+        .collect();
+    let rt = start(&a, &peers)?;
+    println!("READY node={} listen={}", a.node_id, a.listen);
+    let epoch = Instant::now();
+    let mut pending: Vec<Conn> = Vec::new();
+    let mut next_status_ms = 0;
+    let mut reported_applied = u64::MAX;
+    loop {
+        let now = epoch.elapsed().as_millis() as u64 + 1;
+        // Connections peers dialed: the first frame is their Hello.
+        while let Ok((stream, _)) = listener.accept() {
+            if let Ok(c) = Conn::new(stream) {
+                pending.push(c);
+            }
+        }
+        let mut still = Vec::new();
+        for mut c in pending.drain(..) {
+            match c.read_frames() {
+                Ok(frames) if frames.is_empty() => still.push(c),
+                Ok(frames) => {
+                    if let Some(i) = accept_hello(&a, rt, &peers, &mut c, &frames[0]) {
+                        let mut q = peers[i].rx.0.borrow_mut();
+                        for f in &frames[1..] {
+                            q.extend(f);
+                        }
+                        drop(q);
+                        peers[i].accepted = Some(c);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        pending = still;
+        for (i, p) in peers.iter_mut().enumerate() {
+            if p.dialed.is_none() && now >= p.next_dial_ms {
+                p.next_dial_ms = now + REDIAL_MS;
+                let addr = p.addr.to_socket_addrs().ok().and_then(|mut s| s.next());
+                let dialed = addr
+                    .and_then(|s| TcpStream::connect_timeout(&s, Duration::from_millis(200)).ok())
+                    .and_then(|s| Conn::new(s).ok());
+                if let Some(c) = dialed {
+                    // A new connection: the runtime sends a dialing Hello before any Raft frame.
+                    p.out.clear();
+                    p.tx.0.borrow_mut().clear();
+                    rt.link_reset(i);
+                    p.dialed = Some(c);
+                }
+            }
+            // Only whole frames go into the link, from either connection, so they never mix.
+            for conn in [&mut p.dialed, &mut p.accepted] {
+                if let Some(c) = conn {
+                    match c.read_frames() {
+                        Ok(frames) => {
+                            let mut q = p.rx.0.borrow_mut();
+                            for f in &frames {
+                                q.extend(f);
+                            }
+                        }
+                        Err(_) => *conn = None,
+                    }
+                }
+            }
+            if p.dialed.is_none() && rt.link_established(i) {
+                rt.link_reset(i);
+            }
+        }
+        let mut applied_event = false;
+        rt.poll(now, &mut |ev| match ev {
+            Event::RoleChanged { role, term, leader } => {
+                println!("ROLE role={} term={term} leader={leader}", role_name(role));
+            }
+            Event::Applied { .. } => applied_event = true,
+            _ => {}
+        })
+        .map_err(|e| format!("node stopped: {e}"))?;
+        let mut sent = false;
+        for p in peers.iter_mut() {
+            p.out.extend(p.tx.0.borrow_mut().drain(..));
+            match &mut p.dialed {
+                Some(c) => {
+                    let before = p.out.len();
+                    if c.write_some(&mut p.out).is_err() {
+                        p.dialed = None;
+                    }
+                    sent |= p.out.len() != before;
+                }
+                None => p.out.clear(),
+            }
+        }
+        if now >= next_status_ms {
+            next_status_ms = now + 200;
+            report(&a, rt, &mut reported_applied);
+        }
+        if !applied_event && !sent {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Print `STATUS` and, when the applied index moved, the `--report-dir` listing.
+fn report(a: &Args, rt: &Rt, reported_applied: &mut u64) {
+    let node = rt.node();
+    let raft = node.raft();
+    let kv = node.state_machine();
+    let mut out = io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "STATUS node={} role={} term={} leader={} commit={} applied={} nodes={} digest={:#018x}",
+        a.node_id,
+        role_name(raft.role()),
+        raft.term(),
+        raft.leader(),
+        raft.commit(),
+        node.applied(),
+        kv.node_count(),
+        kv.digest()
+    );
+    if let Some(dir) = &a.report_dir {
+        if *reported_applied != node.applied() {
+            *reported_applied = node.applied();
+            let n = kv.list(dir.as_bytes(), |v| {
+                let _ = writeln!(
+                    out,
+                    "ENTRY {} {}",
+                    String::from_utf8_lossy(v.key),
+                    String::from_utf8_lossy(v.value)
+                );
+            });
+            let _ = writeln!(out, "ENTRIES {}", n.unwrap_or(0));
+        }
+    }
+    let _ = out.flush();
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("shoal-embedded-node: {e}");
+            std::process::exit(2);
+        }
+    };
+    // The runtime's constructors hold the driver on the stack for a moment: give them room.
+    let worker = std::thread::Builder::new()
+        .name("shoal-embedded-node".into())
+        .stack_size(256 << 20)
+        .spawn(move || run(args));
+    match worker.map(|h| h.join()) {
+        Ok(Ok(Err(e))) => {
+            eprintln!("shoal-embedded-node: {e}");
+            std::process::exit(1);
+        }
+        Ok(Ok(Ok(()))) => {}
+        _ => std::process::exit(1),
+    }
+}
