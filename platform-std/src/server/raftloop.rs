@@ -1145,13 +1145,12 @@ fn member_change(g: &mut Group, now: u64, change: MemberChange, reply: Reply) {
                 raft_addr: spec.raft_addr,
                 client_addr: spec.client_addr,
             };
-            // Tell every member where the new node is, through the log.
+            // Tell every member where the new node is, through the log. The leader learns it
+            // the same way, when the entry applies: that is where dialers start, so recording
+            // it here first would leave the leader the one node that never dials the newcomer.
             if let Err(e) = g.node.propose(now, &encode_addr_entry(&a)) {
                 reply.send(propose_error(g, e));
                 return;
-            }
-            if let Err(e) = g.book.upsert(a) {
-                log::error!("group {}: {e}", g.id);
             }
             let mut s: VecDeque<Step> = [Step::AddObserver(id), Step::Commit].into();
             if !observer {
