@@ -1,7 +1,8 @@
 //! The mixed cluster: two `shoald` servers and one `shoal-embedded-node` (the microcontroller
 //! runtime on Linux) form group 0 of one cluster on 127.0.0.1, elect a leader, commit DtKV
 //! writes made through `shoald`'s client port, and the embedded node ends at the same applied
-//! index as both servers with the same directory contents.
+//! index as both servers with the same directory contents. Then the follower server is stopped
+//! and five more writes must commit through the leader and the embedded node alone.
 //!
 //! `shoald` is another package's binary: it is looked up next to this test executable
 //! (`target/<profile>/deps/..`), where a workspace test build (`cargo suite`) puts it. When it
@@ -238,6 +239,57 @@ fn two_shoald_and_one_embedded_node_agree() {
                 "converged: applied {embedded} on all three; embedded digest {}, {} DtKV nodes",
                 s.status.get("digest").map(String::as_str).unwrap_or("?"),
                 s.status.get("nodes").map(String::as_str).unwrap_or("?")
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The embedded node is a real voter: with the other server stopped, the leader's writes
+    // commit only through the embedded node's acknowledgements.
+    let leader_index = (leader - 1) as usize;
+    assert!(
+        leader_index < 2,
+        "a server leads (the embedded node times out later)"
+    );
+    let follower = &mut guard.children[1 - leader_index];
+    follower.kill().expect("stop the follower server");
+    let _ = follower.wait();
+    let c = &per_node[leader_index];
+    for n in KEYS + 1..=KEYS + 5 {
+        let key = format!("mixed.k{n}");
+        let value = format!("v{n}");
+        loop {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "put {key} did not commit with the follower server stopped"
+            );
+            match smol::block_on(c.put(&key, &value)) {
+                Ok(_) => break,
+                Err(e) => {
+                    eprintln!("put {key}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    let expected: BTreeMap<String, String> = (1..=KEYS + 5)
+        .map(|n| (format!("mixed.k{n}"), format!("v{n}")))
+        .collect();
+    loop {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the leader and the embedded node did not converge: leader {:?}, embedded {:?}",
+            smol::block_on(c.status())
+                .map(|s| (s.commit, s.applied))
+                .ok(),
+            seen.lock().unwrap().status
+        );
+        let applied = smol::block_on(c.status()).map(|s| s.applied).unwrap_or(0);
+        let embedded = status_u64(&seen, "applied");
+        if applied == embedded && seen.lock().unwrap().entries == expected {
+            eprintln!(
+                "with one server stopped: applied {embedded} on the leader and the embedded node"
             );
             break;
         }
