@@ -375,3 +375,265 @@ fn disaster_recovery_rebuilds_a_new_cluster_from_the_survivor() {
         assert!(out.contains(&n.raft), "{out}");
     }
 }
+
+/// The env file of `docs/OPERATIONS.md` ("systemd") for one node, with test addresses.
+fn env_file(n: &Node, members: &str) -> String {
+    format!(
+        "SHOAL_NODE_ID={}\nSHOAL_CLUSTER_ID=42\nSHOAL_DATA_DIR={}\nSHOAL_RAFT_ADDR={}\n\
+         SHOAL_CLIENT_ADDR={}\nSHOAL_ADMIN_ADDR={}\nSHOAL_INITIAL_MEMBERS={}\nSHOAL_FSYNC=always\n\
+         SHOAL_SNAPSHOT_ON_SHUTDOWN=true\n",
+        n.id,
+        s(&n.dir),
+        n.raft,
+        n.client,
+        n.admin,
+        members
+    )
+}
+
+/// Start `shoald` with no flags, configured only by the `KEY=VALUE` lines of an env file (what
+/// systemd's `EnvironmentFile=` does).
+fn start_from_env_file(shoald: &Path, n: &Node, file: &Path, tag: &str) -> Proc {
+    let stderr = n
+        .dir
+        .parent()
+        .unwrap()
+        .join(format!("shoald-{}-{tag}.log", n.id));
+    let mut cmd = std::process::Command::new(shoald);
+    for (k, v) in std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+    {
+        cmd.env(k, v);
+    }
+    cmd.env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    Proc {
+        child: Some(cmd.spawn().expect("spawn shoald")),
+        stderr,
+    }
+}
+
+fn healthy(n: &Node) -> bool {
+    matches!(http_get(&n.admin, "/health"), Some((200, _)))
+}
+
+fn ctl_json(shoalctl: &Path, ep: &str, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["-o", "json"];
+    a.extend_from_slice(args);
+    let out = ctl_ok(shoalctl, ep, &a);
+    serde_json::from_str(out.lines().next().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("shoalctl {a:?}: {e}: {out}"))
+}
+
+/// The operations guide, in order: bootstrap from env files, check status and /health, a
+/// rolling restart with leadership moved away first, replacing a failed node (new id, join as
+/// observer, promote, remove the old one), an online backup (`shoalctl snapshot` and the newest
+/// `.snap`), an offline backup (copy of a stopped node's dir, `export`), every inspection
+/// command on the copy, and `import` of a `.snap` file.
+#[test]
+fn the_operations_guide_procedures_work_on_real_processes() {
+    let Some((shoald, shoalctl)) = server_bins() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let n: Vec<Node> = (1..=4)
+        .map(|i| node(26300, i, root, &format!("n{i}")))
+        .collect();
+    let m3 = members(&n[..3]);
+
+    // Bootstrap: every initial member from its env file, same cluster id and member list.
+    let envs: Vec<PathBuf> = n[..3]
+        .iter()
+        .map(|x| {
+            let f = root.join(format!("shoald-{}.env", x.id));
+            std::fs::write(&f, env_file(x, &m3)).unwrap();
+            f
+        })
+        .collect();
+    let mut procs: Vec<Option<Proc>> = n[..3]
+        .iter()
+        .zip(&envs)
+        .map(|(x, f)| Some(start_from_env_file(&shoald, x, f, "a")))
+        .collect();
+    procs.push(None);
+    wait_leader(&n[..3].iter().collect::<Vec<_>>());
+    for x in &n[..3] {
+        let st = ctl_json(&shoalctl, &x.client, &["status"]);
+        assert_eq!(st["node_id"], x.id, "{st}");
+        wait_for("/health 200 after bootstrap", 20, || healthy(x));
+    }
+    let id = std::fs::read(n[0].dir.join("identity")).unwrap();
+    assert!(!id.is_empty());
+    let eps3 = n[..3]
+        .iter()
+        .map(|x| x.client.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    ctl_ok(&shoalctl, &eps3, &["mkdir", "ops"]);
+    for i in 0..10 {
+        ctl_ok(
+            &shoalctl,
+            &eps3,
+            &["put", &format!("ops.k{i}"), &format!("v{i}")],
+        );
+    }
+
+    // Rolling restart, one node at a time.
+    for i in 0..3 {
+        let x = &n[i];
+        let st = ctl_json(&shoalctl, &x.client, &["status"]);
+        if st["role"] == "leader" {
+            let other = n[(i + 1) % 3].id;
+            ctl_ok(
+                &shoalctl,
+                &x.client,
+                &["leader", "transfer", &other.to_string()],
+            );
+            wait_for("leadership moved away", 20, || {
+                status(&x.client).is_some_and(|s| s.role != "leader" && s.leader == other)
+            });
+        }
+        let st = procs[i].as_mut().unwrap().sigterm();
+        assert!(st.success(), "{}", procs[i].as_ref().unwrap().stderr_text());
+        // --snapshot-on-shutdown (from the env file) left a snapshot behind.
+        let snap = newest_snap(&x.dir).expect("a snapshot taken at shutdown");
+        let (code, out, _) = inspect(&["snapshot", s(&snap), "--keys"]);
+        assert_eq!(code, 0, "{out}");
+        // (A follower may not have applied the very last write yet; the first one it has.)
+        assert!(out.contains("ops.k0"), "{out}");
+        procs[i] = Some(start_from_env_file(&shoald, x, &envs[i], "b"));
+        wait_for("/health 200 after the restart", 20, || healthy(x));
+        ctl_ok(&shoalctl, &eps3, &["put", &format!("ops.roll{i}"), "ok"]);
+    }
+    for i in 0..3 {
+        let out = ctl_ok(&shoalctl, &n[i].client, &["get", &format!("ops.roll{i}")]);
+        assert_eq!(out.trim(), "ok");
+    }
+
+    // Replacing a failed node: node 3 dies; node 4 (a new id, empty dir) joins as an observer,
+    // catches up, is promoted, and node 3 is removed.
+    procs[2].as_mut().unwrap().kill9();
+    let eps12 = format!("{},{}", n[0].client, n[1].client);
+    let hints = format!("{m3},4={}", n[3].raft);
+    procs[3] = Some(start(
+        &shoald,
+        &n[3],
+        &hints,
+        &["--join", "--cluster-id", "42"],
+        "a",
+    ));
+    ctl_ok(
+        &shoalctl,
+        &eps12,
+        &["member", "add", "4", &n[3].raft, "--observer"],
+    );
+    let leader = wait_leader(&[&n[0], &n[1]]);
+    let lep = n[(leader - 1) as usize].client.clone();
+    wait_for("node 4 caught up", 20, || {
+        let st = ctl_json(&shoalctl, &lep, &["status"]);
+        let last = st["last_index"].as_u64().unwrap();
+        st["members"].as_array().unwrap().iter().any(|m| {
+            m["id"] == 4 && m["role"] == "observer" && m["match_index"].as_u64() == Some(last)
+        })
+    });
+    ctl_ok(&shoalctl, &eps12, &["member", "promote", "4"]);
+    ctl_ok(&shoalctl, &eps12, &["member", "remove", "3"]);
+    let list = ctl_json(&shoalctl, &eps12, &["member", "list"]);
+    let text = list.to_string();
+    assert!(
+        text.contains(&n[3].raft) && !text.contains(&n[2].raft),
+        "{text}"
+    );
+    let eps124 = format!("{eps12},{}", n[3].client);
+    ctl_ok(&shoalctl, &eps124, &["put", "ops.replaced", "yes"]);
+    let out = ctl_ok(&shoalctl, &n[3].client, &["get", "ops.replaced"]);
+    assert_eq!(out.trim(), "yes");
+
+    // Online backup: snapshot a running node, copy its newest .snap, check it.
+    let backup = root.join("backup");
+    std::fs::create_dir_all(backup.join("work")).unwrap();
+    ctl_ok(&shoalctl, &n[0].client, &["snapshot"]);
+    let snap = newest_snap(&n[0].dir).expect("a .snap after shoalctl snapshot");
+    let online = backup.join("online.snap");
+    std::fs::copy(&snap, &online).unwrap();
+    let (code, out, _) = inspect(&["snapshot", s(&online), "--keys"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ops.replaced"), "{out}");
+
+    // Offline backup: stop node 2 (1 and 4 keep the quorum), copy its dir, export the copy.
+    assert!(procs[1].as_mut().unwrap().sigterm().success());
+    let work = backup.join("work/shoal");
+    let (code, out, err) = run_bounded(
+        {
+            let mut c = std::process::Command::new("cp");
+            c.args(["-a", "--reflink=auto", s(&n[1].dir), s(&work)]);
+            c
+        },
+        30,
+    );
+    assert_eq!(code, 0, "cp: {out}{err}");
+    let file = backup.join("shoal-backup.shoal");
+    let (code, out, err) = inspect(&["export", s(&work), "--group", "0", "--out", s(&file)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = inspect(&["snapshot", s(&file), "--keys"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ops.replaced") && out.contains("ops.roll2"),
+        "{out}"
+    );
+    let (code, out, _) = inspect(&["snapshot", s(&file), "--dump"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("yes"), "{out}");
+    // export refuses to overwrite its output.
+    let (code, _, _) = inspect(&["export", s(&work), "--out", s(&file)]);
+    assert_eq!(code, 2);
+
+    // Every inspection command of the guide, on the copy.
+    let (code, out, _) = inspect(&["summary", s(&work)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("health     OK"), "{out}");
+    let (code, v) = inspect_json(&["summary", s(&work)]);
+    assert_eq!(code, 0);
+    assert_eq!(v["identity"]["cluster_id"], 42);
+    assert_eq!(v["identity"]["node_id"], 2);
+    let first = v["groups"][0]["first"][0].as_u64().unwrap_or(1).to_string();
+    let (code, out, _) = inspect(&[
+        "log",
+        s(&work),
+        "--group",
+        "0",
+        "--from",
+        &first,
+        "--limit",
+        "50",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("put ops.replaced = \"yes\""), "{out}");
+    let (code, out, _) = inspect(&["entry", s(&work), &first]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = inspect(&["verify", s(&work)]);
+    assert_eq!(code, 0, "{out}");
+
+    // import reads a .snap file too (which does not record the cluster id: pass it).
+    let from_snap = root.join("from-snap");
+    let (code, out, err) = inspect(&[
+        "import",
+        s(&online),
+        "--data-dir",
+        s(&from_snap),
+        "--node-id",
+        "9",
+        "--members",
+        "9=127.0.0.1:26391",
+        "--cluster-id",
+        "42",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(inspect(&["verify", s(&from_snap)]).0, 0);
+    drop(procs);
+}
