@@ -16,20 +16,12 @@ pub(crate) fn fsync_dir(dir: &Path, sync: bool) -> io::Result<()> {
     }
     // A bare relative name (`--data-dir d1`) has the empty path as its parent: that is the
     // current directory.
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)?.sync_all()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_parent_of_a_bare_relative_name_is_the_current_dir() {
-        let parent = Path::new("d1").parent().expect("has a parent");
-        assert_eq!(parent.as_os_str(), "");
-        fsync_dir(parent, true).expect("syncs the current directory");
-    }
 }
 
 /// Create `dir` (and parents) if missing, making the new entry durable in its parent.
@@ -113,4 +105,16 @@ pub(crate) fn read_from(file: &File, offset: u64) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
     file.read_exact_at(&mut buf, offset)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_of_a_bare_relative_name_is_the_current_dir() {
+        let parent = Path::new("d1").parent().expect("has a parent");
+        assert_eq!(parent.as_os_str(), "");
+        fsync_dir(parent, true).expect("syncs the current directory");
+    }
 }
