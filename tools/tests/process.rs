@@ -231,6 +231,34 @@ fn a_real_nodes_dir_is_inspected_and_its_damage_located() {
         "{}",
         p.stderr_text()
     );
+
+    // Upgrades: a segment of an unknown (newer) format version, with a valid CRC, is refused
+    // by verify and by shoald, naming the file, instead of being guessed at.
+    let mut b = std::fs::read(&seg0).unwrap();
+    b[13] = 99; // length (4), record version (1), magic (8), then the segment format version
+    let crc = shoal_core::record::CRC32C.checksum(&b[..26]);
+    b[26..30].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&seg0, &b).unwrap();
+    let (code, v) = inspect_json(&["verify", s(dir)]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["problems"][0]["file"], s(&seg0), "{v}");
+    assert_eq!(v["problems"][0]["offset"], 0, "{v}");
+    let mut p = start(
+        &shoald,
+        &n1,
+        &members(std::slice::from_ref(&n1)),
+        &[],
+        "version",
+    );
+    let mut exited = None;
+    wait_for("shoald refusing an unknown segment version", 15, || {
+        exited = p.child.as_mut().unwrap().try_wait().unwrap();
+        exited.is_some()
+    });
+    assert!(!exited.unwrap().success());
+    let err = p.stderr_text();
+    let name = seg0.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name) && err.contains("version 99"), "{err}");
 }
 
 /// Quorum loss and rebuild: a 3-node cluster takes acknowledged writes, two nodes die for good
