@@ -538,8 +538,8 @@ fn the_operations_guide_procedures_work_on_real_processes() {
         wait_for("/health 200 after the restart", 20, || healthy(x));
         ctl_ok(&shoalctl, &eps3, &["put", &format!("ops.roll{i}"), "ok"]);
     }
-    for i in 0..3 {
-        let out = ctl_ok(&shoalctl, &n[i].client, &["get", &format!("ops.roll{i}")]);
+    for (i, x) in n[..3].iter().enumerate() {
+        let out = ctl_ok(&shoalctl, &x.client, &["get", &format!("ops.roll{i}")]);
         assert_eq!(out.trim(), "ok");
     }
 
