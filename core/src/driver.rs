@@ -217,6 +217,8 @@ pub struct NodeStats {
     pub snapshots_taken: u64,
 }
 
+/// Rounds of "send what fits, then continue" per flush when a burst exceeds the outbox.
+const MAX_SEND_ROUNDS: usize = 16;
 /// Ready reads waiting for the state machine to catch up.
 const WAITING_READS: usize = 16;
 
@@ -490,6 +492,14 @@ where
     ) -> Result<(), NodeError> {
         self.raft.flush(now_ms, &mut self.store)?;
         self.send_outbox();
+        // A burst larger than the outbox continues once the first part has gone out.
+        for _ in 0..MAX_SEND_ROUNDS {
+            if !self.raft.has_pending_sends() {
+                break;
+            }
+            self.raft.flush(now_ms, &mut self.store)?;
+            self.send_outbox();
+        }
         if self.raft.needs_sync() {
             self.store.sync()?;
             self.stats.syncs += 1;

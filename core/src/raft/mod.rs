@@ -232,6 +232,8 @@ struct RemoteRead {
     seq: u64,
 }
 
+/// Outbox slots a burst of appends leaves free for replies and heartbeats.
+const OUTBOX_HEADROOM: usize = 2 * MAX_MEMBERS;
 /// Recent read-sequence send times, for the lease.
 const SEQ_TIMES: usize = 16;
 /// Held messages wait for the next persist; bounded like the outbox.
@@ -461,6 +463,10 @@ impl Raft {
     /// The target of a leader transfer in progress.
     pub fn transfer_target(&self) -> Option<NodeId> {
         self.transfer.map(|t| t.0)
+    }
+    /// Whether appends are waiting for outbox room (call [`Raft::flush`] again after sending).
+    pub fn has_pending_sends(&self) -> bool {
+        self.replicate_pending && self.role == Role::Leader
     }
     /// Whether writes since the last [`Raft::on_persisted`] need a sync.
     pub fn needs_sync(&self) -> bool {
@@ -1293,6 +1299,12 @@ impl Raft {
         let retry = self.retry_ms();
         let max_inflight = self.cfg.max_inflight;
         loop {
+            if self.outbox.len() + OUTBOX_HEADROOM >= OUTBOX_CAPACITY {
+                // Leave room for replies; the rest of the window goes out at the next flush
+                // instead of being dropped and found again by stall detection.
+                self.replicate_pending = true;
+                return;
+            }
             let Some(p) = self.peer(to) else { return };
             if p.state == ProgressState::Snapshot {
                 self.send_snapshot_chunk(to);

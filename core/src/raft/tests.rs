@@ -1527,3 +1527,32 @@ fn a_restarted_node_honours_a_lease_it_may_have_granted() {
     c.node(f).receive(later, 3, &vote, &[]).unwrap();
     assert_eq!(c.nodes[&f].raft().term(), term + 1);
 }
+
+#[test]
+fn a_pipelined_burst_larger_than_the_outbox_is_sent_in_rounds_not_dropped() {
+    let mut cfg = test_cfg();
+    cfg.max_entries_per_message = 1;
+    cfg.max_inflight = 32;
+    let mut c = Cluster::with(&[1, 2, 3, 4, 5], &[], cfg);
+    let l = c.elect();
+    let lagging: StdVec<NodeId> = [1, 2, 3, 4, 5]
+        .into_iter()
+        .filter(|&x| x != l)
+        .take(2)
+        .collect();
+    for &f in &lagging {
+        c.isolate(f);
+    }
+    for i in 0..100u8 {
+        c.propose(l, &[i]);
+    }
+    c.run(30);
+    c.heal();
+    // Two lagging peers with a window of 32 one-entry messages each: 64 appends, more than the
+    // outbox holds. They must go out in rounds, never be dropped.
+    c.run(200);
+    assert_eq!(c.nodes[&l].raft().stats().dropped_messages, 0);
+    for f in lagging {
+        assert_eq!(c.commands(f).len(), 100, "node {}", f);
+    }
+}
