@@ -12,6 +12,7 @@
 
 #[cfg(unix)]
 pub mod client;
+pub mod kvheap;
 pub mod protocol;
 #[cfg(unix)]
 pub mod server;

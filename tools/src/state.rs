@@ -9,10 +9,7 @@
 
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::types::{EntryKind, LogIndex, Term};
-use shoal_kv::{
-    Command, DtKv, EventSlot, KvLimits, KvMemory, NodeKind, NodeSlot, Op, SessionSlot, WaiterSlot,
-    SNAPSHOT_MAGIC,
-};
+use shoal_kv::{Command, DtKv, KvLimits, NodeKind, Op, SNAPSHOT_MAGIC};
 
 /// Reads a snapshot from a byte slice.
 pub struct SliceReader<'a> {
@@ -153,53 +150,8 @@ impl Sizing {
     }
 }
 
-/// Owned buffers for a store with the given limits.
-pub struct KvBox {
-    limits: KvLimits,
-    nodes: Vec<NodeSlot>,
-    node_index: Vec<u32>,
-    expiry_heap: Vec<u32>,
-    arena: Vec<u8>,
-    sessions: Vec<SessionSlot>,
-    session_index: Vec<u32>,
-    waiters: Vec<WaiterSlot>,
-    events: Vec<EventSlot>,
-    event_bytes: Vec<u8>,
-}
-
-impl KvBox {
-    /// Allocate buffers for `limits`.
-    pub fn new(limits: KvLimits) -> KvBox {
-        KvBox {
-            limits,
-            nodes: vec![NodeSlot::EMPTY; limits.nodes_len()],
-            node_index: vec![0; limits.node_index_len()],
-            expiry_heap: vec![0; limits.expiry_heap_len()],
-            arena: vec![0; limits.arena_bytes],
-            sessions: vec![SessionSlot::EMPTY; limits.sessions_len()],
-            session_index: vec![0; limits.session_index_len()],
-            waiters: vec![WaiterSlot::EMPTY; limits.max_waiters],
-            events: vec![EventSlot::EMPTY; limits.event_slots],
-            event_bytes: vec![0; limits.event_bytes],
-        }
-    }
-
-    /// An empty store in these buffers.
-    pub fn store(&mut self) -> Result<DtKv<'_>, String> {
-        let mem = KvMemory {
-            nodes: &mut self.nodes,
-            node_index: &mut self.node_index,
-            expiry_heap: &mut self.expiry_heap,
-            arena: &mut self.arena,
-            sessions: &mut self.sessions,
-            session_index: &mut self.session_index,
-            waiters: &mut self.waiters,
-            events: &mut self.events,
-            event_bytes: &mut self.event_bytes,
-        };
-        DtKv::new(mem, self.limits).map_err(|e| format!("cannot build a DtKV store: {}", e))
-    }
-}
+/// Owned buffers for a replay store.
+pub use shoal_std::kvheap::KvHeap as KvBox;
 
 /// One entry to replay.
 #[derive(Clone, Debug)]
@@ -227,7 +179,9 @@ pub fn rebuild<R>(
         sizing.add_entry(e.kind, &e.data);
     }
     let mut bufs = KvBox::new(sizing.limits(base));
-    let mut kv = bufs.store()?;
+    let mut kv = bufs
+        .store()
+        .map_err(|e| format!("cannot build a DtKV store: {}", e))?;
     let mut applied = 0;
     if let Some((data, index)) = snapshot {
         kv.restore(index, &mut SliceReader::new(data))

@@ -11,9 +11,9 @@ use std::mem::ManuallyDrop;
 use serde::{Deserialize, Serialize};
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::{LogIndex, NodeId, Term};
-use shoal_kv::{
-    Applied, DtKv, EventSlot, KvLimits, KvMemory, LimitsError, NodeSlot, SessionSlot, WaiterSlot,
-};
+
+use crate::kvheap::KvHeap;
+use shoal_kv::{Applied, DtKv, KvLimits, LimitsError};
 
 /// First byte of an address-book log entry.
 pub const ADDR_ENTRY_TAG: u8 = 0xA5;
@@ -45,24 +45,11 @@ pub enum GroupOutput {
     Addr(Option<MemberAddr>),
 }
 
-/// Heap buffers for one store (allocated once per group).
-struct OwnedMem {
-    nodes: Vec<NodeSlot>,
-    node_index: Vec<u32>,
-    expiry_heap: Vec<u32>,
-    arena: Vec<u8>,
-    sessions: Vec<SessionSlot>,
-    session_index: Vec<u32>,
-    waiters: Vec<WaiterSlot>,
-    events: Vec<EventSlot>,
-    event_bytes: Vec<u8>,
-}
-
 /// DtKV owning its buffers.
 pub struct KvSm {
     // Declared before `mem`: the store borrows the buffers and is dropped first (see Drop).
     kv: ManuallyDrop<DtKv<'static>>,
-    mem: *mut OwnedMem,
+    mem: *mut KvHeap,
 }
 
 // SAFETY: `KvSm` owns both the store and the buffers it borrows; nothing else aliases them, so
@@ -73,32 +60,11 @@ impl KvSm {
     /// A store with `limits`, its buffers allocated on the heap.
     pub fn new(limits: KvLimits) -> Result<KvSm, LimitsError> {
         limits.validate()?;
-        let mem = Box::into_raw(Box::new(OwnedMem {
-            nodes: vec![NodeSlot::EMPTY; limits.nodes_len()],
-            node_index: vec![0; limits.node_index_len()],
-            expiry_heap: vec![0; limits.expiry_heap_len()],
-            arena: vec![0; limits.arena_bytes],
-            sessions: vec![SessionSlot::EMPTY; limits.sessions_len()],
-            session_index: vec![0; limits.session_index_len()],
-            waiters: vec![WaiterSlot::EMPTY; limits.max_waiters],
-            events: vec![EventSlot::EMPTY; limits.event_slots],
-            event_bytes: vec![0; limits.event_bytes],
-        }));
+        let mem = Box::into_raw(Box::new(KvHeap::new(limits)));
         // SAFETY: `mem` comes from `Box::into_raw`, is never moved or aliased, and lives until
         // `drop`, which drops the store (its only borrower) first. The `'static` lifetime never
         // escapes: `store()` hands out borrows tied to `&self`.
-        let m = unsafe { &mut *mem };
-        let memory = KvMemory {
-            nodes: &mut m.nodes,
-            node_index: &mut m.node_index,
-            expiry_heap: &mut m.expiry_heap,
-            arena: &mut m.arena,
-            sessions: &mut m.sessions,
-            session_index: &mut m.session_index,
-            waiters: &mut m.waiters,
-            events: &mut m.events,
-            event_bytes: &mut m.event_bytes,
-        };
+        let memory = unsafe { &mut *mem }.memory();
         match DtKv::new(memory, limits) {
             Ok(kv) => Ok(KvSm {
                 kv: ManuallyDrop::new(kv),
