@@ -172,6 +172,10 @@ impl FaultSchedule {
                             event: FaultEvent::Crash(NodeTarget::Leader),
                         });
                         t += plan.rng.range(150, 450);
+                        if t >= quiet_from_ms {
+                            // The quiet phase restarts every node itself.
+                            break;
+                        }
                         events.push(ScheduledEvent {
                             at_ms: t,
                             event: FaultEvent::Restart(NodeTarget::LongestDown),
