@@ -1,0 +1,887 @@
+//! `shoal-bench`: a load generator for `shoald`, in the spirit of etcd's `benchmark` tool.
+//!
+//! It speaks the client protocol ([`shoal_std::protocol`]) directly over plain blocking TCP:
+//! one thread per connection, each connection carrying `clients / conns` logical clients with
+//! `--pipeline` requests in flight each (closed loop: a slot sends its next request when its
+//! answer arrives). Latencies go into `hdrhistogram`s. With `--local N` it starts N `shoald`
+//! processes on 127.0.0.1 (temporary data dirs), waits for a leader, runs, and always kills them
+//! (also on error, Ctrl-C or SIGTERM; on Linux the children also get SIGKILL if the bench dies).
+//! See docs/BENCHMARKS.md.
+
+#[cfg(unix)]
+fn main() {
+    std::process::exit(bench::main());
+}
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("shoal-bench runs on Unix-like systems only");
+    std::process::exit(2);
+}
+
+#[cfg(unix)]
+mod bench {
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use clap::{Parser, ValueEnum};
+    use hdrhistogram::Histogram;
+    use shoal_std::protocol::{
+        self, ReadMode, Request, RequestFrame, Response, ResponseFrame, WriteOp, PROTOCOL_VERSION,
+    };
+
+    /// What the benchmark sends.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+    pub enum Workload {
+        /// Writes (`Put`) of random keys in the keyspace.
+        Put,
+        /// Reads (`Get`) of random keys of a prefilled keyspace.
+        Get,
+        /// Reads with probability `--read-ratio`, else writes (keyspace prefilled).
+        Mixed,
+    }
+
+    /// Read consistency of `get` and `mixed`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+    pub enum Consistency {
+        /// ReadIndex through the leader.
+        Linearizable,
+        /// Leader lease.
+        Lease,
+        /// The node's applied state (possibly stale).
+        Local,
+    }
+
+    /// `--fsync` of the local `shoald` processes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+    pub enum Fsync {
+        /// fdatasync before acknowledging (group commit).
+        Always,
+        /// Background fdatasync within 10 ms.
+        Async,
+        /// Never (tests only).
+        Never,
+    }
+
+    /// Command-line flags.
+    #[derive(Parser, Debug)]
+    #[command(
+        name = "shoal-bench",
+        about = "Load generator for shoald: put, get and mixed workloads over pipelined connections"
+    )]
+    pub struct Args {
+        /// Workload.
+        #[arg(value_enum)]
+        pub workload: Workload,
+        /// Client addresses (host:port, comma-separated). Ignored with --local.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7002")]
+        pub endpoints: Vec<String>,
+        /// Start N shoald processes on 127.0.0.1 with temporary data dirs, run, stop them.
+        #[arg(long, value_name = "N")]
+        pub local: Option<u32>,
+        /// `--fsync` of the --local processes.
+        #[arg(long, value_enum, default_value = "always")]
+        pub fsync: Fsync,
+        /// Total concurrent logical clients (each its own write session).
+        #[arg(long, default_value_t = 1)]
+        pub clients: u32,
+        /// TCP connections the clients are spread over (capped at --clients).
+        #[arg(long, default_value_t = 4)]
+        pub conns: u32,
+        /// Requests in flight per client.
+        #[arg(long, default_value_t = 1)]
+        pub pipeline: u32,
+        /// Key size in bytes.
+        #[arg(long, default_value_t = 16)]
+        pub key_size: usize,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 100)]
+        pub value_size: usize,
+        /// Number of distinct keys.
+        #[arg(long, default_value_t = 10_000)]
+        pub keyspace: u64,
+        /// Read consistency of get and mixed.
+        #[arg(long, value_enum, default_value = "linearizable")]
+        pub consistency: Consistency,
+        /// Fraction of reads in `mixed` (0.0..=1.0).
+        #[arg(long, default_value_t = 0.5)]
+        pub read_ratio: f64,
+        /// Measured duration (e.g. 10s).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        pub duration: Duration,
+        /// Load before measuring starts (not recorded).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        pub warmup: Duration,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        pub json: bool,
+    }
+
+    impl Args {
+        fn check(&self) -> Result<(), String> {
+            if self.clients == 0 || self.conns == 0 || self.pipeline == 0 {
+                return Err("--clients, --conns and --pipeline must be at least 1".into());
+            }
+            if self.keyspace == 0 {
+                return Err("--keyspace must be at least 1".into());
+            }
+            let digits = (self.keyspace - 1).to_string().len();
+            if self.key_size < digits + 1 {
+                return Err(format!(
+                    "--key-size {} is too small for --keyspace {} (needs {})",
+                    self.key_size,
+                    self.keyspace,
+                    digits + 1
+                ));
+            }
+            if !(0.0..=1.0).contains(&self.read_ratio) {
+                return Err("--read-ratio must be within 0.0..=1.0".into());
+            }
+            if self.duration.is_zero() || self.duration > Duration::from_secs(3600) {
+                return Err("--duration must be within (0, 1h]".into());
+            }
+            if matches!(self.local, Some(0) | Some(8..)) {
+                return Err("--local takes 1..=7 nodes".into());
+            }
+            Ok(())
+        }
+    }
+
+    /// The key of index `i`: `k` followed by `i` zero-padded to `size - 1` digits.
+    pub fn key_of(i: u64, size: usize) -> Vec<u8> {
+        format!("k{:0width$}", i, width = size - 1).into_bytes()
+    }
+
+    /// A latency in microseconds as text (`123us`, `1.23ms`, `1.234s`).
+    pub fn fmt_us(us: u64) -> String {
+        if us < 1_000 {
+            format!("{us}us")
+        } else if us < 1_000_000 {
+            format!("{:.2}ms", us as f64 / 1e3)
+        } else {
+            format!("{:.3}s", us as f64 / 1e6)
+        }
+    }
+
+    // ---------------------------------------------------------------- local cluster
+
+    /// `shoald` processes started for the run; killed (SIGKILL) and their dirs removed on drop.
+    struct LocalCluster {
+        procs: Vec<Child>,
+        client_addrs: Vec<String>,
+        root: PathBuf,
+    }
+
+    impl LocalCluster {
+        fn pids(&self) -> Vec<u32> {
+            self.procs.iter().map(|c| c.id()).collect()
+        }
+
+        fn log_tail(&self) -> String {
+            let mut s = String::new();
+            for i in 0..self.procs.len() {
+                let p = self.root.join(format!("n{}.log", i + 1));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                for l in &lines[lines.len().saturating_sub(10)..] {
+                    s.push_str(&format!("  n{}: {l}\n", i + 1));
+                }
+            }
+            s
+        }
+
+        fn start(n: u32, fsync: Fsync) -> Result<LocalCluster, String> {
+            let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+            let shoald = exe.with_file_name("shoald");
+            if !shoald.is_file() {
+                return Err(format!(
+                    "shoald not found next to shoal-bench (looked for {}); build it with \
+                     `cargo build --release --bin shoald`",
+                    shoald.display()
+                ));
+            }
+            let root = std::env::temp_dir().join(format!(
+                "shoal-bench-{}-{}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+            let mut cluster = LocalCluster {
+                procs: Vec::new(),
+                client_addrs: Vec::new(),
+                root,
+            };
+            // Reserve 3 free ports per node (raft, client, admin); released just before spawn.
+            let listeners: Vec<TcpListener> = (0..n * 3)
+                .map(|_| TcpListener::bind("127.0.0.1:0"))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("reserving ports: {e}"))?;
+            let ports: Vec<u16> = listeners
+                .iter()
+                .map(|l| l.local_addr().map(|a| a.port()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("reserving ports: {e}"))?;
+            drop(listeners);
+            let addr = |i: u32, k: u32| format!("127.0.0.1:{}", ports[(i * 3 + k) as usize]);
+            let members = (0..n)
+                .map(|i| format!("{}={}/{}", i + 1, addr(i, 0), addr(i, 1)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let fsync = match fsync {
+                Fsync::Always => "always",
+                Fsync::Async => "async",
+                Fsync::Never => "never",
+            };
+            for i in 0..n {
+                let log = cluster.root.join(format!("n{}.log", i + 1));
+                let log = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
+                let mut cmd = Command::new(&shoald);
+                cmd.arg("--node-id")
+                    .arg((i + 1).to_string())
+                    .arg("--data-dir")
+                    .arg(cluster.root.join(format!("n{}", i + 1)))
+                    .args(["--raft-addr", &addr(i, 0)])
+                    .args(["--client-addr", &addr(i, 1)])
+                    .args(["--admin-addr", &addr(i, 2)])
+                    .args(["--initial-members", &members])
+                    .args(["--fsync", fsync])
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log);
+                #[cfg(target_os = "linux")]
+                {
+                    use std::os::unix::process::CommandExt;
+                    // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL
+                    // this child when the bench dies, so no shoald outlives a killed bench.
+                    unsafe {
+                        cmd.pre_exec(|| {
+                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                            Ok(())
+                        });
+                    }
+                }
+                let child = cmd
+                    .spawn()
+                    .map_err(|e| format!("spawning {}: {e}", shoald.display()))?;
+                cluster.procs.push(child);
+                cluster.client_addrs.push(addr(i, 1));
+            }
+            Ok(cluster)
+        }
+    }
+
+    impl Drop for LocalCluster {
+        fn drop(&mut self) {
+            for c in &mut self.procs {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    /// `VmRSS` and `VmHWM` of a process in KiB (None if it is gone).
+    fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            s.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    // ---------------------------------------------------------------- protocol helpers
+
+    fn resolve(addr: &str) -> Result<SocketAddr, String> {
+        addr.to_socket_addrs()
+            .map_err(|e| format!("{addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{addr}: no address"))
+    }
+
+    /// One blocking request/answer on a fresh connection.
+    fn call_once(addr: &str, request: Request) -> Result<Response, String> {
+        let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(1))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        protocol::encode(
+            &RequestFrame {
+                version: PROTOCOL_VERSION,
+                id: 1,
+                group: 0,
+                request,
+            },
+            &mut out,
+        )
+        .map_err(|e| e.to_string())?;
+        s.write_all(&out).map_err(|e| format!("{addr}: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some((f, _)) =
+                protocol::decode::<ResponseFrame>(&buf).map_err(|e| e.to_string())?
+            {
+                return Ok(f.response);
+            }
+            let n = s.read(&mut chunk).map_err(|e| format!("{addr}: {e}"))?;
+            if n == 0 {
+                return Err(format!("{addr}: connection closed"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The endpoint that reports itself leader of group 0, waiting up to `timeout`.
+    fn find_leader(
+        endpoints: &[String],
+        timeout: Duration,
+        stop: &AtomicBool,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer yet");
+        loop {
+            for e in endpoints {
+                match call_once(e, Request::Status) {
+                    Ok(Response::Status(s)) if s.role == "leader" => return Ok(e.clone()),
+                    Ok(Response::Status(s)) => {
+                        last = format!("{e}: {} (leader {})", s.role, s.leader)
+                    }
+                    Ok(r) => last = format!("{e}: {r:?}"),
+                    Err(err) => last = err,
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err("interrupted".into());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no leader within {timeout:?}; last: {last}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Write every key of the keyspace once (batches of 64, pipelined), so reads find them.
+    fn prefill(addr: &str, a: &Args) -> Result<(), String> {
+        let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(1))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let value = vec![b'v'; a.value_size];
+        let batches: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..a.keyspace)
+            .collect::<Vec<_>>()
+            .chunks(64)
+            .map(|c| {
+                c.iter()
+                    .map(|&i| (key_of(i, a.key_size), value.clone()))
+                    .collect()
+            })
+            .collect();
+        let window = 32usize;
+        let (mut sent, mut done) = (0usize, 0usize);
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        while done < batches.len() {
+            let mut out = Vec::new();
+            while sent < batches.len() && sent - done < window {
+                let f = RequestFrame {
+                    version: PROTOCOL_VERSION,
+                    id: sent as u64,
+                    group: 0,
+                    request: Request::Write {
+                        client_id: 0,
+                        seq: 0,
+                        op: WriteOp::BatchPut {
+                            pairs: batches[sent].clone(),
+                        },
+                    },
+                };
+                protocol::encode(&f, &mut out).map_err(|e| e.to_string())?;
+                sent += 1;
+            }
+            s.write_all(&out).map_err(|e| format!("prefill: {e}"))?;
+            let n = s.read(&mut chunk).map_err(|e| format!("prefill: {e}"))?;
+            if n == 0 {
+                return Err("prefill: connection closed".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut off = 0;
+            while let Some((f, used)) =
+                protocol::decode::<ResponseFrame>(&buf[off..]).map_err(|e| e.to_string())?
+            {
+                off += used;
+                match f.response {
+                    Response::Written { .. } => done += 1,
+                    r => return Err(format!("prefill write refused: {r:?}")),
+                }
+            }
+            buf.drain(..off);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- workers
+
+    /// Per-operation-kind results of one connection (or merged).
+    struct OpStats {
+        hist: Histogram<u64>,
+        ok: u64,
+        misses: u64,
+        errors: BTreeMap<String, u64>,
+    }
+
+    impl OpStats {
+        fn new() -> OpStats {
+            OpStats {
+                hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+                ok: 0,
+                misses: 0,
+                errors: BTreeMap::new(),
+            }
+        }
+        fn merge(&mut self, o: &OpStats) {
+            self.hist.add(&o.hist).expect("same bounds");
+            self.ok += o.ok;
+            self.misses += o.misses;
+            for (k, v) in &o.errors {
+                *self.errors.entry(k.clone()).or_default() += v;
+            }
+        }
+    }
+
+    struct Shared {
+        addr: SocketAddr,
+        start_measure: Instant,
+        end: Instant,
+        stop: Arc<AtomicBool>,
+        workload: Workload,
+        read_mode: ReadMode,
+        read_ratio: f64,
+        key_size: usize,
+        keyspace: u64,
+        value: Vec<u8>,
+    }
+
+    struct Slot {
+        client: usize,
+        sent: Instant,
+        read: bool,
+    }
+
+    /// One connection: `clients` sessions × `pipeline` slots, closed loop until `end`.
+    fn run_conn(sh: &Shared, clients: usize, pipeline: usize) -> Result<[OpStats; 2], String> {
+        let mut s = TcpStream::connect_timeout(&sh.addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect {}: {e}", sh.addr))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let mut rng = fastrand::Rng::new();
+        let ids: Vec<u64> = (0..clients).map(|_| rng.u64(1..)).collect();
+        let mut seqs = vec![0u64; clients];
+        let now = Instant::now();
+        let mut slots: Vec<Slot> = (0..clients * pipeline)
+            .map(|i| Slot {
+                client: i / pipeline,
+                sent: now,
+                read: false,
+            })
+            .collect();
+        let mut stats = [OpStats::new(), OpStats::new()]; // [writes, reads]
+        let mut out = Vec::with_capacity(64 * 1024);
+        let mut issue = |i: usize, slots: &mut Vec<Slot>, out: &mut Vec<u8>, now: Instant| {
+            let read = match sh.workload {
+                Workload::Put => false,
+                Workload::Get => true,
+                Workload::Mixed => rng.f64() < sh.read_ratio,
+            };
+            let key = key_of(rng.u64(0..sh.keyspace), sh.key_size);
+            let slot = &mut slots[i];
+            let request = if read {
+                Request::Get {
+                    key,
+                    mode: sh.read_mode,
+                }
+            } else {
+                seqs[slot.client] += 1;
+                Request::Write {
+                    client_id: ids[slot.client],
+                    seq: seqs[slot.client],
+                    op: WriteOp::Put {
+                        key,
+                        value: sh.value.clone(),
+                    },
+                }
+            };
+            slot.sent = now;
+            slot.read = read;
+            let f = RequestFrame {
+                version: PROTOCOL_VERSION,
+                id: i as u64,
+                group: 0,
+                request,
+            };
+            protocol::encode(&f, out).expect("request encodes");
+        };
+        for i in 0..slots.len() {
+            issue(i, &mut slots, &mut out, now);
+        }
+        let mut in_flight = slots.len();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
+        let mut chunk = vec![0u8; 1 << 16];
+        while in_flight > 0 {
+            if !out.is_empty() {
+                s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+                out.clear();
+            }
+            let n = s.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("server closed the connection".into());
+            }
+            let now = Instant::now();
+            let more = now < sh.end && !sh.stop.load(Ordering::Relaxed);
+            buf.extend_from_slice(&chunk[..n]);
+            let mut off = 0;
+            while let Some((f, used)) =
+                protocol::decode::<ResponseFrame>(&buf[off..]).map_err(|e| e.to_string())?
+            {
+                off += used;
+                let i = f.id as usize;
+                let Some(slot) = slots.get(i) else {
+                    return Err(format!("answer to unknown request id {}", f.id));
+                };
+                let counted = slot.sent >= sh.start_measure && now <= sh.end;
+                if counted {
+                    let st = &mut stats[slot.read as usize];
+                    let outcome = match f.response {
+                        Response::Written { .. } => Ok(false),
+                        Response::Node { node: Some(_), .. } => Ok(false),
+                        Response::Node { node: None, .. } => Ok(true),
+                        Response::NotLeader { .. } => Err("not_leader".to_string()),
+                        Response::Unavailable { message } => Err(format!("unavailable: {message}")),
+                        Response::Error { code, message, .. } => {
+                            Err(format!("{code:?}: {message}"))
+                        }
+                        other => Err(format!("unexpected: {other:?}")),
+                    };
+                    match outcome {
+                        Ok(miss) => {
+                            let us = now.duration_since(slot.sent).as_micros() as u64;
+                            st.hist.saturating_record(us.max(1));
+                            st.ok += 1;
+                            st.misses += miss as u64;
+                        }
+                        Err(e) => *st.errors.entry(e).or_default() += 1,
+                    }
+                }
+                if more {
+                    issue(i, &mut slots, &mut out, now);
+                } else {
+                    in_flight -= 1;
+                }
+            }
+            buf.drain(..off);
+        }
+        Ok(stats)
+    }
+
+    // ---------------------------------------------------------------- main
+
+    /// Run the benchmark; returns the exit code.
+    pub fn main() -> i32 {
+        let args = Args::parse();
+        if let Err(e) = args.check() {
+            eprintln!("shoal-bench: {e}");
+            return 2;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+                eprintln!("shoal-bench: signal handler: {e}");
+                return 2;
+            }
+        }
+        let cluster = match args.local {
+            Some(n) => match LocalCluster::start(n, args.fsync) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("shoal-bench: {e}");
+                    return 1;
+                }
+            },
+            None => None,
+        };
+        let result = run(&args, cluster.as_ref(), &stop);
+        if let (Err(_), Some(c)) = (&result, &cluster) {
+            eprintln!("shoald logs (last lines):\n{}", c.log_tail());
+        }
+        drop(cluster); // kills the local shoald processes
+        match result {
+            Ok(()) if stop.load(Ordering::Relaxed) => {
+                eprintln!("shoal-bench: interrupted (partial results above)");
+                130
+            }
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("shoal-bench: {e}");
+                1
+            }
+        }
+    }
+
+    fn run(a: &Args, cluster: Option<&LocalCluster>, stop: &Arc<AtomicBool>) -> Result<(), String> {
+        let endpoints = match cluster {
+            Some(c) => c.client_addrs.clone(),
+            None => a.endpoints.clone(),
+        };
+        let leader = find_leader(&endpoints, Duration::from_secs(20), stop)?;
+        let pids = cluster.map(|c| c.pids()).unwrap_or_default();
+        // Let the followers settle, then take the idle RSS.
+        std::thread::sleep(Duration::from_millis(300));
+        let idle: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
+        if matches!(a.workload, Workload::Get | Workload::Mixed) {
+            prefill(&leader, a)?;
+        }
+        let conns = a.conns.min(a.clients) as usize;
+        let clients = a.clients as usize;
+        let start = Instant::now();
+        let sh = Arc::new(Shared {
+            addr: resolve(&leader)?,
+            start_measure: start + a.warmup,
+            end: start + a.warmup + a.duration,
+            stop: stop.clone(),
+            workload: a.workload,
+            read_mode: match a.consistency {
+                Consistency::Linearizable => ReadMode::Linearizable,
+                Consistency::Lease => ReadMode::Lease,
+                Consistency::Local => ReadMode::Local,
+            },
+            read_ratio: a.read_ratio,
+            key_size: a.key_size,
+            keyspace: a.keyspace,
+            value: vec![b'v'; a.value_size],
+        });
+        let pipeline = a.pipeline as usize;
+        let handles: Vec<_> = (0..conns)
+            .map(|c| {
+                let n = clients / conns + usize::from(c < clients % conns);
+                let sh = sh.clone();
+                std::thread::spawn(move || run_conn(&sh, n, pipeline))
+            })
+            .collect();
+        // Sample server RSS while the load runs.
+        let mut peak = vec![0u64; pids.len()];
+        while handles.iter().any(|h| !h.is_finished()) {
+            for (i, &p) in pids.iter().enumerate() {
+                if let Some((rss, _)) = rss_kib(p) {
+                    peak[i] = peak[i].max(rss);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let hwm: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
+        let mut total = [OpStats::new(), OpStats::new()];
+        let mut failures = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(Ok(st)) => {
+                    total[0].merge(&st[0]);
+                    total[1].merge(&st[1]);
+                }
+                Ok(Err(e)) => failures.push(e),
+                Err(_) => failures.push("worker panicked".into()),
+            }
+        }
+        let measured = (Instant::now().min(sh.end))
+            .saturating_duration_since(sh.start_measure)
+            .as_secs_f64()
+            .max(1e-9);
+        report(
+            a, conns, &leader, measured, &total, &pids, &idle, &peak, &hwm, &failures,
+        );
+        if !failures.is_empty() && total[0].ok + total[1].ok == 0 {
+            return Err(format!("every connection failed: {}", failures[0]));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        a: &Args,
+        conns: usize,
+        leader: &str,
+        secs: f64,
+        total: &[OpStats; 2],
+        pids: &[u32],
+        idle: &[Option<(u64, u64)>],
+        peak: &[u64],
+        hwm: &[Option<(u64, u64)>],
+        failures: &[String],
+    ) {
+        let pct = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        let kinds: Vec<(&str, &OpStats)> = [("put", &total[0]), ("get", &total[1])]
+            .into_iter()
+            .filter(|(_, s)| s.ok > 0 || !s.errors.is_empty())
+            .collect();
+        let mib = |k: u64| k as f64 / 1024.0;
+        if a.json {
+            let ops: Vec<serde_json::Value> = kinds
+                .iter()
+                .map(|(k, s)| {
+                    serde_json::json!({
+                        "op": k,
+                        "ok": s.ok,
+                        "ops_per_sec": s.ok as f64 / secs,
+                        "misses": s.misses,
+                        "errors": s.errors,
+                        "latency_us": {
+                            "p50": pct(&s.hist, 0.5), "p90": pct(&s.hist, 0.9),
+                            "p99": pct(&s.hist, 0.99), "p999": pct(&s.hist, 0.999),
+                            "max": s.hist.max(), "mean": s.hist.mean(),
+                        },
+                    })
+                })
+                .collect();
+            let servers: Vec<serde_json::Value> = pids
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    serde_json::json!({
+                        "node": i + 1, "pid": p,
+                        "idle_rss_kib": idle[i].map(|x| x.0),
+                        "peak_rss_kib": peak[i],
+                        "vm_hwm_kib": hwm[i].map(|x| x.1),
+                    })
+                })
+                .collect();
+            let v = serde_json::json!({
+                "workload": format!("{:?}", a.workload).to_lowercase(),
+                "local": a.local, "fsync": a.local.map(|_| format!("{:?}", a.fsync).to_lowercase()),
+                "leader": leader, "clients": a.clients, "conns": conns, "pipeline": a.pipeline,
+                "key_size": a.key_size, "value_size": a.value_size, "keyspace": a.keyspace,
+                "consistency": format!("{:?}", a.consistency).to_lowercase(),
+                "read_ratio": a.read_ratio, "seconds": secs,
+                "total_ops_per_sec": (total[0].ok + total[1].ok) as f64 / secs,
+                "ops": ops,
+                "servers": if pids.is_empty() { serde_json::Value::String("n/a".into()) } else { servers.into() },
+                "connection_failures": failures,
+            });
+            println!("{v}");
+            return;
+        }
+        println!(
+            "workload {:?}  clients {}  conns {}  pipeline {}  key {}B  value {}B  keyspace {}  leader {}{}",
+            a.workload,
+            a.clients,
+            conns,
+            a.pipeline,
+            a.key_size,
+            a.value_size,
+            a.keyspace,
+            leader,
+            match a.local {
+                Some(n) => format!("  local {n} node(s), fsync {:?}", a.fsync),
+                None => String::new(),
+            }
+        );
+        println!("measured {secs:.2}s after {:?} warmup", a.warmup);
+        println!(
+            "{:<4} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+            "op", "ops/s", "p50", "p90", "p99", "p99.9", "max", "errors"
+        );
+        for (k, s) in &kinds {
+            let errs: u64 = s.errors.values().sum();
+            println!(
+                "{:<4} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+                k,
+                s.ok as f64 / secs,
+                fmt_us(pct(&s.hist, 0.5)),
+                fmt_us(pct(&s.hist, 0.9)),
+                fmt_us(pct(&s.hist, 0.99)),
+                fmt_us(pct(&s.hist, 0.999)),
+                fmt_us(s.hist.max()),
+                errs
+            );
+            if s.misses > 0 {
+                println!("     {} reads found no key", s.misses);
+            }
+            for (e, n) in &s.errors {
+                println!("     error x{n}: {e}");
+            }
+        }
+        if pids.is_empty() {
+            println!("server RSS: n/a (remote endpoints)");
+        }
+        for (i, p) in pids.iter().enumerate() {
+            let f = |x: Option<u64>| x.map_or("gone".into(), |k| format!("{:.1} MiB", mib(k)));
+            println!(
+                "node {} (pid {p}): idle RSS {}, peak sampled RSS {:.1} MiB, VmHWM {}",
+                i + 1,
+                f(idle[i].map(|x| x.0)),
+                mib(peak[i]),
+                f(hwm[i].map(|x| x.1))
+            );
+        }
+        for e in failures {
+            println!("connection failed: {e}");
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn flags_parse_and_check() {
+            let a = Args::try_parse_from([
+                "shoal-bench",
+                "mixed",
+                "--local",
+                "3",
+                "--clients",
+                "256",
+                "--read-ratio",
+                "0.9",
+                "--duration",
+                "2s",
+                "--fsync",
+                "async",
+                "--consistency",
+                "lease",
+            ])
+            .unwrap();
+            assert_eq!(a.workload, Workload::Mixed);
+            assert_eq!(a.local, Some(3));
+            assert_eq!(a.fsync, Fsync::Async);
+            assert_eq!(a.consistency, Consistency::Lease);
+            assert_eq!(a.duration, Duration::from_secs(2));
+            assert!(a.check().is_ok());
+            let small = Args::try_parse_from(["shoal-bench", "put", "--key-size", "3"]).unwrap();
+            assert!(small.check().is_err(), "10000 keys need 5-byte keys");
+            assert_eq!(key_of(42, 16), b"k000000000000042".to_vec());
+        }
+
+        #[test]
+        fn latencies_format() {
+            assert_eq!(fmt_us(87), "87us");
+            assert_eq!(fmt_us(1_234), "1.23ms");
+            assert_eq!(fmt_us(2_500_000), "2.500s");
+        }
+    }
+}
