@@ -3,7 +3,9 @@
 //! It speaks the client protocol ([`shoal_std::protocol`]) directly over plain blocking TCP:
 //! one thread per connection, each connection carrying `clients / conns` logical clients with
 //! `--pipeline` requests in flight each (closed loop: a slot sends its next request when its
-//! answer arrives). Latencies go into `hdrhistogram`s. With `--local N` it starts N `shoald`
+//! answer arrives). Workloads: `put`, `get`, `mixed`, and `watch` (fan-out: many watches of
+//! one directory, writers stamping their send time into the values, delivery latency measured
+//! per event). Latencies go into `hdrhistogram`s. With `--local N` it starts N `shoald`
 //! processes on 127.0.0.1 (temporary data dirs), waits for a leader, runs, and always kills them
 //! (also on error, Ctrl-C or SIGTERM; on Linux the children also get SIGKILL if the bench dies).
 //! See docs/BENCHMARKS.md.
@@ -26,12 +28,13 @@ mod bench {
     use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, OnceLock};
     use std::time::{Duration, Instant};
 
     use clap::{Parser, ValueEnum};
     use hdrhistogram::Histogram;
+    use shoal_kv::WriteResult;
     use shoal_std::protocol::{
         self, ReadMode, Request, RequestFrame, Response, ResponseFrame, WriteOp, PROTOCOL_VERSION,
     };
@@ -45,6 +48,9 @@ mod bench {
         Get,
         /// Reads with probability `--read-ratio`, else writes (keyspace prefilled).
         Mixed,
+        /// `--watchers` watches on directory `w` spread over all endpoints, while `--clients`
+        /// writers put keys `w.<key>` on the leader; measures event delivery latency.
+        Watch,
     }
 
     /// Read consistency of `get` and `mixed`.
@@ -109,6 +115,9 @@ mod bench {
         /// Read consistency of get and mixed.
         #[arg(long, value_enum, default_value = "linearizable")]
         pub consistency: Consistency,
+        /// Watches opened by the `watch` workload (spread over --conns connections per node).
+        #[arg(long, default_value_t = 100)]
+        pub watchers: u32,
         /// Fraction of reads in `mixed` (0.0..=1.0).
         #[arg(long, default_value_t = 0.5)]
         pub read_ratio: f64,
@@ -139,6 +148,11 @@ mod bench {
                     self.keyspace,
                     digits + 1
                 ));
+            }
+            if self.workload == Workload::Watch && (self.value_size < 8 || self.watchers == 0) {
+                return Err(
+                    "watch needs --value-size >= 8 (a timestamp) and --watchers >= 1".into(),
+                );
             }
             if !(0.0..=1.0).contains(&self.read_ratio) {
                 return Err("--read-ratio must be within 0.0..=1.0".into());
@@ -422,6 +436,10 @@ mod bench {
             {
                 off += used;
                 match f.response {
+                    Response::Written {
+                        result: WriteResult::Failed(e),
+                        ..
+                    } => return Err(format!("prefill write refused: {e:?}")),
                     Response::Written { .. } => done += 1,
                     r => return Err(format!("prefill write refused: {r:?}")),
                 }
@@ -471,6 +489,11 @@ mod bench {
         key_size: usize,
         keyspace: u64,
         value: Vec<u8>,
+        /// Prepended to every key (`w.` for the watch workload).
+        key_prefix: Vec<u8>,
+        /// Writes carry `micros since epoch` in their first 8 value bytes (watch workload).
+        stamp: bool,
+        epoch: Instant,
     }
 
     struct Slot {
@@ -501,11 +524,12 @@ mod bench {
         let mut out = Vec::with_capacity(64 * 1024);
         let mut issue = |i: usize, slots: &mut Vec<Slot>, out: &mut Vec<u8>, now: Instant| {
             let read = match sh.workload {
-                Workload::Put => false,
+                Workload::Put | Workload::Watch => false,
                 Workload::Get => true,
                 Workload::Mixed => rng.f64() < sh.read_ratio,
             };
-            let key = key_of(rng.u64(0..sh.keyspace), sh.key_size);
+            let mut key = sh.key_prefix.clone();
+            key.extend_from_slice(&key_of(rng.u64(0..sh.keyspace), sh.key_size));
             let slot = &mut slots[i];
             let request = if read {
                 Request::Get {
@@ -519,7 +543,14 @@ mod bench {
                     seq: seqs[slot.client],
                     op: WriteOp::Put {
                         key,
-                        value: sh.value.clone(),
+                        value: {
+                            let mut v = sh.value.clone();
+                            if sh.stamp {
+                                let us = now.duration_since(sh.epoch).as_micros() as u64;
+                                v[..8].copy_from_slice(&us.to_le_bytes());
+                            }
+                            v
+                        },
                     },
                 }
             };
@@ -564,6 +595,10 @@ mod bench {
                 if counted {
                     let st = &mut stats[slot.read as usize];
                     let outcome = match f.response {
+                        Response::Written {
+                            result: WriteResult::Failed(e),
+                            ..
+                        } => Err(format!("kv: {e:?}")),
                         Response::Written { .. } => Ok(false),
                         Response::Node { node: Some(_), .. } => Ok(false),
                         Response::Node { node: None, .. } => Ok(true),
@@ -593,6 +628,105 @@ mod bench {
             buf.drain(..off);
         }
         Ok(stats)
+    }
+
+    /// The measurement window `(start, end)`, set once every watch has started.
+    type Window = Arc<OnceLock<(Instant, Instant)>>;
+
+    /// One connection carrying `n` watches of directory `w`: counts `WatchStarted` into
+    /// `started`, then records the delivery latency of every event whose write was stamped
+    /// inside the window, until 2 s after the window ends.
+    fn run_watcher(
+        addr: SocketAddr,
+        n: usize,
+        epoch: Instant,
+        window: Window,
+        started: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<OpStats, String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for id in 0..n {
+            let f = RequestFrame {
+                version: PROTOCOL_VERSION,
+                id: id as u64,
+                group: 0,
+                request: Request::Watch {
+                    keys: vec![b"w".to_vec()],
+                    from_index: 0,
+                },
+            };
+            protocol::encode(&f, &mut out).map_err(|e| e.to_string())?;
+        }
+        s.write_all(&out).map_err(|e| format!("watch: {e}"))?;
+        let opened = Instant::now();
+        let mut st = OpStats::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let now = Instant::now();
+            match window.get() {
+                Some(&(_, end)) if now > end + Duration::from_secs(2) => break,
+                None if now > opened + Duration::from_secs(30) => {
+                    return Err("the measurement never started".into())
+                }
+                _ => {}
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let n = match s.read(&mut chunk) {
+                Ok(0) => return Err("server closed a watch connection".into()),
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(format!("watch read: {e}")),
+            };
+            let now = Instant::now();
+            buf.extend_from_slice(&chunk[..n]);
+            let mut off = 0;
+            while let Some((f, used)) =
+                protocol::decode::<ResponseFrame>(&buf[off..]).map_err(|e| e.to_string())?
+            {
+                off += used;
+                match f.response {
+                    Response::WatchStarted => {
+                        started.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Response::Event(ev) if ev.value.len() >= 8 => {
+                        let mut ts = [0u8; 8];
+                        ts.copy_from_slice(&ev.value[..8]);
+                        let sent = epoch + Duration::from_micros(u64::from_le_bytes(ts));
+                        if let Some(&(start, end)) = window.get() {
+                            if sent >= start && sent <= end {
+                                let us = now.saturating_duration_since(sent).as_micros() as u64;
+                                st.hist.saturating_record(us.max(1));
+                                st.ok += 1;
+                            }
+                        }
+                    }
+                    Response::Event(_) => {}
+                    Response::WatchCompacted { oldest } => {
+                        *st.errors
+                            .entry(format!("watch compacted (oldest {oldest})"))
+                            .or_default() += 1
+                    }
+                    other => *st.errors.entry(format!("{other:?}")).or_default() += 1,
+                }
+            }
+            buf.drain(..off);
+        }
+        Ok(st)
     }
 
     // ---------------------------------------------------------------- main
@@ -654,6 +788,58 @@ mod bench {
         }
         let conns = a.conns.min(a.clients) as usize;
         let clients = a.clients as usize;
+        let epoch = Instant::now();
+        let window: Window = Arc::new(OnceLock::new());
+        let mut watch_handles = Vec::new();
+        if a.workload == Workload::Watch {
+            let mkdir = Request::Write {
+                client_id: 0,
+                seq: 0,
+                op: WriteOp::Mkdir { key: b"w".to_vec() },
+            };
+            match call_once(&leader, mkdir)? {
+                Response::Written { .. } => {}
+                r => return Err(format!("mkdir w: {r:?}")),
+            }
+            let started = Arc::new(AtomicUsize::new(0));
+            let per_node = a.conns.min(a.watchers) as usize;
+            let targets: Vec<SocketAddr> = endpoints
+                .iter()
+                .map(|e| resolve(e))
+                .collect::<Result<_, _>>()?;
+            let lanes = targets.len() * per_node;
+            let w = a.watchers as usize;
+            for lane in 0..lanes {
+                let n = w / lanes + usize::from(lane < w % lanes);
+                if n == 0 {
+                    continue;
+                }
+                let (addr, window, started, stop) = (
+                    targets[lane % targets.len()],
+                    window.clone(),
+                    started.clone(),
+                    stop.clone(),
+                );
+                watch_handles.push(std::thread::spawn(move || {
+                    run_watcher(addr, n, epoch, window, started, stop)
+                }));
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while started.load(Ordering::Relaxed) < w {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    let _ = window.set((epoch, epoch)); // let the watchers finish
+                    return Err(format!(
+                        "only {} of {w} watches started",
+                        started.load(Ordering::Relaxed)
+                    ));
+                }
+                if watch_handles.iter().any(|h| h.is_finished()) {
+                    let _ = window.set((epoch, epoch));
+                    return Err("a watch connection failed before the run".into());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let start = Instant::now();
         let sh = Arc::new(Shared {
             addr: resolve(&leader)?,
@@ -670,7 +856,15 @@ mod bench {
             key_size: a.key_size,
             keyspace: a.keyspace,
             value: vec![b'v'; a.value_size],
+            key_prefix: if a.workload == Workload::Watch {
+                b"w.".to_vec()
+            } else {
+                Vec::new()
+            },
+            stamp: a.workload == Workload::Watch,
+            epoch,
         });
+        let _ = window.set((sh.start_measure, sh.end));
         let pipeline = a.pipeline as usize;
         let handles: Vec<_> = (0..conns)
             .map(|c| {
@@ -681,7 +875,9 @@ mod bench {
             .collect();
         // Sample server RSS while the load runs.
         let mut peak = vec![0u64; pids.len()];
-        while handles.iter().any(|h| !h.is_finished()) {
+        while handles.iter().any(|h| !h.is_finished())
+            || watch_handles.iter().any(|h| !h.is_finished())
+        {
             for (i, &p) in pids.iter().enumerate() {
                 if let Some((rss, _)) = rss_kib(p) {
                     peak[i] = peak[i].max(rss);
@@ -690,7 +886,7 @@ mod bench {
             std::thread::sleep(Duration::from_millis(100));
         }
         let hwm: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
-        let mut total = [OpStats::new(), OpStats::new()];
+        let mut total = [OpStats::new(), OpStats::new(), OpStats::new()];
         let mut failures = Vec::new();
         for h in handles {
             match h.join() {
@@ -700,6 +896,13 @@ mod bench {
                 }
                 Ok(Err(e)) => failures.push(e),
                 Err(_) => failures.push("worker panicked".into()),
+            }
+        }
+        for h in watch_handles {
+            match h.join() {
+                Ok(Ok(st)) => total[2].merge(&st),
+                Ok(Err(e)) => failures.push(e),
+                Err(_) => failures.push("watcher panicked".into()),
             }
         }
         let measured = (Instant::now().min(sh.end))
@@ -721,7 +924,7 @@ mod bench {
         conns: usize,
         leader: &str,
         secs: f64,
-        total: &[OpStats; 2],
+        total: &[OpStats; 3],
         pids: &[u32],
         idle: &[Option<(u64, u64)>],
         peak: &[u64],
@@ -735,10 +938,11 @@ mod bench {
                 h.value_at_quantile(q)
             }
         };
-        let kinds: Vec<(&str, &OpStats)> = [("put", &total[0]), ("get", &total[1])]
-            .into_iter()
-            .filter(|(_, s)| s.ok > 0 || !s.errors.is_empty())
-            .collect();
+        let kinds: Vec<(&str, &OpStats)> =
+            [("put", &total[0]), ("get", &total[1]), ("event", &total[2])]
+                .into_iter()
+                .filter(|(_, s)| s.ok > 0 || !s.errors.is_empty())
+                .collect();
         let mib = |k: u64| k as f64 / 1024.0;
         if a.json {
             let ops: Vec<serde_json::Value> = kinds
@@ -777,6 +981,7 @@ mod bench {
                 "key_size": a.key_size, "value_size": a.value_size, "keyspace": a.keyspace,
                 "consistency": format!("{:?}", a.consistency).to_lowercase(),
                 "read_ratio": a.read_ratio, "seconds": secs,
+                "watchers": (a.workload == Workload::Watch).then_some(a.watchers),
                 "total_ops_per_sec": (total[0].ok + total[1].ok) as f64 / secs,
                 "ops": ops,
                 "servers": if pids.is_empty() { serde_json::Value::String("n/a".into()) } else { servers.into() },
@@ -802,13 +1007,13 @@ mod bench {
         );
         println!("measured {secs:.2}s after {:?} warmup", a.warmup);
         println!(
-            "{:<4} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+            "{:<5} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
             "op", "ops/s", "p50", "p90", "p99", "p99.9", "max", "errors"
         );
         for (k, s) in &kinds {
             let errs: u64 = s.errors.values().sum();
             println!(
-                "{:<4} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+                "{:<5} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
                 k,
                 s.ok as f64 / secs,
                 fmt_us(pct(&s.hist, 0.5)),
@@ -824,6 +1029,13 @@ mod bench {
             for (e, n) in &s.errors {
                 println!("     error x{n}: {e}");
             }
+        }
+        if a.workload == Workload::Watch {
+            let expected = total[0].ok * u64::from(a.watchers);
+            println!(
+                "watch fan-out: {} watchers, {} events delivered of ~{} expected (writes x watchers)",
+                a.watchers, total[2].ok, expected
+            );
         }
         if pids.is_empty() {
             println!("server RSS: n/a (remote endpoints)");
@@ -875,6 +1087,8 @@ mod bench {
             let small = Args::try_parse_from(["shoal-bench", "put", "--key-size", "3"]).unwrap();
             assert!(small.check().is_err(), "10000 keys need 5-byte keys");
             assert_eq!(key_of(42, 16), b"k000000000000042".to_vec());
+            let w = Args::try_parse_from(["shoal-bench", "watch", "--value-size", "4"]).unwrap();
+            assert!(w.check().is_err(), "watch values carry an 8-byte timestamp");
         }
 
         #[test]
