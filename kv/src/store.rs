@@ -585,6 +585,18 @@ impl<'a> DtKv<'a> {
         }
     }
 
+    /// Give node `s` a TTL or lease deadline and (re)place it in the expiry heap.
+    fn arm_deadline(&mut self, s: u32, deadline: u64) {
+        let n = &mut self.nodes[s as usize];
+        n.deadline_ms = deadline;
+        n.due_ms = deadline;
+        if n.heap_pos == NIL {
+            self.heap_push(s);
+        } else {
+            self.heap_fix(s);
+        }
+    }
+
     fn heap_fix(&mut self, s: u32) {
         let pos = self.nodes[s as usize].heap_pos as usize;
         self.sift_up(pos);
@@ -707,21 +719,15 @@ impl<'a> DtKv<'a> {
                     NodeKind::Lock => return Err(KvError::IsLock),
                 }
                 self.replace_value(s, value)?;
-                let n = &mut self.nodes[s as usize];
-                n.update_index = index;
-                n.deadline_ms = deadline;
-                n.due_ms = deadline;
-                self.heap_fix(s);
+                self.nodes[s as usize].update_index = index;
+                self.arm_deadline(s, deadline);
                 s
             }
             None => {
                 let parent = self.parent_dir(key)?;
                 let s = self.create_node(key, NodeKind::TempValue, value, parent, index)?;
-                let n = &mut self.nodes[s as usize];
-                n.owner = client;
-                n.deadline_ms = deadline;
-                n.due_ms = deadline;
-                self.heap_push(s);
+                self.nodes[s as usize].owner = client;
+                self.arm_deadline(s, deadline);
                 s
             }
         };
@@ -747,11 +753,8 @@ impl<'a> DtKv<'a> {
         let parent = self.parent_dir(key)?;
         let s = self.create_node(key, NodeKind::TempDir, &[], parent, index)?;
         let deadline = self.now_ms.saturating_add(ttl_ms);
-        let n = &mut self.nodes[s as usize];
-        n.owner = client;
-        n.deadline_ms = deadline;
-        n.due_ms = deadline;
-        self.heap_push(s);
+        self.nodes[s as usize].owner = client;
+        self.arm_deadline(s, deadline);
         self.event(index, EventKind::Mkdir, s, client, 0);
         Ok(())
     }
@@ -776,11 +779,8 @@ impl<'a> DtKv<'a> {
             return Err(KvError::NotOwner);
         }
         let deadline = self.now_ms.saturating_add(ttl_ms);
-        let n = &mut self.nodes[s as usize];
-        n.deadline_ms = deadline;
-        n.due_ms = deadline;
-        n.update_index = index;
-        self.heap_fix(s);
+        self.nodes[s as usize].update_index = index;
+        self.arm_deadline(s, deadline);
         self.event(index, EventKind::TtlUpdated, s, client, deadline);
         Ok(())
     }
@@ -834,9 +834,7 @@ impl<'a> DtKv<'a> {
             let n = &mut self.nodes[s as usize];
             n.owner = client;
             n.fence = index;
-            n.deadline_ms = lease_deadline_ms;
-            n.due_ms = lease_deadline_ms;
-            self.heap_push(s);
+            self.arm_deadline(s, lease_deadline_ms);
             self.event(index, EventKind::LockAcquired, s, client, index);
             return Ok(WriteResult::Locked {
                 fence: index,
