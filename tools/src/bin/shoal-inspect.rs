@@ -676,40 +676,15 @@ fn log_cmd(json: bool, target: &Target, group: Option<GroupId>, filter: &Filter)
     let mut out_json = Vec::new();
     let mut all_problems = Vec::new();
     for g in groups {
-        let mut config: Option<Membership> = g.snapshot_membership().cloned();
-        let mut shown = 0usize;
-        let mut lines: Vec<Value> = Vec::new();
         if !json {
             println!("group {}", g.group);
-            println!(
-                "{:>10} {:>6} {:<7} {:>7}  command",
-                "index", "term", "kind", "bytes"
-            );
         }
-        let snap_index = g.snapshot_index();
+        let mut printer =
+            LogPrinter::new(json, g.snapshot_index(), g.snapshot_membership().cloned());
         let mut on_seg = |_: u64| {};
         let mut on_rec = |_: &Path, r: &ScannedRecord| {
             let e = &r.entry;
-            // Entries at or below the snapshot were superseded by it: they do not change
-            // the membership shown for later configs.
-            let before = config.clone();
-            if e.kind == EntryKind::Config && e.index > snap_index {
-                if let Ok(m) = text::decode_config(&e.data) {
-                    config = Some(m);
-                }
-            }
-            if !filter.wants(e.index) || shown >= filter.limit {
-                return;
-            }
-            shown += 1;
-            if json {
-                lines.push(log_json(e.index, e.term, e.kind, &e.data, before.as_ref()));
-            } else {
-                println!(
-                    "{}",
-                    log_line(e.index, e.term, e.kind, &e.data, before.as_ref())
-                );
-            }
+            printer.entry(filter, e.index, e.term, e.kind, &e.data);
         };
         let rescan = scan_dir(
             dir,
@@ -728,7 +703,7 @@ fn log_cmd(json: bool, target: &Target, group: Option<GroupId>, filter: &Filter)
                 all_problems.push(p.clone());
             }
         }
-        out_json.push(json!({"group": g.group, "entries": lines}));
+        out_json.push(json!({"group": g.group, "entries": printer.lines}));
     }
     if json {
         print_json(&json!({"groups": out_json, "problems": all_problems}));
@@ -1093,39 +1068,74 @@ fn config_before_flash(img: &FlashImage, index: LogIndex) -> Option<Membership> 
 
 fn flash_log(json: bool, img: &FlashImage, filter: &Filter) -> Outcome {
     let snap_index = img.snapshot.as_ref().map_or(0, |s| s.index);
-    let mut config = img.snapshot.as_ref().map(|s| s.membership.clone());
-    let mut shown = 0;
-    let mut lines = Vec::new();
-    if !json {
-        println!(
-            "{:>10} {:>6} {:<7} {:>7}  command",
-            "index", "term", "kind", "bytes"
-        );
-    }
+    let mut printer = LogPrinter::new(
+        json,
+        snap_index,
+        img.snapshot.as_ref().map(|s| s.membership.clone()),
+    );
     for e in &img.entries {
-        let before = config.clone();
-        if e.kind == EntryKind::Config && e.index > snap_index {
-            if let Ok(m) = text::decode_config(&e.data) {
-                config = Some(m);
-            }
-        }
-        if !filter.wants(e.index) || shown >= filter.limit {
-            continue;
-        }
-        shown += 1;
-        if json {
-            lines.push(log_json(e.index, e.term, e.kind, &e.data, before.as_ref()));
-        } else {
-            println!(
-                "{}",
-                log_line(e.index, e.term, e.kind, &e.data, before.as_ref())
-            );
-        }
+        printer.entry(filter, e.index, e.term, e.kind, &e.data);
     }
     if json {
-        print_json(&json!({"entries": lines}));
+        print_json(&json!({"entries": printer.lines}));
     }
     Outcome::Ok
+}
+
+/// Prints log entries one line each (or collects them as JSON), tracking the membership in
+/// force so configuration changes show as before → after.
+struct LogPrinter {
+    json: bool,
+    snap_index: LogIndex,
+    config: Option<Membership>,
+    shown: usize,
+    lines: Vec<Value>,
+}
+
+impl LogPrinter {
+    fn new(json: bool, snap_index: LogIndex, config: Option<Membership>) -> LogPrinter {
+        if !json {
+            println!(
+                "{:>10} {:>6} {:<7} {:>7}  command",
+                "index", "term", "kind", "bytes"
+            );
+        }
+        LogPrinter {
+            json,
+            snap_index,
+            config,
+            shown: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    fn entry(
+        &mut self,
+        filter: &Filter,
+        index: LogIndex,
+        term: shoal_core::types::Term,
+        kind: EntryKind,
+        data: &[u8],
+    ) {
+        // Entries at or below the snapshot were superseded by it: they do not change the
+        // membership shown for later configs.
+        let before = self.config.clone();
+        if kind == EntryKind::Config && index > self.snap_index {
+            if let Ok(m) = text::decode_config(data) {
+                self.config = Some(m);
+            }
+        }
+        if !filter.wants(index) || self.shown >= filter.limit {
+            return;
+        }
+        self.shown += 1;
+        if self.json {
+            self.lines
+                .push(log_json(index, term, kind, data, before.as_ref()));
+        } else {
+            println!("{}", log_line(index, term, kind, data, before.as_ref()));
+        }
+    }
 }
 
 #[cfg(test)]
