@@ -21,7 +21,7 @@ use crate::entry::{self, EntryIter};
 use crate::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport};
 use crate::limits::{Config, ConfigError};
 use crate::membership::Membership;
-use crate::message::Message;
+use crate::message::{Message, SnapshotHeader};
 use crate::raft::{
     ConfigChange, Envelope, ProposeError, Raft, RaftError, ReadError, ReadEvent, Recovered,
     StepOutcome, TransferError,
@@ -32,6 +32,7 @@ use crate::types::{
     ClusterId, EntryKind, GroupId, HardState, LogIndex, NodeId, Role, SnapshotMeta, Term,
 };
 use crate::wire::{self, Body, FrameHeader, WireError, FRAME_PREFIX_RESERVE, WIRE_VERSION};
+use core::mem::MaybeUninit;
 use heapless::Deque;
 
 /// Identity and tuning of one group member.
@@ -149,6 +150,11 @@ impl From<RaftError> for NodeError {
         NodeError::Raft(e)
     }
 }
+impl From<ConfigError> for NodeError {
+    fn from(e: ConfigError) -> Self {
+        NodeError::Config(e)
+    }
+}
 impl From<WireError> for NodeError {
     fn from(e: WireError) -> Self {
         NodeError::Wire(e)
@@ -250,13 +256,33 @@ where
     /// [`FRAME_PREFIX_RESERVE`] + 16 bytes.
     pub fn new(
         cfg: NodeConfig,
-        mut store: S,
+        store: S,
         transport: T,
-        mut sm: M,
-        mut buf: B,
+        sm: M,
+        buf: B,
         now_ms: u64,
         bootstrap: Option<&Membership>,
     ) -> Result<Self, NodeError> {
+        crate::inplace::build(|slot| {
+            Self::init(slot, cfg, store, transport, sm, buf, now_ms, bootstrap)
+        })
+    }
+
+    /// Like [`Node::new`], but build the node directly in `slot` (a `static` on a small board)
+    /// and return it there: neither the node nor its `Raft` is ever assembled on the stack and
+    /// moved. If an error is returned after the node was built (a configuration entry in the
+    /// log does not decode), its parts are not dropped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn init<'s>(
+        slot: &'s mut MaybeUninit<Self>,
+        cfg: NodeConfig,
+        mut store: S,
+        transport: T,
+        mut sm: M,
+        buf: B,
+        now_ms: u64,
+        bootstrap: Option<&Membership>,
+    ) -> Result<&'s mut Self, NodeError> {
         cfg.raft.validate().map_err(NodeError::Config)?;
         let fresh = store.last_index() == 0
             && store.snapshot_meta().is_none()
@@ -280,13 +306,13 @@ where
             }
         }
         let snap = store.snapshot_meta();
-        let (snapshot, snapshot_membership) = match &snap {
-            Some(m) => ((m.index, m.term), m.membership.clone()),
-            None => ((0, 0), Membership::default()),
-        };
         if let Some(meta) = &snap {
             restore_from_store(&store, &mut sm, meta)?;
         }
+        let (snapshot, snapshot_membership) = match snap {
+            Some(m) => ((m.index, m.term), m.membership),
+            None => ((0, 0), Membership::default()),
+        };
         let last = store.last_index();
         let last_term = store.term(last)?;
         let rec = Recovered {
@@ -295,22 +321,19 @@ where
             snapshot_membership,
             last: (last, last_term),
         };
-        let raft = Raft::new(cfg.node_id, cfg.raft.clone(), cfg.seed, rec, now_ms)
-            .map_err(NodeError::Config)?;
-        let mut node = Node {
-            reported: (raft.role(), raft.term(), raft.leader()),
-            cfg,
-            raft,
-            store,
-            transport,
-            sm,
-            buf: {
-                let _ = buf.as_mut();
-                buf
-            },
+        let (id, raft_cfg, seed) = (cfg.node_id, cfg.raft.clone(), cfg.seed);
+        let node = crate::write_fields!(slot, Self {
+            raft in |s| Raft::init(s, id, raft_cfg, seed, rec, now_ms),
+            cfg: cfg,
+            store: store,
+            transport: transport,
+            sm: sm,
+            buf: buf,
             waiting_reads: Deque::new(),
+            reported: (Role::Follower, 0, 0),
             stats: NodeStats::default(),
-        };
+        });
+        node.reported = (node.raft.role(), node.raft.term(), node.raft.leader());
         node.rescan_configs(node.raft.snapshot_index() + 1)?;
         Ok(node)
     }
@@ -657,10 +680,11 @@ where
         let room = buf.len().saturating_sub(tail_at + 4);
         let mut msg = env.msg;
         let mut tail_len = 0;
-        match &mut msg {
-            Message::Append {
-                prev_index, count, ..
-            } if *count > 0 => {
+        if let Message::Append {
+            prev_index, count, ..
+        } = &mut msg
+        {
+            if *count > 0 {
                 let planned_last = *prev_index + u64::from(*count);
                 let limit = room.min(self.cfg.raft.max_bytes_per_message);
                 match self.store.read_entries(
@@ -686,32 +710,39 @@ where
                     }
                 }
             }
-            Message::Snapshot {
-                meta, offset, done, ..
-            } => {
-                let Some(stored) = self.store.snapshot_meta() else {
-                    return;
-                };
-                if stored.index != meta.index {
-                    return;
-                }
-                meta.membership = stored.membership;
-                meta.size_bytes = stored.size_bytes;
-                meta.crc = stored.crc;
-                let chunk = room.min(self.cfg.raft.snapshot_chunk_bytes);
-                match self
-                    .store
-                    .snapshot_read(*offset, &mut buf[tail_at..tail_at + chunk])
-                {
-                    Ok(n) => {
-                        tail_len = n;
-                        *done = *offset + n as u64 >= stored.size_bytes;
-                    }
-                    Err(_) => return,
-                }
-            }
-            _ => {}
         }
+        // A queued snapshot chunk names its snapshot; the header on the wire comes from storage.
+        let mut stored = None;
+        if let Message::Snapshot {
+            meta, offset, done, ..
+        } = &mut msg
+        {
+            let Some(m) = self.store.snapshot_meta().filter(|m| m.index == meta.index) else {
+                return;
+            };
+            let chunk = room.min(self.cfg.raft.snapshot_chunk_bytes);
+            match self
+                .store
+                .snapshot_read(*offset, &mut buf[tail_at..tail_at + chunk])
+            {
+                Ok(n) => {
+                    tail_len = n;
+                    *done = *offset + n as u64 >= m.size_bytes;
+                }
+                Err(_) => return,
+            }
+            stored = Some(m);
+        }
+        let msg: Message = msg.map_snapshot(|r| {
+            let m = stored.unwrap_or_default();
+            SnapshotHeader {
+                index: r.index,
+                term: r.term,
+                membership: m.membership,
+                size_bytes: m.size_bytes,
+                crc: m.crc,
+            }
+        });
         match wire::encode_with_tail(&header, &Body::Raft(msg), buf, tail_at, tail_len) {
             Ok(range) => {
                 let frame = &buf[range];

@@ -23,6 +23,13 @@ pub trait Transport {
     fn send(&mut self, to: NodeId, frame: &[u8]) -> Result<(), TransportError>;
 }
 
+/// A transport kept elsewhere (a `static` on a board) serves through a reference.
+impl<T: Transport + ?Sized> Transport for &mut T {
+    fn send(&mut self, to: NodeId, frame: &[u8]) -> Result<(), TransportError> {
+        (**self).send(to, frame)
+    }
+}
+
 /// A monotonic millisecond clock. Only the driver and platforms read it; the Raft core receives
 /// time as an argument.
 pub trait Clock {

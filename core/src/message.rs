@@ -9,9 +9,14 @@ use crate::types::{LogIndex, Term};
 use serde::{Deserialize, Serialize};
 
 /// A Raft peer message. `term` is the sender's current term unless noted.
+///
+/// `H` is what a `Snapshot` chunk says about its snapshot. On the wire it is the full
+/// [`SnapshotHeader`] (the default). Inside the core's outbox it is a [`SnapshotRef`] (index and
+/// term only): the driver fills in the rest from storage when it frames the chunk, so a queued
+/// message stays small (the header embeds a whole [`Membership`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Message {
+pub enum Message<H = SnapshotHeader> {
     /// A trial election: would you vote for me in `term` (the sender's term + 1)?
     PreVote {
         /// The term the sender would campaign in.
@@ -81,7 +86,7 @@ pub enum Message {
         /// The leader's term.
         term: Term,
         /// What the snapshot covers.
-        meta: SnapshotHeader,
+        meta: H,
         /// Byte offset of this chunk in the snapshot data.
         offset: u64,
         /// Whether this is the last chunk.
@@ -137,7 +142,103 @@ pub struct SnapshotHeader {
     pub crc: u32,
 }
 
-impl Message {
+/// The snapshot a queued `Snapshot` chunk belongs to; see [`Message`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SnapshotRef {
+    /// Index of the last entry the snapshot covers.
+    pub index: LogIndex,
+    /// Term of that entry.
+    pub term: Term,
+}
+
+impl<H> Message<H> {
+    /// The same message with the snapshot description of a `Snapshot` chunk replaced by
+    /// `f(meta)`; every other message is unchanged.
+    pub fn map_snapshot<H2>(self, f: impl FnOnce(H) -> H2) -> Message<H2> {
+        match self {
+            Message::PreVote {
+                term,
+                last_index,
+                last_term,
+            } => Message::PreVote {
+                term,
+                last_index,
+                last_term,
+            },
+            Message::PreVoteResp { term, granted } => Message::PreVoteResp { term, granted },
+            Message::Vote {
+                term,
+                last_index,
+                last_term,
+                transfer,
+            } => Message::Vote {
+                term,
+                last_index,
+                last_term,
+                transfer,
+            },
+            Message::VoteResp { term, granted } => Message::VoteResp { term, granted },
+            Message::Append {
+                term,
+                prev_index,
+                prev_term,
+                commit,
+                count,
+                read_seq,
+            } => Message::Append {
+                term,
+                prev_index,
+                prev_term,
+                commit,
+                count,
+                read_seq,
+            },
+            Message::AppendResp {
+                term,
+                success,
+                match_index,
+                conflict_term,
+                conflict_index,
+                read_seq,
+            } => Message::AppendResp {
+                term,
+                success,
+                match_index,
+                conflict_term,
+                conflict_index,
+                read_seq,
+            },
+            Message::Snapshot {
+                term,
+                meta,
+                offset,
+                done,
+            } => Message::Snapshot {
+                term,
+                meta: f(meta),
+                offset,
+                done,
+            },
+            Message::SnapshotResp {
+                term,
+                index,
+                next_offset,
+                done,
+            } => Message::SnapshotResp {
+                term,
+                index,
+                next_offset,
+                done,
+            },
+            Message::TimeoutNow { term } => Message::TimeoutNow { term },
+            Message::ReadIndex { term, id } => Message::ReadIndex { term, id },
+            Message::ReadIndexResp { term, id, index } => {
+                Message::ReadIndexResp { term, id, index }
+            }
+        }
+    }
+
     /// The term the message carries.
     pub fn term(&self) -> Term {
         match *self {

@@ -162,3 +162,61 @@ pub trait Storage: LogView {
     /// Read snapshot data at `offset` into `buf`; returns bytes read (0 at the end).
     fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError>;
 }
+
+/// A storage kept elsewhere (a `static` on a board, so that the node driver never moves it)
+/// serves through a reference.
+impl<S: LogView + ?Sized> LogView for &mut S {
+    fn snapshot_index(&self) -> LogIndex {
+        (**self).snapshot_index()
+    }
+    fn last_index(&self) -> LogIndex {
+        (**self).last_index()
+    }
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        (**self).term(index)
+    }
+}
+
+impl<S: Storage + ?Sized> Storage for &mut S {
+    fn hard_state(&self) -> HardState {
+        (**self).hard_state()
+    }
+    fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        (**self).save_hard_state(hs)
+    }
+    fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError> {
+        (**self).append(entry)
+    }
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        (**self).truncate_suffix(from)
+    }
+    fn compact_prefix(&mut self, upto: LogIndex) -> Result<(), StorageError> {
+        (**self).compact_prefix(upto)
+    }
+    fn read_entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        buf: &mut [u8],
+    ) -> Result<ReadEntries, StorageError> {
+        (**self).read_entries(lo, hi, buf)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        (**self).sync()
+    }
+    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        (**self).snapshot_meta()
+    }
+    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        (**self).snapshot_begin(meta)
+    }
+    fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        (**self).snapshot_write(offset, data)
+    }
+    fn snapshot_finish(&mut self) -> Result<(), StorageError> {
+        (**self).snapshot_finish()
+    }
+    fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        (**self).snapshot_read(offset, buf)
+    }
+}

@@ -15,7 +15,10 @@
 //! Limits and the on-flash layout are documented in `docs/EMBEDDED.md`.
 #![no_std]
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+// No `unsafe` here; `deny` rather than `forbid` only so that the core's in-place constructor
+// macro (`shoal_core::write_fields!`, which allows it inside its expansion) can build the
+// runtime where it lives.
+#![deny(unsafe_code)]
 
 #[macro_use]
 mod fmt;

@@ -103,13 +103,14 @@ pub struct RuntimeStats {
 
 /// The node driver type the runtime runs.
 pub type RuntimeNode<'a, S, W, const P: usize, const TX: usize> =
-    Node<S, Mesh<W, P, TX>, DtKv<'a>, &'a mut [u8]>;
+    Node<S, &'a mut Mesh<W, P, TX>, DtKv<'a>, &'a mut [u8]>;
 
 /// One node: driver, DtKV, and `P` links with `TX`-byte send rings and `RX`-byte receive
-/// buffers.
+/// buffers. The links (and, on a board, the storage: `S` may be a `&mut` to it) are borrowed
+/// from where the caller keeps them, so building the runtime never moves them.
 pub struct Runtime<'a, S, W, R, const P: usize, const TX: usize, const RX: usize> {
     node: RuntimeNode<'a, S, W, P, TX>,
-    rx: [FrameRx<R, RX>; P],
+    rx: &'a mut [FrameRx<R, RX>; P],
     stats: RuntimeStats,
 }
 
@@ -131,32 +132,11 @@ where
     W: Write + WriteReady,
     R: Read + ReadReady,
 {
-    /// Start the node from `store` (see [`Node::new`] for `bootstrap`). `frame_buf` frames
-    /// outgoing messages and reads entries: it must hold the largest entry plus
-    /// [`FRAME_PREFIX_RESERVE`] + 16 bytes.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        cfg: NodeConfig,
-        store: S,
-        kv: DtKv<'a>,
-        frame_buf: &'a mut [u8],
-        mesh: Mesh<W, P, TX>,
-        rx: [FrameRx<R, RX>; P],
-        now_ms: u64,
-        bootstrap: Option<&Membership>,
-    ) -> Result<Self, NodeError> {
-        let node = Node::new(cfg, store, mesh, kv, frame_buf, now_ms, bootstrap)?;
-        Ok(Runtime {
-            node,
-            rx,
-            stats: RuntimeStats::default(),
-        })
-    }
-
-    /// Start the node like [`Runtime::new`], but build it directly in `slot` (a `static` on a
-    /// board) and return it there, so the large driver (Raft's outbox alone is tens of KiB) is
-    /// never held in, or moved through, the caller's stack frame. Only the core's constructor
-    /// still builds the driver on the stack once, transiently, inside this call.
+    /// Start the node from `store` (see [`Node::new`] for `bootstrap`) and build it directly in
+    /// `slot` (a `static` on a board), returning it there. Nothing large is assembled on the
+    /// stack: the driver and its `Raft` are written field by field ([`Node::init`]). `frame_buf`
+    /// frames outgoing messages and reads entries: it must hold the largest entry plus
+    /// [`FRAME_PREFIX_RESERVE`] + 16 bytes. On error the parts are not dropped.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     pub fn init(
@@ -165,15 +145,14 @@ where
         store: S,
         kv: DtKv<'a>,
         frame_buf: &'a mut [u8],
-        mesh: Mesh<W, P, TX>,
-        rx: [FrameRx<R, RX>; P],
+        mesh: &'a mut Mesh<W, P, TX>,
+        rx: &'a mut [FrameRx<R, RX>; P],
         now_ms: u64,
         bootstrap: Option<&Membership>,
     ) -> Result<&'a mut Self, NodeError> {
-        let node = Node::new(cfg, store, mesh, kv, frame_buf, now_ms, bootstrap)?;
-        Ok(slot.write(Runtime {
-            node,
-            rx,
+        Ok(shoal_core::write_fields!(slot, Self {
+            node in |s| Node::init(s, cfg, store, mesh, kv, frame_buf, now_ms, bootstrap),
+            rx: rx,
             stats: RuntimeStats::default(),
         }))
     }

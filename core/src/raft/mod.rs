@@ -19,10 +19,11 @@ use crate::limits::{
     Config, ConfigError, MAX_MEMBERS, MAX_PENDING_CONFIGS, MAX_REMOTE_READS, OUTBOX_CAPACITY,
 };
 use crate::membership::{Membership, MembershipError};
-use crate::message::{Message, SnapshotHeader};
+use crate::message::{Message, SnapshotHeader, SnapshotRef};
 use crate::rng::Rng;
 use crate::storage::{Storage, StorageError};
 use crate::types::{EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, Term, NO_NODE};
+use core::mem::MaybeUninit;
 use heapless::{Deque, Vec};
 use progress::{Progress, ProgressState};
 
@@ -33,10 +34,14 @@ pub struct Envelope {
     pub to: NodeId,
     /// The message. For `Append`, `count` is the number of entries planned after `prev_index`;
     /// the platform reads them from storage and may send fewer (see [`Raft::sent_fewer`]). For
-    /// `Snapshot`, the platform fills `meta` from storage, reads the chunk at `offset` and sets
-    /// `done`.
-    pub msg: Message,
+    /// `Snapshot`, `meta` names the snapshot only: the platform fills the full header from
+    /// storage, reads the chunk at `offset` and sets `done`.
+    pub msg: OutMessage,
 }
+
+/// A queued outgoing message: a [`Message`] whose snapshot chunks name their snapshot by
+/// index and term only, so the outbox holds small fixed-size entries.
+pub type OutMessage = Message<SnapshotRef>;
 
 /// What a read request turned into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,59 +323,76 @@ impl Raft {
         rec: Recovered,
         now_ms: u64,
     ) -> Result<Self, ConfigError> {
+        crate::inplace::build(|slot| Self::init(slot, id, cfg, seed, rec, now_ms))
+    }
+
+    /// Like [`Raft::new`], but build the group member directly in `slot` (a `static` on a
+    /// small board) and return it there: the struct is never assembled on the stack and moved,
+    /// only written field by field. On error `slot` is left uninitialised.
+    pub fn init(
+        slot: &mut MaybeUninit<Self>,
+        id: NodeId,
+        cfg: Config,
+        seed: u64,
+        rec: Recovered,
+        now_ms: u64,
+    ) -> Result<&mut Self, ConfigError> {
         cfg.validate()?;
-        let mut configs = Vec::new();
-        let _ = configs.push((rec.snapshot.0, rec.snapshot_membership.clone()));
-        let mut r = Raft {
-            id,
-            rng: Rng::new(seed ^ id.wrapping_mul(0x9E37_79B9)),
-            role: Role::Follower,
-            term: rec.hard_state.term,
-            vote: rec.hard_state.vote,
-            leader: NO_NODE,
-            commit: rec.hard_state.commit.max(rec.snapshot.0).min(rec.last.0),
-            applied: rec.snapshot.0,
-            last_index: rec.last.0,
-            last_term: rec.last.1,
-            persisted_index: rec.last.0,
-            snapshot_index: rec.snapshot.0,
-            snapshot_term: rec.snapshot.1,
-            hs_saved: rec.hard_state,
-            hs_unsynced: false,
-            membership: rec.snapshot_membership,
-            membership_index: rec.snapshot.0,
-            configs,
-            progress: Vec::new(),
-            votes: Vec::new(),
-            outbox: Deque::new(),
-            held: Vec::new(),
-            term_start_index: 0,
-            now_ms,
-            election_deadline_ms: 0,
-            heartbeat_due_ms: 0,
-            quorum_check_due_ms: 0,
-            // A restarted node may have acknowledged a leader whose lease still runs: it must
-            // not vote for anyone else until that lease would have expired.
-            last_leader_contact_ms: now_ms,
-            replicate_pending: false,
-            pending_noop: false,
-            read_seq: 0,
-            seq_times: [(0, 0); SEQ_TIMES],
-            rounds: Deque::new(),
-            remote_reads: Vec::new(),
-            next_ticket: 1,
-            read_events: Deque::new(),
-            fwd_pending_upto: 0,
-            fwd_sent_upto: 0,
-            fwd_sent_at_ms: 0,
-            lease_until_ms: 0,
-            lease_void_term: 0,
-            transfer: None,
-            last_snapshot_ms: now_ms,
-            receiving: None,
-            stats: RaftStats::default(),
-            cfg,
-        };
+        let r = crate::write_fields!(
+            slot,
+            Self {
+                id: id,
+                rng: Rng::new(seed ^ id.wrapping_mul(0x9E37_79B9)),
+                role: Role::Follower,
+                term: rec.hard_state.term,
+                vote: rec.hard_state.vote,
+                leader: NO_NODE,
+                commit: rec.hard_state.commit.max(rec.snapshot.0).min(rec.last.0),
+                applied: rec.snapshot.0,
+                last_index: rec.last.0,
+                last_term: rec.last.1,
+                persisted_index: rec.last.0,
+                snapshot_index: rec.snapshot.0,
+                snapshot_term: rec.snapshot.1,
+                hs_saved: rec.hard_state,
+                hs_unsynced: false,
+                membership_index: rec.snapshot.0,
+                configs: Vec::new(),
+                membership: rec.snapshot_membership,
+                progress: Vec::new(),
+                votes: Vec::new(),
+                outbox: Deque::new(),
+                held: Vec::new(),
+                term_start_index: 0,
+                now_ms: now_ms,
+                election_deadline_ms: 0,
+                heartbeat_due_ms: 0,
+                quorum_check_due_ms: 0,
+                // A restarted node may have acknowledged a leader whose lease still runs: it must
+                // not vote for anyone else until that lease would have expired.
+                last_leader_contact_ms: now_ms,
+                replicate_pending: false,
+                pending_noop: false,
+                read_seq: 0,
+                seq_times: [(0, 0); SEQ_TIMES],
+                rounds: Deque::new(),
+                remote_reads: Vec::new(),
+                next_ticket: 1,
+                read_events: Deque::new(),
+                fwd_pending_upto: 0,
+                fwd_sent_upto: 0,
+                fwd_sent_at_ms: 0,
+                lease_until_ms: 0,
+                lease_void_term: 0,
+                transfer: None,
+                last_snapshot_ms: now_ms,
+                receiving: None,
+                stats: RaftStats::default(),
+                cfg: cfg,
+            }
+        );
+        let first = (r.snapshot_index, r.membership.clone());
+        let _ = r.configs.push(first);
         r.refresh_role();
         r.reset_election_timer();
         Ok(r)
@@ -1700,12 +1722,9 @@ impl Raft {
         }
         s.sent_at_ms = Some(now);
         p.snapshot = Some(s);
-        let meta = SnapshotHeader {
+        let meta = SnapshotRef {
             index: s.index,
             term: s.term,
-            membership: Membership::default(),
-            size_bytes: 0,
-            crc: 0,
         };
         let msg = Message::Snapshot {
             term,
@@ -2005,7 +2024,7 @@ impl Raft {
     // ----- output plumbing -------------------------------------------------------------------------
 
     /// Queue a reply that must wait for durability when anything is unsynced.
-    fn respond(&mut self, to: NodeId, msg: Message) {
+    fn respond(&mut self, to: NodeId, msg: OutMessage) {
         #[cfg(feature = "mutants")]
         if crate::mutants::active("vote-not-persisted") && matches!(msg, Message::VoteResp { .. }) {
             self.push_out(Envelope { to, msg });
@@ -2038,7 +2057,7 @@ impl Raft {
     }
 }
 
-fn same_kind(a: &Message, b: &Message) -> bool {
+fn same_kind(a: &OutMessage, b: &OutMessage) -> bool {
     core::mem::discriminant(a) == core::mem::discriminant(b)
 }
 

@@ -877,6 +877,7 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
     c.heal();
     // Drop exactly one snapshot chunk on the way to the follower.
     let mut dropped = false;
+    let mut chunks = 0;
     for _ in 0..200 {
         c.now += 5;
         let now = c.now;
@@ -887,6 +888,17 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
         let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
         for (from, to, fr) in frames {
             let body = crate::wire::decode(&fr).unwrap().0.body;
+            // The outbox queues chunks by snapshot index only: the frame must carry the whole
+            // stored header (membership, size, checksum), filled in by the driver.
+            if let crate::wire::Body::Raft(Message::Snapshot { meta, .. }) = &body {
+                let stored = c.nodes[&from].storage().snapshot_meta().unwrap();
+                assert_eq!(meta.index, stored.index);
+                assert_eq!(meta.term, stored.term);
+                assert_eq!(meta.membership, stored.membership);
+                assert_eq!(meta.membership.voters.as_slice(), &[1, 2, 3]);
+                assert_eq!((meta.size_bytes, meta.crc), (stored.size_bytes, stored.crc));
+                chunks += 1;
+            }
             if !dropped && to == f {
                 if let crate::wire::Body::Raft(Message::Snapshot { offset, .. }) = body {
                     if offset > 0 {
@@ -900,7 +912,12 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
         }
     }
     assert!(dropped, "the test must have dropped a chunk");
+    assert!(chunks > 2, "the snapshot went in several chunks");
     assert_eq!(c.nodes[&f].raft().stats().snapshots_installed, 1);
+    assert_eq!(
+        c.nodes[&f].storage().snapshot_meta().unwrap().membership,
+        c.nodes[&l].raft().membership().clone()
+    );
     assert_eq!(c.commands(f), c.commands(l));
 }
 
@@ -1409,6 +1426,122 @@ fn restart_from_a_snapshot_restores_the_state_machine() {
     c.start(l, store, None);
     c.run(300);
     assert_eq!(c.commands(l).len(), 9);
+}
+
+#[test]
+fn a_node_built_in_place_recovers_exactly_like_one_built_by_value() {
+    let mut cfg = test_cfg();
+    cfg.snapshot_entries = 4;
+    let mut c = Cluster::with(&[1, 2, 3], &[], cfg.clone());
+    let l = c.elect();
+    for i in 0..10u8 {
+        c.propose(l, &[i; 4]);
+        c.run(5);
+    }
+    let f = if l == 1 { 2 } else { 1 };
+    let store = c.crash(f);
+    assert!(
+        store.snapshot_index() > 0,
+        "recovery must go through a snapshot"
+    );
+    let nc = NodeConfig {
+        cluster_id: 7,
+        group: 0,
+        node_id: f,
+        raft: cfg,
+        seed: 5,
+    };
+    let net = || Net {
+        from: f,
+        wire: c.wire.clone(),
+    };
+    let by_value = Node::new(
+        nc.clone(),
+        store.clone(),
+        net(),
+        LogSm::default(),
+        vec![0u8; 4096],
+        c.now,
+        None,
+    )
+    .unwrap();
+    // A slot that already held a node (as a reused static would) is simply overwritten.
+    let mut slot = std::boxed::Box::new(core::mem::MaybeUninit::<TNode>::uninit());
+    let first = Node::init(
+        &mut slot,
+        nc.clone(),
+        VecStore::default(),
+        net(),
+        LogSm::default(),
+        vec![0u8; 4096],
+        c.now,
+        Some(&Membership::new(&[f], &[]).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(first.raft().membership().voters.as_slice(), &[f]);
+    let in_place = Node::init(
+        &mut slot,
+        nc,
+        store,
+        net(),
+        LogSm::default(),
+        vec![0u8; 4096],
+        c.now,
+        None,
+    )
+    .unwrap();
+    let (a, b) = (by_value.raft(), in_place.raft());
+    assert_eq!(
+        (
+            a.term(),
+            a.commit(),
+            a.applied(),
+            a.last_index(),
+            a.last_term()
+        ),
+        (
+            b.term(),
+            b.commit(),
+            b.applied(),
+            b.last_index(),
+            b.last_term()
+        )
+    );
+    assert_eq!(a.snapshot_index(), b.snapshot_index());
+    assert_eq!(a.membership(), b.membership());
+    assert_eq!(a.membership().voters.as_slice(), &[1, 2, 3]);
+    assert_eq!(a.role(), b.role());
+    assert_eq!(
+        by_value.state_machine().cmds,
+        in_place.state_machine().cmds,
+        "both restored the state machine from the snapshot"
+    );
+    assert!(!in_place.state_machine().cmds.is_empty());
+    // A configuration that does not validate is refused before anything is built.
+    let mut bad = test_cfg();
+    bad.max_inflight = 0;
+    let mut slot2 = core::mem::MaybeUninit::<TNode>::uninit();
+    let err = Node::init(
+        &mut slot2,
+        NodeConfig {
+            cluster_id: 7,
+            group: 0,
+            node_id: 9,
+            raft: bad,
+            seed: 1,
+        },
+        VecStore::default(),
+        net(),
+        LogSm::default(),
+        vec![0u8; 4096],
+        0,
+        None,
+    )
+    .err();
+    assert_eq!(
+        err,
+        Some(crate::driver::NodeError::Config(ConfigError::MaxInflight))
+    );
 }
 
 #[test]

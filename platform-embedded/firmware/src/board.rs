@@ -136,6 +136,12 @@ static FRAME_BUF: Once<[u8; FRAME_BYTES]> = Once(UnsafeCell::new([0; FRAME_BYTES
 /// The whole runtime (driver with Raft and DtKV handle, storage, links), built in place by
 /// [`Runtime::init`] so that it never sits on `main`'s stack.
 static RUNTIME: Once<MaybeUninit<Rt<'static>>> = Once(UnsafeCell::new(MaybeUninit::uninit()));
+/// The flash storage, opened in place by [`open_store`]; the driver borrows it.
+static STORE: Once<MaybeUninit<Store<'static>>> = Once(UnsafeCell::new(MaybeUninit::uninit()));
+/// The sending halves of the links (with their rings); the driver borrows them.
+static MESH: Once<MaybeUninit<Links>> = Once(UnsafeCell::new(MaybeUninit::uninit()));
+/// The receiving halves of the links (with their frame buffers); the runtime borrows them.
+static RX: Once<MaybeUninit<RxLinks>> = Once(UnsafeCell::new(MaybeUninit::uninit()));
 
 #[exception]
 fn SysTick() {
@@ -294,9 +300,10 @@ fn main() -> ! {
     }
 }
 
-/// Set up storage, links and DtKV and build the runtime in [`RUNTIME`]. Not inlined, so that
-/// its locals (and the core constructors' transient copies of the driver) leave the stack
-/// before the main loop starts.
+/// Set up storage, links and DtKV and build the runtime in [`RUNTIME`]. Not inlined, and each
+/// large part is built by its own non-inlined function straight into its `static`, so that no
+/// copy of any of them is on the stack when the main loop starts, and the start-up peak is one
+/// part's construction at a time.
 #[inline(never)]
 fn start(node_id: u64) -> &'static mut Rt<'static> {
     let peers: [u64; 2] = match node_id {
@@ -304,60 +311,13 @@ fn start(node_id: u64) -> &'static mut Rt<'static> {
         2 => [1, 3],
         _ => [1, 2],
     };
-
-    // SAFETY: spare SSRAM that nothing else uses; taken once.
-    let region =
-        unsafe { core::slice::from_raw_parts_mut(FLASH_PARTITION as *mut u8, REGION_BYTES) };
-    let (marker, part) = region.split_at_mut(SECTOR_BYTES);
-    let formatted = &marker[..8] == MARKER;
-    let flash = RamFlash::<SECTOR_BYTES, 4>::new(part);
-    let layout = Layout::new(0, PARTITION_SECTORS, 4);
-    let store = if formatted {
-        FlashStorage::<_, 64>::open(flash, layout)
-    } else {
-        FlashStorage::<_, 64>::format(flash, layout)
-    };
-    let store = match store {
-        Ok(s) => s,
-        Err(e) => {
-            hprintln!("FATAL node {} flash: {}", node_id, e);
-            debug::exit(debug::EXIT_FAILURE);
-            loop {
-                cortex_m::asm::wfi();
-            }
-        }
-    };
-    if !formatted {
-        marker[..8].copy_from_slice(MARKER);
-    }
-    {
-        use shoal_core::storage::{LogView, Storage};
-        hprintln!(
-            "BOOT node={} {} last_index={} term={}",
-            node_id,
-            if formatted { "recovered" } else { "formatted" },
-            store.last_index(),
-            store.hard_state().term
-        );
-    }
+    let store = open_store(node_id);
+    let (mesh, rx) = open_links(peers);
 
     // SAFETY: each static is taken once, here.
     let kv_mem = unsafe { KV_MEMORY.take() };
     let frame_buf = unsafe { FRAME_BUF.take() };
     let kv = DtKv::new(kv_mem.memory(), KV_LIMITS).expect("buffers sized for the limits");
-
-    let uarts = [Uart::new(0x4000_4000), Uart::new(0x4000_5000)];
-    let mesh = Mesh::<_, 2, TX_BYTES>::new(
-        peers,
-        [
-            FrameTx::new(uarts[0], Framing::Cobs),
-            FrameTx::new(uarts[1], Framing::Cobs),
-        ],
-    );
-    let rx = [
-        FrameRx::<_, RX_BYTES>::new(uarts[0], Framing::Cobs),
-        FrameRx::<_, RX_BYTES>::new(uarts[1], Framing::Cobs),
-    ];
     let cfg = NodeConfig {
         cluster_id: CLUSTER_ID,
         group: 0,
@@ -380,18 +340,79 @@ fn start(node_id: u64) -> &'static mut Rt<'static> {
         Some(&members),
     ) {
         Ok(rt) => rt,
-        Err(e) => {
-            hprintln!("FATAL node {} start: {}", node_id, e);
-            debug::exit(debug::EXIT_FAILURE);
-            loop {
-                cortex_m::asm::wfi();
-            }
-        }
+        Err(e) => fatal(node_id, "start", e),
     }
 }
 
-type Rt<'a> =
-    Runtime<'a, FlashStorage<RamFlash<'a, SECTOR_BYTES, 4>, 64>, Uart, Uart, 2, TX_BYTES, RX_BYTES>;
+/// Open (or, on a first boot, format) the flash partition into [`STORE`].
+#[inline(never)]
+fn open_store(node_id: u64) -> &'static mut Store<'static> {
+    // SAFETY: spare SSRAM that nothing else uses; taken once.
+    let region =
+        unsafe { core::slice::from_raw_parts_mut(FLASH_PARTITION as *mut u8, REGION_BYTES) };
+    let (marker, part) = region.split_at_mut(SECTOR_BYTES);
+    let formatted = &marker[..8] == MARKER;
+    let flash = RamFlash::<SECTOR_BYTES, 4>::new(part);
+    let layout = Layout::new(0, PARTITION_SECTORS, 4);
+    let opened = if formatted {
+        Store::open(flash, layout)
+    } else {
+        Store::format(flash, layout)
+    };
+    // SAFETY: taken once, here.
+    let store = match opened {
+        Ok(s) => unsafe { STORE.take() }.write(s),
+        Err(e) => fatal(node_id, "flash", e),
+    };
+    if !formatted {
+        marker[..8].copy_from_slice(MARKER);
+    }
+    {
+        use shoal_core::storage::{LogView, Storage};
+        hprintln!(
+            "BOOT node={} {} last_index={} term={}",
+            node_id,
+            if formatted { "recovered" } else { "formatted" },
+            store.last_index(),
+            store.hard_state().term
+        );
+    }
+    store
+}
+
+/// The two UART links, in [`MESH`] and [`RX`].
+#[inline(never)]
+fn open_links(peers: [u64; 2]) -> (&'static mut Links, &'static mut RxLinks) {
+    let uarts = [Uart::new(0x4000_4000), Uart::new(0x4000_5000)];
+    // SAFETY: each static is taken once, here.
+    let mesh = unsafe { MESH.take() }.write(Mesh::new(
+        peers,
+        [
+            FrameTx::new(uarts[0], Framing::Cobs),
+            FrameTx::new(uarts[1], Framing::Cobs),
+        ],
+    ));
+    let rx = unsafe { RX.take() }.write([
+        FrameRx::new(uarts[0], Framing::Cobs),
+        FrameRx::new(uarts[1], Framing::Cobs),
+    ]);
+    (mesh, rx)
+}
+
+/// Report a start-up failure and stop the board.
+fn fatal(node_id: u64, what: &str, e: impl core::fmt::Display) -> ! {
+    hprintln!("FATAL node {} {}: {}", node_id, what, e);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+type Store<'a> = FlashStorage<RamFlash<'a, SECTOR_BYTES, 4>, 64>;
+type Links = Mesh<Uart, 2, TX_BYTES>;
+type RxLinks = [FrameRx<Uart, RX_BYTES>; 2];
+
+type Rt<'a> = Runtime<'a, &'a mut Store<'a>, Uart, Uart, 2, TX_BYTES, RX_BYTES>;
 
 /// `U` for an established link, `d` for one still dialing.
 fn node_link(rt: &mut Rt<'_>, i: usize) -> char {

@@ -321,6 +321,7 @@ fn start(a: &Args, peers: &[Peer]) -> Result<&'static mut Rt, String> {
         &mut *p
     };
     let frame_buf = leak(0u8, FRAME_BYTES);
+    let (mesh, rx) = (Box::leak(Box::new(mesh)), Box::leak(Box::new(rx)));
     Runtime::init(slot, cfg, store, kv, frame_buf, mesh, rx, 1, Some(&members))
         .map_err(|e| format!("start: {e}"))
 }
