@@ -12,12 +12,19 @@ impl<'a> HashIndex<'a> {
     pub(crate) fn new(buckets: &'a mut [u32]) -> Self {
         debug_assert!(buckets.len().is_power_of_two());
         let mask = buckets.len() - 1;
-        buckets.fill(0);
-        HashIndex { buckets, mask }
+        let mut index = HashIndex { buckets, mask };
+        index.clear();
+        index
     }
 
+    /// Empty every bucket. Buckets already empty are only read, not written, so a zeroed
+    /// buffer the platform got untouched from the OS stays untouched.
     pub(crate) fn clear(&mut self) {
-        self.buckets.fill(0);
+        for b in self.buckets.iter_mut() {
+            if *b != 0 {
+                *b = 0;
+            }
+        }
     }
 
     /// The slot whose key matches, found by `is_match(slot)`.

@@ -1,5 +1,15 @@
 //! The memory a store lives in. The platform hands it in once, sized from [`KvLimits`]; the
-//! store never allocates. Slots are opaque: create them with their `EMPTY` constants.
+//! store never allocates. Slots are opaque: create them with their `EMPTY` constants, or as
+//! all-zero bytes, which is a valid value of every slot type here ([`NodeSlot`],
+//! [`SessionSlot`], [`WaiterSlot`], [`EventSlot`]: integers, a `bool` and a `repr(u8)` enum whose
+//! first variant has no fields). Their contents at hand-over do not matter: the store reads a slot
+//! only after writing it.
+//!
+//! The store touches its memory only as far as its contents need: node, session and waiter
+//! slots are taken lowest-first (freed ones are reused before a never-used one), empty hash
+//! buckets are only read when the store is emptied, and the arena compacts long before its end
+//! while most of it is garbage. A platform that hands in zeroed pages it got untouched from the
+//! OS (`calloc`, `alloc_zeroed`) therefore pays in resident memory for the data, not the limits.
 
 use crate::command::WriteResult;
 use crate::limits::KvLimits;

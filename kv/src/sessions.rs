@@ -14,6 +14,8 @@ pub(crate) struct Sessions<'a> {
     cap: usize,
     pub(crate) count: usize,
     free: u32,
+    /// Slots from here on were never used since the last clear (and are never read).
+    fresh: u32,
     /// Least recently used (oldest last write) end of the list.
     pub(crate) oldest: u32,
     newest: u32,
@@ -27,6 +29,7 @@ impl<'a> Sessions<'a> {
             cap,
             count: 0,
             free: NIL,
+            fresh: 0,
             oldest: NIL,
             newest: NIL,
         };
@@ -40,13 +43,7 @@ impl<'a> Sessions<'a> {
         self.oldest = NIL;
         self.newest = NIL;
         self.free = NIL;
-        for i in (0..self.cap).rev() {
-            self.slots[i] = SessionSlot {
-                next: self.free,
-                ..SessionSlot::EMPTY
-            };
-            self.free = i as u32;
-        }
+        self.fresh = 0;
     }
 
     pub(crate) fn find(&self, client: u64) -> Option<&SessionSlot> {
@@ -106,8 +103,15 @@ impl<'a> Sessions<'a> {
                     self.free = victim;
                     self.count -= 1;
                 }
-                let s = self.free;
-                self.free = self.slots[s as usize].next;
+                let s = if self.free != NIL {
+                    let s = self.free;
+                    self.free = self.slots[s as usize].next;
+                    s
+                } else {
+                    debug_assert!((self.fresh as usize) < self.cap);
+                    self.fresh += 1;
+                    self.fresh - 1
+                };
                 self.count += 1;
                 self.index.insert(hash_u64(client), s);
                 s

@@ -260,8 +260,7 @@ impl DtKv<'_> {
         require(key_len > 0, Malformed)?;
         require(key_len <= self.limits.max_key_bytes, Capacity)?;
         require(self.arena.fits(cost(key_len), 0).is_ok(), Capacity)?;
-        let s = self.node_free;
-        self.node_free = self.nodes[s as usize].next;
+        let s = self.take_node_slot();
         self.node_count += 1;
         self.nodes[s as usize] = NodeSlot {
             kind: kind as u8,
@@ -328,8 +327,7 @@ impl DtKv<'_> {
             let client = r.u64()?;
             let lease_ms = r.u64()?;
             let wait_deadline_ms = r.u64()?;
-            let w = self.waiter_free;
-            self.waiter_free = self.waiters[w as usize].next;
+            let w = self.take_waiter_slot();
             self.waiters_used += 1;
             self.waiters[w as usize] = WaiterSlot {
                 client,

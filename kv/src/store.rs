@@ -30,9 +30,14 @@ pub struct DtKv<'a> {
     pub(crate) sessions: Sessions<'a>,
     pub(crate) waiters: &'a mut [WaiterSlot],
     pub(crate) waiter_free: u32,
+    /// Waiter slots from here on were never used since the last reset (and are never read).
+    pub(crate) waiter_fresh: u32,
     pub(crate) waiters_used: usize,
     pub(crate) events: EventLog<'a>,
     pub(crate) node_free: u32,
+    /// Node slots from here on were never used since the last reset (and are never read), so
+    /// memory the platform hands in untouched stays untouched until the store grows into it.
+    pub(crate) node_fresh: u32,
     pub(crate) node_count: usize,
     pub(crate) applied: u64,
     pub(crate) now_ms: u64,
@@ -81,6 +86,7 @@ impl<'a> DtKv<'a> {
             sessions: Sessions::new(mem.sessions, mem.session_index, limits.max_sessions),
             waiters: mem.waiters,
             waiter_free: NIL,
+            waiter_fresh: 0,
             waiters_used: 0,
             events: EventLog::new(
                 mem.events,
@@ -89,6 +95,7 @@ impl<'a> DtKv<'a> {
                 limits.event_bytes,
             ),
             node_free: NIL,
+            node_fresh: 1,
             node_count: 0,
             applied: 0,
             now_ms: 0,
@@ -100,13 +107,7 @@ impl<'a> DtKv<'a> {
     /// Empty the store (root only) at applied index `applied`; the watch history restarts there.
     pub(crate) fn reset(&mut self, applied: u64) {
         self.node_free = NIL;
-        for i in (1..self.limits.max_nodes).rev() {
-            self.nodes[i] = NodeSlot {
-                next: self.node_free,
-                ..NodeSlot::EMPTY
-            };
-            self.node_free = i as u32;
-        }
+        self.node_fresh = ROOT + 1;
         self.nodes[ROOT as usize] = NodeSlot {
             kind: NodeKind::Dir as u8,
             ..NodeSlot::EMPTY
@@ -117,13 +118,7 @@ impl<'a> DtKv<'a> {
         self.arena.clear();
         self.sessions.clear();
         self.waiter_free = NIL;
-        for i in (0..self.limits.max_waiters).rev() {
-            self.waiters[i] = WaiterSlot {
-                next: self.waiter_free,
-                ..WaiterSlot::EMPTY
-            };
-            self.waiter_free = i as u32;
-        }
+        self.waiter_fresh = 0;
         self.waiters_used = 0;
         self.events
             .reset(if applied == 0 { 0 } else { applied + 1 });
@@ -427,9 +422,7 @@ impl<'a> DtKv<'a> {
             return Err(KvError::TooManyNodes);
         }
         self.arena.fits(cost(key.len()) + cost(value.len()), 0)?;
-        let s = self.node_free;
-        debug_assert!(s != NIL);
-        self.node_free = self.nodes[s as usize].next;
+        let s = self.take_node_slot();
         self.nodes[s as usize] = NodeSlot {
             kind: kind as u8,
             key_len: key.len() as u16,
@@ -474,6 +467,32 @@ impl<'a> DtKv<'a> {
         self.nodes[s as usize].val_off = off;
         self.nodes[s as usize].val_len = value.len() as u32;
         Ok(())
+    }
+
+    /// A node slot for a new node: the last one freed, else the lowest never used. The caller
+    /// has checked `node_count < max_nodes`.
+    pub(crate) fn take_node_slot(&mut self) -> u32 {
+        let s = self.node_free;
+        if s != NIL {
+            self.node_free = self.nodes[s as usize].next;
+            return s;
+        }
+        debug_assert!((self.node_fresh as usize) < self.limits.max_nodes);
+        self.node_fresh += 1;
+        self.node_fresh - 1
+    }
+
+    /// A waiter slot: the last one freed, else the lowest never used. The caller has checked
+    /// `waiters_used < max_waiters`.
+    pub(crate) fn take_waiter_slot(&mut self) -> u32 {
+        let w = self.waiter_free;
+        if w != NIL {
+            self.waiter_free = self.waiters[w as usize].next;
+            return w;
+        }
+        debug_assert!((self.waiter_fresh as usize) < self.limits.max_waiters);
+        self.waiter_fresh += 1;
+        self.waiter_fresh - 1
     }
 
     /// Remove a childless node and everything it holds (waiters must be gone already).
@@ -873,8 +892,7 @@ impl<'a> DtKv<'a> {
         if self.waiters_used >= self.limits.max_waiters {
             return Err(KvError::WaiterPoolFull);
         }
-        let w = self.waiter_free;
-        self.waiter_free = self.waiters[w as usize].next;
+        let w = self.take_waiter_slot();
         self.waiters_used += 1;
         self.waiters[w as usize] = WaiterSlot {
             client,

@@ -112,7 +112,9 @@ pub struct RaftLoop {
     data: DataDir,
     net: Arc<Net>,
     rx: Receiver<Input>,
-    groups: BTreeMap<GroupId, Group>,
+    /// Boxed: a `Group` holds its driver inline (tens of KiB), and a B-tree node of inline
+    /// values made every insert/remove use a stack frame of hundreds of KiB.
+    groups: BTreeMap<GroupId, Box<Group>>,
     start: Instant,
     fsync_hist: Arc<Histogram>,
     admin: Arc<Mutex<AdminView>>,
@@ -372,7 +374,7 @@ impl RaftLoop {
         );
         self.groups.insert(
             g,
-            Group {
+            Box::new(Group {
                 id: g,
                 node,
                 book,
@@ -385,7 +387,7 @@ impl RaftLoop {
                 expire_index: 0,
                 proposals: 0,
                 dir,
-            },
+            }),
         );
         Ok(())
     }

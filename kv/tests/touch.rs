@@ -1,0 +1,210 @@
+//! The store writes only as much of its memory as its contents need: slots are taken
+//! lowest-first, empty hash buckets are never written, and the arena compacts while most of it
+//! is garbage instead of sweeping its whole length. (A platform relies on this to keep zeroed
+//! pages it got from the OS untouched.)
+
+mod common;
+
+use common::*;
+use shoal_core::io::StateMachine;
+use shoal_kv::*;
+
+const SENTINEL: u8 = 0xEE;
+
+fn limits() -> KvLimits {
+    KvLimits {
+        max_key_bytes: 64,
+        max_value_bytes: 1024,
+        max_depth: 4,
+        max_nodes: 4096,
+        arena_bytes: 4 << 20,
+        max_sessions: 256,
+        max_waiters_per_lock: 4,
+        max_waiters: 64,
+        event_slots: 64,
+        event_bytes: 4096,
+        max_batch_items: 8,
+        max_ttl_ms: 1_000_000,
+    }
+}
+
+struct Mem {
+    nodes: Vec<NodeSlot>,
+    node_index: Vec<u32>,
+    expiry_heap: Vec<u32>,
+    arena: Vec<u8>,
+    sessions: Vec<SessionSlot>,
+    session_index: Vec<u32>,
+    waiters: Vec<WaiterSlot>,
+    events: Vec<EventSlot>,
+    event_bytes: Vec<u8>,
+}
+
+impl Mem {
+    fn new(l: KvLimits) -> Mem {
+        Mem {
+            nodes: vec![NodeSlot::EMPTY; l.nodes_len()],
+            node_index: vec![0; l.node_index_len()],
+            expiry_heap: vec![0; l.expiry_heap_len()],
+            arena: vec![SENTINEL; l.arena_bytes],
+            sessions: vec![SessionSlot::EMPTY; l.sessions_len()],
+            session_index: vec![0; l.session_index_len()],
+            waiters: vec![WaiterSlot::EMPTY; l.max_waiters],
+            events: vec![EventSlot::EMPTY; l.event_slots],
+            event_bytes: vec![0; l.event_bytes],
+        }
+    }
+    fn memory(&mut self) -> KvMemory<'_> {
+        KvMemory {
+            nodes: &mut self.nodes,
+            node_index: &mut self.node_index,
+            expiry_heap: &mut self.expiry_heap,
+            arena: &mut self.arena,
+            sessions: &mut self.sessions,
+            session_index: &mut self.session_index,
+            waiters: &mut self.waiters,
+            events: &mut self.events,
+            event_bytes: &mut self.event_bytes,
+        }
+    }
+}
+
+fn untouched<T: core::fmt::Debug>(slots: &[T], empty: &T) -> usize {
+    let empty = format!("{empty:?}");
+    slots
+        .iter()
+        .rev()
+        .take_while(|s| format!("{s:?}") == empty)
+        .count()
+}
+
+fn apply(kv: &mut DtKv<'_>, index: &mut u64, client: u64, seq: u64, op: Op<'_>) {
+    *index += 1;
+    let out = kv.apply(
+        *index,
+        1,
+        &encode(&Command {
+            client_id: client,
+            seq,
+            time_ms: 1000,
+            op,
+        }),
+    );
+    assert!(out.result.error().is_none(), "{:?}", out.result);
+}
+
+#[test]
+fn a_new_store_writes_only_the_root_slot() {
+    let l = limits();
+    let mut mem = Mem::new(l);
+    let kv = DtKv::new(mem.memory(), l).expect("valid");
+    assert_eq!(kv.get(b"").expect("root").count, 0);
+    assert_eq!(untouched(&mem.nodes, &NodeSlot::EMPTY), l.max_nodes - 1);
+    assert_eq!(
+        untouched(&mem.sessions, &SessionSlot::EMPTY),
+        l.max_sessions
+    );
+    assert_eq!(untouched(&mem.waiters, &WaiterSlot::EMPTY), l.max_waiters);
+    assert!(mem.arena.iter().all(|&b| b == SENTINEL));
+}
+
+#[test]
+fn overwrites_touch_slots_and_arena_only_as_far_as_the_data_needs() {
+    let l = limits();
+    let mut mem = Mem::new(l);
+    let mut kv = DtKv::new(mem.memory(), l).expect("valid");
+    let mut index = 0;
+    let keys = 100;
+    let clients = 10u64;
+    let value = [b'v'; 200];
+    let mut last = vec![0usize; keys];
+    // About 10 MB of values through a 4 MiB arena holding ~30 KB of live data.
+    for i in 0..50_000usize {
+        let k = (i * 7919) % keys;
+        let key = format!("k{k:03}");
+        let len = 100 + i % 100;
+        last[k] = len;
+        let client = 1 + (i as u64 % clients);
+        apply(
+            &mut kv,
+            &mut index,
+            client,
+            1 + i as u64 / clients,
+            Op::Put {
+                key: key.as_bytes(),
+                value: &value[..len],
+            },
+        );
+    }
+    for (k, &len) in last.iter().enumerate() {
+        let key = format!("k{k:03}");
+        assert_eq!(kv.get(key.as_bytes()).expect("stored").value, &value[..len]);
+    }
+    let live = kv.arena_live_bytes();
+    assert!(live < 30_000, "{live}");
+    // Root plus one slot per key; one session slot per client; no waiter.
+    assert_eq!(
+        untouched(&mem.nodes, &NodeSlot::EMPTY),
+        l.max_nodes - 1 - keys
+    );
+    assert_eq!(
+        untouched(&mem.sessions, &SessionSlot::EMPTY),
+        l.max_sessions - clients as usize
+    );
+    assert_eq!(untouched(&mem.waiters, &WaiterSlot::EMPTY), l.max_waiters);
+    // The arena was written up to about twice the live bytes plus the compaction threshold.
+    let written = mem.arena.len()
+        - mem
+            .arena
+            .iter()
+            .rev()
+            .take_while(|&&b| b == SENTINEL)
+            .count();
+    assert!(written > live, "{written}");
+    assert!(written <= 2 * live + (64 << 10) + 8 + 200, "{written}");
+}
+
+#[test]
+fn freed_slots_are_reused_before_new_ones_and_restore_starts_fresh() {
+    let l = limits();
+    let mut mem = Mem::new(l);
+    let mut kv = DtKv::new(mem.memory(), l).expect("valid");
+    let mut index = 0;
+    for round in 0..50 {
+        for k in 0..20 {
+            let key = format!("k{k}");
+            apply(
+                &mut kv,
+                &mut index,
+                0,
+                0,
+                Op::Put {
+                    key: key.as_bytes(),
+                    value: b"x",
+                },
+            );
+        }
+        for k in 0..20 {
+            let key = format!("k{k}");
+            if (k + round) % 3 != 0 {
+                apply(
+                    &mut kv,
+                    &mut index,
+                    0,
+                    0,
+                    Op::Remove {
+                        key: key.as_bytes(),
+                    },
+                );
+            }
+        }
+    }
+    let snap = snapshot(&kv);
+    let count = kv.get(b"").expect("root").count as usize;
+    kv.restore(index, &mut SliceReader(&snap))
+        .expect("restores");
+    assert_eq!(kv.get(b"").expect("root").count as usize, count);
+    assert_eq!(snapshot(&kv), snap);
+    // Never more than 20 keys at once: slots 21.. were never taken.
+    assert_eq!(untouched(&mem.nodes, &NodeSlot::EMPTY), l.max_nodes - 21);
+}
