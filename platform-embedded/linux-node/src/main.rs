@@ -3,8 +3,8 @@
 //! member of a cluster of `shoald` servers.
 //!
 //! What runs is the same code a board runs: [`Runtime`] with the core's driver, DtKV as state
-//! machine, [`FlashStorage`] (here over [`RamFlash`] in process memory: the state is lost when
-//! the process exits) and plain framed links ([`Framing::Plain`]). Only the sockets are
+//! machine, [`FlashStorage`] (here over a flash partition kept in a file, or in memory) and
+//! plain framed links ([`Framing::Plain`]). Only the sockets are
 //! Linux-specific, and they follow `shoald` (`platform-std/src/server/net.rs`):
 //!
 //! - connections are one-way: this node *dials* every peer to send to it and *reads* from the
@@ -21,9 +21,13 @@
 //! Flags: `--node-id N --cluster-id N --listen HOST:PORT --peer ID=HOST:PORT --peer ID=HOST:PORT`
 //! (exactly two peers: a three-node group 0 bootstrapped with the members `{self, peers}`),
 //! optional `--election-timeout MS` (default 1000), `--heartbeat-interval MS` (default 100),
-//! `--kv-max-nodes N` (default 4096), `--kv-arena-mb MIB` (default 4) and `--report-dir KEY`.
+//! `--kv-max-nodes N` (default 4096), `--kv-arena-mb MIB` (default 4), `--report-dir KEY` and
+//! `--flash-file PATH`: the flash partition (8 MiB) in a file, created erased and formatted on
+//! the first start and recovered on every later one (without it the partition is in memory and
+//! the state is lost when the process exits; see `file_flash`).
 //!
-//! Output on stdout, one line each, read by tests: `READY`, `ROLE role=.. term=.. leader=..`,
+//! Output on stdout, one line each, read by tests: `BOOT node=.. formatted|recovered
+//! last_index=.. term=..`, `READY`, `ROLE role=.. term=.. leader=..`,
 //! every 200 ms `STATUS node=.. role=.. term=.. leader=.. commit=.. applied=.. nodes=..
 //! digest=0x..` (DtKV node count and digest at the applied index) and, when `--report-dir` is
 //! given and the applied index moved, `ENTRY key value` for each child of that directory
@@ -34,6 +38,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read as _, Write as _};
 use std::mem::MaybeUninit;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -41,13 +46,16 @@ use shoal_core::driver::{Event, NodeConfig};
 use shoal_core::handshake::{self, Hello};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
+use shoal_core::storage::{LogView, Storage};
 use shoal_core::types::{NodeId, Role, NO_NODE};
 use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
-use shoal_embedded::flash::ram::RamFlash;
 use shoal_embedded::flash::{FlashStorage, Layout};
 use shoal_embedded::link::{FrameRx, FrameTx, Framing};
 use shoal_embedded::runtime::{Mesh, Runtime};
 use shoal_kv::{DtKv, EventSlot, KvLimits, KvMemory, NodeSlot, SessionSlot, WaiterSlot};
+
+mod file_flash;
+use file_flash::{Durable, FileFlash};
 
 /// Peers of this node (a three-node group).
 const PEERS: usize = 2;
@@ -67,8 +75,9 @@ const MAX_FRAME: usize = 64 << 20;
 /// Time between dial attempts to a peer that is down.
 const REDIAL_MS: u64 = 200;
 
-/// The storage type: `FlashStorage` over RAM standing in for NOR flash.
-type Store = FlashStorage<RamFlash<'static, SECTOR, 4>, SECTORS>;
+/// The storage type: `FlashStorage` over a flash partition in a file (`--flash-file`) or in
+/// memory, synced to the disk at every storage sync.
+type Store = Durable<SECTOR, 4, SECTORS>;
 /// The runtime type.
 type Rt = Runtime<'static, Store, Pipe, Pipe, PEERS, TX, RX>;
 
@@ -204,6 +213,7 @@ struct Args {
     kv_max_nodes: usize,
     kv_arena_mb: usize,
     report_dir: Option<String>,
+    flash_file: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -217,6 +227,7 @@ fn parse_args() -> Result<Args, String> {
         kv_max_nodes: 4096,
         kv_arena_mb: 4,
         report_dir: None,
+        flash_file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -238,6 +249,7 @@ fn parse_args() -> Result<Args, String> {
             "--kv-max-nodes" => a.kv_max_nodes = num(value()?)? as usize,
             "--kv-arena-mb" => a.kv_arena_mb = num(value()?)? as usize,
             "--report-dir" => a.report_dir = Some(value()?),
+            "--flash-file" => a.flash_file = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -281,9 +293,24 @@ fn dtkv(a: &Args) -> Result<DtKv<'static>, String> {
 
 /// Build the runtime in a leaked heap slot (it holds megabytes of link buffers).
 fn start(a: &Args, peers: &[Peer]) -> Result<&'static mut Rt, String> {
-    let flash = RamFlash::<SECTOR, 4>::new(leak(0xFF, SECTOR * SECTORS));
-    let store = Store::format(flash, Layout::new(0, SECTORS as u32, 8))
-        .map_err(|e| format!("flash: {e}"))?;
+    let layout = Layout::new(0, SECTORS as u32, 8);
+    let (flash, existed) = match &a.flash_file {
+        Some(path) => FileFlash::open(path, SECTOR * SECTORS)?,
+        None => (FileFlash::in_memory(SECTOR * SECTORS), false),
+    };
+    let opened = if existed {
+        FlashStorage::open(flash, layout)
+    } else {
+        FlashStorage::format(flash, layout)
+    };
+    let store = Durable(opened.map_err(|e| format!("flash: {e}"))?);
+    println!(
+        "BOOT node={} {} last_index={} term={}",
+        a.node_id,
+        if existed { "recovered" } else { "formatted" },
+        store.last_index(),
+        store.hard_state().term
+    );
     let kv = dtkv(a)?;
     let mut raft = Config::server();
     raft.election_timeout_ms = a.election_ms;

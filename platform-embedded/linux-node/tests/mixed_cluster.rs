@@ -2,7 +2,9 @@
 //! runtime on Linux) form group 0 of one cluster on 127.0.0.1, elect a leader, commit DtKV
 //! writes made through `shoald`'s client port, and the embedded node ends at the same applied
 //! index as both servers with the same directory contents. Then the follower server is stopped
-//! and five more writes must commit through the leader and the embedded node alone.
+//! and five more writes must commit through the leader and the embedded node alone. Last, the
+//! embedded node is killed and restarted from its flash file (`--flash-file`): it recovers its
+//! log and catches up with the writes made while it was down.
 //!
 //! `shoald` is another package's binary: it is looked up next to this test executable
 //! (`target/<profile>/deps/..`), where a workspace test build (`cargo suite`) puts it. When it
@@ -59,6 +61,8 @@ fn free_port() -> u16 {
 /// listing.
 #[derive(Default)]
 struct Seen {
+    /// The `BOOT` line: how the flash partition was opened.
+    boot: String,
     status: BTreeMap<String, String>,
     entries: BTreeMap<String, String>,
     building: BTreeMap<String, String>,
@@ -74,6 +78,7 @@ fn watch_stdout(child: &mut Child) -> Arc<Mutex<Seen>> {
             let mut s = s.lock().unwrap();
             let mut words = line.split(' ');
             match words.next() {
+                Some("BOOT") => s.boot = line.clone(),
                 Some("STATUS") => {
                     s.status = words
                         .filter_map(|w| w.split_once('='))
@@ -118,20 +123,28 @@ fn two_shoald_and_one_embedded_node_agree() {
         children: Vec::new(),
         dirs: Vec::new(),
     };
-    for i in 0..2 {
-        let dir = std::env::temp_dir().join(format!(
-            "shoal-mixed-{}-{}-{}",
-            std::process::id(),
-            raft[0],
-            i + 1
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        guard.dirs.push(dir.clone());
-        let child = Command::new(&shoald)
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            std::env::temp_dir().join(format!(
+                "shoal-mixed-{}-{}-{}",
+                std::process::id(),
+                raft[0],
+                i + 1
+            ))
+        })
+        .collect();
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+        guard.dirs.push(d.clone());
+    }
+    std::fs::create_dir_all(&dirs[2]).expect("the embedded node's directory");
+    let flash_file = dirs[2].join("partition.flash");
+    let spawn_server = |i: usize| {
+        Command::new(&shoald)
             .args(["--node-id", &(i + 1).to_string()])
             .args(["--cluster-id", &CLUSTER_ID.to_string()])
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(&dirs[i])
             .args(["--raft-addr", &format!("127.0.0.1:{}", raft[i])])
             .args(["--client-addr", &format!("127.0.0.1:{}", client[i])])
             .args(["--admin-addr", &format!("127.0.0.1:{}", admin[i])])
@@ -142,23 +155,31 @@ fn two_shoald_and_one_embedded_node_agree() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start shoald");
-        guard.children.push(child);
+            .expect("start shoald")
+    };
+    for i in 0..2 {
+        guard.children.push(spawn_server(i));
     }
     // The embedded node times out later than the servers, so that a server leads and client
-    // writes need no redirect to a node without a client port.
-    let mut node = Command::new(env!("CARGO_BIN_EXE_shoal-embedded-node"))
-        .args(["--node-id", "3", "--cluster-id", &CLUSTER_ID.to_string()])
-        .args(["--listen", &format!("127.0.0.1:{}", raft[2])])
-        .args(["--peer", &format!("1=127.0.0.1:{}", raft[0])])
-        .args(["--peer", &format!("2=127.0.0.1:{}", raft[1])])
-        .args(["--election-timeout", "4000"])
-        .args(["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
-        .args(["--report-dir", "mixed"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shoal-embedded-node");
+    // writes need no redirect to a node without a client port. Its flash partition is a file,
+    // so that it can be restarted with its state.
+    let spawn_embedded = || {
+        Command::new(env!("CARGO_BIN_EXE_shoal-embedded-node"))
+            .args(["--node-id", "3", "--cluster-id", &CLUSTER_ID.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", raft[2])])
+            .args(["--peer", &format!("1=127.0.0.1:{}", raft[0])])
+            .args(["--peer", &format!("2=127.0.0.1:{}", raft[1])])
+            .args(["--election-timeout", "4000"])
+            .args(["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
+            .args(["--report-dir", "mixed"])
+            .arg("--flash-file")
+            .arg(&flash_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start shoal-embedded-node")
+    };
+    let mut node = spawn_embedded();
     let seen = watch_stdout(&mut node);
     guard.children.push(node);
     let start = Instant::now();
@@ -295,5 +316,69 @@ fn two_shoald_and_one_embedded_node_agree() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(
+        seen.lock().unwrap().boot.contains("formatted"),
+        "the first start formats the flash file: {}",
+        seen.lock().unwrap().boot
+    );
+
+    // Restart: the stopped server comes back, the embedded node is killed (SIGKILL), the
+    // cluster moves on without it, and the embedded node restarts from its flash file: it
+    // recovers its log (every entry it had acknowledged was synced to the file) and catches up.
+    guard.children[1 - leader_index] = spawn_server(1 - leader_index);
+    let acked = status_u64(&seen, "applied");
+    guard.children[2].kill().expect("kill the embedded node");
+    let _ = guard.children[2].wait();
+    for n in KEYS + 6..=KEYS + 10 {
+        let key = format!("mixed.k{n}");
+        let value = format!("v{n}");
+        loop {
+            assert!(
+                start.elapsed() < 2 * DEADLINE,
+                "put {key} did not commit with the embedded node down"
+            );
+            match smol::block_on(c.put(&key, &value)) {
+                Ok(_) => break,
+                Err(e) => {
+                    eprintln!("put {key}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    let mut node = spawn_embedded();
+    let seen = watch_stdout(&mut node);
+    guard.children[2] = node;
+    let expected: BTreeMap<String, String> = (1..=KEYS + 10)
+        .map(|n| (format!("mixed.k{n}"), format!("v{n}")))
+        .collect();
+    loop {
+        assert!(
+            start.elapsed() < 2 * DEADLINE,
+            "the restarted embedded node did not catch up: leader {:?}, embedded {:?}, {}",
+            smol::block_on(c.status())
+                .map(|s| (s.commit, s.applied))
+                .ok(),
+            seen.lock().unwrap().status,
+            seen.lock().unwrap().boot
+        );
+        let applied = smol::block_on(c.status()).map(|s| s.applied).unwrap_or(0);
+        let embedded = status_u64(&seen, "applied");
+        if applied > 0 && applied == embedded && seen.lock().unwrap().entries == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let boot = seen.lock().unwrap().boot.clone();
+    let recovered_last = boot
+        .split(' ')
+        .find_map(|w| w.strip_prefix("last_index="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        boot.contains("recovered") && recovered_last >= acked,
+        "the restart must recover at least the {acked} entries applied before the kill: {boot}"
+    );
+    eprintln!("restarted embedded node: {boot}; caught up to the leader");
     drop(guard);
 }
