@@ -19,6 +19,7 @@ use embedded_storage::nor_flash::{
 use shoal_core::entry::EntryRef;
 use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
 use shoal_core::types::{HardState, LogIndex, SnapshotMeta, Term};
+use shoal_embedded::flash::ram::{RamFlash, RamFlashError};
 use shoal_embedded::flash::FlashStorage;
 
 /// Why a [`FileFlash`] operation failed.
@@ -43,18 +44,19 @@ impl NorFlashError for FileFlashError {
 }
 
 /// A flash partition of `ERASE`-byte sectors programmed in `WRITE`-byte words, in a file (or
-/// only in memory, for a node whose state may be lost when it exits).
+/// only in memory, for a node whose state may be lost when it exits). The NOR rules are
+/// [`RamFlash`]'s, over the in-memory copy; this type adds the write-through.
 pub struct FileFlash<const ERASE: usize, const WRITE: usize> {
-    mem: Vec<u8>,
+    ram: RamFlash<'static, ERASE, WRITE>,
     file: Option<File>,
 }
 
 impl<const ERASE: usize, const WRITE: usize> FileFlash<ERASE, WRITE> {
     /// Open the partition file at `path`, or create it erased (`bytes` long) if it does not
     /// exist. Returns the flash and whether it already existed (recover) or is new (format).
-    /// An existing file of another size is refused, naming both sizes.
+    /// An existing file of another size is refused, naming both sizes. The in-memory copy lives
+    /// as long as the process.
     pub fn open(path: &Path, bytes: usize) -> Result<(Self, bool), String> {
-        assert!(WRITE > 0 && ERASE % WRITE == 0 && bytes % ERASE == 0);
         let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
@@ -84,7 +86,7 @@ impl<const ERASE: usize, const WRITE: usize> FileFlash<ERASE, WRITE> {
         }
         Ok((
             FileFlash {
-                mem,
+                ram: RamFlash::new(mem.leak()),
                 file: Some(file),
             },
             existed,
@@ -93,9 +95,8 @@ impl<const ERASE: usize, const WRITE: usize> FileFlash<ERASE, WRITE> {
 
     /// An erased partition of `bytes` in memory only.
     pub fn in_memory(bytes: usize) -> Self {
-        assert!(WRITE > 0 && ERASE % WRITE == 0 && bytes % ERASE == 0);
         FileFlash {
-            mem: vec![0xFF; bytes],
+            ram: RamFlash::new(vec![0xFF; bytes].leak()),
             file: None,
         }
     }
@@ -108,26 +109,23 @@ impl<const ERASE: usize, const WRITE: usize> FileFlash<ERASE, WRITE> {
         }
     }
 
-    fn check(&self, offset: u32, len: usize, align: usize) -> Result<usize, FileFlashError> {
-        let at = offset as usize;
-        if at % align != 0 || len % align != 0 {
-            return Err(FileFlashError::NotAligned);
-        }
-        match at.checked_add(len) {
-            Some(end) if end <= self.mem.len() => Ok(at),
-            _ => Err(FileFlashError::OutOfBounds),
-        }
+    /// Copy `at..at + len` of the in-memory partition to the file.
+    fn write_through(&mut self, at: u32, len: usize) -> Result<(), FileFlashError> {
+        let Some(f) = &self.file else { return Ok(()) };
+        let at = at as usize;
+        f.write_all_at(&self.ram.bytes()[at..at + len], at as u64)
+            .map_err(|e| {
+                eprintln!("flash file: writing {len} bytes at offset {at} failed: {e}");
+                FileFlashError::Io
+            })
     }
+}
 
-    fn write_through(&mut self, at: usize, len: usize) -> Result<(), FileFlashError> {
-        match &self.file {
-            Some(f) => f
-                .write_all_at(&self.mem[at..at + len], at as u64)
-                .map_err(|e| {
-                    eprintln!("flash file: writing {len} bytes at offset {at} failed: {e}");
-                    FileFlashError::Io
-                }),
-            None => Ok(()),
+impl From<RamFlashError> for FileFlashError {
+    fn from(e: RamFlashError) -> Self {
+        match e {
+            RamFlashError::NotAligned => FileFlashError::NotAligned,
+            RamFlashError::OutOfBounds => FileFlashError::OutOfBounds,
         }
     }
 }
@@ -140,13 +138,11 @@ impl<const ERASE: usize, const WRITE: usize> ReadNorFlash for FileFlash<ERASE, W
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        let at = self.check(offset, bytes.len(), 1)?;
-        bytes.copy_from_slice(&self.mem[at..at + bytes.len()]);
-        Ok(())
+        Ok(self.ram.read(offset, bytes)?)
     }
 
     fn capacity(&self) -> usize {
-        self.mem.len()
+        self.ram.capacity()
     }
 }
 
@@ -155,20 +151,13 @@ impl<const ERASE: usize, const WRITE: usize> NorFlash for FileFlash<ERASE, WRITE
     const ERASE_SIZE: usize = ERASE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        let len = (to as usize)
-            .checked_sub(from as usize)
-            .ok_or(FileFlashError::OutOfBounds)?;
-        let at = self.check(from, len, ERASE)?;
-        self.mem[at..at + len].fill(0xFF);
-        self.write_through(at, len)
+        self.ram.erase(from, to)?;
+        self.write_through(from, (to - from) as usize)
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        let at = self.check(offset, bytes.len(), WRITE)?;
-        for (d, s) in self.mem[at..at + bytes.len()].iter_mut().zip(bytes) {
-            *d &= *s;
-        }
-        self.write_through(at, bytes.len())
+        self.ram.write(offset, bytes)?;
+        self.write_through(offset, bytes.len())
     }
 }
 
