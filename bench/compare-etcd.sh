@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Shoal and etcd side by side on this machine: same cluster sizes on loopback, same workload,
+# same closed-loop client model, one table of ratios (Shoal / etcd) from one run.
+#
+#   bench/compare-etcd.sh                 # about 3 minutes of measuring after the builds
+#   DURATION=10s bench/compare-etcd.sh    # longer windows
+#
+# Environment:
+#   DURATION, WARMUP   measured window and unrecorded load before it, per run (5s, 1s)
+#   RESULTS_DIR        keep every run's JSON and the table there (default: a temporary dir,
+#                      removed at the end)
+#   CARGO_TARGET_DIR   where Shoal's shoald and shoal-bench are built (default target/)
+#   ETCD_BENCH_TARGET_DIR  where bench/etcd-bench is built (default bench/etcd-bench/target)
+#
+# It installs etcd-server and protobuf-compiler from apt if they are missing, builds both load
+# generators in release, and then for every case starts a fresh cluster (temporary data dirs,
+# 127.0.0.1 only, fsync on: shoald --fsync always, etcd's default), runs the load, records the
+# servers' memory and stops the cluster. Shoal's clusters are started and stopped by
+# `shoal-bench --local N`; etcd's by this script. Everything it started is killed and every
+# temporary dir removed on exit, error or Ctrl-C.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+KEY_SIZE=16
+VALUE_SIZE=100
+KEYSPACE=10000
+CONNS=4
+SHOAL_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+ETCD_BENCH_TARGET=${ETCD_BENCH_TARGET_DIR:-$ROOT/bench/etcd-bench/target}
+
+say() { printf '== %s\n' "$*" >&2; }
+
+# --- what a fresh machine lacks ------------------------------------------------------------
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+if ((${#need[@]})); then
+    say "installing ${need[*]} from apt"
+    SUDO=
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need[@]}"
+fi
+
+say "building shoald and shoal-bench (release) in $SHOAL_TARGET"
+(cd "$ROOT" && CARGO_TARGET_DIR="$SHOAL_TARGET" cargo build --release --bin shoald --bin shoal-bench)
+say "building etcd-bench (release) in $ETCD_BENCH_TARGET"
+CARGO_TARGET_DIR="$ETCD_BENCH_TARGET" cargo build --release \
+    --manifest-path "$ROOT/bench/etcd-bench/Cargo.toml"
+SHOAL_BENCH=$SHOAL_TARGET/release/shoal-bench
+ETCD_BENCH=$ETCD_BENCH_TARGET/release/etcd-bench
+
+# --- cleanup: everything this script started, by pid -----------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/compare-etcd.XXXXXX")
+ETCD_PIDS=()
+BENCH_PID=
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    # shoal-bench stops and removes its own cluster on SIGTERM.
+    if [ -n "$BENCH_PID" ]; then kill -TERM "$BENCH_PID" 2>/dev/null || true; fi
+    stop_etcd
+    if [ -n "$BENCH_PID" ]; then wait "$BENCH_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+RESULTS=${RESULTS_DIR:-$WORK/results}
+mkdir -p "$RESULTS"
+
+# If the script itself is SIGKILLed, etcd dies with it where setpriv knows --pdeathsig.
+PDEATH=()
+if command -v setpriv >/dev/null 2>&1 && setpriv --help 2>&1 | grep -q pdeathsig; then
+    PDEATH=(setpriv --pdeathsig KILL --)
+fi
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+NEXT_PORT=$((30000 + RANDOM % 20000))
+# free_port: sets PORT to a port nothing listens on (not run in a subshell: NEXT_PORT moves on).
+free_port() {
+    while port_in_use "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
+    PORT=$NEXT_PORT
+    NEXT_PORT=$((NEXT_PORT + 1))
+}
+
+# start_etcd N: a fresh N-member etcd cluster on 127.0.0.1; sets ETCD_PIDS and ETCD_ENDPOINTS.
+RUN_NO=0
+start_etcd() {
+    local n=$1 i cluster="" dir
+    RUN_NO=$((RUN_NO + 1))
+    dir=$WORK/etcd-$RUN_NO
+    mkdir -p "$dir"
+    local cports=() pports=()
+    for ((i = 1; i <= n; i++)); do
+        free_port
+        cports+=("$PORT")
+        free_port
+        pports+=("$PORT")
+        cluster+="${cluster:+,}n$i=http://127.0.0.1:${pports[i - 1]}"
+    done
+    ETCD_PIDS=()
+    ETCD_ENDPOINTS=
+    for ((i = 1; i <= n; i++)); do
+        local c=${cports[i - 1]} p=${pports[i - 1]}
+        "${PDEATH[@]}" etcd --name "n$i" --data-dir "$dir/n$i" \
+            --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+            --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+            --initial-cluster "$cluster" --initial-cluster-token "compare-$$-$RUN_NO" \
+            --initial-cluster-state new --logger zap --log-level warn \
+            >"$dir/n$i.log" 2>&1 &
+        ETCD_PIDS+=($!)
+        ETCD_ENDPOINTS+="${ETCD_ENDPOINTS:+,}127.0.0.1:$c"
+    done
+}
+
+stop_etcd() {
+    local p
+    for p in "${ETCD_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${ETCD_PIDS[@]}"; do
+        # etcd exits within a second on SIGTERM; SIGKILL whatever is still there after 5 s.
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    ETCD_PIDS=()
+}
+
+# run_bg OUT CMD...: run a load generator in the background (so traps fire at once) and wait.
+run_bg() {
+    local out=$1
+    shift
+    "$@" >"$out" 2>"$out.log" &
+    BENCH_PID=$!
+    local rc=0
+    wait "$BENCH_PID" || rc=$?
+    BENCH_PID=
+    if [ "$rc" != 0 ]; then
+        say "failed (exit $rc): $*"
+        tail -n 20 "$out.log" >&2 || true
+    fi
+    return 0
+}
+
+COMMON=(--key-size "$KEY_SIZE" --value-size "$VALUE_SIZE" --keyspace "$KEYSPACE"
+    --conns "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --json)
+
+# run_shoal CASE NODES WORKLOAD CLIENTS [extra shoal-bench flags]
+run_shoal() {
+    local name=$1 n=$2 w=$3 c=$4
+    shift 4
+    say "Shoal $name"
+    run_bg "$RESULTS/$name.shoal.json" \
+        "$SHOAL_BENCH" "$w" --local "$n" --fsync always --clients "$c" "${COMMON[@]}" "$@"
+}
+
+# run_etcd CASE NODES WORKLOAD CLIENTS [extra etcd-bench flags]
+run_etcd() {
+    local name=$1 n=$2 w=$3 c=$4
+    shift 4
+    say "etcd $name"
+    start_etcd "$n"
+    run_bg "$RESULTS/$name.etcd.json" \
+        "$ETCD_BENCH" "$w" --endpoints "$ETCD_ENDPOINTS" --pids "$(
+            IFS=,
+            echo "${ETCD_PIDS[*]}"
+        )" --clients "$c" "${COMMON[@]}" "$@"
+    stop_etcd
+    cp "$WORK/etcd-$RUN_NO/n1.log" "$RESULTS/$name.etcd-n1.log" 2>/dev/null || true
+}
+
+START=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+say "measuring: $DURATION per run after $WARMUP warm-up; results in $RESULTS"
+
+# Each case runs on Shoal and then on etcd right after it, so both see the same machine.
+for n in 1 3; do
+    for c in 1 256; do
+        run_shoal "put-${n}n-${c}c" "$n" put "$c"
+        run_etcd "put-${n}n-${c}c" "$n" put "$c"
+    done
+done
+run_shoal get-3n-256c-linearizable 3 get 256 --consistency linearizable
+run_etcd get-3n-256c-linearizable 3 get 256 --consistency linearizable --preload paced
+run_shoal get-3n-256c-lease 3 get 256 --consistency lease
+run_shoal get-3n-256c-local 3 get 256 --consistency local
+run_etcd get-3n-256c-serializable 3 get 256 --consistency serializable --preload paced
+# etcd 3.4 copies its read buffer, as large as the biggest write burst so far, on every read.
+run_etcd get-3n-256c-linearizable-burst 3 get 256 --consistency linearizable --preload fast
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+    echo "Shoal $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') vs $(etcd --version | head -n 1)"
+    echo "$(date -u +%Y-%m-%d) · $(nproc) cores · load average before $LOAD_BEFORE, after $LOAD_AFTER" \
+        "· $((($(date +%s) - START))) s of runs · $DURATION per run after $WARMUP warm-up"
+    echo "keys ${KEY_SIZE} B, values ${VALUE_SIZE} B, keyspace $KEYSPACE, $CONNS connections," \
+        "closed loop (1 request in flight per client), all requests to the leader, fsync on"
+    echo
+    "$ETCD_BENCH" report "$RESULTS"
+} | tee "$RESULTS/table.md"
