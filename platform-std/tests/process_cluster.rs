@@ -430,6 +430,11 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
     let (code, body) = http_get(&n[(target - 1) as usize].admin, "/metrics").expect("metrics");
     assert_eq!(code, 200);
     assert!(body.contains("shoal_fsync_seconds_bucket"), "{body}");
+    assert!(
+        body.contains("shoal_dropped_messages_total{group=\"0\"}")
+            && body.contains("shoal_deferred_frames_total{group=\"0\"}"),
+        "{body}"
+    );
 
     // Corruption in a stopped node's segment stops it at start, naming the spot.
     let victim = [1u64, 2, 3].into_iter().find(|&i| i != target).unwrap();

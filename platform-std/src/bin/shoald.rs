@@ -3,7 +3,9 @@
 #[cfg(unix)]
 fn main() {
     use clap::Parser;
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let flags = shoal_std::server::Flags::parse();
     let cfg = match shoal_std::server::ServerConfig::resolve(flags) {
         Ok(c) => c,
