@@ -87,6 +87,14 @@ pub struct Flags {
     /// MiB of DtKV key/value storage per group [default: 64].
     #[arg(long, env = "SHOAL_KV_ARENA_MB", value_name = "MIB")]
     pub kv_arena_mb: Option<usize>,
+    /// Watch events kept per group for watchers resuming from an index (40 bytes each)
+    /// [default: 65536].
+    #[arg(long, env = "SHOAL_KV_EVENT_SLOTS", value_name = "N")]
+    pub kv_event_slots: Option<usize>,
+    /// MiB of key and value copies kept with those events; at most the arena size. Resident
+    /// once the history has filled, so it is most of a busy node's memory [default: 8].
+    #[arg(long, env = "SHOAL_KV_EVENT_MB", value_name = "MIB")]
+    pub kv_event_mb: Option<usize>,
 }
 
 /// The config file: the same names as the flags, with underscores.
@@ -111,6 +119,8 @@ struct FileConfig {
     heartbeat_interval: Option<u64>,
     kv_max_nodes: Option<usize>,
     kv_arena_mb: Option<usize>,
+    kv_event_slots: Option<usize>,
+    kv_event_mb: Option<usize>,
 }
 
 /// One member named at bootstrap or in a membership change.
@@ -163,6 +173,10 @@ pub struct ServerConfig {
     pub kv_max_nodes: usize,
     /// DtKV arena bytes per group.
     pub kv_arena_bytes: usize,
+    /// DtKV watch history: events kept per group.
+    pub kv_event_slots: usize,
+    /// DtKV watch history: bytes of key/value copies per group.
+    pub kv_event_bytes: usize,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -290,6 +304,16 @@ impl ServerConfig {
         if keep_snapshots == 0 {
             return Err("--keep-snapshots must be at least 1 (the current snapshot)".into());
         }
+        let kv_event_slots = flags
+            .kv_event_slots
+            .or(file.kv_event_slots)
+            .unwrap_or(1 << 16);
+        let kv_event_mb = flags.kv_event_mb.or(file.kv_event_mb).unwrap_or(8);
+        if kv_event_slots == 0 || kv_event_mb == 0 {
+            return Err(
+                "--kv-event-slots and --kv-event-mb must be at least 1 (the watch history)".into(),
+            );
+        }
         Ok(ServerConfig {
             node_id,
             cluster_id: flags.cluster_id.or(file.cluster_id).unwrap_or(1),
@@ -327,6 +351,8 @@ impl ServerConfig {
                 .unwrap_or(100),
             kv_max_nodes: flags.kv_max_nodes.or(file.kv_max_nodes).unwrap_or(1 << 18),
             kv_arena_bytes: flags.kv_arena_mb.or(file.kv_arena_mb).unwrap_or(64) << 20,
+            kv_event_slots,
+            kv_event_bytes: kv_event_mb << 20,
         })
     }
 }
@@ -351,5 +377,24 @@ mod tests {
         assert_eq!(c.initial_members.len(), 1);
         assert_eq!(c.initial_members[0].raft_addr, "127.0.0.1:7001");
         assert_eq!(c.fsync, FsyncMode::Always);
+        assert_eq!((c.kv_event_slots, c.kv_event_bytes), (65536, 8 << 20));
+    }
+
+    #[test]
+    fn watch_history_flags_and_file_keys() {
+        let f = Flags::try_parse_from(["shoald", "--kv-event-slots", "1000", "--kv-event-mb", "2"])
+            .unwrap();
+        let c = ServerConfig::resolve(f).unwrap();
+        assert_eq!((c.kv_event_slots, c.kv_event_bytes), (1000, 2 << 20));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "kv_event_slots = 7\nkv_event_mb = 3\n").unwrap();
+        let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
+        let c = ServerConfig::resolve(f).unwrap();
+        assert_eq!((c.kv_event_slots, c.kv_event_bytes), (7, 3 << 20));
+        let zero = Flags::try_parse_from(["shoald", "--kv-event-mb", "0"]).unwrap();
+        assert!(ServerConfig::resolve(zero)
+            .unwrap_err()
+            .contains("--kv-event-mb"));
     }
 }

@@ -392,7 +392,8 @@ impl RaftLoop {
         let mut limits = KvLimits::server();
         limits.max_nodes = self.cfg.kv_max_nodes;
         limits.arena_bytes = self.cfg.kv_arena_bytes;
-        limits.event_bytes = limits.event_bytes.min(
+        limits.event_slots = self.cfg.kv_event_slots;
+        limits.event_bytes = self.cfg.kv_event_bytes.min(
             self.cfg
                 .kv_arena_bytes
                 .max(limits.max_key_bytes + limits.max_value_bytes),
