@@ -560,7 +560,7 @@ fn report(
             "workload": op, "leader": leader, "clients": a.clients, "conns": conns,
             "key_size": a.key_size, "value_size": a.value_size, "keyspace": a.keyspace,
             "consistency": consistency, "seconds": secs,
-            "preload": format!("{:?}", a.preload).to_lowercase(),
+            "preload": (a.workload == Workload::Get).then(|| format!("{:?}", a.preload).to_lowercase()),
             "total_ops_per_sec": s.ok as f64 / secs,
             "ops": [{
                 "op": op, "ok": s.ok, "ops_per_sec": s.ok as f64 / secs,
