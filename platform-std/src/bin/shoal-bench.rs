@@ -51,6 +51,14 @@ mod bench {
         /// `--watchers` watches on directory `w` spread over all endpoints, while `--clients`
         /// writers put keys `w.<key>` on the leader; measures event delivery latency.
         Watch,
+        /// `put` at every `--sweep-clients` × `--sweep-values` point, each on a fresh `--local`
+        /// cluster; prints one table (the keyspace shrinks so the live data stays within
+        /// `--sweep-data-mb`).
+        Sweep,
+        /// For each `--recovery-entries` N: write N entries into a fresh `--local` cluster that
+        /// never snapshots, kill it, restart it on the same data dirs, and time the restart
+        /// until every node answers and until every node's `/health` is OK.
+        Recovery,
     }
 
     /// Read consistency of `get` and `mixed`.
@@ -76,7 +84,7 @@ mod bench {
     }
 
     /// Command-line flags.
-    #[derive(Parser, Debug)]
+    #[derive(Parser, Debug, Clone)]
     #[command(
         name = "shoal-bench",
         about = "Load generator for shoald: put, get and mixed workloads over pipelined connections"
@@ -130,6 +138,23 @@ mod bench {
         /// Print one JSON object instead of text.
         #[arg(long)]
         pub json: bool,
+        /// One more argument for every --local shoald; repeat for several
+        /// (`--shoald-arg=--kv-event-mb=4 --shoald-arg=--snapshot-entries=0`).
+        #[arg(long = "shoald-arg", value_name = "ARG", allow_hyphen_values = true)]
+        pub shoald_args: Vec<String>,
+        /// `sweep`: client counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256,1024")]
+        pub sweep_clients: Vec<u32>,
+        /// `sweep`: value sizes in bytes.
+        #[arg(long, value_delimiter = ',', default_value = "16,256,4096,65536")]
+        pub sweep_values: Vec<usize>,
+        /// `sweep`: most MiB of live keys and values per point (keyspace = min(--keyspace,
+        /// this / (key + value size))).
+        #[arg(long, default_value_t = 32)]
+        pub sweep_data_mb: usize,
+        /// `recovery`: log lengths to measure, in entries.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        pub recovery_entries: Vec<u64>,
     }
 
     impl Args {
@@ -163,6 +188,25 @@ mod bench {
             if matches!(self.local, Some(0) | Some(8..)) {
                 return Err("--local takes 1..=7 nodes".into());
             }
+            if matches!(self.workload, Workload::Sweep | Workload::Recovery) && self.local.is_none()
+            {
+                return Err("sweep and recovery start their own clusters: give --local N".into());
+            }
+            if self.workload == Workload::Sweep
+                && (self.sweep_clients.contains(&0)
+                    || self.sweep_clients.is_empty()
+                    || self.sweep_values.is_empty()
+                    || self.sweep_data_mb == 0)
+            {
+                return Err(
+                    "--sweep-clients, --sweep-values and --sweep-data-mb must be non-zero".into(),
+                );
+            }
+            if self.workload == Workload::Recovery
+                && (self.recovery_entries.is_empty() || self.recovery_entries.contains(&0))
+            {
+                return Err("--recovery-entries must list log lengths of at least 1".into());
+            }
             Ok(())
         }
     }
@@ -189,7 +233,14 @@ mod bench {
     struct LocalCluster {
         procs: Vec<Child>,
         client_addrs: Vec<String>,
+        admin_addrs: Vec<String>,
+        raft_addrs: Vec<String>,
+        members: String,
         root: PathBuf,
+        shoald: PathBuf,
+        /// `--fsync` of the next (re)start.
+        fsync: Fsync,
+        extra: Vec<String>,
     }
 
     impl LocalCluster {
@@ -210,7 +261,8 @@ mod bench {
             s
         }
 
-        fn start(n: u32, fsync: Fsync) -> Result<LocalCluster, String> {
+        /// Start `n` nodes with `--fsync fsync` and `extra` arguments.
+        fn start(n: u32, fsync: Fsync, extra: &[String]) -> Result<LocalCluster, String> {
             let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
             let shoald = exe.with_file_name("shoald");
             if !shoald.is_file() {
@@ -226,11 +278,6 @@ mod bench {
                 fastrand::u32(..)
             ));
             std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-            let mut cluster = LocalCluster {
-                procs: Vec::new(),
-                client_addrs: Vec::new(),
-                root,
-            };
             // Reserve 3 free ports per node (raft, client, admin); released just before spawn.
             let listeners: Vec<TcpListener> = (0..n * 3)
                 .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -247,24 +294,46 @@ mod bench {
                 .map(|i| format!("{}={}/{}", i + 1, addr(i, 0), addr(i, 1)))
                 .collect::<Vec<_>>()
                 .join(",");
-            let fsync = match fsync {
+            let mut cluster = LocalCluster {
+                procs: Vec::new(),
+                client_addrs: (0..n).map(|i| addr(i, 1)).collect(),
+                admin_addrs: (0..n).map(|i| addr(i, 2)).collect(),
+                raft_addrs: (0..n).map(|i| addr(i, 0)).collect(),
+                members,
+                root,
+                shoald,
+                fsync,
+                extra: extra.to_vec(),
+            };
+            cluster.spawn_all()?;
+            Ok(cluster)
+        }
+
+        /// Start every node (again, on its data dir), appending to its log file.
+        fn spawn_all(&mut self) -> Result<(), String> {
+            let fsync = match self.fsync {
                 Fsync::Always => "always",
                 Fsync::Async => "async",
                 Fsync::Never => "never",
             };
-            for i in 0..n {
-                let log = cluster.root.join(format!("n{}.log", i + 1));
-                let log = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
-                let mut cmd = Command::new(&shoald);
+            for i in self.procs.len()..self.client_addrs.len() {
+                let log = self.root.join(format!("n{}.log", i + 1));
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .map_err(|e| format!("log file: {e}"))?;
+                let mut cmd = Command::new(&self.shoald);
                 cmd.arg("--node-id")
                     .arg((i + 1).to_string())
                     .arg("--data-dir")
-                    .arg(cluster.root.join(format!("n{}", i + 1)))
-                    .args(["--raft-addr", &addr(i, 0)])
-                    .args(["--client-addr", &addr(i, 1)])
-                    .args(["--admin-addr", &addr(i, 2)])
-                    .args(["--initial-members", &members])
+                    .arg(self.root.join(format!("n{}", i + 1)))
+                    .args(["--raft-addr", &self.raft_addrs[i]])
+                    .args(["--client-addr", &self.client_addrs[i]])
+                    .args(["--admin-addr", &self.admin_addrs[i]])
+                    .args(["--initial-members", &self.members])
                     .args(["--fsync", fsync])
+                    .args(&self.extra)
                     .env("RUST_LOG", "warn")
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -283,20 +352,24 @@ mod bench {
                 }
                 let child = cmd
                     .spawn()
-                    .map_err(|e| format!("spawning {}: {e}", shoald.display()))?;
-                cluster.procs.push(child);
-                cluster.client_addrs.push(addr(i, 1));
+                    .map_err(|e| format!("spawning {}: {e}", self.shoald.display()))?;
+                self.procs.push(child);
             }
-            Ok(cluster)
+            Ok(())
+        }
+
+        /// SIGKILL every node, keeping the data dirs.
+        fn kill_all(&mut self) {
+            for mut c in self.procs.drain(..) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 
     impl Drop for LocalCluster {
         fn drop(&mut self) {
-            for c in &mut self.procs {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            self.kill_all();
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
@@ -524,7 +597,7 @@ mod bench {
         let mut out = Vec::with_capacity(64 * 1024);
         let mut issue = |i: usize, slots: &mut Vec<Slot>, out: &mut Vec<u8>, now: Instant| {
             let read = match sh.workload {
-                Workload::Put | Workload::Watch => false,
+                Workload::Put | Workload::Watch | Workload::Sweep | Workload::Recovery => false,
                 Workload::Get => true,
                 Workload::Mixed => rng.f64() < sh.read_ratio,
             };
@@ -745,21 +818,11 @@ mod bench {
                 return 2;
             }
         }
-        let cluster = match args.local {
-            Some(n) => match LocalCluster::start(n, args.fsync) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    eprintln!("shoal-bench: {e}");
-                    return 1;
-                }
-            },
-            None => None,
+        let result = match args.workload {
+            Workload::Sweep => sweep(&args, &stop),
+            Workload::Recovery => recovery(&args, &stop),
+            _ => single(&args, &stop),
         };
-        let result = run(&args, cluster.as_ref(), &stop);
-        if let (Err(_), Some(c)) = (&result, &cluster) {
-            eprintln!("shoald logs (last lines):\n{}", c.log_tail());
-        }
-        drop(cluster); // kills the local shoald processes
         match result {
             Ok(()) if stop.load(Ordering::Relaxed) => {
                 eprintln!("shoal-bench: interrupted (partial results above)");
@@ -773,7 +836,41 @@ mod bench {
         }
     }
 
-    fn run(a: &Args, cluster: Option<&LocalCluster>, stop: &Arc<AtomicBool>) -> Result<(), String> {
+    /// One run of `a.workload`, on a `--local` cluster of its own or on `--endpoints`.
+    fn single(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
+        let cluster = match a.local {
+            Some(n) => Some(LocalCluster::start(n, a.fsync, &a.shoald_args)?),
+            None => None,
+        };
+        let result = run(a, cluster.as_ref(), stop);
+        if let (Err(_), Some(c)) = (&result, &cluster) {
+            eprintln!("shoald logs (last lines):\n{}", c.log_tail());
+        }
+        drop(cluster); // kills the local shoald processes
+        report(a, &result?);
+        Ok(())
+    }
+
+    /// What one run measured.
+    struct Outcome {
+        conns: usize,
+        leader: String,
+        /// Measured seconds.
+        secs: f64,
+        /// Writes, reads, watch events.
+        total: [OpStats; 3],
+        pids: Vec<u32>,
+        idle: Vec<Option<(u64, u64)>>,
+        peak: Vec<u64>,
+        hwm: Vec<Option<(u64, u64)>>,
+        failures: Vec<String>,
+    }
+
+    fn run(
+        a: &Args,
+        cluster: Option<&LocalCluster>,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Outcome, String> {
         let endpoints = match cluster {
             Some(c) => c.client_addrs.clone(),
             None => a.endpoints.clone(),
@@ -909,35 +1006,43 @@ mod bench {
             .saturating_duration_since(sh.start_measure)
             .as_secs_f64()
             .max(1e-9);
-        report(
-            a, conns, &leader, measured, &total, &pids, &idle, &peak, &hwm, &failures,
-        );
         if !failures.is_empty() && total[0].ok + total[1].ok == 0 {
             return Err(format!("every connection failed: {}", failures[0]));
         }
-        Ok(())
+        Ok(Outcome {
+            conns,
+            leader,
+            secs: measured,
+            total,
+            pids,
+            idle,
+            peak,
+            hwm,
+            failures,
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn report(
-        a: &Args,
-        conns: usize,
-        leader: &str,
-        secs: f64,
-        total: &[OpStats; 3],
-        pids: &[u32],
-        idle: &[Option<(u64, u64)>],
-        peak: &[u64],
-        hwm: &[Option<(u64, u64)>],
-        failures: &[String],
-    ) {
-        let pct = |h: &Histogram<u64>, q: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(q)
-            }
-        };
+    fn pct(h: &Histogram<u64>, q: f64) -> u64 {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    }
+
+    fn report(a: &Args, o: &Outcome) {
+        let Outcome {
+            conns,
+            leader,
+            secs,
+            total,
+            pids,
+            idle,
+            peak,
+            hwm,
+            failures,
+        } = o;
+        let (conns, secs) = (*conns, *secs);
         let kinds: Vec<(&str, &OpStats)> =
             [("put", &total[0]), ("get", &total[1]), ("event", &total[2])]
                 .into_iter()
@@ -1055,6 +1160,306 @@ mod bench {
         }
     }
 
+    // ---------------------------------------------------------------- sweep and recovery
+
+    /// The keyspace of a sweep point: `--keyspace`, or fewer keys so that the live data
+    /// (key + value per key) stays within `--sweep-data-mb`.
+    pub fn sweep_keyspace(a: &Args, value_size: usize) -> u64 {
+        let per_key = (a.key_size + value_size).max(1) as u64;
+        a.keyspace
+            .min(((a.sweep_data_mb as u64) << 20) / per_key)
+            .max(1)
+    }
+
+    fn sweep(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
+        let n = a.local.expect("checked: sweep needs --local");
+        let mut rows = Vec::new();
+        'points: for &value_size in &a.sweep_values {
+            for &clients in &a.sweep_clients {
+                if stop.load(Ordering::Relaxed) {
+                    break 'points;
+                }
+                let mut p = a.clone();
+                p.workload = Workload::Put;
+                p.clients = clients;
+                p.value_size = value_size;
+                p.keyspace = sweep_keyspace(a, value_size);
+                let cluster = LocalCluster::start(n, a.fsync, &a.shoald_args)?;
+                let result = run(&p, Some(&cluster), stop);
+                if result.is_err() {
+                    eprintln!("shoald logs (last lines):\n{}", cluster.log_tail());
+                }
+                drop(cluster);
+                let o = result?;
+                let w = &o.total[0];
+                eprintln!(
+                    "sweep: {clients} clients, {value_size} B values: {:.0} writes/s, p99 {}",
+                    w.ok as f64 / o.secs,
+                    fmt_us(pct(&w.hist, 0.99))
+                );
+                rows.push((clients, value_size, p.keyspace, o));
+            }
+        }
+        let mib = |k: u64| k as f64 / 1024.0;
+        if a.json {
+            let points: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(c, v, keys, o)| {
+                    let w = &o.total[0];
+                    serde_json::json!({
+                        "clients": c, "value_size": v, "keyspace": keys,
+                        "ops_per_sec": w.ok as f64 / o.secs,
+                        "errors": w.errors.values().sum::<u64>(),
+                        "latency_us": {
+                            "p50": pct(&w.hist, 0.5), "p99": pct(&w.hist, 0.99),
+                            "p999": pct(&w.hist, 0.999), "max": w.hist.max(),
+                        },
+                        "peak_rss_kib": o.peak.iter().max(),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": "sweep", "local": n,
+                    "fsync": format!("{:?}", a.fsync).to_lowercase(),
+                    "conns": a.conns, "pipeline": a.pipeline, "key_size": a.key_size,
+                    "seconds": a.duration.as_secs_f64(), "points": points,
+                })
+            );
+            return Ok(());
+        }
+        println!(
+            "put sweep: {n} node(s), fsync {:?}, {} conns, pipeline {}, key {} B, {:?} per point",
+            a.fsync, a.conns, a.pipeline, a.key_size, a.duration
+        );
+        println!(
+            "| clients | value | keys | writes/s | MB/s | p50 | p99 | p99.9 | max | errors | peak RSS |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (c, v, keys, o) in &rows {
+            let w = &o.total[0];
+            let ops = w.ok as f64 / o.secs;
+            println!(
+                "| {c} | {v} B | {keys} | {ops:.0} | {:.1} | {} | {} | {} | {} | {} | {:.1} MiB |",
+                ops * (*v + a.key_size) as f64 / 1e6,
+                fmt_us(pct(&w.hist, 0.5)),
+                fmt_us(pct(&w.hist, 0.99)),
+                fmt_us(pct(&w.hist, 0.999)),
+                fmt_us(w.hist.max()),
+                w.errors.values().sum::<u64>(),
+                mib(o.peak.iter().copied().max().unwrap_or(0))
+            );
+        }
+        Ok(())
+    }
+
+    /// Write `count` puts through one connection (no session, `window` in flight, keys
+    /// cycling through the keyspace). Returns the raft index of the last write.
+    fn fill(addr: &str, a: &Args, count: u64, window: u64) -> Result<u64, String> {
+        let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(1))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let value = vec![b'v'; a.value_size];
+        let (mut sent, mut done, mut last) = (0u64, 0u64, 0u64);
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        let mut out = Vec::new();
+        while done < count {
+            out.clear();
+            while sent < count && sent - done < window {
+                let f = RequestFrame {
+                    version: PROTOCOL_VERSION,
+                    id: sent,
+                    group: 0,
+                    request: Request::Write {
+                        client_id: 0,
+                        seq: 0,
+                        op: WriteOp::Put {
+                            key: key_of(sent % a.keyspace, a.key_size),
+                            value: value.clone(),
+                        },
+                    },
+                };
+                protocol::encode(&f, &mut out).map_err(|e| e.to_string())?;
+                sent += 1;
+            }
+            s.write_all(&out).map_err(|e| format!("fill: {e}"))?;
+            let n = s.read(&mut chunk).map_err(|e| format!("fill: {e}"))?;
+            if n == 0 {
+                return Err("fill: connection closed".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut off = 0;
+            while let Some((f, used)) =
+                protocol::decode::<ResponseFrame>(&buf[off..]).map_err(|e| e.to_string())?
+            {
+                off += used;
+                match f.response {
+                    Response::Written {
+                        result: WriteResult::Failed(e),
+                        ..
+                    } => return Err(format!("fill write refused: {e:?}")),
+                    Response::Written { index, .. } => {
+                        done += 1;
+                        last = last.max(index);
+                    }
+                    r => return Err(format!("fill write refused: {r:?}")),
+                }
+            }
+            buf.drain(..off);
+        }
+        Ok(last)
+    }
+
+    /// The HTTP status of `GET path` on `addr` (None if it does not answer).
+    fn http_status(addr: &str, path: &str) -> Option<u16> {
+        let mut s =
+            TcpStream::connect_timeout(&resolve(addr).ok()?, Duration::from_millis(200)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    }
+
+    /// Bytes of the files under `dir`, recursively.
+    fn dir_bytes(dir: &std::path::Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+
+    fn recovery(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
+        let n = a.local.expect("checked: recovery needs --local");
+        let mut rows = Vec::new();
+        for &entries in &a.recovery_entries {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // No snapshot at all, so the restart replays every entry; filled with fsync
+            // `never` (fast), restarted with the chosen --fsync.
+            let mut extra = a.shoald_args.clone();
+            extra.extend([
+                "--snapshot-entries=0".into(),
+                "--snapshot-interval=0".into(),
+            ]);
+            let mut cluster = LocalCluster::start(n, Fsync::Never, &extra)?;
+            let result = (|| -> Result<_, String> {
+                let leader = find_leader(&cluster.client_addrs, Duration::from_secs(20), stop)?;
+                let filled = Instant::now();
+                let last = fill(&leader, a, entries, 512)?;
+                let fill_secs = filled.elapsed().as_secs_f64();
+                // Let the followers apply what the leader committed.
+                std::thread::sleep(Duration::from_millis(500));
+                let disk = dir_bytes(&cluster.root.join("n1"));
+                cluster.kill_all();
+                cluster.fsync = a.fsync;
+                let t0 = Instant::now();
+                cluster.spawn_all()?;
+                let deadline = t0 + Duration::from_secs(600);
+                let mut answering: Vec<Option<Duration>> = vec![None; n as usize];
+                let mut healthy: Vec<Option<Duration>> = vec![None; n as usize];
+                while healthy.iter().any(|h| h.is_none()) {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                        return Err("the restarted cluster did not become healthy".into());
+                    }
+                    for i in 0..n as usize {
+                        if answering[i].is_none()
+                            && matches!(
+                                call_once(&cluster.client_addrs[i], Request::Status),
+                                Ok(Response::Status(_))
+                            )
+                        {
+                            answering[i] = Some(t0.elapsed());
+                        }
+                        if healthy[i].is_none()
+                            && http_status(&cluster.admin_addrs[i], "/health") == Some(200)
+                        {
+                            healthy[i] = Some(t0.elapsed());
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let rss: Vec<u64> = cluster
+                    .pids()
+                    .iter()
+                    .filter_map(|&p| rss_kib(p).map(|x| x.0))
+                    .collect();
+                let slowest = |v: &[Option<Duration>]| v.iter().flatten().max().copied();
+                Ok((
+                    last,
+                    fill_secs,
+                    disk,
+                    slowest(&answering),
+                    slowest(&healthy),
+                    rss,
+                ))
+            })();
+            if result.is_err() {
+                eprintln!("shoald logs (last lines):\n{}", cluster.log_tail());
+            }
+            drop(cluster);
+            let (last, fill_secs, disk, answering, healthy, rss) = result?;
+            let answering = answering.unwrap_or_default();
+            let healthy = healthy.unwrap_or_default();
+            eprintln!(
+                "recovery: {entries} writes (last index {last}, filled in {fill_secs:.1}s): \
+                 answering after {answering:?}, healthy after {healthy:?}"
+            );
+            rows.push((entries, last, disk, answering, healthy, rss));
+        }
+        if a.json {
+            let points: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(entries, last, disk, answering, healthy, rss)| {
+                    serde_json::json!({
+                        "writes": entries, "last_index": last, "data_dir_bytes": disk,
+                        "answering_ms": answering.as_secs_f64() * 1e3,
+                        "healthy_ms": healthy.as_secs_f64() * 1e3,
+                        "rss_kib_after": rss,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": "recovery", "local": n,
+                    "fsync": format!("{:?}", a.fsync).to_lowercase(),
+                    "value_size": a.value_size, "key_size": a.key_size, "keyspace": a.keyspace,
+                    "points": points,
+                })
+            );
+            return Ok(());
+        }
+        println!(
+            "recovery: {n} node(s), no snapshots, {} B values over {} keys, restart with fsync {:?}",
+            a.value_size, a.keyspace, a.fsync
+        );
+        println!("| log entries | data dir (node 1) | restart → answering | restart → /health OK | RSS after |");
+        println!("|---:|---:|---:|---:|---:|");
+        for (_, last, disk, answering, healthy, rss) in &rows {
+            println!(
+                "| {last} | {:.1} MiB | {} | {} | {:.1} MiB |",
+                *disk as f64 / (1u64 << 20) as f64,
+                fmt_us(answering.as_micros() as u64),
+                fmt_us(healthy.as_micros() as u64),
+                rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0
+            );
+        }
+        Ok(())
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -1089,6 +1494,45 @@ mod bench {
             assert_eq!(key_of(42, 16), b"k000000000000042".to_vec());
             let w = Args::try_parse_from(["shoal-bench", "watch", "--value-size", "4"]).unwrap();
             assert!(w.check().is_err(), "watch values carry an 8-byte timestamp");
+        }
+
+        #[test]
+        fn shoald_args_sweep_and_recovery_flags() {
+            let a = Args::try_parse_from([
+                "shoal-bench",
+                "put",
+                "--local",
+                "1",
+                "--shoald-arg=--kv-event-mb=4",
+                "--shoald-arg",
+                "--snapshot-entries",
+                "--shoald-arg",
+                "0",
+            ])
+            .unwrap();
+            assert_eq!(
+                a.shoald_args,
+                ["--kv-event-mb=4", "--snapshot-entries", "0"].map(String::from)
+            );
+            let s = Args::try_parse_from(["shoal-bench", "sweep", "--local", "3"]).unwrap();
+            assert!(s.check().is_ok());
+            assert_eq!(s.sweep_clients, [1, 16, 256, 1024]);
+            assert_eq!(s.sweep_values, [16, 256, 4096, 65536]);
+            // 32 MiB of live data: all 10000 keys of 256 B, 511 keys of 64 KiB.
+            assert_eq!(sweep_keyspace(&s, 256), 10_000);
+            assert_eq!(sweep_keyspace(&s, 65536), (32 << 20) / (65536 + 16));
+            let remote = Args::try_parse_from(["shoal-bench", "sweep"]).unwrap();
+            assert!(remote.check().unwrap_err().contains("--local"));
+            let r = Args::try_parse_from([
+                "shoal-bench",
+                "recovery",
+                "--local",
+                "1",
+                "--recovery-entries",
+                "10,0",
+            ])
+            .unwrap();
+            assert!(r.check().unwrap_err().contains("--recovery-entries"));
         }
 
         #[test]
