@@ -655,10 +655,42 @@ fn compaction_deletes_whole_segments_below_the_snapshot_only() {
     );
     assert_eq!(s.first_log_index(), after[0].first_index);
     assert_eq!(s.last_index(), 300);
+    // Retired segments are unlinked in the background; nothing but live segments remains.
+    seglog::wait_for_removals();
+    let log_dir = scan::log_dir(s.group_dir());
+    let files = std::fs::read_dir(&log_dir).expect("list").count();
+    assert_eq!(
+        files,
+        after.len(),
+        "a retired segment was left in {log_dir:?}"
+    );
     drop(s);
     let s = open(root.path(), &opts).expect("reopen");
     assert_eq!(s.last_index(), 300);
     assert_eq!(s.term(151), Ok(1));
+}
+
+#[test]
+fn a_retired_segment_left_by_a_crash_is_removed_at_open() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 300, 1, 300);
+    s.sync().expect("sync");
+    let log_dir = scan::log_dir(s.group_dir());
+    let live = segments(&s);
+    drop(s);
+    // As if compaction had renamed the first segment and the process died before the
+    // background removal (a copy: the log itself stays whole).
+    let retired = log_dir.join(format!(
+        "00000000000000000000.log{}",
+        seglog::RETIRED_SUFFIX
+    ));
+    std::fs::copy(&live[0].path, &retired).expect("copy");
+    let s = open(root.path(), &opts).expect("reopen");
+    assert!(!retired.exists(), "the retired file survived the open");
+    assert_eq!(segments(&s), live);
+    assert_eq!(s.last_index(), 300);
 }
 
 #[test]
