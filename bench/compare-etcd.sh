@@ -80,21 +80,48 @@ if command -v setpriv >/dev/null 2>&1 && setpriv --help 2>&1 | grep -q pdeathsig
 fi
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-NEXT_PORT=$((30000 + RANDOM % 20000))
+# Ports come from below the kernel's ephemeral range, so that no outgoing connection (of the
+# load generators, shoald or etcd itself) can hold one as its local port when etcd binds it.
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+PORT_LOW=10000
+PORT_HIGH=$((EPHEMERAL_LOW - 1))
+[ "$PORT_HIGH" -gt $((PORT_LOW + 1000)) ] || PORT_HIGH=$((PORT_LOW + 20000))
+NEXT_PORT=$((PORT_LOW + RANDOM % (PORT_HIGH - PORT_LOW - 500)))
 # free_port: sets PORT to a port nothing listens on (not run in a subshell: NEXT_PORT moves on).
 free_port() {
     while port_in_use "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
     PORT=$NEXT_PORT
     NEXT_PORT=$((NEXT_PORT + 1))
+    [ "$NEXT_PORT" -lt "$PORT_HIGH" ] || NEXT_PORT=$PORT_LOW
 }
 
-# start_etcd N: a fresh N-member etcd cluster on 127.0.0.1; sets ETCD_PIDS and ETCD_ENDPOINTS.
+# start_etcd N: a fresh N-member etcd cluster on 127.0.0.1; sets ETCD_PIDS, ETCD_ENDPOINTS and
+# ETCD_DIR. A member that exits within its first second (a port taken in between, say) makes the
+# whole cluster start again on other ports, up to 3 times.
 RUN_NO=0
 start_etcd() {
-    local n=$1 i cluster="" dir
+    local n=$1 attempt
+    for attempt in 1 2 3; do
+        start_etcd_once "$n"
+        sleep 1
+        if etcd_alive; then return 0; fi
+        say "an etcd member exited at start (attempt $attempt): $(tail -n 1 "$ETCD_DIR"/n*.log | cut -c1-300)"
+        stop_etcd
+    done
+    say "could not start etcd"
+    return 1
+}
+
+etcd_alive() {
+    local p
+    for p in "${ETCD_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || return 1; done
+}
+
+start_etcd_once() {
+    local n=$1 i cluster=""
     RUN_NO=$((RUN_NO + 1))
-    dir=$WORK/etcd-$RUN_NO
-    mkdir -p "$dir"
+    ETCD_DIR=$WORK/etcd-$RUN_NO
+    mkdir -p "$ETCD_DIR"
     local cports=() pports=()
     for ((i = 1; i <= n; i++)); do
         free_port
@@ -107,12 +134,12 @@ start_etcd() {
     ETCD_ENDPOINTS=
     for ((i = 1; i <= n; i++)); do
         local c=${cports[i - 1]} p=${pports[i - 1]}
-        "${PDEATH[@]}" etcd --name "n$i" --data-dir "$dir/n$i" \
+        "${PDEATH[@]}" etcd --name "n$i" --data-dir "$ETCD_DIR/n$i" \
             --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
             --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
             --initial-cluster "$cluster" --initial-cluster-token "compare-$$-$RUN_NO" \
             --initial-cluster-state new --logger zap --log-level warn \
-            >"$dir/n$i.log" 2>&1 &
+            >"$ETCD_DIR/n$i.log" 2>&1 &
         ETCD_PIDS+=($!)
         ETCD_ENDPOINTS+="${ETCD_ENDPOINTS:+,}127.0.0.1:$c"
     done
@@ -163,14 +190,19 @@ run_etcd() {
     local name=$1 n=$2 w=$3 c=$4
     shift 4
     say "etcd $name"
-    start_etcd "$n"
+    start_etcd "$n" || return 0
     run_bg "$RESULTS/$name.etcd.json" \
         "$ETCD_BENCH" "$w" --endpoints "$ETCD_ENDPOINTS" --pids "$(
             IFS=,
             echo "${ETCD_PIDS[*]}"
         )" --clients "$c" "${COMMON[@]}" "$@"
+    # A member lost during the run would have made it a smaller cluster: keep no number from it.
+    if ! etcd_alive; then
+        say "an etcd member died during $name; its result is discarded"
+        mv "$RESULTS/$name.etcd.json" "$RESULTS/$name.etcd.discarded" 2>/dev/null || true
+    fi
     stop_etcd
-    cp "$WORK/etcd-$RUN_NO/n1.log" "$RESULTS/$name.etcd-n1.log" 2>/dev/null || true
+    for f in "$ETCD_DIR"/n*.log; do cp "$f" "$RESULTS/$name.etcd-$(basename "$f")" 2>/dev/null || true; done
 }
 
 START=$(date +%s)

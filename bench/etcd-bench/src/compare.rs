@@ -202,6 +202,17 @@ pub fn print_table(dir: &Path) -> Result<(), String> {
         .collect();
     names.sort();
     let mut notes = Vec::new();
+    let mut discarded: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|d| d.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".discarded"))
+        .collect();
+    discarded.sort();
+    for n in discarded {
+        notes.push(format!(
+            "{n}: discarded, a member of the cluster died during the run (see its logs)"
+        ));
+    }
     for n in &names {
         let Some(v) = std::fs::read_to_string(dir.join(n)).ok().and_then(|t| {
             t.lines()

@@ -284,7 +284,8 @@ fn error_kind(e: &etcd_client::Error) -> String {
     }
 }
 
-/// Connects to every endpoint, asks each for its status, and returns the leader's endpoint.
+/// Connects to every endpoint, asks each for its status, and returns the leader's endpoint once
+/// every member has answered and one of them is the leader.
 async fn find_leader(a: &Args) -> Result<String, String> {
     let deadline = Instant::now() + a.leader_timeout;
     let opts = ConnectOptions::new()
@@ -309,7 +310,13 @@ async fn find_leader(a: &Args) -> Result<String, String> {
                 Err(e) => last = format!("{ep}: {e}"),
             }
         }
-        if let Some((_, ep)) = ids.iter().find(|(id, _)| leader != 0 && *id == leader) {
+        // Every member must answer: a run on a cluster with a member missing measures a
+        // different cluster.
+        let all = ids.len() == a.endpoints.len();
+        if let Some((_, ep)) = ids
+            .iter()
+            .find(|(id, _)| all && leader != 0 && *id == leader)
+        {
             return Ok(ep.clone());
         }
         if Instant::now() >= deadline {
