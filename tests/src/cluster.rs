@@ -983,7 +983,29 @@ impl<'w, W: Workload> Run<'w, W> {
                 "final reads did not complete after faults stopped",
             ));
         }
-        // Convergence: every member applied the leader's commit, with equal state.
+        // Convergence: every member applied the leader's commit, with equal state. The last
+        // read round may have advanced the leader's commit in its final step; followers learn
+        // it from the next heartbeat, so give them a few heartbeat intervals of quiet.
+        for _ in 0..500 {
+            let converged = {
+                let lr = self.slots[&leader].node.as_ref().expect("leader is live");
+                let commit = lr.raft().commit();
+                lr.raft().membership().all().iter().all(|id| {
+                    self.slots
+                        .get(id)
+                        .and_then(|s| s.node.as_ref())
+                        .is_some_and(|n| n.applied() >= commit)
+                })
+            };
+            if converged {
+                break;
+            }
+            self.now += 1;
+            self.deliver()?;
+            self.tick_all()?;
+            self.flush_all()?;
+            self.observe()?;
+        }
         let lr = self.slots[&leader].node.as_ref().expect("leader is live");
         let commit = lr.raft().commit();
         let members = lr.raft().membership().all();

@@ -2040,8 +2040,7 @@ impl Raft {
                 .iter_mut()
                 .find(|e| e.to == to && same_kind(&e.msg, &msg))
             {
-                // A newer answer of the same kind supersedes the held one.
-                slot.msg = msg;
+                merge_held(&mut slot.msg, msg);
             } else if self.held.push(Envelope { to, msg }).is_err() {
                 self.stats.dropped_messages += 1;
             }
@@ -2055,6 +2054,45 @@ impl Raft {
             self.stats.dropped_messages += 1;
         }
     }
+}
+
+/// Fold a newer answer into a held one of the same kind to the same peer. Normally the newer
+/// supersedes it. Two acknowledgements of appends in the same term merge instead: entries a
+/// follower acknowledged to the leader of a term stay matched for the rest of that term, so the
+/// higher `match_index` (and read round) stands. Otherwise the answer to a heartbeat stepped
+/// after appends in the same batch (its `prev_index` is the leader's older view) would replace
+/// their acknowledgement, and the leader would wait for its window to time out.
+fn merge_held(held: &mut OutMessage, new: OutMessage) {
+    if let (
+        Message::AppendResp {
+            term: held_term,
+            success: true,
+            match_index: held_match,
+            read_seq: held_seq,
+            ..
+        },
+        Message::AppendResp {
+            term,
+            success: true,
+            match_index,
+            read_seq,
+            ..
+        },
+    ) = (&*held, &new)
+    {
+        if held_term == term {
+            *held = Message::AppendResp {
+                term: *term,
+                success: true,
+                match_index: (*match_index).max(*held_match),
+                conflict_term: 0,
+                conflict_index: 0,
+                read_seq: (*read_seq).max(*held_seq),
+            };
+            return;
+        }
+    }
+    *held = new;
 }
 
 fn same_kind(a: &OutMessage, b: &OutMessage) -> bool {

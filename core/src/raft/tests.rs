@@ -730,6 +730,70 @@ fn leader_replicates_before_its_own_sync() {
 }
 
 #[test]
+fn a_heartbeat_answered_in_the_same_batch_does_not_hide_an_append_ack() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let l = c.elect();
+    let f = if l == 1 { 2 } else { 1 };
+    c.flush_all();
+    c.wire.borrow_mut().clear();
+    let now = c.now;
+    let (index, _) = c.node(l).propose(now, b"x").unwrap();
+    c.node(l).flush(now, &mut |_| {}).unwrap();
+    // A heartbeat leaves before the follower has answered the append.
+    let later = now + test_cfg().heartbeat_interval_ms;
+    c.node(l).tick(later).unwrap();
+    c.node(l).flush(later, &mut |_| {}).unwrap();
+    let to_f: StdVec<StdVec<u8>> = c
+        .wire
+        .borrow_mut()
+        .drain(..)
+        .filter(|(_, to, _)| *to == f)
+        .map(|(_, _, fr)| fr)
+        .collect();
+    let kinds: StdVec<(LogIndex, u32)> = to_f
+        .iter()
+        .filter_map(|fr| match crate::wire::decode(fr).unwrap().0.body {
+            crate::wire::Body::Raft(Message::Append {
+                prev_index, count, ..
+            }) => Some((prev_index, count)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .any(|&(p, n)| n > 0 && p + u64::from(n) == index)
+            && kinds.last().map(|&(p, n)| n == 0 && p < index) == Some(true),
+        "an append carrying {index}, then a heartbeat behind it: {kinds:?}"
+    );
+    // The follower steps both in one batch (its log unsynced in between), then flushes once.
+    for fr in &to_f {
+        c.node(f).handle_frame(later, fr).unwrap();
+    }
+    c.node(f).flush(later, &mut |_| {}).unwrap();
+    let acks: StdVec<LogIndex> = c
+        .wire
+        .borrow_mut()
+        .drain(..)
+        .filter_map(
+            |(_, to, fr)| match crate::wire::decode(&fr).unwrap().0.body {
+                crate::wire::Body::Raft(Message::AppendResp {
+                    success: true,
+                    match_index,
+                    ..
+                }) if to == l => Some(match_index),
+                _ => None,
+            },
+        )
+        .collect();
+    assert_eq!(
+        acks.iter().max(),
+        Some(&index),
+        "the follower's released answer must acknowledge the appended entry: {acks:?}"
+    );
+}
+
+#[test]
 fn acknowledgements_wait_for_sync() {
     let mut c = Cluster::new(&[1, 2]);
     let l = c.elect();
