@@ -122,7 +122,8 @@ pub enum ReadError {
     },
     /// The leader lease is not valid now; use a ReadIndex read.
     LeaseExpired,
-    /// Too many read rounds are outstanding (`max_read_rounds`).
+    /// Too many read rounds are outstanding (`max_read_rounds` in flight and one more waiting,
+    /// already sent by the periodic heartbeat: the peers are not answering).
     Busy,
 }
 
@@ -297,7 +298,7 @@ pub struct Raft {
     // Reads.
     read_seq: u64,
     seq_times: [(u64, u64); SEQ_TIMES],
-    rounds: Deque<ReadRound, { crate::limits::MAX_READ_ROUNDS }>,
+    rounds: Deque<ReadRound, { crate::limits::MAX_READ_ROUNDS + 1 }>,
     remote_reads: Vec<RemoteRead, MAX_REMOTE_READS>,
     next_ticket: u64,
     read_events: Deque<ReadEvent, READ_EVENT_CAPACITY>,
@@ -757,7 +758,10 @@ impl Raft {
     pub fn flush(&mut self, now_ms: u64, store: &mut impl Storage) -> Result<(), RaftError> {
         self.now_ms = now_ms.max(self.now_ms);
         if self.role == Role::Leader {
-            if self.rounds.iter().any(|r| r.seq == 0) {
+            // An open read round goes out now unless `max_read_rounds` are already in flight;
+            // then it waits (collecting reads) until one of them is confirmed.
+            let in_flight = self.rounds.iter().filter(|r| r.seq != 0).count();
+            if self.rounds.iter().any(|r| r.seq == 0) && in_flight < self.cfg.max_read_rounds {
                 self.broadcast_heartbeat(store);
             }
             if self.replicate_pending {
@@ -1871,7 +1875,8 @@ impl Raft {
         }
         let open = matches!(self.rounds.back(), Some(r) if r.seq == 0);
         if !open {
-            if self.rounds.len() >= self.cfg.max_read_rounds {
+            // Up to `max_read_rounds` in flight plus one waiting to go out.
+            if self.rounds.len() > self.cfg.max_read_rounds {
                 return Err(ReadError::Busy);
             }
             let _ = self.rounds.push_back(ReadRound {

@@ -1412,20 +1412,34 @@ fn pending_proposal_limit_returns_busy() {
 }
 
 #[test]
-fn read_round_limit_returns_busy() {
+fn reads_beyond_the_round_limit_wait_in_one_round_then_busy() {
     let mut cfg = test_cfg();
     cfg.max_read_rounds = 2;
     let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
     let l = c.elect();
     c.isolate(l);
-    let mut last = Ok(0);
-    for _ in 0..3 {
+    let mut tickets = StdVec::new();
+    for _ in 0..4 {
         let now = c.now;
-        last = c.node(l).read_index(now);
-        // Each flush sends the open round, so the next read opens another.
+        // Two rounds go out (one per flush); the third round waits and the fourth read joins it.
+        tickets.push(c.node(l).read_index(now).expect("the read is queued"));
         c.flush_all();
     }
-    assert_eq!(last, Err(ReadError::Busy));
+    // The periodic heartbeat sends the waiting round too: now nothing can take another read.
+    c.run(test_cfg().heartbeat_interval_ms + 5);
+    let now = c.now;
+    assert_eq!(c.node(l).read_index(now), Err(ReadError::Busy));
+    // Once the peers answer, every queued read is served.
+    c.heal();
+    c.run(50);
+    let served = c.reads[&l]
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReadReady { upto, .. } => Some(*upto),
+            _ => None,
+        })
+        .max();
+    assert_eq!(served, tickets.last().copied());
 }
 
 #[test]
