@@ -52,9 +52,6 @@ pub struct GroupView {
     pub members: Vec<PeerView>,
     /// Client writes proposed by this node.
     pub proposals: u64,
-    /// Peer frames held back to the next batch (see `raftloop::AckOrder`).
-    #[serde(skip)]
-    pub deferred_frames: u64,
     /// Driver counters.
     #[serde(skip)]
     pub node_stats: NodeStats,
@@ -222,12 +219,6 @@ fn metrics(v: &AdminView, fsync: &Histogram) -> String {
         "Raft messages dropped because the core's outbox or held-reply list was full.",
         "counter",
         &|g| g.raft_stats.dropped_messages,
-    );
-    family(
-        "shoal_deferred_frames_total",
-        "Peer frames held back to the next batch so an older acknowledgement does not hide a newer one.",
-        "counter",
-        &|g| g.deferred_frames,
     );
     family(
         "shoal_syncs_total",

@@ -16,7 +16,6 @@ use smol::channel::{Receiver, Sender};
 use shoal_core::driver::{Event, Node, NodeConfig};
 use shoal_core::limits::Config;
 use shoal_core::membership::{Membership, NodeSet};
-use shoal_core::message::Message;
 use shoal_core::raft::{ConfigChange, ProposeError, ReadError};
 use shoal_core::wire;
 use shoal_core::{GroupId, LogIndex, NodeId, Role, Term, NO_NODE};
@@ -104,8 +103,6 @@ struct Group {
     last_expire_ms: u64,
     expire_index: LogIndex,
     proposals: u64,
-    /// Peer frames held back to the next batch (see [`AckOrder`]).
-    deferred_frames: u64,
     dir: PathBuf,
 }
 
@@ -126,49 +123,6 @@ pub struct RaftLoop {
     sizes: HashMap<GroupId, (u64, u64)>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     draining: bool,
-    /// Which peer frames of this batch wait for the next one (see [`RaftLoop::handle_peer`]).
-    order: AckOrder,
-    /// Those frames, in arrival order.
-    deferred: Vec<Vec<u8>>,
-}
-
-/// Keeps a follower from answering an `Append` with an acknowledgement older than one it holds
-/// unsent (see [`RaftLoop::handle_peer`]). Per batch, between two flushes.
-#[derive(Default)]
-struct AckOrder {
-    /// Per (group, sender): the highest index acknowledged by the `Append`s stepped in this
-    /// batch (`prev_index + count`).
-    acks: HashMap<(GroupId, NodeId), LogIndex>,
-    /// Senders with a frame held back: their later frames wait too, to keep their order.
-    held: Vec<(GroupId, NodeId)>,
-}
-
-impl AckOrder {
-    /// Whether a frame from `key` may be stepped in this batch; `acks` is `prev_index + count`
-    /// of an `Append`, `None` for any other message.
-    fn admit(&mut self, key: (GroupId, NodeId), acks: Option<LogIndex>) -> bool {
-        if self.held.contains(&key) {
-            return false;
-        }
-        if let Some(upto) = acks {
-            match self.acks.get(&key) {
-                Some(&best) if upto < best => {
-                    self.held.push(key);
-                    return false;
-                }
-                _ => {
-                    self.acks.insert(key, upto);
-                }
-            }
-        }
-        true
-    }
-
-    /// A flush sent every answer: a new batch starts.
-    fn next_batch(&mut self) {
-        self.acks.clear();
-        self.held.clear();
-    }
 }
 
 fn wall_ms() -> u64 {
@@ -315,8 +269,6 @@ impl RaftLoop {
             sizes: HashMap::new(),
             stopping,
             draining: false,
-            order: AckOrder::default(),
-            deferred: Vec::new(),
         };
         let mut ids = vec![0];
         let entries = std::fs::read_dir(me.data.path())
@@ -435,7 +387,6 @@ impl RaftLoop {
                 last_expire_ms: 0,
                 expire_index: 0,
                 proposals: 0,
-                deferred_frames: 0,
                 dir,
             }),
         );
@@ -446,24 +397,14 @@ impl RaftLoop {
     pub fn run(mut self) -> i32 {
         let mut last_tick = 0;
         loop {
-            // Frames held back from the last batch come first, before anything newer.
-            self.order.next_batch();
-            let deferred = std::mem::take(&mut self.deferred);
-            let mut n = deferred.len();
-            for frame in deferred {
-                self.handle_peer(frame);
-            }
-            let first = if n > 0 {
-                self.rx.try_recv().ok()
-            } else {
-                smol::block_on(futures_lite::future::or(
-                    async { self.rx.recv().await.ok() },
-                    async {
-                        async_io::Timer::after(Duration::from_millis(5)).await;
-                        None
-                    },
-                ))
-            };
+            let first = smol::block_on(futures_lite::future::or(
+                async { self.rx.recv().await.ok() },
+                async {
+                    async_io::Timer::after(Duration::from_millis(5)).await;
+                    None
+                },
+            ));
+            let mut n = 0;
             if let Some(input) = first {
                 self.handle(input);
                 n += 1;
@@ -558,7 +499,7 @@ impl RaftLoop {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Peer(bytes) => self.handle_peer(bytes),
+            Input::Peer(bytes) => self.handle_peer(&bytes),
             Input::Client { reply, conn, frame } => self.handle_client(reply, conn, frame),
             Input::ClientClosed(conn) => {
                 for g in self.groups.values_mut() {
@@ -568,30 +509,9 @@ impl RaftLoop {
         }
     }
 
-    /// Step one peer frame, or hold it back to the next batch when it would hide an
-    /// acknowledgement.
-    ///
-    /// A follower answers every `Append` with `match_index = prev_index + count`, and while its
-    /// log is unsynced the core keeps only the newest answer per peer (`Raft::respond`
-    /// supersedes the held one). A heartbeat (`count` 0, `prev_index` = what the leader already
-    /// knows) stepped after appends of the same batch therefore replaced their acknowledgement
-    /// with an older one; when the leader had nothing more to send (every client waiting for
-    /// those entries) the window stayed unacknowledged until its stall timeout
-    /// (`election_timeout / 2`, 500 ms) - the half-second write stalls of the 3-node bench.
-    /// Such a frame, and every later frame of the same sender and group, waits for the next
-    /// batch, which starts after the flush has sent the acknowledgement. (The core should merge
-    /// instead: see docs/BENCHMARKS.md, "Write stalls".)
-    fn handle_peer(&mut self, bytes: Vec<u8>) {
-        let (group, from, acks) = match wire::decode(&bytes) {
-            Ok((f, _)) => {
-                let acks = match f.body {
-                    wire::Body::Raft(Message::Append {
-                        prev_index, count, ..
-                    }) => Some(prev_index + u64::from(count)),
-                    _ => None,
-                };
-                (f.header.group, f.header.from, acks)
-            }
+    fn handle_peer(&mut self, bytes: &[u8]) {
+        let group = match wire::decode(bytes) {
+            Ok((f, _)) => f.header.group,
             Err(e) => {
                 log::warn!("dropped a peer frame: {e}");
                 return;
@@ -602,12 +522,7 @@ impl RaftLoop {
             log::debug!("dropped a frame for group {group}, which this node does not host");
             return;
         };
-        if !self.order.admit((group, from), acks) {
-            g.deferred_frames += 1;
-            self.deferred.push(bytes);
-            return;
-        }
-        if let Err(e) = g.node.handle_frame(now, &bytes) {
+        if let Err(e) = g.node.handle_frame(now, bytes) {
             match e {
                 shoal_core::driver::NodeError::Storage(_)
                 | shoal_core::driver::NodeError::Raft(_)
@@ -932,7 +847,6 @@ impl RaftLoop {
                         })
                         .collect(),
                     proposals: g.proposals,
-                    deferred_frames: g.deferred_frames,
                     node_stats: g.node.stats(),
                     raft_stats: r.stats(),
                 }
@@ -1424,43 +1338,5 @@ fn after_flush(g: &mut Group, now: u64, wall: u64) {
                 Err(e) => log::debug!("group {}: expiry not proposed: {e}", g.id),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::AckOrder;
-
-    #[test]
-    fn an_older_acknowledgement_waits_for_the_next_batch_with_its_sender() {
-        let mut o = AckOrder::default();
-        let (leader, other) = ((0, 1), (0, 3));
-        assert!(o.admit(leader, Some(100)), "an append up to 100");
-        assert!(o.admit(leader, Some(164)), "the next one, up to 164");
-        assert!(o.admit(leader, None), "a non-append message");
-        assert!(
-            !o.admit(leader, Some(100)),
-            "a heartbeat acknowledging only 100 waits"
-        );
-        assert!(
-            !o.admit(leader, Some(300)),
-            "and so does everything after it from the leader"
-        );
-        assert!(!o.admit(leader, None));
-        assert!(o.admit(other, Some(5)), "other senders are not held up");
-        assert!(
-            o.admit((1, 1), Some(7)),
-            "nor the same sender in another group"
-        );
-        o.next_batch();
-        assert!(
-            o.admit(leader, Some(100)),
-            "after the flush the heartbeat goes in first"
-        );
-        assert!(o.admit(leader, Some(300)));
-        assert!(
-            o.admit(leader, Some(300)),
-            "an equal acknowledgement hides nothing"
-        );
     }
 }
