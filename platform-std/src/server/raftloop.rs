@@ -397,13 +397,18 @@ impl RaftLoop {
     pub fn run(mut self) -> i32 {
         let mut last_tick = 0;
         loop {
-            let first = smol::block_on(futures_lite::future::or(
-                async { self.rx.recv().await.ok() },
-                async {
-                    async_io::Timer::after(Duration::from_millis(5)).await;
-                    None
-                },
-            ));
+            // Under load an input is usually queued already: take it without arming a timer
+            // (every timer armed interrupts the async-io reactor thread).
+            let first = match self.rx.try_recv() {
+                Ok(input) => Some(input),
+                Err(_) => smol::block_on(futures_lite::future::or(
+                    async { self.rx.recv().await.ok() },
+                    async {
+                        async_io::Timer::after(Duration::from_millis(5)).await;
+                        None
+                    },
+                )),
+            };
             let mut n = 0;
             if let Some(input) = first {
                 self.handle(input);
