@@ -26,6 +26,19 @@ pub use config::{Flags, ServerConfig};
 /// Threads that run socket tasks.
 const NET_THREADS: usize = 2;
 
+/// Hand freed heap memory back to the OS, after start-up (each segment's data was read into
+/// one buffer) and after a flush that applied a long stretch of log at once. glibc raises its
+/// mmap threshold when a large block is freed, so later large blocks come from the heap, and
+/// their pages stay resident after they are freed unless trimmed: a restart that applied
+/// 70 000 entries in one flush kept ~10 MiB that way.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Run a node until SIGTERM/SIGINT. Returns the process exit code; every error on the way up
 /// is logged in words first.
 pub fn run(cfg: ServerConfig) -> i32 {
@@ -109,6 +122,7 @@ pub fn run(cfg: ServerConfig) -> i32 {
             return 2;
         }
     };
+    release_freed_memory();
     ex.spawn(net::raft_listener(net.clone(), raft_l)).detach();
     ex.spawn(net::client_listener(net.clone(), client_l))
         .detach();

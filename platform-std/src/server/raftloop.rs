@@ -43,6 +43,9 @@ const NODE_BUF_BYTES: usize = (1 << 20) + 8192;
 const EXPIRE_EVERY_MS: u64 = 50;
 /// Most inputs handled before a flush (bounds latency under a flood).
 const MAX_BATCH_INPUTS: usize = 16384;
+/// Events of one flush above which the freed heap is handed back to the OS afterwards (a
+/// catch-up applying a long log at once; ~170 bytes each).
+const TRIM_AFTER_EVENTS: usize = 20_000;
 
 struct Reply {
     tx: Sender<ResponseFrame>,
@@ -725,6 +728,7 @@ impl RaftLoop {
         let wall = wall_ms();
         let mut new_peers: Vec<MemberAddr> = Vec::new();
         let mut members_changed = false;
+        let mut big_batch = false;
         for g in self.groups.values_mut() {
             let mut events = Vec::new();
             let before = g.node.raft().membership().clone();
@@ -732,6 +736,7 @@ impl RaftLoop {
                 log::error!("group {}: fatal: {e}; stopping", g.id);
                 return Err(1);
             }
+            big_batch |= events.len() > TRIM_AFTER_EVENTS;
             for ev in events {
                 match ev {
                     Event::Applied {
@@ -799,6 +804,9 @@ impl RaftLoop {
                 members_changed = true;
             }
             after_flush(g, now, wall);
+        }
+        if big_batch {
+            super::release_freed_memory();
         }
         for a in new_peers {
             self.net.ensure_peer(a.id, &a.raft_addr);

@@ -107,9 +107,61 @@ pub(crate) fn read_from(file: &File, offset: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The bytes of `file` up to its last non-zero byte. Segments are preallocated with zeros, so
+/// this is the data written so far: a fresh 64 MiB segment costs a few KiB of memory to read,
+/// not 64 MiB. The zero tail is found from the end in 1 MiB chunks.
+pub(crate) fn read_nonzero_prefix(file: &File) -> io::Result<Vec<u8>> {
+    const CHUNK: u64 = 1 << 20;
+    let mut end = file.metadata()?.len();
+    let mut chunk = vec![0u8; CHUNK.min(end) as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let part = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(part, start)?;
+        if let Some(p) = part.iter().rposition(|&b| b != 0) {
+            end = start + p as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    drop(chunk);
+    let n = usize::try_from(end)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to read"))?;
+    let mut buf = vec![0u8; n];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nonzero_prefix_stops_at_the_last_nonzero_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("create");
+        assert!(read_nonzero_prefix(&f).expect("read").is_empty());
+        f.set_len(3 << 20).expect("extend");
+        assert!(
+            read_nonzero_prefix(&f).expect("read").is_empty(),
+            "all zeros"
+        );
+        // A zero inside the data is kept; the zeros after the last non-zero byte are not.
+        f.write_all_at(&[1, 0, 2], (1 << 20) - 1).expect("write");
+        let got = read_nonzero_prefix(&f).expect("read");
+        assert_eq!(got.len(), (1 << 20) + 2);
+        assert_eq!(&got[(1 << 20) - 1..], &[1, 0, 2]);
+        f.write_all_at(&[9], (3 << 20) - 1)
+            .expect("write the last byte");
+        assert_eq!(read_nonzero_prefix(&f).expect("read").len(), 3 << 20);
+    }
 
     #[test]
     fn the_parent_of_a_bare_relative_name_is_the_current_dir() {

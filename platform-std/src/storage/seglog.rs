@@ -245,7 +245,12 @@ impl Log {
                 .write(true)
                 .open(&sf.path)
                 .map_err(|e| OpenError::io(&sf.path, "open segment", e))?;
-            let bytes = fsutil::read_from(&file, 0)
+            // First only the written part (up to the last non-zero byte; the rest is the
+            // preallocation), so a fresh 64 MiB segment is not read into memory whole. A walk
+            // over it ends exactly like one over the whole file when it ends cleanly; otherwise
+            // (the last record might end in zero bytes, or the tail is damaged) the whole file
+            // is read and walked again, so recovery decides on exactly the same bytes.
+            let mut bytes = fsutil::read_nonzero_prefix(&file)
                 .map_err(|e| OpenError::io(&sf.path, "read segment", e))?;
             let mut seg = Segment {
                 first_index: sf.first_index,
@@ -258,16 +263,30 @@ impl Log {
                 durable: 0,
                 eligible_since: None,
             };
-            let mut stopped = false;
-            let walk = segment::walk_segment(&bytes, |offset, e| {
-                if intent.is_some_and(|from| e.index >= from) {
-                    stopped = true;
-                    return false;
+            let mut whole = false;
+            let (walk, stopped) = loop {
+                seg.offsets.clear();
+                seg.terms.clear();
+                let mut stopped = false;
+                let walk = segment::walk_segment(&bytes, |offset, e| {
+                    if intent.is_some_and(|from| e.index >= from) {
+                        stopped = true;
+                        return false;
+                    }
+                    seg.push(offset, e.index, e.term);
+                    true
+                });
+                let clean = matches!(walk, Ok(ref w) if w.tail == Tail::Clean);
+                if clean || whole {
+                    break (
+                        walk.map_err(|(offset, detail)| corrupt(offset, detail))?,
+                        stopped,
+                    );
                 }
-                seg.push(offset, e.index, e.term);
-                true
-            })
-            .map_err(|(offset, detail)| corrupt(offset, detail))?;
+                bytes = fsutil::read_from(&seg.file, 0)
+                    .map_err(|e| OpenError::io(&sf.path, "read segment", e))?;
+                whole = true;
+            };
             if walk.header.group != cfg.group {
                 return Err(corrupt(
                     0,

@@ -209,6 +209,44 @@ fn open(dir: &Path, opts: &StorageOptions) -> Result<FileStorage, OpenError> {
 // Recovery.
 
 #[test]
+fn a_last_record_ending_in_zero_bytes_survives_reopening() {
+    // Open reads a segment only up to its last non-zero byte first; a record whose CRC ends
+    // in a zero byte must not look torn there. Append until the last record ends in 0x00
+    // (about one record in 256), then reopen.
+    let root = TempDir::new().expect("temp dir");
+    let mut opts = test_options(FsyncMode::Always);
+    opts.segment_bytes = 4 << 20;
+    let mut s = open(root.path(), &opts).expect("open");
+    let mut last = 0;
+    for index in 1..=20_000u64 {
+        let data = index.to_le_bytes();
+        s.append(&EntryRef {
+            index,
+            term: 1,
+            kind: EntryKind::Normal,
+            data: &data,
+        })
+        .expect("append");
+        s.sync().expect("sync");
+        let seg = segments(&s).pop().expect("a segment");
+        let end = scan::scan_segment(&seg.path).expect("scan").end;
+        let bytes = std::fs::read(&seg.path).expect("read");
+        if bytes[end as usize - 1] == 0 {
+            last = index;
+            break;
+        }
+    }
+    assert!(last > 0, "no record ended in a zero byte");
+    drop(s);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(
+        s.last_index(),
+        last,
+        "the last record was cut as a torn tail"
+    );
+}
+
+#[test]
 fn torn_tail_is_cut_at_open() {
     let root = TempDir::new().expect("temp dir");
     let opts = test_options(FsyncMode::Always);
