@@ -335,6 +335,7 @@ where
         });
         node.reported = (node.raft.role(), node.raft.term(), node.raft.leader());
         node.rescan_configs(node.raft.snapshot_index() + 1)?;
+        node.raft.recovered();
         Ok(node)
     }
 

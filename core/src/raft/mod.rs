@@ -399,6 +399,16 @@ impl Raft {
         Ok(r)
     }
 
+    /// Recovery is complete (every configuration entry fed). A node that is the only voter of
+    /// its group campaigns at its next tick instead of after an election timeout: no other
+    /// node can lead its group, so there is no lease to wait out.
+    pub fn recovered(&mut self) {
+        let m = &self.membership;
+        if self.role == Role::Follower && !m.joint && m.voters.as_slice() == [self.id] {
+            self.election_deadline_ms = self.now_ms;
+        }
+    }
+
     /// Feed a configuration entry found in the log during recovery (in index order).
     pub fn recover_config(&mut self, index: LogIndex, membership: Membership) {
         self.add_config(index, membership);
