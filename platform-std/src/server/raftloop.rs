@@ -6,6 +6,7 @@
 //! answers leave through each connection's queue, which the connection's writer sends in batches.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::mem::MaybeUninit;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smol::channel::{Receiver, Sender};
 
-use shoal_core::driver::{Event, Node, NodeConfig};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
 use shoal_core::limits::Config;
 use shoal_core::membership::{Membership, NodeSet};
 use shoal_core::raft::{ConfigChange, ProposeError, ReadError};
@@ -115,8 +116,9 @@ pub struct RaftLoop {
     data: DataDir,
     net: Arc<Net>,
     rx: Receiver<Input>,
-    /// Boxed: a `Group` holds its driver inline (tens of KiB), and a B-tree node of inline
-    /// values made every insert/remove use a stack frame of hundreds of KiB.
+    /// Boxed (and built in the box): a `Group` holds its driver inline (tens of KiB), and a
+    /// B-tree node of inline values made every insert/remove use a stack frame of hundreds of
+    /// KiB.
     groups: BTreeMap<GroupId, Box<Group>>,
     start: Instant,
     fsync_hist: Arc<Histogram>,
@@ -360,28 +362,26 @@ impl RaftLoop {
         } else {
             None
         };
-        let node = Node::new(
-            ncfg,
-            TimedStorage::new(store, self.fsync_hist.clone()),
-            self.net.transport(),
-            sm,
-            vec![0u8; NODE_BUF_BYTES],
-            self.now_ms(),
-            membership.as_ref(),
-        )
-        .map_err(|e| format!("group {g}: cannot start: {e}"))?;
-        log::info!(
-            "group {g}: started at term {}, last index {}, members {:?}",
-            node.raft().term(),
-            node.raft().last_index(),
-            node.raft().membership().all().as_slice()
-        );
-        self.groups.insert(
-            g,
-            Box::new(Group {
+        let store = TimedStorage::new(store, self.fsync_hist.clone());
+        let transport = self.net.transport();
+        let now = self.now_ms();
+        // Built where it lives: a `Node` returned by value took ~190 KiB of stack frames
+        // (`open_group` + `Node::new`), resident for the life of the main thread.
+        let mut slot: Box<MaybeUninit<Group>> = Box::new_uninit();
+        let init = |slot: &mut MaybeUninit<Group>| -> Result<(), NodeError> {
+            shoal_core::write_fields!(slot, Group {
                 id: g,
-                node,
-                book,
+                node in |n| Node::init(
+                    n,
+                    ncfg,
+                    store,
+                    transport,
+                    sm,
+                    vec![0u8; NODE_BUF_BYTES],
+                    now,
+                    membership.as_ref(),
+                ),
+                book: book,
                 pending_writes: HashMap::new(),
                 index_reads: VecDeque::new(),
                 lease_reads: Vec::new(),
@@ -390,9 +390,21 @@ impl RaftLoop {
                 last_expire_ms: 0,
                 expire_index: 0,
                 proposals: 0,
-                dir,
-            }),
+                dir: dir,
+            });
+            Ok(())
+        };
+        init(&mut slot).map_err(|e| format!("group {g}: cannot start: {e}"))?;
+        // SAFETY: `init` returned Ok, so `write_fields!` wrote every field of the slot.
+        let group = unsafe { slot.assume_init() };
+        let node = &group.node;
+        log::info!(
+            "group {g}: started at term {}, last index {}, members {:?}",
+            node.raft().term(),
+            node.raft().last_index(),
+            node.raft().membership().all().as_slice()
         );
+        self.groups.insert(g, group);
         Ok(())
     }
 
