@@ -28,8 +28,12 @@ use crate::protocol::{self, RequestFrame, ResponseFrame};
 
 /// Largest peer frame accepted (64 MiB).
 pub const MAX_PEER_FRAME_BYTES: usize = 64 << 20;
-/// Frames queued for one peer before new ones are dropped (Raft retries).
-pub const PEER_QUEUE_FRAMES: usize = 8192;
+/// Frames queued for one peer before new ones are dropped (Raft retries). 32 times a full
+/// append window (`MAX_INFLIGHT`); the queue's slots (32 bytes each) are written when it is
+/// created, so they are resident for every peer (8192 slots were 256 KiB each).
+pub const PEER_QUEUE_FRAMES: usize = 1024;
+/// Read buffer of an accepted peer connection.
+const PEER_READ_BUFFER: usize = 64 << 10;
 
 /// What the network hands to the raft thread.
 pub enum Input {
@@ -325,7 +329,9 @@ pub async fn raft_listener(net: Arc<Net>, listener: TcpListener) {
 
 async fn serve_peer(net: &Arc<Net>, stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut reader = BufReader::with_capacity(256 << 10, stream.clone());
+    // Small frames (acks, heartbeats) batch through this buffer; an append larger than it is
+    // read straight into its frame. Every byte of it is resident for the connection's life.
+    let mut reader = BufReader::with_capacity(PEER_READ_BUFFER, stream.clone());
     let mut writer = stream;
     let first = read_record(&mut reader, 64 << 10).await?;
     let (frame, _) = wire::decode(&first)
