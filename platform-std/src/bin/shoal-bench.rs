@@ -460,11 +460,6 @@ mod bench {
 
     /// Write every key of the keyspace once (batches of 64, pipelined), so reads find them.
     fn prefill(addr: &str, a: &Args) -> Result<(), String> {
-        let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(1))
-            .map_err(|e| format!("{addr}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
         let value = vec![b'v'; a.value_size];
         let batches: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..a.keyspace)
             .collect::<Vec<_>>()
@@ -475,32 +470,54 @@ mod bench {
                     .collect()
             })
             .collect();
-        let window = 32usize;
-        let (mut sent, mut done) = (0usize, 0usize);
+        pipelined_writes(addr, "prefill", batches.len() as u64, 32, 10, |i| {
+            WriteOp::BatchPut {
+                pairs: batches[i as usize].clone(),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Send `count` session-less writes `make(0..count)` through one connection with `window`
+    /// in flight, and wait for every answer; a refused write is an error naming `what`.
+    /// Returns the raft index of the last write.
+    fn pipelined_writes(
+        addr: &str,
+        what: &str,
+        count: u64,
+        window: u64,
+        timeout_s: u64,
+        make: impl Fn(u64) -> WriteOp,
+    ) -> Result<u64, String> {
+        let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(1))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(timeout_s)))
+            .map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (mut sent, mut done, mut last) = (0u64, 0u64, 0u64);
         let mut buf = Vec::new();
         let mut chunk = vec![0u8; 1 << 16];
-        while done < batches.len() {
-            let mut out = Vec::new();
-            while sent < batches.len() && sent - done < window {
+        let mut out = Vec::new();
+        while done < count {
+            out.clear();
+            while sent < count && sent - done < window {
                 let f = RequestFrame {
                     version: PROTOCOL_VERSION,
-                    id: sent as u64,
+                    id: sent,
                     group: 0,
                     request: Request::Write {
                         client_id: 0,
                         seq: 0,
-                        op: WriteOp::BatchPut {
-                            pairs: batches[sent].clone(),
-                        },
+                        op: make(sent),
                     },
                 };
                 protocol::encode(&f, &mut out).map_err(|e| e.to_string())?;
                 sent += 1;
             }
-            s.write_all(&out).map_err(|e| format!("prefill: {e}"))?;
-            let n = s.read(&mut chunk).map_err(|e| format!("prefill: {e}"))?;
+            s.write_all(&out).map_err(|e| format!("{what}: {e}"))?;
+            let n = s.read(&mut chunk).map_err(|e| format!("{what}: {e}"))?;
             if n == 0 {
-                return Err("prefill: connection closed".into());
+                return Err(format!("{what}: connection closed"));
             }
             buf.extend_from_slice(&chunk[..n]);
             let mut off = 0;
@@ -512,14 +529,17 @@ mod bench {
                     Response::Written {
                         result: WriteResult::Failed(e),
                         ..
-                    } => return Err(format!("prefill write refused: {e:?}")),
-                    Response::Written { .. } => done += 1,
-                    r => return Err(format!("prefill write refused: {r:?}")),
+                    } => return Err(format!("{what} write refused: {e:?}")),
+                    Response::Written { index, .. } => {
+                        done += 1;
+                        last = last.max(index);
+                    }
+                    r => return Err(format!("{what} write refused: {r:?}")),
                 }
             }
             buf.drain(..off);
         }
-        Ok(())
+        Ok(last)
     }
 
     // ---------------------------------------------------------------- workers
@@ -1257,61 +1277,11 @@ mod bench {
     /// Write `count` puts through one connection (no session, `window` in flight, keys
     /// cycling through the keyspace). Returns the raft index of the last write.
     fn fill(addr: &str, a: &Args, count: u64, window: u64) -> Result<u64, String> {
-        let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(1))
-            .map_err(|e| format!("{addr}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
         let value = vec![b'v'; a.value_size];
-        let (mut sent, mut done, mut last) = (0u64, 0u64, 0u64);
-        let mut buf = Vec::new();
-        let mut chunk = vec![0u8; 1 << 16];
-        let mut out = Vec::new();
-        while done < count {
-            out.clear();
-            while sent < count && sent - done < window {
-                let f = RequestFrame {
-                    version: PROTOCOL_VERSION,
-                    id: sent,
-                    group: 0,
-                    request: Request::Write {
-                        client_id: 0,
-                        seq: 0,
-                        op: WriteOp::Put {
-                            key: key_of(sent % a.keyspace, a.key_size),
-                            value: value.clone(),
-                        },
-                    },
-                };
-                protocol::encode(&f, &mut out).map_err(|e| e.to_string())?;
-                sent += 1;
-            }
-            s.write_all(&out).map_err(|e| format!("fill: {e}"))?;
-            let n = s.read(&mut chunk).map_err(|e| format!("fill: {e}"))?;
-            if n == 0 {
-                return Err("fill: connection closed".into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let mut off = 0;
-            while let Some((f, used)) =
-                protocol::decode::<ResponseFrame>(&buf[off..]).map_err(|e| e.to_string())?
-            {
-                off += used;
-                match f.response {
-                    Response::Written {
-                        result: WriteResult::Failed(e),
-                        ..
-                    } => return Err(format!("fill write refused: {e:?}")),
-                    Response::Written { index, .. } => {
-                        done += 1;
-                        last = last.max(index);
-                    }
-                    r => return Err(format!("fill write refused: {r:?}")),
-                }
-            }
-            buf.drain(..off);
-        }
-        Ok(last)
+        pipelined_writes(addr, "fill", count, window, 30, |i| WriteOp::Put {
+            key: key_of(i % a.keyspace, a.key_size),
+            value: value.clone(),
+        })
     }
 
     /// The HTTP status of `GET path` on `addr` (None if it does not answer).
