@@ -412,10 +412,22 @@ where
 
     /// Decode and handle one frame from the network.
     pub fn handle_frame(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), NodeError> {
-        let (frame, _) = wire::decode(bytes)?;
+        let (frame, used) = wire::decode(bytes)?;
+        self.handle_decoded(now_ms, &frame, used)
+    }
+
+    /// Handle a frame the platform already decoded (to route it to its group, say) with the
+    /// same checks as [`Node::handle_frame`], without decoding and checksumming it again.
+    /// `frame_bytes` is its encoded length, for the byte counters.
+    pub fn handle_decoded(
+        &mut self,
+        now_ms: u64,
+        frame: &wire::Frame<'_>,
+        frame_bytes: usize,
+    ) -> Result<(), NodeError> {
         self.stats.frames_in += 1;
-        self.stats.bytes_in += bytes.len() as u64;
-        let h = frame.header;
+        self.stats.bytes_in += frame_bytes as u64;
+        let h = &frame.header;
         if h.cluster_id != self.cfg.cluster_id {
             return Err(NodeError::WrongCluster {
                 local: self.cfg.cluster_id,
@@ -434,8 +446,8 @@ where
                 remote: h.to,
             });
         }
-        match frame.body {
-            Body::Raft(msg) => self.receive(now_ms, h.from, &msg, frame.tail),
+        match &frame.body {
+            Body::Raft(msg) => self.receive(now_ms, h.from, msg, frame.tail),
             _ => Err(NodeError::NotRaft),
         }
     }

@@ -249,8 +249,8 @@ where
                         break;
                     }
                 };
-                let decoded = match wire::decode(frame) {
-                    Ok((f, _)) => f,
+                let (decoded, used) = match wire::decode(frame) {
+                    Ok(d) => d,
                     Err(_) => {
                         self.stats.bad_frames += 1;
                         continue;
@@ -294,7 +294,7 @@ where
                             self.stats.unestablished_drops += 1;
                             continue;
                         }
-                        if let Err(e) = self.node.handle_frame(now_ms, frame) {
+                        if let Err(e) = self.node.handle_decoded(now_ms, &decoded, used) {
                             if is_fatal(&e) {
                                 return Err(e);
                             }

@@ -530,19 +530,21 @@ impl RaftLoop {
     }
 
     fn handle_peer(&mut self, bytes: &[u8]) {
-        let group = match wire::decode(bytes) {
-            Ok((f, _)) => f.header.group,
+        // Decoded (and checksummed) once: the header routes it, the group's driver takes it.
+        let (frame, used) = match wire::decode(bytes) {
+            Ok(decoded) => decoded,
             Err(e) => {
                 log::warn!("dropped a peer frame: {e}");
                 return;
             }
         };
+        let group = frame.header.group;
         let now = self.now_ms();
         let Some(g) = self.groups.get_mut(&group) else {
             log::debug!("dropped a frame for group {group}, which this node does not host");
             return;
         };
-        if let Err(e) = g.node.handle_frame(now, bytes) {
+        if let Err(e) = g.node.handle_decoded(now, &frame, used) {
             match e {
                 shoal_core::driver::NodeError::Storage(_)
                 | shoal_core::driver::NodeError::Raft(_)
