@@ -24,7 +24,7 @@ use crate::membership::Membership;
 use crate::message::{Message, SnapshotHeader};
 use crate::raft::{
     ConfigChange, Envelope, ProposeError, Raft, RaftError, ReadError, ReadEvent, Recovered,
-    StepOutcome, TransferError,
+    StepOutcome, SyncPoint, TransferError,
 };
 use crate::record::CRC32C;
 use crate::storage::{Storage, StorageError};
@@ -526,6 +526,38 @@ where
         now_ms: u64,
         on_event: &mut dyn FnMut(Event<M::Output>),
     ) -> Result<(), NodeError> {
+        self.flush_inner(now_ms, on_event, false).map(|_| ())
+    }
+
+    /// [`Node::flush`] for a platform that can make storage durable in the background (a file
+    /// fdatasync on another thread). When the only unsynced writes are this leader's own new
+    /// entries, it does not sync: it returns where a sync must reach, and the caller makes the
+    /// storage durable up to there and reports it with [`Node::log_persisted`]; meanwhile the
+    /// leader keeps taking writes and replicating, and only its own vote toward commits waits.
+    /// Everything else (a follower's acknowledgements, a new term or vote, held answers) is
+    /// synced here, exactly as by `flush`. `Some` is returned on every call until reported.
+    pub fn flush_deferred(
+        &mut self,
+        now_ms: u64,
+        on_event: &mut dyn FnMut(Event<M::Output>),
+    ) -> Result<Option<SyncPoint>, NodeError> {
+        self.flush_inner(now_ms, on_event, true)
+    }
+
+    /// A background sync asked for by [`Node::flush_deferred`] finished: the storage is durable
+    /// up to `at`. Commits it allows are acted on by the next flush.
+    pub fn log_persisted(&mut self, at: SyncPoint) {
+        if self.raft.on_log_persisted(at) {
+            self.stats.syncs += 1;
+        }
+    }
+
+    fn flush_inner(
+        &mut self,
+        now_ms: u64,
+        on_event: &mut dyn FnMut(Event<M::Output>),
+        defer: bool,
+    ) -> Result<Option<SyncPoint>, NodeError> {
         self.raft.flush(now_ms, &mut self.store)?;
         self.send_outbox();
         // A burst larger than the outbox continues once the first part has gone out.
@@ -536,11 +568,16 @@ where
             self.raft.flush(now_ms, &mut self.store)?;
             self.send_outbox();
         }
+        let mut deferred = None;
         if self.raft.needs_sync() {
-            self.store.sync()?;
-            self.stats.syncs += 1;
-            self.raft.on_persisted(self.raft.last_index());
-            self.send_outbox();
+            if defer && self.raft.only_own_log_unsynced() {
+                deferred = Some(self.raft.sync_point());
+            } else {
+                self.store.sync()?;
+                self.stats.syncs += 1;
+                self.raft.on_persisted(self.raft.last_index());
+                self.send_outbox();
+            }
         }
         self.apply_committed(on_event)?;
         self.report_reads(on_event);
@@ -565,7 +602,7 @@ where
         }
         // Applying may have produced messages (a leader's commit advancing read rounds).
         self.send_outbox();
-        Ok(())
+        Ok(deferred)
     }
 
     fn apply_committed(

@@ -431,16 +431,40 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Append one framed message to `out`.
+/// Append one framed message to `out`, serialized in place (no buffer of its own).
 pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
-    let body = postcard::to_allocvec(msg).map_err(FrameError::Decode)?;
-    if body.len() > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge(body.len()));
-    }
     let start = out.len();
-    out.resize(start + body.len() + record::RECORD_OVERHEAD, 0);
-    record::encode(&body, &mut out[start..]).map_err(FrameError::Record)?;
+    // Length and version first; postcard appends the body; the CRC goes last.
+    out.extend_from_slice(&[0; 5]);
+    if let Err(e) = postcard::to_extend(msg, Append(out)) {
+        out.truncate(start);
+        return Err(FrameError::Decode(e));
+    }
+    let body = out.len() - start - 5;
+    if body > MAX_FRAME_BYTES {
+        out.truncate(start);
+        return Err(FrameError::TooLarge(body));
+    }
+    out[start..start + 4].copy_from_slice(&((body + 1) as u32).to_le_bytes());
+    out[start + 4] = record::RECORD_VERSION;
+    let crc = record::CRC32C.checksum(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Appends to a borrowed buffer (postcard takes its writer by value; on an error the buffer
+/// keeps what it held).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter)
+    }
+}
+
+/// Total length of the frame at the front of `buf`, once its length field is there.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    record::peek_len(buf)
 }
 
 /// Try to take one framed message from the front of `buf`: `Ok(None)` if more bytes are

@@ -601,3 +601,133 @@ fn a_joining_node_is_added_promoted_and_an_old_one_removed() {
 
     drop(procs);
 }
+
+fn gauge(admin: &str, name: &str) -> usize {
+    let (_, body) = http_get(admin, "/metrics").expect("metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn a_client_that_leaves_its_answers_unread_is_not_read_either_and_bad_frames_are_refused() {
+    const OUT_HIGH_WATER: usize = 4 << 20;
+    const READ_BUFFER: usize = 64 << 10;
+    const N: u64 = 100_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let node = spec(24500, 1, root);
+    let members = format!("1={}", node.raft);
+    let _p = start(&node, &members, &[], root, "a");
+    wait_leader(&[(1, node.client.as_str())], 0);
+    let value = "v".repeat(1024);
+    put(&[node.client.as_str()], 0, 7, 1, "big", &value);
+
+    // 100 000 pipelined reads of a 1 KiB value (~100 MiB of answers), none of them read yet.
+    let mut burst = Vec::new();
+    for id in 1..=N {
+        let get = Request::Get {
+            key: b"big".to_vec(),
+            mode: ReadMode::Lease,
+        };
+        protocol::encode(
+            &RequestFrame {
+                version: PROTOCOL_VERSION,
+                id,
+                group: 0,
+                request: get,
+            },
+            &mut burst,
+        )
+        .unwrap();
+    }
+    let request_len = burst.len() / N as usize;
+    let mut c = Conn::open(&node.client).unwrap();
+    let mut w = c.s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&burst));
+    // The server answers until a connection holds 4 MiB of unread answers, then stops reading
+    // it: at most one read buffer of requests more is answered.
+    let answer_len = value.len() + 64;
+    let bound = OUT_HIGH_WATER + (READ_BUFFER / request_len + 1) * answer_len;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut peak, mut stable_since, mut last) = (0, Instant::now(), usize::MAX);
+    loop {
+        let pending = gauge(&node.admin, "shoal_client_answer_bytes_pending");
+        peak = peak.max(pending);
+        if pending != last {
+            (last, stable_since) = (pending, Instant::now());
+        }
+        if pending > OUT_HIGH_WATER && stable_since.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "unread answers never settled above the mark: now {pending}, peak {peak}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        peak <= bound,
+        "unread answers reached {peak} bytes; the bound is {bound}"
+    );
+    assert!(gauge(&node.admin, "shoal_client_requests_queued") <= READ_BUFFER / request_len + 1);
+    // Reading the answers lets the rest of the burst in; every read is answered, in order.
+    for id in 1..=N {
+        let f = c.next_frame().unwrap();
+        assert_eq!(f.id, id);
+        match f.response {
+            Response::Node { node: Some(n), .. } => assert_eq!(n.value.len(), value.len()),
+            other => panic!("answer {id}: {other:?}"),
+        }
+    }
+    writer.join().unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge(&node.admin, "shoal_client_answer_bytes_pending") != 0 {
+        assert!(Instant::now() < deadline, "answers stayed pending");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A frame that fails its checksum is answered with what was wrong, then the connection is
+    // closed (the stream is out of step); the server goes on serving everyone else.
+    let mut bad = Vec::new();
+    protocol::encode(
+        &RequestFrame {
+            version: PROTOCOL_VERSION,
+            id: 9,
+            group: 0,
+            request: Request::Status,
+        },
+        &mut bad,
+    )
+    .unwrap();
+    let last_byte = bad.len() - 1;
+    bad[last_byte] ^= 0xff;
+    let mut b = Conn::open(&node.client).unwrap();
+    b.s.write_all(&bad).unwrap();
+    let f = b.next_frame().unwrap();
+    match f.response {
+        Response::Error { code, message, .. } => {
+            assert_eq!(code, protocol::ErrorCode::BadRequest);
+            assert!(message.contains("request frame refused"), "{message}");
+            assert!(message.contains("CRC"), "{message}");
+        }
+        other => panic!("bad frame answered with {other:?}"),
+    }
+    assert_eq!(
+        b.next_frame().map_err(|e| e.kind()).unwrap_err(),
+        std::io::ErrorKind::UnexpectedEof
+    );
+    assert_eq!(
+        get(&node.client, 0, "big", ReadMode::Linearizable),
+        Some(value.into_bytes())
+    );
+    drop((c, b));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge(&node.admin, "shoal_client_connections") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

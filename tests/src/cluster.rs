@@ -19,7 +19,7 @@ use shoal_core::io::{StateMachine, Transport, TransportError};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
 use shoal_core::message::Message;
-use shoal_core::raft::ConfigChange;
+use shoal_core::raft::{ConfigChange, SyncPoint};
 use shoal_core::rng::Rng;
 use shoal_core::storage::{LogView, Storage};
 use shoal_core::{EntryKind, LogIndex, NodeId, Role, Term};
@@ -173,6 +173,9 @@ struct Slot<W: Workload> {
     /// Entries up to here were reported to the checker and cannot change any more.
     reported_commit: LogIndex,
     fresh_view: bool,
+    /// A background log sync in flight (runs with deferred syncs): where it vouches for, the
+    /// storage's mark, and when it finishes.
+    bg_sync: Option<(SyncPoint, u64, u64)>,
 }
 
 type Op<W> = <<W as Workload>::Model as Model>::Op;
@@ -253,6 +256,9 @@ struct Run<'w, W: Workload> {
     now: u64,
     faults: u64,
     joint_seen: bool,
+    /// Odd seeds run like `shoald` with fsync `always`: a leader's own log sync runs in the
+    /// background (`Node::flush_deferred`) and finishes 0-7 ms later, power cuts included.
+    deferred_sync: bool,
 }
 
 const CLIENTS: u64 = 4;
@@ -294,6 +300,7 @@ impl<'w, W: Workload> Run<'w, W> {
             now: 0,
             faults: 0,
             joint_seen: false,
+            deferred_sync: seed % 2 == 1,
             rng,
             schedule,
         };
@@ -315,6 +322,7 @@ impl<'w, W: Workload> Run<'w, W> {
                     down_since: 0,
                     reported_commit: 0,
                     fresh_view: true,
+                    bg_sync: None,
                 },
             );
         }
@@ -510,6 +518,8 @@ impl<'w, W: Workload> Run<'w, W> {
         };
         let Some(node) = slot.node.take() else { return };
         let (store, ..) = node.into_parts();
+        // A background sync still running is lost with the power.
+        slot.bg_sync = None;
         slot.down_store = Some(store.crash(seed));
         slot.down_since = self.now;
         self.net.set_node_up(id, false);
@@ -721,10 +731,33 @@ impl<'w, W: Workload> Run<'w, W> {
             let now = self.local(id);
             let incarnation = self.slots[&id].incarnation;
             let mut events = Vec::new();
-            if let Some(n) = self.node_mut(id) {
-                n.flush(now, &mut |e| events.push(e)).map_err(|e| {
-                    SimFailure::new(FailureCategory::Panic, format!("node {id} flush: {e}"))
-                })?;
+            let deferred = self.deferred_sync;
+            let global = self.now;
+            let delay = if deferred { self.rng.range(0, 8) } else { 0 };
+            if let Some(slot) = self.slots.get_mut(&id) {
+                if let Some(n) = slot.node.as_mut() {
+                    let fail = |e: shoal_core::driver::NodeError| {
+                        SimFailure::new(FailureCategory::Panic, format!("node {id} flush: {e}"))
+                    };
+                    if !deferred {
+                        n.flush(now, &mut |e| events.push(e)).map_err(fail)?;
+                    } else {
+                        if let Some((at, mark, due)) = slot.bg_sync {
+                            if due <= global {
+                                n.storage_mut().background_synced(mark);
+                                n.log_persisted(at);
+                                slot.bg_sync = None;
+                            }
+                        }
+                        let want = n
+                            .flush_deferred(now, &mut |e| events.push(e))
+                            .map_err(fail)?;
+                        if let (Some(at), None) = (want, slot.bg_sync) {
+                            let mark = n.storage().begin_background_sync();
+                            slot.bg_sync = Some((at, mark, global + delay));
+                        }
+                    }
+                }
             }
             let applied = self
                 .node_mut(id)

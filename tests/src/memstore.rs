@@ -226,6 +226,8 @@ pub struct MemStorage {
     live: Vec<u8>,
     /// Log writes since the last sync, in order.
     pending: Vec<PendingWrite>,
+    /// Log writes made durable so far (`pending[0]` is write number `synced_writes`).
+    synced_writes: u64,
     /// Bytes of the pending appends (the live log may have truncated them since).
     pending_bytes: Vec<u8>,
     /// One slot per entry in the log, `first_index` first.
@@ -294,6 +296,29 @@ impl MemStorage {
     pub fn shutdown(mut self) -> Disk {
         self.flush();
         self.disk
+    }
+
+    /// Start a background sync of the log (a platform's fdatasync on another thread): returns
+    /// the mark [`MemStorage::background_synced`] takes when it finishes. It covers the log
+    /// writes made so far, not the hard state.
+    pub fn begin_background_sync(&self) -> u64 {
+        self.synced_writes + self.pending.len() as u64
+    }
+
+    /// The background sync that began at `mark` finished: the log writes before it are durable
+    /// (those after it, and the hard state, still wait).
+    pub fn background_synced(&mut self, mark: u64) {
+        let k = mark
+            .saturating_sub(self.synced_writes)
+            .min(self.pending.len() as u64) as usize;
+        for write in self.pending.drain(..k) {
+            apply_write(&mut self.disk, &self.pending_bytes, write);
+        }
+        self.synced_writes += k as u64;
+        if self.pending.is_empty() {
+            self.pending_bytes.clear();
+        }
+        self.disk.stats.syncs += 1;
     }
 
     /// A clean shutdown and restart: [`MemStorage::shutdown`] then [`MemStorage::recover`].
@@ -431,6 +456,7 @@ impl MemStorage {
             disk,
             live,
             pending: Vec::new(),
+            synced_writes: 0,
             pending_bytes: Vec::new(),
             slots,
             first_index,
@@ -458,6 +484,7 @@ impl MemStorage {
 
     /// Make every write durable (the body of `sync`).
     fn flush(&mut self) {
+        self.synced_writes += self.pending.len() as u64;
         for write in self.pending.drain(..) {
             apply_write(&mut self.disk, &self.pending_bytes, write);
         }

@@ -39,6 +39,16 @@ pub struct Envelope {
     pub msg: OutMessage,
 }
 
+/// Where a sync started now leaves durability: the last index written and the log's epoch
+/// (see [`Raft::on_log_persisted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncPoint {
+    /// The last index written when the sync started.
+    pub index: LogIndex,
+    /// The log's epoch then; a cut since makes the sync vouch for nothing.
+    pub epoch: u32,
+}
+
 /// A queued outgoing message: a [`Message`] whose snapshot chunks name their snapshot by
 /// index and term only, so the outbox holds small fixed-size entries.
 pub type OutMessage = Message<SnapshotRef>;
@@ -276,6 +286,9 @@ pub struct Raft {
     last_index: LogIndex,
     last_term: Term,
     persisted_index: LogIndex,
+    /// Bumped whenever entries are cut from the log's tail (a conflict, or a snapshot that
+    /// replaces the log): a background sync started before cannot vouch for what is there now.
+    log_epoch: u32,
     snapshot_index: LogIndex,
     snapshot_term: Term,
     hs_saved: HardState,
@@ -353,6 +366,7 @@ impl Raft {
                 last_index: rec.last.0,
                 last_term: rec.last.1,
                 persisted_index: rec.last.0,
+                log_epoch: 0,
                 snapshot_index: rec.snapshot.0,
                 snapshot_term: rec.snapshot.1,
                 hs_saved: rec.hard_state,
@@ -507,6 +521,44 @@ impl Raft {
     }
 
     // ----- outputs -----------------------------------------------------------------------------
+
+    /// Whether the only write waiting for a sync is this leader's own log tail: the hard state
+    /// is durable and no answer is held. Then the sync may run in the background while the
+    /// leader goes on ([`Raft::sync_point`], [`Raft::on_log_persisted`]); nothing but the
+    /// leader's own vote toward commits waits for it.
+    pub fn only_own_log_unsynced(&self) -> bool {
+        self.role == Role::Leader
+            && !self.hs_unsynced
+            && self.held.is_empty()
+            && self.persisted_index < self.last_index
+    }
+
+    /// What a sync of everything written so far will make durable.
+    pub fn sync_point(&self) -> SyncPoint {
+        SyncPoint {
+            index: self.last_index,
+            epoch: self.log_epoch,
+        }
+    }
+
+    /// A background sync that started at `at` finished: the entries up to `at.index` are
+    /// durable, unless the log's tail was cut since (then nothing is learned). Unlike
+    /// [`Raft::on_persisted`] it neither marks the hard state durable nor releases held answers
+    /// (they may depend on writes after `at`). Returns whether it advanced anything.
+    pub fn on_log_persisted(&mut self, at: SyncPoint) -> bool {
+        if at.epoch != self.log_epoch {
+            return false;
+        }
+        let index = at.index.min(self.last_index);
+        if index <= self.persisted_index {
+            return false;
+        }
+        self.persisted_index = index;
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+        true
+    }
 
     /// Take the next message that may be sent now.
     pub fn pop_message(&mut self) -> Option<Envelope> {
@@ -1679,6 +1731,7 @@ impl Raft {
                 self.last_index = e.index - 1;
                 self.last_term = store.term(self.last_index)?;
                 self.persisted_index = self.persisted_index.min(self.last_index);
+                self.log_epoch = self.log_epoch.wrapping_add(1);
                 self.truncate_configs(e.index);
                 truncated = true;
             }
@@ -1837,6 +1890,7 @@ impl Raft {
             self.last_index = meta.index;
             self.last_term = meta.term;
             self.persisted_index = meta.index;
+            self.log_epoch = self.log_epoch.wrapping_add(1);
         }
         self.snapshot_index = meta.index;
         self.snapshot_term = meta.term;

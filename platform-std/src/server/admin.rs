@@ -69,6 +69,19 @@ pub struct AdminView {
     pub running: bool,
     /// Every hosted group.
     pub groups: Vec<GroupView>,
+    /// Client connections.
+    pub clients: ClientsView,
+}
+
+/// The client side of the node.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ClientsView {
+    /// Connections open now.
+    pub connections: usize,
+    /// Encoded answers not yet taken by their clients.
+    pub answer_bytes_pending: usize,
+    /// Requests read but not yet handled by the raft thread.
+    pub requests_queued: usize,
 }
 
 /// Serve the admin port until the process exits.
@@ -256,6 +269,25 @@ fn metrics(v: &AdminView, fsync: &Histogram) -> String {
         "gauge",
         &|g| g.snapshot_bytes,
     );
+    for (name, help, value) in [
+        (
+            "shoal_client_connections",
+            "Client connections open.",
+            v.clients.connections,
+        ),
+        (
+            "shoal_client_answer_bytes_pending",
+            "Encoded answers not yet taken by their clients (a connection past 4 MiB is not read until it drains).",
+            v.clients.answer_bytes_pending,
+        ),
+        (
+            "shoal_client_requests_queued",
+            "Client requests read but not yet handled.",
+            v.clients.requests_queued,
+        ),
+    ] {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
     let _ = writeln!(
         s,
         "# HELP shoal_fsync_seconds Storage sync latency.\n# TYPE shoal_fsync_seconds histogram"

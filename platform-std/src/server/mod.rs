@@ -1,13 +1,13 @@
-//! `shoald`, the Shoal server: one raft thread that owns every group and runs the batch loop
-//! ([`raftloop`]), socket tasks on a small smol executor ([`net`]), and the admin HTTP port on a
-//! thread of its own ([`admin`]). [`run`] wires them together; `src/bin/shoald.rs` only parses
-//! flags and calls it.
+//! `shoald`, the Shoal server: one raft thread that owns every group, serves the client
+//! connections and runs the batch loop ([`raftloop`], [`clients`]); a blocking thread per peer
+//! connection ([`net`]); and the admin HTTP port on a thread of its own ([`admin`]). [`run`]
+//! wires them together; `src/bin/shoald.rs` only parses flags and calls it.
 //!
-//! This module must never block the network executor on disk: storage calls happen only on the
-//! raft thread.
+//! Storage calls happen only on the raft thread.
 
 pub mod addrbook;
 pub mod admin;
+pub mod clients;
 pub mod config;
 pub mod kvsm;
 pub mod net;
@@ -17,14 +17,11 @@ pub mod timed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use smol::net::TcpListener;
+use std::net::TcpListener;
 
 use crate::storage::{DataDir, Identity};
 
 pub use config::{Flags, ServerConfig};
-
-/// Threads that run socket tasks.
-const NET_THREADS: usize = 2;
 
 /// Hand freed heap memory back to the OS, after start-up (each segment's data was read into
 /// one buffer) and after a flush that applied a long stretch of log at once. glibc raises its
@@ -61,10 +58,8 @@ pub fn run(cfg: ServerConfig) -> i32 {
             return 2;
         }
     }
-    let ex = Arc::new(smol::Executor::new());
     let (tx, rx) = smol::channel::unbounded();
     let net = net::Net::new(
-        ex.clone(),
         tx,
         net::HelloInfo {
             cluster_id: cfg.cluster_id,
@@ -73,7 +68,7 @@ pub fn run(cfg: ServerConfig) -> i32 {
         },
     );
     let bind = |what: &str, addr: &str| -> Result<TcpListener, String> {
-        smol::block_on(TcpListener::bind(addr))
+        TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on the {what} address {addr}: {e}"))
     };
     let (raft_l, client_l) = match (
@@ -95,18 +90,6 @@ pub fn run(cfg: ServerConfig) -> i32 {
     };
     let fsync_hist = Arc::new(timed::Histogram::default());
     let view = Arc::new(Mutex::new(admin::AdminView::default()));
-    let (shutdown_tx, shutdown_rx) = smol::channel::bounded::<()>(1);
-    for i in 0..NET_THREADS {
-        let ex = ex.clone();
-        let rx = shutdown_rx.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("shoal-net-{i}"))
-            .spawn(move || smol::block_on(ex.run(async { rx.recv().await.ok() })));
-        if let Err(e) = spawned {
-            log::error!("cannot start a network thread: {e}");
-            return 2;
-        }
-    }
     let rl = match raftloop::RaftLoop::open(
         cfg.clone(),
         data,
@@ -123,9 +106,14 @@ pub fn run(cfg: ServerConfig) -> i32 {
         }
     };
     release_freed_memory();
-    ex.spawn(net::raft_listener(net.clone(), raft_l)).detach();
-    ex.spawn(net::client_listener(net.clone(), client_l))
-        .detach();
+    let client_l = match async_io::Async::new(client_l) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("cannot watch the client listener: {e}");
+            return 2;
+        }
+    };
+    net::raft_listener(net.clone(), raft_l);
     {
         let view = view.clone();
         let fsync = fsync_hist.clone();
@@ -147,8 +135,7 @@ pub fn run(cfg: ServerConfig) -> i32 {
         cfg.data_dir.display(),
         cfg.fsync
     );
-    let code = rl.run();
+    let code = rl.run(client_l);
     net.stopping.store(true, Ordering::Relaxed);
-    drop(shutdown_tx);
     code
 }

@@ -1,30 +1,31 @@
-//! `shoald`'s sockets: the raft port (peer connections with the `Hello` handshake) and the
-//! client port (the protocol of [`crate::protocol`]). Everything here runs on the network
-//! executor; it only moves bytes and hands whole frames to the raft thread through a channel.
+//! `shoald`'s peer sockets: the raft port (peer connections with the `Hello` handshake).
+//!
+//! A cluster has a handful of peers, so each peer connection gets a plain blocking thread: one
+//! dialer per peer this node sends to, one reader per connection it accepted. They only move
+//! bytes: a reader hands whole frames to the raft thread through a channel, a dialer writes what
+//! the raft thread queued for its peer, gathering everything queued into one `write`. The raft
+//! thread owns the async reactor alone (it serves client connections, [`super::clients`]), so
+//! no other thread sits in it and every socket event reaches it without a hand-off. A dialer
+//! sends while the raft thread fsyncs: followers write an entry while the leader does.
 //!
 //! Peer connections are one-way: a node *dials* every peer it sends to and only *reads* from
 //! connections it accepted. Each side of a new connection sends a `Hello` first; a mismatch is
 //! answered with `HelloRefused(reason)` and logged with both sides' values.
 
 use std::collections::HashMap;
-use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io::{self, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_io::Timer;
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use smol::channel::{Receiver, Sender, TrySendError};
-use smol::net::{TcpListener, TcpStream};
-use smol::Executor;
 
 use shoal_core::handshake::{self, Hello};
 use shoal_core::io::{Transport, TransportError};
 use shoal_core::membership::NodeSet;
 use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
 use shoal_core::{ClusterId, NodeId, NO_NODE};
-
-use crate::protocol::{self, RequestFrame, ResponseFrame};
 
 /// Largest peer frame accepted (64 MiB).
 pub const MAX_PEER_FRAME_BYTES: usize = 64 << 20;
@@ -34,23 +35,15 @@ pub const MAX_PEER_FRAME_BYTES: usize = 64 << 20;
 pub const PEER_QUEUE_FRAMES: usize = 1024;
 /// Read buffer of an accepted peer connection.
 const PEER_READ_BUFFER: usize = 64 << 10;
+/// How long a dial may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one write to a peer may block before the connection counts as dead.
+const PEER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Stack of a peer thread (they only move bytes; frames live on the heap).
+const PEER_THREAD_STACK: usize = 128 << 10;
 
-/// What the network hands to the raft thread.
-pub enum Input {
-    /// A peer frame (already past the handshake).
-    Peer(Vec<u8>),
-    /// A client request and where its answers go.
-    Client {
-        /// The connection's answer queue.
-        reply: Sender<ResponseFrame>,
-        /// The connection's id.
-        conn: u64,
-        /// The request.
-        frame: RequestFrame,
-    },
-    /// A client connection closed.
-    ClientClosed(u64),
-}
+/// A peer frame (past the handshake), as the network hands it to the raft thread.
+pub type PeerFrame = Vec<u8>;
 
 /// What the handshake says about this node; refreshed by the raft thread.
 #[derive(Clone, Debug)]
@@ -78,31 +71,26 @@ impl HelloInfo {
 /// A peer's raft address and the queue of frames its dialer sends.
 type PeerQueue = (String, Sender<Vec<u8>>);
 
-/// State shared by the network tasks.
+/// State shared by the peer threads and the raft thread.
 pub struct Net {
-    /// Runs every socket task.
-    pub ex: Arc<Executor<'static>>,
-    /// Where frames and requests go.
-    pub input: Sender<Input>,
+    /// Where peer frames go.
+    pub input: Sender<PeerFrame>,
     /// Handshake identity.
     pub hello: Mutex<HelloInfo>,
     /// Set once shutdown starts: listeners stop accepting.
     pub stopping: AtomicBool,
     /// Queues to peers, by node id.
     peers: Mutex<HashMap<NodeId, PeerQueue>>,
-    next_conn: AtomicU64,
 }
 
 impl Net {
     /// Shared network state.
-    pub fn new(ex: Arc<Executor<'static>>, input: Sender<Input>, hello: HelloInfo) -> Arc<Net> {
+    pub fn new(input: Sender<PeerFrame>, hello: HelloInfo) -> Arc<Net> {
         Arc::new(Net {
-            ex,
             input,
             hello: Mutex::new(hello),
             stopping: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(1),
         })
     }
 
@@ -124,7 +112,9 @@ impl Net {
         peers.insert(id, (raft_addr.to_string(), tx));
         let net = self.clone();
         let addr = raft_addr.to_string();
-        self.ex.spawn(dial_loop(net, id, addr, rx)).detach();
+        spawn_peer_thread(format!("shoal-dial-{id}"), move || {
+            dial_loop(net, id, addr, rx)
+        });
     }
 
     /// A transport for a group's driver.
@@ -162,10 +152,20 @@ impl Transport for PeerTransport {
     }
 }
 
+fn spawn_peer_thread(name: String, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(name.clone())
+        .stack_size(PEER_THREAD_STACK)
+        .spawn(f)
+    {
+        log::error!("cannot start thread {name}: {e}");
+    }
+}
+
 /// Read one record-framed message (length, version, body, CRC) from `r`.
-pub async fn read_record<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
+pub fn read_record<R: Read>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
     let mut head = [0u8; 4];
-    r.read_exact(&mut head).await?;
+    r.read_exact(&mut head)?;
     let total = u32::from_le_bytes(head) as usize + 8;
     if total > max {
         return Err(io::Error::new(
@@ -175,7 +175,7 @@ pub async fn read_record<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> io::Res
     }
     let mut buf = vec![0u8; total];
     buf[..4].copy_from_slice(&head);
-    r.read_exact(&mut buf[4..]).await?;
+    r.read_exact(&mut buf[4..])?;
     Ok(buf)
 }
 
@@ -204,14 +204,14 @@ fn refusal(reason: &str) -> Body {
 }
 
 /// Dial `id` at `addr` and forward its queue, reconnecting with backoff.
-async fn dial_loop(net: Arc<Net>, id: NodeId, addr: String, rx: Receiver<Vec<u8>>) {
+fn dial_loop(net: Arc<Net>, id: NodeId, addr: String, rx: Receiver<Vec<u8>>) {
     let mut backoff_ms = 50u64;
     let mut last_error = String::new();
     loop {
         if net.stopping.load(Ordering::Relaxed) {
             return;
         }
-        match dial_once(&net, id, &addr, &rx).await {
+        match dial_once(&net, id, &addr, &rx) {
             Ok(()) => return, // the queue closed: the peer was replaced or we shut down
             Err(e) => {
                 let msg = e.to_string();
@@ -226,36 +226,40 @@ async fn dial_loop(net: Arc<Net>, id: NodeId, addr: String, rx: Receiver<Vec<u8>
         if rx.is_closed() {
             return;
         }
-        Timer::after(Duration::from_millis(backoff_ms)).await;
+        std::thread::sleep(Duration::from_millis(backoff_ms));
         backoff_ms = (backoff_ms * 2).min(1000);
     }
 }
 
-async fn dial_once(
-    net: &Arc<Net>,
-    id: NodeId,
-    addr: &str,
-    rx: &Receiver<Vec<u8>>,
-) -> io::Result<()> {
-    let stream = TcpStream::connect(addr).await?;
+fn connect(addr: &str) -> io::Result<TcpStream> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other(format!("{addr} resolves to no address"))))
+}
+
+fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> io::Result<()> {
+    let stream = connect(addr)?;
     stream.set_nodelay(true)?;
-    let mut reader = BufReader::new(stream.clone());
+    // The handshake answer must come in time; afterwards this side only writes.
+    stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     let info = net.hello.lock().expect("hello lock").clone();
     let local = info.hello(id);
-    writer
-        .write_all(&encode_body(&info, id, &Body::Hello(local.clone())))
-        .await?;
-    let reply = read_record(&mut reader, 64 << 10).await?;
+    writer.write_all(&encode_body(&info, id, &Body::Hello(local.clone())))?;
+    let reply = read_record(&mut reader, 64 << 10)?;
     let (frame, _) = wire::decode(&reply)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     match frame.body {
         Body::Hello(remote) => {
             if let Err(e) = handshake::check(&local, &remote) {
                 let reason = e.to_string();
-                let _ = writer
-                    .write_all(&encode_body(&info, id, &refusal(&reason)))
-                    .await;
+                let _ = writer.write_all(&encode_body(&info, id, &refusal(&reason)));
                 return Err(io::Error::other(format!(
                     "handshake refused here: {reason} (we are cluster {} node {} with members {:?}; \
                      peer is cluster {} node {} with members {:?})",
@@ -283,9 +287,12 @@ async fn dial_once(
         }
     }
     log::info!("connected to peer {id} at {addr}");
+    // A peer that stops reading must not hold this thread forever: the write fails and the
+    // connection is dialed again.
+    writer.set_write_timeout(Some(PEER_WRITE_TIMEOUT))?;
     let mut buf = Vec::with_capacity(256 << 10);
     loop {
-        let Ok(first) = rx.recv().await else {
+        let Ok(first) = rx.recv_blocking() else {
             return Ok(());
         };
         buf.clear();
@@ -296,18 +303,19 @@ async fn dial_once(
                 Err(_) => break,
             }
         }
-        writer.write_all(&buf).await?;
+        writer.write_all(&buf)?;
     }
 }
 
-/// Accept peer connections on `listener`.
-pub async fn raft_listener(net: Arc<Net>, listener: TcpListener) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
+/// Accept peer connections on `listener` (a thread of its own; each connection gets a reader
+/// thread).
+pub fn raft_listener(net: Arc<Net>, listener: TcpListener) {
+    spawn_peer_thread("shoal-raft-accept".into(), move || loop {
+        let (stream, peer) = match listener.accept() {
             Ok(x) => x,
             Err(e) => {
                 log::warn!("raft port accept failed: {e}");
-                Timer::after(Duration::from_millis(50)).await;
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
         };
@@ -315,25 +323,25 @@ pub async fn raft_listener(net: Arc<Net>, listener: TcpListener) {
             return;
         }
         let n = net.clone();
-        net.ex
-            .spawn(async move {
-                if let Err(e) = serve_peer(&n, stream).await {
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
-                        log::warn!("peer connection from {peer}: {e}");
-                    }
+        spawn_peer_thread(format!("shoal-peer-{peer}"), move || {
+            if let Err(e) = serve_peer(&n, stream) {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    log::warn!("peer connection from {peer}: {e}");
                 }
-            })
-            .detach();
-    }
+            }
+        });
+    });
 }
 
-async fn serve_peer(net: &Arc<Net>, stream: TcpStream) -> io::Result<()> {
+fn serve_peer(net: &Arc<Net>, stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     // Small frames (acks, heartbeats) batch through this buffer; an append larger than it is
     // read straight into its frame. Every byte of it is resident for the connection's life.
-    let mut reader = BufReader::with_capacity(PEER_READ_BUFFER, stream.clone());
+    let mut reader = BufReader::with_capacity(PEER_READ_BUFFER, stream.try_clone()?);
     let mut writer = stream;
-    let first = read_record(&mut reader, 64 << 10).await?;
+    // A connection that never says Hello must not hold a thread.
+    writer.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    let first = read_record(&mut reader, 64 << 10)?;
     let (frame, _) = wire::decode(&first)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     let Body::Hello(remote) = frame.body else {
@@ -354,127 +362,15 @@ async fn serve_peer(net: &Arc<Net>, stream: TcpStream) -> io::Result<()> {
             remote.expected_peer,
             remote.members.as_slice()
         );
-        writer
-            .write_all(&encode_body(&info, remote.node_id, &refusal(&reason)))
-            .await?;
+        writer.write_all(&encode_body(&info, remote.node_id, &refusal(&reason)))?;
         return Ok(());
     }
-    writer
-        .write_all(&encode_body(&info, remote.node_id, &Body::Hello(local)))
-        .await?;
+    writer.write_all(&encode_body(&info, remote.node_id, &Body::Hello(local)))?;
+    writer.set_read_timeout(None)?;
     loop {
-        let frame = read_record(&mut reader, MAX_PEER_FRAME_BYTES).await?;
-        if net.input.send(Input::Peer(frame)).await.is_err() {
+        let frame = read_record(&mut reader, MAX_PEER_FRAME_BYTES)?;
+        if net.input.send_blocking(frame).is_err() {
             return Ok(());
         }
-    }
-}
-
-/// Accept client connections on `listener`.
-pub async fn client_listener(net: Arc<Net>, listener: TcpListener) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                log::warn!("client port accept failed: {e}");
-                Timer::after(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if net.stopping.load(Ordering::Relaxed) {
-            return;
-        }
-        let conn = net.next_conn.fetch_add(1, Ordering::Relaxed);
-        let n = net.clone();
-        net.ex
-            .spawn(async move {
-                if let Err(e) = serve_client(&n, conn, stream).await {
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
-                        log::debug!("client connection {conn} from {peer}: {e}");
-                    }
-                }
-                let _ = n.input.send(Input::ClientClosed(conn)).await;
-            })
-            .detach();
-    }
-}
-
-async fn serve_client(net: &Arc<Net>, conn: u64, stream: TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let (tx, rx) = smol::channel::unbounded::<ResponseFrame>();
-    let writer = net.ex.spawn(client_writer(stream.clone(), rx));
-    let mut reader = BufReader::with_capacity(64 << 10, stream);
-    let result = loop {
-        let bytes = match read_record(&mut reader, protocol::MAX_FRAME_BYTES + 16).await {
-            Ok(b) => b,
-            Err(e) => break Err(e),
-        };
-        match protocol::decode::<RequestFrame>(&bytes) {
-            Ok(Some((frame, _))) => {
-                let input = Input::Client {
-                    reply: tx.clone(),
-                    conn,
-                    frame,
-                };
-                if net.input.send(input).await.is_err() {
-                    break Ok(());
-                }
-            }
-            Ok(None) => break Err(io::Error::other("incomplete frame")),
-            Err(e) => {
-                // The stream can no longer be trusted to be in step: answer and close.
-                let _ = tx
-                    .send(ResponseFrame {
-                        id: 0,
-                        response: crate::protocol::Response::Error {
-                            code: crate::protocol::ErrorCode::BadRequest,
-                            kv: None,
-                            message: format!("request frame refused: {e}; closing the connection"),
-                        },
-                    })
-                    .await;
-                break Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-            }
-        }
-    };
-    drop(tx);
-    // Let the writer send what is queued (the raft thread may still hold senders for watches).
-    let _ = futures_lite::future::or(writer, async {
-        Timer::after(Duration::from_millis(200)).await;
-        Ok(())
-    })
-    .await;
-    result
-}
-
-async fn client_writer(mut stream: TcpStream, rx: Receiver<ResponseFrame>) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(64 << 10);
-    loop {
-        let Ok(first) = rx.recv().await else {
-            return Ok(());
-        };
-        buf.clear();
-        encode_response(&first, &mut buf);
-        while buf.len() < (1 << 20) {
-            match rx.try_recv() {
-                Ok(r) => encode_response(&r, &mut buf),
-                Err(_) => break,
-            }
-        }
-        stream.write_all(&buf).await?;
-    }
-}
-
-fn encode_response(r: &ResponseFrame, buf: &mut Vec<u8>) {
-    if let Err(e) = protocol::encode(r, buf) {
-        let fallback = ResponseFrame {
-            id: r.id,
-            response: crate::protocol::Response::Error {
-                code: crate::protocol::ErrorCode::Internal,
-                kv: None,
-                message: format!("answer could not be encoded: {e}"),
-            },
-        };
-        let _ = protocol::encode(&fallback, buf);
     }
 }

@@ -2,22 +2,29 @@
 //! the batch loop — wait for one input, drain every input that is ready, tick, then `flush` each
 //! group **once** (group commit) and answer whatever the flush decided.
 //!
-//! It never touches a socket: requests arrive through a channel from the network tasks and
-//! answers leave through each connection's queue, which the connection's writer sends in batches.
+//! Client connections are served on this thread too ([`super::clients`]): their reader tasks
+//! run on a local executor between batches and queue decoded requests in the hub; answers are
+//! encoded into each connection's buffer and written once per batch. Peer frames arrive through
+//! a channel from the peer threads ([`super::net`]). The only blocking call is the storage sync
+//! of a flush, and while it runs the kernel keeps gathering the next batch in socket buffers.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use async_io::{Async, Timer};
+use futures_lite::StreamExt;
 use smol::channel::{Receiver, Sender};
+use smol::LocalExecutor;
 
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
 use shoal_core::limits::Config;
 use shoal_core::membership::{Membership, NodeSet};
-use shoal_core::raft::{ConfigChange, ProposeError, ReadError};
+use shoal_core::raft::{ConfigChange, ProposeError, ReadError, SyncPoint};
 use shoal_core::wire;
 use shoal_core::{GroupId, LogIndex, NodeId, Role, Term, NO_NODE};
 use shoal_kv::{
@@ -26,15 +33,16 @@ use shoal_kv::{
 
 use super::addrbook::AddrBook;
 use super::admin::{AdminView, GroupView, PeerView};
+use super::clients::{self, ClientInput, Hub, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
 use super::kvsm::{encode_addr_entry, GroupOutput, KvSm, MemberAddr};
-use super::net::{Input, Net, PeerTransport};
+use super::net::{Net, PeerFrame, PeerTransport};
 use super::timed::{Histogram, TimedStorage};
 use crate::protocol::{
     ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
-    ResponseFrame, StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
+    StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
 };
-use crate::storage::{group_dir, DataDir, StorageOptions};
+use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
 
 type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;
 
@@ -42,28 +50,13 @@ type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;
 const NODE_BUF_BYTES: usize = (1 << 20) + 8192;
 /// Shortest time between two expiry proposals of one group.
 const EXPIRE_EVERY_MS: u64 = 50;
+/// Milliseconds between two ticks of every group.
+const TICK_MS: u64 = 5;
 /// Most inputs handled before a flush (bounds latency under a flood).
 const MAX_BATCH_INPUTS: usize = 16384;
 /// Events of one flush above which the freed heap is handed back to the OS afterwards (a
 /// catch-up applying a long log at once; ~170 bytes each).
 const TRIM_AFTER_EVENTS: usize = 20_000;
-
-struct Reply {
-    tx: Sender<ResponseFrame>,
-    conn: u64,
-    id: u64,
-}
-
-impl Reply {
-    fn send(&self, response: Response) -> bool {
-        self.tx
-            .try_send(ResponseFrame {
-                id: self.id,
-                response,
-            })
-            .is_ok()
-    }
-}
 
 enum ReadReq {
     Get(Vec<u8>),
@@ -107,7 +100,45 @@ struct Group {
     last_expire_ms: u64,
     expire_index: LogIndex,
     proposals: u64,
+    /// A background fdatasync of this group's log is running.
+    sync_inflight: bool,
     dir: PathBuf,
+}
+
+/// An fdatasync the raft thread hands to the sync thread.
+struct SyncJob {
+    group: GroupId,
+    at: SyncPoint,
+    sync: BackgroundSync,
+}
+
+/// A finished [`SyncJob`].
+struct SyncDone {
+    job: SyncJob,
+    result: Result<(), String>,
+}
+
+/// Start the thread that runs the leaders' log fdatasyncs (fsync `always`), so a leader keeps
+/// taking and replicating writes while its disk syncs the previous batch.
+fn start_sync_thread(
+    hist: Arc<Histogram>,
+) -> Result<(Sender<SyncJob>, Receiver<SyncDone>), String> {
+    let (job_tx, job_rx) = smol::channel::unbounded::<SyncJob>();
+    let (done_tx, done_rx) = smol::channel::unbounded::<SyncDone>();
+    std::thread::Builder::new()
+        .name("shoal-fsync".into())
+        .spawn(move || {
+            while let Ok(job) = job_rx.recv_blocking() {
+                let t = Instant::now();
+                let result = job.sync.run();
+                hist.observe_us(t.elapsed().as_micros() as u64);
+                if done_tx.send_blocking(SyncDone { job, result }).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the fsync thread: {e}"))?;
+    Ok((job_tx, done_rx))
 }
 
 /// Everything the raft thread owns.
@@ -115,7 +146,12 @@ pub struct RaftLoop {
     cfg: ServerConfig,
     data: DataDir,
     net: Arc<Net>,
-    rx: Receiver<Input>,
+    rx: Receiver<PeerFrame>,
+    /// Client connections and their queued requests.
+    hub: Rc<Hub>,
+    /// Log fdatasyncs for the sync thread, and their results.
+    sync_jobs: Sender<SyncJob>,
+    synced: Receiver<SyncDone>,
     /// Boxed (and built in the box): a `Group` holds its driver inline (tens of KiB), and a
     /// B-tree node of inline values made every insert/remove use a stack frame of hundreds of
     /// KiB.
@@ -255,16 +291,20 @@ impl RaftLoop {
         cfg: ServerConfig,
         data: DataDir,
         net: Arc<Net>,
-        rx: Receiver<Input>,
+        rx: Receiver<PeerFrame>,
         fsync_hist: Arc<Histogram>,
         admin: Arc<Mutex<AdminView>>,
         stopping: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<RaftLoop, String> {
+        let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone())?;
         let mut me = RaftLoop {
+            sync_jobs,
+            synced,
             cfg,
             data,
             net,
             rx,
+            hub: Hub::new(),
             groups: BTreeMap::new(),
             start: Instant::now(),
             fsync_hist,
@@ -390,6 +430,7 @@ impl RaftLoop {
                 last_expire_ms: 0,
                 expire_index: 0,
                 proposals: 0,
+                sync_inflight: false,
                 dir: dir,
             });
             Ok(())
@@ -408,38 +449,67 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// Run until shutdown. Returns the process exit code.
-    pub fn run(mut self) -> i32 {
+    /// Serve client connections from `clients` and run until shutdown. Returns the process
+    /// exit code.
+    pub fn run(mut self, clients: Async<std::net::TcpListener>) -> i32 {
+        let ex = Rc::new(LocalExecutor::new());
+        ex.spawn(clients::accept_loop(self.hub.clone(), ex.clone(), clients))
+            .detach();
+        async_io::block_on(self.serve(&ex))
+    }
+
+    /// The batch loop: run the connection tasks that are ready, take every queued input, tick,
+    /// flush each group once, write the answers; wait only when there is nothing to do.
+    async fn serve(&mut self, ex: &LocalExecutor<'static>) -> i32 {
         let mut last_tick = 0;
+        let mut ticker = Timer::interval(Duration::from_millis(TICK_MS));
         loop {
-            // Under load an input is usually queued already: take it without arming a timer
-            // (every timer armed interrupts the async-io reactor thread).
-            let first = match self.rx.try_recv() {
-                Ok(input) => Some(input),
-                Err(_) => smol::block_on(futures_lite::future::or(
-                    async { self.rx.recv().await.ok() },
-                    async {
-                        async_io::Timer::after(Duration::from_millis(5)).await;
-                        None
-                    },
-                )),
-            };
-            let mut n = 0;
-            if let Some(input) = first {
-                self.handle(input);
-                n += 1;
-                while n < MAX_BATCH_INPUTS {
-                    match self.rx.try_recv() {
-                        Ok(i) => {
-                            self.handle(i);
-                            n += 1;
-                        }
-                        Err(_) => break,
-                    }
+            while ex.try_tick() {}
+            let mut n = self.take_inputs();
+            let mut now = self.now_ms();
+            if n == 0 && now < last_tick + TICK_MS {
+                // Nothing to do: wait for a connection task to become ready (a request was
+                // read), a peer frame or the tick. The reactor is polled only here and after
+                // each batch.
+                enum Woke {
+                    Task,
+                    Peer(Option<PeerFrame>),
+                    Synced(Option<SyncDone>),
+                    Tick,
                 }
+                let (rx, synced) = (&self.rx, &self.synced);
+                let woke = futures_lite::future::or(
+                    futures_lite::future::or(
+                        async {
+                            ex.tick().await;
+                            Woke::Task
+                        },
+                        async { Woke::Peer(rx.recv().await.ok()) },
+                    ),
+                    futures_lite::future::or(
+                        async { Woke::Synced(synced.recv().await.ok()) },
+                        async {
+                            ticker.next().await;
+                            Woke::Tick
+                        },
+                    ),
+                )
+                .await;
+                match woke {
+                    Woke::Peer(Some(frame)) => {
+                        self.handle_peer(&frame);
+                        n += 1;
+                    }
+                    Woke::Synced(Some(done)) => {
+                        self.sync_done(done);
+                        n += 1;
+                    }
+                    Woke::Peer(None) | Woke::Synced(None) | Woke::Task => continue,
+                    Woke::Tick => {}
+                }
+                now = self.now_ms();
             }
-            let now = self.now_ms();
-            if now >= last_tick + 5 {
+            if now >= last_tick + TICK_MS {
                 last_tick = now;
                 for g in self.groups.values_mut() {
                     if let Err(e) = g.node.tick(now) {
@@ -451,16 +521,46 @@ impl RaftLoop {
             if let Err(code) = self.flush_all() {
                 return code;
             }
+            self.hub.write_out();
             if self.stopping.load(Ordering::Relaxed) && !self.draining {
-                return self.shutdown();
+                return self.shutdown(ex).await;
             }
+            // Let the reactor see the sockets (one non-blocking poll) before the next batch.
+            futures_lite::future::yield_now().await;
         }
     }
 
-    fn shutdown(&mut self) -> i32 {
+    /// Handle every queued peer frame and client request (up to [`MAX_BATCH_INPUTS`]).
+    fn take_inputs(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(done) = self.synced.try_recv() {
+            self.sync_done(done);
+            n += 1;
+        }
+        while n < MAX_BATCH_INPUTS {
+            let mut took = false;
+            if let Ok(frame) = self.rx.try_recv() {
+                self.handle_peer(&frame);
+                n += 1;
+                took = true;
+            }
+            if let Some(input) = self.hub.pop() {
+                self.handle_client_input(input);
+                n += 1;
+                took = true;
+            }
+            if !took {
+                break;
+            }
+        }
+        n
+    }
+
+    async fn shutdown(&mut self, ex: &LocalExecutor<'static>) -> i32 {
         log::info!("shutting down: refusing new requests, failing in-flight ones");
         self.draining = true;
         self.net.stopping.store(true, Ordering::Relaxed);
+        self.hub.stop_accepting();
         let now = self.now_ms();
         let snapshot = self.cfg.snapshot_on_shutdown;
         for g in self.groups.values_mut() {
@@ -473,12 +573,16 @@ impl RaftLoop {
                 }
             }
         }
-        // Answer what is still queued, then let the writers send.
+        // Answer what is still queued, and let the answers leave.
         let deadline = Instant::now() + Duration::from_millis(300);
         while Instant::now() < deadline {
-            match self.rx.try_recv() {
-                Ok(i) => self.handle(i),
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            while ex.try_tick() {}
+            let n = self.take_inputs();
+            self.hub.write_out();
+            if n == 0 {
+                Timer::after(Duration::from_millis(10)).await;
+            } else {
+                futures_lite::future::yield_now().await;
             }
         }
         for (_, g) in std::mem::take(&mut self.groups) {
@@ -517,13 +621,28 @@ impl RaftLoop {
 
     // ----- inputs --------------------------------------------------------------------------------
 
-    fn handle(&mut self, input: Input) {
+    /// A background fdatasync finished: the group's leader may count its own log now.
+    fn sync_done(&mut self, done: SyncDone) {
+        let SyncDone { job, result } = done;
+        let Some(g) = self.groups.get_mut(&job.group) else {
+            return;
+        };
+        g.sync_inflight = false;
+        if let Err(e) = result {
+            // The page cache's state is unknown after a failed fdatasync; retrying is unsafe.
+            log::error!("group {}: fatal: {e}; stopping", g.id);
+            std::process::exit(1);
+        }
+        g.node.storage_mut().inner.background_synced(&job.sync);
+        g.node.log_persisted(job.at);
+    }
+
+    fn handle_client_input(&mut self, input: ClientInput) {
         match input {
-            Input::Peer(bytes) => self.handle_peer(&bytes),
-            Input::Client { reply, conn, frame } => self.handle_client(reply, conn, frame),
-            Input::ClientClosed(conn) => {
+            ClientInput::Request(conn, frame) => self.handle_client(conn, frame),
+            ClientInput::Closed(conn) => {
                 for g in self.groups.values_mut() {
-                    g.watches.retain(|w| w.reply.conn != conn);
+                    g.watches.retain(|w| w.reply.conn.id != conn);
                 }
             }
         }
@@ -558,12 +677,8 @@ impl RaftLoop {
         }
     }
 
-    fn handle_client(&mut self, tx: Sender<ResponseFrame>, conn: u64, frame: RequestFrame) {
-        let reply = Reply {
-            tx,
-            conn,
-            id: frame.id,
-        };
+    fn handle_client(&mut self, conn: Rc<clients::Conn>, frame: RequestFrame) {
+        let reply = Reply { conn, id: frame.id };
         if frame.version != PROTOCOL_VERSION {
             reply.send(Response::Error {
                 code: ErrorCode::UnsupportedVersion,
@@ -629,7 +744,7 @@ impl RaftLoop {
             }
             Request::Unwatch { watch_id } => {
                 g.watches
-                    .retain(|w| !(w.reply.conn == reply.conn && w.reply.id == watch_id));
+                    .retain(|w| !(w.reply.conn.id == reply.conn.id && w.reply.id == watch_id));
                 reply.send(Response::Done { index: 0 });
             }
             Request::Status => {
@@ -743,10 +858,12 @@ impl RaftLoop {
         let mut new_peers: Vec<MemberAddr> = Vec::new();
         let mut members_changed = false;
         let mut big_batch = false;
+        let defer = self.cfg.fsync == FsyncMode::Always;
+        let jobs = &self.sync_jobs;
         for g in self.groups.values_mut() {
             let mut events = Vec::new();
             let before = g.node.raft().membership().clone();
-            if let Err(e) = g.node.flush(now, &mut |ev| events.push(ev)) {
+            if let Err(e) = flush_group(g, now, defer, jobs, &mut events) {
                 log::error!("group {}: fatal: {e}; stopping", g.id);
                 return Err(1);
             }
@@ -883,7 +1000,56 @@ impl RaftLoop {
         v.node_id = node_id;
         v.running = !self.draining;
         v.groups = groups;
+        v.clients = self.hub.view();
     }
+}
+
+/// Flush one group. A leader's own log sync goes to the sync thread (one at a time per group);
+/// everything else syncs inside the flush.
+fn flush_group(
+    g: &mut Group,
+    now: u64,
+    defer: bool,
+    jobs: &Sender<SyncJob>,
+    events: &mut Vec<Event<GroupOutput>>,
+) -> Result<(), NodeError> {
+    if !defer {
+        return g.node.flush(now, &mut |ev| events.push(ev));
+    }
+    // Twice at most: when the log turns out durable already, the second flush acts on it.
+    for _ in 0..2 {
+        let Some(at) = g.node.flush_deferred(now, &mut |ev| events.push(ev))? else {
+            return Ok(());
+        };
+        if g.sync_inflight {
+            return Ok(());
+        }
+        match g.node.storage_mut().inner.begin_background_sync()? {
+            Some(sync) => {
+                g.sync_inflight = true;
+                let job = SyncJob {
+                    group: g.id,
+                    at,
+                    sync,
+                };
+                if let Err(e) = jobs.try_send(job) {
+                    // The sync thread is gone: sync here instead.
+                    g.sync_inflight = false;
+                    let job = e.into_inner();
+                    job.sync.run().map_err(|e| {
+                        log::error!("group {}: {e}", g.id);
+                        NodeError::Storage(shoal_core::storage::StorageError::Io)
+                    })?;
+                    g.node.storage_mut().inner.background_synced(&job.sync);
+                    g.node.log_persisted(at);
+                    continue;
+                }
+                return Ok(());
+            }
+            None => g.node.log_persisted(at),
+        }
+    }
+    Ok(())
 }
 
 fn dir_bytes(p: &std::path::Path) -> u64 {

@@ -69,6 +69,7 @@ pub use error::OpenError;
 pub use identity::{Identity, IdentityCheck};
 
 use self::hardstate::HardStateStore;
+pub use self::seglog::BackgroundSync;
 use self::seglog::{Log, LogConfig};
 use self::snapshot::Snapshots;
 use self::syncer::Syncer;
@@ -383,6 +384,22 @@ impl FileStorage {
         })?;
         self.hs_dirty = false;
         Ok(())
+    }
+
+    /// Start making the log durable off this thread: writes the buffered records out and
+    /// returns the fdatasync to run elsewhere (`None` if nothing is pending, or the fsync mode
+    /// is not `always`). Only for a sync the core left to the caller
+    /// (`Node::flush_deferred`): the hard state is not touched, it is durable already then.
+    pub fn begin_background_sync(&mut self) -> Result<Option<BackgroundSync>, StorageError> {
+        if self.opts.fsync != FsyncMode::Always {
+            return Ok(None);
+        }
+        self.guard(|s| s.log.begin_background_sync())
+    }
+
+    /// A background sync from [`FileStorage::begin_background_sync`] succeeded.
+    pub fn background_synced(&mut self, done: &BackgroundSync) {
+        self.log.background_synced(done);
     }
 
     fn sync_hard_state(&mut self) -> Result<(), StorageError> {

@@ -113,6 +113,25 @@ pub(crate) fn wait_for_removals() {
 /// Magic bytes at the start of the truncation intent body.
 const INTENT_MAGIC: &[u8; 8] = b"SHOALTRN";
 
+/// An fdatasync to run off the raft thread: the file, and the end of what was written before
+/// it started (what it makes durable).
+#[derive(Clone, Debug)]
+pub struct BackgroundSync {
+    file: Arc<File>,
+    path: PathBuf,
+    upto: u64,
+    cuts: u64,
+}
+
+impl BackgroundSync {
+    /// Run the fdatasync (on any thread). The error names the file.
+    pub fn run(&self) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| format!("fdatasync {}: {e}", self.path.display()))
+    }
+}
+
 /// One segment file and the in-memory index of its entries.
 pub(crate) struct Segment {
     pub(crate) first_index: LogIndex,
@@ -200,6 +219,9 @@ pub(crate) struct Log {
     pub(crate) segs: Vec<Segment>,
     /// Records not yet written to the last segment, starting at its `written` offset.
     buf: Vec<u8>,
+    /// Bumped by every truncation or reset: a background sync started before one must not
+    /// mark bytes written after it durable.
+    cuts: u64,
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> StorageError {
@@ -395,6 +417,7 @@ impl Log {
             cfg,
             segs,
             buf: Vec::with_capacity(cfg.write_buffer_bytes),
+            cuts: 0,
         };
         if log.segs.is_empty() {
             let seg = log
@@ -605,6 +628,34 @@ impl Log {
         Ok(())
     }
 
+    /// Write the buffer out and name what a background fdatasync must cover: the last segment
+    /// (every earlier one is durable whole) up to its written end. `None` if it is durable.
+    pub(crate) fn begin_background_sync(&mut self) -> Result<Option<BackgroundSync>, StorageError> {
+        self.write_out()?;
+        let seg = self.active();
+        if !self.cfg.sync() || seg.durable >= seg.written {
+            return Ok(None);
+        }
+        Ok(Some(BackgroundSync {
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            upto: seg.written,
+            cuts: self.cuts,
+        }))
+    }
+
+    /// A background fdatasync of `done` finished: record what it made durable (if its segment
+    /// is still the one being written).
+    pub(crate) fn background_synced(&mut self, done: &BackgroundSync) {
+        if done.cuts != self.cuts {
+            return;
+        }
+        let seg = self.segs.last_mut().expect("the log always has a segment");
+        if Arc::ptr_eq(&seg.file, &done.file) && seg.durable < done.upto {
+            seg.durable = done.upto.min(seg.written);
+        }
+    }
+
     /// Write the buffer and hand the last segment to the background syncer.
     pub(crate) fn sync_async(&mut self, syncer: &Syncer) -> Result<(), StorageError> {
         self.write_out()?;
@@ -661,6 +712,7 @@ impl Log {
     /// Remove every entry ≥ `from` (the caller checked it is above the snapshot). The cut is
     /// durable before this returns whenever any cut byte already reached the OS (rule 5).
     pub(crate) fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.cuts += 1;
         let Some((si, k)) = self.locate(from) else {
             return Ok(()); // nothing at or after `from`
         };
@@ -737,6 +789,7 @@ impl Log {
 
     /// Drop every entry and restart the log empty at `next_index`, durably.
     pub(crate) fn reset(&mut self, next_index: LogIndex) -> Result<(), StorageError> {
+        self.cuts += 1;
         self.buf.clear();
         // Delete newest first: a crash half-way leaves a prefix of the log, which recovery
         // recognises as an interrupted reset (it lacks the snapshot's entry) and finishes.

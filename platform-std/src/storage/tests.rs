@@ -915,3 +915,43 @@ fn damage_after_open_is_reported_by_reads() {
     );
     assert!(s.read_entries(4, 5, &mut buf).is_ok());
 }
+
+#[test]
+fn a_background_sync_marks_durable_only_what_it_covered() {
+    let root = TempDir::new().expect("temp dir");
+    let mut s = FileStorage::open(root.path(), 0, &test_options(FsyncMode::Always)).expect("open");
+    append_n(&mut s, 1, 6, 1, 40);
+    let last = |s: &mut FileStorage| s.log.crash_image().pop().expect("a segment");
+    let stale = s
+        .begin_background_sync()
+        .expect("begin")
+        .expect("six unsynced entries");
+    // The log is cut (synced) and refilled while that sync runs.
+    s.truncate_suffix(3).expect("truncate");
+    let (_, cut_at, _) = last(&mut s);
+    append_n(&mut s, 3, 8, 2, 40);
+    let (_, _, refilled) = last(&mut s);
+    assert!(refilled > cut_at);
+    stale.run().expect("fdatasync");
+    s.background_synced(&stale);
+    assert_eq!(
+        last(&mut s).1,
+        cut_at,
+        "a sync begun before the cut vouches for none of the bytes written after it"
+    );
+    // A sync covers what was written when it began, not what came after.
+    let fresh = s.begin_background_sync().expect("begin").expect("unsynced");
+    append_n(&mut s, 9, 9, 2, 40);
+    fresh.run().expect("fdatasync");
+    s.background_synced(&fresh);
+    let (_, durable, written) = last(&mut s);
+    assert_eq!(durable, refilled);
+    assert!(written > durable);
+    // Nothing pending: nothing to run; other fsync modes never hand a sync out.
+    s.sync().expect("sync");
+    assert!(s.begin_background_sync().expect("begin").is_none());
+    let root2 = TempDir::new().expect("temp dir");
+    let mut a = FileStorage::open(root2.path(), 0, &test_options(FsyncMode::Async)).expect("open");
+    append_n(&mut a, 1, 2, 1, 40);
+    assert!(a.begin_background_sync().expect("begin").is_none());
+}
