@@ -50,6 +50,8 @@ type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;
 const NODE_BUF_BYTES: usize = (1 << 20) + 8192;
 /// Shortest time between two expiry proposals of one group.
 const EXPIRE_EVERY_MS: u64 = 50;
+/// Background log fdatasyncs one group may have running at once (and threads running them).
+const MAX_SYNCS_INFLIGHT: usize = 2;
 /// Milliseconds between two ticks of every group.
 const TICK_MS: u64 = 5;
 /// Most inputs handled before a flush (bounds latency under a flood).
@@ -100,8 +102,10 @@ struct Group {
     last_expire_ms: u64,
     expire_index: LogIndex,
     proposals: u64,
-    /// A background fdatasync of this group's log is running.
-    sync_inflight: bool,
+    /// Background fdatasyncs of this group's log running now.
+    syncs_inflight: usize,
+    /// The last index a background sync was started for.
+    sync_started_upto: LogIndex,
     dir: PathBuf,
 }
 
@@ -125,19 +129,22 @@ fn start_sync_thread(
 ) -> Result<(Sender<SyncJob>, Receiver<SyncDone>), String> {
     let (job_tx, job_rx) = smol::channel::unbounded::<SyncJob>();
     let (done_tx, done_rx) = smol::channel::unbounded::<SyncDone>();
-    std::thread::Builder::new()
-        .name("shoal-fsync".into())
-        .spawn(move || {
-            while let Ok(job) = job_rx.recv_blocking() {
-                let t = Instant::now();
-                let result = job.sync.run();
-                hist.observe_us(t.elapsed().as_micros() as u64);
-                if done_tx.send_blocking(SyncDone { job, result }).is_err() {
-                    return;
+    for i in 0..MAX_SYNCS_INFLIGHT {
+        let (job_rx, done_tx, hist) = (job_rx.clone(), done_tx.clone(), hist.clone());
+        std::thread::Builder::new()
+            .name(format!("shoal-fsync-{i}"))
+            .spawn(move || {
+                while let Ok(job) = job_rx.recv_blocking() {
+                    let t = Instant::now();
+                    let result = job.sync.run();
+                    hist.observe_us(t.elapsed().as_micros() as u64);
+                    if done_tx.send_blocking(SyncDone { job, result }).is_err() {
+                        return;
+                    }
                 }
-            }
-        })
-        .map_err(|e| format!("cannot start the fsync thread: {e}"))?;
+            })
+            .map_err(|e| format!("cannot start an fsync thread: {e}"))?;
+    }
     Ok((job_tx, done_rx))
 }
 
@@ -430,7 +437,8 @@ impl RaftLoop {
                 last_expire_ms: 0,
                 expire_index: 0,
                 proposals: 0,
-                sync_inflight: false,
+                syncs_inflight: 0,
+                sync_started_upto: 0,
                 dir: dir,
             });
             Ok(())
@@ -627,7 +635,7 @@ impl RaftLoop {
         let Some(g) = self.groups.get_mut(&job.group) else {
             return;
         };
-        g.sync_inflight = false;
+        g.syncs_inflight -= 1;
         if let Err(e) = result {
             // The page cache's state is unknown after a failed fdatasync; retrying is unsafe.
             log::error!("group {}: fatal: {e}; stopping", g.id);
@@ -1021,20 +1029,21 @@ fn flush_group(
         let Some(at) = g.node.flush_deferred(now, &mut |ev| events.push(ev))? else {
             return Ok(());
         };
-        if g.sync_inflight {
+        if g.syncs_inflight >= MAX_SYNCS_INFLIGHT || at.index <= g.sync_started_upto {
             return Ok(());
         }
         match g.node.storage_mut().inner.begin_background_sync()? {
             Some(sync) => {
-                g.sync_inflight = true;
+                g.syncs_inflight += 1;
+                g.sync_started_upto = at.index;
                 let job = SyncJob {
                     group: g.id,
                     at,
                     sync,
                 };
                 if let Err(e) = jobs.try_send(job) {
-                    // The sync thread is gone: sync here instead.
-                    g.sync_inflight = false;
+                    // The sync threads are gone: sync here instead.
+                    g.syncs_inflight -= 1;
                     let job = e.into_inner();
                     job.sync.run().map_err(|e| {
                         log::error!("group {}: {e}", g.id);
