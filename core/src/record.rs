@@ -9,20 +9,96 @@
 //! so a damaged length is caught too. A record whose bytes end early is [`RecordError::Truncated`]
 //! (a torn tail); any other mismatch is corruption and must never be applied.
 
-/// The lookup table behind [`CRC32C`]: slice-by-16 (16 KiB, several times faster) where
+/// The lookup table of the portable CRC-32C: slice-by-16 (16 KiB, several times faster) where
 /// pointers are 64-bit — servers and Raspberry Pi class boards — and the 1 KiB byte table on
 /// microcontrollers, where flash is the scarcer resource.
-#[cfg(target_pointer_width = "64")]
-pub type CrcTable = crc::Table<16>;
-/// The lookup table behind [`CRC32C`] (see the 64-bit variant).
-#[cfg(not(target_pointer_width = "64"))]
-pub type CrcTable = crc::Table<1>;
+#[cfg(all(target_pointer_width = "64", not(feature = "hw-crc")))]
+type CrcTable = crc::Table<16>;
+/// The lookup table of the portable CRC-32C (see the 64-bit variant).
+#[cfg(all(not(target_pointer_width = "64"), not(feature = "hw-crc")))]
+type CrcTable = crc::Table<1>;
+
+#[cfg(not(feature = "hw-crc"))]
+const TABLE: crc::Crc<u32, CrcTable> = crc::Crc::<u32, CrcTable>::new(&crc::CRC_32_ISCSI);
 
 /// The CRC-32C (Castagnoli) algorithm used for every record and frame.
-pub const CRC32C: crc::Crc<u32, CrcTable> = crc::Crc::<u32, CrcTable>::new(&crc::CRC_32_ISCSI);
+///
+/// Portable table-driven code by default; with the `hw-crc` feature (std platforms), the CPU's
+/// CRC32C instructions where it has them (SSE 4.2, ARMv8 CRC), chosen at run time, several times
+/// faster again. Both compute the same function.
+#[derive(Clone, Copy, Debug)]
+pub struct Crc32c;
+
+/// The CRC-32C of every record and frame (see [`Crc32c`]).
+pub const CRC32C: Crc32c = Crc32c;
+
+impl Crc32c {
+    /// The CRC-32C of `data`.
+    #[inline]
+    pub fn checksum(&self, data: &[u8]) -> u32 {
+        #[cfg(feature = "hw-crc")]
+        {
+            crc32c::crc32c(data)
+        }
+        #[cfg(not(feature = "hw-crc"))]
+        {
+            TABLE.checksum(data)
+        }
+    }
+
+    /// A running CRC-32C over data that arrives in pieces.
+    #[inline]
+    pub fn digest(&self) -> Crc32cDigest {
+        #[cfg(feature = "hw-crc")]
+        {
+            Crc32cDigest { crc: 0 }
+        }
+        #[cfg(not(feature = "hw-crc"))]
+        {
+            Crc32cDigest {
+                inner: TABLE.digest(),
+            }
+        }
+    }
+}
 
 /// A running CRC-32C over data that arrives in pieces.
-pub type Crc32cDigest = crc::Digest<'static, u32, CrcTable>;
+#[derive(Clone)]
+pub struct Crc32cDigest {
+    #[cfg(feature = "hw-crc")]
+    crc: u32,
+    #[cfg(not(feature = "hw-crc"))]
+    inner: crc::Digest<'static, u32, CrcTable>,
+}
+
+impl Crc32cDigest {
+    /// Add `data`.
+    #[inline]
+    pub fn update(&mut self, data: &[u8]) {
+        #[cfg(feature = "hw-crc")]
+        {
+            self.crc = crc32c::crc32c_append(self.crc, data);
+        }
+        #[cfg(not(feature = "hw-crc"))]
+        {
+            self.inner.update(data);
+        }
+    }
+
+    /// The CRC-32C of everything added.
+    #[inline]
+    pub fn finalize(self) -> u32 {
+        #[cfg(feature = "hw-crc")]
+        {
+            self.crc
+        }
+        #[cfg(not(feature = "hw-crc"))]
+        {
+            self.inner.finalize()
+        }
+    }
+}
+
 /// The record format version written by this build.
 pub const RECORD_VERSION: u8 = 1;
 /// Bytes of framing around a body: length, version and CRC.
@@ -143,6 +219,31 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], usize), RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_is_the_castagnoli_crc_whole_and_in_pieces() {
+        // The check value of CRC-32C, and agreement with a plain table implementation for every
+        // length up to 300 and every split point (the hardware path works in 8-byte words).
+        assert_eq!(CRC32C.checksum(b"123456789"), 0xE306_9283);
+        let reference = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+        let mut data = [0u8; 300];
+        let mut x = 0x9E37_79B9u32;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        for len in 0..data.len() {
+            let want = reference.checksum(&data[..len]);
+            assert_eq!(CRC32C.checksum(&data[..len]), want, "length {}", len);
+            let cut = len / 3;
+            let mut d = CRC32C.digest();
+            d.update(&data[..cut]);
+            d.update(&data[cut..len]);
+            assert_eq!(d.finalize(), want, "length {} split at {}", len, cut);
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -43,19 +43,23 @@ struct Out<'w> {
 }
 
 impl Out<'_> {
+    /// Write the buffered bytes (and add them to the CRC: once per chunk, not per field).
     fn flush(&mut self) -> Result<(), SnapshotError> {
         if self.len > 0 {
+            self.crc.update(&self.buf[..self.len]);
             self.out.write(&self.buf[..self.len])?;
             self.len = 0;
         }
         Ok(())
     }
 
-    fn raw(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+    /// Append `data` to the snapshot (covered by its CRC).
+    fn put(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
         if self.len + data.len() > CHUNK {
             self.flush()?;
         }
         if data.len() >= CHUNK {
+            self.crc.update(data);
             return self.out.write(data);
         }
         self.buf[self.len..self.len + data.len()].copy_from_slice(data);
@@ -63,9 +67,11 @@ impl Out<'_> {
         Ok(())
     }
 
-    fn put(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
-        self.crc.update(data);
-        self.raw(data)
+    /// Write what is buffered, then the CRC of everything before it.
+    fn finish(mut self) -> Result<(), SnapshotError> {
+        self.flush()?;
+        let crc = self.crc.finalize();
+        self.out.write(&crc.to_le_bytes())
     }
 }
 
@@ -187,9 +193,7 @@ impl DtKv<'_> {
             o.put(&(used as u16).to_le_bytes())?;
             o.put(&buf[..used])?;
         }
-        let crc = o.crc.clone().finalize();
-        o.raw(&crc.to_le_bytes())?;
-        o.flush()
+        o.finish()
     }
 
     pub(crate) fn read_snapshot(

@@ -40,7 +40,9 @@ pub(crate) static TORN_TAILS_CUT: std::sync::atomic::AtomicU64 =
 pub const RETIRED_SUFFIX: &str = ".retired";
 
 enum Removal {
-    File(PathBuf),
+    /// Unlink the path, then close the file: closing the last handle of an unlinked file
+    /// frees its pages (milliseconds for a large segment), so that happens here too.
+    File(PathBuf, Arc<File>),
     /// Answered once every removal queued before it is done (tests).
     #[cfg_attr(not(test), allow(dead_code))]
     Done(mpsc::Sender<()>),
@@ -58,7 +60,7 @@ fn remover() -> Option<&'static Mutex<mpsc::Sender<Removal>>> {
                 .spawn(move || {
                     for r in rx {
                         match r {
-                            Removal::File(p) => {
+                            Removal::File(p, file) => {
                                 // NotFound: a later open already removed it as a leftover.
                                 if let Err(e) = fs::remove_file(&p).or_else(|e| match e.kind() {
                                     std::io::ErrorKind::NotFound => Ok(()),
@@ -69,6 +71,7 @@ fn remover() -> Option<&'static Mutex<mpsc::Sender<Removal>>> {
                                         p.display()
                                     );
                                 }
+                                drop(file);
                             }
                             Removal::Done(ack) => {
                                 let _ = ack.send(());
@@ -81,14 +84,18 @@ fn remover() -> Option<&'static Mutex<mpsc::Sender<Removal>>> {
         .as_ref()
 }
 
-/// Unlink `path` in the background (inline if no remover thread could be started).
-fn remove_in_background(path: PathBuf) {
-    let queued = remover().is_some_and(|m| {
-        m.lock()
-            .map(|tx| tx.send(Removal::File(path.clone())).is_ok())
-            .unwrap_or(false)
-    });
-    if !queued {
+/// Unlink `path` and close `file` in the background (inline if no remover thread could be
+/// started).
+fn remove_in_background(path: PathBuf, file: Arc<File>) {
+    let mut job = Some(Removal::File(path.clone(), file));
+    if let Some(m) = remover() {
+        if let Ok(tx) = m.lock() {
+            if let Err(back) = tx.send(job.take().expect("not sent yet")) {
+                job = Some(back.0);
+            }
+        }
+    }
+    if job.is_some() {
         if let Err(e) = fs::remove_file(&path) {
             log::warn!("cannot remove retired segment {}: {e}", path.display());
         }
@@ -782,7 +789,7 @@ impl Log {
             retired.push(RETIRED_SUFFIX);
             let retired = PathBuf::from(retired);
             fs::rename(&seg.path, &retired).map_err(|e| io_err(&seg.path, "retire segment", e))?;
-            remove_in_background(retired);
+            remove_in_background(retired, seg.file);
         }
         fsutil::fsync_dir(&self.dir, self.cfg.sync()).map_err(|e| io_err(&self.dir, "sync", e))
     }

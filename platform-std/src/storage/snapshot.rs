@@ -27,8 +27,8 @@ pub const SNAPSHOT_EXT: &str = "snap";
 /// Largest metadata record body accepted.
 const MAX_META_BODY: usize = 4096;
 
-/// The CRC-32C of snapshot data, as a `static` so running digests can be kept in structs.
-static SNAP_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// The CRC-32C of snapshot data: the records' (hardware-assisted where the CPU has it).
+use shoal_core::record::{Crc32cDigest, CRC32C as SNAP_CRC};
 
 /// File name of the snapshot covering up to `index` (of `term`).
 pub fn snapshot_name(index: LogIndex, term: Term) -> String {
@@ -187,7 +187,7 @@ struct Incoming {
     path: PathBuf,
     out: BufWriter<File>,
     written: u64,
-    digest: crc::Digest<'static, u32>,
+    digest: Crc32cDigest,
 }
 
 /// The snapshots of one group.
