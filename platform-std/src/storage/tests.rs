@@ -693,10 +693,16 @@ fn compaction_deletes_whole_segments_below_the_snapshot_only() {
     );
     assert_eq!(s.first_log_index(), after[0].first_index);
     assert_eq!(s.last_index(), 300);
-    // Retired segments are unlinked in the background; nothing but live segments remains.
+    // Retired segments are unlinked in the background; nothing but live segments remains
+    // (and the next segment's spare file, being prepared).
     seglog::wait_for_removals();
     let log_dir = scan::log_dir(s.group_dir());
-    let files = std::fs::read_dir(&log_dir).expect("list").count();
+    let names: Vec<String> = std::fs::read_dir(&log_dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().filter(|n| n.starts_with("spare-")).count() <= 1);
+    let files = names.iter().filter(|n| !n.starts_with("spare-")).count();
     assert_eq!(
         files,
         after.len(),
@@ -954,4 +960,61 @@ fn a_background_sync_marks_durable_only_what_it_covered() {
     let mut a = FileStorage::open(root2.path(), 0, &test_options(FsyncMode::Async)).expect("open");
     append_n(&mut a, 1, 2, 1, 40);
     assert!(a.begin_background_sync().expect("begin").is_none());
+}
+
+#[test]
+fn the_next_segment_is_a_zero_filled_spare_prepared_in_the_background() {
+    use std::os::unix::fs::MetadataExt;
+    let root = TempDir::new().expect("temp dir");
+    let opts = test_options(FsyncMode::Always);
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 3, 1, 100);
+    s.sync().expect("sync");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let spare = loop {
+        if let Some(p) = s.log.spare_ready() {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare segment was prepared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let bytes = std::fs::read(&spare).expect("read the spare");
+    assert_eq!(bytes.len() as u64, opts.segment_bytes);
+    assert!(
+        bytes.iter().all(|&b| b == 0),
+        "a spare is all written zeros"
+    );
+    let ino = std::fs::metadata(&spare).expect("stat").ino();
+    // Fill the segment: the next one is the spare, renamed, with its header.
+    let first = segments(&s).len();
+    let mut next = 4;
+    while segments(&s).len() == first {
+        append_n(&mut s, next, next, 1, 100);
+        next += 1;
+    }
+    s.sync().expect("sync");
+    let newest = segments(&s).pop().expect("a segment");
+    assert_eq!(
+        std::fs::metadata(&newest.path).expect("stat").ino(),
+        ino,
+        "the new segment is the prepared spare"
+    );
+    assert!(!spare.exists());
+    drop(s);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(s.last_index(), next - 1);
+    for i in 1..next {
+        assert_eq!(s.term(i), Ok(1));
+    }
+    // A spare is a `.tmp` file: one left by a crash is removed at the next open.
+    let log_dir = scan::log_dir(s.group_dir());
+    drop(s);
+    let stray = log_dir.join("spare-1-1.tmp");
+    std::fs::write(&stray, [0u8; 64]).expect("write a stray spare");
+    let s = open(root.path(), &opts).expect("reopen");
+    assert!(!stray.exists());
+    assert_eq!(s.last_index(), next - 1);
 }
