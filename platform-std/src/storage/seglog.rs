@@ -797,7 +797,7 @@ impl Log {
                     let mut at = 0;
                     while at < len {
                         let n = (len - at).min(SPARE_STEP);
-                        fsutil::write_zeros(&f, at, n)?;
+                        fsutil::fill_zeros(&f, n)?;
                         f.sync_data()?;
                         at += n;
                     }
