@@ -71,6 +71,8 @@ pub struct AdminView {
     pub groups: Vec<GroupView>,
     /// Client connections.
     pub clients: ClientsView,
+    /// Bytes of peer frames read but not yet taken by the raft thread.
+    pub peer_input_bytes: usize,
 }
 
 /// The client side of the node.
@@ -284,6 +286,11 @@ fn metrics(v: &AdminView, fsync: &Histogram) -> String {
             "shoal_client_requests_queued",
             "Client requests read but not yet handled.",
             v.clients.requests_queued,
+        ),
+        (
+            "shoal_peer_input_bytes",
+            "Peer frames read but not yet handled (peers are not read above 16 MiB).",
+            v.peer_input_bytes,
         ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

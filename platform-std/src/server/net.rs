@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,10 +71,19 @@ impl HelloInfo {
 /// A peer's raft address and the queue of frames its dialer sends.
 type PeerQueue = (String, Sender<Vec<u8>>);
 
+/// Bytes of peer frames waiting for the raft thread above which peer readers stop reading
+/// (their peers' writes then block, their queues fill, and Raft backs off): a follower whose
+/// disk is slower than its leader's must not buffer the difference in memory.
+pub const PEER_INPUT_BYTES: usize = 16 << 20;
+
 /// State shared by the peer threads and the raft thread.
 pub struct Net {
-    /// Where peer frames go.
-    pub input: Sender<PeerFrame>,
+    /// Where peer frames go (through [`Net::deliver`]).
+    input: Sender<PeerFrame>,
+    /// Bytes of frames in `input`.
+    input_bytes: AtomicUsize,
+    /// Notified when `input_bytes` drops to [`PEER_INPUT_BYTES`] or below.
+    input_room: event_listener::Event,
     /// Handshake identity.
     pub hello: Mutex<HelloInfo>,
     /// Set once shutdown starts: listeners stop accepting.
@@ -88,10 +97,42 @@ impl Net {
     pub fn new(input: Sender<PeerFrame>, hello: HelloInfo) -> Arc<Net> {
         Arc::new(Net {
             input,
+            input_bytes: AtomicUsize::new(0),
+            input_room: event_listener::Event::new(),
             hello: Mutex::new(hello),
             stopping: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Hand a frame to the raft thread, first waiting (this is a peer reader thread) while the
+    /// frames it has not taken pass [`PEER_INPUT_BYTES`]. False once the raft thread is gone.
+    fn deliver(&self, frame: PeerFrame) -> bool {
+        loop {
+            if self.input_bytes.load(Ordering::Acquire) <= PEER_INPUT_BYTES {
+                break;
+            }
+            let room = self.input_room.listen();
+            if self.input_bytes.load(Ordering::Acquire) <= PEER_INPUT_BYTES {
+                break;
+            }
+            event_listener::Listener::wait(room);
+        }
+        self.input_bytes.fetch_add(frame.len(), Ordering::AcqRel);
+        self.input.send_blocking(frame).is_ok()
+    }
+
+    /// The raft thread took a frame of `len` bytes.
+    pub fn taken(&self, len: usize) {
+        let before = self.input_bytes.fetch_sub(len, Ordering::AcqRel);
+        if before > PEER_INPUT_BYTES && before - len <= PEER_INPUT_BYTES {
+            self.input_room.notify(usize::MAX);
+        }
+    }
+
+    /// Bytes of peer frames the raft thread has not taken yet.
+    pub fn input_bytes(&self) -> usize {
+        self.input_bytes.load(Ordering::Relaxed)
     }
 
     /// Make sure frames for `id` go to `raft_addr` (starts a dialer the first time; a changed
@@ -369,8 +410,60 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream) -> io::Result<()> {
     writer.set_read_timeout(None)?;
     loop {
         let frame = read_record(&mut reader, MAX_PEER_FRAME_BYTES)?;
-        if net.input.send_blocking(frame).is_err() {
+        if !net.deliver(frame) {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_peer_reader_waits_while_the_raft_thread_holds_too_many_bytes() {
+        let (tx, rx) = smol::channel::unbounded();
+        let net = Net::new(
+            tx,
+            HelloInfo {
+                cluster_id: 1,
+                node_id: 1,
+                members: NodeSet::new(),
+            },
+        );
+        let frame = 1 << 20;
+        let n = PEER_INPUT_BYTES / frame + 4;
+        let reader = {
+            let net = net.clone();
+            std::thread::spawn(move || (0..n).all(|_| net.deliver(vec![0u8; frame])))
+        };
+        // The reader delivers up to the limit (plus the frame that crosses it), then waits.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rx.len() < PEER_INPUT_BYTES / frame + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} frames arrived",
+                rx.len()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            rx.len(),
+            PEER_INPUT_BYTES / frame + 1,
+            "the reader did not wait"
+        );
+        assert!(!reader.is_finished());
+        assert_eq!(net.input_bytes(), rx.len() * frame);
+        // Taking frames makes room; the reader finishes once everything is taken.
+        let mut taken = 0;
+        while taken < n {
+            let f = rx.recv_blocking().expect("a frame");
+            net.taken(f.len());
+            taken += 1;
+        }
+        assert!(reader.join().expect("reader"));
+        assert_eq!(net.input_bytes(), 0);
     }
 }

@@ -505,6 +505,7 @@ impl RaftLoop {
                 .await;
                 match woke {
                     Woke::Peer(Some(frame)) => {
+                        self.net.taken(frame.len());
                         self.handle_peer(&frame);
                         n += 1;
                     }
@@ -548,6 +549,7 @@ impl RaftLoop {
         while n < MAX_BATCH_INPUTS {
             let mut took = false;
             if let Ok(frame) = self.rx.try_recv() {
+                self.net.taken(frame.len());
                 self.handle_peer(&frame);
                 n += 1;
                 took = true;
@@ -1009,6 +1011,7 @@ impl RaftLoop {
         v.running = !self.draining;
         v.groups = groups;
         v.clients = self.hub.view();
+        v.peer_input_bytes = self.net.input_bytes();
     }
 }
 
