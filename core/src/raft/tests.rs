@@ -663,13 +663,19 @@ fn a_lagging_follower_is_repaired_by_fast_backtracking() {
     assert_eq!(c.commands(f), c.commands(l));
 }
 
-#[test]
-fn conflicting_uncommitted_suffix_is_truncated() {
-    let mut c = Cluster::new(&[1, 2, 3]);
+/// Isolate the leader and let it append `stale` entries nobody else gets; the majority elects a
+/// new leader that takes `fresh` entries; `before_heal` sees the cluster while the old leader
+/// still holds its stale tail; then heal and let the old leader's log be cut and refilled.
+/// Returns the old leader.
+fn diverge(
+    c: &mut Cluster,
+    stale: u8,
+    fresh: u8,
+    before_heal: impl FnOnce(&Cluster, NodeId),
+) -> NodeId {
     let old = c.elect();
-    // The old leader appends entries nobody else gets.
     c.isolate(old);
-    for i in 0..5u8 {
+    for i in 0..stale {
         c.propose(old, &[100 + i]);
     }
     c.run(400);
@@ -678,12 +684,20 @@ fn conflicting_uncommitted_suffix_is_truncated() {
         .into_iter()
         .find(|&x| x != old)
         .expect("majority elects a new leader");
-    for i in 0..3u8 {
+    for i in 0..fresh {
         c.propose(new, &[i]);
     }
     c.run(50);
+    before_heal(c, old);
     c.heal();
     c.run(300);
+    old
+}
+
+#[test]
+fn conflicting_uncommitted_suffix_is_truncated() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    diverge(&mut c, 5, 3, |_, _| {});
     for id in [1, 2, 3] {
         assert_eq!(
             c.commands(id),
@@ -1862,24 +1876,11 @@ fn a_follower_never_defers_its_sync() {
 #[test]
 fn a_sync_started_before_the_log_was_cut_vouches_for_nothing() {
     let mut c = Cluster::new(&[1, 2, 3]);
-    let old = c.elect();
-    c.isolate(old);
-    for i in 0..5u8 {
-        c.propose(old, &[100 + i]);
-    }
-    c.run(400);
-    let before_cut = c.nodes[&old].raft().sync_point();
-    let new = c
-        .leaders()
-        .into_iter()
-        .find(|&x| x != old)
-        .expect("majority elects a new leader");
-    for i in 0..8u8 {
-        c.propose(new, &[i]);
-    }
-    c.run(50);
-    c.heal();
-    c.run(300);
+    let mut before_cut = None;
+    let old = diverge(&mut c, 5, 8, |c, old| {
+        before_cut = Some(c.nodes[&old].raft().sync_point());
+    });
+    let before_cut = before_cut.expect("seen before the heal");
     let r = &mut c.node(old).raft;
     assert!(r.last_index() >= before_cut.index, "the cut was refilled");
     assert_ne!(r.sync_point().epoch, before_cut.epoch);

@@ -120,6 +120,16 @@ pub(crate) fn wait_for_removals() {
 /// Magic bytes at the start of the truncation intent body.
 const INTENT_MAGIC: &[u8; 8] = b"SHOALTRN";
 
+/// Create (or empty) the file at `path` for reading and writing.
+fn new_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 /// Bytes of a spare segment zero-filled and flushed at a time.
 const SPARE_STEP: u64 = 2 << 20;
 
@@ -736,12 +746,7 @@ impl Log {
                 // No spare ready (the first segment, or a burst outran the preparer): reserve
                 // the space instead; the segment works the same, its syncs cost more.
                 let tmp = fsutil::tmp_path(&path);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&tmp)?;
+                let file = new_file(&tmp)?;
                 fsutil::preallocate(&file, self.cfg.segment_bytes.max(HEADER_BYTES as u64))?;
                 file.write_all_at(&header, 0)?;
                 if sync {
@@ -786,12 +791,7 @@ impl Log {
             .spawn(move || {
                 lower_priority();
                 let made = (|| {
-                    let f = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&p)?;
+                    let f = new_file(&p)?;
                     // In steps, each flushed before the next: one flush of the whole file would
                     // queue tens of MiB ahead of the raft thread's own small fdatasyncs.
                     let mut at = 0;
