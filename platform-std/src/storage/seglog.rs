@@ -180,6 +180,9 @@ pub(crate) struct Segment {
     pub(crate) durable: u64,
     /// When the segment first became eligible for compaction.
     eligible_since: Option<Instant>,
+    /// Created by reserving its space (no spare was ready): it is left for a spare as soon as
+    /// one is, rather than when full, since its fdatasyncs cost more.
+    reserved: bool,
 }
 
 impl Segment {
@@ -332,6 +335,7 @@ impl Log {
                 written: 0,
                 durable: 0,
                 eligible_since: None,
+                reserved: false,
             };
             let mut whole = false;
             let (walk, stopped) = loop {
@@ -625,7 +629,10 @@ impl Log {
         }
         let total = body_len + record::RECORD_OVERHEAD;
         let active = self.active();
-        if active.count() > 0 && active.end + total as u64 > self.cfg.segment_bytes {
+        if active.count() > 0
+            && (active.end + total as u64 > self.cfg.segment_bytes
+                || (active.reserved && self.spare_is_ready()))
+        {
             self.roll_over(e.index)?;
         }
         let at = self.buf.len();
@@ -733,6 +740,7 @@ impl Log {
         let sync = self.cfg.sync();
         let path = self.dir.join(segment::segment_name(first_index));
         let header = segment::encode_header(self.cfg.group, first_index);
+        let mut reserved = false;
         let file = match self.take_spare() {
             Some((spare, file)) => {
                 file.write_all_at(&header, 0)?;
@@ -745,6 +753,7 @@ impl Log {
             None => {
                 // No spare ready (the first segment, or a burst outran the preparer): reserve
                 // the space instead; the segment works the same, its syncs cost more.
+                reserved = true;
                 let tmp = fsutil::tmp_path(&path);
                 let file = new_file(&tmp)?;
                 fsutil::preallocate(&file, self.cfg.segment_bytes.max(HEADER_BYTES as u64))?;
@@ -769,6 +778,7 @@ impl Log {
             written: end,
             durable: end,
             eligible_since: None,
+            reserved,
         })
     }
 
@@ -809,6 +819,13 @@ impl Log {
             Ok(_) => self.spare = Some(Spare { path, done }),
             Err(e) => log::warn!("cannot start a thread to prepare the next segment: {e}"),
         }
+    }
+
+    /// Whether a spare file is ready to become the next segment.
+    fn spare_is_ready(&self) -> bool {
+        self.spare
+            .as_ref()
+            .is_some_and(|s| s.done.lock().unwrap_or_else(|e| e.into_inner()).is_some())
     }
 
     /// The spare file's path once it is ready to become the next segment (tests).

@@ -988,13 +988,16 @@ fn the_next_segment_is_a_zero_filled_spare_prepared_in_the_background() {
         "a spare is all written zeros"
     );
     let ino = std::fs::metadata(&spare).expect("stat").ino();
-    // Fill the segment: the next one is the spare, renamed, with its header.
+    // The first segment was reserved (no spare existed yet): the next append leaves it for the
+    // spare at once, renamed, with its header.
     let first = segments(&s).len();
-    let mut next = 4;
-    while segments(&s).len() == first {
-        append_n(&mut s, next, next, 1, 100);
-        next += 1;
-    }
+    append_n(&mut s, 4, 4, 1, 100);
+    let next = 5;
+    assert_eq!(
+        segments(&s).len(),
+        first + 1,
+        "the reserved segment was left"
+    );
     s.sync().expect("sync");
     let newest = segments(&s).pop().expect("a segment");
     assert_eq!(
