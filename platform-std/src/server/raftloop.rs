@@ -370,6 +370,7 @@ impl RaftLoop {
             fsync: self.cfg.fsync,
             keep_snapshots: self.cfg.keep_snapshots,
             compact_delay: self.cfg.compact_delay,
+            prefill_segments: self.cfg.prefill_segments,
             ..StorageOptions::default()
         };
         let store = self.data.open_group(g, &opts).map_err(|e| e.to_string())?;

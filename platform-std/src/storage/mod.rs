@@ -114,6 +114,10 @@ pub struct StorageOptions {
     /// `compact_prefix` deletes it (for example to let a slow follower or a backup read it).
     /// Default 0: deleted by the call that made it obsolete.
     pub compact_delay: Duration,
+    /// Zero-fill each next segment in the background (see FORMAT.md) so that fdatasyncs of a
+    /// segment flush data only. Default true; turn it off where every byte written counts more
+    /// than fdatasync latency (an SD card's wear), or with fsync `never`, where it is skipped.
+    pub prefill_segments: bool,
 }
 
 impl Default for StorageOptions {
@@ -125,6 +129,7 @@ impl Default for StorageOptions {
             async_sync_interval: Duration::from_millis(10),
             keep_snapshots: 2,
             compact_delay: Duration::ZERO,
+            prefill_segments: true,
         }
     }
 }
@@ -274,6 +279,7 @@ impl FileStorage {
             segment_bytes: opts.segment_bytes,
             write_buffer_bytes: opts.write_buffer_bytes,
             compact_delay: opts.compact_delay,
+            prefill: opts.prefill_segments,
         };
         let mut log = Log::open(data_dir, &gdir.join("log"), cfg, snap_index + 1)?;
         let first = log.first_index();

@@ -236,6 +236,8 @@ pub(crate) struct LogConfig {
     pub(crate) segment_bytes: u64,
     pub(crate) write_buffer_bytes: usize,
     pub(crate) compact_delay: Duration,
+    /// Zero-fill the next segment in the background ([`Spare`]).
+    pub(crate) prefill: bool,
 }
 
 impl LogConfig {
@@ -786,7 +788,7 @@ impl Log {
     /// then a reserved range costs nothing more).
     fn prepare_spare(&mut self) {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        if self.spare.is_some() || !self.cfg.sync() {
+        if self.spare.is_some() || !self.cfg.sync() || !self.cfg.prefill {
             return;
         }
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
