@@ -47,8 +47,6 @@ pub enum ClientInput {
 /// State shared by the raft loop and every connection task (one thread).
 pub struct Hub {
     inbox: RefCell<VecDeque<ClientInput>>,
-    /// Notified when the inbox gains requests.
-    ready: Event,
     /// Notified when the inbox drops below [`INBOX_HIGH_WATER`].
     resume: Event,
     /// Connections whose output gained bytes since the last [`Hub::write_out`].
@@ -90,7 +88,6 @@ impl Hub {
     pub fn new() -> Rc<Hub> {
         Rc::new(Hub {
             inbox: RefCell::new(VecDeque::new()),
-            ready: Event::new(),
             resume: Event::new(),
             dirty: RefCell::new(Vec::new()),
             next_conn: Cell::new(1),
@@ -117,25 +114,6 @@ impl Hub {
             }
         }
         input
-    }
-
-    /// Whether an input is queued.
-    pub fn has_input(&self) -> bool {
-        !self.inbox.borrow().is_empty()
-    }
-
-    /// Wait until an input is queued (returns at once if one is).
-    pub async fn wait_input(&self) {
-        loop {
-            if self.has_input() {
-                return;
-            }
-            let listener = self.ready.listen();
-            if self.has_input() {
-                return;
-            }
-            listener.await;
-        }
     }
 
     /// Connections open now, answer bytes not yet written, requests queued.
@@ -327,7 +305,6 @@ pub async fn accept_loop(
                 }
             }
             conn.hub.push(ClientInput::Closed(id));
-            conn.hub.ready.notify(1);
             // Let queued answers leave (a client may half-close and still read), then close.
             if conn.pending() > 0 && !conn.closed.get() {
                 let drained = conn.drained.listen();
@@ -383,20 +360,15 @@ async fn reader(conn: &Rc<Conn>) -> io::Result<()> {
         }
         filled += n;
         let mut pos = 0;
-        let mut pushed = false;
         loop {
             match protocol::decode::<RequestFrame>(&buf[pos..filled]) {
                 Ok(Some((frame, used))) => {
                     pos += used;
                     conn.queued.set(conn.queued.get() + 1);
                     hub.push(ClientInput::Request(conn.clone(), frame));
-                    pushed = true;
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    if pushed {
-                        hub.ready.notify(1);
-                    }
                     // The stream can no longer be trusted to be in step: answer and close.
                     conn.answer(&ResponseFrame {
                         id: 0,
@@ -410,9 +382,6 @@ async fn reader(conn: &Rc<Conn>) -> io::Result<()> {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
                 }
             }
-        }
-        if pushed {
-            hub.ready.notify(1);
         }
         buf.copy_within(pos..filled, 0);
         filled -= pos;

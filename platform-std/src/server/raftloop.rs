@@ -122,8 +122,8 @@ struct SyncDone {
     result: Result<(), String>,
 }
 
-/// Start the thread that runs the leaders' log fdatasyncs (fsync `always`), so a leader keeps
-/// taking and replicating writes while its disk syncs the previous batch.
+/// Start the threads that run the leaders' log fdatasyncs (fsync `always`), so a leader keeps
+/// taking and replicating writes while its disk syncs the previous batches.
 fn start_sync_thread(
     hist: Arc<Histogram>,
 ) -> Result<(Sender<SyncJob>, Receiver<SyncDone>), String> {
@@ -156,7 +156,7 @@ pub struct RaftLoop {
     rx: Receiver<PeerFrame>,
     /// Client connections and their queued requests.
     hub: Rc<Hub>,
-    /// Log fdatasyncs for the sync thread, and their results.
+    /// Log fdatasyncs for the sync threads, and their results.
     sync_jobs: Sender<SyncJob>,
     synced: Receiver<SyncDone>,
     /// Boxed (and built in the box): a `Group` holds its driver inline (tens of KiB), and a
@@ -506,8 +506,7 @@ impl RaftLoop {
                 .await;
                 match woke {
                     Woke::Peer(Some(frame)) => {
-                        self.net.taken(frame.len());
-                        self.handle_peer(&frame);
+                        self.peer_frame(frame);
                         n += 1;
                     }
                     Woke::Synced(Some(done)) => {
@@ -550,8 +549,7 @@ impl RaftLoop {
         while n < MAX_BATCH_INPUTS {
             let mut took = false;
             if let Ok(frame) = self.rx.try_recv() {
-                self.net.taken(frame.len());
-                self.handle_peer(&frame);
+                self.peer_frame(frame);
                 n += 1;
                 took = true;
             }
@@ -657,6 +655,12 @@ impl RaftLoop {
                 }
             }
         }
+    }
+
+    /// A peer frame the peer threads handed over: make room for more, then handle it.
+    fn peer_frame(&mut self, frame: PeerFrame) {
+        self.net.taken(frame.len());
+        self.handle_peer(&frame);
     }
 
     fn handle_peer(&mut self, bytes: &[u8]) {
