@@ -4,16 +4,14 @@
 //!
 //! - [`storage`]: the file-backed [`shoal_core::storage::Storage`] (data dir, identity, log
 //!   segments, hard state, snapshots, fsync modes) and read-only scanners for `shoal-inspect`.
-//! - [`protocol`]: the client protocol spoken on a node's client port.
-//! - [`client`]: the Rust client library (async and blocking) used by applications and
-//!   `shoalctl`.
-//! - [`server`]: `shoald`, the server (raft loop, peer and client ports, admin HTTP).
+//! - [`server`]: `shoald`, the server (raft loop, peer and client ports, admin HTTP). Its client
+//!   port speaks the protocol of [`shoal_client::protocol`].
+//!
+//! The package's other binaries, `shoalctl` and `shoal-bench`, are built on `shoal-client`
+//! alone; they live here so that tests and `shoal-bench --local` find `shoald` beside them.
 #![warn(missing_docs)]
 
-#[cfg(unix)]
-pub mod client;
 pub mod kvheap;
-pub mod protocol;
 #[cfg(unix)]
 pub mod server;
 pub mod storage;

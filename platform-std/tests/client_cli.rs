@@ -178,7 +178,7 @@ fn lock_runs_the_command_with_the_fence_and_passes_its_exit_code() {
 
 #[test]
 fn watch_prints_events_until_count() {
-    use shoal_std::protocol::{Request, Response, WatchEvent};
+    use shoal_client::protocol::{Request, Response, WatchEvent};
     let m = Mock::start(|_, f, _| match f.request {
         Request::Watch { .. } => {
             let mut v = vec![Action::Reply(Response::WatchStarted)];

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use client_support::{dead_addr, Action, Mock};
 use shoal_kv::KvError;
-use shoal_std::client::{
+use shoal_client::{
     BlockingClient, Client, ClientConfig, ClientError, ErrorClass, ReadMode, WatchItem,
 };
-use shoal_std::protocol::{Request, Response, WatchEvent};
+use shoal_client::protocol::{Request, Response, WatchEvent};
 
 fn config(endpoints: &[&str], timeout_ms: u64) -> ClientConfig {
     let mut c = ClientConfig::new(endpoints.iter().map(|s| s.to_string()));
@@ -210,7 +210,7 @@ fn unreachable_cluster_is_unavailable() {
 
 #[test]
 fn server_errors_are_classified() {
-    use shoal_std::protocol::ErrorCode;
+    use shoal_client::protocol::ErrorCode;
     let mock = Mock::start(|_, f, _| {
         let (code, message) = match &f.request {
             Request::Snapshot => (ErrorCode::Internal, "disk full"),
@@ -320,7 +320,7 @@ fn lock_guard_renews_and_releases() {
             matches!(
                 &f.request,
                 Request::Write {
-                    op: shoal_std::protocol::WriteOp::UpdateLockLease { .. },
+                    op: shoal_client::protocol::WriteOp::UpdateLockLease { .. },
                     ..
                 }
             )

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_std::protocol::{
+use shoal_client::protocol::{
     self, MemberChange, ReadMode, Request, RequestFrame, Response, ResponseFrame, WriteOp,
     PROTOCOL_VERSION,
 };

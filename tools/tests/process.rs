@@ -17,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use shoal_std::protocol::WriteOp;
+use shoal_client::protocol::WriteOp;
 
 /// The newest `.snap` file under a data dir, if any.
 fn newest_snap(dir: &Path) -> Option<PathBuf> {

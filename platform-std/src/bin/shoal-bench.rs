@@ -1,6 +1,6 @@
 //! `shoal-bench`: a load generator for `shoald`, in the spirit of etcd's `benchmark` tool.
 //!
-//! It speaks the client protocol ([`shoal_std::protocol`]) directly over plain blocking TCP:
+//! It speaks the client protocol ([`shoal_client::protocol`]) directly over plain blocking TCP:
 //! one thread per connection, each connection carrying `clients / conns` logical clients with
 //! `--pipeline` requests in flight each (closed loop: a slot sends its next request when its
 //! answer arrives). Workloads: `put`, `get`, `mixed`, and `watch` (fan-out: many watches of
@@ -35,7 +35,7 @@ mod bench {
     use clap::{Parser, ValueEnum};
     use hdrhistogram::Histogram;
     use shoal_kv::WriteResult;
-    use shoal_std::protocol::{
+    use shoal_client::protocol::{
         self, ReadMode, Request, RequestFrame, Response, ResponseFrame, WriteOp, PROTOCOL_VERSION,
     };
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use shoal_std::client::{Client, ClientConfig, ClientError, NodeInfo, ReadMode, WatchItem};
+use shoal_client::{Client, ClientConfig, ClientError, NodeInfo, ReadMode, WatchItem};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success; 1 the cluster answered with a definite failure (not found, CAS mismatch,
@@ -510,7 +510,7 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             let s = client.status().await?;
             if s.leader == 0 {
                 return Err(ClientError::Refused {
-                    code: shoal_std::protocol::ErrorCode::Conflict,
+                    code: shoal_client::protocol::ErrorCode::Conflict,
                     message: format!(
                         "node {} answers but knows no leader for group {} (role {}, term {})",
                         s.node_id, s.group, s.role, s.term
@@ -549,7 +549,7 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
     })
 }
 
-fn member_json(m: &shoal_std::client::MemberInfo) -> Value {
+fn member_json(m: &shoal_client::MemberInfo) -> Value {
     json!({"id": m.id, "raft_addr": m.raft_addr, "role": m.role, "match_index": m.match_index})
 }
 

@@ -23,7 +23,7 @@ use async_io::{Async, Timer};
 use event_listener::Event;
 use smol::LocalExecutor;
 
-use crate::protocol::{self, ErrorCode, RequestFrame, Response, ResponseFrame};
+use shoal_client::protocol::{self, ErrorCode, RequestFrame, Response, ResponseFrame};
 
 /// Unsent answer bytes of one connection above which its requests are not read.
 pub const OUT_HIGH_WATER: usize = 4 << 20;

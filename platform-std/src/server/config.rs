@@ -39,7 +39,7 @@ pub struct Flags {
     /// Address peers reach this node's raft port at [default: 127.0.0.1:7001].
     #[arg(long, env = "SHOAL_RAFT_ADDR", value_name = "HOST:PORT")]
     pub raft_addr: Option<String>,
-    /// Address of the client port (the protocol of shoal_std::protocol) [default: 127.0.0.1:7002].
+    /// Address of the client port (the protocol of shoal_client::protocol) [default: 127.0.0.1:7002].
     #[arg(long, env = "SHOAL_CLIENT_ADDR", value_name = "HOST:PORT")]
     pub client_addr: Option<String>,
     /// Address of the admin HTTP port (/health, /status, /metrics) [default: 127.0.0.1:7003].

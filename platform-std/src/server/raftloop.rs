@@ -38,7 +38,7 @@ use super::config::{parse_addr_pair, ServerConfig};
 use super::kvsm::{encode_addr_entry, GroupOutput, KvSm, MemberAddr};
 use super::net::{Net, PeerFrame, PeerTransport};
 use super::timed::{Histogram, TimedStorage};
-use crate::protocol::{
+use shoal_client::protocol::{
     ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
     StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
 };

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal_kv::{KvError, NodeKind, WriteResult};
-use shoal_std::protocol::{
+use shoal_client::protocol::{
     self, NodeInfo, Request, RequestFrame, Response, ResponseFrame, StatusInfo, WriteOp,
 };
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_std::protocol::{
+use shoal_client::protocol::{
     self, ReadMode, Request, RequestFrame, Response, ResponseFrame, StatusInfo, WriteOp,
     PROTOCOL_VERSION,
 };

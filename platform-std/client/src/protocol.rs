@@ -39,6 +39,18 @@ pub struct RequestFrame {
     pub request: Request,
 }
 
+impl RequestFrame {
+    /// A request of this protocol version, with id `id`, for group `group`.
+    pub fn new(id: u64, group: GroupId, request: Request) -> RequestFrame {
+        RequestFrame {
+            version: PROTOCOL_VERSION,
+            id,
+            group,
+            request,
+        }
+    }
+}
+
 /// An answer (or a watch event) and the id of the request it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseFrame {

@@ -1,4 +1,5 @@
-//! One TCP connection to a node's client port: pipelined requests matched to answers by id.
+//! The [`Client`](crate::Client)'s shared connection: concurrent calls pipelined on one
+//! [`Connection`], answers matched to callers by request id.
 //!
 //! A background task reads frames and hands each to the waiter registered under its id. When
 //! the connection breaks, every waiter learns it at once. This module never retries: it only
@@ -9,11 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use smol::channel::{Receiver, Sender};
-use smol::net::TcpStream;
+use async_channel::{Receiver, Sender};
 
-use crate::protocol::{self, RequestFrame, Response, ResponseFrame};
+use crate::connection::{Connection, FrameReader, FrameWriter};
+use crate::protocol::{RequestFrame, Response};
 
 /// Why a call on a connection did not produce an answer.
 #[derive(Debug)]
@@ -31,35 +31,29 @@ struct Waiters {
     closed: Option<String>,
 }
 
-/// A live connection.
-pub(crate) struct Conn {
+/// A live connection shared by concurrent calls.
+pub(crate) struct Mux {
     /// The address it was opened to.
     pub(crate) addr: String,
-    writer: smol::lock::Mutex<TcpStream>,
+    writer: async_lock::Mutex<FrameWriter>,
     waiters: Arc<Mutex<Waiters>>,
-    _reader: smol::Task<()>,
+    _reader: async_executor::Task<()>,
 }
 
-impl Conn {
+impl Mux {
     /// Connect to `addr` within `timeout`.
-    pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Conn, String> {
-        let connect = TcpStream::connect(addr.to_string());
-        let stream =
-            futures_lite::future::or(async { connect.await.map_err(|e| e.to_string()) }, async {
-                smol::Timer::after(timeout).await;
-                Err(format!("connecting timed out after {timeout:?}"))
-            })
+    pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Mux, String> {
+        let Connection { writer, reader } = Connection::open(addr, timeout)
             .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|e| e.to_string())?;
         let waiters = Arc::new(Mutex::new(Waiters {
             map: HashMap::new(),
             closed: None,
         }));
-        let reader = smol::spawn(read_loop(stream.clone(), waiters.clone(), addr.to_string()));
-        Ok(Conn {
+        let reader = crate::runtime::spawn(read_loop(reader, waiters.clone()));
+        Ok(Mux {
             addr: addr.to_string(),
-            writer: smol::lock::Mutex::new(stream),
+            writer: async_lock::Mutex::new(writer),
             waiters,
             _reader: reader,
         })
@@ -76,7 +70,7 @@ impl Conn {
 
     /// Register for every frame carrying `id` (answers and watch events).
     pub(crate) fn subscribe(&self, id: u64, capacity: usize) -> Result<Receiver<Response>, String> {
-        let (tx, rx) = smol::channel::bounded(capacity.max(1));
+        let (tx, rx) = async_channel::bounded(capacity.max(1));
         let mut w = self.waiters.lock().expect("waiters lock poisoned");
         if let Some(why) = &w.closed {
             return Err(why.clone());
@@ -103,19 +97,15 @@ impl Conn {
     ) -> Result<(), CallError> {
         let mut writer = self.writer.lock().await;
         fill(frame);
-        let mut buf = Vec::new();
-        protocol::encode(&*frame, &mut buf)
-            .map_err(|e| CallError::NotSent(format!("cannot encode the request: {e}")))?;
-        // `write_all` succeeding means every byte reached the kernel; failing means the frame is
-        // incomplete on the wire, and the server ignores an incomplete frame.
         writer
-            .write_all(&buf)
-            .await
-            .map_err(|e| CallError::NotSent(format!("sending to {}: {e}", self.addr)))?;
+            .queue(frame)
+            .map_err(|e| CallError::NotSent(e.to_string()))?;
+        // One frame per flush: a flush that fails left it incomplete on the wire, and the
+        // server ignores an incomplete frame.
         writer
             .flush()
             .await
-            .map_err(|e| CallError::Lost(format!("sending to {}: {e}", self.addr)))
+            .map_err(|e| CallError::NotSent(e.to_string()))
     }
 
     /// Send `frame` and wait up to `timeout` for its first answer.
@@ -145,7 +135,7 @@ impl Conn {
                 })
             },
             async {
-                smol::Timer::after(timeout).await;
+                async_io::Timer::after(timeout).await;
                 Err(CallError::TimedOut)
             },
         )
@@ -155,37 +145,26 @@ impl Conn {
     }
 }
 
-async fn read_loop(mut stream: TcpStream, waiters: Arc<Mutex<Waiters>>, addr: String) {
-    let mut buf: Vec<u8> = Vec::with_capacity(8192);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let why = 'outer: loop {
-        loop {
-            match protocol::decode::<ResponseFrame>(&buf) {
-                Ok(Some((frame, used))) => {
-                    buf.drain(..used);
-                    let tx = waiters
-                        .lock()
-                        .expect("waiters lock poisoned")
-                        .map
-                        .get(&frame.id)
-                        .cloned();
-                    if let Some(tx) = tx {
-                        // A full watch queue means the consumer stopped reading; dropping
-                        // the event would hide a change, so wait for room.
-                        let _ = tx.send(frame.response).await;
-                    }
+async fn read_loop(mut reader: FrameReader, waiters: Arc<Mutex<Waiters>>) {
+    let why = loop {
+        match reader.recv().await {
+            Ok(frame) => {
+                let tx = waiters
+                    .lock()
+                    .expect("waiters lock poisoned")
+                    .map
+                    .get(&frame.id)
+                    .cloned();
+                if let Some(tx) = tx {
+                    // A full watch queue means the consumer stopped reading; dropping the event
+                    // would hide a change, so wait for room.
+                    let _ = tx.send(frame.response).await;
                 }
-                Ok(None) => break,
-                Err(e) => break 'outer format!("bad frame from {addr}: {e}"),
             }
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) => break format!("{addr} closed the connection"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => break format!("reading from {addr}: {e}"),
+            Err(e) => break e.to_string(),
         }
     };
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    reader.close();
     let mut w = waiters.lock().expect("waiters lock poisoned");
     w.closed = Some(why);
     w.map.clear();

@@ -1,27 +1,5 @@
-//! The Rust client of a Shoal cluster: every DtKV operation, watches, locks and administration,
-//! spoken over the client protocol of [`crate::protocol`].
-//!
-//! [`Client`] is async (smol); [`BlockingClient`] wraps it for ordinary threads. Both:
-//!
-//! - are configured with a list of endpoints (client ports) and find the leader, following
-//!   `NotLeader` redirects and otherwise trying the next endpoint;
-//! - pipeline every request on one connection;
-//! - give each write an exactly-once session (`client_id` = a random non-zero u64 chosen when the
-//!   client is built, `seq` increasing) and retry a write whose answer was lost with the *same*
-//!   `client_id` and `seq`, so the cluster applies it at most once;
-//! - keep retrying through connection loss, `Unavailable` and per-attempt timeouts until the
-//!   call's overall deadline, then fail with an error whose [`ErrorClass`] says whether the
-//!   operation certainly did not happen or its outcome is unknown.
-//!
-//! Session caveat: DtKV remembers only the last sequence of each session. When several writes
-//! of one client are in flight and the answer of an earlier one is lost, its retry may be
-//! answered `StaleSequence`; the client reports that as [`ClientError::Indeterminate`].
-//! Sequence numbers are assigned in wire order, so without losses this never happens.
-
-mod conn;
-mod error;
-mod lock;
-mod watch;
+//! [`Client`]: every DtKV operation, watches, locks and administration, following the leader
+//! and retrying until each call's deadline (see the crate docs for the rules).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,55 +8,14 @@ use std::time::{Duration, Instant};
 use shoal_core::{GroupId, LogIndex, NodeId};
 use shoal_kv::{KvError, WriteResult};
 
+use crate::lock::{self, LockGuard};
+use crate::mux::{CallError, Mux};
 use crate::protocol::{
-    ErrorCode, MemberChange, Request, RequestFrame, Response, WriteOp, PROTOCOL_VERSION,
+    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
+    StatusInfo, WriteOp,
 };
-pub use crate::protocol::{MemberInfo, NodeInfo, ReadMode, StatusInfo, WatchEvent};
-use conn::{CallError, Conn};
-pub use error::{ClientError, ErrorClass};
-pub use lock::{BlockingLockGuard, LockGuard};
-pub use watch::{WatchItem, WatchStream};
-
-/// How a [`Client`] reaches the cluster and how long it keeps trying.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// Client addresses (`host:port`) of some or all nodes; at least one.
-    pub endpoints: Vec<String>,
-    /// The Raft group requests go to (0 is the default group).
-    pub group: GroupId,
-    /// Overall deadline of one call, retries included.
-    pub timeout: Duration,
-    /// Longest wait for one attempt's answer before retrying elsewhere.
-    pub attempt_timeout: Duration,
-    /// Longest wait for a TCP connection.
-    pub connect_timeout: Duration,
-}
-
-impl ClientConfig {
-    /// A configuration for these endpoints with the defaults: group 0, 10 s per call, 3 s per
-    /// attempt, 1 s per connection.
-    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> ClientConfig {
-        ClientConfig {
-            endpoints: endpoints.into_iter().map(Into::into).collect(),
-            group: 0,
-            timeout: Duration::from_secs(10),
-            attempt_timeout: Duration::from_secs(3),
-            connect_timeout: Duration::from_secs(1),
-        }
-    }
-
-    /// The same configuration for another group.
-    pub fn with_group(mut self, group: GroupId) -> ClientConfig {
-        self.group = group;
-        self
-    }
-
-    /// The same configuration with another overall deadline per call.
-    pub fn with_timeout(mut self, timeout: Duration) -> ClientConfig {
-        self.timeout = timeout;
-        self
-    }
-}
+use crate::watch::{self, WatchStream};
+use crate::{ClientConfig, ClientError};
 
 /// The outcome of a batch write: the raft index and one result per item, in item order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +61,7 @@ struct Inner {
     next_id: AtomicU64,
     /// Where requests go now (a leader we were sent to, or an endpoint from the list).
     target: Mutex<Target>,
-    conn: smol::lock::Mutex<Option<Arc<Conn>>>,
+    conn: async_lock::Mutex<Option<Arc<Mux>>>,
 }
 
 struct Target {
@@ -182,7 +119,7 @@ impl Client {
                     addr: first,
                     rotation: 0,
                 }),
-                conn: smol::lock::Mutex::new(None),
+                conn: async_lock::Mutex::new(None),
             }),
         })
     }
@@ -548,7 +485,7 @@ impl Client {
         }
     }
 
-    async fn read(&self, request: Request) -> Result<Response, ClientError> {
+    pub(crate) async fn read(&self, request: Request) -> Result<Response, ClientError> {
         self.execute(self.inner.config.group, request, Kind::Read)
             .await
     }
@@ -592,7 +529,7 @@ impl Client {
     }
 
     /// The current connection, opening one to the current target if needed.
-    async fn connection(&self) -> Result<Arc<Conn>, String> {
+    async fn connection(&self) -> Result<Arc<Mux>, String> {
         let mut slot = self.inner.conn.lock().await;
         let target = self.target_addr();
         if let Some(c) = slot.as_ref() {
@@ -601,12 +538,12 @@ impl Client {
             }
         }
         *slot = None;
-        let conn = Arc::new(Conn::open(&target, self.inner.config.connect_timeout).await?);
+        let conn = Arc::new(Mux::open(&target, self.inner.config.connect_timeout).await?);
         *slot = Some(conn.clone());
         Ok(conn)
     }
 
-    fn target_addr(&self) -> String {
+    pub(crate) fn target_addr(&self) -> String {
         self.inner
             .target
             .lock()
@@ -616,13 +553,13 @@ impl Client {
     }
 
     /// Point at `addr` (a leader we were told about).
-    fn redirect(&self, addr: &str) {
+    pub(crate) fn redirect(&self, addr: &str) {
         self.inner.target.lock().expect("target lock poisoned").addr = addr.to_string();
     }
 
     /// Point at the next endpoint of the list (unless another call already moved on from
     /// `failed`).
-    fn rotate(&self, failed: &str) {
+    pub(crate) fn rotate(&self, failed: &str) {
         let mut t = self.inner.target.lock().expect("target lock poisoned");
         if t.addr != failed {
             return;
@@ -671,12 +608,7 @@ impl Client {
                     continue;
                 }
             };
-            let mut frame = RequestFrame {
-                version: PROTOCOL_VERSION,
-                id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
-                group,
-                request: request.clone(),
-            };
+            let mut frame = RequestFrame::new(self.next_request_id(), group, request.clone());
             let next_seq = &self.inner.next_seq;
             let fill = |f: &mut RequestFrame| {
                 if let Request::Write { seq, .. } = &mut f.request {
@@ -795,14 +727,14 @@ impl Client {
         }
     }
 
-    async fn drop_conn(&self, conn: &Arc<Conn>) {
+    async fn drop_conn(&self, conn: &Arc<Mux>) {
         let mut slot = self.inner.conn.lock().await;
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             *slot = None;
         }
     }
 
-    fn next_request_id(&self) -> u64 {
+    pub(crate) fn next_request_id(&self) -> u64 {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 }
@@ -813,7 +745,7 @@ fn next_backoff(d: Duration) -> Duration {
 
 async fn sleep_until_deadline(d: Duration, deadline: Instant) {
     let wake = (Instant::now() + d).min(deadline);
-    smol::Timer::at(wake).await;
+    async_io::Timer::at(wake).await;
 }
 
 fn millis(d: Duration) -> Result<u64, ClientError> {
@@ -852,112 +784,5 @@ fn unexpected(what: &str, got: &Response) -> ClientError {
 fn unexpected_write(what: &str, got: &WriteResult) -> ClientError {
     ClientError::Protocol {
         message: format!("{what} was answered with write result {got:?}"),
-    }
-}
-
-/// A blocking client: the same operations as [`Client`], for code without an async runtime.
-/// Each call runs the async one to completion on the calling thread.
-#[derive(Clone, Debug)]
-pub struct BlockingClient {
-    inner: Client,
-}
-
-macro_rules! blocking {
-    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(&self $(, $arg: $ty)*) -> Result<$ret, ClientError> {
-                smol::block_on(self.inner.$name($($arg),*))
-            }
-        )*
-    };
-}
-
-impl BlockingClient {
-    /// A blocking client for `config`.
-    pub fn new(config: ClientConfig) -> Result<BlockingClient, ClientError> {
-        Ok(BlockingClient {
-            inner: Client::new(config)?,
-        })
-    }
-
-    /// The async client inside (sharing connection and session).
-    pub fn async_client(&self) -> &Client {
-        &self.inner
-    }
-
-    /// This client's session id.
-    pub fn client_id(&self) -> u64 {
-        self.inner.client_id()
-    }
-
-    blocking! {
-        /// See [`Client::get`].
-        fn get(&self, key: &[u8], mode: ReadMode) -> Option<NodeInfo>;
-        /// See [`Client::batch_get`].
-        fn batch_get(&self, keys: &[&[u8]], mode: ReadMode) -> Vec<Option<NodeInfo>>;
-        /// See [`Client::list`].
-        fn list(&self, dir: &[u8], mode: ReadMode) -> Vec<NodeInfo>;
-        /// See [`Client::put`].
-        fn put(&self, key: &[u8], value: &[u8]) -> LogIndex;
-        /// See [`Client::remove`].
-        fn remove(&self, key: &[u8]) -> LogIndex;
-        /// See [`Client::mkdir`].
-        fn mkdir(&self, key: &[u8]) -> LogIndex;
-        /// See [`Client::batch_put`].
-        fn batch_put(&self, pairs: &[(&[u8], &[u8])]) -> BatchOutcome;
-        /// See [`Client::batch_remove`].
-        fn batch_remove(&self, keys: &[&[u8]]) -> BatchOutcome;
-        /// See [`Client::cas`].
-        fn cas(&self, key: &[u8], expect: Option<&[u8]>, value: &[u8]) -> LogIndex;
-        /// See [`Client::put_temp`].
-        fn put_temp(&self, key: &[u8], value: &[u8], ttl: Duration) -> LogIndex;
-        /// See [`Client::make_temp_dir`].
-        fn make_temp_dir(&self, key: &[u8], ttl: Duration) -> LogIndex;
-        /// See [`Client::update_ttl`].
-        fn update_ttl(&self, key: &[u8], ttl: Duration) -> LogIndex;
-        /// See [`Client::try_lock`].
-        fn try_lock(&self, key: &[u8], lease: Duration, wait: Duration) -> LockState;
-        /// See [`Client::unlock`].
-        fn unlock(&self, key: &[u8]) -> Unlocked;
-        /// See [`Client::update_lock_lease`].
-        fn update_lock_lease(&self, key: &[u8], lease: Duration) -> LogIndex;
-        /// See [`Client::status`].
-        fn status(&self) -> StatusInfo;
-        /// See [`Client::members`].
-        fn members(&self) -> Vec<MemberInfo>;
-        /// See [`Client::add_member`].
-        fn add_member(&self, id: NodeId, raft_addr: String, observer: bool) -> LogIndex;
-        /// See [`Client::promote_member`].
-        fn promote_member(&self, id: NodeId) -> LogIndex;
-        /// See [`Client::remove_member`].
-        fn remove_member(&self, id: NodeId) -> LogIndex;
-        /// See [`Client::transfer_leader`].
-        fn transfer_leader(&self, to: NodeId) -> LogIndex;
-        /// See [`Client::snapshot`].
-        fn snapshot(&self) -> LogIndex;
-        /// See [`Client::groups`].
-        fn groups(&self) -> Vec<GroupId>;
-        /// See [`Client::create_group`].
-        fn create_group(&self, group: GroupId, members: Vec<(NodeId, String)>) -> LogIndex;
-        /// See [`Client::remove_group`].
-        fn remove_group(&self, group: GroupId) -> LogIndex;
-    }
-
-    /// See [`Client::lock`]; the lease is renewed on a background task until the guard is
-    /// released or dropped.
-    pub fn lock(
-        &self,
-        key: &[u8],
-        lease: Duration,
-        wait: Duration,
-    ) -> Result<BlockingLockGuard, ClientError> {
-        smol::block_on(self.inner.lock(key, lease, wait)).map(BlockingLockGuard::new)
-    }
-
-    /// See [`Client::watch`]; iterate the returned [`WatchStream`] with
-    /// [`WatchStream::next_blocking`].
-    pub fn watch(&self, keys: &[&[u8]], from_index: LogIndex) -> WatchStream {
-        self.inner.watch(keys, from_index)
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shoal_kv::KvError;
 
-use super::{Client, ClientError, LockState};
+use crate::{Client, ClientError, LockState};
 
 /// A lock this client holds. The lease is renewed every third of its length until
 /// [`LockGuard::release`] or drop. If a renewal is refused (the lease ran out and another
@@ -17,7 +17,7 @@ pub struct LockGuard {
     key: Vec<u8>,
     fence: u64,
     lost: Arc<AtomicBool>,
-    renewer: Option<smol::Task<()>>,
+    renewer: Option<async_executor::Task<()>>,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -68,21 +68,21 @@ impl Drop for LockGuard {
         // Best effort: release in the background; the lease ends the lock otherwise.
         let client = self.client.clone();
         let key = std::mem::take(&mut self.key);
-        smol::spawn(async move {
+        crate::runtime::spawn(async move {
             let _ = client.unlock(&key).await;
         })
         .detach();
     }
 }
 
-/// A [`LockGuard`] for [`super::BlockingClient`].
+/// A [`LockGuard`] for [`crate::BlockingClient`].
 #[derive(Debug)]
 pub struct BlockingLockGuard {
     guard: Option<LockGuard>,
 }
 
 impl BlockingLockGuard {
-    pub(super) fn new(guard: LockGuard) -> BlockingLockGuard {
+    pub(crate) fn new(guard: LockGuard) -> BlockingLockGuard {
         BlockingLockGuard { guard: Some(guard) }
     }
 
@@ -99,13 +99,13 @@ impl BlockingLockGuard {
     /// See [`LockGuard::release`].
     pub fn release(mut self) -> Result<(), ClientError> {
         match self.guard.take() {
-            Some(g) => smol::block_on(g.release()),
+            Some(g) => async_io::block_on(g.release()),
             None => Ok(()),
         }
     }
 }
 
-pub(super) async fn acquire(
+pub(crate) async fn acquire(
     client: Client,
     key: Vec<u8>,
     lease: Duration,
@@ -125,13 +125,13 @@ pub(super) async fn acquire(
             LockState::Queued { .. } => {
                 // Asking again while queued answers the position; once granted, it answers
                 // Locked with the grant's token.
-                smol::Timer::after(poll.min(left)).await;
+                async_io::Timer::after(poll.min(left)).await;
                 poll = (poll * 2).min(Duration::from_millis(250));
             }
         }
     };
     let lost = Arc::new(AtomicBool::new(false));
-    let renewer = smol::spawn(renew(client.clone(), key.clone(), lease, lost.clone()));
+    let renewer = crate::runtime::spawn(renew(client.clone(), key.clone(), lease, lost.clone()));
     Ok(LockGuard {
         client,
         key,
@@ -144,7 +144,7 @@ pub(super) async fn acquire(
 async fn renew(client: Client, key: Vec<u8>, lease: Duration, lost: Arc<AtomicBool>) {
     let period = (lease / 3).max(Duration::from_millis(1));
     loop {
-        smol::Timer::after(period).await;
+        async_io::Timer::after(period).await;
         match client.update_lock_lease(&key, lease).await {
             Ok(_) => {}
             Err(ClientError::Kv(_)) => {

@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use futures_lite::Stream;
 use shoal_core::LogIndex;
 
-use super::conn::Conn;
-use super::{Client, ClientError};
-use crate::protocol::{ErrorCode, ReadMode, Request, RequestFrame, Response, PROTOCOL_VERSION};
+use crate::mux::Mux;
+use crate::protocol::{ErrorCode, ReadMode, Request, RequestFrame, Response, WatchEvent};
+use crate::{Client, ClientError};
 
 /// One item of a watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchItem {
     /// A change.
-    Event(crate::protocol::WatchEvent),
+    Event(WatchEvent),
     /// The node no longer keeps history back to where the watch stood: changes before
     /// `oldest` were missed. Re-read the keys; the watch goes on from `oldest`.
     Compacted {
@@ -29,8 +29,8 @@ pub enum WatchItem {
 /// the client's whole timeout (the stream keeps trying after it) or that the watch was
 /// refused (the stream ends after it). Dropping the stream stops the watch.
 pub struct WatchStream {
-    rx: Pin<Box<smol::channel::Receiver<Result<WatchItem, ClientError>>>>,
-    _task: smol::Task<()>,
+    rx: Pin<Box<async_channel::Receiver<Result<WatchItem, ClientError>>>>,
+    _task: async_executor::Task<()>,
 }
 
 impl std::fmt::Debug for WatchStream {
@@ -42,7 +42,7 @@ impl std::fmt::Debug for WatchStream {
 impl WatchStream {
     /// Wait for the next item on the calling thread (`None`: the watch ended).
     pub fn next_blocking(&mut self) -> Option<Result<WatchItem, ClientError>> {
-        smol::block_on(self.rx.recv()).ok()
+        async_io::block_on(self.rx.recv()).ok()
     }
 
     /// Wait for the next item (`None`: the watch ended).
@@ -58,9 +58,9 @@ impl Stream for WatchStream {
     }
 }
 
-pub(super) fn start(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex) -> WatchStream {
-    let (tx, rx) = smol::channel::bounded(1024);
-    let task = smol::spawn(run(client, keys, from_index, tx));
+pub(crate) fn start(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex) -> WatchStream {
+    let (tx, rx) = async_channel::bounded(1024);
+    let task = crate::runtime::spawn(run(client, keys, from_index, tx));
     WatchStream {
         rx: Box::pin(rx),
         _task: task,
@@ -78,7 +78,7 @@ async fn run(
     client: Client,
     keys: Vec<Vec<u8>>,
     from_index: LogIndex,
-    tx: smol::channel::Sender<Result<WatchItem, ClientError>>,
+    tx: async_channel::Sender<Result<WatchItem, ClientError>>,
 ) {
     let cfg = client.config().clone();
     let mut pos = Position {
@@ -136,7 +136,7 @@ async fn run(
             }
             failing_since = Some(Instant::now());
         }
-        smol::Timer::after(backoff).await;
+        async_io::Timer::after(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
@@ -153,10 +153,10 @@ async fn watch_once(
     addr: &str,
     keys: &[Vec<u8>],
     pos: &mut Position,
-    tx: &smol::channel::Sender<Result<WatchItem, ClientError>>,
+    tx: &async_channel::Sender<Result<WatchItem, ClientError>>,
 ) -> Outcome {
     let cfg = client.config();
-    let conn = match Conn::open(addr, cfg.connect_timeout).await {
+    let conn = match Mux::open(addr, cfg.connect_timeout).await {
         Ok(c) => c,
         Err(why) => {
             return Outcome::Retry {
@@ -175,15 +175,11 @@ async fn watch_once(
             }
         }
     };
-    let mut frame = RequestFrame {
-        version: PROTOCOL_VERSION,
-        id,
-        group: cfg.group,
-        request: Request::Watch {
-            keys: keys.to_vec(),
-            from_index: pos.index,
-        },
+    let watch = Request::Watch {
+        keys: keys.to_vec(),
+        from_index: pos.index,
     };
+    let mut frame = RequestFrame::new(id, cfg.group, watch);
     if let Err(e) = conn.send(&mut frame, |_| {}).await {
         return Outcome::Retry {
             why: format!("{e:?}"),
