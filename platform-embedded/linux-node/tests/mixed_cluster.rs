@@ -18,8 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal_client::Client;
 use shoal_client::protocol::ReadMode;
+use shoal_client::Client;
 
 const CLUSTER_ID: u64 = 0x4d49_5844;
 const KEYS: u32 = 20;

@@ -80,5 +80,5 @@ pub use client::{BatchOutcome, Client, LockState, Unlocked};
 pub use config::ClientConfig;
 pub use error::{ClientError, ErrorClass};
 pub use lock::{BlockingLockGuard, LockGuard};
-pub use protocol::{MemberInfo, NodeInfo, ReadMode, StatusInfo, WatchEvent};
+pub use protocol::{KvError, MemberInfo, NodeInfo, NodeKind, ReadMode, StatusInfo, WatchEvent};
 pub use watch::{WatchItem, WatchStream};

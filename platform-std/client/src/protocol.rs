@@ -17,7 +17,8 @@
 use serde::{Deserialize, Serialize};
 use shoal_core::record;
 use shoal_core::{GroupId, LogIndex, NodeId, Term};
-use shoal_kv::{KvError, NodeKind, WriteResult};
+/// DtKV's types that answers carry, so that a client needs no dependency on shoal-kv.
+pub use shoal_kv::{KvError, NodeKind, WriteResult};
 
 /// Version of this protocol; a server refuses frames of another major version with
 /// [`ErrorCode::UnsupportedVersion`].

@@ -25,7 +25,8 @@ pub(crate) fn spawn<T: Send + 'static>(
             .name("shoal-client".into())
             .spawn(|| loop {
                 // One task's panic must not stop every other client task: run on.
-                let run = || async_io::block_on(EXECUTOR.run(futures_lite::future::pending::<()>()));
+                let run =
+                    || async_io::block_on(EXECUTOR.run(futures_lite::future::pending::<()>()));
                 let _ = catch_unwind(AssertUnwindSafe(run));
             })
             .expect("cannot start the shoal-client executor thread");

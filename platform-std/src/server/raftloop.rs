@@ -21,6 +21,10 @@ use futures_lite::StreamExt;
 use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
 
+use shoal_client::protocol::{
+    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
+    StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
+};
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
 use shoal_core::limits::Config;
 use shoal_core::membership::{Membership, NodeSet};
@@ -38,10 +42,6 @@ use super::config::{parse_addr_pair, ServerConfig};
 use super::kvsm::{encode_addr_entry, GroupOutput, KvSm, MemberAddr};
 use super::net::{Net, PeerFrame, PeerTransport};
 use super::timed::{Histogram, TimedStorage};
-use shoal_client::protocol::{
-    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
-    StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
-};
 use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
 
 type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;

@@ -9,10 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use shoal_kv::{KvError, NodeKind, WriteResult};
 use shoal_client::protocol::{
     self, NodeInfo, Request, RequestFrame, Response, ResponseFrame, StatusInfo, WriteOp,
 };
+use shoal_kv::{KvError, NodeKind, WriteResult};
 
 /// What the mock does with one request.
 pub enum Action {

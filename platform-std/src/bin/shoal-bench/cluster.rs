@@ -1,0 +1,202 @@
+//! The `--local` cluster: `shoald` processes on 127.0.0.1 with free ports and temporary data
+//! dirs, always killed and removed; and what the bench reads about them (memory, data dir
+//! size, admin health).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::cli::Fsync;
+
+/// `shoald` processes started for the run; killed (SIGKILL) and their dirs removed on drop.
+pub struct LocalCluster {
+    procs: Vec<Child>,
+    /// Client port of each node, in node id order.
+    pub client_addrs: Vec<String>,
+    /// Admin (HTTP) port of each node.
+    pub admin_addrs: Vec<String>,
+    raft_addrs: Vec<String>,
+    members: String,
+    /// The temporary directory holding every node's data dir (`n1`, ...) and log.
+    pub root: PathBuf,
+    shoald: PathBuf,
+    /// `--fsync` of the next (re)start.
+    pub fsync: Fsync,
+    extra: Vec<String>,
+}
+
+impl LocalCluster {
+    /// The running nodes' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|c| c.id()).collect()
+    }
+
+    /// The last lines of every node's log, to show when a run fails.
+    pub fn log_tail(&self) -> String {
+        let mut s = String::new();
+        for i in 0..self.procs.len() {
+            let p = self.root.join(format!("n{}.log", i + 1));
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            for l in &lines[lines.len().saturating_sub(10)..] {
+                s.push_str(&format!("  n{}: {l}\n", i + 1));
+            }
+        }
+        s
+    }
+
+    /// Start `n` nodes with `--fsync fsync` and `extra` arguments.
+    pub fn start(n: u32, fsync: Fsync, extra: &[String]) -> Result<LocalCluster, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let shoald = exe.with_file_name("shoald");
+        if !shoald.is_file() {
+            return Err(format!(
+                "shoald not found next to shoal-bench (looked for {}); build it with \
+                 `cargo build --release --bin shoald`",
+                shoald.display()
+            ));
+        }
+        let root = std::env::temp_dir().join(format!(
+            "shoal-bench-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        // Reserve 3 free ports per node (raft, client, admin); released just before spawn.
+        let listeners: Vec<TcpListener> = (0..n * 3)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("reserving ports: {e}"))?;
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("reserving ports: {e}"))?;
+        drop(listeners);
+        let addr = |i: u32, k: u32| format!("127.0.0.1:{}", ports[(i * 3 + k) as usize]);
+        let members = (0..n)
+            .map(|i| format!("{}={}/{}", i + 1, addr(i, 0), addr(i, 1)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = LocalCluster {
+            procs: Vec::new(),
+            client_addrs: (0..n).map(|i| addr(i, 1)).collect(),
+            admin_addrs: (0..n).map(|i| addr(i, 2)).collect(),
+            raft_addrs: (0..n).map(|i| addr(i, 0)).collect(),
+            members,
+            root,
+            shoald,
+            fsync,
+            extra: extra.to_vec(),
+        };
+        cluster.spawn_all()?;
+        Ok(cluster)
+    }
+
+    /// Start every node (again, on its data dir), appending to its log file.
+    pub fn spawn_all(&mut self) -> Result<(), String> {
+        let fsync = self.fsync.as_flag();
+        for i in self.procs.len()..self.client_addrs.len() {
+            let log = self.root.join(format!("n{}.log", i + 1));
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .map_err(|e| format!("log file: {e}"))?;
+            let mut cmd = Command::new(&self.shoald);
+            cmd.arg("--node-id")
+                .arg((i + 1).to_string())
+                .arg("--data-dir")
+                .arg(self.root.join(format!("n{}", i + 1)))
+                .args(["--raft-addr", &self.raft_addrs[i]])
+                .args(["--client-addr", &self.client_addrs[i]])
+                .args(["--admin-addr", &self.admin_addrs[i]])
+                .args(["--initial-members", &self.members])
+                .args(["--fsync", fsync])
+                .args(&self.extra)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL
+                // this child when the bench dies, so no shoald outlives a killed bench.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+            }
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("spawning {}: {e}", self.shoald.display()))?;
+            self.procs.push(child);
+        }
+        Ok(())
+    }
+
+    /// SIGKILL every node, keeping the data dirs.
+    pub fn kill_all(&mut self) {
+        for mut c in self.procs.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `VmRSS` and `VmHWM` of a process in KiB (None if it is gone).
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))
+}
+
+/// The HTTP status of `GET path` on `addr` (None if it does not answer).
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s =
+        TcpStream::connect_timeout(&resolve(addr).ok()?, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Bytes of the files under `dir`, recursively.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

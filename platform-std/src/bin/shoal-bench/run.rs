@@ -1,0 +1,220 @@
+//! One measured run of `put`, `get`, `mixed` or `watch`: find the leader, prepare, start the
+//! load connections (and watchers), sample the servers' memory while they run, merge what they
+//! measured.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use shoal_client::protocol::{Request, Response, WriteOp};
+
+use crate::calls::{call_once, find_leader, prefill};
+use crate::cli::{Args, Workload};
+use crate::cluster::{rss_kib, LocalCluster};
+use crate::load::{run_conn, run_watcher, Shared, Window};
+use crate::report;
+use crate::stats::OpStats;
+
+/// How long a run waits for a leader, and for every watch to start.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One run of `a.workload`, on a `--local` cluster of its own or on `--endpoints`, reported.
+pub fn single(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
+    let cluster = match a.local {
+        Some(n) => Some(LocalCluster::start(n, a.fsync, &a.shoald_args)?),
+        None => None,
+    };
+    let result = run(a, cluster.as_ref(), stop);
+    if let (Err(_), Some(c)) = (&result, &cluster) {
+        eprintln!("shoald logs (last lines):\n{}", c.log_tail());
+    }
+    drop(cluster); // kills the local shoald processes
+    report::single(a, &result?);
+    Ok(())
+}
+
+/// What one run measured.
+pub struct Outcome {
+    /// Load connections used.
+    pub conns: usize,
+    /// The leader's client address.
+    pub leader: String,
+    /// Measured seconds.
+    pub secs: f64,
+    /// Writes, reads, watch events.
+    pub total: [OpStats; 3],
+    /// The `--local` processes (none for remote endpoints).
+    pub pids: Vec<u32>,
+    /// Each process's (RSS, peak RSS) in KiB before the load.
+    pub idle: Vec<Option<(u64, u64)>>,
+    /// Each process's largest RSS sampled during the load, KiB.
+    pub peak: Vec<u64>,
+    /// Each process's (RSS, peak RSS) in KiB after the load.
+    pub hwm: Vec<Option<(u64, u64)>>,
+    /// Connections that failed, and why.
+    pub failures: Vec<String>,
+}
+
+/// Run `a.workload` against `cluster` (or `--endpoints`) and measure it.
+pub fn run(
+    a: &Args,
+    cluster: Option<&LocalCluster>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Outcome, String> {
+    let endpoints = match cluster {
+        Some(c) => c.client_addrs.clone(),
+        None => a.endpoints.clone(),
+    };
+    let leader = find_leader(&endpoints, SETUP_TIMEOUT, stop)?;
+    let pids = cluster.map(|c| c.pids()).unwrap_or_default();
+    // Let the followers settle, then take the idle RSS.
+    std::thread::sleep(Duration::from_millis(300));
+    let idle: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
+    if matches!(a.workload, Workload::Get | Workload::Mixed) {
+        prefill(&leader, a)?;
+    }
+    let conns = a.conns.min(a.clients) as usize;
+    let clients = a.clients as usize;
+    let epoch = Instant::now();
+    let window: Window = Arc::new(OnceLock::new());
+    let watchers = if a.workload == Workload::Watch {
+        start_watchers(a, &endpoints, &leader, epoch, &window, stop)?
+    } else {
+        Vec::new()
+    };
+    let start = Instant::now();
+    let sh = Arc::new(Shared {
+        addr: leader.clone(),
+        start_measure: start + a.warmup,
+        end: start + a.warmup + a.duration,
+        stop: stop.clone(),
+        workload: a.workload,
+        read_mode: a.consistency.read_mode(),
+        read_ratio: a.read_ratio,
+        key_size: a.key_size,
+        keyspace: a.keyspace,
+        value: vec![b'v'; a.value_size],
+        key_prefix: if a.workload == Workload::Watch {
+            b"w.".to_vec()
+        } else {
+            Vec::new()
+        },
+        stamp: a.workload == Workload::Watch,
+        epoch,
+    });
+    let _ = window.set((sh.start_measure, sh.end));
+    let pipeline = a.pipeline as usize;
+    let loaders: Vec<_> = (0..conns)
+        .map(|c| {
+            let n = clients / conns + usize::from(c < clients % conns);
+            let sh = sh.clone();
+            std::thread::spawn(move || run_conn(&sh, n, pipeline))
+        })
+        .collect();
+    // Sample server RSS while the load runs.
+    let mut peak = vec![0u64; pids.len()];
+    while loaders.iter().any(|h| !h.is_finished()) || watchers.iter().any(|h| !h.is_finished()) {
+        for (i, &p) in pids.iter().enumerate() {
+            if let Some((rss, _)) = rss_kib(p) {
+                peak[i] = peak[i].max(rss);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hwm: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
+    let mut total = [OpStats::new(), OpStats::new(), OpStats::new()];
+    let mut failures = Vec::new();
+    for h in loaders {
+        match h.join() {
+            Ok(Ok(st)) => {
+                total[0].merge(&st[0]);
+                total[1].merge(&st[1]);
+            }
+            Ok(Err(e)) => failures.push(e),
+            Err(_) => failures.push("worker panicked".into()),
+        }
+    }
+    for h in watchers {
+        match h.join() {
+            Ok(Ok(st)) => total[2].merge(&st),
+            Ok(Err(e)) => failures.push(e),
+            Err(_) => failures.push("watcher panicked".into()),
+        }
+    }
+    let measured = (Instant::now().min(sh.end))
+        .saturating_duration_since(sh.start_measure)
+        .as_secs_f64()
+        .max(1e-9);
+    if !failures.is_empty() && total[0].ok + total[1].ok == 0 {
+        return Err(format!("every connection failed: {}", failures[0]));
+    }
+    Ok(Outcome {
+        conns,
+        leader,
+        secs: measured,
+        total,
+        pids,
+        idle,
+        peak,
+        hwm,
+        failures,
+    })
+}
+
+/// The watch workload's watchers: `Mkdir w`, then `--watchers` watches of `w` spread over
+/// `--conns` connections per node; returns once every watch has started.
+fn start_watchers(
+    a: &Args,
+    endpoints: &[String],
+    leader: &str,
+    epoch: Instant,
+    window: &Window,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<Result<OpStats, String>>>, String> {
+    let mkdir = Request::Write {
+        client_id: 0,
+        seq: 0,
+        op: WriteOp::Mkdir { key: b"w".to_vec() },
+    };
+    match call_once(leader, mkdir)? {
+        Response::Written { .. } => {}
+        r => return Err(format!("mkdir w: {r:?}")),
+    }
+    let started = Arc::new(AtomicUsize::new(0));
+    let per_node = a.conns.min(a.watchers) as usize;
+    let lanes = endpoints.len() * per_node;
+    let w = a.watchers as usize;
+    let mut handles = Vec::new();
+    for lane in 0..lanes {
+        let n = w / lanes + usize::from(lane < w % lanes);
+        if n == 0 {
+            continue;
+        }
+        let (addr, window, started, stop) = (
+            endpoints[lane % endpoints.len()].clone(),
+            window.clone(),
+            started.clone(),
+            stop.clone(),
+        );
+        handles.push(std::thread::spawn(move || {
+            run_watcher(addr, n, epoch, window, started, stop)
+        }));
+    }
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    while started.load(Ordering::Relaxed) < w {
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            let _ = window.set((epoch, epoch)); // let the watchers finish
+            return Err(format!(
+                "only {} of {w} watches started",
+                started.load(Ordering::Relaxed)
+            ));
+        }
+        if handles.iter().any(|h| h.is_finished()) {
+            let _ = window.set((epoch, epoch));
+            return Err("a watch connection failed before the run".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(handles)
+}
