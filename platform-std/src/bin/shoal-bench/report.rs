@@ -10,18 +10,7 @@ use crate::sweep::SweepPoint;
 /// The report of one run: a table per operation kind and the servers' memory, or one JSON
 /// object.
 pub fn single(a: &Args, o: &Outcome) {
-    let Outcome {
-        conns,
-        leader,
-        secs,
-        total,
-        pids,
-        idle,
-        peak,
-        hwm,
-        failures,
-    } = o;
-    let (conns, secs) = (*conns, *secs);
+    let (conns, secs, total) = (o.conns, o.secs, &o.total);
     let kinds: Vec<(&str, &OpStats)> =
         [("put", &total[0]), ("get", &total[1]), ("event", &total[2])]
             .into_iter()
@@ -45,36 +34,37 @@ pub fn single(a: &Args, o: &Outcome) {
                 })
             })
             .collect();
-        let servers: Vec<serde_json::Value> = pids
+        let servers: Vec<serde_json::Value> = o
+            .pids
             .iter()
             .enumerate()
             .map(|(i, p)| {
                 serde_json::json!({
                     "node": i + 1, "pid": p,
-                    "idle_rss_kib": idle[i].map(|x| x.0),
-                    "peak_rss_kib": peak[i],
-                    "vm_hwm_kib": hwm[i].map(|x| x.1),
+                    "idle_rss_kib": o.idle[i].map(|x| x.0),
+                    "peak_rss_kib": o.peak[i],
+                    "vm_hwm_kib": o.hwm[i].map(|x| x.1),
                 })
             })
             .collect();
         let v = serde_json::json!({
             "workload": format!("{:?}", a.workload).to_lowercase(),
-            "local": a.local, "fsync": a.local.map(|_| format!("{:?}", a.fsync).to_lowercase()),
-            "leader": leader, "clients": a.clients, "conns": conns, "pipeline": a.pipeline,
+            "local": a.local, "fsync": a.local.map(|_| a.fsync.as_flag()),
+            "leader": o.leader, "clients": a.clients, "conns": conns, "pipeline": a.pipeline,
             "key_size": a.key_size, "value_size": a.value_size, "keyspace": a.keyspace,
             "consistency": format!("{:?}", a.consistency).to_lowercase(),
             "read_ratio": a.read_ratio, "seconds": secs,
             "watchers": (a.workload == Workload::Watch).then_some(a.watchers),
             "total_ops_per_sec": (total[0].ok + total[1].ok) as f64 / secs,
             "ops": ops,
-            "servers": if pids.is_empty() { serde_json::Value::String("n/a".into()) } else { servers.into() },
-            "connection_failures": failures,
+            "servers": if o.pids.is_empty() { serde_json::Value::String("n/a".into()) } else { servers.into() },
+            "connection_failures": o.failures,
         });
         println!("{v}");
         return;
     }
     println!(
-        "workload {:?}  clients {}  conns {}  pipeline {}  key {}B  value {}B  keyspace {}  leader {}{}",
+        "workload {:?}  clients {}  conns {}  pipeline {}  key {}B  value {}B  keyspace {}  o.leader {}{}",
         a.workload,
         a.clients,
         conns,
@@ -82,7 +72,7 @@ pub fn single(a: &Args, o: &Outcome) {
         a.key_size,
         a.value_size,
         a.keyspace,
-        leader,
+        o.leader,
         match a.local {
             Some(n) => format!("  local {n} node(s), fsync {:?}", a.fsync),
             None => String::new(),
@@ -120,20 +110,20 @@ pub fn single(a: &Args, o: &Outcome) {
             a.watchers, total[2].ok, expected
         );
     }
-    if pids.is_empty() {
+    if o.pids.is_empty() {
         println!("server RSS: n/a (remote endpoints)");
     }
-    for (i, p) in pids.iter().enumerate() {
+    for (i, p) in o.pids.iter().enumerate() {
         let f = |x: Option<u64>| x.map_or("gone".into(), |k| format!("{:.1} MiB", mib(k)));
         println!(
-            "node {} (pid {p}): idle RSS {}, peak sampled RSS {:.1} MiB, VmHWM {}",
+            "node {} (pid {p}): o.idle RSS {}, o.peak sampled RSS {:.1} MiB, VmHWM {}",
             i + 1,
-            f(idle[i].map(|x| x.0)),
-            mib(peak[i]),
-            f(hwm[i].map(|x| x.1))
+            f(o.idle[i].map(|x| x.0)),
+            mib(o.peak[i]),
+            f(o.hwm[i].map(|x| x.1))
         );
     }
-    for e in failures {
+    for e in &o.failures {
         println!("connection failed: {e}");
     }
 }
@@ -159,15 +149,11 @@ pub fn sweep(a: &Args, n: u32, points: &[SweepPoint]) {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "workload": "sweep", "local": n,
-                "fsync": format!("{:?}", a.fsync).to_lowercase(),
-                "conns": a.conns, "pipeline": a.pipeline, "key_size": a.key_size,
-                "seconds": a.duration.as_secs_f64(), "points": points,
-            })
-        );
+        let fields = serde_json::json!({
+            "conns": a.conns, "pipeline": a.pipeline, "key_size": a.key_size,
+            "seconds": a.duration.as_secs_f64(),
+        });
+        print_points("sweep", a, n, fields, points);
         return;
     }
     println!(
@@ -211,15 +197,10 @@ pub fn recovery(a: &Args, n: u32, points: &[RecoveryPoint]) {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "workload": "recovery", "local": n,
-                "fsync": format!("{:?}", a.fsync).to_lowercase(),
-                "value_size": a.value_size, "key_size": a.key_size, "keyspace": a.keyspace,
-                "points": points,
-            })
-        );
+        let fields = serde_json::json!({
+            "value_size": a.value_size, "key_size": a.key_size, "keyspace": a.keyspace,
+        });
+        print_points("recovery", a, n, fields, points);
         return;
     }
     println!(
@@ -240,6 +221,22 @@ pub fn recovery(a: &Args, n: u32, points: &[RecoveryPoint]) {
             mib(p.rss.iter().copied().max().unwrap_or(0))
         );
     }
+}
+
+/// One JSON object for a workload of many points on `--local n`: its name, `fields`, and the
+/// points.
+fn print_points(
+    workload: &str,
+    a: &Args,
+    n: u32,
+    mut fields: serde_json::Value,
+    points: Vec<serde_json::Value>,
+) {
+    fields["workload"] = workload.into();
+    fields["local"] = n.into();
+    fields["fsync"] = a.fsync.as_flag().into();
+    fields["points"] = points.into();
+    println!("{fields}");
 }
 
 /// KiB as MiB.
@@ -264,8 +261,8 @@ mod tests {
 
     #[test]
     fn latencies_format() {
-        assert_eq!(fmt_us(87), "87us");
-        assert_eq!(fmt_us(1_234), "1.23ms");
-        assert_eq!(fmt_us(2_500_000), "2.500s");
+        for (us, text) in [(87, "87us"), (1_234, "1.23ms"), (2_500_000, "2.500s")] {
+            assert_eq!(fmt_us(us), text);
+        }
     }
 }
