@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shoal_core::GroupId;
 
-/// How a [`Client`] reaches the cluster and how long it keeps trying.
+/// How a [`Client`](crate::Client) reaches the cluster and how long it keeps trying.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Client addresses (`host:port`) of some or all nodes; at least one.

@@ -55,7 +55,8 @@ pub fn recovery(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
         drop(cluster);
         points.push(result?);
     }
-    report::recovery(a, n, &points);
+    report::recovery(a, n, &points, &mut std::io::stdout().lock())
+        .map_err(|e| format!("writing the report: {e}"))?;
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! What the bench prints: the report of one run, the tables of `sweep` and `recovery`, as text
 //! for people or one JSON object for scripts.
 
+use std::io::{self, Write};
+
 use crate::cli::{Args, Workload};
 use crate::recovery::RecoveryPoint;
 use crate::run::Outcome;
@@ -9,7 +11,7 @@ use crate::sweep::SweepPoint;
 
 /// The report of one run: a table per operation kind and the servers' memory, or one JSON
 /// object.
-pub fn single(a: &Args, o: &Outcome) {
+pub fn single(a: &Args, o: &Outcome, out: &mut impl Write) -> io::Result<()> {
     let (conns, secs, total) = (o.conns, o.secs, &o.total);
     let kinds: Vec<(&str, &OpStats)> =
         [("put", &total[0]), ("get", &total[1]), ("event", &total[2])]
@@ -60,11 +62,12 @@ pub fn single(a: &Args, o: &Outcome) {
             "servers": if o.pids.is_empty() { serde_json::Value::String("n/a".into()) } else { servers.into() },
             "connection_failures": o.failures,
         });
-        println!("{v}");
-        return;
+        writeln!(out, "{v}")?;
+        return Ok(());
     }
-    println!(
-        "workload {:?}  clients {}  conns {}  pipeline {}  key {}B  value {}B  keyspace {}  o.leader {}{}",
+    writeln!(
+        out,
+        "workload {:?}  clients {}  conns {}  pipeline {}  key {}B  value {}B  keyspace {}  leader {}{}",
         a.workload,
         a.clients,
         conns,
@@ -77,15 +80,17 @@ pub fn single(a: &Args, o: &Outcome) {
             Some(n) => format!("  local {n} node(s), fsync {:?}", a.fsync),
             None => String::new(),
         }
-    );
-    println!("measured {secs:.2}s after {:?} warmup", a.warmup);
-    println!(
+    )?;
+    writeln!(out, "measured {secs:.2}s after {:?} warmup", a.warmup)?;
+    writeln!(
+        out,
         "{:<5} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
         "op", "ops/s", "p50", "p90", "p99", "p99.9", "max", "errors"
-    );
+    )?;
     for (k, s) in &kinds {
         let errs = s.error_count();
-        println!(
+        writeln!(
+            out,
             "{:<5} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
             k,
             s.ok as f64 / secs,
@@ -95,43 +100,46 @@ pub fn single(a: &Args, o: &Outcome) {
             fmt_us(s.pct(0.999)),
             fmt_us(s.hist.max()),
             errs
-        );
+        )?;
         if s.misses > 0 {
-            println!("     {} reads found no key", s.misses);
+            writeln!(out, "     {} reads found no key", s.misses)?;
         }
         for (e, n) in &s.errors {
-            println!("     error x{n}: {e}");
+            writeln!(out, "     error x{n}: {e}")?;
         }
     }
     if a.workload == Workload::Watch {
         let expected = total[0].ok * u64::from(a.watchers);
-        println!(
+        writeln!(
+            out,
             "watch fan-out: {} watchers, {} events delivered of ~{} expected (writes x watchers)",
             a.watchers, total[2].ok, expected
-        );
+        )?;
     }
     if o.pids.is_empty() {
-        println!("server RSS: n/a (remote endpoints)");
+        writeln!(out, "server RSS: n/a (remote endpoints)")?;
     }
     for (i, p) in o.pids.iter().enumerate() {
         let f = |x: Option<u64>| x.map_or("gone".into(), |k| format!("{:.1} MiB", mib(k)));
-        println!(
-            "node {} (pid {p}): o.idle RSS {}, o.peak sampled RSS {:.1} MiB, VmHWM {}",
+        writeln!(
+            out,
+            "node {} (pid {p}): idle RSS {}, peak sampled RSS {:.1} MiB, VmHWM {}",
             i + 1,
             f(o.idle[i].map(|x| x.0)),
             mib(o.peak[i]),
             f(o.hwm[i].map(|x| x.1))
-        );
+        )?;
     }
     for e in &o.failures {
-        println!("connection failed: {e}");
+        writeln!(out, "connection failed: {e}")?;
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- sweep and recovery
 
 /// The table of a sweep (or one JSON object).
-pub fn sweep(a: &Args, n: u32, points: &[SweepPoint]) {
+pub fn sweep(a: &Args, n: u32, points: &[SweepPoint], out: &mut impl Write) -> io::Result<()> {
     if a.json {
         let points: Vec<serde_json::Value> = points
             .iter()
@@ -153,21 +161,26 @@ pub fn sweep(a: &Args, n: u32, points: &[SweepPoint]) {
             "conns": a.conns, "pipeline": a.pipeline, "key_size": a.key_size,
             "seconds": a.duration.as_secs_f64(),
         });
-        print_points("sweep", a, n, fields, points);
-        return;
+        return write_points("sweep", a, n, fields, points, out);
     }
-    println!(
+    writeln!(
+        out,
         "put sweep: {n} node(s), fsync {:?}, {} conns, pipeline {}, key {} B, {:?} per point",
         a.fsync, a.conns, a.pipeline, a.key_size, a.duration
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "| clients | value | keys | writes/s | MB/s | p50 | p99 | p99.9 | max | errors | peak RSS |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    )?;
+    writeln!(
+        out,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
     for p in points {
         let (o, w) = (&p.outcome, &p.outcome.total[0]);
         let ops = w.ok as f64 / o.secs;
-        println!(
+        writeln!(
+            out,
             "| {} | {} B | {} | {ops:.0} | {:.1} | {} | {} | {} | {} | {} | {:.1} MiB |",
             p.clients,
             p.value_size,
@@ -179,12 +192,18 @@ pub fn sweep(a: &Args, n: u32, points: &[SweepPoint]) {
             fmt_us(w.hist.max()),
             w.error_count(),
             mib(o.peak.iter().copied().max().unwrap_or(0))
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The table of a recovery run (or one JSON object).
-pub fn recovery(a: &Args, n: u32, points: &[RecoveryPoint]) {
+pub fn recovery(
+    a: &Args,
+    n: u32,
+    points: &[RecoveryPoint],
+    out: &mut impl Write,
+) -> io::Result<()> {
     if a.json {
         let points: Vec<serde_json::Value> = points
             .iter()
@@ -200,43 +219,47 @@ pub fn recovery(a: &Args, n: u32, points: &[RecoveryPoint]) {
         let fields = serde_json::json!({
             "value_size": a.value_size, "key_size": a.key_size, "keyspace": a.keyspace,
         });
-        print_points("recovery", a, n, fields, points);
-        return;
+        return write_points("recovery", a, n, fields, points, out);
     }
-    println!(
+    writeln!(
+        out,
         "recovery: {n} node(s), no snapshots, {} B values over {} keys, restart with fsync {:?}",
         a.value_size, a.keyspace, a.fsync
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "| log entries | data dir (node 1) | restart → answering | restart → /health OK | RSS after |"
-    );
-    println!("|---:|---:|---:|---:|---:|");
+    )?;
+    writeln!(out, "|---:|---:|---:|---:|---:|")?;
     for p in points {
-        println!(
+        writeln!(
+            out,
             "| {} | {:.1} MiB | {} | {} | {:.1} MiB |",
             p.last,
             p.disk as f64 / (1u64 << 20) as f64,
             fmt_us(p.answering.as_micros() as u64),
             fmt_us(p.healthy.as_micros() as u64),
             mib(p.rss.iter().copied().max().unwrap_or(0))
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// One JSON object for a workload of many points on `--local n`: its name, `fields`, and the
 /// points.
-fn print_points(
+fn write_points(
     workload: &str,
     a: &Args,
     n: u32,
     mut fields: serde_json::Value,
     points: Vec<serde_json::Value>,
-) {
+    out: &mut impl Write,
+) -> io::Result<()> {
     fields["workload"] = workload.into();
     fields["local"] = n.into();
     fields["fsync"] = a.fsync.as_flag().into();
     fields["points"] = points.into();
-    println!("{fields}");
+    writeln!(out, "{fields}")
 }
 
 /// KiB as MiB.
@@ -257,7 +280,111 @@ pub fn fmt_us(us: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
     use super::*;
+
+    fn outcome() -> Outcome {
+        let mut put = OpStats::new();
+        for us in [100, 200, 300, 400] {
+            put.record(us);
+        }
+        put.fail("not_leader".into());
+        let mut get = OpStats::new();
+        get.record(50);
+        get.misses = 1;
+        Outcome {
+            conns: 2,
+            leader: "127.0.0.1:7002".into(),
+            secs: 2.0,
+            total: [put, get, OpStats::new()],
+            pids: vec![42],
+            idle: vec![Some((1024, 2048))],
+            peak: vec![4096],
+            hwm: vec![Some((3072, 5120))],
+            failures: vec!["127.0.0.1:7002 closed the connection".into()],
+        }
+    }
+
+    fn args(argv: &[&str]) -> Args {
+        Args::try_parse_from([&["shoal-bench"], argv].concat()).unwrap()
+    }
+
+    fn written(f: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        f(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_run_is_reported_per_operation_and_server() {
+        let a = args(&["mixed", "--local", "1", "--clients", "8"]);
+        let text = written(|out| single(&a, &outcome(), out));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("clients 8  conns 2"), "{text}");
+        assert!(lines[0].ends_with("leader 127.0.0.1:7002  local 1 node(s), fsync Always"));
+        let put: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(&put[..3], ["put", "2", "200us"], "4 writes in 2 s; {text}");
+        assert_eq!(put[7], "1", "one error; {text}");
+        assert!(lines.contains(&"     error x1: not_leader"), "{text}");
+        assert!(lines.contains(&"     1 reads found no key"), "{text}");
+        assert!(!text.contains("event"), "no watch events, no row: {text}");
+        assert!(lines.contains(
+            &"node 1 (pid 42): idle RSS 1.0 MiB, peak sampled RSS 4.0 MiB, VmHWM 5.0 MiB"
+        ));
+        assert_eq!(
+            lines.last(),
+            Some(&"connection failed: 127.0.0.1:7002 closed the connection")
+        );
+
+        let a = args(&["mixed", "--local", "1", "--json"]);
+        let json: serde_json::Value =
+            serde_json::from_str(&written(|out| single(&a, &outcome(), out))).unwrap();
+        assert_eq!(json["fsync"], "always");
+        assert_eq!(json["total_ops_per_sec"], 2.5);
+        assert_eq!(json["ops"][0]["op"], "put");
+        assert_eq!(json["ops"][0]["errors"]["not_leader"], 1);
+        assert_eq!(json["ops"][1]["misses"], 1);
+        assert_eq!(json["servers"][0]["peak_rss_kib"], 4096);
+        assert_eq!(json["servers"][0]["vm_hwm_kib"], 5120);
+    }
+
+    #[test]
+    fn sweeps_and_recoveries_are_tables_or_json() {
+        let a = args(&["sweep", "--local", "3", "--duration", "2s"]);
+        let point = SweepPoint {
+            clients: 16,
+            value_size: 256,
+            keyspace: 1000,
+            outcome: outcome(),
+        };
+        let text = written(|out| sweep(&a, 3, std::slice::from_ref(&point), out));
+        let row = text.lines().last().unwrap();
+        assert!(
+            row.starts_with("| 16 | 256 B | 1000 | 2 | 0.0 | 200us |"),
+            "{text}"
+        );
+        assert!(row.ends_with("| 1 | 4.0 MiB |"), "{text}");
+
+        let a = args(&["recovery", "--local", "3", "--json"]);
+        let point = RecoveryPoint {
+            entries: 10,
+            last: 12,
+            disk: 3 << 20,
+            answering: Duration::from_millis(40),
+            healthy: Duration::from_millis(90),
+            rss: vec![2048, 4096],
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&written(|out| recovery(&a, 3, &[point], out))).unwrap();
+        assert_eq!(json["workload"], "recovery");
+        assert_eq!(json["local"], 3);
+        assert_eq!(json["fsync"], "always");
+        assert_eq!(json["points"][0]["last_index"], 12);
+        assert_eq!(json["points"][0]["healthy_ms"], 90.0);
+    }
 
     #[test]
     fn latencies_format() {

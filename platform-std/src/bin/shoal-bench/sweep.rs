@@ -65,7 +65,8 @@ pub fn sweep(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
             });
         }
     }
-    report::sweep(a, n, &points);
+    report::sweep(a, n, &points, &mut std::io::stdout().lock())
+        .map_err(|e| format!("writing the report: {e}"))?;
     Ok(())
 }
 

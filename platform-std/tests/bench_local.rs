@@ -1,0 +1,91 @@
+//! `shoal-bench` end to end: each workload kind against a `--local` single-node cluster it starts
+//! and stops itself, checked through its JSON report (operations done, no errors, every watch
+//! event delivered). Only correctness is asserted, never a rate.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Run `shoal-bench WORKLOAD --local 1 --json` for a short while with `extra` flags.
+fn bench(workload: &str, extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
+        .args([workload, "--local", "1", "--json", "--fsync", "never"])
+        .args(["--warmup", "100ms", "--duration", "1s"])
+        .args(extra)
+        .output()
+        .expect("run shoal-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "shoal-bench {workload} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// The report's row for `op`.
+fn op<'a>(report: &'a Value, op: &str) -> &'a Value {
+    report["ops"]
+        .as_array()
+        .and_then(|ops| ops.iter().find(|o| o["op"] == op))
+        .unwrap_or_else(|| panic!("no {op} row in {report}"))
+}
+
+fn assert_clean(report: &Value, name: &str) {
+    let row = op(report, name);
+    assert!(
+        row["ok"].as_u64().unwrap() > 0,
+        "no {name} succeeded: {report}"
+    );
+    assert_eq!(row["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(
+        report["connection_failures"],
+        serde_json::json!([]),
+        "{report}"
+    );
+}
+
+#[test]
+fn put_get_and_mixed_run_without_errors() {
+    let put = bench("put", &["--clients", "16", "--pipeline", "2"]);
+    assert_clean(&put, "put");
+
+    let get = bench(
+        "get",
+        &[
+            "--clients",
+            "8",
+            "--consistency",
+            "lease",
+            "--keyspace",
+            "500",
+        ],
+    );
+    assert_clean(&get, "get");
+    assert_eq!(
+        op(&get, "get")["misses"],
+        0,
+        "prefill wrote every key: {get}"
+    );
+
+    let mixed = bench("mixed", &["--clients", "8", "--keyspace", "500"]);
+    assert_clean(&mixed, "put");
+    assert_clean(&mixed, "get");
+}
+
+#[test]
+fn every_watch_sees_every_write() {
+    let report = bench(
+        "watch",
+        &["--clients", "2", "--watchers", "6", "--conns", "2"],
+    );
+    assert_clean(&report, "put");
+    let writes = op(&report, "put")["ok"].as_u64().unwrap();
+    let events = op(&report, "event")["ok"].as_u64().unwrap();
+    // Every write stamped inside the window reaches all 6 watchers; writes answered after the
+    // window closed are not counted as writes but may still be counted as events.
+    assert!(
+        events >= writes * 6,
+        "{events} events for {writes} writes x 6: {report}"
+    );
+}
