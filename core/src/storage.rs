@@ -29,9 +29,15 @@
 //! 8. **Corruption is reported, never repaired silently.** A record that fails its CRC anywhere
 //!    but the torn tail of rule 4 makes recovery fail with [`StorageError::Corrupt`], naming
 //!    where.
+//!
+//! A wrapper that changes a few calls of another storage (timing, recording, extra syncs) is a
+//! [`Decorated`] storage with [`StorageHooks`]; it forwards every call it does not change.
 
 use crate::entry::{CodecError, EntryRef};
 use crate::types::{HardState, LogIndex, SnapshotMeta, Term};
+
+mod decorate;
+pub use decorate::{Decorated, StorageHooks};
 
 /// A storage failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
