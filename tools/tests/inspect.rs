@@ -13,7 +13,7 @@ use shoal_kv::{Command, KvLimits, Op, Pairs};
 use shoal_std::storage::scan::Identity;
 use shoal_std::storage::{DataDir, FileStorage, FsyncMode, StorageOptions};
 use shoal_testkit::cli::{inspect, inspect_json};
-use shoal_testkit::cluster::log_segments;
+use shoal_testkit::cluster::{log_segments, segment_first_index};
 use shoal_tools::state::{rebuild, snapshot_bytes, ReplayEntry};
 
 fn opts() -> StorageOptions {
@@ -313,13 +313,7 @@ fn a_deleted_segment_is_found() {
     let p = &v["problems"][0];
     assert_eq!(p["file"], s(&segs[2]), "{}", v);
     assert_eq!(p["offset"], 0);
-    let missing_from: u64 = segs[1]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let missing_from = segment_first_index(&segs[1]);
     assert_eq!(p["expected"], format!("first index {}", missing_from));
 }
 

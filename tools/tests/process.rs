@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shoal_std::protocol::{ReadMode, WriteOp};
 use shoal_testkit::cli::{inspect_json, run};
+use shoal_testkit::cluster::segment_first_index;
 use shoal_testkit::{inspect, wait_for, Cluster, ClusterBuilder, Node, WAIT};
 
 /// Nodes that never fsync (these tests inspect files, not power cuts), with relaxed timing.
@@ -213,13 +214,7 @@ fn a_real_nodes_dir_is_inspected_and_its_damage_located() {
     let pr = &v["problems"][0];
     assert_eq!(pr["file"], s(&segs[2]), "{v}");
     assert_eq!(pr["offset"], 0, "{v}");
-    let missing_from: u64 = segs[1]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let missing_from = segment_first_index(&segs[1]);
     assert_eq!(pr["expected"], format!("first index {missing_from}"), "{v}");
 
     // shoald refuses that dir too, naming the gap.

@@ -75,7 +75,7 @@ pub struct Recorder<F, const N: usize> {
 }
 
 impl<F: NorFlash + Clone, const N: usize> Recorder<F, N> {
-    fn record(&mut self, inner: &mut FlashStorage<F, N>, op: Op) -> Result<(), StorageError> {
+    fn record(&mut self, inner: &mut Flash<F, N>, op: Op) -> Written {
         let r = apply(inner, &op);
         let durable = matches!(op, Op::Sync | Op::SnapFinish) && r.is_ok();
         if durable {
@@ -88,19 +88,15 @@ impl<F: NorFlash + Clone, const N: usize> Recorder<F, N> {
     }
 }
 
-impl<F: NorFlash + Clone, const N: usize> StorageHooks<FlashStorage<F, N>> for Recorder<F, N> {
-    fn save_hard_state(
-        &mut self,
-        inner: &mut FlashStorage<F, N>,
-        hs: &HardState,
-    ) -> Result<(), StorageError> {
+/// The storage a [`Recorder`] wraps, and what each of its writes returns (for short hooks).
+type Flash<F, const N: usize> = FlashStorage<F, N>;
+type Written = Result<(), StorageError>;
+
+impl<F: NorFlash + Clone, const N: usize> StorageHooks<Flash<F, N>> for Recorder<F, N> {
+    fn save_hard_state(&mut self, inner: &mut Flash<F, N>, hs: &HardState) -> Written {
         self.record(inner, Op::SaveHardState(*hs))
     }
-    fn append(
-        &mut self,
-        inner: &mut FlashStorage<F, N>,
-        e: &EntryRef<'_>,
-    ) -> Result<(), StorageError> {
+    fn append(&mut self, inner: &mut Flash<F, N>, e: &EntryRef<'_>) -> Written {
         let op = Op::Append {
             index: e.index,
             term: e.term,
@@ -109,39 +105,22 @@ impl<F: NorFlash + Clone, const N: usize> StorageHooks<FlashStorage<F, N>> for R
         };
         self.record(inner, op)
     }
-    fn truncate_suffix(
-        &mut self,
-        inner: &mut FlashStorage<F, N>,
-        from: LogIndex,
-    ) -> Result<(), StorageError> {
+    fn truncate_suffix(&mut self, inner: &mut Flash<F, N>, from: LogIndex) -> Written {
         self.record(inner, Op::Truncate(from))
     }
-    fn compact_prefix(
-        &mut self,
-        inner: &mut FlashStorage<F, N>,
-        upto: LogIndex,
-    ) -> Result<(), StorageError> {
+    fn compact_prefix(&mut self, inner: &mut Flash<F, N>, upto: LogIndex) -> Written {
         self.record(inner, Op::Compact(upto))
     }
-    fn sync(&mut self, inner: &mut FlashStorage<F, N>) -> Result<(), StorageError> {
+    fn sync(&mut self, inner: &mut Flash<F, N>) -> Written {
         self.record(inner, Op::Sync)
     }
-    fn snapshot_begin(
-        &mut self,
-        inner: &mut FlashStorage<F, N>,
-        meta: &SnapshotMeta,
-    ) -> Result<(), StorageError> {
+    fn snapshot_begin(&mut self, inner: &mut Flash<F, N>, meta: &SnapshotMeta) -> Written {
         self.record(inner, Op::SnapBegin(meta.clone()))
     }
-    fn snapshot_write(
-        &mut self,
-        inner: &mut FlashStorage<F, N>,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<(), StorageError> {
+    fn snapshot_write(&mut self, inner: &mut Flash<F, N>, offset: u64, data: &[u8]) -> Written {
         self.record(inner, Op::SnapWrite(offset, data.to_vec()))
     }
-    fn snapshot_finish(&mut self, inner: &mut FlashStorage<F, N>) -> Result<(), StorageError> {
+    fn snapshot_finish(&mut self, inner: &mut Flash<F, N>) -> Written {
         self.record(inner, Op::SnapFinish)
     }
 }

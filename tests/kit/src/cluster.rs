@@ -238,6 +238,15 @@ pub fn log_segments(dir: &Path, group: u32) -> Vec<PathBuf> {
     segs
 }
 
+/// The first log index a segment file holds (its name says so).
+pub fn segment_first_index(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{} is not named by its first index", segment.display()))
+}
+
 /// How a node is configured at start.
 enum Launch<'a> {
     /// Flags built from the node and the cluster, with `members` as `--initial-members`.
