@@ -224,4 +224,18 @@ mod tests {
         // Reaped by the drop: the pid no longer names a process of ours.
         assert!(kill_process(pid, Signal::CONT).is_err());
     }
+
+    #[test]
+    fn a_test_that_panics_still_kills_its_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pid = None;
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let p = sleeper(dir.path());
+            pid = Pid::from_raw(p.pid() as i32);
+            panic!("the test failed with the process running");
+        }));
+        assert!(failed.is_err());
+        let pid = pid.expect("the process was started");
+        assert!(kill_process(pid, Signal::CONT).is_err(), "still running");
+    }
 }
