@@ -29,9 +29,15 @@
 //! 8. **Corruption is reported, never repaired silently.** A record that fails its CRC anywhere
 //!    but the torn tail of rule 4 makes recovery fail with [`StorageError::Corrupt`], naming
 //!    where.
+//!
+//! A wrapper that changes a few calls of another storage (timing, recording, extra syncs) is a
+//! [`Decorated`] storage with [`StorageHooks`]; it forwards every call it does not change.
 
 use crate::entry::{CodecError, EntryRef};
 use crate::types::{HardState, LogIndex, SnapshotMeta, Term};
+
+mod decorate;
+pub use decorate::{Decorated, StorageHooks};
 
 /// A storage failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,62 +167,4 @@ pub trait Storage: LogView {
     fn snapshot_finish(&mut self) -> Result<(), StorageError>;
     /// Read snapshot data at `offset` into `buf`; returns bytes read (0 at the end).
     fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError>;
-}
-
-/// A storage kept elsewhere (a `static` on a board, so that the node driver never moves it)
-/// serves through a reference.
-impl<S: LogView + ?Sized> LogView for &mut S {
-    fn snapshot_index(&self) -> LogIndex {
-        (**self).snapshot_index()
-    }
-    fn last_index(&self) -> LogIndex {
-        (**self).last_index()
-    }
-    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        (**self).term(index)
-    }
-}
-
-impl<S: Storage + ?Sized> Storage for &mut S {
-    fn hard_state(&self) -> HardState {
-        (**self).hard_state()
-    }
-    fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
-        (**self).save_hard_state(hs)
-    }
-    fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError> {
-        (**self).append(entry)
-    }
-    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
-        (**self).truncate_suffix(from)
-    }
-    fn compact_prefix(&mut self, upto: LogIndex) -> Result<(), StorageError> {
-        (**self).compact_prefix(upto)
-    }
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
-        (**self).read_entries(lo, hi, buf)
-    }
-    fn sync(&mut self) -> Result<(), StorageError> {
-        (**self).sync()
-    }
-    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        (**self).snapshot_meta()
-    }
-    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        (**self).snapshot_begin(meta)
-    }
-    fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        (**self).snapshot_write(offset, data)
-    }
-    fn snapshot_finish(&mut self) -> Result<(), StorageError> {
-        (**self).snapshot_finish()
-    }
-    fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
-        (**self).snapshot_read(offset, buf)
-    }
 }

@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::{apply, mix, Recorded};
+use common::{apply, mix, recorded, Recorded, Recorder};
 use shoal_core::conformance::{self, Harness, Limits};
+use shoal_core::storage::Decorated;
 use shoal_embedded::flash::sim::SimFlash;
 use shoal_embedded::flash::{FlashStorage, Layout};
 
@@ -33,18 +34,20 @@ impl<const E: usize, const W: usize, const N: usize> Harness for FlashHarness<E,
     fn fresh(&mut self) -> Self::S {
         let bytes = self.layout.offset_bytes as usize + self.layout.sectors as usize * E;
         let flash = Sim::<E, W>::new(vec![0; bytes]);
-        Recorded::new(FlashStorage::format(flash, self.layout).expect("format a fresh flash"))
+        recorded(FlashStorage::format(flash, self.layout).expect("format a fresh flash"))
     }
 
     fn reopen(&mut self, s: Self::S) -> Self::S {
-        Recorded::new(self.open(s.inner.into_flash(), "reopen"))
+        recorded(self.open(s.inner.into_flash(), "reopen"))
     }
 
     fn crash(&mut self, s: Self::S, seed: u64) -> Self::S {
-        let Recorded {
+        let Decorated {
             mut inner,
-            mut checkpoint,
-            ops,
+            hooks: Recorder {
+                mut checkpoint,
+                ops,
+            },
         } = s;
         let span = inner.flash_mut().steps() - checkpoint.flash_mut().steps();
         let cut = mix(seed) % (span + 1);
@@ -54,7 +57,7 @@ impl<const E: usize, const W: usize, const N: usize> Harness for FlashHarness<E,
         }
         let mut flash = checkpoint.into_flash();
         flash.restore_power();
-        Recorded::new(self.open(flash, "crash recovery"))
+        recorded(self.open(flash, "crash recovery"))
     }
 
     fn limits(&self) -> Limits {

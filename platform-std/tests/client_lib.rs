@@ -2,16 +2,15 @@
 //! after a lost answer, Unavailable, timeouts and how each failure is classified, watches that
 //! resume, and the lock guard.
 
-mod client_support;
-
 use std::time::{Duration, Instant};
 
-use client_support::{dead_addr, Action, Mock};
-use shoal_client::protocol::{Request, Response, WatchEvent};
+use shoal_kv::KvError;
 use shoal_client::{
     BlockingClient, Client, ClientConfig, ClientError, ErrorClass, ReadMode, WatchItem,
 };
-use shoal_kv::KvError;
+use shoal_client::protocol::{Request, Response, WatchEvent};
+use shoal_testkit::dead_addr;
+use shoal_testkit::mock::{Action, Mock};
 
 fn config(endpoints: &[&str], timeout_ms: u64) -> ClientConfig {
     let mut c = ClientConfig::new(endpoints.iter().map(|s| s.to_string()));

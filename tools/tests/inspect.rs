@@ -2,9 +2,7 @@
 //! damaged on purpose, read by the binary; export → import → restore; flash images.
 
 use std::path::{Path, PathBuf};
-use std::process::Command as Proc;
 
-use serde_json::Value;
 use shoal_core::entry::EntryRef;
 use shoal_core::io::StateMachine;
 use shoal_core::membership::Membership;
@@ -14,9 +12,9 @@ use shoal_core::types::{EntryKind, HardState, SnapshotMeta};
 use shoal_kv::{Command, KvLimits, Op, Pairs};
 use shoal_std::storage::scan::Identity;
 use shoal_std::storage::{DataDir, FileStorage, FsyncMode, StorageOptions};
+use shoal_testkit::cli::{inspect, inspect_json};
+use shoal_testkit::cluster::{log_segments, segment_first_index};
 use shoal_tools::state::{rebuild, snapshot_bytes, ReplayEntry};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shoal-inspect");
 
 fn opts() -> StorageOptions {
     StorageOptions {
@@ -185,34 +183,14 @@ fn make_dir(dir: &Path, commit: u64, snap_at: Option<u64>) -> Vec<ReplayEntry> {
     all
 }
 
+/// `shoal-inspect ARGS`: exit code, stdout, stderr.
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Proc::new(BIN)
-        .args(args)
-        .output()
-        .expect("run shoal-inspect");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn run_json(args: &[&str]) -> (i32, Value) {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let (code, out, err) = run(&a);
-    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{}: {}\n{}", e, out, err));
-    (code, v)
+    let o = inspect(args);
+    (o.code, o.out, o.err)
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("group-0/log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    v.sort();
-    v
+    log_segments(dir, 0)
 }
 
 fn s(p: &Path) -> &str {
@@ -224,7 +202,7 @@ fn summary_and_log_show_what_was_written() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("n1");
     let all = make_dir(&dir, 60, None);
-    let (code, v) = run_json(&["summary", s(&dir)]);
+    let (code, v) = inspect_json(&["summary", s(&dir)]);
     assert_eq!(code, 0, "{}", v);
     assert_eq!(v["identity"]["cluster_id"], CLUSTER);
     assert_eq!(v["identity"]["node_id"], 1);
@@ -262,7 +240,7 @@ fn summary_and_log_show_what_was_written() {
         "{}",
         out
     );
-    let (_, v) = run_json(&["log", s(&dir), "--from", "5", "--limit", "2"]);
+    let (_, v) = inspect_json(&["log", s(&dir), "--from", "5", "--limit", "2"]);
     let lines = v["groups"][0]["entries"].as_array().unwrap();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["index"], 5);
@@ -297,7 +275,7 @@ fn a_flipped_bit_is_found_with_file_and_offset() {
     let second = 30 + first_len;
     bytes[second + 12] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
-    let (code, v) = run_json(&["verify", s(&dir)]);
+    let (code, v) = inspect_json(&["verify", s(&dir)]);
     assert_eq!(code, 1, "{}", v);
     let p = &v["problems"][0];
     assert_eq!(p["severity"], "error");
@@ -315,7 +293,7 @@ fn a_truncated_segment_is_found() {
     let first_len = u32::from_le_bytes(bytes[30..34].try_into().unwrap()) as usize + 8;
     let cut = 30 + first_len + 7; // in the middle of the second record
     std::fs::write(&seg, &bytes[..cut]).unwrap();
-    let (code, v) = run_json(&["verify", s(&dir)]);
+    let (code, v) = inspect_json(&["verify", s(&dir)]);
     assert_eq!(code, 1, "{}", v);
     let p = &v["problems"][0];
     assert_eq!(p["file"], s(&seg), "{}", v);
@@ -330,18 +308,12 @@ fn a_deleted_segment_is_found() {
     let segs = segments(&dir);
     assert!(segs.len() >= 3);
     std::fs::remove_file(&segs[1]).unwrap();
-    let (code, v) = run_json(&["verify", s(&dir)]);
+    let (code, v) = inspect_json(&["verify", s(&dir)]);
     assert_eq!(code, 1, "{}", v);
     let p = &v["problems"][0];
     assert_eq!(p["file"], s(&segs[2]), "{}", v);
     assert_eq!(p["offset"], 0);
-    let missing_from: u64 = segs[1]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let missing_from = segment_first_index(&segs[1]);
     assert_eq!(p["expected"], format!("first index {}", missing_from));
 }
 
@@ -357,7 +329,7 @@ fn a_torn_tail_is_a_warning() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[end..end + 6].copy_from_slice(&[40, 0, 0, 0, 1, 0x55]);
     std::fs::write(&seg, &bytes).unwrap();
-    let (code, v) = run_json(&["verify", s(&dir)]);
+    let (code, v) = inspect_json(&["verify", s(&dir)]);
     assert_eq!(code, 0, "{}", v);
     let p = &v["problems"][0];
     assert_eq!(p["severity"], "warning");
@@ -371,7 +343,7 @@ fn export_then_import_rebuilds_every_key() {
     let dir = tmp.path().join("n1");
     let all = make_dir(&dir, 60, Some(30));
     let out = tmp.path().join("backup.shoal");
-    let (code, v) = run_json(&["export", s(&dir), "--out", s(&out), "--upto", "last"]);
+    let (code, v) = inspect_json(&["export", s(&dir), "--out", s(&out), "--upto", "last"]);
     assert_eq!(code, 0, "{}", v);
     assert_eq!(v["header"]["index"], all.len() as u64);
     assert_eq!(v["from_snapshot"], 30);
@@ -386,7 +358,7 @@ fn export_then_import_rebuilds_every_key() {
     let (code, _, err) = run(&["export", s(&dir), "--out", s(&out)]);
     assert_eq!(code, 2, "{}", err);
 
-    let (code, snap) = run_json(&["snapshot", s(&out), "--dump"]);
+    let (code, snap) = inspect_json(&["snapshot", s(&out), "--dump"]);
     assert_eq!(code, 0);
     let keys = snap["keys"].as_array().unwrap();
     let url = keys.iter().find(|k| k["key"] == "app.db.url").unwrap();
@@ -471,7 +443,7 @@ fn export_up_to_the_commit_index_leaves_the_tail_out() {
     let dir = tmp.path().join("n1");
     let all = make_dir(&dir, 40, Some(30));
     let out = tmp.path().join("b.shoal");
-    let (code, v) = run_json(&["export", s(&dir), "--out", s(&out)]);
+    let (code, v) = inspect_json(&["export", s(&dir), "--out", s(&out)]);
     assert_eq!(code, 0, "{}", v);
     assert_eq!(v["header"]["index"], 40);
     assert_eq!(v["entries_not_exported"], all.len() as u64 - 40);
@@ -490,7 +462,7 @@ fn snapshot_command_reads_a_data_dir_snap_file() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "snap"))
         .unwrap();
-    let (code, v) = run_json(&["snapshot", s(&snap), "--keys"]);
+    let (code, v) = inspect_json(&["snapshot", s(&snap), "--keys"]);
     assert_eq!(code, 0, "{}", v);
     assert_eq!(v["index"], 30);
     assert_eq!(v["source"], "data_dir");
@@ -556,7 +528,7 @@ mod flash {
         let img = tmp.path().join("flash.bin");
         std::fs::write(&img, image()).unwrap();
         let geo = "erase=4096,write=4,slot=2";
-        let (code, v) = run_json(&["summary", "--flash", s(&img), "--geometry", geo]);
+        let (code, v) = inspect_json(&["summary", "--flash", s(&img), "--geometry", geo]);
         assert_eq!(code, 0, "{}", v);
         assert_eq!(v["hard_state"]["commit"], 15);
         assert_eq!(v["entries"], 20);

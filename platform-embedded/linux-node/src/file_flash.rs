@@ -16,9 +16,7 @@ use std::path::Path;
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
-use shoal_core::entry::EntryRef;
-use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
-use shoal_core::types::{HardState, LogIndex, SnapshotMeta, Term};
+use shoal_core::storage::{Decorated, Storage, StorageError, StorageHooks};
 use shoal_embedded::flash::ram::{RamFlash, RamFlashError};
 use shoal_embedded::flash::FlashStorage;
 
@@ -161,67 +159,30 @@ impl<const ERASE: usize, const WRITE: usize> NorFlash for FileFlash<ERASE, WRITE
     }
 }
 
-/// [`FlashStorage`] over a [`FileFlash`] whose `sync` also makes the file durable.
-pub struct Durable<const ERASE: usize, const WRITE: usize, const N: usize>(
-    pub FlashStorage<FileFlash<ERASE, WRITE>, N>,
-);
+/// [`FlashStorage`] over a [`FileFlash`] whose `sync` also makes the file durable; build it with
+/// `Durable::new(storage, SyncFile)`.
+pub type Durable<const ERASE: usize, const WRITE: usize, const N: usize> =
+    Decorated<FlashStorage<FileFlash<ERASE, WRITE>, N>, SyncFile>;
 
-impl<const E: usize, const W: usize, const N: usize> LogView for Durable<E, W, N> {
-    fn snapshot_index(&self) -> LogIndex {
-        self.0.snapshot_index()
-    }
-    fn last_index(&self) -> LogIndex {
-        self.0.last_index()
-    }
-    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        self.0.term(index)
-    }
-}
+/// The [`Durable`] decorator: `fdatasync` the partition file whenever the flash storage has
+/// made something durable.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncFile;
 
-impl<const E: usize, const W: usize, const N: usize> Storage for Durable<E, W, N> {
-    fn hard_state(&self) -> HardState {
-        self.0.hard_state()
+impl<const E: usize, const W: usize, const N: usize> StorageHooks<FlashStorage<FileFlash<E, W>, N>>
+    for SyncFile
+{
+    fn sync(&mut self, inner: &mut FlashStorage<FileFlash<E, W>, N>) -> Result<(), StorageError> {
+        inner.sync()?;
+        inner.flash_mut().sync_data().map_err(|_| StorageError::Io)
     }
-    fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
-        self.0.save_hard_state(hs)
-    }
-    fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError> {
-        self.0.append(entry)
-    }
-    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
-        self.0.truncate_suffix(from)
-    }
-    fn compact_prefix(&mut self, upto: LogIndex) -> Result<(), StorageError> {
-        self.0.compact_prefix(upto)
-    }
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
-        self.0.read_entries(lo, hi, buf)
-    }
-    fn sync(&mut self) -> Result<(), StorageError> {
-        self.0.sync()?;
-        self.0.flash_mut().sync_data().map_err(|_| StorageError::Io)
-    }
-    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        self.0.snapshot_meta()
-    }
-    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        self.0.snapshot_begin(meta)
-    }
-    fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        self.0.snapshot_write(offset, data)
-    }
-    fn snapshot_finish(&mut self) -> Result<(), StorageError> {
+    fn snapshot_finish(
+        &mut self,
+        inner: &mut FlashStorage<FileFlash<E, W>, N>,
+    ) -> Result<(), StorageError> {
         // Durable once finished: the file is synced like the flash was programmed.
-        self.0.snapshot_finish()?;
-        self.0.flash_mut().sync_data().map_err(|_| StorageError::Io)
-    }
-    fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
-        self.0.snapshot_read(offset, buf)
+        inner.snapshot_finish()?;
+        inner.flash_mut().sync_data().map_err(|_| StorageError::Io)
     }
 }
 

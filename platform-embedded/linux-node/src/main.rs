@@ -55,7 +55,7 @@ use shoal_embedded::runtime::{Mesh, Runtime};
 use shoal_kv::{DtKv, EventSlot, KvLimits, KvMemory, NodeSlot, SessionSlot, WaiterSlot};
 
 mod file_flash;
-use file_flash::{Durable, FileFlash};
+use file_flash::{Durable, FileFlash, SyncFile};
 
 /// Peers of this node (a three-node group).
 const PEERS: usize = 2;
@@ -303,7 +303,7 @@ fn start(a: &Args, peers: &[Peer]) -> Result<&'static mut Rt, String> {
     } else {
         FlashStorage::format(flash, layout)
     };
-    let store = Durable(opened.map_err(|e| format!("flash: {e}"))?);
+    let store = Durable::new(opened.map_err(|e| format!("flash: {e}"))?, SyncFile);
     println!(
         "BOOT node={} {} last_index={} term={}",
         a.node_id,

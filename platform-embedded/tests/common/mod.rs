@@ -4,7 +4,7 @@
 
 use embedded_storage::nor_flash::NorFlash;
 use shoal_core::entry::EntryRef;
-use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
+use shoal_core::storage::{Decorated, Storage, StorageError, StorageHooks};
 use shoal_core::types::{EntryKind, HardState, LogIndex, SnapshotMeta, Term};
 use shoal_embedded::flash::FlashStorage;
 
@@ -51,29 +51,35 @@ pub fn apply<S: Storage>(s: &mut S, op: &Op) -> Result<(), StorageError> {
     }
 }
 
-/// A `FlashStorage` plus a copy of itself (RAM and flash) taken at the last durable point
-/// (`sync` or `snapshot_finish` returning `Ok`) and the writes made since.
+/// A `FlashStorage` (`inner`) plus a copy of itself (RAM and flash) taken at the last durable
+/// point (`sync` or `snapshot_finish` returning `Ok`) and the writes made since (`hooks`).
+pub type Recorded<F, const N: usize> = Decorated<FlashStorage<F, N>, Recorder<F, N>>;
+
+/// Start recording `inner`: its present state is the first checkpoint.
+pub fn recorded<F: NorFlash + Clone, const N: usize>(inner: FlashStorage<F, N>) -> Recorded<F, N> {
+    let checkpoint = inner.clone();
+    Decorated::new(
+        inner,
+        Recorder {
+            checkpoint,
+            ops: Vec::new(),
+        },
+    )
+}
+
+/// The recording half of a [`Recorded`] storage.
 #[derive(Clone)]
-pub struct Recorded<F, const N: usize> {
-    pub inner: FlashStorage<F, N>,
+pub struct Recorder<F, const N: usize> {
     pub checkpoint: FlashStorage<F, N>,
     pub ops: Vec<Op>,
 }
 
-impl<F: NorFlash + Clone, const N: usize> Recorded<F, N> {
-    pub fn new(inner: FlashStorage<F, N>) -> Self {
-        Recorded {
-            checkpoint: inner.clone(),
-            inner,
-            ops: Vec::new(),
-        }
-    }
-
-    fn record(&mut self, op: Op) -> Result<(), StorageError> {
-        let r = apply(&mut self.inner, &op);
+impl<F: NorFlash + Clone, const N: usize> Recorder<F, N> {
+    fn record(&mut self, inner: &mut Flash<F, N>, op: Op) -> Written {
+        let r = apply(inner, &op);
         let durable = matches!(op, Op::Sync | Op::SnapFinish) && r.is_ok();
         if durable {
-            self.checkpoint = self.inner.clone();
+            self.checkpoint = inner.clone();
             self.ops.clear();
         } else {
             self.ops.push(op);
@@ -82,64 +88,40 @@ impl<F: NorFlash + Clone, const N: usize> Recorded<F, N> {
     }
 }
 
-impl<F: NorFlash + Clone, const N: usize> LogView for Recorded<F, N> {
-    fn snapshot_index(&self) -> LogIndex {
-        self.inner.snapshot_index()
-    }
-    fn last_index(&self) -> LogIndex {
-        self.inner.last_index()
-    }
-    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        self.inner.term(index)
-    }
-}
+/// The storage a [`Recorder`] wraps, and what each of its writes returns (for short hooks).
+type Flash<F, const N: usize> = FlashStorage<F, N>;
+type Written = Result<(), StorageError>;
 
-impl<F: NorFlash + Clone, const N: usize> Storage for Recorded<F, N> {
-    fn hard_state(&self) -> HardState {
-        self.inner.hard_state()
+impl<F: NorFlash + Clone, const N: usize> StorageHooks<Flash<F, N>> for Recorder<F, N> {
+    fn save_hard_state(&mut self, inner: &mut Flash<F, N>, hs: &HardState) -> Written {
+        self.record(inner, Op::SaveHardState(*hs))
     }
-    fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
-        self.record(Op::SaveHardState(*hs))
-    }
-    fn append(&mut self, e: &EntryRef<'_>) -> Result<(), StorageError> {
-        self.record(Op::Append {
+    fn append(&mut self, inner: &mut Flash<F, N>, e: &EntryRef<'_>) -> Written {
+        let op = Op::Append {
             index: e.index,
             term: e.term,
             kind: e.kind,
             data: e.data.to_vec(),
-        })
+        };
+        self.record(inner, op)
     }
-    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
-        self.record(Op::Truncate(from))
+    fn truncate_suffix(&mut self, inner: &mut Flash<F, N>, from: LogIndex) -> Written {
+        self.record(inner, Op::Truncate(from))
     }
-    fn compact_prefix(&mut self, upto: LogIndex) -> Result<(), StorageError> {
-        self.record(Op::Compact(upto))
+    fn compact_prefix(&mut self, inner: &mut Flash<F, N>, upto: LogIndex) -> Written {
+        self.record(inner, Op::Compact(upto))
     }
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
-        self.inner.read_entries(lo, hi, buf)
+    fn sync(&mut self, inner: &mut Flash<F, N>) -> Written {
+        self.record(inner, Op::Sync)
     }
-    fn sync(&mut self) -> Result<(), StorageError> {
-        self.record(Op::Sync)
+    fn snapshot_begin(&mut self, inner: &mut Flash<F, N>, meta: &SnapshotMeta) -> Written {
+        self.record(inner, Op::SnapBegin(meta.clone()))
     }
-    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        self.inner.snapshot_meta()
+    fn snapshot_write(&mut self, inner: &mut Flash<F, N>, offset: u64, data: &[u8]) -> Written {
+        self.record(inner, Op::SnapWrite(offset, data.to_vec()))
     }
-    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        self.record(Op::SnapBegin(meta.clone()))
-    }
-    fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        self.record(Op::SnapWrite(offset, data.to_vec()))
-    }
-    fn snapshot_finish(&mut self) -> Result<(), StorageError> {
-        self.record(Op::SnapFinish)
-    }
-    fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
-        self.inner.snapshot_read(offset, buf)
+    fn snapshot_finish(&mut self, inner: &mut Flash<F, N>) -> Written {
+        self.record(inner, Op::SnapFinish)
     }
 }
 

@@ -1,13 +1,11 @@
-//! A [`Storage`] wrapper that times every `sync` into the fsync latency histogram of
-//! `/metrics`. Everything else is delegated unchanged.
+//! A [`Storage`] decorator that times every `sync` into the fsync latency histogram of
+//! `/metrics`. Everything else is forwarded unchanged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use shoal_core::entry::EntryRef;
-use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
-use shoal_core::types::{HardState, LogIndex, SnapshotMeta, Term};
+use shoal_core::storage::{Decorated, Storage, StorageError, StorageHooks};
 
 use crate::storage::FileStorage;
 
@@ -40,75 +38,16 @@ impl Histogram {
     }
 }
 
-/// [`FileStorage`] with timed syncs.
-pub struct TimedStorage {
-    /// The storage.
-    pub inner: FileStorage,
-    hist: Arc<Histogram>,
-}
+/// [`FileStorage`] whose syncs are timed into the shared fsync histogram (the histogram is the
+/// decorator's only hook); build it with `TimedStorage::new(storage, histogram)`.
+pub type TimedStorage = Decorated<FileStorage, Arc<Histogram>>;
 
-impl TimedStorage {
-    /// Wrap `inner`, recording into `hist`.
-    pub fn new(inner: FileStorage, hist: Arc<Histogram>) -> Self {
-        TimedStorage { inner, hist }
-    }
-}
-
-impl LogView for TimedStorage {
-    fn snapshot_index(&self) -> LogIndex {
-        self.inner.snapshot_index()
-    }
-    fn last_index(&self) -> LogIndex {
-        self.inner.last_index()
-    }
-    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        self.inner.term(index)
-    }
-}
-
-impl Storage for TimedStorage {
-    fn hard_state(&self) -> HardState {
-        self.inner.hard_state()
-    }
-    fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
-        self.inner.save_hard_state(hs)
-    }
-    fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError> {
-        self.inner.append(entry)
-    }
-    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
-        self.inner.truncate_suffix(from)
-    }
-    fn compact_prefix(&mut self, upto: LogIndex) -> Result<(), StorageError> {
-        self.inner.compact_prefix(upto)
-    }
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
-        self.inner.read_entries(lo, hi, buf)
-    }
-    fn sync(&mut self) -> Result<(), StorageError> {
+impl StorageHooks<FileStorage> for Arc<Histogram> {
+    #[inline]
+    fn sync(&mut self, inner: &mut FileStorage) -> Result<(), StorageError> {
         let t = Instant::now();
-        let r = self.inner.sync();
-        self.hist.observe_us(t.elapsed().as_micros() as u64);
+        let r = inner.sync();
+        self.observe_us(t.elapsed().as_micros() as u64);
         r
-    }
-    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        self.inner.snapshot_meta()
-    }
-    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        self.inner.snapshot_begin(meta)
-    }
-    fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        self.inner.snapshot_write(offset, data)
-    }
-    fn snapshot_finish(&mut self) -> Result<(), StorageError> {
-        self.inner.snapshot_finish()
-    }
-    fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
-        self.inner.snapshot_read(offset, buf)
     }
 }

@@ -37,25 +37,6 @@ impl NodeClock {
         let skew = (g * self.drift_ppm as i128).div_euclid(1_000_000);
         (self.offset_ms as i128 + g + skew) as u64
     }
-
-    /// The earliest global time at which this clock reads at least `local_ms` (for scheduling a
-    /// node's next timer on the global timeline).
-    pub fn global_at(&self, local_ms: u64) -> u64 {
-        if local_ms <= self.local_ms(0) {
-            return 0;
-        }
-        // Estimate, then correct by stepping: the estimate is off by at most a few ms.
-        let rate = 1_000_000i128 + self.drift_ppm as i128;
-        let want = (local_ms - self.offset_ms) as i128;
-        let mut g = ((want * 1_000_000) / rate).max(0) as u64;
-        while g > 0 && self.local_ms(g - 1) >= local_ms {
-            g -= 1;
-        }
-        while self.local_ms(g) < local_ms {
-            g += 1;
-        }
-        g
-    }
 }
 
 /// The clocks of a cluster, keyed by node id (a `BTreeMap` so iteration order is fixed).
@@ -75,13 +56,6 @@ impl Clocks {
             clocks.insert(id, NodeClock::new(drift, rng.range(0, 10_000)));
         }
         Clocks { clocks }
-    }
-
-    /// Clocks that all read global time exactly (for tests that want no drift).
-    pub fn perfect(nodes: &[NodeId]) -> Clocks {
-        Clocks {
-            clocks: nodes.iter().map(|&id| (id, NodeClock::new(0, 0))).collect(),
-        }
     }
 
     /// Node `id`'s clock. Panics on an unknown node: that is a runner bug.
@@ -137,25 +111,9 @@ mod tests {
     }
 
     #[test]
-    fn global_at_inverts_local() {
-        for c in [
-            NodeClock::new(10_000, 7),
-            NodeClock::new(-9_999, 3),
-            NodeClock::new(0, 0),
-        ] {
-            for local in [0u64, 5, 100, 999, 12_345] {
-                let g = c.global_at(local);
-                assert!(c.local_ms(g) >= local);
-                assert!(g == 0 || c.local_ms(g - 1) < local);
-            }
-        }
-    }
-
-    #[test]
     fn seeded() {
         let a = Clocks::random(3, &[1, 2, 3]);
         let b = Clocks::random(3, &[1, 2, 3]);
         assert_eq!(a.get(2), b.get(2));
-        assert_eq!(Clocks::perfect(&[1]).local_ms(1, 42), 42);
     }
 }

@@ -207,23 +207,6 @@ impl FaultSchedule {
             end_ms: duration_ms,
         }
     }
-
-    /// Events firing in `(after_ms, upto_ms]`, for runners that advance time in jumps.
-    pub fn events_between(
-        &self,
-        after_ms: u64,
-        upto_ms: u64,
-    ) -> impl Iterator<Item = &ScheduledEvent> {
-        self.events
-            .iter()
-            .filter(move |e| e.at_ms > after_ms && e.at_ms <= upto_ms)
-    }
-
-    /// Events firing exactly at `now_ms` (for runners that step one ms at a time; the first
-    /// event is at 0).
-    pub fn events_at(&self, now_ms: u64) -> impl Iterator<Item = &ScheduledEvent> {
-        self.events.iter().filter(move |e| e.at_ms == now_ms)
-    }
 }
 
 /// Keeps the schedule plausible while drawing it: at most a minority of the initial voters

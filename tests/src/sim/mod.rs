@@ -1,6 +1,6 @@
 //! The deterministic cluster simulator's machinery: simulated network, drifting clocks, the
-//! seed-drawn fault schedule, the Raft invariant checker, client-history recording, and the
-//! command line that runs seeds and prints how to replay a failure.
+//! seed-drawn fault schedule, the Raft invariant checker, and the command line that runs seeds
+//! and prints how to replay a failure.
 //!
 //! Everything here runs in one thread per seed and draws every random choice from that seed,
 //! so a failing seed replays exactly. Nothing here knows how Raft is implemented: the runner
@@ -9,7 +9,5 @@
 pub mod cli;
 pub mod clock;
 pub mod faults;
-pub mod history;
 pub mod invariants;
 pub mod network;
-pub mod register_runner;

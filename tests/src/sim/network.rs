@@ -136,11 +136,6 @@ impl Network {
         self.rates = rates;
     }
 
-    /// The rates in force.
-    pub fn fault_rates(&self) -> FaultRates {
-        self.rates
-    }
-
     /// Send `frame` from `from` to `to` at simulated time `now_ms`.
     pub fn send(&mut self, from: NodeId, to: NodeId, frame: Vec<u8>, now_ms: u64) -> SendOutcome {
         self.stats.sent += 1;
@@ -220,17 +215,6 @@ impl Network {
         }
     }
 
-    /// The next frame in arrival order regardless of time (for event-driven runners that jump
-    /// the clock to the next arrival). Dropped frames are skipped.
-    pub fn pop_next(&mut self) -> Option<Delivery> {
-        self.pop_due(u64::MAX)
-    }
-
-    /// Arrival time of the earliest frame in flight.
-    pub fn next_arrival_ms(&self) -> Option<u64> {
-        self.in_flight.keys().next().map(|k| k.0)
-    }
-
     fn arrival_allowed(&self, d: &Delivery) -> bool {
         self.link_open(d.from, d.to)
     }
@@ -238,11 +222,6 @@ impl Network {
     /// Frames still in flight.
     pub fn in_flight_len(&self) -> usize {
         self.in_flight.len()
-    }
-
-    /// Cut the directed link: `to` stops hearing `from` (one half of an asymmetric partition).
-    pub fn cut_link(&mut self, from: NodeId, to: NodeId) {
-        self.cut.insert((from, to));
     }
 
     /// Symmetric partition: no frame crosses between `side_a` and `side_b` in either direction.
@@ -293,11 +272,6 @@ impl Network {
         } else {
             self.down.insert(node);
         }
-    }
-
-    /// Whether `node` is up.
-    pub fn is_up(&self, node: NodeId) -> bool {
-        !self.down.contains(&node)
     }
 
     /// The final quiet phase: heal every partition and stop losing and duplicating frames, so a
@@ -418,7 +392,7 @@ mod tests {
         net.set_node_up(3, true);
         net.heal();
         net.send(1, 3, vec![3], 100);
-        assert_eq!(net.pop_next().map(|d| d.frame), Some(vec![3]));
+        assert_eq!(net.pop_due(u64::MAX).map(|d| d.frame), Some(vec![3]));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! An in-process mock of a `shoald` client port for the client and `shoalctl` tests: a thread
-//! with a TcpListener speaking the client protocol, answering from a small in-memory DtKV
-//! model (with an exactly-once session table) or from a test's own script.
-#![allow(dead_code)]
+//! An in-process mock of a `shoald` client port for the client library's and `shoalctl`'s
+//! tests: a thread with a TcpListener speaking the client protocol, answering from a small
+//! in-memory DtKV model (with an exactly-once session table) or from a test's own script, so
+//! that a test can make a node lose an answer, redirect, stall or close at the exact request
+//! it wants.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -317,12 +318,4 @@ impl State {
             _ => Ok(WriteResult::Done),
         }
     }
-}
-
-/// An address nothing listens on.
-pub fn dead_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap().to_string();
-    drop(l);
-    a
 }

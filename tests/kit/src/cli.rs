@@ -1,0 +1,146 @@
+//! Running the command-line tools (`shoalctl`, `shoal-inspect`) as a script would: with a
+//! deadline, output captured, exit code kept.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::bins::bin;
+use crate::wait::poll;
+
+/// How long one `shoalctl` run may take.
+pub const CTL_WAIT: Duration = Duration::from_secs(30);
+/// How long one `shoal-inspect` run may take (it reads whole data dirs).
+pub const INSPECT_WAIT: Duration = Duration::from_secs(60);
+
+/// What a finished command left.
+#[derive(Debug)]
+pub struct Output {
+    /// The command line, for messages.
+    pub command: String,
+    /// Exit code (-1 when a signal ended it).
+    pub code: i32,
+    /// Everything written to stdout.
+    pub out: String,
+    /// Everything written to stderr.
+    pub err: String,
+}
+
+impl Output {
+    /// Stdout, after checking the command succeeded.
+    ///
+    /// # Panics
+    /// On any exit code but 0, with the command and both outputs.
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "{self}");
+        &self.out
+    }
+
+    /// Stdout as one JSON document.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.out.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self}"))
+    }
+
+    /// Stdout as one JSON document per line.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.out
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("line {l:?} is not JSON ({e}): {self}"))
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` exited {}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.command, self.code, self.out, self.err
+        )
+    }
+}
+
+/// Run `cmd` to completion, `stdin` as its standard input, killing it after `within`.
+///
+/// # Panics
+/// When it runs longer than `within`.
+pub fn run(mut cmd: Command, stdin: Option<&[u8]>, within: Duration) -> Output {
+    let dir = tempfile::tempdir().expect("a temporary dir for the output");
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let command = format!("{cmd:?}");
+    strip_shoal_env(&mut cmd);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(std::fs::File::create(&out_path).expect("the stdout file"))
+    .stderr(std::fs::File::create(&err_path).expect("the stderr file"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin was piped");
+        // A command may exit before reading everything; that is its answer, not ours to judge.
+        let _ = pipe.write_all(input);
+    }
+    let status = poll(within, || {
+        child.try_wait().expect("waitpid on our own child")
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{command} ran longer than {within:?}");
+    };
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    Output {
+        command,
+        code: status.code().unwrap_or(-1),
+        out: read(&out_path),
+        err: read(&err_path),
+    }
+}
+
+/// `shoalctl --endpoints ENDPOINTS ARGS` (no `SHOAL_*` variables of the caller's leak in).
+pub fn shoalctl(endpoints: &str, args: &[&str]) -> Output {
+    shoalctl_with_input(endpoints, args, None)
+}
+
+/// [`shoalctl`] reading `stdin` (batch mode).
+pub fn shoalctl_with_input(endpoints: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(bin("shoalctl"));
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    run(cmd, stdin, CTL_WAIT)
+}
+
+/// `shoal-inspect ARGS`.
+pub fn inspect(args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin("shoal-inspect"));
+    cmd.args(args);
+    run(cmd, None, INSPECT_WAIT)
+}
+
+/// `shoal-inspect --json ARGS`: exit code and the parsed document.
+pub fn inspect_json(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let o = inspect(&all);
+    (o.code, o.json())
+}
+
+/// Keep the `SHOAL_*` variables of the test's own environment out of `cmd`'s (those `cmd` sets
+/// itself stay), so that a developer's settings never change what a test runs.
+pub(crate) fn strip_shoal_env(cmd: &mut Command) {
+    let own: Vec<std::ffi::OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SHOAL_") && !own.contains(&k) {
+            cmd.env_remove(k);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! A small blocking client of the client protocol, for tests that need to see single frames
+//! (a redirect, a refused frame, a burst of pipelined requests), and helpers that send a request
+//! to the nodes given until one answers it. Applications and `shoalctl` use the real client
+//! library; this one adds nothing between the test and the wire.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use shoal_kv::WriteResult;
+use shoal_client::protocol::{
+    self, ReadMode, Request, RequestFrame, Response, ResponseFrame, StatusInfo, WriteOp,
+    PROTOCOL_VERSION,
+};
+
+use crate::wait::{wait_some, WAIT};
+
+/// How long a connection waits for an answer before the call fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One connection to a node's client port.
+pub struct Conn {
+    stream: TcpStream,
+    next_id: u64,
+    buf: Vec<u8>,
+}
+
+/// Append the frame of request `id` to `out`.
+pub fn encode_request(id: u64, group: u32, request: Request, out: &mut Vec<u8>) {
+    let frame = RequestFrame {
+        version: PROTOCOL_VERSION,
+        id,
+        group,
+        request,
+    };
+    protocol::encode(&frame, out).expect("a test's request fits in a frame");
+}
+
+impl Conn {
+    /// Connect to `addr` (one second at most).
+    pub fn open(addr: &str) -> std::io::Result<Conn> {
+        let addr = addr
+            .parse()
+            .map_err(|e| std::io::Error::other(format!("address {addr}: {e}")))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            next_id: 1,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Send one request and wait for its answer (answers to other ids are skipped).
+    pub fn call(&mut self, group: u32, request: Request) -> std::io::Result<Response> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut out = Vec::new();
+        encode_request(id, group, request, &mut out);
+        self.stream.write_all(&out)?;
+        loop {
+            let f = self.next_frame()?;
+            if f.id == id {
+                return Ok(f.response);
+            }
+        }
+    }
+
+    /// Send bytes as they are (frames built by the test, damaged ones included).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The socket, for a test that writes from another thread.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The next answer frame; `UnexpectedEof` when the node closed the connection.
+    pub fn next_frame(&mut self) -> std::io::Result<ResponseFrame> {
+        loop {
+            match protocol::decode::<ResponseFrame>(&self.buf) {
+                Ok(Some((f, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(f);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// One request on a fresh connection; `None` if the node could not be reached or hung up.
+pub fn call(addr: &str, group: u32, request: Request) -> Option<Response> {
+    Conn::open(addr).ok()?.call(group, request).ok()
+}
+
+/// Send `request` to each of `addrs` in turn, again and again, until one answers it
+/// definitely (not `NotLeader`, not `Unavailable`, reachable); that answer.
+///
+/// # Panics
+/// When none does within [`WAIT`]; `what` names the request.
+pub fn call_any(addrs: &[impl AsRef<str>], group: u32, request: Request, what: &str) -> Response {
+    let mut last = String::from("no answer");
+    let answer = crate::wait::poll(WAIT, || {
+        addrs.iter().find_map(|a| {
+            let a = a.as_ref();
+            match call(a, group, request.clone()) {
+                None => {
+                    last = format!("{a} unreachable");
+                    None
+                }
+                Some(r @ (Response::NotLeader { .. } | Response::Unavailable { .. })) => {
+                    last = format!("{a}: {r:?}");
+                    None
+                }
+                Some(r) => Some(r),
+            }
+        })
+    });
+    answer.unwrap_or_else(|| panic!("{what}: no node answered within {WAIT:?} (last: {last})"))
+}
+
+/// Write `op` in session `(client_id, seq)` through any of `addrs`; the index it was applied
+/// at.
+///
+/// # Panics
+/// Unless it is applied and succeeds (`Done`, or a batch whose items all succeeded).
+pub fn write(addrs: &[impl AsRef<str>], group: u32, client_id: u64, seq: u64, op: WriteOp) -> u64 {
+    let what = format!("write seq {seq} of client {client_id}");
+    let request = Request::Write { client_id, seq, op };
+    match call_any(addrs, group, request, &what) {
+        Response::Written {
+            index,
+            result: WriteResult::Done,
+        } => index,
+        Response::Written {
+            index,
+            result: WriteResult::Batch(items),
+        } if items.iter().all(|r| r.is_ok()) => index,
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+/// Put `key = value` in session `(client_id, seq)` through any of `addrs`.
+pub fn put(
+    addrs: &[impl AsRef<str>],
+    group: u32,
+    client_id: u64,
+    seq: u64,
+    key: &str,
+    value: &str,
+) -> u64 {
+    let op = WriteOp::Put {
+        key: key.into(),
+        value: value.into(),
+    };
+    write(addrs, group, client_id, seq, op)
+}
+
+/// Read `key` with `mode` from the first of `addrs` that serves the read; its value, `None`
+/// when the key does not exist.
+pub fn get(addrs: &[impl AsRef<str>], group: u32, key: &str, mode: ReadMode) -> Option<Vec<u8>> {
+    let mut last = String::from("no answer");
+    let what = format!("a read of {key}");
+    let node = crate::wait::poll(WAIT, || {
+        addrs.iter().find_map(|a| {
+            let request = Request::Get {
+                key: key.into(),
+                mode,
+            };
+            match call(a.as_ref(), group, request) {
+                Some(Response::Node { node, .. }) => Some(node),
+                other => {
+                    last = format!("{}: {other:?}", a.as_ref());
+                    None
+                }
+            }
+        })
+    });
+    node.unwrap_or_else(|| panic!("{what}: no node served it within {WAIT:?} (last: {last})"))
+        .map(|n| n.value)
+}
+
+/// The node's view of `group`, if it answers.
+pub fn status(addr: &str, group: u32) -> Option<StatusInfo> {
+    match call(addr, group, Request::Status)? {
+        Response::Status(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Wait until one of `nodes` (id, client address) reports itself leader of `group`; its id.
+///
+/// # Panics
+/// After [`WAIT`], with what each node last said.
+pub fn wait_leader(nodes: &[(u64, &str)], group: u32) -> u64 {
+    let mut seen = vec![String::new(); nodes.len()];
+    let leader = crate::wait::poll(WAIT, || {
+        nodes.iter().zip(&mut seen).find_map(|((id, addr), seen)| {
+            let s = status(addr, group);
+            *seen = match &s {
+                Some(s) => format!(
+                    "node {id}: {} in term {}, leader {}",
+                    s.role, s.term, s.leader
+                ),
+                None => format!("node {id}: no status"),
+            };
+            s.filter(|s| s.role == "leader").map(|_| *id)
+        })
+    });
+    leader.unwrap_or_else(|| {
+        panic!(
+            "no leader of group {group} within {WAIT:?}; last seen: {}",
+            seen.join("; ")
+        )
+    })
+}
+
+/// Wait until node `id` (client address `addr`) reports `role` in `group`.
+pub fn wait_role(id: u64, addr: &str, group: u32, role: &str) {
+    let mut last = None;
+    let what = format!("node {id} to be {role} of group {group}");
+    crate::wait::poll(WAIT, || {
+        last = status(addr, group);
+        last.as_ref().filter(|s| s.role == role).map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("gave up waiting for {what} after {WAIT:?}; last: {last:?}"));
+}
+
+/// `GET path` on an admin port: (status code, body); `None` if it cannot be reached.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((code, body))
+}
+
+/// The value of the unlabelled metric `name` on an admin port's `/metrics`.
+pub fn gauge(admin: &str, name: &str) -> usize {
+    let (_, body) = wait_some("the admin port's /metrics", WAIT, || {
+        http_get(admin, "/metrics")
+    });
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics: {body}"))
+}

@@ -1,0 +1,598 @@
+//! [`Cluster`]: `shoald` nodes on 127.0.0.1 for one test.
+//!
+//! A [`ClusterBuilder`] says which node ids exist (the initial voters, and spares that join
+//! later) and the flags every node gets; each node gets three free ports and a data dir, and
+//! every run of a node its own log file, all under one temporary dir. The cluster starts,
+//! stops (SIGTERM), kills (SIGKILL), pauses (SIGSTOP) and resumes nodes by id, waits for a
+//! leader or a role, and talks to the nodes that are up through [`crate::client`] and
+//! `shoalctl`. Dropping it kills every node first; if the test panicked, the last lines of each
+//! live node's log are printed and the temporary dir is kept (its path is printed) for a look.
+//!
+//! What later tests need goes into the builder or a node's public fields before it starts:
+//! extra flags for every node ([`ClusterBuilder::arg`]) or one ([`Node::args`]), another data
+//! dir, other addresses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use shoal_client::protocol::{ReadMode, Request, Response, StatusInfo, WriteOp};
+use tempfile::TempDir;
+
+use crate::bins::bin;
+use crate::cli::{shoalctl, Output};
+use crate::client;
+use crate::ports::free_addr;
+use crate::proc::Proc;
+
+/// Which nodes a [`Cluster`] has and the flags each `shoald` gets.
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    voters: Vec<u64>,
+    spares: Vec<u64>,
+    flags: Flags,
+}
+
+/// Flags and environment every node of a cluster gets.
+#[derive(Clone, Debug)]
+struct Flags {
+    fsync: Option<String>,
+    election_timeout_ms: u64,
+    heartbeat_interval_ms: Option<u64>,
+    cluster_id: Option<u64>,
+    client_addrs_in_members: bool,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            voters: vec![1, 2, 3],
+            spares: Vec::new(),
+            flags: Flags {
+                fsync: None,
+                election_timeout_ms: 400,
+                heartbeat_interval_ms: Some(50),
+                cluster_id: None,
+                client_addrs_in_members: false,
+                args: Vec::new(),
+                env: Vec::new(),
+            },
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// The initial members (`--initial-members`); 1, 2 and 3 unless set.
+    pub fn voters(mut self, ids: impl IntoIterator<Item = u64>) -> Self {
+        self.voters = ids.into_iter().collect();
+        self
+    }
+
+    /// Nodes that are not initial members (they join later, or are started by hand).
+    pub fn spares(mut self, ids: impl IntoIterator<Item = u64>) -> Self {
+        self.spares = ids.into_iter().collect();
+        self
+    }
+
+    /// `--fsync MODE` (shoald's default, `always`, unless set).
+    pub fn fsync(mut self, mode: &str) -> Self {
+        self.flags.fsync = Some(mode.to_string());
+        self
+    }
+
+    /// `--election-timeout MS` (400 unless set).
+    pub fn election_timeout_ms(mut self, ms: u64) -> Self {
+        self.flags.election_timeout_ms = ms;
+        self
+    }
+
+    /// `--heartbeat-interval MS` (50 unless set; `None`: shoald's default).
+    pub fn heartbeat_interval_ms(mut self, ms: Option<u64>) -> Self {
+        self.flags.heartbeat_interval_ms = ms;
+        self
+    }
+
+    /// `--cluster-id ID` (shoald's default unless set).
+    pub fn cluster_id(mut self, id: u64) -> Self {
+        self.flags.cluster_id = Some(id);
+        self
+    }
+
+    /// Name each member's client address in `--initial-members` (`id=raft/client`), not only
+    /// its raft address.
+    pub fn client_addrs_in_members(mut self) -> Self {
+        self.flags.client_addrs_in_members = true;
+        self
+    }
+
+    /// One more flag for every node, after the standard ones.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.flags.args.push(arg.to_string());
+        self
+    }
+
+    /// More flags for every node, after the standard ones.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.flags.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable for every node.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.flags.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Pick the ports and dirs; nothing is started yet.
+    ///
+    /// # Panics
+    /// When `shoald` is not built (naming the command that builds it).
+    pub fn build(self) -> Cluster {
+        let shoald = bin("shoald");
+        let root = tempfile::Builder::new()
+            .prefix("shoal-test-")
+            .tempdir()
+            .expect("a temporary dir for the cluster");
+        let mut ids = self.voters.clone();
+        ids.extend(
+            self.spares
+                .iter()
+                .copied()
+                .filter(|s| !self.voters.contains(s)),
+        );
+        let nodes = ids
+            .into_iter()
+            .map(|id| Node {
+                id,
+                raft: free_addr(),
+                client: free_addr(),
+                admin: free_addr(),
+                dir: root.path().join(format!("n{id}")),
+                args: Vec::new(),
+                proc: None,
+                runs: 0,
+                up: false,
+                paused: false,
+            })
+            .collect();
+        Cluster {
+            nodes,
+            voters: self.voters,
+            flags: self.flags,
+            shoald,
+            root: Some(root),
+        }
+    }
+}
+
+/// One node of a [`Cluster`]: its addresses and data dir, and its process while it runs.
+pub struct Node {
+    /// Node id.
+    pub id: u64,
+    /// Raft (peer) address.
+    pub raft: String,
+    /// Client address.
+    pub client: String,
+    /// Admin HTTP address.
+    pub admin: String,
+    /// Data dir (created by `shoald`).
+    pub dir: PathBuf,
+    /// Flags only this node gets, after the cluster's.
+    pub args: Vec<String>,
+    proc: Option<Proc>,
+    runs: u32,
+    up: bool,
+    paused: bool,
+}
+
+impl Node {
+    /// Started and not stopped, killed or exited since (a paused node is up).
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Up and not paused: it can answer.
+    pub fn is_serving(&self) -> bool {
+        self.up && !self.paused
+    }
+
+    /// What its latest run logged ("" before its first start).
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(Proc::log).unwrap_or_default()
+    }
+
+    /// Its latest run's process.
+    pub fn proc_mut(&mut self) -> Option<&mut Proc> {
+        self.proc.as_mut()
+    }
+
+    /// `id=raft_addr`, or `id=raft_addr/client_addr` with `with_client`.
+    pub fn member(&self, with_client: bool) -> String {
+        if with_client {
+            format!("{}={}/{}", self.id, self.raft, self.client)
+        } else {
+            format!("{}={}", self.id, self.raft)
+        }
+    }
+
+    /// The log segment files of `group` in its data dir, oldest first.
+    pub fn segments(&self, group: u32) -> Vec<PathBuf> {
+        log_segments(&self.dir, group)
+    }
+}
+
+/// The log segment files of `group` in the data dir `dir`, oldest first.
+pub fn log_segments(dir: &Path, group: u32) -> Vec<PathBuf> {
+    let log = dir.join(format!("group-{group}")).join("log");
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(log)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    segs.sort();
+    segs
+}
+
+/// The first log index a segment file holds (its name says so).
+pub fn segment_first_index(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{} is not named by its first index", segment.display()))
+}
+
+/// How a node is configured at start.
+enum Launch<'a> {
+    /// Flags built from the node and the cluster, with `members` as `--initial-members`.
+    Flags {
+        members: String,
+        extra: &'a [&'a str],
+    },
+    /// No flags at all: the configuration comes from these environment variables.
+    Env(Vec<(String, String)>),
+}
+
+/// `shoald` nodes of one test; see the [module docs](self).
+pub struct Cluster {
+    // Dropped first: every process is dead before the dirs go.
+    nodes: Vec<Node>,
+    voters: Vec<u64>,
+    flags: Flags,
+    shoald: PathBuf,
+    root: Option<TempDir>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(p) = n.proc.as_mut() {
+                p.kill();
+            }
+        }
+        if std::thread::panicking() {
+            if let Some(root) = self.root.take() {
+                eprintln!(
+                    "cluster data dirs and logs kept in {}",
+                    root.keep().display()
+                );
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Nodes 1, 2 and 3, all initial voters, standard flags; see [`ClusterBuilder`].
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// The temporary dir holding the nodes' data dirs and logs (and whatever the test adds).
+    pub fn root(&self) -> &Path {
+        self.root
+            .as_ref()
+            .expect("kept until the cluster is dropped")
+            .path()
+    }
+
+    /// Node `id`.
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("the cluster has no node {id}"))
+    }
+
+    /// Node `id`, to change before it starts.
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("the cluster has no node {id}"))
+    }
+
+    /// Every node id, voters first.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The initial voters.
+    pub fn voters(&self) -> &[u64] {
+        &self.voters
+    }
+
+    /// The ids of the nodes that can answer (up and not paused).
+    pub fn serving(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_serving())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Client addresses of the nodes that can answer.
+    pub fn clients(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_serving())
+            .map(|n| n.client.clone())
+            .collect()
+    }
+
+    /// Client addresses of these nodes.
+    pub fn clients_of(&self, ids: &[u64]) -> Vec<String> {
+        ids.iter().map(|&id| self.node(id).client.clone()).collect()
+    }
+
+    /// `--initial-members` for these nodes.
+    pub fn members(&self, ids: &[u64]) -> String {
+        let with_client = self.flags.client_addrs_in_members;
+        ids.iter()
+            .map(|&id| self.node(id).member(with_client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Comma-separated client addresses of these nodes (`shoalctl --endpoints`).
+    pub fn endpoints(&self, ids: &[u64]) -> String {
+        self.clients_of(ids).join(",")
+    }
+
+    /// Start node `id` with the initial voters as its members.
+    pub fn start(&mut self, id: u64) {
+        let members = self.members(&self.voters.clone());
+        self.launch(
+            id,
+            Launch::Flags {
+                members,
+                extra: &[],
+            },
+        );
+    }
+
+    /// Start every initial voter that is not up.
+    pub fn start_all(&mut self) {
+        for id in self.voters.clone() {
+            if !self.node(id).is_up() {
+                self.start(id);
+            }
+        }
+    }
+
+    /// Start node `id` empty with `--join`, the initial voters and itself as address hints; it
+    /// waits, as an observer, for the leader to add it.
+    pub fn start_joining(&mut self, id: u64) {
+        let mut ids = self.voters.clone();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+        let members = self.members(&ids);
+        self.launch(
+            id,
+            Launch::Flags {
+                members,
+                extra: &["--join"],
+            },
+        );
+    }
+
+    /// Start node `id` with no flags at all, configured by the `KEY=VALUE` lines of an env file
+    /// (what systemd's `EnvironmentFile=` does).
+    pub fn start_from_env_file(&mut self, id: u64, file: &Path) {
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("read the env file {}: {e}", file.display()));
+        let vars = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.launch(id, Launch::Env(vars));
+    }
+
+    fn launch(&mut self, id: u64, how: Launch<'_>) {
+        let shoald = self.shoald.clone();
+        let flags = self.flags.clone();
+        let log_dir = self.root().to_path_buf();
+        let node = self.node_mut(id);
+        assert!(!node.up, "node {id} is already running");
+        let mut cmd = Command::new(shoald);
+        match how {
+            Launch::Flags { members, extra } => {
+                cmd.args(standard_flags(node, &flags, &members))
+                    .args(&flags.args)
+                    .args(&node.args)
+                    .args(extra);
+            }
+            Launch::Env(vars) => {
+                cmd.envs(vars);
+            }
+        }
+        cmd.env("RUST_LOG", "info").envs(flags.env.iter().cloned());
+        node.runs += 1;
+        let log = log_dir.join(format!("n{id}-run{}.log", node.runs));
+        node.proc = Some(Proc::spawn(format!("shoald node {id}"), cmd, &log));
+        node.up = true;
+        node.paused = false;
+    }
+
+    fn proc(&mut self, id: u64) -> &mut Proc {
+        self.node_mut(id)
+            .proc
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {id} was never started"))
+    }
+
+    /// SIGTERM node `id` and wait for it to exit; its exit status.
+    pub fn stop(&mut self, id: u64) -> ExitStatus {
+        self.resume_if_paused(id);
+        let st = self.proc(id).stop();
+        self.node_mut(id).up = false;
+        st
+    }
+
+    /// SIGKILL node `id` (`kill -9`: no shutdown, unsynced writes are the kernel's).
+    pub fn kill(&mut self, id: u64) {
+        self.proc(id).kill();
+        self.node_mut(id).up = false;
+    }
+
+    /// SIGSTOP node `id`: it keeps its sockets but answers nothing until resumed (helpers skip
+    /// it meanwhile).
+    pub fn pause(&mut self, id: u64) {
+        self.proc(id).pause();
+        self.node_mut(id).paused = true;
+    }
+
+    /// SIGCONT node `id` after [`Cluster::pause`].
+    pub fn resume(&mut self, id: u64) {
+        self.proc(id).resume();
+        self.node_mut(id).paused = false;
+    }
+
+    fn resume_if_paused(&mut self, id: u64) {
+        if self.node(id).paused {
+            self.resume(id);
+        }
+    }
+
+    /// Wait (at most `within`) for node `id` to exit on its own (a refused start); its exit
+    /// status.
+    pub fn wait_exit(&mut self, id: u64, within: Duration) -> ExitStatus {
+        let st = self.proc(id).wait_exit(within);
+        self.node_mut(id).up = false;
+        st
+    }
+
+    /// Wait until a serving node is leader of `group`; its id.
+    pub fn wait_leader(&self, group: u32) -> u64 {
+        let nodes: Vec<(u64, &str)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_serving())
+            .map(|n| (n.id, n.client.as_str()))
+            .collect();
+        client::wait_leader(&nodes, group)
+    }
+
+    /// Wait until node `id` reports `role` (`leader`, `follower`, ...) in `group`.
+    pub fn wait_role(&self, id: u64, group: u32, role: &str) {
+        client::wait_role(id, &self.node(id).client, group, role)
+    }
+
+    /// One request to node `id`; `None` if it could not be reached.
+    pub fn call(&self, id: u64, group: u32, request: Request) -> Option<Response> {
+        client::call(&self.node(id).client, group, request)
+    }
+
+    /// `request` to the serving nodes until one answers definitely; see [`client::call_any`].
+    pub fn call_any(&self, group: u32, request: Request, what: &str) -> Response {
+        client::call_any(&self.clients(), group, request, what)
+    }
+
+    /// A write through the serving nodes; see [`client::write`].
+    pub fn write(&self, group: u32, client_id: u64, seq: u64, op: WriteOp) -> u64 {
+        client::write(&self.clients(), group, client_id, seq, op)
+    }
+
+    /// A put through the serving nodes; see [`client::put`].
+    pub fn put(&self, group: u32, client_id: u64, seq: u64, key: &str, value: &str) -> u64 {
+        client::put(&self.clients(), group, client_id, seq, key, value)
+    }
+
+    /// Read `key` on node `id`; see [`client::get`].
+    pub fn get(&self, id: u64, group: u32, key: &str, mode: ReadMode) -> Option<Vec<u8>> {
+        client::get(&[&self.node(id).client], group, key, mode)
+    }
+
+    /// Read `key` on any serving node; see [`client::get`].
+    pub fn get_any(&self, group: u32, key: &str, mode: ReadMode) -> Option<Vec<u8>> {
+        client::get(&self.clients(), group, key, mode)
+    }
+
+    /// Node `id`'s view of `group`, if it answers.
+    pub fn status(&self, id: u64, group: u32) -> Option<StatusInfo> {
+        client::status(&self.node(id).client, group)
+    }
+
+    /// `GET path` on node `id`'s admin port.
+    pub fn http_get(&self, id: u64, path: &str) -> Option<(u16, String)> {
+        client::http_get(&self.node(id).admin, path)
+    }
+
+    /// The unlabelled metric `name` of node `id`.
+    pub fn gauge(&self, id: u64, name: &str) -> usize {
+        client::gauge(&self.node(id).admin, name)
+    }
+
+    /// `shoalctl ARGS` with every serving node as an endpoint.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        shoalctl(&self.clients().join(","), args)
+    }
+
+    /// `shoalctl ARGS` with these nodes as endpoints.
+    pub fn ctl_at(&self, ids: &[u64], args: &[&str]) -> Output {
+        shoalctl(&self.endpoints(ids), args)
+    }
+}
+
+/// The flags every node gets: identity, addresses, members, timing.
+fn standard_flags(node: &Node, flags: &Flags, members: &str) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--node-id",
+        &node.id.to_string(),
+        "--data-dir",
+        node.dir
+            .to_str()
+            .expect("the temporary dir's path is UTF-8"),
+        "--raft-addr",
+        &node.raft,
+        "--client-addr",
+        &node.client,
+        "--admin-addr",
+        &node.admin,
+        "--initial-members",
+        members,
+        "--election-timeout",
+        &flags.election_timeout_ms.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(ms) = flags.heartbeat_interval_ms {
+        v.extend(["--heartbeat-interval".to_string(), ms.to_string()]);
+    }
+    if let Some(mode) = &flags.fsync {
+        v.extend(["--fsync".to_string(), mode.clone()]);
+    }
+    if let Some(id) = flags.cluster_id {
+        v.extend(["--cluster-id".to_string(), id.to_string()]);
+    }
+    v
+}
