@@ -9,6 +9,8 @@
 //! touched as far as the data needs) at an amortized cost of at most one byte copied per byte
 //! stored.
 
+use core::ops::DerefMut;
+
 use crate::error::KvError;
 use crate::memory::{NodeSlot, NIL};
 
@@ -32,18 +34,19 @@ pub(crate) const fn cost(len: usize) -> usize {
     }
 }
 
-pub(crate) struct Arena<'a> {
-    buf: &'a mut [u8],
+/// The arena over `buf`, whose whole length is its capacity.
+pub(crate) struct Arena<B> {
+    buf: B,
     cap: usize,
     tail: usize,
     live: usize,
 }
 
-impl<'a> Arena<'a> {
-    pub(crate) fn new(buf: &'a mut [u8], cap: usize) -> Self {
+impl<B: DerefMut<Target = [u8]>> Arena<B> {
+    pub(crate) fn new(buf: B) -> Self {
         Arena {
+            cap: buf.len(),
             buf,
-            cap,
             tail: 0,
             live: 0,
         }

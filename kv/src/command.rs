@@ -378,7 +378,7 @@ pub type BatchResults = heapless::Vec<Result<(), KvError>, MAX_BATCH_ITEMS>;
 /// The answer to one write command. The dedup table stores it so a retry gets the same answer.
 ///
 /// `repr(u8)` with `Done` first: the all-zero bit pattern is `Done`, which keeps a zeroed
-/// [`crate::SessionSlot`] a valid value (see [`crate::KvMemory`]).
+/// [`crate::SessionSlot`] a valid value (see [`crate::Element`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum WriteResult {

@@ -2,6 +2,8 @@
 //! replicated and not in snapshots; after a restore it starts at the snapshot's index. When full,
 //! the oldest events are dropped and watchers that fall behind get `Compacted`.
 
+use core::ops::DerefMut;
+
 use crate::error::WatchError;
 use crate::key::in_subtree;
 use crate::memory::EventSlot;
@@ -70,9 +72,11 @@ pub struct Event<'a> {
     pub fence: u64,
 }
 
-pub(crate) struct EventLog<'a> {
-    slots: &'a mut [EventSlot],
-    bytes: &'a mut [u8],
+/// The ring over event slots `E` and data bytes `B` (containers of the store's memory
+/// provider), each used in full.
+pub(crate) struct EventLog<E, B> {
+    slots: E,
+    bytes: B,
     slot_cap: usize,
     byte_cap: u64,
     head: usize,
@@ -83,18 +87,17 @@ pub(crate) struct EventLog<'a> {
     floor: u64,
 }
 
-impl<'a> EventLog<'a> {
-    pub(crate) fn new(
-        slots: &'a mut [EventSlot],
-        bytes: &'a mut [u8],
-        slot_cap: usize,
-        byte_cap: usize,
-    ) -> Self {
+impl<E, B> EventLog<E, B>
+where
+    E: DerefMut<Target = [EventSlot]>,
+    B: DerefMut<Target = [u8]>,
+{
+    pub(crate) fn new(slots: E, bytes: B) -> Self {
         EventLog {
+            slot_cap: slots.len(),
+            byte_cap: bytes.len() as u64,
             slots,
             bytes,
-            slot_cap,
-            byte_cap: byte_cap as u64,
             head: 0,
             len: 0,
             next_pos: 0,

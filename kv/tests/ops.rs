@@ -881,15 +881,15 @@ fn error_codes_are_stable_and_described() {
 
 #[test]
 fn embedded_profile_fits_in_static_buffers() {
-    let limits = EmbeddedKvBuffers::limits(KvLimits::embedded());
-    assert_eq!(limits, KvLimits::embedded());
+    let limits = KvLimits::embedded();
     assert!(
         limits.memory_bytes() < 40 * 1024,
         "embedded footprint {} bytes",
         limits.memory_bytes()
     );
+    assert_eq!(size_of::<EmbeddedKvBuffers>(), limits.memory_bytes());
     let mut bufs = Box::new(EmbeddedKvBuffers::new());
-    let mut kv = DtKv::new(bufs.memory(), limits).unwrap();
+    let mut kv = DtKv::new(bufs.slices(), limits).unwrap();
     let cmd = encode(&Command {
         client_id: 1,
         seq: 1,

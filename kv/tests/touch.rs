@@ -28,45 +28,16 @@ fn limits() -> KvLimits {
     }
 }
 
-struct Mem {
-    nodes: Vec<NodeSlot>,
-    node_index: Vec<u32>,
-    expiry_heap: Vec<u32>,
-    arena: Vec<u8>,
-    sessions: Vec<SessionSlot>,
-    session_index: Vec<u32>,
-    waiters: Vec<WaiterSlot>,
-    events: Vec<EventSlot>,
-    event_bytes: Vec<u8>,
+/// Pools for `l` with the arena filled with `SENTINEL`.
+fn pools(l: &KvLimits) -> Pools {
+    let mut p = Pools::new(l, 0);
+    p.bytes[..l.arena_bytes].fill(SENTINEL);
+    p
 }
 
-impl Mem {
-    fn new(l: KvLimits) -> Mem {
-        Mem {
-            nodes: vec![NodeSlot::EMPTY; l.nodes_len()],
-            node_index: vec![0; l.node_index_len()],
-            expiry_heap: vec![0; l.expiry_heap_len()],
-            arena: vec![SENTINEL; l.arena_bytes],
-            sessions: vec![SessionSlot::EMPTY; l.sessions_len()],
-            session_index: vec![0; l.session_index_len()],
-            waiters: vec![WaiterSlot::EMPTY; l.max_waiters],
-            events: vec![EventSlot::EMPTY; l.event_slots],
-            event_bytes: vec![0; l.event_bytes],
-        }
-    }
-    fn memory(&mut self) -> KvMemory<'_> {
-        KvMemory {
-            nodes: &mut self.nodes,
-            node_index: &mut self.node_index,
-            expiry_heap: &mut self.expiry_heap,
-            arena: &mut self.arena,
-            sessions: &mut self.sessions,
-            session_index: &mut self.session_index,
-            waiters: &mut self.waiters,
-            events: &mut self.events,
-            event_bytes: &mut self.event_bytes,
-        }
-    }
+/// The arena: the first `arena_bytes` of the byte pool.
+fn arena<'p>(p: &'p Pools, l: &KvLimits) -> &'p [u8] {
+    &p.bytes[..l.arena_bytes]
 }
 
 fn untouched<T: core::fmt::Debug>(slots: &[T], empty: &T) -> usize {
@@ -78,7 +49,7 @@ fn untouched<T: core::fmt::Debug>(slots: &[T], empty: &T) -> usize {
         .count()
 }
 
-fn apply(kv: &mut DtKv<'_>, index: &mut u64, client: u64, seq: u64, op: Op<'_>) {
+fn apply(kv: &mut DtKv<KvSlices<'_>>, index: &mut u64, client: u64, seq: u64, op: Op<'_>) {
     *index += 1;
     let out = kv.apply(
         *index,
@@ -96,8 +67,8 @@ fn apply(kv: &mut DtKv<'_>, index: &mut u64, client: u64, seq: u64, op: Op<'_>) 
 #[test]
 fn a_new_store_writes_only_the_root_slot() {
     let l = limits();
-    let mut mem = Mem::new(l);
-    let kv = DtKv::new(mem.memory(), l).expect("valid");
+    let mut mem = pools(&l);
+    let kv = DtKv::new(mem.slices(), l).expect("valid");
     assert_eq!(kv.get(b"").expect("root").count, 0);
     assert_eq!(untouched(&mem.nodes, &NodeSlot::EMPTY), l.max_nodes - 1);
     assert_eq!(
@@ -105,14 +76,14 @@ fn a_new_store_writes_only_the_root_slot() {
         l.max_sessions
     );
     assert_eq!(untouched(&mem.waiters, &WaiterSlot::EMPTY), l.max_waiters);
-    assert!(mem.arena.iter().all(|&b| b == SENTINEL));
+    assert!(arena(&mem, &l).iter().all(|&b| b == SENTINEL));
 }
 
 #[test]
 fn overwrites_touch_slots_and_arena_only_as_far_as_the_data_needs() {
     let l = limits();
-    let mut mem = Mem::new(l);
-    let mut kv = DtKv::new(mem.memory(), l).expect("valid");
+    let mut mem = pools(&l);
+    let mut kv = DtKv::new(mem.slices(), l).expect("valid");
     let mut index = 0;
     let keys = 100;
     let clients = 10u64;
@@ -153,9 +124,8 @@ fn overwrites_touch_slots_and_arena_only_as_far_as_the_data_needs() {
     );
     assert_eq!(untouched(&mem.waiters, &WaiterSlot::EMPTY), l.max_waiters);
     // The arena was written up to about twice the live bytes plus the compaction threshold.
-    let written = mem.arena.len()
-        - mem
-            .arena
+    let written = l.arena_bytes
+        - arena(&mem, &l)
             .iter()
             .rev()
             .take_while(|&&b| b == SENTINEL)
@@ -167,8 +137,8 @@ fn overwrites_touch_slots_and_arena_only_as_far_as_the_data_needs() {
 #[test]
 fn freed_slots_are_reused_before_new_ones_and_restore_starts_fresh() {
     let l = limits();
-    let mut mem = Mem::new(l);
-    let mut kv = DtKv::new(mem.memory(), l).expect("valid");
+    let mut mem = pools(&l);
+    let mut kv = DtKv::new(mem.slices(), l).expect("valid");
     let mut index = 0;
     for round in 0..50 {
         for k in 0..20 {
