@@ -253,31 +253,37 @@ impl<M: KvMemory> DtKv<M> {
     pub fn apply_command(&mut self, index: u64, bytes: &[u8]) -> Applied {
         debug_assert!(index > self.applied, "entries are applied once, in order");
         self.applied = index;
-        let (client_id, seq, (result, deduplicated)) = match Command::decode(bytes) {
-            Ok(cmd) => (cmd.client_id, cmd.seq, self.apply_once(index, &cmd)),
-            Err(e) => (0, 0, (WriteResult::Failed(e.into()), false)),
-        };
-        Applied {
-            index,
-            client_id,
-            seq,
-            result,
-            deduplicated,
+        match Command::decode(bytes) {
+            Ok(cmd) => self.apply_once(index, &cmd),
+            Err(e) => Applied {
+                index,
+                client_id: 0,
+                seq: 0,
+                result: WriteResult::Failed(e.into()),
+                deduplicated: false,
+            },
         }
     }
 
     /// Apply `cmd` at most once per session sequence number: a retry gets the answer the
-    /// first attempt got (and `true`), an older sequence number `StaleSequence`.
-    fn apply_once(&mut self, index: u64, cmd: &Command<'_>) -> (WriteResult, bool) {
+    /// first attempt got, an older sequence number `StaleSequence`.
+    fn apply_once(&mut self, index: u64, cmd: &Command<'_>) -> Applied {
         self.now_ms = self.now_ms.max(cmd.time_ms);
         let (client, seq) = (cmd.client_id, cmd.seq);
+        let answer = |result, deduplicated| Applied {
+            index,
+            client_id: client,
+            seq,
+            result,
+            deduplicated,
+        };
         if client != 0 {
             if let Some(s) = self.sessions.find(client) {
                 if seq == s.last_seq && !crate::dedup_ignored() {
-                    return (s.result.clone(), true);
+                    return answer(s.result.clone(), true);
                 }
                 if seq < s.last_seq {
-                    return (WriteResult::Failed(KvError::StaleSequence), false);
+                    return answer(WriteResult::Failed(KvError::StaleSequence), false);
                 }
             }
         }
@@ -285,23 +291,32 @@ impl<M: KvMemory> DtKv<M> {
         if client != 0 {
             self.sessions.record(client, seq, index, result.clone());
         }
-        (result, false)
+        answer(result, false)
     }
 
     fn exec(&mut self, index: u64, client: u64, op: &Op<'_>) -> WriteResult {
-        let done = |r: Result<(), KvError>| r.map(|()| WriteResult::Done);
+        // Most writes answer `Done` or an error: return those without building a `Result`
+        // around a whole `WriteResult`, which costs a copy on the hot path.
+        let done = |r: Result<(), KvError>| match r {
+            Ok(()) => WriteResult::Done,
+            Err(e) => WriteResult::Failed(e),
+        };
         let result = match *op {
-            Op::Put { key, value } => done(self.put(index, client, key, value)),
-            Op::Remove { key } => done(self.remove(index, client, key)),
-            Op::Mkdir { key } => done(self.mkdir(index, key)),
+            Op::Put { key, value } => return done(self.put(index, client, key, value)),
+            Op::Remove { key } => return done(self.remove(index, client, key)),
+            Op::Mkdir { key } => return done(self.mkdir(index, key)),
             Op::CompareAndSet { key, expect, value } => {
-                done(self.cas(index, client, key, expect, value))
+                return done(self.cas(index, client, key, expect, value))
             }
             Op::PutTemp { key, value, ttl_ms } => {
-                done(self.put_temp(index, client, key, value, ttl_ms))
+                return done(self.put_temp(index, client, key, value, ttl_ms))
             }
-            Op::MakeTempDir { key, ttl_ms } => done(self.make_temp_dir(index, client, key, ttl_ms)),
-            Op::UpdateTtl { key, ttl_ms } => done(self.update_ttl(index, client, key, ttl_ms)),
+            Op::MakeTempDir { key, ttl_ms } => {
+                return done(self.make_temp_dir(index, client, key, ttl_ms))
+            }
+            Op::UpdateTtl { key, ttl_ms } => {
+                return done(self.update_ttl(index, client, key, ttl_ms))
+            }
             Op::BatchPut(pairs) => self.batch(pairs.len(), pairs.iter(), |kv, (key, value)| {
                 kv.put(index, client, key, value)
             }),
