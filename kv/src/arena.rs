@@ -9,10 +9,8 @@
 //! touched as far as the data needs) at an amortized cost of at most one byte copied per byte
 //! stored.
 
-use core::ops::DerefMut;
-
 use crate::error::KvError;
-use crate::memory::{NodeSlot, NIL};
+use crate::memory::{Buffer, NodeSlot, NIL};
 
 /// Bookkeeping bytes in front of every block: payload length and owner, both u32 LE.
 pub(crate) const BLOCK_HEADER: usize = 8;
@@ -42,7 +40,7 @@ pub(crate) struct Arena<B> {
     live: usize,
 }
 
-impl<B: DerefMut<Target = [u8]>> Arena<B> {
+impl<B: Buffer<u8>> Arena<B> {
     pub(crate) fn new(buf: B) -> Self {
         Arena {
             cap: buf.len(),

@@ -2,11 +2,9 @@
 //! replicated and not in snapshots; after a restore it starts at the snapshot's index. When full,
 //! the oldest events are dropped and watchers that fall behind get `Compacted`.
 
-use core::ops::DerefMut;
-
 use crate::error::WatchError;
 use crate::key::in_subtree;
-use crate::memory::EventSlot;
+use crate::memory::{Buffer, EventSlot};
 
 /// What a change did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,11 +85,7 @@ pub(crate) struct EventLog<E, B> {
     floor: u64,
 }
 
-impl<E, B> EventLog<E, B>
-where
-    E: DerefMut<Target = [EventSlot]>,
-    B: DerefMut<Target = [u8]>,
-{
+impl<E: Buffer<EventSlot>, B: Buffer<u8>> EventLog<E, B> {
     pub(crate) fn new(slots: E, bytes: B) -> Self {
         EventLog {
             slot_cap: slots.len(),

@@ -3,14 +3,14 @@
 //! slot's hash and key comparison, so one index type serves nodes and sessions. `B` is the
 //! container the store's memory provider keeps the buckets in.
 
-use core::ops::DerefMut;
+use crate::memory::Buffer;
 
 pub(crate) struct HashIndex<B> {
     buckets: B,
     mask: usize,
 }
 
-impl<B: DerefMut<Target = [u32]>> HashIndex<B> {
+impl<B: Buffer<u32>> HashIndex<B> {
     /// `buckets.len()` must be a power of two.
     pub(crate) fn new(buckets: B) -> Self {
         debug_assert!(buckets.len().is_power_of_two());

@@ -38,8 +38,8 @@ mod store;
 mod tree;
 
 pub use command::{
-    Applied, BatchResults, CodecError, Command, Keys, NodeKind, NodeView, Op, Pairs, Response,
-    WriteResult, COMMAND_VERSION,
+    Applied, Batch, BatchResults, CodecError, Command, Keys, NodeKind, NodeView, Op, Pairs,
+    Response, WriteResult, COMMAND_VERSION,
 };
 pub use error::{KvError, WatchError};
 pub use events::{Event, EventKind};

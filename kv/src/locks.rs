@@ -39,18 +39,14 @@ impl<M: KvMemory> DtKv<M> {
         lease_ms: u64,
         wait_ms: u64,
     ) -> Result<WriteResult, KvError> {
-        self.check_session_key(client, key)?;
-        let lease_deadline_ms = self.deadline_after(lease_ms)?;
+        let lease_deadline_ms = self.check_session_deadline(client, key, lease_ms)?;
         if wait_ms > self.limits.max_ttl_ms {
             return Err(KvError::InvalidTtl);
         }
         let Some(s) = self.lookup(key) else {
-            let parent = self.parent_dir(key)?;
-            let s = self.create_node(key, NodeKind::Lock, &[], parent, index)?;
-            let n = &mut self.nodes[s as usize];
-            n.owner = client;
-            n.fence = index;
-            self.arm_deadline(s, lease_deadline_ms);
+            let s =
+                self.create_owned(index, client, key, NodeKind::Lock, &[], lease_deadline_ms)?;
+            self.nodes[s as usize].fence = index;
             self.event(index, EventKind::LockAcquired, s, client, index);
             return Ok(WriteResult::Locked {
                 fence: index,

@@ -20,6 +20,11 @@ use core::ops::DerefMut;
 use crate::command::WriteResult;
 use crate::limits::KvLimits;
 
+/// A buffer the store keeps `T`s in: any container of a provider (see [`KvMemory::Buf`]).
+pub(crate) trait Buffer<T>: DerefMut<Target = [T]> {}
+
+impl<T, B: DerefMut<Target = [T]>> Buffer<T> for B {}
+
 /// "No slot" in every link field.
 pub(crate) const NIL: u32 = u32::MAX;
 

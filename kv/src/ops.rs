@@ -126,13 +126,7 @@ impl<M: KvMemory> DtKv<M> {
                 self.arm_deadline(s, deadline);
                 s
             }
-            None => {
-                let parent = self.parent_dir(key)?;
-                let s = self.create_node(key, NodeKind::TempValue, value, parent, index)?;
-                self.nodes[s as usize].owner = client;
-                self.arm_deadline(s, deadline);
-                s
-            }
+            None => self.create_owned(index, client, key, NodeKind::TempValue, value, deadline)?,
         };
         self.event(index, EventKind::Put, s, client, 0);
         Ok(())
@@ -145,15 +139,11 @@ impl<M: KvMemory> DtKv<M> {
         key: &[u8],
         ttl_ms: u64,
     ) -> Result<(), KvError> {
-        self.check_session_key(client, key)?;
-        let deadline = self.deadline_after(ttl_ms)?;
+        let deadline = self.check_session_deadline(client, key, ttl_ms)?;
         if self.lookup(key).is_some() {
             return Err(KvError::AlreadyExists);
         }
-        let parent = self.parent_dir(key)?;
-        let s = self.create_node(key, NodeKind::TempDir, &[], parent, index)?;
-        self.nodes[s as usize].owner = client;
-        self.arm_deadline(s, deadline);
+        let s = self.create_owned(index, client, key, NodeKind::TempDir, &[], deadline)?;
         self.event(index, EventKind::Mkdir, s, client, 0);
         Ok(())
     }
@@ -165,8 +155,7 @@ impl<M: KvMemory> DtKv<M> {
         key: &[u8],
         ttl_ms: u64,
     ) -> Result<(), KvError> {
-        self.check_session_key(client, key)?;
-        let deadline = self.deadline_after(ttl_ms)?;
+        let deadline = self.check_session_deadline(client, key, ttl_ms)?;
         let s = self.lookup(key).ok_or(KvError::NotFound)?;
         if !self.kind(s).is_temp() {
             return Err(KvError::NotTemp);

@@ -3,12 +3,10 @@
 //! whose last write has the smallest raft index is forgotten (a least-recently-used list whose
 //! order depends only on the log, so every replica evicts the same session).
 
-use core::ops::DerefMut;
-
 use crate::command::WriteResult;
 use crate::index::HashIndex;
 use crate::key::hash_u64;
-use crate::memory::{SessionSlot, NIL};
+use crate::memory::{Buffer, SessionSlot, NIL};
 
 /// The table over session slots `S` and index buckets `I` (containers of the store's memory
 /// provider); it holds as many sessions as there are slots.
@@ -24,11 +22,7 @@ pub(crate) struct Sessions<S, I> {
     newest: u32,
 }
 
-impl<S, I> Sessions<S, I>
-where
-    S: DerefMut<Target = [SessionSlot]>,
-    I: DerefMut<Target = [u32]>,
-{
+impl<S: Buffer<SessionSlot>, I: Buffer<u32>> Sessions<S, I> {
     pub(crate) fn new(slots: S, index: I) -> Self {
         let mut s = Sessions {
             cap: slots.len(),

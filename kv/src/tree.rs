@@ -37,6 +37,17 @@ impl<M: KvMemory> DtKv<M> {
         validate_key(key, &self.limits, false)
     }
 
+    /// `check_session_key`, then the deadline `ttl_ms` from now (`deadline_after`).
+    pub(crate) fn check_session_deadline(
+        &self,
+        client: u64,
+        key: &[u8],
+        ttl_ms: u64,
+    ) -> Result<u64, KvError> {
+        self.check_session_key(client, key)?;
+        self.deadline_after(ttl_ms)
+    }
+
     /// The deadline `ttl_ms` (a TTL or a lease) from the replicated clock, if the TTL is valid.
     pub(crate) fn deadline_after(&self, ttl_ms: u64) -> Result<u64, KvError> {
         if ttl_ms == 0 || ttl_ms > self.limits.max_ttl_ms {
@@ -66,15 +77,26 @@ impl<M: KvMemory> DtKv<M> {
             self.arena
                 .alloc(key.len(), Some(key), owner_tag(s, false), &mut self.nodes)?;
         self.nodes[s as usize].key_off = key_off;
-        let val_off = self.arena.alloc(
-            value.len(),
-            Some(value),
-            owner_tag(s, true),
-            &mut self.nodes,
-        )?;
-        self.nodes[s as usize].val_off = val_off;
-        self.nodes[s as usize].val_len = value.len() as u32;
+        self.store_value(s, value)?;
         self.link_node(s, hash_bytes(key), parent);
+        Ok(s)
+    }
+
+    /// Create a node in `key`'s parent directory, owned by session `client`, with a deadline
+    /// (TTL or lease); all-or-nothing.
+    pub(crate) fn create_owned(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        kind: NodeKind,
+        value: &[u8],
+        deadline: u64,
+    ) -> Result<u32, KvError> {
+        let parent = self.parent_dir(key)?;
+        let s = self.create_node(key, kind, value, parent, index)?;
+        self.nodes[s as usize].owner = client;
+        self.arm_deadline(s, deadline);
         Ok(s)
     }
 
@@ -84,14 +106,19 @@ impl<M: KvMemory> DtKv<M> {
         self.arena.fits(cost(value.len()), cost(old_len))?;
         self.arena.free(self.nodes[s as usize].val_off, old_len);
         self.nodes[s as usize].val_len = 0;
-        let off = self.arena.alloc(
-            value.len(),
-            Some(value),
-            owner_tag(s, true),
-            &mut self.nodes,
-        )?;
-        self.nodes[s as usize].val_off = off;
-        self.nodes[s as usize].val_len = value.len() as u32;
+        self.store_value(s, value)
+    }
+
+    /// Copy `value` into the arena as node `s`'s value (which holds none). The caller has
+    /// checked that it fits.
+    fn store_value(&mut self, s: u32, value: &[u8]) -> Result<(), KvError> {
+        let len = value.len();
+        let off = self
+            .arena
+            .alloc(len, Some(value), owner_tag(s, true), &mut self.nodes)?;
+        let n = &mut self.nodes[s as usize];
+        n.val_off = off;
+        n.val_len = len as u32;
         Ok(())
     }
 

@@ -82,17 +82,25 @@ pub fn encode(cmd: &Command<'_>) -> Vec<u8> {
 }
 
 /// Drives a store with an increasing index and a session.
-pub struct Driver {
-    pub kv: TestKv,
+pub struct Driver<M: KvMemory = VecMemory> {
+    pub kv: DtKv<M>,
     pub index: u64,
     pub time_ms: u64,
     pub seqs: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Driver {
+    /// A driver of a new store with `limits` in memory of its own.
     pub fn new(limits: KvLimits) -> Self {
+        Driver::on(store(limits))
+    }
+}
+
+impl<M: KvMemory> Driver<M> {
+    /// A driver of `kv`, which has applied nothing yet.
+    pub fn on(kv: DtKv<M>) -> Self {
         Driver {
-            kv: store(limits),
+            kv,
             index: 0,
             time_ms: 1000,
             seqs: Default::default(),
@@ -162,6 +170,46 @@ pub fn mkdir(key: &str) -> Op<'_> {
     Op::Mkdir {
         key: key.as_bytes(),
     }
+}
+pub fn put_temp<'a>(key: &'a str, value: &'a str, ttl_ms: u64) -> Op<'a> {
+    Op::PutTemp {
+        key: key.as_bytes(),
+        value: value.as_bytes(),
+        ttl_ms,
+    }
+}
+pub fn temp_dir(key: &str, ttl_ms: u64) -> Op<'_> {
+    Op::MakeTempDir {
+        key: key.as_bytes(),
+        ttl_ms,
+    }
+}
+pub fn update_ttl(key: &str, ttl_ms: u64) -> Op<'_> {
+    Op::UpdateTtl {
+        key: key.as_bytes(),
+        ttl_ms,
+    }
+}
+pub fn try_lock(key: &str, lease_ms: u64, wait_ms: u64) -> Op<'_> {
+    Op::TryLock {
+        key: key.as_bytes(),
+        lease_ms,
+        wait_ms,
+    }
+}
+pub fn renew_lease(key: &str, lease_ms: u64) -> Op<'_> {
+    Op::UpdateLockLease {
+        key: key.as_bytes(),
+        lease_ms,
+    }
+}
+pub fn unlock(key: &str) -> Op<'_> {
+    Op::Unlock {
+        key: key.as_bytes(),
+    }
+}
+pub fn expired(removed: u32, granted: u32) -> WriteResult {
+    WriteResult::Expired { removed, granted }
 }
 pub fn remove(key: &str) -> Op<'_> {
     Op::Remove {
