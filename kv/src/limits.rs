@@ -114,7 +114,7 @@ impl KvLimits {
         }
     }
 
-    /// Defaults for a microcontroller: 64 nodes in about 25 KiB of RAM in total
+    /// Defaults for a microcontroller: 64 nodes in about 16 KiB of RAM in total
     /// (see [`KvLimits::memory_bytes`]).
     pub const fn embedded() -> Self {
         KvLimits {

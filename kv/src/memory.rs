@@ -161,7 +161,7 @@ pub trait Element: Clone + Send + Sync + 'static + sealed::Pooled {
 /// [`crate::DtKv::new`] asks for each buffer once, in a fixed order (see [`KvSlices`]), with
 /// the length [`KvLimits`] gives it. Borrowed memory ([`KvSlices`]) holds `&'a mut [T]`;
 /// owned memory holds `Box<[T]>` or `Vec<T>` (shoald's `KvHeap`), so a store that owns its
-/// memory is one value, movable and `Send`, without any `unsafe`.
+/// memory is one value, movable and `Send`, and its owner needs no `unsafe` to hold it.
 pub trait KvMemory {
     /// The container of one buffer of `T`s.
     type Buf<T: Element>: DerefMut<Target = [T]>;
