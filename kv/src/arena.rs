@@ -10,7 +10,7 @@
 //! stored.
 
 use crate::error::KvError;
-use crate::memory::{NodeSlot, NIL};
+use crate::memory::{Buffer, NodeSlot, NIL};
 
 /// Bookkeeping bytes in front of every block: payload length and owner, both u32 LE.
 pub(crate) const BLOCK_HEADER: usize = 8;
@@ -32,18 +32,19 @@ pub(crate) const fn cost(len: usize) -> usize {
     }
 }
 
-pub(crate) struct Arena<'a> {
-    buf: &'a mut [u8],
+/// The arena over `buf`, whose whole length is its capacity.
+pub(crate) struct Arena<B> {
+    buf: B,
     cap: usize,
     tail: usize,
     live: usize,
 }
 
-impl<'a> Arena<'a> {
-    pub(crate) fn new(buf: &'a mut [u8], cap: usize) -> Self {
+impl<B: Buffer<u8>> Arena<B> {
+    pub(crate) fn new(buf: B) -> Self {
         Arena {
+            cap: buf.len(),
             buf,
-            cap,
             tail: 0,
             live: 0,
         }

@@ -37,14 +37,16 @@ impl From<CodecError> for KvError {
     }
 }
 
-/// The items of a batch put: `(key, value)` pairs, either given by the caller for encoding or
-/// borrowed from decoded command bytes.
+/// The items of a batch command ([`Pairs`] or [`Keys`]), either given by the caller for
+/// encoding or borrowed from decoded command bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pairs<'a>(Items<'a, (&'a [u8], &'a [u8])>);
+pub struct Batch<'a, T>(Items<'a, T>);
 
-/// The keys of a batch remove, either given by the caller or borrowed from decoded bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Keys<'a>(Items<'a, &'a [u8]>);
+/// The `(key, value)` pairs of a batch put.
+pub type Pairs<'a> = Batch<'a, (&'a [u8], &'a [u8])>;
+
+/// The keys of a batch remove.
+pub type Keys<'a> = Batch<'a, &'a [u8]>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Items<'a, T> {
@@ -52,49 +54,27 @@ enum Items<'a, T> {
     Encoded { count: u32, bytes: &'a [u8] },
 }
 
-impl<'a> Pairs<'a> {
-    /// Pairs to encode.
-    pub const fn new(items: &'a [(&'a [u8], &'a [u8])]) -> Self {
-        Pairs(Items::Slice(items))
+impl<'a, T> Batch<'a, T> {
+    /// Items to encode.
+    pub const fn new(items: &'a [T]) -> Self {
+        Batch(Items::Slice(items))
     }
-    /// Number of pairs.
+    /// Number of items.
     pub fn len(&self) -> usize {
         match self.0 {
             Items::Slice(s) => s.len(),
             Items::Encoded { count, .. } => count as usize,
         }
     }
-    /// Whether there are no pairs.
+    /// Whether there are no items.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-    /// The pairs in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        ItemsIter {
-            items: self.0,
-            pos: 0,
-        }
     }
 }
 
-impl<'a> Keys<'a> {
-    /// Keys to encode.
-    pub const fn new(items: &'a [&'a [u8]]) -> Self {
-        Keys(Items::Slice(items))
-    }
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        match self.0 {
-            Items::Slice(s) => s.len(),
-            Items::Encoded { count, .. } => count as usize,
-        }
-    }
-    /// Whether there are no keys.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// The keys in order.
-    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+impl<'a, T: Copy + Deserialize<'a>> Batch<'a, T> {
+    /// The items in order.
+    pub fn iter(&self) -> impl Iterator<Item = T> + 'a {
         ItemsIter {
             items: self.0,
             pos: 0,
@@ -130,30 +110,16 @@ impl<'a, T: Copy + Deserialize<'a>> Iterator for ItemsIter<'a, T> {
     }
 }
 
-fn serialize_count<S: Serializer>(len: usize, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u32(len as u32)
+impl<T> Serialize for Batch<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.len() as u32)
+    }
 }
 
-impl Serialize for Pairs<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_count(self.len(), s)
-    }
-}
-impl Serialize for Keys<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_count(self.len(), s)
-    }
-}
-impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+impl<'de: 'a, 'a, T> Deserialize<'de> for Batch<'a, T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let count = u32::deserialize(d)?;
-        Ok(Pairs(Items::Encoded { count, bytes: &[] }))
-    }
-}
-impl<'de: 'a, 'a> Deserialize<'de> for Keys<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let count = u32::deserialize(d)?;
-        Ok(Keys(Items::Encoded { count, bytes: &[] }))
+        Ok(Batch(Items::Encoded { count, bytes: &[] }))
     }
 }
 
@@ -305,8 +271,8 @@ impl<'a> Command<'a> {
         let (mut cmd, tail) =
             postcard::take_from_bytes::<Command<'a>>(rest).map_err(|_| CodecError::Malformed)?;
         match &mut cmd.op {
-            Op::BatchPut(Pairs(items)) => *items = validate_items::<(&[u8], &[u8])>(items, tail)?,
-            Op::BatchRemove(Keys(items)) => *items = validate_items::<&[u8]>(items, tail)?,
+            Op::BatchPut(Batch(items)) => *items = validate_items(items, tail)?,
+            Op::BatchRemove(Batch(items)) => *items = validate_items(items, tail)?,
             _ if !tail.is_empty() => return Err(CodecError::Malformed),
             _ => {}
         }
@@ -378,7 +344,7 @@ pub type BatchResults = heapless::Vec<Result<(), KvError>, MAX_BATCH_ITEMS>;
 /// The answer to one write command. The dedup table stores it so a retry gets the same answer.
 ///
 /// `repr(u8)` with `Done` first: the all-zero bit pattern is `Done`, which keeps a zeroed
-/// [`crate::SessionSlot`] a valid value (see [`crate::KvMemory`]).
+/// [`crate::SessionSlot`] a valid value (see [`crate::Element`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum WriteResult {

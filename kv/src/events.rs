@@ -4,7 +4,7 @@
 
 use crate::error::WatchError;
 use crate::key::in_subtree;
-use crate::memory::EventSlot;
+use crate::memory::{Buffer, EventSlot};
 
 /// What a change did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,9 +70,11 @@ pub struct Event<'a> {
     pub fence: u64,
 }
 
-pub(crate) struct EventLog<'a> {
-    slots: &'a mut [EventSlot],
-    bytes: &'a mut [u8],
+/// The ring over event slots `E` and data bytes `B` (containers of the store's memory
+/// provider), each used in full.
+pub(crate) struct EventLog<E, B> {
+    slots: E,
+    bytes: B,
     slot_cap: usize,
     byte_cap: u64,
     head: usize,
@@ -83,18 +85,13 @@ pub(crate) struct EventLog<'a> {
     floor: u64,
 }
 
-impl<'a> EventLog<'a> {
-    pub(crate) fn new(
-        slots: &'a mut [EventSlot],
-        bytes: &'a mut [u8],
-        slot_cap: usize,
-        byte_cap: usize,
-    ) -> Self {
+impl<E: Buffer<EventSlot>, B: Buffer<u8>> EventLog<E, B> {
+    pub(crate) fn new(slots: E, bytes: B) -> Self {
         EventLog {
+            slot_cap: slots.len(),
+            byte_cap: bytes.len() as u64,
             slots,
             bytes,
-            slot_cap,
-            byte_cap: byte_cap as u64,
             head: 0,
             len: 0,
             next_pos: 0,

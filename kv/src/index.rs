@@ -1,15 +1,18 @@
 //! Open-addressing hash index (linear probing, backward-shift deletion, no tombstones) over a
 //! power-of-two bucket array. Buckets hold `slot + 1`; 0 is empty. The caller supplies each
-//! slot's hash and key comparison, so one index type serves nodes and sessions.
+//! slot's hash and key comparison, so one index type serves nodes and sessions. `B` is the
+//! container the store's memory provider keeps the buckets in.
 
-pub(crate) struct HashIndex<'a> {
-    buckets: &'a mut [u32],
+use crate::memory::Buffer;
+
+pub(crate) struct HashIndex<B> {
+    buckets: B,
     mask: usize,
 }
 
-impl<'a> HashIndex<'a> {
+impl<B: Buffer<u32>> HashIndex<B> {
     /// `buckets.len()` must be a power of two.
-    pub(crate) fn new(buckets: &'a mut [u32]) -> Self {
+    pub(crate) fn new(buckets: B) -> Self {
         debug_assert!(buckets.len().is_power_of_two());
         let mask = buckets.len() - 1;
         let mut index = HashIndex { buckets, mask };

@@ -9,7 +9,8 @@
 //! method calls.
 //!
 //! This crate owns the store's semantics, its command/response encoding and its snapshot
-//! format. It never allocates (every buffer comes from [`KvMemory`], sized by [`KvLimits`]),
+//! format. It never allocates (every buffer comes from a [`KvMemory`] provider, sized by
+//! [`KvLimits`]: borrowed from a board's statics, or owned where the platform has a heap),
 //! never reads a clock (time comes inside commands, stamped by the leader) and never panics on
 //! input: a command that does not decode still advances the applied index and answers
 //! [`KvError::Malformed`]. User documentation lives in `docs/DTKV.md`.
@@ -24,24 +25,29 @@ mod arena;
 mod command;
 mod error;
 mod events;
+mod expiry;
 mod index;
 mod key;
 mod limits;
+mod locks;
 mod memory;
+mod ops;
 mod sessions;
 mod snapshot;
 mod store;
+mod tree;
 
 pub use command::{
-    Applied, BatchResults, CodecError, Command, Keys, NodeKind, NodeView, Op, Pairs, Response,
-    WriteResult, COMMAND_VERSION,
+    Applied, Batch, BatchResults, CodecError, Command, Keys, NodeKind, NodeView, Op, Pairs,
+    Response, WriteResult, COMMAND_VERSION,
 };
 pub use error::{KvError, WatchError};
 pub use events::{Event, EventKind};
 pub use key::{in_subtree, name_of, parent_of, validate_key, SEPARATOR};
 pub use limits::{KvLimits, LimitsError, MAX_BATCH_ITEMS, MAX_KEY_BYTES_CAP};
 pub use memory::{
-    EmbeddedKvBuffers, EventSlot, KvBuffers, KvMemory, NodeSlot, SessionSlot, WaiterSlot,
+    Element, EmbeddedKvBuffers, EventSlot, KvBuffers, KvMemory, KvSlices, NodeSlot, SessionSlot,
+    WaiterSlot,
 };
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use store::DtKv;

@@ -1,7 +1,7 @@
 //! Every capacity of a DtKV store, with its name, unit and default per platform profile.
 //!
-//! A store never grows: [`KvLimits`] says how much it may hold and [`crate::KvMemory`] is the
-//! memory the platform hands in at start-up, sized from these limits. Reaching a limit while
+//! A store never grows: [`KvLimits`] says how much it may hold and sizes every buffer the store
+//! takes from its [`crate::KvMemory`] provider at start-up. Reaching a limit while
 //! applying a command yields a specific [`crate::KvError`], never a panic or a silent truncation.
 
 use core::mem::size_of;
@@ -72,7 +72,8 @@ pub enum LimitsError {
     MaxBatchItems,
     /// `max_ttl_ms` is 0.
     MaxTtl,
-    /// A buffer in [`crate::KvMemory`] is shorter than the limits need; the field names which.
+    /// The [`crate::KvMemory`] provider could not supply a buffer at the length the limits
+    /// need; the field names which.
     Buffer(&'static str),
 }
 
@@ -82,7 +83,8 @@ impl core::fmt::Display for LimitsError {
             LimitsError::Buffer(name) => {
                 write!(
                     f,
-                    "memory buffer `{}` is too short for the limits (see KvLimits::*_len)",
+                    "the memory handed in has no room for buffer `{}` at these limits \
+                     (see the KvLimits::*_len methods)",
                     name
                 )
             }
@@ -112,7 +114,7 @@ impl KvLimits {
         }
     }
 
-    /// Defaults for a microcontroller: 64 nodes in about 25 KiB of RAM in total
+    /// Defaults for a microcontroller: 64 nodes in about 16 KiB of RAM in total
     /// (see [`KvLimits::memory_bytes`]).
     pub const fn embedded() -> Self {
         KvLimits {
@@ -132,7 +134,7 @@ impl KvLimits {
     }
 
     /// Check every value against its bounds and against the others.
-    pub fn validate(&self) -> Result<(), LimitsError> {
+    pub const fn validate(&self) -> Result<(), LimitsError> {
         if self.max_key_bytes == 0 || self.max_key_bytes > MAX_KEY_BYTES_CAP {
             return Err(LimitsError::MaxKeyBytes);
         }
@@ -166,37 +168,54 @@ impl KvLimits {
         Ok(())
     }
 
-    /// Length of [`crate::KvMemory::nodes`].
+    /// Node slots: one per node, the root included.
     pub const fn nodes_len(&self) -> usize {
         self.max_nodes
     }
-    /// Length of [`crate::KvMemory::node_index`]: a power of two at least twice `max_nodes`.
+    /// Buckets of the node hash index: a power of two at least twice `max_nodes`.
     pub const fn node_index_len(&self) -> usize {
         (2 * self.max_nodes).next_power_of_two()
     }
-    /// Length of [`crate::KvMemory::expiry_heap`].
+    /// Entries of the expiry heap (temporary nodes and locks).
     pub const fn expiry_heap_len(&self) -> usize {
         self.max_nodes
     }
-    /// Length of [`crate::KvMemory::sessions`].
+    /// Session slots of the dedup table.
     pub const fn sessions_len(&self) -> usize {
         self.max_sessions
     }
-    /// Length of [`crate::KvMemory::session_index`]: a power of two at least twice `max_sessions`.
+    /// Buckets of the session hash index: a power of two at least twice `max_sessions`.
     pub const fn session_index_len(&self) -> usize {
         (2 * self.max_sessions).next_power_of_two()
     }
+    /// Lock waiter slots.
+    pub const fn waiters_len(&self) -> usize {
+        self.max_waiters
+    }
+    /// Event slots of the watch history.
+    pub const fn events_len(&self) -> usize {
+        self.event_slots
+    }
+    /// `u32` words in all: the node index, the expiry heap and the session index.
+    pub const fn words_len(&self) -> usize {
+        self.node_index_len() + self.expiry_heap_len() + self.session_index_len()
+    }
+    /// Bytes in all: the arena and the watch history's key and value copies.
+    pub const fn bytes_len(&self) -> usize {
+        self.arena_bytes + self.event_bytes
+    }
 
-    /// Total bytes of [`crate::KvMemory`] these limits need.
+    /// Total bytes of memory a store with these limits takes from its provider.
     pub const fn memory_bytes(&self) -> usize {
         self.nodes_len() * size_of::<NodeSlot>()
-            + self.node_index_len() * 4
-            + self.expiry_heap_len() * 4
-            + self.arena_bytes
+            + self.words_len() * size_of::<u32>()
+            + self.bytes_len()
             + self.sessions_len() * size_of::<SessionSlot>()
-            + self.session_index_len() * 4
-            + self.max_waiters * size_of::<WaiterSlot>()
-            + self.event_slots * size_of::<EventSlot>()
-            + self.event_bytes
+            + self.waiters_len() * size_of::<WaiterSlot>()
+            + self.events_len() * size_of::<EventSlot>()
     }
 }
+
+// Both profiles are valid, checked when the crate compiles.
+const _: () = assert!(KvLimits::server().validate().is_ok());
+const _: () = assert!(KvLimits::embedded().validate().is_ok());

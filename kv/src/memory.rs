@@ -1,21 +1,73 @@
-//! The memory a store lives in. The platform hands it in once, sized from [`KvLimits`]; the
-//! store never allocates. Slots are opaque: create them with their `EMPTY` constants, or as
-//! all-zero bytes, which is a valid value of every slot type here ([`NodeSlot`],
-//! [`SessionSlot`], [`WaiterSlot`], [`EventSlot`]: integers, a `bool` and a `repr(u8)` enum whose
-//! first variant has no fields). Their contents at hand-over do not matter: the store reads a slot
-//! only after writing it.
+//! The memory a store lives in, and who owns it. The store never allocates: [`crate::DtKv::new`]
+//! takes every buffer it needs, at the lengths [`KvLimits`] give, from a [`KvMemory`] provider,
+//! and keeps them in the provider's container type. A board lends its statics
+//! ([`KvSlices`], [`KvBuffers`]): the store borrows them and holds `&mut [T]`. A platform with a
+//! heap implements the provider with owned containers (`Box<[T]>`, `Vec<T>`): the store owns
+//! its memory, is `Send` like any owner, and frees it when dropped. Either way the code inside
+//! indexes plain slices, so where the memory comes from costs nothing at run time.
 //!
 //! The store touches its memory only as far as its contents need: node, session and waiter
 //! slots are taken lowest-first (freed ones are reused before a never-used one), empty hash
 //! buckets are only read when the store is emptied, and the arena compacts long before its end
-//! while most of it is garbage. A platform that hands in zeroed pages it got untouched from the
-//! OS (`calloc`, `alloc_zeroed`) therefore pays in resident memory for the data, not the limits.
+//! while most of it is garbage. Its contents at hand-over do not matter: the store writes a
+//! slot before it reads it, and empties the hash buckets it finds non-empty. A platform that
+//! hands in zeroed pages it got untouched from the OS (`calloc`, `alloc_zeroed`) therefore
+//! pays in resident memory for the data, not the limits: all-zero bytes are a valid value of
+//! every [`Element`].
+
+use core::ops::DerefMut;
 
 use crate::command::WriteResult;
 use crate::limits::KvLimits;
 
+/// A buffer the store keeps `T`s in: any container of a provider (see [`KvMemory::Buf`]).
+pub(crate) trait Buffer<T>: DerefMut<Target = [T]> {}
+
+impl<T, B: DerefMut<Target = [T]>> Buffer<T> for B {}
+
 /// "No slot" in every link field.
 pub(crate) const NIL: u32 = u32::MAX;
+
+/// Hands out slot numbers lowest-first: the last one freed, else the lowest never used since
+/// the last reset, so memory handed in untouched stays untouched until the store grows into
+/// it. Freed slots are chained through a link field of the slot itself.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FreeList {
+    head: u32,
+    fresh: u32,
+}
+
+impl FreeList {
+    /// Every slot from `first` on is free and was never used.
+    pub(crate) const fn starting_at(first: u32) -> Self {
+        FreeList {
+            head: NIL,
+            fresh: first,
+        }
+    }
+
+    /// A free slot; `link_of(s)` reads the link a freed slot `s` holds. The caller has
+    /// checked that a slot is free.
+    pub(crate) fn take(&mut self, link_of: impl FnOnce(u32) -> u32) -> u32 {
+        let s = self.head;
+        if s != NIL {
+            self.head = link_of(s);
+            return s;
+        }
+        self.fresh += 1;
+        self.fresh - 1
+    }
+
+    /// Free slot `s`; returns the link `s` must now hold.
+    pub(crate) fn free(&mut self, s: u32) -> u32 {
+        core::mem::replace(&mut self.head, s)
+    }
+
+    /// Slots from here on were never used.
+    pub(crate) fn fresh(&self) -> u32 {
+        self.fresh
+    }
+}
 
 /// One node of the tree (opaque storage).
 #[derive(Clone, Copy, Debug)]
@@ -45,56 +97,29 @@ pub struct NodeSlot {
 }
 
 impl NodeSlot {
-    /// An unused slot.
-    pub const EMPTY: NodeSlot = NodeSlot {
-        kind: 0,
-        key_len: 0,
-        hash: 0,
-        key_off: 0,
-        val_off: 0,
-        val_len: 0,
+    /// A node just created: linked to nothing, in no heap, with no waiters.
+    pub(crate) const FRESH: NodeSlot = NodeSlot {
         parent: NIL,
         first_child: NIL,
         last_child: NIL,
         prev: NIL,
         next: NIL,
-        children: 0,
         heap_pos: NIL,
         wait_head: NIL,
         wait_tail: NIL,
-        wait_count: 0,
-        create_index: 0,
-        update_index: 0,
-        owner: 0,
-        deadline_ms: 0,
-        due_ms: 0,
-        fence: 0,
+        ..<NodeSlot as Element>::EMPTY
     };
 }
 
 /// One client session of the dedup table (opaque storage).
 #[derive(Clone, Debug)]
 pub struct SessionSlot {
-    pub(crate) used: bool,
     pub(crate) client: u64,
     pub(crate) last_seq: u64,
     pub(crate) last_index: u64,
     pub(crate) prev: u32,
     pub(crate) next: u32,
     pub(crate) result: WriteResult,
-}
-
-impl SessionSlot {
-    /// An unused slot.
-    pub const EMPTY: SessionSlot = SessionSlot {
-        used: false,
-        client: 0,
-        last_seq: 0,
-        last_index: 0,
-        prev: NIL,
-        next: NIL,
-        result: WriteResult::Done,
-    };
 }
 
 /// One queued lock waiter (opaque storage).
@@ -104,16 +129,6 @@ pub struct WaiterSlot {
     pub(crate) lease_ms: u64,
     pub(crate) wait_deadline_ms: u64,
     pub(crate) next: u32,
-}
-
-impl WaiterSlot {
-    /// An unused slot.
-    pub const EMPTY: WaiterSlot = WaiterSlot {
-        client: 0,
-        lease_ms: 0,
-        wait_deadline_ms: 0,
-        next: NIL,
-    };
 }
 
 /// One watch event of the history ring (opaque storage).
@@ -128,9 +143,237 @@ pub struct EventSlot {
     pub(crate) kind: u8,
 }
 
-impl EventSlot {
-    /// An unused slot.
-    pub const EMPTY: EventSlot = EventSlot {
+/// The element types of a store's buffers: [`NodeSlot`], [`SessionSlot`], [`WaiterSlot`],
+/// [`EventSlot`], `u32` (hash buckets and the expiry heap) and `u8` (the arena and the watch
+/// history's bytes). Sealed: no other type is one.
+///
+/// All-zero bytes are a valid value of every `Element` (its fields are integers and the
+/// `repr(u8)` [`WriteResult`] whose variant 0, `Done`, has no fields), and `shoal-kv` keeps
+/// it so: a platform may hand in memory it got zeroed from the OS without writing it.
+pub trait Element: Clone + Send + Sync + 'static + sealed::Pooled {
+    /// The all-zero value: what a never-used element holds. A `static` filled with it lands
+    /// in zero-initialised RAM and adds nothing to a board's flash image.
+    const EMPTY: Self;
+}
+
+/// Where a store's memory comes from, and the container the store keeps each buffer in.
+///
+/// [`crate::DtKv::new`] asks for each buffer once, in a fixed order (see [`KvSlices`]), with
+/// the length [`KvLimits`] gives it. Borrowed memory ([`KvSlices`]) holds `&'a mut [T]`;
+/// owned memory holds `Box<[T]>` or `Vec<T>` (shoald's `KvHeap`), so a store that owns its
+/// memory is one value, movable and `Send`, and its owner needs no `unsafe` to hold it.
+pub trait KvMemory {
+    /// The container of one buffer of `T`s.
+    type Buf<T: Element>: DerefMut<Target = [T]>;
+
+    /// A buffer of exactly `len` elements, or `None` if this provider cannot supply it (the
+    /// store then refuses to build with [`crate::LimitsError::Buffer`]).
+    fn take<T: Element>(&mut self, len: usize) -> Option<Self::Buf<T>>;
+}
+
+/// Borrowed memory: one pool per element type, from which the store carves its buffers, in
+/// this order: `nodes` ([`KvLimits::nodes_len`]); from `words`, the node hash index
+/// ([`KvLimits::node_index_len`]), the expiry heap ([`KvLimits::expiry_heap_len`]) and the
+/// session hash index ([`KvLimits::session_index_len`]); from `bytes`, the arena
+/// (`arena_bytes`) and then the watch history's bytes (`event_bytes`); `sessions`,
+/// `waiters` and `events`. Each pool must hold at least the `KvLimits::*_len` its name says;
+/// what is left over is not used.
+pub struct KvSlices<'a> {
+    /// [`KvLimits::nodes_len`] node slots.
+    pub nodes: &'a mut [NodeSlot],
+    /// [`KvLimits::words_len`] words.
+    pub words: &'a mut [u32],
+    /// [`KvLimits::bytes_len`] bytes.
+    pub bytes: &'a mut [u8],
+    /// [`KvLimits::sessions_len`] session slots.
+    pub sessions: &'a mut [SessionSlot],
+    /// [`KvLimits::waiters_len`] waiter slots.
+    pub waiters: &'a mut [WaiterSlot],
+    /// [`KvLimits::events_len`] event slots.
+    pub events: &'a mut [EventSlot],
+}
+
+impl<'a> KvMemory for KvSlices<'a> {
+    type Buf<T: Element> = &'a mut [T];
+
+    fn take<T: Element>(&mut self, len: usize) -> Option<&'a mut [T]> {
+        let pool = T::pool(self);
+        if pool.len() < len {
+            return None;
+        }
+        let (buf, rest) = core::mem::take(pool).split_at_mut(len);
+        *pool = rest;
+        Some(buf)
+    }
+}
+
+/// Statically sized memory for a store, for platforms without a heap: one array per element
+/// type, all zero (a `static` of it costs no flash). The const parameters are the pool lengths
+/// of [`KvSlices`]; [`kv_buffers!`](crate::kv_buffers) derives them from a `const`
+/// [`KvLimits`]. Put it in a `static` cell or a `Box`, then build the store on
+/// [`KvBuffers::slices`].
+pub struct KvBuffers<
+    const NODES: usize,
+    const WORDS: usize,
+    const BYTES: usize,
+    const SESSIONS: usize,
+    const WAITERS: usize,
+    const EVENTS: usize,
+> {
+    nodes: [NodeSlot; NODES],
+    words: [u32; WORDS],
+    bytes: [u8; BYTES],
+    sessions: [SessionSlot; SESSIONS],
+    waiters: [WaiterSlot; WAITERS],
+    events: [EventSlot; EVENTS],
+}
+
+/// The [`KvBuffers`] type sized exactly for a `const` [`KvLimits`] expression, e.g.
+/// `kv_buffers!(KvLimits::embedded())` (which is [`EmbeddedKvBuffers`]).
+#[macro_export]
+macro_rules! kv_buffers {
+    ($limits:expr) => {
+        $crate::KvBuffers<
+            { $limits.nodes_len() },
+            { $limits.words_len() },
+            { $limits.bytes_len() },
+            { $limits.sessions_len() },
+            { $limits.waiters_len() },
+            { $limits.events_len() },
+        >
+    };
+}
+
+/// [`KvBuffers`] sized exactly for [`KvLimits::embedded`].
+pub type EmbeddedKvBuffers = kv_buffers!(KvLimits::embedded());
+
+impl<
+        const NODES: usize,
+        const WORDS: usize,
+        const BYTES: usize,
+        const SESSIONS: usize,
+        const WAITERS: usize,
+        const EVENTS: usize,
+    > KvBuffers<NODES, WORDS, BYTES, SESSIONS, WAITERS, EVENTS>
+{
+    /// All-zero buffers (usable in a `static`).
+    pub const fn new() -> Self {
+        KvBuffers {
+            nodes: [<NodeSlot as Element>::EMPTY; NODES],
+            words: [0; WORDS],
+            bytes: [0; BYTES],
+            sessions: [<SessionSlot as Element>::EMPTY; SESSIONS],
+            waiters: [<WaiterSlot as Element>::EMPTY; WAITERS],
+            events: [<EventSlot as Element>::EMPTY; EVENTS],
+        }
+    }
+
+    /// Lend the buffers to a store.
+    pub fn slices(&mut self) -> KvSlices<'_> {
+        KvSlices {
+            nodes: &mut self.nodes,
+            words: &mut self.words,
+            bytes: &mut self.bytes,
+            sessions: &mut self.sessions,
+            waiters: &mut self.waiters,
+            events: &mut self.events,
+        }
+    }
+}
+
+impl<
+        const NODES: usize,
+        const WORDS: usize,
+        const BYTES: usize,
+        const SESSIONS: usize,
+        const WAITERS: usize,
+        const EVENTS: usize,
+    > Default for KvBuffers<NODES, WORDS, BYTES, SESSIONS, WAITERS, EVENTS>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+mod sealed {
+    use super::KvSlices;
+
+    /// Which pool of [`KvSlices`] holds an element type.
+    pub trait Pooled: Sized {
+        fn pool<'p, 'a>(slices: &'p mut KvSlices<'a>) -> &'p mut &'a mut [Self];
+    }
+}
+
+/// Make `$t` an [`Element`] kept in pool `$pool` of [`KvSlices`], with `$empty` all zero.
+macro_rules! element {
+    ($t:ty, $pool:ident, $empty:expr) => {
+        impl Element for $t {
+            const EMPTY: Self = $empty;
+        }
+        impl sealed::Pooled for $t {
+            fn pool<'p, 'a>(slices: &'p mut KvSlices<'a>) -> &'p mut &'a mut [Self] {
+                &mut slices.$pool
+            }
+        }
+    };
+}
+
+element!(u32, words, 0);
+element!(u8, bytes, 0);
+element!(
+    NodeSlot,
+    nodes,
+    NodeSlot {
+        kind: 0,
+        key_len: 0,
+        hash: 0,
+        key_off: 0,
+        val_off: 0,
+        val_len: 0,
+        parent: 0,
+        first_child: 0,
+        last_child: 0,
+        prev: 0,
+        next: 0,
+        children: 0,
+        heap_pos: 0,
+        wait_head: 0,
+        wait_tail: 0,
+        wait_count: 0,
+        create_index: 0,
+        update_index: 0,
+        owner: 0,
+        deadline_ms: 0,
+        due_ms: 0,
+        fence: 0,
+    }
+);
+element!(
+    SessionSlot,
+    sessions,
+    SessionSlot {
+        client: 0,
+        last_seq: 0,
+        last_index: 0,
+        prev: 0,
+        next: 0,
+        result: WriteResult::Done,
+    }
+);
+element!(
+    WaiterSlot,
+    waiters,
+    WaiterSlot {
+        client: 0,
+        lease_ms: 0,
+        wait_deadline_ms: 0,
+        next: 0,
+    }
+);
+element!(
+    EventSlot,
+    events,
+    EventSlot {
         index: 0,
         data_pos: 0,
         owner: 0,
@@ -138,129 +381,5 @@ impl EventSlot {
         val_len: 0,
         key_len: 0,
         kind: 0,
-    };
-}
-
-/// Every buffer a store needs. Lengths come from [`KvLimits`]' `*_len` methods; longer buffers
-/// are fine (the limits still apply), shorter ones are refused by [`crate::DtKv::new`].
-pub struct KvMemory<'a> {
-    /// `limits.nodes_len()` node slots.
-    pub nodes: &'a mut [NodeSlot],
-    /// `limits.node_index_len()` hash buckets (a power of two).
-    pub node_index: &'a mut [u32],
-    /// `limits.expiry_heap_len()` heap entries.
-    pub expiry_heap: &'a mut [u32],
-    /// `limits.arena_bytes` bytes of key and value storage.
-    pub arena: &'a mut [u8],
-    /// `limits.sessions_len()` session slots.
-    pub sessions: &'a mut [SessionSlot],
-    /// `limits.session_index_len()` hash buckets (a power of two).
-    pub session_index: &'a mut [u32],
-    /// `limits.max_waiters` waiter slots.
-    pub waiters: &'a mut [WaiterSlot],
-    /// `limits.event_slots` event slots.
-    pub events: &'a mut [EventSlot],
-    /// `limits.event_bytes` bytes of event key and value copies.
-    pub event_bytes: &'a mut [u8],
-}
-
-/// Statically sized memory for a store, for platforms without a heap. The const parameters are
-/// the buffer lengths: nodes `N`, node index `NI` (power of two, ≥ 2·N), arena bytes `A`,
-/// sessions `S`, session index `SI` (power of two, ≥ 2·S), waiters `W`, events `E`, event
-/// bytes `EB`. Put it in a `static` cell or on the stack of `main`, then call
-/// [`KvBuffers::memory`].
-pub struct KvBuffers<
-    const N: usize,
-    const NI: usize,
-    const A: usize,
-    const S: usize,
-    const SI: usize,
-    const W: usize,
-    const E: usize,
-    const EB: usize,
-> {
-    nodes: [NodeSlot; N],
-    node_index: [u32; NI],
-    expiry_heap: [u32; N],
-    arena: [u8; A],
-    sessions: [SessionSlot; S],
-    session_index: [u32; SI],
-    waiters: [WaiterSlot; W],
-    events: [EventSlot; E],
-    event_bytes: [u8; EB],
-}
-
-/// [`KvBuffers`] sized exactly for [`KvLimits::embedded`].
-pub type EmbeddedKvBuffers = KvBuffers<64, 128, 4096, 16, 32, 16, 32, 1024>;
-
-impl<
-        const N: usize,
-        const NI: usize,
-        const A: usize,
-        const S: usize,
-        const SI: usize,
-        const W: usize,
-        const E: usize,
-        const EB: usize,
-    > KvBuffers<N, NI, A, S, SI, W, E, EB>
-{
-    /// Zeroed buffers (usable in a `static`).
-    pub const fn new() -> Self {
-        KvBuffers {
-            nodes: [NodeSlot::EMPTY; N],
-            node_index: [0; NI],
-            expiry_heap: [0; N],
-            arena: [0; A],
-            sessions: [SessionSlot::EMPTY; S],
-            session_index: [0; SI],
-            waiters: [WaiterSlot::EMPTY; W],
-            events: [EventSlot::EMPTY; E],
-            event_bytes: [0; EB],
-        }
     }
-
-    /// Limits that use exactly these buffers, starting from `base` for the limits that size no
-    /// buffer (key, value, depth, batch, TTL, per-lock waiters).
-    pub const fn limits(base: KvLimits) -> KvLimits {
-        KvLimits {
-            max_nodes: N,
-            arena_bytes: A,
-            max_sessions: S,
-            max_waiters: W,
-            event_slots: E,
-            event_bytes: EB,
-            ..base
-        }
-    }
-
-    /// Borrow the buffers as [`KvMemory`].
-    pub fn memory(&mut self) -> KvMemory<'_> {
-        KvMemory {
-            nodes: &mut self.nodes,
-            node_index: &mut self.node_index,
-            expiry_heap: &mut self.expiry_heap,
-            arena: &mut self.arena,
-            sessions: &mut self.sessions,
-            session_index: &mut self.session_index,
-            waiters: &mut self.waiters,
-            events: &mut self.events,
-            event_bytes: &mut self.event_bytes,
-        }
-    }
-}
-
-impl<
-        const N: usize,
-        const NI: usize,
-        const A: usize,
-        const S: usize,
-        const SI: usize,
-        const W: usize,
-        const E: usize,
-        const EB: usize,
-    > Default for KvBuffers<N, NI, A, S, SI, W, E, EB>
-{
-    fn default() -> Self {
-        Self::new()
-    }
-}
+);

@@ -6,30 +6,29 @@
 use crate::command::WriteResult;
 use crate::index::HashIndex;
 use crate::key::hash_u64;
-use crate::memory::{SessionSlot, NIL};
+use crate::memory::{Buffer, SessionSlot, NIL};
 
-pub(crate) struct Sessions<'a> {
-    pub(crate) slots: &'a mut [SessionSlot],
-    index: HashIndex<'a>,
+/// The table over session slots `S` and index buckets `I` (containers of the store's memory
+/// provider); it holds as many sessions as there are slots.
+pub(crate) struct Sessions<S, I> {
+    pub(crate) slots: S,
+    index: HashIndex<I>,
     cap: usize,
+    /// Sessions remembered; they fill slots `0..count` (a session is forgotten only to make
+    /// room for a new one, which takes its slot).
     pub(crate) count: usize,
-    free: u32,
-    /// Slots from here on were never used since the last clear (and are never read).
-    fresh: u32,
     /// Least recently used (oldest last write) end of the list.
     pub(crate) oldest: u32,
     newest: u32,
 }
 
-impl<'a> Sessions<'a> {
-    pub(crate) fn new(slots: &'a mut [SessionSlot], index: &'a mut [u32], cap: usize) -> Self {
+impl<S: Buffer<SessionSlot>, I: Buffer<u32>> Sessions<S, I> {
+    pub(crate) fn new(slots: S, index: I) -> Self {
         let mut s = Sessions {
+            cap: slots.len(),
             slots,
             index: HashIndex::new(index),
-            cap,
             count: 0,
-            free: NIL,
-            fresh: 0,
             oldest: NIL,
             newest: NIL,
         };
@@ -42,8 +41,6 @@ impl<'a> Sessions<'a> {
         self.count = 0;
         self.oldest = NIL;
         self.newest = NIL;
-        self.free = NIL;
-        self.fresh = 0;
     }
 
     pub(crate) fn find(&self, client: u64) -> Option<&SessionSlot> {
@@ -78,6 +75,16 @@ impl<'a> Sessions<'a> {
         self.newest = s;
     }
 
+    /// Forget the session whose last write is oldest; returns its slot.
+    fn forget_oldest(&mut self) -> u32 {
+        let victim = self.oldest;
+        self.unlink(victim);
+        let slots = &self.slots;
+        let hash_of = |s: u32| hash_u64(slots[s as usize].client);
+        self.index.remove(hash_of(victim), victim, hash_of);
+        victim
+    }
+
     /// Remember that `client` wrote `seq` at `index` and got `result`. Calls must come in
     /// increasing `index` order (log order), which keeps the list sorted by last write.
     pub(crate) fn record(&mut self, client: u64, seq: u64, index: u64, result: WriteResult) {
@@ -91,34 +98,17 @@ impl<'a> Sessions<'a> {
                 s
             }
             None => {
-                if self.count == self.cap {
-                    let victim = self.oldest;
-                    self.unlink(victim);
-                    let victim_client = self.slots[victim as usize].client;
-                    let slots = &*self.slots;
-                    self.index.remove(hash_u64(victim_client), victim, |s| {
-                        hash_u64(slots[s as usize].client)
-                    });
-                    self.slots[victim as usize].next = self.free;
-                    self.free = victim;
-                    self.count -= 1;
-                }
-                let s = if self.free != NIL {
-                    let s = self.free;
-                    self.free = self.slots[s as usize].next;
-                    s
+                let s = if self.count == self.cap {
+                    self.forget_oldest()
                 } else {
-                    debug_assert!((self.fresh as usize) < self.cap);
-                    self.fresh += 1;
-                    self.fresh - 1
+                    self.count += 1;
+                    self.count as u32 - 1
                 };
-                self.count += 1;
                 self.index.insert(hash_u64(client), s);
                 s
             }
         };
         let slot = &mut self.slots[s as usize];
-        slot.used = true;
         slot.client = client;
         slot.last_seq = seq;
         slot.last_index = index;

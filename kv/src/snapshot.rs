@@ -20,7 +20,7 @@ use crate::arena::{cost, owner_tag};
 use crate::command::{NodeKind, WriteResult};
 use crate::error::KvError;
 use crate::key::{hash_bytes, parent_of, validate_key};
-use crate::memory::{NodeSlot, WaiterSlot, NIL};
+use crate::memory::{KvMemory, WaiterSlot, NIL};
 use crate::store::{DtKv, ROOT};
 
 /// Snapshot format magic.
@@ -116,7 +116,7 @@ fn require(ok: bool, e: SnapshotError) -> Result<(), SnapshotError> {
     }
 }
 
-impl DtKv<'_> {
+impl<M: KvMemory> DtKv<M> {
     /// The next node after `s` in pre-order (children in creation order), or `NIL`.
     fn preorder_next(&self, s: u32) -> u32 {
         let n = &self.nodes[s as usize];
@@ -260,20 +260,48 @@ impl DtKv<'_> {
     fn read_node(&mut self, r: &mut In<'_>) -> Result<(), SnapshotError> {
         use SnapshotError::{Capacity, Malformed};
         let kind = NodeKind::from_code(r.u8()?).ok_or(Malformed)?;
+        let s = self.read_node_key(r, kind)?;
+        let val_len = r.u32()? as usize;
+        require(val_len <= self.limits.max_value_bytes, Capacity)?;
+        require(
+            kind == NodeKind::Value || kind == NodeKind::TempValue || val_len == 0,
+            Malformed,
+        )?;
+        require(self.arena.fits(cost(val_len), 0).is_ok(), Capacity)?;
+        let val_off = self
+            .arena
+            .alloc(val_len, None, owner_tag(s, true), &mut self.nodes)
+            .map_err(|_| Capacity)?;
+        r.read(self.arena.get_mut(val_off, val_len))?;
+        let n = &mut self.nodes[s as usize];
+        n.val_off = val_off;
+        n.val_len = val_len as u32;
+        n.create_index = r.u64()?;
+        n.update_index = r.u64()?;
+        n.owner = r.u64()?;
+        n.deadline_ms = r.u64()?;
+        n.fence = r.u64()?;
+        n.due_ms = n.deadline_ms;
+        self.read_waiters(r, s, kind)?;
+        if kind.is_temp() || kind == NodeKind::Lock {
+            require(self.nodes[s as usize].owner != 0, Malformed)?;
+            self.heap_push(s);
+        }
+        Ok(())
+    }
+
+    /// Read a node's key into a new node of `kind` and link it under its parent, which the
+    /// snapshot's pre-order has restored already.
+    fn read_node_key(&mut self, r: &mut In<'_>, kind: NodeKind) -> Result<u32, SnapshotError> {
+        use SnapshotError::{Capacity, Malformed};
         let key_len = r.u16()? as usize;
         require(key_len > 0, Malformed)?;
         require(key_len <= self.limits.max_key_bytes, Capacity)?;
         require(self.arena.fits(cost(key_len), 0).is_ok(), Capacity)?;
-        let s = self.take_node_slot();
-        self.node_count += 1;
-        self.nodes[s as usize] = NodeSlot {
-            kind: kind as u8,
-            key_len: key_len as u16,
-            ..NodeSlot::EMPTY
-        };
+        let s = self.take_node_slot(kind, key_len);
         let key_off = self
             .arena
-            .alloc(key_len, None, owner_tag(s, false), self.nodes)
+            .alloc(key_len, None, owner_tag(s, false), &mut self.nodes)
             .map_err(|_| Capacity)?;
         self.nodes[s as usize].key_off = key_off;
         r.read(self.arena.get_mut(key_off, key_len))?;
@@ -286,40 +314,18 @@ impl DtKv<'_> {
         require(self.lookup(key).is_none(), Malformed)?;
         let parent = self.lookup(parent_of(key)).ok_or(Malformed)?;
         require(self.kind(parent).is_dir(), Malformed)?;
-        let hash = hash_bytes(key);
-        let val_len = r.u32()? as usize;
-        require(val_len <= self.limits.max_value_bytes, Capacity)?;
-        require(
-            kind == NodeKind::Value || kind == NodeKind::TempValue || val_len == 0,
-            Malformed,
-        )?;
-        require(self.arena.fits(cost(val_len), 0).is_ok(), Capacity)?;
-        let val_off = self
-            .arena
-            .alloc(val_len, None, owner_tag(s, true), self.nodes)
-            .map_err(|_| Capacity)?;
-        r.read(self.arena.get_mut(val_off, val_len))?;
-        let n = &mut self.nodes[s as usize];
-        n.val_off = val_off;
-        n.val_len = val_len as u32;
-        n.hash = hash;
-        n.parent = parent;
-        n.create_index = r.u64()?;
-        n.update_index = r.u64()?;
-        n.owner = r.u64()?;
-        n.deadline_ms = r.u64()?;
-        n.fence = r.u64()?;
-        n.due_ms = n.deadline_ms;
-        self.index.insert(hash, s);
-        let last = self.nodes[parent as usize].last_child;
-        self.nodes[s as usize].prev = last;
-        if last == NIL {
-            self.nodes[parent as usize].first_child = s;
-        } else {
-            self.nodes[last as usize].next = s;
-        }
-        self.nodes[parent as usize].last_child = s;
-        self.nodes[parent as usize].children += 1;
+        self.link_node(s, hash_bytes(key), parent);
+        Ok(s)
+    }
+
+    /// Read lock `s`'s wait queue (FIFO order).
+    fn read_waiters(
+        &mut self,
+        r: &mut In<'_>,
+        s: u32,
+        kind: NodeKind,
+    ) -> Result<(), SnapshotError> {
+        use SnapshotError::{Capacity, Malformed};
         let waiters = r.u32()? as usize;
         require(kind == NodeKind::Lock || waiters == 0, Malformed)?;
         require(waiters <= self.limits.max_waiters_per_lock, Capacity)?;
@@ -328,24 +334,15 @@ impl DtKv<'_> {
             Capacity,
         )?;
         for _ in 0..waiters {
-            let client = r.u64()?;
-            let lease_ms = r.u64()?;
-            let wait_deadline_ms = r.u64()?;
-            let w = self.take_waiter_slot();
-            self.waiters_used += 1;
-            self.waiters[w as usize] = WaiterSlot {
-                client,
-                lease_ms,
-                wait_deadline_ms,
+            let waiter = WaiterSlot {
+                client: r.u64()?,
+                lease_ms: r.u64()?,
+                wait_deadline_ms: r.u64()?,
                 next: NIL,
             };
-            self.push_waiter(s, w);
+            self.enqueue_waiter(s, waiter);
             let n = &mut self.nodes[s as usize];
-            n.due_ms = n.due_ms.min(wait_deadline_ms);
-        }
-        if kind.is_temp() || kind == NodeKind::Lock {
-            require(self.nodes[s as usize].owner != 0, Malformed)?;
-            self.heap_push(s);
+            n.due_ms = n.due_ms.min(waiter.wait_deadline_ms);
         }
         Ok(())
     }

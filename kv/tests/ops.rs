@@ -90,22 +90,8 @@ fn list_children_in_creation_order() {
     d.ok(C1, mkdir("d"));
     d.ok(C1, put("d.b", "1"));
     d.ok(C1, mkdir("d.a"));
-    d.ok(
-        C1,
-        Op::PutTemp {
-            key: b"d.t",
-            value: b"t",
-            ttl_ms: 100,
-        },
-    );
-    d.ok(
-        C1,
-        Op::TryLock {
-            key: b"d.l",
-            lease_ms: 100,
-            wait_ms: 0,
-        },
-    );
+    d.ok(C1, put_temp("d.t", "t", 100));
+    d.ok(C1, try_lock("d.l", 100, 0));
     let mut seen = Vec::new();
     let n =
         d.kv.list(b"d", |v| seen.push((v.key.to_vec(), v.kind)))
@@ -199,14 +185,7 @@ fn compare_and_set() {
 fn temp_values_expire_through_the_log() {
     let mut d = Driver::new(small());
     d.time_ms = 1000;
-    d.ok(
-        C1,
-        Op::PutTemp {
-            key: b"t",
-            value: b"v",
-            ttl_ms: 500,
-        },
-    );
+    d.ok(C1, put_temp("t", "v", 500));
     let v = d.kv.get(b"t").unwrap();
     assert_eq!(
         (v.kind, v.owner, v.deadline_ms),
@@ -217,106 +196,26 @@ fn temp_values_expire_through_the_log() {
     assert!(d.kv.expired_at(1500));
     assert_eq!(d.err(C2, put("t", "x")), KvError::NotOwner);
     assert_eq!(d.err(C2, remove("t")), KvError::NotOwner);
+    assert_eq!(d.err(C2, update_ttl("t", 10)), KvError::NotOwner);
+    assert_eq!(d.err(0, put_temp("u", "v", 5)), KvError::SessionRequired);
+    assert_eq!(d.err(C1, put_temp("u", "v", 0)), KvError::InvalidTtl);
     assert_eq!(
-        d.err(
-            C2,
-            Op::UpdateTtl {
-                key: b"t",
-                ttl_ms: 10
-            }
-        ),
-        KvError::NotOwner
-    );
-    assert_eq!(
-        d.err(
-            0,
-            Op::PutTemp {
-                key: b"u",
-                value: b"v",
-                ttl_ms: 5
-            }
-        ),
-        KvError::SessionRequired
-    );
-    assert_eq!(
-        d.err(
-            C1,
-            Op::PutTemp {
-                key: b"u",
-                value: b"v",
-                ttl_ms: 0
-            }
-        ),
-        KvError::InvalidTtl
-    );
-    assert_eq!(
-        d.err(
-            C1,
-            Op::PutTemp {
-                key: b"u",
-                value: b"v",
-                ttl_ms: 2_000_000
-            }
-        ),
+        d.err(C1, put_temp("u", "v", 2_000_000)),
         KvError::InvalidTtl
     );
     d.ok(C1, put("plain", "p"));
-    assert_eq!(
-        d.err(
-            C1,
-            Op::PutTemp {
-                key: b"plain",
-                value: b"v",
-                ttl_ms: 5
-            }
-        ),
-        KvError::NotTemp
-    );
-    assert_eq!(
-        d.err(
-            C1,
-            Op::UpdateTtl {
-                key: b"plain",
-                ttl_ms: 5
-            }
-        ),
-        KvError::NotTemp
-    );
+    assert_eq!(d.err(C1, put_temp("plain", "v", 5)), KvError::NotTemp);
+    assert_eq!(d.err(C1, update_ttl("plain", 5)), KvError::NotTemp);
     // The owner extends the TTL; an early expiry removes nothing.
-    d.ok(
-        C1,
-        Op::UpdateTtl {
-            key: b"t",
-            ttl_ms: 1000,
-        },
-    );
+    d.ok(C1, update_ttl("t", 1000));
     assert_eq!(d.kv.next_expiry_ms(), Some(2000));
-    assert_eq!(
-        d.expire(1600),
-        WriteResult::Expired {
-            removed: 0,
-            granted: 0
-        }
-    );
+    assert_eq!(d.expire(1600), expired(0, 0));
     assert!(d.kv.get(b"t").is_ok());
-    assert_eq!(
-        d.expire(2000),
-        WriteResult::Expired {
-            removed: 1,
-            granted: 0
-        }
-    );
+    assert_eq!(d.expire(2000), expired(1, 0));
     assert_eq!(d.kv.get(b"t").unwrap_err(), KvError::NotFound);
     assert_eq!(d.kv.next_expiry_ms(), None);
     // The owner may overwrite and remove its own temp value.
-    d.ok(
-        C1,
-        Op::PutTemp {
-            key: b"t",
-            value: b"v",
-            ttl_ms: 500,
-        },
-    );
+    d.ok(C1, put_temp("t", "v", 500));
     d.ok(C1, put("t", "w"));
     assert_eq!(d.kv.get(b"t").unwrap().kind, NodeKind::TempValue);
     d.ok(C1, remove("t"));
@@ -327,58 +226,16 @@ fn temp_values_expire_through_the_log() {
 fn temp_dir_expires_with_its_subtree() {
     let mut d = Driver::new(small());
     d.time_ms = 0;
-    d.ok(
-        C1,
-        Op::MakeTempDir {
-            key: b"s",
-            ttl_ms: 100,
-        },
-    );
+    d.ok(C1, temp_dir("s", 100));
     d.ok(C2, mkdir("s.a"));
     d.ok(C2, put("s.a.x", "1"));
-    d.ok(
-        C2,
-        Op::PutTemp {
-            key: b"s.t",
-            value: b"v",
-            ttl_ms: 1000,
-        },
-    );
-    d.ok(
-        C3,
-        Op::TryLock {
-            key: b"s.l",
-            lease_ms: 1000,
-            wait_ms: 0,
-        },
-    );
-    d.ok(
-        C1,
-        Op::TryLock {
-            key: b"s.l",
-            lease_ms: 1000,
-            wait_ms: 1000,
-        },
-    );
+    d.ok(C2, put_temp("s.t", "v", 1000));
+    d.ok(C3, try_lock("s.l", 1000, 0));
+    d.ok(C1, try_lock("s.l", 1000, 1000));
     d.ok(C1, put("keep", "1"));
-    assert_eq!(
-        d.err(
-            C1,
-            Op::MakeTempDir {
-                key: b"s",
-                ttl_ms: 100
-            }
-        ),
-        KvError::AlreadyExists
-    );
+    assert_eq!(d.err(C1, temp_dir("s", 100)), KvError::AlreadyExists);
     let before = d.index;
-    assert_eq!(
-        d.expire(100),
-        WriteResult::Expired {
-            removed: 5,
-            granted: 0
-        }
-    );
+    assert_eq!(d.expire(100), expired(5, 0));
     assert_eq!(d.kv.node_count(), 2);
     assert_eq!(d.kv.get(b"keep").unwrap().value, b"1");
     assert_eq!(d.kv.next_expiry_ms(), None);
@@ -398,11 +255,7 @@ fn temp_dir_expires_with_its_subtree() {
 fn locks_hand_over_in_fifo_order_with_increasing_fences() {
     let mut d = Driver::new(small());
     d.time_ms = 0;
-    let lock = |lease, wait| Op::TryLock {
-        key: b"l",
-        lease_ms: lease,
-        wait_ms: wait,
-    };
+    let lock = |lease, wait| try_lock("l", lease, wait);
     let r = d.ok(C1, lock(100, 0));
     let WriteResult::Locked {
         fence: f1,
@@ -430,21 +283,12 @@ fn locks_hand_over_in_fifo_order_with_increasing_fences() {
         (v.kind, v.owner, v.fence, v.count),
         (NodeKind::Lock, C1, 1, 2)
     );
-    assert_eq!(
-        d.err(
-            C2,
-            Op::UpdateLockLease {
-                key: b"l",
-                lease_ms: 10
-            }
-        ),
-        KvError::NotLockOwner
-    );
+    assert_eq!(d.err(C2, renew_lease("l", 10)), KvError::NotLockOwner);
     assert_eq!(d.err(C2, put("l", "x")), KvError::IsLock);
     assert_eq!(d.err(C1, remove("l")), KvError::IsLock);
-    assert_eq!(d.err(99, Op::Unlock { key: b"l" }), KvError::NotLockOwner);
+    assert_eq!(d.err(99, unlock("l")), KvError::NotLockOwner);
     // C1 unlocks: C2 takes over with a larger fence.
-    let r = d.ok(C1, Op::Unlock { key: b"l" });
+    let r = d.ok(C1, unlock("l"));
     let WriteResult::Unlocked {
         next_owner,
         next_fence: f2,
@@ -459,13 +303,7 @@ fn locks_hand_over_in_fifo_order_with_increasing_fences() {
     // C2's lease runs out: C3 takes over through the Expire command.
     let before = d.index;
     assert_eq!(d.kv.next_expiry_ms(), Some(50));
-    assert_eq!(
-        d.expire(50),
-        WriteResult::Expired {
-            removed: 0,
-            granted: 1
-        }
-    );
+    assert_eq!(d.expire(50), expired(0, 1));
     let v = d.kv.get(b"l").unwrap();
     let f3 = v.fence;
     assert_eq!((v.owner, v.deadline_ms), (C3, 120));
@@ -477,13 +315,7 @@ fn locks_hand_over_in_fifo_order_with_increasing_fences() {
         (EventKind::LockAcquired, C3, f3)
     );
     // C3 renews, then releases; nobody waits, so the lock disappears.
-    let r = d.ok(
-        C3,
-        Op::UpdateLockLease {
-            key: b"l",
-            lease_ms: 500,
-        },
-    );
+    let r = d.ok(C3, renew_lease("l", 500));
     assert_eq!(
         r,
         WriteResult::Locked {
@@ -492,14 +324,14 @@ fn locks_hand_over_in_fifo_order_with_increasing_fences() {
         }
     );
     assert_eq!(
-        d.ok(C3, Op::Unlock { key: b"l" }),
+        d.ok(C3, unlock("l")),
         WriteResult::Unlocked {
             next_owner: 0,
             next_fence: 0
         }
     );
     assert_eq!(d.kv.get(b"l").unwrap_err(), KvError::NotFound);
-    assert_eq!(d.err(C3, Op::Unlock { key: b"l" }), KvError::NotFound);
+    assert_eq!(d.err(C3, unlock("l")), KvError::NotFound);
     d.ok(C1, put("v", "1"));
     assert_eq!(
         d.err(C1, lock(10, 0).clone_with_key(b"v")),
@@ -529,36 +361,20 @@ impl<'a> WithKey<'a> for Op<'a> {
 fn lock_waiters_time_out_and_limits_hold() {
     let mut d = Driver::new(small());
     d.time_ms = 0;
-    let lock = |lease, wait| Op::TryLock {
-        key: b"l",
-        lease_ms: lease,
-        wait_ms: wait,
-    };
+    let lock = |lease, wait| try_lock("l", lease, wait);
     d.ok(C1, lock(1000, 0));
     d.ok(C2, lock(10, 100));
     d.ok(C3, lock(10, 500));
     d.ok(44, lock(10, 500));
     assert_eq!(d.err(55, lock(10, 500)), KvError::TooManyWaiters);
     assert_eq!(d.kv.next_expiry_ms(), Some(100));
-    assert_eq!(
-        d.expire(100),
-        WriteResult::Expired {
-            removed: 0,
-            granted: 0
-        }
-    );
+    assert_eq!(d.expire(100), expired(0, 0));
     assert_eq!(d.kv.get(b"l").unwrap().count, 2);
     // A waiter may give up.
-    assert_eq!(d.ok(44, Op::Unlock { key: b"l" }), WriteResult::Done);
+    assert_eq!(d.ok(44, unlock("l")), WriteResult::Done);
     assert_eq!(d.kv.get(b"l").unwrap().count, 1);
     // At 600 C3's wait ran out too; at 1000 the lease ends and nobody waits: the lock goes.
-    assert_eq!(
-        d.expire(1000),
-        WriteResult::Expired {
-            removed: 1,
-            granted: 0
-        }
-    );
+    assert_eq!(d.expire(1000), expired(1, 0));
     assert_eq!(d.kv.get(b"l").unwrap_err(), KvError::NotFound);
     assert_eq!(d.err(0, lock(10, 0)), KvError::SessionRequired);
     assert_eq!(d.err(C1, lock(0, 0)), KvError::InvalidTtl);
@@ -622,11 +438,7 @@ fn retried_write_returns_the_original_answer() {
     );
     assert_eq!(d.kv.get(b"k").unwrap().update_index, 1);
     // Lock grant answers are replayed too.
-    let lock = Op::TryLock {
-        key: b"l",
-        lease_ms: 10,
-        wait_ms: 0,
-    };
+    let lock = try_lock("l", 10, 0);
     let a = d
         .raw(Command {
             client_id: C2,
@@ -812,11 +624,7 @@ fn codec_round_trips() {
         },
         Op::BatchPut(Pairs::new(&items)),
         Op::BatchRemove(Keys::new(&keys)),
-        Op::TryLock {
-            key: b"l",
-            lease_ms: 5,
-            wait_ms: 6,
-        },
+        try_lock("l", 5, 6),
         Op::Expire,
     ];
     for op in ops {
@@ -881,15 +689,15 @@ fn error_codes_are_stable_and_described() {
 
 #[test]
 fn embedded_profile_fits_in_static_buffers() {
-    let limits = EmbeddedKvBuffers::limits(KvLimits::embedded());
-    assert_eq!(limits, KvLimits::embedded());
+    let limits = KvLimits::embedded();
     assert!(
         limits.memory_bytes() < 40 * 1024,
         "embedded footprint {} bytes",
         limits.memory_bytes()
     );
+    assert_eq!(size_of::<EmbeddedKvBuffers>(), limits.memory_bytes());
     let mut bufs = Box::new(EmbeddedKvBuffers::new());
-    let mut kv = DtKv::new(bufs.memory(), limits).unwrap();
+    let mut kv = DtKv::new(bufs.slices(), limits).unwrap();
     let cmd = encode(&Command {
         client_id: 1,
         seq: 1,

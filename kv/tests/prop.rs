@@ -176,7 +176,7 @@ fn step() -> impl Strategy<Value = (u64, u64, Step)> {
     (1..=2u64, 0..20u64, s)
 }
 
-fn check_tree(kv: &DtKv<'_>, model: &Model) {
+fn check_tree(kv: &DtKv<impl KvMemory>, model: &Model) {
     let mut seen = BTreeMap::new();
     let mut stack = vec![Vec::new()];
     while let Some(dir) = stack.pop() {

@@ -26,32 +26,11 @@ fn workload(d: &mut Driver, round: u64) {
         },
     );
     d.run(3, put(&format!("{}.x", k("td")), "inside"));
-    d.run(
-        4,
-        Op::TryLock {
-            key: b"app.lock",
-            lease_ms: 40,
-            wait_ms: 0,
-        },
-    );
-    d.run(
-        5,
-        Op::TryLock {
-            key: b"app.lock",
-            lease_ms: 30,
-            wait_ms: 100,
-        },
-    );
-    d.run(
-        6,
-        Op::TryLock {
-            key: b"app.lock",
-            lease_ms: 30,
-            wait_ms: 10,
-        },
-    );
+    d.run(4, try_lock("app.lock", 40, 0));
+    d.run(5, try_lock("app.lock", 30, 100));
+    d.run(6, try_lock("app.lock", 30, 10));
     if round & 3 == 0 {
-        d.run(4, Op::Unlock { key: b"app.lock" });
+        d.run(4, unlock("app.lock"));
     }
     d.run(1, remove(&k("app.v")));
     d.time_ms += 25;

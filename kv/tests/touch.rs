@@ -28,45 +28,16 @@ fn limits() -> KvLimits {
     }
 }
 
-struct Mem {
-    nodes: Vec<NodeSlot>,
-    node_index: Vec<u32>,
-    expiry_heap: Vec<u32>,
-    arena: Vec<u8>,
-    sessions: Vec<SessionSlot>,
-    session_index: Vec<u32>,
-    waiters: Vec<WaiterSlot>,
-    events: Vec<EventSlot>,
-    event_bytes: Vec<u8>,
+/// Pools for `l` with the arena filled with `SENTINEL`.
+fn pools(l: &KvLimits) -> Pools {
+    let mut p = Pools::new(l, 0);
+    p.bytes[..l.arena_bytes].fill(SENTINEL);
+    p
 }
 
-impl Mem {
-    fn new(l: KvLimits) -> Mem {
-        Mem {
-            nodes: vec![NodeSlot::EMPTY; l.nodes_len()],
-            node_index: vec![0; l.node_index_len()],
-            expiry_heap: vec![0; l.expiry_heap_len()],
-            arena: vec![SENTINEL; l.arena_bytes],
-            sessions: vec![SessionSlot::EMPTY; l.sessions_len()],
-            session_index: vec![0; l.session_index_len()],
-            waiters: vec![WaiterSlot::EMPTY; l.max_waiters],
-            events: vec![EventSlot::EMPTY; l.event_slots],
-            event_bytes: vec![0; l.event_bytes],
-        }
-    }
-    fn memory(&mut self) -> KvMemory<'_> {
-        KvMemory {
-            nodes: &mut self.nodes,
-            node_index: &mut self.node_index,
-            expiry_heap: &mut self.expiry_heap,
-            arena: &mut self.arena,
-            sessions: &mut self.sessions,
-            session_index: &mut self.session_index,
-            waiters: &mut self.waiters,
-            events: &mut self.events,
-            event_bytes: &mut self.event_bytes,
-        }
-    }
+/// The arena: the first `arena_bytes` of the byte pool.
+fn arena<'p>(p: &'p Pools, l: &KvLimits) -> &'p [u8] {
+    &p.bytes[..l.arena_bytes]
 }
 
 fn untouched<T: core::fmt::Debug>(slots: &[T], empty: &T) -> usize {
@@ -78,26 +49,11 @@ fn untouched<T: core::fmt::Debug>(slots: &[T], empty: &T) -> usize {
         .count()
 }
 
-fn apply(kv: &mut DtKv<'_>, index: &mut u64, client: u64, seq: u64, op: Op<'_>) {
-    *index += 1;
-    let out = kv.apply(
-        *index,
-        1,
-        &encode(&Command {
-            client_id: client,
-            seq,
-            time_ms: 1000,
-            op,
-        }),
-    );
-    assert!(out.result.error().is_none(), "{:?}", out.result);
-}
-
 #[test]
 fn a_new_store_writes_only_the_root_slot() {
     let l = limits();
-    let mut mem = Mem::new(l);
-    let kv = DtKv::new(mem.memory(), l).expect("valid");
+    let mut mem = pools(&l);
+    let kv = DtKv::new(mem.slices(), l).expect("valid");
     assert_eq!(kv.get(b"").expect("root").count, 0);
     assert_eq!(untouched(&mem.nodes, &NodeSlot::EMPTY), l.max_nodes - 1);
     assert_eq!(
@@ -105,18 +61,17 @@ fn a_new_store_writes_only_the_root_slot() {
         l.max_sessions
     );
     assert_eq!(untouched(&mem.waiters, &WaiterSlot::EMPTY), l.max_waiters);
-    assert!(mem.arena.iter().all(|&b| b == SENTINEL));
+    assert!(arena(&mem, &l).iter().all(|&b| b == SENTINEL));
 }
 
 #[test]
 fn overwrites_touch_slots_and_arena_only_as_far_as_the_data_needs() {
     let l = limits();
-    let mut mem = Mem::new(l);
-    let mut kv = DtKv::new(mem.memory(), l).expect("valid");
-    let mut index = 0;
+    let mut mem = pools(&l);
+    let mut d = Driver::on(DtKv::new(mem.slices(), l).expect("valid"));
     let keys = 100;
     let clients = 10u64;
-    let value = [b'v'; 200];
+    let value = "v".repeat(200);
     let mut last = vec![0usize; keys];
     // About 10 MB of values through a 4 MiB arena holding ~30 KB of live data.
     for i in 0..50_000usize {
@@ -124,23 +79,13 @@ fn overwrites_touch_slots_and_arena_only_as_far_as_the_data_needs() {
         let key = format!("k{k:03}");
         let len = 100 + i % 100;
         last[k] = len;
-        let client = 1 + (i as u64 % clients);
-        apply(
-            &mut kv,
-            &mut index,
-            client,
-            1 + i as u64 / clients,
-            Op::Put {
-                key: key.as_bytes(),
-                value: &value[..len],
-            },
-        );
+        d.ok(1 + (i as u64 % clients), put(&key, &value[..len]));
     }
     for (k, &len) in last.iter().enumerate() {
         let key = format!("k{k:03}");
-        assert_eq!(kv.get(key.as_bytes()).expect("stored").value, &value[..len]);
+        assert_eq!(d.value(&key).expect("stored"), &value.as_bytes()[..len]);
     }
-    let live = kv.arena_live_bytes();
+    let live = d.kv.arena_live_bytes();
     assert!(live < 30_000, "{live}");
     // Root plus one slot per key; one session slot per client; no waiter.
     assert_eq!(
@@ -153,9 +98,8 @@ fn overwrites_touch_slots_and_arena_only_as_far_as_the_data_needs() {
     );
     assert_eq!(untouched(&mem.waiters, &WaiterSlot::EMPTY), l.max_waiters);
     // The arena was written up to about twice the live bytes plus the compaction threshold.
-    let written = mem.arena.len()
-        - mem
-            .arena
+    let written = l.arena_bytes
+        - arena(&mem, &l)
             .iter()
             .rev()
             .take_while(|&&b| b == SENTINEL)
@@ -167,44 +111,24 @@ fn overwrites_touch_slots_and_arena_only_as_far_as_the_data_needs() {
 #[test]
 fn freed_slots_are_reused_before_new_ones_and_restore_starts_fresh() {
     let l = limits();
-    let mut mem = Mem::new(l);
-    let mut kv = DtKv::new(mem.memory(), l).expect("valid");
-    let mut index = 0;
+    let mut mem = pools(&l);
+    let mut d = Driver::on(DtKv::new(mem.slices(), l).expect("valid"));
     for round in 0..50 {
         for k in 0..20 {
-            let key = format!("k{k}");
-            apply(
-                &mut kv,
-                &mut index,
-                0,
-                0,
-                Op::Put {
-                    key: key.as_bytes(),
-                    value: b"x",
-                },
-            );
+            d.ok(0, put(&format!("k{k}"), "x"));
         }
         for k in 0..20 {
-            let key = format!("k{k}");
             if (k + round) % 3 != 0 {
-                apply(
-                    &mut kv,
-                    &mut index,
-                    0,
-                    0,
-                    Op::Remove {
-                        key: key.as_bytes(),
-                    },
-                );
+                d.ok(0, remove(&format!("k{k}")));
             }
         }
     }
-    let snap = snapshot(&kv);
-    let count = kv.get(b"").expect("root").count as usize;
-    kv.restore(index, &mut SliceReader(&snap))
+    let snap = snapshot(&d.kv);
+    let count = d.kv.get(b"").expect("root").count as usize;
+    d.kv.restore(d.index, &mut SliceReader(&snap))
         .expect("restores");
-    assert_eq!(kv.get(b"").expect("root").count as usize, count);
-    assert_eq!(snapshot(&kv), snap);
+    assert_eq!(d.kv.get(b"").expect("root").count as usize, count);
+    assert_eq!(snapshot(&d.kv), snap);
     // Never more than 20 keys at once: slots 21.. were never taken.
     assert_eq!(untouched(&mem.nodes, &NodeSlot::EMPTY), l.max_nodes - 21);
 }

@@ -26,7 +26,7 @@ use shoal_core::raft::RaftError;
 use shoal_core::storage::Storage;
 use shoal_core::types::{NodeId, NO_NODE};
 use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
-use shoal_kv::{Applied, DtKv};
+use shoal_kv::{Applied, DtKv, KvSlices};
 
 /// How often an unestablished link repeats its dial `Hello`.
 pub const HELLO_RETRY_MS: u64 = 300;
@@ -103,7 +103,7 @@ pub struct RuntimeStats {
 
 /// The node driver type the runtime runs.
 pub type RuntimeNode<'a, S, W, const P: usize, const TX: usize> =
-    Node<S, &'a mut Mesh<W, P, TX>, DtKv<'a>, &'a mut [u8]>;
+    Node<S, &'a mut Mesh<W, P, TX>, DtKv<KvSlices<'a>>, &'a mut [u8]>;
 
 /// One node: driver, DtKV, and `P` links with `TX`-byte send rings and `RX`-byte receive
 /// buffers. The links (and, on a board, the storage: `S` may be a `&mut` to it) are borrowed
@@ -143,7 +143,7 @@ where
         slot: &'a mut MaybeUninit<Self>,
         cfg: NodeConfig,
         store: S,
-        kv: DtKv<'a>,
+        kv: DtKv<KvSlices<'a>>,
         frame_buf: &'a mut [u8],
         mesh: &'a mut Mesh<W, P, TX>,
         rx: &'a mut [FrameRx<R, RX>; P],

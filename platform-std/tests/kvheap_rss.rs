@@ -32,8 +32,7 @@ fn server_sized_store_is_resident_only_as_far_as_its_data() {
     assert!(limits.memory_bytes() > 100 << 20);
     let mut buf = vec![0u8; 4096];
     let before = rss_anon();
-    let mut heap = KvHeap::new(limits);
-    let mut kv = heap.store().expect("server limits are valid");
+    let mut kv = KvHeap::store(limits).expect("server limits are valid");
     let empty = rss_anon().saturating_sub(before);
     // 20000 writes over 1000 keys of 100 bytes from 100 sessions: ~130 KB of live data.
     let value = [7u8; 100];
@@ -55,7 +54,7 @@ fn server_sized_store_is_resident_only_as_far_as_its_data() {
     }
     assert_eq!(kv.get(b"k0999").expect("stored").value, &value[..]);
     let used = rss_anon().saturating_sub(before);
-    drop(heap);
+    drop(kv);
     assert!(
         empty < 1 << 20,
         "an empty store made {empty} bytes resident"

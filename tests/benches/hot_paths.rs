@@ -13,7 +13,8 @@ use shoal_core::message::Message;
 use shoal_core::record;
 use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
 use shoal_core::EntryKind;
-use shoal_kv::{Command, DtKv, KvBuffers, KvLimits, Op};
+use shoal_kv::{kv_buffers, Command, DtKv, KvLimits, KvMemory, Op};
+use shoal_std::kvheap::KvHeap;
 use shoal_tests::memstore::MemStorage;
 
 fn codecs(c: &mut Criterion) {
@@ -240,14 +241,29 @@ fn driver(c: &mut Criterion) {
     g.finish();
 }
 
+/// The DtKV benchmarks' limits: 4096 nodes, a 1 MiB arena, values up to 4 KiB.
+const BENCH_KV_LIMITS: KvLimits = KvLimits {
+    max_nodes: 4096,
+    arena_bytes: 1 << 20,
+    max_sessions: 64,
+    max_waiters_per_lock: 16,
+    max_waiters: 64,
+    event_slots: 1024,
+    event_bytes: 65536,
+    max_value_bytes: 4096,
+    ..KvLimits::server()
+};
+
 fn dtkv(c: &mut Criterion) {
-    type B = KvBuffers<4096, 8192, { 1 << 20 }, 64, 128, 64, 1024, 65536>;
-    let mut mem: Box<B> = Box::new(B::new());
-    let mut base = KvLimits::server();
-    base.max_waiters_per_lock = 16;
-    base.max_value_bytes = 4096;
-    let limits = B::limits(base);
-    let mut kv = DtKv::new(mem.memory(), limits).unwrap();
+    // Borrowed static buffers (a board's way) and owned heap memory (shoald's).
+    let mut mem = Box::new(<kv_buffers!(BENCH_KV_LIMITS)>::new());
+    let kv = DtKv::new(mem.slices(), BENCH_KV_LIMITS).unwrap();
+    dtkv_on(c, "dtkv", kv);
+    let kv = KvHeap::store(BENCH_KV_LIMITS).unwrap();
+    dtkv_on(c, "dtkv owned", kv);
+}
+
+fn dtkv_on<M: KvMemory>(c: &mut Criterion, group: &str, mut kv: DtKv<M>) {
     let mut bufs: Vec<Vec<u8>> = Vec::new();
     for i in 0..4096u64 {
         let key = format!("bench.key{:05}", i % 1024);
@@ -281,7 +297,7 @@ fn dtkv(c: &mut Criterion) {
     };
     let mut index = 1;
     kv.apply(index, 1, &mkdir);
-    let mut g = c.benchmark_group("dtkv");
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     let mut i = 0;
     g.bench_function("apply put 100B (1024 keys, no session)", |b| {

@@ -12,18 +12,25 @@ use crate::sim::invariants::hash_bytes;
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::rng::Rng;
 use shoal_core::{LogIndex, NodeId, Term};
-use shoal_kv::{Applied, Command, DtKv, KvBuffers, KvError, KvLimits, NodeKind, Op, WriteResult};
+use shoal_kv::{Applied, Command, DtKv, KvError, KvLimits, KvMemory, NodeKind, Op, WriteResult};
+use shoal_std::kvheap::{HeapKv, KvHeap};
 use std::cell::{Cell, RefCell};
-use std::mem::ManuallyDrop;
 
-/// Buffers sized for the simulator's small key set.
-type SimKvBuffers = KvBuffers<128, 256, 16384, 32, 64, 32, 256, 8192>;
+/// DtKV limits for the simulator's small key set (TTLs up to a minute).
+const SIM_KV_LIMITS: KvLimits = KvLimits {
+    max_nodes: 128,
+    arena_bytes: 16384,
+    max_sessions: 32,
+    max_waiters: 32,
+    event_slots: 256,
+    event_bytes: 8192,
+    max_ttl_ms: 60_000,
+    ..KvLimits::embedded()
+};
 
 /// A DtKV replica that owns its buffers.
 pub struct KvSm {
-    // Declared before `mem`: the store borrows the buffers and is dropped first (see Drop).
-    kv: ManuallyDrop<DtKv<'static>>,
-    mem: *mut SimKvBuffers,
+    kv: HeapKv,
     last_expire_ms: Cell<u64>,
     lock_state: RefCell<(u64, u64)>,
     lock_violation: RefCell<Option<String>>,
@@ -43,7 +50,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn poll(&mut self, kv: &DtKv<'_>) {
+    fn poll(&mut self, kv: &DtKv<impl KvMemory>) {
         let mut batch = Vec::new();
         let res = kv.events_since(self.next_from, b"", |e| {
             let mut bytes = vec![e.kind as u8];
@@ -81,18 +88,8 @@ impl Watcher {
 
 impl KvSm {
     fn new() -> KvSm {
-        let mem = Box::into_raw(Box::new(SimKvBuffers::new()));
-        let mut base = KvLimits::embedded();
-        base.max_ttl_ms = 60_000;
-        let limits = SimKvBuffers::limits(base);
-        // SAFETY: `mem` comes from `Box::into_raw`, is never moved or aliased, and lives until
-        // `drop`, which drops the store (the only borrower) before freeing it. The `'static`
-        // lifetime never escapes this type: `store()` hands out borrows tied to `&self`.
-        let memory = unsafe { &mut *mem }.memory();
-        let kv = DtKv::new(memory, limits).expect("simulator KV limits match their buffers");
         KvSm {
-            kv: ManuallyDrop::new(kv),
-            mem,
+            kv: KvHeap::store(SIM_KV_LIMITS).expect("the simulator's DtKV limits are valid"),
             last_expire_ms: Cell::new(0),
             lock_state: RefCell::new((0, 0)),
             lock_violation: RefCell::new(None),
@@ -101,7 +98,7 @@ impl KvSm {
     }
 
     /// The store, for reads.
-    pub fn store(&self) -> &DtKv<'_> {
+    pub fn store(&self) -> &HeapKv {
         &self.kv
     }
 
@@ -128,16 +125,6 @@ impl KvSm {
             *last = (owner, fence.max(last_fence));
         } else {
             *last = (0, last_fence);
-        }
-    }
-}
-
-impl Drop for KvSm {
-    fn drop(&mut self) {
-        // SAFETY: the store is the only borrower of the buffers; drop it, then free them.
-        unsafe {
-            ManuallyDrop::drop(&mut self.kv);
-            drop(Box::from_raw(self.mem));
         }
     }
 }

@@ -9,7 +9,8 @@
 
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::types::{EntryKind, LogIndex, Term};
-use shoal_kv::{Command, DtKv, KvLimits, NodeKind, Op, SNAPSHOT_MAGIC};
+use shoal_kv::{Command, KvLimits, NodeKind, Op, SNAPSHOT_MAGIC};
+use shoal_std::kvheap::{HeapKv, KvHeap};
 
 /// Reads a snapshot from a byte slice.
 pub struct SliceReader<'a> {
@@ -150,9 +151,6 @@ impl Sizing {
     }
 }
 
-/// Owned buffers for a replay store.
-pub use shoal_std::kvheap::KvHeap as KvBox;
-
 /// One entry to replay.
 #[derive(Clone, Debug)]
 pub struct ReplayEntry {
@@ -172,15 +170,13 @@ pub fn rebuild<R>(
     base: KvLimits,
     snapshot: Option<(&[u8], LogIndex)>,
     entries: &[ReplayEntry],
-    f: impl FnOnce(&mut DtKv<'_>) -> R,
+    f: impl FnOnce(&mut HeapKv) -> R,
 ) -> Result<R, String> {
     let mut sizing = Sizing::for_snapshot(snapshot.map(|s| s.0))?;
     for e in entries {
         sizing.add_entry(e.kind, &e.data);
     }
-    let mut bufs = KvBox::new(sizing.limits(base));
-    let mut kv = bufs
-        .store()
+    let mut kv = KvHeap::store(sizing.limits(base))
         .map_err(|e| format!("cannot build a DtKV store: {}", e))?;
     let mut applied = 0;
     if let Some((data, index)) = snapshot {
@@ -246,13 +242,13 @@ fn kind_name(k: NodeKind) -> &'static str {
 
 /// Every node of the tree in pre-order (children in creation order); values as text when
 /// `with_values`.
-pub fn key_tree(kv: &DtKv<'_>, with_values: bool) -> Vec<KeyNode> {
+pub fn key_tree(kv: &HeapKv, with_values: bool) -> Vec<KeyNode> {
     let mut out = Vec::new();
     walk(kv, b"", 0, with_values, &mut out);
     out
 }
 
-fn walk(kv: &DtKv<'_>, key: &[u8], depth: usize, with_values: bool, out: &mut Vec<KeyNode>) {
+fn walk(kv: &HeapKv, key: &[u8], depth: usize, with_values: bool, out: &mut Vec<KeyNode>) {
     let mut level: Vec<(KeyNode, Option<Vec<u8>>)> = Vec::new();
     let _ = kv.list(key, |n| {
         let shows_value = !n.kind.is_dir() && n.kind != NodeKind::Lock;
@@ -282,7 +278,7 @@ fn walk(kv: &DtKv<'_>, key: &[u8], depth: usize, with_values: bool, out: &mut Ve
 }
 
 /// Serialize a store's snapshot.
-pub fn snapshot_bytes(kv: &DtKv<'_>) -> Result<Vec<u8>, String> {
+pub fn snapshot_bytes(kv: &HeapKv) -> Result<Vec<u8>, String> {
     let mut w = VecWriter::default();
     kv.snapshot(&mut w)
         .map_err(|e| format!("cannot write the DtKV snapshot: {:?}", e))?;

@@ -1,23 +1,59 @@
-//! Test helpers: heap-backed store memory, command application, snapshot sinks.
+//! Test helpers: heap-owned store memory, command application, snapshot sinks.
 #![allow(dead_code)]
 
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_kv::*;
 
-/// A store in leaked heap memory (tests only).
-pub fn store(limits: KvLimits) -> DtKv<'static> {
-    let mem = KvMemory {
-        nodes: vec![NodeSlot::EMPTY; limits.nodes_len()].leak(),
-        node_index: vec![0u32; limits.node_index_len()].leak(),
-        expiry_heap: vec![0u32; limits.expiry_heap_len()].leak(),
-        arena: vec![0u8; limits.arena_bytes].leak(),
-        sessions: vec![SessionSlot::EMPTY; limits.sessions_len()].leak(),
-        session_index: vec![0u32; limits.session_index_len()].leak(),
-        waiters: vec![WaiterSlot::EMPTY; limits.max_waiters].leak(),
-        events: vec![EventSlot::EMPTY; limits.event_slots].leak(),
-        event_bytes: vec![0u8; limits.event_bytes].leak(),
-    };
-    DtKv::new(mem, limits).expect("test limits are valid")
+/// Owned heap memory for tests: every buffer a `Vec` of empty elements.
+pub struct VecMemory;
+
+impl KvMemory for VecMemory {
+    type Buf<T: Element> = Vec<T>;
+    fn take<T: Element>(&mut self, len: usize) -> Option<Vec<T>> {
+        Some(vec![T::EMPTY; len])
+    }
+}
+
+/// A store that owns its memory.
+pub type TestKv = DtKv<VecMemory>;
+
+/// A store with `limits` in memory of its own.
+pub fn store(limits: KvLimits) -> TestKv {
+    DtKv::new(VecMemory, limits).expect("test limits are valid")
+}
+
+/// Borrowed memory the test keeps, to look into after the store wrote it: pools of the
+/// lengths `l` needs, plus `extra` spare elements each.
+pub struct Pools {
+    pub nodes: Vec<NodeSlot>,
+    pub words: Vec<u32>,
+    pub bytes: Vec<u8>,
+    pub sessions: Vec<SessionSlot>,
+    pub waiters: Vec<WaiterSlot>,
+    pub events: Vec<EventSlot>,
+}
+
+impl Pools {
+    pub fn new(l: &KvLimits, extra: usize) -> Pools {
+        Pools {
+            nodes: vec![NodeSlot::EMPTY; l.nodes_len() + extra],
+            words: vec![0; l.words_len() + extra],
+            bytes: vec![0; l.bytes_len() + extra],
+            sessions: vec![SessionSlot::EMPTY; l.sessions_len() + extra],
+            waiters: vec![WaiterSlot::EMPTY; l.waiters_len() + extra],
+            events: vec![EventSlot::EMPTY; l.events_len() + extra],
+        }
+    }
+    pub fn slices(&mut self) -> KvSlices<'_> {
+        KvSlices {
+            nodes: &mut self.nodes,
+            words: &mut self.words,
+            bytes: &mut self.bytes,
+            sessions: &mut self.sessions,
+            waiters: &mut self.waiters,
+            events: &mut self.events,
+        }
+    }
 }
 
 /// Small limits for tests.
@@ -46,17 +82,25 @@ pub fn encode(cmd: &Command<'_>) -> Vec<u8> {
 }
 
 /// Drives a store with an increasing index and a session.
-pub struct Driver {
-    pub kv: DtKv<'static>,
+pub struct Driver<M: KvMemory = VecMemory> {
+    pub kv: DtKv<M>,
     pub index: u64,
     pub time_ms: u64,
     pub seqs: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Driver {
+    /// A driver of a new store with `limits` in memory of its own.
     pub fn new(limits: KvLimits) -> Self {
+        Driver::on(store(limits))
+    }
+}
+
+impl<M: KvMemory> Driver<M> {
+    /// A driver of `kv`, which has applied nothing yet.
+    pub fn on(kv: DtKv<M>) -> Self {
         Driver {
-            kv: store(limits),
+            kv,
             index: 0,
             time_ms: 1000,
             seqs: Default::default(),
@@ -127,6 +171,46 @@ pub fn mkdir(key: &str) -> Op<'_> {
         key: key.as_bytes(),
     }
 }
+pub fn put_temp<'a>(key: &'a str, value: &'a str, ttl_ms: u64) -> Op<'a> {
+    Op::PutTemp {
+        key: key.as_bytes(),
+        value: value.as_bytes(),
+        ttl_ms,
+    }
+}
+pub fn temp_dir(key: &str, ttl_ms: u64) -> Op<'_> {
+    Op::MakeTempDir {
+        key: key.as_bytes(),
+        ttl_ms,
+    }
+}
+pub fn update_ttl(key: &str, ttl_ms: u64) -> Op<'_> {
+    Op::UpdateTtl {
+        key: key.as_bytes(),
+        ttl_ms,
+    }
+}
+pub fn try_lock(key: &str, lease_ms: u64, wait_ms: u64) -> Op<'_> {
+    Op::TryLock {
+        key: key.as_bytes(),
+        lease_ms,
+        wait_ms,
+    }
+}
+pub fn renew_lease(key: &str, lease_ms: u64) -> Op<'_> {
+    Op::UpdateLockLease {
+        key: key.as_bytes(),
+        lease_ms,
+    }
+}
+pub fn unlock(key: &str) -> Op<'_> {
+    Op::Unlock {
+        key: key.as_bytes(),
+    }
+}
+pub fn expired(removed: u32, granted: u32) -> WriteResult {
+    WriteResult::Expired { removed, granted }
+}
 pub fn remove(key: &str) -> Op<'_> {
     Op::Remove {
         key: key.as_bytes(),
@@ -160,7 +244,7 @@ impl SnapshotReader for SliceReader<'_> {
     }
 }
 
-pub fn snapshot(kv: &DtKv<'_>) -> Vec<u8> {
+pub fn snapshot(kv: &DtKv<impl KvMemory>) -> Vec<u8> {
     let mut w = VecWriter::default();
     kv.snapshot(&mut w).expect("snapshot");
     w.0
@@ -168,7 +252,7 @@ pub fn snapshot(kv: &DtKv<'_>) -> Vec<u8> {
 
 /// All events since `from` under `filter` as (index, kind, key, value, owner, fence).
 pub fn events(
-    kv: &DtKv<'_>,
+    kv: &DtKv<impl KvMemory>,
     from: u64,
     filter: &str,
 ) -> Vec<(u64, EventKind, String, String, u64, u64)> {

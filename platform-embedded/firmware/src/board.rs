@@ -15,9 +15,7 @@ use shoal_embedded::flash::ram::RamFlash;
 use shoal_embedded::flash::{FlashStorage, Layout};
 use shoal_embedded::link::{FrameRx, FrameTx, Framing};
 use shoal_embedded::runtime::{Mesh, Runtime};
-use shoal_kv::{
-    Command, DtKv, EventSlot, KvLimits, KvMemory, NodeSlot, Op, SessionSlot, WaiterSlot,
-};
+use shoal_kv::{Command, DtKv, EmbeddedKvBuffers, KvLimits, KvSlices, Op};
 
 use crate::uart::Uart;
 
@@ -74,64 +72,10 @@ impl<T> Once<T> {
 
 /// DtKV at the embedded default limits.
 const KV_LIMITS: KvLimits = KvLimits::embedded();
-const NODES: usize = KV_LIMITS.nodes_len();
-const NODE_INDEX: usize = KV_LIMITS.node_index_len();
-const HEAP: usize = KV_LIMITS.expiry_heap_len();
-const SESSIONS: usize = KV_LIMITS.sessions_len();
-const SESSION_INDEX: usize = KV_LIMITS.session_index_len();
 
-/// DtKV's memory, uninitialised in `.bss`-like RAM and filled slot by slot at start-up (a
-/// `static` initialised with the slots' `EMPTY` values would put a 16 KiB image in flash).
-struct KvStatics {
-    nodes: MaybeUninit<[NodeSlot; NODES]>,
-    node_index: [u32; NODE_INDEX],
-    expiry_heap: [u32; HEAP],
-    arena: [u8; KV_LIMITS.arena_bytes],
-    sessions: MaybeUninit<[SessionSlot; SESSIONS]>,
-    session_index: [u32; SESSION_INDEX],
-    waiters: MaybeUninit<[WaiterSlot; KV_LIMITS.max_waiters]>,
-    events: MaybeUninit<[EventSlot; KV_LIMITS.event_slots]>,
-    event_bytes: [u8; KV_LIMITS.event_bytes],
-}
-
-static KV_MEMORY: Once<KvStatics> = Once(UnsafeCell::new(KvStatics {
-    nodes: MaybeUninit::uninit(),
-    node_index: [0; NODE_INDEX],
-    expiry_heap: [0; HEAP],
-    arena: [0; KV_LIMITS.arena_bytes],
-    sessions: MaybeUninit::uninit(),
-    session_index: [0; SESSION_INDEX],
-    waiters: MaybeUninit::uninit(),
-    events: MaybeUninit::uninit(),
-    event_bytes: [0; KV_LIMITS.event_bytes],
-}));
-
-/// Write `make()` into every element and hand out the initialised slice.
-fn fill<T, const N: usize>(cell: &mut MaybeUninit<[T; N]>, make: impl Fn() -> T) -> &mut [T] {
-    let p = cell.as_mut_ptr() as *mut T;
-    for i in 0..N {
-        // SAFETY: `i < N`, inside the array; each element is written before the slice exists.
-        unsafe { p.add(i).write(make()) };
-    }
-    // SAFETY: every element was initialised above.
-    unsafe { core::slice::from_raw_parts_mut(p, N) }
-}
-
-impl KvStatics {
-    fn memory(&mut self) -> KvMemory<'_> {
-        KvMemory {
-            nodes: fill(&mut self.nodes, || NodeSlot::EMPTY),
-            node_index: &mut self.node_index,
-            expiry_heap: &mut self.expiry_heap,
-            arena: &mut self.arena,
-            sessions: fill(&mut self.sessions, || SessionSlot::EMPTY),
-            session_index: &mut self.session_index,
-            waiters: fill(&mut self.waiters, || WaiterSlot::EMPTY),
-            events: fill(&mut self.events, || EventSlot::EMPTY),
-            event_bytes: &mut self.event_bytes,
-        }
-    }
-}
+/// DtKV's memory, sized from [`KV_LIMITS`]. All zero, so it lives in `.bss` and adds nothing
+/// to the flash image.
+static KV_MEMORY: Once<EmbeddedKvBuffers> = Once(UnsafeCell::new(EmbeddedKvBuffers::new()));
 static FRAME_BUF: Once<[u8; FRAME_BYTES]> = Once(UnsafeCell::new([0; FRAME_BYTES]));
 /// The whole runtime (driver with Raft and DtKV handle, storage, links), built in place by
 /// [`Runtime::init`] so that it never sits on `main`'s stack.
@@ -317,7 +261,7 @@ fn start(node_id: u64) -> &'static mut Rt<'static> {
     // SAFETY: each static is taken once, here.
     let kv_mem = unsafe { KV_MEMORY.take() };
     let frame_buf = unsafe { FRAME_BUF.take() };
-    let kv = DtKv::new(kv_mem.memory(), KV_LIMITS).expect("buffers sized for the limits");
+    let kv = DtKv::new(kv_mem.slices(), KV_LIMITS).expect("buffers sized for the limits");
     let cfg = NodeConfig {
         cluster_id: CLUSTER_ID,
         group: 0,
@@ -433,7 +377,7 @@ fn role_name(r: Role) -> &'static str {
 }
 
 /// The smallest `n` in 1..=TARGET_KEYS whose key `k{n}` does not exist yet.
-fn first_missing_key(kv: &DtKv<'_>) -> Option<u32> {
+fn first_missing_key(kv: &DtKv<KvSlices<'_>>) -> Option<u32> {
     (1..=TARGET_KEYS).find(|n| {
         let mut key = heapless::String::<16>::new();
         let _ = core::fmt::write(&mut key, format_args!("k{}", n));
@@ -441,7 +385,7 @@ fn first_missing_key(kv: &DtKv<'_>) -> Option<u32> {
     })
 }
 
-fn count_keys(kv: &DtKv<'_>) -> u32 {
+fn count_keys(kv: &DtKv<KvSlices<'_>>) -> u32 {
     TARGET_KEYS
         - (1..=TARGET_KEYS)
             .filter(|n| {

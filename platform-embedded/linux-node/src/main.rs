@@ -52,7 +52,7 @@ use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
 use shoal_embedded::flash::{FlashStorage, Layout};
 use shoal_embedded::link::{FrameRx, FrameTx, Framing};
 use shoal_embedded::runtime::{Mesh, Runtime};
-use shoal_kv::{DtKv, EventSlot, KvLimits, KvMemory, NodeSlot, SessionSlot, WaiterSlot};
+use shoal_kv::{DtKv, Element, EventSlot, KvLimits, KvSlices, NodeSlot, SessionSlot, WaiterSlot};
 
 mod file_flash;
 use file_flash::{Durable, FileFlash, SyncFile};
@@ -266,7 +266,7 @@ fn leak<T: Clone>(v: T, n: usize) -> &'static mut [T] {
 }
 
 /// DtKV in leaked heap buffers, at `shoald`'s limits with the given node count and arena.
-fn dtkv(a: &Args) -> Result<DtKv<'static>, String> {
+fn dtkv(a: &Args) -> Result<DtKv<KvSlices<'static>>, String> {
     let mut limits = KvLimits::server();
     limits.max_nodes = a.kv_max_nodes;
     limits.arena_bytes = a.kv_arena_mb << 20;
@@ -277,16 +277,13 @@ fn dtkv(a: &Args) -> Result<DtKv<'static>, String> {
             .max(limits.max_key_bytes + limits.max_value_bytes),
     );
     limits.validate().map_err(|e| format!("DtKV limits: {e}"))?;
-    let mem = KvMemory {
+    let mem = KvSlices {
         nodes: leak(NodeSlot::EMPTY, limits.nodes_len()),
-        node_index: leak(0, limits.node_index_len()),
-        expiry_heap: leak(0, limits.expiry_heap_len()),
-        arena: leak(0, limits.arena_bytes),
+        words: leak(0, limits.words_len()),
+        bytes: leak(0, limits.bytes_len()),
         sessions: leak(SessionSlot::EMPTY, limits.sessions_len()),
-        session_index: leak(0, limits.session_index_len()),
-        waiters: leak(WaiterSlot::EMPTY, limits.max_waiters),
-        events: leak(EventSlot::EMPTY, limits.event_slots),
-        event_bytes: leak(0, limits.event_bytes),
+        waiters: leak(WaiterSlot::EMPTY, limits.waiters_len()),
+        events: leak(EventSlot::EMPTY, limits.events_len()),
     };
     DtKv::new(mem, limits).map_err(|e| format!("DtKV: {e}"))
 }

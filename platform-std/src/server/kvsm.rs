@@ -1,19 +1,16 @@
-//! The state machine one group runs in `shoald`: DtKV in heap buffers owned for the group's
-//! lifetime, plus the replicated address-book entries that tell every member where a node added
+//! The state machine one group runs in `shoald`: DtKV owning its heap memory, plus the replicated address-book entries that tell every member where a node added
 //! by a membership change listens.
 //!
 //! A log entry whose first byte is [`ADDR_ENTRY_TAG`] is an address-book entry (DtKV commands
 //! start with their version byte, 1); it is handed to the platform and skipped by DtKV, so the
 //! DtKV applied index stays exact.
 
-use std::mem::ManuallyDrop;
-
 use serde::{Deserialize, Serialize};
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::{LogIndex, NodeId, Term};
 
-use crate::kvheap::KvHeap;
-use shoal_kv::{Applied, DtKv, KvLimits, LimitsError};
+use crate::kvheap::{HeapKv, KvHeap};
+use shoal_kv::{Applied, KvLimits, LimitsError};
 
 /// First byte of an address-book log entry.
 pub const ADDR_ENTRY_TAG: u8 = 0xA5;
@@ -45,52 +42,22 @@ pub enum GroupOutput {
     Addr(Option<MemberAddr>),
 }
 
-/// DtKV owning its buffers.
+/// DtKV owning its buffers, with the address book's entries passed through.
 pub struct KvSm {
-    // Declared before `mem`: the store borrows the buffers and is dropped first (see Drop).
-    kv: ManuallyDrop<DtKv<'static>>,
-    mem: *mut KvHeap,
+    kv: HeapKv,
 }
-
-// SAFETY: `KvSm` owns both the store and the buffers it borrows; nothing else aliases them, so
-// moving the pair to another thread is as safe as moving a `Box`.
-unsafe impl Send for KvSm {}
 
 impl KvSm {
     /// A store with `limits`, its buffers allocated on the heap.
     pub fn new(limits: KvLimits) -> Result<KvSm, LimitsError> {
-        limits.validate()?;
-        let mem = Box::into_raw(Box::new(KvHeap::new(limits)));
-        // SAFETY: `mem` comes from `Box::into_raw`, is never moved or aliased, and lives until
-        // `drop`, which drops the store (its only borrower) first. The `'static` lifetime never
-        // escapes: `store()` hands out borrows tied to `&self`.
-        let memory = unsafe { &mut *mem }.memory();
-        match DtKv::new(memory, limits) {
-            Ok(kv) => Ok(KvSm {
-                kv: ManuallyDrop::new(kv),
-                mem,
-            }),
-            Err(e) => {
-                // SAFETY: nothing borrows the buffers any more.
-                drop(unsafe { Box::from_raw(mem) });
-                Err(e)
-            }
-        }
+        Ok(KvSm {
+            kv: KvHeap::store(limits)?,
+        })
     }
 
     /// The store, for reads.
-    pub fn store(&self) -> &DtKv<'_> {
+    pub fn store(&self) -> &HeapKv {
         &self.kv
-    }
-}
-
-impl Drop for KvSm {
-    fn drop(&mut self) {
-        // SAFETY: the store is the only borrower of the buffers; drop it, then free them.
-        unsafe {
-            ManuallyDrop::drop(&mut self.kv);
-            drop(Box::from_raw(self.mem));
-        }
     }
 }
 

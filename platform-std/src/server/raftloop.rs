@@ -285,7 +285,7 @@ fn serve_read(sm: &KvSm, req: &ReadReq) -> Response {
 trait AppliedIndex {
     fn applied_index_public(&self) -> LogIndex;
 }
-impl AppliedIndex for shoal_kv::DtKv<'_> {
+impl<M: shoal_kv::KvMemory> AppliedIndex for shoal_kv::DtKv<M> {
     fn applied_index_public(&self) -> LogIndex {
         shoal_core::io::StateMachine::applied_index(self)
     }

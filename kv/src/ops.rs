@@ -1,0 +1,171 @@
+//! Writes of values and directories, plain and temporary: put, remove, mkdir,
+//! compare-and-set, put-temp, make-temp-dir and update-TTL.
+
+use crate::command::NodeKind;
+use crate::error::KvError;
+use crate::events::EventKind;
+use crate::key::validate_key;
+use crate::memory::KvMemory;
+use crate::store::DtKv;
+
+impl<M: KvMemory> DtKv<M> {
+    pub(crate) fn put(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), KvError> {
+        validate_key(key, &self.limits, false)?;
+        self.check_value(value)?;
+        let s = match self.lookup(key) {
+            Some(s) => {
+                match self.kind(s) {
+                    NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
+                    NodeKind::Lock => return Err(KvError::IsLock),
+                    NodeKind::TempValue if self.nodes[s as usize].owner != client => {
+                        return Err(KvError::NotOwner)
+                    }
+                    _ => {}
+                }
+                self.replace_value(s, value)?;
+                self.nodes[s as usize].update_index = index;
+                s
+            }
+            None => {
+                let parent = self.parent_dir(key)?;
+                self.create_node(key, NodeKind::Value, value, parent, index)?
+            }
+        };
+        let owner = self.nodes[s as usize].owner;
+        self.event(index, EventKind::Put, s, owner, 0);
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, index: u64, client: u64, key: &[u8]) -> Result<(), KvError> {
+        validate_key(key, &self.limits, false)?;
+        let s = self.lookup(key).ok_or(KvError::NotFound)?;
+        let kind = self.kind(s);
+        let n = self.nodes[s as usize];
+        if kind == NodeKind::Lock {
+            return Err(KvError::IsLock);
+        }
+        if kind.is_dir() && n.children > 0 {
+            return Err(KvError::DirNotEmpty);
+        }
+        if kind.is_temp() && n.owner != client {
+            return Err(KvError::NotOwner);
+        }
+        self.event(index, EventKind::Remove, s, n.owner, 0);
+        self.free_node(s);
+        Ok(())
+    }
+
+    pub(crate) fn mkdir(&mut self, index: u64, key: &[u8]) -> Result<(), KvError> {
+        validate_key(key, &self.limits, false)?;
+        if let Some(s) = self.lookup(key) {
+            return if self.kind(s) == NodeKind::Dir {
+                Ok(())
+            } else {
+                Err(KvError::AlreadyExists)
+            };
+        }
+        let parent = self.parent_dir(key)?;
+        let s = self.create_node(key, NodeKind::Dir, &[], parent, index)?;
+        self.event(index, EventKind::Mkdir, s, 0, 0);
+        Ok(())
+    }
+
+    pub(crate) fn cas(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        expect: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<(), KvError> {
+        validate_key(key, &self.limits, false)?;
+        self.check_value(value)?;
+        match (self.lookup(key), expect) {
+            (None, None) => {}
+            (None, Some(_)) | (Some(_), None) => return Err(KvError::CasMismatch),
+            (Some(s), Some(expected)) => match self.kind(s) {
+                NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
+                NodeKind::Lock => return Err(KvError::IsLock),
+                _ if self.value_of(s) != expected => return Err(KvError::CasMismatch),
+                _ => {}
+            },
+        }
+        self.put(index, client, key, value)
+    }
+
+    pub(crate) fn put_temp(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), KvError> {
+        self.check_session_key(client, key)?;
+        self.check_value(value)?;
+        let deadline = self.deadline_after(ttl_ms)?;
+        let s = match self.lookup(key) {
+            Some(s) => {
+                match self.kind(s) {
+                    NodeKind::TempValue if self.nodes[s as usize].owner != client => {
+                        return Err(KvError::NotOwner)
+                    }
+                    NodeKind::TempValue => {}
+                    NodeKind::Value => return Err(KvError::NotTemp),
+                    NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
+                    NodeKind::Lock => return Err(KvError::IsLock),
+                }
+                self.replace_value(s, value)?;
+                self.nodes[s as usize].update_index = index;
+                self.arm_deadline(s, deadline);
+                s
+            }
+            None => self.create_owned(index, client, key, NodeKind::TempValue, value, deadline)?,
+        };
+        self.event(index, EventKind::Put, s, client, 0);
+        Ok(())
+    }
+
+    pub(crate) fn make_temp_dir(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), KvError> {
+        let deadline = self.check_session_deadline(client, key, ttl_ms)?;
+        if self.lookup(key).is_some() {
+            return Err(KvError::AlreadyExists);
+        }
+        let s = self.create_owned(index, client, key, NodeKind::TempDir, &[], deadline)?;
+        self.event(index, EventKind::Mkdir, s, client, 0);
+        Ok(())
+    }
+
+    pub(crate) fn update_ttl(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), KvError> {
+        let deadline = self.check_session_deadline(client, key, ttl_ms)?;
+        let s = self.lookup(key).ok_or(KvError::NotFound)?;
+        if !self.kind(s).is_temp() {
+            return Err(KvError::NotTemp);
+        }
+        if self.nodes[s as usize].owner != client {
+            return Err(KvError::NotOwner);
+        }
+        self.nodes[s as usize].update_index = index;
+        self.arm_deadline(s, deadline);
+        self.event(index, EventKind::TtlUpdated, s, client, deadline);
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! Where a store's memory comes from: borrowed pools carved in a documented order, owned
+//! buffers that make the store an ordinary `Send` value, and the refusal of memory that does
+//! not fit the limits.
+
+mod common;
+
+use common::*;
+use shoal_core::io::StateMachine;
+use shoal_kv::*;
+
+fn put_cmd(seq: u64, key: &str, value: &str) -> Vec<u8> {
+    encode(&Command {
+        client_id: 7,
+        seq,
+        time_ms: 1,
+        op: put(key, value),
+    })
+}
+
+#[test]
+fn a_store_that_owns_its_memory_moves_to_another_thread() {
+    let mut kv = store(small());
+    kv.apply(1, 1, &put_cmd(1, "a", "before"));
+    let kv = std::thread::spawn(move || {
+        kv.apply(2, 1, &put_cmd(2, "a", "after"));
+        kv
+    })
+    .join()
+    .expect("the thread applied its write");
+    assert_eq!(kv.get(b"a").expect("stored").value, b"after");
+    assert_eq!(kv.session(7), Some((2, 2)));
+}
+
+#[test]
+fn memory_too_small_for_the_limits_is_refused_naming_the_buffer() {
+    let l = small();
+    let mut pools = Pools::new(&l, 0);
+    assert!(DtKv::new(pools.slices(), l).is_ok());
+    // Each pool one element short: the last buffer carved from it is the one missing.
+    for name in [
+        "nodes",
+        "session_index",
+        "event_bytes",
+        "sessions",
+        "waiters",
+        "events",
+    ] {
+        let mut p = Pools::new(&l, 0);
+        match name {
+            "nodes" => p.nodes.truncate(l.nodes_len() - 1),
+            "session_index" => p.words.truncate(l.words_len() - 1),
+            "event_bytes" => p.bytes.truncate(l.bytes_len() - 1),
+            "sessions" => p.sessions.truncate(l.sessions_len() - 1),
+            "waiters" => p.waiters.truncate(l.waiters_len() - 1),
+            _ => p.events.truncate(l.events_len() - 1),
+        }
+        match DtKv::new(p.slices(), l) {
+            Err(e) => assert_eq!(e, LimitsError::Buffer(name)),
+            Ok(_) => panic!("a short pool for `{name}` was accepted"),
+        }
+    }
+    // The words pool holds the node index first: with room for nothing else, the expiry
+    // heap is the buffer that does not fit.
+    let mut pools = Pools::new(&l, 0);
+    pools.words.truncate(l.node_index_len());
+    assert_eq!(
+        DtKv::new(pools.slices(), l).err(),
+        Some(LimitsError::Buffer("expiry_heap"))
+    );
+}
+
+#[test]
+fn spare_pool_elements_are_left_alone() {
+    let l = small();
+    let mut pools = Pools::new(&l, 4);
+    pools.words[l.words_len()..].fill(0xDEAD_BEEF);
+    pools.bytes[l.bytes_len()..].fill(0xEE);
+    let mut kv = DtKv::new(pools.slices(), l).expect("spare elements are fine");
+    for i in 1..=20u64 {
+        let key = format!("k{i}");
+        kv.apply(i, 1, &put_cmd(i, &key, "value"));
+    }
+    assert_eq!(kv.node_count(), 21);
+    assert!(pools.words[l.words_len()..]
+        .iter()
+        .all(|&w| w == 0xDEAD_BEEF));
+    assert!(pools.bytes[l.bytes_len()..].iter().all(|&b| b == 0xEE));
+}
+
+/// Hands out one element more than asked for.
+struct Generous;
+
+impl KvMemory for Generous {
+    type Buf<T: Element> = Vec<T>;
+    fn take<T: Element>(&mut self, len: usize) -> Option<Vec<T>> {
+        Some(vec![T::EMPTY; len + 1])
+    }
+}
+
+#[test]
+fn a_provider_must_hand_out_the_exact_length() {
+    // A longer hash index would not be a power of two; the store asks for exact lengths.
+    assert_eq!(
+        DtKv::new(Generous, small()).err(),
+        Some(LimitsError::Buffer("nodes"))
+    );
+}
+
+#[test]
+fn static_buffers_are_sized_from_const_limits() {
+    const LIMITS: KvLimits = KvLimits {
+        max_nodes: 100,
+        arena_bytes: 3000,
+        ..KvLimits::embedded()
+    };
+    type Buffers = kv_buffers!(LIMITS);
+    assert_eq!(size_of::<Buffers>(), LIMITS.memory_bytes());
+    let mut bufs = Box::new(Buffers::new());
+    let mut kv = DtKv::new(bufs.slices(), LIMITS).expect("sized for the limits");
+    for i in 1..=99u64 {
+        let key = format!("k{i}");
+        kv.apply(i, 1, &put_cmd(i, &key, "v"));
+    }
+    assert_eq!(
+        kv.apply(100, 1, &put_cmd(100, "one-too-many", "v")).result,
+        WriteResult::Failed(KvError::TooManyNodes)
+    );
+    // Buffers for the embedded profile are one byte too small for a larger arena.
+    let mut bufs = Box::new(EmbeddedKvBuffers::new());
+    let more = KvLimits {
+        arena_bytes: KvLimits::embedded().arena_bytes + 1,
+        ..KvLimits::embedded()
+    };
+    assert_eq!(
+        DtKv::new(bufs.slices(), more).err(),
+        Some(LimitsError::Buffer("event_bytes"))
+    );
+}
