@@ -460,7 +460,7 @@ fn export_then_import_rebuilds_every_key() {
     })
     .unwrap();
     assert_eq!(digest, expected);
-    let book = shoal_tools::addrbook::read_address_book(&new_dir.join("group-0")).unwrap();
+    let book = shoal_std::storage::scan::read_address_book(&new_dir.join("group-0")).unwrap();
     assert_eq!(book.len(), 2);
     assert_eq!(book[1].client_addr, "127.0.0.1:7106");
 }
