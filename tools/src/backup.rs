@@ -77,16 +77,31 @@ pub struct ExportReport {
     pub warnings: Vec<Problem>,
 }
 
-/// Export group `group` of `source` to `out`: its current snapshot with the log applied on
-/// top up to `upto`, replayed under `base` (the DtKV limits the node ran with).
-pub fn export(
-    source: &dyn Source,
-    group: GroupId,
-    upto: Upto,
-    out: &Path,
-    force: bool,
-    base: KvLimits,
-) -> Result<ExportReport, BackupError> {
+/// What `export` is asked to do.
+#[derive(Clone, Debug)]
+pub struct ExportPlan {
+    /// The group to export.
+    pub group: GroupId,
+    /// How much of the log to apply on top of the snapshot.
+    pub upto: Upto,
+    /// The file to write.
+    pub out: PathBuf,
+    /// Replace `out` if it exists.
+    pub force: bool,
+    /// The DtKV limits the node ran with: the replay must refuse exactly what it refused.
+    pub base: KvLimits,
+}
+
+/// Export a group of `source` as `plan` says: its current snapshot with the log applied on
+/// top, written to a portable file.
+pub fn export(source: &dyn Source, plan: &ExportPlan) -> Result<ExportReport, BackupError> {
+    let ExportPlan {
+        group,
+        upto,
+        ref out,
+        force,
+        base,
+    } = *plan;
     let mut records = EntryCollector::default();
     let req = ReadRequest {
         group: Some(group),

@@ -25,8 +25,8 @@ use crate::problem::Problem;
 use crate::report::{
     CurrentSnapshot, GroupReport, HardStateView, LogLayout, Report, SnapshotSummary, SourceInfo,
 };
-use crate::state::ReplayEntry;
 use crate::source::{LogEntry, ReadRequest, Source, SourceError, Visitor};
+use crate::state::ReplayEntry;
 
 /// Most ring sectors an image may have (the tool's `FlashStorage` is built for this many).
 pub const MAX_LOG_SECTORS: usize = 4096;
@@ -353,9 +353,8 @@ impl FlashSource {
     /// Read the image at `path` with `geometry` (see [`parse_geometry`]), calling its one group
     /// `group` (an image does not record its group id).
     pub fn open(path: &Path, geometry: &str, group: GroupId) -> Result<FlashSource, SourceError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            SourceError::Usage(format!("cannot read {}: {}", path.display(), e))
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| SourceError::Usage(format!("cannot read {}: {}", path.display(), e)))?;
         let geo = parse_geometry(geometry, bytes.len())
             .map_err(|e| SourceError::Usage(format!("--geometry: {}", e)))?;
         let image = read_image(bytes, geo).map_err(|e| match e {

@@ -277,7 +277,10 @@ impl LogLayout {
             LogLayout::Ring {
                 ring_sectors,
                 ring_live_sectors,
-            } => format!("{} of {} ring sectors live", ring_live_sectors, ring_sectors),
+            } => format!(
+                "{} of {} ring sectors live",
+                ring_live_sectors, ring_sectors
+            ),
         }
     }
 

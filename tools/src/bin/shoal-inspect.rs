@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use shoal_core::types::{GroupId, LogIndex};
 use shoal_kv::KvLimits;
-use shoal_tools::backup::{self, ImportPlan, Upto};
+use shoal_tools::backup::{self, ExportPlan, ImportPlan, Upto};
 use shoal_tools::commands::{self, Console, Filter, Outcome, EXIT_FAILED};
 use shoal_tools::portable::read_snapshot_file;
 use shoal_tools::source::{self, ReadRequest, Source, SourceError, Visitor};
@@ -225,9 +225,13 @@ fn run(cli: &Cli, c: &mut Console<'_>) -> io::Result<Outcome> {
                 limit: limit.unwrap_or(usize::MAX),
             };
             let image_group = group.unwrap_or(0);
-            with_source(c, target.dir.as_deref(), &target.image, image_group, |c, s| {
-                commands::log(c, s, *group, filter)
-            })
+            with_source(
+                c,
+                target.dir.as_deref(),
+                &target.image,
+                image_group,
+                |c, s| commands::log(c, s, *group, filter),
+            )
         }
         Cmd::Entry { args, image, group } => {
             let (dir, index) = match (args.as_slice(), image.flash.is_some()) {
@@ -290,8 +294,15 @@ fn run(cli: &Cli, c: &mut Console<'_>) -> io::Result<Outcome> {
             let mut base = KvLimits::server();
             base.max_nodes = *kv_max_nodes;
             base.arena_bytes = kv_arena_mb.saturating_mul(1 << 20);
+            let plan = ExportPlan {
+                group: *group,
+                upto: *upto,
+                out: out.clone(),
+                force: *force,
+                base,
+            };
             with_source(c, target.dir.as_deref(), &target.image, *group, |c, s| {
-                commands::export(c, s, *group, *upto, out, *force, base)
+                commands::export(c, s, &plan)
             })
         }
         Cmd::Import {

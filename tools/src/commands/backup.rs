@@ -1,27 +1,14 @@
 //! `export` and `import` as commands: run [`crate::backup`] and say what was written.
 
-use std::io;
-use std::path::Path;
-
-use shoal_core::types::GroupId;
-use shoal_kv::KvLimits;
-
 use super::{Console, Outcome};
-use crate::backup::{self, BackupError, ImportPlan, Upto};
+use crate::backup::{self, BackupError, ExportPlan, ImportPlan};
 use crate::source::Source;
 use crate::text;
+use std::io;
 
-/// Export group `group` of `source` to `out` (see [`backup::export`]).
-pub fn export(
-    c: &mut Console<'_>,
-    source: &dyn Source,
-    group: GroupId,
-    upto: Upto,
-    out: &Path,
-    force: bool,
-    base: KvLimits,
-) -> io::Result<Outcome> {
-    let r = match backup::export(source, group, upto, out, force, base) {
+/// Export a group of `source` as `plan` says (see [`backup::export`]).
+pub fn export(c: &mut Console<'_>, source: &dyn Source, plan: &ExportPlan) -> io::Result<Outcome> {
+    let r = match backup::export(source, plan) {
         Ok(r) => r,
         Err(e) => return failure(c, e),
     };

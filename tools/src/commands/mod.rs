@@ -99,16 +99,16 @@ impl Console<'_> {
 }
 
 /// Put one JSON value per group under `"groups"` of `top`. A flash image holds exactly one
-/// group and has no group directories, so its group's fields also stand at the top level
+/// group and has no group directories, so its group's fields stand at the top level instead
 /// (where `--json` has always put them for images).
 fn with_groups(report: &Report, mut top: Value, groups: Vec<Value>) -> Value {
-    if report.source.is_image() {
-        if let [Value::Object(only)] = groups.as_slice() {
+    match (report.source.is_image(), groups.as_slice()) {
+        (true, [Value::Object(only)]) => {
             for (k, v) in only {
                 top[k.as_str()] = v.clone();
             }
         }
+        _ => top["groups"] = Value::Array(groups),
     }
-    top["groups"] = Value::Array(groups);
     top
 }

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{with_groups, Console, Outcome};
 use crate::report::{GroupReport, Report, SourceInfo};
@@ -13,11 +13,10 @@ pub fn summary(c: &mut Console<'_>, report: &Report) -> io::Result<Outcome> {
     if c.json {
         let mut top = serde_json::to_value(report).expect("the report serializes");
         top["ok"] = json!(!report.has_errors());
-        let groups = report
-            .groups
-            .iter()
-            .map(|g| serde_json::to_value(g).expect("a group report serializes"))
-            .collect();
+        let groups = match top.as_object_mut().and_then(|o| o.remove("groups")) {
+            Some(Value::Array(groups)) => groups,
+            _ => Vec::new(),
+        };
         c.print_json(&with_groups(report, top, groups))?;
         return Ok(outcome);
     }
