@@ -371,11 +371,6 @@ impl FlashSource {
         })
     }
 
-    /// What the image holds.
-    pub fn image(&self) -> &FlashImage {
-        &self.image
-    }
-
     fn check_group(&self, group: GroupId) -> Result<(), SourceError> {
         if group == self.group {
             return Ok(());
@@ -436,7 +431,6 @@ impl Source for FlashSource {
             }
         }
         visitor.group_start(self.group, img.snapshot.as_ref());
-        visitor.bytes(img.entries.iter().map(|e| e.data.len() as u64).sum());
         for e in &img.entries {
             if let Some(p) = g.count_entry(e.index, e.term, &self.path, None) {
                 g.problems.push(p);
