@@ -9,12 +9,13 @@ use shoal_core::record::CRC32C;
 use shoal_core::storage::{LogView, Storage};
 use shoal_core::types::{EntryKind, GroupId, HardState, LogIndex, NodeId, SnapshotMeta};
 use shoal_kv::KvLimits;
-use shoal_std::storage::scan::{Identity, ScannedRecord};
+use shoal_std::storage::addrbook::{AddrBook, MemberAddr};
+use shoal_std::storage::scan::{group_dir, Identity};
 use shoal_std::storage::{DataDir, FileStorage, StorageOptions};
 
-use crate::datadir::{scan_dir, ScanOptions};
 use crate::portable::{read_snapshot_file, write_export, ExportHeader};
 use crate::problem::Problem;
+use crate::source::{EntryCollector, ReadRequest, Source, SourceError};
 use crate::state::{rebuild, snapshot_bytes, ReplayEntry};
 
 /// Why `export` or `import` stopped.
@@ -76,36 +77,38 @@ pub struct ExportReport {
     pub warnings: Vec<Problem>,
 }
 
-/// Export group `group` of `data_dir` to `out`.
-pub fn export(
-    data_dir: &Path,
-    group: GroupId,
-    upto: Upto,
-    out: &Path,
-    force: bool,
-    base: KvLimits,
-) -> Result<ExportReport, BackupError> {
-    let mut records: Vec<ReplayEntry> = Vec::new();
-    let mut on_seg = |_: u64| {};
-    let mut on_rec = |_: &Path, r: &ScannedRecord| {
-        records.push(ReplayEntry {
-            index: r.entry.index,
-            term: r.entry.term,
-            kind: r.entry.kind,
-            data: r.entry.data.clone(),
-        })
+/// What `export` is asked to do.
+#[derive(Clone, Debug)]
+pub struct ExportPlan {
+    /// The group to export.
+    pub group: GroupId,
+    /// How much of the log to apply on top of the snapshot.
+    pub upto: Upto,
+    /// The file to write.
+    pub out: PathBuf,
+    /// Replace `out` if it exists.
+    pub force: bool,
+    /// The DtKV limits the node ran with: the replay must refuse exactly what it refused.
+    pub base: KvLimits,
+}
+
+/// Export a group of `source` as `plan` says: its current snapshot with the log applied on
+/// top, written to a portable file.
+pub fn export(source: &dyn Source, plan: &ExportPlan) -> Result<ExportReport, BackupError> {
+    let ExportPlan {
+        group,
+        upto,
+        ref out,
+        force,
+        base,
+    } = *plan;
+    let mut records = EntryCollector::default();
+    let req = ReadRequest {
+        group: Some(group),
+        verify_snapshots: true,
     };
-    let scan = scan_dir(
-        data_dir,
-        Some(group),
-        &mut ScanOptions {
-            verify_snapshots: true,
-            on_segment: &mut on_seg,
-            on_record: &mut on_rec,
-        },
-    )
-    .map_err(|e| BackupError::Usage(e.0))?;
-    let errors: Vec<Problem> = scan
+    let report = source.read(req, &mut records).map_err(source_error)?;
+    let errors: Vec<Problem> = report
         .all_problems()
         .filter(|p| p.is_error())
         .cloned()
@@ -113,15 +116,8 @@ pub fn export(
     if !errors.is_empty() {
         return Err(BackupError::Damaged(errors));
     }
-    let identity = scan.identity.clone().ok_or_else(|| {
-        BackupError::Failed(format!(
-            "{} has no readable identity file",
-            data_dir.display()
-        ))
-    })?;
-    let g = &scan.groups[0];
-    let snap = g.current_snapshot.clone();
-    let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
+    let g = &report.groups[0];
+    let snap_index = g.snapshot_index();
     let last = g.last_index();
     let target = match upto {
         Upto::Commit => g
@@ -136,18 +132,12 @@ pub fn export(
             "group {} of {} holds no committed state to export (no snapshot, commit index 0); \
              try --upto last",
             group,
-            data_dir.display()
+            source.path().display()
         )));
     }
-    let snap_data = match &snap {
-        Some(s) => Some(
-            read_snapshot_file(&s.path)
-                .map_err(|p| BackupError::Damaged(vec![p]))?
-                .data,
-        ),
-        None => None,
-    };
+    let snap = source.snapshot(group).map_err(source_error)?;
     let replay: Vec<ReplayEntry> = records
+        .entries
         .into_iter()
         .filter(|e| e.index > snap_index && e.index <= target)
         .collect();
@@ -159,7 +149,7 @@ pub fn export(
     }
     let mut membership: Membership = snap
         .as_ref()
-        .map(|s| s.meta.membership.clone())
+        .map(|s| s.header.membership.clone())
         .unwrap_or_default();
     for e in replay.iter().filter(|e| e.kind == EntryKind::Config) {
         membership = crate::text::decode_config(&e.data).map_err(BackupError::Failed)?;
@@ -167,19 +157,22 @@ pub fn export(
     let term = replay
         .last()
         .map(|e| e.term)
-        .or(snap.as_ref().map(|s| s.meta.term))
+        .or(snap.as_ref().map(|s| s.header.term))
         .unwrap_or(0);
     let (data, digest) = rebuild(
         base,
-        snap_data.as_deref().map(|d| (d, snap_index)),
+        snap.as_ref().map(|s| (s.data.as_slice(), snap_index)),
         &replay,
         |kv| snapshot_bytes(kv).map(|b| (b, kv.digest())),
     )
     .and_then(|r| r)
     .map_err(BackupError::Failed)?;
+    // A flash image records no identity: its export names cluster and node 0, and `import`
+    // then asks for the cluster id.
+    let identity = report.source.identity();
     let header = ExportHeader {
-        cluster_id: identity.cluster_id,
-        source_node: identity.node_id,
+        cluster_id: identity.map_or(0, |i| i.cluster_id),
+        source_node: identity.map_or(0, |i| i.node_id),
         group,
         index: target,
         term,
@@ -203,9 +196,17 @@ pub fn export(
         entries_applied: replay.len() as u64,
         entries_not_exported: last.saturating_sub(target),
         from_snapshot: snap_index,
-        warnings: scan.all_problems().cloned().collect(),
+        warnings: report.all_problems().cloned().collect(),
         header,
     })
+}
+
+fn source_error(e: SourceError) -> BackupError {
+    match e {
+        SourceError::Usage(s) => BackupError::Usage(s),
+        SourceError::Damaged(p) => BackupError::Damaged(vec![p]),
+        SourceError::Failed(s) => BackupError::Failed(s),
+    }
 }
 
 /// One member of the new cluster: `ID=RAFT_ADDR[/CLIENT_ADDR]`.
@@ -348,7 +349,8 @@ pub fn import(plan: &ImportPlan) -> Result<ImportReport, BackupError> {
         Some(c) => c,
         None => {
             return Err(BackupError::Usage(format!(
-                "{} is a data dir snapshot without a cluster id; pass --cluster-id",
+                "{} does not record a cluster id (a data dir .snap file, or an export of a \
+                 flash image); pass --cluster-id",
                 plan.file.display()
             )))
         }
@@ -393,7 +395,7 @@ pub fn import(plan: &ImportPlan) -> Result<ImportReport, BackupError> {
     st.sync().map_err(|e| fail("sync", &e))?;
     debug_assert_eq!(st.snapshot_index(), h.index);
     drop(st);
-    crate::addrbook::write_address_book(&plan.data_dir, h.group, &plan.members)
+    write_address_book(&plan.data_dir, h.group, &plan.members)
         .map_err(|e| fail("write the address book", &e))?;
     Ok(ImportReport {
         data_dir: plan.data_dir.display().to_string(),
@@ -405,4 +407,18 @@ pub fn import(plan: &ImportPlan) -> Result<ImportReport, BackupError> {
         term: h.term,
         members: plan.members.clone(),
     })
+}
+
+/// Write the address book of group `group` in `data_dir`, so a rebuilt node can reach its
+/// new peers.
+fn write_address_book(data_dir: &Path, group: GroupId, members: &[Member]) -> Result<(), String> {
+    let mut book = AddrBook::load(&group_dir(data_dir, group))?;
+    for m in members {
+        book.upsert(MemberAddr {
+            id: m.id,
+            raft_addr: m.addr.clone(),
+            client_addr: m.client_addr.clone(),
+        })?;
+    }
+    book.save()
 }

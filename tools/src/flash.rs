@@ -1,4 +1,4 @@
-//! Reading a raw dump of an embedded node's flash partition.
+//! A raw dump of an embedded node's flash partition as a [`Source`].
 //!
 //! The flash layout has no self-describing header, so the geometry comes from the operator
 //! (`--geometry erase=4096,write=4,sectors=64,slot=4,offset=0`). The image is opened with the
@@ -8,6 +8,8 @@
 //! file log), so a flash verify reports corruption (with its flash address) but cannot tell a
 //! torn tail apart from a clean end.
 
+use std::path::{Path, PathBuf};
+
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
@@ -15,8 +17,16 @@ use serde::Serialize;
 use shoal_core::entry::EntryIter;
 use shoal_core::record::CRC32C;
 use shoal_core::storage::{LogView, Storage, StorageError};
-use shoal_core::types::{EntryKind, HardState, LogIndex, SnapshotMeta, Term};
+use shoal_core::types::{GroupId, HardState, LogIndex, SnapshotMeta, Term};
 use shoal_embedded::flash::{FlashStorage, Layout, OpenError};
+
+use crate::portable::{SnapshotFile, SnapshotSource};
+use crate::problem::Problem;
+use crate::report::{
+    CurrentSnapshot, GroupReport, HardStateView, LogLayout, Report, SnapshotSummary, SourceInfo,
+};
+use crate::source::{LogEntry, ReadRequest, Source, SourceError, Visitor};
+use crate::state::ReplayEntry;
 
 /// Most ring sectors an image may have (the tool's `FlashStorage` is built for this many).
 pub const MAX_LOG_SECTORS: usize = 4096;
@@ -141,25 +151,6 @@ impl<const E: usize, const W: usize> NorFlash for ImageFlash<E, W> {
     }
 }
 
-/// One entry read from an image.
-#[derive(Clone, Debug, Serialize)]
-pub struct FlashEntry {
-    /// Index.
-    pub index: LogIndex,
-    /// Term.
-    pub term: Term,
-    /// Kind.
-    #[serde(serialize_with = "ser_kind")]
-    pub kind: EntryKind,
-    /// Payload.
-    #[serde(skip)]
-    pub data: Vec<u8>,
-}
-
-fn ser_kind<S: serde::Serializer>(k: &EntryKind, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(crate::text::kind(*k))
-}
-
 /// What an image holds.
 #[derive(Clone, Debug)]
 pub struct FlashImage {
@@ -174,7 +165,7 @@ pub struct FlashImage {
     /// The current snapshot's data.
     pub snapshot_data: Vec<u8>,
     /// The log's entries, first to last.
-    pub entries: Vec<FlashEntry>,
+    pub entries: Vec<ReplayEntry>,
     /// Ring sectors in use and in total.
     pub ring_live_sectors: u32,
     /// Ring sectors.
@@ -256,7 +247,6 @@ fn read_with<const E: usize, const W: usize>(
         }
     };
     let last = st.last_index();
-    let snap_index = st.snapshot_index();
     // The first entry still in the ring: the smallest index whose term is known (entries form
     // one run, so a binary search finds it). It can lie below the snapshot.
     let mut probe = vec![0u8; geo.erase + 1024];
@@ -274,7 +264,6 @@ fn read_with<const E: usize, const W: usize>(
             lo = mid + 1;
         }
     }
-    let _ = snap_index;
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut next = lo;
@@ -284,7 +273,7 @@ fn read_with<const E: usize, const W: usize>(
             .map_err(|e| FlashError::Failed(format!("reading entry {}: {}", next, e)))?;
         for e in EntryIter::new(&buf[..r.bytes], r.count) {
             let e = e.map_err(|e| FlashError::Failed(format!("entry {}: {}", next, e)))?;
-            entries.push(FlashEntry {
+            entries.push(ReplayEntry {
                 index: e.index,
                 term: e.term,
                 kind: e.kind,
@@ -351,42 +340,151 @@ impl FlashImage {
         let l = self.entries.last()?;
         Some(((f.index, f.term), (l.index, l.term)))
     }
+}
 
-    /// Consistency findings: hard state vs log, snapshot CRC.
-    pub fn problems(&self, file: &std::path::Path) -> Vec<crate::problem::Problem> {
-        use crate::problem::Problem;
-        let mut out = Vec::new();
-        if self.snapshot_crc_ok == Some(false) {
-            let slot_addr = self.geometry.offset as u64 + 2 * self.geometry.erase as u64;
-            out.push(Problem::error(
-                file,
-                Some(slot_addr),
-                "the current snapshot's data does not match its CRC",
-            ));
+/// A flash image as a [`Source`]: one group, read whole when opened.
+pub struct FlashSource {
+    path: PathBuf,
+    group: GroupId,
+    image: FlashImage,
+}
+
+impl FlashSource {
+    /// Read the image at `path` with `geometry` (see [`parse_geometry`]), calling its one group
+    /// `group` (an image does not record its group id).
+    pub fn open(path: &Path, geometry: &str, group: GroupId) -> Result<FlashSource, SourceError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| SourceError::Usage(format!("cannot read {}: {}", path.display(), e)))?;
+        let geo = parse_geometry(geometry, bytes.len())
+            .map_err(|e| SourceError::Usage(format!("--geometry: {}", e)))?;
+        let image = read_image(bytes, geo).map_err(|e| match e {
+            FlashError::Geometry(e) => SourceError::Usage(format!("--geometry: {}", e)),
+            FlashError::Corrupt { address, detail } => {
+                SourceError::Damaged(Problem::error(path, Some(address), detail))
+            }
+            FlashError::Failed(e) => SourceError::Failed(format!("{}: {}", path.display(), e)),
+        })?;
+        Ok(FlashSource {
+            path: path.to_path_buf(),
+            group,
+            image,
+        })
+    }
+
+    fn check_group(&self, group: GroupId) -> Result<(), SourceError> {
+        if group == self.group {
+            return Ok(());
         }
-        let last = self
-            .entries
-            .last()
-            .map_or(0, |e| e.index)
-            .max(self.snapshot.as_ref().map_or(0, |s| s.index));
-        if self.hard_state.commit > last {
-            out.push(
-                Problem::error(file, None, "the commit index is past the last entry")
-                    .expected_found(format!("commit ≤ {}", last), self.hard_state.commit),
-            );
+        Err(SourceError::Usage(format!(
+            "{} is a flash image: it holds one group, read as group {} (--group names it)",
+            self.path.display(),
+            self.group
+        )))
+    }
+
+    /// The flash address of the snapshot slot (slot 0; an image does not say which is live).
+    fn slot_address(&self) -> u64 {
+        self.image.geometry.offset as u64 + 2 * self.image.geometry.erase as u64
+    }
+}
+
+impl Source for FlashSource {
+    fn read(&self, req: ReadRequest, visitor: &mut dyn Visitor) -> Result<Report, SourceError> {
+        if let Some(g) = req.group {
+            self.check_group(g)?;
         }
-        if let Some(e) = self.entries.last() {
-            if self.hard_state.term < e.term {
-                out.push(
-                    Problem::error(
-                        file,
-                        None,
-                        format!("the hard state's term is below entry {}'s", e.index),
-                    )
-                    .expected_found(format!("term ≥ {}", e.term), self.hard_state.term),
-                );
+        let img = &self.image;
+        let mut g = GroupReport::new(
+            self.group,
+            LogLayout::Ring {
+                ring_sectors: img.ring_sectors,
+                ring_live_sectors: img.ring_live_sectors,
+            },
+        );
+        let hs = img.hard_state;
+        g.hard_state = Some(HardStateView {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+            seq: None,
+        });
+        if let Some(m) = &img.snapshot {
+            let summary = SnapshotSummary {
+                file: self.path.display().to_string(),
+                index: m.index,
+                term: m.term,
+                size_bytes: m.size_bytes,
+                crc: m.crc,
+                install_seq: 0,
+                members: crate::text::members(&m.membership),
+                current: true,
+                data_verified: img.snapshot_crc_ok,
+            };
+            g.snapshot = Some(CurrentSnapshot::new(&summary, &m.membership));
+            g.snapshots.push(summary);
+            if img.snapshot_crc_ok == Some(false) {
+                g.problems.push(Problem::error(
+                    &self.path,
+                    Some(self.slot_address()),
+                    "the current snapshot's data does not match its CRC",
+                ));
             }
         }
-        out
+        visitor.group_start(self.group, img.snapshot.as_ref());
+        for e in &img.entries {
+            if let Some(p) = g.count_entry(e.index, e.term, &self.path, None) {
+                g.problems.push(p);
+            }
+            visitor.entry(
+                self.group,
+                &LogEntry {
+                    index: e.index,
+                    term: e.term,
+                    kind: e.kind,
+                    data: &e.data,
+                    place: None,
+                },
+            );
+        }
+        // Recovery already dropped a torn tail silently: nothing here can tell one apart.
+        g.check_hard_state(&self.path, false);
+        visitor.group_end(&g);
+        Ok(Report {
+            source: SourceInfo::FlashImage {
+                image: self.path.display().to_string(),
+                geometry: img.geometry,
+            },
+            groups: vec![g],
+            problems: Vec::new(),
+        })
+    }
+
+    fn snapshot(&self, group: GroupId) -> Result<Option<SnapshotFile>, SourceError> {
+        self.check_group(group)?;
+        let Some(meta) = &self.image.snapshot else {
+            return Ok(None);
+        };
+        if self.image.snapshot_crc_ok != Some(true) {
+            return Err(SourceError::Damaged(Problem::error(
+                &self.path,
+                Some(self.slot_address()),
+                "the current snapshot's data does not match its CRC",
+            )));
+        }
+        Ok(Some(SnapshotFile::new(
+            &self.path,
+            SnapshotSource::FlashImage,
+            group,
+            meta,
+            self.image.snapshot_data.clone(),
+        )))
+    }
+
+    fn log_bytes(&self) -> u64 {
+        0
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
     }
 }

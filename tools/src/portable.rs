@@ -15,17 +15,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shoal_core::membership::Membership;
 use shoal_core::record::{self, CRC32C, RECORD_OVERHEAD};
-use shoal_core::types::{ClusterId, GroupId, LogIndex, NodeId, Term};
-use shoal_std::storage::scan::{read_snapshot_info, verify_snapshot_data};
+use shoal_core::types::{ClusterId, GroupId, LogIndex, NodeId, SnapshotMeta, Term};
+use shoal_std::storage::scan::{read_snapshot_info, verify_snapshot_data, SNAPSHOT_MAGIC};
 
+use crate::datadir::open_error_problem;
 use crate::problem::Problem;
 
 /// Magic at the start of the header body.
 pub const EXPORT_MAGIC: &[u8; 8] = b"SHOALEXP";
 /// Export format version written by this build.
 pub const EXPORT_VERSION: u8 = 1;
-/// Magic of a data dir's snapshot metadata record.
-const SNAP_MAGIC: &[u8; 8] = b"SHOALSNP";
 
 /// What an export file says about its snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +90,7 @@ pub fn write_export(path: &Path, h: &ExportHeader, data: &[u8], force: bool) -> 
     Ok(())
 }
 
-/// Which kind of file a snapshot came from.
+/// Where a snapshot came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotSource {
@@ -99,21 +98,71 @@ pub enum SnapshotSource {
     Export,
     /// A `.snap` file of a data dir.
     DataDir,
+    /// The snapshot slot of a flash image.
+    FlashImage,
 }
 
-/// A snapshot file read whole and checked.
+impl SnapshotSource {
+    /// In words, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SnapshotSource::Export => "portable export",
+            SnapshotSource::DataDir => "data dir snapshot",
+            SnapshotSource::FlashImage => "flash image snapshot",
+        }
+    }
+}
+
+/// A snapshot read whole and checked: an export file, a data dir `.snap` file, or the
+/// snapshot of a flash image.
 #[derive(Clone, Debug)]
 pub struct SnapshotFile {
-    /// The file.
+    /// The file (for a flash image, the image).
     pub path: PathBuf,
     /// Which kind it is.
     pub source: SnapshotSource,
-    /// The export header (for a `.snap`, the fields it has; cluster and node are 0).
+    /// The export header (for a `.snap` or an image, the fields it has; cluster and node are
+    /// 0, which `import` asks to be given).
     pub header: ExportHeader,
-    /// Byte offset of the data in the file.
-    pub data_offset: u64,
     /// The DtKV snapshot bytes.
     pub data: Vec<u8>,
+}
+
+impl SnapshotFile {
+    /// A node's own snapshot (not an export) of `group`, described by `meta`, whose `data`
+    /// was checked against its size and CRC. Its digest is computed by restoring it.
+    pub fn new(
+        path: &Path,
+        source: SnapshotSource,
+        group: GroupId,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+    ) -> SnapshotFile {
+        let digest = crate::state::rebuild(
+            shoal_kv::KvLimits::server(),
+            Some((&data, meta.index)),
+            &[],
+            |kv| kv.digest(),
+        )
+        .unwrap_or(0);
+        SnapshotFile {
+            path: path.to_path_buf(),
+            source,
+            header: ExportHeader {
+                cluster_id: 0,
+                source_node: 0,
+                group,
+                index: meta.index,
+                term: meta.term,
+                membership: meta.membership.clone(),
+                digest,
+                data_bytes: meta.size_bytes,
+                data_crc: meta.crc,
+                created_unix_s: 0,
+            },
+            data,
+        }
+    }
 }
 
 /// Read an export file or a data dir `.snap` file, checking its framing, size and CRC.
@@ -128,8 +177,8 @@ pub fn read_snapshot_file(path: &Path) -> Result<SnapshotFile, Problem> {
             format!("not a Shoal snapshot or export file: header record: {}", e),
         )
     })?;
-    if body.len() >= 9 && &body[..8] == SNAP_MAGIC {
-        return read_dir_snapshot(path, &bytes);
+    if body.len() >= 9 && &body[..8] == SNAPSHOT_MAGIC {
+        return read_dir_snapshot(path, bytes);
     }
     if body.len() < 9 || &body[..8] != EXPORT_MAGIC {
         return Err(Problem::error(
@@ -179,42 +228,24 @@ pub fn read_snapshot_file(path: &Path) -> Result<SnapshotFile, Problem> {
         path: path.to_path_buf(),
         source: SnapshotSource::Export,
         header,
-        data_offset: used as u64,
         data: data.to_vec(),
     })
 }
 
-fn read_dir_snapshot(path: &Path, bytes: &[u8]) -> Result<SnapshotFile, Problem> {
-    let info =
-        read_snapshot_info(path).map_err(|e| crate::datadir::open_error_problem(&e, path))?;
-    verify_snapshot_data(&info).map_err(|e| crate::datadir::open_error_problem(&e, path))?;
+fn read_dir_snapshot(path: &Path, mut bytes: Vec<u8>) -> Result<SnapshotFile, Problem> {
+    let info = read_snapshot_info(path).map_err(|e| open_error_problem(&e, path))?;
+    verify_snapshot_data(&info).map_err(|e| open_error_problem(&e, path))?;
     let start = info.data_offset as usize;
-    let data = bytes[start..start + info.meta.size_bytes as usize].to_vec();
-    let digest = crate::state::rebuild(
-        shoal_kv::KvLimits::server(),
-        Some((&data, info.meta.index)),
-        &[],
-        |kv| kv.digest(),
-    )
-    .unwrap_or(0);
-    Ok(SnapshotFile {
-        path: path.to_path_buf(),
-        source: SnapshotSource::DataDir,
-        header: ExportHeader {
-            cluster_id: 0,
-            source_node: 0,
-            group: group_of(path).unwrap_or(0),
-            index: info.meta.index,
-            term: info.meta.term,
-            membership: info.meta.membership.clone(),
-            digest,
-            data_bytes: info.meta.size_bytes,
-            data_crc: info.meta.crc,
-            created_unix_s: 0,
-        },
-        data_offset: info.data_offset,
-        data,
-    })
+    bytes.truncate(start + info.meta.size_bytes as usize);
+    bytes.drain(..start);
+    let group = group_of(path).unwrap_or(0);
+    Ok(SnapshotFile::new(
+        path,
+        SnapshotSource::DataDir,
+        group,
+        &info.meta,
+        bytes,
+    ))
 }
 
 /// The group of a `DATA_DIR/group-N/snap/FILE` path.

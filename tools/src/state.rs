@@ -11,6 +11,9 @@ use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine
 use shoal_core::types::{EntryKind, LogIndex, Term};
 use shoal_kv::{Command, KvLimits, NodeKind, Op, SNAPSHOT_MAGIC};
 use shoal_std::kvheap::{HeapKv, KvHeap};
+use shoal_std::storage::scan::ADDR_ENTRY_TAG;
+
+use crate::source::LogEntry;
 
 /// Reads a snapshot from a byte slice.
 pub struct SliceReader<'a> {
@@ -151,8 +154,8 @@ impl Sizing {
     }
 }
 
-/// One entry to replay.
-#[derive(Clone, Debug)]
+/// One entry to replay (or read from a flash image).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayEntry {
     /// Its index.
     pub index: LogIndex,
@@ -162,6 +165,17 @@ pub struct ReplayEntry {
     pub kind: EntryKind,
     /// Its payload.
     pub data: Vec<u8>,
+}
+
+impl From<&LogEntry<'_>> for ReplayEntry {
+    fn from(e: &LogEntry<'_>) -> Self {
+        ReplayEntry {
+            index: e.index,
+            term: e.term,
+            kind: e.kind,
+            data: e.data.to_vec(),
+        }
+    }
 }
 
 /// Restore `snapshot` (covering entries up to `snapshot_index`) into a fresh store, apply
@@ -196,7 +210,7 @@ pub fn rebuild<R>(
         }
         match e.kind {
             // shoald's address-book entries are skipped by DtKV, as its state machine does.
-            EntryKind::Normal if e.data.first() != Some(&crate::addrbook::ADDR_ENTRY_TAG) => {
+            EntryKind::Normal if e.data.first() != Some(&ADDR_ENTRY_TAG) => {
                 let _ = kv.apply(e.index, e.term, &e.data);
             }
             _ => kv.skip(e.index),

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use shoal_core::membership::Membership;
 use shoal_core::types::EntryKind;
 use shoal_kv::{Command, Op};
+use shoal_std::storage::scan::decode_addr_entry;
 
 /// Longest value shown in a one-line description before it is cut (the `entry` command shows
 /// everything).
@@ -274,7 +275,7 @@ pub fn entry(kind: EntryKind, data: &[u8], config_before: Option<&Membership>) -
             Ok(m) => config_change(config_before, &m),
             Err(e) => e,
         },
-        EntryKind::Normal => match crate::addrbook::decode_addr_entry(data) {
+        EntryKind::Normal => match decode_addr_entry(data) {
             Some(Ok(a)) => format!(
                 "address node {} raft {} client {}",
                 a.id, a.raft_addr, a.client_addr
@@ -294,7 +295,7 @@ pub fn entry_json(kind: EntryKind, data: &[u8], config_before: Option<&Membershi
                 "after": members_json(&m)}),
             Err(e) => json!({"op": "undecodable", "error": e}),
         },
-        EntryKind::Normal => match crate::addrbook::decode_addr_entry(data) {
+        EntryKind::Normal => match decode_addr_entry(data) {
             Some(Ok(a)) => json!({"op": "address", "id": a.id, "raft_addr": a.raft_addr,
                 "client_addr": a.client_addr}),
             Some(Err(e)) => json!({"op": "undecodable", "error": e}),

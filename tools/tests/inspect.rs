@@ -133,6 +133,55 @@ fn entries() -> Vec<ReplayEntry> {
 
 const CLUSTER: u64 = 0xC1;
 
+/// Write `entries` to `st`, then the hard state (`term`, vote 1, `commit`), then a snapshot
+/// at `snap_at` if asked: the same durable state for a data dir and a flash image.
+fn fill(
+    st: &mut impl Storage,
+    entries: &[ReplayEntry],
+    term: u64,
+    commit: u64,
+    snap_at: Option<u64>,
+) {
+    for e in entries {
+        st.append(&EntryRef {
+            index: e.index,
+            term: e.term,
+            kind: e.kind,
+            data: &e.data,
+        })
+        .unwrap();
+    }
+    st.save_hard_state(&HardState {
+        term,
+        vote: 1,
+        commit,
+    })
+    .unwrap();
+    st.sync().unwrap();
+    if let Some(at) = snap_at {
+        install_snapshot(st, entries, at);
+    }
+}
+
+/// Install a snapshot at `at` of `all` (built by replaying DtKV), membership voters [1,2,3].
+fn install_snapshot(st: &mut impl Storage, all: &[ReplayEntry], at: u64) {
+    let upto: Vec<ReplayEntry> = all.iter().filter(|e| e.index <= at).cloned().collect();
+    let data = rebuild(KvLimits::server(), None, &upto, |kv| snapshot_bytes(kv))
+        .unwrap()
+        .unwrap();
+    let meta = SnapshotMeta {
+        index: at,
+        term: all[at as usize - 1].term,
+        membership: Membership::new(&[1, 2, 3], &[]).unwrap(),
+        size_bytes: data.len() as u64,
+        crc: CRC32C.checksum(&data),
+    };
+    st.snapshot_begin(&meta).unwrap();
+    st.snapshot_write(0, &data).unwrap();
+    st.snapshot_finish().unwrap();
+    st.sync().unwrap();
+}
+
 /// Write a data dir: identity, group 0 with every entry of [`entries`], hard state term 3,
 /// commit = `commit`; optionally a snapshot at `snap_at` built by replaying DtKV.
 fn make_dir(dir: &Path, commit: u64, snap_at: Option<u64>) -> Vec<ReplayEntry> {
@@ -147,46 +196,63 @@ fn make_dir(dir: &Path, commit: u64, snap_at: Option<u64>) -> Vec<ReplayEntry> {
     .unwrap();
     let mut st = dd.open_group(0, &opts()).unwrap();
     let all = entries();
-    for e in &all {
-        st.append(&EntryRef {
-            index: e.index,
-            term: e.term,
-            kind: e.kind,
-            data: &e.data,
-        })
-        .unwrap();
-    }
-    st.save_hard_state(&HardState {
-        term: 3,
-        vote: 1,
-        commit,
-    })
-    .unwrap();
-    st.sync().unwrap();
-    if let Some(at) = snap_at {
-        let upto: Vec<ReplayEntry> = all.iter().filter(|e| e.index <= at).cloned().collect();
-        let data = rebuild(KvLimits::server(), None, &upto, |kv| snapshot_bytes(kv))
-            .unwrap()
-            .unwrap();
-        let meta = SnapshotMeta {
-            index: at,
-            term: all[at as usize - 1].term,
-            membership: Membership::new(&[1, 2, 3], &[]).unwrap(),
-            size_bytes: data.len() as u64,
-            crc: CRC32C.checksum(&data),
-        };
-        st.snapshot_begin(&meta).unwrap();
-        st.snapshot_write(0, &data).unwrap();
-        st.snapshot_finish().unwrap();
-        st.sync().unwrap();
-    }
+    fill(&mut st, &all, 3, commit, snap_at);
     all
 }
 
-/// `shoal-inspect ARGS`: exit code, stdout, stderr.
+/// A temp dir holding `n1`, a data dir made by [`make_dir`]; the entries written.
+fn node_dir(commit: u64, snap_at: Option<u64>) -> (tempfile::TempDir, PathBuf, Vec<ReplayEntry>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    let all = make_dir(&dir, commit, snap_at);
+    (tmp, dir, all)
+}
+
 fn run(args: &[&str]) -> (i32, String, String) {
     let o = inspect(args);
     (o.code, o.out, o.err)
+}
+
+/// `import FILE --data-dir DIR --node-id ID --members MEMBERS`.
+fn import_args<'a>(
+    file: &'a Path,
+    dir: &'a Path,
+    node_id: &'a str,
+    members: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "import",
+        s(file),
+        "--data-dir",
+        s(dir),
+        "--node-id",
+        node_id,
+        "--members",
+        members,
+    ]
+}
+
+/// `out` holds every one of `needles`.
+fn assert_holds(out: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(out.contains(n), "no `{}` in:\n{}", n, out);
+    }
+}
+
+/// `args` is refused as a usage error (exit 2) whose message says `what`.
+fn refused(args: &[&str], what: &str) {
+    let (code, _, err) = run(args);
+    assert_eq!(code, 2, "{}", err);
+    assert!(err.contains(what), "{}", err);
+}
+
+/// `verify --json` with `args` exits with `code`; its first finding.
+fn first_finding(args: &[&str], code: i32) -> serde_json::Value {
+    let mut a = vec!["verify"];
+    a.extend_from_slice(args);
+    let (got, v) = inspect_json(&a);
+    assert_eq!(got, code, "{}", v);
+    v["problems"][0].clone()
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -199,9 +265,7 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn summary_and_log_show_what_was_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    let all = make_dir(&dir, 60, None);
+    let (_tmp, dir, all) = node_dir(60, None);
     let (code, v) = inspect_json(&["summary", s(&dir)]);
     assert_eq!(code, 0, "{}", v);
     assert_eq!(v["identity"]["cluster_id"], CLUSTER);
@@ -222,23 +286,16 @@ fn summary_and_log_show_what_was_written() {
 
     let (code, out, err) = run(&["log", s(&dir)]);
     assert_eq!(code, 0, "{}", err);
-    assert!(out.contains("config ? → voters [1,2,3]"), "{}", out);
-    assert!(
-        out.contains("put app.db.url = \"postgres://db:5432/app\""),
-        "{}",
-        out
-    );
-    assert!(
-        out.contains("cas app.k000 expect absent -> \"b\""),
-        "{}",
-        out
-    );
-    assert!(out.contains("lock app.lk lease 5s"), "{}", out);
-    assert!(out.contains("expire @"), "{}", out);
-    assert!(
-        out.contains("config voters [1,2,3] → joint [1,2,3]+[1,2,3,4]"),
-        "{}",
-        out
+    assert_holds(
+        &out,
+        &[
+            "config ? → voters [1,2,3]",
+            "put app.db.url = \"postgres://db:5432/app\"",
+            "cas app.k000 expect absent -> \"b\"",
+            "lock app.lk lease 5s",
+            "expire @",
+            "config voters [1,2,3] → joint [1,2,3]+[1,2,3,4]",
+        ],
     );
     let (_, v) = inspect_json(&["log", s(&dir), "--from", "5", "--limit", "2"]);
     let lines = v["groups"][0]["entries"].as_array().unwrap();
@@ -255,9 +312,7 @@ fn summary_and_log_show_what_was_written() {
 
 #[test]
 fn a_healthy_dir_verifies_clean() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    make_dir(&dir, 60, Some(30));
+    let (_tmp, dir, _) = node_dir(60, Some(30));
     let (code, out, _) = run(&["verify", s(&dir)]);
     assert_eq!(code, 0, "{}", out);
     assert!(out.contains("OK"), "{}", out);
@@ -265,9 +320,7 @@ fn a_healthy_dir_verifies_clean() {
 
 #[test]
 fn a_flipped_bit_is_found_with_file_and_offset() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    make_dir(&dir, 60, None);
+    let (_tmp, dir, _) = node_dir(60, None);
     let seg = segments(&dir)[1].clone();
     let mut bytes = std::fs::read(&seg).unwrap();
     // Flip a bit inside the second record (the first starts right after the 30-byte header).
@@ -275,43 +328,33 @@ fn a_flipped_bit_is_found_with_file_and_offset() {
     let second = 30 + first_len;
     bytes[second + 12] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
-    let (code, v) = inspect_json(&["verify", s(&dir)]);
-    assert_eq!(code, 1, "{}", v);
-    let p = &v["problems"][0];
+    let p = &first_finding(&[s(&dir)], 1);
     assert_eq!(p["severity"], "error");
     assert_eq!(p["file"], s(&seg));
-    assert_eq!(p["offset"], second as u64, "{}", v);
+    assert_eq!(p["offset"], second as u64, "{}", p);
 }
 
 #[test]
 fn a_truncated_segment_is_found() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    make_dir(&dir, 60, None);
+    let (_tmp, dir, _) = node_dir(60, None);
     let seg = segments(&dir)[0].clone();
     let bytes = std::fs::read(&seg).unwrap();
     let first_len = u32::from_le_bytes(bytes[30..34].try_into().unwrap()) as usize + 8;
     let cut = 30 + first_len + 7; // in the middle of the second record
     std::fs::write(&seg, &bytes[..cut]).unwrap();
-    let (code, v) = inspect_json(&["verify", s(&dir)]);
-    assert_eq!(code, 1, "{}", v);
-    let p = &v["problems"][0];
-    assert_eq!(p["file"], s(&seg), "{}", v);
-    assert_eq!(p["offset"], (30 + first_len) as u64, "{}", v);
+    let p = &first_finding(&[s(&dir)], 1);
+    assert_eq!(p["file"], s(&seg), "{}", p);
+    assert_eq!(p["offset"], (30 + first_len) as u64, "{}", p);
 }
 
 #[test]
 fn a_deleted_segment_is_found() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    make_dir(&dir, 60, None);
+    let (_tmp, dir, _) = node_dir(60, None);
     let segs = segments(&dir);
     assert!(segs.len() >= 3);
     std::fs::remove_file(&segs[1]).unwrap();
-    let (code, v) = inspect_json(&["verify", s(&dir)]);
-    assert_eq!(code, 1, "{}", v);
-    let p = &v["problems"][0];
-    assert_eq!(p["file"], s(&segs[2]), "{}", v);
+    let p = &first_finding(&[s(&dir)], 1);
+    assert_eq!(p["file"], s(&segs[2]), "{}", p);
     assert_eq!(p["offset"], 0);
     let missing_from = segment_first_index(&segs[1]);
     assert_eq!(p["expected"], format!("first index {}", missing_from));
@@ -319,9 +362,7 @@ fn a_deleted_segment_is_found() {
 
 #[test]
 fn a_torn_tail_is_a_warning() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    make_dir(&dir, 60, None);
+    let (_tmp, dir, _) = node_dir(60, None);
     let seg = segments(&dir).pop().unwrap();
     // The scanner says where the records end; write half a record there.
     let scan = shoal_std::storage::scan::scan_segment(&seg).unwrap();
@@ -329,9 +370,7 @@ fn a_torn_tail_is_a_warning() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[end..end + 6].copy_from_slice(&[40, 0, 0, 0, 1, 0x55]);
     std::fs::write(&seg, &bytes).unwrap();
-    let (code, v) = inspect_json(&["verify", s(&dir)]);
-    assert_eq!(code, 0, "{}", v);
-    let p = &v["problems"][0];
+    let p = &first_finding(&[s(&dir)], 0);
     assert_eq!(p["severity"], "warning");
     assert_eq!(p["offset"], end as u64);
     assert!(p["detail"].as_str().unwrap().contains("torn tail"));
@@ -339,9 +378,7 @@ fn a_torn_tail_is_a_warning() {
 
 #[test]
 fn export_then_import_rebuilds_every_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    let all = make_dir(&dir, 60, Some(30));
+    let (tmp, dir, all) = node_dir(60, Some(30));
     let out = tmp.path().join("backup.shoal");
     let (code, v) = inspect_json(&["export", s(&dir), "--out", s(&out), "--upto", "last"]);
     assert_eq!(code, 0, "{}", v);
@@ -355,8 +392,7 @@ fn export_then_import_rebuilds_every_key() {
     assert_eq!(v["header"]["digest"], expected);
 
     // A second export to the same file is refused.
-    let (code, _, err) = run(&["export", s(&dir), "--out", s(&out)]);
-    assert_eq!(code, 2, "{}", err);
+    refused(&["export", s(&dir), "--out", s(&out)], "already exists");
 
     let (code, snap) = inspect_json(&["snapshot", s(&out), "--dump"]);
     assert_eq!(code, 0);
@@ -365,33 +401,17 @@ fn export_then_import_rebuilds_every_key() {
     assert_eq!(url["value"], "postgres://db:5432/app");
 
     let new_dir = tmp.path().join("rebuilt");
-    let (code, out_text, err) = run(&[
-        "import",
-        s(&out),
-        "--data-dir",
-        s(&new_dir),
-        "--node-id",
-        "2",
-        "--members",
-        "2=127.0.0.1:7102,5=127.0.0.1:7105",
-    ]);
+    let members = "2=127.0.0.1:7102,5=127.0.0.1:7105";
+    let (code, out_text, err) = run(&import_args(&out, &new_dir, "2", members));
     assert_eq!(code, 0, "{}{}", out_text, err);
     let (code, _, _) = run(&["verify", s(&new_dir)]);
     assert_eq!(code, 0);
 
     // Refuses to build over it again.
-    let (code, _, err) = run(&[
-        "import",
-        s(&out),
-        "--data-dir",
-        s(&new_dir),
-        "--node-id",
-        "2",
-        "--members",
-        "2=127.0.0.1:7102",
-    ]);
-    assert_eq!(code, 2, "{}", err);
-    assert!(err.contains("not empty"), "{}", err);
+    refused(
+        &import_args(&out, &new_dir, "2", "2=127.0.0.1:7102"),
+        "not empty",
+    );
 
     // Open it as shoald would and restore the state.
     let dd = DataDir::open(
@@ -432,16 +452,14 @@ fn export_then_import_rebuilds_every_key() {
     })
     .unwrap();
     assert_eq!(digest, expected);
-    let book = shoal_tools::addrbook::read_address_book(&new_dir.join("group-0")).unwrap();
+    let book = shoal_std::storage::scan::read_address_book(&new_dir.join("group-0")).unwrap();
     assert_eq!(book.len(), 2);
     assert_eq!(book[1].client_addr, "127.0.0.1:7106");
 }
 
 #[test]
 fn export_up_to_the_commit_index_leaves_the_tail_out() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    let all = make_dir(&dir, 40, Some(30));
+    let (tmp, dir, all) = node_dir(40, Some(30));
     let out = tmp.path().join("b.shoal");
     let (code, v) = inspect_json(&["export", s(&dir), "--out", s(&out)]);
     assert_eq!(code, 0, "{}", v);
@@ -454,9 +472,7 @@ fn export_up_to_the_commit_index_leaves_the_tail_out() {
 
 #[test]
 fn snapshot_command_reads_a_data_dir_snap_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    make_dir(&dir, 60, Some(30));
+    let (_tmp, dir, _) = node_dir(60, Some(30));
     let snap = std::fs::read_dir(dir.join("group-0/snap"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -491,6 +507,41 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2);
 }
 
+#[test]
+fn snapshot_command_reads_a_data_dirs_current_snapshot() {
+    let (tmp, dir, _) = node_dir(60, Some(30));
+    let (code, v) = inspect_json(&["snapshot", s(&dir), "--keys"]);
+    assert_eq!(code, 0, "{}", v);
+    assert_eq!(v["index"], 30);
+    assert_eq!(v["source"], "data_dir");
+    assert!(v["file"].as_str().unwrap().ends_with(".snap"), "{}", v);
+    assert!(v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["key"] == "app.db.url"));
+    let (code, out, _) = run(&["snapshot", s(&dir)]);
+    assert_eq!(code, 0);
+    assert!(out.contains("data dir snapshot"), "{}", out);
+    // A group the dir does not have, and a dir without a snapshot: usage errors.
+    refused(&["snapshot", s(&dir), "--group", "4"], "no group 4");
+    let plain = tmp.path().join("n2");
+    make_dir(&plain, 60, None);
+    refused(&["snapshot", s(&plain)], "has no snapshot");
+}
+
+#[test]
+fn a_commit_index_past_the_log_is_damage() {
+    let (_tmp, dir, all) = node_dir(500, None);
+    let p = &first_finding(&[s(&dir)], 1);
+    assert!(p["file"].as_str().unwrap().ends_with("hardstate"), "{}", p);
+    assert_eq!(p["expected"], format!("commit ≤ {}", all.len()));
+    assert_eq!(p["found"], "500");
+    let (code, _, err) = run(&["log", s(&dir), "--limit", "1"]);
+    assert_eq!(code, 1, "{}", err);
+    assert!(err.contains("commit index is past"), "{}", err);
+}
+
 mod flash {
     use super::*;
     use shoal_embedded::flash::sim::SimFlash;
@@ -498,36 +549,26 @@ mod flash {
 
     const ERASE: usize = 4096;
     const SECTORS: u32 = 24;
+    const GEO: &str = "erase=4096,write=4,slot=2";
 
-    fn image() -> Vec<u8> {
+    /// An image holding the first `n` of [`entries`], hard state term 2 with `commit`, and a
+    /// snapshot at `snap_at` if asked, written to `dir/flash.bin`.
+    fn image(dir: &Path, n: usize, commit: u64, snap_at: Option<u64>) -> PathBuf {
         let flash: SimFlash<Vec<u8>, ERASE, 4> = SimFlash::new(vec![0u8; ERASE * SECTORS as usize]);
         let layout = Layout::new(0, SECTORS, 2);
         let mut st: FlashStorage<_, 64> = FlashStorage::format(flash, layout).unwrap();
-        for e in entries().iter().take(20) {
-            st.append(&EntryRef {
-                index: e.index,
-                term: e.term,
-                kind: e.kind,
-                data: &e.data,
-            })
-            .unwrap();
-        }
-        st.save_hard_state(&HardState {
-            term: 2,
-            vote: 1,
-            commit: 15,
-        })
-        .unwrap();
-        st.sync().unwrap();
-        st.into_flash().bytes().to_vec()
+        let all: Vec<ReplayEntry> = entries().into_iter().take(n).collect();
+        fill(&mut st, &all, 2, commit, snap_at);
+        let path = dir.join("flash.bin");
+        std::fs::write(&path, st.into_flash().bytes()).unwrap();
+        path
     }
 
     #[test]
     fn flash_image_summary_log_and_verify() {
         let tmp = tempfile::tempdir().unwrap();
-        let img = tmp.path().join("flash.bin");
-        std::fs::write(&img, image()).unwrap();
-        let geo = "erase=4096,write=4,slot=2";
+        let img = image(tmp.path(), 20, 15, None);
+        let geo = GEO;
         let (code, v) = inspect_json(&["summary", "--flash", s(&img), "--geometry", geo]);
         assert_eq!(code, 0, "{}", v);
         assert_eq!(v["hard_state"]["commit"], 15);
@@ -547,5 +588,120 @@ mod flash {
         let (code, out, _) = run(&["verify", "--flash", s(&img), "--geometry", geo]);
         assert_eq!(code, 1, "{}", out);
         assert!(out.contains("at offset"), "{}", out);
+    }
+
+    /// `args`, then the flags that name the image.
+    fn on_image<'a>(img: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        v.extend(["--flash", s(img), "--geometry", GEO]);
+        v
+    }
+
+    #[test]
+    fn an_images_summary_log_and_entry_read_like_a_data_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = image(tmp.path(), 20, 15, None);
+        let (code, out, _) = run(&on_image(&img, &["summary"]));
+        assert_eq!(code, 0);
+        assert_holds(
+            &out,
+            &[
+                "hard state   term 2  vote 1  commit 15",
+                "ring         1 of 18 sectors live",
+                "health     OK",
+            ],
+        );
+
+        // An image's one group stands at the top level of the JSON.
+        let (code, v) = inspect_json(&on_image(&img, &["log", "--from", "5", "--limit", "2"]));
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["group"], 0);
+        let lines = v["entries"].as_array().unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["command"]["key"], "app.db.url");
+
+        let (code, out, err) = run(&on_image(&img, &["entry", "5"]));
+        assert_eq!(code, 0, "{}", err);
+        assert_holds(&out, &["postgres://db:5432/app", "00000000  "]);
+        let (code, out, _) = run(&on_image(&img, &["entry", "1"]));
+        assert_eq!(code, 0);
+        assert!(out.contains("config ? → voters [1,2,3]"), "{}", out);
+        let (code, v) = inspect_json(&on_image(&img, &["entry", "5"]));
+        assert_eq!(code, 0);
+        assert_eq!(v["index"], 5);
+        assert_eq!(v["command"]["op"], "put");
+        assert!(v["payload_hex"].as_str().unwrap().len() > 10);
+        assert!(
+            v.get("file").is_none(),
+            "an image has no record files: {}",
+            v
+        );
+        refused(
+            &on_image(&img, &["entry", "99"]),
+            "entry 99 is not in the log of group 0",
+        );
+    }
+
+    #[test]
+    fn a_commit_index_past_an_images_log_is_damage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = image(tmp.path(), 20, 25, None);
+        let p = first_finding(&on_image(&img, &[]), 1);
+        assert_eq!(p["file"], s(&img));
+        assert_eq!(p["expected"], "commit ≤ 20");
+        let (code, v) = inspect_json(&["summary", "--flash", s(&img), "--geometry", GEO]);
+        assert_eq!(code, 1);
+        assert_eq!(v["ok"], false);
+        let (code, _, err) = run(&["log", "--flash", s(&img), "--geometry", GEO]);
+        assert_eq!(code, 1, "{}", err);
+        assert!(err.contains("commit index is past"), "{}", err);
+    }
+
+    #[test]
+    fn an_images_snapshot_is_shown_exported_and_imported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = image(tmp.path(), 20, 15, Some(10));
+        let (code, v) = inspect_json(&on_image(&img, &["summary"]));
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["snapshot"]["index"], 10);
+        assert_eq!(v["snapshot"]["crc_ok"], true);
+        assert_eq!(v["snapshots"][0]["current"], true);
+
+        let (code, v) = inspect_json(&on_image(&img, &["snapshot", "--dump"]));
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["source"], "flash_image");
+        assert_eq!(v["index"], 10);
+        let keys = v["keys"].as_array().unwrap();
+        let url = keys.iter().find(|k| k["key"] == "app.db.url").unwrap();
+        assert_eq!(url["value"], "postgres://db:5432/app");
+
+        // Export: the snapshot plus the entries up to the commit index.
+        let out = tmp.path().join("board.shoal");
+        let (code, v) = inspect_json(&on_image(&img, &["export", "--out", s(&out)]));
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["from_snapshot"], 10);
+        assert_eq!(v["entries_applied"], 5);
+        assert_eq!(v["entries_not_exported"], 5);
+        assert_eq!(v["header"]["index"], 15);
+        // An image records no identity.
+        assert_eq!(v["header"]["cluster_id"], 0);
+        let upto: Vec<ReplayEntry> = entries().into_iter().take(15).collect();
+        let expected = rebuild(KvLimits::server(), None, &upto, |kv| kv.digest()).unwrap();
+        assert_eq!(v["header"]["digest"], expected);
+
+        // Import needs the cluster id the image does not record.
+        let new_dir = tmp.path().join("rebuilt");
+        let mut import = import_args(&out, &new_dir, "1", "1=127.0.0.1:7101");
+        refused(&import, "--cluster-id");
+        import.extend(["--cluster-id", "77"]);
+        let (code, out_text, err) = run(&import);
+        assert_eq!(code, 0, "{}{}", out_text, err);
+        let (code, v) = inspect_json(&["summary", s(&new_dir)]);
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["identity"]["cluster_id"], 77);
+        assert_eq!(v["groups"][0]["snapshot"]["index"], 15);
+        let (code, v) = inspect_json(&["snapshot", s(&new_dir)]);
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["digest"], format!("{:#018x}", expected));
     }
 }

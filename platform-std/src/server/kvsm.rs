@@ -5,33 +5,13 @@
 //! start with their version byte, 1); it is handed to the platform and skipped by DtKV, so the
 //! DtKV applied index stays exact.
 
-use serde::{Deserialize, Serialize};
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
-use shoal_core::{LogIndex, NodeId, Term};
+use shoal_core::{LogIndex, Term};
 
 use crate::kvheap::{HeapKv, KvHeap};
 use shoal_kv::{Applied, KvLimits, LimitsError};
 
-/// First byte of an address-book log entry.
-pub const ADDR_ENTRY_TAG: u8 = 0xA5;
-
-/// A member's addresses as the address book stores them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberAddr {
-    /// The node.
-    pub id: NodeId,
-    /// Its raft (peer) address.
-    pub raft_addr: String,
-    /// Its client address.
-    pub client_addr: String,
-}
-
-/// Encode an address-book log entry.
-pub fn encode_addr_entry(addr: &MemberAddr) -> Vec<u8> {
-    let mut out = vec![ADDR_ENTRY_TAG];
-    out.extend_from_slice(&postcard::to_allocvec(addr).expect("an address entry always encodes"));
-    out
-}
+pub use crate::storage::addrbook::{encode_addr_entry, MemberAddr, ADDR_ENTRY_TAG};
 
 /// What applying one entry produced.
 #[derive(Clone, Debug)]

@@ -5,7 +5,8 @@
 //!
 //! Storage calls happen only on the raft thread.
 
-pub mod addrbook;
+// The address book is a data dir file: the storage layer owns its format (tools read it too).
+pub use crate::storage::addrbook;
 pub mod admin;
 pub mod clients;
 pub mod config;

@@ -1,5 +1,5 @@
-//! The file-backed [`Storage`] of the `shoald` server, and read-only access to a data dir for
-//! `shoal-inspect`.
+//! The file-backed [`Storage`] of the `shoald` server, and the offline reading API ([`scan`])
+//! that `shoal-inspect` and other tools read a data dir with.
 //!
 //! # Data dir
 //!
@@ -11,11 +11,13 @@
 //!     log/<first index:020>.log   preallocated segments: header record, then one record per entry
 //!     log/truncate                present only while a truncation is in progress
 //!     snap/<index:020>-<term:020>.snap   metadata record, then the snapshot data
+//!     addrbook                    members' raft and client addresses ([`addrbook`])
 //! ```
 //!
 //! The byte layout is specified in `docs/FORMAT.md`. Open a data dir with [`DataDir::bootstrap`]
 //! (first start) or [`DataDir::open`] (every later start), then each group with
-//! [`DataDir::open_group`]. Tools read without opening for write through [`scan`].
+//! [`DataDir::open_group`]. Tools read without opening for write through [`scan`], the
+//! documented offline reading API.
 //!
 //! # Durability (the contract of `shoal_core::storage`, rule by rule)
 //!
@@ -45,6 +47,7 @@
 //! returns. A follower may therefore have acknowledged entries it no longer has; a cluster stays
 //! safe while fewer than a quorum of nodes lose power at the same moment.
 
+pub mod addrbook;
 mod error;
 mod fsutil;
 mod hardstate;

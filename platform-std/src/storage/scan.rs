@@ -1,14 +1,39 @@
-//! Read-only access to a data dir, for `shoal-inspect` and other offline tools.
+//! The offline reading API: everything a tool needs to read a data dir without `shoald`.
+//!
+//! `shoal-inspect` and any other offline tool read a data dir through this module and nothing
+//! else of the server's: the server's own code (`shoal_std::server`) is not part of it. Every
+//! format it reads is specified in `docs/FORMAT.md`; the same decoders open the data dir at
+//! `shoald`'s start, so a tool and the server never disagree on what a file holds.
 //!
 //! Nothing here opens a file for writing, repairs, or deletes: a tool can point these at the
 //! data dir of a stopped node (or a copy of it) and report exactly what is on disk, record by
-//! record, with the file and byte offset of each.
+//! record, with the file and byte offset of each. (Building a data dir, as a restore does, goes
+//! through the ordinary writing API: [`super::DataDir`], [`super::FileStorage`] and
+//! [`super::addrbook::AddrBook`].)
+//!
+//! | what | where in the data dir | read with |
+//! |---|---|---|
+//! | layout | `identity`, `group-<N>/{hardstate,log,snap,addrbook}` | [`list_groups`], [`group_dir`], [`log_dir`], [`snap_dir`] |
+//! | identity | `identity` | [`read_identity`] |
+//! | hard state | `group-<N>/hardstate`, two slots of [`HS_SLOT_BYTES`] | [`read_hard_state`] |
+//! | log | `group-<N>/log/*.log` | [`list_segments`], [`scan_segment`] (records with offsets, then how the segment ends) |
+//! | truncation intent | `group-<N>/log/truncate` | [`read_truncate_intent`] |
+//! | snapshots | `group-<N>/snap/*.snap` | [`list_snapshots`], [`read_snapshot_info`], [`verify_snapshot_data`] |
+//! | address book | `group-<N>/addrbook`, and address entries in the log | [`read_address_book`], [`decode_addr_entry`] |
+//!
+//! Errors are [`OpenError`] (with the file and, for damage, the byte offset) or, for a segment,
+//! [`ScanError`].
 
 use std::path::{Path, PathBuf};
 
-use shoal_core::types::GroupId;
+use shoal_core::types::{GroupId, LogIndex};
 
-pub use super::hardstate::{decode_slot, read_hard_state, HardStateFile, Slot, HARD_STATE_FILE};
+pub use super::addrbook::{decode_addr_entry, MemberAddr, ADDRBOOK_FILE, ADDR_ENTRY_TAG};
+pub use super::error::OpenError;
+pub use super::group_dir;
+pub use super::hardstate::{
+    decode_slot, read_hard_state, HardStateFile, Slot, HARD_STATE_FILE, HS_SLOT_BYTES,
+};
 pub use super::identity::{read_identity, Identity, IDENTITY_FILE};
 pub use super::seglog::TRUNCATE_INTENT_FILE;
 pub use super::segment::{
@@ -17,10 +42,27 @@ pub use super::segment::{
 };
 pub use super::snapshot::{
     list_snapshots, read_snapshot_info, snapshot_name, verify_snapshot_data, SnapshotInfo,
+    SNAPSHOT_MAGIC,
 };
 
-use super::error::OpenError;
+use super::addrbook::AddrBook;
 use super::segment::walk_segment;
+
+/// The truncation intent in `log_dir`: `Ok(None)` when there is none, `Ok(Some(index))` when
+/// an interrupted truncation voids the entries from `index` on, `Err` (why) when the file is
+/// torn or not an intent (void: `shoald` removes it at its next start).
+pub fn read_truncate_intent(log_dir: &Path) -> Result<Option<LogIndex>, String> {
+    match std::fs::read(log_dir.join(TRUNCATE_INTENT_FILE)) {
+        Ok(bytes) => super::seglog::decode_intent(&bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The address book of a group dir, by node id (empty when the file is absent).
+pub fn read_address_book(group_dir: &Path) -> Result<Vec<MemberAddr>, String> {
+    Ok(AddrBook::load(group_dir)?.map.into_values().collect())
+}
 
 /// The groups of a data dir (`group-<N>` directories), ascending.
 pub fn list_groups(data_dir: &Path) -> Result<Vec<GroupId>, OpenError> {

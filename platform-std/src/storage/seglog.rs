@@ -979,14 +979,18 @@ pub(crate) fn encode_intent(from: LogIndex) -> Vec<u8> {
 
 /// The index a truncation intent file names; `None` when absent or torn (then void).
 fn read_intent(path: &Path) -> Option<LogIndex> {
-    let bytes = fs::read(path).ok()?;
-    let (body, _) = record::decode(&bytes).ok()?;
+    decode_intent(&fs::read(path).ok()?).ok()
+}
+
+/// The first removed index an intent record names, or why the bytes are not an intent.
+pub(crate) fn decode_intent(bytes: &[u8]) -> Result<LogIndex, String> {
+    let (body, _) = record::decode(bytes).map_err(|e| e.to_string())?;
     if body.len() != 16 || &body[..8] != INTENT_MAGIC {
-        return None;
+        return Err("not a truncation intent record".into());
     }
     let mut w = [0u8; 8];
     w.copy_from_slice(&body[8..]);
-    Some(u64::from_le_bytes(w))
+    Ok(u64::from_le_bytes(w))
 }
 
 fn remove_intent(path: &Path, sync: bool) -> std::io::Result<()> {
