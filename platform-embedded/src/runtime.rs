@@ -18,7 +18,7 @@
 use crate::link::{FrameRx, FrameTx, LinkError};
 use core::mem::MaybeUninit;
 use embedded_io::{Read, ReadReady, Write, WriteReady};
-use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::handshake::{self, Hello};
 use shoal_core::io::{Transport, TransportError};
 use shoal_core::membership::Membership;
@@ -151,7 +151,10 @@ where
         bootstrap: Option<&Membership>,
     ) -> Result<&'a mut Self, NodeError> {
         Ok(shoal_core::write_fields!(slot, Self {
-            node in |s| Node::init(s, cfg, store, mesh, kv, frame_buf, now_ms, bootstrap),
+            node in |s| {
+                let parts = NodeParts { store, transport: mesh, sm: kv, buf: frame_buf };
+                Node::init(s, cfg, parts, now_ms, bootstrap)
+            },
             rx: rx,
             stats: RuntimeStats::default(),
         }))

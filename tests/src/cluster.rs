@@ -13,12 +13,12 @@ use crate::sim::clock::Clocks;
 use crate::sim::faults::{self, FaultEvent, FaultSchedule};
 use crate::sim::invariants::{hash_bytes, EntryView, InvariantChecker, NodeView};
 use crate::sim::network::Network;
-use shoal_core::driver::{Event, Node, NodeConfig};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeParts};
 use shoal_core::entry::EntryIter;
 use shoal_core::io::{StateMachine, Transport, TransportError};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
-use shoal_core::message::Message;
+use shoal_core::message::{Message, VoteResp};
 use shoal_core::raft::{ConfigChange, SyncPoint};
 use shoal_core::rng::Rng;
 use shoal_core::storage::{LogView, Storage};
@@ -355,13 +355,15 @@ impl<'w, W: Workload> Run<'w, W> {
         let local = self.clocks.local_ms(id, self.now);
         Node::new(
             nc,
-            store,
-            t,
-            Recorder {
-                inner: self.w.new_sm(),
-                applied: Vec::new(),
+            NodeParts {
+                store,
+                transport: t,
+                sm: Recorder {
+                    inner: self.w.new_sm(),
+                    applied: Vec::new(),
+                },
+                buf: vec![0u8; 16 * 1024],
             },
-            vec![0u8; 16 * 1024],
             local,
             bootstrap,
         )
@@ -517,7 +519,7 @@ impl<'w, W: Workload> Run<'w, W> {
             return;
         };
         let Some(node) = slot.node.take() else { return };
-        let (store, ..) = node.into_parts();
+        let store = node.into_parts().store;
         // A background sync still running is lost with the power.
         slot.bg_sync = None;
         slot.down_store = Some(store.crash(seed));
@@ -796,10 +798,10 @@ impl<'w, W: Workload> Run<'w, W> {
         let Ok((f, _)) = shoal_core::wire::decode(frame) else {
             return Ok(());
         };
-        if let shoal_core::wire::Body::Raft(Message::VoteResp {
+        if let shoal_core::wire::Body::Raft(Message::VoteResp(VoteResp {
             term,
             granted: true,
-        }) = f.body
+        })) = f.body
         {
             let Some(n) = self.slots.get(&from).and_then(|s| s.node.as_ref()) else {
                 return Ok(());

@@ -21,7 +21,7 @@ use futures_lite::StreamExt;
 use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
 
-use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::limits::Config;
 use shoal_core::membership::{Membership, NodeSet};
 use shoal_core::raft::{ConfigChange, ProposeError, ReadError, SyncPoint};
@@ -422,10 +422,7 @@ impl RaftLoop {
                 node in |n| Node::init(
                     n,
                     ncfg,
-                    store,
-                    transport,
-                    sm,
-                    vec![0u8; NODE_BUF_BYTES],
+                    NodeParts { store, transport, sm, buf: vec![0u8; NODE_BUF_BYTES] },
                     now,
                     membership.as_ref(),
                 ),
@@ -595,7 +592,7 @@ impl RaftLoop {
             }
         }
         for (_, g) in std::mem::take(&mut self.groups) {
-            let (mut store, ..) = g.node.into_parts();
+            let mut store = g.node.into_parts().store;
             if let Err(e) = shoal_core::storage::Storage::sync(&mut store) {
                 log::error!("group {}: final sync failed: {e}", g.id);
                 return 1;

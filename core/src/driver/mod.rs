@@ -17,23 +17,27 @@
 //! The driver never allocates: the platform hands in the one buffer used to frame messages and
 //! to read entries for applying.
 
+mod error;
+mod send;
+mod snapshot;
+
+pub use error::NodeError;
+
 use crate::entry::{self, EntryIter};
-use crate::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport};
-use crate::limits::{Config, ConfigError};
+use crate::io::{StateMachine, Transport};
+use crate::limits::Config;
 use crate::membership::Membership;
-use crate::message::{Message, SnapshotHeader};
+use crate::message::Message;
 use crate::raft::{
-    ConfigChange, Envelope, ProposeError, Raft, RaftError, ReadError, ReadEvent, Recovered,
-    StepOutcome, SyncPoint, TransferError,
+    ConfigChange, ProposeError, Raft, ReadError, ReadEvent, Recovered, StepOutcome, SyncPoint,
+    TransferError,
 };
-use crate::record::CRC32C;
 use crate::storage::{Storage, StorageError};
-use crate::types::{
-    ClusterId, EntryKind, GroupId, HardState, LogIndex, NodeId, Role, SnapshotMeta, Term,
-};
-use crate::wire::{self, Body, FrameHeader, WireError, FRAME_PREFIX_RESERVE, WIRE_VERSION};
+use crate::types::{ClusterId, EntryKind, GroupId, HardState, LogIndex, NodeId, Role, Term};
+use crate::wire::{self, Body, FRAME_PREFIX_RESERVE};
 use core::mem::MaybeUninit;
 use heapless::Deque;
+use snapshot::restore_from_store;
 
 /// Identity and tuning of one group member.
 #[derive(Clone, Debug)]
@@ -91,115 +95,17 @@ pub enum Event<O> {
     },
 }
 
-/// Why the driver failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NodeError {
-    /// Storage failed: the node must stop.
-    Storage(StorageError),
-    /// Raft refused a message or its storage failed.
-    Raft(RaftError),
-    /// A frame did not decode.
-    Wire(WireError),
-    /// A frame from another cluster.
-    WrongCluster {
-        /// Our cluster.
-        local: ClusterId,
-        /// The frame's cluster.
-        remote: ClusterId,
-    },
-    /// A frame for another group.
-    WrongGroup {
-        /// Our group.
-        local: GroupId,
-        /// The frame's group.
-        remote: GroupId,
-    },
-    /// A frame addressed to another node.
-    WrongNode {
-        /// Our node id.
-        local: NodeId,
-        /// The frame's destination.
-        remote: NodeId,
-    },
-    /// A frame that is not a Raft message (handshakes belong to the transport).
-    NotRaft,
-    /// The state machine's snapshot failed.
-    Snapshot(SnapshotError),
-    /// The snapshot in storage does not match its checksum.
-    SnapshotChecksum {
-        /// CRC recorded in the metadata.
-        expected: u32,
-        /// CRC of the data read.
-        found: u32,
-    },
-    /// A configuration value is out of range.
-    Config(ConfigError),
-    /// The storage holds no configuration and none was given to bootstrap with.
-    NoMembership,
-    /// The log holds a configuration entry that does not decode.
-    BadConfigEntry(LogIndex),
-}
-
-impl From<StorageError> for NodeError {
-    fn from(e: StorageError) -> Self {
-        NodeError::Storage(e)
-    }
-}
-impl From<RaftError> for NodeError {
-    fn from(e: RaftError) -> Self {
-        NodeError::Raft(e)
-    }
-}
-impl From<ConfigError> for NodeError {
-    fn from(e: ConfigError) -> Self {
-        NodeError::Config(e)
-    }
-}
-impl From<WireError> for NodeError {
-    fn from(e: WireError) -> Self {
-        NodeError::Wire(e)
-    }
-}
-
-impl core::fmt::Display for NodeError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            NodeError::Storage(e) => write!(f, "storage: {}", e),
-            NodeError::Raft(e) => write!(f, "raft: {}", e),
-            NodeError::Wire(e) => write!(f, "wire: {}", e),
-            NodeError::WrongCluster { local, remote } => {
-                write!(
-                    f,
-                    "frame from cluster {} refused: this node is in cluster {}",
-                    remote, local
-                )
-            }
-            NodeError::WrongGroup { local, remote } => {
-                write!(f, "frame for group {} delivered to group {}", remote, local)
-            }
-            NodeError::WrongNode { local, remote } => {
-                write!(
-                    f,
-                    "frame addressed to node {} delivered to node {}",
-                    remote, local
-                )
-            }
-            NodeError::NotRaft => f.write_str("frame is not a raft message"),
-            NodeError::Snapshot(e) => write!(f, "state machine snapshot: {:?}", e),
-            NodeError::SnapshotChecksum { expected, found } => {
-                write!(
-                    f,
-                    "snapshot checksum mismatch: metadata says {:#010x}, data gives {:#010x}",
-                    expected, found
-                )
-            }
-            NodeError::Config(e) => write!(f, "config: {}", e),
-            NodeError::NoMembership => {
-                f.write_str("no membership in storage and none given to bootstrap")
-            }
-            NodeError::BadConfigEntry(i) => write!(f, "configuration entry {} does not decode", i),
-        }
-    }
+/// What a node is built from, and what it comes apart into: its storage, its transport, its
+/// state machine and the one buffer it frames messages and reads entries with.
+pub struct NodeParts<S, T, M, B> {
+    /// The group's durable state.
+    pub store: S,
+    /// Where frames to peers go.
+    pub transport: T,
+    /// What committed entries are applied to.
+    pub sm: M,
+    /// The node's one buffer (see [`Node::new`]).
+    pub buf: B,
 }
 
 /// Counters for metrics.
@@ -252,75 +158,36 @@ where
     /// with that membership (every initial member must use the same one); a fresh storage
     /// without it starts a node that waits to be added by the leader (`--join`).
     ///
-    /// `buf` frames messages and reads entries; it must hold the largest entry plus
+    /// `parts.buf` frames messages and reads entries; it must hold the largest entry plus
     /// [`FRAME_PREFIX_RESERVE`] + 16 bytes.
     pub fn new(
         cfg: NodeConfig,
-        store: S,
-        transport: T,
-        sm: M,
-        buf: B,
+        parts: NodeParts<S, T, M, B>,
         now_ms: u64,
         bootstrap: Option<&Membership>,
     ) -> Result<Self, NodeError> {
-        crate::inplace::build(|slot| {
-            Self::init(slot, cfg, store, transport, sm, buf, now_ms, bootstrap)
-        })
+        crate::inplace::build(|slot| Self::init(slot, cfg, parts, now_ms, bootstrap))
     }
 
     /// Like [`Node::new`], but build the node directly in `slot` (a `static` on a small board)
     /// and return it there: neither the node nor its `Raft` is ever assembled on the stack and
     /// moved. If an error is returned after the node was built (a configuration entry in the
     /// log does not decode), its parts are not dropped.
-    #[allow(clippy::too_many_arguments)]
     pub fn init<'s>(
         slot: &'s mut MaybeUninit<Self>,
         cfg: NodeConfig,
-        mut store: S,
-        transport: T,
-        mut sm: M,
-        buf: B,
+        parts: NodeParts<S, T, M, B>,
         now_ms: u64,
         bootstrap: Option<&Membership>,
     ) -> Result<&'s mut Self, NodeError> {
         cfg.raft.validate().map_err(NodeError::Config)?;
-        let fresh = store.last_index() == 0
-            && store.snapshot_meta().is_none()
-            && store.hard_state().term == 0;
-        if fresh {
-            if let Some(m) = bootstrap {
-                let mut data = [0u8; crate::raft::MAX_CONFIG_BYTES];
-                let data = postcard::to_slice(m, &mut data).map_err(|_| NodeError::NoMembership)?;
-                store.append(&entry::EntryRef {
-                    index: 1,
-                    term: 1,
-                    kind: EntryKind::Config,
-                    data,
-                })?;
-                store.save_hard_state(&HardState {
-                    term: 1,
-                    vote: 0,
-                    commit: 0,
-                })?;
-                store.sync()?;
-            }
-        }
-        let snap = store.snapshot_meta();
-        if let Some(meta) = &snap {
-            restore_from_store(&store, &mut sm, meta)?;
-        }
-        let (snapshot, snapshot_membership) = match snap {
-            Some(m) => ((m.index, m.term), m.membership),
-            None => ((0, 0), Membership::default()),
-        };
-        let last = store.last_index();
-        let last_term = store.term(last)?;
-        let rec = Recovered {
-            hard_state: store.hard_state(),
-            snapshot,
-            snapshot_membership,
-            last: (last, last_term),
-        };
+        let NodeParts {
+            mut store,
+            transport,
+            mut sm,
+            buf,
+        } = parts;
+        let rec = recover(&mut store, &mut sm, bootstrap)?;
         let (id, raft_cfg, seed) = (cfg.node_id, cfg.raft.clone(), cfg.seed);
         let node = crate::write_fields!(slot, Self {
             raft in |s| Raft::init(s, id, raft_cfg, seed, rec, now_ms),
@@ -394,8 +261,13 @@ where
         self.stats
     }
     /// Take the node apart (to simulate a crash, or to shut down).
-    pub fn into_parts(self) -> (S, T, M, B) {
-        (self.store, self.transport, self.sm, self.buf)
+    pub fn into_parts(self) -> NodeParts<S, T, M, B> {
+        NodeParts {
+            store: self.store,
+            transport: self.transport,
+            sm: self.sm,
+            buf: self.buf,
+        }
     }
     /// The applied index.
     pub fn applied(&self) -> LogIndex {
@@ -663,244 +535,47 @@ where
             on_event(Event::ReadReady { upto, index });
         }
     }
-
-    fn take_snapshot(&mut self, now_ms: u64) -> Result<Option<LogIndex>, NodeError> {
-        let index = self.raft.applied();
-        if index <= self.raft.snapshot_index() {
-            return Ok(None);
-        }
-        let Some(membership) = self.raft.membership_at(index) else {
-            return Ok(None);
-        };
-        let term = self.store.term(index)?;
-        // Pass 1 sizes and checksums the data so the metadata is complete before writing.
-        let mut probe = CountingWriter {
-            len: 0,
-            digest: CRC32C.digest(),
-        };
-        self.sm.snapshot(&mut probe).map_err(NodeError::Snapshot)?;
-        let meta = SnapshotMeta {
-            index,
-            term,
-            membership,
-            size_bytes: probe.len,
-            crc: probe.digest.finalize(),
-        };
-        self.store.snapshot_begin(&meta)?;
-        let mut w = StoreWriter {
-            store: &mut self.store,
-            offset: 0,
-            err: None,
-        };
-        let res = self.sm.snapshot(&mut w);
-        if let Some(e) = w.err {
-            return Err(NodeError::Storage(e));
-        }
-        res.map_err(NodeError::Snapshot)?;
-        self.store.snapshot_finish()?;
-        // Refresh the commit hint alongside the snapshot (Raft saves it only with term or vote).
-        self.store.save_hard_state(&self.raft.hard_state())?;
-        self.raft.on_snapshot_taken(now_ms, index, term);
-        let upto = index.saturating_sub(self.cfg.raft.snapshot_keep_entries);
-        if upto > 0 {
-            self.store.compact_prefix(upto)?;
-        }
-        self.stats.snapshots_taken += 1;
-        Ok(Some(index))
-    }
-
-    // ----- sending -------------------------------------------------------------------------------
-
-    fn send_outbox(&mut self) {
-        while let Some(env) = self.raft.pop_message() {
-            self.send_one(env);
-        }
-    }
-
-    fn send_one(&mut self, env: Envelope) {
-        let header = FrameHeader {
-            version: WIRE_VERSION,
-            cluster_id: self.cfg.cluster_id,
-            group: self.cfg.group,
-            from: self.cfg.node_id,
-            to: env.to,
-        };
-        let tail_at = FRAME_PREFIX_RESERVE + 5;
-        let buf = self.buf.as_mut();
-        let room = buf.len().saturating_sub(tail_at + 4);
-        let mut msg = env.msg;
-        let mut tail_len = 0;
-        if let Message::Append {
-            prev_index, count, ..
-        } = &mut msg
-        {
-            if *count > 0 {
-                let planned_last = *prev_index + u64::from(*count);
-                let limit = room.min(self.cfg.raft.max_bytes_per_message);
-                match self.store.read_entries(
-                    *prev_index + 1,
-                    planned_last,
-                    &mut buf[tail_at..tail_at + limit],
-                ) {
-                    Ok(got) => {
-                        tail_len = got.bytes;
-                        if got.count < *count {
-                            self.raft.sent_fewer(
-                                env.to,
-                                planned_last,
-                                *prev_index + u64::from(got.count),
-                            );
-                            *count = got.count;
-                        }
-                    }
-                    Err(e) => {
-                        warn!("cannot read entries for a peer; message dropped");
-                        let _ = e;
-                        return;
-                    }
-                }
-            }
-        }
-        // A queued snapshot chunk names its snapshot; the header on the wire comes from storage.
-        let mut stored = None;
-        if let Message::Snapshot {
-            meta, offset, done, ..
-        } = &mut msg
-        {
-            let Some(m) = self.store.snapshot_meta().filter(|m| m.index == meta.index) else {
-                return;
-            };
-            let chunk = room.min(self.cfg.raft.snapshot_chunk_bytes);
-            match self
-                .store
-                .snapshot_read(*offset, &mut buf[tail_at..tail_at + chunk])
-            {
-                Ok(n) => {
-                    tail_len = n;
-                    *done = *offset + n as u64 >= m.size_bytes;
-                }
-                Err(_) => return,
-            }
-            stored = Some(m);
-        }
-        let msg: Message = msg.map_snapshot(|r| {
-            let m = stored.unwrap_or_default();
-            SnapshotHeader {
-                index: r.index,
-                term: r.term,
-                membership: m.membership,
-                size_bytes: m.size_bytes,
-                crc: m.crc,
-            }
-        });
-        match wire::encode_with_tail(&header, &Body::Raft(msg), buf, tail_at, tail_len) {
-            Ok(range) => {
-                let frame = &buf[range];
-                self.stats.frames_out += 1;
-                self.stats.bytes_out += frame.len() as u64;
-                if self.transport.send(env.to, frame).is_err() {
-                    self.stats.send_failures += 1;
-                }
-            }
-            Err(_) => self.stats.send_failures += 1,
-        }
-    }
 }
 
-/// Restore `sm` from the snapshot in `store`, checking its CRC as it streams.
-fn restore_from_store<S: Storage, M: StateMachine>(
-    store: &S,
+/// Bring a storage up for a group: write the bootstrap membership into a fresh one, restore
+/// the state machine from the snapshot, and say what Raft starts from.
+fn recover<S: Storage, M: StateMachine>(
+    store: &mut S,
     sm: &mut M,
-    meta: &SnapshotMeta,
-) -> Result<(), NodeError> {
-    let mut r = StoreReader {
-        store,
-        offset: 0,
-        size: meta.size_bytes,
-        digest: CRC32C.digest(),
-        err: None,
+    bootstrap: Option<&Membership>,
+) -> Result<Recovered, NodeError> {
+    let fresh =
+        store.last_index() == 0 && store.snapshot_meta().is_none() && store.hard_state().term == 0;
+    if let (true, Some(m)) = (fresh, bootstrap) {
+        let mut data = [0u8; crate::raft::MAX_CONFIG_BYTES];
+        let data = postcard::to_slice(m, &mut data).map_err(|_| NodeError::NoMembership)?;
+        store.append(&entry::EntryRef {
+            index: 1,
+            term: 1,
+            kind: EntryKind::Config,
+            data,
+        })?;
+        store.save_hard_state(&HardState {
+            term: 1,
+            vote: 0,
+            commit: 0,
+        })?;
+        store.sync()?;
+    }
+    let snap = store.snapshot_meta();
+    if let Some(meta) = &snap {
+        restore_from_store(store, sm, meta)?;
+    }
+    let (snapshot, snapshot_membership) = match snap {
+        Some(m) => ((m.index, m.term), m.membership),
+        None => ((0, 0), Membership::default()),
     };
-    let res = sm.restore(meta.index, &mut r);
-    if let Some(e) = r.err {
-        return Err(NodeError::Storage(e));
-    }
-    res.map_err(NodeError::Snapshot)?;
-    let found = r.digest.finalize();
-    if found != meta.crc || r.offset != meta.size_bytes {
-        return Err(NodeError::SnapshotChecksum {
-            expected: meta.crc,
-            found,
-        });
-    }
-    Ok(())
-}
-
-struct CountingWriter {
-    len: u64,
-    digest: crate::record::Crc32cDigest,
-}
-
-impl SnapshotWriter for CountingWriter {
-    fn write(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
-        self.len += data.len() as u64;
-        self.digest.update(data);
-        Ok(())
-    }
-}
-
-struct StoreWriter<'a, S> {
-    store: &'a mut S,
-    offset: u64,
-    err: Option<StorageError>,
-}
-
-impl<S: Storage> SnapshotWriter for StoreWriter<'_, S> {
-    fn write(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
-        match self.store.snapshot_write(self.offset, data) {
-            Ok(()) => {
-                self.offset += data.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                self.err = Some(e);
-                Err(SnapshotError::Io)
-            }
-        }
-    }
-}
-
-struct StoreReader<'a, S> {
-    store: &'a S,
-    offset: u64,
-    size: u64,
-    digest: crate::record::Crc32cDigest,
-    err: Option<StorageError>,
-}
-
-impl<S: Storage> SnapshotReader for StoreReader<'_, S> {
-    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
-        if self.offset + buf.len() as u64 > self.size {
-            return Err(SnapshotError::Malformed);
-        }
-        let mut done = 0;
-        while done < buf.len() {
-            match self.store.snapshot_read(self.offset, &mut buf[done..]) {
-                Ok(0) => return Err(SnapshotError::Malformed),
-                Ok(n) => {
-                    self.digest.update(&buf[done..done + n]);
-                    done += n;
-                    self.offset += n as u64;
-                }
-                Err(e) => {
-                    self.err = Some(e);
-                    return Err(SnapshotError::Io);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn remaining(&self) -> u64 {
-        self.size - self.offset
-    }
+    let last = store.last_index();
+    let last_term = store.term(last)?;
+    Ok(Recovered {
+        hard_state: store.hard_state(),
+        snapshot,
+        snapshot_membership,
+        last: (last, last_term),
+    })
 }

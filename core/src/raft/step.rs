@@ -1,0 +1,184 @@
+//! The inputs of a group: a peer's message ([`Raft::step`]), the passing of time
+//! ([`Raft::tick`]) and the end of a batch ([`Raft::flush`]).
+//!
+//! `step` checks the message's term once, here, and then hands it to the handler of the role
+//! this node plays: a leader, a candidate (pre-vote or vote) or a follower (or observer).
+
+use super::{Raft, RaftError, StepOutcome};
+use crate::message::{AppendResp, Message, VoteResp};
+use crate::storage::Storage;
+use crate::types::{NodeId, Role, NO_NODE};
+
+impl Raft {
+    /// Handle a message from `from`. `tail` holds an `Append`'s entries or a `Snapshot` chunk.
+    pub fn step(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        msg: &Message,
+        tail: &[u8],
+        store: &mut impl Storage,
+    ) -> Result<StepOutcome, RaftError> {
+        self.advance_clock(now_ms);
+        let outcome = self.step_message(from, msg, tail, store)?;
+        self.finish_call(store)?;
+        Ok(outcome)
+    }
+
+    /// Advance time: elections, heartbeats, CheckQuorum, retries.
+    pub fn tick(&mut self, now_ms: u64, store: &mut impl Storage) -> Result<(), RaftError> {
+        self.advance_clock(now_ms);
+        match self.role {
+            Role::Leader => self.tick_leader(store),
+            Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_follower(),
+            Role::Observer => {}
+        }
+        self.finish_call(store)
+    }
+
+    /// Send what batched calls left pending: appends for new entries and read rounds.
+    pub fn flush(&mut self, now_ms: u64, store: &mut impl Storage) -> Result<(), RaftError> {
+        self.advance_clock(now_ms);
+        if self.role == Role::Leader {
+            self.flush_leader(store);
+        }
+        self.finish_call(store)
+    }
+
+    fn step_message(
+        &mut self,
+        from: NodeId,
+        msg: &Message,
+        tail: &[u8],
+        store: &mut impl Storage,
+    ) -> Stepped {
+        if let Message::PreVote(m) = msg {
+            // Answered from our state as it is: a pre-vote never changes anyone's term.
+            self.answer_pre_vote(from, m);
+            return Ok(StepOutcome::Done);
+        }
+        if !self.check_term(from, msg) {
+            return Ok(StepOutcome::Done);
+        }
+        if let Message::Vote(m) = msg {
+            self.answer_vote(from, m);
+            return Ok(StepOutcome::Done);
+        }
+        let m = Inbound { from, msg, tail };
+        match self.role {
+            Role::Leader => self.step_leader(m, store),
+            Role::PreCandidate | Role::Candidate => self.step_candidate(m, store),
+            Role::Follower | Role::Observer => self.step_follower(m, store),
+        }
+    }
+
+    /// The one term check of every message: a newer term makes this node a follower of it, an
+    /// older one is answered with a refusal that tells the sender. Returns whether the message
+    /// is still to be handled.
+    fn check_term(&mut self, from: NodeId, msg: &Message) -> bool {
+        let term = msg.term();
+        match msg {
+            // Leader stickiness: a node that hears from a live leader ignores disruptive
+            // candidates. This is what keeps leader leases safe.
+            Message::Vote(v) if term > self.term && !v.transfer && self.in_leader_lease() => {
+                return false;
+            }
+            // A granted pre-vote echoes the term asked about, which this node has not entered.
+            Message::PreVoteResp(r) if r.granted => return true,
+            _ => {}
+        }
+        if term > self.term {
+            let leader = match msg {
+                Message::Append(_) | Message::Snapshot(_) | Message::TimeoutNow(_) => from,
+                _ => NO_NODE,
+            };
+            self.become_follower(term, leader);
+        } else if term < self.term {
+            self.answer_stale(from, msg);
+            return false;
+        }
+        true
+    }
+
+    /// A stale leader or candidate learns of the newer term from the refusal.
+    fn answer_stale(&mut self, from: NodeId, msg: &Message) {
+        match msg {
+            Message::Append(_) | Message::Snapshot(_) => {
+                let refusal = AppendResp {
+                    term: self.term,
+                    success: false,
+                    match_index: 0,
+                    conflict_term: 0,
+                    conflict_index: 0,
+                    read_seq: 0,
+                };
+                self.send(from, refusal);
+            }
+            Message::Vote(_) => {
+                let refusal = VoteResp {
+                    term: self.term,
+                    granted: false,
+                };
+                self.send(from, Message::VoteResp(refusal));
+            }
+            _ => {}
+        }
+    }
+
+    fn step_leader(&mut self, m: Inbound<'_>, store: &mut impl Storage) -> Stepped {
+        match m.msg {
+            Message::AppendResp(r) => self.handle_append_resp(m.from, r, store),
+            Message::SnapshotResp(r) => self.handle_snapshot_resp(m.from, r, store),
+            Message::ReadIndex(r) => self.handle_read_index(m.from, r),
+            // Another leader of this very term: only the follower path can sort it out.
+            Message::Append(_) | Message::Snapshot(_) => return self.step_follower(m, store),
+            _ => {}
+        }
+        Ok(StepOutcome::Done)
+    }
+
+    fn step_candidate(&mut self, m: Inbound<'_>, store: &mut impl Storage) -> Stepped {
+        match m.msg {
+            Message::VoteResp(r) if self.role == Role::Candidate => {
+                self.record_vote(m.from, r.granted, false)
+            }
+            Message::PreVoteResp(r) if self.role == Role::PreCandidate => {
+                if r.term == self.term + 1 {
+                    self.record_vote(m.from, r.granted, true);
+                }
+            }
+            Message::VoteResp(_) | Message::PreVoteResp(_) => {}
+            // A leader of this term exists (or a transfer asks us to campaign): as a follower.
+            _ => return self.step_follower(m, store),
+        }
+        Ok(StepOutcome::Done)
+    }
+
+    fn step_follower(&mut self, m: Inbound<'_>, store: &mut impl Storage) -> Stepped {
+        match m.msg {
+            Message::Append(a) => {
+                self.accept_leader(m.from);
+                self.handle_append(m.from, a, m.tail, store)?;
+            }
+            Message::Snapshot(s) => {
+                self.accept_leader(m.from);
+                return self.handle_snapshot(m.from, s, m.tail, store);
+            }
+            Message::TimeoutNow(_) => self.handle_timeout_now(),
+            Message::ReadIndex(r) => self.refuse_read_index(m.from, r.id),
+            Message::ReadIndexResp(r) => self.handle_read_index_resp(r.id, r.index),
+            _ => {}
+        }
+        Ok(StepOutcome::Done)
+    }
+}
+
+/// What a role's handler gets: the message, who sent it, and the frame's tail.
+#[derive(Clone, Copy)]
+struct Inbound<'a> {
+    from: NodeId,
+    msg: &'a Message,
+    tail: &'a [u8],
+}
+
+type Stepped = Result<StepOutcome, RaftError>;
