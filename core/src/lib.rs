@@ -24,6 +24,7 @@ pub mod fmt;
 
 pub mod driver;
 pub mod entry;
+pub mod fault;
 pub mod handshake;
 #[macro_use]
 pub mod inplace;

@@ -2,6 +2,7 @@
 //! it to that group's driver. Groups are added and removed at run time, up to a fixed count.
 
 use crate::driver::{Event, Node, NodeError};
+use crate::fault::{Fault, FaultCounts, FaultLog};
 use crate::io::{StateMachine, Transport};
 use crate::storage::Storage;
 use crate::types::GroupId;
@@ -42,11 +43,17 @@ impl core::fmt::Display for MultiError {
 /// Up to `G` groups on one node, each with its own driver.
 pub struct MultiNode<S, T, M, B, const G: usize> {
     groups: Vec<(GroupId, Node<S, T, M, B>), G>,
+    /// Frames refused before they reached a group (they did not decode, or name no group
+    /// hosted here); each group counts its own.
+    faults: FaultLog,
 }
 
 impl<S, T, M, B, const G: usize> Default for MultiNode<S, T, M, B, G> {
     fn default() -> Self {
-        MultiNode { groups: Vec::new() }
+        MultiNode {
+            groups: Vec::new(),
+            faults: FaultLog::new(),
+        }
     }
 }
 
@@ -103,15 +110,26 @@ where
             .map(|(_, n)| n)
     }
 
-    /// Route a frame to the group its header names.
+    /// Frames refused before they reached a group, by cause.
+    pub fn faults(&self) -> FaultCounts {
+        self.faults.counts()
+    }
+
+    /// Route a frame to the group its header names. A frame that does not decode or names no
+    /// group hosted here is refused and counted ([`MultiNode::faults`]); within a group the
+    /// group's driver applies the same policy. An error is returned only when a group must
+    /// stop (see [`crate::fault`]).
     pub fn handle_frame(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), MultiError> {
-        let (frame, _) =
-            wire::decode(bytes).map_err(|e| MultiError::Node(0, NodeError::Wire(e)))?;
+        let Ok((frame, used)) = wire::decode(bytes) else {
+            self.faults.refuse(now_ms, Fault::BadFrame);
+            return Ok(());
+        };
         let group = frame.header.group;
-        let node = self
-            .group_mut(group)
-            .ok_or(MultiError::UnknownGroup(group))?;
-        node.handle_frame(now_ms, bytes)
+        let Some(node) = self.group_mut(group) else {
+            self.faults.refuse(now_ms, Fault::WrongGroup);
+            return Ok(());
+        };
+        node.handle_decoded(now_ms, &frame, used)
             .map_err(|e| MultiError::Node(group, e))
     }
 

@@ -31,6 +31,7 @@
 //!    where.
 
 use crate::entry::{CodecError, EntryRef};
+use crate::fault::{Fault, Severity};
 use crate::types::{HardState, LogIndex, SnapshotMeta, Term};
 
 /// A storage failure.
@@ -67,6 +68,26 @@ pub enum StorageError {
     NoSnapshot,
     /// The underlying device failed; the platform logs the detail.
     Io,
+}
+
+impl StorageError {
+    /// How bad it is: a full medium degrades the node (the write is refused, the node goes
+    /// on); anything else means the node's own storage failed or disagrees with what the core
+    /// knows it holds, and the node must stop.
+    pub fn severity(&self) -> Severity {
+        match self {
+            StorageError::Full => Severity::Degraded,
+            _ => Severity::Fatal,
+        }
+    }
+
+    /// The cause it is counted under, unless it is fatal.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            StorageError::Full => Some(Fault::StorageFull),
+            _ => None,
+        }
+    }
 }
 
 impl From<CodecError> for StorageError {

@@ -542,15 +542,38 @@ impl<'w, W: Workload> Run<'w, W> {
         Ok(())
     }
 
+    /// Deliver the frames due. Every node applies the core's failure policy: a frame it
+    /// refuses is dropped and counted, and only a local durability fault stops it. Every peer
+    /// here is honest and the network delivers frames whole, so a refused frame is itself a
+    /// failure: it can only come from a bug (a leader asking to cut a committed entry, say).
     fn deliver(&mut self) -> Result<(), SimFailure> {
         for d in self.net.deliver_due(self.now) {
             let now = self.local(d.to);
             if let Some(n) = self.node_mut(d.to) {
-                if let Err(e) = n.handle_frame(now, &d.frame) {
+                let refused_before = n.stats().faults;
+                let result = n.handle_frame(now, &d.frame);
+                let refused = n
+                    .stats()
+                    .faults
+                    .iter()
+                    .find(|(f, c)| *c > refused_before.get(*f));
+                let why = match (&result, refused) {
+                    (Err(e), _) => Some(format!("stopped on a frame: {e}")),
+                    (Ok(()), Some((fault, _))) => {
+                        Some(format!("refused a frame ({})", fault.name()))
+                    }
+                    (Ok(()), None) => None,
+                };
+                if let Some(why) = why {
+                    let category = if result.is_err() {
+                        FailureCategory::Panic
+                    } else {
+                        FailureCategory::RefusedFrame
+                    };
                     return Err(SimFailure::new(
-                        FailureCategory::Panic,
+                        category,
                         format!(
-                            "node {} refused a frame from {} ({}): {e} [raft last {} commit {} snap {}; storage last {} snap {}]",
+                            "node {} {why} from {} ({}) [raft last {} commit {} snap {}; storage last {} snap {}]",
                             d.to,
                             d.from,
                             shoal_core::wire::decode(&d.frame).map(|(f, _)| format!("{:?}", f.body)).unwrap_or_default(),

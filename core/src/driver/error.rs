@@ -1,5 +1,7 @@
-//! Why the driver failed.
+//! Why the driver failed, and how bad that is ([`NodeError::severity`], the failure policy of
+//! [`crate::fault`]).
 
+use crate::fault::{Fault, Severity};
 use crate::io::SnapshotError;
 use crate::limits::ConfigError;
 use crate::raft::RaftError;
@@ -7,12 +9,16 @@ use crate::storage::StorageError;
 use crate::types::{ClusterId, GroupId, LogIndex, NodeId};
 use crate::wire::WireError;
 
-/// Why the driver failed.
+/// Why the driver failed. The driver's inputs return only fatal ones (the node must stop):
+/// the rest are absorbed by the failure policy, counted in [`super::NodeStats::faults`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeError {
-    /// Storage failed: the node must stop.
+    /// A storage call failed (see [`StorageError::severity`]).
     Storage(StorageError),
-    /// Raft refused a message or its storage failed.
+    /// Making writes durable failed: what the page cache or the device holds is unknown, and a
+    /// retry could report durable what is not. Always fatal.
+    Sync(StorageError),
+    /// Raft refused a peer's message, or its storage failed (see [`RaftError::severity`]).
     Raft(RaftError),
     /// A frame did not decode.
     Wire(WireError),
@@ -39,9 +45,9 @@ pub enum NodeError {
     },
     /// A frame that is not a Raft message (handshakes belong to the transport).
     NotRaft,
-    /// The state machine's snapshot failed.
+    /// The state machine could not write or restore a snapshot.
     Snapshot(SnapshotError),
-    /// The snapshot in storage does not match its checksum.
+    /// The snapshot in this node's storage does not match its checksum.
     SnapshotChecksum {
         /// CRC recorded in the metadata.
         expected: u32,
@@ -54,6 +60,37 @@ pub enum NodeError {
     NoMembership,
     /// The log holds a configuration entry that does not decode.
     BadConfigEntry(LogIndex),
+}
+
+impl NodeError {
+    /// How bad it is. This is the failure policy (see [`crate::fault`]): a peer's bad frame
+    /// is [`Severity::Peer`], a full medium [`Severity::Degraded`], and only a local
+    /// durability fault [`Severity::Fatal`].
+    pub fn severity(&self) -> Severity {
+        match self.fault() {
+            Some(f) => f.severity(),
+            None => Severity::Fatal,
+        }
+    }
+
+    /// The cause it is counted under, unless it is fatal.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            NodeError::Storage(e) => e.fault(),
+            NodeError::Raft(e) => e.fault(),
+            NodeError::Wire(_) => Some(Fault::BadFrame),
+            NodeError::WrongCluster { .. } => Some(Fault::WrongCluster),
+            NodeError::WrongGroup { .. } => Some(Fault::WrongGroup),
+            NodeError::WrongNode { .. } => Some(Fault::WrongNode),
+            NodeError::NotRaft => Some(Fault::NotRaft),
+            NodeError::Sync(_)
+            | NodeError::Snapshot(_)
+            | NodeError::SnapshotChecksum { .. }
+            | NodeError::Config(_)
+            | NodeError::NoMembership
+            | NodeError::BadConfigEntry(_) => None,
+        }
+    }
 }
 
 impl From<StorageError> for NodeError {
@@ -81,6 +118,7 @@ impl core::fmt::Display for NodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             NodeError::Storage(e) => write!(f, "storage: {}", e),
+            NodeError::Sync(e) => write!(f, "storage sync failed: {}", e),
             NodeError::Raft(e) => write!(f, "raft: {}", e),
             NodeError::Wire(e) => write!(f, "wire: {}", e),
             NodeError::WrongCluster { local, remote } => {

@@ -18,23 +18,23 @@
 //! to read entries for applying.
 
 mod error;
+mod input;
 mod send;
 mod snapshot;
 
 pub use error::NodeError;
 
 use crate::entry::{self, EntryIter};
+use crate::fault::{FaultCounts, FaultLog};
 use crate::io::{StateMachine, Transport};
 use crate::limits::Config;
 use crate::membership::Membership;
-use crate::message::Message;
 use crate::raft::{
-    ConfigChange, ProposeError, Raft, ReadError, ReadEvent, Recovered, StepOutcome, SyncPoint,
-    TransferError,
+    ConfigChange, ProposeError, Raft, ReadError, ReadEvent, Recovered, SyncPoint, TransferError,
 };
 use crate::storage::{Storage, StorageError};
 use crate::types::{ClusterId, EntryKind, GroupId, HardState, LogIndex, NodeId, Role, Term};
-use crate::wire::{self, Body, FRAME_PREFIX_RESERVE};
+use crate::wire::FRAME_PREFIX_RESERVE;
 use core::mem::MaybeUninit;
 use heapless::Deque;
 use snapshot::restore_from_store;
@@ -127,9 +127,11 @@ pub struct NodeStats {
     pub applied_entries: u64,
     /// Snapshots taken locally.
     pub snapshots_taken: u64,
+    /// Inputs refused without stopping the node, by cause (see [`crate::fault`]).
+    pub faults: FaultCounts,
 }
 
-/// Rounds of "send what fits, then continue" per flush when a burst exceeds the outbox.
+/// Further rounds of "send what fits, then continue" per flush when a burst exceeds the outbox.
 const MAX_SEND_ROUNDS: usize = 16;
 /// Ready reads waiting for the state machine to catch up.
 const WAITING_READS: usize = 16;
@@ -145,6 +147,7 @@ pub struct Node<S, T, M, B> {
     waiting_reads: Deque<(u64, LogIndex), WAITING_READS>,
     reported: (Role, Term, NodeId),
     stats: NodeStats,
+    faults: FaultLog,
 }
 
 impl<S, T, M, B> Node<S, T, M, B>
@@ -199,6 +202,7 @@ where
             waiting_reads: Deque::new(),
             reported: (Role::Follower, 0, 0),
             stats: NodeStats::default(),
+            faults: FaultLog::new(),
         });
         node.reported = (node.raft.role(), node.raft.term(), node.raft.leader());
         node.rescan_configs(node.raft.snapshot_index() + 1)?;
@@ -207,7 +211,7 @@ where
     }
 
     /// Feed every configuration entry from `from` to the end of the log to Raft.
-    fn rescan_configs(&mut self, from: LogIndex) -> Result<(), NodeError> {
+    pub(super) fn rescan_configs(&mut self, from: LogIndex) -> Result<(), NodeError> {
         let last = self.store.last_index();
         let mut next = from;
         while next <= last {
@@ -258,7 +262,10 @@ where
     }
     /// Counters.
     pub fn stats(&self) -> NodeStats {
-        self.stats
+        NodeStats {
+            faults: self.faults.counts(),
+            ..self.stats
+        }
     }
     /// Take the node apart (to simulate a crash, or to shut down).
     pub fn into_parts(self) -> NodeParts<S, T, M, B> {
@@ -275,73 +282,6 @@ where
     }
 
     // ----- inputs --------------------------------------------------------------------------------
-
-    /// Advance time.
-    pub fn tick(&mut self, now_ms: u64) -> Result<(), NodeError> {
-        self.raft.tick(now_ms, &mut self.store)?;
-        Ok(())
-    }
-
-    /// Decode and handle one frame from the network.
-    pub fn handle_frame(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), NodeError> {
-        let (frame, used) = wire::decode(bytes)?;
-        self.handle_decoded(now_ms, &frame, used)
-    }
-
-    /// Handle a frame the platform already decoded (to route it to its group, say) with the
-    /// same checks as [`Node::handle_frame`], without decoding and checksumming it again.
-    /// `frame_bytes` is its encoded length, for the byte counters.
-    pub fn handle_decoded(
-        &mut self,
-        now_ms: u64,
-        frame: &wire::Frame<'_>,
-        frame_bytes: usize,
-    ) -> Result<(), NodeError> {
-        self.stats.frames_in += 1;
-        self.stats.bytes_in += frame_bytes as u64;
-        let h = &frame.header;
-        if h.cluster_id != self.cfg.cluster_id {
-            return Err(NodeError::WrongCluster {
-                local: self.cfg.cluster_id,
-                remote: h.cluster_id,
-            });
-        }
-        if h.group != self.cfg.group {
-            return Err(NodeError::WrongGroup {
-                local: self.cfg.group,
-                remote: h.group,
-            });
-        }
-        if h.to != self.cfg.node_id {
-            return Err(NodeError::WrongNode {
-                local: self.cfg.node_id,
-                remote: h.to,
-            });
-        }
-        match &frame.body {
-            Body::Raft(msg) => self.receive(now_ms, h.from, msg, frame.tail),
-            _ => Err(NodeError::NotRaft),
-        }
-    }
-
-    /// Handle one decoded message (platforms that decode frames themselves call this).
-    pub fn receive(
-        &mut self,
-        now_ms: u64,
-        from: NodeId,
-        msg: &Message,
-        tail: &[u8],
-    ) -> Result<(), NodeError> {
-        match self.raft.step(now_ms, from, msg, tail, &mut self.store)? {
-            StepOutcome::Done => Ok(()),
-            StepOutcome::SnapshotInstalled(meta) => {
-                restore_from_store(&self.store, &mut self.sm, &meta)?;
-                self.waiting_reads.clear();
-                self.rescan_configs(meta.index + 1)?;
-                Ok(())
-            }
-        }
-    }
 
     /// Propose a command (leader only). The result arrives as [`Event::Applied`] with the same
     /// index and term.
@@ -385,7 +325,8 @@ where
         self.raft.transfer_leader(now_ms, target)
     }
 
-    /// Take a snapshot now (if anything was applied since the last one).
+    /// Take a snapshot now (if anything was applied since the last one). The error is the
+    /// caller's to report; if its [`NodeError::severity`] is fatal, the node must stop.
     pub fn snapshot_now(&mut self, now_ms: u64) -> Result<Option<LogIndex>, NodeError> {
         self.take_snapshot(now_ms)
     }
@@ -430,51 +371,72 @@ where
         on_event: &mut dyn FnMut(Event<M::Output>),
         defer: bool,
     ) -> Result<Option<SyncPoint>, NodeError> {
-        self.raft.flush(now_ms, &mut self.store)?;
-        self.send_outbox();
-        // A burst larger than the outbox continues once the first part has gone out.
-        for _ in 0..MAX_SEND_ROUNDS {
-            if !self.raft.has_pending_sends() {
-                break;
-            }
-            self.raft.flush(now_ms, &mut self.store)?;
-            self.send_outbox();
-        }
-        let mut deferred = None;
-        if self.raft.needs_sync() {
-            if defer && self.raft.only_own_log_unsynced() {
-                deferred = Some(self.raft.sync_point());
-            } else {
-                self.store.sync()?;
-                self.stats.syncs += 1;
-                self.raft.on_persisted(self.raft.last_index());
-                self.send_outbox();
-            }
-        }
-        self.apply_committed(on_event)?;
+        self.send_pending(now_ms)?;
+        let deferred = self.persist(now_ms, defer)?;
+        let applied = self.apply_committed(on_event);
+        self.apply_policy(now_ms, applied)?;
         self.report_reads(on_event);
-        let now = (self.raft.role(), self.raft.term(), self.raft.leader());
-        if now != self.reported {
-            let was_leader = self.reported.0 == Role::Leader;
-            let is_leader = now.0 == Role::Leader;
-            if was_leader != is_leader || (is_leader && now.1 != self.reported.1) {
-                self.sm.on_leadership(is_leader, now.1, now.2);
-            }
-            self.reported = now;
-            on_event(Event::RoleChanged {
-                role: now.0,
-                term: now.1,
-                leader: now.2,
-            });
-        }
+        self.report_role(on_event);
         if self.raft.snapshot_due(now_ms) {
-            if let Some(index) = self.take_snapshot(now_ms)? {
-                on_event(Event::Snapshot { index });
+            match self.take_snapshot(now_ms) {
+                Ok(Some(index)) => on_event(Event::Snapshot { index }),
+                Ok(None) => {}
+                Err(e) => self.apply_policy(now_ms, Err(e))?,
             }
         }
         // Applying may have produced messages (a leader's commit advancing read rounds).
-        self.send_outbox();
+        self.send_outbox(now_ms)?;
         Ok(deferred)
+    }
+
+    /// Steps 1 and 2: what the batch left pending is queued, and every message that may
+    /// leave at once is sent; a burst larger than the outbox goes out in rounds.
+    fn send_pending(&mut self, now_ms: u64) -> Result<(), NodeError> {
+        for _ in 0..=MAX_SEND_ROUNDS {
+            let queued = self.raft.flush(now_ms, &mut self.store);
+            self.apply_policy(now_ms, queued.map_err(NodeError::from))?;
+            self.send_outbox(now_ms)?;
+            if !self.raft.has_pending_sends() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 3: one sync for everything the batch wrote (unless a leader's own log may sync in
+    /// the background: then where it must reach is returned), then the held answers leave.
+    fn persist(&mut self, now_ms: u64, defer: bool) -> Result<Option<SyncPoint>, NodeError> {
+        if !self.raft.needs_sync() {
+            return Ok(None);
+        }
+        if defer && self.raft.only_own_log_unsynced() {
+            return Ok(Some(self.raft.sync_point()));
+        }
+        self.store.sync().map_err(NodeError::Sync)?;
+        self.stats.syncs += 1;
+        self.raft.on_persisted(self.raft.last_index());
+        self.send_outbox(now_ms)?;
+        Ok(None)
+    }
+
+    /// Step 6: a change of role, term or leader is reported, and a state machine that
+    /// proposes housekeeping is told when it gains or loses leadership.
+    fn report_role(&mut self, on_event: &mut dyn FnMut(Event<M::Output>)) {
+        let now = (self.raft.role(), self.raft.term(), self.raft.leader());
+        if now == self.reported {
+            return;
+        }
+        let was_leader = self.reported.0 == Role::Leader;
+        let is_leader = now.0 == Role::Leader;
+        if was_leader != is_leader || (is_leader && now.1 != self.reported.1) {
+            self.sm.on_leadership(is_leader, now.1, now.2);
+        }
+        self.reported = now;
+        on_event(Event::RoleChanged {
+            role: now.0,
+            term: now.1,
+            leader: now.2,
+        });
     }
 
     fn apply_committed(
@@ -560,7 +522,7 @@ fn recover<S: Storage, M: StateMachine>(
             vote: 0,
             commit: 0,
         })?;
-        store.sync()?;
+        store.sync().map_err(NodeError::Sync)?;
     }
     let snap = store.snapshot_meta();
     if let Some(meta) = &snap {

@@ -8,6 +8,8 @@ use crate::storage::{Storage, StorageError};
 use crate::types::{LogIndex, SnapshotMeta};
 
 impl<S: Storage, T, M: StateMachine, B> Node<S, T, M, B> {
+    /// Take a snapshot of what is applied, if anything was since the last one, and compact
+    /// the log behind it.
     pub(super) fn take_snapshot(&mut self, now_ms: u64) -> Result<Option<LogIndex>, NodeError> {
         let index = self.raft.applied();
         if index <= self.raft.snapshot_index() {
@@ -42,14 +44,15 @@ impl<S: Storage, T, M: StateMachine, B> Node<S, T, M, B> {
         }
         res.map_err(NodeError::Snapshot)?;
         self.store.snapshot_finish()?;
+        // Raft learns of the snapshot at once: whatever fails after this, it is in storage.
+        self.raft.on_snapshot_taken(now_ms, index, term);
+        self.stats.snapshots_taken += 1;
         // Refresh the commit hint alongside the snapshot (Raft saves it only with term or vote).
         self.store.save_hard_state(&self.raft.hard_state())?;
-        self.raft.on_snapshot_taken(now_ms, index, term);
         let upto = index.saturating_sub(self.cfg.raft.snapshot_keep_entries);
         if upto > 0 {
             self.store.compact_prefix(upto)?;
         }
-        self.stats.snapshots_taken += 1;
         Ok(Some(index))
     }
 }

@@ -56,7 +56,11 @@ impl Raft {
             .min(self.last_index)
             .max(self.persisted_index.min(self.last_index));
         self.hs_unsynced = false;
-        self.release_held();
+        // A term or vote whose save was refused (a full medium) is not durable: what is held
+        // waits for a save that succeeds and the sync after it.
+        if !self.hard_state_changed() {
+            self.release_held();
+        }
         if self.role == Role::Leader {
             self.maybe_commit();
         }
@@ -69,11 +73,18 @@ impl Raft {
 
     /// End of every public call: write the no-op of a new leader and the hard state if changed.
     pub(super) fn finish_call(&mut self, store: &mut impl Storage) -> Result<(), RaftError> {
-        self.write_noop_if_pending(store)?;
+        let noop = self.write_noop_if_pending(store);
         if self.role == Role::Leader && self.replicate_pending && self.progress.is_empty() {
             // Single-voter group: nothing to send, commit follows persistence.
             self.replicate_pending = false;
         }
+        // Saved even when the no-op was refused: a new term or vote must not wait for it.
+        let saved = self.save_hard_state(store);
+        noop.and(saved)
+    }
+
+    /// Save the hard state if the term or vote changed since it was last saved.
+    pub(super) fn save_hard_state(&mut self, store: &mut impl Storage) -> Result<(), RaftError> {
         // Only term and vote changes are saved: they are what safety needs. The commit index
         // rides along as a hint whenever they are written (and when a snapshot is taken), never
         // on its own, so a busy leader does not rewrite its hard state on every batch (that

@@ -1,8 +1,9 @@
 //! Why a call into [`super::Raft`] was refused or failed.
 
+use crate::fault::{Fault, Severity};
 use crate::membership::MembershipError;
 use crate::storage::StorageError;
-use crate::types::{LogIndex, NodeId, NO_NODE};
+use crate::types::{LogIndex, NodeId, Term, NO_NODE};
 
 /// Why a proposal was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,18 +98,70 @@ impl core::fmt::Display for TransferError {
     }
 }
 
-/// A fatal error while stepping: storage failed or a peer broke the protocol.
+/// Why a call into Raft failed: its storage failed, or a peer's message broke the protocol
+/// (and was refused before it changed anything). [`RaftError::severity`] says which.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RaftError {
-    /// A storage call failed; the node must stop (its log may be half-written).
+    /// A storage call failed (see [`StorageError::severity`]).
     Storage(StorageError),
-    /// An entry in a message does not decode.
+    /// An entry in an `Append` does not decode.
     MalformedEntries,
-    /// A leader asked to truncate committed entries: the cluster's safety is broken.
-    CommittedTruncation(LogIndex),
+    /// An `Append`'s tail does not hold exactly the `declared` number of entries.
+    EntryCount {
+        /// The count the message declares.
+        declared: u32,
+    },
+    /// An `Append`'s entry is not the one after the entry before it.
+    NotContiguous {
+        /// The index that entry must have.
+        expected: LogIndex,
+        /// The index it has.
+        found: LogIndex,
+    },
+    /// A term no honest leader sends: an entry newer than the message's term or older than the
+    /// entry before it.
+    ImpossibleTerm {
+        /// Where.
+        index: LogIndex,
+        /// The term found there.
+        term: Term,
+    },
+    /// An entry larger than any message this node accepts (`max_bytes_per_message`).
+    EntryTooLarge {
+        /// Where.
+        index: LogIndex,
+        /// Its encoded size.
+        bytes: usize,
+    },
     /// A configuration entry does not decode.
     BadConfigEntry(LogIndex),
+    /// A leader asked to cut an entry this node knows committed.
+    CommittedTruncation(LogIndex),
+    /// A snapshot chunk runs past the snapshot's size, or the last chunk ends short of it.
+    SnapshotSize {
+        /// The size the snapshot's header declares.
+        size_bytes: u64,
+        /// Where the chunk ends.
+        end: u64,
+    },
+    /// A received snapshot's data does not match the CRC in its header.
+    SnapshotChecksum {
+        /// CRC the header declares.
+        expected: u32,
+        /// CRC of the data received.
+        found: u32,
+    },
+    /// A snapshot that cannot exist: index or term 0, or a term newer than its sender's.
+    ImpossibleSnapshot {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The snapshot's term.
+        term: Term,
+    },
+    /// An `Append` or snapshot chunk of this leader's own term from another node: two leaders
+    /// of one term cannot exist.
+    RivalLeader(Term),
 }
 
 impl From<StorageError> for RaftError {
@@ -117,15 +170,73 @@ impl From<StorageError> for RaftError {
     }
 }
 
+impl RaftError {
+    /// How bad it is: a storage error as its own severity says, anything else a peer's fault.
+    pub fn severity(&self) -> Severity {
+        match self.fault() {
+            Some(f) => f.severity(),
+            None => Severity::Fatal,
+        }
+    }
+
+    /// The cause it is counted under, unless it is fatal.
+    pub fn fault(&self) -> Option<Fault> {
+        Some(match self {
+            RaftError::Storage(e) => return e.fault(),
+            RaftError::MalformedEntries => Fault::MalformedEntries,
+            RaftError::EntryCount { .. } => Fault::EntryCount,
+            RaftError::NotContiguous { .. } => Fault::NotContiguous,
+            RaftError::ImpossibleTerm { .. } => Fault::ImpossibleTerm,
+            RaftError::EntryTooLarge { .. } => Fault::EntryTooLarge,
+            RaftError::BadConfigEntry(_) => Fault::BadConfigEntry,
+            RaftError::CommittedTruncation(_) => Fault::CommittedTruncation,
+            RaftError::SnapshotSize { .. } => Fault::SnapshotSize,
+            RaftError::SnapshotChecksum { .. } => Fault::SnapshotChecksum,
+            RaftError::ImpossibleSnapshot { .. } => Fault::ImpossibleSnapshot,
+            RaftError::RivalLeader(_) => Fault::RivalLeader,
+        })
+    }
+}
+
 impl core::fmt::Display for RaftError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             RaftError::Storage(e) => write!(f, "storage: {}", e),
             RaftError::MalformedEntries => f.write_str("append message carries malformed entries"),
+            RaftError::EntryCount { declared } => {
+                write!(f, "append message declares {} entries but carries another number", declared)
+            }
+            RaftError::NotContiguous { expected, found } => {
+                write!(f, "append message carries entry {} where {} must come", found, expected)
+            }
+            RaftError::ImpossibleTerm { index, term } => {
+                write!(f, "append message carries entry {} with impossible term {}", index, term)
+            }
+            RaftError::EntryTooLarge { index, bytes } => write!(
+                f,
+                "entry {} of {} bytes is larger than max_bytes_per_message",
+                index, bytes
+            ),
+            RaftError::BadConfigEntry(i) => write!(f, "configuration entry {} does not decode", i),
             RaftError::CommittedTruncation(i) => {
                 write!(f, "refusing to truncate committed entry {}", i)
             }
-            RaftError::BadConfigEntry(i) => write!(f, "configuration entry {} does not decode", i),
+            RaftError::SnapshotSize { size_bytes, end } => write!(
+                f,
+                "snapshot chunk ends at byte {} of a snapshot of {} bytes",
+                end, size_bytes
+            ),
+            RaftError::SnapshotChecksum { expected, found } => write!(
+                f,
+                "received snapshot does not match its checksum: header says {:#010x}, data gives {:#010x}",
+                expected, found
+            ),
+            RaftError::ImpossibleSnapshot { index, term } => {
+                write!(f, "snapshot at index {} term {} cannot exist", index, term)
+            }
+            RaftError::RivalLeader(t) => {
+                write!(f, "another node claims to lead term {}, which this node leads", t)
+            }
         }
     }
 }

@@ -195,7 +195,7 @@ pub struct Raft {
     reads: Reads,
     // Snapshots.
     last_snapshot_ms: u64,
-    receiving: Option<(LogIndex, Term, u64)>,
+    receiving: Option<snapshot::Receiving>,
 }
 
 impl Raft {
@@ -366,6 +366,15 @@ impl Raft {
     pub fn set_applied(&mut self, index: LogIndex) {
         debug_assert!(index <= self.commit.max(self.snapshot_index));
         self.applied = index;
+    }
+
+    /// Whether the named planted bug is switched on (feature `mutants` only).
+    #[allow(unused_variables)]
+    fn planted(&self, name: &str) -> bool {
+        #[cfg(feature = "mutants")]
+        return crate::mutants::active(name);
+        #[cfg(not(feature = "mutants"))]
+        return false;
     }
 
     /// Advance the clock the core was given (it never goes back).

@@ -112,14 +112,15 @@ impl Raft {
         store: &mut impl Storage,
     ) -> Result<(), RaftError> {
         if self.pending_noop && self.role == Role::Leader {
-            self.pending_noop = false;
             let index = self.last_index + 1;
+            // Refused by a full medium, the no-op is tried again at the end of the next call.
             store.append(&EntryRef {
                 index,
                 term: self.term,
                 kind: EntryKind::Noop,
                 data: &[],
             })?;
+            self.pending_noop = false;
             self.last_index = index;
             self.last_term = self.term;
             self.replicate_pending = true;

@@ -4,8 +4,19 @@
 use super::{progress, Raft, RaftError, StepOutcome};
 use crate::message::{Snapshot, SnapshotHeader, SnapshotRef, SnapshotResp};
 use crate::raft::progress::ProgressState;
+use crate::record::{Crc32cDigest, CRC32C};
 use crate::storage::Storage;
 use crate::types::{LogIndex, NodeId, SnapshotMeta, Term};
+
+/// A snapshot being received: which one, the offset its next chunk must start at, and the
+/// CRC of the data so far (checked against its header before it is installed).
+#[derive(Clone)]
+pub(super) struct Receiving {
+    index: LogIndex,
+    term: Term,
+    next: u64,
+    digest: Crc32cDigest,
+}
 
 impl Raft {
     /// Whether a snapshot should be taken now (by entry count or interval).
@@ -103,6 +114,50 @@ impl Raft {
         self.respond(to, answer);
     }
 
+    /// The offset the next chunk of snapshot `h` must start at.
+    fn chunk_expected(&self, h: &SnapshotHeader) -> u64 {
+        match &self.receiving {
+            Some(r) if r.index == h.index && r.term == h.term => r.next,
+            _ => 0,
+        }
+    }
+
+    /// Check a chunk before acting on it: the snapshot can exist, the chunk stays within its
+    /// size, and a last chunk ends it exactly and completes data matching its checksum.
+    pub(super) fn check_chunk(&self, m: &Snapshot, data: &[u8]) -> Result<(), RaftError> {
+        let h = &m.meta;
+        if h.index == 0 || h.term == 0 || h.term > m.term {
+            return Err(RaftError::ImpossibleSnapshot {
+                index: h.index,
+                term: h.term,
+            });
+        }
+        let end = m.offset.saturating_add(data.len() as u64);
+        if end > h.size_bytes || (m.done && end != h.size_bytes) {
+            return Err(RaftError::SnapshotSize {
+                size_bytes: h.size_bytes,
+                end,
+            });
+        }
+        let installs = m.done && h.index > self.commit && m.offset == self.chunk_expected(h);
+        if installs {
+            let mut digest = match &self.receiving {
+                Some(r) if m.offset > 0 => r.digest.clone(),
+                _ => CRC32C.digest(),
+            };
+            digest.update(data);
+            let found = digest.finalize();
+            if found != h.crc {
+                return Err(RaftError::SnapshotChecksum {
+                    expected: h.crc,
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Write a chunk (checked by [`Raft::check_chunk`]); the last one installs the snapshot.
     pub(super) fn handle_snapshot(
         &mut self,
         from: NodeId,
@@ -116,10 +171,7 @@ impl Raft {
             self.answer_chunk(from, meta.index, 0, true);
             return Ok(StepOutcome::Done);
         }
-        let expected = match self.receiving {
-            Some((i, t, next)) if i == meta.index && t == meta.term => next,
-            _ => 0,
-        };
+        let expected = self.chunk_expected(meta);
         if m.offset != expected {
             // A chunk was lost or duplicated: tell the leader where to resume.
             self.answer_chunk(from, meta.index, expected, false);
@@ -127,11 +179,22 @@ impl Raft {
         }
         let full = full_meta(meta);
         if m.offset == 0 {
+            self.receiving = None;
             store.snapshot_begin(&full)?;
         }
         store.snapshot_write(m.offset, data)?;
         let next = m.offset + data.len() as u64;
-        self.receiving = Some((meta.index, meta.term, next));
+        let mut digest = match self.receiving.take() {
+            Some(r) => r.digest,
+            None => CRC32C.digest(),
+        };
+        digest.update(data);
+        self.receiving = Some(Receiving {
+            index: meta.index,
+            term: meta.term,
+            next,
+            digest,
+        });
         if !m.done {
             self.answer_chunk(from, meta.index, next, false);
             return Ok(StepOutcome::Done);
@@ -147,6 +210,9 @@ impl Raft {
         meta: &SnapshotHeader,
         store: &mut impl Storage,
     ) -> Result<(), RaftError> {
+        // Nothing may fail after the install (the caller must restore its state machine from
+        // it): a term this chunk raised is saved first.
+        self.save_hard_state(store)?;
         // Decide before finishing: afterwards the snapshot itself answers for its last index.
         // Storage applies the same rule (keep the log only if it holds that entry).
         let keep_log =

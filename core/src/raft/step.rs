@@ -4,10 +4,15 @@
 //! `step` checks the message's term once, here, and then hands it to the handler of the role
 //! this node plays: a leader, a candidate (pre-vote or vote) or a follower (or observer).
 
-use super::{Raft, RaftError, StepOutcome};
+use super::append::{check_tail, AppendPlan};
+use super::{Raft, RaftError, StepOutcome, MAX_CONFIG_BYTES};
 use crate::message::{AppendResp, Message, VoteResp};
 use crate::storage::Storage;
-use crate::types::{NodeId, Role, NO_NODE};
+use crate::types::{NodeId, Role, Term, NO_NODE};
+
+/// A configuration entry is accepted whatever `max_bytes_per_message` says: a group must be
+/// able to change its membership.
+const MAX_CONFIG_ENTRY_BYTES: usize = MAX_CONFIG_BYTES + crate::entry::MAX_HEADER_BYTES;
 
 impl Raft {
     /// Handle a message from `from`. `tail` holds an `Append`'s entries or a `Snapshot` chunk.
@@ -52,6 +57,9 @@ impl Raft {
         tail: &[u8],
         store: &mut impl Storage,
     ) -> Stepped {
+        // A peer's message is checked whole before it changes anything: a refused one leaves
+        // this node exactly as it was.
+        let plan = self.admit(msg, tail, store)?;
         if let Message::PreVote(m) = msg {
             // Answered from our state as it is: a pre-vote never changes anyone's term.
             self.answer_pre_vote(from, m);
@@ -64,12 +72,50 @@ impl Raft {
             self.answer_vote(from, m);
             return Ok(StepOutcome::Done);
         }
-        let m = Inbound { from, msg, tail };
+        let m = Inbound {
+            from,
+            msg,
+            tail,
+            plan,
+        };
         match self.role {
             Role::Leader => self.step_leader(m, store),
             Role::PreCandidate | Role::Candidate => self.step_candidate(m, store),
             Role::Follower | Role::Observer => self.step_follower(m, store),
         }
+    }
+
+    /// Check what can be checked before acting on a message of our term or newer: an `Append`
+    /// whole (its tail, and against our log, planned without writing), a snapshot chunk's
+    /// header, size and, on its last chunk, checksum; and that no one else leads our term.
+    fn admit(
+        &self,
+        msg: &Message,
+        tail: &[u8],
+        store: &impl Storage,
+    ) -> Result<Option<AppendPlan>, RaftError> {
+        match msg {
+            Message::Append(a) if a.term >= self.term => {
+                self.check_rival(a.term)?;
+                let max_entry_bytes = self.cfg.max_bytes_per_message.max(MAX_CONFIG_ENTRY_BYTES);
+                check_tail(a, tail, max_entry_bytes)?;
+                self.plan_append(a, tail, store).map(Some)
+            }
+            Message::Snapshot(s) if s.term >= self.term => {
+                self.check_rival(s.term)?;
+                self.check_chunk(s, tail)?;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A leader hears of another leader of its own term: one of the two is not what it says.
+    fn check_rival(&self, term: Term) -> Result<(), RaftError> {
+        if self.role == Role::Leader && term == self.term {
+            return Err(RaftError::RivalLeader(term));
+        }
+        Ok(())
     }
 
     /// The one term check of every message: a newer term makes this node a follower of it, an
@@ -130,8 +176,6 @@ impl Raft {
             Message::AppendResp(r) => self.handle_append_resp(m.from, r, store),
             Message::SnapshotResp(r) => self.handle_snapshot_resp(m.from, r, store),
             Message::ReadIndex(r) => self.handle_read_index(m.from, r),
-            // Another leader of this very term: only the follower path can sort it out.
-            Message::Append(_) | Message::Snapshot(_) => return self.step_follower(m, store),
             _ => {}
         }
         Ok(StepOutcome::Done)
@@ -157,8 +201,9 @@ impl Raft {
     fn step_follower(&mut self, m: Inbound<'_>, store: &mut impl Storage) -> Stepped {
         match m.msg {
             Message::Append(a) => {
+                let plan = m.plan.expect("admit plans every Append of our term");
                 self.accept_leader(m.from);
-                self.handle_append(m.from, a, m.tail, store)?;
+                self.handle_append(m.from, a, plan, m.tail, store)?;
             }
             Message::Snapshot(s) => {
                 self.accept_leader(m.from);
@@ -173,12 +218,14 @@ impl Raft {
     }
 }
 
-/// What a role's handler gets: the message, who sent it, and the frame's tail.
+/// What a role's handler gets: the message, who sent it, the frame's tail, and for an
+/// `Append` what it asks of our log.
 #[derive(Clone, Copy)]
 struct Inbound<'a> {
     from: NodeId,
     msg: &'a Message,
     tail: &'a [u8],
+    plan: Option<AppendPlan>,
 }
 
 type Stepped = Result<StepOutcome, RaftError>;

@@ -62,8 +62,11 @@ pub enum FailureCategory {
     Linearizability,
     /// The cluster made no progress when it should have (e.g. during the final quiet phase).
     Liveness,
-    /// Code under test panicked.
+    /// Code under test panicked, or a node stopped on a fatal error.
     Panic,
+    /// A node refused an honest peer's frame (the failure policy dropped it): only a bug
+    /// makes an honest peer send one.
+    RefusedFrame,
     /// The runner could not set the run up (a harness bug, not a Raft bug).
     Setup,
 }
@@ -76,6 +79,7 @@ impl FailureCategory {
             FailureCategory::Linearizability => "linearizability",
             FailureCategory::Liveness => "liveness",
             FailureCategory::Panic => "panic",
+            FailureCategory::RefusedFrame => "refused-frame",
             FailureCategory::Setup => "setup",
         }
     }

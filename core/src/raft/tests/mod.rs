@@ -7,6 +7,7 @@ extern crate std;
 use super::*;
 use crate::driver::{Event, Node, NodeConfig, NodeParts};
 use crate::entry::{encode, EntryRef};
+use crate::fault::Fault;
 use crate::io::{
     SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport, TransportError,
 };
@@ -31,6 +32,8 @@ struct VecStore {
     snap: Option<(SnapshotMeta, StdVec<u8>)>,
     pending: Option<(SnapshotMeta, StdVec<u8>)>,
     syncs: u64,
+    /// Every write fails with this error while set (a full medium, a broken device).
+    fail_writes: Option<StorageError>,
 }
 
 impl VecStore {
@@ -80,10 +83,12 @@ impl Storage for VecStore {
         self.hs
     }
     fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        self.fail_writes.map_or(Ok(()), Err)?;
         self.hs = *hs;
         Ok(())
     }
     fn append(&mut self, e: &EntryRef<'_>) -> Result<(), StorageError> {
+        self.fail_writes.map_or(Ok(()), Err)?;
         let expected = self.last_index() + 1;
         if e.index != expected {
             return Err(StorageError::NotContiguous {
@@ -96,6 +101,7 @@ impl Storage for VecStore {
         Ok(())
     }
     fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.fail_writes.map_or(Ok(()), Err)?;
         self.entries.retain(|e| e.0 < from);
         Ok(())
     }
@@ -151,6 +157,7 @@ impl Storage for VecStore {
         self.snap.as_ref().map(|s| s.0.clone())
     }
     fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.fail_writes.map_or(Ok(()), Err)?;
         self.pending = Some((meta.clone(), StdVec::new()));
         Ok(())
     }
@@ -491,6 +498,7 @@ fn change(c: &mut Cluster, l: NodeId, ch: ConfigChange) -> LogIndex {
 mod driver;
 mod durability;
 mod election;
+mod faults;
 mod membership;
 mod reads;
 mod replication;
