@@ -9,6 +9,7 @@
 
 use crate::handshake::Hello;
 use crate::message::Message;
+use crate::raft::MAX_CONFIG_BYTES;
 use crate::record::{self, RecordError};
 use crate::types::{ClusterId, GroupId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,15 @@ impl core::fmt::Display for WireError {
 /// Bytes reserved in front of a tail for framing, header and message. A platform that builds an
 /// `Append` reads entries into `buf[FRAME_PREFIX_RESERVE..]` and then calls [`encode_with_tail`].
 pub const FRAME_PREFIX_RESERVE: usize = 512;
+
+/// Largest encoded [`FrameHeader`]: the version byte and four varints.
+const MAX_FRAME_HEADER_BYTES: usize = 1 + 10 + 5 + 10 + 10;
+/// Largest encoded [`Body`]: a snapshot chunk, whose header holds the largest membership
+/// (larger than a `Hello` or a refusal of 160 bytes).
+const MAX_BODY_BYTES: usize = 1 + 1 + 10 + (10 + 10 + MAX_CONFIG_BYTES + 10 + 5) + 10 + 1;
+
+// Every frame's header and message fit in front of its tail.
+const _: () = assert!(MAX_FRAME_HEADER_BYTES + MAX_BODY_BYTES <= FRAME_PREFIX_RESERVE);
 
 /// Encode a frame with a tail that is already in `buf[tail_at..tail_at + tail_len]`
 /// (`tail_at` must be [`FRAME_PREFIX_RESERVE`] + 5 or more). The frame is built in place: the
@@ -215,6 +225,48 @@ mod tests {
             .map(|e| e.unwrap().index)
             .collect();
         assert_eq!(idx.as_slice(), &[5, 6, 7]);
+    }
+
+    #[test]
+    fn the_largest_header_and_message_fit_the_reserved_prefix() {
+        let mut full = crate::membership::NodeSet::new();
+        for i in 0..crate::limits::MAX_MEMBERS as u64 {
+            full.push(u64::MAX - i).unwrap();
+        }
+        let membership = Membership {
+            voters: full.clone(),
+            observers: full.clone(),
+            joint: true,
+            next_voters: full.clone(),
+            next_observers: full,
+        };
+        let header = FrameHeader {
+            version: u8::MAX,
+            cluster_id: u64::MAX,
+            group: u32::MAX,
+            from: u64::MAX,
+            to: u64::MAX,
+        };
+        let body = Body::Raft(Message::Snapshot(Snapshot {
+            term: u64::MAX,
+            meta: SnapshotHeader {
+                index: u64::MAX,
+                term: u64::MAX,
+                membership,
+                size_bytes: u64::MAX,
+                crc: u32::MAX,
+            },
+            offset: u64::MAX,
+            done: true,
+        }));
+        let mut buf = [0u8; 1024];
+        let n = postcard::to_slice(&header, &mut buf).unwrap().len();
+        assert_eq!(n, MAX_FRAME_HEADER_BYTES);
+        let n = postcard::to_slice(&body, &mut buf).unwrap().len();
+        assert_eq!(n, MAX_BODY_BYTES);
+        let refusal =
+            Body::HelloRefused(heapless::String::try_from("x".repeat(160).as_str()).unwrap());
+        assert!(postcard::to_slice(&refusal, &mut buf).unwrap().len() < MAX_BODY_BYTES);
     }
 
     #[test]

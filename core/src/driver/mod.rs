@@ -448,9 +448,12 @@ where
         while next <= commit {
             let got = self.store.read_entries(next, commit, self.buf.as_mut())?;
             for item in EntryIter::new(&self.buf.as_ref()[..got.bytes], got.count) {
-                let e =
-                    item.map_err(|_| NodeError::Storage(StorageError::Corrupt { location: next }))?;
-                debug_assert_eq!(e.index, next);
+                let corrupt = NodeError::Storage(StorageError::Corrupt { location: next });
+                let e = item.map_err(|_| corrupt.clone())?;
+                if e.index != next {
+                    // The storage answered with another entry than the one asked for.
+                    return Err(corrupt);
+                }
                 match e.kind {
                     EntryKind::Normal => {
                         let output = self.sm.apply(e.index, e.term, e.data);

@@ -188,8 +188,7 @@ impl Raft {
         let matched = m.prev_index + u64::from(m.count);
         let new_commit = m.commit.min(matched);
         if new_commit > self.commit {
-            self.commit = new_commit;
-            self.prune_configs();
+            self.advance_commit(new_commit);
         }
         let ack = AppendResp {
             term: self.term,

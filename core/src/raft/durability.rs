@@ -46,6 +46,7 @@ impl Raft {
         if self.role == Role::Leader {
             self.maybe_commit();
         }
+        self.assert_invariants();
         true
     }
 
@@ -64,6 +65,7 @@ impl Raft {
         if self.role == Role::Leader {
             self.maybe_commit();
         }
+        self.assert_invariants();
     }
 
     /// Whether the term or vote changed since the hard state was last saved.
@@ -80,6 +82,7 @@ impl Raft {
         }
         // Saved even when the no-op was refused: a new term or vote must not wait for it.
         let saved = self.save_hard_state(store);
+        self.assert_invariants();
         noop.and(saved)
     }
 

@@ -82,7 +82,7 @@ impl Raft {
             );
         } else {
             self.role = Role::Candidate;
-            self.term += 1;
+            self.enter_term(self.term + 1);
             self.vote = self.id;
             self.set_leader(NO_NODE);
             self.stats.elections += 1;
@@ -165,8 +165,7 @@ impl Raft {
     pub(super) fn become_follower(&mut self, term: Term, leader: NodeId) {
         let was_leader = self.role == Role::Leader;
         if term > self.term {
-            self.term = term;
-            self.vote = NO_NODE;
+            self.enter_term(term);
         }
         self.set_leader(leader);
         self.refresh_role_force();

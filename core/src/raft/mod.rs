@@ -33,6 +33,7 @@ mod config;
 mod durability;
 mod election;
 mod error;
+mod invariants;
 mod outbox;
 pub mod progress;
 mod read;
@@ -131,8 +132,22 @@ pub struct RaftStats {
 const OUTBOX_HEADROOM: usize = 2 * MAX_MEMBERS;
 /// Held messages wait for the next persist; bounded like the outbox.
 const HELD_CAPACITY: usize = 2 * MAX_MEMBERS + 2;
-/// Largest encoded membership (postcard of up to 4 × MAX_MEMBERS varints).
+/// Largest encoded membership: four node sets, each a one-byte length and up to
+/// `MAX_MEMBERS` ids of at most ten varint bytes, and the `joint` flag.
 pub const MAX_CONFIG_BYTES: usize = 4 * (1 + MAX_MEMBERS * 10) + 1;
+
+const _: () = {
+    // A burst of appends stops short of the outbox's end, and what it leaves is enough for a
+    // heartbeat and an answer to every peer.
+    assert!(OUTBOX_HEADROOM < OUTBOX_CAPACITY);
+    assert!(OUTBOX_HEADROOM >= 2 * (MAX_MEMBERS - 1));
+    // One held answer of each kind (a vote, an append) to every peer fits.
+    assert!(HELD_CAPACITY >= 2 * (MAX_MEMBERS - 1));
+    // A membership change can be replicated by a group of boards: the configuration entry
+    // fits the smallest profile's messages.
+    let config_entry = MAX_CONFIG_BYTES + crate::entry::MAX_HEADER_BYTES;
+    assert!(config_entry <= Config::embedded().max_bytes_per_message);
+};
 
 /// What the caller recovered from storage to start a group.
 #[derive(Clone, Debug)]
@@ -364,8 +379,15 @@ impl Raft {
 
     /// The state machine has applied up to `index`.
     pub fn set_applied(&mut self, index: LogIndex) {
-        debug_assert!(index <= self.commit.max(self.snapshot_index));
+        invariant!(
+            index >= self.applied && index <= self.commit,
+            "applied moved from {} to {} with commit {}",
+            self.applied,
+            index,
+            self.commit
+        );
         self.applied = index;
+        self.assert_invariants();
     }
 
     /// Whether the named planted bug is switched on (feature `mutants` only).

@@ -366,8 +366,7 @@ impl Raft {
         if current_term_only && q < self.term_start_index {
             return;
         }
-        self.commit = q;
-        self.prune_configs();
+        self.advance_commit(q);
         self.confirm_reads();
         if !self.membership.joint
             && self.membership_index <= self.commit

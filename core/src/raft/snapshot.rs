@@ -41,6 +41,7 @@ impl Raft {
             self.prune_configs();
         }
         self.last_snapshot_ms = now_ms;
+        self.assert_invariants();
     }
 
     /// Send the next chunk to a peer in snapshot state, unless one is outstanding.
@@ -227,7 +228,7 @@ impl Raft {
         }
         self.snapshot_index = meta.index;
         self.snapshot_term = meta.term;
-        self.commit = self.commit.max(meta.index);
+        self.advance_commit(self.commit.max(meta.index));
         self.applied = meta.index;
         // Configurations after the snapshot that a kept log holds are fed again by the caller.
         self.reset_configs(meta.index, meta.membership.clone());

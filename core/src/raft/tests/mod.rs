@@ -12,6 +12,7 @@ use crate::io::{
     SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport, TransportError,
 };
 use crate::limits::ConfigError;
+use crate::membership::NodeSet;
 use crate::message::{
     Append, AppendResp, Message, Snapshot, SnapshotHeader, TimeoutNow, Vote, VoteResp,
 };
