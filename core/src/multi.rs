@@ -4,6 +4,7 @@
 use crate::driver::{Event, Node, NodeError};
 use crate::fault::{Fault, FaultCounts, FaultLog};
 use crate::io::{StateMachine, Transport};
+use crate::plant::{NoPlant, Plant};
 use crate::storage::Storage;
 use crate::types::GroupId;
 use crate::wire;
@@ -40,15 +41,18 @@ impl core::fmt::Display for MultiError {
     }
 }
 
-/// Up to `G` groups on one node, each with its own driver.
-pub struct MultiNode<S, T, M, B, const G: usize> {
-    groups: Vec<(GroupId, Node<S, T, M, B>), G>,
+/// A hosted group: its id and its driver.
+type Hosted<S, T, M, B, P> = (GroupId, Node<S, T, M, B, P>);
+
+/// Up to `G` groups on one node, each with its own driver (and, in tests, planted bugs `P`).
+pub struct MultiNode<S, T, M, B, const G: usize, P: Plant = NoPlant> {
+    groups: Vec<Hosted<S, T, M, B, P>, G>,
     /// Frames refused before they reached a group (they did not decode, or name no group
     /// hosted here); each group counts its own.
     faults: FaultLog,
 }
 
-impl<S, T, M, B, const G: usize> Default for MultiNode<S, T, M, B, G> {
+impl<S, T, M, B, const G: usize, P: Plant> Default for MultiNode<S, T, M, B, G, P> {
     fn default() -> Self {
         MultiNode {
             groups: Vec::new(),
@@ -57,12 +61,13 @@ impl<S, T, M, B, const G: usize> Default for MultiNode<S, T, M, B, G> {
     }
 }
 
-impl<S, T, M, B, const G: usize> MultiNode<S, T, M, B, G>
+impl<S, T, M, B, const G: usize, P> MultiNode<S, T, M, B, G, P>
 where
     S: Storage,
     T: Transport,
     M: StateMachine,
     B: AsMut<[u8]> + AsRef<[u8]>,
+    P: Plant,
 {
     /// An empty host.
     pub fn new() -> Self {
@@ -70,7 +75,11 @@ where
     }
 
     /// Host a group (its driver already built for `group`).
-    pub fn add_group(&mut self, group: GroupId, node: Node<S, T, M, B>) -> Result<(), MultiError> {
+    pub fn add_group(
+        &mut self,
+        group: GroupId,
+        node: Node<S, T, M, B, P>,
+    ) -> Result<(), MultiError> {
         if self.groups.iter().any(|(g, _)| *g == group) {
             return Err(MultiError::Exists(group));
         }
@@ -80,7 +89,7 @@ where
     }
 
     /// Stop hosting a group; returns its driver so the caller can shut it down.
-    pub fn remove_group(&mut self, group: GroupId) -> Result<Node<S, T, M, B>, MultiError> {
+    pub fn remove_group(&mut self, group: GroupId) -> Result<Node<S, T, M, B, P>, MultiError> {
         let at = self
             .groups
             .iter()
@@ -95,7 +104,7 @@ where
     }
 
     /// One group's driver.
-    pub fn group(&self, group: GroupId) -> Option<&Node<S, T, M, B>> {
+    pub fn group(&self, group: GroupId) -> Option<&Node<S, T, M, B, P>> {
         self.groups
             .iter()
             .find(|(g, _)| *g == group)
@@ -103,7 +112,7 @@ where
     }
 
     /// One group's driver, mutably.
-    pub fn group_mut(&mut self, group: GroupId) -> Option<&mut Node<S, T, M, B>> {
+    pub fn group_mut(&mut self, group: GroupId) -> Option<&mut Node<S, T, M, B, P>> {
         self.groups
             .iter_mut()
             .find(|(g, _)| *g == group)

@@ -284,7 +284,7 @@ impl<'a> DtKv<'a> {
         let (client, seq) = (cmd.client_id, cmd.seq);
         if client != 0 {
             if let Some(s) = self.sessions.find(client) {
-                if seq == s.last_seq && !crate::dedup_ignored() {
+                if seq == s.last_seq {
                     let result = s.result.clone();
                     return Applied {
                         index,

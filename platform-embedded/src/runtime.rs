@@ -135,7 +135,7 @@ where
     ) -> Result<&'a mut Self, NodeError> {
         Ok(shoal_core::write_fields!(slot, Self {
             node in |s| {
-                let parts = NodeParts { store, transport: mesh, sm: kv, buf: frame_buf };
+                let parts = NodeParts::new(store, mesh, kv, frame_buf);
                 Node::init(s, cfg, parts, now_ms, bootstrap)
             },
             rx: rx,

@@ -140,12 +140,12 @@ fn single_node_leader() -> Node<MemStorage, Drop0, Count, Vec<u8>> {
     let m = Membership::new(&[1], &[]).unwrap();
     let mut n = Node::new(
         nc,
-        NodeParts {
-            store: MemStorage::new(),
-            transport: Drop0,
-            sm: Count::default(),
-            buf: vec![0u8; 1 << 20],
-        },
+        NodeParts::new(
+            MemStorage::new(),
+            Drop0,
+            Count::default(),
+            vec![0u8; 1 << 20],
+        ),
         0,
         Some(&m),
     )
@@ -204,12 +204,12 @@ fn driver(c: &mut Criterion) {
                 let m = Membership::new(&[1, 2, 3], &[]).unwrap();
                 let node = Node::new(
                     nc,
-                    NodeParts {
-                        store: MemStorage::new(),
-                        transport: Drop0,
-                        sm: Count::default(),
-                        buf: vec![0u8; 1 << 16],
-                    },
+                    NodeParts::new(
+                        MemStorage::new(),
+                        Drop0,
+                        Count::default(),
+                        vec![0u8; 1 << 16],
+                    ),
                     0,
                     Some(&m),
                 )

@@ -4,17 +4,19 @@
 use super::{Node, NodeError};
 use crate::io::{StateMachine, Transport};
 use crate::message::Message;
+use crate::plant::Plant;
 use crate::raft::StepOutcome;
 use crate::storage::Storage;
 use crate::types::NodeId;
 use crate::wire::{self, Body};
 
-impl<S, T, M, B> Node<S, T, M, B>
+impl<S, T, M, B, P> Node<S, T, M, B, P>
 where
     S: Storage,
     T: Transport,
     M: StateMachine,
     B: AsMut<[u8]> + AsRef<[u8]>,
+    P: Plant,
 {
     /// Advance time. Returns an error only when the node must stop.
     pub fn tick(&mut self, now_ms: u64) -> Result<(), NodeError> {
@@ -111,7 +113,7 @@ where
     }
 }
 
-impl<S, T, M, B> Node<S, T, M, B> {
+impl<S, T, M, B, P: Plant> Node<S, T, M, B, P> {
     /// Apply the failure policy to an error met on this node's behalf, such as a frame the
     /// platform could not decode before routing it here: a peer's fault or a full medium is
     /// counted, logged at most once per cause per interval, and absorbed; a fatal error is

@@ -29,6 +29,7 @@ use crate::fault::{FaultCounts, FaultLog};
 use crate::io::{StateMachine, Transport};
 use crate::limits::Config;
 use crate::membership::Membership;
+use crate::plant::{NoPlant, Plant};
 use crate::raft::{
     ConfigChange, ProposeError, Raft, ReadError, ReadEvent, Recovered, SyncPoint, TransferError,
 };
@@ -96,8 +97,9 @@ pub enum Event<O> {
 }
 
 /// What a node is built from, and what it comes apart into: its storage, its transport, its
-/// state machine and the one buffer it frames messages and reads entries with.
-pub struct NodeParts<S, T, M, B> {
+/// state machine, the one buffer it frames messages and reads entries with, and the planted
+/// bugs it runs with ([`NoPlant`] unless a test plants one, see [`crate::plant`]).
+pub struct NodeParts<S, T, M, B, P = NoPlant> {
     /// The group's durable state.
     pub store: S,
     /// Where frames to peers go.
@@ -106,6 +108,34 @@ pub struct NodeParts<S, T, M, B> {
     pub sm: M,
     /// The node's one buffer (see [`Node::new`]).
     pub buf: B,
+    /// Planted bugs.
+    pub plant: P,
+}
+
+impl<S, T, M, B> NodeParts<S, T, M, B> {
+    /// The parts of a node with no planted bug.
+    pub fn new(store: S, transport: T, sm: M, buf: B) -> Self {
+        NodeParts {
+            store,
+            transport,
+            sm,
+            buf,
+            plant: NoPlant,
+        }
+    }
+}
+
+impl<S, T, M, B, P> NodeParts<S, T, M, B, P> {
+    /// The same parts with `plant`'s bugs planted in the node (tests only).
+    pub fn planted<Q: Plant>(self, plant: Q) -> NodeParts<S, T, M, B, Q> {
+        NodeParts {
+            store: self.store,
+            transport: self.transport,
+            sm: self.sm,
+            buf: self.buf,
+            plant,
+        }
+    }
 }
 
 /// Counters for metrics.
@@ -136,10 +166,11 @@ const MAX_SEND_ROUNDS: usize = 16;
 /// Ready reads waiting for the state machine to catch up.
 const WAITING_READS: usize = 16;
 
-/// One group member: Raft plus its storage, transport, state machine and buffer.
-pub struct Node<S, T, M, B> {
+/// One group member: Raft plus its storage, transport, state machine and buffer. `P` is
+/// where a test plants bugs ([`crate::plant`]); every real node runs [`NoPlant`].
+pub struct Node<S, T, M, B, P: Plant = NoPlant> {
     cfg: NodeConfig,
-    pub(crate) raft: Raft,
+    pub(crate) raft: Raft<P>,
     pub(crate) store: S,
     transport: T,
     sm: M,
@@ -150,12 +181,13 @@ pub struct Node<S, T, M, B> {
     faults: FaultLog,
 }
 
-impl<S, T, M, B> Node<S, T, M, B>
+impl<S, T, M, B, P> Node<S, T, M, B, P>
 where
     S: Storage,
     T: Transport,
     M: StateMachine,
     B: AsMut<[u8]> + AsRef<[u8]>,
+    P: Plant,
 {
     /// Start a node from its storage. A fresh storage with `bootstrap` set starts a new group
     /// with that membership (every initial member must use the same one); a fresh storage
@@ -165,7 +197,7 @@ where
     /// [`FRAME_PREFIX_RESERVE`] + 16 bytes.
     pub fn new(
         cfg: NodeConfig,
-        parts: NodeParts<S, T, M, B>,
+        parts: NodeParts<S, T, M, B, P>,
         now_ms: u64,
         bootstrap: Option<&Membership>,
     ) -> Result<Self, NodeError> {
@@ -179,7 +211,7 @@ where
     pub fn init<'s>(
         slot: &'s mut MaybeUninit<Self>,
         cfg: NodeConfig,
-        parts: NodeParts<S, T, M, B>,
+        parts: NodeParts<S, T, M, B, P>,
         now_ms: u64,
         bootstrap: Option<&Membership>,
     ) -> Result<&'s mut Self, NodeError> {
@@ -189,11 +221,12 @@ where
             transport,
             mut sm,
             buf,
+            plant,
         } = parts;
         let rec = recover(&mut store, &mut sm, bootstrap)?;
         let (id, raft_cfg, seed) = (cfg.node_id, cfg.raft.clone(), cfg.seed);
         let node = crate::write_fields!(slot, Self {
-            raft in |s| Raft::init(s, id, raft_cfg, seed, rec, now_ms),
+            raft in |s| Raft::init(s, id, raft_cfg, seed, rec, now_ms, plant),
             cfg: cfg,
             store: store,
             transport: transport,
@@ -233,7 +266,7 @@ where
     // ----- accessors ---------------------------------------------------------------------------
 
     /// The Raft state machine (role, term, leader, commit, progress...).
-    pub fn raft(&self) -> &Raft {
+    pub fn raft(&self) -> &Raft<P> {
         &self.raft
     }
     /// The storage.
@@ -268,12 +301,13 @@ where
         }
     }
     /// Take the node apart (to simulate a crash, or to shut down).
-    pub fn into_parts(self) -> NodeParts<S, T, M, B> {
+    pub fn into_parts(self) -> NodeParts<S, T, M, B, P> {
         NodeParts {
             store: self.store,
             transport: self.transport,
             sm: self.sm,
             buf: self.buf,
+            plant: self.raft.plant,
         }
     }
     /// The applied index.

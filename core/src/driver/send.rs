@@ -5,6 +5,7 @@
 use super::{Node, NodeError};
 use crate::io::Transport;
 use crate::message::{Append, Message, Snapshot, SnapshotHeader, SnapshotRef};
+use crate::plant::Plant;
 use crate::raft::Envelope;
 use crate::storage::{Storage, StorageError};
 use crate::types::NodeId;
@@ -13,7 +14,7 @@ use crate::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
 /// Where a tail starts in the send buffer: after the reserved prefix and the record header.
 const TAIL_AT: usize = FRAME_PREFIX_RESERVE + 5;
 
-impl<S: Storage, T: Transport, M, B: AsMut<[u8]>> Node<S, T, M, B> {
+impl<S: Storage, T: Transport, M, B: AsMut<[u8]>, P: Plant> Node<S, T, M, B, P> {
     /// Send every message Raft queued. A message whose payload cannot be read is dropped
     /// (Raft sends again, as after a loss) and the failure policy judges why: only a fatal
     /// storage error is returned.

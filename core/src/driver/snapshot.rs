@@ -3,11 +3,12 @@
 
 use super::{Node, NodeError};
 use crate::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+use crate::plant::Plant;
 use crate::record::CRC32C;
 use crate::storage::{Storage, StorageError};
 use crate::types::{LogIndex, SnapshotMeta};
 
-impl<S: Storage, T, M: StateMachine, B> Node<S, T, M, B> {
+impl<S: Storage, T, M: StateMachine, B, P: Plant> Node<S, T, M, B, P> {
     /// Take a snapshot of what is applied, if anything was since the last one, and compact
     /// the log behind it.
     pub(super) fn take_snapshot(&mut self, now_ms: u64) -> Result<Option<LogIndex>, NodeError> {

@@ -12,6 +12,7 @@ use super::{Raft, RaftError};
 use crate::entry;
 use crate::membership::Membership;
 use crate::message::{Append, AppendResp};
+use crate::plant::Plant;
 use crate::storage::Storage;
 use crate::types::{EntryKind, LogIndex, NodeId, Role, Term};
 
@@ -86,7 +87,7 @@ pub(super) fn check_tail(m: &Append, tail: &[u8], max_entry_bytes: usize) -> Res
     Ok(())
 }
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// `from` leads our term: follow it, and hold off elections.
     pub(super) fn accept_leader(&mut self, from: NodeId) {
         if self.role != Role::Follower && self.role != Role::Observer {
@@ -133,7 +134,7 @@ impl Raft {
             }
             if e.index > self.snapshot_index
                 && store.term(e.index)? != e.term
-                && !self.planted("skip-truncate")
+                && !self.plant.skip_truncate()
             {
                 if e.index <= self.commit {
                     return Err(RaftError::CommittedTruncation(e.index));

@@ -3,11 +3,12 @@
 
 use super::{ConfigChange, ProposeError, Raft, MAX_CONFIG_BYTES};
 use crate::membership::Membership;
+use crate::plant::Plant;
 use crate::raft::progress::Progress;
 use crate::storage::Storage;
 use crate::types::{EntryKind, LogIndex, Role, Term};
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Propose a membership change step. Returns the entry's index and term and the membership
     /// it installs. Changes go one at a time: the previous one must be committed first.
     pub fn propose_config(

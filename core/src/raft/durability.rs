@@ -2,10 +2,11 @@
 //! durable, and the background syncs of a leader's own log.
 
 use super::{Raft, RaftError, SyncPoint};
+use crate::plant::Plant;
 use crate::storage::Storage;
 use crate::types::{LogIndex, Role};
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Whether writes since the last [`Raft::on_persisted`] need a sync.
     pub fn needs_sync(&self) -> bool {
         self.hs_unsynced || self.persisted_index < self.last_index
@@ -94,10 +95,8 @@ impl Raft {
         // would also wear out a flash hard-state sector in weeks).
         if self.hard_state_changed() {
             let hs = self.hard_state();
-            #[allow(unused_mut)]
             let mut to_save = hs;
-            #[cfg(feature = "mutants")]
-            if crate::mutants::active("vote-not-persisted") {
+            if self.plant.vote_not_persisted() {
                 to_save.vote = self.hs_saved.vote;
                 if to_save.term != self.hs_saved.term {
                     to_save.vote = crate::types::NO_NODE;

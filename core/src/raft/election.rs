@@ -2,10 +2,11 @@
 
 use super::Raft;
 use crate::message::{Message, PreVote, Vote, VoteResp};
+use crate::plant::Plant;
 use crate::raft::progress::Progress;
 use crate::types::{LogIndex, NodeId, Role, Term, NO_NODE};
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// A follower's (or candidate's) tick: campaign when the election timer ran out, and give
     /// up on a forwarded read the leader never answered.
     pub(super) fn tick_follower(&mut self) {

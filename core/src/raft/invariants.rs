@@ -7,9 +7,10 @@
 //! than as a wrong answer much later.
 
 use super::Raft;
+use crate::plant::Plant;
 use crate::types::{LogIndex, Role, Term, NO_NODE};
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Check every invariant of the group's state (see the module docs).
     pub(super) fn assert_invariants(&self) {
         invariant!(

@@ -48,6 +48,7 @@ pub use read::ReadEvent;
 use crate::limits::{Config, ConfigError, MAX_MEMBERS, MAX_PENDING_CONFIGS, OUTBOX_CAPACITY};
 use crate::membership::Membership;
 use crate::message::{Message, SnapshotRef};
+use crate::plant::{NoPlant, Plant};
 use crate::rng::Rng;
 use crate::types::{HardState, LogIndex, NodeId, Role, SnapshotMeta, Term, NO_NODE};
 use core::mem::MaybeUninit;
@@ -162,9 +163,11 @@ pub struct Recovered {
     pub last: (LogIndex, Term),
 }
 
-/// The Raft state machine of one group. See the module docs.
-pub struct Raft {
+/// The Raft state machine of one group. See the module docs. `P` is where a test build
+/// plants bugs ([`crate::plant`]); every node of a real cluster runs [`NoPlant`].
+pub struct Raft<P: Plant = NoPlant> {
     id: NodeId,
+    pub(crate) plant: P,
     cfg: Config,
     rng: Rng,
     stats: RaftStats,
@@ -213,7 +216,7 @@ pub struct Raft {
     receiving: Option<snapshot::Receiving>,
 }
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// A group member `id` starting at `now_ms` from recovered state.
     pub fn new(
         id: NodeId,
@@ -221,8 +224,9 @@ impl Raft {
         seed: u64,
         rec: Recovered,
         now_ms: u64,
+        plant: P,
     ) -> Result<Self, ConfigError> {
-        crate::inplace::build(|slot| Self::init(slot, id, cfg, seed, rec, now_ms))
+        crate::inplace::build(|slot| Self::init(slot, id, cfg, seed, rec, now_ms, plant))
     }
 
     /// Like [`Raft::new`], but build the group member directly in `slot` (a `static` on a
@@ -235,12 +239,14 @@ impl Raft {
         seed: u64,
         rec: Recovered,
         now_ms: u64,
+        plant: P,
     ) -> Result<&mut Self, ConfigError> {
         cfg.validate()?;
         let r = crate::write_fields!(
             slot,
             Self {
                 id: id,
+                plant: plant,
                 rng: Rng::new(seed ^ id.wrapping_mul(0x9E37_79B9)),
                 stats: RaftStats::default(),
                 role: Role::Follower,
@@ -388,15 +394,6 @@ impl Raft {
         );
         self.applied = index;
         self.assert_invariants();
-    }
-
-    /// Whether the named planted bug is switched on (feature `mutants` only).
-    #[allow(unused_variables)]
-    fn planted(&self, name: &str) -> bool {
-        #[cfg(feature = "mutants")]
-        return crate::mutants::active(name);
-        #[cfg(not(feature = "mutants"))]
-        return false;
     }
 
     /// Advance the clock the core was given (it never goes back).

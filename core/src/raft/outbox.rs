@@ -3,9 +3,10 @@
 
 use super::{Envelope, OutMessage, Raft};
 use crate::message::{AppendResp, Message};
+use crate::plant::Plant;
 use crate::types::NodeId;
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Take the next message that may be sent now.
     pub fn pop_message(&mut self) -> Option<Envelope> {
         self.outbox.pop_front()
@@ -19,8 +20,7 @@ impl Raft {
     /// Queue a reply that must wait for durability when anything is unsynced.
     pub(super) fn respond(&mut self, to: NodeId, msg: impl Into<OutMessage>) {
         let msg = msg.into();
-        #[cfg(feature = "mutants")]
-        if crate::mutants::active("vote-not-persisted") && matches!(msg, Message::VoteResp(_)) {
+        if self.plant.vote_not_persisted() && matches!(msg, Message::VoteResp(_)) {
             self.outbox_push(Envelope { to, msg });
             return;
         }

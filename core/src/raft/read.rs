@@ -5,6 +5,7 @@
 use super::{Envelope, Raft};
 use crate::limits::{MAX_READ_ROUNDS, MAX_REMOTE_READS};
 use crate::message::{ReadIndex, ReadIndexResp};
+use crate::plant::Plant;
 use crate::types::{LogIndex, NodeId, Role, NO_NODE};
 use heapless::{Deque, Vec};
 
@@ -119,7 +120,7 @@ impl Reads {
     }
 }
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Start a linearizable read by ReadIndex. Returns a ticket; a [`ReadEvent`] later says when
     /// (at which applied index) every ticket up to it may be served. On a follower the read
     /// index is asked of the leader.
@@ -224,8 +225,7 @@ impl Raft {
     /// Attach a local ticket (or a follower's request) to the round that will go out next.
     fn open_round(&mut self, ticket: u64, remote: Option<(NodeId, u64)>) -> Result<(), ReadError> {
         let index = self.commit.max(self.term_start_index);
-        #[cfg(feature = "mutants")]
-        if crate::mutants::active("read-without-quorum") {
+        if self.plant.read_without_quorum() {
             // Planted bug: answer at once from local state without confirming leadership.
             match remote {
                 None => self.reads.push_event(ReadEvent::Ready {

@@ -6,11 +6,12 @@ use crate::entry::EntryRef;
 use crate::limits::OUTBOX_CAPACITY;
 use crate::membership::Membership;
 use crate::message::{Append, AppendResp};
+use crate::plant::Plant;
 use crate::raft::progress::{Progress, ProgressState};
 use crate::storage::{Storage, StorageError};
 use crate::types::{EntryKind, LogIndex, NodeId, Role, Term, NO_NODE};
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Propose a command: append it to the leader's log as entry `(index, term)`. It is sent to
     /// followers by the next [`Raft::flush`].
     pub fn propose(
@@ -357,13 +358,7 @@ impl Raft {
         }
         // Raft §5.4.2: only an entry of the current term is committed by counting replicas;
         // earlier entries are committed through it.
-        #[allow(unused_mut)]
-        let mut current_term_only = true;
-        #[cfg(feature = "mutants")]
-        if crate::mutants::active("commit-by-counting") {
-            current_term_only = false;
-        }
-        if current_term_only && q < self.term_start_index {
+        if q < self.term_start_index && !self.plant.commit_by_counting() {
             return;
         }
         self.advance_commit(q);

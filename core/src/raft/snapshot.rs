@@ -3,6 +3,7 @@
 
 use super::{progress, Raft, RaftError, StepOutcome};
 use crate::message::{Snapshot, SnapshotHeader, SnapshotRef, SnapshotResp};
+use crate::plant::Plant;
 use crate::raft::progress::ProgressState;
 use crate::record::{Crc32cDigest, CRC32C};
 use crate::storage::Storage;
@@ -18,7 +19,7 @@ pub(super) struct Receiving {
     digest: Crc32cDigest,
 }
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Whether a snapshot should be taken now (by entry count or interval).
     pub fn snapshot_due(&self, now_ms: u64) -> bool {
         let since = self.applied.saturating_sub(self.snapshot_index);

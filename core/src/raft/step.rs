@@ -7,6 +7,7 @@
 use super::append::{check_tail, AppendPlan};
 use super::{Raft, RaftError, StepOutcome, MAX_CONFIG_BYTES};
 use crate::message::{AppendResp, Message, VoteResp};
+use crate::plant::Plant;
 use crate::storage::Storage;
 use crate::types::{NodeId, Role, Term, NO_NODE};
 
@@ -14,7 +15,7 @@ use crate::types::{NodeId, Role, Term, NO_NODE};
 /// able to change its membership.
 const MAX_CONFIG_ENTRY_BYTES: usize = MAX_CONFIG_BYTES + crate::entry::MAX_HEADER_BYTES;
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Handle a message from `from`. `tail` holds an `Append`'s entries or a `Snapshot` chunk.
     pub fn step(
         &mut self,

@@ -2,9 +2,10 @@
 
 use super::{Raft, TransferError};
 use crate::message::TimeoutNow;
+use crate::plant::Plant;
 use crate::types::{NodeId, Role};
 
-impl Raft {
+impl<P: Plant> Raft<P> {
     /// Hand leadership to `target`: bring it up to date, then tell it to campaign at once.
     pub fn transfer_leader(&mut self, now_ms: u64, target: NodeId) -> Result<(), TransferError> {
         self.advance_clock(now_ms);

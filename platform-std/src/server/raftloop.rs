@@ -427,7 +427,7 @@ impl RaftLoop {
                 node in |n| Node::init(
                     n,
                     ncfg,
-                    NodeParts { store, transport, sm, buf: vec![0u8; NODE_BUF_BYTES] },
+                    NodeParts::new(store, transport, sm, vec![0u8; NODE_BUF_BYTES]),
                     now,
                     membership.as_ref(),
                 ),

@@ -12,4 +12,5 @@ pub mod faults;
 pub mod history;
 pub mod invariants;
 pub mod network;
+pub mod plant;
 pub mod register_runner;

@@ -20,15 +20,15 @@ fn one_host_runs_several_groups_added_and_removed_at_runtime() {
         };
         let node = Node::new(
             nc,
-            NodeParts {
-                store: VecStore::default(),
-                transport: Net {
+            NodeParts::new(
+                VecStore::default(),
+                Net {
                     from: 1,
                     wire: wire.clone(),
                 },
-                sm: LogSm::default(),
-                buf: vec![0u8; 4096],
-            },
+                LogSm::default(),
+                vec![0u8; 4096],
+            ),
             0,
             Some(&m),
         )
@@ -44,15 +44,15 @@ fn one_host_runs_several_groups_added_and_removed_at_runtime() {
     };
     let extra = Node::new(
         nc,
-        NodeParts {
-            store: VecStore::default(),
-            transport: Net {
+        NodeParts::new(
+            VecStore::default(),
+            Net {
                 from: 1,
                 wire: wire.clone(),
             },
-            sm: LogSm::default(),
-            buf: vec![0u8; 4096],
-        },
+            LogSm::default(),
+            vec![0u8; 4096],
+        ),
         0,
         Some(&m),
     )

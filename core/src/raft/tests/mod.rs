@@ -255,12 +255,7 @@ type TNode = Node<VecStore, Net, LogSm, StdVec<u8>>;
 
 /// The parts of a test node with a 4 KiB buffer and an empty log state machine.
 fn parts(store: VecStore, net: Net) -> NodeParts<VecStore, Net, LogSm, StdVec<u8>> {
-    NodeParts {
-        store,
-        transport: net,
-        sm: LogSm::default(),
-        buf: vec![0u8; 4096],
-    }
+    NodeParts::new(store, net, LogSm::default(), vec![0u8; 4096])
 }
 
 struct Cluster {
@@ -320,12 +315,7 @@ impl Cluster {
         };
         let node = Node::new(
             nc,
-            NodeParts {
-                store,
-                transport: net,
-                sm: LogSm::default(),
-                buf: vec![0u8; 64 * 1024],
-            },
+            NodeParts::new(store, net, LogSm::default(), vec![0u8; 64 * 1024]),
             self.now,
             bootstrap,
         )
