@@ -1,18 +1,38 @@
 //! The node driver: binds one group's [`Raft`] to its [`Storage`], [`Transport`] and
-//! [`StateMachine`]. Both platforms and the simulator run this same code.
+//! [`StateMachine`]. Both platforms and the simulator run this same code; the example
+//! `core/examples/single_node.rs` drives one by hand.
 //!
 //! A platform feeds inputs (`tick`, `handle_frame`, `propose`, `read_index`, ...) and then calls
-//! [`Node::flush`] once per batch of inputs. `flush` is where the IO contract of
-//! [`crate::storage`] is kept:
+//! [`Node::flush`] once per batch of inputs. `flush` keeps the IO contract of
+//! [`crate::storage`] in these steps, in this order (docs/DESIGN.md lists the same steps, and a
+//! test keeps the two lists equal):
 //!
-//! 1. pending appends and read rounds are handed to Raft, and every message that may leave at
-//!    once (the leader's appends, heartbeats, snapshot chunks) is framed and sent — the leader
-//!    replicates in parallel with its own disk write;
-//! 2. if anything was written, storage is synced **once** for the whole batch (group commit);
-//! 3. messages held for durability (vote grants, append acknowledgements) are released and sent;
-//! 4. committed entries are read back from storage and applied, and results reported;
-//! 5. reads whose index has been applied are reported ready;
-//! 6. a snapshot is taken when one is due, and the log behind it compacted.
+//! 1. **Queue.** `Raft::flush` queues appends for the entries the batch wrote and a heartbeat
+//!    for the open read round.
+//! 2. **Send.** Every message that may leave now is framed and sent, its entries read from
+//!    storage straight into the send buffer; a burst larger than the outbox goes out in
+//!    rounds. A leader sends its appends before its own sync, so replication overlaps the
+//!    local disk write.
+//! 3. **Sync.** If anything was written, `Storage::sync` runs once for the whole batch (group
+//!    commit); then `Raft::on_persisted` releases the held messages (vote grants and requests,
+//!    append acknowledgements) and they are sent. With `flush_deferred`, a leader whose only
+//!    unsynced writes are its own new entries skips the sync and gets a `SyncPoint` to sync in
+//!    the background instead.
+//! 4. **Apply.** Committed entries are read back from storage and applied; `Event::Applied`
+//!    carries each result with its index and term, which the platform matches against the
+//!    `(index, term)` `propose` returned (another term at that index means the proposal was
+//!    overwritten).
+//! 5. **Reads.** Reads whose index is applied are reported ready (`Event::ReadReady`), failed
+//!    ones as `Event::ReadFailed`.
+//! 6. **Roles.** A change of role, term or leader is reported (`Event::RoleChanged`) and
+//!    passed to `StateMachine::on_leadership`.
+//! 7. **Snapshot.** A due snapshot is taken and the log behind it compacted
+//!    (`Event::Snapshot`); messages the batch produced on the way (reads a commit confirmed)
+//!    are sent.
+//!
+//! Every input and every step applies the failure policy of [`crate::fault`]: what a peer
+//! sent wrong is dropped and counted, a full medium degrades, and only a local durability
+//! fault is returned as an error (the node must stop).
 //!
 //! The driver never allocates: the platform hands in the one buffer used to frame messages and
 //! to read entries for applying.
@@ -577,4 +597,35 @@ fn recover<S: Storage, M: StateMachine>(
         snapshot_membership,
         last: (last, last_term),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// The numbered steps of `flush` in `text` (lines after `prefix` is cut off): from the
+    /// line that starts `1. **Queue.**` to the next blank line, as one line of words.
+    fn steps(text: &str, prefix: &str) -> String {
+        let lines = text
+            .lines()
+            .map(|l| l.strip_prefix(prefix).unwrap_or(l).trim());
+        let words: Vec<&str> = lines
+            .skip_while(|l| !l.starts_with("1. **Queue.**"))
+            .take_while(|l| !l.is_empty())
+            .flat_map(|l| l.split_whitespace())
+            .collect();
+        words.join(" ")
+    }
+
+    #[test]
+    fn the_io_contract_is_the_same_here_and_in_design_md() {
+        let here = steps(include_str!("mod.rs"), "//!");
+        let design = steps(include_str!("../../../docs/DESIGN.md"), "");
+        assert!(here.contains("7. **Snapshot.**"), "{here}");
+        assert_eq!(
+            here, design,
+            "driver/mod.rs and docs/DESIGN.md list different steps"
+        );
+    }
 }
