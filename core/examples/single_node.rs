@@ -9,13 +9,13 @@
 //! Run it with `cargo run -p shoal-core --example single_node`.
 
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
-use shoal_core::entry::{self, EntryRef};
+use shoal_core::entry::EntryRef;
 use shoal_core::io::{
     SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport, TransportError,
 };
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
-use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
+use shoal_core::storage::{pack_entries, LogView, ReadEntries, Storage, StorageError};
 use shoal_core::{EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, Term};
 
 fn main() -> Result<(), NodeError> {
@@ -170,13 +170,7 @@ impl Storage for VecLog {
         Ok(())
     }
     fn append(&mut self, e: &EntryRef<'_>) -> Result<(), StorageError> {
-        let expected = self.last_index() + 1;
-        if e.index != expected {
-            return Err(StorageError::NotContiguous {
-                expected,
-                given: e.index,
-            });
-        }
+        StorageError::check_continues(self.last_index(), e.index)?;
         self.entries
             .push((e.index, e.term, e.kind, e.data.to_vec()));
         Ok(())
@@ -194,28 +188,20 @@ impl Storage for VecLog {
         hi: LogIndex,
         buf: &mut [u8],
     ) -> Result<ReadEntries, StorageError> {
-        let mut got = ReadEntries { count: 0, bytes: 0 };
-        for i in lo..=hi.min(self.last_index()) {
-            let (index, term, kind, data) = &self.entries[i as usize - 1];
-            let e = EntryRef {
+        let hi = hi.min(self.last_index());
+        let entries = self
+            .entries
+            .get(lo as usize - 1..hi as usize)
+            .unwrap_or(&[]);
+        let got = pack_entries(
+            buf,
+            entries.iter().map(|(index, term, kind, data)| EntryRef {
                 index: *index,
                 term: *term,
                 kind: *kind,
                 data,
-            };
-            match entry::encode(&e, &mut buf[got.bytes..]) {
-                Ok(n) => {
-                    got.bytes += n;
-                    got.count += 1;
-                }
-                Err(_) if got.count > 0 => break,
-                Err(_) => {
-                    return Err(StorageError::BufferTooSmall {
-                        needed: e.encoded_len(),
-                    })
-                }
-            }
-        }
+            }),
+        )?;
         match got.count {
             0 => Err(StorageError::Unavailable(lo)),
             _ => Ok(got),

@@ -1,7 +1,7 @@
 //! Multi-raft: one node hosts several groups. Every frame names its group; [`MultiNode`] routes
 //! it to that group's driver. Groups are added and removed at run time, up to a fixed count.
 
-use crate::driver::{Event, Node, NodeError};
+use crate::driver::{Event, Node, NodeBuffer, NodeError};
 use crate::fault::{Fault, FaultCounts, FaultLog};
 use crate::io::{StateMachine, Transport};
 use crate::plant::{NoPlant, Plant};
@@ -61,13 +61,8 @@ impl<S, T, M, B, const G: usize, P: Plant> Default for MultiNode<S, T, M, B, G, 
     }
 }
 
-impl<S, T, M, B, const G: usize, P> MultiNode<S, T, M, B, G, P>
-where
-    S: Storage,
-    T: Transport,
-    M: StateMachine,
-    B: AsMut<[u8]> + AsRef<[u8]>,
-    P: Plant,
+impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, const G: usize, P: Plant>
+    MultiNode<S, T, M, B, G, P>
 {
     /// An empty host.
     pub fn new() -> Self {

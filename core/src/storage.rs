@@ -88,6 +88,43 @@ impl StorageError {
             _ => None,
         }
     }
+
+    /// The check every [`Storage::append`] starts with: an entry at `given` must continue a
+    /// log whose last index is `last`.
+    pub fn check_continues(last: LogIndex, given: LogIndex) -> Result<(), StorageError> {
+        match last.checked_add(1) {
+            Some(expected) if expected == given => Ok(()),
+            _ => Err(StorageError::NotContiguous {
+                expected: last.saturating_add(1),
+                given,
+            }),
+        }
+    }
+}
+
+/// Encode `entries` back to back into `buf`, as [`Storage::read_entries`] returns them: as
+/// many as fit, stopping at the first that does not. Fails with `BufferTooSmall` only if not
+/// even the first fits; no entries at all give a count of 0, which the caller turns into the
+/// error for the range it was asked.
+pub fn pack_entries<'a>(
+    buf: &mut [u8],
+    entries: impl IntoIterator<Item = EntryRef<'a>>,
+) -> Result<ReadEntries, StorageError> {
+    let mut got = ReadEntries { count: 0, bytes: 0 };
+    for e in entries {
+        match crate::entry::encode(&e, &mut buf[got.bytes..]) {
+            Ok(n) => {
+                got.bytes += n;
+                got.count += 1;
+            }
+            Err(_) if got.count > 0 => break,
+            Err(_) => {
+                let needed = e.encoded_len();
+                return Err(StorageError::BufferTooSmall { needed });
+            }
+        }
+    }
+    Ok(got)
 }
 
 impl From<CodecError> for StorageError {

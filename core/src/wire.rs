@@ -229,17 +229,7 @@ mod tests {
 
     #[test]
     fn the_largest_header_and_message_fit_the_reserved_prefix() {
-        let mut full = crate::membership::NodeSet::new();
-        for i in 0..crate::limits::MAX_MEMBERS as u64 {
-            full.push(u64::MAX - i).unwrap();
-        }
-        let membership = Membership {
-            voters: full.clone(),
-            observers: full.clone(),
-            joint: true,
-            next_voters: full.clone(),
-            next_observers: full,
-        };
+        let membership = crate::membership::largest();
         let header = FrameHeader {
             version: u8::MAX,
             cluster_id: u64::MAX,

@@ -1,23 +1,16 @@
 //! Input from peers and from time, and the failure policy applied to it: an error a peer's
 //! frame caused is counted and dropped here, so only a fatal one ever reaches the platform.
 
-use super::{Node, NodeError};
+use super::{Node, NodeBuffer, NodeError};
 use crate::io::{StateMachine, Transport};
 use crate::message::Message;
 use crate::plant::Plant;
 use crate::raft::StepOutcome;
 use crate::storage::Storage;
-use crate::types::NodeId;
+use crate::types::{NodeId, SnapshotMeta};
 use crate::wire::{self, Body};
 
-impl<S, T, M, B, P> Node<S, T, M, B, P>
-where
-    S: Storage,
-    T: Transport,
-    M: StateMachine,
-    B: AsMut<[u8]> + AsRef<[u8]>,
-    P: Plant,
-{
+impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S, T, M, B, P> {
     /// Advance time. Returns an error only when the node must stop.
     pub fn tick(&mut self, now_ms: u64) -> Result<(), NodeError> {
         let r = self.raft.tick(now_ms, &mut self.store);
@@ -29,11 +22,10 @@ where
     /// and is counted in [`super::NodeStats::faults`]; an error is returned only when the node
     /// must stop (see [`crate::fault`]).
     pub fn handle_frame(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), NodeError> {
-        let r = match wire::decode(bytes) {
-            Ok((frame, used)) => self.check_and_receive(now_ms, &frame, used),
-            Err(e) => Err(e.into()),
-        };
-        self.apply_policy(now_ms, r)
+        match wire::decode(bytes) {
+            Ok((frame, used)) => self.handle_decoded(now_ms, &frame, used),
+            Err(e) => self.apply_policy(now_ms, Err(e.into())),
+        }
     }
 
     /// Handle a frame the platform already decoded (to route it to its group, say) with the
@@ -45,8 +37,30 @@ where
         frame: &wire::Frame<'_>,
         frame_bytes: usize,
     ) -> Result<(), NodeError> {
-        let r = self.check_and_receive(now_ms, frame, frame_bytes);
-        self.apply_policy(now_ms, r)
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += frame_bytes as u64;
+        let h = &frame.header;
+        let refused = if h.cluster_id != self.cfg.cluster_id {
+            Err(NodeError::WrongCluster {
+                local: self.cfg.cluster_id,
+                remote: h.cluster_id,
+            })
+        } else if h.group != self.cfg.group {
+            Err(NodeError::WrongGroup {
+                local: self.cfg.group,
+                remote: h.group,
+            })
+        } else if h.to != self.cfg.node_id {
+            Err(NodeError::WrongNode {
+                local: self.cfg.node_id,
+                remote: h.to,
+            })
+        } else if let Body::Raft(msg) = &frame.body {
+            return self.receive(now_ms, h.from, msg, frame.tail);
+        } else {
+            Err(NodeError::NotRaft)
+        };
+        self.apply_policy(now_ms, refused)
     }
 
     /// Handle one decoded message (platforms that decode and check frames themselves call
@@ -58,58 +72,19 @@ where
         msg: &Message,
         tail: &[u8],
     ) -> Result<(), NodeError> {
-        let r = self.step(now_ms, from, msg, tail);
-        self.apply_policy(now_ms, r)
+        let stepped = match self.raft.step(now_ms, from, msg, tail, &mut self.store) {
+            Ok(StepOutcome::Done) => Ok(()),
+            Ok(StepOutcome::SnapshotInstalled(meta)) => self.restore_installed(&meta),
+            Err(e) => Err(e.into()),
+        };
+        self.apply_policy(now_ms, stepped)
     }
 
-    fn check_and_receive(
-        &mut self,
-        now_ms: u64,
-        frame: &wire::Frame<'_>,
-        frame_bytes: usize,
-    ) -> Result<(), NodeError> {
-        self.stats.frames_in += 1;
-        self.stats.bytes_in += frame_bytes as u64;
-        let h = &frame.header;
-        if h.cluster_id != self.cfg.cluster_id {
-            return Err(NodeError::WrongCluster {
-                local: self.cfg.cluster_id,
-                remote: h.cluster_id,
-            });
-        }
-        if h.group != self.cfg.group {
-            return Err(NodeError::WrongGroup {
-                local: self.cfg.group,
-                remote: h.group,
-            });
-        }
-        if h.to != self.cfg.node_id {
-            return Err(NodeError::WrongNode {
-                local: self.cfg.node_id,
-                remote: h.to,
-            });
-        }
-        match &frame.body {
-            Body::Raft(msg) => self.step(now_ms, h.from, msg, frame.tail),
-            _ => Err(NodeError::NotRaft),
-        }
-    }
-
-    fn step(
-        &mut self,
-        now_ms: u64,
-        from: NodeId,
-        msg: &Message,
-        tail: &[u8],
-    ) -> Result<(), NodeError> {
-        match self.raft.step(now_ms, from, msg, tail, &mut self.store)? {
-            StepOutcome::Done => Ok(()),
-            StepOutcome::SnapshotInstalled(meta) => {
-                super::snapshot::restore_from_store(&self.store, &mut self.sm, &meta)?;
-                self.waiting_reads.clear();
-                self.rescan_configs(meta.index + 1)
-            }
-        }
+    /// Raft installed a snapshot from the leader: the state machine follows.
+    fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), NodeError> {
+        super::snapshot::restore_from_store(&self.store, &mut self.sm, meta)?;
+        self.waiting_reads.clear();
+        self.rescan_configs(meta.index + 1)
     }
 }
 

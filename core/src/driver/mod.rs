@@ -181,6 +181,12 @@ pub struct NodeStats {
     pub faults: FaultCounts,
 }
 
+/// The node's one buffer: any owned or borrowed byte slice (a `Vec<u8>`, a `&mut [u8]` into a
+/// static, an array).
+pub trait NodeBuffer: AsMut<[u8]> + AsRef<[u8]> {}
+
+impl<B: AsMut<[u8]> + AsRef<[u8]>> NodeBuffer for B {}
+
 /// Further rounds of "send what fits, then continue" per flush when a burst exceeds the outbox.
 const MAX_SEND_ROUNDS: usize = 16;
 /// Ready reads waiting for the state machine to catch up.
@@ -201,14 +207,7 @@ pub struct Node<S, T, M, B, P: Plant = NoPlant> {
     faults: FaultLog,
 }
 
-impl<S, T, M, B, P> Node<S, T, M, B, P>
-where
-    S: Storage,
-    T: Transport,
-    M: StateMachine,
-    B: AsMut<[u8]> + AsRef<[u8]>,
-    P: Plant,
-{
+impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S, T, M, B, P> {
     /// Start a node from its storage. A fresh storage with `bootstrap` set starts a new group
     /// with that membership (every initial member must use the same one); a fresh storage
     /// without it starts a node that waits to be added by the leader (`--join`).

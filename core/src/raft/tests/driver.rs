@@ -10,7 +10,7 @@ fn one_host_runs_several_groups_added_and_removed_at_runtime() {
     let wire: Wire = Rc::new(RefCell::new(StdVec::new()));
     let m = Membership::new(&[1], &[]).unwrap();
     let mut host: MultiNode<VecStore, Net, LogSm, StdVec<u8>, 2> = MultiNode::new();
-    for g in [10, 20] {
+    let group = |g| {
         let nc = NodeConfig {
             cluster_id: 7,
             group: g,
@@ -18,45 +18,16 @@ fn one_host_runs_several_groups_added_and_removed_at_runtime() {
             raft: test_cfg(),
             seed: 1,
         };
-        let node = Node::new(
-            nc,
-            NodeParts::new(
-                VecStore::default(),
-                Net {
-                    from: 1,
-                    wire: wire.clone(),
-                },
-                LogSm::default(),
-                vec![0u8; 4096],
-            ),
-            0,
-            Some(&m),
-        )
-        .unwrap();
-        host.add_group(g, node).unwrap();
-    }
-    let nc = NodeConfig {
-        cluster_id: 7,
-        group: 30,
-        node_id: 1,
-        raft: test_cfg(),
-        seed: 1,
+        let net = Net {
+            from: 1,
+            wire: wire.clone(),
+        };
+        Node::new(nc, parts(VecStore::default(), net), 0, Some(&m)).unwrap()
     };
-    let extra = Node::new(
-        nc,
-        NodeParts::new(
-            VecStore::default(),
-            Net {
-                from: 1,
-                wire: wire.clone(),
-            },
-            LogSm::default(),
-            vec![0u8; 4096],
-        ),
-        0,
-        Some(&m),
-    )
-    .unwrap();
+    for g in [10, 20] {
+        host.add_group(g, group(g)).unwrap();
+    }
+    let extra = group(30);
     assert_eq!(
         host.add_group(30, extra).err(),
         Some(MultiError::Full { max_groups: 2 })
@@ -77,26 +48,12 @@ fn one_host_runs_several_groups_added_and_removed_at_runtime() {
     seen.sort();
     assert_eq!(seen, vec![10, 20]);
     assert_eq!(host.group(10).unwrap().state_machine().cmds[0].1, b"ten");
-    // A frame for a group this host does not run is refused by name.
-    let mut buf = [0u8; 1024];
-    let h = crate::wire::FrameHeader {
-        version: 1,
-        cluster_id: 7,
-        group: 99,
-        from: 2,
-        to: 1,
-    };
-    let n = crate::wire::encode(
-        &h,
-        &crate::wire::Body::Raft(Message::TimeoutNow(TimeoutNow { term: 1 })),
-        &[],
-        &mut buf,
-    )
-    .unwrap();
-    assert_eq!(host.handle_frame(500, &buf[..n]), Ok(()));
+    // A frame for a group this host does not run is refused and counted.
+    let bytes = frame_in(99, 2, 1, timeout_now_body(), &[]);
+    assert_eq!(host.handle_frame(500, &bytes), Ok(()));
     assert_eq!(host.faults().get(Fault::WrongGroup), 1);
     assert_eq!(
-        host.handle_frame(500, &buf[..n - 1]),
+        host.handle_frame(500, &bytes[..bytes.len() - 1]),
         Ok(()),
         "a torn frame"
     );
@@ -109,23 +66,9 @@ fn one_host_runs_several_groups_added_and_removed_at_runtime() {
 #[test]
 fn frames_for_another_cluster_group_or_node_are_refused() {
     let mut c = Cluster::new(&[1, 2]);
-    let mut buf = [0u8; 1024];
     let mut send = |cluster, group, to| {
-        let h = crate::wire::FrameHeader {
-            version: 1,
-            cluster_id: cluster,
-            group,
-            from: 2,
-            to,
-        };
-        let n = crate::wire::encode(
-            &h,
-            &crate::wire::Body::Raft(Message::TimeoutNow(TimeoutNow { term: 1 })),
-            &[],
-            &mut buf,
-        )
-        .unwrap();
-        c.node(1).handle_frame(0, &buf[..n])
+        let bytes = frame_of(cluster, group, (2, to), timeout_now_body(), &[]);
+        c.node(1).handle_frame(0, &bytes)
     };
     // Each is dropped and counted under its own cause; the node goes on.
     assert_eq!(send(8, 0, 1), Ok(()));
@@ -147,9 +90,7 @@ fn frames_for_another_cluster_group_or_node_are_refused() {
 
 #[test]
 fn pending_proposal_limit_returns_busy() {
-    let mut cfg = test_cfg();
-    cfg.max_pending_proposals = 4;
-    let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
+    let mut c = Cluster::tuned(|c| c.max_pending_proposals = 4);
     let l = c.elect();
     c.isolate(l);
     let now = c.now;
@@ -166,9 +107,7 @@ fn pending_proposal_limit_returns_busy() {
 
 #[test]
 fn reads_beyond_the_round_limit_wait_in_one_round_then_busy() {
-    let mut cfg = test_cfg();
-    cfg.max_read_rounds = 2;
-    let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
+    let mut c = Cluster::tuned(|c| c.max_read_rounds = 2);
     let l = c.elect();
     c.isolate(l);
     let mut tickets = StdVec::new();
@@ -212,7 +151,7 @@ fn oversize_commands_are_refused() {
 fn proposals_on_a_follower_name_the_leader() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     let now = c.now;
     assert_eq!(
         c.node(f).propose(now, b"x"),
@@ -230,7 +169,7 @@ fn restart_recovers_membership_and_replays_committed_entries() {
         c.propose(l, &[i]);
     }
     c.run(40);
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     let store = c.crash(f);
     c.start(f, store, None);
     assert_eq!(
@@ -269,7 +208,7 @@ fn a_node_built_in_place_recovers_exactly_like_one_built_by_value() {
         c.propose(l, &[i; 4]);
         c.run(5);
     }
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     let store = c.crash(f);
     assert!(
         store.snapshot_index() > 0,

@@ -48,7 +48,7 @@ fn a_deferred_sync_holds_only_the_leaders_own_vote_until_it_is_reported() {
 fn a_follower_never_defers_its_sync() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     c.propose(l, b"x");
     let now = c.now;
     c.node(l).flush(now, &mut |_| {}).unwrap();

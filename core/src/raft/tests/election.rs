@@ -61,7 +61,7 @@ fn election_timeouts_are_randomized_per_node() {
 fn prevote_keeps_a_partitioned_node_from_raising_the_term() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     let term = c.nodes[&l].raft().term();
     c.isolate(f);
     c.run(1000);
@@ -82,11 +82,9 @@ fn prevote_keeps_a_partitioned_node_from_raising_the_term() {
 
 #[test]
 fn without_prevote_an_isolated_node_raises_its_term() {
-    let mut cfg = test_cfg();
-    cfg.pre_vote = false;
-    let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
+    let mut c = Cluster::tuned(|c| c.pre_vote = false);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     let term = c.nodes[&l].raft().term();
     c.isolate(f);
     c.run(1000);
@@ -119,7 +117,7 @@ fn lease_is_granted_by_a_quorum_and_expires_without_one() {
         .read_lease(now)
         .expect("a fresh leader with quorum contact holds the lease");
     assert!(idx >= c.nodes[&l].raft().term_start_index);
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     assert_eq!(
         c.nodes[&f].read_lease(now),
         Err(ReadError::NotLeader { leader: l })
@@ -133,15 +131,10 @@ fn lease_is_granted_by_a_quorum_and_expires_without_one() {
 fn followers_in_a_lease_ignore_disruptive_vote_requests() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     let term = c.nodes[&l].raft().term();
     let now = c.now;
-    let vote = Message::Vote(Vote {
-        term: term + 5,
-        last_index: 1000,
-        last_term: term + 4,
-        transfer: false,
-    });
+    let vote = vote_request(term + 5, (1000, term + 4), false);
     c.node(f).receive(now, 3, &vote, &[]).unwrap();
     assert_eq!(
         c.nodes[&f].raft().term(),
@@ -156,12 +149,7 @@ fn followers_in_a_lease_ignore_disruptive_vote_requests() {
 fn a_vote_is_durable_before_the_grant_leaves_and_survives_restart() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let now = c.now + 1000;
-    let vote = Message::Vote(Vote {
-        term: 5,
-        last_index: 10,
-        last_term: 4,
-        transfer: true,
-    });
+    let vote = vote_request(5, (10, 4), true);
     let n = c.node(2);
     n.receive(now, 1, &vote, &[]).unwrap();
     // Raft wrote the hard state but holds the grant until a sync.
@@ -173,12 +161,7 @@ fn a_vote_is_durable_before_the_grant_leaves_and_survives_restart() {
     let store = c.crash(2);
     c.start(2, store, None);
     // After a restart the node remembers its vote and refuses another candidate in term 5.
-    let other = Message::Vote(Vote {
-        term: 5,
-        last_index: 10,
-        last_term: 4,
-        transfer: true,
-    });
+    let other = vote_request(5, (10, 4), true);
     let n = c.node(2);
     n.receive(now, 3, &other, &[]).unwrap();
     n.flush(now, &mut |_| {}).unwrap();
@@ -199,7 +182,7 @@ fn a_vote_is_durable_before_the_grant_leaves_and_survives_restart() {
 fn a_restarted_node_honours_a_lease_it_may_have_granted() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     let term = c.nodes[&l].raft().term();
     let store = c.crash(f);
     c.start(f, store, None);
@@ -210,12 +193,7 @@ fn a_restarted_node_honours_a_lease_it_may_have_granted() {
     );
     // Straight after the restart, a disruptive candidate is ignored...
     let now = c.now;
-    let vote = Message::Vote(Vote {
-        term: term + 1,
-        last_index: 100,
-        last_term: term,
-        transfer: false,
-    });
+    let vote = vote_request(term + 1, (100, term), false);
     c.node(f).receive(now, 3, &vote, &[]).unwrap();
     assert_eq!(
         c.nodes[&f].raft().term(),

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::fault::Severity;
-use crate::wire::{Body, FrameHeader, WIRE_VERSION};
+use crate::wire::Body;
 
 /// What a refused frame must leave exactly as it was.
 #[derive(Debug, PartialEq)]
@@ -51,28 +51,13 @@ fn settled_with(cfg: Config) -> (Cluster, NodeId, NodeId) {
         c.propose(l, &[i]);
     }
     c.run(50);
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     assert_eq!(c.nodes[&f].raft().commit(), c.nodes[&l].raft().commit());
     (c, l, f)
 }
 
 fn settled() -> (Cluster, NodeId, NodeId) {
     settled_with(test_cfg())
-}
-
-/// A frame of the test cluster's group from `from` to `to`.
-fn frame(from: NodeId, to: NodeId, body: Body, tail: &[u8]) -> StdVec<u8> {
-    let h = FrameHeader {
-        version: WIRE_VERSION,
-        cluster_id: 7,
-        group: 0,
-        from,
-        to,
-    };
-    let mut buf = vec![0u8; tail.len() + 1024];
-    let n = crate::wire::encode(&h, &body, tail, &mut buf).unwrap();
-    buf.truncate(n);
-    buf
 }
 
 /// Entries `(index, term, kind, data)` encoded back to back, as an `Append` carries them.

@@ -4,17 +4,7 @@ use super::*;
 
 #[test]
 fn the_largest_membership_encodes_within_max_config_bytes() {
-    let mut full = NodeSet::new();
-    for i in 0..MAX_MEMBERS as u64 {
-        full.push(u64::MAX - i).unwrap();
-    }
-    let m = Membership {
-        voters: full.clone(),
-        observers: full.clone(),
-        joint: true,
-        next_voters: full.clone(),
-        next_observers: full,
-    };
+    let m = crate::membership::largest();
     let mut buf = [0u8; MAX_CONFIG_BYTES];
     let n = postcard::to_slice(&m, &mut buf).unwrap().len();
     assert_eq!(n, MAX_CONFIG_BYTES, "the bound is exact");

@@ -12,12 +12,13 @@ use crate::io::{
     SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport, TransportError,
 };
 use crate::limits::ConfigError;
-use crate::membership::NodeSet;
 use crate::message::{
     Append, AppendResp, Message, Snapshot, SnapshotHeader, TimeoutNow, Vote, VoteResp,
 };
-use crate::storage::{LogView, ReadEntries, Storage, StorageError};
+use crate::storage::{pack_entries, LogView, ReadEntries, Storage, StorageError};
 use crate::types::EntryKind;
+use crate::types::GroupId;
+use crate::wire::{Body, FrameHeader, WIRE_VERSION};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -90,13 +91,7 @@ impl Storage for VecStore {
     }
     fn append(&mut self, e: &EntryRef<'_>) -> Result<(), StorageError> {
         self.fail_writes.map_or(Ok(()), Err)?;
-        let expected = self.last_index() + 1;
-        if e.index != expected {
-            return Err(StorageError::NotContiguous {
-                expected,
-                given: e.index,
-            });
-        }
+        StorageError::check_continues(self.last_index(), e.index)?;
         self.entries
             .push((e.index, e.term, e.kind, e.data.to_vec()));
         Ok(())
@@ -120,35 +115,25 @@ impl Storage for VecStore {
         hi: LogIndex,
         buf: &mut [u8],
     ) -> Result<ReadEntries, StorageError> {
-        let mut at = 0;
-        let mut count = 0;
-        for i in lo..=hi {
-            let Some(e) = self.entries.iter().find(|e| e.0 == i) else {
-                if count == 0 {
-                    return Err(self.term(i).err().unwrap_or(StorageError::Unavailable(i)));
-                }
-                break;
-            };
-            let r = EntryRef {
+        // Entries are kept in order and without gaps: the range is a run of them.
+        let run = self
+            .entries
+            .iter()
+            .skip_while(|e| e.0 < lo)
+            .take_while(|e| e.0 <= hi);
+        let got = pack_entries(
+            buf,
+            run.map(|e| EntryRef {
                 index: e.0,
                 term: e.1,
                 kind: e.2,
                 data: &e.3,
-            };
-            match encode(&r, &mut buf[at..]) {
-                Ok(n) => {
-                    at += n;
-                    count += 1;
-                }
-                Err(_) if count > 0 => break,
-                Err(_) => {
-                    return Err(StorageError::BufferTooSmall {
-                        needed: r.encoded_len(),
-                    })
-                }
-            }
+            }),
+        )?;
+        match got.count {
+            0 => Err(self.term(lo).err().unwrap_or(StorageError::Unavailable(lo))),
+            _ => Ok(got),
         }
-        Ok(ReadEntries { count, bytes: at })
     }
     fn sync(&mut self) -> Result<(), StorageError> {
         self.syncs += 1;
@@ -282,6 +267,13 @@ fn test_cfg() -> Config {
 impl Cluster {
     fn new(ids: &[NodeId]) -> Self {
         Self::with(ids, &[], test_cfg())
+    }
+
+    /// Three voters, 1 to 3, with the test configuration changed by `tune`.
+    fn tuned(tune: impl FnOnce(&mut Config)) -> Self {
+        let mut cfg = test_cfg();
+        tune(&mut cfg);
+        Self::with(&[1, 2, 3], &[], cfg)
     }
 
     fn with(voters: &[NodeId], observers: &[NodeId], cfg: Config) -> Self {
@@ -420,6 +412,15 @@ impl Cluster {
         panic!("no leader elected");
     }
 
+    /// A voter other than `l` (1 or 2).
+    fn follower_of(l: NodeId) -> NodeId {
+        if l == 1 {
+            2
+        } else {
+            1
+        }
+    }
+
     fn node(&mut self, id: NodeId) -> &mut TNode {
         self.nodes.get_mut(&id).unwrap()
     }
@@ -494,3 +495,49 @@ mod membership;
 mod reads;
 mod replication;
 mod snapshot;
+
+/// A vote request in `term` from a candidate whose log ends at `last`.
+fn vote_request(term: Term, last: (LogIndex, Term), transfer: bool) -> Message {
+    Message::Vote(Vote {
+        term,
+        last_index: last.0,
+        last_term: last.1,
+        transfer,
+    })
+}
+
+/// A frame of cluster 7 for `group` from `from` to `to`.
+fn frame_in(group: GroupId, from: NodeId, to: NodeId, body: Body, tail: &[u8]) -> StdVec<u8> {
+    frame_of(7, group, (from, to), body, tail)
+}
+
+/// A frame of the test cluster's group 0 from `from` to `to`.
+fn frame(from: NodeId, to: NodeId, body: Body, tail: &[u8]) -> StdVec<u8> {
+    frame_in(0, from, to, body, tail)
+}
+
+/// A frame of any cluster and group, `(from, to)`.
+fn frame_of(
+    cluster_id: u64,
+    group: GroupId,
+    (from, to): (NodeId, NodeId),
+    body: Body,
+    tail: &[u8],
+) -> StdVec<u8> {
+    let h = FrameHeader {
+        version: WIRE_VERSION,
+        cluster_id,
+        group,
+        from,
+        to,
+    };
+    let mut buf = vec![0u8; tail.len() + 1024];
+    let n = crate::wire::encode(&h, &body, tail, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// The frame every node ignores unless it names a live leader: a `TimeoutNow` of term 1.
+fn timeout_now_body() -> Body {
+    Body::Raft(Message::TimeoutNow(TimeoutNow { term: 1 }))
+}

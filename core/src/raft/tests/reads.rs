@@ -79,7 +79,7 @@ fn an_isolated_leader_cannot_serve_read_index() {
 fn a_follower_serves_reads_through_the_leader() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     c.propose(l, b"w");
     c.run(20);
     let now = c.now;

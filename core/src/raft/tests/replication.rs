@@ -82,7 +82,7 @@ fn a_byte_budget_smaller_than_the_batch_sends_fewer_entries() {
 fn a_lagging_follower_is_repaired_by_fast_backtracking() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     c.isolate(f);
     for i in 0..30u8 {
         c.propose(l, &[i]);
@@ -170,7 +170,7 @@ fn leader_replicates_before_its_own_sync() {
 fn a_heartbeat_answered_in_the_same_batch_does_not_hide_an_append_ack() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     c.flush_all();
     c.wire.borrow_mut().clear();
     let now = c.now;

@@ -6,9 +6,7 @@ use super::*;
 
 #[test]
 fn snapshots_trigger_by_entry_count_and_compact_the_log() {
-    let mut cfg = test_cfg();
-    cfg.snapshot_entries = 10;
-    let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
+    let mut c = Cluster::tuned(|c| c.snapshot_entries = 10);
     let l = c.elect();
     for i in 0..25u8 {
         c.propose(l, &[i]);
@@ -61,7 +59,7 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
     cfg.snapshot_chunk_bytes = 16; // many chunks
     let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
     let l = c.elect();
-    let f = if l == 1 { 2 } else { 1 };
+    let f = Cluster::follower_of(l);
     c.isolate(f);
     for i in 0..30u8 {
         c.propose(l, &[i; 8]);
@@ -119,9 +117,7 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
 fn a_node_joining_after_compaction_gets_the_snapshot() {
     // Found by the simulator: the probe of an empty node uses prev_index 0, whose term is always
     // known, so the leader must also check that the first entry it would send still exists.
-    let mut cfg = test_cfg();
-    cfg.snapshot_entries = 5;
-    let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
+    let mut c = Cluster::tuned(|c| c.snapshot_entries = 5);
     let l = c.elect();
     for i in 0..20u8 {
         c.propose(l, &[i]);
