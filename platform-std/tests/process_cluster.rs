@@ -1,7 +1,8 @@
 //! Real `shoald` processes on 127.0.0.1, driven through the client protocol: writes and reads,
 //! `kill -9` of the leader with every acknowledged write surviving, restart and catch-up, a
 //! node joining (`--join`) and being promoted, removal, leader transfer, a second group, a
-//! corrupt segment refused at start, and a no-flags single-node dev server with SIGTERM.
+//! corrupt segment refused at start, a no-flags single-node dev server with SIGTERM, and
+//! malformed peer frames written to a node's raft port (refused, counted, the node serves on).
 //!
 //! Every child runs inside a [`Proc`] guard that kills it on drop, also when a test panics.
 //! Each test takes its own port range; every wait is bounded.
@@ -730,4 +731,202 @@ fn a_client_that_leaves_its_answers_unread_is_not_read_either_and_bad_frames_are
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Peer frames as an attacker on the raft port would write them: after a valid handshake
+/// (claiming to be the leader), every kind of malformed frame the core refuses.
+mod forged {
+    use shoal_core::entry::{self, EntryRef};
+    use shoal_core::handshake::Hello;
+    use shoal_core::membership::{Membership, NodeSet};
+    use shoal_core::message::{Append, Message, Snapshot, SnapshotHeader};
+    use shoal_core::record::CRC32C;
+    use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
+    use shoal_core::EntryKind;
+
+    /// A term far above any the cluster reached: the frames are refused before it matters.
+    pub const TERM: u64 = 1 << 40;
+
+    pub fn frame(cluster_id: u64, from: u64, to: u64, body: Body, tail: &[u8]) -> Vec<u8> {
+        let h = FrameHeader {
+            version: WIRE_VERSION,
+            cluster_id,
+            group: 0,
+            from,
+            to,
+        };
+        let mut buf = vec![0u8; tail.len() + 1024];
+        let n = wire::encode(&h, &body, tail, &mut buf).expect("a frame fits");
+        buf.truncate(n);
+        buf
+    }
+
+    pub fn hello(me: u64, to: u64, members: &[u64]) -> Body {
+        Body::Hello(Hello {
+            cluster_id: 1,
+            node_id: me,
+            expected_peer: to,
+            group: 0,
+            members: NodeSet::from_slice(members).expect("a few members"),
+        })
+    }
+
+    pub fn append(count: u32) -> Body {
+        Body::Raft(Message::Append(Append {
+            term: TERM,
+            prev_index: 0,
+            prev_term: 0,
+            commit: 0,
+            count,
+            read_seq: 0,
+        }))
+    }
+
+    pub fn entries(list: &[(u64, u64, EntryKind, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(index, term, kind, data) in list {
+            let e = EntryRef {
+                index,
+                term,
+                kind,
+                data,
+            };
+            let mut buf = vec![0u8; e.encoded_len()];
+            entry::encode(&e, &mut buf).expect("sized to fit");
+            out.extend_from_slice(&buf);
+        }
+        out
+    }
+
+    /// A one-chunk snapshot whose header's CRC does not match its data.
+    pub fn corrupt_snapshot(members: &[u64], data: &[u8]) -> Body {
+        Body::Raft(Message::Snapshot(Snapshot {
+            term: TERM,
+            meta: SnapshotHeader {
+                index: 1 << 30,
+                term: TERM,
+                membership: Membership::new(members, &[]).expect("valid members"),
+                size_bytes: data.len() as u64,
+                crc: CRC32C.checksum(data) ^ 1,
+            },
+            offset: 0,
+            done: true,
+        }))
+    }
+}
+
+fn refused(admin: &str, cause: &str) -> u64 {
+    let (_, body) = http_get(admin, "/metrics").expect("metrics");
+    let label = format!("shoal_refused_inputs_total{{group=\"0\",cause=\"{cause}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&label)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {label} in the metrics"))
+}
+
+#[test]
+fn malformed_peer_frames_are_refused_and_the_node_keeps_serving() {
+    use shoal_core::EntryKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let n: Vec<NodeSpec> = (1..=3).map(|i| spec(25500, i, root)).collect();
+    let members: String = n
+        .iter()
+        .map(|s| format!("{}={}", s.id, s.raft))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs: Vec<Proc> = n
+        .iter()
+        .map(|s| start(s, &members, &[], root, "a"))
+        .collect();
+    let all: Vec<(u64, &str)> = n.iter().map(|s| (s.id, s.client.as_str())).collect();
+    let addrs: Vec<&str> = all.iter().map(|a| a.1).collect();
+    let leader = wait_leader(&all, 0);
+    put(&addrs, 0, 9, 1, "before", "1");
+    let target = n.iter().find(|s| s.id != leader).unwrap();
+
+    // Claim to be the leader on the target's raft port: the handshake checks membership only.
+    let mut s = TcpStream::connect(&target.raft).unwrap();
+    let hello = forged::hello(leader, target.id, &[1, 2, 3]);
+    s.write_all(&forged::frame(1, leader, target.id, hello, &[]))
+        .unwrap();
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).unwrap();
+    let mut rest = vec![0u8; u32::from_le_bytes(head) as usize + 4];
+    s.read_exact(&mut rest).unwrap();
+    let to = target.id;
+    let config = forged::entries(&[(1, 1, EntryKind::Config, &[0xFF])]);
+    let skip = forged::entries(&[
+        (1, 1, EntryKind::Normal, b"a"),
+        (3, 1, EntryKind::Normal, b"b"),
+    ]);
+    let future = forged::entries(&[(1, forged::TERM + 1, EntryKind::Normal, b"a")]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // The frame of issue 13: one entry declared, none sent. It used to stop shoald.
+        (
+            "entry_count",
+            forged::frame(1, leader, to, forged::append(1), &[]),
+        ),
+        (
+            "bad_config_entry",
+            forged::frame(1, leader, to, forged::append(1), &config),
+        ),
+        (
+            "not_contiguous",
+            forged::frame(1, leader, to, forged::append(2), &skip),
+        ),
+        (
+            "impossible_term",
+            forged::frame(1, leader, to, forged::append(1), &future),
+        ),
+        (
+            "snapshot_checksum",
+            forged::frame(
+                1,
+                leader,
+                to,
+                forged::corrupt_snapshot(&[1, 2, 3], b"x"),
+                b"x",
+            ),
+        ),
+        (
+            "wrong_cluster",
+            forged::frame(2, leader, to, forged::append(0), &[]),
+        ),
+        (
+            "wrong_node",
+            forged::frame(1, leader, 99, forged::append(0), &[]),
+        ),
+    ];
+    for (cause, bytes) in &cases {
+        assert_eq!(refused(&target.admin, cause), 0, "{cause} before");
+        s.write_all(bytes).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while refused(&target.admin, cause) == 0 {
+            assert!(Instant::now() < deadline, "{cause} was never counted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // A frame that does not even decode (its CRC is wrong) is dropped as well.
+    let mut torn = forged::frame(1, leader, to, forged::append(0), &[]);
+    let last = torn.len() - 1;
+    torn[last] ^= 0xFF;
+    s.write_all(&torn).unwrap();
+
+    // The target is alive, never took the forged frames' term, and serves reads and writes.
+    for p in procs.iter_mut() {
+        let exited = p.child.as_mut().unwrap().try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "a node stopped: {exited:?}\n{}",
+            p.stderr_text()
+        );
+    }
+    put(&addrs, 0, 9, 2, "after", "2");
+    assert_eq!(
+        get(&target.client, 0, "after", ReadMode::Linearizable),
+        Some(b"2".to_vec())
+    );
+    assert!(status(&target.client, 0).unwrap().term < forged::TERM);
+    drop(s);
+    drop(procs);
 }
