@@ -9,12 +9,45 @@
 //! [`Raft::handle_append`] cuts and appends. A frame refused by the first two changes nothing.
 
 use super::{Raft, RaftError};
-use crate::entry;
+use crate::entry::{self, EntryRef};
 use crate::membership::Membership;
 use crate::message::{Append, AppendResp};
 use crate::plant::Plant;
 use crate::storage::Storage;
 use crate::types::{EntryKind, LogIndex, NodeId, Role, Term};
+
+/// Entries of a checked tail kept decoded for the write that follows, so the usual append is
+/// decoded once: on a server, as many as a typical batch; on a board, a few (stack is scarce).
+#[cfg(target_pointer_width = "64")]
+const KEPT_ENTRIES: usize = 64;
+#[cfg(not(target_pointer_width = "64"))]
+const KEPT_ENTRIES: usize = 8;
+
+/// An `Append`'s tail that [`check_tail`] found sound, with its first entries kept decoded.
+pub(super) struct CheckedTail<'a> {
+    tail: &'a [u8],
+    count: u32,
+    kept: heapless::Vec<EntryRef<'a>, KEPT_ENTRIES>,
+    /// Where the entries after the kept ones start in `tail`.
+    kept_end: usize,
+}
+
+impl<'a> CheckedTail<'a> {
+    /// The entries from position `from` on (position 0 is `prev_index + 1`). Entries past
+    /// the kept ones are decoded again; they are known to decode.
+    fn entries_from(&self, from: usize) -> impl Iterator<Item = EntryRef<'a>> + '_ {
+        let kept = self.kept.get(from..).unwrap_or(&[]).iter().copied();
+        kept.chain(self.decoded_from(from))
+    }
+
+    /// The entries past the kept ones, from position `from` on, decoded again.
+    fn decoded_from(&self, from: usize) -> impl Iterator<Item = EntryRef<'a>> {
+        let decoded = self.count as usize - self.kept.len();
+        entry::EntryIter::new(&self.tail[self.kept_end..], decoded as u32)
+            .map_while(Result::ok)
+            .skip(from.saturating_sub(self.kept.len()))
+    }
+}
 
 /// What an `Append` asks of our log, decided before anything is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,19 +59,25 @@ pub(super) enum AppendPlan {
     },
     /// Our log matches and already holds every entry.
     Held,
-    /// Append the entries from `index` on (at byte `at` of the tail), after cutting our log
-    /// from `index` on if `cut`.
-    Write {
-        index: LogIndex,
-        at: usize,
-        cut: bool,
-    },
+    /// Append the entries from position `from` of the tail on (0 is `prev_index + 1`), after
+    /// cutting our log from there if `cut`.
+    Write { from: usize, cut: bool },
 }
 
 /// Check an `Append`'s tail on its own: exactly `count` entries that decode, indexes
 /// `prev_index + 1, + 2, ...`, terms between `prev_term` and the message's term that never
 /// go down, no entry larger than `max_entry_bytes`, and configuration entries that decode.
-pub(super) fn check_tail(m: &Append, tail: &[u8], max_entry_bytes: usize) -> Result<(), RaftError> {
+pub(super) fn check_tail<'a>(
+    m: &Append,
+    tail: &'a [u8],
+    max_entry_bytes: usize,
+) -> Result<CheckedTail<'a>, RaftError> {
+    let mut checked = CheckedTail {
+        tail,
+        count: m.count,
+        kept: heapless::Vec::new(),
+        kept_end: 0,
+    };
     let mut expected = m.prev_index;
     let mut floor = m.prev_term;
     if m.prev_term > m.term {
@@ -80,11 +119,14 @@ pub(super) fn check_tail(m: &Append, tail: &[u8], max_entry_bytes: usize) -> Res
         }
         floor = e.term;
         at += used;
+        if checked.kept.push(e).is_ok() {
+            checked.kept_end = at;
+        }
     }
     if at != tail.len() {
         return Err(RaftError::EntryCount { declared: m.count });
     }
-    Ok(())
+    Ok(checked)
 }
 
 impl<P: Plant> Raft<P> {
@@ -98,11 +140,11 @@ impl<P: Plant> Raft<P> {
         self.reset_election_timer();
     }
 
-    /// Compare a checked `Append` (see [`check_tail`]) with our log, writing nothing.
+    /// Compare a checked `Append` with our log, writing nothing.
     pub(super) fn plan_append(
         &self,
         m: &Append,
-        tail: &[u8],
+        tail: &CheckedTail<'_>,
         store: &impl Storage,
     ) -> Result<AppendPlan, RaftError> {
         if m.prev_index > self.last_index {
@@ -122,15 +164,9 @@ impl<P: Plant> Raft<P> {
         }
         // The log matches at prev_index: skip the entries we hold, find the first we lack or
         // that conflicts with ours.
-        let mut at = 0;
-        for _ in 0..m.count {
-            let (e, used) = entry::decode(&tail[at..]).map_err(|_| RaftError::MalformedEntries)?;
+        for (from, e) in tail.entries_from(0).enumerate() {
             if e.index > self.last_index {
-                return Ok(AppendPlan::Write {
-                    index: e.index,
-                    at,
-                    cut: false,
-                });
+                return Ok(AppendPlan::Write { from, cut: false });
             }
             if e.index > self.snapshot_index
                 && store.term(e.index)? != e.term
@@ -139,13 +175,8 @@ impl<P: Plant> Raft<P> {
                 if e.index <= self.commit {
                     return Err(RaftError::CommittedTruncation(e.index));
                 }
-                return Ok(AppendPlan::Write {
-                    index: e.index,
-                    at,
-                    cut: true,
-                });
+                return Ok(AppendPlan::Write { from, cut: true });
             }
-            at += used;
         }
         Ok(AppendPlan::Held)
     }
@@ -156,7 +187,7 @@ impl<P: Plant> Raft<P> {
         from: NodeId,
         m: &Append,
         plan: AppendPlan,
-        tail: &[u8],
+        tail: &CheckedTail<'_>,
         store: &mut impl Storage,
     ) -> Result<(), RaftError> {
         if let AppendPlan::Reject {
@@ -167,23 +198,17 @@ impl<P: Plant> Raft<P> {
             self.reject_append(from, m, conflict_term, conflict_index);
             return Ok(());
         }
-        if let AppendPlan::Write { index, at, cut } = plan {
+        if let AppendPlan::Write { from, cut } = plan {
             if cut {
-                self.cut_log(index, store)?;
+                self.cut_log(m.prev_index + 1 + from as u64, store)?;
             }
-            // Payloads go from the frame to storage untouched.
-            let count = m.count - (index - m.prev_index - 1) as u32;
-            for item in entry::EntryIter::new(&tail[at..], count) {
-                let e = item.map_err(|_| RaftError::MalformedEntries)?;
-                store.append(&e)?;
-                self.last_index = e.index;
-                self.last_term = e.term;
-                if e.kind == EntryKind::Config {
-                    if let Ok(m) = postcard::from_bytes::<Membership>(e.data) {
-                        self.add_config(e.index, m);
-                        self.on_config_changed();
-                    }
-                }
+            // Payloads go from the frame to storage untouched: first the entries kept
+            // decoded, then the rest, decoded again.
+            for e in tail.kept.get(from..).unwrap_or(&[]) {
+                self.append_entry(e, store)?;
+            }
+            for e in tail.decoded_from(from) {
+                self.append_entry(&e, store)?;
             }
         }
         let matched = m.prev_index + u64::from(m.count);
@@ -200,6 +225,24 @@ impl<P: Plant> Raft<P> {
             read_seq: m.read_seq,
         };
         self.respond(from, ack);
+        Ok(())
+    }
+
+    /// Append one entry of a leader's to our log.
+    fn append_entry(
+        &mut self,
+        e: &EntryRef<'_>,
+        store: &mut impl Storage,
+    ) -> Result<(), RaftError> {
+        store.append(e)?;
+        self.last_index = e.index;
+        self.last_term = e.term;
+        if e.kind == EntryKind::Config {
+            if let Ok(m) = postcard::from_bytes::<Membership>(e.data) {
+                self.add_config(e.index, m);
+                self.on_config_changed();
+            }
+        }
         Ok(())
     }
 

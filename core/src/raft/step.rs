@@ -4,7 +4,7 @@
 //! `step` checks the message's term once, here, and then hands it to the handler of the role
 //! this node plays: a leader, a candidate (pre-vote or vote) or a follower (or observer).
 
-use super::append::{check_tail, AppendPlan};
+use super::append::{check_tail, AppendPlan, CheckedTail};
 use super::{Raft, RaftError, StepOutcome, MAX_CONFIG_BYTES};
 use crate::message::{AppendResp, Message, VoteResp};
 use crate::plant::Plant;
@@ -60,7 +60,7 @@ impl<P: Plant> Raft<P> {
     ) -> Stepped {
         // A peer's message is checked whole before it changes anything: a refused one leaves
         // this node exactly as it was.
-        let plan = self.admit(msg, tail, store)?;
+        let append = self.admit(msg, tail, store)?;
         if let Message::PreVote(m) = msg {
             // Answered from our state as it is: a pre-vote never changes anyone's term.
             self.answer_pre_vote(from, m);
@@ -77,7 +77,7 @@ impl<P: Plant> Raft<P> {
             from,
             msg,
             tail,
-            plan,
+            append: append.as_ref(),
         };
         match self.role {
             Role::Leader => self.step_leader(m, store),
@@ -89,18 +89,19 @@ impl<P: Plant> Raft<P> {
     /// Check what can be checked before acting on a message of our term or newer: an `Append`
     /// whole (its tail, and against our log, planned without writing), a snapshot chunk's
     /// header, size and, on its last chunk, checksum; and that no one else leads our term.
-    fn admit(
+    fn admit<'t>(
         &self,
         msg: &Message,
-        tail: &[u8],
+        tail: &'t [u8],
         store: &impl Storage,
-    ) -> Result<Option<AppendPlan>, RaftError> {
+    ) -> Result<Option<Admitted<'t>>, RaftError> {
         match msg {
             Message::Append(a) if a.term >= self.term => {
                 self.check_rival(a.term)?;
                 let max_entry_bytes = self.cfg.max_bytes_per_message.max(MAX_CONFIG_ENTRY_BYTES);
-                check_tail(a, tail, max_entry_bytes)?;
-                self.plan_append(a, tail, store).map(Some)
+                let tail = check_tail(a, tail, max_entry_bytes)?;
+                let plan = self.plan_append(a, &tail, store)?;
+                Ok(Some(Admitted { plan, tail }))
             }
             Message::Snapshot(s) if s.term >= self.term => {
                 self.check_rival(s.term)?;
@@ -202,9 +203,9 @@ impl<P: Plant> Raft<P> {
     fn step_follower(&mut self, m: Inbound<'_>, store: &mut impl Storage) -> Stepped {
         match m.msg {
             Message::Append(a) => {
-                let plan = m.plan.expect("admit plans every Append of our term");
+                let admitted = m.append.expect("admit plans every Append of our term");
                 self.accept_leader(m.from);
-                self.handle_append(m.from, a, plan, m.tail, store)?;
+                self.handle_append(m.from, a, admitted.plan, &admitted.tail, store)?;
             }
             Message::Snapshot(s) => {
                 self.accept_leader(m.from);
@@ -219,14 +220,20 @@ impl<P: Plant> Raft<P> {
     }
 }
 
+/// An `Append` admitted: its tail checked, and what it asks of our log.
+struct Admitted<'t> {
+    plan: AppendPlan,
+    tail: CheckedTail<'t>,
+}
+
 /// What a role's handler gets: the message, who sent it, the frame's tail, and for an
-/// `Append` what it asks of our log.
+/// `Append` what admitting it found.
 #[derive(Clone, Copy)]
 struct Inbound<'a> {
     from: NodeId,
     msg: &'a Message,
     tail: &'a [u8],
-    plan: Option<AppendPlan>,
+    append: Option<&'a Admitted<'a>>,
 }
 
 type Stepped = Result<StepOutcome, RaftError>;
