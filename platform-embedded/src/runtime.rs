@@ -209,6 +209,9 @@ where
     /// driver's batch boundary (`flush`, which reports events to `on_event`), and sending.
     /// Returns an error only when the node must stop: the driver applies the core's failure
     /// policy ([`shoal_core::fault`]), counting refused frames in its `NodeStats::faults`.
+    // Kept out of the caller: inlined into the firmware's `main`, its frame (the core's
+    // frame handling and flush) would sit under the start-up stack too.
+    #[inline(never)]
     pub fn poll(
         &mut self,
         now_ms: u64,
