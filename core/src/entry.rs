@@ -28,8 +28,9 @@ struct Header {
     len: u32,
 }
 
-/// Largest encoded header: three varints of up to 10 bytes and a one-byte kind.
-pub const MAX_HEADER_BYTES: usize = 26;
+/// Largest encoded header: index and term (varints of up to 10 bytes), the one-byte kind and
+/// the payload length (a varint of up to 5 bytes).
+pub const MAX_HEADER_BYTES: usize = 10 + 10 + 1 + 5;
 
 /// Why bytes could not be encoded or decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +180,19 @@ mod tests {
         assert_eq!(used, n);
         // The payload is borrowed from the input, not copied.
         assert_eq!(d.data.as_ptr(), buf[n - 5..].as_ptr());
+    }
+
+    #[test]
+    fn the_largest_header_fits_max_header_bytes() {
+        let h = Header {
+            index: u64::MAX,
+            term: u64::MAX,
+            kind: EntryKind::Config,
+            len: u32::MAX,
+        };
+        let mut buf = [0u8; MAX_HEADER_BYTES];
+        let n = postcard::to_slice(&h, &mut buf).unwrap().len();
+        assert_eq!(n, MAX_HEADER_BYTES, "the bound is exact");
     }
 
     #[test]

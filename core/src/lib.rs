@@ -24,6 +24,7 @@ pub mod fmt;
 
 pub mod driver;
 pub mod entry;
+pub mod fault;
 pub mod handshake;
 #[macro_use]
 pub mod inplace;
@@ -32,8 +33,7 @@ pub mod limits;
 pub mod membership;
 pub mod message;
 pub mod multi;
-#[cfg(feature = "mutants")]
-pub mod mutants;
+pub mod plant;
 pub mod raft;
 pub mod record;
 pub mod rng;

@@ -94,7 +94,7 @@ impl Config {
     }
 
     /// Check every value against its maximum and against the others.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub const fn validate(&self) -> Result<(), ConfigError> {
         if self.max_inflight == 0 || self.max_inflight > MAX_INFLIGHT {
             return Err(ConfigError::MaxInflight);
         }
@@ -121,6 +121,21 @@ impl Config {
         Ok(())
     }
 }
+
+// Both profiles are valid: checked when the crate is built, not when a node starts.
+const _: () = assert!(Config::server().validate().is_ok());
+const _: () = assert!(Config::embedded().validate().is_ok());
+// The capacities the core's fixed arrays are built from.
+const _: () = {
+    assert!(MAX_MEMBERS >= 1 && MAX_INFLIGHT >= 1 && MAX_READ_ROUNDS >= 1);
+    // A membership's node sets are encoded with a one-byte length (see `MAX_CONFIG_BYTES`).
+    assert!(MAX_MEMBERS <= 127);
+    // Configurations that may still be cut: the committed one and those after it.
+    assert!(MAX_PENDING_CONFIGS >= 2);
+    // Every peer can be sent a heartbeat and an append, and every forwarded read answered,
+    // from one outbox.
+    assert!(OUTBOX_CAPACITY >= 2 * (MAX_MEMBERS - 1) + MAX_REMOTE_READS);
+};
 
 impl Default for Config {
     fn default() -> Self {

@@ -238,6 +238,24 @@ impl Membership {
     }
 }
 
+/// The membership with the largest encoding: every node set full of the largest ids (not a
+/// valid configuration, only the bound of one; for tests of the size maxima).
+#[cfg(test)]
+pub(crate) fn largest() -> Membership {
+    let mut full = NodeSet::new();
+    for i in 0..MAX_MEMBERS as u64 {
+        full.push(u64::MAX - i)
+            .expect("MAX_MEMBERS ids fit a node set");
+    }
+    Membership {
+        voters: full.clone(),
+        observers: full.clone(),
+        joint: true,
+        next_voters: full.clone(),
+        next_observers: full,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,10 @@
 //! Multi-raft: one node hosts several groups. Every frame names its group; [`MultiNode`] routes
 //! it to that group's driver. Groups are added and removed at run time, up to a fixed count.
 
-use crate::driver::{Event, Node, NodeError};
+use crate::driver::{Event, Node, NodeBuffer, NodeError};
+use crate::fault::{Fault, FaultCounts, FaultLog};
 use crate::io::{StateMachine, Transport};
+use crate::plant::{NoPlant, Plant};
 use crate::storage::Storage;
 use crate::types::GroupId;
 use crate::wire;
@@ -39,23 +41,28 @@ impl core::fmt::Display for MultiError {
     }
 }
 
-/// Up to `G` groups on one node, each with its own driver.
-pub struct MultiNode<S, T, M, B, const G: usize> {
-    groups: Vec<(GroupId, Node<S, T, M, B>), G>,
+/// A hosted group: its id and its driver.
+type Hosted<S, T, M, B, P> = (GroupId, Node<S, T, M, B, P>);
+
+/// Up to `G` groups on one node, each with its own driver (and, in tests, planted bugs `P`).
+pub struct MultiNode<S, T, M, B, const G: usize, P: Plant = NoPlant> {
+    groups: Vec<Hosted<S, T, M, B, P>, G>,
+    /// Frames refused before they reached a group (they did not decode, or name no group
+    /// hosted here); each group counts its own.
+    faults: FaultLog,
 }
 
-impl<S, T, M, B, const G: usize> Default for MultiNode<S, T, M, B, G> {
+impl<S, T, M, B, const G: usize, P: Plant> Default for MultiNode<S, T, M, B, G, P> {
     fn default() -> Self {
-        MultiNode { groups: Vec::new() }
+        MultiNode {
+            groups: Vec::new(),
+            faults: FaultLog::new(),
+        }
     }
 }
 
-impl<S, T, M, B, const G: usize> MultiNode<S, T, M, B, G>
-where
-    S: Storage,
-    T: Transport,
-    M: StateMachine,
-    B: AsMut<[u8]> + AsRef<[u8]>,
+impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, const G: usize, P: Plant>
+    MultiNode<S, T, M, B, G, P>
 {
     /// An empty host.
     pub fn new() -> Self {
@@ -63,7 +70,11 @@ where
     }
 
     /// Host a group (its driver already built for `group`).
-    pub fn add_group(&mut self, group: GroupId, node: Node<S, T, M, B>) -> Result<(), MultiError> {
+    pub fn add_group(
+        &mut self,
+        group: GroupId,
+        node: Node<S, T, M, B, P>,
+    ) -> Result<(), MultiError> {
         if self.groups.iter().any(|(g, _)| *g == group) {
             return Err(MultiError::Exists(group));
         }
@@ -73,7 +84,7 @@ where
     }
 
     /// Stop hosting a group; returns its driver so the caller can shut it down.
-    pub fn remove_group(&mut self, group: GroupId) -> Result<Node<S, T, M, B>, MultiError> {
+    pub fn remove_group(&mut self, group: GroupId) -> Result<Node<S, T, M, B, P>, MultiError> {
         let at = self
             .groups
             .iter()
@@ -88,7 +99,7 @@ where
     }
 
     /// One group's driver.
-    pub fn group(&self, group: GroupId) -> Option<&Node<S, T, M, B>> {
+    pub fn group(&self, group: GroupId) -> Option<&Node<S, T, M, B, P>> {
         self.groups
             .iter()
             .find(|(g, _)| *g == group)
@@ -96,22 +107,33 @@ where
     }
 
     /// One group's driver, mutably.
-    pub fn group_mut(&mut self, group: GroupId) -> Option<&mut Node<S, T, M, B>> {
+    pub fn group_mut(&mut self, group: GroupId) -> Option<&mut Node<S, T, M, B, P>> {
         self.groups
             .iter_mut()
             .find(|(g, _)| *g == group)
             .map(|(_, n)| n)
     }
 
-    /// Route a frame to the group its header names.
+    /// Frames refused before they reached a group, by cause.
+    pub fn faults(&self) -> FaultCounts {
+        self.faults.counts()
+    }
+
+    /// Route a frame to the group its header names. A frame that does not decode or names no
+    /// group hosted here is refused and counted ([`MultiNode::faults`]); within a group the
+    /// group's driver applies the same policy. An error is returned only when a group must
+    /// stop (see [`crate::fault`]).
     pub fn handle_frame(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), MultiError> {
-        let (frame, _) =
-            wire::decode(bytes).map_err(|e| MultiError::Node(0, NodeError::Wire(e)))?;
+        let Ok((frame, used)) = wire::decode(bytes) else {
+            self.faults.refuse(now_ms, Fault::BadFrame);
+            return Ok(());
+        };
         let group = frame.header.group;
-        let node = self
-            .group_mut(group)
-            .ok_or(MultiError::UnknownGroup(group))?;
-        node.handle_frame(now_ms, bytes)
+        let Some(node) = self.group_mut(group) else {
+            self.faults.refuse(now_ms, Fault::WrongGroup);
+            return Ok(());
+        };
+        node.handle_decoded(now_ms, &frame, used)
             .map_err(|e| MultiError::Node(group, e))
     }
 

@@ -34,6 +34,7 @@
 //! [`Decorated`] storage with [`StorageHooks`]; it forwards every call it does not change.
 
 use crate::entry::{CodecError, EntryRef};
+use crate::fault::{Fault, Severity};
 use crate::types::{HardState, LogIndex, SnapshotMeta, Term};
 
 mod decorate;
@@ -73,6 +74,63 @@ pub enum StorageError {
     NoSnapshot,
     /// The underlying device failed; the platform logs the detail.
     Io,
+}
+
+impl StorageError {
+    /// How bad it is: a full medium degrades the node (the write is refused, the node goes
+    /// on); anything else means the node's own storage failed or disagrees with what the core
+    /// knows it holds, and the node must stop.
+    pub fn severity(&self) -> Severity {
+        match self {
+            StorageError::Full => Severity::Degraded,
+            _ => Severity::Fatal,
+        }
+    }
+
+    /// The cause it is counted under, unless it is fatal.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            StorageError::Full => Some(Fault::StorageFull),
+            _ => None,
+        }
+    }
+
+    /// The check every [`Storage::append`] starts with: an entry at `given` must continue a
+    /// log whose last index is `last`.
+    pub fn check_continues(last: LogIndex, given: LogIndex) -> Result<(), StorageError> {
+        match last.checked_add(1) {
+            Some(expected) if expected == given => Ok(()),
+            _ => Err(StorageError::NotContiguous {
+                expected: last.saturating_add(1),
+                given,
+            }),
+        }
+    }
+}
+
+/// Encode `entries` back to back into `buf`, as [`Storage::read_entries`] returns them: as
+/// many as fit, stopping at the first that does not. Fails with `BufferTooSmall` only if not
+/// even the first fits; no entries at all give a count of 0, which the caller turns into the
+/// error for the range it was asked.
+pub fn pack_entries<'a>(
+    buf: &mut [u8],
+    entries: impl IntoIterator<Item = EntryRef<'a>>,
+) -> Result<ReadEntries, StorageError> {
+    let mut got = ReadEntries { count: 0, bytes: 0 };
+    for e in entries {
+        match crate::entry::encode(&e, &mut buf[got.bytes..]) {
+            Ok(n) => {
+                got.bytes += n;
+                got.count += 1;
+            }
+            Err(_) if got.count > 0 => break,
+            Err(_) => {
+                let needed = e.encoded_len();
+                return Err(StorageError::BufferTooSmall { needed });
+            }
+        }
+    }
+    Ok(got)
 }
 
 impl From<CodecError> for StorageError {

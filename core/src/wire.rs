@@ -9,6 +9,7 @@
 
 use crate::handshake::Hello;
 use crate::message::Message;
+use crate::raft::MAX_CONFIG_BYTES;
 use crate::record::{self, RecordError};
 use crate::types::{ClusterId, GroupId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,15 @@ impl core::fmt::Display for WireError {
 /// `Append` reads entries into `buf[FRAME_PREFIX_RESERVE..]` and then calls [`encode_with_tail`].
 pub const FRAME_PREFIX_RESERVE: usize = 512;
 
+/// Largest encoded [`FrameHeader`]: the version byte and four varints.
+const MAX_FRAME_HEADER_BYTES: usize = 1 + 10 + 5 + 10 + 10;
+/// Largest encoded [`Body`]: a snapshot chunk, whose header holds the largest membership
+/// (larger than a `Hello` or a refusal of 160 bytes).
+const MAX_BODY_BYTES: usize = 1 + 1 + 10 + (10 + 10 + MAX_CONFIG_BYTES + 10 + 5) + 10 + 1;
+
+// Every frame's header and message fit in front of its tail.
+const _: () = assert!(MAX_FRAME_HEADER_BYTES + MAX_BODY_BYTES <= FRAME_PREFIX_RESERVE);
+
 /// Encode a frame with a tail that is already in `buf[tail_at..tail_at + tail_len]`
 /// (`tail_at` must be [`FRAME_PREFIX_RESERVE`] + 5 or more). The frame is built in place: the
 /// header and message are written just before the tail, so the tail is never moved. Returns
@@ -163,6 +173,8 @@ pub fn decode(buf: &[u8]) -> Result<(Frame<'_>, usize), WireError> {
 mod tests {
     use super::*;
     use crate::entry::{self, EntryIter, EntryRef};
+    use crate::membership::Membership;
+    use crate::message::*;
     use crate::types::EntryKind;
 
     fn hdr() -> FrameHeader {
@@ -189,14 +201,14 @@ mod tests {
             };
             at += entry::encode(&e, &mut buf[at..]).unwrap();
         }
-        let msg = Message::Append {
+        let msg = Message::Append(Append {
             term: 2,
             prev_index: 4,
             prev_term: 1,
             commit: 3,
             count: 3,
             read_seq: 9,
-        };
+        });
         let range = encode_with_tail(
             &hdr(),
             &Body::Raft(msg.clone()),
@@ -216,11 +228,43 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_header_and_message_fit_the_reserved_prefix() {
+        let membership = crate::membership::largest();
+        let header = FrameHeader {
+            version: u8::MAX,
+            cluster_id: u64::MAX,
+            group: u32::MAX,
+            from: u64::MAX,
+            to: u64::MAX,
+        };
+        let body = Body::Raft(Message::Snapshot(Snapshot {
+            term: u64::MAX,
+            meta: SnapshotHeader {
+                index: u64::MAX,
+                term: u64::MAX,
+                membership,
+                size_bytes: u64::MAX,
+                crc: u32::MAX,
+            },
+            offset: u64::MAX,
+            done: true,
+        }));
+        let mut buf = [0u8; 1024];
+        let n = postcard::to_slice(&header, &mut buf).unwrap().len();
+        assert_eq!(n, MAX_FRAME_HEADER_BYTES);
+        let n = postcard::to_slice(&body, &mut buf).unwrap().len();
+        assert_eq!(n, MAX_BODY_BYTES);
+        let refusal =
+            Body::HelloRefused(heapless::String::try_from("x".repeat(160).as_str()).unwrap());
+        assert!(postcard::to_slice(&refusal, &mut buf).unwrap().len() < MAX_BODY_BYTES);
+    }
+
+    #[test]
     fn corruption_and_versions_are_refused() {
         let mut buf = [0u8; 1024];
         let n = encode(
             &hdr(),
-            &Body::Raft(Message::TimeoutNow { term: 3 }),
+            &Body::Raft(Message::TimeoutNow(TimeoutNow { term: 3 })),
             &[],
             &mut buf,
         )
@@ -235,7 +279,7 @@ mod tests {
         h.version = 7;
         let n = encode(
             &h,
-            &Body::Raft(Message::TimeoutNow { term: 3 }),
+            &Body::Raft(Message::TimeoutNow(TimeoutNow { term: 3 })),
             &[],
             &mut buf,
         )
@@ -245,5 +289,168 @@ mod tests {
             decode(&buf[..3]).unwrap_err(),
             WireError::Record(RecordError::Truncated)
         );
+    }
+
+    /// A header with multi-byte varints in it, shared by the golden frames.
+    fn golden_hdr() -> FrameHeader {
+        FrameHeader {
+            version: WIRE_VERSION,
+            cluster_id: 0x5348_4F41,
+            group: 7,
+            from: 300,
+            to: 2,
+        }
+    }
+
+    /// The encoding of version 1 frames, byte for byte. Embedded nodes and peers running an
+    /// older build decode exactly these bytes: a change here breaks the wire format (bump
+    /// `WIRE_VERSION` and keep a decoder for the old one instead).
+    fn golden_frames() -> [(&'static str, Message, &'static [u8], &'static [u8]); 8] {
+        let membership = Membership::new(&[1, 2, 300], &[9]).expect("a valid membership");
+        [
+            (
+                "append",
+                Message::Append(Append {
+                    term: 5,
+                    prev_index: 1000,
+                    prev_term: 4,
+                    commit: 999,
+                    count: 1,
+                    read_seq: 77,
+                }),
+                &[1, 2, 3],
+                &[
+                    0x18, 0x00, 0x00, 0x00, 0x01, 0x01, 0xc1, 0x9e, 0xa1, 0x9a, 0x05, 0x07, 0xac,
+                    0x02, 0x02, 0x02, 0x04, 0x05, 0xe8, 0x07, 0x04, 0xe7, 0x07, 0x01, 0x4d, 0x01,
+                    0x02, 0x03, 0xf8, 0x1d, 0xc6, 0xd6,
+                ],
+            ),
+            (
+                "append_resp",
+                Message::AppendResp(AppendResp {
+                    term: 5,
+                    success: false,
+                    match_index: 0,
+                    conflict_term: 3,
+                    conflict_index: 870,
+                    read_seq: 77,
+                }),
+                &[],
+                &[
+                    0x14, 0x00, 0x00, 0x00, 0x01, 0x01, 0xc1, 0x9e, 0xa1, 0x9a, 0x05, 0x07, 0xac,
+                    0x02, 0x02, 0x02, 0x05, 0x05, 0x00, 0x00, 0x03, 0xe6, 0x06, 0x4d, 0xc1, 0x7f,
+                    0x47, 0x39,
+                ],
+            ),
+            (
+                "vote",
+                Message::Vote(Vote {
+                    term: 6,
+                    last_index: 1234,
+                    last_term: 5,
+                    transfer: true,
+                }),
+                &[],
+                &[
+                    0x12, 0x00, 0x00, 0x00, 0x01, 0x01, 0xc1, 0x9e, 0xa1, 0x9a, 0x05, 0x07, 0xac,
+                    0x02, 0x02, 0x02, 0x02, 0x06, 0xd2, 0x09, 0x05, 0x01, 0x02, 0xb1, 0x69, 0xcf,
+                ],
+            ),
+            (
+                "prevote_resp",
+                Message::PreVoteResp(VoteResp {
+                    term: 6,
+                    granted: true,
+                }),
+                &[],
+                &[
+                    0x0f, 0x00, 0x00, 0x00, 0x01, 0x01, 0xc1, 0x9e, 0xa1, 0x9a, 0x05, 0x07, 0xac,
+                    0x02, 0x02, 0x02, 0x01, 0x06, 0x01, 0x4f, 0x04, 0x5f, 0x91,
+                ],
+            ),
+            (
+                "snapshot",
+                Message::Snapshot(Snapshot {
+                    term: 5,
+                    meta: SnapshotHeader {
+                        index: 4096,
+                        term: 4,
+                        membership,
+                        size_bytes: 65536,
+                        crc: 0xDEAD_BEEF,
+                    },
+                    offset: 1024,
+                    done: false,
+                }),
+                &[0xAA; 4],
+                &[
+                    0x2a, 0x00, 0x00, 0x00, 0x01, 0x01, 0xc1, 0x9e, 0xa1, 0x9a, 0x05, 0x07, 0xac,
+                    0x02, 0x02, 0x02, 0x06, 0x05, 0x80, 0x20, 0x04, 0x03, 0x01, 0x02, 0xac, 0x02,
+                    0x01, 0x09, 0x00, 0x00, 0x00, 0x80, 0x80, 0x04, 0xef, 0xfd, 0xb6, 0xf5, 0x0d,
+                    0x80, 0x08, 0x00, 0xaa, 0xaa, 0xaa, 0xaa, 0xee, 0xcd, 0xc0, 0xfe,
+                ],
+            ),
+            (
+                "snapshot_resp",
+                Message::SnapshotResp(SnapshotResp {
+                    term: 5,
+                    index: 4096,
+                    next_offset: 2048,
+                    done: false,
+                }),
+                &[],
+                &[
+                    0x13, 0x00, 0x00, 0x00, 0x01, 0x01, 0xc1, 0x9e, 0xa1, 0x9a, 0x05, 0x07, 0xac,
+                    0x02, 0x02, 0x02, 0x07, 0x05, 0x80, 0x20, 0x80, 0x10, 0x00, 0xcd, 0xb9, 0xaf,
+                    0x97,
+                ],
+            ),
+            (
+                "read_index_resp",
+                Message::ReadIndexResp(ReadIndexResp {
+                    term: 5,
+                    id: 42,
+                    index: Some(999),
+                }),
+                &[],
+                &[
+                    0x12, 0x00, 0x00, 0x00, 0x01, 0x01, 0xc1, 0x9e, 0xa1, 0x9a, 0x05, 0x07, 0xac,
+                    0x02, 0x02, 0x02, 0x0a, 0x05, 0x2a, 0x01, 0xe7, 0x07, 0x5d, 0x7f, 0xb5, 0x94,
+                ],
+            ),
+            (
+                "timeout_now",
+                Message::TimeoutNow(TimeoutNow { term: 5 }),
+                &[],
+                &[
+                    0x0e, 0x00, 0x00, 0x00, 0x01, 0x01, 0xc1, 0x9e, 0xa1, 0x9a, 0x05, 0x07, 0xac,
+                    0x02, 0x02, 0x02, 0x08, 0x05, 0xd1, 0x70, 0xfe, 0x3d,
+                ],
+            ),
+        ]
+    }
+
+    #[test]
+    fn frames_encode_to_the_pinned_bytes_of_wire_version_1() {
+        for (name, msg, tail, golden) in golden_frames() {
+            let mut buf = [0u8; 1024];
+            let n = encode(&golden_hdr(), &Body::Raft(msg), tail, &mut buf).unwrap();
+            assert_eq!(
+                &buf[..n],
+                golden,
+                "{name}: the encoding of version 1 changed"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pinned_bytes_of_wire_version_1_decode_to_the_same_frames() {
+        for (name, msg, tail, golden) in golden_frames() {
+            let (frame, used) = decode(golden).unwrap();
+            assert_eq!(used, golden.len(), "{name}");
+            assert_eq!(frame.header, golden_hdr(), "{name}");
+            assert_eq!(frame.body, Body::Raft(msg), "{name}");
+            assert_eq!(frame.tail, tail, "{name}");
+        }
     }
 }

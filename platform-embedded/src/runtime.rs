@@ -18,11 +18,10 @@
 use crate::link::{FrameRx, FrameTx, LinkError};
 use core::mem::MaybeUninit;
 use embedded_io::{Read, ReadReady, Write, WriteReady};
-use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::handshake::{self, Hello};
 use shoal_core::io::{Transport, TransportError};
 use shoal_core::membership::Membership;
-use shoal_core::raft::RaftError;
 use shoal_core::storage::Storage;
 use shoal_core::types::{NodeId, NO_NODE};
 use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
@@ -91,12 +90,8 @@ pub struct RuntimeStats {
     pub handshakes: u32,
     /// `Hello`s refused by [`handshake::check`] (either side).
     pub refusals: u32,
-    /// Frames that did not decode (bad CRC, truncated, unknown version).
-    pub bad_frames: u32,
     /// Raft frames dropped because their link was not established.
     pub unestablished_drops: u32,
-    /// Raft frames the driver refused (wrong cluster, group or node).
-    pub refused_frames: u32,
     /// Link errors (plain links: the caller should reconnect).
     pub link_errors: u32,
 }
@@ -112,18 +107,6 @@ pub struct Runtime<'a, S, W, R, const P: usize, const TX: usize, const RX: usize
     node: RuntimeNode<'a, S, W, P, TX>,
     rx: &'a mut [FrameRx<R, RX>; P],
     stats: RuntimeStats,
-}
-
-/// Whether a driver error means the node must stop (storage or safety), not just a bad frame.
-pub fn is_fatal(e: &NodeError) -> bool {
-    matches!(
-        e,
-        NodeError::Storage(_)
-            | NodeError::Raft(RaftError::Storage(_))
-            | NodeError::Raft(RaftError::CommittedTruncation(_))
-            | NodeError::Snapshot(_)
-            | NodeError::SnapshotChecksum { .. }
-    )
 }
 
 impl<'a, S, W, R, const P: usize, const TX: usize, const RX: usize> Runtime<'a, S, W, R, P, TX, RX>
@@ -151,7 +134,10 @@ where
         bootstrap: Option<&Membership>,
     ) -> Result<&'a mut Self, NodeError> {
         Ok(shoal_core::write_fields!(slot, Self {
-            node in |s| Node::init(s, cfg, store, mesh, kv, frame_buf, now_ms, bootstrap),
+            node in |s| {
+                let parts = NodeParts::new(store, mesh, kv, frame_buf);
+                Node::init(s, cfg, parts, now_ms, bootstrap)
+            },
             rx: rx,
             stats: RuntimeStats::default(),
         }))
@@ -221,7 +207,11 @@ where
 
     /// One round of the main loop: handshakes, every frame waiting on every link, a tick, the
     /// driver's batch boundary (`flush`, which reports events to `on_event`), and sending.
-    /// Returns an error only when the node must stop ([`is_fatal`]).
+    /// Returns an error only when the node must stop: the driver applies the core's failure
+    /// policy ([`shoal_core::fault`]), counting refused frames in its `NodeStats::faults`.
+    // Kept out of the caller: inlined into the firmware's `main`, its frame (the core's
+    // frame handling and flush) would sit under the start-up stack too.
+    #[inline(never)]
     pub fn poll(
         &mut self,
         now_ms: u64,
@@ -251,8 +241,8 @@ where
                 };
                 let (decoded, used) = match wire::decode(frame) {
                     Ok(d) => d,
-                    Err(_) => {
-                        self.stats.bad_frames += 1;
+                    Err(e) => {
+                        self.node.apply_policy(now_ms, Err(NodeError::Wire(e)))?;
                         continue;
                     }
                 };
@@ -294,12 +284,7 @@ where
                             self.stats.unestablished_drops += 1;
                             continue;
                         }
-                        if let Err(e) = self.node.handle_decoded(now_ms, &decoded, used) {
-                            if is_fatal(&e) {
-                                return Err(e);
-                            }
-                            self.stats.refused_frames += 1;
-                        }
+                        self.node.handle_decoded(now_ms, &decoded, used)?;
                     }
                 }
             }

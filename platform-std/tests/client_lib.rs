@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use shoal_kv::KvError;
+use shoal_client::protocol::{Request, Response, WatchEvent};
 use shoal_client::{
     BlockingClient, Client, ClientConfig, ClientError, ErrorClass, ReadMode, WatchItem,
 };
-use shoal_client::protocol::{Request, Response, WatchEvent};
+use shoal_kv::KvError;
 use shoal_testkit::dead_addr;
 use shoal_testkit::mock::{Action, Mock};
 

@@ -4,12 +4,12 @@
 //! one machine, never asserted.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use shoal_core::driver::{Event, Node, NodeConfig};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeParts};
 use shoal_core::entry::{self, EntryIter, EntryRef};
 use shoal_core::io::{StateMachine, Transport, TransportError};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
-use shoal_core::message::Message;
+use shoal_core::message::{Append, Message};
 use shoal_core::record;
 use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
 use shoal_core::EntryKind;
@@ -64,14 +64,14 @@ fn codecs(c: &mut Criterion) {
         from: 1,
         to: 2,
     };
-    let msg = Body::Raft(Message::Append {
+    let msg = Body::Raft(Message::Append(Append {
         term: 9,
         prev_index: 999,
         prev_term: 9,
         commit: 990,
         count: 64,
         read_seq: 3,
-    });
+    }));
     g.throughput(Throughput::Elements(64));
     g.bench_function("append frame encode 64x100B", |b| {
         b.iter(|| {
@@ -141,10 +141,12 @@ fn single_node_leader() -> Node<MemStorage, Drop0, Count, Vec<u8>> {
     let m = Membership::new(&[1], &[]).unwrap();
     let mut n = Node::new(
         nc,
-        MemStorage::new(),
-        Drop0,
-        Count::default(),
-        vec![0u8; 1 << 20],
+        NodeParts::new(
+            MemStorage::new(),
+            Drop0,
+            Count::default(),
+            vec![0u8; 1 << 20],
+        ),
         0,
         Some(&m),
     )
@@ -203,10 +205,12 @@ fn driver(c: &mut Criterion) {
                 let m = Membership::new(&[1, 2, 3], &[]).unwrap();
                 let node = Node::new(
                     nc,
-                    MemStorage::new(),
-                    Drop0,
-                    Count::default(),
-                    vec![0u8; 1 << 16],
+                    NodeParts::new(
+                        MemStorage::new(),
+                        Drop0,
+                        Count::default(),
+                        vec![0u8; 1 << 16],
+                    ),
                     0,
                     Some(&m),
                 )
@@ -223,14 +227,14 @@ fn driver(c: &mut Criterion) {
                     };
                     at += entry::encode(&e, &mut buf[at..]).unwrap();
                 }
-                let msg = Body::Raft(Message::Append {
+                let msg = Body::Raft(Message::Append(Append {
                     term: 2,
                     prev_index: 1,
                     prev_term: 1,
                     commit: 1,
                     count: 64,
                     read_seq: 1,
-                });
+                }));
                 let r = wire::encode_with_tail(&h, &msg, &mut buf, tail_at, at - tail_at).unwrap();
                 (node, buf[r].to_vec())
             },

@@ -13,12 +13,13 @@ use crate::sim::clock::Clocks;
 use crate::sim::faults::{self, FaultEvent, FaultSchedule};
 use crate::sim::invariants::{hash_bytes, EntryView, InvariantChecker, NodeView};
 use crate::sim::network::Network;
-use shoal_core::driver::{Event, Node, NodeConfig};
+use crate::sim::plant::{PlantedBug, SimPlant};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeParts};
 use shoal_core::entry::EntryIter;
 use shoal_core::io::{StateMachine, Transport, TransportError};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
-use shoal_core::message::Message;
+use shoal_core::message::{Message, VoteResp};
 use shoal_core::raft::{ConfigChange, SyncPoint};
 use shoal_core::rng::Rng;
 use shoal_core::storage::{LogView, Storage};
@@ -126,18 +127,23 @@ impl Transport for SimTransport {
 }
 
 /// Wraps the workload's state machine and records a hash of every applied command, so the
-/// invariant checker sees what each replica applied at each index.
+/// invariant checker sees what each replica applied at each index. A bug planted in front of
+/// the state machine (`kv-dedup-ignored`) changes the command here, after it was recorded.
 pub struct Recorder<S> {
     /// The workload's state machine.
     pub inner: S,
     applied: Vec<(LogIndex, u64)>,
+    plant: SimPlant,
 }
 
 impl<S: StateMachine> StateMachine for Recorder<S> {
     type Output = S::Output;
     fn apply(&mut self, index: LogIndex, term: Term, command: &[u8]) -> S::Output {
         self.applied.push((index, hash_bytes(command)));
-        self.inner.apply(index, term, command)
+        match self.plant.rewrite_command(index, command) {
+            Some(planted) => self.inner.apply(index, term, &planted),
+            None => self.inner.apply(index, term, command),
+        }
     }
     fn skip(&mut self, index: LogIndex) {
         self.inner.skip(index)
@@ -163,7 +169,7 @@ impl<S: StateMachine> StateMachine for Recorder<S> {
     }
 }
 
-type SimNode<W> = Node<MemStorage, SimTransport, Recorder<<W as Workload>::Sm>, Vec<u8>>;
+type SimNode<W> = Node<MemStorage, SimTransport, Recorder<<W as Workload>::Sm>, Vec<u8>, SimPlant>;
 
 struct Slot<W: Workload> {
     node: Option<SimNode<W>>,
@@ -259,6 +265,8 @@ struct Run<'w, W: Workload> {
     /// Odd seeds run like `shoald` with fsync `always`: a leader's own log sync runs in the
     /// background (`Node::flush_deferred`) and finishes 0-7 ms later, power cuts included.
     deferred_sync: bool,
+    /// The planted bug every node of this run is built with, if any.
+    plant: SimPlant,
 }
 
 const CLIENTS: u64 = 4;
@@ -268,18 +276,12 @@ const MAX_ATTEMPTS: u32 = 6;
 
 impl<'w, W: Workload> Run<'w, W> {
     fn new(w: &'w W, seed: u64, opts: &RunOpts) -> Result<Self, SimFailure> {
-        #[cfg(feature = "mutants")]
-        {
-            let name = opts.mutant.as_deref().unwrap_or("");
-            shoal_kv::kv_mutant_disable_all();
-            let kv = name.starts_with("kv-") && shoal_kv::kv_mutant_enable(name);
-            if !shoal_core::mutants::select(if kv { "" } else { name }) && !kv {
-                return Err(SimFailure::new(
-                    FailureCategory::Setup,
-                    format!("unknown mutant {name}"),
-                ));
-            }
-        }
+        let plant = match opts.mutant.as_deref() {
+            None => SimPlant(None),
+            Some(name) => SimPlant(Some(PlantedBug::from_name(name).ok_or_else(|| {
+                SimFailure::new(FailureCategory::Setup, format!("unknown mutant {name}"))
+            })?)),
+        };
         let schedule = FaultSchedule::generate(seed, opts.steps);
         let mut rng = Rng::new(seed ^ 0x5348_4F41_4C00);
         let cfg = sim_config(&mut rng);
@@ -301,6 +303,7 @@ impl<'w, W: Workload> Run<'w, W> {
             faults: 0,
             joint_seen: false,
             deferred_sync: seed % 2 == 1,
+            plant,
             rng,
             schedule,
         };
@@ -353,19 +356,13 @@ impl<'w, W: Workload> Run<'w, W> {
             out: self.out.clone(),
         };
         let local = self.clocks.local_ms(id, self.now);
-        Node::new(
-            nc,
-            store,
-            t,
-            Recorder {
-                inner: self.w.new_sm(),
-                applied: Vec::new(),
-            },
-            vec![0u8; 16 * 1024],
-            local,
-            bootstrap,
-        )
-        .map_err(|e| {
+        let sm = Recorder {
+            inner: self.w.new_sm(),
+            applied: Vec::new(),
+            plant: self.plant,
+        };
+        let parts = NodeParts::new(store, t, sm, vec![0u8; 16 * 1024]).planted(self.plant);
+        Node::new(nc, parts, local, bootstrap).map_err(|e| {
             SimFailure::new(
                 FailureCategory::Setup,
                 format!("node {id} failed to start: {e}"),
@@ -517,7 +514,7 @@ impl<'w, W: Workload> Run<'w, W> {
             return;
         };
         let Some(node) = slot.node.take() else { return };
-        let (store, ..) = node.into_parts();
+        let store = node.into_parts().store;
         // A background sync still running is lost with the power.
         slot.bg_sync = None;
         slot.down_store = Some(store.crash(seed));
@@ -540,15 +537,38 @@ impl<'w, W: Workload> Run<'w, W> {
         Ok(())
     }
 
+    /// Deliver the frames due. Every node applies the core's failure policy: a frame it
+    /// refuses is dropped and counted, and only a local durability fault stops it. Every peer
+    /// here is honest and the network delivers frames whole, so a refused frame is itself a
+    /// failure: it can only come from a bug (a leader asking to cut a committed entry, say).
     fn deliver(&mut self) -> Result<(), SimFailure> {
         for d in self.net.deliver_due(self.now) {
             let now = self.local(d.to);
             if let Some(n) = self.node_mut(d.to) {
-                if let Err(e) = n.handle_frame(now, &d.frame) {
+                let refused_before = n.stats().faults;
+                let result = n.handle_frame(now, &d.frame);
+                let refused = n
+                    .stats()
+                    .faults
+                    .iter()
+                    .find(|(f, c)| *c > refused_before.get(*f));
+                let why = match (&result, refused) {
+                    (Err(e), _) => Some(format!("stopped on a frame: {e}")),
+                    (Ok(()), Some((fault, _))) => {
+                        Some(format!("refused a frame ({})", fault.name()))
+                    }
+                    (Ok(()), None) => None,
+                };
+                if let Some(why) = why {
+                    let category = if result.is_err() {
+                        FailureCategory::Panic
+                    } else {
+                        FailureCategory::RefusedFrame
+                    };
                     return Err(SimFailure::new(
-                        FailureCategory::Panic,
+                        category,
                         format!(
-                            "node {} refused a frame from {} ({}): {e} [raft last {} commit {} snap {}; storage last {} snap {}]",
+                            "node {} {why} from {} ({}) [raft last {} commit {} snap {}; storage last {} snap {}]",
                             d.to,
                             d.from,
                             shoal_core::wire::decode(&d.frame).map(|(f, _)| format!("{:?}", f.body)).unwrap_or_default(),
@@ -796,10 +816,10 @@ impl<'w, W: Workload> Run<'w, W> {
         let Ok((f, _)) = shoal_core::wire::decode(frame) else {
             return Ok(());
         };
-        if let shoal_core::wire::Body::Raft(Message::VoteResp {
+        if let shoal_core::wire::Body::Raft(Message::VoteResp(VoteResp {
             term,
             granted: true,
-        }) = f.body
+        })) = f.body
         {
             let Some(n) = self.slots.get(&from).and_then(|s| s.node.as_ref()) else {
                 return Ok(());

@@ -596,13 +596,7 @@ impl Storage for MemStorage {
     }
 
     fn append(&mut self, e: &EntryRef<'_>) -> Result<(), StorageError> {
-        let expected = self.last_index() + 1;
-        if e.index != expected {
-            return Err(StorageError::NotContiguous {
-                expected,
-                given: e.index,
-            });
-        }
+        StorageError::check_continues(self.last_index(), e.index)?;
         let body_len = e.encoded_len();
         if body_len > record::MAX_RECORD_BODY {
             // No record can frame it; the disk would be "full" for this entry.

@@ -43,7 +43,11 @@ impl Inflights {
     }
 
     fn add(&mut self, last: LogIndex) {
-        debug_assert!(self.count < MAX_INFLIGHT);
+        invariant!(
+            self.count < MAX_INFLIGHT,
+            "an append sent to a full window ({} in flight)",
+            self.count
+        );
         let at = (self.start + self.count) % MAX_INFLIGHT;
         self.ring[at] = last;
         self.count += 1;

@@ -17,8 +17,8 @@ use std::process::{ChildStdout, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_client::Client;
 use shoal_client::protocol::ReadMode;
+use shoal_client::Client;
 use shoal_testkit::{bin, poll, wait_for, wait_some, Cluster, Proc};
 
 const CLUSTER_ID: u64 = 0x4d49_5844;

@@ -45,6 +45,7 @@ use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_core::entry::{EntryRef, MAX_HEADER_BYTES};
+use shoal_core::raft::MAX_CONFIG_BYTES;
 use shoal_core::record::{self, CRC32C, RECORD_VERSION};
 use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
 use shoal_core::types::{HardState, LogIndex, SnapshotMeta, Term};
@@ -62,21 +63,39 @@ pub const MAX_READ_SIZE: usize = 64;
 pub const MIN_ERASE_SIZE: usize = 256;
 /// Largest framed small record (hard state, headers, truncations, snapshot header).
 pub const MAX_SMALL_RECORD: usize = 512;
+/// The tag byte in front of every record's body, naming its kind.
+const TAG_BYTES: usize = 1;
 /// Bytes of record framing around an entry's encoding: length, version, tag and CRC.
-pub const ENTRY_RECORD_OVERHEAD: usize = 4 + 1 + 1 + 4;
+pub const ENTRY_RECORD_OVERHEAD: usize = record::RECORD_OVERHEAD + TAG_BYTES;
 
 /// Bytes moved per flash call when streaming (a multiple of every supported write size).
 const CHUNK: usize = 256;
 /// Bytes read to see a record's framing and the start of its body.
 const HEAD_BYTES: usize = 48;
 /// Largest framed sector header: tag + postcard(SectorHeader) + framing.
-const SECTOR_HEADER_MAX: usize = 1 + 5 + 5 + 10 + 5 + 1 + 9;
+const SECTOR_HEADER_MAX: usize = TAG_BYTES + (5 + 5 + 10 + 5 + 1) + record::RECORD_OVERHEAD;
 /// Largest framed snapshot header: tag, generation and a `SnapshotMeta` with the largest
-/// membership (four sets of `MAX_MEMBERS` ids), plus framing.
+/// membership, plus framing.
 const SNAP_HEADER_MAX: usize =
-    1 + 5 + 10 + 10 + 4 * (1 + 10 * shoal_core::limits::MAX_MEMBERS) + 1 + 10 + 5 + 9;
+    TAG_BYTES + 5 + (10 + 10 + MAX_CONFIG_BYTES + 10 + 5) + record::RECORD_OVERHEAD;
 /// Largest framed snapshot commit marker.
-const COMMIT_MAX: usize = 1 + 5 + 5 + 9;
+const COMMIT_MAX: usize = TAG_BYTES + 5 + 5 + record::RECORD_OVERHEAD;
+
+const _: () = {
+    // The layout of a snapshot slot depends on these sizes (they are padded and reserved in
+    // it): a change moves where an existing flash image keeps its data.
+    assert!(SECTOR_HEADER_MAX == 36 && SNAP_HEADER_MAX == 415 && COMMIT_MAX == 20);
+    // Every small record is read whole into a `MAX_SMALL_RECORD` buffer.
+    assert!(SECTOR_HEADER_MAX <= MAX_SMALL_RECORD);
+    assert!(SNAP_HEADER_MAX <= MAX_SMALL_RECORD);
+    assert!(COMMIT_MAX <= MAX_SMALL_RECORD);
+    // Streaming moves whole write units of every supported size; a sector holds whole units.
+    assert!(CHUNK % MAX_WRITE_SIZE == 0 && MIN_ERASE_SIZE % MAX_WRITE_SIZE == 0);
+    // A head read sees a record's length, version and tag.
+    assert!(HEAD_BYTES >= 4 + 1 + TAG_BYTES);
+    // A sector fits its header and at least one entry of the largest header.
+    assert!(SECTOR_HEADER_MAX + ENTRY_RECORD_OVERHEAD + MAX_HEADER_BYTES <= MIN_ERASE_SIZE);
+};
 
 /// Where in the flash the partition lies and how it is split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

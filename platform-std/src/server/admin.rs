@@ -271,6 +271,17 @@ fn metrics(v: &AdminView, fsync: &Histogram) -> String {
         "gauge",
         &|g| g.snapshot_bytes,
     );
+    let name = "shoal_refused_inputs_total";
+    let _ = writeln!(
+        s,
+        "# HELP {name} Peer inputs dropped (or refused for a full medium) without stopping the node, by cause.\n# TYPE {name} counter"
+    );
+    for g in &v.groups {
+        for (fault, n) in g.node_stats.faults.iter() {
+            let cause = fault.name();
+            let _ = writeln!(s, "{name}{{group=\"{}\",cause=\"{cause}\"}} {n}", g.group);
+        }
+    }
     for (name, help, value) in [
         (
             "shoal_client_connections",

@@ -25,7 +25,8 @@ use shoal_client::protocol::{
     ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
     StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
 };
-use shoal_core::driver::{Event, Node, NodeConfig, NodeError};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
+use shoal_core::fault::{Fault, FaultLog, Severity};
 use shoal_core::limits::Config;
 use shoal_core::membership::{Membership, NodeSet};
 use shoal_core::raft::{ConfigChange, ProposeError, ReadError, SyncPoint};
@@ -171,6 +172,9 @@ pub struct RaftLoop {
     sizes: HashMap<GroupId, (u64, u64)>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     draining: bool,
+    /// Peer frames refused before they reached a group (they do not decode, or name a group
+    /// this node does not host); each group's driver counts its own.
+    peer_faults: FaultLog,
 }
 
 fn wall_ms() -> u64 {
@@ -321,6 +325,7 @@ impl RaftLoop {
             sizes: HashMap::new(),
             stopping,
             draining: false,
+            peer_faults: FaultLog::new(),
         };
         let mut ids = vec![0];
         let entries = std::fs::read_dir(me.data.path())
@@ -422,10 +427,7 @@ impl RaftLoop {
                 node in |n| Node::init(
                     n,
                     ncfg,
-                    store,
-                    transport,
-                    sm,
-                    vec![0u8; NODE_BUF_BYTES],
+                    NodeParts::new(store, transport, sm, vec![0u8; NODE_BUF_BYTES]),
                     now,
                     membership.as_ref(),
                 ),
@@ -595,7 +597,7 @@ impl RaftLoop {
             }
         }
         for (_, g) in std::mem::take(&mut self.groups) {
-            let (mut store, ..) = g.node.into_parts();
+            let mut store = g.node.into_parts().store;
             if let Err(e) = shoal_core::storage::Storage::sync(&mut store) {
                 log::error!("group {}: final sync failed: {e}", g.id);
                 return 1;
@@ -665,30 +667,20 @@ impl RaftLoop {
 
     fn handle_peer(&mut self, bytes: &[u8]) {
         // Decoded (and checksummed) once: the header routes it, the group's driver takes it.
+        // A frame that is refused is counted and dropped (the core's failure policy); only a
+        // local durability fault stops the node.
+        let now = self.now_ms();
         let (frame, used) = match wire::decode(bytes) {
             Ok(decoded) => decoded,
-            Err(e) => {
-                log::warn!("dropped a peer frame: {e}");
-                return;
-            }
+            Err(_) => return self.peer_faults.refuse(now, Fault::BadFrame),
         };
         let group = frame.header.group;
-        let now = self.now_ms();
         let Some(g) = self.groups.get_mut(&group) else {
-            log::debug!("dropped a frame for group {group}, which this node does not host");
-            return;
+            return self.peer_faults.refuse(now, Fault::WrongGroup);
         };
         if let Err(e) = g.node.handle_decoded(now, &frame, used) {
-            match e {
-                shoal_core::driver::NodeError::Storage(_)
-                | shoal_core::driver::NodeError::Raft(_)
-                | shoal_core::driver::NodeError::Snapshot(_)
-                | shoal_core::driver::NodeError::SnapshotChecksum { .. } => {
-                    log::error!("group {group}: fatal: {e}; stopping");
-                    std::process::exit(1);
-                }
-                other => log::warn!("group {group}: frame refused: {other}"),
-            }
+            log::error!("group {group}: fatal: {e}; stopping");
+            std::process::exit(1);
         }
     }
 
@@ -781,6 +773,10 @@ impl RaftLoop {
                     Ok(i) => reply.send(Response::Done {
                         index: i.unwrap_or_else(|| g.node.raft().snapshot_index()),
                     }),
+                    Err(e) if e.severity() == Severity::Fatal => {
+                        log::error!("group {}: fatal: snapshot: {e}; stopping", g.id);
+                        std::process::exit(1);
+                    }
                     Err(e) => reply.send(error(ErrorCode::Internal, format!("snapshot: {e}"))),
                 };
             }

@@ -515,13 +515,7 @@ impl Storage for FileStorage {
     }
 
     fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError> {
-        let expected = self.last_index() + 1;
-        if entry.index != expected {
-            return Err(StorageError::NotContiguous {
-                expected,
-                given: entry.index,
-            });
-        }
+        StorageError::check_continues(self.last_index(), entry.index)?;
         self.guard(|s| s.log.append(entry))
     }
 

@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use shoal_kv::WriteResult;
 use shoal_client::protocol::{
     self, ReadMode, Request, RequestFrame, Response, ResponseFrame, StatusInfo, WriteOp,
     PROTOCOL_VERSION,
 };
+use shoal_kv::WriteResult;
 
 use crate::wait::{wait_some, WAIT};
 

@@ -15,13 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// Names of the planted bugs the simulator must catch (selected with `--mutant`).
-pub const MUTANTS: &[&str] = &[
-    "vote-not-persisted",
-    "commit-by-counting",
-    "skip-truncate",
-    "read-without-quorum",
-    "kv-dedup-ignored",
-];
+pub const MUTANTS: &[&str] = &crate::sim::plant::NAMES;
 
 /// Default run length: simulated global milliseconds per seed.
 pub const DEFAULT_STEPS: u64 = 20_000;
@@ -62,8 +56,11 @@ pub enum FailureCategory {
     Linearizability,
     /// The cluster made no progress when it should have (e.g. during the final quiet phase).
     Liveness,
-    /// Code under test panicked.
+    /// Code under test panicked, or a node stopped on a fatal error.
     Panic,
+    /// A node refused an honest peer's frame (the failure policy dropped it): only a bug
+    /// makes an honest peer send one.
+    RefusedFrame,
     /// The runner could not set the run up (a harness bug, not a Raft bug).
     Setup,
 }
@@ -76,6 +73,7 @@ impl FailureCategory {
             FailureCategory::Linearizability => "linearizability",
             FailureCategory::Liveness => "liveness",
             FailureCategory::Panic => "panic",
+            FailureCategory::RefusedFrame => "refused-frame",
             FailureCategory::Setup => "setup",
         }
     }
@@ -154,7 +152,7 @@ pub struct Args {
     /// Print the names of the planted bugs and exit.
     #[arg(long)]
     pub list_mutants: bool,
-    /// Activate one planted bug (needs a build with `--features mutants`).
+    /// Run every node with this planted bug (see `--list-mutants`).
     #[arg(long, value_name = "NAME")]
     pub mutant: Option<String>,
     /// Run length in simulated milliseconds per seed.
@@ -193,11 +191,7 @@ pub fn parse_seed_range(s: &str) -> Result<std::ops::Range<u64>, String> {
 
 /// The command that replays `seed` with `opts`.
 pub fn replay_command(seed: u64, opts: &RunOpts) -> String {
-    let mut cmd = String::from("cargo run -p shoal-tests --release");
-    if opts.mutant.is_some() {
-        cmd.push_str(" --features mutants");
-    }
-    cmd.push_str(&format!(" --bin sim -- --seed {seed}"));
+    let mut cmd = format!("cargo run -p shoal-tests --release --bin sim -- --seed {seed}");
     if opts.steps != DEFAULT_STEPS {
         cmd.push_str(&format!(" --steps {}", opts.steps));
     }
@@ -254,12 +248,6 @@ fn run_inner(args: &Args, runner: &dyn SeedRunner, out: &mut dyn Write) -> Resul
             return Err(format!(
                 "unknown mutant `{m}`; known: {}",
                 MUTANTS.join(", ")
-            ));
-        }
-        if !cfg!(feature = "mutants") {
-            return Err(format!(
-                "--mutant needs a build with the planted bugs compiled in; run: \
-                 cargo run -p shoal-tests --release --features mutants --bin sim -- --mutant {m} ..."
             ));
         }
     }
@@ -444,15 +432,10 @@ mod tests {
         assert_eq!(code, 2);
         assert!(out.contains("unknown mutant"));
         let (code, out) = run_args(&["--seed", "7", "--mutant", "skip-truncate"]);
-        if cfg!(feature = "mutants") {
-            assert_eq!(code, 1);
-            assert!(out.contains(
-                "replay: cargo run -p shoal-tests --release --features mutants --bin sim -- --seed 7 --mutant skip-truncate"
-            ));
-        } else {
-            assert_eq!(code, 2);
-            assert!(out.contains("--features mutants"), "{out}");
-        }
+        assert_eq!(code, 1);
+        assert!(out.contains(
+            "replay: cargo run -p shoal-tests --release --bin sim -- --seed 7 --mutant skip-truncate"
+        ));
     }
 
     #[test]

@@ -11,3 +11,4 @@ pub mod clock;
 pub mod faults;
 pub mod invariants;
 pub mod network;
+pub mod plant;

@@ -1,0 +1,139 @@
+//! The planted bugs the simulator can run with, each proving that some check of the simulator
+//! catches its kind of mistake (`tests/tests/mutants.rs` requires each to be caught).
+//!
+//! The core's bugs are planted through its [`Plant`] hooks: every simulated node of a run is
+//! built with a [`SimPlant`] that carries the run's choice, so nothing is switched on for a
+//! whole process and runs with different bugs can share one. DtKV's bug is planted in front
+//! of it, in the simulator's state machine wrapper. A server never contains either: it runs
+//! the core's `NoPlant`, and these names exist only in this crate.
+
+use shoal_core::plant::Plant;
+use shoal_core::LogIndex;
+
+/// One planted bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum PlantedBug {
+    /// See [`Plant::vote_not_persisted`].
+    VoteNotPersisted,
+    /// See [`Plant::commit_by_counting`].
+    CommitByCounting,
+    /// See [`Plant::skip_truncate`].
+    SkipTruncate,
+    /// See [`Plant::read_without_quorum`].
+    ReadWithoutQuorum,
+    /// DtKV applies a retried write again: its session table never sees the retry (see
+    /// [`SimPlant::rewrite_command`]).
+    KvDedupIgnored,
+}
+
+impl PlantedBug {
+    /// Every planted bug.
+    pub const ALL: [PlantedBug; 5] = [
+        PlantedBug::VoteNotPersisted,
+        PlantedBug::CommitByCounting,
+        PlantedBug::SkipTruncate,
+        PlantedBug::ReadWithoutQuorum,
+        PlantedBug::KvDedupIgnored,
+    ];
+
+    /// The name `--mutant` takes.
+    pub const fn name(self) -> &'static str {
+        NAMES[self as usize]
+    }
+
+    /// The bug called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+// `NAMES`: the names of every planted bug, in the order of `PlantedBug::ALL`, as
+// `--list-mutants` prints them. In a file of their own so that shoald's test can check that
+// none of them is in the server binary (platform-std/tests/no_planted_bugs.rs).
+include!("plant_names.rs");
+
+/// The planted bug one simulated node runs with, if any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimPlant(pub Option<PlantedBug>);
+
+impl SimPlant {
+    fn is(self, bug: PlantedBug) -> bool {
+        self.0 == Some(bug)
+    }
+
+    /// With `kv-dedup-ignored`, the DtKV command committed at `index` as its state machine
+    /// sees it: its sequence number replaced by the index, so every apply looks new to the
+    /// client's session and a retry is applied twice. `None` leaves the command as it is.
+    pub fn rewrite_command(self, index: LogIndex, command: &[u8]) -> Option<Vec<u8>> {
+        if !self.is(PlantedBug::KvDedupIgnored) {
+            return None;
+        }
+        let mut cmd = shoal_kv::Command::decode(command).ok()?;
+        if cmd.client_id == 0 {
+            return None;
+        }
+        cmd.seq = index;
+        let mut buf = vec![0u8; command.len() + 16];
+        let n = cmd.encode(&mut buf).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    }
+}
+
+impl Plant for SimPlant {
+    fn vote_not_persisted(&self) -> bool {
+        self.is(PlantedBug::VoteNotPersisted)
+    }
+    fn commit_by_counting(&self) -> bool {
+        self.is(PlantedBug::CommitByCounting)
+    }
+    fn skip_truncate(&self) -> bool {
+        self.is(PlantedBug::SkipTruncate)
+    }
+    fn read_without_quorum(&self) -> bool {
+        self.is(PlantedBug::ReadWithoutQuorum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_kv::{Command, Op};
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(NAMES.len(), PlantedBug::ALL.len());
+        for bug in PlantedBug::ALL {
+            assert_eq!(PlantedBug::from_name(bug.name()), Some(bug));
+        }
+        assert_eq!(NAMES[2], "skip-truncate");
+        assert_eq!(PlantedBug::from_name("no-such-bug"), None);
+    }
+
+    #[test]
+    fn only_the_kv_bug_rewrites_commands_and_only_session_ones() {
+        let encode = |client_id| {
+            let cmd = Command {
+                client_id,
+                seq: 3,
+                time_ms: 1,
+                op: Op::Remove { key: b"k" },
+            };
+            let mut buf = vec![0u8; 64];
+            let n = cmd.encode(&mut buf).unwrap();
+            buf.truncate(n);
+            buf
+        };
+        let kv = SimPlant(Some(PlantedBug::KvDedupIgnored));
+        let rewritten = kv.rewrite_command(42, &encode(7)).unwrap();
+        let cmd = Command::decode(&rewritten).unwrap();
+        assert_eq!((cmd.client_id, cmd.seq), (7, 42));
+        assert_eq!(kv.rewrite_command(42, &encode(0)), None, "no session");
+        assert_eq!(kv.rewrite_command(42, b"not a command"), None);
+        let core = SimPlant(Some(PlantedBug::SkipTruncate));
+        assert_eq!(core.rewrite_command(42, &encode(7)), None);
+        assert!(core.skip_truncate() && !core.commit_by_counting());
+        assert!(!SimPlant::default().skip_truncate());
+    }
+}

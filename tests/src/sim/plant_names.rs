@@ -1,0 +1,8 @@
+/// The names of every planted bug, in the order of `PlantedBug::ALL`.
+pub const NAMES: [&str; 5] = [
+    "vote-not-persisted",
+    "commit-by-counting",
+    "skip-truncate",
+    "read-without-quorum",
+    "kv-dedup-ignored",
+];
