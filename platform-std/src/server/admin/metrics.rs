@@ -1,0 +1,212 @@
+//! `/metrics`: the admin view and the fsync histogram in Prometheus text format.
+
+use std::fmt::Write as _;
+
+use super::{AdminCounters, AdminView, GroupView};
+use crate::server::timed::{Histogram, FSYNC_BUCKETS_US};
+use std::sync::atomic::Ordering;
+
+/// Render every metric family.
+pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) -> String {
+    let mut s = String::new();
+    let mut family = |name: &str, help: &str, kind: &str, f: &dyn Fn(&GroupView) -> u64| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for g in &v.groups {
+            let _ = writeln!(s, "{name}{{group=\"{}\"}} {}", g.group, f(g));
+        }
+    };
+    family(
+        "shoal_proposals_total",
+        "Client writes proposed by this node.",
+        "counter",
+        &|g| g.proposals,
+    );
+    family("shoal_commit_index", "Commit index.", "gauge", &|g| {
+        g.commit
+    });
+    family("shoal_applied_index", "Applied index.", "gauge", &|g| {
+        g.applied
+    });
+    family(
+        "shoal_apply_lag",
+        "Committed entries not yet applied.",
+        "gauge",
+        &|g| g.commit.saturating_sub(g.applied),
+    );
+    family(
+        "shoal_applied_entries_total",
+        "Entries applied.",
+        "counter",
+        &|g| g.node_stats.applied_entries,
+    );
+    family("shoal_term", "Current term.", "gauge", &|g| g.term);
+    family(
+        "shoal_is_leader",
+        "1 if this node leads the group.",
+        "gauge",
+        &|g| u64::from(g.role == "leader"),
+    );
+    family(
+        "shoal_elections_total",
+        "Elections started by this node.",
+        "counter",
+        &|g| g.raft_stats.elections,
+    );
+    family(
+        "shoal_became_leader_total",
+        "Times this node became leader.",
+        "counter",
+        &|g| g.raft_stats.became_leader,
+    );
+    family(
+        "shoal_leader_changes_total",
+        "Times the known leader changed.",
+        "counter",
+        &|g| g.raft_stats.leader_changes,
+    );
+    family(
+        "shoal_bytes_in_total",
+        "Peer frame bytes received.",
+        "counter",
+        &|g| g.node_stats.bytes_in,
+    );
+    family(
+        "shoal_bytes_out_total",
+        "Peer frame bytes sent.",
+        "counter",
+        &|g| g.node_stats.bytes_out,
+    );
+    family(
+        "shoal_frames_in_total",
+        "Peer frames received.",
+        "counter",
+        &|g| g.node_stats.frames_in,
+    );
+    family(
+        "shoal_frames_out_total",
+        "Peer frames sent.",
+        "counter",
+        &|g| g.node_stats.frames_out,
+    );
+    family(
+        "shoal_send_failures_total",
+        "Frames the transport refused.",
+        "counter",
+        &|g| g.node_stats.send_failures,
+    );
+    family(
+        "shoal_dropped_messages_total",
+        "Raft messages dropped because the core's outbox or held-reply list was full.",
+        "counter",
+        &|g| g.raft_stats.dropped_messages,
+    );
+    family(
+        "shoal_syncs_total",
+        "Storage syncs (group commits).",
+        "counter",
+        &|g| g.node_stats.syncs,
+    );
+    family(
+        "shoal_snapshots_taken_total",
+        "Snapshots taken locally.",
+        "counter",
+        &|g| g.node_stats.snapshots_taken,
+    );
+    family(
+        "shoal_snapshots_sent_total",
+        "Snapshots sent to followers.",
+        "counter",
+        &|g| g.raft_stats.snapshots_sent,
+    );
+    family(
+        "shoal_snapshots_installed_total",
+        "Snapshots installed from a leader.",
+        "counter",
+        &|g| g.raft_stats.snapshots_installed,
+    );
+    family(
+        "shoal_log_bytes",
+        "Bytes of log segments on disk.",
+        "gauge",
+        &|g| g.log_bytes,
+    );
+    family(
+        "shoal_snapshot_bytes",
+        "Bytes of snapshot files on disk.",
+        "gauge",
+        &|g| g.snapshot_bytes,
+    );
+    for (name, help, value) in [
+        (
+            "shoal_client_connections",
+            "Client connections open.",
+            v.clients.connections,
+        ),
+        (
+            "shoal_client_answer_bytes_pending",
+            "Encoded answers not yet taken by their clients (a connection past 4 MiB is not read until it drains).",
+            v.clients.answer_bytes_pending,
+        ),
+        (
+            "shoal_client_requests_queued",
+            "Client requests read but not yet handled.",
+            v.clients.requests_queued,
+        ),
+        (
+            "shoal_peer_input_bytes",
+            "Peer frames read but not yet handled (peers are not read above 16 MiB).",
+            v.peer_input_bytes,
+        ),
+    ] {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    let _ = writeln!(
+        s,
+        "# HELP shoal_fsync_seconds Storage sync latency.\n# TYPE shoal_fsync_seconds histogram"
+    );
+    let mut cum = 0u64;
+    for (i, b) in FSYNC_BUCKETS_US.iter().enumerate() {
+        cum += fsync.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "shoal_fsync_seconds_bucket{{le=\"{}\"}} {cum}",
+            *b as f64 / 1e6
+        );
+    }
+    cum += fsync.buckets[FSYNC_BUCKETS_US.len()].load(Ordering::Relaxed);
+    let _ = writeln!(s, "shoal_fsync_seconds_bucket{{le=\"+Inf\"}} {cum}");
+    let sum = fsync.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(s, "shoal_fsync_seconds_sum {sum}");
+    let _ = writeln!(
+        s,
+        "shoal_fsync_seconds_count {}",
+        fsync.count.load(Ordering::Relaxed)
+    );
+    admin_metrics(&mut s, admin);
+    s
+}
+
+fn admin_metrics(s: &mut String, admin: &AdminCounters) {
+    let _ = writeln!(
+        s,
+        "# HELP shoal_admin_connections Admin HTTP connections open (at most --admin-max-connections).\n# TYPE shoal_admin_connections gauge\nshoal_admin_connections {}",
+        admin.connections.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_admin_requests_total Admin HTTP requests answered.\n# TYPE shoal_admin_requests_total counter\nshoal_admin_requests_total {}",
+        admin.requests.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_admin_refused_total Admin HTTP requests refused, by reason.\n# TYPE shoal_admin_refused_total counter"
+    );
+    for (i, r) in super::http::Refusal::ALL.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "shoal_admin_refused_total{{reason=\"{}\"}} {}",
+            r.label(),
+            admin.refused[i].load(Ordering::Relaxed)
+        );
+    }
+}
