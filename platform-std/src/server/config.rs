@@ -6,14 +6,65 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use shoal_core::limits::Config;
 use shoal_core::{ClusterId, NodeId};
+use shoal_kv::KvLimits;
 
+use super::admin::AdminLimits;
 use crate::storage::FsyncMode;
 
-/// Flags of `shoald` (each also read from `SHOAL_<NAME>` and from the config file).
-#[derive(Parser, Debug, Default)]
+/// A duration flag: a bare number is milliseconds (`500`), or a number with a unit (`500ms`,
+/// `2s`, `1m`, `1h`), in flags, `SHOAL_*` variables and the config file alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Dur, String> {
+        let s = s.trim();
+        if let Ok(ms) = s.parse::<u64>() {
+            return Ok(Dur(Duration::from_millis(ms)));
+        }
+        humantime::parse_duration(s).map(Dur).map_err(|e| {
+            format!("{s:?} is not a duration ({e}); write milliseconds (500) or a number with a unit (500ms, 2s, 1m, 1h)")
+        })
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(Dur(Duration::from_millis(ms))),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Dur {
+    fn ms(self) -> u64 {
+        self.0.as_millis().min(u128::from(u64::MAX)) as u64
+    }
+}
+
+/// Flags of `shoald`. Each is also read from `SHOAL_<NAME>` and, with underscores, from the
+/// `--config` TOML file: this one struct is both the command line and the file's schema.
+#[derive(Parser, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 #[command(
     name = "shoald",
     version,
@@ -21,11 +72,13 @@ use crate::storage::FsyncMode;
     long_about = "Shoal server: Raft consensus with the DtKV replicated tree key-value store.\n\n\
         With no flags at all it runs a single-node development cluster in ./shoal-data with its \
         raft, client and admin ports on 127.0.0.1:7001, :7002 and :7003.\n\n\
-        Precedence: flags > SHOAL_* environment variables > the --config TOML file > defaults."
+        Precedence: flags > SHOAL_* environment variables > the --config TOML file > defaults.\n\
+        Durations take a unit (500ms, 2s, 1m, 1h); a bare number is milliseconds."
 )]
 pub struct Flags {
     /// TOML config file; its keys are the flag names with underscores (node_id = 2).
     #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// This node's id (non-zero) [default: 1].
     #[arg(long, env = "SHOAL_NODE_ID")]
@@ -57,35 +110,42 @@ pub struct Flags {
     pub fsync: Option<String>,
     /// Start empty and wait to be added by the leader (ChangeMembers Add) instead of
     /// bootstrapping group 0.
-    #[arg(long, env = "SHOAL_JOIN")]
-    pub join: bool,
-    /// Take a snapshot after this many milliseconds if anything was applied (0: never by time)
-    /// [default: 3600000].
-    #[arg(long, env = "SHOAL_SNAPSHOT_INTERVAL", value_name = "MS")]
-    pub snapshot_interval: Option<u64>,
+    #[arg(long, env = "SHOAL_JOIN", num_args = 0..=1, default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub join: Option<bool>,
+    /// Accept a data dir created for another raft address and record the new one (the node
+    /// moved; tell the cluster too, by removing and re-adding it or updating its address).
+    #[arg(long, env = "SHOAL_ALLOW_ADDR_CHANGE", num_args = 0..=1, default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub allow_addr_change: Option<bool>,
+    /// Take a snapshot this long after the last if anything was applied (0: never by time)
+    /// [default: 1h].
+    #[arg(long, env = "SHOAL_SNAPSHOT_INTERVAL", value_name = "DURATION")]
+    pub snapshot_interval: Option<Dur>,
     /// Take a snapshot after this many applied entries (0: never by count) [default: 100000].
     #[arg(long, env = "SHOAL_SNAPSHOT_ENTRIES", value_name = "N")]
     pub snapshot_entries: Option<u64>,
     /// Finished snapshots kept on disk, the current one included [default: 2].
     #[arg(long, env = "SHOAL_KEEP_SNAPSHOTS", value_name = "N")]
     pub keep_snapshots: Option<usize>,
-    /// Milliseconds a log segment made obsolete by a snapshot stays on disk [default: 0].
-    #[arg(long, env = "SHOAL_COMPACT_DELAY", value_name = "MS")]
-    pub compact_delay: Option<u64>,
+    /// How long a log segment made obsolete by a snapshot stays on disk [default: 0].
+    #[arg(long, env = "SHOAL_COMPACT_DELAY", value_name = "DURATION")]
+    pub compact_delay: Option<Dur>,
     /// Zero-fill each next log segment in the background so that its fdatasyncs flush data
     /// only (about twice the write rate on ext4); writes every log byte twice, so turn it off on
     /// media where wear counts (SD cards) [default: true].
     #[arg(long, env = "SHOAL_PREFILL_SEGMENTS", value_name = "BOOL")]
     pub prefill_segments: Option<bool>,
     /// Take a snapshot of every group on graceful shutdown (SIGTERM / SIGINT).
-    #[arg(long, env = "SHOAL_SNAPSHOT_ON_SHUTDOWN")]
-    pub snapshot_on_shutdown: bool,
-    /// Base election timeout in milliseconds [default: 1000].
-    #[arg(long, env = "SHOAL_ELECTION_TIMEOUT", value_name = "MS")]
-    pub election_timeout: Option<u64>,
-    /// Leader heartbeat interval in milliseconds [default: 100].
-    #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", value_name = "MS")]
-    pub heartbeat_interval: Option<u64>,
+    #[arg(long, env = "SHOAL_SNAPSHOT_ON_SHUTDOWN", num_args = 0..=1, default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub snapshot_on_shutdown: Option<bool>,
+    /// Base election timeout [default: 1s].
+    #[arg(long, env = "SHOAL_ELECTION_TIMEOUT", value_name = "DURATION")]
+    pub election_timeout: Option<Dur>,
+    /// Leader heartbeat interval; at most half the election timeout [default: 100ms].
+    #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", value_name = "DURATION")]
+    pub heartbeat_interval: Option<Dur>,
     /// Most DtKV nodes per group [default: 262144].
     #[arg(long, env = "SHOAL_KV_MAX_NODES", value_name = "N")]
     pub kv_max_nodes: Option<usize>,
@@ -100,33 +160,26 @@ pub struct Flags {
     /// once the history has filled, so it is most of a busy node's memory [default: 8].
     #[arg(long, env = "SHOAL_KV_EVENT_MB", value_name = "MIB")]
     pub kv_event_mb: Option<usize>,
+    /// Admin HTTP connections served at once; one more is answered 503 [default: 32].
+    #[arg(long, env = "SHOAL_ADMIN_MAX_CONNECTIONS", value_name = "N")]
+    pub admin_max_connections: Option<usize>,
+    /// Time an admin HTTP client has to send its request and take the answer [default: 5s].
+    #[arg(long, env = "SHOAL_ADMIN_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub admin_request_timeout: Option<Dur>,
 }
 
-/// The config file: the same names as the flags, with underscores.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    node_id: Option<NodeId>,
-    cluster_id: Option<ClusterId>,
-    data_dir: Option<PathBuf>,
-    raft_addr: Option<String>,
-    client_addr: Option<String>,
-    admin_addr: Option<String>,
-    initial_members: Option<String>,
-    fsync: Option<String>,
-    join: Option<bool>,
-    snapshot_interval: Option<u64>,
-    snapshot_entries: Option<u64>,
-    keep_snapshots: Option<usize>,
-    compact_delay: Option<u64>,
-    prefill_segments: Option<bool>,
-    snapshot_on_shutdown: Option<bool>,
-    election_timeout: Option<u64>,
-    heartbeat_interval: Option<u64>,
-    kv_max_nodes: Option<usize>,
-    kv_arena_mb: Option<usize>,
-    kv_event_slots: Option<usize>,
-    kv_event_mb: Option<usize>,
+impl Flags {
+    /// These flags over `file`: every value set here wins, the rest come from the file.
+    fn over(&self, file: Flags) -> Result<Flags, String> {
+        let mut merged = serde_json::to_value(file).map_err(|e| e.to_string())?;
+        let top = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        if let (Some(m), Some(t)) = (merged.as_object_mut(), top.as_object()) {
+            for (k, v) in t.iter().filter(|(_, v)| !v.is_null()) {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(merged).map_err(|e| e.to_string())
+    }
 }
 
 /// One member named at bootstrap or in a membership change.
@@ -161,10 +214,8 @@ pub struct ServerConfig {
     pub fsync: FsyncMode,
     /// Start empty and wait to be added.
     pub join: bool,
-    /// Snapshot by time (ms; 0 never).
-    pub snapshot_interval_ms: u64,
-    /// Snapshot by entries (0 never).
-    pub snapshot_entries: u64,
+    /// Accept (and record) a changed raft address for an existing data dir.
+    pub allow_addr_change: bool,
     /// Snapshots kept.
     pub keep_snapshots: usize,
     /// Delay before obsolete segments are deleted.
@@ -173,18 +224,12 @@ pub struct ServerConfig {
     pub prefill_segments: bool,
     /// Snapshot at graceful shutdown.
     pub snapshot_on_shutdown: bool,
-    /// Election timeout (ms).
-    pub election_timeout_ms: u64,
-    /// Heartbeat interval (ms).
-    pub heartbeat_interval_ms: u64,
-    /// DtKV nodes per group.
-    pub kv_max_nodes: usize,
-    /// DtKV arena bytes per group.
-    pub kv_arena_bytes: usize,
-    /// DtKV watch history: events kept per group.
-    pub kv_event_slots: usize,
-    /// DtKV watch history: bytes of key/value copies per group.
-    pub kv_event_bytes: usize,
+    /// Raft timing and snapshot policy of every group (validated).
+    pub raft: Config,
+    /// DtKV limits of every group (validated).
+    pub kv: KvLimits,
+    /// Admin port limits.
+    pub admin_limits: AdminLimits,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -262,38 +307,65 @@ fn check_addr(name: &str, a: &str) -> Result<(), String> {
         .map_err(|_| format!("{name} {a:?} is not an ip:port address"))
 }
 
+fn mib(name: &str, mb: usize) -> Result<usize, String> {
+    match mb.checked_mul(1 << 20) {
+        Some(0) => Err(format!("{name} must be at least 1")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!(
+            "{name} {mb} is larger than this machine can address"
+        )),
+    }
+}
+
+/// Two of the node's own listen addresses, or two members' addresses, must differ.
+fn check_distinct(own: &[(&str, &str)], members: &[MemberSpec]) -> Result<(), String> {
+    for (i, (na, a)) in own.iter().enumerate() {
+        if let Some((nb, _)) = own[..i].iter().find(|(_, b)| b == a) {
+            return Err(format!(
+                "{nb} and {na} are both {a}; every port needs its own address"
+            ));
+        }
+    }
+    let mut seen: Vec<(&str, NodeId)> = Vec::new();
+    for m in members {
+        for addr in [m.raft_addr.as_str(), m.client_addr.as_str()] {
+            if let Some((_, other)) = seen.iter().find(|(a, _)| *a == addr) {
+                return Err(format!(
+                    "--initial-members: members {other} and {} both use {addr}; every member needs its own addresses",
+                    m.id
+                ));
+            }
+            seen.push((addr, m.id));
+        }
+    }
+    Ok(())
+}
+
 impl ServerConfig {
     /// Resolve flags (which already include `SHOAL_*` variables) over the config file over the
-    /// defaults.
+    /// defaults, and check every value and how they fit together. The error names the flag.
     pub fn resolve(flags: Flags) -> Result<ServerConfig, String> {
-        let file: FileConfig = match &flags.config {
+        let file: Flags = match &flags.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
                 toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
             }
-            None => FileConfig::default(),
+            None => Flags::default(),
         };
-        let node_id = flags.node_id.or(file.node_id).unwrap_or(1);
+        let f = flags.over(file)?;
+        let kv = kv_limits(&f)?;
+        let node_id = f.node_id.unwrap_or(1);
         if node_id == 0 {
             return Err("--node-id 0 is reserved; use 1 or more".into());
         }
-        let raft_addr = flags
-            .raft_addr
-            .or(file.raft_addr)
-            .unwrap_or_else(|| "127.0.0.1:7001".into());
-        let client_addr = flags
-            .client_addr
-            .or(file.client_addr)
-            .unwrap_or_else(|| "127.0.0.1:7002".into());
-        let admin_addr = flags
-            .admin_addr
-            .or(file.admin_addr)
-            .unwrap_or_else(|| "127.0.0.1:7003".into());
+        let raft_addr = f.raft_addr.unwrap_or_else(|| "127.0.0.1:7001".into());
+        let client_addr = f.client_addr.unwrap_or_else(|| "127.0.0.1:7002".into());
+        let admin_addr = f.admin_addr.unwrap_or_else(|| "127.0.0.1:7003".into());
         check_addr("--raft-addr", &raft_addr)?;
         check_addr("--client-addr", &client_addr)?;
         check_addr("--admin-addr", &admin_addr)?;
-        let initial_members = match flags.initial_members.or(file.initial_members) {
+        let initial_members = match f.initial_members {
             Some(s) => parse_members(&s).map_err(|e| format!("--initial-members: {e}"))?,
             None => vec![MemberSpec {
                 id: node_id,
@@ -301,72 +373,94 @@ impl ServerConfig {
                 client_addr: client_addr.clone(),
             }],
         };
-        let join = flags.join || file.join.unwrap_or(false);
+        check_distinct(
+            &[
+                ("--raft-addr", &raft_addr),
+                ("--client-addr", &client_addr),
+                ("--admin-addr", &admin_addr),
+            ],
+            &initial_members,
+        )?;
+        let join = f.join.unwrap_or(false);
         if !join && !initial_members.iter().any(|m| m.id == node_id) {
             return Err(format!(
                 "--initial-members does not name this node ({node_id}); list it, or start with --join"
             ));
         }
-        let fsync = parse_fsync(flags.fsync.or(file.fsync).as_deref().unwrap_or("always"))?;
-        let keep_snapshots = flags.keep_snapshots.or(file.keep_snapshots).unwrap_or(2);
+        let fsync = parse_fsync(f.fsync.as_deref().unwrap_or("always"))?;
+        let keep_snapshots = f.keep_snapshots.unwrap_or(2);
         if keep_snapshots == 0 {
             return Err("--keep-snapshots must be at least 1 (the current snapshot)".into());
         }
-        let kv_event_slots = flags
-            .kv_event_slots
-            .or(file.kv_event_slots)
-            .unwrap_or(1 << 16);
-        let kv_event_mb = flags.kv_event_mb.or(file.kv_event_mb).unwrap_or(8);
-        if kv_event_slots == 0 || kv_event_mb == 0 {
+        let mut raft = Config::server();
+        raft.election_timeout_ms = f.election_timeout.map_or(1000, Dur::ms);
+        raft.heartbeat_interval_ms = f.heartbeat_interval.map_or(100, Dur::ms);
+        raft.snapshot_entries = f.snapshot_entries.unwrap_or(100_000);
+        raft.snapshot_interval_ms = f.snapshot_interval.map_or(3_600_000, Dur::ms);
+        raft.validate().map_err(|e| {
+            format!(
+                "--election-timeout {}ms / --heartbeat-interval {}ms: {e}",
+                raft.election_timeout_ms, raft.heartbeat_interval_ms
+            )
+        })?;
+        let admin_limits = AdminLimits {
+            max_connections: f.admin_max_connections.unwrap_or(32),
+            request_timeout: f
+                .admin_request_timeout
+                .map_or(AdminLimits::default().request_timeout, |d| d.0),
+        };
+        if admin_limits.max_connections == 0 || admin_limits.request_timeout.is_zero() {
             return Err(
-                "--kv-event-slots and --kv-event-mb must be at least 1 (the watch history)".into(),
+                "--admin-max-connections and --admin-request-timeout must be above zero".into(),
             );
         }
         Ok(ServerConfig {
             node_id,
-            cluster_id: flags.cluster_id.or(file.cluster_id).unwrap_or(1),
-            data_dir: flags
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./shoal-data")),
+            cluster_id: f.cluster_id.unwrap_or(1),
+            data_dir: f.data_dir.unwrap_or_else(|| PathBuf::from("./shoal-data")),
             raft_addr,
             client_addr,
             admin_addr,
             initial_members,
             fsync,
             join,
-            snapshot_interval_ms: flags
-                .snapshot_interval
-                .or(file.snapshot_interval)
-                .unwrap_or(3_600_000),
-            snapshot_entries: flags
-                .snapshot_entries
-                .or(file.snapshot_entries)
-                .unwrap_or(100_000),
+            allow_addr_change: f.allow_addr_change.unwrap_or(false),
             keep_snapshots,
-            compact_delay: Duration::from_millis(
-                flags.compact_delay.or(file.compact_delay).unwrap_or(0),
-            ),
-            prefill_segments: flags
-                .prefill_segments
-                .or(file.prefill_segments)
-                .unwrap_or(true),
-            snapshot_on_shutdown: flags.snapshot_on_shutdown
-                || file.snapshot_on_shutdown.unwrap_or(false),
-            election_timeout_ms: flags
-                .election_timeout
-                .or(file.election_timeout)
-                .unwrap_or(1000),
-            heartbeat_interval_ms: flags
-                .heartbeat_interval
-                .or(file.heartbeat_interval)
-                .unwrap_or(100),
-            kv_max_nodes: flags.kv_max_nodes.or(file.kv_max_nodes).unwrap_or(1 << 18),
-            kv_arena_bytes: flags.kv_arena_mb.or(file.kv_arena_mb).unwrap_or(64) << 20,
-            kv_event_slots,
-            kv_event_bytes: kv_event_mb << 20,
+            compact_delay: f.compact_delay.map_or(Duration::ZERO, |d| d.0),
+            prefill_segments: f.prefill_segments.unwrap_or(true),
+            snapshot_on_shutdown: f.snapshot_on_shutdown.unwrap_or(false),
+            raft,
+            kv,
+            admin_limits,
         })
     }
+}
+
+/// DtKV limits from the `--kv-*` flags, checked as the store will check them.
+fn kv_limits(f: &Flags) -> Result<KvLimits, String> {
+    let mut kv = KvLimits::server();
+    kv.max_nodes = f.kv_max_nodes.unwrap_or(1 << 18);
+    if kv.max_nodes == 0 {
+        return Err("--kv-max-nodes must be at least 1".into());
+    }
+    kv.arena_bytes = mib("--kv-arena-mb", f.kv_arena_mb.unwrap_or(64))?;
+    kv.event_slots = f.kv_event_slots.unwrap_or(1 << 16);
+    if kv.event_slots == 0 {
+        return Err("--kv-event-slots must be at least 1 (the watch history)".into());
+    }
+    // The event copies never need more than the arena (nor less than one largest pair).
+    let event_bytes = mib("--kv-event-mb", f.kv_event_mb.unwrap_or(8))?;
+    kv.event_bytes = event_bytes.min(kv.arena_bytes.max(kv.max_key_bytes + kv.max_value_bytes));
+    if kv.arena_bytes < kv.max_key_bytes + kv.max_value_bytes {
+        return Err(format!(
+            "--kv-arena-mb {} cannot hold one largest key and value ({} bytes)",
+            f.kv_arena_mb.unwrap_or(64),
+            kv.max_key_bytes + kv.max_value_bytes
+        ));
+    }
+    kv.validate()
+        .map_err(|e| format!("--kv-* limits do not fit together: {e}"))?;
+    Ok(kv)
 }
 
 #[cfg(test)]
@@ -389,7 +483,7 @@ mod tests {
         assert_eq!(c.initial_members.len(), 1);
         assert_eq!(c.initial_members[0].raft_addr, "127.0.0.1:7001");
         assert_eq!(c.fsync, FsyncMode::Always);
-        assert_eq!((c.kv_event_slots, c.kv_event_bytes), (65536, 8 << 20));
+        assert_eq!((c.kv.event_slots, c.kv.event_bytes), (65536, 8 << 20));
         assert!(c.prefill_segments);
     }
 
@@ -411,16 +505,120 @@ mod tests {
         let f = Flags::try_parse_from(["shoald", "--kv-event-slots", "1000", "--kv-event-mb", "2"])
             .unwrap();
         let c = ServerConfig::resolve(f).unwrap();
-        assert_eq!((c.kv_event_slots, c.kv_event_bytes), (1000, 2 << 20));
+        assert_eq!((c.kv.event_slots, c.kv.event_bytes), (1000, 2 << 20));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shoald.toml");
         std::fs::write(&path, "kv_event_slots = 7\nkv_event_mb = 3\n").unwrap();
         let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
         let c = ServerConfig::resolve(f).unwrap();
-        assert_eq!((c.kv_event_slots, c.kv_event_bytes), (7, 3 << 20));
+        assert_eq!((c.kv.event_slots, c.kv.event_bytes), (7, 3 << 20));
         let zero = Flags::try_parse_from(["shoald", "--kv-event-mb", "0"]).unwrap();
         assert!(ServerConfig::resolve(zero)
             .unwrap_err()
             .contains("--kv-event-mb"));
+    }
+
+    fn resolve_args(args: &[&str]) -> Result<ServerConfig, String> {
+        let mut all = vec!["shoald"];
+        all.extend_from_slice(args);
+        ServerConfig::resolve(Flags::try_parse_from(all).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn durations_take_units_in_flags_and_file_alike() {
+        let c = resolve_args(&[
+            "--election-timeout",
+            "2s",
+            "--heartbeat-interval",
+            "250ms",
+            "--snapshot-interval",
+            "1h",
+            "--compact-delay",
+            "1500",
+        ])
+        .unwrap();
+        assert_eq!(c.raft.election_timeout_ms, 2000);
+        assert_eq!(c.raft.heartbeat_interval_ms, 250);
+        assert_eq!(c.raft.snapshot_interval_ms, 3_600_000);
+        assert_eq!(c.compact_delay, Duration::from_millis(1500));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(
+            &path,
+            "election_timeout = \"3s\"\nheartbeat_interval = 300\nadmin_request_timeout = \"2m\"\n",
+        )
+        .unwrap();
+        let c = resolve_args(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.raft.election_timeout_ms, 3000);
+        assert_eq!(c.raft.heartbeat_interval_ms, 300);
+        assert_eq!(c.admin_limits.request_timeout, Duration::from_secs(120));
+        // A flag beats the file.
+        let c = resolve_args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--election-timeout",
+            "1s",
+        ])
+        .unwrap();
+        assert_eq!(c.raft.election_timeout_ms, 1000);
+        let e = resolve_args(&["--election-timeout", "soon"]).unwrap_err();
+        assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn wrong_configurations_are_refused_with_the_reason() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--kv-arena-mb", "0"], "--kv-arena-mb must be at least 1"),
+            (&["--kv-max-nodes", "0"], "--kv-max-nodes"),
+            (&["--kv-event-mb", "0"], "--kv-event-mb"),
+            (&["--keep-snapshots", "0"], "--keep-snapshots"),
+            (&["--heartbeat-interval", "600ms"], "--heartbeat-interval"),
+            (&["--election-timeout", "0"], "--election-timeout"),
+            (&["--admin-max-connections", "0"], "--admin-max-connections"),
+            (
+                &["--client-addr", "127.0.0.1:7001"],
+                "--raft-addr and --client-addr are both 127.0.0.1:7001",
+            ),
+            (
+                &["--initial-members", "1=127.0.0.1:7001,2=127.0.0.1:7001"],
+                "members 1 and 2 both use 127.0.0.1:7001",
+            ),
+            (
+                &[
+                    "--initial-members",
+                    "1=127.0.0.1:7001,2=127.0.0.1:7011/127.0.0.1:7002",
+                ],
+                "both use 127.0.0.1:7002",
+            ),
+            (&["--node-id", "0"], "reserved"),
+        ];
+        for (args, want) in cases {
+            let e = resolve_args(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "kv_arena_mb = 0\n").unwrap();
+        let e = resolve_args(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("--kv-arena-mb"), "{e}");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let e = resolve_args(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("no_such_key"), "{e}");
+    }
+
+    #[test]
+    fn switches_work_bare_and_with_a_value() {
+        let c = resolve_args(&["--join", "--snapshot-on-shutdown"]).unwrap();
+        assert!(c.join && c.snapshot_on_shutdown && !c.allow_addr_change);
+        let c = resolve_args(&["--join=false", "--allow-addr-change"]).unwrap();
+        assert!(!c.join && c.allow_addr_change);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "join = true\n").unwrap();
+        assert!(
+            resolve_args(&["--config", path.to_str().unwrap()])
+                .unwrap()
+                .join
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use std::net::TcpListener;
 
-use crate::storage::{DataDir, Identity};
+use crate::storage::{DataDir, Identity, IdentityCheck};
 
 pub use config::{Flags, ServerConfig};
 
@@ -44,13 +44,6 @@ pub fn run(cfg: ServerConfig) -> i32 {
         cluster_id: cfg.cluster_id,
         node_id: cfg.node_id,
         raft_addr: cfg.raft_addr.clone(),
-    };
-    let data = match DataDir::bootstrap(&cfg.data_dir, &identity) {
-        Ok(d) => d,
-        Err(e) => {
-            log::error!("cannot use data dir {}: {e}", cfg.data_dir.display());
-            return 2;
-        }
     };
     let stopping = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -82,10 +75,22 @@ pub fn run(cfg: ServerConfig) -> i32 {
             return 2;
         }
     };
-    let admin_server = match tiny_http::Server::http(&cfg.admin_addr) {
-        Ok(s) => s,
+    let admin_l = match bind("admin", &cfg.admin_addr) {
+        Ok(l) => l,
         Err(e) => {
-            log::error!("cannot listen on the admin address {}: {e}", cfg.admin_addr);
+            log::error!("{e}");
+            return 2;
+        }
+    };
+    // Ports first, then the data dir: a start that cannot listen leaves a fresh data dir
+    // without an identity (so it can still be started with other flags).
+    let check = IdentityCheck {
+        allow_addr_change: cfg.allow_addr_change,
+    };
+    let data = match DataDir::start(&cfg.data_dir, &identity, check) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("cannot use data dir {}: {e}", cfg.data_dir.display());
             return 2;
         }
     };
@@ -118,9 +123,14 @@ pub fn run(cfg: ServerConfig) -> i32 {
     {
         let view = view.clone();
         let fsync = fsync_hist.clone();
+        let limits = cfg.admin_limits;
         let spawned = std::thread::Builder::new()
             .name("shoal-admin".into())
-            .spawn(move || admin::serve(admin_server, view, fsync));
+            .spawn(move || {
+                if let Err(e) = admin::serve(admin_l, view, fsync, limits) {
+                    log::error!("the admin port stopped: {e}");
+                }
+            });
         if let Err(e) = spawned {
             log::error!("cannot start the admin thread: {e}");
             return 2;

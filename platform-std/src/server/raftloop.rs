@@ -27,14 +27,11 @@ use shoal_client::protocol::{
 };
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::fault::{Fault, FaultLog, Severity};
-use shoal_core::limits::Config;
 use shoal_core::membership::{Membership, NodeSet};
 use shoal_core::raft::{ConfigChange, ProposeError, ReadError, SyncPoint};
 use shoal_core::wire;
 use shoal_core::{GroupId, LogIndex, NodeId, Role, Term, NO_NODE};
-use shoal_kv::{
-    in_subtree, Command, EventKind, Keys, KvError, KvLimits, NodeView, Op, Pairs, WatchError,
-};
+use shoal_kv::{in_subtree, Command, EventKind, Keys, KvError, NodeView, Op, Pairs, WatchError};
 
 use super::addrbook::AddrBook;
 use super::admin::{AdminView, GroupView, PeerView};
@@ -387,11 +384,7 @@ impl RaftLoop {
         for a in book.map.values() {
             self.net.ensure_peer(a.id, &a.raft_addr);
         }
-        let mut raft = Config::server();
-        raft.election_timeout_ms = self.cfg.election_timeout_ms;
-        raft.heartbeat_interval_ms = self.cfg.heartbeat_interval_ms;
-        raft.snapshot_entries = self.cfg.snapshot_entries;
-        raft.snapshot_interval_ms = self.cfg.snapshot_interval_ms;
+        let raft = self.cfg.raft.clone();
         let ncfg = NodeConfig {
             cluster_id: self.cfg.cluster_id,
             group: g,
@@ -399,15 +392,7 @@ impl RaftLoop {
             raft,
             seed: wall_ms() ^ (self.cfg.node_id << 32) ^ u64::from(g),
         };
-        let mut limits = KvLimits::server();
-        limits.max_nodes = self.cfg.kv_max_nodes;
-        limits.arena_bytes = self.cfg.kv_arena_bytes;
-        limits.event_slots = self.cfg.kv_event_slots;
-        limits.event_bytes = self.cfg.kv_event_bytes.min(
-            self.cfg
-                .kv_arena_bytes
-                .max(limits.max_key_bytes + limits.max_value_bytes),
-        );
+        let limits = self.cfg.kv;
         let sm = KvSm::new(limits).map_err(|e| format!("group {g}: DtKV limits: {e}"))?;
         let membership = if bootstrap {
             let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();

@@ -38,6 +38,13 @@ pub enum OpenError {
         /// The data dir.
         data_dir: PathBuf,
     },
+    /// Another process holds the data dir (one process per data dir).
+    Locked {
+        /// The data dir.
+        data_dir: PathBuf,
+        /// Who holds it, as it recorded itself (pid, host, since when).
+        holder: String,
+    },
     /// The data dir belongs to another cluster.
     ClusterMismatch {
         /// The data dir.
@@ -130,6 +137,12 @@ impl fmt::Display for OpenError {
                 detail,
                 data_dir.display()
             ),
+            OpenError::Locked { data_dir, holder } => write!(
+                f,
+                "data dir {} is in use by another process ({holder}); one process per data dir: \
+                 stop that one first, or give this node its own --data-dir",
+                data_dir.display()
+            ),
             OpenError::NotInitialized { data_dir } => write!(
                 f,
                 "data dir {} has no identity file; bootstrap the node first",
@@ -166,7 +179,8 @@ impl fmt::Display for OpenError {
             } => write!(
                 f,
                 "data dir {} was created for raft address {} but this node is configured with {}; \
-                 allow the address change explicitly if the node really moved",
+                 if the node really moved, start it once with --allow-addr-change (and update its \
+                 address in the cluster)",
                 data_dir.display(),
                 on_disk,
                 configured

@@ -52,6 +52,7 @@ mod error;
 mod fsutil;
 mod hardstate;
 mod identity;
+mod lock;
 pub mod scan;
 mod seglog;
 mod segment;
@@ -70,6 +71,7 @@ use shoal_core::types::{GroupId, HardState, LogIndex, SnapshotMeta, Term};
 
 pub use error::OpenError;
 pub use identity::{Identity, IdentityCheck};
+pub use lock::{DirLock, LOCK_FILE};
 
 use self::hardstate::HardStateStore;
 pub use self::seglog::BackgroundSync;
@@ -170,11 +172,12 @@ pub fn group_dir(data_dir: &Path, group: GroupId) -> PathBuf {
     data_dir.join(format!("group-{}", group))
 }
 
-/// An opened data dir whose identity was checked.
+/// An opened data dir whose identity was checked, locked for this process while it lives.
 #[derive(Clone, Debug)]
 pub struct DataDir {
     path: PathBuf,
     identity: Identity,
+    _lock: std::sync::Arc<DirLock>,
 }
 
 impl DataDir {
@@ -182,27 +185,50 @@ impl DataDir {
     /// an identity is checked strictly instead (bootstrapping twice is harmless, bootstrapping
     /// over another node's data dir is refused).
     pub fn bootstrap(path: &Path, identity: &Identity) -> Result<DataDir, OpenError> {
+        Self::start(path, identity, IdentityCheck::default())
+    }
+
+    /// What a node does at every start: create `path` if needed, lock it for this process
+    /// (refusing if another process holds it, [`OpenError::Locked`]), then record `identity`
+    /// on a fresh data dir or check it against the stored one (see [`IdentityCheck`]).
+    pub fn start(
+        path: &Path,
+        identity: &Identity,
+        check: IdentityCheck,
+    ) -> Result<DataDir, OpenError> {
         fsutil::ensure_dir(path, true).map_err(|e| OpenError::io(path, "create data dir", e))?;
-        if identity::identity_path(path).exists() {
-            return DataDir::open(path, identity, IdentityCheck::default());
-        }
-        identity::write_identity(path, identity, true)?;
+        let lock = std::sync::Arc::new(DirLock::acquire(path)?);
+        let identity = if identity::identity_path(path).exists() {
+            identity::check_identity(path, identity, check)?
+        } else {
+            identity::write_identity(path, identity, true)?;
+            identity.clone()
+        };
         Ok(DataDir {
             path: path.to_path_buf(),
-            identity: identity.clone(),
+            identity,
+            _lock: lock,
         })
     }
 
-    /// Every later start: check that `path` belongs to `configured` (see [`IdentityCheck`]).
+    /// Every later start: lock `path` and check that it belongs to `configured` (see
+    /// [`IdentityCheck`]).
     pub fn open(
         path: &Path,
         configured: &Identity,
         check: IdentityCheck,
     ) -> Result<DataDir, OpenError> {
+        if !identity::identity_path(path).exists() {
+            return Err(OpenError::NotInitialized {
+                data_dir: path.to_path_buf(),
+            });
+        }
+        let lock = std::sync::Arc::new(DirLock::acquire(path)?);
         let identity = identity::check_identity(path, configured, check)?;
         Ok(DataDir {
             path: path.to_path_buf(),
             identity,
+            _lock: lock,
         })
     }
 

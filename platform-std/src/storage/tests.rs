@@ -1027,3 +1027,28 @@ fn the_next_segment_is_a_zero_filled_spare_prepared_in_the_background() {
     assert!(!stray.exists());
     assert_eq!(s.last_index(), next - 1);
 }
+
+#[test]
+fn a_data_dir_is_used_by_one_process_at_a_time() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("d");
+    let me = identity(1, 1, "127.0.0.1:7001");
+    let first = DataDir::start(&dir, &me, IdentityCheck::default()).expect("first start");
+    let holder = crate::storage::DirLock::holder(&dir).expect("held");
+    assert!(
+        holder.contains(&format!("pid {}", std::process::id())),
+        "{holder}"
+    );
+    let err = DataDir::start(&dir, &me, IdentityCheck::default()).expect_err("second start");
+    let text = err.to_string();
+    assert!(matches!(err, OpenError::Locked { .. }), "{text}");
+    assert!(
+        text.contains("in use by another process") && text.contains("pid"),
+        "{text}"
+    );
+    let err = DataDir::open(&dir, &me, IdentityCheck::default()).expect_err("open while held");
+    assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+    drop(first);
+    assert!(crate::storage::DirLock::holder(&dir).is_none());
+    DataDir::start(&dir, &me, IdentityCheck::default()).expect("free again");
+}

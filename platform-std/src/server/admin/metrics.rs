@@ -1,148 +1,13 @@
-//! The admin HTTP port (tiny_http on its own thread): `/health`, `/status` (JSON) and
-//! `/metrics` (Prometheus text). It reads a view the raft thread publishes every 100 ms and the
-//! fsync histogram; it never touches a group.
+//! `/metrics`: the admin view and the fsync histogram in Prometheus text format.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-use shoal_core::driver::NodeStats;
-use shoal_core::raft::RaftStats;
-use shoal_core::{GroupId, LogIndex, NodeId, Term};
+use super::{AdminCounters, AdminView, GroupView};
+use crate::server::timed::{Histogram, FSYNC_BUCKETS_US};
+use std::sync::atomic::Ordering;
 
-use super::timed::{Histogram, FSYNC_BUCKETS_US};
-
-/// One peer in `/status`.
-#[derive(Clone, Debug, Serialize)]
-pub struct PeerView {
-    /// Node id.
-    pub id: NodeId,
-    /// Raft address (from the address book).
-    pub raft_addr: String,
-    /// `voter`, `observer`, `leaving-voter`, `leaving-observer`.
-    pub role: String,
-    /// Match index as the leader sees it (leader only).
-    pub match_index: Option<LogIndex>,
-}
-
-/// One group in `/status`.
-#[derive(Clone, Debug, Serialize)]
-pub struct GroupView {
-    /// Group id.
-    pub group: GroupId,
-    /// This node's role.
-    pub role: String,
-    /// Current term.
-    pub term: Term,
-    /// Known leader (0: none).
-    pub leader: NodeId,
-    /// Commit index.
-    pub commit: LogIndex,
-    /// Applied index.
-    pub applied: LogIndex,
-    /// Last log index.
-    pub last_index: LogIndex,
-    /// Snapshot index.
-    pub snapshot_index: LogIndex,
-    /// Bytes of log segments on disk.
-    pub log_bytes: u64,
-    /// Bytes of snapshot files on disk.
-    pub snapshot_bytes: u64,
-    /// Members and per-peer match index.
-    pub members: Vec<PeerView>,
-    /// Client writes proposed by this node.
-    pub proposals: u64,
-    /// Driver counters.
-    #[serde(skip)]
-    pub node_stats: NodeStats,
-    /// Raft counters.
-    #[serde(skip)]
-    pub raft_stats: RaftStats,
-}
-
-/// What the raft thread publishes for the admin port.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct AdminView {
-    /// This node.
-    pub node_id: NodeId,
-    /// False once shutdown started.
-    pub running: bool,
-    /// Every hosted group.
-    pub groups: Vec<GroupView>,
-    /// Client connections.
-    pub clients: ClientsView,
-    /// Bytes of peer frames read but not yet taken by the raft thread.
-    pub peer_input_bytes: usize,
-}
-
-/// The client side of the node.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct ClientsView {
-    /// Connections open now.
-    pub connections: usize,
-    /// Encoded answers not yet taken by their clients.
-    pub answer_bytes_pending: usize,
-    /// Requests read but not yet handled by the raft thread.
-    pub requests_queued: usize,
-}
-
-/// Serve the admin port until the process exits.
-pub fn serve(server: tiny_http::Server, view: Arc<Mutex<AdminView>>, fsync: Arc<Histogram>) {
-    for req in server.incoming_requests() {
-        let path = req.url().split('?').next().unwrap_or("").to_string();
-        let v = view.lock().expect("admin lock").clone();
-        let (code, ctype, body) = match path.as_str() {
-            "/health" => health(&v),
-            "/status" => (
-                200,
-                "application/json",
-                serde_json::to_string_pretty(&v)
-                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
-            ),
-            "/metrics" => (200, "text/plain; version=0.0.4", metrics(&v, &fsync)),
-            "/groups" => (
-                200,
-                "application/json",
-                serde_json::to_string(&v.groups.iter().map(|g| g.group).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            ),
-            _ => (
-                404,
-                "application/json",
-                "{\"error\":\"unknown path; try /health, /status, /metrics, /groups\"}".into(),
-            ),
-        };
-        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
-            .expect("static header is valid");
-        let resp = tiny_http::Response::from_string(body)
-            .with_status_code(code)
-            .with_header(header);
-        if let Err(e) = req.respond(resp) {
-            log::debug!("admin answer not sent: {e}");
-        }
-    }
-}
-
-fn health(v: &AdminView) -> (u16, &'static str, String) {
-    let leaderless: Vec<GroupId> = v
-        .groups
-        .iter()
-        .filter(|g| g.leader == 0)
-        .map(|g| g.group)
-        .collect();
-    let ok = v.running && !v.groups.is_empty() && leaderless.is_empty();
-    let body = serde_json::json!({
-        "status": if ok { "ok" } else { "unavailable" },
-        "node_id": v.node_id,
-        "running": v.running,
-        "groups": v.groups.len(),
-        "groups_without_leader": leaderless,
-    })
-    .to_string();
-    (if ok { 200 } else { 503 }, "application/json", body)
-}
-
-fn metrics(v: &AdminView, fsync: &Histogram) -> String {
+/// Render every metric family.
+pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) -> String {
     let mut s = String::new();
     let mut family = |name: &str, help: &str, kind: &str, f: &dyn Fn(&GroupView) -> u64| {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -312,21 +177,47 @@ fn metrics(v: &AdminView, fsync: &Histogram) -> String {
     );
     let mut cum = 0u64;
     for (i, b) in FSYNC_BUCKETS_US.iter().enumerate() {
-        cum += fsync.buckets[i].load(std::sync::atomic::Ordering::Relaxed);
+        cum += fsync.buckets[i].load(Ordering::Relaxed);
         let _ = writeln!(
             s,
             "shoal_fsync_seconds_bucket{{le=\"{}\"}} {cum}",
             *b as f64 / 1e6
         );
     }
-    cum += fsync.buckets[FSYNC_BUCKETS_US.len()].load(std::sync::atomic::Ordering::Relaxed);
+    cum += fsync.buckets[FSYNC_BUCKETS_US.len()].load(Ordering::Relaxed);
     let _ = writeln!(s, "shoal_fsync_seconds_bucket{{le=\"+Inf\"}} {cum}");
-    let sum = fsync.sum_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+    let sum = fsync.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
     let _ = writeln!(s, "shoal_fsync_seconds_sum {sum}");
     let _ = writeln!(
         s,
         "shoal_fsync_seconds_count {}",
-        fsync.count.load(std::sync::atomic::Ordering::Relaxed)
+        fsync.count.load(Ordering::Relaxed)
     );
+    admin_metrics(&mut s, admin);
     s
+}
+
+fn admin_metrics(s: &mut String, admin: &AdminCounters) {
+    let _ = writeln!(
+        s,
+        "# HELP shoal_admin_connections Admin HTTP connections open (at most --admin-max-connections).\n# TYPE shoal_admin_connections gauge\nshoal_admin_connections {}",
+        admin.connections.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_admin_requests_total Admin HTTP requests answered.\n# TYPE shoal_admin_requests_total counter\nshoal_admin_requests_total {}",
+        admin.requests.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_admin_refused_total Admin HTTP requests refused, by reason.\n# TYPE shoal_admin_refused_total counter"
+    );
+    for (i, r) in super::http::Refusal::ALL.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "shoal_admin_refused_total{{reason=\"{}\"}} {}",
+            r.label(),
+            admin.refused[i].load(Ordering::Relaxed)
+        );
+    }
 }

@@ -1,0 +1,164 @@
+//! The admin HTTP port (a bounded HTTP/1.1 server on its own thread, [`http`]): `/health`, `/status` (JSON) and
+//! `/metrics` (Prometheus text). It reads a view the raft thread publishes every 100 ms and the
+//! fsync histogram; it never touches a group.
+
+pub mod http;
+mod metrics;
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use shoal_core::driver::NodeStats;
+use shoal_core::raft::RaftStats;
+use shoal_core::{GroupId, LogIndex, NodeId, Term};
+
+use super::timed::Histogram;
+pub use http::{AdminCounters, AdminLimits, Answer, Routes};
+
+/// One peer in `/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerView {
+    /// Node id.
+    pub id: NodeId,
+    /// Raft address (from the address book).
+    pub raft_addr: String,
+    /// `voter`, `observer`, `leaving-voter`, `leaving-observer`.
+    pub role: String,
+    /// Match index as the leader sees it (leader only).
+    pub match_index: Option<LogIndex>,
+}
+
+/// One group in `/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupView {
+    /// Group id.
+    pub group: GroupId,
+    /// This node's role.
+    pub role: String,
+    /// Current term.
+    pub term: Term,
+    /// Known leader (0: none).
+    pub leader: NodeId,
+    /// Commit index.
+    pub commit: LogIndex,
+    /// Applied index.
+    pub applied: LogIndex,
+    /// Last log index.
+    pub last_index: LogIndex,
+    /// Snapshot index.
+    pub snapshot_index: LogIndex,
+    /// Bytes of log segments on disk.
+    pub log_bytes: u64,
+    /// Bytes of snapshot files on disk.
+    pub snapshot_bytes: u64,
+    /// Members and per-peer match index.
+    pub members: Vec<PeerView>,
+    /// Client writes proposed by this node.
+    pub proposals: u64,
+    /// Driver counters.
+    #[serde(skip)]
+    pub node_stats: NodeStats,
+    /// Raft counters.
+    #[serde(skip)]
+    pub raft_stats: RaftStats,
+}
+
+/// What the raft thread publishes for the admin port.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AdminView {
+    /// This node.
+    pub node_id: NodeId,
+    /// False once shutdown started.
+    pub running: bool,
+    /// Every hosted group.
+    pub groups: Vec<GroupView>,
+    /// Client connections.
+    pub clients: ClientsView,
+    /// Bytes of peer frames read but not yet taken by the raft thread.
+    pub peer_input_bytes: usize,
+}
+
+/// The client side of the node.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ClientsView {
+    /// Connections open now.
+    pub connections: usize,
+    /// Encoded answers not yet taken by their clients.
+    pub answer_bytes_pending: usize,
+    /// Requests read but not yet handled by the raft thread.
+    pub requests_queued: usize,
+}
+
+/// The admin port's application: answers from the published view.
+struct AdminRoutes {
+    view: Arc<Mutex<AdminView>>,
+    fsync: Arc<Histogram>,
+    counters: Arc<AdminCounters>,
+}
+
+impl Routes for AdminRoutes {
+    fn get(&self, path: &str) -> Answer {
+        let v = self.view.lock().expect("admin lock").clone();
+        let json = |body: String| Answer {
+            status: 200,
+            content_type: "application/json",
+            body,
+        };
+        match path {
+            "/health" => health(&v),
+            "/status" => json(
+                serde_json::to_string_pretty(&v)
+                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+            ),
+            "/metrics" => Answer {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: metrics::render(&v, &self.fsync, &self.counters),
+            },
+            "/groups" => json(
+                serde_json::to_string(&v.groups.iter().map(|g| g.group).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            ),
+            _ => Answer::error(404, "unknown path; try /health, /status, /metrics, /groups"),
+        }
+    }
+}
+
+/// Serve the admin port until the process exits (call on a thread of its own).
+pub fn serve(
+    listener: std::net::TcpListener,
+    view: Arc<Mutex<AdminView>>,
+    fsync: Arc<Histogram>,
+    limits: AdminLimits,
+) -> std::io::Result<()> {
+    let counters = Arc::new(AdminCounters::default());
+    let routes = AdminRoutes {
+        view,
+        fsync,
+        counters: counters.clone(),
+    };
+    http::serve(listener, routes, limits, counters)
+}
+
+fn health(v: &AdminView) -> Answer {
+    let leaderless: Vec<GroupId> = v
+        .groups
+        .iter()
+        .filter(|g| g.leader == 0)
+        .map(|g| g.group)
+        .collect();
+    let ok = v.running && !v.groups.is_empty() && leaderless.is_empty();
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "node_id": v.node_id,
+        "running": v.running,
+        "groups": v.groups.len(),
+        "groups_without_leader": leaderless,
+    })
+    .to_string();
+    Answer {
+        status: if ok { 200 } else { 503 },
+        content_type: "application/json",
+        body,
+    }
+}

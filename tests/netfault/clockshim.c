@@ -1,0 +1,111 @@
+/*
+ * clockshim: an LD_PRELOAD library that makes a process's clocks run at another rate, for
+ * Shoal's clock-skew fault tests.
+ *
+ *   SHOAL_CLOCK_RATE=0.25            clocks advance at a quarter of real speed from the start
+ *   SHOAL_CLOCK_RATE_FILE=/tmp/rate  the rate is read from this file (a decimal number) and
+ *                                    re-read every 20 ms of real time, so a test can change it
+ *                                    while the process runs
+ *
+ * Every clock read through clock_gettime (Rust's Instant and SystemTime, timers built on them)
+ * continues from where it stands when the rate changes: time never jumps or runs backwards,
+ * it only runs faster or slower. Built by the test harness with the system C compiler:
+ *   cc -shared -fPIC -O2 -o clockshim.so clockshim.c -ldl -lpthread
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define CLOCKS 12
+#define RECHECK_NS 20000000LL
+
+typedef int (*clock_fn)(clockid_t, struct timespec *);
+
+static clock_fn real_clock_gettime;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static double rate = 1.0;
+static const char *rate_file;
+static long long last_check_ns = -1;
+/* Per clock: the real and the shown time at the last rate change (or first use). */
+static long long base_real[CLOCKS];
+static long long base_shown[CLOCKS];
+static int started[CLOCKS];
+
+static long long to_ns(const struct timespec *t) {
+    return (long long)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+static void from_ns(long long ns, struct timespec *t) {
+    t->tv_sec = ns / 1000000000LL;
+    t->tv_nsec = ns % 1000000000LL;
+}
+
+static double read_rate(double fallback) {
+    FILE *f = fopen(rate_file, "r");
+    double r = fallback;
+    if (f) {
+        if (fscanf(f, "%lf", &r) != 1 || r <= 0.0) {
+            r = fallback;
+        }
+        fclose(f);
+    }
+    return r;
+}
+
+static void init(void) {
+    real_clock_gettime = (clock_fn)dlsym(RTLD_NEXT, "clock_gettime");
+    const char *r = getenv("SHOAL_CLOCK_RATE");
+    if (r) {
+        double v = atof(r);
+        if (v > 0.0) {
+            rate = v;
+        }
+    }
+    rate_file = getenv("SHOAL_CLOCK_RATE_FILE");
+}
+
+/* Re-base every started clock at the current instant, so a new rate continues smoothly. */
+static void rebase(double next) {
+    for (int c = 0; c < CLOCKS; c++) {
+        if (!started[c]) {
+            continue;
+        }
+        struct timespec now;
+        real_clock_gettime((clockid_t)c, &now);
+        long long real = to_ns(&now);
+        base_shown[c] += (long long)((double)(real - base_real[c]) * rate);
+        base_real[c] = real;
+    }
+    rate = next;
+}
+
+int clock_gettime(clockid_t id, struct timespec *tp) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init);
+    int rc = real_clock_gettime(id, tp);
+    if (rc != 0 || id < 0 || id >= CLOCKS) {
+        return rc;
+    }
+    long long real = to_ns(tp);
+    pthread_mutex_lock(&lock);
+    if (rate_file && (last_check_ns < 0 || real - last_check_ns >= RECHECK_NS ||
+                      real < last_check_ns)) {
+        last_check_ns = real;
+        double next = read_rate(rate);
+        if (next != rate) {
+            rebase(next);
+        }
+    }
+    if (!started[id]) {
+        started[id] = 1;
+        base_real[id] = real;
+        base_shown[id] = real;
+    }
+    long long shown = base_shown[id] + (long long)((double)(real - base_real[id]) * rate);
+    pthread_mutex_unlock(&lock);
+    from_ns(shown, tp);
+    return 0;
+}
