@@ -1,0 +1,582 @@
+//! The raft thread: owns every group (driver, storage, DtKV, pending client requests) and runs
+//! the batch loop — wait for one input, drain every input that is ready, tick, then `flush` each
+//! group **once** (group commit) and answer whatever the flush decided.
+//!
+//! Client connections are served on this thread too ([`super::clients`]): their reader tasks
+//! run on a local executor between batches and queue decoded requests in the hub; answers are
+//! encoded into each connection's buffer and written once per batch. Peer frames arrive through
+//! a channel from the peer threads ([`super::net`]). The only blocking call is the storage sync
+//! of a flush, and while it runs the kernel keeps gathering the next batch in socket buffers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_io::{Async, Timer};
+use futures_lite::StreamExt;
+use smol::channel::{Receiver, Sender};
+use smol::LocalExecutor;
+
+use shoal_client::protocol::{
+    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
+    StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
+};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
+use shoal_core::fault::{Fault, FaultLog, Severity};
+use shoal_core::membership::{Membership, NodeSet};
+use shoal_core::raft::{ConfigChange, ProposeError, ReadError, SyncPoint};
+use shoal_core::wire;
+use shoal_core::{GroupId, LogIndex, NodeId, Role, Term, NO_NODE};
+use shoal_kv::{in_subtree, Command, EventKind, Keys, KvError, NodeView, Op, Pairs, WatchError};
+
+mod group;
+mod members;
+mod requests;
+
+use group::*;
+use members::*;
+use requests::*;
+
+use super::addrbook::AddrBook;
+use super::admin::{AdminView, GroupView, PeerView};
+use super::clients::{self, ClientInput, Hub, Reply};
+use super::config::{parse_addr_pair, ServerConfig};
+use super::kvsm::{encode_addr_entry, GroupOutput, KvSm, MemberAddr};
+use super::net::{Net, PeerFrame, PeerTransport};
+use super::timed::{Histogram, TimedStorage};
+use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
+
+type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;
+
+/// Bytes of each group's frame/apply buffer: the largest entry plus framing.
+const NODE_BUF_BYTES: usize = (1 << 20) + 8192;
+/// Shortest time between two expiry proposals of one group.
+const EXPIRE_EVERY_MS: u64 = 50;
+/// Background log fdatasyncs one group may have running at once (and threads running them).
+const MAX_SYNCS_INFLIGHT: usize = 2;
+/// Milliseconds between two ticks of every group.
+const TICK_MS: u64 = 5;
+/// Most inputs handled before a flush (bounds latency under a flood).
+const MAX_BATCH_INPUTS: usize = 16384;
+/// Events of one flush above which the freed heap is handed back to the OS afterwards (a
+/// catch-up applying a long log at once; ~170 bytes each).
+const TRIM_AFTER_EVENTS: usize = 20_000;
+
+/// Everything the raft thread owns.
+pub struct RaftLoop {
+    cfg: ServerConfig,
+    data: DataDir,
+    net: Arc<Net>,
+    rx: Receiver<PeerFrame>,
+    /// Client connections and their queued requests.
+    hub: Rc<Hub>,
+    /// Log fdatasyncs for the sync threads, and their results.
+    sync_jobs: Sender<SyncJob>,
+    synced: Receiver<SyncDone>,
+    /// Boxed (and built in the box): a `Group` holds its driver inline (tens of KiB), and a
+    /// B-tree node of inline values made every insert/remove use a stack frame of hundreds of
+    /// KiB.
+    groups: BTreeMap<GroupId, Box<Group>>,
+    start: Instant,
+    fsync_hist: Arc<Histogram>,
+    admin: Arc<Mutex<AdminView>>,
+    last_view: Instant,
+    last_sizes: Instant,
+    sizes: HashMap<GroupId, (u64, u64)>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    draining: bool,
+    /// Peer frames refused before they reached a group (they do not decode, or name a group
+    /// this node does not host); each group's driver counts its own.
+    peer_faults: FaultLog,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl RaftLoop {
+    /// Open every group in the data dir (creating group 0 on first start).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        cfg: ServerConfig,
+        data: DataDir,
+        net: Arc<Net>,
+        rx: Receiver<PeerFrame>,
+        fsync_hist: Arc<Histogram>,
+        admin: Arc<Mutex<AdminView>>,
+        stopping: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<RaftLoop, String> {
+        let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone())?;
+        let mut me = RaftLoop {
+            sync_jobs,
+            synced,
+            cfg,
+            data,
+            net,
+            rx,
+            hub: Hub::new(),
+            groups: BTreeMap::new(),
+            start: Instant::now(),
+            fsync_hist,
+            admin,
+            last_view: Instant::now() - Duration::from_secs(10),
+            last_sizes: Instant::now() - Duration::from_secs(10),
+            sizes: HashMap::new(),
+            stopping,
+            draining: false,
+            peer_faults: FaultLog::new(),
+        };
+        let mut ids = vec![0];
+        let entries = std::fs::read_dir(me.data.path())
+            .map_err(|e| format!("cannot list {}: {e}", me.data.path().display()))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(n) = name.strip_prefix("group-") {
+                if let Ok(g) = n.parse::<GroupId>() {
+                    if g != 0 {
+                        ids.push(g);
+                    }
+                }
+            }
+        }
+        for g in ids {
+            let members: Vec<MemberAddr> = if g == 0 {
+                me.cfg
+                    .initial_members
+                    .iter()
+                    .map(|m| MemberAddr {
+                        id: m.id,
+                        raft_addr: m.raft_addr.clone(),
+                        client_addr: m.client_addr.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let bootstrap = g == 0 && !me.cfg.join;
+            me.open_group(g, &members, bootstrap)?;
+        }
+        me.refresh_hello();
+        Ok(me)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    fn open_group(
+        &mut self,
+        g: GroupId,
+        members: &[MemberAddr],
+        bootstrap: bool,
+    ) -> Result<(), String> {
+        let opts = StorageOptions {
+            fsync: self.cfg.fsync,
+            keep_snapshots: self.cfg.keep_snapshots,
+            compact_delay: self.cfg.compact_delay,
+            prefill_segments: self.cfg.prefill_segments,
+            ..StorageOptions::default()
+        };
+        let store = self.data.open_group(g, &opts).map_err(|e| e.to_string())?;
+        let dir = group_dir(self.data.path(), g);
+        let mut book = AddrBook::load(&dir)?;
+        for m in members {
+            book.upsert(m.clone())?;
+        }
+        for a in book.map.values() {
+            self.net.ensure_peer(a.id, &a.raft_addr);
+        }
+        let raft = self.cfg.raft.clone();
+        let ncfg = NodeConfig {
+            cluster_id: self.cfg.cluster_id,
+            group: g,
+            node_id: self.cfg.node_id,
+            raft,
+            seed: wall_ms() ^ (self.cfg.node_id << 32) ^ u64::from(g),
+        };
+        let limits = self.cfg.kv;
+        let sm = KvSm::new(limits).map_err(|e| format!("group {g}: DtKV limits: {e}"))?;
+        let membership = if bootstrap {
+            let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+            Some(Membership::new(&ids, &[]).map_err(|e| format!("group {g}: members: {e}"))?)
+        } else {
+            None
+        };
+        let store = TimedStorage::new(store, self.fsync_hist.clone());
+        let transport = self.net.transport();
+        let now = self.now_ms();
+        // Built where it lives: a `Node` returned by value took ~190 KiB of stack frames
+        // (`open_group` + `Node::new`), resident for the life of the main thread.
+        let mut slot: Box<MaybeUninit<Group>> = Box::new_uninit();
+        let init = |slot: &mut MaybeUninit<Group>| -> Result<(), NodeError> {
+            shoal_core::write_fields!(slot, Group {
+                id: g,
+                node in |n| Node::init(
+                    n,
+                    ncfg,
+                    NodeParts::new(store, transport, sm, vec![0u8; NODE_BUF_BYTES]),
+                    now,
+                    membership.as_ref(),
+                ),
+                book: book,
+                pending_writes: HashMap::new(),
+                index_reads: VecDeque::new(),
+                lease_reads: Vec::new(),
+                watches: Vec::new(),
+                member_op: None,
+                last_expire_ms: 0,
+                expire_index: 0,
+                proposals: 0,
+                syncs_inflight: 0,
+                sync_started_upto: 0,
+                dir: dir,
+            });
+            Ok(())
+        };
+        init(&mut slot).map_err(|e| format!("group {g}: cannot start: {e}"))?;
+        // SAFETY: `init` returned Ok, so `write_fields!` wrote every field of the slot.
+        let group = unsafe { slot.assume_init() };
+        let node = &group.node;
+        log::info!(
+            "group {g}: started at term {}, last index {}, members {:?}",
+            node.raft().term(),
+            node.raft().last_index(),
+            node.raft().membership().all().as_slice()
+        );
+        self.groups.insert(g, group);
+        Ok(())
+    }
+
+    /// Serve client connections from `clients` and run until shutdown. Returns the process
+    /// exit code.
+    pub fn run(mut self, clients: Async<std::net::TcpListener>) -> i32 {
+        let ex = Rc::new(LocalExecutor::new());
+        ex.spawn(clients::accept_loop(self.hub.clone(), ex.clone(), clients))
+            .detach();
+        async_io::block_on(self.serve(&ex))
+    }
+
+    /// The batch loop: run the connection tasks that are ready, take every queued input, tick,
+    /// flush each group once, write the answers; wait only when there is nothing to do.
+    async fn serve(&mut self, ex: &LocalExecutor<'static>) -> i32 {
+        let mut last_tick = 0;
+        let mut ticker = Timer::interval(Duration::from_millis(TICK_MS));
+        loop {
+            while ex.try_tick() {}
+            let mut n = self.take_inputs();
+            let mut now = self.now_ms();
+            if n == 0 && now < last_tick + TICK_MS {
+                // Nothing to do: wait for a connection task to become ready (a request was
+                // read), a peer frame or the tick. The reactor is polled only here and after
+                // each batch.
+                enum Woke {
+                    Task,
+                    Peer(Option<PeerFrame>),
+                    Synced(Option<SyncDone>),
+                    Tick,
+                }
+                let (rx, synced) = (&self.rx, &self.synced);
+                let woke = futures_lite::future::or(
+                    futures_lite::future::or(
+                        async {
+                            ex.tick().await;
+                            Woke::Task
+                        },
+                        async { Woke::Peer(rx.recv().await.ok()) },
+                    ),
+                    futures_lite::future::or(
+                        async { Woke::Synced(synced.recv().await.ok()) },
+                        async {
+                            ticker.next().await;
+                            Woke::Tick
+                        },
+                    ),
+                )
+                .await;
+                match woke {
+                    Woke::Peer(Some(frame)) => {
+                        self.peer_frame(frame);
+                        n += 1;
+                    }
+                    Woke::Synced(Some(done)) => {
+                        self.sync_done(done);
+                        n += 1;
+                    }
+                    Woke::Peer(None) | Woke::Synced(None) | Woke::Task => continue,
+                    Woke::Tick => {}
+                }
+                now = self.now_ms();
+            }
+            if now >= last_tick + TICK_MS {
+                last_tick = now;
+                for g in self.groups.values_mut() {
+                    if let Err(e) = g.node.tick(now) {
+                        log::error!("group {}: tick failed: {e}; stopping", g.id);
+                        return 1;
+                    }
+                }
+            }
+            if let Err(code) = self.flush_all() {
+                return code;
+            }
+            self.hub.write_out();
+            if self.stopping.load(Ordering::Relaxed) && !self.draining {
+                return self.shutdown(ex).await;
+            }
+            // Let the reactor see the sockets (one non-blocking poll) before the next batch.
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    /// Handle every queued peer frame and client request (up to [`MAX_BATCH_INPUTS`]).
+    fn take_inputs(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(done) = self.synced.try_recv() {
+            self.sync_done(done);
+            n += 1;
+        }
+        while n < MAX_BATCH_INPUTS {
+            let mut took = false;
+            if let Ok(frame) = self.rx.try_recv() {
+                self.peer_frame(frame);
+                n += 1;
+                took = true;
+            }
+            if let Some(input) = self.hub.pop() {
+                self.handle_client_input(input);
+                n += 1;
+                took = true;
+            }
+            if !took {
+                break;
+            }
+        }
+        n
+    }
+
+    async fn shutdown(&mut self, ex: &LocalExecutor<'static>) -> i32 {
+        log::info!("shutting down: refusing new requests, failing in-flight ones");
+        self.draining = true;
+        self.net.stopping.store(true, Ordering::Relaxed);
+        self.hub.stop_accepting();
+        let now = self.now_ms();
+        let snapshot = self.cfg.snapshot_on_shutdown;
+        for g in self.groups.values_mut() {
+            fail_all(g, "shutting down");
+            if snapshot {
+                match g.node.snapshot_now(now) {
+                    Ok(Some(i)) => log::info!("group {}: snapshot at index {i}", g.id),
+                    Ok(None) => {}
+                    Err(e) => log::error!("group {}: snapshot on shutdown failed: {e}", g.id),
+                }
+            }
+        }
+        // Answer what is still queued, and let the answers leave.
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            while ex.try_tick() {}
+            let n = self.take_inputs();
+            self.hub.write_out();
+            if n == 0 {
+                Timer::after(Duration::from_millis(10)).await;
+            } else {
+                futures_lite::future::yield_now().await;
+            }
+        }
+        for (_, g) in std::mem::take(&mut self.groups) {
+            let mut store = g.node.into_parts().store;
+            if let Err(e) = shoal_core::storage::Storage::sync(&mut store) {
+                log::error!("group {}: final sync failed: {e}", g.id);
+                return 1;
+            }
+        }
+        log::info!("stopped cleanly");
+        0
+    }
+
+    fn refresh_hello(&self) {
+        let mut all = NodeSet::new();
+        let mut joining = false;
+        for g in self.groups.values() {
+            let m = g.node.raft().membership().all();
+            if m.is_empty() {
+                joining = true;
+            }
+            for id in m {
+                if !all.contains(&id) && all.push(id).is_err() {
+                    joining = true;
+                }
+            }
+        }
+        if joining {
+            all.clear();
+        }
+        let mut h = self.net.hello.lock().expect("hello lock");
+        if h.members != all {
+            h.members = all;
+        }
+    }
+}
+
+impl RaftLoop {
+    // ----- the batch boundary ----------------------------------------------------------------------
+
+    fn flush_all(&mut self) -> Result<(), i32> {
+        let now = self.now_ms();
+        let wall = wall_ms();
+        let mut new_peers: Vec<MemberAddr> = Vec::new();
+        let mut members_changed = false;
+        let mut big_batch = false;
+        let defer = self.cfg.fsync == FsyncMode::Always;
+        let jobs = &self.sync_jobs;
+        for g in self.groups.values_mut() {
+            let mut events = Vec::new();
+            let before = g.node.raft().membership().clone();
+            if let Err(e) = flush_group(g, now, defer, jobs, &mut events) {
+                log::error!("group {}: fatal: {e}; stopping", g.id);
+                return Err(1);
+            }
+            big_batch |= events.len() > TRIM_AFTER_EVENTS;
+            for ev in events {
+                match ev {
+                    Event::Applied {
+                        index,
+                        term,
+                        output,
+                    } => match output {
+                        GroupOutput::Kv(applied) => {
+                            if let Some((t, reply)) = g.pending_writes.remove(&index) {
+                                if t == term {
+                                    reply.send(Response::Written {
+                                        index,
+                                        result: applied.result,
+                                    });
+                                } else {
+                                    reply.send(unavailable(
+                                        "the write was overwritten by a new leader; retry with the same session",
+                                    ));
+                                }
+                            }
+                        }
+                        GroupOutput::Addr(Some(a)) => match g.book.upsert(a.clone()) {
+                            Ok(true) => new_peers.push(a),
+                            Ok(false) => {}
+                            Err(e) => log::error!("group {}: {e}", g.id),
+                        },
+                        GroupOutput::Addr(None) => {
+                            log::warn!("group {}: address entry {index} does not decode", g.id)
+                        }
+                    },
+                    Event::ReadReady { upto, .. } => {
+                        while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
+                            let (_, reply, req) = g.index_reads.pop_front().expect("checked");
+                            reply.send(serve_read(g.node.state_machine(), &req));
+                        }
+                    }
+                    Event::ReadFailed { upto } => {
+                        while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
+                            let (_, reply, _) = g.index_reads.pop_front().expect("checked");
+                            reply.send(unavailable(
+                                "the read could not be confirmed (leadership changed or no quorum); retry",
+                            ));
+                        }
+                    }
+                    Event::RoleChanged { role, term, leader } => {
+                        log::info!(
+                            "group {}: {} in term {term}, leader {leader}",
+                            g.id,
+                            role_name(role)
+                        );
+                        if role != Role::Leader {
+                            for (_, reply, _) in g.lease_reads.drain(..) {
+                                reply.send(unavailable("leadership lost; retry"));
+                            }
+                        }
+                    }
+                    Event::Snapshot { index } => {
+                        log::info!("group {}: snapshot taken at index {index}", g.id);
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => {}
+                }
+            }
+            if g.node.raft().membership() != &before {
+                members_changed = true;
+            }
+            after_flush(g, now, wall);
+        }
+        if big_batch {
+            super::release_freed_memory();
+        }
+        for a in new_peers {
+            self.net.ensure_peer(a.id, &a.raft_addr);
+        }
+        // Cheap (a compare under a lock); config entries may also come from after_flush.
+        let _ = members_changed;
+        self.refresh_hello();
+        if self.last_view.elapsed() >= Duration::from_millis(100) {
+            self.last_view = Instant::now();
+            self.publish_view();
+        }
+        Ok(())
+    }
+
+    fn publish_view(&mut self) {
+        if self.last_sizes.elapsed() >= Duration::from_secs(1) {
+            self.last_sizes = Instant::now();
+            for g in self.groups.values() {
+                let log = dir_bytes(&g.dir.join("log"));
+                let snap = dir_bytes(&g.dir.join("snap"));
+                self.sizes.insert(g.id, (log, snap));
+            }
+        }
+        let node_id = self.cfg.node_id;
+        let groups = self
+            .groups
+            .values()
+            .map(|g| {
+                let st = status(g, node_id);
+                let (log_bytes, snapshot_bytes) = self.sizes.get(&g.id).copied().unwrap_or((0, 0));
+                let r = g.node.raft();
+                GroupView {
+                    group: g.id,
+                    role: st.role.clone(),
+                    term: st.term,
+                    leader: st.leader,
+                    commit: st.commit,
+                    applied: st.applied,
+                    last_index: st.last_index,
+                    snapshot_index: st.snapshot_index,
+                    log_bytes,
+                    snapshot_bytes,
+                    members: st
+                        .members
+                        .iter()
+                        .map(|m| PeerView {
+                            id: m.id,
+                            raft_addr: m.raft_addr.clone(),
+                            role: m.role.clone(),
+                            match_index: m.match_index,
+                        })
+                        .collect(),
+                    proposals: g.proposals,
+                    node_stats: g.node.stats(),
+                    raft_stats: r.stats(),
+                }
+            })
+            .collect();
+        let mut v = self.admin.lock().expect("admin lock");
+        v.node_id = node_id;
+        v.running = !self.draining;
+        v.groups = groups;
+        v.clients = self.hub.view();
+        v.peer_input_bytes = self.net.input_bytes();
+    }
+}

@@ -1,0 +1,496 @@
+//! Client requests on the raft thread: writes, reads in each mode, status, and the answers
+//! and errors they turn into.
+
+use super::*;
+
+pub(super) fn unavailable(msg: &str) -> Response {
+    Response::Unavailable {
+        message: msg.to_string(),
+    }
+}
+
+pub(super) fn error(code: ErrorCode, message: String) -> Response {
+    Response::Error {
+        code,
+        kv: None,
+        message,
+    }
+}
+
+pub(super) fn kv_error(e: KvError) -> Response {
+    Response::Error {
+        code: ErrorCode::Kv,
+        kv: Some(e),
+        message: e.to_string(),
+    }
+}
+
+pub(super) fn node_info(v: &NodeView<'_>) -> NodeInfo {
+    NodeInfo {
+        key: v.key.to_vec(),
+        kind: v.kind,
+        value: v.value.to_vec(),
+        create_index: v.create_index,
+        update_index: v.update_index,
+        owner: v.owner,
+        deadline_ms: v.deadline_ms,
+        fence: v.fence,
+        count: v.count,
+    }
+}
+
+pub(super) fn event_kind_name(k: EventKind) -> &'static str {
+    match k {
+        EventKind::Put => "put",
+        EventKind::Remove => "remove",
+        EventKind::Mkdir => "mkdir",
+        EventKind::Expired => "expire",
+        EventKind::TtlUpdated => "ttl-updated",
+        EventKind::LockAcquired => "lock-acquired",
+        EventKind::LockQueued => "lock-queued",
+        EventKind::LockReleased => "lock-released",
+        EventKind::LockExpired => "lock-expired",
+        EventKind::LockWaitDropped => "lock-wait-dropped",
+        EventKind::LeaseUpdated => "lease-updated",
+    }
+}
+
+/// The role name used by status and metrics.
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+        Role::Observer => "observer",
+    }
+}
+
+pub(super) fn serve_read(sm: &KvSm, req: &ReadReq) -> Response {
+    let kv = sm.store();
+    let index = kv.applied_index_public();
+    match req {
+        ReadReq::Get(key) => match kv.get(key) {
+            Ok(v) => Response::Node {
+                index,
+                node: Some(node_info(&v)),
+            },
+            Err(KvError::NotFound) => Response::Node { index, node: None },
+            Err(e) => kv_error(e),
+        },
+        ReadReq::BatchGet(keys) => {
+            let mut nodes = Vec::with_capacity(keys.len());
+            let mut failed = None;
+            kv.batch_get(keys.iter().map(|k| k.as_slice()), |_, r| match r {
+                Ok(v) => nodes.push(Some(node_info(&v))),
+                Err(KvError::NotFound) => nodes.push(None),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    nodes.push(None)
+                }
+            });
+            match failed {
+                Some(e) => kv_error(e),
+                None => Response::Nodes { index, nodes },
+            }
+        }
+        ReadReq::List(key) => {
+            let mut children = Vec::new();
+            match kv.list(key, |v| children.push(node_info(&v))) {
+                Ok(_) => Response::Children { index, children },
+                Err(e) => kv_error(e),
+            }
+        }
+    }
+}
+
+/// `applied_index` through the trait, under a name that does not need the trait in scope.
+pub(super) trait AppliedIndex {
+    fn applied_index_public(&self) -> LogIndex;
+}
+impl<M: shoal_kv::KvMemory> AppliedIndex for shoal_kv::DtKv<M> {
+    fn applied_index_public(&self) -> LogIndex {
+        shoal_core::io::StateMachine::applied_index(self)
+    }
+}
+
+impl RaftLoop {
+    // ----- inputs --------------------------------------------------------------------------------
+
+    /// A background fdatasync finished: the group's leader may count its own log now.
+    pub(super) fn sync_done(&mut self, done: SyncDone) {
+        let SyncDone { job, result } = done;
+        let Some(g) = self.groups.get_mut(&job.group) else {
+            return;
+        };
+        g.syncs_inflight -= 1;
+        if let Err(e) = result {
+            // The page cache's state is unknown after a failed fdatasync; retrying is unsafe.
+            log::error!("group {}: fatal: {e}; stopping", g.id);
+            std::process::exit(1);
+        }
+        g.node.storage_mut().inner.background_synced(&job.sync);
+        g.node.log_persisted(job.at);
+    }
+
+    pub(super) fn handle_client_input(&mut self, input: ClientInput) {
+        match input {
+            ClientInput::Request(conn, frame) => self.handle_client(conn, frame),
+            ClientInput::Closed(conn) => {
+                for g in self.groups.values_mut() {
+                    g.watches.retain(|w| w.reply.conn.id != conn);
+                }
+            }
+        }
+    }
+
+    /// A peer frame the peer threads handed over: make room for more, then handle it.
+    pub(super) fn peer_frame(&mut self, frame: PeerFrame) {
+        self.net.taken(frame.len());
+        self.handle_peer(&frame);
+    }
+
+    pub(super) fn handle_peer(&mut self, bytes: &[u8]) {
+        // Decoded (and checksummed) once: the header routes it, the group's driver takes it.
+        // A frame that is refused is counted and dropped (the core's failure policy); only a
+        // local durability fault stops the node.
+        let now = self.now_ms();
+        let (frame, used) = match wire::decode(bytes) {
+            Ok(decoded) => decoded,
+            Err(_) => return self.peer_faults.refuse(now, Fault::BadFrame),
+        };
+        let group = frame.header.group;
+        let Some(g) = self.groups.get_mut(&group) else {
+            return self.peer_faults.refuse(now, Fault::WrongGroup);
+        };
+        if let Err(e) = g.node.handle_decoded(now, &frame, used) {
+            log::error!("group {group}: fatal: {e}; stopping");
+            std::process::exit(1);
+        }
+    }
+
+    pub(super) fn handle_client(&mut self, conn: Rc<clients::Conn>, frame: RequestFrame) {
+        let reply = Reply { conn, id: frame.id };
+        if frame.version != PROTOCOL_VERSION {
+            reply.send(Response::Error {
+                code: ErrorCode::UnsupportedVersion,
+                kv: None,
+                message: format!(
+                    "protocol version {} is not supported; this server speaks {}",
+                    frame.version, PROTOCOL_VERSION
+                ),
+            });
+            return;
+        }
+        if self.draining {
+            reply.send(unavailable("shutting down"));
+            return;
+        }
+        let gid = frame.group;
+        match frame.request {
+            Request::GroupList => {
+                reply.send(Response::Groups(self.groups.keys().copied().collect()));
+                return;
+            }
+            Request::GroupCreate { members } => {
+                self.group_create(gid, members, reply);
+                return;
+            }
+            Request::GroupRemove => {
+                self.group_remove(gid, reply);
+                return;
+            }
+            _ => {}
+        }
+        let now = self.now_ms();
+        let node_id = self.cfg.node_id;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            reply.send(error(
+                ErrorCode::UnknownGroup,
+                format!("group {gid} is not hosted on node {node_id}"),
+            ));
+            return;
+        };
+        match frame.request {
+            Request::Write { client_id, seq, op } => write(g, now, client_id, seq, op, reply),
+            Request::Get { key, mode } => read(g, now, mode, ReadReq::Get(key), reply),
+            Request::BatchGet { keys, mode } => read(g, now, mode, ReadReq::BatchGet(keys), reply),
+            Request::List { key, mode } => read(g, now, mode, ReadReq::List(key), reply),
+            Request::Watch { keys, from_index } => {
+                let kv = g.node.state_machine().store();
+                let applied = g.node.applied();
+                let next = if from_index == 0 {
+                    applied + 1
+                } else {
+                    from_index
+                };
+                if from_index != 0 && from_index < kv.oldest_event_index() && from_index <= applied
+                {
+                    reply.send(Response::WatchCompacted {
+                        oldest: kv.oldest_event_index(),
+                    });
+                    return;
+                }
+                reply.send(Response::WatchStarted);
+                g.watches.push(Watch { reply, keys, next });
+            }
+            Request::Unwatch { watch_id } => {
+                g.watches
+                    .retain(|w| !(w.reply.conn.id == reply.conn.id && w.reply.id == watch_id));
+                reply.send(Response::Done { index: 0 });
+            }
+            Request::Status => {
+                reply.send(Response::Status(status(g, node_id)));
+            }
+            Request::MemberList => {
+                reply.send(Response::Members(status(g, node_id).members));
+            }
+            Request::ChangeMembers(change) => member_change(g, now, change, reply),
+            Request::TransferLeader { to } => {
+                match g.node.transfer_leader(now, to) {
+                    Ok(()) => reply.send(Response::Done { index: 0 }),
+                    Err(shoal_core::raft::TransferError::NotLeader) => reply.send(not_leader(g)),
+                    Err(e) => reply.send(error(ErrorCode::Conflict, e.to_string())),
+                };
+            }
+            Request::Snapshot => {
+                match g.node.snapshot_now(now) {
+                    Ok(i) => reply.send(Response::Done {
+                        index: i.unwrap_or_else(|| g.node.raft().snapshot_index()),
+                    }),
+                    Err(e) if e.severity() == Severity::Fatal => {
+                        log::error!("group {}: fatal: snapshot: {e}; stopping", g.id);
+                        std::process::exit(1);
+                    }
+                    Err(e) => reply.send(error(ErrorCode::Internal, format!("snapshot: {e}"))),
+                };
+            }
+            Request::GroupList | Request::GroupCreate { .. } | Request::GroupRemove => {
+                unreachable!("handled above")
+            }
+        }
+    }
+}
+
+pub(super) fn not_leader(g: &Group) -> Response {
+    let leader = g.node.raft().leader();
+    Response::NotLeader {
+        leader,
+        leader_addr: if leader == NO_NODE {
+            None
+        } else {
+            g.book.client_addr(leader)
+        },
+    }
+}
+
+pub(super) fn propose_error(g: &Group, e: ProposeError) -> Response {
+    match e {
+        ProposeError::NotLeader { .. } => not_leader(g),
+        ProposeError::TransferInProgress | ProposeError::Busy => unavailable(&e.to_string()),
+        ProposeError::TooLarge => error(ErrorCode::BadRequest, e.to_string()),
+        ProposeError::ConfigChangeInProgress | ProposeError::BadMembership(_) => {
+            error(ErrorCode::Conflict, e.to_string())
+        }
+        ProposeError::Storage(_) => error(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+pub(super) fn encode_command(cmd: &Command<'_>, hint: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; hint + 256];
+    let n = cmd
+        .encode(&mut buf)
+        .map_err(|e| format!("the write does not encode: {e:?}"))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: WriteOp, reply: Reply) {
+    if g.node.raft().role() != Role::Leader {
+        reply.send(not_leader(g));
+        return;
+    }
+    let time_ms = wall_ms();
+    let pairs_owned: Vec<(&[u8], &[u8])>;
+    let keys_owned: Vec<&[u8]>;
+    let mut hint = 64;
+    let op = match &op {
+        WriteOp::Put { key, value } => {
+            hint += key.len() + value.len();
+            Op::Put { key, value }
+        }
+        WriteOp::Remove { key } => Op::Remove { key },
+        WriteOp::Mkdir { key } => Op::Mkdir { key },
+        WriteOp::BatchPut { pairs } => {
+            pairs_owned = pairs
+                .iter()
+                .map(|(k, v)| {
+                    hint += k.len() + v.len() + 12;
+                    (k.as_slice(), v.as_slice())
+                })
+                .collect();
+            Op::BatchPut(Pairs::new(&pairs_owned))
+        }
+        WriteOp::BatchRemove { keys } => {
+            keys_owned = keys
+                .iter()
+                .map(|k| {
+                    hint += k.len() + 6;
+                    k.as_slice()
+                })
+                .collect();
+            Op::BatchRemove(Keys::new(&keys_owned))
+        }
+        WriteOp::CompareAndSet { key, expect, value } => {
+            hint += key.len() + value.len() + expect.as_ref().map_or(0, |e| e.len());
+            Op::CompareAndSet {
+                key,
+                expect: expect.as_deref(),
+                value,
+            }
+        }
+        WriteOp::PutTemp { key, value, ttl_ms } => {
+            hint += key.len() + value.len();
+            Op::PutTemp {
+                key,
+                value,
+                ttl_ms: *ttl_ms,
+            }
+        }
+        WriteOp::MakeTempDir { key, ttl_ms } => Op::MakeTempDir {
+            key,
+            ttl_ms: *ttl_ms,
+        },
+        WriteOp::UpdateTtl { key, ttl_ms } => Op::UpdateTtl {
+            key,
+            ttl_ms: *ttl_ms,
+        },
+        WriteOp::TryLock {
+            key,
+            lease_ms,
+            wait_ms,
+        } => Op::TryLock {
+            key,
+            lease_ms: *lease_ms,
+            wait_ms: *wait_ms,
+        },
+        WriteOp::Unlock { key } => Op::Unlock { key },
+        WriteOp::UpdateLockLease { key, lease_ms } => Op::UpdateLockLease {
+            key,
+            lease_ms: *lease_ms,
+        },
+    };
+    let cmd = Command {
+        client_id,
+        seq,
+        time_ms,
+        op,
+    };
+    let bytes = match encode_command(&cmd, hint) {
+        Ok(b) => b,
+        Err(e) => {
+            reply.send(error(ErrorCode::BadRequest, e));
+            return;
+        }
+    };
+    match g.node.propose(now, &bytes) {
+        Ok((index, term)) => {
+            g.proposals += 1;
+            g.pending_writes.insert(index, (term, reply));
+        }
+        Err(e) => {
+            reply.send(propose_error(g, e));
+        }
+    }
+}
+
+pub(super) fn read(g: &mut Group, now: u64, mode: ReadMode, req: ReadReq, reply: Reply) {
+    match mode {
+        ReadMode::Local => {
+            reply.send(serve_read(g.node.state_machine(), &req));
+        }
+        ReadMode::Lease => match g.node.read_lease(now) {
+            Ok(index) if index <= g.node.applied() => {
+                reply.send(serve_read(g.node.state_machine(), &req));
+            }
+            Ok(index) => g.lease_reads.push((index, reply, req)),
+            Err(ReadError::NotLeader { .. }) => {
+                reply.send(not_leader(g));
+            }
+            Err(_) => read(g, now, ReadMode::Linearizable, req, reply),
+        },
+        ReadMode::Linearizable => match g.node.read_index(now) {
+            Ok(ticket) => g.index_reads.push_back((ticket, reply, req)),
+            Err(ReadError::NoLeader) => {
+                reply.send(not_leader(g));
+            }
+            Err(e) => {
+                reply.send(unavailable(&e.to_string()));
+            }
+        },
+    }
+}
+
+pub(super) fn status(g: &Group, node_id: NodeId) -> StatusInfo {
+    let r = g.node.raft();
+    let m = r.membership();
+    let leader = r.role() == Role::Leader;
+    let mut members = Vec::new();
+    let mut push = |id: NodeId, role: &str| {
+        if members.iter().any(|x: &MemberInfo| x.id == id) {
+            return;
+        }
+        let match_index = if !leader {
+            None
+        } else if id == node_id {
+            Some(r.last_index())
+        } else {
+            r.progress()
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.match_index)
+        };
+        members.push(MemberInfo {
+            id,
+            raft_addr: g
+                .book
+                .map
+                .get(&id)
+                .map(|a| a.raft_addr.clone())
+                .unwrap_or_default(),
+            role: role.to_string(),
+            match_index,
+        });
+    };
+    let (voters, observers) = if m.joint {
+        (&m.next_voters, &m.next_observers)
+    } else {
+        (&m.voters, &m.observers)
+    };
+    for &v in voters {
+        push(v, "voter");
+    }
+    for &o in observers {
+        push(o, "observer");
+    }
+    if m.joint {
+        for &v in &m.voters {
+            push(v, "leaving-voter");
+        }
+        for &o in &m.observers {
+            push(o, "leaving-observer");
+        }
+    }
+    StatusInfo {
+        node_id,
+        group: g.id,
+        role: role_name(r.role()).to_string(),
+        term: r.term(),
+        leader: r.leader(),
+        commit: r.commit(),
+        applied: r.applied(),
+        last_index: r.last_index(),
+        snapshot_index: r.snapshot_index(),
+        members,
+    }
+}
