@@ -37,21 +37,89 @@ pub(crate) fn release_freed_memory() {
     }
 }
 
+/// The three listening sockets of a node, bound before anything is written to its data dir.
+struct Listeners {
+    raft: TcpListener,
+    client: TcpListener,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    fn bind(cfg: &ServerConfig) -> Result<Listeners, String> {
+        let bind = |what: &str, addr: &str| -> Result<TcpListener, String> {
+            TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen on the {what} address {addr}: {e}"))
+        };
+        Ok(Listeners {
+            raft: bind("raft", &cfg.raft_addr)?,
+            client: bind("client", &cfg.client_addr)?,
+            admin: bind("admin", &cfg.admin_addr)?,
+        })
+    }
+}
+
+/// SIGTERM and SIGINT set the returned flag (the raft loop drains and stops on it).
+fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+    let stopping = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stopping.clone())
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+    Ok(stopping)
+}
+
+/// Serve the admin port on a thread of its own.
+fn start_admin(
+    listener: TcpListener,
+    view: Arc<Mutex<admin::AdminView>>,
+    fsync: Arc<timed::Histogram>,
+    limits: admin::AdminLimits,
+) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("shoal-admin".into())
+        .spawn(move || {
+            if let Err(e) = admin::serve(listener, view, fsync, limits) {
+                log::error!("the admin port stopped: {e}");
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the admin thread: {e}"))
+}
+
 /// Run a node until SIGTERM/SIGINT. Returns the process exit code; every error on the way up
 /// is logged in words first.
 pub fn run(cfg: ServerConfig) -> i32 {
+    match start(&cfg) {
+        Ok((rl, net, client_l)) => {
+            let code = rl.run(client_l);
+            net.stopping.store(true, Ordering::Relaxed);
+            code
+        }
+        Err(e) => {
+            log::error!("{e}");
+            2
+        }
+    }
+}
+
+/// Everything before the raft loop runs: signals, ports, the data dir (locked), the groups,
+/// the peer listener and the admin thread. An error here is a refused start (exit 2).
+fn start(
+    cfg: &ServerConfig,
+) -> Result<
+    (
+        raftloop::RaftLoop,
+        Arc<net::Net>,
+        async_io::Async<TcpListener>,
+    ),
+    String,
+> {
     let identity = Identity {
         cluster_id: cfg.cluster_id,
         node_id: cfg.node_id,
         raft_addr: cfg.raft_addr.clone(),
     };
-    let stopping = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, stopping.clone()) {
-            log::error!("cannot install the signal handler: {e}");
-            return 2;
-        }
-    }
+    let stopping = stop_on_signals()?;
     let (tx, rx) = smol::channel::unbounded();
     let net = net::Net::new(
         tx,
@@ -61,81 +129,30 @@ pub fn run(cfg: ServerConfig) -> i32 {
             members: Default::default(),
         },
     );
-    let bind = |what: &str, addr: &str| -> Result<TcpListener, String> {
-        TcpListener::bind(addr)
-            .map_err(|e| format!("cannot listen on the {what} address {addr}: {e}"))
-    };
-    let (raft_l, client_l) = match (
-        bind("raft", &cfg.raft_addr),
-        bind("client", &cfg.client_addr),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            log::error!("{e}");
-            return 2;
-        }
-    };
-    let admin_l = match bind("admin", &cfg.admin_addr) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("{e}");
-            return 2;
-        }
-    };
     // Ports first, then the data dir: a start that cannot listen leaves a fresh data dir
     // without an identity (so it can still be started with other flags).
+    let listeners = Listeners::bind(cfg)?;
     let check = IdentityCheck {
         allow_addr_change: cfg.allow_addr_change,
     };
-    let data = match DataDir::start(&cfg.data_dir, &identity, check) {
-        Ok(d) => d,
-        Err(e) => {
-            log::error!("cannot use data dir {}: {e}", cfg.data_dir.display());
-            return 2;
-        }
-    };
+    let data = DataDir::start(&cfg.data_dir, &identity, check)
+        .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
     let fsync_hist = Arc::new(timed::Histogram::default());
     let view = Arc::new(Mutex::new(admin::AdminView::default()));
-    let rl = match raftloop::RaftLoop::open(
+    let rl = raftloop::RaftLoop::open(
         cfg.clone(),
         data,
         net.clone(),
         rx,
         fsync_hist.clone(),
         view.clone(),
-        stopping.clone(),
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("{e}");
-            return 2;
-        }
-    };
+        stopping,
+    )?;
     release_freed_memory();
-    let client_l = match async_io::Async::new(client_l) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("cannot watch the client listener: {e}");
-            return 2;
-        }
-    };
-    net::raft_listener(net.clone(), raft_l);
-    {
-        let view = view.clone();
-        let fsync = fsync_hist.clone();
-        let limits = cfg.admin_limits;
-        let spawned = std::thread::Builder::new()
-            .name("shoal-admin".into())
-            .spawn(move || {
-                if let Err(e) = admin::serve(admin_l, view, fsync, limits) {
-                    log::error!("the admin port stopped: {e}");
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start the admin thread: {e}");
-            return 2;
-        }
-    }
+    let client_l = async_io::Async::new(listeners.client)
+        .map_err(|e| format!("cannot watch the client listener: {e}"))?;
+    net::raft_listener(net.clone(), listeners.raft);
+    start_admin(listeners.admin, view, fsync_hist, cfg.admin_limits)?;
     log::info!(
         "node {} of cluster {} running: raft {}, client {}, admin {}, data {}, fsync {:?}",
         cfg.node_id,
@@ -146,7 +163,5 @@ pub fn run(cfg: ServerConfig) -> i32 {
         cfg.data_dir.display(),
         cfg.fsync
     );
-    let code = rl.run(client_l);
-    net.stopping.store(true, Ordering::Relaxed);
-    code
+    Ok((rl, net, client_l))
 }
