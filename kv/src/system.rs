@@ -204,6 +204,48 @@ impl GroupRecord {
     }
 }
 
+/// A record in words (`member raft 10.0.0.4:7001 client 10.0.0.4:7002`, `group active
+/// voters [1, 2, 3]`), for tools that show the subtree to people.
+#[derive(Clone, Copy, Debug)]
+pub enum RecordText<'a> {
+    /// A member record.
+    Member(MemberRecord<'a>),
+    /// A group record.
+    Group(&'a GroupRecord),
+}
+
+impl<'a> RecordText<'a> {
+    /// Decode `value` as the record `key` names; `group` holds a group record while the text
+    /// is in use. `None` when `key` is not a record key or `value` does not decode.
+    pub fn of(key: &[u8], value: &'a [u8], group: &'a mut Option<GroupRecord>) -> Option<Self> {
+        if record_id(key, MEMBERS_DIR).is_some() {
+            return MemberRecord::decode(value).ok().map(RecordText::Member);
+        }
+        if record_id(key, GROUPS_DIR).is_some() {
+            *group = Some(GroupRecord::decode(value).ok()?);
+            return group.as_ref().map(RecordText::Group);
+        }
+        None
+    }
+}
+
+impl core::fmt::Display for RecordText<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RecordText::Member(m) => {
+                write!(f, "member raft {} client {}", m.raft_addr, m.client_addr)
+            }
+            RecordText::Group(g) => {
+                let state = match g.state {
+                    GroupState::Active => "active",
+                    GroupState::Removed => "removed",
+                };
+                write!(f, "group {state} voters {:?}", g.members.as_slice())
+            }
+        }
+    }
+}
+
 impl<M: KvMemory> DtKv<M> {
     /// `SysPut` (or `SysCreate` with `create`): set `key`, creating the directories above it,
     /// all or nothing. Every check runs before anything changes.
