@@ -100,8 +100,10 @@ fn a_group_has_one_definition_group_0_stays_and_removed_groups_free_their_disk()
                 && entries(&c.node(id).dir, "group-8").is_empty()
                 && entries(&c.node(id).dir, "removed-group-8").is_empty()
         });
-        assert!(c.gauge(id, "shoal_group_dirs_freed_total") >= 1);
-        assert_eq!(c.gauge(id, "shoal_group_dirs_pending_removal"), 0);
+        wait_for(&format!("node {id} to count the freed dir"), WAIT, || {
+            c.gauge(id, "shoal_group_dirs_freed_total") == 1
+                && c.gauge(id, "shoal_group_dirs_pending_removal") == 0
+        });
     }
     assert!(c.node(down).dir.join("group-8").is_dir());
     c.start(down);
