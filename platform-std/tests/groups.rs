@@ -9,7 +9,11 @@
 use std::path::Path;
 
 use shoal_client::protocol::{MemberChange, ReadMode, Request, Response};
-use shoal_testkit::{wait_for, Cluster, WAIT};
+use shoal_core::message::{Message, Vote};
+use shoal_core::wire::{self, Body};
+use shoal_core::NO_NODE;
+use shoal_testkit::peer::{Identity, PeerInbox, PeerLink};
+use shoal_testkit::{wait_for, wait_some, Cluster, WAIT};
 
 /// The entries of `dir` whose names start with `prefix`.
 fn entries(dir: &Path, prefix: &str) -> Vec<String> {
@@ -157,4 +161,86 @@ fn a_node_added_to_a_group_creates_it_when_its_leader_sends() {
     // Its member record is readable everywhere, in words through shoalctl.
     let rec = c.ctl(&["get", "__shoal.members.4"]);
     assert!(rec.ok().contains(&c.node(4).raft), "{rec}");
+}
+
+/// Node 3 is played by the test, holding a copy of group 7 whose members differ: node 1
+/// refuses its group handshake (naming both member lists), counts it and takes none of its
+/// group 7 frames; the same node with the right members passes and is heard.
+#[test]
+fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
+    const TERM: u64 = 1 << 40;
+    let mut c = Cluster::builder().build();
+    c.start(1);
+    c.start(2);
+    c.wait_leader(0);
+    let me = Identity {
+        cluster_id: 1,
+        node_id: 3,
+        members: vec![1, 2, 3],
+    };
+    let inbox = PeerInbox::listen(&me, &c.node(3).raft).expect("node 3's raft address");
+    c.ctl(&["--group", "7", "group", "create", "1,2,3"]).ok();
+    c.wait_leader(7);
+    let (mut link, _) = PeerLink::dial(&me, 1, &c.node(1).raft).expect("dial node 1");
+    let vote = me.frame(
+        7,
+        1,
+        &Body::Raft(Message::Vote(Vote {
+            term: TERM,
+            last_index: 0,
+            last_term: 0,
+            transfer: true,
+        })),
+    );
+    let greeting = |f: &wire::Frame<'_>| {
+        f.header.group == 7
+            && f.header.from == 1
+            && matches!(&f.body, Body::Hello(h) if h.expected_peer == 3)
+    };
+    // Node 1 drops the vote and greets node 3 for group 7, naming its members.
+    link.send(&vote).unwrap();
+    let hello = inbox.next_matching(WAIT, greeting).expect("a group 7 Hello");
+    match wire::decode(&hello).unwrap().0.body {
+        Body::Hello(h) => assert_eq!(h.members.as_slice(), &[1, 2, 3]),
+        other => panic!("{other:?}"),
+    }
+    // The copy with node 3 alone is refused, with both member lists in the log.
+    link.send(&me.frame(7, 1, &me.hello(7, 1, &[3]))).unwrap();
+    let refusal = inbox
+        .next_matching(WAIT, |f| {
+            f.header.group == 7 && matches!(f.body, Body::HelloRefused(_))
+        })
+        .expect("a refusal");
+    match wire::decode(&refusal).unwrap().0.body {
+        Body::HelloRefused(why) => {
+            assert!(why.contains("not a member in the peer's configuration"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    wait_for("the refusal to be counted", WAIT, || {
+        c.gauge(1, "shoal_group_handshake_refusals_total") >= 1
+    });
+    assert!(
+        c.node(1).log().contains("refused the group handshake of node 3"),
+        "{}",
+        c.node(1).log()
+    );
+    // Its frames stay dropped: each one is answered with a new greeting, never taken.
+    wait_some("another greeting for a dropped vote", WAIT, || {
+        link.send(&vote).unwrap();
+        inbox.next_matching(std::time::Duration::from_millis(100), greeting)
+    });
+    assert!(c.status(1, 7).unwrap().term < TERM);
+    // With the members node 1 has, the handshake passes and the vote is heard.
+    link.send(&me.frame(7, 1, &me.hello(7, 1, &[1, 2, 3])))
+        .unwrap();
+    inbox
+        .next_matching(WAIT, |f| {
+            f.header.group == 7 && matches!(&f.body, Body::Hello(h) if h.expected_peer == NO_NODE)
+        })
+        .expect("an accepting Hello");
+    link.send(&vote).unwrap();
+    wait_for("node 1 to hear node 3 in group 7", WAIT, || {
+        c.status(1, 7).is_some_and(|s| s.term >= TERM)
+    });
 }
