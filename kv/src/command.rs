@@ -256,9 +256,7 @@ impl<'a> Op<'a> {
     /// A system write of `key` (`SysPut`, `SysCreate` or `SysRemove`), if this is one.
     pub fn system_key(&self) -> Option<&'a [u8]> {
         match *self {
-            Op::SysPut { key, .. } | Op::SysCreate { key, .. } | Op::SysRemove { key } => {
-                Some(key)
-            }
+            Op::SysPut { key, .. } | Op::SysCreate { key, .. } | Op::SysRemove { key } => Some(key),
             _ => None,
         }
     }

@@ -136,10 +136,20 @@ fn system_writes_stay_inside_the_subtree_and_make_their_directories() {
         GroupRecord::decode(d.kv.get(key.as_bytes()).unwrap().value),
         Ok(g)
     );
-    d.ok(0, Op::SysRemove { key: key.as_bytes() });
+    d.ok(
+        0,
+        Op::SysRemove {
+            key: key.as_bytes(),
+        },
+    );
     assert_eq!(d.kv.get(key.as_bytes()).err(), Some(KvError::NotFound));
     assert_eq!(
-        d.err(0, Op::SysRemove { key: key.as_bytes() }),
+        d.err(
+            0,
+            Op::SysRemove {
+                key: key.as_bytes()
+            }
+        ),
         KvError::NotFound
     );
 }

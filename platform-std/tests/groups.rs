@@ -152,7 +152,10 @@ fn a_node_added_to_a_group_creates_it_when_its_leader_sends() {
         c.get(4, 5, "g5", ReadMode::Local) == Some(b"before".to_vec())
     });
     let s = c.status(4, 5).expect("status");
-    assert!(s.members.iter().any(|m| m.id == 4 && m.role == "voter"), "{s:?}");
+    assert!(
+        s.members.iter().any(|m| m.id == 4 && m.role == "voter"),
+        "{s:?}"
+    );
     c.put(5, 51, 2, "g5", "after");
     assert_eq!(
         c.get(4, 5, "g5", ReadMode::Linearizable),
@@ -199,7 +202,9 @@ fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
     };
     // Node 1 drops the vote and greets node 3 for group 7, naming its members.
     link.send(&vote).unwrap();
-    let hello = inbox.next_matching(WAIT, greeting).expect("a group 7 Hello");
+    let hello = inbox
+        .next_matching(WAIT, greeting)
+        .expect("a group 7 Hello");
     match wire::decode(&hello).unwrap().0.body {
         Body::Hello(h) => assert_eq!(h.members.as_slice(), &[1, 2, 3]),
         other => panic!("{other:?}"),
@@ -213,7 +218,10 @@ fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
         .expect("a refusal");
     match wire::decode(&refusal).unwrap().0.body {
         Body::HelloRefused(why) => {
-            assert!(why.contains("not a member in the peer's configuration"), "{why}")
+            assert!(
+                why.contains("not a member in the peer's configuration"),
+                "{why}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -221,7 +229,9 @@ fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
         c.gauge(1, "shoal_group_handshake_refusals_total") >= 1
     });
     assert!(
-        c.node(1).log().contains("refused the group handshake of node 3"),
+        c.node(1)
+            .log()
+            .contains("refused the group handshake of node 3"),
         "{}",
         c.node(1).log()
     );

@@ -454,7 +454,10 @@ fn with_member_records(
         Ok::<_, String>(buf)
     };
     let mut commands = Vec::new();
-    for id in old.iter().filter(|id| !members.iter().any(|m| m.id == **id)) {
+    for id in old
+        .iter()
+        .filter(|id| !members.iter().any(|m| m.id == **id))
+    {
         let key = member_key(*id);
         commands.push(command(Op::SysRemove {
             key: key.as_bytes(),

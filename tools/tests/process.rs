@@ -297,7 +297,10 @@ fn disaster_recovery_rebuilds_a_new_cluster_from_the_survivor() {
     // The export carries the old cluster's member records, which the import replaces.
     for id in [1, 2, 3] {
         let k = format!("__shoal.members.{id}");
-        assert!(keys.ok().contains(&k), "{k} missing from the export: {keys}");
+        assert!(
+            keys.ok().contains(&k),
+            "{k} missing from the export: {keys}"
+        );
     }
 
     // 2. Import into fresh dirs of a new cluster: new ids, new ports.
@@ -358,7 +361,11 @@ fn disaster_recovery_rebuilds_a_new_cluster_from_the_survivor() {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["__shoal.members.4", "__shoal.members.5", "__shoal.members.6"],
+        [
+            "__shoal.members.4",
+            "__shoal.members.5",
+            "__shoal.members.6"
+        ],
         "{records}"
     );
     let rec = new.ctl(&["get", "__shoal.members.5"]);
@@ -637,7 +644,8 @@ fn a_data_dir_from_before_the_records_starts_and_writes_them() {
     });
     let book = read_address_book(&dir.join("group-0")).unwrap();
     assert!(
-        book.iter().any(|a| a.id == 7 && a.raft_addr == "10.9.9.7:7001"),
+        book.iter()
+            .any(|a| a.id == 7 && a.raft_addr == "10.9.9.7:7001"),
         "{book:?}"
     );
     // Restarted, it starts again on the mixed log.

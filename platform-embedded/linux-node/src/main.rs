@@ -627,7 +627,9 @@ fn learn_peers(a: &Args, rt: &mut Rt, peers: &mut [Peer]) {
                 peers[i].rebind(id, addr);
                 rt.assign_link(i, id);
             }
-            None => eprintln!("no free link for node {id}: this node links to {LINKS} peers at most"),
+            None => {
+                eprintln!("no free link for node {id}: this node links to {LINKS} peers at most")
+            }
         }
     }
 }

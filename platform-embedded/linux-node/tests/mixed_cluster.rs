@@ -300,10 +300,12 @@ fn a_member_is_added_to_and_removed_from_a_mixed_cluster() {
     let (_embedded, seen) = start_embedded(&c, &flash_dir.join("partition.flash"), 1);
     let leader = wait_some("a leader all three members agree on", DEADLINE, || {
         let l1 = c.status(1, 0)?.leader;
-        (l1 != 0 && c.status(2, 0)?.leader == l1 && status_u64(&seen, "leader") == l1)
-            .then_some(l1)
+        (l1 != 0 && c.status(2, 0)?.leader == l1 && status_u64(&seen, "leader") == l1).then_some(l1)
     });
-    assert_ne!(leader, EMBEDDED, "a server leads (the embedded node times out later)");
+    assert_ne!(
+        leader, EMBEDDED,
+        "a server leads (the embedded node times out later)"
+    );
     let client = Client::connect(c.clients_of(&[1, 2])).expect("client");
     let _ = smol::block_on(client.mkdir("mixed"));
     put_keys(&client, 1..=5, "before the change");
@@ -326,7 +328,11 @@ fn a_member_is_added_to_and_removed_from_a_mixed_cluster() {
     wait_converged(&c, &seen, &[1, 2, 4], 10, "four members");
 
     // Remove it again: its record goes, the embedded node drops its link, all agree.
-    let r = c.call_any(0, Request::ChangeMembers(MemberChange::Remove { id: 4 }), "remove node 4");
+    let r = c.call_any(
+        0,
+        Request::ChangeMembers(MemberChange::Remove { id: 4 }),
+        "remove node 4",
+    );
     assert!(matches!(r, Response::Done { .. }), "remove node 4: {r:?}");
     wait_members(&c, &seen, &[1, 2], &[1, 2, 3], "after removing node 4");
     assert!(

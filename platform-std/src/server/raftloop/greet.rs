@@ -49,7 +49,8 @@ impl Greetings {
     }
 
     fn should_log(&mut self, group: GroupId, peer: NodeId) -> bool {
-        let due = !matches!(self.last_logged.get(&(group, peer)), Some(t) if t.elapsed() < LOG_EVERY);
+        let due =
+            !matches!(self.last_logged.get(&(group, peer)), Some(t) if t.elapsed() < LOG_EVERY);
         if due {
             self.last_logged.insert((group, peer), Instant::now());
         }

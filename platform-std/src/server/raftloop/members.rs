@@ -46,9 +46,8 @@ pub(super) fn member_change(g: &mut Group, now: u64, change: MemberChange, reply
             // start, so recording it here first would leave the leader the one node that never
             // dials the newcomer. Other groups take only nodes that have a record already.
             if g.id == 0 {
-                let proposed = member_record_command(&a).and_then(|bytes| {
-                    g.node.propose(now, &bytes).map_err(|e| e.to_string())
-                });
+                let proposed = member_record_command(&a)
+                    .and_then(|bytes| g.node.propose(now, &bytes).map_err(|e| e.to_string()));
                 if let Err(e) = proposed {
                     reply.send(unavailable(&format!(
                         "the member record of node {id} was not proposed: {e}"

@@ -162,6 +162,10 @@ impl RaftLoop {
         };
         let (group, from) = (frame.header.group, frame.header.from);
         if !matches!(frame.body, Body::Raft(_)) {
+            // Group 0's handshake is the connection's own, done before any frame comes here.
+            if group == 0 {
+                return self.peer_faults.refuse(now, Fault::NotRaft);
+            }
             return self.handle_greeting(&frame);
         }
         if !self.groups.contains_key(&group) && !self.join_group_for_peer(group) {

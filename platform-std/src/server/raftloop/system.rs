@@ -21,11 +21,11 @@
 //! exactly where the others are.
 
 use super::*;
-use shoal_kv::WriteResult;
 use shoal_kv::system::{
     group_key, member_key, record_id, GroupRecord, GroupState, MemberRecord, GROUPS_DIR,
     MAX_GROUP_RECORD_BYTES, MEMBERS_DIR,
 };
+use shoal_kv::WriteResult;
 
 /// A removed group's dir while it waits out the grace period:
 /// `removed-group-<gid>-<wall-clock ms of the removal>`.
@@ -89,10 +89,7 @@ impl Records {
 /// What a client waits for when its request became a system write of group 0.
 pub(super) enum SysAnswer {
     /// `group create`: answer once the definition applied (or the same one already had).
-    GroupCreate {
-        gid: GroupId,
-        record: Vec<u8>,
-    },
+    GroupCreate { gid: GroupId, record: Vec<u8> },
     /// `group remove`: answer once the tombstone applied.
     GroupRemove,
 }
@@ -385,8 +382,10 @@ impl RaftLoop {
 
     /// Group 0's leader writes the member record of every member that has none, from its
     /// address book (the initial members of a new cluster; the members of a data dir from
-    /// before the records), and its own when its addresses changed. Only once its DtKV holds
-    /// every record committed before its term, and one round at a time.
+    /// before the records), and its own when its addresses changed; and removes the record of
+    /// a node that is no member (a removal whose leader stepped down before it removed the
+    /// record), while no membership change runs. Only once its DtKV holds every record
+    /// committed before its term, and one round at a time.
     fn fill_member_records(&mut self, now: u64) {
         let me = self.cfg.node_id;
         let own = MemberAddr {
@@ -408,15 +407,16 @@ impl RaftLoop {
         if applied < self.sys.led.1 || applied < self.sys.fill_upto {
             return;
         }
-        if self
-            .sys
-            .last_fill
-            .is_some_and(|t| t.elapsed() < FILL_EVERY)
-        {
+        if self.sys.last_fill.is_some_and(|t| t.elapsed() < FILL_EVERY) {
             return;
         }
         let mut missing = Vec::new();
-        for id in r.membership().all() {
+        let mut stale = Vec::new();
+        let members = r.membership().all();
+        if !r.membership().joint && g.member_op.is_none() {
+            stale.extend(self.sys.members.keys().filter(|id| !members.contains(id)));
+        }
+        for id in members {
             let known = self.sys.members.get(&id);
             if id == me {
                 if known != Some(&own) {
@@ -428,10 +428,31 @@ impl RaftLoop {
                 }
             }
         }
-        if missing.is_empty() {
+        if missing.is_empty() && stale.is_empty() {
             return;
         }
         self.sys.last_fill = Some(Instant::now());
+        for id in stale {
+            let key = member_key(id);
+            let proposed = system_command(Op::SysRemove {
+                key: key.as_bytes(),
+            })
+            .and_then(|bytes| {
+                g.node
+                    .propose(now, &bytes)
+                    .map_err(|e| format!("not proposed: {e}"))
+            });
+            match proposed {
+                Ok((index, _)) => {
+                    log::info!("group 0: removing the record of node {id}, not a member");
+                    self.sys.fill_upto = index;
+                }
+                Err(e) => {
+                    log::debug!("record of node {id}: {e}");
+                    return;
+                }
+            }
+        }
         for a in missing {
             let proposed = member_record_command(&a).and_then(|bytes| {
                 g.node
