@@ -207,6 +207,59 @@ pub enum Op<'a> {
     /// Leader housekeeping at the command's `time_ms`: remove expired temporary nodes, expire
     /// lock leases, drop waiters whose wait ran out.
     Expire,
+    /// Set a record in the reserved subtree `__shoal` (see [`crate::system`]), creating the
+    /// directories above it. Proposed by a server itself, never on a client's behalf.
+    SysPut {
+        /// The record's key (under `__shoal`).
+        key: &'a [u8],
+        /// The record.
+        value: &'a [u8],
+    },
+    /// [`Op::SysPut`] only if the key does not exist yet (else `AlreadyExists`): the first of
+    /// two racing definitions wins on every replica alike.
+    SysCreate {
+        /// The record's key (under `__shoal`).
+        key: &'a [u8],
+        /// The record.
+        value: &'a [u8],
+    },
+    /// Remove a record of the reserved subtree.
+    SysRemove {
+        /// The record's key (under `__shoal`).
+        key: &'a [u8],
+    },
+}
+
+impl<'a> Op<'a> {
+    /// The one key a client write names (`None` for batches, `Expire` and system writes).
+    pub(crate) fn key(&self) -> Option<&'a [u8]> {
+        match *self {
+            Op::Put { key, .. }
+            | Op::Remove { key }
+            | Op::Mkdir { key }
+            | Op::CompareAndSet { key, .. }
+            | Op::PutTemp { key, .. }
+            | Op::MakeTempDir { key, .. }
+            | Op::UpdateTtl { key, .. }
+            | Op::TryLock { key, .. }
+            | Op::Unlock { key }
+            | Op::UpdateLockLease { key, .. } => Some(key),
+            Op::BatchPut(_)
+            | Op::BatchRemove(_)
+            | Op::Expire
+            | Op::SysPut { .. }
+            | Op::SysCreate { .. }
+            | Op::SysRemove { .. } => None,
+        }
+    }
+
+    /// A system write of `key` (`SysPut`, `SysCreate` or `SysRemove`), if this is one.
+    pub fn system_key(&self) -> Option<&'a [u8]> {
+        match *self {
+            Op::SysPut { key, .. } | Op::SysCreate { key, .. } | Op::SysRemove { key } => Some(key),
+            _ => None,
+        }
+    }
 }
 
 /// A command as it travels through the log: the session, the leader's clock and the operation.

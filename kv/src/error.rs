@@ -100,6 +100,10 @@ kv_errors! {
     Malformed = 30 => "the command could not be decoded",
     /// The command was encoded with an unknown format version.
     UnsupportedVersion = 31 => "the command's format version is not supported by this build",
+    /// The key lies in the reserved subtree `__shoal`, which holds the cluster's own records.
+    Reserved = 32 => "keys under `__shoal` are the cluster's own records: they can be read and watched, not written",
+    /// A system write named a key outside the reserved subtree.
+    NotSystemKey = 33 => "a system write must name a key under `__shoal`",
 }
 
 impl core::fmt::Display for KvError {

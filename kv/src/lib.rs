@@ -13,7 +13,9 @@
 //! [`KvLimits`]: borrowed from a board's statics, or owned where the platform has a heap),
 //! never reads a clock (time comes inside commands, stamped by the leader) and never panics on
 //! input: a command that does not decode still advances the applied index and answers
-//! [`KvError::Malformed`]. User documentation lives in `docs/DTKV.md`.
+//! [`KvError::Malformed`]. The subtree `__shoal` is reserved for the cluster's own records
+//! ([`system`]): clients read it, only system operations write it. User documentation lives in
+//! `docs/DTKV.md`.
 #![no_std]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -35,6 +37,7 @@ mod ops;
 mod sessions;
 mod snapshot;
 mod store;
+pub mod system;
 mod tree;
 
 pub use command::{

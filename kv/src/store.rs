@@ -18,6 +18,7 @@ use crate::memory::{
     Element, EventSlot, FreeList, KvMemory, NodeSlot, SessionSlot, WaiterSlot, NIL,
 };
 use crate::sessions::Sessions;
+use crate::system::client_key;
 
 /// The root directory always lives in slot 0.
 pub(crate) const ROOT: u32 = 0;
@@ -42,6 +43,9 @@ pub struct DtKv<M: KvMemory> {
     pub(crate) node_count: usize,
     pub(crate) applied: u64,
     pub(crate) now_ms: u64,
+    /// Bumped by every change of the reserved subtree and every reset or restore (not part of
+    /// the state: a platform compares it to notice that the records need a look).
+    pub(crate) system_changes: u64,
 }
 
 /// Buffer `name` of `len` elements from `mem`.
@@ -86,6 +90,7 @@ impl<M: KvMemory> DtKv<M> {
             node_count: 0,
             applied: 0,
             now_ms: 0,
+            system_changes: 0,
         };
         kv.reset(0);
         Ok(kv)
@@ -109,6 +114,7 @@ impl<M: KvMemory> DtKv<M> {
             .reset(if applied == 0 { 0 } else { applied + 1 });
         self.applied = applied;
         self.now_ms = 0;
+        self.system_changes = self.system_changes.wrapping_add(1);
     }
 
     // ----- queries -------------------------------------------------------------------------
@@ -128,6 +134,12 @@ impl<M: KvMemory> DtKv<M> {
     /// Arena bytes held by live keys and values (bookkeeping included).
     pub fn arena_live_bytes(&self) -> usize {
         self.arena.live_bytes()
+    }
+    /// A counter that changes whenever the reserved subtree `__shoal` may have changed (a
+    /// system write applied, a snapshot restored): a platform that acts on the cluster's
+    /// records re-reads them when it differs from the value it saw last.
+    pub fn system_changes(&self) -> u64 {
+        self.system_changes
     }
     /// Client sessions remembered.
     pub fn session_count(&self) -> usize {
@@ -301,6 +313,9 @@ impl<M: KvMemory> DtKv<M> {
             Ok(()) => WriteResult::Done,
             Err(e) => WriteResult::Failed(e),
         };
+        if let Err(e) = op.key().map_or(Ok(()), client_key) {
+            return WriteResult::Failed(e);
+        }
         let result = match *op {
             Op::Put { key, value } => return done(self.put(index, client, key, value)),
             Op::Remove { key } => return done(self.remove(index, client, key)),
@@ -318,9 +333,11 @@ impl<M: KvMemory> DtKv<M> {
                 return done(self.update_ttl(index, client, key, ttl_ms))
             }
             Op::BatchPut(pairs) => self.batch(pairs.len(), pairs.iter(), |kv, (key, value)| {
+                client_key(key)?;
                 kv.put(index, client, key, value)
             }),
             Op::BatchRemove(keys) => self.batch(keys.len(), keys.iter(), |kv, key| {
+                client_key(key)?;
                 kv.remove(index, client, key)
             }),
             Op::TryLock {
@@ -333,6 +350,9 @@ impl<M: KvMemory> DtKv<M> {
                 self.update_lock_lease(index, client, key, lease_ms)
             }
             Op::Expire => Ok(self.expire(index)),
+            Op::SysPut { key, value } => return done(self.sys_put(index, key, value, false)),
+            Op::SysCreate { key, value } => return done(self.sys_put(index, key, value, true)),
+            Op::SysRemove { key } => return done(self.sys_remove(index, key)),
         };
         result.unwrap_or_else(WriteResult::Failed)
     }

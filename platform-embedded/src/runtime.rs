@@ -43,7 +43,8 @@ pub struct Mesh<W, const P: usize, const TX: usize> {
 }
 
 impl<W: Write + WriteReady, const P: usize, const TX: usize> Mesh<W, P, TX> {
-    /// Links to `peers[i]` through `tx[i]`, none established yet.
+    /// Links to `peers[i]` through `tx[i]`, none established yet. A slot whose peer is
+    /// [`NO_NODE`] is free: nothing is sent on it until [`Runtime::assign_link`] names a peer.
     pub fn new(peers: [NodeId; P], tx: [FrameTx<W, TX>; P]) -> Self {
         Mesh {
             peers,
@@ -56,6 +57,11 @@ impl<W: Write + WriteReady, const P: usize, const TX: usize> Mesh<W, P, TX> {
     /// Whether the link to `peers[i]` passed its handshake.
     pub fn established(&self, i: usize) -> bool {
         self.established[i]
+    }
+
+    /// The peer of link `i` ([`NO_NODE`]: a free slot).
+    pub fn peer(&self, i: usize) -> NodeId {
+        self.peers[i]
     }
 
     /// The sending half of link `i`.
@@ -168,6 +174,14 @@ where
         &mut self.rx[i]
     }
 
+    /// Give link `i` to `peer` ([`NO_NODE`] frees it), as a platform that learns where members
+    /// listen (from the cluster's member records) does when one is added or removed; the link
+    /// starts over with a handshake.
+    pub fn assign_link(&mut self, i: usize, peer: NodeId) {
+        self.node.transport_mut().peers[i] = peer;
+        self.link_reset(i);
+    }
+
     /// Link `i` was replaced (a new TCP connection): forget partial frames and queued bytes and
     /// handshake again before any Raft frame passes.
     pub fn link_reset(&mut self, i: usize) {
@@ -220,7 +234,7 @@ where
         for i in 0..P {
             let mesh = self.node.transport_mut();
             let due = mesh.last_hello_ms[i].is_none_or_due(now_ms);
-            if !mesh.established[i] && due {
+            if !mesh.established[i] && due && mesh.peers[i] != NO_NODE {
                 mesh.last_hello_ms[i] = Some(now_ms);
                 let peer = mesh.peers[i];
                 let hello = self.local_hello(peer);

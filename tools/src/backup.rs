@@ -8,7 +8,8 @@ use shoal_core::membership::Membership;
 use shoal_core::record::CRC32C;
 use shoal_core::storage::{LogView, Storage};
 use shoal_core::types::{EntryKind, GroupId, HardState, LogIndex, NodeId, SnapshotMeta};
-use shoal_kv::KvLimits;
+use shoal_kv::system::{member_key, record_id, MemberRecord, MEMBERS_DIR};
+use shoal_kv::{Command, KvLimits, Op};
 use shoal_std::storage::addrbook::{AddrBook, MemberAddr};
 use shoal_std::storage::scan::{group_dir, Identity};
 use shoal_std::storage::{DataDir, FileStorage, StorageOptions};
@@ -365,27 +366,35 @@ pub fn import(plan: &ImportPlan) -> Result<ImportReport, BackupError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         BackupError::Failed(format!("{} in {}: {}", what, plan.data_dir.display(), e))
     };
+    // Group 0 carries the cluster's member records: they must name the new members, or the
+    // rebuilt nodes would dial the old addresses.
+    let (data, index) = if h.group == 0 {
+        with_member_records(&snap.data, h.index, h.term, &plan.members)
+            .map_err(BackupError::Failed)?
+    } else {
+        (snap.data.clone(), h.index)
+    };
     let dd = DataDir::bootstrap(&plan.data_dir, &identity).map_err(|e| fail("bootstrap", &e))?;
     let mut st: FileStorage = dd
         .open_group(h.group, &StorageOptions::default())
         .map_err(|e| fail("open group", &e))?;
     let meta = SnapshotMeta {
-        index: h.index,
+        index,
         term: h.term,
         membership: membership.clone(),
-        size_bytes: snap.data.len() as u64,
-        crc: CRC32C.checksum(&snap.data),
+        size_bytes: data.len() as u64,
+        crc: CRC32C.checksum(&data),
     };
     st.save_hard_state(&HardState {
         term: h.term,
         vote: 0,
-        commit: h.index,
+        commit: index,
     })
     .map_err(|e| fail("save the hard state", &e))?;
     st.snapshot_begin(&meta)
         .map_err(|e| fail("begin the snapshot", &e))?;
     let mut off = 0u64;
-    for chunk in snap.data.chunks(1 << 20) {
+    for chunk in data.chunks(1 << 20) {
         st.snapshot_write(off, chunk)
             .map_err(|e| fail("write the snapshot", &e))?;
         off += chunk.len() as u64;
@@ -393,7 +402,7 @@ pub fn import(plan: &ImportPlan) -> Result<ImportReport, BackupError> {
     st.snapshot_finish()
         .map_err(|e| fail("finish the snapshot", &e))?;
     st.sync().map_err(|e| fail("sync", &e))?;
-    debug_assert_eq!(st.snapshot_index(), h.index);
+    debug_assert_eq!(st.snapshot_index(), index);
     drop(st);
     write_address_book(&plan.data_dir, h.group, &plan.members)
         .map_err(|e| fail("write the address book", &e))?;
@@ -403,10 +412,84 @@ pub fn import(plan: &ImportPlan) -> Result<ImportReport, BackupError> {
         node_id: plan.node_id,
         raft_addr,
         group: h.group,
-        index: h.index,
+        index,
         term: h.term,
         members: plan.members.clone(),
     })
+}
+
+/// Group 0's state `data` (at `index`) with its member records, if it has any, replaced by
+/// `members`: the records of nodes not among them removed, theirs written, as system writes
+/// at the indexes after `index`. Every node imported from one file with one member list gets the same
+/// state. Returns the state and the index it is at.
+fn with_member_records(
+    data: &[u8],
+    index: LogIndex,
+    term: u64,
+    members: &[Member],
+) -> Result<(Vec<u8>, LogIndex), String> {
+    let base = KvLimits::server();
+    let (old, now_ms) = rebuild(base, Some((data, index)), &[], |kv| {
+        let mut ids = Vec::new();
+        let _ = kv.list(MEMBERS_DIR, |v| ids.extend(record_id(v.key, MEMBERS_DIR)));
+        (ids, kv.now_ms())
+    })?;
+    if old.is_empty() {
+        // No records (an export of a board, or of a cluster from before them): the new
+        // cluster's leader writes them from the address book this import writes.
+        return Ok((data.to_vec(), index));
+    }
+    let command = |op: Op<'_>| {
+        let cmd = Command {
+            client_id: 0,
+            seq: 0,
+            time_ms: now_ms,
+            op,
+        };
+        let mut buf = vec![0u8; 1024];
+        let n = cmd
+            .encode(&mut buf)
+            .map_err(|e| format!("a member record does not encode: {e:?}"))?;
+        buf.truncate(n);
+        Ok::<_, String>(buf)
+    };
+    let mut commands = Vec::new();
+    for id in old
+        .iter()
+        .filter(|id| !members.iter().any(|m| m.id == **id))
+    {
+        let key = member_key(*id);
+        commands.push(command(Op::SysRemove {
+            key: key.as_bytes(),
+        })?);
+    }
+    for m in members {
+        let mut value = vec![0u8; m.addr.len() + m.client_addr.len() + 16];
+        let n = MemberRecord {
+            raft_addr: &m.addr,
+            client_addr: &m.client_addr,
+        }
+        .encode(&mut value)
+        .map_err(|e| format!("the member record of node {}: {e:?}", m.id))?;
+        let key = member_key(m.id);
+        commands.push(command(Op::SysPut {
+            key: key.as_bytes(),
+            value: &value[..n],
+        })?);
+    }
+    let entries: Vec<ReplayEntry> = commands
+        .into_iter()
+        .zip(index + 1..)
+        .map(|(data, i)| ReplayEntry {
+            index: i,
+            term,
+            kind: EntryKind::Normal,
+            data,
+        })
+        .collect();
+    let last = entries.last().map_or(index, |e| e.index);
+    let state = rebuild(base, Some((data, index)), &entries, |kv| snapshot_bytes(kv))??;
+    Ok((state, last))
 }
 
 /// Write the address book of group `group` in `data_dir`, so a rebuilt node can reach its

@@ -9,7 +9,8 @@
 
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::types::{EntryKind, LogIndex, Term};
-use shoal_kv::{Command, KvLimits, NodeKind, Op, SNAPSHOT_MAGIC};
+use shoal_kv::system::is_reserved;
+use shoal_kv::{Command, KvLimits, NodeKind, Op, SEPARATOR, SNAPSHOT_MAGIC};
 use shoal_std::kvheap::{HeapKv, KvHeap};
 use shoal_std::storage::scan::ADDR_ENTRY_TAG;
 
@@ -129,7 +130,11 @@ impl Sizing {
         };
         let items = match cmd.op {
             Op::BatchPut(p) => p.len(),
-            Op::BatchRemove(_) | Op::Expire | Op::Unlock { .. } => 0,
+            Op::BatchRemove(_) | Op::Expire | Op::Unlock { .. } | Op::SysRemove { .. } => 0,
+            // A record may create the directories above it too.
+            Op::SysPut { key, .. } | Op::SysCreate { key, .. } => {
+                1 + key.iter().filter(|&&b| b == SEPARATOR).count()
+            }
             _ => 1,
         };
         // A put may create its key; values and keys cost their length plus 8 bytes each.
@@ -266,9 +271,14 @@ fn walk(kv: &HeapKv, key: &[u8], depth: usize, with_values: bool, out: &mut Vec<
     let mut level: Vec<(KeyNode, Option<Vec<u8>>)> = Vec::new();
     let _ = kv.list(key, |n| {
         let shows_value = !n.kind.is_dir() && n.kind != NodeKind::Lock;
-        let value = (with_values && shows_value).then(|| match std::str::from_utf8(n.value) {
-            Ok(s) => s.to_string(),
-            Err(_) => format!("0x{}", crate::text::hex(n.value)),
+        let value = (with_values && shows_value).then(|| {
+            if is_reserved(n.key) {
+                return crate::text::record(n.key, n.value);
+            }
+            match std::str::from_utf8(n.value) {
+                Ok(s) => s.to_string(),
+                Err(_) => format!("0x{}", crate::text::hex(n.value)),
+            }
         });
         let node = KeyNode {
             key: crate::text::key(n.key),

@@ -6,6 +6,9 @@
 use serde_json::{json, Value};
 use shoal_core::membership::Membership;
 use shoal_core::types::EntryKind;
+use shoal_kv::system::{
+    record_id, GroupRecord, GroupState, MemberRecord, RecordText, GROUPS_DIR, MEMBERS_DIR,
+};
 use shoal_kv::{Command, Op};
 use shoal_std::storage::scan::decode_addr_entry;
 
@@ -208,7 +211,46 @@ fn op(cmd: &Command<'_>, max: usize) -> String {
             format!("lease {} {}", key(k), duration_ms(lease_ms))
         }
         Op::Expire => format!("expire @{}ms", cmd.time_ms),
+        Op::SysPut { key: k, value: v } => format!("system put {} = {}", key(k), record(k, v)),
+        Op::SysCreate { key: k, value: v } => {
+            format!("system create {} = {}", key(k), record(k, v))
+        }
+        Op::SysRemove { key: k } => format!("system remove {}", key(k)),
     }
+}
+
+/// A value of the reserved subtree `__shoal` in words when it is a record Shoal defines
+/// (`member raft 10.0.0.4:7001 client 10.0.0.4:7002`, `group active voters [1, 2, 3]`), else
+/// as any value.
+pub fn record(k: &[u8], v: &[u8]) -> String {
+    let mut group = None;
+    match RecordText::of(k, v, &mut group) {
+        Some(t) => t.to_string(),
+        None => value(v, LINE_VALUE_BYTES),
+    }
+}
+
+fn group_state(s: GroupState) -> &'static str {
+    match s {
+        GroupState::Active => "active",
+        GroupState::Removed => "removed",
+    }
+}
+
+/// [`record`] as JSON: `{"member": {...}}`, `{"group": {...}}` or the value as text.
+pub fn record_json(k: &[u8], v: &[u8]) -> Value {
+    if record_id(k, MEMBERS_DIR).is_some() {
+        if let Ok(m) = MemberRecord::decode(v) {
+            return json!({"member": {"raft_addr": m.raft_addr, "client_addr": m.client_addr}});
+        }
+    }
+    if record_id(k, GROUPS_DIR).is_some() {
+        if let Ok(g) = GroupRecord::decode(v) {
+            return json!({"group": {"state": group_state(g.state),
+                "members": g.members.as_slice()}});
+        }
+    }
+    bytes_json(v)
 }
 
 fn bytes_json(b: &[u8]) -> Value {
@@ -260,6 +302,13 @@ pub fn command_json(data: &[u8]) -> Value {
             json!({"op": "update_lease", "key": bytes_json(key), "lease_ms": lease_ms})
         }
         Op::Expire => json!({"op": "expire"}),
+        Op::SysPut { key, value } => {
+            json!({"op": "system_put", "key": bytes_json(key), "value": record_json(key, value)})
+        }
+        Op::SysCreate { key, value } => {
+            json!({"op": "system_create", "key": bytes_json(key), "value": record_json(key, value)})
+        }
+        Op::SysRemove { key } => json!({"op": "system_remove", "key": bytes_json(key)}),
     };
     v["client_id"] = json!(cmd.client_id);
     v["seq"] = json!(cmd.seq);

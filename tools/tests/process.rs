@@ -294,6 +294,15 @@ fn disaster_recovery_rebuilds_a_new_cluster_from_the_survivor() {
         );
     }
 
+    // The export carries the old cluster's member records, which the import replaces.
+    for id in [1, 2, 3] {
+        let k = format!("__shoal.members.{id}");
+        assert!(
+            keys.ok().contains(&k),
+            "{k} missing from the export: {keys}"
+        );
+    }
+
     // 2. Import into fresh dirs of a new cluster: new ids, new ports.
     let mut new = cluster().voters(4..=6).build();
     let new_members = new.members(&[4, 5, 6]);
@@ -346,6 +355,21 @@ fn disaster_recovery_rebuilds_a_new_cluster_from_the_survivor() {
     for id in [4u64, 5, 6] {
         assert!(list.ok().contains(&new.node(id).raft), "{list}");
     }
+    // The import rewrote the cluster's member records: the new members, at their addresses.
+    let records = new.ctl(&["list", "__shoal.members"]);
+    let mut names: Vec<&str> = records.ok().lines().collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "__shoal.members.4",
+            "__shoal.members.5",
+            "__shoal.members.6"
+        ],
+        "{records}"
+    );
+    let rec = new.ctl(&["get", "__shoal.members.5"]);
+    assert!(rec.ok().contains(&new.node(5).raft), "{rec}");
 }
 
 /// The env file of `docs/OPERATIONS.md` ("systemd") for one node, with test addresses.
@@ -532,4 +556,113 @@ fn the_operations_guide_procedures_work_on_real_processes() {
     ])
     .ok();
     assert_eq!(inspect(&["verify", s(&from_snap)]).code, 0);
+}
+
+/// A data dir written before the cluster's records existed: addresses in `0xA5` log entries,
+/// no `__shoal` subtree. The node starts on it, reads the old entries (the address of a node
+/// it learned only from one lands in its address book), and writes the new form: its member
+/// record, shown in words by `shoal-inspect log` next to the old entries.
+#[test]
+fn a_data_dir_from_before_the_records_starts_and_writes_them() {
+    use shoal_core::entry::EntryRef;
+    use shoal_core::membership::Membership;
+    use shoal_core::storage::Storage;
+    use shoal_core::types::{EntryKind, HardState};
+    use shoal_kv::{Command, Op};
+    use shoal_std::storage::addrbook::{encode_addr_entry, MemberAddr};
+    use shoal_std::storage::scan::read_address_book;
+    use shoal_std::storage::{DataDir, Identity, StorageOptions};
+
+    let mut c = cluster().voters([1]).build();
+    let (dir, raft, client) = {
+        let n = c.node(1);
+        (n.dir.clone(), n.raft.clone(), n.client.clone())
+    };
+    {
+        let identity = Identity {
+            cluster_id: 1,
+            node_id: 1,
+            raft_addr: raft.clone(),
+        };
+        let dd = DataDir::bootstrap(&dir, &identity).unwrap();
+        let mut st = dd.open_group(0, &StorageOptions::default()).unwrap();
+        let config = postcard::to_stdvec(&Membership::new(&[1], &[]).unwrap()).unwrap();
+        let own = encode_addr_entry(&MemberAddr {
+            id: 1,
+            raft_addr: raft.clone(),
+            client_addr: client.clone(),
+        });
+        let seen = encode_addr_entry(&MemberAddr {
+            id: 7,
+            raft_addr: "10.9.9.7:7001".into(),
+            client_addr: "10.9.9.7:7002".into(),
+        });
+        let mut put = vec![0u8; 128];
+        let n = Command {
+            client_id: 0,
+            seq: 0,
+            time_ms: 1,
+            op: Op::Put {
+                key: b"legacy",
+                value: b"yes",
+            },
+        }
+        .encode(&mut put)
+        .unwrap();
+        let entries: [(EntryKind, &[u8]); 4] = [
+            (EntryKind::Config, &config),
+            (EntryKind::Normal, &own),
+            (EntryKind::Normal, &seen),
+            (EntryKind::Normal, &put[..n]),
+        ];
+        for (i, (kind, data)) in entries.into_iter().enumerate() {
+            let e = EntryRef {
+                index: i as u64 + 1,
+                term: 1,
+                kind,
+                data,
+            };
+            st.append(&e).unwrap();
+        }
+        st.save_hard_state(&HardState {
+            term: 1,
+            vote: 1,
+            commit: 4,
+        })
+        .unwrap();
+        st.sync().unwrap();
+    }
+    c.start(1);
+    c.wait_leader(0);
+    assert_eq!(
+        c.get(1, 0, "legacy", ReadMode::Linearizable),
+        Some(b"yes".to_vec())
+    );
+    wait_for("node 1 to write its member record", WAIT, || {
+        c.ctl(&["get", "__shoal.members.1"]).out.trim()
+            == format!("member raft {raft} client {client}")
+    });
+    let book = read_address_book(&dir.join("group-0")).unwrap();
+    assert!(
+        book.iter()
+            .any(|a| a.id == 7 && a.raft_addr == "10.9.9.7:7001"),
+        "{book:?}"
+    );
+    // Restarted, it starts again on the mixed log.
+    assert!(c.stop(1).success());
+    c.start(1);
+    c.wait_leader(0);
+    assert!(c.stop(1).success());
+    let log = inspect(&["log", s(&dir)]);
+    let text = log.ok();
+    assert!(
+        text.contains("address node 7 raft 10.9.9.7:7001 client 10.9.9.7:7002"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "system put __shoal.members.1 = member raft {raft} client {client}"
+        )),
+        "{text}"
+    );
 }

@@ -18,20 +18,27 @@
 //! - frames are `shoal_core::wire` frames back to back (a 4-byte little-endian body length
 //!   first; length, version and CRC-32C add 8 bytes).
 //!
-//! Flags: `--node-id N --cluster-id N --listen HOST:PORT --peer ID=HOST:PORT --peer ID=HOST:PORT`
-//! (exactly two peers: a three-node group 0 bootstrapped with the members `{self, peers}`),
+//! Flags: `--node-id N --cluster-id N --listen HOST:PORT --peer ID=HOST:PORT ...` (one to
+//! [`LINKS`] peers: group 0 is bootstrapped with the members `{self, peers}`),
 //! optional `--election-timeout MS` (default 1000), `--heartbeat-interval MS` (default 100),
 //! `--kv-max-nodes N` (default 4096), `--kv-arena-mb MIB` (default 4), `--report-dir KEY` and
 //! `--flash-file PATH`: the flash partition (8 MiB) in a file, created erased and formatted on
 //! the first start and recovered on every later one (without it the partition is in memory and
 //! the state is lost when the process exits; see `file_flash`).
 //!
+//! Members added later are learned from the cluster's member records (`__shoal.members.<id>`
+//! in DtKV, which this node applies like every replica): a member with a record and no link
+//! gets a free link slot and is dialed at the record's raft address; a peer that has left the
+//! configuration and whose record was removed gives its slot back.
+//!
 //! Output on stdout, one line each, read by tests: `BOOT node=.. formatted|recovered
-//! last_index=.. term=..`, `READY`, `ROLE role=.. term=.. leader=..`,
+//! last_index=.. term=..`, `READY`, `ROLE role=.. term=.. leader=..`, `LINK node=.. addr=..`
+//! and `UNLINK node=..` as peers are learned and dropped,
 //! every 200 ms `STATUS node=.. role=.. term=.. leader=.. commit=.. applied=.. nodes=..
-//! digest=0x..` (DtKV node count and digest at the applied index) and, when `--report-dir` is
-//! given and the applied index moved, `ENTRY key value` for each child of that directory
-//! followed by `ENTRIES n`.
+//! digest=0x.. members=1,2,3 records=1,2,3 links=1,2` (DtKV node count and digest at the
+//! applied index, the configuration's members, the member records, the peers whose link passed
+//! its handshake) and, when `--report-dir` is given and the applied index moved, `ENTRY key
+//! value` for each child of that directory followed by `ENTRIES n`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -52,13 +59,15 @@ use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
 use shoal_embedded::flash::{FlashStorage, Layout};
 use shoal_embedded::link::{FrameRx, FrameTx, Framing};
 use shoal_embedded::runtime::{Mesh, Runtime};
+use shoal_kv::system::{record_id, MemberRecord, MEMBERS_DIR};
 use shoal_kv::{DtKv, Element, EventSlot, KvLimits, KvSlices, NodeSlot, SessionSlot, WaiterSlot};
 
 mod file_flash;
 use file_flash::{Durable, FileFlash, SyncFile};
 
-/// Peers of this node (a three-node group).
-const PEERS: usize = 2;
+/// Link slots: the peers named by `--peer`, then members learned from their records (a group
+/// of five at most).
+const LINKS: usize = 4;
 /// Send ring per link: the largest append `Config::server()` sends, with room.
 const TX: usize = 2 << 20;
 /// Receive buffer per link: the largest frame a `shoald` peer sends (1 MiB appends, 256 KiB
@@ -79,7 +88,7 @@ const REDIAL_MS: u64 = 200;
 /// memory, synced to the disk at every storage sync.
 type Store = Durable<SECTOR, 4, SECTORS>;
 /// The runtime type.
-type Rt = Runtime<'static, Store, Pipe, Pipe, PEERS, TX, RX>;
+type Rt = Runtime<'static, Store, Pipe, Pipe, LINKS, TX, RX>;
 
 /// An in-process byte queue between the sockets and one half of a link.
 #[derive(Clone, Default)]
@@ -189,7 +198,8 @@ impl Conn {
     }
 }
 
-/// One peer: where to dial it, the link's pipes, and the two one-way connections.
+/// One link slot: its peer (`NO_NODE`: free) and where to dial it, the link's pipes, and the
+/// two one-way connections.
 struct Peer {
     id: NodeId,
     addr: String,
@@ -200,6 +210,33 @@ struct Peer {
     out: VecDeque<u8>,
     accepted: Option<Conn>,
     next_dial_ms: u64,
+}
+
+impl Peer {
+    fn new(id: NodeId, addr: String) -> Peer {
+        Peer {
+            id,
+            addr,
+            tx: Pipe::default(),
+            rx: Pipe::default(),
+            dialed: None,
+            out: VecDeque::new(),
+            accepted: None,
+            next_dial_ms: 0,
+        }
+    }
+
+    /// Give the slot to `id` at `addr` (`NO_NODE`: free it); its pipes stay the link's.
+    fn rebind(&mut self, id: NodeId, addr: String) {
+        self.id = id;
+        self.addr = addr;
+        self.dialed = None;
+        self.accepted = None;
+        self.out.clear();
+        self.tx.0.borrow_mut().clear();
+        self.rx.0.borrow_mut().clear();
+        self.next_dial_ms = 0;
+    }
 }
 
 /// Command-line options.
@@ -253,9 +290,9 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if a.node_id == 0 || a.listen.is_empty() || a.peers.len() != PEERS {
+    if a.node_id == 0 || a.listen.is_empty() || a.peers.is_empty() || a.peers.len() > LINKS {
         return Err(format!(
-            "need --node-id, --listen and exactly {PEERS} --peer ID=HOST:PORT"
+            "need --node-id, --listen and one to {LINKS} --peer ID=HOST:PORT"
         ));
     }
     Ok(a)
@@ -319,21 +356,15 @@ fn start(a: &Args, peers: &[Peer]) -> Result<&'static mut Rt, String> {
         raft,
         seed: a.node_id ^ Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64,
     };
-    let mut ids: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
+    let mut ids: Vec<NodeId> = a.peers.iter().map(|p| p.0).collect();
     ids.push(a.node_id);
     ids.sort_unstable();
     let members = Membership::new(&ids, &[]).map_err(|e| format!("members: {e}"))?;
     let mesh = Mesh::new(
-        [peers[0].id, peers[1].id],
-        [
-            FrameTx::new(peers[0].tx.clone(), Framing::Plain),
-            FrameTx::new(peers[1].tx.clone(), Framing::Plain),
-        ],
+        core::array::from_fn(|i| peers[i].id),
+        core::array::from_fn(|i| FrameTx::new(peers[i].tx.clone(), Framing::Plain)),
     );
-    let rx = [
-        FrameRx::new(peers[0].rx.clone(), Framing::Plain),
-        FrameRx::new(peers[1].rx.clone(), Framing::Plain),
-    ];
+    let rx = core::array::from_fn(|i| FrameRx::new(peers[i].rx.clone(), Framing::Plain));
     let layout = std::alloc::Layout::new::<MaybeUninit<Rt>>();
     // SAFETY: a non-zero-sized layout; the pointer is checked, never freed (the slot lives for
     // the process) and only used as an uninitialised slot.
@@ -435,18 +466,10 @@ fn run(a: Args) -> Result<(), String> {
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("listener: {e}"))?;
-    let mut peers: Vec<Peer> = a
-        .peers
-        .iter()
-        .map(|(id, addr)| Peer {
-            id: *id,
-            addr: addr.clone(),
-            tx: Pipe::default(),
-            rx: Pipe::default(),
-            dialed: None,
-            out: VecDeque::new(),
-            accepted: None,
-            next_dial_ms: 0,
+    let mut peers: Vec<Peer> = (0..LINKS)
+        .map(|i| match a.peers.get(i) {
+            Some((id, addr)) => Peer::new(*id, addr.clone()),
+            None => Peer::new(NO_NODE, String::new()),
         })
         .collect();
     let rt = start(&a, &peers)?;
@@ -482,6 +505,9 @@ fn run(a: Args) -> Result<(), String> {
         }
         pending = still;
         for (i, p) in peers.iter_mut().enumerate() {
+            if p.id == NO_NODE {
+                continue;
+            }
             if p.dialed.is_none() && now >= p.next_dial_ms {
                 p.next_dial_ms = now + REDIAL_MS;
                 let addr = p.addr.to_socket_addrs().ok().and_then(|mut s| s.next());
@@ -539,7 +565,8 @@ fn run(a: Args) -> Result<(), String> {
         }
         if now >= next_status_ms {
             next_status_ms = now + 200;
-            report(&a, rt, &mut reported_applied);
+            learn_peers(&a, rt, &mut peers);
+            report(&a, rt, &peers, &mut reported_applied);
         }
         if !applied_event && !sent {
             std::thread::sleep(Duration::from_millis(1));
@@ -547,15 +574,87 @@ fn run(a: Args) -> Result<(), String> {
     }
 }
 
+/// The member records in this node's DtKV: `(id, raft address)`, ascending by id.
+fn member_records(rt: &Rt) -> Vec<(NodeId, String)> {
+    let mut out = Vec::new();
+    let _ = rt.node().state_machine().list(MEMBERS_DIR, |v| {
+        let id = record_id(v.key, MEMBERS_DIR);
+        match (id, MemberRecord::decode(v.value)) {
+            (Some(id), Ok(r)) => out.push((id, r.raft_addr.to_string())),
+            (_, r) => eprintln!(
+                "ignoring {}: not a member record ({:?})",
+                String::from_utf8_lossy(v.key),
+                r.err()
+            ),
+        }
+    });
+    out.sort();
+    out
+}
+
+/// Follow the member records: a member with a record and no link gets a free slot, dialed at
+/// the record's raft address; a peer whose record moved is dialed at the new address; a slot
+/// whose peer has neither a record nor a place in the configuration is freed.
+fn learn_peers(a: &Args, rt: &mut Rt, peers: &mut [Peer]) {
+    let mut records = member_records(rt);
+    records.retain(|(id, _)| *id != a.node_id);
+    let members = rt.node().raft().membership().all();
+    for (i, p) in peers.iter_mut().enumerate() {
+        if p.id == NO_NODE {
+            continue;
+        }
+        match records.iter().find(|(id, _)| *id == p.id) {
+            Some((id, addr)) if *addr != p.addr => {
+                println!("LINK node={id} addr={addr}");
+                p.rebind(*id, addr.clone());
+                rt.assign_link(i, *id);
+            }
+            None if !members.contains(&p.id) => {
+                println!("UNLINK node={}", p.id);
+                p.rebind(NO_NODE, String::new());
+                rt.assign_link(i, NO_NODE);
+            }
+            _ => {}
+        }
+    }
+    for (id, addr) in records {
+        if peers.iter().any(|p| p.id == id) {
+            continue;
+        }
+        match peers.iter().position(|p| p.id == NO_NODE) {
+            Some(i) => {
+                println!("LINK node={id} addr={addr}");
+                peers[i].rebind(id, addr);
+                rt.assign_link(i, id);
+            }
+            None => {
+                eprintln!("no free link for node {id}: this node links to {LINKS} peers at most")
+            }
+        }
+    }
+}
+
+fn ids(list: impl IntoIterator<Item = NodeId>) -> String {
+    list.into_iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Print `STATUS` and, when the applied index moved, the `--report-dir` listing.
-fn report(a: &Args, rt: &Rt, reported_applied: &mut u64) {
+fn report(a: &Args, rt: &mut Rt, peers: &[Peer], reported_applied: &mut u64) {
+    let records = member_records(rt);
+    let links: Vec<NodeId> = (0..LINKS)
+        .filter(|&i| peers[i].id != NO_NODE && rt.link_established(i))
+        .map(|i| peers[i].id)
+        .collect();
     let node = rt.node();
     let raft = node.raft();
     let kv = node.state_machine();
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
-        "STATUS node={} role={} term={} leader={} commit={} applied={} nodes={} digest={:#018x}",
+        "STATUS node={} role={} term={} leader={} commit={} applied={} nodes={} digest={:#018x} members={} records={} links={}",
         a.node_id,
         role_name(raft.role()),
         raft.term(),
@@ -563,7 +662,10 @@ fn report(a: &Args, rt: &Rt, reported_applied: &mut u64) {
         raft.commit(),
         node.applied(),
         kv.node_count(),
-        kv.digest()
+        kv.digest(),
+        ids(raft.membership().all()),
+        ids(records.iter().map(|r| r.0)),
+        ids(links)
     );
     if let Some(dir) = &a.report_dir {
         if *reported_applied != node.applied() {

@@ -6,6 +6,11 @@
 //! embedded node is killed and restarted from its flash file (`--flash-file`): it recovers its
 //! log and catches up with the writes made while it was down.
 //!
+//!
+//! A second test adds a `shoald` node to the mixed cluster and removes it again: the embedded
+//! node applies the cluster's member records like the servers (the new node's record tells it
+//! where to dial), every node agrees on the membership after each change, and writes go on.
+//!
 //! Every process runs under `shoal-testkit`; `shoald` is another package's binary, found next
 //! to this test executable where a workspace test build (`cargo suite`) puts it.
 #![cfg(unix)]
@@ -17,7 +22,7 @@ use std::process::{ChildStdout, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_client::protocol::ReadMode;
+use shoal_client::protocol::{MemberChange, ReadMode, Request, Response};
 use shoal_client::Client;
 use shoal_testkit::{bin, poll, wait_for, wait_some, Cluster, Proc};
 
@@ -66,6 +71,11 @@ fn watch_stdout(out: ChildStdout) -> Arc<Mutex<Seen>> {
         }
     });
     seen
+}
+
+fn status_str(seen: &Mutex<Seen>, key: &str) -> String {
+    let s = seen.lock().unwrap();
+    s.status.get(key).cloned().unwrap_or_default()
 }
 
 fn status_u64(seen: &Mutex<Seen>, key: &str) -> u64 {
@@ -233,4 +243,105 @@ fn two_shoald_and_one_embedded_node_agree() {
         "the restart must recover at least the {acked} entries applied before the kill: {boot}"
     );
     eprintln!("restarted embedded node: {boot}; caught up to the leader");
+}
+
+/// Every node's view of group 0's membership agrees on `members`: the servers `ids` through
+/// their status, the embedded node through its `STATUS` line, which also lists the member
+/// records it applied and the peers it is linked to.
+fn wait_members(c: &Cluster, seen: &Mutex<Seen>, ids: &[u64], members: &[u64], what: &str) {
+    let want = members
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut views = Vec::new();
+    let agreed = shoal_testkit::poll(DEADLINE, || {
+        views = ids
+            .iter()
+            .map(|&id| {
+                c.status(id, 0).map(|s| {
+                    let mut m: Vec<u64> = s.members.iter().map(|m| m.id).collect();
+                    m.sort_unstable();
+                    m
+                })
+            })
+            .collect();
+        let servers = views.iter().all(|v| v.as_deref() == Some(members));
+        let embedded = status_str(seen, "members") == want && status_str(seen, "records") == want;
+        let links: Vec<u64> = members.iter().copied().filter(|&m| m != EMBEDDED).collect();
+        let linked = links.iter().all(|m| {
+            status_str(seen, "links")
+                .split(',')
+                .any(|l| l == m.to_string())
+        });
+        (servers && embedded && linked).then_some(())
+    });
+    assert!(
+        agreed.is_some(),
+        "{what}: no agreement on members {want} within {DEADLINE:?}: servers {views:?}, embedded {:?}",
+        seen.lock().unwrap().status
+    );
+}
+
+#[test]
+fn a_member_is_added_to_and_removed_from_a_mixed_cluster() {
+    let mut c = Cluster::builder()
+        .cluster_id(CLUSTER_ID)
+        .fsync("never")
+        .heartbeat_interval_ms(None)
+        .client_addrs_in_members()
+        .spares([4])
+        .args(&["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
+        .build();
+    c.start(1);
+    c.start(2);
+    let flash_dir = c.node(EMBEDDED).dir.clone();
+    std::fs::create_dir_all(&flash_dir).expect("the embedded node's directory");
+    let (_embedded, seen) = start_embedded(&c, &flash_dir.join("partition.flash"), 1);
+    let leader = wait_some("a leader all three members agree on", DEADLINE, || {
+        let l1 = c.status(1, 0)?.leader;
+        (l1 != 0 && c.status(2, 0)?.leader == l1 && status_u64(&seen, "leader") == l1).then_some(l1)
+    });
+    assert_ne!(
+        leader, EMBEDDED,
+        "a server leads (the embedded node times out later)"
+    );
+    let client = Client::connect(c.clients_of(&[1, 2])).expect("client");
+    let _ = smol::block_on(client.mkdir("mixed"));
+    put_keys(&client, 1..=5, "before the change");
+    // The leader wrote the initial members' records; the embedded node applied them.
+    wait_members(&c, &seen, &[1, 2], &[1, 2, 3], "the initial members");
+
+    // Add a fourth node, a shoald started empty: its record reaches the embedded node, which
+    // dials it at the address the record names (no flag of the embedded node names it).
+    c.start_joining(4);
+    let add = Request::ChangeMembers(MemberChange::Add {
+        id: 4,
+        raft_addr: format!("{}/{}", c.node(4).raft, c.node(4).client),
+        observer: false,
+    });
+    let r = c.call_any(0, add, "add node 4");
+    assert!(matches!(r, Response::Done { .. }), "add node 4: {r:?}");
+    wait_members(&c, &seen, &[1, 2, 4], &[1, 2, 3, 4], "after adding node 4");
+    let client = Client::connect(c.clients_of(&[1, 2, 4])).expect("client");
+    put_keys(&client, 6..=10, "with four members");
+    wait_converged(&c, &seen, &[1, 2, 4], 10, "four members");
+
+    // Remove it again: its record goes, the embedded node drops its link, all agree.
+    let r = c.call_any(
+        0,
+        Request::ChangeMembers(MemberChange::Remove { id: 4 }),
+        "remove node 4",
+    );
+    assert!(matches!(r, Response::Done { .. }), "remove node 4: {r:?}");
+    wait_members(&c, &seen, &[1, 2], &[1, 2, 3], "after removing node 4");
+    assert!(
+        !status_str(&seen, "links").split(',').any(|l| l == "4"),
+        "the embedded node still links to node 4: {:?}",
+        seen.lock().unwrap().status
+    );
+    c.kill(4);
+    let client = Client::connect(c.clients_of(&[1, 2])).expect("client");
+    put_keys(&client, 11..=15, "after removing node 4");
+    wait_converged(&c, &seen, &[1, 2], 15, "three members again");
 }

@@ -92,7 +92,7 @@ impl BlockingClient {
         /// See [`Client::groups`].
         fn groups(&self) -> Vec<GroupId>;
         /// See [`Client::create_group`].
-        fn create_group(&self, group: GroupId, members: Vec<(NodeId, String)>) -> LogIndex;
+        fn create_group(&self, group: GroupId, members: Vec<NodeId>) -> LogIndex;
         /// See [`Client::remove_group`].
         fn remove_group(&self, group: GroupId) -> LogIndex;
     }

@@ -446,12 +446,13 @@ impl Client {
         }
     }
 
-    /// Create group `group` on the node this client talks to, with these members
-    /// (id, raft address).
+    /// Define group `group` for the whole cluster with these voters (node ids of group 0's
+    /// members); every listed node creates it. Returns the index of group 0's log that holds
+    /// the definition.
     pub async fn create_group(
         &self,
         group: GroupId,
-        members: Vec<(NodeId, String)>,
+        members: Vec<NodeId>,
     ) -> Result<LogIndex, ClientError> {
         match self
             .execute(group, Request::GroupCreate { members }, Kind::Write)
@@ -462,7 +463,8 @@ impl Client {
         }
     }
 
-    /// Remove group `group` from the node this client talks to.
+    /// Remove group `group` from the cluster: every member stops it and deletes its data after
+    /// the servers' grace period. Group 0 cannot be removed.
     pub async fn remove_group(&self, group: GroupId) -> Result<LogIndex, ClientError> {
         match self
             .execute(group, Request::GroupRemove, Kind::Write)

@@ -243,13 +243,27 @@ pub enum Request {
     Snapshot,
     /// The groups this node hosts.
     GroupList,
-    /// Create a group on this node with these members (`id=host:port` of their raft ports).
-    GroupCreate {
+    /// The per-node group creation of earlier servers, which named each member's address.
+    /// Kept in its place so that the variants after it keep their wire codes; a server answers
+    /// it with [`ErrorCode::BadRequest`] (groups are defined for the whole cluster by
+    /// [`Request::GroupCreate`]).
+    GroupCreatePerNode {
         /// Members as (id, raft address).
         members: Vec<(NodeId, String)>,
     },
-    /// Remove the request's group from this node.
+    /// Remove the request's group from the cluster: its tombstone goes through group 0's log
+    /// (sent to group 0's leader; others answer `NotLeader`), and every member stops the group
+    /// and deletes its data after a grace period. Group 0 cannot be removed.
     GroupRemove,
+    /// Define the request's group for the whole cluster with these voters (node ids of group
+    /// 0's members): the definition goes through group 0's log (sent to group 0's leader;
+    /// others answer `NotLeader`) and every listed node creates the group with exactly these
+    /// voters. Repeating an existing definition succeeds; another one for the same id is a
+    /// `Conflict`, and so is an id of a removed group.
+    GroupCreate {
+        /// The voters, by node id.
+        members: Vec<NodeId>,
+    },
 }
 
 /// A node as reads return it.

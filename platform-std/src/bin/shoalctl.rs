@@ -12,6 +12,7 @@ use base64::Engine;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use shoal_client::{Client, ClientConfig, ClientError, NodeInfo, ReadMode, WatchItem};
+use shoal_kv::system::RecordText;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success; 1 the cluster answered with a definite failure (not found, CAS mismatch,
@@ -240,12 +241,14 @@ enum LeaderCommand {
 enum GroupCommand {
     /// List the groups on the contacted node.
     List,
-    /// Create group --group on the contacted node with these members.
+    /// Define group --group for the whole cluster with these voters; every one of them
+    /// creates it (the definition goes through group 0's leader).
     Create {
-        /// Members as ID=RAFT_ADDR,... (e.g. 1=10.0.0.1:7001,2=10.0.0.2:7001).
+        /// Voters by node id, comma-separated (e.g. 1,2,3); each must be a member of group 0.
         members: String,
     },
-    /// Remove group --group from the contacted node.
+    /// Remove group --group from the cluster: every member stops it and deletes its data after
+    /// the servers' --group-remove-grace. Group 0 cannot be removed.
     Remove,
 }
 
@@ -412,7 +415,15 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             Some(node) => {
                 let mut j = node_json(&node);
                 j["ok"] = json!(true);
-                Answer::new(j, text(&node.value))
+                // The cluster's own records are binary: show them in words.
+                let mut group = None;
+                match RecordText::of(&node.key, &node.value, &mut group) {
+                    Some(record) => {
+                        j["record"] = json!(record.to_string());
+                        Answer::new(j, record.to_string())
+                    }
+                    None => Answer::new(j, text(&node.value)),
+                }
             }
             None => return Err(ClientError::Kv(shoal_kv::KvError::NotFound)),
         },
@@ -553,20 +564,25 @@ fn member_json(m: &shoal_client::MemberInfo) -> Value {
     json!({"id": m.id, "raft_addr": m.raft_addr, "role": m.role, "match_index": m.match_index})
 }
 
-fn parse_members(s: &str) -> Result<Vec<(u64, String)>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
+fn parse_members(s: &str) -> Result<Vec<u64>, String> {
+    let ids: Vec<u64> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
         .map(|p| {
-            let (id, addr) = p
-                .split_once('=')
-                .ok_or_else(|| format!("member `{p}` is not ID=RAFT_ADDR"))?;
-            let id = id
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| format!("member id `{id}` is not a number"))?;
-            Ok((id, addr.trim().to_string()))
+            if p.contains('=') {
+                return Err(format!(
+                    "member `{p}`: name members by node id only (1,2,3); their addresses come from the cluster's member records"
+                ));
+            }
+            p.parse::<u64>()
+                .map_err(|_| format!("member `{p}` is not a node id"))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Err("name at least one member".into());
+    }
+    Ok(ids)
 }
 
 async fn run_lock(

@@ -166,6 +166,10 @@ pub struct Flags {
     /// Time an admin HTTP client has to send its request and take the answer [default: 5s].
     #[arg(long, env = "SHOAL_ADMIN_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub admin_request_timeout: Option<Dur>,
+    /// How long a removed group's data stays on disk (moved aside as
+    /// removed-group-<id>-<ms>) before it is deleted [default: 60s].
+    #[arg(long, env = "SHOAL_GROUP_REMOVE_GRACE", value_name = "DURATION")]
+    pub group_remove_grace: Option<Dur>,
 }
 
 impl Flags {
@@ -230,6 +234,8 @@ pub struct ServerConfig {
     pub kv: KvLimits,
     /// Admin port limits.
     pub admin_limits: AdminLimits,
+    /// How long a removed group's dir stays before it is deleted.
+    pub group_remove_grace: Duration,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -432,6 +438,9 @@ impl ServerConfig {
             raft,
             kv,
             admin_limits,
+            group_remove_grace: f
+                .group_remove_grace
+                .map_or(Duration::from_secs(60), |d| d.0),
         })
     }
 }

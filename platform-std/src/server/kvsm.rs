@@ -1,9 +1,10 @@
-//! The state machine one group runs in `shoald`: DtKV owning its heap memory, plus the replicated address-book entries that tell every member where a node added
-//! by a membership change listens.
+//! The state machine one group runs in `shoald`: DtKV owning its heap memory, plus the address
+//! entries of logs written before the cluster's member records existed.
 //!
-//! A log entry whose first byte is [`ADDR_ENTRY_TAG`] is an address-book entry (DtKV commands
-//! start with their version byte, 1); it is handed to the platform and skipped by DtKV, so the
-//! DtKV applied index stays exact.
+//! A log entry whose first byte is [`ADDR_ENTRY_TAG`] is such an address entry (DtKV commands
+//! start with their version byte, 1); it is handed to the platform, which learns the address,
+//! and skipped by DtKV, so the DtKV applied index stays exact. Shoal writes addresses as member
+//! records now (`shoal_kv::system`, in DtKV like any key), and no longer writes these entries.
 
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::{LogIndex, Term};
@@ -11,18 +12,18 @@ use shoal_core::{LogIndex, Term};
 use crate::kvheap::{HeapKv, KvHeap};
 use shoal_kv::{Applied, KvLimits, LimitsError};
 
-pub use crate::storage::addrbook::{encode_addr_entry, MemberAddr, ADDR_ENTRY_TAG};
+pub use crate::storage::addrbook::{MemberAddr, ADDR_ENTRY_TAG};
 
 /// What applying one entry produced.
 #[derive(Clone, Debug)]
 pub enum GroupOutput {
     /// A DtKV command's result.
     Kv(Applied),
-    /// An address-book entry (or `None` if it did not decode).
+    /// An address entry of an older log (or `None` if it did not decode).
     Addr(Option<MemberAddr>),
 }
 
-/// DtKV owning its buffers, with the address book's entries passed through.
+/// DtKV owning its buffers, with older logs' address entries passed through.
 pub struct KvSm {
     kv: HeapKv,
 }

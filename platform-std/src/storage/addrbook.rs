@@ -1,16 +1,18 @@
 //! The per-group address book: where each member's raft and client ports are, and the log
-//! entries that replicate it.
+//! entries that replicated it before the cluster's member records.
 //!
-//! Core's `Membership` holds only node ids. The addresses live in two places, both specified
-//! in `docs/FORMAT.md`:
+//! Core's `Membership` holds only node ids. Where members listen is replicated as member
+//! records (`__shoal.members.<id>` in group 0's DtKV, `shoal_kv::system`); each node keeps what
+//! it learned in a local cache, specified in `docs/FORMAT.md`:
 //!
 //! - the file `group-<N>/addrbook`: one record (shared framing) whose body is postcard
-//!   `Vec<MemberAddr>`, learned from `--initial-members`, `GroupCreate` and replicated address
-//!   entries, and written by `shoal-inspect import` for a rebuilt node;
-//! - address entries in the log: ordinary (`Normal`) entries whose payload is
-//!   [`ADDR_ENTRY_TAG`] followed by a postcard [`MemberAddr`]. DtKV commands start with their
-//!   version byte (1), so the tag cannot be mistaken for one; the server's state machine skips
-//!   them in DtKV and hands them to the platform.
+//!   `Vec<MemberAddr>`, learned from `--initial-members`, the member records and older logs'
+//!   address entries, and written by `shoal-inspect import` for a rebuilt node;
+//! - address entries, which logs written before the member records carry: ordinary (`Normal`)
+//!   entries whose payload is [`ADDR_ENTRY_TAG`] followed by a postcard [`MemberAddr`]. DtKV
+//!   commands start with their version byte (1), so the tag cannot be mistaken for one; the
+//!   server's state machine skips them in DtKV and hands them to the platform. Nothing writes
+//!   them any more ([`encode_addr_entry`] remains for tests that build such a log).
 //!
 //! Both formats live here, in the storage layer, so the server and offline tools read them with
 //! the same code.
@@ -38,7 +40,8 @@ pub struct MemberAddr {
     pub client_addr: String,
 }
 
-/// Encode an address-book log entry.
+/// Encode an address entry as logs before the member records held them (for tests and tools
+/// that build such a log).
 pub fn encode_addr_entry(addr: &MemberAddr) -> Vec<u8> {
     let mut out = vec![ADDR_ENTRY_TAG];
     out.extend_from_slice(&postcard::to_allocvec(addr).expect("an address entry always encodes"));

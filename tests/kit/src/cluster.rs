@@ -541,6 +541,14 @@ impl Cluster {
         client::status(&self.node(id).client, group)
     }
 
+    /// The groups node `id` hosts, if it answers.
+    pub fn groups(&self, id: u64) -> Option<Vec<u32>> {
+        match self.call(id, 0, Request::GroupList)? {
+            Response::Groups(g) => Some(g),
+            _ => None,
+        }
+    }
+
     /// `GET path` on node `id`'s admin port.
     pub fn http_get(&self, id: u64, path: &str) -> Option<(u16, String)> {
         client::http_get(&self.node(id).admin, path)

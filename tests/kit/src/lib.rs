@@ -16,6 +16,8 @@
 //!   nodes given until one answers.
 //! - [`cli`]: `shoalctl` and `shoal-inspect` runs with a deadline and their captured output.
 //! - [`mock`]: an in-process stand-in for a node's client port, for client tests.
+//! - [`peer`]: a stand-in for a member on the raft port, for tests that speak the peer
+//!   protocol (handshakes, forged frames).
 //! - [`wait`]: bounded waits that fail with what they waited for.
 //!
 //! It is a test-support crate: a dev-dependency, never part of a shipped binary. Every wait is
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod mock;
+pub mod peer;
 pub mod ports;
 pub mod proc;
 pub mod wait;

@@ -171,6 +171,29 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
+    let r = &v.records;
+    for (name, help, kind, value) in [
+        (
+            "shoal_group_dirs_pending_removal",
+            "Removed groups' dirs still on disk, deleted once --group-remove-grace has passed.",
+            "gauge",
+            r.group_dirs_pending_removal as u64,
+        ),
+        (
+            "shoal_group_dirs_freed_total",
+            "Removed groups' dirs deleted since start.",
+            "counter",
+            r.group_dirs_freed,
+        ),
+        (
+            "shoal_group_handshake_refusals_total",
+            "Group handshakes refused (member lists that do not name each other), here or by a peer.",
+            "counter",
+            r.group_handshake_refusals,
+        ),
+    ] {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
     let _ = writeln!(
         s,
         "# HELP shoal_fsync_seconds Storage sync latency.\n# TYPE shoal_fsync_seconds histogram"

@@ -76,6 +76,20 @@ pub struct AdminView {
     pub clients: ClientsView,
     /// Bytes of peer frames read but not yet taken by the raft thread.
     pub peer_input_bytes: usize,
+    /// The cluster's records as this node acts on them.
+    pub records: RecordsView,
+}
+
+/// What this node did about the cluster's records (group definitions).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RecordsView {
+    /// Removed groups' dirs still on disk (waiting out `--group-remove-grace`, or being
+    /// deleted).
+    pub group_dirs_pending_removal: usize,
+    /// Removed groups' dirs deleted since start.
+    pub group_dirs_freed: u64,
+    /// Group handshakes refused, by this node or by a peer.
+    pub group_handshake_refusals: u64,
 }
 
 /// The client side of the node.

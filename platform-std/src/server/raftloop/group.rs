@@ -22,6 +22,8 @@ pub(super) enum Step {
     Remove(NodeId),
     Commit,
     CatchUp(NodeId),
+    /// Remove a removed member's record (group 0).
+    DropRecord(NodeId),
 }
 
 pub(super) struct MemberOp {
@@ -38,6 +40,8 @@ pub(super) struct Group {
     pub(super) node: GroupNode,
     pub(super) book: AddrBook,
     pub(super) pending_writes: HashMap<LogIndex, (Term, Reply)>,
+    /// System writes proposed for a client (group 0 only: `group create` and `remove`).
+    pub(super) pending_sys: HashMap<LogIndex, (Term, Reply, SysAnswer)>,
     pub(super) index_reads: VecDeque<(u64, Reply, ReadReq)>,
     pub(super) lease_reads: Vec<(LogIndex, Reply, ReadReq)>,
     pub(super) watches: Vec<Watch>,
@@ -153,6 +157,9 @@ pub(super) fn dir_bytes(p: &std::path::Path) -> u64 {
 
 pub(super) fn fail_all(g: &mut Group, why: &str) {
     for (_, (_, reply)) in g.pending_writes.drain() {
+        reply.send(unavailable(why));
+    }
+    for (_, (_, reply, _)) in g.pending_sys.drain() {
         reply.send(unavailable(why));
     }
     for (_, reply, _) in g.index_reads.drain(..) {

@@ -1,89 +1,8 @@
-//! Membership changes of a group, one step at a time, and creating or removing a group on
-//! this node.
+//! Membership changes of a group, one step at a time. A change of group 0 keeps the member
+//! records with it: an added node's record is written before its first step, a removed node's
+//! is removed after its last.
 
 use super::*;
-
-impl RaftLoop {
-    pub(super) fn group_create(
-        &mut self,
-        gid: GroupId,
-        members: Vec<(NodeId, String)>,
-        reply: Reply,
-    ) {
-        if self.groups.contains_key(&gid) {
-            reply.send(error(
-                ErrorCode::Conflict,
-                format!("group {gid} already exists on this node"),
-            ));
-            return;
-        }
-        let mut addrs = Vec::new();
-        for (id, addr) in members {
-            match parse_addr_pair(id, &addr) {
-                Ok(m) => addrs.push(MemberAddr {
-                    id: m.id,
-                    raft_addr: m.raft_addr,
-                    client_addr: m.client_addr,
-                }),
-                Err(e) => {
-                    reply.send(error(ErrorCode::BadRequest, e));
-                    return;
-                }
-            }
-        }
-        if addrs.is_empty() {
-            reply.send(error(
-                ErrorCode::BadRequest,
-                "a group needs at least one member".into(),
-            ));
-            return;
-        }
-        let bootstrap = addrs.iter().any(|a| a.id == self.cfg.node_id);
-        match self.open_group(gid, &addrs, bootstrap) {
-            Ok(()) => {
-                log::info!("group {gid} created");
-                self.refresh_hello();
-                reply.send(Response::Done { index: 0 });
-            }
-            Err(e) => {
-                reply.send(error(ErrorCode::Internal, format!("group {gid}: {e}")));
-            }
-        }
-    }
-
-    pub(super) fn group_remove(&mut self, gid: GroupId, reply: Reply) {
-        let Some(mut g) = self.groups.remove(&gid) else {
-            reply.send(error(
-                ErrorCode::UnknownGroup,
-                format!("group {gid} is not hosted on this node"),
-            ));
-            return;
-        };
-        fail_all(&mut g, "the group was removed from this node");
-        let dir = g.dir.clone();
-        drop(g);
-        let to = self
-            .data
-            .path()
-            .join(format!("removed-group-{gid}-{}", wall_ms()));
-        match std::fs::rename(&dir, &to) {
-            Ok(()) => {
-                log::info!("group {gid} removed; its data moved to {}", to.display());
-                self.refresh_hello();
-                reply.send(Response::Done { index: 0 });
-            }
-            Err(e) => {
-                reply.send(error(
-                    ErrorCode::Internal,
-                    format!(
-                        "group {gid} stopped but {} could not be moved: {e}",
-                        dir.display()
-                    ),
-                ));
-            }
-        }
-    }
-}
 
 pub(super) fn member_change(g: &mut Group, now: u64, change: MemberChange, reply: Reply) {
     if g.node.raft().role() != Role::Leader {
@@ -122,12 +41,19 @@ pub(super) fn member_change(g: &mut Group, now: u64, change: MemberChange, reply
                 raft_addr: spec.raft_addr,
                 client_addr: spec.client_addr,
             };
-            // Tell every member where the new node is, through the log. The leader learns it
-            // the same way, when the entry applies: that is where dialers start, so recording
-            // it here first would leave the leader the one node that never dials the newcomer.
-            if let Err(e) = g.node.propose(now, &encode_addr_entry(&a)) {
-                reply.send(propose_error(g, e));
-                return;
+            // Tell every member where the new node is, through group 0's member record. The
+            // leader learns it the same way, when the record applies: that is where dialers
+            // start, so recording it here first would leave the leader the one node that never
+            // dials the newcomer. Other groups take only nodes that have a record already.
+            if g.id == 0 {
+                let proposed = member_record_command(&a)
+                    .and_then(|bytes| g.node.propose(now, &bytes).map_err(|e| e.to_string()));
+                if let Err(e) = proposed {
+                    reply.send(unavailable(&format!(
+                        "the member record of node {id} was not proposed: {e}"
+                    )));
+                    return;
+                }
             }
             let mut s: VecDeque<Step> = [Step::AddObserver(id), Step::Commit].into();
             if !observer {
@@ -136,6 +62,9 @@ pub(super) fn member_change(g: &mut Group, now: u64, change: MemberChange, reply
             s
         }
         MemberChange::Promote { id } => [Step::Promote(id), Step::Commit].into(),
+        MemberChange::Remove { id } if g.id == 0 => {
+            [Step::Remove(id), Step::Commit, Step::DropRecord(id)].into()
+        }
         MemberChange::Remove { id } => [Step::Remove(id), Step::Commit].into(),
     };
     g.member_op = Some(MemberOp {
@@ -167,7 +96,9 @@ pub(super) fn target_for(m: &Membership, step: Step) -> Result<Membership, Strin
             voters.retain(|&x| x != id);
             observers.retain(|&x| x != id);
         }
-        Step::Commit | Step::CatchUp(_) => unreachable!("not a prepare step"),
+        Step::Commit | Step::CatchUp(_) | Step::DropRecord(_) => {
+            unreachable!("not a prepare step")
+        }
     }
     Membership::new(&voters, &observers).map_err(|e| e.to_string())
 }
@@ -215,6 +146,27 @@ pub(super) fn advance_member_op(g: &mut Group, now: u64) {
                 }
                 op.steps.pop_front();
                 continue;
+            }
+            Step::DropRecord(id) => {
+                let key = shoal_kv::system::member_key(id);
+                let proposed = system_command(Op::SysRemove {
+                    key: key.as_bytes(),
+                })
+                .and_then(|bytes| g.node.propose(now, &bytes).map_err(|e| e.to_string()));
+                let op = g.member_op.as_mut().expect("checked");
+                op.steps.pop_front();
+                match proposed {
+                    Ok(at) => {
+                        op.waiting = Some(at);
+                        return;
+                    }
+                    // The member is gone either way; a record left behind only names an
+                    // address nobody dials for it.
+                    Err(e) => {
+                        log::warn!("group 0: the record of removed node {id} stays: {e}");
+                        continue;
+                    }
+                }
             }
             Step::Commit => ConfigChange::Commit,
             other => match target_for(r.membership(), other) {

@@ -33,21 +33,26 @@ use shoal_core::wire;
 use shoal_core::{GroupId, LogIndex, NodeId, Role, Term, NO_NODE};
 use shoal_kv::{in_subtree, Command, EventKind, Keys, KvError, NodeView, Op, Pairs, WatchError};
 
+mod greet;
 mod group;
 mod members;
 mod requests;
+mod system;
 
+use greet::*;
 use group::*;
 use members::*;
 use requests::*;
+use system::*;
 
 use super::addrbook::AddrBook;
-use super::admin::{AdminView, GroupView, PeerView};
+use super::admin::{AdminView, GroupView, PeerView, RecordsView};
 use super::clients::{self, ClientInput, Hub, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
-use super::kvsm::{encode_addr_entry, GroupOutput, KvSm, MemberAddr};
+use super::kvsm::{GroupOutput, KvSm, MemberAddr};
 use super::net::{Net, PeerFrame, PeerTransport};
 use super::timed::{Histogram, TimedStorage};
+use crate::kvheap::HeapKv;
 use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
 
 type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;
@@ -92,6 +97,11 @@ pub struct RaftLoop {
     /// Peer frames refused before they reached a group (they do not decode, or name a group
     /// this node does not host); each group's driver counts its own.
     peer_faults: FaultLog,
+    /// The cluster's records (group 0's `__shoal` subtree) as last read, and removed groups'
+    /// dirs waiting to be deleted ([`system`]).
+    sys: Records,
+    /// Peers that passed the group handshake, per group ([`greet`]).
+    greetings: Greetings,
 }
 
 fn wall_ms() -> u64 {
@@ -132,8 +142,10 @@ impl RaftLoop {
             stopping,
             draining: false,
             peer_faults: FaultLog::new(),
+            sys: Records::default(),
+            greetings: Greetings::default(),
         };
-        let mut ids = vec![0];
+        let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
             .map_err(|e| format!("cannot list {}: {e}", me.data.path().display()))?;
         for e in entries.flatten() {
@@ -146,22 +158,22 @@ impl RaftLoop {
                 }
             }
         }
-        for g in ids {
-            let members: Vec<MemberAddr> = if g == 0 {
-                me.cfg
-                    .initial_members
-                    .iter()
-                    .map(|m| MemberAddr {
-                        id: m.id,
-                        raft_addr: m.raft_addr.clone(),
-                        client_addr: m.client_addr.clone(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let bootstrap = g == 0 && !me.cfg.join;
-            me.open_group(g, &members, bootstrap)?;
+        // Group 0 first: its records say which of the other dirs are groups still.
+        let initial: Vec<MemberAddr> = me
+            .cfg
+            .initial_members
+            .iter()
+            .map(|m| MemberAddr {
+                id: m.id,
+                raft_addr: m.raft_addr.clone(),
+                client_addr: m.client_addr.clone(),
+            })
+            .collect();
+        let voters: Vec<NodeId> = initial.iter().map(|m| m.id).collect();
+        let bootstrap = (!me.cfg.join).then_some(&voters[..]);
+        me.open_group(0, &initial, bootstrap)?;
+        for g in me.groups_to_open(ids)? {
+            me.open_group(g, &[], None)?;
         }
         me.refresh_hello();
         Ok(me)
@@ -171,11 +183,14 @@ impl RaftLoop {
         self.start.elapsed().as_millis() as u64 + 1
     }
 
+    /// Open group `g` (creating its dir if needed), its address book learning `addrs`; a new
+    /// group starts with `bootstrap` as its voters, or empty (waiting, as an observer, for a
+    /// leader's log to name it) without.
     fn open_group(
         &mut self,
         g: GroupId,
-        members: &[MemberAddr],
-        bootstrap: bool,
+        addrs: &[MemberAddr],
+        bootstrap: Option<&[NodeId]>,
     ) -> Result<(), String> {
         let opts = StorageOptions {
             fsync: self.cfg.fsync,
@@ -187,7 +202,7 @@ impl RaftLoop {
         let store = self.data.open_group(g, &opts).map_err(|e| e.to_string())?;
         let dir = group_dir(self.data.path(), g);
         let mut book = AddrBook::load(&dir)?;
-        for m in members {
+        for m in addrs {
             book.upsert(m.clone())?;
         }
         for a in book.map.values() {
@@ -203,11 +218,11 @@ impl RaftLoop {
         };
         let limits = self.cfg.kv;
         let sm = KvSm::new(limits).map_err(|e| format!("group {g}: DtKV limits: {e}"))?;
-        let membership = if bootstrap {
-            let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
-            Some(Membership::new(&ids, &[]).map_err(|e| format!("group {g}: members: {e}"))?)
-        } else {
-            None
+        let membership = match bootstrap {
+            Some(ids) => {
+                Some(Membership::new(ids, &[]).map_err(|e| format!("group {g}: members: {e}"))?)
+            }
+            None => None,
         };
         let store = TimedStorage::new(store, self.fsync_hist.clone());
         let transport = self.net.transport();
@@ -227,6 +242,7 @@ impl RaftLoop {
                 ),
                 book: book,
                 pending_writes: HashMap::new(),
+                pending_sys: HashMap::new(),
                 index_reads: VecDeque::new(),
                 lease_reads: Vec::new(),
                 watches: Vec::new(),
@@ -452,7 +468,9 @@ impl RaftLoop {
                         output,
                     } => match output {
                         GroupOutput::Kv(applied) => {
-                            if let Some((t, reply)) = g.pending_writes.remove(&index) {
+                            if let Some(p) = g.pending_sys.remove(&index) {
+                                answer_system(g, index, term, &applied, p);
+                            } else if let Some((t, reply)) = g.pending_writes.remove(&index) {
                                 if t == term {
                                     reply.send(Response::Written {
                                         index,
@@ -518,6 +536,7 @@ impl RaftLoop {
         for a in new_peers {
             self.net.ensure_peer(a.id, &a.raft_addr);
         }
+        self.after_records(now);
         // Cheap (a compare under a lock); config entries may also come from after_flush.
         let _ = members_changed;
         self.refresh_hello();
@@ -577,6 +596,11 @@ impl RaftLoop {
         v.running = !self.draining;
         v.groups = groups;
         v.clients = self.hub.view();
+        v.records = RecordsView {
+            group_dirs_pending_removal: self.sys.dirs_pending_removal(),
+            group_dirs_freed: self.sys.dirs_freed(),
+            group_handshake_refusals: self.greetings.refusals,
+        };
         v.peer_input_bytes = self.net.input_bytes();
     }
 }

@@ -2,6 +2,7 @@
 //! and errors they turn into.
 
 use super::*;
+use shoal_core::wire::Body;
 
 pub(super) fn unavailable(msg: &str) -> Response {
     Response::Unavailable {
@@ -159,10 +160,21 @@ impl RaftLoop {
             Ok(decoded) => decoded,
             Err(_) => return self.peer_faults.refuse(now, Fault::BadFrame),
         };
-        let group = frame.header.group;
-        let Some(g) = self.groups.get_mut(&group) else {
+        let (group, from) = (frame.header.group, frame.header.from);
+        if !matches!(frame.body, Body::Raft(_)) {
+            // Group 0's handshake is the connection's own, done before any frame comes here.
+            if group == 0 {
+                return self.peer_faults.refuse(now, Fault::NotRaft);
+            }
+            return self.handle_greeting(&frame);
+        }
+        if !self.groups.contains_key(&group) && !self.join_group_for_peer(group) {
             return self.peer_faults.refuse(now, Fault::WrongGroup);
-        };
+        }
+        if !self.greetings.passed(group, from) {
+            return self.greet(group, from);
+        }
+        let g = self.groups.get_mut(&group).expect("hosted or joined above");
         if let Err(e) = g.node.handle_decoded(now, &frame, used) {
             log::error!("group {group}: fatal: {e}; stopping");
             std::process::exit(1);
@@ -194,6 +206,13 @@ impl RaftLoop {
             }
             Request::GroupCreate { members } => {
                 self.group_create(gid, members, reply);
+                return;
+            }
+            Request::GroupCreatePerNode { .. } => {
+                reply.send(error(
+                    ErrorCode::BadRequest,
+                    "groups are no longer created node by node: define the group for the whole cluster with its members' node ids (shoalctl group create 1,2,3)".into(),
+                ));
                 return;
             }
             Request::GroupRemove => {
@@ -245,7 +264,20 @@ impl RaftLoop {
             Request::MemberList => {
                 reply.send(Response::Members(status(g, node_id).members));
             }
-            Request::ChangeMembers(change) => member_change(g, now, change, reply),
+            Request::ChangeMembers(change) => {
+                // A group other than 0 takes only members of the cluster: their addresses
+                // come from group 0's records.
+                if let MemberChange::Add { id, .. } = &change {
+                    if gid != 0 && !self.sys.members.contains_key(id) {
+                        reply.send(error(
+                            ErrorCode::Conflict,
+                            format!("node {id} is not a member of the cluster (it has no record in group 0); add it to group 0 first"),
+                        ));
+                        return;
+                    }
+                }
+                member_change(g, now, change, reply)
+            }
             Request::TransferLeader { to } => {
                 match g.node.transfer_leader(now, to) {
                     Ok(()) => reply.send(Response::Done { index: 0 }),
@@ -265,7 +297,10 @@ impl RaftLoop {
                     Err(e) => reply.send(error(ErrorCode::Internal, format!("snapshot: {e}"))),
                 };
             }
-            Request::GroupList | Request::GroupCreate { .. } | Request::GroupRemove => {
+            Request::GroupList
+            | Request::GroupCreate { .. }
+            | Request::GroupCreatePerNode { .. }
+            | Request::GroupRemove => {
                 unreachable!("handled above")
             }
         }

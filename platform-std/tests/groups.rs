@@ -1,0 +1,256 @@
+//! Groups are defined once for the cluster, through group 0's log: a second, different
+//! definition of a group id is refused wherever it is asked (it used to give the asking node a
+//! group of its own); group 0 cannot be removed (it used to come back empty after a restart,
+//! its vote history gone); a removed group's data is deleted on every member after the grace
+//! period, also on a member that was down when it was removed; groups survive restarts; a node
+//! added to a group later creates it when the group's leader first sends to it.
+#![cfg(unix)]
+
+use std::path::Path;
+
+use shoal_client::protocol::{MemberChange, ReadMode, Request, Response};
+use shoal_core::message::{Message, Vote};
+use shoal_core::wire::{self, Body};
+use shoal_core::NO_NODE;
+use shoal_testkit::peer::{Identity, PeerInbox, PeerLink};
+use shoal_testkit::{wait_for, wait_some, Cluster, WAIT};
+
+/// The entries of `dir` whose names start with `prefix`.
+fn entries(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_group_has_one_definition_group_0_stays_and_removed_groups_free_their_disk() {
+    let mut c = Cluster::builder()
+        .args(&["--group-remove-grace", "1s"])
+        .build();
+    c.start_all();
+    c.wait_leader(0);
+
+    // `group create 8` with 1,2,3 through node 1, then with 3 alone through node 3: the second
+    // is refused, naming the definition that holds, and node 3 gets no group of its own.
+    c.ctl_at(&[1], &["--group", "8", "group", "create", "1,2,3"])
+        .ok();
+    let second = c.ctl_at(&[3], &["--group", "8", "group", "create", "3"]);
+    assert_ne!(second.code, 0, "{second}");
+    assert!(
+        second.err.contains("already exists with members [1, 2, 3]"),
+        "{second}"
+    );
+    // The same definition again is fine (a retried create).
+    c.ctl_at(&[2], &["--group", "8", "group", "create", "3,2,1"])
+        .ok();
+    let leader8 = c.wait_leader(8);
+    for id in [1u64, 2, 3] {
+        wait_for(&format!("node {id} to host group 8"), WAIT, || {
+            c.groups(id) == Some(vec![0, 8])
+        });
+        let s = c.status(id, 8).expect("status of group 8");
+        let mut members: Vec<u64> = s.members.iter().map(|m| m.id).collect();
+        members.sort_unstable();
+        assert_eq!(members, vec![1, 2, 3], "node {id}: {s:?}");
+    }
+    c.put(8, 81, 1, "in8", "v");
+    assert_eq!(
+        c.get(3, 8, "in8", ReadMode::Linearizable),
+        Some(b"v".to_vec())
+    );
+    // A node outside group 0 cannot be a member, and the records are readable, not writable.
+    let r = c.call_any(8, Request::GroupCreate { members: vec![9] }, "create");
+    assert!(
+        matches!(&r, Response::Error { message, .. } if message.contains("node 9 is not a member of the cluster")),
+        "{r:?}"
+    );
+    let list = c.ctl(&["list", "__shoal.groups"]);
+    assert!(list.ok().contains("__shoal.groups.8"), "{list}");
+    let write = c.ctl(&["put", "__shoal.groups.8", "mine"]);
+    assert_ne!(write.code, 0, "{write}");
+    assert!(write.err.contains("__shoal"), "{write}");
+
+    // Group 0 cannot be removed, through any node.
+    for id in [1u64, 2, 3] {
+        let out = c.ctl_at(&[id], &["--group", "0", "group", "remove"]);
+        assert_ne!(out.code, 0, "{out}");
+        assert!(out.err.contains("group 0 cannot be removed"), "{out}");
+    }
+    assert!(c.node(1).dir.join("group-0").is_dir());
+
+    // Groups survive a restart, data and all.
+    let term0 = c.status(3, 0).unwrap().term;
+    c.stop(3);
+    c.start(3);
+    wait_for("node 3 to host group 8 again", WAIT, || {
+        c.get(3, 8, "in8", ReadMode::Local) == Some(b"v".to_vec())
+    });
+    assert!(c.status(3, 0).unwrap().term >= term0);
+
+    // Remove group 8 while node 2 is down: nodes 1 and 3 stop it, set its data aside and
+    // delete it after the grace period; node 2 does the same when it comes back.
+    let down = if leader8 == 2 { 3 } else { 2 };
+    c.kill(down);
+    let up: Vec<u64> = [1u64, 2, 3].into_iter().filter(|&i| i != down).collect();
+    c.ctl_at(&up, &["--group", "8", "group", "remove"]).ok();
+    for &id in &up {
+        wait_for(&format!("node {id} to free group 8"), WAIT, || {
+            c.groups(id) == Some(vec![0])
+                && entries(&c.node(id).dir, "group-8").is_empty()
+                && entries(&c.node(id).dir, "removed-group-8").is_empty()
+        });
+        wait_for(&format!("node {id} to count the freed dir"), WAIT, || {
+            c.gauge(id, "shoal_group_dirs_freed_total") == 1
+                && c.gauge(id, "shoal_group_dirs_pending_removal") == 0
+        });
+    }
+    assert!(c.node(down).dir.join("group-8").is_dir());
+    c.start(down);
+    wait_for(&format!("node {down} to free group 8 too"), WAIT, || {
+        c.groups(down) == Some(vec![0])
+            && entries(&c.node(down).dir, "group-8").is_empty()
+            && entries(&c.node(down).dir, "removed-group-8").is_empty()
+    });
+    // A removed group's id is not used again.
+    let again = c.ctl(&["--group", "8", "group", "create", "1,2,3"]);
+    assert_ne!(again.code, 0, "{again}");
+    assert!(again.err.contains("group 8 was removed"), "{again}");
+}
+
+#[test]
+fn a_node_added_to_a_group_creates_it_when_its_leader_sends() {
+    let mut c = Cluster::builder().spares([4]).build();
+    c.start_all();
+    c.wait_leader(0);
+    c.ctl(&["--group", "5", "group", "create", "1,2,3"]).ok();
+    c.wait_leader(5);
+    c.put(5, 51, 1, "g5", "before");
+
+    // Only members of the cluster can join a group.
+    let add4 = Request::ChangeMembers(MemberChange::Add {
+        id: 4,
+        raft_addr: c.node(4).raft.clone(),
+        observer: false,
+    });
+    let r = c.call_any(5, add4.clone(), "add node 4 to group 5");
+    assert!(
+        matches!(&r, Response::Error { message, .. } if message.contains("not a member of the cluster")),
+        "{r:?}"
+    );
+    // In group 0 first (which writes its member record), then in group 5.
+    c.start_joining(4);
+    let r = c.call_any(0, add4.clone(), "add node 4 to group 0");
+    assert!(matches!(r, Response::Done { .. }), "{r:?}");
+    let r = c.call_any(5, add4, "add node 4 to group 5");
+    assert!(matches!(r, Response::Done { .. }), "{r:?}");
+    wait_for("node 4 to serve group 5", WAIT, || {
+        c.get(4, 5, "g5", ReadMode::Local) == Some(b"before".to_vec())
+    });
+    let s = c.status(4, 5).expect("status");
+    assert!(
+        s.members.iter().any(|m| m.id == 4 && m.role == "voter"),
+        "{s:?}"
+    );
+    c.put(5, 51, 2, "g5", "after");
+    assert_eq!(
+        c.get(4, 5, "g5", ReadMode::Linearizable),
+        Some(b"after".to_vec())
+    );
+    // Its member record is readable everywhere, in words through shoalctl.
+    let rec = c.ctl(&["get", "__shoal.members.4"]);
+    assert!(rec.ok().contains(&c.node(4).raft), "{rec}");
+}
+
+/// Node 3 is played by the test, holding a copy of group 7 whose members differ: node 1
+/// refuses its group handshake (naming both member lists), counts it and takes none of its
+/// group 7 frames; the same node with the right members passes and is heard.
+#[test]
+fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
+    const TERM: u64 = 1 << 40;
+    let mut c = Cluster::builder().build();
+    c.start(1);
+    c.start(2);
+    c.wait_leader(0);
+    let me = Identity {
+        cluster_id: 1,
+        node_id: 3,
+        members: vec![1, 2, 3],
+    };
+    let inbox = PeerInbox::listen(&me, &c.node(3).raft).expect("node 3's raft address");
+    c.ctl(&["--group", "7", "group", "create", "1,2,3"]).ok();
+    c.wait_leader(7);
+    let (mut link, _) = PeerLink::dial(&me, 1, &c.node(1).raft).expect("dial node 1");
+    let vote = me.frame(
+        7,
+        1,
+        &Body::Raft(Message::Vote(Vote {
+            term: TERM,
+            last_index: 0,
+            last_term: 0,
+            transfer: true,
+        })),
+    );
+    let greeting = |f: &wire::Frame<'_>| {
+        f.header.group == 7
+            && f.header.from == 1
+            && matches!(&f.body, Body::Hello(h) if h.expected_peer == 3)
+    };
+    // Node 1 drops the vote and greets node 3 for group 7, naming its members.
+    link.send(&vote).unwrap();
+    let hello = inbox
+        .next_matching(WAIT, greeting)
+        .expect("a group 7 Hello");
+    match wire::decode(&hello).unwrap().0.body {
+        Body::Hello(h) => assert_eq!(h.members.as_slice(), &[1, 2, 3]),
+        other => panic!("{other:?}"),
+    }
+    // The copy with node 3 alone is refused, with both member lists in the log.
+    link.send(&me.frame(7, 1, &me.hello(7, 1, &[3]))).unwrap();
+    let refusal = inbox
+        .next_matching(WAIT, |f| {
+            f.header.group == 7 && matches!(f.body, Body::HelloRefused(_))
+        })
+        .expect("a refusal");
+    match wire::decode(&refusal).unwrap().0.body {
+        Body::HelloRefused(why) => {
+            assert!(
+                why.contains("not a member in the peer's configuration"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    wait_for("the refusal to be counted", WAIT, || {
+        c.gauge(1, "shoal_group_handshake_refusals_total") >= 1
+    });
+    assert!(
+        c.node(1)
+            .log()
+            .contains("refused the group handshake of node 3"),
+        "{}",
+        c.node(1).log()
+    );
+    // Its frames stay dropped: each one is answered with a new greeting, never taken.
+    wait_some("another greeting for a dropped vote", WAIT, || {
+        link.send(&vote).unwrap();
+        inbox.next_matching(std::time::Duration::from_millis(100), greeting)
+    });
+    assert!(c.status(1, 7).unwrap().term < TERM);
+    // With the members node 1 has, the handshake passes and the vote is heard.
+    link.send(&me.frame(7, 1, &me.hello(7, 1, &[1, 2, 3])))
+        .unwrap();
+    inbox
+        .next_matching(WAIT, |f| {
+            f.header.group == 7 && matches!(&f.body, Body::Hello(h) if h.expected_peer == NO_NODE)
+        })
+        .expect("an accepting Hello");
+    link.send(&vote).unwrap();
+    wait_for("node 1 to hear node 3 in group 7", WAIT, || {
+        c.status(1, 7).is_some_and(|s| s.term >= TERM)
+    });
+}
