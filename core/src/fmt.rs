@@ -9,11 +9,20 @@
 //! view of its log or its group is inconsistent, and going on could break safety.
 #![allow(unused_macros)]
 
+/// Log at `$level` (`trace`, `debug`, `info`, `warn` or `error`) through the backend this
+/// build uses: `defmt` with the `defmt` feature, else `log`. The platform crates route their
+/// own log macros through it, so the backend is chosen in this one place; a crate calling it
+/// needs the backend as a dependency of its own.
+#[doc(hidden)]
+#[macro_export]
 #[cfg(feature = "defmt")]
 macro_rules! shoal_log {
     ($level:ident, $($arg:tt)*) => { ::defmt::$level!($($arg)*) };
 }
 
+/// [`shoal_log!`] without the `defmt` feature: to the `log` facade.
+#[doc(hidden)]
+#[macro_export]
 #[cfg(not(feature = "defmt"))]
 macro_rules! shoal_log {
     ($level:ident, $($arg:tt)*) => { ::log::$level!($($arg)*) };

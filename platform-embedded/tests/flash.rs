@@ -30,6 +30,16 @@ fn append(s: &mut Store, index: u64, term: u64, len: usize) -> Result<(), Storag
     })
 }
 
+/// A new store holding the synced entries `1..=last` of term 1, `len` bytes each.
+fn synced_log(last: u64, len: usize) -> Store {
+    let mut s = fresh();
+    for i in 1..=last {
+        append(&mut s, i, 1, len).expect("append");
+    }
+    s.sync().expect("sync");
+    s
+}
+
 fn check(s: &Store, lo: u64, hi: u64, term: u64, len: usize) {
     let mut buf = [0u8; 512];
     for i in lo..=hi {
@@ -79,11 +89,7 @@ fn an_erased_partition_opens_empty() {
 
 #[test]
 fn damage_in_synced_log_data_is_corrupt_with_its_address() {
-    let mut s = fresh();
-    for i in 1..=20 {
-        append(&mut s, i, 1, 30).expect("append");
-    }
-    s.sync().expect("sync");
+    let s = synced_log(20, 30);
     assert!(s.ring_usage().live_sectors >= 3);
     let mut flash = s.into_flash();
     // A bit flip inside the first record of the first ring sector (not the tail).
@@ -100,11 +106,7 @@ fn damage_in_synced_log_data_is_corrupt_with_its_address() {
 
 #[test]
 fn damage_before_the_last_record_of_the_tail_is_corrupt_not_torn() {
-    let mut s = fresh();
-    for i in 1..=3 {
-        append(&mut s, i, 1, 20).expect("append");
-    }
-    s.sync().expect("sync");
+    let s = synced_log(3, 20);
     let mut flash = s.into_flash();
     // Entry 1 is the first record after the sector header; entries 2 and 3 follow it.
     let at = LOG_BASE as usize + 48;

@@ -3,7 +3,10 @@
 //! Run with `cargo bench -p shoal-tests --bench hot_paths`; numbers are for comparing changes on
 //! one machine, never asserted.
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use shoal_core::driver::{Event, Node, NodeConfig, NodeParts};
 use shoal_core::entry::{self, EntryIter, EntryRef};
 use shoal_core::io::{StateMachine, Transport, TransportError};
@@ -17,6 +20,50 @@ use shoal_kv::{kv_buffers, Command, DtKv, KvLimits, KvMemory, Op};
 use shoal_std::kvheap::KvHeap;
 use shoal_tests::memstore::MemStorage;
 
+/// Where an append frame's entries start in its buffer: after the frame's prefix and the few
+/// bytes of its `Append` header.
+const TAIL_AT: usize = FRAME_PREFIX_RESERVE + 5;
+
+/// The header of a frame of cluster 1, group 0, from `from` to `to`.
+fn header(from: u64, to: u64) -> FrameHeader {
+    FrameHeader {
+        version: WIRE_VERSION,
+        cluster_id: 1,
+        group: 0,
+        from,
+        to,
+    }
+}
+
+/// Encode 64 copies of `e`, with indexes from `first` on, into `buf` at [`TAIL_AT`]; returns
+/// the bytes they take.
+fn write_tail(buf: &mut [u8], e: &EntryRef<'_>, first: u64) -> usize {
+    let mut at = TAIL_AT;
+    for i in 0..64 {
+        let next = EntryRef {
+            index: first + i,
+            ..*e
+        };
+        at += entry::encode(&next, &mut buf[at..]).unwrap();
+    }
+    at - TAIL_AT
+}
+
+/// Bench an encoder (`encode` writes into the buffer it is given and returns the length) and
+/// the decoder of what it wrote (`decode` returns the bytes it consumed), under `names`.
+fn codec_pair(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    [encoding, decoding]: [&str; 2],
+    encode: impl Fn(&mut [u8]) -> usize,
+    decode: impl Fn(&[u8]) -> usize,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    g.bench_function(encoding, |b| b.iter(|| encode(&mut buf)));
+    let n = encode(&mut buf);
+    let enc = buf[..n].to_vec();
+    g.bench_function(decoding, |b| b.iter(|| decode(black_box(&enc))));
+}
+
 fn codecs(c: &mut Criterion) {
     let payload = [7u8; 100];
     let e = EntryRef {
@@ -25,45 +72,24 @@ fn codecs(c: &mut Criterion) {
         kind: EntryKind::Normal,
         data: &payload,
     };
-    let mut buf = vec![0u8; 64 * 1024];
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("entry encode 100B", |b| {
-        b.iter(|| entry::encode(black_box(&e), &mut buf).unwrap())
-    });
-    let n = entry::encode(&e, &mut buf).unwrap();
-    let enc = buf[..n].to_vec();
-    g.bench_function("entry decode 100B", |b| {
-        b.iter(|| entry::decode(black_box(&enc)).unwrap())
-    });
-    g.bench_function("record encode 100B", |b| {
-        b.iter(|| record::encode(black_box(&payload), &mut buf).unwrap())
-    });
-    let n = record::encode(&payload, &mut buf).unwrap();
-    let rec = buf[..n].to_vec();
-    g.bench_function("record decode 100B", |b| {
-        b.iter(|| record::decode(black_box(&rec)).unwrap())
-    });
+    codec_pair(
+        &mut g,
+        ["entry encode 100B", "entry decode 100B"],
+        |buf| entry::encode(black_box(&e), buf).unwrap(),
+        |enc| entry::decode(enc).unwrap().1,
+    );
+    codec_pair(
+        &mut g,
+        ["record encode 100B", "record decode 100B"],
+        |buf| record::encode(black_box(&payload), buf).unwrap(),
+        |rec| record::decode(rec).unwrap().1,
+    );
     // An append frame carrying 64 entries of 100 bytes.
-    let tail_at = FRAME_PREFIX_RESERVE + 5;
-    let mut at = tail_at;
-    for i in 0..64 {
-        at += entry::encode(
-            &EntryRef {
-                index: 1000 + i,
-                ..e
-            },
-            &mut buf[at..],
-        )
-        .unwrap();
-    }
-    let h = FrameHeader {
-        version: WIRE_VERSION,
-        cluster_id: 1,
-        group: 0,
-        from: 1,
-        to: 2,
-    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let tail = write_tail(&mut buf, &e, 1000);
+    let h = header(1, 2);
     let msg = Body::Raft(Message::Append(Append {
         term: 9,
         prev_index: 999,
@@ -74,11 +100,9 @@ fn codecs(c: &mut Criterion) {
     }));
     g.throughput(Throughput::Elements(64));
     g.bench_function("append frame encode 64x100B", |b| {
-        b.iter(|| {
-            wire::encode_with_tail(&h, black_box(&msg), &mut buf, tail_at, at - tail_at).unwrap()
-        })
+        b.iter(|| wire::encode_with_tail(&h, black_box(&msg), &mut buf, TAIL_AT, tail).unwrap())
     });
-    let range = wire::encode_with_tail(&h, &msg, &mut buf, tail_at, at - tail_at).unwrap();
+    let range = wire::encode_with_tail(&h, &msg, &mut buf, TAIL_AT, tail).unwrap();
     let frame = buf[range].to_vec();
     g.bench_function("append frame decode + iterate 64x100B", |b| {
         b.iter(|| {
@@ -127,30 +151,30 @@ impl StateMachine for Count {
     }
 }
 
-fn single_node_leader() -> Node<MemStorage, Drop0, Count, Vec<u8>> {
-    let mut cfg = Config::server();
-    cfg.snapshot_entries = 0;
-    cfg.snapshot_interval_ms = 0;
+/// Node 1 of a group of `voters` on in-memory storage, with `raft` and a `buf_bytes` buffer.
+fn node(voters: &[u64], raft: Config, buf_bytes: usize) -> Node<MemStorage, Drop0, Count, Vec<u8>> {
     let nc = NodeConfig {
         cluster_id: 1,
         group: 0,
         node_id: 1,
-        raft: cfg,
+        raft,
         seed: 1,
     };
-    let m = Membership::new(&[1], &[]).unwrap();
-    let mut n = Node::new(
-        nc,
-        NodeParts::new(
-            MemStorage::new(),
-            Drop0,
-            Count::default(),
-            vec![0u8; 1 << 20],
-        ),
-        0,
-        Some(&m),
-    )
-    .unwrap();
+    let parts = NodeParts::new(
+        MemStorage::new(),
+        Drop0,
+        Count::default(),
+        vec![0u8; buf_bytes],
+    );
+    let m = Membership::new(voters, &[]).unwrap();
+    Node::new(nc, parts, 0, Some(&m)).unwrap()
+}
+
+fn single_node_leader() -> Node<MemStorage, Drop0, Count, Vec<u8>> {
+    let mut cfg = Config::server();
+    cfg.snapshot_entries = 0;
+    cfg.snapshot_interval_ms = 0;
+    let mut n = node(&[1], cfg, 1 << 20);
     let mut t = 0;
     while n.raft().role() != shoal_core::Role::Leader {
         t += 50;
@@ -185,48 +209,18 @@ fn driver(c: &mut Criterion) {
     // A follower handling one append of 64 entries (decode, append, ack held until sync).
     g.throughput(Throughput::Elements(64));
     g.bench_function("follower step: append of 64 x 100B", |b| {
-        let h = FrameHeader {
-            version: WIRE_VERSION,
-            cluster_id: 1,
-            group: 0,
-            from: 2,
-            to: 1,
+        let h = header(2, 1);
+        let e = EntryRef {
+            index: 2,
+            term: 2,
+            kind: EntryKind::Normal,
+            data: &[5u8; 100],
         };
         b.iter_batched(
             || {
-                let cfg = Config::server();
-                let nc = NodeConfig {
-                    cluster_id: 1,
-                    group: 0,
-                    node_id: 1,
-                    raft: cfg,
-                    seed: 1,
-                };
-                let m = Membership::new(&[1, 2, 3], &[]).unwrap();
-                let node = Node::new(
-                    nc,
-                    NodeParts::new(
-                        MemStorage::new(),
-                        Drop0,
-                        Count::default(),
-                        vec![0u8; 1 << 16],
-                    ),
-                    0,
-                    Some(&m),
-                )
-                .unwrap();
+                let node = node(&[1, 2, 3], Config::server(), 1 << 16);
                 let mut buf = vec![0u8; 1 << 16];
-                let tail_at = FRAME_PREFIX_RESERVE + 5;
-                let mut at = tail_at;
-                for i in 0..64u64 {
-                    let e = EntryRef {
-                        index: 2 + i,
-                        term: 2,
-                        kind: EntryKind::Normal,
-                        data: &[5u8; 100],
-                    };
-                    at += entry::encode(&e, &mut buf[at..]).unwrap();
-                }
+                let tail = write_tail(&mut buf, &e, 2);
                 let msg = Body::Raft(Message::Append(Append {
                     term: 2,
                     prev_index: 1,
@@ -235,7 +229,7 @@ fn driver(c: &mut Criterion) {
                     count: 64,
                     read_seq: 1,
                 }));
-                let r = wire::encode_with_tail(&h, &msg, &mut buf, tail_at, at - tail_at).unwrap();
+                let r = wire::encode_with_tail(&h, &msg, &mut buf, TAIL_AT, tail).unwrap();
                 (node, buf[r].to_vec())
             },
             |(mut node, frame)| node.handle_frame(5, black_box(&frame)).unwrap(),
@@ -267,38 +261,35 @@ fn dtkv(c: &mut Criterion) {
     dtkv_on(c, "dtkv owned", kv);
 }
 
-fn dtkv_on<M: KvMemory>(c: &mut Criterion, group: &str, mut kv: DtKv<M>) {
-    let mut bufs: Vec<Vec<u8>> = Vec::new();
-    for i in 0..4096u64 {
-        let key = format!("bench.key{:05}", i % 1024);
-        let mut buf = vec![0u8; 256];
-        let n = Command {
-            client_id: 0,
-            seq: 0,
-            time_ms: i,
-            op: Op::Put {
-                key: key.as_bytes(),
-                value: &[3u8; 100],
-            },
-        }
-        .encode(&mut buf)
-        .unwrap();
-        buf.truncate(n);
-        bufs.push(buf);
-    }
-    let mkdir = {
-        let mut buf = vec![0u8; 64];
-        let n = Command {
-            client_id: 0,
-            seq: 0,
-            time_ms: 0,
-            op: Op::Mkdir { key: b"bench" },
-        }
-        .encode(&mut buf)
-        .unwrap();
-        buf.truncate(n);
-        buf
+/// `op` as a command without a session at `time_ms`, encoded.
+fn command(time_ms: u64, op: Op<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let cmd = Command {
+        client_id: 0,
+        seq: 0,
+        time_ms,
+        op,
     };
+    let n = cmd.encode(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn dtkv_on<M: KvMemory>(c: &mut Criterion, group: &str, mut kv: DtKv<M>) {
+    let bufs: Vec<Vec<u8>> = (0..4096u64)
+        .map(|i| {
+            let key = format!("bench.key{:05}", i % 1024);
+            let value = &[3u8; 100];
+            command(
+                i,
+                Op::Put {
+                    key: key.as_bytes(),
+                    value,
+                },
+            )
+        })
+        .collect();
+    let mkdir = command(0, Op::Mkdir { key: b"bench" });
     let mut index = 1;
     kv.apply(index, 1, &mkdir);
     let mut g = c.benchmark_group(group);

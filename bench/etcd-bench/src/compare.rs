@@ -167,6 +167,17 @@ fn load(dir: &Path, case: &str, system: &str) -> Option<Value> {
         .find_map(|l| serde_json::from_str(l.trim()).ok())
 }
 
+/// The names of the files in `dir` that end with `suffix`, sorted.
+fn names_ending(dir: &Path, suffix: &str) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|d| d.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Prints the Markdown table of ratios and, below it, every run that reported errors or misses.
 pub fn print_table(dir: &Path) -> Result<(), String> {
     if !dir.is_dir() {
@@ -195,20 +206,9 @@ pub fn print_table(dir: &Path) -> Result<(), String> {
         );
     }
     // Runs whose numbers need a second look.
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(|d| d.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
+    let names = names_ending(dir, ".json")?;
     let mut notes = Vec::new();
-    let mut discarded: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(|d| d.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".discarded"))
-        .collect();
-    discarded.sort();
-    for n in discarded {
+    for n in names_ending(dir, ".discarded")? {
         notes.push(format!(
             "{n}: discarded, a member of the cluster died during the run (see its logs)"
         ));

@@ -13,23 +13,12 @@ use crate::types::{HardState, LogIndex, Term};
 /// Rules 2 and 4: synced entries survive a power cut; of the unsynced ones, only a prefix.
 pub fn crash_keeps_synced_entries_and_a_prefix<H: Harness>(h: &mut H, seed: u64) {
     let what = "crash_keeps_synced_entries_and_a_prefix";
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 40, 1, Shape::Small, what);
-    sync(&mut s, what);
+    let mut s = fresh_log(h, 40, what);
     append_range(&mut s, 41, 70, 1, Shape::Small, what);
     let mut s = h.crash(s, seed);
-    let last = s.last_index();
-    assert!(
-        (40..=70).contains(&last),
-        "{} seed {}: last_index {} after crash (synced 40, written 70)",
-        what,
-        seed,
-        last
-    );
-    check_log(&s, 1, last, |_| 1, Shape::Small, what);
+    let last = check_crash_kept_a_prefix(&s, 1, (40, 70), Shape::Small, seed, what);
     // The recovered log continues cleanly and the next sync holds.
-    append_range(&mut s, last + 1, last + 5, 2, Shape::Small, what);
-    sync(&mut s, what);
+    append_synced(&mut s, last + 1, last + 5, 2, what);
     let s = h.crash(s, seed.wrapping_add(1));
     assert_eq!(
         s.last_index(),
@@ -38,23 +27,14 @@ pub fn crash_keeps_synced_entries_and_a_prefix<H: Harness>(h: &mut H, seed: u64)
         what,
         seed
     );
-    check_log(
-        &s,
-        1,
-        last + 5,
-        |i| if i <= last { 1 } else { 2 },
-        Shape::Small,
-        what,
-    );
+    check_log(&s, 1, last + 5, two_terms(last, 1, 2), Shape::Small, what);
 }
 
 /// Rule 5: after `truncate_suffix(i)` and new entries, a crash never shows the old entry `i`
 /// together with newer entries after it.
 pub fn crash_orders_truncation_before_replacement<H: Harness>(h: &mut H, seed: u64) {
     let what = "crash_orders_truncation_before_replacement";
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 20, 1, Shape::Small, what);
-    sync(&mut s, what);
+    let mut s = fresh_log(h, 20, what);
     s.truncate_suffix(11)
         .expect("crash_orders_truncation_before_replacement: truncate");
     // Replace with more entries than were cut, so a lost truncation would be visible.
@@ -70,14 +50,7 @@ pub fn crash_orders_truncation_before_replacement<H: Harness>(h: &mut H, seed: u
             );
             check_log(&s, 1, 20, |_| 1, Shape::Small, what);
         }
-        Ok(2) => check_log(
-            &s,
-            1,
-            last,
-            |i| if i <= 10 { 1 } else { 2 },
-            Shape::Small,
-            what,
-        ),
+        Ok(2) => check_log(&s, 1, last, two_terms(10, 1, 2), Shape::Small, what),
         Err(StorageError::Unavailable(11)) => {
             assert_eq!(last, 10, "{} seed {}: last_index", what, seed);
             check_log(&s, 1, 10, |_| 1, Shape::Small, what);
@@ -91,8 +64,7 @@ pub fn crash_orders_truncation_before_replacement<H: Harness>(h: &mut H, seed: u
     let mut s = s;
     s.truncate_suffix(11)
         .expect("crash_orders_truncation_before_replacement: second truncate");
-    append_range(&mut s, 11, 15, 3, Shape::Small, what);
-    sync(&mut s, what);
+    append_synced(&mut s, 11, 15, 3, what);
     let s = h.crash(s, seed.wrapping_add(7));
     assert_eq!(
         s.last_index(),
@@ -101,33 +73,18 @@ pub fn crash_orders_truncation_before_replacement<H: Harness>(h: &mut H, seed: u
         what,
         seed
     );
-    check_log(
-        &s,
-        1,
-        15,
-        |i| if i <= 10 { 1 } else { 3 },
-        Shape::Small,
-        what,
-    );
+    check_log(&s, 1, 15, two_terms(10, 1, 3), Shape::Small, what);
 }
 
 /// Rule 1: the hard state after a crash is the synced one or a later save, never older.
 pub fn crash_never_rolls_hard_state_back<H: Harness>(h: &mut H, seed: u64) {
     let what = "crash_never_rolls_hard_state_back";
     let mut s = h.fresh();
-    let synced = HardState {
-        term: 5,
-        vote: 3,
-        commit: 0,
-    };
+    let synced = hard_state(5, 3, 0);
     s.save_hard_state(&synced)
         .expect("crash_never_rolls_hard_state_back: save");
     sync(&mut s, what);
-    let unsynced = HardState {
-        term: 6,
-        vote: 1,
-        commit: 0,
-    };
+    let unsynced = hard_state(6, 1, 0);
     s.save_hard_state(&unsynced)
         .expect("crash_never_rolls_hard_state_back: save");
     let mut s = h.crash(s, seed);
@@ -139,11 +96,7 @@ pub fn crash_never_rolls_hard_state_back<H: Harness>(h: &mut H, seed: u64) {
         seed,
         got
     );
-    let newest = HardState {
-        term: 7,
-        vote: 2,
-        commit: 4,
-    };
+    let newest = hard_state(7, 2, 4);
     s.save_hard_state(&newest)
         .expect("crash_never_rolls_hard_state_back: save");
     sync(&mut s, what);
@@ -160,22 +113,17 @@ pub fn crash_never_rolls_hard_state_back<H: Harness>(h: &mut H, seed: u64) {
 /// Rule 6 under a power cut: a partly written snapshot is lost, the previous one stays whole.
 pub fn crash_discards_a_partial_snapshot<H: Harness>(h: &mut H, seed: u64) {
     let what = "crash_discards_a_partial_snapshot";
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 20, 1, Shape::Small, what);
-    sync(&mut s, what);
-    let old = snap_meta(8, 1, 1000, 71);
-    install_snapshot(&mut s, &old, 71, what);
-    let partial = snap_meta(18, 1, 3000, 72);
-    write_snapshot(&mut s, &partial, 72, 2999, what);
+    let mut s = fresh_log(h, 20, what);
+    let old = install_snapshot(&mut s, (8, 1), 1000, 71, what);
+    write_snapshot(&mut s, (18, 1), 3000, 72, 2999, what);
     let mut s = h.crash(s, seed);
     check_snapshot(&s, &old, 71, what);
     check_log(&s, 9, 20, |_| 1, Shape::Small, what);
-    assert_eq!(
-        s.snapshot_finish(),
-        Err(StorageError::SnapshotState),
-        "{} seed {}: a partial snapshot survived",
+    check_no_snapshot_in_progress(
+        &mut s,
+        2999,
+        format_args!("of a partial snapshot the crash (seed {}) lost", seed),
         what,
-        seed
     );
 }
 
@@ -184,34 +132,19 @@ pub fn crash_discards_a_partial_snapshot<H: Harness>(h: &mut H, seed: u64) {
 pub fn crash_after_snapshot_finish_keeps_it<H: Harness>(h: &mut H, seed: u64) {
     let what = "crash_after_snapshot_finish_keeps_it";
     // A snapshot that empties a conflicting log.
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 20, 1, Shape::Small, what);
-    sync(&mut s, what);
-    let meta = snap_meta(12, 2, 1234, 81);
-    install_snapshot(&mut s, &meta, 81, what);
+    let mut s = fresh_log(h, 20, what);
+    let meta = install_snapshot(&mut s, (12, 2), 1234, 81, what);
     let s = h.crash(s, seed);
     check_snapshot(&s, &meta, 81, what);
     check_empty_after(&s, 12, what);
     // A snapshot that keeps the log; unsynced entries after it follow the prefix rule.
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 20, 1, Shape::Small, what);
-    sync(&mut s, what);
+    let mut s = fresh_log(h, 20, what);
     append_range(&mut s, 21, 25, 1, Shape::Small, what);
-    let old = snap_meta(10, 1, 100, 82);
-    install_snapshot(&mut s, &old, 82, what);
-    let new = snap_meta(15, 1, 2000, 83);
-    install_snapshot(&mut s, &new, 83, what);
+    install_snapshot(&mut s, (10, 1), 100, 82, what);
+    let new = install_snapshot(&mut s, (15, 1), 2000, 83, what);
     let s = h.crash(s, seed.wrapping_add(11));
     check_snapshot(&s, &new, 83, what);
-    let last = s.last_index();
-    assert!(
-        (20..=25).contains(&last),
-        "{} seed {}: last_index {} (synced 20, written 25)",
-        what,
-        seed,
-        last
-    );
-    check_log(&s, 16, last, |_| 1, Shape::Small, what);
+    check_crash_kept_a_prefix(&s, 16, (20, 25), Shape::Small, seed, what);
 }
 
 /// Large entries and a power cut: a torn 4 KiB record is dropped whole, never returned in part.
@@ -223,15 +156,7 @@ pub fn crash_with_large_entries<H: Harness>(h: &mut H, seed: u64) {
     sync(&mut s, what);
     append_range(&mut s, 7, 12, 1, shape, what);
     let s = h.crash(s, seed);
-    let last = s.last_index();
-    assert!(
-        (6..=12).contains(&last),
-        "{} seed {}: last_index {} (synced 6, written 12)",
-        what,
-        seed,
-        last
-    );
-    check_log(&s, 1, last, |_| 1, shape, what);
+    check_crash_kept_a_prefix(&s, 1, (6, 12), shape, seed, what);
 }
 
 /// Rule 8: a damaged record before the end of the log fails recovery with `Corrupt`, naming
@@ -239,9 +164,7 @@ pub fn crash_with_large_entries<H: Harness>(h: &mut H, seed: u64) {
 /// entries silently). Skipped when the harness cannot inject damage.
 pub fn corruption_is_reported<H: Harness>(h: &mut H, seed: u64) {
     let what = "corruption_is_reported";
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 30, 1, Shape::Small, what);
-    sync(&mut s, what);
+    let s = fresh_log(h, 30, what);
     let Some((location, recovered)) = h.rot_and_reopen(s, seed) else {
         return;
     };

@@ -7,7 +7,7 @@ use crate::membership::Membership;
 use crate::record::CRC32C;
 use crate::rng::Rng;
 use crate::storage::{Storage, StorageError};
-use crate::types::{EntryKind, LogIndex, SnapshotMeta, Term};
+use crate::types::{EntryKind, HardState, LogIndex, NodeId, SnapshotMeta, Term};
 
 // ---------------------------------------------------------------------------------------------
 // Entries the suite writes: every byte is a function of (index, term), so nothing is stored.
@@ -124,6 +124,39 @@ pub(super) fn sync<S: Storage>(s: &mut S, what: &str) {
     }
 }
 
+/// Append `lo..=hi` of `term` with small payloads, then sync.
+pub(super) fn append_synced<S: Storage>(
+    s: &mut S,
+    lo: LogIndex,
+    hi: LogIndex,
+    term: Term,
+    what: &str,
+) {
+    append_range(s, lo, hi, term, Shape::Small, what);
+    sync(s, what);
+}
+
+/// A fresh storage holding the synced entries `1..=last` of term 1, with small payloads.
+pub(super) fn fresh_log<H: Harness>(h: &mut H, last: LogIndex, what: &str) -> H::S {
+    let mut s = h.fresh();
+    append_synced(&mut s, 1, last, 1, what);
+    s
+}
+
+/// The terms of a log written in two runs: `before` up to `split`, `after` past it.
+pub(super) fn two_terms(
+    split: LogIndex,
+    before: Term,
+    after: Term,
+) -> impl Fn(LogIndex) -> Term + Copy {
+    move |i| if i <= split { before } else { after }
+}
+
+/// The hard state `(term, vote, commit)`.
+pub(super) fn hard_state(term: Term, vote: NodeId, commit: LogIndex) -> HardState {
+    HardState { term, vote, commit }
+}
+
 /// Check that `lo..=hi` reads back exactly as written, both by `term` and by `read_entries`.
 pub(super) fn check_log<S: Storage>(
     s: &S,
@@ -201,6 +234,53 @@ pub(super) fn check_log<S: Storage>(
     }
 }
 
+/// Assert that `read_entries(lo, hi)` is refused with an error of the same kind as `want`
+/// (whatever index it names); `why` says when it must be.
+pub(super) fn check_read_refused<S: Storage>(
+    s: &S,
+    (lo, hi): (LogIndex, LogIndex),
+    want: StorageError,
+    why: &str,
+    what: &str,
+) {
+    let mut buf = [0u8; READ_BUF_BYTES];
+    let got = s.read_entries(lo, hi, &mut buf);
+    assert!(
+        matches!(&got, Err(e) if core::mem::discriminant(e) == core::mem::discriminant(&want)),
+        "{}: read_entries({}, {}) {} must be {:?}, not {:?}",
+        what,
+        lo,
+        hi,
+        why,
+        want,
+        got
+    );
+}
+
+/// Rule 4 after a power cut: the log ends between the `synced` and the `written` last index
+/// and reads back from `lo` as entries of term 1. Returns where it ends.
+pub(super) fn check_crash_kept_a_prefix<S: Storage>(
+    s: &S,
+    lo: LogIndex,
+    (synced, written): (LogIndex, LogIndex),
+    shape: Shape,
+    seed: u64,
+    what: &str,
+) -> LogIndex {
+    let last = s.last_index();
+    assert!(
+        (synced..=written).contains(&last),
+        "{} seed {}: last_index {} after crash (synced {}, written {})",
+        what,
+        seed,
+        last,
+        synced,
+        written
+    );
+    check_log(s, lo, last, |_| 1, shape, what);
+    last
+}
+
 /// Assert the log is empty and starts right after `snapshot_index`.
 pub(super) fn check_empty_after<S: Storage>(s: &S, snapshot_index: LogIndex, what: &str) {
     assert_eq!(
@@ -257,15 +337,18 @@ pub(super) fn snap_meta(index: LogIndex, term: Term, size_bytes: u64, seed: u64)
     }
 }
 
-/// Begin a snapshot and write its first `upto` bytes in chunks of varying size.
+/// Begin the snapshot `snap_meta(index, term, size_bytes, seed)` and write its first `upto`
+/// bytes in chunks of varying size, without finishing it. Returns its metadata.
 pub(super) fn write_snapshot<S: Storage>(
     s: &mut S,
-    meta: &SnapshotMeta,
+    (index, term): (LogIndex, Term),
+    size_bytes: u64,
     seed: u64,
     upto: u64,
     what: &str,
-) {
-    if let Err(e) = s.snapshot_begin(meta) {
+) -> SnapshotMeta {
+    let meta = snap_meta(index, term, size_bytes, seed);
+    if let Err(e) = s.snapshot_begin(&meta) {
         panic!("{}: snapshot_begin failed: {:?}", what, e);
     }
     let mut chunk = [0u8; 700];
@@ -279,13 +362,48 @@ pub(super) fn write_snapshot<S: Storage>(
         }
         at += n as u64;
     }
+    meta
 }
 
-pub(super) fn install_snapshot<S: Storage>(s: &mut S, meta: &SnapshotMeta, seed: u64, what: &str) {
-    write_snapshot(s, meta, seed, meta.size_bytes, what);
+/// Write and finish the snapshot `snap_meta(index, term, size_bytes, seed)`, check that it is
+/// current and reads back whole, and return its metadata.
+pub(super) fn install_snapshot<S: Storage>(
+    s: &mut S,
+    last: (LogIndex, Term),
+    size_bytes: u64,
+    seed: u64,
+    what: &str,
+) -> SnapshotMeta {
+    let meta = write_snapshot(s, last, size_bytes, seed, size_bytes, what);
     if let Err(e) = s.snapshot_finish() {
         panic!("{}: snapshot_finish failed: {:?}", what, e);
     }
+    check_snapshot(s, &meta, seed, what);
+    meta
+}
+
+/// Assert that no snapshot is being written: a chunk at `offset` and a finish are both refused
+/// with `SnapshotState`. `why` says why none may be.
+pub(super) fn check_no_snapshot_in_progress<S: Storage>(
+    s: &mut S,
+    offset: u64,
+    why: core::fmt::Arguments<'_>,
+    what: &str,
+) {
+    assert_eq!(
+        s.snapshot_write(offset, b"late"),
+        Err(StorageError::SnapshotState),
+        "{}: snapshot_write {}",
+        what,
+        why
+    );
+    assert_eq!(
+        s.snapshot_finish(),
+        Err(StorageError::SnapshotState),
+        "{}: snapshot_finish {}",
+        what,
+        why
+    );
 }
 
 /// Assert that the current snapshot is `meta` with the data of `seed`, read in odd-sized pieces.

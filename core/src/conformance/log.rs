@@ -18,13 +18,12 @@ pub fn fresh_storage_is_empty<H: Harness>(h: &mut H) {
     check_empty_after(&s, 0, what);
     assert_eq!(s.term(0), Ok(0), "{}: term(0)", what);
     let mut buf = [0u8; 64];
-    assert!(
-        matches!(
-            s.read_entries(1, 1, &mut buf),
-            Err(StorageError::Unavailable(_))
-        ),
-        "{}: read_entries on an empty log must be Unavailable",
-        what
+    check_read_refused(
+        &s,
+        (1, 1),
+        StorageError::Unavailable(1),
+        "on an empty log",
+        what,
     );
     assert_eq!(
         s.snapshot_read(0, &mut buf),
@@ -46,11 +45,7 @@ pub fn fresh_storage_is_empty<H: Harness>(h: &mut H) {
 pub fn hard_state_round_trip<H: Harness>(h: &mut H) {
     let what = "hard_state_round_trip";
     let mut s = h.fresh();
-    let first = HardState {
-        term: 3,
-        vote: 2,
-        commit: 0,
-    };
+    let first = hard_state(3, 2, 0);
     s.save_hard_state(&first)
         .expect("hard_state_round_trip: save_hard_state");
     assert_eq!(
@@ -65,11 +60,7 @@ pub fn hard_state_round_trip<H: Harness>(h: &mut H) {
     // Overwrite many times: only the last synced value may come back.
     let mut last = first;
     for k in 1..=50u64 {
-        last = HardState {
-            term: 3 + k,
-            vote: k % 5,
-            commit: k * 1000,
-        };
+        last = hard_state(3 + k, k % 5, k * 1000);
         s.save_hard_state(&last)
             .expect("hard_state_round_trip: save_hard_state");
     }
@@ -118,14 +109,7 @@ pub fn append_must_be_contiguous<H: Harness>(h: &mut H) {
     );
     check_log(&s, 1, 10, |_| 1, Shape::Small, what);
     append_range(&mut s, 11, 12, 2, Shape::Small, what);
-    check_log(
-        &s,
-        1,
-        12,
-        |i| if i <= 10 { 1 } else { 2 },
-        Shape::Small,
-        what,
-    );
+    check_log(&s, 1, 12, two_terms(10, 1, 2), Shape::Small, what);
 }
 
 /// `term` for 0, inside the log and past its end.
@@ -241,13 +225,12 @@ pub fn read_entries_out_of_range<H: Harness>(h: &mut H) {
     let mut s = h.fresh();
     append_range(&mut s, 1, 5, 1, Shape::Small, what);
     let mut buf = [0u8; READ_BUF_BYTES];
-    assert!(
-        matches!(
-            s.read_entries(6, 8, &mut buf),
-            Err(StorageError::Unavailable(_))
-        ),
-        "{}: a read starting past the end must be Unavailable",
-        what
+    check_read_refused(
+        &s,
+        (6, 8),
+        StorageError::Unavailable(6),
+        "past the end",
+        what,
     );
     // A range running past the end may be refused or cut at the end, but never invents entries.
     match s.read_entries(4, 9, &mut buf) {
@@ -268,9 +251,7 @@ pub fn read_entries_out_of_range<H: Harness>(h: &mut H) {
 /// `truncate_suffix` then new entries: visible at once and durable after sync.
 pub fn truncate_suffix_then_append<H: Harness>(h: &mut H) {
     let what = "truncate_suffix_then_append";
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 30, 1, Shape::Small, what);
-    sync(&mut s, what);
+    let mut s = fresh_log(h, 30, what);
     s.truncate_suffix(21)
         .expect("truncate_suffix_then_append: truncate");
     assert_eq!(
@@ -286,7 +267,7 @@ pub fn truncate_suffix_then_append<H: Harness>(h: &mut H) {
         what
     );
     append_range(&mut s, 21, 25, 2, Shape::Small, what);
-    let terms = |i: LogIndex| if i <= 20 { 1 } else { 2 };
+    let terms = two_terms(20, 1, 2);
     check_log(&s, 1, 25, terms, Shape::Small, what);
     // Truncate inside the new entries and again below them.
     s.truncate_suffix(23)
@@ -294,7 +275,7 @@ pub fn truncate_suffix_then_append<H: Harness>(h: &mut H) {
     s.truncate_suffix(11)
         .expect("truncate_suffix_then_append: third truncate");
     append_range(&mut s, 11, 40, 3, Shape::Small, what);
-    let terms = |i: LogIndex| if i <= 10 { 1 } else { 3 };
+    let terms = two_terms(10, 1, 3);
     check_log(&s, 1, 40, terms, Shape::Small, what);
     sync(&mut s, what);
     let s = h.reopen(s);
@@ -314,10 +295,8 @@ pub fn truncate_suffix_edges<H: Harness>(h: &mut H) {
     s.truncate_suffix(1)
         .expect("truncate_suffix_edges: truncate everything");
     check_empty_after(&s, 0, what);
-    append_range(&mut s, 1, 12, 2, Shape::Small, what);
-    sync(&mut s, what);
-    let meta = snap_meta(6, 2, 100, 1);
-    install_snapshot(&mut s, &meta, 1, what);
+    append_synced(&mut s, 1, 12, 2, what);
+    let meta = install_snapshot(&mut s, (6, 2), 100, 1, what);
     for from in [6, 3] {
         assert!(
             s.truncate_suffix(from).is_err(),
@@ -337,8 +316,7 @@ pub fn truncate_suffix_edges<H: Harness>(h: &mut H) {
     s.truncate_suffix(7)
         .expect("truncate_suffix_edges: truncate right after the snapshot");
     check_empty_after(&s, 6, what);
-    append_range(&mut s, 7, 8, 3, Shape::Small, what);
-    sync(&mut s, what);
+    append_synced(&mut s, 7, 8, 3, what);
     let s = h.reopen(s);
     check_snapshot(&s, &meta, 1, what);
     check_log(&s, 7, 8, |_| 3, Shape::Small, what);
@@ -359,7 +337,7 @@ pub fn large_entries<H: Harness>(h: &mut H) {
     append_range(&mut s, 17, 30, 2, shape, what);
     sync(&mut s, what);
     let s = h.reopen(s);
-    check_log(&s, 1, 30, |i| if i <= 16 { 1 } else { 2 }, shape, what);
+    check_log(&s, 1, 30, two_terms(16, 1, 2), shape, what);
 }
 
 /// Thousands of entries: appends, syncs, reads, a restart, a truncation, a snapshot and a
@@ -391,12 +369,10 @@ pub fn many_entries<H: Harness>(h: &mut H) {
     let new_term = term_of(n) + 1;
     s.truncate_suffix(cut)
         .expect("many_entries: truncate_suffix");
-    append_range(&mut s, cut, n + 10, new_term, Shape::Small, what);
-    sync(&mut s, what);
+    append_synced(&mut s, cut, n + 10, new_term, what);
     let term_of = |i: LogIndex| if i < cut { 1 + i / 1000 } else { new_term };
     let at = n - n / 5;
-    let meta = snap_meta(at, term_of(at), 4000, 61);
-    install_snapshot(&mut s, &meta, 61, what);
+    let meta = install_snapshot(&mut s, (at, term_of(at)), 4000, 61, what);
     s.compact_prefix(at - 10)
         .expect("many_entries: compact_prefix");
     check_log(&s, at + 1, n + 10, term_of, Shape::Small, what);

@@ -7,12 +7,8 @@ use crate::storage::{LogView, Storage, StorageError};
 /// Snapshot begin/write/finish/read, and its metadata and data survive a restart.
 pub fn snapshot_round_trip<H: Harness>(h: &mut H) {
     let what = "snapshot_round_trip";
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 15, 1, Shape::Small, what);
-    sync(&mut s, what);
-    let meta = snap_meta(15, 1, 5000, 7);
-    install_snapshot(&mut s, &meta, 7, what);
-    check_snapshot(&s, &meta, 7, what);
+    let mut s = fresh_log(h, 15, what);
+    let meta = install_snapshot(&mut s, (15, 1), 5000, 7, what);
     let mut buf = [0u8; 16];
     assert_eq!(
         s.snapshot_read(meta.size_bytes, &mut buf),
@@ -25,9 +21,7 @@ pub fn snapshot_round_trip<H: Harness>(h: &mut H) {
     assert_eq!(s.last_index(), 15, "{}: last_index after reopen", what);
     // An empty snapshot is legal too (a state machine with nothing in it).
     let mut s = s;
-    let empty = snap_meta(15, 1, 0, 8);
-    install_snapshot(&mut s, &empty, 8, what);
-    check_snapshot(&s, &empty, 8, what);
+    let empty = install_snapshot(&mut s, (15, 1), 0, 8, what);
     let s = h.reopen(s);
     check_snapshot(&s, &empty, 8, what);
 }
@@ -43,20 +37,8 @@ pub fn snapshot_operations_out_of_order<H: Harness>(h: &mut H) {
         "{}: read without a snapshot",
         what
     );
-    assert_eq!(
-        s.snapshot_write(0, b"x"),
-        Err(StorageError::SnapshotState),
-        "{}: write without begin",
-        what
-    );
-    assert_eq!(
-        s.snapshot_finish(),
-        Err(StorageError::SnapshotState),
-        "{}: finish without begin",
-        what
-    );
-    let meta = snap_meta(3, 1, 64, 2);
-    write_snapshot(&mut s, &meta, 2, 10, what);
+    check_no_snapshot_in_progress(&mut s, 0, format_args!("without begin"), what);
+    write_snapshot(&mut s, (3, 1), 64, 2, 10, what);
     assert_eq!(
         s.snapshot_write(20, b"gap"),
         Err(StorageError::SnapshotState),
@@ -88,17 +70,11 @@ pub fn snapshot_operations_out_of_order<H: Harness>(h: &mut H) {
 /// while a new one is written.
 pub fn snapshot_begin_replaces_a_partial_one<H: Harness>(h: &mut H) {
     let what = "snapshot_begin_replaces_a_partial_one";
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 30, 1, Shape::Small, what);
-    sync(&mut s, what);
-    let old = snap_meta(5, 1, 1500, 11);
-    install_snapshot(&mut s, &old, 11, what);
-    let abandoned = snap_meta(20, 1, 3000, 12);
-    write_snapshot(&mut s, &abandoned, 12, 1700, what);
+    let mut s = fresh_log(h, 30, what);
+    let old = install_snapshot(&mut s, (5, 1), 1500, 11, what);
+    write_snapshot(&mut s, (20, 1), 3000, 12, 1700, what);
     check_snapshot(&s, &old, 11, what);
-    let new = snap_meta(25, 1, 2100, 13);
-    install_snapshot(&mut s, &new, 13, what);
-    check_snapshot(&s, &new, 13, what);
+    let new = install_snapshot(&mut s, (25, 1), 2100, 13, what);
     check_log(&s, 26, 30, |_| 1, Shape::Small, what);
     let s = h.reopen(s);
     check_snapshot(&s, &new, 13, what);
@@ -110,11 +86,8 @@ pub fn snapshot_keeps_a_matching_log<H: Harness>(h: &mut H) {
     let what = "snapshot_keeps_a_matching_log";
     let mut s = h.fresh();
     append_range(&mut s, 1, 10, 1, Shape::Small, what);
-    append_range(&mut s, 11, 20, 2, Shape::Small, what);
-    sync(&mut s, what);
-    let meta = snap_meta(12, 2, 900, 21);
-    install_snapshot(&mut s, &meta, 21, what);
-    check_snapshot(&s, &meta, 21, what);
+    append_synced(&mut s, 11, 20, 2, what);
+    let meta = install_snapshot(&mut s, (12, 2), 900, 21, what);
     assert_eq!(
         s.last_index(),
         20,
@@ -122,19 +95,11 @@ pub fn snapshot_keeps_a_matching_log<H: Harness>(h: &mut H) {
         what
     );
     check_log(&s, 13, 20, |_| 2, Shape::Small, what);
-    check_at_or_below_snapshot(&s, 1, 11, |i| if i <= 10 { 1 } else { 2 }, what);
-    append_range(&mut s, 21, 22, 3, Shape::Small, what);
-    sync(&mut s, what);
+    check_at_or_below_snapshot(&s, 1, 11, two_terms(10, 1, 2), what);
+    append_synced(&mut s, 21, 22, 3, what);
     let s = h.reopen(s);
     check_snapshot(&s, &meta, 21, what);
-    check_log(
-        &s,
-        13,
-        22,
-        |i| if i <= 20 { 2 } else { 3 },
-        Shape::Small,
-        what,
-    );
+    check_log(&s, 13, 22, two_terms(20, 2, 3), Shape::Small, what);
 }
 
 /// `snapshot_finish` empties a log that lacks the snapshot's last entry: a shorter log, or one
@@ -142,12 +107,8 @@ pub fn snapshot_keeps_a_matching_log<H: Harness>(h: &mut H) {
 pub fn snapshot_empties_a_log_without_its_last_entry<H: Harness>(h: &mut H) {
     let what = "snapshot_empties_a_log_without_its_last_entry";
     // The log ends before the snapshot.
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 5, 1, Shape::Small, what);
-    sync(&mut s, what);
-    let meta = snap_meta(10, 2, 700, 31);
-    install_snapshot(&mut s, &meta, 31, what);
-    check_snapshot(&s, &meta, 31, what);
+    let mut s = fresh_log(h, 5, what);
+    let meta = install_snapshot(&mut s, (10, 2), 700, 31, what);
     check_empty_after(&s, 10, what);
     assert_eq!(s.term(0), Ok(0), "{}: term(0) after a snapshot", what);
     for i in [1, 5, 9] {
@@ -159,15 +120,8 @@ pub fn snapshot_empties_a_log_without_its_last_entry<H: Harness>(h: &mut H) {
             i
         );
     }
-    let mut buf = [0u8; READ_BUF_BYTES];
-    assert!(
-        matches!(
-            s.read_entries(5, 10, &mut buf),
-            Err(StorageError::Compacted(_))
-        ),
-        "{}: reading below the snapshot must be Compacted",
-        what
-    );
+    let below = "below the snapshot";
+    check_read_refused(&s, (5, 10), StorageError::Compacted(5), below, what);
     assert_eq!(
         append_entry(&mut s, 6, 2, Shape::Small),
         Err(StorageError::NotContiguous {
@@ -177,8 +131,7 @@ pub fn snapshot_empties_a_log_without_its_last_entry<H: Harness>(h: &mut H) {
         "{}: the log continues after the snapshot",
         what
     );
-    append_range(&mut s, 11, 13, 2, Shape::Small, what);
-    sync(&mut s, what);
+    append_synced(&mut s, 11, 13, 2, what);
     let s = h.reopen(s);
     check_snapshot(&s, &meta, 31, what);
     check_log(&s, 11, 13, |_| 2, Shape::Small, what);
@@ -191,15 +144,10 @@ pub fn snapshot_empties_a_log_without_its_last_entry<H: Harness>(h: &mut H) {
 
     // The log is longer, but its entry at the snapshot index has another term: entries after it
     // belong to another history and must go too.
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 20, 1, Shape::Small, what);
-    sync(&mut s, what);
-    let meta = snap_meta(10, 2, 300, 32);
-    install_snapshot(&mut s, &meta, 32, what);
-    check_snapshot(&s, &meta, 32, what);
+    let mut s = fresh_log(h, 20, what);
+    let meta = install_snapshot(&mut s, (10, 2), 300, 32, what);
     check_empty_after(&s, 10, what);
-    append_range(&mut s, 11, 11, 3, Shape::Small, what);
-    sync(&mut s, what);
+    append_synced(&mut s, 11, 11, 3, what);
     let s = h.reopen(s);
     check_snapshot(&s, &meta, 32, what);
     check_log(&s, 11, 11, |_| 3, Shape::Small, what);
@@ -218,10 +166,8 @@ pub fn compact_prefix_never_passes_the_snapshot<H: Harness>(h: &mut H) {
     let mut s = h.fresh();
     s.compact_prefix(0)
         .expect("compact_prefix_never_passes_the_snapshot: compact_prefix(0)");
-    append_range(&mut s, 1, 40, 1, Shape::Small, what);
-    sync(&mut s, what);
-    let meta = snap_meta(25, 1, 400, 41);
-    install_snapshot(&mut s, &meta, 41, what);
+    append_synced(&mut s, 1, 40, 1, what);
+    let meta = install_snapshot(&mut s, (25, 1), 400, 41, what);
     s.compact_prefix(20)
         .expect("compact_prefix_never_passes_the_snapshot: compact_prefix(20)");
     check_log(&s, 26, 40, |_| 1, Shape::Small, what);
@@ -245,49 +191,33 @@ pub fn compact_prefix_never_passes_the_snapshot<H: Harness>(h: &mut H) {
     );
     check_log(&s, 26, 40, |_| 1, Shape::Small, what);
     check_snapshot(&s, &meta, 41, what);
-    append_range(&mut s, 41, 45, 2, Shape::Small, what);
-    sync(&mut s, what);
+    append_synced(&mut s, 41, 45, 2, what);
     let s = h.reopen(s);
     check_snapshot(&s, &meta, 41, what);
-    check_log(
-        &s,
-        26,
-        45,
-        |i| if i <= 40 { 1 } else { 2 },
-        Shape::Small,
-        what,
-    );
+    check_log(&s, 26, 45, two_terms(40, 1, 2), Shape::Small, what);
     check_at_or_below_snapshot(&s, 1, 24, |_| 1, what);
 }
 
 /// Rule 6 on a clean restart: a partly written snapshot is discarded and the old one stays.
 pub fn partial_snapshot_is_discarded_on_reopen<H: Harness>(h: &mut H) {
     let what = "partial_snapshot_is_discarded_on_reopen";
-    let mut s = h.fresh();
-    append_range(&mut s, 1, 12, 1, Shape::Small, what);
-    sync(&mut s, what);
-    let old = snap_meta(4, 1, 800, 51);
-    install_snapshot(&mut s, &old, 51, what);
-    let partial = snap_meta(10, 1, 2000, 52);
-    write_snapshot(&mut s, &partial, 52, 1200, what);
+    let mut s = fresh_log(h, 12, what);
+    let old = install_snapshot(&mut s, (4, 1), 800, 51, what);
+    // The same partial snapshot for both storages: (last index and term, size, seed).
+    let (at, size, seed) = ((10, 1), 2000, 52);
+    write_snapshot(&mut s, at, size, seed, 1200, what);
     let mut s = h.reopen(s);
     check_snapshot(&s, &old, 51, what);
     check_log(&s, 5, 12, |_| 1, Shape::Small, what);
-    assert_eq!(
-        s.snapshot_write(1200, b"late"),
-        Err(StorageError::SnapshotState),
-        "{}: the partial snapshot survived reopen",
-        what
-    );
-    assert_eq!(
-        s.snapshot_finish(),
-        Err(StorageError::SnapshotState),
-        "{}: finish of a discarded snapshot",
-        what
+    check_no_snapshot_in_progress(
+        &mut s,
+        1200,
+        format_args!("of a snapshot reopen discarded"),
+        what,
     );
     // A storage with no snapshot at all also comes back without one.
     let mut s = h.fresh();
-    write_snapshot(&mut s, &partial, 52, 100, what);
+    write_snapshot(&mut s, at, size, seed, 100, what);
     let s = h.reopen(s);
     assert_eq!(
         s.snapshot_meta(),

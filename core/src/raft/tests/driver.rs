@@ -90,7 +90,7 @@ fn frames_for_another_cluster_group_or_node_are_refused() {
 
 #[test]
 fn pending_proposal_limit_returns_busy() {
-    let mut c = Cluster::tuned(|c| c.max_pending_proposals = 4);
+    let mut c = Cluster::tuned(&[1, 2, 3], |c| c.max_pending_proposals = 4);
     let l = c.elect();
     c.isolate(l);
     let now = c.now;
@@ -107,7 +107,7 @@ fn pending_proposal_limit_returns_busy() {
 
 #[test]
 fn reads_beyond_the_round_limit_wait_in_one_round_then_busy() {
-    let mut c = Cluster::tuned(|c| c.max_read_rounds = 2);
+    let mut c = Cluster::tuned(&[1, 2, 3], |c| c.max_read_rounds = 2);
     let l = c.elect();
     c.isolate(l);
     let mut tickets = StdVec::new();
@@ -136,9 +136,7 @@ fn reads_beyond_the_round_limit_wait_in_one_round_then_busy() {
 
 #[test]
 fn oversize_commands_are_refused() {
-    let mut cfg = test_cfg();
-    cfg.max_bytes_per_message = 128;
-    let mut c = Cluster::with(&[1], &[], cfg);
+    let mut c = Cluster::tuned(&[1], |c| c.max_bytes_per_message = 128);
     let l = c.elect();
     let now = c.now;
     assert_eq!(
@@ -149,9 +147,7 @@ fn oversize_commands_are_refused() {
 
 #[test]
 fn proposals_on_a_follower_name_the_leader() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
+    let (mut c, l, f) = Cluster::elected_three();
     let now = c.now;
     assert_eq!(
         c.node(f).propose(now, b"x"),
@@ -163,15 +159,10 @@ fn proposals_on_a_follower_name_the_leader() {
 
 #[test]
 fn restart_recovers_membership_and_replays_committed_entries() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    for i in 0..5u8 {
-        c.propose(l, &[i]);
-    }
+    let (mut c, l, f) = Cluster::elected_three();
+    c.propose_each(l, 0..5);
     c.run(40);
-    let f = Cluster::follower_of(l);
-    let store = c.crash(f);
-    c.start(f, store, None);
+    c.restart(f);
     assert_eq!(
         c.nodes[&f].raft().membership().voters.as_slice(),
         &[1, 2, 3]
@@ -183,14 +174,7 @@ fn restart_recovers_membership_and_replays_committed_entries() {
 
 #[test]
 fn restart_from_a_snapshot_restores_the_state_machine() {
-    let mut cfg = test_cfg();
-    cfg.snapshot_entries = 4;
-    let mut c = Cluster::with(&[1], &[], cfg);
-    let l = c.elect();
-    for i in 0..9u8 {
-        c.propose(l, &[i]);
-    }
-    c.run(20);
+    let (mut c, l) = snapshotting(&[1], 4, 9);
     let store = c.crash(l);
     assert!(store.snapshot_index() > 0);
     c.start(l, store, None);

@@ -46,18 +46,11 @@ fn a_deferred_sync_holds_only_the_leaders_own_vote_until_it_is_reported() {
 
 #[test]
 fn a_follower_never_defers_its_sync() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
+    let (mut c, l, f) = Cluster::elected_three();
     c.propose(l, b"x");
     let now = c.now;
     c.node(l).flush(now, &mut |_| {}).unwrap();
-    let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
-    for (_, to, frame) in frames {
-        if to == f {
-            c.node(f).handle_frame(now, &frame).unwrap();
-        }
-    }
+    c.deliver_only_to(f);
     let syncs = c.nodes[&f].storage().syncs;
     assert!(c.nodes[&f].raft().needs_sync());
     assert_eq!(

@@ -6,8 +6,7 @@ use super::*;
 
 #[test]
 fn a_leader_is_elected_and_commits_its_noop() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (c, l) = Cluster::elected(&[1, 2, 3]);
     let term = c.nodes[&l].raft().term();
     for n in c.nodes.values() {
         assert_eq!(n.raft().term(), term);
@@ -28,8 +27,7 @@ fn a_sole_voter_leads_at_its_first_tick_also_after_a_restart() {
     );
     c.propose(1, b"x");
     c.run(5);
-    let store = c.crash(1);
-    c.start(1, store, None);
+    c.restart(1);
     let restarted = c.now;
     c.run(5);
     assert_eq!(c.leaders(), vec![1], "a restarted sole voter leads at once");
@@ -59,9 +57,7 @@ fn election_timeouts_are_randomized_per_node() {
 
 #[test]
 fn prevote_keeps_a_partitioned_node_from_raising_the_term() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
+    let (mut c, l, f) = Cluster::elected_three();
     let term = c.nodes[&l].raft().term();
     c.isolate(f);
     c.run(1000);
@@ -82,7 +78,7 @@ fn prevote_keeps_a_partitioned_node_from_raising_the_term() {
 
 #[test]
 fn without_prevote_an_isolated_node_raises_its_term() {
-    let mut c = Cluster::tuned(|c| c.pre_vote = false);
+    let mut c = Cluster::tuned(&[1, 2, 3], |c| c.pre_vote = false);
     let l = c.elect();
     let f = Cluster::follower_of(l);
     let term = c.nodes[&l].raft().term();
@@ -93,8 +89,7 @@ fn without_prevote_an_isolated_node_raises_its_term() {
 
 #[test]
 fn check_quorum_steps_down_an_isolated_leader() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.isolate(l);
     c.run(300);
     assert_ne!(
@@ -109,15 +104,13 @@ fn check_quorum_steps_down_an_isolated_leader() {
 
 #[test]
 fn lease_is_granted_by_a_quorum_and_expires_without_one() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l, f) = Cluster::elected_three();
     c.run(40);
     let now = c.now;
     let idx = c.nodes[&l]
         .read_lease(now)
         .expect("a fresh leader with quorum contact holds the lease");
     assert!(idx >= c.nodes[&l].raft().term_start_index);
-    let f = Cluster::follower_of(l);
     assert_eq!(
         c.nodes[&f].read_lease(now),
         Err(ReadError::NotLeader { leader: l })
@@ -129,9 +122,7 @@ fn lease_is_granted_by_a_quorum_and_expires_without_one() {
 
 #[test]
 fn followers_in_a_lease_ignore_disruptive_vote_requests() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
+    let (mut c, l, f) = Cluster::elected_three();
     let term = c.nodes[&l].raft().term();
     let now = c.now;
     let vote = vote_request(term + 5, (1000, term + 4), false);
@@ -158,8 +149,7 @@ fn a_vote_is_durable_before_the_grant_leaves_and_survives_restart() {
         n.raft.pop_message().is_none(),
         "grant must wait for the sync"
     );
-    let store = c.crash(2);
-    c.start(2, store, None);
+    c.restart(2);
     // After a restart the node remembers its vote and refuses another candidate in term 5.
     let other = vote_request(5, (10, 4), true);
     let n = c.node(2);
@@ -168,8 +158,8 @@ fn a_vote_is_durable_before_the_grant_leaves_and_survives_restart() {
     let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
     let granted = frames.iter().any(|(_, _, f)| {
         matches!(
-            crate::wire::decode(f).unwrap().0.body,
-            crate::wire::Body::Raft(Message::VoteResp(VoteResp { granted: true, .. }))
+            raft_message(f),
+            Some(Message::VoteResp(VoteResp { granted: true, .. }))
         )
     });
     assert!(
@@ -180,12 +170,9 @@ fn a_vote_is_durable_before_the_grant_leaves_and_survives_restart() {
 
 #[test]
 fn a_restarted_node_honours_a_lease_it_may_have_granted() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
+    let (mut c, l, f) = Cluster::elected_three();
     let term = c.nodes[&l].raft().term();
-    let store = c.crash(f);
-    c.start(f, store, None);
+    c.restart(f);
     assert_eq!(
         c.nodes[&f].raft().leader(),
         NO_NODE,

@@ -47,9 +47,7 @@ fn observe(n: &TNode) -> Observed {
 fn settled_with(cfg: Config) -> (Cluster, NodeId, NodeId) {
     let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
     let l = c.elect();
-    for i in 0..3u8 {
-        c.propose(l, &[i]);
-    }
+    c.propose_each(l, 0..3);
     c.run(50);
     let f = Cluster::follower_of(l);
     assert_eq!(c.nodes[&f].raft().commit(), c.nodes[&l].raft().commit());
@@ -62,19 +60,21 @@ fn settled() -> (Cluster, NodeId, NodeId) {
 
 /// Entries `(index, term, kind, data)` encoded back to back, as an `Append` carries them.
 fn entries(list: &[(LogIndex, Term, EntryKind, &[u8])]) -> StdVec<u8> {
-    let mut out = StdVec::new();
-    for &(index, term, kind, data) in list {
-        let e = EntryRef {
-            index,
-            term,
-            kind,
-            data,
-        };
-        let mut buf = vec![0u8; e.encoded_len()];
-        encode(&e, &mut buf).unwrap();
-        out.extend_from_slice(&buf);
-    }
-    out
+    let mut buf = vec![0u8; 64 * 1024];
+    let refs = list.iter().map(|&(index, term, kind, data)| EntryRef {
+        index,
+        term,
+        kind,
+        data,
+    });
+    let packed = pack_entries(&mut buf, refs).unwrap();
+    assert_eq!(
+        packed.count as usize,
+        list.len(),
+        "the buffer holds them all"
+    );
+    buf.truncate(packed.bytes);
+    buf
 }
 
 /// An `Append` from the leader `l` to `to` at the leader's term, after `prev`.
@@ -96,33 +96,31 @@ fn tip(c: &Cluster, l: NodeId) -> (LogIndex, Term) {
     (r.last_index(), r.last_term())
 }
 
-/// Deliver `bytes` to `to`: it must be refused under `fault` with nothing changed, and the
-/// group, `to` included, must go on committing.
-fn assert_refused(c: &mut Cluster, to: NodeId, bytes: &[u8], fault: Fault) {
+/// Deliver `bytes`, a frame that `what` describes, to `to`: it must be refused under `fault`
+/// with nothing changed, and the group, `to` included, must go on committing.
+fn assert_refused(c: &mut Cluster, to: NodeId, bytes: &[u8], fault: Fault, what: &str) {
+    let cause = fault.name();
     let before = observe(&c.nodes[&to]);
     let now = c.now;
     assert_eq!(
         c.node(to).handle_frame(now, bytes),
         Ok(()),
-        "{}",
-        fault.name()
+        "{what} ({cause})"
     );
     assert_eq!(
         observe(&c.nodes[&to]),
         before,
-        "{} changed the node",
-        fault.name()
+        "{what} ({cause}) changed the node"
     );
     let faults = c.nodes[&to].stats().faults;
-    assert_eq!(faults.get(fault), 1, "counted under {}", fault.name());
-    assert_eq!(faults.total(), 1, "counted once: {faults:?}");
+    assert_eq!(faults.get(fault), 1, "{what}: counted under {cause}");
+    assert_eq!(faults.total(), 1, "{what}: counted once: {faults:?}");
     let l = c.leader();
     let (index, _) = c.propose(l, b"after");
     c.run(100);
     assert!(
         c.nodes[&to].raft().commit() >= index,
-        "{}: stopped",
-        fault.name()
+        "{what} ({cause}): stopped"
     );
     for id in [1, 2, 3] {
         assert_eq!(
@@ -138,7 +136,13 @@ fn a_frame_that_does_not_decode_is_dropped() {
     let mut bytes = frame(l, f, append(&c, l, tip(&c, l), 0), &[]);
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x20;
-    assert_refused(&mut c, f, &bytes, Fault::BadFrame);
+    assert_refused(
+        &mut c,
+        f,
+        &bytes,
+        Fault::BadFrame,
+        "a frame that does not decode",
+    );
 }
 
 #[test]
@@ -152,66 +156,75 @@ fn a_handshake_where_a_raft_message_belongs_is_dropped() {
         members: Default::default(),
     };
     let bytes = frame(l, f, Body::Hello(hello), &[]);
-    assert_refused(&mut c, f, &bytes, Fault::NotRaft);
+    assert_refused(
+        &mut c,
+        f,
+        &bytes,
+        Fault::NotRaft,
+        "a handshake where a raft message belongs",
+    );
 }
 
-#[test]
-fn an_append_claiming_an_entry_it_does_not_carry_is_dropped() {
-    // The attacker's frame of issue 13: one entry declared, none sent.
-    let (mut c, l, f) = settled();
-    let bytes = frame(l, f, append(&c, l, tip(&c, l), 1), &[]);
-    assert_refused(&mut c, f, &bytes, Fault::EntryCount);
-}
+/// Entries of a forged `Append`, each `(index, term, kind, data)` with its index and term
+/// counted from the leader's last entry (`(1, 0, ..)` is the next entry of the current term).
+type Forged<'a> = &'a [(LogIndex, Term, EntryKind, &'a [u8])];
 
 #[test]
-fn an_append_with_bytes_after_its_entries_is_dropped() {
-    let (mut c, l, f) = settled();
-    let (last, term) = tip(&c, l);
-    let mut tail = entries(&[(last + 1, term, EntryKind::Normal, b"x")]);
-    tail.push(0);
-    let bytes = frame(l, f, append(&c, l, (last, term), 1), &tail);
-    assert_refused(&mut c, f, &bytes, Fault::EntryCount);
-}
-
-#[test]
-fn an_append_whose_entries_do_not_decode_is_dropped() {
-    let (mut c, l, f) = settled();
-    let (last, term) = tip(&c, l);
-    // A good entry first: nothing of a frame is written unless all of it checks out.
-    let mut tail = entries(&[(last + 1, term, EntryKind::Normal, b"ok")]);
-    tail.extend_from_slice(&[0xFF, 0xFF, 0xFF]);
-    let bytes = frame(l, f, append(&c, l, (last, term), 2), &tail);
-    assert_refused(&mut c, f, &bytes, Fault::MalformedEntries);
-}
-
-#[test]
-fn an_append_whose_indexes_skip_is_dropped() {
-    let (mut c, l, f) = settled();
-    let (last, term) = tip(&c, l);
-    let tail = entries(&[
-        (last + 1, term, EntryKind::Normal, b"a"),
-        (last + 3, term, EntryKind::Normal, b"b"),
-    ]);
-    let bytes = frame(l, f, append(&c, l, (last, term), 2), &tail);
-    assert_refused(&mut c, f, &bytes, Fault::NotContiguous);
-}
-
-#[test]
-fn an_append_with_an_entry_newer_than_its_leader_is_dropped() {
-    let (mut c, l, f) = settled();
-    let (last, term) = tip(&c, l);
-    let tail = entries(&[(last + 1, term + 1, EntryKind::Normal, b"a")]);
-    let bytes = frame(l, f, append(&c, l, (last, term), 1), &tail);
-    assert_refused(&mut c, f, &bytes, Fault::ImpossibleTerm);
-}
-
-#[test]
-fn an_append_with_a_configuration_that_does_not_decode_is_dropped() {
-    let (mut c, l, f) = settled();
-    let (last, term) = tip(&c, l);
-    let tail = entries(&[(last + 1, term, EntryKind::Config, &[0xFF])]);
-    let bytes = frame(l, f, append(&c, l, (last, term), 1), &tail);
-    assert_refused(&mut c, f, &bytes, Fault::BadConfigEntry);
+fn appends_whose_entries_do_not_match_their_header_are_dropped() {
+    use EntryKind::{Config, Normal};
+    // (what the frame does, the entry count it declares, its entries, bytes after them, cause)
+    let cases: [(&str, u32, Forged, &[u8], Fault); 6] = [
+        // The attacker's frame of issue 13: one entry declared, none sent.
+        ("claims an entry it lacks", 1, &[], &[], Fault::EntryCount),
+        (
+            "has bytes after its entries",
+            1,
+            &[(1, 0, Normal, b"x")],
+            &[0],
+            Fault::EntryCount,
+        ),
+        // A good entry first: nothing of a frame is written unless all of it checks out.
+        (
+            "has entries that do not decode",
+            2,
+            &[(1, 0, Normal, b"ok")],
+            &[0xFF; 3],
+            Fault::MalformedEntries,
+        ),
+        (
+            "has indexes that skip",
+            2,
+            &[(1, 0, Normal, b"a"), (3, 0, Normal, b"b")],
+            &[],
+            Fault::NotContiguous,
+        ),
+        (
+            "has an entry newer than its leader",
+            1,
+            &[(1, 1, Normal, b"a")],
+            &[],
+            Fault::ImpossibleTerm,
+        ),
+        (
+            "has a configuration that does not decode",
+            1,
+            &[(1, 0, Config, &[0xFF])],
+            &[],
+            Fault::BadConfigEntry,
+        ),
+    ];
+    for (what, count, forged, after, fault) in cases {
+        let (mut c, l, f) = settled();
+        let (last, term) = tip(&c, l);
+        let list: StdVec<_> = forged
+            .iter()
+            .map(|&(i, t, kind, data)| (last + i, term + t, kind, data))
+            .collect();
+        let mut tail = entries(&list);
+        tail.extend_from_slice(after);
+        let bytes = frame(l, f, append(&c, l, (last, term), count), &tail);
+        assert_refused(&mut c, f, &bytes, fault, what);
+    }
 }
 
 #[test]
@@ -222,7 +235,13 @@ fn an_append_larger_than_any_message_is_dropped() {
     let (last, term) = tip(&c, l);
     let tail = entries(&[(last + 1, term, EntryKind::Normal, &[7u8; 2000])]);
     let bytes = frame(l, f, append(&c, l, (last, term), 1), &tail);
-    assert_refused(&mut c, f, &bytes, Fault::EntryTooLarge);
+    assert_refused(
+        &mut c,
+        f,
+        &bytes,
+        Fault::EntryTooLarge,
+        "an append larger than any message",
+    );
 }
 
 #[test]
@@ -234,7 +253,13 @@ fn an_append_that_would_cut_a_committed_entry_is_dropped() {
     assert!(c.nodes[&f].raft().term() > 1);
     let tail = entries(&[(2, 1, EntryKind::Normal, b"forged")]);
     let bytes = frame(l, f, append(&c, l, (1, 1), 1), &tail);
-    assert_refused(&mut c, f, &bytes, Fault::CommittedTruncation);
+    assert_refused(
+        &mut c,
+        f,
+        &bytes,
+        Fault::CommittedTruncation,
+        "an append that would cut a committed entry",
+    );
 }
 
 #[test]
@@ -242,7 +267,13 @@ fn an_append_of_the_leaders_own_term_from_another_node_is_dropped() {
     let (mut c, l, f) = settled();
     let body = append(&c, l, tip(&c, l), 0);
     let bytes = frame(f, l, body, &[]);
-    assert_refused(&mut c, l, &bytes, Fault::RivalLeader);
+    assert_refused(
+        &mut c,
+        l,
+        &bytes,
+        Fault::RivalLeader,
+        "an append of the leader's own term from another node",
+    );
 }
 
 /// A snapshot chunk from the leader `l` at its term, for a snapshot past the commit index.
@@ -267,7 +298,13 @@ fn a_snapshot_chunk_past_its_size_is_dropped() {
     let (mut c, l, f) = settled();
     let data = [5u8; 10];
     let bytes = frame(l, f, chunk(&c, l, &data, 4, 0), &data);
-    assert_refused(&mut c, f, &bytes, Fault::SnapshotSize);
+    assert_refused(
+        &mut c,
+        f,
+        &bytes,
+        Fault::SnapshotSize,
+        "a snapshot chunk past its size",
+    );
 }
 
 #[test]
@@ -276,7 +313,13 @@ fn a_snapshot_that_does_not_match_its_checksum_is_refused_not_installed() {
     let data = [5u8; 10];
     let wrong = crate::record::CRC32C.checksum(&data) ^ 1;
     let bytes = frame(l, f, chunk(&c, l, &data, 10, wrong), &data);
-    assert_refused(&mut c, f, &bytes, Fault::SnapshotChecksum);
+    assert_refused(
+        &mut c,
+        f,
+        &bytes,
+        Fault::SnapshotChecksum,
+        "a snapshot that does not match its checksum",
+    );
     assert_eq!(c.nodes[&f].raft().snapshot_index(), 0);
 }
 
@@ -290,7 +333,13 @@ fn a_snapshot_that_cannot_exist_is_dropped() {
         s.meta.term = s.term + 1;
     }
     let bytes = frame(l, f, body, &data);
-    assert_refused(&mut c, f, &bytes, Fault::ImpossibleSnapshot);
+    assert_refused(
+        &mut c,
+        f,
+        &bytes,
+        Fault::ImpossibleSnapshot,
+        "a snapshot that cannot exist",
+    );
 }
 
 #[test]

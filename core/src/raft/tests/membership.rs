@@ -14,8 +14,7 @@ fn the_largest_membership_encodes_within_max_config_bytes() {
 
 #[test]
 fn joint_consensus_adds_a_node_through_prepare_and_commit() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.propose(l, b"before");
     c.run(30);
     c.start(4, VecStore::default(), None);
@@ -24,11 +23,7 @@ fn joint_consensus_adds_a_node_through_prepare_and_commit() {
         Role::Observer,
         "a joining node waits as observer"
     );
-    change(
-        &mut c,
-        l,
-        ConfigChange::Prepare(Membership::new(&[1, 2, 3, 4], &[]).unwrap()),
-    );
+    prepare(&mut c, l, &[1, 2, 3, 4]);
     assert!(c.nodes[&l].raft().membership().joint);
     change(&mut c, l, ConfigChange::Commit);
     for id in [1, 2, 3, 4] {
@@ -46,16 +41,11 @@ fn joint_consensus_adds_a_node_through_prepare_and_commit() {
 
 #[test]
 fn joint_decisions_need_both_majorities() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.start(4, VecStore::default(), None);
     c.start(5, VecStore::default(), None);
     let others: StdVec<NodeId> = [1, 2, 3].into_iter().filter(|&x| x != l).collect();
-    change(
-        &mut c,
-        l,
-        ConfigChange::Prepare(Membership::new(&[l, 4, 5], &[]).unwrap()),
-    );
+    prepare(&mut c, l, &[l, 4, 5]);
     // Cut the new half's other members: the old majority alone cannot commit.
     c.isolate(4);
     c.isolate(5);
@@ -75,14 +65,9 @@ fn joint_decisions_need_both_majorities() {
 
 #[test]
 fn abort_returns_to_the_old_configuration() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.start(4, VecStore::default(), None);
-    change(
-        &mut c,
-        l,
-        ConfigChange::Prepare(Membership::new(&[1, 2, 3, 4], &[]).unwrap()),
-    );
+    prepare(&mut c, l, &[1, 2, 3, 4]);
     let now = c.now;
     assert_eq!(
         c.node(l)
@@ -118,12 +103,7 @@ fn observers_receive_the_log_but_never_vote_and_can_be_promoted() {
     c.heal();
     c.run(100);
     let l = c.leader();
-    change(
-        &mut c,
-        l,
-        ConfigChange::Prepare(Membership::new(&[1, 2, 3, 4], &[]).unwrap()),
-    );
-    change(&mut c, l, ConfigChange::Commit);
+    reconfigure(&mut c, l, &[1, 2, 3, 4]);
     assert_eq!(
         c.nodes[&4].raft().role(),
         Role::Follower,
@@ -133,15 +113,9 @@ fn observers_receive_the_log_but_never_vote_and_can_be_promoted() {
 
 #[test]
 fn a_removed_leader_steps_down() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     let rest: StdVec<NodeId> = [1, 2, 3].into_iter().filter(|&x| x != l).collect();
-    change(
-        &mut c,
-        l,
-        ConfigChange::Prepare(Membership::new(&rest, &[]).unwrap()),
-    );
-    change(&mut c, l, ConfigChange::Commit);
+    reconfigure(&mut c, l, &rest);
     assert_ne!(c.nodes[&l].raft().role(), Role::Leader);
     c.run(500);
     let nl = c.leaders().into_iter().find(|x| rest.contains(x));

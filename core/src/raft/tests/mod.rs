@@ -6,14 +6,14 @@ extern crate std;
 
 use super::*;
 use crate::driver::{Event, Node, NodeConfig, NodeParts};
-use crate::entry::{encode, EntryRef};
+use crate::entry::EntryRef;
 use crate::fault::Fault;
 use crate::io::{
     SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport, TransportError,
 };
 use crate::limits::ConfigError;
 use crate::message::{
-    Append, AppendResp, Message, Snapshot, SnapshotHeader, TimeoutNow, Vote, VoteResp,
+    Append, AppendResp, Message, Snapshot, SnapshotHeader, SnapshotRef, TimeoutNow, Vote, VoteResp,
 };
 use crate::storage::{pack_entries, LogView, ReadEntries, Storage, StorageError};
 use crate::types::EntryKind;
@@ -269,11 +269,24 @@ impl Cluster {
         Self::with(ids, &[], test_cfg())
     }
 
-    /// Three voters, 1 to 3, with the test configuration changed by `tune`.
-    fn tuned(tune: impl FnOnce(&mut Config)) -> Self {
+    /// `voters` with the test configuration changed by `tune`.
+    fn tuned(voters: &[NodeId], tune: impl FnOnce(&mut Config)) -> Self {
         let mut cfg = test_cfg();
         tune(&mut cfg);
-        Self::with(&[1, 2, 3], &[], cfg)
+        Self::with(voters, &[], cfg)
+    }
+
+    /// `voters` once they have elected a leader; returns them and the leader.
+    fn elected(voters: &[NodeId]) -> (Self, NodeId) {
+        let mut c = Self::new(voters);
+        let l = c.elect();
+        (c, l)
+    }
+
+    /// Three voters once they have elected a leader; returns them, the leader and a follower.
+    fn elected_three() -> (Self, NodeId, NodeId) {
+        let (c, l) = Self::elected(&[1, 2, 3]);
+        (c, l, Self::follower_of(l))
     }
 
     fn with(voters: &[NodeId], observers: &[NodeId], cfg: Config) -> Self {
@@ -320,6 +333,12 @@ impl Cluster {
         node.into_parts().store
     }
 
+    /// Crash `id` and start it again on what its storage kept.
+    fn restart(&mut self, id: NodeId) {
+        let store = self.crash(id);
+        self.start(id, store, None);
+    }
+
     fn flush_all(&mut self) {
         let now = self.now;
         for (id, n) in self.nodes.iter_mut() {
@@ -356,6 +375,17 @@ impl Cluster {
             }
         }
         panic!("network never went quiet");
+    }
+
+    /// Hand `to` the queued frames addressed to it, without a flush; all others are dropped.
+    fn deliver_only_to(&mut self, to: NodeId) {
+        let now = self.now;
+        let frames: StdVec<_> = self.wire.borrow_mut().drain(..).collect();
+        for (_, dest, f) in frames {
+            if dest == to {
+                self.node(to).handle_frame(now, &f).unwrap();
+            }
+        }
     }
 
     /// Advance time in heartbeat-sized steps, delivering everything each step.
@@ -430,6 +460,13 @@ impl Cluster {
         self.node(id).propose(now, cmd).unwrap()
     }
 
+    /// Propose the one-byte commands `cmds` on `id`, in order.
+    fn propose_each(&mut self, id: NodeId, cmds: impl IntoIterator<Item = u8>) {
+        for cmd in cmds {
+            self.propose(id, &[cmd]);
+        }
+    }
+
     fn commands(&self, id: NodeId) -> StdVec<StdVec<u8>> {
         self.nodes[&id]
             .state_machine()
@@ -438,6 +475,16 @@ impl Cluster {
             .map(|c| c.1.clone())
             .collect()
     }
+}
+
+/// `voters` taking a snapshot every `every` entries, once their leader has proposed the
+/// one-byte commands `0..n` and 50 ms have passed; returns them and the leader.
+fn snapshotting(voters: &[NodeId], every: u64, n: u8) -> (Cluster, NodeId) {
+    let mut c = Cluster::tuned(voters, |c| c.snapshot_entries = every);
+    let l = c.elect();
+    c.propose_each(l, 0..n);
+    c.run(50);
+    (c, l)
 }
 
 /// Isolate the leader and let it append `stale` entries nobody else gets; the majority elects a
@@ -452,23 +499,35 @@ fn diverge(
 ) -> NodeId {
     let old = c.elect();
     c.isolate(old);
-    for i in 0..stale {
-        c.propose(old, &[100 + i]);
-    }
+    c.propose_each(old, 100..100 + stale);
     c.run(400);
     let new = c
         .leaders()
         .into_iter()
         .find(|&x| x != old)
         .expect("majority elects a new leader");
-    for i in 0..fresh {
-        c.propose(new, &[i]);
-    }
+    c.propose_each(new, 0..fresh);
     c.run(50);
     before_heal(c, old);
     c.heal();
     c.run(300);
     old
+}
+
+/// Propose a joint configuration moving the group led by `l` to `voters`, and wait until it
+/// commits.
+fn prepare(c: &mut Cluster, l: NodeId, voters: &[NodeId]) -> LogIndex {
+    change(
+        c,
+        l,
+        ConfigChange::Prepare(Membership::new(voters, &[]).unwrap()),
+    )
+}
+
+/// Move the group led by `l` to `voters` by joint consensus: prepare, then commit.
+fn reconfigure(c: &mut Cluster, l: NodeId, voters: &[NodeId]) {
+    prepare(c, l, voters);
+    change(c, l, ConfigChange::Commit);
 }
 
 fn change(c: &mut Cluster, l: NodeId, ch: ConfigChange) -> LogIndex {
@@ -535,6 +594,25 @@ fn frame_of(
     let n = crate::wire::encode(&h, &body, tail, &mut buf).unwrap();
     buf.truncate(n);
     buf
+}
+
+/// The Raft message a frame carries, if it carries one.
+fn raft_message(frame: &[u8]) -> Option<Message> {
+    match crate::wire::decode(frame).unwrap().0.body {
+        Body::Raft(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Pop every message Raft has released; returns how many of them `pick` selects.
+fn count_released(r: &mut Raft, pick: impl Fn(&Message<SnapshotRef>) -> bool) -> usize {
+    let mut n = 0;
+    while let Some(env) = r.pop_message() {
+        if pick(&env.msg) {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// The frame every node ignores unless it names a live leader: a `TimeoutNow` of term 1.

@@ -6,13 +6,10 @@ use super::*;
 
 #[test]
 fn leader_transfer_catches_the_target_up_then_hands_over() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     let t = if l == 3 { 2 } else { 3 };
     c.isolate(t);
-    for i in 0..10u8 {
-        c.propose(l, &[i]);
-    }
+    c.propose_each(l, 0..10);
     c.run(20);
     c.heal();
     let now = c.now;
@@ -35,8 +32,7 @@ fn leader_transfer_catches_the_target_up_then_hands_over() {
 
 #[test]
 fn read_index_on_the_leader_waits_for_a_quorum_round() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.propose(l, b"w");
     c.run(20);
     let now = c.now;
@@ -59,8 +55,7 @@ fn read_index_on_the_leader_waits_for_a_quorum_round() {
 
 #[test]
 fn an_isolated_leader_cannot_serve_read_index() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.isolate(l);
     let now = c.now;
     c.node(l).read_index(now).unwrap();
@@ -77,9 +72,7 @@ fn an_isolated_leader_cannot_serve_read_index() {
 
 #[test]
 fn a_follower_serves_reads_through_the_leader() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
+    let (mut c, l, f) = Cluster::elected_three();
     c.propose(l, b"w");
     c.run(20);
     let now = c.now;
@@ -102,8 +95,7 @@ fn reads_without_a_leader_are_refused() {
 
 #[test]
 fn single_node_reads_are_immediate() {
-    let mut c = Cluster::new(&[1]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1]);
     let now = c.now;
     c.node(l).read_index(now).unwrap();
     c.flush_all();

@@ -6,8 +6,7 @@ use super::*;
 
 #[test]
 fn proposals_replicate_and_apply_in_order_everywhere() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     for i in 0..50u32 {
         c.propose(l, &i.to_le_bytes());
     }
@@ -22,10 +21,10 @@ fn proposals_replicate_and_apply_in_order_everywhere() {
 
 #[test]
 fn pipelining_respects_the_inflight_window_and_message_limits() {
-    let mut cfg = test_cfg();
-    cfg.max_inflight = 2;
-    cfg.max_entries_per_message = 3;
-    let mut c = Cluster::with(&[1, 2], &[], cfg);
+    let mut c = Cluster::tuned(&[1, 2], |c| {
+        c.max_inflight = 2;
+        c.max_entries_per_message = 3;
+    });
     let l = c.elect();
     let f = 3 - l;
     c.flush_all();
@@ -44,8 +43,7 @@ fn pipelining_respects_the_inflight_window_and_message_limits() {
         .collect();
     let mut appends = 0;
     for fr in &frames {
-        let (frame, _) = crate::wire::decode(fr).unwrap();
-        if let crate::wire::Body::Raft(Message::Append(Append { count, .. })) = frame.body {
+        if let Some(Message::Append(Append { count, .. })) = raft_message(fr) {
             if count > 0 {
                 appends += 1;
                 assert!(count <= 3, "max_entries_per_message exceeded: {}", count);
@@ -63,9 +61,7 @@ fn pipelining_respects_the_inflight_window_and_message_limits() {
 
 #[test]
 fn a_byte_budget_smaller_than_the_batch_sends_fewer_entries() {
-    let mut cfg = test_cfg();
-    cfg.max_bytes_per_message = 300;
-    let mut c = Cluster::with(&[1, 2], &[], cfg);
+    let mut c = Cluster::tuned(&[1, 2], |c| c.max_bytes_per_message = 300);
     let l = c.elect();
     for i in 0..10u8 {
         c.propose(l, &[i; 100]);
@@ -80,9 +76,7 @@ fn a_byte_budget_smaller_than_the_batch_sends_fewer_entries() {
 
 #[test]
 fn a_lagging_follower_is_repaired_by_fast_backtracking() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
+    let (mut c, l, f) = Cluster::elected_three();
     c.isolate(f);
     for i in 0..30u8 {
         c.propose(l, &[i]);
@@ -111,8 +105,7 @@ fn conflicting_uncommitted_suffix_is_truncated() {
 fn an_old_term_entry_is_not_committed_by_counting_replicas() {
     // Raft §5.4.2 (Figure 8): a new leader must not commit an entry of an earlier term just
     // because a majority holds it; only an entry of its own term commits it.
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     let now = c.now;
     let (idx, _) = c.node(l).propose(now, b"old").unwrap();
     let term = c.nodes[&l].raft().term();
@@ -142,8 +135,7 @@ fn an_old_term_entry_is_not_committed_by_counting_replicas() {
 
 #[test]
 fn leader_replicates_before_its_own_sync() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.flush_all();
     c.wire.borrow_mut().clear();
     let syncs = c.nodes[&l].storage().syncs;
@@ -153,12 +145,7 @@ fn leader_replicates_before_its_own_sync() {
     let n = c.node(l);
     let r = &mut n.raft;
     r.flush(now, &mut n.store).unwrap();
-    let mut queued = 0;
-    while let Some(env) = r.pop_message() {
-        if matches!(env.msg, Message::Append(Append { count: 1, .. })) {
-            queued += 1;
-        }
-    }
+    let queued = count_released(r, |m| matches!(m, Message::Append(Append { count: 1, .. })));
     assert_eq!(
         queued, 2,
         "appends leave before the leader's own write is durable"
@@ -168,9 +155,7 @@ fn leader_replicates_before_its_own_sync() {
 
 #[test]
 fn a_heartbeat_answered_in_the_same_batch_does_not_hide_an_append_ack() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
+    let (mut c, l, f) = Cluster::elected_three();
     c.flush_all();
     c.wire.borrow_mut().clear();
     let now = c.now;
@@ -189,8 +174,8 @@ fn a_heartbeat_answered_in_the_same_batch_does_not_hide_an_append_ack() {
         .collect();
     let kinds: StdVec<(LogIndex, u32)> = to_f
         .iter()
-        .filter_map(|fr| match crate::wire::decode(fr).unwrap().0.body {
-            crate::wire::Body::Raft(Message::Append(Append {
+        .filter_map(|fr| match raft_message(fr) {
+            Some(Message::Append(Append {
                 prev_index, count, ..
             })) => Some((prev_index, count)),
             _ => None,
@@ -212,16 +197,14 @@ fn a_heartbeat_answered_in_the_same_batch_does_not_hide_an_append_ack() {
         .wire
         .borrow_mut()
         .drain(..)
-        .filter_map(
-            |(_, to, fr)| match crate::wire::decode(&fr).unwrap().0.body {
-                crate::wire::Body::Raft(Message::AppendResp(AppendResp {
-                    success: true,
-                    match_index,
-                    ..
-                })) if to == l => Some(match_index),
-                _ => None,
-            },
-        )
+        .filter_map(|(_, to, fr)| match raft_message(&fr) {
+            Some(Message::AppendResp(AppendResp {
+                success: true,
+                match_index,
+                ..
+            })) if to == l => Some(match_index),
+            _ => None,
+        })
         .collect();
     assert_eq!(
         acks.iter().max(),
@@ -232,50 +215,33 @@ fn a_heartbeat_answered_in_the_same_batch_does_not_hide_an_append_ack() {
 
 #[test]
 fn acknowledgements_wait_for_sync() {
-    let mut c = Cluster::new(&[1, 2]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2]);
     let f = 3 - l;
     let now = c.now;
     c.node(l).propose(now, b"x").unwrap();
     c.flush_all();
-    let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
-    for (_, to, fr) in frames {
-        if to == f {
-            c.node(f).handle_frame(now, &fr).unwrap();
-        }
-    }
+    c.deliver_only_to(f);
     // Before the follower's flush (its sync), its ack is held back.
     let r = &mut c.node(f).raft;
     assert!(r.needs_sync());
-    let mut acks = 0;
-    while let Some(env) = r.pop_message() {
-        if matches!(
-            env.msg,
-            Message::AppendResp(AppendResp { success: true, .. })
-        ) {
-            acks += 1;
-        }
-    }
-    assert_eq!(acks, 0, "no ack may leave before the entries are durable");
+    let ack = |m: &Message<SnapshotRef>| {
+        matches!(m, Message::AppendResp(AppendResp { success: true, .. }))
+    };
+    assert_eq!(
+        count_released(r, ack),
+        0,
+        "no ack may leave before the entries are durable"
+    );
     r.on_persisted(r.last_index());
-    let mut released = 0;
-    while let Some(env) = r.pop_message() {
-        if matches!(
-            env.msg,
-            Message::AppendResp(AppendResp { success: true, .. })
-        ) {
-            released += 1;
-        }
-    }
-    assert_eq!(released, 1);
+    assert_eq!(count_released(r, ack), 1);
 }
 
 #[test]
 fn a_pipelined_burst_larger_than_the_outbox_is_sent_in_rounds_not_dropped() {
-    let mut cfg = test_cfg();
-    cfg.max_entries_per_message = 1;
-    cfg.max_inflight = 32;
-    let mut c = Cluster::with(&[1, 2, 3, 4, 5], &[], cfg);
+    let mut c = Cluster::tuned(&[1, 2, 3, 4, 5], |c| {
+        c.max_entries_per_message = 1;
+        c.max_inflight = 32;
+    });
     let l = c.elect();
     let lagging: StdVec<NodeId> = [1, 2, 3, 4, 5]
         .into_iter()
@@ -285,9 +251,7 @@ fn a_pipelined_burst_larger_than_the_outbox_is_sent_in_rounds_not_dropped() {
     for &f in &lagging {
         c.isolate(f);
     }
-    for i in 0..100u8 {
-        c.propose(l, &[i]);
-    }
+    c.propose_each(l, 0..100);
     c.run(30);
     c.heal();
     // Two lagging peers with a window of 32 one-entry messages each: 64 appends, more than the

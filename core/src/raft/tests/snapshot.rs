@@ -6,12 +6,7 @@ use super::*;
 
 #[test]
 fn snapshots_trigger_by_entry_count_and_compact_the_log() {
-    let mut c = Cluster::tuned(|c| c.snapshot_entries = 10);
-    let l = c.elect();
-    for i in 0..25u8 {
-        c.propose(l, &[i]);
-    }
-    c.run(50);
+    let (c, _) = snapshotting(&[1, 2, 3], 10, 25);
     for id in [1, 2, 3] {
         let n = &c.nodes[&id];
         assert!(
@@ -29,35 +24,34 @@ fn snapshots_trigger_by_entry_count_and_compact_the_log() {
 
 #[test]
 fn snapshots_trigger_by_interval() {
-    let mut cfg = test_cfg();
-    cfg.snapshot_interval_ms = 200;
-    let mut c = Cluster::with(&[1], &[], cfg);
+    let mut c = Cluster::tuned(&[1], |c| c.snapshot_interval_ms = 200);
     let l = c.elect();
+    let snapshot_index = |c: &Cluster| c.nodes[&l].storage().snapshot_index();
     c.propose(l, b"a");
     let mut waited = 0;
-    while c.nodes[&l].storage().snapshot_index() == 0 {
+    while snapshot_index(&c) == 0 {
         c.run(5);
         waited += 5;
         assert!(waited <= 250, "no snapshot within the interval");
     }
-    let first = c.nodes[&l].storage().snapshot_index();
+    let first = snapshot_index(&c);
     c.propose(l, b"b");
     c.run(150);
     assert_eq!(
-        c.nodes[&l].storage().snapshot_index(),
+        snapshot_index(&c),
         first,
         "no snapshot before the interval passes"
     );
     c.run(100);
-    assert!(c.nodes[&l].storage().snapshot_index() > first);
+    assert!(snapshot_index(&c) > first);
 }
 
 #[test]
 fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_chunk() {
-    let mut cfg = test_cfg();
-    cfg.snapshot_entries = 5;
-    cfg.snapshot_chunk_bytes = 16; // many chunks
-    let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
+    let mut c = Cluster::tuned(&[1, 2, 3], |c| {
+        c.snapshot_entries = 5;
+        c.snapshot_chunk_bytes = 16; // many chunks
+    });
     let l = c.elect();
     let f = Cluster::follower_of(l);
     c.isolate(f);
@@ -79,10 +73,10 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
         c.flush_all();
         let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
         for (from, to, fr) in frames {
-            let body = crate::wire::decode(&fr).unwrap().0.body;
+            let msg = raft_message(&fr);
             // The outbox queues chunks by snapshot index only: the frame must carry the whole
             // stored header (membership, size, checksum), filled in by the driver.
-            if let crate::wire::Body::Raft(Message::Snapshot(Snapshot { meta, .. })) = &body {
+            if let Some(Message::Snapshot(Snapshot { meta, .. })) = &msg {
                 let stored = c.nodes[&from].storage().snapshot_meta().unwrap();
                 assert_eq!(meta.index, stored.index);
                 assert_eq!(meta.term, stored.term);
@@ -92,7 +86,7 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
                 chunks += 1;
             }
             if !dropped && to == f {
-                if let crate::wire::Body::Raft(Message::Snapshot(Snapshot { offset, .. })) = body {
+                if let Some(Message::Snapshot(Snapshot { offset, .. })) = msg {
                     if offset > 0 {
                         dropped = true;
                         continue;
@@ -117,24 +111,14 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
 fn a_node_joining_after_compaction_gets_the_snapshot() {
     // Found by the simulator: the probe of an empty node uses prev_index 0, whose term is always
     // known, so the leader must also check that the first entry it would send still exists.
-    let mut c = Cluster::tuned(|c| c.snapshot_entries = 5);
-    let l = c.elect();
-    for i in 0..20u8 {
-        c.propose(l, &[i]);
-    }
-    c.run(50);
+    let (mut c, l) = snapshotting(&[1, 2, 3], 5, 20);
     assert_eq!(
         c.nodes[&l].storage().term(1),
         Err(StorageError::Compacted(1)),
         "entry 1 was compacted"
     );
     c.start(4, VecStore::default(), None);
-    change(
-        &mut c,
-        l,
-        ConfigChange::Prepare(Membership::new(&[1, 2, 3, 4], &[]).unwrap()),
-    );
-    change(&mut c, l, ConfigChange::Commit);
+    reconfigure(&mut c, l, &[1, 2, 3, 4]);
     c.run(100);
     assert_eq!(c.nodes[&4].raft().stats().snapshots_installed, 1);
     assert_eq!(c.commands(4), c.commands(l));
@@ -157,9 +141,7 @@ fn installing_a_snapshot_past_a_conflicting_log_forgets_that_log() {
         };
         n.store.append(&e).unwrap();
     }
-    let n = c.nodes.remove(&2).unwrap();
-    let store = n.into_parts().store;
-    c.start(2, store, None);
+    c.restart(2);
     let mut sm = LogSm::default();
     sm.cmds.push((3, b"new".to_vec()));
     let mut data = StdVec::new();
