@@ -16,6 +16,7 @@ use shoal_std::storage::{DataDir, FileStorage, StorageOptions};
 
 use crate::portable::{read_snapshot_file, write_export, ExportHeader};
 use crate::problem::Problem;
+use crate::report::{GroupReport, Report};
 use crate::source::{EntryCollector, ReadRequest, Source, SourceError};
 use crate::state::{rebuild, snapshot_bytes, ReplayEntry};
 
@@ -103,31 +104,17 @@ pub fn export(source: &dyn Source, plan: &ExportPlan) -> Result<ExportReport, Ba
         force,
         base,
     } = *plan;
-    let mut records = EntryCollector::default();
-    let req = ReadRequest {
-        group: Some(group),
-        verify_snapshots: true,
-    };
-    let report = source.read(req, &mut records).map_err(source_error)?;
-    let errors: Vec<Problem> = report
-        .all_problems()
-        .filter(|p| p.is_error())
-        .cloned()
-        .collect();
-    if !errors.is_empty() {
-        return Err(BackupError::Damaged(errors));
+    if out.exists() && !force {
+        return Err(BackupError::Usage(format!(
+            "{} already exists; choose another --out or pass --force to replace it",
+            out.display()
+        )));
     }
+    let (report, records) = read_undamaged(source, group)?;
     let g = &report.groups[0];
     let snap_index = g.snapshot_index();
     let last = g.last_index();
-    let target = match upto {
-        Upto::Commit => g
-            .hard_state
-            .map_or(0, |h| h.commit)
-            .min(last)
-            .max(snap_index),
-        Upto::Last => last,
-    };
+    let target = export_target(g, upto);
     if target == 0 {
         return Err(BackupError::Failed(format!(
             "group {} of {} holds no committed state to export (no snapshot, commit index 0); \
@@ -185,12 +172,6 @@ pub fn export(source: &dyn Source, plan: &ExportPlan) -> Result<ExportReport, Ba
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
-    if out.exists() && !force {
-        return Err(BackupError::Usage(format!(
-            "{} already exists; choose another --out or pass --force to replace it",
-            out.display()
-        )));
-    }
     write_export(out, &header, &data, force).map_err(BackupError::Failed)?;
     Ok(ExportReport {
         out: out.display().to_string(),
@@ -200,6 +181,42 @@ pub fn export(source: &dyn Source, plan: &ExportPlan) -> Result<ExportReport, Ba
         warnings: report.all_problems().cloned().collect(),
         header,
     })
+}
+
+/// Read `group` of `source` with its snapshots verified: the report and the group's entries,
+/// or the error problems found (an export never carries damage forward).
+fn read_undamaged(
+    source: &dyn Source,
+    group: GroupId,
+) -> Result<(Report, EntryCollector), BackupError> {
+    let mut records = EntryCollector::default();
+    let req = ReadRequest {
+        group: Some(group),
+        verify_snapshots: true,
+    };
+    let report = source.read(req, &mut records).map_err(source_error)?;
+    let errors: Vec<Problem> = report
+        .all_problems()
+        .filter(|p| p.is_error())
+        .cloned()
+        .collect();
+    if !errors.is_empty() {
+        return Err(BackupError::Damaged(errors));
+    }
+    Ok((report, records))
+}
+
+/// The last index an export of `g` holds: its commit index (never below its snapshot, never past
+/// its log), or its last entry.
+fn export_target(g: &GroupReport, upto: Upto) -> LogIndex {
+    match upto {
+        Upto::Commit => g
+            .hard_state
+            .map_or(0, |h| h.commit)
+            .min(g.last_index())
+            .max(g.snapshot_index()),
+        Upto::Last => g.last_index(),
+    }
 }
 
 fn source_error(e: SourceError) -> BackupError {

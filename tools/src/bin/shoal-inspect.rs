@@ -233,54 +233,14 @@ fn run(cli: &Cli, c: &mut Console<'_>) -> io::Result<Outcome> {
                 |c, s| commands::log(c, s, *group, filter),
             )
         }
-        Cmd::Entry { args, image, group } => {
-            let (dir, index) = match (args.as_slice(), image.flash.is_some()) {
-                ([i], true) => (None, i),
-                ([d, i], false) => (Some(Path::new(d)), i),
-                _ => {
-                    return Ok(Outcome::Usage(
-                        "entry takes DIR INDEX, or INDEX with --flash FILE --geometry ...".into(),
-                    ))
-                }
-            };
-            let Ok(index) = index.parse::<LogIndex>() else {
-                return Ok(Outcome::Usage(format!("`{}` is not a log index", index)));
-            };
-            with_source(c, dir, image, *group, |c, s| {
-                commands::entry(c, s, *group, index)
-            })
-        }
+        Cmd::Entry { args, image, group } => entry(c, args, image, *group),
         Cmd::Snapshot {
             file,
             image,
             group,
             keys,
             dump,
-        } => {
-            let snap = match file.as_deref() {
-                Some(f) if image.flash.is_none() && !f.is_dir() => {
-                    read_snapshot_file(f).map_err(SourceError::Damaged)
-                }
-                dir => open(dir, image, *group).and_then(|s| {
-                    s.snapshot(*group)?.ok_or_else(|| {
-                        SourceError::Usage(format!(
-                            "group {} of {} has no snapshot",
-                            group,
-                            s.path().display()
-                        ))
-                    })
-                }),
-            };
-            match snap {
-                Ok(snap) => commands::snapshot(c, &snap, *keys || *dump, *dump),
-                // A damaged snapshot is the command's answer: say it where errors go.
-                Err(SourceError::Damaged(p)) => {
-                    writeln!(c.err, "shoal-inspect: {}", p)?;
-                    Ok(Outcome::Damage)
-                }
-                Err(e) => c.source_error(e),
-            }
-        }
+        } => snapshot(c, file.as_deref(), image, *group, *keys || *dump, *dump),
         Cmd::Export {
             target,
             out,
@@ -327,6 +287,65 @@ fn run(cli: &Cli, c: &mut Console<'_>) -> io::Result<Outcome> {
             };
             commands::import(c, &plan)
         }
+    }
+}
+
+/// `entry DIR INDEX`, or `entry INDEX` of a flash image.
+fn entry(
+    c: &mut Console<'_>,
+    args: &[String],
+    image: &Image,
+    group: GroupId,
+) -> io::Result<Outcome> {
+    let (dir, index) = match (args, image.flash.is_some()) {
+        ([i], true) => (None, i),
+        ([d, i], false) => (Some(Path::new(d)), i),
+        _ => {
+            return Ok(Outcome::Usage(
+                "entry takes DIR INDEX, or INDEX with --flash FILE --geometry ...".into(),
+            ))
+        }
+    };
+    let Ok(index) = index.parse::<LogIndex>() else {
+        return Ok(Outcome::Usage(format!("`{}` is not a log index", index)));
+    };
+    with_source(c, dir, image, group, |c, s| {
+        commands::entry(c, s, group, index)
+    })
+}
+
+/// `snapshot`: a snapshot file (a node's own or an export), or a group's current snapshot in a
+/// data dir or flash image.
+fn snapshot(
+    c: &mut Console<'_>,
+    file: Option<&Path>,
+    image: &Image,
+    group: GroupId,
+    keys: bool,
+    dump: bool,
+) -> io::Result<Outcome> {
+    let snap = match file {
+        Some(f) if image.flash.is_none() && !f.is_dir() => {
+            read_snapshot_file(f).map_err(SourceError::Damaged)
+        }
+        dir => open(dir, image, group).and_then(|s| {
+            s.snapshot(group)?.ok_or_else(|| {
+                SourceError::Usage(format!(
+                    "group {} of {} has no snapshot",
+                    group,
+                    s.path().display()
+                ))
+            })
+        }),
+    };
+    match snap {
+        Ok(snap) => commands::snapshot(c, &snap, keys, dump),
+        // A damaged snapshot is the command's answer: say it where errors go.
+        Err(SourceError::Damaged(p)) => {
+            writeln!(c.err, "shoal-inspect: {}", p)?;
+            Ok(Outcome::Damage)
+        }
+        Err(e) => c.source_error(e),
     }
 }
 

@@ -19,51 +19,7 @@ pub fn single(a: &Args, o: &Outcome, out: &mut impl Write) -> io::Result<()> {
             .filter(|(_, s)| s.ok > 0 || !s.errors.is_empty())
             .collect();
     if a.json {
-        let ops: Vec<serde_json::Value> = kinds
-            .iter()
-            .map(|(k, s)| {
-                serde_json::json!({
-                    "op": k,
-                    "ok": s.ok,
-                    "ops_per_sec": s.ok as f64 / secs,
-                    "misses": s.misses,
-                    "errors": s.errors,
-                    "latency_us": {
-                        "p50": s.pct(0.5), "p90": s.pct(0.9),
-                        "p99": s.pct(0.99), "p999": s.pct(0.999),
-                        "max": s.hist.max(), "mean": s.hist.mean(),
-                    },
-                })
-            })
-            .collect();
-        let servers: Vec<serde_json::Value> = o
-            .pids
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                serde_json::json!({
-                    "node": i + 1, "pid": p,
-                    "idle_rss_kib": o.idle[i].map(|x| x.0),
-                    "peak_rss_kib": o.peak[i],
-                    "vm_hwm_kib": o.hwm[i].map(|x| x.1),
-                })
-            })
-            .collect();
-        let v = serde_json::json!({
-            "workload": format!("{:?}", a.workload).to_lowercase(),
-            "local": a.local, "fsync": a.local.map(|_| a.fsync.as_flag()),
-            "leader": o.leader, "clients": a.clients, "conns": conns, "pipeline": a.pipeline,
-            "key_size": a.key_size, "value_size": a.value_size, "keyspace": a.keyspace,
-            "consistency": format!("{:?}", a.consistency).to_lowercase(),
-            "read_ratio": a.read_ratio, "seconds": secs,
-            "watchers": (a.workload == Workload::Watch).then_some(a.watchers),
-            "total_ops_per_sec": (total[0].ok + total[1].ok) as f64 / secs,
-            "ops": ops,
-            "servers": if o.pids.is_empty() { serde_json::Value::String("n/a".into()) } else { servers.into() },
-            "connection_failures": o.failures,
-        });
-        writeln!(out, "{v}")?;
-        return Ok(());
+        return single_json(a, o, &kinds, out);
     }
     writeln!(
         out,
@@ -134,6 +90,60 @@ pub fn single(a: &Args, o: &Outcome, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "connection failed: {e}")?;
     }
     Ok(())
+}
+
+/// One run's outcome as one JSON object.
+fn single_json(
+    a: &Args,
+    o: &Outcome,
+    kinds: &[(&str, &OpStats)],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let (conns, secs, total) = (o.conns, o.secs, &o.total);
+    let ops: Vec<serde_json::Value> = kinds
+        .iter()
+        .map(|(k, s)| {
+            serde_json::json!({
+                "op": k,
+                "ok": s.ok,
+                "ops_per_sec": s.ok as f64 / secs,
+                "misses": s.misses,
+                "errors": s.errors,
+                "latency_us": {
+                    "p50": s.pct(0.5), "p90": s.pct(0.9),
+                    "p99": s.pct(0.99), "p999": s.pct(0.999),
+                    "max": s.hist.max(), "mean": s.hist.mean(),
+                },
+            })
+        })
+        .collect();
+    let servers: Vec<serde_json::Value> = o
+        .pids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            serde_json::json!({
+                "node": i + 1, "pid": p,
+                "idle_rss_kib": o.idle[i].map(|x| x.0),
+                "peak_rss_kib": o.peak[i],
+                "vm_hwm_kib": o.hwm[i].map(|x| x.1),
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "workload": format!("{:?}", a.workload).to_lowercase(),
+        "local": a.local, "fsync": a.local.map(|_| a.fsync.as_flag()),
+        "leader": o.leader, "clients": a.clients, "conns": conns, "pipeline": a.pipeline,
+        "key_size": a.key_size, "value_size": a.value_size, "keyspace": a.keyspace,
+        "consistency": format!("{:?}", a.consistency).to_lowercase(),
+        "read_ratio": a.read_ratio, "seconds": secs,
+        "watchers": (a.workload == Workload::Watch).then_some(a.watchers),
+        "total_ops_per_sec": (total[0].ok + total[1].ok) as f64 / secs,
+        "ops": ops,
+        "servers": if o.pids.is_empty() { serde_json::Value::String("n/a".into()) } else { servers.into() },
+        "connection_failures": o.failures,
+    });
+    writeln!(out, "{v}")
 }
 
 // ---------------------------------------------------------------- sweep and recovery

@@ -113,7 +113,35 @@ pub fn run(
             std::thread::spawn(move || run_conn(&sh, n, pipeline))
         })
         .collect();
-    // Sample server RSS while the load runs.
+    let peak = sample_peak_rss(&pids, &loaders, &watchers);
+    let hwm: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
+    let (total, failures) = join_workers(loaders, watchers);
+    let measured = (Instant::now().min(sh.end))
+        .saturating_duration_since(sh.start_measure)
+        .as_secs_f64()
+        .max(1e-9);
+    if !failures.is_empty() && total[0].ok + total[1].ok == 0 {
+        return Err(format!("every connection failed: {}", failures[0]));
+    }
+    Ok(Outcome {
+        conns,
+        leader,
+        secs: measured,
+        total,
+        pids,
+        idle,
+        peak,
+        hwm,
+        failures,
+    })
+}
+
+/// The peak RSS of each of `pids`, sampled until every loader and watcher has finished.
+fn sample_peak_rss<A, B>(
+    pids: &[u32],
+    loaders: &[std::thread::JoinHandle<A>],
+    watchers: &[std::thread::JoinHandle<B>],
+) -> Vec<u64> {
     let mut peak = vec![0u64; pids.len()];
     while loaders.iter().any(|h| !h.is_finished()) || watchers.iter().any(|h| !h.is_finished()) {
         for (i, &p) in pids.iter().enumerate() {
@@ -123,7 +151,14 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let hwm: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
+    peak
+}
+
+/// The loaders' and watchers' statistics merged (puts, gets, events), and what failed.
+fn join_workers(
+    loaders: Vec<std::thread::JoinHandle<Result<[OpStats; 2], String>>>,
+    watchers: Vec<std::thread::JoinHandle<Result<OpStats, String>>>,
+) -> ([OpStats; 3], Vec<String>) {
     let mut total = [OpStats::new(), OpStats::new(), OpStats::new()];
     let mut failures = Vec::new();
     for h in loaders {
@@ -143,24 +178,7 @@ pub fn run(
             Err(_) => failures.push("watcher panicked".into()),
         }
     }
-    let measured = (Instant::now().min(sh.end))
-        .saturating_duration_since(sh.start_measure)
-        .as_secs_f64()
-        .max(1e-9);
-    if !failures.is_empty() && total[0].ok + total[1].ok == 0 {
-        return Err(format!("every connection failed: {}", failures[0]));
-    }
-    Ok(Outcome {
-        conns,
-        leader,
-        secs: measured,
-        total,
-        pids,
-        idle,
-        peak,
-        hwm,
-        failures,
-    })
+    (total, failures)
 }
 
 /// The watch workload's watchers: `Mkdir w`, then `--watchers` watches of `w` spread over
