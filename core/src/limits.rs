@@ -42,6 +42,11 @@ pub struct Config {
     pub snapshot_interval_ms: u64,
     /// Entries kept behind a snapshot so that slightly lagging followers need no snapshot.
     pub snapshot_keep_entries: u64,
+    /// While the commit index advances, save it with the hard state at most this often (0 = only
+    /// when the term or vote changes and with snapshots). The saved index is a hint: a restarted
+    /// node applies up to it at once, and an offline export of a stopped node holds every write
+    /// it covers. Each save is one small hard-state write, so flash-backed nodes keep it long.
+    pub commit_hint_interval_ms: u64,
     /// Bytes of snapshot data per InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
     /// Enable PreVote (a trial election before raising the term).
@@ -66,6 +71,7 @@ impl Config {
             snapshot_entries: 100_000,
             snapshot_interval_ms: 3_600_000,
             snapshot_keep_entries: 10_000,
+            commit_hint_interval_ms: 5_000,
             snapshot_chunk_bytes: 256 * 1024,
             pre_vote: true,
             check_quorum: true,
@@ -86,6 +92,7 @@ impl Config {
             snapshot_entries: 256,
             snapshot_interval_ms: 600_000,
             snapshot_keep_entries: 16,
+            commit_hint_interval_ms: 60_000,
             snapshot_chunk_bytes: 1024,
             pre_vote: true,
             check_quorum: true,

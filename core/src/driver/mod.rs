@@ -384,6 +384,14 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
         self.take_snapshot(now_ms)
     }
 
+    /// Save the commit index with the hard state if it advanced since it was last saved: a
+    /// node stopping cleanly calls this, so its data dir (and an offline export of it) covers
+    /// every write it committed. Durable with the next flush or [`Storage::sync`]; returns
+    /// whether anything was written.
+    pub fn save_commit_hint(&mut self) -> Result<bool, NodeError> {
+        Ok(self.raft.save_commit_hint(&mut self.store)?)
+    }
+
     // ----- the batch boundary --------------------------------------------------------------------
 
     /// Persist, send, apply and report everything the inputs since the last flush produced.

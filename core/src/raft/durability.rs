@@ -87,25 +87,50 @@ impl<P: Plant> Raft<P> {
         noop.and(saved)
     }
 
-    /// Save the hard state if the term or vote changed since it was last saved.
+    /// Save the hard state if the term or vote changed since it was last saved, or if the
+    /// commit index advanced and its hint is due ([`crate::limits::Config::commit_hint_interval_ms`]).
     pub(super) fn save_hard_state(&mut self, store: &mut impl Storage) -> Result<(), RaftError> {
-        // Only term and vote changes are saved: they are what safety needs. The commit index
-        // rides along as a hint whenever they are written (and when a snapshot is taken), never
-        // on its own, so a busy leader does not rewrite its hard state on every batch (that
-        // would also wear out a flash hard-state sector in weeks).
-        if self.hard_state_changed() {
-            let hs = self.hard_state();
-            let mut to_save = hs;
-            if self.plant.vote_not_persisted() {
-                to_save.vote = self.hs_saved.vote;
-                if to_save.term != self.hs_saved.term {
-                    to_save.vote = crate::types::NO_NODE;
-                }
-            }
-            store.save_hard_state(&to_save)?;
-            self.hs_unsynced = true;
-            self.hs_saved = hs;
+        // Term and vote are what safety needs, and are saved at once. The commit index rides
+        // along as a hint: with them, with snapshots, and on its own at most once per hint
+        // interval, so a busy leader does not rewrite its hard state on every batch (that would
+        // also wear out a flash hard-state sector in weeks).
+        if self.hard_state_changed() || self.commit_hint_due() {
+            self.write_hard_state(store)?;
         }
         Ok(())
+    }
+
+    fn commit_hint_due(&self) -> bool {
+        let every = self.cfg.commit_hint_interval_ms;
+        every > 0
+            && self.commit > self.hs_saved.commit
+            && self.now_ms >= self.hint_saved_ms.saturating_add(every)
+    }
+
+    fn write_hard_state(&mut self, store: &mut impl Storage) -> Result<(), RaftError> {
+        let hs = self.hard_state();
+        let mut to_save = hs;
+        if self.plant.vote_not_persisted() {
+            to_save.vote = self.hs_saved.vote;
+            if to_save.term != self.hs_saved.term {
+                to_save.vote = crate::types::NO_NODE;
+            }
+        }
+        store.save_hard_state(&to_save)?;
+        self.hs_unsynced = true;
+        self.hs_saved = hs;
+        self.hint_saved_ms = self.now_ms;
+        Ok(())
+    }
+
+    /// Save the commit index with the hard state now if it advanced since it was last saved
+    /// (a node stopping cleanly calls this, so its data dir says how far it committed). Durable
+    /// with the next sync; returns whether anything was written.
+    pub fn save_commit_hint(&mut self, store: &mut impl Storage) -> Result<bool, RaftError> {
+        if self.commit <= self.hs_saved.commit {
+            return Ok(false);
+        }
+        self.write_hard_state(store)?;
+        Ok(true)
     }
 }

@@ -190,6 +190,8 @@ pub struct Raft<P: Plant = NoPlant> {
     snapshot_term: Term,
     hs_saved: HardState,
     hs_unsynced: bool,
+    /// When the commit index was last saved with the hard state.
+    hint_saved_ms: u64,
     // Configurations.
     membership: Membership,
     membership_index: LogIndex,
@@ -264,6 +266,7 @@ impl<P: Plant> Raft<P> {
                 snapshot_term: rec.snapshot.1,
                 hs_saved: rec.hard_state,
                 hs_unsynced: false,
+                hint_saved_ms: now_ms,
                 membership_index: rec.snapshot.0,
                 configs: Vec::new(),
                 membership: rec.snapshot_membership,

@@ -122,6 +122,11 @@ pub struct Flags {
     /// [default: 1h].
     #[arg(long, env = "SHOAL_SNAPSHOT_INTERVAL", value_name = "DURATION")]
     pub snapshot_interval: Option<Dur>,
+    /// While the commit index advances, save it with the hard state at most this often (0: only
+    /// with term and vote changes, snapshots and a clean stop); a restarted node applies up to
+    /// it at once, and an offline export covers it [default: 5s].
+    #[arg(long, env = "SHOAL_COMMIT_HINT_INTERVAL", value_name = "DURATION")]
+    pub commit_hint_interval: Option<Dur>,
     /// Take a snapshot after this many applied entries (0: never by count) [default: 100000].
     #[arg(long, env = "SHOAL_SNAPSHOT_ENTRIES", value_name = "N")]
     pub snapshot_entries: Option<u64>,
@@ -403,6 +408,7 @@ impl ServerConfig {
         raft.heartbeat_interval_ms = f.heartbeat_interval.map_or(100, Dur::ms);
         raft.snapshot_entries = f.snapshot_entries.unwrap_or(100_000);
         raft.snapshot_interval_ms = f.snapshot_interval.map_or(3_600_000, Dur::ms);
+        raft.commit_hint_interval_ms = f.commit_hint_interval.map_or(5_000, Dur::ms);
         raft.validate().map_err(|e| {
             format!(
                 "--election-timeout {}ms / --heartbeat-interval {}ms: {e}",

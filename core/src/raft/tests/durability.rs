@@ -90,3 +90,48 @@ fn a_sync_started_before_the_log_was_cut_vouches_for_nothing() {
     assert!(r.on_log_persisted(now_point));
     assert_eq!(r.persisted_index(), durable);
 }
+
+/// The commit index a node's storage holds, as a restarted node or an offline export reads it.
+fn saved_commit(c: &mut Cluster, id: NodeId) -> LogIndex {
+    c.node(id).storage().hard_state().commit
+}
+
+#[test]
+fn the_commit_index_is_saved_once_per_hint_interval_while_it_advances() {
+    let mut c = Cluster::tuned(&[1, 2, 3], |c| c.commit_hint_interval_ms = 1_000);
+    let l = c.elect();
+    c.run(1_100);
+    let before = saved_commit(&mut c, l);
+    c.propose_each(l, 0..5);
+    c.run(50);
+    let commit = c.node(l).raft().commit();
+    assert!(commit > before, "the writes committed");
+    // Within the interval the hint stays where it was: no hard-state write per batch.
+    assert_eq!(saved_commit(&mut c, l), before);
+    // Once the interval has passed, the next call saves it, on every member, with no new
+    // write needed (the tick is enough).
+    c.run(1_000);
+    for id in [1, 2, 3] {
+        assert_eq!(saved_commit(&mut c, id), commit, "node {id}");
+    }
+    // A restart applies up to it at once.
+    let f = Cluster::follower_of(l);
+    c.restart(f);
+    assert_eq!(c.node(f).raft().commit(), commit);
+}
+
+#[test]
+fn a_node_stopping_cleanly_saves_its_commit_index_whatever_the_interval() {
+    let mut c = Cluster::tuned(&[1, 2, 3], |c| c.commit_hint_interval_ms = 0);
+    let l = c.elect();
+    let before = saved_commit(&mut c, l);
+    c.propose_each(l, 0..5);
+    c.run(2_000);
+    let commit = c.node(l).raft().commit();
+    // Off: only term, vote and snapshots carry it.
+    assert_eq!(saved_commit(&mut c, l), before);
+    assert!(c.node(l).save_commit_hint().unwrap());
+    assert_eq!(saved_commit(&mut c, l), commit);
+    // Nothing new to save: nothing written.
+    assert!(!c.node(l).save_commit_hint().unwrap());
+}
