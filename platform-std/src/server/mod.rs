@@ -133,7 +133,10 @@ fn start(
     if let Some(path) = &cfg.peer_psk_file {
         let seal = peer_seal::PeerSeal::from_file(path, cfg.cluster_id, cfg.node_id)?;
         let _ = net.seal.set(seal);
-        log::info!("peer links are sealed with the cluster key in {}", path.display());
+        log::info!(
+            "peer links are sealed with the cluster key in {}",
+            path.display()
+        );
     }
     // Ports first, then the data dir: a start that cannot listen leaves a fresh data dir
     // without an identity (so it can still be started with other flags).

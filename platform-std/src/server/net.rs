@@ -298,7 +298,10 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
     let info = net.hello.lock().expect("hello lock").clone();
     let local = info.hello(id);
     let mut ch = Channel::dial(net.seal.get(), id, &mut reader, &mut writer)?;
-    ch.write(&mut writer, &encode_body(&info, id, &Body::Hello(local.clone())))?;
+    ch.write(
+        &mut writer,
+        &encode_body(&info, id, &Body::Hello(local.clone())),
+    )?;
     let reply = ch.read(net.seal.get(), &mut reader, 64 << 10, addr)?;
     let (frame, _) = wire::decode(&reply)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
@@ -412,10 +415,16 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
             remote.expected_peer,
             remote.members.as_slice()
         );
-        ch.write(&mut writer, &encode_body(&info, remote.node_id, &refusal(&reason)))?;
+        ch.write(
+            &mut writer,
+            &encode_body(&info, remote.node_id, &refusal(&reason)),
+        )?;
         return Ok(());
     }
-    ch.write(&mut writer, &encode_body(&info, remote.node_id, &Body::Hello(local)))?;
+    ch.write(
+        &mut writer,
+        &encode_body(&info, remote.node_id, &Body::Hello(local)),
+    )?;
     writer.set_read_timeout(None)?;
     loop {
         let frame = ch.read(seal, &mut reader, MAX_PEER_FRAME_BYTES, from)?;

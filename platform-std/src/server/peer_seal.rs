@@ -38,8 +38,8 @@ pub struct PeerSeal {
 impl PeerSeal {
     /// The seal of node `node_id` in `cluster_id`, with the key read from `path`.
     pub fn from_file(path: &Path, cluster_id: ClusterId, node_id: NodeId) -> Result<Self, String> {
-        let text = std::fs::read(path)
-            .map_err(|e| format!("--peer-psk-file {}: {e}", path.display()))?;
+        let text =
+            std::fs::read(path).map_err(|e| format!("--peer-psk-file {}: {e}", path.display()))?;
         let key = ClusterKey::from_hex(&text)
             .map_err(|e| format!("--peer-psk-file {}: {e}", path.display()))?;
         warn_if_readable_by_others(path);
@@ -65,7 +65,10 @@ impl PeerSeal {
     fn refuse(&self, peer: &str, why: &dyn std::fmt::Display) -> io::Error {
         self.refused.fetch_add(1, Ordering::Relaxed);
         log::warn!("sealed link with {peer} refused: {why}");
-        io::Error::new(io::ErrorKind::PermissionDenied, format!("sealed link: {why}"))
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("sealed link: {why}"),
+        )
     }
 }
 
