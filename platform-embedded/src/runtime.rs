@@ -36,7 +36,9 @@ use shoal_core::storage::Storage;
 use shoal_core::types::{NodeId, NO_NODE};
 use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
 use shoal_kv::{Applied, DtKv, KvSlices};
-use shoal_seal::{ClusterKey, CounterNonces, Link, Order, Received, HANDSHAKE_FRAME_BYTES as SEAL_HANDSHAKE_BYTES};
+use shoal_seal::{
+    ClusterKey, CounterNonces, Link, Order, Received, HANDSHAKE_FRAME_BYTES as SEAL_HANDSHAKE_BYTES,
+};
 
 /// How often an unestablished link repeats its dial `Hello`.
 pub const HELLO_RETRY_MS: u64 = 300;
@@ -88,7 +90,9 @@ impl<W: Write + WriteReady, const P: usize, const TX: usize> Mesh<W, P, TX> {
     ) {
         let peers = self.peers;
         self.seal = Some(MeshSeal {
-            links: core::array::from_fn(|i| Link::new(key.clone(), cluster_id, me, peers[i], order)),
+            links: core::array::from_fn(|i| {
+                Link::new(key.clone(), cluster_id, me, peers[i], order)
+            }),
             nonces,
             scratch: [0; TX],
         });
@@ -357,7 +361,10 @@ where
                         let received = s.links[i].receive(frame, &mut s.nonces, &mut out);
                         let reply = match &received {
                             Ok(Received::Reply(n)) | Ok(Received::Opened { reply: n }) => *n,
-                            Err(r) => r.answer().and_then(|why| Link::refusal(why, &mut out)).unwrap_or(0),
+                            Err(r) => r
+                                .answer()
+                                .and_then(|why| Link::refusal(why, &mut out))
+                                .unwrap_or(0),
                             _ => 0,
                         };
                         if reply > 0 {
@@ -366,12 +373,20 @@ where
                         match received {
                             Ok(Received::Data { plain, opened }) => {
                                 if opened {
-                                    Self::sealed_session_opened(&mut self.stats, self.node.transport_mut(), i);
+                                    Self::sealed_session_opened(
+                                        &mut self.stats,
+                                        self.node.transport_mut(),
+                                        i,
+                                    );
                                 }
                                 plain
                             }
                             Ok(Received::Opened { .. }) => {
-                                Self::sealed_session_opened(&mut self.stats, self.node.transport_mut(), i);
+                                Self::sealed_session_opened(
+                                    &mut self.stats,
+                                    self.node.transport_mut(),
+                                    i,
+                                );
                                 continue;
                             }
                             Ok(_) => continue,
