@@ -24,7 +24,9 @@
 //! `--kv-max-nodes N` (default 4096), `--kv-arena-mb MIB` (default 4), `--report-dir KEY` and
 //! `--flash-file PATH`: the flash partition (8 MiB) in a file, created erased and formatted on
 //! the first start and recovered on every later one (without it the partition is in memory and
-//! the state is lost when the process exits; see `file_flash`).
+//! the state is lost when the process exits; see `file_flash`), and `--psk-file PATH`: the
+//! cluster key (as `shoald --peer-psk-file` reads it); each TCP connection is then a sealed link
+//! (`shoal-seal`), as in `shoald`, and refused ones are counted in `STATUS ... sealed_refused=`.
 //!
 //! Members added later are learned from the cluster's member records (`__shoal.members.<id>`
 //! in DtKV, which this node applies like every replica): a member with a record and no link

@@ -10,7 +10,9 @@
 //!
 //! Peer connections are one-way: a node *dials* every peer it sends to and only *reads* from
 //! connections it accepted. Each side of a new connection sends a `Hello` first; a mismatch is
-//! answered with `HelloRefused(reason)` and logged with both sides' values.
+//! answered with `HelloRefused(reason)` and logged with both sides' values. With a cluster key
+//! (`--peer-psk-file`) each connection is first sealed ([`super::peer_seal::Channel`]) and
+//! everything, the `Hello`s included, travels sealed.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
