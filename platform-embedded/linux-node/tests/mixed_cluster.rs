@@ -185,18 +185,9 @@ fn mixed_cluster() -> ClusterBuilder {
 
 #[test]
 fn two_shoald_and_one_embedded_node_agree() {
-    let mut c = mixed_cluster()
-        .fsync("never")
-        .heartbeat_interval_ms(None)
-        .client_addrs_in_members()
-        .args(&["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
-        .build();
-    c.start(1);
-    c.start(2);
+    let mut c = mixed_cluster().build();
     // Its flash partition is a file, so that it can be restarted with its state.
-    let flash_dir = c.node(EMBEDDED).dir.clone();
-    std::fs::create_dir_all(&flash_dir).expect("the embedded node's directory");
-    let flash_file = flash_dir.join("partition.flash");
+    let flash_file = start_servers(&mut c).join("partition.flash");
     let (mut embedded, seen) = start_embedded(&c, &flash_file, 1);
 
     // A leader every member agrees on.
@@ -313,17 +304,8 @@ fn wait_members(c: &Cluster, seen: &Mutex<Seen>, ids: &[u64], members: &[u64], w
 
 #[test]
 fn a_member_is_added_to_and_removed_from_a_mixed_cluster() {
-    let mut c = mixed_cluster()
-        .fsync("never")
-        .heartbeat_interval_ms(None)
-        .client_addrs_in_members()
-        .spares([4])
-        .args(&["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
-        .build();
-    c.start(1);
-    c.start(2);
-    let flash_dir = c.node(EMBEDDED).dir.clone();
-    std::fs::create_dir_all(&flash_dir).expect("the embedded node's directory");
+    let mut c = mixed_cluster().spares([4]).build();
+    let flash_dir = start_servers(&mut c);
     let (_embedded, seen) = start_embedded(&c, &flash_dir.join("partition.flash"), 1);
     let leader = wait_some("a leader all three members agree on", DEADLINE, || {
         let l1 = c.status(1, 0)?.leader;
@@ -388,16 +370,8 @@ fn server_log_lines(c: &Cluster, ids: &[u64], needle: &str) -> usize {
 
 #[test]
 fn an_embedded_node_with_another_key_or_none_is_refused_and_the_cluster_goes_on() {
-    let mut c = mixed_cluster()
-        .fsync("never")
-        .heartbeat_interval_ms(None)
-        .client_addrs_in_members()
-        .args(&["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
-        .build();
-    c.start(1);
-    c.start(2);
-    let dir = c.node(EMBEDDED).dir.clone();
-    std::fs::create_dir_all(&dir).expect("the embedded node's directory");
+    let mut c = mixed_cluster().build();
+    let dir = start_servers(&mut c);
     let wrong = c.root().join("other-cluster.key");
     write_key_file(&wrong, OTHER_KEY);
 
