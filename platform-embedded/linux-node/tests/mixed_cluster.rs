@@ -178,9 +178,24 @@ fn wait_converged(c: &Cluster, seen: &Mutex<Seen>, ids: &[u64], n: u32, what: &s
     );
 }
 
-/// Two servers of the mixed cluster, every link sealed with [`KEY`].
+/// The mixed cluster's servers, every link sealed with [`KEY`].
 fn mixed_cluster() -> ClusterBuilder {
-    Cluster::builder().cluster_id(CLUSTER_ID).cluster_key(KEY)
+    Cluster::builder()
+        .cluster_id(CLUSTER_ID)
+        .cluster_key(KEY)
+        .fsync("never")
+        .heartbeat_interval_ms(None)
+        .client_addrs_in_members()
+        .args(&["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
+}
+
+/// Start servers 1 and 2; returns the embedded node's directory (for its flash files).
+fn start_servers(c: &mut Cluster) -> std::path::PathBuf {
+    c.start(1);
+    c.start(2);
+    let dir = c.node(EMBEDDED).dir.clone();
+    std::fs::create_dir_all(&dir).expect("the embedded node's directory");
+    dir
 }
 
 #[test]
