@@ -5,6 +5,12 @@
 # stand-in flash region, which QEMU keeps across the reset), and every board must report the
 # same DtKV digest at the same applied index. Exits 0 only on that outcome.
 #
+# Every link is sealed with a cluster key (shoal-seal): the script makes a random 32-byte key
+# and QEMU's loader puts it at 0x203FE000 of each board. Board 3 first starts with another key:
+# boards 1 and 2 must refuse it (counted as key_fail in their STATUS), form the cluster
+# without it and commit; board 3 must link to nobody and learn nothing. Then board 3 is
+# restarted with the cluster key and the run goes on as above.
+#
 # Environment: SHOAL_QEMU_PORT_BASE (default 47310; uses base..base+2 for links, base+11..13
 # for monitors), SHOAL_QEMU_TIMEOUT_S (default 300), CARGO_TARGET_DIR.
 set -euo pipefail
@@ -26,6 +32,8 @@ echo "== building firmware"
 elf="$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/shoal-firmware"
 
 rm -rf "$out" && mkdir -p "$out"
+head -c 32 /dev/urandom >"$out/cluster.key"
+head -c 32 /dev/urandom >"$out/other.key"
 declare -A pid
 cleanup() {
     for p in "${pid[@]:-}"; do
@@ -45,14 +53,15 @@ serials() {
         3) echo "$(dial $((base + 1))) $(dial $((base + 2)))" ;;
     esac
 }
-start_board() {
-    local id=$1 s0 s1
+start_board() { # id key-file
+    local id=$1 key=$2 s0 s1
     read -r s0 s1 <<<"$(serials "$id")"
     qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -display none \
         -monitor "tcp:127.0.0.1:$((base + 10 + id)),server=on,wait=off" \
         -serial "$s0" -serial "$s1" \
         -semihosting-config enable=on,target=native \
         -device loader,addr=0x203FF000,data="$id",data-len=4 \
+        -device loader,file="$key",addr=0x203FE000,force-raw=on \
         -kernel "$elf" >>"$out/board$id.log" 2>&1 &
     pid[$id]=$!
 }
@@ -73,9 +82,44 @@ fatal_check() {
     fi
 }
 
-echo "== starting boards 1, 2, 3 (logs in $out)"
-for id in 1 2 3; do start_board "$id"; sleep 0.3; done
+echo "== starting boards 1, 2 with the cluster key and board 3 with another key (logs in $out)"
+start_board 1 "$out/cluster.key"; sleep 0.3
+start_board 2 "$out/cluster.key"; sleep 0.3
+start_board 3 "$out/other.key"
 deadline=$((SECONDS + timeout_s))
+
+echo "== waiting for boards 1 and 2 to commit 5 keys and refuse board 3's key"
+while :; do
+    fatal_check
+    ok=0
+    for id in 1 2; do
+        keys=$(last_field "$out/board$id.log" STATUS keys)
+        fail=$(last_field "$out/board$id.log" STATUS key_fail)
+        if [ "${keys:-0}" -ge 5 ] && [ "${fail:-0}" -ge 1 ]; then ok=$((ok + 1)); fi
+    done
+    [ "$ok" = 2 ] && break
+    [ $SECONDS -lt $deadline ] || { echo "cluster.sh: boards 1 and 2 did not commit and refuse the wrong key in time" >&2; exit 1; }
+    sleep 1
+done
+if ! grep -q "^SEAL node=3 .*links=sealed" "$out/board3.log"; then
+    echo "cluster.sh: board 3 did not seal its links" >&2; exit 1
+fi
+b3_links=$(last_field "$out/board3.log" STATUS links)
+b3_keys=$(last_field "$out/board3.log" STATUS keys)
+b3_applied=$(last_field "$out/board3.log" STATUS applied)
+if [ "$b3_links" != dd ] || [ "${b3_keys:-0}" != 0 ] || [ "${b3_applied:-0}" != 0 ]; then
+    echo "cluster.sh: the wrong-key board got links=$b3_links keys=$b3_keys applied=$b3_applied" >&2; exit 1
+fi
+for id in 1 2; do
+    echo "   board $id: $(grep '^STATUS' "$out/board$id.log" | tail -n 1 | cut -d' ' -f2-12)"
+done
+echo "   board 3 (other key): links=$b3_links keys=$b3_keys applied=$b3_applied"
+
+echo "== restarting board 3 with the cluster key"
+kill "${pid[3]}" 2>/dev/null || true
+wait "${pid[3]}" 2>/dev/null || true
+mv "$out/board3.log" "$out/board3-other-key.log"
+start_board 3 "$out/cluster.key"
 
 echo "== waiting for a leader and 15 committed keys"
 leader=""
@@ -131,4 +175,9 @@ echo "   leader after the reset: board ${new_leader:-?}"
 for id in 1 2 3; do last_field "$out/board$id.log" STATUS stack; done | sort -n | tail -n 1 >"$out/stack-high-water"
 # The main loop's own high-water mark (the boards paint again after building the runtime).
 for id in 1 2 3; do last_field "$out/board$id.log" STATUS loop_stack; done | sort -n | tail -n 1 >"$out/stack-high-water-loop"
-echo "cluster.sh: OK — leader elected, 40 keys committed, leader reset and recovered, digests equal"
+for id in 1 2 3; do
+    if [ "$(last_field "$out/board$id.log" STATUS sealed)" = 0 ]; then
+        echo "cluster.sh: board $id opened no sealed link" >&2; exit 1
+    fi
+done
+echo "cluster.sh: OK — wrong key refused, leader elected, 40 keys committed over sealed links, leader reset and recovered, digests equal"

@@ -14,6 +14,16 @@
 //! again, and its peers answer. On TCP the platform calls [`Runtime::link_reset`] whenever a
 //! connection is replaced, which starts the same exchange. Raft frames arriving on a link that
 //! is not established are dropped, and no Raft frame is sent on one.
+//!
+//! ## Sealed links
+//!
+//! With a cluster key ([`Mesh::seal_links`]), each link first runs `shoal_seal`'s handshake
+//! (dialed every [`HELLO_RETRY_MS`] while no sealed session is open, by either side; the lower
+//! node id wins a simultaneous dial), and everything above, the `Hello`s included, travels
+//! sealed. Whenever a new sealed session opens (the peer reset, or a replayed or lost frame
+//! forced a new handshake) the `Hello` exchange starts over on it. Frames that are not sealed
+//! under the link's current session are refused and counted ([`RuntimeStats`]); a peer that
+//! proves no knowledge of the key never gets a link.
 
 use crate::link::{FrameRx, FrameTx, LinkError};
 use core::mem::MaybeUninit;
@@ -26,6 +36,9 @@ use shoal_core::storage::Storage;
 use shoal_core::types::{NodeId, NO_NODE};
 use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
 use shoal_kv::{Applied, DtKv, KvSlices};
+use shoal_seal::{
+    ClusterKey, CounterNonces, Link, Order, Received, HANDSHAKE_FRAME_BYTES as SEAL_HANDSHAKE_BYTES,
+};
 
 /// How often an unestablished link repeats its dial `Hello`.
 pub const HELLO_RETRY_MS: u64 = 300;
@@ -34,12 +47,21 @@ pub const MAX_FRAMES_PER_POLL: usize = 8;
 /// Stack buffer for handshake frames (a `Hello` with the largest member set, or a refusal).
 const HANDSHAKE_FRAME_BYTES: usize = FRAME_PREFIX_RESERVE + 5 + 4 + 256;
 
+/// The sealed links of a [`Mesh`]: one per slot, the nonces of this boot, and a buffer each
+/// frame is sealed into before it enters its send ring.
+pub struct MeshSeal<const P: usize, const TX: usize> {
+    links: [Link; P],
+    nonces: CounterNonces,
+    scratch: [u8; TX],
+}
+
 /// The sending halves of every link: the node driver's [`Transport`].
 pub struct Mesh<W, const P: usize, const TX: usize> {
     peers: [NodeId; P],
     tx: [FrameTx<W, TX>; P],
     established: [bool; P],
     last_hello_ms: [Option<u64>; P],
+    seal: Option<MeshSeal<P, TX>>,
 }
 
 impl<W: Write + WriteReady, const P: usize, const TX: usize> Mesh<W, P, TX> {
@@ -51,6 +73,50 @@ impl<W: Write + WriteReady, const P: usize, const TX: usize> Mesh<W, P, TX> {
             tx,
             established: [false; P],
             last_hello_ms: [None; P],
+            seal: None,
+        }
+    }
+
+    /// Seal every link with the cluster key (see the module docs): this node is `me` in
+    /// `cluster_id`, and `nonces` must be this boot's (a boot count made durable first, see
+    /// [`crate::flash::boot`]). `order` is [`Order::Datagram`] on lines that may lose frames.
+    pub fn seal_links(
+        &mut self,
+        key: &ClusterKey,
+        cluster_id: u64,
+        me: NodeId,
+        nonces: CounterNonces,
+        order: Order,
+    ) {
+        let peers = self.peers;
+        self.seal = Some(MeshSeal {
+            links: core::array::from_fn(|i| {
+                Link::new(key.clone(), cluster_id, me, peers[i], order)
+            }),
+            nonces,
+            scratch: [0; TX],
+        });
+        for i in 0..P {
+            self.established[i] = false;
+            self.last_hello_ms[i] = None;
+        }
+    }
+
+    /// Whether links are sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.seal.is_some()
+    }
+
+    /// Queue one wire frame on link `i`, sealed when links are.
+    fn queue_frame(&mut self, i: usize, frame: &[u8]) -> Result<(), TransportError> {
+        match &mut self.seal {
+            None => self.tx[i].queue(frame),
+            Some(s) => {
+                let n = s.links[i]
+                    .seal(frame, &mut s.scratch)
+                    .map_err(|_| TransportError::Unreachable)?;
+                self.tx[i].queue(&s.scratch[..n])
+            }
         }
     }
 
@@ -85,7 +151,7 @@ impl<W: Write + WriteReady, const P: usize, const TX: usize> Transport for Mesh<
         if !self.established[i] {
             return Err(TransportError::Unreachable);
         }
-        self.tx[i].queue(frame)
+        self.queue_frame(i, frame)
     }
 }
 
@@ -100,6 +166,13 @@ pub struct RuntimeStats {
     pub unestablished_drops: u32,
     /// Link errors (plain links: the caller should reconnect).
     pub link_errors: u32,
+    /// Sealed sessions opened (each handshake that completed, either side).
+    pub sealed_sessions: u32,
+    /// Frames refused by the sealed link: plaintext, damaged, replayed, reordered, forged, or
+    /// of another session.
+    pub seal_refusals: u32,
+    /// Sealed handshakes refused because the peer does not hold the cluster key.
+    pub key_mismatches: u32,
 }
 
 /// The node driver type the runtime runs.
@@ -190,6 +263,10 @@ where
         mesh.tx[i].clear();
         mesh.established[i] = false;
         mesh.last_hello_ms[i] = None;
+        let peer = mesh.peers[i];
+        if let Some(s) = &mut mesh.seal {
+            s.links[i].reset(peer);
+        }
     }
 
     fn local_hello(&self, expected_peer: NodeId) -> Hello {
@@ -215,8 +292,26 @@ where
         let mut buf = [0u8; HANDSHAKE_FRAME_BYTES];
         if let Ok(n) = wire::encode(&header, body, &[], &mut buf) {
             // A full ring drops it; the dial is repeated.
-            let _ = self.node.transport_mut().tx[i].queue(&buf[..n]);
+            let _ = self.node.transport_mut().queue_frame(i, &buf[..n]);
         }
+    }
+
+    /// Dial a sealed handshake on link `i` (raw: it is what opens the seal).
+    fn dial_sealed(&mut self, i: usize) {
+        let mesh = self.node.transport_mut();
+        let Some(s) = &mut mesh.seal else { return };
+        let mut out = [0u8; SEAL_HANDSHAKE_BYTES];
+        if let Some(n) = s.links[i].dial(&mut s.nonces, &mut out) {
+            let _ = mesh.tx[i].queue(&out[..n]);
+        }
+    }
+
+    /// A sealed session opened on link `i`: run the `Hello` exchange again, over it.
+    fn sealed_session_opened(stats: &mut RuntimeStats, mesh: &mut Mesh<W, P, TX>, i: usize) {
+        stats.sealed_sessions += 1;
+        mesh.established[i] = false;
+        mesh.last_hello_ms[i] = None;
+        info!("sealed link to node {} open", mesh.peers[i]);
     }
 
     /// One round of the main loop: handshakes, every frame waiting on every link, a tick, the
@@ -234,6 +329,12 @@ where
         for i in 0..P {
             let mesh = self.node.transport_mut();
             let due = mesh.last_hello_ms[i].is_none_or_due(now_ms);
+            let unsealed = mesh.seal.as_ref().is_some_and(|s| !s.links[i].is_open());
+            if unsealed && due && mesh.peers[i] != NO_NODE {
+                mesh.last_hello_ms[i] = Some(now_ms);
+                self.dial_sealed(i);
+                continue;
+            }
             if !mesh.established[i] && due && mesh.peers[i] != NO_NODE {
                 mesh.last_hello_ms[i] = Some(now_ms);
                 let peer = mesh.peers[i];
@@ -243,7 +344,7 @@ where
         }
         for i in 0..P {
             for _ in 0..MAX_FRAMES_PER_POLL {
-                let frame = match self.rx[i].poll() {
+                let frame = match self.rx[i].poll_mut() {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => {
@@ -251,6 +352,53 @@ where
                         let _ = e;
                         self.stats.link_errors += 1;
                         break;
+                    }
+                };
+                let frame: &[u8] = match &mut self.node.transport_mut().seal {
+                    None => frame,
+                    Some(s) => {
+                        let mut out = [0u8; SEAL_HANDSHAKE_BYTES];
+                        let received = s.links[i].receive(frame, &mut s.nonces, &mut out);
+                        let reply = match &received {
+                            Ok(Received::Reply(n)) | Ok(Received::Opened { reply: n }) => *n,
+                            Err(r) => r
+                                .answer()
+                                .and_then(|why| Link::refusal(why, &mut out))
+                                .unwrap_or(0),
+                            _ => 0,
+                        };
+                        if reply > 0 {
+                            let _ = self.node.transport_mut().tx[i].queue(&out[..reply]);
+                        }
+                        match received {
+                            Ok(Received::Data { plain, opened }) => {
+                                if opened {
+                                    Self::sealed_session_opened(
+                                        &mut self.stats,
+                                        self.node.transport_mut(),
+                                        i,
+                                    );
+                                }
+                                plain
+                            }
+                            Ok(Received::Opened { .. }) => {
+                                Self::sealed_session_opened(
+                                    &mut self.stats,
+                                    self.node.transport_mut(),
+                                    i,
+                                );
+                                continue;
+                            }
+                            Ok(_) => continue,
+                            Err(r) => {
+                                self.stats.seal_refusals += 1;
+                                if r.is_key_mismatch() {
+                                    self.stats.key_mismatches += 1;
+                                }
+                                warn!("sealed frame on peer index {} refused", i as u32);
+                                continue;
+                            }
+                        }
                     }
                 };
                 let (decoded, used) = match wire::decode(frame) {

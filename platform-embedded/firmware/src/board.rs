@@ -11,11 +11,13 @@ use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
 use shoal_core::types::Role;
 use shoal_embedded::clock::TickClock;
+use shoal_embedded::flash::boot;
 use shoal_embedded::flash::ram::RamFlash;
 use shoal_embedded::flash::{FlashStorage, Layout};
 use shoal_embedded::link::{FrameRx, FrameTx, Framing};
 use shoal_embedded::runtime::{Mesh, Runtime};
 use shoal_kv::{Command, DtKv, EmbeddedKvBuffers, KvLimits, KvSlices, Op};
+use shoal_seal::{ClusterKey, CounterNonces, Order, KEY_BYTES};
 
 use crate::uart::Uart;
 
@@ -25,12 +27,19 @@ const FLASH_PARTITION: usize = 0x2020_0000;
 const SECTOR_BYTES: usize = 4096;
 /// Sectors in the Shoal partition (2 hard state + 2 × 4 snapshot + 54 ring).
 const PARTITION_SECTORS: u32 = 64;
-/// One extra sector in front holds the "formatted" marker.
-const REGION_BYTES: usize = SECTOR_BYTES * (PARTITION_SECTORS as usize + 1);
+/// Sectors in front of the partition: the "formatted" marker, then the two sectors of the boot
+/// counter (`shoal_embedded::flash::boot`), from which sealed-link nonces are made.
+const FRONT_SECTORS: usize = 3;
+/// The whole stand-in flash region.
+const REGION_BYTES: usize = SECTOR_BYTES * (PARTITION_SECTORS as usize + FRONT_SECTORS);
 /// The marker written after a format.
 const MARKER: &[u8; 8] = b"SHOALFL1";
 /// Where the script's `-device loader` puts this board's node id.
 const NODE_ID_ADDR: usize = 0x203F_F000;
+/// Where the script's `-device loader` puts the 32-byte cluster key (all bytes equal, as
+/// unloaded RAM reads: no key, links in plaintext). A real board keeps it in a flash page of
+/// its own, written when the board is provisioned.
+const KEY_ADDR: usize = 0x203F_E000;
 /// The cluster's id.
 const CLUSTER_ID: u64 = 0x5348_4f41;
 /// Keys the leader writes.
@@ -214,11 +223,12 @@ fn main() -> ! {
         if now >= next_status_ms {
             next_status_ms = now + 1000;
             let links = [node_link(rt, 0), node_link(rt, 1)];
+            let stats = rt.stats();
             let node = rt.node();
             let kv = node.state_machine();
             let raft = node.raft();
             hprintln!(
-                "STATUS node={} role={} term={} leader={} commit={} applied={} keys={} links={}{} stack={} loop_stack={}",
+                "STATUS node={} role={} term={} leader={} commit={} applied={} keys={} links={}{} sealed={} seal_refused={} key_fail={} stack={} loop_stack={}",
                 node_id,
                 role_name(raft.role()),
                 raft.term(),
@@ -228,6 +238,9 @@ fn main() -> ! {
                 count_keys(kv),
                 links[0],
                 links[1],
+                stats.sealed_sessions,
+                stats.seal_refusals,
+                stats.key_mismatches,
                 init_stack.max(stack_high_water()),
                 stack_high_water()
             );
@@ -255,8 +268,18 @@ fn start(node_id: u64) -> &'static mut Rt<'static> {
         2 => [1, 3],
         _ => [1, 2],
     };
-    let store = open_store(node_id);
+    let (store, boot) = open_store(node_id);
     let (mesh, rx) = open_links(peers);
+    // SAFETY: the loader wrote these bytes (or left them zero); plain RAM, read once.
+    let key = unsafe { core::ptr::read_volatile(KEY_ADDR as *const [u8; KEY_BYTES]) };
+    match ClusterKey::checked(key) {
+        Ok(key) => {
+            let nonces = CounterNonces::new(u64::from(boot));
+            mesh.seal_links(&key, CLUSTER_ID, node_id, nonces, Order::Datagram);
+            hprintln!("SEAL node={} boot={} links=sealed", node_id, boot);
+        }
+        Err(_) => hprintln!("SEAL node={} boot={} links=plaintext", node_id, boot),
+    }
 
     // SAFETY: each static is taken once, here.
     let kv_mem = unsafe { KV_MEMORY.take() };
@@ -288,14 +311,27 @@ fn start(node_id: u64) -> &'static mut Rt<'static> {
     }
 }
 
-/// Open (or, on a first boot, format) the flash partition into [`STORE`].
+/// Open (or, on a first boot, format) the flash partition into [`STORE`], and advance the boot
+/// counter (durably, before any sealed-link nonce of this boot exists); returns the store and
+/// this boot's count.
 #[inline(never)]
-fn open_store(node_id: u64) -> &'static mut Store<'static> {
+fn open_store(node_id: u64) -> (&'static mut Store<'static>, u32) {
     // SAFETY: spare SSRAM that nothing else uses; taken once.
     let region =
         unsafe { core::slice::from_raw_parts_mut(FLASH_PARTITION as *mut u8, REGION_BYTES) };
-    let (marker, part) = region.split_at_mut(SECTOR_BYTES);
+    let (marker, rest) = region.split_at_mut(SECTOR_BYTES);
+    let (boot_sectors, part) = rest.split_at_mut(2 * SECTOR_BYTES);
     let formatted = &marker[..8] == MARKER;
+    let mut boot_flash = RamFlash::<SECTOR_BYTES, 4>::new(boot_sectors);
+    if !formatted {
+        if let Err(e) = boot::format(&mut boot_flash, 0) {
+            fatal(node_id, "boot counter", format_args!("{:?}", e));
+        }
+    }
+    let boot = match boot::advance(&mut boot_flash, 0) {
+        Ok(n) => n,
+        Err(e) => fatal(node_id, "boot counter", format_args!("{:?}", e)),
+    };
     let flash = RamFlash::<SECTOR_BYTES, 4>::new(part);
     let layout = Layout::new(0, PARTITION_SECTORS, 4);
     let opened = if formatted {
@@ -321,7 +357,7 @@ fn open_store(node_id: u64) -> &'static mut Store<'static> {
             store.hard_state().term
         );
     }
-    store
+    (store, boot)
 }
 
 /// The two UART links, in [`MESH`] and [`RX`].

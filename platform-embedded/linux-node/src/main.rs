@@ -24,7 +24,9 @@
 //! `--kv-max-nodes N` (default 4096), `--kv-arena-mb MIB` (default 4), `--report-dir KEY` and
 //! `--flash-file PATH`: the flash partition (8 MiB) in a file, created erased and formatted on
 //! the first start and recovered on every later one (without it the partition is in memory and
-//! the state is lost when the process exits; see `file_flash`).
+//! the state is lost when the process exits; see `file_flash`), and `--psk-file PATH`: the
+//! cluster key (as `shoald --peer-psk-file` reads it); each TCP connection is then a sealed link
+//! (`shoal-seal`), as in `shoald`, and refused ones are counted in `STATUS ... sealed_refused=`.
 //!
 //! Members added later are learned from the cluster's member records (`__shoal.members.<id>`
 //! in DtKV, which this node applies like every replica): a member with a record and no link
@@ -61,6 +63,7 @@ use shoal_embedded::link::{FrameRx, FrameTx, Framing};
 use shoal_embedded::runtime::{Mesh, Runtime};
 use shoal_kv::system::{record_id, MemberRecord, MEMBERS_DIR};
 use shoal_kv::{DtKv, Element, EventSlot, KvLimits, KvSlices, NodeSlot, SessionSlot, WaiterSlot};
+use shoal_seal::{ClusterKey, Link, Nonce, Order, Received, HANDSHAKE_FRAME_BYTES};
 
 mod file_flash;
 use file_flash::{Durable, FileFlash, SyncFile};
@@ -131,20 +134,101 @@ impl embedded_io::WriteReady for Pipe {
     }
 }
 
-/// A non-blocking socket and the bytes of the frame being assembled from it.
+/// A non-blocking socket, the bytes of the frame being assembled from it, and its sealed
+/// link when the cluster key is set (`--psk-file`): as in `shoald`, every connection is its own
+/// sealed link, the dialer its initiator.
 struct Conn {
     stream: TcpStream,
     partial: Vec<u8>,
+    seal: Option<Box<Link>>,
+}
+
+/// What a received record was, after the sealed link (if any) handled it.
+enum Unsealed {
+    /// A wire frame.
+    Frame(Vec<u8>),
+    /// A handshake frame, answered; `opened`: the sealed link is now open.
+    Handshake { opened: bool },
+}
+
+fn os_nonce() -> Nonce {
+    let mut n = [0u8; 16];
+    getrandom::fill(&mut n).expect("the operating system's random generator failed");
+    n
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> io::Result<Conn> {
+    fn new(stream: TcpStream, seal: Option<Link>) -> io::Result<Conn> {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
             partial: Vec::new(),
+            seal: seal.map(Box::new),
         })
+    }
+
+    /// Write a small frame (a handshake) whole, waiting for the socket if it must.
+    fn send_now(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.set_nonblocking(false)?;
+        let r = self.stream.write_all(bytes);
+        self.stream.set_nonblocking(true)?;
+        r
+    }
+
+    /// Start the sealed handshake on a connection this node dialed.
+    fn dial_sealed(&mut self) -> io::Result<()> {
+        let mut out = [0u8; HANDSHAKE_FRAME_BYTES];
+        let Some(link) = &mut self.seal else {
+            return Ok(());
+        };
+        let n = link
+            .dial(&mut os_nonce, &mut out)
+            .expect("room for a Hello");
+        self.send_now(&out[..n])
+    }
+
+    /// Pass a received record through the sealed link; `Err` (with the reason) refuses the
+    /// connection.
+    fn unseal(&mut self, mut record: Vec<u8>) -> Result<Unsealed, String> {
+        let Some(link) = &mut self.seal else {
+            return Ok(Unsealed::Frame(record));
+        };
+        let mut out = [0u8; HANDSHAKE_FRAME_BYTES];
+        let (reply, opened) = match link.receive(&mut record, &mut os_nonce, &mut out) {
+            Ok(Received::Data { plain, .. }) => return Ok(Unsealed::Frame(plain.to_vec())),
+            Ok(Received::Reply(n)) => (n, false),
+            Ok(Received::Opened { reply }) => (reply, true),
+            Ok(Received::Ignored) => (0, false),
+            Err(r) => {
+                if let Some(n) = r.answer().and_then(|why| Link::refusal(why, &mut out)) {
+                    let _ = self.send_now(&out[..n]);
+                }
+                return Err(r.to_string());
+            }
+        };
+        self.send_now(&out[..reply]).map_err(|e| e.to_string())?;
+        Ok(Unsealed::Handshake { opened })
+    }
+
+    /// Append the wire frames in `plain` (whole frames back to back) to `out`, each sealed
+    /// when the link is; nothing while a sealed link is not open yet (the runtime repeats its
+    /// `Hello`, and sends nothing else before the handshake).
+    fn seal_frames(&mut self, plain: &[u8], out: &mut VecDeque<u8>) {
+        let Some(link) = &mut self.seal else {
+            out.extend(plain);
+            return;
+        };
+        if !link.is_open() {
+            return;
+        }
+        let mut rest = plain;
+        while let Some(len) = shoal_core::record::peek_len(rest).filter(|&l| l <= rest.len()) {
+            let mut buf = vec![0u8; len + shoal_seal::SEAL_OVERHEAD];
+            let n = link.seal(&rest[..len], &mut buf).expect("open, with room");
+            out.extend(&buf[..n]);
+            rest = &rest[len..];
+        }
     }
 
     /// Read what the socket has and return the whole frames it completed; `Err` when the
@@ -251,6 +335,7 @@ struct Args {
     kv_arena_mb: usize,
     report_dir: Option<String>,
     flash_file: Option<PathBuf>,
+    psk_file: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -265,6 +350,7 @@ fn parse_args() -> Result<Args, String> {
         kv_arena_mb: 4,
         report_dir: None,
         flash_file: None,
+        psk_file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -287,6 +373,7 @@ fn parse_args() -> Result<Args, String> {
             "--kv-arena-mb" => a.kv_arena_mb = num(value()?)? as usize,
             "--report-dir" => a.report_dir = Some(value()?),
             "--flash-file" => a.flash_file = Some(PathBuf::from(value()?)),
+            "--psk-file" => a.psk_file = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -431,10 +518,9 @@ fn accept_hello(a: &Args, rt: &Rt, peers: &[Peer], c: &mut Conn, frame: &[u8]) -
         }
     };
     let refused = matches!(answer, Body::HelloRefused(_));
-    let mut out: VecDeque<u8> = encode(a, remote.node_id, &answer).into();
-    c.stream.set_nonblocking(false).ok()?;
-    let written = c.write_some(&mut out);
-    c.stream.set_nonblocking(true).ok()?;
+    let mut out = VecDeque::new();
+    c.seal_frames(&encode(a, remote.node_id, &answer), &mut out);
+    let written = c.send_now(out.make_contiguous());
     if written.is_err() || refused {
         return None;
     }
@@ -472,6 +558,22 @@ fn run(a: Args) -> Result<(), String> {
             None => Peer::new(NO_NODE, String::new()),
         })
         .collect();
+    let key = match &a.psk_file {
+        Some(path) => {
+            let text =
+                std::fs::read(path).map_err(|e| format!("--psk-file {}: {e}", path.display()))?;
+            Some(
+                ClusterKey::from_hex(&text)
+                    .map_err(|e| format!("--psk-file {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let link_to = |peer: NodeId| {
+        key.as_ref()
+            .map(|k| Link::new(k.clone(), a.cluster_id, a.node_id, peer, Order::Stream))
+    };
+    let mut sealed_refused = 0u64;
     let rt = start(&a, &peers)?;
     println!("READY node={} listen={}", a.node_id, a.listen);
     let epoch = Instant::now();
@@ -482,25 +584,40 @@ fn run(a: Args) -> Result<(), String> {
         let now = epoch.elapsed().as_millis() as u64 + 1;
         // Connections peers dialed: the first frame is their Hello.
         while let Ok((stream, _)) = listener.accept() {
-            if let Ok(c) = Conn::new(stream) {
+            if let Ok(c) = Conn::new(stream, link_to(NO_NODE)) {
                 pending.push(c);
             }
         }
         let mut still = Vec::new();
-        for mut c in pending.drain(..) {
-            match c.read_frames() {
-                Ok(frames) if frames.is_empty() => still.push(c),
-                Ok(frames) => {
-                    if let Some(i) = accept_hello(&a, rt, &peers, &mut c, &frames[0]) {
-                        let mut q = peers[i].rx.0.borrow_mut();
-                        for f in &frames[1..] {
-                            q.extend(f);
-                        }
-                        drop(q);
-                        peers[i].accepted = Some(c);
+        'conns: for mut c in pending.drain(..) {
+            let frames = match c.read_frames() {
+                Ok(frames) => frames,
+                Err(_) => continue,
+            };
+            // Through the sealed handshake (if any) to the first wire frame, the peer's Hello.
+            let mut wire_frames = Vec::new();
+            for f in frames {
+                match c.unseal(f) {
+                    Ok(Unsealed::Frame(w)) => wire_frames.push(w),
+                    Ok(Unsealed::Handshake { .. }) => {}
+                    Err(why) => {
+                        sealed_refused += 1;
+                        eprintln!("SEAL_REFUSED accepted connection: {why}");
+                        continue 'conns;
                     }
                 }
-                Err(_) => {}
+            }
+            if wire_frames.is_empty() {
+                still.push(c);
+                continue;
+            }
+            if let Some(i) = accept_hello(&a, rt, &peers, &mut c, &wire_frames[0]) {
+                let mut q = peers[i].rx.0.borrow_mut();
+                for f in &wire_frames[1..] {
+                    q.extend(f);
+                }
+                drop(q);
+                peers[i].accepted = Some(c);
             }
         }
         pending = still;
@@ -513,7 +630,8 @@ fn run(a: Args) -> Result<(), String> {
                 let addr = p.addr.to_socket_addrs().ok().and_then(|mut s| s.next());
                 let dialed = addr
                     .and_then(|s| TcpStream::connect_timeout(&s, Duration::from_millis(200)).ok())
-                    .and_then(|s| Conn::new(s).ok());
+                    .and_then(|s| Conn::new(s, link_to(p.id)).ok())
+                    .and_then(|mut c| c.dial_sealed().ok().map(|()| c));
                 if let Some(c) = dialed {
                     // A new connection: the runtime sends a dialing Hello before any Raft frame.
                     p.out.clear();
@@ -524,15 +642,30 @@ fn run(a: Args) -> Result<(), String> {
             }
             // Only whole frames go into the link, from either connection, so they never mix.
             for conn in [&mut p.dialed, &mut p.accepted] {
-                if let Some(c) = conn {
-                    match c.read_frames() {
-                        Ok(frames) => {
-                            let mut q = p.rx.0.borrow_mut();
-                            for f in &frames {
-                                q.extend(f);
-                            }
+                let Some(c) = conn else { continue };
+                let frames = match c.read_frames() {
+                    Ok(frames) => frames,
+                    Err(_) => {
+                        *conn = None;
+                        continue;
+                    }
+                };
+                for f in frames {
+                    match c.unseal(f) {
+                        Ok(Unsealed::Frame(w)) => p.rx.0.borrow_mut().extend(&w),
+                        Ok(Unsealed::Handshake { opened: true }) => {
+                            // The sealed link opened: the runtime's Hello goes first on it.
+                            p.out.clear();
+                            p.tx.0.borrow_mut().clear();
+                            rt.link_reset(i);
                         }
-                        Err(_) => *conn = None,
+                        Ok(Unsealed::Handshake { opened: false }) => {}
+                        Err(why) => {
+                            sealed_refused += 1;
+                            eprintln!("SEAL_REFUSED node={}: {why}", p.id);
+                            *conn = None;
+                            break;
+                        }
                     }
                 }
             }
@@ -551,9 +684,10 @@ fn run(a: Args) -> Result<(), String> {
         .map_err(|e| format!("node stopped: {e}"))?;
         let mut sent = false;
         for p in peers.iter_mut() {
-            p.out.extend(p.tx.0.borrow_mut().drain(..));
+            let plain: Vec<u8> = p.tx.0.borrow_mut().drain(..).collect();
             match &mut p.dialed {
                 Some(c) => {
+                    c.seal_frames(&plain, &mut p.out);
                     let before = p.out.len();
                     if c.write_some(&mut p.out).is_err() {
                         p.dialed = None;
@@ -566,7 +700,7 @@ fn run(a: Args) -> Result<(), String> {
         if now >= next_status_ms {
             next_status_ms = now + 200;
             learn_peers(&a, rt, &mut peers);
-            report(&a, rt, &peers, &mut reported_applied);
+            report(&a, rt, &peers, &mut reported_applied, sealed_refused);
         }
         if !applied_event && !sent {
             std::thread::sleep(Duration::from_millis(1));
@@ -642,7 +776,7 @@ fn ids(list: impl IntoIterator<Item = NodeId>) -> String {
 }
 
 /// Print `STATUS` and, when the applied index moved, the `--report-dir` listing.
-fn report(a: &Args, rt: &mut Rt, peers: &[Peer], reported_applied: &mut u64) {
+fn report(a: &Args, rt: &mut Rt, peers: &[Peer], reported_applied: &mut u64, sealed_refused: u64) {
     let records = member_records(rt);
     let links: Vec<NodeId> = (0..LINKS)
         .filter(|&i| peers[i].id != NO_NODE && rt.link_established(i))
@@ -654,7 +788,7 @@ fn report(a: &Args, rt: &mut Rt, peers: &[Peer], reported_applied: &mut u64) {
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
-        "STATUS node={} role={} term={} leader={} commit={} applied={} nodes={} digest={:#018x} members={} records={} links={}",
+        "STATUS node={} role={} term={} leader={} commit={} applied={} nodes={} digest={:#018x} members={} records={} links={} sealed_refused={}",
         a.node_id,
         role_name(raft.role()),
         raft.term(),
@@ -665,7 +799,8 @@ fn report(a: &Args, rt: &mut Rt, peers: &[Peer], reported_applied: &mut u64) {
         kv.digest(),
         ids(raft.membership().all()),
         ids(records.iter().map(|r| r.0)),
-        ids(links)
+        ids(links),
+        sealed_refused
     );
     if let Some(dir) = &a.report_dir {
         if *reported_applied != node.applied() {

@@ -11,6 +11,10 @@
 //! node applies the cluster's member records like the servers (the new node's record tells it
 //! where to dial), every node agrees on the membership after each change, and writes go on.
 //!
+//! Every link runs sealed with the cluster key (`--peer-psk-file` on the servers, `--psk-file`
+//! on the embedded node). A third test starts the embedded node with another key, then with
+//! none: the servers refuse it each time, saying why, and the cluster goes on without it.
+//!
 //! Every process runs under `shoal-testkit`; `shoald` is another package's binary, found next
 //! to this test executable where a workspace test build (`cargo suite`) puts it.
 #![cfg(unix)]
@@ -24,9 +28,15 @@ use std::time::Duration;
 
 use shoal_client::protocol::{MemberChange, ReadMode, Request, Response};
 use shoal_client::Client;
-use shoal_testkit::{bin, poll, wait_for, wait_some, Cluster, Proc};
+use shoal_testkit::{
+    bin, poll, wait_for, wait_some, write_key_file, Cluster, ClusterBuilder, Proc,
+};
 
 const CLUSTER_ID: u64 = 0x4d49_5844;
+/// The cluster key every member holds.
+const KEY: &str = "5d1f0c9a7b3e24f86a0d1c5e9b7f3a2d4c6e8f0a1b3d5f7e9c2a4b6d8f0e1c3a";
+/// A key of another cluster.
+const OTHER_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const KEYS: u32 = 20;
 /// The embedded node is slow to start and elect on a busy machine: a longer deadline.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -87,7 +97,21 @@ fn status_u64(seen: &Mutex<Seen>, key: &str) -> u64 {
 /// later than the servers, so that a server leads and client writes need no redirect to a node
 /// without a client port.
 fn start_embedded(c: &Cluster, flash_file: &Path, run: u32) -> (Proc, Arc<Mutex<Seen>>) {
+    let key = c.key_file().map(Path::to_path_buf);
+    start_embedded_with(c, flash_file, run, key.as_deref())
+}
+
+/// [`start_embedded`] with the key file `key` (`None`: plaintext links).
+fn start_embedded_with(
+    c: &Cluster,
+    flash_file: &Path,
+    run: u32,
+    key: Option<&Path>,
+) -> (Proc, Arc<Mutex<Seen>>) {
     let mut cmd = Command::new(bin("shoal-embedded-node"));
+    if let Some(key) = key {
+        cmd.arg("--psk-file").arg(key);
+    }
     cmd.args(["--node-id", "3", "--cluster-id", &CLUSTER_ID.to_string()])
         .args(["--listen", &c.node(EMBEDDED).raft])
         .args(["--peer", &format!("1={}", c.node(1).raft)])
@@ -154,21 +178,31 @@ fn wait_converged(c: &Cluster, seen: &Mutex<Seen>, ids: &[u64], n: u32, what: &s
     );
 }
 
-#[test]
-fn two_shoald_and_one_embedded_node_agree() {
-    let mut c = Cluster::builder()
+/// The mixed cluster's servers, every link sealed with [`KEY`].
+fn mixed_cluster() -> ClusterBuilder {
+    Cluster::builder()
         .cluster_id(CLUSTER_ID)
+        .cluster_key(KEY)
         .fsync("never")
         .heartbeat_interval_ms(None)
         .client_addrs_in_members()
         .args(&["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
-        .build();
+}
+
+/// Start servers 1 and 2; returns the embedded node's directory (for its flash files).
+fn start_servers(c: &mut Cluster) -> std::path::PathBuf {
     c.start(1);
     c.start(2);
+    let dir = c.node(EMBEDDED).dir.clone();
+    std::fs::create_dir_all(&dir).expect("the embedded node's directory");
+    dir
+}
+
+#[test]
+fn two_shoald_and_one_embedded_node_agree() {
+    let mut c = mixed_cluster().build();
     // Its flash partition is a file, so that it can be restarted with its state.
-    let flash_dir = c.node(EMBEDDED).dir.clone();
-    std::fs::create_dir_all(&flash_dir).expect("the embedded node's directory");
-    let flash_file = flash_dir.join("partition.flash");
+    let flash_file = start_servers(&mut c).join("partition.flash");
     let (mut embedded, seen) = start_embedded(&c, &flash_file, 1);
 
     // A leader every member agrees on.
@@ -285,18 +319,8 @@ fn wait_members(c: &Cluster, seen: &Mutex<Seen>, ids: &[u64], members: &[u64], w
 
 #[test]
 fn a_member_is_added_to_and_removed_from_a_mixed_cluster() {
-    let mut c = Cluster::builder()
-        .cluster_id(CLUSTER_ID)
-        .fsync("never")
-        .heartbeat_interval_ms(None)
-        .client_addrs_in_members()
-        .spares([4])
-        .args(&["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
-        .build();
-    c.start(1);
-    c.start(2);
-    let flash_dir = c.node(EMBEDDED).dir.clone();
-    std::fs::create_dir_all(&flash_dir).expect("the embedded node's directory");
+    let mut c = mixed_cluster().spares([4]).build();
+    let flash_dir = start_servers(&mut c);
     let (_embedded, seen) = start_embedded(&c, &flash_dir.join("partition.flash"), 1);
     let leader = wait_some("a leader all three members agree on", DEADLINE, || {
         let l1 = c.status(1, 0)?.leader;
@@ -344,4 +368,71 @@ fn a_member_is_added_to_and_removed_from_a_mixed_cluster() {
     let client = Client::connect(c.clients_of(&[1, 2])).expect("client");
     put_keys(&client, 11..=15, "after removing node 4");
     wait_converged(&c, &seen, &[1, 2], 15, "three members again");
+}
+
+/// How many lines of the server logs contain `needle`.
+fn server_log_lines(c: &Cluster, ids: &[u64], needle: &str) -> usize {
+    ids.iter()
+        .map(|&id| {
+            c.node(id)
+                .log()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn an_embedded_node_with_another_key_or_none_is_refused_and_the_cluster_goes_on() {
+    let mut c = mixed_cluster().build();
+    let dir = start_servers(&mut c);
+    let wrong = c.root().join("other-cluster.key");
+    write_key_file(&wrong, OTHER_KEY);
+
+    // Another key: both sides' proofs fail. The servers log why and count it; the embedded
+    // node links to nobody, and the two servers (a quorum) commit on their own.
+    let (mut embedded, seen) = start_embedded_with(&c, &dir.join("run1.flash"), 1, Some(&wrong));
+    let client = Client::connect(c.clients_of(&[1, 2])).expect("client");
+    let _ = smol::block_on(client.mkdir("mixed"));
+    put_keys(&client, 1..=5, "with a wrong-key embedded node");
+    let key_refusals = wait_some("the servers to refuse the wrong key", DEADLINE, || {
+        let n = server_log_lines(&c, &[1, 2], "does not hold this cluster's key")
+            + server_log_lines(&c, &[1, 2], "hold different cluster keys");
+        (n >= 2 && status_u64(&seen, "sealed_refused") >= 2).then_some(n)
+    });
+    assert_eq!(
+        status_str(&seen, "links"),
+        "",
+        "no link may open with a wrong key"
+    );
+    assert_eq!(status_u64(&seen, "applied"), 0, "nothing may reach it");
+    eprintln!("wrong key: {key_refusals} refusals logged by the servers");
+    embedded.kill();
+
+    // No key at all: a plaintext peer on sealed ports.
+    let (mut embedded, seen) = start_embedded_with(&c, &dir.join("run2.flash"), 2, None);
+    put_keys(&client, 6..=10, "with a plaintext embedded node");
+    wait_some("the servers to refuse the plaintext peer", DEADLINE, || {
+        let n = server_log_lines(&c, &[1, 2], "plaintext peer");
+        (n >= 2).then_some(n)
+    });
+    assert_eq!(
+        status_str(&seen, "links"),
+        "",
+        "no link may open in plaintext"
+    );
+    assert_eq!(status_u64(&seen, "applied"), 0, "nothing may reach it");
+    embedded.kill();
+
+    // The same node with the cluster's key joins in and catches up: the key was the cause.
+    let (_embedded, seen) = start_embedded(&c, &dir.join("run3.flash"), 3);
+    put_keys(&client, 11..=12, "with the right key");
+    wait_converged(
+        &c,
+        &seen,
+        &[1, 2],
+        12,
+        "the embedded node with the right key",
+    );
 }

@@ -35,6 +35,7 @@
 //! what makes erasing the next sector safe: it was already outside the durable head..tail range
 //! when the current tail's header was written.
 
+pub mod boot;
 pub mod codec;
 pub mod ram;
 pub mod sim;

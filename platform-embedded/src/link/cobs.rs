@@ -105,6 +105,11 @@ impl<const N: usize> Decoder<N> {
         &self.buf[..self.done]
     }
 
+    /// [`Decoder::frame`], writable (a sealed frame is opened in place).
+    pub fn frame_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.done]
+    }
+
     fn start_frame(&mut self) {
         self.len = 0;
         self.left = 0;

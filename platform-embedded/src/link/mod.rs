@@ -181,6 +181,11 @@ impl<R: Read + ReadReady, const RX: usize> FrameRx<R, RX> {
     /// Read what the device has, without waiting, until one frame is complete. Returns the
     /// frame (valid until the next call) or `None` when the device has nothing more now.
     pub fn poll(&mut self) -> Result<Option<&[u8]>, LinkError> {
+        Ok(self.poll_mut()?.map(|f| &*f))
+    }
+
+    /// [`FrameRx::poll`], with the frame writable (a sealed frame is opened in place).
+    pub fn poll_mut(&mut self) -> Result<Option<&mut [u8]>, LinkError> {
         // Find out first whether a frame completes, then borrow it out (one borrow at the end).
         let done = loop {
             if !self.io.read_ready().map_err(|_| LinkError::Io)? {
@@ -231,9 +236,9 @@ impl<R: Read + ReadReady, const RX: usize> FrameRx<R, RX> {
                 }
             }
         };
-        Ok(Some(match &self.state {
-            RxState::Plain { buf, .. } => &buf[..done],
-            RxState::Cobs(d) => d.frame(),
+        Ok(Some(match &mut self.state {
+            RxState::Plain { buf, .. } => &mut buf[..done],
+            RxState::Cobs(d) => d.frame_mut(),
         }))
     }
 }

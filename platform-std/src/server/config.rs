@@ -175,6 +175,11 @@ pub struct Flags {
     /// removed-group-<id>-<ms>) before it is deleted [default: 60s].
     #[arg(long, env = "SHOAL_GROUP_REMOVE_GRACE", value_name = "DURATION")]
     pub group_remove_grace: Option<Dur>,
+    /// The cluster key file (64 hex digits, as boards hold it): every link on the raft port,
+    /// to boards and to servers, is then sealed with it, and plaintext or wrong-key peers are
+    /// refused (docs/SECURITY.md) [default: none, links in plaintext].
+    #[arg(long, env = "SHOAL_PEER_PSK_FILE", value_name = "FILE")]
+    pub peer_psk_file: Option<PathBuf>,
 }
 
 impl Flags {
@@ -241,6 +246,8 @@ pub struct ServerConfig {
     pub admin_limits: AdminLimits,
     /// How long a removed group's dir stays before it is deleted.
     pub group_remove_grace: Duration,
+    /// The cluster key file that seals peer links.
+    pub peer_psk_file: Option<PathBuf>,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -447,6 +454,7 @@ impl ServerConfig {
             group_remove_grace: f
                 .group_remove_grace
                 .map_or(Duration::from_secs(60), |d| d.0),
+            peer_psk_file: f.peer_psk_file,
         })
     }
 }

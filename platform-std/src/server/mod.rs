@@ -12,6 +12,7 @@ pub mod clients;
 pub mod config;
 pub mod kvsm;
 pub mod net;
+pub mod peer_seal;
 pub mod raftloop;
 pub mod timed;
 
@@ -129,6 +130,14 @@ fn start(
             members: Default::default(),
         },
     );
+    if let Some(path) = &cfg.peer_psk_file {
+        let seal = peer_seal::PeerSeal::from_file(path, cfg.cluster_id, cfg.node_id)?;
+        let _ = net.seal.set(seal);
+        log::info!(
+            "peer links are sealed with the cluster key in {}",
+            path.display()
+        );
+    }
     // Ports first, then the data dir: a start that cannot listen leaves a fresh data dir
     // without an identity (so it can still be started with other flags).
     let listeners = Listeners::bind(cfg)?;

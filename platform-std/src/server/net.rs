@@ -10,7 +10,9 @@
 //!
 //! Peer connections are one-way: a node *dials* every peer it sends to and only *reads* from
 //! connections it accepted. Each side of a new connection sends a `Hello` first; a mismatch is
-//! answered with `HelloRefused(reason)` and logged with both sides' values.
+//! answered with `HelloRefused(reason)` and logged with both sides' values. With a cluster key
+//! (`--peer-psk-file`) each connection is first sealed ([`super::peer_seal::Channel`]) and
+//! everything, the `Hello`s included, travels sealed.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
@@ -26,6 +28,8 @@ use shoal_core::io::{Transport, TransportError};
 use shoal_core::membership::NodeSet;
 use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
 use shoal_core::{ClusterId, NodeId, NO_NODE};
+
+use super::peer_seal::{Channel, PeerSeal};
 
 /// Largest peer frame accepted (64 MiB).
 pub const MAX_PEER_FRAME_BYTES: usize = 64 << 20;
@@ -90,6 +94,8 @@ pub struct Net {
     pub stopping: AtomicBool,
     /// Queues to peers, by node id.
     peers: Mutex<HashMap<NodeId, PeerQueue>>,
+    /// The cluster key, when peer links are sealed (`--peer-psk-file`, [`super::peer_seal`]).
+    pub seal: std::sync::OnceLock<PeerSeal>,
 }
 
 impl Net {
@@ -102,6 +108,7 @@ impl Net {
             hello: Mutex::new(hello),
             stopping: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
+            seal: std::sync::OnceLock::new(),
         })
     }
 
@@ -292,15 +299,19 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
     let mut writer = stream;
     let info = net.hello.lock().expect("hello lock").clone();
     let local = info.hello(id);
-    writer.write_all(&encode_body(&info, id, &Body::Hello(local.clone())))?;
-    let reply = read_record(&mut reader, 64 << 10)?;
+    let mut ch = Channel::dial(net.seal.get(), id, &mut reader, &mut writer)?;
+    ch.write(
+        &mut writer,
+        &encode_body(&info, id, &Body::Hello(local.clone())),
+    )?;
+    let reply = ch.read(net.seal.get(), &mut reader, 64 << 10, addr)?;
     let (frame, _) = wire::decode(&reply)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     match frame.body {
         Body::Hello(remote) => {
             if let Err(e) = handshake::check(&local, &remote) {
                 let reason = e.to_string();
-                let _ = writer.write_all(&encode_body(&info, id, &refusal(&reason)));
+                let _ = ch.write(&mut writer, &encode_body(&info, id, &refusal(&reason)));
                 return Err(io::Error::other(format!(
                     "handshake refused here: {reason} (we are cluster {} node {} with members {:?}; \
                      peer is cluster {} node {} with members {:?})",
@@ -337,10 +348,10 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
             return Ok(());
         };
         buf.clear();
-        buf.extend_from_slice(&first);
+        ch.append(&first, &mut buf);
         while buf.len() < (4 << 20) {
             match rx.try_recv() {
-                Ok(f) => buf.extend_from_slice(&f),
+                Ok(f) => ch.append(&f, &mut buf),
                 Err(_) => break,
             }
         }
@@ -365,7 +376,7 @@ pub fn raft_listener(net: Arc<Net>, listener: TcpListener) {
         }
         let n = net.clone();
         spawn_peer_thread(format!("shoal-peer-{peer}"), move || {
-            if let Err(e) = serve_peer(&n, stream) {
+            if let Err(e) = serve_peer(&n, stream, &peer.to_string()) {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     log::warn!("peer connection from {peer}: {e}");
                 }
@@ -374,7 +385,7 @@ pub fn raft_listener(net: Arc<Net>, listener: TcpListener) {
     });
 }
 
-fn serve_peer(net: &Arc<Net>, stream: TcpStream) -> io::Result<()> {
+fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
     stream.set_nodelay(true)?;
     // Small frames (acks, heartbeats) batch through this buffer; an append larger than it is
     // read straight into its frame. Every byte of it is resident for the connection's life.
@@ -383,12 +394,15 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream) -> io::Result<()> {
     // A connection that never says Hello must not hold a thread.
     writer.set_read_timeout(Some(CONNECT_TIMEOUT))?;
     let first = read_record(&mut reader, 64 << 10)?;
+    let info = net.hello.lock().expect("hello lock").clone();
+    let local_ids = (info.cluster_id, info.node_id);
+    let seal = net.seal.get();
+    let (mut ch, first) = Channel::accept(seal, local_ids, from, first, &mut reader, &mut writer)?;
     let (frame, _) = wire::decode(&first)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     let Body::Hello(remote) = frame.body else {
         return Err(io::Error::other("the first frame was not a Hello"));
     };
-    let info = net.hello.lock().expect("hello lock").clone();
     let local = info.hello(NO_NODE);
     if let Err(e) = handshake::check(&local, &remote) {
         let reason = e.to_string();
@@ -403,13 +417,19 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream) -> io::Result<()> {
             remote.expected_peer,
             remote.members.as_slice()
         );
-        writer.write_all(&encode_body(&info, remote.node_id, &refusal(&reason)))?;
+        ch.write(
+            &mut writer,
+            &encode_body(&info, remote.node_id, &refusal(&reason)),
+        )?;
         return Ok(());
     }
-    writer.write_all(&encode_body(&info, remote.node_id, &Body::Hello(local)))?;
+    ch.write(
+        &mut writer,
+        &encode_body(&info, remote.node_id, &Body::Hello(local)),
+    )?;
     writer.set_read_timeout(None)?;
     loop {
-        let frame = read_record(&mut reader, MAX_PEER_FRAME_BYTES)?;
+        let frame = ch.read(seal, &mut reader, MAX_PEER_FRAME_BYTES, from)?;
         if !net.deliver(frame) {
             return Ok(());
         }

@@ -31,6 +31,7 @@ pub struct ClusterBuilder {
     voters: Vec<u64>,
     spares: Vec<u64>,
     flags: Flags,
+    cluster_key: Option<String>,
 }
 
 /// Flags and environment every node of a cluster gets.
@@ -59,6 +60,7 @@ impl Default for ClusterBuilder {
                 args: Vec::new(),
                 env: Vec::new(),
             },
+            cluster_key: None,
         }
     }
 }
@@ -119,6 +121,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Seal every raft-port link with a cluster key: the key (64 hex digits) is written to
+    /// `cluster.key` in the cluster's dir (see [`Cluster::key_file`]) and every node gets
+    /// `--peer-psk-file` naming it.
+    pub fn cluster_key(mut self, hex: &str) -> Self {
+        self.cluster_key = Some(hex.to_string());
+        self
+    }
+
     /// An environment variable for every node.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.flags.env.push((key.to_string(), value.to_string()));
@@ -129,12 +139,21 @@ impl ClusterBuilder {
     ///
     /// # Panics
     /// When `shoald` is not built (naming the command that builds it).
-    pub fn build(self) -> Cluster {
+    pub fn build(mut self) -> Cluster {
         let shoald = bin("shoald");
         let root = tempfile::Builder::new()
             .prefix("shoal-test-")
             .tempdir()
             .expect("a temporary dir for the cluster");
+        let key_file = self.cluster_key.as_ref().map(|hex| {
+            let path = root.path().join("cluster.key");
+            write_key_file(&path, hex);
+            path
+        });
+        if let Some(path) = &key_file {
+            self.flags.args.push("--peer-psk-file".into());
+            self.flags.args.push(path.display().to_string());
+        }
         let mut ids = self.voters.clone();
         ids.extend(
             self.spares
@@ -163,6 +182,7 @@ impl ClusterBuilder {
             flags: self.flags,
             shoald,
             root: Some(root),
+            key_file,
         }
     }
 }
@@ -266,6 +286,20 @@ pub struct Cluster {
     flags: Flags,
     shoald: PathBuf,
     root: Option<TempDir>,
+    key_file: Option<PathBuf>,
+}
+
+/// Write a cluster key file (`hex`: 64 hexadecimal digits) readable by its owner only, as
+/// `--peer-psk-file` (and a board's `--psk-file`) expect it.
+pub fn write_key_file(path: &Path, hex: &str) {
+    std::fs::write(path, format!("{hex}\n"))
+        .unwrap_or_else(|e| panic!("write the key file {}: {e}", path.display()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
+    }
 }
 
 impl Drop for Cluster {
@@ -290,6 +324,11 @@ impl Cluster {
     /// Nodes 1, 2 and 3, all initial voters, standard flags; see [`ClusterBuilder`].
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
+    }
+
+    /// The cluster key file every node was given ([`ClusterBuilder::cluster_key`]).
+    pub fn key_file(&self) -> Option<&Path> {
+        self.key_file.as_deref()
     }
 
     /// The temporary dir holding the nodes' data dirs and logs (and whatever the test adds).

@@ -37,7 +37,7 @@ pub mod wait;
 
 pub use bins::bin;
 pub use cli::{inspect, shoalctl, Output};
-pub use cluster::{Cluster, ClusterBuilder, Node};
+pub use cluster::{write_key_file, Cluster, ClusterBuilder, Node};
 pub use ports::{dead_addr, free_addr, free_port};
 pub use proc::Proc;
 pub use wait::{poll, wait_for, wait_some, WAIT};

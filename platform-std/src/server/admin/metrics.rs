@@ -191,6 +191,19 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
             "counter",
             r.group_handshake_refusals,
         ),
+        (
+            "shoal_sealed_links_opened_total",
+            "Sealed peer links opened (--peer-psk-file), either side.",
+            "counter",
+            v.sealed_links.0,
+        ),
+        (
+            "shoal_sealed_links_refused_total",
+            "Peers refused at the sealed handshake or on a sealed frame: plaintext, another key, \
+             another cluster, replayed or forged frames.",
+            "counter",
+            v.sealed_links.1,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }

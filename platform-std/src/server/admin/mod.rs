@@ -76,6 +76,8 @@ pub struct AdminView {
     pub clients: ClientsView,
     /// Bytes of peer frames read but not yet taken by the raft thread.
     pub peer_input_bytes: usize,
+    /// Sealed peer links opened and refused (`--peer-psk-file`; zero without it).
+    pub sealed_links: (u64, u64),
     /// The cluster's records as this node acts on them.
     pub records: RecordsView,
 }

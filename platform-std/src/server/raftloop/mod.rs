@@ -607,5 +607,9 @@ impl RaftLoop {
             group_handshake_refusals: self.greetings.refusals,
         };
         v.peer_input_bytes = self.net.input_bytes();
+        if let Some(seal) = self.net.seal.get() {
+            use std::sync::atomic::Ordering::Relaxed;
+            v.sealed_links = (seal.opened.load(Relaxed), seal.refused.load(Relaxed));
+        }
     }
 }
