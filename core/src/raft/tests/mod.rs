@@ -546,10 +546,12 @@ fn change(c: &mut Cluster, l: NodeId, ch: ConfigChange) -> LogIndex {
     idx
 }
 
+mod degraded;
 mod driver;
 mod durability;
 mod election;
 mod faults;
+mod health;
 mod membership;
 mod reads;
 mod replication;
