@@ -148,6 +148,11 @@ impl Storage for VecStore {
         Ok(())
     }
     fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        if let Some(e) = self.fail_writes {
+            // A snapshot refused half-way is discarded whole (storage rule 9).
+            self.pending = None;
+            return Err(e);
+        }
         let p = self.pending.as_mut().ok_or(StorageError::SnapshotState)?;
         assert_eq!(offset as usize, p.1.len());
         p.1.extend_from_slice(data);
