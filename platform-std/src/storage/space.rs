@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use shoal_core::storage::StorageError;
 
 /// Default free space the log leaves on the file system (`--space-reserve-mb`).
@@ -60,7 +61,8 @@ impl Default for SpaceLimits {
 }
 
 /// Why writes that need space are refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SpaceAlarm {
     /// The file system is full, or would keep less than the reserve free.
     NoSpace,
@@ -95,7 +97,7 @@ impl SpaceAlarm {
 }
 
 /// What [`Space::stats`] reports (for `/status`, `/health` and `/metrics`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SpaceStats {
     /// The alarm, if raised.
     pub alarm: Option<SpaceAlarm>,
@@ -108,6 +110,8 @@ pub struct SpaceStats {
     pub reserve_bytes: u64,
     /// The quota (0: none).
     pub quota_bytes: u64,
+    /// How often a raised alarm measures again, in milliseconds.
+    pub recheck_ms: u64,
     /// Times the alarm was raised.
     pub alarms_raised: u64,
     /// Writes refused because a segment did not fit (or the file system said `ENOSPC`).
@@ -178,6 +182,7 @@ impl Space {
             used_bytes: m.used_bytes,
             reserve_bytes: self.limits.reserve_bytes,
             quota_bytes: self.limits.quota_bytes,
+            recheck_ms: self.limits.recheck.as_millis() as u64,
             alarms_raised: self.alarms_raised.load(Ordering::Relaxed),
             refused_writes: self.refused_writes.load(Ordering::Relaxed),
             spares_skipped: self.spares_skipped.load(Ordering::Relaxed),
