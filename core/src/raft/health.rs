@@ -112,6 +112,11 @@ impl<P: Plant> Raft<P> {
 
     fn health_as_member(&self, now_ms: u64) -> Health {
         if self.role == Role::Leader {
+            let me = self.id;
+            if self.membership.has_quorum(|id| id == me) {
+                // A sole voter is its own quorum: no one else's word is needed.
+                return Health::Leading;
+            }
             let silent_ms = self
                 .quorum_contact_ms()
                 .map(|sent| now_ms.saturating_sub(sent));

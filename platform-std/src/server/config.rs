@@ -459,9 +459,7 @@ impl ServerConfig {
                 "--admin-max-connections and --admin-request-timeout must be above zero".into(),
             );
         }
-        let accept_backoff_max = f
-            .accept_backoff_max
-            .map_or(Duration::from_secs(1), |d| d.0);
+        let accept_backoff_max = f.accept_backoff_max.map_or(Duration::from_secs(1), |d| d.0);
         if accept_backoff_max < Duration::from_millis(10) {
             return Err("--accept-backoff-max must be at least 10ms".into());
         }
@@ -689,7 +687,10 @@ mod tests {
                 &["--space-quota-mb", "100", "--segment-mb", "64"],
                 "cannot hold two log segments",
             ),
-            (&["--space-recheck-interval", "0"], "--space-recheck-interval"),
+            (
+                &["--space-recheck-interval", "0"],
+                "--space-recheck-interval",
+            ),
             (&["--accept-backoff-max", "1ms"], "--accept-backoff-max"),
         ];
         for (args, want) in cases {

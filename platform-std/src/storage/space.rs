@@ -218,6 +218,12 @@ impl Space {
         }
     }
 
+    /// Whether the log could grow by `bytes` now, asked without raising the alarm or counting
+    /// a refusal.
+    pub(crate) fn fits(&self, bytes: u64) -> bool {
+        self.alarm().is_none() && self.measure(&mut self.lock(), bytes).is_none()
+    }
+
     /// May a spare segment of `bytes` be made? Never raises the alarm (a spare only saves
     /// time); a refusal is counted.
     pub(crate) fn spare_fits(&self, bytes: u64) -> bool {

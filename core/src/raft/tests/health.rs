@@ -95,3 +95,11 @@ fn a_removed_node_and_a_joining_one_are_not_members() {
     assert_eq!(health(&c, gone).reason(), "not_member");
     assert_eq!(health(&c, l), Health::Leading);
 }
+
+#[test]
+fn a_sole_voter_that_leads_is_its_own_quorum() {
+    let mut c = Cluster::new(&[1]);
+    let l = c.elect();
+    c.run(10 * c.cfg.election_timeout_ms);
+    assert_eq!(health(&c, l), Health::Leading);
+}

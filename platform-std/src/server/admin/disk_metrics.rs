@@ -9,7 +9,10 @@ use crate::storage::space::SpaceAlarm;
 
 /// One unlabelled metric.
 fn one(s: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        s,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 /// Append the families of this module to `s`.
@@ -98,13 +101,48 @@ fn space(s: &mut String, v: &AdminView) {
         let _ = writeln!(s, "{name}{{alarm=\"{}\"}} {on}", alarm.name());
     }
     for (name, help, kind, value) in [
-        ("shoal_space_free_bytes", "Free bytes on the data dir's file system at the last measurement.", "gauge", st.free_bytes),
-        ("shoal_space_used_bytes", "Bytes of files in the data dir at the last measurement.", "gauge", st.used_bytes),
-        ("shoal_space_reserve_bytes", "Free bytes the log never takes (--space-reserve-mb).", "gauge", st.reserve_bytes),
-        ("shoal_space_quota_bytes", "Most bytes the data dir may hold (--space-quota-mb; 0: no quota).", "gauge", st.quota_bytes),
-        ("shoal_space_alarms_total", "Times the space alarm was raised.", "counter", st.alarms_raised),
-        ("shoal_space_refused_writes_total", "Writes refused because a new log segment did not fit (or the disk said ENOSPC).", "counter", st.refused_writes),
-        ("shoal_space_spares_skipped_total", "Spare segments not made, or given up, because they would have eaten into the reserve.", "counter", st.spares_skipped),
+        (
+            "shoal_space_free_bytes",
+            "Free bytes on the data dir's file system at the last measurement.",
+            "gauge",
+            st.free_bytes,
+        ),
+        (
+            "shoal_space_used_bytes",
+            "Bytes of files in the data dir at the last measurement.",
+            "gauge",
+            st.used_bytes,
+        ),
+        (
+            "shoal_space_reserve_bytes",
+            "Free bytes the log never takes (--space-reserve-mb).",
+            "gauge",
+            st.reserve_bytes,
+        ),
+        (
+            "shoal_space_quota_bytes",
+            "Most bytes the data dir may hold (--space-quota-mb; 0: no quota).",
+            "gauge",
+            st.quota_bytes,
+        ),
+        (
+            "shoal_space_alarms_total",
+            "Times the space alarm was raised.",
+            "counter",
+            st.alarms_raised,
+        ),
+        (
+            "shoal_space_refused_writes_total",
+            "Writes refused because a new log segment did not fit (or the disk said ENOSPC).",
+            "counter",
+            st.refused_writes,
+        ),
+        (
+            "shoal_space_spares_skipped_total",
+            "Spare segments not made, or given up, because they would have eaten into the reserve.",
+            "counter",
+            st.spares_skipped,
+        ),
     ] {
         one(s, name, help, kind, value);
     }

@@ -104,7 +104,6 @@ pub struct RecordsView {
     pub group_handshake_refusals: u64,
 }
 
-
 /// The log's disk limits in force (`/status`, `/metrics`).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct DiskView {

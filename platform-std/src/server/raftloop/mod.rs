@@ -285,8 +285,13 @@ impl RaftLoop {
     pub fn run(mut self, clients: Async<std::net::TcpListener>) -> i32 {
         let ex = Rc::new(LocalExecutor::new());
         let accept = self.accept.clone();
-        ex.spawn(clients::accept_loop(self.hub.clone(), ex.clone(), clients, accept))
-            .detach();
+        ex.spawn(clients::accept_loop(
+            self.hub.clone(),
+            ex.clone(),
+            clients,
+            accept,
+        ))
+        .detach();
         async_io::block_on(self.serve(&ex))
     }
 

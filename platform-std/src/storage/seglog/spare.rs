@@ -145,6 +145,15 @@ impl Log {
         }
     }
 
+    /// The spare file once its preparer is done with it (ready, or given up: then `None`).
+    /// Filling one segment ends, so this wait does too.
+    pub(super) fn wait_spare(&mut self) -> Option<(PathBuf, File)> {
+        while self.spare.is_some() && !self.spare_is_ready() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.take_spare()
+    }
+
     /// Give the spare back to the file system (its segment could not be made from it).
     pub(super) fn drop_spare_file(path: &std::path::Path) {
         if let Err(e) = fs::remove_file(path) {

@@ -172,7 +172,15 @@ impl Log {
     ) -> Result<Segment, StorageError> {
         let path = self.dir_path().join(segment::segment_name(first_index));
         let header = segment::encode_header(self.cfg.group, first_index);
-        let (file, reserved) = match self.take_spare() {
+        let len = self.cfg.segment_bytes.max(HEADER_BYTES as u64);
+        let spare = match self.take_spare() {
+            // The spare being prepared holds the space a segment needs on a nearly full disk:
+            // waiting for it beats refusing the write (and raising the alarm) while there is
+            // room after all.
+            None if self.spare.is_some() && !self.space.fits(len) => self.wait_spare(),
+            ready => ready,
+        };
+        let (file, reserved) = match spare {
             Some((spare, file)) => (self.segment_of_spare(&spare, file, &path, &header)?, false),
             None => {
                 // No spare ready (the first segment, a burst outran the preparer, or no room
