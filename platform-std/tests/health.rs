@@ -37,15 +37,24 @@ fn group0(body: &Value) -> &Value {
         .unwrap_or_else(|| panic!("no group 0 in {body}"))
 }
 
-#[test]
-fn a_healthy_cluster_is_healthy_and_a_survivor_of_two_kills_is_not() {
+/// Nodes 1, 2 and 3, started, each answering `/health` 200; the leader.
+fn healthy_three() -> (Cluster, u64) {
     let mut c = Cluster::builder()
         .election_timeout_ms(ELECTION_TIMEOUT_MS)
         .build();
     c.start_all();
     let leader = c.wait_leader(0);
     for id in [1, 2, 3] {
-        let body = wait_health(&c, id, 200);
+        wait_health(&c, id, 200);
+    }
+    (c, leader)
+}
+
+#[test]
+fn a_healthy_cluster_is_healthy_and_a_survivor_of_two_kills_is_not() {
+    let (mut c, leader) = healthy_three();
+    for id in [1, 2, 3] {
+        let body = health(&c, id).1;
         assert_eq!(body["status"], "ok", "{body}");
         assert_eq!(group0(&body)["reason"], "ok", "{body}");
         let out = c.ctl_at(&[id], &["-o", "json", "health"]);
@@ -79,7 +88,10 @@ fn a_healthy_cluster_is_healthy_and_a_survivor_of_two_kills_is_not() {
     // `shoalctl health` says the same with exit 1, in words and in JSON.
     let out = c.ctl_at(&[leader], &["health"]);
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.out.contains("unhealthy") && out.out.contains("group 0:"), "{out}");
+    assert!(
+        out.out.contains("unhealthy") && out.out.contains("group 0:"),
+        "{out}"
+    );
     let out = c.ctl_at(&[leader], &["-o", "json", "health"]);
     assert_eq!(out.code, 1, "{out}");
     let j = out.json();
@@ -95,15 +107,8 @@ fn a_healthy_cluster_is_healthy_and_a_survivor_of_two_kills_is_not() {
 
 #[test]
 fn a_removed_node_is_unhealthy_and_the_others_stay_healthy() {
-    let mut c = Cluster::builder()
-        .election_timeout_ms(ELECTION_TIMEOUT_MS)
-        .build();
-    c.start_all();
-    let leader = c.wait_leader(0);
+    let (c, leader) = healthy_three();
     let gone = [1, 2, 3].into_iter().find(|&i| i != leader).unwrap();
-    for id in [1, 2, 3] {
-        wait_health(&c, id, 200);
-    }
     c.ctl(&["member", "remove", &gone.to_string()]).ok();
 
     let body = wait_health(&c, gone, 503);

@@ -56,6 +56,16 @@ fn up_to_roll_over(s: &mut FileStorage, lo: LogIndex) -> LogIndex {
     i
 }
 
+/// A fresh storage at `root` holding entries 1 to 5 of term 1, synced.
+fn five_synced(root: &Path) -> FileStorage {
+    let mut s = FileStorage::open(root, 0, &options()).unwrap();
+    for i in 1..=5 {
+        s.append(&entry(i, b"e")).unwrap();
+    }
+    s.sync().unwrap();
+    s
+}
+
 fn tmp_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for sub in ["log", "snap"] {
@@ -188,11 +198,7 @@ fn a_hard_state_save_refused_is_saved_by_the_next_sync() {
 #[test]
 fn a_snapshot_refused_half_way_is_discarded_whole_and_the_next_one_works() {
     let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
-    for i in 1..=5 {
-        s.append(&entry(i, b"e")).unwrap();
-    }
-    s.sync().unwrap();
+    let mut s = five_synced(root.path());
     let data = b"the state".to_vec();
     let meta = super::tests::snapshot_meta(5, 1, &data);
     s.snapshot_begin(&meta).unwrap();
@@ -218,11 +224,7 @@ fn a_snapshot_refused_half_way_is_discarded_whole_and_the_next_one_works() {
 #[test]
 fn a_snapshot_that_replaces_the_log_refused_leaves_log_and_snapshots_as_they_were() {
     let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
-    for i in 1..=5 {
-        s.append(&entry(i, b"e")).unwrap();
-    }
-    s.sync().unwrap();
+    let mut s = five_synced(root.path());
     // A snapshot of another history (term 9 at index 8): the log will be replaced.
     let data = b"theirs".to_vec();
     let meta = super::tests::snapshot_meta(8, 9, &data);

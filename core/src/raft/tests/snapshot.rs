@@ -65,11 +65,7 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
     let mut dropped = false;
     let mut chunks = 0;
     for _ in 0..200 {
-        c.now += 5;
-        let now = c.now;
-        for n in c.nodes.values_mut() {
-            n.tick(now).unwrap();
-        }
+        let now = c.tick_all();
         c.flush_all();
         let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
         for (from, to, fr) in frames {
@@ -124,11 +120,7 @@ fn a_snapshot_transfer_refused_half_way_for_space_starts_again_when_space_return
     // Deliver by hand; the medium fills when the second chunk arrives, for 100 ms.
     let mut full_since = None;
     for _ in 0..200 {
-        c.now += 5;
-        let now = c.now;
-        for n in c.nodes.values_mut() {
-            n.tick(now).unwrap();
-        }
+        let now = c.tick_all();
         c.flush_all();
         if full_since.is_some_and(|t| now >= t + 100) {
             c.node(f).storage_mut().fail_writes = None;
