@@ -231,12 +231,14 @@ fn a_nearly_full_disk_keeps_its_reserve_at_start_and_a_grown_one_is_used_after_a
     assert!(c.stop(1).success());
     c.start(1);
     c.wait_leader(0);
-    let mut seq = seq + 1;
     for i in 0..100u64 {
         let (k, v) = (format!("late{i:03}"), value(i));
-        assert_eq!(try_put(&c, 1, seq, &k, &v).map(|_| ()), Ok(()), "{k}");
+        assert_eq!(
+            try_put(&c, 1, seq + 1 + i, &k, &v).map(|_| ()),
+            Ok(()),
+            "{k}"
+        );
         acked.insert(k, v);
-        seq += 1;
     }
     assert!(c.tmpfs(1).free_bytes() >= RESERVE);
     assert!(c.stop(1).success());
