@@ -5,7 +5,7 @@
 //! | severity | what it is | what the node does |
 //! |---|---|---|
 //! | [`Severity::Peer`] | bad input from a peer: a frame that does not decode, one for another cluster, group or node, entries that do not decode or do not continue the log, impossible terms or indexes, a request to cut a committed entry, a snapshot that does not match its checksum | drops that input, changes nothing, counts it and logs it (at most once per cause per [`FAULT_LOG_INTERVAL_MS`]) |
-//! | [`Severity::Degraded`] | the medium is full | refuses that input or step, counts and logs it, goes on; what was refused is retried later (by the peer, or at the next flush) |
+//! | [`Severity::Degraded`] | the medium is full, or the platform is short of file descriptors or memory for a moment; nothing was written | refuses that input or step, counts and logs it, goes on; what was refused is retried later (by the peer, or at the next flush) |
 //! | [`Severity::Fatal`] | a local durability fault: a device error, local data that is corrupt, a failed sync, a state machine that cannot restore what storage holds | the driver returns the error and the node must stop |
 //!
 //! Nothing a peer sends can stop a node: every check of a peer's message runs before the
@@ -17,7 +17,8 @@
 pub enum Severity {
     /// A peer's input broke the protocol: it is dropped, the node goes on.
     Peer,
-    /// The node cannot take this input now (its medium is full): refused, the node goes on.
+    /// The node cannot take this input now (its medium is full, or it is short of descriptors
+    /// or memory): refused, the node goes on.
     Degraded,
     /// A local durability fault: the node must stop.
     Fatal,
@@ -64,11 +65,13 @@ pub enum Fault {
     RivalLeader,
     /// The medium is full.
     StorageFull,
+    /// The platform was short of file descriptors or memory; nothing was written.
+    NoResources,
 }
 
 impl Fault {
     /// How many causes there are.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// Every cause, in counter order.
     pub const ALL: [Fault; Fault::COUNT] = [
         Fault::BadFrame,
@@ -88,6 +91,7 @@ impl Fault {
         Fault::ImpossibleSnapshot,
         Fault::RivalLeader,
         Fault::StorageFull,
+        Fault::NoResources,
     ];
 
     /// A short name for logs and metrics labels.
@@ -110,13 +114,15 @@ impl Fault {
             Fault::ImpossibleSnapshot => "impossible_snapshot",
             Fault::RivalLeader => "rival_leader",
             Fault::StorageFull => "storage_full",
+            Fault::NoResources => "no_resources",
         }
     }
 
-    /// How bad this cause is: every cause is a peer's fault except a full medium.
+    /// How bad this cause is: every cause is a peer's fault except a full medium and a
+    /// platform short of resources.
     pub fn severity(self) -> Severity {
         match self {
-            Fault::StorageFull => Severity::Degraded,
+            Fault::StorageFull | Fault::NoResources => Severity::Degraded,
             _ => Severity::Peer,
         }
     }
@@ -268,9 +274,9 @@ mod tests {
     }
 
     #[test]
-    fn only_a_full_medium_degrades() {
+    fn only_a_full_medium_and_missing_resources_degrade() {
         for f in Fault::ALL {
-            let want = if f == Fault::StorageFull {
+            let want = if matches!(f, Fault::StorageFull | Fault::NoResources) {
                 Severity::Degraded
             } else {
                 Severity::Peer

@@ -55,6 +55,9 @@ pub struct Config {
     pub check_quorum: bool,
     /// Safety margin for clock drift subtracted from the leader lease.
     pub lease_drift_margin_ms: u64,
+    /// After a snapshot the storage refused (full, short of descriptors), wait this long
+    /// before trying again (each try serialises the whole state machine).
+    pub snapshot_retry_ms: u64,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             lease_drift_margin_ms: 50,
+            snapshot_retry_ms: 10_000,
         }
     }
 
@@ -97,6 +101,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             lease_drift_margin_ms: 50,
+            snapshot_retry_ms: 10_000,
         }
     }
 

@@ -29,6 +29,13 @@
 //! 8. **Corruption is reported, never repaired silently.** A record that fails its CRC anywhere
 //!    but the torn tail of rule 4 makes recovery fail with [`StorageError::Corrupt`], naming
 //!    where.
+//! 9. **A refusal changes nothing.** A write refused with [`StorageError::Full`] or
+//!    [`StorageError::NoResources`] (the degraded errors of [`crate::fault`]) left the storage
+//!    as it was: no entry half-appended, no truncation half-done. `sync` refuses that way only
+//!    when it failed *before* making anything durable (writing out a buffer, say); the writes
+//!    stay pending and the next `sync` tries again. A failure of the device's own sync is
+//!    [`StorageError::Io`] and fatal: what the device holds is then unknown, and a retry could
+//!    report durable what is not. A snapshot refused half-way is discarded whole.
 //!
 //! A wrapper that changes a few calls of another storage (timing, recording, extra syncs) is a
 //! [`Decorated`] storage with [`StorageHooks`]; it forwards every call it does not change.
@@ -60,8 +67,11 @@ pub enum StorageError {
         /// Bytes the item needs.
         needed: usize,
     },
-    /// The medium is full (flash ring or disk).
+    /// The medium is full (flash ring or disk, or a space quota): nothing was written.
     Full,
+    /// The platform is short of a resource other than space for now (file descriptors,
+    /// memory): nothing was written, and the same call may succeed later.
+    NoResources,
     /// Stored bytes are damaged: `location` is an implementation-defined offset (file offset or
     /// flash address) that tools such as `shoal-inspect verify` report too.
     Corrupt {
@@ -77,13 +87,14 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// How bad it is: a full medium degrades the node (the write is refused, the node goes
-    /// on); anything else means the node's own storage failed or disagrees with what the core
-    /// knows it holds, and the node must stop.
+    /// How bad it is: a full medium or a resource the platform lacks for now degrades the
+    /// node (the write is refused with nothing written, the node goes on); anything else means
+    /// the node's own storage failed or disagrees with what the core knows it holds, and the
+    /// node must stop.
     pub fn severity(&self) -> Severity {
-        match self {
-            StorageError::Full => Severity::Degraded,
-            _ => Severity::Fatal,
+        match self.fault() {
+            Some(f) => f.severity(),
+            None => Severity::Fatal,
         }
     }
 
@@ -91,6 +102,7 @@ impl StorageError {
     pub fn fault(&self) -> Option<Fault> {
         match self {
             StorageError::Full => Some(Fault::StorageFull),
+            StorageError::NoResources => Some(Fault::NoResources),
             _ => None,
         }
     }
@@ -157,6 +169,9 @@ impl core::fmt::Display for StorageError {
                 write!(f, "buffer too small: {} bytes needed", needed)
             }
             StorageError::Full => f.write_str("storage is full"),
+            StorageError::NoResources => f.write_str(
+                "the system is short of file descriptors or memory; nothing was written, retry later",
+            ),
             StorageError::Corrupt { location } => {
                 write!(
                     f,
@@ -198,7 +213,8 @@ pub trait Storage: LogView {
     fn hard_state(&self) -> HardState;
     /// Replace the hard state (durable after the next [`Storage::sync`]).
     fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError>;
-    /// Append one entry; `entry.index` must be `last_index() + 1`.
+    /// Append one entry; `entry.index` must be `last_index() + 1`. A refusal (`Full`,
+    /// `NoResources`) leaves the log as it was (rule 9).
     fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError>;
     /// Remove every entry with index ≥ `from` (`from` > snapshot index).
     fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError>;
@@ -211,7 +227,8 @@ pub trait Storage: LogView {
         hi: LogIndex,
         buf: &mut [u8],
     ) -> Result<ReadEntries, StorageError>;
-    /// Make every write so far durable (hard state, entries, truncations).
+    /// Make every write so far durable (hard state, entries, truncations). `Full` or
+    /// `NoResources` means nothing was made durable and the writes still wait (rule 9).
     fn sync(&mut self) -> Result<(), StorageError>;
 
     /// The current snapshot's metadata, if one exists.

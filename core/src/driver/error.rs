@@ -15,8 +15,10 @@ use crate::wire::WireError;
 pub enum NodeError {
     /// A storage call failed (see [`StorageError::severity`]).
     Storage(StorageError),
-    /// Making writes durable failed: what the page cache or the device holds is unknown, and a
-    /// retry could report durable what is not. Always fatal.
+    /// Making writes durable failed. Fatal, unless the storage refused before anything was
+    /// synced (`Full`, `NoResources`: the writes wait and the next flush tries again); after a
+    /// failed device sync what the page cache or the device holds is unknown, and a retry
+    /// could report durable what is not.
     Sync(StorageError),
     /// Raft refused a peer's message, or its storage failed (see [`RaftError::severity`]).
     Raft(RaftError),
@@ -76,15 +78,14 @@ impl NodeError {
     /// The cause it is counted under, unless it is fatal.
     pub fn fault(&self) -> Option<Fault> {
         match self {
-            NodeError::Storage(e) => e.fault(),
+            NodeError::Storage(e) | NodeError::Sync(e) => e.fault(),
             NodeError::Raft(e) => e.fault(),
             NodeError::Wire(_) => Some(Fault::BadFrame),
             NodeError::WrongCluster { .. } => Some(Fault::WrongCluster),
             NodeError::WrongGroup { .. } => Some(Fault::WrongGroup),
             NodeError::WrongNode { .. } => Some(Fault::WrongNode),
             NodeError::NotRaft => Some(Fault::NotRaft),
-            NodeError::Sync(_)
-            | NodeError::Snapshot(_)
+            NodeError::Snapshot(_)
             | NodeError::SnapshotChecksum { .. }
             | NodeError::Config(_)
             | NodeError::NoMembership

@@ -177,6 +177,9 @@ pub struct NodeStats {
     pub applied_entries: u64,
     /// Snapshots taken locally.
     pub snapshots_taken: u64,
+    /// Snapshots the node could not take (refused by storage); each is tried again after
+    /// `snapshot_retry_ms`.
+    pub snapshot_failures: u64,
     /// Inputs refused without stopping the node, by cause (see [`crate::fault`]).
     pub faults: FaultCounts,
 }
@@ -205,6 +208,8 @@ pub struct Node<S, T, M, B, P: Plant = NoPlant> {
     reported: (Role, Term, NodeId),
     stats: NodeStats,
     faults: FaultLog,
+    /// No snapshot is tried before this time (one was refused).
+    snapshot_retry_at_ms: u64,
 }
 
 impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S, T, M, B, P> {
@@ -255,6 +260,7 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
             reported: (Role::Follower, 0, 0),
             stats: NodeStats::default(),
             faults: FaultLog::new(),
+            snapshot_retry_at_ms: 0,
         });
         node.reported = (node.raft.role(), node.raft.term(), node.raft.leader());
         node.rescan_configs(node.raft.snapshot_index() + 1)?;
@@ -438,11 +444,18 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
         self.apply_policy(now_ms, applied)?;
         self.report_reads(on_event);
         self.report_role(on_event);
-        if self.raft.snapshot_due(now_ms) {
+        if now_ms >= self.snapshot_retry_at_ms && self.raft.snapshot_due(now_ms) {
             match self.take_snapshot(now_ms) {
                 Ok(Some(index)) => on_event(Event::Snapshot { index }),
                 Ok(None) => {}
-                Err(e) => self.apply_policy(now_ms, Err(e))?,
+                Err(e) => {
+                    // Refused (a full medium, no descriptor to spare): try again later rather
+                    // than at every flush, since each try serialises the whole state.
+                    self.snapshot_retry_at_ms =
+                        now_ms.saturating_add(self.cfg.raft.snapshot_retry_ms);
+                    self.stats.snapshot_failures += 1;
+                    self.apply_policy(now_ms, Err(e))?
+                }
             }
         }
         // Applying may have produced messages (a leader's commit advancing read rounds).
@@ -473,7 +486,12 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
         if defer && self.raft.only_own_log_unsynced() {
             return Ok(Some(self.raft.sync_point()));
         }
-        self.store.sync().map_err(NodeError::Sync)?;
+        if let Err(e) = self.store.sync() {
+            // Refused before anything was made durable (a full medium): the held answers wait
+            // for the next flush, which tries again. A failed device sync is fatal.
+            self.apply_policy(now_ms, Err(NodeError::Sync(e)))?;
+            return Ok(None);
+        }
         self.stats.syncs += 1;
         self.raft.on_persisted(self.raft.last_index());
         self.send_outbox(now_ms)?;

@@ -192,6 +192,7 @@ impl<P: Plant> Raft<P> {
         }
         self.reads.read_seq = 0;
         self.reads.lease_until_ms = 0;
+        self.reads.quorum_heard_ms = None;
         self.transfer = None;
         self.quorum_check_due_ms = self.now_ms + self.cfg.election_timeout_ms;
         self.heartbeat_due_ms = self.now_ms;

@@ -22,6 +22,7 @@
 //! | `append.rs` | the follower: accepting a leader, checking and writing an `Append` |
 //! | `snapshot.rs` | snapshots: due, taken, sent in chunks, received and installed |
 //! | `read.rs` | ReadIndex rounds, forwarded reads and the lease ([`read::Reads`]) |
+//! | `health.rs` | whether this node can vouch for its group now ([`Health`]) |
 //! | `transfer.rs` | leader transfer |
 //! | `config.rs` | membership changes and the configurations the log holds |
 //! | `durability.rs` | what is written and what is durable: hard state, persisted index |
@@ -33,6 +34,7 @@ mod config;
 mod durability;
 mod election;
 mod error;
+mod health;
 mod invariants;
 mod outbox;
 pub mod progress;
@@ -43,6 +45,7 @@ mod step;
 mod transfer;
 
 pub use error::{ProposeError, RaftError, ReadError, TransferError};
+pub use health::Health;
 pub use read::ReadEvent;
 
 use crate::limits::{Config, ConfigError, MAX_MEMBERS, MAX_PENDING_CONFIGS, OUTBOX_CAPACITY};

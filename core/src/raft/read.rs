@@ -68,6 +68,9 @@ pub(super) struct Reads {
     pub(super) lease_until_ms: u64,
     /// A term whose lease is void (a `TimeoutNow` went out in it).
     pub(super) lease_void_term: u64,
+    /// When the newest round a quorum echoed went out (the lease's base, void or not): a
+    /// leader heard by a quorum since then (see [`Raft::health`]).
+    pub(super) quorum_heard_ms: Option<u64>,
 }
 
 impl Reads {
@@ -84,6 +87,7 @@ impl Reads {
             fwd_sent_at_ms: 0,
             lease_until_ms: 0,
             lease_void_term: 0,
+            quorum_heard_ms: None,
         }
     }
 
@@ -288,6 +292,9 @@ impl<P: Plant> Raft<P> {
             return;
         }
         let (seq, sent) = self.reads.seq_times[(acked as usize) % SEQ_TIMES];
+        if seq == acked {
+            self.reads.quorum_heard_ms = self.reads.quorum_heard_ms.max(Some(sent));
+        }
         if seq == acked && self.reads.lease_void_term != self.term {
             let until = sent + self.cfg.election_timeout_ms - self.cfg.lease_drift_margin_ms;
             self.reads.lease_until_ms = self.reads.lease_until_ms.max(until);

@@ -182,9 +182,20 @@ impl<P: Plant> Raft<P> {
         let full = full_meta(meta);
         if m.offset == 0 {
             self.receiving = None;
-            store.snapshot_begin(&full)?;
         }
-        store.snapshot_write(m.offset, data)?;
+        let written = if m.offset == 0 {
+            store
+                .snapshot_begin(&full)
+                .and_then(|()| store.snapshot_write(0, data))
+        } else {
+            store.snapshot_write(m.offset, data)
+        };
+        if let Err(e) = written {
+            // Storage discards a snapshot it refused half-way (a full medium): the next chunk
+            // is answered with offset 0, and the transfer starts again.
+            self.receiving = None;
+            return Err(e.into());
+        }
         let next = m.offset + data.len() as u64;
         let mut digest = match self.receiving.take() {
             Some(r) => r.digest,
@@ -219,8 +230,10 @@ impl<P: Plant> Raft<P> {
         // Storage applies the same rule (keep the log only if it holds that entry).
         let keep_log =
             self.last_index >= meta.index && store.term(meta.index).ok() == Some(meta.term);
-        store.snapshot_finish()?;
+        // Refused, the snapshot is discarded whole, and so is the transfer.
+        let finished = store.snapshot_finish();
         self.receiving = None;
+        finished?;
         if !keep_log {
             self.last_index = meta.index;
             self.last_term = meta.term;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use shoal_core::{GroupId, LogIndex, NodeId};
 
 use crate::lock::BlockingLockGuard;
-use crate::protocol::{MemberInfo, NodeInfo, ReadMode, StatusInfo};
+use crate::protocol::{HealthInfo, MemberInfo, NodeInfo, ReadMode, StatusInfo};
 use crate::{BatchOutcome, Client, ClientConfig, ClientError, LockState, Unlocked, WatchStream};
 
 /// A blocking client: the same operations as [`Client`], for code without an async runtime.
@@ -77,6 +77,8 @@ impl BlockingClient {
         fn update_lock_lease(&self, key: &[u8], lease: Duration) -> LogIndex;
         /// See [`Client::status`].
         fn status(&self) -> StatusInfo;
+        /// See [`Client::health`].
+        fn health(&self) -> HealthInfo;
         /// See [`Client::members`].
         fn members(&self) -> Vec<MemberInfo>;
         /// See [`Client::add_member`].

@@ -11,8 +11,8 @@ use shoal_kv::{KvError, WriteResult};
 use crate::lock::{self, LockGuard};
 use crate::mux::{CallError, Mux};
 use crate::protocol::{
-    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
-    StatusInfo, WriteOp,
+    ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
+    Response, StatusInfo, WriteOp,
 };
 use crate::watch::{self, WatchStream};
 use crate::{ClientConfig, ClientError};
@@ -386,6 +386,15 @@ impl Client {
         match self.read(Request::Status).await? {
             Response::Status(s) => Ok(s),
             other => Err(unexpected("Status", &other)),
+        }
+    }
+
+    /// The health of the node this client talks to: whether it can vouch for every group it
+    /// hosts, and why not (an unhealthy node answers too; see [`HealthInfo::healthy`]).
+    pub async fn health(&self) -> Result<HealthInfo, ClientError> {
+        match self.read(Request::Health).await? {
+            Response::Health(h) => Ok(h),
+            other => Err(unexpected("Health", &other)),
         }
     }
 

@@ -102,6 +102,18 @@ impl ClientError {
         self.class().exit_code()
     }
 
+    /// Whether the node refused the write because its disk is full ([`ErrorCode::NoSpace`]):
+    /// nothing of it was applied, and the node takes writes again once space returns.
+    pub fn is_no_space(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused {
+                code: ErrorCode::NoSpace,
+                ..
+            }
+        )
+    }
+
     /// The DtKV error, if DtKV refused the operation.
     pub fn kv(&self) -> Option<KvError> {
         match self {

@@ -80,5 +80,8 @@ pub use client::{BatchOutcome, Client, LockState, Unlocked};
 pub use config::ClientConfig;
 pub use error::{ClientError, ErrorClass};
 pub use lock::{BlockingLockGuard, LockGuard};
-pub use protocol::{KvError, MemberInfo, NodeInfo, NodeKind, ReadMode, StatusInfo, WatchEvent};
+pub use protocol::{
+    AlarmInfo, GroupHealth, HealthInfo, KvError, MemberInfo, NodeInfo, NodeKind, ReadMode,
+    StatusInfo, WatchEvent,
+};
 pub use watch::{WatchItem, WatchStream};

@@ -264,6 +264,8 @@ pub enum Request {
         /// The voters, by node id.
         members: Vec<NodeId>,
     },
+    /// Whether this node can vouch for every group it hosts, and why not ([`HealthInfo`]).
+    Health,
 }
 
 /// A node as reads return it.
@@ -340,6 +342,73 @@ pub struct StatusInfo {
     pub members: Vec<MemberInfo>,
 }
 
+/// A node's health, as `/health` and `shoalctl health` report it: healthy when it is running,
+/// every group it hosts has a leader it heard from within an election timeout (a leader: one a
+/// quorum acknowledged within the lease window), and no alarm is raised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthInfo {
+    /// This node.
+    pub node_id: NodeId,
+    /// Whether it is healthy (see above).
+    pub healthy: bool,
+    /// False once it is shutting down.
+    pub running: bool,
+    /// Each group it hosts.
+    pub groups: Vec<GroupHealth>,
+    /// Alarms raised (each makes the node unhealthy).
+    pub alarms: Vec<AlarmInfo>,
+}
+
+impl HealthInfo {
+    /// One line per reason the node is unhealthy, naming the group or alarm (empty when it is
+    /// healthy).
+    pub fn reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.running {
+            out.push("shutting down".to_string());
+        }
+        if self.groups.is_empty() {
+            out.push("hosts no group".to_string());
+        }
+        for g in self.groups.iter().filter(|g| !g.healthy) {
+            out.push(format!("group {}: {} ({})", g.group, g.reason, g.detail));
+        }
+        for a in &self.alarms {
+            out.push(format!("alarm {}: {}", a.name, a.detail));
+        }
+        out
+    }
+}
+
+/// One group in [`HealthInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupHealth {
+    /// The group.
+    pub group: GroupId,
+    /// Whether this node can vouch for it.
+    pub healthy: bool,
+    /// This node's role in it.
+    pub role: String,
+    /// The leader it knows (0: none).
+    pub leader: NodeId,
+    /// `ok`, or why not: `not_member` (removed, or not yet added), `no_leader`,
+    /// `leader_silent` (not heard from within an election timeout), `no_quorum` (a leader no
+    /// quorum acknowledged within the lease window).
+    pub reason: String,
+    /// The same in words, with the times involved.
+    pub detail: String,
+}
+
+/// A raised alarm in [`HealthInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmInfo {
+    /// `no_space` (the disk is full, or under the reserve) or `quota` (the data dir reached
+    /// its quota).
+    pub name: String,
+    /// What it means, in words.
+    pub detail: String,
+}
+
 /// Machine-readable error classes of [`Response::Error`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
@@ -355,6 +424,10 @@ pub enum ErrorCode {
     Conflict,
     /// An internal error (the node logs the detail).
     Internal,
+    /// The node's disk is full (or its data dir at its quota): the write was refused and
+    /// nothing of it was applied. The node raised its space alarm; it keeps serving reads and
+    /// takes writes again by itself once space returns.
+    NoSpace,
 }
 
 /// What the server answers.
@@ -430,6 +503,8 @@ pub enum Response {
         /// What was wrong, in words.
         message: String,
     },
+    /// This node's health (the answer to [`Request::Health`]).
+    Health(HealthInfo),
 }
 
 /// Why a frame could not be read or written.

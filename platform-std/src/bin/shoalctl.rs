@@ -191,7 +191,9 @@ enum Command {
     Snapshot,
     /// The contacted node's view of the group.
     Status,
-    /// Exit 0 if the contacted node answers and knows a leader, 1 if it has no leader.
+    /// Whether the contacted node can vouch for every group it hosts (a leader it heard from
+    /// within an election timeout; a leader a quorum acknowledged within the lease window) with
+    /// no alarm raised: exit 0 if so, else 1, naming each group and alarm and why.
     Health,
     /// Groups hosted by the contacted node.
     #[command(subcommand)]
@@ -257,10 +259,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration like 500ms, 10s or 2m: {e}"))
 }
 
-/// A successful answer: JSON for `-o json`, text for people.
+/// An answer: JSON for `-o json`, text for people, and the exit code (0 unless the answer
+/// itself is a failure, as an unhealthy node's health is).
 struct Answer {
     json: Value,
     text: String,
+    code: i32,
 }
 
 impl Answer {
@@ -268,7 +272,12 @@ impl Answer {
         Answer {
             json,
             text: text.into(),
+            code: 0,
         }
+    }
+
+    fn with_code(self, code: i32) -> Answer {
+        Answer { code, ..self }
     }
 }
 
@@ -339,7 +348,7 @@ async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
         other => match execute(client, other).await {
             Ok(answer) => {
                 print_answer(cli.output, &answer);
-                0
+                answer.code
             }
             Err(e) => {
                 print_error(cli.output, &e);
@@ -518,23 +527,36 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             Answer::new(j, t)
         }
         Command::Health => {
-            let s = client.status().await?;
-            if s.leader == 0 {
-                return Err(ClientError::Refused {
-                    code: shoal_client::protocol::ErrorCode::Conflict,
-                    message: format!(
-                        "node {} answers but knows no leader for group {} (role {}, term {})",
-                        s.node_id, s.group, s.role, s.term
-                    ),
-                });
-            }
-            Answer::new(
-                json!({"ok": true, "node_id": s.node_id, "leader": s.leader, "role": s.role}),
-                format!(
-                    "healthy: node {} ({}), leader {}",
-                    s.node_id, s.role, s.leader
-                ),
-            )
+            let h = client.health().await?;
+            let groups: Vec<Value> = h
+                .groups
+                .iter()
+                .map(|g| {
+                    json!({"group": g.group, "healthy": g.healthy, "role": g.role,
+                           "leader": g.leader, "reason": g.reason, "detail": g.detail})
+                })
+                .collect();
+            let alarms: Vec<Value> = h
+                .alarms
+                .iter()
+                .map(|a| json!({"alarm": a.name, "detail": a.detail}))
+                .collect();
+            let reasons = h.reasons();
+            let j = json!({
+                "ok": h.healthy, "healthy": h.healthy, "node_id": h.node_id,
+                "running": h.running, "groups": groups, "alarms": alarms, "reasons": reasons,
+            });
+            let t = if h.healthy {
+                let each: Vec<String> = h
+                    .groups
+                    .iter()
+                    .map(|g| format!("group {}: {}, leader {}", g.group, g.role, g.leader))
+                    .collect();
+                format!("healthy: node {}; {}", h.node_id, each.join("; "))
+            } else {
+                format!("unhealthy: node {}\n  {}", h.node_id, reasons.join("\n  "))
+            };
+            Answer::new(j, t).with_code(if h.healthy { 0 } else { 1 })
         }
         Command::Group(g) => match g {
             GroupCommand::List => {
@@ -718,7 +740,12 @@ async fn run_batch(client: &Client) -> i32 {
             },
         };
         match result {
-            Ok(answer) => println!("{}", answer.json),
+            Ok(answer) => {
+                if answer.code != 0 {
+                    code = answer.code;
+                }
+                println!("{}", answer.json)
+            }
             Err(e) => {
                 code = e.exit_code();
                 println!("{}", error_json(&e));

@@ -260,20 +260,22 @@ impl Conn {
 }
 
 /// Accept client connections on `listener` and serve each on `ex` (the raft thread's executor).
+/// A failed accept (out of descriptors) pauses the loop as `backoff` says.
 pub async fn accept_loop(
     hub: Rc<Hub>,
     ex: Rc<LocalExecutor<'static>>,
     listener: Async<TcpListener>,
+    backoff: Rc<super::accept::AcceptBackoff>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                log::warn!("client port accept failed: {e}");
-                Timer::after(Duration::from_millis(50)).await;
+                Timer::after(backoff.failed(&e)).await;
                 continue;
             }
         };
+        backoff.succeeded();
         if hub.stopping.get() {
             return;
         }

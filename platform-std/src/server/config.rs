@@ -14,7 +14,8 @@ use shoal_core::{ClusterId, NodeId};
 use shoal_kv::KvLimits;
 
 use super::admin::AdminLimits;
-use crate::storage::FsyncMode;
+use crate::storage::space::{SpaceLimits, DEFAULT_RECHECK, DEFAULT_RESERVE_BYTES};
+use crate::storage::{FsyncMode, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES};
 
 /// A duration flag: a bare number is milliseconds (`500`), or a number with a unit (`500ms`,
 /// `2s`, `1m`, `1h`), in flags, `SHOAL_*` variables and the config file alike.
@@ -141,6 +142,30 @@ pub struct Flags {
     /// media where wear counts (SD cards) [default: true].
     #[arg(long, env = "SHOAL_PREFILL_SEGMENTS", value_name = "BOOL")]
     pub prefill_segments: Option<bool>,
+    /// Size of each log segment in MiB, preallocated when it is created [default: 64].
+    #[arg(long, env = "SHOAL_SEGMENT_MB", value_name = "MIB")]
+    pub segment_mb: Option<u64>,
+    /// MiB of free disk space the log never takes: a new segment (or spare) is made only if at
+    /// least this much stays free after it; snapshots, votes and truncations may use it, so a
+    /// node whose disk filled keeps voting and can still snapshot [default: 128].
+    #[arg(long, env = "SHOAL_SPACE_RESERVE_MB", value_name = "MIB")]
+    pub space_reserve_mb: Option<u64>,
+    /// Most MiB of files the data dir may hold (log segments, snapshots); a write that needs a
+    /// segment past it is refused with NoSpace. 0: no quota [default: 0].
+    #[arg(long, env = "SHOAL_SPACE_QUOTA_MB", value_name = "MIB")]
+    pub space_quota_mb: Option<u64>,
+    /// While the space alarm is raised, how often free space is measured again (the alarm
+    /// clears, and writes are taken, once a segment fits) [default: 1s].
+    #[arg(long, env = "SHOAL_SPACE_RECHECK_INTERVAL", value_name = "DURATION")]
+    pub space_recheck_interval: Option<Dur>,
+    /// After a snapshot the disk refused (full, out of file descriptors), wait this long before
+    /// trying again [default: 10s].
+    #[arg(long, env = "SHOAL_SNAPSHOT_RETRY_INTERVAL", value_name = "DURATION")]
+    pub snapshot_retry_interval: Option<Dur>,
+    /// Longest pause of the client port after accepting a connection failed (out of file
+    /// descriptors); the pause doubles from 10ms up to this while it keeps failing [default: 1s].
+    #[arg(long, env = "SHOAL_ACCEPT_BACKOFF_MAX", value_name = "DURATION")]
+    pub accept_backoff_max: Option<Dur>,
     /// Take a snapshot of every group on graceful shutdown (SIGTERM / SIGINT).
     #[arg(long, env = "SHOAL_SNAPSHOT_ON_SHUTDOWN", num_args = 0..=1, default_missing_value = "true",
           value_parser = BoolishValueParser::new(), value_name = "BOOL")]
@@ -236,6 +261,12 @@ pub struct ServerConfig {
     pub compact_delay: Duration,
     /// Zero-fill next segments in the background.
     pub prefill_segments: bool,
+    /// Size of each log segment.
+    pub segment_bytes: u64,
+    /// The data dir's space reserve, quota and alarm recheck.
+    pub space: SpaceLimits,
+    /// Longest pause of the client port's accept loop after a failed accept.
+    pub accept_backoff_max: Duration,
     /// Snapshot at graceful shutdown.
     pub snapshot_on_shutdown: bool,
     /// Raft timing and snapshot policy of every group (validated).
@@ -373,6 +404,7 @@ impl ServerConfig {
         };
         let f = flags.over(file)?;
         let kv = kv_limits(&f)?;
+        let (segment_bytes, space) = space_limits(&f)?;
         let node_id = f.node_id.unwrap_or(1);
         if node_id == 0 {
             return Err("--node-id 0 is reserved; use 1 or more".into());
@@ -416,6 +448,7 @@ impl ServerConfig {
         raft.snapshot_entries = f.snapshot_entries.unwrap_or(100_000);
         raft.snapshot_interval_ms = f.snapshot_interval.map_or(3_600_000, Dur::ms);
         raft.commit_hint_interval_ms = f.commit_hint_interval.map_or(5_000, Dur::ms);
+        raft.snapshot_retry_ms = f.snapshot_retry_interval.map_or(10_000, Dur::ms);
         raft.validate().map_err(|e| {
             format!(
                 "--election-timeout {}ms / --heartbeat-interval {}ms: {e}",
@@ -433,6 +466,10 @@ impl ServerConfig {
                 "--admin-max-connections and --admin-request-timeout must be above zero".into(),
             );
         }
+        let accept_backoff_max = f.accept_backoff_max.map_or(Duration::from_secs(1), |d| d.0);
+        if accept_backoff_max < Duration::from_millis(10) {
+            return Err("--accept-backoff-max must be at least 10ms".into());
+        }
         Ok(ServerConfig {
             node_id,
             cluster_id: f.cluster_id.unwrap_or(1),
@@ -447,6 +484,9 @@ impl ServerConfig {
             keep_snapshots,
             compact_delay: f.compact_delay.map_or(Duration::ZERO, |d| d.0),
             prefill_segments: f.prefill_segments.unwrap_or(true),
+            segment_bytes,
+            space,
+            accept_backoff_max,
             snapshot_on_shutdown: f.snapshot_on_shutdown.unwrap_or(false),
             raft,
             kv,
@@ -457,6 +497,41 @@ impl ServerConfig {
             peer_psk_file: f.peer_psk_file,
         })
     }
+}
+
+/// The segment size and the space limits from `--segment-mb` and `--space-*`.
+fn space_limits(f: &Flags) -> Result<(u64, SpaceLimits), String> {
+    const MIB: u64 = 1 << 20;
+    let segment_mb = f.segment_mb.unwrap_or(DEFAULT_SEGMENT_BYTES / MIB);
+    if segment_mb == 0 || segment_mb > MAX_SEGMENT_BYTES / MIB {
+        return Err(format!(
+            "--segment-mb {segment_mb} is outside 1..={}",
+            MAX_SEGMENT_BYTES / MIB
+        ));
+    }
+    let mib = |name: &str, v: u64| {
+        v.checked_mul(MIB)
+            .ok_or_else(|| format!("{name} {v} is larger than any disk"))
+    };
+    let space = SpaceLimits {
+        reserve_bytes: mib(
+            "--space-reserve-mb",
+            f.space_reserve_mb.unwrap_or(DEFAULT_RESERVE_BYTES / MIB),
+        )?,
+        quota_bytes: mib("--space-quota-mb", f.space_quota_mb.unwrap_or(0))?,
+        recheck: f.space_recheck_interval.map_or(DEFAULT_RECHECK, |d| d.0),
+    };
+    if space.quota_bytes != 0 && space.quota_bytes < 2 * segment_mb * MIB {
+        return Err(format!(
+            "--space-quota-mb {} cannot hold two log segments of --segment-mb {segment_mb}; \
+             raise it (or 0 for no quota)",
+            space.quota_bytes / MIB
+        ));
+    }
+    if space.recheck.is_zero() {
+        return Err("--space-recheck-interval must be above zero".into());
+    }
+    Ok((segment_mb * MIB, space))
 }
 
 /// DtKV limits from the `--kv-*` flags, checked as the store will check them.
@@ -614,6 +689,17 @@ mod tests {
                 "both use 127.0.0.1:7002",
             ),
             (&["--node-id", "0"], "reserved"),
+            (&["--segment-mb", "0"], "--segment-mb 0 is outside"),
+            (&["--segment-mb", "4096"], "--segment-mb 4096 is outside"),
+            (
+                &["--space-quota-mb", "100", "--segment-mb", "64"],
+                "cannot hold two log segments",
+            ),
+            (
+                &["--space-recheck-interval", "0"],
+                "--space-recheck-interval",
+            ),
+            (&["--accept-backoff-max", "1ms"], "--accept-backoff-max"),
         ];
         for (args, want) in cases {
             let e = resolve_args(args).unwrap_err();
@@ -627,6 +713,46 @@ mod tests {
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let e = resolve_args(&["--config", path.to_str().unwrap()]).unwrap_err();
         assert!(e.contains("no_such_key"), "{e}");
+    }
+
+    #[test]
+    fn space_and_retry_limits_by_flag_and_file() {
+        let c = resolve_args(&[]).unwrap();
+        assert_eq!(c.segment_bytes, 64 << 20);
+        assert_eq!(c.space, SpaceLimits::default());
+        assert_eq!(c.raft.snapshot_retry_ms, 10_000);
+        assert_eq!(c.accept_backoff_max, Duration::from_secs(1));
+        let c = resolve_args(&[
+            "--segment-mb",
+            "2",
+            "--space-reserve-mb",
+            "0",
+            "--space-quota-mb",
+            "20",
+            "--space-recheck-interval",
+            "250ms",
+            "--snapshot-retry-interval",
+            "2s",
+            "--accept-backoff-max",
+            "100ms",
+        ])
+        .unwrap();
+        assert_eq!(c.segment_bytes, 2 << 20);
+        assert_eq!(
+            c.space,
+            SpaceLimits {
+                reserve_bytes: 0,
+                quota_bytes: 20 << 20,
+                recheck: Duration::from_millis(250),
+            }
+        );
+        assert_eq!(c.raft.snapshot_retry_ms, 2000);
+        assert_eq!(c.accept_backoff_max, Duration::from_millis(100));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "segment_mb = 8\nspace_reserve_mb = 1\n").unwrap();
+        let c = resolve_args(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!((c.segment_bytes, c.space.reserve_bytes), (8 << 20, 1 << 20));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 
 // The address book is a data dir file: the storage layer owns its format (tools read it too).
 pub use crate::storage::addrbook;
+pub mod accept;
 pub mod admin;
 pub mod clients;
 pub mod config;
+pub mod health;
 pub mod kvsm;
 pub mod net;
 pub mod peer_seal;

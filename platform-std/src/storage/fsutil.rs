@@ -1,7 +1,11 @@
-//! Small file-system helpers: directory fsync, atomic file replacement, preallocation.
+//! Small file-system helpers: directory fsync, atomic file replacement, preallocation, and
+//! the file operations the log and snapshots go through.
 //!
 //! Every helper takes a `sync` flag so that the `never` fsync mode (tests only) can skip the
-//! expensive calls while running exactly the same code paths otherwise.
+//! expensive calls while running exactly the same code paths otherwise. A failed fdatasync or
+//! directory fsync comes back as [`sync_failed`]: its errno is hidden, so that no caller can
+//! take it for a refusal it may retry (see [`super::ioerr`]). Tests inject errors into the
+//! operations of this module ([`inject`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -9,19 +13,68 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// A failed fdatasync or fsync, with its errno hidden (it is never a refusal to retry: what
+/// the device holds is unknown after it).
+pub(crate) fn sync_failed(e: io::Error) -> io::Error {
+    io::Error::other(format!("sync failed: {e}"))
+}
+
+/// fdatasync `file` (nothing when `sync` is off).
+pub(crate) fn sync_data(file: &File, sync: bool) -> io::Result<()> {
+    if !sync {
+        return Ok(());
+    }
+    inject::check(inject::Op::Sync).map_err(sync_failed)?;
+    file.sync_data().map_err(sync_failed)
+}
+
+/// An open directory, kept to fsync its entries without opening it again (which needs a
+/// descriptor, and may fail for the lack of one when it matters most).
+#[derive(Debug)]
+pub(crate) struct DirHandle {
+    path: PathBuf,
+    file: File,
+}
+
+impl DirHandle {
+    /// Open `dir`.
+    pub(crate) fn open(dir: &Path) -> io::Result<DirHandle> {
+        Ok(DirHandle {
+            path: dir.to_path_buf(),
+            file: File::open(nonempty(dir))?,
+        })
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Make the directory's entries durable (nothing when `sync` is off).
+    pub(crate) fn sync(&self, sync: bool) -> io::Result<()> {
+        if !sync {
+            return Ok(());
+        }
+        self.file.sync_all().map_err(sync_failed)
+    }
+}
+
+/// A bare relative name (`--data-dir d1`) has the empty path as its parent: that is the
+/// current directory.
+fn nonempty(dir: &Path) -> &Path {
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
+}
+
 /// Make a directory's entries (creations, renames, unlinks) durable.
 pub(crate) fn fsync_dir(dir: &Path, sync: bool) -> io::Result<()> {
     if !sync {
         return Ok(());
     }
-    // A bare relative name (`--data-dir d1`) has the empty path as its parent: that is the
-    // current directory.
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    File::open(dir)?.sync_all()
+    File::open(nonempty(dir))?.sync_all().map_err(sync_failed)
 }
 
 /// Create `dir` (and parents) if missing, making the new entry durable in its parent.
@@ -43,31 +96,53 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Create (or empty) the file at `path` for reading and writing.
+pub(crate) fn create_file(path: &Path) -> io::Result<File> {
+    inject::check(inject::Op::Create)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+/// `pwrite` all of `buf` at `offset`.
+pub(crate) fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    inject::check(inject::Op::Write)?;
+    file.write_all_at(buf, offset)
+}
+
 /// Replace `path` atomically with `bytes`: write a temp file, fsync it, rename, fsync the dir.
-/// After a crash the file is either the old one or the new one, whole.
+/// After a crash the file is either the old one or the new one, whole. A failure before the
+/// rename leaves the old file and no temp file; a sync failure is [`sync_failed`].
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let tmp = tmp_path(path);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+    let written = (|| {
+        let mut f = create_file(&tmp)?;
+        inject::check(inject::Op::Write)?;
         f.write_all(bytes)?;
-        if sync {
-            f.sync_data()?;
-        }
+        sync_data(&f, sync)?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fsync_dir(dir, sync)?;
+    // After the rename nothing is a refusal any more: the new file is in place.
+    match path.parent() {
+        Some(dir) => fsync_dir(dir, sync).map_err(|e| match e.raw_os_error() {
+            Some(_) => sync_failed(e),
+            None => e,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Reserve `len` bytes for `file` so later writes inside it change no file size (cheaper
-/// fdatasync) and the unwritten rest reads back as zeros.
+/// fdatasync), need no more space, and the unwritten rest reads back as zeros.
 pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    inject::check(inject::Op::Allocate)?;
     let Ok(off_len) = libc::off_t::try_from(len) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -77,11 +152,13 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     // SAFETY: posix_fallocate only reads its integer arguments; the descriptor is owned by
     // `file`, which outlives the call.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off_len) };
-    if rc == 0 {
-        return Ok(());
+    match rc {
+        0 => Ok(()),
+        // A file system that cannot preallocate: a sparse file reads back as zeros all the
+        // same (its blocks are taken as it is written). Any other failure (ENOSPC) is one.
+        libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS => file.set_len(len),
+        rc => Err(io::Error::from_raw_os_error(rc)),
     }
-    // Some file systems cannot preallocate; a sparse file reads back as zeros all the same.
-    file.set_len(len)
 }
 
 /// Append `len` zero bytes at the file's cursor (a new file: from 0), 64 KiB per `writev` of
@@ -96,6 +173,7 @@ pub(crate) fn fill_zeros(file: &File, len: u64) -> io::Result<()> {
         let slices: Vec<IoSlice<'_>> = (0..want.div_ceil(zeros.len()))
             .map(|i| IoSlice::new(&zeros[..(want - i * zeros.len()).min(zeros.len())]))
             .collect();
+        inject::check(inject::Op::Write)?;
         match f.write_vectored(&slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => left -= n as u64,
@@ -152,6 +230,61 @@ pub(crate) fn read_nonzero_prefix(file: &File) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
     file.read_exact_at(&mut buf, 0)?;
     Ok(buf)
+}
+
+/// Errors injected into this module's operations, for tests of the storage's failure paths.
+/// Per thread, so tests running at once do not see each other's; the spare's filler thread
+/// sees none.
+pub(crate) mod inject {
+    /// An operation errors can be injected into.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) enum Op {
+        /// Creating a file ([`super::create_file`]).
+        Create,
+        /// Preallocating one ([`super::preallocate`]).
+        Allocate,
+        /// Writing ([`super::write_at`], [`super::fill_zeros`], [`super::write_atomic`]).
+        Write,
+        /// fdatasync ([`super::sync_data`]).
+        Sync,
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        static NEXT: std::cell::RefCell<Vec<(Op, i32, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Make the next `times` calls of `op` on this thread fail with `errno`.
+    #[cfg(test)]
+    pub(crate) fn fail(op: Op, errno: i32, times: u32) {
+        NEXT.with(|n| n.borrow_mut().push((op, errno, times)));
+    }
+
+    /// Forget every injected error of this thread.
+    #[cfg(test)]
+    pub(crate) fn clear() {
+        NEXT.with(|n| n.borrow_mut().clear());
+    }
+
+    /// The injected error for `op`, if one is due.
+    #[cfg(test)]
+    pub(crate) fn check(op: Op) -> std::io::Result<()> {
+        NEXT.with(|n| {
+            let mut n = n.borrow_mut();
+            let Some(i) = n.iter().position(|(o, _, t)| *o == op && *t > 0) else {
+                return Ok(());
+            };
+            n[i].2 -= 1;
+            Err(std::io::Error::from_raw_os_error(n[i].1))
+        })
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(crate) fn check(_op: Op) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

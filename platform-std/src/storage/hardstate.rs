@@ -12,7 +12,6 @@
 //! `shoal-inspect verify` reports the slot. Two damaged slots are corruption.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use shoal_core::record;
@@ -210,8 +209,7 @@ impl HardStateStore {
         let slot = 1 - self.durable_slot;
         self.seq += 1;
         let bytes = encode_slot(self.seq, hs);
-        self.file
-            .write_all_at(&bytes, (slot * HS_SLOT_BYTES) as u64)?;
+        fsutil::write_at(&self.file, &bytes, (slot * HS_SLOT_BYTES) as u64)?;
         self.unsynced = Some(slot);
         Ok(())
     }
@@ -225,7 +223,7 @@ impl HardStateStore {
     /// fdatasync the file if a write is pending.
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         if let Some(slot) = self.unsynced {
-            self.file.sync_data()?;
+            fsutil::sync_data(&self.file, true)?;
             self.durable_slot = slot;
             self.unsynced = None;
         }

@@ -52,17 +52,22 @@ mod error;
 mod fsutil;
 mod hardstate;
 mod identity;
+mod ioerr;
 mod lock;
 pub mod scan;
 mod seglog;
 mod segment;
 mod snapshot;
+pub mod space;
 mod syncer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_refusals;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use shoal_core::entry::EntryRef;
@@ -77,6 +82,7 @@ use self::hardstate::HardStateStore;
 pub use self::seglog::BackgroundSync;
 use self::seglog::{Log, LogConfig};
 use self::snapshot::Snapshots;
+use self::space::{Space, SpaceLimits};
 use self::syncer::Syncer;
 
 /// When `sync` makes writes durable.
@@ -123,6 +129,9 @@ pub struct StorageOptions {
     /// segment flush data only. Default true; turn it off where every byte written counts more
     /// than fdatasync latency (an SD card's wear), or with fsync `never`, where it is skipped.
     pub prefill_segments: bool,
+    /// The data dir's space limits (reserve, quota; see [`space`]). A [`DataDir`] applies the
+    /// limits of the first group it opens to all of them.
+    pub space: SpaceLimits,
 }
 
 impl Default for StorageOptions {
@@ -135,6 +144,7 @@ impl Default for StorageOptions {
             keep_snapshots: 2,
             compact_delay: Duration::ZERO,
             prefill_segments: true,
+            space: SpaceLimits::default(),
         }
     }
 }
@@ -178,6 +188,8 @@ pub struct DataDir {
     path: PathBuf,
     identity: Identity,
     _lock: std::sync::Arc<DirLock>,
+    /// The space policy every group of the dir shares, made by the first `open_group`.
+    space: Arc<OnceLock<Arc<Space>>>,
 }
 
 impl DataDir {
@@ -208,6 +220,7 @@ impl DataDir {
             path: path.to_path_buf(),
             identity,
             _lock: lock,
+            space: Arc::default(),
         })
     }
 
@@ -229,6 +242,7 @@ impl DataDir {
             path: path.to_path_buf(),
             identity,
             _lock: lock,
+            space: Arc::default(),
         })
     }
 
@@ -248,7 +262,16 @@ impl DataDir {
         group: GroupId,
         opts: &StorageOptions,
     ) -> Result<FileStorage, OpenError> {
-        FileStorage::open(&self.path, group, opts)
+        let space = self
+            .space
+            .get_or_init(|| Space::new(&self.path, opts.space))
+            .clone();
+        FileStorage::open_in(&self.path, group, opts, space)
+    }
+
+    /// The space policy its groups share (`None` before the first group was opened).
+    pub fn space(&self) -> Option<&Arc<Space>> {
+        self.space.get()
     }
 }
 
@@ -265,6 +288,7 @@ pub struct FileStorage {
     log: Log,
     snaps: Snapshots,
     syncer: Option<Syncer>,
+    space: Arc<Space>,
     /// An IO error left the files in an unknown state: refuse further writes.
     poisoned: bool,
     /// Dropped by a simulated power cut: do not flush on drop.
@@ -289,18 +313,28 @@ impl FileStorage {
     /// snapshots are deleted, a torn log tail is cut, an interrupted truncation or snapshot
     /// install is completed, and any other damage is refused with [`OpenError::Corrupt`].
     ///
-    /// This does not check the data dir's identity; use [`DataDir`] for that.
+    /// This does not check the data dir's identity; use [`DataDir`] for that. The storage has
+    /// a space policy of its own ([`DataDir::open_group`] shares one between groups).
     pub fn open(
         data_dir: &Path,
         group: GroupId,
         opts: &StorageOptions,
+    ) -> Result<FileStorage, OpenError> {
+        Self::open_in(data_dir, group, opts, Space::new(data_dir, opts.space))
+    }
+
+    fn open_in(
+        data_dir: &Path,
+        group: GroupId,
+        opts: &StorageOptions,
+        space: Arc<Space>,
     ) -> Result<FileStorage, OpenError> {
         opts.validate()?;
         let sync = opts.fsync != FsyncMode::Never;
         let gdir = group_dir(data_dir, group);
         fsutil::ensure_dir(&gdir, sync).map_err(|e| OpenError::io(&gdir, "create", e))?;
         let (hs, hard_state) = HardStateStore::open(&gdir, data_dir, sync)?;
-        let snaps = Snapshots::open(&gdir.join("snap"), opts.keep_snapshots, sync)?;
+        let snaps = Snapshots::open(&gdir.join("snap"), opts.keep_snapshots, sync, space.clone())?;
         let (snap_index, snap_term) = snaps.current().map_or((0, 0), |m| (m.index, m.term));
         let cfg = LogConfig {
             group,
@@ -310,7 +344,13 @@ impl FileStorage {
             compact_delay: opts.compact_delay,
             prefill: opts.prefill_segments,
         };
-        let mut log = Log::open(data_dir, &gdir.join("log"), cfg, snap_index + 1)?;
+        let mut log = Log::open(
+            data_dir,
+            &gdir.join("log"),
+            cfg,
+            space.clone(),
+            snap_index + 1,
+        )?;
         let first = log.first_index();
         if first > snap_index + 1 {
             return Err(OpenError::corrupt(
@@ -335,13 +375,7 @@ impl FileStorage {
                 gdir.display(),
                 snap_index
             );
-            log.reset(snap_index + 1).map_err(|_| {
-                OpenError::io(
-                    &log.dir,
-                    "reset the log in",
-                    std::io::Error::other("see the log for the cause"),
-                )
-            })?;
+            log.reset_at_open(snap_index + 1)?;
         }
         let syncer = match opts.fsync {
             FsyncMode::Async => Some(
@@ -360,6 +394,7 @@ impl FileStorage {
             log,
             snaps,
             syncer,
+            space,
             poisoned: false,
             crashed: false,
         })
@@ -383,6 +418,11 @@ impl FileStorage {
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.log.segs.len()
+    }
+
+    /// The data dir's space policy this storage follows.
+    pub fn space(&self) -> &Arc<Space> {
+        &self.space
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {
@@ -413,10 +453,9 @@ impl FileStorage {
         if !self.hs_dirty {
             return Ok(());
         }
-        self.hs.write(&self.hard_state).map_err(|e| {
-            ::log::error!("write {}: {}", self.hs.path.display(), e);
-            StorageError::Io
-        })?;
+        if let Err(e) = self.hs.write(&self.hard_state) {
+            return Err(ioerr::refused(&self.space, 0, &self.hs.path, "write", e));
+        }
         self.hs_dirty = false;
         Ok(())
     }
@@ -438,10 +477,9 @@ impl FileStorage {
     }
 
     fn sync_hard_state(&mut self) -> Result<(), StorageError> {
-        self.hs.sync().map_err(|e| {
-            ::log::error!("fdatasync {}: {}", self.hs.path.display(), e);
-            StorageError::Io
-        })?;
+        self.hs
+            .sync()
+            .map_err(|e| ioerr::fatal(&self.hs.path, "fdatasync", e))?;
         self.hs_durable = self.hard_state;
         Ok(())
     }
@@ -598,8 +636,14 @@ impl Storage for FileStorage {
     }
 
     fn snapshot_finish(&mut self) -> Result<(), StorageError> {
-        self.guard(|s| {
+        let finished = self.guard(|s| {
             let meta = s.snaps.incoming_meta()?;
+            // The log lacks the snapshot's last entry: it belongs to another history, and is
+            // replaced by a segment made now, while a refusal still changes nothing.
+            let replace = match s.log.term(meta.index) != Some(meta.term) {
+                true => Some(s.log.prepare_replacement(meta.index + 1)?),
+                false => None,
+            };
             // The log on disk must agree with what the snapshot keeps of it.
             s.log.sync_now()?;
             s.write_hard_state()?;
@@ -607,12 +651,16 @@ impl Storage for FileStorage {
                 s.sync_hard_state()?;
             }
             s.snaps.finish()?;
-            if s.log.term(meta.index) != Some(meta.term) {
-                // The log lacks the snapshot's last entry: it belongs to another history.
-                s.log.reset(meta.index + 1)?;
+            match replace {
+                Some(with) => s.log.reset(with),
+                None => Ok(()),
             }
-            Ok(())
-        })
+        });
+        if finished.is_err() {
+            // Refused (or failed) before it became current: discarded whole (rule 9).
+            self.snaps.abandon_incoming();
+        }
+        finished
     }
 
     fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
@@ -631,6 +679,13 @@ pub(crate) struct CrashImage {
 
 #[cfg(test)]
 impl FileStorage {
+    /// Bytes left in the segment being written (tests).
+    pub(crate) fn active_segment_room(&self) -> u64 {
+        self.opts
+            .segment_bytes
+            .saturating_sub(self.log.active_end())
+    }
+
     /// Cut the power: hand the write buffer to the OS without syncing, forget the snapshot
     /// being written (its temp file stays) and stop without flushing. The caller then decides
     /// what of the unsynced bytes survives, using the returned image.

@@ -5,18 +5,26 @@
 //! Temp files found at open are partial snapshots and are deleted. Each finished file carries an
 //! install sequence number; the highest one is current. The newest `keep_snapshots` files are
 //! kept, older ones deleted.
+//!
+//! A snapshot the file system refuses before it is renamed into place (full, out of
+//! descriptors) is discarded whole, its temp file removed to give the space back; the next
+//! one starts again with `begin`. Snapshots are not held to the space reserve or quota: taking
+//! one is how a full log frees space.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use shoal_core::record;
 use shoal_core::storage::StorageError;
 use shoal_core::types::{LogIndex, SnapshotMeta, Term};
 
 use super::error::OpenError;
-use super::fsutil;
+use super::fsutil::{self, DirHandle};
+use super::ioerr;
+use super::space::Space;
 
 /// Magic bytes at the start of a snapshot metadata body.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSNP";
@@ -192,7 +200,9 @@ struct Incoming {
 
 /// The snapshots of one group.
 pub(crate) struct Snapshots {
-    dir: PathBuf,
+    /// The snapshot dir, kept open to fsync its entries without a new descriptor.
+    dir: DirHandle,
+    space: Arc<Space>,
     keep: usize,
     sync: bool,
     /// Finished files, oldest install first; the last is current.
@@ -202,14 +212,14 @@ pub(crate) struct Snapshots {
     incoming: Option<Incoming>,
 }
 
-fn io_err(path: &Path, what: &str, e: std::io::Error) -> StorageError {
-    log::error!("{} {}: {}", what, path.display(), e);
-    StorageError::Io
-}
-
 impl Snapshots {
     /// Open the snapshot dir: delete partial snapshots, check the current one whole.
-    pub(crate) fn open(snap_dir: &Path, keep: usize, sync: bool) -> Result<Snapshots, OpenError> {
+    pub(crate) fn open(
+        snap_dir: &Path,
+        keep: usize,
+        sync: bool,
+        space: Arc<Space>,
+    ) -> Result<Snapshots, OpenError> {
         fsutil::ensure_dir(snap_dir, sync).map_err(|e| OpenError::io(snap_dir, "create", e))?;
         let entries = fs::read_dir(snap_dir).map_err(|e| OpenError::io(snap_dir, "list", e))?;
         for ent in entries {
@@ -228,8 +238,10 @@ impl Snapshots {
             }
             None => None,
         };
+        let dir = DirHandle::open(snap_dir).map_err(|e| OpenError::io(snap_dir, "open", e))?;
         Ok(Snapshots {
-            dir: snap_dir.to_path_buf(),
+            dir,
+            space,
             keep: keep.max(1),
             sync,
             all,
@@ -243,30 +255,36 @@ impl Snapshots {
         self.all.last().map(|i| &i.meta)
     }
 
+    /// A refusal of a snapshot's file before it is in place: discard the snapshot.
+    fn refused(&mut self, path: &Path, what: &str, e: std::io::Error) -> StorageError {
+        self.abandon_incoming();
+        ioerr::refused(&self.space, 0, path, what, e)
+    }
+
     pub(crate) fn begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         self.abandon_incoming();
-        let path = self.dir.join(snapshot_name(meta.index, meta.term));
+        let path = self.dir.path().join(snapshot_name(meta.index, meta.term));
         let tmp = fsutil::tmp_path(&path);
         let install_seq = self.all.last().map_or(1, |i| i.install_seq + 1);
         let header = encode_meta(meta, install_seq)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| io_err(&tmp, "create", e))?;
-        let mut out = BufWriter::with_capacity(256 << 10, file);
-        out.write_all(&header)
-            .map_err(|e| io_err(&tmp, "write", e))?;
+        // Read and write: once renamed into place, the same descriptor serves its reads.
+        let file = match fsutil::create_file(&tmp) {
+            Ok(f) => f,
+            Err(e) => return Err(ioerr::refused(&self.space, 0, &tmp, "create", e)),
+        };
         self.incoming = Some(Incoming {
             meta: meta.clone(),
             install_seq,
-            tmp,
+            tmp: tmp.clone(),
             path,
-            out,
+            out: BufWriter::with_capacity(256 << 10, file),
             written: 0,
             digest: SNAP_CRC.digest(),
         });
+        let inc = self.incoming.as_mut().expect("just set");
+        if let Err(e) = inc.out.write_all(&header) {
+            return Err(self.refused(&tmp, "write", e));
+        }
         Ok(())
     }
 
@@ -275,9 +293,12 @@ impl Snapshots {
         if offset != inc.written || offset + data.len() as u64 > inc.meta.size_bytes {
             return Err(StorageError::SnapshotState);
         }
-        inc.out
-            .write_all(data)
-            .map_err(|e| io_err(&inc.tmp, "write", e))?;
+        if let Err(e) =
+            fsutil::inject::check(fsutil::inject::Op::Write).and_then(|()| inc.out.write_all(data))
+        {
+            let tmp = inc.tmp.clone();
+            return Err(self.refused(&tmp, "write", e));
+        }
         inc.digest.update(data);
         inc.written += data.len() as u64;
         Ok(())
@@ -292,7 +313,8 @@ impl Snapshots {
         Ok(inc.meta.clone())
     }
 
-    /// Make the incoming snapshot durable and current (rename), then apply retention.
+    /// Make the incoming snapshot durable and current (rename), then apply retention. Refused
+    /// before the rename, the snapshot is discarded; any failure after it is fatal.
     pub(crate) fn finish(&mut self) -> Result<(), StorageError> {
         self.incoming_meta()?;
         let Some(inc) = self.incoming.take() else {
@@ -315,16 +337,22 @@ impl Snapshots {
             let _ = fs::remove_file(&tmp);
             return Err(StorageError::Corrupt { location: 0 });
         }
-        let file = out
-            .into_inner()
-            .map_err(|e| io_err(&tmp, "write", e.into_error()))?;
-        if self.sync {
-            file.sync_data().map_err(|e| io_err(&tmp, "fdatasync", e))?;
-        }
-        drop(file);
-        fs::rename(&tmp, &path).map_err(|e| io_err(&path, "rename into", e))?;
-        fsutil::fsync_dir(&self.dir, self.sync).map_err(|e| io_err(&self.dir, "sync", e))?;
-        let current_file = File::open(&path).map_err(|e| io_err(&path, "open", e))?;
+        let placed = (|| {
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            fsutil::sync_data(&file, self.sync)?;
+            fs::rename(&tmp, &path)?;
+            Ok(file)
+        })();
+        let file = match placed {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(ioerr::refused(&self.space, 0, &tmp, "write", e));
+            }
+        };
+        self.dir
+            .sync(self.sync)
+            .map_err(|e| ioerr::fatal(self.dir.path(), "sync", e))?;
         let data_offset = encode_meta(&meta, install_seq)?.len() as u64;
         self.all.retain(|i| i.path != path);
         self.all.push(SnapshotInfo {
@@ -333,7 +361,7 @@ impl Snapshots {
             install_seq,
             data_offset,
         });
-        self.current_file = Some(current_file);
+        self.current_file = Some(file);
         self.retain();
         Ok(())
     }
@@ -358,7 +386,7 @@ impl Snapshots {
         }
         let n = (info.meta.size_bytes - offset).min(buf.len() as u64) as usize;
         file.read_exact_at(&mut buf[..n], info.data_offset + offset)
-            .map_err(|e| io_err(&info.path, "read", e))?;
+            .map_err(|e| ioerr::fatal(&info.path, "read", e))?;
         Ok(n)
     }
 

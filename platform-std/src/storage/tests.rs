@@ -32,6 +32,11 @@ fn test_options(fsync: FsyncMode) -> StorageOptions {
         // Segment boundaries must not depend on when a filler thread finishes; the spare's own
         // test turns it on.
         prefill_segments: false,
+        // Whatever the disk of the machine running the tests has free.
+        space: space::SpaceLimits {
+            reserve_bytes: 0,
+            ..Default::default()
+        },
     }
 }
 
@@ -447,7 +452,9 @@ fn interrupted_snapshot_install_is_completed_at_open() {
     drop(s);
     // The snapshot was renamed into place but the log (of another history) not yet emptied.
     let meta = snapshot_meta(12, 2, b"state");
-    let mut snaps = snapshot::Snapshots::open(&scan::snap_dir(&gdir), 2, true).expect("snaps");
+    let space = space::Space::new(root.path(), opts.space);
+    let mut snaps =
+        snapshot::Snapshots::open(&scan::snap_dir(&gdir), 2, true, space).expect("snaps");
     snaps.begin(&meta).expect("begin");
     snaps.write(0, b"state").expect("write");
     snaps.finish().expect("finish");
@@ -603,7 +610,7 @@ fn hard_state_survives_a_crash_mid_update() {
 // ---------------------------------------------------------------------------------------------
 // Snapshots and compaction.
 
-fn snapshot_meta(index: LogIndex, term: u64, data: &[u8]) -> SnapshotMeta {
+pub(super) fn snapshot_meta(index: LogIndex, term: u64, data: &[u8]) -> SnapshotMeta {
     SnapshotMeta {
         index,
         term,

@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use shoal_client::protocol::{
-    self, ReadMode, Request, RequestFrame, Response, ResponseFrame, StatusInfo, WriteOp,
-    PROTOCOL_VERSION,
+    self, HealthInfo, ReadMode, Request, RequestFrame, Response, ResponseFrame, StatusInfo,
+    WriteOp, PROTOCOL_VERSION,
 };
 use shoal_kv::WriteResult;
 
@@ -150,6 +150,19 @@ pub fn write(addrs: &[impl AsRef<str>], group: u32, client_id: u64, seq: u64, op
     }
 }
 
+/// The request that puts `key = value` in session `(client_id, seq)`, for a test that wants
+/// to see the answer whatever it is (a refusal included).
+pub fn put_request(client_id: u64, seq: u64, key: &str, value: &[u8]) -> Request {
+    Request::Write {
+        client_id,
+        seq,
+        op: WriteOp::Put {
+            key: key.into(),
+            value: value.to_vec(),
+        },
+    }
+}
+
 /// Put `key = value` in session `(client_id, seq)` through any of `addrs`.
 pub fn put(
     addrs: &[impl AsRef<str>],
@@ -194,6 +207,14 @@ pub fn get(addrs: &[impl AsRef<str>], group: u32, key: &str, mode: ReadMode) -> 
 pub fn status(addr: &str, group: u32) -> Option<StatusInfo> {
     match call(addr, group, Request::Status)? {
         Response::Status(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The node's health (`Request::Health`), if it answers.
+pub fn health(addr: &str) -> Option<HealthInfo> {
+    match call(addr, 0, Request::Health)? {
+        Response::Health(h) => Some(h),
         _ => None,
     }
 }

@@ -16,14 +16,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use shoal_client::protocol::{ReadMode, Request, Response, StatusInfo, WriteOp};
+use shoal_client::protocol::{HealthInfo, ReadMode, Request, Response, StatusInfo, WriteOp};
 use tempfile::TempDir;
 
 use crate::bins::bin;
 use crate::cli::{shoalctl, Output};
 use crate::client;
+use crate::disk::Tmpfs;
 use crate::ports::free_addr;
-use crate::proc::Proc;
+use crate::proc::{limit_open_files, Proc};
 
 /// Which nodes a [`Cluster`] has and the flags each `shoald` gets.
 #[derive(Clone, Debug)]
@@ -170,6 +171,7 @@ impl ClusterBuilder {
                 admin: free_addr(),
                 dir: root.path().join(format!("n{id}")),
                 args: Vec::new(),
+                max_open_files: None,
                 proc: None,
                 runs: 0,
                 up: false,
@@ -181,6 +183,7 @@ impl ClusterBuilder {
             voters: self.voters,
             flags: self.flags,
             shoald,
+            mounts: Vec::new(),
             root: Some(root),
             key_file,
         }
@@ -201,6 +204,8 @@ pub struct Node {
     pub dir: PathBuf,
     /// Flags only this node gets, after the cluster's.
     pub args: Vec<String>,
+    /// Most open file descriptors its process may have (`RLIMIT_NOFILE`; `None`: the test's).
+    pub max_open_files: Option<u64>,
     proc: Option<Proc>,
     runs: u32,
     up: bool,
@@ -285,6 +290,8 @@ pub struct Cluster {
     voters: Vec<u64>,
     flags: Flags,
     shoald: PathBuf,
+    // Unmounted after every process is dead, before the dirs go.
+    mounts: Vec<(u64, Tmpfs)>,
     root: Option<TempDir>,
     key_file: Option<PathBuf>,
 }
@@ -345,6 +352,31 @@ impl Cluster {
             .iter()
             .find(|n| n.id == id)
             .unwrap_or_else(|| panic!("the cluster has no node {id}"))
+    }
+
+    /// Put node `id`'s data dir on a tmpfs of `bytes` of its own (mounted now, before the
+    /// node first starts); see [`Cluster::tmpfs`].
+    ///
+    /// # Panics
+    /// When the tmpfs cannot be mounted (the test needs root).
+    pub fn on_tmpfs(&mut self, id: u64, bytes: u64) -> &Tmpfs {
+        assert!(
+            self.node(id).runs == 0,
+            "node {id} already ran on its own data dir"
+        );
+        let fs = Tmpfs::mount(&self.root().join(format!("n{id}-fs")), bytes);
+        self.node_mut(id).dir = fs.path().join("data");
+        self.mounts.push((id, fs));
+        self.tmpfs(id)
+    }
+
+    /// The tmpfs holding node `id`'s data dir ([`Cluster::on_tmpfs`]).
+    pub fn tmpfs(&self, id: u64) -> &Tmpfs {
+        self.mounts
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, fs)| fs)
+            .unwrap_or_else(|| panic!("node {id}'s data dir is not on a tmpfs of its own"))
     }
 
     /// Node `id`, to change before it starts.
@@ -474,6 +506,9 @@ impl Cluster {
             }
         }
         cmd.env("RUST_LOG", "info").envs(flags.env.iter().cloned());
+        if let Some(n) = node.max_open_files {
+            limit_open_files(&mut cmd, n);
+        }
         node.runs += 1;
         let log = log_dir.join(format!("n{id}-run{}.log", node.runs));
         node.proc = Some(Proc::spawn(format!("shoald node {id}"), cmd, &log));
@@ -540,6 +575,26 @@ impl Cluster {
         client::wait_leader(&nodes, group)
     }
 
+    /// Move the leadership of `group` to node `id` (a serving voter), asking whichever node
+    /// leads again until `id` reports itself leader.
+    ///
+    /// # Panics
+    /// When `id` does not lead within [`crate::WAIT`].
+    pub fn make_leader(&self, id: u64, group: u32) {
+        let what = format!("node {id} to lead group {group}");
+        crate::wait::wait_some(&what, crate::WAIT, || {
+            let leader = self.wait_leader(group);
+            if leader == id {
+                return Some(());
+            }
+            let _ = self.call(leader, group, Request::TransferLeader { to: id });
+            let led = crate::wait::poll(Duration::from_secs(2), || {
+                self.status(id, group).filter(|s| s.role == "leader")
+            });
+            led.map(|_| ())
+        })
+    }
+
     /// Wait until node `id` reports `role` (`leader`, `follower`, ...) in `group`.
     pub fn wait_role(&self, id: u64, group: u32, role: &str) {
         client::wait_role(id, &self.node(id).client, group, role)
@@ -586,6 +641,11 @@ impl Cluster {
             Response::Groups(g) => Some(g),
             _ => None,
         }
+    }
+
+    /// Node `id`'s health through the client port (`Request::Health`), if it answers.
+    pub fn health(&self, id: u64) -> Option<HealthInfo> {
+        client::health(&self.node(id).client)
     }
 
     /// `GET path` on node `id`'s admin port.

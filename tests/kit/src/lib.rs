@@ -15,6 +15,7 @@
 //! - [`client`]: a small blocking client of the client protocol, and helpers that retry on the
 //!   nodes given until one answers.
 //! - [`cli`]: `shoalctl` and `shoal-inspect` runs with a deadline and their captured output.
+//! - [`disk`]: [`Tmpfs`], a small file system to fill under a node (a full disk).
 //! - [`mock`]: an in-process stand-in for a node's client port, for client tests.
 //! - [`peer`]: a stand-in for a member on the raft port, for tests that speak the peer
 //!   protocol (handshakes, forged frames).
@@ -29,6 +30,7 @@ pub mod bins;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod disk;
 pub mod mock;
 pub mod peer;
 pub mod ports;
@@ -38,6 +40,7 @@ pub mod wait;
 pub use bins::bin;
 pub use cli::{inspect, shoalctl, Output};
 pub use cluster::{write_key_file, Cluster, ClusterBuilder, Node};
+pub use disk::Tmpfs;
 pub use ports::{dead_addr, free_addr, free_port};
 pub use proc::Proc;
 pub use wait::{poll, wait_for, wait_some, WAIT};

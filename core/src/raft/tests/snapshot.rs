@@ -65,11 +65,7 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
     let mut dropped = false;
     let mut chunks = 0;
     for _ in 0..200 {
-        c.now += 5;
-        let now = c.now;
-        for n in c.nodes.values_mut() {
-            n.tick(now).unwrap();
-        }
+        let now = c.tick_all();
         c.flush_all();
         let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
         for (from, to, fr) in frames {
@@ -104,6 +100,51 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
         c.nodes[&f].storage().snapshot_meta().unwrap().membership,
         c.nodes[&l].raft().membership().clone()
     );
+    assert_eq!(c.commands(f), c.commands(l));
+}
+
+#[test]
+fn a_snapshot_transfer_refused_half_way_for_space_starts_again_when_space_returns() {
+    let mut cfg = test_cfg();
+    cfg.snapshot_entries = 5;
+    cfg.snapshot_chunk_bytes = 16; // many chunks
+    let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
+    let l = c.elect();
+    let f = Cluster::follower_of(l);
+    c.isolate(f);
+    for i in 0..30u8 {
+        c.propose(l, &[i; 8]);
+        c.run(5);
+    }
+    c.heal();
+    // Deliver by hand; the medium fills when the second chunk arrives, for 100 ms.
+    let mut full_since = None;
+    for _ in 0..200 {
+        let now = c.tick_all();
+        c.flush_all();
+        if full_since.is_some_and(|t| now >= t + 100) {
+            c.node(f).storage_mut().fail_writes = None;
+        }
+        let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
+        for (_, to, fr) in frames {
+            let body = crate::wire::decode(&fr).unwrap().0.body;
+            if let crate::wire::Body::Raft(Message::Snapshot(Snapshot { offset, .. })) = body {
+                if to == f && offset > 0 && full_since.is_none() {
+                    full_since = Some(now);
+                    c.node(f).storage_mut().fail_writes = Some(StorageError::Full);
+                }
+            }
+            c.node(to)
+                .handle_frame(now, &fr)
+                .expect("a refused chunk never stops the node");
+        }
+    }
+    assert!(
+        full_since.is_some(),
+        "the medium filled during the transfer"
+    );
+    assert!(c.nodes[&f].stats().faults.get(Fault::StorageFull) > 0);
+    assert_eq!(c.nodes[&f].raft().stats().snapshots_installed, 1);
     assert_eq!(c.commands(f), c.commands(l));
 }
 

@@ -230,6 +230,7 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
         fsync.count.load(Ordering::Relaxed)
     );
     admin_metrics(&mut s, admin);
+    super::disk_metrics::render(&mut s, v);
     s
 }
 

@@ -2,17 +2,21 @@
 //! `/metrics` (Prometheus text). It reads a view the raft thread publishes every 100 ms and the
 //! fsync histogram; it never touches a group.
 
+mod disk_metrics;
 pub mod http;
 mod metrics;
 
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use shoal_client::protocol::HealthInfo;
 use shoal_core::driver::NodeStats;
 use shoal_core::raft::RaftStats;
 use shoal_core::{GroupId, LogIndex, NodeId, Term};
 
+use super::accept::AcceptView;
 use super::timed::Histogram;
+use crate::storage::space::SpaceStats;
 pub use http::{AdminCounters, AdminLimits, Answer, Routes};
 
 /// One peer in `/status`.
@@ -80,6 +84,14 @@ pub struct AdminView {
     pub sealed_links: (u64, u64),
     /// The cluster's records as this node acts on them.
     pub records: RecordsView,
+    /// Whether the node can vouch for its groups, and why not (`None` until first published).
+    pub health: Option<HealthInfo>,
+    /// The data dir's space: the alarm, free and used bytes, limits and refusals.
+    pub space: Option<SpaceStats>,
+    /// The client port's failed accepts.
+    pub accept: AcceptView,
+    /// The log's disk limits in force.
+    pub disk: DiskView,
 }
 
 /// What this node did about the cluster's records (group definitions).
@@ -92,6 +104,15 @@ pub struct RecordsView {
     pub group_dirs_freed: u64,
     /// Group handshakes refused, by this node or by a peer.
     pub group_handshake_refusals: u64,
+}
+
+/// The log's disk limits in force (`/status`, `/metrics`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct DiskView {
+    /// Size of each log segment (`--segment-mb`).
+    pub segment_bytes: u64,
+    /// Wait after a refused snapshot (`--snapshot-retry-interval`), in milliseconds.
+    pub snapshot_retry_ms: u64,
 }
 
 /// The client side of the node.
@@ -156,25 +177,33 @@ pub fn serve(
     http::serve(listener, routes, limits, counters)
 }
 
+/// `/health`: 200 when the node can vouch for every group it hosts and no alarm is raised,
+/// else 503; either way the JSON names each group's state and every reason.
 fn health(v: &AdminView) -> Answer {
-    let leaderless: Vec<GroupId> = v
-        .groups
-        .iter()
-        .filter(|g| g.leader == 0)
-        .map(|g| g.group)
-        .collect();
-    let ok = v.running && !v.groups.is_empty() && leaderless.is_empty();
-    let body = serde_json::json!({
-        "status": if ok { "ok" } else { "unavailable" },
-        "node_id": v.node_id,
-        "running": v.running,
-        "groups": v.groups.len(),
-        "groups_without_leader": leaderless,
-    })
-    .to_string();
+    let (ok, body) = match &v.health {
+        Some(h) => (
+            h.healthy,
+            serde_json::json!({
+                "status": if h.healthy { "ok" } else { "unavailable" },
+                "node_id": h.node_id,
+                "running": h.running,
+                "groups": h.groups,
+                "alarms": h.alarms,
+                "reasons": h.reasons(),
+            }),
+        ),
+        None => (
+            false,
+            serde_json::json!({
+                "status": "unavailable",
+                "node_id": v.node_id,
+                "reasons": ["starting: no health published yet"],
+            }),
+        ),
+    };
     Answer {
         status: if ok { 200 } else { 503 },
         content_type: "application/json",
-        body,
+        body: body.to_string(),
     }
 }

@@ -234,7 +234,10 @@ pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
         if let Ok(bytes) = encode_command(&Command::expire(wall), 64) {
             match g.node.propose(now, &bytes) {
                 Ok((index, _)) => g.expire_index = index,
-                Err(e) => log::debug!("group {}: expiry not proposed: {e}", g.id),
+                Err(e) => {
+                    stop_on_fatal(g.id, &e);
+                    log::debug!("group {}: expiry not proposed: {e}", g.id)
+                }
             }
         }
     }

@@ -35,18 +35,22 @@ use shoal_kv::{in_subtree, Command, EventKind, Keys, KvError, NodeView, Op, Pair
 
 mod greet;
 mod group;
+mod health;
 mod members;
 mod requests;
 mod system;
 
 use greet::*;
 use group::*;
+use health::*;
 use members::*;
+pub use requests::role_name;
 use requests::*;
 use system::*;
 
+use super::accept::AcceptBackoff;
 use super::addrbook::AddrBook;
-use super::admin::{AdminView, GroupView, PeerView, RecordsView};
+use super::admin::{AdminView, DiskView, GroupView, PeerView, RecordsView};
 use super::clients::{self, ClientInput, Hub, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
 use super::kvsm::{GroupOutput, KvSm, MemberAddr};
@@ -102,6 +106,8 @@ pub struct RaftLoop {
     sys: Records,
     /// Peers that passed the group handshake, per group ([`greet`]).
     greetings: Greetings,
+    /// The client port's pause after a failed accept, and its counters.
+    accept: Rc<AcceptBackoff>,
 }
 
 fn wall_ms() -> u64 {
@@ -124,6 +130,7 @@ impl RaftLoop {
         stopping: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<RaftLoop, String> {
         let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone())?;
+        let accept_backoff_max = cfg.accept_backoff_max;
         let mut me = RaftLoop {
             sync_jobs,
             synced,
@@ -144,6 +151,7 @@ impl RaftLoop {
             peer_faults: FaultLog::new(),
             sys: Records::default(),
             greetings: Greetings::default(),
+            accept: AcceptBackoff::new(accept_backoff_max),
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
@@ -197,6 +205,8 @@ impl RaftLoop {
             keep_snapshots: self.cfg.keep_snapshots,
             compact_delay: self.cfg.compact_delay,
             prefill_segments: self.cfg.prefill_segments,
+            segment_bytes: self.cfg.segment_bytes,
+            space: self.cfg.space,
             ..StorageOptions::default()
         };
         let store = self.data.open_group(g, &opts).map_err(|e| e.to_string())?;
@@ -274,8 +284,14 @@ impl RaftLoop {
     /// exit code.
     pub fn run(mut self, clients: Async<std::net::TcpListener>) -> i32 {
         let ex = Rc::new(LocalExecutor::new());
-        ex.spawn(clients::accept_loop(self.hub.clone(), ex.clone(), clients))
-            .detach();
+        let accept = self.accept.clone();
+        ex.spawn(clients::accept_loop(
+            self.hub.clone(),
+            ex.clone(),
+            clients,
+            accept,
+        ))
+        .detach();
         async_io::block_on(self.serve(&ex))
     }
 
@@ -560,7 +576,12 @@ impl RaftLoop {
                 let snap = dir_bytes(&g.dir.join("snap"));
                 self.sizes.insert(g.id, (log, snap));
             }
+            // A raised space alarm clears here once space returns, writes or not.
+            if let Some(space) = self.data.space() {
+                space.recheck();
+            }
         }
+        let health = self.health();
         let node_id = self.cfg.node_id;
         let groups = self
             .groups
@@ -611,5 +632,12 @@ impl RaftLoop {
             use std::sync::atomic::Ordering::Relaxed;
             v.sealed_links = (seal.opened.load(Relaxed), seal.refused.load(Relaxed));
         }
+        v.health = Some(health);
+        v.space = self.data.space().map(|s| s.stats());
+        v.accept = self.accept.view();
+        v.disk = DiskView {
+            segment_bytes: self.cfg.segment_bytes,
+            snapshot_retry_ms: self.cfg.raft.snapshot_retry_ms,
+        };
     }
 }

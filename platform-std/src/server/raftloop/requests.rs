@@ -219,6 +219,10 @@ impl RaftLoop {
                 self.group_remove(gid, reply);
                 return;
             }
+            Request::Health => {
+                reply.send(Response::Health(self.health()));
+                return;
+            }
             _ => {}
         }
         let now = self.now_ms();
@@ -294,13 +298,18 @@ impl RaftLoop {
                         log::error!("group {}: fatal: snapshot: {e}; stopping", g.id);
                         std::process::exit(1);
                     }
+                    Err(NodeError::Storage(s)) => reply.send(
+                        storage_refusal(node_id, s)
+                            .unwrap_or_else(|| error(ErrorCode::Internal, s.to_string())),
+                    ),
                     Err(e) => reply.send(error(ErrorCode::Internal, format!("snapshot: {e}"))),
                 };
             }
             Request::GroupList
             | Request::GroupCreate { .. }
             | Request::GroupCreatePerNode { .. }
-            | Request::GroupRemove => {
+            | Request::GroupRemove
+            | Request::Health => {
                 unreachable!("handled above")
             }
         }
@@ -320,6 +329,7 @@ pub(super) fn not_leader(g: &Group) -> Response {
 }
 
 pub(super) fn propose_error(g: &Group, e: ProposeError) -> Response {
+    stop_on_fatal(g.id, &e);
     match e {
         ProposeError::NotLeader { .. } => not_leader(g),
         ProposeError::TransferInProgress | ProposeError::Busy => unavailable(&e.to_string()),
@@ -327,7 +337,8 @@ pub(super) fn propose_error(g: &Group, e: ProposeError) -> Response {
         ProposeError::ConfigChangeInProgress | ProposeError::BadMembership(_) => {
             error(ErrorCode::Conflict, e.to_string())
         }
-        ProposeError::Storage(_) => error(ErrorCode::Internal, e.to_string()),
+        ProposeError::Storage(s) => storage_refusal(g.node.config().node_id, s)
+            .unwrap_or_else(|| error(ErrorCode::Internal, e.to_string())),
     }
 }
 

@@ -1,0 +1,57 @@
+//! The node's health and disk space as the raft thread sees them: the verdict `/health` and
+//! `Request::Health` answer with, and what a refused write says.
+
+use super::*;
+use crate::server::health;
+use shoal_client::protocol::HealthInfo;
+use shoal_core::storage::StorageError;
+
+impl RaftLoop {
+    /// Whether this node can vouch for every group it hosts, and why not.
+    pub(super) fn health(&self) -> HealthInfo {
+        let now = self.now_ms();
+        let groups = self
+            .groups
+            .values()
+            .map(|g| health::group_health(g.id, g.node.raft(), now))
+            .collect();
+        let space = self.data.space().map(|s| s.stats());
+        health::verdict(
+            self.cfg.node_id,
+            !self.draining,
+            groups,
+            health::alarms(space.as_ref()),
+        )
+    }
+}
+
+/// The answer to a write the storage refused, or `None` when the refusal is fatal (the
+/// failure policy then stops the node).
+pub(super) fn storage_refusal(node_id: NodeId, e: StorageError) -> Option<Response> {
+    match e {
+        StorageError::Full => Some(error(
+            ErrorCode::NoSpace,
+            format!(
+                "node {node_id} refused the write: its disk is full (or its data dir at its \
+                 quota), and nothing of the write was applied; reads are still served, and \
+                 writes are taken again once space returns (see /health)"
+            ),
+        )),
+        StorageError::NoResources => Some(unavailable(&format!(
+            "node {node_id} is short of file descriptors or memory for the moment; nothing \
+             was applied; retry"
+        ))),
+        e if e.severity() != Severity::Fatal => Some(error(ErrorCode::Internal, e.to_string())),
+        _ => None,
+    }
+}
+
+/// Stop the node on a fatal storage error met outside the driver's own inputs (a proposal).
+pub(super) fn stop_on_fatal(group: GroupId, e: &ProposeError) {
+    if let ProposeError::Storage(s) = e {
+        if s.severity() == Severity::Fatal {
+            log::error!("group {group}: fatal: {e}; stopping");
+            std::process::exit(1);
+        }
+    }
+}

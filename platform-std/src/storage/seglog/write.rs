@@ -1,0 +1,242 @@
+//! Writing the log: appends through the write buffer, syncs (on this thread, in the
+//! background, or by the `async` mode's syncer), and new segments.
+//!
+//! Every write here is either done or refused with nothing changed: an append that needs a
+//! segment the space policy or the file system refuses is not appended; a write buffer the
+//! file system refuses stays buffered, to be written again at the same offset. Only a failed
+//! fdatasync is fatal.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shoal_core::entry::{self, EntryRef};
+use shoal_core::record;
+use shoal_core::storage::StorageError;
+use shoal_core::types::LogIndex;
+
+use super::super::fsutil;
+use super::super::ioerr;
+use super::super::segment::{self, HEADER_BYTES};
+use super::super::syncer::Syncer;
+use super::{Log, Segment};
+
+/// An fdatasync to run off the raft thread: the file, and the end of what was written before
+/// it started (what it makes durable).
+#[derive(Clone, Debug)]
+pub struct BackgroundSync {
+    file: Arc<File>,
+    path: PathBuf,
+    upto: u64,
+    cuts: u64,
+}
+
+impl BackgroundSync {
+    /// Run the fdatasync (on any thread). The error names the file.
+    pub fn run(&self) -> Result<(), String> {
+        fsutil::sync_data(&self.file, true)
+            .map_err(|e| format!("fdatasync {}: {e}", self.path.display()))
+    }
+}
+
+impl Log {
+    /// Append one entry (the caller checked contiguity). Refused (`Full`, `NoResources`), the
+    /// log is as it was.
+    pub(crate) fn append(&mut self, e: &EntryRef<'_>) -> Result<(), StorageError> {
+        let body_len = e.encoded_len();
+        if body_len > record::MAX_RECORD_BODY {
+            return Err(StorageError::Full);
+        }
+        let total = body_len + record::RECORD_OVERHEAD;
+        // A full buffer is written out before the entry joins it, so that a refusal of that
+        // write refuses this entry rather than leave it half-taken.
+        if self.buf.len() >= self.cfg.write_buffer_bytes {
+            self.write_out()?;
+        }
+        let active = self.active();
+        if active.count() > 0
+            && (active.end + total as u64 > self.cfg.segment_bytes
+                || (active.reserved && self.spare_is_ready()))
+        {
+            self.roll_over(e.index)?;
+        }
+        let at = self.buf.len();
+        self.buf.resize(at + total, 0);
+        let encoded = record::encode_with(&mut self.buf[at..], body_len, |dst| {
+            let n = entry::encode(e, dst).expect("the body is sized by encoded_len");
+            debug_assert_eq!(n, dst.len());
+        });
+        if encoded.is_err() {
+            self.buf.truncate(at);
+            return Err(StorageError::Full);
+        }
+        let seg = self.segs.last_mut().expect("the log always has a segment");
+        let offset = seg.end;
+        seg.push(offset, e.index, e.term);
+        seg.end += total as u64;
+        Ok(())
+    }
+
+    /// Hand the write buffer to the OS (no fdatasync). Refused, the buffer is kept whole and
+    /// the next call writes it again at the same offset.
+    pub(crate) fn write_out(&mut self) -> Result<(), StorageError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let seg = self.segs.last_mut().expect("the log always has a segment");
+        if let Err(e) = fsutil::write_at(&seg.file, &self.buf, seg.written) {
+            let need = self.cfg.segment_bytes;
+            return Err(ioerr::refused(
+                &self.space,
+                need,
+                &seg.path,
+                "write segment",
+                e,
+            ));
+        }
+        seg.written += self.buf.len() as u64;
+        debug_assert_eq!(seg.written, seg.end);
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Write the buffer and fdatasync the last segment now.
+    pub(crate) fn sync_now(&mut self) -> Result<(), StorageError> {
+        self.write_out()?;
+        if !self.cfg.sync() {
+            return Ok(());
+        }
+        let seg = self.segs.last_mut().expect("the log always has a segment");
+        if seg.durable < seg.written {
+            fsutil::sync_data(&seg.file, true)
+                .map_err(|e| ioerr::fatal(&seg.path, "fdatasync segment", e))?;
+            seg.durable = seg.written;
+        }
+        Ok(())
+    }
+
+    /// Write the buffer out and name what a background fdatasync must cover: the last segment
+    /// (every earlier one is durable whole) up to its written end. `None` if it is durable.
+    pub(crate) fn begin_background_sync(&mut self) -> Result<Option<BackgroundSync>, StorageError> {
+        self.write_out()?;
+        let seg = self.active();
+        if !self.cfg.sync() || seg.durable >= seg.written {
+            return Ok(None);
+        }
+        Ok(Some(BackgroundSync {
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            upto: seg.written,
+            cuts: self.cuts,
+        }))
+    }
+
+    /// A background fdatasync of `done` finished: record what it made durable (if its segment
+    /// is still the one being written).
+    pub(crate) fn background_synced(&mut self, done: &BackgroundSync) {
+        if done.cuts != self.cuts {
+            return;
+        }
+        let seg = self.segs.last_mut().expect("the log always has a segment");
+        if Arc::ptr_eq(&seg.file, &done.file) && seg.durable < done.upto {
+            seg.durable = done.upto.min(seg.written);
+        }
+    }
+
+    /// Write the buffer and hand the last segment to the background syncer.
+    pub(crate) fn sync_async(&mut self, syncer: &Syncer) -> Result<(), StorageError> {
+        self.write_out()?;
+        let seg = self.active();
+        syncer.request(&seg.file).map_err(|e| {
+            log::error!("{}: background fdatasync failed: {}", seg.path.display(), e);
+            StorageError::Io
+        })
+    }
+
+    /// Finish the last segment (durably) and start a new one at `next_index`. Refused, the
+    /// log is as it was (its last segment synced).
+    fn roll_over(&mut self, next_index: LogIndex) -> Result<(), StorageError> {
+        // Every segment but the last is synced whole: a torn tail can only be in the last.
+        self.sync_now()?;
+        let seg = self.create_segment(next_index)?;
+        self.segs.push(seg);
+        Ok(())
+    }
+
+    /// Create an empty segment whose header is durable before its name appears: the spare if
+    /// one is ready, else a preallocated file within the space limits. Refused, nothing is
+    /// left behind.
+    pub(super) fn create_segment(
+        &mut self,
+        first_index: LogIndex,
+    ) -> Result<Segment, StorageError> {
+        let path = self.dir_path().join(segment::segment_name(first_index));
+        let header = segment::encode_header(self.cfg.group, first_index);
+        let len = self.cfg.segment_bytes.max(HEADER_BYTES as u64);
+        let spare = match self.take_spare() {
+            // The spare being prepared holds the space a segment needs on a nearly full disk:
+            // waiting for it beats refusing the write (and raising the alarm) while there is
+            // room after all.
+            None if self.spare.is_some() && !self.space.fits(len) => self.wait_spare(),
+            ready => ready,
+        };
+        let (file, reserved) = match spare {
+            Some((spare, file)) => (self.segment_of_spare(&spare, file, &path, &header)?, false),
+            None => {
+                // No spare ready (the first segment, a burst outran the preparer, or no room
+                // for one): reserve the space instead; the segment works the same, its syncs
+                // cost more.
+                (self.reserve_segment(&path, &header)?, true)
+            }
+        };
+        self.dir
+            .sync(self.cfg.sync())
+            .map_err(|e| ioerr::fatal(self.dir.path(), "sync", e))?;
+        self.prepare_spare();
+        let mut seg = Segment::new(first_index, path, file, HEADER_BYTES as u64);
+        seg.reserved = reserved;
+        Ok(seg)
+    }
+
+    /// Turn the ready spare into the segment at `path`.
+    fn segment_of_spare(
+        &self,
+        spare: &Path,
+        file: File,
+        path: &Path,
+        header: &[u8],
+    ) -> Result<File, StorageError> {
+        let made = (|| {
+            fsutil::write_at(&file, header, 0)?;
+            fsutil::sync_data(&file, self.cfg.sync())?;
+            fs::rename(spare, path)
+        })();
+        match made {
+            Ok(()) => Ok(file),
+            Err(e) => {
+                Self::drop_spare_file(spare);
+                let need = self.cfg.segment_bytes;
+                Err(ioerr::refused(&self.space, need, path, "create segment", e))
+            }
+        }
+    }
+
+    /// Create the segment at `path` by reserving its space, within the space limits.
+    fn reserve_segment(&self, path: &Path, header: &[u8]) -> Result<File, StorageError> {
+        let bytes = self.cfg.segment_bytes.max(HEADER_BYTES as u64);
+        self.space.check_grow(bytes)?;
+        let tmp = fsutil::tmp_path(path);
+        let made = (|| {
+            let file = fsutil::create_file(&tmp)?;
+            fsutil::preallocate(&file, bytes)?;
+            fsutil::write_at(&file, header, 0)?;
+            fsutil::sync_data(&file, self.cfg.sync())?;
+            fs::rename(&tmp, path)?;
+            Ok(file)
+        })();
+        made.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            ioerr::refused(&self.space, bytes, path, "create segment", e)
+        })
+    }
+}

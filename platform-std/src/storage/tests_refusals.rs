@@ -1,0 +1,305 @@
+//! The storage's failure paths, with errors injected into its file operations
+//! ([`super::fsutil::inject`]): what the file system refuses before anything changed (full,
+//! out of descriptors) is refused with nothing changed and works when tried again, and the
+//! node is never poisoned by it; a failed fdatasync is fatal. Also the space policy: no spare
+//! under the reserve, no segment past the quota.
+
+use std::path::Path;
+
+use shoal_core::entry::EntryRef;
+use shoal_core::storage::{LogView, Storage, StorageError};
+use shoal_core::types::{EntryKind, HardState, LogIndex};
+use tempfile::TempDir;
+
+use super::fsutil::inject::{self, Op};
+use super::space::{SpaceAlarm, SpaceLimits};
+use super::*;
+
+/// Small segments; no spare unless asked; space re-measured at every check.
+fn options() -> StorageOptions {
+    StorageOptions {
+        fsync: FsyncMode::Always,
+        segment_bytes: 16 << 10,
+        write_buffer_bytes: 4 << 10,
+        prefill_segments: false,
+        space: SpaceLimits {
+            reserve_bytes: 0,
+            quota_bytes: 0,
+            recheck: Duration::ZERO,
+        },
+        ..StorageOptions::default()
+    }
+}
+
+fn entry(index: LogIndex, data: &[u8]) -> EntryRef<'_> {
+    EntryRef {
+        index,
+        term: 1,
+        kind: EntryKind::Normal,
+        data,
+    }
+}
+
+/// Append 1 KiB entries from `lo` until the segment being written has no room for one more;
+/// the index of the entry that will need a new segment.
+fn up_to_roll_over(s: &mut FileStorage, lo: LogIndex) -> LogIndex {
+    let data = [7u8; 1024];
+    let segs = s.segment_count();
+    let mut i = lo;
+    // An entry's record is 1024 bytes of data plus its header and the record's framing.
+    let rec = entry(1, &data).encoded_len() as u64 + shoal_core::record::RECORD_OVERHEAD as u64;
+    while s.active_segment_room() >= rec {
+        s.append(&entry(i, &data)).expect("append");
+        assert_eq!(s.segment_count(), segs, "no roll-over yet");
+        i += 1;
+    }
+    i
+}
+
+/// A fresh storage at `root` holding entries 1 to 5 of term 1, synced.
+fn five_synced(root: &Path) -> FileStorage {
+    let mut s = FileStorage::open(root, 0, &options()).unwrap();
+    for i in 1..=5 {
+        s.append(&entry(i, b"e")).unwrap();
+    }
+    s.sync().unwrap();
+    s
+}
+
+fn tmp_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["log", "snap"] {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_new_segment_the_file_system_refuses_is_refused_with_nothing_appended() {
+    let root = TempDir::new().unwrap();
+    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let next = up_to_roll_over(&mut s, 1);
+    let data = [9u8; 1024];
+    inject::fail(Op::Allocate, libc::ENOSPC, 1);
+    assert_eq!(s.append(&entry(next, &data)), Err(StorageError::Full));
+    assert_eq!(s.last_index(), next - 1, "nothing appended");
+    assert_eq!(s.space().alarm(), Some(SpaceAlarm::NoSpace));
+    assert!(
+        tmp_files(s.group_dir()).is_empty(),
+        "no half-made segment left"
+    );
+    // Space is back: the same append goes through, and the alarm clears by itself.
+    s.append(&entry(next, &data)).expect("taken again");
+    assert_eq!(s.space().alarm(), None);
+    s.sync().expect("sync");
+    drop(s);
+    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    assert_eq!(s.last_index(), next);
+    inject::clear();
+}
+
+#[test]
+fn no_descriptor_for_a_new_segment_is_a_refusal_not_a_fatal_error() {
+    let root = TempDir::new().unwrap();
+    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let next = up_to_roll_over(&mut s, 1);
+    let data = [9u8; 1024];
+    inject::fail(Op::Create, libc::EMFILE, 1);
+    assert_eq!(
+        s.append(&entry(next, &data)),
+        Err(StorageError::NoResources)
+    );
+    assert_eq!(s.space().alarm(), None, "no descriptor is not a full disk");
+    s.append(&entry(next, &data)).expect("the retry works");
+    s.sync().expect("and the storage was not poisoned");
+    inject::clear();
+}
+
+#[test]
+fn a_write_the_file_system_refuses_stays_buffered_and_is_written_again() {
+    let root = TempDir::new().unwrap();
+    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    s.append(&entry(1, b"one")).unwrap();
+    s.append(&entry(2, b"two")).unwrap();
+    inject::fail(Op::Write, libc::ENOSPC, 1);
+    assert_eq!(
+        s.sync(),
+        Err(StorageError::Full),
+        "nothing was made durable"
+    );
+    let mut buf = [0u8; 256];
+    assert_eq!(
+        s.read_entries(1, 2, &mut buf).unwrap().count,
+        2,
+        "still readable"
+    );
+    s.sync().expect("the retry writes it");
+    drop(s);
+    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    assert_eq!(s.last_index(), 2);
+    inject::clear();
+}
+
+#[test]
+fn a_full_write_buffer_refused_refuses_the_entry_that_needed_it_written() {
+    let root = TempDir::new().unwrap();
+    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let data = [3u8; 1024];
+    // Four 1 KiB entries fill the 4 KiB buffer; the fifth must write it out first.
+    for i in 1..=4 {
+        s.append(&entry(i, &data)).unwrap();
+    }
+    inject::fail(Op::Write, libc::ENOSPC, 1);
+    assert_eq!(s.append(&entry(5, &data)), Err(StorageError::Full));
+    assert_eq!(s.last_index(), 4);
+    s.append(&entry(5, &data)).unwrap();
+    s.sync().unwrap();
+    inject::clear();
+}
+
+#[test]
+fn a_failed_fdatasync_is_fatal_and_poisons_the_storage() {
+    let root = TempDir::new().unwrap();
+    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    s.append(&entry(1, b"one")).unwrap();
+    inject::fail(Op::Sync, libc::ENOSPC, 1);
+    // Even an fdatasync that says ENOSPC: what the device holds is unknown.
+    assert_eq!(s.sync(), Err(StorageError::Io));
+    assert_eq!(s.append(&entry(2, b"two")), Err(StorageError::Io));
+    inject::clear();
+}
+
+#[test]
+fn a_hard_state_save_refused_is_saved_by_the_next_sync() {
+    let root = TempDir::new().unwrap();
+    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let hs = HardState {
+        term: 3,
+        vote: 2,
+        commit: 0,
+    };
+    s.save_hard_state(&hs).unwrap();
+    inject::fail(Op::Write, libc::ENOSPC, 1);
+    assert_eq!(s.sync(), Err(StorageError::Full));
+    s.sync().expect("saved by the retry");
+    drop(s);
+    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    assert_eq!(s.hard_state(), hs);
+    inject::clear();
+}
+
+#[test]
+fn a_snapshot_refused_half_way_is_discarded_whole_and_the_next_one_works() {
+    let root = TempDir::new().unwrap();
+    let mut s = five_synced(root.path());
+    let data = b"the state".to_vec();
+    let meta = super::tests::snapshot_meta(5, 1, &data);
+    s.snapshot_begin(&meta).unwrap();
+    inject::fail(Op::Write, libc::ENOSPC, 1);
+    assert_eq!(s.snapshot_write(0, &data), Err(StorageError::Full));
+    assert!(
+        tmp_files(s.group_dir()).is_empty(),
+        "its space is given back"
+    );
+    assert_eq!(
+        s.snapshot_write(0, &data),
+        Err(StorageError::SnapshotState),
+        "discarded: the next one starts with a begin"
+    );
+    assert_eq!(s.snapshot_meta(), None);
+    s.snapshot_begin(&meta).unwrap();
+    s.snapshot_write(0, &data).unwrap();
+    s.snapshot_finish().unwrap();
+    assert_eq!(s.snapshot_index(), 5);
+    inject::clear();
+}
+
+#[test]
+fn a_snapshot_that_replaces_the_log_refused_leaves_log_and_snapshots_as_they_were() {
+    let root = TempDir::new().unwrap();
+    let mut s = five_synced(root.path());
+    // A snapshot of another history (term 9 at index 8): the log will be replaced.
+    let data = b"theirs".to_vec();
+    let meta = super::tests::snapshot_meta(8, 9, &data);
+    s.snapshot_begin(&meta).unwrap();
+    s.snapshot_write(0, &data).unwrap();
+    inject::fail(Op::Create, libc::EMFILE, 1);
+    assert_eq!(s.snapshot_finish(), Err(StorageError::NoResources));
+    assert_eq!((s.snapshot_index(), s.last_index()), (0, 5), "as it was");
+    assert!(tmp_files(s.group_dir()).is_empty());
+    s.snapshot_begin(&meta).unwrap();
+    s.snapshot_write(0, &data).unwrap();
+    s.snapshot_finish()
+        .expect("taken when a descriptor is free");
+    assert_eq!((s.snapshot_index(), s.last_index()), (8, 8));
+    inject::clear();
+}
+
+#[test]
+fn a_truncation_refused_before_its_intent_changes_nothing() {
+    let root = TempDir::new().unwrap();
+    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    for i in 1..=20 {
+        s.append(&entry(i, b"e")).unwrap();
+    }
+    s.sync().unwrap();
+    inject::fail(Op::Create, libc::EMFILE, 1);
+    assert_eq!(s.truncate_suffix(10), Err(StorageError::NoResources));
+    assert_eq!(s.last_index(), 20);
+    s.truncate_suffix(10).expect("the retry cuts");
+    assert_eq!(s.last_index(), 9);
+    s.append(&entry(10, b"new")).unwrap();
+    s.sync().unwrap();
+    inject::clear();
+}
+
+#[test]
+fn no_spare_segment_is_made_that_would_eat_into_the_reserve() {
+    let root = TempDir::new().unwrap();
+    let free = space::free_bytes(root.path()).unwrap();
+    let mut opts = options();
+    opts.prefill_segments = true;
+    opts.space.reserve_bytes = free + (1 << 30);
+    let mut s = FileStorage::open(root.path(), 0, &opts);
+    // With the whole disk under the reserve even the first segment does not fit.
+    assert!(
+        s.is_err(),
+        "a fresh group that cannot have a segment is refused"
+    );
+    opts.space.reserve_bytes = 0;
+    s = FileStorage::open(root.path(), 0, &opts);
+    let s = s.unwrap();
+    drop(s);
+    // Reopened on a "full" disk: it starts, and makes no spare.
+    opts.space.reserve_bytes = free + (1 << 30);
+    let s = FileStorage::open(root.path(), 0, &opts).expect("an existing log opens");
+    assert!(!s.log.has_spare(), "no spare under the reserve");
+    assert!(s.space().stats().spares_skipped >= 1);
+    drop(s);
+    opts.space.reserve_bytes = 0;
+    let s = FileStorage::open(root.path(), 0, &opts).unwrap();
+    assert!(s.log.has_spare(), "room for one: it is made");
+}
+
+#[test]
+fn a_segment_past_the_quota_is_refused_and_the_alarm_names_the_quota() {
+    let root = TempDir::new().unwrap();
+    let mut opts = options();
+    // Room for the first segment and its hard state, not for a second segment.
+    opts.space.quota_bytes = (opts.segment_bytes * 3) / 2;
+    let mut s = FileStorage::open(root.path(), 0, &opts).unwrap();
+    let next = up_to_roll_over(&mut s, 1);
+    assert_eq!(
+        s.append(&entry(next, &[9u8; 1024])),
+        Err(StorageError::Full)
+    );
+    assert_eq!(s.space().alarm(), Some(SpaceAlarm::Quota));
+    assert_eq!(s.last_index(), next - 1);
+}

@@ -1,0 +1,106 @@
+//! [`Tmpfs`]: a small file system of a test's own, to fill, grow and empty under a running
+//! node ([`crate::Cluster::on_tmpfs`] puts a node's data dir on one).
+//!
+//! Mounting needs root (`CAP_SYS_ADMIN`). CI runs as root, so a test that needs a full disk
+//! fails, naming the reason, when it cannot mount: a full-disk test that skipped itself would
+//! hide exactly the breakage it exists to catch.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A tmpfs mounted for one test; unmounted when dropped.
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+/// One MiB.
+pub const MIB: u64 = 1 << 20;
+
+impl Tmpfs {
+    /// Mount a tmpfs of `bytes` at `path` (created if missing).
+    ///
+    /// # Panics
+    /// When it cannot be mounted (not root, or no `mount`), saying so.
+    pub fn mount(path: &Path, bytes: u64) -> Tmpfs {
+        std::fs::create_dir_all(path)
+            .unwrap_or_else(|e| panic!("create the mount point {}: {e}", path.display()));
+        mount(
+            &["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"],
+            path,
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Make it `bytes` large, keeping its files (a disk that was grown, or shrunk).
+    pub fn resize(&self, bytes: u64) {
+        mount(&["-o", &format!("remount,size={bytes}")], &self.path);
+    }
+
+    /// Free bytes on it, as an unprivileged writer sees them (what `df` shows as available).
+    pub fn free_bytes(&self) -> u64 {
+        free_bytes(&self.path)
+    }
+
+    /// Write the file `name` on it, so large that `leave` bytes stay free (or as large as
+    /// fits, if less are free already); its path. The filler stands in for another program
+    /// that filled the disk.
+    pub fn fill(&self, name: &str, leave: u64) -> PathBuf {
+        let path = self.path.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("create the filler {}: {e}", path.display()));
+        let chunk = vec![0xA5u8; 64 << 10];
+        loop {
+            let free = self.free_bytes();
+            if free <= leave {
+                break;
+            }
+            let n = (free - leave).min(chunk.len() as u64) as usize;
+            if f.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process that still has a file open on it (a node being reaped) does not
+        // keep the mount alive past the test.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Free bytes on the file system holding `path`, as an unprivileged writer sees them.
+pub fn free_bytes(path: &Path) -> u64 {
+    let st =
+        rustix::fs::statvfs(path).unwrap_or_else(|e| panic!("statvfs {}: {e}", path.display()));
+    st.f_bavail * st.f_frsize
+}
+
+fn mount(args: &[&str], path: &Path) {
+    let out = Command::new("mount")
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("run mount {args:?} {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "mount {args:?} {} failed ({}): {}. This test needs root to mount a tmpfs (CI runs as \
+         root); run it as root rather than skip it",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
