@@ -3,17 +3,17 @@
 #[cfg(unix)]
 fn main() {
     use clap::Parser;
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-    let flags = shoal_std::server::Flags::parse();
-    let cfg = match shoal_std::server::ServerConfig::resolve(flags) {
+    use shoal_std::server::{logging, Flags, ServerConfig};
+    shoal_std::cli_docs::answer_and_exit::<Flags>();
+    let flags = Flags::parse();
+    let cfg = match ServerConfig::resolve(flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shoald: {e}");
             std::process::exit(2);
         }
     };
+    logging::init(cfg.log_format, cfg.log_level);
     std::process::exit(shoal_std::server::run(cfg));
 }
 

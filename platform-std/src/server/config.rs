@@ -205,6 +205,25 @@ pub struct Flags {
     /// refused (docs/SECURITY.md) [default: none, links in plaintext].
     #[arg(long, env = "SHOAL_PEER_PSK_FILE", value_name = "FILE")]
     pub peer_psk_file: Option<PathBuf>,
+    /// Log lines as `text` for people or `json` (one object per line: ts, level, target, msg)
+    /// for log collectors [default: text].
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Least severe level logged: error, warn, info, debug or trace; `RUST_LOG`, when set, wins
+    /// and may name modules (`RUST_LOG=info,shoal_std::server::net=debug`) [default: info].
+    #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<log::LevelFilter>,
+}
+
+/// How shoald writes its log lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00.000Z INFO  target] message`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 impl Flags {
@@ -279,6 +298,10 @@ pub struct ServerConfig {
     pub group_remove_grace: Duration,
     /// The cluster key file that seals peer links.
     pub peer_psk_file: Option<PathBuf>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Least severe level logged (unless `RUST_LOG` is set).
+    pub log_level: log::LevelFilter,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -495,6 +518,8 @@ impl ServerConfig {
                 .group_remove_grace
                 .map_or(Duration::from_secs(60), |d| d.0),
             peer_psk_file: f.peer_psk_file,
+            log_format: f.log_format.unwrap_or_default(),
+            log_level: f.log_level.unwrap_or(log::LevelFilter::Info),
         })
     }
 }

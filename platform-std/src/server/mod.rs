@@ -13,6 +13,7 @@ pub mod clients;
 pub mod config;
 pub mod health;
 pub mod kvsm;
+pub mod logging;
 pub mod net;
 pub mod peer_seal;
 pub mod raftloop;

@@ -98,6 +98,8 @@ pub struct RaftLoop {
     sizes: HashMap<GroupId, (u64, u64)>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     draining: bool,
+    /// Whether systemd was told the node is ready (every group has a leader).
+    told_ready: bool,
     /// Peer frames refused before they reached a group (they do not decode, or name a group
     /// this node does not host); each group's driver counts its own.
     peer_faults: FaultLog,
@@ -148,6 +150,7 @@ impl RaftLoop {
             sizes: HashMap::new(),
             stopping,
             draining: false,
+            told_ready: false,
             peer_faults: FaultLog::new(),
             sys: Records::default(),
             greetings: Greetings::default(),
@@ -359,6 +362,7 @@ impl RaftLoop {
                 return code;
             }
             self.hub.write_out();
+            self.tell_ready_once_led();
             if self.stopping.load(Ordering::Relaxed) && !self.draining {
                 return self.shutdown(ex).await;
             }
@@ -393,8 +397,26 @@ impl RaftLoop {
         n
     }
 
+    /// Under systemd (`Type=notify`), say the node is ready once every group it hosts has a
+    /// leader, so `systemctl start` returns when it serves. Nothing without `NOTIFY_SOCKET`.
+    fn tell_ready_once_led(&mut self) {
+        if self.told_ready
+            || self
+                .groups
+                .values()
+                .any(|g| g.node.raft().leader() == shoal_core::types::NO_NODE)
+        {
+            return;
+        }
+        self.told_ready = true;
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            log::warn!("telling systemd the node is ready failed: {e}");
+        }
+    }
+
     async fn shutdown(&mut self, ex: &LocalExecutor<'static>) -> i32 {
         log::info!("shutting down: refusing new requests, failing in-flight ones");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         self.draining = true;
         self.net.stopping.store(true, Ordering::Relaxed);
         self.hub.stop_accepting();
