@@ -73,11 +73,13 @@ mod lock;
 mod mux;
 pub mod protocol;
 mod runtime;
+mod txn;
 mod watch;
 
 pub use blocking::BlockingClient;
 pub use client::{BatchOutcome, Client, LockState, Unlocked};
 pub use config::ClientConfig;
+pub use txn::{Transaction, TxnOutcome};
 pub use error::{ClientError, ErrorClass};
 pub use lock::{BlockingLockGuard, LockGuard};
 pub use protocol::{
