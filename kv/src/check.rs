@@ -167,11 +167,7 @@ pub(crate) fn check_ttl(ttl_ms: u64, limits: &KvLimits) -> Result<(), KvError> {
 
 /// The checks of a write that needs a session (temporary nodes, locks), in the order every
 /// replica applies them: the session, then the key.
-pub(crate) fn check_session_key(
-    client: u64,
-    key: &[u8],
-    limits: &KvLimits,
-) -> Result<(), KvError> {
+pub(crate) fn check_session_key(client: u64, key: &[u8], limits: &KvLimits) -> Result<(), KvError> {
     if client == 0 {
         return Err(KvError::SessionRequired);
     }

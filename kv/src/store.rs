@@ -8,6 +8,7 @@ use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine
 use shoal_core::types::{LogIndex, Term};
 
 use crate::arena::Arena;
+use crate::check::check_write;
 use crate::command::{Applied, BatchResults, Command, NodeKind, NodeView, Op, WriteResult};
 use crate::error::{KvError, WatchError};
 use crate::events::{Event, EventLog};
@@ -18,7 +19,6 @@ use crate::memory::{
     Element, EventSlot, FreeList, KvMemory, NodeSlot, SessionSlot, WaiterSlot, NIL,
 };
 use crate::sessions::Sessions;
-use crate::check::check_write;
 use crate::system::client_key;
 
 /// The root directory always lives in slot 0.

@@ -223,9 +223,10 @@ impl<M: KvMemory> DtKv<M> {
             }),
             Compare::Exists { .. } => node.is_some(),
             Compare::Absent { .. } => node.is_none(),
-            Compare::UpdateIndex { cmp, index, .. } => {
-                cmp.holds(node.map_or(0, |s| self.nodes[s as usize].update_index), index)
-            }
+            Compare::UpdateIndex { cmp, index, .. } => cmp.holds(
+                node.map_or(0, |s| self.nodes[s as usize].update_index),
+                index,
+            ),
         }
     }
 
@@ -364,9 +365,7 @@ impl<M: KvMemory> DtKv<M> {
         if !parent.is_empty() {
             match self.planned(client, ops, i, parent, plan) {
                 Planned::Absent => return Err(KvError::ParentNotFound),
-                Planned::Node { kind, .. } if !kind.is_dir() => {
-                    return Err(KvError::ParentNotDir)
-                }
+                Planned::Node { kind, .. } if !kind.is_dir() => return Err(KvError::ParentNotDir),
                 Planned::Node { .. } => {}
             }
         }

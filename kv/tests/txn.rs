@@ -67,7 +67,9 @@ fn ran(r: WriteResult) -> (bool, Vec<TxnEffect>) {
 /// Whether the compares hold, judged by which branch a transaction with one marker put in
 /// each branch runs.
 fn holds(d: &mut Driver, c: Compare<'_>) -> bool {
-    let (ok, _) = ran(d.run(C1, txn(&[c], &[tput("m", "s")], &[tput("m", "f")])).result);
+    let (ok, _) = ran(d
+        .run(C1, txn(&[c], &[tput("m", "s")], &[tput("m", "f")]))
+        .result);
     assert_eq!(d.value("m").unwrap(), if ok { b"s" } else { b"f" });
     ok
 }
@@ -101,10 +103,7 @@ fn every_compare_kind() {
     assert!(holds(&mut d, absent("__shoal.members.9")));
     // All must hold: one false compare picks the failure branch.
     let (ok, _) = ran(d
-        .run(
-            C1,
-            txn(&[exists("a"), absent("a")], &[tput("m", "s")], &[]),
-        )
+        .run(C1, txn(&[exists("a"), absent("a")], &[tput("m", "s")], &[]))
         .result);
     assert!(!ok);
 }
@@ -167,7 +166,9 @@ fn both_branches_and_their_results() {
     assert_eq!(d.kv.get(b"e").unwrap().kind, NodeKind::Dir);
     // An empty branch runs and changes nothing.
     let before = d.kv.node_count();
-    let (ok, effects) = ran(d.run(C1, txn(&[absent("x")], &[tput("y", "1")], &[])).result);
+    let (ok, effects) = ran(d
+        .run(C1, txn(&[absent("x")], &[tput("y", "1")], &[]))
+        .result);
     assert!(!ok && effects.is_empty());
     assert_eq!(d.kv.node_count(), before);
 }
@@ -181,10 +182,22 @@ fn a_refused_operation_aborts_the_whole_transaction() {
     let before = contents(&d.kv);
     let nodes = d.kv.node_count();
     let cases: [(&[TxnOp<'_>], u32, KvError); 8] = [
-        (&[tput("a", "2"), tput("b", "2"), tremove("nope")], 2, KvError::NotFound),
+        (
+            &[tput("a", "2"), tput("b", "2"), tremove("nope")],
+            2,
+            KvError::NotFound,
+        ),
         (&[tput("a", "2"), tput("d", "x")], 1, KvError::IsDirectory),
-        (&[tput("a", "2"), tput("q.r", "x")], 1, KvError::ParentNotFound),
-        (&[tput("a", "2"), tput("a.r", "x")], 1, KvError::ParentNotDir),
+        (
+            &[tput("a", "2"), tput("q.r", "x")],
+            1,
+            KvError::ParentNotFound,
+        ),
+        (
+            &[tput("a", "2"), tput("a.r", "x")],
+            1,
+            KvError::ParentNotDir,
+        ),
         (&[tput("d.x", "2"), tremove("d")], 1, KvError::DirNotEmpty),
         (&[tput("b", "2"), tremove("t")], 1, KvError::NotOwner),
         (&[tmkdir("a")], 0, KvError::AlreadyExists),
@@ -208,7 +221,10 @@ fn a_refused_operation_aborts_the_whole_transaction() {
     assert_eq!(contents(&d.kv), before);
     // The failure branch aborts the same way, and says it was the chosen one.
     let out = d
-        .run(C1, txn(&[absent("a")], &[], &[tput("b", "1"), tremove("zz")]))
+        .run(
+            C1,
+            txn(&[absent("a")], &[], &[tput("b", "1"), tremove("zz")]),
+        )
         .result;
     assert_eq!(
         out,
@@ -241,7 +257,9 @@ fn operations_see_the_ones_before_them() {
     assert_eq!(d.value("d.x").unwrap(), b"1");
     assert_eq!(d.value("k").unwrap(), b"2");
     // Emptying a directory, then removing it, in one branch.
-    let (_, effects) = ran(d.run(C1, txn(&[], &[tremove("d.x"), tremove("d")], &[])).result);
+    let (_, effects) = ran(d
+        .run(C1, txn(&[], &[tremove("d.x"), tremove("d")], &[]))
+        .result);
     assert_eq!(effects, [Removed, Removed]);
     assert!(d.kv.get(b"d").is_err());
     // A temporary value written by the branch belongs to the session: it may replace it.
@@ -250,7 +268,10 @@ fn operations_see_the_ones_before_them() {
         .result);
     assert_eq!(effects, [Created, Updated]);
     let t = d.kv.get(b"t").unwrap();
-    assert_eq!((t.kind, t.value, t.owner), (NodeKind::TempValue, &b"2"[..], C1));
+    assert_eq!(
+        (t.kind, t.value, t.owner),
+        (NodeKind::TempValue, &b"2"[..], C1)
+    );
     // ... and another session may not.
     let out = d.run(C2, txn(&[], &[tput("t", "3")], &[])).result;
     assert!(matches!(
@@ -262,7 +283,9 @@ fn operations_see_the_ones_before_them() {
     ));
     // A removed directory is gone for a later put under it.
     d.ok(C1, mkdir("e"));
-    let out = d.run(C1, txn(&[], &[tremove("e"), tput("e.x", "1")], &[])).result;
+    let out = d
+        .run(C1, txn(&[], &[tremove("e"), tput("e.x", "1")], &[]))
+        .result;
     assert!(matches!(
         out,
         WriteResult::TxnAborted {
@@ -282,7 +305,10 @@ fn node_and_arena_budgets_count_the_whole_branch() {
     d.ok(C1, put("a", "1"));
     // Two more fit, a third does not: nothing of the three is applied.
     let out = d
-        .run(C1, txn(&[], &[tput("b", "1"), tput("c", "1"), tput("e", "1")], &[]))
+        .run(
+            C1,
+            txn(&[], &[tput("b", "1"), tput("c", "1"), tput("e", "1")], &[]),
+        )
         .result;
     assert!(matches!(
         out,
@@ -297,7 +323,11 @@ fn node_and_arena_budgets_count_the_whole_branch() {
     let (_, effects) = ran(d
         .run(
             C1,
-            txn(&[], &[tremove("a"), tput("b", "1"), tput("c", "1"), tput("e", "1")], &[]),
+            txn(
+                &[],
+                &[tremove("a"), tput("b", "1"), tput("c", "1"), tput("e", "1")],
+                &[],
+            ),
         )
         .result);
     assert_eq!(effects.len(), 4);
@@ -338,11 +368,18 @@ fn limits_and_stateless_refusals() {
     assert_eq!(d.err(C1, txn(&[], &five, &[])), KvError::TxnTooLarge);
     assert_eq!(d.err(C1, txn(&[], &[], &five)), KvError::TxnTooLarge);
     assert_eq!(d.err(C1, txn(&cmp5, &four, &[])), KvError::TxnTooLarge);
-    assert!(matches!(d.ok(C1, txn(&[], &four, &four)), WriteResult::Txn { .. }));
+    assert!(matches!(
+        d.ok(C1, txn(&[], &four, &four)),
+        WriteResult::Txn { .. }
+    ));
     // An invalid operation refuses the whole transaction, even in the branch that would not
     // run, and before any compare is read.
     let long = "v".repeat(65);
-    let (big, bad, reserved) = ([tput("a", &long)], [tput("a..b", "1")], [tput("__shoal.x", "1")]);
+    let (big, bad, reserved) = (
+        [tput("a", &long)],
+        [tput("a..b", "1")],
+        [tput("__shoal.x", "1")],
+    );
     let (root, zero, bad_cmp) = ([tremove("__shoal")], [ttemp("t", "1", 0)], [exists("a..b")]);
     let cases: [(Op<'_>, KvError); 6] = [
         (txn(&[], &[], &big), KvError::ValueTooLarge),
@@ -363,7 +400,11 @@ fn limits_and_stateless_refusals() {
         d.err(0, txn(&[], &[ttemp("t", "1", 10)], &[])),
         KvError::SessionRequired
     );
-    let refusal = check_write(&txn(&[], &[tput("a", "1"), tput("a", &long)], &[]), C1, d.kv.limits());
+    let refusal = check_write(
+        &txn(&[], &[tput("a", "1"), tput("a", &long)], &[]),
+        C1,
+        d.kv.limits(),
+    );
     assert_eq!(
         refusal,
         Err(Refusal {
@@ -378,7 +419,13 @@ fn a_retried_transaction_gets_its_first_answer() {
     let mut d = Driver::new(small());
     let ops = [tput("a", "1")];
     let first = d.run(C1, txn(&[absent("a")], &ops, &[])).result;
-    assert!(matches!(first, WriteResult::Txn { succeeded: true, .. }));
+    assert!(matches!(
+        first,
+        WriteResult::Txn {
+            succeeded: true,
+            ..
+        }
+    ));
     let seq = d.seqs[&C1];
     let retry = d.raw(Command {
         client_id: C1,
@@ -387,18 +434,24 @@ fn a_retried_transaction_gets_its_first_answer() {
         op: txn(&[absent("a")], &ops, &[]),
     });
     assert!(retry.deduplicated);
-    assert_eq!(retry.result, first, "not re-evaluated against the new state");
+    assert_eq!(
+        retry.result, first,
+        "not re-evaluated against the new state"
+    );
     // The answer survives a snapshot of the dedup table.
     let snap = snapshot(&d.kv);
     let mut other = Driver::new(small());
-    shoal_core::io::StateMachine::restore(&mut other.kv, d.index, &mut SliceReader(&snap))
-        .unwrap();
+    shoal_core::io::StateMachine::restore(&mut other.kv, d.index, &mut SliceReader(&snap)).unwrap();
     assert_eq!(other.kv.digest(), d.kv.digest());
 }
 
 #[test]
 fn transactions_round_trip_through_the_codec() {
-    let cmps = [value_is("a", "1"), updated("b", Cmp::Greater, 7), absent("c")];
+    let cmps = [
+        value_is("a", "1"),
+        updated("b", Cmp::Greater, 7),
+        absent("c"),
+    ];
     let success = [tput("a", "2"), ttemp("t", "x", 50)];
     let failure = [tremove("a"), tmkdir("d")];
     let cmd = Command {
@@ -530,5 +583,8 @@ fn the_plan_agrees_with_one_write_at_a_time() {
             (out, failure) => panic!("{ops:?}: transaction {out:?}, one at a time {failure:?}"),
         }
     }
-    assert!(whole > 50 && aborted > 50, "{whole} whole, {aborted} aborted");
+    assert!(
+        whole > 50 && aborted > 50,
+        "{whole} whole, {aborted} aborted"
+    );
 }

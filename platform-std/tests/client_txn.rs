@@ -19,7 +19,8 @@ fn transactions_from_the_client_library() {
         .client_addrs_in_members()
         .build();
     c.start(1);
-    let config = ClientConfig::new([c.node(1).client.clone()]).with_timeout(Duration::from_secs(20));
+    let config =
+        ClientConfig::new([c.node(1).client.clone()]).with_timeout(Duration::from_secs(20));
     let client = BlockingClient::new(config).unwrap();
     client.mkdir(b"q").unwrap();
     let put = client.put(b"q.job", b"pending").unwrap();
@@ -37,7 +38,11 @@ fn transactions_from_the_client_library() {
         .then(TxnWrite::remove("q.job"))
         .then(TxnWrite::mkdir("running"))
         .then(TxnWrite::put("running.job", "worker-1"))
-        .then(TxnWrite::put_temp("running.lease", "w1", Duration::from_secs(30)))
+        .then(TxnWrite::put_temp(
+            "running.lease",
+            "w1",
+            Duration::from_secs(30),
+        ))
         .otherwise(TxnWrite::put("q.lost", "worker-1"));
     let out = client.txn(take.clone()).unwrap();
     assert!(out.succeeded);
@@ -53,8 +58,15 @@ fn transactions_from_the_client_library() {
     );
     assert_eq!(value(b"q.job"), None);
     assert_eq!(value(b"running.job").as_deref(), Some(&b"worker-1"[..]));
-    let lease = client.get(b"running.lease", ReadMode::Linearizable).unwrap().unwrap();
-    assert_eq!(lease.owner, client.client_id(), "the session owns the temporary value");
+    let lease = client
+        .get(b"running.lease", ReadMode::Linearizable)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        lease.owner,
+        client.client_id(),
+        "the session owns the temporary value"
+    );
 
     // Again: the job is gone, so the failure branch runs.
     let out = client.txn(take).unwrap();
@@ -91,11 +103,18 @@ fn transactions_from_the_client_library() {
         ClientError::KvRefused { error, message } => {
             assert_eq!(*error, KvError::ValueTooLarge);
             assert!(message.contains("success operation 0"), "{message}");
-            assert!(message.contains("max_value_bytes is 65536 bytes"), "{message}");
+            assert!(
+                message.contains("max_value_bytes is 65536 bytes"),
+                "{message}"
+            );
         }
         other => panic!("expected KvRefused, got {other:?}"),
     }
     assert_eq!(e.kv(), Some(KvError::ValueTooLarge));
     let e = client.put(b"__shoal.x", b"v").unwrap_err();
-    assert_eq!(e, ClientError::Kv(KvError::Reserved), "no limit: the plain error");
+    assert_eq!(
+        e,
+        ClientError::Kv(KvError::Reserved),
+        "no limit: the plain error"
+    );
 }

@@ -61,7 +61,10 @@ fn transactions_through_shoalctl() {
     let o = shoalctl_with_input(&addr, &["-o", "json", "txn"], Some(typed.as_bytes()));
     assert_eq!(o.code, 0, "{o}");
     let j = o.json();
-    assert_eq!((j["succeeded"].as_bool(), j["branch"].as_str()), (Some(false), Some("failure")));
+    assert_eq!(
+        (j["succeeded"].as_bool(), j["branch"].as_str()),
+        (Some(false), Some("failure"))
+    );
     assert_eq!(j["results"][0]["op"], "put");
     assert_eq!(j["results"][0]["key"], "app.log");
     assert_eq!(j["results"][0]["result"], "created");
@@ -99,9 +102,16 @@ fn transactions_through_shoalctl() {
     assert_eq!(o.code, 1, "{o}");
     let j = o.json();
     assert_eq!(j["error"], "DirNotEmpty");
-    assert_eq!((j["branch"].as_str(), j["op"].as_u64()), (Some("success"), Some(1)));
+    assert_eq!(
+        (j["branch"].as_str(), j["op"].as_u64()),
+        (Some("success"), Some(1))
+    );
     assert_eq!(get(&addr, "app.mode").as_deref(), Some("green"));
-    assert_eq!(last_index(&addr), before + 1, "an aborted transaction is one entry");
+    assert_eq!(
+        last_index(&addr),
+        before + 1,
+        "an aborted transaction is one entry"
+    );
 
     // Usage mistakes are exit 2 and send nothing.
     let o = shoalctl_with_input(&addr, &["txn"], Some(b"value app.mode blue\n"));

@@ -945,13 +945,25 @@ mod tests {
         let ran = |succeeded, aborted| KvRet::Txn { succeeded, aborted };
         let h = [
             o(1, both("a"), 0, 10, ran(true, false)),
-            o(2, KvOp::ReadAll, 20, 30, KvRet::Values(vec![v("a"), v("a")])),
+            o(
+                2,
+                KvOp::ReadAll,
+                20,
+                30,
+                KvRet::Values(vec![v("a"), v("a")]),
+            ),
             // The compare fails; the failure branch removes key 1, then writes key 0.
             o(1, both("b"), 40, 50, ran(false, false)),
             o(2, KvOp::ReadAll, 60, 70, KvRet::Values(vec![v("b"), None])),
             // Again: key 1 is gone, so the remove aborts the branch and nothing changes.
             o(1, both("c"), 80, 90, ran(false, true)),
-            o(2, KvOp::ReadAll, 100, 110, KvRet::Values(vec![v("b"), None])),
+            o(
+                2,
+                KvOp::ReadAll,
+                100,
+                110,
+                KvRet::Values(vec![v("b"), None]),
+            ),
         ];
         let init = |_: &&str| KvKey::object(2);
         assert!(check_per_key(&h, init, DEFAULT_STEP_BUDGET).is_linearizable());

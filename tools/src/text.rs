@@ -268,7 +268,9 @@ fn txn_op(o: &TxnOp<'_>, max: usize) -> String {
 
 fn compare_json(c: &Compare<'_>) -> Value {
     match *c {
-        Compare::Value { key, value } => json!({"key": bytes_json(key), "value": bytes_json(value)}),
+        Compare::Value { key, value } => {
+            json!({"key": bytes_json(key), "value": bytes_json(value)})
+        }
         Compare::Exists { key } => json!({"key": bytes_json(key), "exists": true}),
         Compare::Absent { key } => json!({"key": bytes_json(key), "exists": false}),
         Compare::UpdateIndex { key, cmp, index } => {

@@ -9,12 +9,12 @@ use shoal_core::{GroupId, LogIndex, NodeId};
 use shoal_kv::{KvError, WriteResult};
 
 use crate::lock::{self, LockGuard};
-use crate::txn::{Transaction, TxnOutcome};
 use crate::mux::{CallError, Mux};
 use crate::protocol::{
     ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
     Response, StatusInfo, WriteOp,
 };
+use crate::txn::{Transaction, TxnOutcome};
 use crate::watch::{self, WatchStream};
 use crate::{ClientConfig, ClientError};
 

@@ -172,7 +172,11 @@ impl std::fmt::Display for ClientError {
         match self {
             ClientError::Kv(e) => write!(f, "refused by DtKV ({e:?}, code {}): {e}", e.code()),
             ClientError::KvRefused { error, message } => {
-                write!(f, "refused by DtKV ({error:?}, code {}): {message}", error.code())
+                write!(
+                    f,
+                    "refused by DtKV ({error:?}, code {}): {message}",
+                    error.code()
+                )
             }
             ClientError::TxnAborted {
                 succeeded,

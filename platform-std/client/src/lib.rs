@@ -79,11 +79,11 @@ mod watch;
 pub use blocking::BlockingClient;
 pub use client::{BatchOutcome, Client, LockState, Unlocked};
 pub use config::ClientConfig;
-pub use txn::{Transaction, TxnOutcome};
 pub use error::{ClientError, ErrorClass};
 pub use lock::{BlockingLockGuard, LockGuard};
 pub use protocol::{
     AlarmInfo, GroupHealth, HealthInfo, KvError, MemberInfo, NodeInfo, NodeKind, ReadMode,
     StatusInfo, WatchEvent,
 };
+pub use txn::{Transaction, TxnOutcome};
 pub use watch::{WatchItem, WatchStream};

@@ -208,8 +208,7 @@ pub fn from_json(doc: &str) -> Result<Transaction, String> {
             (None, Some(false), None, None) => TxnCompare::absent(&c.key),
             (None, None, Some(index), cmp) => TxnCompare::update_index(
                 &c.key,
-                parse_cmp(cmp.unwrap_or("="))
-                    .map_err(|e| format!("compare {i}: {e}"))?,
+                parse_cmp(cmp.unwrap_or("=")).map_err(|e| format!("compare {i}: {e}"))?,
                 index,
             ),
             _ => {
@@ -322,9 +321,15 @@ mod tests {
     #[test]
     fn typed_mistakes_name_the_line() {
         let e = typed("value a 1\n").unwrap_err();
-        assert!(e.starts_with("line 1:") && e.contains("value KEY = VALUE"), "{e}");
+        assert!(
+            e.starts_with("line 1:") && e.contains("value KEY = VALUE"),
+            "{e}"
+        );
         let e = typed("\nput a\n").unwrap_err();
-        assert!(e.starts_with("line 2:") && e.contains("put KEY VALUE"), "{e}");
+        assert!(
+            e.starts_with("line 2:") && e.contains("put KEY VALUE"),
+            "{e}"
+        );
         let e = typed("update-index a ~ 3\n").unwrap_err();
         assert!(e.contains("not a comparison"), "{e}");
         let e = typed("\n\n\nput a 1\n").unwrap_err();
@@ -348,8 +353,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t, typed);
-        let e = from_json(r#"{"compares": [{"key": "a", "value": "1", "exists": true}]}"#)
-            .unwrap_err();
+        let e =
+            from_json(r#"{"compares": [{"key": "a", "value": "1", "exists": true}]}"#).unwrap_err();
         assert!(e.contains("exactly one"), "{e}");
         let e = from_json(r#"{"success": [{"op": "frob", "key": "a"}]}"#).unwrap_err();
         assert!(e.contains("invalid"), "{e}");
