@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::arena::cost;
-use crate::command::{Batch, NodeKind, TxnResults, WriteResult};
+use crate::command::{Batch, NodeKind, Op, TxnResults, WriteResult};
 use crate::error::KvError;
 use crate::key::parent_of;
 use crate::limits::MAX_TXN_OPS;
@@ -122,6 +122,16 @@ pub enum TxnOp<'a> {
 }
 
 impl<'a> TxnOp<'a> {
+    /// The single-key write that does the same, as a command of its own would.
+    pub fn as_op(&self) -> Op<'a> {
+        match *self {
+            TxnOp::Put { key, value } => Op::Put { key, value },
+            TxnOp::Remove { key } => Op::Remove { key },
+            TxnOp::Mkdir { key } => Op::Mkdir { key },
+            TxnOp::PutTemp { key, value, ttl_ms } => Op::PutTemp { key, value, ttl_ms },
+        }
+    }
+
     /// The key the operation writes.
     pub fn key(&self) -> &'a [u8] {
         match *self {

@@ -558,13 +558,7 @@ fn the_plan_agrees_with_one_write_at_a_time() {
         let out = a.run(C1, txn(&[], &ops, &[])).result;
         let mut first_failure = None;
         for (i, op) in ops.iter().enumerate() {
-            let single = match *op {
-                TxnOp::Put { key, value } => Op::Put { key, value },
-                TxnOp::Remove { key } => Op::Remove { key },
-                TxnOp::Mkdir { key } => Op::Mkdir { key },
-                TxnOp::PutTemp { key, value, ttl_ms } => Op::PutTemp { key, value, ttl_ms },
-            };
-            if let Some(e) = b.run(C1, single).result.error() {
+            if let Some(e) = b.run(C1, op.as_op()).result.error() {
                 first_failure = Some((i as u32, e));
                 break;
             }

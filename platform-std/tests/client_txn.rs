@@ -11,14 +11,7 @@ use shoal_testkit::Cluster;
 
 #[test]
 fn transactions_from_the_client_library() {
-    let mut c = Cluster::builder()
-        .voters([1])
-        .fsync("never")
-        .election_timeout_ms(300)
-        .heartbeat_interval_ms(None)
-        .client_addrs_in_members()
-        .build();
-    c.start(1);
+    let c = Cluster::single_node();
     let config =
         ClientConfig::new([c.node(1).client.clone()]).with_timeout(Duration::from_secs(20));
     let client = BlockingClient::new(config).unwrap();

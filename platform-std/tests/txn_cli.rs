@@ -7,14 +7,7 @@ use shoal_testkit::client::gauge;
 use shoal_testkit::{shoalctl, Cluster};
 
 fn single_node() -> (Cluster, String) {
-    let mut c = Cluster::builder()
-        .voters([1])
-        .fsync("never")
-        .election_timeout_ms(300)
-        .heartbeat_interval_ms(None)
-        .client_addrs_in_members()
-        .build();
-    c.start(1);
+    let c = Cluster::single_node();
     let addr = c.node(1).client.clone();
     // The client retries while the server starts and elects itself.
     let o = shoalctl(&addr, &["--timeout", "20s", "mkdir", "app"]);

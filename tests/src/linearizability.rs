@@ -893,15 +893,20 @@ mod tests {
         )));
     }
 
-    #[test]
-    fn kv_key_model_fits_the_trait() {
-        let o = |c, op, a, b, r| Operation {
-            client: c,
-            key: "app.x",
+    /// An answered operation of `client` on `key`, invoked at `a` and answered `r` at `b`.
+    fn answered<K, O, R>(client: u64, key: K, op: O, a: u64, b: u64, r: R) -> Operation<K, O, R> {
+        Operation {
+            client,
+            key,
             op,
             invoke: a,
             response: Some((b, r)),
-        };
+        }
+    }
+
+    #[test]
+    fn kv_key_model_fits_the_trait() {
+        let o = |c, op, a, b, r| answered(c, "app.x", op, a, b, r);
         let h = [
             o(1, KvOp::Put(b"a".to_vec()), 0, 10, KvRet::Done),
             o(
@@ -929,13 +934,7 @@ mod tests {
 
     #[test]
     fn transactions_over_several_keys_are_all_or_nothing() {
-        let o = |c, op, a, b, r| Operation {
-            client: c,
-            key: "pair",
-            op,
-            invoke: a,
-            response: Some((b, r)),
-        };
+        let o = |c, op, a, b, r| answered(c, "pair", op, a, b, r);
         let v = |s: &str| Some(s.as_bytes().to_vec());
         let both = |x: &str| KvOp::Txn {
             compares: vec![(0, TxnCond::Absent)],

@@ -249,21 +249,14 @@ fn compare(c: &Compare<'_>, max: usize) -> String {
 }
 
 fn txn_op(o: &TxnOp<'_>, max: usize) -> String {
-    match *o {
-        TxnOp::Put { key: k, value: v } => format!("put {} = {}", key(k), value(v, max)),
-        TxnOp::Remove { key: k } => format!("remove {}", key(k)),
-        TxnOp::Mkdir { key: k } => format!("mkdir {}", key(k)),
-        TxnOp::PutTemp {
-            key: k,
-            value: v,
-            ttl_ms,
-        } => format!(
-            "put-temp {} = {} ttl {}",
-            key(k),
-            value(v, max),
-            duration_ms(ttl_ms)
-        ),
-    }
+    // Each operation reads as the single-key write it does.
+    let single = Command {
+        client_id: 0,
+        seq: 0,
+        time_ms: 0,
+        op: o.as_op(),
+    };
+    op(&single, max)
 }
 
 fn compare_json(c: &Compare<'_>) -> Value {
