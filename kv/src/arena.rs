@@ -60,6 +60,11 @@ impl<B: Buffer<u8>> Arena<B> {
         self.live
     }
 
+    /// Bytes the arena holds at most, headers included.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// Whether adding blocks costing `add` after freeing blocks costing `remove` fits.
     pub(crate) fn fits(&self, add: usize, remove: usize) -> Result<(), KvError> {
         if self.live - remove + add <= self.cap {

@@ -6,12 +6,15 @@
 //! response = version: u8 (= 1) | postcard(Response)
 //! ```
 //! A batch command's head carries only the item count; its items follow the head, each a
-//! postcard `(key, value)` pair (batch put) or a postcard key (batch remove).
+//! postcard `(key, value)` pair (batch put) or a postcard key (batch remove). A transaction's
+//! head carries three counts; its compares follow, then its success operations, then its
+//! failure operations, each a postcard [`crate::Compare`] or [`crate::TxnOp`].
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::KvError;
-use crate::limits::MAX_BATCH_ITEMS;
+use crate::limits::{MAX_BATCH_ITEMS, MAX_TXN_OPS};
+use crate::txn::{Txn, TxnEffect};
 
 /// The encoding version of commands and responses written by this build.
 pub const COMMAND_VERSION: u8 = 1;
@@ -228,6 +231,9 @@ pub enum Op<'a> {
         /// The record's key (under `__shoal`).
         key: &'a [u8],
     },
+    /// A transaction: if every compare holds, apply the success operations, else the failure
+    /// operations; all of a branch or nothing of it, in one log entry (see [`Txn`]).
+    Txn(#[serde(borrow)] Txn<'a>),
 }
 
 impl<'a> Op<'a> {
@@ -246,6 +252,7 @@ impl<'a> Op<'a> {
             | Op::UpdateLockLease { key, .. } => Some(key),
             Op::BatchPut(_)
             | Op::BatchRemove(_)
+            | Op::Txn(_)
             | Op::Expire
             | Op::SysPut { .. }
             | Op::SysCreate { .. }
@@ -296,19 +303,12 @@ impl<'a> Command<'a> {
             .len();
         let mut used = 1 + head;
         match self.op {
-            Op::BatchPut(pairs) => {
-                for pair in pairs.iter() {
-                    used += postcard::to_slice(&pair, &mut buf[used..])
-                        .map_err(|_| CodecError::BufferTooSmall)?
-                        .len();
-                }
-            }
-            Op::BatchRemove(keys) => {
-                for key in keys.iter() {
-                    used += postcard::to_slice(&key, &mut buf[used..])
-                        .map_err(|_| CodecError::BufferTooSmall)?
-                        .len();
-                }
+            Op::BatchPut(pairs) => encode_items(&pairs, buf, &mut used)?,
+            Op::BatchRemove(keys) => encode_items(&keys, buf, &mut used)?,
+            Op::Txn(txn) => {
+                encode_items(&txn.compares, buf, &mut used)?;
+                encode_items(&txn.success, buf, &mut used)?;
+                encode_items(&txn.failure, buf, &mut used)?;
             }
             _ => {}
         }
@@ -323,22 +323,45 @@ impl<'a> Command<'a> {
         }
         let (mut cmd, tail) =
             postcard::take_from_bytes::<Command<'a>>(rest).map_err(|_| CodecError::Malformed)?;
-        match &mut cmd.op {
-            Op::BatchPut(Batch(items)) => *items = validate_items(items, tail)?,
-            Op::BatchRemove(Batch(items)) => *items = validate_items(items, tail)?,
-            _ if !tail.is_empty() => return Err(CodecError::Malformed),
-            _ => {}
+        let rest = match &mut cmd.op {
+            Op::BatchPut(batch) => take_items(batch, tail)?,
+            Op::BatchRemove(batch) => take_items(batch, tail)?,
+            Op::Txn(txn) => {
+                let rest = take_items(&mut txn.compares, tail)?;
+                let rest = take_items(&mut txn.success, rest)?;
+                take_items(&mut txn.failure, rest)?
+            }
+            _ => tail,
+        };
+        if !rest.is_empty() {
+            return Err(CodecError::Malformed);
         }
         Ok(cmd)
     }
 }
 
-fn validate_items<'a, T: Deserialize<'a>>(
-    items: &Items<'a, T>,
+/// Append the items of `batch` to `buf` at `*used`.
+fn encode_items<'a, T: Copy + Serialize + Deserialize<'a>>(
+    batch: &Batch<'a, T>,
+    buf: &mut [u8],
+    used: &mut usize,
+) -> Result<(), CodecError> {
+    for item in batch.iter() {
+        *used += postcard::to_slice(&item, &mut buf[*used..])
+            .map_err(|_| CodecError::BufferTooSmall)?
+            .len();
+    }
+    Ok(())
+}
+
+/// Point the decoded head `batch` at its items, which start `tail`, validating each; returns
+/// the bytes after them.
+fn take_items<'a, T: Deserialize<'a>>(
+    batch: &mut Batch<'a, T>,
     tail: &'a [u8],
-) -> Result<Items<'a, T>, CodecError> {
-    let count = match items {
-        Items::Encoded { count, .. } => *count,
+) -> Result<&'a [u8], CodecError> {
+    let count = match batch.0 {
+        Items::Encoded { count, .. } => count,
         Items::Slice(_) => return Err(CodecError::Malformed),
     };
     let mut rest = tail;
@@ -346,10 +369,9 @@ fn validate_items<'a, T: Deserialize<'a>>(
         let (_, r) = postcard::take_from_bytes::<T>(rest).map_err(|_| CodecError::Malformed)?;
         rest = r;
     }
-    if !rest.is_empty() {
-        return Err(CodecError::Malformed);
-    }
-    Ok(Items::Encoded { count, bytes: tail })
+    let bytes = &tail[..tail.len() - rest.len()];
+    batch.0 = Items::Encoded { count, bytes };
+    Ok(rest)
 }
 
 /// What kind of node a key names.
@@ -394,6 +416,9 @@ impl NodeKind {
 /// Per-item results of a batch command, in item order.
 pub type BatchResults = heapless::Vec<Result<(), KvError>, MAX_BATCH_ITEMS>;
 
+/// What each operation of a transaction's branch did, in order.
+pub type TxnResults = heapless::Vec<TxnEffect, MAX_TXN_OPS>;
+
 /// The answer to one write command. The dedup table stores it so a retry gets the same answer.
 ///
 /// `repr(u8)` with `Done` first: the all-zero bit pattern is `Done`, which keeps a zeroed
@@ -433,6 +458,24 @@ pub enum WriteResult {
     },
     /// The write was refused; nothing changed.
     Failed(KvError),
+    /// A transaction ran one branch whole.
+    Txn {
+        /// True: every compare held and the success operations ran; false: the failure
+        /// operations ran.
+        succeeded: bool,
+        /// What each operation of that branch did, in order.
+        results: TxnResults,
+    },
+    /// An operation of the branch a transaction chose was refused, so nothing of the
+    /// transaction was applied.
+    TxnAborted {
+        /// Which branch was chosen (as in [`WriteResult::Txn`]).
+        succeeded: bool,
+        /// The 0-based position of the refused operation in that branch.
+        op: u32,
+        /// Why it was refused.
+        error: KvError,
+    },
 }
 
 impl WriteResult {

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::limits::KvLimits;
+
 macro_rules! kv_errors {
     ($( $(#[$doc:meta])* $name:ident = $code:literal => $msg:literal, )*) => {
         /// Why a DtKV operation was refused. The state is unchanged when an operation fails.
@@ -104,6 +106,50 @@ kv_errors! {
     Reserved = 32 => "keys under `__shoal` are the cluster's own records: they can be read and watched, not written",
     /// A system write named a key outside the reserved subtree.
     NotSystemKey = 33 => "a system write must name a key under `__shoal`",
+    /// The transaction has more compares, or a branch more operations, than `max_txn_ops`.
+    TxnTooLarge = 34 => "the transaction has more compares or operations in a branch than the store's max_txn_ops",
+}
+
+impl KvError {
+    /// The store limit this error is about, as `(name, value, unit)`, when it is one of the
+    /// errors that reaching a limit causes (so that a platform can say which bound applies).
+    pub const fn limit(self, limits: &KvLimits) -> Option<(&'static str, u64, &'static str)> {
+        Some(match self {
+            KvError::KeyTooLong => ("max_key_bytes", limits.max_key_bytes as u64, "bytes"),
+            KvError::TooDeep => ("max_depth", limits.max_depth as u64, "segments"),
+            KvError::ValueTooLarge => ("max_value_bytes", limits.max_value_bytes as u64, "bytes"),
+            KvError::InvalidTtl => ("max_ttl_ms", limits.max_ttl_ms, "ms"),
+            KvError::BatchTooLarge => ("max_batch_items", limits.max_batch_items as u64, "items"),
+            KvError::TxnTooLarge => ("max_txn_ops", limits.max_txn_ops as u64, "items"),
+            _ => return None,
+        })
+    }
+
+    /// The message with the limit it is about, when there is one: "the value is larger than
+    /// the store's max_value_bytes (max_value_bytes is 65536 bytes)".
+    pub const fn explain(self, limits: &KvLimits) -> Explained {
+        Explained {
+            error: self,
+            limit: self.limit(limits),
+        }
+    }
+}
+
+/// A [`KvError`]'s message with the value of the limit it is about ([`KvError::explain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Explained {
+    error: KvError,
+    limit: Option<(&'static str, u64, &'static str)>,
+}
+
+impl core::fmt::Display for Explained {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.error.message())?;
+        match self.limit {
+            Some((name, value, unit)) => write!(f, " ({name} is {value} {unit})"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl core::fmt::Display for KvError {

@@ -24,6 +24,7 @@
 extern crate std;
 
 mod arena;
+mod check;
 mod command;
 mod error;
 mod events;
@@ -39,18 +40,21 @@ mod snapshot;
 mod store;
 pub mod system;
 mod tree;
+mod txn;
 
+pub use check::{check_write, Refusal, TxnPart};
 pub use command::{
     Applied, Batch, BatchResults, CodecError, Command, Keys, NodeKind, NodeView, Op, Pairs,
-    Response, WriteResult, COMMAND_VERSION,
+    Response, TxnResults, WriteResult, COMMAND_VERSION,
 };
-pub use error::{KvError, WatchError};
+pub use error::{Explained, KvError, WatchError};
 pub use events::{Event, EventKind};
 pub use key::{in_subtree, name_of, parent_of, validate_key, SEPARATOR};
-pub use limits::{KvLimits, LimitsError, MAX_BATCH_ITEMS, MAX_KEY_BYTES_CAP};
+pub use limits::{KvLimits, LimitsError, MAX_BATCH_ITEMS, MAX_KEY_BYTES_CAP, MAX_TXN_OPS};
 pub use memory::{
     Element, EmbeddedKvBuffers, EventSlot, KvBuffers, KvMemory, KvSlices, NodeSlot, SessionSlot,
     WaiterSlot,
 };
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use store::DtKv;
+pub use txn::{Cmp, Compare, Txn, TxnEffect, TxnOp};

@@ -12,6 +12,11 @@ use crate::memory::{EventSlot, NodeSlot, SessionSlot, WaiterSlot};
 /// per-item result list stored in the dedup table). [`KvLimits::max_batch_items`] may be lower.
 pub const MAX_BATCH_ITEMS: usize = 64;
 
+/// Most compares, and most operations in each branch, one transaction may carry, at compile
+/// time (it sizes the per-operation result list stored in the dedup table).
+/// [`KvLimits::max_txn_ops`] may be lower.
+pub const MAX_TXN_OPS: usize = 64;
+
 /// Largest key any profile may allow (keys are stored with a 16-bit length).
 pub const MAX_KEY_BYTES_CAP: usize = u16::MAX as usize;
 
@@ -46,6 +51,9 @@ pub struct KvLimits {
     pub max_batch_items: usize,
     /// Longest TTL, lock lease or lock wait in milliseconds.
     pub max_ttl_ms: u64,
+    /// Most compares in one transaction, and most operations in each of its two branches
+    /// (at most [`MAX_TXN_OPS`]).
+    pub max_txn_ops: usize,
 }
 
 /// Why a set of limits or the memory handed in cannot build a store.
@@ -72,6 +80,8 @@ pub enum LimitsError {
     MaxBatchItems,
     /// `max_ttl_ms` is 0.
     MaxTtl,
+    /// `max_txn_ops` is 0 or above [`MAX_TXN_OPS`].
+    MaxTxnOps,
     /// The [`crate::KvMemory`] provider could not supply a buffer at the length the limits
     /// need; the field names which.
     Buffer(&'static str),
@@ -111,6 +121,7 @@ impl KvLimits {
             event_bytes: 16 << 20,
             max_batch_items: MAX_BATCH_ITEMS,
             max_ttl_ms: 30 * 24 * 3_600_000,
+            max_txn_ops: MAX_TXN_OPS,
         }
     }
 
@@ -130,6 +141,7 @@ impl KvLimits {
             event_bytes: 1024,
             max_batch_items: 8,
             max_ttl_ms: 24 * 3_600_000,
+            max_txn_ops: 8,
         }
     }
 
@@ -164,6 +176,9 @@ impl KvLimits {
         }
         if self.max_ttl_ms == 0 {
             return Err(LimitsError::MaxTtl);
+        }
+        if self.max_txn_ops == 0 || self.max_txn_ops > MAX_TXN_OPS {
+            return Err(LimitsError::MaxTxnOps);
         }
         Ok(())
     }

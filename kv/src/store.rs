@@ -8,6 +8,7 @@ use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine
 use shoal_core::types::{LogIndex, Term};
 
 use crate::arena::Arena;
+use crate::check::check_write;
 use crate::command::{Applied, BatchResults, Command, NodeKind, NodeView, Op, WriteResult};
 use crate::error::{KvError, WatchError};
 use crate::events::{Event, EventLog};
@@ -313,8 +314,10 @@ impl<M: KvMemory> DtKv<M> {
             Ok(()) => WriteResult::Done,
             Err(e) => WriteResult::Failed(e),
         };
-        if let Err(e) = op.key().map_or(Ok(()), client_key) {
-            return WriteResult::Failed(e);
+        // Every refusal that needs no state comes first, from the same check a platform may
+        // run before proposing, so that both give the same answer.
+        if let Err(r) = check_write(op, client, &self.limits) {
+            return WriteResult::Failed(r.error);
         }
         let result = match *op {
             Op::Put { key, value } => return done(self.put(index, client, key, value)),
@@ -353,6 +356,7 @@ impl<M: KvMemory> DtKv<M> {
             Op::SysPut { key, value } => return done(self.sys_put(index, key, value, false)),
             Op::SysCreate { key, value } => return done(self.sys_put(index, key, value, true)),
             Op::SysRemove { key } => return done(self.sys_remove(index, key)),
+            Op::Txn(txn) => return self.txn(index, client, &txn),
         };
         result.unwrap_or_else(WriteResult::Failed)
     }

@@ -2,10 +2,11 @@
 //! and lock waiters (slots lowest-first, see `FreeList`), and recording watch events.
 
 use crate::arena::{cost, owner_tag};
+use crate::check;
 use crate::command::NodeKind;
 use crate::error::KvError;
 use crate::events::EventKind;
-use crate::key::{hash_bytes, parent_of, validate_key};
+use crate::key::{hash_bytes, parent_of};
 use crate::memory::{Element, KvMemory, NodeSlot, WaiterSlot, NIL};
 use crate::store::{DtKv, ROOT};
 
@@ -21,20 +22,13 @@ impl<M: KvMemory> DtKv<M> {
     }
 
     pub(crate) fn check_value(&self, value: &[u8]) -> Result<(), KvError> {
-        if value.len() > self.limits.max_value_bytes {
-            Err(KvError::ValueTooLarge)
-        } else {
-            Ok(())
-        }
+        check::check_value(value, &self.limits)
     }
 
     /// The checks of a write that needs a session (temporary nodes, locks), in the order
     /// every replica must apply them: the session, then the key.
     pub(crate) fn check_session_key(&self, client: u64, key: &[u8]) -> Result<(), KvError> {
-        if client == 0 {
-            return Err(KvError::SessionRequired);
-        }
-        validate_key(key, &self.limits, false)
+        check::check_session_key(client, key, &self.limits)
     }
 
     /// `check_session_key`, then the deadline `ttl_ms` from now (`deadline_after`).
@@ -50,11 +44,8 @@ impl<M: KvMemory> DtKv<M> {
 
     /// The deadline `ttl_ms` (a TTL or a lease) from the replicated clock, if the TTL is valid.
     pub(crate) fn deadline_after(&self, ttl_ms: u64) -> Result<u64, KvError> {
-        if ttl_ms == 0 || ttl_ms > self.limits.max_ttl_ms {
-            Err(KvError::InvalidTtl)
-        } else {
-            Ok(self.now_ms.saturating_add(ttl_ms))
-        }
+        check::check_ttl(ttl_ms, &self.limits)?;
+        Ok(self.now_ms.saturating_add(ttl_ms))
     }
 
     /// Create a node under `parent`; all-or-nothing.

@@ -25,6 +25,7 @@ fn limits() -> KvLimits {
         event_bytes: 4096,
         max_batch_items: 8,
         max_ttl_ms: 1_000_000,
+        max_txn_ops: 8,
     }
 }
 

@@ -172,14 +172,7 @@ fn watch_prints_events_until_count() {
 
 #[test]
 fn end_to_end_against_a_single_shoald() {
-    let mut c = Cluster::builder()
-        .voters([1])
-        .fsync("never")
-        .election_timeout_ms(300)
-        .heartbeat_interval_ms(None)
-        .client_addrs_in_members()
-        .build();
-    c.start(1);
+    let c = Cluster::single_node();
     let client_addr = c.node(1).client.clone();
 
     // The client retries while the server starts and elects itself.

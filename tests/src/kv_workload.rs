@@ -2,17 +2,21 @@
 //! DtKV operations on a small key set, through leader changes and every injected fault.
 //!
 //! Values of `k0`..`k2` are checked for linearizability per key (put, get, remove,
-//! compare-and-set). Directories, temporary nodes and locks run alongside as extra load; locks
+//! compare-and-set). `x0` and `x1` are written only by transactions and read together, and are
+//! checked as one object, so a replica that applies part of a transaction is caught. Directories, temporary nodes and locks run alongside as extra load; locks
 //! are checked for safety on every replica (a lock changes hands only with a larger fencing
 //! token), and replicas' digests are compared after convergence.
 
 use crate::cluster::{ClientRequest, Workload};
-use crate::linearizability::{KvKey, KvOp, KvRet};
+use crate::linearizability::{KvKey, KvOp, KvRet, TxnCond};
 use crate::sim::invariants::hash_bytes;
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
 use shoal_core::rng::Rng;
 use shoal_core::{LogIndex, NodeId, Term};
-use shoal_kv::{Applied, Command, DtKv, KvError, KvLimits, KvMemory, NodeKind, Op, WriteResult};
+use shoal_kv::{
+    Applied, Batch, Command, Compare, DtKv, KvError, KvLimits, KvMemory, NodeKind, Op, Txn, TxnOp,
+    WriteResult,
+};
 use shoal_std::kvheap::{HeapKv, KvHeap};
 use std::cell::{Cell, RefCell};
 
@@ -163,7 +167,83 @@ impl StateMachine for KvSm {
 }
 
 const KEYS: [&[u8]; 3] = [b"k0", b"k1", b"k2"];
+/// The keys transactions write together; checked as one object with key number `TXN_OBJECT`.
+const TXN_KEYS: [&[u8]; 2] = [b"x0", b"x1"];
+const TXN_OBJECT: u8 = KEYS.len() as u8;
 const LOCK: &[u8] = b"lk";
+
+/// A random transaction over `TXN_KEYS`: the operation for the history, and its command as
+/// `encode` makes it.
+fn txn_request(
+    rng: &mut Rng,
+    client: u64,
+    seq: u64,
+    value: &[u8],
+    encode: impl FnOnce(Op<'_>) -> Vec<u8>,
+) -> (Vec<u8>, KvOp) {
+    // The compares expect values recent writers may have left (or existence, or absence).
+    let mut compares = Vec::new();
+    for _ in 0..rng.range(0, 3) {
+        let k = rng.range(0, 2) as usize;
+        let cond = match rng.range(0, 4) {
+            0 => TxnCond::Exists,
+            1 => TxnCond::Absent,
+            _ => TxnCond::Value(value_for(
+                rng.range(0, 4),
+                rng.range(seq.saturating_sub(20), seq + 1),
+            )),
+        };
+        compares.push((k, cond));
+    }
+    // Mostly puts of both keys, so a half-applied branch shows; sometimes removes, which abort
+    // the branch when the key is missing.
+    let branch = |rng: &mut Rng, min: u64| {
+        (0..rng.range(min, 4))
+            .map(|i| {
+                let k = ((client + i) % 2) as usize;
+                let write = (!rng.chance(1, 5)).then(|| value.to_vec());
+                (k, write)
+            })
+            .collect::<Vec<_>>()
+    };
+    let success = branch(rng, 2);
+    let failure = branch(rng, 0);
+    let kv_compares: Vec<Compare<'_>> = compares
+        .iter()
+        .map(|(k, c)| {
+            let key = TXN_KEYS[*k];
+            match c {
+                TxnCond::Value(v) => Compare::Value { key, value: v },
+                TxnCond::Exists => Compare::Exists { key },
+                TxnCond::Absent => Compare::Absent { key },
+            }
+        })
+        .collect();
+    fn ops(writes: &[(usize, Option<Vec<u8>>)]) -> Vec<TxnOp<'_>> {
+        writes
+            .iter()
+            .map(|(k, w)| match w {
+                Some(v) => TxnOp::Put {
+                    key: TXN_KEYS[*k],
+                    value: v,
+                },
+                None => TxnOp::Remove { key: TXN_KEYS[*k] },
+            })
+            .collect()
+    }
+    let (on_success, on_failure) = (ops(&success), ops(&failure));
+    let command = encode(Op::Txn(Txn {
+        compares: Batch::new(&kv_compares),
+        success: Batch::new(&on_success),
+        failure: Batch::new(&on_failure),
+    }));
+    let op = KvOp::Txn {
+        compares,
+        success,
+        failure,
+    };
+    (command, op)
+}
 
 /// DtKV operations from clients with sessions.
 pub struct KvWorkload;
@@ -199,8 +279,8 @@ impl Workload for KvWorkload {
         seq: u64,
         now_ms: u64,
     ) -> (u8, ClientRequest<KvOp>) {
-        let k = rng.range(0, KEYS.len() as u64) as u8;
-        let key = KEYS[k as usize];
+        let k = rng.range(0, KEYS.len() as u64 + 1) as u8;
+        let key = KEYS[(k % TXN_OBJECT) as usize];
         let client_id = client + 1;
         let cmd = |op: Op<'_>| {
             encode(&Command {
@@ -211,6 +291,20 @@ impl Workload for KvWorkload {
             })
         };
         let value = value_for(client, seq);
+        if k == TXN_OBJECT {
+            // The transaction object: transactions and reads of both keys at one index.
+            let req = match rng.range(0, 3) {
+                0 => ClientRequest::Read {
+                    op: KvOp::ReadAll,
+                    lease: rng.chance(1, 2),
+                },
+                _ => {
+                    let (command, op) = txn_request(rng, client, seq, &value, cmd);
+                    ClientRequest::Write { command, op }
+                }
+            };
+            return (k, req);
+        }
         let req = match rng.range(0, 20) {
             0..=4 => ClientRequest::Write {
                 command: cmd(Op::Put { key, value: &value }),
@@ -311,6 +405,14 @@ impl Workload for KvWorkload {
             (KvOp::Cas { .. }, WriteResult::Failed(KvError::CasMismatch)) => {
                 Some(KvRet::Swapped(false))
             }
+            (KvOp::Txn { .. }, WriteResult::Txn { succeeded, .. }) => Some(KvRet::Txn {
+                succeeded: *succeeded,
+                aborted: false,
+            }),
+            (KvOp::Txn { .. }, WriteResult::TxnAborted { succeeded, .. }) => Some(KvRet::Txn {
+                succeeded: *succeeded,
+                aborted: true,
+            }),
             // Anything else is an answer the model cannot explain: report it as such.
             (_, other) => Some(KvRet::Value(Some(
                 format!("unexpected answer {other:?}").into_bytes(),
@@ -319,22 +421,32 @@ impl Workload for KvWorkload {
     }
 
     fn read(&self, sm: &KvSm, key: &u8, _op: &KvOp) -> KvRet {
-        match sm.store().get(KEYS[*key as usize]) {
-            Ok(v) => KvRet::Value(Some(v.value.to_vec())),
-            Err(_) => KvRet::Value(None),
+        let value = |k: &[u8]| sm.store().get(k).ok().map(|v| v.value.to_vec());
+        if *key == TXN_OBJECT {
+            // One replica state: both keys as of the same applied index.
+            return KvRet::Values(TXN_KEYS.iter().map(|k| value(k)).collect());
+        }
+        KvRet::Value(value(KEYS[*key as usize]))
+    }
+
+    fn final_read(&self, key: &u8) -> KvOp {
+        if *key == TXN_OBJECT {
+            KvOp::ReadAll
+        } else {
+            KvOp::Get
         }
     }
 
-    fn final_read(&self, _key: &u8) -> KvOp {
-        KvOp::Get
-    }
-
     fn keys(&self) -> Vec<u8> {
-        (0..KEYS.len() as u8).collect()
+        (0..=TXN_OBJECT).collect()
     }
 
-    fn init(&self, _key: &u8) -> KvKey {
-        KvKey::default()
+    fn init(&self, key: &u8) -> KvKey {
+        if *key == TXN_OBJECT {
+            KvKey::object(TXN_KEYS.len())
+        } else {
+            KvKey::default()
+        }
     }
 
     fn digest(&self, sm: &KvSm) -> u64 {

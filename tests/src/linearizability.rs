@@ -365,6 +365,15 @@ pub enum RegisterRet {
     Written,
     /// Whether a compare-and-set swapped.
     Swapped(bool),
+    /// Every key's value, in order.
+    Values(Vec<Option<Vec<u8>>>),
+    /// Which branch a transaction took, and whether it was aborted (nothing applied).
+    Txn {
+        /// Every condition held.
+        succeeded: bool,
+        /// A write of the branch was refused.
+        aborted: bool,
+    },
 }
 
 impl Model for Register {
@@ -473,13 +482,55 @@ impl Model for AppendList {
     }
 }
 
-/// One key of a key-value store with byte values: the shape a per-key DtKV model takes
-/// (get / put / remove / compare-and-set). Adjust the results to DtKV's exact replies when the
-/// KV workload is wired in.
+/// One key of a key-value store with byte values (get / put / remove / compare-and-set), or
+/// several keys checked as one object because transactions write them together (read all,
+/// transaction): a history that sees half of a transaction has no legal order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct KvKey {
     /// The value, or `None` when the key does not exist.
     pub value: Option<Vec<u8>>,
+    /// The values of the object's other keys, in order (empty for a single key). Key 0 of a
+    /// transaction is `value`, key `i` is `others[i - 1]`.
+    pub others: Vec<Option<Vec<u8>>>,
+}
+
+impl KvKey {
+    /// An object of `keys` keys, none of which exists.
+    pub fn object(keys: usize) -> KvKey {
+        KvKey {
+            value: None,
+            others: vec![None; keys.saturating_sub(1)],
+        }
+    }
+
+    fn values(&self) -> Vec<Option<Vec<u8>>> {
+        let mut all = vec![self.value.clone()];
+        all.extend(self.others.iter().cloned());
+        all
+    }
+
+    fn from_values(mut all: Vec<Option<Vec<u8>>>) -> KvKey {
+        let value = all.remove(0);
+        KvKey { value, others: all }
+    }
+
+    fn with_value(&self, value: Option<Vec<u8>>) -> KvKey {
+        KvKey {
+            value,
+            others: self.others.clone(),
+        }
+    }
+}
+
+/// A condition of a [`KvOp::Txn`] on one key of the object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnCond {
+    /// The key holds this value.
+    Value(Vec<u8>),
+    /// The key exists.
+    Exists,
+    /// The key does not exist.
+    Absent,
 }
 
 /// Operations on a [`KvKey`].
@@ -498,6 +549,19 @@ pub enum KvOp {
         /// The new value (`None`: delete).
         new: Option<Vec<u8>>,
     },
+    /// Read every key of the object at one index.
+    ReadAll,
+    /// A DtKV transaction over the object's keys (by position): if every condition holds,
+    /// apply `success` in order, else `failure`; a write is a put (`Some`) or a remove
+    /// (`None`). A remove of a missing key aborts the branch with nothing applied.
+    Txn {
+        /// The conditions.
+        compares: Vec<(usize, TxnCond)>,
+        /// Writes when all hold.
+        success: Vec<(usize, Option<Vec<u8>>)>,
+        /// Writes otherwise.
+        failure: Vec<(usize, Option<Vec<u8>>)>,
+    },
 }
 
 /// Results of [`KvOp`]s.
@@ -511,28 +575,61 @@ pub enum KvRet {
     Removed(bool),
     /// Whether a compare-and-set swapped.
     Swapped(bool),
+    /// Every key's value, in order.
+    Values(Vec<Option<Vec<u8>>>),
+    /// Which branch a transaction took, and whether it was aborted (nothing applied).
+    Txn {
+        /// Every condition held.
+        succeeded: bool,
+        /// A write of the branch was refused.
+        aborted: bool,
+    },
 }
 
 impl Model for KvKey {
     type Op = KvOp;
     type Ret = KvRet;
     fn is_read_only(op: &KvOp) -> bool {
-        matches!(op, KvOp::Get)
+        matches!(op, KvOp::Get | KvOp::ReadAll)
     }
     fn step(&self, op: &KvOp) -> (Self, KvRet) {
         match op {
             KvOp::Get => (self.clone(), KvRet::Value(self.value.clone())),
-            KvOp::Put(v) => (
-                KvKey {
-                    value: Some(v.clone()),
-                },
-                KvRet::Done,
-            ),
-            KvOp::Remove => (KvKey { value: None }, KvRet::Removed(self.value.is_some())),
+            KvOp::Put(v) => (self.with_value(Some(v.clone())), KvRet::Done),
+            KvOp::Remove => (self.with_value(None), KvRet::Removed(self.value.is_some())),
             KvOp::Cas { expect, new } if *expect == self.value => {
-                (KvKey { value: new.clone() }, KvRet::Swapped(true))
+                (self.with_value(new.clone()), KvRet::Swapped(true))
             }
             KvOp::Cas { .. } => (self.clone(), KvRet::Swapped(false)),
+            KvOp::ReadAll => (self.clone(), KvRet::Values(self.values())),
+            KvOp::Txn {
+                compares,
+                success,
+                failure,
+            } => {
+                let mut all = self.values();
+                let succeeded = compares.iter().all(|(i, c)| match c {
+                    TxnCond::Value(v) => all[*i].as_ref() == Some(v),
+                    TxnCond::Exists => all[*i].is_some(),
+                    TxnCond::Absent => all[*i].is_none(),
+                });
+                let writes = if succeeded { success } else { failure };
+                for (i, w) in writes {
+                    if w.is_none() && all[*i].is_none() {
+                        let aborted = KvRet::Txn {
+                            succeeded,
+                            aborted: true,
+                        };
+                        return (self.clone(), aborted);
+                    }
+                    all[*i] = w.clone();
+                }
+                let ret = KvRet::Txn {
+                    succeeded,
+                    aborted: false,
+                };
+                (KvKey::from_values(all), ret)
+            }
         }
     }
 }
@@ -796,15 +893,20 @@ mod tests {
         )));
     }
 
-    #[test]
-    fn kv_key_model_fits_the_trait() {
-        let o = |c, op, a, b, r| Operation {
-            client: c,
-            key: "app.x",
+    /// An answered operation of `client` on `key`, invoked at `a` and answered `r` at `b`.
+    fn answered<K, O, R>(client: u64, key: K, op: O, a: u64, b: u64, r: R) -> Operation<K, O, R> {
+        Operation {
+            client,
+            key,
             op,
             invoke: a,
             response: Some((b, r)),
-        };
+        }
+    }
+
+    #[test]
+    fn kv_key_model_fits_the_trait() {
+        let o = |c, op, a, b, r| answered(c, "app.x", op, a, b, r);
         let h = [
             o(1, KvOp::Put(b"a".to_vec()), 0, 10, KvRet::Done),
             o(
@@ -828,6 +930,58 @@ mod tests {
             |_| KvKey::default(),
             DEFAULT_STEP_BUDGET
         )));
+    }
+
+    #[test]
+    fn transactions_over_several_keys_are_all_or_nothing() {
+        let o = |c, op, a, b, r| answered(c, "pair", op, a, b, r);
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        let both = |x: &str| KvOp::Txn {
+            compares: vec![(0, TxnCond::Absent)],
+            success: vec![(0, v(x)), (1, v(x))],
+            failure: vec![(1, None), (0, v(x))],
+        };
+        let ran = |succeeded, aborted| KvRet::Txn { succeeded, aborted };
+        let h = [
+            o(1, both("a"), 0, 10, ran(true, false)),
+            o(
+                2,
+                KvOp::ReadAll,
+                20,
+                30,
+                KvRet::Values(vec![v("a"), v("a")]),
+            ),
+            // The compare fails; the failure branch removes key 1, then writes key 0.
+            o(1, both("b"), 40, 50, ran(false, false)),
+            o(2, KvOp::ReadAll, 60, 70, KvRet::Values(vec![v("b"), None])),
+            // Again: key 1 is gone, so the remove aborts the branch and nothing changes.
+            o(1, both("c"), 80, 90, ran(false, true)),
+            o(
+                2,
+                KvOp::ReadAll,
+                100,
+                110,
+                KvRet::Values(vec![v("b"), None]),
+            ),
+        ];
+        let init = |_: &&str| KvKey::object(2);
+        assert!(check_per_key(&h, init, DEFAULT_STEP_BUDGET).is_linearizable());
+        // Half of the first transaction seen: no legal order.
+        let mut half = h.to_vec();
+        half[1].response = Some((30, KvRet::Values(vec![v("a"), None])));
+        assert!(bad(&check_per_key(&half, init, DEFAULT_STEP_BUDGET)));
+        // An aborted branch that left its first write behind: no legal order either.
+        let mut partial = h.to_vec();
+        partial[5].response = Some((110, KvRet::Values(vec![v("b"), None])));
+        partial[4].op = KvOp::Txn {
+            compares: vec![],
+            success: vec![(0, v("c")), (1, None)],
+            failure: vec![],
+        };
+        partial[4].response = Some((90, ran(true, true)));
+        assert!(check_per_key(&partial, init, DEFAULT_STEP_BUDGET).is_linearizable());
+        partial[5].response = Some((110, KvRet::Values(vec![v("c"), None])));
+        assert!(bad(&check_per_key(&partial, init, DEFAULT_STEP_BUDGET)));
     }
 
     /// A history produced by a real sequential execution: each operation takes effect at a

@@ -55,6 +55,11 @@ fn kv_dedup_ignored_is_caught() {
 }
 
 #[test]
+fn kv_txn_half_is_caught() {
+    assert_caught("kv-txn-half");
+}
+
+#[test]
 fn a_run_without_a_planted_bug_passes_where_one_with_it_fails() {
     // The choice is the run's alone: the seed that catches a bug passes without it, even
     // while other runs with other bugs go on in this process.

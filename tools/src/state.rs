@@ -130,6 +130,8 @@ impl Sizing {
         };
         let items = match cmd.op {
             Op::BatchPut(p) => p.len(),
+            // A branch creates at most one node per operation.
+            Op::Txn(t) => t.success.len().max(t.failure.len()),
             Op::BatchRemove(_) | Op::Expire | Op::Unlock { .. } | Op::SysRemove { .. } => 0,
             // A record may create the directories above it too.
             Op::SysPut { key, .. } | Op::SysCreate { key, .. } => {

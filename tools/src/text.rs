@@ -9,7 +9,7 @@ use shoal_core::types::EntryKind;
 use shoal_kv::system::{
     record_id, GroupRecord, GroupState, MemberRecord, RecordText, GROUPS_DIR, MEMBERS_DIR,
 };
-use shoal_kv::{Command, Op};
+use shoal_kv::{Cmp, Command, Compare, Op, TxnOp};
 use shoal_std::storage::scan::decode_addr_entry;
 
 /// Longest value shown in a one-line description before it is cut (the `entry` command shows
@@ -216,6 +216,71 @@ fn op(cmd: &Command<'_>, max: usize) -> String {
             format!("system create {} = {}", key(k), record(k, v))
         }
         Op::SysRemove { key: k } => format!("system remove {}", key(k)),
+        Op::Txn(t) => {
+            let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+            format!(
+                "txn if {} then {} else {}",
+                list(t.compares.iter().map(|c| compare(&c, max)).collect()),
+                list(t.success.iter().map(|o| txn_op(&o, max)).collect()),
+                list(t.failure.iter().map(|o| txn_op(&o, max)).collect()),
+            )
+        }
+    }
+}
+
+fn cmp_word(c: Cmp) -> &'static str {
+    match c {
+        Cmp::Equal => "=",
+        Cmp::NotEqual => "!=",
+        Cmp::Less => "<",
+        Cmp::Greater => ">",
+    }
+}
+
+fn compare(c: &Compare<'_>, max: usize) -> String {
+    match *c {
+        Compare::Value { key: k, value: v } => format!("value {} = {}", key(k), value(v, max)),
+        Compare::Exists { key: k } => format!("exists {}", key(k)),
+        Compare::Absent { key: k } => format!("absent {}", key(k)),
+        Compare::UpdateIndex { key: k, cmp, index } => {
+            format!("update-index {} {} {index}", key(k), cmp_word(cmp))
+        }
+    }
+}
+
+fn txn_op(o: &TxnOp<'_>, max: usize) -> String {
+    // Each operation reads as the single-key write it does.
+    let single = Command {
+        client_id: 0,
+        seq: 0,
+        time_ms: 0,
+        op: o.as_op(),
+    };
+    op(&single, max)
+}
+
+fn compare_json(c: &Compare<'_>) -> Value {
+    match *c {
+        Compare::Value { key, value } => {
+            json!({"key": bytes_json(key), "value": bytes_json(value)})
+        }
+        Compare::Exists { key } => json!({"key": bytes_json(key), "exists": true}),
+        Compare::Absent { key } => json!({"key": bytes_json(key), "exists": false}),
+        Compare::UpdateIndex { key, cmp, index } => {
+            json!({"key": bytes_json(key), "update_index": index, "cmp": cmp_word(cmp)})
+        }
+    }
+}
+
+fn txn_op_json(o: &TxnOp<'_>) -> Value {
+    match *o {
+        TxnOp::Put { key, value } => {
+            json!({"op": "put", "key": bytes_json(key), "value": bytes_json(value)})
+        }
+        TxnOp::Remove { key } => json!({"op": "remove", "key": bytes_json(key)}),
+        TxnOp::Mkdir { key } => json!({"op": "mkdir", "key": bytes_json(key)}),
+        TxnOp::PutTemp { key, value, ttl_ms } => json!({"op": "put_temp", "key": bytes_json(key),
+            "value": bytes_json(value), "ttl_ms": ttl_ms}),
     }
 }
 
@@ -309,6 +374,10 @@ pub fn command_json(data: &[u8]) -> Value {
             json!({"op": "system_create", "key": bytes_json(key), "value": record_json(key, value)})
         }
         Op::SysRemove { key } => json!({"op": "system_remove", "key": bytes_json(key)}),
+        Op::Txn(t) => json!({"op": "txn",
+            "compares": t.compares.iter().map(|c| compare_json(&c)).collect::<Vec<_>>(),
+            "success": t.success.iter().map(|o| txn_op_json(&o)).collect::<Vec<_>>(),
+            "failure": t.failure.iter().map(|o| txn_op_json(&o)).collect::<Vec<_>>()}),
     };
     v["client_id"] = json!(cmd.client_id);
     v["seq"] = json!(cmd.seq);
@@ -410,6 +479,36 @@ mod tests {
         );
         let n = Command::expire(99).encode(&mut buf).unwrap();
         assert_eq!(command(&buf[..n], 48), "expire @99ms");
+        let compares = [Compare::UpdateIndex {
+            key: b"k",
+            cmp: Cmp::Less,
+            index: 4,
+        }];
+        let (success, failure) = (
+            [TxnOp::Put {
+                key: b"k",
+                value: b"v",
+            }],
+            [TxnOp::Remove { key: b"j" }],
+        );
+        let txn = Command {
+            client_id: 0,
+            seq: 0,
+            time_ms: 1,
+            op: Op::Txn(shoal_kv::Txn {
+                compares: shoal_kv::Batch::new(&compares),
+                success: shoal_kv::Batch::new(&success),
+                failure: shoal_kv::Batch::new(&failure),
+            }),
+        };
+        let n = txn.encode(&mut buf).unwrap();
+        assert_eq!(
+            command(&buf[..n], 48),
+            "txn if [update-index k < 4] then [put k = \"v\"] else [remove j]"
+        );
+        let j = command_json(&buf[..n]);
+        assert_eq!(j["compares"][0]["cmp"], "<");
+        assert_eq!(j["failure"][0]["op"], "remove");
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub fn small() -> KvLimits {
         event_bytes: 1024,
         max_batch_items: 8,
         max_ttl_ms: 1_000_000,
+        max_txn_ops: 4,
     }
 }
 
@@ -210,6 +211,18 @@ pub fn unlock(key: &str) -> Op<'_> {
 }
 pub fn expired(removed: u32, granted: u32) -> WriteResult {
     WriteResult::Expired { removed, granted }
+}
+/// A transaction over slices the caller keeps.
+pub fn txn<'a>(
+    compares: &'a [Compare<'a>],
+    success: &'a [TxnOp<'a>],
+    failure: &'a [TxnOp<'a>],
+) -> Op<'a> {
+    Op::Txn(Txn {
+        compares: Batch::new(compares),
+        success: Batch::new(success),
+        failure: Batch::new(failure),
+    })
 }
 pub fn remove(key: &str) -> Op<'_> {
     Op::Remove {

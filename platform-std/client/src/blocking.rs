@@ -6,7 +6,10 @@ use shoal_core::{GroupId, LogIndex, NodeId};
 
 use crate::lock::BlockingLockGuard;
 use crate::protocol::{HealthInfo, MemberInfo, NodeInfo, ReadMode, StatusInfo};
-use crate::{BatchOutcome, Client, ClientConfig, ClientError, LockState, Unlocked, WatchStream};
+use crate::{
+    BatchOutcome, Client, ClientConfig, ClientError, LockState, Transaction, TxnOutcome, Unlocked,
+    WatchStream,
+};
 
 /// A blocking client: the same operations as [`Client`], for code without an async runtime.
 /// Each call runs the async one to completion on the calling thread.
@@ -57,6 +60,8 @@ impl BlockingClient {
         fn remove(&self, key: &[u8]) -> LogIndex;
         /// See [`Client::mkdir`].
         fn mkdir(&self, key: &[u8]) -> LogIndex;
+        /// See [`Client::txn`].
+        fn txn(&self, txn: Transaction) -> TxnOutcome;
         /// See [`Client::batch_put`].
         fn batch_put(&self, pairs: &[(&[u8], &[u8])]) -> BatchOutcome;
         /// See [`Client::batch_remove`].

@@ -14,6 +14,7 @@ use crate::protocol::{
     ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
     Response, StatusInfo, WriteOp,
 };
+use crate::txn::{Transaction, TxnOutcome};
 use crate::watch::{self, WatchStream};
 use crate::{ClientConfig, ClientError};
 
@@ -248,6 +249,32 @@ impl Client {
             value: value.as_ref().to_vec(),
         })
         .await
+    }
+
+    /// Apply a transaction: its success branch if every compare holds, else its failure
+    /// branch, whole or not at all. An operation of the chosen branch that DtKV refuses
+    /// aborts it with nothing applied ([`ClientError::TxnAborted`]).
+    pub async fn txn(&self, txn: Transaction) -> Result<TxnOutcome, ClientError> {
+        match self.write(txn.into_op()).await? {
+            (index, WriteResult::Txn { succeeded, results }) => Ok(TxnOutcome {
+                index,
+                succeeded,
+                results: results.into_iter().collect(),
+            }),
+            (
+                _,
+                WriteResult::TxnAborted {
+                    succeeded,
+                    op,
+                    error,
+                },
+            ) => Err(ClientError::TxnAborted {
+                succeeded,
+                op: op as usize,
+                error,
+            }),
+            (_, other) => Err(unexpected_write("Txn", &other)),
+        }
     }
 
     /// Create or refresh a temporary value owned by this client, removed `ttl` after its last
@@ -717,6 +744,11 @@ impl Client {
                                         ),
                                     }
                                 }
+                                // The server says more than the error's own sentence (the
+                                // limit passed, the transaction item): keep its words.
+                                (ErrorCode::Kv, Some(e)) if message != e.message() => {
+                                    ClientError::KvRefused { error: e, message }
+                                }
                                 (ErrorCode::Kv, Some(e)) => ClientError::Kv(e),
                                 (ErrorCode::BadRequest, _) => ClientError::BadRequest { message },
                                 (code, _) => ClientError::Refused { code, message },
@@ -783,6 +815,7 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::TryLock { .. } => "TryLock",
         WriteOp::Unlock { .. } => "Unlock",
         WriteOp::UpdateLockLease { .. } => "UpdateLockLease",
+        WriteOp::Txn { .. } => "Txn",
     }
 }
 

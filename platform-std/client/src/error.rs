@@ -47,6 +47,25 @@ impl ErrorClass {
 pub enum ClientError {
     /// DtKV refused the operation (not found, CAS mismatch, lock held, ...). Nothing changed.
     Kv(KvError),
+    /// DtKV refused the write before it was proposed, and the server said more than the
+    /// error's own sentence: the limit it passed and, in a transaction, which item. Nothing
+    /// changed.
+    KvRefused {
+        /// DtKV's error.
+        error: KvError,
+        /// The server's explanation.
+        message: String,
+    },
+    /// An operation of the branch a transaction chose was refused, so nothing of the
+    /// transaction was applied.
+    TxnAborted {
+        /// Which branch was chosen (true: every compare held).
+        succeeded: bool,
+        /// The 0-based position of the refused operation in that branch.
+        op: usize,
+        /// Why it was refused.
+        error: KvError,
+    },
     /// The server refused the request with a definite error other than a DtKV one (unknown
     /// group, conflicting membership change, internal error, unsupported version).
     Refused {
@@ -88,7 +107,10 @@ impl ClientError {
     /// What the failure says about the operation's outcome.
     pub fn class(&self) -> ErrorClass {
         match self {
-            ClientError::Kv(_) | ClientError::Refused { .. } => ErrorClass::Definite,
+            ClientError::Kv(_)
+            | ClientError::KvRefused { .. }
+            | ClientError::TxnAborted { .. }
+            | ClientError::Refused { .. } => ErrorClass::Definite,
             ClientError::BadRequest { .. } => ErrorClass::Usage,
             ClientError::Indeterminate { .. } | ClientError::Protocol { .. } => {
                 ErrorClass::Indeterminate
@@ -117,7 +139,9 @@ impl ClientError {
     /// The DtKV error, if DtKV refused the operation.
     pub fn kv(&self) -> Option<KvError> {
         match self {
-            ClientError::Kv(e) => Some(*e),
+            ClientError::Kv(e)
+            | ClientError::KvRefused { error: e, .. }
+            | ClientError::TxnAborted { error: e, .. } => Some(*e),
             _ => None,
         }
     }
@@ -125,7 +149,9 @@ impl ClientError {
     /// A short machine-readable name of the failure (`NotFound`, `Unavailable`, ...).
     pub fn name(&self) -> String {
         match self {
-            ClientError::Kv(e) => format!("{e:?}"),
+            ClientError::Kv(e)
+            | ClientError::KvRefused { error: e, .. }
+            | ClientError::TxnAborted { error: e, .. } => format!("{e:?}"),
             ClientError::Refused { code, .. } => format!("{code:?}"),
             ClientError::BadRequest { .. } => "BadRequest".into(),
             ClientError::Unavailable { .. } => "Unavailable".into(),
@@ -145,6 +171,24 @@ impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientError::Kv(e) => write!(f, "refused by DtKV ({e:?}, code {}): {e}", e.code()),
+            ClientError::KvRefused { error, message } => {
+                write!(
+                    f,
+                    "refused by DtKV ({error:?}, code {}): {message}",
+                    error.code()
+                )
+            }
+            ClientError::TxnAborted {
+                succeeded,
+                op,
+                error,
+            } => write!(
+                f,
+                "transaction aborted, nothing applied: {} operation {op} was refused by DtKV \
+                 ({error:?}, code {}): {error}",
+                if *succeeded { "success" } else { "failure" },
+                error.code()
+            ),
             ClientError::Refused { code, message } => {
                 write!(f, "refused by the server ({code:?}): {message}")
             }

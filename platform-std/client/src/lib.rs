@@ -73,6 +73,7 @@ mod lock;
 mod mux;
 pub mod protocol;
 mod runtime;
+mod txn;
 mod watch;
 
 pub use blocking::BlockingClient;
@@ -84,4 +85,5 @@ pub use protocol::{
     AlarmInfo, GroupHealth, HealthInfo, KvError, MemberInfo, NodeInfo, NodeKind, ReadMode,
     StatusInfo, WatchEvent,
 };
+pub use txn::{Transaction, TxnOutcome};
 pub use watch::{WatchItem, WatchStream};

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use shoal_core::record;
 use shoal_core::{GroupId, LogIndex, NodeId, Term};
 /// DtKV's types that answers carry, so that a client needs no dependency on shoal-kv.
-pub use shoal_kv::{KvError, NodeKind, WriteResult};
+pub use shoal_kv::{Cmp, KvError, NodeKind, TxnEffect, WriteResult};
 
 /// Version of this protocol; a server refuses frames of another major version with
 /// [`ErrorCode::UnsupportedVersion`].
@@ -156,6 +156,121 @@ pub enum WriteOp {
         /// New lease from now.
         lease_ms: u64,
     },
+    /// A transaction: if every compare holds, apply `success`, else `failure`; a branch is
+    /// applied whole or not at all, in one log entry. Answered with
+    /// [`WriteResult::Txn`] or [`WriteResult::TxnAborted`].
+    Txn {
+        /// The conditions, read before anything changes.
+        compares: Vec<TxnCompare>,
+        /// Applied when every compare holds.
+        success: Vec<TxnWrite>,
+        /// Applied otherwise.
+        failure: Vec<TxnWrite>,
+    },
+}
+
+/// One condition of a transaction ([`shoal_kv::Compare`], owned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnCompare {
+    /// The key holds a value (plain or temporary) equal to `value`.
+    Value {
+        /// Key.
+        key: Vec<u8>,
+        /// Expected value.
+        value: Vec<u8>,
+    },
+    /// A node of any kind has this key.
+    Exists {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// No node has this key.
+    Absent {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// The node's update index relates to `index` as `cmp` says (a missing key counts as 0).
+    UpdateIndex {
+        /// Key.
+        key: Vec<u8>,
+        /// How to compare.
+        cmp: Cmp,
+        /// The index to compare with.
+        index: LogIndex,
+    },
+}
+
+impl TxnCompare {
+    /// The compare as DtKV takes it, borrowing this one's bytes.
+    pub fn as_kv(&self) -> shoal_kv::Compare<'_> {
+        match self {
+            TxnCompare::Value { key, value } => shoal_kv::Compare::Value { key, value },
+            TxnCompare::Exists { key } => shoal_kv::Compare::Exists { key },
+            TxnCompare::Absent { key } => shoal_kv::Compare::Absent { key },
+            TxnCompare::UpdateIndex { key, cmp, index } => shoal_kv::Compare::UpdateIndex {
+                key,
+                cmp: *cmp,
+                index: *index,
+            },
+        }
+    }
+}
+
+/// One operation of a transaction's branch ([`shoal_kv::TxnOp`], owned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnWrite {
+    /// Create or replace a value.
+    Put {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Remove a value, a temporary node or an empty directory.
+    Remove {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Create a directory (unchanged if it already is one).
+    Mkdir {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Create or replace a temporary value owned by the session.
+    PutTemp {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Time to live.
+        ttl_ms: u64,
+    },
+}
+
+impl TxnWrite {
+    /// The operation as DtKV takes it, borrowing this one's bytes.
+    pub fn as_kv(&self) -> shoal_kv::TxnOp<'_> {
+        match self {
+            TxnWrite::Put { key, value } => shoal_kv::TxnOp::Put { key, value },
+            TxnWrite::Remove { key } => shoal_kv::TxnOp::Remove { key },
+            TxnWrite::Mkdir { key } => shoal_kv::TxnOp::Mkdir { key },
+            TxnWrite::PutTemp { key, value, ttl_ms } => shoal_kv::TxnOp::PutTemp {
+                key,
+                value,
+                ttl_ms: *ttl_ms,
+            },
+        }
+    }
+
+    /// Bytes of keys and values it carries.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            TxnWrite::Put { key, value } | TxnWrite::PutTemp { key, value, .. } => {
+                key.len() + value.len()
+            }
+            TxnWrite::Remove { key } | TxnWrite::Mkdir { key } => key.len(),
+        }
+    }
 }
 
 /// A membership change request.

@@ -8,6 +8,9 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
+#[path = "shoalctl/txn.rs"]
+mod txn;
+
 use base64::Engine;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -198,9 +201,24 @@ enum Command {
     /// Groups hosted by the contacted node.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Apply a transaction: compares on several keys, then the success operations if all hold,
+    /// else the failure operations, whole or not at all. Typed on stdin as three sections
+    /// separated by blank lines (compares: `value K = V`, `exists K`, `absent K`,
+    /// `update-index K (=|!=|<|>) N`; operations: `put K V`, `del K`, `mkdir K`,
+    /// `put-temp K V --ttl D`), or as JSON with --file. Exit 1 if an operation was refused
+    /// (nothing applied).
+    Txn {
+        /// Read the transaction as JSON from this file (`-`: stdin) instead of typed sections:
+        /// {"compares": [{"key": K, "value": V} | {"key": K, "exists": BOOL} |
+        /// {"key": K, "update_index": N, "cmp": "<"}], "success": [{"op": "put", "key": K,
+        /// "value": V} | {"op": "del", "key": K} | {"op": "mkdir", "key": K} |
+        /// {"op": "put-temp", "key": K, "value": V, "ttl": "30s"}], "failure": [...]}
+        #[arg(long, value_name = "FILE")]
+        file: Option<String>,
+    },
     /// Read commands from stdin, one per line (shell-like quoting, `#` comments), and answer
     /// each with one JSON line. Exit code: 0 if every line succeeded, else the last failing
-    /// line's code. `lock`, `watch` and `batch` are not allowed in batch input.
+    /// line's code. `lock`, `watch`, `txn` and `batch` are not allowed in batch input.
     Batch,
 }
 
@@ -328,7 +346,65 @@ fn error_json(e: &ClientError) -> Value {
     if let Some(kv) = e.kv() {
         v["kv_code"] = json!(kv.code());
     }
+    if let ClientError::TxnAborted { succeeded, op, .. } = e {
+        v["branch"] = json!(if *succeeded { "success" } else { "failure" });
+        v["op"] = json!(op);
+    }
     v
+}
+
+/// `shoalctl txn`: read the transaction (typed sections on stdin, or JSON from `file`), apply
+/// it, and answer; returns the exit code.
+async fn run_txn(client: &Client, output: Output, file: Option<&str>) -> i32 {
+    let read = match file {
+        Some(path) => {
+            let doc = if path == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(path)
+            };
+            doc.map_err(|e| format!("cannot read the transaction from `{path}`: {e}"))
+                .and_then(|doc| txn::from_json(&doc))
+        }
+        None => read_typed_txn(),
+    };
+    let transaction = match read {
+        Ok(t) => t,
+        Err(message) => {
+            let e = ClientError::BadRequest { message };
+            print_error(output, &e);
+            return e.exit_code();
+        }
+    };
+    match client.txn(transaction.clone()).await {
+        Ok(out) => {
+            print_answer(output, &txn::answer(&transaction, &out));
+            0
+        }
+        Err(e) => {
+            print_error(output, &e);
+            e.exit_code()
+        }
+    }
+}
+
+/// Typed transaction sections from stdin, with a prompt per section at a terminal.
+fn read_typed_txn() -> Result<shoal_client::Transaction, String> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let prompt = stdin.is_terminal();
+    let mut typed = txn::Typed::default();
+    let mut shown = None;
+    let mut lines = stdin.lock().lines();
+    while let Some(section) = typed.section() {
+        if prompt && shown != Some(section) {
+            shown = Some(section);
+            eprintln!("{}", section.prompt());
+        }
+        let Some(line) = lines.next() else { break };
+        typed.line(&line.map_err(|e| format!("reading stdin: {e}"))?)?;
+    }
+    Ok(typed.finish())
 }
 
 /// Run one top-level command; returns the exit code.
@@ -346,6 +422,7 @@ async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
             count,
         } => run_watch(client, cli.output, keys, *from_index, *count).await,
         Command::Batch => run_batch(client).await,
+        Command::Txn { file } => run_txn(client, cli.output, file.as_deref()).await,
         other => match execute(client, other).await {
             Ok(answer) => {
                 print_answer(cli.output, &answer);
@@ -575,9 +652,9 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             }
             GroupCommand::Remove => written(client.remove_group(client.config().group).await?),
         },
-        Command::Lock { .. } | Command::Watch { .. } | Command::Batch => {
+        Command::Lock { .. } | Command::Watch { .. } | Command::Txn { .. } | Command::Batch => {
             return Err(usage(
-                "lock, watch and batch cannot run inside batch input".into(),
+                "lock, watch, txn and batch cannot run inside batch input".into(),
             ))
         }
     })

@@ -190,6 +190,10 @@ pub struct Flags {
     /// once the history has filled, so it is most of a busy node's memory [default: 8].
     #[arg(long, env = "SHOAL_KV_EVENT_MB", value_name = "MIB")]
     pub kv_event_mb: Option<usize>,
+    /// Most compares in one DtKV transaction, and most operations in each of its branches
+    /// (1 to 64) [default: 64].
+    #[arg(long, env = "SHOAL_KV_MAX_TXN_OPS", value_name = "N")]
+    pub kv_max_txn_ops: Option<usize>,
     /// Admin HTTP connections served at once; one more is answered 503 [default: 32].
     #[arg(long, env = "SHOAL_ADMIN_MAX_CONNECTIONS", value_name = "N")]
     pub admin_max_connections: Option<usize>,
@@ -581,6 +585,13 @@ fn kv_limits(f: &Flags) -> Result<KvLimits, String> {
             kv.max_key_bytes + kv.max_value_bytes
         ));
     }
+    kv.max_txn_ops = f.kv_max_txn_ops.unwrap_or(shoal_kv::MAX_TXN_OPS);
+    if !(1..=shoal_kv::MAX_TXN_OPS).contains(&kv.max_txn_ops) {
+        return Err(format!(
+            "--kv-max-txn-ops must be 1 to {} (it sizes the answer kept for exactly-once retries)",
+            shoal_kv::MAX_TXN_OPS
+        ));
+    }
     kv.validate()
         .map_err(|e| format!("--kv-* limits do not fit together: {e}"))?;
     Ok(kv)
@@ -621,6 +632,19 @@ mod tests {
         assert!(!ServerConfig::resolve(f).unwrap().prefill_segments);
         let bad = Flags::try_parse_from(["shoald", "--prefill-segments", "maybe"]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn transaction_size_flag_and_file_key() {
+        let c = ServerConfig::resolve(Flags::default()).unwrap();
+        assert_eq!(c.kv.max_txn_ops, shoal_kv::MAX_TXN_OPS);
+        let f = Flags::try_parse_from(["shoald", "--kv-max-txn-ops", "5"]).unwrap();
+        assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_txn_ops, 5);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "kv_max_txn_ops = 9\n").unwrap();
+        let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_txn_ops, 9);
     }
 
     #[test]
@@ -694,6 +718,8 @@ mod tests {
             (&["--kv-arena-mb", "0"], "--kv-arena-mb must be at least 1"),
             (&["--kv-max-nodes", "0"], "--kv-max-nodes"),
             (&["--kv-event-mb", "0"], "--kv-event-mb"),
+            (&["--kv-max-txn-ops", "0"], "--kv-max-txn-ops"),
+            (&["--kv-max-txn-ops", "65"], "--kv-max-txn-ops"),
             (&["--keep-snapshots", "0"], "--keep-snapshots"),
             (&["--heartbeat-interval", "600ms"], "--heartbeat-interval"),
             (&["--election-timeout", "0"], "--election-timeout"),

@@ -338,6 +338,21 @@ impl Cluster {
         self.key_file.as_deref()
     }
 
+    /// One voter (node 1) started with quick elections, no fsync and its client address in
+    /// the member list: the node a client-facing test talks to. It may still be electing
+    /// itself when this returns; clients retry until it leads.
+    pub fn single_node() -> Cluster {
+        let mut c = Cluster::builder()
+            .voters([1])
+            .fsync("never")
+            .election_timeout_ms(300)
+            .heartbeat_interval_ms(None)
+            .client_addrs_in_members()
+            .build();
+        c.start(1);
+        c
+    }
+
     /// The temporary dir holding the nodes' data dirs and logs (and whatever the test adds).
     pub fn root(&self) -> &Path {
         self.root

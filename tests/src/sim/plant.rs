@@ -25,16 +25,20 @@ pub enum PlantedBug {
     /// DtKV applies a retried write again: its session table never sees the retry (see
     /// [`SimPlant::rewrite_command`]).
     KvDedupIgnored,
+    /// DtKV applies only the first half of each branch of a transaction (see
+    /// [`SimPlant::rewrite_command`]).
+    KvTxnHalf,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::VoteNotPersisted,
         PlantedBug::CommitByCounting,
         PlantedBug::SkipTruncate,
         PlantedBug::ReadWithoutQuorum,
         PlantedBug::KvDedupIgnored,
+        PlantedBug::KvTxnHalf,
     ];
 
     /// The name `--mutant` takes.
@@ -62,10 +66,15 @@ impl SimPlant {
         self.0 == Some(bug)
     }
 
-    /// With `kv-dedup-ignored`, the DtKV command committed at `index` as its state machine
-    /// sees it: its sequence number replaced by the index, so every apply looks new to the
-    /// client's session and a retry is applied twice. `None` leaves the command as it is.
+    /// The DtKV command committed at `index` as its state machine sees it. With
+    /// `kv-dedup-ignored`: its sequence number replaced by the index, so every apply looks new
+    /// to the client's session and a retry is applied twice. With `kv-txn-half`: a
+    /// transaction's branches cut to their first half (rounded up), as if the replica stopped
+    /// halfway through. `None` leaves the command as it is.
     pub fn rewrite_command(self, index: LogIndex, command: &[u8]) -> Option<Vec<u8>> {
+        if self.is(PlantedBug::KvTxnHalf) {
+            return half_txn(command);
+        }
         if !self.is(PlantedBug::KvDedupIgnored) {
             return None;
         }
@@ -79,6 +88,32 @@ impl SimPlant {
         buf.truncate(n);
         Some(buf)
     }
+}
+
+/// A transaction command with each branch cut to its first half; `None` for anything else or a
+/// transaction with nothing to cut.
+fn half_txn(command: &[u8]) -> Option<Vec<u8>> {
+    let mut cmd = shoal_kv::Command::decode(command).ok()?;
+    let shoal_kv::Op::Txn(txn) = cmd.op else {
+        return None;
+    };
+    if txn.success.len() < 2 && txn.failure.len() < 2 {
+        return None;
+    }
+    fn half<'a>(b: shoal_kv::Batch<'a, shoal_kv::TxnOp<'a>>) -> Vec<shoal_kv::TxnOp<'a>> {
+        b.iter().take(b.len().div_ceil(2)).collect()
+    }
+    let compares: Vec<_> = txn.compares.iter().collect();
+    let (success, failure) = (half(txn.success), half(txn.failure));
+    cmd.op = shoal_kv::Op::Txn(shoal_kv::Txn {
+        compares: shoal_kv::Batch::new(&compares),
+        success: shoal_kv::Batch::new(&success),
+        failure: shoal_kv::Batch::new(&failure),
+    });
+    let mut buf = vec![0u8; command.len() + 16];
+    let n = cmd.encode(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 impl Plant for SimPlant {
@@ -131,6 +166,11 @@ mod tests {
         assert_eq!((cmd.client_id, cmd.seq), (7, 42));
         assert_eq!(kv.rewrite_command(42, &encode(0)), None, "no session");
         assert_eq!(kv.rewrite_command(42, b"not a command"), None);
+        assert_eq!(
+            SimPlant(Some(PlantedBug::KvTxnHalf)).rewrite_command(42, &encode(7)),
+            None,
+            "only transactions are cut"
+        );
         let core = SimPlant(Some(PlantedBug::SkipTruncate));
         assert_eq!(core.rewrite_command(42, &encode(7)), None);
         assert!(core.skip_truncate() && !core.commit_by_counting());

@@ -21,6 +21,20 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
         "counter",
         &|g| g.proposals,
     );
+    family(
+        "shoal_writes_refused_total",
+        "Client writes DtKV refused before they were proposed (bad key, value or TTL past a \
+         limit, reserved key, oversized batch or transaction); they took no log entry.",
+        "counter",
+        &|g| g.writes_refused,
+    );
+    family(
+        "shoal_kv_max_txn_ops",
+        "Most compares, and most operations per branch, in one DtKV transaction \
+         (--kv-max-txn-ops).",
+        "gauge",
+        &|g| g.max_txn_ops,
+    );
     family("shoal_commit_index", "Commit index.", "gauge", &|g| {
         g.commit
     });

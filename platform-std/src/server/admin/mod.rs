@@ -59,6 +59,11 @@ pub struct GroupView {
     pub members: Vec<PeerView>,
     /// Client writes proposed by this node.
     pub proposals: u64,
+    /// Client writes refused before they were proposed (they took no log entry).
+    pub writes_refused: u64,
+    /// The group's DtKV limit on compares and on operations per branch of a transaction.
+    #[serde(skip)]
+    pub max_txn_ops: u64,
     /// Driver counters.
     #[serde(skip)]
     pub node_stats: NodeStats,

@@ -49,6 +49,8 @@ pub(super) struct Group {
     pub(super) last_expire_ms: u64,
     pub(super) expire_index: LogIndex,
     pub(super) proposals: u64,
+    /// Client writes refused before they were proposed (they took no log entry).
+    pub(super) writes_refused: u64,
     /// Background fdatasyncs of this group's log running now.
     pub(super) syncs_inflight: usize,
     /// The last index a background sync was started for.

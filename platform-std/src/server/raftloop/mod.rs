@@ -23,7 +23,7 @@ use smol::LocalExecutor;
 
 use shoal_client::protocol::{
     ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
-    StatusInfo, WatchEvent, WriteOp, PROTOCOL_VERSION,
+    StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
 };
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::fault::{Fault, FaultLog, Severity};
@@ -31,7 +31,10 @@ use shoal_core::membership::{Membership, NodeSet};
 use shoal_core::raft::{ConfigChange, ProposeError, ReadError, SyncPoint};
 use shoal_core::wire;
 use shoal_core::{GroupId, LogIndex, NodeId, Role, Term, NO_NODE};
-use shoal_kv::{in_subtree, Command, EventKind, Keys, KvError, NodeView, Op, Pairs, WatchError};
+use shoal_kv::{
+    check_write, in_subtree, Batch, Command, Compare, EventKind, Keys, KvError, NodeView, Op,
+    Pairs, Refusal, Txn, TxnOp, WatchError,
+};
 
 mod greet;
 mod group;
@@ -263,6 +266,7 @@ impl RaftLoop {
                 last_expire_ms: 0,
                 expire_index: 0,
                 proposals: 0,
+                writes_refused: 0,
                 syncs_inflight: 0,
                 sync_started_upto: 0,
                 dir: dir,
@@ -634,6 +638,8 @@ impl RaftLoop {
                         })
                         .collect(),
                     proposals: g.proposals,
+                    writes_refused: g.writes_refused,
+                    max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,
                     node_stats: g.node.stats(),
                     raft_stats: r.stats(),
                 }

@@ -26,6 +26,20 @@ pub(super) fn kv_error(e: KvError) -> Response {
     }
 }
 
+/// A write refused before it was proposed: DtKV's error, the transaction item it is about, and
+/// the limit it passed.
+pub(super) fn refused(r: Refusal, limits: &shoal_kv::KvLimits) -> Response {
+    let explained = r.error.explain(limits);
+    Response::Error {
+        code: ErrorCode::Kv,
+        kv: Some(r.error),
+        message: match r.item {
+            Some((part, i)) => format!("transaction {} {i}: {explained}", part.name()),
+            None => explained.to_string(),
+        },
+    }
+}
+
 pub(super) fn node_info(v: &NodeView<'_>) -> NodeInfo {
     NodeInfo {
         key: v.key.to_vec(),
@@ -359,6 +373,7 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
     let time_ms = wall_ms();
     let pairs_owned: Vec<(&[u8], &[u8])>;
     let keys_owned: Vec<&[u8]>;
+    let txn_owned: (Vec<Compare<'_>>, Vec<TxnOp<'_>>, Vec<TxnOp<'_>>);
     let mut hint = 64;
     let op = match &op {
         WriteOp::Put { key, value } => {
@@ -425,7 +440,43 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
             key,
             lease_ms: *lease_ms,
         },
+        WriteOp::Txn {
+            compares,
+            success,
+            failure,
+        } => {
+            hint += compares
+                .iter()
+                .map(|c| match c {
+                    TxnCompare::Value { key, value } => key.len() + value.len() + 8,
+                    _ => 24,
+                })
+                .sum::<usize>();
+            hint += success
+                .iter()
+                .chain(failure)
+                .map(|w| w.payload_len() + 24)
+                .sum::<usize>();
+            txn_owned = (
+                compares.iter().map(TxnCompare::as_kv).collect(),
+                success.iter().map(TxnWrite::as_kv).collect(),
+                failure.iter().map(TxnWrite::as_kv).collect(),
+            );
+            Op::Txn(Txn {
+                compares: Batch::new(&txn_owned.0),
+                success: Batch::new(&txn_owned.1),
+                failure: Batch::new(&txn_owned.2),
+            })
+        }
     };
+    // A write DtKV would refuse whatever the state is refused here, before it takes a log
+    // entry, with the error applying it would give.
+    let limits = g.node.state_machine().store().limits();
+    if let Err(refusal) = check_write(&op, client_id, limits) {
+        g.writes_refused += 1;
+        reply.send(refused(refusal, limits));
+        return;
+    }
     let cmd = Command {
         client_id,
         seq,
