@@ -11,8 +11,6 @@
 //! alone; they live here so that tests and `shoal-bench --local` find `shoald` beside them.
 #![warn(missing_docs)]
 
-#[cfg(unix)]
-pub mod cli_docs;
 pub mod kvheap;
 #[cfg(unix)]
 pub mod server;

@@ -300,7 +300,7 @@ impl Answer {
 }
 
 fn main() {
-    shoal_std::cli_docs::answer_and_exit::<Cli>();
+    shoal_cli_docs::answer_and_exit::<Cli>();
     let cli = Cli::parse();
     let config = ClientConfig {
         endpoints: cli.endpoints.clone(),

@@ -4,7 +4,7 @@
 fn main() {
     use clap::Parser;
     use shoal_std::server::{logging, Flags, ServerConfig};
-    shoal_std::cli_docs::answer_and_exit::<Flags>();
+    shoal_cli_docs::answer_and_exit::<Flags>();
     let flags = Flags::parse();
     let cfg = match ServerConfig::resolve(flags) {
         Ok(c) => c,

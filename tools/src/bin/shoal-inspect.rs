@@ -166,7 +166,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    shoal_std::cli_docs::answer_and_exit::<Cli>();
+    shoal_cli_docs::answer_and_exit::<Cli>();
     let cli = Cli::parse();
     let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
     let mut console = Console {

@@ -1,3 +1,5 @@
+//! # shoal-cli-docs
+//!
 //! Shell completions and man pages made from a binary's CLI definition, for the packages:
 //! `BIN --generate bash|zsh|fish|man` prints one to standard output and exits. The flag is
 //! read before the CLI is parsed (so a binary whose subcommand is required still answers it)
@@ -91,11 +93,15 @@ mod tests {
 
     #[test]
     fn completions_and_man_pages_name_the_flags() {
-        for shell in ["bash", "zsh", "fish"] {
+        for (shell, flag) in [
+            ("bash", "--thing"),
+            ("zsh", "--thing"),
+            ("fish", "-l thing"),
+        ] {
             let mut out = Vec::new();
             generate::<Demo>(shell, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
-            assert!(text.contains("--thing"), "{shell}: {text}");
+            assert!(text.contains(flag), "{shell}: {text}");
         }
         let mut man = Vec::new();
         generate::<Demo>("man", &mut man).unwrap();
