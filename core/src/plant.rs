@@ -29,11 +29,6 @@ pub trait Plant {
     fn read_without_quorum(&self) -> bool {
         false
     }
-    /// A leader counts every follower's echo toward its lease, whether or not the clock check
-    /// found that follower's clock to agree with its own (drift detection off).
-    fn lease_ignores_clock_drift(&self) -> bool {
-        false
-    }
 }
 
 /// No planted bug: what every production node runs.

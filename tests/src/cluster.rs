@@ -194,6 +194,8 @@ struct Slot<W: Workload> {
     /// Entries up to here were reported to the checker and cannot change any more.
     reported_commit: LogIndex,
     fresh_view: bool,
+    /// The last term this node was seen leading, for the trace.
+    led_term: Term,
     /// A background log sync in flight (runs with deferred syncs): where it vouches for, the
     /// storage's mark, and when it finishes.
     bg_sync: Option<(SyncPoint, u64, u64)>,
@@ -388,6 +390,7 @@ impl<'w, W: Workload> Run<'w, W> {
                     down_since: 0,
                     reported_commit: 0,
                     fresh_view: true,
+                    led_term: 0,
                     bg_sync: None,
                 },
             );
@@ -1268,6 +1271,9 @@ impl<'w, W: Workload> Run<'w, W> {
                 entries,
             };
             let commit = r.commit().min(store.last_index());
+            if view.is_leader && slot.led_term != view.term {
+                self.trace(|| format!("node {id} leads term {}", view.term));
+            }
             self.checker.observe(&view).map_err(|v| {
                 self.trace(|| format!("violation at node {id}: {v:?}"));
                 SimFailure::from(v)
@@ -1275,6 +1281,9 @@ impl<'w, W: Workload> Run<'w, W> {
             let slot = self.slots.get_mut(&id).expect("id from keys");
             slot.fresh_view = false;
             slot.reported_commit = commit;
+            if view.is_leader {
+                slot.led_term = view.term;
+            }
         }
         Ok(())
     }

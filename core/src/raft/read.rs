@@ -320,9 +320,8 @@ impl<P: Plant> Raft<P> {
     /// clocks the clock check found to agree with this leader's: their promise not to vote for
     /// anyone else lasts as long on the leader's clock as the lease does (see `clock.rs`).
     fn extend_lease(&mut self) {
-        let trust_all = self.plant.lease_ignores_clock_drift();
         let acked = self.quorum_value(self.reads.read_seq, |p| {
-            if trust_all || p.clock.verdict() == ClockVerdict::Agree {
+            if p.clock.verdict() == ClockVerdict::Agree {
                 p.read_seq_acked
             } else {
                 0

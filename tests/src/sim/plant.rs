@@ -26,8 +26,6 @@ pub enum PlantedBug {
     /// DtKV applies a retried write again: its session table never sees the retry (see
     /// [`SimPlant::rewrite_command`]).
     KvDedupIgnored,
-    /// See [`Plant::lease_ignores_clock_drift`].
-    LeaseIgnoresClockDrift,
     /// The simulated storage skips the CRC check of the records it reads back, handing the
     /// node whatever bytes a bad read returned (see [`SimPlant::unchecked_reads`]).
     ReadUnchecked,
@@ -35,13 +33,12 @@ pub enum PlantedBug {
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::VoteNotPersisted,
         PlantedBug::CommitByCounting,
         PlantedBug::SkipTruncate,
         PlantedBug::ReadWithoutQuorum,
         PlantedBug::KvDedupIgnored,
-        PlantedBug::LeaseIgnoresClockDrift,
         PlantedBug::ReadUnchecked,
     ];
 
@@ -107,9 +104,6 @@ impl Plant for SimPlant {
     }
     fn read_without_quorum(&self) -> bool {
         self.is(PlantedBug::ReadWithoutQuorum)
-    }
-    fn lease_ignores_clock_drift(&self) -> bool {
-        self.is(PlantedBug::LeaseIgnoresClockDrift)
     }
 }
 

@@ -1,10 +1,9 @@
 /// The names of every planted bug, in the order of `PlantedBug::ALL`.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 6] = [
     "vote-not-persisted",
     "commit-by-counting",
     "skip-truncate",
     "read-without-quorum",
     "kv-dedup-ignored",
-    "lease-ignores-drift",
     "read-unchecked",
 ];
