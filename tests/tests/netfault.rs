@@ -421,6 +421,9 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
     let mut cluster = Cluster::builder()
         .voters(NODES)
         .election_timeout_ms(ELECTION_TIMEOUT_MS)
+        // Segments are preallocated whole, so what meets a full disk within an episode is a
+        // snapshot (taken every few seconds here) or a new segment.
+        .args(&["--snapshot-entries", "500", "--prefill-segments", "false"])
         .build();
     let net = Netns::create(&NODES);
     net.place(&mut cluster);
