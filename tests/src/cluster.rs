@@ -372,12 +372,14 @@ impl<'w, W: Workload> Run<'w, W> {
                 .initial_voters
                 .contains(&id)
                 .then_some(&members);
-            let node = run.start_node(id, MemStorage::new(), bootstrap).map_err(|e| {
-                SimFailure::new(
-                    FailureCategory::Setup,
-                    format!("node {id} failed to start: {e}"),
-                )
-            })?;
+            let node = run
+                .start_node(id, MemStorage::new(), bootstrap)
+                .map_err(|e| {
+                    SimFailure::new(
+                        FailureCategory::Setup,
+                        format!("node {id} failed to start: {e}"),
+                    )
+                })?;
             run.slots.insert(
                 id,
                 Slot {
@@ -727,14 +729,12 @@ impl<'w, W: Workload> Run<'w, W> {
                         format!("node {id} failed to restart: {e}"),
                     ))
                 }
-                Ok(_) => {
-                    return Err(SimFailure::new(
-                        FailureCategory::Panic,
-                        format!(
-                            "node {id} started on a damaged disk ({damage:?} at {at}) without noticing"
-                        ),
-                    ))
-                }
+                Ok(_) => return Err(SimFailure::new(
+                    FailureCategory::Panic,
+                    format!(
+                        "node {id} started on a damaged disk ({damage:?} at {at}) without noticing"
+                    ),
+                )),
             },
         };
         let slot = self.slots.get_mut(&id).expect("slot exists");

@@ -176,7 +176,10 @@ impl Disk {
                     // At least the length field and one more byte landed.
                     rng.range(lo + 5, hi)
                 };
-                let (a, b) = ((from - self.log_start) as usize, (hi - self.log_start) as usize);
+                let (a, b) = (
+                    (from - self.log_start) as usize,
+                    (hi - self.log_start) as usize,
+                );
                 self.log[a..b].fill(0);
                 Some(lo)
             }
@@ -1124,10 +1127,14 @@ mod tests {
                 "seed {seed}"
             );
             if index > 1 {
-                let before = s.read_entries(1, index - 1, &mut buf).expect("intact entries");
+                let before = s
+                    .read_entries(1, index - 1, &mut buf)
+                    .expect("intact entries");
                 assert_eq!(before.count as u64, index - 1);
             }
-            let written = s.read_entries_as_written(1, 6, &mut buf).expect("as written");
+            let written = s
+                .read_entries_as_written(1, 6, &mut buf)
+                .expect("as written");
             assert_eq!(written.count, 6);
             // A restart reads the medium afresh: the flip is gone.
             let r = s.crash(seed);
@@ -1146,7 +1153,9 @@ mod tests {
             s.flip_on_read(1, seed).expect("a log to flip");
             let got = s.read_entries(1, 4, &mut buf).expect("no check, no error");
             let mut good = vec![0u8; 4096];
-            let want = s.read_entries_as_written(1, 4, &mut good).expect("as written");
+            let want = s
+                .read_entries_as_written(1, 4, &mut good)
+                .expect("as written");
             if buf[..got.bytes] != good[..want.bytes] {
                 damaged += 1;
             }

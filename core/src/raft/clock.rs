@@ -227,7 +227,11 @@ mod tests {
         let peer = run(&mut c, 3_400, 1_000, 2, 4.0, peer);
         assert_eq!(c.verdict(), ClockVerdict::Drift);
         run(&mut c, 4_400, 3_000, 2, 1.0, peer);
-        assert_eq!(c.verdict(), ClockVerdict::Agree, "two windows after the rates agree");
+        assert_eq!(
+            c.verdict(),
+            ClockVerdict::Agree,
+            "two windows after the rates agree"
+        );
     }
 
     #[test]

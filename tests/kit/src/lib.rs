@@ -34,9 +34,9 @@ pub mod client;
 pub mod cluster;
 pub mod disk;
 pub mod mock;
-pub mod peer;
 #[cfg(target_os = "linux")]
 pub mod netns;
+pub mod peer;
 pub mod ports;
 pub mod proc;
 pub mod wait;

@@ -74,7 +74,13 @@ impl Netns {
         let bridge = n.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"]);
         ip(&["link", "set", &bridge, "up"]);
-        ip(&["addr", "add", &format!("{}/24", n.addr_of(254)), "dev", &bridge]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", n.addr_of(254)),
+            "dev",
+            &bridge,
+        ]);
         for &id in ids {
             assert!((1..254).contains(&id), "node ids 1 to 253 have an address");
             let ns = n.name(id);
@@ -84,7 +90,15 @@ impl Netns {
                 "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ]);
             ip(&["link", "set", &host_end, "master", &bridge, "up"]);
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", n.ip(id)), "dev", "eth0"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", n.ip(id)),
+                "dev",
+                "eth0",
+            ]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
         }
@@ -130,7 +144,14 @@ impl Netns {
     pub fn cut(&mut self, from: u64, to: u64) {
         if from != to && self.cuts.insert((from, to)) {
             let ns = self.name(from);
-            ip(&["-n", &ns, "route", "add", "blackhole", &format!("{}/32", self.ip(to))]);
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "blackhole",
+                &format!("{}/32", self.ip(to)),
+            ]);
         }
     }
 
@@ -154,7 +175,14 @@ impl Netns {
     pub fn heal(&mut self) {
         for (from, to) in std::mem::take(&mut self.cuts) {
             let ns = self.name(from);
-            ip(&["-n", &ns, "route", "del", "blackhole", &format!("{}/32", self.ip(to))]);
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "del",
+                "blackhole",
+                &format!("{}/32", self.ip(to)),
+            ]);
         }
     }
 

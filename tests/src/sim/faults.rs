@@ -567,7 +567,12 @@ mod tests {
                         clocks += 1;
                         let next = s.events[k + 1..]
                             .iter()
-                            .find(|n| !matches!(n.event, FaultEvent::FlipOnRead { .. } | FaultEvent::ClockRate { .. }))
+                            .find(|n| {
+                                !matches!(
+                                    n.event,
+                                    FaultEvent::FlipOnRead { .. } | FaultEvent::ClockRate { .. }
+                                )
+                            })
                             .expect("Quiesce comes last");
                         assert!(
                             next.at_ms >= e.at_ms + CLOCK_CHANGE_LEAD_MS,
@@ -582,7 +587,8 @@ mod tests {
                         disks += 1;
                         assert!(s.events[..k]
                             .iter()
-                            .any(|c| matches!(c.event, FaultEvent::Crash(_)) && c.at_ms + 1 == e.at_ms));
+                            .any(|c| matches!(c.event, FaultEvent::Crash(_))
+                                && c.at_ms + 1 == e.at_ms));
                     }
                     _ => {}
                 }
@@ -592,9 +598,15 @@ mod tests {
                 .iter()
                 .filter(|e| matches!(e.event, FaultEvent::DamageDisk { .. }))
                 .count();
-            assert!(damaged <= 1, "seed {seed}: one damaged disk per run at most");
+            assert!(
+                damaged <= 1,
+                "seed {seed}: one damaged disk per run at most"
+            );
         }
-        assert!(clocks > 50 && disks > 20, "clock changes {clocks}, damaged disks {disks}");
+        assert!(
+            clocks > 50 && disks > 20,
+            "clock changes {clocks}, damaged disks {disks}"
+        );
     }
 
     #[test]

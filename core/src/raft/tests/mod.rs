@@ -364,7 +364,8 @@ impl Cluster {
     }
 
     fn flush_all(&mut self) {
-        let locals: BTreeMap<NodeId, u64> = self.nodes.keys().map(|&id| (id, self.local(id))).collect();
+        let locals: BTreeMap<NodeId, u64> =
+            self.nodes.keys().map(|&id| (id, self.local(id))).collect();
         for (id, n) in self.nodes.iter_mut() {
             let now = locals[id];
             let applied = self.applied.entry(*id).or_default();

@@ -59,6 +59,10 @@ pub struct GroupView {
     pub members: Vec<PeerView>,
     /// Client writes proposed by this node.
     pub proposals: u64,
+    /// On a leader: followers whose clock rate the clock check found outside the lease's
+    /// bound; they do not count toward the lease (lease reads go through ReadIndex while they
+    /// leave no quorum).
+    pub clock_drift_peers: u64,
     /// Driver counters.
     #[serde(skip)]
     pub node_stats: NodeStats,

@@ -612,6 +612,7 @@ impl RaftLoop {
                         })
                         .collect(),
                     proposals: g.proposals,
+                    clock_drift_peers: r.clock_drift_peers() as u64,
                     node_stats: g.node.stats(),
                     raft_stats: r.stats(),
                 }
