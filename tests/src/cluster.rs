@@ -729,12 +729,14 @@ impl<'w, W: Workload> Run<'w, W> {
                         format!("node {id} failed to restart: {e}"),
                     ))
                 }
-                Ok(_) => return Err(SimFailure::new(
-                    FailureCategory::Panic,
-                    format!(
+                Ok(_) => {
+                    return Err(SimFailure::new(
+                        FailureCategory::Panic,
+                        format!(
                         "node {id} started on a damaged disk ({damage:?} at {at}) without noticing"
                     ),
-                )),
+                    ))
+                }
             },
         };
         let slot = self.slots.get_mut(&id).expect("slot exists");

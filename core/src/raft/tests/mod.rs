@@ -316,6 +316,17 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId, store: VecStore, bootstrap: Option<&Membership>) {
+        let node = self.build(id, store, bootstrap).unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    /// Node `id` on `store`, built (or refused) as a start would, but not added.
+    fn build(
+        &self,
+        id: NodeId,
+        store: VecStore,
+        bootstrap: Option<&Membership>,
+    ) -> Result<TNode, crate::driver::NodeError> {
         let nc = NodeConfig {
             cluster_id: 7,
             group: 0,
@@ -327,14 +338,8 @@ impl Cluster {
             from: id,
             wire: self.wire.clone(),
         };
-        let node = Node::new(
-            nc,
-            NodeParts::new(store, net, LogSm::default(), vec![0u8; 64 * 1024]),
-            self.now,
-            bootstrap,
-        )
-        .unwrap();
-        self.nodes.insert(id, node);
+        let parts = NodeParts::new(store, net, LogSm::default(), vec![0u8; 64 * 1024]);
+        Node::new(nc, parts, self.now, bootstrap)
     }
 
     fn crash(&mut self, id: NodeId) -> VecStore {

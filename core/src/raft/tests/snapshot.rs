@@ -220,12 +220,7 @@ fn installing_a_snapshot_past_a_conflicting_log_forgets_that_log() {
 
 #[test]
 fn a_damaged_snapshot_is_refused_at_start_by_its_checksum_whatever_the_damage() {
-    let mut c = Cluster::tuned(|c| c.snapshot_entries = 10);
-    let l = c.elect();
-    for i in 0..25u8 {
-        c.propose(l, &[i; 3]);
-    }
-    c.run(50);
+    let (mut c, l) = snapshotting(&[1, 2, 3], 10, 25);
     let f = Cluster::follower_of(l);
     let store = c.crash(f);
     let (meta, data) = store.snap.clone().expect("a snapshot was taken");
@@ -234,18 +229,7 @@ fn a_damaged_snapshot_is_refused_at_start_by_its_checksum_whatever_the_damage() 
     for at in 0..data.len() {
         let mut damaged = store.clone();
         damaged.snap.as_mut().expect("snapshot").1[at] ^= 0x40;
-        let nc = NodeConfig {
-            cluster_id: 7,
-            group: 0,
-            node_id: f,
-            raft: c.cfg.clone(),
-            seed: 1,
-        };
-        let net = Net {
-            from: f,
-            wire: c.wire.clone(),
-        };
-        let got = Node::new(nc, parts(damaged, net), c.now, None).map(|_| ());
+        let got = c.build(f, damaged, None).map(|_| ());
         assert!(
             matches!(got, Err(crate::driver::NodeError::SnapshotChecksum { expected, .. }) if expected == meta.crc),
             "byte {at}: {got:?}"
