@@ -53,7 +53,9 @@ pub struct Config {
     pub pre_vote: bool,
     /// Enable CheckQuorum (a leader not heard by a quorum within an election timeout steps down).
     pub check_quorum: bool,
-    /// Safety margin for clock drift subtracted from the leader lease.
+    /// Safety margin for clock drift subtracted from the leader lease. It sets how much faster
+    /// than the leader's a follower's clock may run while the lease stays safe
+    /// ([`Config::clock_bound_ppm`]).
     pub lease_drift_margin_ms: u64,
     /// After a snapshot the storage refused (full, short of descriptors), wait this long
     /// before trying again (each try serialises the whole state machine).
@@ -103,6 +105,18 @@ impl Config {
             lease_drift_margin_ms: 50,
             snapshot_retry_ms: 10_000,
         }
+    }
+
+    /// The clock-rate bound the lease relies on, in parts per million: a follower's clock may
+    /// run at most this much faster than the leader's. A leader trusts its lease for
+    /// `election_timeout_ms - lease_drift_margin_ms` of its time after a heartbeat; followers
+    /// refuse other candidates for `election_timeout_ms` of theirs, so the lease is safe while
+    /// their rate is within `election_timeout_ms / (election_timeout_ms - lease_drift_margin_ms)`
+    /// of the leader's. The leader's clock check ([`crate::raft::ClockCheck`]) uses this bound
+    /// both ways. 52,631 ppm (5.3 %) with the 50 ms margin on a 1 s election timeout.
+    pub const fn clock_bound_ppm(&self) -> u64 {
+        self.lease_drift_margin_ms * 1_000_000
+            / (self.election_timeout_ms - self.lease_drift_margin_ms)
     }
 
     /// Check every value against its maximum and against the others.
@@ -206,6 +220,15 @@ mod tests {
     fn profiles_are_valid() {
         assert_eq!(Config::server().validate(), Ok(()));
         assert_eq!(Config::embedded().validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_clock_bound_follows_the_lease_margin() {
+        assert_eq!(Config::server().clock_bound_ppm(), 52_631);
+        let mut c = Config::server();
+        c.election_timeout_ms = 150;
+        c.lease_drift_margin_ms = 15;
+        assert_eq!(c.clock_bound_ppm(), 111_111);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! Each variant of [`Message`] wraps a payload struct of its own, so a handler takes exactly
 //! the message it handles (`&Append`). postcard encodes a newtype variant around a struct
 //! exactly like a struct variant with the same fields, so this shape is the wire format of
-//! version 1 unchanged (pinned byte for byte by `wire`'s golden tests).
+//! the version it was written for (pinned byte for byte by `wire`'s golden tests). Version 2
+//! added the clock fields of `Append` and `AppendResp` (the leader's clock check).
 
 use crate::membership::Membership;
 use crate::types::{LogIndex, Term};
@@ -66,6 +67,9 @@ pub struct Append {
     pub count: u32,
     /// The leader's read round, echoed back to confirm leadership for reads and the lease.
     pub read_seq: u64,
+    /// The leader's clock when it made the message (milliseconds, low 32 bits; 0: none), echoed
+    /// back so that the leader can compare the follower's clock with its own.
+    pub clock_ms: u32,
 }
 
 /// The answer to an [`Append`].
@@ -84,6 +88,11 @@ pub struct AppendResp {
     pub conflict_index: LogIndex,
     /// The read round echoed from the request.
     pub read_seq: u64,
+    /// The request's `clock_ms`, echoed (0: none).
+    pub echo_ms: u32,
+    /// The responder's clock when it answered (milliseconds, low 32 bits; 0: none). With
+    /// `echo_ms` it tells the leader how far the responder's clock moved while its own did.
+    pub clock_ms: u32,
 }
 
 /// One chunk of a snapshot; the chunk's bytes follow in the frame's tail. `H` describes the

@@ -57,6 +57,7 @@ mod forged {
             commit: 0,
             count,
             read_seq: 0,
+            clock_ms: 0,
         }))
     }
 

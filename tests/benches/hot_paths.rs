@@ -97,6 +97,7 @@ fn codecs(c: &mut Criterion) {
         commit: 990,
         count: 64,
         read_seq: 3,
+        clock_ms: 0,
     }));
     g.throughput(Throughput::Elements(64));
     g.bench_function("append frame encode 64x100B", |b| {
@@ -228,6 +229,7 @@ fn driver(c: &mut Criterion) {
                     commit: 1,
                     count: 64,
                     read_seq: 1,
+                    clock_ms: 0,
                 }));
                 let r = wire::encode_with_tail(&h, &msg, &mut buf, TAIL_AT, tail).unwrap();
                 (node, buf[r].to_vec())

@@ -3,26 +3,34 @@
 //!
 //! After every simulated millisecond it feeds each live node's state to the invariant checker;
 //! at the end it requires a leader and convergence once faults stop, and checks the client
-//! history for linearizability. The state machine and the client operations come from a
+//! history for linearizability.
+//!
+//! Storage faults follow the core's failure policy: a node that reads damaged bytes must
+//! notice (its storage's CRC check fails the read) and stop; it restarts from its medium,
+//! which still holds the good bytes, and catches up from its peers. A node whose disk was
+//! damaged while it was down must refuse to start, and then stays down for good (an operator
+//! replaces such a node). A stop that no injected damage explains, a damaged disk that starts,
+//! or damaged bytes that reach a state machine or a peer (the checker compares replicas by the
+//! log as it was written) fail the seed. The state machine and the client operations come from a
 //! [`Workload`], so the same runner checks a plain register and DtKV.
 
 use crate::linearizability::{self, Model, Operation, Outcome};
-use crate::memstore::MemStorage;
+use crate::memstore::{Damage, Disk, MemStorage};
 use crate::sim::cli::{FailureCategory, RunOpts, SeedReport, SeedRunner, SimFailure};
 use crate::sim::clock::Clocks;
-use crate::sim::faults::{self, FaultEvent, FaultSchedule};
+use crate::sim::faults::{self, FaultEvent, FaultSchedule, Targets};
 use crate::sim::invariants::{hash_bytes, EntryView, InvariantChecker, NodeView};
 use crate::sim::network::Network;
 use crate::sim::plant::{PlantedBug, SimPlant};
-use shoal_core::driver::{Event, Node, NodeConfig, NodeParts};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::entry::EntryIter;
 use shoal_core::io::{StateMachine, Transport, TransportError};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
 use shoal_core::message::{Message, VoteResp};
-use shoal_core::raft::{ConfigChange, SyncPoint};
+use shoal_core::raft::{ConfigChange, RaftError, ReadError, SyncPoint};
 use shoal_core::rng::Rng;
-use shoal_core::storage::{LogView, Storage};
+use shoal_core::storage::{LogView, StorageError};
 use shoal_core::{EntryKind, LogIndex, NodeId, Role, Term};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -174,11 +182,20 @@ type SimNode<W> = Node<MemStorage, SimTransport, Recorder<<W as Workload>::Sm>, 
 struct Slot<W: Workload> {
     node: Option<SimNode<W>>,
     down_store: Option<MemStorage>,
+    /// A down node's medium after the schedule damaged it: its restart must refuse it.
+    down_disk: Option<(Disk, Damage, u64)>,
+    /// Why the node is down for good (it refused to start on a damaged disk).
+    failed: Option<String>,
+    /// When a node that stopped on damaged data it read comes back (as a service manager
+    /// restarts a process that exited).
+    restart_at: Option<u64>,
     incarnation: u64,
     down_since: u64,
     /// Entries up to here were reported to the checker and cannot change any more.
     reported_commit: LogIndex,
     fresh_view: bool,
+    /// The last term this node was seen leading, for the trace.
+    led_term: Term,
     /// A background log sync in flight (runs with deferred syncs): where it vouches for, the
     /// storage's mark, and when it finishes.
     bg_sync: Option<(SyncPoint, u64, u64)>,
@@ -267,6 +284,43 @@ struct Run<'w, W: Workload> {
     deferred_sync: bool,
     /// The planted bug every node of this run is built with, if any.
     plant: SimPlant,
+    /// Each node's own clock rate error, given back to it when the quiet part starts.
+    base_drift: BTreeMap<NodeId, i64>,
+    /// What the clock and storage faults did, for the report.
+    tally: Tally,
+}
+
+/// Counts of what clock and storage faults did in one run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    clock_changes: u64,
+    lease_fallbacks: u64,
+    read_flips: u64,
+    stops_on_damage: u64,
+    disks_damaged: u64,
+}
+
+impl Tally {
+    /// The report's words for what happened (empty when nothing did).
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        if self.clock_changes > 0 {
+            out += &format!(
+                ", {} clock rate changes, {} lease reads through ReadIndex",
+                self.clock_changes, self.lease_fallbacks
+            );
+        }
+        if self.read_flips > 0 {
+            out += &format!(
+                ", {} flipped reads, {} stops on damage",
+                self.read_flips, self.stops_on_damage
+            );
+        }
+        if self.disks_damaged > 0 {
+            out += &format!(", {} damaged disk refused", self.disks_damaged);
+        }
+        out
+    }
 }
 
 const CLIENTS: u64 = 4;
@@ -304,9 +358,12 @@ impl<'w, W: Workload> Run<'w, W> {
             joint_seen: false,
             deferred_sync: seed % 2 == 1,
             plant,
+            base_drift: BTreeMap::new(),
+            tally: Tally::default(),
             rng,
             schedule,
         };
+        run.base_drift = run.clocks.iter().map(|(id, c)| (id, c.drift_ppm)).collect();
         let members = Membership::new(&run.schedule.initial_voters, &[])
             .map_err(|e| SimFailure::new(FailureCategory::Setup, e.to_string()))?;
         for id in run.schedule.all_nodes.clone() {
@@ -315,16 +372,27 @@ impl<'w, W: Workload> Run<'w, W> {
                 .initial_voters
                 .contains(&id)
                 .then_some(&members);
-            let node = run.start_node(id, MemStorage::new(), bootstrap)?;
+            let node = run
+                .start_node(id, MemStorage::new(), bootstrap)
+                .map_err(|e| {
+                    SimFailure::new(
+                        FailureCategory::Setup,
+                        format!("node {id} failed to start: {e}"),
+                    )
+                })?;
             run.slots.insert(
                 id,
                 Slot {
                     node: Some(node),
                     down_store: None,
+                    down_disk: None,
+                    failed: None,
+                    restart_at: None,
                     incarnation: 0,
                     down_since: 0,
                     reported_commit: 0,
                     fresh_view: true,
+                    led_term: 0,
                     bg_sync: None,
                 },
             );
@@ -341,9 +409,10 @@ impl<'w, W: Workload> Run<'w, W> {
     fn start_node(
         &self,
         id: NodeId,
-        store: MemStorage,
+        mut store: MemStorage,
         bootstrap: Option<&Membership>,
-    ) -> Result<SimNode<W>, SimFailure> {
+    ) -> Result<SimNode<W>, NodeError> {
+        store.set_unchecked_reads(self.plant.unchecked_reads());
         let nc = NodeConfig {
             cluster_id: 1,
             group: 0,
@@ -362,12 +431,7 @@ impl<'w, W: Workload> Run<'w, W> {
             plant: self.plant,
         };
         let parts = NodeParts::new(store, t, sm, vec![0u8; 16 * 1024]).planted(self.plant);
-        Node::new(nc, parts, local, bootstrap).map_err(|e| {
-            SimFailure::new(
-                FailureCategory::Setup,
-                format!("node {id} failed to start: {e}"),
-            )
-        })
+        Node::new(nc, parts, local, bootstrap)
     }
 
     fn leader(&self) -> Option<NodeId> {
@@ -384,12 +448,30 @@ impl<'w, W: Workload> Run<'w, W> {
             .map(|(_, _, id)| id)
     }
 
+    /// The node down the longest, of those that may come back.
     fn longest_down(&self) -> Option<NodeId> {
         self.slots
             .iter()
-            .filter(|(_, s)| s.node.is_none())
+            .filter(|(_, s)| s.node.is_none() && s.failed.is_none())
             .min_by_key(|(_, s)| s.down_since)
             .map(|(id, _)| *id)
+    }
+
+    /// The node that went down most recently, of those that may come back.
+    fn latest_down(&self) -> Option<NodeId> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.node.is_none() && s.failed.is_none())
+            .max_by_key(|(id, s)| (s.down_since, **id))
+            .map(|(id, _)| *id)
+    }
+
+    fn targets(&self) -> Targets {
+        Targets {
+            leader: self.leader(),
+            longest_down: self.longest_down(),
+            latest_down: self.latest_down(),
+        }
     }
 
     fn execute(mut self) -> Result<SeedReport, SimFailure> {
@@ -406,6 +488,7 @@ impl<'w, W: Workload> Run<'w, W> {
                 ev_at += 1;
                 self.fire(&ev)?;
             }
+            self.restart_stopped(false)?;
             self.commit_joint_changes();
             self.deliver()?;
             self.tick_all()?;
@@ -423,10 +506,17 @@ impl<'w, W: Workload> Run<'w, W> {
         self.trace(|| format!("fault: {ev}"));
         self.faults += 1;
         let all = self.schedule.all_nodes.clone();
-        let leader = self.leader();
-        let longest = self.longest_down();
-        if faults::apply_network_event(ev, &mut self.net, &all, leader, longest) {
+        let targets = self.targets();
+        let leader = targets.leader;
+        if faults::apply_network_event(ev, &mut self.net, &all, &targets) {
             if matches!(ev, FaultEvent::Quiesce) {
+                // Every clock runs at its own rate again.
+                for (id, drift) in self.base_drift.clone() {
+                    let c = self.clocks.get_mut(id);
+                    if c.drift_ppm != drift {
+                        c.set_rate(self.now, drift);
+                    }
+                }
                 let down: Vec<NodeId> = self
                     .slots
                     .iter()
@@ -440,13 +530,40 @@ impl<'w, W: Workload> Run<'w, W> {
             return Ok(());
         }
         match ev {
+            FaultEvent::ClockRate { target, permille } => {
+                if let Some(id) = targets.resolve(*target) {
+                    let drift = (*permille as i64 - 1000) * 1000;
+                    self.clocks.get_mut(id).set_rate(self.now, drift);
+                    self.tally.clock_changes += 1;
+                    self.trace(|| format!("node {id}'s clock runs at {permille}‰"));
+                }
+            }
+            FaultEvent::FlipOnRead { target, unapplied } => {
+                let seed = self.rng.next_u64();
+                let Some(id) = targets.resolve(*target) else {
+                    return Ok(());
+                };
+                if let Some(n) = self.node_mut(id) {
+                    let from = if *unapplied { n.applied() + 1 } else { 0 };
+                    if let Some(index) = n.storage_mut().flip_on_read(from, seed) {
+                        self.tally.read_flips += 1;
+                        self.trace(|| format!("reads of node {id}'s entry {index} flip a bit"));
+                    }
+                }
+            }
+            FaultEvent::DamageDisk { target, damage } => {
+                let seed = self.rng.next_u64();
+                if let Some(id) = targets.resolve(*target) {
+                    self.damage_disk(id, *damage, seed);
+                }
+            }
             FaultEvent::Crash(t) => {
-                if let Some(id) = faults::resolve(*t, leader, longest) {
+                if let Some(id) = targets.resolve(*t) {
                     self.crash(id);
                 }
             }
             FaultEvent::Restart(t) => {
-                if let Some(id) = faults::resolve(*t, leader, longest) {
+                if let Some(id) = targets.resolve(*t) {
                     if self
                         .slots
                         .get(&id)
@@ -468,7 +585,7 @@ impl<'w, W: Workload> Run<'w, W> {
                 }
             }
             FaultEvent::TransferLeader(t) => {
-                if let (Some(l), Some(target)) = (leader, faults::resolve(*t, leader, longest)) {
+                if let (Some(l), Some(target)) = (leader, targets.resolve(*t)) {
                     let now = self.local(l);
                     if let Some(n) = self.node_mut(l) {
                         let r = n.transfer_leader(now, target);
@@ -523,10 +640,105 @@ impl<'w, W: Workload> Run<'w, W> {
         self.trace(|| format!("node {id} crashed"));
     }
 
+    /// The schedule damages the medium of `id`, which is down: its next start must find it.
+    fn damage_disk(&mut self, id: NodeId, damage: Damage, seed: u64) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(store) = slot.down_store.take() else {
+            return;
+        };
+        let mut disk = store.shutdown();
+        match disk.damage(damage, seed) {
+            Some(at) => {
+                slot.down_disk = Some((disk, damage, at));
+                self.tally.disks_damaged += 1;
+                self.trace(|| format!("node {id}'s disk (down): {damage:?} at {at}"));
+            }
+            None => {
+                // Nothing of that kind to damage; the disk stays as it was.
+                slot.down_store = Some(MemStorage::recover(disk).expect("an undamaged disk"));
+            }
+        }
+    }
+
+    /// A node stopped on `e`. Its storage's check failed on bytes the schedule flipped: the
+    /// failure policy worked, and the node goes down like after a crash (it restarts from its
+    /// medium, which holds the good bytes). Anything else fails the seed with `what`.
+    fn stopped(&mut self, id: NodeId, e: NodeError, what: &str) -> Result<(), SimFailure> {
+        let corrupt = matches!(
+            e,
+            NodeError::Storage(StorageError::Corrupt { .. })
+                | NodeError::Raft(RaftError::Storage(StorageError::Corrupt { .. }))
+        );
+        let flipped = self
+            .slots
+            .get(&id)
+            .and_then(|s| s.node.as_ref())
+            .is_some_and(|n| n.storage().read_flips() > 0);
+        if corrupt && flipped {
+            self.tally.stops_on_damage += 1;
+            self.trace(|| format!("node {id} stopped on damaged data it read: {e}"));
+            self.crash(id);
+            let back = self.now + self.rng.range(50, 500);
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.restart_at = Some(back);
+            }
+            return Ok(());
+        }
+        Err(SimFailure::new(
+            FailureCategory::Panic,
+            format!("node {id} {what}: {e}"),
+        ))
+    }
+
     fn restart(&mut self, id: NodeId) -> Result<(), SimFailure> {
-        let store = self.slots.get_mut(&id).and_then(|s| s.down_store.take());
-        let Some(store) = store else { return Ok(()) };
-        let node = self.start_node(id, store, None)?;
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Ok(());
+        };
+        if slot.failed.is_some() || slot.node.is_some() {
+            return Ok(());
+        }
+        let damaged = slot.down_disk.take();
+        let store = match (damaged, slot.down_store.take()) {
+            (Some((disk, damage, at)), _) => match MemStorage::recover(disk) {
+                Ok(store) => Err((store, damage, at)),
+                Err(e) => {
+                    let why = format!("refused its damaged disk ({damage:?} at {at}): {e}");
+                    return self.fail_for_good(id, why);
+                }
+            },
+            (None, Some(store)) => Ok(store),
+            (None, None) => return Ok(()),
+        };
+        let node = match store {
+            Ok(store) => self.start_node(id, store, None).map_err(|e| {
+                SimFailure::new(
+                    FailureCategory::Panic,
+                    format!("node {id} failed to restart: {e}"),
+                )
+            })?,
+            Err((store, damage, at)) => match self.start_node(id, store, None) {
+                Err(e @ (NodeError::SnapshotChecksum { .. } | NodeError::Storage(_))) => {
+                    let why = format!("refused its damaged disk ({damage:?} at {at}): {e}");
+                    return self.fail_for_good(id, why);
+                }
+                Err(e) => {
+                    return Err(SimFailure::new(
+                        FailureCategory::Panic,
+                        format!("node {id} failed to restart: {e}"),
+                    ))
+                }
+                Ok(_) => {
+                    return Err(SimFailure::new(
+                        FailureCategory::Panic,
+                        format!(
+                        "node {id} started on a damaged disk ({damage:?} at {at}) without noticing"
+                    ),
+                    ))
+                }
+            },
+        };
         let slot = self.slots.get_mut(&id).expect("slot exists");
         slot.node = Some(node);
         slot.incarnation += 1;
@@ -537,6 +749,30 @@ impl<'w, W: Workload> Run<'w, W> {
         Ok(())
     }
 
+    /// Restart the nodes that stopped on damaged data, once their time comes (`all`: now).
+    fn restart_stopped(&mut self, all: bool) -> Result<(), SimFailure> {
+        let due: Vec<NodeId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.restart_at.is_some_and(|t| all || t <= self.now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.slots.get_mut(&id).expect("id from slots").restart_at = None;
+            self.restart(id)?;
+        }
+        Ok(())
+    }
+
+    /// `id` refused to start on its damaged disk, as it must: it stays down for good.
+    fn fail_for_good(&mut self, id: NodeId, why: String) -> Result<(), SimFailure> {
+        self.trace(|| format!("node {id} {why}; it stays down"));
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.failed = Some(why);
+        }
+        Ok(())
+    }
+
     /// Deliver the frames due. Every node applies the core's failure policy: a frame it
     /// refuses is dropped and counted, and only a local durability fault stops it. Every peer
     /// here is honest and the network delivers frames whole, so a refused frame is itself a
@@ -544,6 +780,7 @@ impl<'w, W: Workload> Run<'w, W> {
     fn deliver(&mut self) -> Result<(), SimFailure> {
         for d in self.net.deliver_due(self.now) {
             let now = self.local(d.to);
+            let mut stopped = None;
             if let Some(n) = self.node_mut(d.to) {
                 let refused_before = n.stats().faults;
                 let result = n.handle_frame(now, &d.frame);
@@ -552,21 +789,19 @@ impl<'w, W: Workload> Run<'w, W> {
                     .faults
                     .iter()
                     .find(|(f, c)| *c > refused_before.get(*f));
-                let why = match (&result, refused) {
-                    (Err(e), _) => Some(format!("stopped on a frame: {e}")),
+                let why = match (result, refused) {
+                    (Err(e), _) => {
+                        stopped = Some(e);
+                        None
+                    }
                     (Ok(()), Some((fault, _))) => {
                         Some(format!("refused a frame ({})", fault.name()))
                     }
                     (Ok(()), None) => None,
                 };
                 if let Some(why) = why {
-                    let category = if result.is_err() {
-                        FailureCategory::Panic
-                    } else {
-                        FailureCategory::RefusedFrame
-                    };
                     return Err(SimFailure::new(
-                        category,
+                        FailureCategory::RefusedFrame,
                         format!(
                             "node {} {why} from {} ({}) [raft last {} commit {} snap {}; storage last {} snap {}]",
                             d.to,
@@ -581,6 +816,9 @@ impl<'w, W: Workload> Run<'w, W> {
                     ));
                 }
             }
+            if let Some(e) = stopped {
+                self.stopped(d.to, e, &format!("stopped on a frame from {}", d.from))?;
+            }
         }
         Ok(())
     }
@@ -590,18 +828,52 @@ impl<'w, W: Workload> Run<'w, W> {
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
         for id in ids {
             let now = self.local(id);
+            let mut stopped = None;
             if let Some(n) = self.node_mut(id) {
-                n.tick(now).map_err(|e| {
-                    SimFailure::new(FailureCategory::Panic, format!("node {id} tick: {e}"))
-                })?;
-                if n.raft().role() == Role::Leader {
-                    if let Some(cmd) = w.housekeeping(&n.state_machine().inner, now) {
-                        let _ = n.propose(now, &cmd);
+                match n.tick(now) {
+                    Err(e) => stopped = Some(e),
+                    Ok(()) if n.raft().role() == Role::Leader => {
+                        if let Some(cmd) = w.housekeeping(&n.state_machine().inner, now) {
+                            let _ = n.propose(now, &cmd);
+                        }
                     }
+                    Ok(()) => {}
                 }
+            }
+            if let Some(e) = stopped {
+                self.stopped(id, e, "tick")?;
             }
         }
         Ok(())
+    }
+
+    /// Each node's state in a few words, for a failure's message.
+    fn describe_nodes(&self) -> String {
+        let mut out = Vec::new();
+        for (id, s) in &self.slots {
+            let what = match (&s.node, &s.failed) {
+                (Some(n), _) => {
+                    let r = n.raft();
+                    format!(
+                        "{id}: {:?} term {} last {} commit {} {:?}",
+                        r.role(),
+                        r.term(),
+                        r.last_index(),
+                        r.commit(),
+                        r.membership(),
+                    )
+                }
+                (None, Some(why)) => format!("{id}: down for good ({why})"),
+                (None, None) => format!("{id}: down"),
+            };
+            out.push(what);
+        }
+        out.join("; ")
+    }
+
+    /// Whether `id` is down for good (it refused to start on a damaged disk).
+    fn failed(&self, id: NodeId) -> bool {
+        self.slots.get(&id).is_some_and(|s| s.failed.is_some())
     }
 
     fn live_nodes(&self) -> Vec<NodeId> {
@@ -670,15 +942,20 @@ impl<'w, W: Workload> Run<'w, W> {
                 Err(_) => return,
             },
             ClientRequest::Read { op, lease } => {
-                if lease {
-                    match n.read_lease(now) {
-                        Ok(index) => (op, PendingKind::ReadAt(index)),
-                        Err(_) => return,
-                    }
-                } else {
-                    match n.read_index(now) {
-                        Ok(t) => (op, PendingKind::ReadTicket(t)),
-                        Err(_) => return,
+                let lease = if lease { Some(n.read_lease(now)) } else { None };
+                match lease {
+                    Some(Ok(index)) => (op, PendingKind::ReadAt(index)),
+                    Some(Err(ReadError::NotLeader { .. })) => return,
+                    // No lease (expired, or a clock disagrees): through ReadIndex, as shoald.
+                    Some(Err(_)) | None => {
+                        let fallback = lease.is_some();
+                        match n.read_index(now) {
+                            Ok(t) => {
+                                self.tally.lease_fallbacks += u64::from(fallback);
+                                (op, PendingKind::ReadTicket(t))
+                            }
+                            Err(_) => return,
+                        }
                     }
                 }
             }
@@ -754,13 +1031,13 @@ impl<'w, W: Workload> Run<'w, W> {
             let deferred = self.deferred_sync;
             let global = self.now;
             let delay = if deferred { self.rng.range(0, 8) } else { 0 };
+            let mut stopped = None;
             if let Some(slot) = self.slots.get_mut(&id) {
                 if let Some(n) = slot.node.as_mut() {
-                    let fail = |e: shoal_core::driver::NodeError| {
-                        SimFailure::new(FailureCategory::Panic, format!("node {id} flush: {e}"))
-                    };
                     if !deferred {
-                        n.flush(now, &mut |e| events.push(e)).map_err(fail)?;
+                        if let Err(e) = n.flush(now, &mut |e| events.push(e)) {
+                            stopped = Some(e);
+                        }
                     } else {
                         if let Some((at, mark, due)) = slot.bg_sync {
                             if due <= global {
@@ -769,12 +1046,14 @@ impl<'w, W: Workload> Run<'w, W> {
                                 slot.bg_sync = None;
                             }
                         }
-                        let want = n
-                            .flush_deferred(now, &mut |e| events.push(e))
-                            .map_err(fail)?;
-                        if let (Some(at), None) = (want, slot.bg_sync) {
-                            let mark = n.storage().begin_background_sync();
-                            slot.bg_sync = Some((at, mark, global + delay));
+                        match n.flush_deferred(now, &mut |e| events.push(e)) {
+                            Err(e) => stopped = Some(e),
+                            Ok(want) => {
+                                if let (Some(at), None) = (want, slot.bg_sync) {
+                                    let mark = n.storage().begin_background_sync();
+                                    slot.bg_sync = Some((at, mark, global + delay));
+                                }
+                            }
                         }
                     }
                 }
@@ -788,6 +1067,9 @@ impl<'w, W: Workload> Run<'w, W> {
             }
             for ev in events {
                 self.on_event(id, incarnation, ev)?;
+            }
+            if let Some(e) = stopped {
+                self.stopped(id, e, "flush")?;
             }
             if let Some(n) = self.slots.get(&id).and_then(|s| s.node.as_ref()) {
                 self.w.check(&n.state_machine().inner).map_err(|m| {
@@ -991,6 +1273,9 @@ impl<'w, W: Workload> Run<'w, W> {
                 entries,
             };
             let commit = r.commit().min(store.last_index());
+            if view.is_leader && slot.led_term != view.term {
+                self.trace(|| format!("node {id} leads term {}", view.term));
+            }
             self.checker.observe(&view).map_err(|v| {
                 self.trace(|| format!("violation at node {id}: {v:?}"));
                 SimFailure::from(v)
@@ -998,16 +1283,24 @@ impl<'w, W: Workload> Run<'w, W> {
             let slot = self.slots.get_mut(&id).expect("id from keys");
             slot.fresh_view = false;
             slot.reported_commit = commit;
+            if view.is_leader {
+                slot.led_term = view.term;
+            }
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<SeedReport, SimFailure> {
+        // A node that stopped on damaged data in the last moments is back, as after any stop.
+        self.restart_stopped(true)?;
         // Faults stopped at `quiet_from_ms`; by now a leader must lead every live member.
         let leader = self.leader().ok_or_else(|| {
             SimFailure::new(
                 FailureCategory::Liveness,
-                "no leader at the end of the quiet phase",
+                format!(
+                    "no leader at the end of the quiet phase [{}]",
+                    self.describe_nodes()
+                ),
             )
         })?;
         // Final reads of every key through the leader, so a lost acknowledged write shows up.
@@ -1044,10 +1337,12 @@ impl<'w, W: Workload> Run<'w, W> {
                 let lr = self.slots[&leader].node.as_ref().expect("leader is live");
                 let commit = lr.raft().commit();
                 lr.raft().membership().all().iter().all(|id| {
-                    self.slots
-                        .get(id)
-                        .and_then(|s| s.node.as_ref())
-                        .is_some_and(|n| n.applied() >= commit)
+                    self.failed(*id)
+                        || self
+                            .slots
+                            .get(id)
+                            .and_then(|s| s.node.as_ref())
+                            .is_some_and(|n| n.applied() >= commit)
                 })
             };
             if converged {
@@ -1063,7 +1358,7 @@ impl<'w, W: Workload> Run<'w, W> {
         let commit = lr.raft().commit();
         let members = lr.raft().membership().all();
         let want = self.w.digest(&lr.state_machine().inner);
-        for id in members.iter() {
+        for id in members.iter().filter(|id| !self.failed(**id)) {
             let Some(n) = self.slots.get(id).and_then(|s| s.node.as_ref()) else {
                 return Err(SimFailure::new(
                     FailureCategory::Liveness,
@@ -1129,25 +1424,27 @@ impl<'w, W: Workload> Run<'w, W> {
             ops: ops.len(),
             linearizability_unknown: unknown,
             summary: format!(
-                "{} nodes, {} faults, {} ops ({} answered), commit {}, joint change {}",
+                "{} nodes, {} faults, {} ops ({} answered), commit {}, joint change {}{}",
                 self.schedule.initial_voters.len(),
                 self.faults,
                 ops.len(),
                 answered,
                 commit,
-                if self.joint_seen { "yes" } else { "no" }
+                if self.joint_seen { "yes" } else { "no" },
+                self.tally.describe(),
             ),
         })
     }
 }
 
-/// Term and payload hash of entries `lo..=hi` as stored.
+/// Term and payload hash of entries `lo..=hi` as they were written (bytes the node's reads
+/// return flipped are the node's to notice, not a different log).
 fn entry_views(store: &MemStorage, lo: LogIndex, hi: LogIndex) -> Vec<EntryView> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut next = lo;
     while next <= hi {
-        let Ok(got) = store.read_entries(next, hi, &mut buf) else {
+        let Ok(got) = store.read_entries_as_written(next, hi, &mut buf) else {
             break;
         };
         for e in EntryIter::new(&buf[..got.bytes], got.count).flatten() {

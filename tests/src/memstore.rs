@@ -23,6 +23,14 @@
 //! - **Snapshots are atomic.** A snapshot being written lives outside the disk and is lost at a
 //!   crash or restart; [`Storage::snapshot_finish`] checks its size and CRC, syncs pending writes
 //!   and replaces the current snapshot in one step (rule 6).
+//! - **Reads check what they return**, as the file storage does: every record read back for
+//!   [`Storage::read_entries`] must pass its CRC, or the read fails with `Corrupt` at the
+//!   record's offset. The simulator can make reads of a record return a flipped bit
+//!   ([`MemStorage::flip_on_read`]: a bad read, or a page of the cache that rotted; the medium
+//!   keeps the good bytes) and damage a stopped node's medium ([`Disk::damage`]: bit rot, a
+//!   lost or a torn write, a rotten hard-state file or snapshot). The checker reads the log as
+//!   it was written ([`MemStorage::read_entries_as_written`]), so what it sees is the truth the
+//!   node's reads are held to.
 //!
 //! Costs: appends and reads are O(entry), `sync` is O(bytes written since the last sync),
 //! compaction O(bytes kept) and recovery O(log bytes), so thousands of simulator seeds stay cheap.
@@ -116,7 +124,82 @@ pub struct Disk {
     stats: Stats,
 }
 
+/// What the simulator can do to a stopped node's medium ([`Disk::damage`]). Each kind leaves
+/// damage that the node's recovery must find: a record that fails its CRC (or its length) with
+/// whole records after it, a hard-state file that does not decode, snapshot data that does not
+/// match its checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// One bit of a log record flips (bit rot).
+    BitRot,
+    /// A log write the device acknowledged never reached the medium: the record reads as zeros.
+    LostWrite,
+    /// A log write reached the medium only in part: the record's tail reads as zeros.
+    TornWrite,
+    /// One bit of the hard-state file flips.
+    HardState,
+    /// One bit of the current snapshot's data flips.
+    Snapshot,
+}
+
+impl Damage {
+    /// Every kind, in the order the fault schedule draws them.
+    pub const ALL: [Damage; 5] = [
+        Damage::BitRot,
+        Damage::LostWrite,
+        Damage::TornWrite,
+        Damage::HardState,
+        Damage::Snapshot,
+    ];
+}
+
 impl Disk {
+    /// Damage the medium as `kind` says, at a place drawn from `seed`. A log record is chosen
+    /// among every record but the last: damage there is a torn tail to any log (see
+    /// [`Disk::corrupt_bit`]) and dropping it is correct. Returns where (a logical log offset,
+    /// or 0 for the hard state and the snapshot), or `None` when there is nothing of that
+    /// kind to damage (fewer than two records, no hard state, an empty snapshot).
+    pub fn damage(&mut self, kind: Damage, seed: u64) -> Option<u64> {
+        let mut rng = Rng::new(seed);
+        match kind {
+            Damage::BitRot => self.corrupt_random_bit(seed),
+            Damage::LostWrite | Damage::TornWrite => {
+                let starts = self.record_starts();
+                if starts.len() < 2 {
+                    return None;
+                }
+                let k = rng.range(0, starts.len() as u64 - 1) as usize;
+                let (lo, hi) = (starts[k], starts[k + 1]);
+                let from = if kind == Damage::LostWrite {
+                    lo
+                } else {
+                    // At least the length field and one more byte landed.
+                    rng.range(lo + 5, hi)
+                };
+                let (a, b) = (
+                    (from - self.log_start) as usize,
+                    (hi - self.log_start) as usize,
+                );
+                self.log[a..b].fill(0);
+                Some(lo)
+            }
+            Damage::HardState => {
+                if self.hard_state.is_empty() {
+                    return None;
+                }
+                let at = rng.range(0, self.hard_state.len() as u64) as usize;
+                self.hard_state[at] ^= 1 << rng.range(0, 8);
+                Some(0)
+            }
+            Damage::Snapshot => {
+                let snap = self.snapshot.as_mut().filter(|s| !s.data.is_empty())?;
+                let at = rng.range(0, snap.data.len() as u64) as usize;
+                snap.data[at] ^= 1 << rng.range(0, 8);
+                Some(0)
+            }
+        }
+    }
+
     /// The hard state that would survive a power cut now (the default if none was synced).
     pub fn durable_hard_state(&self) -> HardState {
         decode_hard_state(&self.hard_state).unwrap_or_default()
@@ -208,6 +291,15 @@ enum PendingWrite {
     Truncate { to: u64 },
 }
 
+/// A bit that reads of the log return flipped, while the medium and the cache keep it.
+#[derive(Clone, Copy, Debug)]
+struct ReadFlip {
+    /// Logical offset of the byte.
+    offset: u64,
+    /// The bit, as a mask.
+    mask: u8,
+}
+
 /// Where one entry's record sits.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
@@ -240,6 +332,10 @@ pub struct MemStorage {
     hard_state_dirty: bool,
     /// The snapshot being received or taken, if any.
     incoming: Option<SnapshotFile>,
+    /// Bits reads return flipped (gone at a restart, which reads the medium afresh).
+    read_flips: Vec<ReadFlip>,
+    /// A planted bug: reads skip their CRC check and hand back whatever the bytes are.
+    unchecked_reads: bool,
 }
 
 impl fmt::Debug for MemStorage {
@@ -249,6 +345,7 @@ impl fmt::Debug for MemStorage {
             .field("last_index", &self.last_index())
             .field("hard_state", &self.hard_state)
             .field("unsynced_writes", &self.pending.len())
+            .field("read_flips", &self.read_flips.len())
             .field("disk", &self.disk)
             .finish()
     }
@@ -273,6 +370,51 @@ impl MemStorage {
     /// The durable medium, for inspection.
     pub fn disk(&self) -> &Disk {
         &self.disk
+    }
+
+    /// From now on every read of one record of entries `from..` (of the whole log when there
+    /// are none) returns one bit flipped, chosen by `seed`; the medium keeps the good bytes.
+    /// Returns the entry whose record is affected, or `None` when the log is empty.
+    pub fn flip_on_read(&mut self, from: LogIndex, seed: u64) -> Option<LogIndex> {
+        let last = self.last_index();
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut rng = Rng::new(seed);
+        let lo = if from.max(self.first_index) <= last {
+            from.max(self.first_index)
+        } else {
+            self.first_index
+        };
+        let index = rng.range(lo, last + 1);
+        let slot = *self.slot(index).expect("index lies inside the log");
+        self.read_flips.push(ReadFlip {
+            offset: slot.offset + rng.range(0, u64::from(slot.len)),
+            mask: 1 << rng.range(0, 8),
+        });
+        Some(index)
+    }
+
+    /// How many flipped bits reads of the log would return now.
+    pub fn read_flips(&self) -> usize {
+        self.read_flips.len()
+    }
+
+    /// A planted bug: reads stop checking the CRC of what they return.
+    pub fn set_unchecked_reads(&mut self, unchecked: bool) {
+        self.unchecked_reads = unchecked;
+    }
+
+    /// Entries `lo..=hi` as they were written, with neither the flips of
+    /// [`MemStorage::flip_on_read`] nor a CRC check: what the simulator's checker compares
+    /// replicas by. Otherwise like [`Storage::read_entries`].
+    pub fn read_entries_as_written(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        buf: &mut [u8],
+    ) -> Result<ReadEntries, StorageError> {
+        self.read_records(lo, hi, buf, false)
     }
 
     /// Logical offset of the record holding entry `index`, if the log holds it.
@@ -463,6 +605,8 @@ impl MemStorage {
             hard_state,
             hard_state_dirty: false,
             incoming: None,
+            read_flips: Vec::new(),
+            unchecked_reads: false,
         })
     }
 
@@ -480,6 +624,72 @@ impl MemStorage {
     fn record_bytes(&self, slot: &Slot) -> &[u8] {
         let at = (slot.offset - self.disk.log_start) as usize;
         &self.live[at..at + slot.len as usize]
+    }
+
+    /// The body of `read_entries`: as the node reads (`as_read`: with the flips, and checked
+    /// unless the planted bug says otherwise) or as written.
+    fn read_records(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        buf: &mut [u8],
+        as_read: bool,
+    ) -> Result<ReadEntries, StorageError> {
+        if lo > self.last_index() || lo > hi {
+            return Err(StorageError::Unavailable(lo));
+        }
+        if self.slot(lo).is_none() {
+            return Err(StorageError::Compacted(lo));
+        }
+        if hi > self.last_index() {
+            return Err(StorageError::Unavailable(hi));
+        }
+        let mut count = 0u32;
+        let mut used = 0;
+        let mut flipped = Vec::new();
+        for index in lo..=hi {
+            let slot = self.slot(index).expect("lo..=hi lies inside the log");
+            let mut rec = self.record_bytes(slot);
+            let end = slot.offset + u64::from(slot.len);
+            if as_read
+                && self
+                    .read_flips
+                    .iter()
+                    .any(|f| (slot.offset..end).contains(&f.offset))
+            {
+                flipped.clear();
+                flipped.extend_from_slice(rec);
+                for f in self.read_flips.iter() {
+                    if (slot.offset..end).contains(&f.offset) {
+                        flipped[(f.offset - slot.offset) as usize] ^= f.mask;
+                    }
+                }
+                rec = &flipped;
+            }
+            let body = if as_read && !self.unchecked_reads {
+                // Check what the medium returned, as the file storage does.
+                match record::decode(rec) {
+                    Ok((body, n)) if n == rec.len() => body,
+                    _ => {
+                        return Err(StorageError::Corrupt {
+                            location: slot.offset,
+                        })
+                    }
+                }
+            } else {
+                &rec[5..rec.len() - 4]
+            };
+            if used + body.len() > buf.len() {
+                if count == 0 {
+                    return Err(StorageError::BufferTooSmall { needed: body.len() });
+                }
+                break;
+            }
+            buf[used..used + body.len()].copy_from_slice(body);
+            used += body.len();
+            count += 1;
+        }
+        Ok(ReadEntries { count, bytes: used })
     }
 
     /// Make every write durable (the body of `sync`).
@@ -641,6 +851,7 @@ impl Storage for MemStorage {
         let to = self.slots[k].offset;
         self.slots.truncate(k);
         self.live.truncate((to - self.disk.log_start) as usize);
+        self.read_flips.retain(|f| f.offset < to);
         self.pending.push(PendingWrite::Truncate { to });
         Ok(())
     }
@@ -660,6 +871,7 @@ impl Storage for MemStorage {
             self.flush();
         }
         self.slots.drain(..drop);
+        self.read_flips.retain(|f| f.offset >= new_start);
         self.first_index += drop as u64;
         self.live.drain(..cut);
         self.disk.log.drain(..cut);
@@ -673,33 +885,7 @@ impl Storage for MemStorage {
         hi: LogIndex,
         buf: &mut [u8],
     ) -> Result<ReadEntries, StorageError> {
-        if lo > self.last_index() || lo > hi {
-            return Err(StorageError::Unavailable(lo));
-        }
-        if self.slot(lo).is_none() {
-            return Err(StorageError::Compacted(lo));
-        }
-        if hi > self.last_index() {
-            return Err(StorageError::Unavailable(hi));
-        }
-        let mut count = 0u32;
-        let mut used = 0;
-        for index in lo..=hi {
-            let slot = self.slot(index).expect("lo..=hi lies inside the log");
-            let rec = self.record_bytes(slot);
-            // The body is the entry encoding; the page cache copy needs no CRC check.
-            let body = &rec[5..rec.len() - 4];
-            if used + body.len() > buf.len() {
-                if count == 0 {
-                    return Err(StorageError::BufferTooSmall { needed: body.len() });
-                }
-                break;
-            }
-            buf[used..used + body.len()].copy_from_slice(body);
-            used += body.len();
-            count += 1;
-        }
-        Ok(ReadEntries { count, bytes: used })
+        self.read_records(lo, hi, buf, true)
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
@@ -758,6 +944,7 @@ impl Storage for MemStorage {
             // The log lacks the snapshot's last entry: it belongs to another history.
             let end = self.live_end();
             self.slots.clear();
+            self.read_flips.clear();
             self.live.clear();
             self.disk.log.clear();
             self.disk.log_start = end;
@@ -924,6 +1111,115 @@ mod tests {
             None,
             "the only record cannot be told from a torn one"
         );
+    }
+
+    #[test]
+    fn a_flipped_read_fails_its_check_and_the_medium_keeps_the_good_bytes() {
+        let mut buf = vec![0u8; 4096];
+        for seed in 0..100 {
+            let mut s = synced_log(6);
+            let index = s.flip_on_read(3, seed).expect("a log to flip");
+            assert!((3..=6).contains(&index), "seed {seed}: {index}");
+            let at = s.record_offset(index).expect("entry exists");
+            assert_eq!(
+                s.read_entries(1, 6, &mut buf),
+                Err(StorageError::Corrupt { location: at }),
+                "seed {seed}"
+            );
+            if index > 1 {
+                let before = s
+                    .read_entries(1, index - 1, &mut buf)
+                    .expect("intact entries");
+                assert_eq!(before.count as u64, index - 1);
+            }
+            let written = s
+                .read_entries_as_written(1, 6, &mut buf)
+                .expect("as written");
+            assert_eq!(written.count, 6);
+            // A restart reads the medium afresh: the flip is gone.
+            let r = s.crash(seed);
+            assert_eq!(r.read_flips(), 0);
+            assert_eq!(r.read_entries(1, 6, &mut buf).map(|g| g.count), Ok(6));
+        }
+    }
+
+    #[test]
+    fn unchecked_reads_hand_back_damaged_payloads() {
+        let mut buf = vec![0u8; 4096];
+        let mut damaged = 0;
+        for seed in 0..100 {
+            let mut s = synced_log(4);
+            s.set_unchecked_reads(true);
+            s.flip_on_read(1, seed).expect("a log to flip");
+            let got = s.read_entries(1, 4, &mut buf).expect("no check, no error");
+            let mut good = vec![0u8; 4096];
+            let want = s
+                .read_entries_as_written(1, 4, &mut good)
+                .expect("as written");
+            if buf[..got.bytes] != good[..want.bytes] {
+                damaged += 1;
+            }
+        }
+        assert!(damaged > 50, "most flips land in the body: {damaged}");
+    }
+
+    #[test]
+    fn flips_go_with_the_records_they_damage() {
+        let mut buf = vec![0u8; 4096];
+        let mut s = synced_log(6);
+        // Entries 5 and 6 only, then cut them off: reads are clean again.
+        s.flip_on_read(5, 1).expect("flip");
+        s.truncate_suffix(5).expect("cut");
+        assert_eq!(s.read_flips(), 0);
+        assert_eq!(s.read_entries(1, 4, &mut buf).map(|g| g.count), Ok(4));
+    }
+
+    #[test]
+    fn every_kind_of_damage_to_a_stopped_disk_is_found_at_recovery() {
+        for kind in Damage::ALL {
+            for seed in 0..50 {
+                let mut s = synced_log(8);
+                let data = b"the state";
+                let meta = SnapshotMeta {
+                    index: 2,
+                    term: 1,
+                    size_bytes: data.len() as u64,
+                    crc: CRC32C.checksum(data),
+                    ..SnapshotMeta::default()
+                };
+                s.snapshot_begin(&meta).expect("begin");
+                s.snapshot_write(0, data).expect("write");
+                s.snapshot_finish().expect("finish");
+                s.save_hard_state(&HardState {
+                    term: 1,
+                    vote: 1,
+                    commit: 8,
+                })
+                .expect("save");
+                s.sync().expect("sync");
+                let mut disk = s.shutdown();
+                let at = disk.damage(kind, seed).expect("something to damage");
+                let found = MemStorage::recover(disk);
+                match kind {
+                    Damage::Snapshot => {
+                        // The log is fine; the data no longer matches its checksum, which the
+                        // driver checks when it restores the state machine from it.
+                        let r = found.expect("the log recovers");
+                        let mut data = vec![0u8; 64];
+                        let n = r.snapshot_read(0, &mut data).expect("read");
+                        assert_ne!(
+                            CRC32C.checksum(&data[..n]),
+                            r.snapshot_meta().expect("snapshot").crc
+                        );
+                    }
+                    _ => assert_eq!(
+                        found.map(|r| r.last_index()),
+                        Err(StorageError::Corrupt { location: at }),
+                        "{kind:?} seed {seed}"
+                    ),
+                }
+            }
+        }
     }
 
     #[test]

@@ -60,6 +60,13 @@ fn kv_txn_half_is_caught() {
 }
 
 #[test]
+fn read_unchecked_is_caught() {
+    // Without the storage's read-back CRC check, the bytes a flipped read returns reach the
+    // node's state machine or its peers.
+    assert_caught("read-unchecked");
+}
+
+#[test]
 fn a_run_without_a_planted_bug_passes_where_one_with_it_fails() {
     // The choice is the run's alone: the seed that catches a bug passes without it, even
     // while other runs with other bugs go on in this process.

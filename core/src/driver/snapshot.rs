@@ -68,6 +68,7 @@ pub(super) fn restore_from_store<S: Storage, M: StateMachine>(
         store,
         offset: 0,
         size: meta.size_bytes,
+        expected: meta.crc,
         digest: CRC32C.digest(),
         err: None,
     };
@@ -75,7 +76,12 @@ pub(super) fn restore_from_store<S: Storage, M: StateMachine>(
     if let Some(e) = r.err {
         return Err(NodeError::Storage(e));
     }
-    res.map_err(NodeError::Snapshot)?;
+    if let Err(e) = res {
+        // The state machine could not make sense of the data: damaged data is the likely
+        // cause, and then the checksum is the error to report, not what the decoder tripped
+        // over.
+        return Err(r.damaged().unwrap_or(NodeError::Snapshot(e)));
+    }
     let found = r.digest.finalize();
     if found != meta.crc || r.offset != meta.size_bytes {
         return Err(NodeError::SnapshotChecksum {
@@ -124,8 +130,31 @@ struct StoreReader<'a, S> {
     store: &'a S,
     offset: u64,
     size: u64,
+    /// The CRC the metadata promises.
+    expected: u32,
     digest: crate::record::Crc32cDigest,
     err: Option<StorageError>,
+}
+
+impl<S: Storage> StoreReader<'_, S> {
+    /// Read the rest of the snapshot into the checksum: the error to report if the data does
+    /// not match it (`None` when it does, or when the rest cannot be read).
+    fn damaged(mut self) -> Option<NodeError> {
+        let mut buf = [0u8; 64];
+        while self.offset < self.size {
+            let n = match self.store.snapshot_read(self.offset, &mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n.min((self.size - self.offset) as usize),
+            };
+            self.digest.update(&buf[..n]);
+            self.offset += n as u64;
+        }
+        let found = self.digest.finalize();
+        (found != self.expected).then_some(NodeError::SnapshotChecksum {
+            expected: self.expected,
+            found,
+        })
+    }
 }
 
 impl<S: Storage> SnapshotReader for StoreReader<'_, S> {

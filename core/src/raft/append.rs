@@ -223,6 +223,8 @@ impl<P: Plant> Raft<P> {
             conflict_term: 0,
             conflict_index: 0,
             read_seq: m.read_seq,
+            echo_ms: m.clock_ms,
+            clock_ms: self.clock_stamp(),
         };
         self.respond(from, ack);
         Ok(())
@@ -265,6 +267,8 @@ impl<P: Plant> Raft<P> {
             conflict_term: term,
             conflict_index: index,
             read_seq: m.read_seq,
+            echo_ms: m.clock_ms,
+            clock_ms: self.clock_stamp(),
         };
         self.respond(from, refusal);
     }

@@ -42,11 +42,12 @@ impl<P: Plant> Raft<P> {
         self.election_deadline_ms = self.now_ms + self.rng.range(base, 2 * base);
     }
 
+    /// Answer a pre-vote. Whether this node is a voter does not matter, as for a vote: a
+    /// node added as a voter may not have the entry that says so yet, and the candidate, whose
+    /// configuration has it, needs its answer (only a candidate's own voters are counted).
     pub(super) fn answer_pre_vote(&mut self, from: NodeId, m: &PreVote) {
-        let granted = m.term > self.term
-            && self.log_ok(m.last_index, m.last_term)
-            && !self.in_leader_lease()
-            && self.membership.is_voter(self.id);
+        let granted =
+            m.term > self.term && self.log_ok(m.last_index, m.last_term) && !self.in_leader_lease();
         let answer = VoteResp {
             term: if granted { m.term } else { self.term },
             granted,

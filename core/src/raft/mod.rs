@@ -28,8 +28,10 @@
 //! | `durability.rs` | what is written and what is durable: hard state, persisted index |
 //! | `outbox.rs` | outgoing messages: sent at once, or held until durable |
 //! | `progress.rs` | the leader's view of one peer |
+//! | `clock.rs` | the clock check: whether each follower's clock runs at the leader's rate |
 
 mod append;
+pub mod clock;
 mod config;
 mod durability;
 mod election;
@@ -44,6 +46,7 @@ mod snapshot;
 mod step;
 mod transfer;
 
+pub use clock::{ClockCheck, ClockVerdict};
 pub use error::{ProposeError, RaftError, ReadError, TransferError};
 pub use health::Health;
 pub use read::ReadEvent;
@@ -130,6 +133,9 @@ pub struct RaftStats {
     pub snapshots_sent: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// Times the clock check found a follower's clock drifting beyond the lease's bound (each
+    /// time one turned to [`ClockVerdict::Drift`]).
+    pub clock_drift_detected: u64,
 }
 
 /// Outbox slots a burst of appends leaves free for replies and heartbeats.
@@ -372,6 +378,14 @@ impl<P: Plant> Raft<P> {
     pub fn progress(&self) -> &[Progress] {
         &self.progress
     }
+    /// Peers whose clocks the clock check found drifting beyond the lease's bound (0 unless
+    /// leader). While any voter's does, its echoes do not count toward the lease.
+    pub fn clock_drift_peers(&self) -> usize {
+        self.progress
+            .iter()
+            .filter(|p| p.clock.verdict() == ClockVerdict::Drift)
+            .count()
+    }
     /// Counters.
     pub fn stats(&self) -> RaftStats {
         self.stats
@@ -400,6 +414,12 @@ impl<P: Plant> Raft<P> {
         );
         self.applied = index;
         self.assert_invariants();
+    }
+
+    /// This node's clock as messages carry it: the low 32 bits of its milliseconds, never 0
+    /// (which says "no clock").
+    fn clock_stamp(&self) -> u32 {
+        (self.now_ms as u32).max(1)
     }
 
     /// Advance the clock the core was given (it never goes back).

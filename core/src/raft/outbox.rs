@@ -69,6 +69,18 @@ fn merge_held(held: &mut OutMessage, new: OutMessage) {
                 conflict_term: 0,
                 conflict_index: 0,
                 read_seq: n.read_seq.max(h.read_seq),
+                // Each answer's clocks are a pair (the stamp was read after the echoed send);
+                // keep the newer pair.
+                echo_ms: if n.clock_ms != 0 {
+                    n.echo_ms
+                } else {
+                    h.echo_ms
+                },
+                clock_ms: if n.clock_ms != 0 {
+                    n.clock_ms
+                } else {
+                    h.clock_ms
+                },
             });
             return;
         }

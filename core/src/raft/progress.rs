@@ -1,6 +1,7 @@
 //! The leader's bookkeeping for one peer: how far its log matches, what is in flight, and
 //! whether it is being probed, replicated to, or sent a snapshot.
 
+use super::clock::ClockCheck;
 use crate::limits::MAX_INFLIGHT;
 use crate::types::{LogIndex, NodeId, Term};
 
@@ -115,6 +116,9 @@ pub struct Progress {
     /// Last time the window made progress (or was empty); a window stuck longer than the
     /// stall timeout lost its messages and falls back to probing.
     pub progress_at_ms: u64,
+    /// Whether the peer's clock runs at this leader's rate (its echoes count toward the lease
+    /// only while it does).
+    pub clock: ClockCheck,
 }
 
 impl Progress {
@@ -131,6 +135,7 @@ impl Progress {
             read_seq_acked: 0,
             snapshot: None,
             progress_at_ms: 0,
+            clock: ClockCheck::new(),
         }
     }
 

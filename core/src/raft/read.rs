@@ -2,6 +2,7 @@
 //! the leader lease. Their state is [`Reads`]; the decisions that need the rest of the group's
 //! state (role, term, commit, quorum) are methods of [`Raft`].
 
+use super::clock::ClockVerdict;
 use super::{Envelope, Raft};
 use crate::limits::{MAX_READ_ROUNDS, MAX_REMOTE_READS};
 use crate::message::{ReadIndex, ReadIndexResp};
@@ -295,10 +296,7 @@ impl<P: Plant> Raft<P> {
         if seq == acked {
             self.reads.quorum_heard_ms = self.reads.quorum_heard_ms.max(Some(sent));
         }
-        if seq == acked && self.reads.lease_void_term != self.term {
-            let until = sent + self.cfg.election_timeout_ms - self.cfg.lease_drift_margin_ms;
-            self.reads.lease_until_ms = self.reads.lease_until_ms.max(until);
-        }
+        self.extend_lease();
         // Reads wait until this leader has committed an entry of its own term.
         if self.commit < self.term_start_index {
             return;
@@ -315,6 +313,27 @@ impl<P: Plant> Raft<P> {
                 });
             }
             self.answer_remote_reads(r.seq, r.index);
+        }
+    }
+
+    /// Extend the lease from the newest round a quorum echoed, counting only the peers whose
+    /// clocks the clock check found to agree with this leader's: their promise not to vote for
+    /// anyone else lasts as long on the leader's clock as the lease does (see `clock.rs`).
+    fn extend_lease(&mut self) {
+        let acked = self.quorum_value(self.reads.read_seq, |p| {
+            if p.clock.verdict() == ClockVerdict::Agree {
+                p.read_seq_acked
+            } else {
+                0
+            }
+        });
+        if acked == 0 {
+            return;
+        }
+        let (seq, sent) = self.reads.seq_times[(acked as usize) % SEQ_TIMES];
+        if seq == acked && self.reads.lease_void_term != self.term {
+            let until = sent + self.cfg.election_timeout_ms - self.cfg.lease_drift_margin_ms;
+            self.reads.lease_until_ms = self.reads.lease_until_ms.max(until);
         }
     }
 

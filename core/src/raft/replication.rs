@@ -1,6 +1,7 @@
 //! The leader's side of replication: proposals, the per-peer progress, sending appends and
 //! heartbeats, the answers to them, and the commit index.
 
+use super::clock::{ClockSample, ClockVerdict};
 use super::{Envelope, ProposeError, Raft, RaftError, OUTBOX_HEADROOM};
 use crate::entry::EntryRef;
 use crate::limits::OUTBOX_CAPACITY;
@@ -178,6 +179,7 @@ impl<P: Plant> Raft<P> {
                 commit: self.commit,
                 count: count as u32,
                 read_seq: self.reads.read_seq,
+                clock_ms: self.clock_stamp(),
             };
             self.send(to, append);
             let p = self.peer_mut(to).expect("peer checked above");
@@ -238,6 +240,7 @@ impl<P: Plant> Raft<P> {
                 commit: self.commit,
                 count: 0,
                 read_seq: seq,
+                clock_ms: self.clock_stamp(),
             };
             self.outbox_push(Envelope::new(to, heartbeat));
         }
@@ -290,6 +293,7 @@ impl<P: Plant> Raft<P> {
     ) {
         let last_index = self.last_index;
         let now = self.now_ms;
+        self.check_clock(from, m);
         let Some(p) = self.peer_mut(from) else { return };
         p.recent_active = true;
         if m.read_seq > p.read_seq_acked {
@@ -315,6 +319,45 @@ impl<P: Plant> Raft<P> {
         }
         self.confirm_reads();
         self.send_append(from, store);
+    }
+
+    /// Feed an answer's clocks to the peer's clock check. A peer that stops agreeing takes its
+    /// echoes out of the lease at once: the lease is recomputed from the peers that still do.
+    fn check_clock(&mut self, from: NodeId, m: &AppendResp) {
+        if m.echo_ms == 0 || m.clock_ms == 0 {
+            return;
+        }
+        let now = self.now_ms;
+        let back = u64::from((now as u32).wrapping_sub(m.echo_ms));
+        if back > now || back > u64::from(u32::MAX / 2) {
+            return;
+        }
+        let sample = ClockSample {
+            sent_ms: now - back,
+            recv_ms: now,
+            peer_ms: m.clock_ms,
+        };
+        let (window, bound) = (self.cfg.election_timeout_ms, self.cfg.clock_bound_ppm());
+        let Some(p) = self.peer_mut(from) else { return };
+        let before = p.clock.verdict();
+        let after = p.clock.observe(sample, window, bound);
+        let rate = p.clock.rate_ppm().unwrap_or(0);
+        if after == before {
+            return;
+        }
+        if after == ClockVerdict::Drift {
+            self.stats.clock_drift_detected += 1;
+            warn!(
+                "node {}'s clock rate differs from this leader's by {} ppm, beyond the lease's bound of {} ppm: lease reads go through ReadIndex until the clocks agree",
+                from,
+                rate,
+                bound
+            );
+        }
+        if before == ClockVerdict::Agree {
+            self.reads.lease_until_ms = 0;
+            self.confirm_reads();
+        }
     }
 
     /// The last index holding `term` in our log, by binary search (terms never decrease).

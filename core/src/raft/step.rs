@@ -159,6 +159,8 @@ impl<P: Plant> Raft<P> {
                     conflict_term: 0,
                     conflict_index: 0,
                     read_seq: 0,
+                    echo_ms: 0,
+                    clock_ms: 0,
                 };
                 self.send(from, refusal);
             }

@@ -67,6 +67,13 @@ impl Conn {
         }
     }
 
+    /// Give up on an answer after `timeout` instead of the default 30 s (a call then fails
+    /// with a timeout and the request's outcome is unknown).
+    pub fn set_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_write_timeout(Some(timeout))
+    }
+
     /// Send bytes as they are (frames built by the test, damaged ones included).
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)

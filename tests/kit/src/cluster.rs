@@ -172,6 +172,8 @@ impl ClusterBuilder {
                 dir: root.path().join(format!("n{id}")),
                 args: Vec::new(),
                 max_open_files: None,
+                run_in: Vec::new(),
+                env: Vec::new(),
                 proc: None,
                 runs: 0,
                 up: false,
@@ -206,6 +208,11 @@ pub struct Node {
     pub args: Vec<String>,
     /// Most open file descriptors its process may have (`RLIMIT_NOFILE`; `None`: the test's).
     pub max_open_files: Option<u64>,
+    /// A command that runs `shoald` (its path and flags follow), such as `ip netns exec NS`;
+    /// empty: `shoald` is run directly.
+    pub run_in: Vec<String>,
+    /// Environment only this node gets, after the cluster's.
+    pub env: Vec<(String, String)>,
     proc: Option<Proc>,
     runs: u32,
     up: bool,
@@ -508,7 +515,14 @@ impl Cluster {
         let log_dir = self.root().to_path_buf();
         let node = self.node_mut(id);
         assert!(!node.up, "node {id} is already running");
-        let mut cmd = Command::new(shoald);
+        let mut cmd = match node.run_in.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(shoald);
+                c
+            }
+            None => Command::new(shoald),
+        };
         match how {
             Launch::Flags { members, extra } => {
                 cmd.args(standard_flags(node, &flags, &members))
@@ -520,7 +534,9 @@ impl Cluster {
                 cmd.envs(vars);
             }
         }
-        cmd.env("RUST_LOG", "info").envs(flags.env.iter().cloned());
+        cmd.env("RUST_LOG", "info")
+            .envs(flags.env.iter().cloned())
+            .envs(node.env.iter().cloned());
         if let Some(n) = node.max_open_files {
             limit_open_files(&mut cmd, n);
         }

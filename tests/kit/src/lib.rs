@@ -19,6 +19,8 @@
 //! - [`mock`]: an in-process stand-in for a node's client port, for client tests.
 //! - [`peer`]: a stand-in for a member on the raft port, for tests that speak the peer
 //!   protocol (handshakes, forged frames).
+//! - `netns` (Linux, root): nodes in network namespaces of their own that a test can cut apart,
+//!   and a node's clocks at another rate.
 //! - [`wait`]: bounded waits that fail with what they waited for.
 //!
 //! It is a test-support crate: a dev-dependency, never part of a shipped binary. Every wait is
@@ -32,6 +34,8 @@ pub mod client;
 pub mod cluster;
 pub mod disk;
 pub mod mock;
+#[cfg(target_os = "linux")]
+pub mod netns;
 pub mod peer;
 pub mod ports;
 pub mod proc;

@@ -4,6 +4,8 @@
 //!
 //! Local time is `offset + g + floor(g * drift_ppm / 1e6)` for global time `g`. Because
 //! `|drift_ppm| < 1e6` it never goes backwards, which is all [`shoal_core::io::Clock`] promises.
+//! A fault may change a clock's rate during a run ([`NodeClock::set_rate`]): the clock goes on
+//! from where it stands at the new rate, as a process under a clock-scaling shim does.
 
 use shoal_core::rng::Rng;
 use shoal_core::NodeId;
@@ -17,25 +19,37 @@ pub const MAX_DRIFT_PPM: i64 = 10_000;
 pub struct NodeClock {
     /// Rate error in parts per million; positive runs fast.
     pub drift_ppm: i64,
-    /// Local time at global time 0 (nodes do not agree on the epoch either).
+    /// Local time at global time `since_ms` (at 0: nodes do not agree on the epoch either).
     pub offset_ms: u64,
+    /// Global time from which `drift_ppm` holds (0 unless the rate was changed).
+    pub since_ms: u64,
 }
 
 impl NodeClock {
     /// A clock with the given drift and offset.
     pub fn new(drift_ppm: i64, offset_ms: u64) -> NodeClock {
-        assert!(drift_ppm.abs() < 1_000_000, "a clock must move forward");
+        assert!(drift_ppm > -1_000_000, "a clock must move forward");
         NodeClock {
             drift_ppm,
             offset_ms,
+            since_ms: 0,
         }
     }
 
-    /// Local time at global time `global_ms`.
+    /// Local time at global time `global_ms` (not before the last rate change).
     pub fn local_ms(&self, global_ms: u64) -> u64 {
-        let g = global_ms as i128;
+        let g = global_ms.saturating_sub(self.since_ms) as i128;
         let skew = (g * self.drift_ppm as i128).div_euclid(1_000_000);
         (self.offset_ms as i128 + g + skew) as u64
+    }
+
+    /// From global time `global_ms` on, run with rate error `drift_ppm`, going on from the
+    /// local time it shows then.
+    pub fn set_rate(&mut self, global_ms: u64, drift_ppm: i64) {
+        assert!(drift_ppm > -1_000_000, "a clock must move forward");
+        self.offset_ms = self.local_ms(global_ms);
+        self.since_ms = global_ms;
+        self.drift_ppm = drift_ppm;
     }
 }
 
@@ -69,6 +83,13 @@ impl Clocks {
     /// Node `id`'s local time at global time `global_ms`.
     pub fn local_ms(&self, id: NodeId, global_ms: u64) -> u64 {
         self.get(id).local_ms(global_ms)
+    }
+
+    /// Node `id`'s clock, to change its rate. Panics on an unknown node: that is a runner bug.
+    pub fn get_mut(&mut self, id: NodeId) -> &mut NodeClock {
+        self.clocks
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no clock for node {id}"))
     }
 
     /// Add (or replace) a node's clock, e.g. when a membership change brings a new node.
@@ -108,6 +129,17 @@ mod tests {
         let slow = NodeClock::new(-10_000, 5);
         assert_eq!(fast.local_ms(1_000), 1_010);
         assert_eq!(slow.local_ms(1_000), 5 + 990);
+    }
+
+    #[test]
+    fn a_rate_change_goes_on_from_where_the_clock_stands() {
+        let mut c = NodeClock::new(0, 100);
+        assert_eq!(c.local_ms(1_000), 1_100);
+        c.set_rate(1_000, -750_000);
+        assert_eq!(c.local_ms(1_000), 1_100, "no jump");
+        assert_eq!(c.local_ms(1_400), 1_200, "a quarter of the global rate");
+        c.set_rate(1_400, 0);
+        assert_eq!(c.local_ms(1_500), 1_300);
     }
 
     #[test]

@@ -5,8 +5,15 @@
 //! (changing fault rates, partitions cut, healed and re-cut, crashes and restarts, membership
 //! changes and leader transfers at random times) followed by a final quiet part in which the
 //! network is healed and quiet and every node is up, so a correct cluster must make progress.
+//!
+//! Clock and storage faults are drawn from a stream of their own, so they join a seed's
+//! network, crash and membership schedule without changing it: a node's clock running at
+//! another rate (never in the second before another event, so the leader's clock check has
+//! had time to see it before anything else happens), reads of a record returning a flipped
+//! bit, and damage to the disk of a node that is down.
 
 use super::network::{FaultRates, Network};
+use crate::memstore::Damage;
 use shoal_core::rng::Rng;
 use shoal_core::NodeId;
 use std::collections::BTreeSet;
@@ -21,6 +28,8 @@ pub enum NodeTarget {
     Leader,
     /// The node that has been down the longest (skipped when none is down).
     LongestDown,
+    /// The node that went down most recently (skipped when none is down).
+    LatestDown,
 }
 
 /// How the network is cut. Applying a partition first heals the previous one ("re-cut").
@@ -67,6 +76,29 @@ pub enum FaultEvent {
     },
     /// Ask the leader to hand leadership to a node.
     TransferLeader(NodeTarget),
+    /// From now on a node's clock runs at `permille` thousandths of the global rate (the quiet
+    /// part gives every clock its own rate back).
+    ClockRate {
+        /// Whose clock.
+        target: NodeTarget,
+        /// Its new rate, in thousandths of global time.
+        permille: u64,
+    },
+    /// From now on reads of one of a live node's log records return one bit flipped (its
+    /// medium keeps the good bytes): the node must notice at its next read of it.
+    FlipOnRead {
+        /// Whose reads.
+        target: NodeTarget,
+        /// Pick among the entries the node has not applied yet (otherwise anywhere in its log).
+        unapplied: bool,
+    },
+    /// The medium of a node that is down is damaged: its restart must find the damage.
+    DamageDisk {
+        /// Whose disk (a node that is down).
+        target: NodeTarget,
+        /// What happens to it.
+        damage: Damage,
+    },
     /// Start of the final quiet part: heal, quiet rates, restart every down node.
     Quiesce,
 }
@@ -90,6 +122,17 @@ impl fmt::Display for FaultEvent {
                 )
             }
             FaultEvent::TransferLeader(t) => write!(f, "transfer leader to {t:?}"),
+            FaultEvent::ClockRate { target, permille } => {
+                write!(f, "clock of {target:?} runs at {permille}‰ of real time")
+            }
+            FaultEvent::FlipOnRead { target, unapplied } => write!(
+                f,
+                "reads of a record of {target:?}{} return a flipped bit",
+                if *unapplied { " not yet applied" } else { "" }
+            ),
+            FaultEvent::DamageDisk { target, damage } => {
+                write!(f, "disk of {target:?} (down): {damage:?}")
+            }
             FaultEvent::Quiesce => f.write_str("quiesce (heal, quiet network, restart all)"),
         }
     }
@@ -126,6 +169,13 @@ pub struct FaultSchedule {
 const MIN_GAP_MS: u64 = 100;
 /// Longest gap between two scheduled events, ms.
 const MAX_GAP_MS: u64 = 2_500;
+/// A clock's rate changes at least this long before the next scheduled event: the leader's
+/// clock check needs a few heartbeats to see it (a change in the same instant as a partition is
+/// what no check can catch, and the lease's bound then decides).
+const CLOCK_CHANGE_LEAD_MS: u64 = 1_000;
+/// Rates a clock may be set to, in thousandths of global time: far off either way, and just
+/// inside or outside the simulator's bound (election timeout 150 ms, margin 15 ms: 11 %).
+const CLOCK_RATES: [u64; 6] = [250, 500, 900, 1_100, 2_000, 4_000];
 
 impl FaultSchedule {
     /// Draw the schedule for `seed`, for a run of `duration_ms` global ms. The last quarter (at
@@ -194,6 +244,10 @@ impl FaultSchedule {
                 events.push(ScheduledEvent { at_ms: t, event });
             }
         }
+        let extra = extra_events(seed, &events, all_nodes.len() as u64, quiet_from_ms);
+        events.extend(extra);
+        // Stable: an extra event at the same time as a scheduled one fires after it.
+        events.sort_by_key(|e| e.at_ms);
         events.push(ScheduledEvent {
             at_ms: quiet_from_ms,
             event: FaultEvent::Quiesce,
@@ -207,6 +261,77 @@ impl FaultSchedule {
             end_ms: duration_ms,
         }
     }
+}
+
+/// Clock and storage faults for `seed`, placed among the `scheduled` events (sorted) before
+/// `quiet_from_ms`, from a stream of their own.
+fn extra_events(
+    seed: u64,
+    scheduled: &[ScheduledEvent],
+    nodes: u64,
+    quiet_from_ms: u64,
+) -> Vec<ScheduledEvent> {
+    let mut rng = Rng::new(seed ^ 0x6469_736B_636C_6B00);
+    let mut out = Vec::new();
+    let any_node = |rng: &mut Rng| {
+        if rng.chance(1, 2) {
+            NodeTarget::Leader
+        } else {
+            NodeTarget::Node(rng.range(1, nodes + 1))
+        }
+    };
+    if rng.chance(1, 3) {
+        // One or two clock episodes, each in a quiet stretch of the schedule.
+        let mut times: Vec<u64> = scheduled.iter().map(|e| e.at_ms).collect();
+        times.push(quiet_from_ms);
+        let gaps: Vec<(u64, u64)> = times
+            .windows(2)
+            .filter(|w| w[1] >= w[0] + CLOCK_CHANGE_LEAD_MS + 100)
+            .map(|w| (w[0] + 50, w[1] - CLOCK_CHANGE_LEAD_MS))
+            .collect();
+        for _ in 0..rng.range(1, 3) {
+            if gaps.is_empty() {
+                break;
+            }
+            let (lo, hi) = gaps[rng.range(0, gaps.len() as u64) as usize];
+            out.push(ScheduledEvent {
+                at_ms: rng.range(lo, hi + 1),
+                event: FaultEvent::ClockRate {
+                    target: any_node(&mut rng),
+                    permille: CLOCK_RATES[rng.range(0, CLOCK_RATES.len() as u64) as usize],
+                },
+            });
+        }
+    }
+    if rng.chance(1, 2) {
+        for _ in 0..rng.range(1, 4) {
+            out.push(ScheduledEvent {
+                at_ms: rng.range(MIN_GAP_MS, quiet_from_ms.max(MIN_GAP_MS + 1)),
+                event: FaultEvent::FlipOnRead {
+                    target: any_node(&mut rng),
+                    unapplied: rng.chance(1, 2),
+                },
+            });
+        }
+    }
+    let crashes: Vec<u64> = scheduled
+        .iter()
+        .filter(|e| matches!(e.event, FaultEvent::Crash(_)))
+        .map(|e| e.at_ms)
+        .collect();
+    if !crashes.is_empty() && rng.chance(1, 3) {
+        // At most one disk per run: a node whose disk is damaged stays down for good.
+        let at = crashes[rng.range(0, crashes.len() as u64) as usize] + 1;
+        out.push(ScheduledEvent {
+            at_ms: at,
+            event: FaultEvent::DamageDisk {
+                target: NodeTarget::LatestDown,
+                damage: Damage::ALL[rng.range(0, Damage::ALL.len() as u64) as usize],
+            },
+        });
+    }
+    out.retain(|e| e.at_ms < quiet_from_ms);
+    out
 }
 
 /// Keeps the schedule plausible while drawing it: at most a minority of the initial voters
@@ -319,16 +444,39 @@ impl Planner {
     }
 }
 
+/// Who the moving targets of events name right now; the runner fills it in when an event
+/// fires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// Who leads (the live leader of the highest term).
+    pub leader: Option<NodeId>,
+    /// The node down the longest.
+    pub longest_down: Option<NodeId>,
+    /// The node that went down most recently.
+    pub latest_down: Option<NodeId>,
+}
+
+impl Targets {
+    /// The node `target` names right now, if any.
+    pub fn resolve(&self, target: NodeTarget) -> Option<NodeId> {
+        match target {
+            NodeTarget::Node(id) => Some(id),
+            NodeTarget::Leader => self.leader,
+            NodeTarget::LongestDown => self.longest_down,
+            NodeTarget::LatestDown => self.latest_down,
+        }
+    }
+}
+
 /// Apply a network-only event (`SetRates`, `Partition`, `Heal`, and the network half of
-/// `Quiesce`) to `net`. `leader` resolves [`NodeTarget::Leader`]; `longest_down` resolves
-/// [`NodeTarget::LongestDown`]. Returns false for events that are not the network's (crash,
-/// restart, membership, transfer), which the runner handles itself.
+/// `Quiesce`) to `net`, its targets resolved by `targets`. Returns false for events that are
+/// not the network's (crash, restart, membership, transfer, clocks, storage), which the runner
+/// handles itself.
 pub fn apply_network_event(
     event: &FaultEvent,
     net: &mut Network,
     all: &[NodeId],
-    leader: Option<NodeId>,
-    longest_down: Option<NodeId>,
+    targets: &Targets,
 ) -> bool {
     match event {
         FaultEvent::SetRates(r) => net.set_fault_rates(*r),
@@ -343,7 +491,7 @@ pub fn apply_network_event(
                     listeners,
                 } => net.partition_one_way(speakers, listeners),
                 PartitionSpec::Isolate(t) => {
-                    if let Some(id) = resolve(*t, leader, longest_down) {
+                    if let Some(id) = targets.resolve(*t) {
                         net.isolate(id, all);
                     }
                 }
@@ -352,19 +500,6 @@ pub fn apply_network_event(
         _ => return false,
     }
     true
-}
-
-/// The node a target names right now, if any.
-pub fn resolve(
-    target: NodeTarget,
-    leader: Option<NodeId>,
-    longest_down: Option<NodeId>,
-) -> Option<NodeId> {
-    match target {
-        NodeTarget::Node(id) => Some(id),
-        NodeTarget::Leader => leader,
-        NodeTarget::LongestDown => longest_down,
-    }
 }
 
 #[cfg(test)]
@@ -418,7 +553,60 @@ mod tests {
             }
         }
         assert_eq!(sizes.len(), 3, "cluster sizes 3, 4 and 5 all occur");
-        assert_eq!(kinds.len(), 8, "every kind of event occurs");
+        assert_eq!(kinds.len(), 11, "every kind of event occurs");
+    }
+
+    #[test]
+    fn clock_changes_come_well_before_the_next_event_and_disk_damage_after_a_crash() {
+        let (mut clocks, mut disks) = (0, 0);
+        for seed in 0..300 {
+            let s = FaultSchedule::generate(seed, 20_000);
+            for (k, e) in s.events.iter().enumerate() {
+                match e.event {
+                    FaultEvent::ClockRate { .. } => {
+                        clocks += 1;
+                        let next = s.events[k + 1..]
+                            .iter()
+                            .find(|n| {
+                                !matches!(
+                                    n.event,
+                                    FaultEvent::FlipOnRead { .. } | FaultEvent::ClockRate { .. }
+                                )
+                            })
+                            .expect("Quiesce comes last");
+                        assert!(
+                            next.at_ms >= e.at_ms + CLOCK_CHANGE_LEAD_MS,
+                            "seed {seed}: {} at {} then {} at {}",
+                            e.event,
+                            e.at_ms,
+                            next.event,
+                            next.at_ms
+                        );
+                    }
+                    FaultEvent::DamageDisk { .. } => {
+                        disks += 1;
+                        assert!(s.events[..k]
+                            .iter()
+                            .any(|c| matches!(c.event, FaultEvent::Crash(_))
+                                && c.at_ms + 1 == e.at_ms));
+                    }
+                    _ => {}
+                }
+            }
+            let damaged = s
+                .events
+                .iter()
+                .filter(|e| matches!(e.event, FaultEvent::DamageDisk { .. }))
+                .count();
+            assert!(
+                damaged <= 1,
+                "seed {seed}: one damaged disk per run at most"
+            );
+        }
+        assert!(
+            clocks > 50 && disks > 20,
+            "clock changes {clocks}, damaged disks {disks}"
+        );
     }
 
     #[test]
@@ -426,23 +614,26 @@ mod tests {
         let mut net = Network::new(1);
         let all = [1, 2, 3];
         let iso = FaultEvent::Partition(PartitionSpec::Isolate(NodeTarget::Leader));
-        assert!(apply_network_event(&iso, &mut net, &all, Some(2), None));
+        let leader_2 = Targets {
+            leader: Some(2),
+            ..Targets::default()
+        };
+        assert!(apply_network_event(&iso, &mut net, &all, &leader_2));
         assert!(!net.link_open(2, 1) && net.link_open(1, 3));
         let one_way = FaultEvent::Partition(PartitionSpec::OneWay {
             speakers: vec![1],
             listeners: vec![2, 3],
         });
-        apply_network_event(&one_way, &mut net, &all, None, None);
+        apply_network_event(&one_way, &mut net, &all, &Targets::default());
         assert!(net.link_open(2, 3), "the re-cut healed the isolation of 2");
         assert!(!net.link_open(3, 1) && net.link_open(1, 3));
         assert!(!apply_network_event(
             &FaultEvent::Crash(NodeTarget::Leader),
             &mut net,
             &all,
-            None,
-            None
+            &Targets::default()
         ));
-        apply_network_event(&FaultEvent::Quiesce, &mut net, &all, None, None);
+        apply_network_event(&FaultEvent::Quiesce, &mut net, &all, &Targets::default());
         assert!(!net.is_partitioned());
     }
 }

@@ -4,7 +4,8 @@
 //! The core's bugs are planted through its [`Plant`] hooks: every simulated node of a run is
 //! built with a [`SimPlant`] that carries the run's choice, so nothing is switched on for a
 //! whole process and runs with different bugs can share one. DtKV's bug is planted in front
-//! of it, in the simulator's state machine wrapper. A server never contains either: it runs
+//! of it, in the simulator's state machine wrapper, and the storage's in the node's simulated
+//! storage. A server never contains either: it runs
 //! the core's `NoPlant`, and these names exist only in this crate.
 
 use shoal_core::plant::Plant;
@@ -28,17 +29,21 @@ pub enum PlantedBug {
     /// DtKV applies only the first half of each branch of a transaction (see
     /// [`SimPlant::rewrite_command`]).
     KvTxnHalf,
+    /// The simulated storage skips the CRC check of the records it reads back, handing the
+    /// node whatever bytes a bad read returned (see [`SimPlant::unchecked_reads`]).
+    ReadUnchecked,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::VoteNotPersisted,
         PlantedBug::CommitByCounting,
         PlantedBug::SkipTruncate,
         PlantedBug::ReadWithoutQuorum,
         PlantedBug::KvDedupIgnored,
         PlantedBug::KvTxnHalf,
+        PlantedBug::ReadUnchecked,
     ];
 
     /// The name `--mutant` takes.
@@ -64,6 +69,12 @@ pub struct SimPlant(pub Option<PlantedBug>);
 impl SimPlant {
     fn is(self, bug: PlantedBug) -> bool {
         self.0 == Some(bug)
+    }
+
+    /// With `read-unchecked`, the node's simulated storage hands back what it reads without
+    /// checking its CRC (planted in the storage, which is where that check lives).
+    pub fn unchecked_reads(self) -> bool {
+        self.is(PlantedBug::ReadUnchecked)
     }
 
     /// The DtKV command committed at `index` as its state machine sees it. With

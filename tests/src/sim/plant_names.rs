@@ -1,9 +1,10 @@
 /// The names of every planted bug, in the order of `PlantedBug::ALL`.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "vote-not-persisted",
     "commit-by-counting",
     "skip-truncate",
     "read-without-quorum",
     "kv-dedup-ignored",
     "kv-txn-half",
+    "read-unchecked",
 ];

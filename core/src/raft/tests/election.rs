@@ -106,10 +106,17 @@ fn check_quorum_steps_down_an_isolated_leader() {
 fn lease_is_granted_by_a_quorum_and_expires_without_one() {
     let (mut c, l, f) = Cluster::elected_three();
     c.run(40);
+    assert_eq!(
+        c.nodes[&l].read_lease(c.now),
+        Err(ReadError::LeaseExpired),
+        "a fresh leader has not yet checked its followers' clocks"
+    );
+    // One election timeout of answers shows the clocks agree.
+    c.run(100);
     let now = c.now;
     let idx = c.nodes[&l]
         .read_lease(now)
-        .expect("a fresh leader with quorum contact holds the lease");
+        .expect("a leader with quorum contact and agreeing clocks holds the lease");
     assert!(idx >= c.nodes[&l].raft().term_start_index);
     assert_eq!(
         c.nodes[&f].read_lease(now),

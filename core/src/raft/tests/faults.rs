@@ -87,6 +87,7 @@ fn append(c: &Cluster, l: NodeId, prev: (LogIndex, Term), count: u32) -> Body {
         commit: r.commit(),
         count,
         read_seq: 0,
+        clock_ms: 0,
     }))
 }
 

@@ -40,6 +40,30 @@ fn joint_consensus_adds_a_node_through_prepare_and_commit() {
 }
 
 #[test]
+fn a_node_added_as_voter_helps_elect_before_it_has_the_entry_that_says_so() {
+    // Node 4 misses the joint entry; then the leader is lost for good. The joint
+    // configuration needs three of [1, 2, 3, 4]: the two others and node 4, which still
+    // thinks itself an observer and must answer their pre-votes all the same.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let l = c.elect();
+    c.start(4, VecStore::default(), None);
+    c.isolate(4);
+    change(
+        &mut c,
+        l,
+        ConfigChange::Prepare(Membership::new(&[1, 2, 3, 4], &[]).unwrap()),
+    );
+    assert!(c.nodes[&l].raft().membership().joint);
+    assert_eq!(c.nodes[&4].raft().role(), Role::Observer);
+    c.crash(l);
+    c.heal();
+    let nl = c.elect();
+    assert_ne!(nl, l);
+    change(&mut c, nl, ConfigChange::Commit);
+    assert_eq!(c.nodes[&4].raft().role(), Role::Follower);
+}
+
+#[test]
 fn joint_decisions_need_both_majorities() {
     let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.start(4, VecStore::default(), None);

@@ -256,6 +256,9 @@ struct Cluster {
     applied: BTreeMap<NodeId, StdVec<(LogIndex, Term, usize)>>,
     reads: BTreeMap<NodeId, StdVec<Event<usize>>>,
     cfg: Config,
+    /// Nodes whose clocks run at another rate: (global ms, their ms, then, and their ms per
+    /// 1000 global ms since). Every other node's clock reads the global `now`.
+    clocks: BTreeMap<NodeId, (u64, u64, u64)>,
 }
 
 fn test_cfg() -> Config {
@@ -304,6 +307,7 @@ impl Cluster {
             applied: BTreeMap::new(),
             reads: BTreeMap::new(),
             cfg,
+            clocks: BTreeMap::new(),
         };
         for &id in voters.iter().chain(observers) {
             c.start(id, VecStore::default(), Some(&m));
@@ -312,6 +316,17 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId, store: VecStore, bootstrap: Option<&Membership>) {
+        let node = self.build(id, store, bootstrap).unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    /// Node `id` on `store`, built (or refused) as a start would, but not added.
+    fn build(
+        &self,
+        id: NodeId,
+        store: VecStore,
+        bootstrap: Option<&Membership>,
+    ) -> Result<TNode, crate::driver::NodeError> {
         let nc = NodeConfig {
             cluster_id: 7,
             group: 0,
@@ -323,14 +338,8 @@ impl Cluster {
             from: id,
             wire: self.wire.clone(),
         };
-        let node = Node::new(
-            nc,
-            NodeParts::new(store, net, LogSm::default(), vec![0u8; 64 * 1024]),
-            self.now,
-            bootstrap,
-        )
-        .unwrap();
-        self.nodes.insert(id, node);
+        let parts = NodeParts::new(store, net, LogSm::default(), vec![0u8; 64 * 1024]);
+        Node::new(nc, parts, self.now, bootstrap)
     }
 
     fn crash(&mut self, id: NodeId) -> VecStore {
@@ -344,9 +353,26 @@ impl Cluster {
         self.start(id, store, None);
     }
 
+    /// Node `id`'s clock at the global `now`.
+    fn local(&self, id: NodeId) -> u64 {
+        match self.clocks.get(&id) {
+            Some(&(at, local, permille)) => local + (self.now - at) * permille / 1000,
+            None => self.now,
+        }
+    }
+
+    /// From now on node `id`'s clock runs at `permille` of the global rate (continuing from
+    /// where it stands).
+    fn set_clock_rate(&mut self, id: NodeId, permille: u64) {
+        let local = self.local(id);
+        self.clocks.insert(id, (self.now, local, permille));
+    }
+
     fn flush_all(&mut self) {
-        let now = self.now;
+        let locals: BTreeMap<NodeId, u64> =
+            self.nodes.keys().map(|&id| (id, self.local(id))).collect();
         for (id, n) in self.nodes.iter_mut() {
+            let now = locals[id];
             let applied = self.applied.entry(*id).or_default();
             let reads = self.reads.entry(*id).or_default();
             n.flush(now, &mut |ev| match ev {
@@ -374,8 +400,9 @@ impl Cluster {
                 if self.cut.contains(&(from, to)) {
                     continue;
                 }
+                let now = self.local(to);
                 if let Some(n) = self.nodes.get_mut(&to) {
-                    n.handle_frame(self.now, &f).unwrap();
+                    n.handle_frame(now, &f).unwrap();
                 }
             }
         }
@@ -404,13 +431,15 @@ impl Cluster {
 
     /// 5 ms on: every node ticks; the frames they send stay on the wire (a test
     /// that delivers by hand takes them). The new time.
+    /// Advance 5 ms and tick every node at its own clock; the global time.
     fn tick_all(&mut self) -> u64 {
         self.now += 5;
-        let now = self.now;
-        for n in self.nodes.values_mut() {
-            n.tick(now).unwrap();
+        let locals: BTreeMap<NodeId, u64> =
+            self.nodes.keys().map(|&id| (id, self.local(id))).collect();
+        for (id, n) in self.nodes.iter_mut() {
+            n.tick(locals[id]).unwrap();
         }
-        now
+        self.now
     }
 
     fn isolate(&mut self, id: NodeId) {

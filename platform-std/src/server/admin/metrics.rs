@@ -79,6 +79,18 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
         &|g| g.raft_stats.leader_changes,
     );
     family(
+        "shoal_clock_drift_peers",
+        "On a leader: followers whose clock rate is outside the lease's bound (not counted toward the lease).",
+        "gauge",
+        &|g| g.clock_drift_peers,
+    );
+    family(
+        "shoal_clock_drift_detected_total",
+        "Times a follower's clock was found to drift outside the lease's bound.",
+        "counter",
+        &|g| g.raft_stats.clock_drift_detected,
+    );
+    family(
         "shoal_bytes_in_total",
         "Peer frame bytes received.",
         "counter",

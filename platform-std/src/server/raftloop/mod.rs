@@ -640,6 +640,7 @@ impl RaftLoop {
                     proposals: g.proposals,
                     writes_refused: g.writes_refused,
                     max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,
+                    clock_drift_peers: r.clock_drift_peers() as u64,
                     node_stats: g.node.stats(),
                     raft_stats: r.stats(),
                 }
