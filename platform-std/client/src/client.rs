@@ -96,13 +96,20 @@ enum Kind {
 }
 
 impl Client {
-    /// A client for `config`. No connection is made until the first call.
-    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+    /// A client for `config`. No connection is made until the first call; a malformed
+    /// endpoint is refused here (see [`parse_endpoint`](crate::parse_endpoint)).
+    pub fn new(mut config: ClientConfig) -> Result<Client, ClientError> {
         if config.endpoints.is_empty() {
             return Err(ClientError::bad_request(
                 "no endpoints given; name at least one node's client address (host:port)",
             ));
         }
+        config.endpoints = config
+            .endpoints
+            .iter()
+            .map(|e| crate::config::parse_endpoint(e))
+            .collect::<Result<_, _>>()
+            .map_err(ClientError::bad_request)?;
         let client_id = loop {
             let id = fastrand::Rng::new().u64(..);
             if id != 0 {

@@ -44,3 +44,77 @@ impl ClientConfig {
         self
     }
 }
+
+/// An endpoint as written by a person or a script, checked and reduced to `host:port`.
+///
+/// `http://` in front and one `/` behind are accepted (etcd users write endpoints that way);
+/// `https://` is refused because a scheme does not choose TLS here. Anything without a host and
+/// a port from 1 to 65535 is refused at once, so a typo fails as a usage error instead of as
+/// ten seconds of connection retries.
+pub fn parse_endpoint(endpoint: &str) -> Result<String, String> {
+    let written = endpoint.trim();
+    let lower = written.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(format!(
+            "endpoint `{written}`: a scheme does not choose TLS here; give HOST:PORT"
+        ));
+    }
+    let bare = if lower.starts_with("http://") {
+        &written["http://".len()..]
+    } else {
+        written
+    };
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    let malformed = |why: &str| {
+        format!("endpoint `{written}` is not HOST:PORT (like 127.0.0.1:7002 or db1:7002): {why}")
+    };
+    if bare.contains("://") {
+        return Err(malformed("only http:// may be written in front"));
+    }
+    let Some((host, port)) = bare.rsplit_once(':') else {
+        return Err(malformed("it has no port"));
+    };
+    if host.is_empty() {
+        return Err(malformed("it has no host"));
+    }
+    if host.contains(['/', ' ', '\t']) || (host.contains(':') && !host.starts_with('[')) {
+        return Err(malformed("the host is not a name or an address"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(bare.to_string()),
+        _ => Err(malformed(&format!(
+            "`{port}` is not a port from 1 to 65535"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_endpoint;
+
+    #[test]
+    fn endpoints_as_people_write_them() {
+        assert_eq!(parse_endpoint("127.0.0.1:7002").unwrap(), "127.0.0.1:7002");
+        assert_eq!(
+            parse_endpoint("http://127.0.0.1:7002").unwrap(),
+            "127.0.0.1:7002"
+        );
+        assert_eq!(parse_endpoint("HTTP://db1:7002/").unwrap(), "db1:7002");
+        assert_eq!(parse_endpoint(" [::1]:7002 ").unwrap(), "[::1]:7002");
+        for bad in [
+            "bogus",
+            "bogus:",
+            ":7002",
+            "db1:0",
+            "db1:70000",
+            "db1:port",
+            "https://db1:7002",
+            "ftp://db1:7002",
+            "db1:7002/v3",
+            "::1:7002",
+            "",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

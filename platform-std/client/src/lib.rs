@@ -78,7 +78,7 @@ mod watch;
 
 pub use blocking::BlockingClient;
 pub use client::{BatchOutcome, Client, LockState, Unlocked};
-pub use config::ClientConfig;
+pub use config::{parse_endpoint, ClientConfig};
 pub use error::{ClientError, ErrorClass};
 pub use lock::{BlockingLockGuard, LockGuard};
 pub use protocol::{

@@ -8,6 +8,10 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
+#[path = "shoalctl/input.rs"]
+mod input;
+#[path = "shoalctl/read.rs"]
+mod read;
 #[path = "shoalctl/txn.rs"]
 mod txn;
 
@@ -85,13 +89,27 @@ enum Command {
     Put {
         /// The key (`app.db.url`); its parent directory must exist.
         key: String,
-        /// The value (stored as the UTF-8 bytes of this argument).
-        value: String,
+        /// The value (stored as the UTF-8 bytes of this argument); `-` reads it from stdin.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value's bytes from this file (for values too large for an argument).
+        #[arg(long, value_name = "FILE")]
+        file: Option<String>,
     },
-    /// Read a key; text output prints the value, JSON the whole node.
+    /// Read a key; text output prints the value, JSON the whole node. With --prefix, every
+    /// value under the directory KEY: text prints each key then its value on the next line.
     Get {
-        /// The key.
+        /// The key (with --prefix: a directory, "" for everything).
         key: String,
+        /// Read every value in the subtree under KEY, in key order.
+        #[arg(long)]
+        prefix: bool,
+        /// With --prefix: print the keys only.
+        #[arg(long, requires = "prefix")]
+        keys_only: bool,
+        /// With --prefix: at most this many values.
+        #[arg(long, requires = "prefix")]
+        limit: Option<usize>,
         /// How the read is served.
         #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
@@ -106,13 +124,27 @@ enum Command {
     Mkdir {
         /// The directory's key.
         dir: String,
+        /// Create the missing parent directories too.
+        #[arg(short, long)]
+        parents: bool,
     },
-    /// List a directory's children (the root when DIR is omitted).
+    /// List a directory's children (the root when DIR is omitted); directories end in `/`.
+    /// With -r, the whole subtree in key order, values after a tab.
     #[command(alias = "ls")]
     List {
         /// The directory's key.
         #[arg(default_value = "")]
         dir: String,
+        /// List the whole subtree, with values. Each directory is read separately, so a
+        /// subtree changing meanwhile is seen at several indexes.
+        #[arg(short, long)]
+        recursive: bool,
+        /// With -r: print the keys only.
+        #[arg(long, requires = "recursive")]
+        keys_only: bool,
+        /// With -r: at most this many nodes.
+        #[arg(long, requires = "recursive")]
+        limit: Option<usize>,
         /// How the read is served.
         #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
@@ -301,7 +333,7 @@ impl Answer {
 
 fn main() {
     shoal_cli_docs::answer_and_exit::<Cli>();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| input::usage_exit(e));
     let config = ClientConfig {
         endpoints: cli.endpoints.clone(),
         group: cli.group,
@@ -409,6 +441,10 @@ fn read_typed_txn() -> Result<shoal_client::Transaction, String> {
 
 /// Run one top-level command; returns the exit code.
 async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
+    if let Err(e) = input::check_keys(command) {
+        print_error(cli.output, &e);
+        return e.exit_code();
+    }
     match command {
         Command::Lock {
             key,
@@ -486,6 +522,36 @@ fn node_json(n: &NodeInfo) -> Value {
     })
 }
 
+/// The answer of `get --prefix` and `list -r`: each node's key (a directory's with `/`), then
+/// unless `keys_only` its value after `separator`.
+fn walk_answer(walk: &read::Walk, keys_only: bool, separator: &str) -> Answer {
+    let lines: Vec<String> = walk
+        .nodes
+        .iter()
+        .map(|n| match (n.kind.is_dir(), keys_only) {
+            (true, _) => format!("{}/", text(&n.key)),
+            (false, true) => text(&n.key),
+            (false, false) => format!("{}{separator}{}", text(&n.key), text(&n.value)),
+        })
+        .collect();
+    let items: Vec<Value> = walk
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut j = node_json(n);
+            if keys_only {
+                j.as_object_mut().map(|o| o.remove("value"));
+                j.as_object_mut().map(|o| o.remove("value_encoding"));
+            }
+            j
+        })
+        .collect();
+    Answer::new(
+        json!({"ok": true, "nodes": items, "count": items.len(), "truncated": walk.truncated}),
+        lines.join("\n"),
+    )
+}
+
 fn written(index: u64) -> Answer {
     Answer::new(
         json!({"ok": true, "index": index}),
@@ -497,8 +563,27 @@ fn written(index: u64) -> Answer {
 async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientError> {
     let usage = |m: String| ClientError::BadRequest { message: m };
     Ok(match command {
-        Command::Put { key, value } => written(client.put(key, value).await?),
-        Command::Get { key, consistency } => match client.get(key, mode(*consistency)).await? {
+        Command::Put { key, value, file } => {
+            let value = read::value_of(value.as_deref(), file.as_deref())?;
+            written(client.put(key, value).await?)
+        }
+        Command::Get {
+            key,
+            prefix: true,
+            keys_only,
+            limit,
+            consistency,
+        } => {
+            let walk = read::walk(client, key, mode(*consistency), *limit, |n| {
+                !n.kind.is_dir()
+            })
+            .await?;
+            walk_answer(&walk, *keys_only, "\n")
+        }
+        Command::Get {
+            key, consistency, ..
+        } => match client.get(key, mode(*consistency)).await? {
+            Some(node) if node.kind.is_dir() => return Err(read::is_a_directory(key)),
             Some(node) => {
                 let mut j = node_json(&node);
                 j["ok"] = json!(true);
@@ -515,8 +600,24 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             None => return Err(ClientError::Kv(shoal_kv::KvError::NotFound)),
         },
         Command::Del { key } => written(client.remove(key).await?),
-        Command::Mkdir { dir } => written(client.mkdir(dir).await?),
-        Command::List { dir, consistency } => {
+        Command::Mkdir { dir, parents } => written(if *parents {
+            read::mkdir_parents(client, dir).await?
+        } else {
+            client.mkdir(dir).await?
+        }),
+        Command::List {
+            dir,
+            recursive: true,
+            keys_only,
+            limit,
+            consistency,
+        } => {
+            let walk = read::walk(client, dir, mode(*consistency), *limit, |_| true).await?;
+            walk_answer(&walk, *keys_only, "\t")
+        }
+        Command::List {
+            dir, consistency, ..
+        } => {
             let children = client.list(dir, mode(*consistency)).await?;
             let lines: Vec<String> = children
                 .iter()
@@ -710,12 +811,18 @@ async fn run_lock(
         Ok(c) => c,
         Err(e) => {
             let _ = guard.release().await;
-            eprintln!("shoalctl: cannot run `{program}`: {e}");
+            print_error(
+                output,
+                &ClientError::BadRequest {
+                    message: format!("cannot run `{program}`: {e}"),
+                },
+            );
             return 2;
         }
     };
     let status = smol::unblock(move || child.wait()).await;
-    if guard.is_lost() {
+    let guard_lost = guard.is_lost();
+    if guard_lost {
         eprintln!(
             "shoalctl: warning: the lock `{key}` was lost while the command ran (a lease renewal \
              was refused); another client may have held it"
@@ -724,7 +831,7 @@ async fn run_lock(
     if let Err(e) = guard.release().await {
         eprintln!("shoalctl: releasing the lock `{key}` failed (its lease will end it): {e}");
     }
-    match status {
+    let code = match status {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;
             s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
@@ -733,7 +840,15 @@ async fn run_lock(
             eprintln!("shoalctl: waiting for `{program}` failed: {e}");
             2
         }
+    };
+    if output == Output::Json {
+        let lost = guard_lost;
+        println!(
+            "{}",
+            json!({"ok": code == 0 && !lost, "key": key, "fence": fence, "exit": code, "lost": lost})
+        );
     }
+    code
 }
 
 async fn run_watch(
@@ -811,7 +926,10 @@ async fn run_batch(client: &Client) -> i32 {
                 message: format!("cannot split `{trimmed}`: unbalanced quotes"),
             }),
             Some(words) => match Line::try_parse_from(words) {
-                Ok(parsed) => execute(client, &parsed.command).await,
+                Ok(parsed) => match input::check_keys(&parsed.command) {
+                    Ok(()) => execute(client, &parsed.command).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(ClientError::BadRequest {
                     message: e.to_string().trim().to_string(),
                 }),

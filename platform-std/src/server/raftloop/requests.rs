@@ -3,6 +3,7 @@
 
 use super::*;
 use shoal_core::wire::Body;
+use shoal_kv::validate_key;
 
 pub(super) fn unavailable(msg: &str) -> Response {
     Response::Unavailable {
@@ -255,6 +256,14 @@ impl RaftLoop {
             Request::List { key, mode } => read(g, now, mode, ReadReq::List(key), reply),
             Request::Watch { keys, from_index } => {
                 let kv = g.node.state_machine().store();
+                // A key no node can have would make a watch that never fires: refuse it.
+                let bad = keys
+                    .iter()
+                    .find_map(|k| validate_key(k, kv.limits(), true).err());
+                if let Some(e) = bad {
+                    reply.send(kv_error(e));
+                    return;
+                }
                 let applied = g.node.applied();
                 let next = if from_index == 0 {
                     applied + 1

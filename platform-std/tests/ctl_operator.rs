@@ -1,0 +1,107 @@
+//! shoalctl as an operator coming from etcdctl expects it (issue 16), through the real binaries:
+//! input refused before anything is sent, reads and writes that fit scripts, overrides, online
+//! snapshots and the whole-cluster status.
+
+use shoal_client::{BlockingClient, ClientConfig, ClientError, KvError, WatchItem};
+use shoal_testkit::{shoalctl, Cluster};
+
+/// A node that took a first write, so later commands find a leader at once.
+fn ready_node() -> (Cluster, String) {
+    let c = Cluster::single_node();
+    let addr = c.node(1).client.clone();
+    let o = shoalctl(&addr, &["--timeout", "20s", "mkdir", "app"]);
+    assert_eq!(o.code, 0, "{o}");
+    (c, addr)
+}
+
+fn last_index(addr: &str) -> u64 {
+    let o = shoalctl(addr, &["-o", "json", "status"]);
+    o.json()["last_index"]
+        .as_u64()
+        .expect("status has last_index")
+}
+
+// ---- item 3: fail fast and clearly ----
+
+#[test]
+fn malformed_endpoints_are_usage_errors_and_http_scheme_is_accepted() {
+    let (_c, addr) = ready_node();
+    // Each of these would be ten seconds of retries and exit 4 if it were tried.
+    for bad in [
+        "bogus",
+        "bogus:",
+        "127.0.0.1:port",
+        "https://127.0.0.1:7002",
+        "ftp://x:1",
+    ] {
+        let o = shoalctl(bad, &["-o", "json", "--timeout", "60s", "get", "app"]);
+        assert_eq!(o.code, 2, "{o}");
+        let j = o.json();
+        assert_eq!(j["error"], "BadRequest", "{o}");
+        assert!(j["message"].as_str().unwrap().contains("HOST:PORT"), "{o}");
+    }
+    // The etcd habit: a scheme and a trailing slash.
+    let o = shoalctl(&format!("http://{addr}/"), &["put", "app.name", "shoal"]);
+    assert_eq!(o.code, 0, "{o}");
+    let o = shoalctl(&format!("bogus,http://{addr}"), &["get", "app.name"]);
+    assert_eq!(o.code, 2, "one bad endpoint in a list is still a typo: {o}");
+}
+
+#[test]
+fn keys_with_bad_syntax_are_refused_before_sending() {
+    let (_c, addr) = ready_node();
+    let before = last_index(&addr);
+    for args in [
+        &["put", "a..b", "v"][..],
+        &["put", ".a", "v"],
+        &["put", "a.", "v"],
+        &["mkdir", "x..y"],
+        &["del", "a..b"],
+        &["get", "a..b"],
+        &["list", ".app"],
+        &["put-temp", "a..b", "v", "--ttl", "10s"],
+        &["cas", "a..b", "--expect-absent", "v"],
+        &["lock", "a..b", "--lease", "5s", "--", "true"],
+        &["watch", "a..b"],
+        &["watch", "app", "a..b", "--count", "1"],
+    ] {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let o = shoalctl(&addr, &all);
+        assert_eq!(o.code, 2, "{o}");
+        let j = o.json();
+        assert!(
+            j["message"].as_str().unwrap().contains("key `"),
+            "the error names the key: {o}"
+        );
+    }
+    let o = shoalctl_batch(&addr, b"put a..b v\nput app.ok v\n");
+    let lines = o.json_lines();
+    assert_eq!(lines[0]["exit"], 2, "{o}");
+    assert_eq!(lines[1]["ok"], true, "{o}");
+    // Only the one good write reached the log.
+    assert_eq!(last_index(&addr), before + 1);
+}
+
+#[test]
+fn the_server_refuses_a_watch_no_key_can_match() {
+    // The client library does not check keys: the server must answer, not wait forever.
+    let (_c, addr) = ready_node();
+    let client = BlockingClient::new(ClientConfig::new([addr.as_str()])).expect("a client");
+    let mut stream = client.watch(&[b"app", b"a..b"], 0);
+    match stream.next_blocking() {
+        Some(Err(ClientError::Kv(KvError::EmptySegment))) => {}
+        other => panic!("a watch of `a..b` was answered {other:?}"),
+    }
+    // From the write's own index, so the event cannot be missed however late the watch starts.
+    let index = client.put(b"app.x", b"1").expect("put");
+    let mut good = client.watch(&[b"app"], index);
+    match good.next_blocking() {
+        Some(Ok(WatchItem::Event(ev))) => assert_eq!(ev.key, b"app.x"),
+        other => panic!("a good watch was answered {other:?}"),
+    }
+}
+
+fn shoalctl_batch(addr: &str, input: &[u8]) -> shoal_testkit::Output {
+    shoal_testkit::cli::shoalctl_with_input(addr, &["batch"], Some(input))
+}
