@@ -105,3 +105,156 @@ fn the_server_refuses_a_watch_no_key_can_match() {
 fn shoalctl_batch(addr: &str, input: &[u8]) -> shoal_testkit::Output {
     shoal_testkit::cli::shoalctl_with_input(addr, &["batch"], Some(input))
 }
+
+// ---- item 2: reads and writes that fit scripts ----
+
+#[test]
+fn subtree_reads_mkdir_parents_and_values_from_stdin_or_a_file() {
+    let (c, addr) = ready_node();
+    let o = shoalctl(&addr, &["mkdir", "-p", "app.db.replica"]);
+    assert_eq!(o.code, 0, "{o}");
+    assert_eq!(
+        shoalctl(&addr, &["mkdir", "-p", "app.db"]).code,
+        0,
+        "idempotent"
+    );
+    for (k, v) in [
+        ("app.name", "shoal"),
+        ("app.db.url", "pg://x"),
+        ("app.db.replica.r1", "h1"),
+    ] {
+        assert_eq!(shoalctl(&addr, &["put", k, v]).code, 0);
+    }
+
+    // get --prefix: values only, in key order, key line then value line.
+    let o = shoalctl(&addr, &["get", "--prefix", "app"]);
+    assert_eq!(
+        o.ok(),
+        "app.db.replica.r1\nh1\napp.db.url\npg://x\napp.name\nshoal\n"
+    );
+    let o = shoalctl(
+        &addr,
+        &["get", "--prefix", "app", "--keys-only", "--limit", "2"],
+    );
+    assert_eq!(o.ok(), "app.db.replica.r1\napp.db.url\n");
+    let j = shoalctl(
+        &addr,
+        &["-o", "json", "get", "--prefix", "app", "--limit", "2"],
+    )
+    .json();
+    assert_eq!(j["count"], 2);
+    assert_eq!(j["truncated"], true);
+    assert_eq!(j["nodes"][1]["value"], "pg://x");
+    let j = shoalctl(&addr, &["-o", "json", "get", "--prefix", "app"]).json();
+    assert_eq!(j["truncated"], false);
+
+    // list -r: directories too, values after a tab.
+    let o = shoalctl(&addr, &["list", "-r", "app"]);
+    assert_eq!(
+        o.ok(),
+        "app.db/\napp.db.replica/\napp.db.replica.r1\th1\napp.db.url\tpg://x\napp.name\tshoal\n"
+    );
+    let o = shoalctl(&addr, &["ls", "-r", "app.db", "--keys-only"]);
+    assert_eq!(o.ok(), "app.db.replica/\napp.db.replica.r1\napp.db.url\n");
+
+    // get of a directory says so.
+    let o = shoalctl(&addr, &["get", "app.db"]);
+    assert_eq!(o.code, 1, "{o}");
+    assert!(
+        o.err.contains("is a directory") && o.err.contains("get --prefix"),
+        "{o}"
+    );
+    assert_eq!(
+        shoalctl(&addr, &["-o", "json", "get", "app.db"]).json()["error"],
+        "IsDirectory"
+    );
+
+    // Values from stdin and from a file, beyond what fits comfortably in an argument.
+    let big: Vec<u8> = (0..60_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let o = shoal_testkit::cli::shoalctl_with_input(&addr, &["put", "app.blob", "-"], Some(&big));
+    assert_eq!(o.code, 0, "{o}");
+    let o = shoalctl(&addr, &["get", "app.blob"]);
+    assert_eq!(o.ok().trim_end().as_bytes(), &big[..]);
+    let file = c.root().join("value.bin");
+    std::fs::write(&file, b"from a file\n").unwrap();
+    let o = shoalctl(&addr, &["put", "app.f", "--file", file.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{o}");
+    assert_eq!(shoalctl(&addr, &["get", "app.f"]).ok(), "from a file\n\n");
+    // A 1 MiB value reaches the server (no "Argument list too long") and is refused there
+    // with the limit named.
+    let mib = vec![b'x'; 1 << 20];
+    std::fs::write(&file, &mib).unwrap();
+    let o = shoalctl(
+        &addr,
+        &[
+            "-o",
+            "json",
+            "put",
+            "app.f",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 1, "{o}");
+    let j = o.json();
+    assert_eq!(j["error"], "ValueTooLarge", "{o}");
+    assert!(j["message"].as_str().unwrap().contains("65536"), "{o}");
+    assert_eq!(
+        shoalctl(&addr, &["put", "app.f", "v", "--file", "x"]).code,
+        2
+    );
+    assert_eq!(shoalctl(&addr, &["put", "app.f"]).code, 2);
+}
+
+#[test]
+fn json_for_usage_errors_and_lock() {
+    let (_c, addr) = ready_node();
+    for args in [
+        &["-o", "json", "frobnicate"][..],
+        &["--output=json", "put", "only-key"],
+        &["put-temp", "k", "v", "--ttl", "soon", "-ojson"],
+        &["-o", "json", "list", "--keys-only"],
+    ] {
+        let o = shoalctl(&addr, args);
+        assert_eq!(o.code, 2, "{o}");
+        let j = o.json();
+        assert_eq!(j["ok"], false, "{o}");
+        assert_eq!(j["exit"], 2, "{o}");
+        assert_eq!(j["class"], "usage", "{o}");
+    }
+    // Text output keeps clap's own message.
+    let o = shoalctl(&addr, &["frobnicate"]);
+    assert_eq!(o.code, 2, "{o}");
+    assert!(o.out.is_empty() && o.err.contains("frobnicate"), "{o}");
+
+    let o = shoalctl(
+        &addr,
+        &[
+            "-o", "json", "lock", "app.l", "--lease", "5s", "--", "sh", "-c", "exit 3",
+        ],
+    );
+    assert_eq!(o.code, 3, "{o}");
+    let j = o.json();
+    assert_eq!(j["exit"], 3);
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["lost"], false);
+    assert!(j["fence"].as_u64().unwrap() > 0, "{o}");
+    let o = shoalctl(
+        &addr,
+        &[
+            "-o",
+            "json",
+            "lock",
+            "app.l",
+            "--lease",
+            "5s",
+            "--",
+            "/nonexistent/cmd",
+        ],
+    );
+    assert_eq!(o.code, 2, "{o}");
+    assert!(
+        o.json()["message"].as_str().unwrap().contains("cannot run"),
+        "{o}"
+    );
+}
