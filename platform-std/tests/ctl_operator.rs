@@ -258,3 +258,43 @@ fn json_for_usage_errors_and_lock() {
         "{o}"
     );
 }
+
+// ---- item 1: cluster at a glance (the parts done) ----
+
+#[test]
+fn member_list_is_a_table_with_client_addresses() {
+    let (c, addr) = ready_node();
+    let raft = c.node(1).raft.clone();
+    let o = shoalctl(&addr, &["member", "list"]);
+    let lines: Vec<&str> = o.ok().lines().collect();
+    assert_eq!(lines.len(), 2, "{o}");
+    let header: Vec<&str> = lines[0]
+        .split("  ")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        ["ID", "ROLE", "RAFT ADDRESS", "CLIENT ADDRESS", "MATCH"],
+        "{o}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        ["1", "voter", raft.as_str(), addr.as_str()],
+        "{o}"
+    );
+    let j = shoalctl(&addr, &["-o", "json", "member", "list"]).json();
+    assert_eq!(j["members"][0]["client_addr"], addr.as_str());
+}
+
+#[test]
+fn every_binary_answers_version() {
+    let want = env!("CARGO_PKG_VERSION");
+    for name in ["shoald", "shoalctl", "shoal-bench"] {
+        let mut cmd = std::process::Command::new(shoal_testkit::bin(name));
+        cmd.arg("--version");
+        let o = shoal_testkit::cli::run(cmd, None, shoal_testkit::cli::CTL_WAIT);
+        assert_eq!(o.ok().trim(), format!("{name} {want}"), "{o}");
+    }
+}

@@ -430,6 +430,8 @@ pub struct MemberInfo {
     pub role: String,
     /// Match index as the leader sees it (leader only).
     pub match_index: Option<LogIndex>,
+    /// Client address, empty when the member's record does not give one.
+    pub client_addr: String,
 }
 
 /// A node's view of one group.

@@ -658,11 +658,7 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
         Command::Member(m) => match m {
             MemberCommand::List => {
                 let members = client.members().await?;
-                let text = members
-                    .iter()
-                    .map(|m| format!("{}\t{}\t{}", m.id, m.role, m.raft_addr))
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let text = input::member_table(&members);
                 let items: Vec<Value> = members.iter().map(member_json).collect();
                 Answer::new(json!({"ok": true, "members": items}), text)
             }
@@ -762,7 +758,8 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
 }
 
 fn member_json(m: &shoal_client::MemberInfo) -> Value {
-    json!({"id": m.id, "raft_addr": m.raft_addr, "role": m.role, "match_index": m.match_index})
+    json!({"id": m.id, "raft_addr": m.raft_addr, "client_addr": m.client_addr, "role": m.role,
+           "match_index": m.match_index})
 }
 
 fn parse_members(s: &str) -> Result<Vec<u64>, String> {

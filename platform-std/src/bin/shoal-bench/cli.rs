@@ -74,6 +74,7 @@ impl Fsync {
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "shoal-bench",
+    version,
     about = "Load generator for shoald: put, get and mixed workloads over pipelined connections"
 )]
 pub struct Args {

@@ -88,3 +88,40 @@ fn json_requested(args: impl Iterator<Item = String>) -> bool {
     }
     false
 }
+
+/// `member list` for people: a header, then one aligned row per member (`-` for what the
+/// contacted node does not know).
+pub fn member_table(members: &[shoal_client::MemberInfo]) -> String {
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut rows =
+        vec![["ID", "ROLE", "RAFT ADDRESS", "CLIENT ADDRESS", "MATCH"].map(String::from)];
+    rows.extend(members.iter().map(|m| {
+        [
+            m.id.to_string(),
+            m.role.clone(),
+            or_dash(&m.raft_addr),
+            or_dash(&m.client_addr),
+            m.match_index.map_or("-".into(), |i| i.to_string()),
+        ]
+    }));
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

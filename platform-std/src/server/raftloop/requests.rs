@@ -556,16 +556,13 @@ pub(super) fn status(g: &Group, node_id: NodeId) -> StatusInfo {
                 .find(|p| p.id == id)
                 .map(|p| p.match_index)
         };
+        let addr = g.book.map.get(&id);
         members.push(MemberInfo {
             id,
-            raft_addr: g
-                .book
-                .map
-                .get(&id)
-                .map(|a| a.raft_addr.clone())
-                .unwrap_or_default(),
+            raft_addr: addr.map(|a| a.raft_addr.clone()).unwrap_or_default(),
             role: role.to_string(),
             match_index,
+            client_addr: addr.map(|a| a.client_addr.clone()).unwrap_or_default(),
         });
     };
     let (voters, observers) = if m.joint {
