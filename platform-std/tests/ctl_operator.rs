@@ -3,29 +3,14 @@
 //! snapshots and the whole-cluster status.
 
 use shoal_client::{BlockingClient, ClientConfig, ClientError, KvError, WatchItem};
-use shoal_testkit::{shoalctl, Cluster};
-
-/// A node that took a first write, so later commands find a leader at once.
-fn ready_node() -> (Cluster, String) {
-    let c = Cluster::single_node();
-    let addr = c.node(1).client.clone();
-    let o = shoalctl(&addr, &["--timeout", "20s", "mkdir", "app"]);
-    assert_eq!(o.code, 0, "{o}");
-    (c, addr)
-}
-
-fn last_index(addr: &str) -> u64 {
-    let o = shoalctl(addr, &["-o", "json", "status"]);
-    o.json()["last_index"]
-        .as_u64()
-        .expect("status has last_index")
-}
+use shoal_testkit::cli::{last_index, ready_single_node};
+use shoal_testkit::shoalctl;
 
 // ---- item 3: fail fast and clearly ----
 
 #[test]
 fn malformed_endpoints_are_usage_errors_and_http_scheme_is_accepted() {
-    let (_c, addr) = ready_node();
+    let (_c, addr) = ready_single_node();
     // Each of these would be ten seconds of retries and exit 4 if it were tried.
     for bad in [
         "bogus",
@@ -49,7 +34,7 @@ fn malformed_endpoints_are_usage_errors_and_http_scheme_is_accepted() {
 
 #[test]
 fn keys_with_bad_syntax_are_refused_before_sending() {
-    let (_c, addr) = ready_node();
+    let (_c, addr) = ready_single_node();
     let before = last_index(&addr);
     for args in [
         &["put", "a..b", "v"][..],
@@ -86,7 +71,7 @@ fn keys_with_bad_syntax_are_refused_before_sending() {
 #[test]
 fn the_server_refuses_a_watch_no_key_can_match() {
     // The client library does not check keys: the server must answer, not wait forever.
-    let (_c, addr) = ready_node();
+    let (_c, addr) = ready_single_node();
     let client = BlockingClient::new(ClientConfig::new([addr.as_str()])).expect("a client");
     let mut stream = client.watch(&[b"app", b"a..b"], 0);
     match stream.next_blocking() {
@@ -110,7 +95,7 @@ fn shoalctl_batch(addr: &str, input: &[u8]) -> shoal_testkit::Output {
 
 #[test]
 fn subtree_reads_mkdir_parents_and_values_from_stdin_or_a_file() {
-    let (c, addr) = ready_node();
+    let (c, addr) = ready_single_node();
     let o = shoalctl(&addr, &["mkdir", "-p", "app.db.replica"]);
     assert_eq!(o.code, 0, "{o}");
     assert_eq!(
@@ -208,7 +193,7 @@ fn subtree_reads_mkdir_parents_and_values_from_stdin_or_a_file() {
 
 #[test]
 fn json_for_usage_errors_and_lock() {
-    let (_c, addr) = ready_node();
+    let (_c, addr) = ready_single_node();
     for args in [
         &["-o", "json", "frobnicate"][..],
         &["--output=json", "put", "only-key"],
@@ -263,7 +248,7 @@ fn json_for_usage_errors_and_lock() {
 
 #[test]
 fn member_list_is_a_table_with_client_addresses() {
-    let (c, addr) = ready_node();
+    let (c, addr) = ready_single_node();
     let raft = c.node(1).raft.clone();
     let o = shoalctl(&addr, &["member", "list"]);
     let lines: Vec<&str> = o.ok().lines().collect();

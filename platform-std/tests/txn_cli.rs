@@ -2,24 +2,9 @@
 //! file and from stdin, text and JSON answers, an aborted branch leaving nothing behind), and
 //! writes DtKV refuses whatever the state taking no log entry, with errors that name the limit.
 
-use shoal_testkit::cli::shoalctl_with_input;
+use shoal_testkit::cli::{last_index, ready_single_node, shoalctl_with_input};
 use shoal_testkit::client::gauge;
-use shoal_testkit::{shoalctl, Cluster};
-
-fn single_node() -> (Cluster, String) {
-    let c = Cluster::single_node();
-    let addr = c.node(1).client.clone();
-    // The client retries while the server starts and elects itself.
-    let o = shoalctl(&addr, &["--timeout", "20s", "mkdir", "app"]);
-    assert_eq!(o.code, 0, "{o}");
-    (c, addr)
-}
-
-fn last_index(addr: &str) -> u64 {
-    shoalctl(addr, &["-o", "json", "status"]).json()["last_index"]
-        .as_u64()
-        .expect("status has last_index")
-}
+use shoal_testkit::shoalctl;
 
 fn get(addr: &str, key: &str) -> Option<String> {
     let o = shoalctl(addr, &["get", key]);
@@ -28,7 +13,7 @@ fn get(addr: &str, key: &str) -> Option<String> {
 
 #[test]
 fn transactions_through_shoalctl() {
-    let (_c, addr) = single_node();
+    let (_c, addr) = ready_single_node();
     assert_eq!(shoalctl(&addr, &["put", "app.mode", "blue"]).code, 0);
 
     // Typed: compares, blank line, success operations, blank line, failure operations.
@@ -116,7 +101,7 @@ fn transactions_through_shoalctl() {
 
 #[test]
 fn refused_writes_take_no_log_entry_and_name_the_limit() {
-    let (c, addr) = single_node();
+    let (c, addr) = ready_single_node();
     let admin = c.node(1).admin.clone();
     let before = last_index(&addr);
     let refused = r#"shoal_writes_refused_total{group="0"}"#;

@@ -144,3 +144,21 @@ pub(crate) fn strip_shoal_env(cmd: &mut Command) {
         }
     }
 }
+
+/// [`Cluster::single_node`](crate::Cluster::single_node) after a first write through shoalctl
+/// (`mkdir app`), so later commands find a leader at once; the cluster and its client address.
+pub fn ready_single_node() -> (crate::Cluster, String) {
+    let c = crate::Cluster::single_node();
+    let addr = c.node(1).client.clone();
+    // The client retries while the server starts and elects itself.
+    let o = shoalctl(&addr, &["--timeout", "20s", "mkdir", "app"]);
+    assert_eq!(o.code, 0, "{o}");
+    (c, addr)
+}
+
+/// The contacted node's last log index, from `shoalctl -o json status`.
+pub fn last_index(addr: &str) -> u64 {
+    shoalctl(addr, &["-o", "json", "status"]).json()["last_index"]
+        .as_u64()
+        .expect("status has last_index")
+}
