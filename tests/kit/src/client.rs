@@ -285,3 +285,28 @@ pub fn gauge(admin: &str, name: &str) -> usize {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics: {body}"))
 }
+
+/// The value of the metric series `series` (its name and labels as `/metrics` writes them,
+/// e.g. `shoal_limit_hits_total{limit="client-max-connections"}`) on an admin port.
+pub fn metric(admin: &str, series: &str) -> u64 {
+    let (_, body) = wait_some("the admin port's /metrics", WAIT, || {
+        http_get(admin, "/metrics")
+    });
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in /metrics: {body}"))
+}
+
+/// How often the client-port or raft-port limit set by `--FLAG` was hit, on an admin port.
+pub fn limit_hits(admin: &str, flag: &str) -> u64 {
+    metric(
+        admin,
+        &format!("shoal_limit_hits_total{{limit=\"{flag}\"}}"),
+    )
+}
