@@ -105,6 +105,28 @@ impl Conn {
     }
 }
 
+/// The first bytes of a frame of `total` bytes (its length field and version): what a client
+/// sends before the body, or all that a hostile one sends.
+pub fn frame_prefix(total: usize) -> Vec<u8> {
+    let len = u32::try_from(total - 8).expect("a frame length fits its 32-bit field");
+    // The version byte is whatever a real frame carries.
+    let mut real = Vec::new();
+    encode_request(0, 0, Request::Status, &mut real);
+    let mut prefix = len.to_le_bytes().to_vec();
+    prefix.push(real[4]);
+    prefix
+}
+
+/// `n` connections to `addr` that send nothing (each with the read timeout of [`Conn`]).
+///
+/// # Panics
+/// When one cannot be opened.
+pub fn open_idle(addr: &str, n: usize) -> Vec<Conn> {
+    (0..n)
+        .map(|i| Conn::open(addr).unwrap_or_else(|e| panic!("connection {i} of {n} to {addr}: {e}")))
+        .collect()
+}
+
 /// One request on a fresh connection; `None` if the node could not be reached or hung up.
 pub fn call(addr: &str, group: u32, request: Request) -> Option<Response> {
     Conn::open(addr).ok()?.call(group, request).ok()

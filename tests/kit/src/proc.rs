@@ -143,6 +143,11 @@ impl Proc {
         self.status_kib("VmHWM") * 1024
     }
 
+    /// Its virtual memory now (`VmSize`), in bytes: what it allocated, touched or not.
+    pub fn vm_bytes(&self) -> u64 {
+        self.status_kib("VmSize") * 1024
+    }
+
     /// Its threads now.
     pub fn threads(&self) -> u64 {
         self.status_kib("Threads")
