@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use shoal_client::protocol::{ErrorCode, ReadMode, Request, Response};
+use shoal_client::protocol::{ErrorCode, ReadMode, Request, Response, WriteOp};
 use shoal_testkit::client::{encode_request, frame_prefix, open_idle, Conn};
 use shoal_testkit::proc::raise_fd_limit;
 use shoal_testkit::{wait_for, Cluster, WAIT};
@@ -35,6 +35,21 @@ fn still_serving(c: &mut Cluster, seq: u64) {
         Some(v.into_bytes())
     );
     c.running_proc(1);
+}
+
+/// A directory at `key`, made by client 6.
+fn mkdir(c: &Cluster, key: &str) {
+    let op = WriteOp::Mkdir {
+        key: key.as_bytes().to_vec(),
+    };
+    c.write(0, 6, 1, op);
+}
+
+/// Wait until `flag`'s limit was hit `n` times (the metrics are published every 100 ms).
+fn wait_hits(c: &Cluster, flag: &str, n: u64) {
+    wait_for(&format!("{n} hits of --{flag}"), WAIT, || {
+        c.limit_hits(1, flag) == n
+    });
 }
 
 /// The answer frame of id 0 a connection gets before the node closes it, then the close.
@@ -70,7 +85,7 @@ fn announced_frame_lengths_allocate_nothing_and_unfinished_frames_time_out() {
         assert_eq!(code, ErrorCode::LimitExceeded, "{message}");
         assert!(message.contains("--client-max-request-mb"), "{message}");
     }
-    assert_eq!(c.limit_hits(1, "client-max-request-mb"), 20);
+    wait_hits(&c, "client-max-request-mb", 20);
 
     let mut under = open_idle(&client, 100);
     for conn in &mut under {
@@ -92,7 +107,7 @@ fn announced_frame_lengths_allocate_nothing_and_unfinished_frames_time_out() {
         assert_eq!(code, ErrorCode::LimitExceeded, "{message}");
         assert!(message.contains("--client-frame-timeout"), "{message}");
     }
-    assert_eq!(c.limit_hits(1, "client-frame-timeout"), 100);
+    wait_hits(&c, "client-frame-timeout", 100);
     wait_for("the unfinished frames to be released", WAIT, || {
         c.gauge(1, "shoal_client_request_bytes_buffered") == 0
     });
@@ -154,7 +169,10 @@ fn unread_pipelined_reads_are_bounded_per_connection_and_per_node() {
     for id in 1..=GETS {
         let f = first.next_frame().unwrap();
         assert_eq!(f.id, id);
-        assert!(matches!(f.response, Response::Node { node: Some(_), .. }), "{f:?}");
+        assert!(
+            matches!(f.response, Response::Node { node: Some(_), .. }),
+            "{f:?}"
+        );
     }
     drop(conns);
     for w in writers.into_iter().skip(1) {
@@ -171,6 +189,7 @@ fn unread_pipelined_reads_are_bounded_per_connection_and_per_node() {
 #[test]
 fn reads_over_the_batch_and_answer_limits_are_refused_with_their_own_error() {
     let mut c = node(&[]);
+    mkdir(&c, "dir");
     let value = "x".repeat(64 << 10);
     for i in 0..200 {
         c.put(0, 7, i + 1, &format!("dir.k{i}"), &value);
@@ -188,15 +207,21 @@ fn reads_over_the_batch_and_answer_limits_are_refused_with_their_own_error() {
         } => assert!(message.contains(flag), "{message}"),
         other => panic!("not refused for {flag}: {other:?}"),
     };
-    refused(c.call_any(0, batch(20_000), "batch"), "--client-max-batch-keys");
-    refused(c.call_any(0, batch(1_000), "batch"), "--client-max-answer-mb");
+    refused(
+        c.call_any(0, batch(20_000), "batch"),
+        "--client-max-batch-keys",
+    );
+    refused(
+        c.call_any(0, batch(1_000), "batch"),
+        "--client-max-answer-mb",
+    );
     let list = Request::List {
         key: b"dir".to_vec(),
         mode: ReadMode::Local,
     };
     refused(c.call_any(0, list, "list"), "--client-max-answer-mb");
-    assert_eq!(c.limit_hits(1, "client-max-batch-keys"), 1);
-    assert_eq!(c.limit_hits(1, "client-max-answer-mb"), 2);
+    wait_hits(&c, "client-max-batch-keys", 1);
+    wait_hits(&c, "client-max-answer-mb", 2);
     match c.call_any(0, batch(100), "a batch within the limits") {
         Response::Nodes { nodes, .. } => assert_eq!(nodes.len(), 100),
         other => panic!("{other:?}"),
@@ -231,6 +256,7 @@ fn watches_are_bounded_and_a_watcher_that_falls_behind_is_cut_with_a_resume_inde
     const WATCHES: u64 = 20_000;
     const PER_CONN: usize = 1024;
     let mut c = node(&["--client-max-watches", "1500"]);
+    mkdir(&c, "w");
     let first = c.put(0, 7, 1, "w.k", "0");
     let before = c.running_proc(1).rss_bytes();
 
@@ -265,6 +291,7 @@ fn watches_are_bounded_and_a_watcher_that_falls_behind_is_cut_with_a_resume_inde
         }
     }
     assert_eq!(started, 1500 - PER_CONN);
+    wait_hits(&c, "client-max-watches", 1);
     assert_eq!(c.gauge(1, "shoal_client_watches"), 1500);
     drop(second);
     wait_for("the second connection's watches to end", WAIT, || {
@@ -370,14 +397,19 @@ fn idle_connections_cost_little_are_limited_and_time_out() {
     assert_eq!(f.id, 0);
     match f.response {
         Response::Unavailable { message } => {
-            assert!(message.contains("--client-max-connections=2000"), "{message}")
+            assert!(
+                message.contains("--client-max-connections=2000"),
+                "{message}"
+            )
         }
         other => panic!("{other:?}"),
     }
-    assert!(c.limit_hits(1, "client-max-connections") >= 1);
-    wait_for("the idle connections to be closed", Duration::from_secs(90), || {
-        c.gauge(1, "shoal_client_connections") == 1
-    });
+    wait_hits(&c, "client-max-connections", 1);
+    wait_for(
+        "the idle connections to be closed",
+        Duration::from_secs(90),
+        || c.gauge(1, "shoal_client_connections") == 1,
+    );
     assert_eq!(c.limit_hits(1, "client-idle-timeout"), 1999);
     for conn in idle.iter_mut().take(10) {
         let end = conn.next_frame().map(|f| f.id).map_err(|e| e.kind());

@@ -39,10 +39,16 @@ pub fn encode_request(id: u64, group: u32, request: Request, out: &mut Vec<u8>) 
 impl Conn {
     /// Connect to `addr` (one second at most).
     pub fn open(addr: &str) -> std::io::Result<Conn> {
+        Conn::open_within(addr, Duration::from_secs(1))
+    }
+
+    /// Connect to `addr`, waiting `within` at most (long enough for the kernel to send its
+    /// SYN again when the node's accept queue is full).
+    pub fn open_within(addr: &str, within: Duration) -> std::io::Result<Conn> {
         let addr = addr
             .parse()
             .map_err(|e| std::io::Error::other(format!("address {addr}: {e}")))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        let stream = TcpStream::connect_timeout(&addr, within)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(Conn {
@@ -118,12 +124,17 @@ pub fn frame_prefix(total: usize) -> Vec<u8> {
 }
 
 /// `n` connections to `addr` that send nothing (each with the read timeout of [`Conn`]).
+/// Opened one after another, faster than a busy node accepts them: each may wait for the
+/// kernel to send its SYN again.
 ///
 /// # Panics
 /// When one cannot be opened.
 pub fn open_idle(addr: &str, n: usize) -> Vec<Conn> {
     (0..n)
-        .map(|i| Conn::open(addr).unwrap_or_else(|e| panic!("connection {i} of {n} to {addr}: {e}")))
+        .map(|i| {
+            Conn::open_within(addr, Duration::from_secs(15))
+                .unwrap_or_else(|e| panic!("connection {i} of {n} to {addr}: {e}"))
+        })
         .collect()
 }
 
