@@ -1,7 +1,8 @@
-//! The client port as a hostile or careless client meets it: each case measured in issue 14
-//! against a real `shoald`, with the node's memory bounded (its RSS from /proc, with generous
-//! headroom, and the buffer gauges of /metrics), a normal client still served, and the node
-//! never exiting. Each case used to take hundreds of MiB to GiB of RSS.
+//! The client and raft ports as a hostile or careless client meets them: each case measured in
+//! issue 14 against a real `shoald`, with the node's memory bounded (its RSS from /proc, with
+//! generous headroom, and the buffer gauges of /metrics), a normal client still served, and the
+//! node never exiting. Each case used to take hundreds of MiB to GiB of RSS, or a thread per
+//! connection.
 
 use std::io::Write;
 use std::time::Duration;
@@ -422,4 +423,68 @@ fn idle_connections_cost_little_are_limited_and_time_out() {
         Response::Event(ev) => assert_eq!(ev.key, b"quiet"),
         other => panic!("{other:?}"),
     }
+}
+
+/// 500 strangers on the raft port that never finish a handshake (old: one thread each, for as
+/// long as they stayed): at most `--peer-max-handshakes` are given a thread, the rest are
+/// closed at once, the handshake timeout closes those, and the cluster keeps its peer
+/// connections and takes writes throughout.
+#[test]
+fn strangers_on_the_raft_port_get_no_thread_each() {
+    const STRANGERS: u64 = 500;
+    const HANDSHAKES: u64 = 16;
+    let mut c = Cluster::builder()
+        .fsync("never")
+        .args(&["--peer-handshake-timeout", "10s"])
+        .build();
+    c.start_all();
+    let leader = c.wait_leader(0);
+    c.put(0, 7, 1, "before", "1");
+    let target = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let before = {
+        let p = c.running_proc(target);
+        (p.threads(), p.rss_bytes())
+    };
+
+    let mut strangers = open_idle(&c.node(target).raft, STRANGERS as usize);
+    // Half of them start a handshake frame and stop: 4 bytes announcing 60 KiB. (One closed
+    // already refuses the bytes.)
+    for s in strangers.iter_mut().step_by(2) {
+        let _ = s.send_raw(&(60u32 << 10).to_le_bytes());
+    }
+    let limited = |c: &Cluster| {
+        c.limit_hits(target, "peer-max-handshakes") + c.limit_hits(target, "peer-handshake-timeout")
+    };
+    wait_for("every stranger to be closed or held", WAIT, || {
+        limited(&c) + c.gauge(target, "shoal_peer_handshakes_pending") as u64 >= STRANGERS
+    });
+    let p = c.running_proc(target);
+    let (threads, rss) = (p.threads(), p.rss_bytes());
+    assert!(
+        threads <= before.0 + HANDSHAKES + 4,
+        "threads {} -> {threads} with {STRANGERS} strangers on the raft port",
+        before.0
+    );
+    assert!(
+        rss < before.1 + 32 * MIB,
+        "RSS {} -> {rss} bytes with {STRANGERS} strangers on the raft port",
+        before.1
+    );
+    assert!(c.gauge(target, "shoal_peer_handshakes_pending") as u64 <= HANDSHAKES);
+    c.put(0, 7, 2, "during", "2");
+
+    wait_for("the handshake timeout to close the rest", WAIT, || {
+        limited(&c) == STRANGERS && c.gauge(target, "shoal_peer_handshakes_pending") == 0
+    });
+    assert!(c.limit_hits(target, "peer-handshake-timeout") >= 1);
+    drop(strangers);
+    wait_for("the strangers' threads to end", WAIT, || {
+        c.running_proc(target).threads() <= before.0
+    });
+    c.put(0, 7, 3, "after", "3");
+    assert_eq!(
+        c.get_any(0, "after", ReadMode::Linearizable),
+        Some(b"3".to_vec())
+    );
+    c.running_proc(target);
 }
