@@ -11,12 +11,15 @@
 //! - every connection reads into the one read buffer of the thread; only the unfinished tail of
 //!   a frame is kept per connection, in a buffer that grows as its bytes arrive (an announced
 //!   length allocates nothing) up to `max_request_bytes`, and must be finished within
-//!   `frame_timeout`. An idle connection holds no buffer at all;
+//!   `frame_timeout` (counted while the node reads it). Unfinished frames together may take
+//!   half of `buffer_bytes`; past it none grows beyond 4 KiB. An idle connection holds no
+//!   buffer at all;
 //! - a connection whose unsent answers pass `conn_pending_bytes` (or hold any bytes while all
 //!   client buffers of the node pass `buffer_bytes`) is *over its share*: the raft loop sets its
 //!   requests aside unanswered ([`Hub::pop`]) and it is not read until its client takes its
 //!   answers, so a client that never reads costs one answer beyond the limit, not the answers
-//!   to everything it sent. Watches on it are cut by the raft loop;
+//!   to everything it sent. Reads of it already confirmed wait unanswered too, and watches on
+//!   it are cut by the raft loop;
 //! - at most `max_connections` are open (one more is refused with an `Unavailable` frame of id
 //!   0 and closed), and a connection that neither sends nor takes anything for `idle_timeout`
 //!   is closed, unless it has watches or requests in progress;
@@ -41,8 +44,8 @@ use shoal_client::protocol::{self, ErrorCode, RequestFrame, Response, ResponseFr
 pub const INBOX_HIGH_WATER: usize = 1 << 16;
 /// The raft thread's one read buffer: what a single read of a connection may bring.
 const READ_CHUNK: usize = 64 << 10;
-/// Unfinished request bytes a connection may still hold while the node's client buffers are
-/// over `buffer_bytes` (every ordinary request fits).
+/// Unfinished request bytes a connection may still hold while the node's unfinished requests
+/// are over half of `buffer_bytes` (every ordinary request fits).
 const SMALL_PARTIAL: usize = 4 << 10;
 /// Output buffer capacity kept between batches; a larger one is released once drained.
 const OUT_KEEP: usize = 1 << 20;
@@ -194,8 +197,8 @@ pub enum ClientInput {
 pub struct Hub {
     limits: ClientLimits,
     inbox: RefCell<VecDeque<ClientInput>>,
-    /// Notified when the inbox drops below [`INBOX_HIGH_WATER`] or the node's client buffers
-    /// drop to `buffer_bytes`.
+    /// Notified when the inbox drops below [`INBOX_HIGH_WATER`], the node's client buffers
+    /// drop to `buffer_bytes` or its unfinished requests to half of it.
     resume: Event,
     /// Connections whose output gained bytes since the last [`Hub::write_out`].
     dirty: RefCell<Vec<Rc<Conn>>>,
@@ -247,6 +250,9 @@ pub struct Conn {
     deferred: RefCell<VecDeque<RequestFrame>>,
     /// In the hub's held list.
     held: Cell<bool>,
+    /// Confirmed reads of this connection waiting for it to take its answers (the raft loop
+    /// keeps them); its later requests wait behind them, so answers keep their order.
+    parked: Cell<usize>,
     /// Requests taken by the raft loop and not answered yet.
     in_progress: Cell<usize>,
     /// Keys watched on this connection.
@@ -314,7 +320,7 @@ impl Hub {
             let Some(ClientInput::Request(conn, frame)) = input else {
                 return input;
             };
-            if !conn.deferred.borrow().is_empty() || conn.over_share() {
+            if !conn.deferred.borrow().is_empty() || conn.must_wait() {
                 conn.deferred.borrow_mut().push_back(frame);
                 if !conn.held.replace(true) {
                     self.hit(if conn.pending() > self.limits.conn_pending_bytes {
@@ -343,7 +349,7 @@ impl Hub {
         // A closed connection is never over its share: its requests are handled as before it
         // closed (writes are applied, answers dropped).
         held.retain(|conn| {
-            if conn.over_share() {
+            if conn.must_wait() {
                 return true;
             }
             for frame in conn.deferred.take().into_iter().rev() {
@@ -428,16 +434,23 @@ impl Hub {
         self.buffered() > self.limits.buffer_bytes
     }
 
+    /// Unfinished requests take more than half of `buffer_bytes`: no large frame may grow.
+    /// They have a share of their own, so that clients which never take their answers (and keep
+    /// the node over its budget) cannot keep a large request of another client unread.
+    fn requests_over_budget(&self) -> bool {
+        self.in_bytes.get() > self.limits.buffer_bytes / 2
+    }
+
     /// Client buffers shrank by `n` bytes, of answers (`out`) or unfinished requests.
     fn shrank(&self, n: usize, out: bool) {
         if n == 0 {
             return;
         }
-        let was_over = self.over_budget();
+        let was_over = (self.over_budget(), self.requests_over_budget());
         let cell = if out { &self.out_bytes } else { &self.in_bytes };
         cell.set(cell.get() - n);
         self.freed.set(true);
-        if was_over && !self.over_budget() {
+        if (was_over.0 && !self.over_budget()) || (was_over.1 && !self.requests_over_budget()) {
             self.resume.notify(usize::MAX);
         }
     }
@@ -461,7 +474,8 @@ impl Hub {
         }
     }
 
-    /// Close the connections whose time is up: an unfinished frame past `frame_timeout`, or
+    /// Close the connections whose time is up: an unfinished frame past `frame_timeout` (counted
+    /// while the node reads the connection), or
     /// nothing sent or taken for `idle_timeout` by a connection with nothing in progress (or
     /// with answers its client does not take).
     fn sweep(&self) {
@@ -479,8 +493,13 @@ impl Hub {
             .filter(|c| !c.closed.get())
             .filter_map(|c| {
                 if !c.partial.borrow().is_empty() {
-                    let late = now - c.partial_since.get() >= frame_ticks;
-                    return late.then(|| (c.clone(), Limit::FrameTimeout));
+                    if c.read_held() {
+                        // The node is not reading it: its client cannot finish the frame now.
+                        c.partial_since.set(now);
+                    } else {
+                        let late = now - c.partial_since.get() >= frame_ticks;
+                        return late.then(|| (c.clone(), Limit::FrameTimeout));
+                    }
                 }
                 let waiting_on_client = c.pending() > 0;
                 let nothing_in_progress =
@@ -593,6 +612,26 @@ impl Conn {
         pending > self.hub.limits.conn_pending_bytes || (pending > 0 && self.hub.over_budget())
     }
 
+    /// Over its share, or reads of it are parked: its next request, and a confirmed read of
+    /// it, wait.
+    pub fn must_wait(&self) -> bool {
+        self.over_share() || self.parked.get() > 0
+    }
+
+    /// A confirmed read of this connection is kept unanswered, or (`false`) was answered.
+    pub fn parked(&self, more: bool) {
+        let n = if more {
+            self.parked.get() + 1
+        } else {
+            self.parked.get() - 1
+        };
+        self.parked.set(n);
+        if n == 0 {
+            // Its requests set aside may go on.
+            self.hub.freed.set(true);
+        }
+    }
+
     /// A watch on this connection was cut: it was over its share.
     pub fn watch_cut(&self) {
         let c = &self.hub.watches_cut;
@@ -690,19 +729,19 @@ impl Conn {
 
     /// Not read now: the raft loop has not taken its previous requests, it is over its share,
     /// the inbox is full, or it holds an unfinished frame that may not grow while the node's
-    /// client buffers are over their limit.
+    /// unfinished requests are over their half of `buffer_bytes`.
     fn read_held(&self) -> bool {
         let hub = &self.hub;
         !self.closed.get()
             && (self.queued.get() > 0
                 || self.over_share()
                 || hub.inbox_full()
-                || (hub.over_budget() && self.partial.borrow().len() >= SMALL_PARTIAL))
+                || (hub.requests_over_budget() && self.partial.borrow().len() >= SMALL_PARTIAL))
     }
 
     /// Bytes the next read may bring.
     fn read_room(&self) -> usize {
-        if self.hub.over_budget() {
+        if self.hub.requests_over_budget() {
             SMALL_PARTIAL.saturating_sub(self.partial.borrow().len())
         } else {
             READ_CHUNK
@@ -809,6 +848,7 @@ pub async fn accept_loop(
             queued: Cell::new(0),
             deferred: RefCell::new(VecDeque::new()),
             held: Cell::new(false),
+            parked: Cell::new(0),
             in_progress: Cell::new(0),
             watches: Cell::new(0),
             partial: RefCell::new(Vec::new()),

@@ -65,6 +65,9 @@ pub(super) struct Group {
     pub(super) pending_sys: HashMap<LogIndex, (Term, Reply, SysAnswer)>,
     pub(super) index_reads: VecDeque<(u64, Reply, ReadReq)>,
     pub(super) lease_reads: Vec<(LogIndex, Reply, ReadReq)>,
+    /// Confirmed reads of connections over their share of unsent answers: answered once their
+    /// clients take their answers (from the state then, at least as new as the confirmed one).
+    pub(super) parked_reads: Vec<(Reply, ReadReq)>,
     pub(super) watches: Vec<Watch>,
     pub(super) member_op: Option<MemberOp>,
     pub(super) last_expire_ms: u64,
@@ -191,6 +194,10 @@ pub(super) fn fail_all(g: &mut Group, why: &str) {
     for (_, reply, _) in g.lease_reads.drain(..) {
         reply.send(unavailable(why));
     }
+    for (reply, _) in g.parked_reads.drain(..) {
+        reply.conn.parked(false);
+        reply.send(unavailable(why));
+    }
     if let Some(op) = g.member_op.take() {
         op.reply.send(unavailable(why));
     }
@@ -204,16 +211,29 @@ pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
         advance_member_op(g, now);
     }
     let applied = g.node.applied();
+    if !g.parked_reads.is_empty() {
+        let sm = g.node.state_machine();
+        // In order: a connection's reads are answered oldest first.
+        g.parked_reads.retain(|(reply, req)| {
+            if reply.conn.over_share() {
+                return true;
+            }
+            reply.conn.parked(false);
+            answer_read(sm, req, reply);
+            false
+        });
+    }
     if !g.lease_reads.is_empty() {
         let sm = g.node.state_machine();
-        g.lease_reads.retain(|(index, reply, req)| {
-            if *index <= applied {
-                answer_read(sm, req, reply);
-                false
+        let mut waiting = Vec::new();
+        for (index, reply, req) in g.lease_reads.drain(..) {
+            if index <= applied {
+                answer_or_park(sm, req, reply, &mut g.parked_reads);
             } else {
-                true
+                waiting.push((index, reply, req));
             }
-        });
+        }
+        g.lease_reads = waiting;
     }
     if !g.watches.is_empty() {
         let kv = g.node.state_machine().store();

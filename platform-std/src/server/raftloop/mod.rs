@@ -262,6 +262,7 @@ impl RaftLoop {
                 pending_sys: HashMap::new(),
                 index_reads: VecDeque::new(),
                 lease_reads: Vec::new(),
+                parked_reads: Vec::new(),
                 watches: Vec::new(),
                 member_op: None,
                 last_expire_ms: 0,
@@ -543,7 +544,8 @@ impl RaftLoop {
                     Event::ReadReady { upto, .. } => {
                         while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
                             let (_, reply, req) = g.index_reads.pop_front().expect("checked");
-                            answer_read(g.node.state_machine(), &req, &reply);
+                            let sm = g.node.state_machine();
+                            answer_or_park(sm, req, reply, &mut g.parked_reads);
                         }
                     }
                     Event::ReadFailed { upto } => {

@@ -98,6 +98,24 @@ pub(super) fn answer_read(sm: &KvSm, req: &ReadReq, reply: &Reply) {
     };
 }
 
+/// Answer a read whose point of linearization has passed, unless its connection holds more
+/// unsent answers than its share: then it is parked until its client takes them (answered
+/// later from a state at least as new, it is still linearizable). A client pipelining reads it
+/// never takes costs the node their requests, not their answers.
+pub(super) fn answer_or_park(
+    sm: &KvSm,
+    req: ReadReq,
+    reply: Reply,
+    parked: &mut Vec<(Reply, ReadReq)>,
+) {
+    if reply.conn.must_wait() {
+        reply.conn.parked(true);
+        parked.push((reply, req));
+    } else {
+        answer_read(sm, &req, &reply);
+    }
+}
+
 /// The answer to a read, or why it is over `max_answer_bytes`: collecting stops there, so a
 /// large read costs at most the limit in copies.
 fn serve_read(sm: &KvSm, req: &ReadReq, max_answer_bytes: usize) -> Result<Response, String> {
