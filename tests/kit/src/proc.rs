@@ -208,7 +208,7 @@ pub fn raise_fd_limit(want: u64) -> u64 {
         return soft;
     }
     limit.current = Some(want.min(hard));
-    setrlimit(Resource::Nofile, limit.clone())
+    setrlimit(Resource::Nofile, limit)
         .unwrap_or_else(|e| panic!("raise the open-file limit to {:?}: {e}", limit.current));
     limit.current.expect("just set")
 }
