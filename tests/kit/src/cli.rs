@@ -2,7 +2,7 @@
 //! deadline, output captured, exit code kept.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -90,14 +90,7 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, within: Duration) -> Output {
         // A command may exit before reading everything; that is its answer, not ours to judge.
         let _ = pipe.write_all(input);
     }
-    let status = poll(within, || {
-        child.try_wait().expect("waitpid on our own child")
-    });
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{command} ran longer than {within:?}");
-    };
+    let status = wait_within(&mut child, &command, within);
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
     Output {
         command,
@@ -105,6 +98,21 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, within: Duration) -> Output {
         out: read(&out_path),
         err: read(&err_path),
     }
+}
+
+/// Wait for `child` (started as `command`) to exit.
+///
+/// # Panics
+/// When it runs longer than `within` (it is killed first).
+fn wait_within(child: &mut std::process::Child, command: &str, within: Duration) -> ExitStatus {
+    let status = poll(within, || {
+        child.try_wait().expect("waitpid on our own child")
+    });
+    status.unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{command} ran longer than {within:?}");
+    })
 }
 
 /// Run `cmd` to completion (killing it after `within`) with its stdout a pipe nobody reads:
@@ -128,14 +136,7 @@ pub fn run_into_closed_pipe(mut cmd: Command, within: Duration) -> Output {
         .unwrap_or_else(|e| panic!("start {command}: {e}"));
     // The parent's copy of the writing end goes with `cmd`.
     drop(cmd);
-    let status = poll(within, || {
-        child.try_wait().expect("waitpid on our own child")
-    });
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{command} ran longer than {within:?}");
-    };
+    let status = wait_within(&mut child, &command, within);
     Output {
         command,
         code: exit_code(status),

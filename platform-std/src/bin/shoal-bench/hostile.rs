@@ -27,8 +27,8 @@ use shoal_client::protocol::{
 use crate::calls::{call_once, connect, find_leader, prefill, recv_batch};
 use crate::cli::{Args, Workload};
 use crate::cluster::{http_body, proc_status, LocalCluster};
-use crate::load::{run_conn, Shared};
 use crate::report;
+use crate::run::{join_workers, shared, start_loaders};
 use crate::stats::OpStats;
 
 /// How often the attackers look at their connections, and the RSS is sampled.
@@ -179,40 +179,12 @@ fn run(
 
 /// The normal client: `--clients` sessions doing `mixed` for `--warmup` + `--duration`.
 fn normal_client(a: &Args, leader: &str, stop: &Arc<AtomicBool>) -> Result<[OpStats; 2], String> {
-    let start = Instant::now();
-    let sh = Arc::new(Shared {
-        addr: leader.to_string(),
-        start_measure: start + a.warmup,
-        end: start + a.warmup + a.duration,
-        stop: stop.clone(),
-        workload: Workload::Mixed,
-        read_mode: a.consistency.read_mode(),
-        read_ratio: a.read_ratio,
-        key_size: a.key_size,
-        keyspace: a.keyspace,
-        value: vec![b'v'; a.value_size],
-        key_prefix: Vec::new(),
-        stamp: false,
-        epoch: start,
-    });
-    let conns = a.conns.min(a.clients) as usize;
-    let clients = a.clients as usize;
-    let loaders: Vec<_> = (0..conns)
-        .map(|c| {
-            let n = clients / conns + usize::from(c < clients % conns);
-            let (sh, pipeline) = (sh.clone(), a.pipeline as usize);
-            std::thread::spawn(move || run_conn(&sh, n, pipeline))
-        })
-        .collect();
-    let mut total = [OpStats::new(), OpStats::new()];
-    for h in loaders {
-        let st = h
-            .join()
-            .map_err(|_| "a normal client connection panicked")??;
-        total[0].merge(&st[0]);
-        total[1].merge(&st[1]);
+    let sh = Arc::new(shared(a, leader, Workload::Mixed, Instant::now(), stop));
+    let ([puts, gets, _], failures) = join_workers(start_loaders(a, &sh), Vec::new());
+    match failures.first() {
+        Some(e) => Err(format!("the normal client failed: {e}")),
+        None => Ok([puts, gets]),
     }
-    Ok(total)
 }
 
 fn put(addr: &str, key: &str, value: Vec<u8>) -> Result<(), String> {
@@ -295,21 +267,13 @@ fn attack(
     let mut parts = Vec::new();
     let mut handles = Vec::new();
     for (name, addr, n, bytes, repeat) in crowds {
-        let tally = Arc::new(Tally::default());
-        parts.push(Part {
-            name,
-            tally: tally.clone(),
-        });
+        let tally = part(&mut parts, name);
         let quit = quit.clone();
         handles.push(std::thread::spawn(move || {
             crowd(addr, n, &bytes, repeat, &tally, &quit)
         }));
     }
-    let huge = Arc::new(Tally::default());
-    parts.push(Part {
-        name: "BatchGets of 20,000 keys",
-        tally: huge.clone(),
-    });
+    let huge = part(&mut parts, "BatchGets of 20,000 keys");
     let (addr, q) = (client.to_string(), quit.clone());
     handles.push(std::thread::spawn(move || {
         let keys = vec![b"big64k".to_vec(); 20_000];
@@ -319,11 +283,7 @@ fn attack(
         };
         requester(&addr, Duration::from_millis(100), &batch, &huge, &q)
     }));
-    let writes = Arc::new(Tally::default());
-    parts.push(Part {
-        name: "1 KB writes to the watched key",
-        tally: writes.clone(),
-    });
+    let writes = part(&mut parts, "1 KB writes to the watched key");
     let (addr, q) = (client.to_string(), quit.clone());
     handles.push(std::thread::spawn(move || {
         let mut seq = 0;
@@ -341,6 +301,16 @@ fn attack(
         requester(&addr, Duration::from_millis(10), write, &writes, &q)
     }));
     Ok((parts, handles))
+}
+
+/// A new part of the attack named `name` in `parts`; its tally.
+fn part(parts: &mut Vec<Part>, name: &'static str) -> Arc<Tally> {
+    let tally = Arc::new(Tally::default());
+    parts.push(Part {
+        name,
+        tally: tally.clone(),
+    });
+    tally
 }
 
 /// The first bytes of a request frame of `total` bytes: its length field and version, then
