@@ -17,10 +17,10 @@
 //! Strangers cost little ([`PeerLimits`]): at most `max_handshakes` accepted connections are in
 //! their handshake at once (one more is closed at once, before a thread is started for it), and
 //! each must finish it within `handshake_timeout`; at most `max_connections` are past it, and a
-//! new connection from a node replaces the older one. A frame's buffer grows as its bytes
-//! arrive, so a length field alone allocates nothing.
+//! node keeps at most [`INBOUND_PER_PEER`] (its oldest is shut down when it dials again). A
+//! frame's buffer grows as its bytes arrive, so a length field alone allocates nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -51,6 +51,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PEER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stack of a peer thread (they only move bytes; frames live on the heap).
 const PEER_THREAD_STACK: usize = 128 << 10;
+/// Accepted connections kept per peer node: a node that dials again leaves its older
+/// connection dead or dying (it is shut down past this many), while a second connection naming
+/// the same node cannot push out the one in use.
+const INBOUND_PER_PEER: usize = 2;
 /// Largest handshake frame.
 const HELLO_MAX_BYTES: usize = 64 << 10;
 
@@ -169,8 +173,9 @@ pub struct Net {
     handshakes: AtomicUsize,
     /// Accepted connections past their handshake.
     accepted: AtomicUsize,
-    /// The accepted connection of each peer (a serial number and a handle to shut it down).
-    inbound: Mutex<HashMap<NodeId, (u64, TcpStream)>>,
+    /// The accepted connections of each peer, oldest first (a serial number and a handle to
+    /// shut it down); at most [`INBOUND_PER_PEER`].
+    inbound: Mutex<HashMap<NodeId, VecDeque<(u64, TcpStream)>>>,
     next_inbound: AtomicU64,
     hits: [AtomicU64; 3],
 }
@@ -563,8 +568,7 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Removes a peer's accepted connection from [`Net::inbound`] when its reader ends (unless a
-/// newer one replaced it).
+/// Removes a peer's accepted connection from [`Net::inbound`] when its reader ends.
 struct Inbound<'a> {
     net: &'a Net,
     peer: NodeId,
@@ -574,11 +578,11 @@ struct Inbound<'a> {
 impl Drop for Inbound<'_> {
     fn drop(&mut self) {
         let mut inbound = self.net.inbound.lock().expect("inbound lock");
-        if inbound
-            .get(&self.peer)
-            .is_some_and(|(s, _)| *s == self.serial)
-        {
-            inbound.remove(&self.peer);
+        if let Some(conns) = inbound.get_mut(&self.peer) {
+            conns.retain(|(s, _)| *s != self.serial);
+            if conns.is_empty() {
+                inbound.remove(&self.peer);
+            }
         }
     }
 }
@@ -644,15 +648,16 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
     }
     let _accepted = Slot(&net.accepted);
     let serial = net.next_inbound.fetch_add(1, Ordering::Relaxed);
-    let older = net
-        .inbound
-        .lock()
-        .expect("inbound lock")
-        .insert(remote.node_id, (serial, writer.try_clone()?));
-    if let Some((_, old)) = older {
-        // The peer dialed again: its older connection is dead or dying; its reader ends.
+    let handle = writer.try_clone()?;
+    let mut inbound = net.inbound.lock().expect("inbound lock");
+    let conns = inbound.entry(remote.node_id).or_default();
+    conns.push_back((serial, handle));
+    while conns.len() > INBOUND_PER_PEER {
+        // The peer dialed again: its oldest connection is dead or dying; its reader ends.
+        let (_, old) = conns.pop_front().expect("more than the limit");
         let _ = old.shutdown(std::net::Shutdown::Both);
     }
+    drop(inbound);
     let _inbound = Inbound {
         net,
         peer: remote.node_id,
