@@ -1,7 +1,7 @@
 //! `shoalctl` as a script sees it: exit codes, text and JSON output, batch mode and the lock
 //! wrapper, first against a mock node, then end to end against a real single-node `shoald`.
 
-use shoal_testkit::cli::shoalctl_with_input;
+use shoal_testkit::cli::{shoalctl_into_closed_pipe, shoalctl_with_input};
 use shoal_testkit::mock::{Action, Mock};
 use shoal_testkit::{dead_addr, shoalctl, Cluster};
 
@@ -195,6 +195,19 @@ fn end_to_end_against_a_single_shoald() {
 
     let o = shoalctl(&client_addr, &["lock", "L", "--lease", "2s", "--", "true"]);
     assert_eq!(o.code, 0, "{o}");
+
+    // `shoalctl ... | head -1` with the reader gone before the answer: a quiet end with the
+    // command's own exit code (it used to panic: exit 101).
+    for (args, code) in [
+        (&["member", "list"][..], 0),
+        (&["-o", "json", "member", "list"], 0),
+        (&["get", "a"], 0),
+        (&["-o", "json", "get", "missing"], 1),
+    ] {
+        let o = shoalctl_into_closed_pipe(&client_addr, args);
+        assert_eq!(o.code, code, "{o}");
+        assert!(o.err.is_empty(), "{o}");
+    }
 
     let o = shoalctl(&dead_addr(), &["--timeout", "300ms", "put", "a", "1"]);
     assert_eq!(o.code, 4, "{o}");

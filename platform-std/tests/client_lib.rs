@@ -226,6 +226,89 @@ fn server_errors_are_classified() {
     assert_eq!(c.put(b"k", b"v").unwrap_err().class(), ErrorClass::Usage);
 }
 
+#[test]
+fn over_limit_answers_are_their_own_usage_error() {
+    use shoal_client::protocol::ErrorCode;
+    let mock = Mock::start(|_, _, _| {
+        vec![Action::Reply(Response::Error {
+            code: ErrorCode::LimitExceeded,
+            kv: None,
+            message: "a BatchGet of 20000 keys passes the limit of 1024 keys per request \
+                      (shoald --client-max-batch-keys); split it"
+                .into(),
+        })]
+    });
+    let c = BlockingClient::new(config(&[&mock.addr], 1000)).unwrap();
+    let e = c.get(b"k", ReadMode::Local).unwrap_err();
+    assert!(matches!(e, ClientError::OverLimit { .. }), "{e:?}");
+    assert_eq!(e.class(), ErrorClass::Usage);
+    assert_eq!(e.name(), "LimitExceeded");
+    assert!(e.to_string().contains("--client-max-batch-keys"), "{e}");
+    // Refused at once: a limit is not retried.
+    assert_eq!(mock.requests().len(), 1);
+}
+
+/// A node over its connection limit says so in a frame of id 0 before anything was read: the
+/// client retries elsewhere, and a write that met only such refusals certainly did not happen.
+#[test]
+fn a_refused_connection_is_retried_and_its_reason_reported() {
+    let too_many = || Response::Unavailable {
+        message: "this node serves 4096 client connections, its limit".into(),
+    };
+    let full = Mock::start(move |_, _, _| vec![Action::Frame(0, too_many()), Action::Close]);
+    let c = BlockingClient::new(config(&[&full.addr], 600)).unwrap();
+    let e = c.put(b"k", b"v").unwrap_err();
+    assert!(matches!(e, ClientError::Unavailable { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("refused the connection") && e.to_string().contains("limit"),
+        "{e}"
+    );
+    // With another node to go to, the write is done there, once.
+    let good = Mock::kv();
+    let c = BlockingClient::new(config(&[&full.addr, &good.addr], 3000)).unwrap();
+    c.put(b"k", b"v").unwrap();
+    assert_eq!(good.applied(), 1);
+}
+
+/// A watch the node cut because its client fell behind goes on by itself from the index the
+/// node named, without a gap and without an error item.
+#[test]
+fn a_watch_cut_for_lagging_resumes_from_the_index_named() {
+    let mock = Mock::start(|_, f, _| match f.request {
+        Request::Watch { from_index: 5, .. } => vec![
+            Action::Reply(Response::WatchStarted),
+            Action::Push(event(5, "a")),
+            Action::Push(event(6, "a")),
+            // Index 7 changed nothing watched: the next index not sent is 8.
+            Action::Push(Response::WatchLagged { next: 8 }),
+        ],
+        Request::Watch { from_index: 8, .. } => vec![
+            Action::Reply(Response::WatchStarted),
+            Action::Push(event(8, "a")),
+        ],
+        _ => vec![Action::Ignore],
+    });
+    let c = Client::new(config(&[&mock.addr], 3000)).unwrap();
+    let mut w = c.watch(&["a"], 5);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match w.next_blocking().unwrap().unwrap() {
+            WatchItem::Event(e) => got.push(e.index),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, vec![5, 6, 8]);
+    let froms: Vec<u64> = mock
+        .requests()
+        .iter()
+        .filter_map(|r| match r.request {
+            Request::Watch { from_index, .. } => Some(from_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(froms, vec![5, 8]);
+}
+
 fn event(index: u64, key: &str) -> Response {
     Response::Event(WatchEvent {
         index,

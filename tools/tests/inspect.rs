@@ -12,7 +12,7 @@ use shoal_core::types::{EntryKind, HardState, SnapshotMeta};
 use shoal_kv::{Command, KvLimits, Op, Pairs};
 use shoal_std::storage::scan::Identity;
 use shoal_std::storage::{DataDir, FileStorage, FsyncMode, StorageOptions};
-use shoal_testkit::cli::{inspect, inspect_json};
+use shoal_testkit::cli::{inspect, inspect_into_closed_pipe, inspect_json};
 use shoal_testkit::cluster::{log_segments, segment_first_index};
 use shoal_tools::state::{rebuild, snapshot_bytes, ReplayEntry};
 
@@ -703,5 +703,23 @@ mod flash {
         let (code, v) = inspect_json(&["snapshot", s(&new_dir)]);
         assert_eq!(code, 0, "{}", v);
         assert_eq!(v["digest"], format!("{:#018x}", expected));
+    }
+}
+
+/// `shoal-inspect ... | head` with the reader gone: a quiet end with the status a shell gives
+/// a writer that SIGPIPE ended (141), never a panic (exit 101).
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    let (_tmp, dir, _) = node_dir(40, Some(20));
+    let d = dir.to_str().unwrap();
+    for args in [
+        &["summary", d][..],
+        &["--json", "summary", d],
+        &["log", d],
+        &["--json", "verify", d],
+    ] {
+        let o = inspect_into_closed_pipe(args);
+        assert_eq!(o.code, 141, "{o}");
+        assert!(o.err.is_empty(), "{o}");
     }
 }

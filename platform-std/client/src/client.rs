@@ -751,14 +751,7 @@ impl Client {
                                         ),
                                     }
                                 }
-                                // The server says more than the error's own sentence (the
-                                // limit passed, the transaction item): keep its words.
-                                (ErrorCode::Kv, Some(e)) if message != e.message() => {
-                                    ClientError::KvRefused { error: e, message }
-                                }
-                                (ErrorCode::Kv, Some(e)) => ClientError::Kv(e),
-                                (ErrorCode::BadRequest, _) => ClientError::BadRequest { message },
-                                (code, _) => ClientError::Refused { code, message },
+                                (code, kv) => ClientError::from_answer(code, kv, message),
                             });
                         }
                         Response::Written {

@@ -79,6 +79,14 @@ pub enum ClientError {
         /// What was wrong.
         message: String,
     },
+    /// The request passed one of the server's limits (keys in one batch, bytes of one answer
+    /// or request, watches on one connection); the message names the limit and the `shoald`
+    /// flag that sets it. Nothing happened; the same request would be refused again, so split
+    /// it.
+    OverLimit {
+        /// The server's explanation.
+        message: String,
+    },
     /// No node accepted the request before the deadline (every node was unreachable, not the
     /// leader, or unavailable). The operation did not happen.
     Unavailable {
@@ -111,7 +119,7 @@ impl ClientError {
             | ClientError::KvRefused { .. }
             | ClientError::TxnAborted { .. }
             | ClientError::Refused { .. } => ErrorClass::Definite,
-            ClientError::BadRequest { .. } => ErrorClass::Usage,
+            ClientError::BadRequest { .. } | ClientError::OverLimit { .. } => ErrorClass::Usage,
             ClientError::Indeterminate { .. } | ClientError::Protocol { .. } => {
                 ErrorClass::Indeterminate
             }
@@ -154,9 +162,29 @@ impl ClientError {
             | ClientError::TxnAborted { error: e, .. } => format!("{e:?}"),
             ClientError::Refused { code, .. } => format!("{code:?}"),
             ClientError::BadRequest { .. } => "BadRequest".into(),
+            ClientError::OverLimit { .. } => "LimitExceeded".into(),
             ClientError::Unavailable { .. } => "Unavailable".into(),
             ClientError::Indeterminate { .. } => "Indeterminate".into(),
             ClientError::Protocol { .. } => "Protocol".into(),
+        }
+    }
+
+    /// The error a server's definite `Error` answer stands for.
+    pub(crate) fn from_answer(
+        code: ErrorCode,
+        kv: Option<KvError>,
+        message: String,
+    ) -> ClientError {
+        match (code, kv) {
+            // The server says more than the error's own sentence (the limit passed, the
+            // transaction item): keep its words.
+            (ErrorCode::Kv, Some(e)) if message != e.message() => {
+                ClientError::KvRefused { error: e, message }
+            }
+            (ErrorCode::Kv, Some(e)) => ClientError::Kv(e),
+            (ErrorCode::BadRequest, _) => ClientError::BadRequest { message },
+            (ErrorCode::LimitExceeded, _) => ClientError::OverLimit { message },
+            (code, _) => ClientError::Refused { code, message },
         }
     }
 
@@ -193,6 +221,9 @@ impl std::fmt::Display for ClientError {
                 write!(f, "refused by the server ({code:?}): {message}")
             }
             ClientError::BadRequest { message } => write!(f, "bad request: {message}"),
+            ClientError::OverLimit { message } => {
+                write!(f, "over a server limit, nothing happened: {message}")
+            }
             ClientError::Unavailable { attempts, last } => write!(
                 f,
                 "no node took the request after {attempts} attempt(s); it did not happen \

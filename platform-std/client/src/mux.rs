@@ -29,6 +29,9 @@ pub(crate) enum CallError {
 struct Waiters {
     map: HashMap<u64, Sender<Response>>,
     closed: Option<String>,
+    /// The server refused the connection before reading anything from it (an `Unavailable`
+    /// frame of id 0): no request sent on it was acted on.
+    refused: bool,
 }
 
 /// A live connection shared by concurrent calls.
@@ -49,6 +52,7 @@ impl Mux {
         let waiters = Arc::new(Mutex::new(Waiters {
             map: HashMap::new(),
             closed: None,
+            refused: false,
         }));
         let reader = crate::runtime::spawn(read_loop(reader, waiters.clone()));
         Ok(Mux {
@@ -124,14 +128,16 @@ impl Mux {
         let answer = futures_lite::future::or(
             async {
                 rx.recv().await.map_err(|_| {
-                    let why = self
-                        .waiters
-                        .lock()
-                        .expect("waiters lock poisoned")
+                    let w = self.waiters.lock().expect("waiters lock poisoned");
+                    let why = w
                         .closed
                         .clone()
                         .unwrap_or_else(|| "connection closed".into());
-                    CallError::Lost(why)
+                    if w.refused {
+                        CallError::NotSent(why)
+                    } else {
+                        CallError::Lost(why)
+                    }
                 })
             },
             async {
@@ -146,8 +152,26 @@ impl Mux {
 }
 
 async fn read_loop(mut reader: FrameReader, waiters: Arc<Mutex<Waiters>>) {
+    // What the server said about the connection itself (a frame of id 0) before closing it.
+    let mut about_connection: Option<(String, bool)> = None;
     let why = loop {
         match reader.recv().await {
+            Ok(frame) if frame.id == 0 => {
+                about_connection = Some(match frame.response {
+                    Response::Unavailable { message } => (
+                        format!("the server refused the connection: {message}"),
+                        true,
+                    ),
+                    Response::Error { message, .. } => (
+                        format!("the server closed the connection: {message}"),
+                        false,
+                    ),
+                    other => (
+                        format!("the server said {other:?} and closed the connection"),
+                        false,
+                    ),
+                });
+            }
             Ok(frame) => {
                 let tx = waiters
                     .lock()
@@ -166,6 +190,8 @@ async fn read_loop(mut reader: FrameReader, waiters: Arc<Mutex<Waiters>>) {
     };
     reader.close();
     let mut w = waiters.lock().expect("waiters lock poisoned");
+    let (why, refused) = about_connection.unwrap_or((why, false));
     w.closed = Some(why);
+    w.refused = refused;
     w.map.clear();
 }

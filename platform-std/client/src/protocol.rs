@@ -9,6 +9,11 @@
 //! Writes carry an exactly-once session (`client_id`, `seq`): a client that did not get an
 //! answer sends the *same* request again (to any node) and receives the original answer.
 //!
+//! Id 0 is never a request's: a frame of id 0 is about the connection itself. The server
+//! sends one before it closes a connection it will not serve (`Unavailable`: too many
+//! connections, nothing read) or can no longer trust (`Error`: a damaged, oversized or
+//! unfinished frame).
+//!
 //! Every answer falls in one of three classes, which `shoalctl` turns into exit codes:
 //! definite (it happened, or it certainly did not: [`Response::Error`]),
 //! [`Response::NotLeader`] / [`Response::Unavailable`] (it did not happen; try elsewhere or
@@ -545,6 +550,10 @@ pub enum ErrorCode {
     /// nothing of it was applied. The node raised its space alarm; it keeps serving reads and
     /// takes writes again by itself once space returns.
     NoSpace,
+    /// The request passed one of the server's limits (keys in a batch, bytes of an answer or
+    /// a request, watches on a connection); the message names the limit and its flag. Split
+    /// the request: sent again as it is, it is refused again.
+    LimitExceeded,
 }
 
 /// What the server answers.
@@ -622,6 +631,13 @@ pub enum Response {
     },
     /// This node's health (the answer to [`Request::Health`]).
     Health(HealthInfo),
+    /// The watch fell behind — its connection held more unsent answers than the server
+    /// allows — and was ended. Every event before `next` was sent; open the watch again with
+    /// `from_index: next` to go on without a gap (while the node still keeps that history).
+    WatchLagged {
+        /// The first index not sent.
+        next: LogIndex,
+    },
 }
 
 /// Why a frame could not be read or written.

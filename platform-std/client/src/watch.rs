@@ -9,7 +9,7 @@ use futures_lite::Stream;
 use shoal_core::LogIndex;
 
 use crate::mux::Mux;
-use crate::protocol::{ErrorCode, ReadMode, Request, RequestFrame, Response, WatchEvent};
+use crate::protocol::{ReadMode, Request, RequestFrame, Response, WatchEvent};
 use crate::{Client, ClientError};
 
 /// One item of a watch.
@@ -248,12 +248,20 @@ async fn watch_once(
                     delivered,
                 }
             }
+            Response::WatchLagged { next } => {
+                // Everything before `next` arrived on this connection; go on from there (the
+                // position already says so unless the last events were not ours to deliver).
+                if next > pos.index {
+                    pos.index = next;
+                    pos.delivered_at_index = 0;
+                }
+                return Outcome::Retry {
+                    why: format!("{addr} cut the watch: it fell behind"),
+                    delivered: true,
+                };
+            }
             Response::Error { code, kv, message } => {
-                return Outcome::Refused(match (code, kv) {
-                    (ErrorCode::Kv, Some(e)) => ClientError::Kv(e),
-                    (ErrorCode::BadRequest, _) => ClientError::BadRequest { message },
-                    (code, _) => ClientError::Refused { code, message },
-                })
+                return Outcome::Refused(ClientError::from_answer(code, kv, message))
             }
             other => {
                 return Outcome::Refused(ClientError::Protocol {

@@ -362,8 +362,25 @@ fn exit_with_error(output: Output, e: &ClientError) -> ! {
 
 fn print_error(output: Output, e: &ClientError) {
     match output {
-        Output::Json => println!("{}", error_json(e)),
+        Output::Json => {
+            say(error_json(e));
+        }
         Output::Text => eprintln!("shoalctl: {e}"),
+    }
+}
+
+/// Print one line on stdout; false when the reader has gone (`shoalctl member list | head -1`).
+/// Then there is nobody left to tell: the output is dropped quietly and the exit code stays
+/// what the command's outcome makes it (a batch stops, as a shell pipeline's writer would).
+fn say(line: impl std::fmt::Display) -> bool {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            eprintln!("shoalctl: cannot write the output: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -474,10 +491,12 @@ async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
 
 fn print_answer(output: Output, answer: &Answer) {
     match output {
-        Output::Json => println!("{}", answer.json),
+        Output::Json => {
+            say(&answer.json);
+        }
         Output::Text => {
             if !answer.text.is_empty() {
-                println!("{}", answer.text);
+                say(&answer.text);
             }
         }
     }
@@ -932,19 +951,21 @@ async fn run_batch(client: &Client) -> i32 {
                 }),
             },
         };
-        match result {
+        let heard = match result {
             Ok(answer) => {
                 if answer.code != 0 {
                     code = answer.code;
                 }
-                println!("{}", answer.json)
+                say(&answer.json)
             }
             Err(e) => {
                 code = e.exit_code();
-                println!("{}", error_json(&e));
+                say(error_json(&e))
             }
+        };
+        if !heard {
+            break;
         }
-        let _ = std::io::stdout().flush();
     }
     code
 }

@@ -14,6 +14,8 @@ use shoal_core::{ClusterId, NodeId};
 use shoal_kv::KvLimits;
 
 use super::admin::AdminLimits;
+use super::clients::ClientLimits;
+use super::net::PeerLimits;
 use crate::storage::space::{SpaceLimits, DEFAULT_RECHECK, DEFAULT_RESERVE_BYTES};
 use crate::storage::{FsyncMode, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES};
 
@@ -209,6 +211,53 @@ pub struct Flags {
     /// refused (docs/SECURITY.md) [default: none, links in plaintext].
     #[arg(long, env = "SHOAL_PEER_PSK_FILE", value_name = "FILE")]
     pub peer_psk_file: Option<PathBuf>,
+    /// Client connections open at once; one more is refused with an error [default: 4096].
+    #[arg(long, env = "SHOAL_CLIENT_MAX_CONNECTIONS", value_name = "N")]
+    pub client_max_connections: Option<usize>,
+    /// A client connection that sends nothing and takes no answer for this long is closed,
+    /// unless it has watches or requests in progress [default: 5m].
+    #[arg(long, env = "SHOAL_CLIENT_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub client_idle_timeout: Option<Dur>,
+    /// Time a client has to finish a request frame after its first byte [default: 10s].
+    #[arg(long, env = "SHOAL_CLIENT_FRAME_TIMEOUT", value_name = "DURATION")]
+    pub client_frame_timeout: Option<Dur>,
+    /// MiB of the largest request frame; a larger one is refused and its connection closed
+    /// [default: 2].
+    #[arg(long, env = "SHOAL_CLIENT_MAX_REQUEST_MB", value_name = "MIB")]
+    pub client_max_request_mb: Option<usize>,
+    /// MiB of the largest answer to one read (BatchGet, List); a larger one is refused
+    /// [default: 8].
+    #[arg(long, env = "SHOAL_CLIENT_MAX_ANSWER_MB", value_name = "MIB")]
+    pub client_max_answer_mb: Option<usize>,
+    /// Most keys in one BatchGet or Watch request [default: 1024].
+    #[arg(long, env = "SHOAL_CLIENT_MAX_BATCH_KEYS", value_name = "N")]
+    pub client_max_batch_keys: Option<usize>,
+    /// MiB of unsent answers of one connection above which its requests wait unanswered and
+    /// its watches are cut, until its client takes them [default: 4].
+    #[arg(long, env = "SHOAL_CLIENT_CONN_PENDING_MB", value_name = "MIB")]
+    pub client_conn_pending_mb: Option<usize>,
+    /// MiB of every client buffer of the node (unfinished requests, unsent answers) above
+    /// which a connection holding answers is served no more until its client takes them
+    /// [default: 64].
+    #[arg(long, env = "SHOAL_CLIENT_BUFFERS_MB", value_name = "MIB")]
+    pub client_buffers_mb: Option<usize>,
+    /// Keys watched on one client connection (a watch of the whole tree counts one)
+    /// [default: 1024].
+    #[arg(long, env = "SHOAL_CLIENT_MAX_WATCHES_PER_CONN", value_name = "N")]
+    pub client_max_watches_per_conn: Option<usize>,
+    /// Keys watched on this node, every connection together [default: 8192].
+    #[arg(long, env = "SHOAL_CLIENT_MAX_WATCHES", value_name = "N")]
+    pub client_max_watches: Option<usize>,
+    /// Raft-port connections in their handshake at once; one more is closed at once
+    /// [default: 16].
+    #[arg(long, env = "SHOAL_PEER_MAX_HANDSHAKES", value_name = "N")]
+    pub peer_max_handshakes: Option<usize>,
+    /// Time a raft-port connection has to send its whole handshake [default: 2s].
+    #[arg(long, env = "SHOAL_PEER_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub peer_handshake_timeout: Option<Dur>,
+    /// Raft-port connections past their handshake; one more is refused [default: 64].
+    #[arg(long, env = "SHOAL_PEER_MAX_CONNECTIONS", value_name = "N")]
+    pub peer_max_connections: Option<usize>,
     /// Log lines as `text` for people or `json` (one object per line: ts, level, target, msg)
     /// for log collectors [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT")]
@@ -306,6 +355,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Least severe level logged (unless `RUST_LOG` is set).
     pub log_level: log::LevelFilter,
+    /// Client port limits.
+    pub client_limits: ClientLimits,
+    /// Raft port limits.
+    pub peer_limits: PeerLimits,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -432,6 +485,8 @@ impl ServerConfig {
         let f = flags.over(file)?;
         let kv = kv_limits(&f)?;
         let (segment_bytes, space) = space_limits(&f)?;
+        let client_limits = client_limits(&f)?;
+        let peer_limits = peer_limits(&f)?;
         let node_id = f.node_id.unwrap_or(1);
         if node_id == 0 {
             return Err("--node-id 0 is reserved; use 1 or more".into());
@@ -524,6 +579,8 @@ impl ServerConfig {
             peer_psk_file: f.peer_psk_file,
             log_format: f.log_format.unwrap_or_default(),
             log_level: f.log_level.unwrap_or(log::LevelFilter::Info),
+            client_limits,
+            peer_limits,
         })
     }
 }
@@ -561,6 +618,108 @@ fn space_limits(f: &Flags) -> Result<(u64, SpaceLimits), String> {
         return Err("--space-recheck-interval must be above zero".into());
     }
     Ok((segment_mb * MIB, space))
+}
+
+/// A count flag that must be above zero.
+fn count(name: &str, value: Option<usize>, default: usize) -> Result<usize, String> {
+    match value.unwrap_or(default) {
+        0 => Err(format!("{name} must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// A duration flag that must be above zero.
+fn positive(name: &str, value: Option<Dur>, default: Duration) -> Result<Duration, String> {
+    match value.map_or(default, |d| d.0) {
+        d if d.is_zero() => Err(format!("{name} must be above zero")),
+        d => Ok(d),
+    }
+}
+
+/// The client port's limits from the `--client-*` flags.
+fn client_limits(f: &Flags) -> Result<ClientLimits, String> {
+    let d = ClientLimits::default();
+    let mb = |name: &str, v: Option<usize>, default: usize| mib(name, v.unwrap_or(default >> 20));
+    let l = ClientLimits {
+        max_connections: count(
+            "--client-max-connections",
+            f.client_max_connections,
+            d.max_connections,
+        )?,
+        idle_timeout: positive(
+            "--client-idle-timeout",
+            f.client_idle_timeout,
+            d.idle_timeout,
+        )?,
+        frame_timeout: positive(
+            "--client-frame-timeout",
+            f.client_frame_timeout,
+            d.frame_timeout,
+        )?,
+        max_request_bytes: mb(
+            "--client-max-request-mb",
+            f.client_max_request_mb,
+            d.max_request_bytes,
+        )?,
+        max_answer_bytes: mb(
+            "--client-max-answer-mb",
+            f.client_max_answer_mb,
+            d.max_answer_bytes,
+        )?,
+        max_batch_keys: count(
+            "--client-max-batch-keys",
+            f.client_max_batch_keys,
+            d.max_batch_keys,
+        )?,
+        conn_pending_bytes: mb(
+            "--client-conn-pending-mb",
+            f.client_conn_pending_mb,
+            d.conn_pending_bytes,
+        )?,
+        buffer_bytes: mb("--client-buffers-mb", f.client_buffers_mb, d.buffer_bytes)?,
+        max_watches_per_conn: count(
+            "--client-max-watches-per-conn",
+            f.client_max_watches_per_conn,
+            d.max_watches_per_conn,
+        )?,
+        max_watches: count("--client-max-watches", f.client_max_watches, d.max_watches)?,
+    };
+    // Frames carry a 16 MiB body at most: a larger limit could never be reached.
+    let frame_mb = shoal_client::protocol::MAX_FRAME_BYTES >> 20;
+    for (name, bytes) in [
+        ("--client-max-request-mb", l.max_request_bytes),
+        ("--client-max-answer-mb", l.max_answer_bytes),
+    ] {
+        if bytes >= shoal_client::protocol::MAX_FRAME_BYTES {
+            return Err(format!(
+                "{name} {} is not below the protocol's largest frame ({frame_mb} MiB)",
+                bytes >> 20
+            ));
+        }
+    }
+    Ok(l)
+}
+
+/// The raft port's limits from the `--peer-*` flags.
+fn peer_limits(f: &Flags) -> Result<PeerLimits, String> {
+    let d = PeerLimits::default();
+    Ok(PeerLimits {
+        max_handshakes: count(
+            "--peer-max-handshakes",
+            f.peer_max_handshakes,
+            d.max_handshakes,
+        )?,
+        handshake_timeout: positive(
+            "--peer-handshake-timeout",
+            f.peer_handshake_timeout,
+            d.handshake_timeout,
+        )?,
+        max_connections: count(
+            "--peer-max-connections",
+            f.peer_max_connections,
+            d.max_connections,
+        )?,
+    })
 }
 
 /// DtKV limits from the `--kv-*` flags, checked as the store will check them.
@@ -725,6 +884,34 @@ mod tests {
             (&["--election-timeout", "0"], "--election-timeout"),
             (&["--admin-max-connections", "0"], "--admin-max-connections"),
             (
+                &["--client-max-connections", "0"],
+                "--client-max-connections must be at least 1",
+            ),
+            (
+                &["--client-idle-timeout", "0s"],
+                "--client-idle-timeout must be above zero",
+            ),
+            (
+                &["--client-max-request-mb", "0"],
+                "--client-max-request-mb must be at least 1",
+            ),
+            (
+                &["--client-max-answer-mb", "16"],
+                "--client-max-answer-mb 16 is not below",
+            ),
+            (
+                &["--client-max-watches", "0"],
+                "--client-max-watches must be at least 1",
+            ),
+            (
+                &["--peer-max-handshakes", "0"],
+                "--peer-max-handshakes must be at least 1",
+            ),
+            (
+                &["--peer-handshake-timeout", "0"],
+                "--peer-handshake-timeout must be above zero",
+            ),
+            (
                 &["--client-addr", "127.0.0.1:7001"],
                 "--raft-addr and --client-addr are both 127.0.0.1:7001",
             ),
@@ -804,6 +991,43 @@ mod tests {
         std::fs::write(&path, "segment_mb = 8\nspace_reserve_mb = 1\n").unwrap();
         let c = resolve_args(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!((c.segment_bytes, c.space.reserve_bytes), (8 << 20, 1 << 20));
+    }
+
+    #[test]
+    fn client_and_peer_limits_from_flags_and_file() {
+        let c = resolve_args(&[]).unwrap();
+        assert_eq!(c.client_limits, ClientLimits::default());
+        assert_eq!(c.peer_limits, PeerLimits::default());
+        let c = resolve_args(&[
+            "--client-max-connections",
+            "10",
+            "--client-idle-timeout",
+            "1m",
+            "--client-max-request-mb",
+            "1",
+            "--client-max-batch-keys",
+            "7",
+            "--peer-handshake-timeout",
+            "500ms",
+        ])
+        .unwrap();
+        assert_eq!(c.client_limits.max_connections, 10);
+        assert_eq!(c.client_limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.client_limits.max_request_bytes, 1 << 20);
+        assert_eq!(c.client_limits.max_batch_keys, 7);
+        assert_eq!(c.peer_limits.handshake_timeout, Duration::from_millis(500));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(
+            &path,
+            "client_buffers_mb = 16\nclient_max_watches = 5\npeer_max_connections = 3\nclient_frame_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let c = resolve_args(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.client_limits.buffer_bytes, 16 << 20);
+        assert_eq!(c.client_limits.max_watches, 5);
+        assert_eq!(c.client_limits.frame_timeout, Duration::from_secs(3));
+        assert_eq!(c.peer_limits.max_connections, 3);
     }
 
     #[test]

@@ -132,6 +132,7 @@ fn start(
             node_id: cfg.node_id,
             members: Default::default(),
         },
+        cfg.peer_limits,
     );
     if let Some(path) = &cfg.peer_psk_file {
         let seal = peer_seal::PeerSeal::from_file(path, cfg.cluster_id, cfg.node_id)?;

@@ -13,13 +13,19 @@
 //! answered with `HelloRefused(reason)` and logged with both sides' values. With a cluster key
 //! (`--peer-psk-file`) each connection is first sealed ([`super::peer_seal::Channel`]) and
 //! everything, the `Hello`s included, travels sealed.
+//!
+//! Strangers cost little ([`PeerLimits`]): at most `max_handshakes` accepted connections are in
+//! their handshake at once (one more is closed at once, before a thread is started for it), and
+//! each must finish it within `handshake_timeout`; at most `max_connections` are past it, and a
+//! node keeps at most [`INBOUND_PER_PEER`] (its oldest is shut down when it dials again). A
+//! frame's buffer grows as its bytes arrive, so a length field alone allocates nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::channel::{Receiver, Sender, TrySendError};
 
@@ -45,6 +51,72 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PEER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stack of a peer thread (they only move bytes; frames live on the heap).
 const PEER_THREAD_STACK: usize = 128 << 10;
+/// Accepted connections kept per peer node: a node that dials again leaves its older
+/// connection dead or dying (it is shut down past this many), while a second connection naming
+/// the same node cannot push out the one in use.
+const INBOUND_PER_PEER: usize = 2;
+/// Largest handshake frame.
+const HELLO_MAX_BYTES: usize = 64 << 10;
+
+/// The raft port's bounds, each set by the `shoald` flag of the same name with `--peer-` in
+/// front (see docs/OPERATIONS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Accepted connections in their handshake at once; one more is closed at once.
+    pub max_handshakes: usize,
+    /// Time an accepted connection has to send its whole `Hello`.
+    pub handshake_timeout: Duration,
+    /// Accepted connections past their handshake; one more is refused.
+    pub max_connections: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max_handshakes: 16,
+            handshake_timeout: Duration::from_secs(2),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Which raft-port bound was hit (the label of `shoal_limit_hits_total` is its flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerLimit {
+    /// A connection was closed: `--peer-max-handshakes` were in progress.
+    Handshakes,
+    /// A connection was closed: its `Hello` did not come within `--peer-handshake-timeout`.
+    HandshakeTimeout,
+    /// A connection was refused after its handshake: `--peer-max-connections` were open.
+    Connections,
+}
+
+impl PeerLimit {
+    /// Every limit, in the order of the counters.
+    pub const ALL: [PeerLimit; 3] = [
+        PeerLimit::Handshakes,
+        PeerLimit::HandshakeTimeout,
+        PeerLimit::Connections,
+    ];
+
+    /// The flag that sets it, without `--`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            PeerLimit::Handshakes => "peer-max-handshakes",
+            PeerLimit::HandshakeTimeout => "peer-handshake-timeout",
+            PeerLimit::Connections => "peer-max-connections",
+        }
+    }
+
+    /// Its value in `limits` (milliseconds or a count), for `/metrics`.
+    pub fn value(self, limits: &PeerLimits) -> u64 {
+        match self {
+            PeerLimit::Handshakes => limits.max_handshakes as u64,
+            PeerLimit::HandshakeTimeout => limits.handshake_timeout.as_millis() as u64,
+            PeerLimit::Connections => limits.max_connections as u64,
+        }
+    }
+}
 
 /// A peer frame (past the handshake), as the network hands it to the raft thread.
 pub type PeerFrame = Vec<u8>;
@@ -96,11 +168,21 @@ pub struct Net {
     peers: Mutex<HashMap<NodeId, PeerQueue>>,
     /// The cluster key, when peer links are sealed (`--peer-psk-file`, [`super::peer_seal`]).
     pub seal: std::sync::OnceLock<PeerSeal>,
+    limits: PeerLimits,
+    /// Accepted connections in their handshake.
+    handshakes: AtomicUsize,
+    /// Accepted connections past their handshake.
+    accepted: AtomicUsize,
+    /// The accepted connections of each peer, oldest first (a serial number and a handle to
+    /// shut it down); at most [`INBOUND_PER_PEER`].
+    inbound: Mutex<HashMap<NodeId, VecDeque<(u64, TcpStream)>>>,
+    next_inbound: AtomicU64,
+    hits: [AtomicU64; 3],
 }
 
 impl Net {
     /// Shared network state.
-    pub fn new(input: Sender<PeerFrame>, hello: HelloInfo) -> Arc<Net> {
+    pub fn new(input: Sender<PeerFrame>, hello: HelloInfo, limits: PeerLimits) -> Arc<Net> {
         Arc::new(Net {
             input,
             input_bytes: AtomicUsize::new(0),
@@ -109,7 +191,36 @@ impl Net {
             stopping: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
             seal: std::sync::OnceLock::new(),
+            limits,
+            handshakes: AtomicUsize::new(0),
+            accepted: AtomicUsize::new(0),
+            inbound: Mutex::new(HashMap::new()),
+            next_inbound: AtomicU64::new(1),
+            hits: Default::default(),
         })
+    }
+
+    /// The raft port's connections, limits and their hits, for the admin port.
+    pub fn port_view(&self) -> super::admin::PeerPortView {
+        super::admin::PeerPortView {
+            handshakes_pending: self.handshakes.load(Ordering::Relaxed),
+            connections: self.accepted.load(Ordering::Relaxed),
+            limits: PeerLimit::ALL.map(|l| (l.flag(), l.value(&self.limits))),
+            hits: PeerLimit::ALL.map(|l| (l.flag(), self.hits[l as usize].load(Ordering::Relaxed))),
+        }
+    }
+
+    fn hit(&self, limit: PeerLimit) {
+        self.hits[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Take one of `max` slots counted by `count`; false when all are taken.
+    fn take_slot(count: &AtomicUsize, max: usize) -> bool {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Hand a frame to the raft thread, first waiting (this is a peer reader thread) while the
@@ -200,17 +311,23 @@ impl Transport for PeerTransport {
     }
 }
 
-fn spawn_peer_thread(name: String, f: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new()
+/// Start a peer thread; false (logged) if it could not be started.
+fn spawn_peer_thread(name: String, f: impl FnOnce() + Send + 'static) -> bool {
+    match std::thread::Builder::new()
         .name(name.clone())
         .stack_size(PEER_THREAD_STACK)
         .spawn(f)
     {
-        log::error!("cannot start thread {name}: {e}");
+        Ok(_) => true,
+        Err(e) => {
+            log::error!("cannot start thread {name}: {e}");
+            false
+        }
     }
 }
 
-/// Read one record-framed message (length, version, body, CRC) from `r`.
+/// Read one record-framed message (length, version, body, CRC) from `r`. The buffer grows as
+/// the bytes arrive: a length field alone allocates nothing.
 pub fn read_record<R: Read>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
     let mut head = [0u8; 4];
     r.read_exact(&mut head)?;
@@ -221,10 +338,35 @@ pub fn read_record<R: Read>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
             format!("frame of {total} bytes exceeds the {max}-byte limit"),
         ));
     }
-    let mut buf = vec![0u8; total];
-    buf[..4].copy_from_slice(&head);
-    r.read_exact(&mut buf[4..])?;
+    let mut buf = Vec::with_capacity(total.min(PEER_READ_BUFFER));
+    buf.extend_from_slice(&head);
+    r.take((total - head.len()) as u64).read_to_end(&mut buf)?;
+    if buf.len() < total {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed inside a frame",
+        ));
+    }
     Ok(buf)
+}
+
+/// A socket whose reads give up at a deadline (the handshake's), then read as usual.
+struct DeadlineStream {
+    stream: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        self.stream.read(buf)
+    }
 }
 
 fn encode_body(hello: &HelloInfo, to: NodeId, body: &Body) -> Vec<u8> {
@@ -304,7 +446,7 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
         &mut writer,
         &encode_body(&info, id, &Body::Hello(local.clone())),
     )?;
-    let reply = ch.read(net.seal.get(), &mut reader, 64 << 10, addr)?;
+    let reply = ch.read(net.seal.get(), &mut reader, HELLO_MAX_BYTES, addr)?;
     let (frame, _) = wire::decode(&reply)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     match frame.body {
@@ -360,7 +502,7 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
 }
 
 /// Accept peer connections on `listener` (a thread of its own; each connection gets a reader
-/// thread).
+/// thread, started only while fewer than `max_handshakes` are in their handshake).
 pub fn raft_listener(net: Arc<Net>, listener: TcpListener) {
     spawn_peer_thread("shoal-raft-accept".into(), move || loop {
         let (stream, peer) = match listener.accept() {
@@ -374,30 +516,96 @@ pub fn raft_listener(net: Arc<Net>, listener: TcpListener) {
         if net.stopping.load(Ordering::Relaxed) {
             return;
         }
+        if !Net::take_slot(&net.handshakes, net.limits.max_handshakes) {
+            // Dropping the socket closes it: a stranger costs no thread.
+            net.hit(PeerLimit::Handshakes);
+            log::debug!(
+                "raft port: {peer} closed, {} handshakes in progress",
+                net.limits.max_handshakes
+            );
+            continue;
+        }
         let n = net.clone();
-        spawn_peer_thread(format!("shoal-peer-{peer}"), move || {
+        let started = spawn_peer_thread(format!("shoal-peer-{peer}"), move || {
             if let Err(e) = serve_peer(&n, stream, &peer.to_string()) {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     log::warn!("peer connection from {peer}: {e}");
                 }
             }
         });
+        if !started {
+            drop(Slot(&net.handshakes));
+        }
     });
 }
 
+/// A handshake read's error; one that ran out of `--peer-handshake-timeout` is counted and
+/// says so.
+fn handshake_error(net: &Net, e: io::Error) -> io::Error {
+    if !matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) {
+        return e;
+    }
+    net.hit(PeerLimit::HandshakeTimeout);
+    io::Error::new(
+        e.kind(),
+        format!(
+            "no whole Hello within {:?} (--{}); closed",
+            net.limits.handshake_timeout,
+            PeerLimit::HandshakeTimeout.flag()
+        ),
+    )
+}
+
+/// Gives back a counted slot when dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Removes a peer's accepted connection from [`Net::inbound`] when its reader ends.
+struct Inbound<'a> {
+    net: &'a Net,
+    peer: NodeId,
+    serial: u64,
+}
+
+impl Drop for Inbound<'_> {
+    fn drop(&mut self) {
+        let mut inbound = self.net.inbound.lock().expect("inbound lock");
+        if let Some(conns) = inbound.get_mut(&self.peer) {
+            conns.retain(|(s, _)| *s != self.serial);
+            if conns.is_empty() {
+                inbound.remove(&self.peer);
+            }
+        }
+    }
+}
+
 fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
+    let handshake = Slot(&net.handshakes);
     stream.set_nodelay(true)?;
     // Small frames (acks, heartbeats) batch through this buffer; an append larger than it is
     // read straight into its frame. Every byte of it is resident for the connection's life.
-    let mut reader = BufReader::with_capacity(PEER_READ_BUFFER, stream.try_clone()?);
+    let mut reader = BufReader::with_capacity(
+        PEER_READ_BUFFER,
+        DeadlineStream {
+            stream: stream.try_clone()?,
+            deadline: Some(Instant::now() + net.limits.handshake_timeout),
+        },
+    );
     let mut writer = stream;
-    // A connection that never says Hello must not hold a thread.
-    writer.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-    let first = read_record(&mut reader, 64 << 10)?;
+    let first = read_record(&mut reader, HELLO_MAX_BYTES).map_err(|e| handshake_error(net, e))?;
     let info = net.hello.lock().expect("hello lock").clone();
     let local_ids = (info.cluster_id, info.node_id);
     let seal = net.seal.get();
-    let (mut ch, first) = Channel::accept(seal, local_ids, from, first, &mut reader, &mut writer)?;
+    let (mut ch, first) = Channel::accept(seal, local_ids, from, first, &mut reader, &mut writer)
+        .map_err(|e| handshake_error(net, e))?;
     let (frame, _) = wire::decode(&first)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     let Body::Hello(remote) = frame.body else {
@@ -423,10 +631,43 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
         )?;
         return Ok(());
     }
+    drop(handshake);
+    if !Net::take_slot(&net.accepted, net.limits.max_connections) {
+        net.hit(PeerLimit::Connections);
+        let reason = format!(
+            "node {} already has {} peer connections (--{})",
+            local.node_id,
+            net.limits.max_connections,
+            PeerLimit::Connections.flag()
+        );
+        ch.write(
+            &mut writer,
+            &encode_body(&info, remote.node_id, &refusal(&reason)),
+        )?;
+        return Err(io::Error::other(reason));
+    }
+    let _accepted = Slot(&net.accepted);
+    let serial = net.next_inbound.fetch_add(1, Ordering::Relaxed);
+    let handle = writer.try_clone()?;
+    let mut inbound = net.inbound.lock().expect("inbound lock");
+    let conns = inbound.entry(remote.node_id).or_default();
+    conns.push_back((serial, handle));
+    while conns.len() > INBOUND_PER_PEER {
+        // The peer dialed again: its oldest connection is dead or dying; its reader ends.
+        let (_, old) = conns.pop_front().expect("more than the limit");
+        let _ = old.shutdown(std::net::Shutdown::Both);
+    }
+    drop(inbound);
+    let _inbound = Inbound {
+        net,
+        peer: remote.node_id,
+        serial,
+    };
     ch.write(
         &mut writer,
         &encode_body(&info, remote.node_id, &Body::Hello(local)),
     )?;
+    reader.get_mut().deadline = None;
     writer.set_read_timeout(None)?;
     loop {
         let frame = ch.read(seal, &mut reader, MAX_PEER_FRAME_BYTES, from)?;
@@ -451,6 +692,7 @@ mod tests {
                 node_id: 1,
                 members: NodeSet::new(),
             },
+            PeerLimits::default(),
         );
         let frame = 1 << 20;
         let n = PEER_INPUT_BYTES / frame + 4;

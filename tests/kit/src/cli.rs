@@ -2,7 +2,7 @@
 //! deadline, output captured, exit code kept.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -90,14 +90,7 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, within: Duration) -> Output {
         // A command may exit before reading everything; that is its answer, not ours to judge.
         let _ = pipe.write_all(input);
     }
-    let status = poll(within, || {
-        child.try_wait().expect("waitpid on our own child")
-    });
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{command} ran longer than {within:?}");
-    };
+    let status = wait_within(&mut child, &command, within);
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
     Output {
         command,
@@ -105,6 +98,59 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, within: Duration) -> Output {
         out: read(&out_path),
         err: read(&err_path),
     }
+}
+
+/// Wait for `child` (started as `command`) to exit.
+///
+/// # Panics
+/// When it runs longer than `within` (it is killed first).
+fn wait_within(child: &mut std::process::Child, command: &str, within: Duration) -> ExitStatus {
+    let status = poll(within, || {
+        child.try_wait().expect("waitpid on our own child")
+    });
+    status.unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{command} ran longer than {within:?}");
+    })
+}
+
+/// Run `cmd` to completion (killing it after `within`) with its stdout a pipe nobody reads:
+/// the reading end is closed before it starts, so its first write fails with `EPIPE`, as in
+/// `cmd | head -0`. Its stdout is empty in the result.
+///
+/// # Panics
+/// When it runs longer than `within`.
+pub fn run_into_closed_pipe(mut cmd: Command, within: Duration) -> Output {
+    let (reading, writing) = rustix::pipe::pipe().expect("a pipe");
+    drop(reading);
+    cmd.stdout(Stdio::from(writing));
+    let dir = tempfile::tempdir().expect("a temporary dir for the output");
+    let err_path = dir.path().join("err");
+    cmd.stderr(std::fs::File::create(&err_path).expect("the stderr file"));
+    cmd.stdin(Stdio::null());
+    strip_shoal_env(&mut cmd);
+    let command = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command}: {e}"));
+    // The parent's copy of the writing end goes with `cmd`.
+    drop(cmd);
+    let status = wait_within(&mut child, &command, within);
+    Output {
+        command,
+        code: exit_code(status),
+        out: String::new(),
+        err: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// The exit code, or 128 + the signal that ended the process (as a shell reports it).
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// `shoalctl --endpoints ENDPOINTS ARGS` (no `SHOAL_*` variables of the caller's leak in).
@@ -117,6 +163,20 @@ pub fn shoalctl_with_input(endpoints: &str, args: &[&str], stdin: Option<&[u8]>)
     let mut cmd = Command::new(bin("shoalctl"));
     cmd.arg("--endpoints").arg(endpoints).args(args);
     run(cmd, stdin, CTL_WAIT)
+}
+
+/// [`shoalctl`] writing into a pipe whose reader has gone; see [`run_into_closed_pipe`].
+pub fn shoalctl_into_closed_pipe(endpoints: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin("shoalctl"));
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    run_into_closed_pipe(cmd, CTL_WAIT)
+}
+
+/// [`inspect`] writing into a pipe whose reader has gone; see [`run_into_closed_pipe`].
+pub fn inspect_into_closed_pipe(args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin("shoal-inspect"));
+    cmd.args(args);
+    run_into_closed_pipe(cmd, INSPECT_WAIT)
 }
 
 /// `shoal-inspect ARGS`.

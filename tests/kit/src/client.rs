@@ -39,10 +39,16 @@ pub fn encode_request(id: u64, group: u32, request: Request, out: &mut Vec<u8>) 
 impl Conn {
     /// Connect to `addr` (one second at most).
     pub fn open(addr: &str) -> std::io::Result<Conn> {
+        Conn::open_within(addr, Duration::from_secs(1))
+    }
+
+    /// Connect to `addr`, waiting `within` at most (long enough for the kernel to send its
+    /// SYN again when the node's accept queue is full).
+    pub fn open_within(addr: &str, within: Duration) -> std::io::Result<Conn> {
         let addr = addr
             .parse()
             .map_err(|e| std::io::Error::other(format!("address {addr}: {e}")))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        let stream = TcpStream::connect_timeout(&addr, within)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(Conn {
@@ -103,6 +109,33 @@ impl Conn {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// The first bytes of a frame of `total` bytes (its length field and version): what a client
+/// sends before the body, or all that a hostile one sends.
+pub fn frame_prefix(total: usize) -> Vec<u8> {
+    let len = u32::try_from(total - 8).expect("a frame length fits its 32-bit field");
+    // The version byte is whatever a real frame carries.
+    let mut real = Vec::new();
+    encode_request(0, 0, Request::Status, &mut real);
+    let mut prefix = len.to_le_bytes().to_vec();
+    prefix.push(real[4]);
+    prefix
+}
+
+/// `n` connections to `addr` that send nothing (each with the read timeout of [`Conn`]).
+/// Opened one after another, faster than a busy node accepts them: each may wait for the
+/// kernel to send its SYN again.
+///
+/// # Panics
+/// When one cannot be opened.
+pub fn open_idle(addr: &str, n: usize) -> Vec<Conn> {
+    (0..n)
+        .map(|i| {
+            Conn::open_within(addr, Duration::from_secs(15))
+                .unwrap_or_else(|e| panic!("connection {i} of {n} to {addr}: {e}"))
+        })
+        .collect()
 }
 
 /// One request on a fresh connection; `None` if the node could not be reached or hung up.
@@ -284,4 +317,29 @@ pub fn gauge(admin: &str, name: &str) -> usize {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics: {body}"))
+}
+
+/// The value of the metric series `series` (its name and labels as `/metrics` writes them,
+/// e.g. `shoal_limit_hits_total{limit="client-max-connections"}`) on an admin port.
+pub fn metric(admin: &str, series: &str) -> u64 {
+    let (_, body) = wait_some("the admin port's /metrics", WAIT, || {
+        http_get(admin, "/metrics")
+    });
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in /metrics: {body}"))
+}
+
+/// How often the client-port or raft-port limit set by `--FLAG` was hit, on an admin port.
+pub fn limit_hits(admin: &str, flag: &str) -> u64 {
+    metric(
+        admin,
+        &format!("shoal_limit_hits_total{{limit=\"{flag}\"}}"),
+    )
 }

@@ -689,6 +689,28 @@ impl Cluster {
         client::gauge(&self.node(id).admin, name)
     }
 
+    /// The labelled metric `series` of node `id`; see [`client::metric`].
+    pub fn metric(&self, id: u64, series: &str) -> u64 {
+        client::metric(&self.node(id).admin, series)
+    }
+
+    /// How often node `id` hit the limit set by `--FLAG`; see [`client::limit_hits`].
+    pub fn limit_hits(&self, id: u64, flag: &str) -> u64 {
+        client::limit_hits(&self.node(id).admin, flag)
+    }
+
+    /// Node `id`'s process (started, and not reaped since).
+    ///
+    /// # Panics
+    /// When it was never started or has exited, with its exit status and log.
+    pub fn running_proc(&mut self, id: u64) -> &mut Proc {
+        let p = self.proc(id);
+        if let Some(st) = p.try_exit() {
+            panic!("node {id} exited ({st:?}); its log ends:\n{}", p.log_tail());
+        }
+        p
+    }
+
     /// `shoalctl ARGS` with every serving node as an endpoint.
     pub fn ctl(&self, args: &[&str]) -> Output {
         shoalctl(&self.clients().join(","), args)

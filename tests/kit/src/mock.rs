@@ -21,6 +21,8 @@ pub enum Action {
     Reply(Response),
     /// Send an extra frame under the request's id (a watch event).
     Push(Response),
+    /// Send a frame under another id (0: about the connection itself).
+    Frame(u64, Response),
     /// Close the connection without answering.
     Close,
     /// Never answer.
@@ -111,26 +113,19 @@ fn serve(mock: Mock, handler: Arc<Handler>, mut stream: TcpStream) {
             let n = mock.count.fetch_add(1, Ordering::SeqCst);
             mock.state.lock().unwrap().requests.push(frame.clone());
             for action in handler(&mock, &frame, n) {
-                match action {
-                    Action::Reply(response) | Action::Push(response) => {
-                        let mut out = Vec::new();
-                        protocol::encode(
-                            &ResponseFrame {
-                                id: frame.id,
-                                response,
-                            },
-                            &mut out,
-                        )
-                        .unwrap();
-                        if stream.write_all(&out).is_err() {
-                            return;
-                        }
-                    }
+                let (id, response) = match action {
+                    Action::Reply(response) | Action::Push(response) => (frame.id, response),
+                    Action::Frame(id, response) => (id, response),
                     Action::Close => {
                         let _ = stream.shutdown(std::net::Shutdown::Both);
                         return;
                     }
-                    Action::Ignore => {}
+                    Action::Ignore => continue,
+                };
+                let mut out = Vec::new();
+                protocol::encode(&ResponseFrame { id, response }, &mut out).unwrap();
+                if stream.write_all(&out).is_err() {
+                    return;
                 }
             }
         }

@@ -133,6 +133,37 @@ impl Proc {
             .unwrap_or_else(|e| panic!("send {sig:?} to {}: {e}", self.name));
     }
 
+    /// Its resident memory now (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        self.status_kib("VmRSS") * 1024
+    }
+
+    /// Its peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_kib("VmHWM") * 1024
+    }
+
+    /// Its virtual memory now (`VmSize`), in bytes: what it allocated, touched or not.
+    pub fn vm_bytes(&self) -> u64 {
+        self.status_kib("VmSize") * 1024
+    }
+
+    /// Its threads now.
+    pub fn threads(&self) -> u64 {
+        self.status_kib("Threads")
+    }
+
+    /// The number of field `name` of `/proc/PID/status` (kB fields are in KiB).
+    fn status_kib(&self, name: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {path} of {}: {e}", self.name));
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {path}"))
+    }
+
     /// Everything it has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -163,6 +194,23 @@ impl Drop for Proc {
             );
         }
     }
+}
+
+/// Raise this process's open-file limit to `want` descriptors (or its hard limit, if lower),
+/// for a test that opens thousands of connections; the processes it starts inherit it. The
+/// limit it got.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft >= want {
+        return soft;
+    }
+    limit.current = Some(want.min(hard));
+    setrlimit(Resource::Nofile, limit)
+        .unwrap_or_else(|e| panic!("raise the open-file limit to {:?}: {e}", limit.current));
+    limit.current.expect("just set")
 }
 
 /// Have the kernel kill the child when the thread that started it ends.

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use shoal_core::types::{GroupId, LogIndex};
 use shoal_kv::KvLimits;
 use shoal_tools::backup::{self, ExportPlan, ImportPlan, Upto};
-use shoal_tools::commands::{self, Console, Filter, Outcome, EXIT_FAILED};
+use shoal_tools::commands::{self, Console, Filter, Outcome, EXIT_READER_GONE};
 use shoal_tools::portable::read_snapshot_file;
 use shoal_tools::source::{self, ReadRequest, Source, SourceError, Visitor};
 
@@ -25,7 +25,9 @@ use shoal_tools::source::{self, ReadRequest, Source, SourceError, Visitor};
     after_help = "Exit codes:\n  0  success (warnings such as a torn unsynced tail do not \
                   count)\n  1  damage found (verify, summary), or the input is too damaged \
                   for the command\n  2  usage error: bad flags, missing input, refusing to \
-                  overwrite\n  3  other failure (IO error, state that does not restore)"
+                  overwrite\n  3  other failure (IO error, state that does not restore)\n  \
+                  141  the reader of the output went away (`| head`), as for a writer \
+                  ended by SIGPIPE"
 )]
 struct Cli {
     /// Print JSON instead of tables (one document on stdout).
@@ -177,7 +179,7 @@ fn main() -> ExitCode {
     let outcome = match run(&cli, &mut console).and_then(|o| console.out.flush().map(|()| o)) {
         Ok(o) => o,
         // The reader went away (`| head`): nothing left to say to anyone.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return ExitCode::from(EXIT_FAILED),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return ExitCode::from(EXIT_READER_GONE),
         Err(e) => Outcome::Failed(format!("cannot write the output: {}", e)),
     };
     if let Outcome::Usage(msg) | Outcome::Failed(msg) = &outcome {

@@ -31,6 +31,9 @@ pub const EXIT_DAMAGE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: any other failure (IO error, unrestorable state).
 pub const EXIT_FAILED: u8 = 3;
+/// Exit code: the reader of stdout went away (`shoal-inspect log DIR | head`); what a shell
+/// reports for a writer that SIGPIPE ended (128 + 13), so pipelines read it as they always do.
+pub const EXIT_READER_GONE: u8 = 141;
 
 /// How a command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

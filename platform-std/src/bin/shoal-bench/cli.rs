@@ -24,6 +24,11 @@ pub enum Workload {
     /// never snapshots, kill it, restart it on the same data dirs, and time the restart
     /// until every node answers and until every node's `/health` is OK.
     Recovery,
+    /// Issue 14's hostile clients all at once against one `--local 1` node (oversized and
+    /// unfinished frames, unread pipelined Gets, huge BatchGets, unread watches, idle
+    /// connections, raft-port strangers) while a normal `mixed` client measures its latency
+    /// alone and under the attack; fails when the node exits or passes `--rss-limit-mb`.
+    Hostile,
 }
 
 /// Read consistency of `get` and `mixed`.
@@ -140,6 +145,9 @@ pub struct Args {
     /// this / (key + value size))).
     #[arg(long, default_value_t = 32)]
     pub sweep_data_mb: usize,
+    /// `hostile`: the node's peak RSS (MiB) above which the run fails.
+    #[arg(long, default_value_t = 256)]
+    pub rss_limit_mb: u64,
     /// `recovery`: log lengths to measure, in entries.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub recovery_entries: Vec<u64>,
@@ -177,6 +185,9 @@ impl Args {
         }
         if matches!(self.workload, Workload::Sweep | Workload::Recovery) && self.local.is_none() {
             return Err("sweep and recovery start their own clusters: give --local N".into());
+        }
+        if self.workload == Workload::Hostile && self.local != Some(1) {
+            return Err("hostile attacks one node it starts itself: give --local 1".into());
         }
         if self.workload == Workload::Sweep
             && (self.sweep_clients.contains(&0)
@@ -262,6 +273,11 @@ mod tests {
         assert_eq!(s.sweep_values, [16, 256, 4096, 65536]);
         let remote = Args::try_parse_from(["shoal-bench", "sweep"]).unwrap();
         assert!(remote.check().unwrap_err().contains("--local"));
+        let h = Args::try_parse_from(["shoal-bench", "hostile", "--local", "3"]).unwrap();
+        assert!(h.check().unwrap_err().contains("--local 1"));
+        let h = Args::try_parse_from(["shoal-bench", "hostile", "--local", "1"]).unwrap();
+        assert!(h.check().is_ok());
+        assert_eq!(h.rss_limit_mb, 256);
         let r = Args::try_parse_from([
             "shoal-bench",
             "recovery",

@@ -33,6 +33,19 @@ impl LocalCluster {
         self.procs.iter().map(|c| c.id()).collect()
     }
 
+    /// The raft address of node `i + 1`.
+    pub fn raft_addr(&self, i: usize) -> &str {
+        &self.raft_addrs[i]
+    }
+
+    /// How the first node that exited did (none while every node runs).
+    pub fn exited(&mut self) -> Option<String> {
+        self.procs.iter_mut().enumerate().find_map(|(i, c)| {
+            let status = c.try_wait().ok()??;
+            Some(format!("node {} {status}", i + 1))
+        })
+    }
+
     /// The last lines of every node's log, to show when a run fails.
     pub fn log_tail(&self) -> String {
         let mut s = String::new();
@@ -158,14 +171,17 @@ impl Drop for LocalCluster {
 
 /// `VmRSS` and `VmHWM` of a process in KiB (None if it is gone).
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    Some((proc_status(pid, "VmRSS:")?, proc_status(pid, "VmHWM:")?))
+}
+
+/// The number of a line of `/proc/PID/status` (`VmRSS:` in KiB, `Threads:`); None if the
+/// process is gone.
+pub fn proc_status(pid: u32, name: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    s.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -175,15 +191,28 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr}: no address"))
 }
 
-/// The HTTP status of `GET path` on `addr` (None if it does not answer).
-pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+/// `GET path` on `addr`, its answer's stream at the first byte (None if it cannot be sent).
+fn http_get(addr: &str, path: &str) -> Option<TcpStream> {
     let mut s =
         TcpStream::connect_timeout(&resolve(addr).ok()?, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    Some(s)
+}
+
+/// The HTTP status of `GET path` on `addr` (None if it does not answer).
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
+    http_get(addr, path)?.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// The body of a 200 answer to `GET path` on `addr`.
+pub fn http_body(addr: &str, path: &str) -> Option<String> {
+    let mut all = String::new();
+    http_get(addr, path)?.read_to_string(&mut all).ok()?;
+    let (head, body) = all.split_once("\r\n\r\n")?;
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
 }
 
 /// Bytes of the files under `dir`, recursively.

@@ -93,7 +93,7 @@ impl Clients<'_> {
         let read = match sh.workload {
             Workload::Put | Workload::Watch | Workload::Sweep | Workload::Recovery => false,
             Workload::Get => true,
-            Workload::Mixed => self.rng.f64() < sh.read_ratio,
+            Workload::Mixed | Workload::Hostile => self.rng.f64() < sh.read_ratio,
         };
         let mut key = sh.key_prefix.clone();
         key.extend_from_slice(&key_of(self.rng.u64(0..sh.keyspace), sh.key_size));

@@ -5,7 +5,8 @@
 //! requests in flight each (closed loop: a slot sends its next request when its answer arrives).
 //! Workloads: `put`, `get`, `mixed`, and `watch` (fan-out: many watches of one directory,
 //! writers stamping their send time into the values, delivery latency measured per event);
-//! `sweep` and `recovery` run many of them on fresh clusters. Latencies go into
+//! `sweep` and `recovery` run many of them on fresh clusters; `hostile` attacks one node as
+//! issue 14's hostile clients did while a normal client measures it. Latencies go into
 //! `hdrhistogram`s. With `--local N` it starts N `shoald` processes on 127.0.0.1 (temporary data
 //! dirs), waits for a leader, runs, and always kills them (also on error, Ctrl-C or SIGTERM; on
 //! Linux the children also get SIGKILL if the bench dies). See docs/BENCHMARKS.md.
@@ -15,6 +16,7 @@
 //! - [`calls`]: requests outside the measurement (leader discovery, prefill);
 //! - [`load`]: the measured connections (closed-loop clients, watchers) and [`stats`];
 //! - [`run`]: one measured run; [`sweep`] and [`recovery`]: runs over fresh clusters;
+//! - [`hostile`]: the attack on one node and what it cost;
 //! - [`report`]: text and JSON output.
 //!
 //! [`Connection`]: shoal_client::connection::Connection
@@ -25,6 +27,8 @@ mod calls;
 mod cli;
 #[cfg(unix)]
 mod cluster;
+#[cfg(unix)]
+mod hostile;
 #[cfg(unix)]
 mod load;
 #[cfg(unix)]
@@ -73,6 +77,7 @@ fn bench() -> i32 {
     let result = match args.workload {
         Workload::Sweep => sweep::sweep(&args, &stop),
         Workload::Recovery => recovery::recovery(&args, &stop),
+        Workload::Hostile => hostile::hostile(&args, &stop),
         _ => run::single(&args, &stop),
     };
     match result {

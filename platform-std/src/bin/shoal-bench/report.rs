@@ -3,7 +3,10 @@
 
 use std::io::{self, Write};
 
+use std::sync::atomic::Ordering;
+
 use crate::cli::{Args, Workload};
+use crate::hostile::{HostileOutcome, Tally};
 use crate::recovery::RecoveryPoint;
 use crate::run::Outcome;
 use crate::stats::OpStats;
@@ -144,6 +147,118 @@ fn single_json(
         "connection_failures": o.failures,
     });
     writeln!(out, "{v}")
+}
+
+// ---------------------------------------------------------------- hostile
+
+/// The report of a `hostile` run: the normal client's latency alone and under the attack, the
+/// node's memory and threads, what each part of the attack did and the limits it hit.
+pub fn hostile(a: &Args, o: &HostileOutcome, out: &mut impl Write) -> io::Result<()> {
+    let phases = [("alone", &o.unloaded), ("attacked", &o.loaded)];
+    let tally = |t: &Tally| {
+        [&t.opened, &t.closed, &t.refused, &t.answered].map(|n| n.load(Ordering::Relaxed))
+    };
+    if a.json {
+        let latency = |s: &OpStats| {
+            serde_json::json!({
+                "ok": s.ok, "errors": s.errors,
+                "p50_us": s.pct(0.5), "p99_us": s.pct(0.99), "max_us": s.hist.max(),
+            })
+        };
+        let normal: serde_json::Map<String, serde_json::Value> = phases
+            .iter()
+            .map(|(k, st)| {
+                let v = serde_json::json!({"put": latency(&st[0]), "get": latency(&st[1])});
+                (k.to_string(), v)
+            })
+            .collect();
+        let parts: Vec<serde_json::Value> = o
+            .parts
+            .iter()
+            .map(|p| {
+                let [opened, closed, refused, answered] = tally(&p.tally);
+                serde_json::json!({
+                    "part": p.name, "opened": opened, "closed_by_node": closed,
+                    "refused": refused, "answered": answered,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "workload": "hostile", "fsync": a.fsync.as_flag(), "seconds": a.duration.as_secs_f64(),
+            "clients": a.clients, "pipeline": a.pipeline, "value_size": a.value_size,
+            "pid": o.pid, "idle_rss_kib": o.idle.0, "idle_threads": o.idle.1,
+            "peak_rss_kib": o.peak_rss_kib, "vm_hwm_kib": o.hwm_kib,
+            "peak_threads": o.peak_threads, "rss_limit_mb": a.rss_limit_mb,
+            "client_connections": o.client_connections,
+            "normal_client": normal, "attack": parts,
+            "limit_hits": o.hits.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "exited": o.exited,
+        });
+        return writeln!(out, "{v}");
+    }
+    writeln!(
+        out,
+        "hostile: one node (pid {}), fsync {:?}; normal client: mixed, {} client(s) x pipeline {}, \
+         value {}B, {:?} each phase",
+        o.pid, a.fsync, a.clients, a.pipeline, a.value_size, a.duration
+    )?;
+    writeln!(
+        out,
+        "{:<9} {:<4} {:>9} {:>10} {:>10} {:>10} {:>7}",
+        "phase", "op", "ops/s", "p50", "p99", "max", "errors"
+    )?;
+    let secs = a.duration.as_secs_f64();
+    for (phase, st) in phases {
+        for (op, s) in [("put", &st[0]), ("get", &st[1])] {
+            writeln!(
+                out,
+                "{:<9} {:<4} {:>9.0} {:>10} {:>10} {:>10} {:>7}",
+                phase,
+                op,
+                s.ok as f64 / secs,
+                fmt_us(s.pct(0.5)),
+                fmt_us(s.pct(0.99)),
+                fmt_us(s.hist.max()),
+                s.error_count()
+            )?;
+            for (e, n) in &s.errors {
+                writeln!(out, "     error x{n}: {e}")?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "node: idle RSS {:.1} MiB, {} threads; under attack peak sampled RSS {:.1} MiB, {} \
+         threads at most, {} client connections; VmHWM (whole run) {:.1} MiB (limit {} MiB); {}",
+        mib(o.idle.0),
+        o.idle.1,
+        mib(o.peak_rss_kib),
+        o.peak_threads,
+        o.client_connections,
+        mib(o.hwm_kib),
+        a.rss_limit_mb,
+        o.exited.as_deref().unwrap_or("never exited")
+    )?;
+    writeln!(
+        out,
+        "{:<34} {:>8} {:>8} {:>8} {:>8}",
+        "attack", "opened", "closed", "refused", "answered"
+    )?;
+    for p in &o.parts {
+        let [opened, closed, refused, answered] = tally(&p.tally);
+        writeln!(
+            out,
+            "{:<34} {opened:>8} {closed:>8} {refused:>8} {answered:>8}",
+            p.name
+        )?;
+    }
+    let hits: Vec<String> = o
+        .hits
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(flag, n)| format!("--{flag} {n}"))
+        .collect();
+    writeln!(out, "limits hit: {}", hits.join(", "))
 }
 
 // ---------------------------------------------------------------- sweep and recovery

@@ -76,7 +76,6 @@ pub fn run(
         prefill(&leader, a)?;
     }
     let conns = a.conns.min(a.clients) as usize;
-    let clients = a.clients as usize;
     let epoch = Instant::now();
     let window: Window = Arc::new(OnceLock::new());
     let watchers = if a.workload == Workload::Watch {
@@ -84,35 +83,9 @@ pub fn run(
     } else {
         Vec::new()
     };
-    let start = Instant::now();
-    let sh = Arc::new(Shared {
-        addr: leader.clone(),
-        start_measure: start + a.warmup,
-        end: start + a.warmup + a.duration,
-        stop: stop.clone(),
-        workload: a.workload,
-        read_mode: a.consistency.read_mode(),
-        read_ratio: a.read_ratio,
-        key_size: a.key_size,
-        keyspace: a.keyspace,
-        value: vec![b'v'; a.value_size],
-        key_prefix: if a.workload == Workload::Watch {
-            b"w.".to_vec()
-        } else {
-            Vec::new()
-        },
-        stamp: a.workload == Workload::Watch,
-        epoch,
-    });
+    let sh = Arc::new(shared(a, &leader, a.workload, epoch, stop));
     let _ = window.set((sh.start_measure, sh.end));
-    let pipeline = a.pipeline as usize;
-    let loaders: Vec<_> = (0..conns)
-        .map(|c| {
-            let n = clients / conns + usize::from(c < clients % conns);
-            let sh = sh.clone();
-            std::thread::spawn(move || run_conn(&sh, n, pipeline))
-        })
-        .collect();
+    let loaders = start_loaders(a, &sh);
     let peak = sample_peak_rss(&pids, &loaders, &watchers);
     let hwm: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
     let (total, failures) = join_workers(loaders, watchers);
@@ -136,6 +109,47 @@ pub fn run(
     })
 }
 
+/// What the load connections of a run of `workload` share: from now, `--warmup` then
+/// `--duration`, against `addr`.
+pub fn shared(
+    a: &Args,
+    addr: &str,
+    workload: Workload,
+    epoch: Instant,
+    stop: &Arc<AtomicBool>,
+) -> Shared {
+    let start = Instant::now();
+    let watch = workload == Workload::Watch;
+    Shared {
+        addr: addr.to_string(),
+        start_measure: start + a.warmup,
+        end: start + a.warmup + a.duration,
+        stop: stop.clone(),
+        workload,
+        read_mode: a.consistency.read_mode(),
+        read_ratio: a.read_ratio,
+        key_size: a.key_size,
+        keyspace: a.keyspace,
+        value: vec![b'v'; a.value_size],
+        key_prefix: if watch { b"w.".to_vec() } else { Vec::new() },
+        stamp: watch,
+        epoch,
+    }
+}
+
+/// The `--clients` sessions spread over `--conns` load connections, a thread each.
+pub fn start_loaders(a: &Args, sh: &Arc<Shared>) -> Vec<JoinHandle<Result<[OpStats; 2], String>>> {
+    let conns = a.conns.min(a.clients) as usize;
+    let (clients, pipeline) = (a.clients as usize, a.pipeline as usize);
+    (0..conns)
+        .map(|c| {
+            let n = clients / conns + usize::from(c < clients % conns);
+            let sh = sh.clone();
+            std::thread::spawn(move || run_conn(&sh, n, pipeline))
+        })
+        .collect()
+}
+
 /// The peak RSS of each of `pids`, sampled until every loader and watcher has finished.
 fn sample_peak_rss<A, B>(
     pids: &[u32],
@@ -155,7 +169,7 @@ fn sample_peak_rss<A, B>(
 }
 
 /// The loaders' and watchers' statistics merged (puts, gets, events), and what failed.
-fn join_workers(
+pub fn join_workers(
     loaders: Vec<std::thread::JoinHandle<Result<[OpStats; 2], String>>>,
     watchers: Vec<std::thread::JoinHandle<Result<OpStats, String>>>,
 ) -> ([OpStats; 3], Vec<String>) {

@@ -173,30 +173,7 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
             let _ = writeln!(s, "{name}{{group=\"{}\",cause=\"{cause}\"}} {n}", g.group);
         }
     }
-    for (name, help, value) in [
-        (
-            "shoal_client_connections",
-            "Client connections open.",
-            v.clients.connections,
-        ),
-        (
-            "shoal_client_answer_bytes_pending",
-            "Encoded answers not yet taken by their clients (a connection past 4 MiB is not read until it drains).",
-            v.clients.answer_bytes_pending,
-        ),
-        (
-            "shoal_client_requests_queued",
-            "Client requests read but not yet handled.",
-            v.clients.requests_queued,
-        ),
-        (
-            "shoal_peer_input_bytes",
-            "Peer frames read but not yet handled (peers are not read above 16 MiB).",
-            v.peer_input_bytes,
-        ),
-    ] {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-    }
+    bound_metrics(&mut s, v);
     let r = &v.records;
     for (name, help, kind, value) in [
         (
@@ -282,5 +259,88 @@ fn admin_metrics(s: &mut String, admin: &AdminCounters) {
             r.label(),
             admin.refused[i].load(Ordering::Relaxed)
         );
+    }
+}
+
+/// The client and raft ports' bounds: what is held now, each limit's value, and how often each
+/// was hit (docs/OPERATIONS.md, "Limits").
+fn bound_metrics(s: &mut String, v: &AdminView) {
+    let c = &v.clients;
+    let p = &v.peer_port;
+    for (name, help, value) in [
+        (
+            "shoal_client_connections",
+            "Client connections open (at most --client-max-connections).",
+            c.connections,
+        ),
+        (
+            "shoal_client_answer_bytes_pending",
+            "Encoded answers not yet taken by their clients.",
+            c.answer_bytes_pending,
+        ),
+        (
+            "shoal_client_request_bytes_buffered",
+            "Bytes of unfinished request frames held (each at most --client-max-request-mb).",
+            c.request_bytes_buffered,
+        ),
+        (
+            "shoal_client_connections_held",
+            "Connections over their share of answer bytes: not read, their requests set aside.",
+            c.connections_held,
+        ),
+        (
+            "shoal_client_requests_set_aside",
+            "Requests set aside until their clients take their answers.",
+            c.requests_set_aside,
+        ),
+        (
+            "shoal_client_requests_queued",
+            "Client requests read but not yet handled.",
+            c.requests_queued,
+        ),
+        (
+            "shoal_client_watches",
+            "Keys watched by clients (at most --client-max-watches).",
+            c.watches,
+        ),
+        (
+            "shoal_peer_input_bytes",
+            "Peer frames read but not yet handled (peers are not read above 16 MiB).",
+            v.peer_input_bytes,
+        ),
+        (
+            "shoal_peer_handshakes_pending",
+            "Raft-port connections in their handshake (at most --peer-max-handshakes).",
+            p.handshakes_pending,
+        ),
+        (
+            "shoal_peer_connections",
+            "Raft-port connections past their handshake (at most --peer-max-connections).",
+            p.connections,
+        ),
+    ] {
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP shoal_client_watches_cut_total Watches ended with WatchLagged (an index to resume from) because their connection held too many unsent answers.\n# TYPE shoal_client_watches_cut_total counter\nshoal_client_watches_cut_total {}",
+        c.watches_cut
+    );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_limit A client or raft-port limit as set (bytes, milliseconds or a count), by flag.\n# TYPE shoal_limit gauge"
+    );
+    for (flag, value) in c.limits.iter().chain(&p.limits) {
+        let _ = writeln!(s, "shoal_limit{{limit=\"{flag}\"}} {value}");
+    }
+    let _ = writeln!(
+        s,
+        "# HELP shoal_limit_hits_total Times a limit refused a connection or request, closed a connection or cut a watch, by flag.\n# TYPE shoal_limit_hits_total counter"
+    );
+    for (flag, n) in c.hits.iter().chain(&p.hits) {
+        let _ = writeln!(s, "shoal_limit_hits_total{{limit=\"{flag}\"}} {n}");
     }
 }

@@ -101,6 +101,8 @@ pub struct AdminView {
     pub accept: AcceptView,
     /// The log's disk limits in force.
     pub disk: DiskView,
+    /// The raft port's handshakes and connections.
+    pub peer_port: PeerPortView,
 }
 
 /// What this node did about the cluster's records (group definitions).
@@ -131,8 +133,35 @@ pub struct ClientsView {
     pub connections: usize,
     /// Encoded answers not yet taken by their clients.
     pub answer_bytes_pending: usize,
+    /// Bytes of unfinished request frames held.
+    pub request_bytes_buffered: usize,
     /// Requests read but not yet handled by the raft thread.
     pub requests_queued: usize,
+    /// Connections over their share of answer bytes (not read, requests set aside).
+    pub connections_held: usize,
+    /// Requests set aside until their clients take their answers.
+    pub requests_set_aside: usize,
+    /// Keys watched.
+    pub watches: usize,
+    /// Watches cut (with an index to resume from) because their connection was over its share.
+    pub watches_cut: u64,
+    /// Each client limit (its flag) and its value.
+    pub limits: [(&'static str, u64); 10],
+    /// Each client limit (its flag) and the times it was hit.
+    pub hits: [(&'static str, u64); 10],
+}
+
+/// The raft port's bounds: handshakes and accepted peer connections.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PeerPortView {
+    /// Accepted connections still in their handshake.
+    pub handshakes_pending: usize,
+    /// Accepted connections past their handshake.
+    pub connections: usize,
+    /// Each raft-port limit (its flag) and its value.
+    pub limits: [(&'static str, u64); 3],
+    /// Each raft-port limit (its flag) and the times it was hit.
+    pub hits: [(&'static str, u64); 3],
 }
 
 /// The admin port's application: answers from the published view.

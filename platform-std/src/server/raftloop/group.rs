@@ -15,6 +15,27 @@ pub(super) struct Watch {
     pub(super) next: LogIndex,
 }
 
+impl Watch {
+    /// A watch counted against its connection's and the node's watch limits until dropped.
+    pub(super) fn new(reply: Reply, keys: Vec<Vec<u8>>, next: LogIndex) -> Watch {
+        reply.conn.watching(Watch::counted(&keys) as isize);
+        Watch { reply, keys, next }
+    }
+
+    /// What it counts against the limits: one per key, a watch of the whole tree one.
+    pub(super) fn counted(keys: &[Vec<u8>]) -> usize {
+        keys.len().max(1)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.reply
+            .conn
+            .watching(-(Watch::counted(&self.keys) as isize));
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Step {
     AddObserver(NodeId),
@@ -44,6 +65,9 @@ pub(super) struct Group {
     pub(super) pending_sys: HashMap<LogIndex, (Term, Reply, SysAnswer)>,
     pub(super) index_reads: VecDeque<(u64, Reply, ReadReq)>,
     pub(super) lease_reads: Vec<(LogIndex, Reply, ReadReq)>,
+    /// Confirmed reads of connections over their share of unsent answers: answered once their
+    /// clients take their answers (from the state then, at least as new as the confirmed one).
+    pub(super) parked_reads: Vec<(Reply, ReadReq)>,
     pub(super) watches: Vec<Watch>,
     pub(super) member_op: Option<MemberOp>,
     pub(super) last_expire_ms: u64,
@@ -170,6 +194,10 @@ pub(super) fn fail_all(g: &mut Group, why: &str) {
     for (_, reply, _) in g.lease_reads.drain(..) {
         reply.send(unavailable(why));
     }
+    for (reply, _) in g.parked_reads.drain(..) {
+        reply.conn.parked(false);
+        reply.send(unavailable(why));
+    }
     if let Some(op) = g.member_op.take() {
         op.reply.send(unavailable(why));
     }
@@ -183,49 +211,33 @@ pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
         advance_member_op(g, now);
     }
     let applied = g.node.applied();
+    if !g.parked_reads.is_empty() {
+        let sm = g.node.state_machine();
+        // In order: a connection's reads are answered oldest first.
+        g.parked_reads.retain(|(reply, req)| {
+            if reply.conn.over_share() {
+                return true;
+            }
+            reply.conn.parked(false);
+            answer_read(sm, req, reply);
+            false
+        });
+    }
     if !g.lease_reads.is_empty() {
         let sm = g.node.state_machine();
-        g.lease_reads.retain(|(index, reply, req)| {
-            if *index <= applied {
-                reply.send(serve_read(sm, req));
-                false
+        let mut waiting = Vec::new();
+        for (index, reply, req) in g.lease_reads.drain(..) {
+            if index <= applied {
+                answer_or_park(sm, req, reply, &mut g.parked_reads);
             } else {
-                true
+                waiting.push((index, reply, req));
             }
-        });
+        }
+        g.lease_reads = waiting;
     }
     if !g.watches.is_empty() {
         let kv = g.node.state_machine().store();
-        g.watches.retain_mut(|w| {
-            if w.next > applied {
-                return true;
-            }
-            let mut out = Vec::new();
-            let r = kv.events_since(w.next, b"", |ev| {
-                if ev.index <= applied
-                    && (w.keys.is_empty() || w.keys.iter().any(|k| in_subtree(ev.key, k)))
-                {
-                    out.push(WatchEvent {
-                        index: ev.index,
-                        kind: event_kind_name(ev.kind).to_string(),
-                        key: ev.key.to_vec(),
-                        value: ev.value.to_vec(),
-                    });
-                }
-            });
-            match r {
-                Ok(()) => {
-                    w.next = applied + 1;
-                    out.into_iter().all(|e| w.reply.send(Response::Event(e)))
-                }
-                Err(WatchError::Compacted { oldest_available }) => {
-                    w.reply.send(Response::WatchCompacted {
-                        oldest: oldest_available,
-                    });
-                    false
-                }
-            }
-        });
+        g.watches.retain_mut(|w| deliver_events(kv, w, applied));
     }
     if g.node.raft().role() == Role::Leader
         && g.node.state_machine().store().expired_at(wall)
@@ -241,6 +253,61 @@ pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
                     log::debug!("group {}: expiry not proposed: {e}", g.id)
                 }
             }
+        }
+    }
+}
+
+/// Send a watch the events up to `applied` it has not seen; false when it ends. A watch whose
+/// connection is over its share (its client does not take its answers) is cut before its next
+/// index with `WatchLagged`, which names the index to watch from again: a watcher that falls
+/// behind costs the node nothing more.
+fn deliver_events(kv: &crate::kvheap::HeapKv, w: &mut Watch, applied: LogIndex) -> bool {
+    if w.next > applied {
+        return true;
+    }
+    let conn = &w.reply.conn;
+    let mut cut_at = None;
+    let mut open = true;
+    let mut last_index = 0;
+    let r = kv.events_since(w.next, b"", |ev| {
+        if cut_at.is_some()
+            || !open
+            || ev.index > applied
+            || !(w.keys.is_empty() || w.keys.iter().any(|k| in_subtree(ev.key, k)))
+        {
+            return;
+        }
+        // Events of one index (a batch) go out together, so the index to resume from is exact.
+        if ev.index != last_index && conn.over_share() {
+            cut_at = Some(ev.index);
+            return;
+        }
+        last_index = ev.index;
+        open = w.reply.send(Response::Event(WatchEvent {
+            index: ev.index,
+            kind: event_kind_name(ev.kind).to_string(),
+            key: ev.key.to_vec(),
+            value: ev.value.to_vec(),
+        }));
+    });
+    match r {
+        Ok(()) if !open => false,
+        Ok(()) => match cut_at {
+            Some(next) => {
+                conn.watch_cut();
+                w.reply.send(Response::WatchLagged { next });
+                false
+            }
+            None => {
+                w.next = applied + 1;
+                true
+            }
+        },
+        Err(WatchError::Compacted { oldest_available }) => {
+            w.reply.send(Response::WatchCompacted {
+                oldest: oldest_available,
+            });
+            false
         }
     }
 }

@@ -54,7 +54,7 @@ use system::*;
 use super::accept::AcceptBackoff;
 use super::addrbook::AddrBook;
 use super::admin::{AdminView, DiskView, GroupView, PeerView, RecordsView};
-use super::clients::{self, ClientInput, Hub, Reply};
+use super::clients::{self, over_limit, ClientInput, Hub, Limit, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
 use super::kvsm::{GroupOutput, KvSm, MemberAddr};
 use super::net::{Net, PeerFrame, PeerTransport};
@@ -136,6 +136,7 @@ impl RaftLoop {
     ) -> Result<RaftLoop, String> {
         let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone())?;
         let accept_backoff_max = cfg.accept_backoff_max;
+        let hub = Hub::new(cfg.client_limits);
         let mut me = RaftLoop {
             sync_jobs,
             synced,
@@ -143,7 +144,7 @@ impl RaftLoop {
             data,
             net,
             rx,
-            hub: Hub::new(),
+            hub,
             groups: BTreeMap::new(),
             start: Instant::now(),
             fsync_hist,
@@ -261,6 +262,7 @@ impl RaftLoop {
                 pending_sys: HashMap::new(),
                 index_reads: VecDeque::new(),
                 lease_reads: Vec::new(),
+                parked_reads: Vec::new(),
                 watches: Vec::new(),
                 member_op: None,
                 last_expire_ms: 0,
@@ -542,7 +544,8 @@ impl RaftLoop {
                     Event::ReadReady { upto, .. } => {
                         while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
                             let (_, reply, req) = g.index_reads.pop_front().expect("checked");
-                            reply.send(serve_read(g.node.state_machine(), &req));
+                            let sm = g.node.state_machine();
+                            answer_or_park(sm, req, reply, &mut g.parked_reads);
                         }
                     }
                     Event::ReadFailed { upto } => {
@@ -668,5 +671,6 @@ impl RaftLoop {
             segment_bytes: self.cfg.segment_bytes,
             snapshot_retry_ms: self.cfg.raft.snapshot_retry_ms,
         };
+        v.peer_port = self.net.port_view();
     }
 }

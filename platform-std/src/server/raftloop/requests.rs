@@ -82,10 +82,59 @@ pub fn role_name(r: Role) -> &'static str {
     }
 }
 
-pub(super) fn serve_read(sm: &KvSm, req: &ReadReq) -> Response {
+/// Bytes a node adds to an answer beyond its key and value (its indexes, kind, owner, deadline,
+/// fence and count as postcard writes them, at most).
+const NODE_INFO_BYTES: usize = 64;
+
+/// Answer a read from the state machine as it is now; a read whose answer would pass
+/// `--client-max-answer-mb` is refused (and counted) rather than built.
+pub(super) fn answer_read(sm: &KvSm, req: &ReadReq, reply: &Reply) {
+    let hub = reply.conn.hub();
+    match serve_read(sm, req, hub.limits().max_answer_bytes) {
+        Ok(answer) => reply.send(answer),
+        Err(message) => {
+            hub.hit(Limit::AnswerBytes);
+            reply.send(over_limit(message))
+        }
+    };
+}
+
+/// Answer a read whose point of linearization has passed, unless its connection holds more
+/// unsent answers than its share: then it is parked until its client takes them (answered
+/// later from a state at least as new, it is still linearizable). A client pipelining reads it
+/// never takes costs the node their requests, not their answers.
+pub(super) fn answer_or_park(
+    sm: &KvSm,
+    req: ReadReq,
+    reply: Reply,
+    parked: &mut Vec<(Reply, ReadReq)>,
+) {
+    if reply.conn.must_wait() {
+        reply.conn.parked(true);
+        parked.push((reply, req));
+    } else {
+        answer_read(sm, &req, &reply);
+    }
+}
+
+/// The answer to a read, or why it is over `max_answer_bytes`: collecting stops there, so a
+/// large read costs at most the limit in copies.
+fn serve_read(sm: &KvSm, req: &ReadReq, max_answer_bytes: usize) -> Result<Response, String> {
     let kv = sm.store();
     let index = kv.applied_index_public();
-    match req {
+    let mut bytes = 0usize;
+    let mut fits = |v: &NodeView<'_>| {
+        bytes += v.key.len() + v.value.len() + NODE_INFO_BYTES;
+        bytes <= max_answer_bytes
+    };
+    let too_large = |what: String| {
+        format!(
+            "the answer to {what} passes {max_answer_bytes} bytes, the limit of one answer \
+             (shoald --{}); ask for less at a time",
+            Limit::AnswerBytes.flag()
+        )
+    };
+    Ok(match req {
         ReadReq::Get(key) => match kv.get(key) {
             Ok(v) => Response::Node {
                 index,
@@ -97,7 +146,13 @@ pub(super) fn serve_read(sm: &KvSm, req: &ReadReq) -> Response {
         ReadReq::BatchGet(keys) => {
             let mut nodes = Vec::with_capacity(keys.len());
             let mut failed = None;
+            let mut over = false;
             kv.batch_get(keys.iter().map(|k| k.as_slice()), |_, r| match r {
+                _ if over => {}
+                Ok(v) if !fits(&v) => {
+                    over = true;
+                    nodes = Vec::new();
+                }
                 Ok(v) => nodes.push(Some(node_info(&v))),
                 Err(KvError::NotFound) => nodes.push(None),
                 Err(e) => {
@@ -105,6 +160,9 @@ pub(super) fn serve_read(sm: &KvSm, req: &ReadReq) -> Response {
                     nodes.push(None)
                 }
             });
+            if over {
+                return Err(too_large(format!("a BatchGet of {} keys", keys.len())));
+            }
             match failed {
                 Some(e) => kv_error(e),
                 None => Response::Nodes { index, nodes },
@@ -112,12 +170,25 @@ pub(super) fn serve_read(sm: &KvSm, req: &ReadReq) -> Response {
         }
         ReadReq::List(key) => {
             let mut children = Vec::new();
-            match kv.list(key, |v| children.push(node_info(&v))) {
+            let mut over = false;
+            let listed = kv.list(key, |v| {
+                if over {
+                } else if !fits(&v) {
+                    over = true;
+                    children = Vec::new();
+                } else {
+                    children.push(node_info(&v));
+                }
+            });
+            if over {
+                return Err(too_large("this List".into()));
+            }
+            match listed {
                 Ok(_) => Response::Children { index, children },
                 Err(e) => kv_error(e),
             }
         }
-    }
+    })
 }
 
 /// `applied_index` through the trait, under a name that does not need the trait in scope.
@@ -197,7 +268,7 @@ impl RaftLoop {
     }
 
     pub(super) fn handle_client(&mut self, conn: Rc<clients::Conn>, frame: RequestFrame) {
-        let reply = Reply { conn, id: frame.id };
+        let reply = Reply::new(conn, frame.id);
         if frame.version != PROTOCOL_VERSION {
             reply.send(Response::Error {
                 code: ErrorCode::UnsupportedVersion,
@@ -252,9 +323,21 @@ impl RaftLoop {
         match frame.request {
             Request::Write { client_id, seq, op } => write(g, now, client_id, seq, op, reply),
             Request::Get { key, mode } => read(g, now, mode, ReadReq::Get(key), reply),
-            Request::BatchGet { keys, mode } => read(g, now, mode, ReadReq::BatchGet(keys), reply),
+            Request::BatchGet { keys, mode } => {
+                if batch_fits(&reply, "BatchGet", keys.len()) {
+                    read(g, now, mode, ReadReq::BatchGet(keys), reply)
+                }
+            }
             Request::List { key, mode } => read(g, now, mode, ReadReq::List(key), reply),
             Request::Watch { keys, from_index } => {
+                if !batch_fits(&reply, "Watch", keys.len()) {
+                    return;
+                }
+                let counted = keys.len().max(1);
+                if let Err(refusal) = reply.conn.hub().watch_room(&reply.conn, counted) {
+                    reply.send(refusal);
+                    return;
+                }
                 let kv = g.node.state_machine().store();
                 // A key no node can have would make a watch that never fires: refuse it.
                 let bad = keys
@@ -278,7 +361,7 @@ impl RaftLoop {
                     return;
                 }
                 reply.send(Response::WatchStarted);
-                g.watches.push(Watch { reply, keys, next });
+                g.watches.push(Watch::new(reply, keys, next));
             }
             Request::Unwatch { watch_id } => {
                 g.watches
@@ -337,6 +420,22 @@ impl RaftLoop {
             }
         }
     }
+}
+
+/// Whether a request of `keys` keys fits `--client-max-batch-keys`; if not, it is refused.
+fn batch_fits(reply: &Reply, what: &str, keys: usize) -> bool {
+    let hub = reply.conn.hub();
+    let max = hub.limits().max_batch_keys;
+    if keys <= max {
+        return true;
+    }
+    hub.hit(Limit::BatchKeys);
+    reply.send(over_limit(format!(
+        "a {what} of {keys} keys passes the limit of {max} keys per request (shoald --{}); \
+         split it",
+        Limit::BatchKeys.flag()
+    )));
+    false
 }
 
 pub(super) fn not_leader(g: &Group) -> Response {
@@ -512,12 +611,10 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
 
 pub(super) fn read(g: &mut Group, now: u64, mode: ReadMode, req: ReadReq, reply: Reply) {
     match mode {
-        ReadMode::Local => {
-            reply.send(serve_read(g.node.state_machine(), &req));
-        }
+        ReadMode::Local => answer_read(g.node.state_machine(), &req, &reply),
         ReadMode::Lease => match g.node.read_lease(now) {
             Ok(index) if index <= g.node.applied() => {
-                reply.send(serve_read(g.node.state_machine(), &req));
+                answer_read(g.node.state_machine(), &req, &reply)
             }
             Ok(index) => g.lease_reads.push((index, reply, req)),
             Err(ReadError::NotLeader { .. }) => {
