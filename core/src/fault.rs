@@ -24,6 +24,15 @@ pub enum Severity {
     Fatal,
 }
 
+impl Severity {
+    /// The severity of an error counted under `fault`, or fatal when it has no cause to be
+    /// counted under: the rule every error type of the core follows, so that an error that is
+    /// not a refusal always stops the node.
+    pub fn of(fault: Option<Fault>) -> Severity {
+        fault.map_or(Severity::Fatal, Fault::severity)
+    }
+}
+
 /// The cause of an input that was refused without stopping the node. Each cause has its own
 /// counter ([`FaultCounts`]) and its own log rate limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

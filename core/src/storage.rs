@@ -92,10 +92,7 @@ impl StorageError {
     /// the node's own storage failed or disagrees with what the core knows it holds, and the
     /// node must stop.
     pub fn severity(&self) -> Severity {
-        match self.fault() {
-            Some(f) => f.severity(),
-            None => Severity::Fatal,
-        }
+        Severity::of(self.fault())
     }
 
     /// The cause it is counted under, unless it is fatal.

@@ -69,10 +69,7 @@ impl NodeError {
     /// is [`Severity::Peer`], a full medium [`Severity::Degraded`], and only a local
     /// durability fault [`Severity::Fatal`].
     pub fn severity(&self) -> Severity {
-        match self.fault() {
-            Some(f) => f.severity(),
-            None => Severity::Fatal,
-        }
+        Severity::of(self.fault())
     }
 
     /// The cause it is counted under, unless it is fatal.

@@ -173,10 +173,7 @@ impl From<StorageError> for RaftError {
 impl RaftError {
     /// How bad it is: a storage error as its own severity says, anything else a peer's fault.
     pub fn severity(&self) -> Severity {
-        match self.fault() {
-            Some(f) => f.severity(),
-            None => Severity::Fatal,
-        }
+        Severity::of(self.fault())
     }
 
     /// The cause it is counted under, unless it is fatal.

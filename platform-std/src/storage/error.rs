@@ -152,26 +152,20 @@ impl fmt::Display for OpenError {
                 data_dir,
                 on_disk,
                 configured,
-            } => write!(
-                f,
-                "data dir {} belongs to cluster {} but this node is configured for cluster {}; \
-                 point the node at its own data dir or fix the cluster id",
-                data_dir.display(),
-                on_disk,
-                configured
-            ),
+            } => {
+                let on_disk = format!("cluster {on_disk}");
+                let configured = format!("for cluster {configured}");
+                write_not_ours(f, data_dir, &on_disk, &configured, "cluster id")
+            }
             OpenError::NodeMismatch {
                 data_dir,
                 on_disk,
                 configured,
-            } => write!(
-                f,
-                "data dir {} belongs to node {} but this node is configured as node {}; \
-                 point the node at its own data dir or fix the node id",
-                data_dir.display(),
-                on_disk,
-                configured
-            ),
+            } => {
+                let on_disk = format!("node {on_disk}");
+                let configured = format!("as node {configured}");
+                write_not_ours(f, data_dir, &on_disk, &configured, "node id")
+            }
             OpenError::AddressChanged {
                 data_dir,
                 on_disk,
@@ -210,4 +204,22 @@ impl std::error::Error for OpenError {
             _ => None,
         }
     }
+}
+
+/// The refusal of a data dir that belongs to `owner` (`cluster 7`) while this node is
+/// configured `configured` (`for cluster 8`): one wording for every id that can disagree,
+/// naming the `id` to fix.
+fn write_not_ours(
+    f: &mut fmt::Formatter<'_>,
+    data_dir: &Path,
+    owner: &str,
+    configured: &str,
+    id: &str,
+) -> fmt::Result {
+    write!(
+        f,
+        "data dir {} belongs to {owner} but this node is configured {configured}; \
+         point the node at its own data dir or fix the {id}",
+        data_dir.display()
+    )
 }

@@ -213,6 +213,32 @@ fn open(dir: &Path, opts: &StorageOptions) -> Result<FileStorage, OpenError> {
     FileStorage::open(dir, 0, opts)
 }
 
+/// Writes entries 1..=200 of 300 bytes, synced and closed, so that the log spans several
+/// segments (with [`test_options`]); returns those segments, oldest first.
+fn several_segments(dir: &Path, opts: &StorageOptions) -> Vec<scan::SegmentFile> {
+    let mut s = open(dir, opts).expect("open");
+    append_n(&mut s, 1, 200, 1, 300);
+    s.sync().expect("sync");
+    let segs = segments(&s);
+    assert!(segs.len() >= 3, "need several segments, got {}", segs.len());
+    segs
+}
+
+/// The record of entry `index` in the segment at `path`, which must scan clean.
+fn record_of(path: &Path, index: LogIndex) -> scan::ScannedRecord {
+    scan::scan_segment(path)
+        .expect("scan")
+        .map(|r| r.expect("clean"))
+        .find(|r| r.entry.index == index)
+        .unwrap_or_else(|| panic!("no record of entry {} in {}", index, path.display()))
+}
+
+/// Overwrites the file at `path` with `bytes` at `offset`, as damage on the medium would.
+fn damage(path: &Path, bytes: &[u8], offset: u64) {
+    let f = OpenOptions::new().write(true).open(path).expect("open");
+    f.write_all_at(bytes, offset).expect("damage");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recovery.
 
@@ -277,12 +303,7 @@ fn torn_tail_is_cut_at_open() {
         shoal_core::entry::encode(&e, dst).expect("encode");
     })
     .expect("frame");
-    let f = OpenOptions::new()
-        .write(true)
-        .open(&seg.path)
-        .expect("open");
-    f.write_all_at(&rec[..n / 2], end).expect("tear");
-    drop(f);
+    damage(&seg.path, &rec[..n / 2], end);
     match scan::scan_segment(&seg.path).expect("scan").last() {
         Some(Err(scan::ScanError::TornTail { offset, .. })) => assert_eq!(offset, end),
         other => panic!("the scanner should see a torn tail, got {:?}", other),
@@ -310,22 +331,10 @@ fn flipped_bit_mid_segment_names_file_and_offset() {
     s.sync().expect("sync");
     let seg = segments(&s).pop().expect("a segment");
     drop(s);
-    let rec5 = scan::scan_segment(&seg.path)
-        .expect("scan")
-        .map(|r| r.expect("clean"))
-        .find(|r| r.entry.index == 5)
-        .expect("entry 5");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg.path)
-        .expect("open");
+    let rec5 = record_of(&seg.path, 5);
     let at = rec5.offset + 12;
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).expect("read");
-    b[0] ^= 0x10;
-    f.write_all_at(&b, at).expect("flip");
-    drop(f);
+    let flipped = std::fs::read(&seg.path).expect("read")[at as usize] ^ 0x10;
+    damage(&seg.path, &[flipped], at);
     let err = open(root.path(), &opts).expect_err("a flipped bit must stop the open");
     match &err {
         OpenError::Corrupt { file, offset, .. } => {
@@ -355,24 +364,13 @@ fn flipped_bit_in_the_last_record_of_a_full_segment_is_corruption() {
     // A non-last segment was synced whole: even its last record cannot be a torn tail.
     let root = TempDir::new().expect("temp dir");
     let opts = test_options(FsyncMode::Always);
-    let mut s = open(root.path(), &opts).expect("open");
-    append_n(&mut s, 1, 200, 1, 300);
-    s.sync().expect("sync");
-    let segs = segments(&s);
-    assert!(segs.len() >= 3, "need several segments, got {}", segs.len());
-    drop(s);
+    let segs = several_segments(root.path(), &opts);
     let last = scan::scan_segment(&segs[0].path)
         .expect("scan")
         .map(|r| r.expect("clean"))
         .last()
         .expect("records");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segs[0].path)
-        .expect("open");
-    f.write_all_at(&[0xFF], last.offset + 20).expect("flip");
-    drop(f);
+    damage(&segs[0].path, &[0xFF], last.offset + 20);
     match open(root.path(), &opts) {
         Err(OpenError::Corrupt { file, offset, .. }) => {
             assert_eq!(file, segs[0].path);
@@ -386,12 +384,7 @@ fn flipped_bit_in_the_last_record_of_a_full_segment_is_corruption() {
 fn deleted_middle_segment_names_the_gap() {
     let root = TempDir::new().expect("temp dir");
     let opts = test_options(FsyncMode::Always);
-    let mut s = open(root.path(), &opts).expect("open");
-    append_n(&mut s, 1, 200, 1, 300);
-    s.sync().expect("sync");
-    let segs = segments(&s);
-    assert!(segs.len() >= 3, "need several segments, got {}", segs.len());
-    drop(s);
+    let segs = several_segments(root.path(), &opts);
     std::fs::remove_file(&segs[1].path).expect("delete a middle segment");
     let err = open(root.path(), &opts).expect_err("a missing segment must stop the open");
     match &err {
@@ -667,13 +660,7 @@ fn damaged_snapshot_is_refused() {
         .pop()
         .expect("a snapshot");
     drop(s);
-    let f = OpenOptions::new()
-        .write(true)
-        .open(&info.path)
-        .expect("open");
-    f.write_all_at(&[1], info.data_offset + 1234)
-        .expect("damage");
-    drop(f);
+    damage(&info.path, &[1], info.data_offset + 1234);
     match open(root.path(), &opts) {
         Err(OpenError::Corrupt { file, .. }) => assert_eq!(file, info.path),
         other => panic!("expected Corrupt, got {:?}", other),
@@ -911,17 +898,8 @@ fn damage_after_open_is_reported_by_reads() {
     append_n(&mut s, 1, 10, 1, 30);
     s.sync().expect("sync");
     let seg = segments(&s).pop().expect("a segment");
-    let rec3 = scan::scan_segment(&seg.path)
-        .expect("scan")
-        .map(|r| r.expect("clean"))
-        .find(|r| r.entry.index == 3)
-        .expect("entry 3");
-    let f = OpenOptions::new()
-        .write(true)
-        .open(&seg.path)
-        .expect("open");
-    f.write_all_at(&[0xAA], rec3.offset + 10).expect("rot");
-    drop(f);
+    let rec3 = record_of(&seg.path, 3);
+    damage(&seg.path, &[0xAA], rec3.offset + 10);
     let mut buf = [0u8; 4096];
     assert_eq!(
         s.read_entries(2, 5, &mut buf),

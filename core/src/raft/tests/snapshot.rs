@@ -46,8 +46,11 @@ fn snapshots_trigger_by_interval() {
     assert!(snapshot_index(&c) > first);
 }
 
-#[test]
-fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_chunk() {
+/// Three voters that snapshot every 5 entries and send snapshots in 16-byte chunks, with a
+/// follower isolated while the leader writes 30 entries: healed, the follower (still cut off
+/// when this returns) can catch up only by a snapshot of many chunks. Returns the cluster, the
+/// leader and that follower.
+fn follower_behind_a_chunked_snapshot() -> (Cluster, NodeId, NodeId) {
     let mut c = Cluster::tuned(&[1, 2, 3], |c| {
         c.snapshot_entries = 5;
         c.snapshot_chunk_bytes = 16; // many chunks
@@ -59,6 +62,12 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
         c.propose(l, &[i; 8]);
         c.run(5);
     }
+    (c, l, f)
+}
+
+#[test]
+fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_chunk() {
+    let (mut c, l, f) = follower_behind_a_chunked_snapshot();
     assert!(c.nodes[&l].storage().snapshot_index() > 0);
     c.heal();
     // Drop exactly one snapshot chunk on the way to the follower.
@@ -105,17 +114,7 @@ fn a_follower_too_far_behind_gets_a_chunked_snapshot_and_resumes_after_a_lost_ch
 
 #[test]
 fn a_snapshot_transfer_refused_half_way_for_space_starts_again_when_space_returns() {
-    let mut cfg = test_cfg();
-    cfg.snapshot_entries = 5;
-    cfg.snapshot_chunk_bytes = 16; // many chunks
-    let mut c = Cluster::with(&[1, 2, 3], &[], cfg);
-    let l = c.elect();
-    let f = Cluster::follower_of(l);
-    c.isolate(f);
-    for i in 0..30u8 {
-        c.propose(l, &[i; 8]);
-        c.run(5);
-    }
+    let (mut c, l, f) = follower_behind_a_chunked_snapshot();
     c.heal();
     // Deliver by hand; the medium fills when the second chunk arrives, for 100 ms.
     let mut full_since = None;

@@ -481,25 +481,20 @@ impl RaftLoop {
 
     /// `group create`: define group `gid` with `members` through group 0's log.
     pub(super) fn group_create(&mut self, gid: GroupId, members: Vec<NodeId>, reply: Reply) {
-        if gid == 0 {
-            reply.send(error(
-                ErrorCode::Conflict,
-                "group 0 always exists: it is the cluster's own group and holds its records".into(),
-            ));
+        if refused_for_group_zero(
+            gid,
+            &reply,
+            "group 0 always exists: it is the cluster's own group and holds its records",
+        ) {
             return;
         }
         let now = self.now_ms();
         let mut ids = members;
         ids.sort_unstable();
         ids.dedup();
-        let Some(g) = self.groups.get_mut(&0) else {
-            reply.send(error(ErrorCode::Internal, "group 0 is not open".into()));
+        let Some(g) = group_zero_led_here(&mut self.groups, &reply) else {
             return;
         };
-        if g.node.raft().role() != Role::Leader {
-            reply.send(not_leader(g));
-            return;
-        }
         let cluster = g.node.raft().membership().all();
         if let Some(id) = ids.iter().find(|id| !cluster.contains(id)) {
             reply.send(error(
@@ -555,11 +550,11 @@ impl RaftLoop {
 
     /// `group remove`: write group `gid`'s tombstone through group 0's log.
     pub(super) fn group_remove(&mut self, gid: GroupId, reply: Reply) {
-        if gid == 0 {
-            reply.send(error(
-                ErrorCode::Conflict,
-                "group 0 cannot be removed: it is the cluster's own group (members, groups and their records live in it)".into(),
-            ));
+        if refused_for_group_zero(
+            gid,
+            &reply,
+            "group 0 cannot be removed: it is the cluster's own group (members, groups and their records live in it)",
+        ) {
             return;
         }
         let now = self.now_ms();
@@ -567,14 +562,9 @@ impl RaftLoop {
             .groups
             .get(&gid)
             .map(|g| g.node.raft().membership().all());
-        let Some(g) = self.groups.get_mut(&0) else {
-            reply.send(error(ErrorCode::Internal, "group 0 is not open".into()));
+        let Some(g) = group_zero_led_here(&mut self.groups, &reply) else {
             return;
         };
-        if g.node.raft().role() != Role::Leader {
-            reply.send(not_leader(g));
-            return;
-        }
         let key = group_key(gid);
         let kv = g.node.state_machine().store();
         let current = kv
@@ -610,6 +600,32 @@ impl RaftLoop {
         };
         propose_system(g, now, op, reply, SysAnswer::GroupRemove);
     }
+}
+
+/// Whether `gid` is group 0, which a group request may not name: then `reply` is answered
+/// with a conflict saying `why`.
+fn refused_for_group_zero(gid: GroupId, reply: &Reply, why: &str) -> bool {
+    if gid == 0 {
+        reply.send(error(ErrorCode::Conflict, why.into()));
+    }
+    gid == 0
+}
+
+/// Group 0 when this node leads it, as group records are written only through group 0's
+/// leader; otherwise `reply` is answered with why not (group 0 not open here, or who leads it).
+fn group_zero_led_here<'a>(
+    groups: &'a mut BTreeMap<GroupId, Box<Group>>,
+    reply: &Reply,
+) -> Option<&'a mut Group> {
+    let Some(g) = groups.get_mut(&0) else {
+        reply.send(error(ErrorCode::Internal, "group 0 is not open".into()));
+        return None;
+    };
+    if g.node.raft().role() != Role::Leader {
+        reply.send(not_leader(g));
+        return None;
+    }
+    Some(g)
 }
 
 /// The answer when group `gid` already has a record: done if it is `record`, else why not.
