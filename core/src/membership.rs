@@ -71,8 +71,20 @@ fn set_from(ids: &[NodeId]) -> Result<NodeSet, MembershipError> {
         }
         s.push(id).map_err(|_| MembershipError::TooManyMembers)?;
     }
-    s.sort_unstable();
+    sort_small(&mut s);
     Ok(s)
+}
+
+/// Insertion sort: the sets here hold at most `MAX_MEMBERS` ids, and the slice sort's generic
+/// quicksort costs about 4 KiB of flash per element type on a board.
+fn sort_small(s: &mut [u64]) {
+    for i in 1..s.len() {
+        let mut j = i;
+        while j > 0 && s[j - 1] > s[j] {
+            s.swap(j - 1, j);
+            j -= 1;
+        }
+    }
 }
 
 fn disjoint(a: &NodeSet, b: &NodeSet) -> Result<(), MembershipError> {
@@ -185,7 +197,7 @@ impl Membership {
                 }
             }
         }
-        out.sort_unstable();
+        sort_small(&mut out);
         out
     }
 
@@ -233,8 +245,9 @@ impl Membership {
         for &id in ids {
             let _ = v.push(match_of(id));
         }
-        v.sort_unstable_by(|a, b| b.cmp(a));
-        v[ids.len() / 2]
+        // The (n/2)-th highest: index n/2 of a descending order, n-1-n/2 of an ascending one.
+        sort_small(&mut v);
+        v[ids.len() - 1 - ids.len() / 2]
     }
 }
 
@@ -297,6 +310,39 @@ mod tests {
             _ => 0,
         };
         assert_eq!(j.quorum_index(idx2), 3);
+    }
+
+    #[test]
+    fn quorum_index_is_the_highest_index_a_majority_holds_for_every_size() {
+        // Against the definition: the largest index that at least a majority of voters have.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 1..=MAX_MEMBERS as u64 {
+            let ids: heapless::Vec<u64, MAX_MEMBERS> = (1..=n).rev().collect();
+            let m = Membership::new(&ids, &[]).unwrap();
+            for _ in 0..50 {
+                let mut matched = [0u64; MAX_MEMBERS + 1];
+                for slot in matched.iter_mut() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *slot = seed % 8;
+                }
+                let got = m.quorum_index(|id| matched[id as usize]);
+                let majority = n as usize / 2 + 1;
+                let want = (0..8u64)
+                    .rev()
+                    .find(|&i| (1..=n).filter(|&id| matched[id as usize] >= i).count() >= majority)
+                    .unwrap();
+                assert_eq!(
+                    got,
+                    want,
+                    "{n} voters, matches {:?}",
+                    &matched[1..=n as usize]
+                );
+            }
+        }
+        let sorted = Membership::new(&[5, 1, 9, 3], &[7, 2]).unwrap();
+        assert_eq!(sorted.all().as_slice(), &[1, 2, 3, 5, 7, 9]);
     }
 
     #[test]
