@@ -948,11 +948,41 @@ impl<F: NorFlash, const LOG_SECTORS: usize> FlashStorage<F, LOG_SECTORS> {
         }
     }
 
+    /// Rebuilds the ring and the index map from flash: find the sectors in use, check that they
+    /// form one unbroken sequence, then replay each sector's records from the head.
     fn recover_log(&mut self) -> Result<(), StorageError> {
-        let n = self.geo.n;
+        let (tail, valid) = self.scan_sector_headers()?;
+        let Some((tail_pos, tail_seq)) = tail else {
+            // An empty ring: the log starts after the snapshot.
+            self.next_index = self.snapshot_index() + 1;
+            self.first_index = self.next_index;
+            return Ok(());
+        };
+        let ring = self.live_ring(tail_pos, tail_seq, &valid)?;
+        let live = tail_seq - ring.head_seq + 1;
+        self.ring = Some(ring);
+        let mut next: LogIndex = 0;
+        for k in 0..live {
+            next = self.replay_sector(k, live, next)?;
+        }
+        self.next_index = next;
+        let first = self
+            .live()
+            .map(|p| self.sectors[p as usize])
+            .find(|s| s.count > 0)
+            .map_or(next, |s| s.first);
+        self.first_index = first;
+        Ok(())
+    }
+
+    /// Reads every sector's header into `sectors` and returns the tail (the position and
+    /// sequence number of the highest-numbered sector, if any) and which sectors hold a header.
+    fn scan_sector_headers(
+        &mut self,
+    ) -> Result<(Option<(u32, u32)>, [bool; LOG_SECTORS]), StorageError> {
         let mut tail: Option<(u32, u32)> = None;
         let mut valid = [false; LOG_SECTORS];
-        for pos in 0..n {
+        for pos in 0..self.geo.n {
             let at = self.sector_addr(pos);
             let limit = at + self.geo.sector;
             if let Some((h, start)) = self.read_small::<SectorHeader>(at, limit, TAG_SECTOR)? {
@@ -972,19 +1002,22 @@ impl<F: NorFlash, const LOG_SECTORS: usize> FlashStorage<F, LOG_SECTORS> {
                 }
             }
         }
-        let Some((tail_pos, tail_seq)) = tail else {
-            // An empty ring: the log starts after the snapshot.
-            self.next_index = self.snapshot_index() + 1;
-            self.first_index = self.next_index;
-            return Ok(());
-        };
-        let tail_addr = self.sector_addr(tail_pos);
-        let (tail_header, _) = self
-            .read_small::<SectorHeader>(tail_addr, tail_addr + self.geo.sector, TAG_SECTOR)?
-            .ok_or_else(|| corrupt(tail_addr))?;
+        Ok((tail, valid))
+    }
+
+    /// The ring ending at the tail: its header names the head's sequence number, and every
+    /// sector between head and tail must hold the next number in turn.
+    fn live_ring(
+        &self,
+        tail_pos: u32,
+        tail_seq: u32,
+        valid: &[bool; LOG_SECTORS],
+    ) -> Result<Ring, StorageError> {
+        let n = self.geo.n;
+        let tail_header = self.sector_header(tail_pos)?;
         let head_seq = tail_header.head_seq;
         if head_seq > tail_seq || tail_seq - head_seq + 1 > n - 1 {
-            return Err(corrupt(tail_addr));
+            return Err(corrupt(self.sector_addr(tail_pos)));
         }
         let live = tail_seq - head_seq + 1;
         for j in 0..live {
@@ -993,108 +1026,122 @@ impl<F: NorFlash, const LOG_SECTORS: usize> FlashStorage<F, LOG_SECTORS> {
                 return Err(corrupt(self.sector_addr(pos)));
             }
         }
-        let head_pos = (tail_pos + n - (live - 1)) % n;
-        self.ring = Some(Ring {
-            head_pos,
+        Ok(Ring {
+            head_pos: (tail_pos + n - (live - 1)) % n,
             head_seq,
             tail_pos,
             tail_seq,
             write_pos: 0,
             sealed: false,
-        });
-        let mut next: LogIndex = 0;
-        for k in 0..live {
-            let pos = (head_pos + k) % n;
-            let base = self.sector_addr(pos);
-            let (h, _) = self
-                .read_small::<SectorHeader>(base, base + self.geo.sector, TAG_SECTOR)?
-                .ok_or_else(|| corrupt(base))?;
-            if h.reset {
-                for j in 0..k {
-                    self.sectors[((head_pos + j) % n) as usize].count = 0;
-                }
-            }
-            if k == 0 || h.reset {
-                next = h.first_index;
-            } else if h.first_index != next {
-                return Err(corrupt(base));
-            }
-            let is_tail = k == live - 1;
-            let limit = if is_tail {
-                self.geo.sector
-            } else {
-                let nb = self.sector_addr((pos + 1) % n);
-                let (nh, _) = self
-                    .read_small::<SectorHeader>(nb, nb + self.geo.sector, TAG_SECTOR)?
-                    .ok_or_else(|| corrupt(nb))?;
-                nh.prev_end
-            };
-            let start = self.sectors[pos as usize].start;
-            if limit < start || limit > self.geo.sector || limit as usize % F::WRITE_SIZE != 0 {
-                return Err(corrupt(base));
-            }
-            let mut off = start;
-            while off < limit {
-                let addr = base + off;
-                let Some(head) = self.valid_head(addr, base + limit)? else {
-                    if !is_tail {
-                        return Err(corrupt(addr));
-                    }
-                    break;
-                };
-                match head.tag {
-                    TAG_ENTRY => {
-                        let e = head.entry(addr)?;
-                        if e.index != next || e.len as u64 + 10 > head.total as u64 {
-                            return Err(corrupt(addr));
-                        }
-                        let s = &mut self.sectors[pos as usize];
-                        if s.count == 0 {
-                            s.first = e.index;
-                        }
-                        s.count += 1;
-                        next += 1;
-                    }
-                    TAG_TRUNCATE => {
-                        let t = postcard::from_bytes::<Truncate>(head.body())
-                            .map_err(|_| corrupt(addr))?;
-                        if t.from == 0 || t.from > next {
-                            return Err(corrupt(addr));
-                        }
-                        self.clip(t.from);
-                        self.sectors[pos as usize].has_trunc = true;
-                        next = t.from;
-                    }
-                    _ => return Err(corrupt(addr)),
-                }
-                off += head.padded;
-            }
-            if off > limit {
-                return Err(corrupt(base + limit));
-            }
-            self.sectors[pos as usize].end = off;
-            if is_tail {
-                let end = if off < limit {
-                    self.classify_end(base + off, base + limit)?
-                } else {
-                    End::Clean
-                };
-                if end == End::Torn {
-                    warn!("torn log record at {} dropped", base + off);
-                }
-                let r = self.ring.as_mut().expect("set above");
-                r.write_pos = off;
-                r.sealed = end == End::Torn;
+        })
+    }
+
+    fn sector_header(&self, pos: u32) -> Result<SectorHeader, StorageError> {
+        let base = self.sector_addr(pos);
+        self.read_small::<SectorHeader>(base, base + self.geo.sector, TAG_SECTOR)?
+            .map(|(h, _)| h)
+            .ok_or_else(|| corrupt(base))
+    }
+
+    /// Replays the `k`-th live sector (of `live`) whose first entry must be `next` (unless the
+    /// sector starts a reset log), and returns the index after its last entry. The tail's end
+    /// is classified: a torn record is dropped and seals the sector.
+    fn replay_sector(
+        &mut self,
+        k: u32,
+        live: u32,
+        mut next: LogIndex,
+    ) -> Result<LogIndex, StorageError> {
+        let n = self.geo.n;
+        let head_pos = self.ring.as_ref().expect("set by recover_log").head_pos;
+        let pos = (head_pos + k) % n;
+        let base = self.sector_addr(pos);
+        let h = self.sector_header(pos)?;
+        if h.reset {
+            for j in 0..k {
+                self.sectors[((head_pos + j) % n) as usize].count = 0;
             }
         }
-        self.next_index = next;
-        let first = self
-            .live()
-            .map(|p| self.sectors[p as usize])
-            .find(|s| s.count > 0)
-            .map_or(next, |s| s.first);
-        self.first_index = first;
-        Ok(())
+        if k == 0 || h.reset {
+            next = h.first_index;
+        } else if h.first_index != next {
+            return Err(corrupt(base));
+        }
+        let is_tail = k == live - 1;
+        let limit = if is_tail {
+            self.geo.sector
+        } else {
+            self.sector_header((pos + 1) % n)?.prev_end
+        };
+        let start = self.sectors[pos as usize].start;
+        if limit < start || limit > self.geo.sector || limit as usize % F::WRITE_SIZE != 0 {
+            return Err(corrupt(base));
+        }
+        let mut off = start;
+        while off < limit {
+            let addr = base + off;
+            let Some(head) = self.valid_head(addr, base + limit)? else {
+                if !is_tail {
+                    return Err(corrupt(addr));
+                }
+                break;
+            };
+            next = self.replay_record(pos, addr, &head, next)?;
+            off += head.padded;
+        }
+        if off > limit {
+            return Err(corrupt(base + limit));
+        }
+        self.sectors[pos as usize].end = off;
+        if is_tail {
+            let end = if off < limit {
+                self.classify_end(base + off, base + limit)?
+            } else {
+                End::Clean
+            };
+            if end == End::Torn {
+                warn!("torn log record at {} dropped", base + off);
+            }
+            let r = self.ring.as_mut().expect("set by recover_log");
+            r.write_pos = off;
+            r.sealed = end == End::Torn;
+        }
+        Ok(next)
+    }
+
+    /// Applies one record of sector `pos` found at `addr`: an entry must carry index `next`; a
+    /// truncation clips the entries from its index on. Returns the index expected next.
+    fn replay_record(
+        &mut self,
+        pos: u32,
+        addr: u32,
+        head: &Head,
+        next: LogIndex,
+    ) -> Result<LogIndex, StorageError> {
+        match head.tag {
+            TAG_ENTRY => {
+                let e = head.entry(addr)?;
+                if e.index != next || e.len as u64 + 10 > head.total as u64 {
+                    return Err(corrupt(addr));
+                }
+                let s = &mut self.sectors[pos as usize];
+                if s.count == 0 {
+                    s.first = e.index;
+                }
+                s.count += 1;
+                Ok(next + 1)
+            }
+            TAG_TRUNCATE => {
+                let t = postcard::from_bytes::<Truncate>(head.body()).map_err(|_| corrupt(addr))?;
+                if t.from == 0 || t.from > next {
+                    return Err(corrupt(addr));
+                }
+                self.clip(t.from);
+                self.sectors[pos as usize].has_trunc = true;
+                Ok(t.from)
+            }
+            _ => Err(corrupt(addr)),
+        }
     }
 
     /// Whether the log continues the current snapshot (holds its last entry, or starts right
