@@ -324,6 +324,9 @@ enum End {
     Torn,
 }
 
+/// A sector's position in the ring and its sequence number.
+type SectorAt = (u32, u32);
+
 /// A record's framing, read without checking its CRC.
 struct Head {
     total: u32,
@@ -979,8 +982,8 @@ impl<F: NorFlash, const LOG_SECTORS: usize> FlashStorage<F, LOG_SECTORS> {
     /// sequence number of the highest-numbered sector, if any) and which sectors hold a header.
     fn scan_sector_headers(
         &mut self,
-    ) -> Result<(Option<(u32, u32)>, [bool; LOG_SECTORS]), StorageError> {
-        let mut tail: Option<(u32, u32)> = None;
+    ) -> Result<(Option<SectorAt>, [bool; LOG_SECTORS]), StorageError> {
+        let mut tail: Option<SectorAt> = None;
         let mut valid = [false; LOG_SECTORS];
         for pos in 0..self.geo.n {
             let at = self.sector_addr(pos);
