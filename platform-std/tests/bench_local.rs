@@ -89,3 +89,48 @@ fn every_watch_sees_every_write() {
         "{events} events for {writes} writes x 6: {report}"
     );
 }
+
+#[test]
+fn load_spreads_over_groups_the_bench_defines() {
+    let mixed = bench(
+        "mixed",
+        &["--clients", "8", "--keyspace", "200", "--groups", "3"],
+    );
+    assert_clean(&mixed, "put");
+    assert_clean(&mixed, "get");
+    assert_eq!(
+        op(&mixed, "get")["misses"],
+        0,
+        "every group was prefilled: {mixed}"
+    );
+}
+
+#[test]
+fn groups_reports_idle_costs_and_active_points() {
+    let r = bench(
+        "groups",
+        &[
+            "--groups",
+            "20",
+            "--groups-active",
+            "1,4",
+            "--idle",
+            "500ms",
+            "--clients",
+            "8",
+        ],
+    );
+    assert_eq!(r["groups"], 20, "{r}");
+    assert!(r["all_leaders_ms"].as_f64().unwrap() > 0.0, "{r}");
+    // A new group's log is one small segment, not a preallocated 64 MiB one.
+    let disk = r["disk_bytes_per_group"].as_f64().unwrap();
+    assert!(
+        disk > 0.0 && disk < 128.0 * 1024.0,
+        "an idle group takes {disk} bytes of disk: {r}"
+    );
+    let points = r["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{r}");
+    for p in points {
+        assert!(p["writes_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}

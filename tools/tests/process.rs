@@ -66,7 +66,8 @@ fn put(key: &str, value: &str) -> WriteOp {
 }
 
 /// One real node: keys written with shoalctl and the client protocol, enough bulk data to roll
-/// the 64 MiB log over twice, SIGTERM; then every inspection command, then damage.
+/// the log over at least twice (its segments start small and grow), SIGTERM; then every
+/// inspection command, then damage.
 #[test]
 fn a_real_nodes_dir_is_inspected_and_its_damage_located() {
     let mut c = cluster().voters([1]).build();
@@ -105,8 +106,11 @@ fn a_real_nodes_dir_is_inspected_and_its_damage_located() {
     assert!(c.stop(1).success(), "{}", c.node(1).log());
     let dir = c.node(1).dir.clone();
     let dir = dir.as_path();
+    // The last write may have started one more segment.
+    let on_disk = c.node(1).segments(0).len();
+    assert!(on_disk >= 3, "{on_disk} segments");
 
-    // summary: identity, the log's extent, three segments, healthy.
+    // summary: identity, the log's extent, every segment, healthy.
     let (code, v) = inspect_json(&["summary", s(dir)]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["identity"]["node_id"], 1);
@@ -116,7 +120,7 @@ fn a_real_nodes_dir_is_inspected_and_its_damage_located() {
     assert_eq!(g["group"], 0, "{g}");
     assert_eq!(g["first"][0], 1, "{g}");
     assert_eq!(g["last"][0], st.last_index, "{g}");
-    assert_eq!(g["segments"].as_array().unwrap().len(), 3, "{g}");
+    assert_eq!(g["segments"].as_array().unwrap().len(), on_disk, "{g}");
     assert!(g["hard_state"]["commit"].as_u64().unwrap() <= st.last_index);
     assert_eq!(v["ok"], true);
     let out = inspect(&["summary", s(dir)]);

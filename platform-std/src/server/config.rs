@@ -17,7 +17,10 @@ use super::admin::AdminLimits;
 use super::clients::ClientLimits;
 use super::net::PeerLimits;
 use crate::storage::space::{SpaceLimits, DEFAULT_RECHECK, DEFAULT_RESERVE_BYTES};
-use crate::storage::{FsyncMode, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES};
+use crate::storage::{
+    FsyncMode, DEFAULT_INITIAL_SEGMENT_BYTES, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
+    MIN_SEGMENT_BYTES,
+};
 
 /// A duration flag: a bare number is milliseconds (`500`), or a number with a unit (`500ms`,
 /// `2s`, `1m`, `1h`), in flags, `SHOAL_*` variables and the config file alike.
@@ -147,6 +150,11 @@ pub struct Flags {
     /// Size of each log segment in MiB, preallocated when it is created [default: 64].
     #[arg(long, env = "SHOAL_SEGMENT_MB", value_name = "MIB")]
     pub segment_mb: Option<u64>,
+    /// Size in KiB of a group's first log segment; each next segment doubles, up to
+    /// --segment-mb, and only a busy group gets a zero-filled spare, so a new or idle group
+    /// takes kilobytes of disk [default: 32].
+    #[arg(long, env = "SHOAL_SEGMENT_INITIAL_KB", value_name = "KIB")]
+    pub segment_initial_kb: Option<u64>,
     /// MiB of free disk space the log never takes: a new segment (or spare) is made only if at
     /// least this much stays free after it; snapshots, votes and truncations may use it, so a
     /// node whose disk filled keeps voting and can still snapshot [default: 128].
@@ -335,6 +343,8 @@ pub struct ServerConfig {
     pub prefill_segments: bool,
     /// Size of each log segment.
     pub segment_bytes: u64,
+    /// Size of a group's first log segment (at most `segment_bytes`).
+    pub segment_initial_bytes: u64,
     /// The data dir's space reserve, quota and alarm recheck.
     pub space: SpaceLimits,
     /// Longest pause of the client port's accept loop after a failed accept.
@@ -485,6 +495,7 @@ impl ServerConfig {
         let f = flags.over(file)?;
         let kv = kv_limits(&f)?;
         let (segment_bytes, space) = space_limits(&f)?;
+        let segment_initial_bytes = segment_initial(&f, segment_bytes)?;
         let client_limits = client_limits(&f)?;
         let peer_limits = peer_limits(&f)?;
         let node_id = f.node_id.unwrap_or(1);
@@ -567,6 +578,7 @@ impl ServerConfig {
             compact_delay: f.compact_delay.map_or(Duration::ZERO, |d| d.0),
             prefill_segments: f.prefill_segments.unwrap_or(true),
             segment_bytes,
+            segment_initial_bytes,
             space,
             accept_backoff_max,
             snapshot_on_shutdown: f.snapshot_on_shutdown.unwrap_or(false),
@@ -720,6 +732,21 @@ fn peer_limits(f: &Flags) -> Result<PeerLimits, String> {
             d.max_connections,
         )?,
     })
+}
+
+/// `--segment-initial-kb` in bytes: at least the smallest segment, at most `--segment-mb`.
+fn segment_initial(f: &Flags, segment_bytes: u64) -> Result<u64, String> {
+    const KIB: u64 = 1 << 10;
+    let kb = f
+        .segment_initial_kb
+        .unwrap_or(DEFAULT_INITIAL_SEGMENT_BYTES / KIB);
+    let (lo, hi) = (MIN_SEGMENT_BYTES / KIB, segment_bytes / KIB);
+    if !(lo..=hi).contains(&kb) {
+        return Err(format!(
+            "--segment-initial-kb {kb} is outside {lo}..={hi} (at most --segment-mb)"
+        ));
+    }
+    Ok(kb * KIB)
 }
 
 /// DtKV limits from the `--kv-*` flags, checked as the store will check them.
@@ -1028,6 +1055,18 @@ mod tests {
         assert_eq!(c.client_limits.max_watches, 5);
         assert_eq!(c.client_limits.frame_timeout, Duration::from_secs(3));
         assert_eq!(c.peer_limits.max_connections, 3);
+    }
+
+    #[test]
+    fn the_first_segment_size_has_a_default_a_flag_and_bounds() {
+        let c = resolve_args(&[]).unwrap();
+        assert_eq!(c.segment_initial_bytes, 32 << 10);
+        let c = resolve_args(&["--segment-initial-kb", "256"]).unwrap();
+        assert_eq!(c.segment_initial_bytes, 256 << 10);
+        let e = resolve_args(&["--segment-initial-kb", "2"]).unwrap_err();
+        assert!(e.contains("--segment-initial-kb 2"), "{e}");
+        let e = resolve_args(&["--segment-mb", "1", "--segment-initial-kb", "2048"]).unwrap_err();
+        assert!(e.contains("at most --segment-mb"), "{e}");
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub enum FsyncMode {
 
 /// Default size of a log segment (64 MiB).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Default size of a log's first segment (32 KiB).
+pub const DEFAULT_INITIAL_SEGMENT_BYTES: u64 = 32 << 10;
 /// Smallest segment size accepted (4 KiB).
 pub const MIN_SEGMENT_BYTES: u64 = 4 << 10;
 /// Largest segment size accepted (1 GiB; record offsets are kept as `u32`).
@@ -113,6 +115,11 @@ pub struct StorageOptions {
     /// Preallocated size of each log segment; a segment holds at least one entry, so an entry
     /// larger than this gets a segment of its own. Default 64 MiB; 4 KiB..=1 GiB.
     pub segment_bytes: u64,
+    /// Size of a log's first segment (and of the one a log restarts with after a snapshot
+    /// install); each next segment is twice the last, up to `segment_bytes`, and only a busy
+    /// log gets a spare, so a new or idle group takes kilobytes of disk. Default 32 KiB;
+    /// 4 KiB..=`segment_bytes` (larger is taken as `segment_bytes`).
+    pub initial_segment_bytes: u64,
     /// Appends are collected in a buffer of this size and written with one `pwrite` when it
     /// fills or at `sync`. Default 256 KiB.
     pub write_buffer_bytes: usize,
@@ -139,6 +146,7 @@ impl Default for StorageOptions {
         StorageOptions {
             fsync: FsyncMode::Always,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            initial_segment_bytes: DEFAULT_INITIAL_SEGMENT_BYTES,
             write_buffer_bytes: 256 << 10,
             async_sync_interval: Duration::from_millis(10),
             keep_snapshots: 2,
@@ -158,6 +166,15 @@ impl StorageOptions {
                 detail: format!(
                     "{} is outside {}..={}",
                     self.segment_bytes, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES
+                ),
+            });
+        }
+        if self.initial_segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(OpenError::BadOption {
+                name: "initial_segment_bytes",
+                detail: format!(
+                    "{} is below {}",
+                    self.initial_segment_bytes, MIN_SEGMENT_BYTES
                 ),
             });
         }
@@ -340,6 +357,7 @@ impl FileStorage {
             group,
             mode: opts.fsync,
             segment_bytes: opts.segment_bytes,
+            initial_segment_bytes: opts.initial_segment_bytes,
             write_buffer_bytes: opts.write_buffer_bytes,
             compact_delay: opts.compact_delay,
             prefill: opts.prefill_segments,
@@ -681,8 +699,8 @@ pub(crate) struct CrashImage {
 impl FileStorage {
     /// Bytes left in the segment being written (tests).
     pub(crate) fn active_segment_room(&self) -> u64 {
-        self.opts
-            .segment_bytes
+        self.log
+            .active_capacity()
             .saturating_sub(self.log.active_end())
     }
 

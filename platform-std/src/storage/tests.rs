@@ -25,6 +25,9 @@ fn test_options(fsync: FsyncMode) -> StorageOptions {
     StorageOptions {
         fsync,
         segment_bytes: 16 << 10,
+        // Every segment full-size, so boundaries are where these tests expect them; the
+        // growth from small segments has tests of its own.
+        initial_segment_bytes: 16 << 10,
         write_buffer_bytes: 4 << 10,
         async_sync_interval: Duration::from_millis(2),
         keep_snapshots: 2,
@@ -187,6 +190,15 @@ fn conformance_with_one_byte_write_buffer_and_tiny_segments() {
     h.opts.segment_bytes = MIN_SEGMENT_BYTES;
     run_without_crashes(&mut h);
     conformance::run_crash_checks(&mut h, 0..4);
+}
+
+#[test]
+fn conformance_with_segments_that_grow_from_small() {
+    let mut h = FileHarness::new(FsyncMode::Always);
+    h.opts.initial_segment_bytes = MIN_SEGMENT_BYTES;
+    h.opts.segment_bytes = 64 << 10;
+    run_without_crashes(&mut h);
+    conformance::run_crash_checks(&mut h, 0..8);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,6 +1023,94 @@ fn the_next_segment_is_a_zero_filled_spare_prepared_in_the_background() {
     let s = open(root.path(), &opts).expect("reopen");
     assert!(!stray.exists());
     assert_eq!(s.last_index(), next - 1);
+}
+
+/// Bytes of every file under `dir` (their lengths; preallocated space counts whole).
+fn dir_file_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| {
+            let md = e.metadata().expect("stat");
+            if md.is_dir() {
+                dir_file_bytes(&e.path())
+            } else {
+                md.len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn segments_start_small_and_double_while_the_group_writes() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = StorageOptions {
+        initial_segment_bytes: 4 << 10,
+        segment_bytes: 64 << 10,
+        ..test_options(FsyncMode::Always)
+    };
+    let s = open(root.path(), &opts).expect("open");
+    // A new group: one small segment, nothing else of size.
+    let gdir = s.group_dir().to_path_buf();
+    assert!(
+        dir_file_bytes(&gdir) <= (4 << 10) + 1024,
+        "a new group holds {} bytes",
+        dir_file_bytes(&gdir)
+    );
+    drop(s);
+    let mut s = open(root.path(), &opts).expect("reopen");
+    append_n(&mut s, 1, 200, 1, 1000);
+    s.sync().expect("sync");
+    let sizes = |s: &FileStorage| -> Vec<u64> {
+        segments(s)
+            .iter()
+            .map(|f| std::fs::metadata(&f.path).expect("stat").len())
+            .collect()
+    };
+    let grown = sizes(&s);
+    assert_eq!(
+        &grown[..5],
+        &[4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10],
+        "each segment twice the last"
+    );
+    assert!(grown[5..].iter().all(|&b| b == 64 << 10), "{grown:?}");
+    // Reopened, the log goes on at the size it had reached.
+    drop(s);
+    let mut s = open(root.path(), &opts).expect("reopen");
+    append_n(&mut s, 201, 400, 1, 1000);
+    s.sync().expect("sync");
+    let after = sizes(&s);
+    assert!(
+        after[grown.len()..].iter().all(|&b| b == 64 << 10),
+        "{after:?}"
+    );
+    for i in 1..=400 {
+        assert_eq!(s.term(i), Ok(1));
+    }
+}
+
+#[test]
+fn only_a_busy_log_gets_a_spare_segment() {
+    let root = TempDir::new().expect("temp dir");
+    let opts = StorageOptions {
+        prefill_segments: true,
+        initial_segment_bytes: 8 << 10,
+        segment_bytes: 64 << 10,
+        ..test_options(FsyncMode::Always)
+    };
+    let mut s = open(root.path(), &opts).expect("open");
+    append_n(&mut s, 1, 2, 1, 100);
+    s.sync().expect("sync");
+    assert!(!s.log.has_spare(), "an idle group has no spare");
+    drop(s);
+    let mut s = open(root.path(), &opts).expect("reopen");
+    assert!(!s.log.has_spare(), "nor when it is opened again");
+    // Half the first segment written: the group is busy, its next segment is prepared.
+    append_n(&mut s, 3, 6, 1, 1000);
+    assert!(s.log.has_spare(), "a busy group has a spare");
+    drop(s);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert!(s.log.has_spare(), "a busy log reopened gets one too");
 }
 
 #[test]

@@ -85,8 +85,9 @@ pub fn find_leader(
     }
 }
 
-/// Write every key of the keyspace once (batches of 64, pipelined), so reads find them.
-pub fn prefill(addr: &str, a: &Args) -> Result<(), String> {
+/// Write every key of the keyspace once into `group` (batches of 64, pipelined), so reads find
+/// them.
+pub fn prefill(addr: &str, group: u32, a: &Args) -> Result<(), String> {
     let value = vec![b'v'; a.value_size];
     let batches: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..a.keyspace)
         .collect::<Vec<_>>()
@@ -100,6 +101,7 @@ pub fn prefill(addr: &str, a: &Args) -> Result<(), String> {
     let (count, window) = (batches.len() as u64, 32);
     pipelined_writes(
         addr,
+        group,
         "prefill",
         count,
         window,
@@ -115,40 +117,81 @@ pub fn prefill(addr: &str, a: &Args) -> Result<(), String> {
 /// through the keyspace). Returns the raft index of the last write.
 pub fn fill(addr: &str, a: &Args, count: u64, window: u64) -> Result<u64, String> {
     let value = vec![b'v'; a.value_size];
-    pipelined_writes(addr, "fill", count, window, Duration::from_secs(30), |i| {
-        WriteOp::Put {
+    pipelined_writes(
+        addr,
+        0,
+        "fill",
+        count,
+        window,
+        Duration::from_secs(30),
+        |i| WriteOp::Put {
             key: key_of(i % a.keyspace, a.key_size),
             value: value.clone(),
-        }
-    })
+        },
+    )
 }
 
-/// Send `count` session-less writes `make(0..count)` through one connection with `window` in
-/// flight, and wait for every answer (each within `timeout`); a refused write is an error
-/// naming `what`. Returns the raft index of the last write.
+/// Send `count` session-less writes `make(0..count)` to `group` through one connection with
+/// `window` in flight, and wait for every answer (each within `timeout`); a refused write is an
+/// error naming `what`. Returns the raft index of the last write.
 fn pipelined_writes(
     addr: &str,
+    group: u32,
     what: &str,
     count: u64,
     window: u64,
     timeout: Duration,
     make: impl Fn(u64) -> WriteOp,
 ) -> Result<u64, String> {
+    let mut last = 0;
+    let write = |i| {
+        let op = make(i);
+        (
+            group,
+            Request::Write {
+                client_id: 0,
+                seq: 0,
+                op,
+            },
+        )
+    };
+    pipelined(addr, what, count, window, timeout, write, |_, r| match r {
+        Response::Written {
+            result: WriteResult::Failed(e),
+            ..
+        } => Err(format!("{what} write refused: {e:?}")),
+        Response::Written { index, .. } => {
+            last = last.max(index);
+            Ok(())
+        }
+        r => Err(format!("{what} write refused: {r:?}")),
+    })?;
+    Ok(last)
+}
+
+/// Send `count` requests `make(0..count)` (each a group and a request) through one connection
+/// with `window` in flight, and hand every answer to `answer` with its request's number (each
+/// within `timeout`); an error of either names `what`.
+pub fn pipelined(
+    addr: &str,
+    what: &str,
+    count: u64,
+    window: u64,
+    timeout: Duration,
+    make: impl Fn(u64) -> (u32, Request),
+    mut answer: impl FnMut(u64, Response) -> Result<(), String>,
+) -> Result<(), String> {
     let Connection {
         mut writer,
         mut reader,
     } = connect(addr, timeout).map_err(|e| format!("{what}: {e}"))?;
-    let (mut sent, mut done, mut last) = (0u64, 0u64, 0u64);
+    let (mut sent, mut done) = (0u64, 0u64);
     let mut batch = Vec::new();
     while done < count {
         while sent < count && sent - done < window {
-            let write = Request::Write {
-                client_id: 0,
-                seq: 0,
-                op: make(sent),
-            };
+            let (group, request) = make(sent);
             writer
-                .queue(&RequestFrame::new(sent, 0, write))
+                .queue(&RequestFrame::new(sent, group, request))
                 .map_err(|e| format!("{what}: {e}"))?;
             sent += 1;
         }
@@ -159,18 +202,83 @@ fn pipelined_writes(
             return Err(format!("{what}: {addr} did not answer within {timeout:?}"));
         }
         for f in batch.drain(..) {
-            match f.response {
-                Response::Written {
-                    result: WriteResult::Failed(e),
-                    ..
-                } => return Err(format!("{what} write refused: {e:?}")),
-                Response::Written { index, .. } => {
-                    done += 1;
-                    last = last.max(index);
-                }
-                r => return Err(format!("{what} write refused: {r:?}")),
-            }
+            done += 1;
+            answer(f.id, f.response)?;
         }
     }
-    Ok(last)
+    Ok(())
+}
+
+/// Define groups `groups` for the whole cluster with `members` as voters, through group 0's
+/// leader at `addr` (pipelined; an existing identical definition is accepted).
+pub fn create_groups(addr: &str, groups: &[u32], members: &[u64]) -> Result<(), String> {
+    let make = |i: u64| {
+        let members = members.to_vec();
+        (groups[i as usize], Request::GroupCreate { members })
+    };
+    pipelined(
+        addr,
+        "group create",
+        groups.len() as u64,
+        64,
+        Duration::from_secs(30),
+        make,
+        |i, r| match r {
+            Response::Done { .. } => Ok(()),
+            r => Err(format!("group {} not created: {r:?}", groups[i as usize])),
+        },
+    )
+}
+
+/// The client address of each group's leader, asking every endpoint about every group still
+/// without one (pipelined), until each has one or `timeout` passes.
+pub fn group_leaders(
+    endpoints: &[String],
+    groups: &[u32],
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<std::collections::BTreeMap<u32, String>, String> {
+    let deadline = Instant::now() + timeout;
+    let mut found = std::collections::BTreeMap::new();
+    loop {
+        let pending: Vec<u32> = groups
+            .iter()
+            .copied()
+            .filter(|g| !found.contains_key(g))
+            .collect();
+        if pending.is_empty() {
+            return Ok(found);
+        }
+        for e in endpoints {
+            let ask = |i: u64| (pending[i as usize], Request::Status);
+            // A node that does not host the group yet answers with an error: asked again.
+            let _ = pipelined(
+                e,
+                "status",
+                pending.len() as u64,
+                256,
+                Duration::from_secs(5),
+                ask,
+                |i, r| {
+                    if let Response::Status(s) = r {
+                        if s.role == "leader" {
+                            found.insert(pending[i as usize], e.clone());
+                        }
+                    }
+                    Ok(())
+                },
+            );
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} of {} groups have no leader after {timeout:?}",
+                groups.len() - found.len(),
+                groups.len()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -29,6 +29,10 @@ pub enum Workload {
     /// connections, raft-port strangers) while a normal `mixed` client measures its latency
     /// alone and under the attack; fails when the node exits or passes `--rss-limit-mb`.
     Hostile,
+    /// Create `--groups` N groups on a fresh `--local` cluster, time until each has a leader,
+    /// measure what the idle groups cost (RSS, disk, CPU over `--idle`), then `put` over
+    /// each `--groups-active` count of them in turn.
+    Groups,
 }
 
 /// Read consistency of `get` and `mixed`.
@@ -148,6 +152,17 @@ pub struct Args {
     /// `hostile`: the node's peak RSS (MiB) above which the run fails.
     #[arg(long, default_value_t = 256)]
     pub rss_limit_mb: u64,
+    /// Spread the load's clients over groups 1..=N (client k writes to group 1 + k mod N),
+    /// defined by the bench through group 0's leader with group 0's voters; each connection
+    /// goes to the leader of its groups. 0: group 0 only. `groups`: how many groups to create.
+    #[arg(long, default_value_t = 0)]
+    pub groups: u32,
+    /// `groups`: active group counts to `put` over, in turn (each a `--duration` run).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub groups_active: Vec<u32>,
+    /// `groups`: how long the idle groups' CPU use is measured.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub idle: Duration,
     /// `recovery`: log lengths to measure, in entries.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub recovery_entries: Vec<u64>,
@@ -183,8 +198,24 @@ impl Args {
         if matches!(self.local, Some(0) | Some(8..)) {
             return Err("--local takes 1..=7 nodes".into());
         }
-        if matches!(self.workload, Workload::Sweep | Workload::Recovery) && self.local.is_none() {
-            return Err("sweep and recovery start their own clusters: give --local N".into());
+        if matches!(
+            self.workload,
+            Workload::Sweep | Workload::Recovery | Workload::Groups
+        ) && self.local.is_none()
+        {
+            return Err(
+                "sweep, recovery and groups start their own clusters: give --local N".into(),
+            );
+        }
+        if self.workload == Workload::Groups
+            && (self.groups == 0
+                || self.groups_active.contains(&0)
+                || self.groups_active.iter().any(|&k| k > self.groups))
+        {
+            return Err(format!(
+                "groups needs --groups N >= 1 and --groups-active counts within 1..={}",
+                self.groups
+            ));
         }
         if self.workload == Workload::Hostile && self.local != Some(1) {
             return Err("hostile attacks one node it starts itself: give --local 1".into());
@@ -288,5 +319,26 @@ mod tests {
         ])
         .unwrap();
         assert!(r.check().unwrap_err().contains("--recovery-entries"));
+    }
+
+    #[test]
+    fn groups_flags_and_their_checks() {
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["shoal-bench"];
+            all.extend_from_slice(argv);
+            Args::try_parse_from(all).unwrap()
+        };
+        let put = parse(&["put"]);
+        assert_eq!(put.groups, 0, "group 0 only unless asked");
+        let g = parse(&["groups", "--local", "3", "--groups", "1000"]);
+        assert!(g.check().is_ok());
+        assert_eq!(g.groups_active, [1, 4, 16, 64]);
+        assert_eq!(g.idle, Duration::from_secs(10));
+        let few = parse(&["groups", "--local", "1", "--groups", "8"]);
+        assert!(few.check().unwrap_err().contains("--groups-active"));
+        let none = parse(&["groups", "--local", "1"]);
+        assert!(none.check().is_err(), "groups needs --groups");
+        let remote = parse(&["groups", "--groups", "4", "--groups-active", "1"]);
+        assert!(remote.check().unwrap_err().contains("--local"));
     }
 }

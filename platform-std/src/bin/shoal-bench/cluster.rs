@@ -184,6 +184,16 @@ pub fn proc_status(pid: u32, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// User plus system CPU time of a process so far, in clock ticks (None if it is gone).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, so split after its `)`):
+    // state is field 3, utime 14 and stime 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
     addr.to_socket_addrs()
         .map_err(|e| format!("{addr}: {e}"))?
@@ -215,16 +225,28 @@ pub fn http_body(addr: &str, path: &str) -> Option<String> {
     (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
 }
 
+/// Bytes of disk the files and directories under `dir` take (their allocated blocks, so a
+/// preallocated segment counts whole and a sparse one only for what it holds), recursively.
+pub fn disk_blocks_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    sum_under(dir, &|m| m.blocks() * 512)
+}
+
 /// Bytes of the files under `dir`, recursively.
 pub fn dir_bytes(dir: &Path) -> u64 {
+    sum_under(dir, &|m| if m.is_dir() { 0 } else { m.len() })
+}
+
+/// `size` of everything under `dir` (directories included), recursively.
+fn sum_under(dir: &Path, size: &dyn Fn(&std::fs::Metadata) -> u64) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     entries
         .flatten()
         .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
+            Ok(m) if m.is_dir() => size(&m) + sum_under(&e.path(), size),
+            Ok(m) => size(&m),
             Err(_) => 0,
         })
         .sum()

@@ -27,6 +27,7 @@ use shoal_client::protocol::{
 use crate::calls::{call_once, connect, find_leader, prefill, recv_batch};
 use crate::cli::{Args, Workload};
 use crate::cluster::{http_body, proc_status, LocalCluster};
+use crate::load::Route;
 use crate::report;
 use crate::run::{join_workers, shared, start_loaders};
 use crate::stats::OpStats;
@@ -125,7 +126,7 @@ fn run(
         )
     };
     let idle = sample();
-    prefill(&leader, a)?;
+    prefill(&leader, 0, a)?;
     for (key, len) in [("big60k", 60_000), ("big64k", 64 << 10), ("watched", 1)] {
         put(&leader, key, vec![b'b'; len])?;
     }
@@ -179,7 +180,8 @@ fn run(
 
 /// The normal client: `--clients` sessions doing `mixed` for `--warmup` + `--duration`.
 fn normal_client(a: &Args, leader: &str, stop: &Arc<AtomicBool>) -> Result<[OpStats; 2], String> {
-    let sh = Arc::new(shared(a, leader, Workload::Mixed, Instant::now(), stop));
+    let routes = vec![Route::group0(leader)];
+    let sh = Arc::new(shared(a, routes, Workload::Mixed, Instant::now(), stop));
     let ([puts, gets, _], failures) = join_workers(start_loaders(a, &sh), Vec::new());
     match failures.first() {
         Some(e) => Err(format!("the normal client failed: {e}")),

@@ -19,10 +19,30 @@ use crate::stats::OpStats;
 /// Longest a load connection waits for an answer before it gives up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a load connection sends: a leader's client port and the groups it leads.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The client port.
+    pub addr: String,
+    /// The groups the connection's clients write to (client `k` to `groups[k % len]`).
+    pub groups: Vec<u32>,
+}
+
+impl Route {
+    /// Group 0 at `addr` (its leader's client port).
+    pub fn group0(addr: &str) -> Route {
+        Route {
+            addr: addr.to_string(),
+            groups: vec![0],
+        }
+    }
+}
+
 /// What every load connection of a run shares.
 pub struct Shared {
-    /// The client port the load goes to (the leader's).
-    pub addr: String,
+    /// Where the connections send (connection `c` takes route `c % len`): group 0's leader,
+    /// or with `--groups` each group's leader and the groups it leads.
+    pub routes: Vec<Route>,
     /// Answers to requests sent before this are not recorded (warmup).
     pub start_measure: Instant,
     /// No request is sent after this, and answers after it are not recorded.
@@ -60,6 +80,7 @@ struct Slot {
 /// index is its request id).
 struct Clients<'a> {
     sh: &'a Shared,
+    groups: &'a [u32],
     rng: fastrand::Rng,
     ids: Vec<u64>,
     seqs: Vec<u64>,
@@ -67,7 +88,7 @@ struct Clients<'a> {
 }
 
 impl Clients<'_> {
-    fn new(sh: &Shared, clients: usize, pipeline: usize) -> Clients<'_> {
+    fn new<'a>(sh: &'a Shared, groups: &'a [u32], clients: usize, pipeline: usize) -> Clients<'a> {
         let mut rng = fastrand::Rng::new();
         let ids = (0..clients).map(|_| rng.u64(1..)).collect();
         let now = Instant::now();
@@ -80,6 +101,7 @@ impl Clients<'_> {
             .collect();
         Clients {
             sh,
+            groups,
             rng,
             ids,
             seqs: vec![0; clients],
@@ -91,7 +113,11 @@ impl Clients<'_> {
     fn issue(&mut self, i: usize, writer: &mut FrameWriter<TcpStream>, now: Instant) {
         let sh = self.sh;
         let read = match sh.workload {
-            Workload::Put | Workload::Watch | Workload::Sweep | Workload::Recovery => false,
+            Workload::Put
+            | Workload::Watch
+            | Workload::Sweep
+            | Workload::Recovery
+            | Workload::Groups => false,
             Workload::Get => true,
             Workload::Mixed | Workload::Hostile => self.rng.f64() < sh.read_ratio,
         };
@@ -116,8 +142,9 @@ impl Clients<'_> {
         };
         slot.sent = now;
         slot.read = read;
+        let group = self.groups[slot.client % self.groups.len()];
         writer
-            .queue(&RequestFrame::new(i as u64, 0, request))
+            .queue(&RequestFrame::new(i as u64, group, request))
             .expect("a request of the bench's sizes encodes");
     }
 }
@@ -139,14 +166,19 @@ fn outcome(response: Response) -> Result<bool, String> {
     }
 }
 
-/// One connection: `clients` sessions × `pipeline` slots, closed loop until `end`. Returns the
-/// writes' and the reads' results.
-pub fn run_conn(sh: &Shared, clients: usize, pipeline: usize) -> Result<[OpStats; 2], String> {
+/// One connection on `route`: `clients` sessions × `pipeline` slots, closed loop until `end`.
+/// Returns the writes' and the reads' results.
+pub fn run_conn(
+    sh: &Shared,
+    route: &Route,
+    clients: usize,
+    pipeline: usize,
+) -> Result<[OpStats; 2], String> {
     let Connection {
         mut writer,
         mut reader,
-    } = connect(&sh.addr, ANSWER_TIMEOUT)?;
-    let mut clients = Clients::new(sh, clients, pipeline);
+    } = connect(&route.addr, ANSWER_TIMEOUT)?;
+    let mut clients = Clients::new(sh, &route.groups, clients, pipeline);
     let now = Instant::now();
     for i in 0..clients.slots.len() {
         clients.issue(i, &mut writer, now);
@@ -157,7 +189,10 @@ pub fn run_conn(sh: &Shared, clients: usize, pipeline: usize) -> Result<[OpStats
     while in_flight > 0 {
         writer.flush_blocking().map_err(|e| e.to_string())?;
         if !recv_batch(&mut reader, &mut batch)? {
-            return Err(format!("{} sent no answer for {ANSWER_TIMEOUT:?}", sh.addr));
+            return Err(format!(
+                "{} sent no answer for {ANSWER_TIMEOUT:?}",
+                route.addr
+            ));
         }
         let now = Instant::now();
         let more = now < sh.end && !sh.stop.load(Ordering::Relaxed);

@@ -15,7 +15,8 @@
 //! - [`cluster`]: the `--local` cluster and what the bench reads about its processes;
 //! - [`calls`]: requests outside the measurement (leader discovery, prefill);
 //! - [`load`]: the measured connections (closed-loop clients, watchers) and [`stats`];
-//! - [`run`]: one measured run; [`sweep`] and [`recovery`]: runs over fresh clusters;
+//! - [`run`]: one measured run; [`sweep`], [`recovery`] and [`groups`]: runs over fresh
+//!   clusters;
 //! - [`hostile`]: the attack on one node and what it cost;
 //! - [`report`]: text and JSON output.
 //!
@@ -27,6 +28,7 @@ mod calls;
 mod cli;
 #[cfg(unix)]
 mod cluster;
+mod groups;
 #[cfg(unix)]
 mod hostile;
 #[cfg(unix)]
@@ -78,6 +80,7 @@ fn bench() -> i32 {
         Workload::Sweep => sweep::sweep(&args, &stop),
         Workload::Recovery => recovery::recovery(&args, &stop),
         Workload::Hostile => hostile::hostile(&args, &stop),
+        Workload::Groups => groups::groups(&args, &stop),
         _ => run::single(&args, &stop),
     };
     match result {

@@ -1,4 +1,4 @@
-//! What the bench prints: the report of one run, the tables of `sweep` and `recovery`, as text
+//! What the bench prints: the report of one run, the tables of `sweep`, `recovery` and `groups`, as text
 //! for people or one JSON object for scripts.
 
 use std::io::{self, Write};
@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::sync::atomic::Ordering;
 
 use crate::cli::{Args, Workload};
+use crate::groups::GroupsOutcome;
 use crate::hostile::{HostileOutcome, Tally};
 use crate::recovery::RecoveryPoint;
 use crate::run::Outcome;
@@ -365,6 +366,91 @@ pub fn recovery(
             fmt_us(p.answering.as_micros() as u64),
             fmt_us(p.healthy.as_micros() as u64),
             mib(p.rss.iter().copied().max().unwrap_or(0))
+        )?;
+    }
+    Ok(())
+}
+
+/// The `groups` workload: creation and election times, what an idle group costs, and the
+/// writes as active groups grow.
+pub fn groups(a: &Args, n: u32, o: &GroupsOutcome, out: &mut impl Write) -> io::Result<()> {
+    let (rss_kib, disk) = o.per_group();
+    let cpu_before: f64 = o.before.iter().map(|c| c.cpu_pct).sum();
+    let cpu_after: f64 = o.after.iter().map(|c| c.cpu_pct).sum();
+    if a.json {
+        let nodes: Vec<serde_json::Value> = o
+            .before
+            .iter()
+            .zip(&o.after)
+            .map(|(b, x)| {
+                serde_json::json!({
+                    "rss_kib_before": b.rss_kib, "rss_kib_idle": x.rss_kib,
+                    "disk_bytes_before": b.disk_bytes, "disk_bytes_idle": x.disk_bytes,
+                    "cpu_pct_before": b.cpu_pct, "cpu_pct_idle": x.cpu_pct,
+                })
+            })
+            .collect();
+        let points = o
+            .active
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "groups": p.groups, "writes_per_sec": p.writes_per_sec,
+                    "fsyncs_per_sec": p.fsyncs_per_sec, "p99_us": p.p99_us,
+                })
+            })
+            .collect();
+        let fields = serde_json::json!({
+            "groups": o.groups, "create_ms": o.create.as_secs_f64() * 1e3,
+            "all_leaders_ms": o.all_leaders.as_secs_f64() * 1e3,
+            "idle_secs": o.idle_secs, "rss_kib_per_group": rss_kib,
+            "disk_bytes_per_group": disk, "cpu_pct_before": cpu_before,
+            "cpu_pct_idle": cpu_after, "nodes": nodes,
+            "clients": a.clients, "value_size": a.value_size,
+        });
+        return write_points("groups", a, n, fields, points, out);
+    }
+    writeln!(
+        out,
+        "groups: {} groups on {n} node(s), fsync {:?}",
+        o.groups, a.fsync
+    )?;
+    writeln!(
+        out,
+        "| defined in | every group has a leader | RSS per idle group | disk per idle group | idle CPU, all nodes (before → with the groups) |"
+    )?;
+    writeln!(out, "|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        out,
+        "| {:.1} s | {:.1} s | {:.1} KiB | {:.1} KiB | {:.1} % → {:.1} % of a core |",
+        o.create.as_secs_f64(),
+        o.all_leaders.as_secs_f64(),
+        rss_kib,
+        disk / 1024.0,
+        cpu_before,
+        cpu_after
+    )?;
+    if o.active.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nput over active groups, {} clients, {} B values:",
+        a.clients, a.value_size
+    )?;
+    writeln!(
+        out,
+        "| active groups | writes/s | fdatasyncs/s (all nodes) | p99 |"
+    )?;
+    writeln!(out, "|---:|---:|---:|---:|")?;
+    for p in &o.active {
+        writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {} |",
+            p.groups,
+            p.writes_per_sec,
+            p.fsyncs_per_sec,
+            fmt_us(p.p99_us)
         )?;
     }
     Ok(())

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use shoal_client::protocol::{Request, Response, WriteOp};
 
-use crate::calls::{call_once, find_leader, prefill};
+use crate::calls::{call_once, create_groups, find_leader, group_leaders, prefill};
 use crate::cli::{Args, Workload};
 use crate::cluster::{rss_kib, LocalCluster};
-use crate::load::{run_conn, run_watcher, Shared, Window};
+use crate::load::{run_conn, run_watcher, Route, Shared, Window};
 use crate::report;
 use crate::stats::OpStats;
 
@@ -72,8 +72,13 @@ pub fn run(
     // Let the followers settle, then take the idle RSS.
     std::thread::sleep(Duration::from_millis(300));
     let idle: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
+    let routes = routes(a, &endpoints, &leader, stop)?;
     if matches!(a.workload, Workload::Get | Workload::Mixed) {
-        prefill(&leader, a)?;
+        for r in &routes {
+            for &g in &r.groups {
+                prefill(&r.addr, g, a)?;
+            }
+        }
     }
     let conns = a.conns.min(a.clients) as usize;
     let epoch = Instant::now();
@@ -83,7 +88,7 @@ pub fn run(
     } else {
         Vec::new()
     };
-    let sh = Arc::new(shared(a, &leader, a.workload, epoch, stop));
+    let sh = Arc::new(shared(a, routes, a.workload, epoch, stop));
     let _ = window.set((sh.start_measure, sh.end));
     let loaders = start_loaders(a, &sh);
     let peak = sample_peak_rss(&pids, &loaders, &watchers);
@@ -110,10 +115,10 @@ pub fn run(
 }
 
 /// What the load connections of a run of `workload` share: from now, `--warmup` then
-/// `--duration`, against `addr`.
+/// `--duration`, along `routes`.
 pub fn shared(
     a: &Args,
-    addr: &str,
+    routes: Vec<Route>,
     workload: Workload,
     epoch: Instant,
     stop: &Arc<AtomicBool>,
@@ -121,7 +126,7 @@ pub fn shared(
     let start = Instant::now();
     let watch = workload == Workload::Watch;
     Shared {
-        addr: addr.to_string(),
+        routes,
         start_measure: start + a.warmup,
         end: start + a.warmup + a.duration,
         stop: stop.clone(),
@@ -145,9 +150,49 @@ pub fn start_loaders(a: &Args, sh: &Arc<Shared>) -> Vec<JoinHandle<Result<[OpSta
         .map(|c| {
             let n = clients / conns + usize::from(c < clients % conns);
             let sh = sh.clone();
-            std::thread::spawn(move || run_conn(&sh, n, pipeline))
+            std::thread::spawn(move || {
+                let route = &sh.routes[c % sh.routes.len()];
+                run_conn(&sh, route, n, pipeline)
+            })
         })
         .collect()
+}
+
+/// Where the load goes: group 0's leader, or with `--groups N` groups `1..=N` (defined now
+/// through group 0's leader with group 0's voters, if they are not yet) by the endpoint that
+/// leads each.
+fn routes(
+    a: &Args,
+    endpoints: &[String],
+    leader: &str,
+    stop: &AtomicBool,
+) -> Result<Vec<Route>, String> {
+    if a.groups == 0 {
+        return Ok(vec![Route::group0(leader)]);
+    }
+    let groups: Vec<u32> = (1..=a.groups).collect();
+    let voters = match call_once(leader, Request::Status)? {
+        Response::Status(s) => s
+            .members
+            .iter()
+            .filter(|m| m.role == "voter")
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        r => return Err(format!("status of group 0: {r:?}")),
+    };
+    create_groups(leader, &groups, &voters)?;
+    let leaders = group_leaders(endpoints, &groups, SETUP_TIMEOUT, stop)?;
+    let mut routes: Vec<Route> = Vec::new();
+    for (g, addr) in leaders {
+        match routes.iter_mut().find(|r| r.addr == addr) {
+            Some(r) => r.groups.push(g),
+            None => routes.push(Route {
+                addr,
+                groups: vec![g],
+            }),
+        }
+    }
+    Ok(routes)
 }
 
 /// The peak RSS of each of `pids`, sampled until every loader and watcher has finished.

@@ -83,6 +83,13 @@ fn space(s: &mut String, v: &AdminView) {
     );
     one(
         s,
+        "shoal_segment_initial_bytes",
+        "Size of a group's first log segment; segments double up to shoal_segment_bytes (--segment-initial-kb).",
+        "gauge",
+        v.disk.segment_initial_bytes,
+    );
+    one(
+        s,
         "shoal_snapshot_retry_seconds",
         "Wait after a refused snapshot before the next try (--snapshot-retry-interval).",
         "gauge",

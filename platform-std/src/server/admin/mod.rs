@@ -122,6 +122,8 @@ pub struct RecordsView {
 pub struct DiskView {
     /// Size of each log segment (`--segment-mb`).
     pub segment_bytes: u64,
+    /// Size of a group's first log segment (`--segment-initial-kb`).
+    pub segment_initial_bytes: u64,
     /// Wait after a refused snapshot (`--snapshot-retry-interval`), in milliseconds.
     pub snapshot_retry_ms: u64,
 }

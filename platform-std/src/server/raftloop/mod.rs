@@ -213,6 +213,7 @@ impl RaftLoop {
             compact_delay: self.cfg.compact_delay,
             prefill_segments: self.cfg.prefill_segments,
             segment_bytes: self.cfg.segment_bytes,
+            initial_segment_bytes: self.cfg.segment_initial_bytes,
             space: self.cfg.space,
             ..StorageOptions::default()
         };
@@ -669,6 +670,7 @@ impl RaftLoop {
         v.accept = self.accept.view();
         v.disk = DiskView {
             segment_bytes: self.cfg.segment_bytes,
+            segment_initial_bytes: self.cfg.segment_initial_bytes,
             snapshot_retry_ms: self.cfg.raft.snapshot_retry_ms,
         };
         v.peer_port = self.net.port_view();

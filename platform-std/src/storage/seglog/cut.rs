@@ -191,14 +191,15 @@ impl Log {
         self.sync_dir()?;
         // The space the old segments held is free now; without it the segment stays sparse
         // and takes its blocks as it is written (a refused write waits in the buffer).
-        let bytes = self.cfg.segment_bytes.max(HEADER_BYTES as u64);
+        // The log grows again from the initial size while the group is busy.
+        let bytes = self.next_capacity();
         if let Err(e) = fsutil::preallocate(&file, bytes) {
             log::warn!("{}: cannot reserve its space: {e}", path.display());
         }
-        let mut seg = Segment::new(with.first_index, path, file, HEADER_BYTES as u64);
+        let mut seg = Segment::new(with.first_index, path, file, HEADER_BYTES as u64, bytes);
         seg.reserved = true;
         self.segs.push(seg);
-        self.prepare_spare();
+        self.prepare_spare_if_grown(bytes);
         Ok(())
     }
 

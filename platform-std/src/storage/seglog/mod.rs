@@ -40,6 +40,7 @@ use shoal_core::types::{GroupId, LogIndex, Term};
 
 use super::fsutil::DirHandle;
 use super::ioerr;
+use super::segment::HEADER_BYTES;
 use super::space::Space;
 use super::FsyncMode;
 
@@ -77,11 +78,15 @@ pub(crate) struct Segment {
     /// Created by reserving its space (no spare was ready): it is left for a spare as soon as
     /// one is, rather than when full, since its fdatasyncs cost more.
     reserved: bool,
+    /// The size it was made with: the log rolls over when the next record would pass it.
+    /// Segments start at `initial_segment_bytes` and double at each roll-over up to
+    /// `segment_bytes`, so a group's log takes disk in proportion to what it writes.
+    pub(crate) capacity: u64,
 }
 
 impl Segment {
-    /// An empty segment in `file`, its records starting at `end`.
-    fn new(first_index: LogIndex, path: PathBuf, file: File, end: u64) -> Segment {
+    /// An empty segment in `file` of `capacity` bytes, its records starting at `end`.
+    fn new(first_index: LogIndex, path: PathBuf, file: File, end: u64, capacity: u64) -> Segment {
         Segment {
             first_index,
             path,
@@ -93,6 +98,7 @@ impl Segment {
             durable: end,
             eligible_since: None,
             reserved: false,
+            capacity,
         }
     }
 
@@ -144,6 +150,8 @@ pub(crate) struct LogConfig {
     pub(crate) group: GroupId,
     pub(crate) mode: FsyncMode,
     pub(crate) segment_bytes: u64,
+    /// Size of a log's first segment, and of the segment a reset starts with.
+    pub(crate) initial_segment_bytes: u64,
     pub(crate) write_buffer_bytes: usize,
     pub(crate) compact_delay: Duration,
     /// Zero-fill the next segment in the background ([`spare`]).
@@ -201,6 +209,24 @@ impl Log {
 
     fn active(&self) -> &Segment {
         self.segs.last().expect("the log always has a segment")
+    }
+
+    /// Bytes the segment being written may hold before the log rolls over (tests).
+    #[cfg(test)]
+    pub(crate) fn active_capacity(&self) -> u64 {
+        self.active().capacity.min(self.cfg.segment_bytes)
+    }
+
+    /// Size of the next segment: twice the one being written (the group filled it, so it is
+    /// busy), within `initial_segment_bytes..=segment_bytes`; the first segment is the
+    /// initial size.
+    fn next_capacity(&self) -> u64 {
+        let initial = self.cfg.initial_segment_bytes.min(self.cfg.segment_bytes);
+        self.segs
+            .last()
+            .map_or(initial, |s| s.capacity.saturating_mul(2))
+            .clamp(initial, self.cfg.segment_bytes)
+            .max(HEADER_BYTES as u64)
     }
 
     fn locate(&self, index: LogIndex) -> Option<(usize, usize)> {

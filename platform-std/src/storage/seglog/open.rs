@@ -90,7 +90,7 @@ impl Log {
                 .map_err(|e| refused_at_open(log_dir, e))?;
             log.segs.push(seg);
         } else {
-            log.prepare_spare();
+            log.prepare_spare_if_busy();
         }
         Ok(log)
     }
@@ -166,7 +166,14 @@ fn recover_segment(
         .write(true)
         .open(&sf.path)
         .map_err(|e| OpenError::io(&sf.path, "open segment", e))?;
-    let mut seg = Segment::new(sf.first_index, sf.path.clone(), file, 0);
+    // The file's length is the size it was made with (preallocated or a spare's zeros); one
+    // left sparse (its space could not be reserved) still holds at least the initial size.
+    let capacity = file
+        .metadata()
+        .map_err(|e| OpenError::io(&sf.path, "stat segment", e))?
+        .len()
+        .max(cfg.initial_segment_bytes);
+    let mut seg = Segment::new(sf.first_index, sf.path.clone(), file, 0, capacity);
     let (walk, stopped, bytes) = walk_records(&mut seg, intent)?;
     let walk = walk.map_err(|(offset, detail)| corrupt(offset, detail))?;
     if walk.header.group != cfg.group {

@@ -8,6 +8,11 @@
 //! (docs/BENCHMARKS.md). The file is named `*.tmp` until it becomes a segment, so a crash
 //! leaves nothing recovery keeps.
 //!
+//! Only a busy group has a spare: one whose segment being written is half full, or whose
+//! segments have grown to full size (`segment_bytes`; it filled every smaller one). A new or
+//! idle group's log is its small first segment alone, so a node with thousands of groups
+//! holds kilobytes per idle group rather than two full segments (docs/DESIGN.md).
+//!
 //! A spare is only an optimisation, so it never takes the last free space: it is started only
 //! if the file system keeps the reserve free after it ([`Space::spare_fits`]), and given up,
 //! its file removed, if the free space falls under that while it is being filled.
@@ -27,6 +32,8 @@ const SPARE_STEP: u64 = 2 << 20;
 /// A spare being prepared; see the [module docs](self).
 pub(super) struct Spare {
     path: PathBuf,
+    /// Its size: the capacity of the segment it becomes.
+    len: u64,
     /// `None` while the thread is writing.
     done: Arc<Mutex<Option<std::io::Result<File>>>>,
 }
@@ -64,15 +71,36 @@ fn fill(path: &std::path::Path, len: u64, space: &Space) -> std::io::Result<File
 }
 
 impl Log {
-    /// Start zero-filling the next segment's file, unless one is under way, syncs are off
-    /// (then a reserved range costs nothing more), prefilling is off, or the file system would
-    /// keep less than the reserve free after it.
-    pub(super) fn prepare_spare(&mut self) {
+    /// Start the next segment's spare if the segment being written is at least half full (the
+    /// group is busy); called after every append and at open.
+    pub(super) fn prepare_spare_if_busy(&mut self) {
+        if self.spare.is_some() {
+            return;
+        }
+        let active = self.active();
+        if (active.end - HEADER_BYTES as u64) * 2 >= active.capacity.min(self.cfg.segment_bytes) {
+            let len = self.next_capacity();
+            self.prepare_spare(len);
+        }
+    }
+
+    /// A new segment of `capacity` bytes was made: if the log has grown to full-size segments
+    /// (a group busy for a while), start the next one's spare now, so it is ready a whole
+    /// segment ahead, as it always was before segments started small.
+    pub(super) fn prepare_spare_if_grown(&mut self, capacity: u64) {
+        if capacity >= self.cfg.segment_bytes {
+            self.prepare_spare(self.cfg.segment_bytes.max(HEADER_BYTES as u64));
+        }
+    }
+
+    /// Start zero-filling a `len`-byte file for the next segment, unless one is under way,
+    /// syncs are off (then a reserved range costs nothing more), prefilling is off, or the file
+    /// system would keep less than the reserve free after it.
+    fn prepare_spare(&mut self, len: u64) {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         if self.spare.is_some() || !self.cfg.sync() || !self.cfg.prefill {
             return;
         }
-        let len = self.cfg.segment_bytes.max(HEADER_BYTES as u64);
         if !self.space.spare_fits(len) {
             log::debug!(
                 "{}: no spare segment: it would eat into the reserve",
@@ -97,7 +125,7 @@ impl Log {
                 *d.lock().unwrap_or_else(|e| e.into_inner()) = Some(made);
             });
         match spawned {
-            Ok(_) => self.spare = Some(Spare { path, done }),
+            Ok(_) => self.spare = Some(Spare { path, len, done }),
             Err(e) => log::warn!("cannot start a thread to prepare the next segment: {e}"),
         }
     }
@@ -123,8 +151,8 @@ impl Log {
         self.spare.is_some()
     }
 
-    /// The prepared spare file, if it is ready (never waits for it).
-    pub(super) fn take_spare(&mut self) -> Option<(PathBuf, File)> {
+    /// The prepared spare file and its size, if it is ready (never waits for it).
+    pub(super) fn take_spare(&mut self) -> Option<(PathBuf, File, u64)> {
         let made = self
             .spare
             .as_ref()?
@@ -134,7 +162,7 @@ impl Log {
             .take()?;
         let spare = self.spare.take()?;
         match made {
-            Ok(file) => Some((spare.path, file)),
+            Ok(file) => Some((spare.path, file, spare.len)),
             Err(e) => {
                 log::warn!(
                     "cannot prepare {}: {e}; the next segment is reserved instead",
@@ -147,7 +175,7 @@ impl Log {
 
     /// The spare file once its preparer is done with it (ready, or given up: then `None`).
     /// Filling one segment ends, so this wait does too.
-    pub(super) fn wait_spare(&mut self) -> Option<(PathBuf, File)> {
+    pub(super) fn wait_spare(&mut self) -> Option<(PathBuf, File, u64)> {
         while self.spare.is_some() && !self.spare_is_ready() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

@@ -55,7 +55,7 @@ impl Log {
         }
         let active = self.active();
         if active.count() > 0
-            && (active.end + total as u64 > self.cfg.segment_bytes
+            && (active.end + total as u64 > active.capacity.min(self.cfg.segment_bytes)
                 || (active.reserved && self.spare_is_ready()))
         {
             self.roll_over(e.index)?;
@@ -74,6 +74,7 @@ impl Log {
         let offset = seg.end;
         seg.push(offset, e.index, e.term);
         seg.end += total as u64;
+        self.prepare_spare_if_busy();
         Ok(())
     }
 
@@ -85,7 +86,7 @@ impl Log {
         }
         let seg = self.segs.last_mut().expect("the log always has a segment");
         if let Err(e) = fsutil::write_at(&seg.file, &self.buf, seg.written) {
-            let need = self.cfg.segment_bytes;
+            let need = seg.capacity;
             return Err(ioerr::refused(
                 &self.space,
                 need,
@@ -164,15 +165,15 @@ impl Log {
     }
 
     /// Create an empty segment whose header is durable before its name appears: the spare if
-    /// one is ready, else a preallocated file within the space limits. Refused, nothing is
-    /// left behind.
+    /// one is ready, else a preallocated file of the next size ([`Log::next_capacity`]) within
+    /// the space limits. Refused, nothing is left behind.
     pub(super) fn create_segment(
         &mut self,
         first_index: LogIndex,
     ) -> Result<Segment, StorageError> {
         let path = self.dir_path().join(segment::segment_name(first_index));
         let header = segment::encode_header(self.cfg.group, first_index);
-        let len = self.cfg.segment_bytes.max(HEADER_BYTES as u64);
+        let len = self.next_capacity();
         let spare = match self.take_spare() {
             // The spare being prepared holds the space a segment needs on a nearly full disk:
             // waiting for it beats refusing the write (and raising the alarm) while there is
@@ -180,20 +181,23 @@ impl Log {
             None if self.spare.is_some() && !self.space.fits(len) => self.wait_spare(),
             ready => ready,
         };
-        let (file, reserved) = match spare {
-            Some((spare, file)) => (self.segment_of_spare(&spare, file, &path, &header)?, false),
+        let (file, reserved, capacity) = match spare {
+            Some((spare, file, spare_len)) => {
+                let file = self.segment_of_spare(&spare, file, &path, &header, spare_len)?;
+                (file, false, spare_len)
+            }
             None => {
                 // No spare ready (the first segment, a burst outran the preparer, or no room
                 // for one): reserve the space instead; the segment works the same, its syncs
                 // cost more.
-                (self.reserve_segment(&path, &header)?, true)
+                (self.reserve_segment(&path, &header, len)?, true, len)
             }
         };
         self.dir
             .sync(self.cfg.sync())
             .map_err(|e| ioerr::fatal(self.dir.path(), "sync", e))?;
-        self.prepare_spare();
-        let mut seg = Segment::new(first_index, path, file, HEADER_BYTES as u64);
+        self.prepare_spare_if_grown(capacity);
+        let mut seg = Segment::new(first_index, path, file, HEADER_BYTES as u64, capacity);
         seg.reserved = reserved;
         Ok(seg)
     }
@@ -205,6 +209,7 @@ impl Log {
         file: File,
         path: &Path,
         header: &[u8],
+        need: u64,
     ) -> Result<File, StorageError> {
         let made = (|| {
             fsutil::write_at(&file, header, 0)?;
@@ -215,15 +220,18 @@ impl Log {
             Ok(()) => Ok(file),
             Err(e) => {
                 Self::drop_spare_file(spare);
-                let need = self.cfg.segment_bytes;
                 Err(ioerr::refused(&self.space, need, path, "create segment", e))
             }
         }
     }
 
-    /// Create the segment at `path` by reserving its space, within the space limits.
-    fn reserve_segment(&self, path: &Path, header: &[u8]) -> Result<File, StorageError> {
-        let bytes = self.cfg.segment_bytes.max(HEADER_BYTES as u64);
+    /// Create the segment at `path` by reserving its `bytes`, within the space limits.
+    fn reserve_segment(
+        &self,
+        path: &Path,
+        header: &[u8],
+        bytes: u64,
+    ) -> Result<File, StorageError> {
         self.space.check_grow(bytes)?;
         let tmp = fsutil::tmp_path(path);
         let made = (|| {

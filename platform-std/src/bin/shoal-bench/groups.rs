@@ -1,0 +1,202 @@
+//! The `groups` workload: what many groups cost on a fresh `--local` cluster. It defines
+//! `--groups` N groups through group 0's leader, times until every one has a leader, measures
+//! what the idle groups add to each node (RSS, disk blocks, CPU over `--idle`, against the same
+//! figures before they existed), then runs `put` over each `--groups-active` count of them
+//! in turn (writes/s and the nodes' fdatasyncs/s).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_client::protocol::{Request, Response};
+
+use crate::calls::{call_once, create_groups, find_leader, group_leaders};
+use crate::cli::{Args, Workload};
+use crate::cluster::{cpu_ticks, disk_blocks_bytes, http_body, rss_kib, LocalCluster};
+use crate::report;
+use crate::run::run;
+
+/// How long the groups may take to elect leaders: a minute plus 100 ms per group.
+fn leaders_timeout(groups: u32) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(100) * groups
+}
+
+/// What one node holds and spends, for the idle figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeCost {
+    /// RSS in KiB.
+    pub rss_kib: u64,
+    /// Disk blocks of its data dir, in bytes.
+    pub disk_bytes: u64,
+    /// CPU used over the idle window, in percent of one core.
+    pub cpu_pct: f64,
+}
+
+/// One active-groups point: `put` over groups `1..=groups`.
+#[derive(Clone, Debug)]
+pub struct ActivePoint {
+    /// Groups written.
+    pub groups: u32,
+    /// Acknowledged writes per second.
+    pub writes_per_sec: f64,
+    /// fdatasyncs per second, summed over the nodes.
+    pub fsyncs_per_sec: f64,
+    /// p99 write latency, µs.
+    pub p99_us: u64,
+}
+
+/// Everything the workload measured.
+#[derive(Clone, Debug)]
+pub struct GroupsOutcome {
+    /// Groups created.
+    pub groups: u32,
+    /// From the first definition sent until every definition was committed.
+    pub create: Duration,
+    /// From the first definition sent until every group had a leader.
+    pub all_leaders: Duration,
+    /// Each node before the groups, and with them idle.
+    pub before: Vec<NodeCost>,
+    /// Each node with the groups idle.
+    pub after: Vec<NodeCost>,
+    /// Idle window, seconds.
+    pub idle_secs: f64,
+    /// The active-groups points.
+    pub active: Vec<ActivePoint>,
+}
+
+impl GroupsOutcome {
+    /// Per idle group on the node that grew most: (RSS KiB, disk bytes).
+    pub fn per_group(&self) -> (f64, f64) {
+        let n = f64::from(self.groups.max(1));
+        let worst = |f: &dyn Fn(&NodeCost) -> u64| {
+            self.before
+                .iter()
+                .zip(&self.after)
+                .map(|(b, a)| f(a).saturating_sub(f(b)))
+                .max()
+                .unwrap_or(0) as f64
+                / n
+        };
+        (worst(&|c| c.rss_kib), worst(&|c| c.disk_bytes))
+    }
+}
+
+/// Run the workload on a fresh cluster and print its report.
+pub fn groups(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
+    let n = a.local.expect("checked: groups needs --local");
+    let cluster = LocalCluster::start(n, a.fsync, &a.shoald_args)?;
+    let result = measure(a, &cluster, stop);
+    if result.is_err() {
+        eprintln!("shoald logs (last lines):\n{}", cluster.log_tail());
+    }
+    drop(cluster);
+    report::groups(a, n, &result?, &mut std::io::stdout().lock())
+        .map_err(|e| format!("writing the report: {e}"))
+}
+
+/// Each node's RSS, disk and CPU over `idle`.
+fn costs(cluster: &LocalCluster, idle: Duration) -> Vec<NodeCost> {
+    let pids = cluster.pids();
+    let ticks0: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p).unwrap_or(0)).collect();
+    let t0 = Instant::now();
+    std::thread::sleep(idle);
+    let secs = t0.elapsed().as_secs_f64();
+    let hz = clock_ticks_per_sec();
+    pids.iter()
+        .enumerate()
+        .map(|(i, &p)| NodeCost {
+            rss_kib: rss_kib(p).map_or(0, |r| r.0),
+            disk_bytes: disk_blocks_bytes(&cluster.root.join(format!("n{}", i + 1))),
+            cpu_pct: cpu_ticks(p).unwrap_or(0).saturating_sub(ticks0[i]) as f64 / hz / secs * 100.0,
+        })
+        .collect()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// fdatasyncs so far, summed over the nodes (`shoal_fsync_seconds_count`).
+fn fsyncs(cluster: &LocalCluster) -> u64 {
+    cluster
+        .admin_addrs
+        .iter()
+        .filter_map(|addr| http_body(addr, "/metrics"))
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("shoal_fsync_seconds_count "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn measure(
+    a: &Args,
+    cluster: &LocalCluster,
+    stop: &Arc<AtomicBool>,
+) -> Result<GroupsOutcome, String> {
+    let leader = find_leader(&cluster.client_addrs, Duration::from_secs(20), stop)?;
+    let voters = match call_once(&leader, Request::Status)? {
+        Response::Status(s) => s.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        r => return Err(format!("status of group 0: {r:?}")),
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = costs(cluster, a.idle);
+    let groups: Vec<u32> = (1..=a.groups).collect();
+    let t0 = Instant::now();
+    create_groups(&leader, &groups, &voters)?;
+    let create = t0.elapsed();
+    eprintln!("groups: {} defined in {create:.1?}", a.groups);
+    group_leaders(
+        &cluster.client_addrs,
+        &groups,
+        leaders_timeout(a.groups),
+        stop,
+    )?;
+    let all_leaders = t0.elapsed();
+    eprintln!("groups: every group has a leader after {all_leaders:.1?}");
+    // Let elections' traffic and the first entries' syncs settle before the idle window.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = costs(cluster, a.idle);
+    let mut active = Vec::new();
+    for &k in &a.groups_active {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut p = a.clone();
+        p.workload = Workload::Put;
+        p.groups = k;
+        let f0 = fsyncs(cluster);
+        let o = run(&p, Some(cluster), stop)?;
+        let f1 = fsyncs(cluster);
+        let w = &o.total[0];
+        // The fsync count covers warmup and setup too: taken over the same span as the run.
+        let span = (a.warmup + a.duration).as_secs_f64();
+        let point = ActivePoint {
+            groups: k,
+            writes_per_sec: w.ok as f64 / o.secs,
+            fsyncs_per_sec: f1.saturating_sub(f0) as f64 / span,
+            p99_us: w.pct(0.99),
+        };
+        eprintln!(
+            "groups: {k} active: {:.0} writes/s, {:.0} fsyncs/s",
+            point.writes_per_sec, point.fsyncs_per_sec
+        );
+        active.push(point);
+    }
+    Ok(GroupsOutcome {
+        groups: a.groups,
+        create,
+        all_leaders,
+        before,
+        after,
+        idle_secs: a.idle.as_secs_f64(),
+        active,
+    })
+}
