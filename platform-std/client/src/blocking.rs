@@ -5,7 +5,9 @@ use std::time::Duration;
 use shoal_core::{GroupId, LogIndex, NodeId};
 
 use crate::lock::BlockingLockGuard;
-use crate::protocol::{HealthInfo, MemberInfo, NodeInfo, ReadMode, StatusInfo};
+use crate::protocol::{
+    HealthInfo, MemberInfo, NodeInfo, Permission, ReadMode, RoleInfo, StatusInfo, UserInfo,
+};
 use crate::{
     BatchOutcome, Client, ClientConfig, ClientError, LockState, Transaction, TxnOutcome, Unlocked,
     WatchStream,
@@ -102,6 +104,40 @@ impl BlockingClient {
         fn create_group(&self, group: GroupId, members: Vec<NodeId>) -> LogIndex;
         /// See [`Client::remove_group`].
         fn remove_group(&self, group: GroupId) -> LogIndex;
+        /// See [`Client::authenticate`].
+        fn authenticate(&self) -> (String, u64);
+        /// See [`Client::auth_enable`].
+        fn auth_enable(&self) -> LogIndex;
+        /// See [`Client::auth_disable`].
+        fn auth_disable(&self) -> LogIndex;
+        /// See [`Client::auth_status`].
+        fn auth_status(&self) -> bool;
+        /// See [`Client::user_add`].
+        fn user_add(&self, name: &str, password: &str) -> LogIndex;
+        /// See [`Client::user_delete`].
+        fn user_delete(&self, name: &str) -> LogIndex;
+        /// See [`Client::user_passwd`].
+        fn user_passwd(&self, name: &str, password: &str) -> LogIndex;
+        /// See [`Client::user_grant_role`].
+        fn user_grant_role(&self, name: &str, role: &str) -> LogIndex;
+        /// See [`Client::user_revoke_role`].
+        fn user_revoke_role(&self, name: &str, role: &str) -> LogIndex;
+        /// See [`Client::user_list`].
+        fn user_list(&self) -> Vec<String>;
+        /// See [`Client::user_get`].
+        fn user_get(&self, name: &str) -> UserInfo;
+        /// See [`Client::role_add`].
+        fn role_add(&self, name: &str) -> LogIndex;
+        /// See [`Client::role_delete`].
+        fn role_delete(&self, name: &str) -> LogIndex;
+        /// See [`Client::role_list`].
+        fn role_list(&self) -> Vec<String>;
+        /// See [`Client::role_get`].
+        fn role_get(&self, name: &str) -> RoleInfo;
+        /// See [`Client::role_grant_permission`].
+        fn role_grant_permission(&self, name: &str, permission: Permission) -> LogIndex;
+        /// See [`Client::role_revoke_permission`].
+        fn role_revoke_permission(&self, name: &str, key: &[u8], prefix: bool) -> LogIndex;
     }
 
     /// See [`Client::lock`]; the lease is renewed on a background task until the guard is

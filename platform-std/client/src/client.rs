@@ -11,8 +11,8 @@ use shoal_kv::{KvError, WriteResult};
 use crate::lock::{self, LockGuard};
 use crate::mux::{CallError, Mux};
 use crate::protocol::{
-    ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
-    Response, StatusInfo, WriteOp,
+    AuthOp, Credentials, ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, Permission,
+    ReadMode, Request, RequestFrame, Response, RoleInfo, StatusInfo, UserInfo, WriteOp,
 };
 use crate::txn::{Transaction, TxnOutcome};
 use crate::watch::{self, WatchStream};
@@ -63,6 +63,16 @@ struct Inner {
     /// Where requests go now (a leader we were sent to, or an endpoint from the list).
     target: Mutex<Target>,
     conn: async_lock::Mutex<Option<Arc<Mux>>>,
+    /// The token of the last login (any node takes it until it expires).
+    token: Mutex<Option<Vec<u8>>>,
+}
+
+/// Why a connection could not be opened and logged in.
+pub(crate) enum OpenError {
+    /// Worth another attempt (elsewhere or later).
+    Retry(String),
+    /// The login was refused: retrying cannot help.
+    Auth(ClientError),
 }
 
 struct Target {
@@ -128,6 +138,7 @@ impl Client {
                     rotation: 0,
                 }),
                 conn: async_lock::Mutex::new(None),
+                token: Mutex::new(None),
             }),
         })
     }
@@ -518,6 +529,196 @@ impl Client {
         }
     }
 
+    // ---- users, roles and auth ----
+
+    /// Log in now (the client also logs in by itself before its first request): returns the
+    /// user the cluster knows this client as, and when the token expires (wall-clock ms; 0
+    /// while auth is off).
+    pub async fn authenticate(&self) -> Result<(String, u64), ClientError> {
+        let Some((user, password)) = self.inner.config.user.clone() else {
+            return Err(ClientError::bad_request(
+                "no user configured (ClientConfig::with_user)",
+            ));
+        };
+        let creds = Credentials::Password { user, password };
+        match self.read(Request::Authenticate(creds)).await? {
+            Response::Token {
+                user,
+                token,
+                expires_ms,
+            } => {
+                if !token.is_empty() {
+                    *self.inner.token.lock().expect("token lock poisoned") = Some(token);
+                }
+                Ok((user, expires_ms))
+            }
+            other => Err(unexpected("Authenticate", &other)),
+        }
+    }
+
+    /// The token of the last login, if any (any node of the cluster takes it until it
+    /// expires).
+    pub fn token(&self) -> Option<Vec<u8>> {
+        self.inner
+            .token
+            .lock()
+            .expect("token lock poisoned")
+            .clone()
+    }
+
+    /// Use `token` (from another client's login) for the next connections: a client with a
+    /// token and no user speaks for the token's user until it expires.
+    pub fn set_token(&self, token: Vec<u8>) {
+        *self.inner.token.lock().expect("token lock poisoned") = Some(token);
+    }
+
+    async fn auth(&self, op: AuthOp) -> Result<Response, ClientError> {
+        let kind = if op.is_read() {
+            Kind::Read
+        } else {
+            Kind::Write
+        };
+        self.execute(0, Request::Auth(op), kind).await
+    }
+
+    async fn auth_done(&self, op: AuthOp) -> Result<LogIndex, ClientError> {
+        match self.auth(op).await? {
+            Response::Done { index } => Ok(index),
+            other => Err(unexpected("auth change", &other)),
+        }
+    }
+
+    /// Turn auth on (the user `root` must exist); returns the index of the change.
+    pub async fn auth_enable(&self) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::Enable).await
+    }
+
+    /// Turn auth off (needs the root role).
+    pub async fn auth_disable(&self) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::Disable).await
+    }
+
+    /// Whether auth is on.
+    pub async fn auth_status(&self) -> Result<bool, ClientError> {
+        match self.auth(AuthOp::Status).await? {
+            Response::AuthStatus { enabled } => Ok(enabled),
+            other => Err(unexpected("auth status", &other)),
+        }
+    }
+
+    /// Add a user (the user `root` holds the root role from the start).
+    pub async fn user_add(&self, name: &str, password: &str) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::UserAdd {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await
+    }
+
+    /// Delete a user.
+    pub async fn user_delete(&self, name: &str) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::UserDelete { name: name.into() })
+            .await
+    }
+
+    /// Change a user's password (its tokens stop working).
+    pub async fn user_passwd(&self, name: &str, password: &str) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::UserPasswd {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await
+    }
+
+    /// Grant `role` to user `name`.
+    pub async fn user_grant_role(&self, name: &str, role: &str) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::UserGrantRole {
+            name: name.into(),
+            role: role.into(),
+        })
+        .await
+    }
+
+    /// Revoke `role` from user `name`.
+    pub async fn user_revoke_role(&self, name: &str, role: &str) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::UserRevokeRole {
+            name: name.into(),
+            role: role.into(),
+        })
+        .await
+    }
+
+    /// Every user's name.
+    pub async fn user_list(&self) -> Result<Vec<String>, ClientError> {
+        match self.auth(AuthOp::UserList).await? {
+            Response::Names(n) => Ok(n),
+            other => Err(unexpected("user list", &other)),
+        }
+    }
+
+    /// One user and its roles.
+    pub async fn user_get(&self, name: &str) -> Result<UserInfo, ClientError> {
+        match self.auth(AuthOp::UserGet { name: name.into() }).await? {
+            Response::User(u) => Ok(u),
+            other => Err(unexpected("user get", &other)),
+        }
+    }
+
+    /// Add a role without permissions.
+    pub async fn role_add(&self, name: &str) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::RoleAdd { name: name.into() }).await
+    }
+
+    /// Delete a role no user holds.
+    pub async fn role_delete(&self, name: &str) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::RoleDelete { name: name.into() })
+            .await
+    }
+
+    /// Every role's name (the built-in `root` among them).
+    pub async fn role_list(&self) -> Result<Vec<String>, ClientError> {
+        match self.auth(AuthOp::RoleList).await? {
+            Response::Names(n) => Ok(n),
+            other => Err(unexpected("role list", &other)),
+        }
+    }
+
+    /// One role and its permissions.
+    pub async fn role_get(&self, name: &str) -> Result<RoleInfo, ClientError> {
+        match self.auth(AuthOp::RoleGet { name: name.into() }).await? {
+            Response::Role(r) => Ok(r),
+            other => Err(unexpected("role get", &other)),
+        }
+    }
+
+    /// Give role `name` a permission (replacing one on the same key and prefix).
+    pub async fn role_grant_permission(
+        &self,
+        name: &str,
+        permission: Permission,
+    ) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::RoleGrantPermission {
+            name: name.into(),
+            permission,
+        })
+        .await
+    }
+
+    /// Take role `name`'s permission on `key` (with `prefix`: its subtree permission).
+    pub async fn role_revoke_permission(
+        &self,
+        name: &str,
+        key: &[u8],
+        prefix: bool,
+    ) -> Result<LogIndex, ClientError> {
+        self.auth_done(AuthOp::RoleRevokePermission {
+            name: name.into(),
+            key: key.to_vec(),
+            prefix,
+        })
+        .await
+    }
+
     // ---- machinery ----
 
     async fn admin(&self, request: Request) -> Result<LogIndex, ClientError> {
@@ -573,8 +774,75 @@ impl Client {
         }
     }
 
+    /// Open a connection to `addr` and log in on it: with the last token if there is one (any
+    /// node takes it), else (or when it is refused) with the configured user's password.
+    pub(crate) async fn open_mux(&self, addr: &str) -> Result<Mux, OpenError> {
+        let cfg = &self.inner.config;
+        let mux = Mux::open(addr, cfg.connect_timeout)
+            .await
+            .map_err(OpenError::Retry)?;
+        let token = self
+            .inner
+            .token
+            .lock()
+            .expect("token lock poisoned")
+            .clone();
+        if let Some(token) = token {
+            if self.login(&mux, Credentials::Token(token)).await? {
+                return Ok(mux);
+            }
+        }
+        let Some((user, password)) = &cfg.user else {
+            return Ok(mux);
+        };
+        let creds = Credentials::Password {
+            user: user.clone(),
+            password: password.clone(),
+        };
+        if self.login(&mux, creds).await? {
+            Ok(mux)
+        } else {
+            Err(OpenError::Auth(ClientError::AuthFailed {
+                message: "the password login was refused".into(),
+            }))
+        }
+    }
+
+    /// One login on `mux`: true when it succeeded, false when a token was refused (log in
+    /// with the password instead).
+    async fn login(&self, mux: &Mux, creds: Credentials) -> Result<bool, OpenError> {
+        let with_token = matches!(creds, Credentials::Token(_));
+        let mut frame = RequestFrame::new(self.next_request_id(), 0, Request::Authenticate(creds));
+        let timeout = self.inner.config.attempt_timeout;
+        match mux.call(&mut frame, |_| {}, timeout).await {
+            Ok(Response::Token { token, .. }) => {
+                // An empty token: auth is off on the cluster, nothing to keep.
+                if !token.is_empty() {
+                    *self.inner.token.lock().expect("token lock poisoned") = Some(token);
+                }
+                Ok(true)
+            }
+            Ok(Response::Error {
+                code: ErrorCode::AuthFailed,
+                ..
+            }) if with_token => {
+                *self.inner.token.lock().expect("token lock poisoned") = None;
+                Ok(false)
+            }
+            Ok(Response::Error { code, kv, message }) => {
+                Err(OpenError::Auth(ClientError::from_answer(code, kv, message)))
+            }
+            Ok(Response::Unavailable { message }) => Err(OpenError::Retry(format!(
+                "{} could not log in now: {message}",
+                mux.addr
+            ))),
+            Ok(other) => Err(OpenError::Auth(unexpected("Authenticate", &other))),
+            Err(e) => Err(OpenError::Retry(format!("login on {}: {e:?}", mux.addr))),
+        }
+    }
+
     /// The current connection, opening one to the current target if needed.
-    async fn connection(&self) -> Result<Arc<Mux>, String> {
+    async fn connection(&self) -> Result<Arc<Mux>, OpenError> {
         let mut slot = self.inner.conn.lock().await;
         let target = self.target_addr();
         if let Some(c) = slot.as_ref() {
@@ -583,7 +851,7 @@ impl Client {
             }
         }
         *slot = None;
-        let conn = Arc::new(Mux::open(&target, self.inner.config.connect_timeout).await?);
+        let conn = Arc::new(self.open_mux(&target).await?);
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -631,6 +899,9 @@ impl Client {
         // A write's sequence is assigned at its first send and kept for every retry.
         let mut seq_assigned = false;
         let mut unavailable_in_row = 0u32;
+        // A login that ended (token expired, password changed elsewhere, auth turned on) is
+        // renewed once per call; the refused request changed nothing, so it is sent again.
+        let mut logged_in_again = false;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -644,7 +915,8 @@ impl Client {
             attempts += 1;
             let conn = match self.connection().await {
                 Ok(c) => c,
-                Err(e) => {
+                Err(OpenError::Auth(e)) => return Err(e),
+                Err(OpenError::Retry(e)) => {
                     last = e;
                     let failed = self.target_addr();
                     self.rotate(&failed);
@@ -741,6 +1013,14 @@ impl Client {
                                 self.rotate(&conn.addr);
                             }
                         }
+                        Response::Error {
+                            code: ErrorCode::AuthFailed,
+                            ..
+                        } if cfg.user.is_some() && !logged_in_again => {
+                            logged_in_again = true;
+                            *self.inner.token.lock().expect("token lock poisoned") = None;
+                            self.drop_conn(&conn).await;
+                        }
                         Response::Error { code, kv, message } => {
                             return Err(match (code, kv) {
                                 (ErrorCode::Kv, Some(KvError::StaleSequence)) if maybe_sent => {
@@ -782,6 +1062,7 @@ impl Client {
     }
 }
 
+/// The client error of a definite refusal.
 fn next_backoff(d: Duration) -> Duration {
     (d * 2).min(Duration::from_millis(500))
 }

@@ -17,6 +17,10 @@ pub struct ClientConfig {
     pub attempt_timeout: Duration,
     /// Longest wait for a TCP connection.
     pub connect_timeout: Duration,
+    /// The user and password every connection logs in with (when the cluster has auth
+    /// enabled). The password stays in memory: the client logs in again by itself when its
+    /// token expires or a node refuses it.
+    pub user: Option<(String, String)>,
 }
 
 impl ClientConfig {
@@ -29,12 +33,23 @@ impl ClientConfig {
             timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(1),
+            user: None,
         }
     }
 
     /// The same configuration for another group.
     pub fn with_group(mut self, group: GroupId) -> ClientConfig {
         self.group = group;
+        self
+    }
+
+    /// The same configuration, logging in as `user` with `password`.
+    pub fn with_user(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> ClientConfig {
+        self.user = Some((user.into(), password.into()));
         self
     }
 

@@ -109,6 +109,19 @@ pub enum ClientError {
         /// What was unexpected.
         message: String,
     },
+    /// Auth is enabled and the user may not do this (a missing role or permission). Nothing
+    /// changed.
+    PermissionDenied {
+        /// What was refused, and why.
+        message: String,
+    },
+    /// Auth is enabled and the client could not prove a user: no user configured, a wrong
+    /// name or password. Nothing changed. (An expired token is not reported: the client logs
+    /// in again by itself.)
+    AuthFailed {
+        /// Why.
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -118,7 +131,9 @@ impl ClientError {
             ClientError::Kv(_)
             | ClientError::KvRefused { .. }
             | ClientError::TxnAborted { .. }
-            | ClientError::Refused { .. } => ErrorClass::Definite,
+            | ClientError::Refused { .. }
+            | ClientError::PermissionDenied { .. }
+            | ClientError::AuthFailed { .. } => ErrorClass::Definite,
             ClientError::BadRequest { .. } | ClientError::OverLimit { .. } => ErrorClass::Usage,
             ClientError::Indeterminate { .. } | ClientError::Protocol { .. } => {
                 ErrorClass::Indeterminate
@@ -166,6 +181,8 @@ impl ClientError {
             ClientError::Unavailable { .. } => "Unavailable".into(),
             ClientError::Indeterminate { .. } => "Indeterminate".into(),
             ClientError::Protocol { .. } => "Protocol".into(),
+            ClientError::PermissionDenied { .. } => "PermissionDenied".into(),
+            ClientError::AuthFailed { .. } => "AuthFailed".into(),
         }
     }
 
@@ -184,6 +201,8 @@ impl ClientError {
             (ErrorCode::Kv, Some(e)) => ClientError::Kv(e),
             (ErrorCode::BadRequest, _) => ClientError::BadRequest { message },
             (ErrorCode::LimitExceeded, _) => ClientError::OverLimit { message },
+            (ErrorCode::PermissionDenied, _) => ClientError::PermissionDenied { message },
+            (ErrorCode::AuthFailed, _) => ClientError::AuthFailed { message },
             (code, _) => ClientError::Refused { code, message },
         }
     }
@@ -238,6 +257,10 @@ impl std::fmt::Display for ClientError {
                 f,
                 "unexpected answer from the server (outcome unknown): {message}"
             ),
+            ClientError::PermissionDenied { message } => {
+                write!(f, "permission denied: {message}")
+            }
+            ClientError::AuthFailed { message } => write!(f, "authentication failed: {message}"),
         }
     }
 }

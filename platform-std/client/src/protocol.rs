@@ -206,6 +206,16 @@ pub enum TxnCompare {
 }
 
 impl TxnCompare {
+    /// The key it compares.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            TxnCompare::Value { key, .. }
+            | TxnCompare::Exists { key }
+            | TxnCompare::Absent { key }
+            | TxnCompare::UpdateIndex { key, .. } => key,
+        }
+    }
+
     /// The compare as DtKV takes it, borrowing this one's bytes.
     pub fn as_kv(&self) -> shoal_kv::Compare<'_> {
         match self {
@@ -253,6 +263,16 @@ pub enum TxnWrite {
 }
 
 impl TxnWrite {
+    /// The key it writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            TxnWrite::Put { key, .. }
+            | TxnWrite::Remove { key }
+            | TxnWrite::Mkdir { key }
+            | TxnWrite::PutTemp { key, .. } => key,
+        }
+    }
+
     /// The operation as DtKV takes it, borrowing this one's bytes.
     pub fn as_kv(&self) -> shoal_kv::TxnOp<'_> {
         match self {
@@ -386,6 +406,238 @@ pub enum Request {
     },
     /// Whether this node can vouch for every group it hosts, and why not ([`HealthInfo`]).
     Health,
+    /// Prove who this connection speaks for; every later request on it is checked against
+    /// that user's roles (while auth is enabled). Answered with [`Response::Token`] or
+    /// [`ErrorCode::AuthFailed`]. Any node takes it.
+    Authenticate(Credentials),
+    /// Manage users, roles and the auth switch ([`AuthOp`]). Changes go through group 0's
+    /// log (sent to group 0's leader; others answer `NotLeader`); once auth is enabled they
+    /// need the `root` role.
+    Auth(AuthOp),
+}
+
+/// How a connection proves its user ([`Request::Authenticate`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credentials {
+    /// A user's name and password: answered with a fresh token.
+    Password {
+        /// The user.
+        user: String,
+        /// The password (never logged).
+        password: String,
+    },
+    /// A token an earlier login returned (by any node of the cluster).
+    Token(Vec<u8>),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Debug output ends up in logs and error messages: never the secret.
+        match self {
+            Credentials::Password { user, .. } => write!(f, "Password {{ user: {user:?} }}"),
+            Credentials::Token(_) => write!(f, "Token(..)"),
+        }
+    }
+}
+
+/// What a permission allows on its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    /// Get, BatchGet, List and watch events.
+    Read,
+    /// Every write, temporary nodes and locks.
+    Write,
+    /// Both.
+    ReadWrite,
+}
+
+impl Access {
+    /// Whether a permission of this kind allows `need` (`Read` or `Write`).
+    pub fn allows(self, need: Access) -> bool {
+        self == Access::ReadWrite || self == need
+    }
+
+    /// `read`, `write` or `readwrite`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::ReadWrite => "readwrite",
+        }
+    }
+}
+
+impl std::str::FromStr for Access {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Access, String> {
+        match s {
+            "read" => Ok(Access::Read),
+            "write" => Ok(Access::Write),
+            "readwrite" => Ok(Access::ReadWrite),
+            _ => Err(format!(
+                "permission {s:?} is not one of read, write, readwrite"
+            )),
+        }
+    }
+}
+
+/// One permission of a role: `access` on `key`, or on its whole DtKV subtree with `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    /// What it allows.
+    pub access: Access,
+    /// The key (a directory's key with `prefix`; "" with `prefix` is every key).
+    pub key: Vec<u8>,
+    /// The key's subtree (the key and everything below it), not the key alone.
+    pub prefix: bool,
+}
+
+/// A user as `user get` shows it (never its password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// The name.
+    pub name: String,
+    /// Its roles, in name order.
+    pub roles: Vec<String>,
+}
+
+/// A role as `role get` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleInfo {
+    /// The name.
+    pub name: String,
+    /// Its permissions, in the order they were granted.
+    pub permissions: Vec<Permission>,
+}
+
+/// User, role and auth administration ([`Request::Auth`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthOp {
+    /// Turn auth on (the user `root` must exist).
+    Enable,
+    /// Turn auth off.
+    Disable,
+    /// Whether auth is on ([`Response::AuthStatus`]).
+    Status,
+    /// Add a user.
+    UserAdd {
+        /// The name: 1 to 64 of `A-Z a-z 0-9 _ -`.
+        name: String,
+        /// The password (hashed by the server before it is proposed; never stored).
+        password: String,
+    },
+    /// Delete a user.
+    UserDelete {
+        /// The name.
+        name: String,
+    },
+    /// Every user's name ([`Response::Names`]).
+    UserList,
+    /// One user ([`Response::User`]).
+    UserGet {
+        /// The name.
+        name: String,
+    },
+    /// Change a user's password (its tokens stop working).
+    UserPasswd {
+        /// The name.
+        name: String,
+        /// The new password.
+        password: String,
+    },
+    /// Grant a role to a user.
+    UserGrantRole {
+        /// The user.
+        name: String,
+        /// The role.
+        role: String,
+    },
+    /// Revoke a role from a user.
+    UserRevokeRole {
+        /// The user.
+        name: String,
+        /// The role.
+        role: String,
+    },
+    /// Add a role (without permissions).
+    RoleAdd {
+        /// The name: 1 to 64 of `A-Z a-z 0-9 _ -`.
+        name: String,
+    },
+    /// Delete a role that no user holds.
+    RoleDelete {
+        /// The name.
+        name: String,
+    },
+    /// Every role's name ([`Response::Names`]).
+    RoleList,
+    /// One role ([`Response::Role`]).
+    RoleGet {
+        /// The name.
+        name: String,
+    },
+    /// Add a permission to a role.
+    RoleGrantPermission {
+        /// The role.
+        name: String,
+        /// The permission.
+        permission: Permission,
+    },
+    /// Remove a role's permission on `key` (with `prefix`: its subtree permission).
+    RoleRevokePermission {
+        /// The role.
+        name: String,
+        /// The key.
+        key: Vec<u8>,
+        /// Whether the subtree permission is meant.
+        prefix: bool,
+    },
+}
+
+impl std::fmt::Debug for AuthOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Debug output ends up in logs and error messages: never a password.
+        match self {
+            AuthOp::UserAdd { name, .. } => write!(f, "UserAdd {{ name: {name:?} }}"),
+            AuthOp::UserPasswd { name, .. } => write!(f, "UserPasswd {{ name: {name:?} }}"),
+            AuthOp::Enable => write!(f, "Enable"),
+            AuthOp::Disable => write!(f, "Disable"),
+            AuthOp::Status => write!(f, "Status"),
+            AuthOp::UserDelete { name } => write!(f, "UserDelete({name:?})"),
+            AuthOp::UserList => write!(f, "UserList"),
+            AuthOp::UserGet { name } => write!(f, "UserGet({name:?})"),
+            AuthOp::UserGrantRole { name, role } => write!(f, "UserGrantRole({name:?}, {role:?})"),
+            AuthOp::UserRevokeRole { name, role } => {
+                write!(f, "UserRevokeRole({name:?}, {role:?})")
+            }
+            AuthOp::RoleAdd { name } => write!(f, "RoleAdd({name:?})"),
+            AuthOp::RoleDelete { name } => write!(f, "RoleDelete({name:?})"),
+            AuthOp::RoleList => write!(f, "RoleList"),
+            AuthOp::RoleGet { name } => write!(f, "RoleGet({name:?})"),
+            AuthOp::RoleGrantPermission { name, permission } => {
+                write!(f, "RoleGrantPermission({name:?}, {permission:?})")
+            }
+            AuthOp::RoleRevokePermission { name, key, prefix } => write!(
+                f,
+                "RoleRevokePermission({name:?}, {:?}, prefix {prefix})",
+                String::from_utf8_lossy(key)
+            ),
+        }
+    }
+}
+
+impl AuthOp {
+    /// Whether the operation only reads the auth state (any node answers it from its own).
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            AuthOp::Status
+                | AuthOp::UserList
+                | AuthOp::UserGet { .. }
+                | AuthOp::RoleList
+                | AuthOp::RoleGet { .. }
+        )
+    }
 }
 
 /// A node as reads return it.
@@ -554,6 +806,12 @@ pub enum ErrorCode {
     /// a request, watches on a connection); the message names the limit and its flag. Split
     /// the request: sent again as it is, it is refused again.
     LimitExceeded,
+    /// Auth is enabled and the connection's user may not do this (a missing role or
+    /// permission, or an auth record no client may read).
+    PermissionDenied,
+    /// Auth is enabled and the connection has no valid user: no login, a wrong name or
+    /// password, or a token that expired or no longer matches its user (log in again).
+    AuthFailed,
 }
 
 /// What the server answers.
@@ -638,6 +896,27 @@ pub enum Response {
         /// The first index not sent.
         next: LogIndex,
     },
+    /// A login succeeded: the connection speaks for `user` from now on, and `token` proves it
+    /// to any node of the cluster until `expires_ms`.
+    Token {
+        /// The user.
+        user: String,
+        /// Opaque; present it in [`Credentials::Token`].
+        token: Vec<u8>,
+        /// Wall-clock ms (Unix epoch) after which no node takes it.
+        expires_ms: u64,
+    },
+    /// Whether auth is enabled ([`AuthOp::Status`]).
+    AuthStatus {
+        /// On or off.
+        enabled: bool,
+    },
+    /// User or role names, sorted.
+    Names(Vec<String>),
+    /// One user.
+    User(UserInfo),
+    /// One role.
+    Role(RoleInfo),
 }
 
 /// Why a frame could not be read or written.

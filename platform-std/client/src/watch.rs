@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures_lite::Stream;
 use shoal_core::LogIndex;
 
-use crate::mux::Mux;
-use crate::protocol::{ReadMode, Request, RequestFrame, Response, WatchEvent};
+use crate::client::OpenError;
+use crate::protocol::{ErrorCode, ReadMode, Request, RequestFrame, Response, WatchEvent};
 use crate::{Client, ClientError};
 
 /// One item of a watch.
@@ -156,14 +156,15 @@ async fn watch_once(
     tx: &async_channel::Sender<Result<WatchItem, ClientError>>,
 ) -> Outcome {
     let cfg = client.config();
-    let conn = match Mux::open(addr, cfg.connect_timeout).await {
+    let conn = match client.open_mux(addr).await {
         Ok(c) => c,
-        Err(why) => {
+        Err(OpenError::Retry(why)) => {
             return Outcome::Retry {
                 why,
                 delivered: false,
             }
         }
+        Err(OpenError::Auth(e)) => return Outcome::Refused(e),
     };
     let id = client.next_request_id();
     let rx = match conn.subscribe(id, 1024) {
@@ -259,6 +260,18 @@ async fn watch_once(
                     why: format!("{addr} cut the watch: it fell behind"),
                     delivered: true,
                 };
+            }
+            // The login ended (its token expired, or auth was turned on): log in again and go
+            // on from the last event delivered.
+            Response::Error {
+                code: ErrorCode::AuthFailed,
+                message,
+                ..
+            } if cfg.user.is_some() => {
+                return Outcome::Retry {
+                    why: format!("{addr} ended the login: {message}"),
+                    delivered,
+                }
             }
             Response::Error { code, kv, message } => {
                 return Outcome::Refused(ClientError::from_answer(code, kv, message))

@@ -1,5 +1,5 @@
 //! `shoalctl`: operate a Shoal cluster from the shell — every DtKV operation, watch, locks around
-//! a command, membership, leader transfer, snapshots, status and groups.
+//! a command, membership, leader transfer, snapshots, status, groups, users and roles.
 //!
 //! Exit codes: 0 success; 1 the cluster answered with a definite failure; 2 usage error; 3 the
 //! outcome is unknown (a write was sent and its answer lost); 4 no node took the request (it
@@ -18,7 +18,9 @@ mod txn;
 use base64::Engine;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use shoal_client::{Client, ClientConfig, ClientError, NodeInfo, ReadMode, WatchItem};
+use shoal_client::{
+    Access, Client, ClientConfig, ClientError, NodeInfo, Permission, ReadMode, WatchItem,
+};
 use shoal_kv::system::RecordText;
 
 const AFTER_HELP: &str = "\
@@ -53,6 +55,15 @@ struct Cli {
     /// Overall deadline of each request, retries included (e.g. 500ms, 10s, 2m).
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     timeout: Duration,
+    /// Log in as this user (clusters with auth enabled): NAME:PASSWORD, or NAME to be asked
+    /// for the password (or to take it from SHOAL_PASSWORD).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_USER",
+        value_name = "NAME[:PASSWORD]"
+    )]
+    user: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -248,6 +259,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         file: Option<String>,
     },
+    /// Turn checking of users and permissions on or off (needs the root role once on).
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Users: who may log in, and which roles they hold.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Roles: what their holders may read and write.
+    #[command(subcommand)]
+    Role(RoleCommand),
     /// Read commands from stdin, one per line (shell-like quoting, `#` comments), and answer
     /// each with one JSON line. Exit code: 0 if every line succeeded, else the last failing
     /// line's code. `lock`, `watch`, `txn` and `batch` are not allowed in batch input.
@@ -304,6 +324,140 @@ enum GroupCommand {
     Remove,
 }
 
+#[derive(Subcommand, Debug)]
+enum AuthCommand {
+    /// Check every request against its user's roles from now on (the user root must exist).
+    Enable,
+    /// Stop checking (needs the root role).
+    Disable,
+    /// Whether auth is enabled.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a user: NAME:PASSWORD, or NAME to be asked for the password. The user root holds
+    /// the root role from the start.
+    Add {
+        /// NAME or NAME:PASSWORD.
+        #[arg(value_name = "NAME[:PASSWORD]")]
+        account: String,
+    },
+    /// Delete a user.
+    Delete {
+        /// The user.
+        name: String,
+    },
+    /// List the users.
+    List,
+    /// Show a user's roles.
+    Get {
+        /// The user.
+        name: String,
+    },
+    /// Change a user's password (NAME:PASSWORD, or NAME to be asked); its logins end.
+    Passwd {
+        /// NAME or NAME:PASSWORD.
+        #[arg(value_name = "NAME[:PASSWORD]")]
+        account: String,
+    },
+    /// Grant a role to a user.
+    GrantRole {
+        /// The user.
+        name: String,
+        /// The role.
+        role: String,
+    },
+    /// Revoke a role from a user.
+    RevokeRole {
+        /// The user.
+        name: String,
+        /// The role.
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RoleCommand {
+    /// Add a role without permissions.
+    Add {
+        /// The role.
+        name: String,
+    },
+    /// Delete a role that no user holds.
+    Delete {
+        /// The role.
+        name: String,
+    },
+    /// List the roles (the built-in root among them).
+    List,
+    /// Show a role's permissions.
+    Get {
+        /// The role.
+        name: String,
+    },
+    /// Let the role read, write or both on KEY (with --prefix: KEY's whole subtree; "" with
+    /// --prefix is every key).
+    GrantPermission {
+        /// The role.
+        name: String,
+        /// What it allows.
+        #[arg(value_enum)]
+        access: AccessArg,
+        /// The key, or the directory with --prefix.
+        key: String,
+        /// KEY's DtKV subtree, not KEY alone.
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// Take the role's permission on KEY (with --prefix: its subtree permission).
+    RevokePermission {
+        /// The role.
+        name: String,
+        /// The key.
+        key: String,
+        /// The subtree permission.
+        #[arg(long)]
+        prefix: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AccessArg {
+    /// Get, list and watch.
+    Read,
+    /// Every write, temporary nodes and locks.
+    Write,
+    /// Both.
+    Readwrite,
+}
+
+impl From<AccessArg> for Access {
+    fn from(a: AccessArg) -> Access {
+        match a {
+            AccessArg::Read => Access::Read,
+            AccessArg::Write => Access::Write,
+            AccessArg::Readwrite => Access::ReadWrite,
+        }
+    }
+}
+
+/// `NAME:PASSWORD` split, or `NAME` and the password from `SHOAL_PASSWORD` (when `env`) or a
+/// prompt on the terminal.
+fn name_and_password(spec: &str, env: bool, prompt: &str) -> Result<(String, String), String> {
+    if let Some((name, password)) = spec.split_once(':') {
+        return Ok((name.to_string(), password.to_string()));
+    }
+    if env {
+        if let Ok(p) = std::env::var("SHOAL_PASSWORD") {
+            return Ok((spec.to_string(), p));
+        }
+    }
+    let password = rpassword::prompt_password(format!("{prompt} {spec}: "))
+        .map_err(|e| format!("no password given for {spec} and none could be asked for: {e}"))?;
+    Ok((spec.to_string(), password))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration like 500ms, 10s or 2m: {e}"))
@@ -334,12 +488,22 @@ impl Answer {
 fn main() {
     shoal_cli_docs::answer_and_exit::<Cli>();
     let cli = Cli::try_parse().unwrap_or_else(|e| input::usage_exit(e));
+    let user = match cli
+        .user
+        .as_deref()
+        .map(|u| name_and_password(u, true, "Password of"))
+    {
+        None => None,
+        Some(Ok(u)) => Some(u),
+        Some(Err(message)) => exit_with_error(cli.output, &ClientError::BadRequest { message }),
+    };
     let config = ClientConfig {
         endpoints: cli.endpoints.clone(),
         group: cli.group,
         timeout: cli.timeout,
         attempt_timeout: cli.timeout.min(Duration::from_secs(3)),
         connect_timeout: cli.timeout.min(Duration::from_secs(1)),
+        user,
     };
     let client = match Client::new(config) {
         Ok(c) => c,
@@ -768,12 +932,110 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             }
             GroupCommand::Remove => written(client.remove_group(client.config().group).await?),
         },
+        Command::Auth(a) => match a {
+            AuthCommand::Enable => {
+                let index = client.auth_enable().await?;
+                Answer::new(
+                    json!({"ok": true, "index": index, "enabled": true}),
+                    format!("auth enabled (index {index})"),
+                )
+            }
+            AuthCommand::Disable => {
+                let index = client.auth_disable().await?;
+                Answer::new(
+                    json!({"ok": true, "index": index, "enabled": false}),
+                    format!("auth disabled (index {index})"),
+                )
+            }
+            AuthCommand::Status => {
+                let on = client.auth_status().await?;
+                Answer::new(
+                    json!({"ok": true, "enabled": on}),
+                    format!("auth {}", if on { "enabled" } else { "disabled" }),
+                )
+            }
+        },
+        Command::User(u) => match u {
+            UserCommand::Add { account } => {
+                let (name, password) =
+                    name_and_password(account, false, "Password of new user").map_err(usage)?;
+                written(client.user_add(&name, &password).await?)
+            }
+            UserCommand::Passwd { account } => {
+                let (name, password) =
+                    name_and_password(account, false, "New password of").map_err(usage)?;
+                written(client.user_passwd(&name, &password).await?)
+            }
+            UserCommand::Delete { name } => written(client.user_delete(name).await?),
+            UserCommand::GrantRole { name, role } => {
+                written(client.user_grant_role(name, role).await?)
+            }
+            UserCommand::RevokeRole { name, role } => {
+                written(client.user_revoke_role(name, role).await?)
+            }
+            UserCommand::List => names_answer("users", client.user_list().await?),
+            UserCommand::Get { name } => {
+                let u = client.user_get(name).await?;
+                Answer::new(
+                    json!({"ok": true, "name": u.name, "roles": u.roles}),
+                    format!("user {}\nroles: {}", u.name, u.roles.join(" ")),
+                )
+            }
+        },
+        Command::Role(r) => match r {
+            RoleCommand::Add { name } => written(client.role_add(name).await?),
+            RoleCommand::Delete { name } => written(client.role_delete(name).await?),
+            RoleCommand::List => names_answer("roles", client.role_list().await?),
+            RoleCommand::Get { name } => {
+                let r = client.role_get(name).await?;
+                let perms: Vec<Value> = r
+                    .permissions
+                    .iter()
+                    .map(|p| {
+                        json!({"access": p.access.as_str(), "key": text(&p.key), "prefix": p.prefix})
+                    })
+                    .collect();
+                let mut t = format!("role {}", r.name);
+                for p in &r.permissions {
+                    let what = if p.prefix { "prefix" } else { "key" };
+                    t.push_str(&format!(
+                        "\n  {}\t{what}\t{:?}",
+                        p.access.as_str(),
+                        text(&p.key)
+                    ));
+                }
+                Answer::new(json!({"ok": true, "name": r.name, "permissions": perms}), t)
+            }
+            RoleCommand::GrantPermission {
+                name,
+                access,
+                key,
+                prefix,
+            } => {
+                let permission = Permission {
+                    access: (*access).into(),
+                    key: key.as_bytes().to_vec(),
+                    prefix: *prefix,
+                };
+                written(client.role_grant_permission(name, permission).await?)
+            }
+            RoleCommand::RevokePermission { name, key, prefix } => written(
+                client
+                    .role_revoke_permission(name, key.as_bytes(), *prefix)
+                    .await?,
+            ),
+        },
         Command::Lock { .. } | Command::Watch { .. } | Command::Txn { .. } | Command::Batch => {
             return Err(usage(
                 "lock, watch, txn and batch cannot run inside batch input".into(),
             ))
         }
     })
+}
+
+fn names_answer(what: &str, names: Vec<String>) -> Answer {
+    let t = names.join("\n");
+    Answer::new(json!({"ok": true, what: names}), t)
 }
 
 fn member_json(m: &shoal_client::MemberInfo) -> Value {

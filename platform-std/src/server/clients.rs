@@ -38,6 +38,7 @@ use async_io::{Async, Timer};
 use event_listener::Event;
 use smol::LocalExecutor;
 
+use super::auth::Principal;
 use shoal_client::protocol::{self, ErrorCode, RequestFrame, Response, ResponseFrame};
 
 /// Requests waiting for the raft loop above which no connection is read.
@@ -191,6 +192,8 @@ pub enum ClientInput {
     Request(Rc<Conn>, RequestFrame),
     /// A connection closed: its watches end.
     Closed(u64),
+    /// A password hashed off the raft thread, ready to be proposed for a user.
+    Hashed(super::raftloop::HashedPassword),
 }
 
 /// State shared by the raft loop and every connection task (one thread).
@@ -265,6 +268,8 @@ pub struct Conn {
     active_at: Cell<u64>,
     /// Notified when `queued` drops to zero or `out` drains (the reader may read again).
     resume: Event,
+    /// The user this connection speaks for (a login, or a verified client certificate).
+    principal: RefCell<Option<Principal>>,
 }
 
 impl Hub {
@@ -420,6 +425,11 @@ impl Hub {
 
     fn push(&self, input: ClientInput) {
         self.inbox.borrow_mut().push_back(input);
+    }
+
+    /// Queue an input the raft thread made itself (work finished off the thread).
+    pub fn push_internal(&self, input: ClientInput) {
+        self.push(input);
     }
 
     fn inbox_full(&self) -> bool {
@@ -579,6 +589,17 @@ impl Drop for Reply {
 }
 
 impl Conn {
+    /// The user this connection speaks for, if any.
+    pub fn principal(&self) -> Option<Principal> {
+        self.principal.borrow().clone()
+    }
+
+    /// From now on the connection speaks for `who` (a login, or [`Principal::from_verified_cn`]
+    /// once TLS verified a client certificate).
+    pub fn set_principal(&self, who: Option<Principal>) {
+        *self.principal.borrow_mut() = who;
+    }
+
     fn answer(self: &Rc<Self>, frame: &ResponseFrame) -> bool {
         if self.closed.get() {
             return false;
@@ -855,6 +876,7 @@ pub async fn accept_loop(
             partial_since: Cell::new(0),
             active_at: Cell::new(hub.tick.get()),
             resume: Event::new(),
+            principal: RefCell::new(None),
         });
         hub.conns.borrow_mut().insert(id, conn.clone());
         ex.spawn(writer(conn.clone())).detach();

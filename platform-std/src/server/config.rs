@@ -274,6 +274,14 @@ pub struct Flags {
     /// and may name modules (`RUST_LOG=info,shoal_std::server::net=debug`) [default: info].
     #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<log::LevelFilter>,
+    /// How long a login's token is good for (every member takes it until then, across leader
+    /// changes; clients log in again by themselves) [default: 5m].
+    #[arg(long, env = "SHOAL_AUTH_TOKEN_TTL", value_name = "DURATION")]
+    pub auth_token_ttl: Option<Dur>,
+    /// Password checks (logins, user add, passwd) running at once; each holds 19 MiB for
+    /// Argon2id while it runs, more are answered `Unavailable` [default: 4].
+    #[arg(long, env = "SHOAL_AUTH_MAX_HASHING", value_name = "N")]
+    pub auth_max_hashing: Option<usize>,
 }
 
 /// How shoald writes its log lines.
@@ -369,6 +377,10 @@ pub struct ServerConfig {
     pub client_limits: ClientLimits,
     /// Raft port limits.
     pub peer_limits: PeerLimits,
+    /// How long a login's token is good for.
+    pub auth_token_ttl: Duration,
+    /// Password hashes computed at once, at most.
+    pub auth_max_hashing: usize,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -593,6 +605,14 @@ impl ServerConfig {
             log_level: f.log_level.unwrap_or(log::LevelFilter::Info),
             client_limits,
             peer_limits,
+            auth_token_ttl: match f.auth_token_ttl.map_or(Duration::from_secs(300), |d| d.0) {
+                d if d.is_zero() => return Err("--auth-token-ttl must be more than 0".into()),
+                d => d,
+            },
+            auth_max_hashing: match f.auth_max_hashing.unwrap_or(4) {
+                0 => return Err("--auth-max-hashing must be at least 1".into()),
+                n => n,
+            },
         })
     }
 }

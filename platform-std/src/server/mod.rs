@@ -9,6 +9,7 @@
 pub use crate::storage::addrbook;
 pub mod accept;
 pub mod admin;
+pub mod auth;
 pub mod clients;
 pub mod config;
 pub mod health;

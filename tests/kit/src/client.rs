@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use shoal_client::protocol::{
-    self, HealthInfo, ReadMode, Request, RequestFrame, Response, ResponseFrame, StatusInfo,
-    WriteOp, PROTOCOL_VERSION,
+    self, Credentials, HealthInfo, ReadMode, Request, RequestFrame, Response, ResponseFrame,
+    StatusInfo, WriteOp, PROTOCOL_VERSION,
 };
 use shoal_kv::WriteResult;
 
@@ -78,6 +78,59 @@ impl Conn {
     pub fn set_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
         self.stream.set_read_timeout(Some(timeout))?;
         self.stream.set_write_timeout(Some(timeout))
+    }
+
+    /// Log in on this connection (clusters with auth enabled): the node's answer, a
+    /// `Response::Token` or an `AuthFailed` error.
+    pub fn login(&mut self, user: &str, password: &str) -> std::io::Result<Response> {
+        let creds = Credentials::Password {
+            user: user.into(),
+            password: password.into(),
+        };
+        self.call(0, Request::Authenticate(creds))
+    }
+
+    /// Present a token on this connection: the node's answer.
+    pub fn login_token(&mut self, token: &[u8]) -> std::io::Result<Response> {
+        self.call(0, Request::Authenticate(Credentials::Token(token.to_vec())))
+    }
+
+    /// Write `value` to `n` keys `{prefix}{i}` in one go (pipelined: every request sent
+    /// before the first answer is read), in session `client_id` from sequence `first_seq`:
+    /// a long log quickly, for tests that need one.
+    ///
+    /// # Panics
+    /// Unless every write is applied and succeeds.
+    pub fn pipelined_puts(
+        &mut self,
+        group: u32,
+        (client_id, first_seq): (u64, u64),
+        prefix: &str,
+        value: &[u8],
+        n: u64,
+    ) {
+        let mut out = Vec::new();
+        let first_id = self.next_id;
+        for i in 0..n {
+            let request = put_request(client_id, first_seq + i, &format!("{prefix}{i}"), value);
+            encode_request(self.next_id, group, request, &mut out);
+            self.next_id += 1;
+        }
+        self.stream.write_all(&out).expect("send the writes");
+        let mut done = 0;
+        while done < n {
+            let f = self.next_frame().expect("the answers to the writes");
+            if f.id < first_id {
+                continue;
+            }
+            match f.response {
+                Response::Written {
+                    result: WriteResult::Done,
+                    ..
+                } => done += 1,
+                other => panic!("pipelined write {} answered {other:?}", f.id - first_id),
+            }
+        }
     }
 
     /// Send bytes as they are (frames built by the test, damaged ones included).

@@ -207,6 +207,48 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
             "counter",
             v.sealed_links.1,
         ),
+        (
+            "shoal_auth_enabled",
+            "1 while auth is enabled (requests checked against users' roles).",
+            "gauge",
+            u64::from(v.auth.enabled),
+        ),
+        (
+            "shoal_auth_users",
+            "Users defined.",
+            "gauge",
+            v.auth.users as u64,
+        ),
+        (
+            "shoal_auth_logins_total",
+            "Logins (password or token) that succeeded.",
+            "counter",
+            v.auth.logins,
+        ),
+        (
+            "shoal_auth_login_failures_total",
+            "Logins refused: wrong name or password, bad or expired token.",
+            "counter",
+            v.auth.login_failures,
+        ),
+        (
+            "shoal_auth_refusals_total",
+            "Requests refused with AuthFailed or PermissionDenied.",
+            "counter",
+            v.auth.refusals,
+        ),
+        (
+            "shoal_auth_hashing",
+            "Password checks running now (at most --auth-max-hashing).",
+            "gauge",
+            v.auth.hashing as u64,
+        ),
+        (
+            "shoal_auth_hashing_busy_total",
+            "Password checks refused because --auth-max-hashing were running.",
+            "counter",
+            v.auth.hashing_busy,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }

@@ -103,6 +103,27 @@ pub struct AdminView {
     pub disk: DiskView,
     /// The raft port's handshakes and connections.
     pub peer_port: PeerPortView,
+    /// Users and logins.
+    pub auth: AuthView,
+}
+
+/// Users and logins (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct AuthView {
+    /// Whether auth is enabled.
+    pub enabled: bool,
+    /// Users defined.
+    pub users: usize,
+    /// Logins that succeeded since start.
+    pub logins: u64,
+    /// Logins refused since start.
+    pub login_failures: u64,
+    /// Requests refused with `AuthFailed` or `PermissionDenied` since start.
+    pub refusals: u64,
+    /// Password checks running now (at most `--auth-max-hashing`).
+    pub hashing: usize,
+    /// Password checks refused because `--auth-max-hashing` were running.
+    pub hashing_busy: u64,
 }
 
 /// What this node did about the cluster's records (group definitions).

@@ -206,7 +206,8 @@ pub(super) fn fail_all(g: &mut Group, why: &str) {
     }
 }
 
-pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
+pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64, gate: Gate<'_>) {
+    let auth = gate.auth;
     if g.member_op.is_some() {
         advance_member_op(g, now);
     }
@@ -219,7 +220,7 @@ pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
                 return true;
             }
             reply.conn.parked(false);
-            answer_read(sm, req, reply);
+            answer_read(sm, req, reply, gate);
             false
         });
     }
@@ -228,7 +229,7 @@ pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
         let mut waiting = Vec::new();
         for (index, reply, req) in g.lease_reads.drain(..) {
             if index <= applied {
-                answer_or_park(sm, req, reply, &mut g.parked_reads);
+                answer_or_park(sm, req, reply, &mut g.parked_reads, gate);
             } else {
                 waiting.push((index, reply, req));
             }
@@ -237,7 +238,8 @@ pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
     }
     if !g.watches.is_empty() {
         let kv = g.node.state_machine().store();
-        g.watches.retain_mut(|w| deliver_events(kv, w, applied));
+        g.watches
+            .retain_mut(|w| deliver_events(kv, w, applied, auth, wall));
     }
     if g.node.raft().role() == Role::Leader
         && g.node.state_machine().store().expired_at(wall)
@@ -260,10 +262,22 @@ pub(super) fn after_flush(g: &mut Group, now: u64, wall: u64) {
 /// Send a watch the events up to `applied` it has not seen; false when it ends. A watch whose
 /// connection is over its share (its client does not take its answers) is cut before its next
 /// index with `WatchLagged`, which names the index to watch from again: a watcher that falls
-/// behind costs the node nothing more.
-fn deliver_events(kv: &crate::kvheap::HeapKv, w: &mut Watch, applied: LogIndex) -> bool {
+/// behind costs the node nothing more. Events the watcher's user may not read are left out, as
+/// the user is now; a login that ended ends the watch (the client logs in again and resumes).
+fn deliver_events(
+    kv: &crate::kvheap::HeapKv,
+    w: &mut Watch,
+    applied: LogIndex,
+    auth: &super::super::auth::AuthState,
+    wall: u64,
+) -> bool {
     if w.next > applied {
         return true;
+    }
+    let who = w.reply.conn.principal();
+    if let Err(r) = auth.watch_allowed(who.as_ref(), wall) {
+        w.reply.send(super::auth::refusal(r));
+        return false;
     }
     let conn = &w.reply.conn;
     let mut cut_at = None;
@@ -274,6 +288,7 @@ fn deliver_events(kv: &crate::kvheap::HeapKv, w: &mut Watch, applied: LogIndex) 
             || !open
             || ev.index > applied
             || !(w.keys.is_empty() || w.keys.iter().any(|k| in_subtree(ev.key, k)))
+            || !super::super::auth::event_visible(auth, who.as_ref(), wall, ev.key)
         {
             return;
         }

@@ -36,6 +36,7 @@ use shoal_kv::{
     Pairs, Refusal, Txn, TxnOp, WatchError,
 };
 
+mod auth;
 mod greet;
 mod group;
 mod health;
@@ -43,6 +44,8 @@ mod members;
 mod requests;
 mod system;
 
+pub use auth::HashedPassword;
+use auth::*;
 use greet::*;
 use group::*;
 use health::*;
@@ -53,7 +56,7 @@ use system::*;
 
 use super::accept::AcceptBackoff;
 use super::addrbook::AddrBook;
-use super::admin::{AdminView, DiskView, GroupView, PeerView, RecordsView};
+use super::admin::{AdminView, AuthView, DiskView, GroupView, PeerView, RecordsView};
 use super::clients::{self, over_limit, ClientInput, Hub, Limit, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
 use super::kvsm::{GroupOutput, KvSm, MemberAddr};
@@ -113,6 +116,17 @@ pub struct RaftLoop {
     greetings: Greetings,
     /// The client port's pause after a failed accept, and its counters.
     accept: Rc<AcceptBackoff>,
+    /// Users, roles and the auth switch, as group 0's records last said ([`auth`]).
+    auth: super::auth::AuthState,
+    /// Group 0's `system_changes` when `auth` was last read.
+    auth_seen: Option<u64>,
+    /// Logins and refusals, for `/metrics`.
+    auth_counts: Rc<AuthCounts>,
+    /// Password hashes running on the blocking pool now.
+    hashing: Rc<std::cell::Cell<usize>>,
+    /// The executor of the connection tasks (set by `run`), which also runs the tasks that
+    /// wait for password checks.
+    ex: Option<Rc<LocalExecutor<'static>>>,
 }
 
 fn wall_ms() -> u64 {
@@ -159,6 +173,11 @@ impl RaftLoop {
             sys: Records::default(),
             greetings: Greetings::default(),
             accept: AcceptBackoff::new(accept_backoff_max),
+            auth: Default::default(),
+            auth_seen: None,
+            auth_counts: Default::default(),
+            hashing: Default::default(),
+            ex: None,
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
@@ -294,6 +313,7 @@ impl RaftLoop {
     /// exit code.
     pub fn run(mut self, clients: Async<std::net::TcpListener>) -> i32 {
         let ex = Rc::new(LocalExecutor::new());
+        self.ex = Some(ex.clone());
         let accept = self.accept.clone();
         ex.spawn(clients::accept_loop(
             self.hub.clone(),
@@ -502,6 +522,8 @@ impl RaftLoop {
         let mut big_batch = false;
         let defer = self.cfg.fsync == FsyncMode::Always;
         let jobs = &self.sync_jobs;
+        let (auth, auth_seen) = (&mut self.auth, &mut self.auth_seen);
+        let counts = &*self.auth_counts;
         for g in self.groups.values_mut() {
             let mut events = Vec::new();
             let before = g.node.raft().membership().clone();
@@ -510,6 +532,15 @@ impl RaftLoop {
                 return Err(1);
             }
             big_batch |= events.len() > TRIM_AFTER_EVENTS;
+            // Group 0 holds the auth records: read them again before this flush's reads are
+            // served, so a read checks against the state it reads from.
+            if g.id == 0 {
+                reload_auth(auth, auth_seen, g.node.state_machine().store());
+            }
+            let gate = Gate {
+                auth: &*auth,
+                counts,
+            };
             for ev in events {
                 match ev {
                     Event::Applied {
@@ -546,7 +577,7 @@ impl RaftLoop {
                         while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
                             let (_, reply, req) = g.index_reads.pop_front().expect("checked");
                             let sm = g.node.state_machine();
-                            answer_or_park(sm, req, reply, &mut g.parked_reads);
+                            answer_or_park(sm, req, reply, &mut g.parked_reads, gate);
                         }
                     }
                     Event::ReadFailed { upto } => {
@@ -579,7 +610,7 @@ impl RaftLoop {
             if g.node.raft().membership() != &before {
                 members_changed = true;
             }
-            after_flush(g, now, wall);
+            after_flush(g, now, wall, gate);
         }
         if big_batch {
             super::release_freed_memory();
@@ -668,6 +699,7 @@ impl RaftLoop {
         v.health = Some(health);
         v.space = self.data.space().map(|s| s.stats());
         v.accept = self.accept.view();
+        v.auth = self.auth_view();
         v.disk = DiskView {
             segment_bytes: self.cfg.segment_bytes,
             segment_initial_bytes: self.cfg.segment_initial_bytes,

@@ -1,7 +1,9 @@
 //! Client requests on the raft thread: writes, reads in each mode, status, and the answers
 //! and errors they turn into.
 
+use super::super::auth::{AuthState, Need};
 use super::*;
+use shoal_client::protocol::Access;
 use shoal_core::wire::Body;
 use shoal_kv::validate_key;
 
@@ -86,9 +88,23 @@ pub fn role_name(r: Role) -> &'static str {
 /// fence and count as postcard writes them, at most).
 const NODE_INFO_BYTES: usize = 64;
 
-/// Answer a read from the state machine as it is now; a read whose answer would pass
+/// Answer a read from the state machine as it is now, once the user's read permissions pass
+/// against the auth state of the same moment; a read whose answer would pass
 /// `--client-max-answer-mb` is refused (and counted) rather than built.
-pub(super) fn answer_read(sm: &KvSm, req: &ReadReq, reply: &Reply) {
+pub(super) fn answer_read(sm: &KvSm, req: &ReadReq, reply: &Reply, gate: Gate<'_>) {
+    let who = reply.conn.principal();
+    let need = match req {
+        ReadReq::Get(key) => Need::Keys(Access::Read, vec![key.as_slice()]),
+        ReadReq::BatchGet(keys) => {
+            Need::Keys(Access::Read, keys.iter().map(|k| k.as_slice()).collect())
+        }
+        ReadReq::List(key) => Need::Subtree(key),
+    };
+    if let Err(r) = gate.auth.check_need(who.as_ref(), wall_ms(), need) {
+        bump(&gate.counts.refusals);
+        reply.send(refusal(r));
+        return;
+    }
     let hub = reply.conn.hub();
     match serve_read(sm, req, hub.limits().max_answer_bytes) {
         Ok(answer) => reply.send(answer),
@@ -97,6 +113,13 @@ pub(super) fn answer_read(sm: &KvSm, req: &ReadReq, reply: &Reply) {
             reply.send(over_limit(message))
         }
     };
+}
+
+/// What a read is checked against: the auth state, and the refusal counter.
+#[derive(Clone, Copy)]
+pub(super) struct Gate<'a> {
+    pub(super) auth: &'a AuthState,
+    pub(super) counts: &'a AuthCounts,
 }
 
 /// Answer a read whose point of linearization has passed, unless its connection holds more
@@ -108,12 +131,13 @@ pub(super) fn answer_or_park(
     req: ReadReq,
     reply: Reply,
     parked: &mut Vec<(Reply, ReadReq)>,
+    gate: Gate<'_>,
 ) {
     if reply.conn.must_wait() {
         reply.conn.parked(true);
         parked.push((reply, req));
     } else {
-        answer_read(sm, &req, &reply);
+        answer_read(sm, &req, &reply, gate);
     }
 }
 
@@ -223,6 +247,7 @@ impl RaftLoop {
     pub(super) fn handle_client_input(&mut self, input: ClientInput) {
         match input {
             ClientInput::Request(conn, frame) => self.handle_client(conn, frame),
+            ClientInput::Hashed(h) => self.hashed(h),
             ClientInput::Closed(conn) => {
                 for g in self.groups.values_mut() {
                     g.watches.retain(|w| w.reply.conn.id != conn);
@@ -284,8 +309,25 @@ impl RaftLoop {
             reply.send(unavailable("shutting down"));
             return;
         }
+        let who = reply.conn.principal();
+        if let Err(r) = self
+            .auth
+            .check_arrival(who.as_ref(), wall_ms(), &frame.request)
+        {
+            bump(&self.auth_counts.refusals);
+            reply.send(refusal(r));
+            return;
+        }
         let gid = frame.group;
         match frame.request {
+            Request::Authenticate(creds) => {
+                self.authenticate(creds, reply);
+                return;
+            }
+            Request::Auth(op) => {
+                self.auth_op(op, reply);
+                return;
+            }
             Request::GroupList => {
                 reply.send(Response::Groups(self.groups.keys().copied().collect()));
                 return;
@@ -313,6 +355,10 @@ impl RaftLoop {
         }
         let now = self.now_ms();
         let node_id = self.cfg.node_id;
+        let gate = Gate {
+            auth: &self.auth,
+            counts: &self.auth_counts,
+        };
         let Some(g) = self.groups.get_mut(&gid) else {
             reply.send(error(
                 ErrorCode::UnknownGroup,
@@ -322,13 +368,13 @@ impl RaftLoop {
         };
         match frame.request {
             Request::Write { client_id, seq, op } => write(g, now, client_id, seq, op, reply),
-            Request::Get { key, mode } => read(g, now, mode, ReadReq::Get(key), reply),
+            Request::Get { key, mode } => read(g, now, mode, ReadReq::Get(key), reply, gate),
             Request::BatchGet { keys, mode } => {
                 if batch_fits(&reply, "BatchGet", keys.len()) {
-                    read(g, now, mode, ReadReq::BatchGet(keys), reply)
+                    read(g, now, mode, ReadReq::BatchGet(keys), reply, gate)
                 }
             }
-            Request::List { key, mode } => read(g, now, mode, ReadReq::List(key), reply),
+            Request::List { key, mode } => read(g, now, mode, ReadReq::List(key), reply, gate),
             Request::Watch { keys, from_index } => {
                 if !batch_fits(&reply, "Watch", keys.len()) {
                     return;
@@ -415,7 +461,9 @@ impl RaftLoop {
             | Request::GroupCreate { .. }
             | Request::GroupCreatePerNode { .. }
             | Request::GroupRemove
-            | Request::Health => {
+            | Request::Health
+            | Request::Authenticate(_)
+            | Request::Auth(_) => {
                 unreachable!("handled above")
             }
         }
@@ -609,18 +657,25 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
     }
 }
 
-pub(super) fn read(g: &mut Group, now: u64, mode: ReadMode, req: ReadReq, reply: Reply) {
+pub(super) fn read(
+    g: &mut Group,
+    now: u64,
+    mode: ReadMode,
+    req: ReadReq,
+    reply: Reply,
+    gate: Gate<'_>,
+) {
     match mode {
-        ReadMode::Local => answer_read(g.node.state_machine(), &req, &reply),
+        ReadMode::Local => answer_read(g.node.state_machine(), &req, &reply, gate),
         ReadMode::Lease => match g.node.read_lease(now) {
             Ok(index) if index <= g.node.applied() => {
-                answer_read(g.node.state_machine(), &req, &reply)
+                answer_read(g.node.state_machine(), &req, &reply, gate)
             }
             Ok(index) => g.lease_reads.push((index, reply, req)),
             Err(ReadError::NotLeader { .. }) => {
                 reply.send(not_leader(g));
             }
-            Err(_) => read(g, now, ReadMode::Linearizable, req, reply),
+            Err(_) => read(g, now, ReadMode::Linearizable, req, reply, gate),
         },
         ReadMode::Linearizable => match g.node.read_index(now) {
             Ok(ticket) => g.index_reads.push_back((ticket, reply, req)),

@@ -92,6 +92,8 @@ pub(super) enum SysAnswer {
     GroupCreate { gid: GroupId, record: Vec<u8> },
     /// `group remove`: answer once the tombstone applied.
     GroupRemove,
+    /// A user, role or auth switch change: answer once it applied.
+    Auth,
 }
 
 /// A system write of group 0 as a log entry (no session: the record's own state makes a
@@ -186,6 +188,7 @@ impl RaftLoop {
         let (members, groups) = read_records(self.groups[&0].node.state_machine().store());
         self.sys.members = members;
         self.sys.groups = groups;
+        self.reload_auth();
         let grace = self.cfg.group_remove_grace.as_millis() as u64;
         let entries = std::fs::read_dir(self.data.path())
             .map_err(|e| format!("cannot list {}: {e}", self.data.path().display()))?;
@@ -651,7 +654,7 @@ fn group_exists(g: &Group, gid: GroupId, record: &[u8]) -> Option<Response> {
     Some(error(ErrorCode::Conflict, message))
 }
 
-fn propose_system(g: &mut Group, now: u64, op: Op<'_>, reply: Reply, answer: SysAnswer) {
+pub(super) fn propose_system(g: &mut Group, now: u64, op: Op<'_>, reply: Reply, answer: SysAnswer) {
     let bytes = match system_command(op) {
         Ok(b) => b,
         Err(e) => {
