@@ -404,3 +404,50 @@ fn auth_state_and_tokens_survive_leader_change_restart_and_snapshot_install() {
         });
     }
 }
+
+/// Logins expire (`--auth-token-ttl`): a node refuses the old token, the client library logs
+/// in again by itself, and an open watch goes on after its login ended.
+#[test]
+fn expired_logins_are_refused_and_the_client_logs_in_again() {
+    let mut c = Cluster::builder()
+        .voters([1])
+        .fsync("never")
+        .args(&["--auth-token-ttl", "1s"])
+        .build();
+    c.start(1);
+    c.wait_leader(0);
+    set_up(&c);
+    wait_some("/metrics to say auth is on", WAIT, || {
+        (c.gauge(1, "shoal_auth_enabled") == 1).then_some(())
+    });
+    let addr = c.node(1).client.clone();
+    let token = login(&addr, "alice", "alicepw");
+    let a = client(&c, Some(("alice", "alicepw")));
+    a.put(b"app.before", b"1").expect("alice writes");
+    let mut w = a.watch(&[&b"app"[..]], 0);
+    // Wait until the node refuses the token: the login is over.
+    wait_some("the token to expire", WAIT, || {
+        token_reads(&addr, &token, "app.before").err()
+    });
+    let mut conn = Conn::open(&addr).expect("connect");
+    match conn.login_token(&token).expect("an answer") {
+        Response::Error { message, .. } => assert!(message.contains("expired"), "{message}"),
+        other => panic!("an expired token was taken: {other:?}"),
+    }
+    // The library's connection is still bound to the ended login: its next call is refused,
+    // and it logs in again and succeeds.
+    a.put(b"app.after", b"2").expect("the client logs in again");
+    // The watch was ended by the node and resumed by the client after a new login.
+    loop {
+        match w.next_blocking() {
+            Some(Ok(WatchItem::Event(ev))) if ev.key == b"app.after" => break,
+            Some(Ok(_)) => {}
+            other => panic!("the watch ended: {other:?}"),
+        }
+    }
+    wait_some("/metrics to count logins and refusals", WAIT, || {
+        let logins = c.gauge(1, "shoal_auth_logins_total");
+        let refusals = c.gauge(1, "shoal_auth_refusals_total");
+        (logins >= 3 && refusals >= 1).then_some(())
+    });
+}

@@ -514,3 +514,19 @@ impl RaftLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::PasswordHash;
+
+    #[test]
+    fn unknown_users_are_checked_against_a_real_hash() {
+        // Were it not to parse, an unknown user's login would answer at once, telling names
+        // that exist from names that do not.
+        let h = PasswordHash::new(DUMMY_HASH).expect("a PHC string");
+        assert_eq!(h.algorithm.as_str(), "argon2id");
+        assert!(!verify_password(DUMMY_HASH, ""));
+        assert!(!verify_password(DUMMY_HASH, "root"));
+    }
+}
