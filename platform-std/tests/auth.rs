@@ -292,6 +292,7 @@ fn auth_state_and_tokens_survive_leader_change_restart_and_snapshot_install() {
     let mut c = Cluster::builder()
         .spares([4])
         .fsync("never")
+        // Small segments, so that a snapshot frees the start of the log.
         .args(&["--segment-mb", "1"])
         .build();
     c.start_all();

@@ -344,30 +344,8 @@ impl AuthState {
                 log::warn!("ignoring {CONFIG_KEY}: not an auth config record");
             }
         }
-        let _ = kv.list(USERS_DIR.as_bytes(), |v| {
-            let name = record_name(v.key, USERS_DIR);
-            match (name, decode_record::<UserRecord>(v.value)) {
-                (Some(n), Some(r)) => {
-                    state.users.insert(n, r);
-                }
-                _ => log::warn!(
-                    "ignoring {}: not a user record",
-                    String::from_utf8_lossy(v.key)
-                ),
-            }
-        });
-        let _ = kv.list(ROLES_DIR.as_bytes(), |v| {
-            let name = record_name(v.key, ROLES_DIR);
-            match (name, decode_record::<RoleRecord>(v.value)) {
-                (Some(n), Some(r)) => {
-                    state.roles.insert(n, r);
-                }
-                _ => log::warn!(
-                    "ignoring {}: not a role record",
-                    String::from_utf8_lossy(v.key)
-                ),
-            }
-        });
+        state.users = read_dir(kv, USERS_DIR, "user");
+        state.roles = read_dir(kv, ROLES_DIR, "role");
         state
     }
 
@@ -624,6 +602,27 @@ struct Claims {
     user: String,
     epoch: u64,
     expires_ms: u64,
+}
+
+/// Every record of `dir` by name; a `what` record that does not decode is logged and left out.
+fn read_dir<T: for<'de> Deserialize<'de>>(
+    kv: &HeapKv,
+    dir: &str,
+    what: &str,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    let _ = kv.list(dir.as_bytes(), |v| {
+        match (record_name(v.key, dir), decode_record::<T>(v.value)) {
+            (Some(n), Some(r)) => {
+                out.insert(n, r);
+            }
+            _ => log::warn!(
+                "ignoring {}: not a {what} record",
+                String::from_utf8_lossy(v.key)
+            ),
+        }
+    });
+    out
 }
 
 fn record_name(key: &[u8], dir: &str) -> Option<String> {
