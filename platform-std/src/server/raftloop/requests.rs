@@ -309,8 +309,23 @@ impl RaftLoop {
             reply.send(unavailable("shutting down"));
             return;
         }
+        // A request only a leader takes is checked by that leader: a follower answers
+        // `NotLeader` as it would anyway, even if it has not yet applied the latest auth change.
+        let leader_of = |g: GroupId| {
+            self.groups
+                .get(&g)
+                .is_some_and(|g| g.node.raft().role() == Role::Leader)
+        };
+        let redirected = match &frame.request {
+            Request::Write { .. } | Request::ChangeMembers(_) => !leader_of(frame.group),
+            Request::Auth(op) => !op.is_read() && !leader_of(0),
+            Request::GroupCreate { .. } | Request::GroupRemove => !leader_of(0),
+            _ => false,
+        };
         let who = reply.conn.principal();
-        if let Err(r) = self
+        if redirected {
+            // Checked by the leader.
+        } else if let Err(r) = self
             .auth
             .check_arrival(who.as_ref(), wall_ms(), &frame.request)
         {
