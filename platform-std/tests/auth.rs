@@ -265,7 +265,7 @@ fn users_and_roles_allow_and_deny() {
 fn login(addr: &str, user: &str, password: &str) -> Vec<u8> {
     let mut conn = Conn::open(addr).expect("connect");
     match conn.login(user, password).expect("an answer") {
-        Response::Token { token, .. } => token,
+        Response::Token { token, .. } => token.0,
         other => panic!("login of {user} answered {other:?}"),
     }
 }

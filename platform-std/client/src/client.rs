@@ -12,7 +12,8 @@ use crate::lock::{self, LockGuard};
 use crate::mux::{CallError, Mux};
 use crate::protocol::{
     AuthOp, Credentials, ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, Permission,
-    ReadMode, Request, RequestFrame, Response, RoleInfo, StatusInfo, UserInfo, WriteOp,
+    ReadMode, Request, RequestFrame, Response, RoleInfo, SecretBytes, StatusInfo, UserInfo,
+    WriteOp,
 };
 use crate::txn::{Transaction, TxnOutcome};
 use crate::watch::{self, WatchStream};
@@ -544,7 +545,7 @@ impl Client {
         match self.read(Request::Authenticate(creds)).await? {
             Response::Token {
                 user,
-                token,
+                token: SecretBytes(token),
                 expires_ms,
             } => {
                 if !token.is_empty() {
@@ -815,7 +816,10 @@ impl Client {
         let mut frame = RequestFrame::new(self.next_request_id(), 0, Request::Authenticate(creds));
         let timeout = self.inner.config.attempt_timeout;
         match mux.call(&mut frame, |_| {}, timeout).await {
-            Ok(Response::Token { token, .. }) => {
+            Ok(Response::Token {
+                token: SecretBytes(token),
+                ..
+            }) => {
                 // An empty token: auth is off on the cluster, nothing to keep.
                 if !token.is_empty() {
                     *self.inner.token.lock().expect("token lock poisoned") = Some(token);

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use shoal_core::GroupId;
 
-/// How a [`Client`](crate::Client) reaches the cluster and how long it keeps trying.
-#[derive(Clone, Debug)]
+/// How a [`Client`](crate::Client) reaches the cluster and how long it keeps trying. `Debug`
+/// shows the user's name, never the password.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Client addresses (`host:port`) of some or all nodes; at least one.
     pub endpoints: Vec<String>,
@@ -21,6 +22,19 @@ pub struct ClientConfig {
     /// enabled). The password stays in memory: the client logs in again by itself when its
     /// token expires or a node refuses it.
     pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoints", &self.endpoints)
+            .field("group", &self.group)
+            .field("timeout", &self.timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -131,5 +145,31 @@ mod tests {
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Response, SecretBytes};
+
+    #[test]
+    fn debug_output_never_shows_a_password_or_token() {
+        let mut c = ClientConfig::new(["127.0.0.1:7002"]);
+        c.user = Some(("alice".into(), "hunter2-secret".into()));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let answer = Response::Token {
+            user: "alice".into(),
+            token: SecretBytes(b"token-bytes-0123".to_vec()),
+            expires_ms: 1,
+        };
+        let shown = format!("{answer:?}");
+        assert!(shown.contains("16 bytes"), "{shown}");
+        assert!(
+            !shown.contains("116, 111, 107") && !shown.contains("token-bytes"),
+            "{shown}"
+        );
     }
 }

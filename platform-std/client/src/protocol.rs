@@ -440,6 +440,18 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Bytes that prove who a client is (a login token): encoded as the bytes themselves, never
+/// shown by `Debug`, so an answer printed in a log or an error does not leak it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
+}
+
 /// What a permission allows on its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Access {
@@ -902,7 +914,7 @@ pub enum Response {
         /// The user.
         user: String,
         /// Opaque; present it in [`Credentials::Token`].
-        token: Vec<u8>,
+        token: SecretBytes,
         /// Wall-clock ms (Unix epoch) after which no node takes it.
         expires_ms: u64,
     },

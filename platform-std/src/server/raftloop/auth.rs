@@ -18,7 +18,7 @@ use super::super::auth::{
     ROOT,
 };
 use super::*;
-use shoal_client::protocol::{AuthOp, Credentials};
+use shoal_client::protocol::{AuthOp, Credentials, SecretBytes};
 
 /// A password hashed off the raft thread, on its way to the log.
 pub struct HashedPassword {
@@ -104,7 +104,7 @@ impl RaftLoop {
             };
             reply.send(Response::Token {
                 user,
-                token: Vec::new(),
+                token: SecretBytes::default(),
                 expires_ms: 0,
             });
             return;
@@ -122,7 +122,7 @@ impl RaftLoop {
                     reply.conn.set_principal(Some(who));
                     reply.send(Response::Token {
                         user,
-                        token,
+                        token: SecretBytes(token),
                         expires_ms,
                     });
                 }
@@ -158,7 +158,7 @@ impl RaftLoop {
                             }));
                             reply.send(Response::Token {
                                 user,
-                                token,
+                                token: SecretBytes(token),
                                 expires_ms,
                             });
                         }
