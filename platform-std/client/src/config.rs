@@ -120,6 +120,28 @@ pub fn parse_endpoint(endpoint: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::parse_endpoint;
+    use super::ClientConfig;
+    use crate::protocol::{Response, SecretBytes};
+
+    #[test]
+    fn debug_output_never_shows_a_password_or_token() {
+        let mut c = ClientConfig::new(["127.0.0.1:7002"]);
+        c.user = Some(("alice".into(), "hunter2-secret".into()));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let answer = Response::Token {
+            user: "alice".into(),
+            token: SecretBytes(b"token-bytes-0123".to_vec()),
+            expires_ms: 1,
+        };
+        let shown = format!("{answer:?}");
+        assert!(shown.contains("16 bytes"), "{shown}");
+        assert!(
+            !shown.contains("116, 111, 107") && !shown.contains("token-bytes"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn endpoints_as_people_write_them() {
@@ -145,31 +167,5 @@ mod tests {
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad:?} was accepted");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{Response, SecretBytes};
-
-    #[test]
-    fn debug_output_never_shows_a_password_or_token() {
-        let mut c = ClientConfig::new(["127.0.0.1:7002"]);
-        c.user = Some(("alice".into(), "hunter2-secret".into()));
-        let shown = format!("{c:?}");
-        assert!(shown.contains("alice"), "{shown}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        let answer = Response::Token {
-            user: "alice".into(),
-            token: SecretBytes(b"token-bytes-0123".to_vec()),
-            expires_ms: 1,
-        };
-        let shown = format!("{answer:?}");
-        assert!(shown.contains("16 bytes"), "{shown}");
-        assert!(
-            !shown.contains("116, 111, 107") && !shown.contains("token-bytes"),
-            "{shown}"
-        );
     }
 }
