@@ -41,6 +41,9 @@ pub const SYSTEM_ROOT: &[u8] = b"__shoal";
 pub const MEMBERS_DIR: &[u8] = b"__shoal.members";
 /// The directory of group records, one per group id.
 pub const GROUPS_DIR: &[u8] = b"__shoal.groups";
+/// The directory of users, roles and the token key (written by shoald's auth; its values are
+/// password hashes and keys, which no client reads and tools do not print).
+pub const AUTH_DIR: &[u8] = b"__shoal.auth";
 /// The version byte every record value starts with.
 pub const RECORD_VERSION: u8 = 1;
 /// Longest record key: `__shoal.members.` and a 20-digit id.

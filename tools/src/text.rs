@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use shoal_core::membership::Membership;
 use shoal_core::types::EntryKind;
 use shoal_kv::system::{
-    record_id, GroupRecord, GroupState, MemberRecord, RecordText, GROUPS_DIR, MEMBERS_DIR,
+    record_id, GroupRecord, GroupState, MemberRecord, RecordText, AUTH_DIR, GROUPS_DIR, MEMBERS_DIR,
 };
 use shoal_kv::{Cmp, Command, Compare, Op, TxnOp};
 use shoal_std::storage::scan::decode_addr_entry;
@@ -288,11 +288,25 @@ fn txn_op_json(o: &TxnOp<'_>) -> Value {
 /// (`member raft 10.0.0.4:7001 client 10.0.0.4:7002`, `group active voters [1, 2, 3]`), else
 /// as any value.
 pub fn record(k: &[u8], v: &[u8]) -> String {
+    if is_auth_record(k) {
+        return auth_hidden(v);
+    }
     let mut group = None;
     match RecordText::of(k, v, &mut group) {
         Some(t) => t.to_string(),
         None => value(v, LINE_VALUE_BYTES),
     }
+}
+
+/// A user, role or key record of shoald's auth: password hashes and the token key, which the
+/// tool never prints (exports carry them whole).
+fn is_auth_record(k: &[u8]) -> bool {
+    k.strip_prefix(AUTH_DIR)
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'.')
+}
+
+fn auth_hidden(v: &[u8]) -> String {
+    format!("auth record, {} bytes (hashes and keys not shown)", v.len())
 }
 
 fn group_state(s: GroupState) -> &'static str {
@@ -304,6 +318,9 @@ fn group_state(s: GroupState) -> &'static str {
 
 /// [`record`] as JSON: `{"member": {...}}`, `{"group": {...}}` or the value as text.
 pub fn record_json(k: &[u8], v: &[u8]) -> Value {
+    if is_auth_record(k) {
+        return json!({ "auth_record": { "bytes": v.len() } });
+    }
     if record_id(k, MEMBERS_DIR).is_some() {
         if let Ok(m) = MemberRecord::decode(v) {
             return json!({"member": {"raft_addr": m.raft_addr, "client_addr": m.client_addr}});
@@ -450,6 +467,20 @@ pub fn hex_dump(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_records_are_never_printed() {
+        let hash = b"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+        for key in [&b"__shoal.auth.users.alice"[..], b"__shoal.auth"] {
+            let text = record(key, hash);
+            assert!(!text.contains("argon2"), "{text}");
+            assert!(text.contains(&format!("{} bytes", hash.len())), "{text}");
+            let json = record_json(key, hash).to_string();
+            assert!(!json.contains("argon2"), "{json}");
+        }
+        // Only the auth subtree: a sibling whose name starts alike is an ordinary record.
+        assert!(record(b"__shoal.authors", b"plain").contains("plain"));
+    }
 
     #[test]
     fn durations_use_the_largest_exact_unit() {

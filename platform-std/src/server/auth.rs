@@ -637,6 +637,11 @@ mod tests {
     use super::*;
     use shoal_client::protocol::{AuthOp, Credentials, ReadMode, TxnCompare, TxnWrite};
 
+    #[test]
+    fn the_auth_subtree_is_the_one_the_tools_hide() {
+        assert_eq!(AUTH_DIR.as_bytes(), shoal_kv::system::AUTH_DIR);
+    }
+
     fn perm(access: Access, key: &str, prefix: bool) -> Permission {
         Permission {
             access,
