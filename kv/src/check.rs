@@ -61,7 +61,9 @@ pub fn check_write(op: &Op<'_>, client: u64, limits: &KvLimits) -> Result<(), Re
             validate_key(key, limits, false)?;
             check_value(value, limits)?;
         }
-        Op::Remove { key } | Op::Mkdir { key } => validate_key(key, limits, false)?,
+        Op::Remove { key } | Op::Mkdir { key } | Op::ForceRemove { key } => {
+            validate_key(key, limits, false)?
+        }
         Op::PutTemp { key, value, ttl_ms } => {
             check_session_key(client, key, limits)?;
             check_value(value, limits)?;
@@ -87,7 +89,7 @@ pub fn check_write(op: &Op<'_>, client: u64, limits: &KvLimits) -> Result<(), Re
                 return Err(KvError::InvalidTtl.into());
             }
         }
-        Op::Unlock { key } => check_session_key(client, key, limits)?,
+        Op::Unlock { key } | Op::ForceUnlock { key } => check_session_key(client, key, limits)?,
         Op::BatchPut(ref items) if items.len() > limits.max_batch_items => {
             return Err(KvError::BatchTooLarge.into())
         }

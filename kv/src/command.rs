@@ -234,6 +234,19 @@ pub enum Op<'a> {
     /// A transaction: if every compare holds, apply the success operations, else the failure
     /// operations; all of a branch or nothing of it, in one log entry (see [`Txn`]).
     Txn(#[serde(borrow)] Txn<'a>),
+    /// An operator's override of [`Op::Remove`]: a temporary node is removed whichever
+    /// session owns it. A platform proposes it only for a client its admin check allows.
+    ForceRemove {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// An operator's override of [`Op::Unlock`]: the lock is released whoever holds it, and
+    /// handed to its next waiter. A platform proposes it only for a client its admin check
+    /// allows.
+    ForceUnlock {
+        /// The lock's key.
+        key: &'a [u8],
+    },
 }
 
 impl<'a> Op<'a> {
@@ -249,7 +262,9 @@ impl<'a> Op<'a> {
             | Op::UpdateTtl { key, .. }
             | Op::TryLock { key, .. }
             | Op::Unlock { key }
-            | Op::UpdateLockLease { key, .. } => Some(key),
+            | Op::UpdateLockLease { key, .. }
+            | Op::ForceRemove { key }
+            | Op::ForceUnlock { key } => Some(key),
             Op::BatchPut(_)
             | Op::BatchRemove(_)
             | Op::Txn(_)

@@ -215,6 +215,21 @@ impl<M: KvMemory> DtKv<M> {
         Err(KvError::NotLockOwner)
     }
 
+    /// Release the lock `key` whoever holds it ([`crate::Op::ForceUnlock`]); `client` is the
+    /// operator's session, checked as any lock request's.
+    pub(crate) fn force_unlock(
+        &mut self,
+        index: u64,
+        client: u64,
+        key: &[u8],
+    ) -> Result<WriteResult, KvError> {
+        let s = self.lock_slot(client, key)?;
+        match self.nodes[s as usize].owner {
+            0 => Err(KvError::NotLockOwner),
+            holder => self.unlock(index, holder, key),
+        }
+    }
+
     pub(crate) fn update_lock_lease(
         &mut self,
         index: u64,

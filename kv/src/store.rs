@@ -322,6 +322,10 @@ impl<M: KvMemory> DtKv<M> {
         let result = match *op {
             Op::Put { key, value } => return done(self.put(index, client, key, value)),
             Op::Remove { key } => return done(self.remove(index, client, key)),
+            Op::ForceRemove { key } => {
+                let owner = self.lookup(key).map_or(0, |s| self.nodes[s as usize].owner);
+                return done(self.remove(index, owner, key));
+            }
             Op::Mkdir { key } => return done(self.mkdir(index, key)),
             Op::CompareAndSet { key, expect, value } => {
                 return done(self.cas(index, client, key, expect, value))
@@ -349,6 +353,7 @@ impl<M: KvMemory> DtKv<M> {
                 wait_ms,
             } => self.try_lock(index, client, key, lease_ms, wait_ms),
             Op::Unlock { key } => self.unlock(index, client, key),
+            Op::ForceUnlock { key } => self.force_unlock(index, client, key),
             Op::UpdateLockLease { key, lease_ms } => {
                 self.update_lock_lease(index, client, key, lease_ms)
             }

@@ -207,6 +207,8 @@ fn op(cmd: &Command<'_>, max: usize) -> String {
             }
         }
         Op::Unlock { key: k } => format!("unlock {}", key(k)),
+        Op::ForceRemove { key: k } => format!("force remove {}", key(k)),
+        Op::ForceUnlock { key: k } => format!("force unlock {}", key(k)),
         Op::UpdateLockLease { key: k, lease_ms } => {
             format!("lease {} {}", key(k), duration_ms(lease_ms))
         }
@@ -363,6 +365,8 @@ pub fn command_json(data: &[u8]) -> Value {
         } => json!({"op": "lock", "key": bytes_json(key),
             "lease_ms": lease_ms, "wait_ms": wait_ms}),
         Op::Unlock { key } => json!({"op": "unlock", "key": bytes_json(key)}),
+        Op::ForceRemove { key } => json!({"op": "force_remove", "key": bytes_json(key)}),
+        Op::ForceUnlock { key } => json!({"op": "force_unlock", "key": bytes_json(key)}),
         Op::UpdateLockLease { key, lease_ms } => {
             json!({"op": "update_lease", "key": bytes_json(key), "lease_ms": lease_ms})
         }

@@ -11,8 +11,8 @@ use shoal_kv::{KvError, WriteResult};
 use crate::lock::{self, LockGuard};
 use crate::mux::{CallError, Mux};
 use crate::protocol::{
-    ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
-    Response, StatusInfo, WriteOp,
+    ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, NodeStatusInfo, ReadMode, Request,
+    RequestFrame, Response, SnapshotChunk, StatusInfo, WriteOp,
 };
 use crate::txn::{Transaction, TxnOutcome};
 use crate::watch::{self, WatchStream};
@@ -213,6 +213,16 @@ impl Client {
         .await
     }
 
+    /// An operator's override of [`Client::remove`]: a temporary node is removed whichever
+    /// session owns it. The server logs who asked and may refuse it to a client without the
+    /// right.
+    pub async fn force_remove(&self, key: impl AsRef<[u8]>) -> Result<LogIndex, ClientError> {
+        self.write_done(WriteOp::ForceRemove {
+            key: key.as_ref().to_vec(),
+        })
+        .await
+    }
+
     /// Create a directory (succeeds if it already is one).
     pub async fn mkdir(&self, key: impl AsRef<[u8]>) -> Result<LogIndex, ClientError> {
         self.write_done(WriteOp::Mkdir {
@@ -357,9 +367,23 @@ impl Client {
 
     /// Release a lock this client holds, or leave its queue.
     pub async fn unlock(&self, key: impl AsRef<[u8]>) -> Result<Unlocked, ClientError> {
-        let op = WriteOp::Unlock {
+        self.release(WriteOp::Unlock {
             key: key.as_ref().to_vec(),
-        };
+        })
+        .await
+    }
+
+    /// An operator's override of [`Client::unlock`]: the lock is released whoever holds it
+    /// and handed to its next waiter. The server logs who asked and may refuse it to a client
+    /// without the right.
+    pub async fn force_unlock(&self, key: impl AsRef<[u8]>) -> Result<Unlocked, ClientError> {
+        self.release(WriteOp::ForceUnlock {
+            key: key.as_ref().to_vec(),
+        })
+        .await
+    }
+
+    async fn release(&self, op: WriteOp) -> Result<Unlocked, ClientError> {
         match self.write(op).await? {
             (
                 index,
@@ -466,6 +490,41 @@ impl Client {
     pub async fn remove_member(&self, id: NodeId) -> Result<LogIndex, ClientError> {
         self.admin(Request::ChangeMembers(MemberChange::Remove { id }))
             .await
+    }
+
+    /// Leave a joint configuration the group is stuck in (a membership change between its
+    /// prepare and commit steps) back to the configuration before it; a change in progress
+    /// is abandoned. Returns the index of the entry that did it.
+    pub async fn abort_member_change(&self) -> Result<LogIndex, ClientError> {
+        self.admin(Request::AbortMemberChange).await
+    }
+
+    /// The node this client talks to: its view of the group, addresses, version, disk use and
+    /// health (one row of `shoalctl status --cluster`).
+    pub async fn node_status(&self) -> Result<NodeStatusInfo, ClientError> {
+        match self.read(Request::NodeStatus).await? {
+            Response::NodeStatus(s) => Ok(s),
+            other => Err(unexpected("NodeStatus", &other)),
+        }
+    }
+
+    /// One chunk of a snapshot of the node this client talks to (see
+    /// [`Request::SnapshotSave`]): `index` 0 takes a snapshot first.
+    pub async fn snapshot_chunk(
+        &self,
+        index: LogIndex,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<SnapshotChunk, ClientError> {
+        let request = Request::SnapshotSave {
+            index,
+            offset,
+            max_bytes,
+        };
+        match self.read(request).await? {
+            Response::SnapshotChunk(c) => Ok(c),
+            other => Err(unexpected("SnapshotSave", &other)),
+        }
     }
 
     /// Move leadership to voter `to`.
@@ -816,6 +875,8 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Unlock { .. } => "Unlock",
         WriteOp::UpdateLockLease { .. } => "UpdateLockLease",
         WriteOp::Txn { .. } => "Txn",
+        WriteOp::ForceRemove { .. } => "ForceRemove",
+        WriteOp::ForceUnlock { .. } => "ForceUnlock",
     }
 }
 

@@ -82,8 +82,8 @@ pub use config::{parse_endpoint, ClientConfig};
 pub use error::{ClientError, ErrorClass};
 pub use lock::{BlockingLockGuard, LockGuard};
 pub use protocol::{
-    AlarmInfo, GroupHealth, HealthInfo, KvError, MemberInfo, NodeInfo, NodeKind, ReadMode,
-    StatusInfo, WatchEvent,
+    AlarmInfo, GroupHealth, HealthInfo, KvError, MemberInfo, NodeInfo, NodeKind, NodeStatusInfo,
+    ReadMode, SnapshotChunk, StatusInfo, WatchEvent,
 };
 pub use txn::{Transaction, TxnOutcome};
 pub use watch::{WatchItem, WatchStream};

@@ -172,6 +172,19 @@ pub enum WriteOp {
         /// Applied otherwise.
         failure: Vec<TxnWrite>,
     },
+    /// An operator's override: remove a value, a temporary node of any session or an empty
+    /// directory. The server allows it only to a connection its admin check lets through (see
+    /// the server's `admin_allowed`) and logs who asked.
+    ForceRemove {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// An operator's override: release a lock whoever holds it (the next waiter gets it). The
+    /// server allows it only to a connection its admin check lets through and logs who asked.
+    ForceUnlock {
+        /// Lock key.
+        key: Vec<u8>,
+    },
 }
 
 /// One condition of a transaction ([`shoal_kv::Compare`], owned).
@@ -386,6 +399,25 @@ pub enum Request {
     },
     /// Whether this node can vouch for every group it hosts, and why not ([`HealthInfo`]).
     Health,
+    /// This node's whole view of the group for `shoalctl status --cluster`
+    /// ([`Response::NodeStatus`]): status, addresses, version, disk use and health.
+    NodeStatus,
+    /// Leave a joint configuration the group is stuck in back to the configuration before it
+    /// (leader only): the membership change in progress, if any, is abandoned.
+    AbortMemberChange,
+    /// One chunk of a snapshot of this node, for `shoalctl snapshot save`. With `index` 0 the
+    /// node first takes a snapshot and answers with the first chunk of it; the client then
+    /// asks for the chunks after it by that snapshot's index and a byte offset into its data.
+    /// Each answer holds at most `max_bytes` (and at most the server's
+    /// `--client-max-answer-mb`), so both sides hold one chunk at a time.
+    SnapshotSave {
+        /// The snapshot's index (0: take one now and start at offset 0).
+        index: LogIndex,
+        /// Byte offset into the snapshot's DtKV data.
+        offset: u64,
+        /// Most data bytes wanted in this answer.
+        max_bytes: u64,
+    },
 }
 
 /// A node as reads return it.
@@ -638,6 +670,59 @@ pub enum Response {
         /// The first index not sent.
         next: LogIndex,
     },
+    /// The answer to [`Request::NodeStatus`].
+    NodeStatus(NodeStatusInfo),
+    /// The answer to [`Request::SnapshotSave`].
+    SnapshotChunk(SnapshotChunk),
+}
+
+/// One node's row of `shoalctl status --cluster`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatusInfo {
+    /// The node's view of the group.
+    pub status: StatusInfo,
+    /// Its raft address.
+    pub raft_addr: String,
+    /// Its client address.
+    pub client_addr: String,
+    /// Its build version (`shoald --version`).
+    pub version: String,
+    /// Bytes of the group's log segments on its disk.
+    pub log_bytes: u64,
+    /// Bytes of the group's snapshot files on its disk.
+    pub snapshot_bytes: u64,
+    /// Whether the group is in a joint configuration (a membership change between its
+    /// prepare and commit steps).
+    pub joint: bool,
+    /// Its health.
+    pub health: HealthInfo,
+}
+
+/// A chunk of a snapshot ([`Request::SnapshotSave`]), with what describes the whole snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The cluster.
+    pub cluster_id: u64,
+    /// The node that serves it.
+    pub node_id: NodeId,
+    /// The group.
+    pub group: GroupId,
+    /// The last index the snapshot covers.
+    pub index: LogIndex,
+    /// The term of that entry.
+    pub term: Term,
+    /// The membership in force at `index`.
+    pub membership: shoal_core::membership::Membership,
+    /// DtKV's digest of the state (0 when the node could not compute it).
+    pub digest: u64,
+    /// Bytes of DtKV data in the whole snapshot.
+    pub data_bytes: u64,
+    /// CRC-32C of the whole data.
+    pub data_crc: u32,
+    /// Where this chunk starts in the data.
+    pub offset: u64,
+    /// The chunk's bytes.
+    pub data: Vec<u8>,
 }
 
 /// Why a frame could not be read or written.

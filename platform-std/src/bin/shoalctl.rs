@@ -10,6 +10,8 @@ use std::time::Duration;
 
 #[path = "shoalctl/input.rs"]
 mod input;
+#[path = "shoalctl/ops.rs"]
+mod ops;
 #[path = "shoalctl/read.rs"]
 mod read;
 #[path = "shoalctl/txn.rs"]
@@ -59,7 +61,8 @@ struct Cli {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Output {
-    /// Human-readable text.
+    /// Human-readable text (tables for lists; `table` is another name for it).
+    #[value(alias = "table")]
     Text,
     /// One JSON object per answer.
     Json,
@@ -119,6 +122,10 @@ enum Command {
     Del {
         /// The key.
         key: String,
+        /// Remove a temporary node whichever session owns it (an operator's override; the
+        /// server logs who asked).
+        #[arg(long)]
+        force: bool,
     },
     /// Create a directory (succeeds if it already is one).
     Mkdir {
@@ -189,13 +196,17 @@ enum Command {
     },
     /// Hold a lock while COMMAND runs: acquire (waiting up to --wait), export the fencing token
     /// as SHOAL_LOCK_FENCE, renew the lease while the command runs, release, and exit with the
-    /// command's exit code.
+    /// command's exit code. `lock release --force KEY` releases a lock someone else holds.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Lock {
+        #[command(subcommand)]
+        action: Option<LockCommand>,
         /// The lock's key.
-        key: String,
+        #[arg(required = true)]
+        key: Option<String>,
         /// Lease length; renewed every third of it while the command runs.
-        #[arg(long, value_parser = parse_duration)]
-        lease: Duration,
+        #[arg(long, value_parser = parse_duration, required = true)]
+        lease: Option<Duration>,
         /// How long to wait in the lock's queue (0: fail at once with exit 1 if held).
         #[arg(long, value_parser = parse_duration, default_value = "0s")]
         wait: Duration,
@@ -222,10 +233,18 @@ enum Command {
     /// Leadership.
     #[command(subcommand)]
     Leader(LeaderCommand),
-    /// Take a snapshot now on the contacted node.
-    Snapshot,
-    /// The contacted node's view of the group.
-    Status,
+    /// Take a snapshot now on the contacted node; `snapshot save FILE` also copies it here.
+    Snapshot {
+        #[command(subcommand)]
+        action: Option<SnapshotCommand>,
+    },
+    /// The contacted node's view of the group; with --cluster, one row per member, each asked
+    /// at its client address (exit 1 unless every member answered and is healthy).
+    Status {
+        /// Ask every member (found from the contacted node) for its status.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Whether the contacted node can vouch for every group it hosts (a leader it heard from
     /// within an election timeout; a leader a quorum acknowledged within the lease window) with
     /// no alarm raised: exit 0 if so, else 1, naming each group and alarm and why.
@@ -277,6 +296,36 @@ enum MemberCommand {
     Remove {
         /// The node's id.
         id: u64,
+    },
+    /// Abandon a membership change stuck between its prepare and commit steps: the group
+    /// leaves its joint configuration for the one before the change.
+    Abort,
+}
+
+#[derive(Subcommand, Debug)]
+enum LockCommand {
+    /// Release a lock. Each shoalctl run is a new session, so a lock another session holds
+    /// needs --force (an operator's override; the server logs who asked).
+    Release {
+        /// The lock's key.
+        key: String,
+        /// Release it whoever holds it; its next waiter gets it.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Take a snapshot on the contacted node and copy it here as a portable file (as
+    /// `shoal-inspect export` writes) that `shoal-inspect snapshot` checks and
+    /// `shoal-inspect import` restores.
+    Save {
+        /// The file to write.
+        file: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -464,8 +513,9 @@ async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
     }
     match command {
         Command::Lock {
-            key,
-            lease,
+            action: None,
+            key: Some(key),
+            lease: Some(lease),
             wait,
             command,
         } => run_lock(client, cli.output, key, *lease, *wait, command).await,
@@ -618,7 +668,27 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             }
             None => return Err(ClientError::Kv(shoal_kv::KvError::NotFound)),
         },
-        Command::Del { key } => written(client.remove(key).await?),
+        Command::Del { key, force: false } => written(client.remove(key).await?),
+        Command::Del { key, force: true } => written(client.force_remove(key).await?),
+        Command::Lock {
+            action: Some(LockCommand::Release { key, force }),
+            ..
+        } => {
+            let released = if *force {
+                client.force_unlock(key).await?
+            } else {
+                client.unlock(key).await?
+            };
+            let next = match released.next_owner {
+                0 => String::new(),
+                owner => format!("; session {owner:#x} holds it now"),
+            };
+            Answer::new(
+                json!({"ok": true, "index": released.index, "key": key,
+                       "next_owner": released.next_owner, "next_fence": released.next_fence}),
+                format!("released (index {}){next}", released.index),
+            )
+        }
         Command::Mkdir { dir, parents } => written(if *parents {
             read::mkdir_parents(client, dir).await?
         } else {
@@ -688,12 +758,35 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             } => written(client.add_member(*id, raft_addr.clone(), *observer).await?),
             MemberCommand::Promote { id } => written(client.promote_member(*id).await?),
             MemberCommand::Remove { id } => written(client.remove_member(*id).await?),
+            MemberCommand::Abort => written(client.abort_member_change().await?),
         },
         Command::Leader(LeaderCommand::Transfer { id }) => {
             written(client.transfer_leader(*id).await?)
         }
-        Command::Snapshot => written(client.snapshot().await?),
-        Command::Status => {
+        Command::Snapshot { action: None } => written(client.snapshot().await?),
+        Command::Snapshot {
+            action: Some(SnapshotCommand::Save { file, force }),
+        } => {
+            let saved = ops::save(client, file, *force).await?;
+            let h = &saved.header;
+            Answer::new(
+                json!({"ok": true, "file": file.display().to_string(), "node_id": h.source_node,
+                       "group": h.group, "index": h.index, "term": h.term,
+                       "data_bytes": h.data_bytes, "data_crc": format!("{:#010x}", h.data_crc),
+                       "file_bytes": saved.file_bytes}),
+                format!(
+                    "saved the snapshot of node {} group {} at index {} (term {}) to {}: {} bytes, data CRC-32C {:#010x} checked",
+                    h.source_node, h.group, h.index, h.term, file.display(), saved.file_bytes, h.data_crc
+                ),
+            )
+        }
+        Command::Status { cluster: true } => {
+            let rows = ops::cluster(client).await?;
+            let all_well = rows.iter().all(ops::Row::healthy);
+            Answer::new(ops::cluster_json(&rows), ops::cluster_table(&rows))
+                .with_code(if all_well { 0 } else { 1 })
+        }
+        Command::Status { cluster: false } => {
             let s = client.status().await?;
             let members: Vec<Value> = s.members.iter().map(member_json).collect();
             let j = json!({

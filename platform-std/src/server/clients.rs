@@ -30,7 +30,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -229,6 +229,8 @@ pub struct Hub {
 pub struct Conn {
     /// The connection's id (unique for the process's life).
     pub id: u64,
+    /// The client's address, as the server logs who asked for an operator override.
+    pub peer: SocketAddr,
     hub: Rc<Hub>,
     stream: Async<TcpStream>,
     /// Encoded answers; `out[sent..]` is not written yet.
@@ -836,6 +838,7 @@ pub async fn accept_loop(
         hub.next_conn.set(id + 1);
         let conn = Rc::new(Conn {
             id,
+            peer,
             hub: hub.clone(),
             stream,
             out: RefCell::new(Vec::new()),

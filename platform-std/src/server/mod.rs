@@ -15,6 +15,7 @@ pub mod health;
 pub mod kvsm;
 pub mod logging;
 pub mod net;
+pub mod overrides;
 pub mod peer_seal;
 pub mod raftloop;
 pub mod timed;

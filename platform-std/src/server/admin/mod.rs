@@ -81,6 +81,12 @@ pub struct GroupView {
 pub struct AdminView {
     /// This node.
     pub node_id: NodeId,
+    /// The build version (`shoald --version`).
+    pub version: &'static str,
+    /// This node's raft address.
+    pub raft_addr: String,
+    /// This node's client address.
+    pub client_addr: String,
     /// False once shutdown started.
     pub running: bool,
     /// Every hosted group.

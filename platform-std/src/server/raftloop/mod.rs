@@ -36,6 +36,7 @@ use shoal_kv::{
     Pairs, Refusal, Txn, TxnOp, WatchError,
 };
 
+mod backup;
 mod greet;
 mod group;
 mod health;
@@ -43,6 +44,7 @@ mod members;
 mod requests;
 mod system;
 
+use backup::*;
 use greet::*;
 use group::*;
 use health::*;
@@ -58,6 +60,7 @@ use super::clients::{self, over_limit, ClientInput, Hub, Limit, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
 use super::kvsm::{GroupOutput, KvSm, MemberAddr};
 use super::net::{Net, PeerFrame, PeerTransport};
+use super::overrides::admin_allowed;
 use super::timed::{Histogram, TimedStorage};
 use crate::kvheap::HeapKv;
 use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
@@ -652,6 +655,9 @@ impl RaftLoop {
             .collect();
         let mut v = self.admin.lock().expect("admin lock");
         v.node_id = node_id;
+        v.version = crate::VERSION;
+        v.raft_addr.clone_from(&self.cfg.raft_addr);
+        v.client_addr.clone_from(&self.cfg.client_addr);
         v.running = !self.draining;
         v.groups = groups;
         v.clients = self.hub.view();

@@ -309,15 +309,24 @@ impl RaftLoop {
                 reply.send(Response::Health(self.health()));
                 return;
             }
+            Request::NodeStatus => {
+                reply.send(self.node_status(gid));
+                return;
+            }
+            Request::SnapshotSave {
+                index,
+                offset,
+                max_bytes,
+            } => {
+                reply.send(self.snapshot_save(gid, index, offset, max_bytes));
+                return;
+            }
             _ => {}
         }
         let now = self.now_ms();
         let node_id = self.cfg.node_id;
         let Some(g) = self.groups.get_mut(&gid) else {
-            reply.send(error(
-                ErrorCode::UnknownGroup,
-                format!("group {gid} is not hosted on node {node_id}"),
-            ));
+            reply.send(unknown_group(gid, node_id));
             return;
         };
         match frame.request {
@@ -396,26 +405,19 @@ impl RaftLoop {
                 };
             }
             Request::Snapshot => {
-                match g.node.snapshot_now(now) {
-                    Ok(i) => reply.send(Response::Done {
-                        index: i.unwrap_or_else(|| g.node.raft().snapshot_index()),
-                    }),
-                    Err(e) if e.severity() == Severity::Fatal => {
-                        log::error!("group {}: fatal: snapshot: {e}; stopping", g.id);
-                        std::process::exit(1);
-                    }
-                    Err(NodeError::Storage(s)) => reply.send(
-                        storage_refusal(node_id, s)
-                            .unwrap_or_else(|| error(ErrorCode::Internal, s.to_string())),
-                    ),
-                    Err(e) => reply.send(error(ErrorCode::Internal, format!("snapshot: {e}"))),
-                };
+                reply.send(match take_snapshot(g, now, node_id) {
+                    Ok(index) => Response::Done { index },
+                    Err(refusal) => refusal,
+                });
             }
+            Request::AbortMemberChange => member_abort(g, now, reply),
             Request::GroupList
             | Request::GroupCreate { .. }
             | Request::GroupCreatePerNode { .. }
             | Request::GroupRemove
-            | Request::Health => {
+            | Request::Health
+            | Request::NodeStatus
+            | Request::SnapshotSave { .. } => {
                 unreachable!("handled above")
             }
         }
@@ -477,6 +479,22 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
     if g.node.raft().role() != Role::Leader {
         reply.send(not_leader(g));
         return;
+    }
+    let forced = match &op {
+        WriteOp::ForceRemove { key } => Some(("remove", key)),
+        WriteOp::ForceUnlock { key } => Some(("release the lock", key)),
+        _ => None,
+    };
+    if let Some((what, key)) = forced {
+        let what = format!(
+            "group {}: {what} `{}` whoever owns it (session {client_id})",
+            g.id,
+            String::from_utf8_lossy(key)
+        );
+        if let Err(refusal) = admin_allowed(&reply.conn, &what) {
+            reply.send(refusal);
+            return;
+        }
     }
     let time_ms = wall_ms();
     let pairs_owned: Vec<(&[u8], &[u8])>;
@@ -544,6 +562,8 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
             wait_ms: *wait_ms,
         },
         WriteOp::Unlock { key } => Op::Unlock { key },
+        WriteOp::ForceRemove { key } => Op::ForceRemove { key },
+        WriteOp::ForceUnlock { key } => Op::ForceUnlock { key },
         WriteOp::UpdateLockLease { key, lease_ms } => Op::UpdateLockLease {
             key,
             lease_ms: *lease_ms,
