@@ -165,6 +165,27 @@ pub fn shoalctl_with_input(endpoints: &str, args: &[&str], stdin: Option<&[u8]>)
     run(cmd, stdin, CTL_WAIT)
 }
 
+/// A command left running (`shoalctl lock KEY -- sleep 60`, a watch); killed when dropped.
+pub struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// [`shoalctl`] started and left running, its output discarded (end it by dropping it).
+pub fn shoalctl_background(endpoints: &str, args: &[&str]) -> Background {
+    let mut cmd = Command::new(bin("shoalctl"));
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    strip_shoal_env(&mut cmd);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    Background(cmd.spawn().expect("shoalctl starts"))
+}
+
 /// [`shoalctl`] writing into a pipe whose reader has gone; see [`run_into_closed_pipe`].
 pub fn shoalctl_into_closed_pipe(endpoints: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin("shoalctl"));

@@ -96,8 +96,9 @@ fn json_requested(args: impl Iterator<Item = String>) -> bool {
 /// `member list` for people: a header, then one aligned row per member (`-` for what the
 /// contacted node does not know).
 pub fn member_table(members: &[shoal_client::MemberInfo]) -> String {
-    let mut rows =
-        vec![["ID", "ROLE", "RAFT ADDRESS", "CLIENT ADDRESS", "MATCH"].map(String::from).to_vec()];
+    let mut rows = vec![["ID", "ROLE", "RAFT ADDRESS", "CLIENT ADDRESS", "MATCH"]
+        .map(String::from)
+        .to_vec()];
     rows.extend(members.iter().map(|m| {
         vec![
             m.id.to_string(),
@@ -123,7 +124,13 @@ pub fn or_dash(s: &str) -> String {
 pub fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(String::len).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     rows.iter()
         .map(|r| {

@@ -92,8 +92,19 @@ pub fn cluster_json(rows: &[Row]) -> Value {
 /// The rows as a table with a header.
 pub fn cluster_table(rows: &[Row]) -> String {
     let header = [
-        "ID", "RAFT ADDRESS", "CLIENT ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED",
-        "LAST", "LOG", "SNAPSHOT", "VERSION", "HEALTH",
+        "ID",
+        "RAFT ADDRESS",
+        "CLIENT ADDRESS",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "COMMIT",
+        "APPLIED",
+        "LAST",
+        "LOG",
+        "SNAPSHOT",
+        "VERSION",
+        "HEALTH",
     ];
     let mut table = vec![header.map(String::from).to_vec()];
     for r in rows {
@@ -129,7 +140,11 @@ pub fn cluster_table(rows: &[Row]) -> String {
             }
             Err(e) => {
                 let or_dash = super::input::or_dash;
-                let mut row = vec![m.id.to_string(), or_dash(&m.raft_addr), or_dash(&m.client_addr)];
+                let mut row = vec![
+                    m.id.to_string(),
+                    or_dash(&m.raft_addr),
+                    or_dash(&m.client_addr),
+                ];
                 row.extend(std::iter::repeat_n("-".to_string(), 9));
                 row.push(e.clone());
                 row
@@ -172,10 +187,12 @@ pub async fn save(client: &Client, path: &Path, force: bool) -> Result<Saved, Cl
         message,
     };
     if path.exists() && !force {
-        return Err(ClientError::BadRequest { message: format!(
-            "{} already exists; choose another file or pass --force to replace it",
-            path.display()
-        )});
+        return Err(ClientError::BadRequest {
+            message: format!(
+                "{} already exists; choose another file or pass --force to replace it",
+                path.display()
+            ),
+        });
     }
     let first = client.snapshot_chunk(0, 0, SAVE_CHUNK_BYTES).await?;
     let header = ExportHeader {
@@ -193,9 +210,7 @@ pub async fn save(client: &Client, path: &Path, force: bool) -> Result<Saved, Cl
             .map_or(0, |d| d.as_secs()),
     };
     let tmp = temp_path(path);
-    let io = |what: &str, e: std::io::Error| {
-        fail(format!("cannot {what} {}: {e}", tmp.display()))
-    };
+    let io = |what: &str, e: std::io::Error| fail(format!("cannot {what} {}: {e}", tmp.display()));
     let mut file = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
     let written = async {
         let head = encode_header(&header);

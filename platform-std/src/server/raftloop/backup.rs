@@ -31,7 +31,13 @@ impl RaftLoop {
     }
 
     /// One chunk of a snapshot of group `gid` (see [`Request::SnapshotSave`]).
-    pub(super) fn snapshot_save(&mut self, gid: GroupId, index: LogIndex, offset: u64, max: u64) -> Response {
+    pub(super) fn snapshot_save(
+        &mut self,
+        gid: GroupId,
+        index: LogIndex,
+        offset: u64,
+        max: u64,
+    ) -> Response {
         let node_id = self.cfg.node_id;
         let now = self.now_ms();
         let cap = self.hub.limits().max_answer_bytes as u64;
@@ -60,7 +66,8 @@ impl RaftLoop {
             );
         }
         let dir = snap_dir(&group_dir(self.data.path(), gid));
-        let found = list_snapshots(&dir).map(|all| all.into_iter().rev().find(|s| s.meta.index == index));
+        let found =
+            list_snapshots(&dir).map(|all| all.into_iter().rev().find(|s| s.meta.index == index));
         let info = match found {
             Ok(Some(info)) => info,
             Ok(None) => {
@@ -84,7 +91,10 @@ impl RaftLoop {
         let read = std::fs::File::open(&info.path)
             .and_then(|f| f.read_exact_at(&mut data, info.data_offset + offset));
         if let Err(e) = read {
-            return error(ErrorCode::Internal, format!("reading {}: {e}", info.path.display()));
+            return error(
+                ErrorCode::Internal,
+                format!("reading {}: {e}", info.path.display()),
+            );
         }
         Response::SnapshotChunk(SnapshotChunk {
             cluster_id: self.cfg.cluster_id,
@@ -104,7 +114,11 @@ impl RaftLoop {
 
 /// Take a snapshot of `g` now; the refusal to answer when it cannot be taken. A fatal storage
 /// fault stops the node, as everywhere.
-pub(super) fn take_snapshot(g: &mut Group, now: u64, node_id: NodeId) -> Result<LogIndex, Response> {
+pub(super) fn take_snapshot(
+    g: &mut Group,
+    now: u64,
+    node_id: NodeId,
+) -> Result<LogIndex, Response> {
     match g.node.snapshot_now(now) {
         Ok(i) => Ok(i.unwrap_or_else(|| g.node.raft().snapshot_index())),
         Err(e) if e.severity() == Severity::Fatal => {
