@@ -503,7 +503,7 @@ impl Client {
     /// health (one row of `shoalctl status --cluster`).
     pub async fn node_status(&self) -> Result<NodeStatusInfo, ClientError> {
         match self.read(Request::NodeStatus).await? {
-            Response::NodeStatus(s) => Ok(s),
+            Response::NodeStatus(s) => Ok(*s),
             other => Err(unexpected("NodeStatus", &other)),
         }
     }
@@ -522,7 +522,7 @@ impl Client {
             max_bytes,
         };
         match self.read(request).await? {
-            Response::SnapshotChunk(c) => Ok(c),
+            Response::SnapshotChunk(c) => Ok(*c),
             other => Err(unexpected("SnapshotSave", &other)),
         }
     }

@@ -670,10 +670,11 @@ pub enum Response {
         /// The first index not sent.
         next: LogIndex,
     },
-    /// The answer to [`Request::NodeStatus`].
-    NodeStatus(NodeStatusInfo),
-    /// The answer to [`Request::SnapshotSave`].
-    SnapshotChunk(SnapshotChunk),
+    /// The answer to [`Request::NodeStatus`] (boxed: it is far larger than other answers; the
+    /// box is not on the wire).
+    NodeStatus(Box<NodeStatusInfo>),
+    /// The answer to [`Request::SnapshotSave`] (boxed, as `NodeStatus`).
+    SnapshotChunk(Box<SnapshotChunk>),
 }
 
 /// One node's row of `shoalctl status --cluster`.

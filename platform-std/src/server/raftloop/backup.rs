@@ -18,7 +18,7 @@ impl RaftLoop {
             return unknown_group(gid, node_id);
         };
         let (log_bytes, snapshot_bytes) = self.sizes.get(&gid).copied().unwrap_or((0, 0));
-        Response::NodeStatus(NodeStatusInfo {
+        Response::NodeStatus(Box::new(NodeStatusInfo {
             status: status(g, node_id),
             raft_addr: self.cfg.raft_addr.clone(),
             client_addr: self.cfg.client_addr.clone(),
@@ -27,7 +27,7 @@ impl RaftLoop {
             snapshot_bytes,
             joint: g.node.raft().membership().joint,
             health: self.health(),
-        })
+        }))
     }
 
     /// One chunk of a snapshot of group `gid` (see [`Request::SnapshotSave`]).
@@ -96,7 +96,7 @@ impl RaftLoop {
                 format!("reading {}: {e}", info.path.display()),
             );
         }
-        Response::SnapshotChunk(SnapshotChunk {
+        Response::SnapshotChunk(Box::new(SnapshotChunk {
             cluster_id: self.cfg.cluster_id,
             node_id,
             group: gid,
@@ -108,7 +108,7 @@ impl RaftLoop {
             data_crc: info.meta.crc,
             offset,
             data,
-        })
+        }))
     }
 }
 
