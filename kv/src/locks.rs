@@ -186,15 +186,19 @@ impl<M: KvMemory> DtKv<M> {
         Some((client, index))
     }
 
+    /// Release the lock `key` if `client` holds it, or with `force` ([`crate::Op::ForceUnlock`],
+    /// an operator's override) whoever holds it; else take `client` out of its queue.
     pub(crate) fn unlock(
         &mut self,
         index: u64,
         client: u64,
         key: &[u8],
+        force: bool,
     ) -> Result<WriteResult, KvError> {
         let s = self.lock_slot(client, key)?;
-        if self.nodes[s as usize].owner == client {
-            self.event(index, EventKind::LockReleased, s, client, 0);
+        let holder = self.nodes[s as usize].owner;
+        if holder == client || (force && holder != 0) {
+            self.event(index, EventKind::LockReleased, s, holder, 0);
             let (next_owner, next_fence) = self.hand_over(index, s).unwrap_or((0, 0));
             return Ok(WriteResult::Unlocked {
                 next_owner,
@@ -213,21 +217,6 @@ impl<M: KvMemory> DtKv<M> {
             w = self.waiters[w as usize].next;
         }
         Err(KvError::NotLockOwner)
-    }
-
-    /// Release the lock `key` whoever holds it ([`crate::Op::ForceUnlock`]); `client` is the
-    /// operator's session, checked as any lock request's.
-    pub(crate) fn force_unlock(
-        &mut self,
-        index: u64,
-        client: u64,
-        key: &[u8],
-    ) -> Result<WriteResult, KvError> {
-        let s = self.lock_slot(client, key)?;
-        match self.nodes[s as usize].owner {
-            0 => Err(KvError::NotLockOwner),
-            holder => self.unlock(index, holder, key),
-        }
     }
 
     pub(crate) fn update_lock_lease(

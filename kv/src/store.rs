@@ -352,8 +352,8 @@ impl<M: KvMemory> DtKv<M> {
                 lease_ms,
                 wait_ms,
             } => self.try_lock(index, client, key, lease_ms, wait_ms),
-            Op::Unlock { key } => self.unlock(index, client, key),
-            Op::ForceUnlock { key } => self.force_unlock(index, client, key),
+            Op::Unlock { key } => self.unlock(index, client, key, false),
+            Op::ForceUnlock { key } => self.unlock(index, client, key, true),
             Op::UpdateLockLease { key, lease_ms } => {
                 self.update_lock_lease(index, client, key, lease_ms)
             }
