@@ -535,7 +535,7 @@ impl Client {
             .await
     }
 
-    async fn write_done(&self, op: WriteOp) -> Result<LogIndex, ClientError> {
+    pub(crate) async fn write_done(&self, op: WriteOp) -> Result<LogIndex, ClientError> {
         let name = op_name(&op);
         match self.write(op).await? {
             (index, WriteResult::Done) => Ok(index),
@@ -554,7 +554,7 @@ impl Client {
     }
 
     /// A write with a fresh session sequence; DtKV refusals become [`ClientError::Kv`].
-    async fn write(&self, op: WriteOp) -> Result<(LogIndex, WriteResult), ClientError> {
+    pub(crate) async fn write(&self, op: WriteOp) -> Result<(LogIndex, WriteResult), ClientError> {
         let request = Request::Write {
             client_id: self.inner.client_id,
             seq: 0, // assigned in wire order by `execute`
@@ -791,7 +791,7 @@ async fn sleep_until_deadline(d: Duration, deadline: Instant) {
     async_io::Timer::at(wake).await;
 }
 
-fn millis(d: Duration) -> Result<u64, ClientError> {
+pub(crate) fn millis(d: Duration) -> Result<u64, ClientError> {
     let ms = d.as_millis();
     if ms == 0 {
         return Err(ClientError::bad_request(format!(
@@ -816,16 +816,22 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Unlock { .. } => "Unlock",
         WriteOp::UpdateLockLease { .. } => "UpdateLockLease",
         WriteOp::Txn { .. } => "Txn",
+        WriteOp::LeaseGrant { .. } => "LeaseGrant",
+        WriteOp::LeaseKeepAlive { .. } => "LeaseKeepAlive",
+        WriteOp::LeaseRevoke { .. } => "LeaseRevoke",
+        WriteOp::PutTempLease { .. } => "PutTempLease",
+        WriteOp::MakeTempDirLease { .. } => "MakeTempDirLease",
+        WriteOp::TryLockLease { .. } => "TryLockLease",
     }
 }
 
-fn unexpected(what: &str, got: &Response) -> ClientError {
+pub(crate) fn unexpected(what: &str, got: &Response) -> ClientError {
     ClientError::Protocol {
         message: format!("{what} was answered with {got:?}"),
     }
 }
 
-fn unexpected_write(what: &str, got: &WriteResult) -> ClientError {
+pub(crate) fn unexpected_write(what: &str, got: &WriteResult) -> ClientError {
     ClientError::Protocol {
         message: format!("{what} was answered with write result {got:?}"),
     }

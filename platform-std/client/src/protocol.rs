@@ -172,6 +172,45 @@ pub enum WriteOp {
         /// Applied otherwise.
         failure: Vec<TxnWrite>,
     },
+    /// Grant a lease; answered with [`WriteResult::Lease`], whose id is the grant's raft index.
+    LeaseGrant {
+        /// Time to live, renewed whole by each keep-alive.
+        ttl_ms: u64,
+    },
+    /// Renew a lease for its TTL from now ([`WriteResult::Lease`]).
+    LeaseKeepAlive {
+        /// The lease.
+        id: u64,
+    },
+    /// End a lease now, with every node and lock tied to it ([`WriteResult::Expired`]).
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+    /// A temporary value that lives as long as a lease (any session naming the lease may
+    /// change it).
+    PutTempLease {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
+    /// A temporary directory that lives as long as a lease.
+    MakeTempDirLease {
+        /// Key.
+        key: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
+    /// A lock held as long as a lease lives; `LockHeld` at once if another holds it.
+    TryLockLease {
+        /// Lock key.
+        key: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
 }
 
 /// One condition of a transaction ([`shoal_kv::Compare`], owned).
@@ -386,6 +425,32 @@ pub enum Request {
     },
     /// Whether this node can vouch for every group it hosts, and why not ([`HealthInfo`]).
     Health,
+    /// The live leases (`id` 0), or lease `id` with the keys tied to it: answered with
+    /// [`Response::Leases`] (a lease that is not live is a `Kv` error, `LeaseNotFound`).
+    Leases {
+        /// The lease, or 0 for all of them.
+        id: u64,
+        /// How to serve it.
+        mode: ReadMode,
+    },
+}
+
+/// A lease as [`Response::Leases`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Its id (the raft index of its grant).
+    pub id: LogIndex,
+    /// Its time to live.
+    pub ttl_ms: u64,
+    /// When it ends unless kept alive (leader clock ms).
+    pub deadline_ms: u64,
+    /// What is left of it at the read: `deadline_ms` minus the replicated clock (the time of
+    /// the last write applied).
+    pub remaining_ms: u64,
+    /// Nodes and locks tied to it.
+    pub tied: u32,
+    /// Their keys (asked for one lease only; empty in a list of all).
+    pub keys: Vec<Vec<u8>>,
 }
 
 /// A node as reads return it.
@@ -637,6 +702,13 @@ pub enum Response {
     WatchLagged {
         /// The first index not sent.
         next: LogIndex,
+    },
+    /// Leases ([`Request::Leases`]), at applied index `index`.
+    Leases {
+        /// Applied index the read was served at.
+        index: LogIndex,
+        /// The leases, in grant order.
+        leases: Vec<LeaseInfo>,
     },
 }
 

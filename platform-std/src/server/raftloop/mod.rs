@@ -22,8 +22,8 @@ use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
 
 use shoal_client::protocol::{
-    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
-    StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
+    ErrorCode, LeaseInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
+    Response, StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
 };
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::fault::{Fault, FaultLog, Severity};
