@@ -10,6 +10,8 @@ use std::time::Duration;
 
 #[path = "shoalctl/input.rs"]
 mod input;
+#[path = "shoalctl/lease.rs"]
+mod lease;
 #[path = "shoalctl/read.rs"]
 mod read;
 #[path = "shoalctl/txn.rs"]
@@ -160,23 +162,31 @@ enum Command {
         #[arg(long)]
         expect_absent: bool,
     },
-    /// Create or refresh a temporary value owned by this invocation's session.
+    /// Create or refresh a temporary value: owned by this invocation's session with --ttl, or
+    /// tied to a lease with --lease (then any later run may change it, and it lives as long as
+    /// the lease).
     PutTemp {
         /// The key.
         key: String,
         /// The value.
         value: String,
         /// Time to live (e.g. 30s).
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Duration,
+        #[arg(long, value_parser = parse_duration, required_unless_present = "lease", conflicts_with = "lease")]
+        ttl: Option<Duration>,
+        /// The lease it lives and dies with (`lease grant`).
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
-    /// Create a temporary directory (removed with its contents when it expires).
+    /// Create a temporary directory (removed with its contents when its TTL or lease ends).
     MkdirTemp {
         /// The directory's key.
         dir: String,
         /// Time to live (e.g. 30s).
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Duration,
+        #[arg(long, value_parser = parse_duration, required_unless_present = "lease", conflicts_with = "lease")]
+        ttl: Option<Duration>,
+        /// The lease it lives and dies with (`lease grant`).
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
     /// Give a temporary node a new TTL (only its owner session may; each shoalctl invocation is
     /// a new session, so this works from `batch` mode or the client library).
@@ -189,19 +199,46 @@ enum Command {
     },
     /// Hold a lock while COMMAND runs: acquire (waiting up to --wait), export the fencing token
     /// as SHOAL_LOCK_FENCE, renew the lease while the command runs, release, and exit with the
-    /// command's exit code.
+    /// command's exit code. Without a command: `lock acquire KEY --lease ID` holds it under a
+    /// lease, `lock release KEY` lets it go.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Lock {
+        /// Acquire or release a lock held under a lease.
+        #[command(subcommand)]
+        action: Option<lease::LockAction>,
         /// The lock's key.
-        key: String,
+        #[arg(required = true)]
+        key: Option<String>,
         /// Lease length; renewed every third of it while the command runs.
-        #[arg(long, value_parser = parse_duration)]
-        lease: Duration,
+        #[arg(long, value_parser = parse_duration, required = true)]
+        lease: Option<Duration>,
         /// How long to wait in the lock's queue (0: fail at once with exit 1 if held).
         #[arg(long, value_parser = parse_duration, default_value = "0s")]
         wait: Duration,
         /// The command to run, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// Leases: grant one, keep it alive, revoke it, read them. Temporary nodes and locks tied
+    /// to a lease (`put-temp --lease`, `mkdir-temp --lease`, `lock acquire --lease`) leave with
+    /// it.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Campaign in election NAME with PROPOSAL and hold it: print `NAME.<lease> PROPOSAL` once
+    /// elected (the candidate created first leads), and run until stopped or the lease ends.
+    /// With --listen, print each new leader instead.
+    Elect {
+        /// The election (a directory of candidates).
+        name: String,
+        /// What this candidate proposes (e.g. its address).
+        #[arg(required_unless_present = "listen", conflicts_with = "listen")]
+        proposal: Option<String>,
+        /// Observe: print each new leader's key and proposal.
+        #[arg(long)]
+        listen: bool,
+        /// TTL of the candidate's lease, kept alive while this runs.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        ttl: Duration,
     },
     /// Print changes to keys or directories (a directory covers its subtree; "" everything),
     /// one line or JSON object per event, until interrupted or --count events.
@@ -464,11 +501,19 @@ async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
     }
     match command {
         Command::Lock {
-            key,
-            lease,
+            action: None,
+            key: Some(key),
+            lease: Some(lease),
             wait,
             command,
         } => run_lock(client, cli.output, key, *lease, *wait, command).await,
+        Command::Lease(l) => lease::run(client, cli.output, l).await,
+        Command::Elect {
+            name,
+            proposal,
+            ttl,
+            ..
+        } => lease::elect(client, cli.output, name, proposal.as_deref(), *ttl).await,
         Command::Watch {
             keys,
             from_index,
@@ -671,8 +716,40 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
                 };
             written(client.cas(key, expect, new).await?)
         }
-        Command::PutTemp { key, value, ttl } => written(client.put_temp(key, value, *ttl).await?),
-        Command::MkdirTemp { dir, ttl } => written(client.make_temp_dir(dir, *ttl).await?),
+        Command::PutTemp {
+            key,
+            value,
+            lease: Some(id),
+            ..
+        } => written(client.put_temp_lease(key, value, *id).await?),
+        Command::PutTemp {
+            key,
+            value,
+            ttl: Some(ttl),
+            ..
+        } => written(client.put_temp(key, value, *ttl).await?),
+        Command::MkdirTemp {
+            dir,
+            lease: Some(id),
+            ..
+        } => written(client.make_temp_dir_lease(dir, *id).await?),
+        Command::MkdirTemp {
+            dir,
+            ttl: Some(ttl),
+            ..
+        } => written(client.make_temp_dir(dir, *ttl).await?),
+        Command::PutTemp { .. } | Command::MkdirTemp { .. } => {
+            return Err(usage("give --ttl or --lease".into()))
+        }
+        Command::Lock {
+            action: Some(lease::LockAction::Acquire { key, lease, wait }),
+            ..
+        } => lease::acquire(client, key, *lease, *wait).await?,
+        Command::Lock {
+            action: Some(lease::LockAction::Release { key }),
+            ..
+        } => lease::release(client, key).await?,
+        Command::Lease(l) => lease::execute(client, l).await?,
         Command::Ttl { key, ttl } => written(client.update_ttl(key, *ttl).await?),
         Command::Member(m) => match m {
             MemberCommand::List => {
@@ -768,9 +845,14 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             }
             GroupCommand::Remove => written(client.remove_group(client.config().group).await?),
         },
-        Command::Lock { .. } | Command::Watch { .. } | Command::Txn { .. } | Command::Batch => {
+        Command::Lock { .. }
+        | Command::Watch { .. }
+        | Command::Txn { .. }
+        | Command::Batch
+        | Command::Elect { .. } => {
             return Err(usage(
-                "lock, watch, txn and batch cannot run inside batch input".into(),
+                "lock with a command, watch, txn, elect and batch cannot run inside batch input"
+                    .into(),
             ))
         }
     })

@@ -5,7 +5,7 @@
 use shoal_client::ClientError;
 use shoal_kv::KvLimits;
 
-use super::Command;
+use super::{lease, Command};
 
 /// The path rules alone: the length and depth limits are the server's to judge, since only it
 /// knows its configuration.
@@ -32,7 +32,13 @@ pub fn check_keys(command: &Command) -> Result<(), ClientError> {
         | Command::Cas { key, .. }
         | Command::PutTemp { key, .. }
         | Command::Ttl { key, .. }
-        | Command::Lock { key, .. } => (vec![key], false),
+        | Command::Lock { key: Some(key), .. }
+        | Command::Lock {
+            action:
+                Some(lease::LockAction::Acquire { key, .. } | lease::LockAction::Release { key }),
+            ..
+        } => (vec![key], false),
+        Command::Elect { name, .. } => (vec![name], false),
         Command::Mkdir { dir, .. } | Command::MkdirTemp { dir, .. } => (vec![dir], false),
         Command::Get { key, .. } => (vec![key], true),
         Command::List { dir, .. } => (vec![dir], true),
