@@ -110,12 +110,15 @@ impl<M: KvMemory> DtKv<M> {
         }
     }
 
-    /// Session `client` renewed node `s` at `index` (it passed `may_change`): the node is now
-    /// its writer's and lives `life`.
+    /// Session `client` renewed node `s` at `index` (it passed `may_change`) to live `life`.
+    /// A deadline of its own makes the node the session's; under a lease it keeps its owner
+    /// (the lease, not the renewing session, holds it).
     pub(crate) fn renew(&mut self, index: u64, client: u64, s: u32, life: Life) {
         let n = &mut self.nodes[s as usize];
         n.update_index = index;
-        n.owner = client;
+        if let Life::Until(_) = life {
+            n.owner = client;
+        }
         self.set_life(s, life);
     }
 

@@ -225,7 +225,10 @@ impl<M: KvMemory> DtKv<M> {
     ) -> Result<WriteResult, KvError> {
         let s = self.lock_slot(client, key)?;
         let lease_deadline_ms = self.deadline_after(lease_ms)?;
-        if !self.may_change(s, client) {
+        // A lock held under a lease lives by its lease: no session takes it over this way
+        // (that would pass it on without a new fencing token).
+        let n = &self.nodes[s as usize];
+        if n.lease != 0 || n.owner != client {
             return Err(KvError::NotLockOwner);
         }
         Ok(self.renew_lease(index, s, client, Life::Until(lease_deadline_ms)))

@@ -153,6 +153,14 @@ fn nodes_tied_to_a_lease_are_anyones_who_names_it() {
         other => panic!("{other:?}"),
     }
     assert_eq!(d.err(8, lock_lease("app.l", other)), KvError::LockHeld);
+    // No session takes a lease's lock over by renewing it: that would pass it on without a
+    // new fencing token.
+    assert_eq!(d.err(1, renew_lease("app.l", 500)), KvError::NotLockOwner);
+    assert_eq!(
+        d.kv.get(b"app.l").unwrap().owner,
+        1,
+        "renewing under the lease keeps it"
+    );
     assert_eq!(
         d.ok(9, unlock("app.l")),
         WriteResult::Unlocked {
