@@ -339,20 +339,7 @@ impl Client {
             lease_ms: millis(lease)?,
             wait_ms: wait.as_millis().min(u64::MAX as u128) as u64,
         };
-        match self.write(op).await? {
-            (
-                _,
-                WriteResult::Locked {
-                    fence,
-                    lease_deadline_ms,
-                },
-            ) => Ok(LockState::Held {
-                fence,
-                lease_deadline_ms,
-            }),
-            (_, WriteResult::Queued { position }) => Ok(LockState::Queued { position }),
-            (_, other) => Err(unexpected_write("TryLock", &other)),
-        }
+        lock_state("TryLock", self.write(op).await?.1)
     }
 
     /// Release a lock this client holds, or leave its queue.
@@ -822,6 +809,21 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::PutTempLease { .. } => "PutTempLease",
         WriteOp::MakeTempDirLease { .. } => "MakeTempDirLease",
         WriteOp::TryLockLease { .. } => "TryLockLease",
+    }
+}
+
+/// A try-lock's answer as a [`LockState`].
+pub(crate) fn lock_state(what: &str, result: WriteResult) -> Result<LockState, ClientError> {
+    match result {
+        WriteResult::Locked {
+            fence,
+            lease_deadline_ms,
+        } => Ok(LockState::Held {
+            fence,
+            lease_deadline_ms,
+        }),
+        WriteResult::Queued { position } => Ok(LockState::Queued { position }),
+        other => Err(unexpected_write(what, &other)),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use shoal_core::LogIndex;
 use shoal_kv::{KvError, WriteResult};
 
-use crate::client::{millis, unexpected, unexpected_write};
+use crate::client::{lock_state, millis, unexpected, unexpected_write};
 use crate::protocol::{LeaseInfo, ReadMode, Request, Response, WriteOp};
 use crate::{Client, ClientError, LockState};
 
@@ -161,19 +161,7 @@ impl Client {
             key: key.as_ref().to_vec(),
             lease,
         };
-        match self.write(op).await? {
-            (
-                _,
-                WriteResult::Locked {
-                    fence,
-                    lease_deadline_ms,
-                },
-            ) => Ok(LockState::Held {
-                fence,
-                lease_deadline_ms,
-            }),
-            (_, other) => Err(unexpected_write("TryLockLease", &other)),
-        }
+        lock_state("TryLockLease", self.write(op).await?.1)
     }
 }
 
