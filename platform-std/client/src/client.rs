@@ -349,20 +349,7 @@ impl Client {
             lease_ms: millis(lease)?,
             wait_ms: wait.as_millis().min(u64::MAX as u128) as u64,
         };
-        match self.write(op).await? {
-            (
-                _,
-                WriteResult::Locked {
-                    fence,
-                    lease_deadline_ms,
-                },
-            ) => Ok(LockState::Held {
-                fence,
-                lease_deadline_ms,
-            }),
-            (_, WriteResult::Queued { position }) => Ok(LockState::Queued { position }),
-            (_, other) => Err(unexpected_write("TryLock", &other)),
-        }
+        lock_state("TryLock", self.write(op).await?.1)
     }
 
     /// Release a lock this client holds, or leave its queue.
@@ -594,7 +581,7 @@ impl Client {
             .await
     }
 
-    async fn write_done(&self, op: WriteOp) -> Result<LogIndex, ClientError> {
+    pub(crate) async fn write_done(&self, op: WriteOp) -> Result<LogIndex, ClientError> {
         let name = op_name(&op);
         match self.write(op).await? {
             (index, WriteResult::Done) => Ok(index),
@@ -613,7 +600,7 @@ impl Client {
     }
 
     /// A write with a fresh session sequence; DtKV refusals become [`ClientError::Kv`].
-    async fn write(&self, op: WriteOp) -> Result<(LogIndex, WriteResult), ClientError> {
+    pub(crate) async fn write(&self, op: WriteOp) -> Result<(LogIndex, WriteResult), ClientError> {
         let request = Request::Write {
             client_id: self.inner.client_id,
             seq: 0, // assigned in wire order by `execute`
@@ -850,7 +837,7 @@ async fn sleep_until_deadline(d: Duration, deadline: Instant) {
     async_io::Timer::at(wake).await;
 }
 
-fn millis(d: Duration) -> Result<u64, ClientError> {
+pub(crate) fn millis(d: Duration) -> Result<u64, ClientError> {
     let ms = d.as_millis();
     if ms == 0 {
         return Err(ClientError::bad_request(format!(
@@ -877,16 +864,37 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Txn { .. } => "Txn",
         WriteOp::ForceRemove { .. } => "ForceRemove",
         WriteOp::ForceUnlock { .. } => "ForceUnlock",
+        WriteOp::LeaseGrant { .. } => "LeaseGrant",
+        WriteOp::LeaseKeepAlive { .. } => "LeaseKeepAlive",
+        WriteOp::LeaseRevoke { .. } => "LeaseRevoke",
+        WriteOp::PutTempLease { .. } => "PutTempLease",
+        WriteOp::MakeTempDirLease { .. } => "MakeTempDirLease",
+        WriteOp::TryLockLease { .. } => "TryLockLease",
     }
 }
 
-fn unexpected(what: &str, got: &Response) -> ClientError {
+/// A try-lock's answer as a [`LockState`].
+pub(crate) fn lock_state(what: &str, result: WriteResult) -> Result<LockState, ClientError> {
+    match result {
+        WriteResult::Locked {
+            fence,
+            lease_deadline_ms,
+        } => Ok(LockState::Held {
+            fence,
+            lease_deadline_ms,
+        }),
+        WriteResult::Queued { position } => Ok(LockState::Queued { position }),
+        other => Err(unexpected_write(what, &other)),
+    }
+}
+
+pub(crate) fn unexpected(what: &str, got: &Response) -> ClientError {
     ClientError::Protocol {
         message: format!("{what} was answered with {got:?}"),
     }
 }
 
-fn unexpected_write(what: &str, got: &WriteResult) -> ClientError {
+pub(crate) fn unexpected_write(what: &str, got: &WriteResult) -> ClientError {
     ClientError::Protocol {
         message: format!("{what} was answered with write result {got:?}"),
     }

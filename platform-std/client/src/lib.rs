@@ -69,6 +69,7 @@ mod client;
 mod config;
 pub mod connection;
 mod error;
+mod lease;
 mod lock;
 mod mux;
 pub mod protocol;
@@ -80,10 +81,11 @@ pub use blocking::BlockingClient;
 pub use client::{BatchOutcome, Client, LockState, Unlocked};
 pub use config::{parse_endpoint, ClientConfig};
 pub use error::{ClientError, ErrorClass};
+pub use lease::{Lease, LeaseKeeper, Revoked};
 pub use lock::{BlockingLockGuard, LockGuard};
 pub use protocol::{
-    AlarmInfo, GroupHealth, HealthInfo, KvError, MemberInfo, NodeInfo, NodeKind, NodeStatusInfo,
-    ReadMode, SnapshotChunk, StatusInfo, WatchEvent,
+    AlarmInfo, GroupHealth, HealthInfo, KvError, LeaseInfo, MemberInfo, NodeInfo, NodeKind,
+    NodeStatusInfo, ReadMode, SnapshotChunk, StatusInfo, WatchEvent,
 };
 pub use txn::{Transaction, TxnOutcome};
 pub use watch::{WatchItem, WatchStream};

@@ -185,6 +185,45 @@ pub enum WriteOp {
         /// Lock key.
         key: Vec<u8>,
     },
+    /// Grant a lease; answered with [`WriteResult::Lease`], whose id is the grant's raft index.
+    LeaseGrant {
+        /// Time to live, renewed whole by each keep-alive.
+        ttl_ms: u64,
+    },
+    /// Renew a lease for its TTL from now ([`WriteResult::Lease`]).
+    LeaseKeepAlive {
+        /// The lease.
+        id: u64,
+    },
+    /// End a lease now, with every node and lock tied to it ([`WriteResult::Expired`]).
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+    /// A temporary value that lives as long as a lease (any session naming the lease may
+    /// change it).
+    PutTempLease {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
+    /// A temporary directory that lives as long as a lease.
+    MakeTempDirLease {
+        /// Key.
+        key: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
+    /// A lock held as long as a lease lives; `LockHeld` at once if another holds it.
+    TryLockLease {
+        /// Lock key.
+        key: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
 }
 
 /// One condition of a transaction ([`shoal_kv::Compare`], owned).
@@ -418,6 +457,32 @@ pub enum Request {
         /// Most data bytes wanted in this answer.
         max_bytes: u64,
     },
+    /// The live leases (`id` 0), or lease `id` with the keys tied to it: answered with
+    /// [`Response::Leases`] (a lease that is not live is a `Kv` error, `LeaseNotFound`).
+    Leases {
+        /// The lease, or 0 for all of them.
+        id: u64,
+        /// How to serve it.
+        mode: ReadMode,
+    },
+}
+
+/// A lease as [`Response::Leases`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Its id (the raft index of its grant).
+    pub id: LogIndex,
+    /// Its time to live.
+    pub ttl_ms: u64,
+    /// When it ends unless kept alive (leader clock ms).
+    pub deadline_ms: u64,
+    /// What is left of it at the read: `deadline_ms` minus the replicated clock (the time of
+    /// the last write applied).
+    pub remaining_ms: u64,
+    /// Nodes and locks tied to it.
+    pub tied: u32,
+    /// Their keys (asked for one lease only; empty in a list of all).
+    pub keys: Vec<Vec<u8>>,
 }
 
 /// A node as reads return it.
@@ -675,6 +740,13 @@ pub enum Response {
     NodeStatus(Box<NodeStatusInfo>),
     /// The answer to [`Request::SnapshotSave`] (boxed, as `NodeStatus`).
     SnapshotChunk(Box<SnapshotChunk>),
+    /// Leases ([`Request::Leases`]), at applied index `index`.
+    Leases {
+        /// Applied index the read was served at.
+        index: LogIndex,
+        /// The leases, in grant order.
+        leases: Vec<LeaseInfo>,
+    },
 }
 
 /// One node's row of `shoalctl status --cluster`.

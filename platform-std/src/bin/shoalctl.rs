@@ -10,6 +10,8 @@ use std::time::Duration;
 
 #[path = "shoalctl/input.rs"]
 mod input;
+#[path = "shoalctl/lease.rs"]
+mod lease;
 #[path = "shoalctl/ops.rs"]
 mod ops;
 #[path = "shoalctl/read.rs"]
@@ -167,23 +169,31 @@ enum Command {
         #[arg(long)]
         expect_absent: bool,
     },
-    /// Create or refresh a temporary value owned by this invocation's session.
+    /// Create or refresh a temporary value: owned by this invocation's session with --ttl, or
+    /// tied to a lease with --lease (then any later run may change it, and it lives as long as
+    /// the lease).
     PutTemp {
         /// The key.
         key: String,
         /// The value.
         value: String,
         /// Time to live (e.g. 30s).
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Duration,
+        #[arg(long, value_parser = parse_duration, required_unless_present = "lease", conflicts_with = "lease")]
+        ttl: Option<Duration>,
+        /// The lease it lives and dies with (`lease grant`).
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
-    /// Create a temporary directory (removed with its contents when it expires).
+    /// Create a temporary directory (removed with its contents when its TTL or lease ends).
     MkdirTemp {
         /// The directory's key.
         dir: String,
         /// Time to live (e.g. 30s).
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Duration,
+        #[arg(long, value_parser = parse_duration, required_unless_present = "lease", conflicts_with = "lease")]
+        ttl: Option<Duration>,
+        /// The lease it lives and dies with (`lease grant`).
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
     /// Give a temporary node a new TTL (only its owner session may; each shoalctl invocation is
     /// a new session, so this works from `batch` mode or the client library).
@@ -196,11 +206,13 @@ enum Command {
     },
     /// Hold a lock while COMMAND runs: acquire (waiting up to --wait), export the fencing token
     /// as SHOAL_LOCK_FENCE, renew the lease while the command runs, release, and exit with the
-    /// command's exit code. `lock release --force KEY` releases a lock someone else holds.
+    /// command's exit code. Without a command: `lock acquire KEY --lease ID` holds it under a
+    /// lease, `lock release KEY` lets it go (`--force`: a lock another session holds).
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Lock {
+        /// Acquire or release a lock held under a lease, or release one by force.
         #[command(subcommand)]
-        action: Option<LockCommand>,
+        action: Option<lease::LockAction>,
         /// The lock's key.
         #[arg(required = true)]
         key: Option<String>,
@@ -213,6 +225,27 @@ enum Command {
         /// The command to run, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// Leases: grant one, keep it alive, revoke it, read them. Temporary nodes and locks tied
+    /// to a lease (`put-temp --lease`, `mkdir-temp --lease`, `lock acquire --lease`) leave with
+    /// it.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Campaign in election NAME with PROPOSAL and hold it: print `NAME.<lease> PROPOSAL` once
+    /// elected (the candidate created first leads), and run until stopped or the lease ends.
+    /// With --listen, print each new leader instead.
+    Elect {
+        /// The election (a directory of candidates).
+        name: String,
+        /// What this candidate proposes (e.g. its address).
+        #[arg(required_unless_present = "listen", conflicts_with = "listen")]
+        proposal: Option<String>,
+        /// Observe: print each new leader's key and proposal.
+        #[arg(long)]
+        listen: bool,
+        /// TTL of the candidate's lease, kept alive while this runs.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        ttl: Duration,
     },
     /// Print changes to keys or directories (a directory covers its subtree; "" everything),
     /// one line or JSON object per event, until interrupted or --count events.
@@ -300,19 +333,6 @@ enum MemberCommand {
     /// Abandon a membership change stuck between its prepare and commit steps: the group
     /// leaves its joint configuration for the one before the change.
     Abort,
-}
-
-#[derive(Subcommand, Debug)]
-enum LockCommand {
-    /// Release a lock. Each shoalctl run is a new session, so a lock another session holds
-    /// needs --force (an operator's override; the server logs who asked).
-    Release {
-        /// The lock's key.
-        key: String,
-        /// Release it whoever holds it; its next waiter gets it.
-        #[arg(long)]
-        force: bool,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -519,6 +539,13 @@ async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
             wait,
             command,
         } => run_lock(client, cli.output, key, *lease, *wait, command).await,
+        Command::Lease(l) => lease::run(client, cli.output, l).await,
+        Command::Elect {
+            name,
+            proposal,
+            ttl,
+            ..
+        } => lease::elect(client, cli.output, name, proposal.as_deref(), *ttl).await,
         Command::Watch {
             keys,
             from_index,
@@ -670,25 +697,6 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
         },
         Command::Del { key, force: false } => written(client.remove(key).await?),
         Command::Del { key, force: true } => written(client.force_remove(key).await?),
-        Command::Lock {
-            action: Some(LockCommand::Release { key, force }),
-            ..
-        } => {
-            let released = if *force {
-                client.force_unlock(key).await?
-            } else {
-                client.unlock(key).await?
-            };
-            let next = match released.next_owner {
-                0 => String::new(),
-                owner => format!("; session {owner:#x} holds it now"),
-            };
-            Answer::new(
-                json!({"ok": true, "index": released.index, "key": key,
-                       "next_owner": released.next_owner, "next_fence": released.next_fence}),
-                format!("released (index {}){next}", released.index),
-            )
-        }
         Command::Mkdir { dir, parents } => written(if *parents {
             read::mkdir_parents(client, dir).await?
         } else {
@@ -741,8 +749,40 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
                 };
             written(client.cas(key, expect, new).await?)
         }
-        Command::PutTemp { key, value, ttl } => written(client.put_temp(key, value, *ttl).await?),
-        Command::MkdirTemp { dir, ttl } => written(client.make_temp_dir(dir, *ttl).await?),
+        Command::PutTemp {
+            key,
+            value,
+            lease: Some(id),
+            ..
+        } => written(client.put_temp_lease(key, value, *id).await?),
+        Command::PutTemp {
+            key,
+            value,
+            ttl: Some(ttl),
+            ..
+        } => written(client.put_temp(key, value, *ttl).await?),
+        Command::MkdirTemp {
+            dir,
+            lease: Some(id),
+            ..
+        } => written(client.make_temp_dir_lease(dir, *id).await?),
+        Command::MkdirTemp {
+            dir,
+            ttl: Some(ttl),
+            ..
+        } => written(client.make_temp_dir(dir, *ttl).await?),
+        Command::PutTemp { .. } | Command::MkdirTemp { .. } => {
+            return Err(usage("give --ttl or --lease".into()))
+        }
+        Command::Lock {
+            action: Some(lease::LockAction::Acquire { key, lease, wait }),
+            ..
+        } => lease::acquire(client, key, *lease, *wait).await?,
+        Command::Lock {
+            action: Some(lease::LockAction::Release { key, force }),
+            ..
+        } => lease::release(client, key, *force).await?,
+        Command::Lease(l) => lease::execute(client, l).await?,
         Command::Ttl { key, ttl } => written(client.update_ttl(key, *ttl).await?),
         Command::Member(m) => match m {
             MemberCommand::List => {
@@ -861,9 +901,14 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             }
             GroupCommand::Remove => written(client.remove_group(client.config().group).await?),
         },
-        Command::Lock { .. } | Command::Watch { .. } | Command::Txn { .. } | Command::Batch => {
+        Command::Lock { .. }
+        | Command::Watch { .. }
+        | Command::Txn { .. }
+        | Command::Batch
+        | Command::Elect { .. } => {
             return Err(usage(
-                "lock, watch, txn and batch cannot run inside batch input".into(),
+                "lock with a command, watch, txn, elect and batch cannot run inside batch input"
+                    .into(),
             ))
         }
     })

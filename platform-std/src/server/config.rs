@@ -204,6 +204,10 @@ pub struct Flags {
     /// (1 to 64) [default: 64].
     #[arg(long, env = "SHOAL_KV_MAX_TXN_OPS", value_name = "N")]
     pub kv_max_txn_ops: Option<usize>,
+    /// Most live DtKV leases per group; a grant beyond it is refused with TooManyLeases
+    /// [default: 65536].
+    #[arg(long, env = "SHOAL_KV_MAX_LEASES", value_name = "N")]
+    pub kv_max_leases: Option<usize>,
     /// Admin HTTP connections served at once; one more is answered 503 [default: 32].
     #[arg(long, env = "SHOAL_ADMIN_MAX_CONNECTIONS", value_name = "N")]
     pub admin_max_connections: Option<usize>,
@@ -778,6 +782,9 @@ fn kv_limits(f: &Flags) -> Result<KvLimits, String> {
             shoal_kv::MAX_TXN_OPS
         ));
     }
+    if let Some(n) = f.kv_max_leases {
+        kv.max_leases = n;
+    }
     kv.validate()
         .map_err(|e| format!("--kv-* limits do not fit together: {e}"))?;
     Ok(kv)
@@ -831,6 +838,19 @@ mod tests {
         std::fs::write(&path, "kv_max_txn_ops = 9\n").unwrap();
         let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_txn_ops, 9);
+    }
+
+    #[test]
+    fn max_leases_flag_and_file_key() {
+        let f = Flags::try_parse_from(["shoald"]).unwrap();
+        assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 1 << 16);
+        let f = Flags::try_parse_from(["shoald", "--kv-max-leases", "7"]).unwrap();
+        assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 7);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "kv_max_leases = 3\n").unwrap();
+        let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 3);
     }
 
     #[test]

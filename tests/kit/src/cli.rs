@@ -243,3 +243,34 @@ pub fn last_index(addr: &str) -> u64 {
         .as_u64()
         .expect("status has last_index")
 }
+
+/// `shoalctl --endpoints ENDPOINTS ARGS` left running (a `lease keep-alive`, an `elect`), its
+/// stdout and stderr in `log`; stop it with [`Proc::stop`](crate::Proc::stop) or by dropping it.
+pub fn shoalctl_running(endpoints: &str, args: &[&str], log: &std::path::Path) -> crate::Proc {
+    let mut cmd = Command::new(bin("shoalctl"));
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    crate::Proc::spawn(format!("shoalctl {}", args.join(" ")), cmd, log)
+}
+
+/// `shoalctl lease grant TTL`: the new lease's id.
+///
+/// # Panics
+/// When the grant fails.
+pub fn lease_grant(endpoints: &str, ttl: &str) -> u64 {
+    let o = shoalctl(endpoints, &["-o", "json", "lease", "grant", ttl]);
+    assert_eq!(o.code, 0, "{o}");
+    o.json()["id"].as_u64().expect("a grant answers its id")
+}
+
+/// The first line of `proc`'s log for which `pick` gives something, waiting up to `within`.
+///
+/// # Panics
+/// When no such line appears in time, with the log.
+pub fn wait_log_line<T>(
+    proc: &crate::Proc,
+    what: &str,
+    within: Duration,
+    mut pick: impl FnMut(&str) -> Option<T>,
+) -> T {
+    crate::wait::wait_some(what, within, || proc.log().lines().find_map(&mut pick))
+}

@@ -5,7 +5,7 @@
 use shoal_client::ClientError;
 use shoal_kv::KvLimits;
 
-use super::Command;
+use super::{lease, Command};
 
 /// The path rules alone: the length and depth limits are the server's to judge, since only it
 /// knows its configuration.
@@ -31,12 +31,14 @@ pub fn check_keys(command: &Command) -> Result<(), ClientError> {
         | Command::Del { key, .. }
         | Command::Cas { key, .. }
         | Command::PutTemp { key, .. }
-        | Command::Ttl { key, .. } => (vec![key], false),
-        Command::Lock {
-            action: Some(super::LockCommand::Release { key, .. }),
+        | Command::Ttl { key, .. }
+        | Command::Lock { key: Some(key), .. }
+        | Command::Lock {
+            action:
+                Some(lease::LockAction::Acquire { key, .. } | lease::LockAction::Release { key, .. }),
             ..
-        }
-        | Command::Lock { key: Some(key), .. } => (vec![key], false),
+        } => (vec![key], false),
+        Command::Elect { name, .. } => (vec![name], false),
         Command::Mkdir { dir, .. } | Command::MkdirTemp { dir, .. } => (vec![dir], false),
         Command::Get { key, .. } => (vec![key], true),
         Command::List { dir, .. } => (vec![dir], true),

@@ -35,6 +35,15 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
         "gauge",
         &|g| g.max_txn_ops,
     );
+    family(
+        "shoal_kv_max_leases",
+        "Most live DtKV leases (--kv-max-leases).",
+        "gauge",
+        &|g| g.max_leases,
+    );
+    family("shoal_kv_leases", "Live DtKV leases.", "gauge", &|g| {
+        g.leases
+    });
     family("shoal_commit_index", "Commit index.", "gauge", &|g| {
         g.commit
     });

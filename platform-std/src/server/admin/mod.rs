@@ -64,6 +64,12 @@ pub struct GroupView {
     /// The group's DtKV limit on compares and on operations per branch of a transaction.
     #[serde(skip)]
     pub max_txn_ops: u64,
+    /// The group's DtKV limit on live leases.
+    #[serde(skip)]
+    pub max_leases: u64,
+    /// Live DtKV leases.
+    #[serde(skip)]
+    pub leases: u64,
     /// On a leader: followers whose clock rate the clock check found outside the lease's
     /// bound; they do not count toward the lease (lease reads go through ReadIndex while they
     /// leave no quorum).

@@ -22,8 +22,8 @@ use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
 
 use shoal_client::protocol::{
-    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
-    StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
+    ErrorCode, LeaseInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
+    Response, StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
 };
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::fault::{Fault, FaultLog, Severity};
@@ -647,6 +647,8 @@ impl RaftLoop {
                     proposals: g.proposals,
                     writes_refused: g.writes_refused,
                     max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,
+                    max_leases: g.node.state_machine().store().limits().max_leases as u64,
+                    leases: g.node.state_machine().store().lease_count() as u64,
                     clock_drift_peers: r.clock_drift_peers() as u64,
                     node_stats: g.node.stats(),
                     raft_stats: r.stats(),

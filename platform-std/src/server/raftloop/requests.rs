@@ -188,6 +188,51 @@ fn serve_read(sm: &KvSm, req: &ReadReq, max_answer_bytes: usize) -> Result<Respo
                 Err(e) => kv_error(e),
             }
         }
+        ReadReq::Leases(id) => {
+            let info = |v: &NodeView<'_>| LeaseInfo {
+                id: v.create_index,
+                ttl_ms: v.fence,
+                deadline_ms: v.deadline_ms,
+                remaining_ms: v.deadline_ms.saturating_sub(kv.now_ms()),
+                tied: v.count,
+                keys: Vec::new(),
+            };
+            let mut leases = Vec::new();
+            if *id == 0 {
+                let mut over = false;
+                kv.leases(|v| {
+                    over = over || !fits(&v);
+                    if !over {
+                        leases.push(info(&v));
+                    }
+                });
+                if over {
+                    return Err(too_large("this lease list".into()));
+                }
+            } else {
+                let key = shoal_kv::system::lease_key(*id);
+                let Ok(v) = kv.get(key.as_bytes()) else {
+                    return Ok(kv_error(KvError::LeaseNotFound));
+                };
+                let mut lease = info(&v);
+                let mut over = false;
+                let listed = kv.lease_keys(*id, |k| {
+                    bytes += k.len() + 8;
+                    over = over || bytes > max_answer_bytes;
+                    if !over {
+                        lease.keys.push(k.to_vec());
+                    }
+                });
+                if over {
+                    return Err(too_large(format!("lease {id}'s keys")));
+                }
+                if let Err(e) = listed {
+                    return Ok(kv_error(e));
+                }
+                leases.push(lease);
+            }
+            Response::Leases { index, leases }
+        }
     })
 }
 
@@ -338,6 +383,7 @@ impl RaftLoop {
                 }
             }
             Request::List { key, mode } => read(g, now, mode, ReadReq::List(key), reply),
+            Request::Leases { id, mode } => read(g, now, mode, ReadReq::Leases(id), reply),
             Request::Watch { keys, from_index } => {
                 if !batch_fits(&reply, "Watch", keys.len()) {
                     return;
@@ -568,6 +614,19 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
             key,
             lease_ms: *lease_ms,
         },
+        WriteOp::LeaseGrant { ttl_ms } => Op::LeaseGrant { ttl_ms: *ttl_ms },
+        WriteOp::LeaseKeepAlive { id } => Op::LeaseKeepAlive { id: *id },
+        WriteOp::LeaseRevoke { id } => Op::LeaseRevoke { id: *id },
+        WriteOp::PutTempLease { key, value, lease } => {
+            hint += key.len() + value.len();
+            Op::PutTempLease {
+                key,
+                value,
+                lease: *lease,
+            }
+        }
+        WriteOp::MakeTempDirLease { key, lease } => Op::MakeTempDirLease { key, lease: *lease },
+        WriteOp::TryLockLease { key, lease } => Op::TryLockLease { key, lease: *lease },
         WriteOp::Txn {
             compares,
             success,
