@@ -146,6 +146,35 @@ fn the_limits_table_is_what_the_code_uses() {
     );
 }
 
+/// The memory each set of limits takes, as the paragraph after the table says it: "about N
+/// UNIT for the embedded profile", "... for the server profile", "... for shoald's defaults",
+/// each within a tenth of `KvLimits::memory_bytes()`.
+#[test]
+fn the_memory_the_doc_states_is_what_the_limits_take() {
+    let doc = dtkv_doc().split_whitespace().collect::<Vec<_>>().join(" ");
+    for (what, limits) in [
+        ("the embedded profile", KvLimits::embedded()),
+        ("the server profile", KvLimits::server()),
+        ("shoald's defaults", resolved(&[])),
+    ] {
+        let bytes = limits.memory_bytes() as f64;
+        let (before, _) = doc
+            .split_once(&format!(" for {what}"))
+            .unwrap_or_else(|| panic!("docs/DTKV.md says nothing of the memory for {what}"));
+        let words: Vec<&str> = before.rsplit(' ').take(3).collect();
+        assert_eq!(words.get(2), Some(&"about"), "{what}: {words:?}");
+        let stated = number(&format!("{} {}", words[1], words[0])) as f64;
+        assert!(
+            (stated - bytes).abs() <= bytes / 10.0,
+            "docs/DTKV.md says about {} {} for {what}; KvLimits::memory_bytes() is {bytes} \
+             ({:.1} MiB)",
+            words[1],
+            words[0],
+            bytes / f64::from(1 << 20)
+        );
+    }
+}
+
 #[test]
 fn the_named_defaults_are_the_resolved_ones() {
     let kv = resolved(&[]);
