@@ -753,25 +753,41 @@ fn segment_initial(f: &Flags, segment_bytes: u64) -> Result<u64, String> {
     Ok(kb * KIB)
 }
 
+/// `--kv-max-nodes` when unset: a quarter of [`KvLimits::server`]'s, so an idle node reserves
+/// less address space (docs/DTKV.md's limits table says the same; a test holds them equal).
+pub const DEFAULT_KV_MAX_NODES: usize = 1 << 18;
+/// `--kv-arena-mb` when unset.
+pub const DEFAULT_KV_ARENA_MB: usize = 64;
+/// `--kv-event-slots` when unset.
+pub const DEFAULT_KV_EVENT_SLOTS: usize = 1 << 16;
+/// `--kv-event-mb` when unset: half the server profile's, since a full history is resident.
+pub const DEFAULT_KV_EVENT_MB: usize = 8;
+
 /// DtKV limits from the `--kv-*` flags, checked as the store will check them.
 fn kv_limits(f: &Flags) -> Result<KvLimits, String> {
     let mut kv = KvLimits::server();
-    kv.max_nodes = f.kv_max_nodes.unwrap_or(1 << 18);
+    kv.max_nodes = f.kv_max_nodes.unwrap_or(DEFAULT_KV_MAX_NODES);
     if kv.max_nodes == 0 {
         return Err("--kv-max-nodes must be at least 1".into());
     }
-    kv.arena_bytes = mib("--kv-arena-mb", f.kv_arena_mb.unwrap_or(64))?;
-    kv.event_slots = f.kv_event_slots.unwrap_or(1 << 16);
+    kv.arena_bytes = mib(
+        "--kv-arena-mb",
+        f.kv_arena_mb.unwrap_or(DEFAULT_KV_ARENA_MB),
+    )?;
+    kv.event_slots = f.kv_event_slots.unwrap_or(DEFAULT_KV_EVENT_SLOTS);
     if kv.event_slots == 0 {
         return Err("--kv-event-slots must be at least 1 (the watch history)".into());
     }
     // The event copies never need more than the arena (nor less than one largest pair).
-    let event_bytes = mib("--kv-event-mb", f.kv_event_mb.unwrap_or(8))?;
+    let event_bytes = mib(
+        "--kv-event-mb",
+        f.kv_event_mb.unwrap_or(DEFAULT_KV_EVENT_MB),
+    )?;
     kv.event_bytes = event_bytes.min(kv.arena_bytes.max(kv.max_key_bytes + kv.max_value_bytes));
     if kv.arena_bytes < kv.max_key_bytes + kv.max_value_bytes {
         return Err(format!(
             "--kv-arena-mb {} cannot hold one largest key and value ({} bytes)",
-            f.kv_arena_mb.unwrap_or(64),
+            f.kv_arena_mb.unwrap_or(DEFAULT_KV_ARENA_MB),
             kv.max_key_bytes + kv.max_value_bytes
         ));
     }

@@ -39,7 +39,7 @@ pub struct ClusterBuilder {
 #[derive(Clone, Debug)]
 struct Flags {
     fsync: Option<String>,
-    election_timeout_ms: u64,
+    election_timeout_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     cluster_id: Option<u64>,
     client_addrs_in_members: bool,
@@ -54,7 +54,7 @@ impl Default for ClusterBuilder {
             spares: Vec::new(),
             flags: Flags {
                 fsync: None,
-                election_timeout_ms: 400,
+                election_timeout_ms: Some(400),
                 heartbeat_interval_ms: Some(50),
                 cluster_id: None,
                 client_addrs_in_members: false,
@@ -87,7 +87,16 @@ impl ClusterBuilder {
 
     /// `--election-timeout MS` (400 unless set).
     pub fn election_timeout_ms(mut self, ms: u64) -> Self {
-        self.flags.election_timeout_ms = ms;
+        self.flags.election_timeout_ms = Some(ms);
+        self
+    }
+
+    /// No timing or fsync flag at all: the nodes run with `shoald`'s own defaults (what an
+    /// operator following the docs gets), only their ids, addresses, dirs and members set.
+    pub fn shoald_defaults(mut self) -> Self {
+        self.flags.election_timeout_ms = None;
+        self.flags.heartbeat_interval_ms = None;
+        self.flags.fsync = None;
         self
     }
 
@@ -739,12 +748,13 @@ fn standard_flags(node: &Node, flags: &Flags, members: &str) -> Vec<String> {
         &node.admin,
         "--initial-members",
         members,
-        "--election-timeout",
-        &flags.election_timeout_ms.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if let Some(ms) = flags.election_timeout_ms {
+        v.extend(["--election-timeout".to_string(), ms.to_string()]);
+    }
     if let Some(ms) = flags.heartbeat_interval_ms {
         v.extend(["--heartbeat-interval".to_string(), ms.to_string()]);
     }

@@ -16,6 +16,8 @@
 //!   nodes given until one answers.
 //! - [`cli`]: `shoalctl` and `shoal-inspect` runs with a deadline and their captured output.
 //! - [`disk`]: [`Tmpfs`], a small file system to fill under a node (a full disk).
+//! - [`docs`]: the shell examples the Markdown docs mark as runnable, run as written against a
+//!   fresh dev node.
 //! - [`mock`]: an in-process stand-in for a node's client port, for client tests.
 //! - [`peer`]: a stand-in for a member on the raft port, for tests that speak the peer
 //!   protocol (handshakes, forged frames).
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod disk;
+pub mod docs;
 pub mod mock;
 #[cfg(target_os = "linux")]
 pub mod netns;
