@@ -298,6 +298,7 @@ impl RaftLoop {
     pub fn run(mut self, clients: Async<std::net::TcpListener>) -> i32 {
         let ex = Rc::new(LocalExecutor::new());
         let accept = self.accept.clone();
+        self.hub.set_tls(self.net.tls.get().cloned());
         ex.spawn(clients::accept_loop(
             self.hub.clone(),
             ex.clone(),
@@ -672,6 +673,9 @@ impl RaftLoop {
         if let Some(seal) = self.net.seal.get() {
             use std::sync::atomic::Ordering::Relaxed;
             v.sealed_links = (seal.opened.load(Relaxed), seal.refused.load(Relaxed));
+        }
+        if let Some(tls) = self.net.tls.get() {
+            v.tls = tls.view();
         }
         v.health = Some(health);
         v.space = self.data.space().map(|s| s.stats());
