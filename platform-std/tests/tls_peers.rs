@@ -38,14 +38,23 @@ fn refused(answer: std::io::Result<(PeerLink, Vec<u8>)>) -> bool {
     }
 }
 
+/// How far above the cluster's term forged frames claim to be.
+const FORGED_TERMS: u64 = 5;
+
 fn term(c: &Cluster, id: u64) -> u64 {
     c.status(id, 0).expect("status").term
 }
 
-/// The cluster still has `leader` in `term`, and takes and serves a write.
-fn unaffected(c: &Cluster, leader: u64, before: u64, client_id: u64, key: &str) {
-    assert_eq!(c.wait_leader(0), leader, "the leader changed");
-    assert_eq!(term(c, leader), before, "the term moved");
+/// No node took the forged term ([`FORGED_TERMS`] above `before`), and the cluster takes
+/// and serves a write. (A natural election on a loaded machine may still move the term by
+/// one or two.)
+fn unaffected(c: &Cluster, before: u64, client_id: u64, key: &str) {
+    let leader = c.wait_leader(0);
+    for id in c.ids() {
+        let t = term(c, id);
+        assert!(t < before + FORGED_TERMS, "node {id} is in term {t}, a forged one");
+    }
+    assert!(term(c, leader) < before + FORGED_TERMS);
     c.put(0, client_id, 1, key, "v");
     assert_eq!(
         c.get_any(0, key, ReadMode::Linearizable).as_deref(),
@@ -71,8 +80,8 @@ fn members_with_mutual_tls_take_writes_and_survive_a_leader_kill() {
 #[test]
 fn a_valid_certificate_of_node_2_cannot_speak_for_node_3() {
     let (c, leader) = tls_cluster();
-    let follower = *c.ids().iter().find(|&&i| i != leader && i != 2).unwrap_or(&2);
-    let target = if follower == 2 { 1 } else { follower };
+    // Any node but 2 itself.
+    let target = 1;
     let before = term(&c, leader);
     let certs = c.certs().expect("peer TLS").clone();
     let node2 = certs.node(1, 2);
@@ -111,7 +120,7 @@ fn a_valid_certificate_of_node_2_cannot_speak_for_node_3() {
         target,
         // A heartbeat: an Append of no entries.
         &Body::Raft(Message::Append(Append {
-            term: before + 5,
+            term: before + FORGED_TERMS,
             prev_index: 0,
             prev_term: 0,
             commit: 0,
@@ -123,7 +132,7 @@ fn a_valid_certificate_of_node_2_cannot_speak_for_node_3() {
     wait_for("the forged frame refused", WAIT, || {
         c.gauge(target, "shoal_peer_identity_refused_total") >= 2
     });
-    unaffected(&c, leader, before, 7, "after-node-3-impostor");
+    unaffected(&c, before, 7, "after-node-3-impostor");
 }
 
 #[test]
@@ -171,8 +180,10 @@ fn plaintext_other_ca_and_expired_peers_are_refused_and_the_cluster_is_unaffecte
     wait_for("the expired certificate logged", WAIT, || {
         c.node(target).log().contains("the certificate has expired")
     });
-    assert!(c.gauge(target, "shoal_tls_peer_refused_total") >= 3);
-    unaffected(&c, leader, before, 8, "after-impostors");
+    wait_for("every refusal counted", WAIT, || {
+        c.gauge(target, "shoal_tls_peer_refused_total") >= 3
+    });
+    unaffected(&c, before, 8, "after-impostors");
 }
 
 #[test]

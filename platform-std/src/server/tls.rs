@@ -427,7 +427,9 @@ pub fn describe(port: Port, e: &std::io::Error) -> String {
         | Error::InvalidCertificate(CertificateError::NotValidYetContext { .. }) => {
             format!("the certificate is not valid yet ({tls})")
         }
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+        // A CA of the same name but another key shows as a bad signature.
+        Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        | Error::InvalidCertificate(CertificateError::BadSignature) => {
             format!("the certificate is not signed by a CA in {ca} (unknown issuer)")
         }
         Error::InvalidCertificate(CertificateError::NotValidForName)
