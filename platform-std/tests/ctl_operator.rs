@@ -17,7 +17,6 @@ fn malformed_endpoints_are_usage_errors_and_http_scheme_is_accepted() {
         "bogus",
         "bogus:",
         "127.0.0.1:port",
-        "https://127.0.0.1:7002",
         "ftp://x:1",
     ] {
         let o = shoalctl(bad, &["-o", "json", "--timeout", "60s", "get", "app"]);
@@ -26,6 +25,15 @@ fn malformed_endpoints_are_usage_errors_and_http_scheme_is_accepted() {
         assert_eq!(j["error"], "BadRequest", "{o}");
         assert!(j["message"].as_str().unwrap().contains("HOST:PORT"), "{o}");
     }
+    // https:// asks for TLS: without a CA to check the node against it is a usage error too.
+    let o = shoalctl(
+        "https://127.0.0.1:7002",
+        &["-o", "json", "--timeout", "60s", "get", "app"],
+    );
+    assert_eq!(o.code, 2, "{o}");
+    let j = o.json();
+    assert_eq!(j["error"], "BadRequest", "{o}");
+    assert!(j["message"].as_str().unwrap().contains("--cacert"), "{o}");
     // The etcd habit: a scheme and a trailing slash.
     let o = shoalctl(&format!("http://{addr}/"), &["put", "app.name", "shoal"]);
     assert_eq!(o.code, 0, "{o}");

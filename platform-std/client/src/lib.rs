@@ -74,12 +74,14 @@ mod lock;
 mod mux;
 pub mod protocol;
 mod runtime;
+pub mod tls;
 mod txn;
 mod watch;
 
 pub use blocking::BlockingClient;
 pub use client::{BatchOutcome, Client, LockState, Unlocked};
 pub use config::{parse_endpoint, ClientConfig};
+pub use tls::{TlsConfig, TlsOptions};
 pub use error::{ClientError, ErrorClass};
 pub use lease::{Lease, LeaseKeeper, Revoked};
 pub use lock::{BlockingLockGuard, LockGuard};

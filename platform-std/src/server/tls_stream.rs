@@ -372,7 +372,8 @@ impl ClientStream {
                     "closed during the TLS handshake",
                 ));
             }
-            if let Err(e) = tls.borrow_mut().process_new_packets() {
+            let processed = tls.borrow_mut().process_new_packets().map(drop);
+            if let Err(e) = processed {
                 // Send the alert that says why, best effort.
                 let _ = tls.borrow_mut().write_tls(&mut &*self.tcp.get_ref());
                 return Err(tls_error(e));
