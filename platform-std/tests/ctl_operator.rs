@@ -13,12 +13,7 @@ use shoal_testkit::{shoalctl, wait_for, wait_some, Cluster, WAIT};
 fn malformed_endpoints_are_usage_errors_and_http_scheme_is_accepted() {
     let (_c, addr) = ready_single_node();
     // Each of these would be ten seconds of retries and exit 4 if it were tried.
-    for bad in [
-        "bogus",
-        "bogus:",
-        "127.0.0.1:port",
-        "ftp://x:1",
-    ] {
+    for bad in ["bogus", "bogus:", "127.0.0.1:port", "ftp://x:1"] {
         let o = shoalctl(bad, &["-o", "json", "--timeout", "60s", "get", "app"]);
         assert_eq!(o.code, 2, "{o}");
         let j = o.json();

@@ -17,7 +17,12 @@ fn node_with_client_cert_auth() -> (Cluster, Certs) {
     (c, certs)
 }
 
-fn ctl(c: &Cluster, certs: &Certs, pair: Option<&CertPair>, args: &[&str]) -> shoal_testkit::Output {
+fn ctl(
+    c: &Cluster,
+    certs: &Certs,
+    pair: Option<&CertPair>,
+    args: &[&str],
+) -> shoal_testkit::Output {
     let mut all: Vec<String> = certs.ctl_flags(pair);
     all.extend(args.iter().map(|s| s.to_string()));
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -56,7 +61,11 @@ fn the_client_port_serves_tls_clients_with_certificates_and_refuses_the_rest() {
         log().contains("not signed by a CA in --trusted-ca-file")
     });
     // An expired client certificate of the right CA.
-    let old = certs.client_with("alice", "expired", &["--valid-from", "2020-01-01", "--days", "1"]);
+    let old = certs.client_with(
+        "alice",
+        "expired",
+        &["--valid-from", "2020-01-01", "--days", "1"],
+    );
     let expired = ctl(&c, &certs, Some(&old), &["--timeout", "2s", "get", "k"]);
     assert_ne!(expired.code, 0, "an expired certificate was accepted");
     wait_for("the expired certificate logged", WAIT, || {
@@ -74,7 +83,10 @@ fn the_client_port_serves_tls_clients_with_certificates_and_refuses_the_rest() {
             .is_some_and(|n| n >= 4)
     });
     // The node still serves.
-    assert_eq!(ctl(&c, &certs, Some(&alice), &["get", "k"]).ok().trim(), "v");
+    assert_eq!(
+        ctl(&c, &certs, Some(&alice), &["get", "k"]).ok().trim(),
+        "v"
+    );
 }
 
 #[test]
@@ -82,9 +94,11 @@ fn health_and_metrics_need_no_client_certificate_and_the_rest_of_the_admin_port_
     let (c, certs) = node_with_client_cert_auth();
     let admin = c.node(1).admin.clone();
     let alice = certs.client("alice");
-    wait_for("/health over TLS without a client certificate", WAIT, || {
-        matches!(certs.https_get(&admin, "/health", None), Ok((200, _)))
-    });
+    wait_for(
+        "/health over TLS without a client certificate",
+        WAIT,
+        || matches!(certs.https_get(&admin, "/health", None), Ok((200, _))),
+    );
     let (code, _) = certs.https_get(&admin, "/metrics", None).expect("/metrics");
     assert_eq!(code, 200);
     let (code, body) = certs.https_get(&admin, "/status", None).expect("/status");

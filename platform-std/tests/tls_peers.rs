@@ -52,7 +52,10 @@ fn unaffected(c: &Cluster, before: u64, client_id: u64, key: &str) {
     let leader = c.wait_leader(0);
     for id in c.ids() {
         let t = term(c, id);
-        assert!(t < before + FORGED_TERMS, "node {id} is in term {t}, a forged one");
+        assert!(
+            t < before + FORGED_TERMS,
+            "node {id} is in term {t}, a forged one"
+        );
     }
     assert!(term(c, leader) < before + FORGED_TERMS);
     c.put(0, client_id, 1, key, "v");
@@ -93,7 +96,10 @@ fn a_valid_certificate_of_node_2_cannot_speak_for_node_3() {
         &node2,
         &certs.ca(),
     );
-    assert!(refused(answer), "a Hello for node 3 on node 2's certificate");
+    assert!(
+        refused(answer),
+        "a Hello for node 3 on node 2's certificate"
+    );
     wait_for("the refusal counted", WAIT, || {
         c.gauge(target, "shoal_peer_identity_refused_total") >= 1
     });
@@ -126,6 +132,7 @@ fn a_valid_certificate_of_node_2_cannot_speak_for_node_3() {
             commit: 0,
             count: 0,
             read_seq: 0,
+            clock_ms: 0,
         })),
     );
     let _ = link.send(&forged);

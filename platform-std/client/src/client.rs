@@ -639,11 +639,14 @@ impl Client {
             }
         }
         *slot = None;
-        let conn = Arc::new(Mux::open(
-            &target,
-            self.inner.config.connect_timeout,
-            self.inner.config.tls.as_ref(),
-        ).await?);
+        let conn = Arc::new(
+            Mux::open(
+                &target,
+                self.inner.config.connect_timeout,
+                self.inner.config.tls.as_ref(),
+            )
+            .await?,
+        );
         *slot = Some(conn.clone());
         Ok(conn)
     }

@@ -77,7 +77,9 @@ pub fn parse_endpoint(endpoint: &str) -> Result<String, String> {
         format!("endpoint `{written}` is not HOST:PORT (like 127.0.0.1:7002 or db1:7002): {why}")
     };
     if bare.contains("://") {
-        return Err(malformed("only http:// or https:// may be written in front"));
+        return Err(malformed(
+            "only http:// or https:// may be written in front",
+        ));
     }
     let Some((host, port)) = bare.rsplit_once(':') else {
         return Err(malformed("it has no port"));

@@ -81,7 +81,6 @@ mod watch;
 pub use blocking::BlockingClient;
 pub use client::{BatchOutcome, Client, LockState, Unlocked};
 pub use config::{parse_endpoint, ClientConfig};
-pub use tls::{TlsConfig, TlsOptions};
 pub use error::{ClientError, ErrorClass};
 pub use lease::{Lease, LeaseKeeper, Revoked};
 pub use lock::{BlockingLockGuard, LockGuard};
@@ -89,5 +88,6 @@ pub use protocol::{
     AlarmInfo, GroupHealth, HealthInfo, KvError, LeaseInfo, MemberInfo, NodeInfo, NodeKind,
     NodeStatusInfo, ReadMode, SnapshotChunk, StatusInfo, WatchEvent,
 };
+pub use tls::{TlsConfig, TlsOptions};
 pub use txn::{Transaction, TxnOutcome};
 pub use watch::{WatchItem, WatchStream};

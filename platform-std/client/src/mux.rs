@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_channel::{Receiver, Sender};
 
 use crate::connection::{Connection, FrameReader, FrameWriter};
-use crate::tls::{AsyncSocket, TlsConfig};
 use crate::protocol::{RequestFrame, Response};
+use crate::tls::{AsyncSocket, TlsConfig};
 
 /// Why a call on a connection did not produce an answer.
 #[derive(Debug)]

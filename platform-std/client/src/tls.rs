@@ -49,7 +49,10 @@ fn certs(path: &PathBuf, what: &str) -> Result<Vec<CertificateDer<'static>>, Str
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{what} {}: {e}", path.display()))?;
     if list.is_empty() {
-        return Err(format!("{what} {}: no PEM certificate in it", path.display()));
+        return Err(format!(
+            "{what} {}: no PEM certificate in it",
+            path.display()
+        ));
     }
     Ok(list)
 }
@@ -67,9 +70,11 @@ impl TlsConfig {
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
         } else {
             let Some(ca) = &o.ca_file else {
-                return Err("TLS needs a CA file (--cacert) to check the node's certificate \
+                return Err(
+                    "TLS needs a CA file (--cacert) to check the node's certificate \
                             against, or --insecure-skip-tls-verify"
-                    .into());
+                        .into(),
+                );
             };
             let mut roots = rustls::RootCertStore::empty();
             for c in certs(ca, "--cacert")? {
@@ -99,8 +104,8 @@ impl TlsConfig {
 
     fn connection(&self, addr: &str) -> io::Result<(ServerName<'static>, ClientConnection)> {
         let name = server_name(addr)?;
-        let conn = ClientConnection::new(self.config.clone(), name.clone())
-            .map_err(io::Error::other)?;
+        let conn =
+            ClientConnection::new(self.config.clone(), name.clone()).map_err(io::Error::other)?;
         Ok((name, conn))
     }
 }
@@ -248,7 +253,11 @@ impl AsyncRead for AsyncSocket {
 }
 
 impl AsyncWrite for AsyncSocket {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             AsyncSocket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             AsyncSocket::TlsWrite(w, _) => Pin::new(w).poll_write(cx, buf),
@@ -281,7 +290,10 @@ pub enum BlockingSocket {
     /// No TLS.
     Tcp(TcpStream),
     /// A share of the TLS session (and the socket, for timeouts and shutdown).
-    Tls(Arc<Mutex<StreamOwned<ClientConnection, TcpStream>>>, TcpStream),
+    Tls(
+        Arc<Mutex<StreamOwned<ClientConnection, TcpStream>>>,
+        TcpStream,
+    ),
 }
 
 impl BlockingSocket {
@@ -292,7 +304,10 @@ impl BlockingSocket {
         tls: Option<&TlsConfig>,
     ) -> io::Result<(BlockingSocket, BlockingSocket)> {
         let Some(tls) = tls else {
-            return Ok((BlockingSocket::Tcp(tcp.try_clone()?), BlockingSocket::Tcp(tcp)));
+            return Ok((
+                BlockingSocket::Tcp(tcp.try_clone()?),
+                BlockingSocket::Tcp(tcp),
+            ));
         };
         let (_, mut conn) = tls.connection(addr)?;
         let mut sock = tcp.try_clone()?;

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// Make a Shoal cluster's certificates.
@@ -158,7 +158,11 @@ fn leaf(
     let cert = p.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     write(&out.join(format!("{stem}.pem")), &cert.pem(), false)?;
-    write(&out.join(format!("{stem}-key.pem")), &key.serialize_pem(), true)
+    write(
+        &out.join(format!("{stem}-key.pem")),
+        &key.serialize_pem(),
+        true,
+    )
 }
 
 fn ia5(s: &str) -> Result<rcgen::string::Ia5String, String> {
@@ -216,7 +220,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 ExtendedKeyUsagePurpose::ClientAuth,
             ];
             let cn = format!("shoal node {node_id}");
-            leaf(&ca, &cn, sans, usages, &validity, &out, &format!("node-{node_id}"))
+            leaf(
+                &ca,
+                &cn,
+                sans,
+                usages,
+                &validity,
+                &out,
+                &format!("node-{node_id}"),
+            )
         }
         What::Client {
             ca,
@@ -225,7 +237,15 @@ fn run(cli: Cli) -> Result<(), String> {
             validity,
         } => {
             let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            leaf(&ca, &cn, Vec::new(), usages, &validity, &out, &format!("client-{cn}"))
+            leaf(
+                &ca,
+                &cn,
+                Vec::new(),
+                usages,
+                &validity,
+                &out,
+                &format!("client-{cn}"),
+            )
         }
     }
 }

@@ -58,13 +58,31 @@ struct Cli {
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     timeout: Duration,
     /// CA certificate (PEM) to check the nodes' certificates against; turns TLS on.
-    #[arg(long = "cacert", id = "tls_cacert", global = true, env = "SHOAL_CACERT", value_name = "FILE")]
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        global = true,
+        env = "SHOAL_CACERT",
+        value_name = "FILE"
+    )]
     cacert: Option<std::path::PathBuf>,
     /// Client certificate (PEM), for nodes with --client-cert-auth.
-    #[arg(long = "cert", id = "tls_cert", global = true, env = "SHOAL_CERT", value_name = "FILE")]
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "SHOAL_CERT",
+        value_name = "FILE"
+    )]
     cert: Option<std::path::PathBuf>,
     /// Key (PEM) of --cert.
-    #[arg(long = "key", id = "tls_key", global = true, env = "SHOAL_KEY", value_name = "FILE")]
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "SHOAL_KEY",
+        value_name = "FILE"
+    )]
     key: Option<std::path::PathBuf>,
     /// TLS without checking the nodes' certificates (labs only: anyone in between can read and
     /// change everything).
@@ -441,7 +459,10 @@ impl Cli {
         let on = self.cacert.is_some()
             || self.cert.is_some()
             || self.insecure_skip_tls_verify
-            || self.endpoints.iter().any(|e| shoal_client::tls::wants_tls(e));
+            || self
+                .endpoints
+                .iter()
+                .any(|e| shoal_client::tls::wants_tls(e));
         if !on {
             return Ok(None);
         }

@@ -84,8 +84,12 @@ fn reload_on_sighup(tls: Arc<tls::Tls>) -> Result<(), String> {
         .spawn(move || {
             for _ in signals.forever() {
                 match tls.reload() {
-                    Ok(()) => log::info!("SIGHUP: certificates and keys re-read; new connections use them"),
-                    Err(e) => log::error!("SIGHUP: certificates not reloaded, the previous ones stay in force: {e}"),
+                    Ok(()) => log::info!(
+                        "SIGHUP: certificates and keys re-read; new connections use them"
+                    ),
+                    Err(e) => log::error!(
+                        "SIGHUP: certificates not reloaded, the previous ones stay in force: {e}"
+                    ),
                 }
             }
         })
@@ -170,8 +174,16 @@ fn start(
         reload_on_sighup(t.clone())?;
         log::info!(
             "TLS 1.3: client and admin ports {}, raft port {}",
-            if t.client_port().is_some() { "on" } else { "off" },
-            if t.peer().is_some() { "mutual TLS" } else { "off" }
+            if t.client_port().is_some() {
+                "on"
+            } else {
+                "off"
+            },
+            if t.peer().is_some() {
+                "mutual TLS"
+            } else {
+                "off"
+            }
         );
     }
     // Ports first, then the data dir: a start that cannot listen leaves a fresh data dir

@@ -584,9 +584,15 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
     // The TLS handshake (with --peer-cert-file) and the Hello share one deadline.
     let sealed = net.seal.get().is_some();
     let deadline = Instant::now() + net.limits.handshake_timeout;
-    let link =
-        tls_stream::accept_peer(net.tls.get(), sealed, stream, from, PEER_READ_BUFFER, deadline)
-            .map_err(|e| handshake_error(net, e))?;
+    let link = tls_stream::accept_peer(
+        net.tls.get(),
+        sealed,
+        stream,
+        from,
+        PEER_READ_BUFFER,
+        deadline,
+    )
+    .map_err(|e| handshake_error(net, e))?;
     let (mut reader, mut writer, tcp) = (link.reader, link.writer, link.tcp);
     let first = read_record(&mut reader, HELLO_MAX_BYTES).map_err(|e| handshake_error(net, e))?;
     let info = net.hello.lock().expect("hello lock").clone();
@@ -627,7 +633,10 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
         );
         let tls = net.tls.get().expect("a certified member implies TLS");
         tls.identity_refused(from, &why);
-        ch.write(&mut writer, &encode_body(&info, remote.node_id, &refusal(&why)))?;
+        ch.write(
+            &mut writer,
+            &encode_body(&info, remote.node_id, &refusal(&why)),
+        )?;
         return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
     }
     drop(handshake);

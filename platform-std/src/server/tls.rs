@@ -65,14 +65,13 @@ impl TlsFiles {
         admin_cert_auth_all: bool,
         peer: Triple,
     ) -> Result<TlsFiles, String> {
-        let pair = |cert: Option<PathBuf>, key: Option<PathBuf>, names: (&str, &str)| match (
-            cert, key,
-        ) {
-            (Some(cert), Some(key)) => Ok(Some(CertFiles { cert, key })),
-            (None, None) => Ok(None),
-            (Some(_), None) => Err(format!("{} is set but {} is not", names.0, names.1)),
-            (None, Some(_)) => Err(format!("{} is set but {} is not", names.1, names.0)),
-        };
+        let pair =
+            |cert: Option<PathBuf>, key: Option<PathBuf>, names: (&str, &str)| match (cert, key) {
+                (Some(cert), Some(key)) => Ok(Some(CertFiles { cert, key })),
+                (None, None) => Ok(None),
+                (Some(_), None) => Err(format!("{} is set but {} is not", names.0, names.1)),
+                (None, Some(_)) => Err(format!("{} is set but {} is not", names.1, names.0)),
+            };
         let own = pair(client.0, client.1, ("--cert-file", "--key-file"))?;
         if client_cert_auth && (own.is_none() || client.2.is_none()) {
             return Err(
@@ -84,13 +83,16 @@ impl TlsFiles {
             (Some(own), Some(ca)) => Some(PeerFiles { own, ca }),
             (None, None) => None,
             (Some(_), None) => {
-                return Err("--peer-cert-file needs --peer-trusted-ca-file: members verify \
+                return Err(
+                    "--peer-cert-file needs --peer-trusted-ca-file: members verify \
                             each other's certificates (mutual TLS)"
-                    .into())
+                        .into(),
+                )
             }
             (None, Some(_)) => {
-                return Err("--peer-trusted-ca-file needs --peer-cert-file and --peer-key-file"
-                    .into())
+                return Err(
+                    "--peer-trusted-ca-file needs --peer-cert-file and --peer-key-file".into(),
+                )
             }
         };
         Ok(TlsFiles {
@@ -245,7 +247,8 @@ fn client_verifier(
     } else {
         b.allow_unauthenticated()
     };
-    b.build().map_err(|e| format!("client certificate verifier: {e}"))
+    b.build()
+        .map_err(|e| format!("client certificate verifier: {e}"))
 }
 
 impl Configs {
@@ -288,7 +291,8 @@ impl Configs {
                 Err(e) => return Err(format!("--peer-cert-file {}: {e}", p.own.cert.display())),
             }
             let names = ("--peer-cert-file", "--peer-key-file");
-            let mut server = tls13_server(client_verifier(Some(roots.clone()), true)?, &p.own, names)?;
+            let mut server =
+                tls13_server(client_verifier(Some(roots.clone()), true)?, &p.own, names)?;
             // Peer connections are one-way after the handshake: the dialer never reads again,
             // so nothing may follow it (session tickets).
             server.send_tls13_tickets = 0;

@@ -375,7 +375,7 @@ impl ClientStream {
             let processed = tls.borrow_mut().process_new_packets().map(drop);
             if let Err(e) = processed {
                 // Send the alert that says why, best effort.
-                let _ = tls.borrow_mut().write_tls(&mut &*self.tcp.get_ref());
+                let _ = tls.borrow_mut().write_tls(&mut self.tcp.get_ref());
                 return Err(tls_error(e));
             }
         }
@@ -410,7 +410,11 @@ impl ClientStream {
                 .await;
         };
         loop {
-            match tls.borrow_mut().reader().read(&mut buf.borrow_mut()[..room]) {
+            match tls
+                .borrow_mut()
+                .reader()
+                .read(&mut buf.borrow_mut()[..room])
+            {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -434,7 +438,10 @@ impl ClientStream {
         };
         self.flush_tls(tls)?;
         // Take no more than a record's worth at a time, so the session holds little.
-        let n = tls.borrow_mut().writer().write(&buf[..buf.len().min(16 << 10)])?;
+        let n = tls
+            .borrow_mut()
+            .writer()
+            .write(&buf[..buf.len().min(16 << 10)])?;
         match self.flush_tls(tls) {
             Ok(()) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(n),
@@ -453,7 +460,7 @@ impl ClientStream {
 
     fn flush_tls(&self, tls: &RefCell<ServerConnection>) -> io::Result<()> {
         while tls.borrow().wants_write() {
-            tls.borrow_mut().write_tls(&mut &*self.tcp.get_ref())?;
+            tls.borrow_mut().write_tls(&mut self.tcp.get_ref())?;
         }
         Ok(())
     }

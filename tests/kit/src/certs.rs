@@ -55,7 +55,17 @@ impl Certs {
         let out = self.dir.join(name);
         let (d, o) = (self.dir.display().to_string(), out.display().to_string());
         let (c, n) = (cluster_id.to_string(), node_id.to_string());
-        let mut args = vec!["node", "--ca", &d, "--cluster-id", &c, "--node-id", &n, "--out", &o];
+        let mut args = vec![
+            "node",
+            "--ca",
+            &d,
+            "--cluster-id",
+            &c,
+            "--node-id",
+            &n,
+            "--out",
+            &o,
+        ];
         args.extend_from_slice(extra);
         run(&args);
         CertPair {
@@ -136,7 +146,10 @@ impl Certs {
         let tcp = std::net::TcpStream::connect(addr)?;
         tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
         let mut s = rustls::StreamOwned::new(conn, tcp);
-        write!(s, "GET {path} HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\n\r\n"
+        )?;
         s.flush()?;
         let mut text = String::new();
         // The admin port closes after its answer, with or without close_notify.
@@ -150,7 +163,10 @@ impl Certs {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))?;
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
         Ok((status, body))
     }
 

@@ -129,7 +129,11 @@ impl LocalCluster {
                 .args(["--initial-members", &self.members])
                 .args(["--fsync", fsync])
                 // `{id}` in a --shoald-arg is the node's id (its own certificate files).
-                .args(self.extra.iter().map(|a| a.replace("{id}", &(i + 1).to_string())))
+                .args(
+                    self.extra
+                        .iter()
+                        .map(|a| a.replace("{id}", &(i + 1).to_string())),
+                )
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
