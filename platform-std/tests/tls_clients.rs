@@ -4,14 +4,23 @@
 //! readable without a client certificate, the rest of the admin port not.
 #![cfg(unix)]
 
+use std::time::Duration;
+
+use shoal_testkit::client::{limit_series, Conn};
 use shoal_testkit::{shoalctl, wait_for, CertPair, Certs, Cluster, WAIT};
 
 /// A single node whose client port requires a client certificate of the cluster's CA.
 fn node_with_client_cert_auth() -> (Cluster, Certs) {
-    let mut c = Cluster::builder().voters([1]).build();
+    tls_node(true, &[])
+}
+
+/// A single node serving TLS on its client port (`cert_auth`: requiring a client certificate
+/// of the cluster's CA), with `extra` flags.
+fn tls_node(cert_auth: bool, extra: &[&str]) -> (Cluster, Certs) {
+    let mut c = Cluster::builder().voters([1]).args(extra).build();
     let certs = Certs::new(&c.root().join("certs"));
     let own = certs.node(1, 1);
-    let flags = certs.client_port_flags(&own, true);
+    let flags = certs.client_port_flags(&own, cert_auth);
     c.node_mut(1).args.extend(flags);
     c.start(1);
     (c, certs)
@@ -74,12 +83,8 @@ fn the_client_port_serves_tls_clients_with_certificates_and_refuses_the_rest() {
     // Every refusal is on /metrics, which needs no client certificate.
     let admin = c.node(1).admin.clone();
     wait_for("four refusals counted", WAIT, || {
-        let Ok((200, body)) = certs.https_get(&admin, "/metrics", None) else {
-            return false;
-        };
-        body.lines()
-            .find_map(|l| l.strip_prefix("shoal_tls_client_refused_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        certs
+            .https_metric(&admin, "shoal_tls_client_refused_total")
             .is_some_and(|n| n >= 4)
     });
     // The node still serves.
@@ -110,4 +115,46 @@ fn health_and_metrics_need_no_client_certificate_and_the_rest_of_the_admin_port_
     assert_eq!(code, 200, "{body}");
     // Plain HTTP on the TLS admin port gets nothing.
     assert!(c.http_get(1, "/health").is_none_or(|(code, _)| code != 200));
+}
+
+/// The TLS handshake counts as the connection's first frame: a client that opens a TCP
+/// connection to a TLS client port and never sends its ClientHello, or sends part of one, is
+/// closed once `--client-frame-timeout` passes (long before the idle timeout), counted as a hit
+/// of that limit, and the node goes on serving.
+#[test]
+fn a_tls_handshake_that_is_never_finished_is_closed_by_the_frame_timeout() {
+    let (c, certs) = tls_node(
+        false,
+        &[
+            "--client-frame-timeout",
+            "2s",
+            "--client-idle-timeout",
+            "300s",
+        ],
+    );
+    wait_for("a write over TLS", WAIT, || {
+        ctl(&c, &certs, None, &["put", "k", "v"]).code == 0
+    });
+    let client = c.node(1).client.clone();
+    let mut silent = Conn::open_within(&client, Duration::from_secs(15)).unwrap();
+    let mut halfway = Conn::open_within(&client, Duration::from_secs(15)).unwrap();
+    // A handshake record announcing 512 bytes, of which none follow.
+    halfway.send_raw(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    for conn in [&mut silent, &mut halfway] {
+        // Far below the idle timeout: only the frame timeout can close it in time.
+        conn.set_timeout(Duration::from_secs(60)).unwrap();
+        let end = conn.next_frame().map(|f| f.id).map_err(|e| e.kind());
+        assert!(
+            matches!(
+                end,
+                Err(std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset)
+            ),
+            "the unfinished handshake was not closed: {end:?}"
+        );
+    }
+    let admin = c.node(1).admin.clone();
+    wait_for("two hits of --client-frame-timeout", WAIT, || {
+        certs.https_metric(&admin, &limit_series("client-frame-timeout")) == Some(2)
+    });
+    assert_eq!(ctl(&c, &certs, None, &["get", "k"]).ok().trim(), "v");
 }

@@ -170,6 +170,15 @@ impl Certs {
         Ok((status, body))
     }
 
+    /// The value of `series` on the `/metrics` of an admin port served over TLS (as a node
+    /// with `--cert-file` serves it); `None` while it cannot be read or lacks the series.
+    pub fn https_metric(&self, admin: &str, series: &str) -> Option<u64> {
+        match self.https_get(admin, "/metrics", None) {
+            Ok((200, body)) => crate::client::series_value(&body, series),
+            _ => None,
+        }
+    }
+
     /// The raft port flags of a member with `pair`, trusting this CA.
     pub fn peer_flags(&self, pair: &CertPair) -> Vec<String> {
         vec![
