@@ -7,6 +7,7 @@
 use shoal_client::protocol::ReadMode;
 use shoal_core::message::{Append, Message};
 use shoal_core::wire::{self, Body};
+use shoal_testkit::client::Conn;
 use shoal_testkit::peer::{Identity, PeerLink};
 use shoal_testkit::{wait_for, CertPair, Certs, Cluster, WAIT};
 
@@ -231,5 +232,48 @@ fn certificates_are_reread_on_sighup_and_a_bad_file_keeps_the_old_ones() {
         c.get(next, 0, "after-reload", ReadMode::Linearizable)
             .as_deref(),
         Some(&b"ok"[..])
+    );
+}
+
+/// The TLS handshake of a raft port connection counts against `--peer-handshake-timeout`, as
+/// the Hello does: a stranger that never sends its ClientHello, or sends part of one, is closed
+/// when it passes and counted as a hit of that limit, and the cluster serves on.
+#[test]
+fn an_unfinished_tls_handshake_on_the_raft_port_is_closed_by_the_handshake_timeout() {
+    let mut c = Cluster::builder()
+        .peer_tls()
+        .args(&["--peer-handshake-timeout", "2s"])
+        .build();
+    c.start_all();
+    let leader = c.wait_leader(0);
+    c.put(0, 1, 1, "before", "1");
+    let target = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let hits = |c: &Cluster| c.limit_hits(target, "peer-handshake-timeout");
+    let before = hits(&c);
+    let raft = c.node(target).raft.clone();
+    let within = std::time::Duration::from_secs(15);
+    let mut silent = Conn::open_within(&raft, within).unwrap();
+    let mut halfway = Conn::open_within(&raft, within).unwrap();
+    // A handshake record announcing 512 bytes, of which none follow.
+    halfway.send_raw(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    for conn in [&mut silent, &mut halfway] {
+        conn.set_timeout(std::time::Duration::from_secs(60))
+            .unwrap();
+        let end = conn.next_frame().map(|f| f.id).map_err(|e| e.kind());
+        assert!(
+            matches!(
+                end,
+                Err(std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset)
+            ),
+            "the unfinished handshake was not closed: {end:?}"
+        );
+    }
+    wait_for("two hits of --peer-handshake-timeout", WAIT, || {
+        hits(&c) == before + 2
+    });
+    c.put(0, 1, 2, "after", "2");
+    assert_eq!(
+        c.get_any(0, "after", ReadMode::Linearizable).as_deref(),
+        Some(&b"2"[..])
     );
 }
