@@ -172,8 +172,9 @@ pub struct Flags {
     /// trying again [default: 10s].
     #[arg(long, env = "SHOAL_SNAPSHOT_RETRY_INTERVAL", value_name = "DURATION")]
     pub snapshot_retry_interval: Option<Dur>,
-    /// Longest pause of the client port after accepting a connection failed (out of file
-    /// descriptors); the pause doubles from 10ms up to this while it keeps failing [default: 1s].
+    /// Longest pause of the client and raft ports after accepting a connection failed (out of
+    /// file descriptors); the pause doubles from 10ms up to this while it keeps failing
+    /// [default: 1s].
     #[arg(long, env = "SHOAL_ACCEPT_BACKOFF_MAX", value_name = "DURATION")]
     pub accept_backoff_max: Option<Dur>,
     /// Take a snapshot of every group on graceful shutdown (SIGTERM / SIGINT).

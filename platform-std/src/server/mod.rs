@@ -159,6 +159,7 @@ fn start(
             members: Default::default(),
         },
         cfg.peer_limits,
+        cfg.accept_backoff_max,
     );
     if let Some(path) = &cfg.peer_psk_file {
         let seal = peer_seal::PeerSeal::from_file(path, cfg.cluster_id, cfg.node_id)?;

@@ -56,6 +56,9 @@ const PEER_THREAD_STACK: usize = 128 << 10;
 /// connection dead or dying (it is shut down past this many), while a second connection naming
 /// the same node cannot push out the one in use.
 const INBOUND_PER_PEER: usize = 2;
+/// Descriptors a raft port connection takes beyond its own at most (its reader's, its writer's
+/// and the handle that shuts it down, [`tls_stream::accept_peer`]).
+const PEER_SPARE_DESCRIPTORS: usize = 3;
 /// Largest handshake frame.
 const HELLO_MAX_BYTES: usize = 64 << 10;
 
@@ -179,6 +182,8 @@ pub struct Net {
     inbound: Mutex<HashMap<NodeId, VecDeque<(u64, TcpStream)>>>,
     next_inbound: AtomicU64,
     hits: [AtomicU64; 3],
+    /// The accept loop's pause after a failed accept, and its counters.
+    accept: super::accept::AcceptBackoff,
     /// The node's TLS (client port, admin port, and mutual TLS between members when
     /// `--peer-cert-file` is set; [`super::tls_stream`]).
     pub tls: std::sync::OnceLock<Arc<super::tls::Tls>>,
@@ -186,7 +191,14 @@ pub struct Net {
 
 impl Net {
     /// Shared network state.
-    pub fn new(input: Sender<PeerFrame>, hello: HelloInfo, limits: PeerLimits) -> Arc<Net> {
+    /// A failed accept pauses the raft port's accept loop up to `accept_backoff_max`
+    /// (`--accept-backoff-max`).
+    pub fn new(
+        input: Sender<PeerFrame>,
+        hello: HelloInfo,
+        limits: PeerLimits,
+        accept_backoff_max: Duration,
+    ) -> Arc<Net> {
         Arc::new(Net {
             input,
             input_bytes: AtomicUsize::new(0),
@@ -201,6 +213,11 @@ impl Net {
             inbound: Mutex::new(HashMap::new()),
             next_inbound: AtomicU64::new(1),
             hits: Default::default(),
+            accept: super::accept::AcceptBackoff::new(
+                accept_backoff_max,
+                "raft port",
+                "shoal_raft_accept_failures_total",
+            ),
             tls: std::sync::OnceLock::new(),
         })
     }
@@ -212,6 +229,7 @@ impl Net {
             connections: self.accepted.load(Ordering::Relaxed),
             limits: PeerLimit::ALL.map(|l| (l.flag(), l.value(&self.limits))),
             hits: PeerLimit::ALL.map(|l| (l.flag(), self.hits[l as usize].load(Ordering::Relaxed))),
+            accept: self.accept.view(),
         }
     }
 
@@ -493,14 +511,23 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
 /// thread, started only while fewer than `max_handshakes` are in their handshake).
 pub fn raft_listener(net: Arc<Net>, listener: TcpListener) {
     spawn_peer_thread("shoal-raft-accept".into(), move || loop {
-        let (stream, peer) = match listener.accept() {
+        let (stream, peer) = match listener.accept().and_then(|(s, p)| {
+            // Serving a connection takes more descriptors than the accepted one: one taken
+            // without them to spare would fail in its thread and free its descriptor for the
+            // next accept, again and again. It is closed here and counted as a failed accept.
+            let spare: Vec<TcpStream> = (0..PEER_SPARE_DESCRIPTORS)
+                .map(|_| s.try_clone())
+                .collect::<io::Result<_>>()?;
+            drop(spare);
+            Ok((s, p))
+        }) {
             Ok(x) => x,
             Err(e) => {
-                log::warn!("raft port accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(net.accept.failed(&e));
                 continue;
             }
         };
+        net.accept.succeeded();
         if net.stopping.load(Ordering::Relaxed) {
             return;
         }
@@ -713,6 +740,7 @@ mod tests {
                 members: NodeSet::new(),
             },
             PeerLimits::default(),
+            Duration::from_secs(1),
         );
         let frame = 1 << 20;
         let n = PEER_INPUT_BYTES / frame + 4;

@@ -178,6 +178,8 @@ pub struct PeerPortView {
     pub limits: [(&'static str, u64); 3],
     /// Each raft-port limit (its flag) and the times it was hit.
     pub hits: [(&'static str, u64); 3],
+    /// The raft port's failed accepts.
+    pub accept: AcceptView,
 }
 
 /// The admin port's application: answers from the published view.

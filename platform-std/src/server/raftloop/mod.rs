@@ -161,7 +161,11 @@ impl RaftLoop {
             peer_faults: FaultLog::new(),
             sys: Records::default(),
             greetings: Greetings::default(),
-            accept: AcceptBackoff::new(accept_backoff_max),
+            accept: Rc::new(AcceptBackoff::new(
+                accept_backoff_max,
+                "client port",
+                "shoal_client_accept_failures_total",
+            )),
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
