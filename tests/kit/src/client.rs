@@ -90,6 +90,20 @@ impl Conn {
         &self.stream
     }
 
+    /// Wait up to `within` for the node to close the connection; panics if it sends a frame
+    /// or keeps the connection open longer.
+    pub fn assert_closed_within(&mut self, within: Duration) {
+        self.set_timeout(within).expect("a read timeout");
+        let end = self.next_frame().map(|f| f.id).map_err(|e| e.kind());
+        assert!(
+            matches!(
+                end,
+                Err(std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset)
+            ),
+            "the node did not close the connection within {within:?}: {end:?}"
+        );
+    }
+
     /// The next answer frame; `UnexpectedEof` when the node closed the connection.
     pub fn next_frame(&mut self) -> std::io::Result<ResponseFrame> {
         loop {
