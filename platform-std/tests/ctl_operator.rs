@@ -13,19 +13,22 @@ use shoal_testkit::{shoalctl, wait_for, wait_some, Cluster, WAIT};
 fn malformed_endpoints_are_usage_errors_and_http_scheme_is_accepted() {
     let (_c, addr) = ready_single_node();
     // Each of these would be ten seconds of retries and exit 4 if it were tried.
-    for bad in [
-        "bogus",
-        "bogus:",
-        "127.0.0.1:port",
-        "https://127.0.0.1:7002",
-        "ftp://x:1",
-    ] {
+    for bad in ["bogus", "bogus:", "127.0.0.1:port", "ftp://x:1"] {
         let o = shoalctl(bad, &["-o", "json", "--timeout", "60s", "get", "app"]);
         assert_eq!(o.code, 2, "{o}");
         let j = o.json();
         assert_eq!(j["error"], "BadRequest", "{o}");
         assert!(j["message"].as_str().unwrap().contains("HOST:PORT"), "{o}");
     }
+    // https:// asks for TLS: without a CA to check the node against it is a usage error too.
+    let o = shoalctl(
+        "https://127.0.0.1:7002",
+        &["-o", "json", "--timeout", "60s", "get", "app"],
+    );
+    assert_eq!(o.code, 2, "{o}");
+    let j = o.json();
+    assert_eq!(j["error"], "BadRequest", "{o}");
+    assert!(j["message"].as_str().unwrap().contains("--cacert"), "{o}");
     // The etcd habit: a scheme and a trailing slash.
     let o = shoalctl(&format!("http://{addr}/"), &["put", "app.name", "shoal"]);
     assert_eq!(o.code, 0, "{o}");

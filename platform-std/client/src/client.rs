@@ -104,6 +104,16 @@ impl Client {
                 "no endpoints given; name at least one node's client address (host:port)",
             ));
         }
+        if let Some(e) = config.endpoints.iter().find(|e| crate::tls::wants_tls(e)) {
+            if config.tls.is_none() {
+                return Err(ClientError::bad_request(format!(
+                    "endpoint `{}` asks for TLS, but no TLS configuration is given (a CA to \
+                     check the node against: shoalctl --cacert, or --insecure-skip-tls-verify; \
+                     ClientConfig::with_tls in the library)",
+                    e.trim()
+                )));
+            }
+        }
         config.endpoints = config
             .endpoints
             .iter()
@@ -629,7 +639,14 @@ impl Client {
             }
         }
         *slot = None;
-        let conn = Arc::new(Mux::open(&target, self.inner.config.connect_timeout).await?);
+        let conn = Arc::new(
+            Mux::open(
+                &target,
+                self.inner.config.connect_timeout,
+                self.inner.config.tls.as_ref(),
+            )
+            .await?,
+        );
         *slot = Some(conn.clone());
         Ok(conn)
     }

@@ -74,6 +74,7 @@ mod lock;
 mod mux;
 pub mod protocol;
 mod runtime;
+pub mod tls;
 mod txn;
 mod watch;
 
@@ -87,5 +88,6 @@ pub use protocol::{
     AlarmInfo, GroupHealth, HealthInfo, KvError, LeaseInfo, MemberInfo, NodeInfo, NodeKind,
     NodeStatusInfo, ReadMode, SnapshotChunk, StatusInfo, WatchEvent,
 };
+pub use tls::{TlsConfig, TlsOptions};
 pub use txn::{Transaction, TxnOutcome};
 pub use watch::{WatchItem, WatchStream};

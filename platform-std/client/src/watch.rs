@@ -156,7 +156,7 @@ async fn watch_once(
     tx: &async_channel::Sender<Result<WatchItem, ClientError>>,
 ) -> Outcome {
     let cfg = client.config();
-    let conn = match Mux::open(addr, cfg.connect_timeout).await {
+    let conn = match Mux::open(addr, cfg.connect_timeout, cfg.tls.as_ref()).await {
         Ok(c) => c,
         Err(why) => {
             return Outcome::Retry {

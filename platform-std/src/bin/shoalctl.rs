@@ -57,6 +57,37 @@ struct Cli {
     /// Overall deadline of each request, retries included (e.g. 500ms, 10s, 2m).
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     timeout: Duration,
+    /// CA certificate (PEM) to check the nodes' certificates against; turns TLS on.
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        global = true,
+        env = "SHOAL_CACERT",
+        value_name = "FILE"
+    )]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for nodes with --client-cert-auth.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "SHOAL_CERT",
+        value_name = "FILE"
+    )]
+    cert: Option<std::path::PathBuf>,
+    /// Key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "SHOAL_KEY",
+        value_name = "FILE"
+    )]
+    key: Option<std::path::PathBuf>,
+    /// TLS without checking the nodes' certificates (labs only: anyone in between can read and
+    /// change everything).
+    #[arg(long, global = true, env = "SHOAL_INSECURE_SKIP_TLS_VERIFY")]
+    insecure_skip_tls_verify: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -409,6 +440,10 @@ fn main() {
         timeout: cli.timeout,
         attempt_timeout: cli.timeout.min(Duration::from_secs(3)),
         connect_timeout: cli.timeout.min(Duration::from_secs(1)),
+        tls: match cli.tls() {
+            Ok(t) => t,
+            Err(message) => exit_with_error(cli.output, &ClientError::BadRequest { message }),
+        },
     };
     let client = match Client::new(config) {
         Ok(c) => c,
@@ -419,6 +454,27 @@ fn main() {
 }
 
 impl Cli {
+    /// TLS when any TLS flag is given or an endpoint says `https://`.
+    fn tls(&self) -> Result<Option<shoal_client::TlsConfig>, String> {
+        let on = self.cacert.is_some()
+            || self.cert.is_some()
+            || self.insecure_skip_tls_verify
+            || self
+                .endpoints
+                .iter()
+                .any(|e| shoal_client::tls::wants_tls(e));
+        if !on {
+            return Ok(None);
+        }
+        shoal_client::TlsConfig::new(&shoal_client::TlsOptions {
+            ca_file: self.cacert.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+        })
+        .map(Some)
+    }
+
     fn command_ref(&self) -> &Command {
         &self.command
     }

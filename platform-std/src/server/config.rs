@@ -172,8 +172,9 @@ pub struct Flags {
     /// trying again [default: 10s].
     #[arg(long, env = "SHOAL_SNAPSHOT_RETRY_INTERVAL", value_name = "DURATION")]
     pub snapshot_retry_interval: Option<Dur>,
-    /// Longest pause of the client port after accepting a connection failed (out of file
-    /// descriptors); the pause doubles from 10ms up to this while it keeps failing [default: 1s].
+    /// Longest pause of the client and raft ports after accepting a connection failed (out of
+    /// file descriptors); the pause doubles from 10ms up to this while it keeps failing
+    /// [default: 1s].
     #[arg(long, env = "SHOAL_ACCEPT_BACKOFF_MAX", value_name = "DURATION")]
     pub accept_backoff_max: Option<Dur>,
     /// Take a snapshot of every group on graceful shutdown (SIGTERM / SIGINT).
@@ -278,6 +279,38 @@ pub struct Flags {
     /// and may name modules (`RUST_LOG=info,shoal_std::server::net=debug`) [default: info].
     #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<log::LevelFilter>,
+    /// Certificate (PEM, leaf first) of the client port; with --key-file it serves TLS 1.3 only,
+    /// and the admin port serves TLS with it too (docs/SECURITY.md) [default: none, plaintext].
+    #[arg(long, env = "SHOAL_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "SHOAL_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must be signed by (with
+    /// --client-cert-auth).
+    #[arg(long, env = "SHOAL_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by --trusted-ca-file on the client port (and on the
+    /// admin port, but for /health and /metrics).
+    #[arg(long, env = "SHOAL_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub client_cert_auth: Option<bool>,
+    /// With --client-cert-auth, also require a client certificate for /health and /metrics
+    /// [default: false, they stay readable by any TLS client].
+    #[arg(long, env = "SHOAL_ADMIN_CERT_AUTH_ALL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub admin_cert_auth_all: Option<bool>,
+    /// This member's certificate (PEM) on the raft port; it must carry the URI SAN
+    /// shoal://<cluster-id>/node/<node-id>. With --peer-key-file and --peer-trusted-ca-file,
+    /// members speak mutual TLS 1.3 [default: none].
+    #[arg(long, env = "SHOAL_PEER_CERT_FILE", value_name = "FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert-file.
+    #[arg(long, env = "SHOAL_PEER_KEY_FILE", value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that members' certificates must be signed by.
+    #[arg(long, env = "SHOAL_PEER_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
 }
 
 /// How shoald writes its log lines.
@@ -373,6 +406,8 @@ pub struct ServerConfig {
     pub client_limits: ClientLimits,
     /// Raft port limits.
     pub peer_limits: PeerLimits,
+    /// Certificate files of the client, admin and raft ports (none: plaintext).
+    pub tls: super::tls::TlsFiles,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -597,6 +632,12 @@ impl ServerConfig {
             log_level: f.log_level.unwrap_or(log::LevelFilter::Info),
             client_limits,
             peer_limits,
+            tls: super::tls::TlsFiles::from_flags(
+                (f.cert_file, f.key_file, f.trusted_ca_file),
+                f.client_cert_auth.unwrap_or(false),
+                f.admin_cert_auth_all.unwrap_or(false),
+                (f.peer_cert_file, f.peer_key_file, f.peer_trusted_ca_file),
+            )?,
         })
     }
 }

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod bins;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod cluster;
@@ -45,6 +46,7 @@ pub mod proc;
 pub mod wait;
 
 pub use bins::bin;
+pub use certs::{CertPair, Certs};
 pub use cli::{inspect, shoalctl, Output};
 pub use cluster::{write_key_file, Cluster, ClusterBuilder, Node};
 pub use disk::Tmpfs;

@@ -56,6 +56,9 @@ async fn ask(base: &ClientConfig, addr: &str) -> Result<NodeStatusInfo, ClientEr
         timeout: per_node,
         attempt_timeout: per_node,
         connect_timeout: base.connect_timeout.min(per_node),
+        // Every member's client port is reached as the endpoints were (same CA, same client
+        // certificate).
+        tls: base.tls.clone(),
     };
     Client::new(config)?.node_status().await
 }

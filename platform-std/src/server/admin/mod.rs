@@ -103,6 +103,8 @@ pub struct AdminView {
     pub peer_input_bytes: usize,
     /// Sealed peer links opened and refused (`--peer-psk-file`; zero without it).
     pub sealed_links: (u64, u64),
+    /// TLS refusals and reloads (zero without TLS).
+    pub tls: crate::server::tls::TlsView,
     /// The cluster's records as this node acts on them.
     pub records: RecordsView,
     /// Whether the node can vouch for its groups, and why not (`None` until first published).
@@ -176,6 +178,8 @@ pub struct PeerPortView {
     pub limits: [(&'static str, u64); 3],
     /// Each raft-port limit (its flag) and the times it was hit.
     pub hits: [(&'static str, u64); 3],
+    /// The raft port's failed accepts.
+    pub accept: AcceptView,
 }
 
 /// The admin port's application: answers from the published view.
@@ -219,6 +223,7 @@ pub fn serve(
     view: Arc<Mutex<AdminView>>,
     fsync: Arc<Histogram>,
     limits: AdminLimits,
+    tls: Option<Arc<crate::server::tls::Tls>>,
 ) -> std::io::Result<()> {
     let counters = Arc::new(AdminCounters::default());
     let routes = AdminRoutes {
@@ -226,7 +231,7 @@ pub fn serve(
         fsync,
         counters: counters.clone(),
     };
-    http::serve(listener, routes, limits, counters)
+    http::serve(listener, routes, limits, counters, tls)
 }
 
 /// `/health`: 200 when the node can vouch for every group it hosts and no alarm is raised,

@@ -161,7 +161,11 @@ impl RaftLoop {
             peer_faults: FaultLog::new(),
             sys: Records::default(),
             greetings: Greetings::default(),
-            accept: AcceptBackoff::new(accept_backoff_max),
+            accept: Rc::new(AcceptBackoff::new(
+                accept_backoff_max,
+                "client port",
+                "shoal_client_accept_failures_total",
+            )),
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
@@ -298,6 +302,7 @@ impl RaftLoop {
     pub fn run(mut self, clients: Async<std::net::TcpListener>) -> i32 {
         let ex = Rc::new(LocalExecutor::new());
         let accept = self.accept.clone();
+        self.hub.set_tls(self.net.tls.get().cloned());
         ex.spawn(clients::accept_loop(
             self.hub.clone(),
             ex.clone(),
@@ -672,6 +677,9 @@ impl RaftLoop {
         if let Some(seal) = self.net.seal.get() {
             use std::sync::atomic::Ordering::Relaxed;
             v.sealed_links = (seal.opened.load(Relaxed), seal.refused.load(Relaxed));
+        }
+        if let Some(tls) = self.net.tls.get() {
+            v.tls = tls.view();
         }
         v.health = Some(health);
         v.space = self.data.space().map(|s| s.stats());
