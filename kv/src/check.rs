@@ -61,7 +61,9 @@ pub fn check_write(op: &Op<'_>, client: u64, limits: &KvLimits) -> Result<(), Re
             validate_key(key, limits, false)?;
             check_value(value, limits)?;
         }
-        Op::Remove { key } | Op::Mkdir { key } => validate_key(key, limits, false)?,
+        Op::Remove { key } | Op::Mkdir { key } | Op::ForceRemove { key } => {
+            validate_key(key, limits, false)?
+        }
         Op::PutTemp { key, value, ttl_ms } => {
             check_session_key(client, key, limits)?;
             check_value(value, limits)?;
@@ -87,7 +89,15 @@ pub fn check_write(op: &Op<'_>, client: u64, limits: &KvLimits) -> Result<(), Re
                 return Err(KvError::InvalidTtl.into());
             }
         }
-        Op::Unlock { key } => check_session_key(client, key, limits)?,
+        Op::Unlock { key }
+        | Op::ForceUnlock { key }
+        | Op::MakeTempDirLease { key, .. }
+        | Op::TryLockLease { key, .. } => check_session_key(client, key, limits)?,
+        Op::PutTempLease { key, value, .. } => {
+            check_session_key(client, key, limits)?;
+            check_value(value, limits)?;
+        }
+        Op::LeaseGrant { ttl_ms } => check_ttl(ttl_ms, limits)?,
         Op::BatchPut(ref items) if items.len() > limits.max_batch_items => {
             return Err(KvError::BatchTooLarge.into())
         }
@@ -98,6 +108,8 @@ pub fn check_write(op: &Op<'_>, client: u64, limits: &KvLimits) -> Result<(), Re
         Op::BatchPut(_)
         | Op::BatchRemove(_)
         | Op::Expire
+        | Op::LeaseKeepAlive { .. }
+        | Op::LeaseRevoke { .. }
         | Op::SysPut { .. }
         | Op::SysCreate { .. }
         | Op::SysRemove { .. } => {}

@@ -234,6 +234,60 @@ pub enum Op<'a> {
     /// A transaction: if every compare holds, apply the success operations, else the failure
     /// operations; all of a branch or nothing of it, in one log entry (see [`Txn`]).
     Txn(#[serde(borrow)] Txn<'a>),
+    /// An operator's override of [`Op::Remove`]: a temporary node is removed whichever
+    /// session owns it. A platform proposes it only for a client its admin check allows.
+    ForceRemove {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// An operator's override of [`Op::Unlock`]: the lock is released whoever holds it, and
+    /// handed to its next waiter. A platform proposes it only for a client its admin check
+    /// allows.
+    ForceUnlock {
+        /// The lock's key.
+        key: &'a [u8],
+    },
+    /// Grant a lease of `ttl_ms`; its id is the raft index of this write. Answered with
+    /// [`WriteResult::Lease`].
+    LeaseGrant {
+        /// The lease's time to live in milliseconds, renewed whole by each keep-alive.
+        ttl_ms: u64,
+    },
+    /// Renew lease `id`: its deadline becomes now + its TTL. Answered with
+    /// [`WriteResult::Lease`].
+    LeaseKeepAlive {
+        /// The lease.
+        id: u64,
+    },
+    /// End lease `id` now, with every node and lock tied to it (answered like `Expire`).
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+    /// [`Op::PutTemp`] tied to lease `lease` instead of a TTL of its own.
+    PutTempLease {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+        /// The lease it lives and dies with.
+        lease: u64,
+    },
+    /// [`Op::MakeTempDir`] tied to lease `lease`.
+    MakeTempDirLease {
+        /// The key.
+        key: &'a [u8],
+        /// The lease it lives and dies with.
+        lease: u64,
+    },
+    /// Acquire a lock held as long as lease `lease` lives (no waiting: `LockHeld` if another
+    /// holds it; asking again with the same lease keeps it).
+    TryLockLease {
+        /// The lock's key.
+        key: &'a [u8],
+        /// The lease it is held under.
+        lease: u64,
+    },
 }
 
 impl<'a> Op<'a> {
@@ -249,7 +303,13 @@ impl<'a> Op<'a> {
             | Op::UpdateTtl { key, .. }
             | Op::TryLock { key, .. }
             | Op::Unlock { key }
-            | Op::UpdateLockLease { key, .. } => Some(key),
+            | Op::UpdateLockLease { key, .. }
+            | Op::ForceRemove { key }
+            | Op::ForceUnlock { key }
+            | Op::PutTempLease { key, .. }
+            | Op::MakeTempDirLease { key, .. }
+            | Op::TryLockLease { key, .. } => Some(key),
+            Op::LeaseGrant { .. } | Op::LeaseKeepAlive { .. } | Op::LeaseRevoke { .. } => None,
             Op::BatchPut(_)
             | Op::BatchRemove(_)
             | Op::Txn(_)
@@ -389,6 +449,8 @@ pub enum NodeKind {
     TempDir = 4,
     /// A lock.
     Lock = 5,
+    /// A lease (only at `__shoal.leases.<id>`): what nodes tied to it live by.
+    Lease = 6,
 }
 
 impl NodeKind {
@@ -400,6 +462,7 @@ impl NodeKind {
             3 => Some(NodeKind::TempValue),
             4 => Some(NodeKind::TempDir),
             5 => Some(NodeKind::Lock),
+            6 => Some(NodeKind::Lease),
             _ => None,
         }
     }
@@ -476,6 +539,15 @@ pub enum WriteResult {
         /// Why it was refused.
         error: KvError,
     },
+    /// A lease was granted or renewed.
+    Lease {
+        /// The lease's id (the raft index of its grant).
+        id: u64,
+        /// Its time to live.
+        ttl_ms: u64,
+        /// When it ends unless renewed (leader clock, ms).
+        deadline_ms: u64,
+    },
 }
 
 impl WriteResult {
@@ -520,7 +592,7 @@ pub struct NodeView<'a> {
     pub owner: u64,
     /// TTL deadline of a temporary node or lease deadline of a lock, leader clock ms (0 otherwise).
     pub deadline_ms: u64,
-    /// Fencing token of a lock's current grant (0 otherwise).
+    /// Fencing token of a lock's current grant; a lease's TTL in ms (0 otherwise).
     pub fence: u64,
     /// Children of a directory, or queued waiters of a lock.
     pub count: u32,

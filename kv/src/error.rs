@@ -108,6 +108,10 @@ kv_errors! {
     NotSystemKey = 33 => "a system write must name a key under `__shoal`",
     /// The transaction has more compares, or a branch more operations, than `max_txn_ops`.
     TxnTooLarge = 34 => "the transaction has more compares or operations in a branch than the store's max_txn_ops",
+    /// No live lease has this id: it was never granted, expired or was revoked.
+    LeaseNotFound = 35 => "no live lease has this id (it expired, was revoked, or was never granted)",
+    /// `max_leases` leases are live.
+    TooManyLeases = 36 => "the store holds max_leases leases; revoke some or raise the limit",
 }
 
 impl KvError {
@@ -121,6 +125,7 @@ impl KvError {
             KvError::InvalidTtl => ("max_ttl_ms", limits.max_ttl_ms, "ms"),
             KvError::BatchTooLarge => ("max_batch_items", limits.max_batch_items as u64, "items"),
             KvError::TxnTooLarge => ("max_txn_ops", limits.max_txn_ops as u64, "items"),
+            KvError::TooManyLeases => ("max_leases", limits.max_leases as u64, "leases"),
             _ => return None,
         })
     }

@@ -103,7 +103,16 @@ impl<M: KvMemory> DtKv<M> {
             if self.nodes[s as usize].due_ms > self.now_ms {
                 break;
             }
-            if self.kind(s) == NodeKind::Lock {
+            let kind = self.kind(s);
+            if kind == NodeKind::Lease {
+                if let WriteResult::Expired {
+                    removed: r,
+                    granted: g,
+                } = self.end_lease(index, s)
+                {
+                    (removed, granted) = (removed + r, granted + g);
+                }
+            } else if kind == NodeKind::Lock {
                 self.drop_waiters(index, s, false);
                 if self.nodes[s as usize].deadline_ms <= self.now_ms {
                     let owner = self.nodes[s as usize].owner;
@@ -123,7 +132,7 @@ impl<M: KvMemory> DtKv<M> {
     }
 
     /// Remove `top` and everything under it, children first; one `Expired` event per node.
-    fn expire_subtree(&mut self, index: u64, top: u32) -> u32 {
+    pub(crate) fn expire_subtree(&mut self, index: u64, top: u32) -> u32 {
         let mut removed = 0;
         let mut cur = top;
         loop {

@@ -31,6 +31,7 @@ mod events;
 mod expiry;
 mod index;
 mod key;
+mod leases;
 mod limits;
 mod locks;
 mod memory;

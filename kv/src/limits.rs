@@ -54,6 +54,9 @@ pub struct KvLimits {
     /// Most compares in one transaction, and most operations in each of its two branches
     /// (at most [`MAX_TXN_OPS`]).
     pub max_txn_ops: usize,
+    /// Most live leases. Each is also a node under `__shoal.leases` (it counts towards
+    /// `max_nodes`).
+    pub max_leases: usize,
 }
 
 /// Why a set of limits or the memory handed in cannot build a store.
@@ -122,6 +125,7 @@ impl KvLimits {
             max_batch_items: MAX_BATCH_ITEMS,
             max_ttl_ms: 30 * 24 * 3_600_000,
             max_txn_ops: MAX_TXN_OPS,
+            max_leases: 1 << 16,
         }
     }
 
@@ -142,6 +146,7 @@ impl KvLimits {
             max_batch_items: 8,
             max_ttl_ms: 24 * 3_600_000,
             max_txn_ops: 8,
+            max_leases: 4,
         }
     }
 

@@ -5,6 +5,7 @@
 use crate::command::{NodeKind, WriteResult};
 use crate::error::KvError;
 use crate::events::EventKind;
+use crate::leases::{Life, Lifetime};
 use crate::memory::{KvMemory, WaiterSlot, NIL};
 use crate::store::DtKv;
 
@@ -36,44 +37,43 @@ impl<M: KvMemory> DtKv<M> {
         index: u64,
         client: u64,
         key: &[u8],
-        lease_ms: u64,
+        want: Lifetime,
         wait_ms: u64,
     ) -> Result<WriteResult, KvError> {
-        let lease_deadline_ms = self.check_session_deadline(client, key, lease_ms)?;
+        let life = self.life_for(client, key, want)?;
         if wait_ms > self.limits.max_ttl_ms {
             return Err(KvError::InvalidTtl);
         }
         let Some(s) = self.lookup(key) else {
-            let s =
-                self.create_owned(index, client, key, NodeKind::Lock, &[], lease_deadline_ms)?;
+            let s = self.create_owned(index, client, key, NodeKind::Lock, &[], life)?;
             self.nodes[s as usize].fence = index;
             self.event(index, EventKind::LockAcquired, s, client, index);
             return Ok(WriteResult::Locked {
                 fence: index,
-                lease_deadline_ms,
+                lease_deadline_ms: self.deadline_of(s),
             });
         };
         if self.kind(s) != NodeKind::Lock {
             return Err(KvError::NotALock);
         }
-        if self.nodes[s as usize].owner == client {
+        let n = &self.nodes[s as usize];
+        let holder = match life {
+            Life::Tied(l) => n.lease == l,
+            Life::Until(_) => n.lease == 0 && n.owner == client,
+        };
+        match want {
             // Re-acquiring a held lock renews the lease and keeps the token.
-            return Ok(self.renew_lease(index, s, client, lease_deadline_ms));
+            _ if holder => Ok(self.renew_lease(index, s, client, life)),
+            Lifetime::Ttl(lease_ms) => self.queue_for_lock(index, s, client, lease_ms, wait_ms),
+            // A lock held under a lease has no queue to wait in.
+            Lifetime::Lease(_) => Err(KvError::LockHeld),
         }
-        self.queue_for_lock(index, s, client, lease_ms, wait_ms)
     }
 
-    /// Holder `client` of lock `s` keeps it until `lease_deadline_ms`.
-    fn renew_lease(
-        &mut self,
-        index: u64,
-        s: u32,
-        client: u64,
-        lease_deadline_ms: u64,
-    ) -> WriteResult {
-        self.nodes[s as usize].deadline_ms = lease_deadline_ms;
-        self.nodes[s as usize].update_index = index;
-        self.refresh_lock_due(s);
+    /// Holder `client` of lock `s` keeps it for `life`.
+    fn renew_lease(&mut self, index: u64, s: u32, client: u64, life: Life) -> WriteResult {
+        self.renew(index, client, s, life);
+        let lease_deadline_ms = self.deadline_of(s);
         self.event(index, EventKind::LeaseUpdated, s, client, lease_deadline_ms);
         WriteResult::Locked {
             fence: self.nodes[s as usize].fence,
@@ -167,6 +167,7 @@ impl<M: KvMemory> DtKv<M> {
     /// The holder of lock `s` is gone: grant it to the first waiter still waiting, or remove the
     /// lock. Returns the new owner and fencing token.
     pub(crate) fn hand_over(&mut self, index: u64, s: u32) -> Option<(u64, u64)> {
+        self.untie(s);
         self.drop_waiters(index, s, false);
         let w = self.nodes[s as usize].wait_head;
         if w == NIL {
@@ -186,15 +187,20 @@ impl<M: KvMemory> DtKv<M> {
         Some((client, index))
     }
 
+    /// Release the lock `key` if `client` holds it, or with `force` ([`crate::Op::ForceUnlock`],
+    /// an operator's override) whoever holds it; else take `client` out of its queue.
     pub(crate) fn unlock(
         &mut self,
         index: u64,
         client: u64,
         key: &[u8],
+        force: bool,
     ) -> Result<WriteResult, KvError> {
         let s = self.lock_slot(client, key)?;
-        if self.nodes[s as usize].owner == client {
-            self.event(index, EventKind::LockReleased, s, client, 0);
+        let holder = self.nodes[s as usize].owner;
+        if self.may_change(s, client) || (force && holder != 0) {
+            let by = if force { holder } else { client };
+            self.event(index, EventKind::LockReleased, s, by, 0);
             let (next_owner, next_fence) = self.hand_over(index, s).unwrap_or((0, 0));
             return Ok(WriteResult::Unlocked {
                 next_owner,
@@ -224,9 +230,12 @@ impl<M: KvMemory> DtKv<M> {
     ) -> Result<WriteResult, KvError> {
         let s = self.lock_slot(client, key)?;
         let lease_deadline_ms = self.deadline_after(lease_ms)?;
-        if self.nodes[s as usize].owner != client {
+        // A lock held under a lease lives by its lease: no session takes it over this way
+        // (that would pass it on without a new fencing token).
+        let n = &self.nodes[s as usize];
+        if n.lease != 0 || n.owner != client {
             return Err(KvError::NotLockOwner);
         }
-        Ok(self.renew_lease(index, s, client, lease_deadline_ms))
+        Ok(self.renew_lease(index, s, client, Life::Until(lease_deadline_ms)))
     }
 }

@@ -88,6 +88,12 @@ pub struct NodeSlot {
     pub(crate) wait_head: u32,
     pub(crate) wait_tail: u32,
     pub(crate) wait_count: u32,
+    /// The lease node this node is tied to (0: none; slot 0 is the root, never tied).
+    pub(crate) lease: u32,
+    /// A tied node's predecessor in its lease's list (the lease node or another tied node).
+    pub(crate) lease_prev: u32,
+    /// The next node tied to the same lease (0: none); in a lease node, the first one.
+    pub(crate) lease_next: u32,
     pub(crate) create_index: u64,
     pub(crate) update_index: u64,
     pub(crate) owner: u64,
@@ -340,6 +346,9 @@ element!(
         wait_head: 0,
         wait_tail: 0,
         wait_count: 0,
+        lease: 0,
+        lease_prev: 0,
+        lease_next: 0,
         create_index: 0,
         update_index: 0,
         owner: 0,

@@ -5,6 +5,7 @@ use crate::command::NodeKind;
 use crate::error::KvError;
 use crate::events::EventKind;
 use crate::key::validate_key;
+use crate::leases::{Life, Lifetime};
 use crate::memory::KvMemory;
 use crate::store::DtKv;
 
@@ -22,8 +23,8 @@ impl<M: KvMemory> DtKv<M> {
             Some(s) => {
                 match self.kind(s) {
                     NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
-                    NodeKind::Lock => return Err(KvError::IsLock),
-                    NodeKind::TempValue if self.nodes[s as usize].owner != client => {
+                    NodeKind::Lock | NodeKind::Lease => return Err(KvError::IsLock),
+                    NodeKind::TempValue if !self.may_change(s, client) => {
                         return Err(KvError::NotOwner)
                     }
                     _ => {}
@@ -47,13 +48,13 @@ impl<M: KvMemory> DtKv<M> {
         let s = self.lookup(key).ok_or(KvError::NotFound)?;
         let kind = self.kind(s);
         let n = self.nodes[s as usize];
-        if kind == NodeKind::Lock {
+        if kind == NodeKind::Lock || kind == NodeKind::Lease {
             return Err(KvError::IsLock);
         }
         if kind.is_dir() && n.children > 0 {
             return Err(KvError::DirNotEmpty);
         }
-        if kind.is_temp() && n.owner != client {
+        if kind.is_temp() && !self.may_change(s, client) {
             return Err(KvError::NotOwner);
         }
         self.event(index, EventKind::Remove, s, n.owner, 0);
@@ -105,28 +106,26 @@ impl<M: KvMemory> DtKv<M> {
         client: u64,
         key: &[u8],
         value: &[u8],
-        ttl_ms: u64,
+        want: Lifetime,
     ) -> Result<(), KvError> {
-        self.check_session_key(client, key)?;
         self.check_value(value)?;
-        let deadline = self.deadline_after(ttl_ms)?;
+        let life = self.life_for(client, key, want)?;
         let s = match self.lookup(key) {
             Some(s) => {
                 match self.kind(s) {
-                    NodeKind::TempValue if self.nodes[s as usize].owner != client => {
+                    NodeKind::TempValue if !self.may_change(s, client) => {
                         return Err(KvError::NotOwner)
                     }
                     NodeKind::TempValue => {}
                     NodeKind::Value => return Err(KvError::NotTemp),
                     NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
-                    NodeKind::Lock => return Err(KvError::IsLock),
+                    NodeKind::Lock | NodeKind::Lease => return Err(KvError::IsLock),
                 }
                 self.replace_value(s, value)?;
-                self.nodes[s as usize].update_index = index;
-                self.arm_deadline(s, deadline);
+                self.renew(index, client, s, life);
                 s
             }
-            None => self.create_owned(index, client, key, NodeKind::TempValue, value, deadline)?,
+            None => self.create_owned(index, client, key, NodeKind::TempValue, value, life)?,
         };
         self.event(index, EventKind::Put, s, client, 0);
         Ok(())
@@ -137,13 +136,13 @@ impl<M: KvMemory> DtKv<M> {
         index: u64,
         client: u64,
         key: &[u8],
-        ttl_ms: u64,
+        want: Lifetime,
     ) -> Result<(), KvError> {
-        let deadline = self.check_session_deadline(client, key, ttl_ms)?;
+        let life = self.life_for(client, key, want)?;
         if self.lookup(key).is_some() {
             return Err(KvError::AlreadyExists);
         }
-        let s = self.create_owned(index, client, key, NodeKind::TempDir, &[], deadline)?;
+        let s = self.create_owned(index, client, key, NodeKind::TempDir, &[], life)?;
         self.event(index, EventKind::Mkdir, s, client, 0);
         Ok(())
     }
@@ -160,11 +159,10 @@ impl<M: KvMemory> DtKv<M> {
         if !self.kind(s).is_temp() {
             return Err(KvError::NotTemp);
         }
-        if self.nodes[s as usize].owner != client {
+        if !self.may_change(s, client) {
             return Err(KvError::NotOwner);
         }
-        self.nodes[s as usize].update_index = index;
-        self.arm_deadline(s, deadline);
+        self.renew(index, client, s, Life::Until(deadline));
         self.event(index, EventKind::TtlUpdated, s, client, deadline);
         Ok(())
     }

@@ -2,16 +2,19 @@
 //! buffer, and closed by a CRC-32C. All integers are little-endian and fixed-width.
 //!
 //! ```text
-//! "DTKV" | version u8 (= 1) | applied u64 | now_ms u64 | nodes u32 | sessions u32
+//! "DTKV" | version u8 (1 or 2) | applied u64 | now_ms u64 | nodes u32 | sessions u32
 //! nodes, tree pre-order, children in creation order (the root is implicit):
 //!   kind u8 | key_len u16 | key | val_len u32 | value | create_index u64 | update_index u64
-//!   | owner u64 | deadline_ms u64 | fence u64 | waiters u32
+//!   | owner u64 | deadline_ms u64 | fence u64 | lease u64 (version 2 only) | waiters u32
 //!   | waiters × (client u64 | lease_ms u64 | wait_deadline_ms u64)      (FIFO order)
 //! sessions, least recently written first:
 //!   client u64 | last_seq u64 | last_index u64 | result_len u16 | postcard(WriteResult)
 //! crc32c u32 of every byte before it
 //! ```
-//! The watch history is not part of a snapshot.
+//! `lease` is the id of the lease a node is tied to (0: none); a node tied to a lease has no
+//! deadline of its own (0 for a temporary node, `u64::MAX` for a lock). Version 2 is written
+//! only while a lease is live, so a store that uses none writes the bytes it always did (and
+//! a build from before leases reads them). The watch history is not part of a snapshot.
 
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter};
 use shoal_core::record::CRC32C;
@@ -20,13 +23,16 @@ use crate::arena::{cost, owner_tag};
 use crate::command::{NodeKind, WriteResult};
 use crate::error::KvError;
 use crate::key::{hash_bytes, parent_of, validate_key};
+use crate::leases::Life;
 use crate::memory::{KvMemory, WaiterSlot, NIL};
 use crate::store::{DtKv, ROOT};
+use crate::system::lease_key;
 
 /// Snapshot format magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"DTKV";
-/// Snapshot format version written by this build.
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// Snapshot format version written by this build while a lease is live (without one it
+/// writes version 1, which it also reads).
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 /// The digest algorithm of [`DtKv::digest`].
 pub(crate) static DIGEST: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
@@ -142,7 +148,8 @@ impl<M: KvMemory> DtKv<M> {
             crc: CRC32C.digest(),
         };
         o.put(&SNAPSHOT_MAGIC)?;
-        o.put(&[SNAPSHOT_VERSION])?;
+        let leases = self.lease_count() > 0;
+        o.put(&[if leases { SNAPSHOT_VERSION } else { 1 }])?;
         o.put(&self.applied.to_le_bytes())?;
         o.put(&self.now_ms.to_le_bytes())?;
         o.put(&((self.node_count - 1) as u32).to_le_bytes())?;
@@ -164,6 +171,14 @@ impl<M: KvMemory> DtKv<M> {
                 n.fence,
             ] {
                 o.put(&x.to_le_bytes())?;
+            }
+            if leases {
+                let id = if n.lease == 0 {
+                    0
+                } else {
+                    self.nodes[n.lease as usize].create_index
+                };
+                o.put(&id.to_le_bytes())?;
             }
             o.put(&n.wait_count.to_le_bytes())?;
             let mut w = n.wait_head;
@@ -223,7 +238,8 @@ impl<M: KvMemory> DtKv<M> {
         let mut magic = [0u8; 4];
         r.read(&mut magic)?;
         require(magic == SNAPSHOT_MAGIC, Malformed)?;
-        require(r.u8()? == SNAPSHOT_VERSION, Malformed)?;
+        let version = r.u8()?;
+        require(version == 1 || version == SNAPSHOT_VERSION, Malformed)?;
         require(r.u64()? == index, Malformed)?;
         self.now_ms = r.u64()?;
         let node_count = r.u32()? as usize;
@@ -231,8 +247,10 @@ impl<M: KvMemory> DtKv<M> {
         require(node_count < self.limits.max_nodes, Capacity)?;
         require(session_count <= self.limits.max_sessions, Capacity)?;
         for _ in 0..node_count {
-            self.read_node(&mut r)?;
+            self.read_node(&mut r, version)?;
         }
+        self.tie_restored()?;
+        require(self.lease_count() <= self.limits.max_leases, Capacity)?;
         let mut last_index = 0;
         let mut buf = [0u8; RESULT_BUF];
         for _ in 0..session_count {
@@ -257,7 +275,7 @@ impl<M: KvMemory> DtKv<M> {
         require(r.src.remaining() == 0, Malformed)
     }
 
-    fn read_node(&mut self, r: &mut In<'_>) -> Result<(), SnapshotError> {
+    fn read_node(&mut self, r: &mut In<'_>, version: u8) -> Result<(), SnapshotError> {
         use SnapshotError::{Capacity, Malformed};
         let kind = NodeKind::from_code(r.u8()?).ok_or(Malformed)?;
         let s = self.read_node_key(r, kind)?;
@@ -282,10 +300,38 @@ impl<M: KvMemory> DtKv<M> {
         n.deadline_ms = r.u64()?;
         n.fence = r.u64()?;
         n.due_ms = n.deadline_ms;
+        let lease = if version == 1 { 0 } else { r.u64()? };
         self.read_waiters(r, s, kind)?;
+        if kind == NodeKind::Lease {
+            let id = self.nodes[s as usize].create_index;
+            require(self.key_of(s) == lease_key(id).as_bytes(), Malformed)?;
+        }
         if kind.is_temp() || kind == NodeKind::Lock {
             require(self.nodes[s as usize].owner != 0, Malformed)?;
+        }
+        if lease != 0 {
+            require(kind.is_temp() || kind == NodeKind::Lock, Malformed)?;
+            // Its lease may come later in the pre-order: keep the id until every node is in.
+            let n = &mut self.nodes[s as usize];
+            (n.lease, n.lease_prev, n.lease_next) = (NIL, lease as u32, (lease >> 32) as u32);
+        }
+        if kind == NodeKind::Lease || kind == NodeKind::Lock || (kind.is_temp() && lease == 0) {
             self.heap_push(s);
+        }
+        Ok(())
+    }
+
+    /// Tie each restored node that names a lease to it.
+    fn tie_restored(&mut self) -> Result<(), SnapshotError> {
+        for s in 1..self.node_slots.fresh() {
+            let n = &mut self.nodes[s as usize];
+            if n.lease != NIL {
+                continue;
+            }
+            let id = (n.lease_next as u64) << 32 | n.lease_prev as u64;
+            (n.lease, n.lease_prev, n.lease_next) = (0, 0, 0);
+            let l = self.lease_slot(id).map_err(|_| SnapshotError::Malformed)?;
+            self.set_life(s, Life::Tied(l));
         }
         Ok(())
     }

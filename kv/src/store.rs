@@ -14,6 +14,7 @@ use crate::error::{KvError, WatchError};
 use crate::events::{Event, EventLog};
 use crate::index::HashIndex;
 use crate::key::{hash_bytes, validate_key};
+use crate::leases::Lifetime;
 use crate::limits::{KvLimits, LimitsError};
 use crate::memory::{
     Element, EventSlot, FreeList, KvMemory, NodeSlot, SessionSlot, WaiterSlot, NIL,
@@ -186,12 +187,19 @@ impl<M: KvMemory> DtKv<M> {
             create_index: n.create_index,
             update_index: n.update_index,
             owner: n.owner,
-            deadline_ms: n.deadline_ms,
+            deadline_ms: self.deadline_of(s),
             fence: n.fence,
-            count: if kind == NodeKind::Lock {
-                n.wait_count
-            } else {
-                n.children
+            count: match kind {
+                NodeKind::Lock => n.wait_count,
+                NodeKind::Lease => {
+                    let (mut tied, mut t) = (0, n.lease_next);
+                    while t != 0 {
+                        tied += 1;
+                        t = self.nodes[t as usize].lease_next;
+                    }
+                    tied
+                }
+                _ => n.children,
             },
         }
     }
@@ -322,15 +330,25 @@ impl<M: KvMemory> DtKv<M> {
         let result = match *op {
             Op::Put { key, value } => return done(self.put(index, client, key, value)),
             Op::Remove { key } => return done(self.remove(index, client, key)),
+            Op::ForceRemove { key } => {
+                let owner = self.lookup(key).map_or(0, |s| self.nodes[s as usize].owner);
+                return done(self.remove(index, owner, key));
+            }
             Op::Mkdir { key } => return done(self.mkdir(index, key)),
             Op::CompareAndSet { key, expect, value } => {
                 return done(self.cas(index, client, key, expect, value))
             }
             Op::PutTemp { key, value, ttl_ms } => {
-                return done(self.put_temp(index, client, key, value, ttl_ms))
+                return done(self.put_temp(index, client, key, value, Lifetime::Ttl(ttl_ms)))
             }
             Op::MakeTempDir { key, ttl_ms } => {
-                return done(self.make_temp_dir(index, client, key, ttl_ms))
+                return done(self.make_temp_dir(index, client, key, Lifetime::Ttl(ttl_ms)))
+            }
+            Op::PutTempLease { key, value, lease } => {
+                return done(self.put_temp(index, client, key, value, Lifetime::Lease(lease)))
+            }
+            Op::MakeTempDirLease { key, lease } => {
+                return done(self.make_temp_dir(index, client, key, Lifetime::Lease(lease)))
             }
             Op::UpdateTtl { key, ttl_ms } => {
                 return done(self.update_ttl(index, client, key, ttl_ms))
@@ -347,8 +365,15 @@ impl<M: KvMemory> DtKv<M> {
                 key,
                 lease_ms,
                 wait_ms,
-            } => self.try_lock(index, client, key, lease_ms, wait_ms),
-            Op::Unlock { key } => self.unlock(index, client, key),
+            } => self.try_lock(index, client, key, Lifetime::Ttl(lease_ms), wait_ms),
+            Op::TryLockLease { key, lease } => {
+                self.try_lock(index, client, key, Lifetime::Lease(lease), 0)
+            }
+            Op::LeaseGrant { ttl_ms } => self.lease_grant(index, client, ttl_ms),
+            Op::LeaseKeepAlive { id } => self.lease_keep_alive(index, id),
+            Op::LeaseRevoke { id } => self.lease_slot(id).map(|l| self.end_lease(index, l)),
+            Op::Unlock { key } => self.unlock(index, client, key, false),
+            Op::ForceUnlock { key } => self.unlock(index, client, key, true),
             Op::UpdateLockLease { key, lease_ms } => {
                 self.update_lock_lease(index, client, key, lease_ms)
             }

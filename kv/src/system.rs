@@ -44,6 +44,8 @@ pub const GROUPS_DIR: &[u8] = b"__shoal.groups";
 /// The directory of users, roles and the token key (written by shoald's auth; its values are
 /// password hashes and keys, which no client reads and tools do not print).
 pub const AUTH_DIR: &[u8] = b"__shoal.auth";
+/// The directory of leases, one node per live lease, named by its id.
+pub const LEASES_DIR: &[u8] = b"__shoal.leases";
 /// The version byte every record value starts with.
 pub const RECORD_VERSION: u8 = 1;
 /// Longest record key: `__shoal.members.` and a 20-digit id.
@@ -106,6 +108,11 @@ pub fn member_key(id: NodeId) -> RecordKey {
 /// `__shoal.groups.<gid>`.
 pub fn group_key(gid: GroupId) -> RecordKey {
     RecordKey::new(GROUPS_DIR, u64::from(gid))
+}
+
+/// `__shoal.leases.<id>`.
+pub fn lease_key(id: u64) -> RecordKey {
+    RecordKey::new(LEASES_DIR, id)
 }
 
 /// The id a record key of `dir` names (`__shoal.members.4` in [`MEMBERS_DIR`] is 4): `None`
@@ -252,34 +259,15 @@ impl core::fmt::Display for RecordText<'_> {
 impl<M: KvMemory> DtKv<M> {
     /// `SysPut` (or `SysCreate` with `create`): set `key`, creating the directories above it,
     /// all or nothing. Every check runs before anything changes.
-    pub(crate) fn sys_put(
+    /// Create node `key` of `kind` with the directories above it that do not exist yet;
+    /// all-or-nothing (a key of the reserved subtree, which clients cannot create).
+    pub(crate) fn create_with_parents(
         &mut self,
         index: u64,
         key: &[u8],
+        kind: NodeKind,
         value: &[u8],
-        create: bool,
-    ) -> Result<(), KvError> {
-        system_key(key)?;
-        validate_key(key, &self.limits, false)?;
-        self.check_value(value)?;
-        if let Some(s) = self.lookup(key) {
-            if create {
-                return Err(KvError::AlreadyExists);
-            }
-            match self.kind(s) {
-                NodeKind::Value => {}
-                NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
-                NodeKind::Lock => return Err(KvError::IsLock),
-                NodeKind::TempValue => return Err(KvError::NotTemp),
-            }
-            let old = self.nodes[s as usize].val_len as usize;
-            self.arena.fits(cost(value.len()), cost(old))?;
-            self.replace_value(s, value)?;
-            self.nodes[s as usize].update_index = index;
-            self.event(index, EventKind::Put, s, 0, 0);
-            self.system_changes = self.system_changes.wrapping_add(1);
-            return Ok(());
-        }
+    ) -> Result<u32, KvError> {
         // The directories above the key that do not exist yet, and what they cost.
         let (mut missing, mut bytes) = (0usize, 0usize);
         let mut dir = parent_of(key);
@@ -308,7 +296,38 @@ impl<M: KvMemory> DtKv<M> {
             }
         }
         let parent = self.parent_dir(key)?;
-        let s = self.create_node(key, NodeKind::Value, value, parent, index)?;
+        self.create_node(key, kind, value, parent, index)
+    }
+
+    pub(crate) fn sys_put(
+        &mut self,
+        index: u64,
+        key: &[u8],
+        value: &[u8],
+        create: bool,
+    ) -> Result<(), KvError> {
+        system_key(key)?;
+        validate_key(key, &self.limits, false)?;
+        self.check_value(value)?;
+        if let Some(s) = self.lookup(key) {
+            if create {
+                return Err(KvError::AlreadyExists);
+            }
+            match self.kind(s) {
+                NodeKind::Value => {}
+                NodeKind::Dir | NodeKind::TempDir => return Err(KvError::IsDirectory),
+                NodeKind::Lock | NodeKind::Lease => return Err(KvError::IsLock),
+                NodeKind::TempValue => return Err(KvError::NotTemp),
+            }
+            let old = self.nodes[s as usize].val_len as usize;
+            self.arena.fits(cost(value.len()), cost(old))?;
+            self.replace_value(s, value)?;
+            self.nodes[s as usize].update_index = index;
+            self.event(index, EventKind::Put, s, 0, 0);
+            self.system_changes = self.system_changes.wrapping_add(1);
+            return Ok(());
+        }
+        let s = self.create_with_parents(index, key, NodeKind::Value, value)?;
         self.event(index, EventKind::Put, s, 0, 0);
         self.system_changes = self.system_changes.wrapping_add(1);
         Ok(())

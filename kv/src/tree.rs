@@ -7,6 +7,7 @@ use crate::command::NodeKind;
 use crate::error::KvError;
 use crate::events::EventKind;
 use crate::key::{hash_bytes, parent_of};
+use crate::leases::Life;
 use crate::memory::{Element, KvMemory, NodeSlot, WaiterSlot, NIL};
 use crate::store::{DtKv, ROOT};
 
@@ -73,8 +74,8 @@ impl<M: KvMemory> DtKv<M> {
         Ok(s)
     }
 
-    /// Create a node in `key`'s parent directory, owned by session `client`, with a deadline
-    /// (TTL or lease); all-or-nothing.
+    /// Create a node in `key`'s parent directory, owned by session `client`, living `life`
+    /// (a deadline of its own or a lease); all-or-nothing.
     pub(crate) fn create_owned(
         &mut self,
         index: u64,
@@ -82,12 +83,12 @@ impl<M: KvMemory> DtKv<M> {
         key: &[u8],
         kind: NodeKind,
         value: &[u8],
-        deadline: u64,
+        life: Life,
     ) -> Result<u32, KvError> {
         let parent = self.parent_dir(key)?;
         let s = self.create_node(key, kind, value, parent, index)?;
         self.nodes[s as usize].owner = client;
-        self.arm_deadline(s, deadline);
+        self.set_life(s, life);
         Ok(s)
     }
 
@@ -149,6 +150,9 @@ impl<M: KvMemory> DtKv<M> {
     pub(crate) fn free_node(&mut self, s: u32) {
         let n = self.nodes[s as usize];
         debug_assert!(s != ROOT && n.children == 0 && n.wait_count == 0);
+        // A lease leaves only once nothing is tied to it.
+        debug_assert!(n.kind != NodeKind::Lease as u8 || n.lease_next == 0);
+        self.untie(s);
         if n.prev == NIL {
             self.nodes[n.parent as usize].first_child = n.next;
         } else {

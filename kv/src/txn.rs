@@ -16,6 +16,7 @@ use crate::arena::cost;
 use crate::command::{Batch, NodeKind, Op, TxnResults, WriteResult};
 use crate::error::KvError;
 use crate::key::parent_of;
+use crate::leases::Lifetime;
 use crate::limits::MAX_TXN_OPS;
 use crate::memory::KvMemory;
 use crate::store::DtKv;
@@ -213,7 +214,7 @@ impl<M: KvMemory> DtKv<M> {
                 TxnOp::Remove { key } => self.remove(index, client, key),
                 TxnOp::Mkdir { key } => self.mkdir(index, key),
                 TxnOp::PutTemp { key, value, ttl_ms } => {
-                    self.put_temp(index, client, key, value, ttl_ms)
+                    self.put_temp(index, client, key, value, Lifetime::Ttl(ttl_ms))
                 }
             };
             debug_assert!(
@@ -428,7 +429,12 @@ impl<M: KvMemory> DtKv<M> {
             None => Planned::Absent,
             Some(s) => Planned::Node {
                 kind: self.kind(s),
-                owner: self.nodes[s as usize].owner,
+                // A node tied to a lease is anyone's to change.
+                owner: if self.may_change(s, client) {
+                    client
+                } else {
+                    self.nodes[s as usize].owner
+                },
                 val_len: self.nodes[s as usize].val_len as usize,
             },
         }

@@ -710,3 +710,39 @@ fn embedded_profile_fits_in_static_buffers() {
     bad.max_batch_items = 0;
     assert_eq!(bad.validate(), Err(LimitsError::MaxBatchItems));
 }
+
+#[test]
+fn an_operator_removes_another_sessions_temp_node_and_releases_its_lock() {
+    let mut d = Driver::new(small());
+    d.time_ms = 0;
+    d.ok(C1, put_temp("t", "v", 500));
+    assert_eq!(d.err(C2, remove("t")), KvError::NotOwner);
+    d.ok(C2, Op::ForceRemove { key: b"t" });
+    assert_eq!(d.kv.get(b"t").unwrap_err(), KvError::NotFound);
+    assert_eq!(d.kv.next_expiry_ms(), None);
+    assert_eq!(d.err(C2, Op::ForceRemove { key: b"t" }), KvError::NotFound);
+    // A plain value and a lock are what they are for a forced remove too.
+    d.ok(C1, put("p", "1"));
+    d.ok(C2, Op::ForceRemove { key: b"p" });
+    d.ok(C1, try_lock("l", 100, 0));
+    assert_eq!(d.err(C2, Op::ForceRemove { key: b"l" }), KvError::IsLock);
+    // C3 waits; C2 forces C1's lock open and C3 takes it over.
+    assert_eq!(
+        d.ok(C3, try_lock("l", 100, 1000)),
+        WriteResult::Queued { position: 1 }
+    );
+    assert_eq!(d.err(C2, unlock("l")), KvError::NotLockOwner);
+    let r = d.ok(C2, Op::ForceUnlock { key: b"l" });
+    let WriteResult::Unlocked { next_owner, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(next_owner, C3);
+    assert_eq!(d.kv.get(b"l").unwrap().owner, C3);
+    d.ok(C2, Op::ForceUnlock { key: b"l" });
+    assert_eq!(
+        d.err(C2, Op::ForceUnlock { key: b"l" }),
+        KvError::NotFound,
+        "a lock released with no waiter is gone"
+    );
+    assert_eq!(d.err(C2, Op::ForceUnlock { key: b"p2" }), KvError::NotFound);
+}

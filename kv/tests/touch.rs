@@ -26,6 +26,7 @@ fn limits() -> KvLimits {
         max_batch_items: 8,
         max_ttl_ms: 1_000_000,
         max_txn_ops: 8,
+        max_leases: 2,
     }
 }
 

@@ -15,3 +15,7 @@ pub mod kvheap;
 #[cfg(unix)]
 pub mod server;
 pub mod storage;
+
+/// The build version of these binaries (`shoald --version`), which `/status` and
+/// `shoalctl status --cluster` report for each node.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -292,7 +292,7 @@ fn a_data_dir_at_its_quota_refuses_writes_until_the_quota_is_raised() {
 }
 
 #[test]
-fn out_of_descriptors_the_client_port_backs_off_quietly_and_snapshots_are_retried() {
+fn out_of_descriptors_the_client_and_raft_ports_back_off_quietly_and_snapshots_are_retried() {
     let mut c = Cluster::builder()
         .voters([1])
         .args(&["--accept-backoff-max", "50ms"])
@@ -319,7 +319,7 @@ fn out_of_descriptors_the_client_port_backs_off_quietly_and_snapshots_are_retrie
     put(&mut keep, "before");
 
     // Connections until the node runs out of descriptors (the rest wait in the backlog).
-    const WARNING: &str = "accepting a connection failed";
+    const WARNING: &str = "client port: accepting a connection failed";
     let mut others = Vec::new();
     while !c.node(1).log().contains(WARNING) {
         assert!(others.len() < 200, "200 connections and no EMFILE");
@@ -342,20 +342,43 @@ fn out_of_descriptors_the_client_port_backs_off_quietly_and_snapshots_are_retrie
         .call(0, Request::Snapshot)
         .expect("an answer to Snapshot");
     assert!(matches!(r, Response::Unavailable { .. }), "{r:?}");
-    // Time for the accept loop to fail again and again: it must not log each failure.
+    // Strangers on the raft port wait in its backlog: its accept loop fails too.
+    const RAFT_WARNING: &str = "raft port: accepting a connection failed";
+    let raft = c.node(1).raft.clone();
+    let strangers: Vec<Conn> = (0..3)
+        .map(|_| Conn::open(&raft).expect("a place in the raft port's backlog"))
+        .collect();
+    wait_for("the raft port's failed accept logged", WAIT, || {
+        c.node(1).log().contains(RAFT_WARNING)
+    });
+    // Time for both accept loops to fail again and again: neither may log each failure.
     std::thread::sleep(Duration::from_secs(1));
     assert!(c.node_mut(1).proc_mut().unwrap().is_running());
     assert_eq!(c.node(1).log().matches(WARNING).count(), 1);
+    assert_eq!(c.node(1).log().matches(RAFT_WARNING).count(), 1);
 
     // Descriptors return: a new client is accepted, the log says so once, snapshots work
     // again.
     drop(others);
     wait_for("the client port to accept again", WAIT, || {
-        c.status(1, 0).is_some() && c.node(1).log().contains("accepting again")
+        c.status(1, 0).is_some() && c.node(1).log().contains("client port: accepting again")
     });
     let failures = c.gauge(1, "shoal_client_accept_failures_total");
     assert!(failures >= 2, "{failures} failed accepts in a second");
     assert_eq!(c.gauge(1, "shoal_client_accept_failure_bursts_total"), 1);
+    // The strangers may have been taken from the backlog and closed (no descriptors to
+    // serve them): the next connection shows the raft port accepting again.
+    drop(strangers);
+    let _late = Conn::open(&raft).expect("a connection to the raft port");
+    wait_for("the raft port to accept again", WAIT, || {
+        c.node(1).log().contains("raft port: accepting again")
+    });
+    let failures = c.gauge(1, "shoal_raft_accept_failures_total");
+    assert!(
+        failures >= 2,
+        "{failures} failed raft-port accepts in a second"
+    );
+    assert_eq!(c.gauge(1, "shoal_raft_accept_failure_bursts_total"), 1);
     let (_, metrics) = c.http_get(1, "/metrics").unwrap();
     assert!(
         !metrics.contains("shoal_snapshot_failures_total{group=\"0\"} 0"),

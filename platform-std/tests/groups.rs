@@ -57,6 +57,9 @@ fn a_group_has_one_definition_group_0_stays_and_removed_groups_free_their_disk()
         let mut members: Vec<u64> = s.members.iter().map(|m| m.id).collect();
         members.sort_unstable();
         assert_eq!(members, vec![1, 2, 3], "node {id}: {s:?}");
+        // The admin port's /groups says the same as the client port's GroupList.
+        let (code, body) = c.http_get(id, "/groups").expect("GET /groups");
+        assert_eq!((code, body.trim()), (200, "[0,8]"), "node {id}");
     }
     c.put(8, 81, 1, "in8", "v");
     assert_eq!(

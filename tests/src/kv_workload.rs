@@ -138,6 +138,17 @@ impl StateMachine for KvSm {
     fn apply(&mut self, index: LogIndex, term: Term, command: &[u8]) -> Applied {
         let out = self.kv.apply(index, term, command);
         self.check_lock(index);
+        if let WriteResult::Lease { id, .. } = out.result {
+            LEASE_IDS.with(|ids| {
+                let mut ids = ids.borrow_mut();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                    if ids.len() > 4 {
+                        ids.remove(0);
+                    }
+                }
+            });
+        }
         out
     }
     fn skip(&mut self, index: LogIndex) {
@@ -171,6 +182,25 @@ const KEYS: [&[u8]; 3] = [b"k0", b"k1", b"k2"];
 const TXN_KEYS: [&[u8]; 2] = [b"x0", b"x1"];
 const TXN_OBJECT: u8 = KEYS.len() as u8;
 const LOCK: &[u8] = b"lk";
+
+thread_local! {
+    /// The last lease ids granted in this simulation (a run is one thread, so it replays
+    /// alike), for clients to tie nodes and locks to, as a client would from its grant's
+    /// answer. Emptied when a run builds its replicas.
+    static LEASE_IDS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A lease id some client was granted lately (or one that never was).
+fn some_lease(rng: &mut Rng) -> u64 {
+    LEASE_IDS.with(|ids| {
+        let ids = ids.borrow();
+        if ids.is_empty() || rng.chance(1, 8) {
+            rng.range(1, 1000)
+        } else {
+            ids[rng.range(0, ids.len() as u64) as usize]
+        }
+    })
+}
 
 /// A random transaction over `TXN_KEYS`: the operation for the history, and its command as
 /// `encode` makes it.
@@ -265,6 +295,7 @@ impl Workload for KvWorkload {
     type Model = KvKey;
 
     fn new_sm(&self) -> KvSm {
+        LEASE_IDS.with(|ids| ids.borrow_mut().clear());
         KvSm::new()
     }
 
@@ -360,13 +391,24 @@ impl Workload for KvWorkload {
             16 => {
                 let k = format!("t{client}");
                 let ttl_ms = rng.range(50, 1500);
-                ClientRequest::Untracked {
-                    command: cmd(Op::PutTemp {
+                let lease = some_lease(rng);
+                let op = match rng.range(0, 7) {
+                    0 | 1 => Op::PutTemp {
                         key: k.as_bytes(),
                         value: &value,
                         ttl_ms,
-                    }),
-                }
+                    },
+                    2 => Op::LeaseGrant { ttl_ms },
+                    3 => Op::PutTempLease {
+                        key: k.as_bytes(),
+                        value: &value,
+                        lease,
+                    },
+                    4 => Op::TryLockLease { key: LOCK, lease },
+                    5 => Op::LeaseKeepAlive { id: lease },
+                    _ => Op::LeaseRevoke { id: lease },
+                };
+                ClientRequest::Untracked { command: cmd(op) }
             }
             17 => {
                 let lease_ms = rng.range(100, 1000);

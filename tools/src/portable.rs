@@ -1,66 +1,19 @@
-//! The portable snapshot file written by `export` and read by `import` and `snapshot`, and
-//! reading a `.snap` file of a data dir the same way.
-//!
-//! ```text
-//! offset 0:   header record (shoal_core::record framing: len u32 | version u8 | body | crc32c)
-//!             body = magic "SHOALEXP" | export format version u8 (1) | postcard(ExportHeader)
-//! then:       the DtKV snapshot bytes (ExportHeader::data_bytes of them, CRC-32C data_crc)
-//! ```
-//! A file is written as `FILE.tmp`, fsynced and renamed, so a name only ever points at a
-//! complete export.
+//! Reading and writing the portable snapshot file (its format:
+//! [`shoal_std::storage::export`]), written by `export` (and by `shoalctl snapshot save`) and
+//! read by `import` and `snapshot`, and reading a `.snap` file of a data dir the same way.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use shoal_core::membership::Membership;
-use shoal_core::record::{self, CRC32C, RECORD_OVERHEAD};
-use shoal_core::types::{ClusterId, GroupId, LogIndex, NodeId, SnapshotMeta, Term};
+use serde::Serialize;
+use shoal_core::record::{self, CRC32C};
+use shoal_core::types::{GroupId, SnapshotMeta};
+pub use shoal_std::storage::export::{encode_header, ExportHeader, EXPORT_MAGIC, EXPORT_VERSION};
+use shoal_std::storage::export::{publish, temp_path};
 use shoal_std::storage::scan::{read_snapshot_info, verify_snapshot_data, SNAPSHOT_MAGIC};
 
 use crate::datadir::open_error_problem;
 use crate::problem::Problem;
-
-/// Magic at the start of the header body.
-pub const EXPORT_MAGIC: &[u8; 8] = b"SHOALEXP";
-/// Export format version written by this build.
-pub const EXPORT_VERSION: u8 = 1;
-
-/// What an export file says about its snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportHeader {
-    /// Cluster the data came from.
-    pub cluster_id: ClusterId,
-    /// Node whose data dir was exported.
-    pub source_node: NodeId,
-    /// Raft group.
-    pub group: GroupId,
-    /// Last log index the state covers.
-    pub index: LogIndex,
-    /// Term of that entry.
-    pub term: Term,
-    /// Membership in force at `index`.
-    pub membership: Membership,
-    /// `DtKv::digest` of the state (equal states give equal digests on every replica).
-    pub digest: u64,
-    /// Bytes of DtKV snapshot data that follow the header record.
-    pub data_bytes: u64,
-    /// CRC-32C of those bytes.
-    pub data_crc: u32,
-    /// When the export was made (seconds since the Unix epoch; informational).
-    pub created_unix_s: u64,
-}
-
-/// Encode the header record.
-pub fn encode_header(h: &ExportHeader) -> Vec<u8> {
-    let mut body = Vec::with_capacity(128);
-    body.extend_from_slice(EXPORT_MAGIC);
-    body.push(EXPORT_VERSION);
-    body.extend_from_slice(&postcard::to_stdvec(h).expect("a header always serializes"));
-    let mut out = vec![0u8; body.len() + RECORD_OVERHEAD];
-    record::encode(&body, &mut out).expect("the buffer fits the record");
-    out
-}
 
 /// Write an export file atomically (temp file, fsync, rename). Refuses to replace an
 /// existing file unless `force`.
@@ -71,23 +24,14 @@ pub fn write_export(path: &Path, h: &ExportHeader, data: &[u8], force: bool) -> 
             path.display()
         ));
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = temp_path(path);
     let io = |what: &str, e: std::io::Error| format!("{} {}: {}", what, tmp.display(), e);
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
     f.write_all(&encode_header(h)).map_err(|e| io("write", e))?;
     f.write_all(data).map_err(|e| io("write", e))?;
     f.sync_all().map_err(|e| io("fsync", e))?;
     drop(f);
-    std::fs::rename(&tmp, path)
-        .map_err(|e| format!("rename {} to {}: {}", tmp.display(), path.display(), e))?;
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    publish(&tmp, path)
 }
 
 /// Where a snapshot came from.

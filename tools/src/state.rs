@@ -258,6 +258,7 @@ fn kind_name(k: NodeKind) -> &'static str {
         NodeKind::TempValue => "temp_value",
         NodeKind::TempDir => "temp_dir",
         NodeKind::Lock => "lock",
+        NodeKind::Lease => "lease",
     }
 }
 

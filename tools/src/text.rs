@@ -207,6 +207,8 @@ fn op(cmd: &Command<'_>, max: usize) -> String {
             }
         }
         Op::Unlock { key: k } => format!("unlock {}", key(k)),
+        Op::ForceRemove { key: k } => format!("force remove {}", key(k)),
+        Op::ForceUnlock { key: k } => format!("force unlock {}", key(k)),
         Op::UpdateLockLease { key: k, lease_ms } => {
             format!("lease {} {}", key(k), duration_ms(lease_ms))
         }
@@ -216,6 +218,16 @@ fn op(cmd: &Command<'_>, max: usize) -> String {
             format!("system create {} = {}", key(k), record(k, v))
         }
         Op::SysRemove { key: k } => format!("system remove {}", key(k)),
+        Op::LeaseGrant { ttl_ms } => format!("lease grant ttl {}", duration_ms(ttl_ms)),
+        Op::LeaseKeepAlive { id } => format!("lease keep-alive {id}"),
+        Op::LeaseRevoke { id } => format!("lease revoke {id}"),
+        Op::PutTempLease {
+            key: k,
+            value: v,
+            lease,
+        } => format!("put-temp {} = {} lease {lease}", key(k), value(v, max)),
+        Op::MakeTempDirLease { key: k, lease } => format!("mkdir-temp {} lease {lease}", key(k)),
+        Op::TryLockLease { key: k, lease } => format!("lock {} under lease {lease}", key(k)),
         Op::Txn(t) => {
             let list = |items: Vec<String>| format!("[{}]", items.join(", "));
             format!(
@@ -380,6 +392,8 @@ pub fn command_json(data: &[u8]) -> Value {
         } => json!({"op": "lock", "key": bytes_json(key),
             "lease_ms": lease_ms, "wait_ms": wait_ms}),
         Op::Unlock { key } => json!({"op": "unlock", "key": bytes_json(key)}),
+        Op::ForceRemove { key } => json!({"op": "force_remove", "key": bytes_json(key)}),
+        Op::ForceUnlock { key } => json!({"op": "force_unlock", "key": bytes_json(key)}),
         Op::UpdateLockLease { key, lease_ms } => {
             json!({"op": "update_lease", "key": bytes_json(key), "lease_ms": lease_ms})
         }
@@ -391,6 +405,17 @@ pub fn command_json(data: &[u8]) -> Value {
             json!({"op": "system_create", "key": bytes_json(key), "value": record_json(key, value)})
         }
         Op::SysRemove { key } => json!({"op": "system_remove", "key": bytes_json(key)}),
+        Op::LeaseGrant { ttl_ms } => json!({"op": "lease_grant", "ttl_ms": ttl_ms}),
+        Op::LeaseKeepAlive { id } => json!({"op": "lease_keep_alive", "id": id}),
+        Op::LeaseRevoke { id } => json!({"op": "lease_revoke", "id": id}),
+        Op::PutTempLease { key, value, lease } => json!({"op": "put_temp",
+            "key": bytes_json(key), "value": bytes_json(value), "lease": lease}),
+        Op::MakeTempDirLease { key, lease } => {
+            json!({"op": "mkdir_temp", "key": bytes_json(key), "lease": lease})
+        }
+        Op::TryLockLease { key, lease } => {
+            json!({"op": "lock", "key": bytes_json(key), "lease": lease})
+        }
         Op::Txn(t) => json!({"op": "txn",
             "compares": t.compares.iter().map(|c| compare_json(&c)).collect::<Vec<_>>(),
             "success": t.success.iter().map(|o| txn_op_json(&o)).collect::<Vec<_>>(),
@@ -540,6 +565,27 @@ mod tests {
         let j = command_json(&buf[..n]);
         assert_eq!(j["compares"][0]["cmp"], "<");
         assert_eq!(j["failure"][0]["op"], "remove");
+        for (op, text) in [
+            (Op::LeaseGrant { ttl_ms: 10_000 }, "lease grant ttl 10s"),
+            (Op::LeaseRevoke { id: 12 }, "lease revoke 12"),
+            (
+                Op::PutTempLease {
+                    key: b"svc",
+                    value: b"up",
+                    lease: 12,
+                },
+                "put-temp svc = \"up\" lease 12",
+            ),
+        ] {
+            let c = Command {
+                client_id: 0,
+                seq: 0,
+                time_ms: 1,
+                op,
+            };
+            let n = c.encode(&mut buf).unwrap();
+            assert_eq!(command(&buf[..n], 48), text);
+        }
     }
 
     #[test]

@@ -20,8 +20,28 @@ impl<P: Plant> Raft<P> {
         self.expire_forwarded_read();
     }
 
+    /// Whether this node may campaign: a voter of its latest configuration, or of one that
+    /// configuration has not yet superseded for good. A node that appended a configuration
+    /// leaving it out is still needed until that configuration commits (Raft thesis §4.2.2):
+    /// its log may hold the only copy a quorum of the configuration before can elect — it
+    /// holds the newer entry, so it refuses to vote for the others — and if it did not
+    /// campaign, no one could be elected. Elected, it leads until the configuration commits,
+    /// then steps down (`maybe_commit`).
     pub(super) fn promotable(&self) -> bool {
-        self.membership.is_voter(self.id)
+        if self.membership.is_voter(self.id) {
+            return true;
+        }
+        if self.membership_index <= self.commit {
+            return false;
+        }
+        let committed = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= self.commit)
+            .unwrap_or(0);
+        self.configs[committed..]
+            .iter()
+            .any(|(_, m)| m.is_voter(self.id))
     }
 
     /// Whether this node promised a leader (or, after a restart, may have promised one) not to

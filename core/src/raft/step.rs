@@ -37,6 +37,9 @@ impl<P: Plant> Raft<P> {
         match self.role {
             Role::Leader => self.tick_leader(store),
             Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_follower(),
+            // An observer campaigns only while a configuration that leaves it out is not
+            // committed yet (see `promotable`).
+            Role::Observer if self.promotable() => self.tick_follower(),
             Role::Observer => {}
         }
         self.finish_call(store)

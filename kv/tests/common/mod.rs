@@ -72,6 +72,7 @@ pub fn small() -> KvLimits {
         max_batch_items: 8,
         max_ttl_ms: 1_000_000,
         max_txn_ops: 4,
+        max_leases: 3,
     }
 }
 

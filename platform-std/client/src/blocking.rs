@@ -6,11 +6,12 @@ use shoal_core::{GroupId, LogIndex, NodeId};
 
 use crate::lock::BlockingLockGuard;
 use crate::protocol::{
-    HealthInfo, MemberInfo, NodeInfo, Permission, ReadMode, RoleInfo, StatusInfo, UserInfo,
+    HealthInfo, LeaseInfo, MemberInfo, NodeInfo, Permission, ReadMode, RoleInfo, StatusInfo,
+    UserInfo,
 };
 use crate::{
-    BatchOutcome, Client, ClientConfig, ClientError, LockState, Transaction, TxnOutcome, Unlocked,
-    WatchStream,
+    BatchOutcome, Client, ClientConfig, ClientError, Lease, LeaseKeeper, LockState, Revoked,
+    Transaction, TxnOutcome, Unlocked, WatchStream,
 };
 
 /// A blocking client: the same operations as [`Client`], for code without an async runtime.
@@ -104,6 +105,24 @@ impl BlockingClient {
         fn create_group(&self, group: GroupId, members: Vec<NodeId>) -> LogIndex;
         /// See [`Client::remove_group`].
         fn remove_group(&self, group: GroupId) -> LogIndex;
+        /// See [`Client::lease_grant`].
+        fn lease_grant(&self, ttl: Duration) -> Lease;
+        /// See [`Client::lease_keep_alive`].
+        fn lease_keep_alive(&self, id: u64) -> Lease;
+        /// See [`Client::lease_revoke`].
+        fn lease_revoke(&self, id: u64) -> Revoked;
+        /// See [`Client::keep_alive`]; the renewals run on the client's background task.
+        fn keep_alive(&self, id: u64) -> LeaseKeeper;
+        /// See [`Client::leases`].
+        fn leases(&self, mode: ReadMode) -> Vec<LeaseInfo>;
+        /// See [`Client::lease_info`].
+        fn lease_info(&self, id: u64, mode: ReadMode) -> LeaseInfo;
+        /// See [`Client::put_temp_lease`].
+        fn put_temp_lease(&self, key: &[u8], value: &[u8], lease: u64) -> LogIndex;
+        /// See [`Client::make_temp_dir_lease`].
+        fn make_temp_dir_lease(&self, key: &[u8], lease: u64) -> LogIndex;
+        /// See [`Client::try_lock_lease`].
+        fn try_lock_lease(&self, key: &[u8], lease: u64) -> LockState;
         /// See [`Client::authenticate`].
         fn authenticate(&self) -> (String, u64);
         /// See [`Client::auth_enable`].

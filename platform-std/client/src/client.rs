@@ -11,9 +11,9 @@ use shoal_kv::{KvError, WriteResult};
 use crate::lock::{self, LockGuard};
 use crate::mux::{CallError, Mux};
 use crate::protocol::{
-    AuthOp, Credentials, ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, Permission,
-    ReadMode, Request, RequestFrame, Response, RoleInfo, SecretBytes, StatusInfo, UserInfo,
-    WriteOp,
+    AuthOp, Credentials, ErrorCode, HealthInfo, MemberChange, MemberInfo, NodeInfo, NodeStatusInfo,
+    Permission, ReadMode, Request, RequestFrame, Response, RoleInfo, SecretBytes, SnapshotChunk,
+    StatusInfo, UserInfo, WriteOp,
 };
 use crate::txn::{Transaction, TxnOutcome};
 use crate::watch::{self, WatchStream};
@@ -114,6 +114,16 @@ impl Client {
             return Err(ClientError::bad_request(
                 "no endpoints given; name at least one node's client address (host:port)",
             ));
+        }
+        if let Some(e) = config.endpoints.iter().find(|e| crate::tls::wants_tls(e)) {
+            if config.tls.is_none() {
+                return Err(ClientError::bad_request(format!(
+                    "endpoint `{}` asks for TLS, but no TLS configuration is given (a CA to \
+                     check the node against: shoalctl --cacert, or --insecure-skip-tls-verify; \
+                     ClientConfig::with_tls in the library)",
+                    e.trim()
+                )));
+            }
         }
         config.endpoints = config
             .endpoints
@@ -220,6 +230,16 @@ impl Client {
     /// Remove a value, a temporary node or an empty directory.
     pub async fn remove(&self, key: impl AsRef<[u8]>) -> Result<LogIndex, ClientError> {
         self.write_done(WriteOp::Remove {
+            key: key.as_ref().to_vec(),
+        })
+        .await
+    }
+
+    /// An operator's override of [`Client::remove`]: a temporary node is removed whichever
+    /// session owns it. The server logs who asked and may refuse it to a client without the
+    /// right.
+    pub async fn force_remove(&self, key: impl AsRef<[u8]>) -> Result<LogIndex, ClientError> {
+        self.write_done(WriteOp::ForceRemove {
             key: key.as_ref().to_vec(),
         })
         .await
@@ -351,27 +371,28 @@ impl Client {
             lease_ms: millis(lease)?,
             wait_ms: wait.as_millis().min(u64::MAX as u128) as u64,
         };
-        match self.write(op).await? {
-            (
-                _,
-                WriteResult::Locked {
-                    fence,
-                    lease_deadline_ms,
-                },
-            ) => Ok(LockState::Held {
-                fence,
-                lease_deadline_ms,
-            }),
-            (_, WriteResult::Queued { position }) => Ok(LockState::Queued { position }),
-            (_, other) => Err(unexpected_write("TryLock", &other)),
-        }
+        lock_state("TryLock", self.write(op).await?.1)
     }
 
     /// Release a lock this client holds, or leave its queue.
     pub async fn unlock(&self, key: impl AsRef<[u8]>) -> Result<Unlocked, ClientError> {
-        let op = WriteOp::Unlock {
+        self.release(WriteOp::Unlock {
             key: key.as_ref().to_vec(),
-        };
+        })
+        .await
+    }
+
+    /// An operator's override of [`Client::unlock`]: the lock is released whoever holds it
+    /// and handed to its next waiter. The server logs who asked and may refuse it to a client
+    /// without the right.
+    pub async fn force_unlock(&self, key: impl AsRef<[u8]>) -> Result<Unlocked, ClientError> {
+        self.release(WriteOp::ForceUnlock {
+            key: key.as_ref().to_vec(),
+        })
+        .await
+    }
+
+    async fn release(&self, op: WriteOp) -> Result<Unlocked, ClientError> {
         match self.write(op).await? {
             (
                 index,
@@ -478,6 +499,41 @@ impl Client {
     pub async fn remove_member(&self, id: NodeId) -> Result<LogIndex, ClientError> {
         self.admin(Request::ChangeMembers(MemberChange::Remove { id }))
             .await
+    }
+
+    /// Leave a joint configuration the group is stuck in (a membership change between its
+    /// prepare and commit steps) back to the configuration before it; a change in progress
+    /// is abandoned. Returns the index of the entry that did it.
+    pub async fn abort_member_change(&self) -> Result<LogIndex, ClientError> {
+        self.admin(Request::AbortMemberChange).await
+    }
+
+    /// The node this client talks to: its view of the group, addresses, version, disk use and
+    /// health (one row of `shoalctl status --cluster`).
+    pub async fn node_status(&self) -> Result<NodeStatusInfo, ClientError> {
+        match self.read(Request::NodeStatus).await? {
+            Response::NodeStatus(s) => Ok(*s),
+            other => Err(unexpected("NodeStatus", &other)),
+        }
+    }
+
+    /// One chunk of a snapshot of the node this client talks to (see
+    /// [`Request::SnapshotSave`]): `index` 0 takes a snapshot first.
+    pub async fn snapshot_chunk(
+        &self,
+        index: LogIndex,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<SnapshotChunk, ClientError> {
+        let request = Request::SnapshotSave {
+            index,
+            offset,
+            max_bytes,
+        };
+        match self.read(request).await? {
+            Response::SnapshotChunk(c) => Ok(*c),
+            other => Err(unexpected("SnapshotSave", &other)),
+        }
     }
 
     /// Move leadership to voter `to`.
@@ -737,7 +793,7 @@ impl Client {
             .await
     }
 
-    async fn write_done(&self, op: WriteOp) -> Result<LogIndex, ClientError> {
+    pub(crate) async fn write_done(&self, op: WriteOp) -> Result<LogIndex, ClientError> {
         let name = op_name(&op);
         match self.write(op).await? {
             (index, WriteResult::Done) => Ok(index),
@@ -756,7 +812,7 @@ impl Client {
     }
 
     /// A write with a fresh session sequence; DtKV refusals become [`ClientError::Kv`].
-    async fn write(&self, op: WriteOp) -> Result<(LogIndex, WriteResult), ClientError> {
+    pub(crate) async fn write(&self, op: WriteOp) -> Result<(LogIndex, WriteResult), ClientError> {
         let request = Request::Write {
             client_id: self.inner.client_id,
             seq: 0, // assigned in wire order by `execute`
@@ -779,7 +835,7 @@ impl Client {
     /// node takes it), else (or when it is refused) with the configured user's password.
     pub(crate) async fn open_mux(&self, addr: &str) -> Result<Mux, OpenError> {
         let cfg = &self.inner.config;
-        let mux = Mux::open(addr, cfg.connect_timeout)
+        let mux = Mux::open(addr, cfg.connect_timeout, cfg.tls.as_ref())
             .await
             .map_err(OpenError::Retry)?;
         let token = self
@@ -1076,7 +1132,7 @@ async fn sleep_until_deadline(d: Duration, deadline: Instant) {
     async_io::Timer::at(wake).await;
 }
 
-fn millis(d: Duration) -> Result<u64, ClientError> {
+pub(crate) fn millis(d: Duration) -> Result<u64, ClientError> {
     let ms = d.as_millis();
     if ms == 0 {
         return Err(ClientError::bad_request(format!(
@@ -1101,16 +1157,39 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Unlock { .. } => "Unlock",
         WriteOp::UpdateLockLease { .. } => "UpdateLockLease",
         WriteOp::Txn { .. } => "Txn",
+        WriteOp::ForceRemove { .. } => "ForceRemove",
+        WriteOp::ForceUnlock { .. } => "ForceUnlock",
+        WriteOp::LeaseGrant { .. } => "LeaseGrant",
+        WriteOp::LeaseKeepAlive { .. } => "LeaseKeepAlive",
+        WriteOp::LeaseRevoke { .. } => "LeaseRevoke",
+        WriteOp::PutTempLease { .. } => "PutTempLease",
+        WriteOp::MakeTempDirLease { .. } => "MakeTempDirLease",
+        WriteOp::TryLockLease { .. } => "TryLockLease",
     }
 }
 
-fn unexpected(what: &str, got: &Response) -> ClientError {
+/// A try-lock's answer as a [`LockState`].
+pub(crate) fn lock_state(what: &str, result: WriteResult) -> Result<LockState, ClientError> {
+    match result {
+        WriteResult::Locked {
+            fence,
+            lease_deadline_ms,
+        } => Ok(LockState::Held {
+            fence,
+            lease_deadline_ms,
+        }),
+        WriteResult::Queued { position } => Ok(LockState::Queued { position }),
+        other => Err(unexpected_write(what, &other)),
+    }
+}
+
+pub(crate) fn unexpected(what: &str, got: &Response) -> ClientError {
     ClientError::Protocol {
         message: format!("{what} was answered with {got:?}"),
     }
 }
 
-fn unexpected_write(what: &str, got: &WriteResult) -> ClientError {
+pub(crate) fn unexpected_write(what: &str, got: &WriteResult) -> ClientError {
     ClientError::Protocol {
         message: format!("{what} was answered with write result {got:?}"),
     }

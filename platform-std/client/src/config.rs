@@ -18,6 +18,8 @@ pub struct ClientConfig {
     pub attempt_timeout: Duration,
     /// Longest wait for a TCP connection.
     pub connect_timeout: Duration,
+    /// TLS to the client ports (`None`: plaintext). Endpoints may carry `https://`.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// The user and password every connection logs in with (when the cluster has auth
     /// enabled). The password stays in memory: the client logs in again by itself when its
     /// token expires or a node refuses it.
@@ -33,6 +35,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("attempt_timeout", &self.attempt_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -48,12 +51,19 @@ impl ClientConfig {
             attempt_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(1),
             user: None,
+            tls: None,
         }
     }
 
     /// The same configuration for another group.
     pub fn with_group(mut self, group: GroupId) -> ClientConfig {
         self.group = group;
+        self
+    }
+
+    /// The same configuration over TLS.
+    pub fn with_tls(mut self, tls: crate::tls::TlsConfig) -> ClientConfig {
+        self.tls = Some(tls);
         self
     }
 
@@ -76,20 +86,19 @@ impl ClientConfig {
 
 /// An endpoint as written by a person or a script, checked and reduced to `host:port`.
 ///
-/// `http://` in front and one `/` behind are accepted (etcd users write endpoints that way);
-/// `https://` is refused because a scheme does not choose TLS here. Anything without a host and
-/// a port from 1 to 65535 is refused at once, so a typo fails as a usage error instead of as
+/// `http://` or `https://` in front and one `/` behind are accepted (etcd users write
+/// endpoints that way); `https://` asks for TLS, which [`Client::new`](crate::Client::new)
+/// refuses without a TLS configuration ([`ClientConfig::with_tls`]). Anything without a host
+/// and a port from 1 to 65535 is refused at once, so a typo fails as a usage error instead of as
 /// ten seconds of connection retries.
 pub fn parse_endpoint(endpoint: &str) -> Result<String, String> {
     let written = endpoint.trim();
     let lower = written.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(format!(
-            "endpoint `{written}`: a scheme does not choose TLS here; give HOST:PORT"
-        ));
-    }
-    let bare = if lower.starts_with("http://") {
-        &written["http://".len()..]
+    let bare = if let Some(scheme) = ["http://", "https://"]
+        .into_iter()
+        .find(|s| lower.starts_with(s))
+    {
+        &written[scheme.len()..]
     } else {
         written
     };
@@ -98,7 +107,9 @@ pub fn parse_endpoint(endpoint: &str) -> Result<String, String> {
         format!("endpoint `{written}` is not HOST:PORT (like 127.0.0.1:7002 or db1:7002): {why}")
     };
     if bare.contains("://") {
-        return Err(malformed("only http:// may be written in front"));
+        return Err(malformed(
+            "only http:// or https:// may be written in front",
+        ));
     }
     let Some((host, port)) = bare.rsplit_once(':') else {
         return Err(malformed("it has no port"));
@@ -151,6 +162,7 @@ mod tests {
             "127.0.0.1:7002"
         );
         assert_eq!(parse_endpoint("HTTP://db1:7002/").unwrap(), "db1:7002");
+        assert_eq!(parse_endpoint("https://db1:7002").unwrap(), "db1:7002");
         assert_eq!(parse_endpoint(" [::1]:7002 ").unwrap(), "[::1]:7002");
         for bad in [
             "bogus",
@@ -159,7 +171,7 @@ mod tests {
             "db1:0",
             "db1:70000",
             "db1:port",
-            "https://db1:7002",
+            "https://db1",
             "ftp://db1:7002",
             "db1:7002/v3",
             "::1:7002",

@@ -54,6 +54,7 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, FrameError, RequestFrame, ResponseFrame};
+use crate::tls::{AsyncSocket, BlockingSocket, TlsConfig};
 
 /// Bytes a [`FrameReader`] asks the socket for at least, per read; a larger frame grows its
 /// buffer to the frame's size.
@@ -158,6 +159,56 @@ impl Connection {
         // Without it, a lone request waits for the previous one's acknowledgement (Nagle).
         let _ = stream.set_nodelay(true);
         Ok(Connection::new(addr, stream.clone(), stream))
+    }
+}
+
+impl Connection<AsyncSocket> {
+    /// [`Connection::open`] to an endpoint that may carry a scheme (`https://host:port`),
+    /// over TLS when `tls` is given (checked against its CA, presenting its certificate).
+    pub async fn open_with(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Connection<AsyncSocket>, ConnectionError> {
+        let addr = crate::tls::strip_scheme(endpoint);
+        let Connection { writer, .. } = Connection::open(addr, timeout).await?;
+        let fail = |e: std::io::Error| ConnectionError::Connect {
+            addr: addr.to_string(),
+            reason: format!("TLS: {e}"),
+        };
+        let opened = AsyncSocket::open(writer.stream, addr, tls);
+        let (w, r) = futures_lite::future::or(opened, async {
+            async_io::Timer::after(timeout).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the TLS handshake took longer than {timeout:?}"),
+            ))
+        })
+        .await
+        .map_err(fail)?;
+        Ok(Connection::new(addr, w, r))
+    }
+}
+
+impl Connection<BlockingSocket> {
+    /// [`Connection::open_blocking`] to an endpoint that may carry a scheme, over TLS when
+    /// `tls` is given. Over TLS both halves share one session: use them from one thread.
+    pub fn open_blocking_with(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Connection<BlockingSocket>, ConnectionError> {
+        let addr = crate::tls::strip_scheme(endpoint);
+        let Connection { writer, .. } = Connection::open_blocking(addr, timeout)?;
+        let fail = |e: std::io::Error| ConnectionError::Connect {
+            addr: addr.to_string(),
+            reason: format!("TLS: {e}"),
+        };
+        let tcp = writer.stream;
+        tcp.set_read_timeout(Some(timeout)).map_err(fail)?;
+        let (w, r) = BlockingSocket::open(tcp, addr, tls).map_err(fail)?;
+        r.tcp().set_read_timeout(None).map_err(fail)?;
+        Ok(Connection::new(addr, w, r))
     }
 }
 
@@ -408,6 +459,34 @@ impl FrameReader {
     pub fn close(&mut self) {
         self.closed = true;
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl FrameReader<AsyncSocket> {
+    /// Shut the connection down both ways: the writer's next flush fails and the node sees the
+    /// connection close.
+    pub fn close(&mut self) {
+        self.closed = true;
+        let _ = self.stream.shutdown();
+    }
+}
+
+impl FrameReader<BlockingSocket> {
+    /// Shut the connection down both ways.
+    pub fn close(&mut self) {
+        self.closed = true;
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
+    }
+
+    /// How long one read may wait (`None`: for ever), as for a plain socket.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ConnectionError> {
+        self.stream
+            .tcp()
+            .set_read_timeout(timeout)
+            .map_err(|error| ConnectionError::Receive {
+                addr: self.addr.clone(),
+                error,
+            })
     }
 }
 

@@ -69,10 +69,12 @@ mod client;
 mod config;
 pub mod connection;
 mod error;
+mod lease;
 mod lock;
 mod mux;
 pub mod protocol;
 mod runtime;
+pub mod tls;
 mod txn;
 mod watch;
 
@@ -80,10 +82,13 @@ pub use blocking::BlockingClient;
 pub use client::{BatchOutcome, Client, LockState, Unlocked};
 pub use config::{parse_endpoint, ClientConfig};
 pub use error::{ClientError, ErrorClass};
+pub use lease::{Lease, LeaseKeeper, Revoked};
 pub use lock::{BlockingLockGuard, LockGuard};
 pub use protocol::{
-    Access, AlarmInfo, GroupHealth, HealthInfo, KvError, MemberInfo, NodeInfo, NodeKind,
-    Permission, ReadMode, RoleInfo, StatusInfo, UserInfo, WatchEvent,
+    Access, AlarmInfo, GroupHealth, HealthInfo, KvError, LeaseInfo, MemberInfo, NodeInfo, NodeKind,
+    NodeStatusInfo, Permission, ReadMode, RoleInfo, SnapshotChunk, StatusInfo, UserInfo,
+    WatchEvent,
 };
+pub use tls::{TlsConfig, TlsOptions};
 pub use txn::{Transaction, TxnOutcome};
 pub use watch::{WatchItem, WatchStream};

@@ -14,6 +14,7 @@ use async_channel::{Receiver, Sender};
 
 use crate::connection::{Connection, FrameReader, FrameWriter};
 use crate::protocol::{RequestFrame, Response};
+use crate::tls::{AsyncSocket, TlsConfig};
 
 /// Why a call on a connection did not produce an answer.
 #[derive(Debug)]
@@ -38,15 +39,19 @@ struct Waiters {
 pub(crate) struct Mux {
     /// The address it was opened to.
     pub(crate) addr: String,
-    writer: async_lock::Mutex<FrameWriter>,
+    writer: async_lock::Mutex<FrameWriter<AsyncSocket>>,
     waiters: Arc<Mutex<Waiters>>,
     _reader: async_executor::Task<()>,
 }
 
 impl Mux {
     /// Connect to `addr` within `timeout`.
-    pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Mux, String> {
-        let Connection { writer, reader } = Connection::open(addr, timeout)
+    pub(crate) async fn open(
+        addr: &str,
+        timeout: Duration,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Mux, String> {
+        let Connection { writer, reader } = Connection::open_with(addr, timeout, tls)
             .await
             .map_err(|e| e.to_string())?;
         let waiters = Arc::new(Mutex::new(Waiters {
@@ -151,7 +156,7 @@ impl Mux {
     }
 }
 
-async fn read_loop(mut reader: FrameReader, waiters: Arc<Mutex<Waiters>>) {
+async fn read_loop(mut reader: FrameReader<AsyncSocket>, waiters: Arc<Mutex<Waiters>>) {
     // What the server said about the connection itself (a frame of id 0) before closing it.
     let mut about_connection: Option<(String, bool)> = None;
     let why = loop {

@@ -172,6 +172,58 @@ pub enum WriteOp {
         /// Applied otherwise.
         failure: Vec<TxnWrite>,
     },
+    /// An operator's override: remove a value, a temporary node of any session or an empty
+    /// directory. The server allows it only to a connection its admin check lets through (see
+    /// the server's `admin_allowed`) and logs who asked.
+    ForceRemove {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// An operator's override: release a lock whoever holds it (the next waiter gets it). The
+    /// server allows it only to a connection its admin check lets through and logs who asked.
+    ForceUnlock {
+        /// Lock key.
+        key: Vec<u8>,
+    },
+    /// Grant a lease; answered with [`WriteResult::Lease`], whose id is the grant's raft index.
+    LeaseGrant {
+        /// Time to live, renewed whole by each keep-alive.
+        ttl_ms: u64,
+    },
+    /// Renew a lease for its TTL from now ([`WriteResult::Lease`]).
+    LeaseKeepAlive {
+        /// The lease.
+        id: u64,
+    },
+    /// End a lease now, with every node and lock tied to it ([`WriteResult::Expired`]).
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+    /// A temporary value that lives as long as a lease (any session naming the lease may
+    /// change it).
+    PutTempLease {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
+    /// A temporary directory that lives as long as a lease.
+    MakeTempDirLease {
+        /// Key.
+        key: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
+    /// A lock held as long as a lease lives; `LockHeld` at once if another holds it.
+    TryLockLease {
+        /// Lock key.
+        key: Vec<u8>,
+        /// The lease.
+        lease: u64,
+    },
 }
 
 /// One condition of a transaction ([`shoal_kv::Compare`], owned).
@@ -406,6 +458,33 @@ pub enum Request {
     },
     /// Whether this node can vouch for every group it hosts, and why not ([`HealthInfo`]).
     Health,
+    /// This node's whole view of the group for `shoalctl status --cluster`
+    /// ([`Response::NodeStatus`]): status, addresses, version, disk use and health.
+    NodeStatus,
+    /// Leave a joint configuration the group is stuck in back to the configuration before it
+    /// (leader only): the membership change in progress, if any, is abandoned.
+    AbortMemberChange,
+    /// One chunk of a snapshot of this node, for `shoalctl snapshot save`. With `index` 0 the
+    /// node first takes a snapshot and answers with the first chunk of it; the client then
+    /// asks for the chunks after it by that snapshot's index and a byte offset into its data.
+    /// Each answer holds at most `max_bytes` (and at most the server's
+    /// `--client-max-answer-mb`), so both sides hold one chunk at a time.
+    SnapshotSave {
+        /// The snapshot's index (0: take one now and start at offset 0).
+        index: LogIndex,
+        /// Byte offset into the snapshot's DtKV data.
+        offset: u64,
+        /// Most data bytes wanted in this answer.
+        max_bytes: u64,
+    },
+    /// The live leases (`id` 0), or lease `id` with the keys tied to it: answered with
+    /// [`Response::Leases`] (a lease that is not live is a `Kv` error, `LeaseNotFound`).
+    Leases {
+        /// The lease, or 0 for all of them.
+        id: u64,
+        /// How to serve it.
+        mode: ReadMode,
+    },
     /// Prove who this connection speaks for; every later request on it is checked against
     /// that user's roles (while auth is enabled). Answered with [`Response::Token`] or
     /// [`ErrorCode::AuthFailed`]. Any node takes it.
@@ -414,6 +493,24 @@ pub enum Request {
     /// log (sent to group 0's leader; others answer `NotLeader`); once auth is enabled they
     /// need the `root` role.
     Auth(AuthOp),
+}
+
+/// A lease as [`Response::Leases`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Its id (the raft index of its grant).
+    pub id: LogIndex,
+    /// Its time to live.
+    pub ttl_ms: u64,
+    /// When it ends unless kept alive (leader clock ms).
+    pub deadline_ms: u64,
+    /// What is left of it at the read: `deadline_ms` minus the replicated clock (the time of
+    /// the last write applied).
+    pub remaining_ms: u64,
+    /// Nodes and locks tied to it.
+    pub tied: u32,
+    /// Their keys (asked for one lease only; empty in a list of all).
+    pub keys: Vec<Vec<u8>>,
 }
 
 /// How a connection proves its user ([`Request::Authenticate`]).
@@ -908,6 +1005,18 @@ pub enum Response {
         /// The first index not sent.
         next: LogIndex,
     },
+    /// The answer to [`Request::NodeStatus`] (boxed: it is far larger than other answers; the
+    /// box is not on the wire).
+    NodeStatus(Box<NodeStatusInfo>),
+    /// The answer to [`Request::SnapshotSave`] (boxed, as `NodeStatus`).
+    SnapshotChunk(Box<SnapshotChunk>),
+    /// Leases ([`Request::Leases`]), at applied index `index`.
+    Leases {
+        /// Applied index the read was served at.
+        index: LogIndex,
+        /// The leases, in grant order.
+        leases: Vec<LeaseInfo>,
+    },
     /// A login succeeded: the connection speaks for `user` from now on, and `token` proves it
     /// to any node of the cluster until `expires_ms`.
     Token {
@@ -929,6 +1038,55 @@ pub enum Response {
     User(UserInfo),
     /// One role.
     Role(RoleInfo),
+}
+
+/// One node's row of `shoalctl status --cluster`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatusInfo {
+    /// The node's view of the group.
+    pub status: StatusInfo,
+    /// Its raft address.
+    pub raft_addr: String,
+    /// Its client address.
+    pub client_addr: String,
+    /// Its build version (`shoald --version`).
+    pub version: String,
+    /// Bytes of the group's log segments on its disk.
+    pub log_bytes: u64,
+    /// Bytes of the group's snapshot files on its disk.
+    pub snapshot_bytes: u64,
+    /// Whether the group is in a joint configuration (a membership change between its
+    /// prepare and commit steps).
+    pub joint: bool,
+    /// Its health.
+    pub health: HealthInfo,
+}
+
+/// A chunk of a snapshot ([`Request::SnapshotSave`]), with what describes the whole snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The cluster.
+    pub cluster_id: u64,
+    /// The node that serves it.
+    pub node_id: NodeId,
+    /// The group.
+    pub group: GroupId,
+    /// The last index the snapshot covers.
+    pub index: LogIndex,
+    /// The term of that entry.
+    pub term: Term,
+    /// The membership in force at `index`.
+    pub membership: shoal_core::membership::Membership,
+    /// DtKV's digest of the state (0 when the node could not compute it).
+    pub digest: u64,
+    /// Bytes of DtKV data in the whole snapshot.
+    pub data_bytes: u64,
+    /// CRC-32C of the whole data.
+    pub data_crc: u32,
+    /// Where this chunk starts in the data.
+    pub offset: u64,
+    /// The chunk's bytes.
+    pub data: Vec<u8>,
 }
 
 /// Why a frame could not be read or written.

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 #[path = "shoalctl/input.rs"]
 mod input;
+#[path = "shoalctl/lease.rs"]
+mod lease;
+#[path = "shoalctl/ops.rs"]
+mod ops;
 #[path = "shoalctl/read.rs"]
 mod read;
 #[path = "shoalctl/txn.rs"]
@@ -64,13 +68,45 @@ struct Cli {
         value_name = "NAME[:PASSWORD]"
     )]
     user: Option<String>,
+    /// CA certificate (PEM) to check the nodes' certificates against; turns TLS on.
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        global = true,
+        env = "SHOAL_CACERT",
+        value_name = "FILE"
+    )]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for nodes with --client-cert-auth.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "SHOAL_CERT",
+        value_name = "FILE"
+    )]
+    cert: Option<std::path::PathBuf>,
+    /// Key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "SHOAL_KEY",
+        value_name = "FILE"
+    )]
+    key: Option<std::path::PathBuf>,
+    /// TLS without checking the nodes' certificates (labs only: anyone in between can read and
+    /// change everything).
+    #[arg(long, global = true, env = "SHOAL_INSECURE_SKIP_TLS_VERIFY")]
+    insecure_skip_tls_verify: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Output {
-    /// Human-readable text.
+    /// Human-readable text (tables for lists; `table` is another name for it).
+    #[value(alias = "table")]
     Text,
     /// One JSON object per answer.
     Json,
@@ -130,6 +166,10 @@ enum Command {
     Del {
         /// The key.
         key: String,
+        /// Remove a temporary node whichever session owns it (an operator's override; the
+        /// server logs who asked).
+        #[arg(long)]
+        force: bool,
     },
     /// Create a directory (succeeds if it already is one).
     Mkdir {
@@ -171,23 +211,31 @@ enum Command {
         #[arg(long)]
         expect_absent: bool,
     },
-    /// Create or refresh a temporary value owned by this invocation's session.
+    /// Create or refresh a temporary value: owned by this invocation's session with --ttl, or
+    /// tied to a lease with --lease (then any later run may change it, and it lives as long as
+    /// the lease).
     PutTemp {
         /// The key.
         key: String,
         /// The value.
         value: String,
         /// Time to live (e.g. 30s).
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Duration,
+        #[arg(long, value_parser = parse_duration, required_unless_present = "lease", conflicts_with = "lease")]
+        ttl: Option<Duration>,
+        /// The lease it lives and dies with (`lease grant`).
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
-    /// Create a temporary directory (removed with its contents when it expires).
+    /// Create a temporary directory (removed with its contents when its TTL or lease ends).
     MkdirTemp {
         /// The directory's key.
         dir: String,
         /// Time to live (e.g. 30s).
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Duration,
+        #[arg(long, value_parser = parse_duration, required_unless_present = "lease", conflicts_with = "lease")]
+        ttl: Option<Duration>,
+        /// The lease it lives and dies with (`lease grant`).
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
     /// Give a temporary node a new TTL (only its owner session may; each shoalctl invocation is
     /// a new session, so this works from `batch` mode or the client library).
@@ -200,19 +248,46 @@ enum Command {
     },
     /// Hold a lock while COMMAND runs: acquire (waiting up to --wait), export the fencing token
     /// as SHOAL_LOCK_FENCE, renew the lease while the command runs, release, and exit with the
-    /// command's exit code.
+    /// command's exit code. Without a command: `lock acquire KEY --lease ID` holds it under a
+    /// lease, `lock release KEY` lets it go (`--force`: a lock another session holds).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Lock {
+        /// Acquire or release a lock held under a lease, or release one by force.
+        #[command(subcommand)]
+        action: Option<lease::LockAction>,
         /// The lock's key.
-        key: String,
+        #[arg(required = true)]
+        key: Option<String>,
         /// Lease length; renewed every third of it while the command runs.
-        #[arg(long, value_parser = parse_duration)]
-        lease: Duration,
+        #[arg(long, value_parser = parse_duration, required = true)]
+        lease: Option<Duration>,
         /// How long to wait in the lock's queue (0: fail at once with exit 1 if held).
         #[arg(long, value_parser = parse_duration, default_value = "0s")]
         wait: Duration,
         /// The command to run, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// Leases: grant one, keep it alive, revoke it, read them. Temporary nodes and locks tied
+    /// to a lease (`put-temp --lease`, `mkdir-temp --lease`, `lock acquire --lease`) leave with
+    /// it.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Campaign in election NAME with PROPOSAL and hold it: print `NAME.<lease> PROPOSAL` once
+    /// elected (the candidate created first leads), and run until stopped or the lease ends.
+    /// With --listen, print each new leader instead.
+    Elect {
+        /// The election (a directory of candidates).
+        name: String,
+        /// What this candidate proposes (e.g. its address).
+        #[arg(required_unless_present = "listen", conflicts_with = "listen")]
+        proposal: Option<String>,
+        /// Observe: print each new leader's key and proposal.
+        #[arg(long)]
+        listen: bool,
+        /// TTL of the candidate's lease, kept alive while this runs.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        ttl: Duration,
     },
     /// Print changes to keys or directories (a directory covers its subtree; "" everything),
     /// one line or JSON object per event, until interrupted or --count events.
@@ -233,10 +308,18 @@ enum Command {
     /// Leadership.
     #[command(subcommand)]
     Leader(LeaderCommand),
-    /// Take a snapshot now on the contacted node.
-    Snapshot,
-    /// The contacted node's view of the group.
-    Status,
+    /// Take a snapshot now on the contacted node; `snapshot save FILE` also copies it here.
+    Snapshot {
+        #[command(subcommand)]
+        action: Option<SnapshotCommand>,
+    },
+    /// The contacted node's view of the group; with --cluster, one row per member, each asked
+    /// at its client address (exit 1 unless every member answered and is healthy).
+    Status {
+        /// Ask every member (found from the contacted node) for its status.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Whether the contacted node can vouch for every group it hosts (a leader it heard from
     /// within an election timeout; a leader a quorum acknowledged within the lease window) with
     /// no alarm raised: exit 0 if so, else 1, naming each group and alarm and why.
@@ -297,6 +380,23 @@ enum MemberCommand {
     Remove {
         /// The node's id.
         id: u64,
+    },
+    /// Abandon a membership change stuck between its prepare and commit steps: the group
+    /// leaves its joint configuration for the one before the change.
+    Abort,
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Take a snapshot on the contacted node and copy it here as a portable file (as
+    /// `shoal-inspect export` writes) that `shoal-inspect snapshot` checks and
+    /// `shoal-inspect import` restores.
+    Save {
+        /// The file to write.
+        file: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -504,6 +604,10 @@ fn main() {
         attempt_timeout: cli.timeout.min(Duration::from_secs(3)),
         connect_timeout: cli.timeout.min(Duration::from_secs(1)),
         user,
+        tls: match cli.tls() {
+            Ok(t) => t,
+            Err(message) => exit_with_error(cli.output, &ClientError::BadRequest { message }),
+        },
     };
     let client = match Client::new(config) {
         Ok(c) => c,
@@ -514,6 +618,27 @@ fn main() {
 }
 
 impl Cli {
+    /// TLS when any TLS flag is given or an endpoint says `https://`.
+    fn tls(&self) -> Result<Option<shoal_client::TlsConfig>, String> {
+        let on = self.cacert.is_some()
+            || self.cert.is_some()
+            || self.insecure_skip_tls_verify
+            || self
+                .endpoints
+                .iter()
+                .any(|e| shoal_client::tls::wants_tls(e));
+        if !on {
+            return Ok(None);
+        }
+        shoal_client::TlsConfig::new(&shoal_client::TlsOptions {
+            ca_file: self.cacert.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+        })
+        .map(Some)
+    }
+
     fn command_ref(&self) -> &Command {
         &self.command
     }
@@ -628,11 +753,19 @@ async fn run(client: &Client, cli: &Cli, command: &Command) -> i32 {
     }
     match command {
         Command::Lock {
-            key,
-            lease,
+            action: None,
+            key: Some(key),
+            lease: Some(lease),
             wait,
             command,
         } => run_lock(client, cli.output, key, *lease, *wait, command).await,
+        Command::Lease(l) => lease::run(client, cli.output, l).await,
+        Command::Elect {
+            name,
+            proposal,
+            ttl,
+            ..
+        } => lease::elect(client, cli.output, name, proposal.as_deref(), *ttl).await,
         Command::Watch {
             keys,
             from_index,
@@ -782,7 +915,8 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             }
             None => return Err(ClientError::Kv(shoal_kv::KvError::NotFound)),
         },
-        Command::Del { key } => written(client.remove(key).await?),
+        Command::Del { key, force: false } => written(client.remove(key).await?),
+        Command::Del { key, force: true } => written(client.force_remove(key).await?),
         Command::Mkdir { dir, parents } => written(if *parents {
             read::mkdir_parents(client, dir).await?
         } else {
@@ -835,8 +969,40 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
                 };
             written(client.cas(key, expect, new).await?)
         }
-        Command::PutTemp { key, value, ttl } => written(client.put_temp(key, value, *ttl).await?),
-        Command::MkdirTemp { dir, ttl } => written(client.make_temp_dir(dir, *ttl).await?),
+        Command::PutTemp {
+            key,
+            value,
+            lease: Some(id),
+            ..
+        } => written(client.put_temp_lease(key, value, *id).await?),
+        Command::PutTemp {
+            key,
+            value,
+            ttl: Some(ttl),
+            ..
+        } => written(client.put_temp(key, value, *ttl).await?),
+        Command::MkdirTemp {
+            dir,
+            lease: Some(id),
+            ..
+        } => written(client.make_temp_dir_lease(dir, *id).await?),
+        Command::MkdirTemp {
+            dir,
+            ttl: Some(ttl),
+            ..
+        } => written(client.make_temp_dir(dir, *ttl).await?),
+        Command::PutTemp { .. } | Command::MkdirTemp { .. } => {
+            return Err(usage("give --ttl or --lease".into()))
+        }
+        Command::Lock {
+            action: Some(lease::LockAction::Acquire { key, lease, wait }),
+            ..
+        } => lease::acquire(client, key, *lease, *wait).await?,
+        Command::Lock {
+            action: Some(lease::LockAction::Release { key, force }),
+            ..
+        } => lease::release(client, key, *force).await?,
+        Command::Lease(l) => lease::execute(client, l).await?,
         Command::Ttl { key, ttl } => written(client.update_ttl(key, *ttl).await?),
         Command::Member(m) => match m {
             MemberCommand::List => {
@@ -852,12 +1018,35 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
             } => written(client.add_member(*id, raft_addr.clone(), *observer).await?),
             MemberCommand::Promote { id } => written(client.promote_member(*id).await?),
             MemberCommand::Remove { id } => written(client.remove_member(*id).await?),
+            MemberCommand::Abort => written(client.abort_member_change().await?),
         },
         Command::Leader(LeaderCommand::Transfer { id }) => {
             written(client.transfer_leader(*id).await?)
         }
-        Command::Snapshot => written(client.snapshot().await?),
-        Command::Status => {
+        Command::Snapshot { action: None } => written(client.snapshot().await?),
+        Command::Snapshot {
+            action: Some(SnapshotCommand::Save { file, force }),
+        } => {
+            let saved = ops::save(client, file, *force).await?;
+            let h = &saved.header;
+            Answer::new(
+                json!({"ok": true, "file": file.display().to_string(), "node_id": h.source_node,
+                       "group": h.group, "index": h.index, "term": h.term,
+                       "data_bytes": h.data_bytes, "data_crc": format!("{:#010x}", h.data_crc),
+                       "file_bytes": saved.file_bytes}),
+                format!(
+                    "saved the snapshot of node {} group {} at index {} (term {}) to {}: {} bytes, data CRC-32C {:#010x} checked",
+                    h.source_node, h.group, h.index, h.term, file.display(), saved.file_bytes, h.data_crc
+                ),
+            )
+        }
+        Command::Status { cluster: true } => {
+            let rows = ops::cluster(client).await?;
+            let all_well = rows.iter().all(ops::Row::healthy);
+            Answer::new(ops::cluster_json(&rows), ops::cluster_table(&rows))
+                .with_code(if all_well { 0 } else { 1 })
+        }
+        Command::Status { cluster: false } => {
             let s = client.status().await?;
             let members: Vec<Value> = s.members.iter().map(member_json).collect();
             let j = json!({
@@ -1025,9 +1214,14 @@ async fn execute(client: &Client, command: &Command) -> Result<Answer, ClientErr
                     .await?,
             ),
         },
-        Command::Lock { .. } | Command::Watch { .. } | Command::Txn { .. } | Command::Batch => {
+        Command::Lock { .. }
+        | Command::Watch { .. }
+        | Command::Txn { .. }
+        | Command::Batch
+        | Command::Elect { .. } => {
             return Err(usage(
-                "lock, watch, txn and batch cannot run inside batch input".into(),
+                "lock with a command, watch, txn, elect and batch cannot run inside batch input"
+                    .into(),
             ))
         }
     })

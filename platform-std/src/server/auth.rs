@@ -183,9 +183,10 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// The hook for client-certificate authentication: the connection whose TLS handshake
-    /// verified a client certificate against `--trusted-ca-file` speaks for the user its CN
-    /// names. Call it only with a CN that TLS verified.
+    /// Client-certificate authentication: the connection whose TLS handshake verified a
+    /// client certificate against `--trusted-ca-file` (`--client-cert-auth`) speaks for the
+    /// user its CN names (set by the client port once the handshake is done). Call it only
+    /// with a CN that TLS verified.
     pub fn from_verified_cn(cn: &str) -> Principal {
         Principal::Certificate {
             user: cn.to_string(),
@@ -256,7 +257,18 @@ fn write_need(op: &WriteOp) -> Need<'_> {
         | WriteOp::UpdateTtl { key, .. }
         | WriteOp::TryLock { key, .. }
         | WriteOp::Unlock { key }
-        | WriteOp::UpdateLockLease { key, .. } => vec![key.as_slice()],
+        | WriteOp::UpdateLockLease { key, .. }
+        | WriteOp::PutTempLease { key, .. }
+        | WriteOp::MakeTempDirLease { key, .. }
+        | WriteOp::TryLockLease { key, .. } => vec![key.as_slice()],
+        // Operator overrides act on another session's node or lock (issue: root only).
+        WriteOp::ForceRemove { .. } | WriteOp::ForceUnlock { .. } => return Need::Root,
+        // A lease names no key: any user may take one and keep it alive (each is bounded by
+        // --kv-max-leases). Revoking one removes every node tied to it, keys the user may not
+        // be allowed to write, so it needs root; a user's own lease ends when it stops
+        // keeping it alive.
+        WriteOp::LeaseGrant { .. } | WriteOp::LeaseKeepAlive { .. } => return Need::User,
+        WriteOp::LeaseRevoke { .. } => return Need::Root,
         WriteOp::BatchPut { pairs } => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
         WriteOp::BatchRemove { keys } => keys.iter().map(|k| k.as_slice()).collect(),
     };
@@ -266,7 +278,13 @@ fn write_need(op: &WriteOp) -> Need<'_> {
 /// What `request` needs while auth is enabled.
 pub fn need(request: &Request) -> Need<'_> {
     match request {
-        Request::Health | Request::Status | Request::Authenticate(_) => Need::Nothing,
+        Request::Health | Request::Status | Request::NodeStatus | Request::Authenticate(_) => {
+            Need::Nothing
+        }
+        // The leases and the names of the keys tied to one (not their values).
+        Request::Leases { .. } => Need::User,
+        // A snapshot holds every key; an abort changes the membership.
+        Request::SnapshotSave { .. } | Request::AbortMemberChange => Need::Root,
         Request::MemberList
         | Request::GroupList
         | Request::Unwatch { .. }

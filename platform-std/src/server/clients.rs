@@ -26,12 +26,19 @@
 //! - the raft loop takes a connection's next read only once it took every request of the
 //!   previous one, and no connection is read while the inbox holds [`INBOX_HIGH_WATER`]
 //!   requests.
+//!
+//! Over TLS (`--cert-file`, [`super::tls_stream::ClientStream`]) the same bounds hold: the
+//! decrypted bytes go through the same read buffer and paths, and the TLS handshake counts as
+//! a frame: a connection that has not finished it within `frame_timeout` of being accepted is
+//! closed. What rustls itself holds per connection is bounded by rustls (one record in, at most
+//! one record's worth of answer bytes out).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_io::{Async, Timer};
@@ -39,6 +46,8 @@ use event_listener::Event;
 use smol::LocalExecutor;
 
 use super::auth::Principal;
+use super::tls::{Port, Tls};
+use super::tls_stream::ClientStream;
 use shoal_client::protocol::{self, ErrorCode, RequestFrame, Response, ResponseFrame};
 
 /// Requests waiting for the raft loop above which no connection is read.
@@ -226,14 +235,20 @@ pub struct Hub {
     /// Watches cut because their connection was over its share.
     watches_cut: Cell<u64>,
     stopping: Cell<bool>,
+    /// The client port's TLS, when it serves it (`--cert-file`).
+    tls: RefCell<Option<Arc<Tls>>>,
 }
 
 /// One client connection.
 pub struct Conn {
     /// The connection's id (unique for the process's life).
     pub id: u64,
+    /// The client's address, as the server logs who asked for an operator override.
+    pub peer: SocketAddr,
     hub: Rc<Hub>,
-    stream: Async<TcpStream>,
+    stream: ClientStream,
+    /// Its TLS handshake is not finished yet (the frame timeout runs from its accept).
+    handshaking: Cell<bool>,
     /// Encoded answers; `out[sent..]` is not written yet.
     out: RefCell<Vec<u8>>,
     sent: Cell<usize>,
@@ -272,6 +287,15 @@ pub struct Conn {
     principal: RefCell<Option<Principal>>,
 }
 
+impl Conn {
+    /// The common name (CN) of the client's verified certificate, when the client port
+    /// requires one (`--client-cert-auth`): who the client is, for users and roles. `None`
+    /// without TLS or without a client certificate.
+    pub fn client_cn(&self) -> Option<&str> {
+        self.stream.client_cn()
+    }
+}
+
 impl Hub {
     /// An empty hub enforcing `limits`.
     pub fn new(limits: ClientLimits) -> Rc<Hub> {
@@ -292,7 +316,13 @@ impl Hub {
             hits: Default::default(),
             watches_cut: Cell::new(0),
             stopping: Cell::new(false),
+            tls: RefCell::new(None),
         })
+    }
+
+    /// Serve new connections over TLS as `tls` says (set before the accept loop starts).
+    pub fn set_tls(&self, tls: Option<Arc<Tls>>) {
+        *self.tls.borrow_mut() = tls;
     }
 
     /// The limits it enforces.
@@ -502,6 +532,11 @@ impl Hub {
             .values()
             .filter(|c| !c.closed.get())
             .filter_map(|c| {
+                if c.handshaking.get() {
+                    // Its handshake is its first frame, read whatever the inbox holds.
+                    let late = now - c.partial_since.get() >= frame_ticks;
+                    return late.then(|| (c.clone(), Limit::FrameTimeout));
+                }
                 if !c.partial.borrow().is_empty() {
                     if c.read_held() {
                         // The node is not reading it: its client cannot finish the frame now.
@@ -521,7 +556,17 @@ impl Hub {
             .collect();
         for (conn, limit) in expired {
             self.hit(limit);
-            if limit == Limit::FrameTimeout {
+            if conn.handshaking.get() {
+                // No TLS session to tell it in: close.
+                log::debug!(
+                    "client connection {}: no TLS handshake within {:?} (shoald --{}); \
+                     closing it",
+                    conn.id,
+                    self.limits.frame_timeout,
+                    limit.flag()
+                );
+                conn.close();
+            } else if limit == Limit::FrameTimeout {
                 conn.refuse(format!(
                     "the request frame was not finished within {:?} of its first byte \
                      (shoald --{}); closing the connection",
@@ -682,9 +727,14 @@ impl Conn {
                 let out = self.out.borrow();
                 let sent = self.sent.get();
                 if sent == out.len() {
-                    break;
+                    // Over TLS the session may still hold encrypted bytes.
+                    match self.stream.finish() {
+                        Ok(()) => break,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    self.stream.write(&out[sent..])
                 }
-                self.stream.get_ref().write(&out[sent..])
             };
             match result {
                 Ok(0) => {
@@ -742,7 +792,7 @@ impl Conn {
         let partial = self.partial.take().len();
         self.hub.shrank(partial, false);
         self.hub.freed.set(true);
-        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+        self.stream.shutdown();
         self.writer.notify(1);
         self.drained.notify(usize::MAX);
         self.resume.notify(1);
@@ -847,17 +897,27 @@ pub async fn accept_loop(
         if hub.stopping.get() {
             return;
         }
-        if !admit(&hub, &stream) {
+        let tls = hub.tls.borrow().clone();
+        if !admit(&hub, &stream, tls.is_some()) {
             continue;
         }
         if let Err(e) = stream.get_ref().set_nodelay(true) {
             log::debug!("client connection from {peer}: set_nodelay: {e}");
         }
+        let stream = match ClientStream::new(stream, tls.as_ref().and_then(|t| t.client_port())) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("client connection from {peer}: {e}");
+                continue;
+            }
+        };
         let id = hub.next_conn.get();
         hub.next_conn.set(id + 1);
         let conn = Rc::new(Conn {
             id,
+            peer,
             hub: hub.clone(),
+            handshaking: Cell::new(stream.is_tls()),
             stream,
             out: RefCell::new(Vec::new()),
             sent: Cell::new(0),
@@ -873,7 +933,7 @@ pub async fn accept_loop(
             in_progress: Cell::new(0),
             watches: Cell::new(0),
             partial: RefCell::new(Vec::new()),
-            partial_since: Cell::new(0),
+            partial_since: Cell::new(hub.tick.get()),
             active_at: Cell::new(hub.tick.get()),
             resume: Event::new(),
             principal: RefCell::new(None),
@@ -881,7 +941,23 @@ pub async fn accept_loop(
         hub.conns.borrow_mut().insert(id, conn.clone());
         ex.spawn(writer(conn.clone())).detach();
         ex.spawn(async move {
-            if let Err(e) = reader(&conn).await {
+            let opened = conn.stream.handshake().await;
+            conn.handshaking.set(false);
+            // A client certificate TLS verified (--client-cert-auth) names the user this
+            // connection speaks for, as a login would; a later login on it replaces it.
+            if let Some(cn) = conn.client_cn() {
+                conn.set_principal(Some(Principal::from_verified_cn(cn)));
+            }
+            if let (Err(e), Some(tls)) = (&opened, &tls) {
+                // One closed by the frame timeout was counted there.
+                if !conn.closed.get() {
+                    tls.refused(Port::Client, &peer.to_string(), e);
+                }
+            }
+            if let Err(e) = match opened {
+                Ok(()) => reader(&conn).await,
+                Err(e) => Err(e),
+            } {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     log::debug!("client connection {id} from {peer}: {e}");
                 }
@@ -905,14 +981,20 @@ pub async fn accept_loop(
 }
 
 /// Whether a new connection may be served; one over `--client-max-connections` is told why (an
-/// `Unavailable` frame of id 0: nothing it sent was read) and closed at once.
-fn admit(hub: &Hub, stream: &Async<TcpStream>) -> bool {
+/// `Unavailable` frame of id 0: nothing it sent was read) and closed at once. A TLS port
+/// closes it without a word: a frame outside a TLS session means nothing to its client, and a
+/// handshake is what the limit must not pay for.
+fn admit(hub: &Hub, stream: &Async<TcpStream>, tls: bool) -> bool {
     let open = hub.conns.borrow().len();
     let max = hub.limits.max_connections;
     if open < max {
         return true;
     }
     hub.hit(Limit::Connections);
+    if tls {
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        return false;
+    }
     let mut frame = Vec::new();
     encode_response(
         &ResponseFrame {
@@ -961,10 +1043,7 @@ async fn reader(conn: &Rc<Conn>) -> io::Result<()> {
             return Ok(());
         }
         let room = conn.read_room().max(1);
-        let n = conn
-            .stream
-            .read_with(|s| (&*s).read(&mut hub.scratch.borrow_mut()[..room]))
-            .await?;
+        let n = conn.stream.read(&hub.scratch, room).await?;
         if n == 0 {
             return if conn.partial.borrow().is_empty() {
                 Ok(())

@@ -172,8 +172,9 @@ pub struct Flags {
     /// trying again [default: 10s].
     #[arg(long, env = "SHOAL_SNAPSHOT_RETRY_INTERVAL", value_name = "DURATION")]
     pub snapshot_retry_interval: Option<Dur>,
-    /// Longest pause of the client port after accepting a connection failed (out of file
-    /// descriptors); the pause doubles from 10ms up to this while it keeps failing [default: 1s].
+    /// Longest pause of the client and raft ports after accepting a connection failed (out of
+    /// file descriptors); the pause doubles from 10ms up to this while it keeps failing
+    /// [default: 1s].
     #[arg(long, env = "SHOAL_ACCEPT_BACKOFF_MAX", value_name = "DURATION")]
     pub accept_backoff_max: Option<Dur>,
     /// Take a snapshot of every group on graceful shutdown (SIGTERM / SIGINT).
@@ -204,6 +205,10 @@ pub struct Flags {
     /// (1 to 64) [default: 64].
     #[arg(long, env = "SHOAL_KV_MAX_TXN_OPS", value_name = "N")]
     pub kv_max_txn_ops: Option<usize>,
+    /// Most live DtKV leases per group; a grant beyond it is refused with TooManyLeases
+    /// [default: 65536].
+    #[arg(long, env = "SHOAL_KV_MAX_LEASES", value_name = "N")]
+    pub kv_max_leases: Option<usize>,
     /// Admin HTTP connections served at once; one more is answered 503 [default: 32].
     #[arg(long, env = "SHOAL_ADMIN_MAX_CONNECTIONS", value_name = "N")]
     pub admin_max_connections: Option<usize>,
@@ -282,6 +287,38 @@ pub struct Flags {
     /// Argon2id while it runs, more are answered `Unavailable` [default: 4].
     #[arg(long, env = "SHOAL_AUTH_MAX_HASHING", value_name = "N")]
     pub auth_max_hashing: Option<usize>,
+    /// Certificate (PEM, leaf first) of the client port; with --key-file it serves TLS 1.3 only,
+    /// and the admin port serves TLS with it too (docs/SECURITY.md) [default: none, plaintext].
+    #[arg(long, env = "SHOAL_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "SHOAL_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must be signed by (with
+    /// --client-cert-auth).
+    #[arg(long, env = "SHOAL_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by --trusted-ca-file on the client port (and on the
+    /// admin port, but for /health and /metrics).
+    #[arg(long, env = "SHOAL_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub client_cert_auth: Option<bool>,
+    /// With --client-cert-auth, also require a client certificate for /health and /metrics
+    /// [default: false, they stay readable by any TLS client].
+    #[arg(long, env = "SHOAL_ADMIN_CERT_AUTH_ALL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub admin_cert_auth_all: Option<bool>,
+    /// This member's certificate (PEM) on the raft port; it must carry the URI SAN
+    /// shoal://<cluster-id>/node/<node-id>. With --peer-key-file and --peer-trusted-ca-file,
+    /// members speak mutual TLS 1.3 [default: none].
+    #[arg(long, env = "SHOAL_PEER_CERT_FILE", value_name = "FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert-file.
+    #[arg(long, env = "SHOAL_PEER_KEY_FILE", value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that members' certificates must be signed by.
+    #[arg(long, env = "SHOAL_PEER_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
 }
 
 /// How shoald writes its log lines.
@@ -381,6 +418,8 @@ pub struct ServerConfig {
     pub auth_token_ttl: Duration,
     /// Password hashes computed at once, at most.
     pub auth_max_hashing: usize,
+    /// Certificate files of the client, admin and raft ports (none: plaintext).
+    pub tls: super::tls::TlsFiles,
 }
 
 /// The client address a raft address implies when none is given: the same host, port + 1.
@@ -613,6 +652,12 @@ impl ServerConfig {
                 0 => return Err("--auth-max-hashing must be at least 1".into()),
                 n => n,
             },
+            tls: super::tls::TlsFiles::from_flags(
+                (f.cert_file, f.key_file, f.trusted_ca_file),
+                f.client_cert_auth.unwrap_or(false),
+                f.admin_cert_auth_all.unwrap_or(false),
+                (f.peer_cert_file, f.peer_key_file, f.peer_trusted_ca_file),
+            )?,
         })
     }
 }
@@ -769,25 +814,41 @@ fn segment_initial(f: &Flags, segment_bytes: u64) -> Result<u64, String> {
     Ok(kb * KIB)
 }
 
+/// `--kv-max-nodes` when unset: a quarter of [`KvLimits::server`]'s, so an idle node reserves
+/// less address space (docs/DTKV.md's limits table says the same; a test holds them equal).
+pub const DEFAULT_KV_MAX_NODES: usize = 1 << 18;
+/// `--kv-arena-mb` when unset.
+pub const DEFAULT_KV_ARENA_MB: usize = 64;
+/// `--kv-event-slots` when unset.
+pub const DEFAULT_KV_EVENT_SLOTS: usize = 1 << 16;
+/// `--kv-event-mb` when unset: half the server profile's, since a full history is resident.
+pub const DEFAULT_KV_EVENT_MB: usize = 8;
+
 /// DtKV limits from the `--kv-*` flags, checked as the store will check them.
 fn kv_limits(f: &Flags) -> Result<KvLimits, String> {
     let mut kv = KvLimits::server();
-    kv.max_nodes = f.kv_max_nodes.unwrap_or(1 << 18);
+    kv.max_nodes = f.kv_max_nodes.unwrap_or(DEFAULT_KV_MAX_NODES);
     if kv.max_nodes == 0 {
         return Err("--kv-max-nodes must be at least 1".into());
     }
-    kv.arena_bytes = mib("--kv-arena-mb", f.kv_arena_mb.unwrap_or(64))?;
-    kv.event_slots = f.kv_event_slots.unwrap_or(1 << 16);
+    kv.arena_bytes = mib(
+        "--kv-arena-mb",
+        f.kv_arena_mb.unwrap_or(DEFAULT_KV_ARENA_MB),
+    )?;
+    kv.event_slots = f.kv_event_slots.unwrap_or(DEFAULT_KV_EVENT_SLOTS);
     if kv.event_slots == 0 {
         return Err("--kv-event-slots must be at least 1 (the watch history)".into());
     }
     // The event copies never need more than the arena (nor less than one largest pair).
-    let event_bytes = mib("--kv-event-mb", f.kv_event_mb.unwrap_or(8))?;
+    let event_bytes = mib(
+        "--kv-event-mb",
+        f.kv_event_mb.unwrap_or(DEFAULT_KV_EVENT_MB),
+    )?;
     kv.event_bytes = event_bytes.min(kv.arena_bytes.max(kv.max_key_bytes + kv.max_value_bytes));
     if kv.arena_bytes < kv.max_key_bytes + kv.max_value_bytes {
         return Err(format!(
             "--kv-arena-mb {} cannot hold one largest key and value ({} bytes)",
-            f.kv_arena_mb.unwrap_or(64),
+            f.kv_arena_mb.unwrap_or(DEFAULT_KV_ARENA_MB),
             kv.max_key_bytes + kv.max_value_bytes
         ));
     }
@@ -797,6 +858,9 @@ fn kv_limits(f: &Flags) -> Result<KvLimits, String> {
             "--kv-max-txn-ops must be 1 to {} (it sizes the answer kept for exactly-once retries)",
             shoal_kv::MAX_TXN_OPS
         ));
+    }
+    if let Some(n) = f.kv_max_leases {
+        kv.max_leases = n;
     }
     kv.validate()
         .map_err(|e| format!("--kv-* limits do not fit together: {e}"))?;
@@ -851,6 +915,19 @@ mod tests {
         std::fs::write(&path, "kv_max_txn_ops = 9\n").unwrap();
         let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_txn_ops, 9);
+    }
+
+    #[test]
+    fn max_leases_flag_and_file_key() {
+        let f = Flags::try_parse_from(["shoald"]).unwrap();
+        assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 1 << 16);
+        let f = Flags::try_parse_from(["shoald", "--kv-max-leases", "7"]).unwrap();
+        assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 7);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "kv_max_leases = 3\n").unwrap();
+        let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 3);
     }
 
     #[test]

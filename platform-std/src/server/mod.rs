@@ -16,9 +16,12 @@ pub mod health;
 pub mod kvsm;
 pub mod logging;
 pub mod net;
+pub mod overrides;
 pub mod peer_seal;
 pub mod raftloop;
 pub mod timed;
+pub mod tls;
+pub mod tls_stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,17 +76,40 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
     Ok(stopping)
 }
 
+/// Re-read the certificate files on every SIGHUP (a thread of its own waits for it).
+fn reload_on_sighup(tls: Arc<tls::Tls>) -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    std::thread::Builder::new()
+        .name("shoal-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match tls.reload() {
+                    Ok(()) => log::info!(
+                        "SIGHUP: certificates and keys re-read; new connections use them"
+                    ),
+                    Err(e) => log::error!(
+                        "SIGHUP: certificates not reloaded, the previous ones stay in force: {e}"
+                    ),
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the SIGHUP thread: {e}"))
+}
+
 /// Serve the admin port on a thread of its own.
 fn start_admin(
     listener: TcpListener,
     view: Arc<Mutex<admin::AdminView>>,
     fsync: Arc<timed::Histogram>,
     limits: admin::AdminLimits,
+    tls: Option<Arc<tls::Tls>>,
 ) -> Result<(), String> {
     std::thread::Builder::new()
         .name("shoal-admin".into())
         .spawn(move || {
-            if let Err(e) = admin::serve(listener, view, fsync, limits) {
+            if let Err(e) = admin::serve(listener, view, fsync, limits, tls) {
                 log::error!("the admin port stopped: {e}");
             }
         })
@@ -134,6 +160,7 @@ fn start(
             members: Default::default(),
         },
         cfg.peer_limits,
+        cfg.accept_backoff_max,
     );
     if let Some(path) = &cfg.peer_psk_file {
         let seal = peer_seal::PeerSeal::from_file(path, cfg.cluster_id, cfg.node_id)?;
@@ -141,6 +168,24 @@ fn start(
         log::info!(
             "peer links are sealed with the cluster key in {}",
             path.display()
+        );
+    }
+    let tls = tls::Tls::load(&cfg.tls, cfg.cluster_id, cfg.node_id)?;
+    if let Some(t) = &tls {
+        let _ = net.tls.set(t.clone());
+        reload_on_sighup(t.clone())?;
+        log::info!(
+            "TLS 1.3: client and admin ports {}, raft port {}",
+            if t.client_port().is_some() {
+                "on"
+            } else {
+                "off"
+            },
+            if t.peer().is_some() {
+                "mutual TLS"
+            } else {
+                "off"
+            }
         );
     }
     // Ports first, then the data dir: a start that cannot listen leaves a fresh data dir
@@ -166,7 +211,7 @@ fn start(
     let client_l = async_io::Async::new(listeners.client)
         .map_err(|e| format!("cannot watch the client listener: {e}"))?;
     net::raft_listener(net.clone(), listeners.raft);
-    start_admin(listeners.admin, view, fsync_hist, cfg.admin_limits)?;
+    start_admin(listeners.admin, view, fsync_hist, cfg.admin_limits, tls)?;
     log::info!(
         "node {} of cluster {} running: raft {}, client {}, admin {}, data {}, fsync {:?}",
         cfg.node_id,

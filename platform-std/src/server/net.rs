@@ -21,7 +21,7 @@
 //! frame's buffer grows as its bytes arrive, so a length field alone allocates nothing.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,7 @@ use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
 use shoal_core::{ClusterId, NodeId, NO_NODE};
 
 use super::peer_seal::{Channel, PeerSeal};
+use super::tls_stream;
 
 /// Largest peer frame accepted (64 MiB).
 pub const MAX_PEER_FRAME_BYTES: usize = 64 << 20;
@@ -55,6 +56,9 @@ const PEER_THREAD_STACK: usize = 128 << 10;
 /// connection dead or dying (it is shut down past this many), while a second connection naming
 /// the same node cannot push out the one in use.
 const INBOUND_PER_PEER: usize = 2;
+/// Descriptors a raft port connection takes beyond its own at most (its reader's, its writer's
+/// and the handle that shuts it down, [`tls_stream::accept_peer`]).
+const PEER_SPARE_DESCRIPTORS: usize = 3;
 /// Largest handshake frame.
 const HELLO_MAX_BYTES: usize = 64 << 10;
 
@@ -178,11 +182,23 @@ pub struct Net {
     inbound: Mutex<HashMap<NodeId, VecDeque<(u64, TcpStream)>>>,
     next_inbound: AtomicU64,
     hits: [AtomicU64; 3],
+    /// The accept loop's pause after a failed accept, and its counters.
+    accept: super::accept::AcceptBackoff,
+    /// The node's TLS (client port, admin port, and mutual TLS between members when
+    /// `--peer-cert-file` is set; [`super::tls_stream`]).
+    pub tls: std::sync::OnceLock<Arc<super::tls::Tls>>,
 }
 
 impl Net {
     /// Shared network state.
-    pub fn new(input: Sender<PeerFrame>, hello: HelloInfo, limits: PeerLimits) -> Arc<Net> {
+    /// A failed accept pauses the raft port's accept loop up to `accept_backoff_max`
+    /// (`--accept-backoff-max`).
+    pub fn new(
+        input: Sender<PeerFrame>,
+        hello: HelloInfo,
+        limits: PeerLimits,
+        accept_backoff_max: Duration,
+    ) -> Arc<Net> {
         Arc::new(Net {
             input,
             input_bytes: AtomicUsize::new(0),
@@ -197,6 +213,12 @@ impl Net {
             inbound: Mutex::new(HashMap::new()),
             next_inbound: AtomicU64::new(1),
             hits: Default::default(),
+            accept: super::accept::AcceptBackoff::new(
+                accept_backoff_max,
+                "raft port",
+                "shoal_raft_accept_failures_total",
+            ),
+            tls: std::sync::OnceLock::new(),
         })
     }
 
@@ -207,6 +229,7 @@ impl Net {
             connections: self.accepted.load(Ordering::Relaxed),
             limits: PeerLimit::ALL.map(|l| (l.flag(), l.value(&self.limits))),
             hits: PeerLimit::ALL.map(|l| (l.flag(), self.hits[l as usize].load(Ordering::Relaxed))),
+            accept: self.accept.view(),
         }
     }
 
@@ -350,25 +373,6 @@ pub fn read_record<R: Read>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A socket whose reads give up at a deadline (the handshake's), then read as usual.
-struct DeadlineStream {
-    stream: TcpStream,
-    deadline: Option<Instant>,
-}
-
-impl Read for DeadlineStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(deadline) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            self.stream.set_read_timeout(Some(left))?;
-        }
-        self.stream.read(buf)
-    }
-}
-
 fn encode_body(hello: &HelloInfo, to: NodeId, body: &Body) -> Vec<u8> {
     let header = FrameHeader {
         version: WIRE_VERSION,
@@ -437,16 +441,18 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
     stream.set_nodelay(true)?;
     // The handshake answer must come in time; afterwards this side only writes.
     stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
+    let link = tls_stream::dial_peer(net.tls.get(), stream, addr, id)?;
+    let (mut reader, mut writer, tcp) = (link.reader, link.writer, link.tcp);
     let info = net.hello.lock().expect("hello lock").clone();
     let local = info.hello(id);
-    let mut ch = Channel::dial(net.seal.get(), id, &mut reader, &mut writer)?;
+    // TLS already authenticates and encrypts: the cluster key seals only links without it.
+    let seal = net.seal.get().filter(|_| !link.tls);
+    let mut ch = Channel::dial(seal, id, &mut reader, &mut writer)?;
     ch.write(
         &mut writer,
         &encode_body(&info, id, &Body::Hello(local.clone())),
     )?;
-    let reply = ch.read(net.seal.get(), &mut reader, HELLO_MAX_BYTES, addr)?;
+    let reply = ch.read(seal, &mut reader, HELLO_MAX_BYTES, addr)?;
     let (frame, _) = wire::decode(&reply)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     match frame.body {
@@ -483,7 +489,7 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
     log::info!("connected to peer {id} at {addr}");
     // A peer that stops reading must not hold this thread forever: the write fails and the
     // connection is dialed again.
-    writer.set_write_timeout(Some(PEER_WRITE_TIMEOUT))?;
+    tcp.set_write_timeout(Some(PEER_WRITE_TIMEOUT))?;
     let mut buf = Vec::with_capacity(256 << 10);
     loop {
         let Ok(first) = rx.recv_blocking() else {
@@ -505,14 +511,23 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
 /// thread, started only while fewer than `max_handshakes` are in their handshake).
 pub fn raft_listener(net: Arc<Net>, listener: TcpListener) {
     spawn_peer_thread("shoal-raft-accept".into(), move || loop {
-        let (stream, peer) = match listener.accept() {
+        let (stream, peer) = match listener.accept().and_then(|(s, p)| {
+            // Serving a connection takes more descriptors than the accepted one: one taken
+            // without them to spare would fail in its thread and free its descriptor for the
+            // next accept, again and again. It is closed here and counted as a failed accept.
+            let spare: Vec<TcpStream> = (0..PEER_SPARE_DESCRIPTORS)
+                .map(|_| s.try_clone())
+                .collect::<io::Result<_>>()?;
+            drop(spare);
+            Ok((s, p))
+        }) {
             Ok(x) => x,
             Err(e) => {
-                log::warn!("raft port accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(net.accept.failed(&e));
                 continue;
             }
         };
+        net.accept.succeeded();
         if net.stopping.load(Ordering::Relaxed) {
             return;
         }
@@ -552,7 +567,8 @@ fn handshake_error(net: &Net, e: io::Error) -> io::Error {
     io::Error::new(
         e.kind(),
         format!(
-            "no whole Hello within {:?} (--{}); closed",
+            "no whole handshake (TLS, when the raft port serves it, and Hello) within {:?} \
+             (--{}); closed",
             net.limits.handshake_timeout,
             PeerLimit::HandshakeTimeout.flag()
         ),
@@ -592,18 +608,24 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
     stream.set_nodelay(true)?;
     // Small frames (acks, heartbeats) batch through this buffer; an append larger than it is
     // read straight into its frame. Every byte of it is resident for the connection's life.
-    let mut reader = BufReader::with_capacity(
+    // The TLS handshake (with --peer-cert-file) and the Hello share one deadline.
+    let sealed = net.seal.get().is_some();
+    let deadline = Instant::now() + net.limits.handshake_timeout;
+    let link = tls_stream::accept_peer(
+        net.tls.get(),
+        sealed,
+        stream,
+        from,
         PEER_READ_BUFFER,
-        DeadlineStream {
-            stream: stream.try_clone()?,
-            deadline: Some(Instant::now() + net.limits.handshake_timeout),
-        },
-    );
-    let mut writer = stream;
+        deadline,
+    )
+    .map_err(|e| handshake_error(net, e))?;
+    let (mut reader, mut writer, tcp) = (link.reader, link.writer, link.tcp);
     let first = read_record(&mut reader, HELLO_MAX_BYTES).map_err(|e| handshake_error(net, e))?;
     let info = net.hello.lock().expect("hello lock").clone();
     let local_ids = (info.cluster_id, info.node_id);
-    let seal = net.seal.get();
+    // TLS already authenticates and encrypts: the cluster key seals only links without it.
+    let seal = net.seal.get().filter(|_| !link.tls);
     let (mut ch, first) = Channel::accept(seal, local_ids, from, first, &mut reader, &mut writer)
         .map_err(|e| handshake_error(net, e))?;
     let (frame, _) = wire::decode(&first)
@@ -631,6 +653,19 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
         )?;
         return Ok(());
     }
+    if let Some(member) = link.member.filter(|m| *m != remote.node_id) {
+        let why = format!(
+            "its Hello says node {}, but its certificate names node {member}",
+            remote.node_id
+        );
+        let tls = net.tls.get().expect("a certified member implies TLS");
+        tls.identity_refused(from, &why);
+        ch.write(
+            &mut writer,
+            &encode_body(&info, remote.node_id, &refusal(&why)),
+        )?;
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    }
     drop(handshake);
     if !Net::take_slot(&net.accepted, net.limits.max_connections) {
         net.hit(PeerLimit::Connections);
@@ -648,7 +683,7 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
     }
     let _accepted = Slot(&net.accepted);
     let serial = net.next_inbound.fetch_add(1, Ordering::Relaxed);
-    let handle = writer.try_clone()?;
+    let handle = tcp.try_clone()?;
     let mut inbound = net.inbound.lock().expect("inbound lock");
     let conns = inbound.entry(remote.node_id).or_default();
     conns.push_back((serial, handle));
@@ -667,10 +702,22 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
         &mut writer,
         &encode_body(&info, remote.node_id, &Body::Hello(local)),
     )?;
-    reader.get_mut().deadline = None;
-    writer.set_read_timeout(None)?;
+    reader.get_mut().end_deadline();
+    tcp.set_read_timeout(None)?;
     loop {
         let frame = ch.read(seal, &mut reader, MAX_PEER_FRAME_BYTES, from)?;
+        if let Some(member) = link.member {
+            let sender = tls_stream::frame_sender(&frame);
+            if sender != Some(member) {
+                let why = format!(
+                    "a frame on the connection of node {member} names sender {sender:?}; \
+                     closing it"
+                );
+                let tls = net.tls.get().expect("a certified member implies TLS");
+                tls.identity_refused(from, &why);
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+            }
+        }
         if !net.deliver(frame) {
             return Ok(());
         }
@@ -693,6 +740,7 @@ mod tests {
                 members: NodeSet::new(),
             },
             PeerLimits::default(),
+            Duration::from_secs(1),
         );
         let frame = 1 << 20;
         let n = PEER_INPUT_BYTES / frame + 4;

@@ -49,6 +49,7 @@
 
 pub mod addrbook;
 mod error;
+pub mod export;
 mod fsutil;
 mod hardstate;
 mod identity;

@@ -165,6 +165,27 @@ pub fn shoalctl_with_input(endpoints: &str, args: &[&str], stdin: Option<&[u8]>)
     run(cmd, stdin, CTL_WAIT)
 }
 
+/// A command left running (`shoalctl lock KEY -- sleep 60`, a watch); killed when dropped.
+pub struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// [`shoalctl`] started and left running, its output discarded (end it by dropping it).
+pub fn shoalctl_background(endpoints: &str, args: &[&str]) -> Background {
+    let mut cmd = Command::new(bin("shoalctl"));
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    strip_shoal_env(&mut cmd);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    Background(cmd.spawn().expect("shoalctl starts"))
+}
+
 /// [`shoalctl`] writing into a pipe whose reader has gone; see [`run_into_closed_pipe`].
 pub fn shoalctl_into_closed_pipe(endpoints: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin("shoalctl"));
@@ -221,4 +242,35 @@ pub fn last_index(addr: &str) -> u64 {
     shoalctl(addr, &["-o", "json", "status"]).json()["last_index"]
         .as_u64()
         .expect("status has last_index")
+}
+
+/// `shoalctl --endpoints ENDPOINTS ARGS` left running (a `lease keep-alive`, an `elect`), its
+/// stdout and stderr in `log`; stop it with [`Proc::stop`](crate::Proc::stop) or by dropping it.
+pub fn shoalctl_running(endpoints: &str, args: &[&str], log: &std::path::Path) -> crate::Proc {
+    let mut cmd = Command::new(bin("shoalctl"));
+    cmd.arg("--endpoints").arg(endpoints).args(args);
+    crate::Proc::spawn(format!("shoalctl {}", args.join(" ")), cmd, log)
+}
+
+/// `shoalctl lease grant TTL`: the new lease's id.
+///
+/// # Panics
+/// When the grant fails.
+pub fn lease_grant(endpoints: &str, ttl: &str) -> u64 {
+    let o = shoalctl(endpoints, &["-o", "json", "lease", "grant", ttl]);
+    assert_eq!(o.code, 0, "{o}");
+    o.json()["id"].as_u64().expect("a grant answers its id")
+}
+
+/// The first line of `proc`'s log for which `pick` gives something, waiting up to `within`.
+///
+/// # Panics
+/// When no such line appears in time, with the log.
+pub fn wait_log_line<T>(
+    proc: &crate::Proc,
+    what: &str,
+    within: Duration,
+    mut pick: impl FnMut(&str) -> Option<T>,
+) -> T {
+    crate::wait::wait_some(what, within, || proc.log().lines().find_map(&mut pick))
 }

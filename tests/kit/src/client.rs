@@ -143,6 +143,20 @@ impl Conn {
         &self.stream
     }
 
+    /// Wait up to `within` for the node to close the connection; panics if it sends a frame
+    /// or keeps the connection open longer.
+    pub fn assert_closed_within(&mut self, within: Duration) {
+        self.set_timeout(within).expect("a read timeout");
+        let end = self.next_frame().map(|f| f.id).map_err(|e| e.kind());
+        assert!(
+            matches!(
+                end,
+                Err(std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset)
+            ),
+            "the node did not close the connection within {within:?}: {end:?}"
+        );
+    }
+
     /// The next answer frame; `UnexpectedEof` when the node closed the connection.
     pub fn next_frame(&mut self) -> std::io::Result<ResponseFrame> {
         loop {
@@ -378,21 +392,26 @@ pub fn metric(admin: &str, series: &str) -> u64 {
     let (_, body) = wait_some("the admin port's /metrics", WAIT, || {
         http_get(admin, "/metrics")
     });
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {series} in /metrics: {body}"))
+    series_value(&body, series).unwrap_or_else(|| panic!("no {series} in /metrics: {body}"))
+}
+
+/// The value of `series` in the text of a `/metrics` answer.
+pub fn series_value(metrics: &str, series: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The series of `shoal_limit_hits_total` that counts the hits of the limit set by `--FLAG`.
+pub fn limit_series(flag: &str) -> String {
+    format!("shoal_limit_hits_total{{limit=\"{flag}\"}}")
 }
 
 /// How often the client-port or raft-port limit set by `--FLAG` was hit, on an admin port.
 pub fn limit_hits(admin: &str, flag: &str) -> u64 {
-    metric(
-        admin,
-        &format!("shoal_limit_hits_total{{limit=\"{flag}\"}}"),
-    )
+    metric(admin, &limit_series(flag))
 }

@@ -20,6 +20,7 @@ use shoal_client::protocol::{HealthInfo, ReadMode, Request, Response, StatusInfo
 use tempfile::TempDir;
 
 use crate::bins::bin;
+use crate::certs::Certs;
 use crate::cli::{shoalctl, Output};
 use crate::client;
 use crate::disk::Tmpfs;
@@ -33,13 +34,14 @@ pub struct ClusterBuilder {
     spares: Vec<u64>,
     flags: Flags,
     cluster_key: Option<String>,
+    peer_tls: bool,
 }
 
 /// Flags and environment every node of a cluster gets.
 #[derive(Clone, Debug)]
 struct Flags {
     fsync: Option<String>,
-    election_timeout_ms: u64,
+    election_timeout_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     cluster_id: Option<u64>,
     client_addrs_in_members: bool,
@@ -54,7 +56,7 @@ impl Default for ClusterBuilder {
             spares: Vec::new(),
             flags: Flags {
                 fsync: None,
-                election_timeout_ms: 400,
+                election_timeout_ms: Some(400),
                 heartbeat_interval_ms: Some(50),
                 cluster_id: None,
                 client_addrs_in_members: false,
@@ -62,6 +64,7 @@ impl Default for ClusterBuilder {
                 env: Vec::new(),
             },
             cluster_key: None,
+            peer_tls: false,
         }
     }
 }
@@ -87,7 +90,16 @@ impl ClusterBuilder {
 
     /// `--election-timeout MS` (400 unless set).
     pub fn election_timeout_ms(mut self, ms: u64) -> Self {
-        self.flags.election_timeout_ms = ms;
+        self.flags.election_timeout_ms = Some(ms);
+        self
+    }
+
+    /// No timing or fsync flag at all: the nodes run with `shoald`'s own defaults (what an
+    /// operator following the docs gets), only their ids, addresses, dirs and members set.
+    pub fn shoald_defaults(mut self) -> Self {
+        self.flags.election_timeout_ms = None;
+        self.flags.heartbeat_interval_ms = None;
+        self.flags.fsync = None;
         self
     }
 
@@ -130,6 +142,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Mutual TLS between members: a CA is made in the cluster's dir (see [`Cluster::certs`])
+    /// and every node gets its own member certificate (`--peer-cert-file` and the rest).
+    pub fn peer_tls(mut self) -> Self {
+        self.peer_tls = true;
+        self
+    }
+
     /// An environment variable for every node.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.flags.env.push((key.to_string(), value.to_string()));
@@ -151,6 +170,9 @@ impl ClusterBuilder {
             write_key_file(&path, hex);
             path
         });
+        let certs = self
+            .peer_tls
+            .then(|| Certs::new(&root.path().join("certs")));
         if let Some(path) = &key_file {
             self.flags.args.push("--peer-psk-file".into());
             self.flags.args.push(path.display().to_string());
@@ -170,7 +192,9 @@ impl ClusterBuilder {
                 client: free_addr(),
                 admin: free_addr(),
                 dir: root.path().join(format!("n{id}")),
-                args: Vec::new(),
+                args: certs.as_ref().map_or_else(Vec::new, |c| {
+                    c.peer_flags(&c.node(self.flags.cluster_id.unwrap_or(1), id))
+                }),
                 max_open_files: None,
                 run_in: Vec::new(),
                 env: Vec::new(),
@@ -188,6 +212,7 @@ impl ClusterBuilder {
             mounts: Vec::new(),
             root: Some(root),
             key_file,
+            certs,
         }
     }
 }
@@ -301,6 +326,7 @@ pub struct Cluster {
     mounts: Vec<(u64, Tmpfs)>,
     root: Option<TempDir>,
     key_file: Option<PathBuf>,
+    certs: Option<Certs>,
 }
 
 /// Write a cluster key file (`hex`: 64 hexadecimal digits) readable by its owner only, as
@@ -338,6 +364,11 @@ impl Cluster {
     /// Nodes 1, 2 and 3, all initial voters, standard flags; see [`ClusterBuilder`].
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
+    }
+
+    /// The certificates of a [`ClusterBuilder::peer_tls`] cluster.
+    pub fn certs(&self) -> Option<&Certs> {
+        self.certs.as_ref()
     }
 
     /// The cluster key file every node was given ([`ClusterBuilder::cluster_key`]).
@@ -739,12 +770,13 @@ fn standard_flags(node: &Node, flags: &Flags, members: &str) -> Vec<String> {
         &node.admin,
         "--initial-members",
         members,
-        "--election-timeout",
-        &flags.election_timeout_ms.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if let Some(ms) = flags.election_timeout_ms {
+        v.extend(["--election-timeout".to_string(), ms.to_string()]);
+    }
     if let Some(ms) = flags.heartbeat_interval_ms {
         v.extend(["--heartbeat-interval".to_string(), ms.to_string()]);
     }

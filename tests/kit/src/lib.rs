@@ -16,6 +16,8 @@
 //!   nodes given until one answers.
 //! - [`cli`]: `shoalctl` and `shoal-inspect` runs with a deadline and their captured output.
 //! - [`disk`]: [`Tmpfs`], a small file system to fill under a node (a full disk).
+//! - [`docs`]: the shell examples the Markdown docs mark as runnable, run as written against a
+//!   fresh dev node.
 //! - [`mock`]: an in-process stand-in for a node's client port, for client tests.
 //! - [`peer`]: a stand-in for a member on the raft port, for tests that speak the peer
 //!   protocol (handshakes, forged frames).
@@ -29,10 +31,12 @@
 #![warn(missing_docs)]
 
 pub mod bins;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod disk;
+pub mod docs;
 pub mod mock;
 #[cfg(target_os = "linux")]
 pub mod netns;
@@ -42,6 +46,7 @@ pub mod proc;
 pub mod wait;
 
 pub use bins::bin;
+pub use certs::{CertPair, Certs};
 pub use cli::{inspect, shoalctl, Output};
 pub use cluster::{write_key_file, Cluster, ClusterBuilder, Node};
 pub use disk::Tmpfs;

@@ -73,8 +73,12 @@ pub fn read_frame(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
 
 /// A connection this stand-in dialed: it only sends (peer connections are one-way).
 pub struct PeerLink {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
 }
+
+/// A connection to write frames to and read answers from: plain TCP or TLS over it.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
 
 impl PeerLink {
     /// Dial node `to` at `addr` as `me` and pass the connection's handshake; the node's
@@ -84,13 +88,80 @@ impl PeerLink {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.write_all(&me.frame(0, to, &me.hello(0, to, &me.members)))?;
         let answer = read_frame(&mut stream)?;
-        Ok((PeerLink { stream }, answer))
+        Ok((
+            PeerLink {
+                stream: Box::new(stream),
+            },
+            answer,
+        ))
+    }
+
+    /// [`PeerLink::dial`] over TLS, presenting `pair` (a member certificate, possibly another
+    /// node's) and trusting `ca`. The handshake's or the node's refusal is the error, or the
+    /// answer.
+    pub fn dial_tls(
+        me: &Identity,
+        to: NodeId,
+        addr: &str,
+        pair: &crate::certs::CertPair,
+        ca: &std::path::Path,
+    ) -> std::io::Result<(PeerLink, Vec<u8>)> {
+        let bad = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+        let config = tls_client_config(ca, Some(pair))?;
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").map_err(|e| bad(&e))?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(|e| bad(&e))?;
+        let tcp = TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        stream.write_all(&me.frame(0, to, &me.hello(0, to, &me.members)))?;
+        stream.flush()?;
+        let answer = read_frame(&mut stream)?;
+        Ok((
+            PeerLink {
+                stream: Box::new(stream),
+            },
+            answer,
+        ))
     }
 
     /// Send one frame.
     pub fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(frame)
+        self.stream.write_all(frame)?;
+        self.stream.flush()
     }
+}
+
+/// A TLS 1.3 client configuration trusting `ca`, presenting `pair` if given.
+pub fn tls_client_config(
+    ca: &std::path::Path,
+    pair: Option<&crate::certs::CertPair>,
+) -> std::io::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+        roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots);
+    let config = match pair {
+        Some(pair) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(&pair.cert)
+                .map_err(|e| bad(&e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(&e))?;
+            let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| bad(&e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad(&e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(std::sync::Arc::new(config))
 }
 
 /// The stand-in's raft port: every node that dials it is greeted, and its frames collected.

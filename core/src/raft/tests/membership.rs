@@ -145,3 +145,50 @@ fn a_removed_leader_steps_down() {
     let nl = c.leaders().into_iter().find(|x| rest.contains(x));
     assert!(nl.is_some(), "the remaining members elect a leader");
 }
+
+#[test]
+fn a_node_left_out_by_an_uncommitted_configuration_still_campaigns() {
+    // The leader of {1,2,3,4} appends the final configuration of a change that removes it,
+    // and loses its followers before anyone else has the entry; one old voter then dies for
+    // good. The survivors are still joint: the old half needs 3 of 4, so it needs the old
+    // leader, whose longer log makes it refuse their votes. Unless the old leader campaigns
+    // (under the final configuration, which it holds) nobody can ever be elected.
+    let (mut c, l) = Cluster::elected(&[1, 2, 3, 4]);
+    c.start(5, VecStore::default(), None);
+    let others: StdVec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&x| x != l).collect();
+    let mut target = others.clone();
+    target.push(5);
+    prepare(&mut c, l, &target);
+    let dead = others[0];
+    c.crash(dead);
+    c.isolate(l);
+    let now = c.now;
+    let (idx, _, _) = c
+        .node(l)
+        .change_membership(now, ConfigChange::Commit)
+        .unwrap();
+    c.run(2000);
+    assert_ne!(
+        c.nodes[&l].raft().role(),
+        Role::Leader,
+        "cut off, it stepped down"
+    );
+    assert!(
+        c.leaders().is_empty(),
+        "nobody leads while the old leader is cut off"
+    );
+    c.heal();
+    c.run(3000);
+    let leaders = c.leaders();
+    assert!(
+        leaders.len() == 1 && target.contains(&leaders[0]),
+        "a member of the final configuration leads: {leaders:?}"
+    );
+    let nl = leaders[0];
+    assert!(c.nodes[&nl].raft().commit() >= idx);
+    assert_eq!(
+        c.nodes[&nl].raft().membership(),
+        &Membership::new(&target, &[]).unwrap()
+    );
+    assert_eq!(c.nodes[&l].raft().role(), Role::Observer);
+}

@@ -1,7 +1,8 @@
 //! Requests outside the measurement: one-off calls, finding the leader, and the bulk writes that
 //! prepare a run (prefill) or a long log (recovery), over `shoal-client` connections.
 
-use std::net::TcpStream;
+use shoal_client::tls::BlockingSocket;
+use shoal_client::TlsConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,12 @@ use shoal_client::protocol::{
 use crate::cli::{key_of, Args};
 
 /// A blocking connection to `addr` whose reads give up after `read_timeout`.
-pub fn connect(addr: &str, read_timeout: Duration) -> Result<Connection<TcpStream>, String> {
-    let mut c =
-        Connection::open_blocking(addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+/// TLS to the client ports (`--cacert` and the rest), set once at start.
+pub static TLS: std::sync::OnceLock<TlsConfig> = std::sync::OnceLock::new();
+
+pub fn connect(addr: &str, read_timeout: Duration) -> Result<Connection<BlockingSocket>, String> {
+    let mut c = Connection::open_blocking_with(addr, Duration::from_secs(2), TLS.get())
+        .map_err(|e| e.to_string())?;
     c.reader
         .set_timeout(Some(read_timeout))
         .map_err(|e| e.to_string())?;
@@ -26,7 +30,7 @@ pub fn connect(addr: &str, read_timeout: Duration) -> Result<Connection<TcpStrea
 /// already read behind it go to `batch` (emptied first), so the caller can answer them all with
 /// one flush. `Ok(false)`: none came in time.
 pub fn recv_batch(
-    reader: &mut FrameReader<TcpStream>,
+    reader: &mut FrameReader<BlockingSocket>,
     batch: &mut Vec<ResponseFrame>,
 ) -> Result<bool, String> {
     batch.clear();

@@ -128,7 +128,12 @@ impl LocalCluster {
                 .args(["--admin-addr", &self.admin_addrs[i]])
                 .args(["--initial-members", &self.members])
                 .args(["--fsync", fsync])
-                .args(&self.extra)
+                // `{id}` in a --shoald-arg is the node's id (its own certificate files).
+                .args(
+                    self.extra
+                        .iter()
+                        .map(|a| a.replace("{id}", &(i + 1).to_string())),
+                )
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

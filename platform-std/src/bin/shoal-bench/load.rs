@@ -4,7 +4,7 @@
 //! and the thread): the answers one read brings in are handled together and the requests they
 //! prompt leave in one write.
 
-use std::net::TcpStream;
+use shoal_client::tls::BlockingSocket;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -110,7 +110,7 @@ impl Clients<'_> {
     }
 
     /// Queue slot `i`'s next request on `writer`.
-    fn issue(&mut self, i: usize, writer: &mut FrameWriter<TcpStream>, now: Instant) {
+    fn issue(&mut self, i: usize, writer: &mut FrameWriter<BlockingSocket>, now: Instant) {
         let sh = self.sh;
         let read = match sh.workload {
             Workload::Put

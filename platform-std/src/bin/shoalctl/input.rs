@@ -5,7 +5,7 @@
 use shoal_client::ClientError;
 use shoal_kv::KvLimits;
 
-use super::Command;
+use super::{lease, Command};
 
 /// The path rules alone: the length and depth limits are the server's to judge, since only it
 /// knows its configuration.
@@ -32,7 +32,13 @@ pub fn check_keys(command: &Command) -> Result<(), ClientError> {
         | Command::Cas { key, .. }
         | Command::PutTemp { key, .. }
         | Command::Ttl { key, .. }
-        | Command::Lock { key, .. } => (vec![key], false),
+        | Command::Lock { key: Some(key), .. }
+        | Command::Lock {
+            action:
+                Some(lease::LockAction::Acquire { key, .. } | lease::LockAction::Release { key, .. }),
+            ..
+        } => (vec![key], false),
+        Command::Elect { name, .. } => (vec![name], false),
         Command::Mkdir { dir, .. } | Command::MkdirTemp { dir, .. } => (vec![dir], false),
         Command::Get { key, .. } => (vec![key], true),
         Command::List { dir, .. } => (vec![dir], true),
@@ -92,17 +98,11 @@ fn json_requested(args: impl Iterator<Item = String>) -> bool {
 /// `member list` for people: a header, then one aligned row per member (`-` for what the
 /// contacted node does not know).
 pub fn member_table(members: &[shoal_client::MemberInfo]) -> String {
-    let or_dash = |s: &str| {
-        if s.is_empty() {
-            "-".to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    let mut rows =
-        vec![["ID", "ROLE", "RAFT ADDRESS", "CLIENT ADDRESS", "MATCH"].map(String::from)];
+    let mut rows = vec![["ID", "ROLE", "RAFT ADDRESS", "CLIENT ADDRESS", "MATCH"]
+        .map(String::from)
+        .to_vec()];
     rows.extend(members.iter().map(|m| {
-        [
+        vec![
             m.id.to_string(),
             m.role.clone(),
             or_dash(&m.raft_addr),
@@ -110,8 +110,29 @@ pub fn member_table(members: &[shoal_client::MemberInfo]) -> String {
             m.match_index.map_or("-".into(), |i| i.to_string()),
         ]
     }));
-    let widths: Vec<usize> = (0..5)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+    table(&rows)
+}
+
+/// `s`, or `-` for what is not known.
+pub fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Rows (the first a header) as aligned columns two spaces apart.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     rows.iter()
         .map(|r| {

@@ -64,10 +64,25 @@ pub(super) fn render(s: &mut String, v: &AdminView) {
         "counter",
         a.bursts,
     );
+    let r = &v.peer_port.accept;
+    one(
+        s,
+        "shoal_raft_accept_failures_total",
+        "Peer connections the raft port failed to accept (out of file descriptors, most often).",
+        "counter",
+        r.failures,
+    );
+    one(
+        s,
+        "shoal_raft_accept_failure_bursts_total",
+        "Bursts of failed accepts on the raft port (each logged once).",
+        "counter",
+        r.bursts,
+    );
     one(
         s,
         "shoal_client_accept_backoff_max_seconds",
-        "Longest pause of the client port after a failed accept (--accept-backoff-max).",
+        "Longest pause of the client and raft ports after a failed accept (--accept-backoff-max).",
         "gauge",
         a.backoff_max_ms as f64 / 1e3,
     );

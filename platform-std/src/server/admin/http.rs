@@ -22,6 +22,8 @@ use async_io::{Async, Timer};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::LocalExecutor;
 
+use crate::server::tls::{Port, Tls};
+
 /// Largest request head (request line and headers) read from a client.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most headers in a request.
@@ -144,6 +146,7 @@ pub fn serve<R: Routes + 'static>(
     routes: R,
     limits: AdminLimits,
     counters: Arc<AdminCounters>,
+    tls: Option<Arc<Tls>>,
 ) -> io::Result<()> {
     let listener = Async::new(listener)?;
     let ex = Rc::new(LocalExecutor::new());
@@ -171,14 +174,39 @@ pub fn serve<R: Routes + 'static>(
             live.set(live.get() + 1);
             counters.connections.store(live.get(), Ordering::Relaxed);
             let (routes, live, counters) = (routes.clone(), live.clone(), counters.clone());
+            let tls = tls.clone();
             ex.spawn(async move {
                 let timeout = async {
                     Timer::after(limits.request_timeout).await;
                     Err(Refusal::Timeout)
                 };
-                let outcome =
-                    futures_lite::future::or(serve_conn(&mut stream, &*routes, &counters), timeout)
-                        .await;
+                let serve = async {
+                    let Some((tls, config)) = tls.as_ref().and_then(|t| Some((t, t.admin_port()?)))
+                    else {
+                        return serve_conn(&mut stream, &*routes, &counters).await;
+                    };
+                    let who = stream
+                        .get_ref()
+                        .peer_addr()
+                        .map_or_else(|_| "?".into(), |a| a.to_string());
+                    let mut s = match futures_rustls::TlsAcceptor::from(config)
+                        .accept(&mut stream)
+                        .await
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tls.refused(Port::Admin, &who, &e);
+                            return Ok(());
+                        }
+                    };
+                    let gate = CertGate {
+                        routes: &*routes,
+                        has_cert: s.get_ref().1.peer_certificates().is_some(),
+                        needs_cert: tls.admin_needs_cert(),
+                    };
+                    serve_conn(&mut s, &gate, &counters).await
+                };
+                let outcome = futures_lite::future::or(serve, timeout).await;
                 if let Err(why) = outcome {
                     counters.refuse(why);
                 }
@@ -188,6 +216,31 @@ pub fn serve<R: Routes + 'static>(
             .detach();
         }
     }))
+}
+
+/// Paths any TLS client may read without a client certificate (unless
+/// `--admin-cert-auth-all`, which the handshake enforces).
+pub const OPEN_PATHS: [&str; 2] = ["/health", "/metrics"];
+
+/// The admin routes behind `--client-cert-auth`: without a verified client certificate only
+/// [`OPEN_PATHS`] are answered.
+struct CertGate<'a, R: ?Sized> {
+    routes: &'a R,
+    has_cert: bool,
+    needs_cert: bool,
+}
+
+impl<R: Routes + ?Sized> Routes for CertGate<'_, R> {
+    fn get(&self, path: &str) -> Answer {
+        if self.needs_cert && !self.has_cert && !OPEN_PATHS.contains(&path) {
+            return Answer::error(
+                403,
+                "this path needs a client certificate signed by --trusted-ca-file \
+                 (only /health and /metrics are open)",
+            );
+        }
+        self.routes.get(path)
+    }
 }
 
 /// Serve one request on `stream` and close. Returns why it was refused, if it was.
@@ -292,6 +345,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
@@ -345,7 +399,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         let counters = Arc::new(AdminCounters::default());
         let c = counters.clone();
-        std::thread::spawn(move || serve(l, Echo, limits, c));
+        std::thread::spawn(move || serve(l, Echo, limits, c, None));
         (addr, counters)
     }
 

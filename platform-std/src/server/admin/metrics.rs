@@ -35,6 +35,15 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
         "gauge",
         &|g| g.max_txn_ops,
     );
+    family(
+        "shoal_kv_max_leases",
+        "Most live DtKV leases (--kv-max-leases).",
+        "gauge",
+        &|g| g.max_leases,
+    );
+    family("shoal_kv_leases", "Live DtKV leases.", "gauge", &|g| {
+        g.leases
+    });
     family("shoal_commit_index", "Commit index.", "gauge", &|g| {
         g.commit
     });
@@ -248,6 +257,42 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
             "Password checks refused because --auth-max-hashing were running.",
             "counter",
             v.auth.hashing_busy,
+        ),
+        (
+            "shoal_tls_client_refused_total",
+            "Client port connections whose TLS handshake failed (plaintext, unknown CA, expired or missing certificate).",
+            "counter",
+            v.tls.client_refused,
+        ),
+        (
+            "shoal_tls_admin_refused_total",
+            "Admin port connections whose TLS handshake failed.",
+            "counter",
+            v.tls.admin_refused,
+        ),
+        (
+            "shoal_tls_peer_refused_total",
+            "Raft port connections (dialed or accepted) whose TLS handshake failed.",
+            "counter",
+            v.tls.peer_refused,
+        ),
+        (
+            "shoal_peer_identity_refused_total",
+            "Peers refused because their certificate names another cluster or node than they claim (Hello or frame sender), or no member.",
+            "counter",
+            v.tls.peer_identity_refused,
+        ),
+        (
+            "shoal_tls_reloads_total",
+            "Certificate reloads (SIGHUP) that took effect.",
+            "counter",
+            v.tls.reloads,
+        ),
+        (
+            "shoal_tls_reload_failures_total",
+            "Certificate reloads that failed; the previous certificates stayed in force.",
+            "counter",
+            v.tls.reload_failures,
         ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");

@@ -64,6 +64,12 @@ pub struct GroupView {
     /// The group's DtKV limit on compares and on operations per branch of a transaction.
     #[serde(skip)]
     pub max_txn_ops: u64,
+    /// The group's DtKV limit on live leases.
+    #[serde(skip)]
+    pub max_leases: u64,
+    /// Live DtKV leases.
+    #[serde(skip)]
+    pub leases: u64,
     /// On a leader: followers whose clock rate the clock check found outside the lease's
     /// bound; they do not count toward the lease (lease reads go through ReadIndex while they
     /// leave no quorum).
@@ -81,6 +87,12 @@ pub struct GroupView {
 pub struct AdminView {
     /// This node.
     pub node_id: NodeId,
+    /// The build version (`shoald --version`).
+    pub version: &'static str,
+    /// This node's raft address.
+    pub raft_addr: String,
+    /// This node's client address.
+    pub client_addr: String,
     /// False once shutdown started.
     pub running: bool,
     /// Every hosted group.
@@ -91,6 +103,8 @@ pub struct AdminView {
     pub peer_input_bytes: usize,
     /// Sealed peer links opened and refused (`--peer-psk-file`; zero without it).
     pub sealed_links: (u64, u64),
+    /// TLS refusals and reloads (zero without TLS).
+    pub tls: crate::server::tls::TlsView,
     /// The cluster's records as this node acts on them.
     pub records: RecordsView,
     /// Whether the node can vouch for its groups, and why not (`None` until first published).
@@ -185,6 +199,8 @@ pub struct PeerPortView {
     pub limits: [(&'static str, u64); 3],
     /// Each raft-port limit (its flag) and the times it was hit.
     pub hits: [(&'static str, u64); 3],
+    /// The raft port's failed accepts.
+    pub accept: AcceptView,
 }
 
 /// The admin port's application: answers from the published view.
@@ -228,6 +244,7 @@ pub fn serve(
     view: Arc<Mutex<AdminView>>,
     fsync: Arc<Histogram>,
     limits: AdminLimits,
+    tls: Option<Arc<crate::server::tls::Tls>>,
 ) -> std::io::Result<()> {
     let counters = Arc::new(AdminCounters::default());
     let routes = AdminRoutes {
@@ -235,7 +252,7 @@ pub fn serve(
         fsync,
         counters: counters.clone(),
     };
-    http::serve(listener, routes, limits, counters)
+    http::serve(listener, routes, limits, counters, tls)
 }
 
 /// `/health`: 200 when the node can vouch for every group it hosts and no alarm is raised,

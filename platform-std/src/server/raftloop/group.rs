@@ -7,6 +7,8 @@ pub(super) enum ReadReq {
     Get(Vec<u8>),
     BatchGet(Vec<Vec<u8>>),
     List(Vec<u8>),
+    /// Lease `id`, or every lease (0).
+    Leases(u64),
 }
 
 pub(super) struct Watch {

@@ -77,6 +77,58 @@ pub(super) fn member_change(g: &mut Group, now: u64, change: MemberChange, reply
     advance_member_op(g, now);
 }
 
+/// `member abort`: leave the joint configuration of a change stuck between its prepare and
+/// commit steps (its leader lost, or a step that cannot finish) back to the configuration
+/// before it. A change this leader is running is abandoned and its requester told so.
+pub(super) fn member_abort(g: &mut Group, now: u64, reply: Reply) {
+    if g.node.raft().role() != Role::Leader {
+        reply.send(not_leader(g));
+        return;
+    }
+    if !g.node.raft().membership().joint {
+        reply.send(error(
+            ErrorCode::Conflict,
+            format!(
+                "group {} is not in a joint configuration: there is no membership change to abort",
+                g.id
+            ),
+        ));
+        return;
+    }
+    let what = format!("group {}: abort the membership change in progress", g.id);
+    if let Err(refusal) = admin_allowed(&reply.conn, &what) {
+        reply.send(refusal);
+        return;
+    }
+    match g.node.change_membership(now, ConfigChange::Abort) {
+        Ok((index, term, m)) => {
+            log::info!(
+                "group {}: membership change aborted at index {index}: back to voters {:?} observers {:?}",
+                g.id,
+                m.voters.as_slice(),
+                m.observers.as_slice()
+            );
+            if let Some(op) = g.member_op.take() {
+                op.reply.send(error(
+                    ErrorCode::Conflict,
+                    format!("the membership change was aborted at index {index} (member abort)"),
+                ));
+            }
+            // Answered once the abort commits, as any step is.
+            g.member_op = Some(MemberOp {
+                reply,
+                steps: VecDeque::new(),
+                waiting: Some((index, term)),
+                done_index: 0,
+                started: Instant::now(),
+            });
+        }
+        Err(e) => {
+            reply.send(propose_error(g, e));
+        }
+    }
+}
+
 pub(super) fn target_for(m: &Membership, step: Step) -> Result<Membership, String> {
     let mut voters: Vec<NodeId> = m.voters.to_vec();
     let mut observers: Vec<NodeId> = m.observers.to_vec();

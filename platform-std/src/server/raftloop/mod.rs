@@ -22,8 +22,8 @@ use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
 
 use shoal_client::protocol::{
-    ErrorCode, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame, Response,
-    StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
+    ErrorCode, LeaseInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
+    Response, StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
 };
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
 use shoal_core::fault::{Fault, FaultLog, Severity};
@@ -37,6 +37,7 @@ use shoal_kv::{
 };
 
 mod auth;
+mod backup;
 mod greet;
 mod group;
 mod health;
@@ -46,6 +47,7 @@ mod system;
 
 pub use auth::HashedPassword;
 use auth::*;
+use backup::*;
 use greet::*;
 use group::*;
 use health::*;
@@ -61,6 +63,7 @@ use super::clients::{self, over_limit, ClientInput, Hub, Limit, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
 use super::kvsm::{GroupOutput, KvSm, MemberAddr};
 use super::net::{Net, PeerFrame, PeerTransport};
+use super::overrides::admin_allowed;
 use super::timed::{Histogram, TimedStorage};
 use crate::kvheap::HeapKv;
 use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
@@ -172,7 +175,11 @@ impl RaftLoop {
             peer_faults: FaultLog::new(),
             sys: Records::default(),
             greetings: Greetings::default(),
-            accept: AcceptBackoff::new(accept_backoff_max),
+            accept: Rc::new(AcceptBackoff::new(
+                accept_backoff_max,
+                "client port",
+                "shoal_client_accept_failures_total",
+            )),
             auth: Default::default(),
             auth_seen: None,
             auth_counts: Default::default(),
@@ -315,6 +322,7 @@ impl RaftLoop {
         let ex = Rc::new(LocalExecutor::new());
         self.ex = Some(ex.clone());
         let accept = self.accept.clone();
+        self.hub.set_tls(self.net.tls.get().cloned());
         ex.spawn(clients::accept_loop(
             self.hub.clone(),
             ex.clone(),
@@ -675,6 +683,8 @@ impl RaftLoop {
                     proposals: g.proposals,
                     writes_refused: g.writes_refused,
                     max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,
+                    max_leases: g.node.state_machine().store().limits().max_leases as u64,
+                    leases: g.node.state_machine().store().lease_count() as u64,
                     clock_drift_peers: r.clock_drift_peers() as u64,
                     node_stats: g.node.stats(),
                     raft_stats: r.stats(),
@@ -683,6 +693,9 @@ impl RaftLoop {
             .collect();
         let mut v = self.admin.lock().expect("admin lock");
         v.node_id = node_id;
+        v.version = crate::VERSION;
+        v.raft_addr.clone_from(&self.cfg.raft_addr);
+        v.client_addr.clone_from(&self.cfg.client_addr);
         v.running = !self.draining;
         v.groups = groups;
         v.clients = self.hub.view();
@@ -695,6 +708,9 @@ impl RaftLoop {
         if let Some(seal) = self.net.seal.get() {
             use std::sync::atomic::Ordering::Relaxed;
             v.sealed_links = (seal.opened.load(Relaxed), seal.refused.load(Relaxed));
+        }
+        if let Some(tls) = self.net.tls.get() {
+            v.tls = tls.view();
         }
         v.health = Some(health);
         v.space = self.data.space().map(|s| s.stats());

@@ -99,6 +99,7 @@ pub(super) fn answer_read(sm: &KvSm, req: &ReadReq, reply: &Reply, gate: Gate<'_
             Need::Keys(Access::Read, keys.iter().map(|k| k.as_slice()).collect())
         }
         ReadReq::List(key) => Need::Subtree(key),
+        ReadReq::Leases(_) => Need::User,
     };
     if let Err(r) = gate.auth.check_need(who.as_ref(), wall_ms(), need) {
         bump(&gate.counts.refusals);
@@ -211,6 +212,51 @@ fn serve_read(sm: &KvSm, req: &ReadReq, max_answer_bytes: usize) -> Result<Respo
                 Ok(_) => Response::Children { index, children },
                 Err(e) => kv_error(e),
             }
+        }
+        ReadReq::Leases(id) => {
+            let info = |v: &NodeView<'_>| LeaseInfo {
+                id: v.create_index,
+                ttl_ms: v.fence,
+                deadline_ms: v.deadline_ms,
+                remaining_ms: v.deadline_ms.saturating_sub(kv.now_ms()),
+                tied: v.count,
+                keys: Vec::new(),
+            };
+            let mut leases = Vec::new();
+            if *id == 0 {
+                let mut over = false;
+                kv.leases(|v| {
+                    over = over || !fits(&v);
+                    if !over {
+                        leases.push(info(&v));
+                    }
+                });
+                if over {
+                    return Err(too_large("this lease list".into()));
+                }
+            } else {
+                let key = shoal_kv::system::lease_key(*id);
+                let Ok(v) = kv.get(key.as_bytes()) else {
+                    return Ok(kv_error(KvError::LeaseNotFound));
+                };
+                let mut lease = info(&v);
+                let mut over = false;
+                let listed = kv.lease_keys(*id, |k| {
+                    bytes += k.len() + 8;
+                    over = over || bytes > max_answer_bytes;
+                    if !over {
+                        lease.keys.push(k.to_vec());
+                    }
+                });
+                if over {
+                    return Err(too_large(format!("lease {id}'s keys")));
+                }
+                if let Err(e) = listed {
+                    return Ok(kv_error(e));
+                }
+                leases.push(lease);
+            }
+            Response::Leases { index, leases }
         }
     })
 }
@@ -366,6 +412,18 @@ impl RaftLoop {
                 reply.send(Response::Health(self.health()));
                 return;
             }
+            Request::NodeStatus => {
+                reply.send(self.node_status(gid));
+                return;
+            }
+            Request::SnapshotSave {
+                index,
+                offset,
+                max_bytes,
+            } => {
+                reply.send(self.snapshot_save(gid, index, offset, max_bytes));
+                return;
+            }
             _ => {}
         }
         let now = self.now_ms();
@@ -375,10 +433,7 @@ impl RaftLoop {
             counts: &self.auth_counts,
         };
         let Some(g) = self.groups.get_mut(&gid) else {
-            reply.send(error(
-                ErrorCode::UnknownGroup,
-                format!("group {gid} is not hosted on node {node_id}"),
-            ));
+            reply.send(unknown_group(gid, node_id));
             return;
         };
         match frame.request {
@@ -390,6 +445,7 @@ impl RaftLoop {
                 }
             }
             Request::List { key, mode } => read(g, now, mode, ReadReq::List(key), reply, gate),
+            Request::Leases { id, mode } => read(g, now, mode, ReadReq::Leases(id), reply, gate),
             Request::Watch { keys, from_index } => {
                 if !batch_fits(&reply, "Watch", keys.len()) {
                     return;
@@ -457,26 +513,19 @@ impl RaftLoop {
                 };
             }
             Request::Snapshot => {
-                match g.node.snapshot_now(now) {
-                    Ok(i) => reply.send(Response::Done {
-                        index: i.unwrap_or_else(|| g.node.raft().snapshot_index()),
-                    }),
-                    Err(e) if e.severity() == Severity::Fatal => {
-                        log::error!("group {}: fatal: snapshot: {e}; stopping", g.id);
-                        std::process::exit(1);
-                    }
-                    Err(NodeError::Storage(s)) => reply.send(
-                        storage_refusal(node_id, s)
-                            .unwrap_or_else(|| error(ErrorCode::Internal, s.to_string())),
-                    ),
-                    Err(e) => reply.send(error(ErrorCode::Internal, format!("snapshot: {e}"))),
-                };
+                reply.send(match take_snapshot(g, now, node_id) {
+                    Ok(index) => Response::Done { index },
+                    Err(refusal) => refusal,
+                });
             }
+            Request::AbortMemberChange => member_abort(g, now, reply),
             Request::GroupList
             | Request::GroupCreate { .. }
             | Request::GroupCreatePerNode { .. }
             | Request::GroupRemove
             | Request::Health
+            | Request::NodeStatus
+            | Request::SnapshotSave { .. }
             | Request::Authenticate(_)
             | Request::Auth(_) => {
                 unreachable!("handled above")
@@ -540,6 +589,22 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
     if g.node.raft().role() != Role::Leader {
         reply.send(not_leader(g));
         return;
+    }
+    let forced = match &op {
+        WriteOp::ForceRemove { key } => Some(("remove", key)),
+        WriteOp::ForceUnlock { key } => Some(("release the lock", key)),
+        _ => None,
+    };
+    if let Some((what, key)) = forced {
+        let what = format!(
+            "group {}: {what} `{}` whoever owns it (session {client_id})",
+            g.id,
+            String::from_utf8_lossy(key)
+        );
+        if let Err(refusal) = admin_allowed(&reply.conn, &what) {
+            reply.send(refusal);
+            return;
+        }
     }
     let time_ms = wall_ms();
     let pairs_owned: Vec<(&[u8], &[u8])>;
@@ -607,10 +672,25 @@ pub(super) fn write(g: &mut Group, now: u64, client_id: u64, seq: u64, op: Write
             wait_ms: *wait_ms,
         },
         WriteOp::Unlock { key } => Op::Unlock { key },
+        WriteOp::ForceRemove { key } => Op::ForceRemove { key },
+        WriteOp::ForceUnlock { key } => Op::ForceUnlock { key },
         WriteOp::UpdateLockLease { key, lease_ms } => Op::UpdateLockLease {
             key,
             lease_ms: *lease_ms,
         },
+        WriteOp::LeaseGrant { ttl_ms } => Op::LeaseGrant { ttl_ms: *ttl_ms },
+        WriteOp::LeaseKeepAlive { id } => Op::LeaseKeepAlive { id: *id },
+        WriteOp::LeaseRevoke { id } => Op::LeaseRevoke { id: *id },
+        WriteOp::PutTempLease { key, value, lease } => {
+            hint += key.len() + value.len();
+            Op::PutTempLease {
+                key,
+                value,
+                lease: *lease,
+            }
+        }
+        WriteOp::MakeTempDirLease { key, lease } => Op::MakeTempDirLease { key, lease: *lease },
+        WriteOp::TryLockLease { key, lease } => Op::TryLockLease { key, lease: *lease },
         WriteOp::Txn {
             compares,
             success,

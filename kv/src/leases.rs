@@ -1,0 +1,229 @@
+//! Leases: a TTL that several nodes share. A lease is a node of kind `Lease` at
+//! `__shoal.leases.<id>` (its id is the raft index of its grant, so every replica names it
+//! alike) with a deadline in the expiry heap; keep-alives push the deadline out by its TTL.
+//! Temporary values, temporary directories and locks may be tied to a lease instead of having a
+//! deadline of their own: they sit in the lease's list (threaded through their `lease_*` fields)
+//! and leave with it, in the one entry that expires or revokes it. Nodes tied to a lease are
+//! not owned by a session: the lease id is the capability, so a later client naming the lease
+//! (or removing, releasing the node) may change them.
+
+use crate::command::{NodeKind, WriteResult};
+use crate::error::KvError;
+use crate::events::EventKind;
+use crate::memory::{KvMemory, NIL};
+use crate::store::DtKv;
+use crate::system::{lease_key, LEASES_DIR};
+
+/// How long a temporary node or lock lives: until a deadline of its own, or as long as a lease.
+#[derive(Clone, Copy)]
+pub(crate) enum Life {
+    /// Until this leader-clock deadline (ms).
+    Until(u64),
+    /// As long as the lease node in this slot.
+    Tied(u32),
+}
+
+/// The life a write asks for: a TTL (or lock lease) in ms, or the lease it names.
+#[derive(Clone, Copy)]
+pub(crate) enum Lifetime {
+    /// Live this many ms from now.
+    Ttl(u64),
+    /// Live as long as the lease of this id.
+    Lease(u64),
+}
+
+impl<M: KvMemory> DtKv<M> {
+    /// The checks of a write of a temporary node or lock by session `client` (the session,
+    /// the key, then the TTL or the lease), and the life it gets.
+    pub(crate) fn life_for(
+        &self,
+        client: u64,
+        key: &[u8],
+        want: Lifetime,
+    ) -> Result<Life, KvError> {
+        self.check_session_key(client, key)?;
+        match want {
+            Lifetime::Ttl(ttl_ms) => self.deadline_after(ttl_ms).map(Life::Until),
+            Lifetime::Lease(id) => self.lease_slot(id).map(Life::Tied),
+        }
+    }
+
+    /// The slot of live lease `id`.
+    pub(crate) fn lease_slot(&self, id: u64) -> Result<u32, KvError> {
+        self.lookup(lease_key(id).as_bytes())
+            .filter(|&s| self.kind(s) == NodeKind::Lease)
+            .ok_or(KvError::LeaseNotFound)
+    }
+
+    /// Leases live now.
+    pub fn lease_count(&self) -> usize {
+        self.lookup(LEASES_DIR)
+            .map_or(0, |d| self.nodes[d as usize].children as usize)
+    }
+
+    /// Whether session `client` may change node `s`: it owns it, or nobody does (it is tied
+    /// to a lease).
+    pub(crate) fn may_change(&self, s: u32, client: u64) -> bool {
+        let n = &self.nodes[s as usize];
+        n.lease != 0 || n.owner == client
+    }
+
+    /// The deadline node `s` lives to: its lease's, or its own.
+    pub(crate) fn deadline_of(&self, s: u32) -> u64 {
+        let n = &self.nodes[s as usize];
+        if n.lease != 0 {
+            self.nodes[n.lease as usize].deadline_ms
+        } else {
+            n.deadline_ms
+        }
+    }
+
+    /// Give node `s` (temporary or a lock) its life: a deadline of its own in the expiry heap,
+    /// or a place in a lease's list. A lock stays in the heap either way, for its waiters.
+    pub(crate) fn set_life(&mut self, s: u32, life: Life) {
+        self.untie(s);
+        let lock = self.kind(s) == NodeKind::Lock;
+        match life {
+            Life::Until(deadline) => self.arm_deadline(s, deadline),
+            Life::Tied(l) => {
+                if lock {
+                    self.arm_deadline(s, u64::MAX);
+                } else if self.nodes[s as usize].heap_pos != NIL {
+                    self.heap_remove(s);
+                }
+                let head = self.nodes[l as usize].lease_next;
+                let n = &mut self.nodes[s as usize];
+                if !lock {
+                    n.deadline_ms = 0;
+                }
+                n.lease = l;
+                n.lease_prev = l;
+                n.lease_next = head;
+                if head != 0 {
+                    self.nodes[head as usize].lease_prev = s;
+                }
+                self.nodes[l as usize].lease_next = s;
+            }
+        }
+        if lock {
+            self.refresh_lock_due(s);
+        }
+    }
+
+    /// Session `client` renewed node `s` at `index` (it passed `may_change`) to live `life`.
+    /// A deadline of its own makes the node the session's; under a lease it keeps its owner
+    /// (the lease, not the renewing session, holds it).
+    pub(crate) fn renew(&mut self, index: u64, client: u64, s: u32, life: Life) {
+        let n = &mut self.nodes[s as usize];
+        n.update_index = index;
+        if let Life::Until(_) = life {
+            n.owner = client;
+        }
+        self.set_life(s, life);
+    }
+
+    /// Take node `s` out of its lease's list, if it is in one.
+    pub(crate) fn untie(&mut self, s: u32) {
+        let n = self.nodes[s as usize];
+        if n.lease == 0 {
+            return;
+        }
+        self.nodes[n.lease_prev as usize].lease_next = n.lease_next;
+        if n.lease_next != 0 {
+            self.nodes[n.lease_next as usize].lease_prev = n.lease_prev;
+        }
+        let n = &mut self.nodes[s as usize];
+        (n.lease, n.lease_prev, n.lease_next) = (0, 0, 0);
+    }
+
+    pub(crate) fn lease_grant(
+        &mut self,
+        index: u64,
+        client: u64,
+        ttl_ms: u64,
+    ) -> Result<WriteResult, KvError> {
+        let deadline_ms = self.deadline_after(ttl_ms)?;
+        if self.lease_count() >= self.limits.max_leases {
+            return Err(KvError::TooManyLeases);
+        }
+        let key = lease_key(index);
+        let s = self.create_with_parents(index, key.as_bytes(), NodeKind::Lease, &[])?;
+        let n = &mut self.nodes[s as usize];
+        n.owner = client;
+        n.fence = ttl_ms;
+        self.arm_deadline(s, deadline_ms);
+        self.event(index, EventKind::Put, s, client, 0);
+        Ok(WriteResult::Lease {
+            id: index,
+            ttl_ms,
+            deadline_ms,
+        })
+    }
+
+    pub(crate) fn lease_keep_alive(&mut self, index: u64, id: u64) -> Result<WriteResult, KvError> {
+        let s = self.lease_slot(id)?;
+        let n = &mut self.nodes[s as usize];
+        n.update_index = index;
+        let (ttl_ms, owner) = (n.fence, n.owner);
+        let deadline_ms = self.now_ms.saturating_add(ttl_ms);
+        self.arm_deadline(s, deadline_ms);
+        self.event(index, EventKind::TtlUpdated, s, owner, deadline_ms);
+        Ok(WriteResult::Lease {
+            id,
+            ttl_ms,
+            deadline_ms,
+        })
+    }
+
+    /// End lease `l` with everything tied to it. Temporary nodes go first (with their
+    /// subtrees, locks inside them included), then the locks still tied pass to their next
+    /// waiter or go: in that order the outcome does not depend on the order of the lease's
+    /// list, which a replica restored from a snapshot rebuilds differently.
+    pub(crate) fn end_lease(&mut self, index: u64, l: u32) -> WriteResult {
+        let (mut removed, mut granted) = (0u32, 0u32);
+        loop {
+            let mut t = self.nodes[l as usize].lease_next;
+            while t != 0 && self.kind(t) == NodeKind::Lock {
+                t = self.nodes[t as usize].lease_next;
+            }
+            if t == 0 {
+                break;
+            }
+            removed += self.expire_subtree(index, t);
+        }
+        loop {
+            let t = self.nodes[l as usize].lease_next;
+            if t == 0 {
+                break;
+            }
+            let owner = self.nodes[t as usize].owner;
+            self.event(index, EventKind::LockExpired, t, owner, 0);
+            match self.hand_over(index, t) {
+                Some(_) => granted += 1,
+                None => removed += 1,
+            }
+        }
+        self.expire_subtree(index, l);
+        WriteResult::Expired { removed, granted }
+    }
+
+    /// Call `f` with each live lease's node, in grant order.
+    pub fn leases(&self, mut f: impl FnMut(crate::NodeView<'_>)) {
+        // Listing a directory that exists cannot fail.
+        let _ = self.list(LEASES_DIR, |v| {
+            if v.kind == NodeKind::Lease {
+                f(v)
+            }
+        });
+    }
+
+    /// Call `f` with the key of each node tied to lease `id`; fails if the lease is not live.
+    pub fn lease_keys(&self, id: u64, mut f: impl FnMut(&[u8])) -> Result<(), KvError> {
+        let mut t = self.nodes[self.lease_slot(id)? as usize].lease_next;
+        while t != 0 {
+            f(self.key_of(t));
+            t = self.nodes[t as usize].lease_next;
+        }
+        Ok(())
+    }
+}

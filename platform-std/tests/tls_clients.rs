@@ -1,0 +1,204 @@
+//! TLS on the client and admin ports with real processes and certificates made in the test:
+//! shoalctl over TLS with a client certificate; plaintext, missing, wrong-CA and expired client
+//! certificates refused with a log line that says which and why; `/health` and `/metrics`
+//! readable without a client certificate, the rest of the admin port not.
+#![cfg(unix)]
+
+use std::time::Duration;
+
+use shoal_testkit::client::{limit_series, Conn};
+use shoal_testkit::{shoalctl, wait_for, CertPair, Certs, Cluster, WAIT};
+
+/// A single node whose client port requires a client certificate of the cluster's CA.
+fn node_with_client_cert_auth() -> (Cluster, Certs) {
+    tls_node(true, &[])
+}
+
+/// A single node serving TLS on its client port (`cert_auth`: requiring a client certificate
+/// of the cluster's CA), with `extra` flags.
+fn tls_node(cert_auth: bool, extra: &[&str]) -> (Cluster, Certs) {
+    let mut c = Cluster::builder().voters([1]).args(extra).build();
+    let certs = Certs::new(&c.root().join("certs"));
+    let own = certs.node(1, 1);
+    let flags = certs.client_port_flags(&own, cert_auth);
+    c.node_mut(1).args.extend(flags);
+    c.start(1);
+    (c, certs)
+}
+
+fn ctl(
+    c: &Cluster,
+    certs: &Certs,
+    pair: Option<&CertPair>,
+    args: &[&str],
+) -> shoal_testkit::Output {
+    let mut all: Vec<String> = certs.ctl_flags(pair);
+    all.extend(args.iter().map(|s| s.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    shoalctl(&c.node(1).client, &all)
+}
+
+#[test]
+fn the_client_port_serves_tls_clients_with_certificates_and_refuses_the_rest() {
+    let (c, certs) = node_with_client_cert_auth();
+    let alice = certs.client("alice");
+    wait_for("a write over TLS", WAIT, || {
+        ctl(&c, &certs, Some(&alice), &["put", "k", "v"]).code == 0
+    });
+    let got = ctl(&c, &certs, Some(&alice), &["get", "k"]);
+    assert_eq!(got.ok().trim(), "v");
+    let log = || c.node(1).log();
+
+    // Plaintext client.
+    let plain = shoalctl(&c.node(1).client, &["--timeout", "2s", "get", "k"]);
+    assert_ne!(plain.code, 0, "a plaintext client was served: {plain:?}");
+    wait_for("the plaintext client logged", WAIT, || {
+        log().contains("client port: TLS with") && log().contains("does not speak TLS")
+    });
+    // TLS without a client certificate.
+    let anon = ctl(&c, &certs, None, &["--timeout", "2s", "get", "k"]);
+    assert_ne!(anon.code, 0, "a client without a certificate was served");
+    wait_for("the missing certificate logged", WAIT, || {
+        log().contains("no client certificate was presented")
+    });
+    // A client certificate of another CA.
+    let other = Certs::new(&c.root().join("other-ca"));
+    let mallory = other.client("alice");
+    let wrong = ctl(&c, &certs, Some(&mallory), &["--timeout", "2s", "get", "k"]);
+    assert_ne!(wrong.code, 0, "a certificate of another CA was accepted");
+    wait_for("the other CA logged", WAIT, || {
+        log().contains("not signed by a CA in --trusted-ca-file")
+    });
+    // An expired client certificate of the right CA.
+    let old = certs.client_with(
+        "alice",
+        "expired",
+        &["--valid-from", "2020-01-01", "--days", "1"],
+    );
+    let expired = ctl(&c, &certs, Some(&old), &["--timeout", "2s", "get", "k"]);
+    assert_ne!(expired.code, 0, "an expired certificate was accepted");
+    wait_for("the expired certificate logged", WAIT, || {
+        log().contains("the certificate has expired")
+    });
+    // Every refusal is on /metrics, which needs no client certificate.
+    let admin = c.node(1).admin.clone();
+    wait_for("four refusals counted", WAIT, || {
+        certs
+            .https_metric(&admin, "shoal_tls_client_refused_total")
+            .is_some_and(|n| n >= 4)
+    });
+    // The node still serves.
+    assert_eq!(
+        ctl(&c, &certs, Some(&alice), &["get", "k"]).ok().trim(),
+        "v"
+    );
+}
+
+#[test]
+fn health_and_metrics_need_no_client_certificate_and_the_rest_of_the_admin_port_does() {
+    let (c, certs) = node_with_client_cert_auth();
+    let admin = c.node(1).admin.clone();
+    let alice = certs.client("alice");
+    wait_for(
+        "/health over TLS without a client certificate",
+        WAIT,
+        || matches!(certs.https_get(&admin, "/health", None), Ok((200, _))),
+    );
+    let (code, _) = certs.https_get(&admin, "/metrics", None).expect("/metrics");
+    assert_eq!(code, 200);
+    let (code, body) = certs.https_get(&admin, "/status", None).expect("/status");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
+    let (code, body) = certs
+        .https_get(&admin, "/status", Some(&alice))
+        .expect("/status with a certificate");
+    assert_eq!(code, 200, "{body}");
+    // Plain HTTP on the TLS admin port gets nothing.
+    assert!(c.http_get(1, "/health").is_none_or(|(code, _)| code != 200));
+}
+
+/// The TLS handshake counts as the connection's first frame: a client that opens a TCP
+/// connection to a TLS client port and never sends its ClientHello, or sends part of one, is
+/// closed once `--client-frame-timeout` passes (long before the idle timeout), counted as a hit
+/// of that limit, and the node goes on serving.
+#[test]
+fn a_tls_handshake_that_is_never_finished_is_closed_by_the_frame_timeout() {
+    let (c, certs) = tls_node(
+        false,
+        &[
+            "--client-frame-timeout",
+            "2s",
+            "--client-idle-timeout",
+            "300s",
+        ],
+    );
+    wait_for("a write over TLS", WAIT, || {
+        ctl(&c, &certs, None, &["put", "k", "v"]).code == 0
+    });
+    let client = c.node(1).client.clone();
+    let mut silent = Conn::open_within(&client, Duration::from_secs(15)).unwrap();
+    let mut halfway = Conn::open_within(&client, Duration::from_secs(15)).unwrap();
+    // A handshake record announcing 512 bytes, of which none follow.
+    halfway.send_raw(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    for conn in [&mut silent, &mut halfway] {
+        // Far below the idle timeout: only the frame timeout can close it in time.
+        conn.assert_closed_within(Duration::from_secs(60));
+    }
+    let admin = c.node(1).admin.clone();
+    wait_for("two hits of --client-frame-timeout", WAIT, || {
+        certs.https_metric(&admin, &limit_series("client-frame-timeout")) == Some(2)
+    });
+    assert_eq!(ctl(&c, &certs, None, &["get", "k"]).ok().trim(), "v");
+}
+
+/// With `--client-cert-auth`, a client is the user its certificate's CN names: once auth is on,
+/// its requests are checked against that user's roles without a login; a CN that names no user
+/// is refused.
+#[test]
+fn a_client_certificate_logs_in_as_the_user_its_cn_names() {
+    let (c, certs) = node_with_client_cert_auth();
+    let alice = certs.client("alice");
+    let root = certs.client("root");
+    let nobody = certs.client("mallory");
+    let as_ = |pair: &CertPair, args: &[&str]| {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        ctl(&c, &certs, Some(pair), &all)
+    };
+    wait_for("a write over TLS", WAIT, || {
+        as_(&alice, &["mkdir", "app"]).code == 0
+    });
+    for step in [
+        &["user", "add", "root:root-secret"][..],
+        &["user", "add", "alice:alice-secret"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "app",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "app"],
+        &["mkdir", "other"],
+        &["auth", "enable"],
+    ] {
+        let o = as_(&root, step);
+        assert_eq!(o.code, 0, "{step:?}: {o}");
+    }
+    // alice's certificate: her permissions, no password asked.
+    let o = as_(&alice, &["put", "app.x", "1"]);
+    assert_eq!(o.code, 0, "{o}");
+    assert_eq!(as_(&alice, &["get", "app.x"]).json()["value"], "1");
+    let o = as_(&alice, &["put", "other.y", "2"]);
+    assert_eq!(o.code, 1, "{o}");
+    assert_eq!(o.json()["error"], "PermissionDenied", "{o}");
+    // root's certificate: the root role.
+    let o = as_(&root, &["put", "other.y", "2"]);
+    assert_eq!(o.code, 0, "{o}");
+    // A CN that names no user.
+    let o = as_(&nobody, &["get", "app.x"]);
+    assert_eq!(o.code, 1, "{o}");
+    assert_eq!(o.json()["error"], "AuthFailed", "{o}");
+}
