@@ -18,7 +18,9 @@ echo "built $deb ($(du -h "$deb" | cut -f1))"
 
 root=$(mktemp -d)
 data=$(mktemp -d)
-trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$root" "$data"' EXIT
+pid=
+# Only the emulated shoald, if one still runs (never `kill 0`: that is the whole process group).
+trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$root" "$data"' EXIT
 dpkg-deb -x "$deb" "$root"
 run() { qemu-aarch64 -L /usr/aarch64-linux-gnu "$root/usr/bin/$1" "${@:2}"; }
 for b in shoald shoalctl shoal-inspect; do
