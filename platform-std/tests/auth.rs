@@ -124,6 +124,30 @@ fn users_and_roles_allow_and_deny() {
         &ctl_as(&c, alice, &["put-temp", "cfg.t", "v", "--ttl", "30s"]),
         "PermissionDenied",
     );
+    // Operator overrides, snapshots and lease revokes need root, even inside alice's subtree;
+    // a lease alice may take and keep alive.
+    refused(
+        &ctl_as(&c, alice, &["del", "--force", "app.t"]),
+        "PermissionDenied",
+    );
+    refused(
+        &ctl_as(&c, alice, &["lock", "release", "--force", "app.l"]),
+        "PermissionDenied",
+    );
+    let backup = c.root().join("alice.shoal");
+    let backup = backup.to_str().expect("utf-8 path");
+    refused(
+        &ctl_as(&c, alice, &["snapshot", "save", backup]),
+        "PermissionDenied",
+    );
+    let lease = ctl_as(&c, alice, &["lease", "grant", "30s"]);
+    let id = lease.json()["id"].as_u64().expect("a lease id");
+    refused(
+        &ctl_as(&c, alice, &["lease", "revoke", &id.to_string()]),
+        "PermissionDenied",
+    );
+    ctl_as(&c, root, &["lease", "revoke", &id.to_string()]).ok();
+    ctl_as(&c, root, &["del", "--force", "app.t"]).ok();
     // A transaction needs read on what it compares and write on both branches.
     let txn = |input: &str| {
         let args = ["-o", "json", "--user", "alice:alicepw", "txn"];
