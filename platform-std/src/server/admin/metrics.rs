@@ -9,168 +9,147 @@ use std::sync::atomic::Ordering;
 /// Render every metric family.
 pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) -> String {
     let mut s = String::new();
-    let mut family = |name: &str, help: &str, kind: &str, f: &dyn Fn(&GroupView) -> u64| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for g in &v.groups {
-            let _ = writeln!(s, "{name}{{group=\"{}\"}} {}", g.group, f(g));
-        }
-    };
-    family(
-        "shoal_proposals_total",
+    group_metrics(&mut s, v);
+    refused_inputs(&mut s, v);
+    bound_metrics(&mut s, v);
+    node_counters(&mut s, v);
+    fsync_histogram(&mut s, fsync);
+    admin_metrics(&mut s, admin);
+    super::disk_metrics::render(&mut s, v);
+    s
+}
+
+/// The group-level figures: one family each, a series per group.
+type GroupFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&GroupView) -> u64,
+);
+
+const GROUP_FAMILIES: &[GroupFamily] = &[
+    ("shoal_proposals_total",
         "Client writes proposed by this node.",
         "counter",
-        &|g| g.proposals,
-    );
-    family(
-        "shoal_writes_refused_total",
+        |g: &GroupView| g.proposals),
+    ("shoal_writes_refused_total",
         "Client writes DtKV refused before they were proposed (bad key, value or TTL past a \
          limit, reserved key, oversized batch or transaction); they took no log entry.",
         "counter",
-        &|g| g.writes_refused,
-    );
-    family(
-        "shoal_kv_max_txn_ops",
+        |g: &GroupView| g.writes_refused),
+    ("shoal_kv_max_txn_ops",
         "Most compares, and most operations per branch, in one DtKV transaction \
          (--kv-max-txn-ops).",
         "gauge",
-        &|g| g.max_txn_ops,
-    );
-    family(
-        "shoal_kv_max_leases",
+        |g: &GroupView| g.max_txn_ops),
+    ("shoal_kv_max_leases",
         "Most live DtKV leases (--kv-max-leases).",
         "gauge",
-        &|g| g.max_leases,
-    );
-    family("shoal_kv_leases", "Live DtKV leases.", "gauge", &|g| {
+        |g: &GroupView| g.max_leases),
+    ("shoal_kv_leases", "Live DtKV leases.", "gauge", |g: &GroupView| {
         g.leases
-    });
-    family("shoal_commit_index", "Commit index.", "gauge", &|g| {
+    }),
+    ("shoal_commit_index", "Commit index.", "gauge", |g: &GroupView| {
         g.commit
-    });
-    family("shoal_applied_index", "Applied index.", "gauge", &|g| {
+    }),
+    ("shoal_applied_index", "Applied index.", "gauge", |g: &GroupView| {
         g.applied
-    });
-    family(
-        "shoal_apply_lag",
+    }),
+    ("shoal_apply_lag",
         "Committed entries not yet applied.",
         "gauge",
-        &|g| g.commit.saturating_sub(g.applied),
-    );
-    family(
-        "shoal_applied_entries_total",
+        |g: &GroupView| g.commit.saturating_sub(g.applied)),
+    ("shoal_applied_entries_total",
         "Entries applied.",
         "counter",
-        &|g| g.node_stats.applied_entries,
-    );
-    family("shoal_term", "Current term.", "gauge", &|g| g.term);
-    family(
-        "shoal_is_leader",
+        |g: &GroupView| g.node_stats.applied_entries),
+    ("shoal_term", "Current term.", "gauge", |g: &GroupView| g.term),
+    ("shoal_is_leader",
         "1 if this node leads the group.",
         "gauge",
-        &|g| u64::from(g.role == "leader"),
-    );
-    family(
-        "shoal_elections_total",
+        |g: &GroupView| u64::from(g.role == "leader")),
+    ("shoal_elections_total",
         "Elections started by this node.",
         "counter",
-        &|g| g.raft_stats.elections,
-    );
-    family(
-        "shoal_became_leader_total",
+        |g: &GroupView| g.raft_stats.elections),
+    ("shoal_became_leader_total",
         "Times this node became leader.",
         "counter",
-        &|g| g.raft_stats.became_leader,
-    );
-    family(
-        "shoal_leader_changes_total",
+        |g: &GroupView| g.raft_stats.became_leader),
+    ("shoal_leader_changes_total",
         "Times the known leader changed.",
         "counter",
-        &|g| g.raft_stats.leader_changes,
-    );
-    family(
-        "shoal_clock_drift_peers",
+        |g: &GroupView| g.raft_stats.leader_changes),
+    ("shoal_clock_drift_peers",
         "On a leader: followers whose clock rate is outside the lease's bound (not counted toward the lease).",
         "gauge",
-        &|g| g.clock_drift_peers,
-    );
-    family(
-        "shoal_clock_drift_detected_total",
+        |g: &GroupView| g.clock_drift_peers),
+    ("shoal_clock_drift_detected_total",
         "Times a follower's clock was found to drift outside the lease's bound.",
         "counter",
-        &|g| g.raft_stats.clock_drift_detected,
-    );
-    family(
-        "shoal_bytes_in_total",
+        |g: &GroupView| g.raft_stats.clock_drift_detected),
+    ("shoal_bytes_in_total",
         "Peer frame bytes received.",
         "counter",
-        &|g| g.node_stats.bytes_in,
-    );
-    family(
-        "shoal_bytes_out_total",
+        |g: &GroupView| g.node_stats.bytes_in),
+    ("shoal_bytes_out_total",
         "Peer frame bytes sent.",
         "counter",
-        &|g| g.node_stats.bytes_out,
-    );
-    family(
-        "shoal_frames_in_total",
+        |g: &GroupView| g.node_stats.bytes_out),
+    ("shoal_frames_in_total",
         "Peer frames received.",
         "counter",
-        &|g| g.node_stats.frames_in,
-    );
-    family(
-        "shoal_frames_out_total",
+        |g: &GroupView| g.node_stats.frames_in),
+    ("shoal_frames_out_total",
         "Peer frames sent.",
         "counter",
-        &|g| g.node_stats.frames_out,
-    );
-    family(
-        "shoal_send_failures_total",
+        |g: &GroupView| g.node_stats.frames_out),
+    ("shoal_send_failures_total",
         "Frames the transport refused.",
         "counter",
-        &|g| g.node_stats.send_failures,
-    );
-    family(
-        "shoal_dropped_messages_total",
+        |g: &GroupView| g.node_stats.send_failures),
+    ("shoal_dropped_messages_total",
         "Raft messages dropped because the core's outbox or held-reply list was full.",
         "counter",
-        &|g| g.raft_stats.dropped_messages,
-    );
-    family(
-        "shoal_syncs_total",
+        |g: &GroupView| g.raft_stats.dropped_messages),
+    ("shoal_syncs_total",
         "Storage syncs (group commits).",
         "counter",
-        &|g| g.node_stats.syncs,
-    );
-    family(
-        "shoal_snapshots_taken_total",
+        |g: &GroupView| g.node_stats.syncs),
+    ("shoal_snapshots_taken_total",
         "Snapshots taken locally.",
         "counter",
-        &|g| g.node_stats.snapshots_taken,
-    );
-    family(
-        "shoal_snapshots_sent_total",
+        |g: &GroupView| g.node_stats.snapshots_taken),
+    ("shoal_snapshots_sent_total",
         "Snapshots sent to followers.",
         "counter",
-        &|g| g.raft_stats.snapshots_sent,
-    );
-    family(
-        "shoal_snapshots_installed_total",
+        |g: &GroupView| g.raft_stats.snapshots_sent),
+    ("shoal_snapshots_installed_total",
         "Snapshots installed from a leader.",
         "counter",
-        &|g| g.raft_stats.snapshots_installed,
-    );
-    family(
-        "shoal_log_bytes",
+        |g: &GroupView| g.raft_stats.snapshots_installed),
+    ("shoal_log_bytes",
         "Bytes of log segments on disk.",
         "gauge",
-        &|g| g.log_bytes,
-    );
-    family(
-        "shoal_snapshot_bytes",
+        |g: &GroupView| g.log_bytes),
+    ("shoal_snapshot_bytes",
         "Bytes of snapshot files on disk.",
         "gauge",
-        &|g| g.snapshot_bytes,
-    );
+        |g: &GroupView| g.snapshot_bytes),
+];
+
+/// One family per group-level figure, a series per group.
+fn group_metrics(s: &mut String, v: &AdminView) {
+    for (name, help, kind, of) in GROUP_FAMILIES {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for g in &v.groups {
+            let _ = writeln!(s, "{name}{{group=\"{}\"}} {}", g.group, of(g));
+        }
+    }
+}
+
+/// Peer inputs dropped without stopping the node, by group and cause.
+fn refused_inputs(s: &mut String, v: &AdminView) {
     let name = "shoal_refused_inputs_total";
     let _ = writeln!(
         s,
@@ -182,7 +161,10 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
             let _ = writeln!(s, "{name}{{group=\"{}\",cause=\"{cause}\"}} {n}", g.group);
         }
     }
-    bound_metrics(&mut s, v);
+}
+
+/// The node-wide counters and gauges: group dirs, sealed links, auth and TLS.
+fn node_counters(s: &mut String, v: &AdminView) {
     let r = &v.records;
     for (name, help, kind, value) in [
         (
@@ -297,6 +279,10 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
+}
+
+/// Storage sync latency as a Prometheus histogram.
+fn fsync_histogram(s: &mut String, fsync: &Histogram) {
     let _ = writeln!(
         s,
         "# HELP shoal_fsync_seconds Storage sync latency.\n# TYPE shoal_fsync_seconds histogram"
@@ -319,9 +305,6 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
         "shoal_fsync_seconds_count {}",
         fsync.count.load(Ordering::Relaxed)
     );
-    admin_metrics(&mut s, admin);
-    super::disk_metrics::render(&mut s, v);
-    s
 }
 
 fn admin_metrics(s: &mut String, admin: &AdminCounters) {
