@@ -8,7 +8,7 @@ use shoal_client::protocol::{Request, Response};
 use shoal_client::{
     Access, BlockingClient, ClientConfig, ClientError, Permission, ReadMode, WatchItem,
 };
-use shoal_testkit::cli::shoalctl_with_input;
+use shoal_testkit::cli::{shoalctl_with_input, AUTH_USERS};
 use shoal_testkit::client::Conn;
 use shoal_testkit::{wait_some, Cluster, Output, WAIT};
 
@@ -46,20 +46,11 @@ fn set_up(c: &Cluster) {
     let o = ctl_as(c, None, &["auth", "enable"]);
     assert_eq!(o.code, 1, "{o}");
     assert!(o.out.contains("user root"), "{o}");
-    ok(&["user", "add", "root:rootpw"]);
-    ok(&["user", "add", "alice:alicepw"]);
+    for step in AUTH_USERS {
+        ok(step);
+    }
     ok(&["user", "add", "bob:bobpw"]);
-    ok(&["role", "add", "app"]);
-    ok(&[
-        "role",
-        "grant-permission",
-        "app",
-        "readwrite",
-        "app",
-        "--prefix",
-    ]);
     ok(&["role", "grant-permission", "app", "read", "cfg.url"]);
-    ok(&["user", "grant-role", "alice", "app"]);
     ok(&["mkdir", "app"]);
     ok(&["mkdir", "cfg"]);
     ok(&["put", "cfg.url", "http://x"]);

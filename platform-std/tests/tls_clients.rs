@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use shoal_testkit::cli::AUTH_USERS;
 use shoal_testkit::client::{limit_series, Conn};
 use shoal_testkit::{shoalctl, wait_for, CertPair, Certs, Cluster, WAIT};
 
@@ -168,22 +169,8 @@ fn a_client_certificate_logs_in_as_the_user_its_cn_names() {
     wait_for("a write over TLS", WAIT, || {
         as_(&alice, &["mkdir", "app"]).code == 0
     });
-    for step in [
-        &["user", "add", "root:root-secret"][..],
-        &["user", "add", "alice:alice-secret"],
-        &["role", "add", "app"],
-        &[
-            "role",
-            "grant-permission",
-            "app",
-            "readwrite",
-            "app",
-            "--prefix",
-        ],
-        &["user", "grant-role", "alice", "app"],
-        &["mkdir", "other"],
-        &["auth", "enable"],
-    ] {
+    let more: &[&[&str]] = &[&["mkdir", "other"], &["auth", "enable"]];
+    for step in AUTH_USERS.iter().chain(more) {
         let o = as_(&root, step);
         assert_eq!(o.code, 0, "{step:?}: {o}");
     }

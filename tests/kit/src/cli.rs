@@ -274,3 +274,21 @@ pub fn wait_log_line<T>(
 ) -> T {
     crate::wait::wait_some(what, within, || proc.log().lines().find_map(&mut pick))
 }
+
+/// The shoalctl commands (run while auth is off) that make the users `root` (password
+/// `rootpw`) and `alice` (`alicepw`) and the role `app` — readwrite on the subtree `app` —
+/// held by alice: the common start of the auth tests, over plaintext and over TLS.
+pub const AUTH_USERS: &[&[&str]] = &[
+    &["user", "add", "root:rootpw"],
+    &["user", "add", "alice:alicepw"],
+    &["role", "add", "app"],
+    &[
+        "role",
+        "grant-permission",
+        "app",
+        "readwrite",
+        "app",
+        "--prefix",
+    ],
+    &["user", "grant-role", "alice", "app"],
+];
