@@ -165,6 +165,12 @@ pub struct Args {
     /// `hostile`: the node's peak RSS (MiB) above which the run fails.
     #[arg(long, default_value_t = 256)]
     pub rss_limit_mb: u64,
+    /// `hostile`: the nice value (0-19) of the attack's threads. The attack shares this
+    /// machine's cores with the node and the measured client, where a real attacker runs on
+    /// other machines; a lower priority keeps the generator from taking the CPU the node and
+    /// the client need (0 runs it as the node's equal).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub attacker_nice: i32,
     /// Spread the load's clients over groups 1..=N (client k writes to group 1 + k mod N),
     /// defined by the bench through group 0's leader with group 0's voters; each connection
     /// goes to the leader of its groups. 0: group 0 only. `groups`: how many groups to create.
@@ -322,6 +328,19 @@ mod tests {
         let h = Args::try_parse_from(["shoal-bench", "hostile", "--local", "1"]).unwrap();
         assert!(h.check().is_ok());
         assert_eq!(h.rss_limit_mb, 256);
+        assert_eq!(h.attacker_nice, 10);
+        let loud = [
+            "shoal-bench",
+            "hostile",
+            "--local",
+            "1",
+            "--attacker-nice",
+            "20",
+        ];
+        assert!(
+            Args::try_parse_from(loud).is_err(),
+            "nice values stop at 19"
+        );
         let r = Args::try_parse_from([
             "shoal-bench",
             "recovery",

@@ -190,6 +190,7 @@ pub fn hostile(a: &Args, o: &HostileOutcome, out: &mut impl Write) -> io::Result
             "pid": o.pid, "idle_rss_kib": o.idle.0, "idle_threads": o.idle.1,
             "peak_rss_kib": o.peak_rss_kib, "vm_hwm_kib": o.hwm_kib,
             "peak_threads": o.peak_threads, "rss_limit_mb": a.rss_limit_mb,
+            "attacker_nice": a.attacker_nice,
             "client_connections": o.client_connections,
             "normal_client": normal, "attack": parts,
             "limit_hits": o.hits.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
@@ -200,8 +201,8 @@ pub fn hostile(a: &Args, o: &HostileOutcome, out: &mut impl Write) -> io::Result
     writeln!(
         out,
         "hostile: one node (pid {}), fsync {:?}; normal client: mixed, {} client(s) x pipeline {}, \
-         value {}B, {:?} each phase",
-        o.pid, a.fsync, a.clients, a.pipeline, a.value_size, a.duration
+         value {}B, {:?} each phase; attack threads at nice {}",
+        o.pid, a.fsync, a.clients, a.pipeline, a.value_size, a.duration, a.attacker_nice
     )?;
     writeln!(
         out,
