@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use shoal_core::storage::{Decorated, Storage, StorageError, StorageHooks};
 
-use crate::storage::FileStorage;
+use crate::storage::{FileStorage, FsyncMode};
 
 /// Upper bounds (µs) of the fsync latency histogram buckets (`+Inf` is implied).
 pub const FSYNC_BUCKETS_US: [u64; 12] = [
@@ -45,9 +45,36 @@ pub type TimedStorage = Decorated<FileStorage, Arc<Histogram>>;
 impl StorageHooks<FileStorage> for Arc<Histogram> {
     #[inline]
     fn sync(&mut self, inner: &mut FileStorage) -> Result<(), StorageError> {
+        if inner.options().fsync == FsyncMode::Never {
+            // Hands the writes to the OS and syncs nothing: not an fsync to count.
+            return inner.sync();
+        }
         let t = Instant::now();
         let r = inner.sync();
         self.observe_us(t.elapsed().as_micros() as u64);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageOptions;
+
+    /// Only a sync that reaches the device is an fsync on `/metrics`.
+    #[test]
+    fn syncs_are_timed_unless_nothing_is_synced() {
+        for (fsync, counted) in [(FsyncMode::Always, 1), (FsyncMode::Never, 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = StorageOptions {
+                fsync,
+                ..StorageOptions::default()
+            };
+            let hist = Arc::new(Histogram::default());
+            let store = FileStorage::open(dir.path(), 1, &opts).unwrap();
+            let mut timed = TimedStorage::new(store, hist.clone());
+            timed.sync().unwrap();
+            assert_eq!(hist.count.load(Ordering::Relaxed), counted, "{fsync:?}");
+        }
     }
 }

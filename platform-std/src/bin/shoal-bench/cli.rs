@@ -165,6 +165,10 @@ pub struct Args {
     /// `hostile`: the node's peak RSS (MiB) above which the run fails.
     #[arg(long, default_value_t = 256)]
     pub rss_limit_mb: u64,
+    /// `sweep`, `groups`: also draw the curves (writes/s and p99 against clients or active
+    /// groups) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
     /// `hostile`: the nice value (0-19) of the attack's threads. The attack shares this
     /// machine's cores with the node and the measured client, where a real attacker runs on
     /// other machines; a lower priority keeps the generator from taking the CPU the node and
@@ -235,6 +239,9 @@ impl Args {
                 "groups needs --groups N >= 1 and --groups-active counts within 1..={}",
                 self.groups
             ));
+        }
+        if self.plot.is_some() && !matches!(self.workload, Workload::Sweep | Workload::Groups) {
+            return Err("--plot draws the sweep and groups workloads' curves only".into());
         }
         if self.workload == Workload::Hostile && self.local != Some(1) {
             return Err("hostile attacks one node it starts itself: give --local 1".into());
@@ -329,6 +336,10 @@ mod tests {
         assert!(h.check().is_ok());
         assert_eq!(h.rss_limit_mb, 256);
         assert_eq!(h.attacker_nice, 10);
+        let p = Args::try_parse_from(["shoal-bench", "put", "--plot", "x.svg"]).unwrap();
+        assert!(p.check().unwrap_err().contains("--plot"));
+        let p = ["shoal-bench", "sweep", "--local", "1", "--plot", "x.svg"];
+        assert!(Args::try_parse_from(p).unwrap().check().is_ok());
         let loud = [
             "shoal-bench",
             "hostile",

@@ -90,8 +90,14 @@ pub fn groups(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
         eprintln!("shoald logs (last lines):\n{}", cluster.log_tail());
     }
     drop(cluster);
-    report::groups(a, n, &result?, &mut std::io::stdout().lock())
-        .map_err(|e| format!("writing the report: {e}"))
+    let o = result?;
+    report::groups(a, n, &o, &mut std::io::stdout().lock())
+        .map_err(|e| format!("writing the report: {e}"))?;
+    if let Some(path) = &a.plot {
+        crate::plot::groups(path, n, &o)?;
+        eprintln!("groups: curves drawn in {}", path.display());
+    }
+    Ok(())
 }
 
 /// Each node's RSS, disk and CPU over `idle`.

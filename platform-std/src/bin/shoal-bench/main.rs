@@ -18,7 +18,8 @@
 //! - [`run`]: one measured run; [`sweep`], [`recovery`] and [`groups`]: runs over fresh
 //!   clusters;
 //! - [`hostile`]: the attack on one node and what it cost;
-//! - [`report`]: text and JSON output.
+//! - [`report`]: text and JSON output;
+//! - [`plot`]: `--plot`, the sweep and groups curves as SVG.
 //!
 //! [`Connection`]: shoal_client::connection::Connection
 
@@ -33,6 +34,8 @@ mod groups;
 mod hostile;
 #[cfg(unix)]
 mod load;
+#[cfg(unix)]
+mod plot;
 #[cfg(unix)]
 mod recovery;
 #[cfg(unix)]
