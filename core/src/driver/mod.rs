@@ -17,7 +17,8 @@
 //!    commit); then `Raft::on_persisted` releases the held messages (vote grants and requests,
 //!    append acknowledgements) and they are sent. With `flush_deferred`, a leader whose only
 //!    unsynced writes are its own new entries skips the sync and gets a `SyncPoint` to sync in
-//!    the background instead.
+//!    the background instead; with `flush_shared`, a node waiting for any other sync stops
+//!    here and the platform syncs many groups at once, then calls `synced` for steps 3 to 7.
 //! 4. **Apply.** Committed entries are read back from storage and applied; `Event::Applied`
 //!    carries each result with its index and term, which the platform matches against the
 //!    `(index, term)` `propose` returned (another term at that index means the proposal was
@@ -73,6 +74,19 @@ pub struct NodeConfig {
     pub raft: Config,
     /// Seed for election jitter.
     pub seed: u64,
+}
+
+/// What [`Node::flush_shared`] left to its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// The flush is complete.
+    Nothing,
+    /// Complete but for this leader's own new entries: sync them in the background and report
+    /// it with [`Node::log_persisted`] (as from [`Node::flush_deferred`]).
+    OwnLog(SyncPoint),
+    /// Nothing was synced and steps 3 to 7 wait: make everything written durable, then call
+    /// [`Node::synced`] (or [`Node::flush`] to sync here) before any other input.
+    Everything(SyncPoint),
 }
 
 /// What the driver reports from [`Node::flush`].
@@ -440,6 +454,59 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
     ) -> Result<Option<SyncPoint>, NodeError> {
         self.send_pending(now_ms)?;
         let deferred = self.persist(now_ms, defer)?;
+        self.finish(now_ms, on_event)?;
+        Ok(deferred)
+    }
+
+    /// [`Node::flush`] for a platform that makes the storage of several groups durable with one
+    /// sync (one filesystem sync for every group a batch wrote to, instead of a sync per group).
+    /// Steps 1 and 2 run; then, if anything waits for a sync that only a full sync may cover
+    /// (a follower's acknowledgements, a new term or vote, held answers), nothing is synced and
+    /// [`Pending::Everything`] says where a sync must reach: the caller makes the whole storage
+    /// durable (log and hard state) and calls [`Node::synced`], which runs steps 3 to 7, before
+    /// this node takes any other input (so that sync covers every answer it releases). Or the
+    /// caller calls [`Node::flush`], which syncs here. Otherwise it is [`Node::flush_deferred`]:
+    /// [`Pending::OwnLog`] is a leader's own log left to a background sync, [`Pending::Nothing`]
+    /// means the flush is complete.
+    pub fn flush_shared(
+        &mut self,
+        now_ms: u64,
+        on_event: &mut dyn FnMut(Event<M::Output>),
+    ) -> Result<Pending, NodeError> {
+        self.send_pending(now_ms)?;
+        if self.raft.needs_sync() && !self.raft.only_own_log_unsynced() {
+            return Ok(Pending::Everything(self.raft.sync_point()));
+        }
+        let deferred = self.persist(now_ms, true)?;
+        self.finish(now_ms, on_event)?;
+        Ok(deferred.map_or(Pending::Nothing, Pending::OwnLog))
+    }
+
+    /// The caller made everything written up to `at` durable (log and hard state) after
+    /// [`Node::flush_shared`] returned [`Pending::Everything`]: release the held answers and
+    /// finish the flush (steps 3 to 7).
+    pub fn synced(
+        &mut self,
+        at: SyncPoint,
+        now_ms: u64,
+        on_event: &mut dyn FnMut(Event<M::Output>),
+    ) -> Result<(), NodeError> {
+        debug_assert!(
+            at == self.raft.sync_point(),
+            "no input may reach a node between flush_shared and synced"
+        );
+        self.stats.syncs += 1;
+        self.raft.on_persisted(at.index);
+        self.send_outbox(now_ms)?;
+        self.finish(now_ms, on_event)
+    }
+
+    /// Steps 4 to 7 and the messages they produced.
+    fn finish(
+        &mut self,
+        now_ms: u64,
+        on_event: &mut dyn FnMut(Event<M::Output>),
+    ) -> Result<(), NodeError> {
         let applied = self.apply_committed(on_event);
         self.apply_policy(now_ms, applied)?;
         self.report_reads(on_event);
@@ -459,8 +526,7 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
             }
         }
         // Applying may have produced messages (a leader's commit advancing read rounds).
-        self.send_outbox(now_ms)?;
-        Ok(deferred)
+        self.send_outbox(now_ms)
     }
 
     /// Steps 1 and 2: what the batch left pending is queued, and every message that may

@@ -147,6 +147,11 @@ pub struct Flags {
     /// media where wear counts (SD cards) [default: true].
     #[arg(long, env = "SHOAL_PREFILL_SEGMENTS", value_name = "BOOL")]
     pub prefill_segments: Option<bool>,
+    /// With fsync always, make every group a batch wrote to durable with one sync of the data
+    /// dir's filesystem (syncfs) instead of an fdatasync per group; turn it off when the data
+    /// dir shares its filesystem with other busy writers [default: true].
+    #[arg(long, env = "SHOAL_SHARED_SYNC", value_name = "BOOL")]
+    pub shared_sync: Option<bool>,
     /// Size of each log segment in MiB, preallocated when it is created [default: 64].
     #[arg(long, env = "SHOAL_SEGMENT_MB", value_name = "MIB")]
     pub segment_mb: Option<u64>,
@@ -386,6 +391,8 @@ pub struct ServerConfig {
     pub compact_delay: Duration,
     /// Zero-fill next segments in the background.
     pub prefill_segments: bool,
+    /// One filesystem sync for every group a batch wrote to (fsync always).
+    pub shared_sync: bool,
     /// Size of each log segment.
     pub segment_bytes: u64,
     /// Size of a group's first log segment (at most `segment_bytes`).
@@ -628,6 +635,7 @@ impl ServerConfig {
             keep_snapshots,
             compact_delay: f.compact_delay.map_or(Duration::ZERO, |d| d.0),
             prefill_segments: f.prefill_segments.unwrap_or(true),
+            shared_sync: f.shared_sync.unwrap_or(true),
             segment_bytes,
             segment_initial_bytes,
             space,
@@ -889,6 +897,7 @@ mod tests {
         assert_eq!(c.fsync, FsyncMode::Always);
         assert_eq!((c.kv.event_slots, c.kv.event_bytes), (65536, 8 << 20));
         assert!(c.prefill_segments);
+        assert!(c.shared_sync);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct Histogram {
     pub sum_us: AtomicU64,
     /// Number of observations.
     pub count: AtomicU64,
+    /// Of the observations, syncs of the data dir's filesystem that covered several groups
+    /// (`--shared-sync`).
+    pub shared: AtomicU64,
 }
 
 impl Histogram {

@@ -220,6 +220,18 @@ impl HardStateStore {
         (1 - self.durable_slot, encode_slot(self.seq + 1, hs))
     }
 
+    /// A sync of the whole filesystem made the pending write durable.
+    pub(crate) fn synced_elsewhere(&mut self) {
+        if let Some(slot) = self.unsynced.take() {
+            self.durable_slot = slot;
+        }
+    }
+
+    /// Whether a write waits for a sync.
+    pub(crate) fn unsynced(&self) -> bool {
+        self.unsynced.is_some()
+    }
+
     /// fdatasync the file if a write is pending.
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         if let Some(slot) = self.unsynced {

@@ -50,6 +50,7 @@
 pub mod addrbook;
 mod error;
 pub mod export;
+pub mod fs_sync;
 mod fsutil;
 mod hardstate;
 mod identity;
@@ -488,6 +489,30 @@ impl FileStorage {
             return Ok(None);
         }
         self.guard(|s| s.log.begin_background_sync())
+    }
+
+    /// Write everything out for one sync of the whole filesystem shared by several groups
+    /// (fsync `always`): the log's buffer and the hard state go to the OS, nothing is synced.
+    /// Returns whether anything waits for the device; after that sync succeeded, call
+    /// [`FileStorage::shared_synced`] before writing anything else. A refusal (a full medium)
+    /// changes nothing durable: the group then syncs by itself, which reports it.
+    pub fn write_for_shared_sync(&mut self) -> Result<bool, StorageError> {
+        if self.opts.fsync != FsyncMode::Always {
+            return Ok(false);
+        }
+        self.guard(|s| {
+            let log = s.log.write_for_shared_sync()?;
+            s.write_hard_state()?;
+            Ok(log || s.hs.unsynced())
+        })
+    }
+
+    /// The filesystem sync after [`FileStorage::write_for_shared_sync`] succeeded: everything
+    /// written is durable, as after [`Storage::sync`].
+    pub fn shared_synced(&mut self) {
+        self.log.shared_synced();
+        self.hs.synced_elsewhere();
+        self.hs_durable = self.hard_state;
     }
 
     /// A background sync from [`FileStorage::begin_background_sync`] succeeded.

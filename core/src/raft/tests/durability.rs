@@ -1,6 +1,7 @@
 //! Background syncs of a leader's own log (`Node::flush_deferred`).
 
 use super::*;
+use crate::driver::Pending;
 
 // ----- background syncs (Node::flush_deferred) ---------------------------------------------------
 
@@ -60,6 +61,81 @@ fn a_follower_never_defers_its_sync() {
     );
     assert_eq!(c.nodes[&f].storage().syncs, syncs + 1);
     assert!(!c.nodes[&f].raft().needs_sync());
+}
+
+// ----- syncs shared by groups (Node::flush_shared) ------------------------------------------------
+
+/// Frames `from` has put on the wire so far (not taken off).
+fn sent_by(c: &Cluster, from: NodeId) -> usize {
+    c.wire.borrow().iter().filter(|(f, _, _)| *f == from).count()
+}
+
+#[test]
+fn a_shared_flush_holds_a_followers_acknowledgement_until_the_caller_synced() {
+    let (mut c, l, f) = Cluster::elected_three();
+    let (x, _) = c.propose(l, b"x");
+    let now = c.now;
+    c.node(l).flush(now, &mut |_| {}).unwrap();
+    c.deliver_only_to(f);
+    let syncs = c.nodes[&f].storage().syncs;
+    let at = match c.node(f).flush_shared(now, &mut |_| {}).unwrap() {
+        Pending::Everything(at) => at,
+        p => panic!("a follower's append waits for a full sync, got {p:?}"),
+    };
+    assert_eq!(at.index, x);
+    assert_eq!(c.nodes[&f].storage().syncs, syncs, "the driver did not sync");
+    assert_eq!(sent_by(&c, f), 0, "no acknowledgement before the entry is durable");
+    // The caller makes the storage durable (here: the test store's own sync) and says so.
+    c.node(f).storage_mut().sync().unwrap();
+    c.node(f).synced(at, now, &mut |_| {}).unwrap();
+    assert!(!c.nodes[&f].raft().needs_sync());
+    assert_eq!(c.nodes[&f].raft().persisted_index(), x);
+    assert_eq!(sent_by(&c, f), 1, "the acknowledgement leaves once synced");
+    c.deliver();
+    assert_eq!(c.nodes[&l].raft().commit(), x, "and the leader commits with it");
+    c.run(50);
+    assert_eq!(c.commands(f), vec![b"x".to_vec()]);
+}
+
+#[test]
+fn a_shared_flush_with_nothing_to_sync_is_a_whole_flush() {
+    let (mut c, l, f) = Cluster::elected_three();
+    let now = c.now;
+    assert_eq!(
+        c.node(f).flush_shared(now, &mut |_| {}).unwrap(),
+        Pending::Nothing
+    );
+    // A leader's own new entry may still sync in the background.
+    let (x, _) = c.propose(l, b"x");
+    match c.node(l).flush_shared(now, &mut |_| {}).unwrap() {
+        Pending::OwnLog(at) => assert_eq!(at.index, x),
+        p => panic!("a leader's own log is left to a background sync, got {p:?}"),
+    }
+}
+
+#[test]
+fn a_new_vote_waits_for_the_shared_sync_too() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let now = c.now + 1000;
+    // A vote request for a higher term: granting it changes term and vote (hard state).
+    let req = vote_request(5, (10, 4), true);
+    c.node(2).receive(now, 1, &req, &[]).unwrap();
+    let at = match c.node(2).flush_shared(now, &mut |_| {}).unwrap() {
+        Pending::Everything(at) => at,
+        p => panic!("a vote is held for a full sync, got {p:?}"),
+    };
+    assert_eq!(sent_by(&c, 2), 0, "the grant waits for the durable vote");
+    c.node(2).storage_mut().sync().unwrap();
+    c.node(2).synced(at, now, &mut |_| {}).unwrap();
+    let granted = c.wire.borrow().iter().any(|(from, _, f)| {
+        *from == 2
+            && matches!(
+                raft_message(f),
+                Some(Message::VoteResp(VoteResp { granted: true, .. }))
+            )
+    });
+    assert!(granted, "granted once the vote is durable");
+    assert_eq!(c.nodes[&2].storage().hard_state().vote, 1);
 }
 
 #[test]

@@ -305,6 +305,13 @@ fn fsync_histogram(s: &mut String, fsync: &Histogram) {
         "shoal_fsync_seconds_count {}",
         fsync.count.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_shared_syncs_total Syncs of the data dir's filesystem that made several \
+         groups' writes durable at once (--shared-sync; also counted in shoal_fsync_seconds).\n\
+         # TYPE shoal_shared_syncs_total counter\nshoal_shared_syncs_total {}",
+        fsync.shared.load(Ordering::Relaxed)
+    );
 }
 
 fn admin_metrics(s: &mut String, admin: &AdminCounters) {

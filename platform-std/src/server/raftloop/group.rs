@@ -81,6 +81,8 @@ pub(super) struct Group {
     pub(super) syncs_inflight: usize,
     /// The last index a background sync was started for.
     pub(super) sync_started_upto: LogIndex,
+    /// The data dir's filesystem sync covers this group's storage (`--shared-sync`).
+    pub(super) shared_sync: bool,
     pub(super) dir: PathBuf,
 }
 
@@ -89,6 +91,8 @@ pub(super) struct SyncJob {
     pub(super) group: GroupId,
     pub(super) at: SyncPoint,
     pub(super) sync: BackgroundSync,
+    /// The data dir's filesystem sync covers this group's storage.
+    pub(super) shared: bool,
 }
 
 /// A finished [`SyncJob`].
@@ -98,23 +102,47 @@ pub(super) struct SyncDone {
 }
 
 /// Start the threads that run the leaders' log fdatasyncs (fsync `always`), so a leader keeps
-/// taking and replicating writes while its disk syncs the previous batches.
+/// taking and replicating writes while its disk syncs the previous batches. A thread takes
+/// every job queued when it wakes: several groups' jobs are covered by one sync of the data
+/// dir's filesystem when `fs` is given, so the syncs a node makes do not grow with the groups
+/// that write.
 pub(super) fn start_sync_thread(
     hist: Arc<Histogram>,
+    fs: Option<Arc<FsSync>>,
 ) -> Result<(Sender<SyncJob>, Receiver<SyncDone>), String> {
     let (job_tx, job_rx) = smol::channel::unbounded::<SyncJob>();
     let (done_tx, done_rx) = smol::channel::unbounded::<SyncDone>();
     for i in 0..MAX_SYNCS_INFLIGHT {
-        let (job_rx, done_tx, hist) = (job_rx.clone(), done_tx.clone(), hist.clone());
+        let (job_rx, done_tx, hist, fs) =
+            (job_rx.clone(), done_tx.clone(), hist.clone(), fs.clone());
         std::thread::Builder::new()
             .name(format!("shoal-fsync-{i}"))
             .spawn(move || {
                 while let Ok(job) = job_rx.recv_blocking() {
+                    let mut jobs = vec![job];
+                    while let Ok(more) = job_rx.try_recv() {
+                        jobs.push(more);
+                    }
                     let t = Instant::now();
-                    let result = job.sync.run();
+                    let shared = match &fs {
+                        Some(fs) if jobs.len() > 1 => Some(fs.run()),
+                        _ => None,
+                    };
+                    let mut results = Vec::with_capacity(jobs.len());
+                    for job in &jobs {
+                        results.push(match &shared {
+                            Some(r) if job.shared => r.clone(),
+                            _ => job.sync.run(),
+                        });
+                    }
                     hist.observe_us(t.elapsed().as_micros() as u64);
-                    if done_tx.send_blocking(SyncDone { job, result }).is_err() {
-                        return;
+                    if shared.is_some() {
+                        hist.shared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    for (job, result) in jobs.into_iter().zip(results) {
+                        if done_tx.send_blocking(SyncDone { job, result }).is_err() {
+                            return;
+                        }
                     }
                 }
             })
@@ -123,25 +151,44 @@ pub(super) fn start_sync_thread(
     Ok((job_tx, done_rx))
 }
 
-/// Flush one group. A leader's own log sync goes to the sync thread (one at a time per group);
-/// everything else syncs inside the flush.
+/// How [`flush_group`] left a group.
+pub(super) enum Flushed {
+    /// Flushed (a leader's own log may be syncing in the background).
+    Done,
+    /// Waits for this batch's shared sync: make its storage durable, then `Node::synced`.
+    Waits(SyncPoint),
+}
+
+/// Flush one group. A leader's own log sync goes to the sync threads (one at a time per
+/// group); a group whose storage the data dir's filesystem sync covers waits for the batch's
+/// one shared sync; everything else syncs inside the flush.
 pub(super) fn flush_group(
     g: &mut Group,
     now: u64,
     defer: bool,
     jobs: &Sender<SyncJob>,
     events: &mut Vec<Event<GroupOutput>>,
-) -> Result<(), NodeError> {
+) -> Result<Flushed, NodeError> {
     if !defer {
-        return g.node.flush(now, &mut |ev| events.push(ev));
+        g.node.flush(now, &mut |ev| events.push(ev))?;
+        return Ok(Flushed::Done);
     }
     // Twice at most: when the log turns out durable already, the second flush acts on it.
     for _ in 0..2 {
-        let Some(at) = g.node.flush_deferred(now, &mut |ev| events.push(ev))? else {
-            return Ok(());
+        let at = if g.shared_sync {
+            match g.node.flush_shared(now, &mut |ev| events.push(ev))? {
+                Pending::Nothing => return Ok(Flushed::Done),
+                Pending::Everything(at) => return Ok(Flushed::Waits(at)),
+                Pending::OwnLog(at) => at,
+            }
+        } else {
+            match g.node.flush_deferred(now, &mut |ev| events.push(ev))? {
+                None => return Ok(Flushed::Done),
+                Some(at) => at,
+            }
         };
         if g.syncs_inflight >= MAX_SYNCS_INFLIGHT || at.index <= g.sync_started_upto {
-            return Ok(());
+            return Ok(Flushed::Done);
         }
         match g.node.storage_mut().inner.begin_background_sync()? {
             Some(sync) => {
@@ -151,6 +198,7 @@ pub(super) fn flush_group(
                     group: g.id,
                     at,
                     sync,
+                    shared: g.shared_sync,
                 };
                 if let Err(e) = jobs.try_send(job) {
                     // The sync threads are gone: sync here instead.
@@ -164,12 +212,12 @@ pub(super) fn flush_group(
                     g.node.log_persisted(at);
                     continue;
                 }
-                return Ok(());
+                return Ok(Flushed::Done);
             }
             None => g.node.log_persisted(at),
         }
     }
-    Ok(())
+    Ok(Flushed::Done)
 }
 
 pub(super) fn dir_bytes(p: &std::path::Path) -> u64 {

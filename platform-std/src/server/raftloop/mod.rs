@@ -25,7 +25,7 @@ use shoal_client::protocol::{
     ErrorCode, LeaseInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
     Response, StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
 };
-use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts, Pending};
 use shoal_core::fault::{Fault, FaultLog, Severity};
 use shoal_core::membership::{Membership, NodeSet};
 use shoal_core::raft::{ConfigChange, ProposeError, ReadError, SyncPoint};
@@ -66,6 +66,7 @@ use super::net::{Net, PeerFrame, PeerTransport};
 use super::overrides::admin_allowed;
 use super::timed::{Histogram, TimedStorage};
 use crate::kvheap::HeapKv;
+use crate::storage::fs_sync::FsSync;
 use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
 
 type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;
@@ -94,6 +95,9 @@ pub struct RaftLoop {
     hub: Rc<Hub>,
     /// Log fdatasyncs for the sync threads, and their results.
     sync_jobs: Sender<SyncJob>,
+    /// One sync of the data dir's filesystem for every group a batch wrote to (fsync always
+    /// and `--shared-sync`), else `None`.
+    fs_sync: Option<Arc<FsSync>>,
     synced: Receiver<SyncDone>,
     /// Boxed (and built in the box): a `Group` holds its driver inline (tens of KiB), and a
     /// B-tree node of inline values made every insert/remove use a stack frame of hundreds of
@@ -151,11 +155,19 @@ impl RaftLoop {
         admin: Arc<Mutex<AdminView>>,
         stopping: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<RaftLoop, String> {
-        let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone())?;
+        let fs_sync = if cfg.fsync == FsyncMode::Always && cfg.shared_sync {
+            let s = FsSync::open(data.path())
+                .map_err(|e| format!("{}: cannot open for syncs: {e}", data.path().display()))?;
+            Some(Arc::new(s))
+        } else {
+            None
+        };
+        let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone(), fs_sync.clone())?;
         let accept_backoff_max = cfg.accept_backoff_max;
         let hub = Hub::new(cfg.client_limits);
         let mut me = RaftLoop {
             sync_jobs,
+            fs_sync,
             synced,
             cfg,
             data,
@@ -269,6 +281,7 @@ impl RaftLoop {
             None => None,
         };
         let store = TimedStorage::new(store, self.fsync_hist.clone());
+        let shared_sync = self.fs_sync.as_ref().is_some_and(|s| s.covers(&dir));
         let transport = self.net.transport();
         let now = self.now_ms();
         // Built where it lives: a `Node` returned by value took ~190 KiB of stack frames
@@ -298,6 +311,7 @@ impl RaftLoop {
                 writes_refused: 0,
                 syncs_inflight: 0,
                 sync_started_upto: 0,
+                shared_sync: shared_sync,
                 dir: dir,
             });
             Ok(())
@@ -525,116 +539,87 @@ impl RaftLoop {
     fn flush_all(&mut self) -> Result<(), i32> {
         let now = self.now_ms();
         let wall = wall_ms();
-        let mut new_peers: Vec<MemberAddr> = Vec::new();
-        let mut members_changed = false;
-        let mut big_batch = false;
+        let mut after = AfterFlush::default();
         let defer = self.cfg.fsync == FsyncMode::Always;
-        let jobs = &self.sync_jobs;
-        let (auth, auth_seen) = (&mut self.auth, &mut self.auth_seen);
-        let counts = &*self.auth_counts;
+        // Groups whose flush waits for the one shared sync of this batch.
+        let mut waiting: Vec<(GroupId, SyncPoint)> = Vec::new();
         for g in self.groups.values_mut() {
             let mut events = Vec::new();
-            let before = g.node.raft().membership().clone();
-            if let Err(e) = flush_group(g, now, defer, jobs, &mut events) {
-                log::error!("group {}: fatal: {e}; stopping", g.id);
-                return Err(1);
-            }
-            big_batch |= events.len() > TRIM_AFTER_EVENTS;
-            // Group 0 holds the auth records: read them again before this flush's reads are
-            // served, so a read checks against the state it reads from.
-            if g.id == 0 {
-                reload_auth(auth, auth_seen, g.node.state_machine().store());
-            }
-            let gate = Gate {
-                auth: &*auth,
-                counts,
-            };
-            for ev in events {
-                match ev {
-                    Event::Applied {
-                        index,
-                        term,
-                        output,
-                    } => match output {
-                        GroupOutput::Kv(applied) => {
-                            if let Some(p) = g.pending_sys.remove(&index) {
-                                answer_system(g, index, term, &applied, p);
-                            } else if let Some((t, reply)) = g.pending_writes.remove(&index) {
-                                if t == term {
-                                    reply.send(Response::Written {
-                                        index,
-                                        result: applied.result,
-                                    });
-                                } else {
-                                    reply.send(unavailable(
-                                        "the write was overwritten by a new leader; retry with the same session",
-                                    ));
-                                }
-                            }
-                        }
-                        GroupOutput::Addr(Some(a)) => match g.book.upsert(a.clone()) {
-                            Ok(true) => new_peers.push(a),
-                            Ok(false) => {}
-                            Err(e) => log::error!("group {}: {e}", g.id),
-                        },
-                        GroupOutput::Addr(None) => {
-                            log::warn!("group {}: address entry {index} does not decode", g.id)
-                        }
-                    },
-                    Event::ReadReady { upto, .. } => {
-                        while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
-                            let (_, reply, req) = g.index_reads.pop_front().expect("checked");
-                            let sm = g.node.state_machine();
-                            answer_or_park(sm, req, reply, &mut g.parked_reads, gate);
-                        }
-                    }
-                    Event::ReadFailed { upto } => {
-                        while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
-                            let (_, reply, _) = g.index_reads.pop_front().expect("checked");
-                            reply.send(unavailable(
-                                "the read could not be confirmed (leadership changed or no quorum); retry",
-                            ));
-                        }
-                    }
-                    Event::RoleChanged { role, term, leader } => {
-                        log::info!(
-                            "group {}: {} in term {term}, leader {leader}",
-                            g.id,
-                            role_name(role)
-                        );
-                        if role != Role::Leader {
-                            for (_, reply, _) in g.lease_reads.drain(..) {
-                                reply.send(unavailable("leadership lost; retry"));
-                            }
-                        }
-                    }
-                    Event::Snapshot { index } => {
-                        log::info!("group {}: snapshot taken at index {index}", g.id);
-                    }
-                    #[allow(unreachable_patterns)]
-                    _ => {}
+            match flush_group(g, now, defer, &self.sync_jobs, &mut events) {
+                Ok(Flushed::Done) => {}
+                Ok(Flushed::Waits(at)) => {
+                    waiting.push((g.id, at));
+                    continue;
+                }
+                Err(e) => {
+                    log::error!("group {}: fatal: {e}; stopping", g.id);
+                    return Err(1);
                 }
             }
-            if g.node.raft().membership() != &before {
-                members_changed = true;
-            }
-            after_flush(g, now, wall, gate);
+            let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
+            settle_group(g, events, (now, wall), auth, &mut after);
         }
-        if big_batch {
+        let covered = self.sync_waiting(&waiting)?;
+        for ((id, at), covered) in waiting.into_iter().zip(covered) {
+            let g = self.groups.get_mut(&id).expect("a waiting group is hosted");
+            let mut events = Vec::new();
+            let r = if covered {
+                g.node.synced(at, now, &mut |ev| events.push(ev))
+            } else {
+                // Not covered by a shared sync: the group syncs by itself (and its driver
+                // applies the failure policy to a refusal).
+                g.node.flush(now, &mut |ev| events.push(ev))
+            };
+            if let Err(e) = r {
+                log::error!("group {id}: fatal: {e}; stopping");
+                return Err(1);
+            }
+            let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
+            settle_group(g, events, (now, wall), auth, &mut after);
+        }
+        if after.big_batch {
             super::release_freed_memory();
         }
-        for a in new_peers {
+        for a in after.new_peers {
             self.net.ensure_peer(a.id, &a.raft_addr);
         }
         self.after_records(now);
-        // Cheap (a compare under a lock); config entries may also come from after_flush.
-        let _ = members_changed;
         self.refresh_hello();
         if self.last_view.elapsed() >= Duration::from_millis(100) {
             self.last_view = Instant::now();
             self.publish_view();
         }
         Ok(())
+    }
+
+    /// Make the waiting groups' writes durable with one sync of the data dir's filesystem;
+    /// which of them it covered. A group alone syncs by itself (one fdatasync is cheaper than a
+    /// filesystem sync), and so does one on another filesystem or whose writes were refused.
+    fn sync_waiting(&mut self, waiting: &[(GroupId, SyncPoint)]) -> Result<Vec<bool>, i32> {
+        let Some(fs) = self.fs_sync.clone().filter(|_| waiting.len() > 1) else {
+            return Ok(vec![false; waiting.len()]);
+        };
+        let mut covered = Vec::with_capacity(waiting.len());
+        for (id, _) in waiting {
+            let g = self.groups.get_mut(id).expect("a waiting group is hosted");
+            covered.push(g.shared_sync && g.node.storage_mut().inner.write_for_shared_sync().is_ok());
+        }
+        if !covered.contains(&true) {
+            return Ok(covered);
+        }
+        let t = Instant::now();
+        if let Err(e) = fs.run() {
+            // As after a failed fdatasync, what the page cache holds is unknown.
+            log::error!("fatal: {e}; stopping");
+            return Err(1);
+        }
+        self.fsync_hist.observe_us(t.elapsed().as_micros() as u64);
+        self.fsync_hist.shared.fetch_add(1, Ordering::Relaxed);
+        for ((id, _), _) in waiting.iter().zip(&covered).filter(|(_, c)| **c) {
+            let g = self.groups.get_mut(id).expect("a waiting group is hosted");
+            g.node.storage_mut().inner.shared_synced();
+        }
+        Ok(covered)
     }
 
     fn publish_view(&mut self) {
@@ -723,4 +708,101 @@ impl RaftLoop {
         };
         v.peer_port = self.net.port_view();
     }
+}
+
+/// What the flushes of one batch leave for the loop to do once every group is flushed.
+#[derive(Default)]
+struct AfterFlush {
+    /// A flush applied so much that freed memory is worth returning to the OS.
+    big_batch: bool,
+    /// Peers whose addresses were applied: dial them.
+    new_peers: Vec<MemberAddr>,
+}
+
+/// Act on what one group's flush reported: answer writes and reads, log role changes, then
+/// the group's own after-flush work.
+fn settle_group(
+    g: &mut Group,
+    events: Vec<Event<GroupOutput>>,
+    (now, wall): (u64, u64),
+    (auth, auth_seen, counts): (&mut super::auth::AuthState, &mut Option<u64>, &AuthCounts),
+    after: &mut AfterFlush,
+) {
+    after.big_batch |= events.len() > TRIM_AFTER_EVENTS;
+    // Group 0 holds the auth records: read them again before this flush's reads are
+    // served, so a read checks against the state it reads from.
+    if g.id == 0 {
+        reload_auth(auth, auth_seen, g.node.state_machine().store());
+    }
+    let gate = Gate {
+        auth: &*auth,
+        counts,
+    };
+    for ev in events {
+        match ev {
+            Event::Applied {
+                index,
+                term,
+                output,
+            } => match output {
+                GroupOutput::Kv(applied) => {
+                    if let Some(p) = g.pending_sys.remove(&index) {
+                        answer_system(g, index, term, &applied, p);
+                    } else if let Some((t, reply)) = g.pending_writes.remove(&index) {
+                        if t == term {
+                            reply.send(Response::Written {
+                                index,
+                                result: applied.result,
+                            });
+                        } else {
+                            reply.send(unavailable(
+                                "the write was overwritten by a new leader; retry with the same session",
+                            ));
+                        }
+                    }
+                }
+                GroupOutput::Addr(Some(a)) => match g.book.upsert(a.clone()) {
+                    Ok(true) => after.new_peers.push(a),
+                    Ok(false) => {}
+                    Err(e) => log::error!("group {}: {e}", g.id),
+                },
+                GroupOutput::Addr(None) => {
+                    log::warn!("group {}: address entry {index} does not decode", g.id)
+                }
+            },
+            Event::ReadReady { upto, .. } => {
+                while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
+                    let (_, reply, req) = g.index_reads.pop_front().expect("checked");
+                    let sm = g.node.state_machine();
+                    answer_or_park(sm, req, reply, &mut g.parked_reads, gate);
+                }
+            }
+            Event::ReadFailed { upto } => {
+                while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
+                    let (_, reply, _) = g.index_reads.pop_front().expect("checked");
+                    reply.send(unavailable(
+                        "the read could not be confirmed (leadership changed or no quorum); retry",
+                    ));
+                }
+            }
+            Event::RoleChanged { role, term, leader } => {
+                log::info!(
+                    "group {}: {} in term {term}, leader {leader}",
+                    g.id,
+                    role_name(role)
+                );
+                if role != Role::Leader {
+                    for (_, reply, _) in g.lease_reads.drain(..) {
+                        reply.send(unavailable("leadership lost; retry"));
+                    }
+                }
+            }
+            Event::Snapshot { index } => {
+                log::info!("group {}: snapshot taken at index {index}", g.id);
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+        after_flush(g, now, wall, gate);
 }

@@ -132,6 +132,21 @@ impl Log {
         }))
     }
 
+    /// Write the buffer out for a sync of the whole filesystem; whether the last segment has
+    /// bytes that are not durable yet.
+    pub(crate) fn write_for_shared_sync(&mut self) -> Result<bool, StorageError> {
+        self.write_out()?;
+        let seg = self.active();
+        Ok(self.cfg.sync() && seg.durable < seg.written)
+    }
+
+    /// A sync of the whole filesystem finished after [`Log::write_for_shared_sync`], with
+    /// nothing written in between: the last segment is durable to its written end.
+    pub(crate) fn shared_synced(&mut self) {
+        let seg = self.segs.last_mut().expect("the log always has a segment");
+        seg.durable = seg.written;
+    }
+
     /// A background fdatasync of `done` finished: record what it made durable (if its segment
     /// is still the one being written).
     pub(crate) fn background_synced(&mut self, done: &BackgroundSync) {

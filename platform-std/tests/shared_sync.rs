@@ -1,0 +1,78 @@
+//! One sync for many groups (`--shared-sync`, issue 17 item 2): with eight groups written at
+//! once on three nodes, the nodes make several groups' writes durable with one sync of the
+//! data dir's filesystem (a follower's acknowledgements wait for it), every acknowledged write
+//! is there after every node was killed and restarted, and with the flag off no such sync is
+//! made.
+#![cfg(unix)]
+
+use shoal_client::protocol::ReadMode;
+use shoal_testkit::Cluster;
+
+const GROUPS: u32 = 8;
+const WRITES: u64 = 120;
+
+/// A 3-node cluster with `GROUPS` groups of all three, written at once, one writer per group;
+/// the shared syncs the nodes made while.
+fn written(shared: bool) -> (Cluster, u64) {
+    let flag = if shared { "true" } else { "false" };
+    let mut c = Cluster::builder().args(&["--shared-sync", flag]).build();
+    c.start_all();
+    c.wait_leader(0);
+    for g in 1..=GROUPS {
+        c.ctl(&["--group", &g.to_string(), "group", "create", "1,2,3"])
+            .ok();
+    }
+    for g in 1..=GROUPS {
+        c.wait_leader(g);
+    }
+    let shared_syncs = |c: &Cluster| -> u64 {
+        c.ids()
+            .iter()
+            .map(|&id| c.gauge(id, "shoal_shared_syncs_total") as u64)
+            .sum()
+    };
+    let before = shared_syncs(&c);
+    std::thread::scope(|s| {
+        for g in 1..=GROUPS {
+            let c = &c;
+            s.spawn(move || {
+                for i in 0..WRITES {
+                    let (key, value) = (format!("k{i}"), format!("v{g}.{i}"));
+                    c.put(g, 100 + u64::from(g), i + 1, &key, &value);
+                }
+            });
+        }
+    });
+    let after = shared_syncs(&c);
+    (c, after - before)
+}
+
+#[test]
+fn groups_written_at_once_share_syncs_and_keep_every_acknowledged_write() {
+    let (mut c, shared) = written(true);
+    assert!(
+        shared > 0,
+        "eight groups written at once never shared a filesystem sync"
+    );
+    for id in c.ids() {
+        c.kill(id);
+    }
+    c.start_all();
+    for g in 1..=GROUPS {
+        c.wait_leader(g);
+        for i in 0..WRITES {
+            let got = c.get_any(g, &format!("k{i}"), ReadMode::Linearizable);
+            assert_eq!(
+                got.as_deref(),
+                Some(format!("v{g}.{i}").as_bytes()),
+                "group {g}, key k{i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn without_shared_syncs_each_group_syncs_by_itself() {
+    let (_c, shared) = written(false);
+    assert_eq!(shared, 0);
+}
