@@ -22,7 +22,7 @@ use crate::sim::faults::{self, FaultEvent, FaultSchedule, Targets};
 use crate::sim::invariants::{hash_bytes, EntryView, InvariantChecker, NodeView};
 use crate::sim::network::Network;
 use crate::sim::plant::{PlantedBug, SimPlant};
-use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts};
+use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts, Pending as Left};
 use shoal_core::entry::EntryIter;
 use shoal_core::io::{StateMachine, Transport, TransportError};
 use shoal_core::limits::Config;
@@ -280,7 +280,8 @@ struct Run<'w, W: Workload> {
     faults: u64,
     joint_seen: bool,
     /// Odd seeds run like `shoald` with fsync `always`: a leader's own log sync runs in the
-    /// background (`Node::flush_deferred`) and finishes 0-7 ms later, power cuts included.
+    /// background and finishes 0-7 ms later, power cuts included, and every other sync is
+    /// left to the platform (`Node::flush_shared`, then `Node::synced`).
     deferred_sync: bool,
     /// The planted bug every node of this run is built with, if any.
     plant: SimPlant,
@@ -1046,7 +1047,23 @@ impl<'w, W: Workload> Run<'w, W> {
                                 slot.bg_sync = None;
                             }
                         }
-                        match n.flush_deferred(now, &mut |e| events.push(e)) {
+                        // As shoald flushes: a full sync is left to the platform, which
+                        // makes the storage durable and calls `synced` (or, when that sync is
+                        // refused, lets `flush` sync and apply the failure policy).
+                        let r = match n.flush_shared(now, &mut |e| events.push(e)) {
+                            Ok(Left::Everything(at)) => {
+                                match shoal_core::storage::Storage::sync(n.storage_mut()) {
+                                    Ok(()) => {
+                                        n.synced(at, now, &mut |e| events.push(e)).map(|()| None)
+                                    }
+                                    Err(_) => n.flush(now, &mut |e| events.push(e)).map(|()| None),
+                                }
+                            }
+                            Ok(Left::OwnLog(at)) => Ok(Some(at)),
+                            Ok(Left::Nothing) => Ok(None),
+                            Err(e) => Err(e),
+                        };
+                        match r {
                             Err(e) => stopped = Some(e),
                             Ok(want) => {
                                 if let (Some(at), None) = (want, slot.bg_sync) {

@@ -64,7 +64,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("group-1")).unwrap();
         assert!(sync.covers(&dir.path().join("group-1")));
         assert!(!sync.covers(Path::new("/proc")), "another filesystem");
-        assert!(!sync.covers(&dir.path().join("missing")), "nothing there to cover");
+        assert!(
+            !sync.covers(&dir.path().join("missing")),
+            "nothing there to cover"
+        );
         sync.run().unwrap();
     }
 }

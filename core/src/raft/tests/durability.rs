@@ -67,7 +67,11 @@ fn a_follower_never_defers_its_sync() {
 
 /// Frames `from` has put on the wire so far (not taken off).
 fn sent_by(c: &Cluster, from: NodeId) -> usize {
-    c.wire.borrow().iter().filter(|(f, _, _)| *f == from).count()
+    c.wire
+        .borrow()
+        .iter()
+        .filter(|(f, _, _)| *f == from)
+        .count()
 }
 
 #[test]
@@ -83,8 +87,16 @@ fn a_shared_flush_holds_a_followers_acknowledgement_until_the_caller_synced() {
         p => panic!("a follower's append waits for a full sync, got {p:?}"),
     };
     assert_eq!(at.index, x);
-    assert_eq!(c.nodes[&f].storage().syncs, syncs, "the driver did not sync");
-    assert_eq!(sent_by(&c, f), 0, "no acknowledgement before the entry is durable");
+    assert_eq!(
+        c.nodes[&f].storage().syncs,
+        syncs,
+        "the driver did not sync"
+    );
+    assert_eq!(
+        sent_by(&c, f),
+        0,
+        "no acknowledgement before the entry is durable"
+    );
     // The caller makes the storage durable (here: the test store's own sync) and says so.
     c.node(f).storage_mut().sync().unwrap();
     c.node(f).synced(at, now, &mut |_| {}).unwrap();
@@ -92,7 +104,11 @@ fn a_shared_flush_holds_a_followers_acknowledgement_until_the_caller_synced() {
     assert_eq!(c.nodes[&f].raft().persisted_index(), x);
     assert_eq!(sent_by(&c, f), 1, "the acknowledgement leaves once synced");
     c.deliver();
-    assert_eq!(c.nodes[&l].raft().commit(), x, "and the leader commits with it");
+    assert_eq!(
+        c.nodes[&l].raft().commit(),
+        x,
+        "and the leader commits with it"
+    );
     c.run(50);
     assert_eq!(c.commands(f), vec![b"x".to_vec()]);
 }

@@ -137,7 +137,8 @@ pub(super) fn start_sync_thread(
                     }
                     hist.observe_us(t.elapsed().as_micros() as u64);
                     if shared.is_some() {
-                        hist.shared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        hist.shared
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     for (job, result) in jobs.into_iter().zip(results) {
                         if done_tx.send_blocking(SyncDone { job, result }).is_err() {

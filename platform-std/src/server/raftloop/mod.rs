@@ -602,7 +602,8 @@ impl RaftLoop {
         let mut covered = Vec::with_capacity(waiting.len());
         for (id, _) in waiting {
             let g = self.groups.get_mut(id).expect("a waiting group is hosted");
-            covered.push(g.shared_sync && g.node.storage_mut().inner.write_for_shared_sync().is_ok());
+            covered
+                .push(g.shared_sync && g.node.storage_mut().inner.write_for_shared_sync().is_ok());
         }
         if !covered.contains(&true) {
             return Ok(covered);
@@ -804,5 +805,5 @@ fn settle_group(
             _ => {}
         }
     }
-        after_flush(g, now, wall, gate);
+    after_flush(g, now, wall, gate);
 }
