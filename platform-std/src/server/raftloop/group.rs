@@ -109,8 +109,8 @@ pub(super) struct SyncDone {
 pub(super) fn start_sync_thread(
     hist: Arc<Histogram>,
     fs: Option<Arc<FsSync>>,
-) -> Result<(Sender<SyncJob>, Receiver<SyncDone>), String> {
-    let (job_tx, job_rx) = smol::channel::unbounded::<SyncJob>();
+) -> Result<(Sender<Vec<SyncJob>>, Receiver<SyncDone>), String> {
+    let (job_tx, job_rx) = smol::channel::unbounded::<Vec<SyncJob>>();
     let (done_tx, done_rx) = smol::channel::unbounded::<SyncDone>();
     for i in 0..MAX_SYNCS_INFLIGHT {
         let (job_rx, done_tx, hist, fs) =
@@ -118,25 +118,29 @@ pub(super) fn start_sync_thread(
         std::thread::Builder::new()
             .name(format!("shoal-fsync-{i}"))
             .spawn(move || {
-                while let Ok(job) = job_rx.recv_blocking() {
-                    let mut jobs = vec![job];
+                while let Ok(mut jobs) = job_rx.recv_blocking() {
                     while let Ok(more) = job_rx.try_recv() {
-                        jobs.push(more);
+                        jobs.extend(more);
                     }
                     let t = Instant::now();
                     let shared = match &fs {
-                        Some(fs) if jobs.len() > 1 => Some(fs.run()),
+                        Some(fs) if jobs.iter().filter(|j| j.shared).count() > 1 => Some(fs.run()),
                         _ => None,
                     };
                     let mut results = Vec::with_capacity(jobs.len());
                     for job in &jobs {
                         results.push(match &shared {
                             Some(r) if job.shared => r.clone(),
-                            _ => job.sync.run(),
+                            _ => {
+                                let t = Instant::now();
+                                let r = job.sync.run();
+                                hist.observe_us(t.elapsed().as_micros() as u64);
+                                r
+                            }
                         });
                     }
-                    hist.observe_us(t.elapsed().as_micros() as u64);
                     if shared.is_some() {
+                        hist.observe_us(t.elapsed().as_micros() as u64);
                         hist.shared
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -160,14 +164,15 @@ pub(super) enum Flushed {
     Waits(SyncPoint),
 }
 
-/// Flush one group. A leader's own log sync goes to the sync threads (one at a time per
-/// group); a group whose storage the data dir's filesystem sync covers waits for the batch's
-/// one shared sync; everything else syncs inside the flush.
+/// Flush one group. A leader's own log sync joins `round`, the background syncs this batch
+/// hands to the sync threads at once (one in flight per group at most twice); a group whose
+/// storage the data dir's filesystem sync covers waits for the batch's one shared sync;
+/// everything else syncs inside the flush.
 pub(super) fn flush_group(
     g: &mut Group,
     now: u64,
     defer: bool,
-    jobs: &Sender<SyncJob>,
+    round: &mut Vec<SyncJob>,
     events: &mut Vec<Event<GroupOutput>>,
 ) -> Result<Flushed, NodeError> {
     if !defer {
@@ -195,24 +200,12 @@ pub(super) fn flush_group(
             Some(sync) => {
                 g.syncs_inflight += 1;
                 g.sync_started_upto = at.index;
-                let job = SyncJob {
+                round.push(SyncJob {
                     group: g.id,
                     at,
                     sync,
                     shared: g.shared_sync,
-                };
-                if let Err(e) = jobs.try_send(job) {
-                    // The sync threads are gone: sync here instead.
-                    g.syncs_inflight -= 1;
-                    let job = e.into_inner();
-                    job.sync.run().map_err(|e| {
-                        log::error!("group {}: {e}", g.id);
-                        NodeError::Storage(shoal_core::storage::StorageError::Io)
-                    })?;
-                    g.node.storage_mut().inner.background_synced(&job.sync);
-                    g.node.log_persisted(at);
-                    continue;
-                }
+                });
                 return Ok(Flushed::Done);
             }
             None => g.node.log_persisted(at),

@@ -94,7 +94,7 @@ pub struct RaftLoop {
     /// Client connections and their queued requests.
     hub: Rc<Hub>,
     /// Log fdatasyncs for the sync threads, and their results.
-    sync_jobs: Sender<SyncJob>,
+    sync_jobs: Sender<Vec<SyncJob>>,
     /// One sync of the data dir's filesystem for every group a batch wrote to (fsync always
     /// and `--shared-sync`), else `None`.
     fs_sync: Option<Arc<FsSync>>,
@@ -543,9 +543,11 @@ impl RaftLoop {
         let defer = self.cfg.fsync == FsyncMode::Always;
         // Groups whose flush waits for the one shared sync of this batch.
         let mut waiting: Vec<(GroupId, SyncPoint)> = Vec::new();
+        // Leaders' own log syncs, handed to the sync threads as one round.
+        let mut round = Vec::new();
         for g in self.groups.values_mut() {
             let mut events = Vec::new();
-            match flush_group(g, now, defer, &self.sync_jobs, &mut events) {
+            match flush_group(g, now, defer, &mut round, &mut events) {
                 Ok(Flushed::Done) => {}
                 Ok(Flushed::Waits(at)) => {
                     waiting.push((g.id, at));
@@ -559,6 +561,7 @@ impl RaftLoop {
             let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
             settle_group(g, events, (now, wall), auth, &mut after);
         }
+        self.start_round(round)?;
         let covered = self.sync_waiting(&waiting)?;
         for ((id, at), covered) in waiting.into_iter().zip(covered) {
             let g = self.groups.get_mut(&id).expect("a waiting group is hosted");
@@ -588,6 +591,29 @@ impl RaftLoop {
         if self.last_view.elapsed() >= Duration::from_millis(100) {
             self.last_view = Instant::now();
             self.publish_view();
+        }
+        Ok(())
+    }
+
+    /// Hand this batch's background syncs to the sync threads; should they be gone, sync here.
+    fn start_round(&mut self, round: Vec<SyncJob>) -> Result<(), i32> {
+        if round.is_empty() {
+            return Ok(());
+        }
+        let Err(e) = self.sync_jobs.try_send(round) else {
+            return Ok(());
+        };
+        for job in e.into_inner() {
+            let Some(g) = self.groups.get_mut(&job.group) else {
+                continue;
+            };
+            g.syncs_inflight -= 1;
+            if let Err(e) = job.sync.run() {
+                log::error!("group {}: fatal: {e}; stopping", g.id);
+                return Err(1);
+            }
+            g.node.storage_mut().inner.background_synced(&job.sync);
+            g.node.log_persisted(job.at);
         }
         Ok(())
     }
