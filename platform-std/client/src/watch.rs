@@ -67,6 +67,9 @@ pub(crate) fn start(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex) ->
     }
 }
 
+/// Where the watch task hands its items to the stream.
+type Items = async_channel::Sender<Result<WatchItem, ClientError>>;
+
 /// Where the watch stands: the index to ask from and how many events of that index were
 /// already delivered (a batch write yields several events at one index).
 struct Position {
@@ -74,12 +77,7 @@ struct Position {
     delivered_at_index: usize,
 }
 
-async fn run(
-    client: Client,
-    keys: Vec<Vec<u8>>,
-    from_index: LogIndex,
-    tx: async_channel::Sender<Result<WatchItem, ClientError>>,
-) {
+async fn run(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex, tx: Items) {
     let cfg = client.config().clone();
     let mut pos = Position {
         index: from_index,
@@ -154,7 +152,7 @@ async fn watch_once(
     addr: &str,
     keys: &[Vec<u8>],
     pos: &mut Position,
-    tx: &async_channel::Sender<Result<WatchItem, ClientError>>,
+    tx: &Items,
 ) -> Outcome {
     let retry = |why: String| Outcome::Retry {
         why,
@@ -211,12 +209,7 @@ struct Follow<'a> {
 
 impl Follow<'_> {
     /// Deliver an event unless it was delivered before.
-    async fn event(
-        &mut self,
-        ev: WatchEvent,
-        pos: &mut Position,
-        tx: &async_channel::Sender<Result<WatchItem, ClientError>>,
-    ) -> Option<Outcome> {
+    async fn event(&mut self, ev: WatchEvent, pos: &mut Position, tx: &Items) -> Option<Outcome> {
         if ev.index < pos.index {
             return None;
         }
@@ -242,7 +235,7 @@ impl Follow<'_> {
         &mut self,
         response: Response,
         pos: &mut Position,
-        tx: &async_channel::Sender<Result<WatchItem, ClientError>>,
+        tx: &Items,
     ) -> Option<Outcome> {
         let (addr, delivered) = (self.addr, self.delivered);
         let retry = |why: String, delivered: bool| Some(Outcome::Retry { why, delivered });

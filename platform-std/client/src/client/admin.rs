@@ -270,10 +270,7 @@ impl Client {
 
     /// Every user's name.
     pub async fn user_list(&self) -> Result<Vec<String>, ClientError> {
-        match self.auth(AuthOp::UserList).await? {
-            Response::Names(n) => Ok(n),
-            other => Err(unexpected("user list", &other)),
-        }
+        self.names(AuthOp::UserList, "user list").await
     }
 
     /// One user and its roles.
@@ -297,10 +294,7 @@ impl Client {
 
     /// Every role's name (the built-in `root` among them).
     pub async fn role_list(&self) -> Result<Vec<String>, ClientError> {
-        match self.auth(AuthOp::RoleList).await? {
-            Response::Names(n) => Ok(n),
-            other => Err(unexpected("role list", &other)),
-        }
+        self.names(AuthOp::RoleList, "role list").await
     }
 
     /// One role and its permissions.
@@ -337,6 +331,14 @@ impl Client {
             prefix,
         })
         .await
+    }
+
+    /// The names a list of users or roles answers with.
+    async fn names(&self, op: AuthOp, what: &str) -> Result<Vec<String>, ClientError> {
+        match self.auth(op).await? {
+            Response::Names(n) => Ok(n),
+            other => Err(unexpected(what, &other)),
+        }
     }
 
     /// A request whose answer is only the index it committed at.

@@ -25,41 +25,34 @@ fn defaults_make_a_single_node_cluster() {
 
 #[test]
 fn segment_prefill_can_be_turned_off_by_flag_or_file() {
-    let f = Flags::try_parse_from(["shoald", "--prefill-segments", "false"]).unwrap();
-    assert!(!ServerConfig::resolve(f).unwrap().prefill_segments);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(&path, "prefill_segments = false\n").unwrap();
-    let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
-    assert!(!ServerConfig::resolve(f).unwrap().prefill_segments);
+    assert!(
+        !resolve_args(&["--prefill-segments", "false"])
+            .unwrap()
+            .prefill_segments
+    );
+    assert!(
+        !resolve_file("prefill_segments = false\n")
+            .unwrap()
+            .prefill_segments
+    );
     let bad = Flags::try_parse_from(["shoald", "--prefill-segments", "maybe"]);
     assert!(bad.is_err());
 }
 
 #[test]
 fn transaction_size_flag_and_file_key() {
-    let c = ServerConfig::resolve(Flags::default()).unwrap();
-    assert_eq!(c.kv.max_txn_ops, shoal_kv::MAX_TXN_OPS);
-    let f = Flags::try_parse_from(["shoald", "--kv-max-txn-ops", "5"]).unwrap();
-    assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_txn_ops, 5);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(&path, "kv_max_txn_ops = 9\n").unwrap();
-    let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
-    assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_txn_ops, 9);
+    let max_txn_ops = |c: Result<ServerConfig, String>| c.unwrap().kv.max_txn_ops;
+    assert_eq!(max_txn_ops(resolve_args(&[])), shoal_kv::MAX_TXN_OPS);
+    assert_eq!(max_txn_ops(resolve_args(&["--kv-max-txn-ops", "5"])), 5);
+    assert_eq!(max_txn_ops(resolve_file("kv_max_txn_ops = 9\n")), 9);
 }
 
 #[test]
 fn max_leases_flag_and_file_key() {
-    let f = Flags::try_parse_from(["shoald"]).unwrap();
-    assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 1 << 16);
-    let f = Flags::try_parse_from(["shoald", "--kv-max-leases", "7"]).unwrap();
-    assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 7);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(&path, "kv_max_leases = 3\n").unwrap();
-    let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
-    assert_eq!(ServerConfig::resolve(f).unwrap().kv.max_leases, 3);
+    let max_leases = |c: Result<ServerConfig, String>| c.unwrap().kv.max_leases;
+    assert_eq!(max_leases(resolve_args(&[])), 1 << 16);
+    assert_eq!(max_leases(resolve_args(&["--kv-max-leases", "7"])), 7);
+    assert_eq!(max_leases(resolve_file("kv_max_leases = 3\n")), 3);
 }
 
 #[test]
@@ -68,16 +61,37 @@ fn watch_history_flags_and_file_keys() {
         .unwrap();
     let c = ServerConfig::resolve(f).unwrap();
     assert_eq!((c.kv.event_slots, c.kv.event_bytes), (1000, 2 << 20));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(&path, "kv_event_slots = 7\nkv_event_mb = 3\n").unwrap();
-    let f = Flags::try_parse_from(["shoald", "--config", path.to_str().unwrap()]).unwrap();
+    let (_dir, f) = file_flags("kv_event_slots = 7\nkv_event_mb = 3\n");
     let c = ServerConfig::resolve(f).unwrap();
     assert_eq!((c.kv.event_slots, c.kv.event_bytes), (7, 3 << 20));
     let zero = Flags::try_parse_from(["shoald", "--kv-event-mb", "0"]).unwrap();
     assert!(ServerConfig::resolve(zero)
         .unwrap_err()
         .contains("--kv-event-mb"));
+}
+
+/// A config file holding `toml`, in a directory that lasts as long as the guard.
+fn config_file(toml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shoald.toml");
+    std::fs::write(&path, toml).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
+
+/// `shoald --config FILE` with FILE holding `toml`.
+fn file_flags(toml: &str) -> (tempfile::TempDir, Flags) {
+    let (dir, path) = config_file(toml);
+    (
+        dir,
+        Flags::try_parse_from(["shoald", "--config", &path]).unwrap(),
+    )
+}
+
+/// The configuration of a file holding `toml` and no flags.
+fn resolve_file(toml: &str) -> Result<ServerConfig, String> {
+    let (_dir, f) = file_flags(toml);
+    ServerConfig::resolve(f)
 }
 
 fn resolve_args(args: &[&str]) -> Result<ServerConfig, String> {
@@ -103,25 +117,15 @@ fn durations_take_units_in_flags_and_file_alike() {
     assert_eq!(c.raft.heartbeat_interval_ms, 250);
     assert_eq!(c.raft.snapshot_interval_ms, 3_600_000);
     assert_eq!(c.compact_delay, Duration::from_millis(1500));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         "election_timeout = \"3s\"\nheartbeat_interval = 300\nadmin_request_timeout = \"2m\"\n",
-    )
-    .unwrap();
-    let c = resolve_args(&["--config", path.to_str().unwrap()]).unwrap();
+    );
+    let c = resolve_args(&["--config", &path]).unwrap();
     assert_eq!(c.raft.election_timeout_ms, 3000);
     assert_eq!(c.raft.heartbeat_interval_ms, 300);
     assert_eq!(c.admin_limits.request_timeout, Duration::from_secs(120));
     // A flag beats the file.
-    let c = resolve_args(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--election-timeout",
-        "1s",
-    ])
-    .unwrap();
+    let c = resolve_args(&["--config", &path, "--election-timeout", "1s"]).unwrap();
     assert_eq!(c.raft.election_timeout_ms, 1000);
     let e = resolve_args(&["--election-timeout", "soon"]).unwrap_err();
     assert!(e.contains("not a duration"), "{e}");
@@ -199,14 +203,13 @@ fn wrong_configurations_are_refused_with_the_reason() {
         let e = resolve_args(args).unwrap_err();
         assert!(e.contains(want), "{args:?}: {e}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(&path, "kv_arena_mb = 0\n").unwrap();
-    let e = resolve_args(&["--config", path.to_str().unwrap()]).unwrap_err();
-    assert!(e.contains("--kv-arena-mb"), "{e}");
-    std::fs::write(&path, "no_such_key = 1\n").unwrap();
-    let e = resolve_args(&["--config", path.to_str().unwrap()]).unwrap_err();
-    assert!(e.contains("no_such_key"), "{e}");
+    for (toml, want) in [
+        ("kv_arena_mb = 0\n", "--kv-arena-mb"),
+        ("no_such_key = 1\n", "no_such_key"),
+    ] {
+        let e = resolve_file(toml).unwrap_err();
+        assert!(e.contains(want), "{toml:?}: {e}");
+    }
 }
 
 #[test]
@@ -242,10 +245,7 @@ fn space_and_retry_limits_by_flag_and_file() {
     );
     assert_eq!(c.raft.snapshot_retry_ms, 2000);
     assert_eq!(c.accept_backoff_max, Duration::from_millis(100));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(&path, "segment_mb = 8\nspace_reserve_mb = 1\n").unwrap();
-    let c = resolve_args(&["--config", path.to_str().unwrap()]).unwrap();
+    let c = resolve_file("segment_mb = 8\nspace_reserve_mb = 1\n").unwrap();
     assert_eq!((c.segment_bytes, c.space.reserve_bytes), (8 << 20, 1 << 20));
 }
 
@@ -272,14 +272,10 @@ fn client_and_peer_limits_from_flags_and_file() {
     assert_eq!(c.client_limits.max_request_bytes, 1 << 20);
     assert_eq!(c.client_limits.max_batch_keys, 7);
     assert_eq!(c.peer_limits.handshake_timeout, Duration::from_millis(500));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(
-        &path,
+    let c = resolve_file(
         "client_buffers_mb = 16\nclient_max_watches = 5\npeer_max_connections = 3\nclient_frame_timeout = \"3s\"\n",
     )
     .unwrap();
-    let c = resolve_args(&["--config", path.to_str().unwrap()]).unwrap();
     assert_eq!(c.client_limits.buffer_bytes, 16 << 20);
     assert_eq!(c.client_limits.max_watches, 5);
     assert_eq!(c.client_limits.frame_timeout, Duration::from_secs(3));
@@ -304,12 +300,5 @@ fn switches_work_bare_and_with_a_value() {
     assert!(c.join && c.snapshot_on_shutdown && !c.allow_addr_change);
     let c = resolve_args(&["--join=false", "--allow-addr-change"]).unwrap();
     assert!(!c.join && c.allow_addr_change);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoald.toml");
-    std::fs::write(&path, "join = true\n").unwrap();
-    assert!(
-        resolve_args(&["--config", path.to_str().unwrap()])
-            .unwrap()
-            .join
-    );
+    assert!(resolve_file("join = true\n").unwrap().join);
 }
