@@ -417,22 +417,6 @@ impl RaftLoop {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use argon2::password_hash::PasswordHash;
-
-    #[test]
-    fn unknown_users_are_checked_against_a_real_hash() {
-        // Were it not to parse, an unknown user's login would answer at once, telling names
-        // that exist from names that do not.
-        let h = PasswordHash::new(DUMMY_HASH).expect("a PHC string");
-        assert_eq!(h.algorithm.as_str(), "argon2id");
-        assert!(!verify_password(DUMMY_HASH, ""));
-        assert!(!verify_password(DUMMY_HASH, "root"));
-    }
-}
-
 /// An auth change: the record's key and its new value (`None`: removed).
 type Change = (String, Option<Vec<u8>>);
 
@@ -560,4 +544,20 @@ fn role_revoke_permission(
         )));
     }
     Ok((role_key(&name), Some(encode_record(&r))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::PasswordHash;
+
+    #[test]
+    fn unknown_users_are_checked_against_a_real_hash() {
+        // Were it not to parse, an unknown user's login would answer at once, telling names
+        // that exist from names that do not.
+        let h = PasswordHash::new(DUMMY_HASH).expect("a PHC string");
+        assert_eq!(h.algorithm.as_str(), "argon2id");
+        assert!(!verify_password(DUMMY_HASH, ""));
+        assert!(!verify_password(DUMMY_HASH, "root"));
+    }
 }
