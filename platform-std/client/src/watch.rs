@@ -67,6 +67,9 @@ pub(crate) fn start(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex) ->
     }
 }
 
+/// Where the watch task hands its items to the stream.
+type Items = async_channel::Sender<Result<WatchItem, ClientError>>;
+
 /// Where the watch stands: the index to ask from and how many events of that index were
 /// already delivered (a batch write yields several events at one index).
 struct Position {
@@ -74,12 +77,7 @@ struct Position {
     delivered_at_index: usize,
 }
 
-async fn run(
-    client: Client,
-    keys: Vec<Vec<u8>>,
-    from_index: LogIndex,
-    tx: async_channel::Sender<Result<WatchItem, ClientError>>,
-) {
+async fn run(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex, tx: Items) {
     let cfg = client.config().clone();
     let mut pos = Position {
         index: from_index,
@@ -148,106 +146,121 @@ enum Outcome {
     Retry { why: String, delivered: bool },
 }
 
+/// One connection's watch: open it, ask from `pos`, and deliver its events until it ends.
 async fn watch_once(
     client: &Client,
     addr: &str,
     keys: &[Vec<u8>],
     pos: &mut Position,
-    tx: &async_channel::Sender<Result<WatchItem, ClientError>>,
+    tx: &Items,
 ) -> Outcome {
-    let cfg = client.config();
+    let retry = |why: String| Outcome::Retry {
+        why,
+        delivered: false,
+    };
     let conn = match client.open_mux(addr).await {
         Ok(c) => c,
-        Err(OpenError::Retry(why)) => {
-            return Outcome::Retry {
-                why,
-                delivered: false,
-            }
-        }
+        Err(OpenError::Retry(why)) => return retry(why),
         Err(OpenError::Auth(e)) => return Outcome::Refused(e),
     };
     let id = client.next_request_id();
     let rx = match conn.subscribe(id, 1024) {
         Ok(rx) => rx,
-        Err(why) => {
-            return Outcome::Retry {
-                why,
-                delivered: false,
-            }
-        }
+        Err(why) => return retry(why),
     };
     let watch = Request::Watch {
         keys: keys.to_vec(),
         from_index: pos.index,
     };
-    let mut frame = RequestFrame::new(id, cfg.group, watch);
+    let mut frame = RequestFrame::new(id, client.config().group, watch);
     if let Err(e) = conn.send(&mut frame, |_| {}).await {
-        return Outcome::Retry {
-            why: format!("{e:?}"),
-            delivered: false,
-        };
+        return retry(format!("{e:?}"));
     }
-    // Events of `pos.index` already delivered before a reconnect are skipped.
-    let mut skip = pos.delivered_at_index;
-    let mut delivered = false;
+    let mut follow = Follow {
+        addr,
+        relogin: client.config().user.is_some(),
+        // Events of `pos.index` already delivered before a reconnect are skipped.
+        skip: pos.delivered_at_index,
+        delivered: false,
+    };
     loop {
-        let response = match rx.recv().await {
-            Ok(r) => r,
-            Err(_) => {
-                return Outcome::Retry {
-                    why: format!("the watch connection to {addr} broke"),
-                    delivered,
-                }
-            }
+        let Ok(response) = rx.recv().await else {
+            return Outcome::Retry {
+                why: format!("the watch connection to {addr} broke"),
+                delivered: follow.delivered,
+            };
         };
+        if let Some(outcome) = follow.answer(response, pos, tx).await {
+            return outcome;
+        }
+    }
+}
+
+/// A watch connection's answers as they arrive.
+struct Follow<'a> {
+    addr: &'a str,
+    /// Whether a login that ended is renewed (a user is configured).
+    relogin: bool,
+    /// Events at the position's index still to skip (delivered before a reconnect).
+    skip: usize,
+    /// Whether this connection delivered anything (a failure after that starts a new wait).
+    delivered: bool,
+}
+
+impl Follow<'_> {
+    /// Deliver an event unless it was delivered before.
+    async fn event(&mut self, ev: WatchEvent, pos: &mut Position, tx: &Items) -> Option<Outcome> {
+        if ev.index < pos.index {
+            return None;
+        }
+        if ev.index == pos.index && self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        if ev.index > pos.index {
+            pos.index = ev.index;
+            pos.delivered_at_index = 0;
+            self.skip = 0;
+        }
+        pos.delivered_at_index += 1;
+        self.delivered = true;
+        if tx.send(Ok(WatchItem::Event(ev))).await.is_err() {
+            return Some(Outcome::ReceiverGone);
+        }
+        None
+    }
+
+    /// What one answer means for the watch: `None` to go on reading.
+    async fn answer(
+        &mut self,
+        response: Response,
+        pos: &mut Position,
+        tx: &Items,
+    ) -> Option<Outcome> {
+        let (addr, delivered) = (self.addr, self.delivered);
+        let retry = |why: String, delivered: bool| Some(Outcome::Retry { why, delivered });
         match response {
-            Response::WatchStarted => {}
-            Response::Event(ev) => {
-                if ev.index < pos.index {
-                    continue;
-                }
-                if ev.index == pos.index && skip > 0 {
-                    skip -= 1;
-                    continue;
-                }
-                if ev.index > pos.index {
-                    pos.index = ev.index;
-                    pos.delivered_at_index = 0;
-                    skip = 0;
-                }
-                pos.delivered_at_index += 1;
-                delivered = true;
-                if tx.send(Ok(WatchItem::Event(ev))).await.is_err() {
-                    return Outcome::ReceiverGone;
-                }
-            }
+            Response::WatchStarted => None,
+            Response::Event(ev) => self.event(ev, pos, tx).await,
             Response::WatchCompacted { oldest } => {
                 pos.index = oldest;
                 pos.delivered_at_index = 0;
                 if tx.send(Ok(WatchItem::Compacted { oldest })).await.is_err() {
-                    return Outcome::ReceiverGone;
+                    return Some(Outcome::ReceiverGone);
                 }
                 // Open the watch again from the oldest kept index.
-                return Outcome::Retry {
-                    why: "history compacted".into(),
-                    delivered: true,
-                };
+                retry("history compacted".into(), true)
             }
             Response::NotLeader {
                 leader_addr: Some(to),
                 ..
-            } if to != addr => return Outcome::Redirect(to),
-            Response::NotLeader { .. } => {
-                return Outcome::Retry {
-                    why: format!("{addr} cannot serve the watch and names no leader"),
-                    delivered,
-                }
-            }
+            } if to != addr => Some(Outcome::Redirect(to)),
+            Response::NotLeader { .. } => retry(
+                format!("{addr} cannot serve the watch and names no leader"),
+                delivered,
+            ),
             Response::Unavailable { message } => {
-                return Outcome::Retry {
-                    why: format!("{addr} is unavailable: {message}"),
-                    delivered,
-                }
+                retry(format!("{addr} is unavailable: {message}"), delivered)
             }
             Response::WatchLagged { next } => {
                 // Everything before `next` arrived on this connection; go on from there (the
@@ -256,10 +269,7 @@ async fn watch_once(
                     pos.index = next;
                     pos.delivered_at_index = 0;
                 }
-                return Outcome::Retry {
-                    why: format!("{addr} cut the watch: it fell behind"),
-                    delivered: true,
-                };
+                retry(format!("{addr} cut the watch: it fell behind"), true)
             }
             // The login ended (its token expired, or auth was turned on): log in again and go
             // on from the last event delivered.
@@ -267,20 +277,13 @@ async fn watch_once(
                 code: ErrorCode::AuthFailed,
                 message,
                 ..
-            } if cfg.user.is_some() => {
-                return Outcome::Retry {
-                    why: format!("{addr} ended the login: {message}"),
-                    delivered,
-                }
-            }
-            Response::Error { code, kv, message } => {
-                return Outcome::Refused(ClientError::from_answer(code, kv, message))
-            }
-            other => {
-                return Outcome::Refused(ClientError::Protocol {
-                    message: format!("a watch was answered with {other:?}"),
-                })
-            }
+            } if self.relogin => retry(format!("{addr} ended the login: {message}"), delivered),
+            Response::Error { code, kv, message } => Some(Outcome::Refused(
+                ClientError::from_answer(code, kv, message),
+            )),
+            other => Some(Outcome::Refused(ClientError::Protocol {
+                message: format!("a watch was answered with {other:?}"),
+            })),
         }
     }
 }

@@ -5,6 +5,7 @@
 use shoal_client::ClientError;
 use shoal_kv::KvLimits;
 
+use super::kv::KvCommand;
 use super::{lease, Command};
 
 /// The path rules alone: the length and depth limits are the server's to judge, since only it
@@ -27,11 +28,13 @@ pub fn check_key(key: &str, allow_root: bool) -> Result<(), ClientError> {
 /// Check every key `command` names.
 pub fn check_keys(command: &Command) -> Result<(), ClientError> {
     let (keys, allow_root): (Vec<&String>, bool) = match command {
-        Command::Put { key, .. }
-        | Command::Del { key, .. }
-        | Command::Cas { key, .. }
-        | Command::PutTemp { key, .. }
-        | Command::Ttl { key, .. }
+        Command::Kv(
+            KvCommand::Put { key, .. }
+            | KvCommand::Del { key, .. }
+            | KvCommand::Cas { key, .. }
+            | KvCommand::PutTemp { key, .. }
+            | KvCommand::Ttl { key, .. },
+        )
         | Command::Lock { key: Some(key), .. }
         | Command::Lock {
             action:
@@ -39,9 +42,11 @@ pub fn check_keys(command: &Command) -> Result<(), ClientError> {
             ..
         } => (vec![key], false),
         Command::Elect { name, .. } => (vec![name], false),
-        Command::Mkdir { dir, .. } | Command::MkdirTemp { dir, .. } => (vec![dir], false),
-        Command::Get { key, .. } => (vec![key], true),
-        Command::List { dir, .. } => (vec![dir], true),
+        Command::Kv(KvCommand::Mkdir { dir, .. } | KvCommand::MkdirTemp { dir, .. }) => {
+            (vec![dir], false)
+        }
+        Command::Kv(KvCommand::Get { key, .. }) => (vec![key], true),
+        Command::Kv(KvCommand::List { dir, .. }) => (vec![dir], true),
         Command::Watch { keys, .. } => (keys.iter().collect(), true),
         _ => (Vec::new(), true),
     };
@@ -64,7 +69,7 @@ pub fn usage_exit(e: clap::Error) -> ! {
     let error = ClientError::BadRequest {
         message: e.to_string().trim().to_string(),
     };
-    println!("{}", super::error_json(&error));
+    println!("{}", super::answer::error_json(&error));
     std::process::exit(error.exit_code());
 }
 

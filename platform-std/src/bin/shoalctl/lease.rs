@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use shoal_client::protocol::LeaseInfo;
 use shoal_client::{Client, ClientError, KvError, LockState, NodeInfo, ReadMode, WatchStream};
 
-use super::{print_error, say, text, Answer, Output};
+use super::answer::{print_answer, print_error, say, text, Answer};
+use super::Output;
 
 /// How long a waiting `lock acquire` or `elect` goes without a change before it looks again
 /// (a change it was told about wakes it sooner).
@@ -327,7 +328,7 @@ pub async fn run(client: &Client, output: Output, command: &LeaseCommand) -> i32
     }
     match execute(client, command).await {
         Ok(answer) => {
-            super::print_answer(output, &answer);
+            print_answer(output, &answer);
             answer.code
         }
         Err(e) => {
@@ -335,4 +336,71 @@ pub async fn run(client: &Client, output: Output, command: &LeaseCommand) -> i32
             e.exit_code()
         }
     }
+}
+
+/// `lock KEY --lease D -- COMMAND`: run COMMAND holding the lock, with its fencing token in
+/// `SHOAL_LOCK_FENCE`; returns the command's exit code.
+pub async fn hold(
+    client: &Client,
+    output: Output,
+    key: &str,
+    lease: Duration,
+    wait: Duration,
+    command: &[String],
+) -> i32 {
+    let guard = match client.lock(key, lease, wait).await {
+        Ok(g) => g,
+        Err(e) => {
+            print_error(output, &e);
+            return e.exit_code();
+        }
+    };
+    let fence = guard.fence();
+    let (program, args) = command.split_first().expect("clap requires a command");
+    let child = std::process::Command::new(program)
+        .args(args)
+        .env("SHOAL_LOCK_FENCE", fence.to_string())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = guard.release().await;
+            print_error(
+                output,
+                &ClientError::BadRequest {
+                    message: format!("cannot run `{program}`: {e}"),
+                },
+            );
+            return 2;
+        }
+    };
+    let status = smol::unblock(move || child.wait()).await;
+    let guard_lost = guard.is_lost();
+    if guard_lost {
+        eprintln!(
+            "shoalctl: warning: the lock `{key}` was lost while the command ran (a lease renewal \
+             was refused); another client may have held it"
+        );
+    }
+    if let Err(e) = guard.release().await {
+        eprintln!("shoalctl: releasing the lock `{key}` failed (its lease will end it): {e}");
+    }
+    let code = match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+        }
+        Err(e) => {
+            eprintln!("shoalctl: waiting for `{program}` failed: {e}");
+            2
+        }
+    };
+    if output == Output::Json {
+        let lost = guard_lost;
+        println!(
+            "{}",
+            json!({"ok": code == 0 && !lost, "key": key, "fence": fence, "exit": code, "lost": lost})
+        );
+    }
+    code
 }

@@ -22,12 +22,15 @@
 //! A JSON compare has a `key` and one of `"value": "..."`, `"exists": true|false` or
 //! `"update_index": N` with `"cmp": "=" | "!=" | "<" | ">"` (default `=`).
 
+use std::io::BufRead;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_client::protocol::{Cmp, TxnCompare, TxnEffect, TxnWrite};
-use shoal_client::{Transaction, TxnOutcome};
+use shoal_client::{Client, ClientError, Transaction, TxnOutcome};
 
-use super::{parse_duration, text, Answer};
+use super::answer::{print_answer, print_error, text, Answer};
+use super::{parse_duration, Output};
 
 /// Which section of typed input a line belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,6 +281,60 @@ pub fn answer(txn: &Transaction, out: &TxnOutcome) -> Answer {
         }),
         lines.join("\n"),
     )
+}
+
+/// `shoalctl txn`: read the transaction (typed sections on stdin, or JSON from `file`), apply
+/// it, and answer; returns the exit code.
+pub async fn run(client: &Client, output: Output, file: Option<&str>) -> i32 {
+    let read = match file {
+        Some(path) => {
+            let doc = if path == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(path)
+            };
+            doc.map_err(|e| format!("cannot read the transaction from `{path}`: {e}"))
+                .and_then(|doc| from_json(&doc))
+        }
+        None => read_typed(),
+    };
+    let transaction = match read {
+        Ok(t) => t,
+        Err(message) => {
+            let e = ClientError::BadRequest { message };
+            print_error(output, &e);
+            return e.exit_code();
+        }
+    };
+    match client.txn(transaction.clone()).await {
+        Ok(out) => {
+            print_answer(output, &answer(&transaction, &out));
+            0
+        }
+        Err(e) => {
+            print_error(output, &e);
+            e.exit_code()
+        }
+    }
+}
+
+/// Typed transaction sections from stdin, with a prompt per section at a terminal.
+fn read_typed() -> Result<shoal_client::Transaction, String> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let prompt = stdin.is_terminal();
+    let mut typed = Typed::default();
+    let mut shown = None;
+    let mut lines = stdin.lock().lines();
+    while let Some(section) = typed.section() {
+        if prompt && shown != Some(section) {
+            shown = Some(section);
+            eprintln!("{}", section.prompt());
+        }
+        let Some(line) = lines.next() else { break };
+        typed.line(&line.map_err(|e| format!("reading stdin: {e}"))?)?;
+    }
+    Ok(typed.finish())
 }
 
 #[cfg(test)]

@@ -319,123 +319,25 @@ impl RaftLoop {
     }
 
     /// The record an auth change writes (`None`: removed), or why it cannot be made.
-    fn auth_change(&self, op: AuthOp) -> Result<(String, Option<Vec<u8>>), Response> {
+    fn auth_change(&self, op: AuthOp) -> Result<Change, Response> {
         let s = &self.auth;
-        // Refusals that depend on the state (a missing user or role) are definite `Conflict`s
-        // (exit 1), not usage errors.
-        let bad = |m: String| Err(error(ErrorCode::Conflict, m));
-        let conflict = |m: String| Err(error(ErrorCode::Conflict, m));
-        let user = |name: &str| -> Result<&UserRecord, Response> {
-            s.users
-                .get(name)
-                .ok_or_else(|| error(ErrorCode::Conflict, format!("user {name:?} does not exist")))
-        };
-        let role = |name: &str| -> Result<RoleRecord, Response> {
-            if name == ROOT {
-                return Err(error(
-                    ErrorCode::Conflict,
-                    "the root role is built in: it allows everything and cannot be changed".into(),
-                ));
-            }
-            s.roles
-                .get(name)
-                .cloned()
-                .ok_or_else(|| error(ErrorCode::Conflict, format!("role {name:?} does not exist")))
-        };
         match op {
-            AuthOp::Enable | AuthOp::Disable => {
-                let enabled = matches!(op, AuthOp::Enable);
-                if enabled && !s.is_root(ROOT) {
-                    return bad(
-                        "auth enable needs the user root first: shoalctl user add root".into(),
-                    );
-                }
-                let token_key = match (&s.config, enabled) {
-                    (Some(c), false) => c.token_key,
-                    (Some(c), true) if c.enabled => c.token_key,
-                    _ => random_key().map_err(|e| error(ErrorCode::Internal, e))?,
-                };
-                let value = encode_record(&AuthConfig { enabled, token_key });
-                Ok((CONFIG_KEY.to_string(), Some(value)))
-            }
-            AuthOp::UserDelete { name } => {
-                user(&name)?;
-                if name == ROOT && s.enabled() {
-                    return conflict(
-                        "the user root cannot be deleted while auth is enabled".into(),
-                    );
-                }
-                Ok((user_key(&name), None))
-            }
-            AuthOp::UserGrantRole { name, role: r } => {
-                let mut u = user(&name)?.clone();
-                if r != ROOT && !s.roles.contains_key(&r) {
-                    return bad(format!("role {r:?} does not exist"));
-                }
-                if !u.roles.contains(&r) {
-                    u.roles.push(r);
-                    u.roles.sort();
-                }
-                Ok((user_key(&name), Some(encode_record(&u))))
-            }
-            AuthOp::UserRevokeRole { name, role: r } => {
-                let mut u = user(&name)?.clone();
-                if name == ROOT && r == ROOT {
-                    return conflict("the user root always holds the root role".into());
-                }
-                if !u.roles.contains(&r) {
-                    return bad(format!("user {name:?} does not hold role {r:?}"));
-                }
-                u.roles.retain(|x| *x != r);
-                Ok((user_key(&name), Some(encode_record(&u))))
-            }
-            AuthOp::RoleAdd { name } => {
-                if let Err(e) = check_name("role", &name) {
-                    return bad(e);
-                }
-                if name == ROOT || s.roles.contains_key(&name) {
-                    return conflict(format!("role {name:?} already exists"));
-                }
-                let value = encode_record(&RoleRecord {
-                    permissions: Vec::new(),
-                });
-                Ok((role_key(&name), Some(value)))
-            }
-            AuthOp::RoleDelete { name } => {
-                role(&name)?;
-                let holders: Vec<&String> = s
-                    .users
-                    .iter()
-                    .filter(|(_, u)| u.roles.contains(&name))
-                    .map(|(n, _)| n)
-                    .collect();
-                if !holders.is_empty() {
-                    return conflict(format!(
-                        "role {name:?} is held by {holders:?}; revoke it from them first"
-                    ));
-                }
-                Ok((role_key(&name), None))
-            }
+            AuthOp::Enable => auth_switch(s, true),
+            AuthOp::Disable => auth_switch(s, false),
+            AuthOp::UserDelete { name } => user_delete(s, name),
+            AuthOp::UserGrantRole { name, role } => user_grant_role(s, name, role),
+            AuthOp::UserRevokeRole { name, role } => user_revoke_role(s, name, role),
+            AuthOp::RoleAdd { name } => role_add(s, name),
+            AuthOp::RoleDelete { name } => role_delete(s, name),
             AuthOp::RoleGrantPermission { name, permission } => {
-                let mut r = role(&name)?;
+                let mut r = changeable_role(s, &name)?;
                 r.permissions
                     .retain(|p| !(p.key == permission.key && p.prefix == permission.prefix));
                 r.permissions.push(permission);
                 Ok((role_key(&name), Some(encode_record(&r))))
             }
             AuthOp::RoleRevokePermission { name, key, prefix } => {
-                let mut r = role(&name)?;
-                let before = r.permissions.len();
-                r.permissions
-                    .retain(|p| !(p.key == key && p.prefix == prefix));
-                if r.permissions.len() == before {
-                    return bad(format!(
-                        "role {name:?} has no permission on {:?}{}",
-                        String::from_utf8_lossy(&key),
-                        if prefix { " (prefix)" } else { "" }
-                    ));
-                }
-                Ok((role_key(&name), Some(encode_record(&r))))
+                role_revoke_permission(s, name, &key, prefix)
             }
             AuthOp::Status
             | AuthOp::UserList
@@ -513,6 +415,135 @@ impl RaftLoop {
             hashing_busy: c.hashing_busy.get(),
         }
     }
+}
+
+/// An auth change: the record's key and its new value (`None`: removed).
+type Change = (String, Option<Vec<u8>>);
+
+/// A refusal that depends on the state (a missing user or role): a definite `Conflict` (exit 1),
+/// not a usage error.
+fn conflict(message: String) -> Response {
+    error(ErrorCode::Conflict, message)
+}
+
+fn existing_user<'a>(s: &'a AuthState, name: &str) -> Result<&'a UserRecord, Response> {
+    s.users
+        .get(name)
+        .ok_or_else(|| conflict(format!("user {name:?} does not exist")))
+}
+
+/// A role that exists and is not the built-in root.
+fn changeable_role(s: &AuthState, name: &str) -> Result<RoleRecord, Response> {
+    if name == ROOT {
+        return Err(conflict(
+            "the root role is built in: it allows everything and cannot be changed".into(),
+        ));
+    }
+    s.roles
+        .get(name)
+        .cloned()
+        .ok_or_else(|| conflict(format!("role {name:?} does not exist")))
+}
+
+/// `auth enable` (it needs the user root) or `auth disable`. The token key is new whenever
+/// auth is turned on, so tokens of an earlier time are dead.
+fn auth_switch(s: &AuthState, enabled: bool) -> Result<Change, Response> {
+    if enabled && !s.is_root(ROOT) {
+        return Err(conflict(
+            "auth enable needs the user root first: shoalctl user add root".into(),
+        ));
+    }
+    let token_key = match (&s.config, enabled) {
+        (Some(c), false) => c.token_key,
+        (Some(c), true) if c.enabled => c.token_key,
+        _ => random_key().map_err(|e| error(ErrorCode::Internal, e))?,
+    };
+    let value = encode_record(&AuthConfig { enabled, token_key });
+    Ok((CONFIG_KEY.to_string(), Some(value)))
+}
+
+fn user_delete(s: &AuthState, name: String) -> Result<Change, Response> {
+    existing_user(s, &name)?;
+    if name == ROOT && s.enabled() {
+        return Err(conflict(
+            "the user root cannot be deleted while auth is enabled".into(),
+        ));
+    }
+    Ok((user_key(&name), None))
+}
+
+fn user_grant_role(s: &AuthState, name: String, role: String) -> Result<Change, Response> {
+    let mut u = existing_user(s, &name)?.clone();
+    if role != ROOT && !s.roles.contains_key(&role) {
+        return Err(conflict(format!("role {role:?} does not exist")));
+    }
+    if !u.roles.contains(&role) {
+        u.roles.push(role);
+        u.roles.sort();
+    }
+    Ok((user_key(&name), Some(encode_record(&u))))
+}
+
+fn user_revoke_role(s: &AuthState, name: String, role: String) -> Result<Change, Response> {
+    let mut u = existing_user(s, &name)?.clone();
+    if name == ROOT && role == ROOT {
+        return Err(conflict("the user root always holds the root role".into()));
+    }
+    if !u.roles.contains(&role) {
+        return Err(conflict(format!(
+            "user {name:?} does not hold role {role:?}"
+        )));
+    }
+    u.roles.retain(|x| *x != role);
+    Ok((user_key(&name), Some(encode_record(&u))))
+}
+
+fn role_add(s: &AuthState, name: String) -> Result<Change, Response> {
+    check_name("role", &name).map_err(conflict)?;
+    if name == ROOT || s.roles.contains_key(&name) {
+        return Err(conflict(format!("role {name:?} already exists")));
+    }
+    let value = encode_record(&RoleRecord {
+        permissions: Vec::new(),
+    });
+    Ok((role_key(&name), Some(value)))
+}
+
+/// Delete a role no user holds.
+fn role_delete(s: &AuthState, name: String) -> Result<Change, Response> {
+    changeable_role(s, &name)?;
+    let holders: Vec<&String> = s
+        .users
+        .iter()
+        .filter(|(_, u)| u.roles.contains(&name))
+        .map(|(n, _)| n)
+        .collect();
+    if !holders.is_empty() {
+        return Err(conflict(format!(
+            "role {name:?} is held by {holders:?}; revoke it from them first"
+        )));
+    }
+    Ok((role_key(&name), None))
+}
+
+fn role_revoke_permission(
+    s: &AuthState,
+    name: String,
+    key: &[u8],
+    prefix: bool,
+) -> Result<Change, Response> {
+    let mut r = changeable_role(s, &name)?;
+    let before = r.permissions.len();
+    r.permissions
+        .retain(|p| !(p.key == key && p.prefix == prefix));
+    if r.permissions.len() == before {
+        return Err(conflict(format!(
+            "role {name:?} has no permission on {:?}{}",
+            String::from_utf8_lossy(key),
+            if prefix { " (prefix)" } else { "" }
+        )));
+    }
+    Ok((role_key(&name), Some(encode_record(&r))))
 }
 
 #[cfg(test)]
