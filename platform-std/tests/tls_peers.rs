@@ -268,3 +268,26 @@ fn an_unfinished_tls_handshake_on_the_raft_port_is_closed_by_the_handshake_timeo
         Some(&b"2"[..])
     );
 }
+
+/// The dialing side of a raft port connection is held to `--peer-handshake-timeout` too: a
+/// member whose peer accepts the TCP connection and then says nothing (no TLS answer, no
+/// Hello) gives up when that limit passes, says so naming the flag, and counts it as a hit.
+#[test]
+fn a_dialed_peer_that_never_answers_is_given_up_at_the_handshake_timeout() {
+    let mut c = Cluster::builder()
+        .voters([1, 2])
+        .peer_tls()
+        .args(&["--peer-handshake-timeout", "1s"])
+        .build();
+    // Node 2's raft port: taken by a listener that accepts (in the kernel's backlog) and
+    // never speaks.
+    let _silent = std::net::TcpListener::bind(&c.node(2).raft).expect("bind node 2's port");
+    c.start(1);
+    wait_for("the dial given up at the handshake timeout", WAIT, || {
+        let log = c.node(1).log();
+        log.contains("did not finish the handshake") && log.contains("--peer-handshake-timeout")
+    });
+    wait_for("the dialed timeout counted", WAIT, || {
+        c.limit_hits(1, "peer-handshake-timeout") >= 1
+    });
+}

@@ -439,20 +439,28 @@ fn connect(addr: &str) -> io::Result<TcpStream> {
 fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> io::Result<()> {
     let stream = connect(addr)?;
     stream.set_nodelay(true)?;
-    // The handshake answer must come in time; afterwards this side only writes.
-    stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-    let link = tls_stream::dial_peer(net.tls.get(), stream, addr, id)?;
+    // The handshake (TLS, when members speak it, and the answering Hello) must be over within
+    // --peer-handshake-timeout, the bound the accepting side holds it to; afterwards this
+    // side only writes.
+    let deadline = Instant::now() + net.limits.handshake_timeout;
+    stream.set_write_timeout(Some(net.limits.handshake_timeout))?;
+    let timed_out = |e| dial_handshake_error(net, addr, e);
+    let link =
+        tls_stream::dial_peer(net.tls.get(), stream, addr, id, deadline).map_err(timed_out)?;
     let (mut reader, mut writer, tcp) = (link.reader, link.writer, link.tcp);
     let info = net.hello.lock().expect("hello lock").clone();
     let local = info.hello(id);
     // TLS already authenticates and encrypts: the cluster key seals only links without it.
     let seal = net.seal.get().filter(|_| !link.tls);
-    let mut ch = Channel::dial(seal, id, &mut reader, &mut writer)?;
+    let mut ch = Channel::dial(seal, id, &mut reader, &mut writer).map_err(timed_out)?;
     ch.write(
         &mut writer,
         &encode_body(&info, id, &Body::Hello(local.clone())),
     )?;
-    let reply = ch.read(seal, &mut reader, HELLO_MAX_BYTES, addr)?;
+    let reply = ch
+        .read(seal, &mut reader, HELLO_MAX_BYTES, addr)
+        .map_err(timed_out)?;
+    reader.get_mut().end_deadline();
     let (frame, _) = wire::decode(&reply)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     match frame.body {
@@ -569,6 +577,27 @@ fn handshake_error(net: &Net, e: io::Error) -> io::Error {
         format!(
             "no whole handshake (TLS, when the raft port serves it, and Hello) within {:?} \
              (--{}); closed",
+            net.limits.handshake_timeout,
+            PeerLimit::HandshakeTimeout.flag()
+        ),
+    )
+}
+
+/// A dialed handshake's error; one that ran out of `--peer-handshake-timeout` is counted as
+/// the accepting side counts its own and says so.
+fn dial_handshake_error(net: &Net, addr: &str, e: io::Error) -> io::Error {
+    if !matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) {
+        return e;
+    }
+    net.hit(PeerLimit::HandshakeTimeout);
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{addr} did not finish the handshake (TLS, when members speak it, and its Hello) \
+             within {:?} (--{})",
             net.limits.handshake_timeout,
             PeerLimit::HandshakeTimeout.flag()
         ),

@@ -73,7 +73,7 @@ pub enum PeerHalf {
     /// No TLS.
     Plain(DeadlineStream),
     /// The dialing side's TLS session.
-    Dialed(Rc<RefCell<StreamOwned<ClientConnection, TcpStream>>>),
+    Dialed(Rc<RefCell<StreamOwned<ClientConnection, DeadlineStream>>>),
     /// The accepting side's TLS session.
     Accepted(Rc<RefCell<StreamOwned<ServerConnection, DeadlineStream>>>),
 }
@@ -84,7 +84,7 @@ impl PeerHalf {
     pub fn end_deadline(&mut self) {
         match self {
             PeerHalf::Plain(s) => s.deadline = None,
-            PeerHalf::Dialed(_) => {}
+            PeerHalf::Dialed(s) => s.borrow_mut().sock.deadline = None,
             PeerHalf::Accepted(s) => s.borrow_mut().sock.deadline = None,
         }
     }
@@ -181,15 +181,19 @@ fn certified_member(
 }
 
 /// Open the dialing side of a raft port connection to node `peer` at `addr`. With peer TLS
-/// the handshake runs here and the certificate must name `peer`.
+/// the handshake runs here and the certificate must name `peer`. Every read until
+/// [`PeerHalf::end_deadline`], the TLS handshake's and the answering `Hello`'s, gives up at
+/// `deadline` (`--peer-handshake-timeout`, the bound of the accepting side too) with
+/// `TimedOut` or `WouldBlock`.
 pub fn dial_peer(
     tls: Option<&Arc<Tls>>,
     tcp: TcpStream,
     addr: &str,
     peer: NodeId,
+    deadline: Instant,
 ) -> io::Result<PeerLink> {
     let Some((tls, (_, config))) = tls.and_then(|t| Some((t, t.peer()?))) else {
-        return plain(tcp, 8 << 10, None);
+        return plain(tcp, 8 << 10, Some(deadline));
     };
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -200,9 +204,16 @@ pub fn dial_peer(
         )
     })?;
     let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
-    let mut sock = tcp.try_clone()?;
+    let mut sock = DeadlineStream::new(tcp.try_clone()?, Some(deadline));
     while conn.is_handshaking() {
         if let Err(e) = conn.complete_io(&mut sock) {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) {
+                // Out of time: the caller counts it against the handshake deadline.
+                return Err(e);
+            }
             tls.refused(Port::Raft, &format!("node {peer} at {addr}"), &e);
             return Err(e);
         }
