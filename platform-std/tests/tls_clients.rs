@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use shoal_testkit::certs::cert_der;
 use shoal_testkit::cli::AUTH_USERS;
 use shoal_testkit::client::{limit_series, Conn};
 use shoal_testkit::{shoalctl, wait_for, CertPair, Certs, Cluster, WAIT};
@@ -18,13 +19,19 @@ fn node_with_client_cert_auth() -> (Cluster, Certs) {
 /// A single node serving TLS on its client port (`cert_auth`: requiring a client certificate
 /// of the cluster's CA), with `extra` flags.
 fn tls_node(cert_auth: bool, extra: &[&str]) -> (Cluster, Certs) {
+    let (c, certs, _) = tls_node_serving(cert_auth, extra);
+    (c, certs)
+}
+
+/// [`tls_node`], and the certificate its client port serves.
+fn tls_node_serving(cert_auth: bool, extra: &[&str]) -> (Cluster, Certs, CertPair) {
     let mut c = Cluster::builder().voters([1]).args(extra).build();
     let certs = Certs::new(&c.root().join("certs"));
     let own = certs.node(1, 1);
     let flags = certs.client_port_flags(&own, cert_auth);
     c.node_mut(1).args.extend(flags);
     c.start(1);
-    (c, certs)
+    (c, certs, own)
 }
 
 fn ctl(
@@ -188,4 +195,45 @@ fn a_client_certificate_logs_in_as_the_user_its_cn_names() {
     let o = as_(&nobody, &["get", "app.x"]);
     assert_eq!(o.code, 1, "{o}");
     assert_eq!(o.json()["error"], "AuthFailed", "{o}");
+}
+
+/// Certificate files replaced on disk, with no signal, are re-read within
+/// `--cert-check-interval`: a bad file keeps the certificate in force and the log says why; a
+/// renewed certificate and key are what the next connection sees.
+#[test]
+fn replaced_certificate_files_are_reread_without_a_signal() {
+    let (c, certs, own) = tls_node_serving(false, &["--cert-check-interval", "1s"]);
+    let client = c.node(1).client.clone();
+    let served = || certs.tls_open(&client, None).map(|t| t.served_cert()).ok();
+    let first = cert_der(&own.cert);
+    wait_for("the first certificate served", WAIT, || {
+        served().as_ref() == Some(&first)
+    });
+    let log = || c.node(1).log();
+
+    std::fs::write(&own.cert, b"not a certificate").expect("spoil the certificate");
+    wait_for("the failed reload logged", WAIT, || {
+        log().contains("a certificate or key file changed: certificates not reloaded")
+    });
+    assert_eq!(
+        served(),
+        Some(first.clone()),
+        "a bad file replaced the certificate"
+    );
+
+    let renewed = certs.node_with(1, 1, "renewed", &[]);
+    let next = cert_der(&renewed.cert);
+    assert_ne!(next, first);
+    std::fs::copy(&renewed.key, &own.key).expect("install the renewed key");
+    std::fs::copy(&renewed.cert, &own.cert).expect("install the renewed certificate");
+    wait_for("the renewed certificate served", WAIT, || {
+        served().as_ref() == Some(&next)
+    });
+    assert!(log().contains("a certificate or key file changed: certificates and keys re-read"));
+    let admin = c.node(1).admin.clone();
+    wait_for("the reload counted", WAIT, || {
+        certs
+            .https_metric(&admin, "shoal_tls_reloads_total")
+            .is_some_and(|n| n >= 1)
+    });
 }

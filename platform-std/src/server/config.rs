@@ -329,6 +329,10 @@ pub struct Flags {
     /// CA certificates (PEM) that members' certificates must be signed by.
     #[arg(long, env = "SHOAL_PEER_TRUSTED_CA_FILE", value_name = "FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
+    /// How often the certificate, key and CA files are looked at: one that changed (length or
+    /// modification time) is re-read as on SIGHUP; 0 re-reads only on SIGHUP [default: 5s].
+    #[arg(long, env = "SHOAL_CERT_CHECK_INTERVAL", value_name = "DURATION")]
+    pub cert_check_interval: Option<Dur>,
 }
 
 /// How shoald writes its log lines.

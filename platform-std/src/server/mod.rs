@@ -76,26 +76,34 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
     Ok(stopping)
 }
 
-/// Re-read the certificate files on every SIGHUP (a thread of its own waits for it).
+/// Re-read the certificate files on every SIGHUP (a thread of its own waits for it) and, every
+/// `--cert-check-interval`, when one of them changed (another thread looks).
 fn reload_on_sighup(tls: Arc<tls::Tls>) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
         .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    let hup = tls.clone();
     std::thread::Builder::new()
         .name("shoal-sighup".into())
         .spawn(move || {
             for _ in signals.forever() {
-                match tls.reload() {
-                    Ok(()) => log::info!(
-                        "SIGHUP: certificates and keys re-read; new connections use them"
-                    ),
-                    Err(e) => log::error!(
-                        "SIGHUP: certificates not reloaded, the previous ones stay in force: {e}"
-                    ),
-                }
+                hup.reload_logged("SIGHUP");
             }
         })
         .map(drop)
-        .map_err(|e| format!("cannot start the SIGHUP thread: {e}"))
+        .map_err(|e| format!("cannot start the SIGHUP thread: {e}"))?;
+    let every = tls.check_interval();
+    if every.is_zero() {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("shoal-certcheck".into())
+        .stack_size(64 << 10)
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            tls.reload_if_changed();
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the certificate check thread: {e}"))
 }
 
 /// Serve the admin port on a thread of its own.

@@ -3,6 +3,10 @@
 //! SIGHUP, and what a verified certificate says about its holder (a member's node id from its
 //! URI SAN `shoal://<cluster-id>/node/<node-id>`, a client's common name).
 //!
+//! The files are re-read on SIGHUP and, every `--cert-check-interval`, when one of them
+//! changed (its length or modification time): renewal tools that replace the files need not
+//! know the process.
+//!
 //! This module only builds configurations and reads certificates; the sockets stay in
 //! [`super::tls_stream`] (the stream types), `net.rs` (raft port), `clients.rs` (client port)
 //! and `admin/` (admin port). A reload that fails keeps the configurations in force and says
@@ -10,7 +14,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -51,7 +56,14 @@ pub struct TlsFiles {
     pub admin_cert_auth_all: bool,
     /// Mutual TLS between members.
     pub peer: Option<PeerFiles>,
+    /// How often the files are looked at for a change (`--cert-check-interval`; zero: only
+    /// on SIGHUP).
+    pub check_interval: Duration,
 }
+
+/// The default of `--cert-check-interval`: a renewed certificate is in force within seconds,
+/// for a few `stat` calls each time.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 type Triple = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
 
@@ -101,7 +113,35 @@ impl TlsFiles {
             client_cert_auth,
             admin_cert_auth_all,
             peer,
+            check_interval: DEFAULT_CHECK_INTERVAL,
         })
+    }
+
+    /// Every file in use, each once.
+    fn paths(&self) -> Vec<&Path> {
+        let mut all: Vec<&Path> = Vec::new();
+        if let Some(c) = &self.client {
+            all.extend([c.cert.as_path(), c.key.as_path()]);
+        }
+        all.extend(self.client_ca.as_deref());
+        if let Some(p) = &self.peer {
+            all.extend([p.own.cert.as_path(), p.own.key.as_path(), p.ca.as_path()]);
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// What the files look like now: each one's length and modification time (`None` while
+    /// it cannot be read), so a replaced file shows as a change.
+    fn stamp(&self) -> Stamp {
+        self.paths()
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.len(), m.modified().ok()?))
+            })
+            .collect()
     }
 
     /// True when any port speaks TLS.
@@ -109,6 +149,9 @@ impl TlsFiles {
         self.client.is_some() || self.peer.is_some()
     }
 }
+
+/// The length and modification time of each file of [`TlsFiles::paths`].
+type Stamp = Vec<Option<(u64, SystemTime)>>;
 
 /// The configurations in force for one build of the files.
 struct Configs {
@@ -130,7 +173,7 @@ pub struct TlsView {
     /// Peers refused because their certificate named another node, cluster or none, or a
     /// frame on their connection claimed another sender.
     pub peer_identity_refused: u64,
-    /// Successful reloads of the files (SIGHUP).
+    /// Successful reloads of the files (SIGHUP or a changed file).
     pub reloads: u64,
     /// Reloads that failed (the previous certificates stayed in force).
     pub reload_failures: u64,
@@ -171,6 +214,8 @@ pub struct Tls {
     cluster_id: ClusterId,
     node_id: NodeId,
     configs: RwLock<Configs>,
+    /// The files as they were when last read (loaded or reloaded, well or not).
+    seen: Mutex<Stamp>,
     client_refused: AtomicU64,
     admin_refused: AtomicU64,
     peer_refused: AtomicU64,
@@ -321,12 +366,14 @@ impl Tls {
         if !files.any() {
             return Ok(None);
         }
+        let seen = files.stamp();
         let configs = Configs::build(files, cluster_id, node_id)?;
         Ok(Some(Arc::new(Tls {
             files: files.clone(),
             cluster_id,
             node_id,
             configs: RwLock::new(configs),
+            seen: Mutex::new(seen),
             client_refused: AtomicU64::new(0),
             admin_refused: AtomicU64::new(0),
             peer_refused: AtomicU64::new(0),
@@ -336,9 +383,11 @@ impl Tls {
         })))
     }
 
-    /// Read the files again (SIGHUP). New connections use the new certificates; on an error
-    /// the old ones stay in force and the error is returned.
+    /// Read the files again (SIGHUP, or a change seen). New connections use the new
+    /// certificates; on an error the old ones stay in force and the error is returned.
     pub fn reload(&self) -> Result<(), String> {
+        // Stamped before reading: a file replaced while it is read shows as a change again.
+        *self.seen.lock().expect("tls lock") = self.files.stamp();
         match Configs::build(&self.files, self.cluster_id, self.node_id) {
             Ok(c) => {
                 *self.configs.write().expect("tls lock") = c;
@@ -350,6 +399,33 @@ impl Tls {
                 Err(e)
             }
         }
+    }
+
+    /// [`Tls::reload`], logged: `cause` (SIGHUP, a changed file) and what came of it.
+    pub fn reload_logged(&self, cause: &str) {
+        match self.reload() {
+            Ok(()) => {
+                log::info!("{cause}: certificates and keys re-read; new connections use them")
+            }
+            Err(e) => log::error!(
+                "{cause}: certificates not reloaded, the previous ones stay in force: {e}"
+            ),
+        }
+    }
+
+    /// Reload when a file changed since it was last read; a file that stays bad is tried
+    /// (and logged) once per change, not at every look.
+    pub fn reload_if_changed(&self) {
+        let now = self.files.stamp();
+        if *self.seen.lock().expect("tls lock") == now {
+            return;
+        }
+        self.reload_logged("a certificate or key file changed");
+    }
+
+    /// How often the files are looked at (zero: never, only SIGHUP reloads).
+    pub fn check_interval(&self) -> Duration {
+        self.files.check_interval
     }
 
     /// The client port's configuration, if it serves TLS.

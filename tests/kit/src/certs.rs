@@ -129,6 +129,25 @@ impl Certs {
         f
     }
 
+    /// A TLS connection to a client port at `addr`, trusting this CA and presenting `pair`,
+    /// with its handshake done (the error says why it failed).
+    pub fn tls_open(&self, addr: &str, pair: Option<&CertPair>) -> std::io::Result<TlsConn> {
+        let config = crate::peer::tls_client_config(&self.ca(), pair)?;
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1")
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut tcp = std::net::TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)?;
+        }
+        Ok(TlsConn {
+            stream: rustls::StreamOwned::new(conn, tcp),
+            buf: Vec::new(),
+        })
+    }
+
     /// `GET path` from an admin port over TLS, trusting this CA, presenting `pair`: the
     /// status and body, or why the connection failed.
     pub fn https_get(
@@ -190,4 +209,42 @@ impl Certs {
             self.ca().display().to_string(),
         ]
     }
+}
+
+/// A client port connection over TLS ([`Certs::tls_open`]).
+pub struct TlsConn {
+    stream: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl TlsConn {
+    /// The certificate the node presented (DER of the leaf).
+    pub fn served_cert(&self) -> Vec<u8> {
+        self.stream
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The next answer frame; `UnexpectedEof` when the node closed the connection.
+    pub fn next_frame(&mut self) -> std::io::Result<shoal_client::protocol::ResponseFrame> {
+        crate::client::next_frame(&mut self.stream, &mut self.buf)
+    }
+}
+
+/// The DER of the first certificate in the PEM file at `path`.
+///
+/// # Panics
+/// When it holds none.
+pub fn cert_der(path: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .expect("a PEM file")
+        .next()
+        .expect("a certificate in it")
+        .expect("a certificate that parses")
+        .as_ref()
+        .to_vec()
 }

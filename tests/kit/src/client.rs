@@ -159,22 +159,28 @@ impl Conn {
 
     /// The next answer frame; `UnexpectedEof` when the node closed the connection.
     pub fn next_frame(&mut self) -> std::io::Result<ResponseFrame> {
-        loop {
-            match protocol::decode::<ResponseFrame>(&self.buf) {
-                Ok(Some((f, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(f);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
+        next_frame(&mut self.stream, &mut self.buf)
+    }
+}
+
+/// The next answer frame read from `stream`, keeping bytes past it in `buf` for the next call;
+/// `UnexpectedEof` when the node closed the connection.
+pub fn next_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<ResponseFrame> {
+    loop {
+        match protocol::decode::<ResponseFrame>(buf) {
+            Ok(Some((f, used))) => {
+                buf.drain(..used);
+                return Ok(f);
             }
-            let mut chunk = [0u8; 65536];
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
         }
+        let mut chunk = [0u8; 65536];
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

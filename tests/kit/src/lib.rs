@@ -46,7 +46,7 @@ pub mod proc;
 pub mod wait;
 
 pub use bins::bin;
-pub use certs::{CertPair, Certs};
+pub use certs::{CertPair, Certs, TlsConn};
 pub use cli::{inspect, shoalctl, Output};
 pub use cluster::{write_key_file, Cluster, ClusterBuilder, Node};
 pub use disk::Tmpfs;

@@ -266,7 +266,7 @@ fn node_counters(s: &mut String, v: &AdminView) {
         ),
         (
             "shoal_tls_reloads_total",
-            "Certificate reloads (SIGHUP) that took effect.",
+            "Certificate reloads (SIGHUP or a changed file) that took effect.",
             "counter",
             v.tls.reloads,
         ),

@@ -258,12 +258,17 @@ impl ServerConfig {
             peer_limits,
             auth_token_ttl,
             auth_max_hashing,
-            tls: TlsFiles::from_flags(
-                (f.cert_file, f.key_file, f.trusted_ca_file),
-                f.client_cert_auth.unwrap_or(false),
-                f.admin_cert_auth_all.unwrap_or(false),
-                (f.peer_cert_file, f.peer_key_file, f.peer_trusted_ca_file),
-            )?,
+            tls: TlsFiles {
+                check_interval: f
+                    .cert_check_interval
+                    .map_or(super::super::tls::DEFAULT_CHECK_INTERVAL, |d| d.0),
+                ..TlsFiles::from_flags(
+                    (f.cert_file, f.key_file, f.trusted_ca_file),
+                    f.client_cert_auth.unwrap_or(false),
+                    f.admin_cert_auth_all.unwrap_or(false),
+                    (f.peer_cert_file, f.peer_key_file, f.peer_trusted_ca_file),
+                )?
+            },
         })
     }
 }
