@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use shoal_client::protocol::Response;
 use shoal_testkit::certs::cert_der;
 use shoal_testkit::cli::AUTH_USERS;
 use shoal_testkit::client::{limit_series, Conn};
@@ -235,5 +236,39 @@ fn replaced_certificate_files_are_reread_without_a_signal() {
         certs
             .https_metric(&admin, "shoal_tls_reloads_total")
             .is_some_and(|n| n >= 1)
+    });
+}
+
+/// A TLS client over `--client-max-connections` gets what a plaintext one gets: inside a
+/// finished TLS session, an `Unavailable` answer of id 0 that names the limit, then the end of
+/// the connection; the refusal is counted as a hit of that limit.
+#[test]
+fn a_tls_client_over_the_connection_limit_is_told_why() {
+    let (c, certs) = tls_node(false, &["--client-max-connections", "1"]);
+    let client = c.node(1).client.clone();
+    let _held = shoal_testkit::wait_some("the one connection served", WAIT, || {
+        certs.tls_open(&client, None).ok()
+    });
+    let mut over = certs
+        .tls_open(&client, None)
+        .expect("the TLS handshake of a connection over the limit");
+    let refusal = over.next_frame().expect("an answer");
+    assert_eq!(refusal.id, 0);
+    match refusal.response {
+        Response::Unavailable { message } => {
+            assert!(message.contains("client-max-connections=1"), "{message}")
+        }
+        other => panic!("not the refusal: {other:?}"),
+    }
+    assert!(over.next_frame().is_err(), "the connection stayed open");
+    // The client library and shoalctl see it too.
+    let o = ctl(&c, &certs, None, &["--timeout", "3s", "get", "k"]);
+    assert_ne!(o.code, 0, "{o}");
+    assert!(o.err.contains("client-max-connections"), "{o}");
+    let admin = c.node(1).admin.clone();
+    wait_for("the refusals counted", WAIT, || {
+        certs
+            .https_metric(&admin, &limit_series("client-max-connections"))
+            .is_some_and(|n| n >= 2)
     });
 }

@@ -92,6 +92,9 @@ pub struct ClientLimits {
     pub max_watches_per_conn: usize,
     /// Keys watched on the node, every connection together.
     pub max_watches: usize,
+    /// TLS connections over `max_connections` being told why at once (each takes a TLS
+    /// handshake and an answer); more are closed without a word.
+    pub max_tls_refusals: usize,
 }
 
 impl Default for ClientLimits {
@@ -107,6 +110,7 @@ impl Default for ClientLimits {
             buffer_bytes: 64 << 20,
             max_watches_per_conn: 1024,
             max_watches: 8192,
+            max_tls_refusals: 16,
         }
     }
 }
@@ -137,11 +141,14 @@ pub enum Limit {
     WatchesPerConn,
     /// A watch was refused: the node watched `--client-max-watches` keys.
     Watches,
+    /// A TLS connection over `--client-max-connections` was closed without being told why:
+    /// `--client-max-tls-refusals` were being told.
+    TlsRefusals,
 }
 
 impl Limit {
     /// Every limit, in the order of the counters.
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::Connections,
         Limit::IdleTimeout,
         Limit::FrameTimeout,
@@ -152,6 +159,7 @@ impl Limit {
         Limit::Buffers,
         Limit::WatchesPerConn,
         Limit::Watches,
+        Limit::TlsRefusals,
     ];
 
     /// The flag that sets it, without `--`.
@@ -167,6 +175,7 @@ impl Limit {
             Limit::Buffers => "client-buffers-mb",
             Limit::WatchesPerConn => "client-max-watches-per-conn",
             Limit::Watches => "client-max-watches",
+            Limit::TlsRefusals => "client-max-tls-refusals",
         }
     }
 
@@ -183,6 +192,7 @@ impl Limit {
             Limit::Buffers => limits.buffer_bytes,
             Limit::WatchesPerConn => limits.max_watches_per_conn,
             Limit::Watches => limits.max_watches,
+            Limit::TlsRefusals => limits.max_tls_refusals,
         };
         v as u64
     }
@@ -235,6 +245,8 @@ pub struct Hub {
     /// Watches cut because their connection was over its share.
     watches_cut: Cell<u64>,
     stopping: Cell<bool>,
+    /// TLS connections over `max_connections` being told so.
+    refusing: Cell<usize>,
     /// The client port's TLS, when it serves it (`--cert-file`).
     tls: RefCell<Option<Arc<Tls>>>,
 }
@@ -316,6 +328,7 @@ impl Hub {
             hits: Default::default(),
             watches_cut: Cell::new(0),
             stopping: Cell::new(false),
+            refusing: Cell::new(0),
             tls: RefCell::new(None),
         })
     }
@@ -898,13 +911,14 @@ pub async fn accept_loop(
             return;
         }
         let tls = hub.tls.borrow().clone();
-        if !admit(&hub, &stream, tls.is_some()) {
+        let config = tls.as_ref().and_then(|t| t.client_port());
+        let Some(stream) = admit(&hub, &ex, stream, config.clone()) else {
             continue;
-        }
+        };
         if let Err(e) = stream.get_ref().set_nodelay(true) {
             log::debug!("client connection from {peer}: set_nodelay: {e}");
         }
-        let stream = match ClientStream::new(stream, tls.as_ref().and_then(|t| t.client_port())) {
+        let stream = match ClientStream::new(stream, config) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("client connection from {peer}: {e}");
@@ -980,21 +994,24 @@ pub async fn accept_loop(
     }
 }
 
-/// Whether a new connection may be served; one over `--client-max-connections` is told why (an
-/// `Unavailable` frame of id 0: nothing it sent was read) and closed at once. A TLS port
-/// closes it without a word: a frame outside a TLS session means nothing to its client, and a
-/// handshake is what the limit must not pay for.
-fn admit(hub: &Hub, stream: &Async<TcpStream>, tls: bool) -> bool {
+/// The connection if it may be served; one over `--client-max-connections` is told why (an
+/// `Unavailable` frame of id 0: nothing it sent was read) and closed. A plaintext one is told
+/// at once. A TLS one can only be told inside a TLS session: a task of its own runs the
+/// handshake, sends the frame and closes, all within `--client-frame-timeout` (the bound of
+/// every handshake); at most `--client-max-tls-refusals` are told at once and more are closed
+/// without a word, so connections over the limit cannot make handshakes without bound.
+fn admit(
+    hub: &Rc<Hub>,
+    ex: &LocalExecutor<'static>,
+    stream: Async<TcpStream>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Option<Async<TcpStream>> {
     let open = hub.conns.borrow().len();
     let max = hub.limits.max_connections;
     if open < max {
-        return true;
+        return Some(stream);
     }
     hub.hit(Limit::Connections);
-    if tls {
-        let _ = stream.get_ref().shutdown(Shutdown::Both);
-        return false;
-    }
     let mut frame = Vec::new();
     encode_response(
         &ResponseFrame {
@@ -1010,12 +1027,42 @@ fn admit(hub: &Hub, stream: &Async<TcpStream>, tls: bool) -> bool {
         },
         &mut frame,
     );
-    // A fresh socket takes a small frame at once; if it does not, the client learns nothing
-    // more than a closed connection.
-    let mut s: &TcpStream = stream.get_ref();
-    let _ = s.write(&frame);
-    let _ = s.shutdown(Shutdown::Both);
-    false
+    let Some(config) = tls else {
+        // A fresh socket takes a small frame at once; if it does not, the client learns
+        // nothing more than a closed connection.
+        let mut s: &TcpStream = stream.get_ref();
+        let _ = s.write(&frame);
+        let _ = s.shutdown(Shutdown::Both);
+        return None;
+    };
+    if hub.refusing.get() >= hub.limits.max_tls_refusals {
+        hub.hit(Limit::TlsRefusals);
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        return None;
+    }
+    let stream = match ClientStream::new(stream, Some(config)) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("client connection over the limit: {e}");
+            return None;
+        }
+    };
+    hub.refusing.set(hub.refusing.get() + 1);
+    let hub = hub.clone();
+    ex.spawn(async move {
+        let told = stream.tell_and_close(&frame, CLOSE_GRACE);
+        let timeout = async {
+            Timer::after(hub.limits.frame_timeout).await;
+            Err(io::ErrorKind::TimedOut.into())
+        };
+        if let Err(e) = futures_lite::future::or(told, timeout).await {
+            log::debug!("client connection over the limit, not told why: {e}");
+        }
+        stream.shutdown();
+        hub.refusing.set(hub.refusing.get() - 1);
+    })
+    .detach();
+    None
 }
 
 /// Run [`Hub::sweep`] every [`SWEEP_EVERY`].

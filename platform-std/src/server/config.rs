@@ -271,6 +271,10 @@ pub struct Flags {
     /// Keys watched on this node, every connection together [default: 8192].
     #[arg(long, env = "SHOAL_CLIENT_MAX_WATCHES", value_name = "N")]
     pub client_max_watches: Option<usize>,
+    /// TLS connections over --client-max-connections told why at once (each costs a TLS
+    /// handshake); more are closed without a word [default: 16].
+    #[arg(long, env = "SHOAL_CLIENT_MAX_TLS_REFUSALS", value_name = "N")]
+    pub client_max_tls_refusals: Option<usize>,
     /// Raft-port connections in their handshake at once; one more is closed at once
     /// [default: 16].
     #[arg(long, env = "SHOAL_PEER_MAX_HANDSHAKES", value_name = "N")]

@@ -14,7 +14,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_io::Async;
 use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
@@ -479,6 +479,43 @@ impl ClientStream {
     /// Wait until the socket takes bytes.
     pub async fn writable(&self) -> io::Result<()> {
         self.tcp.writable().await
+    }
+
+    /// Run the handshake, send `frame`, end the session (TLS's close_notify) and the
+    /// sending side, then read and drop what the client still sends for up to `grace`, so
+    /// that closing with its unread bytes does not reset the connection before it read the
+    /// frame.
+    pub async fn tell_and_close(&self, frame: &[u8], grace: Duration) -> io::Result<()> {
+        self.handshake().await?;
+        let mut sent = 0;
+        while sent < frame.len() {
+            match self.write(&frame[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(tls) = &self.tls {
+            tls.borrow_mut().send_close_notify();
+        }
+        loop {
+            match self.finish() {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        self.tcp.get_ref().shutdown(Shutdown::Write)?;
+        let drain = async {
+            let mut sink = [0u8; 4096];
+            while self.tcp.read_with(|s| (&*s).read(&mut sink)).await? > 0 {}
+            Ok::<(), io::Error>(())
+        };
+        let grace = async {
+            async_io::Timer::after(grace).await;
+            Ok(())
+        };
+        futures_lite::future::or(drain, grace).await
     }
 
     /// Close both ways.

@@ -183,9 +183,9 @@ pub struct ClientsView {
     /// Watches cut (with an index to resume from) because their connection was over its share.
     pub watches_cut: u64,
     /// Each client limit (its flag) and its value.
-    pub limits: [(&'static str, u64); 10],
+    pub limits: [(&'static str, u64); super::clients::Limit::ALL.len()],
     /// Each client limit (its flag) and the times it was hit.
-    pub hits: [(&'static str, u64); 10],
+    pub hits: [(&'static str, u64); super::clients::Limit::ALL.len()],
 }
 
 /// The raft port's bounds: handshakes and accepted peer connections.

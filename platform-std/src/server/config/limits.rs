@@ -122,6 +122,11 @@ pub(super) fn client_limits(f: &Flags) -> Result<ClientLimits, String> {
             d.max_watches_per_conn,
         )?,
         max_watches: count("--client-max-watches", f.client_max_watches, d.max_watches)?,
+        max_tls_refusals: count(
+            "--client-max-tls-refusals",
+            f.client_max_tls_refusals,
+            d.max_tls_refusals,
+        )?,
     };
     // Frames carry a 16 MiB body at most: a larger limit could never be reached.
     let frame_mb = shoal_client::protocol::MAX_FRAME_BYTES >> 20;
