@@ -272,3 +272,29 @@ fn a_tls_client_over_the_connection_limit_is_told_why() {
             .is_some_and(|n| n >= 2)
     });
 }
+
+/// A TLS admin port over `--admin-max-connections` answers 503 inside a TLS session (a
+/// plaintext answer would be a broken handshake to a TLS client).
+#[test]
+fn a_tls_admin_port_over_its_connection_limit_answers_503_over_tls() {
+    let (c, certs) = tls_node(
+        false,
+        &[
+            "--admin-max-connections",
+            "1",
+            "--admin-request-timeout",
+            "60s",
+        ],
+    );
+    let admin = c.node(1).admin.clone();
+    wait_for("/health over TLS", WAIT, || {
+        matches!(certs.https_get(&admin, "/health", None), Ok((200, _)))
+    });
+    // Holds the one connection: its handshake is done, its request never comes.
+    let _held = certs.tls_open(&admin, None).expect("a TLS connection");
+    let (code, body) = certs
+        .https_get(&admin, "/health", None)
+        .expect("an answer over TLS");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("too many admin connections"), "{body}");
+}

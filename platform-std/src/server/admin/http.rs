@@ -5,7 +5,9 @@
 //! [`MAX_HEAD_BYTES`], a request that announces a body is refused before any of it is read, every
 //! connection gets one answer and is closed, and a connection that has not finished within
 //! [`AdminLimits::request_timeout`] is dropped. At most [`AdminLimits::max_connections`] are
-//! served at once; one more is answered 503 and closed. Nothing here allocates in proportion to
+//! served at once; one more is answered 503 and closed (over TLS, inside a TLS session: as
+//! many such answers are given at once as connections are served, more are closed without
+//! one). Nothing here allocates in proportion to
 //! what a client *announces*, only to what it sends, and never beyond the head limit.
 //!
 //! The connection handler is generic over the stream so a TLS stream can take the place of TCP.
@@ -152,6 +154,7 @@ pub fn serve<R: Routes + 'static>(
     let ex = Rc::new(LocalExecutor::new());
     let routes = Rc::new(routes);
     let live = Rc::new(Cell::new(0usize));
+    let refusing = Rc::new(Cell::new(0usize));
     futures_lite::future::block_on(ex.run(async {
         loop {
             let mut stream = match listener.accept().await {
@@ -163,16 +166,25 @@ pub fn serve<R: Routes + 'static>(
                     continue;
                 }
             };
-            if live.get() >= limits.max_connections {
+            let busy = live.get() >= limits.max_connections;
+            if busy {
                 counters.refuse(Refusal::TooManyConnections);
-                let answer = Answer::error(503, "too many admin connections; retry shortly");
-                // Best effort, never waiting (the socket is non-blocking): the socket buffer
-                // takes a short answer at once.
-                let _ = io::Write::write(&mut stream.get_ref(), &encode(&answer, false));
-                continue;
+                if !tls.as_ref().is_some_and(|t| t.admin_port().is_some()) {
+                    // Best effort, never waiting (the socket is non-blocking): the socket
+                    // buffer takes a short answer at once.
+                    let _ = io::Write::write(&mut stream.get_ref(), &encode(&busy_answer(), false));
+                    continue;
+                }
+                // Over TLS the 503 needs a handshake: as many are told at once as are served,
+                // more are closed without a word.
+                if refusing.get() >= limits.max_connections {
+                    continue;
+                }
             }
-            live.set(live.get() + 1);
+            let count = if busy { &refusing } else { &live };
+            count.set(count.get() + 1);
             counters.connections.store(live.get(), Ordering::Relaxed);
+            let count = count.clone();
             let (routes, live, counters) = (routes.clone(), live.clone(), counters.clone());
             let tls = tls.clone();
             ex.spawn(async move {
@@ -181,41 +193,69 @@ pub fn serve<R: Routes + 'static>(
                     Err(Refusal::Timeout)
                 };
                 let serve = async {
-                    let Some((tls, config)) = tls.as_ref().and_then(|t| Some((t, t.admin_port()?)))
-                    else {
-                        return serve_conn(&mut stream, &*routes, &counters).await;
-                    };
-                    let who = stream
-                        .get_ref()
-                        .peer_addr()
-                        .map_or_else(|_| "?".into(), |a| a.to_string());
-                    let mut s = match futures_rustls::TlsAcceptor::from(config)
-                        .accept(&mut stream)
-                        .await
-                    {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tls.refused(Port::Admin, &who, &e);
-                            return Ok(());
-                        }
-                    };
-                    let gate = CertGate {
-                        routes: &*routes,
-                        has_cert: s.get_ref().1.peer_certificates().is_some(),
-                        needs_cert: tls.admin_needs_cert(),
-                    };
-                    serve_conn(&mut s, &gate, &counters).await
+                    if busy {
+                        answer_conn(&mut stream, &Busy, tls.as_ref(), &counters).await
+                    } else {
+                        answer_conn(&mut stream, &*routes, tls.as_ref(), &counters).await
+                    }
                 };
                 let outcome = futures_lite::future::or(serve, timeout).await;
                 if let Err(why) = outcome {
                     counters.refuse(why);
                 }
-                live.set(live.get() - 1);
+                count.set(count.get() - 1);
                 counters.connections.store(live.get(), Ordering::Relaxed);
             })
             .detach();
         }
     }))
+}
+
+/// The answer to a connection over `max_connections`.
+fn busy_answer() -> Answer {
+    Answer::error(503, "too many admin connections; retry shortly")
+}
+
+/// What a connection over `max_connections` is answered, whatever it asks.
+struct Busy;
+
+impl Routes for Busy {
+    fn get(&self, _path: &str) -> Answer {
+        busy_answer()
+    }
+}
+
+/// Serve one connection: over TLS when the admin port serves it (the routes behind
+/// [`CertGate`]), else plain.
+async fn answer_conn<R: Routes + ?Sized>(
+    stream: &mut Async<std::net::TcpStream>,
+    routes: &R,
+    tls: Option<&Arc<Tls>>,
+    counters: &AdminCounters,
+) -> Result<(), Refusal> {
+    let Some((tls, config)) = tls.and_then(|t| Some((t, t.admin_port()?))) else {
+        return serve_conn(stream, routes, counters).await;
+    };
+    let who = stream
+        .get_ref()
+        .peer_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    let mut s = match futures_rustls::TlsAcceptor::from(config)
+        .accept(stream)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tls.refused(Port::Admin, &who, &e);
+            return Ok(());
+        }
+    };
+    let gate = CertGate {
+        routes,
+        has_cert: s.get_ref().1.peer_certificates().is_some(),
+        needs_cert: tls.admin_needs_cert(),
+    };
+    serve_conn(&mut s, &gate, counters).await
 }
 
 /// Paths any TLS client may read without a client certificate (unless
@@ -336,7 +376,7 @@ fn refusal_answer(why: Refusal) -> Answer {
         ),
         Refusal::Malformed => Answer::error(400, "not an HTTP/1.x request"),
         Refusal::Timeout => Answer::error(408, "request not received in time"),
-        Refusal::TooManyConnections => Answer::error(503, "too many admin connections"),
+        Refusal::TooManyConnections => busy_answer(),
     }
 }
 
