@@ -470,3 +470,43 @@ fn expired_logins_are_refused_and_the_client_logs_in_again() {
         (logins >= 3 && failures >= 1).then_some(())
     });
 }
+
+/// With auth on, `lease ttl` names only the keys tied to the lease that the user may read
+/// (root sees them all): the lease itself, and how many keys it holds, stay anyone's to see.
+#[test]
+fn lease_listings_name_only_the_keys_the_user_may_read() {
+    let mut c = Cluster::builder().voters([1]).build();
+    c.start_all();
+    c.wait_leader(0);
+    set_up(&c);
+    let (root, alice, bob) = (
+        Some("root:rootpw"),
+        Some("alice:alicepw"),
+        Some("bob:bobpw"),
+    );
+    let lease = ctl_as(&c, root, &["lease", "grant", "60s"]);
+    let id = lease.json()["id"].as_u64().expect("a lease id").to_string();
+    for key in ["app.svc", "cfg.hidden"] {
+        ctl_as(&c, root, &["put-temp", key, "v", "--lease", &id]).ok();
+    }
+    let keys = |user: Option<&str>| {
+        let o = ctl_as(&c, user, &["lease", "ttl", &id]);
+        assert_eq!(o.code, 0, "{o}");
+        let j = o.json();
+        assert_eq!(j["tied"], 2, "{o}");
+        let mut keys: Vec<String> = j["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k.as_str().expect("a key").to_string())
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(root), ["app.svc", "cfg.hidden"]);
+    assert_eq!(keys(alice), ["app.svc"]);
+    assert!(keys(bob).is_empty());
+    // The list of every lease names no keys, and shows the lease to any user.
+    let listed = ctl_as(&c, bob, &["lease", "list"]);
+    assert!(listed.out.contains(&id), "{listed}");
+}

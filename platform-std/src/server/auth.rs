@@ -37,7 +37,9 @@ mod records;
 mod tests;
 
 pub use credentials::{hash_password, random_key, random_u64, verify_password};
-pub use needs::{event_visible, need, reads_auth_records, Need, Principal, Refusal};
+pub use needs::{
+    event_visible, hide_unreadable_lease_keys, need, reads_auth_records, Need, Principal, Refusal,
+};
 use records::read_dir;
 pub use records::{
     check_name, decode_record, encode_record, role_key, user_key, AuthConfig, RoleRecord,

@@ -41,7 +41,8 @@ pub enum LeaseCommand {
     },
     /// The live leases: id, TTL, time left, nodes tied.
     List,
-    /// Lease ID: its TTL, the time left and the keys tied to it.
+    /// Lease ID: its TTL, the time left and the keys tied to it (with auth on, those the user
+    /// may read).
     Ttl {
         /// The lease.
         id: u64,

@@ -2,7 +2,7 @@
 //! each request needs ([`need`]), why one is refused, and which requests and watch events
 //! would show the auth records themselves.
 
-use shoal_client::protocol::{Access, Request, WriteOp};
+use shoal_client::protocol::{Access, Request, Response, WriteOp};
 use shoal_kv::in_subtree;
 
 use super::{AuthState, AUTH_DIR};
@@ -183,5 +183,23 @@ pub fn event_visible(
     match who.map(|p| state.valid_user(p, now_wall_ms)) {
         Some(Ok(user)) => state.may(user, Access::Read, key),
         _ => false,
+    }
+}
+
+/// A lease answer names only the keys tied to a lease that `who` may read (all of them while
+/// auth is off, for root, or none of the auth records): a lease is anyone's to look at, the
+/// names under it are not. `tied` still counts them all.
+pub fn hide_unreadable_lease_keys(
+    answer: &mut Response,
+    state: &AuthState,
+    who: Option<&Principal>,
+    now_wall_ms: u64,
+) {
+    if let Response::Leases { leases, .. } = answer {
+        for lease in leases {
+            lease
+                .keys
+                .retain(|k| event_visible(state, who, now_wall_ms, k));
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! permission check at the moment of answering, and the answer built from DtKV within
 //! `--client-max-answer-mb`.
 
-use super::super::super::auth::{AuthState, Need};
+use super::super::super::auth::{hide_unreadable_lease_keys, AuthState, Need};
 use super::*;
 use crate::kvheap::HeapKv;
 use shoal_client::protocol::Access;
@@ -51,7 +51,10 @@ pub(in crate::server::raftloop) fn answer_read(
     }
     let hub = reply.conn.hub();
     match serve_read(sm, req, hub.limits().max_answer_bytes) {
-        Ok(answer) => reply.send(answer),
+        Ok(mut answer) => {
+            hide_unreadable_lease_keys(&mut answer, gate.auth, who.as_ref(), wall_ms());
+            reply.send(answer)
+        }
         Err(message) => {
             hub.hit(Limit::AnswerBytes);
             reply.send(over_limit(message))
