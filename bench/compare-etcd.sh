@@ -4,6 +4,7 @@
 #
 #   bench/compare-etcd.sh                 # about 3 minutes of measuring after the builds
 #   DURATION=10s bench/compare-etcd.sh    # longer windows
+#   bench/compare-etcd.sh --tls           # both with TLS on client and peer ports (or TLS=1)
 #
 # Environment:
 #   DURATION, WARMUP   measured window and unrecorded load before it, per run (5s, 1s)
@@ -11,6 +12,12 @@
 #                      removed at the end)
 #   CARGO_TARGET_DIR   where Shoal's shoald and shoal-bench are built (default target/)
 #   ETCD_BENCH_TARGET_DIR  where bench/etcd-bench is built (default bench/etcd-bench/target)
+#   TLS=1              as --tls: shoal-certs makes a CA, one certificate per member (its URI SAN
+#                      names the member for Shoal; localhost and 127.0.0.1 for both) and a client
+#                      certificate; etcd and Shoal get the same files on their client ports
+#                      (--cert-file, --key-file, --trusted-ca-file, --client-cert-auth) and their
+#                      peer ports (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file:
+#                      mutual TLS), and both load generators connect with the client certificate
 #
 # It installs etcd-server and protobuf-compiler from apt if they are missing, builds both load
 # generators in release, and then for every case starts a fresh cluster (temporary data dirs,
@@ -19,6 +26,17 @@
 # `shoal-bench --local N`; etcd's by this script. Everything it started is killed and every
 # temporary dir removed on exit, error or Ctrl-C.
 set -euo pipefail
+
+TLS=${TLS:-0}
+for arg in "$@"; do
+    case $arg in
+    --tls) TLS=1 ;;
+    *)
+        echo "unknown argument $arg (only --tls)" >&2
+        exit 2
+        ;;
+    esac
+done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-5s}
@@ -44,8 +62,8 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need[@]}"
 fi
 
-say "building shoald and shoal-bench (release) in $SHOAL_TARGET"
-(cd "$ROOT" && CARGO_TARGET_DIR="$SHOAL_TARGET" cargo build --release --bin shoald --bin shoal-bench)
+say "building shoald, shoal-bench and shoal-certs (release) in $SHOAL_TARGET"
+(cd "$ROOT" && CARGO_TARGET_DIR="$SHOAL_TARGET" cargo build --release --bin shoald --bin shoal-bench --bin shoal-certs)
 say "building etcd-bench (release) in $ETCD_BENCH_TARGET"
 CARGO_TARGET_DIR="$ETCD_BENCH_TARGET" cargo build --release \
     --manifest-path "$ROOT/bench/etcd-bench/Cargo.toml"
@@ -72,6 +90,29 @@ trap 'exit 143' TERM
 
 RESULTS=${RESULTS_DIR:-$WORK/results}
 mkdir -p "$RESULTS"
+
+# --- TLS: one CA, a certificate per member and one for the clients, used by both systems -----
+SHOAL_TLS=()
+ETCD_BENCH_TLS=()
+if [ "$TLS" = 1 ]; then
+    CERTS=$WORK/certs
+    CERTS_BIN=$SHOAL_TARGET/release/shoal-certs
+    "$CERTS_BIN" ca --out "$CERTS" >/dev/null
+    # shoal-bench --local names its members 1..N in cluster 1.
+    for i in 1 2 3; do
+        "$CERTS_BIN" node --ca "$CERTS" --cluster-id 1 --node-id "$i" --out "$CERTS" >/dev/null
+    done
+    "$CERTS_BIN" client --ca "$CERTS" --cn bench --out "$CERTS" >/dev/null
+    CLIENT_TLS=(--cacert "$CERTS/ca.pem" --cert "$CERTS/client-bench.pem" --key "$CERTS/client-bench-key.pem")
+    SHOAL_TLS=("${CLIENT_TLS[@]}")
+    for f in --cert-file="$CERTS/node-{id}.pem" --key-file="$CERTS/node-{id}-key.pem" \
+        --trusted-ca-file="$CERTS/ca.pem" --client-cert-auth \
+        --peer-cert-file="$CERTS/node-{id}.pem" --peer-key-file="$CERTS/node-{id}-key.pem" \
+        --peer-trusted-ca-file="$CERTS/ca.pem"; do
+        SHOAL_TLS+=("--shoald-arg=$f")
+    done
+    ETCD_BENCH_TLS=("${CLIENT_TLS[@]}")
+fi
 
 # If the script itself is SIGKILLed, etcd dies with it where setpriv knows --pdeathsig.
 PDEATH=()
@@ -122,21 +163,28 @@ start_etcd_once() {
     RUN_NO=$((RUN_NO + 1))
     ETCD_DIR=$WORK/etcd-$RUN_NO
     mkdir -p "$ETCD_DIR"
-    local cports=() pports=()
+    local cports=() pports=() scheme=http tls=()
+    if [ "$TLS" = 1 ]; then scheme=https; fi
     for ((i = 1; i <= n; i++)); do
         free_port
         cports+=("$PORT")
         free_port
         pports+=("$PORT")
-        cluster+="${cluster:+,}n$i=http://127.0.0.1:${pports[i - 1]}"
+        cluster+="${cluster:+,}n$i=$scheme://127.0.0.1:${pports[i - 1]}"
     done
     ETCD_PIDS=()
     ETCD_ENDPOINTS=
     for ((i = 1; i <= n; i++)); do
         local c=${cports[i - 1]} p=${pports[i - 1]}
-        "${PDEATH[@]}" etcd --name "n$i" --data-dir "$ETCD_DIR/n$i" \
-            --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-            --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+        if [ "$TLS" = 1 ]; then
+            tls=(--cert-file "$CERTS/node-$i.pem" --key-file "$CERTS/node-$i-key.pem"
+                --trusted-ca-file "$CERTS/ca.pem" --client-cert-auth
+                --peer-cert-file "$CERTS/node-$i.pem" --peer-key-file "$CERTS/node-$i-key.pem"
+                --peer-trusted-ca-file "$CERTS/ca.pem" --peer-client-cert-auth)
+        fi
+        "${PDEATH[@]}" etcd --name "n$i" --data-dir "$ETCD_DIR/n$i" "${tls[@]}" \
+            --listen-client-urls "$scheme://127.0.0.1:$c" --advertise-client-urls "$scheme://127.0.0.1:$c" \
+            --listen-peer-urls "$scheme://127.0.0.1:$p" --initial-advertise-peer-urls "$scheme://127.0.0.1:$p" \
             --initial-cluster "$cluster" --initial-cluster-token "compare-$$-$RUN_NO" \
             --initial-cluster-state new --logger zap --log-level warn \
             >"$ETCD_DIR/n$i.log" 2>&1 &
@@ -182,7 +230,7 @@ run_shoal() {
     shift 4
     say "Shoal $name"
     run_bg "$RESULTS/$name.shoal.json" \
-        "$SHOAL_BENCH" "$w" --local "$n" --fsync always --clients "$c" "${COMMON[@]}" "$@"
+        "$SHOAL_BENCH" "$w" --local "$n" --fsync always --clients "$c" "${COMMON[@]}" "${SHOAL_TLS[@]}" "$@"
 }
 
 # run_etcd CASE NODES WORKLOAD CLIENTS [extra etcd-bench flags]
@@ -195,7 +243,7 @@ run_etcd() {
         "$ETCD_BENCH" "$w" --endpoints "$ETCD_ENDPOINTS" --pids "$(
             IFS=,
             echo "${ETCD_PIDS[*]}"
-        )" --clients "$c" "${COMMON[@]}" "$@"
+        )" --clients "$c" "${COMMON[@]}" "${ETCD_BENCH_TLS[@]}" "$@"
     # A member lost during the run would have made it a smaller cluster: keep no number from it.
     if ! etcd_alive; then
         say "an etcd member died during $name; its result is discarded"
@@ -231,6 +279,12 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
         "· $((($(date +%s) - START))) s of runs · $DURATION per run after $WARMUP warm-up"
     echo "keys ${KEY_SIZE} B, values ${VALUE_SIZE} B, keyspace $KEYSPACE, $CONNS connections," \
         "closed loop (1 request in flight per client), all requests to the leader, fsync on"
+    if [ "$TLS" = 1 ]; then
+        echo "TLS on both: client ports with client certificates (--client-cert-auth), mutual TLS" \
+            "between members; one CA and the same certificates (shoal-certs) for both"
+    else
+        echo "no TLS"
+    fi
     echo
     "$ETCD_BENCH" report "$RESULTS"
 } | tee "$RESULTS/table.md"

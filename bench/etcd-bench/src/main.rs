@@ -14,6 +14,9 @@
 //! - `--pids` names server processes whose memory is reported like `shoal-bench --local` does:
 //!   `VmRSS` at the start (idle), the peak of `VmRSS` sampled every 100 ms, and `VmHWM` at the end.
 //!
+//! - `--cacert FILE` connects over TLS (`https://` endpoints) trusting that CA, presenting
+//!   `--cert`/`--key` when given (for `etcd --client-cert-auth`), as `shoal-bench` does.
+//!
 //! `--json` prints one object whose `ops` and `servers` fields have the shape of
 //! `shoal-bench --json`.
 
@@ -25,7 +28,9 @@ use std::time::{Duration, Instant};
 
 mod compare;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KvClient, TlsOptions, Txn, TxnOp,
+};
 use hdrhistogram::Histogram;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -68,12 +73,32 @@ struct Args {
     leader_timeout: Duration,
     preload: Preload,
     json: bool,
+    /// CA of the servers' certificates: TLS when set.
+    cacert: Option<String>,
+    /// Client certificate and key (both or neither).
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl Args {
+    /// Connection options: `base`, with TLS when `--cacert` was given.
+    fn connect_options(&self, base: ConnectOptions) -> Result<ConnectOptions, String> {
+        let Some(ca) = &self.cacert else {
+            return Ok(base);
+        };
+        let read = |p: &str| std::fs::read(p).map_err(|e| format!("{p}: {e}"));
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(base.with_tls(tls))
+    }
 }
 
 const USAGE: &str = "usage: etcd-bench <put|get> [--endpoints URL,..] [--clients C] [--conns K]
     [--key-size B] [--value-size B] [--keyspace N] [--consistency linearizable|serializable]
     [--duration D] [--warmup D] [--pids PID,..] [--leader-timeout D]
-    [--preload paced|fast|none] [--json]
+    [--preload paced|fast|none] [--cacert FILE [--cert FILE --key FILE]] [--json]
        etcd-bench report RESULTS_DIR   (the table of bench/compare-etcd.sh)
 defaults: --endpoints http://127.0.0.1:2379 --clients 1 --conns 4 --key-size 16 --value-size 100
     --keyspace 10000 --consistency linearizable --duration 10s --warmup 1s --leader-timeout 20s
@@ -122,6 +147,9 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         leader_timeout: Duration::from_secs(20),
         preload: Preload::Paced,
         json: false,
+        cacert: None,
+        cert: None,
+        key: None,
     };
     while let Some(flag) = it.next() {
         if flag == "--json" {
@@ -141,15 +169,12 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                 a.endpoints = v
                     .split(',')
                     .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        if s.starts_with("http://") {
-                            s.to_string()
-                        } else {
-                            format!("http://{s}")
-                        }
-                    })
+                    .map(str::to_string)
                     .collect()
             }
+            "--cacert" => a.cacert = Some(v.to_string()),
+            "--cert" => a.cert = Some(v.to_string()),
+            "--key" => a.key = Some(v.to_string()),
             "--clients" => a.clients = num(v)? as usize,
             "--conns" => a.conns = num(v)? as usize,
             "--key-size" => a.key_size = num(v)? as usize,
@@ -189,6 +214,15 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     }
     if a.endpoints.is_empty() {
         return Err("--endpoints is empty".into());
+    }
+    if a.cert.is_some() != a.key.is_some() || (a.cert.is_some() && a.cacert.is_none()) {
+        return Err("--cert and --key go together, and with --cacert".into());
+    }
+    let scheme = if a.cacert.is_some() { "https" } else { "http" };
+    for ep in &mut a.endpoints {
+        if !ep.contains("://") {
+            *ep = format!("{scheme}://{ep}");
+        }
     }
     if a.clients == 0 || a.conns == 0 || a.keyspace == 0 {
         return Err("--clients, --conns and --keyspace must be at least 1".into());
@@ -288,9 +322,11 @@ fn error_kind(e: &etcd_client::Error) -> String {
 /// every member has answered and one of them is the leader.
 async fn find_leader(a: &Args) -> Result<String, String> {
     let deadline = Instant::now() + a.leader_timeout;
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(2));
+    let opts = a.connect_options(
+        ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(2)),
+    )?;
     let mut last = String::from("no answer yet");
     loop {
         let mut ids = Vec::new();
@@ -420,7 +456,7 @@ async fn run(a: Args) -> Result<(), String> {
     let a = Arc::new(a);
     let leader = find_leader(&a).await?;
     let conns = a.conns.min(a.clients);
-    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+    let opts = a.connect_options(ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)))?;
     let mut kv = Vec::with_capacity(conns);
     for _ in 0..conns {
         // One `Client` per connection: each owns its own HTTP/2 connection to the leader.
@@ -566,7 +602,7 @@ fn report(
             "system": "etcd",
             "workload": op, "leader": leader, "clients": a.clients, "conns": conns,
             "key_size": a.key_size, "value_size": a.value_size, "keyspace": a.keyspace,
-            "consistency": consistency, "seconds": secs,
+            "consistency": consistency, "seconds": secs, "tls": a.cacert.is_some(),
             "preload": (a.workload == Workload::Get).then(|| format!("{:?}", a.preload).to_lowercase()),
             "total_ops_per_sec": s.ok as f64 / secs,
             "ops": [{
@@ -688,5 +724,15 @@ mod tests {
             vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]
         );
         assert!(parse_args(&["put".into(), "--key-size".into(), "3".into()]).is_err());
+        let tls: Vec<String> = "put --cacert ca.pem --endpoints 127.0.0.1:1"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        assert_eq!(parse_args(&tls).unwrap().endpoints, vec!["https://127.0.0.1:1"]);
+        let half: Vec<String> = "put --cacert ca.pem --cert c.pem"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        assert!(parse_args(&half).is_err());
     }
 }
