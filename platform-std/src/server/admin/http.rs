@@ -169,7 +169,7 @@ pub fn serve<R: Routes + 'static>(
             let busy = live.get() >= limits.max_connections;
             if busy {
                 counters.refuse(Refusal::TooManyConnections);
-                if !tls.as_ref().is_some_and(|t| t.admin_port().is_some()) {
+                if tls.as_ref().is_none_or(|t| t.admin_port().is_none()) {
                     // Best effort, never waiting (the socket is non-blocking): the socket
                     // buffer takes a short answer at once.
                     let _ = io::Write::write(&mut stream.get_ref(), &encode(&busy_answer(), false));
