@@ -565,27 +565,24 @@ pub fn raft_listener(net: Arc<Net>, listener: TcpListener) {
 /// A handshake read's error; one that ran out of `--peer-handshake-timeout` is counted and
 /// says so.
 fn handshake_error(net: &Net, e: io::Error) -> io::Error {
-    if !matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) {
-        return e;
-    }
-    net.hit(PeerLimit::HandshakeTimeout);
-    io::Error::new(
-        e.kind(),
-        format!(
-            "no whole handshake (TLS, when the raft port serves it, and Hello) within {:?} \
-             (--{}); closed",
-            net.limits.handshake_timeout,
-            PeerLimit::HandshakeTimeout.flag()
-        ),
+    timed_out(
+        net,
+        e,
+        "no whole handshake (TLS, when the raft port serves it, and Hello)",
     )
 }
 
 /// A dialed handshake's error; one that ran out of `--peer-handshake-timeout` is counted as
 /// the accepting side counts its own and says so.
 fn dial_handshake_error(net: &Net, addr: &str, e: io::Error) -> io::Error {
+    let what =
+        format!("{addr} did not finish the handshake (TLS, when members speak it, and its Hello)");
+    timed_out(net, e, &what)
+}
+
+/// `e`, or when it is a timeout, a hit of `--peer-handshake-timeout` and an error saying
+/// `what` did not happen within it.
+fn timed_out(net: &Net, e: io::Error, what: &str) -> io::Error {
     if !matches!(
         e.kind(),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
@@ -594,10 +591,9 @@ fn dial_handshake_error(net: &Net, addr: &str, e: io::Error) -> io::Error {
     }
     net.hit(PeerLimit::HandshakeTimeout);
     io::Error::new(
-        io::ErrorKind::TimedOut,
+        e.kind(),
         format!(
-            "{addr} did not finish the handshake (TLS, when members speak it, and its Hello) \
-             within {:?} (--{})",
+            "{what} within {:?} (--{}); closed",
             net.limits.handshake_timeout,
             PeerLimit::HandshakeTimeout.flag()
         ),
