@@ -57,6 +57,19 @@ pub enum Role {
     Observer,
 }
 
+impl Role {
+    /// The role's name in status lines, logs and metrics, so that every platform says the same.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+            Role::Observer => "observer",
+        }
+    }
+}
+
 /// Metadata describing a snapshot: the last log entry it covers and the membership at that point.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -71,4 +84,31 @@ pub struct SnapshotMeta {
     pub size_bytes: u64,
     /// CRC-32C of the whole snapshot data.
     pub crc: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Role;
+
+    #[test]
+    fn every_role_has_its_own_name() {
+        let all = [
+            Role::Follower,
+            Role::PreCandidate,
+            Role::Candidate,
+            Role::Leader,
+            Role::Observer,
+        ];
+        let names = all.map(Role::name);
+        assert_eq!(
+            names,
+            [
+                "follower",
+                "pre-candidate",
+                "candidate",
+                "leader",
+                "observer"
+            ]
+        );
+    }
 }

@@ -175,7 +175,7 @@ fn main() -> ! {
                 hprintln!(
                     "ROLE node={} role={} term={} leader={}",
                     node_id,
-                    role_name(role),
+                    role.name(),
                     term,
                     leader
                 );
@@ -230,7 +230,7 @@ fn main() -> ! {
             hprintln!(
                 "STATUS node={} role={} term={} leader={} commit={} applied={} keys={} links={}{} sealed={} seal_refused={} key_fail={} stack={} loop_stack={}",
                 node_id,
-                role_name(raft.role()),
+                raft.role().name(),
                 raft.term(),
                 raft.leader(),
                 raft.commit(),
@@ -400,15 +400,6 @@ fn node_link(rt: &mut Rt<'_>, i: usize) -> char {
         'U'
     } else {
         'd'
-    }
-}
-
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Leader => "leader",
-        Role::Candidate => "candidate",
-        Role::Follower => "follower",
-        _ => "other",
     }
 }
 

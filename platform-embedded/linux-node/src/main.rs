@@ -56,7 +56,7 @@ use shoal_core::handshake::{self, Hello};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
 use shoal_core::storage::{LogView, Storage};
-use shoal_core::types::{NodeId, Role, NO_NODE};
+use shoal_core::types::{NodeId, NO_NODE};
 use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
 use shoal_embedded::flash::{FlashStorage, Layout};
 use shoal_embedded::link::{FrameRx, FrameTx, Framing};
@@ -537,15 +537,6 @@ fn reason(s: &str) -> heapless::String<160> {
     r
 }
 
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Leader => "leader",
-        Role::Candidate => "candidate",
-        Role::Follower => "follower",
-        _ => "other",
-    }
-}
-
 fn run(a: Args) -> Result<(), String> {
     let listener =
         TcpListener::bind(&a.listen).map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
@@ -676,7 +667,7 @@ fn run(a: Args) -> Result<(), String> {
         let mut applied_event = false;
         rt.poll(now, &mut |ev| match ev {
             Event::RoleChanged { role, term, leader } => {
-                println!("ROLE role={} term={term} leader={leader}", role_name(role));
+                println!("ROLE role={} term={term} leader={leader}", role.name());
             }
             Event::Applied { .. } => applied_event = true,
             _ => {}
@@ -790,7 +781,7 @@ fn report(a: &Args, rt: &mut Rt, peers: &[Peer], reported_applied: &mut u64, sea
         out,
         "STATUS node={} role={} term={} leader={} commit={} applied={} nodes={} digest={:#018x} members={} records={} links={} sealed_refused={}",
         a.node_id,
-        role_name(raft.role()),
+        raft.role().name(),
         raft.term(),
         raft.leader(),
         raft.commit(),

@@ -11,7 +11,6 @@ use shoal_client::protocol::{AlarmInfo, GroupHealth, HealthInfo};
 use shoal_core::raft::{Health, Raft};
 use shoal_core::{GroupId, NodeId};
 
-use super::raftloop::role_name;
 use crate::storage::space::{SpaceAlarm, SpaceStats};
 
 /// The health of group `group`, whose Raft state is `raft`, at `now_ms` (the core's clock).
@@ -24,7 +23,7 @@ pub fn group_health<P: shoal_core::plant::Plant>(
     GroupHealth {
         group,
         healthy: h.is_healthy(),
-        role: role_name(raft.role()).to_string(),
+        role: raft.role().name().to_string(),
         leader: raft.leader(),
         reason: h.reason().to_string(),
         detail: describe(h, raft),

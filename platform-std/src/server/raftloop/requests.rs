@@ -65,15 +65,10 @@ pub(super) fn event_kind_name(k: EventKind) -> &'static str {
     }
 }
 
-/// The role name used by status and metrics.
+/// The role name in the raft loop's log: [`Role::name`], the one every platform prints (the
+/// loop's module names this function).
 pub fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-        Role::PreCandidate => "pre-candidate",
-        Role::Observer => "observer",
-    }
+    r.name()
 }
 
 impl RaftLoop {
@@ -432,7 +427,7 @@ pub(super) fn status(g: &Group, node_id: NodeId) -> StatusInfo {
     StatusInfo {
         node_id,
         group: g.id,
-        role: role_name(r.role()).to_string(),
+        role: r.role().name().to_string(),
         term: r.term(),
         leader: r.leader(),
         commit: r.commit(),
