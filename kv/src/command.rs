@@ -31,6 +31,46 @@ pub enum CodecError {
     UnsupportedVersion(u8),
 }
 
+/// Write `version`, then `value` in postcard, into `buf`: the framing of every DtKV command,
+/// response and member record. Returns the bytes written.
+pub(crate) fn encode_versioned<T: Serialize + ?Sized>(
+    version: u8,
+    value: &T,
+    buf: &mut [u8],
+) -> Result<usize, CodecError> {
+    let (first, rest) = buf.split_first_mut().ok_or(CodecError::BufferTooSmall)?;
+    *first = version;
+    let n = postcard::to_slice(value, rest)
+        .map_err(|_| CodecError::BufferTooSmall)?
+        .len();
+    Ok(1 + n)
+}
+
+/// Read what [`encode_versioned`] wrote, refusing any other version; returns the value and the
+/// bytes after it.
+pub(crate) fn take_versioned<'a, T: Deserialize<'a>>(
+    version: u8,
+    bytes: &'a [u8],
+) -> Result<(T, &'a [u8]), CodecError> {
+    let (&found, rest) = bytes.split_first().ok_or(CodecError::Malformed)?;
+    if found != version {
+        return Err(CodecError::UnsupportedVersion(found));
+    }
+    postcard::take_from_bytes(rest).map_err(|_| CodecError::Malformed)
+}
+
+/// [`take_versioned`] for input that must hold the value and nothing after it.
+pub(crate) fn decode_versioned<'a, T: Deserialize<'a>>(
+    version: u8,
+    bytes: &'a [u8],
+) -> Result<T, CodecError> {
+    let (value, tail) = take_versioned(version, bytes)?;
+    if !tail.is_empty() {
+        return Err(CodecError::Malformed);
+    }
+    Ok(value)
+}
+
 impl From<CodecError> for KvError {
     fn from(e: CodecError) -> KvError {
         match e {
@@ -356,12 +396,7 @@ impl<'a> Command<'a> {
 
     /// Encode into `buf`; returns the number of bytes written.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
-        let (first, rest) = buf.split_first_mut().ok_or(CodecError::BufferTooSmall)?;
-        *first = COMMAND_VERSION;
-        let head = postcard::to_slice(self, rest)
-            .map_err(|_| CodecError::BufferTooSmall)?
-            .len();
-        let mut used = 1 + head;
+        let mut used = encode_versioned(COMMAND_VERSION, self, buf)?;
         match self.op {
             Op::BatchPut(pairs) => encode_items(&pairs, buf, &mut used)?,
             Op::BatchRemove(keys) => encode_items(&keys, buf, &mut used)?,
@@ -377,12 +412,7 @@ impl<'a> Command<'a> {
 
     /// Decode, borrowing keys and values from `bytes`. Batch items are validated here.
     pub fn decode(bytes: &'a [u8]) -> Result<Command<'a>, CodecError> {
-        let (&version, rest) = bytes.split_first().ok_or(CodecError::Malformed)?;
-        if version != COMMAND_VERSION {
-            return Err(CodecError::UnsupportedVersion(version));
-        }
-        let (mut cmd, tail) =
-            postcard::take_from_bytes::<Command<'a>>(rest).map_err(|_| CodecError::Malformed)?;
+        let (mut cmd, tail) = take_versioned::<Command<'a>>(COMMAND_VERSION, bytes)?;
         let rest = match &mut cmd.op {
             Op::BatchPut(batch) => take_items(batch, tail)?,
             Op::BatchRemove(batch) => take_items(batch, tail)?,
@@ -613,24 +643,11 @@ pub enum Response<'a> {
 impl<'a> Response<'a> {
     /// Encode into `buf`; returns the number of bytes written.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
-        let (first, rest) = buf.split_first_mut().ok_or(CodecError::BufferTooSmall)?;
-        *first = COMMAND_VERSION;
-        let n = postcard::to_slice(self, rest)
-            .map_err(|_| CodecError::BufferTooSmall)?
-            .len();
-        Ok(1 + n)
+        encode_versioned(COMMAND_VERSION, self, buf)
     }
 
     /// Decode, borrowing keys and values from `bytes`.
     pub fn decode(bytes: &'a [u8]) -> Result<Response<'a>, CodecError> {
-        let (&version, rest) = bytes.split_first().ok_or(CodecError::Malformed)?;
-        if version != COMMAND_VERSION {
-            return Err(CodecError::UnsupportedVersion(version));
-        }
-        let (resp, tail) = postcard::take_from_bytes(rest).map_err(|_| CodecError::Malformed)?;
-        if !tail.is_empty() {
-            return Err(CodecError::Malformed);
-        }
-        Ok(resp)
+        decode_versioned(COMMAND_VERSION, bytes)
     }
 }

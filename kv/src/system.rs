@@ -28,7 +28,7 @@ use shoal_core::membership::NodeSet;
 use shoal_core::types::{GroupId, NodeId};
 
 use crate::arena::cost;
-use crate::command::{CodecError, NodeKind};
+use crate::command::{decode_versioned, encode_versioned, CodecError, NodeKind};
 use crate::error::KvError;
 use crate::events::EventKind;
 use crate::key::{in_subtree, name_of, parent_of, validate_key, SEPARATOR};
@@ -128,27 +128,6 @@ pub fn record_id(key: &[u8], dir: &[u8]) -> Option<u64> {
     name.parse().ok()
 }
 
-fn encode_record<T: Serialize>(record: &T, buf: &mut [u8]) -> Result<usize, CodecError> {
-    let (first, rest) = buf.split_first_mut().ok_or(CodecError::BufferTooSmall)?;
-    *first = RECORD_VERSION;
-    let n = postcard::to_slice(record, rest)
-        .map_err(|_| CodecError::BufferTooSmall)?
-        .len();
-    Ok(1 + n)
-}
-
-fn decode_record<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
-    let (&version, rest) = bytes.split_first().ok_or(CodecError::Malformed)?;
-    if version != RECORD_VERSION {
-        return Err(CodecError::UnsupportedVersion(version));
-    }
-    let (record, tail) = postcard::take_from_bytes(rest).map_err(|_| CodecError::Malformed)?;
-    if !tail.is_empty() {
-        return Err(CodecError::Malformed);
-    }
-    Ok(record)
-}
-
 /// Where a member listens: the value of `__shoal.members.<id>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord<'a> {
@@ -162,13 +141,13 @@ pub struct MemberRecord<'a> {
 impl<'a> MemberRecord<'a> {
     /// Encode into `buf`; returns the bytes written.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
-        encode_record(self, buf)
+        encode_versioned(RECORD_VERSION, self, buf)
     }
 
     /// Decode a record value, borrowing its addresses. Addresses longer than
     /// [`MAX_ADDR_BYTES`] are refused.
     pub fn decode(bytes: &'a [u8]) -> Result<MemberRecord<'a>, CodecError> {
-        let r: MemberRecord<'a> = decode_record(bytes)?;
+        let r: MemberRecord<'a> = decode_versioned(RECORD_VERSION, bytes)?;
         if r.raft_addr.len() > MAX_ADDR_BYTES || r.client_addr.len() > MAX_ADDR_BYTES {
             return Err(CodecError::Malformed);
         }
@@ -205,12 +184,12 @@ pub const MAX_GROUP_RECORD_BYTES: usize = 3 + 10 * shoal_core::limits::MAX_MEMBE
 impl GroupRecord {
     /// Encode into `buf`; returns the bytes written.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
-        encode_record(self, buf)
+        encode_versioned(RECORD_VERSION, self, buf)
     }
 
     /// Decode a record value.
     pub fn decode(bytes: &[u8]) -> Result<GroupRecord, CodecError> {
-        decode_record(bytes)
+        decode_versioned(RECORD_VERSION, bytes)
     }
 }
 
