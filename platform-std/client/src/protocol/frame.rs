@@ -1,0 +1,127 @@
+//! Frames: a request or an answer with its correlation id, as one record (length, version,
+//! body, CRC-32C) on the connection, and the codec that writes and reads them.
+
+use serde::{Deserialize, Serialize};
+use shoal_core::record;
+use shoal_core::GroupId;
+
+use super::{Request, Response};
+
+/// Version of this protocol; a server refuses frames of another major version with
+/// [`ErrorCode::UnsupportedVersion`](super::ErrorCode::UnsupportedVersion).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest request or response body accepted (16 MiB).
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// A request and its correlation id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Protocol version of the sender.
+    pub version: u16,
+    /// Chosen by the client; echoed in the answer.
+    pub id: u64,
+    /// The Raft group the request is for (0 is the default group).
+    pub group: GroupId,
+    /// What is asked.
+    pub request: Request,
+}
+
+impl RequestFrame {
+    /// A request of this protocol version, with id `id`, for group `group`.
+    pub fn new(id: u64, group: GroupId, request: Request) -> RequestFrame {
+        RequestFrame {
+            version: PROTOCOL_VERSION,
+            id,
+            group,
+            request,
+        }
+    }
+}
+
+/// An answer (or a watch event) and the id of the request it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// The request's id.
+    pub id: u64,
+    /// The answer.
+    pub response: Response,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The record framing is damaged or incomplete.
+    Record(record::RecordError),
+    /// The body does not decode as the expected message.
+    Decode(postcard::Error),
+    /// The frame is larger than [`MAX_FRAME_BYTES`].
+    TooLarge(usize),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Record(e) => write!(f, "bad frame: {e}"),
+            FrameError::Decode(e) => write!(f, "frame body does not decode: {e}"),
+            FrameError::TooLarge(n) => write!(
+                f,
+                "frame of {n} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Append one framed message to `out`, serialized in place (no buffer of its own).
+pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    // Length and version first; postcard appends the body; the CRC goes last.
+    out.extend_from_slice(&[0; 5]);
+    if let Err(e) = postcard::to_extend(msg, Append(out)) {
+        out.truncate(start);
+        return Err(FrameError::Decode(e));
+    }
+    let body = out.len() - start - 5;
+    if body > MAX_FRAME_BYTES {
+        out.truncate(start);
+        return Err(FrameError::TooLarge(body));
+    }
+    out[start..start + 4].copy_from_slice(&((body + 1) as u32).to_le_bytes());
+    out[start + 4] = record::RECORD_VERSION;
+    let crc = record::CRC32C.checksum(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Appends to a borrowed buffer (postcard takes its writer by value; on an error the buffer
+/// keeps what it held).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter)
+    }
+}
+
+/// Total length of the frame at the front of `buf`, once its length field is there.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    record::peek_len(buf)
+}
+
+/// Try to take one framed message from the front of `buf`: `Ok(None)` if more bytes are
+/// needed, else the message and the bytes it used.
+pub fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
+    match record::peek_len(buf) {
+        None => return Ok(None),
+        Some(total) if total > MAX_FRAME_BYTES + record::RECORD_OVERHEAD => {
+            return Err(FrameError::TooLarge(total))
+        }
+        Some(total) if buf.len() < total => return Ok(None),
+        Some(_) => {}
+    }
+    let (body, used) = record::decode(buf).map_err(FrameError::Record)?;
+    let msg = postcard::from_bytes(body).map_err(FrameError::Decode)?;
+    Ok(Some((msg, used)))
+}
