@@ -81,10 +81,7 @@ fn keep_alive_pushes_the_deadline_and_expiry_takes_everything_tied() {
     let mut d = Driver::new(small());
     d.ok(1, mkdir("app"));
     let id = grant(&mut d, 1, 100);
-    d.ok(1, put_lease("app.a", "A", id));
-    d.ok(2, dir_lease("app.d", id));
-    d.ok(2, put("app.d.x", "inside"));
-    d.ok(3, lock_lease("app.l", id));
+    tie_each_kind(&mut d, id);
     d.ok(3, lock_lease("app.m", id));
     // Session 4 waits for app.m; a session node beside them is not tied.
     assert_eq!(
@@ -218,6 +215,15 @@ fn max_leases_bounds_the_live_leases() {
     grant(&mut d, 1, 1000);
 }
 
+/// Tie one node of each kind to lease `id` under `app` (which must exist): the value `app.a`,
+/// the directory `app.d` with the untied `app.d.x` inside, and the lock `app.l`.
+fn tie_each_kind(d: &mut Driver, id: u64) {
+    d.ok(1, put_lease("app.a", "A", id));
+    d.ok(2, dir_lease("app.d", id));
+    d.ok(2, put("app.d.x", "x"));
+    d.ok(3, lock_lease("app.l", id));
+}
+
 /// A store whose tied nodes come before `__shoal` in the snapshot's pre-order.
 fn leased_store() -> (Driver, u64) {
     let mut d = Driver::new(small());
@@ -225,10 +231,7 @@ fn leased_store() -> (Driver, u64) {
     d.ok(1, put("app.plain", "p"));
     d.ok(1, mkdir("z"));
     let id = grant(&mut d, 1, 300);
-    d.ok(1, put_lease("app.a", "A", id));
-    d.ok(2, dir_lease("app.d", id));
-    d.ok(2, put("app.d.x", "x"));
-    d.ok(3, lock_lease("app.l", id));
+    tie_each_kind(&mut d, id);
     d.ok(4, try_lock("app.l", 50, 5000));
     d.ok(5, put_temp("z.t", "t", 200));
     (d, id)

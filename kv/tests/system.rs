@@ -26,12 +26,17 @@ fn member(raft: &str) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
+/// A store holding one member record, for `id` at `raft`, and the record's bytes.
+fn with_member(id: u64, raft: &str) -> (Driver, Vec<u8>) {
+    let mut d = Driver::new(small());
+    let rec = member(raft);
+    d.ok(0, sys_put(member_key(id).as_bytes(), &rec));
+    (d, rec)
+}
+
 #[test]
 fn client_writes_to_the_reserved_subtree_are_refused_and_reads_allowed() {
-    let mut d = Driver::new(small());
-    let key = member_key(4);
-    let rec = member("10.0.0.4:7001");
-    d.ok(0, sys_put(key.as_bytes(), &rec));
+    let (mut d, rec) = with_member(4, "10.0.0.4:7001");
     let refused: Vec<Op<'_>> = vec![
         put("__shoal.members.4", "x"),
         put("__shoal.new", "x"),
@@ -182,10 +187,7 @@ fn a_system_write_that_does_not_fit_changes_nothing() {
 
 #[test]
 fn snapshots_carry_the_records_and_a_restore_is_noticed() {
-    let mut d = Driver::new(small());
-    let key = member_key(2);
-    let rec = member("10.0.0.2:7001");
-    d.ok(0, sys_put(key.as_bytes(), &rec));
+    let (d, _) = with_member(2, "10.0.0.2:7001");
     let snap = snapshot(&d.kv);
     let mut other = store(small());
     let seen = other.system_changes();
@@ -193,7 +195,7 @@ fn snapshots_carry_the_records_and_a_restore_is_noticed() {
         .restore(d.index, &mut SliceReader(&snap))
         .expect("restore");
     assert_ne!(other.system_changes(), seen);
-    let v = other.get(key.as_bytes()).unwrap();
+    let v = other.get(member_key(2).as_bytes()).unwrap();
     assert_eq!(
         MemberRecord::decode(v.value).unwrap().raft_addr,
         "10.0.0.2:7001"
