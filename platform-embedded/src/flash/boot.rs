@@ -106,13 +106,19 @@ mod tests {
         }
     }
 
+    /// Two 64-byte sectors over `mem`, the count advanced `times` times.
+    fn advanced(mem: &mut [u8], times: u32) -> RamFlash<'_, 64, 4> {
+        let mut flash = RamFlash::new(mem);
+        for _ in 0..times {
+            advance(&mut flash, 0).unwrap();
+        }
+        flash
+    }
+
     #[test]
     fn a_torn_record_never_lowers_the_count() {
         let mut mem = [0xFFu8; 2 * 64];
-        let mut flash = RamFlash::<64, 4>::new(&mut mem);
-        for _ in 0..5 {
-            advance(&mut flash, 0).unwrap();
-        }
+        let mut flash = advanced(&mut mem, 5);
         // A power cut while writing count 6: the count word written, its complement not.
         let mut torn = [0xFFu8; 8];
         torn[..4].copy_from_slice(&6u32.to_le_bytes());
@@ -125,10 +131,7 @@ mod tests {
     #[test]
     fn a_cut_during_the_other_sectors_erase_keeps_the_count() {
         let mut mem = [0xFFu8; 2 * 64];
-        let mut flash = RamFlash::<64, 4>::new(&mut mem);
-        for _ in 0..8 {
-            advance(&mut flash, 0).unwrap();
-        }
+        let mut flash = advanced(&mut mem, 8);
         // Sector 0 is full (counts 1..8); the next advance erases sector 1 first. Whatever
         // sector 1 holds when the cut comes (here: garbage), the count stays 8.
         flash.write(64, &[0x00; 8]).unwrap();
