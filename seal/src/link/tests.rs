@@ -85,6 +85,20 @@ fn pair(order: Order) -> (Side, Side) {
     (a, b)
 }
 
+/// Two datagram sides that expect each other, before any handshake.
+fn strangers() -> (Side, Side) {
+    (
+        side(1, 2, KEY, Order::Datagram, 1),
+        side(2, 1, KEY, Order::Datagram, 1),
+    )
+}
+
+/// A frame `from` seals for `plain` opens at `to` to the same bytes.
+fn carries(from: &mut Side, to: &mut Side, plain: &[u8]) {
+    let f = seal(from, plain);
+    assert_eq!(open(to, &f).unwrap(), plain);
+}
+
 #[test]
 fn frames_round_trip_both_ways_and_are_encrypted() {
     let (mut a, mut b) = pair(Order::Stream);
@@ -263,17 +277,14 @@ fn frames_of_another_connection_are_refused() {
     // A frame sealed in the wrong direction of the same connection.
     let echo = seal(&mut b1, b"echo");
     assert_eq!(open(&mut b1, &echo), Err(Refusal::BadTag));
-    let f = seal(&mut a1, b"still fine");
-    assert_eq!(open(&mut b1, &f).unwrap(), b"still fine");
+    carries(&mut a1, &mut b1, b"still fine");
 }
 
 #[test]
 fn a_replayed_handshake_opens_nothing_and_keeps_the_open_session() {
-    let mut a = side(1, 2, KEY, Order::Datagram, 1);
-    let mut b = side(2, 1, KEY, Order::Datagram, 1);
+    let (mut a, mut b) = strangers();
     let [hello, accept, confirm] = handshake(&mut a, &mut b);
-    let f = seal(&mut a, b"before");
-    assert_eq!(open(&mut b, &f).unwrap(), b"before");
+    carries(&mut a, &mut b, b"before");
     // An attacker replays the Hello: b answers with a fresh nonce (a new pending handshake) ...
     let (accept2, r) = deliver(&mut b, &hello);
     r.unwrap();
@@ -283,8 +294,7 @@ fn a_replayed_handshake_opens_nothing_and_keeps_the_open_session() {
     // A replayed Accept is out of turn for a, whose dial is done.
     assert_eq!(deliver(&mut a, &accept).1, Err(Refusal::Unexpected));
     // The open session is untouched.
-    let f = seal(&mut a, b"after");
-    assert_eq!(open(&mut b, &f).unwrap(), b"after");
+    carries(&mut a, &mut b, b"after");
 }
 
 #[test]
@@ -332,8 +342,7 @@ fn plaintext_and_damaged_frames_are_refused() {
 
 #[test]
 fn simultaneous_dials_settle_on_the_lower_id() {
-    let mut a = side(1, 2, KEY, Order::Datagram, 1);
-    let mut b = side(2, 1, KEY, Order::Datagram, 1);
+    let (mut a, mut b) = strangers();
     let mut out = [0u8; HANDSHAKE_FRAME_BYTES];
     let n = a.link.dial(&mut a.nonces, &mut out).unwrap();
     let hello_a = out[..n].to_vec();
@@ -348,14 +357,12 @@ fn simultaneous_dials_settle_on_the_lower_id() {
     r.unwrap();
     deliver(&mut b, &confirm).1.unwrap();
     assert!(a.link.is_open() && b.link.is_open());
-    let f = seal(&mut b, b"hi");
-    assert_eq!(open(&mut a, &f).unwrap(), b"hi");
+    carries(&mut b, &mut a, b"hi");
 }
 
 #[test]
 fn a_lost_confirm_is_replaced_by_the_first_data_frame() {
-    let mut a = side(1, 2, KEY, Order::Datagram, 1);
-    let mut b = side(2, 1, KEY, Order::Datagram, 1);
+    let (mut a, mut b) = strangers();
     let mut out = [0u8; HANDSHAKE_FRAME_BYTES];
     let n = a.link.dial(&mut a.nonces, &mut out).unwrap();
     let (accept, _) = deliver(&mut b, &out[..n]);
