@@ -987,6 +987,17 @@ mod tests {
         .expect("append in a test");
     }
 
+    /// What describes a snapshot of `data` at `index` of term 1.
+    fn meta_of(index: u64, data: &[u8]) -> SnapshotMeta {
+        SnapshotMeta {
+            index,
+            term: 1,
+            size_bytes: data.len() as u64,
+            crc: CRC32C.checksum(data),
+            ..SnapshotMeta::default()
+        }
+    }
+
     /// A storage with entries `1..=n` of term 1, all synced.
     fn synced_log(n: u64) -> MemStorage {
         let mut s = MemStorage::new();
@@ -1072,12 +1083,7 @@ mod tests {
     #[test]
     fn corrupt_location_is_a_logical_offset_after_compaction() {
         let mut s = synced_log(30);
-        let meta = SnapshotMeta {
-            index: 20,
-            term: 1,
-            crc: CRC32C.checksum(&[]),
-            ..SnapshotMeta::default()
-        };
+        let meta = meta_of(20, &[]);
         s.snapshot_begin(&meta).expect("begin");
         s.snapshot_finish().expect("finish");
         s.compact_prefix(20).expect("compact");
@@ -1180,13 +1186,7 @@ mod tests {
             for seed in 0..50 {
                 let mut s = synced_log(8);
                 let data = b"the state";
-                let meta = SnapshotMeta {
-                    index: 2,
-                    term: 1,
-                    size_bytes: data.len() as u64,
-                    crc: CRC32C.checksum(data),
-                    ..SnapshotMeta::default()
-                };
+                let meta = meta_of(2, data);
                 s.snapshot_begin(&meta).expect("begin");
                 s.snapshot_write(0, data).expect("write");
                 s.snapshot_finish().expect("finish");
@@ -1285,13 +1285,7 @@ mod tests {
     fn snapshot_with_wrong_size_or_crc_is_refused() {
         let mut s = MemStorage::new();
         let data = b"state machine bytes";
-        let meta = SnapshotMeta {
-            index: 3,
-            term: 1,
-            size_bytes: data.len() as u64,
-            crc: CRC32C.checksum(data),
-            ..Default::default()
-        };
+        let meta = meta_of(3, data);
         s.snapshot_begin(&meta).expect("begin");
         s.snapshot_write(0, &data[..5]).expect("write");
         assert_eq!(
@@ -1340,12 +1334,7 @@ mod tests {
             s = s.crash(round);
             last = s.last_index();
             if round % 3 == 2 {
-                let meta = SnapshotMeta {
-                    index: last,
-                    term: 1,
-                    crc: CRC32C.checksum(&[]),
-                    ..Default::default()
-                };
+                let meta = meta_of(last, &[]);
                 s.snapshot_begin(&meta).expect("begin");
                 s.snapshot_finish().expect("finish");
                 s.compact_prefix(last - 100).expect("compact");
