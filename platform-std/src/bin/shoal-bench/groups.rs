@@ -91,13 +91,10 @@ pub fn groups(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
     }
     drop(cluster);
     let o = result?;
-    report::groups(a, n, &o, &mut std::io::stdout().lock())
-        .map_err(|e| format!("writing the report: {e}"))?;
-    if let Some(path) = &a.plot {
-        crate::plot::groups(path, n, &o)?;
-        eprintln!("groups: curves drawn in {}", path.display());
-    }
-    Ok(())
+    report::print(|out| report::groups(a, n, &o, out))?;
+    crate::plot::when_asked(a.plot.as_deref(), "groups", |path| {
+        crate::plot::groups(path, n, &o)
+    })
 }
 
 /// Each node's RSS, disk and CPU over `idle`.

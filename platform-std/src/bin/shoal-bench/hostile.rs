@@ -98,8 +98,7 @@ pub fn hostile(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
     }
     drop(cluster);
     let o = result?;
-    report::hostile(a, &o, &mut std::io::stdout().lock())
-        .map_err(|e| format!("writing the report: {e}"))?;
+    report::print(|out| report::hostile(a, &o, out))?;
     if let Some(how) = &o.exited {
         return Err(format!("the node exited under the attack: {how}"));
     }

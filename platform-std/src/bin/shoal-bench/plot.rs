@@ -27,6 +27,19 @@ struct Panel {
 
 const SIZE: (u32, u32) = (1200, 480);
 
+/// With `--plot FILE.svg`, draw the curves of the `what` workload into the file with `draw`.
+pub fn when_asked(
+    path: Option<&Path>,
+    what: &str,
+    draw: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), String> {
+    if let Some(path) = path {
+        draw(path)?;
+        eprintln!("{what}: curves drawn in {}", path.display());
+    }
+    Ok(())
+}
+
 /// Draw the sweep's two panels into `path`.
 pub fn sweep(path: &Path, nodes: u32, points: &[SweepPoint]) -> Result<(), String> {
     let mut values: Vec<usize> = points.iter().map(|p| p.value_size).collect();

@@ -55,9 +55,7 @@ pub fn recovery(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
         drop(cluster);
         points.push(result?);
     }
-    report::recovery(a, n, &points, &mut std::io::stdout().lock())
-        .map_err(|e| format!("writing the report: {e}"))?;
-    Ok(())
+    report::print(|out| report::recovery(a, n, &points, out))
 }
 
 /// Fill `cluster` with `entries` writes, restart it and time its recovery.

@@ -13,6 +13,13 @@ use crate::run::Outcome;
 use crate::stats::OpStats;
 use crate::sweep::SweepPoint;
 
+/// Write a report to standard output with `write`.
+pub fn print(
+    write: impl FnOnce(&mut io::StdoutLock<'static>) -> io::Result<()>,
+) -> Result<(), String> {
+    write(&mut io::stdout().lock()).map_err(|e| format!("writing the report: {e}"))
+}
+
 /// The report of one run: a table per operation kind and the servers' memory, or one JSON
 /// object.
 pub fn single(a: &Args, o: &Outcome, out: &mut impl Write) -> io::Result<()> {

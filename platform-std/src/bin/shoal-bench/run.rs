@@ -30,9 +30,8 @@ pub fn single(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
         eprintln!("shoald logs (last lines):\n{}", c.log_tail());
     }
     drop(cluster); // kills the local shoald processes
-    report::single(a, &result?, &mut std::io::stdout().lock())
-        .map_err(|e| format!("writing the report: {e}"))?;
-    Ok(())
+    let o = result?;
+    report::print(|out| report::single(a, &o, out))
 }
 
 /// What one run measured.

@@ -65,13 +65,10 @@ pub fn sweep(a: &Args, stop: &Arc<AtomicBool>) -> Result<(), String> {
             });
         }
     }
-    report::sweep(a, n, &points, &mut std::io::stdout().lock())
-        .map_err(|e| format!("writing the report: {e}"))?;
-    if let Some(path) = &a.plot {
-        crate::plot::sweep(path, n, &points)?;
-        eprintln!("sweep: curves drawn in {}", path.display());
-    }
-    Ok(())
+    report::print(|out| report::sweep(a, n, &points, out))?;
+    crate::plot::when_asked(a.plot.as_deref(), "sweep", |path| {
+        crate::plot::sweep(path, n, &points)
+    })
 }
 
 #[cfg(test)]
