@@ -363,6 +363,31 @@ pub(super) fn not_leader(g: &Group) -> Response {
     }
 }
 
+/// Propose a client's command `encoded` (its encoding's error answered as `code`): the index,
+/// term and reply to keep until it applies, or `None` once the client has its refusal.
+pub(super) fn propose_for(
+    g: &mut Group,
+    now: u64,
+    encoded: Result<Vec<u8>, String>,
+    code: ErrorCode,
+    reply: Reply,
+) -> Option<(LogIndex, Term, Reply)> {
+    let bytes = match encoded {
+        Ok(b) => b,
+        Err(e) => {
+            reply.send(error(code, e));
+            return None;
+        }
+    };
+    match g.node.propose(now, &bytes) {
+        Ok((index, term)) => Some((index, term, reply)),
+        Err(e) => {
+            reply.send(propose_error(g, e));
+            None
+        }
+    }
+}
+
 pub(super) fn propose_error(g: &Group, e: ProposeError) -> Response {
     stop_on_fatal(g.id, &e);
     match e {

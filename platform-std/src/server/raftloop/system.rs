@@ -655,20 +655,9 @@ fn group_exists(g: &Group, gid: GroupId, record: &[u8]) -> Option<Response> {
 }
 
 pub(super) fn propose_system(g: &mut Group, now: u64, op: Op<'_>, reply: Reply, answer: SysAnswer) {
-    let bytes = match system_command(op) {
-        Ok(b) => b,
-        Err(e) => {
-            reply.send(error(ErrorCode::Internal, e));
-            return;
-        }
-    };
-    match g.node.propose(now, &bytes) {
-        Ok((index, term)) => {
-            g.pending_sys.insert(index, (term, reply, answer));
-        }
-        Err(e) => {
-            reply.send(propose_error(g, e));
-        }
+    let encoded = system_command(op);
+    if let Some((index, term, reply)) = propose_for(g, now, encoded, ErrorCode::Internal, reply) {
+        g.pending_sys.insert(index, (term, reply, answer));
     }
 }
 

@@ -52,21 +52,10 @@ pub(in crate::server::raftloop) fn write(
         time_ms,
         op,
     };
-    let bytes = match encode_command(&cmd, hint) {
-        Ok(b) => b,
-        Err(e) => {
-            reply.send(error(ErrorCode::BadRequest, e));
-            return;
-        }
-    };
-    match g.node.propose(now, &bytes) {
-        Ok((index, term)) => {
-            g.proposals += 1;
-            g.pending_writes.insert(index, (term, reply));
-        }
-        Err(e) => {
-            reply.send(propose_error(g, e));
-        }
+    let encoded = encode_command(&cmd, hint);
+    if let Some((index, term, reply)) = propose_for(g, now, encoded, ErrorCode::BadRequest, reply) {
+        g.proposals += 1;
+        g.pending_writes.insert(index, (term, reply));
     }
 }
 
