@@ -91,3 +91,65 @@ pub trait StateMachine {
         let _ = (leader, term, leader_id);
     }
 }
+
+/// Inside the `impl StateMachine` of a wrapper, forward the named methods to its field
+/// `$inner` unchanged, so that the impl spells out only what the wrapper adds (Rust has no
+/// delegation; this writes the forwarding once).
+///
+/// ```
+/// use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+/// use shoal_core::{LogIndex, Term};
+///
+/// /// Counts the commands applied by the state machine it wraps.
+/// struct Counting<S> {
+///     inner: S,
+///     applied: u64,
+/// }
+///
+/// impl<S: StateMachine> StateMachine for Counting<S> {
+///     type Output = S::Output;
+///     fn apply(&mut self, index: LogIndex, term: Term, command: &[u8]) -> S::Output {
+///         self.applied += 1;
+///         self.inner.apply(index, term, command)
+///     }
+///     shoal_core::forward_state_machine!(inner: skip, applied_index, snapshot, restore);
+/// }
+/// ```
+#[macro_export]
+macro_rules! forward_state_machine {
+    ($inner:ident: $($method:ident),+ $(,)?) => {
+        $( $crate::forward_state_machine!(@$method $inner); )+
+    };
+    (@skip $inner:ident) => {
+        fn skip(&mut self, index: $crate::LogIndex) {
+            self.$inner.skip(index)
+        }
+    };
+    (@applied_index $inner:ident) => {
+        fn applied_index(&self) -> $crate::LogIndex {
+            self.$inner.applied_index()
+        }
+    };
+    (@snapshot $inner:ident) => {
+        fn snapshot(
+            &self,
+            out: &mut dyn $crate::io::SnapshotWriter,
+        ) -> ::core::result::Result<(), $crate::io::SnapshotError> {
+            self.$inner.snapshot(out)
+        }
+    };
+    (@restore $inner:ident) => {
+        fn restore(
+            &mut self,
+            index: $crate::LogIndex,
+            src: &mut dyn $crate::io::SnapshotReader,
+        ) -> ::core::result::Result<(), $crate::io::SnapshotError> {
+            self.$inner.restore(index, src)
+        }
+    };
+    (@on_leadership $inner:ident) => {
+        fn on_leadership(&mut self, leader: bool, term: $crate::Term, leader_id: $crate::NodeId) {
+            self.$inner.on_leadership(leader, term, leader_id)
+        }
+    };
+}

@@ -10,7 +10,7 @@
 use crate::cluster::{ClientRequest, Workload};
 use crate::linearizability::{KvKey, KvOp, KvRet, TxnCond};
 use crate::sim::invariants::hash_bytes;
-use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+use shoal_core::io::{SnapshotError, SnapshotReader, StateMachine};
 use shoal_core::rng::Rng;
 use shoal_core::{LogIndex, NodeId, Term};
 use shoal_kv::{
@@ -151,15 +151,7 @@ impl StateMachine for KvSm {
         }
         out
     }
-    fn skip(&mut self, index: LogIndex) {
-        self.kv.skip(index)
-    }
-    fn applied_index(&self) -> LogIndex {
-        self.kv.applied_index()
-    }
-    fn snapshot(&self, out: &mut dyn SnapshotWriter) -> Result<(), SnapshotError> {
-        self.kv.snapshot(out)
-    }
+    shoal_core::forward_state_machine!(kv: skip, applied_index, snapshot, on_leadership);
     fn restore(
         &mut self,
         index: LogIndex,
@@ -171,9 +163,6 @@ impl StateMachine for KvSm {
         *self.lock_state.borrow_mut() = (0, last_fence);
         self.check_lock(index);
         r
-    }
-    fn on_leadership(&mut self, leader: bool, term: Term, leader_id: NodeId) {
-        self.kv.on_leadership(leader, term, leader_id)
     }
 }
 

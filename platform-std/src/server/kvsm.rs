@@ -6,7 +6,7 @@
 //! and skipped by DtKV, so the DtKV applied index stays exact. Shoal writes addresses as member
 //! records now (`shoal_kv::system`, in DtKV like any key), and no longer writes these entries.
 
-use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+use shoal_core::io::StateMachine;
 use shoal_core::{LogIndex, Term};
 
 use crate::kvheap::{HeapKv, KvHeap};
@@ -51,20 +51,5 @@ impl StateMachine for KvSm {
         }
         GroupOutput::Kv(self.kv.apply(index, term, command))
     }
-    fn skip(&mut self, index: LogIndex) {
-        self.kv.skip(index)
-    }
-    fn applied_index(&self) -> LogIndex {
-        self.kv.applied_index()
-    }
-    fn snapshot(&self, out: &mut dyn SnapshotWriter) -> Result<(), SnapshotError> {
-        self.kv.snapshot(out)
-    }
-    fn restore(
-        &mut self,
-        index: LogIndex,
-        src: &mut dyn SnapshotReader,
-    ) -> Result<(), SnapshotError> {
-        self.kv.restore(index, src)
-    }
+    shoal_core::forward_state_machine!(kv: skip, applied_index, snapshot, restore);
 }
