@@ -365,15 +365,6 @@ pub enum RegisterRet {
     Written,
     /// Whether a compare-and-set swapped.
     Swapped(bool),
-    /// Every key's value, in order.
-    Values(Vec<Option<Vec<u8>>>),
-    /// Which branch a transaction took, and whether it was aborted (nothing applied).
-    Txn {
-        /// Every condition held.
-        succeeded: bool,
-        /// A write of the branch was refused.
-        aborted: bool,
-    },
 }
 
 impl Model for Register {
