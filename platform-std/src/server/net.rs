@@ -628,8 +628,52 @@ impl Drop for Inbound<'_> {
     }
 }
 
+/// Serve one connection a peer dialed: the handshake, the checks of who it is, a connection
+/// slot, then its frames until it closes.
 fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
     let handshake = Slot(&net.handshakes);
+    let mut peer = greet(net, stream, from)?;
+    if !admit(net, &mut peer, from)? {
+        return Ok(());
+    }
+    drop(handshake);
+    let _accepted = connection_slot(net, &mut peer)?;
+    let _inbound = register_inbound(net, peer.remote.node_id, &peer.tcp)?;
+    let hello = Body::Hello(peer.local.clone());
+    peer.send(&hello)?;
+    peer.reader.get_mut().end_deadline();
+    peer.tcp.set_read_timeout(None)?;
+    read_frames(net, peer, from)
+}
+
+/// An accepted peer connection whose Hello has been read (and not yet checked).
+struct Greeted<'n> {
+    reader: std::io::BufReader<tls_stream::PeerHalf>,
+    writer: tls_stream::PeerHalf,
+    tcp: TcpStream,
+    /// The node the peer's certificate names (`None` without TLS).
+    member: Option<NodeId>,
+    /// The cluster key's seal, on links without TLS.
+    seal: Option<&'n PeerSeal>,
+    ch: Channel,
+    info: HelloInfo,
+    /// This node's Hello, as the answer will carry it.
+    local: Hello,
+    /// The peer's Hello.
+    remote: Hello,
+}
+
+impl Greeted<'_> {
+    /// Send one frame of `body` to the peer.
+    fn send(&mut self, body: &Body) -> io::Result<()> {
+        let frame = encode_body(&self.info, self.remote.node_id, body);
+        self.ch.write(&mut self.writer, &frame)
+    }
+}
+
+/// Accept the link (TLS with --peer-cert-file) and read the peer's Hello, both within the
+/// handshake timeout.
+fn greet<'n>(net: &'n Net, stream: TcpStream, from: &str) -> io::Result<Greeted<'n>> {
     stream.set_nodelay(true)?;
     // Small frames (acks, heartbeats) batch through this buffer; an append larger than it is
     // read straight into its frame. Every byte of it is resident for the connection's life.
@@ -645,21 +689,38 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
         deadline,
     )
     .map_err(|e| handshake_error(net, e))?;
-    let (mut reader, mut writer, tcp) = (link.reader, link.writer, link.tcp);
+    let (mut reader, mut writer) = (link.reader, link.writer);
     let first = read_record(&mut reader, HELLO_MAX_BYTES).map_err(|e| handshake_error(net, e))?;
     let info = net.hello.lock().expect("hello lock").clone();
     let local_ids = (info.cluster_id, info.node_id);
     // TLS already authenticates and encrypts: the cluster key seals only links without it.
     let seal = net.seal.get().filter(|_| !link.tls);
-    let (mut ch, first) = Channel::accept(seal, local_ids, from, first, &mut reader, &mut writer)
+    let (ch, first) = Channel::accept(seal, local_ids, from, first, &mut reader, &mut writer)
         .map_err(|e| handshake_error(net, e))?;
     let (frame, _) = wire::decode(&first)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("handshake: {e}")))?;
     let Body::Hello(remote) = frame.body else {
         return Err(io::Error::other("the first frame was not a Hello"));
     };
-    let local = info.hello(NO_NODE);
-    if let Err(e) = handshake::check(&local, &remote) {
+    Ok(Greeted {
+        reader,
+        writer,
+        tcp: link.tcp,
+        member: link.member,
+        seal,
+        ch,
+        local: info.hello(NO_NODE),
+        info,
+        remote,
+    })
+}
+
+/// Whether the peer is one this node talks to: its Hello agrees with ours (else it is told
+/// why and the connection ends quietly) and names the node its certificate names (else it is
+/// told why and refused as an impostor).
+fn admit(net: &Net, peer: &mut Greeted<'_>, from: &str) -> io::Result<bool> {
+    let (local, remote) = (&peer.local, &peer.remote);
+    if let Err(e) = handshake::check(local, remote) {
         let reason = e.to_string();
         log::warn!(
             "refused peer handshake: {reason} (we are cluster {} node {} with members {:?}; \
@@ -672,66 +733,62 @@ fn serve_peer(net: &Arc<Net>, stream: TcpStream, from: &str) -> io::Result<()> {
             remote.expected_peer,
             remote.members.as_slice()
         );
-        ch.write(
-            &mut writer,
-            &encode_body(&info, remote.node_id, &refusal(&reason)),
-        )?;
-        return Ok(());
+        peer.send(&refusal(&reason))?;
+        return Ok(false);
     }
-    if let Some(member) = link.member.filter(|m| *m != remote.node_id) {
+    if let Some(member) = peer.member.filter(|m| *m != remote.node_id) {
         let why = format!(
             "its Hello says node {}, but its certificate names node {member}",
             remote.node_id
         );
         let tls = net.tls.get().expect("a certified member implies TLS");
         tls.identity_refused(from, &why);
-        ch.write(
-            &mut writer,
-            &encode_body(&info, remote.node_id, &refusal(&why)),
-        )?;
+        peer.send(&refusal(&why))?;
         return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
     }
-    drop(handshake);
+    Ok(true)
+}
+
+/// One of the --peer-max-connections slots for an admitted peer, or its refusal.
+fn connection_slot<'n>(net: &'n Net, peer: &mut Greeted<'_>) -> io::Result<Slot<'n>> {
     if !Net::take_slot(&net.accepted, net.limits.max_connections) {
         net.hit(PeerLimit::Connections);
         let reason = format!(
             "node {} already has {} peer connections (--{})",
-            local.node_id,
+            peer.local.node_id,
             net.limits.max_connections,
             PeerLimit::Connections.flag()
         );
-        ch.write(
-            &mut writer,
-            &encode_body(&info, remote.node_id, &refusal(&reason)),
-        )?;
+        peer.send(&refusal(&reason))?;
         return Err(io::Error::other(reason));
     }
-    let _accepted = Slot(&net.accepted);
+    Ok(Slot(&net.accepted))
+}
+
+/// Record the connection among `peer`'s inbound ones, closing its oldest beyond
+/// `INBOUND_PER_PEER`; the record goes when the returned guard drops.
+fn register_inbound<'n>(net: &'n Net, peer: NodeId, tcp: &TcpStream) -> io::Result<Inbound<'n>> {
     let serial = net.next_inbound.fetch_add(1, Ordering::Relaxed);
     let handle = tcp.try_clone()?;
     let mut inbound = net.inbound.lock().expect("inbound lock");
-    let conns = inbound.entry(remote.node_id).or_default();
+    let conns = inbound.entry(peer).or_default();
     conns.push_back((serial, handle));
     while conns.len() > INBOUND_PER_PEER {
         // The peer dialed again: its oldest connection is dead or dying; its reader ends.
         let (_, old) = conns.pop_front().expect("more than the limit");
         let _ = old.shutdown(std::net::Shutdown::Both);
     }
-    drop(inbound);
-    let _inbound = Inbound {
-        net,
-        peer: remote.node_id,
-        serial,
-    };
-    ch.write(
-        &mut writer,
-        &encode_body(&info, remote.node_id, &Body::Hello(local)),
-    )?;
-    reader.get_mut().end_deadline();
-    tcp.set_read_timeout(None)?;
+    Ok(Inbound { net, peer, serial })
+}
+
+/// Hand the peer's frames to the raft thread until the connection or the node ends; with TLS,
+/// a frame naming a sender other than the certified member closes the connection.
+fn read_frames(net: &Net, mut peer: Greeted<'_>, from: &str) -> io::Result<()> {
     loop {
-        let frame = ch.read(seal, &mut reader, MAX_PEER_FRAME_BYTES, from)?;
-        if let Some(member) = link.member {
+        let frame = peer
+            .ch
+            .read(peer.seal, &mut peer.reader, MAX_PEER_FRAME_BYTES, from)?;
+        if let Some(member) = peer.member {
             let sender = tls_stream::frame_sender(&frame);
             if sender != Some(member) {
                 let why = format!(
