@@ -28,7 +28,10 @@ fn a_node_killed_after_background_snapshots_restarts_with_every_acknowledged_wri
     c.start(1);
     c.wait_leader(0);
     let s = c.status(1, 0).expect("status");
-    assert!(s.snapshot_index >= 250, "restarted from the snapshot: {s:?}");
+    assert!(
+        s.snapshot_index >= 250,
+        "restarted from the snapshot: {s:?}"
+    );
     for (k, v) in &acked {
         let got = c.get(1, 0, k, ReadMode::Linearizable);
         assert_eq!(got.as_deref(), Some(v.as_bytes()), "{k}");

@@ -3,10 +3,10 @@
 
 use super::{Node, NodeError};
 use crate::io::{SnapshotError, SnapshotReader, SnapshotWriter, StateMachine};
+use crate::membership::Membership;
 use crate::plant::Plant;
 use crate::record::CRC32C;
 use crate::storage::{Storage, StorageError};
-use crate::membership::Membership;
 use crate::types::{LogIndex, SnapshotMeta, Term};
 
 /// What a snapshot begun with [`Node::begin_snapshot`] covers: the platform completes its
@@ -146,7 +146,11 @@ impl<S: Storage, T, M: StateMachine, B, P: Plant> Node<S, T, M, B, P> {
         };
         let v = match view(&self.sm) {
             Ok(v) => v,
-            Err(e) => return self.snapshot_refused(now_ms, NodeError::Snapshot(e)).map(|()| None),
+            Err(e) => {
+                return self
+                    .snapshot_refused(now_ms, NodeError::Snapshot(e))
+                    .map(|()| None)
+            }
         };
         self.snapshot_in_flight = Some(plan.index);
         Ok(Some((plan, v)))

@@ -83,9 +83,9 @@ pub use lock::{DirLock, LOCK_FILE};
 
 use self::hardstate::HardStateStore;
 pub use self::seglog::BackgroundSync;
-pub use self::snapshot::{SnapshotJob, SnapshotJobError, WrittenSnapshot};
 use self::seglog::{Log, LogConfig};
 use self::snapshot::Snapshots;
+pub use self::snapshot::{SnapshotJob, SnapshotJobError, WrittenSnapshot};
 use self::space::{Space, SpaceLimits};
 use self::syncer::Syncer;
 

@@ -17,16 +17,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use shoal_core::driver::SnapshotPlan;
 use shoal_core::record;
 use shoal_core::storage::StorageError;
-use shoal_core::driver::SnapshotPlan;
 use shoal_core::types::{LogIndex, SnapshotMeta, Term};
 
 use super::error::OpenError;
 use super::fsutil::{self, DirHandle};
 use super::ioerr;
-use super::BackgroundSync;
 use super::space::Space;
+use super::BackgroundSync;
 
 /// Magic bytes at the start of a snapshot metadata body.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSNP";
@@ -235,7 +235,13 @@ pub struct SnapshotJobError {
 
 impl std::fmt::Display for SnapshotJobError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot {} {}: {}", self.what, self.path.display(), self.error)
+        write!(
+            f,
+            "cannot {} {}: {}",
+            self.what,
+            self.path.display(),
+            self.error
+        )
     }
 }
 
@@ -258,12 +264,24 @@ impl SnapshotJob {
             fatal,
         };
         if let Some(log) = &self.log {
-            log.run()
-                .map_err(|e| fail(&self.tmp, "sync the log before", std::io::Error::other(e), true))?;
+            log.run().map_err(|e| {
+                fail(
+                    &self.tmp,
+                    "sync the log before",
+                    std::io::Error::other(e),
+                    true,
+                )
+            })?;
         }
         let meta = self.plan.meta(data.len() as u64, SNAP_CRC.checksum(data));
-        let header = encode_meta(&meta, self.install_seq)
-            .map_err(|e| fail(&self.tmp, "encode", std::io::Error::other(e.to_string()), false))?;
+        let header = encode_meta(&meta, self.install_seq).map_err(|e| {
+            fail(
+                &self.tmp,
+                "encode",
+                std::io::Error::other(e.to_string()),
+                false,
+            )
+        })?;
         let placed = (|| {
             let mut file = fsutil::create_file(&self.tmp).map_err(|e| ("create", e))?;
             fsutil::inject::check(fsutil::inject::Op::Write)
@@ -409,7 +427,9 @@ impl Snapshots {
         // The same name as a snapshot in place (one taken for the same index meanwhile): the
         // rename replaced that file, with the same state.
         self.all.retain(|i| i.path != info.path);
-        let at = self.all.partition_point(|i| i.install_seq < info.install_seq);
+        let at = self
+            .all
+            .partition_point(|i| i.install_seq < info.install_seq);
         self.all.insert(at, info);
         if at + 1 == self.all.len() {
             self.current_file = Some(file);

@@ -101,7 +101,10 @@ fn a_refused_background_snapshot_is_retried_later_and_never_compacts() {
     assert_eq!(c.node(l).snapshot_done(now, full), Ok(None));
     assert_eq!(c.nodes[&l].stats().snapshot_failures, 1);
     assert_eq!(c.nodes[&l].snapshot_in_flight(), None);
-    assert!(begin(&mut c, l, false).is_none(), "not before the retry time");
+    assert!(
+        begin(&mut c, l, false).is_none(),
+        "not before the retry time"
+    );
     c.now += retry;
     let (again, _) = begin(&mut c, l, false).expect("retried");
     assert!(again.index >= plan.index);

@@ -10,8 +10,8 @@
 use shoal_core::io::{SnapshotError, SnapshotWriter, StateMachine};
 
 use super::*;
-use shoal_core::storage::StorageError;
 use crate::storage::{SnapshotJobError, WrittenSnapshot};
+use shoal_core::storage::StorageError;
 
 /// A snapshot job's result, on its way back to the raft thread.
 pub(super) struct SnapWritten {
@@ -46,7 +46,11 @@ impl RaftLoop {
         let Some(g) = self.groups.get_mut(&done.group) else {
             return;
         };
-        let meta = g.node.storage_mut().inner.finish_background_snapshot(done.result);
+        let meta = g
+            .node
+            .storage_mut()
+            .inner
+            .finish_background_snapshot(done.result);
         match g.node.snapshot_done(now, meta.map_err(NodeError::Storage)) {
             Ok(Some(index)) => log::info!("group {}: snapshot taken at index {index}", g.id),
             Ok(None) => log::warn!(

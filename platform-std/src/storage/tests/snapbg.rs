@@ -33,7 +33,10 @@ fn crash_and_reopen(s: FileStorage, dir: &Path, opts: &StorageOptions) -> FileSt
 
 fn assert_log_whole(s: &FileStorage) {
     assert_eq!(s.last_index(), 40);
-    assert!(s.first_log_index() <= 11, "nothing compacted past the old snapshot");
+    assert!(
+        s.first_log_index() <= 11,
+        "nothing compacted past the old snapshot"
+    );
     for i in 11..=40 {
         assert_eq!(s.term(i), Ok(1), "entry {i}");
     }
