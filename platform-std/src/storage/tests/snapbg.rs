@@ -15,20 +15,36 @@ fn plan(index: LogIndex) -> SnapshotPlan {
     }
 }
 
-/// A storage holding entries 1..=40 and a snapshot at 10, synced.
-fn with_old_snapshot(dir: &Path, opts: &StorageOptions) -> FileStorage {
-    let mut s = open(dir, opts).expect("open");
-    append_n(&mut s, 1, 40, 1, 100);
-    s.sync().expect("sync");
-    let data = b"old state";
-    install(&mut s, &plan(10).meta(9, CRC32C.checksum(data)), data);
-    s
+/// A data dir in a temp dir, with the test options.
+struct Dir {
+    _root: TempDir,
+    dir: PathBuf,
+    opts: StorageOptions,
 }
 
-fn crash_and_reopen(s: FileStorage, dir: &Path, opts: &StorageOptions) -> FileStorage {
-    let image = s.power_cut();
-    apply_power_cut(&image, 7);
-    open(dir, opts).expect("recovery")
+impl Dir {
+    /// A storage holding entries 1..=40 and a snapshot at 10, synced.
+    fn with_old_snapshot() -> (Dir, FileStorage) {
+        let root = TempDir::new().expect("temp dir");
+        let at = Dir {
+            dir: root.path().join("n"),
+            _root: root,
+            opts: test_options(FsyncMode::Always),
+        };
+        let mut s = open(&at.dir, &at.opts).expect("open");
+        append_n(&mut s, 1, 40, 1, 100);
+        s.sync().expect("sync");
+        let data = b"old state";
+        install(&mut s, &plan(10).meta(9, CRC32C.checksum(data)), data);
+        (at, s)
+    }
+
+    /// Cut the power and open the storage again.
+    fn crash(&self, s: FileStorage) -> FileStorage {
+        let image = s.power_cut();
+        apply_power_cut(&image, 7);
+        open(&self.dir, &self.opts).expect("recovery")
+    }
 }
 
 fn assert_log_whole(s: &FileStorage) {
@@ -44,10 +60,7 @@ fn assert_log_whole(s: &FileStorage) {
 
 #[test]
 fn a_crash_before_the_background_snapshot_finished_leaves_the_old_one_and_the_log() {
-    let root = TempDir::new().expect("temp dir");
-    let opts = test_options(FsyncMode::Always);
-    let dir = root.path().join("n");
-    let mut s = with_old_snapshot(&dir, &opts);
+    let (at, mut s) = Dir::with_old_snapshot();
     // Begun, and its thread died half-way through writing the temp file.
     let _job = s.begin_background_snapshot(plan(30)).expect("begin");
     let mut tmp = scan::snap_dir(s.group_dir())
@@ -55,7 +68,7 @@ fn a_crash_before_the_background_snapshot_finished_leaves_the_old_one_and_the_lo
         .into_os_string();
     tmp.push(".bg.tmp");
     std::fs::write(&tmp, b"half a snapsh").expect("partial temp file");
-    let s = crash_and_reopen(s, &dir, &opts);
+    let s = at.crash(s);
     assert_eq!(s.snapshot_meta().map(|m| m.index), Some(10));
     assert!(!Path::new(&tmp).exists(), "the partial snapshot is deleted");
     assert_log_whole(&s);
@@ -63,10 +76,7 @@ fn a_crash_before_the_background_snapshot_finished_leaves_the_old_one_and_the_lo
 
 #[test]
 fn a_crash_after_the_rename_but_before_the_raft_thread_learned_keeps_the_log_whole() {
-    let root = TempDir::new().expect("temp dir");
-    let opts = test_options(FsyncMode::Always);
-    let dir = root.path().join("n");
-    let mut s = with_old_snapshot(&dir, &opts);
+    let (at, mut s) = Dir::with_old_snapshot();
     let job = s.begin_background_snapshot(plan(30)).expect("begin");
     let data = vec![5u8; 3000];
     let written = job.run(&data).expect("written");
@@ -76,7 +86,7 @@ fn a_crash_after_the_rename_but_before_the_raft_thread_learned_keeps_the_log_who
     let mut buf = [0u8; 16];
     assert_eq!(s.snapshot_read(0, &mut buf), Ok(9));
     drop(written);
-    let s = crash_and_reopen(s, &dir, &opts);
+    let s = at.crash(s);
     // In place and durable: it is the current one, complete (open checks its CRC).
     assert_eq!(s.snapshot_meta().map(|m| m.index), Some(30));
     assert_log_whole(&s);
@@ -84,10 +94,7 @@ fn a_crash_after_the_rename_but_before_the_raft_thread_learned_keeps_the_log_who
 
 #[test]
 fn a_refused_background_snapshot_is_discarded_and_the_next_one_becomes_current() {
-    let root = TempDir::new().expect("temp dir");
-    let opts = test_options(FsyncMode::Always);
-    let dir = root.path().join("n");
-    let mut s = with_old_snapshot(&dir, &opts);
+    let (at, mut s) = Dir::with_old_snapshot();
     let job = s.begin_background_snapshot(plan(30)).expect("begin");
     fsutil::inject::fail(fsutil::inject::Op::Write, libc::ENOSPC, 1);
     let failed = job.run(&[1u8; 100]);
@@ -114,6 +121,6 @@ fn a_refused_background_snapshot_is_discarded_and_the_next_one_becomes_current()
     let mut buf = [0u8; 16];
     assert_eq!(s.snapshot_read(0, &mut buf), Ok(9));
     assert_eq!(&buf[..9], b"new state");
-    let s = crash_and_reopen(s, &dir, &opts);
+    let s = at.crash(s);
     assert_eq!(s.snapshot_meta(), Some(meta));
 }
