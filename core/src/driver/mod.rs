@@ -44,6 +44,7 @@ mod send;
 mod snapshot;
 
 pub use error::NodeError;
+pub use snapshot::SnapshotPlan;
 
 use crate::entry::{self, EntryIter};
 use crate::fault::{FaultCounts, FaultLog};
@@ -224,6 +225,10 @@ pub struct Node<S, T, M, B, P: Plant = NoPlant> {
     faults: FaultLog,
     /// No snapshot is tried before this time (one was refused).
     snapshot_retry_at_ms: u64,
+    /// The platform takes snapshots with [`Node::begin_snapshot`]: `flush` does not.
+    background_snapshots: bool,
+    /// The index of the snapshot the platform is writing now (see [`Node::begin_snapshot`]).
+    snapshot_in_flight: Option<LogIndex>,
 }
 
 impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S, T, M, B, P> {
@@ -275,6 +280,8 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
             stats: NodeStats::default(),
             faults: FaultLog::new(),
             snapshot_retry_at_ms: 0,
+            background_snapshots: false,
+            snapshot_in_flight: None,
         });
         node.reported = (node.raft.role(), node.raft.term(), node.raft.leader());
         node.rescan_configs(node.raft.snapshot_index() + 1)?;
@@ -511,18 +518,11 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
         self.apply_policy(now_ms, applied)?;
         self.report_reads(on_event);
         self.report_role(on_event);
-        if now_ms >= self.snapshot_retry_at_ms && self.raft.snapshot_due(now_ms) {
+        if !self.background_snapshots && self.snapshot_wanted(now_ms) {
             match self.take_snapshot(now_ms) {
                 Ok(Some(index)) => on_event(Event::Snapshot { index }),
                 Ok(None) => {}
-                Err(e) => {
-                    // Refused (a full medium, no descriptor to spare): try again later rather
-                    // than at every flush, since each try serialises the whole state.
-                    self.snapshot_retry_at_ms =
-                        now_ms.saturating_add(self.cfg.raft.snapshot_retry_ms);
-                    self.stats.snapshot_failures += 1;
-                    self.apply_policy(now_ms, Err(e))?
-                }
+                Err(e) => self.snapshot_refused(now_ms, e)?,
             }
         }
         // Applying may have produced messages (a leader's commit advancing read rounds).

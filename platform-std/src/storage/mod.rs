@@ -72,6 +72,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use shoal_core::driver::SnapshotPlan;
 use shoal_core::entry::EntryRef;
 use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
 use shoal_core::types::{GroupId, HardState, LogIndex, SnapshotMeta, Term};
@@ -84,6 +85,7 @@ use self::hardstate::HardStateStore;
 pub use self::seglog::BackgroundSync;
 use self::seglog::{Log, LogConfig};
 use self::snapshot::Snapshots;
+pub use self::snapshot::{SnapshotJob, SnapshotJobError, WrittenSnapshot};
 use self::space::{Space, SpaceLimits};
 use self::syncer::Syncer;
 
@@ -513,6 +515,45 @@ impl FileStorage {
         self.log.shared_synced();
         self.hs.synced_elsewhere();
         self.hs_durable = self.hard_state;
+    }
+
+    /// Begin a snapshot of the state at `plan` to be written off this thread
+    /// ([`SnapshotJob::run`]): the log is written out to the OS here, and the job syncs it
+    /// before the snapshot becomes durable. Nothing changes until
+    /// [`FileStorage::finish_background_snapshot`]; a snapshot received meanwhile is
+    /// unaffected (the job has its own temp file, and a received one begun later ranks
+    /// above it).
+    pub fn begin_background_snapshot(
+        &mut self,
+        plan: SnapshotPlan,
+    ) -> Result<SnapshotJob, StorageError> {
+        let log = self.guard(|s| s.log.begin_background_sync())?;
+        Ok(self.snaps.background_job(plan, log))
+    }
+
+    /// A [`SnapshotJob`] finished: in place and durable, it is made known (current unless a
+    /// snapshot received meanwhile is newer) and its metadata returned for
+    /// `Node::snapshot_done`; failed, the error to report there (a refusal before the rename
+    /// is retried later; a failure after it poisons the storage, as any failed sync does).
+    pub fn finish_background_snapshot(
+        &mut self,
+        done: Result<WrittenSnapshot, SnapshotJobError>,
+    ) -> Result<SnapshotMeta, StorageError> {
+        match done {
+            Ok(written) => {
+                if let Some(log) = written.log_sync() {
+                    self.log.background_synced(log);
+                }
+                let meta = written.meta().clone();
+                self.snaps.adopt(written);
+                Ok(meta)
+            }
+            Err(e) if e.fatal => {
+                self.poisoned = true;
+                Err(ioerr::fatal(&e.path, e.what, e.error))
+            }
+            Err(e) => Err(ioerr::refused(&self.space, 0, &e.path, e.what, e.error)),
+        }
     }
 
     /// A background sync from [`FileStorage::begin_background_sync`] succeeded.

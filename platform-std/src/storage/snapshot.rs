@@ -17,6 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use shoal_core::driver::SnapshotPlan;
 use shoal_core::record;
 use shoal_core::storage::StorageError;
 use shoal_core::types::{LogIndex, SnapshotMeta, Term};
@@ -25,6 +26,7 @@ use super::error::OpenError;
 use super::fsutil::{self, DirHandle};
 use super::ioerr;
 use super::space::Space;
+use super::BackgroundSync;
 
 /// Magic bytes at the start of a snapshot metadata body.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSNP";
@@ -187,6 +189,136 @@ fn data_dir_of(snap_file: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// A snapshot of the state at a [`SnapshotPlan`], to be written, made durable and put in
+/// place off the raft thread: from `FileStorage::begin_background_snapshot`, finished by
+/// `FileStorage::finish_background_snapshot`. Until then the snapshot is not current: it is
+/// not read, sent or reported, and the log is whole.
+pub struct SnapshotJob {
+    plan: SnapshotPlan,
+    install_seq: u64,
+    dir: PathBuf,
+    tmp: PathBuf,
+    path: PathBuf,
+    sync: bool,
+    /// The log's entries up to the snapshot's index must be durable before the snapshot is
+    /// (storage rule: the log on disk agrees with what a snapshot keeps of it).
+    log: Option<BackgroundSync>,
+}
+
+/// A snapshot [`SnapshotJob::run`] made durable and put in place under its final name.
+pub struct WrittenSnapshot {
+    info: SnapshotInfo,
+    file: File,
+    log: Option<BackgroundSync>,
+}
+
+impl WrittenSnapshot {
+    /// Its metadata.
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.info.meta
+    }
+}
+
+/// Why a [`SnapshotJob`] failed: what it was doing to which file.
+#[derive(Debug)]
+pub struct SnapshotJobError {
+    /// The file.
+    pub path: PathBuf,
+    /// What was being done.
+    pub what: &'static str,
+    /// The error.
+    pub error: std::io::Error,
+    /// After the file was renamed into place (or the log sync failed): the files' state is
+    /// unknown and the storage must stop; before, the snapshot was simply discarded.
+    pub fatal: bool,
+}
+
+impl std::fmt::Display for SnapshotJobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot {} {}: {}",
+            self.what,
+            self.path.display(),
+            self.error
+        )
+    }
+}
+
+impl SnapshotJob {
+    /// The index the snapshot covers.
+    pub fn index(&self) -> LogIndex {
+        self.plan.index
+    }
+
+    /// Write `data` (the state machine's snapshot at the plan's index) on this thread, any
+    /// thread: sync the log up to it, write the temp file, fdatasync it, rename it into
+    /// place and fsync the dir. Refused before the rename, the temp file is removed and the
+    /// old snapshot stays current; a crash at any point leaves the old snapshot and the
+    /// whole log (a temp file is deleted at open; a file in place is a complete snapshot).
+    pub fn run(self, data: &[u8]) -> Result<WrittenSnapshot, SnapshotJobError> {
+        let fail = |path: &Path, what, error, fatal| SnapshotJobError {
+            path: path.to_path_buf(),
+            what,
+            error,
+            fatal,
+        };
+        if let Some(log) = &self.log {
+            log.run().map_err(|e| {
+                fail(
+                    &self.tmp,
+                    "sync the log before",
+                    std::io::Error::other(e),
+                    true,
+                )
+            })?;
+        }
+        let meta = self.plan.meta(data.len() as u64, SNAP_CRC.checksum(data));
+        let header = encode_meta(&meta, self.install_seq).map_err(|e| {
+            fail(
+                &self.tmp,
+                "encode",
+                std::io::Error::other(e.to_string()),
+                false,
+            )
+        })?;
+        let placed = (|| {
+            let mut file = fsutil::create_file(&self.tmp).map_err(|e| ("create", e))?;
+            fsutil::inject::check(fsutil::inject::Op::Write)
+                .and_then(|()| file.write_all(&header))
+                .and_then(|()| file.write_all(data))
+                .map_err(|e| ("write", e))?;
+            fsutil::sync_data(&file, self.sync).map_err(|e| ("fdatasync", e))?;
+            let dir = DirHandle::open(&self.dir).map_err(|e| ("open the dir of", e))?;
+            fs::rename(&self.tmp, &self.path).map_err(|e| ("rename", e))?;
+            Ok((file, dir))
+        })();
+        let (file, dir) = placed.map_err(|(what, e)| {
+            let _ = fs::remove_file(&self.tmp);
+            fail(&self.tmp, what, e, false)
+        })?;
+        dir.sync(self.sync)
+            .map_err(|e| fail(&self.dir, "sync", e, true))?;
+        Ok(WrittenSnapshot {
+            info: SnapshotInfo {
+                path: self.path,
+                meta,
+                install_seq: self.install_seq,
+                data_offset: header.len() as u64,
+            },
+            file,
+            log: self.log,
+        })
+    }
+}
+
+impl WrittenSnapshot {
+    /// The log sync it ran first (to record it), and the rest.
+    pub(crate) fn log_sync(&self) -> Option<&BackgroundSync> {
+        self.log.as_ref()
+    }
+}
+
 /// A snapshot being written.
 struct Incoming {
     meta: SnapshotMeta,
@@ -210,6 +342,10 @@ pub(crate) struct Snapshots {
     /// Open handle on the current snapshot.
     current_file: Option<File>,
     incoming: Option<Incoming>,
+    /// The install sequence number the next snapshot gets (received, or written in the
+    /// background): handed out when it begins, so that one begun later ranks higher even if
+    /// it finishes first.
+    next_seq: u64,
 }
 
 impl Snapshots {
@@ -239,7 +375,9 @@ impl Snapshots {
             None => None,
         };
         let dir = DirHandle::open(snap_dir).map_err(|e| OpenError::io(snap_dir, "open", e))?;
+        let next_seq = all.last().map_or(1, |i| i.install_seq + 1);
         Ok(Snapshots {
+            next_seq,
             dir,
             space,
             keep: keep.max(1),
@@ -255,6 +393,50 @@ impl Snapshots {
         self.all.last().map(|i| &i.meta)
     }
 
+    fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// Name a snapshot of `plan` to be written off this thread by [`SnapshotJob::run`]; `log`
+    /// is the log sync that must precede it (see `FileStorage::begin_background_snapshot`).
+    pub(crate) fn background_job(
+        &mut self,
+        plan: SnapshotPlan,
+        log: Option<BackgroundSync>,
+    ) -> SnapshotJob {
+        let path = self.dir.path().join(snapshot_name(plan.index, plan.term));
+        // Its own temp name: a snapshot received for the same index may be written meanwhile.
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".bg.tmp");
+        SnapshotJob {
+            plan,
+            install_seq: self.take_seq(),
+            dir: self.dir.path().to_path_buf(),
+            tmp: PathBuf::from(tmp),
+            path,
+            sync: self.sync,
+            log,
+        }
+    }
+
+    /// Make a snapshot written by [`SnapshotJob::run`] known: current unless one begun after
+    /// it (a snapshot received meanwhile) is already in place; then retention applies.
+    pub(crate) fn adopt(&mut self, written: WrittenSnapshot) {
+        let WrittenSnapshot { info, file, .. } = written;
+        // The same name as a snapshot in place (one taken for the same index meanwhile): the
+        // rename replaced that file, with the same state.
+        self.all.retain(|i| i.path != info.path);
+        let at = self
+            .all
+            .partition_point(|i| i.install_seq < info.install_seq);
+        self.all.insert(at, info);
+        if at + 1 == self.all.len() {
+            self.current_file = Some(file);
+        }
+        self.retain();
+    }
+
     /// A refusal of a snapshot's file before it is in place: discard the snapshot.
     fn refused(&mut self, path: &Path, what: &str, e: std::io::Error) -> StorageError {
         self.abandon_incoming();
@@ -265,7 +447,7 @@ impl Snapshots {
         self.abandon_incoming();
         let path = self.dir.path().join(snapshot_name(meta.index, meta.term));
         let tmp = fsutil::tmp_path(&path);
-        let install_seq = self.all.last().map_or(1, |i| i.install_seq + 1);
+        let install_seq = self.take_seq();
         let header = encode_meta(meta, install_seq)?;
         // Read and write: once renamed into place, the same descriptor serves its reads.
         let file = match fsutil::create_file(&tmp) {

@@ -1137,3 +1137,5 @@ fn a_data_dir_is_used_by_one_process_at_a_time() {
     assert!(crate::storage::DirLock::holder(&dir).is_none());
     DataDir::start(&dir, &me, IdentityCheck::default()).expect("free again");
 }
+
+mod snapbg;

@@ -596,6 +596,7 @@ mod health;
 mod membership;
 mod reads;
 mod replication;
+mod snapbg;
 mod snapshot;
 
 /// A vote request in `term` from a candidate whose log ends at `last`.

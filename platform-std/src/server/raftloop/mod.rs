@@ -43,6 +43,7 @@ mod group;
 mod health;
 mod members;
 mod requests;
+mod snapbg;
 mod system;
 
 pub use auth::HashedPassword;
@@ -54,6 +55,7 @@ use health::*;
 use members::*;
 pub use requests::role_name;
 use requests::*;
+use snapbg::SnapWritten;
 use system::*;
 
 use super::accept::AcceptBackoff;
@@ -99,6 +101,9 @@ pub struct RaftLoop {
     /// and `--shared-sync`), else `None`.
     fs_sync: Option<Arc<FsSync>>,
     synced: Receiver<SyncDone>,
+    /// Snapshots written off the raft thread, back from their threads ([`snapbg`]).
+    snap_written_tx: Sender<SnapWritten>,
+    snap_written: Receiver<SnapWritten>,
     /// Boxed (and built in the box): a `Group` holds its driver inline (tens of KiB), and a
     /// B-tree node of inline values made every insert/remove use a stack frame of hundreds of
     /// KiB.
@@ -165,7 +170,10 @@ impl RaftLoop {
         let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone(), fs_sync.clone())?;
         let accept_backoff_max = cfg.accept_backoff_max;
         let hub = Hub::new(cfg.client_limits);
+        let (snap_written_tx, snap_written) = smol::channel::unbounded();
         let mut me = RaftLoop {
+            snap_written_tx,
+            snap_written,
             sync_jobs,
             fs_sync,
             synced,
@@ -318,7 +326,8 @@ impl RaftLoop {
         };
         init(&mut slot).map_err(|e| format!("group {g}: cannot start: {e}"))?;
         // SAFETY: `init` returned Ok, so `write_fields!` wrote every field of the slot.
-        let group = unsafe { slot.assume_init() };
+        let mut group = unsafe { slot.assume_init() };
+        group.node.set_background_snapshots(true);
         let node = &group.node;
         log::info!(
             "group {g}: started at term {}, last index {}, members {:?}",
@@ -425,6 +434,10 @@ impl RaftLoop {
         let mut n = 0;
         while let Ok(done) = self.synced.try_recv() {
             self.sync_done(done);
+            n += 1;
+        }
+        while let Ok(done) = self.snap_written.try_recv() {
+            self.snapshot_written(done);
             n += 1;
         }
         while n < MAX_BATCH_INPUTS {
@@ -580,6 +593,7 @@ impl RaftLoop {
             let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
             settle_group(g, events, (now, wall), auth, &mut after);
         }
+        self.begin_snapshots(now);
         if after.big_batch {
             super::release_freed_memory();
         }
