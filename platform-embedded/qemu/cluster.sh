@@ -11,13 +11,14 @@
 # without it and commit; board 3 must link to nobody and learn nothing. Then board 3 is
 # restarted with the cluster key and the run goes on as above.
 #
-# Environment: SHOAL_QEMU_PORT_BASE (default 47310; uses base..base+2 for links, base+11..13
-# for monitors), SHOAL_QEMU_TIMEOUT_S (default 300), CARGO_TARGET_DIR.
+# Environment: SHOAL_QEMU_PORT_BASE (default 28310, below Linux's ephemeral ports so no
+# connection of an earlier step can hold one in TIME_WAIT; uses base..base+2 for links,
+# base+11..13 for monitors), SHOAL_QEMU_TIMEOUT_S (default 300), CARGO_TARGET_DIR.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target-embedded}"
-base="${SHOAL_QEMU_PORT_BASE:-47310}"
+base="${SHOAL_QEMU_PORT_BASE:-28310}"
 timeout_s="${SHOAL_QEMU_TIMEOUT_S:-300}"
 out="$CARGO_TARGET_DIR/qemu-cluster"
 
@@ -80,6 +81,14 @@ fatal_check() {
         echo "cluster.sh: a board failed" >&2
         exit 1
     fi
+    # A QEMU that could not start (a port taken) or died fails the run now, not at the deadline.
+    for id in "${!pid[@]}"; do
+        if ! kill -0 "${pid[$id]}" 2>/dev/null; then
+            echo "cluster.sh: board $id's QEMU is gone:" >&2
+            tail -n 5 "$out/board$id.log" >&2
+            exit 1
+        fi
+    done
 }
 
 echo "== starting boards 1, 2 with the cluster key and board 3 with another key (logs in $out)"
