@@ -257,3 +257,71 @@ fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
         c.status(1, 7).is_some_and(|s| s.term >= TERM)
     });
 }
+
+/// A node hosts as many groups as its open-file limit has room for (4 descriptors each, besides
+/// a reserve for its connections): one more is refused when it is created, in words naming the
+/// limit, and the node keeps serving the groups it has; a restart under a lower limit is refused
+/// at start in the same words (nothing lost); under the old limit every group comes back.
+#[test]
+fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
+    // Reserve: 64 + 16 client + 8 peer + 4 admin connections = 92; room for 3 groups (0, 1, 2).
+    let mut c = Cluster::builder()
+        .voters([1])
+        .args(&[
+            "--client-max-connections",
+            "16",
+            "--peer-max-connections",
+            "8",
+            "--admin-max-connections",
+            "4",
+        ])
+        .build();
+    c.node_mut(1).max_open_files = Some(92 + 3 * 4);
+    c.start(1);
+    c.wait_leader(0);
+    for g in ["1", "2"] {
+        c.ctl(&["--group", g, "group", "create", "1"]).ok();
+    }
+    c.wait_leader(2);
+    c.put(1, 11, 1, "one", "1");
+    c.put(2, 12, 1, "two", "2");
+
+    let third = c.ctl(&["--group", "3", "group", "create", "1"]);
+    assert_ne!(third.code, 0, "{third}");
+    for words in [
+        "cannot host 4 groups",
+        "open-file limit is 104",
+        "LimitNOFILE",
+    ] {
+        assert!(third.err.contains(words), "{words:?} in {third}");
+    }
+    assert_eq!(c.groups(1), Some(vec![0, 1, 2]), "no group 3 anywhere");
+    c.put(0, 10, 1, "zero", "0");
+    c.put(2, 12, 2, "two", "2b");
+
+    // Restarted under room for two groups: refused at start, saying why.
+    assert!(c.stop(1).success());
+    c.node_mut(1).max_open_files = Some(92 + 2 * 4);
+    c.start(1);
+    let status = c.wait_exit(1, WAIT);
+    assert_eq!(status.code(), Some(2), "{}", c.node(1).log());
+    assert!(
+        c.node(1).log().contains("cannot host 3 groups"),
+        "{}",
+        c.node(1).log()
+    );
+
+    // Under the old limit every group and its data is back.
+    c.node_mut(1).max_open_files = Some(92 + 3 * 4);
+    c.start(1);
+    c.wait_leader(2);
+    assert_eq!(c.groups(1), Some(vec![0, 1, 2]));
+    assert_eq!(
+        c.get(1, 1, "one", ReadMode::Linearizable),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(
+        c.get(1, 2, "two", ReadMode::Linearizable),
+        Some(b"2b".to_vec())
+    );
+}

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod clients;
 pub mod config;
+pub mod fdlimit;
 pub mod health;
 pub mod kvsm;
 pub mod logging;

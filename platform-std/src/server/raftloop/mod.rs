@@ -63,6 +63,7 @@ use super::addrbook::AddrBook;
 use super::admin::{AdminView, AuthView, DiskView, GroupView, PeerView, RecordsView};
 use super::clients::{self, over_limit, ClientInput, Hub, Limit, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
+use super::fdlimit::{self, FdBudget};
 use super::kvsm::{GroupOutput, KvSm, MemberAddr};
 use super::net::{Net, PeerFrame, PeerTransport};
 use super::overrides::admin_allowed;
@@ -139,6 +140,8 @@ pub struct RaftLoop {
     /// The executor of the connection tasks (set by `run`), which also runs the tasks that
     /// wait for password checks.
     ex: Option<Rc<LocalExecutor<'static>>>,
+    /// The open-file limit and how many groups it leaves room for ([`fdlimit`]).
+    fds: FdBudget,
 }
 
 fn wall_ms() -> u64 {
@@ -169,6 +172,7 @@ impl RaftLoop {
         };
         let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone(), fs_sync.clone())?;
         let accept_backoff_max = cfg.accept_backoff_max;
+        let fds = FdBudget::new(&cfg, fdlimit::raise_soft_limit());
         let hub = Hub::new(cfg.client_limits);
         let (snap_written_tx, snap_written) = smol::channel::unbounded();
         let mut me = RaftLoop {
@@ -205,6 +209,7 @@ impl RaftLoop {
             auth_counts: Default::default(),
             hashing: Default::default(),
             ex: None,
+            fds,
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
@@ -253,6 +258,12 @@ impl RaftLoop {
         addrs: &[MemberAddr],
         bootstrap: Option<&[NodeId]>,
     ) -> Result<(), String> {
+        // Group 0 is the node's own: it opens whatever the limit (a node without it cannot run).
+        if g != 0 && !self.groups.contains_key(&g) {
+            self.fds
+                .check(self.groups.len() + 1)
+                .map_err(|e| format!("group {g}: {e}"))?;
+        }
         let opts = StorageOptions {
             fsync: self.cfg.fsync,
             keep_snapshots: self.cfg.keep_snapshots,

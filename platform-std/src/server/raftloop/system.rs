@@ -495,6 +495,9 @@ impl RaftLoop {
         let mut ids = members;
         ids.sort_unstable();
         ids.dedup();
+        // This node's room for one more group (the other members check theirs when they open it).
+        let hosted = self.groups.contains_key(&gid);
+        let fits = self.fds.check(self.groups.len() + 1);
         let Some(g) = group_zero_led_here(&mut self.groups, &reply) else {
             return;
         };
@@ -530,6 +533,12 @@ impl RaftLoop {
                 return;
             }
         };
+        if members.contains(&self.cfg.node_id) && !hosted {
+            if let Err(e) = fits {
+                reply.send(error(ErrorCode::LimitExceeded, format!("group {gid}: {e}")));
+                return;
+            }
+        }
         let rec = GroupRecord {
             state: GroupState::Active,
             members,
