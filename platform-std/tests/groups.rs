@@ -258,13 +258,14 @@ fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
     });
 }
 
-/// A node hosts as many groups as its open-file limit has room for (4 descriptors each, besides
-/// a reserve for its connections): one more is refused when it is created, in words naming the
+/// A node hosts as many groups as its open-file limit has room for (one descriptor each, one
+/// more for one group in four, besides a reserve for its connections): one more is refused when it is created, in words naming the
 /// limit, and the node keeps serving the groups it has; a restart under a lower limit is refused
 /// at start in the same words (nothing lost); under the old limit every group comes back.
 #[test]
 fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
-    // Reserve: 64 + 16 client + 8 peer + 4 admin connections = 92; room for 3 groups (0, 1, 2).
+    // Reserve: 64 + 16 client + 8 peer + 4 admin connections = 92; 3 groups (0, 1, 2) need
+    // 3 + 1 more: 96.
     let mut c = Cluster::builder()
         .voters([1])
         .args(&[
@@ -276,7 +277,7 @@ fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
             "4",
         ])
         .build();
-    c.node_mut(1).max_open_files = Some(92 + 3 * 4);
+    c.node_mut(1).max_open_files = Some(96);
     c.start(1);
     c.wait_leader(0);
     for g in ["1", "2"] {
@@ -285,12 +286,27 @@ fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
     c.wait_leader(2);
     c.put(1, 11, 1, "one", "1");
     c.put(2, 12, 1, "two", "2");
+    // An idle group holds one descriptor: its segment (not its dirs, hard state or snapshot).
+    let pid = c.node_mut(1).proc_mut().expect("running").pid();
+    for g in [0, 1, 2] {
+        let dir = format!("/group-{g}/");
+        wait_for(&format!("group {g} to hold one file"), WAIT, || {
+            let open: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .expect("the node's descriptors")
+                .flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.to_string_lossy().to_string())
+                .filter(|t| t.contains(&dir))
+                .collect();
+            open.len() == 1 && open[0].ends_with(".log")
+        });
+    }
 
     let third = c.ctl(&["--group", "3", "group", "create", "1"]);
     assert_ne!(third.code, 0, "{third}");
     for words in [
         "cannot host 4 groups",
-        "open-file limit is 104",
+        "open-file limit is 96",
         "LimitNOFILE",
     ] {
         assert!(third.err.contains(words), "{words:?} in {third}");
@@ -301,7 +317,7 @@ fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
 
     // Restarted under room for two groups: refused at start, saying why.
     assert!(c.stop(1).success());
-    c.node_mut(1).max_open_files = Some(92 + 2 * 4);
+    c.node_mut(1).max_open_files = Some(95);
     c.start(1);
     let status = c.wait_exit(1, WAIT);
     assert_eq!(status.code(), Some(2), "{}", c.node(1).log());
@@ -312,7 +328,7 @@ fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
     );
 
     // Under the old limit every group and its data is back.
-    c.node_mut(1).max_open_files = Some(92 + 3 * 4);
+    c.node_mut(1).max_open_files = Some(96);
     c.start(1);
     c.wait_leader(2);
     assert_eq!(c.groups(1), Some(vec![0, 1, 2]));

@@ -59,6 +59,37 @@ impl DirHandle {
     }
 }
 
+/// A directory whose entries change now and then (a segment rolled over, a snapshot placed):
+/// only its path is kept, and each change opens a [`DirHandle`] before it makes the change, so
+/// that a missing descriptor refuses the change rather than fail the dir sync after it. A node
+/// with thousands of idle groups so holds no descriptor per group for its dirs.
+#[derive(Clone, Debug)]
+pub(crate) struct DirPath(PathBuf);
+
+impl DirPath {
+    /// The directory `dir` (not opened).
+    pub(crate) fn new(dir: &Path) -> DirPath {
+        DirPath(dir.to_path_buf())
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A handle to sync the directory's entries with.
+    pub(crate) fn open(&self) -> io::Result<DirHandle> {
+        inject::check(inject::Op::Open)?;
+        DirHandle::open(&self.0)
+    }
+}
+
+/// Open the existing file `path` for a moment (to read it, or to read and write it).
+pub(crate) fn open_existing(path: &Path, write: bool) -> io::Result<File> {
+    inject::check(inject::Op::Open)?;
+    OpenOptions::new().read(true).write(write).open(path)
+}
+
 /// A bare relative name (`--data-dir d1`) has the empty path as its parent: that is the
 /// current directory.
 fn nonempty(dir: &Path) -> &Path {
@@ -248,6 +279,9 @@ pub(crate) mod inject {
         Write,
         /// fdatasync ([`super::sync_data`]).
         Sync,
+        /// Opening an existing file or dir for a moment ([`super::open_existing`],
+        /// [`super::DirPath::open`]).
+        Open,
     }
 
     #[cfg(test)]

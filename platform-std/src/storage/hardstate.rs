@@ -11,7 +11,7 @@
 //! cannot be told apart from damage) and the other slot is used; a warning is logged and
 //! `shoal-inspect verify` reports the slot. Two damaged slots are corruption.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use shoal_core::record;
@@ -149,10 +149,13 @@ pub fn read_hard_state(group_dir: &Path) -> Result<HardStateFile, OpenError> {
         .map_err(|(offset, detail)| OpenError::corrupt(data_dir, &path, offset, detail))
 }
 
-/// The open hard-state file of one group.
+/// The hard-state file of one group. It is open only from a save until that save is durable:
+/// saves are rare (a term or vote change, the commit hint every few seconds), and a node with
+/// thousands of idle groups would otherwise hold a descriptor per group for nothing.
 pub(crate) struct HardStateStore {
     pub(crate) path: PathBuf,
-    pub(crate) file: File,
+    /// Open while a save waits for its sync.
+    file: Option<File>,
     /// Sequence number of the newest save written to the file.
     seq: u64,
     /// Slot holding the newest value known durable; saves go to the other one.
@@ -173,13 +176,11 @@ impl HardStateStore {
             fsutil::write_atomic(&path, &[0u8; HS_FILE_BYTES], sync)
                 .map_err(|e| OpenError::io(&path, "create hard state", e))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = fsutil::open_existing(&path, true)
             .map_err(|e| OpenError::io(&path, "open hard state", e))?;
         let bytes =
             fsutil::read_from(&file, 0).map_err(|e| OpenError::io(&path, "read hard state", e))?;
+        drop(file);
         let decoded = decode_file(&bytes)
             .map_err(|(offset, detail)| OpenError::corrupt(data_dir, &path, offset, detail))?;
         for (k, slot) in decoded.slots.iter().enumerate() {
@@ -195,7 +196,7 @@ impl HardStateStore {
         }
         let store = HardStateStore {
             path,
-            file,
+            file: None,
             seq: decoded.seq,
             // With no valid slot yet, the first save goes to slot 0.
             durable_slot: decoded.current.unwrap_or(1),
@@ -209,9 +210,20 @@ impl HardStateStore {
         let slot = 1 - self.durable_slot;
         self.seq += 1;
         let bytes = encode_slot(self.seq, hs);
-        fsutil::write_at(&self.file, &bytes, (slot * HS_SLOT_BYTES) as u64)?;
+        let file = match self.file.take() {
+            Some(f) => f,
+            None => fsutil::open_existing(&self.path, true)?,
+        };
+        let file = self.file.insert(file);
+        fsutil::write_at(file, &bytes, (slot * HS_SLOT_BYTES) as u64)?;
         self.unsynced = Some(slot);
         Ok(())
+    }
+
+    /// Whether the file is open now (tests).
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        self.file.is_some()
     }
 
     /// The slot and bytes the next [`HardStateStore::write`] of `hs` would produce (crash tests).
@@ -225,6 +237,7 @@ impl HardStateStore {
         if let Some(slot) = self.unsynced.take() {
             self.durable_slot = slot;
         }
+        self.file = None;
     }
 
     /// Whether a write waits for a sync.
@@ -235,10 +248,13 @@ impl HardStateStore {
     /// fdatasync the file if a write is pending.
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         if let Some(slot) = self.unsynced {
-            fsutil::sync_data(&self.file, true)?;
+            if let Some(f) = &self.file {
+                fsutil::sync_data(f, true)?;
+            }
             self.durable_slot = slot;
             self.unsynced = None;
         }
+        self.file = None;
         Ok(())
     }
 }

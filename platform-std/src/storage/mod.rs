@@ -476,7 +476,13 @@ impl FileStorage {
             return Ok(());
         }
         if let Err(e) = self.hs.write(&self.hard_state) {
-            return Err(ioerr::refused(&self.space, 0, &self.hs.path, "write", e));
+            let refused = ioerr::refused(&self.space, 0, &self.hs.path, "write", e);
+            // Only the commit hint changed: it waits for the next save (it stays dirty) rather
+            // than stop the group's writes (the file is opened for each save, and a node out
+            // of descriptors must go on with the groups it has).
+            let hint_only = self.hard_state.term == self.hs_durable.term
+                && self.hard_state.vote == self.hs_durable.vote;
+            return if hint_only { Ok(()) } else { Err(refused) };
         }
         self.hs_dirty = false;
         Ok(())
@@ -514,7 +520,9 @@ impl FileStorage {
     pub fn shared_synced(&mut self) {
         self.log.shared_synced();
         self.hs.synced_elsewhere();
-        self.hs_durable = self.hard_state;
+        if !self.hs_dirty {
+            self.hs_durable = self.hard_state;
+        }
     }
 
     /// Begin a snapshot of the state at `plan` to be written off this thread
@@ -565,7 +573,9 @@ impl FileStorage {
         self.hs
             .sync()
             .map_err(|e| ioerr::fatal(&self.hs.path, "fdatasync", e))?;
-        self.hs_durable = self.hard_state;
+        if !self.hs_dirty {
+            self.hs_durable = self.hard_state;
+        }
         Ok(())
     }
 

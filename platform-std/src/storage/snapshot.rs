@@ -23,7 +23,7 @@ use shoal_core::storage::StorageError;
 use shoal_core::types::{LogIndex, SnapshotMeta, Term};
 
 use super::error::OpenError;
-use super::fsutil::{self, DirHandle};
+use super::fsutil::{self, DirHandle, DirPath};
 use super::ioerr;
 use super::space::Space;
 use super::BackgroundSync;
@@ -208,7 +208,6 @@ pub struct SnapshotJob {
 /// A snapshot [`SnapshotJob::run`] made durable and put in place under its final name.
 pub struct WrittenSnapshot {
     info: SnapshotInfo,
-    file: File,
     log: Option<BackgroundSync>,
 }
 
@@ -291,9 +290,9 @@ impl SnapshotJob {
             fsutil::sync_data(&file, self.sync).map_err(|e| ("fdatasync", e))?;
             let dir = DirHandle::open(&self.dir).map_err(|e| ("open the dir of", e))?;
             fs::rename(&self.tmp, &self.path).map_err(|e| ("rename", e))?;
-            Ok((file, dir))
+            Ok(dir)
         })();
-        let (file, dir) = placed.map_err(|(what, e)| {
+        let dir = placed.map_err(|(what, e)| {
             let _ = fs::remove_file(&self.tmp);
             fail(&self.tmp, what, e, false)
         })?;
@@ -306,7 +305,6 @@ impl SnapshotJob {
                 install_seq: self.install_seq,
                 data_offset: header.len() as u64,
             },
-            file,
             log: self.log,
         })
     }
@@ -332,15 +330,13 @@ struct Incoming {
 
 /// The snapshots of one group.
 pub(crate) struct Snapshots {
-    /// The snapshot dir, kept open to fsync its entries without a new descriptor.
-    dir: DirHandle,
+    /// The snapshot dir: placing a snapshot opens it first.
+    dir: DirPath,
     space: Arc<Space>,
     keep: usize,
     sync: bool,
     /// Finished files, oldest install first; the last is current.
     all: Vec<SnapshotInfo>,
-    /// Open handle on the current snapshot.
-    current_file: Option<File>,
     incoming: Option<Incoming>,
     /// The install sequence number the next snapshot gets (received, or written in the
     /// background): handed out when it begins, so that one begun later ranks higher even if
@@ -367,14 +363,10 @@ impl Snapshots {
             }
         }
         let all = list_snapshots(snap_dir)?;
-        let current_file = match all.last() {
-            Some(info) => {
-                verify_snapshot_data(info)?;
-                Some(File::open(&info.path).map_err(|e| OpenError::io(&info.path, "open", e))?)
-            }
-            None => None,
-        };
-        let dir = DirHandle::open(snap_dir).map_err(|e| OpenError::io(snap_dir, "open", e))?;
+        if let Some(info) = all.last() {
+            verify_snapshot_data(info)?;
+        }
+        let dir = DirPath::new(snap_dir);
         let next_seq = all.last().map_or(1, |i| i.install_seq + 1);
         Ok(Snapshots {
             next_seq,
@@ -383,7 +375,6 @@ impl Snapshots {
             keep: keep.max(1),
             sync,
             all,
-            current_file,
             incoming: None,
         })
     }
@@ -423,7 +414,7 @@ impl Snapshots {
     /// Make a snapshot written by [`SnapshotJob::run`] known: current unless one begun after
     /// it (a snapshot received meanwhile) is already in place; then retention applies.
     pub(crate) fn adopt(&mut self, written: WrittenSnapshot) {
-        let WrittenSnapshot { info, file, .. } = written;
+        let WrittenSnapshot { info, .. } = written;
         // The same name as a snapshot in place (one taken for the same index meanwhile): the
         // rename replaced that file, with the same state.
         self.all.retain(|i| i.path != info.path);
@@ -431,9 +422,6 @@ impl Snapshots {
             .all
             .partition_point(|i| i.install_seq < info.install_seq);
         self.all.insert(at, info);
-        if at + 1 == self.all.len() {
-            self.current_file = Some(file);
-        }
         self.retain();
     }
 
@@ -449,7 +437,6 @@ impl Snapshots {
         let tmp = fsutil::tmp_path(&path);
         let install_seq = self.take_seq();
         let header = encode_meta(meta, install_seq)?;
-        // Read and write: once renamed into place, the same descriptor serves its reads.
         let file = match fsutil::create_file(&tmp) {
             Ok(f) => f,
             Err(e) => return Err(ioerr::refused(&self.space, 0, &tmp, "create", e)),
@@ -522,19 +509,20 @@ impl Snapshots {
         let placed = (|| {
             let file = out.into_inner().map_err(|e| e.into_error())?;
             fsutil::sync_data(&file, self.sync)?;
+            drop(file);
+            let dir = self.dir.open()?;
             fs::rename(&tmp, &path)?;
-            Ok(file)
+            Ok(dir)
         })();
-        let file = match placed {
-            Ok(f) => f,
+        let dir = match placed {
+            Ok(d) => d,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 return Err(ioerr::refused(&self.space, 0, &tmp, "write", e));
             }
         };
-        self.dir
-            .sync(self.sync)
-            .map_err(|e| ioerr::fatal(self.dir.path(), "sync", e))?;
+        dir.sync(self.sync)
+            .map_err(|e| ioerr::fatal(dir.path(), "sync", e))?;
         let data_offset = encode_meta(&meta, install_seq)?.len() as u64;
         self.all.retain(|i| i.path != path);
         self.all.push(SnapshotInfo {
@@ -543,7 +531,6 @@ impl Snapshots {
             install_seq,
             data_offset,
         });
-        self.current_file = Some(file);
         self.retain();
         Ok(())
     }
@@ -560,13 +547,16 @@ impl Snapshots {
     }
 
     pub(crate) fn read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
-        let (Some(info), Some(file)) = (self.all.last(), self.current_file.as_ref()) else {
+        let Some(info) = self.all.last() else {
             return Err(StorageError::NoSnapshot);
         };
         if offset >= info.meta.size_bytes {
             return Ok(0);
         }
         let n = (info.meta.size_bytes - offset).min(buf.len() as u64) as usize;
+        // Opened for each read: a group keeps no descriptor on its snapshot between sends.
+        let file = fsutil::open_existing(&info.path, false)
+            .map_err(|e| ioerr::refused(&self.space, 0, &info.path, "open", e))?;
         file.read_exact_at(&mut buf[..n], info.data_offset + offset)
             .map_err(|e| ioerr::fatal(&info.path, "read", e))?;
         Ok(n)

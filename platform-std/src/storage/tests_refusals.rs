@@ -305,3 +305,62 @@ fn a_segment_past_the_quota_is_refused_and_the_alarm_names_the_quota() {
     assert_eq!(s.space().alarm(), Some(SpaceAlarm::Quota));
     assert_eq!(s.last_index(), next - 1);
 }
+
+/// An idle group holds only its segment open; every other file is opened for a moment, and
+/// an open that finds no descriptor (EMFILE) is a refusal, never fatal.
+#[test]
+fn no_descriptor_for_a_moment_refuses_that_step_only() {
+    let root = TempDir::new().unwrap();
+    let mut s = five_synced(root.path());
+    assert!(
+        !s.hs.is_open(),
+        "the hard-state file is closed once its save is synced"
+    );
+
+    // A save of the commit hint alone waits for the next one; the writes go on.
+    s.save_hard_state(&HardState {
+        term: 0,
+        vote: 0,
+        commit: 5,
+    })
+    .unwrap();
+    inject::fail(Op::Open, libc::EMFILE, 1);
+    s.append(&entry(6, b"e")).unwrap();
+    s.sync()
+        .expect("a commit hint's save does not stop the log");
+    assert_eq!(s.last_index(), 6);
+    s.sync().expect("saved by the next sync");
+    assert!(!s.hs.is_open());
+    drop(s);
+    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    assert_eq!(s.hard_state().commit, 5);
+
+    // A vote is refused (not granted), not fatal, and saved when tried again.
+    let vote = HardState {
+        term: 2,
+        vote: 3,
+        commit: 5,
+    };
+    s.save_hard_state(&vote).unwrap();
+    inject::fail(Op::Open, libc::EMFILE, 1);
+    assert_eq!(s.sync(), Err(StorageError::NoResources));
+    s.sync().expect("saved when tried again");
+
+    // A roll-over that cannot open the log dir refuses the entry; nothing is left behind.
+    let next = up_to_roll_over(&mut s, 7);
+    let segs = s.segment_count();
+    inject::fail(Op::Open, libc::EMFILE, 1);
+    let data = [9u8; 1024];
+    assert_eq!(
+        s.append(&entry(next, &data)),
+        Err(StorageError::NoResources)
+    );
+    assert_eq!((s.last_index(), s.segment_count()), (next - 1, segs));
+    assert!(tmp_files(s.group_dir()).is_empty());
+    s.append(&entry(next, &data)).expect("taken again");
+    s.sync().unwrap();
+    drop(s);
+    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    assert_eq!((s.last_index(), s.hard_state()), (next, vote));
+    inject::clear();
+}

@@ -14,7 +14,7 @@ use shoal_core::record;
 use shoal_core::storage::StorageError;
 use shoal_core::types::LogIndex;
 
-use super::super::fsutil;
+use super::super::fsutil::{self, DirHandle};
 use super::super::ioerr;
 use super::super::segment::{self, HEADER_BYTES};
 use super::remove::{remove_in_background, RETIRED_SUFFIX};
@@ -31,6 +31,8 @@ pub(crate) struct Replacement {
     first_index: LogIndex,
     tmp: PathBuf,
     file: Option<File>,
+    /// The log dir, opened while a refusal could still change nothing.
+    dir: DirHandle,
 }
 
 impl Drop for Replacement {
@@ -61,7 +63,8 @@ impl Log {
         }
         // Cut bytes reached the OS. Record the intent durably, so that a crash half-way is
         // completed at recovery, then zero the cut region and drop later segments.
-        self.write_intent(from)?;
+        let dir = self.open_dir()?;
+        self.write_intent(&dir, from)?;
         self.buf.clear();
         let sync = self.cfg.sync();
         {
@@ -74,10 +77,10 @@ impl Log {
         for seg in self.segs.drain(si + 1..).rev() {
             fs::remove_file(&seg.path).map_err(|e| ioerr::fatal(&seg.path, "remove segment", e))?;
         }
-        self.sync_dir()?;
+        self.sync_dir(&dir)?;
         let intent = self.dir.path().join(TRUNCATE_INTENT_FILE);
         fs::remove_file(&intent).map_err(|e| ioerr::fatal(&intent, "remove", e))?;
-        self.sync_dir()?;
+        self.sync_dir(&dir)?;
         let seg = &mut self.segs[si];
         seg.truncate_entries(k);
         seg.end = off;
@@ -89,7 +92,7 @@ impl Log {
     }
 
     /// Write the truncation intent durably. Refused before it is in place, nothing changed.
-    fn write_intent(&self, from: LogIndex) -> Result<(), StorageError> {
+    fn write_intent(&self, dir: &DirHandle, from: LogIndex) -> Result<(), StorageError> {
         let path = self.dir.path().join(TRUNCATE_INTENT_FILE);
         let tmp = fsutil::tmp_path(&path);
         let written = (|| {
@@ -102,13 +105,7 @@ impl Log {
             let _ = fs::remove_file(&tmp);
             return Err(ioerr::refused(&self.space, 0, &path, "write", e));
         }
-        self.sync_dir()
-    }
-
-    fn sync_dir(&self) -> Result<(), StorageError> {
-        self.dir
-            .sync(self.cfg.sync())
-            .map_err(|e| ioerr::fatal(self.dir.path(), "sync", e))
+        self.sync_dir(dir)
     }
 
     /// Delete whole segments whose entries all lie at or below `upto`, once they have been
@@ -131,6 +128,10 @@ impl Log {
         if ready == 0 {
             return Ok(());
         }
+        // Without a descriptor the segments wait for the next compaction (the refusal is logged).
+        let Ok(dir) = self.open_dir() else {
+            return Ok(());
+        };
         // Renamed oldest first, so a crash leaves a contiguous log (an older segment back
         // in place is harmless: the snapshot covers it, as with `compact_delay`).
         for seg in self.segs.drain(..ready) {
@@ -141,7 +142,7 @@ impl Log {
                 .map_err(|e| ioerr::fatal(&seg.path, "retire segment", e))?;
             remove_in_background(retired, seg.file);
         }
-        self.sync_dir()
+        self.sync_dir(&dir)
     }
 
     /// Make the segment a reset will start the log with at `next_index` (see
@@ -153,6 +154,7 @@ impl Log {
         let path = self.dir.path().join(segment::segment_name(next_index));
         let tmp = fsutil::tmp_path(&path);
         let header = segment::encode_header(self.cfg.group, next_index);
+        let dir = self.open_dir()?;
         let made = (|| {
             let f = fsutil::create_file(&tmp)?;
             fsutil::write_at(&f, &header, 0)?;
@@ -164,6 +166,7 @@ impl Log {
                 first_index: next_index,
                 tmp,
                 file: Some(f),
+                dir,
             }),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -188,7 +191,7 @@ impl Log {
             .join(segment::segment_name(with.first_index));
         let file = with.file.take().expect("a replacement is used once");
         fs::rename(&with.tmp, &path).map_err(|e| ioerr::fatal(&path, "create segment", e))?;
-        self.sync_dir()?;
+        self.sync_dir(&with.dir)?;
         // The space the old segments held is free now; without it the segment stays sparse
         // and takes its blocks as it is written (a refused write waits in the buffer).
         // The log grows again from the initial size while the group is busy.

@@ -38,7 +38,7 @@ use shoal_core::record;
 use shoal_core::storage::{ReadEntries, StorageError};
 use shoal_core::types::{GroupId, LogIndex, Term};
 
-use super::fsutil::DirHandle;
+use super::fsutil::{DirHandle, DirPath};
 use super::ioerr;
 use super::segment::HEADER_BYTES;
 use super::space::Space;
@@ -167,8 +167,8 @@ impl LogConfig {
 /// The log of one group.
 pub(crate) struct Log {
     pub(crate) data_dir: PathBuf,
-    /// The log dir, kept open to fsync its entries without a new descriptor.
-    pub(crate) dir: DirHandle,
+    /// The log dir: each change of its entries opens it first ([`Log::open_dir`]).
+    pub(crate) dir: DirPath,
     cfg: LogConfig,
     /// The data dir's space policy (shared by every group).
     space: Arc<Space>,
@@ -199,6 +199,20 @@ impl Log {
     /// The log dir.
     pub(crate) fn dir_path(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// A handle on the log dir for a change of its entries, opened before the change: refused
+    /// (no descriptor), nothing changed.
+    fn open_dir(&self) -> Result<DirHandle, StorageError> {
+        self.dir
+            .open()
+            .map_err(|e| ioerr::refused(&self.space, 0, self.dir.path(), "open", e))
+    }
+
+    /// Make the log dir's entries durable through `dir` (a failure is fatal: entries changed).
+    fn sync_dir(&self, dir: &DirHandle) -> Result<(), StorageError> {
+        dir.sync(self.cfg.sync())
+            .map_err(|e| ioerr::fatal(dir.path(), "sync", e))
     }
 
     /// Where the next record of the segment being written goes (tests).

@@ -10,7 +10,7 @@ use shoal_core::storage::StorageError;
 use shoal_core::types::LogIndex;
 
 use super::super::error::OpenError;
-use super::super::fsutil::{self, DirHandle};
+use super::super::fsutil::{self, DirHandle, DirPath};
 use super::super::segment::{self, SegmentFile, Tail, Walk};
 use super::super::space::Space;
 use super::cut::{read_intent, TRUNCATE_INTENT_FILE};
@@ -74,9 +74,10 @@ impl Log {
                 .and_then(|()| dir.sync(sync))
                 .map_err(|e| OpenError::io(&intent_path, "remove", e))?;
         }
+        drop(dir);
         let mut log = Log {
             data_dir: data_dir.to_path_buf(),
-            dir,
+            dir: DirPath::new(log_dir),
             cfg,
             space,
             segs: walked.segs,

@@ -189,6 +189,7 @@ impl Log {
         let path = self.dir_path().join(segment::segment_name(first_index));
         let header = segment::encode_header(self.cfg.group, first_index);
         let len = self.next_capacity();
+        let dir = self.open_dir()?;
         let spare = match self.take_spare() {
             // The spare being prepared holds the space a segment needs on a nearly full disk:
             // waiting for it beats refusing the write (and raising the alarm) while there is
@@ -208,9 +209,8 @@ impl Log {
                 (self.reserve_segment(&path, &header, len)?, true, len)
             }
         };
-        self.dir
-            .sync(self.cfg.sync())
-            .map_err(|e| ioerr::fatal(self.dir.path(), "sync", e))?;
+        self.sync_dir(&dir)?;
+        drop(dir);
         self.prepare_spare_if_grown(capacity);
         let mut seg = Segment::new(first_index, path, file, HEADER_BYTES as u64, capacity);
         seg.reserved = reserved;
