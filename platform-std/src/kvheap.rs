@@ -2,55 +2,103 @@
 //! value (movable, `Send`, freed when dropped) that shoald, the simulator and the offline
 //! tools hold without any `unsafe`.
 //!
-//! Every buffer comes from `alloc_zeroed`, which for large sizes the allocator serves with
-//! fresh pages from the OS that stay untouched (not resident) until written. DtKV writes its
-//! slots, buckets and arena only as far as its contents need (see `shoal_kv::KvMemory`), so a
-//! node's resident memory follows its data, and the limits (`--kv-max-nodes`,
-//! `--kv-arena-mb`, ...) cost address space only.
+//! Every buffer is an anonymous map of its own, whose pages the OS hands over zeroed and
+//! leaves untouched (not resident) until written. DtKV writes its slots, buckets and arena only
+//! as far as its contents need (see `shoal_kv::KvMemory`), so a node's resident memory follows
+//! its data, and the limits (`--kv-max-nodes`, `--kv-arena-mb`, ...) cost address space only.
+//!
+//! Not `alloc_zeroed`: glibc raises its mmap threshold (up to 32 MiB) when a large block is
+//! freed, after which buffers of a few MiB come from the heap, where `calloc` must clear a
+//! reused block page by page. A node creating thousands of groups then made most of each
+//! group's buffers resident: 10,000 idle groups took 577 KiB each instead of about 65.
 
-use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 
+use memmap2::MmapMut;
 use shoal_kv::{DtKv, Element, KvLimits, KvMemory, LimitsError};
 
-/// The heap as a DtKV memory provider: each buffer a zeroed `Box<[T]>` the store owns.
+/// The heap as a DtKV memory provider: each buffer a [`Zeroed`] map the store owns.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KvHeap;
 
-/// A DtKV store that owns its heap memory.
+/// A DtKV store that owns its memory.
 pub type HeapKv = DtKv<KvHeap>;
 
 impl KvHeap {
-    /// An empty store with `limits`, in buffers allocated for it.
+    /// An empty store with `limits`, in buffers mapped for it.
     pub fn store(limits: KvLimits) -> Result<HeapKv, LimitsError> {
         DtKv::new(KvHeap, limits)
     }
 }
 
 impl KvMemory for KvHeap {
-    type Buf<T: Element> = Box<[T]>;
+    type Buf<T: Element> = Zeroed<T>;
 
-    fn take<T: Element>(&mut self, len: usize) -> Option<Box<[T]>> {
-        Some(zeroed(len))
+    fn take<T: Element>(&mut self, len: usize) -> Option<Zeroed<T>> {
+        Zeroed::new(len).ok()
     }
 }
 
-/// `len` all-zero elements from `alloc_zeroed`, so untouched pages stay non-resident
-/// (`vec![T::EMPTY; len]` would write every element).
-fn zeroed<T: Element>(len: usize) -> Box<[T]> {
-    let layout = Layout::array::<T>(len).expect("DtKV buffer size overflows");
-    if layout.size() == 0 {
-        return Box::default();
+/// `len` all-zero `T`s in an anonymous map of their own, unmapped when dropped.
+pub struct Zeroed<T> {
+    map: MmapMut,
+    len: usize,
+    _elements: PhantomData<T>,
+}
+
+impl<T: Element> Zeroed<T> {
+    /// `len` all-zero elements (a map of at least one byte: an empty one cannot be made).
+    pub fn new(len: usize) -> std::io::Result<Zeroed<T>> {
+        let bytes = std::mem::size_of::<T>()
+            .checked_mul(len)
+            .ok_or_else(|| std::io::Error::other("DtKV buffer size overflows"))?;
+        let map = MmapMut::map_anon(bytes.max(1))?;
+        debug_assert_eq!(map.as_ptr().align_offset(std::mem::align_of::<T>()), 0);
+        Ok(Zeroed {
+            map,
+            len,
+            _elements: PhantomData,
+        })
     }
-    // SAFETY: `layout` has a non-zero size.
-    let ptr = unsafe { alloc_zeroed(layout) } as *mut T;
-    if ptr.is_null() {
-        handle_alloc_error(layout);
+}
+
+impl<T: Element> Deref for Zeroed<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        // SAFETY: the map is page-aligned (more than any element's alignment), at least
+        // `len * size_of::<T>()` bytes long, and lives as long as `self`; its bytes started
+        // zero, and all-zero bytes are a valid value of every `Element` (a sealed trait;
+        // shoal_kv documents and keeps this for each of its element types), as are whatever
+        // values were written through `deref_mut` since.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<T>(), self.len) }
     }
-    // SAFETY: `ptr` was allocated by the global allocator with the layout of `[T; len]`,
-    // which is the layout `Box<[T]>` frees with, and all `len` elements are initialised:
-    // all-zero bytes are a valid value of every `Element` (a sealed trait; shoal_kv documents
-    // and keeps this for each of its element types).
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) }
+}
+
+impl<T: Element> DerefMut for Zeroed<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, through the map's unique mutable borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().cast::<T>(), self.len) }
+    }
+}
+
+impl<T: Element> AsRef<[T]> for Zeroed<T> {
+    fn as_ref(&self) -> &[T] {
+        self
+    }
+}
+
+impl<T: Element> AsMut<[T]> for Zeroed<T> {
+    fn as_mut(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+/// `len` all-zero elements (tests).
+#[cfg(test)]
+fn zeroed<T: Element>(len: usize) -> Zeroed<T> {
+    Zeroed::new(len).expect("mapped")
 }
 
 #[cfg(test)]

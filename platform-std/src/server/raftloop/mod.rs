@@ -69,10 +69,11 @@ use super::net::{Net, PeerFrame, PeerTransport};
 use super::overrides::admin_allowed;
 use super::timed::{Histogram, TimedStorage};
 use crate::kvheap::HeapKv;
+use crate::kvheap::Zeroed;
 use crate::storage::fs_sync::FsSync;
 use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
 
-type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Vec<u8>>;
+type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Zeroed<u8>>;
 
 /// Bytes of each group's frame/apply buffer: the largest entry plus framing.
 const NODE_BUF_BYTES: usize = (1 << 20) + 8192;
@@ -293,6 +294,9 @@ impl RaftLoop {
         };
         let limits = self.cfg.kv;
         let sm = KvSm::new(limits).map_err(|e| format!("group {g}: DtKV limits: {e}"))?;
+        // Mapped, not from the heap: see `kvheap` (only what a flush writes becomes resident).
+        let node_buf =
+            Zeroed::new(NODE_BUF_BYTES).map_err(|e| format!("group {g}: node buffer: {e}"))?;
         let membership = match bootstrap {
             Some(ids) => {
                 Some(Membership::new(ids, &[]).map_err(|e| format!("group {g}: members: {e}"))?)
@@ -312,7 +316,7 @@ impl RaftLoop {
                 node in |n| Node::init(
                     n,
                     ncfg,
-                    NodeParts::new(store, transport, sm, vec![0u8; NODE_BUF_BYTES]),
+                    NodeParts::new(store, transport, sm, node_buf),
                     now,
                     membership.as_ref(),
                 ),
