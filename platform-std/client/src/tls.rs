@@ -5,7 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -15,7 +15,9 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::{
+    ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
@@ -44,7 +46,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(path: &PathBuf, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificates (PEM) in `path`, at least one; an error names `what` (the flag that
+/// gave the file) and the file.
+pub fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let list: Vec<_> = CertificateDer::pem_file_iter(path)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{what} {}: {e}", path.display()))?;
@@ -55,6 +59,23 @@ fn certs(path: &PathBuf, what: &str) -> Result<Vec<CertificateDer<'static>>, Str
         ));
     }
     Ok(list)
+}
+
+/// The private key (PEM) in `path`; an error names `what` and the file.
+pub fn read_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// The CA certificates (PEM) in `path` as trust roots; an error names `what`, the file, and
+/// a certificate that cannot serve as a CA.
+pub fn read_roots(path: &Path, what: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for c in read_certs(path, what)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("{what} {}: not a usable CA: {e}", path.display()))?;
+    }
+    Ok(roots)
 }
 
 impl TlsConfig {
@@ -76,19 +97,12 @@ impl TlsConfig {
                         .into(),
                 );
             };
-            let mut roots = rustls::RootCertStore::empty();
-            for c in certs(ca, "--cacert")? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("--cacert {}: not a usable CA: {e}", ca.display()))?;
-            }
-            builder.with_root_certificates(roots)
+            builder.with_root_certificates(read_roots(ca, "--cacert")?)
         };
         let config = match (&o.cert_file, &o.key_file) {
             (Some(cert), Some(key)) => {
-                let chain = certs(cert, "--cert")?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("--key {}: {e}", key.display()))?;
+                let chain = read_certs(cert, "--cert")?;
+                let key = read_key(key, "--key")?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| format!("--cert / --key: {e}"))?
@@ -111,7 +125,7 @@ impl TlsConfig {
 }
 
 /// The name a node's certificate must carry: the host of `host:port` (an IP or a DNS name).
-fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
+pub fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string()).map_err(|e| {

@@ -8,7 +8,7 @@
 //! know the process.
 //!
 //! This module only builds configurations and reads certificates; the sockets stay in
-//! [`super::tls_stream`] (the stream types), `net.rs` (raft port), `clients.rs` (client port)
+//! [`super::tls_stream`] (the stream types), `net.rs` (raft port), `clients/` (client port)
 //! and `admin/` (admin port). A reload that fails keeps the configurations in force and says
 //! why; connections already open keep the certificates they were opened with.
 
@@ -20,9 +20,9 @@ use std::time::{Duration, SystemTime};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use serde::Serialize;
+use shoal_client::tls::{read_certs, read_key};
 use shoal_core::{ClusterId, NodeId};
 
 /// A certificate and its key, as two PEM files.
@@ -228,32 +228,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{flag} {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{flag} {}: no PEM certificate in it",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path, flag: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
-}
-
 fn read_roots(path: &Path, flag: &str) -> Result<Arc<RootCertStore>, String> {
-    let mut roots = RootCertStore::empty();
-    for c in read_certs(path, flag)? {
-        roots
-            .add(c)
-            .map_err(|e| format!("{flag} {}: not a usable CA: {e}", path.display()))?;
-    }
-    Ok(Arc::new(roots))
+    shoal_client::tls::read_roots(path, flag).map(Arc::new)
 }
 
 fn tls13_server(

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use async_io::Async;
 use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
-use rustls_pki_types::ServerName;
 use shoal_core::{ClusterId, NodeId};
 
 use super::tls::{self, Port, Tls};
@@ -195,29 +194,10 @@ pub fn dial_peer(
     let Some((tls, (_, config))) = tls.and_then(|t| Some((t, t.peer()?))) else {
         return plain(tcp, 8 << 10, Some(deadline));
     };
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(host.to_string()).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{host} is not a name TLS can check: {e}"),
-        )
-    })?;
+    let name = shoal_client::tls::server_name(addr)?;
     let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
     let mut sock = DeadlineStream::new(tcp.try_clone()?, Some(deadline));
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut sock) {
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) {
-                // Out of time: the caller counts it against the handshake deadline.
-                return Err(e);
-            }
-            tls.refused(Port::Raft, &format!("node {peer} at {addr}"), &e);
-            return Err(e);
-        }
-    }
+    peer_handshake(&mut conn, &mut sock, tls, &format!("node {peer} at {addr}"))?;
     let (_, node) = certified_member(tls, conn.peer_certificates(), &format!("at {addr}"))?;
     if node != peer {
         return Err(refused(
@@ -289,21 +269,7 @@ pub fn accept_peer(
     }
     let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
     let mut sock = waits;
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut sock) {
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) {
-                // Out of time: the caller counts it against the handshake deadline.
-                return Err(e);
-            }
-            // Tell the dialer why (the alert), then log here.
-            let _ = conn.write_tls(&mut sock);
-            tls.refused(Port::Raft, from, &e);
-            return Err(e);
-        }
-    }
+    peer_handshake(&mut conn, &mut sock, tls, from)?;
     let (_, node) = certified_member(tls, conn.peer_certificates(), from)?;
     let shared = Rc::new(RefCell::new(StreamOwned::new(conn, sock)));
     Ok(PeerLink {
@@ -313,6 +279,32 @@ pub fn accept_peer(
         member: Some(node),
         tls: true,
     })
+}
+
+/// Run a raft port TLS handshake (either side) on `sock` to its end. Running out of time
+/// (`TimedOut` or `WouldBlock`) is returned as it is: the caller counts it against the
+/// handshake deadline. Any other failure tells the other side why (the alert) and is logged
+/// and counted as a refusal of `who`.
+fn peer_handshake<D: rustls::SideData>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut DeadlineStream,
+    tls: &Tls,
+    who: &str,
+) -> io::Result<()> {
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(sock) {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) {
+                return Err(e);
+            }
+            let _ = conn.write_tls(sock);
+            tls.refused(Port::Raft, who, &e);
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// The sender a raft frame names in its header (without checking its CRC: the raft thread
