@@ -91,26 +91,24 @@ impl NodeError {
     }
 }
 
-impl From<StorageError> for NodeError {
-    fn from(e: StorageError) -> Self {
-        NodeError::Storage(e)
-    }
+/// `impl From<$error> for NodeError` for each `$variant($error)`: the error wrapped in that
+/// variant, so `?` lifts the driver's sources into it.
+macro_rules! node_error_from {
+    ($($variant:ident($error:ty)),* $(,)?) => {
+        $(impl From<$error> for NodeError {
+            fn from(e: $error) -> Self {
+                NodeError::$variant(e)
+            }
+        })*
+    };
 }
-impl From<RaftError> for NodeError {
-    fn from(e: RaftError) -> Self {
-        NodeError::Raft(e)
-    }
-}
-impl From<ConfigError> for NodeError {
-    fn from(e: ConfigError) -> Self {
-        NodeError::Config(e)
-    }
-}
-impl From<WireError> for NodeError {
-    fn from(e: WireError) -> Self {
-        NodeError::Wire(e)
-    }
-}
+
+node_error_from!(
+    Storage(StorageError),
+    Raft(RaftError),
+    Config(ConfigError),
+    Wire(WireError),
+);
 
 impl core::fmt::Display for NodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
