@@ -23,29 +23,25 @@
 //!
 //! [`Connection`]: shoal_client::connection::Connection
 
-#[cfg(unix)]
-mod calls;
-#[cfg(unix)]
-mod cli;
-#[cfg(unix)]
-mod cluster;
-mod groups;
-#[cfg(unix)]
-mod hostile;
-#[cfg(unix)]
-mod load;
-#[cfg(unix)]
-mod plot;
-#[cfg(unix)]
-mod recovery;
-#[cfg(unix)]
-mod report;
-#[cfg(unix)]
-mod run;
-#[cfg(unix)]
-mod stats;
-#[cfg(unix)]
-mod sweep;
+/// Items of the bench proper, which runs on Unix-like systems only.
+macro_rules! unix_only {
+    ($($item:item)*) => { $(#[cfg(unix)] $item)* };
+}
+
+unix_only! {
+    mod calls;
+    mod cli;
+    mod cluster;
+    mod groups;
+    mod hostile;
+    mod load;
+    mod plot;
+    mod recovery;
+    mod report;
+    mod run;
+    mod stats;
+    mod sweep;
+}
 
 #[cfg(unix)]
 fn main() {
