@@ -6,12 +6,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Run `shoal-bench WORKLOAD --local 1 --json` for a short while with `extra` flags.
-fn bench(workload: &str, extra: &[&str]) -> Value {
+/// Run `shoal-bench WORKLOAD --local 1 --json` for a short while with `extra` flags (words
+/// separated by spaces, as on a command line).
+fn bench(workload: &str, extra: &str) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
         .args([workload, "--local", "1", "--json", "--fsync", "never"])
         .args(["--warmup", "100ms", "--duration", "1s"])
-        .args(extra)
+        .args(extra.split_whitespace())
         .output()
         .expect("run shoal-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -47,20 +48,10 @@ fn assert_clean(report: &Value, name: &str) {
 
 #[test]
 fn put_get_and_mixed_run_without_errors() {
-    let put = bench("put", &["--clients", "16", "--pipeline", "2"]);
+    let put = bench("put", "--clients 16 --pipeline 2");
     assert_clean(&put, "put");
 
-    let get = bench(
-        "get",
-        &[
-            "--clients",
-            "8",
-            "--consistency",
-            "lease",
-            "--keyspace",
-            "500",
-        ],
-    );
+    let get = bench("get", "--clients 8 --consistency lease --keyspace 500");
     assert_clean(&get, "get");
     assert_eq!(
         op(&get, "get")["misses"],
@@ -68,17 +59,14 @@ fn put_get_and_mixed_run_without_errors() {
         "prefill wrote every key: {get}"
     );
 
-    let mixed = bench("mixed", &["--clients", "8", "--keyspace", "500"]);
+    let mixed = bench("mixed", "--clients 8 --keyspace 500");
     assert_clean(&mixed, "put");
     assert_clean(&mixed, "get");
 }
 
 #[test]
 fn every_watch_sees_every_write() {
-    let report = bench(
-        "watch",
-        &["--clients", "2", "--watchers", "6", "--conns", "2"],
-    );
+    let report = bench("watch", "--clients 2 --watchers 6 --conns 2");
     assert_clean(&report, "put");
     let writes = op(&report, "put")["ok"].as_u64().unwrap();
     let events = op(&report, "event")["ok"].as_u64().unwrap();
@@ -92,10 +80,7 @@ fn every_watch_sees_every_write() {
 
 #[test]
 fn load_spreads_over_groups_the_bench_defines() {
-    let mixed = bench(
-        "mixed",
-        &["--clients", "8", "--keyspace", "200", "--groups", "3"],
-    );
+    let mixed = bench("mixed", "--clients 8 --keyspace 200 --groups 3");
     assert_clean(&mixed, "put");
     assert_clean(&mixed, "get");
     assert_eq!(
@@ -109,16 +94,7 @@ fn load_spreads_over_groups_the_bench_defines() {
 fn groups_reports_idle_costs_and_active_points() {
     let r = bench(
         "groups",
-        &[
-            "--groups",
-            "20",
-            "--groups-active",
-            "1,4",
-            "--idle",
-            "500ms",
-            "--clients",
-            "8",
-        ],
+        "--groups 20 --groups-active 1,4 --idle 500ms --clients 8",
     );
     assert_eq!(r["groups"], 20, "{r}");
     assert!(r["all_leaders_ms"].as_f64().unwrap() > 0.0, "{r}");

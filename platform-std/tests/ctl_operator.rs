@@ -379,6 +379,13 @@ fn status_cluster_has_a_row_per_member_from_any_endpoint() {
 
 // ---- item 6: operator overrides ----
 
+/// Node 1 logged an operator override by a local client that did `what`.
+fn assert_override_logged(c: &Cluster, what: &str, why: &str) {
+    let said = "operator override by the client at 127.0.0.1:";
+    let logged = |l: &str| l.contains(said) && l.contains(what);
+    assert!(c.node(1).log().lines().any(logged), "{why}");
+}
+
 #[test]
 fn del_force_removes_another_sessions_temporary_node() {
     let (c, addr) = ready_single_node();
@@ -391,9 +398,7 @@ fn del_force_removes_another_sessions_temporary_node() {
     shoalctl(&addr, &["del", "--force", "app.t"]).ok();
     let o = shoalctl(&addr, &["get", "app.t"]);
     assert_eq!(o.code, 1, "the node is gone: {o}");
-    let said = "operator override by the client at 127.0.0.1:";
-    let logged = |l: &str| l.contains(said) && l.contains("remove `app.t`");
-    assert!(c.node(1).log().lines().any(logged), "who removed what");
+    assert_override_logged(&c, "remove `app.t`", "who removed what");
 }
 
 #[test]
@@ -421,9 +426,7 @@ fn lock_release_force_frees_a_lock_another_session_holds() {
     // Free now: another session takes it at once.
     let o = shoalctl(&addr, &["lock", "app.l", "--lease", "5s", "--", "true"]);
     assert_eq!(o.code, 0, "{o}");
-    let said = "operator override by the client at 127.0.0.1:";
-    let logged = |l: &str| l.contains(said) && l.contains("release the lock `app.l`");
-    assert!(c.node(1).log().lines().any(logged), "who released what");
+    assert_override_logged(&c, "release the lock `app.l`", "who released what");
 }
 
 #[test]

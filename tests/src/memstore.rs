@@ -998,6 +998,13 @@ mod tests {
         }
     }
 
+    /// Save the hard state (`term`, `vote`, `commit`) and sync it.
+    fn save_and_sync(s: &mut MemStorage, term: u64, vote: u64, commit: u64) {
+        s.save_hard_state(&HardState { term, vote, commit })
+            .expect("save");
+        s.sync().expect("sync");
+    }
+
     /// A storage with entries `1..=n` of term 1, all synced.
     fn synced_log(n: u64) -> MemStorage {
         let mut s = MemStorage::new();
@@ -1190,13 +1197,7 @@ mod tests {
                 s.snapshot_begin(&meta).expect("begin");
                 s.snapshot_write(0, data).expect("write");
                 s.snapshot_finish().expect("finish");
-                s.save_hard_state(&HardState {
-                    term: 1,
-                    vote: 1,
-                    commit: 8,
-                })
-                .expect("save");
-                s.sync().expect("sync");
+                save_and_sync(&mut s, 1, 1, 8);
                 let mut disk = s.shutdown();
                 let at = disk.damage(kind, seed).expect("something to damage");
                 let found = MemStorage::recover(disk);
@@ -1225,13 +1226,7 @@ mod tests {
     #[test]
     fn damaged_hard_state_file_is_corrupt() {
         let mut s = MemStorage::new();
-        s.save_hard_state(&HardState {
-            term: 4,
-            vote: 2,
-            commit: 1,
-        })
-        .expect("save");
-        s.sync().expect("sync");
+        save_and_sync(&mut s, 4, 2, 1);
         let mut disk = s.shutdown();
         disk.hard_state[7] ^= 0x10;
         assert_eq!(
@@ -1265,13 +1260,7 @@ mod tests {
     fn counters_count() {
         let mut s = MemStorage::new();
         append(&mut s, 1, 1, b"abc");
-        s.save_hard_state(&HardState {
-            term: 1,
-            vote: 1,
-            commit: 0,
-        })
-        .expect("save");
-        s.sync().expect("sync");
+        save_and_sync(&mut s, 1, 1, 0);
         let st = s.stats();
         assert_eq!(st.syncs, 1);
         assert_eq!(st.hard_state_writes, 1);

@@ -78,6 +78,11 @@ fn truncated(frame: &[u8], cut: usize) -> Vec<u8> {
     f
 }
 
+/// The refusal of a frame with counter `counter` when `next` was expected.
+fn replayed(counter: u64, next: u64) -> Refusal {
+    Refusal::Replayed { counter, next }
+}
+
 fn pair(order: Order) -> (Side, Side) {
     let mut a = side(1, 2, KEY, order, 1);
     let mut b = side(2, 0, KEY, order, 1);
@@ -169,14 +174,7 @@ fn a_refusal_frame_tells_the_peer_why() {
     let r = deliver(&mut a, &out[..n]).1.unwrap_err();
     assert_eq!(r, Refusal::PeerRefused(RefusedReason::BadProof));
     assert!(r.is_key_mismatch());
-    assert_eq!(
-        Refusal::Replayed {
-            counter: 1,
-            next: 2
-        }
-        .answer(),
-        None
-    );
+    assert_eq!(replayed(1, 2).answer(), None);
 }
 
 #[test]
@@ -185,14 +183,7 @@ fn replayed_frames_are_refused() {
         let (mut a, mut b) = pair(order);
         let f0 = seal(&mut a, b"put x=1");
         assert_eq!(open(&mut b, &f0).unwrap(), b"put x=1");
-        assert_eq!(
-            open(&mut b, &f0),
-            Err(Refusal::Replayed {
-                counter: 0,
-                next: 1
-            }),
-            "{order:?}"
-        );
+        assert_eq!(open(&mut b, &f0), Err(replayed(0, 1)), "{order:?}");
         // The link goes on.
         let f1 = seal(&mut a, b"put x=2");
         assert_eq!(open(&mut b, &f1).unwrap(), b"put x=2");
@@ -204,13 +195,7 @@ fn reordered_frames_are_refused_and_a_stream_refuses_gaps() {
     let (mut a, mut b) = pair(Order::Stream);
     let f0 = seal(&mut a, b"first");
     let f1 = seal(&mut a, b"second");
-    assert_eq!(
-        open(&mut b, &f1),
-        Err(Refusal::Replayed {
-            counter: 1,
-            next: 0
-        })
-    );
+    assert_eq!(open(&mut b, &f1), Err(replayed(1, 0)));
     assert_eq!(open(&mut b, &f0).unwrap(), b"first");
     assert_eq!(open(&mut b, &f1).unwrap(), b"second");
 
@@ -219,13 +204,7 @@ fn reordered_frames_are_refused_and_a_stream_refuses_gaps() {
     let f0 = seal(&mut a, b"first");
     let f1 = seal(&mut a, b"second");
     assert_eq!(open(&mut b, &f1).unwrap(), b"second");
-    assert_eq!(
-        open(&mut b, &f0),
-        Err(Refusal::Replayed {
-            counter: 0,
-            next: 2
-        })
-    );
+    assert_eq!(open(&mut b, &f0), Err(replayed(0, 2)));
 }
 
 #[test]
@@ -302,33 +281,23 @@ fn handshake_names_are_checked() {
     let mut a = side(1, 2, KEY, Order::Stream, 1);
     let mut out = [0u8; HANDSHAKE_FRAME_BYTES];
     let n = a.link.dial(&mut a.nonces, &mut out).unwrap();
-    let mut other_cluster = Side {
+    let other_cluster = Side {
         link: Link::new(KEY, CLUSTER + 1, 2, 0, Order::Stream),
         nonces: CounterNonces::new(9),
     };
-    assert_eq!(
-        deliver(&mut other_cluster, &out[..n]).1,
-        Err(Refusal::WrongCluster {
-            ours: CLUSTER + 1,
-            theirs: CLUSTER
-        })
-    );
-    let mut node3 = side(3, 0, KEY, Order::Stream, 1);
-    assert_eq!(
-        deliver(&mut node3, &out[..n]).1,
-        Err(Refusal::WrongNode {
-            expected: 3,
-            found: 2
-        })
-    );
-    let mut expects4 = side(2, 4, KEY, Order::Stream, 1);
-    assert_eq!(
-        deliver(&mut expects4, &out[..n]).1,
-        Err(Refusal::WrongNode {
-            expected: 4,
-            found: 1
-        })
-    );
+    let wrong_cluster = Refusal::WrongCluster {
+        ours: CLUSTER + 1,
+        theirs: CLUSTER,
+    };
+    // Node 3 gets a Hello meant for node 2; node 2, expecting node 4, gets node 1's.
+    let wrong_node = |expected, found| Refusal::WrongNode { expected, found };
+    for (mut to, refusal) in [
+        (other_cluster, wrong_cluster),
+        (side(3, 0, KEY, Order::Stream, 1), wrong_node(3, 2)),
+        (side(2, 4, KEY, Order::Stream, 1), wrong_node(4, 1)),
+    ] {
+        assert_eq!(deliver(&mut to, &out[..n]).1, Err(refusal));
+    }
 }
 
 #[test]

@@ -101,14 +101,7 @@ impl Certs {
     /// The client (and admin) port flags of a node with `pair`, trusting this CA for client
     /// certificates; `cert_auth` requires them (`--client-cert-auth`).
     pub fn client_port_flags(&self, pair: &CertPair, cert_auth: bool) -> Vec<String> {
-        let mut f = vec![
-            "--cert-file".into(),
-            pair.cert.display().to_string(),
-            "--key-file".into(),
-            pair.key.display().to_string(),
-            "--trusted-ca-file".into(),
-            self.ca().display().to_string(),
-        ];
+        let mut f = self.port_flags("", pair);
         if cert_auth {
             f.push("--client-cert-auth".into());
         }
@@ -200,12 +193,18 @@ impl Certs {
 
     /// The raft port flags of a member with `pair`, trusting this CA.
     pub fn peer_flags(&self, pair: &CertPair) -> Vec<String> {
+        self.port_flags("peer-", pair)
+    }
+
+    /// `--{port}cert-file`, `--{port}key-file` and `--{port}trusted-ca-file` for `pair` and
+    /// this CA (`port`: `""` for the client port, `"peer-"` for the raft port).
+    fn port_flags(&self, port: &str, pair: &CertPair) -> Vec<String> {
         vec![
-            "--peer-cert-file".into(),
+            format!("--{port}cert-file"),
             pair.cert.display().to_string(),
-            "--peer-key-file".into(),
+            format!("--{port}key-file"),
             pair.key.display().to_string(),
-            "--peer-trusted-ca-file".into(),
+            format!("--{port}trusted-ca-file"),
             self.ca().display().to_string(),
         ]
     }
