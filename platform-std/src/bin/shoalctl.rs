@@ -79,37 +79,8 @@ struct Cli {
         value_name = "NAME[:PASSWORD]"
     )]
     user: Option<String>,
-    /// CA certificate (PEM) to check the nodes' certificates against; turns TLS on.
-    #[arg(
-        long = "cacert",
-        id = "tls_cacert",
-        global = true,
-        env = "SHOAL_CACERT",
-        value_name = "FILE"
-    )]
-    cacert: Option<std::path::PathBuf>,
-    /// Client certificate (PEM), for nodes with --client-cert-auth.
-    #[arg(
-        long = "cert",
-        id = "tls_cert",
-        global = true,
-        env = "SHOAL_CERT",
-        value_name = "FILE"
-    )]
-    cert: Option<std::path::PathBuf>,
-    /// Key (PEM) of --cert.
-    #[arg(
-        long = "key",
-        id = "tls_key",
-        global = true,
-        env = "SHOAL_KEY",
-        value_name = "FILE"
-    )]
-    key: Option<std::path::PathBuf>,
-    /// TLS without checking the nodes' certificates (labs only: anyone in between can read and
-    /// change everything).
-    #[arg(long, global = true, env = "SHOAL_INSECURE_SKIP_TLS_VERIFY")]
-    insecure_skip_tls_verify: bool,
+    #[command(flatten)]
+    tls: shoal_std::tls_flags::ClientTlsFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -297,9 +268,7 @@ fn main() {
 impl Cli {
     /// TLS when any TLS flag is given or an endpoint says `https://`.
     fn tls(&self) -> Result<Option<shoal_client::TlsConfig>, String> {
-        let on = self.cacert.is_some()
-            || self.cert.is_some()
-            || self.insecure_skip_tls_verify
+        let on = self.tls.any()
             || self
                 .endpoints
                 .iter()
@@ -307,13 +276,7 @@ impl Cli {
         if !on {
             return Ok(None);
         }
-        shoal_client::TlsConfig::new(&shoal_client::TlsOptions {
-            ca_file: self.cacert.clone(),
-            cert_file: self.cert.clone(),
-            key_file: self.key.clone(),
-            insecure_skip_verify: self.insecure_skip_tls_verify,
-        })
-        .map(Some)
+        self.tls.config().map(Some)
     }
 
     fn command_ref(&self) -> &Command {

@@ -135,18 +135,8 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// CA certificate (PEM) of the nodes' client ports: connect over TLS.
-    #[arg(long, env = "SHOAL_CACERT", value_name = "FILE")]
-    pub cacert: Option<std::path::PathBuf>,
-    /// Client certificate (PEM), for nodes with --client-cert-auth.
-    #[arg(long, env = "SHOAL_CERT", value_name = "FILE")]
-    pub cert: Option<std::path::PathBuf>,
-    /// Key (PEM) of --cert.
-    #[arg(long, env = "SHOAL_KEY", value_name = "FILE")]
-    pub key: Option<std::path::PathBuf>,
-    /// TLS without checking the nodes' certificates (labs only).
-    #[arg(long, env = "SHOAL_INSECURE_SKIP_TLS_VERIFY")]
-    pub insecure_skip_tls_verify: bool,
+    #[command(flatten)]
+    pub tls: shoal_std::tls_flags::ClientTlsFlags,
     /// One more argument for every --local shoald; repeat for several
     /// (`--shoald-arg=--kv-event-mb=4 --shoald-arg=--snapshot-entries=0`); `{id}` in it is the
     /// node's id (`--shoald-arg=--cert-file=certs/node-{id}.pem`).

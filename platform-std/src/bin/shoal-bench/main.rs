@@ -68,14 +68,8 @@ fn bench() -> i32 {
         eprintln!("shoal-bench: {e}");
         return 2;
     }
-    if args.cacert.is_some() || args.cert.is_some() || args.insecure_skip_tls_verify {
-        let opts = shoal_client::TlsOptions {
-            ca_file: args.cacert.clone(),
-            cert_file: args.cert.clone(),
-            key_file: args.key.clone(),
-            insecure_skip_verify: args.insecure_skip_tls_verify,
-        };
-        match shoal_client::TlsConfig::new(&opts) {
+    if args.tls.any() {
+        match args.tls.config() {
             Ok(t) => {
                 let _ = calls::TLS.set(t);
             }
