@@ -62,10 +62,7 @@ fn a_group_has_one_definition_group_0_stays_and_removed_groups_free_their_disk()
         assert_eq!((code, body.trim()), (200, "[0,8]"), "node {id}");
     }
     c.put(8, 81, 1, "in8", "v");
-    assert_eq!(
-        c.get(3, 8, "in8", ReadMode::Linearizable),
-        Some(b"v".to_vec())
-    );
+    c.assert_reads(3, 8, "in8", "v");
     // A node outside group 0 cannot be a member, and the records are readable, not writable.
     let r = c.call_any(8, Request::GroupCreate { members: vec![9] }, "create");
     assert!(
@@ -160,10 +157,7 @@ fn a_node_added_to_a_group_creates_it_when_its_leader_sends() {
         "{s:?}"
     );
     c.put(5, 51, 2, "g5", "after");
-    assert_eq!(
-        c.get(4, 5, "g5", ReadMode::Linearizable),
-        Some(b"after".to_vec())
-    );
+    c.assert_reads(4, 5, "g5", "after");
     // Its member record is readable everywhere, in words through shoalctl.
     let rec = c.ctl(&["get", "__shoal.members.4"]);
     assert!(rec.ok().contains(&c.node(4).raft), "{rec}");

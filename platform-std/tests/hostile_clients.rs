@@ -31,10 +31,7 @@ fn still_serving(c: &mut Cluster, seq: u64) {
     c.running_proc(1);
     let v = format!("alive-{seq}");
     c.put(0, 99, seq, "probe", &v);
-    assert_eq!(
-        c.get(1, 0, "probe", ReadMode::Linearizable),
-        Some(v.into_bytes())
-    );
+    c.assert_reads(1, 0, "probe", &v);
     c.running_proc(1);
 }
 
@@ -463,10 +460,8 @@ fn strangers_on_the_raft_port_get_no_thread_each() {
         .fsync("never")
         .args(&["--peer-handshake-timeout", "10s"])
         .build();
-    c.start_all();
-    let leader = c.wait_leader(0);
-    c.put(0, 7, 1, "before", "1");
-    let target = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let leader = c.start_serving(7);
+    let target = c.other_than(leader);
     let before = {
         let p = c.running_proc(target);
         (p.threads(), p.rss_bytes())

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use shoal_client::protocol::ReadMode;
 use shoal_core::EntryKind;
 use shoal_testkit::{wait_for, Cluster, WAIT};
 
@@ -105,10 +104,8 @@ fn refused(c: &Cluster, id: u64, cause: &str) -> u64 {
 #[test]
 fn malformed_peer_frames_are_refused_and_the_node_keeps_serving() {
     let mut c = Cluster::builder().build();
-    c.start_all();
-    let leader = c.wait_leader(0);
-    c.put(0, 9, 1, "before", "1");
-    let to = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let leader = c.start_serving(9);
+    let to = c.other_than(leader);
 
     // Claim to be the leader on the target's raft port: the handshake checks membership only.
     let mut s = TcpStream::connect(&c.node(to).raft).unwrap();
@@ -186,9 +183,6 @@ fn malformed_peer_frames_are_refused_and_the_node_keeps_serving() {
         );
     }
     c.put(0, 9, 2, "after", "2");
-    assert_eq!(
-        c.get(to, 0, "after", ReadMode::Linearizable),
-        Some(b"2".to_vec())
-    );
+    c.assert_reads(to, 0, "after", "2");
     assert!(c.status(to, 0).unwrap().term < forged::TERM);
 }

@@ -26,10 +26,7 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
         c.put(0, 42, i + 1, &format!("k{i}"), &format!("v{i}"));
     }
     let follower = [1u64, 2, 3].into_iter().find(|&i| i != leader).unwrap();
-    assert_eq!(
-        c.get(follower, 0, "k7", ReadMode::Linearizable),
-        Some(b"v7".to_vec())
-    );
+    c.assert_reads(follower, 0, "k7", "v7");
     assert_eq!(
         c.get(leader, 0, "k8", ReadMode::Lease),
         Some(b"v8".to_vec())
@@ -92,10 +89,7 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
     assert!(matches!(r, Response::Done { .. }), "group create: {r:?}");
     c.wait_leader(7);
     c.put(7, 43, 1, "g7key", "in-group-7");
-    assert_eq!(
-        c.get(1, 7, "g7key", ReadMode::Linearizable),
-        Some(b"in-group-7".to_vec())
-    );
+    c.assert_reads(1, 7, "g7key", "in-group-7");
     assert_eq!(c.get(1, 0, "g7key", ReadMode::Linearizable), None);
     match c.call(1, 0, Request::GroupList) {
         Some(Response::Groups(g)) => assert_eq!(g, vec![0, 7]),
@@ -145,19 +139,14 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
 #[test]
 fn a_paused_leader_is_replaced_and_follows_when_resumed() {
     let mut c = Cluster::builder().build();
-    c.start_all();
-    let old = c.wait_leader(0);
-    c.put(0, 5, 1, "before", "pause");
+    let old = c.start_serving(5);
     c.pause(old);
     let new = c.wait_leader(0);
     assert_ne!(new, old);
     c.put(0, 5, 2, "during", "pause");
     c.resume(old);
     c.wait_role(old, 0, "follower");
-    assert_eq!(
-        c.get(old, 0, "during", ReadMode::Linearizable),
-        Some(b"pause".to_vec())
-    );
+    c.assert_reads(old, 0, "during", "pause");
 }
 
 #[test]
@@ -210,10 +199,7 @@ fn a_joining_node_is_added_promoted_and_an_old_one_removed() {
     });
     let r = client::call_any(&voters, 0, add, "add node 4");
     assert!(matches!(r, Response::Done { .. }), "add node 4: {r:?}");
-    assert_eq!(
-        c.get(4, 0, "k24", ReadMode::Linearizable),
-        Some(b"v24".to_vec())
-    );
+    c.assert_reads(4, 0, "k24", "v24");
     let leader = c.wait_leader(0);
     let s = c.status(leader, 0).unwrap();
     let m4 = s.members.iter().find(|m| m.id == 4).expect("node 4 listed");
@@ -309,10 +295,7 @@ fn a_client_that_leaves_its_answers_unread_is_not_read_either_and_bad_frames_are
         b.next_frame().map_err(|e| e.kind()).unwrap_err(),
         std::io::ErrorKind::UnexpectedEof
     );
-    assert_eq!(
-        c.get(1, 0, "big", ReadMode::Linearizable),
-        Some(value.into_bytes())
-    );
+    c.assert_reads(1, 0, "big", &value);
     drop((conn, b));
     wait_for("closed connections to be uncounted", WAIT, || {
         c.gauge(1, "shoal_client_connections") == 0

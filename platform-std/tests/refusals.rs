@@ -9,7 +9,6 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use shoal_client::protocol::ReadMode;
 use shoal_testkit::cli::run;
 use shoal_testkit::{bin, free_addr, Cluster};
 
@@ -24,6 +23,14 @@ fn shoald(args: &[&str]) -> (i32, String) {
     (o.code, format!("{}{}", o.out, o.err))
 }
 
+/// Wait for node `id` to exit refusing to start (code 2); its log.
+fn refused(c: &mut Cluster, id: u64) -> String {
+    let st = c.wait_exit(id, REFUSED_WITHIN);
+    let log = c.node(id).log();
+    assert_eq!(st.code(), Some(2), "{log}");
+    log
+}
+
 #[test]
 fn a_second_process_on_a_data_dir_in_use_exits_2_naming_the_holder() {
     let mut c = Cluster::builder().voters([1]).spares([2]).build();
@@ -36,26 +43,18 @@ fn a_second_process_on_a_data_dir_in_use_exits_2_naming_the_holder() {
     let dir = c.node(1).dir.clone();
     c.node_mut(2).dir = dir;
     c.start_joining(2);
-    let st = c.wait_exit(2, REFUSED_WITHIN);
-    let log = c.node(2).log();
-    assert_eq!(st.code(), Some(2), "{log}");
+    let log = refused(&mut c, 2);
     assert!(log.contains("in use by another process"), "{log}");
     assert!(log.contains(&format!("pid {holder}")), "{log}");
 
     // The holder never noticed: it serves, with its writes.
     c.put(0, 7, 2, "k", "after");
-    assert_eq!(
-        c.get(1, 0, "k", ReadMode::Linearizable),
-        Some(b"after".to_vec())
-    );
+    c.assert_reads(1, 0, "k", "after");
     // Once it stops the lock is free again: it restarts on its own dir.
     assert!(c.stop(1).success());
     c.start(1);
     c.wait_leader(0);
-    assert_eq!(
-        c.get(1, 0, "k", ReadMode::Linearizable),
-        Some(b"after".to_vec())
-    );
+    c.assert_reads(1, 0, "k", "after");
 }
 
 #[test]
@@ -161,10 +160,7 @@ fn durations_take_units_in_flags_and_in_the_config_file() {
     c.node_mut(1).args = vec!["--snapshot-interval".into(), "2h".into()];
     c.start(1);
     c.wait_leader(0);
-    assert_eq!(
-        c.get(1, 0, "units", ReadMode::Linearizable),
-        Some(b"ok".to_vec())
-    );
+    c.assert_reads(1, 0, "units", "ok");
 }
 
 #[test]
@@ -177,18 +173,13 @@ fn a_moved_node_is_refused_naming_the_flag_that_accepts_it() {
     let moved = free_addr();
     c.node_mut(1).raft = moved;
     c.start(1);
-    let st = c.wait_exit(1, REFUSED_WITHIN);
-    let log = c.node(1).log();
-    assert_eq!(st.code(), Some(2), "{log}");
+    let log = refused(&mut c, 1);
     assert!(log.contains("--allow-addr-change"), "{log}");
     // The flag it names exists and accepts the move.
     c.node_mut(1).args = vec!["--allow-addr-change".into()];
     c.start(1);
     c.wait_leader(0);
-    assert_eq!(
-        c.get(1, 0, "k", ReadMode::Linearizable),
-        Some(b"v".to_vec())
-    );
+    c.assert_reads(1, 0, "k", "v");
 }
 
 /// Send `request` to the admin port; the status code and the whole answer.

@@ -14,9 +14,7 @@ use shoal_testkit::{wait_for, CertPair, Certs, Cluster, WAIT};
 /// A running three-node cluster with mutual TLS between members, and its leader.
 fn tls_cluster() -> (Cluster, u64) {
     let mut c = Cluster::builder().peer_tls().build();
-    c.start_all();
-    let leader = c.wait_leader(0);
-    c.put(0, 1, 1, "before", "1");
+    let leader = c.start_serving(1);
     (c, leader)
 }
 
@@ -147,7 +145,7 @@ fn a_valid_certificate_of_node_2_cannot_speak_for_node_3() {
 fn plaintext_other_ca_and_expired_peers_are_refused_and_the_cluster_is_unaffected() {
     let (c, leader) = tls_cluster();
     let before = term(&c, leader);
-    let target = *c.ids().iter().find(|&&i| i != leader).expect("a follower");
+    let target = c.other_than(leader);
     let addr = c.node(target).raft.clone();
     // Plaintext: a forged Hello of the leader, as the attack in issue 15 did.
     assert!(refused(PeerLink::dial(&impostor(leader), target, &addr)));
@@ -197,7 +195,7 @@ fn plaintext_other_ca_and_expired_peers_are_refused_and_the_cluster_is_unaffecte
 #[test]
 fn certificates_are_reread_on_sighup_and_a_bad_file_keeps_the_old_ones() {
     let (mut c, leader) = tls_cluster();
-    let target = *c.ids().iter().find(|&&i| i != leader).expect("a follower");
+    let target = c.other_than(leader);
     let certs = c.certs().expect("peer TLS").clone();
     let own = certs.node(1, target);
     let saved = std::fs::read(&own.cert).expect("read the certificate");
@@ -244,10 +242,8 @@ fn an_unfinished_tls_handshake_on_the_raft_port_is_closed_by_the_handshake_timeo
         .peer_tls()
         .args(&["--peer-handshake-timeout", "2s"])
         .build();
-    c.start_all();
-    let leader = c.wait_leader(0);
-    c.put(0, 1, 1, "before", "1");
-    let target = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let leader = c.start_serving(1);
+    let target = c.other_than(leader);
     let hits = |c: &Cluster| c.limit_hits(target, "peer-handshake-timeout");
     let before = hits(&c);
     let raft = c.node(target).raft.clone();

@@ -445,6 +445,14 @@ impl Cluster {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
+    /// The first node of [`Cluster::ids`] that is not `id`.
+    pub fn other_than(&self, id: u64) -> u64 {
+        self.ids()
+            .into_iter()
+            .find(|&i| i != id)
+            .unwrap_or_else(|| panic!("the cluster has no node but {id}"))
+    }
+
     /// The initial voters.
     pub fn voters(&self) -> &[u64] {
         &self.voters
@@ -506,6 +514,15 @@ impl Cluster {
                 self.start(id);
             }
         }
+    }
+
+    /// Start every initial voter, wait for group 0's leader and write `before` = `1` as client
+    /// `client_id` (its first request): a cluster known to take writes. Returns the leader.
+    pub fn start_serving(&mut self, client_id: u64) -> u64 {
+        self.start_all();
+        let leader = self.wait_leader(0);
+        self.put(0, client_id, 1, "before", "1");
+        leader
     }
 
     /// Start node `id` empty with `--join`, the initial voters and itself as address hints; it
@@ -685,6 +702,16 @@ impl Cluster {
     /// Read `key` on node `id`; see [`client::get`].
     pub fn get(&self, id: u64, group: u32, key: &str, mode: ReadMode) -> Option<Vec<u8>> {
         client::get(&[&self.node(id).client], group, key, mode)
+    }
+
+    /// Assert that node `id` reads `value` at `key` of `group` (a linearizable read).
+    #[track_caller]
+    pub fn assert_reads(&self, id: u64, group: u32, key: &str, value: &str) {
+        assert_eq!(
+            self.get(id, group, key, ReadMode::Linearizable).as_deref(),
+            Some(value.as_bytes()),
+            "node {id} reading {key} in group {group}"
+        );
     }
 
     /// Read `key` on any serving node; see [`client::get`].
