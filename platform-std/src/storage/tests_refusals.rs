@@ -56,14 +56,27 @@ fn up_to_roll_over(s: &mut FileStorage, lo: LogIndex) -> LogIndex {
     i
 }
 
-/// A fresh storage at `root` holding entries 1 to 5 of term 1, synced.
-fn five_synced(root: &Path) -> FileStorage {
-    let mut s = FileStorage::open(root, 0, &options()).unwrap();
+/// A fresh storage in a temp dir of its own.
+fn fresh() -> (TempDir, FileStorage) {
+    let root = TempDir::new().unwrap();
+    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    (root, s)
+}
+
+/// `s` closed and opened again on its dir, as a restart would.
+fn reopen(s: FileStorage, root: &TempDir) -> FileStorage {
+    drop(s);
+    FileStorage::open(root.path(), 0, &options()).unwrap()
+}
+
+/// A fresh storage holding entries 1 to 5 of term 1, synced, and its temp dir.
+fn five_synced() -> (TempDir, FileStorage) {
+    let (root, mut s) = fresh();
     for i in 1..=5 {
         s.append(&entry(i, b"e")).unwrap();
     }
     s.sync().unwrap();
-    s
+    (root, s)
 }
 
 fn tmp_files(dir: &Path) -> Vec<String> {
@@ -83,8 +96,7 @@ fn tmp_files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_new_segment_the_file_system_refuses_is_refused_with_nothing_appended() {
-    let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let (root, mut s) = fresh();
     let next = up_to_roll_over(&mut s, 1);
     let data = [9u8; 1024];
     inject::fail(Op::Allocate, libc::ENOSPC, 1);
@@ -99,16 +111,14 @@ fn a_new_segment_the_file_system_refuses_is_refused_with_nothing_appended() {
     s.append(&entry(next, &data)).expect("taken again");
     assert_eq!(s.space().alarm(), None);
     s.sync().expect("sync");
-    drop(s);
-    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let s = reopen(s, &root);
     assert_eq!(s.last_index(), next);
     inject::clear();
 }
 
 #[test]
 fn no_descriptor_for_a_new_segment_is_a_refusal_not_a_fatal_error() {
-    let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let (_root, mut s) = fresh();
     let next = up_to_roll_over(&mut s, 1);
     let data = [9u8; 1024];
     inject::fail(Op::Create, libc::EMFILE, 1);
@@ -124,8 +134,7 @@ fn no_descriptor_for_a_new_segment_is_a_refusal_not_a_fatal_error() {
 
 #[test]
 fn a_write_the_file_system_refuses_stays_buffered_and_is_written_again() {
-    let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let (root, mut s) = fresh();
     s.append(&entry(1, b"one")).unwrap();
     s.append(&entry(2, b"two")).unwrap();
     inject::fail(Op::Write, libc::ENOSPC, 1);
@@ -141,16 +150,14 @@ fn a_write_the_file_system_refuses_stays_buffered_and_is_written_again() {
         "still readable"
     );
     s.sync().expect("the retry writes it");
-    drop(s);
-    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let s = reopen(s, &root);
     assert_eq!(s.last_index(), 2);
     inject::clear();
 }
 
 #[test]
 fn a_full_write_buffer_refused_refuses_the_entry_that_needed_it_written() {
-    let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let (_root, mut s) = fresh();
     let data = [3u8; 1024];
     // Four 1 KiB entries fill the 4 KiB buffer; the fifth must write it out first.
     for i in 1..=4 {
@@ -166,8 +173,7 @@ fn a_full_write_buffer_refused_refuses_the_entry_that_needed_it_written() {
 
 #[test]
 fn a_failed_fdatasync_is_fatal_and_poisons_the_storage() {
-    let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let (_root, mut s) = fresh();
     s.append(&entry(1, b"one")).unwrap();
     inject::fail(Op::Sync, libc::ENOSPC, 1);
     // Even an fdatasync that says ENOSPC: what the device holds is unknown.
@@ -178,8 +184,7 @@ fn a_failed_fdatasync_is_fatal_and_poisons_the_storage() {
 
 #[test]
 fn a_hard_state_save_refused_is_saved_by_the_next_sync() {
-    let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let (root, mut s) = fresh();
     let hs = HardState {
         term: 3,
         vote: 2,
@@ -189,16 +194,14 @@ fn a_hard_state_save_refused_is_saved_by_the_next_sync() {
     inject::fail(Op::Write, libc::ENOSPC, 1);
     assert_eq!(s.sync(), Err(StorageError::Full));
     s.sync().expect("saved by the retry");
-    drop(s);
-    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let s = reopen(s, &root);
     assert_eq!(s.hard_state(), hs);
     inject::clear();
 }
 
 #[test]
 fn a_snapshot_refused_half_way_is_discarded_whole_and_the_next_one_works() {
-    let root = TempDir::new().unwrap();
-    let mut s = five_synced(root.path());
+    let (_root, mut s) = five_synced();
     let data = b"the state".to_vec();
     let meta = super::tests::snapshot_meta(5, 1, &data);
     s.snapshot_begin(&meta).unwrap();
@@ -223,8 +226,7 @@ fn a_snapshot_refused_half_way_is_discarded_whole_and_the_next_one_works() {
 
 #[test]
 fn a_snapshot_that_replaces_the_log_refused_leaves_log_and_snapshots_as_they_were() {
-    let root = TempDir::new().unwrap();
-    let mut s = five_synced(root.path());
+    let (_root, mut s) = five_synced();
     // A snapshot of another history (term 9 at index 8): the log will be replaced.
     let data = b"theirs".to_vec();
     let meta = super::tests::snapshot_meta(8, 9, &data);
@@ -244,8 +246,7 @@ fn a_snapshot_that_replaces_the_log_refused_leaves_log_and_snapshots_as_they_wer
 
 #[test]
 fn a_truncation_refused_before_its_intent_changes_nothing() {
-    let root = TempDir::new().unwrap();
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let (_root, mut s) = fresh();
     for i in 1..=20 {
         s.append(&entry(i, b"e")).unwrap();
     }
