@@ -188,12 +188,7 @@ pub enum TxnCompare {
 impl TxnCompare {
     /// The key it compares.
     pub fn key(&self) -> &[u8] {
-        match self {
-            TxnCompare::Value { key, .. }
-            | TxnCompare::Exists { key }
-            | TxnCompare::Absent { key }
-            | TxnCompare::UpdateIndex { key, .. } => key,
-        }
+        self.as_kv().key()
     }
 
     /// The compare as DtKV takes it, borrowing this one's bytes.
@@ -245,12 +240,7 @@ pub enum TxnWrite {
 impl TxnWrite {
     /// The key it writes.
     pub fn key(&self) -> &[u8] {
-        match self {
-            TxnWrite::Put { key, .. }
-            | TxnWrite::Remove { key }
-            | TxnWrite::Mkdir { key }
-            | TxnWrite::PutTemp { key, .. } => key,
-        }
+        self.as_kv().key()
     }
 
     /// The operation as DtKV takes it, borrowing this one's bytes.
