@@ -311,8 +311,7 @@ fn a_segment_past_the_quota_is_refused_and_the_alarm_names_the_quota() {
 /// an open that finds no descriptor (EMFILE) is a refusal, never fatal.
 #[test]
 fn no_descriptor_for_a_moment_refuses_that_step_only() {
-    let root = TempDir::new().unwrap();
-    let mut s = five_synced(root.path());
+    let (root, mut s) = five_synced();
     assert!(
         !s.hs.is_open(),
         "the hard-state file is closed once its save is synced"
@@ -332,8 +331,7 @@ fn no_descriptor_for_a_moment_refuses_that_step_only() {
     assert_eq!(s.last_index(), 6);
     s.sync().expect("saved by the next sync");
     assert!(!s.hs.is_open());
-    drop(s);
-    let mut s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let mut s = reopen(s, &root);
     assert_eq!(s.hard_state().commit, 5);
 
     // A vote is refused (not granted), not fatal, and saved when tried again.
@@ -360,8 +358,7 @@ fn no_descriptor_for_a_moment_refuses_that_step_only() {
     assert!(tmp_files(s.group_dir()).is_empty());
     s.append(&entry(next, &data)).expect("taken again");
     s.sync().unwrap();
-    drop(s);
-    let s = FileStorage::open(root.path(), 0, &options()).unwrap();
+    let s = reopen(s, &root);
     assert_eq!((s.last_index(), s.hard_state()), (next, vote));
     inject::clear();
 }
