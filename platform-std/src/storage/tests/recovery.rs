@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// After a recovery that left entries 1 to 10, entries 11 to `hi` of term 2 (`len` bytes
+/// each) are appended and survive a restart: the log goes on over what recovery cut.
+fn goes_on(mut s: FileStorage, hi: LogIndex, len: usize, dir: &Path, opts: &StorageOptions) {
+    append_n(&mut s, 11, hi, 2, len);
+    let s = reopen(s, dir, opts);
+    assert_eq!(s.last_index(), hi);
+    assert_eq!((s.term(11), s.term(hi)), (Ok(2), Ok(2)));
+}
+
 #[test]
 fn a_last_record_ending_in_zero_bytes_survives_reopening() {
     // Open reads a segment only up to its last non-zero byte first; a record whose CRC ends
@@ -67,16 +76,13 @@ fn torn_tail_is_cut_at_open() {
         Some(Err(scan::ScanError::TornTail { offset, .. })) => assert_eq!(offset, end),
         other => panic!("the scanner should see a torn tail, got {:?}", other),
     }
-    let mut s = open(root.path(), &opts).expect("a torn tail must not stop the open");
+    let s = open(root.path(), &opts).expect("a torn tail must not stop the open");
     assert_eq!(s.last_index(), 10);
     // The tail was cut on disk too, and the log continues over it.
     assert!(scan::scan_segment(&seg.path)
         .expect("scan")
         .all(|r| r.is_ok()));
-    append_n(&mut s, 11, 12, 2, 40);
-    let s = reopen(s, root.path(), &opts);
-    assert_eq!(s.last_index(), 12);
-    assert_eq!(s.term(12), Ok(2));
+    goes_on(s, 12, 40, root.path(), &opts);
 }
 
 #[test]
@@ -171,14 +177,11 @@ fn interrupted_truncation_is_completed_at_open() {
         seglog::encode_intent(11),
     )
     .expect("write intent");
-    let mut s = open(root.path(), &opts).expect("open completes the truncation");
+    let s = open(root.path(), &opts).expect("open completes the truncation");
     assert_eq!(s.last_index(), 10);
     assert_eq!(segments(&s).len(), 1);
     assert!(!log_dir.join(scan::TRUNCATE_INTENT_FILE).exists());
-    append_n(&mut s, 11, 15, 2, 300);
-    let s = reopen(s, root.path(), &opts);
-    assert_eq!(s.last_index(), 15);
-    assert_eq!(s.term(11), Ok(2));
+    goes_on(s, 15, 300, root.path(), &opts);
 }
 
 #[test]
