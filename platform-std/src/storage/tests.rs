@@ -246,6 +246,12 @@ fn reopen(mut s: FileStorage, dir: &Path, opts: &StorageOptions) -> FileStorage 
     open(dir, opts).expect("reopen")
 }
 
+/// Writes entries `1..=n` of `len` bytes, synced and closed; returns the newest segment.
+fn newest_segment(dir: &Path, opts: &StorageOptions, n: LogIndex, len: usize) -> scan::SegmentFile {
+    let s = synced_log(dir, opts, n, len);
+    segments(&s).pop().expect("a segment")
+}
+
 /// Writes entries 1..=200 of 300 bytes, synced and closed, so that the log spans several
 /// segments (with [`test_options`]); returns those segments, oldest first.
 fn several_segments(dir: &Path, opts: &StorageOptions) -> Vec<scan::SegmentFile> {

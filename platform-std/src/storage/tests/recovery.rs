@@ -54,9 +54,7 @@ fn a_last_record_ending_in_zero_bytes_survives_reopening() {
 #[test]
 fn torn_tail_is_cut_at_open() {
     let (root, opts) = fresh();
-    let s = synced_log(root.path(), &opts, 10, 40);
-    let seg = segments(&s).pop().expect("a segment");
-    drop(s);
+    let seg = newest_segment(root.path(), &opts, 10, 40);
     // A torn write: the first half of a valid record for entry 11 after the last record.
     let end = scan::scan_segment(&seg.path).expect("scan").end;
     let data = [7u8; 40];
@@ -88,9 +86,7 @@ fn torn_tail_is_cut_at_open() {
 #[test]
 fn flipped_bit_mid_segment_names_file_and_offset() {
     let (root, opts) = fresh();
-    let s = synced_log(root.path(), &opts, 20, 30);
-    let seg = segments(&s).pop().expect("a segment");
-    drop(s);
+    let seg = newest_segment(root.path(), &opts, 20, 30);
     let rec5 = record_of(&seg.path, 5);
     let at = rec5.offset + 12;
     let flipped = std::fs::read(&seg.path).expect("read")[at as usize] ^ 0x10;
