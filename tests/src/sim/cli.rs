@@ -31,10 +31,26 @@ pub struct RunOpts {
     pub mutant: Option<String>,
     /// The workload: `kv` (DtKV, the default) or `register`.
     pub workload: String,
+    /// Raft groups every simulated node hosts (1 to [`MAX_GROUPS`]; 1 is the default).
+    pub groups: usize,
 }
 
 /// The default workload.
 pub const DEFAULT_WORKLOAD: &str = "kv";
+
+/// The most groups a simulated node may host (`--groups`).
+pub const MAX_GROUPS: usize = 8;
+
+/// Checks a `--groups` value: 1 to [`MAX_GROUPS`].
+pub fn check_groups(groups: usize) -> Result<(), String> {
+    if (1..=MAX_GROUPS).contains(&groups) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--groups must be between 1 and {MAX_GROUPS} (groups per simulated node), got {groups}"
+        ))
+    }
+}
 
 impl Default for RunOpts {
     fn default() -> Self {
@@ -43,6 +59,7 @@ impl Default for RunOpts {
             verbose: false,
             mutant: None,
             workload: DEFAULT_WORKLOAD.to_string(),
+            groups: 1,
         }
     }
 }
@@ -161,6 +178,10 @@ pub struct Args {
     /// The state machine and client operations: `kv` (DtKV) or `register`.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_WORKLOAD)]
     pub workload: String,
+    /// Raft groups every simulated node hosts: node faults hit all of them at once, and each
+    /// group is checked on its own.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub groups: usize,
     /// Run seeds on this many threads (each seed stays single-threaded and deterministic).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
@@ -200,6 +221,9 @@ pub fn replay_command(seed: u64, opts: &RunOpts) -> String {
     }
     if opts.workload != DEFAULT_WORKLOAD {
         cmd.push_str(&format!(" --workload {}", opts.workload));
+    }
+    if opts.groups != 1 {
+        cmd.push_str(&format!(" --groups {}", opts.groups));
     }
     cmd
 }
@@ -254,6 +278,7 @@ fn run_inner(args: &Args, runner: &dyn SeedRunner, out: &mut dyn Write) -> Resul
     if args.threads == 0 {
         return Err("--threads must be at least 1".to_string());
     }
+    check_groups(args.groups)?;
     let seeds: Vec<u64> = match (args.seed, &args.seeds) {
         (Some(s), _) => vec![s],
         (None, Some(r)) => parse_seed_range(r)?.collect(),
@@ -264,6 +289,7 @@ fn run_inner(args: &Args, runner: &dyn SeedRunner, out: &mut dyn Write) -> Resul
         verbose: args.verbose,
         mutant: args.mutant.clone(),
         workload: args.workload.clone(),
+        groups: args.groups,
     };
     let single = args.seed.is_some();
 
@@ -435,6 +461,21 @@ mod tests {
         assert_eq!(code, 1);
         assert!(out.contains(
             "replay: cargo run -p shoal-tests --release --bin sim -- --seed 7 --mutant skip-truncate"
+        ));
+    }
+
+    #[test]
+    fn groups_are_checked_and_replayed() {
+        let (code, out) = run_args(&["--seeds", "1..3", "--groups", "0"]);
+        assert_eq!(code, 2);
+        assert!(out.contains("--groups must be between 1 and 8"), "{out}");
+        let (code, out) = run_args(&["--seeds", "1..3", "--groups", "9"]);
+        assert_eq!(code, 2);
+        assert!(out.contains("got 9"), "{out}");
+        let (code, out) = run_args(&["--seed", "7", "--groups", "4"]);
+        assert_eq!(code, 1);
+        assert!(out.contains(
+            "replay: cargo run -p shoal-tests --release --bin sim -- --seed 7 --groups 4"
         ));
     }
 
