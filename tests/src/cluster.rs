@@ -567,26 +567,31 @@ impl<'w, W: Workload> Run<'w, W> {
         let clients_stop = quiet + (end - quiet) / 3;
         let mut ev_at = 0;
         while self.now < end {
-            self.now += 1;
-            while ev_at < self.schedule.events.len()
-                && self.schedule.events[ev_at].at_ms <= self.now
-            {
-                let ev = self.schedule.events[ev_at].event.clone();
-                ev_at += 1;
-                self.fire(&ev)?;
-            }
-            self.restart_stopped(false)?;
-            self.commit_joint_changes();
-            self.deliver()?;
-            self.tick_all()?;
-            if self.now < clients_stop {
-                self.clients()?;
-            }
-            self.flush_all()?;
-            self.expire_pending();
-            self.observe()?;
+            self.step(&mut ev_at, clients_stop)?;
         }
         self.finish()
+    }
+
+    /// One simulated millisecond: the schedule's events from `ev_at` that are due, then
+    /// frames, ticks, clients (until `clients_stop`), flushes and the invariant checks.
+    fn step(&mut self, ev_at: &mut usize, clients_stop: u64) -> Result<(), SimFailure> {
+        self.now += 1;
+        while *ev_at < self.schedule.events.len() && self.schedule.events[*ev_at].at_ms <= self.now
+        {
+            let ev = self.schedule.events[*ev_at].event.clone();
+            *ev_at += 1;
+            self.fire(&ev)?;
+        }
+        self.restart_stopped(false)?;
+        self.commit_joint_changes();
+        self.deliver()?;
+        self.tick_all()?;
+        if self.now < clients_stop {
+            self.clients()?;
+        }
+        self.flush_all()?;
+        self.expire_pending();
+        self.observe()
     }
 
     fn fire(&mut self, ev: &FaultEvent) -> Result<(), SimFailure> {
@@ -1972,5 +1977,148 @@ impl Workload for RegisterWorkload {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         hash_bytes(&bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of `seed` whose nodes host `groups` groups, with its fault schedule dropped: the
+    /// test makes the faults itself.
+    fn faultless(seed: u64, groups: usize) -> Run<'static, RegisterWorkload> {
+        let opts = RunOpts {
+            groups,
+            workload: "register".into(),
+            ..RunOpts::default()
+        };
+        let mut run = Run::new(&RegisterWorkload, seed, &opts).expect("run starts");
+        run.schedule.events.clear();
+        run
+    }
+
+    /// Run `ms` simulated ms with clients busy; every step is checked.
+    fn steps(run: &mut Run<'_, RegisterWorkload>, ms: u64) {
+        let mut ev_at = 0;
+        for _ in 0..ms {
+            run.step(&mut ev_at, u64::MAX)
+                .expect("every step passes its checks");
+        }
+    }
+
+    fn leaders(run: &Run<'_, RegisterWorkload>) -> Vec<Option<(NodeId, Term)>> {
+        (0..run.groups)
+            .map(|g| {
+                run.leader(g)
+                    .map(|l| (l, run.group(l, g).expect("leader is live").raft().term()))
+            })
+            .collect()
+    }
+
+    /// The highest commit any live node knows in group `g`.
+    fn commit(run: &Run<'_, RegisterWorkload>, g: usize) -> LogIndex {
+        run.live_nodes()
+            .iter()
+            .filter_map(|id| run.group(*id, g).map(|n| n.raft().commit()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_node_fault_hits_every_group_it_hosts_and_only_the_groups_it_led_elect_again() {
+        let mut run = faultless(21, 4);
+        steps(&mut run, 3_000);
+        // Each group has its own voters, and its own election: not one node leads them all.
+        let before = leaders(&run);
+        assert!(
+            before.iter().all(Option::is_some),
+            "a group has no leader: {before:?}"
+        );
+        let voters: Vec<Vec<NodeId>> = (0..4)
+            .map(|g| {
+                let n = run.group(before[g].unwrap().0, g).unwrap();
+                let mut v: Vec<NodeId> = n.raft().membership().all().iter().copied().collect();
+                v.sort_unstable();
+                v
+            })
+            .collect();
+        assert_ne!(voters[0], voters[1], "groups 0 and 1 have the same voters");
+        let distinct: std::collections::BTreeSet<_> = before.iter().map(|l| l.unwrap().0).collect();
+        assert!(distinct.len() > 1, "one node leads every group: {before:?}");
+        let committed: Vec<LogIndex> = (0..4).map(|g| commit(&run, g)).collect();
+        assert!(
+            committed.iter().all(|c| *c > 5),
+            "groups did not commit: {committed:?}"
+        );
+
+        // Crash the node that leads group 0: it goes down in every group at once.
+        let x = before[0].unwrap().0;
+        let led: Vec<usize> = (0..4).filter(|g| before[*g].unwrap().0 == x).collect();
+        run.crash(x);
+        assert!((0..4).all(|g| run.group(x, g).is_none()));
+        steps(&mut run, 2_000);
+        let after = leaders(&run);
+        for g in 0..4 {
+            let (l, term) =
+                after[g].unwrap_or_else(|| panic!("group {g} has no leader: {after:?}"));
+            let (old, old_term) = before[g].unwrap();
+            if led.contains(&g) {
+                assert!(
+                    l != x && term > old_term,
+                    "group {g}: {before:?} -> {after:?}"
+                );
+            } else {
+                // A group the node only followed in keeps its leader and its term.
+                assert_eq!(
+                    (l, term),
+                    (old, old_term),
+                    "group {g}: {before:?} -> {after:?}"
+                );
+            }
+            assert!(commit(&run, g) > committed[g], "group {g} made no progress");
+        }
+
+        // Cut off the leader of group 1 from everyone: each group it led elects another.
+        let (y, _) = after[1].unwrap();
+        let led: Vec<usize> = (0..4).filter(|g| after[*g].unwrap().0 == y).collect();
+        let all = run.schedule.all_nodes.clone();
+        run.net.isolate(y, &all);
+        steps(&mut run, 2_000);
+        let cut = leaders(&run);
+        for g in led {
+            // The isolated node may still believe it leads an old term; the others moved on.
+            let (l, term) = cut[g].unwrap();
+            assert!(
+                l != y && term > after[g].unwrap().1,
+                "group {g}: {after:?} -> {cut:?}"
+            );
+        }
+        run.net.heal();
+        run.restart(x).expect("restarts");
+        steps(&mut run, 2_000);
+        // Every group kept what it committed: the final reads and the per-group
+        // linearizability check run in `finish`, with convergence of all members.
+        let report = run
+            .finish()
+            .expect("every group converges and is linearizable");
+        assert!(report.summary.contains("in 4 groups"), "{}", report.summary);
+    }
+
+    #[test]
+    fn groups_out_of_range_are_refused_with_the_reason() {
+        for groups in [0, MAX_GROUPS + 1] {
+            let opts = RunOpts {
+                groups,
+                ..RunOpts::default()
+            };
+            let Err(e) = Run::new(&RegisterWorkload, 1, &opts) else {
+                panic!("{groups} groups accepted");
+            };
+            assert_eq!(e.category, FailureCategory::Setup);
+            assert!(
+                e.message.contains("--groups must be between 1 and 8"),
+                "{e}"
+            );
+        }
     }
 }
