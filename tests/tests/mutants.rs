@@ -7,19 +7,32 @@ use shoal_tests::kv_workload::KvWorkload;
 use shoal_tests::sim::cli::{replay_command, RunOpts, SeedRunner};
 
 fn first_failure(mutant: &str) -> (u64, String, String) {
+    first_failure_in(mutant, 1, 0..1000)
+}
+
+/// The first seed of `seeds` whose run with `groups` groups per node fails with `mutant`.
+fn first_failure_in(
+    mutant: &str,
+    groups: usize,
+    seeds: std::ops::Range<u64>,
+) -> (u64, String, String) {
     let runner = RaftRunner {
         workload: KvWorkload,
     };
     let opts = RunOpts {
         mutant: Some(mutant.to_string()),
+        groups,
         ..RunOpts::default()
     };
-    for seed in 0..1000 {
+    for seed in seeds.clone() {
         if let Err(e) = runner.run(seed, &opts) {
             return (seed, e.to_string(), replay_command(seed, &opts));
         }
     }
-    panic!("planted bug `{mutant}` survived seeds 0..1000: the simulator's checks missed it");
+    panic!(
+        "planted bug `{mutant}` survived seeds {seeds:?} with {groups} groups per node: the \
+         simulator's checks missed it"
+    );
 }
 
 fn assert_caught(mutant: &str) {
@@ -75,4 +88,35 @@ fn a_run_without_a_planted_bug_passes_where_one_with_it_fails() {
         workload: KvWorkload,
     };
     assert!(runner.run(seed, &RunOpts::default()).is_ok());
+}
+
+#[test]
+fn planted_bugs_are_caught_with_four_groups_per_node() {
+    // Every node of the run hosts four groups with the bug planted; the checks of each group
+    // find it, and the failure names the group and replays with `--groups 4`.
+    for mutant in [
+        "vote-not-persisted",
+        "skip-truncate",
+        "read-without-quorum",
+        "kv-dedup-ignored",
+        "kv-txn-half",
+        "read-unchecked",
+    ] {
+        let (seed, why, replay) = first_failure_in(mutant, 4, 0..200);
+        println!("{mutant} with 4 groups: seed {seed} failed: {why}\n  replay: {replay}");
+        assert!(replay.contains("--groups 4"), "{replay}");
+        assert!(why.contains("group "), "{why}");
+        // The same seed and groups without the bug pass: the bug made the failure.
+        let opts = RunOpts {
+            groups: 4,
+            ..RunOpts::default()
+        };
+        let runner = RaftRunner {
+            workload: KvWorkload,
+        };
+        assert!(
+            runner.run(seed, &opts).is_ok(),
+            "seed {seed} fails without {mutant}"
+        );
+    }
 }
