@@ -202,9 +202,9 @@ type SimHost<W> = MultiNode<
 /// A down node's medium for one group.
 enum Medium {
     /// What survived the crash.
-    Store(MemStorage),
+    Store(Box<MemStorage>),
     /// Damaged by the schedule while down (what, where): its restart must refuse it.
-    Damaged(Disk, Damage, u64),
+    Damaged(Box<Disk>, Damage, u64),
 }
 
 struct Slot<W: Workload> {
@@ -237,6 +237,8 @@ struct GroupSlot {
 
 type Op<W> = <<W as Workload>::Model as Model>::Op;
 type Ret<W> = <<W as Workload>::Model as Model>::Ret;
+/// One group's client history.
+type History<W> = Vec<Operation<<W as Workload>::Key, Op<W>, Ret<W>>>;
 
 struct Pending<W: Workload> {
     /// The command, kept for retries.
@@ -312,7 +314,7 @@ struct Run<'w, W: Workload> {
     /// One invariant checker per group.
     checkers: Vec<InvariantChecker>,
     /// One client history per group.
-    history: Vec<Vec<Operation<W::Key, Op<W>, Ret<W>>>>,
+    history: Vec<History<W>>,
     pending: Vec<Pending<W>>,
     client_busy_until: BTreeMap<u64, u64>,
     client_seq: u64,
@@ -759,7 +761,7 @@ impl<'w, W: Workload> Run<'w, W> {
                 let node = host
                     .remove_group(g as GroupId)
                     .expect("a live node hosts every group");
-                Medium::Store(node.into_parts().store.crash(group_seed(seed, g)))
+                Medium::Store(Box::new(node.into_parts().store.crash(group_seed(seed, g))))
             })
             .collect();
         for gs in &mut slot.groups {
@@ -778,8 +780,8 @@ impl<'w, W: Workload> Run<'w, W> {
         };
         let mut damaged = Vec::new();
         for (g, medium) in slot.down.iter_mut().enumerate() {
-            let store = match std::mem::replace(medium, Medium::Store(MemStorage::new())) {
-                Medium::Store(store) => store,
+            let store = match std::mem::replace(medium, Medium::Store(Box::default())) {
+                Medium::Store(store) => *store,
                 // Damaged already: its restart refuses it anyway.
                 damaged => {
                     *medium = damaged;
@@ -790,10 +792,12 @@ impl<'w, W: Workload> Run<'w, W> {
             *medium = match disk.damage(damage, group_seed(seed, g)) {
                 Some(at) => {
                     damaged.push((g, at));
-                    Medium::Damaged(disk, damage, at)
+                    Medium::Damaged(Box::new(disk), damage, at)
                 }
                 // Nothing of that kind to damage; the disk stays as it was.
-                None => Medium::Store(MemStorage::recover(disk).expect("an undamaged disk")),
+                None => Medium::Store(Box::new(
+                    MemStorage::recover(disk).expect("an undamaged disk"),
+                )),
             };
         }
         if !damaged.is_empty() {
@@ -862,14 +866,14 @@ impl<'w, W: Workload> Run<'w, W> {
         let mut refused = None;
         for (g, medium) in down.into_iter().enumerate() {
             let node = match medium {
-                Medium::Store(store) => self.start_node(id, g, store, None).map_err(|e| {
+                Medium::Store(store) => self.start_node(id, g, *store, None).map_err(|e| {
                     SimFailure::new(
                         FailureCategory::Panic,
                         format!("{} failed to restart: {e}", self.at(id, g)),
                     )
                 })?,
                 Medium::Damaged(disk, damage, at) => {
-                    let started = MemStorage::recover(disk)
+                    let started = MemStorage::recover(*disk)
                         .map_err(|e| e.to_string())
                         .map(|store| self.start_node(id, g, store, None));
                     let why = match started {
