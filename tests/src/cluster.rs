@@ -554,10 +554,25 @@ impl<'w, W: Workload> Run<'w, W> {
             .map(|(id, _)| *id)
     }
 
-    /// Targets of node faults; "the leader" is group `g`'s.
+    /// Targets of node faults. "The leader" is the node that leads the most groups (ties go
+    /// to group `g`'s leader): a storm of crashes or isolations keeps hitting leaders.
     fn targets(&self, g: usize) -> Targets {
+        let leader = if self.groups == 1 {
+            self.leader(0)
+        } else {
+            let leaders: Vec<Option<NodeId>> = (0..self.groups).map(|g| self.leader(g)).collect();
+            let focus = leaders[g];
+            leaders
+                .iter()
+                .flatten()
+                .max_by_key(|l| {
+                    let led = leaders.iter().filter(|o| **o == Some(**l)).count();
+                    (led, Some(**l) == focus)
+                })
+                .copied()
+        };
         Targets {
-            leader: self.leader(g),
+            leader,
             longest_down: self.longest_down(),
             latest_down: self.latest_down(),
         }
@@ -604,7 +619,7 @@ impl<'w, W: Workload> Run<'w, W> {
         let focus = ((self.faults - 1) % self.groups as u64) as usize;
         let all = self.schedule.all_nodes.clone();
         let targets = self.targets(focus);
-        let leader = targets.leader;
+        let leader = self.leader(focus);
         if faults::apply_network_event(ev, &mut self.net, &all, &targets) {
             if matches!(ev, FaultEvent::Quiesce) {
                 // Every clock runs at its own rate again.
