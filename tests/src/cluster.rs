@@ -17,8 +17,8 @@
 //! With `groups: K` every node hosts K Raft groups in a core [`MultiNode`], each with its own
 //! storage, state machine and voters (group g's voters are the initial voters shifted by g
 //! among all nodes). Frames carry their group id through the one simulated network, and the
-//! host routes them; a crash, pause, clock change or damaged disk of a node hits every group
-//! it hosts. Clients spread their operations over the groups, and each group has its own
+//! host routes them; a crash, restart, clock change, flipped read or damaged disk of a node
+//! hits every group it hosts. Clients spread their operations over the groups, and each group has its own
 //! invariant checker and its own history for the linearizability check.
 
 use crate::linearizability::{self, Model, Operation, Outcome};
@@ -614,8 +614,9 @@ impl<'w, W: Workload> Run<'w, W> {
     fn fire(&mut self, ev: &FaultEvent) -> Result<(), SimFailure> {
         self.trace(|| format!("fault: {ev}"));
         self.faults += 1;
-        // The group whose leader this event aims at (the groups take turns); whatever it does
-        // to that node, it does to every group the node hosts.
+        // The group a leader transfer goes to, whose leader also breaks ties between nodes
+        // leading equally many groups (the groups take turns). Whatever the event does to a
+        // node, it does to every group the node hosts.
         let focus = ((self.faults - 1) % self.groups as u64) as usize;
         let all = self.schedule.all_nodes.clone();
         let targets = self.targets(focus);
