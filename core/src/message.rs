@@ -154,6 +154,18 @@ pub struct ReadIndexResp {
     pub index: Option<LogIndex>,
 }
 
+/// A leader whose group is settled tells its followers it stops heartbeating (quiescence, see
+/// `raft/quiesce.rs`): a follower whose log ends at `commit` stops its election timer too.
+#[cfg(feature = "quiesce")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Quiet {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader's commit index, which is also its last index.
+    pub commit: LogIndex,
+}
+
 /// A Raft peer message. `term` is the sender's current term unless noted.
 ///
 /// `H` is what a `Snapshot` chunk says about its snapshot. On the wire it is the full
@@ -187,6 +199,9 @@ pub enum Message<H = SnapshotHeader> {
     ReadIndex(ReadIndex),
     /// See [`ReadIndexResp`].
     ReadIndexResp(ReadIndexResp),
+    /// See [`Quiet`] (only with the `quiesce` feature; a build without it refuses the frame).
+    #[cfg(feature = "quiesce")]
+    Quiet(Quiet),
 }
 
 /// The snapshot fields a `Snapshot` message carries.
@@ -236,6 +251,9 @@ into_message!(
     ReadIndexResp => ReadIndexResp,
 );
 
+#[cfg(feature = "quiesce")]
+into_message!(Quiet => Quiet);
+
 impl<H> From<Snapshot<H>> for Message<H> {
     fn from(m: Snapshot<H>) -> Self {
         Message::Snapshot(m)
@@ -268,6 +286,8 @@ impl<H> Message<H> {
             Message::TimeoutNow(m) => Message::TimeoutNow(m),
             Message::ReadIndex(m) => Message::ReadIndex(m),
             Message::ReadIndexResp(m) => Message::ReadIndexResp(m),
+            #[cfg(feature = "quiesce")]
+            Message::Quiet(m) => Message::Quiet(m),
         }
     }
 
@@ -284,6 +304,8 @@ impl<H> Message<H> {
             Message::TimeoutNow(m) => m.term,
             Message::ReadIndex(m) => m.term,
             Message::ReadIndexResp(m) => m.term,
+            #[cfg(feature = "quiesce")]
+            Message::Quiet(m) => m.term,
         }
     }
 
@@ -301,6 +323,8 @@ impl<H> Message<H> {
             Message::TimeoutNow(_) => "TimeoutNow",
             Message::ReadIndex(_) => "ReadIndex",
             Message::ReadIndexResp(_) => "ReadIndexResp",
+            #[cfg(feature = "quiesce")]
+            Message::Quiet(_) => "Quiet",
         }
     }
 }

@@ -43,6 +43,10 @@ pub enum Body {
     HelloRefused(heapless::String<160>),
     /// A Raft message for `header.group`.
     Raft(Message),
+    /// A node's liveness ping (quiescence: a quiet group's members watch its leader's node,
+    /// not the group). Carries nothing; `header.group` is 0.
+    #[cfg(feature = "quiesce")]
+    Ping,
 }
 
 /// A decoded frame; `tail` borrows from the input.

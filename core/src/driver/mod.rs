@@ -400,6 +400,28 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
         self.raft.read_lease(now_ms)
     }
 
+    /// Wake a quiet group (see [`Raft::wake`]): the platform's call when a member's node went
+    /// silent.
+    #[cfg(feature = "quiesce")]
+    pub fn wake(&mut self, now_ms: u64) {
+        self.raft.wake(now_ms);
+    }
+
+    /// Whether this group has nothing to do until an input arrives: it is quiet, nothing
+    /// waits to be sent, synced, applied, read or snapshotted. A platform hosting many groups
+    /// ticks and flushes only the groups that are not idle (and those that got input).
+    #[cfg(feature = "quiesce")]
+    pub fn is_idle(&self) -> bool {
+        let r = &self.raft;
+        r.is_quiet()
+            && !r.needs_sync()
+            && !r.has_pending_sends()
+            && !r.has_queued_messages()
+            && r.applied() == r.commit()
+            && self.waiting_reads.is_empty()
+            && self.snapshot_in_flight.is_none()
+    }
+
     /// Hand leadership to `target`.
     pub fn transfer_leader(&mut self, now_ms: u64, target: NodeId) -> Result<(), TransferError> {
         self.raft.transfer_leader(now_ms, target)

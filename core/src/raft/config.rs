@@ -18,6 +18,8 @@ impl<P: Plant> Raft<P> {
         store: &mut impl Storage,
     ) -> Result<(LogIndex, Term, Membership), ProposeError> {
         self.advance_clock(now_ms);
+        #[cfg(feature = "quiesce")]
+        self.wake_if_quiet();
         self.check_can_propose()?;
         if self.membership_index > self.commit {
             return Err(ProposeError::ConfigChangeInProgress);

@@ -107,7 +107,7 @@ impl<P: Plant> Raft<P> {
             && self.now_ms >= self.hint_saved_ms.saturating_add(every)
     }
 
-    fn write_hard_state(&mut self, store: &mut impl Storage) -> Result<(), RaftError> {
+    pub(super) fn write_hard_state(&mut self, store: &mut impl Storage) -> Result<(), RaftError> {
         let hs = self.hard_state();
         let mut to_save = hs;
         if self.plant.vote_not_persisted() {

@@ -186,6 +186,8 @@ impl<P: Plant> Raft<P> {
 
     pub(super) fn become_follower(&mut self, term: Term, leader: NodeId) {
         let was_leader = self.role == Role::Leader;
+        #[cfg(feature = "quiesce")]
+        self.quiesce_reset();
         if term > self.term {
             self.enter_term(term);
         }
@@ -202,6 +204,8 @@ impl<P: Plant> Raft<P> {
 
     pub(super) fn become_leader(&mut self) {
         info!("node {} is leader of term {}", self.id, self.term);
+        #[cfg(feature = "quiesce")]
+        self.quiesce_reset();
         self.role = Role::Leader;
         self.set_leader(self.id);
         self.stats.became_leader += 1;

@@ -111,6 +111,17 @@ impl<P: Plant> Raft<P> {
     }
 
     fn health_as_member(&self, now_ms: u64) -> Health {
+        // A quiet group's liveness is the platform's (by node): it wakes the group when the
+        // leader's node, or a follower's, goes silent.
+        #[cfg(feature = "quiesce")]
+        if self.quiesce.quiet {
+            return match self.role {
+                Role::Leader => Health::Leading,
+                _ => Health::Following {
+                    leader: self.leader,
+                },
+            };
+        }
         if self.role == Role::Leader {
             let me = self.id;
             if self.membership.has_quorum(|id| id == me) {

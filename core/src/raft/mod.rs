@@ -40,6 +40,8 @@ mod health;
 mod invariants;
 mod outbox;
 pub mod progress;
+#[cfg(feature = "quiesce")]
+mod quiesce;
 mod read;
 mod replication;
 mod snapshot;
@@ -61,6 +63,14 @@ use core::mem::MaybeUninit;
 use heapless::{Deque, Vec};
 use progress::Progress;
 use read::Reads;
+
+#[cfg(feature = "quiesce")]
+use quiesce::Quiesce;
+#[cfg(feature = "quiesce")]
+pub use quiesce::SETTLE_BEATS;
+/// Without the `quiesce` feature a group keeps no quiescence state.
+#[cfg(not(feature = "quiesce"))]
+type Quiesce = ();
 
 /// A message for one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,6 +235,8 @@ pub struct Raft<P: Plant = NoPlant> {
     // Snapshots.
     last_snapshot_ms: u64,
     receiving: Option<snapshot::Receiving>,
+    // Quiescence (nothing without the `quiesce` feature).
+    quiesce: Quiesce,
 }
 
 impl<P: Plant> Raft<P> {
@@ -296,6 +308,7 @@ impl<P: Plant> Raft<P> {
                 reads: Reads::new(),
                 last_snapshot_ms: now_ms,
                 receiving: None,
+                quiesce: Default::default(),
                 cfg: cfg,
             }
         );

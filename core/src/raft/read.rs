@@ -92,6 +92,15 @@ impl Reads {
         }
     }
 
+    /// No read round, forwarded read or follower's request under way.
+    #[cfg(feature = "quiesce")]
+    pub(super) fn idle(&self) -> bool {
+        self.rounds.is_empty()
+            && self.remote_reads.is_empty()
+            && self.fwd_sent_upto == 0
+            && self.fwd_pending_upto == 0
+    }
+
     fn push_event(&mut self, ev: ReadEvent) {
         if self.events.is_full() {
             // Merge with the newest event: waiting for a higher index, or failing a read that
@@ -131,6 +140,8 @@ impl<P: Plant> Raft<P> {
     /// index is asked of the leader.
     pub fn read_index(&mut self, now_ms: u64) -> Result<u64, ReadError> {
         self.advance_clock(now_ms);
+        #[cfg(feature = "quiesce")]
+        self.wake_if_quiet();
         match self.role {
             Role::Leader => {
                 if self.transfer.is_some() {
@@ -170,8 +181,12 @@ impl<P: Plant> Raft<P> {
         }
     }
 
-    /// Whether this leader's lease holds at `now_ms`.
+    /// Whether this leader's lease holds at `now_ms` (never while the group is quiet).
     pub fn lease_valid(&self, now_ms: u64) -> bool {
+        #[cfg(feature = "quiesce")]
+        if self.quiesce.quiet {
+            return false;
+        }
         self.role == Role::Leader
             && self.transfer.is_none()
             && self.reads.lease_void_term != self.term

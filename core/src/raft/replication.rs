@@ -22,6 +22,8 @@ impl<P: Plant> Raft<P> {
         store: &mut impl Storage,
     ) -> Result<(LogIndex, Term), ProposeError> {
         self.advance_clock(now_ms);
+        #[cfg(feature = "quiesce")]
+        self.wake_if_quiet();
         self.check_can_propose()?;
         if command.len() + crate::entry::MAX_HEADER_BYTES > self.cfg.max_bytes_per_message {
             return Err(ProposeError::TooLarge);
@@ -43,6 +45,10 @@ impl<P: Plant> Raft<P> {
         }
         self.expire_transfer();
         if self.now_ms >= self.heartbeat_due_ms {
+            #[cfg(feature = "quiesce")]
+            if self.maybe_quiesce(store) {
+                return;
+            }
             self.broadcast_heartbeat(store);
         }
         self.retry_stalled(store);
@@ -50,6 +56,10 @@ impl<P: Plant> Raft<P> {
 
     /// A leader's batch boundary: the open read round and the appends for new entries go out.
     pub(super) fn flush_leader(&mut self, store: &mut impl Storage) {
+        #[cfg(feature = "quiesce")]
+        if self.take_beat_now() && !self.read_round_may_go() {
+            self.broadcast_heartbeat(store);
+        }
         if self.read_round_may_go() {
             self.broadcast_heartbeat(store);
         }

@@ -34,6 +34,10 @@ impl<P: Plant> Raft<P> {
     /// Advance time: elections, heartbeats, CheckQuorum, retries.
     pub fn tick(&mut self, now_ms: u64, store: &mut impl Storage) -> Result<(), RaftError> {
         self.advance_clock(now_ms);
+        #[cfg(feature = "quiesce")]
+        if self.quiesce.quiet {
+            return self.finish_call(store);
+        }
         match self.role {
             Role::Leader => self.tick_leader(store),
             Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_follower(),
@@ -64,6 +68,8 @@ impl<P: Plant> Raft<P> {
         // A peer's message is checked whole before it changes anything: a refused one leaves
         // this node exactly as it was.
         let append = self.admit(msg, tail, store)?;
+        #[cfg(feature = "quiesce")]
+        self.wake_for(from, msg);
         if let Message::PreVote(m) = msg {
             // Answered from our state as it is: a pre-vote never changes anyone's term.
             self.answer_pre_vote(from, m);
@@ -219,6 +225,8 @@ impl<P: Plant> Raft<P> {
             Message::TimeoutNow(_) => self.handle_timeout_now(),
             Message::ReadIndex(r) => self.refuse_read_index(m.from, r.id),
             Message::ReadIndexResp(r) => self.handle_read_index_resp(r.id, r.index),
+            #[cfg(feature = "quiesce")]
+            Message::Quiet(q) => self.handle_quiet(m.from, q, store),
             _ => {}
         }
         Ok(StepOutcome::Done)

@@ -9,6 +9,8 @@ impl<P: Plant> Raft<P> {
     /// Hand leadership to `target`: bring it up to date, then tell it to campaign at once.
     pub fn transfer_leader(&mut self, now_ms: u64, target: NodeId) -> Result<(), TransferError> {
         self.advance_clock(now_ms);
+        #[cfg(feature = "quiesce")]
+        self.wake_if_quiet();
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader);
         }

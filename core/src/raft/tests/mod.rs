@@ -594,6 +594,8 @@ mod election;
 mod faults;
 mod health;
 mod membership;
+#[cfg(feature = "quiesce")]
+mod quiesce;
 mod reads;
 mod replication;
 mod snapbg;
