@@ -325,6 +325,13 @@ struct Run<'w, W: Workload> {
     /// background and finishes 0-7 ms later, power cuts included, and every other sync is
     /// left to the platform (`Node::flush_shared`, then `Node::synced`).
     deferred_sync: bool,
+    /// Seeds ≡ 2 (mod 4) run with quiescence, as `shoald` does: settled groups go quiet, and
+    /// node liveness (pings through the simulated network) wakes them ([`Run::liveness`]).
+    quiesce: bool,
+    /// When each node last heard from each other node (its clock): `(listener, speaker)`.
+    heard: BTreeMap<(NodeId, NodeId), u64>,
+    /// The (node, group) pairs last traced as quiet.
+    quiet_seen: Vec<(NodeId, usize)>,
     /// The planted bug every node of this run is built with, if any.
     plant: SimPlant,
     /// Each node's own clock rate error, given back to it when the quiet part starts.
@@ -341,6 +348,9 @@ struct Tally {
     read_flips: u64,
     stops_on_damage: u64,
     disks_damaged: u64,
+    /// Milliseconds nodes spent quiet (summed over nodes), and groups node liveness woke.
+    quiet_ms: u64,
+    liveness_wakes: u64,
 }
 
 impl Tally {
@@ -357,6 +367,12 @@ impl Tally {
             out += &format!(
                 ", {} flipped reads, {} stops on damage",
                 self.read_flips, self.stops_on_damage
+            );
+        }
+        if self.quiet_ms > 0 {
+            out += &format!(
+                ", {} node-ms quiet, {} liveness wakes",
+                self.quiet_ms, self.liveness_wakes
             );
         }
         if self.disks_damaged > 0 {
@@ -403,6 +419,9 @@ impl<'w, W: Workload> Run<'w, W> {
             faults: 0,
             joint_seen: false,
             deferred_sync: seed % 2 == 1,
+            quiesce: seed % 4 == 2,
+            heard: BTreeMap::new(),
+            quiet_seen: Vec::new(),
             plant,
             base_drift: BTreeMap::new(),
             tally: Tally::default(),
@@ -517,7 +536,75 @@ impl<'w, W: Workload> Run<'w, W> {
             plant: self.plant,
         };
         let parts = NodeParts::new(store, t, sm, vec![0u8; 16 * 1024]).planted(self.plant);
-        Node::new(nc, parts, local, bootstrap)
+        let mut node = Node::new(nc, parts, local, bootstrap)?;
+        node.set_quiesce(self.quiesce);
+        Ok(node)
+    }
+
+    /// Node liveness for quiescence, as `shoald` keeps it: every heartbeat interval each live
+    /// node pings every other through the network (so partitions, drops and crashes hit the
+    /// pings too), and a node that heard nothing from another for an election timeout wakes
+    /// its quiet group if that node is a member.
+    fn liveness(&mut self) {
+        if !self.quiesce {
+            return;
+        }
+        let live = self.live_nodes();
+        if self.now % self.cfg.heartbeat_interval_ms == 0 {
+            let mut out = self.out.borrow_mut();
+            for &from in &live {
+                for &to in self.schedule.all_nodes.iter().filter(|&&to| to != from) {
+                    let header = shoal_core::wire::FrameHeader {
+                        version: shoal_core::wire::WIRE_VERSION,
+                        cluster_id: 1,
+                        group: 0,
+                        from,
+                        to,
+                    };
+                    let mut buf = [0u8; shoal_core::wire::FRAME_PREFIX_RESERVE + 16];
+                    let body = shoal_core::wire::Body::Ping;
+                    let n = shoal_core::wire::encode(&header, &body, &[], &mut buf)
+                        .expect("a ping fits");
+                    out.push((from, to, buf[..n].to_vec()));
+                }
+            }
+        }
+        let timeout = self.cfg.election_timeout_ms;
+        if self.opts.verbose {
+            let quiet: Vec<(NodeId, usize)> = live
+                .iter()
+                .flat_map(|&id| (0..self.groups).map(move |g| (id, g)))
+                .filter(|&(id, g)| self.group(id, g).is_some_and(|n| n.raft().is_quiet()))
+                .collect();
+            if quiet != self.quiet_seen {
+                self.trace(|| format!("quiet (node, group): {quiet:?}"));
+                self.quiet_seen = quiet;
+            }
+        }
+        for id in live {
+            let now = self.local(id);
+            for g in 0..self.groups {
+                let Some(r) = self.group(id, g).map(|n| n.raft()) else {
+                    continue;
+                };
+                let quiet = r.is_quiet();
+                let silent = quiet
+                    && r.membership().all().iter().any(|&m| {
+                        let heard = self.heard.get(&(id, m)).copied().unwrap_or(0);
+                        m != id && now.saturating_sub(heard) >= timeout
+                    });
+                self.tally.quiet_ms += u64::from(quiet);
+                if silent {
+                    self.trace(|| {
+                        format!("node {id} group {g}: a member's node went silent; waking it")
+                    });
+                    self.tally.liveness_wakes += 1;
+                    if let Some(n) = self.group_mut(id, g) {
+                        n.wake(now);
+                    }
+                }
+            }
+        }
     }
 
     /// Group `g`'s leader.
@@ -603,7 +690,11 @@ impl<'w, W: Workload> Run<'w, W> {
         self.commit_joint_changes();
         self.deliver()?;
         self.tick_all()?;
-        if self.now < clients_stop {
+        self.liveness();
+        // With quiescence, clients pause one second in every two, so that groups go quiet
+        // while faults still strike.
+        let paused = self.quiesce && (self.now / 1_000) % 2 == 1;
+        if self.now < clients_stop && !paused {
             self.clients()?;
         }
         self.flush_all()?;
@@ -937,6 +1028,10 @@ impl<'w, W: Workload> Run<'w, W> {
             gs.reported_commit = 0;
             gs.fresh_view = true;
         }
+        let now = self.clocks.local_ms(id, self.now);
+        for &other in &self.schedule.all_nodes {
+            self.heard.insert((id, other), now);
+        }
         self.net.set_node_up(id, true);
         self.trace(|| format!("node {id} restarted"));
         Ok(())
@@ -974,6 +1069,16 @@ impl<'w, W: Workload> Run<'w, W> {
         for d in self.net.deliver_due(self.now) {
             let now = self.local(d.to);
             let groups = self.groups;
+            if self.quiesce && self.slots.get(&d.to).is_some_and(|s| s.node.is_some()) {
+                self.heard.insert((d.to, d.from), now);
+                let ping = matches!(
+                    shoal_core::wire::decode(&d.frame),
+                    Ok((f, _)) if f.body == shoal_core::wire::Body::Ping
+                );
+                if ping {
+                    continue;
+                }
+            }
             let mut stopped = None;
             let mut refused = None;
             if let Some(host) = self.slots.get_mut(&d.to).and_then(|s| s.node.as_mut()) {
@@ -1647,6 +1752,7 @@ impl<'w, W: Workload> Run<'w, W> {
             self.now += 1;
             self.deliver()?;
             self.tick_all()?;
+            self.liveness();
             self.flush_all()?;
             self.observe()?;
             if self.pending.is_empty() {
@@ -1673,6 +1779,7 @@ impl<'w, W: Workload> Run<'w, W> {
             self.now += 1;
             self.deliver()?;
             self.tick_all()?;
+            self.liveness();
             self.flush_all()?;
             self.observe()?;
         }

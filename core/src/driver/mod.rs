@@ -407,6 +407,12 @@ impl<S: Storage, T: Transport, M: StateMachine, B: NodeBuffer, P: Plant> Node<S,
         self.raft.wake(now_ms);
     }
 
+    /// Let this node quiesce the group when it leads it (see [`Raft::set_quiesce`]).
+    #[cfg(feature = "quiesce")]
+    pub fn set_quiesce(&mut self, on: bool) {
+        self.raft.set_quiesce(on);
+    }
+
     /// Whether this group has nothing to do until an input arrives: it is quiet, nothing
     /// waits to be sent, synced, applied, read or snapshotted. A platform hosting many groups
     /// ticks and flushes only the groups that are not idle (and those that got input).

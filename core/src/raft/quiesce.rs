@@ -2,9 +2,9 @@
 //!
 //! A leader whose group is *settled* — every peer's match is the last index, which is the commit
 //! index and is applied and durable; no proposal, read round, transfer, membership change or
-//! snapshot under way; every peer echoed the latest heartbeat — for [`SETTLE_BEATS`] heartbeat
-//! intervals in a row sends [`Quiet`] to its peers instead of the next heartbeat and stops
-//! heartbeating. A follower that gets `Quiet` from the leader it follows, in its term, with its
+//! snapshot under way — for [`SETTLE_BEATS`] heartbeat intervals in a row, and once every peer
+//! echoed a heartbeat sent in that spell (so it is alive and knows the commit index), sends
+//! [`Quiet`] to its peers instead of the next heartbeat and stops heartbeating. A follower that gets `Quiet` from the leader it follows, in its term, with its
 //! log ending at that commit index (of that term), goes quiet too: it stops its election timer.
 //!
 //! **Waking.** Any peer message, a proposal, a read, a membership change, a transfer, or
@@ -45,6 +45,8 @@ pub(super) struct Quiesce {
     pub(super) quiet: bool,
     /// Heartbeat intervals in a row the group was found settled (leader).
     settled: u8,
+    /// The first heartbeat round sent while settled: every peer must echo it (or a later one).
+    since_seq: u64,
     /// A woken leader heartbeats at the next flush.
     beat_now: bool,
 }
@@ -149,8 +151,15 @@ impl<P: Plant> Raft<P> {
             self.quiesce.settled = 0;
             return false;
         }
+        if self.quiesce.settled == 0 {
+            // The heartbeat that goes out now is the first of the settled spell.
+            self.quiesce.since_seq = self.reads.read_seq + 1;
+        }
         self.quiesce.settled = self.quiesce.settled.saturating_add(1);
-        if self.quiesce.settled < SETTLE_BEATS {
+        let since = self.quiesce.since_seq;
+        if self.quiesce.settled < SETTLE_BEATS
+            || self.progress.iter().any(|p| p.read_seq_acked < since)
+        {
             return false;
         }
         let quiet = Quiet {
@@ -200,7 +209,6 @@ impl<P: Plant> Raft<P> {
                     && p.state == ProgressState::Replicate
                     && p.inflight.is_empty()
                     && p.snapshot.is_none()
-                    && p.read_seq_acked == self.reads.read_seq
             })
     }
 

@@ -157,6 +157,11 @@ pub struct Flags {
     /// dir shares its filesystem with other busy writers [default: true].
     #[arg(long, env = "SHOAL_SHARED_SYNC", value_name = "BOOL")]
     pub shared_sync: Option<bool>,
+    /// Quiesce the groups this node leads once they settle: no heartbeats and no timer work
+    /// until something happens (node liveness pings watch their members instead); turn it off
+    /// to heartbeat every group all the time [default: true].
+    #[arg(long, env = "SHOAL_QUIESCE", value_name = "BOOL")]
+    pub quiesce: Option<bool>,
     /// Size of each log segment in MiB, preallocated when it is created [default: 64].
     #[arg(long, env = "SHOAL_SEGMENT_MB", value_name = "MIB")]
     pub segment_mb: Option<u64>,

@@ -488,9 +488,9 @@ fn dial_once(net: &Arc<Net>, id: NodeId, addr: &str, rx: &Receiver<Vec<u8>>) -> 
             local.members.as_slice()
         )))
         }
-        Body::Raft(_) => {
+        Body::Raft(_) | Body::Ping => {
             return Err(io::Error::other(
-                "the peer answered the handshake with a raft message",
+                "the peer answered the handshake with a raft message or a ping",
             ))
         }
     }

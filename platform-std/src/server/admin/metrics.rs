@@ -174,6 +174,12 @@ fn node_counters(s: &mut String, v: &AdminView) {
             r.group_dirs_pending_removal as u64,
         ),
         (
+            "shoal_groups_quiet",
+            "Hosted groups quiesced here: no heartbeats or timer work until something happens.",
+            "gauge",
+            v.groups.iter().filter(|g| g.quiet).count() as u64,
+        ),
+        (
             "shoal_group_dirs_freed_total",
             "Removed groups' dirs deleted since start.",
             "counter",

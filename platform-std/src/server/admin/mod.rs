@@ -57,6 +57,8 @@ pub struct GroupView {
     pub snapshot_bytes: u64,
     /// Members and per-peer match index.
     pub members: Vec<PeerView>,
+    /// Quiesced here: no heartbeats (leader) or election timer (follower) until woken.
+    pub quiet: bool,
     /// Client writes proposed by this node.
     pub proposals: u64,
     /// Client writes refused before they were proposed (they took no log entry).

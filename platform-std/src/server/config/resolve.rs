@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub prefill_segments: bool,
     /// One filesystem sync for every group a batch wrote to (fsync always).
     pub shared_sync: bool,
+    /// Quiesce settled groups this node leads.
+    pub quiesce: bool,
     /// Size of each log segment.
     pub segment_bytes: u64,
     /// Size of a group's first log segment (at most `segment_bytes`).
@@ -240,6 +242,7 @@ impl ServerConfig {
             compact_delay: f.compact_delay.map_or(Duration::ZERO, |d| d.0),
             prefill_segments: f.prefill_segments.unwrap_or(true),
             shared_sync: f.shared_sync.unwrap_or(true),
+            quiesce: f.quiesce.unwrap_or(true),
             segment_bytes,
             segment_initial_bytes,
             space,

@@ -22,6 +22,7 @@ fn defaults_make_a_single_node_cluster() {
     assert_eq!((c.kv.event_slots, c.kv.event_bytes), (65536, 8 << 20));
     assert!(c.prefill_segments);
     assert!(c.shared_sync);
+    assert!(c.quiesce);
 }
 
 #[test]
@@ -302,4 +303,12 @@ fn switches_work_bare_and_with_a_value() {
     let c = resolve_args(&["--join=false", "--allow-addr-change"]).unwrap();
     assert!(!c.join && c.allow_addr_change);
     assert!(resolve_file("join = true\n").unwrap().join);
+}
+
+#[test]
+fn quiescence_can_be_turned_off_by_flag_or_file() {
+    assert!(!resolve_args(&["--quiesce", "false"]).unwrap().quiesce);
+    assert!(!resolve_file("quiesce = false\n").unwrap().quiesce);
+    let bad = Flags::try_parse_from(["shoald", "--quiesce", "sometimes"]);
+    assert!(bad.unwrap_err().to_string().contains("sometimes"));
 }

@@ -41,6 +41,7 @@ impl RaftLoop {
         let node_id = self.cfg.node_id;
         let now = self.now_ms();
         let cap = self.hub.limits().max_answer_bytes as u64;
+        self.active.insert(gid);
         let Some(g) = self.groups.get_mut(&gid) else {
             return unknown_group(gid, node_id);
         };

@@ -83,6 +83,8 @@ pub(super) struct Group {
     pub(super) sync_started_upto: LogIndex,
     /// The data dir's filesystem sync covers this group's storage (`--shared-sync`).
     pub(super) shared_sync: bool,
+    /// The membership index when the loop last gathered this group's members.
+    pub(super) members_seen: LogIndex,
     pub(super) dir: PathBuf,
 }
 

@@ -42,6 +42,7 @@ mod greet;
 mod group;
 mod health;
 mod members;
+mod quiet;
 mod requests;
 mod snapbg;
 mod system;
@@ -53,6 +54,7 @@ use greet::*;
 use group::*;
 use health::*;
 use members::*;
+use quiet::*;
 pub use requests::role_name;
 use requests::*;
 use snapbg::SnapWritten;
@@ -110,6 +112,15 @@ pub struct RaftLoop {
     /// B-tree node of inline values made every insert/remove use a stack frame of hundreds of
     /// KiB.
     groups: BTreeMap<GroupId, Box<Group>>,
+    /// The groups with work, ticked and flushed each round ([`quiet`]).
+    active: std::collections::BTreeSet<GroupId>,
+    /// Node liveness, which watches quiet groups ([`quiet`]).
+    live: Liveness,
+    /// Groups flushed since their data dirs' sizes were last read (an idle group's do not
+    /// change).
+    sizes_dirty: std::collections::BTreeSet<GroupId>,
+    /// When the hosted groups' members were last gathered for the handshake and the pings.
+    last_hello: Instant,
     start: Instant,
     fsync_hist: Arc<Histogram>,
     admin: Arc<Mutex<AdminView>>,
@@ -188,6 +199,10 @@ impl RaftLoop {
             rx,
             hub,
             groups: BTreeMap::new(),
+            active: Default::default(),
+            live: Liveness::default(),
+            sizes_dirty: Default::default(),
+            last_hello: Instant::now(),
             start: Instant::now(),
             fsync_hist,
             admin,
@@ -335,6 +350,7 @@ impl RaftLoop {
                 syncs_inflight: 0,
                 sync_started_upto: 0,
                 shared_sync: shared_sync,
+                members_seen: 0,
                 dir: dir,
             });
             Ok(())
@@ -343,6 +359,7 @@ impl RaftLoop {
         // SAFETY: `init` returned Ok, so `write_fields!` wrote every field of the slot.
         let mut group = unsafe { slot.assume_init() };
         group.node.set_background_snapshots(true);
+        group.node.set_quiesce(self.cfg.quiesce);
         let node = &group.node;
         log::info!(
             "group {g}: started at term {}, last index {}, members {:?}",
@@ -351,6 +368,8 @@ impl RaftLoop {
             node.raft().membership().all().as_slice()
         );
         self.groups.insert(g, group);
+        self.active.insert(g);
+        self.sizes_dirty.insert(g);
         Ok(())
     }
 
@@ -424,12 +443,16 @@ impl RaftLoop {
             }
             if now >= last_tick + TICK_MS {
                 last_tick = now;
-                for g in self.groups.values_mut() {
+                for id in &self.active {
+                    let Some(g) = self.groups.get_mut(id) else {
+                        continue;
+                    };
                     if let Err(e) = g.node.tick(now) {
                         log::error!("group {}: tick failed: {e}; stopping", g.id);
                         return 1;
                     }
                 }
+                self.liveness(now);
             }
             if let Err(code) = self.flush_all() {
                 return code;
@@ -537,7 +560,14 @@ impl RaftLoop {
         0
     }
 
-    fn refresh_hello(&self) {
+    fn refresh_hello(&mut self) {
+        self.last_hello = Instant::now();
+        let mut peers = std::collections::BTreeSet::new();
+        for g in self.groups.values() {
+            peers.extend(g.node.raft().membership().all());
+        }
+        peers.remove(&self.cfg.node_id);
+        self.live.peers = peers.into_iter().collect();
         let mut all = NodeSet::new();
         let mut joining = false;
         for g in self.groups.values() {
@@ -573,7 +603,13 @@ impl RaftLoop {
         let mut waiting: Vec<(GroupId, SyncPoint)> = Vec::new();
         // Leaders' own log syncs, handed to the sync threads as one round.
         let mut round = Vec::new();
-        for g in self.groups.values_mut() {
+        // Only the groups with work: an idle group has nothing to flush ([`quiet`]).
+        let flushed: Vec<GroupId> = self.active.iter().copied().collect();
+        self.active.retain(|id| self.groups.contains_key(id));
+        for id in &flushed {
+            let Some(g) = self.groups.get_mut(id) else {
+                continue;
+            };
             let mut events = Vec::new();
             match flush_group(g, now, defer, &mut round, &mut events) {
                 Ok(Flushed::Done) => {}
@@ -608,7 +644,18 @@ impl RaftLoop {
             let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
             settle_group(g, events, (now, wall), auth, &mut after);
         }
-        self.begin_snapshots(now);
+        self.begin_snapshots(now, &flushed);
+        let mut members_changed = false;
+        for id in flushed {
+            if let Some(g) = self.groups.get_mut(&id) {
+                let m = g.node.raft().membership_index();
+                members_changed |= std::mem::replace(&mut g.members_seen, m) != m;
+                self.sizes_dirty.insert(id);
+                if group_idle(g) && !g.node.raft().snapshot_due(now) {
+                    self.active.remove(&id);
+                }
+            }
+        }
         if after.big_batch {
             super::release_freed_memory();
         }
@@ -616,7 +663,11 @@ impl RaftLoop {
             self.net.ensure_peer(a.id, &a.raft_addr);
         }
         self.after_records(now);
-        self.refresh_hello();
+        // Every group's members, gathered when a group's membership changed, and once a second
+        // (groups come and go).
+        if members_changed || self.last_hello.elapsed() >= Duration::from_secs(1) {
+            self.refresh_hello();
+        }
         if self.last_view.elapsed() >= Duration::from_millis(100) {
             self.last_view = Instant::now();
             self.publish_view();
@@ -681,7 +732,12 @@ impl RaftLoop {
     fn publish_view(&mut self) {
         if self.last_sizes.elapsed() >= Duration::from_secs(1) {
             self.last_sizes = Instant::now();
-            for g in self.groups.values() {
+            // Only groups flushed since: an idle group's files do not change.
+            for id in std::mem::take(&mut self.sizes_dirty) {
+                let Some(g) = self.groups.get(&id) else {
+                    self.sizes.remove(&id);
+                    continue;
+                };
                 let log = dir_bytes(&g.dir.join("log"));
                 let snap = dir_bytes(&g.dir.join("snap"));
                 self.sizes.insert(g.id, (log, snap));
@@ -721,6 +777,7 @@ impl RaftLoop {
                             match_index: m.match_index,
                         })
                         .collect(),
+                    quiet: r.is_quiet(),
                     proposals: g.proposals,
                     writes_refused: g.writes_refused,
                     max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,

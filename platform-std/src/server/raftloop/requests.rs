@@ -77,6 +77,7 @@ impl RaftLoop {
     /// A background fdatasync finished: the group's leader may count its own log now.
     pub(super) fn sync_done(&mut self, done: SyncDone) {
         let SyncDone { job, result } = done;
+        self.active.insert(job.group);
         let Some(g) = self.groups.get_mut(&job.group) else {
             return;
         };
@@ -118,6 +119,10 @@ impl RaftLoop {
             Err(_) => return self.peer_faults.refuse(now, Fault::BadFrame),
         };
         let (group, from) = (frame.header.group, frame.header.from);
+        self.heard_from(from, now);
+        if frame.body == Body::Ping {
+            return;
+        }
         if !matches!(frame.body, Body::Raft(_)) {
             // Group 0's handshake is the connection's own, done before any frame comes here.
             if group == 0 {
@@ -131,6 +136,7 @@ impl RaftLoop {
         if !self.greetings.passed(group, from) {
             return self.greet(group, from);
         }
+        self.active.insert(group);
         let g = self.groups.get_mut(&group).expect("hosted or joined above");
         if let Err(e) = g.node.handle_decoded(now, &frame, used) {
             log::error!("group {group}: fatal: {e}; stopping");
@@ -230,6 +236,7 @@ impl RaftLoop {
             auth: &self.auth,
             counts: &self.auth_counts,
         };
+        self.active.insert(gid);
         let Some(g) = self.groups.get_mut(&gid) else {
             reply.send(unknown_group(gid, node_id));
             return;

@@ -31,9 +31,11 @@ impl SnapshotWriter for InMemory {
 
 impl RaftLoop {
     /// Begin the snapshot of every group that is due one (and has none in flight).
-    pub(super) fn begin_snapshots(&mut self, now: u64) {
-        for g in self.groups.values_mut() {
-            begin_snapshot(g, now, &self.snap_written_tx);
+    pub(super) fn begin_snapshots(&mut self, now: u64, flushed: &[GroupId]) {
+        for id in flushed {
+            if let Some(g) = self.groups.get_mut(id) {
+                begin_snapshot(g, now, &self.snap_written_tx);
+            }
         }
     }
 
@@ -43,6 +45,7 @@ impl RaftLoop {
     pub(super) fn snapshot_written(&mut self, done: SnapWritten) {
         let now = self.now_ms();
         // A group removed meanwhile: its dir is going, and the snapshot with it.
+        self.active.insert(done.group);
         let Some(g) = self.groups.get_mut(&done.group) else {
             return;
         };
