@@ -129,7 +129,13 @@ struct Measured {
     next_check: Option<Instant>,
     free_bytes: u64,
     used_bytes: u64,
+    /// When `used_bytes` was last measured by walking the data dir.
+    used_at: Option<Instant>,
 }
+
+/// How often [`Space::recheck`] walks the whole data dir to refresh the used bytes it reports:
+/// the walk stats every file of every group, a cost that grows with the groups hosted.
+pub const USED_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The space policy of one data dir; see the [module docs](self).
 #[derive(Debug)]
@@ -156,6 +162,7 @@ impl Space {
                 next_check: None,
                 free_bytes: 0,
                 used_bytes: 0,
+                used_at: None,
             }),
             alarms_raised: AtomicU64::new(0),
             refused_writes: AtomicU64::new(0),
@@ -262,7 +269,8 @@ impl Space {
     }
 
     /// Measure again if the alarm is raised and a check is due; clear it when the growth it
-    /// waits for fits. Also refreshes the figures [`Space::stats`] reports.
+    /// waits for fits. Also refreshes the figures [`Space::stats`] reports (the used bytes at
+    /// most every [`USED_REFRESH`]).
     pub fn recheck(&self) {
         let mut m = self.lock();
         let due = m.next_check.is_none_or(|t| Instant::now() >= t);
@@ -270,7 +278,10 @@ impl Space {
             if let Ok(free) = free_bytes(&self.root) {
                 m.free_bytes = free;
             }
-            m.used_bytes = dir_bytes(&self.root);
+            if m.used_at.is_none_or(|t| t.elapsed() >= USED_REFRESH) {
+                m.used_bytes = dir_bytes(&self.root);
+                m.used_at = Some(Instant::now());
+            }
             return;
         }
         let need = m.need_bytes;
@@ -291,6 +302,7 @@ impl Space {
         }
         if self.limits.quota_bytes > 0 {
             m.used_bytes = dir_bytes(&self.root);
+            m.used_at = Some(Instant::now());
             if m.used_bytes.saturating_add(bytes) > self.limits.quota_bytes {
                 return Some(SpaceAlarm::Quota);
             }

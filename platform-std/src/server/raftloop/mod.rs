@@ -119,6 +119,8 @@ pub struct RaftLoop {
     /// Groups flushed since their data dirs' sizes were last read (an idle group's do not
     /// change).
     sizes_dirty: std::collections::BTreeSet<GroupId>,
+    /// Groups flushed since the admin view was last published.
+    view_dirty: std::collections::BTreeSet<GroupId>,
     /// When the hosted groups' members were last gathered for the handshake and the pings.
     last_hello: Instant,
     start: Instant,
@@ -202,6 +204,7 @@ impl RaftLoop {
             active: Default::default(),
             live: Liveness::default(),
             sizes_dirty: Default::default(),
+            view_dirty: Default::default(),
             last_hello: Instant::now(),
             start: Instant::now(),
             fsync_hist,
@@ -651,6 +654,7 @@ impl RaftLoop {
                 let m = g.node.raft().membership_index();
                 members_changed |= std::mem::replace(&mut g.members_seen, m) != m;
                 self.sizes_dirty.insert(id);
+                self.view_dirty.insert(id);
                 if group_idle(g) && !g.node.raft().snapshot_due(now) {
                     self.active.remove(&id);
                 }
@@ -741,6 +745,7 @@ impl RaftLoop {
                 let log = dir_bytes(&g.dir.join("log"));
                 let snap = dir_bytes(&g.dir.join("snap"));
                 self.sizes.insert(g.id, (log, snap));
+                self.view_dirty.insert(id);
             }
             // A raised space alarm clears here once space returns, writes or not.
             if let Some(space) = self.data.space() {
@@ -749,45 +754,48 @@ impl RaftLoop {
         }
         let health = self.health();
         let node_id = self.cfg.node_id;
-        let groups = self
-            .groups
-            .values()
-            .map(|g| {
-                let st = status(g, node_id);
-                let (log_bytes, snapshot_bytes) = self.sizes.get(&g.id).copied().unwrap_or((0, 0));
-                let r = g.node.raft();
-                GroupView {
-                    group: g.id,
-                    role: st.role.clone(),
-                    term: st.term,
-                    leader: st.leader,
-                    commit: st.commit,
-                    applied: st.applied,
-                    last_index: st.last_index,
-                    snapshot_index: st.snapshot_index,
-                    log_bytes,
-                    snapshot_bytes,
-                    members: st
-                        .members
-                        .iter()
-                        .map(|m| PeerView {
-                            id: m.id,
-                            raft_addr: m.raft_addr.clone(),
-                            role: m.role.clone(),
-                            match_index: m.match_index,
-                        })
-                        .collect(),
-                    quiet: r.is_quiet(),
-                    proposals: g.proposals,
-                    writes_refused: g.writes_refused,
-                    max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,
-                    max_leases: g.node.state_machine().store().limits().max_leases as u64,
-                    leases: g.node.state_machine().store().lease_count() as u64,
-                    clock_drift_peers: r.clock_drift_peers() as u64,
-                    node_stats: g.node.stats(),
-                    raft_stats: r.stats(),
-                }
-            })
+        // Only the views of groups flushed (or measured) since the last publish are built
+        // again: an idle group's view does not change.
+        let dirty = std::mem::take(&mut self.view_dirty);
+        let view = |g: &Group| -> GroupView {
+            let st = status(g, node_id);
+            let (log_bytes, snapshot_bytes) = self.sizes.get(&g.id).copied().unwrap_or((0, 0));
+            let r = g.node.raft();
+            GroupView {
+                group: g.id,
+                role: st.role.clone(),
+                term: st.term,
+                leader: st.leader,
+                commit: st.commit,
+                applied: st.applied,
+                last_index: st.last_index,
+                snapshot_index: st.snapshot_index,
+                log_bytes,
+                snapshot_bytes,
+                members: st
+                    .members
+                    .iter()
+                    .map(|m| PeerView {
+                        id: m.id,
+                        raft_addr: m.raft_addr.clone(),
+                        role: m.role.clone(),
+                        match_index: m.match_index,
+                    })
+                    .collect(),
+                quiet: r.is_quiet(),
+                proposals: g.proposals,
+                writes_refused: g.writes_refused,
+                max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,
+                max_leases: g.node.state_machine().store().limits().max_leases as u64,
+                leases: g.node.state_machine().store().lease_count() as u64,
+                clock_drift_peers: r.clock_drift_peers() as u64,
+                node_stats: g.node.stats(),
+                raft_stats: r.stats(),
+            }
+        };
+        let fresh: Vec<GroupView> = dirty
+            .iter()
+            .filter_map(|id| self.groups.get(id).map(|g| view(g)))
             .collect();
         let mut v = self.admin.lock().expect("admin lock");
         v.node_id = node_id;
@@ -795,7 +803,20 @@ impl RaftLoop {
         v.raft_addr.clone_from(&self.cfg.raft_addr);
         v.client_addr.clone_from(&self.cfg.client_addr);
         v.running = !self.draining;
-        v.groups = groups;
+        if v.groups
+            .iter()
+            .map(|g| g.group)
+            .eq(self.groups.keys().copied())
+        {
+            for gv in fresh {
+                if let Ok(i) = v.groups.binary_search_by_key(&gv.group, |g| g.group) {
+                    v.groups[i] = gv;
+                }
+            }
+        } else {
+            // Groups came or went: every view again (sorted by group, as `groups` is).
+            v.groups = self.groups.values().map(|g| view(g)).collect();
+        }
         v.clients = self.hub.view();
         v.records = RecordsView {
             group_dirs_pending_removal: self.sys.dirs_pending_removal(),

@@ -1,0 +1,116 @@
+//! Idle groups go quiet (no heartbeats, no timer work) and stay correct: on 3 nodes with 200
+//! groups every group quiesces (`shoal_groups_quiet`), a write to one is served at once, and
+//! when the node leading some quiet groups is killed, node liveness wakes them and they elect
+//! new leaders and serve writes.
+#![cfg(unix)]
+
+use shoal_client::protocol::{ReadMode, Request, Response};
+use shoal_testkit::{wait_for, Cluster, WAIT};
+use std::time::Duration;
+
+const GROUPS: u32 = 200;
+
+fn create_groups(c: &Cluster) {
+    for g in 1..=GROUPS {
+        let r = c.call_any(
+            g,
+            Request::GroupCreate {
+                members: vec![1, 2, 3],
+            },
+            "group create",
+        );
+        assert!(matches!(r, Response::Done { .. }), "group {g}: {r:?}");
+    }
+}
+
+fn quiet(c: &Cluster, id: u64) -> usize {
+    c.gauge(id, "shoal_groups_quiet")
+}
+
+#[test]
+fn idle_groups_go_quiet_wake_for_writes_and_elect_when_their_leader_dies() {
+    let mut c = Cluster::builder().build();
+    c.start_all();
+    c.wait_leader(0);
+    create_groups(&c);
+    // Every node hosts every group, and each goes quiet once settled (group 0 included).
+    let all = GROUPS as usize + 1;
+    for id in [1u64, 2, 3] {
+        wait_for(&format!("node {id}: every group quiet"), WAIT * 2, || {
+            quiet(&c, id) == all
+        });
+    }
+    // The admin view says which.
+    let (_, status) = c.http_get(1, "/status").expect("/status");
+    assert!(status.contains("\"quiet\":true"), "{status}");
+
+    // A write to a quiet group is served at once, and the group goes quiet again.
+    c.put(17, 1, 1, "k", "v1");
+    assert_eq!(
+        c.get_any(17, "k", ReadMode::Linearizable),
+        Some(b"v1".to_vec())
+    );
+    assert_eq!(c.get_any(17, "k", ReadMode::Lease), Some(b"v1".to_vec()));
+    for id in [1u64, 2, 3] {
+        wait_for(&format!("node {id}: group 17 quiet again"), WAIT, || {
+            quiet(&c, id) == all
+        });
+    }
+
+    // Kill the node that leads group 5 (and others): they are quiet, and nothing in them
+    // notices; node liveness does, and wakes them.
+    let dead = c.wait_leader(5);
+    let led: Vec<u32> = (1..=GROUPS)
+        .filter(|&g| c.status(dead, g).is_some_and(|s| s.role == "leader"))
+        .collect();
+    assert!(led.contains(&5));
+    c.kill(dead);
+    for (i, &g) in led.iter().enumerate().step_by((led.len() / 10).max(1)) {
+        let leader = c.wait_leader(g);
+        assert_ne!(leader, dead);
+        c.put(g, 100 + i as u64, 1, "after", "yes");
+        assert_eq!(
+            c.get_any(g, "after", ReadMode::Linearizable),
+            Some(b"yes".to_vec()),
+            "group {g}"
+        );
+    }
+    // Every group the dead node led has a new leader.
+    for &g in &led {
+        let s = c.wait_leader(g);
+        assert_ne!(s, dead, "group {g}");
+    }
+    // With a member gone for good, its groups stay awake (they cannot settle); the others
+    // stay quiet.
+    std::thread::sleep(Duration::from_secs(1));
+    let alive: Vec<u64> = [1u64, 2, 3].into_iter().filter(|&id| id != dead).collect();
+    for id in alive {
+        assert!(
+            quiet(&c, id) < all,
+            "node {id}: groups with a dead member stay awake"
+        );
+    }
+}
+
+#[test]
+fn with_quiesce_off_groups_never_go_quiet() {
+    let mut c = Cluster::builder().args(&["--quiesce", "false"]).build();
+    c.start_all();
+    c.wait_leader(0);
+    for g in 1..=5 {
+        let r = c.call_any(
+            g,
+            Request::GroupCreate {
+                members: vec![1, 2, 3],
+            },
+            "group create",
+        );
+        assert!(matches!(r, Response::Done { .. }), "{r:?}");
+        c.wait_leader(g);
+    }
+    c.put(3, 1, 1, "k", "v");
+    std::thread::sleep(Duration::from_secs(2));
+    for id in [1u64, 2, 3] {
+        assert_eq!(quiet(&c, id), 0, "node {id}");
+    }
+}
