@@ -42,7 +42,7 @@ fn idle_groups_go_quiet_wake_for_writes_and_elect_when_their_leader_dies() {
     }
     // The admin view says which.
     let (_, status) = c.http_get(1, "/status").expect("/status");
-    assert!(status.contains("\"quiet\":true"), "{status}");
+    assert!(status.contains("\"quiet\": true"), "{status}");
 
     // A write to a quiet group is served at once, and the group goes quiet again.
     c.put(17, 1, 1, "k", "v1");
