@@ -62,6 +62,9 @@ pub(super) struct Records {
     /// The last member record this leader proposed to fill a gap: none again until applied.
     fill_upto: LogIndex,
     last_fill: Option<Instant>,
+    /// Group records not acted on yet: creating groups stopped for this round (see
+    /// [`RaftLoop::apply_group_records`]).
+    more_groups: bool,
 }
 
 impl Records {
@@ -230,6 +233,9 @@ impl RaftLoop {
             self.apply_member_records();
             self.apply_group_records();
             self.refresh_hello();
+        } else if self.sys.more_groups {
+            self.apply_group_records();
+            self.refresh_hello();
         }
         self.fill_member_records(now);
         self.free_removed();
@@ -248,8 +254,16 @@ impl RaftLoop {
     }
 
     /// Create the live groups that list this node; stop and set aside the removed ones.
+    ///
+    /// Creating a group makes and syncs its dirs (tens of milliseconds); a batch that defined
+    /// many groups is acted on over several rounds, at most a heartbeat interval of creating
+    /// per round, so this node's groups keep heartbeating meanwhile (a node that stops for an
+    /// election timeout loses its leaderships, group 0's included).
     fn apply_group_records(&mut self) {
         let me = self.cfg.node_id;
+        let started = Instant::now();
+        let budget = Duration::from_millis(self.cfg.raft.heartbeat_interval_ms);
+        self.sys.more_groups = false;
         let records: Vec<(GroupId, GroupRecord)> = self
             .sys
             .groups
@@ -263,6 +277,10 @@ impl RaftLoop {
                 GroupState::Active if !hosted && rec.members.contains(&me) => {
                     if self.sys.removing(gid) {
                         continue;
+                    }
+                    if started.elapsed() >= budget {
+                        self.sys.more_groups = true;
+                        break;
                     }
                     let addrs = self.known_addrs();
                     match self.open_group(gid, &addrs, Some(&rec.members)) {
@@ -294,7 +312,9 @@ impl RaftLoop {
             .groups
             .get(&gid)
             .is_some_and(|r| r.state == GroupState::Active);
-        if gid == 0 || !live || self.sys.removing(gid) {
+        // While group records wait to be acted on, their groups are created from the records
+        // (a few each round); a frame that comes first is dropped, and sent again.
+        if gid == 0 || !live || self.sys.removing(gid) || self.sys.more_groups {
             return false;
         }
         let addrs = self.known_addrs();
