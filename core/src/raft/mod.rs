@@ -29,6 +29,7 @@
 //! | `outbox.rs` | outgoing messages: sent at once, or held until durable |
 //! | `progress.rs` | the leader's view of one peer |
 //! | `clock.rs` | the clock check: whether each follower's clock runs at the leader's rate |
+//! | `quiesce.rs` | quiescence (`quiesce` feature): settled groups stop heartbeats and timers |
 
 mod append;
 pub mod clock;
