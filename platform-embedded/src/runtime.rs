@@ -448,6 +448,10 @@ where
                         }
                         self.node.handle_decoded(now_ms, &decoded, used)?;
                     }
+                    // A liveness ping of a host that quiesces its groups (shoal-core's
+                    // `quiesce` feature, which boards do not build): nothing to act on here.
+                    #[allow(unreachable_patterns)]
+                    _ => {}
                 }
             }
         }

@@ -550,7 +550,7 @@ impl<'w, W: Workload> Run<'w, W> {
             return;
         }
         let live = self.live_nodes();
-        if self.now % self.cfg.heartbeat_interval_ms == 0 {
+        if self.now.is_multiple_of(self.cfg.heartbeat_interval_ms) {
             let mut out = self.out.borrow_mut();
             for &from in &live {
                 for &to in self.schedule.all_nodes.iter().filter(|&&to| to != from) {
