@@ -280,6 +280,12 @@ pub(in crate::server::raftloop) fn read(
 ) {
     match mode {
         ReadMode::Local => answer_read(g.node.state_machine(), &req, &reply, gate),
+        // Behind reads still waiting for a ReadIndex round (a lease read on a quiet leader
+        // takes one, and wakes it), a lease read waits too: a connection's answers keep their
+        // order.
+        ReadMode::Lease if !g.index_reads.is_empty() => {
+            read(g, now, ReadMode::Linearizable, req, reply, gate)
+        }
         ReadMode::Lease => match g.node.read_lease(now) {
             Ok(index) if index <= g.node.applied() => {
                 answer_read(g.node.state_machine(), &req, &reply, gate)
