@@ -7,6 +7,40 @@ use shoal_client::protocol::HealthInfo;
 use shoal_core::storage::StorageError;
 
 impl RaftLoop {
+    /// The health in the admin view, judged again only for the groups whose health can have
+    /// changed: awake ones, and those flushed since (`dirty`). A quiet, idle group's stands (it
+    /// is healthy while quiet), so thousands of idle groups cost no words each publish.
+    pub(super) fn publish_health(
+        &self,
+        v: &mut crate::server::admin::AdminView,
+        dirty: &std::collections::BTreeSet<GroupId>,
+    ) {
+        let same_groups = v.health.as_ref().is_some_and(|h| {
+            h.groups
+                .iter()
+                .map(|g| g.group)
+                .eq(self.groups.keys().copied())
+        });
+        let Some(h) = v.health.as_mut().filter(|_| same_groups) else {
+            v.health = Some(self.health());
+            return;
+        };
+        let now = self.now_ms();
+        for (gh, g) in h.groups.iter_mut().zip(self.groups.values()) {
+            if dirty.contains(&g.id) || !g.node.raft().is_quiet() {
+                *gh = health::group_health(g.id, g.node.raft(), now);
+            }
+        }
+        let space = self.data.space().map(|s| s.stats());
+        let groups = std::mem::take(&mut h.groups);
+        *h = health::verdict(
+            self.cfg.node_id,
+            !self.draining,
+            groups,
+            health::alarms(space.as_ref()),
+        );
+    }
+
     /// Whether this node can vouch for every group it hosts, and why not.
     pub(super) fn health(&self) -> HealthInfo {
         let now = self.now_ms();

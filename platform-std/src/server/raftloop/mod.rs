@@ -752,7 +752,6 @@ impl RaftLoop {
                 space.recheck();
             }
         }
-        let health = self.health();
         let node_id = self.cfg.node_id;
         // Only the views of groups flushed (or measured) since the last publish are built
         // again: an idle group's view does not change.
@@ -831,7 +830,7 @@ impl RaftLoop {
         if let Some(tls) = self.net.tls.get() {
             v.tls = tls.view();
         }
-        v.health = Some(health);
+        self.publish_health(&mut v, &dirty);
         v.space = self.data.space().map(|s| s.stats());
         v.accept = self.accept.view();
         v.auth = self.auth_view();
