@@ -335,3 +335,55 @@ fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
         Some(b"2b".to_vec())
     );
 }
+
+/// A member without room for one more group (its open-file limit) does not create it, says why
+/// once (not at every retry), and the group is served by the members that have room.
+#[test]
+fn a_member_without_room_for_a_group_says_why_once_and_the_others_serve_it() {
+    let mut c = Cluster::builder()
+        .args(&[
+            "--client-max-connections",
+            "16",
+            "--peer-max-connections",
+            "8",
+            "--admin-max-connections",
+            "4",
+        ])
+        .build();
+    // Node 3 has room for group 0 and one more (92 + 2 + 1); nodes 1 and 2 for many.
+    // Node 3 starts once 1 and 2 have a leader: the refusal must come from a member, not
+    // from group 0's leader checking its own room.
+    c.node_mut(3).max_open_files = Some(95);
+    c.start(1);
+    c.start(2);
+    let l0 = c.wait_leader(0);
+    c.start(3);
+    for g in ["1", "2"] {
+        c.ctl_at(&[l0], &["--group", g, "group", "create", "1,2,3"])
+            .ok();
+    }
+    c.wait_leader(2);
+    c.put(2, 21, 1, "k", "v");
+    assert_eq!(
+        c.get(1, 2, "k", ReadMode::Linearizable),
+        Some(b"v".to_vec())
+    );
+    wait_for("node 3 to host group 1 only", WAIT, || {
+        c.groups(3) == Some(vec![0, 1])
+    });
+    const WHY: &str = "group 2: cannot create it: group 2: this node cannot host 3 groups";
+    wait_for("node 3 to say why", WAIT, || c.node(3).log().contains(WHY));
+    // Tried again every 10 s, logged once.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    assert_eq!(
+        c.node(3).log().matches(WHY).count(),
+        1,
+        "{}",
+        c.node(3).log()
+    );
+    c.put(2, 21, 2, "k", "w");
+    assert_eq!(
+        c.get(2, 2, "k", ReadMode::Linearizable),
+        Some(b"w".to_vec())
+    );
+}

@@ -65,7 +65,14 @@ pub(super) struct Records {
     /// Group records not acted on yet: creating groups stopped for this round (see
     /// [`RaftLoop::apply_group_records`]).
     more_groups: bool,
+    /// Groups this node failed to create, when and why: tried again after
+    /// [`CREATE_RETRY`], and logged again only when the reason changes.
+    create_failed: BTreeMap<GroupId, (Instant, String)>,
 }
+
+/// How long a group this node could not create (no descriptor, no space) waits before it is
+/// tried again.
+const CREATE_RETRY: Duration = Duration::from_secs(10);
 
 impl Records {
     /// Removed groups' dirs on disk: waiting for their grace period or being deleted.
@@ -233,12 +240,20 @@ impl RaftLoop {
             self.apply_member_records();
             self.apply_group_records();
             self.refresh_hello();
-        } else if self.sys.more_groups {
+        } else if self.sys.more_groups || self.retry_due() {
             self.apply_group_records();
             self.refresh_hello();
         }
         self.fill_member_records(now);
         self.free_removed();
+    }
+
+    /// Whether a group this node failed to create is due to be tried again.
+    fn retry_due(&self) -> bool {
+        self.sys
+            .create_failed
+            .values()
+            .any(|(at, _)| at.elapsed() >= CREATE_RETRY)
     }
 
     /// Every hosted group's address book learns the records; dialers follow.
@@ -264,6 +279,10 @@ impl RaftLoop {
         let started = Instant::now();
         let budget = Duration::from_millis(self.cfg.raft.heartbeat_interval_ms);
         self.sys.more_groups = false;
+        let groups = &self.sys.groups;
+        self.sys
+            .create_failed
+            .retain(|g, _| groups.get(g).is_some_and(|r| r.state == GroupState::Active));
         let records: Vec<(GroupId, GroupRecord)> = self
             .sys
             .groups
@@ -282,13 +301,34 @@ impl RaftLoop {
                         self.sys.more_groups = true;
                         break;
                     }
+                    if let Some((at, _)) = self.sys.create_failed.get(&gid) {
+                        if at.elapsed() < CREATE_RETRY {
+                            continue;
+                        }
+                    }
                     let addrs = self.known_addrs();
                     match self.open_group(gid, &addrs, Some(&rec.members)) {
-                        Ok(()) => log::info!(
-                            "group {gid} created from its record: voters {:?}",
-                            rec.members.as_slice()
-                        ),
-                        Err(e) => log::error!("group {gid}: cannot create it: {e}"),
+                        Ok(()) => {
+                            self.sys.create_failed.remove(&gid);
+                            log::info!(
+                                "group {gid} created from its record: voters {:?}",
+                                rec.members.as_slice()
+                            )
+                        }
+                        Err(e) => {
+                            let again = self
+                                .sys
+                                .create_failed
+                                .get(&gid)
+                                .is_some_and(|(_, w)| *w == e);
+                            if !again {
+                                log::error!(
+                                    "group {gid}: cannot create it: {e} (tried again every {}s)",
+                                    CREATE_RETRY.as_secs()
+                                );
+                            }
+                            self.sys.create_failed.insert(gid, (Instant::now(), e));
+                        }
                     }
                 }
                 GroupState::Removed if hosted => self.retire_group(gid),
