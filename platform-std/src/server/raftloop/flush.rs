@@ -1,0 +1,245 @@
+//! The batch boundary: every group flushed once, the syncs shared between them, and what each
+//! flush leaves for the loop (answers, role changes, new peers).
+
+use super::*;
+
+impl RaftLoop {
+    // ----- the batch boundary ----------------------------------------------------------------------
+
+    pub(super) fn flush_all(&mut self) -> Result<(), i32> {
+        let now = self.now_ms();
+        let wall = wall_ms();
+        let mut after = AfterFlush::default();
+        let defer = self.cfg.fsync == FsyncMode::Always;
+        // Groups whose flush waits for the one shared sync of this batch.
+        let mut waiting: Vec<(GroupId, SyncPoint)> = Vec::new();
+        // Leaders' own log syncs, handed to the sync threads as one round.
+        let mut round = Vec::new();
+        // Only the groups with work: an idle group has nothing to flush ([`quiet`]).
+        let flushed: Vec<GroupId> = self.active.iter().copied().collect();
+        self.active.retain(|id| self.groups.contains_key(id));
+        for id in &flushed {
+            let Some(g) = self.groups.get_mut(id) else {
+                continue;
+            };
+            let mut events = Vec::new();
+            match flush_group(g, now, defer, &mut round, &mut events) {
+                Ok(Flushed::Done) => {}
+                Ok(Flushed::Waits(at)) => {
+                    waiting.push((g.id, at));
+                    continue;
+                }
+                Err(e) => {
+                    log::error!("group {}: fatal: {e}; stopping", g.id);
+                    return Err(1);
+                }
+            }
+            let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
+            settle_group(g, events, (now, wall), auth, &mut after);
+        }
+        self.start_round(round)?;
+        let covered = self.sync_waiting(&waiting)?;
+        for ((id, at), covered) in waiting.into_iter().zip(covered) {
+            let g = self.groups.get_mut(&id).expect("a waiting group is hosted");
+            let mut events = Vec::new();
+            let r = if covered {
+                g.node.synced(at, now, &mut |ev| events.push(ev))
+            } else {
+                // Not covered by a shared sync: the group syncs by itself (and its driver
+                // applies the failure policy to a refusal).
+                g.node.flush(now, &mut |ev| events.push(ev))
+            };
+            if let Err(e) = r {
+                log::error!("group {id}: fatal: {e}; stopping");
+                return Err(1);
+            }
+            let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
+            settle_group(g, events, (now, wall), auth, &mut after);
+        }
+        self.begin_snapshots(now, &flushed);
+        let mut members_changed = false;
+        for id in flushed {
+            if let Some(g) = self.groups.get_mut(&id) {
+                let m = g.node.raft().membership_index();
+                members_changed |= std::mem::replace(&mut g.members_seen, m) != m;
+                self.sizes_dirty.insert(id);
+                self.view_dirty.insert(id);
+                if group_idle(g) && !g.node.raft().snapshot_due(now) {
+                    self.active.remove(&id);
+                }
+            }
+        }
+        if after.big_batch {
+            crate::server::release_freed_memory();
+        }
+        for a in after.new_peers {
+            self.net.ensure_peer(a.id, &a.raft_addr);
+        }
+        self.after_records(now);
+        // Every group's members, gathered when a group's membership changed, and once a second
+        // (groups come and go).
+        if members_changed || self.last_hello.elapsed() >= Duration::from_secs(1) {
+            self.refresh_hello();
+        }
+        if self.last_view.elapsed() >= Duration::from_millis(100) {
+            self.last_view = Instant::now();
+            self.publish_view();
+        }
+        Ok(())
+    }
+
+    /// Hand this batch's background syncs to the sync threads; should they be gone, sync here.
+    fn start_round(&mut self, round: Vec<SyncJob>) -> Result<(), i32> {
+        if round.is_empty() {
+            return Ok(());
+        }
+        let Err(e) = self.sync_jobs.try_send(round) else {
+            return Ok(());
+        };
+        for job in e.into_inner() {
+            let Some(g) = self.groups.get_mut(&job.group) else {
+                continue;
+            };
+            g.syncs_inflight -= 1;
+            if let Err(e) = job.sync.run() {
+                log::error!("group {}: fatal: {e}; stopping", g.id);
+                return Err(1);
+            }
+            g.node.storage_mut().inner.background_synced(&job.sync);
+            g.node.log_persisted(job.at);
+        }
+        Ok(())
+    }
+
+    /// Make the waiting groups' writes durable with one sync of the data dir's filesystem;
+    /// which of them it covered. A group alone syncs by itself (one fdatasync is cheaper than a
+    /// filesystem sync), and so does one on another filesystem or whose writes were refused.
+    fn sync_waiting(&mut self, waiting: &[(GroupId, SyncPoint)]) -> Result<Vec<bool>, i32> {
+        let Some(fs) = self.fs_sync.clone().filter(|_| waiting.len() > 1) else {
+            return Ok(vec![false; waiting.len()]);
+        };
+        let mut covered = Vec::with_capacity(waiting.len());
+        for (id, _) in waiting {
+            let g = self.groups.get_mut(id).expect("a waiting group is hosted");
+            covered
+                .push(g.shared_sync && g.node.storage_mut().inner.write_for_shared_sync().is_ok());
+        }
+        if !covered.contains(&true) {
+            return Ok(covered);
+        }
+        let t = Instant::now();
+        if let Err(e) = fs.run() {
+            // As after a failed fdatasync, what the page cache holds is unknown.
+            log::error!("fatal: {e}; stopping");
+            return Err(1);
+        }
+        self.fsync_hist.observe_us(t.elapsed().as_micros() as u64);
+        self.fsync_hist.shared.fetch_add(1, Ordering::Relaxed);
+        for ((id, _), _) in waiting.iter().zip(&covered).filter(|(_, c)| **c) {
+            let g = self.groups.get_mut(id).expect("a waiting group is hosted");
+            g.node.storage_mut().inner.shared_synced();
+        }
+        Ok(covered)
+    }
+}
+
+/// What the flushes of one batch leave for the loop to do once every group is flushed.
+#[derive(Default)]
+struct AfterFlush {
+    /// A flush applied so much that freed memory is worth returning to the OS.
+    big_batch: bool,
+    /// Peers whose addresses were applied: dial them.
+    new_peers: Vec<MemberAddr>,
+}
+
+/// Act on what one group's flush reported: answer writes and reads, log role changes, then
+/// the group's own after-flush work.
+fn settle_group(
+    g: &mut Group,
+    events: Vec<Event<GroupOutput>>,
+    (now, wall): (u64, u64),
+    (auth, auth_seen, counts): (
+        &mut crate::server::auth::AuthState,
+        &mut Option<u64>,
+        &AuthCounts,
+    ),
+    after: &mut AfterFlush,
+) {
+    after.big_batch |= events.len() > TRIM_AFTER_EVENTS;
+    // Group 0 holds the auth records: read them again before this flush's reads are
+    // served, so a read checks against the state it reads from.
+    if g.id == 0 {
+        reload_auth(auth, auth_seen, g.node.state_machine().store());
+    }
+    let gate = Gate {
+        auth: &*auth,
+        counts,
+    };
+    for ev in events {
+        match ev {
+            Event::Applied {
+                index,
+                term,
+                output,
+            } => match output {
+                GroupOutput::Kv(applied) => {
+                    if let Some(p) = g.pending_sys.remove(&index) {
+                        answer_system(g, index, term, &applied, p);
+                    } else if let Some((t, reply)) = g.pending_writes.remove(&index) {
+                        if t == term {
+                            reply.send(Response::Written {
+                                index,
+                                result: applied.result,
+                            });
+                        } else {
+                            reply.send(unavailable(
+                                "the write was overwritten by a new leader; retry with the same session",
+                            ));
+                        }
+                    }
+                }
+                GroupOutput::Addr(Some(a)) => match g.book.upsert(a.clone()) {
+                    Ok(true) => after.new_peers.push(a),
+                    Ok(false) => {}
+                    Err(e) => log::error!("group {}: {e}", g.id),
+                },
+                GroupOutput::Addr(None) => {
+                    log::warn!("group {}: address entry {index} does not decode", g.id)
+                }
+            },
+            Event::ReadReady { upto, .. } => {
+                while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
+                    let (_, reply, req) = g.index_reads.pop_front().expect("checked");
+                    let sm = g.node.state_machine();
+                    answer_or_park(sm, req, reply, &mut g.parked_reads, gate);
+                }
+            }
+            Event::ReadFailed { upto } => {
+                while g.index_reads.front().is_some_and(|r| r.0 <= upto) {
+                    let (_, reply, _) = g.index_reads.pop_front().expect("checked");
+                    reply.send(unavailable(
+                        "the read could not be confirmed (leadership changed or no quorum); retry",
+                    ));
+                }
+            }
+            Event::RoleChanged { role, term, leader } => {
+                log::info!(
+                    "group {}: {} in term {term}, leader {leader}",
+                    g.id,
+                    role_name(role)
+                );
+                if role != Role::Leader {
+                    for (_, reply, _) in g.lease_reads.drain(..) {
+                        reply.send(unavailable("leadership lost; retry"));
+                    }
+                }
+            }
+            Event::Snapshot { index } => {
+                log::info!("group {}: snapshot taken at index {index}", g.id);
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+    after_flush(g, now, wall, gate);
+}
