@@ -114,3 +114,42 @@ fn with_quiesce_off_groups_never_go_quiet() {
         assert_eq!(quiet(&c, id), 0, "node {id}");
     }
 }
+
+/// A node with a thousand groups, each written once, killed (SIGKILL) and started again:
+/// every group comes back on it, elects, holds its acknowledged write, takes a new one, and
+/// goes quiet again.
+#[test]
+fn a_node_with_a_thousand_groups_restarts_and_recovers_each() {
+    const MANY: u32 = 1_000;
+    let mut c = Cluster::builder().voters([1]).build();
+    c.start(1);
+    c.wait_leader(0);
+    for g in 1..=MANY {
+        let r = c.call_any(g, Request::GroupCreate { members: vec![1] }, "group create");
+        assert!(matches!(r, Response::Done { .. }), "group {g}: {r:?}");
+    }
+    for g in 1..=MANY {
+        c.put(g, 1, 1, "k", &format!("v{g}"));
+    }
+    let all = MANY as usize + 1;
+    wait_for("every group quiet", WAIT * 2, || quiet(&c, 1) == all);
+
+    c.kill(1);
+    c.start(1);
+    wait_for("the node to host every group again", WAIT * 2, || {
+        c.groups(1).is_some_and(|g| g.len() == all)
+    });
+    for g in 1..=MANY {
+        assert_eq!(
+            c.get(1, g, "k", ReadMode::Linearizable),
+            Some(format!("v{g}").into_bytes()),
+            "group {g} after the restart"
+        );
+        c.put(g, 1, 2, "k2", "after");
+    }
+    assert_eq!(
+        c.get(1, MANY, "k2", ReadMode::Linearizable),
+        Some(b"after".to_vec())
+    );
+    wait_for("every group quiet again", WAIT * 2, || quiet(&c, 1) == all);
+}

@@ -39,8 +39,8 @@ use super::peer_seal::{Channel, PeerSeal};
 use super::tls_stream;
 
 mod inbound;
-pub use inbound::raft_listener;
 use inbound::dial_handshake_error;
+pub use inbound::raft_listener;
 
 /// Largest peer frame accepted (64 MiB).
 pub const MAX_PEER_FRAME_BYTES: usize = 64 << 20;
