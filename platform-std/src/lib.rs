@@ -15,7 +15,6 @@ pub mod kvheap;
 #[cfg(unix)]
 pub mod server;
 pub mod storage;
-pub mod tls_flags;
 
 /// The build version of these binaries (`shoald --version`), which `/status` and
 /// `shoalctl status --cluster` report for each node.

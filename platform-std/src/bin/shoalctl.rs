@@ -29,6 +29,8 @@ mod lease;
 mod ops;
 #[path = "shoalctl/read.rs"]
 mod read;
+#[path = "shared/tls_flags.rs"]
+mod tls_flags;
 #[path = "shoalctl/txn.rs"]
 mod txn;
 #[path = "shoalctl/watch.rs"]
@@ -80,7 +82,7 @@ struct Cli {
     )]
     user: Option<String>,
     #[command(flatten)]
-    tls: shoal_std::tls_flags::ClientTlsFlags,
+    tls: tls_flags::ClientTlsFlags,
     #[command(subcommand)]
     command: Command,
 }

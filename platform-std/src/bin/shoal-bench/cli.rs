@@ -136,7 +136,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub tls: shoal_std::tls_flags::ClientTlsFlags,
+    pub tls: crate::tls_flags::ClientTlsFlags,
     /// One more argument for every --local shoald; repeat for several
     /// (`--shoald-arg=--kv-event-mb=4 --shoald-arg=--snapshot-entries=0`); `{id}` in it is the
     /// node's id (`--shoald-arg=--cert-file=certs/node-{id}.pem`).

@@ -41,6 +41,8 @@ unix_only! {
     mod run;
     mod stats;
     mod sweep;
+    #[path = "../shared/tls_flags.rs"]
+    mod tls_flags;
 }
 
 #[cfg(unix)]

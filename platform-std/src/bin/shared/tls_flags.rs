@@ -1,5 +1,6 @@
 //! The client-side TLS flags `shoalctl` and `shoal-bench` share (`--cacert`, `--cert`, `--key`,
-//! `--insecure-skip-tls-verify`), flattened into each one's command line.
+//! `--insecure-skip-tls-verify`), flattened into each one's command line. Included by path in
+//! both binaries (not a module of shoal-std: they depend on shoal-client only).
 
 use std::path::PathBuf;
 
