@@ -13,7 +13,7 @@ use shoal_core::message::{Message, Vote};
 use shoal_core::wire::{self, Body};
 use shoal_core::NO_NODE;
 use shoal_testkit::peer::{Identity, PeerInbox, PeerLink};
-use shoal_testkit::{wait_for, wait_some, Cluster, WAIT};
+use shoal_testkit::{wait_for, wait_some, Cluster, ClusterBuilder, WAIT};
 
 /// The entries of `dir` whose names start with `prefix`.
 fn entries(dir: &Path, prefix: &str) -> Vec<String> {
@@ -252,6 +252,18 @@ fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
     });
 }
 
+/// Connection limits that keep 92 descriptors in reserve (64 + 16 client + 8 peer + 4 admin).
+fn small_reserve(b: ClusterBuilder) -> ClusterBuilder {
+    b.args(&[
+        "--client-max-connections",
+        "16",
+        "--peer-max-connections",
+        "8",
+        "--admin-max-connections",
+        "4",
+    ])
+}
+
 /// A node hosts as many groups as its open-file limit has room for (one descriptor each, one
 /// more for one group in four, besides a reserve for its connections): one more is refused when it is created, in words naming the
 /// limit, and the node keeps serving the groups it has; a restart under a lower limit is refused
@@ -260,17 +272,7 @@ fn the_group_handshake_refuses_a_copy_of_a_group_with_other_members() {
 fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
     // Reserve: 64 + 16 client + 8 peer + 4 admin connections = 92; 3 groups (0, 1, 2) need
     // 3 + 1 more: 96.
-    let mut c = Cluster::builder()
-        .voters([1])
-        .args(&[
-            "--client-max-connections",
-            "16",
-            "--peer-max-connections",
-            "8",
-            "--admin-max-connections",
-            "4",
-        ])
-        .build();
+    let mut c = small_reserve(Cluster::builder().voters([1])).build();
     c.node_mut(1).max_open_files = Some(96);
     c.start(1);
     c.wait_leader(0);
@@ -340,16 +342,7 @@ fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
 /// once (not at every retry), and the group is served by the members that have room.
 #[test]
 fn a_member_without_room_for_a_group_says_why_once_and_the_others_serve_it() {
-    let mut c = Cluster::builder()
-        .args(&[
-            "--client-max-connections",
-            "16",
-            "--peer-max-connections",
-            "8",
-            "--admin-max-connections",
-            "4",
-        ])
-        .build();
+    let mut c = small_reserve(Cluster::builder()).build();
     // Node 3 has room for group 0 and one more (92 + 2 + 1); nodes 1 and 2 for many.
     // Node 3 starts once 1 and 2 have a leader: the refusal must come from a member, not
     // from group 0's leader checking its own room.
