@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use shoal_client::protocol::{Request, Response, WatchEvent};
+use shoal_client::protocol::{ErrorCode, Request, Response, WatchEvent};
 use shoal_client::{
     BlockingClient, Client, ClientConfig, ClientError, ErrorClass, ReadMode, WatchItem,
 };
@@ -98,6 +98,7 @@ fn follows_not_leader_redirects() {
         vec![Action::Reply(Response::NotLeader {
             leader: 2,
             leader_addr: Some(leader_addr.clone()),
+            cluster: 7,
         })]
     });
     let c = BlockingClient::new(config(&[&follower.addr], 2000)).unwrap();
@@ -107,6 +108,56 @@ fn follows_not_leader_redirects() {
     // Later calls go straight to the leader.
     c.put(b"k", b"w").unwrap();
     assert_eq!(follower.count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The follower named its cluster: every request after the redirect is meant for it alone
+    // (the first went out before any node had named one).
+    let clusters: Vec<u64> = follower
+        .requests()
+        .iter()
+        .chain(leader.requests().iter())
+        .map(|f| f.cluster)
+        .collect();
+    assert_eq!(clusters, vec![0, 7, 7], "{clusters:?}");
+}
+
+#[test]
+fn a_redirect_into_another_cluster_is_refused_there_and_changes_nothing() {
+    // A follower of cluster 7 names as its leader an address where a node of cluster 9 now
+    // listens (a stale member record, a port reused by another cluster).
+    let stranger = Mock::start(|m, f, _| {
+        if f.cluster != 0 && f.cluster != 9 {
+            vec![Action::Reply(Response::Error {
+                code: ErrorCode::WrongCluster,
+                kv: None,
+                message: format!(
+                    "this node belongs to cluster 9, not to cluster {}",
+                    f.cluster
+                ),
+            })]
+        } else {
+            vec![Action::Reply(m.apply(f))]
+        }
+    });
+    let stranger_addr = stranger.addr.clone();
+    let follower = Mock::start(move |_, _, _| {
+        vec![Action::Reply(Response::NotLeader {
+            leader: 2,
+            leader_addr: Some(stranger_addr.clone()),
+            cluster: 7,
+        })]
+    });
+    let c = BlockingClient::new(config(&[&follower.addr], 1500)).unwrap();
+    let e = c.put(b"k", b"v").unwrap_err();
+    assert_eq!(stranger.applied(), 0, "a write reached another cluster");
+    assert!(stranger.count.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(
+        e.to_string()
+            .contains("belongs to cluster 9, not to cluster 7"),
+        "{e}"
+    );
+    // A client pinned to cluster 9 is served by that node (and never by a node of cluster 7).
+    let pinned = BlockingClient::new(config(&[&stranger.addr], 1500).with_cluster(9)).unwrap();
+    pinned.put(b"k", b"v").unwrap();
+    assert_eq!(stranger.applied(), 1);
 }
 
 #[test]
@@ -115,6 +166,7 @@ fn tries_next_endpoint_when_the_leader_is_unknown() {
         vec![Action::Reply(Response::NotLeader {
             leader: 0,
             leader_addr: None,
+            cluster: 7,
         })]
     });
     let good = Mock::kv();

@@ -290,13 +290,12 @@ fn every_binary_answers_version() {
 
 // ---- item 1: the cluster at a glance ----
 
-/// Three voters with quick elections, each one's client address in the member list.
+/// Three voters with quick elections.
 fn three_nodes() -> Cluster {
     let mut c = Cluster::builder()
         .voters([1, 2, 3])
         .fsync("never")
         .election_timeout_ms(300)
-        .client_addrs_in_members()
         .build();
     c.start_all();
     c.wait_leader(0);
@@ -527,7 +526,6 @@ fn snapshot_save_then_inspect_then_import_restores_every_key() {
         .voters([1])
         .fsync("never")
         .election_timeout_ms(300)
-        .client_addrs_in_members()
         .build();
     let dir = fresh.node(1).dir.clone();
     let members = fresh.members(&[1]);

@@ -44,6 +44,7 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
         Some(Response::NotLeader {
             leader: l,
             leader_addr: Some(a),
+            ..
         }) => {
             assert_eq!(l, leader);
             assert_eq!(a, c.node(leader).client);
@@ -300,4 +301,76 @@ fn a_client_that_leaves_its_answers_unread_is_not_read_either_and_bad_frames_are
     wait_for("closed connections to be uncounted", WAIT, || {
         c.gauge(1, "shoal_client_connections") == 0
     });
+}
+
+/// A request names the cluster it is meant for: a node of another cluster refuses it and
+/// changes nothing (a client sent there by a stale member record or a reused port), and a
+/// client of the previous protocol version is told which version the node speaks.
+#[test]
+fn a_request_for_another_cluster_or_an_old_protocol_is_refused_in_words_and_changes_nothing() {
+    let mut c = Cluster::builder()
+        .voters([1])
+        .cluster_id(5)
+        .fsync("never")
+        .election_timeout_ms(300)
+        .build();
+    c.start(1);
+    c.wait_leader(0);
+    let addr = c.node(1).client.clone();
+    let put = |key: &str| Request::Write {
+        client_id: 0,
+        seq: 0,
+        op: WriteOp::Put {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        },
+    };
+    let mut conn = Conn::open(&addr).expect("connect");
+    let mut out = Vec::new();
+    let frame = protocol::RequestFrame::new(1, 0, put("elsewhere")).for_cluster(9);
+    protocol::encode(&frame, &mut out).unwrap();
+    conn.send_raw(&out).unwrap();
+    match conn.next_frame().expect("an answer").response {
+        Response::Error { code, message, .. } => {
+            assert_eq!(code, protocol::ErrorCode::WrongCluster, "{message}");
+            assert!(
+                message.contains("belongs to cluster 5, not to cluster 9"),
+                "{message}"
+            );
+        }
+        other => panic!("a write for cluster 9 on a node of cluster 5: {other:?}"),
+    }
+    // The connection stays usable; the refused write left nothing, one for cluster 5 is done.
+    assert_eq!(c.get(1, 0, "elsewhere", ReadMode::Linearizable), None);
+    out.clear();
+    let frame = protocol::RequestFrame::new(2, 0, put("here")).for_cluster(5);
+    protocol::encode(&frame, &mut out).unwrap();
+    conn.send_raw(&out).unwrap();
+    let answer = conn.next_frame().expect("an answer").response;
+    assert!(matches!(answer, Response::Written { .. }), "{answer:?}");
+    // shoalctl pinned to another cluster is refused the same way.
+    let o = c.ctl(&["--cluster-id", "9", "--timeout", "1s", "put", "pinned", "v"]);
+    assert_ne!(o.code, 0, "{o}");
+    assert!(
+        o.err.contains("belongs to cluster 5, not to cluster 9"),
+        "{o}"
+    );
+    c.ctl(&["--cluster-id", "5", "put", "pinned", "v"]).ok();
+
+    // A frame of protocol version 1 (no cluster field): answered with the versions, closed.
+    let mut old = Vec::new();
+    protocol::encode(&(1u16, 3u64, 0u32, Request::Status), &mut old).unwrap();
+    let mut conn = Conn::open(&addr).expect("connect");
+    conn.send_raw(&old).unwrap();
+    match conn.next_frame().expect("an answer").response {
+        Response::Error { code, message, .. } => {
+            assert_eq!(code, protocol::ErrorCode::UnsupportedVersion, "{message}");
+            assert!(
+                message.contains("protocol version 1 is not supported; this server speaks 2"),
+                "{message}"
+            );
+        }
+        other => panic!("a version 1 frame: {other:?}"),
+    }
+    conn.assert_closed_within(Duration::from_secs(5));
 }

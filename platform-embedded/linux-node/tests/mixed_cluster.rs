@@ -185,7 +185,6 @@ fn mixed_cluster() -> ClusterBuilder {
         .cluster_key(KEY)
         .fsync("never")
         .heartbeat_interval_ms(None)
-        .client_addrs_in_members()
         .args(&["--kv-max-nodes", "4096", "--kv-arena-mb", "4"])
 }
 

@@ -11,7 +11,7 @@ use shoal_kv::{KvError, WriteResult};
 
 use crate::lock::{self, LockGuard};
 use crate::mux::Mux;
-use crate::protocol::{NodeInfo, ReadMode, Request, Response, WriteOp};
+use crate::protocol::{NodeInfo, ReadMode, Request, Response, WriteOp, ANY_CLUSTER};
 use crate::txn::{Transaction, TxnOutcome};
 use crate::watch::{self, WatchStream};
 use crate::{ClientConfig, ClientError};
@@ -66,6 +66,9 @@ struct Inner {
     conn: async_lock::Mutex<Option<Arc<Mux>>>,
     /// The token of the last login (any node takes it until it expires).
     token: Mutex<Option<Vec<u8>>>,
+    /// The cluster requests are meant for ([`ANY_CLUSTER`] until a node names its own, unless
+    /// the configuration pins one).
+    cluster: AtomicU64,
 }
 
 /// Why a connection could not be opened and logged in.
@@ -140,6 +143,7 @@ impl Client {
         let first = config.endpoints[0].clone();
         Ok(Client {
             inner: Arc::new(Inner {
+                cluster: AtomicU64::new(config.cluster.unwrap_or(ANY_CLUSTER)),
                 config,
                 client_id,
                 next_seq: AtomicU64::new(1),

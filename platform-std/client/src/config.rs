@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_core::GroupId;
+use shoal_core::{ClusterId, GroupId};
 
 /// How a [`Client`](crate::Client) reaches the cluster and how long it keeps trying. `Debug`
 /// shows the user's name, never the password.
@@ -24,6 +24,10 @@ pub struct ClientConfig {
     /// enabled). The password stays in memory: the client logs in again by itself when its
     /// token expires or a node refuses it.
     pub user: Option<(String, String)>,
+    /// The cluster every request is meant for (`None`: the cluster of the first node that
+    /// names its own, in a redirect). A node of another cluster refuses the request and does
+    /// nothing; the client then asks another endpoint.
+    pub cluster: Option<ClusterId>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -36,6 +40,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("user", &self.user.as_ref().map(|(name, _)| name))
             .field("tls", &self.tls.is_some())
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -52,6 +57,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(1),
             user: None,
             tls: None,
+            cluster: None,
         }
     }
 
@@ -74,6 +80,12 @@ impl ClientConfig {
         password: impl Into<String>,
     ) -> ClientConfig {
         self.user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The same configuration, for cluster `cluster` only.
+    pub fn with_cluster(mut self, cluster: ClusterId) -> ClientConfig {
+        self.cluster = Some(cluster);
         self
     }
 

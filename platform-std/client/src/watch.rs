@@ -107,7 +107,8 @@ async fn run(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex, tx: Items
                 let _ = tx.send(Err(e)).await;
                 return;
             }
-            Outcome::Redirect(to) => {
+            Outcome::Redirect(to, cluster) => {
+                client.learn_cluster(cluster);
                 client.redirect(&to);
                 continue;
             }
@@ -142,8 +143,12 @@ async fn run(client: Client, keys: Vec<Vec<u8>>, from_index: LogIndex, tx: Items
 enum Outcome {
     ReceiverGone,
     Refused(ClientError),
-    Redirect(String),
-    Retry { why: String, delivered: bool },
+    /// To the leader at this address, of this cluster.
+    Redirect(String, shoal_core::ClusterId),
+    Retry {
+        why: String,
+        delivered: bool,
+    },
 }
 
 /// One connection's watch: open it, ask from `pos`, and deliver its events until it ends.
@@ -172,7 +177,8 @@ async fn watch_once(
         keys: keys.to_vec(),
         from_index: pos.index,
     };
-    let mut frame = RequestFrame::new(id, client.config().group, watch);
+    let mut frame =
+        RequestFrame::new(id, client.config().group, watch).for_cluster(client.cluster());
     if let Err(e) = conn.send(&mut frame, |_| {}).await {
         return retry(format!("{e:?}"));
     }
@@ -253,8 +259,9 @@ impl Follow<'_> {
             }
             Response::NotLeader {
                 leader_addr: Some(to),
+                cluster,
                 ..
-            } if to != addr => Some(Outcome::Redirect(to)),
+            } if to != addr => Some(Outcome::Redirect(to, cluster)),
             Response::NotLeader { .. } => retry(
                 format!("{addr} cannot serve the watch and names no leader"),
                 delivered,
@@ -278,6 +285,11 @@ impl Follow<'_> {
                 message,
                 ..
             } if self.relogin => retry(format!("{addr} ended the login: {message}"), delivered),
+            Response::Error {
+                code: ErrorCode::WrongCluster,
+                message,
+                ..
+            } => retry(format!("{addr} refused the watch: {message}"), delivered),
             Response::Error { code, kv, message } => Some(Outcome::Refused(
                 ClientError::from_answer(code, kv, message),
             )),

@@ -81,6 +81,11 @@ struct Cli {
         value_name = "NAME[:PASSWORD]"
     )]
     user: Option<String>,
+    /// Refuse to act on any node outside this cluster (shoald's --cluster-id). Without it the
+    /// cluster is learnt from the first node that redirects, and no request follows a
+    /// redirect into another cluster.
+    #[arg(long, global = true, env = "SHOAL_CLUSTER_ID", value_name = "ID")]
+    cluster_id: Option<u64>,
     #[command(flatten)]
     tls: tls_flags::ClientTlsFlags,
     #[command(subcommand)]
@@ -258,6 +263,7 @@ fn main() {
             Ok(t) => t,
             Err(message) => exit_with_error(cli.output, &ClientError::BadRequest { message }),
         },
+        cluster: cli.cluster_id,
     };
     let client = match Client::new(config) {
         Ok(c) => c,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoal_client::protocol::{
     self, Credentials, HealthInfo, ReadMode, Request, RequestFrame, Response, ResponseFrame,
-    StatusInfo, WriteOp, PROTOCOL_VERSION,
+    StatusInfo, WriteOp,
 };
 use shoal_kv::WriteResult;
 
@@ -27,12 +27,7 @@ pub struct Conn {
 
 /// Append the frame of request `id` to `out`.
 pub fn encode_request(id: u64, group: u32, request: Request, out: &mut Vec<u8>) {
-    let frame = RequestFrame {
-        version: PROTOCOL_VERSION,
-        id,
-        group,
-        request,
-    };
+    let frame = RequestFrame::new(id, group, request);
     protocol::encode(&frame, out).expect("a test's request fits in a frame");
 }
 

@@ -168,11 +168,7 @@ fn heredoc_end(line: &str) -> Option<String> {
 /// At the first command that exits non-zero, runs past [`CTL_WAIT`] or ends its output with
 /// another line than its `# prints`, naming the document, line, section and command, with its output.
 pub fn run_on_dev_node(example: &Example) {
-    let mut cluster = Cluster::builder()
-        .voters([1])
-        .shoald_defaults()
-        .client_addrs_in_members()
-        .build();
+    let mut cluster = Cluster::builder().voters([1]).shoald_defaults().build();
     cluster.start(1);
     cluster.wait_leader(0);
     // Ready as an operator finds it: the leader has also written its own member record (a

@@ -7,12 +7,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_core::GroupId;
+use shoal_core::{ClusterId, GroupId};
 use shoal_kv::{KvError, WriteResult};
 
 use super::{unexpected, Client, Kind, OpenError};
 use crate::mux::{CallError, Mux};
-use crate::protocol::{Credentials, ErrorCode, Request, RequestFrame, Response, SecretBytes};
+use crate::protocol::{
+    Credentials, ErrorCode, Request, RequestFrame, Response, SecretBytes, ANY_CLUSTER,
+};
 use crate::ClientError;
 
 impl Client {
@@ -54,7 +56,8 @@ impl Client {
     /// with the password instead).
     async fn login(&self, mux: &Mux, creds: Credentials) -> Result<bool, OpenError> {
         let with_token = matches!(creds, Credentials::Token(_));
-        let mut frame = RequestFrame::new(self.next_request_id(), 0, Request::Authenticate(creds));
+        let mut frame = RequestFrame::new(self.next_request_id(), 0, Request::Authenticate(creds))
+            .for_cluster(self.cluster());
         let timeout = self.inner.config.attempt_timeout;
         match mux.call(&mut frame, |_| {}, timeout).await {
             Ok(Response::Token {
@@ -108,6 +111,24 @@ impl Client {
             .expect("target lock poisoned")
             .addr
             .clone()
+    }
+
+    /// The cluster requests are meant for ([`ANY_CLUSTER`] while unknown).
+    pub(crate) fn cluster(&self) -> ClusterId {
+        self.inner.cluster.load(Ordering::Relaxed)
+    }
+
+    /// Keep `cluster`, named by a node in a redirect, as the cluster of every later request
+    /// (unless one is known already): the leader it names must belong to the same cluster.
+    pub(crate) fn learn_cluster(&self, cluster: ClusterId) {
+        if cluster != ANY_CLUSTER {
+            let _ = self.inner.cluster.compare_exchange(
+                ANY_CLUSTER,
+                cluster,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Point at `addr` (a leader we were told about).
@@ -189,7 +210,8 @@ impl Client {
         seq_assigned: bool,
         attempt_timeout: Duration,
     ) -> Result<Response, CallError> {
-        let mut frame = RequestFrame::new(self.next_request_id(), group, request.clone());
+        let mut frame = RequestFrame::new(self.next_request_id(), group, request.clone())
+            .for_cluster(self.cluster());
         let next_seq = &self.inner.next_seq;
         let fill = |f: &mut RequestFrame| {
             if let Request::Write { seq, .. } = &mut f.request {
@@ -253,7 +275,9 @@ impl Client {
             Response::NotLeader {
                 leader,
                 leader_addr: Some(addr),
+                cluster,
             } if addr != conn.addr => {
+                self.learn_cluster(cluster);
                 call.last = format!(
                     "{} is not the leader; redirected to node {leader} at {addr}",
                     conn.addr
@@ -262,7 +286,8 @@ impl Client {
                 // A known leader: try it at once (bounded by the deadline).
                 sleep_until_deadline(Duration::from_millis(1), call.deadline).await;
             }
-            Response::NotLeader { .. } => {
+            Response::NotLeader { cluster, .. } => {
+                self.learn_cluster(cluster);
                 call.last = format!("{} is not the leader and does not know who is", conn.addr);
                 self.rotate(&conn.addr);
                 call.back_off().await;
@@ -288,6 +313,17 @@ impl Client {
                 call.logged_in_again = true;
                 *self.inner.token.lock().expect("token lock poisoned") = None;
                 self.drop_conn(conn).await;
+            }
+            // A stale endpoint or member record led to a node of another cluster: nothing
+            // happened there; ask the next endpoint.
+            Response::Error {
+                code: ErrorCode::WrongCluster,
+                message,
+                ..
+            } => {
+                call.last = format!("{} refused the request: {message}", conn.addr);
+                self.rotate(&conn.addr);
+                call.back_off().await;
             }
             Response::Error { code, kv, message } => {
                 return Some(Err(match (code, kv) {

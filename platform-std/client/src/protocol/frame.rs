@@ -3,13 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_core::record;
-use shoal_core::GroupId;
+use shoal_core::{ClusterId, GroupId};
 
 use super::{Request, Response};
 
 /// Version of this protocol; a server refuses frames of another major version with
-/// [`ErrorCode::UnsupportedVersion`](super::ErrorCode::UnsupportedVersion).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// [`ErrorCode::UnsupportedVersion`](super::ErrorCode::UnsupportedVersion). Version 2 added
+/// the frame's [`RequestFrame::cluster`].
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// [`RequestFrame::cluster`] of a request any cluster may serve.
+pub const ANY_CLUSTER: ClusterId = 0;
 
 /// Largest request or response body accepted (16 MiB).
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -23,20 +27,40 @@ pub struct RequestFrame {
     pub id: u64,
     /// The Raft group the request is for (0 is the default group).
     pub group: GroupId,
+    /// The cluster the request is meant for ([`ANY_CLUSTER`]: whichever the node belongs
+    /// to). A node of another cluster refuses it with
+    /// [`ErrorCode::WrongCluster`](super::ErrorCode::WrongCluster) and does nothing, so a
+    /// client redirected to an address that now belongs to another cluster (a stale member
+    /// record, a reused port) cannot write there.
+    pub cluster: ClusterId,
     /// What is asked.
     pub request: Request,
 }
 
 impl RequestFrame {
-    /// A request of this protocol version, with id `id`, for group `group`.
+    /// A request of this protocol version, with id `id`, for group `group` of any cluster.
     pub fn new(id: u64, group: GroupId, request: Request) -> RequestFrame {
         RequestFrame {
             version: PROTOCOL_VERSION,
             id,
             group,
+            cluster: ANY_CLUSTER,
             request,
         }
     }
+
+    /// The same request, meant for cluster `cluster` only.
+    pub fn for_cluster(mut self, cluster: ClusterId) -> RequestFrame {
+        self.cluster = cluster;
+        self
+    }
+}
+
+/// The protocol version a request frame's body starts with, if it has one: a frame that does
+/// not decode may still say which version its sender speaks.
+pub fn request_version(buf: &[u8]) -> Option<u16> {
+    let (body, _) = record::decode(buf).ok()?;
+    postcard::take_from_bytes::<u16>(body).ok().map(|(v, _)| v)
 }
 
 /// An answer (or a watch event) and the id of the request it belongs to.
@@ -57,6 +81,9 @@ pub enum FrameError {
     Decode(postcard::Error),
     /// The frame is larger than [`MAX_FRAME_BYTES`].
     TooLarge(usize),
+    /// The frame does not decode, and its sender speaks another protocol version than
+    /// [`PROTOCOL_VERSION`] (found by [`request_version`]).
+    Version(u16),
 }
 
 impl std::fmt::Display for FrameError {
@@ -67,6 +94,10 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLarge(n) => write!(
                 f,
                 "frame of {n} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+            ),
+            FrameError::Version(v) => write!(
+                f,
+                "protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"
             ),
         }
     }

@@ -43,6 +43,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             id: 7,
             group: 0,
+            cluster: ANY_CLUSTER,
             request: Request::Write {
                 client_id: 9,
                 seq: 1,
@@ -56,6 +57,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             id: 8,
             group: 2,
+            cluster: 5,
             request: Request::Status,
         };
         let mut buf = Vec::new();

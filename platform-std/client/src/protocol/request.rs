@@ -2,7 +2,7 @@
 //! read modes, membership changes, nodes, watch events and snapshot chunks they carry.
 
 use serde::{Deserialize, Serialize};
-use shoal_core::{GroupId, LogIndex, NodeId, Term};
+use shoal_core::{ClusterId, GroupId, LogIndex, NodeId, Term};
 
 use super::{
     AuthOp, Credentials, HealthInfo, KvError, LeaseInfo, MemberInfo, NodeKind, NodeStatusInfo,
@@ -231,6 +231,10 @@ pub enum ErrorCode {
     /// Auth is enabled and the connection has no valid user: no login, a wrong name or
     /// password, or a token that expired or no longer matches its user (log in again).
     AuthFailed,
+    /// The request named another cluster than the node's own
+    /// ([`RequestFrame::cluster`](super::RequestFrame)): nothing was done. The client reached
+    /// the wrong address (a stale endpoint or member record); ask another node.
+    WrongCluster,
 }
 
 /// What the server answers.
@@ -291,6 +295,9 @@ pub enum Response {
         leader: NodeId,
         /// The leader's client address, if known.
         leader_addr: Option<String>,
+        /// The cluster of the node that answered: a client following the redirect sends its
+        /// requests for this cluster only ([`RequestFrame::cluster`](super::RequestFrame)).
+        cluster: ClusterId,
     },
     /// The node is busy, shutting down, or cannot reach a quorum. Nothing happened; retry.
     Unavailable {

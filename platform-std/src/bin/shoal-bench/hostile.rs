@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shoal_client::protocol::{
-    self, ErrorCode, ReadMode, Request, RequestFrame, Response, WriteOp, PROTOCOL_VERSION,
+    self, ErrorCode, ReadMode, Request, RequestFrame, Response, WriteOp,
 };
 
 use crate::calls::{call_once, connect, find_leader, prefill, recv_batch};
@@ -222,12 +222,7 @@ fn attack(
     let frames = |n: usize, request: &dyn Fn() -> Request| {
         let mut out = Vec::new();
         for id in 1..=n as u64 {
-            let frame = RequestFrame {
-                version: PROTOCOL_VERSION,
-                id,
-                group: 0,
-                request: request(),
-            };
+            let frame = RequestFrame::new(id, 0, request());
             protocol::encode(&frame, &mut out).expect("an attack's request fits in a frame");
         }
         out

@@ -328,6 +328,7 @@ mod tests {
         let not_leader = Response::NotLeader {
             leader: 2,
             leader_addr: None,
+            cluster: 1,
         };
         assert_eq!(outcome(not_leader), Err("not_leader".into()));
     }

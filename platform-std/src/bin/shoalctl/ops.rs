@@ -60,6 +60,7 @@ async fn ask(base: &ClientConfig, addr: &str) -> Result<NodeStatusInfo, ClientEr
         // certificate, same user).
         tls: base.tls.clone(),
         user: base.user.clone(),
+        cluster: base.cluster,
     };
     Client::new(config)?.node_status().await
 }

@@ -328,7 +328,17 @@ impl Conn {
                     return Err(protocol::FrameError::TooLarge(total));
                 }
             }
-            match protocol::decode::<RequestFrame>(rest)? {
+            let decoded = protocol::decode::<RequestFrame>(rest).map_err(|e| {
+                match (&e, protocol::request_version(rest)) {
+                    (protocol::FrameError::Decode(_), Some(v))
+                        if v != protocol::PROTOCOL_VERSION =>
+                    {
+                        protocol::FrameError::Version(v)
+                    }
+                    _ => e,
+                }
+            })?;
+            match decoded {
                 Some((frame, used)) => {
                     pos += used;
                     self.queued.set(self.queued.get() + 1);

@@ -214,6 +214,7 @@ async fn reader(conn: &Rc<Conn>) -> io::Result<()> {
             // The stream can no longer be trusted to be in step: answer and close.
             let code = match e {
                 protocol::FrameError::TooLarge(_) => ErrorCode::LimitExceeded,
+                protocol::FrameError::Version(_) => ErrorCode::UnsupportedVersion,
                 _ => ErrorCode::BadRequest,
             };
             let message = match &e {

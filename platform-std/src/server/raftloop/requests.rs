@@ -4,6 +4,7 @@
 //! here too.
 
 use super::*;
+use shoal_client::protocol::ANY_CLUSTER;
 use shoal_core::wire::Body;
 use shoal_kv::validate_key;
 
@@ -199,6 +200,16 @@ impl RaftLoop {
                 ),
             });
         }
+        if frame.cluster != ANY_CLUSTER && frame.cluster != self.cfg.cluster_id {
+            return Some(error(
+                ErrorCode::WrongCluster,
+                format!(
+                    "this node (node {}) belongs to cluster {}, not to cluster {}: nothing was \
+                     done; the address is a stale endpoint or member record of cluster {}",
+                    self.cfg.node_id, self.cfg.cluster_id, frame.cluster, frame.cluster
+                ),
+            ));
+        }
         if self.draining {
             return Some(unavailable("shutting down"));
         }
@@ -367,6 +378,7 @@ pub(super) fn not_leader(g: &Group) -> Response {
         } else {
             g.book.client_addr(leader)
         },
+        cluster: g.node.config().cluster_id,
     }
 }
 

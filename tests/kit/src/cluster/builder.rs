@@ -12,7 +12,6 @@ impl Default for ClusterBuilder {
                 election_timeout_ms: Some(400),
                 heartbeat_interval_ms: Some(50),
                 cluster_id: None,
-                client_addrs_in_members: false,
                 args: Vec::new(),
                 env: Vec::new(),
             },
@@ -65,13 +64,6 @@ impl ClusterBuilder {
     /// `--cluster-id ID` (shoald's default unless set).
     pub fn cluster_id(mut self, id: u64) -> Self {
         self.flags.cluster_id = Some(id);
-        self
-    }
-
-    /// Name each member's client address in `--initial-members` (`id=raft/client`), not only
-    /// its raft address.
-    pub fn client_addrs_in_members(mut self) -> Self {
-        self.flags.client_addrs_in_members = true;
         self
     }
 

@@ -46,7 +46,6 @@ struct Flags {
     election_timeout_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     cluster_id: Option<u64>,
-    client_addrs_in_members: bool,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -99,13 +98,11 @@ impl Node {
         self.proc.as_mut()
     }
 
-    /// `id=raft_addr`, or `id=raft_addr/client_addr` with `with_client`.
-    pub fn member(&self, with_client: bool) -> String {
-        if with_client {
-            format!("{}={}/{}", self.id, self.raft, self.client)
-        } else {
-            format!("{}={}", self.id, self.raft)
-        }
+    /// `id=raft_addr/client_addr`. The client address is always named: the one shoald
+    /// would imply (the raft port + 1) may be another test's node, and a follower that
+    /// redirects there before it learns the leader's own record would send a client astray.
+    pub fn member(&self) -> String {
+        format!("{}={}/{}", self.id, self.raft, self.client)
     }
 
     /// The log segment files of `group` in its data dir, oldest first.
@@ -210,8 +207,7 @@ impl Cluster {
         self.key_file.as_deref()
     }
 
-    /// One voter (node 1) started with quick elections, no fsync and its client address in
-    /// the member list: the node a client-facing test talks to. It may still be electing
+    /// One voter (node 1) started with quick elections and no fsync: the node a client-facing test talks to. It may still be electing
     /// itself when this returns; clients retry until it leads.
     pub fn single_node() -> Cluster {
         let mut c = Cluster::builder()
@@ -219,7 +215,6 @@ impl Cluster {
             .fsync("never")
             .election_timeout_ms(300)
             .heartbeat_interval_ms(None)
-            .client_addrs_in_members()
             .build();
         c.start(1);
         c
@@ -317,9 +312,8 @@ impl Cluster {
 
     /// `--initial-members` for these nodes.
     pub fn members(&self, ids: &[u64]) -> String {
-        let with_client = self.flags.client_addrs_in_members;
         ids.iter()
-            .map(|&id| self.node(id).member(with_client))
+            .map(|&id| self.node(id).member())
             .collect::<Vec<_>>()
             .join(",")
     }
