@@ -90,17 +90,23 @@ fn operations_and_definite_failures() {
     assert_eq!(e.class(), ErrorClass::Usage);
 }
 
-#[test]
-fn follows_not_leader_redirects() {
-    let leader = Mock::kv();
-    let leader_addr = leader.addr.clone();
-    let follower = Mock::start(move |_, _, _| {
+/// A follower of cluster `cluster` that answers every request naming node 2 at `leader_addr`
+/// as its leader.
+fn follower_of(leader_addr: &str, cluster: u64) -> Mock {
+    let leader_addr = leader_addr.to_string();
+    Mock::start(move |_, _, _| {
         vec![Action::Reply(Response::NotLeader {
             leader: 2,
             leader_addr: Some(leader_addr.clone()),
-            cluster: 7,
+            cluster,
         })]
-    });
+    })
+}
+
+#[test]
+fn follows_not_leader_redirects() {
+    let leader = Mock::kv();
+    let follower = follower_of(&leader.addr, 7);
     let c = BlockingClient::new(config(&[&follower.addr], 2000)).unwrap();
     c.put(b"k", b"v").unwrap();
     assert_eq!(leader.applied(), 1);
@@ -137,14 +143,7 @@ fn a_redirect_into_another_cluster_is_refused_there_and_changes_nothing() {
             vec![Action::Reply(m.apply(f))]
         }
     });
-    let stranger_addr = stranger.addr.clone();
-    let follower = Mock::start(move |_, _, _| {
-        vec![Action::Reply(Response::NotLeader {
-            leader: 2,
-            leader_addr: Some(stranger_addr.clone()),
-            cluster: 7,
-        })]
-    });
+    let follower = follower_of(&stranger.addr, 7);
     let c = BlockingClient::new(config(&[&follower.addr], 1500)).unwrap();
     let e = c.put(b"k", b"v").unwrap_err();
     assert_eq!(stranger.applied(), 0, "a write reached another cluster");

@@ -330,16 +330,12 @@ fn a_request_for_another_cluster_or_an_old_protocol_is_refused_in_words_and_chan
     let frame = protocol::RequestFrame::new(1, 0, put("elsewhere")).for_cluster(9);
     protocol::encode(&frame, &mut out).unwrap();
     conn.send_raw(&out).unwrap();
-    match conn.next_frame().expect("an answer").response {
-        Response::Error { code, message, .. } => {
-            assert_eq!(code, protocol::ErrorCode::WrongCluster, "{message}");
-            assert!(
-                message.contains("belongs to cluster 5, not to cluster 9"),
-                "{message}"
-            );
-        }
-        other => panic!("a write for cluster 9 on a node of cluster 5: {other:?}"),
-    }
+    let (code, message) = refusal(&mut conn);
+    assert_eq!(code, protocol::ErrorCode::WrongCluster, "{message}");
+    assert!(
+        message.contains("belongs to cluster 5, not to cluster 9"),
+        "{message}"
+    );
     // The connection stays usable; the refused write left nothing, one for cluster 5 is done.
     assert_eq!(c.get(1, 0, "elsewhere", ReadMode::Linearizable), None);
     out.clear();
@@ -362,15 +358,19 @@ fn a_request_for_another_cluster_or_an_old_protocol_is_refused_in_words_and_chan
     protocol::encode(&(1u16, 3u64, 0u32, Request::Status), &mut old).unwrap();
     let mut conn = Conn::open(&addr).expect("connect");
     conn.send_raw(&old).unwrap();
-    match conn.next_frame().expect("an answer").response {
-        Response::Error { code, message, .. } => {
-            assert_eq!(code, protocol::ErrorCode::UnsupportedVersion, "{message}");
-            assert!(
-                message.contains("protocol version 1 is not supported; this server speaks 2"),
-                "{message}"
-            );
-        }
-        other => panic!("a version 1 frame: {other:?}"),
-    }
+    let (code, message) = refusal(&mut conn);
+    assert_eq!(code, protocol::ErrorCode::UnsupportedVersion, "{message}");
+    assert!(
+        message.contains("protocol version 1 is not supported; this server speaks 2"),
+        "{message}"
+    );
     conn.assert_closed_within(Duration::from_secs(5));
+}
+
+/// The next answer on `conn`, which must be an error: its code and message.
+fn refusal(conn: &mut Conn) -> (protocol::ErrorCode, String) {
+    match conn.next_frame().expect("an answer").response {
+        Response::Error { code, message, .. } => (code, message),
+        other => panic!("expected a refusal: {other:?}"),
+    }
 }
