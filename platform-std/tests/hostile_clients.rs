@@ -514,3 +514,50 @@ fn strangers_on_the_raft_port_get_no_thread_each() {
     );
     c.running_proc(target);
 }
+
+/// One connection that sends reads and reads no answers, on a node with quiescence on (its
+/// group quiet when the reads arrive): the connection's own limit holds its answers, the node
+/// keeps serving others, and every read is answered in order once the client reads.
+#[test]
+fn one_unread_connection_meets_its_own_limit_with_quiescence_on() {
+    const GETS: u64 = 4_000;
+    let mut c = node(&["--client-conn-pending-mb", "4", "--client-buffers-mb", "64"]);
+    let value = "v".repeat(60_000);
+    c.put(0, 7, 1, "big", &value);
+    wait_for("group 0 to be quiet", WAIT, || {
+        c.gauge(1, "shoal_groups_quiet") == 1
+    });
+    let mut burst = Vec::new();
+    for id in 1..=GETS {
+        let key = b"big".to_vec();
+        let mode = if id % 2 == 0 {
+            ReadMode::Lease
+        } else {
+            ReadMode::Linearizable
+        };
+        encode_request(id, 0, Request::Get { key, mode }, &mut burst);
+    }
+    let mut conns = open_idle(&c.node(1).client, 1);
+    let mut w = conns[0].stream().try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&burst));
+    wait_for("the connection's own limit to be met", WAIT, || {
+        c.limit_hits(1, "client-conn-pending-mb") >= 1
+    });
+    assert_eq!(c.limit_hits(1, "client-buffers-mb"), 0);
+    let pending = c.gauge(1, "shoal_client_answer_bytes_pending") as u64;
+    assert!(
+        pending <= 4 * MIB + 2 * 60_100,
+        "{pending} answer bytes pending"
+    );
+    still_serving(&mut c, 1);
+    let mut conn = conns.remove(0);
+    for id in 1..=GETS {
+        let f = conn.next_frame().unwrap();
+        assert_eq!(f.id, id);
+        assert!(
+            matches!(f.response, Response::Node { node: Some(_), .. }),
+            "{f:?}"
+        );
+    }
+    writer.join().unwrap().unwrap();
+}

@@ -12,7 +12,7 @@ use shoal_client::protocol::{self, ErrorCode, RequestFrame, Response, ResponseFr
 
 use super::super::auth::Principal;
 use super::super::tls_stream::ClientStream;
-use super::{over_limit, ClientInput, Conn, Hub, OUT_KEEP, READ_CHUNK, SMALL_PARTIAL};
+use super::{over_limit, ClientInput, Conn, Hub, Limit, OUT_KEEP, READ_CHUNK, SMALL_PARTIAL};
 
 impl Conn {
     /// Connection `id` from `peer` over `stream`, with nothing read or written yet; its clocks
@@ -35,6 +35,7 @@ impl Conn {
             queued: Cell::new(0),
             deferred: RefCell::new(VecDeque::new()),
             held: Cell::new(false),
+            hold_counted: Cell::new(false),
             parked: Cell::new(0),
             in_progress: Cell::new(0),
             watches: Cell::new(0),
@@ -122,7 +123,21 @@ impl Conn {
         if !self.dirty.replace(true) {
             self.hub.dirty.borrow_mut().push(self.clone());
         }
+        if self.held.get() {
+            self.count_hold();
+        }
         true
+    }
+
+    /// Count the limit that holds this held connection, once per hold: when it was set aside
+    /// behind its own parked reads (no limit), a limit is met once their answers pile up.
+    pub(super) fn count_hold(&self) {
+        if !self.hold_counted.get() {
+            if let Some(limit) = self.limit_over() {
+                self.hub.hit(limit);
+                self.hold_counted.set(true);
+            }
+        }
     }
 
     pub(super) fn pending(&self) -> usize {
@@ -138,8 +153,20 @@ impl Conn {
     /// buffers are over theirs: no more answers are computed for it until its client takes
     /// them, and its watches are cut.
     pub fn over_share(&self) -> bool {
+        self.limit_over().is_some()
+    }
+
+    /// The limit it is over: its own share of answer bytes, or (holding some) the node's
+    /// client buffers.
+    pub(super) fn limit_over(&self) -> Option<Limit> {
         let pending = self.pending();
-        pending > self.hub.limits.conn_pending_bytes || (pending > 0 && self.hub.over_budget())
+        if pending > self.hub.limits.conn_pending_bytes {
+            Some(Limit::ConnPending)
+        } else if pending > 0 && self.hub.over_budget() {
+            Some(Limit::Buffers)
+        } else {
+            None
+        }
     }
 
     /// Over its share, or reads of it are parked: its next request, and a confirmed read of

@@ -78,12 +78,8 @@ impl Hub {
             };
             if !conn.deferred.borrow().is_empty() || conn.must_wait() {
                 conn.deferred.borrow_mut().push_back(frame);
+                conn.count_hold();
                 if !conn.held.replace(true) {
-                    self.hit(if conn.pending() > self.limits.conn_pending_bytes {
-                        Limit::ConnPending
-                    } else {
-                        Limit::Buffers
-                    });
                     self.held.borrow_mut().push(conn);
                 }
                 continue;
@@ -112,6 +108,7 @@ impl Hub {
                 inbox.push_front(ClientInput::Request(conn.clone(), frame));
             }
             conn.held.set(false);
+            conn.hold_counted.set(false);
             false
         });
     }

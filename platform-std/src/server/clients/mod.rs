@@ -145,6 +145,9 @@ pub struct Conn {
     deferred: RefCell<VecDeque<RequestFrame>>,
     /// In the hub's held list.
     held: Cell<bool>,
+    /// The limit that held it was counted (a connection may first wait only behind its own
+    /// parked reads, which is no limit, and pass one while it waits).
+    hold_counted: Cell<bool>,
     /// Confirmed reads of this connection waiting for it to take its answers (the raft loop
     /// keeps them); its later requests wait behind them, so answers keep their order.
     parked: Cell<usize>,
