@@ -193,15 +193,7 @@ fn unread_pipelined_reads_are_bounded_per_connection_and_per_node() {
     std::thread::sleep(Duration::from_secs(2));
 
     // Reading the answers lets the rest in: every read is answered, in order.
-    let mut first = conns.remove(0);
-    for id in 1..=GETS {
-        let f = first.next_frame().unwrap();
-        assert_eq!(f.id, id);
-        assert!(
-            matches!(f.response, Response::Node { node: Some(_), .. }),
-            "{f:?}"
-        );
-    }
+    reads_answered_in_order(&mut conns.remove(0), GETS);
     drop(conns);
     for w in writers.into_iter().skip(1) {
         // The others' writers end with the connections (or finished before).
@@ -550,8 +542,13 @@ fn one_unread_connection_meets_its_own_limit_with_quiescence_on() {
         "{pending} answer bytes pending"
     );
     still_serving(&mut c, 1);
-    let mut conn = conns.remove(0);
-    for id in 1..=GETS {
+    reads_answered_in_order(&mut conns.remove(0), GETS);
+    writer.join().unwrap().unwrap();
+}
+
+/// Reads 1..=`n` of `conn` are answered, each with the key it read, in the order sent.
+fn reads_answered_in_order(conn: &mut Conn, n: u64) {
+    for id in 1..=n {
         let f = conn.next_frame().unwrap();
         assert_eq!(f.id, id);
         assert!(
@@ -559,5 +556,4 @@ fn one_unread_connection_meets_its_own_limit_with_quiescence_on() {
             "{f:?}"
         );
     }
-    writer.join().unwrap().unwrap();
 }
