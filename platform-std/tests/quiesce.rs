@@ -5,6 +5,7 @@
 #![cfg(unix)]
 
 use shoal_client::protocol::{ReadMode, Request, Response};
+use shoal_testkit::client::series_value;
 use shoal_testkit::{wait_for, Cluster, WAIT};
 use std::time::Duration;
 
@@ -152,4 +153,44 @@ fn a_node_with_a_thousand_groups_restarts_and_recovers_each() {
         Some(b"after".to_vec())
     );
     wait_for("every group quiet again", WAIT * 2, || quiet(&c, 1) == all);
+}
+
+/// A quiet group still takes its snapshot when one falls due by time: nothing arrives to wake
+/// it, so the loop wakes it at the due time (it used to wait for the group's next input,
+/// which on an idle group may never come, leaving its log uncompacted).
+#[test]
+fn a_quiet_group_takes_its_snapshot_when_the_interval_passes() {
+    let mut c = Cluster::builder()
+        .voters([1])
+        .fsync("never")
+        .election_timeout_ms(300)
+        .args(&["--snapshot-interval", "2s"])
+        .build();
+    c.start(1);
+    c.wait_leader(0);
+    let r = c.call_any(1, Request::GroupCreate { members: vec![1] }, "group create");
+    assert!(matches!(r, Response::Done { .. }), "{r:?}");
+    c.wait_leader(1);
+    // The first write finds no snapshot yet and is snapshotted at once; the second waits
+    // for the interval, while the group is quiet. (Watched on the admin port: a request to
+    // the group would wake it.)
+    let taken = || {
+        c.http_get(1, "/metrics")
+            .and_then(|(_, m)| series_value(&m, "shoal_snapshots_taken_total{group=\"1\"}"))
+            .unwrap_or(0)
+    };
+    c.put(1, 5, 1, "k", "v1");
+    wait_for("group 1's first snapshot", WAIT, || taken() == 1);
+    c.put(1, 5, 2, "k", "v2");
+    wait_for("both groups quiet", WAIT, || quiet(&c, 1) == 2);
+    assert_eq!(taken(), 1);
+    wait_for("group 1's snapshot by time while it is quiet", WAIT, || {
+        taken() == 2
+    });
+    // Taking it did not need to wake the group for good.
+    wait_for("group 1 quiet again", WAIT, || quiet(&c, 1) == 2);
+    assert_eq!(
+        c.get_any(1, "k", ReadMode::Linearizable),
+        Some(b"v2".to_vec())
+    );
 }

@@ -40,6 +40,15 @@ impl<S: Storage, T, M: StateMachine, B, P: Plant> Node<S, T, M, B, P> {
         now_ms >= self.snapshot_retry_at_ms && self.raft.snapshot_due(now_ms)
     }
 
+    /// When this node will want a snapshot with no further input (see
+    /// [`Raft::snapshot_due_at`](crate::raft::Raft::snapshot_due_at)), not before a refused
+    /// one may be tried again: a platform that stops flushing an idle group wakes it then.
+    pub fn snapshot_due_at(&self) -> Option<u64> {
+        self.raft
+            .snapshot_due_at()
+            .map(|t| t.max(self.snapshot_retry_at_ms))
+    }
+
     /// A snapshot was refused (a full medium, no descriptor to spare): try again after
     /// `snapshot_retry_ms` rather than at every flush, since each try serialises the whole
     /// state. The error passes the failure policy (a durability fault is returned).

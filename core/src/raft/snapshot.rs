@@ -31,6 +31,21 @@ impl<P: Plant> Raft<P> {
                 && now_ms >= self.last_snapshot_ms + self.cfg.snapshot_interval_ms)
     }
 
+    /// The time (ms) at which [`Raft::snapshot_due`] turns true with no further input: `None`
+    /// when nothing was applied since the last snapshot (new entries are input) or only an
+    /// entry count would make it due; a time already past when it is due now.
+    pub fn snapshot_due_at(&self) -> Option<u64> {
+        let since = self.applied.saturating_sub(self.snapshot_index);
+        if since == 0 {
+            return None;
+        }
+        if self.cfg.snapshot_entries > 0 && since >= self.cfg.snapshot_entries {
+            return Some(0);
+        }
+        (self.cfg.snapshot_interval_ms > 0)
+            .then(|| self.last_snapshot_ms + self.cfg.snapshot_interval_ms)
+    }
+
     /// A snapshot covering `index` (term `term`) is now durable in storage.
     pub fn on_snapshot_taken(&mut self, now_ms: u64, index: LogIndex, term: Term) {
         // Writing a local snapshot replaced any partly received one in storage: a transfer in

@@ -35,6 +35,8 @@ fn snapshots_trigger_by_interval() {
         assert!(waited <= 250, "no snapshot within the interval");
     }
     let first = snapshot_index(&c);
+    // Nothing applied since: no snapshot is due however long the node waits.
+    assert_eq!(c.nodes[&l].snapshot_due_at(), None);
     c.propose(l, b"b");
     c.run(150);
     assert_eq!(
@@ -42,8 +44,18 @@ fn snapshots_trigger_by_interval() {
         first,
         "no snapshot before the interval passes"
     );
+    // A platform that stops flushing an idle node knows when to wake it.
+    let due = c.nodes[&l]
+        .snapshot_due_at()
+        .expect("an entry waits for a snapshot");
+    assert!(
+        due > c.now && due <= c.now + 100,
+        "due at {due}, now {}",
+        c.now
+    );
     c.run(100);
     assert!(snapshot_index(&c) > first);
+    assert_eq!(c.nodes[&l].snapshot_due_at(), None);
 }
 
 /// Three voters that snapshot every 5 entries and send snapshots in 16-byte chunks, with a

@@ -64,8 +64,19 @@ impl RaftLoop {
                 members_changed |= std::mem::replace(&mut g.members_seen, m) != m;
                 self.sizes_dirty.insert(id);
                 self.view_dirty.insert(id);
-                if group_idle(g) && !g.node.raft().snapshot_due(now) {
-                    self.active.remove(&id);
+                if group_idle(g) {
+                    // An idle group leaves the active set, unless a snapshot is due now; one
+                    // due later by time wakes it then.
+                    match g.node.snapshot_due_at() {
+                        Some(at) if at <= now => {}
+                        Some(at) => {
+                            self.wake_at.insert((at, id));
+                            self.active.remove(&id);
+                        }
+                        None => {
+                            self.active.remove(&id);
+                        }
+                    }
                 }
             }
         }

@@ -116,6 +116,9 @@ pub struct RaftLoop {
     groups: BTreeMap<GroupId, Box<Group>>,
     /// The groups with work, ticked and flushed each round ([`quiet`]).
     active: std::collections::BTreeSet<GroupId>,
+    /// Idle groups to put back in the active set at a time (ms): when a snapshot falls due
+    /// by time, with no input to wake them.
+    wake_at: std::collections::BTreeSet<(u64, GroupId)>,
     /// Node liveness, which watches quiet groups ([`quiet`]).
     live: Liveness,
     /// Groups flushed since their data dirs' sizes were last read (an idle group's do not
@@ -204,6 +207,7 @@ impl RaftLoop {
             hub,
             groups: BTreeMap::new(),
             active: Default::default(),
+            wake_at: Default::default(),
             live: Liveness::default(),
             sizes_dirty: Default::default(),
             view_dirty: Default::default(),
@@ -458,6 +462,7 @@ impl RaftLoop {
                     }
                 }
                 self.liveness(now);
+                self.wake_due(now);
             }
             if let Err(code) = self.flush_all() {
                 return code;

@@ -4,7 +4,8 @@
 //! timer. The loop ticks and flushes only the groups in the **active set**: a group enters it
 //! with any input (a peer frame, a client request, a finished sync or snapshot, a wake) and
 //! leaves it only when its driver says it is idle ([`Node::is_idle`]: quiet, nothing to send,
-//! sync, apply or read) and the loop holds nothing for it either ([`group_idle`]). Group 0 (the
+//! sync, apply or read) and the loop holds nothing for it either ([`group_idle`]); one whose
+//! snapshot falls due later by time is put back then ([`RaftLoop::wake_due`]). Group 0 (the
 //! cluster's records) is always active.
 //!
 //! Liveness of a quiet group's members is kept by node, not by group: every heartbeat interval
@@ -47,6 +48,20 @@ pub(super) fn group_idle(g: &Group) -> bool {
 }
 
 impl RaftLoop {
+    /// Put back in the active set the idle groups whose wake-up time (a snapshot due by
+    /// time) has come.
+    pub(super) fn wake_due(&mut self, now: u64) {
+        while let Some(&(at, id)) = self.wake_at.first() {
+            if at > now {
+                break;
+            }
+            self.wake_at.pop_first();
+            if self.groups.contains_key(&id) {
+                self.active.insert(id);
+            }
+        }
+    }
+
     /// Word from node `from` (any frame).
     pub(super) fn heard_from(&mut self, from: NodeId, now: u64) {
         self.live.heard.insert(from, now);
