@@ -15,7 +15,7 @@ use shoal_core::io::{
 };
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
-use shoal_core::storage::{pack_entries, LogView, ReadEntries, Storage, StorageError};
+use shoal_core::storage::{pack_entries, LogView, ReadEntries, Result, Storage, StorageError};
 use shoal_core::{EntryKind, HardState, LogIndex, NodeId, Role, SnapshotMeta, Term};
 
 fn main() -> Result<(), NodeError> {
@@ -182,12 +182,7 @@ impl Storage for VecLog {
     fn compact_prefix(&mut self, _upto: LogIndex) -> Result<(), StorageError> {
         Ok(())
     }
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
+    fn read_entries(&self, lo: LogIndex, hi: LogIndex, buf: &mut [u8]) -> Result<ReadEntries> {
         let hi = hi.min(self.last_index());
         let entries = self
             .entries

@@ -47,6 +47,9 @@ use crate::types::{HardState, LogIndex, SnapshotMeta, Term};
 mod decorate;
 pub use decorate::{Decorated, StorageHooks};
 
+/// What the [`Storage`] calls return: a [`StorageError`] unless another error is named.
+pub type Result<T, E = StorageError> = core::result::Result<T, E>;
+
 /// A storage failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -191,7 +194,7 @@ pub trait LogView {
     fn last_index(&self) -> LogIndex;
     /// Term of the entry at `index`. `index == snapshot_index()` gives the snapshot's term;
     /// `index == 0` gives 0. Errors with `Compacted` or `Unavailable` outside the log.
-    fn term(&self, index: LogIndex) -> Result<Term, StorageError>;
+    fn term(&self, index: LogIndex) -> Result<Term>;
 }
 
 /// Entries read by [`Storage::read_entries`].
@@ -209,34 +212,29 @@ pub trait Storage: LogView {
     /// The hard state as last saved.
     fn hard_state(&self) -> HardState;
     /// Replace the hard state (durable after the next [`Storage::sync`]).
-    fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError>;
+    fn save_hard_state(&mut self, hs: &HardState) -> Result<()>;
     /// Append one entry; `entry.index` must be `last_index() + 1`. A refusal (`Full`,
     /// `NoResources`) leaves the log as it was (rule 9).
-    fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError>;
+    fn append(&mut self, entry: &EntryRef<'_>) -> Result<()>;
     /// Remove every entry with index ≥ `from` (`from` > snapshot index).
-    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError>;
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<()>;
     /// Allow discarding every entry with index ≤ `upto` (≤ the snapshot index).
-    fn compact_prefix(&mut self, upto: LogIndex) -> Result<(), StorageError>;
+    fn compact_prefix(&mut self, upto: LogIndex) -> Result<()>;
     /// Copy entries `lo..=hi` into `buf`, stopping early at the first entry that does not fit.
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError>;
+    fn read_entries(&self, lo: LogIndex, hi: LogIndex, buf: &mut [u8]) -> Result<ReadEntries>;
     /// Make every write so far durable (hard state, entries, truncations). `Full` or
     /// `NoResources` means nothing was made durable and the writes still wait (rule 9).
-    fn sync(&mut self) -> Result<(), StorageError>;
+    fn sync(&mut self) -> Result<()>;
 
     /// The current snapshot's metadata, if one exists.
     fn snapshot_meta(&self) -> Option<SnapshotMeta>;
     /// Start writing a new snapshot (replaces any partly written one).
-    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
+    fn snapshot_begin(&mut self, meta: &SnapshotMeta) -> Result<()>;
     /// Write `data` at `offset` of the snapshot being written (offsets arrive in order).
-    fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError>;
+    fn snapshot_write(&mut self, offset: u64, data: &[u8]) -> Result<()>;
     /// Durably make the written snapshot current. Log entries after its index that match are
     /// kept; if the log does not contain the snapshot's last entry, the log is emptied.
-    fn snapshot_finish(&mut self) -> Result<(), StorageError>;
+    fn snapshot_finish(&mut self) -> Result<()>;
     /// Read snapshot data at `offset` into `buf`; returns bytes read (0 at the end).
-    fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError>;
+    fn snapshot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize>;
 }

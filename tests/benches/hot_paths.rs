@@ -9,7 +9,9 @@ use criterion::{
 };
 use shoal_core::driver::{Event, Node, NodeConfig, NodeParts};
 use shoal_core::entry::{self, EntryIter, EntryRef};
-use shoal_core::io::{StateMachine, Transport, TransportError};
+use shoal_core::io::{
+    SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport, TransportError,
+};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
 use shoal_core::message::{Append, Message};
@@ -136,17 +138,10 @@ impl StateMachine for Count {
     fn applied_index(&self) -> u64 {
         self.0
     }
-    fn snapshot(
-        &self,
-        _o: &mut dyn shoal_core::io::SnapshotWriter,
-    ) -> Result<(), shoal_core::io::SnapshotError> {
+    fn snapshot(&self, _o: &mut dyn SnapshotWriter) -> Result<(), SnapshotError> {
         Ok(())
     }
-    fn restore(
-        &mut self,
-        i: u64,
-        _s: &mut dyn shoal_core::io::SnapshotReader,
-    ) -> Result<(), shoal_core::io::SnapshotError> {
+    fn restore(&mut self, i: u64, _s: &mut dyn SnapshotReader) -> Result<(), SnapshotError> {
         self.0 = i;
         Ok(())
     }

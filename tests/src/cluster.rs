@@ -33,7 +33,9 @@ use crate::sim::network::Network;
 use crate::sim::plant::{PlantedBug, SimPlant};
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts, Pending as Left};
 use shoal_core::entry::EntryIter;
-use shoal_core::io::{StateMachine, Transport, TransportError};
+use shoal_core::io::{
+    SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport, TransportError,
+};
 use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
 use shoal_core::message::{Message, VoteResp};
@@ -169,17 +171,14 @@ impl<S: StateMachine> StateMachine for Recorder<S> {
     fn applied_index(&self) -> LogIndex {
         self.inner.applied_index()
     }
-    fn snapshot(
-        &self,
-        out: &mut dyn shoal_core::io::SnapshotWriter,
-    ) -> Result<(), shoal_core::io::SnapshotError> {
+    fn snapshot(&self, out: &mut dyn SnapshotWriter) -> Result<(), SnapshotError> {
         self.inner.snapshot(out)
     }
     fn restore(
         &mut self,
         index: LogIndex,
-        src: &mut dyn shoal_core::io::SnapshotReader,
-    ) -> Result<(), shoal_core::io::SnapshotError> {
+        src: &mut dyn SnapshotReader,
+    ) -> Result<(), SnapshotError> {
         self.inner.restore(index, src)
     }
     fn on_leadership(&mut self, leader: bool, term: Term, leader_id: NodeId) {
@@ -699,6 +698,17 @@ impl<'w, W: Workload> Run<'w, W> {
         }
         self.flush_all()?;
         self.expire_pending();
+        self.observe()
+    }
+
+    /// One simulated millisecond after the faults and the clients stopped: frames, ticks,
+    /// flushes and the invariant checks.
+    fn quiet_step(&mut self) -> Result<(), SimFailure> {
+        self.now += 1;
+        self.deliver()?;
+        self.tick_all()?;
+        self.liveness();
+        self.flush_all()?;
         self.observe()
     }
 
@@ -1749,12 +1759,7 @@ impl<'w, W: Workload> Run<'w, W> {
             }
         }
         for _ in 0..500 {
-            self.now += 1;
-            self.deliver()?;
-            self.tick_all()?;
-            self.liveness();
-            self.flush_all()?;
-            self.observe()?;
+            self.quiet_step()?;
             if self.pending.is_empty() {
                 break;
             }
@@ -1776,12 +1781,7 @@ impl<'w, W: Workload> Run<'w, W> {
             if converged {
                 break;
             }
-            self.now += 1;
-            self.deliver()?;
-            self.tick_all()?;
-            self.liveness();
-            self.flush_all()?;
-            self.observe()?;
+            self.quiet_step()?;
         }
         let mut commits = Vec::new();
         for (g, &leader) in leaders.iter().enumerate() {
@@ -1988,10 +1988,7 @@ impl StateMachine for RegisterSm {
     fn applied_index(&self) -> LogIndex {
         self.applied
     }
-    fn snapshot(
-        &self,
-        out: &mut dyn shoal_core::io::SnapshotWriter,
-    ) -> Result<(), shoal_core::io::SnapshotError> {
+    fn snapshot(&self, out: &mut dyn SnapshotWriter) -> Result<(), SnapshotError> {
         for (k, v) in &self.values {
             out.write(&[*k])?;
             out.write(&v.to_le_bytes())?;
@@ -2001,8 +1998,8 @@ impl StateMachine for RegisterSm {
     fn restore(
         &mut self,
         index: LogIndex,
-        src: &mut dyn shoal_core::io::SnapshotReader,
-    ) -> Result<(), shoal_core::io::SnapshotError> {
+        src: &mut dyn SnapshotReader,
+    ) -> Result<(), SnapshotError> {
         self.values.clear();
         while src.remaining() > 0 {
             let mut rec = [0u8; 9];

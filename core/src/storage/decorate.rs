@@ -11,11 +11,9 @@
 //! is `#[inline]`, so a call through it compiles to the inner call plus whatever the hook adds.
 //! shoald wraps the storage of every group this way (its fsync timer), on every write.
 
-use super::{LogView, ReadEntries, Storage, StorageError};
+use super::{LogView, ReadEntries, Result, Storage};
 use crate::entry::EntryRef;
 use crate::types::{HardState, LogIndex, SnapshotMeta, Term};
-
-type Result<T> = core::result::Result<T, StorageError>;
 
 /// A storage `inner` whose calls go through `hooks`; see the [module docs](self).
 #[derive(Clone, Debug, Default)]

@@ -48,7 +48,7 @@ use serde::Serialize;
 use shoal_core::entry::{EntryRef, MAX_HEADER_BYTES};
 use shoal_core::raft::MAX_CONFIG_BYTES;
 use shoal_core::record::{self, CRC32C, RECORD_VERSION};
-use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
+use shoal_core::storage::{LogView, ReadEntries, Result, Storage, StorageError};
 use shoal_core::types::{HardState, LogIndex, SnapshotMeta, Term};
 
 use codec::{
@@ -1522,12 +1522,7 @@ impl<F: NorFlash, const LOG_SECTORS: usize> Storage for FlashStorage<F, LOG_SECT
         Ok(())
     }
 
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
+    fn read_entries(&self, lo: LogIndex, hi: LogIndex, buf: &mut [u8]) -> Result<ReadEntries> {
         if lo < self.first_index {
             return Err(StorageError::Compacted(lo));
         }

@@ -75,7 +75,7 @@ use std::time::Duration;
 
 use shoal_core::driver::SnapshotPlan;
 use shoal_core::entry::EntryRef;
-use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
+use shoal_core::storage::{LogView, ReadEntries, Result, Storage, StorageError};
 use shoal_core::types::{GroupId, HardState, LogIndex, SnapshotMeta, Term};
 
 pub use datadir::{group_dir, DataDir};
@@ -599,12 +599,7 @@ impl Storage for FileStorage {
         self.guard(|s| s.log.compact(upto))
     }
 
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
+    fn read_entries(&self, lo: LogIndex, hi: LogIndex, buf: &mut [u8]) -> Result<ReadEntries> {
         let last = self.last_index();
         if lo > last || lo > hi {
             return Err(StorageError::Unavailable(lo));

@@ -42,7 +42,7 @@ use std::ops::Range;
 use shoal_core::entry::{self, EntryRef};
 use shoal_core::record::{self, RecordError, CRC32C};
 use shoal_core::rng::Rng;
-use shoal_core::storage::{LogView, ReadEntries, Storage, StorageError};
+use shoal_core::storage::{LogView, ReadEntries, Result, Storage, StorageError};
 use shoal_core::types::{HardState, LogIndex, SnapshotMeta, Term};
 
 /// Bytes of a hard-state record body: term, vote and commit as little-endian `u64`s.

@@ -117,12 +117,7 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
+    fn read_entries(&self, lo: LogIndex, hi: LogIndex, buf: &mut [u8]) -> Result<ReadEntries> {
         self.read_records(lo, hi, buf, true)
     }
 

@@ -454,29 +454,35 @@ mod tests {
         let (code, out) = run_args(&["--list-mutants"]);
         assert_eq!(code, 0);
         assert_eq!(out.lines().collect::<Vec<_>>(), MUTANTS);
-        let (code, out) = run_args(&["--mutant", "no-such-bug"]);
-        assert_eq!(code, 2);
-        assert!(out.contains("unknown mutant"));
-        let (code, out) = run_args(&["--seed", "7", "--mutant", "skip-truncate"]);
-        assert_eq!(code, 1);
-        assert!(out.contains(
-            "replay: cargo run -p shoal-tests --release --bin sim -- --seed 7 --mutant skip-truncate"
-        ));
+        refused(&["--mutant", "no-such-bug"], "unknown mutant");
+        fails_with_replay(&["--seed", "7", "--mutant", "skip-truncate"]);
     }
 
     #[test]
     fn groups_are_checked_and_replayed() {
-        let (code, out) = run_args(&["--seeds", "1..3", "--groups", "0"]);
-        assert_eq!(code, 2);
-        assert!(out.contains("--groups must be between 1 and 8"), "{out}");
-        let (code, out) = run_args(&["--seeds", "1..3", "--groups", "9"]);
-        assert_eq!(code, 2);
-        assert!(out.contains("got 9"), "{out}");
-        let (code, out) = run_args(&["--seed", "7", "--groups", "4"]);
-        assert_eq!(code, 1);
-        assert!(out.contains(
-            "replay: cargo run -p shoal-tests --release --bin sim -- --seed 7 --groups 4"
-        ));
+        let groups = |n| ["--seeds", "1..3", "--groups", n];
+        refused(&groups("0"), "--groups must be between 1 and 8");
+        refused(&groups("9"), "got 9");
+        fails_with_replay(&["--seed", "7", "--groups", "4"]);
+    }
+
+    /// `args` are refused (exit code 2) with a message containing `why`.
+    fn refused(args: &[&str], why: &str) {
+        let (code, out) = run_args(args);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains(why), "{out}");
+    }
+
+    /// A run with `args` fails (exit code 1) and prints the command that replays it, which
+    /// repeats `args`.
+    fn fails_with_replay(args: &[&str]) {
+        let (code, out) = run_args(args);
+        assert_eq!(code, 1, "{out}");
+        let replay = format!(
+            "replay: cargo run -p shoal-tests --release --bin sim -- {}",
+            args.join(" ")
+        );
+        assert!(out.contains(&replay), "{out}");
     }
 
     #[test]

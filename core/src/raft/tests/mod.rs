@@ -15,7 +15,7 @@ use crate::limits::ConfigError;
 use crate::message::{
     Append, AppendResp, Message, Snapshot, SnapshotHeader, SnapshotRef, TimeoutNow, Vote, VoteResp,
 };
-use crate::storage::{pack_entries, LogView, ReadEntries, Storage, StorageError};
+use crate::storage::{pack_entries, LogView, ReadEntries, Result, Storage, StorageError};
 use crate::types::EntryKind;
 use crate::types::GroupId;
 use crate::wire::{Body, FrameHeader, WIRE_VERSION};
@@ -109,12 +109,7 @@ impl Storage for VecStore {
         self.entries.retain(|e| e.0 > upto);
         Ok(())
     }
-    fn read_entries(
-        &self,
-        lo: LogIndex,
-        hi: LogIndex,
-        buf: &mut [u8],
-    ) -> Result<ReadEntries, StorageError> {
+    fn read_entries(&self, lo: LogIndex, hi: LogIndex, buf: &mut [u8]) -> Result<ReadEntries> {
         // Entries are kept in order and without gaps: the range is a run of them.
         let run = self
             .entries
