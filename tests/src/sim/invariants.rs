@@ -528,6 +528,20 @@ mod tests {
         r.expect_err("a violation").kind
     }
 
+    /// A fresh checker that has seen `views`, one after the other, each accepted.
+    fn seen(views: &[NodeView]) -> InvariantChecker {
+        let mut c = InvariantChecker::new();
+        for v in views {
+            c.observe(v).unwrap();
+        }
+        c
+    }
+
+    /// The invariant a fresh checker that has seen `first` finds broken by `then`.
+    fn violation(first: &[NodeView], then: &NodeView) -> InvariantKind {
+        kind(seen(first).observe(then))
+    }
+
     #[test]
     fn a_healthy_history_passes() {
         let mut c = InvariantChecker::new();
@@ -558,9 +572,7 @@ mod tests {
 
     #[test]
     fn two_leaders_in_one_term_even_at_different_times() {
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 7, true, 0, vec![])).unwrap();
-        c.observe(&view(1, 8, false, 0, vec![])).unwrap();
+        let mut c = seen(&[view(1, 7, true, 0, vec![]), view(1, 8, false, 0, vec![])]);
         let e = c.observe(&view(3, 7, true, 0, vec![])).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -570,62 +582,62 @@ mod tests {
 
     #[test]
     fn log_matching_payload_and_history() {
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 2, false, 0, log(&[1, 2], 0))).unwrap();
+        let first = [view(1, 2, false, 0, log(&[1, 2], 0))];
         // Same index and term, other payload.
+        let other_payload = view(2, 2, false, 0, log(&[1, 2], 9));
         assert_eq!(
-            kind(c.observe(&view(2, 2, false, 0, log(&[1, 2], 9)))),
+            violation(&first, &other_payload),
             InvariantKind::LogMatching
         );
         // Same (2, term 2) but a different term at index 1 — a different history.
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 2, false, 0, log(&[1, 2], 0))).unwrap();
         let mut other = log(&[2, 2], 0);
         other[1] = log(&[1, 2], 0)[1];
+        let other_history = view(2, 2, false, 0, other);
         assert_eq!(
-            kind(c.observe(&view(2, 2, false, 0, other))),
+            violation(&first, &other_history),
             InvariantKind::LogMatching
         );
     }
 
     #[test]
     fn committed_entries_must_agree_and_never_be_overwritten() {
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 1, false, 2, log(&[1, 1], 0))).unwrap();
+        let first = [view(1, 1, false, 2, log(&[1, 1], 0))];
         // Node 2 commits index 2 with a term-2 entry: two different entries committed.
+        let other_commit = view(2, 2, false, 2, log(&[1, 2], 0));
         assert_eq!(
-            kind(c.observe(&view(2, 2, false, 2, log(&[1, 2], 0)))),
+            violation(&first, &other_commit),
             InvariantKind::StateMachineSafety
         );
         // A node overwrites its own committed entry after a truncation.
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 1, false, 2, log(&[1, 1], 0))).unwrap();
         let mut v = view(1, 3, false, 2, log(&[1, 3], 0));
         v.entries.remove(0); // only what changed
-        assert_eq!(kind(c.observe(&v)), InvariantKind::StateMachineSafety);
+        assert_eq!(violation(&first, &v), InvariantKind::StateMachineSafety);
     }
 
     #[test]
     fn a_leader_must_hold_every_entry_committed_before_its_term() {
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 1, true, 2, log(&[1, 1], 0))).unwrap();
-        c.observe(&view(2, 1, false, 0, log(&[1], 0))).unwrap();
+        let mut c = seen(&[
+            view(1, 1, true, 2, log(&[1, 1], 0)),
+            view(2, 1, false, 0, log(&[1], 0)),
+        ]);
         // Node 2 wins term 2 without index 2 (as if it had been elected by counting wrong).
         let e = c
             .observe(&view(2, 2, true, 0, log(&[1, 2], 0)))
             .unwrap_err();
         assert_eq!(e.kind, InvariantKind::LeaderCompleteness, "{e}");
         // A stale leader of an older term may lack entries committed later.
-        let mut c = InvariantChecker::new();
-        c.observe(&view(2, 3, false, 2, log(&[1, 3], 0))).unwrap();
-        c.observe(&view(1, 2, true, 0, log(&[1], 0))).unwrap();
+        seen(&[
+            view(2, 3, false, 2, log(&[1, 3], 0)),
+            view(1, 2, true, 0, log(&[1], 0)),
+        ]);
     }
 
     #[test]
     fn leadership_is_checked_again_as_commits_arrive() {
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 1, false, 0, log(&[1], 0))).unwrap();
-        c.observe(&view(3, 3, true, 0, log(&[1, 2, 3], 0))).unwrap();
+        let mut c = seen(&[
+            view(1, 1, false, 0, log(&[1], 0)),
+            view(3, 3, true, 0, log(&[1, 2, 3], 0)),
+        ]);
         // Index 2 (term 1) becomes known committed by a node in term 2, while node 3 — leader
         // since term 3 — holds a different entry there.
         c.observe(&view(1, 2, false, 2, log(&[1, 1], 0))).unwrap();
@@ -637,23 +649,17 @@ mod tests {
 
     #[test]
     fn monotonic_within_an_incarnation_but_not_across_restarts() {
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 3, false, 2, log(&[1, 1], 0))).unwrap();
+        let first = [view(1, 3, false, 2, log(&[1, 1], 0))];
+        let older_term = view(1, 2, false, 2, log(&[1, 1], 0));
+        assert_eq!(violation(&first, &older_term), InvariantKind::Monotonicity);
+        let lower_commit = view(1, 3, false, 1, log(&[1, 1], 0));
         assert_eq!(
-            kind(c.observe(&view(1, 2, false, 2, log(&[1, 1], 0)))),
+            violation(&first, &lower_commit),
             InvariantKind::Monotonicity
         );
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 3, false, 2, log(&[1, 1], 0))).unwrap();
-        assert_eq!(
-            kind(c.observe(&view(1, 3, false, 1, log(&[1, 1], 0)))),
-            InvariantKind::Monotonicity
-        );
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 3, false, 2, log(&[1, 1], 0))).unwrap();
         let mut restarted = view(1, 3, false, 0, log(&[1, 1], 0));
         restarted.incarnation = 1;
-        c.observe(&restarted).unwrap();
+        seen(&[first[0].clone(), restarted]);
     }
 
     #[test]
@@ -700,8 +706,7 @@ mod tests {
 
     #[test]
     fn incremental_windows_and_compaction() {
-        let mut c = InvariantChecker::new();
-        c.observe(&view(1, 1, true, 1, log(&[1, 1], 0))).unwrap();
+        let mut c = seen(&[view(1, 1, true, 1, log(&[1, 1], 0))]);
         // Only the new entry is shown; the shadow keeps the rest.
         let full = log(&[1, 1, 1], 0);
         let mut v = view(1, 1, true, 3, full.clone());
