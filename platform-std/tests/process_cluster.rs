@@ -330,11 +330,10 @@ fn a_request_for_another_cluster_or_an_old_protocol_is_refused_in_words_and_chan
     let frame = protocol::RequestFrame::new(1, 0, put("elsewhere")).for_cluster(9);
     protocol::encode(&frame, &mut out).unwrap();
     conn.send_raw(&out).unwrap();
-    let (code, message) = refusal(&mut conn);
-    assert_eq!(code, protocol::ErrorCode::WrongCluster, "{message}");
-    assert!(
-        message.contains("belongs to cluster 5, not to cluster 9"),
-        "{message}"
+    assert_refused(
+        &mut conn,
+        protocol::ErrorCode::WrongCluster,
+        "belongs to cluster 5, not to cluster 9",
     );
     // The connection stays usable; the refused write left nothing, one for cluster 5 is done.
     assert_eq!(c.get(1, 0, "elsewhere", ReadMode::Linearizable), None);
@@ -358,19 +357,23 @@ fn a_request_for_another_cluster_or_an_old_protocol_is_refused_in_words_and_chan
     protocol::encode(&(1u16, 3u64, 0u32, Request::Status), &mut old).unwrap();
     let mut conn = Conn::open(&addr).expect("connect");
     conn.send_raw(&old).unwrap();
-    let (code, message) = refusal(&mut conn);
-    assert_eq!(code, protocol::ErrorCode::UnsupportedVersion, "{message}");
-    assert!(
-        message.contains("protocol version 1 is not supported; this server speaks 2"),
-        "{message}"
+    assert_refused(
+        &mut conn,
+        protocol::ErrorCode::UnsupportedVersion,
+        "protocol version 1 is not supported; this server speaks 2",
     );
     conn.assert_closed_within(Duration::from_secs(5));
 }
 
-/// The next answer on `conn`, which must be an error: its code and message.
-fn refusal(conn: &mut Conn) -> (protocol::ErrorCode, String) {
+/// The next answer on `conn` is an error of `code` whose message says `says`.
+fn assert_refused(conn: &mut Conn, code: protocol::ErrorCode, says: &str) {
     match conn.next_frame().expect("an answer").response {
-        Response::Error { code, message, .. } => (code, message),
+        Response::Error {
+            code: got, message, ..
+        } => {
+            assert_eq!(got, code, "{message}");
+            assert!(message.contains(says), "{message}");
+        }
         other => panic!("expected a refusal: {other:?}"),
     }
 }
