@@ -377,3 +377,62 @@ fn assert_refused(conn: &mut Conn, code: protocol::ErrorCode, says: &str) {
         other => panic!("expected a refusal: {other:?}"),
     }
 }
+
+/// A node tells clients the address they reach it at: listening on 0.0.0.0 it advertises
+/// `--advertise-client-addr`; and a member whose record in group 0 names another client
+/// address than its own (an operator's mistake when adding it, or an implied raft port + 1
+/// that is not its client port) says so in its log, naming both.
+#[test]
+fn the_advertised_client_address_is_the_one_records_and_redirects_name() {
+    let mut c = Cluster::builder()
+        .voters([1])
+        .spares([2])
+        .fsync("never")
+        .election_timeout_ms(300)
+        .build();
+    let n1 = c.node(1);
+    let port = n1.client.rsplit_once(':').unwrap().1.to_string();
+    let env = c.root().join("node1.env");
+    std::fs::write(
+        &env,
+        format!(
+            "SHOAL_NODE_ID=1\nSHOAL_DATA_DIR={}\nSHOAL_RAFT_ADDR={}\nSHOAL_CLIENT_ADDR=0.0.0.0:{port}\n\
+             SHOAL_ADVERTISE_CLIENT_ADDR={}\nSHOAL_ADMIN_ADDR={}\nSHOAL_INITIAL_MEMBERS=1={}/{}\n\
+             SHOAL_FSYNC=never\nSHOAL_ELECTION_TIMEOUT=300\n",
+            n1.dir.display(),
+            n1.raft,
+            n1.client,
+            n1.admin,
+            n1.raft,
+            n1.client
+        ),
+    )
+    .unwrap();
+    c.start_from_env_file(1, &env);
+    c.wait_leader(0);
+    match client::call(&c.node(1).client, 0, Request::NodeStatus) {
+        Some(Response::NodeStatus(s)) => assert_eq!(s.client_addr, c.node(1).client),
+        other => panic!("node status: {other:?}"),
+    }
+    assert!(
+        c.node(1).log().contains("(advertised as 127.0.0.1:"),
+        "{}",
+        c.node(1).log()
+    );
+
+    // Node 2 joins, added with a client address where it does not listen.
+    c.start_joining(2);
+    let add = Request::ChangeMembers(MemberChange::Add {
+        id: 2,
+        raft_addr: format!("{}/{}", c.node(2).raft, free_addr()),
+        observer: false,
+    });
+    let r = client::call_any(&c.clients_of(&[1]), 0, add, "add node 2");
+    assert!(matches!(r, Response::Done { .. }), "add node 2: {r:?}");
+    let own = c.node(2).client.clone();
+    wait_for("node 2 to notice its record", WAIT, || {
+        c.node(2)
+            .log()
+            .contains(&format!("but this node serves clients at {own}"))
+    });
+}

@@ -106,6 +106,12 @@ pub struct Flags {
     /// Address of the client port (the protocol of shoal_client::protocol) [default: 127.0.0.1:7002].
     #[arg(long, env = "SHOAL_CLIENT_ADDR", value_name = "HOST:PORT")]
     pub client_addr: Option<String>,
+    /// Address clients reach the client port at, when it is not --client-addr (a node listening
+    /// on 0.0.0.0, or behind NAT): what this node's member record says and what followers name
+    /// in redirects to it. Required when --client-addr is an unspecified address.
+    /// [default: --client-addr]
+    #[arg(long, env = "SHOAL_ADVERTISE_CLIENT_ADDR", value_name = "HOST:PORT")]
+    pub advertise_client_addr: Option<String>,
     /// Address of the admin HTTP port (/health, /status, /metrics) [default: 127.0.0.1:7003].
     #[arg(long, env = "SHOAL_ADMIN_ADDR", value_name = "HOST:PORT")]
     pub admin_addr: Option<String>,

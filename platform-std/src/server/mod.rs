@@ -222,11 +222,16 @@ fn start(
     net::raft_listener(net.clone(), listeners.raft);
     start_admin(listeners.admin, view, fsync_hist, cfg.admin_limits, tls)?;
     log::info!(
-        "node {} of cluster {} running: raft {}, client {}, admin {}, data {}, fsync {:?}",
+        "node {} of cluster {} running: raft {}, client {}{}, admin {}, data {}, fsync {:?}",
         cfg.node_id,
         cfg.cluster_id,
         cfg.raft_addr,
         cfg.client_addr,
+        if cfg.advertise_client_addr == cfg.client_addr {
+            String::new()
+        } else {
+            format!(" (advertised as {})", cfg.advertise_client_addr)
+        },
         cfg.admin_addr,
         cfg.data_dir.display(),
         cfg.fsync

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub raft_addr: String,
     /// Client listen address.
     pub client_addr: String,
+    /// The client address this node gives clients and peers (its member record, redirects):
+    /// `--advertise-client-addr`, else the listen address.
+    pub advertise_client_addr: String,
     /// Admin HTTP listen address.
     pub admin_addr: String,
     /// Initial members of group 0 (bootstrap) or address hints (join).
@@ -94,6 +97,7 @@ struct Addresses {
     node_id: NodeId,
     raft_addr: String,
     client_addr: String,
+    advertise_client_addr: String,
     admin_addr: String,
     initial_members: Vec<MemberSpec>,
     join: bool,
@@ -112,12 +116,13 @@ impl Addresses {
         check_addr("--raft-addr", &raft_addr)?;
         check_addr("--client-addr", &client_addr)?;
         check_addr("--admin-addr", &admin_addr)?;
+        let advertise_client_addr = advertised(&client_addr, f.advertise_client_addr.as_deref())?;
         let initial_members = match &f.initial_members {
             Some(s) => parse_members(s).map_err(|e| format!("--initial-members: {e}"))?,
             None => vec![MemberSpec {
                 id: node_id,
                 raft_addr: raft_addr.clone(),
-                client_addr: client_addr.clone(),
+                client_addr: advertise_client_addr.clone(),
             }],
         };
         check_distinct(
@@ -138,6 +143,7 @@ impl Addresses {
             node_id,
             raft_addr,
             client_addr,
+            advertise_client_addr,
             admin_addr,
             initial_members,
             join,
@@ -233,6 +239,7 @@ impl ServerConfig {
             data_dir: f.data_dir.unwrap_or_else(|| PathBuf::from("./shoal-data")),
             raft_addr: addrs.raft_addr,
             client_addr: addrs.client_addr,
+            advertise_client_addr: addrs.advertise_client_addr,
             admin_addr: addrs.admin_addr,
             initial_members: addrs.initial_members,
             fsync,
@@ -274,4 +281,33 @@ impl ServerConfig {
             },
         })
     }
+}
+
+/// The client address to advertise: `advertise` if given (a host name is allowed: clients
+/// resolve it), else the listen address `listen`, which must then name one address clients can
+/// reach, not every address of the host.
+fn advertised(listen: &str, advertise: Option<&str>) -> Result<String, String> {
+    let unspecified = |a: &str| {
+        a.parse::<std::net::SocketAddr>()
+            .is_ok_and(|s| s.ip().is_unspecified())
+    };
+    if let Some(a) = advertise {
+        let a =
+            shoal_client::parse_endpoint(a).map_err(|e| format!("--advertise-client-addr: {e}"))?;
+        if unspecified(&a) {
+            return Err(format!(
+                "--advertise-client-addr {a} is not an address clients can be sent to; name \
+                 this node's own address"
+            ));
+        }
+        return Ok(a);
+    }
+    if unspecified(listen) {
+        return Err(format!(
+            "--client-addr {listen} listens on every address of this host, which clients cannot \
+             be sent to: give --advertise-client-addr HOST:PORT, the address clients reach this \
+             node at (its member record and the redirects of other nodes name it)"
+        ));
+    }
+    Ok(listen.to_string())
 }

@@ -312,3 +312,38 @@ fn quiescence_can_be_turned_off_by_flag_or_file() {
     let bad = Flags::try_parse_from(["shoald", "--quiesce", "sometimes"]);
     assert!(bad.unwrap_err().to_string().contains("sometimes"));
 }
+
+#[test]
+fn the_advertised_client_address_is_one_clients_can_be_sent_to() {
+    // By default the listen address is advertised, and the single-node member list names it.
+    let c = resolve_args(&["--client-addr", "127.0.0.1:9002"]).unwrap();
+    assert_eq!(c.advertise_client_addr, "127.0.0.1:9002");
+    assert_eq!(c.initial_members[0].client_addr, "127.0.0.1:9002");
+    // Listening on every address needs the address clients use.
+    let e = resolve_args(&["--client-addr", "0.0.0.0:9002"]).unwrap_err();
+    assert!(e.contains("--advertise-client-addr"), "{e}");
+    let e = resolve_args(&["--client-addr", "[::]:9002"]).unwrap_err();
+    assert!(e.contains("listens on every address"), "{e}");
+    let c = resolve_args(&[
+        "--client-addr",
+        "0.0.0.0:9002",
+        "--advertise-client-addr",
+        "db1.example:9002",
+    ])
+    .unwrap();
+    assert_eq!(c.client_addr, "0.0.0.0:9002");
+    assert_eq!(c.advertise_client_addr, "db1.example:9002");
+    assert_eq!(c.initial_members[0].client_addr, "db1.example:9002");
+    // The file takes it too.
+    let c =
+        resolve_file("client_addr = \"0.0.0.0:9002\"\nadvertise_client_addr = \"10.0.0.5:9002\"\n")
+            .unwrap();
+    assert_eq!(c.advertise_client_addr, "10.0.0.5:9002");
+    for (bad, says) in [
+        ("0.0.0.0:9002", "not an address clients can be sent to"),
+        ("db1", "no port"),
+    ] {
+        let e = resolve_args(&["--advertise-client-addr", bad]).unwrap_err();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}

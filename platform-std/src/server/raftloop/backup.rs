@@ -21,7 +21,7 @@ impl RaftLoop {
         Response::NodeStatus(Box::new(NodeStatusInfo {
             status: status(g, node_id),
             raft_addr: self.cfg.raft_addr.clone(),
-            client_addr: self.cfg.client_addr.clone(),
+            client_addr: self.cfg.advertise_client_addr.clone(),
             version: crate::VERSION.to_string(),
             log_bytes,
             snapshot_bytes,

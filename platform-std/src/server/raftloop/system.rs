@@ -68,6 +68,8 @@ pub(super) struct Records {
     /// Groups this node failed to create, when and why: tried again after
     /// [`CREATE_RETRY`], and logged again only when the reason changes.
     create_failed: BTreeMap<GroupId, (Instant, String)>,
+    /// The wrong client address group 0's record of this node named when last logged.
+    own_record_warned: Option<String>,
 }
 
 /// How long a group this node could not create (no descriptor, no space) waits before it is
@@ -248,6 +250,32 @@ impl RaftLoop {
         self.free_removed();
     }
 
+    /// Say so (once per wrong value) when group 0's record of this node names another client
+    /// address than the one it advertises: a leader wrote it from its member list (an implied
+    /// raft port + 1), and followers redirect clients there until this node leads group 0 and
+    /// writes its own.
+    fn check_own_record(&mut self) {
+        let own = &self.cfg.advertise_client_addr;
+        let recorded = self
+            .sys
+            .members
+            .get(&self.cfg.node_id)
+            .map(|a| &a.client_addr)
+            .filter(|c| *c != own);
+        if recorded == self.sys.own_record_warned.as_ref() {
+            return;
+        }
+        if let Some(c) = recorded {
+            log::warn!(
+                "group 0's record of this node names client address {c}, but this node serves \
+                 clients at {own}: followers send clients there until this node leads group 0; \
+                 name the client address when adding a member (ID=RAFT/CLIENT) or set \
+                 --advertise-client-addr"
+            );
+        }
+        self.sys.own_record_warned = recorded.cloned();
+    }
+
     /// Whether a group this node failed to create is due to be tried again.
     fn retry_due(&self) -> bool {
         self.sys
@@ -258,6 +286,7 @@ impl RaftLoop {
 
     /// Every hosted group's address book learns the records; dialers follow.
     fn apply_member_records(&mut self) {
+        self.check_own_record();
         for a in self.sys.members.values() {
             self.net.ensure_peer(a.id, &a.raft_addr);
             for g in self.groups.values_mut() {
@@ -454,7 +483,7 @@ impl RaftLoop {
         let own = MemberAddr {
             id: me,
             raft_addr: self.cfg.raft_addr.clone(),
-            client_addr: self.cfg.client_addr.clone(),
+            client_addr: self.cfg.advertise_client_addr.clone(),
         };
         let Some(g) = self.groups.get_mut(&0) else {
             return;

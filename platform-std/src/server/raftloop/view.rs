@@ -70,7 +70,7 @@ impl RaftLoop {
         v.node_id = node_id;
         v.version = crate::VERSION;
         v.raft_addr.clone_from(&self.cfg.raft_addr);
-        v.client_addr.clone_from(&self.cfg.client_addr);
+        v.client_addr.clone_from(&self.cfg.advertise_client_addr);
         v.running = !self.draining;
         if v.groups
             .iter()
