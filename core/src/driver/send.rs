@@ -8,7 +8,7 @@ use crate::message::{Append, Message, Snapshot, SnapshotHeader, SnapshotRef};
 use crate::plant::Plant;
 use crate::raft::Envelope;
 use crate::storage::{Storage, StorageError};
-use crate::types::NodeId;
+use crate::types::{NodeId, Role};
 use crate::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
 
 /// Where a tail starts in the send buffer: after the reserved prefix and the record header.
@@ -48,10 +48,17 @@ impl<S: Storage, T: Transport, M, B: AsMut<[u8]>, P: Plant> Node<S, T, M, B, P> 
 
     /// Read the entries an `Append` plans into the send buffer. Fewer may fit: the message
     /// then says so and Raft is told. Returns the tail's length, or `None` if the entries are
-    /// gone (compacted since the append was queued: the peer gets the snapshot next time).
+    /// gone (compacted since the append was queued: the peer gets the snapshot next time; or
+    /// cut, this node no longer leading the term it queued the append in).
     fn read_entries_for(&mut self, to: NodeId, a: &mut Append) -> Result<Option<usize>, NodeError> {
         if a.count == 0 {
             return Ok(Some(0));
+        }
+        // Queued while this node led `a.term`: if it leads that term no longer, a new leader's
+        // append may have cut those entries in the same batch. The stale append is dropped,
+        // as the network may drop any message.
+        if self.raft.role() != Role::Leader || self.raft.term() != a.term {
+            return Ok(None);
         }
         let planned_last = a.prev_index + u64::from(a.count);
         let limit = self.cfg.raft.max_bytes_per_message;
