@@ -29,6 +29,13 @@ pub trait Plant {
     fn read_without_quorum(&self) -> bool {
         false
     }
+    /// A leader serves lease reads without checking by its clock that its lease still holds:
+    /// once earned, the lease lasts while the node believes it leads. A leader that stood
+    /// still (a stopped process, a long GC pause) while another was elected serves stale reads
+    /// when it resumes, before it hears of the new term.
+    fn lease_ignores_clock(&self) -> bool {
+        false
+    }
 }
 
 /// No planted bug: what every production node runs.

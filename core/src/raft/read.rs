@@ -174,6 +174,12 @@ impl<P: Plant> Raft<P> {
                 leader: self.leader,
             });
         }
+        // Planted bug: the lease's end is never compared with the clock.
+        let now_ms = if self.plant.lease_ignores_clock() {
+            0
+        } else {
+            now_ms
+        };
         if self.lease_valid(now_ms) {
             Ok(self.commit.max(self.term_start_index))
         } else {

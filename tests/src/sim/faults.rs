@@ -11,6 +11,10 @@
 //! another rate (never in the second before another event, so the leader's clock check has
 //! had time to see it before anything else happens), reads of a record returning a flipped
 //! bit, and damage to the disk of a node that is down.
+//!
+//! Pauses come from a third stream, so a seed that draws none runs exactly as before: a node
+//! stops for a while without crashing (a stopped process, a long GC or VM stall) and resumes
+//! with its memory, its timers late and the frames and requests sent to it meanwhile queued.
 
 use super::network::{FaultRates, Network};
 use crate::memstore::Damage;
@@ -30,6 +34,8 @@ pub enum NodeTarget {
     LongestDown,
     /// The node that went down most recently (skipped when none is down).
     LatestDown,
+    /// The node paused the longest (skipped when none is paused).
+    LongestPaused,
 }
 
 /// How the network is cut. Applying a partition first heals the previous one ("re-cut").
@@ -99,7 +105,13 @@ pub enum FaultEvent {
         /// What happens to it.
         damage: Damage,
     },
-    /// Start of the final quiet part: heal, quiet rates, restart every down node.
+    /// Pause a live node: it gets no ticks, flushes or frames and answers no request until it
+    /// resumes, but its clock runs on. Frames and requests sent to it meanwhile wait for it.
+    Pause(NodeTarget),
+    /// Resume a paused node: it sees its clock jump, and what waited for it arrives.
+    Resume(NodeTarget),
+    /// Start of the final quiet part: heal, quiet rates, restart every down node, resume every
+    /// paused one.
     Quiesce,
 }
 
@@ -133,7 +145,11 @@ impl fmt::Display for FaultEvent {
             FaultEvent::DamageDisk { target, damage } => {
                 write!(f, "disk of {target:?} (down): {damage:?}")
             }
-            FaultEvent::Quiesce => f.write_str("quiesce (heal, quiet network, restart all)"),
+            FaultEvent::Pause(t) => write!(f, "pause {t:?}"),
+            FaultEvent::Resume(t) => write!(f, "resume {t:?}"),
+            FaultEvent::Quiesce => {
+                f.write_str("quiesce (heal, quiet network, restart and resume all)")
+            }
         }
     }
 }
@@ -176,6 +192,10 @@ const CLOCK_CHANGE_LEAD_MS: u64 = 1_000;
 /// Rates a clock may be set to, in thousandths of global time: far off either way, and just
 /// inside or outside the simulator's bound (election timeout 150 ms, margin 15 ms: 11 %).
 const CLOCK_RATES: [u64; 6] = [250, 500, 900, 1_100, 2_000, 4_000];
+/// How long a pause lasts, ms: a hiccup shorter than an election timeout (150 ms in the
+/// simulator), a stall in which the others elect a new leader, or one so long that requests
+/// sent to the paused node time out (clients give up after 1 s).
+const PAUSE_MS: [(u64, u64); 3] = [(5, 140), (150, 1_000), (1_000, 2_500)];
 
 impl FaultSchedule {
     /// Draw the schedule for `seed`, for a run of `duration_ms` global ms. The last quarter (at
@@ -246,6 +266,7 @@ impl FaultSchedule {
         }
         let extra = extra_events(seed, &events, all_nodes.len() as u64, quiet_from_ms);
         events.extend(extra);
+        events.extend(pauses(seed, all_nodes.len() as u64, quiet_from_ms));
         // Stable: an extra event at the same time as a scheduled one fires after it.
         events.sort_by_key(|e| e.at_ms);
         events.push(ScheduledEvent {
@@ -331,6 +352,43 @@ fn extra_events(
         });
     }
     out.retain(|e| e.at_ms < quiet_from_ms);
+    out
+}
+
+/// Pauses for `seed` before `quiet_from_ms`, from a stream of their own: a third of the seeds
+/// draw one to three pauses, one after the other, two of three aimed at the leader. A pause
+/// that would outlast the faulty part ends with it (`Quiesce` resumes every node).
+fn pauses(seed: u64, nodes: u64, quiet_from_ms: u64) -> Vec<ScheduledEvent> {
+    let mut rng = Rng::new(seed ^ 0x7061_7573_6573_0000);
+    let mut out = Vec::new();
+    if !rng.chance(1, 3) {
+        return out;
+    }
+    let mut t = MIN_GAP_MS;
+    for _ in 0..rng.range(1, 4) {
+        t += rng.range(0, quiet_from_ms / 3 + 1);
+        if t >= quiet_from_ms {
+            break;
+        }
+        let target = if rng.chance(2, 3) {
+            NodeTarget::Leader
+        } else {
+            NodeTarget::Node(rng.range(1, nodes + 1))
+        };
+        out.push(ScheduledEvent {
+            at_ms: t,
+            event: FaultEvent::Pause(target),
+        });
+        let (lo, hi) = PAUSE_MS[rng.range(0, PAUSE_MS.len() as u64) as usize];
+        t += rng.range(lo, hi + 1);
+        if t >= quiet_from_ms {
+            break;
+        }
+        out.push(ScheduledEvent {
+            at_ms: t,
+            event: FaultEvent::Resume(NodeTarget::LongestPaused),
+        });
+    }
     out
 }
 
@@ -454,6 +512,8 @@ pub struct Targets {
     pub longest_down: Option<NodeId>,
     /// The node that went down most recently.
     pub latest_down: Option<NodeId>,
+    /// The node paused the longest.
+    pub longest_paused: Option<NodeId>,
 }
 
 impl Targets {
@@ -464,14 +524,15 @@ impl Targets {
             NodeTarget::Leader => self.leader,
             NodeTarget::LongestDown => self.longest_down,
             NodeTarget::LatestDown => self.latest_down,
+            NodeTarget::LongestPaused => self.longest_paused,
         }
     }
 }
 
 /// Apply a network-only event (`SetRates`, `Partition`, `Heal`, and the network half of
 /// `Quiesce`) to `net`, its targets resolved by `targets`. Returns false for events that are
-/// not the network's (crash, restart, membership, transfer, clocks, storage), which the runner
-/// handles itself.
+/// not the network's (crash, restart, pause, membership, transfer, clocks, storage), which the
+/// runner handles itself.
 pub fn apply_network_event(
     event: &FaultEvent,
     net: &mut Network,
@@ -553,7 +614,7 @@ mod tests {
             }
         }
         assert_eq!(sizes.len(), 3, "cluster sizes 3, 4 and 5 all occur");
-        assert_eq!(kinds.len(), 11, "every kind of event occurs");
+        assert_eq!(kinds.len(), 13, "every kind of event occurs");
     }
 
     #[test]
@@ -565,12 +626,17 @@ mod tests {
                 match e.event {
                     FaultEvent::ClockRate { .. } => {
                         clocks += 1;
+                        // Pauses are a stream of their own: a paused node judges its lease by
+                        // its own clock when it resumes, which a rate change does not fool.
                         let next = s.events[k + 1..]
                             .iter()
                             .find(|n| {
                                 !matches!(
                                     n.event,
-                                    FaultEvent::FlipOnRead { .. } | FaultEvent::ClockRate { .. }
+                                    FaultEvent::FlipOnRead { .. }
+                                        | FaultEvent::ClockRate { .. }
+                                        | FaultEvent::Pause(_)
+                                        | FaultEvent::Resume(_)
                                 )
                             })
                             .expect("Quiesce comes last");
@@ -607,6 +673,39 @@ mod tests {
             clocks > 50 && disks > 20,
             "clock changes {clocks}, damaged disks {disks}"
         );
+    }
+
+    #[test]
+    fn a_third_of_the_seeds_pause_nodes_one_at_a_time_before_the_quiet_part() {
+        let mut pausing = 0;
+        let mut long = 0;
+        for seed in 0..300 {
+            let s = FaultSchedule::generate(seed, 20_000);
+            let mut paused_at = None;
+            for e in &s.events {
+                match e.event {
+                    FaultEvent::Pause(_) => {
+                        assert_eq!(paused_at, None, "seed {seed}: pauses overlap");
+                        assert!(e.at_ms < s.quiet_from_ms);
+                        paused_at = Some(e.at_ms);
+                    }
+                    FaultEvent::Resume(t) => {
+                        assert_eq!(t, NodeTarget::LongestPaused);
+                        let at = paused_at.take().expect("a resume follows a pause");
+                        long += u64::from(e.at_ms - at >= 1_000);
+                    }
+                    FaultEvent::Quiesce => paused_at = None,
+                    _ => {}
+                }
+            }
+            pausing += u64::from(
+                s.events
+                    .iter()
+                    .any(|e| matches!(e.event, FaultEvent::Pause(_))),
+            );
+        }
+        assert!((70..130).contains(&pausing), "{pausing} of 300 seeds pause");
+        assert!(long > 20, "{long} pauses outlast a client's timeout");
     }
 
     #[test]

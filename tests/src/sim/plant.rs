@@ -1,5 +1,6 @@
 //! The planted bugs the simulator can run with, each proving that some check of the simulator
-//! catches its kind of mistake (`tests/tests/mutants.rs` requires each to be caught).
+//! catches its kind of mistake (`tests/tests/mutants.rs` requires each to be caught by a seed;
+//! `lease-ignores-clock` is caught by the paused-leader scenario in `cluster.rs`).
 //!
 //! The core's bugs are planted through its [`Plant`] hooks: every simulated node of a run is
 //! built with a [`SimPlant`] that carries the run's choice, so nothing is switched on for a
@@ -32,11 +33,14 @@ pub enum PlantedBug {
     /// The simulated storage skips the CRC check of the records it reads back, handing the
     /// node whatever bytes a bad read returned (see [`SimPlant::unchecked_reads`]).
     ReadUnchecked,
+    /// See [`Plant::lease_ignores_clock`]: a paused leader that resumes behind a new one
+    /// serves stale lease reads.
+    LeaseIgnoresClock,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::VoteNotPersisted,
         PlantedBug::CommitByCounting,
         PlantedBug::SkipTruncate,
@@ -44,6 +48,7 @@ impl PlantedBug {
         PlantedBug::KvDedupIgnored,
         PlantedBug::KvTxnHalf,
         PlantedBug::ReadUnchecked,
+        PlantedBug::LeaseIgnoresClock,
     ];
 
     /// The name `--mutant` takes.
@@ -139,6 +144,9 @@ impl Plant for SimPlant {
     }
     fn read_without_quorum(&self) -> bool {
         self.is(PlantedBug::ReadWithoutQuorum)
+    }
+    fn lease_ignores_clock(&self) -> bool {
+        self.is(PlantedBug::LeaseIgnoresClock)
     }
 }
 

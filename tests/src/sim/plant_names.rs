@@ -1,5 +1,5 @@
 /// The names of every planted bug, in the order of `PlantedBug::ALL`.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "vote-not-persisted",
     "commit-by-counting",
     "skip-truncate",
@@ -7,4 +7,5 @@ pub const NAMES: [&str; 7] = [
     "kv-dedup-ignored",
     "kv-txn-half",
     "read-unchecked",
+    "lease-ignores-clock",
 ];
