@@ -22,9 +22,10 @@
 //! invariant checker and its own history for the linearizability check.
 //!
 //! A paused node (all its groups) gets no ticks, flushes or frames while its clock runs on:
-//! frames sent to it wait in its inbox and client requests sent to it wait with it, in order,
-//! and both reach it when it resumes, the requests first (they were first in its socket
-//! buffers) and its timers last. A client whose request waits past its timeout gives up on it
+//! frames sent to it wait in its inbox, in order, and client requests sent to it wait with it.
+//! Both reach it when it resumes: the requests first (they were first in its socket buffers,
+//! one connection per client, found ready in an order drawn from the run), then the frames,
+//! then its late timers. A client whose request waits past its timeout gives up on it
 //! as on any slow request, and a crash of a paused node loses what waited for it.
 
 use crate::linearizability::{self, Model, Operation, Outcome};
@@ -990,7 +991,7 @@ impl<'w, W: Workload> Run<'w, W> {
     }
 
     /// Resume `id` (if it is paused): the client requests that waited for it reach it now, in
-    /// the order they were sent, before the frames in its inbox (the next delivery) and its
+    /// an order drawn from the run, before the frames in its inbox (the next delivery) and its
     /// late timers (the next tick). A request it refuses did not happen; one whose client gave
     /// up on it while it waited was withdrawn.
     fn resume(&mut self, id: NodeId) {

@@ -4,6 +4,7 @@
 use shoal_tests::cluster::{RaftRunner, RegisterWorkload};
 use shoal_tests::kv_workload::KvWorkload;
 use shoal_tests::sim::cli::{replay_command, RunOpts, SeedRunner};
+use shoal_tests::sim::faults::{KNOWN_STALE_APPEND_KV, KNOWN_STALE_APPEND_REGISTER};
 
 /// Seeds of the DtKV workload (the default) CI runs.
 const KV_SEEDS: std::ops::Range<u64> = 0..1000;
@@ -14,18 +15,6 @@ const REGISTER_SEEDS: std::ops::Range<u64> = 0..200;
 /// existed. A run with four groups costs about 3.4 single-group runs, so this adds under a
 /// tenth to the range's time (`sim --groups 4` runs more).
 const MULTI_GROUPS: usize = 4;
-
-/// Seeds whose pauses hit a known core bug, left out of the ranges until it is fixed and
-/// pinned by `pauses_still_stop_a_deposed_leader_on_its_stale_append`. A leader resumes
-/// from a pause and takes one batch of inputs before its flush, as shoald's raft loop does:
-/// the client writes that waited for it (appended to its log), its peers' acknowledgements
-/// (it queues appends carrying those entries), the new leader's term (it steps down) and the
-/// new leader's append (it cuts its log below the queued entries). The flush then reads the
-/// cut entries to send the stale appends, and `Node::send_outbox` treats the storage's
-/// `Unavailable` as fatal: the node stops ("log index N is past the end of the log").
-const KNOWN_STALE_APPEND_KV: &[u64] = &[42, 50, 129, 223, 460, 469, 601, 649, 760, 817, 818, 885];
-/// The same for the register workload.
-const KNOWN_STALE_APPEND_REGISTER: &[u64] = &[45, 83];
 
 /// How many groups every node of `seed`'s run hosts.
 fn groups_of(seed: u64) -> usize {
