@@ -800,13 +800,7 @@ impl<'w, W: Workload> Run<'w, W> {
                 for id in down {
                     self.restart(id)?;
                 }
-                let paused: Vec<NodeId> = self
-                    .slots
-                    .iter()
-                    .filter(|(_, s)| s.paused_since.is_some())
-                    .map(|(i, _)| *i)
-                    .collect();
-                for id in paused {
+                while let Some(id) = self.longest_paused() {
                     self.resume(id);
                 }
             }
