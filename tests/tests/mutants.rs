@@ -5,7 +5,6 @@
 use shoal_tests::cluster::RaftRunner;
 use shoal_tests::kv_workload::KvWorkload;
 use shoal_tests::sim::cli::{replay_command, RunOpts, SeedRunner};
-use shoal_tests::sim::faults::KNOWN_STALE_APPEND_KV;
 
 fn first_failure(mutant: &str) -> (u64, String, String) {
     first_failure_in(mutant, 1, 0..1000)
@@ -25,8 +24,7 @@ fn first_failure_in(
         groups,
         ..RunOpts::default()
     };
-    // Seeds that fail on a known core bug whatever is planted prove nothing about the plant.
-    for seed in seeds.clone().filter(|s| !KNOWN_STALE_APPEND_KV.contains(s)) {
+    for seed in seeds.clone() {
         if let Err(e) = runner.run(seed, &opts) {
             return (seed, e.to_string(), replay_command(seed, &opts));
         }

@@ -4,7 +4,7 @@
 use shoal_tests::cluster::{RaftRunner, RegisterWorkload};
 use shoal_tests::kv_workload::KvWorkload;
 use shoal_tests::sim::cli::{replay_command, RunOpts, SeedRunner};
-use shoal_tests::sim::faults::{KNOWN_STALE_APPEND_KV, KNOWN_STALE_APPEND_REGISTER};
+use shoal_tests::sim::faults::{STALE_APPEND_KV, STALE_APPEND_REGISTER};
 
 /// Seeds of the DtKV workload (the default) CI runs.
 const KV_SEEDS: std::ops::Range<u64> = 0..1000;
@@ -25,12 +25,7 @@ fn groups_of(seed: u64) -> usize {
     }
 }
 
-fn run_range<R: SeedRunner>(
-    runner: &R,
-    seeds: std::ops::Range<u64>,
-    known: &[u64],
-    workload: &str,
-) {
+fn run_range<R: SeedRunner>(runner: &R, seeds: std::ops::Range<u64>, workload: &str) {
     let opts = RunOpts {
         workload: workload.to_string(),
         ..RunOpts::default()
@@ -47,7 +42,7 @@ fn run_range<R: SeedRunner>(
                 let opts_of = &opts_of;
                 s.spawn(move || {
                     seeds
-                        .filter(|seed| seed % 2 == t && !known.contains(seed))
+                        .filter(|seed| seed % 2 == t)
                         .filter_map(|seed| {
                             let opts = opts_of(seed);
                             match runner.run(seed, &opts) {
@@ -82,7 +77,6 @@ fn dtkv_workload_ci_range_passes() {
             workload: KvWorkload,
         },
         KV_SEEDS,
-        KNOWN_STALE_APPEND_KV,
         "kv",
     );
 }
@@ -94,24 +88,22 @@ fn register_workload_ci_range_passes() {
             workload: RegisterWorkload,
         },
         REGISTER_SEEDS,
-        KNOWN_STALE_APPEND_REGISTER,
         "register",
     );
 }
 
 #[test]
-fn pauses_still_stop_a_deposed_leader_on_its_stale_append() {
-    // When this fails because a seed passes, the core bug is fixed: put the seeds back.
+fn a_deposed_leader_resuming_from_a_pause_keeps_serving() {
+    // These seeds stopped a deposed leader on its stale append before the driver dropped
+    // appends queued in a term it no longer leads; they are also in the ranges above, named
+    // here so that a regression says what broke.
     let kv = RaftRunner {
         workload: KvWorkload,
     };
     let register = RaftRunner {
         workload: RegisterWorkload,
     };
-    for (workload, seeds) in [
-        ("kv", KNOWN_STALE_APPEND_KV),
-        ("register", KNOWN_STALE_APPEND_REGISTER),
-    ] {
+    for (workload, seeds) in [("kv", STALE_APPEND_KV), ("register", STALE_APPEND_REGISTER)] {
         for &seed in seeds {
             let opts = RunOpts {
                 workload: workload.to_string(),
@@ -123,13 +115,13 @@ fn pauses_still_stop_a_deposed_leader_on_its_stale_append() {
             } else {
                 register.run(seed, &opts)
             };
-            let e = run.expect_err(&format!("{workload} seed {seed} passes now"));
-            assert!(
-                e.message.contains("flush: storage: log index")
-                    && e.message.contains("is past the end of the log"),
-                "{workload} seed {seed} fails otherwise: {e}\n  replay: {}",
-                replay_command(seed, &opts)
-            );
+            if let Err(e) = run {
+                panic!(
+                    "{workload} seed {seed} (a paused leader deposed, then resumed): {e}\n  \
+                     replay: {}",
+                    replay_command(seed, &opts)
+                );
+            }
         }
     }
 }

@@ -355,19 +355,18 @@ fn extra_events(
     out
 }
 
-/// Seeds whose pauses hit a known core bug, left out of the ranges until it is fixed and
-/// pinned by `pauses_still_stop_a_deposed_leader_on_its_stale_append` (`tests/sim_ci.rs`;
-/// `tests/mutants.rs` skips them too). A leader resumes
-/// from a pause and takes one batch of inputs before its flush, as shoald's raft loop does:
-/// the client writes that waited for it (appended to its log), its peers' acknowledgements
-/// (it queues appends carrying those entries), the new leader's term (it steps down) and the
-/// new leader's append (it cuts its log below the queued entries). The flush then reads the
-/// cut entries to send the stale appends, and `Node::send_outbox` treats the storage's
-/// `Unavailable` as fatal: the node stops ("log index N is past the end of the log").
-pub const KNOWN_STALE_APPEND_KV: &[u64] =
-    &[42, 50, 129, 223, 460, 469, 601, 649, 760, 817, 818, 885];
+/// Seeds whose pauses found a core bug, now fixed and kept as its regression test
+/// (`a_deposed_leader_resuming_from_a_pause_keeps_serving` in `tests/sim_ci.rs`). A leader
+/// resumes from a pause and takes one batch of inputs before its flush, as shoald's raft loop
+/// does: the client writes that waited for it (appended to its log), its peers'
+/// acknowledgements (it queues appends carrying those entries), the new leader's term (it
+/// steps down) and the new leader's append (it cuts its log below the queued entries). The
+/// flush read the cut entries to send the stale appends and stopped the node ("log index N is
+/// past the end of the log"); the driver now drops an append queued in a term it no longer
+/// leads.
+pub const STALE_APPEND_KV: &[u64] = &[42, 50, 129, 223, 460, 469, 601, 649, 760, 817, 818, 885];
 /// The same for the register workload.
-pub const KNOWN_STALE_APPEND_REGISTER: &[u64] = &[45, 83];
+pub const STALE_APPEND_REGISTER: &[u64] = &[45, 83];
 
 /// Pauses for `seed` before `quiet_from_ms`, from a stream of their own: a third of the seeds
 /// draw one to three pauses, one after the other, two of three aimed at the leader. A pause
