@@ -523,8 +523,10 @@ impl Workload for KvWorkload {
             match &reference {
                 None => reference = Some((*id, tail)),
                 Some((rid, r)) if *r != tail => {
+                    let first = r.iter().zip(&tail).position(|(a, b)| a != b);
+                    let at = first.map(|k| (r[k], tail[k]));
                     return Err(format!(
-                        "watch streams of nodes {rid} and {id} differ from index {from} ({} vs {} events)",
+                        "watch streams of nodes {rid} and {id} differ from index {from} ({} vs {} events; first difference, (index, event digest) of each: {at:?})",
                         r.len(),
                         tail.len()
                     ));
