@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shoal_client::protocol::{self, MemberChange, ReadMode, Request, Response, WriteOp};
+use shoal_client::protocol::{self, MemberChange, ReadMode, Request, Response};
 use shoal_testkit::client::{self, encode_request, Conn};
 use shoal_testkit::{bin, free_addr, poll, wait_for, Cluster, Proc, WAIT};
 
@@ -32,14 +32,7 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
         Some(b"v8".to_vec())
     );
     // A write to a follower names the leader's client address.
-    let write = Request::Write {
-        client_id: 0,
-        seq: 0,
-        op: WriteOp::Put {
-            key: b"x".to_vec(),
-            value: b"y".to_vec(),
-        },
-    };
+    let write = client::put_request(0, 0, "x", b"y");
     match c.call(follower, 0, write) {
         Some(Response::NotLeader {
             leader: l,
@@ -317,14 +310,7 @@ fn a_request_for_another_cluster_or_an_old_protocol_is_refused_in_words_and_chan
     c.start(1);
     c.wait_leader(0);
     let addr = c.node(1).client.clone();
-    let put = |key: &str| Request::Write {
-        client_id: 0,
-        seq: 0,
-        op: WriteOp::Put {
-            key: key.as_bytes().to_vec(),
-            value: b"v".to_vec(),
-        },
-    };
+    let put = |key: &str| client::put_request(0, 0, key, b"v");
     let mut conn = Conn::open(&addr).expect("connect");
     let mut out = Vec::new();
     let frame = protocol::RequestFrame::new(1, 0, put("elsewhere")).for_cluster(9);
@@ -383,7 +369,7 @@ fn assert_refused(conn: &mut Conn, code: protocol::ErrorCode, says: &str) {
 /// address than its own (an operator's mistake when adding it, or an implied raft port + 1
 /// that is not its client port) says so in its log, naming both.
 #[test]
-fn the_advertised_client_address_is_the_one_records_and_redirects_name() {
+fn the_advertised_client_address_is_the_one_status_records_and_redirects_name() {
     let mut c = Cluster::builder()
         .voters([1])
         .spares([2])
@@ -435,4 +421,15 @@ fn the_advertised_client_address_is_the_one_records_and_redirects_name() {
             .log()
             .contains(&format!("but this node serves clients at {own}"))
     });
+    // Node 2 redirects a write to node 1 at its advertised address, not its 0.0.0.0 listen
+    // address (node 1's own record, which node 2 has applied by now).
+    let write = client::put_request(0, 0, "x", b"y");
+    match client::call(&own, 0, write) {
+        Some(Response::NotLeader {
+            leader: 1,
+            leader_addr: Some(a),
+            ..
+        }) => assert_eq!(a, c.node(1).client),
+        other => panic!("a write on node 2: {other:?}"),
+    }
 }
