@@ -11,7 +11,7 @@ use shoal_client::protocol::{
     Request, RequestFrame, Response, ResponseFrame, WriteOp, WriteResult,
 };
 
-use crate::cli::{key_of, Args};
+use crate::cli::{key_of, shard_keys, Args};
 
 /// A blocking connection to `addr` whose reads give up after `read_timeout`.
 /// TLS to the client ports (`--cacert` and the rest), set once at start.
@@ -89,11 +89,11 @@ pub fn find_leader(
     }
 }
 
-/// Write every key of the keyspace once into `group` (batches of 64, pipelined), so reads find
-/// them.
-pub fn prefill(addr: &str, group: u32, a: &Args) -> Result<(), String> {
+/// Write every key of shard `shard.0` of `shard.1` of the keyspace (all of it for `(0, 1)`)
+/// once into `group` (batches of 64, pipelined), so reads find them.
+pub fn prefill(addr: &str, group: u32, shard: (u64, u64), a: &Args) -> Result<(), String> {
     let value = vec![b'v'; a.value_size];
-    let batches: Vec<Vec<(Vec<u8>, Vec<u8>)>> = (0..a.keyspace)
+    let batches: Vec<Vec<(Vec<u8>, Vec<u8>)>> = shard_keys(a.keyspace, shard.0, shard.1)
         .collect::<Vec<_>>()
         .chunks(64)
         .map(|c| {

@@ -260,9 +260,37 @@ pub fn key_of(i: u64, size: usize) -> Vec<u8> {
     format!("k{:0width$}", i, width = size - 1).into_bytes()
 }
 
+/// How many of the key indices below `keyspace` fall in shard `shard` of `shards` (those with
+/// `i % shards == shard`); at least 1, so every shard has a key to write.
+pub fn shard_key_count(keyspace: u64, shard: u64, shards: u64) -> u64 {
+    (keyspace.saturating_sub(shard)).div_ceil(shards).max(1)
+}
+
+/// The key indices of shard `shard` of `shards` below `keyspace`.
+pub fn shard_keys(keyspace: u64, shard: u64, shards: u64) -> impl Iterator<Item = u64> {
+    (0..shard_key_count(keyspace, shard, shards)).map(move |j| shard + j * shards)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_split_the_keyspace_without_overlap() {
+        for (keyspace, shards) in [(10_000, 64), (10, 3), (2, 4), (1, 1)] {
+            let mut seen = Vec::new();
+            for shard in 0..shards {
+                let keys: Vec<u64> = shard_keys(keyspace, shard, shards).collect();
+                assert_eq!(keys.len() as u64, shard_key_count(keyspace, shard, shards));
+                assert!(keys.iter().all(|k| k % shards == shard), "{keys:?}");
+                seen.extend(keys.into_iter().filter(|&k| k < keyspace));
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (0..keyspace).collect::<Vec<_>>(), "{keyspace}/{shards}");
+        }
+        // A shard past the keyspace still has one key to write.
+        assert_eq!(shard_keys(2, 3, 4).collect::<Vec<_>>(), vec![3]);
+    }
 
     #[test]
     fn flags_parse_and_check() {

@@ -125,7 +125,7 @@ fn run(
         )
     };
     let idle = sample();
-    prefill(&leader, 0, a)?;
+    prefill(&leader, 0, (0, 1), a)?;
     for (key, len) in [("big60k", 60_000), ("big64k", 64 << 10), ("watched", 1)] {
         put(&leader, key, vec![b'b'; len])?;
     }

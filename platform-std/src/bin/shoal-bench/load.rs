@@ -13,7 +13,7 @@ use shoal_client::connection::{Connection, FrameWriter};
 use shoal_client::protocol::{ReadMode, Request, RequestFrame, Response, WriteOp, WriteResult};
 
 use crate::calls::{connect, recv_batch};
-use crate::cli::{key_of, Workload};
+use crate::cli::{key_of, shard_key_count, Workload};
 use crate::stats::OpStats;
 
 /// Longest a load connection waits for an answer before it gives up.
@@ -59,6 +59,10 @@ pub struct Shared {
     pub key_size: usize,
     /// Distinct keys.
     pub keyspace: u64,
+    /// Every group the run writes, in order: with more than one, key `i` lives in group
+    /// `shards[i % len]` only (each group holds its share of the keyspace, as a sharded
+    /// keyspace would), so `--groups N` does not multiply the live data by N.
+    pub shards: Vec<u32>,
     /// The value every write carries.
     pub value: Vec<u8>,
     /// Prepended to every key (`w.` for the watch workload).
@@ -81,6 +85,8 @@ struct Slot {
 struct Clients<'a> {
     sh: &'a Shared,
     groups: &'a [u32],
+    /// Each group's position in `sh.shards` (its shard of the keyspace), as `groups`.
+    shard_of: Vec<u64>,
     rng: fastrand::Rng,
     ids: Vec<u64>,
     seqs: Vec<u64>,
@@ -99,9 +105,14 @@ impl Clients<'_> {
                 read: false,
             })
             .collect();
+        let shard_of = groups
+            .iter()
+            .map(|g| sh.shards.iter().position(|s| s == g).unwrap_or(0) as u64)
+            .collect();
         Clients {
             sh,
             groups,
+            shard_of,
             rng,
             ids,
             seqs: vec![0; clients],
@@ -121,8 +132,15 @@ impl Clients<'_> {
             Workload::Get => true,
             Workload::Mixed | Workload::Hostile => self.rng.f64() < sh.read_ratio,
         };
+        let client = self.slots[i].client;
+        let (group, shard) = (
+            self.groups[client % self.groups.len()],
+            self.shard_of[client % self.groups.len()],
+        );
+        let shards = sh.shards.len().max(1) as u64;
+        let j = self.rng.u64(0..shard_key_count(sh.keyspace, shard, shards));
         let mut key = sh.key_prefix.clone();
-        key.extend_from_slice(&key_of(self.rng.u64(0..sh.keyspace), sh.key_size));
+        key.extend_from_slice(&key_of(shard + j * shards, sh.key_size));
         let slot = &mut self.slots[i];
         let request = if read {
             let mode = sh.read_mode;
@@ -142,7 +160,6 @@ impl Clients<'_> {
         };
         slot.sent = now;
         slot.read = read;
-        let group = self.groups[slot.client % self.groups.len()];
         writer
             .queue(&RequestFrame::new(i as u64, group, request))
             .expect("a request of the bench's sizes encodes");

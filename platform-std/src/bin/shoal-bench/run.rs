@@ -73,9 +73,11 @@ pub fn run(
     let idle: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
     let routes = routes(a, &endpoints, &leader, stop)?;
     if matches!(a.workload, Workload::Get | Workload::Mixed) {
+        let shards = shards_of(&routes);
         for r in &routes {
             for &g in &r.groups {
-                prefill(&r.addr, g, a)?;
+                let shard = shards.iter().position(|&s| s == g).unwrap_or(0) as u64;
+                prefill(&r.addr, g, (shard, shards.len() as u64), a)?;
             }
         }
     }
@@ -125,6 +127,7 @@ pub fn shared(
     let start = Instant::now();
     let watch = workload == Workload::Watch;
     Shared {
+        shards: shards_of(&routes),
         routes,
         start_measure: start + a.warmup,
         end: start + a.warmup + a.duration,
@@ -139,6 +142,17 @@ pub fn shared(
         stamp: watch,
         epoch,
     }
+}
+
+/// Every group `routes` write, each once, in route order: the shards of the keyspace.
+fn shards_of(routes: &[Route]) -> Vec<u32> {
+    let mut shards: Vec<u32> = Vec::new();
+    for g in routes.iter().flat_map(|r| &r.groups) {
+        if !shards.contains(g) {
+            shards.push(*g);
+        }
+    }
+    shards
 }
 
 /// The `--clients` sessions spread over `--conns` load connections, a thread each.
