@@ -473,6 +473,12 @@ impl FileStorage {
         self.log.background_synced(done);
     }
 
+    /// Free the memory a busy group keeps for reads of what it just wrote (the group fell
+    /// idle; reads go to the file again).
+    pub fn release_idle_memory(&mut self) {
+        self.log.release_recent();
+    }
+
     fn sync_hard_state(&mut self) -> Result<(), StorageError> {
         self.hs
             .sync()

@@ -301,6 +301,7 @@ fn identity(cluster_id: u64, node_id: u64, addr: &str) -> Identity {
 }
 
 mod on_disk;
+mod recent;
 mod recovery;
 mod snapbg;
 mod snapshots;

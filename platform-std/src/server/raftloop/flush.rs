@@ -65,6 +65,7 @@ impl RaftLoop {
                 self.sizes_dirty.insert(id);
                 self.view_dirty.insert(id);
                 if group_idle(g) {
+                    g.node.storage_mut().inner.release_idle_memory();
                     // An idle group leaves the active set, unless a snapshot is due now; one
                     // due later by time wakes it then.
                     match g.node.snapshot_due_at() {

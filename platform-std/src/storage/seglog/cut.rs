@@ -66,6 +66,7 @@ impl Log {
         let dir = self.open_dir()?;
         self.write_intent(&dir, from)?;
         self.buf.clear();
+        self.drop_recent();
         let sync = self.cfg.sync();
         {
             let seg = &self.segs[si];
@@ -180,6 +181,7 @@ impl Log {
     pub(crate) fn reset(&mut self, mut with: Replacement) -> Result<(), StorageError> {
         self.cuts += 1;
         self.buf.clear();
+        self.drop_recent();
         // Delete newest first: a crash half-way leaves a prefix of the log, which recovery
         // recognises as an interrupted reset (it lacks the snapshot's entry) and finishes.
         while let Some(seg) = self.segs.pop() {

@@ -19,8 +19,14 @@
 //! refused with nothing changed and may be made again ([`super::ioerr`]); the log grows a
 //! segment only where [`super::space::Space`] allows it.
 //!
-//! Never: hold entry bytes anywhere but in the write buffer (reads copy from the file or the
-//! buffer into the caller's buffer), or cut a damaged record it cannot prove to be a torn tail.
+//! The bytes of the last writes to the segment being written stay in memory (`recent`, at most
+//! `write_buffer_bytes`) after they reach the OS: a round applies, and sends to followers, the
+//! entries it has just written, and copying them from memory saves a `pread` per group per
+//! round. Cuts, resets and roll-overs drop them; a group that falls idle frees them.
+//!
+//! Never: hold entry bytes anywhere but in the write buffer and `recent` (reads copy from the
+//! file or those buffers into the caller's buffer), or cut a damaged record it cannot prove to
+//! be a torn tail.
 
 mod cut;
 mod open;
@@ -176,6 +182,13 @@ pub(crate) struct Log {
     pub(crate) segs: Vec<Segment>,
     /// Records not yet written to the last segment, starting at its `written` offset.
     buf: Vec<u8>,
+    /// Bytes `recent_start..written` of the last segment, already written, kept for reads
+    /// (empty, or ending exactly at `written`).
+    recent: Vec<u8>,
+    recent_start: u64,
+    /// Reads that went to a file (tests check which reads `recent` serves).
+    #[cfg(test)]
+    pub(crate) file_reads: std::cell::Cell<u64>,
     /// Bumped by every truncation or reset: a background sync started before one must not
     /// mark bytes written after it durable.
     cuts: u64,
@@ -368,7 +381,20 @@ impl Log {
             let a = (start - seg.written) as usize;
             return Ok(&self.buf[a..a + (end - start) as usize]);
         }
+        if is_active && !self.recent.is_empty() && start >= self.recent_start {
+            debug_assert_eq!(self.recent_start + self.recent.len() as u64, seg.written);
+            let a = (start - self.recent_start) as usize;
+            if end <= seg.written {
+                return Ok(&self.recent[a..a + (end - start) as usize]);
+            }
+            scratch.clear();
+            scratch.extend_from_slice(&self.recent[a..]);
+            scratch.extend_from_slice(&self.buf[..(end - seg.written) as usize]);
+            return Ok(scratch);
+        }
         let file_end = if is_active { end.min(seg.written) } else { end };
+        #[cfg(test)]
+        self.file_reads.set(self.file_reads.get() + 1);
         scratch.clear();
         scratch.resize((end - start) as usize, 0);
         let split = (file_end - start) as usize;
@@ -380,6 +406,33 @@ impl Log {
             scratch[split..].copy_from_slice(&self.buf[..n]);
         }
         Ok(scratch)
+    }
+
+    /// Forget the recent writes kept for reads (they are on file).
+    pub(crate) fn drop_recent(&mut self) {
+        self.recent.clear();
+    }
+
+    /// Free the memory of the recent writes kept for reads (the group fell idle).
+    pub(crate) fn release_recent(&mut self) {
+        self.recent = Vec::new();
+    }
+
+    /// Keep the bytes just written at `from` (the write buffer, now on file) for reads, after
+    /// the recent ones if they are contiguous and there is room, else in their place; the
+    /// write buffer is empty afterwards.
+    fn keep_recent(&mut self, from: u64) {
+        let contiguous = self.recent_start + self.recent.len() as u64 == from;
+        if !contiguous || self.recent.len() + self.buf.len() > self.cfg.write_buffer_bytes {
+            self.recent.clear();
+        }
+        if self.recent.is_empty() {
+            self.recent_start = from;
+            std::mem::swap(&mut self.recent, &mut self.buf);
+        } else {
+            self.recent.extend_from_slice(&self.buf);
+        }
+        self.buf.clear();
     }
 
     /// Crash tests: write the buffer out (no sync) and list each segment's durable and written

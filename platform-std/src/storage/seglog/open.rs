@@ -82,6 +82,10 @@ impl Log {
             space,
             segs: walked.segs,
             buf: Vec::with_capacity(cfg.write_buffer_bytes),
+            recent: Vec::new(),
+            recent_start: 0,
+            #[cfg(test)]
+            file_reads: Default::default(),
             cuts: 0,
             spare: None,
         };

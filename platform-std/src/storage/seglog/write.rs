@@ -95,9 +95,10 @@ impl Log {
                 e,
             ));
         }
+        let from = seg.written;
         seg.written += self.buf.len() as u64;
         debug_assert_eq!(seg.written, seg.end);
-        self.buf.clear();
+        self.keep_recent(from);
         Ok(())
     }
 
@@ -176,6 +177,7 @@ impl Log {
         self.sync_now()?;
         let seg = self.create_segment(next_index)?;
         self.segs.push(seg);
+        self.drop_recent();
         Ok(())
     }
 

@@ -138,7 +138,8 @@ fn recovery_of_a_million_entries() {
 #[test]
 fn damage_after_open_is_reported_by_reads() {
     let (root, opts) = fresh();
-    let s = synced_log(root.path(), &opts, 10, 30);
+    // Reopened: the entries a log has just written are read from its memory, not the file.
+    let s = reopen(synced_log(root.path(), &opts, 10, 30), root.path(), &opts);
     let seg = segments(&s).pop().expect("a segment");
     let rec3 = record_of(&seg.path, 3);
     damage(&seg.path, &[0xAA], rec3.offset + 10);
