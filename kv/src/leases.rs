@@ -6,6 +6,13 @@
 //! and leave with it, in the one entry that expires or revokes it. Nodes tied to a lease are
 //! not owned by a session: the lease id is the capability, so a later client naming the lease
 //! (or removing, releasing the node) may change them.
+//!
+//! A lease's list is ordered by what every replica has, so that a replica restored from a
+//! snapshot lists (and ends) the lease's nodes in the order of the replicas that applied the
+//! writes: most recently written first (`update_index`, the index that tied, renewed or wrote
+//! the node), and nodes written at one index (by a batch or a transaction) in key order. A
+//! write ties or moves its node to the front, past only the nodes its own entry wrote; a
+//! restore ties in slot order, then sorts each list once (a merge sort in place).
 
 use crate::command::{NodeKind, WriteResult};
 use crate::error::KvError;
@@ -79,8 +86,14 @@ impl<M: KvMemory> DtKv<M> {
     }
 
     /// Give node `s` (temporary or a lock) its life: a deadline of its own in the expiry heap,
-    /// or a place in a lease's list. A lock stays in the heap either way, for its waiters.
+    /// or a place in a lease's list, in the list's order. A lock stays in the heap either way,
+    /// for its waiters.
     pub(crate) fn set_life(&mut self, s: u32, life: Life) {
+        self.place(s, life, true);
+    }
+
+    /// `set_life`, with `in_order` false putting a tied node at the front of its lease's list.
+    pub(crate) fn place(&mut self, s: u32, life: Life, in_order: bool) {
         self.untie(s);
         let lock = self.kind(s) == NodeKind::Lock;
         match life {
@@ -91,22 +104,81 @@ impl<M: KvMemory> DtKv<M> {
                 } else if self.nodes[s as usize].heap_pos != NIL {
                     self.heap_remove(s);
                 }
-                let head = self.nodes[l as usize].lease_next;
                 let n = &mut self.nodes[s as usize];
                 if !lock {
                     n.deadline_ms = 0;
                 }
                 n.lease = l;
-                n.lease_prev = l;
-                n.lease_next = head;
-                if head != 0 {
-                    self.nodes[head as usize].lease_prev = s;
+                // `s` was written at this index: it goes first, after only the nodes written
+                // at the same index (by one batch or transaction) whose keys are smaller.
+                let mut prev = l;
+                loop {
+                    let t = self.nodes[prev as usize].lease_next;
+                    if t == 0 || !in_order || !self.tied_before(t, s) {
+                        break;
+                    }
+                    prev = t;
                 }
-                self.nodes[l as usize].lease_next = s;
+                let next = self.nodes[prev as usize].lease_next;
+                let n = &mut self.nodes[s as usize];
+                (n.lease_prev, n.lease_next) = (prev, next);
+                if next != 0 {
+                    self.nodes[next as usize].lease_prev = s;
+                }
+                self.nodes[prev as usize].lease_next = s;
             }
         }
         if lock {
             self.refresh_lock_due(s);
+        }
+    }
+
+    /// Whether tied node `a` comes before tied node `b` in their lease's list: written at a
+    /// later index, or at the same one with a smaller key. Every replica, live or restored
+    /// from a snapshot, has both, so every replica orders the list alike.
+    fn tied_before(&self, a: u32, b: u32) -> bool {
+        let (x, y) = (
+            self.nodes[a as usize].update_index,
+            self.nodes[b as usize].update_index,
+        );
+        x > y || (x == y && self.key_of(a) < self.key_of(b))
+    }
+
+    /// Put lease `l`'s list in `tied_before` order: a merge sort of the list in place
+    /// (O(k log k) for k nodes, no memory), for a restore, which ties its nodes in slot order.
+    pub(crate) fn sort_ties(&mut self, l: u32) {
+        let mut width = 1usize;
+        loop {
+            let (mut p, mut tail, mut runs) = (self.nodes[l as usize].lease_next, l, 0);
+            while p != 0 {
+                runs += 1;
+                // Merge the run of `width` nodes from `p` with the run after it, from `q`.
+                let (mut q, mut p_left) = (p, 0);
+                while p_left < width && q != 0 {
+                    p_left += 1;
+                    q = self.nodes[q as usize].lease_next;
+                }
+                let mut q_left = width;
+                while p_left > 0 || (q_left > 0 && q != 0) {
+                    let take_q = p_left == 0 || (q_left > 0 && q != 0 && self.tied_before(q, p));
+                    let e = if take_q { q } else { p };
+                    let next = self.nodes[e as usize].lease_next;
+                    if take_q {
+                        (q, q_left) = (next, q_left - 1);
+                    } else {
+                        (p, p_left) = (next, p_left - 1);
+                    }
+                    self.nodes[tail as usize].lease_next = e;
+                    self.nodes[e as usize].lease_prev = tail;
+                    tail = e;
+                }
+                p = q;
+            }
+            self.nodes[tail as usize].lease_next = 0;
+            if runs <= 1 {
+                return;
+            }
+            width *= 2;
         }
     }
 
@@ -177,8 +249,9 @@ impl<M: KvMemory> DtKv<M> {
 
     /// End lease `l` with everything tied to it. Temporary nodes go first (with their
     /// subtrees, locks inside them included), then the locks still tied pass to their next
-    /// waiter or go: in that order the outcome does not depend on the order of the lease's
-    /// list, which a replica restored from a snapshot rebuilds differently.
+    /// waiter or go, each in the list's order (the same on every replica, so are the events).
+    /// In that order the outcome (the tree and the answer) would not depend on the list's
+    /// order either.
     pub(crate) fn end_lease(&mut self, index: u64, l: u32) -> WriteResult {
         let (mut removed, mut granted) = (0u32, 0u32);
         loop {
@@ -217,7 +290,8 @@ impl<M: KvMemory> DtKv<M> {
         });
     }
 
-    /// Call `f` with the key of each node tied to lease `id`; fails if the lease is not live.
+    /// Call `f` with the key of each node tied to lease `id`, most recently written first (see
+    /// the module's documentation); fails if the lease is not live.
     pub fn lease_keys(&self, id: u64, mut f: impl FnMut(&[u8])) -> Result<(), KvError> {
         let mut t = self.nodes[self.lease_slot(id)? as usize].lease_next;
         while t != 0 {

@@ -31,6 +31,11 @@ impl<M: KvMemory> DtKv<M> {
                 }
                 self.replace_value(s, value)?;
                 self.nodes[s as usize].update_index = index;
+                // A node tied to a lease moves to the front of its list, as a renewal does.
+                let lease = self.nodes[s as usize].lease;
+                if lease != 0 {
+                    self.set_life(s, Life::Tied(lease));
+                }
                 s
             }
             None => {

@@ -14,7 +14,9 @@
 //! `lease` is the id of the lease a node is tied to (0: none); a node tied to a lease has no
 //! deadline of its own (0 for a temporary node, `u64::MAX` for a lock). Version 2 is written
 //! only while a lease is live, so a store that uses none writes the bytes it always did (and
-//! a build from before leases reads them). The watch history is not part of a snapshot.
+//! a build from before leases reads them). The order of a lease's list is not written: it
+//! follows from the tied nodes' `update_index` and keys (see `leases.rs`), so a restore
+//! rebuilds it by sorting. The watch history is not part of a snapshot.
 
 use shoal_core::io::{SnapshotError, SnapshotReader, SnapshotWriter};
 use shoal_core::record::CRC32C;
@@ -321,7 +323,8 @@ impl<M: KvMemory> DtKv<M> {
         Ok(())
     }
 
-    /// Tie each restored node that names a lease to it.
+    /// Tie each restored node that names a lease to it, then put every lease's list in the
+    /// order the replicas that applied the writes have (most recently written first).
     fn tie_restored(&mut self) -> Result<(), SnapshotError> {
         for s in 1..self.node_slots.fresh() {
             let n = &mut self.nodes[s as usize];
@@ -331,7 +334,12 @@ impl<M: KvMemory> DtKv<M> {
             let id = (n.lease_next as u64) << 32 | n.lease_prev as u64;
             (n.lease, n.lease_prev, n.lease_next) = (0, 0, 0);
             let l = self.lease_slot(id).map_err(|_| SnapshotError::Malformed)?;
-            self.set_life(s, Life::Tied(l));
+            self.place(s, Life::Tied(l), false);
+        }
+        for s in 1..self.node_slots.fresh() {
+            if self.kind(s) == NodeKind::Lease {
+                self.sort_ties(s);
+            }
         }
         Ok(())
     }

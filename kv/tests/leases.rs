@@ -294,3 +294,132 @@ fn a_snapshot_naming_a_missing_lease_is_refused() {
     assert!(other.kv.restore(d.index, &mut SliceReader(&bytes)).is_err());
     assert_eq!(other.kv.applied_index(), 0, "nothing half-restored serves");
 }
+
+fn tput<'a>(key: &'a str, value: &'a str) -> TxnOp<'a> {
+    TxnOp::Put {
+        key: key.as_bytes(),
+        value: value.as_bytes(),
+    }
+}
+
+/// The keys tied to lease `id`, in its list's order.
+fn tied_keys(d: &Driver, id: u64) -> Vec<String> {
+    let mut keys = Vec::new();
+    d.kv.lease_keys(id, |k| keys.push(String::from_utf8_lossy(k).into_owned()))
+        .unwrap();
+    keys
+}
+
+/// A replica restored from `d`'s snapshot.
+fn restored(d: &Driver, limits: KvLimits) -> Driver {
+    let mut other = Driver::new(limits);
+    other
+        .kv
+        .restore(d.index, &mut SliceReader(&snapshot(&d.kv)))
+        .unwrap();
+    other.index = d.index;
+    other.seqs = d.seqs.clone();
+    other.time_ms = d.time_ms;
+    other
+}
+
+/// A lease whose nodes were tied in another order than the snapshot's pre-order (where `a.*`
+/// comes before `b.*` before `c.*`): one renewed to the front, two written by one transaction.
+fn scrambled_lease() -> (Driver, u64) {
+    let mut d = Driver::new(small());
+    for dir in ["a", "b", "c"] {
+        d.ok(1, mkdir(dir));
+    }
+    let id = grant(&mut d, 1, 300);
+    d.ok(1, put_lease("c.x", "x", id));
+    d.ok(1, put_lease("b.y", "y", id));
+    d.ok(2, dir_lease("a.d", id));
+    d.ok(2, put("a.d.in", "untied, inside a tied directory"));
+    d.ok(3, lock_lease("b.l", id));
+    d.ok(1, put_lease("a.z", "z", id));
+    // A renewal moves c.x to the front; a transaction writes b.y and a.z at one index.
+    d.ok(7, put_lease("c.x", "x2", id));
+    d.ok(8, txn(&[], &[tput("b.y", "y2"), tput("a.z", "z2")], &[]));
+    (d, id)
+}
+
+#[test]
+fn a_restored_replica_ends_a_lease_with_the_same_events() {
+    for revoke in [false, true] {
+        let (mut d, id) = scrambled_lease();
+        let mut other = restored(&d, small());
+        let lists = (tied_keys(&d, id), tied_keys(&other, id));
+        let from = d.index + 1;
+        for r in [&mut d, &mut other] {
+            let ended = if revoke {
+                r.ok(9, Op::LeaseRevoke { id })
+            } else {
+                r.expire(1000 + 300)
+            };
+            assert_eq!(ended, expired(6, 0));
+        }
+        let seen = |r: &Driver| -> Vec<(EventKind, String)> {
+            events(&r.kv, from, "")
+                .into_iter()
+                .map(|e| (e.1, e.2))
+                .collect()
+        };
+        let want: Vec<(EventKind, String)> = [
+            (EventKind::Expired, "a.z"),
+            (EventKind::Expired, "b.y"),
+            (EventKind::Expired, "c.x"),
+            (EventKind::Expired, "a.d.in"),
+            (EventKind::Expired, "a.d"),
+            (EventKind::LockExpired, "b.l"),
+            (EventKind::Expired, lease_key(id).as_str()),
+        ]
+        .into_iter()
+        .map(|(k, key)| (k, key.to_string()))
+        .collect();
+        assert_eq!(seen(&other), seen(&d), "revoke: {revoke}");
+        assert_eq!(
+            lists.1, lists.0,
+            "both replicas list the lease's keys alike"
+        );
+        // Most recently written first (one index's writes in key order); temporary nodes
+        // before locks.
+        assert_eq!(seen(&d), want, "revoke: {revoke}");
+        assert_eq!(other.kv.digest(), d.kv.digest());
+    }
+}
+
+#[test]
+fn a_long_lease_list_is_restored_in_its_order() {
+    let limits = KvLimits {
+        max_nodes: 512,
+        arena_bytes: 32 * 1024,
+        event_slots: 1024,
+        event_bytes: 32 * 1024,
+        ..small()
+    };
+    let mut d = Driver::new(limits);
+    d.ok(1, mkdir("k"));
+    let id = grant(&mut d, 1, 300);
+    // 200 nodes tied in a scrambled order; every seventh tied again, every eleventh written.
+    let keys: Vec<String> = (0..200u32)
+        .map(|i| format!("k.n{:03}", (i * 73) % 200))
+        .collect();
+    for k in &keys {
+        d.ok(1, put_lease(k, "v", id));
+    }
+    for k in keys.iter().step_by(7) {
+        d.ok(1, put_lease(k, "w", id));
+    }
+    for k in keys.iter().step_by(11) {
+        d.ok(1, put(k, "x"));
+    }
+    let mut other = restored(&d, limits);
+    let lists = (tied_keys(&d, id), tied_keys(&other, id));
+    assert_eq!(lists.0.len(), 200);
+    let from = d.index + 1;
+    for r in [&mut d, &mut other] {
+        assert_eq!(r.ok(2, Op::LeaseRevoke { id }), expired(200, 0));
+    }
+    assert_eq!(events(&other.kv, from, ""), events(&d.kv, from, ""));
+    assert_eq!(lists.1, lists.0);
+}
