@@ -4,7 +4,7 @@
 use shoal_tests::cluster::{RaftRunner, RegisterWorkload};
 use shoal_tests::kv_workload::KvWorkload;
 use shoal_tests::sim::cli::{replay_command, RunOpts, SeedRunner};
-use shoal_tests::sim::faults::{STALE_APPEND_KV, STALE_APPEND_REGISTER};
+use shoal_tests::sim::faults::{RESTORED_LEASE_ORDER_KV, STALE_APPEND_KV, STALE_APPEND_REGISTER};
 
 /// Seeds of the DtKV workload (the default) CI runs.
 const KV_SEEDS: std::ops::Range<u64> = 0..1000;
@@ -122,6 +122,29 @@ fn a_deposed_leader_resuming_from_a_pause_keeps_serving() {
                     replay_command(seed, &opts)
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn a_restored_replica_ends_a_lease_in_the_same_order() {
+    // Outside the CI range: a late node installed a snapshot, then a lease ended with two
+    // nodes tied to it, whose events it emitted in another order than the other nodes.
+    let kv = RaftRunner {
+        workload: KvWorkload,
+    };
+    for &seed in RESTORED_LEASE_ORDER_KV {
+        let opts = RunOpts {
+            workload: "kv".to_string(),
+            groups: groups_of(seed),
+            ..RunOpts::default()
+        };
+        if let Err(e) = kv.run(seed, &opts) {
+            panic!(
+                "kv seed {seed} (a lease ended on a replica restored from a snapshot): {e}\n  \
+                 replay: {}",
+                replay_command(seed, &opts)
+            );
         }
     }
 }

@@ -367,6 +367,12 @@ fn extra_events(
 pub const STALE_APPEND_KV: &[u64] = &[42, 50, 129, 223, 460, 469, 601, 649, 760, 817, 818, 885];
 /// The same for the register workload.
 pub const STALE_APPEND_REGISTER: &[u64] = &[45, 83];
+/// DtKV seeds that found a replica restored from a snapshot emitting one lease's end in
+/// another order than the others (its tied nodes' list rebuilt in snapshot order), now fixed
+/// and kept as the regression test `a_restored_replica_ends_a_lease_in_the_same_order` in
+/// `tests/sim_ci.rs`: a node that joined late installed a snapshot, then an `Expire` ended a
+/// lease with two temporary nodes tied to it.
+pub const RESTORED_LEASE_ORDER_KV: &[u64] = &[1209];
 
 /// Pauses for `seed` before `quiet_from_ms`, from a stream of their own: a third of the seeds
 /// draw one to three pauses, one after the other, two of three aimed at the leader. A pause
