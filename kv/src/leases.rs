@@ -18,7 +18,7 @@ use crate::command::{NodeKind, WriteResult};
 use crate::error::KvError;
 use crate::events::EventKind;
 use crate::memory::{KvMemory, NIL};
-use crate::store::DtKv;
+use crate::store::{DtKv, ROOT};
 use crate::system::{lease_key, LEASES_DIR};
 
 /// How long a temporary node or lock lives: until a deadline of its own, or as long as a lease.
@@ -131,6 +131,14 @@ impl<M: KvMemory> DtKv<M> {
         if lock {
             self.refresh_lock_due(s);
         }
+    }
+
+    /// Whether node `s` is in the subtree of node `top` (`top` itself included).
+    fn is_under(&self, mut s: u32, top: u32) -> bool {
+        while s != top && s != ROOT {
+            s = self.nodes[s as usize].parent;
+        }
+        s == top
     }
 
     /// Whether tied node `a` comes before tied node `b` in their lease's list: written at a
@@ -254,13 +262,21 @@ impl<M: KvMemory> DtKv<M> {
     /// order either.
     pub(crate) fn end_lease(&mut self, index: u64, l: u32) -> WriteResult {
         let (mut removed, mut granted) = (0u32, 0u32);
+        // Every node from the lease to `prev` is a lock: the next temporary node is sought
+        // from there, not from the front, so locks leading the list cost O(k · depth) for k
+        // tied nodes, not O(k²). Locks inside a temporary node's subtree go with it: `prev`
+        // steps back before them first.
+        let mut prev = l;
         loop {
-            let mut t = self.nodes[l as usize].lease_next;
+            let mut t = self.nodes[prev as usize].lease_next;
             while t != 0 && self.kind(t) == NodeKind::Lock {
-                t = self.nodes[t as usize].lease_next;
+                (prev, t) = (t, self.nodes[t as usize].lease_next);
             }
             if t == 0 {
                 break;
+            }
+            while prev != l && self.is_under(prev, t) {
+                prev = self.nodes[prev as usize].lease_prev;
             }
             removed += self.expire_subtree(index, t);
         }

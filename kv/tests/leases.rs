@@ -423,3 +423,36 @@ fn a_long_lease_list_is_restored_in_its_order() {
     assert_eq!(events(&other.kv, from, ""), events(&d.kv, from, ""));
     assert_eq!(lists.1, lists.0);
 }
+
+#[test]
+fn locks_before_temporary_nodes_in_the_list_end_in_order() {
+    let mut d = Driver::new(small());
+    for dir in ["a", "b", "c"] {
+        d.ok(1, mkdir(dir));
+    }
+    let id = grant(&mut d, 1, 300);
+    d.ok(1, put_lease("c.t", "t", id));
+    d.ok(2, dir_lease("a.d", id));
+    d.ok(3, lock_lease("a.d.k", id));
+    d.ok(4, lock_lease("b.l", id));
+    // The locks come first in the list; one of them is inside a tied directory.
+    assert_eq!(tied_keys(&d, id), ["b.l", "a.d.k", "a.d", "c.t"]);
+    let mut other = restored(&d, small());
+    let from = d.index + 1;
+    for r in [&mut d, &mut other] {
+        assert_eq!(r.ok(9, Op::LeaseRevoke { id }), expired(4, 0));
+        let seen: Vec<(EventKind, String)> = events(&r.kv, from, "")
+            .into_iter()
+            .map(|e| (e.1, e.2))
+            .collect();
+        let want = [
+            (EventKind::Expired, "a.d.k"),
+            (EventKind::Expired, "a.d"),
+            (EventKind::Expired, "c.t"),
+            (EventKind::LockExpired, "b.l"),
+            (EventKind::Expired, lease_key(id).as_str()),
+        ]
+        .map(|(k, key)| (k, key.to_string()));
+        assert_eq!(seen, want);
+    }
+}
