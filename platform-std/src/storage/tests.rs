@@ -205,8 +205,19 @@ fn conformance_with_segments_that_grow_from_small() {
 // Helpers for the specific tests.
 
 fn append_n(s: &mut FileStorage, lo: LogIndex, hi: LogIndex, term: u64, len: usize) {
+    append_with(s, lo, hi, term, |index| vec![(index % 251) as u8; len]);
+}
+
+/// Append entries `lo..=hi` of `term` whose data is `data(index)`.
+fn append_with(
+    s: &mut FileStorage,
+    lo: LogIndex,
+    hi: LogIndex,
+    term: u64,
+    data: impl Fn(LogIndex) -> Vec<u8>,
+) {
     for index in lo..=hi {
-        let data = vec![(index % 251) as u8; len];
+        let data = data(index);
         s.append(&EntryRef {
             index,
             term,

@@ -27,16 +27,16 @@ fn expect(
 }
 
 fn append_filled(s: &mut FileStorage, lo: LogIndex, hi: LogIndex, term: u64, fill: u8) {
-    for index in lo..=hi {
-        let data = vec![fill; 40];
-        s.append(&EntryRef {
-            index,
-            term,
-            kind: EntryKind::Normal,
-            data: &data,
-        })
-        .expect("append");
-    }
+    append_with(s, lo, hi, term, |_| vec![fill; 40]);
+}
+
+/// A fresh log whose segments hold everything these tests write (no roll-over).
+fn one_segment_log() -> (TempDir, StorageOptions, FileStorage) {
+    let (root, mut opts) = fresh();
+    opts.segment_bytes = 1 << 20;
+    opts.initial_segment_bytes = 1 << 20;
+    let s = open(root.path(), &opts).expect("open");
+    (root, opts, s)
 }
 
 fn file_reads(s: &FileStorage) -> u64 {
@@ -45,10 +45,7 @@ fn file_reads(s: &FileStorage) -> u64 {
 
 #[test]
 fn entries_read_right_after_their_write_come_from_memory() {
-    let (root, mut opts) = fresh();
-    opts.segment_bytes = 1 << 20;
-    opts.initial_segment_bytes = 1 << 20;
-    let mut s = open(root.path(), &opts).expect("open");
+    let (_root, _opts, mut s) = one_segment_log();
     append_n(&mut s, 1, 20, 1, 40);
     s.sync().expect("sync");
     let before = file_reads(&s);
@@ -73,10 +70,7 @@ fn entries_read_right_after_their_write_come_from_memory() {
 
 #[test]
 fn a_cut_and_rewrite_is_read_as_rewritten() {
-    let (root, mut opts) = fresh();
-    opts.segment_bytes = 1 << 20;
-    opts.initial_segment_bytes = 1 << 20;
-    let mut s = open(root.path(), &opts).expect("open");
+    let (root, opts, mut s) = one_segment_log();
     append_filled(&mut s, 1, 30, 1, 0xAA);
     s.sync().expect("sync");
     assert_eq!(read_back(&s, 1, 30), expect(1, 30, 40, |_| 0xAA));
