@@ -33,6 +33,20 @@ pub struct FrameHeader {
     pub to: NodeId,
 }
 
+impl FrameHeader {
+    /// The header of a frame of `group` from `from` to `to` in cluster `cluster_id`, at this
+    /// build's [`WIRE_VERSION`].
+    pub const fn new(cluster_id: ClusterId, group: GroupId, from: NodeId, to: NodeId) -> Self {
+        FrameHeader {
+            version: WIRE_VERSION,
+            cluster_id,
+            group,
+            from,
+            to,
+        }
+    }
+}
+
 /// What a frame carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

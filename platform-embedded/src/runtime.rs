@@ -34,7 +34,7 @@ use shoal_core::io::{Transport, TransportError};
 use shoal_core::membership::Membership;
 use shoal_core::storage::Storage;
 use shoal_core::types::{NodeId, NO_NODE};
-use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
+use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE};
 use shoal_kv::{Applied, DtKv, KvSlices};
 use shoal_seal::{
     ClusterKey, CounterNonces, Link, Order, Received, HANDSHAKE_FRAME_BYTES as SEAL_HANDSHAKE_BYTES,
@@ -281,14 +281,9 @@ where
     }
 
     fn send_handshake(&mut self, i: usize, body: &Body) {
+        let to = self.node.transport_mut().peers[i];
         let cfg = self.node.config();
-        let header = FrameHeader {
-            version: WIRE_VERSION,
-            cluster_id: cfg.cluster_id,
-            group: cfg.group,
-            from: cfg.node_id,
-            to: self.node.transport_mut().peers[i],
-        };
+        let header = FrameHeader::new(cfg.cluster_id, cfg.group, cfg.node_id, to);
         let mut buf = [0u8; HANDSHAKE_FRAME_BYTES];
         if let Ok(n) = wire::encode(&header, body, &[], &mut buf) {
             // A full ring drops it; the dial is repeated.

@@ -18,20 +18,14 @@ mod forged {
     use shoal_core::membership::{Membership, NodeSet};
     use shoal_core::message::{Append, Message, Snapshot, SnapshotHeader};
     use shoal_core::record::CRC32C;
-    use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
+    use shoal_core::wire::{self, Body, FrameHeader};
     use shoal_core::EntryKind;
 
     /// A term far above any the cluster reached: the frames are refused before it matters.
     pub const TERM: u64 = 1 << 40;
 
     pub fn frame(cluster_id: u64, from: u64, to: u64, body: Body, tail: &[u8]) -> Vec<u8> {
-        let h = FrameHeader {
-            version: WIRE_VERSION,
-            cluster_id,
-            group: 0,
-            from,
-            to,
-        };
+        let h = FrameHeader::new(cluster_id, 0, from, to);
         let mut buf = vec![0u8; tail.len() + 1024];
         let n = wire::encode(&h, &body, tail, &mut buf).expect("a frame fits");
         buf.truncate(n);

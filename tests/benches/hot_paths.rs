@@ -16,7 +16,7 @@ use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
 use shoal_core::message::{Append, Message};
 use shoal_core::record;
-use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
+use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE};
 use shoal_core::EntryKind;
 use shoal_kv::{kv_buffers, Command, DtKv, KvLimits, KvMemory, Op};
 use shoal_std::kvheap::KvHeap;
@@ -28,13 +28,7 @@ const TAIL_AT: usize = FRAME_PREFIX_RESERVE + 5;
 
 /// The header of a frame of cluster 1, group 0, from `from` to `to`.
 fn header(from: u64, to: u64) -> FrameHeader {
-    FrameHeader {
-        version: WIRE_VERSION,
-        cluster_id: 1,
-        group: 0,
-        from,
-        to,
-    }
+    FrameHeader::new(1, 0, from, to)
 }
 
 /// Encode 64 copies of `e`, with indexes from `first` on, into `buf` at [`TAIL_AT`]; returns

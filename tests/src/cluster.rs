@@ -390,30 +390,36 @@ struct Tally {
 impl Tally {
     /// The report's words for what happened (empty when nothing did).
     fn describe(&self) -> String {
+        // Each kind of event: its count (named only when non-zero) and a count reported with it.
+        let pairs = [
+            (
+                self.clock_changes,
+                "clock rate changes",
+                self.lease_fallbacks,
+                "lease reads through ReadIndex",
+            ),
+            (
+                self.read_flips,
+                "flipped reads",
+                self.stops_on_damage,
+                "stops on damage",
+            ),
+            (
+                self.quiet_ms,
+                "node-ms quiet",
+                self.liveness_wakes,
+                "liveness wakes",
+            ),
+            (
+                self.pauses,
+                "pauses",
+                self.held_requests,
+                "requests waited for a paused node",
+            ),
+        ];
         let mut out = String::new();
-        if self.clock_changes > 0 {
-            out += &format!(
-                ", {} clock rate changes, {} lease reads through ReadIndex",
-                self.clock_changes, self.lease_fallbacks
-            );
-        }
-        if self.read_flips > 0 {
-            out += &format!(
-                ", {} flipped reads, {} stops on damage",
-                self.read_flips, self.stops_on_damage
-            );
-        }
-        if self.quiet_ms > 0 {
-            out += &format!(
-                ", {} node-ms quiet, {} liveness wakes",
-                self.quiet_ms, self.liveness_wakes
-            );
-        }
-        if self.pauses > 0 {
-            out += &format!(
-                ", {} pauses, {} requests waited for a paused node",
-                self.pauses, self.held_requests
-            );
+        for (n, what, m, with) in pairs.into_iter().filter(|p| p.0 > 0) {
+            out += &format!(", {n} {what}, {m} {with}");
         }
         if self.disks_damaged > 0 {
             out += &format!(", {} damaged disk refused", self.disks_damaged);
@@ -596,13 +602,7 @@ impl<'w, W: Workload> Run<'w, W> {
             let mut out = self.out.borrow_mut();
             for &from in &live {
                 for &to in self.schedule.all_nodes.iter().filter(|&&to| to != from) {
-                    let header = shoal_core::wire::FrameHeader {
-                        version: shoal_core::wire::WIRE_VERSION,
-                        cluster_id: 1,
-                        group: 0,
-                        from,
-                        to,
-                    };
+                    let header = shoal_core::wire::FrameHeader::new(1, 0, from, to);
                     let mut buf = [0u8; shoal_core::wire::FRAME_PREFIX_RESERVE + 16];
                     let body = shoal_core::wire::Body::Ping;
                     let n = shoal_core::wire::encode(&header, &body, &[], &mut buf)

@@ -9,7 +9,7 @@ use crate::plant::Plant;
 use crate::raft::Envelope;
 use crate::storage::{Storage, StorageError};
 use crate::types::{NodeId, Role};
-use crate::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE, WIRE_VERSION};
+use crate::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE};
 
 /// Where a tail starts in the send buffer: after the reserved prefix and the record header.
 const TAIL_AT: usize = FRAME_PREFIX_RESERVE + 5;
@@ -114,13 +114,7 @@ impl<S: Storage, T: Transport, M, B: AsMut<[u8]>, P: Plant> Node<S, T, M, B, P> 
 
     /// Build the frame around the tail already in the buffer, and hand it to the transport.
     fn frame_and_send(&mut self, to: NodeId, msg: Message, tail_len: usize) {
-        let header = FrameHeader {
-            version: WIRE_VERSION,
-            cluster_id: self.cfg.cluster_id,
-            group: self.cfg.group,
-            from: self.cfg.node_id,
-            to,
-        };
+        let header = FrameHeader::new(self.cfg.cluster_id, self.cfg.group, self.cfg.node_id, to);
         let buf = self.buf.as_mut();
         let body = Body::Raft(msg);
         match wire::encode_with_tail(&header, &body, buf, TAIL_AT, tail_len) {

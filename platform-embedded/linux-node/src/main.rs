@@ -57,7 +57,7 @@ use shoal_core::limits::Config;
 use shoal_core::membership::Membership;
 use shoal_core::storage::{LogView, Storage};
 use shoal_core::types::{NodeId, NO_NODE};
-use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
+use shoal_core::wire::{self, Body, FrameHeader};
 use shoal_embedded::flash::{FlashStorage, Layout};
 use shoal_embedded::link::{FrameRx, FrameTx, Framing};
 use shoal_embedded::runtime::{Mesh, Runtime};
@@ -282,13 +282,7 @@ fn start(a: &Args, peers: &[Peer]) -> Result<&'static mut Rt, String> {
 }
 
 fn encode(a: &Args, to: NodeId, body: &Body) -> Vec<u8> {
-    let header = FrameHeader {
-        version: WIRE_VERSION,
-        cluster_id: a.cluster_id,
-        group: 0,
-        from: a.node_id,
-        to,
-    };
+    let header = FrameHeader::new(a.cluster_id, 0, a.node_id, to);
     let mut buf = vec![0u8; 2048];
     let n = wire::encode(&header, body, &[], &mut buf).expect("a handshake frame fits 2 KiB");
     buf.truncate(n);

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
+use shoal_core::wire::{self, Body, FrameHeader};
 use shoal_core::{ClusterId, NodeId, NO_NODE};
 use shoal_seal::{
     ClusterKey, Link, Nonce, Order, Received, Refusal, HANDSHAKE_FRAME_BYTES, SEAL_OVERHEAD,
@@ -181,13 +181,7 @@ impl Channel {
             let why = "plaintext peer: this node requires sealed links (--peer-psk-file) \
                        and the peer has no cluster key configured";
             // Tell a plaintext peer in words it understands: a plain HelloRefused.
-            let header = FrameHeader {
-                version: WIRE_VERSION,
-                cluster_id: local.0,
-                group: 0,
-                from: local.1,
-                to: NO_NODE,
-            };
+            let header = FrameHeader::new(local.0, 0, local.1, NO_NODE);
             let mut reason = heapless::String::<160>::new();
             let _ = reason.push_str("this node requires sealed links (a cluster key)");
             let mut buf = [0u8; 512];

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use shoal_core::handshake::Hello;
 use shoal_core::membership::NodeSet;
-use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
+use shoal_core::wire::{self, Body, FrameHeader};
 use shoal_core::{GroupId, NodeId, NO_NODE};
 
 /// Largest frame read.
@@ -43,13 +43,7 @@ impl Identity {
 
     /// One frame of `group` from this member to `to`.
     pub fn frame(&self, group: GroupId, to: NodeId, body: &Body) -> Vec<u8> {
-        let header = FrameHeader {
-            version: WIRE_VERSION,
-            cluster_id: self.cluster_id,
-            group,
-            from: self.node_id,
-            to,
-        };
+        let header = FrameHeader::new(self.cluster_id, group, self.node_id, to);
         let mut buf = vec![0u8; 4096];
         let n = wire::encode(&header, body, &[], &mut buf).expect("a small frame fits 4 KiB");
         buf.truncate(n);

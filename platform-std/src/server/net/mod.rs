@@ -32,7 +32,7 @@ use smol::channel::{Receiver, Sender, TrySendError};
 use shoal_core::handshake::{self, Hello};
 use shoal_core::io::{Transport, TransportError};
 use shoal_core::membership::NodeSet;
-use shoal_core::wire::{self, Body, FrameHeader, WIRE_VERSION};
+use shoal_core::wire::{self, Body, FrameHeader};
 use shoal_core::{ClusterId, NodeId, NO_NODE};
 
 use super::peer_seal::{Channel, PeerSeal};
@@ -378,13 +378,7 @@ pub fn read_record<R: Read>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
 }
 
 fn encode_body(hello: &HelloInfo, to: NodeId, body: &Body) -> Vec<u8> {
-    let header = FrameHeader {
-        version: WIRE_VERSION,
-        cluster_id: hello.cluster_id,
-        group: 0,
-        from: hello.node_id,
-        to,
-    };
+    let header = FrameHeader::new(hello.cluster_id, 0, hello.node_id, to);
     let mut buf = vec![0u8; 2048];
     let n = wire::encode(&header, body, &[], &mut buf).expect("a handshake frame fits 2 KiB");
     buf.truncate(n);
