@@ -54,7 +54,17 @@ impl core::fmt::Display for CodecError {
     }
 }
 
-impl EntryRef<'_> {
+impl<'a> EntryRef<'a> {
+    /// An application command (kind [`EntryKind::Normal`]) at `index`, created in `term`.
+    pub const fn normal(index: LogIndex, term: Term, data: &'a [u8]) -> Self {
+        EntryRef {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data,
+        }
+    }
+
     /// Bytes [`encode`] will write for this entry.
     pub fn encoded_len(&self) -> usize {
         let h = Header {
@@ -167,12 +177,7 @@ mod tests {
     #[test]
     fn round_trip_and_borrowing() {
         let mut buf = [0u8; 128];
-        let e = EntryRef {
-            index: 300,
-            term: 7,
-            kind: EntryKind::Normal,
-            data: b"hello",
-        };
+        let e = EntryRef::normal(300, 7, b"hello");
         let n = encode(&e, &mut buf).unwrap();
         assert_eq!(n, e.encoded_len());
         let (d, used) = decode(&buf[..n]).unwrap();
@@ -214,12 +219,8 @@ mod tests {
         let mut buf = [0u8; 256];
         let mut at = 0;
         for i in 1..=3u64 {
-            let e = EntryRef {
-                index: i,
-                term: 2,
-                kind: EntryKind::Normal,
-                data: &[i as u8; 3],
-            };
+            let data = [i as u8; 3];
+            let e = EntryRef::normal(i, 2, &data);
             at += encode(&e, &mut buf[at..]).unwrap();
         }
         let got: heapless::Vec<u64, 4> = EntryIter::new(&buf[..at], 3)

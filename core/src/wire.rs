@@ -193,7 +193,6 @@ mod tests {
     use crate::entry::{self, EntryIter, EntryRef};
     use crate::membership::Membership;
     use crate::message::*;
-    use crate::types::EntryKind;
 
     fn hdr() -> FrameHeader {
         FrameHeader {
@@ -211,12 +210,7 @@ mod tests {
         let tail_at = FRAME_PREFIX_RESERVE + 5;
         let mut at = tail_at;
         for i in 5..8u64 {
-            let e = EntryRef {
-                index: i,
-                term: 2,
-                kind: EntryKind::Normal,
-                data: b"value",
-            };
+            let e = EntryRef::normal(i, 2, b"value");
             at += entry::encode(&e, &mut buf[at..]).unwrap();
         }
         let msg = Message::Append(Append {

@@ -6,7 +6,7 @@ use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 use shoal_core::entry::{decode, EntryRef};
 use shoal_core::membership::Membership;
 use shoal_core::storage::{LogView, Storage, StorageError};
-use shoal_core::types::{EntryKind, HardState, SnapshotMeta};
+use shoal_core::types::{HardState, SnapshotMeta};
 use shoal_embedded::flash::sim::{SimError, SimFlash};
 use shoal_embedded::flash::{FlashStorage, Layout, LayoutError, OpenError};
 
@@ -22,12 +22,7 @@ fn fresh() -> Store {
 
 fn append(s: &mut Store, index: u64, term: u64, len: usize) -> Result<(), StorageError> {
     let data = vec![(index as u8).wrapping_mul(31); len];
-    s.append(&EntryRef {
-        index,
-        term,
-        kind: EntryKind::Normal,
-        data: &data,
-    })
+    s.append(&EntryRef::normal(index, term, &data))
 }
 
 /// A new store holding the synced entries `1..=last` of term 1, `len` bytes each.
@@ -283,13 +278,7 @@ fn a_read_size_above_one_byte_works() {
         FlashStorage::format(Read8(Sim::new(vec![0; 12 * E])), LAYOUT).expect("format");
     for i in 1..=30u64 {
         let data = vec![i as u8; (i % 13) as usize];
-        s.append(&EntryRef {
-            index: i,
-            term: 2,
-            kind: EntryKind::Normal,
-            data: &data,
-        })
-        .expect("append");
+        s.append(&EntryRef::normal(i, 2, &data)).expect("append");
     }
     s.truncate_suffix(25).expect("truncate");
     s.save_hard_state(&HardState {

@@ -17,7 +17,6 @@ use shoal_core::membership::Membership;
 use shoal_core::message::{Append, Message};
 use shoal_core::record;
 use shoal_core::wire::{self, Body, FrameHeader, FRAME_PREFIX_RESERVE};
-use shoal_core::EntryKind;
 use shoal_kv::{kv_buffers, Command, DtKv, KvLimits, KvMemory, Op};
 use shoal_std::kvheap::KvHeap;
 use shoal_tests::memstore::MemStorage;
@@ -62,12 +61,7 @@ fn codec_pair(
 
 fn codecs(c: &mut Criterion) {
     let payload = [7u8; 100];
-    let e = EntryRef {
-        index: 123_456,
-        term: 9,
-        kind: EntryKind::Normal,
-        data: &payload,
-    };
+    let e = EntryRef::normal(123_456, 9, &payload);
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Elements(1));
     codec_pair(
@@ -200,12 +194,7 @@ fn driver(c: &mut Criterion) {
     g.throughput(Throughput::Elements(64));
     g.bench_function("follower step: append of 64 x 100B", |b| {
         let h = header(2, 1);
-        let e = EntryRef {
-            index: 2,
-            term: 2,
-            kind: EntryKind::Normal,
-            data: &[5u8; 100],
-        };
+        let e = EntryRef::normal(2, 2, &[5u8; 100]);
         b.iter_batched(
             || {
                 let node = node(&[1, 2, 3], Config::server(), 1 << 16);

@@ -2,16 +2,10 @@
 //! found at recovery where it is, reads held to their CRC, power cuts keeping a prefix.
 
 use super::*;
-use shoal_core::types::EntryKind;
 
 fn append(s: &mut MemStorage, index: LogIndex, term: Term, data: &[u8]) {
-    s.append(&EntryRef {
-        index,
-        term,
-        kind: EntryKind::Normal,
-        data,
-    })
-    .expect("append in a test");
+    s.append(&EntryRef::normal(index, term, data))
+        .expect("append in a test");
 }
 
 /// What describes a snapshot of `data` at `index` of term 1.

@@ -185,12 +185,7 @@ fn installing_a_snapshot_past_a_conflicting_log_forgets_that_log() {
     let n = c.node(2);
     // Node 2 holds entries 2..=4 of term 1 that the snapshot (index 3, term 2) contradicts.
     for i in 2..=4u64 {
-        let e = EntryRef {
-            index: i,
-            term: 1,
-            kind: EntryKind::Normal,
-            data: b"old",
-        };
+        let e = EntryRef::normal(i, 1, b"old");
         n.store.append(&e).unwrap();
     }
     c.restart(2);
