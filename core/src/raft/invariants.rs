@@ -13,30 +13,11 @@ use crate::types::{LogIndex, Role, Term, NO_NODE};
 impl<P: Plant> Raft<P> {
     /// Check every invariant of the group's state (see the module docs).
     pub(super) fn assert_invariants(&self) {
-        invariant!(
-            self.snapshot_index <= self.applied,
-            "snapshot {} is past the applied index {}",
-            self.snapshot_index,
-            self.applied
-        );
-        invariant!(
-            self.applied <= self.commit,
-            "applied {} is past the commit index {}",
-            self.applied,
-            self.commit
-        );
-        invariant!(
-            self.commit <= self.last_index,
-            "commit {} is past the last index {}",
-            self.commit,
-            self.last_index
-        );
-        invariant!(
-            self.persisted_index <= self.last_index,
-            "persisted {} is past the last index {}",
-            self.persisted_index,
-            self.last_index
-        );
+        // The log's markers in order: snapshot <= applied <= commit <= last, persisted <= last.
+        in_order(self.snapshot_index, "snapshot", self.applied, "applied");
+        in_order(self.applied, "applied", self.commit, "commit");
+        in_order(self.commit, "commit", self.last_index, "last");
+        in_order(self.persisted_index, "persisted", self.last_index, "last");
         invariant!(
             self.hs_saved.term <= self.term,
             "the saved term {} is newer than the term {}",
@@ -80,13 +61,7 @@ impl<P: Plant> Raft<P> {
 
     /// Raise the commit index to `to`: never lowered, never past the log.
     pub(super) fn advance_commit(&mut self, to: LogIndex) {
-        invariant!(
-            to >= self.commit && to <= self.last_index,
-            "commit moved from {} to {} with last index {}",
-            self.commit,
-            to,
-            self.last_index
-        );
+        moves_forward("commit", self.commit, to, "last index", self.last_index);
         self.commit = to;
         self.prune_configs();
     }
@@ -102,4 +77,36 @@ impl<P: Plant> Raft<P> {
         self.term = term;
         self.vote = NO_NODE;
     }
+}
+
+/// Log marker `lo` (named `lo_name`) is not past marker `hi`.
+fn in_order(lo: LogIndex, lo_name: &str, hi: LogIndex, hi_name: &str) {
+    invariant!(
+        lo <= hi,
+        "{} {} is past the {} index {}",
+        lo_name,
+        lo,
+        hi_name,
+        hi
+    );
+}
+
+/// Log marker `what` moves from `from` to `to`: never back, never past `limit` (named
+/// `limit_name`).
+pub(super) fn moves_forward(
+    what: &str,
+    from: LogIndex,
+    to: LogIndex,
+    limit_name: &str,
+    limit: LogIndex,
+) {
+    invariant!(
+        to >= from && to <= limit,
+        "{} moved from {} to {} with {} {}",
+        what,
+        from,
+        to,
+        limit_name,
+        limit
+    );
 }

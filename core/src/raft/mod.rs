@@ -419,13 +419,7 @@ impl<P: Plant> Raft<P> {
 
     /// The state machine has applied up to `index`.
     pub fn set_applied(&mut self, index: LogIndex) {
-        invariant!(
-            index >= self.applied && index <= self.commit,
-            "applied moved from {} to {} with commit {}",
-            self.applied,
-            index,
-            self.commit
-        );
+        invariants::moves_forward("applied", self.applied, index, "commit", self.commit);
         self.applied = index;
         self.assert_invariants();
     }
