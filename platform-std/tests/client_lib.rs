@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use shoal_client::protocol::{ErrorCode, Request, Response, WatchEvent};
+use shoal_client::protocol::{ErrorCode, Request, Response, WatchEvent, WriteOp};
 use shoal_client::{
     BlockingClient, Client, ClientConfig, ClientError, ErrorClass, ReadMode, WatchItem,
 };
-use shoal_kv::KvError;
+use shoal_kv::{KvError, WriteResult};
 use shoal_testkit::dead_addr;
 use shoal_testkit::mock::{Action, Mock};
 
@@ -446,19 +446,7 @@ fn lock_guard_renews_and_releases() {
         .unwrap();
     assert!(guard.fence() > 0);
     std::thread::sleep(Duration::from_millis(400));
-    let renewals = mock
-        .requests()
-        .iter()
-        .filter(|f| {
-            matches!(
-                &f.request,
-                Request::Write {
-                    op: shoal_client::protocol::WriteOp::UpdateLockLease { .. },
-                    ..
-                }
-            )
-        })
-        .count();
+    let renewals = writes_seen(&mock, |op| matches!(op, WriteOp::UpdateLockLease { .. }));
     assert!(renewals >= 2, "renewed {renewals} times");
     assert!(!guard.is_lost());
 
@@ -493,6 +481,90 @@ fn lock_guard_renews_and_releases() {
         assert!(Instant::now() < deadline, "drop did not release the lock");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// How many writes of the kind `is` picks `mock` received.
+fn writes_seen(mock: &Mock, is: fn(&WriteOp) -> bool) -> usize {
+    let requests = mock.requests();
+    let ops = requests.iter().filter_map(|f| match &f.request {
+        Request::Write { op, .. } => Some(op),
+        _ => None,
+    });
+    ops.filter(|op| is(op)).count()
+}
+
+/// Wait (up to a generous bound) until `done`.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_lock_whose_renewal_is_refused_is_lost_and_renewing_stops() {
+    let mock = Mock::kv();
+    let c = BlockingClient::new(config(&[&mock.addr], 2000)).unwrap();
+    let guard = c
+        .lock(b"L", Duration::from_millis(60), Duration::ZERO)
+        .unwrap();
+    let renewal = |op: &WriteOp| matches!(op, WriteOp::UpdateLockLease { .. });
+    wait_for("no renewal was sent", || writes_seen(&mock, renewal) >= 1);
+    assert!(!guard.is_lost());
+    // The lease ran out and the lock moved on: the next renewal is refused (NotLockOwner).
+    mock.state.lock().unwrap().nodes.remove(b"L".as_slice());
+    wait_for("the refused renewal was not noticed", || guard.is_lost());
+    let sent = writes_seen(&mock, renewal);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        writes_seen(&mock, renewal),
+        sent,
+        "renewing went on after a refusal"
+    );
+}
+
+#[test]
+fn a_lease_keeper_renews_until_a_keep_alive_is_refused() {
+    let mock = Mock::start(|m, f, _| match &f.request {
+        Request::Write {
+            op: WriteOp::LeaseKeepAlive { id },
+            ..
+        } => {
+            let mut s = m.state.lock().unwrap();
+            s.index += 1;
+            // The first four keep-alives find the lease; then it has ended.
+            let result = if s.index <= 4 {
+                WriteResult::Lease {
+                    id: *id,
+                    ttl_ms: 60,
+                    deadline_ms: 1_000 + s.index,
+                }
+            } else {
+                WriteResult::Failed(KvError::LeaseNotFound)
+            };
+            vec![Action::Reply(Response::Written {
+                index: s.index,
+                result,
+            })]
+        }
+        _ => vec![Action::Reply(m.apply(f))],
+    });
+    let c = Client::new(config(&[&mock.addr], 2000)).unwrap();
+    let keeper = smol::block_on(c.keep_alive(7)).unwrap();
+    assert_eq!(keeper.lease().id, 7);
+    let keep_alive = |op: &WriteOp| matches!(op, WriteOp::LeaseKeepAlive { id: 7 });
+    wait_for("the refused keep-alive was not noticed", || {
+        keeper.is_lost()
+    });
+    let sent = writes_seen(&mock, keep_alive);
+    assert_eq!(sent, 5, "renewed until the first refusal");
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        writes_seen(&mock, keep_alive),
+        sent,
+        "renewing went on after a refusal"
+    );
 }
 
 #[test]

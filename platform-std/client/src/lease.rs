@@ -2,8 +2,6 @@
 //! and locks to them, and [`LeaseKeeper`], which keeps a lease alive from a background task
 //! until it is stopped or dropped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::LogIndex;
@@ -11,6 +9,7 @@ use shoal_kv::{KvError, WriteResult};
 
 use crate::client::{lock_state, millis, unexpected, unexpected_write};
 use crate::protocol::{LeaseInfo, ReadMode, Request, Response, WriteOp};
+use crate::renewal::Renewal;
 use crate::{Client, ClientError, LockState};
 
 /// A lease as a grant or keep-alive answers it.
@@ -88,14 +87,14 @@ impl Client {
     /// `KvError::LeaseNotFound` here.
     pub async fn keep_alive(&self, id: u64) -> Result<LeaseKeeper, ClientError> {
         let lease = self.lease_keep_alive(id).await?;
-        let lost = Arc::new(AtomicBool::new(false));
         let period = Duration::from_millis((lease.ttl_ms / 3).max(1));
-        let task = crate::runtime::spawn(renew(self.clone(), id, period, lost.clone()));
-        Ok(LeaseKeeper {
-            lease,
-            lost,
-            task: Some(task),
-        })
+        let warning = format!("lease {id} ended: its keep-alive was refused");
+        let c = self.clone();
+        let renewal = Renewal::start(period, warning, move || {
+            let client = c.clone();
+            async move { client.lease_keep_alive(id).await.map(|_| ()) }
+        });
+        Ok(LeaseKeeper { lease, renewal })
     }
 
     /// The live leases, in grant order (without their keys).
@@ -168,19 +167,10 @@ impl Client {
 /// Keeps a lease alive from a background task (see [`Client::keep_alive`]). Dropping it or
 /// [`LeaseKeeper::stop`] stops the renewals (the lease then ends one TTL after the last);
 /// [`LeaseKeeper::revoke`] ends it at once.
+#[derive(Debug)]
 pub struct LeaseKeeper {
     lease: Lease,
-    lost: Arc<AtomicBool>,
-    task: Option<async_executor::Task<()>>,
-}
-
-impl std::fmt::Debug for LeaseKeeper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaseKeeper")
-            .field("lease", &self.lease)
-            .field("lost", &self.is_lost())
-            .finish()
-    }
+    renewal: Renewal,
 }
 
 impl LeaseKeeper {
@@ -192,33 +182,17 @@ impl LeaseKeeper {
     /// Whether a renewal found the lease ended (revoked, or expired while renewals could not
     /// get through): renewing has stopped.
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.renewal.is_lost()
     }
 
     /// Stop renewing; the lease ends one TTL after its last renewal.
     pub fn stop(mut self) {
-        self.task.take();
+        self.renewal.stop();
     }
 
     /// Stop renewing and end the lease now.
     pub async fn revoke(mut self, client: &Client) -> Result<Revoked, ClientError> {
-        self.task.take();
+        self.renewal.stop();
         client.lease_revoke(self.lease.id).await
-    }
-}
-
-async fn renew(client: Client, id: u64, period: Duration, lost: Arc<AtomicBool>) {
-    loop {
-        async_io::Timer::after(period).await;
-        match client.lease_keep_alive(id).await {
-            Ok(_) => {}
-            Err(ClientError::Kv(_)) => {
-                lost.store(true, Ordering::SeqCst);
-                log::warn!("lease {id} ended: its keep-alive was refused");
-                return;
-            }
-            // Unavailable or indeterminate: keep trying while the lease may still hold.
-            Err(_) => {}
-        }
     }
 }

@@ -73,6 +73,7 @@ mod lease;
 mod lock;
 mod mux;
 pub mod protocol;
+mod renewal;
 mod runtime;
 pub mod tls;
 mod txn;

@@ -1,12 +1,11 @@
 //! A held lock: acquired (waiting in the queue if asked), its lease renewed in the background,
 //! released when the guard is released or dropped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_kv::KvError;
 
+use crate::renewal::Renewal;
 use crate::{Client, ClientError, LockState};
 
 /// A lock this client holds. The lease is renewed every third of its length until
@@ -16,8 +15,7 @@ pub struct LockGuard {
     client: Client,
     key: Vec<u8>,
     fence: u64,
-    lost: Arc<AtomicBool>,
-    renewer: Option<async_executor::Task<()>>,
+    renewal: Renewal,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -44,12 +42,12 @@ impl LockGuard {
 
     /// Whether a renewal was refused: the lock may belong to someone else now.
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.renewal.is_lost()
     }
 
     /// Stop renewing and release the lock.
     pub async fn release(mut self) -> Result<(), ClientError> {
-        self.renewer.take();
+        self.renewal.stop();
         let key = std::mem::take(&mut self.key);
         match self.client.unlock(&key).await {
             Ok(_) => Ok(()),
@@ -62,7 +60,7 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.renewer.take().is_none() {
+        if !self.renewal.stop() {
             return; // released
         }
         // Best effort: release in the background; the lease ends the lock otherwise.
@@ -130,33 +128,23 @@ pub(crate) async fn acquire(
             }
         }
     };
-    let lost = Arc::new(AtomicBool::new(false));
-    let renewer = crate::runtime::spawn(renew(client.clone(), key.clone(), lease, lost.clone()));
+    let warning = format!(
+        "lock {} was lost: its lease renewal was refused",
+        String::from_utf8_lossy(&key)
+    );
+    let (c, k) = (client.clone(), key.clone());
+    let renewal = Renewal::start(
+        (lease / 3).max(Duration::from_millis(1)),
+        warning,
+        move || {
+            let (client, key) = (c.clone(), k.clone());
+            async move { client.update_lock_lease(&key, lease).await.map(|_| ()) }
+        },
+    );
     Ok(LockGuard {
         client,
         key,
         fence,
-        lost,
-        renewer: Some(renewer),
+        renewal,
     })
-}
-
-async fn renew(client: Client, key: Vec<u8>, lease: Duration, lost: Arc<AtomicBool>) {
-    let period = (lease / 3).max(Duration::from_millis(1));
-    loop {
-        async_io::Timer::after(period).await;
-        match client.update_lock_lease(&key, lease).await {
-            Ok(_) => {}
-            Err(ClientError::Kv(_)) => {
-                lost.store(true, Ordering::SeqCst);
-                log::warn!(
-                    "lock {} was lost: its lease renewal was refused",
-                    String::from_utf8_lossy(&key)
-                );
-                return;
-            }
-            // Unavailable or indeterminate: keep trying while the lease may still hold.
-            Err(_) => {}
-        }
-    }
 }
