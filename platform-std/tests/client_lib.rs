@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use shoal_client::protocol::{ErrorCode, Request, Response, WatchEvent, WriteOp};
 use shoal_client::{
-    BlockingClient, Client, ClientConfig, ClientError, ErrorClass, ReadMode, WatchItem,
+    BlockingClient, BlockingLockGuard, Client, ClientConfig, ClientError, ErrorClass, ReadMode,
+    WatchItem,
 };
 use shoal_kv::{KvError, WriteResult};
 use shoal_testkit::dead_addr;
@@ -437,13 +438,19 @@ fn watch_reports_compaction_and_goes_on_from_the_oldest_index() {
     }
 }
 
-#[test]
-fn lock_guard_renews_and_releases() {
+/// A mock store, and a client's guard of lock `L` taken there with `lease_ms`.
+fn holding_lock(lease_ms: u64) -> (Mock, BlockingLockGuard) {
     let mock = Mock::kv();
     let c = BlockingClient::new(config(&[&mock.addr], 2000)).unwrap();
     let guard = c
-        .lock(b"L", Duration::from_millis(150), Duration::ZERO)
+        .lock(b"L", Duration::from_millis(lease_ms), Duration::ZERO)
         .unwrap();
+    (mock, guard)
+}
+
+#[test]
+fn lock_guard_renews_and_releases() {
+    let (mock, guard) = holding_lock(150);
     assert!(guard.fence() > 0);
     std::thread::sleep(Duration::from_millis(400));
     let renewals = writes_seen(&mock, |op| matches!(op, WriteOp::UpdateLockLease { .. }));
@@ -502,26 +509,33 @@ fn wait_for(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Wait until `lost()`, then check that no renewal (a write `is` picks) follows; returns
+/// how many were sent.
+fn renewing_stops_once_lost(
+    mock: &Mock,
+    is: fn(&WriteOp) -> bool,
+    lost: impl Fn() -> bool,
+) -> usize {
+    wait_for("the refused renewal was not noticed", lost);
+    let sent = writes_seen(mock, is);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        writes_seen(mock, is),
+        sent,
+        "renewing went on after a refusal"
+    );
+    sent
+}
+
 #[test]
 fn a_lock_whose_renewal_is_refused_is_lost_and_renewing_stops() {
-    let mock = Mock::kv();
-    let c = BlockingClient::new(config(&[&mock.addr], 2000)).unwrap();
-    let guard = c
-        .lock(b"L", Duration::from_millis(60), Duration::ZERO)
-        .unwrap();
+    let (mock, guard) = holding_lock(60);
     let renewal = |op: &WriteOp| matches!(op, WriteOp::UpdateLockLease { .. });
     wait_for("no renewal was sent", || writes_seen(&mock, renewal) >= 1);
     assert!(!guard.is_lost());
     // The lease ran out and the lock moved on: the next renewal is refused (NotLockOwner).
     mock.state.lock().unwrap().nodes.remove(b"L".as_slice());
-    wait_for("the refused renewal was not noticed", || guard.is_lost());
-    let sent = writes_seen(&mock, renewal);
-    std::thread::sleep(Duration::from_millis(150));
-    assert_eq!(
-        writes_seen(&mock, renewal),
-        sent,
-        "renewing went on after a refusal"
-    );
+    renewing_stops_once_lost(&mock, renewal, || guard.is_lost());
 }
 
 #[test]
@@ -554,17 +568,8 @@ fn a_lease_keeper_renews_until_a_keep_alive_is_refused() {
     let keeper = smol::block_on(c.keep_alive(7)).unwrap();
     assert_eq!(keeper.lease().id, 7);
     let keep_alive = |op: &WriteOp| matches!(op, WriteOp::LeaseKeepAlive { id: 7 });
-    wait_for("the refused keep-alive was not noticed", || {
-        keeper.is_lost()
-    });
-    let sent = writes_seen(&mock, keep_alive);
+    let sent = renewing_stops_once_lost(&mock, keep_alive, || keeper.is_lost());
     assert_eq!(sent, 5, "renewed until the first refusal");
-    std::thread::sleep(Duration::from_millis(150));
-    assert_eq!(
-        writes_seen(&mock, keep_alive),
-        sent,
-        "renewing went on after a refusal"
-    );
 }
 
 #[test]
