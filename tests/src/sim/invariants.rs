@@ -193,29 +193,17 @@ impl InvariantChecker {
         fresh: bool,
     ) -> Result<(), Violation> {
         if !fresh {
-            if v.term < t.term {
-                return fail(
-                    InvariantKind::Monotonicity,
-                    format!("node {} term went back from {} to {}", v.id, t.term, v.term),
-                );
-            }
-            if v.commit < t.commit {
-                return fail(
-                    InvariantKind::Monotonicity,
-                    format!(
-                        "node {} commit went back from {} to {}",
-                        v.id, t.commit, v.commit
-                    ),
-                );
-            }
-            if v.applied < t.applied {
-                return fail(
-                    InvariantKind::Monotonicity,
-                    format!(
-                        "node {} applied went back from {} to {}",
-                        v.id, t.applied, v.applied
-                    ),
-                );
+            for (what, before, now) in [
+                ("term", t.term, v.term),
+                ("commit", t.commit, v.commit),
+                ("applied", t.applied, v.applied),
+            ] {
+                if now < before {
+                    return fail(
+                        InvariantKind::Monotonicity,
+                        format!("node {} {what} went back from {before} to {now}", v.id),
+                    );
+                }
             }
         }
         let old_commit = if fresh { 0 } else { t.commit };
