@@ -592,3 +592,72 @@ fn pipelined_async_calls_share_one_connection() {
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(mock.applied(), 20);
 }
+
+/// A node over its connection limit says why in a frame of id 0 and closes. When its reset
+/// reaches the client before the client's request does, the write fails (broken pipe); the
+/// client still reports the node's reason, which its reader took in before the reset.
+#[test]
+fn a_refused_connection_names_the_nodes_reason_even_when_the_write_fails() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    listener.set_nonblocking(true).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut refusal = Vec::new();
+            shoal_client::protocol::encode(
+                &shoal_client::protocol::ResponseFrame {
+                    id: 0,
+                    response: Response::Unavailable {
+                        message: "over --client-max-connections=1".into(),
+                    },
+                },
+                &mut refusal,
+            )
+            .unwrap();
+            let mut refused = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.write_all(&refusal).unwrap();
+                // Close with a reset (linger 0), as a node gone before the request arrives.
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: a valid socket descriptor and a linger struct of the size passed.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&linger as *const libc::linger).cast(),
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0);
+                drop(s);
+                refused += 1;
+            }
+            refused
+        })
+    };
+    // The reset comes while the client connects and writes: either its write or its read
+    // fails, and whichever it is, the reason must be the node's.
+    for _ in 0..20 {
+        let c = BlockingClient::new(config(&[&addr], 600)).unwrap();
+        let e = c.get(b"k", ReadMode::Linearizable).unwrap_err();
+        assert!(
+            e.to_string().contains("client-max-connections=1"),
+            "the node's reason is lost: {e}"
+        );
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(server.join().unwrap() >= 20);
+}

@@ -16,6 +16,9 @@ use crate::connection::{Connection, FrameReader, FrameWriter};
 use crate::protocol::{RequestFrame, Response};
 use crate::tls::{AsyncSocket, TlsConfig};
 
+/// How long a call whose write failed waits for the reason the server gave before closing.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
+
 /// Why a call on a connection did not produce an answer.
 #[derive(Debug)]
 pub(crate) enum CallError {
@@ -127,8 +130,23 @@ impl Mux {
         let id = frame.id;
         let rx = self.subscribe(id, 1).map_err(CallError::NotSent)?;
         if let Err(e) = self.send(frame, fill).await {
+            // A server that refused the connection (over its limit) said why and closed it,
+            // which can fail this write: the reader's copy of that refusal says more than the
+            // broken pipe. It is waited for briefly; the connection is broken either way.
+            let refusal = futures_lite::future::or(
+                async {
+                    let _ = rx.recv().await;
+                    let w = self.waiters.lock().expect("waiters lock poisoned");
+                    w.closed.clone().filter(|_| w.refused)
+                },
+                async {
+                    async_io::Timer::after(timeout.min(REFUSAL_WAIT)).await;
+                    None
+                },
+            )
+            .await;
             self.unsubscribe(id);
-            return Err(e);
+            return Err(refusal.map_or(e, CallError::NotSent));
         }
         let answer = futures_lite::future::or(
             async {
