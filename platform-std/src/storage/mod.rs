@@ -476,7 +476,7 @@ impl FileStorage {
     /// Free the memory a busy group keeps for reads of what it just wrote (the group fell
     /// idle; reads go to the file again).
     pub fn release_idle_memory(&mut self) {
-        self.log.release_recent();
+        self.log.release_buffer();
     }
 
     fn sync_hard_state(&mut self) -> Result<(), StorageError> {

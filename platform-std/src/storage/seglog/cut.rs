@@ -56,7 +56,7 @@ impl Log {
         if si == last && off >= self.segs[si].written {
             // Only buffered bytes are cut: nothing on the OS side to undo.
             let seg = &mut self.segs[si];
-            self.buf.truncate((off - seg.written) as usize);
+            self.buf.truncate((off - self.buf_start) as usize);
             seg.truncate_entries(k);
             seg.end = off;
             return Ok(());
@@ -66,7 +66,6 @@ impl Log {
         let dir = self.open_dir()?;
         self.write_intent(&dir, from)?;
         self.buf.clear();
-        self.drop_recent();
         let sync = self.cfg.sync();
         {
             let seg = &self.segs[si];
@@ -89,6 +88,7 @@ impl Log {
         if sync {
             seg.durable = off;
         }
+        self.restart_buf();
         Ok(())
     }
 
@@ -181,7 +181,6 @@ impl Log {
     pub(crate) fn reset(&mut self, mut with: Replacement) -> Result<(), StorageError> {
         self.cuts += 1;
         self.buf.clear();
-        self.drop_recent();
         // Delete newest first: a crash half-way leaves a prefix of the log, which recovery
         // recognises as an interrupted reset (it lacks the snapshot's entry) and finishes.
         while let Some(seg) = self.segs.pop() {
@@ -204,6 +203,7 @@ impl Log {
         let mut seg = Segment::new(with.first_index, path, file, HEADER_BYTES as u64, bytes);
         seg.reserved = true;
         self.segs.push(seg);
+        self.restart_buf();
         self.prepare_spare_if_grown(bytes);
         Ok(())
     }

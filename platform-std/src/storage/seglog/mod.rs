@@ -19,14 +19,13 @@
 //! refused with nothing changed and may be made again ([`super::ioerr`]); the log grows a
 //! segment only where [`super::space::Space`] allows it.
 //!
-//! The bytes of the last writes to the segment being written stay in memory (`recent`, at most
-//! `write_buffer_bytes`) after they reach the OS: a round applies, and sends to followers, the
-//! entries it has just written, and copying them from memory saves a `pread` per group per
-//! round. Cuts, resets and roll-overs drop them; a group that falls idle frees them.
+//! The write buffer keeps what it has written to the OS until it fills (`write_buffer_bytes`):
+//! a round applies, and sends to followers, the entries it has just written, and copying them
+//! from the buffer saves a `pread` per group per round. A full buffer, a cut, a reset or a
+//! roll-over starts it empty; a group that falls idle frees it.
 //!
-//! Never: hold entry bytes anywhere but in the write buffer and `recent` (reads copy from the
-//! file or those buffers into the caller's buffer), or cut a damaged record it cannot prove to
-//! be a torn tail.
+//! Never: hold entry bytes anywhere but in the write buffer (reads copy from the file or the
+//! buffer into the caller's buffer), or cut a damaged record it cannot prove to be a torn tail.
 
 mod cut;
 mod open;
@@ -180,13 +179,11 @@ pub(crate) struct Log {
     space: Arc<Space>,
     /// Never empty; the last one is the segment being written.
     pub(crate) segs: Vec<Segment>,
-    /// Records not yet written to the last segment, starting at its `written` offset.
+    /// Bytes `buf_start..end` of the last segment: those up to its `written` offset are on
+    /// the OS side already (kept for reads), the rest are not yet written.
     buf: Vec<u8>,
-    /// Bytes `recent_start..written` of the last segment, already written, kept for reads
-    /// (empty, or ending exactly at `written`).
-    recent: Vec<u8>,
-    recent_start: u64,
-    /// Reads that went to a file (tests check which reads `recent` serves).
+    buf_start: u64,
+    /// Reads that went to a file (tests check which reads the buffer serves).
     #[cfg(test)]
     pub(crate) file_reads: std::cell::Cell<u64>,
     /// Bumped by every truncation or reset: a background sync started before one must not
@@ -377,20 +374,9 @@ impl Log {
     ) -> Result<&'a [u8], StorageError> {
         let seg = &self.segs[si];
         let is_active = si + 1 == self.segs.len();
-        if is_active && start >= seg.written {
-            let a = (start - seg.written) as usize;
+        if is_active && start >= self.buf_start {
+            let a = (start - self.buf_start) as usize;
             return Ok(&self.buf[a..a + (end - start) as usize]);
-        }
-        if is_active && !self.recent.is_empty() && start >= self.recent_start {
-            debug_assert_eq!(self.recent_start + self.recent.len() as u64, seg.written);
-            let a = (start - self.recent_start) as usize;
-            if end <= seg.written {
-                return Ok(&self.recent[a..a + (end - start) as usize]);
-            }
-            scratch.clear();
-            scratch.extend_from_slice(&self.recent[a..]);
-            scratch.extend_from_slice(&self.buf[..(end - seg.written) as usize]);
-            return Ok(scratch);
         }
         let file_end = if is_active { end.min(seg.written) } else { end };
         #[cfg(test)]
@@ -402,37 +388,26 @@ impl Log {
             .read_exact_at(&mut scratch[..split], start)
             .map_err(|e| ioerr::fatal(&seg.path, "read segment", e))?;
         if split < scratch.len() {
+            let a = (seg.written - self.buf_start) as usize;
             let n = scratch.len() - split;
-            scratch[split..].copy_from_slice(&self.buf[..n]);
+            scratch[split..].copy_from_slice(&self.buf[a..a + n]);
         }
         Ok(scratch)
     }
 
-    /// Forget the recent writes kept for reads (they are on file).
-    pub(crate) fn drop_recent(&mut self) {
-        self.recent.clear();
-    }
-
-    /// Free the memory of the recent writes kept for reads (the group fell idle).
-    pub(crate) fn release_recent(&mut self) {
-        self.recent = Vec::new();
-    }
-
-    /// Keep the bytes just written at `from` (the write buffer, now on file) for reads, after
-    /// the recent ones if they are contiguous and there is room, else in their place; the
-    /// write buffer is empty afterwards.
-    fn keep_recent(&mut self, from: u64) {
-        let contiguous = self.recent_start + self.recent.len() as u64 == from;
-        if !contiguous || self.recent.len() + self.buf.len() > self.cfg.write_buffer_bytes {
-            self.recent.clear();
-        }
-        if self.recent.is_empty() {
-            self.recent_start = from;
-            std::mem::swap(&mut self.recent, &mut self.buf);
-        } else {
-            self.recent.extend_from_slice(&self.buf);
-        }
+    /// Start the write buffer empty at the last segment's end (everything before is written).
+    fn restart_buf(&mut self) {
+        debug_assert_eq!(self.active().written, self.active().end);
         self.buf.clear();
+        self.buf_start = self.active().end;
+    }
+
+    /// Free the write buffer's memory if everything in it is written (the group fell idle).
+    pub(crate) fn release_buffer(&mut self) {
+        if self.active().written == self.active().end {
+            self.buf = Vec::new();
+            self.buf_start = self.active().end;
+        }
     }
 
     /// Crash tests: write the buffer out (no sync) and list each segment's durable and written

@@ -82,8 +82,7 @@ impl Log {
             space,
             segs: walked.segs,
             buf: Vec::with_capacity(cfg.write_buffer_bytes),
-            recent: Vec::new(),
-            recent_start: 0,
+            buf_start: 0,
             #[cfg(test)]
             file_reads: Default::default(),
             cuts: 0,
@@ -97,6 +96,7 @@ impl Log {
         } else {
             log.prepare_spare_if_busy();
         }
+        log.restart_buf();
         Ok(log)
     }
 

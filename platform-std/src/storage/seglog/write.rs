@@ -52,6 +52,7 @@ impl Log {
         // write refuses this entry rather than leave it half-taken.
         if self.buf.len() >= self.cfg.write_buffer_bytes {
             self.write_out()?;
+            self.restart_buf();
         }
         let active = self.active();
         if active.count() > 0
@@ -81,11 +82,12 @@ impl Log {
     /// Hand the write buffer to the OS (no fdatasync). Refused, the buffer is kept whole and
     /// the next call writes it again at the same offset.
     pub(crate) fn write_out(&mut self) -> Result<(), StorageError> {
-        if self.buf.is_empty() {
+        let seg = self.segs.last_mut().expect("the log always has a segment");
+        if seg.written == seg.end {
             return Ok(());
         }
-        let seg = self.segs.last_mut().expect("the log always has a segment");
-        if let Err(e) = fsutil::write_at(&seg.file, &self.buf, seg.written) {
+        let pending = &self.buf[(seg.written - self.buf_start) as usize..];
+        if let Err(e) = fsutil::write_at(&seg.file, pending, seg.written) {
             let need = seg.capacity;
             return Err(ioerr::refused(
                 &self.space,
@@ -95,10 +97,7 @@ impl Log {
                 e,
             ));
         }
-        let from = seg.written;
-        seg.written += self.buf.len() as u64;
-        debug_assert_eq!(seg.written, seg.end);
-        self.keep_recent(from);
+        seg.written = seg.end;
         Ok(())
     }
 
@@ -177,7 +176,7 @@ impl Log {
         self.sync_now()?;
         let seg = self.create_segment(next_index)?;
         self.segs.push(seg);
-        self.drop_recent();
+        self.restart_buf();
         Ok(())
     }
 
