@@ -14,6 +14,7 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
     bound_metrics(&mut s, v);
     node_counters(&mut s, v);
     fsync_histogram(&mut s, fsync);
+    flush_metrics(&mut s, v);
     admin_metrics(&mut s, admin);
     super::disk_metrics::render(&mut s, v);
     s
@@ -318,6 +319,29 @@ fn fsync_histogram(s: &mut String, fsync: &Histogram) {
          # TYPE shoal_shared_syncs_total counter\nshoal_shared_syncs_total {}",
         fsync.shared.load(Ordering::Relaxed)
     );
+}
+
+/// Where the groups' flushes ran: the raft thread, or one of the flush threads.
+fn flush_metrics(s: &mut String, v: &AdminView) {
+    let _ = writeln!(
+        s,
+        "# HELP shoal_raft_threads Threads that flush the groups (--raft-threads).\n\
+         # TYPE shoal_raft_threads gauge\nshoal_raft_threads {}",
+        v.flushes.len().saturating_sub(1).max(1)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_group_flushes_total Group flushes (log writes, replication, apply) run \
+         since start, by the thread that ran them: the raft thread, or flush thread N when \
+         several groups had work in one round.\n# TYPE shoal_group_flushes_total counter"
+    );
+    for (i, n) in v.flushes.iter().enumerate() {
+        let thread = match i {
+            0 => "raft".to_string(),
+            i => format!("flush-{}", i - 1),
+        };
+        let _ = writeln!(s, "shoal_group_flushes_total{{thread=\"{thread}\"}} {n}");
+    }
 }
 
 fn admin_metrics(s: &mut String, admin: &AdminCounters) {

@@ -121,6 +121,9 @@ pub struct AdminView {
     pub peer_port: PeerPortView,
     /// Users and logins.
     pub auth: AuthView,
+    /// Group flushes run since start by each thread: the raft thread first, then each flush
+    /// thread (`--raft-threads`).
+    pub flushes: Vec<u64>,
 }
 
 /// Users and logins (`/metrics`).

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub shared_sync: bool,
     /// Quiesce settled groups this node leads.
     pub quiesce: bool,
+    /// Threads that flush the groups of a round (1: the raft thread alone).
+    pub raft_threads: usize,
     /// Size of each log segment.
     pub segment_bytes: u64,
     /// Size of a group's first log segment (at most `segment_bytes`).
@@ -233,6 +235,7 @@ impl ServerConfig {
             return Err("--accept-backoff-max must be at least 10ms".into());
         }
         let (auth_token_ttl, auth_max_hashing) = auth_limits(&f)?;
+        let raft_threads = raft_threads(f.raft_threads)?;
         Ok(ServerConfig {
             node_id: addrs.node_id,
             cluster_id: f.cluster_id.unwrap_or(1),
@@ -250,6 +253,7 @@ impl ServerConfig {
             prefill_segments: f.prefill_segments.unwrap_or(true),
             shared_sync: f.shared_sync.unwrap_or(true),
             quiesce: f.quiesce.unwrap_or(true),
+            raft_threads,
             segment_bytes,
             segment_initial_bytes,
             space,
@@ -310,4 +314,21 @@ fn advertised(listen: &str, advertise: Option<&str>) -> Result<String, String> {
         ));
     }
     Ok(listen.to_string())
+}
+
+/// Most flush threads: more than a node's groups could keep busy on any host it runs on.
+const MAX_RAFT_THREADS: usize = 64;
+
+/// `--raft-threads`, or the number of cores.
+fn raft_threads(n: Option<usize>) -> Result<usize, String> {
+    match n {
+        None => Ok(std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_RAFT_THREADS)),
+        Some(0) => Err("--raft-threads must be at least 1 (1: the raft thread alone)".into()),
+        Some(n) if n > MAX_RAFT_THREADS => Err(format!(
+            "--raft-threads {n} is more than {MAX_RAFT_THREADS}, the most a node uses"
+        )),
+        Some(n) => Ok(n),
+    }
 }

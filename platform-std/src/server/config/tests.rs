@@ -347,3 +347,18 @@ fn the_advertised_client_address_is_one_clients_can_be_sent_to() {
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
+
+#[test]
+fn raft_threads_default_to_the_cores_and_are_checked() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(resolve_args(&[]).unwrap().raft_threads, cores.min(64));
+    assert_eq!(
+        resolve_args(&["--raft-threads", "3"]).unwrap().raft_threads,
+        3
+    );
+    assert_eq!(resolve_file("raft_threads = 1\n").unwrap().raft_threads, 1);
+    let e = resolve_args(&["--raft-threads", "0"]).unwrap_err();
+    assert!(e.contains("at least 1"), "{e}");
+    let e = resolve_args(&["--raft-threads", "65"]).unwrap_err();
+    assert!(e.contains("more than 64"), "{e}");
+}

@@ -1,6 +1,8 @@
 //! The batch boundary: every group flushed once, the syncs shared between them, and what each
 //! flush leaves for the loop (answers, role changes, new peers).
 
+use std::sync::atomic::AtomicU64;
+
 use super::*;
 
 impl RaftLoop {
@@ -13,46 +15,47 @@ impl RaftLoop {
         let defer = self.cfg.fsync == FsyncMode::Always;
         // Groups whose flush waits for the one shared sync of this batch.
         let mut waiting: Vec<(GroupId, SyncPoint)> = Vec::new();
-        // Leaders' own log syncs, handed to the sync threads as one round.
-        let mut round = Vec::new();
         // Only the groups with work: an idle group has nothing to flush ([`quiet`]).
         let flushed: Vec<GroupId> = self.active.iter().copied().collect();
         self.active.retain(|id| self.groups.contains_key(id));
-        for id in &flushed {
-            let Some(g) = self.groups.get_mut(id) else {
-                continue;
-            };
-            let mut events = Vec::new();
-            match flush_group(g, now, defer, &mut round, &mut events) {
-                Ok(Flushed::Done) => {}
-                Ok(Flushed::Waits(at)) => {
-                    waiting.push((g.id, at));
-                    continue;
-                }
+        let step = FlushStep::Flush { defer };
+        let outcomes = self.run_flushes(now, flushed.iter().map(|id| (*id, step)));
+        // Leaders' own log syncs, handed to the sync threads as one round.
+        let mut round = Vec::new();
+        let mut done = Vec::with_capacity(outcomes.len());
+        for flush in outcomes {
+            let id = flush.id;
+            round.extend(flush.sync);
+            match flush.result {
+                Ok(Flushed::Done) => done.push((id, flush.events)),
+                Ok(Flushed::Waits(at)) => waiting.push((id, at)),
                 Err(e) => {
-                    log::error!("group {}: fatal: {e}; stopping", g.id);
+                    log::error!("group {id}: fatal: {e}; stopping");
                     return Err(1);
                 }
             }
-            let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
-            settle_group(g, events, (now, wall), auth, &mut after);
         }
         self.start_round(round)?;
         let covered = self.sync_waiting(&waiting)?;
-        for ((id, at), covered) in waiting.into_iter().zip(covered) {
-            let g = self.groups.get_mut(&id).expect("a waiting group is hosted");
-            let mut events = Vec::new();
-            let r = if covered {
-                g.node.synced(at, now, &mut |ev| events.push(ev))
+        let steps = waiting.into_iter().zip(covered).map(|((id, at), covered)| {
+            let step = if covered {
+                FlushStep::Synced(at)
             } else {
-                // Not covered by a shared sync: the group syncs by itself (and its driver
-                // applies the failure policy to a refusal).
-                g.node.flush(now, &mut |ev| events.push(ev))
+                FlushStep::Alone
             };
-            if let Err(e) = r {
-                log::error!("group {id}: fatal: {e}; stopping");
+            (id, step)
+        });
+        for flush in self.run_flushes(now, steps) {
+            if let Err(e) = flush.result {
+                log::error!("group {}: fatal: {e}; stopping", flush.id);
                 return Err(1);
             }
+            done.push((flush.id, flush.events));
+        }
+        // Answered in group order, as before the flush threads (group 0's auth records first).
+        done.sort_unstable_by_key(|(id, _)| *id);
+        for (id, events) in done {
+            let g = self.groups.get_mut(&id).expect("a flushed group is hosted");
             let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
             settle_group(g, events, (now, wall), auth, &mut after);
         }
@@ -98,6 +101,29 @@ impl RaftLoop {
             self.publish_view();
         }
         Ok(())
+    }
+
+    /// Run one step of each group's flush on the flush threads: the groups are taken out of the
+    /// map while they flush (moving a box moves a pointer), so each flush borrows only its own
+    /// group, on whichever thread runs it.
+    fn run_flushes(
+        &mut self,
+        now: u64,
+        steps: impl Iterator<Item = (GroupId, FlushStep)>,
+    ) -> Vec<Flush> {
+        let mut taken: Vec<(Box<Group>, FlushStep)> = steps
+            .filter_map(|(id, step)| Some((self.groups.remove(&id)?, step)))
+            .collect();
+        let mut jobs: Vec<FlushJob> = taken
+            .iter_mut()
+            .map(|(g, step)| FlushJob::new(g, *step))
+            .collect();
+        self.flushers.run(&mut jobs, now);
+        let outcomes = jobs.into_iter().map(FlushJob::outcome).collect();
+        for (g, _) in taken {
+            self.groups.insert(g.id, g);
+        }
+        outcomes
     }
 
     /// Hand this batch's background syncs to the sync threads; should they be gone, sync here.
@@ -254,4 +280,60 @@ fn settle_group(
         }
     }
     after_flush(g, now, wall, gate);
+}
+
+/// The flush threads (`--raft-threads`): a round's group flushes run on them in parallel, each
+/// group on one thread, while the raft thread waits; with one thread, or one group to flush,
+/// the raft thread flushes by itself.
+pub(super) struct Flushers {
+    pool: Option<rayon::ThreadPool>,
+    /// Flushes run by the raft thread (first) and by each flush thread.
+    counts: Vec<AtomicU64>,
+}
+
+impl Flushers {
+    pub(super) fn start(threads: usize) -> Result<Flushers, String> {
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("shoal-flush-{i}"))
+                .build()
+                .map_err(|e| format!("cannot start {threads} flush threads: {e}"))?;
+            Some(pool)
+        } else {
+            None
+        };
+        let counts = (0..=pool.as_ref().map_or(0, |p| p.current_num_threads()))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Ok(Flushers { pool, counts })
+    }
+
+    /// Flushes run so far by the raft thread, then by each flush thread.
+    pub(super) fn counts(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Run every job: the busy ones in parallel when there are threads and more than one of
+    /// them, the rest (a flush with only timers to look at) on the raft thread, which would
+    /// spend more handing them over than flushing them.
+    pub(super) fn run(&self, jobs: &mut [FlushJob], now: u64) {
+        use rayon::prelude::*;
+        let run = |j: &mut FlushJob| {
+            j.run(now);
+            let thread = rayon::current_thread_index().map_or(0, |i| i + 1);
+            self.counts[thread].fetch_add(1, Ordering::Relaxed);
+        };
+        let pool = match &self.pool {
+            Some(pool) if jobs.iter().filter(|j| j.busy).count() > 1 => pool,
+            _ => return jobs.iter_mut().for_each(run),
+        };
+        let (mut busy, light): (Vec<&mut FlushJob>, Vec<&mut FlushJob>) =
+            jobs.iter_mut().partition(|j| j.busy);
+        light.into_iter().for_each(run);
+        pool.install(|| busy.par_iter_mut().with_max_len(1).for_each(|j| run(j)));
+    }
 }

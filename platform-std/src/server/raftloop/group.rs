@@ -158,7 +158,7 @@ pub(super) fn start_sync_thread(
     Ok((job_tx, done_rx))
 }
 
-/// How [`flush_group`] left a group.
+/// How a [`FlushJob`] left its group.
 pub(super) enum Flushed {
     /// Flushed (a leader's own log may be syncing in the background).
     Done,
@@ -166,54 +166,127 @@ pub(super) enum Flushed {
     Waits(SyncPoint),
 }
 
-/// Flush one group. A leader's own log sync joins `round`, the background syncs this batch
-/// hands to the sync threads at once (one in flight per group at most twice); a group whose
-/// storage the data dir's filesystem sync covers waits for the batch's one shared sync;
-/// everything else syncs inside the flush.
-pub(super) fn flush_group(
-    g: &mut Group,
-    now: u64,
-    defer: bool,
-    round: &mut Vec<SyncJob>,
-    events: &mut Vec<Event<GroupOutput>>,
-) -> Result<Flushed, NodeError> {
-    if !defer {
-        g.node.flush(now, &mut |ev| events.push(ev))?;
-        return Ok(Flushed::Done);
+/// What a [`FlushJob`] does.
+#[derive(Clone, Copy)]
+pub(super) enum FlushStep {
+    /// The round's flush; with `defer`, a leader's own log syncs in the background and a
+    /// group the shared sync covers waits for it.
+    Flush { defer: bool },
+    /// Go on after the round's shared sync made the group's writes durable.
+    Synced(SyncPoint),
+    /// The shared sync did not cover the group: flush, syncing by itself (its driver applies
+    /// the failure policy to a refusal).
+    Alone,
+}
+
+/// One group's flush as a flush thread runs it: the group's driver and log-sync state, borrowed
+/// apart from its requests and answers (those stay on the raft thread), and what the flush left.
+pub(super) struct FlushJob<'a> {
+    node: &'a mut GroupNode,
+    syncs_inflight: &'a mut usize,
+    sync_started_upto: &'a mut LogIndex,
+    shared_sync: bool,
+    step: FlushStep,
+    /// The group has work beyond its timers (entries to write, send or apply, messages,
+    /// reads): worth a flush thread.
+    pub(super) busy: bool,
+    out: Flush,
+}
+
+/// What one group's flush left, for the raft thread to act on.
+pub(super) struct Flush {
+    pub(super) id: GroupId,
+    /// What the driver reported: applied entries, reads ready, role changes.
+    pub(super) events: Vec<Event<GroupOutput>>,
+    /// The leader's own log sync this flush started, for the sync threads.
+    pub(super) sync: Option<SyncJob>,
+    pub(super) result: Result<Flushed, NodeError>,
+}
+
+impl<'a> FlushJob<'a> {
+    pub(super) fn new(g: &'a mut Group, step: FlushStep) -> FlushJob<'a> {
+        // After a sync there is always work: what the sync made durable.
+        let busy = !matches!(step, FlushStep::Flush { .. }) || !g.node.is_idle();
+        FlushJob {
+            node: &mut g.node,
+            syncs_inflight: &mut g.syncs_inflight,
+            sync_started_upto: &mut g.sync_started_upto,
+            shared_sync: g.shared_sync,
+            step,
+            busy,
+            out: Flush {
+                id: g.id,
+                events: Vec::new(),
+                sync: None,
+                result: Ok(Flushed::Done),
+            },
+        }
     }
-    // Twice at most: when the log turns out durable already, the second flush acts on it.
-    for _ in 0..2 {
-        let at = if g.shared_sync {
-            match g.node.flush_shared(now, &mut |ev| events.push(ev))? {
-                Pending::Nothing => return Ok(Flushed::Done),
-                Pending::Everything(at) => return Ok(Flushed::Waits(at)),
-                Pending::OwnLog(at) => at,
-            }
-        } else {
-            match g.node.flush_deferred(now, &mut |ev| events.push(ev))? {
-                None => return Ok(Flushed::Done),
-                Some(at) => at,
-            }
+
+    pub(super) fn run(&mut self, now: u64) {
+        let events = &mut self.out.events;
+        self.out.result = match self.step {
+            FlushStep::Flush { defer } => self.flush(now, defer),
+            FlushStep::Synced(at) => self
+                .node
+                .synced(at, now, &mut |ev| events.push(ev))
+                .map(|()| Flushed::Done),
+            FlushStep::Alone => self
+                .node
+                .flush(now, &mut |ev| events.push(ev))
+                .map(|()| Flushed::Done),
         };
-        if g.syncs_inflight >= MAX_SYNCS_INFLIGHT || at.index <= g.sync_started_upto {
+    }
+
+    pub(super) fn outcome(self) -> Flush {
+        self.out
+    }
+
+    /// Flush the group. A leader's own log sync becomes [`Flush::sync`], one of the
+    /// background syncs the batch hands to the sync threads at once (at most
+    /// [`MAX_SYNCS_INFLIGHT`] in flight per group); a group whose storage the data dir's
+    /// filesystem sync covers waits for the batch's one shared sync; everything else syncs
+    /// inside the flush.
+    fn flush(&mut self, now: u64, defer: bool) -> Result<Flushed, NodeError> {
+        let events = &mut self.out.events;
+        if !defer {
+            self.node.flush(now, &mut |ev| events.push(ev))?;
             return Ok(Flushed::Done);
         }
-        match g.node.storage_mut().inner.begin_background_sync()? {
-            Some(sync) => {
-                g.syncs_inflight += 1;
-                g.sync_started_upto = at.index;
-                round.push(SyncJob {
-                    group: g.id,
-                    at,
-                    sync,
-                    shared: g.shared_sync,
-                });
+        // Twice at most: when the log turns out durable already, the second flush acts on it.
+        for _ in 0..2 {
+            let at = if self.shared_sync {
+                match self.node.flush_shared(now, &mut |ev| events.push(ev))? {
+                    Pending::Nothing => return Ok(Flushed::Done),
+                    Pending::Everything(at) => return Ok(Flushed::Waits(at)),
+                    Pending::OwnLog(at) => at,
+                }
+            } else {
+                match self.node.flush_deferred(now, &mut |ev| events.push(ev))? {
+                    None => return Ok(Flushed::Done),
+                    Some(at) => at,
+                }
+            };
+            if *self.syncs_inflight >= MAX_SYNCS_INFLIGHT || at.index <= *self.sync_started_upto {
                 return Ok(Flushed::Done);
             }
-            None => g.node.log_persisted(at),
+            match self.node.storage_mut().inner.begin_background_sync()? {
+                Some(sync) => {
+                    *self.syncs_inflight += 1;
+                    *self.sync_started_upto = at.index;
+                    self.out.sync = Some(SyncJob {
+                        group: self.out.id,
+                        at,
+                        sync,
+                        shared: self.shared_sync,
+                    });
+                    return Ok(Flushed::Done);
+                }
+                None => self.node.log_persisted(at),
+            }
         }
+        Ok(Flushed::Done)
     }
-    Ok(Flushed::Done)
 }
 
 pub(super) fn dir_bytes(p: &std::path::Path) -> u64 {

@@ -161,6 +161,8 @@ pub struct RaftLoop {
     ex: Option<Rc<LocalExecutor<'static>>>,
     /// The open-file limit and how many groups it leaves room for ([`fdlimit`]).
     fds: FdBudget,
+    /// The threads a round's group flushes run on (`--raft-threads`).
+    flushers: flush::Flushers,
 }
 
 fn wall_ms() -> u64 {
@@ -193,6 +195,7 @@ impl RaftLoop {
         let accept_backoff_max = cfg.accept_backoff_max;
         let fds = FdBudget::new(&cfg, fdlimit::raise_soft_limit());
         let hub = Hub::new(cfg.client_limits);
+        let flushers = flush::Flushers::start(cfg.raft_threads)?;
         let (snap_written_tx, snap_written) = smol::channel::unbounded();
         let mut me = RaftLoop {
             snap_written_tx,
@@ -235,6 +238,7 @@ impl RaftLoop {
             hashing: Default::default(),
             ex: None,
             fds,
+            flushers,
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())

@@ -110,5 +110,6 @@ impl RaftLoop {
             snapshot_retry_ms: self.cfg.raft.snapshot_retry_ms,
         };
         v.peer_port = self.net.port_view();
+        v.flushes = self.flushers.counts();
     }
 }
