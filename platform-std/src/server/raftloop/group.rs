@@ -83,6 +83,8 @@ pub(super) struct Group {
     pub(super) sync_started_upto: LogIndex,
     /// The data dir's filesystem sync covers this group's storage (`--shared-sync`).
     pub(super) shared_sync: bool,
+    /// A client request or peer frame reached the group since its last flush.
+    pub(super) had_input: bool,
     /// The membership index when the loop last gathered this group's members.
     pub(super) members_seen: LogIndex,
     pub(super) dir: PathBuf,
@@ -187,8 +189,8 @@ pub(super) struct FlushJob<'a> {
     sync_started_upto: &'a mut LogIndex,
     shared_sync: bool,
     step: FlushStep,
-    /// The group has work beyond its timers (entries to write, send or apply, messages,
-    /// reads): worth a flush thread.
+    /// The group has work beyond its timers (input since its last flush, or entries to
+    /// write, send or apply): worth a flush thread.
     pub(super) busy: bool,
     out: Flush,
 }
@@ -206,7 +208,10 @@ pub(super) struct Flush {
 impl<'a> FlushJob<'a> {
     pub(super) fn new(g: &'a mut Group, step: FlushStep) -> FlushJob<'a> {
         // After a sync there is always work: what the sync made durable.
-        let busy = !matches!(step, FlushStep::Flush { .. }) || !g.node.is_idle();
+        let busy = match step {
+            FlushStep::Flush { .. } => std::mem::take(&mut g.had_input) || !g.node.is_idle(),
+            FlushStep::Synced(_) | FlushStep::Alone => true,
+        };
         FlushJob {
             node: &mut g.node,
             syncs_inflight: &mut g.syncs_inflight,
