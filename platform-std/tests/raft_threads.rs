@@ -2,12 +2,12 @@
 //! written at once on three nodes started with two flush threads, each node's flushes run on
 //! both flush threads (`shoal_group_flushes_total`), every acknowledged write reads back, and
 //! after every node was killed and restarted each group recovers all of them. With one thread
-//! the raft thread flushes every group itself.
+//! the raft thread flushes every group itself. A single node spreads its groups as well.
 #![cfg(unix)]
 
 use shoal_client::protocol::ReadMode;
 use shoal_testkit::client::{series_value, Conn};
-use shoal_testkit::Cluster;
+use shoal_testkit::{wait_for, Cluster, WAIT};
 
 const GROUPS: u32 = 8;
 /// Writes per group, sent as pipelined batches so many groups have work in one round.
@@ -30,19 +30,34 @@ fn flushes(c: &Cluster, id: u64, threads: usize) -> Vec<Option<u64>> {
         .collect()
 }
 
-/// A 3-node cluster started with `--raft-threads threads` and `GROUPS` groups of all three,
-/// each written by its own client at once.
-fn written(threads: &str) -> Cluster {
+/// A cluster of `nodes` started with `--raft-threads threads` and `--fsync fsync`, and
+/// `GROUPS` groups of every node, each written by its own client at once.
+/// Returns the cluster and each node's flushes per thread before the writes began.
+fn written(nodes: u64, fsync: &str, threads: &str) -> (Cluster, Vec<Vec<Option<u64>>>) {
     let mut c = Cluster::builder()
+        .voters(1..=nodes)
+        .fsync(fsync)
         .args(&["--raft-threads", threads])
         .build();
     c.start_all();
     c.wait_leader(0);
+    let members = (1..=nodes)
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     for g in 1..=GROUPS {
-        c.ctl(&["--group", &g.to_string(), "group", "create", "1,2,3"])
+        c.ctl(&["--group", &g.to_string(), "group", "create", &members])
             .ok();
     }
     let leaders: Vec<u64> = (1..=GROUPS).map(|g| c.wait_leader(g)).collect();
+    // Settled first, as groups are when load arrives: a quiet leader wakes for its writes.
+    for id in c.ids() {
+        wait_for(&format!("node {id}: every group quiet"), WAIT * 2, || {
+            c.gauge(id, "shoal_groups_quiet") == GROUPS as usize + 1
+        });
+    }
+    let threads: usize = threads.parse().expect("a thread count");
+    let before = c.ids().iter().map(|&id| flushes(&c, id, threads)).collect();
     std::thread::scope(|s| {
         for (g, leader) in (1..=GROUPS).zip(leaders) {
             let addr = c.clients_of(&[leader]).remove(0);
@@ -62,7 +77,7 @@ fn written(threads: &str) -> Cluster {
             });
         }
     });
-    c
+    (c, before)
 }
 
 /// Every write of every group reads back (linearizably, from the group's leader).
@@ -83,23 +98,31 @@ fn assert_every_write(c: &Cluster) {
     }
 }
 
-#[test]
-fn busy_groups_flush_on_every_flush_thread_and_keep_every_write() {
-    let mut c = written("2");
-    for id in c.ids() {
+/// Both flush threads ran flushes on every node while the groups were written (elections and
+/// group creation before may use them too).
+fn assert_both_flush_threads_ran(c: &Cluster, before: &[Vec<Option<u64>>]) {
+    for (id, before) in c.ids().into_iter().zip(before) {
         assert_eq!(c.gauge(id, "shoal_raft_threads"), 2, "node {id}");
-        let f = flushes(&c, id, 2);
-        assert!(
-            f.iter().all(Option::is_some),
-            "node {id}: a thread has no flush series: {f:?}"
-        );
         // Groups with nothing but timers stay on the raft thread; busy ones went to both
-        // flush threads.
+        // flush threads. (The admin view is published every 100 ms: wait for it.)
+        let mut last = Vec::new();
+        let ran = shoal_testkit::poll(WAIT, || {
+            last = flushes(c, id, 2);
+            let ran = |t: usize| last[t].unwrap_or(0) - before[t].unwrap_or(0);
+            (ran(1) >= u64::from(GROUPS) && ran(2) >= u64::from(GROUPS)).then_some(())
+        });
         assert!(
-            f[1] > Some(0) && f[2] > Some(0),
-            "node {id}: busy groups did not flush on both flush threads: {f:?}"
+            ran.is_some(),
+            "node {id}: busy groups did not flush on both flush threads: {last:?} (before \
+             the writes {before:?})"
         );
     }
+}
+
+#[test]
+fn busy_groups_flush_on_every_flush_thread_and_keep_every_write() {
+    let (mut c, before) = written(3, "always", "2");
+    assert_both_flush_threads_ran(&c, &before);
     assert_every_write(&c);
     for id in c.ids() {
         c.kill(id);
@@ -108,9 +131,18 @@ fn busy_groups_flush_on_every_flush_thread_and_keep_every_write() {
     assert_every_write(&c);
 }
 
+/// A single node's leaders look settled to the driver between rounds (nothing to replicate, no
+/// sync with fsync `never`): their input alone must make them busy.
+#[test]
+fn a_single_node_spreads_its_busy_groups_too() {
+    let (c, before) = written(1, "never", "2");
+    assert_both_flush_threads_ran(&c, &before);
+    assert_every_write(&c);
+}
+
 #[test]
 fn with_one_thread_the_raft_thread_flushes_every_group() {
-    let c = written("1");
+    let (c, _) = written(3, "never", "1");
     for id in c.ids() {
         assert_eq!(c.gauge(id, "shoal_raft_threads"), 1, "node {id}");
         let f = flushes(&c, id, 1);
