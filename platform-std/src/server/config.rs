@@ -168,10 +168,10 @@ pub struct Flags {
     /// to heartbeat every group all the time [default: true].
     #[arg(long, env = "SHOAL_QUIESCE", value_name = "BOOL")]
     pub quiesce: Option<bool>,
-    /// Threads that flush the groups each round: their log writes, replication and apply run
-    /// in parallel, each group on one thread at a time (client and peer input, and the
-    /// answers, stay on the raft thread); 1 flushes every group on the raft thread
-    /// [default: the number of cores].
+    /// Threads that flush the groups each round, the raft thread included: their log writes,
+    /// replication and apply run in parallel, each group on one thread at a time (client and
+    /// peer input, and the answers, stay on the raft thread); 1 flushes every group on the
+    /// raft thread [default: the number of cores].
     #[arg(long, env = "SHOAL_RAFT_THREADS", value_name = "N")]
     pub raft_threads: Option<usize>,
     /// Size of each log segment in MiB, preallocated when it is created [default: 64].

@@ -325,15 +325,15 @@ fn fsync_histogram(s: &mut String, fsync: &Histogram) {
 fn flush_metrics(s: &mut String, v: &AdminView) {
     let _ = writeln!(
         s,
-        "# HELP shoal_raft_threads Threads that flush the groups (--raft-threads).\n\
-         # TYPE shoal_raft_threads gauge\nshoal_raft_threads {}",
-        v.flushes.len().saturating_sub(1).max(1)
+        "# HELP shoal_raft_threads Threads that flush the groups, the raft thread included \
+         (--raft-threads).\n# TYPE shoal_raft_threads gauge\nshoal_raft_threads {}",
+        v.flushes.len().max(1)
     );
     let _ = writeln!(
         s,
         "# HELP shoal_group_flushes_total Group flushes (log writes, replication, apply) run \
-         since start, by the thread that ran them: the raft thread, or flush thread N when \
-         several groups had work in one round.\n# TYPE shoal_group_flushes_total counter"
+         since start, by the thread that ran them: the raft thread, or flush thread N (when \
+         several groups had work in one round, they are shared out).\n# TYPE shoal_group_flushes_total counter"
     );
     for (i, n) in v.flushes.iter().enumerate() {
         let thread = match i {

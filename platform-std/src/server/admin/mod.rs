@@ -121,8 +121,8 @@ pub struct AdminView {
     pub peer_port: PeerPortView,
     /// Users and logins.
     pub auth: AuthView,
-    /// Group flushes run since start by each thread: the raft thread first, then each flush
-    /// thread (`--raft-threads`).
+    /// Group flushes run since start by each thread: the raft thread first, then each other
+    /// flush thread (`--raft-threads`).
     pub flushes: Vec<u64>,
 }
 

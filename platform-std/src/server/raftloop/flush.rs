@@ -282,34 +282,34 @@ fn settle_group(
     after_flush(g, now, wall, gate);
 }
 
-/// The flush threads (`--raft-threads`): a round's group flushes run on them in parallel, each
-/// group on one thread, while the raft thread waits; with one thread, or one group to flush,
+/// The flush threads (`--raft-threads N`: the raft thread and N-1 more). A round's busy groups
+/// flush in parallel: the raft thread and the others each take the next group not yet taken
+/// until none is left, each group on one thread. With one thread, or at most one busy group,
 /// the raft thread flushes by itself.
 pub(super) struct Flushers {
     pool: Option<rayon::ThreadPool>,
-    /// Flushes run by the raft thread (first) and by each flush thread.
+    /// Flushes run by the raft thread (first) and by each other flush thread.
     counts: Vec<AtomicU64>,
 }
 
 impl Flushers {
     pub(super) fn start(threads: usize) -> Result<Flushers, String> {
-        let pool = if threads > 1 {
+        let helpers = threads.saturating_sub(1);
+        let pool = if helpers > 0 {
             let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
+                .num_threads(helpers)
                 .thread_name(|i| format!("shoal-flush-{i}"))
                 .build()
-                .map_err(|e| format!("cannot start {threads} flush threads: {e}"))?;
+                .map_err(|e| format!("cannot start {helpers} flush threads: {e}"))?;
             Some(pool)
         } else {
             None
         };
-        let counts = (0..=pool.as_ref().map_or(0, |p| p.current_num_threads()))
-            .map(|_| AtomicU64::new(0))
-            .collect();
+        let counts = (0..=helpers).map(|_| AtomicU64::new(0)).collect();
         Ok(Flushers { pool, counts })
     }
 
-    /// Flushes run so far by the raft thread, then by each flush thread.
+    /// Flushes run so far by the raft thread, then by each other flush thread.
     pub(super) fn counts(&self) -> Vec<u64> {
         self.counts
             .iter()
@@ -321,19 +321,38 @@ impl Flushers {
     /// them, the rest (a flush with only timers to look at) on the raft thread, which would
     /// spend more handing them over than flushing them.
     pub(super) fn run(&self, jobs: &mut [FlushJob], now: u64) {
-        use rayon::prelude::*;
         let run = |j: &mut FlushJob| {
             j.run(now);
             let thread = rayon::current_thread_index().map_or(0, |i| i + 1);
             self.counts[thread].fetch_add(1, Ordering::Relaxed);
         };
+        let busy = jobs.iter().filter(|j| j.busy).count();
         let pool = match &self.pool {
-            Some(pool) if jobs.iter().filter(|j| j.busy).count() > 1 => pool,
+            Some(pool) if busy > 1 => pool,
             _ => return jobs.iter_mut().for_each(run),
         };
-        let (mut busy, light): (Vec<&mut FlushJob>, Vec<&mut FlushJob>) =
-            jobs.iter_mut().partition(|j| j.busy);
-        light.into_iter().for_each(run);
-        pool.install(|| busy.par_iter_mut().with_max_len(1).for_each(|j| run(j)));
+        let mut queue = Vec::with_capacity(busy);
+        for j in jobs.iter_mut() {
+            if j.busy {
+                queue.push(std::sync::Mutex::new(j));
+            } else {
+                run(j);
+            }
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        // Take the next group until none is left (a lock nobody else ever waits for: each
+        // index is taken once).
+        let work = || {
+            while let Some(j) = queue.get(next.fetch_add(1, Ordering::Relaxed)) {
+                run(&mut j.lock().expect("a flush job's lock"));
+            }
+        };
+        let helpers = pool.current_num_threads().min(busy - 1);
+        pool.in_place_scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(|_| work());
+            }
+            work();
+        });
     }
 }
