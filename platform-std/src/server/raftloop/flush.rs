@@ -14,7 +14,7 @@ impl RaftLoop {
         let mut after = AfterFlush::default();
         let defer = self.cfg.fsync == FsyncMode::Always;
         // Groups whose flush waits for the one shared sync of this batch.
-        let mut waiting: Vec<(GroupId, SyncPoint)> = Vec::new();
+        let mut waiting: Vec<(GroupId, SyncPoint, bool)> = Vec::new();
         // Only the groups with work: an idle group has nothing to flush ([`quiet`]).
         let flushed: Vec<GroupId> = self.active.iter().copied().collect();
         self.active.retain(|id| self.groups.contains_key(id));
@@ -28,7 +28,7 @@ impl RaftLoop {
             round.extend(flush.sync);
             match flush.result {
                 Ok(Flushed::Done) => done.push((id, flush.events)),
-                Ok(Flushed::Waits(at)) => waiting.push((id, at)),
+                Ok(Flushed::Waits { at, written }) => waiting.push((id, at, written)),
                 Err(e) => {
                     log::error!("group {id}: fatal: {e}; stopping");
                     return Err(1);
@@ -37,14 +37,17 @@ impl RaftLoop {
         }
         self.start_round(round)?;
         let covered = self.sync_waiting(&waiting)?;
-        let steps = waiting.into_iter().zip(covered).map(|((id, at), covered)| {
-            let step = if covered {
-                FlushStep::Synced(at)
-            } else {
-                FlushStep::Alone
-            };
-            (id, step)
-        });
+        let steps = waiting
+            .into_iter()
+            .zip(covered)
+            .map(|((id, at, _), covered)| {
+                let step = if covered {
+                    FlushStep::Synced(at)
+                } else {
+                    FlushStep::Alone
+                };
+                (id, step)
+            });
         for flush in self.run_flushes(now, steps) {
             if let Err(e) = flush.result {
                 log::error!("group {}: fatal: {e}; stopping", flush.id);
@@ -150,18 +153,17 @@ impl RaftLoop {
     }
 
     /// Make the waiting groups' writes durable with one sync of the data dir's filesystem;
-    /// which of them it covered. A group alone syncs by itself (one fdatasync is cheaper than a
-    /// filesystem sync), and so does one on another filesystem or whose writes were refused.
-    fn sync_waiting(&mut self, waiting: &[(GroupId, SyncPoint)]) -> Result<Vec<bool>, i32> {
+    /// which of them it covered: those whose flush wrote their storage out for it. A group
+    /// alone syncs by itself (one fdatasync is cheaper than a filesystem sync), and so does
+    /// one on another filesystem or whose writes were refused.
+    fn sync_waiting(&mut self, waiting: &[(GroupId, SyncPoint, bool)]) -> Result<Vec<bool>, i32> {
         let Some(fs) = self.fs_sync.clone().filter(|_| waiting.len() > 1) else {
             return Ok(vec![false; waiting.len()]);
         };
-        let mut covered = Vec::with_capacity(waiting.len());
-        for (id, _) in waiting {
-            let g = self.groups.get_mut(id).expect("a waiting group is hosted");
-            covered
-                .push(g.shared_sync && g.node.storage_mut().inner.write_for_shared_sync().is_ok());
-        }
+        let covered: Vec<bool> = waiting
+            .iter()
+            .map(|(id, _, written)| *written && self.groups[id].shared_sync)
+            .collect();
         if !covered.contains(&true) {
             return Ok(covered);
         }
@@ -173,7 +175,7 @@ impl RaftLoop {
         }
         self.fsync_hist.observe_us(t.elapsed().as_micros() as u64);
         self.fsync_hist.shared.fetch_add(1, Ordering::Relaxed);
-        for ((id, _), _) in waiting.iter().zip(&covered).filter(|(_, c)| **c) {
+        for ((id, _, _), _) in waiting.iter().zip(&covered).filter(|(_, c)| **c) {
             let g = self.groups.get_mut(id).expect("a waiting group is hosted");
             g.node.storage_mut().inner.shared_synced();
         }

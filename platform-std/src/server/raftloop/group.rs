@@ -164,8 +164,9 @@ pub(super) fn start_sync_thread(
 pub(super) enum Flushed {
     /// Flushed (a leader's own log may be syncing in the background).
     Done,
-    /// Waits for this batch's shared sync: make its storage durable, then `Node::synced`.
-    Waits(SyncPoint),
+    /// Waits for this batch's shared sync, then `Node::synced`; `written`: its log and hard
+    /// state went to the OS for that sync (on the flush thread), so the sync covers it.
+    Waits { at: SyncPoint, written: bool },
 }
 
 /// What a [`FlushJob`] does.
@@ -263,7 +264,13 @@ impl<'a> FlushJob<'a> {
             let at = if self.shared_sync {
                 match self.node.flush_shared(now, &mut |ev| events.push(ev))? {
                     Pending::Nothing => return Ok(Flushed::Done),
-                    Pending::Everything(at) => return Ok(Flushed::Waits(at)),
+                    Pending::Everything(at) => {
+                        // Written out here, in parallel with the other groups' flushes; a
+                        // refusal (a full medium) leaves the group to sync by itself.
+                        let storage = &mut self.node.storage_mut().inner;
+                        let written = storage.write_for_shared_sync().is_ok();
+                        return Ok(Flushed::Waits { at, written });
+                    }
                     Pending::OwnLog(at) => at,
                 }
             } else {
