@@ -295,13 +295,6 @@ fn a_snapshot_naming_a_missing_lease_is_refused() {
     assert_eq!(other.kv.applied_index(), 0, "nothing half-restored serves");
 }
 
-fn tput<'a>(key: &'a str, value: &'a str) -> TxnOp<'a> {
-    TxnOp::Put {
-        key: key.as_bytes(),
-        value: value.as_bytes(),
-    }
-}
-
 /// The keys tied to lease `id`, in its list's order.
 fn tied_keys(d: &Driver, id: u64) -> Vec<String> {
     let mut keys = Vec::new();

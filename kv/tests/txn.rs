@@ -9,29 +9,6 @@ use shoal_kv::*;
 const C1: u64 = 11;
 const C2: u64 = 22;
 
-fn tput<'a>(key: &'a str, value: &'a str) -> TxnOp<'a> {
-    TxnOp::Put {
-        key: key.as_bytes(),
-        value: value.as_bytes(),
-    }
-}
-fn tremove(key: &str) -> TxnOp<'_> {
-    TxnOp::Remove {
-        key: key.as_bytes(),
-    }
-}
-fn tmkdir(key: &str) -> TxnOp<'_> {
-    TxnOp::Mkdir {
-        key: key.as_bytes(),
-    }
-}
-fn ttemp<'a>(key: &'a str, value: &'a str, ttl_ms: u64) -> TxnOp<'a> {
-    TxnOp::PutTemp {
-        key: key.as_bytes(),
-        value: value.as_bytes(),
-        ttl_ms,
-    }
-}
 fn value_is<'a>(key: &'a str, value: &'a str) -> Compare<'a> {
     Compare::Value {
         key: key.as_bytes(),
@@ -56,6 +33,16 @@ fn updated(key: &str, cmp: Cmp, index: u64) -> Compare<'_> {
     }
 }
 
+/// A store holding value `a` = `1` and directory `d` of `C1`, and temporary value `t` = `tv`
+/// owned by `C2`.
+fn value_dir_and_temp() -> Driver {
+    let mut d = Driver::new(small());
+    d.ok(C1, put("a", "1"));
+    d.ok(C1, mkdir("d"));
+    d.ok(C2, put_temp("t", "tv", 1000));
+    d
+}
+
 /// Which branch ran, and what each operation did.
 fn ran(r: WriteResult) -> (bool, Vec<TxnEffect>) {
     match r {
@@ -76,10 +63,7 @@ fn holds(d: &mut Driver, c: Compare<'_>) -> bool {
 
 #[test]
 fn every_compare_kind() {
-    let mut d = Driver::new(small());
-    d.ok(C1, put("a", "1"));
-    d.ok(C1, mkdir("d"));
-    d.ok(C2, put_temp("t", "tv", 1000));
+    let mut d = value_dir_and_temp();
     // Value: equal only on a plain or temporary value holding exactly these bytes.
     assert!(holds(&mut d, value_is("a", "1")));
     assert!(!holds(&mut d, value_is("a", "2")));
@@ -175,10 +159,7 @@ fn both_branches_and_their_results() {
 
 #[test]
 fn a_refused_operation_aborts_the_whole_transaction() {
-    let mut d = Driver::new(small());
-    d.ok(C1, put("a", "1"));
-    d.ok(C1, mkdir("d"));
-    d.ok(C2, put_temp("t", "x", 1000));
+    let mut d = value_dir_and_temp();
     let before = contents(&d.kv);
     let nodes = d.kv.node_count();
     let cases: [(&[TxnOp<'_>], u32, KvError); 8] = [

@@ -231,6 +231,29 @@ pub fn remove(key: &str) -> Op<'_> {
     }
 }
 
+/// The transaction operation that does what `op` (a put, remove, mkdir or temporary put) does.
+pub fn in_txn(op: Op<'_>) -> TxnOp<'_> {
+    match op {
+        Op::Put { key, value } => TxnOp::Put { key, value },
+        Op::Remove { key } => TxnOp::Remove { key },
+        Op::Mkdir { key } => TxnOp::Mkdir { key },
+        Op::PutTemp { key, value, ttl_ms } => TxnOp::PutTemp { key, value, ttl_ms },
+        other => panic!("{other:?} has no transaction form"),
+    }
+}
+pub fn tput<'a>(key: &'a str, value: &'a str) -> TxnOp<'a> {
+    in_txn(put(key, value))
+}
+pub fn tremove(key: &str) -> TxnOp<'_> {
+    in_txn(remove(key))
+}
+pub fn tmkdir(key: &str) -> TxnOp<'_> {
+    in_txn(mkdir(key))
+}
+pub fn ttemp<'a>(key: &'a str, value: &'a str, ttl_ms: u64) -> TxnOp<'a> {
+    in_txn(put_temp(key, value, ttl_ms))
+}
+
 #[derive(Default)]
 pub struct VecWriter(pub Vec<u8>, pub usize);
 
