@@ -10,8 +10,7 @@ fn health(c: &Cluster, id: NodeId) -> Health {
 
 #[test]
 fn a_settled_group_is_healthy_on_every_node() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.run(50);
     assert_eq!(health(&c, l), Health::Leading);
     for id in [1, 2, 3].into_iter().filter(|&x| x != l) {
@@ -22,8 +21,7 @@ fn a_settled_group_is_healthy_on_every_node() {
 
 #[test]
 fn a_node_that_lost_its_quorum_turns_unhealthy_within_two_election_timeouts() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.run(50);
     let et = c.cfg.election_timeout_ms;
     // Cut the two others off each other and off the leader: nobody has a quorum.
@@ -56,8 +54,7 @@ fn a_node_that_lost_its_quorum_turns_unhealthy_within_two_election_timeouts() {
 
 #[test]
 fn a_follower_whose_leader_went_silent_says_so_and_names_it() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.run(50);
     let f = Cluster::follower_of(l);
     // Only the leader's frames to `f` are lost.
@@ -76,8 +73,7 @@ fn a_follower_whose_leader_went_silent_says_so_and_names_it() {
 
 #[test]
 fn a_removed_node_and_a_joining_one_are_not_members() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.start(4, VecStore::default(), None);
     assert_eq!(health(&c, 4), Health::NotMember, "not added yet");
     let gone = Cluster::follower_of(l);
@@ -98,8 +94,7 @@ fn a_removed_node_and_a_joining_one_are_not_members() {
 
 #[test]
 fn a_sole_voter_that_leads_is_its_own_quorum() {
-    let mut c = Cluster::new(&[1]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1]);
     c.run(10 * c.cfg.election_timeout_ms);
     assert_eq!(health(&c, l), Health::Leading);
 }

@@ -44,8 +44,7 @@ fn a_node_added_as_voter_helps_elect_before_it_has_the_entry_that_says_so() {
     // Node 4 misses the joint entry; then the leader is lost for good. The joint
     // configuration needs three of [1, 2, 3, 4]: the two others and node 4, which still
     // thinks itself an observer and must answer their pre-votes all the same.
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.start(4, VecStore::default(), None);
     c.isolate(4);
     change(

@@ -73,8 +73,7 @@ fn a_settled_group_goes_quiet_and_sends_nothing_until_woken() {
 
 #[test]
 fn without_the_switch_a_leader_keeps_heartbeating() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.run(settle_ms(&c) * 2);
     assert!(c.nodes.values().all(|n| !n.raft().is_quiet()));
     assert!(c.run_counting(c.cfg.election_timeout_ms) > 0);
@@ -105,8 +104,7 @@ fn a_write_wakes_the_group_commits_at_once_and_it_settles_again() {
 
 #[test]
 fn a_quiet_leader_has_no_lease_and_cut_off_cannot_serve_stale_reads() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.run(3 * c.cfg.election_timeout_ms);
     assert!(
         c.nodes[&l].read_lease(c.now).is_ok(),

@@ -108,8 +108,7 @@ fn single_node_reads_are_immediate() {
 
 #[test]
 fn a_leader_whose_clock_runs_slow_stops_using_its_lease_until_the_clocks_agree() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.run(150);
     assert!(c.nodes[&l].read_lease(c.local(l)).is_ok());
     assert_eq!(c.nodes[&l].raft().clock_drift_peers(), 0);
@@ -145,8 +144,7 @@ fn a_leader_whose_clock_runs_slow_stops_using_its_lease_until_the_clocks_agree()
 
 #[test]
 fn a_follower_whose_clock_runs_fast_is_left_out_of_the_lease() {
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.run(150);
     let f = Cluster::follower_of(l);
     c.set_clock_rate(f, 1500);
@@ -178,8 +176,7 @@ fn a_follower_whose_clock_runs_fast_is_left_out_of_the_lease() {
 fn a_slow_leader_cut_off_serves_no_stale_lease_read() {
     // The reproduction: the leader's clock at a quarter of real rate, then the leader cut off
     // while the others elect a new leader and commit a write.
-    let mut c = Cluster::new(&[1, 2, 3]);
-    let l = c.elect();
+    let (mut c, l) = Cluster::elected(&[1, 2, 3]);
     c.run(150);
     c.set_clock_rate(l, 250);
     c.run(100);
