@@ -327,17 +327,12 @@ fn a_refused_connection_is_retried_and_its_reason_reported() {
 #[test]
 fn a_watch_cut_for_lagging_resumes_from_the_index_named() {
     let mock = Mock::start(|_, f, _| match f.request {
-        Request::Watch { from_index: 5, .. } => vec![
-            Action::Reply(Response::WatchStarted),
-            Action::Push(event(5, "a")),
-            Action::Push(event(6, "a")),
+        Request::Watch { from_index: 5, .. } => started(
+            &[(5, "a"), (6, "a")],
             // Index 7 changed nothing watched: the next index not sent is 8.
-            Action::Push(Response::WatchLagged { next: 8 }),
-        ],
-        Request::Watch { from_index: 8, .. } => vec![
-            Action::Reply(Response::WatchStarted),
-            Action::Push(event(8, "a")),
-        ],
+            [Action::Push(Response::WatchLagged { next: 8 })],
+        ),
+        Request::Watch { from_index: 8, .. } => started(&[(8, "a")], []),
         _ => vec![Action::Ignore],
     });
     let c = Client::new(config(&[&mock.addr], 3000)).unwrap();
@@ -361,6 +356,15 @@ fn a_watch_cut_for_lagging_resumes_from_the_index_named() {
     assert_eq!(froms, vec![5, 8]);
 }
 
+/// A node's answer to a watch: started, a put event of each `(index, key)`, then `then`.
+fn started(events: &[(u64, &str)], then: impl IntoIterator<Item = Action>) -> Vec<Action> {
+    let pushes = events.iter().map(|&(i, k)| Action::Push(event(i, k)));
+    std::iter::once(Action::Reply(Response::WatchStarted))
+        .chain(pushes)
+        .chain(then)
+        .collect()
+}
+
 fn event(index: u64, key: &str) -> Response {
     Response::Event(WatchEvent {
         index,
@@ -378,23 +382,14 @@ fn watch_resumes_after_reconnect_without_gaps_or_duplicates() {
         };
         if from_index == 3 {
             // First connection: a batch at index 3 is cut after its first event.
-            vec![
-                Action::Reply(Response::WatchStarted),
-                Action::Push(event(3, "a")),
-                Action::Close,
-            ]
+            started(&[(3, "a")], [Action::Close])
         } else {
             vec![Action::Ignore]
         }
     });
     // The resumed watch asks from index 3 again; the node replays index 3 fully and goes on.
     let replay = Mock::start(|_, f, _| match f.request {
-        Request::Watch { from_index: 3, .. } => vec![
-            Action::Reply(Response::WatchStarted),
-            Action::Push(event(3, "a")),
-            Action::Push(event(3, "b")),
-            Action::Push(event(4, "c")),
-        ],
+        Request::Watch { from_index: 3, .. } => started(&[(3, "a"), (3, "b"), (4, "c")], []),
         _ => vec![Action::Ignore],
     });
     let c = Client::new(config(&[&mock.addr, &replay.addr], 3000)).unwrap();
@@ -419,10 +414,7 @@ fn watch_resumes_after_reconnect_without_gaps_or_duplicates() {
 #[test]
 fn watch_reports_compaction_and_goes_on_from_the_oldest_index() {
     let mock = Mock::start(|_, f, _| match f.request {
-        Request::Watch { from_index: 10, .. } => vec![
-            Action::Reply(Response::WatchStarted),
-            Action::Push(event(10, "k")),
-        ],
+        Request::Watch { from_index: 10, .. } => started(&[(10, "k")], []),
         Request::Watch { .. } => vec![Action::Reply(Response::WatchCompacted { oldest: 10 })],
         _ => vec![Action::Ignore],
     });
