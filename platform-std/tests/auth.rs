@@ -10,7 +10,7 @@ use shoal_client::{
 };
 use shoal_testkit::cli::{shoalctl_with_input, AUTH_USERS};
 use shoal_testkit::client::Conn;
-use shoal_testkit::{wait_some, Cluster, Output, WAIT};
+use shoal_testkit::{wait_some, Cluster, ClusterBuilder, Output, WAIT};
 
 /// `shoalctl --user USER ARGS -o json` against every serving node.
 fn ctl_as(c: &Cluster, user: Option<&str>, args: &[&str]) -> Output {
@@ -38,6 +38,15 @@ fn client(c: &Cluster, user: Option<(&str, &str)>) -> BlockingClient {
 
 /// root, alice (role `app`: readwrite on the subtree `app`, read on the key `cfg.url`), bob
 /// (no role), some data, and auth enabled.
+/// The cluster `b` builds, started, with auth set up by [`set_up`]; and its leader.
+fn with_auth(b: ClusterBuilder) -> (Cluster, u64) {
+    let mut c = b.build();
+    c.start_all();
+    let leader = c.wait_leader(0);
+    set_up(&c);
+    (c, leader)
+}
+
 fn set_up(c: &Cluster) {
     let ok = |args: &[&str]| {
         ctl_as(c, None, args).ok();
@@ -60,10 +69,7 @@ fn set_up(c: &Cluster) {
 
 #[test]
 fn users_and_roles_allow_and_deny() {
-    let mut c = Cluster::builder().build();
-    c.start_all();
-    c.wait_leader(0);
-    set_up(&c);
+    let (c, _) = with_auth(Cluster::builder());
     let alice = Some("alice:alicepw");
     let root = Some("root:rootpw");
 
@@ -304,15 +310,13 @@ fn token_reads(addr: &str, token: &[u8], key: &str) -> Result<(), String> {
 
 #[test]
 fn auth_state_and_tokens_survive_leader_change_restart_and_snapshot_install() {
-    let mut c = Cluster::builder()
-        .spares([4])
-        .fsync("never")
-        // Small segments, so that a snapshot frees the start of the log.
-        .args(&["--segment-mb", "1"])
-        .build();
-    c.start_all();
-    let first = c.wait_leader(0);
-    set_up(&c);
+    let (mut c, first) = with_auth(
+        Cluster::builder()
+            .spares([4])
+            .fsync("never")
+            // Small segments, so that a snapshot frees the start of the log.
+            .args(&["--segment-mb", "1"]),
+    );
     let root = Some("root:rootpw");
     ctl_as(&c, Some("alice:alicepw"), &["put", "app.k", "v"]).ok();
 
@@ -425,14 +429,12 @@ fn auth_state_and_tokens_survive_leader_change_restart_and_snapshot_install() {
 /// in again by itself, and an open watch goes on after its login ended.
 #[test]
 fn expired_logins_are_refused_and_the_client_logs_in_again() {
-    let mut c = Cluster::builder()
-        .voters([1])
-        .fsync("never")
-        .args(&["--auth-token-ttl", "1s"])
-        .build();
-    c.start(1);
-    c.wait_leader(0);
-    set_up(&c);
+    let (c, _) = with_auth(
+        Cluster::builder()
+            .voters([1])
+            .fsync("never")
+            .args(&["--auth-token-ttl", "1s"]),
+    );
     wait_some("/metrics to say auth is on", WAIT, || {
         (c.gauge(1, "shoal_auth_enabled") == 1).then_some(())
     });
@@ -475,10 +477,7 @@ fn expired_logins_are_refused_and_the_client_logs_in_again() {
 /// (root sees them all): the lease itself, and how many keys it holds, stay anyone's to see.
 #[test]
 fn lease_listings_name_only_the_keys_the_user_may_read() {
-    let mut c = Cluster::builder().voters([1]).build();
-    c.start_all();
-    c.wait_leader(0);
-    set_up(&c);
+    let (c, _) = with_auth(Cluster::builder().voters([1]));
     let (root, alice, bob) = (
         Some("root:rootpw"),
         Some("alice:alicepw"),
