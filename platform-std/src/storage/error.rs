@@ -152,19 +152,23 @@ impl fmt::Display for OpenError {
                 data_dir,
                 on_disk,
                 configured,
-            } => {
-                let on_disk = format!("cluster {on_disk}");
-                let configured = format!("for cluster {configured}");
-                write_not_ours(f, data_dir, &on_disk, &configured, "cluster id")
             }
-            OpenError::NodeMismatch {
+            | OpenError::NodeMismatch {
                 data_dir,
                 on_disk,
                 configured,
             } => {
-                let on_disk = format!("node {on_disk}");
-                let configured = format!("as node {configured}");
-                write_not_ours(f, data_dir, &on_disk, &configured, "node id")
+                let (id, configured_as) = match self {
+                    OpenError::ClusterMismatch { .. } => ("cluster", "for"),
+                    _ => ("node", "as"),
+                };
+                write!(
+                    f,
+                    "data dir {} belongs to {id} {on_disk} but this node is configured \
+                     {configured_as} {id} {configured}; point the node at its own data dir or fix \
+                     the {id} id",
+                    data_dir.display()
+                )
             }
             OpenError::AddressChanged {
                 data_dir,
@@ -206,20 +210,32 @@ impl std::error::Error for OpenError {
     }
 }
 
-/// The refusal of a data dir that belongs to `owner` (`cluster 7`) while this node is
-/// configured `configured` (`for cluster 8`): one wording for every id that can disagree,
-/// naming the `id` to fix.
-fn write_not_ours(
-    f: &mut fmt::Formatter<'_>,
-    data_dir: &Path,
-    owner: &str,
-    configured: &str,
-    id: &str,
-) -> fmt::Result {
-    write!(
-        f,
-        "data dir {} belongs to {owner} but this node is configured {configured}; \
-         point the node at its own data dir or fix the {id}",
-        data_dir.display()
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_of_another_cluster_or_node_names_both_ids() {
+        let data_dir = PathBuf::from("/var/lib/shoal");
+        let cluster = OpenError::ClusterMismatch {
+            data_dir: data_dir.clone(),
+            on_disk: 7,
+            configured: 8,
+        };
+        assert_eq!(
+            cluster.to_string(),
+            "data dir /var/lib/shoal belongs to cluster 7 but this node is configured for \
+             cluster 8; point the node at its own data dir or fix the cluster id"
+        );
+        let node = OpenError::NodeMismatch {
+            data_dir,
+            on_disk: 2,
+            configured: 3,
+        };
+        assert_eq!(
+            node.to_string(),
+            "data dir /var/lib/shoal belongs to node 2 but this node is configured as node 3; \
+             point the node at its own data dir or fix the node id"
+        );
+    }
 }
