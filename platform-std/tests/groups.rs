@@ -380,3 +380,46 @@ fn a_member_without_room_for_a_group_says_why_once_and_the_others_serve_it() {
         Some(b"w".to_vec())
     );
 }
+
+/// A member that comes back to find many groups defined opens their storage together, but no
+/// more than its open-file limit has room for: with room for two more groups and four
+/// defined while it was down, it creates two, refuses the others in words naming the limit,
+/// and the group it hosts serves from it.
+#[test]
+fn a_member_back_to_many_new_groups_creates_what_its_limit_has_room_for() {
+    let mut c = small_reserve(Cluster::builder()).build();
+    c.start(1);
+    c.start(2);
+    let l0 = c.wait_leader(0);
+    c.start(3);
+    wait_for("node 3 to host group 0", WAIT, || {
+        c.groups(3) == Some(vec![0])
+    });
+    c.stop(3);
+    for g in 1..=4 {
+        c.ctl_at(
+            &[l0],
+            &["--group", &g.to_string(), "group", "create", "1,2,3"],
+        )
+        .ok();
+    }
+    // Room for group 0 and two more (92 + 3 + 1).
+    c.node_mut(3).max_open_files = Some(96);
+    c.start(3);
+    wait_for("node 3 to host two new groups", WAIT, || {
+        c.groups(3).is_some_and(|g| g.len() == 3)
+    });
+    const WHY: &str = "this node cannot host 4 groups";
+    wait_for("node 3 to say why", WAIT, || c.node(3).log().contains(WHY));
+    // It stays at what fits, and a group it created serves from it.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let hosted = c.groups(3).expect("node 3 answers");
+    assert_eq!(hosted.len(), 3, "{hosted:?}");
+    let g = hosted[1];
+    c.put(g, 31, 1, "k", "v");
+    c.make_leader(3, g);
+    assert_eq!(
+        c.get(3, g, "k", ReadMode::Linearizable),
+        Some(b"v".to_vec())
+    );
+}

@@ -287,13 +287,12 @@ impl RaftLoop {
         addrs: &[MemberAddr],
         bootstrap: Option<&[NodeId]>,
     ) -> Result<(), String> {
-        // Group 0 is the node's own: it opens whatever the limit (a node without it cannot run).
-        if g != 0 && !self.groups.contains_key(&g) {
-            self.fds
-                .check(self.groups.len() + 1)
-                .map_err(|e| format!("group {g}: {e}"))?;
-        }
-        let opts = StorageOptions {
+        self.open_group_with(g, None, addrs, bootstrap)
+    }
+
+    /// How every group's storage is opened.
+    fn storage_options(&self) -> StorageOptions {
+        StorageOptions {
             fsync: self.cfg.fsync,
             keep_snapshots: self.cfg.keep_snapshots,
             compact_delay: self.cfg.compact_delay,
@@ -302,8 +301,32 @@ impl RaftLoop {
             initial_segment_bytes: self.cfg.segment_initial_bytes,
             space: self.cfg.space,
             ..StorageOptions::default()
+        }
+    }
+
+    /// [`RaftLoop::open_group`] with its storage already opened (by
+    /// [`RaftLoop::open_stores`]), or opened here when `None`.
+    fn open_group_with(
+        &mut self,
+        g: GroupId,
+        store: Option<crate::storage::FileStorage>,
+        addrs: &[MemberAddr],
+        bootstrap: Option<&[NodeId]>,
+    ) -> Result<(), String> {
+        // Group 0 is the node's own: it opens whatever the limit (a node without it cannot run).
+        // (An already opened store was counted when it was opened.)
+        if g != 0 && store.is_none() && !self.groups.contains_key(&g) {
+            self.fds
+                .check(self.groups.len() + 1)
+                .map_err(|e| format!("group {g}: {e}"))?;
+        }
+        let store = match store {
+            Some(store) => store,
+            None => {
+                let opts = self.storage_options();
+                self.data.open_group(g, &opts).map_err(|e| e.to_string())?
+            }
         };
-        let store = self.data.open_group(g, &opts).map_err(|e| e.to_string())?;
         let dir = group_dir(self.data.path(), g);
         let mut book = AddrBook::load(&dir)?;
         for m in addrs {

@@ -75,6 +75,8 @@ pub(super) struct Records {
 /// How long a group this node could not create (no descriptor, no space) waits before it is
 /// tried again.
 const CREATE_RETRY: Duration = Duration::from_secs(10);
+/// New groups whose storage is opened at once ([`RaftLoop::open_stores`]).
+const CREATE_BATCH: usize = 8;
 
 impl Records {
     /// Removed groups' dirs on disk: waiting for their grace period or being deleted.
@@ -319,6 +321,7 @@ impl RaftLoop {
             .filter(|(&gid, _)| gid != 0)
             .map(|(&gid, r)| (gid, r.clone()))
             .collect();
+        let mut create = Vec::new();
         for (gid, rec) in records {
             let hosted = self.groups.contains_key(&gid);
             match rec.state {
@@ -326,44 +329,94 @@ impl RaftLoop {
                     if self.sys.removing(gid) {
                         continue;
                     }
-                    if started.elapsed() >= budget {
-                        self.sys.more_groups = true;
-                        break;
-                    }
                     if let Some((at, _)) = self.sys.create_failed.get(&gid) {
                         if at.elapsed() < CREATE_RETRY {
                             continue;
                         }
                     }
-                    let addrs = self.known_addrs();
-                    match self.open_group(gid, &addrs, Some(&rec.members)) {
-                        Ok(()) => {
-                            self.sys.create_failed.remove(&gid);
-                            log::info!(
-                                "group {gid} created from its record: voters {:?}",
-                                rec.members.as_slice()
-                            )
-                        }
-                        Err(e) => {
-                            let again = self
-                                .sys
-                                .create_failed
-                                .get(&gid)
-                                .is_some_and(|(_, w)| *w == e);
-                            if !again {
-                                log::error!(
-                                    "group {gid}: cannot create it: {e} (tried again every {}s)",
-                                    CREATE_RETRY.as_secs()
-                                );
-                            }
-                            self.sys.create_failed.insert(gid, (Instant::now(), e));
-                        }
-                    }
+                    create.push((gid, rec));
                 }
                 GroupState::Removed if hosted => self.retire_group(gid),
                 _ => {}
             }
         }
+        'batches: for batch in create.chunks(CREATE_BATCH) {
+            if started.elapsed() >= budget {
+                self.sys.more_groups = true;
+                break;
+            }
+            let mut stores = self.open_stores(batch.iter().map(|(gid, _)| *gid)).into_iter();
+            for (gid, rec) in batch {
+                let gid = *gid;
+                if started.elapsed() >= budget {
+                    // The stores opened for the rest close; they open again next round.
+                    self.sys.more_groups = true;
+                    break 'batches;
+                }
+                let addrs = self.known_addrs();
+                let store = stores.next().flatten();
+                match self.open_group_with(gid, store, &addrs, Some(&rec.members)) {
+                    Ok(()) => {
+                        self.sys.create_failed.remove(&gid);
+                        log::info!(
+                            "group {gid} created from its record: voters {:?}",
+                            rec.members.as_slice()
+                        )
+                    }
+                    Err(e) => {
+                        let again = self
+                            .sys
+                            .create_failed
+                            .get(&gid)
+                            .is_some_and(|(_, w)| *w == e);
+                        if !again {
+                            log::error!(
+                                "group {gid}: cannot create it: {e} (tried again every {}s)",
+                                CREATE_RETRY.as_secs()
+                            );
+                        }
+                        self.sys.create_failed.insert(gid, (Instant::now(), e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Open the storage of new groups `gids` on threads of their own, at once: creating a
+    /// group's dirs and files takes several syncs (5-25 ms here), which overlap on the device
+    /// instead of queueing on the raft thread. Only as many as the open-file budget allows;
+    /// `None` for the rest and for a store that failed to open (opened again, one by one, by
+    /// [`RaftLoop::open_group_with`], which reports why).
+    fn open_stores(
+        &self,
+        gids: impl Iterator<Item = GroupId>,
+    ) -> Vec<Option<crate::storage::FileStorage>> {
+        let gids: Vec<GroupId> = gids.collect();
+        let fits = (0..=gids.len())
+            .rev()
+            .find(|&n| self.fds.check(self.groups.len() + n).is_ok())
+            .unwrap_or(0);
+        if fits < 2 {
+            return Vec::new();
+        }
+        let opts = self.storage_options();
+        let (data, opts) = (&self.data, &opts);
+        let mut stores: Vec<Option<crate::storage::FileStorage>> = std::thread::scope(|s| {
+            let opening: Vec<_> = gids[..fits]
+                .iter()
+                .map(|&g| {
+                    std::thread::Builder::new()
+                        .name("shoal-create".into())
+                        .spawn_scoped(s, move || data.open_group(g, opts).ok())
+                })
+                .collect();
+            opening
+                .into_iter()
+                .map(|t| t.ok().and_then(|t| t.join().ok().flatten()))
+                .collect()
+        });
+        stores.resize_with(gids.len(), || None);
+        stores
     }
 
     /// The addresses every new group's book starts with: the member records.
