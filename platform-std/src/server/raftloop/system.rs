@@ -345,7 +345,9 @@ impl RaftLoop {
                 self.sys.more_groups = true;
                 break;
             }
-            let mut stores = self.open_stores(batch.iter().map(|(gid, _)| *gid)).into_iter();
+            let mut stores = self
+                .open_stores(batch.iter().map(|(gid, _)| *gid))
+                .into_iter();
             for (gid, rec) in batch {
                 let gid = *gid;
                 if started.elapsed() >= budget {
