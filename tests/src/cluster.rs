@@ -35,11 +35,12 @@ use crate::sim::cli::{
 };
 use crate::sim::clock::Clocks;
 use crate::sim::faults::{self, FaultEvent, FaultSchedule, NodeTarget, Targets};
-use crate::sim::invariants::{hash_bytes, EntryView, InvariantChecker, NodeView};
+use crate::sim::invariants::{hash_bytes, EntryView, InvariantChecker, InvariantKind, NodeView};
 use crate::sim::network::{Delivery, Network};
 use crate::sim::plant::{PlantedBug, SimPlant};
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts, Pending as Left};
 use shoal_core::entry::EntryIter;
+use shoal_core::fault::Fault;
 use shoal_core::io::{
     SnapshotError, SnapshotReader, SnapshotWriter, StateMachine, Transport, TransportError,
 };
@@ -211,6 +212,9 @@ enum Medium {
     Store(Box<MemStorage>),
     /// Damaged by the schedule while down (what, where): its restart must refuse it.
     Damaged(Box<Disk>, Damage, u64),
+    /// The group was created while the node was down: it starts it empty when it comes back,
+    /// bootstrapped if it is a member, as `shoald` creates a group whose record it finds.
+    Fresh,
 }
 
 struct Slot<W: Workload> {
@@ -342,6 +346,16 @@ struct Run<'w, W: Workload> {
     slots: BTreeMap<NodeId, Slot<W>>,
     /// Groups every node hosts (`RunOpts::groups`).
     groups: usize,
+    /// The id of the group at each index now ([`Self::gid`]): slots, checkers and histories
+    /// are indexed by group index, and a retired group's index goes to its replacement.
+    ids: Vec<GroupId>,
+    /// The id the next new group gets: ids are never reused.
+    next_gid: GroupId,
+    /// Ids of the groups retired so far: their frames still in flight must be refused.
+    retired_ids: Vec<GroupId>,
+    /// Client operations of retired groups (checked at retirement), answered ones, and whether
+    /// a retired group's linearizability check ran out of budget.
+    retired_ops: (usize, usize, bool),
     /// One invariant checker per group.
     checkers: Vec<InvariantChecker>,
     /// One client history per group.
@@ -385,6 +399,11 @@ struct Tally {
     /// Pauses, and client requests that reached a paused node.
     pauses: u64,
     held_requests: u64,
+    /// Groups retired and groups created in their place, and frames of retired groups the
+    /// hosts refused.
+    groups_retired: u64,
+    groups_created: u64,
+    stale_frames: u64,
 }
 
 impl Tally {
@@ -416,10 +435,19 @@ impl Tally {
                 self.held_requests,
                 "requests waited for a paused node",
             ),
+            (
+                self.groups_retired,
+                "groups retired",
+                self.groups_created,
+                "groups created",
+            ),
         ];
         let mut out = String::new();
         for (n, what, m, with) in pairs.into_iter().filter(|p| p.0 > 0) {
             out += &format!(", {n} {what}, {m} {with}");
+        }
+        if self.groups_retired > 0 {
+            out += &format!(", {} frames of retired groups refused", self.stale_frames);
         }
         if self.disks_damaged > 0 {
             out += &format!(", {} damaged disk refused", self.disks_damaged);
@@ -443,7 +471,8 @@ impl<'w, W: Workload> Run<'w, W> {
         };
         check_groups(opts.groups).map_err(|e| SimFailure::new(FailureCategory::Setup, e))?;
         let groups = opts.groups;
-        let schedule = FaultSchedule::generate(seed, opts.steps);
+        let mut schedule = FaultSchedule::generate(seed, opts.steps);
+        faults::add_group_replacements(&mut schedule, groups);
         let mut rng = Rng::new(seed ^ 0x5348_4F41_4C00);
         let cfg = sim_config(&mut rng);
         let mut run = Run {
@@ -456,6 +485,10 @@ impl<'w, W: Workload> Run<'w, W> {
             out: Rc::new(RefCell::new(Vec::new())),
             slots: BTreeMap::new(),
             groups,
+            ids: (0..groups as GroupId).collect(),
+            next_gid: groups as GroupId,
+            retired_ids: Vec::new(),
+            retired_ops: (0, 0, false),
             checkers: (0..groups).map(|_| InvariantChecker::new()).collect(),
             history: (0..groups).map(|_| Vec::new()).collect(),
             pending: Vec::new(),
@@ -475,13 +508,8 @@ impl<'w, W: Workload> Run<'w, W> {
             schedule,
         };
         run.base_drift = run.clocks.iter().map(|(id, c)| (id, c.drift_ppm)).collect();
-        // Group g's voters: the initial voters shifted by g among all nodes.
         let members = (0..groups)
-            .map(|g| {
-                let voters = run.group_nodes(g, &run.schedule.initial_voters);
-                Membership::new(&voters, &[])
-                    .map_err(|e| SimFailure::new(FailureCategory::Setup, e.to_string()))
-            })
+            .map(|g| run.members(g))
             .collect::<Result<Vec<_>, _>>()?;
         for id in run.schedule.all_nodes.clone() {
             let mut host = SimHost::<W>::new();
@@ -495,7 +523,7 @@ impl<'w, W: Workload> Run<'w, W> {
                             format!("{} failed to start: {e}", run.at(id, g)),
                         )
                     })?;
-                host.add_group(g as GroupId, node)
+                host.add_group(run.gid(g), node)
                     .map_err(|e| SimFailure::new(FailureCategory::Setup, e.to_string()))?;
             }
             run.slots.insert(
@@ -521,6 +549,19 @@ impl<'w, W: Workload> Run<'w, W> {
         Ok(run)
     }
 
+    /// The id of the group at index `g` now.
+    fn gid(&self, g: usize) -> GroupId {
+        self.ids[g]
+    }
+
+    /// Group index `g`'s initial configuration: the initial voters shifted by `g` among all
+    /// nodes (a group created in a retired one's place gets the same).
+    fn members(&self, g: usize) -> Result<Membership, SimFailure> {
+        let voters = self.group_nodes(g, &self.schedule.initial_voters);
+        Membership::new(&voters, &[])
+            .map_err(|e| SimFailure::new(FailureCategory::Setup, e.to_string()))
+    }
+
     /// Node `id` of group 0's numbering as group `g` numbers it: shifted by `g` among all
     /// nodes, so each group has its own voters (and its own spare).
     fn group_node(&self, g: usize, id: NodeId) -> NodeId {
@@ -540,7 +581,7 @@ impl<'w, W: Workload> Run<'w, W> {
         if self.groups == 1 {
             format!("node {id}")
         } else {
-            format!("node {id} group {g}")
+            format!("node {id} group {}", self.gid(g))
         }
     }
 
@@ -549,7 +590,7 @@ impl<'w, W: Workload> Run<'w, W> {
         self.slots
             .get(&id)
             .and_then(|s| s.node.as_ref())
-            .and_then(|h| h.group(g as GroupId))
+            .and_then(|h| h.group(self.gid(g)))
     }
 
     fn trace(&self, what: impl FnOnce() -> String) {
@@ -568,10 +609,10 @@ impl<'w, W: Workload> Run<'w, W> {
         store.set_unchecked_reads(self.plant.unchecked_reads());
         let nc = NodeConfig {
             cluster_id: 1,
-            group: g as GroupId,
+            group: self.gid(g),
             node_id: id,
             raft: self.cfg.clone(),
-            seed: group_seed(self.seed ^ id, g),
+            seed: group_seed(self.seed ^ id, self.gid(g) as usize),
         };
         let t = SimTransport {
             from: id,
@@ -657,7 +698,7 @@ impl<'w, W: Workload> Run<'w, W> {
             .filter_map(|(id, s)| {
                 s.node
                     .as_ref()
-                    .and_then(|h| h.group(g as GroupId))
+                    .and_then(|h| h.group(self.gid(g)))
                     .map(|n| (n.raft().term(), n.raft().role() == Role::Leader, *id))
             })
             .filter(|(_, leads, _)| *leads)
@@ -884,6 +925,11 @@ impl<'w, W: Workload> Run<'w, W> {
                     }
                 }
             }
+            FaultEvent::ReplaceGroup(g) => {
+                if *g < self.groups {
+                    self.replace_group(*g)?;
+                }
+            }
             FaultEvent::TransferLeader(t) => {
                 let target = match t {
                     NodeTarget::Node(id) => Some(self.group_node(focus, *id)),
@@ -900,6 +946,113 @@ impl<'w, W: Workload> Run<'w, W> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Retire the group at index `g` on every node at once and start a new group with a
+    /// fresh id in its place, with the same voters, as `shoald` does when `group remove` and
+    /// `group create` apply: live hosts (paused ones too) drop the old driver and bootstrap
+    /// the new one, and down nodes find the new group when they come back. The retired group's
+    /// requests in flight get no answer (a write's outcome stays unknown, a read did nothing),
+    /// its history is checked for linearizability now, and its checker, which checked every
+    /// step so far, is replaced by a fresh one.
+    fn replace_group(&mut self, g: usize) -> Result<(), SimFailure> {
+        let old = self.gid(g);
+        let new = self.next_gid;
+        self.next_gid += 1;
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].group == g {
+                let p = self.pending.swap_remove(i);
+                if !p.kind.is_write() {
+                    self.drop_read(g, p.hist);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let history: History<W> = std::mem::take(&mut self.history[g])
+            .into_iter()
+            .filter(|o| o.invoke != u64::MAX)
+            .collect();
+        let (ops, answered) = (
+            history.len(),
+            history.iter().filter(|o| o.response.is_some()).count(),
+        );
+        self.retired_ops.0 += ops;
+        self.retired_ops.1 += answered;
+        self.retired_ops.2 |= self.check_history(g, &history)?;
+        let commit = self.checkers[g].max_committed();
+        self.checkers[g] = InvariantChecker::new();
+        self.retired_ids.push(old);
+        self.ids[g] = new;
+        self.tally.groups_retired += 1;
+        self.tally.groups_created += 1;
+        self.trace(|| {
+            format!(
+                "group {old} retired (commit {commit}, {ops} ops, {answered} answered); \
+                 group {new} created in its place"
+            )
+        });
+        let members = self.members(g)?;
+        for id in self.schedule.all_nodes.clone() {
+            let slot = &self.slots[&id];
+            let live = slot.node.is_some();
+            let has_media = !slot.down.is_empty();
+            let node = if live {
+                let bootstrap = members.all().contains(&id).then_some(&members);
+                Some(
+                    self.start_node(id, g, MemStorage::new(), bootstrap)
+                        .map_err(|e| {
+                            SimFailure::new(
+                                FailureCategory::Panic,
+                                format!("{} failed to start: {e}", self.at(id, g)),
+                            )
+                        })?,
+                )
+            } else {
+                None
+            };
+            let slot = self.slots.get_mut(&id).expect("id from all nodes");
+            slot.groups[g] = GroupSlot {
+                fresh_view: true,
+                ..GroupSlot::default()
+            };
+            match (slot.node.as_mut(), node) {
+                (Some(host), Some(node)) => {
+                    let added = host
+                        .remove_group(old)
+                        .and_then(|_| host.add_group(new, node));
+                    if let Err(e) = added {
+                        return Err(SimFailure::new(
+                            FailureCategory::Panic,
+                            format!("node {id} replacing group {old} by {new}: {e}"),
+                        ));
+                    }
+                }
+                _ if has_media => slot.down[g] = Medium::Fresh,
+                // Down for good: it never comes back.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Check group index `g`'s client `history` for linearizability. Returns whether the
+    /// search ran out of budget on some key (the history is then not fully verified).
+    fn check_history(&self, g: usize, history: &History<W>) -> Result<bool, SimFailure> {
+        let w = self.w;
+        match linearizability::check_per_key(
+            history,
+            |k| w.init(k),
+            linearizability::DEFAULT_STEP_BUDGET,
+        ) {
+            Outcome::Linearizable => Ok(false),
+            Outcome::NotLinearizable(v) => Err(SimFailure::new(
+                FailureCategory::Linearizability,
+                format!("{}{v}", self.group_prefix(g)),
+            )),
+            Outcome::Unknown { .. } => Ok(true),
+        }
     }
 
     /// Finish joint configurations once they commit: usually commit, sometimes abort.
@@ -937,12 +1090,12 @@ impl<'w, W: Workload> Run<'w, W> {
         self.slots
             .get_mut(&id)
             .and_then(|s| s.node.as_mut())
-            .and_then(|h| h.group_mut(g as GroupId))
+            .and_then(|h| h.group_mut(self.ids[g]))
     }
 
     fn crash(&mut self, id: NodeId) {
         let seed = self.rng.next_u64();
-        let groups = self.groups;
+        let ids = self.ids.clone();
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
@@ -951,12 +1104,17 @@ impl<'w, W: Workload> Run<'w, W> {
         };
         // The power goes for every group at once; each group's storage loses what it had not
         // synced, and a background sync still running is lost with the power.
-        slot.down = (0..groups)
-            .map(|g| {
+        slot.down = ids
+            .iter()
+            .map(|&gid| {
                 let node = host
-                    .remove_group(g as GroupId)
+                    .remove_group(gid)
                     .expect("a live node hosts every group");
-                Medium::Store(Box::new(node.into_parts().store.crash(group_seed(seed, g))))
+                Medium::Store(Box::new(
+                    node.into_parts()
+                        .store
+                        .crash(group_seed(seed, gid as usize)),
+                ))
             })
             .collect();
         for gs in &mut slot.groups {
@@ -1045,9 +1203,10 @@ impl<'w, W: Workload> Run<'w, W> {
         for (g, medium) in slot.down.iter_mut().enumerate() {
             let store = match std::mem::replace(medium, Medium::Store(Box::default())) {
                 Medium::Store(store) => *store,
-                // Damaged already: its restart refuses it anyway.
-                damaged => {
-                    *medium = damaged;
+                // Damaged already: its restart refuses it anyway. A group created while the
+                // node was down has no files yet.
+                other => {
+                    *medium = other;
                     continue;
                 }
             };
@@ -1109,7 +1268,10 @@ impl<'w, W: Workload> Run<'w, W> {
     /// A group's driver stopped the host: see [`Self::stopped`].
     fn host_stopped(&mut self, id: NodeId, e: MultiError, what: &str) -> Result<(), SimFailure> {
         match e {
-            MultiError::Node(g, e) => self.stopped(id, g as usize, e, what),
+            MultiError::Node(gid, e) => {
+                let g = index_of(&self.ids, gid);
+                self.stopped(id, g, e, what)
+            }
             e => Err(SimFailure::new(
                 FailureCategory::Panic,
                 format!("node {id} {what}: {e}"),
@@ -1128,13 +1290,13 @@ impl<'w, W: Workload> Run<'w, W> {
         let mut host = SimHost::<W>::new();
         let mut refused = None;
         for (g, medium) in down.into_iter().enumerate() {
-            let node = match medium {
-                Medium::Store(store) => self.start_node(id, g, *store, None).map_err(|e| {
-                    SimFailure::new(
-                        FailureCategory::Panic,
-                        format!("{} failed to restart: {e}", self.at(id, g)),
-                    )
-                })?,
+            let started = match medium {
+                Medium::Store(store) => self.start_node(id, g, *store, None),
+                Medium::Fresh => {
+                    let members = self.members(g)?;
+                    let bootstrap = members.all().contains(&id).then_some(&members);
+                    self.start_node(id, g, MemStorage::new(), bootstrap)
+                }
                 Medium::Damaged(disk, damage, at) => {
                     let started = MemStorage::recover(*disk)
                         .map_err(|e| e.to_string())
@@ -1163,7 +1325,7 @@ impl<'w, W: Workload> Run<'w, W> {
                     let what = if self.groups == 1 {
                         String::new()
                     } else {
-                        format!(" of group {g}")
+                        format!(" of group {}", self.gid(g))
                     };
                     refused.get_or_insert(format!(
                         "refused its damaged disk{what} ({damage:?} at {at}): {why}"
@@ -1171,7 +1333,13 @@ impl<'w, W: Workload> Run<'w, W> {
                     continue;
                 }
             };
-            host.add_group(g as GroupId, node)
+            let node = started.map_err(|e| {
+                SimFailure::new(
+                    FailureCategory::Panic,
+                    format!("{} failed to restart: {e}", self.at(id, g)),
+                )
+            })?;
+            host.add_group(self.gid(g), node)
                 .map_err(|e| SimFailure::new(FailureCategory::Panic, e.to_string()))?;
         }
         if let Some(why) = refused {
@@ -1238,7 +1406,7 @@ impl<'w, W: Workload> Run<'w, W> {
                 }
             }
             let now = self.local(d.to);
-            let groups = self.groups;
+            let gids = self.ids.clone();
             if self.quiesce && self.slots.get(&d.to).is_some_and(|s| s.node.is_some()) {
                 self.heard.insert((d.to, d.from), now);
                 let ping = matches!(
@@ -1251,21 +1419,40 @@ impl<'w, W: Workload> Run<'w, W> {
             }
             let mut stopped = None;
             let mut refused = None;
+            // A frame of a retired group (sent before it was retired) must be refused by the
+            // host, never reach a group: its replacement must not see the old group's terms.
+            let stale = shoal_core::wire::decode(&d.frame)
+                .ok()
+                .map(|(f, _)| f.header.group)
+                .filter(|gid| self.retired_ids.contains(gid));
             if let Some(host) = self.slots.get_mut(&d.to).and_then(|s| s.node.as_mut()) {
                 // Each group counts the frames it refuses, the host those it cannot route.
                 let mut before = [None; MAX_GROUPS];
-                for (g, b) in before.iter_mut().enumerate().take(groups) {
-                    *b = host.group(g as GroupId).map(|n| n.stats().faults);
+                for (b, &gid) in before.iter_mut().zip(&gids) {
+                    *b = host.group(gid).map(|n| n.stats().faults);
                 }
                 let host_before = host.faults();
                 let result = host.handle_frame(now, &d.frame);
-                if let Some((fault, _)) =
+                let wrong_group =
+                    host.faults().get(Fault::WrongGroup) > host_before.get(Fault::WrongGroup);
+                if let Some(gid) = stale {
+                    if !wrong_group {
+                        return Err(SimFailure::new(
+                            FailureCategory::Invariant(InvariantKind::ViewSanity),
+                            format!(
+                                "node {} did not refuse a frame from {} of retired group {gid}",
+                                d.to, d.from
+                            ),
+                        ));
+                    }
+                    self.tally.stale_frames += 1;
+                } else if let Some((fault, _)) =
                     host.faults().iter().find(|(f, c)| *c > host_before.get(*f))
                 {
                     refused = Some((None, fault.name()));
                 }
-                for (g, before) in before.iter().enumerate().take(groups) {
-                    let (Some(n), Some(before)) = (host.group(g as GroupId), before) else {
+                for (g, before) in before.iter().enumerate().take(gids.len()) {
+                    let (Some(n), Some(before)) = (host.group(gids[g]), before) else {
                         continue;
                     };
                     if let Some((fault, _)) =
@@ -1314,7 +1501,7 @@ impl<'w, W: Workload> Run<'w, W> {
 
     fn tick_all(&mut self) -> Result<(), SimFailure> {
         let w = self.w;
-        let groups = self.groups;
+        let ids = self.ids.clone();
         for id in self.running_nodes() {
             let now = self.local(id);
             let mut stopped = None;
@@ -1322,8 +1509,8 @@ impl<'w, W: Workload> Run<'w, W> {
                 match host.tick(now) {
                     Err(e) => stopped = Some(e),
                     Ok(()) => {
-                        for g in 0..groups {
-                            let Some(n) = host.group_mut(g as GroupId) else {
+                        for &gid in &ids {
+                            let Some(n) = host.group_mut(gid) else {
                                 continue;
                             };
                             if n.raft().role() == Role::Leader {
@@ -1347,7 +1534,7 @@ impl<'w, W: Workload> Run<'w, W> {
         let mut out = Vec::new();
         for (id, s) in &self.slots {
             let what = match (
-                s.node.as_ref().and_then(|h| h.group(g as GroupId)),
+                s.node.as_ref().and_then(|h| h.group(self.gid(g))),
                 &s.failed,
             ) {
                 (Some(n), _) => {
@@ -1582,6 +1769,7 @@ impl<'w, W: Workload> Run<'w, W> {
 
     fn flush_all(&mut self) -> Result<(), SimFailure> {
         let groups = self.groups;
+        let gids = self.ids.clone();
         let ids: Vec<NodeId> = self.slots.keys().copied().collect();
         for id in ids {
             if self.paused(id) {
@@ -1606,13 +1794,15 @@ impl<'w, W: Workload> Run<'w, W> {
             }) = self.slots.get_mut(&id)
             {
                 if !deferred {
-                    if let Err(e) = host.flush(now, &mut |g, e| events.push((g as usize, e))) {
+                    if let Err(e) =
+                        host.flush(now, &mut |gid, e| events.push((index_of(&gids, gid), e)))
+                    {
                         stopped = Some(e);
                     }
                 } else {
                     for (g, gs) in gslots.iter_mut().enumerate() {
                         let n = host
-                            .group_mut(g as GroupId)
+                            .group_mut(gids[g])
                             .expect("a live node hosts every group");
                         if let Some((at, mark, due)) = gs.bg_sync {
                             if due <= global {
@@ -1639,7 +1829,7 @@ impl<'w, W: Workload> Run<'w, W> {
                         match r {
                             Err(e) => {
                                 // The node stops: its other groups are not flushed.
-                                stopped = Some(MultiError::Node(g as GroupId, e));
+                                stopped = Some(MultiError::Node(gids[g], e));
                                 break;
                             }
                             Ok(want) => {
@@ -1705,7 +1895,9 @@ impl<'w, W: Workload> Run<'w, W> {
             granted: true,
         })) = f.body
         {
-            let g = f.header.group as usize;
+            let Some(g) = self.ids.iter().position(|&gid| gid == f.header.group) else {
+                return Ok(());
+            };
             let Some(n) = self.group(from, g) else {
                 return Ok(());
             };
@@ -1877,7 +2069,7 @@ impl<'w, W: Workload> Run<'w, W> {
     /// Feed group `g`'s checker the view of node `id`.
     fn observe_group(&mut self, id: NodeId, g: usize) -> Result<(), SimFailure> {
         let slot = self.slots.get(&id).expect("id from keys");
-        let Some(n) = slot.node.as_ref().and_then(|h| h.group(g as GroupId)) else {
+        let Some(n) = slot.node.as_ref().and_then(|h| h.group(self.gid(g))) else {
             return Ok(());
         };
         let gs = &slot.groups[g];
@@ -1929,7 +2121,7 @@ impl<'w, W: Workload> Run<'w, W> {
         if self.groups == 1 {
             String::new()
         } else {
-            format!("group {g}: ")
+            format!("group {}: ", self.gid(g))
         }
     }
 
@@ -1994,32 +2186,16 @@ impl<'w, W: Workload> Run<'w, W> {
         for (g, &leader) in leaders.iter().enumerate() {
             commits.push(self.check_converged(g, leader)?);
         }
-        let mut ops = 0;
-        let mut answered = 0;
-        let mut unknown = false;
+        // Retired groups' histories were checked when they were retired.
+        let (mut ops, mut answered, mut unknown) = self.retired_ops;
         for g in 0..self.groups {
-            let history: Vec<_> = self.history[g]
+            let history: History<W> = self.history[g]
                 .drain(..)
                 .filter(|o| o.invoke != u64::MAX)
                 .collect();
             ops += history.len();
             answered += history.iter().filter(|o| o.response.is_some()).count();
-            let w = self.w;
-            let outcome = linearizability::check_per_key(
-                &history,
-                |k| w.init(k),
-                linearizability::DEFAULT_STEP_BUDGET,
-            );
-            match outcome {
-                Outcome::Linearizable => {}
-                Outcome::NotLinearizable(v) => {
-                    return Err(SimFailure::new(
-                        FailureCategory::Linearizability,
-                        format!("{}{v}", self.group_prefix(g)),
-                    ));
-                }
-                Outcome::Unknown { .. } => unknown = true,
-            }
+            unknown |= self.check_history(g, &history)?;
         }
         let commit = commits
             .iter()
@@ -2104,6 +2280,13 @@ impl<'w, W: Workload> Run<'w, W> {
         })?;
         Ok(commit)
     }
+}
+
+/// The index of the group whose id is `gid` in `ids` (the ids of the current groups).
+fn index_of(ids: &[GroupId], gid: GroupId) -> usize {
+    ids.iter()
+        .position(|&g| g == gid)
+        .expect("only a current group reports")
 }
 
 /// The seed of group `g`'s part of something drawn from `seed` (group 0 keeps `seed`, so a

@@ -110,6 +110,11 @@ pub enum FaultEvent {
     Pause(NodeTarget),
     /// Resume a paused node: it sees its clock jump, and what waited for it arrives.
     Resume(NodeTarget),
+    /// Multi-group runs only: retire the group at this index (never 0, the group that holds
+    /// the others' records in `shoald`) on every node at once, and start in its place a new
+    /// group with a fresh, never-used id and the same voters, as `shoald` does when `group
+    /// remove` and `group create` apply.
+    ReplaceGroup(usize),
     /// Start of the final quiet part: heal, quiet rates, restart every down node, resume every
     /// paused one.
     Quiesce,
@@ -147,6 +152,12 @@ impl fmt::Display for FaultEvent {
             }
             FaultEvent::Pause(t) => write!(f, "pause {t:?}"),
             FaultEvent::Resume(t) => write!(f, "resume {t:?}"),
+            FaultEvent::ReplaceGroup(g) => {
+                write!(
+                    f,
+                    "retire group index {g} and create a new group in its place"
+                )
+            }
             FaultEvent::Quiesce => {
                 f.write_str("quiesce (heal, quiet network, restart and resume all)")
             }
@@ -373,6 +384,30 @@ pub const STALE_APPEND_REGISTER: &[u64] = &[45, 83];
 /// `tests/sim_ci.rs`: a node that joined late installed a snapshot, then an `Expire` ended a
 /// lease with two temporary nodes tied to it.
 pub const RESTORED_LEASE_ORDER_KV: &[u64] = &[1209];
+
+/// Adds group replacements to `schedule` for a run whose nodes host `groups` groups, from a
+/// stream of their own (so a run with one group, or a seed that draws none, runs exactly as
+/// before): half of the multi-group seeds retire one or two groups (never group 0) at random
+/// times before the quiet part, each replaced at once by a new group.
+pub fn add_group_replacements(schedule: &mut FaultSchedule, groups: usize) {
+    if groups < 2 {
+        return;
+    }
+    let mut rng = Rng::new(schedule.seed ^ 0x6772_6F75_7073_0000);
+    if !rng.chance(1, 2) {
+        return;
+    }
+    for _ in 0..rng.range(1, 3) {
+        let at_ms = rng.range(MIN_GAP_MS, schedule.quiet_from_ms.max(MIN_GAP_MS + 1));
+        let index = rng.range(1, groups as u64) as usize;
+        schedule.events.push(ScheduledEvent {
+            at_ms,
+            event: FaultEvent::ReplaceGroup(index),
+        });
+    }
+    // Stable: an event drawn for the same ms as a scheduled one comes after it.
+    schedule.events.sort_by_key(|e| e.at_ms);
+}
 
 /// Pauses for `seed` before `quiet_from_ms`, from a stream of their own: a third of the seeds
 /// draw one to three pauses, one after the other, two of three aimed at the leader. A pause
