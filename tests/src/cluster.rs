@@ -925,11 +925,7 @@ impl<'w, W: Workload> Run<'w, W> {
                     }
                 }
             }
-            FaultEvent::ReplaceGroup(g) => {
-                if *g < self.groups {
-                    self.replace_group(*g)?;
-                }
-            }
+            FaultEvent::ReplaceGroup(g) if *g < self.groups => self.replace_group(*g)?,
             FaultEvent::TransferLeader(t) => {
                 let target = match t {
                     NodeTarget::Node(id) => Some(self.group_node(focus, *id)),
@@ -2686,6 +2682,70 @@ mod tests {
         assert!(
             caught.len() >= 4,
             "the planted bug was caught in seeds {caught:?} only"
+        );
+    }
+
+    #[test]
+    fn a_retired_group_gives_way_to_a_new_id_on_every_node_and_its_frames_are_refused() {
+        let mut run = faultless(21, 3);
+        steps(&mut run, 2_000);
+        let before = leaders(&run);
+        assert!(before.iter().all(Option::is_some), "{before:?}");
+        // A node that leads no group goes down: it finds the new group when it comes back.
+        let x = *run
+            .schedule
+            .all_nodes
+            .iter()
+            .find(|id| before.iter().all(|l| l.unwrap().0 != **id))
+            .expect("a node leading no group");
+        run.crash(x);
+        let kept = (commit(&run, 0), commit(&run, 2));
+        run.replace_group(1).expect("the group is replaced");
+        assert_eq!(run.ids, vec![0, 3, 2], "group index 1 now runs group 3");
+        for id in run.live_nodes() {
+            let mut hosted: Vec<GroupId> =
+                run.slots[&id].node.as_ref().unwrap().group_ids().collect();
+            hosted.sort_unstable();
+            assert_eq!(hosted, vec![0, 2, 3], "node {id}");
+        }
+        assert!(matches!(run.slots[&x].down[1], Medium::Fresh));
+        assert!(run.pending.iter().all(|p| p.group != 1));
+        assert!(run.history[1].is_empty() && run.retired_ops.0 > 0);
+        steps(&mut run, 2_000);
+        // Heartbeats and appends of group 1 were on the wire: every host refused them.
+        assert!(run.tally.stale_frames > 0);
+        assert!(leaders(&run)[1].is_some(), "the new group elected a leader");
+        assert!(commit(&run, 1) > 0, "the new group commits");
+        assert!(commit(&run, 0) > kept.0 && commit(&run, 2) > kept.1);
+        run.restart(x).expect("restarts");
+        assert!(run.group(x, 1).is_some(), "node {x} starts the new group");
+        steps(&mut run, 2_000);
+        let report = run
+            .finish()
+            .expect("every group converges and is linearizable");
+        assert!(
+            report
+                .summary
+                .contains("1 groups retired, 1 groups created"),
+            "{}",
+            report.summary
+        );
+    }
+
+    #[test]
+    fn a_frame_of_a_retired_group_that_reaches_a_group_fails_the_run() {
+        let mut run = faultless(21, 2);
+        steps(&mut run, 500);
+        // As if group 1 had been retired but its id reused: its frames are routed, not
+        // refused.
+        run.retired_ids.push(run.gid(1));
+        let mut ev_at = 0;
+        let e = (0..500)
+            .find_map(|_| run.step(&mut ev_at, u64::MAX).err())
+            .expect("the frame that reached group 1 is caught");
+        assert!(
+            e.message.contains("did not refuse a frame") && e.message.contains("retired group 1"),
+            "{e}"
         );
     }
 

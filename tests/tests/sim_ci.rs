@@ -4,7 +4,10 @@
 use shoal_tests::cluster::{RaftRunner, RegisterWorkload};
 use shoal_tests::kv_workload::KvWorkload;
 use shoal_tests::sim::cli::{replay_command, RunOpts, SeedRunner};
-use shoal_tests::sim::faults::{RESTORED_LEASE_ORDER_KV, STALE_APPEND_KV, STALE_APPEND_REGISTER};
+use shoal_tests::sim::faults::{
+    add_group_replacements, FaultEvent, FaultSchedule, RESTORED_LEASE_ORDER_KV, STALE_APPEND_KV,
+    STALE_APPEND_REGISTER,
+};
 
 /// Seeds of the DtKV workload (the default) CI runs.
 const KV_SEEDS: std::ops::Range<u64> = 0..1000;
@@ -147,4 +150,71 @@ fn a_restored_replica_ends_a_lease_in_the_same_order() {
             );
         }
     }
+}
+
+/// The count the seed report's summary gives for `what` ("groups retired"), 0 when absent.
+fn reported(summary: &str, what: &str) -> u64 {
+    summary
+        .split(", ")
+        .find_map(|part| part.strip_suffix(what)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn multi_group_seeds_retire_groups_and_create_new_ones_and_pass() {
+    // The first multi-group seeds of the CI ranges whose schedule replaces a group: the
+    // group is retired on every node and a new one with a fresh id takes its place. They are
+    // also in the ranges above, named here so that a regression says what broke.
+    let kv = RaftRunner {
+        workload: KvWorkload,
+    };
+    let register = RaftRunner {
+        workload: RegisterWorkload,
+    };
+    let opts = RunOpts::default();
+    let seeds: Vec<u64> = REGISTER_SEEDS
+        .filter(|&seed| groups_of(seed) > 1)
+        .filter(|&seed| {
+            let mut s = FaultSchedule::generate(seed, opts.steps);
+            add_group_replacements(&mut s, groups_of(seed));
+            s.events
+                .iter()
+                .any(|e| matches!(e.event, FaultEvent::ReplaceGroup(_)))
+        })
+        .take(3)
+        .collect();
+    assert_eq!(
+        seeds.len(),
+        3,
+        "multi-group seeds that replace a group: {seeds:?}"
+    );
+    let (mut retired, mut created) = (0, 0);
+    for (workload, &seed) in [
+        ("kv", &seeds[0]),
+        ("kv", &seeds[1]),
+        ("register", &seeds[2]),
+    ] {
+        let opts = RunOpts {
+            workload: workload.to_string(),
+            groups: groups_of(seed),
+            ..opts.clone()
+        };
+        let run = if workload == "kv" {
+            kv.run(seed, &opts)
+        } else {
+            register.run(seed, &opts)
+        };
+        let report = run.unwrap_or_else(|e| {
+            panic!(
+                "{workload} seed {seed} (groups retired and created): {e}\n  replay: {}",
+                replay_command(seed, &opts)
+            )
+        });
+        retired += reported(&report.summary, "groups retired");
+        created += reported(&report.summary, "groups created");
+    }
+    assert!(
+        retired >= 1 && created == retired,
+        "{retired} groups retired, {created} created in seeds {seeds:?}"
+    );
 }

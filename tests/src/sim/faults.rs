@@ -763,6 +763,46 @@ mod tests {
     }
 
     #[test]
+    fn half_of_the_multi_group_seeds_replace_groups_other_than_group_0_before_the_quiet_part() {
+        let mut replacing = 0;
+        for seed in 0..300 {
+            let plain = FaultSchedule::generate(seed, 20_000);
+            let mut one = plain.clone();
+            add_group_replacements(&mut one, 1);
+            assert_eq!(one, plain, "seed {seed}: a one-group run is unchanged");
+            let mut s = plain.clone();
+            add_group_replacements(&mut s, 4);
+            let replaced: Vec<&ScheduledEvent> = s
+                .events
+                .iter()
+                .filter(|e| matches!(e.event, FaultEvent::ReplaceGroup(_)))
+                .collect();
+            for e in &replaced {
+                assert!(
+                    e.at_ms < s.quiet_from_ms,
+                    "seed {seed}: {} at {}",
+                    e.event,
+                    e.at_ms
+                );
+                assert!(
+                    matches!(e.event, FaultEvent::ReplaceGroup(1..=3)),
+                    "{}",
+                    e.event
+                );
+            }
+            assert!(replaced.len() <= 2);
+            assert_eq!(s.events.len(), plain.events.len() + replaced.len());
+            assert!(s.events.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+            assert_eq!(
+                s.events.last().map(|e| &e.event),
+                Some(&FaultEvent::Quiesce)
+            );
+            replacing += u64::from(!replaced.is_empty());
+        }
+        assert!((110..190).contains(&replacing), "{replacing} of 300 seeds");
+    }
+
+    #[test]
     fn network_events_apply() {
         let mut net = Network::new(1);
         let all = [1, 2, 3];
