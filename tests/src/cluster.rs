@@ -19,7 +19,10 @@
 //! among all nodes). Frames carry their group id through the one simulated network, and the
 //! host routes them; a crash, restart, clock change, flipped read or damaged disk of a node
 //! hits every group it hosts. Clients spread their operations over the groups, and each group has its own
-//! invariant checker and its own history for the linearizability check.
+//! invariant checker and its own history for the linearizability check. Slots, checkers and
+//! histories are indexed by group index; the schedule may retire the group at an index and
+//! start a new one with a fresh id there (`Run::replace_group`), so an index maps to the id
+//! of its current group (`Run::gid`).
 //!
 //! A paused node (all its groups) gets no ticks, flushes or frames while its clock runs on:
 //! frames sent to it wait in its inbox, in order, and client requests sent to it wait with it.
