@@ -3,7 +3,7 @@
 
 use shoal_tests::cluster::{RaftRunner, RegisterWorkload};
 use shoal_tests::kv_workload::KvWorkload;
-use shoal_tests::sim::cli::{replay_command, RunOpts, SeedRunner};
+use shoal_tests::sim::cli::{replay_command, RunOpts, SeedReport, SeedRunner};
 use shoal_tests::sim::faults::{
     add_group_replacements, FaultEvent, FaultSchedule, RESTORED_LEASE_ORDER_KV, STALE_APPEND_KV,
     STALE_APPEND_REGISTER,
@@ -95,36 +95,41 @@ fn register_workload_ci_range_passes() {
     );
 }
 
+/// Run CI seed `seed` of `workload` (`kv` or `register`) as the ranges above run it; a
+/// failure names `what` the seed checks and the command that replays it.
+fn run_named(workload: &str, seed: u64, what: &str) -> SeedReport {
+    let opts = RunOpts {
+        workload: workload.to_string(),
+        groups: groups_of(seed),
+        ..RunOpts::default()
+    };
+    let run = if workload == "kv" {
+        RaftRunner {
+            workload: KvWorkload,
+        }
+        .run(seed, &opts)
+    } else {
+        RaftRunner {
+            workload: RegisterWorkload,
+        }
+        .run(seed, &opts)
+    };
+    run.unwrap_or_else(|e| {
+        panic!(
+            "{workload} seed {seed} ({what}): {e}\n  replay: {}",
+            replay_command(seed, &opts)
+        )
+    })
+}
+
 #[test]
 fn a_deposed_leader_resuming_from_a_pause_keeps_serving() {
     // These seeds stopped a deposed leader on its stale append before the driver dropped
     // appends queued in a term it no longer leads; they are also in the ranges above, named
     // here so that a regression says what broke.
-    let kv = RaftRunner {
-        workload: KvWorkload,
-    };
-    let register = RaftRunner {
-        workload: RegisterWorkload,
-    };
     for (workload, seeds) in [("kv", STALE_APPEND_KV), ("register", STALE_APPEND_REGISTER)] {
         for &seed in seeds {
-            let opts = RunOpts {
-                workload: workload.to_string(),
-                groups: groups_of(seed),
-                ..RunOpts::default()
-            };
-            let run = if workload == "kv" {
-                kv.run(seed, &opts)
-            } else {
-                register.run(seed, &opts)
-            };
-            if let Err(e) = run {
-                panic!(
-                    "{workload} seed {seed} (a paused leader deposed, then resumed): {e}\n  \
-                     replay: {}",
-                    replay_command(seed, &opts)
-                );
-            }
+            run_named(workload, seed, "a paused leader deposed, then resumed");
         }
     }
 }
@@ -132,23 +137,13 @@ fn a_deposed_leader_resuming_from_a_pause_keeps_serving() {
 #[test]
 fn a_restored_replica_ends_a_lease_in_the_same_order() {
     // Outside the CI range: a late node installed a snapshot, then a lease ended with two
-    // nodes tied to it, whose events it emitted in another order than the other nodes.
-    let kv = RaftRunner {
-        workload: KvWorkload,
-    };
+    // nodes tied to it, whose events it emitted in another order than the others.
     for &seed in RESTORED_LEASE_ORDER_KV {
-        let opts = RunOpts {
-            workload: "kv".to_string(),
-            groups: groups_of(seed),
-            ..RunOpts::default()
-        };
-        if let Err(e) = kv.run(seed, &opts) {
-            panic!(
-                "kv seed {seed} (a lease ended on a replica restored from a snapshot): {e}\n  \
-                 replay: {}",
-                replay_command(seed, &opts)
-            );
-        }
+        run_named(
+            "kv",
+            seed,
+            "a lease ended on a replica restored from a snapshot",
+        );
     }
 }
 
@@ -165,17 +160,11 @@ fn multi_group_seeds_retire_groups_and_create_new_ones_and_pass() {
     // The first multi-group seeds of the CI ranges whose schedule replaces a group: the
     // group is retired on every node and a new one with a fresh id takes its place. They are
     // also in the ranges above, named here so that a regression says what broke.
-    let kv = RaftRunner {
-        workload: KvWorkload,
-    };
-    let register = RaftRunner {
-        workload: RegisterWorkload,
-    };
-    let opts = RunOpts::default();
+    let steps = RunOpts::default().steps;
     let seeds: Vec<u64> = REGISTER_SEEDS
         .filter(|&seed| groups_of(seed) > 1)
         .filter(|&seed| {
-            let mut s = FaultSchedule::generate(seed, opts.steps);
+            let mut s = FaultSchedule::generate(seed, steps);
             add_group_replacements(&mut s, groups_of(seed));
             s.events
                 .iter()
@@ -189,27 +178,8 @@ fn multi_group_seeds_retire_groups_and_create_new_ones_and_pass() {
         "multi-group seeds that replace a group: {seeds:?}"
     );
     let (mut retired, mut created) = (0, 0);
-    for (workload, &seed) in [
-        ("kv", &seeds[0]),
-        ("kv", &seeds[1]),
-        ("register", &seeds[2]),
-    ] {
-        let opts = RunOpts {
-            workload: workload.to_string(),
-            groups: groups_of(seed),
-            ..opts.clone()
-        };
-        let run = if workload == "kv" {
-            kv.run(seed, &opts)
-        } else {
-            register.run(seed, &opts)
-        };
-        let report = run.unwrap_or_else(|e| {
-            panic!(
-                "{workload} seed {seed} (groups retired and created): {e}\n  replay: {}",
-                replay_command(seed, &opts)
-            )
-        });
+    for (workload, seed) in [("kv", seeds[0]), ("kv", seeds[1]), ("register", seeds[2])] {
+        let report = run_named(workload, seed, "groups retired and created");
         retired += reported(&report.summary, "groups retired");
         created += reported(&report.summary, "groups created");
     }
