@@ -338,6 +338,27 @@ fn groups_past_the_open_file_limit_are_refused_in_words_and_lose_nothing() {
     );
 }
 
+/// Start nodes 1 and 2, wait for group 0's leader (returned), then start node 3: a refusal of
+/// node 3's then comes from a member, not from group 0's leader checking its own room.
+fn start_node_3_last(c: &mut Cluster) -> u64 {
+    c.start(1);
+    c.start(2);
+    let l0 = c.wait_leader(0);
+    c.start(3);
+    l0
+}
+
+/// Define `groups` on nodes 1, 2 and 3 through group 0's leader `l0`.
+fn define_groups(c: &Cluster, l0: u64, groups: impl Iterator<Item = u32>) {
+    for g in groups {
+        c.ctl_at(
+            &[l0],
+            &["--group", &g.to_string(), "group", "create", "1,2,3"],
+        )
+        .ok();
+    }
+}
+
 /// A member without room for one more group (its open-file limit) does not create it, says why
 /// once (not at every retry), and the group is served by the members that have room.
 #[test]
@@ -347,14 +368,8 @@ fn a_member_without_room_for_a_group_says_why_once_and_the_others_serve_it() {
     // Node 3 starts once 1 and 2 have a leader: the refusal must come from a member, not
     // from group 0's leader checking its own room.
     c.node_mut(3).max_open_files = Some(95);
-    c.start(1);
-    c.start(2);
-    let l0 = c.wait_leader(0);
-    c.start(3);
-    for g in ["1", "2"] {
-        c.ctl_at(&[l0], &["--group", g, "group", "create", "1,2,3"])
-            .ok();
-    }
+    let l0 = start_node_3_last(&mut c);
+    define_groups(&c, l0, 1..=2);
     c.wait_leader(2);
     c.put(2, 21, 1, "k", "v");
     assert_eq!(
@@ -388,21 +403,12 @@ fn a_member_without_room_for_a_group_says_why_once_and_the_others_serve_it() {
 #[test]
 fn a_member_back_to_many_new_groups_creates_what_its_limit_has_room_for() {
     let mut c = small_reserve(Cluster::builder()).build();
-    c.start(1);
-    c.start(2);
-    let l0 = c.wait_leader(0);
-    c.start(3);
+    let l0 = start_node_3_last(&mut c);
     wait_for("node 3 to host group 0", WAIT, || {
         c.groups(3) == Some(vec![0])
     });
     c.stop(3);
-    for g in 1..=4 {
-        c.ctl_at(
-            &[l0],
-            &["--group", &g.to_string(), "group", "create", "1,2,3"],
-        )
-        .ok();
-    }
+    define_groups(&c, l0, 1..=4);
     // Room for group 0 and two more (92 + 3 + 1).
     c.node_mut(3).max_open_files = Some(96);
     c.start(3);
