@@ -163,6 +163,11 @@ pub struct Flags {
     /// dir shares its filesystem with other busy writers [default: true].
     #[arg(long, env = "SHOAL_SHARED_SYNC", value_name = "BOOL")]
     pub shared_sync: Option<bool>,
+    /// With the shared sync, copy what several busy groups wrote in a round into the data
+    /// dir's sync journal (a 16 MiB file made when first needed), so one fdatasync of it makes
+    /// them all durable instead of a sync of the whole filesystem [default: true].
+    #[arg(long, env = "SHOAL_SYNC_JOURNAL", value_name = "BOOL")]
+    pub sync_journal: Option<bool>,
     /// Quiesce the groups this node leads once they settle: no heartbeats and no timer work
     /// until something happens (node liveness pings watch their members instead); turn it off
     /// to heartbeat every group all the time [default: true].

@@ -26,6 +26,10 @@ pub struct Histogram {
     /// Of the observations, syncs of the data dir's filesystem that covered several groups
     /// (`--shared-sync`).
     pub shared: AtomicU64,
+    /// Of the `shared` syncs, those made by one fdatasync of the sync journal.
+    pub journal: AtomicU64,
+    /// Times the sync journal was full and wrapped (with a sync of the filesystem).
+    pub journal_wraps: AtomicU64,
 }
 
 impl Histogram {

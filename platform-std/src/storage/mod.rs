@@ -56,6 +56,7 @@ mod fsutil;
 mod hardstate;
 mod identity;
 mod ioerr;
+pub mod journal;
 mod lock;
 pub mod scan;
 mod seglog;
@@ -396,11 +397,27 @@ impl FileStorage {
     /// returns the fdatasync to run elsewhere (`None` if nothing is pending, or the fsync mode
     /// is not `always`). Only for a sync the core left to the caller
     /// (`Node::flush_deferred`): the hard state is not touched, it is durable already then.
-    pub fn begin_background_sync(&mut self) -> Result<Option<BackgroundSync>, StorageError> {
+    ///
+    /// With `journal` (a round in which several groups write), the bytes it covers are also
+    /// copied into the data dir's sync journal attached by [`FileStorage::attach_journal`], so
+    /// that one sync of the journal may stand in for this group's fdatasync
+    /// ([`BackgroundSync::journaled`]).
+    pub fn begin_background_sync(
+        &mut self,
+        journal: bool,
+    ) -> Result<Option<BackgroundSync>, StorageError> {
         if self.opts.fsync != FsyncMode::Always {
             return Ok(None);
         }
-        self.guard(|s| s.log.begin_background_sync())
+        self.guard(|s| s.log.begin_background_sync(journal))
+    }
+
+    /// Let rounds of several groups make this group's new log bytes durable through the data
+    /// dir's sync journal ([`journal`]): the journal must have been replayed before this
+    /// storage was opened, and the group's dir must be on the data dir's filesystem (the
+    /// journal wraps with a sync of that filesystem).
+    pub fn attach_journal(&mut self, journal: Arc<journal::Journal>) {
+        self.log.journal = Some(journal);
     }
 
     /// Write everything out for one sync of the whole filesystem shared by several groups
@@ -439,7 +456,7 @@ impl FileStorage {
         &mut self,
         plan: SnapshotPlan,
     ) -> Result<SnapshotJob, StorageError> {
-        let log = self.guard(|s| s.log.begin_background_sync())?;
+        let log = self.guard(|s| s.log.begin_background_sync(false))?;
         Ok(self.snaps.background_job(plan, log))
     }
 

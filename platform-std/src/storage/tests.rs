@@ -311,6 +311,7 @@ fn identity(cluster_id: u64, node_id: u64, addr: &str) -> Identity {
     }
 }
 
+mod journal;
 mod on_disk;
 mod recent;
 mod recovery;

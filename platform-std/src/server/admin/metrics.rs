@@ -319,6 +319,17 @@ fn fsync_histogram(s: &mut String, fsync: &Histogram) {
          # TYPE shoal_shared_syncs_total counter\nshoal_shared_syncs_total {}",
         fsync.shared.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_journal_syncs_total Shared syncs made by one fdatasync of the sync journal \
+         (--sync-journal; also counted in shoal_shared_syncs_total).\n\
+         # TYPE shoal_journal_syncs_total counter\nshoal_journal_syncs_total {}\n\
+         # HELP shoal_journal_wraps_total Times the sync journal was full and started over after \
+         a sync of the data dir's filesystem.\n\
+         # TYPE shoal_journal_wraps_total counter\nshoal_journal_wraps_total {}",
+        fsync.journal.load(Ordering::Relaxed),
+        fsync.journal_wraps.load(Ordering::Relaxed)
+    );
 }
 
 /// Where the groups' flushes ran: the raft thread, or one of the flush threads.

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub prefill_segments: bool,
     /// One filesystem sync for every group a batch wrote to (fsync always).
     pub shared_sync: bool,
+    /// Rounds of several busy groups sync through the sync journal (with `shared_sync`).
+    pub sync_journal: bool,
     /// Quiesce settled groups this node leads.
     pub quiesce: bool,
     /// Threads that flush the groups of a round (1: the raft thread alone).
@@ -252,6 +254,7 @@ impl ServerConfig {
             compact_delay: f.compact_delay.map_or(Duration::ZERO, |d| d.0),
             prefill_segments: f.prefill_segments.unwrap_or(true),
             shared_sync: f.shared_sync.unwrap_or(true),
+            sync_journal: f.sync_journal.unwrap_or(true),
             quiesce: f.quiesce.unwrap_or(true),
             raft_threads,
             segment_bytes,

@@ -329,6 +329,9 @@ impl Flushers {
             self.counts[thread].fetch_add(1, Ordering::Relaxed);
         };
         let busy = jobs.iter().filter(|j| j.busy).count();
+        for j in jobs.iter_mut() {
+            j.journal = busy > 1;
+        }
         let pool = match &self.pool {
             Some(pool) if busy > 1 => pool,
             _ => return jobs.iter_mut().for_each(run),

@@ -113,12 +113,18 @@ pub(super) struct SyncDone {
 pub(super) fn start_sync_thread(
     hist: Arc<Histogram>,
     fs: Option<Arc<FsSync>>,
+    journal: Option<Arc<Journal>>,
 ) -> Result<(Sender<Vec<SyncJob>>, Receiver<SyncDone>), String> {
     let (job_tx, job_rx) = smol::channel::unbounded::<Vec<SyncJob>>();
     let (done_tx, done_rx) = smol::channel::unbounded::<SyncDone>();
     for i in 0..MAX_SYNCS_INFLIGHT {
-        let (job_rx, done_tx, hist, fs) =
-            (job_rx.clone(), done_tx.clone(), hist.clone(), fs.clone());
+        let (job_rx, done_tx, hist, fs, journal) = (
+            job_rx.clone(),
+            done_tx.clone(),
+            hist.clone(),
+            fs.clone(),
+            journal.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("shoal-fsync-{i}"))
             .spawn(move || {
@@ -128,7 +134,9 @@ pub(super) fn start_sync_thread(
                     }
                     let t = Instant::now();
                     let shared = match &fs {
-                        Some(fs) if jobs.iter().filter(|j| j.shared).count() > 1 => Some(fs.run()),
+                        Some(fs) if jobs.iter().filter(|j| j.shared).count() > 1 => {
+                            Some(sync_shared(fs, journal.as_deref(), &mut jobs, &hist))
+                        }
                         _ => None,
                     };
                     let mut results = Vec::with_capacity(jobs.len());
@@ -158,6 +166,31 @@ pub(super) fn start_sync_thread(
             .map_err(|e| format!("cannot start an fsync thread: {e}"))?;
     }
     Ok((job_tx, done_rx))
+}
+
+/// One sync for several groups' jobs: one fdatasync of the sync journal when every one of
+/// them copied its bytes there, else a sync of the data dir's filesystem.
+fn sync_shared(
+    fs: &FsSync,
+    journal: Option<&Journal>,
+    jobs: &mut [SyncJob],
+    hist: &Histogram,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(journal) =
+        journal.filter(|_| jobs.iter().filter(|j| j.shared).all(|j| j.sync.journaled()))
+    else {
+        return fs.run();
+    };
+    let how = journal.sync()?;
+    for job in jobs.iter_mut().filter(|j| j.shared) {
+        job.sync.covered_by_journal();
+    }
+    match how {
+        JournalSync::Synced => hist.journal.fetch_add(1, Relaxed),
+        JournalSync::Wrapped => hist.journal_wraps.fetch_add(1, Relaxed),
+    };
+    Ok(())
 }
 
 /// How a [`FlushJob`] left its group.
@@ -193,6 +226,9 @@ pub(super) struct FlushJob<'a> {
     /// The group has work beyond its timers (input since its last flush, or entries to
     /// write, send or apply): worth a flush thread.
     pub(super) busy: bool,
+    /// Several groups are busy this round: a leader's new log bytes go into the sync journal
+    /// too, so that one journal sync covers them all.
+    pub(super) journal: bool,
     out: Flush,
 }
 
@@ -220,6 +256,7 @@ impl<'a> FlushJob<'a> {
             shared_sync: g.shared_sync,
             step,
             busy,
+            journal: false,
             out: Flush {
                 id: g.id,
                 events: Vec::new(),
@@ -282,7 +319,8 @@ impl<'a> FlushJob<'a> {
             if *self.syncs_inflight >= MAX_SYNCS_INFLIGHT || at.index <= *self.sync_started_upto {
                 return Ok(Flushed::Done);
             }
-            match self.node.storage_mut().inner.begin_background_sync()? {
+            let storage = &mut self.node.storage_mut().inner;
+            match storage.begin_background_sync(self.journal)? {
                 Some(sync) => {
                     *self.syncs_inflight += 1;
                     *self.sync_started_upto = at.index;

@@ -75,6 +75,7 @@ use super::timed::{Histogram, TimedStorage};
 use crate::kvheap::HeapKv;
 use crate::kvheap::Zeroed;
 use crate::storage::fs_sync::FsSync;
+use crate::storage::journal::{self, Journal, JournalSync};
 use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
 
 type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Zeroed<u8>>;
@@ -106,6 +107,8 @@ pub struct RaftLoop {
     /// One sync of the data dir's filesystem for every group a batch wrote to (fsync always
     /// and `--shared-sync`), else `None`.
     fs_sync: Option<Arc<FsSync>>,
+    /// The data dir's sync journal: rounds of several busy groups sync through it.
+    journal: Option<Arc<Journal>>,
     synced: Receiver<SyncDone>,
     /// Snapshots written off the raft thread, back from their threads ([`snapbg`]).
     snap_written_tx: Sender<SnapWritten>,
@@ -191,7 +194,22 @@ impl RaftLoop {
         } else {
             None
         };
-        let (sync_jobs, synced) = start_sync_thread(fsync_hist.clone(), fs_sync.clone())?;
+        // Before any group opens: the journal's pieces go back into their segments first.
+        let replayed = journal::replay(data.path())?;
+        if replayed.pieces + replayed.skipped > 0 {
+            log::info!(
+                "sync journal: {} pieces written back into {} segments ({} of segments since removed)",
+                replayed.pieces,
+                replayed.segments,
+                replayed.skipped
+            );
+        }
+        let journal = fs_sync
+            .as_ref()
+            .filter(|_| cfg.sync_journal)
+            .map(|fs| Arc::new(Journal::new(data.path(), fs.clone(), replayed.epoch)));
+        let (sync_jobs, synced) =
+            start_sync_thread(fsync_hist.clone(), fs_sync.clone(), journal.clone())?;
         let accept_backoff_max = cfg.accept_backoff_max;
         let fds = FdBudget::new(&cfg, fdlimit::raise_soft_limit());
         let hub = Hub::new(cfg.client_limits);
@@ -202,6 +220,7 @@ impl RaftLoop {
             snap_written,
             sync_jobs,
             fs_sync,
+            journal,
             synced,
             cfg,
             data,
@@ -320,7 +339,7 @@ impl RaftLoop {
                 .check(self.groups.len() + 1)
                 .map_err(|e| format!("group {g}: {e}"))?;
         }
-        let store = match store {
+        let mut store = match store {
             Some(store) => store,
             None => {
                 let opts = self.storage_options();
@@ -328,6 +347,10 @@ impl RaftLoop {
             }
         };
         let dir = group_dir(self.data.path(), g);
+        let shared_sync = self.fs_sync.as_ref().is_some_and(|s| s.covers(&dir));
+        if let Some(j) = self.journal.as_ref().filter(|_| shared_sync) {
+            store.attach_journal(j.clone());
+        }
         let mut book = AddrBook::load(&dir)?;
         for m in addrs {
             book.upsert(m.clone())?;
@@ -355,7 +378,6 @@ impl RaftLoop {
             None => None,
         };
         let store = TimedStorage::new(store, self.fsync_hist.clone());
-        let shared_sync = self.fs_sync.as_ref().is_some_and(|s| s.covers(&dir));
         let transport = self.net.transport();
         let now = self.now_ms();
         // Built where it lives: a `Node` returned by value took ~190 KiB of stack frames

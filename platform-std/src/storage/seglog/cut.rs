@@ -64,6 +64,7 @@ impl Log {
         // Cut bytes reached the OS. Record the intent durably, so that a crash half-way is
         // completed at recovery, then zero the cut region and drop later segments.
         let dir = self.open_dir()?;
+        self.journal_barrier()?;
         self.write_intent(&dir, from)?;
         self.buf.clear();
         let sync = self.cfg.sync();
@@ -85,6 +86,7 @@ impl Log {
         seg.truncate_entries(k);
         seg.end = off;
         seg.written = off;
+        seg.journaled = seg.journaled.min(off);
         if sync {
             seg.durable = off;
         }
@@ -179,6 +181,7 @@ impl Log {
     /// Drop every entry and restart the log empty with the segment `with`, durably. Only
     /// fatal errors: the files are changing.
     pub(crate) fn reset(&mut self, mut with: Replacement) -> Result<(), StorageError> {
+        self.journal_barrier()?;
         self.cuts += 1;
         self.buf.clear();
         // Delete newest first: a crash half-way leaves a prefix of the log, which recovery

@@ -76,8 +76,11 @@ pub(crate) struct Segment {
     pub(crate) end: u64,
     /// Bytes handed to the OS; `end - written` bytes sit in the write buffer.
     pub(crate) written: u64,
-    /// Bytes known to be fdatasynced (exact in `always` mode; used by crash tests).
+    /// Bytes known to be fdatasynced (exact in `always` mode; used by crash tests). Bytes made
+    /// durable through the sync journal do not count: the file itself is not synced.
     pub(crate) durable: u64,
+    /// Bytes copied into the sync journal ([`super::journal`]), from `durable` on.
+    pub(crate) journaled: u64,
     /// When the segment first became eligible for compaction.
     eligible_since: Option<Instant>,
     /// Created by reserving its space (no spare was ready): it is left for a spare as soon as
@@ -101,6 +104,7 @@ impl Segment {
             end,
             written: end,
             durable: end,
+            journaled: end,
             eligible_since: None,
             reserved: false,
             capacity,
@@ -191,6 +195,11 @@ pub(crate) struct Log {
     cuts: u64,
     /// The next segment's file, being zero-filled off the raft thread.
     spare: Option<spare::Spare>,
+    /// The data dir's sync journal, when rounds of several groups sync through it.
+    pub(crate) journal: Option<Arc<super::journal::Journal>>,
+    /// A piece of this log went into the journal since it was opened: a cut or a reset must
+    /// put a barrier there first.
+    journaled_any: bool,
 }
 
 impl Log {

@@ -87,6 +87,8 @@ impl Log {
             file_reads: Default::default(),
             cuts: 0,
             spare: None,
+            journal: None,
+            journaled_any: false,
         };
         if log.segs.is_empty() {
             let seg = log
@@ -213,6 +215,7 @@ fn recover_segment(
     seg.end = walk.end;
     seg.written = walk.end;
     seg.durable = walk.end;
+    seg.journaled = walk.end;
     Ok((seg, end))
 }
 

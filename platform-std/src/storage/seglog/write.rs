@@ -29,6 +29,10 @@ pub struct BackgroundSync {
     path: PathBuf,
     upto: u64,
     cuts: u64,
+    /// What it covers was copied into the sync journal.
+    journaled: bool,
+    /// The journal's sync made it durable rather than this fdatasync (set by the sync thread).
+    by_journal: bool,
 }
 
 impl BackgroundSync {
@@ -36,6 +40,20 @@ impl BackgroundSync {
     pub fn run(&self) -> Result<(), String> {
         fsutil::sync_data(&self.file, true)
             .map_err(|e| format!("fdatasync {}: {e}", self.path.display()))
+    }
+
+    /// Whether what it covers is in the sync journal, so a journal sync may stand in for it.
+    pub fn journaled(&self) -> bool {
+        self.journaled
+    }
+
+    /// The journal's sync made it durable: its segment file is not synced by it.
+    pub fn covered_by_journal(&mut self) {
+        debug_assert!(
+            self.journaled,
+            "only a journaled sync is covered by the journal"
+        );
+        self.by_journal = true;
     }
 }
 
@@ -118,18 +136,76 @@ impl Log {
 
     /// Write the buffer out and name what a background fdatasync must cover: the last segment
     /// (every earlier one is durable whole) up to its written end. `None` if it is durable.
-    pub(crate) fn begin_background_sync(&mut self) -> Result<Option<BackgroundSync>, StorageError> {
+    /// With `journal`, what is not yet in the sync journal is copied there too.
+    pub(crate) fn begin_background_sync(
+        &mut self,
+        journal: bool,
+    ) -> Result<Option<BackgroundSync>, StorageError> {
         self.write_out()?;
         let seg = self.active();
         if !self.cfg.sync() || seg.durable >= seg.written {
             return Ok(None);
         }
+        let journaled = journal && self.journal_piece()?;
+        let seg = self.active();
         Ok(Some(BackgroundSync {
             file: seg.file.clone(),
             path: seg.path.clone(),
             upto: seg.written,
             cuts: self.cuts,
+            journaled,
+            by_journal: false,
         }))
+    }
+
+    /// Copy the last segment's written bytes that are neither durable nor journaled into the
+    /// sync journal; whether all of them are there now.
+    fn journal_piece(&mut self) -> Result<bool, StorageError> {
+        let Some(journal) = self.journal.clone() else {
+            return Ok(false);
+        };
+        let group = self.cfg.group;
+        let seg = self.active();
+        let (from, to) = (seg.journaled.max(seg.durable), seg.written);
+        if from >= to {
+            return Ok(true);
+        }
+        let added = if from >= self.buf_start {
+            let bytes = &self.buf[(from - self.buf_start) as usize..(to - self.buf_start) as usize];
+            journal.add(group, seg.first_index, from, bytes)
+        } else {
+            // The write buffer started over since (it filled): read the bytes back.
+            let mut bytes = vec![0u8; (to - from) as usize];
+            use std::os::unix::fs::FileExt;
+            seg.file
+                .read_exact_at(&mut bytes, from)
+                .map_err(|e| ioerr::fatal(&seg.path, "read back for the sync journal", e))?;
+            journal.add(group, seg.first_index, from, &bytes)
+        };
+        if added {
+            self.segs
+                .last_mut()
+                .expect("the log always has a segment")
+                .journaled = to;
+            self.journaled_any = true;
+        }
+        Ok(added)
+    }
+
+    /// Before a change of the log other than an append (a cut, a reset): make its segments
+    /// durable by themselves and tell the sync journal that its earlier pieces of this log
+    /// must not be written back. Nothing to do when none went there.
+    pub(crate) fn journal_barrier(&mut self) -> Result<(), StorageError> {
+        let Some(journal) = self.journal.clone().filter(|_| self.journaled_any) else {
+            return Ok(());
+        };
+        self.sync_now()?;
+        journal.barrier(self.cfg.group).map_err(|e| {
+            ::log::error!("{e}");
+            StorageError::Io
+        })?;
+        self.journaled_any = false;
+        Ok(())
     }
 
     /// Write the buffer out for a sync of the whole filesystem; whether the last segment has
@@ -150,7 +226,7 @@ impl Log {
     /// A background fdatasync of `done` finished: record what it made durable (if its segment
     /// is still the one being written).
     pub(crate) fn background_synced(&mut self, done: &BackgroundSync) {
-        if done.cuts != self.cuts {
+        if done.cuts != self.cuts || done.by_journal {
             return;
         }
         let seg = self.segs.last_mut().expect("the log always has a segment");

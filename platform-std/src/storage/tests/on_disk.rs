@@ -160,7 +160,7 @@ fn a_background_sync_marks_durable_only_what_it_covered() {
     append_n(&mut s, 1, 6, 1, 40);
     let last = |s: &mut FileStorage| s.log.crash_image().pop().expect("a segment");
     let stale = s
-        .begin_background_sync()
+        .begin_background_sync(false)
         .expect("begin")
         .expect("six unsynced entries");
     // The log is cut (synced) and refilled while that sync runs.
@@ -177,7 +177,10 @@ fn a_background_sync_marks_durable_only_what_it_covered() {
         "a sync begun before the cut vouches for none of the bytes written after it"
     );
     // A sync covers what was written when it began, not what came after.
-    let fresh = s.begin_background_sync().expect("begin").expect("unsynced");
+    let fresh = s
+        .begin_background_sync(false)
+        .expect("begin")
+        .expect("unsynced");
     append_n(&mut s, 9, 9, 2, 40);
     fresh.run().expect("fdatasync");
     s.background_synced(&fresh);
@@ -186,11 +189,11 @@ fn a_background_sync_marks_durable_only_what_it_covered() {
     assert!(written > durable);
     // Nothing pending: nothing to run; other fsync modes never hand a sync out.
     s.sync().expect("sync");
-    assert!(s.begin_background_sync().expect("begin").is_none());
+    assert!(s.begin_background_sync(false).expect("begin").is_none());
     let root2 = TempDir::new().expect("temp dir");
     let mut a = FileStorage::open(root2.path(), 0, &test_options(FsyncMode::Async)).expect("open");
     append_n(&mut a, 1, 2, 1, 40);
-    assert!(a.begin_background_sync().expect("begin").is_none());
+    assert!(a.begin_background_sync(false).expect("begin").is_none());
 }
 
 #[test]

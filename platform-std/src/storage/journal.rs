@@ -1,0 +1,601 @@
+//! The sync journal: one file per data dir through which one fdatasync makes many groups' new
+//! log bytes durable at once.
+//!
+//! A round in which several groups wrote (fsync `always`, `--shared-sync`) used to end with a
+//! `syncfs` of the data dir: every group's segment has its own dirty pages, and syncing them
+//! all cost several times one file's fdatasync. Now each such group copies what it has just
+//! written to its last segment — the bytes, and where they went — into this journal, and the
+//! round's sync is one `pwrite` and one fdatasync of the journal. The segments themselves stay
+//! unsynced until they are synced by themselves (a roll-over, a truncation, a lone round) or
+//! the journal wraps.
+//!
+//! The file (`journal` in the data dir) has a fixed size ([`JOURNAL_BYTES`]), zero-filled when
+//! first needed so its fdatasyncs change no metadata; a header page holds the current epoch;
+//! records ([`shoal_core::record`] framing) follow it, each stamped with the epoch:
+//!
+//! - a *piece*: group, the segment's first index, an offset and the bytes written there;
+//! - a *barrier*: the group's segments are durable by themselves (fdatasynced), and what the
+//!   group does next changes them other than by appending (a truncation, a reset by a
+//!   snapshot): its earlier pieces must not be written back.
+//!
+//! When the next write does not fit, the journal wraps: `syncfs` of the data dir makes every
+//! segment byte that any piece describes durable, the epoch is bumped in the header, and
+//! records start again after it (older records no longer match the epoch, so a replay stops
+//! at the first of them).
+//!
+//! At start, before any group opens its storage, [`replay`] writes the pieces of the current
+//! epoch back into their segments (skipping a group's pieces before its last barrier, and
+//! segments that are gone), fdatasyncs those segments, and bumps the epoch, so nothing is
+//! written back twice. Writing a piece back puts the same bytes where they already are unless
+//! the machine lost its page cache, so a replay after a clean stop or a crash of the process
+//! changes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shoal_core::record;
+use shoal_core::types::{GroupId, LogIndex};
+
+use super::datadir::group_dir;
+use super::fs_sync::FsSync;
+use super::fsutil;
+use super::segment::{decode_header, segment_name, HEADER_BYTES};
+
+/// The journal's file name in the data dir.
+pub const JOURNAL_FILE: &str = "journal";
+/// Size of the journal file: at ~130 bytes a write, ~120,000 writes between wraps.
+pub const JOURNAL_BYTES: u64 = 16 << 20;
+/// The header page; records start after it.
+const HEADER_PAGE: u64 = 4096;
+const MAGIC: &[u8; 8] = b"SHOALJNL";
+const PIECE: u8 = 1;
+const BARRIER: u8 = 2;
+/// Kind, epoch, group, segment first index, offset.
+const RECORD_HEAD: usize = 1 + 8 * 4;
+
+/// One record of the journal, as [`read`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalRecord {
+    /// `bytes` were written at `offset` of group `group`'s segment starting at `segment`.
+    Piece {
+        /// The group.
+        group: GroupId,
+        /// First index of the segment (its file name).
+        segment: LogIndex,
+        /// Byte offset in the segment file.
+        offset: u64,
+        /// What was written there.
+        bytes: Vec<u8>,
+    },
+    /// The group's earlier pieces are durable in its segments and must not be written back.
+    Barrier {
+        /// The group.
+        group: GroupId,
+    },
+}
+
+/// The records of the journal's current epoch.
+#[derive(Clone, Debug, Default)]
+pub struct JournalContents {
+    /// The epoch the header names (0: no journal file).
+    pub epoch: u64,
+    /// Its records, oldest first, up to the first that is torn, of another epoch or absent.
+    pub records: Vec<JournalRecord>,
+}
+
+impl JournalContents {
+    /// The pieces a replay writes back: every group's pieces after its last barrier.
+    pub fn live_pieces(&self) -> impl Iterator<Item = (GroupId, LogIndex, u64, &[u8])> {
+        let mut last_barrier: HashMap<GroupId, usize> = HashMap::new();
+        for (i, r) in self.records.iter().enumerate() {
+            if let JournalRecord::Barrier { group } = r {
+                last_barrier.insert(*group, i);
+            }
+        }
+        self.records
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, r)| match r {
+                JournalRecord::Piece {
+                    group,
+                    segment,
+                    offset,
+                    bytes,
+                } if last_barrier.get(group).is_none_or(|&b| i > b) => {
+                    Some((*group, *segment, *offset, bytes.as_slice()))
+                }
+                _ => None,
+            })
+    }
+}
+
+fn encode_header(epoch: u64) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&epoch.to_le_bytes());
+    let crc = record::CRC32C.checksum(&h[..16]);
+    h[16..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn decode_header_page(h: &[u8]) -> Result<u64, String> {
+    if h.len() < 20 || &h[..8] != MAGIC {
+        return Err("not a Shoal sync journal (bad magic)".into());
+    }
+    let crc = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
+    if record::CRC32C.checksum(&h[..16]) != crc {
+        return Err("the journal header's CRC does not match".into());
+    }
+    Ok(u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")))
+}
+
+fn encode_record(
+    out: &mut Vec<u8>,
+    kind: u8,
+    epoch: u64,
+    group: GroupId,
+    segment: LogIndex,
+    offset: u64,
+    bytes: &[u8],
+) {
+    let body_len = RECORD_HEAD + bytes.len();
+    let at = out.len();
+    out.resize(at + body_len + record::RECORD_OVERHEAD, 0);
+    record::encode_with(&mut out[at..], body_len, |b| {
+        b[0] = kind;
+        b[1..9].copy_from_slice(&epoch.to_le_bytes());
+        b[9..17].copy_from_slice(&u64::from(group).to_le_bytes());
+        b[17..25].copy_from_slice(&segment.to_le_bytes());
+        b[25..33].copy_from_slice(&offset.to_le_bytes());
+        b[33..].copy_from_slice(bytes);
+    })
+    .expect("the record is sized to fit");
+}
+
+/// Parse a journal file's bytes: the header's epoch and the records of that epoch.
+pub fn parse(bytes: &[u8]) -> Result<JournalContents, String> {
+    let epoch = decode_header_page(bytes)?;
+    let mut records = Vec::new();
+    let mut at = HEADER_PAGE as usize;
+    while at < bytes.len() {
+        let Ok((body, used)) = record::decode(&bytes[at..]) else {
+            break;
+        };
+        if body.len() < RECORD_HEAD {
+            break;
+        }
+        let word = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
+        if word(1) != epoch {
+            break;
+        }
+        let Ok(group) = GroupId::try_from(word(9)) else {
+            return Err(format!("record at byte {at} names no possible group"));
+        };
+        let (segment, offset) = (word(17), word(25));
+        records.push(match body[0] {
+            PIECE => JournalRecord::Piece {
+                group,
+                segment,
+                offset,
+                bytes: body[RECORD_HEAD..].to_vec(),
+            },
+            BARRIER => JournalRecord::Barrier { group },
+            k => return Err(format!("record at byte {at} has an unknown kind {k}")),
+        });
+        at += used;
+    }
+    Ok(JournalContents { epoch, records })
+}
+
+/// Read the journal of `data_dir` (`None` if there is none).
+pub fn read(data_dir: &Path) -> Result<Option<JournalContents>, String> {
+    let path = data_dir.join(JOURNAL_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => parse(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// What [`replay`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// The epoch the journal continues with (0: there is no journal file).
+    pub epoch: u64,
+    /// Pieces written back into their segments.
+    pub pieces: usize,
+    /// Pieces skipped: their segment (or group) is gone.
+    pub skipped: usize,
+    /// Segment files written to (and fdatasynced).
+    pub segments: usize,
+}
+
+/// Write the journal's live pieces back into their segments, make those durable, and move the
+/// journal to a new epoch. Run at start, before any group's storage opens. A journal whose
+/// header does not read (torn while the journal wrapped, when every piece was durable) is
+/// started afresh.
+pub fn replay(data_dir: &Path) -> Result<Replayed, String> {
+    let path = data_dir.join(JOURNAL_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replayed::default()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if let Err(e) = decode_header_page(&bytes) {
+        // Only a wrap writes the header, after a sync that made every piece durable. The
+        // file goes: its epoch is unknown, so none of its records may ever match again.
+        log::warn!(
+            "{}: {e}; starting the journal afresh (its pieces were synced when it wrapped)",
+            path.display()
+        );
+        std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        fsutil::fsync_dir(data_dir, true).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        return Ok(Replayed {
+            epoch: 1,
+            ..Replayed::default()
+        });
+    }
+    let contents = parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    drop(bytes);
+    let mut done = Replayed::default();
+    let mut files: HashMap<PathBuf, File> = HashMap::new();
+    let mut refused: HashSet<PathBuf> = HashSet::new();
+    for (group, segment, offset, bytes) in contents.live_pieces() {
+        let seg = group_dir(data_dir, group)
+            .join("log")
+            .join(segment_name(segment));
+        if refused.contains(&seg) {
+            done.skipped += 1;
+            continue;
+        }
+        if !files.contains_key(&seg) {
+            match open_segment(&seg, group, segment) {
+                Ok(Some(f)) => {
+                    files.insert(seg.clone(), f);
+                }
+                Ok(None) => {
+                    refused.insert(seg);
+                    done.skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(format!("{}: replaying the journal: {e}", seg.display())),
+            }
+        }
+        let f = &files[&seg];
+        fsutil::write_at(f, bytes, offset)
+            .map_err(|e| format!("{}: replaying the journal: {e}", seg.display()))?;
+        done.pieces += 1;
+    }
+    for (seg, f) in &files {
+        fsutil::sync_data(f, true)
+            .map_err(|e| format!("{}: replaying the journal: {e}", seg.display()))?;
+    }
+    done.segments = files.len();
+    done.epoch = contents.epoch + 1;
+    let file =
+        fsutil::open_existing(&path, true).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_epoch(&file, done.epoch).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(done)
+}
+
+/// The segment a piece names, if it is still there and is that group's segment.
+fn open_segment(seg: &Path, group: GroupId, first: LogIndex) -> io::Result<Option<File>> {
+    let f = match fsutil::open_existing(seg, true) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut head = [0u8; HEADER_BYTES];
+    use std::os::unix::fs::FileExt;
+    if f.read_exact_at(&mut head, 0).is_err() {
+        return Ok(None);
+    }
+    Ok(decode_header(&head)
+        .ok()
+        .filter(|h| h.group == group && h.first_index == first)
+        .map(|_| f))
+}
+
+fn write_epoch(file: &File, epoch: u64) -> io::Result<()> {
+    fsutil::write_at(file, &encode_header(epoch), 0)?;
+    fsutil::sync_data(file, true)
+}
+
+/// How [`Journal::sync`] made the pending pieces durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalSync {
+    /// One write and one fdatasync of the journal.
+    Synced,
+    /// The journal was full: a `syncfs` of the data dir, and a new epoch.
+    Wrapped,
+}
+
+/// The data dir's sync journal (see the module docs). Shared by the groups' flushes, which add
+/// pieces, and the sync threads, which make them durable.
+pub struct Journal {
+    path: PathBuf,
+    fs: Arc<FsSync>,
+    capacity: u64,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Opened (and zero-filled if new) by the first sync.
+    file: Option<Arc<File>>,
+    epoch: u64,
+    /// Where the next records go.
+    at: u64,
+    /// Records added since the last write.
+    pending: Vec<u8>,
+    /// A failed write or sync: the journal's state on the device is unknown.
+    failed: Option<String>,
+}
+
+impl Journal {
+    /// The journal of `data_dir`, continuing at `epoch` (from [`replay`]); its file is made
+    /// when first synced. `fs` syncs the data dir's filesystem when the journal wraps.
+    pub fn new(data_dir: &Path, fs: Arc<FsSync>, epoch: u64) -> Journal {
+        Self::with_capacity(data_dir, fs, epoch, JOURNAL_BYTES)
+    }
+
+    /// [`Journal::new`] with a file of `capacity` bytes (tests wrap it quickly).
+    pub fn with_capacity(data_dir: &Path, fs: Arc<FsSync>, epoch: u64, capacity: u64) -> Journal {
+        Journal {
+            path: data_dir.join(JOURNAL_FILE),
+            fs,
+            capacity: capacity.max(2 * HEADER_PAGE),
+            inner: Mutex::new(Inner {
+                file: None,
+                epoch: epoch.max(1),
+                at: HEADER_PAGE,
+                pending: Vec::new(),
+                failed: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add a piece: `bytes` were just written (not synced) at `offset` of `group`'s segment
+    /// starting at `segment`. False if the piece is too large for the journal (the group's
+    /// round is then synced otherwise).
+    pub fn add(&self, group: GroupId, segment: LogIndex, offset: u64, bytes: &[u8]) -> bool {
+        if (bytes.len() + RECORD_HEAD + record::RECORD_OVERHEAD) as u64 > self.capacity / 4 {
+            return false;
+        }
+        let mut i = self.lock();
+        let epoch = i.epoch;
+        encode_record(&mut i.pending, PIECE, epoch, group, segment, offset, bytes);
+        true
+    }
+
+    /// Make every piece added so far durable. The error names the file; it is fatal, as a
+    /// failed fdatasync is.
+    pub fn sync(&self) -> Result<JournalSync, String> {
+        let (file, how) = {
+            let mut i = self.lock();
+            self.write_pending(&mut i)?
+        };
+        if let Some(file) = file {
+            fsutil::sync_data(&file, true).map_err(|e| self.fail(e))?;
+        }
+        Ok(how)
+    }
+
+    /// The group's segments were fdatasynced and are about to change other than by appending:
+    /// its earlier pieces must never be written back. Durable when this returns.
+    pub fn barrier(&self, group: GroupId) -> Result<(), String> {
+        {
+            let mut i = self.lock();
+            let epoch = i.epoch;
+            encode_record(&mut i.pending, BARRIER, epoch, group, 0, 0, &[]);
+        }
+        self.sync().map(|_| ())
+    }
+
+    /// Write the pending records (under the lock, so writes reach the file in the order they
+    /// were added); wrap first if they do not fit. Returns the file to fdatasync.
+    fn write_pending(&self, i: &mut Inner) -> Result<(Option<Arc<File>>, JournalSync), String> {
+        if let Some(e) = &i.failed {
+            return Err(e.clone());
+        }
+        let file = match &i.file {
+            Some(f) => f.clone(),
+            None => {
+                let f = Arc::new(self.create(i.epoch).map_err(|e| self.fail_in(i, e))?);
+                i.file = Some(f.clone());
+                i.at = HEADER_PAGE;
+                f
+            }
+        };
+        if i.at + i.pending.len() as u64 > self.capacity {
+            // Every piece in the file and in `pending` describes bytes already written to a
+            // segment: one filesystem sync makes them all durable, and the file starts over.
+            self.fs.run().inspect_err(|e| i.failed = Some(e.clone()))?;
+            i.epoch += 1;
+            write_epoch(&file, i.epoch).map_err(|e| self.fail_in(i, e))?;
+            i.at = HEADER_PAGE;
+            i.pending.clear();
+            return Ok((None, JournalSync::Wrapped));
+        }
+        if !i.pending.is_empty() {
+            fsutil::write_at(&file, &i.pending, i.at).map_err(|e| self.fail_in(i, e))?;
+            i.at += i.pending.len() as u64;
+            i.pending.clear();
+        }
+        Ok((Some(file), JournalSync::Synced))
+    }
+
+    /// Open the journal file, zero-filled to its size (reused if it has that size already),
+    /// with the header of `epoch` durable.
+    fn create(&self, epoch: u64) -> io::Result<File> {
+        if let Ok(f) = fsutil::open_existing(&self.path, true) {
+            if f.metadata()?.len() == self.capacity {
+                write_epoch(&f, epoch)?;
+                return Ok(f);
+            }
+        }
+        let tmp = fsutil::tmp_path(&self.path);
+        let f = fsutil::create_file(&tmp)?;
+        fsutil::fill_zeros(&f, self.capacity)?;
+        write_epoch(&f, epoch)?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            fsutil::fsync_dir(dir, true)?;
+        }
+        Ok(f)
+    }
+
+    fn fail(&self, e: io::Error) -> String {
+        let mut i = self.lock();
+        self.fail_in(&mut i, e)
+    }
+
+    fn fail_in(&self, i: &mut Inner, e: io::Error) -> String {
+        let msg = format!("sync journal {}: {e}", self.path.display());
+        i.failed.get_or_insert(msg.clone());
+        msg
+    }
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal_in(dir: &Path, capacity: u64) -> Journal {
+        let fs = Arc::new(FsSync::open(dir).expect("open the dir for syncs"));
+        Journal::with_capacity(dir, fs, replay(dir).expect("replay").epoch, capacity)
+    }
+
+    fn pieces_of(dir: &Path) -> Vec<(GroupId, LogIndex, u64, Vec<u8>)> {
+        let c = read(dir).expect("read").expect("a journal");
+        c.live_pieces()
+            .map(|(g, s, o, b)| (g, s, o, b.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn pieces_read_back_in_order_and_a_barrier_hides_only_its_groups_earlier_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = journal_in(dir.path(), JOURNAL_BYTES);
+        assert!(
+            read(dir.path()).expect("read").is_none(),
+            "made when first synced"
+        );
+        assert!(j.add(1, 1, 64, b"one"));
+        assert!(j.add(2, 1, 64, b"two"));
+        assert_eq!(j.sync(), Ok(JournalSync::Synced));
+        j.barrier(1).expect("barrier");
+        assert!(j.add(1, 5, 128, b"three"));
+        j.sync().expect("sync");
+        let c = read(dir.path()).expect("read").expect("a journal");
+        assert_eq!(c.records.len(), 4);
+        assert_eq!(
+            pieces_of(dir.path()),
+            vec![(2, 1, 64, b"two".to_vec()), (1, 5, 128, b"three".to_vec())]
+        );
+        let len = std::fs::metadata(dir.path().join(JOURNAL_FILE))
+            .expect("stat")
+            .len();
+        assert_eq!(len, JOURNAL_BYTES, "zero-filled to its size when made");
+    }
+
+    #[test]
+    fn a_full_journal_wraps_into_a_new_epoch_and_leaves_no_old_record_readable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = journal_in(dir.path(), 3 * HEADER_PAGE);
+        let before = j.lock().epoch;
+        let mut wrapped = false;
+        for i in 0..8u64 {
+            assert!(j.add(1, 1, i * 1000, &[7u8; 1000]));
+            if j.sync().expect("sync") == JournalSync::Wrapped {
+                wrapped = true;
+                break;
+            }
+        }
+        assert!(wrapped, "two pages of pieces fill the journal");
+        let c = read(dir.path()).expect("read").expect("a journal");
+        assert_eq!(c.epoch, before + 1);
+        assert!(
+            c.records.is_empty(),
+            "older records do not match the new epoch"
+        );
+        assert!(j.add(3, 9, 0, b"after"));
+        j.sync().expect("sync");
+        assert_eq!(pieces_of(dir.path()), vec![(3, 9, 0, b"after".to_vec())]);
+    }
+
+    #[test]
+    fn a_replay_skips_pieces_of_segments_that_are_gone_or_are_another_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Group 4's segment 1 exists, but its header names group 4, first index 1 only.
+        let log = group_dir(dir.path(), 4).join("log");
+        std::fs::create_dir_all(&log).expect("mkdir");
+        let seg = log.join(segment_name(1));
+        let mut head = super::super::segment::encode_header(4, 1).to_vec();
+        head.resize(8192, 0);
+        std::fs::write(&seg, &head).expect("write a segment");
+        std::fs::copy(&seg, log.join(segment_name(100))).expect("a misnamed copy");
+        let j = journal_in(dir.path(), JOURNAL_BYTES);
+        assert!(j.add(4, 1, 4096, b"kept"));
+        assert!(j.add(4, 100, 4096, b"not its file"));
+        assert!(j.add(9, 1, 4096, b"no such group"));
+        j.sync().expect("sync");
+        drop(j);
+        let done = replay(dir.path()).expect("replay");
+        assert_eq!((done.pieces, done.skipped, done.segments), (1, 2, 1));
+        let bytes = std::fs::read(&seg).expect("read");
+        assert_eq!(&bytes[4096..4100], b"kept");
+        let other = std::fs::read(log.join(segment_name(100))).expect("read");
+        assert!(
+            other[4096..].iter().all(|&b| b == 0),
+            "the misnamed file is untouched"
+        );
+    }
+
+    #[test]
+    fn a_journal_whose_header_does_not_read_is_started_afresh() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = journal_in(dir.path(), JOURNAL_BYTES);
+        assert!(j.add(1, 1, 64, b"x"));
+        j.sync().expect("sync");
+        drop(j);
+        let path = dir.path().join(JOURNAL_FILE);
+        let f = fsutil::open_existing(&path, true).expect("open");
+        fsutil::write_at(&f, b"torn", 8).expect("tear the header");
+        let done = replay(dir.path()).expect("replay");
+        assert_eq!((done.epoch, done.pieces), (1, 0));
+        assert!(!path.exists(), "its records may never match an epoch again");
+    }
+
+    #[test]
+    fn a_record_of_an_unknown_kind_stops_the_replay_with_its_offset() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = journal_in(dir.path(), JOURNAL_BYTES);
+        {
+            let mut i = j.lock();
+            let epoch = i.epoch;
+            encode_record(&mut i.pending, 9, epoch, 1, 1, 0, b"?");
+        }
+        j.sync().expect("sync");
+        drop(j);
+        let e = replay(dir.path()).expect_err("refused");
+        assert!(
+            e.contains("unknown kind 9") && e.contains("byte 4096"),
+            "{e}"
+        );
+    }
+}

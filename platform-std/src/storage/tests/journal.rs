@@ -1,0 +1,111 @@
+//! The sync journal with a storage: what one journal sync covered survives a power cut that
+//! takes every unsynced segment byte, through the replay at the next start; a cut puts a
+//! barrier there so the replay does not bring back what it removed.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::storage::fs_sync::FsSync;
+use crate::storage::journal::{self, Journal};
+
+/// A power cut that keeps only what was fdatasynced: every unsynced segment byte reads back
+/// as zeros (the harshest case of [`apply_power_cut`]).
+fn lose_unsynced(image: CrashImage) {
+    for (path, durable, written) in &image.segments {
+        if written > durable {
+            let zeros = vec![0u8; (written - durable) as usize];
+            let f = OpenOptions::new().write(true).open(path).expect("open");
+            f.write_all_at(&zeros, *durable)
+                .expect("zero the lost bytes");
+        }
+    }
+}
+
+/// The data dir's journal, after the replay a start runs, and group 0's storage using it.
+fn journaled(dir: &Path, opts: &StorageOptions) -> (Arc<Journal>, FileStorage) {
+    let replayed = journal::replay(dir).expect("replay");
+    let fs = Arc::new(FsSync::open(dir).expect("open the data dir for syncs"));
+    let journal = Arc::new(Journal::new(dir, fs, replayed.epoch));
+    let mut s = open(dir, opts).expect("open");
+    s.attach_journal(journal.clone());
+    (journal, s)
+}
+
+/// What a round of several groups does for `s`: its new bytes into the journal, then one sync
+/// of the journal in place of the group's own fdatasync.
+fn journal_round(s: &mut FileStorage, journal: &Journal) {
+    let sync = s
+        .begin_background_sync(true)
+        .expect("begin the sync")
+        .expect("bytes wait for a sync");
+    assert!(sync.journaled(), "the round's bytes went into the journal");
+    journal.sync().expect("sync the journal");
+}
+
+#[test]
+fn what_a_journal_sync_covered_survives_a_power_cut_through_the_replay() {
+    for replay in [true, false] {
+        let (root, opts) = fresh();
+        let (journal, mut s) = journaled(root.path(), &opts);
+        append_n(&mut s, 1, 10, 1, 40);
+        s.sync().expect("sync");
+        // More than the 4 KiB write buffer: part of the piece is read back from the file.
+        append_n(&mut s, 11, 150, 1, 40);
+        journal_round(&mut s, &journal);
+        append_n(&mut s, 151, 160, 1, 40);
+        journal_round(&mut s, &journal);
+        lose_unsynced(s.power_cut());
+        drop(journal);
+        if replay {
+            let done = journal::replay(root.path()).expect("replay");
+            assert_eq!((done.pieces, done.skipped, done.segments), (2, 0, 1));
+        }
+        let s = open(root.path(), &opts).expect("reopen");
+        // Without the replay the power cut took every entry the journal held (the model
+        // loses them, so the replay is what brings them back).
+        let last = if replay { 160 } else { 10 };
+        assert_eq!(s.last_index(), last, "replayed: {replay}");
+        for index in 1..=last {
+            assert_eq!(s.term(index), Ok(1), "entry {index}");
+        }
+    }
+}
+
+#[test]
+fn a_replayed_journal_is_not_written_back_again() {
+    let (root, opts) = fresh();
+    let (journal, mut s) = journaled(root.path(), &opts);
+    append_n(&mut s, 1, 20, 1, 40);
+    journal_round(&mut s, &journal);
+    drop(s);
+    drop(journal);
+    assert_eq!(journal::replay(root.path()).expect("replay").pieces, 1);
+    let again = journal::replay(root.path()).expect("replay again");
+    assert_eq!(
+        again.pieces, 0,
+        "the first replay moved the journal to a new epoch"
+    );
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(s.last_index(), 20);
+}
+
+#[test]
+fn a_cut_after_journaled_entries_is_not_undone_by_the_replay() {
+    let (root, opts) = fresh();
+    let (journal, mut s) = journaled(root.path(), &opts);
+    append_n(&mut s, 1, 10, 1, 40);
+    s.sync().expect("sync");
+    append_n(&mut s, 11, 20, 1, 40);
+    journal_round(&mut s, &journal);
+    // A new leader's entries replace 15..: the old ones are cut, new ones of term 2 follow,
+    // of the same size (so the old pieces, written back, would fit around them exactly).
+    s.truncate_suffix(15).expect("cut");
+    append_n(&mut s, 15, 18, 2, 40);
+    journal_round(&mut s, &journal);
+    lose_unsynced(s.power_cut());
+    drop(journal);
+    journal::replay(root.path()).expect("replay");
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(s.last_index(), 18, "the cut entries 19 and 20 came back");
+    assert_eq!((s.term(14), s.term(15), s.term(18)), (Ok(1), Ok(2), Ok(2)));
+}
