@@ -6,6 +6,7 @@
 #![cfg(unix)]
 
 use shoal_client::protocol::ReadMode;
+use shoal_std::storage::journal;
 use shoal_testkit::Cluster;
 
 const GROUPS: u32 = 8;
@@ -75,4 +76,58 @@ fn groups_written_at_once_share_syncs_and_keep_every_acknowledged_write() {
 fn without_shared_syncs_each_group_syncs_by_itself() {
     let (_c, shared) = written(false);
     assert_eq!(shared, 0);
+}
+
+/// Zero, in every node's segments, what only the sync journal holds for sure: the pieces a
+/// replay would write back (as a power cut that took the page cache would leave them). How
+/// many pieces there were.
+fn lose_what_only_the_journal_holds(c: &Cluster) -> usize {
+    use std::os::unix::fs::FileExt;
+    let mut lost = 0;
+    for id in c.ids() {
+        let dir = &c.node(id).dir;
+        let Some(contents) = journal::read(dir).expect("read the journal") else {
+            continue;
+        };
+        for (group, segment, offset, bytes) in contents.live_pieces() {
+            let path = journal::segment_path(dir, group, segment);
+            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else {
+                continue; // compacted since
+            };
+            f.write_all_at(&vec![0u8; bytes.len()], offset)
+                .expect("zero the piece");
+            lost += 1;
+        }
+    }
+    lost
+}
+
+#[test]
+fn acknowledged_writes_only_the_sync_journal_held_come_back_at_the_next_start() {
+    let (mut c, _) = written(true);
+    let journal_syncs: u64 = c
+        .ids()
+        .iter()
+        .map(|&id| c.gauge(id, "shoal_journal_syncs_total") as u64)
+        .sum();
+    assert!(
+        journal_syncs > 0,
+        "eight groups written at once never synced through the journal"
+    );
+    for id in c.ids() {
+        c.kill(id);
+    }
+    assert!(lose_what_only_the_journal_holds(&c) > 0, "no piece to lose");
+    c.start_all();
+    for g in 1..=GROUPS {
+        c.wait_leader(g);
+        for i in 0..WRITES {
+            let got = c.get_any(g, &format!("k{i}"), ReadMode::Linearizable);
+            assert_eq!(
+                got.as_deref(),
+                Some(format!("v{g}.{i}").as_bytes()),
+                "group {g}, key k{i}"
+            );
+        }
+    }
 }

@@ -246,9 +246,7 @@ pub fn replay(data_dir: &Path) -> Result<Replayed, String> {
     let mut files: HashMap<PathBuf, File> = HashMap::new();
     let mut refused: HashSet<PathBuf> = HashSet::new();
     for (group, segment, offset, bytes) in contents.live_pieces() {
-        let seg = group_dir(data_dir, group)
-            .join("log")
-            .join(segment_name(segment));
+        let seg = segment_path(data_dir, group, segment);
         if refused.contains(&seg) {
             done.skipped += 1;
             continue;
@@ -281,6 +279,13 @@ pub fn replay(data_dir: &Path) -> Result<Replayed, String> {
         fsutil::open_existing(&path, true).map_err(|e| format!("{}: {e}", path.display()))?;
     write_epoch(&file, done.epoch).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(done)
+}
+
+/// The file of group `group`'s segment starting at `first`, in `data_dir` (what a piece names).
+pub fn segment_path(data_dir: &Path, group: GroupId, first: LogIndex) -> PathBuf {
+    group_dir(data_dir, group)
+        .join("log")
+        .join(segment_name(first))
 }
 
 /// The segment a piece names, if it is still there and is that group's segment.

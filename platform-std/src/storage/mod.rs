@@ -425,20 +425,33 @@ impl FileStorage {
     /// Returns whether anything waits for the device; after that sync succeeded, call
     /// [`FileStorage::shared_synced`] before writing anything else. A refusal (a full medium)
     /// changes nothing durable: the group then syncs by itself, which reports it.
-    pub fn write_for_shared_sync(&mut self) -> Result<bool, StorageError> {
+    ///
+    /// With `journal`, the log's new bytes are copied into the sync journal too; the second
+    /// value says whether one sync of the journal may stand in for the filesystem sync: the
+    /// log's bytes are all there and no hard-state save waits (a save is not journaled; it is
+    /// rare, a term or vote change or the commit hint every few seconds).
+    pub fn write_for_shared_sync(&mut self, journal: bool) -> Result<(bool, bool), StorageError> {
         if self.opts.fsync != FsyncMode::Always {
-            return Ok(false);
+            return Ok((false, false));
         }
         self.guard(|s| {
-            let log = s.log.write_for_shared_sync()?;
             s.write_hard_state()?;
-            Ok(log || s.hs.unsynced())
+            let hs = s.hs.unsynced();
+            let (log, journaled) = s.log.write_for_shared_sync(journal && !hs)?;
+            Ok((log || hs, journaled))
         })
     }
 
     /// The filesystem sync after [`FileStorage::write_for_shared_sync`] succeeded: everything
     /// written is durable, as after [`Storage::sync`].
-    pub fn shared_synced(&mut self) {
+    ///
+    /// `by_journal`: it was one sync of the sync journal, after a
+    /// [`FileStorage::write_for_shared_sync`] that said it may be: the log's bytes are durable
+    /// through the journal, not in their segment.
+    pub fn shared_synced(&mut self, by_journal: bool) {
+        if by_journal {
+            return;
+        }
         self.log.shared_synced();
         self.hs.synced_elsewhere();
         if !self.hs_dirty {

@@ -14,7 +14,7 @@ impl RaftLoop {
         let mut after = AfterFlush::default();
         let defer = self.cfg.fsync == FsyncMode::Always;
         // Groups whose flush waits for the one shared sync of this batch.
-        let mut waiting: Vec<(GroupId, SyncPoint, bool)> = Vec::new();
+        let mut waiting: Vec<Waiting> = Vec::new();
         // Only the groups with work: an idle group has nothing to flush ([`quiet`]).
         let flushed: Vec<GroupId> = self.active.iter().copied().collect();
         self.active.retain(|id| self.groups.contains_key(id));
@@ -28,7 +28,16 @@ impl RaftLoop {
             round.extend(flush.sync);
             match flush.result {
                 Ok(Flushed::Done) => done.push((id, flush.events)),
-                Ok(Flushed::Waits { at, written }) => waiting.push((id, at, written)),
+                Ok(Flushed::Waits {
+                    at,
+                    written,
+                    journaled,
+                }) => waiting.push(Waiting {
+                    id,
+                    at,
+                    written,
+                    journaled,
+                }),
                 Err(e) => {
                     log::error!("group {id}: fatal: {e}; stopping");
                     return Err(1);
@@ -37,17 +46,14 @@ impl RaftLoop {
         }
         self.start_round(round)?;
         let covered = self.sync_waiting(&waiting)?;
-        let steps = waiting
-            .into_iter()
-            .zip(covered)
-            .map(|((id, at, _), covered)| {
-                let step = if covered {
-                    FlushStep::Synced(at)
-                } else {
-                    FlushStep::Alone
-                };
-                (id, step)
-            });
+        let steps = waiting.into_iter().zip(covered).map(|(w, covered)| {
+            let step = if covered {
+                FlushStep::Synced(w.at)
+            } else {
+                FlushStep::Alone
+            };
+            (w.id, step)
+        });
         for flush in self.run_flushes(now, steps) {
             if let Err(e) = flush.result {
                 log::error!("group {}: fatal: {e}; stopping", flush.id);
@@ -156,31 +162,60 @@ impl RaftLoop {
     /// which of them it covered: those whose flush wrote their storage out for it. A group
     /// alone syncs by itself (one fdatasync is cheaper than a filesystem sync), and so does
     /// one on another filesystem or whose writes were refused.
-    fn sync_waiting(&mut self, waiting: &[(GroupId, SyncPoint, bool)]) -> Result<Vec<bool>, i32> {
+    ///
+    /// When every covered group's new log bytes are in the sync journal too (and no hard-state
+    /// save waits), the sync is one fdatasync of the journal rather than of the filesystem.
+    fn sync_waiting(&mut self, waiting: &[Waiting]) -> Result<Vec<bool>, i32> {
         let Some(fs) = self.fs_sync.clone().filter(|_| waiting.len() > 1) else {
             return Ok(vec![false; waiting.len()]);
         };
         let covered: Vec<bool> = waiting
             .iter()
-            .map(|(id, _, written)| *written && self.groups[id].shared_sync)
+            .map(|w| w.written && self.groups[&w.id].shared_sync)
             .collect();
         if !covered.contains(&true) {
             return Ok(covered);
         }
+        let mut covered_waiting = waiting.iter().zip(&covered).filter(|(_, c)| **c);
+        let journal = self
+            .journal
+            .clone()
+            .filter(|_| covered_waiting.clone().all(|(w, _)| w.journaled));
         let t = Instant::now();
-        if let Err(e) = fs.run() {
+        let synced = match &journal {
+            Some(j) => j.sync().map(|how| {
+                let count = match how {
+                    JournalSync::Synced => &self.fsync_hist.journal,
+                    JournalSync::Wrapped => &self.fsync_hist.journal_wraps,
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+            }),
+            None => fs.run(),
+        };
+        if let Err(e) = synced {
             // As after a failed fdatasync, what the page cache holds is unknown.
             log::error!("fatal: {e}; stopping");
             return Err(1);
         }
         self.fsync_hist.observe_us(t.elapsed().as_micros() as u64);
         self.fsync_hist.shared.fetch_add(1, Ordering::Relaxed);
-        for ((id, _, _), _) in waiting.iter().zip(&covered).filter(|(_, c)| **c) {
-            let g = self.groups.get_mut(id).expect("a waiting group is hosted");
-            g.node.storage_mut().inner.shared_synced();
+        for (w, _) in covered_waiting.by_ref() {
+            let g = self
+                .groups
+                .get_mut(&w.id)
+                .expect("a waiting group is hosted");
+            g.node.storage_mut().inner.shared_synced(journal.is_some());
         }
         Ok(covered)
     }
+}
+
+/// A group whose flush waits for the round's shared sync ([`Flushed::Waits`]).
+struct Waiting {
+    id: GroupId,
+    at: SyncPoint,
+    written: bool,
+    journaled: bool,
 }
 
 /// What the flushes of one batch leave for the loop to do once every group is flushed.

@@ -198,8 +198,13 @@ pub(super) enum Flushed {
     /// Flushed (a leader's own log may be syncing in the background).
     Done,
     /// Waits for this batch's shared sync, then `Node::synced`; `written`: its log and hard
-    /// state went to the OS for that sync (on the flush thread), so the sync covers it.
-    Waits { at: SyncPoint, written: bool },
+    /// state went to the OS for that sync (on the flush thread), so the sync covers it;
+    /// `journaled`: a sync of the sync journal covers it too.
+    Waits {
+        at: SyncPoint,
+        written: bool,
+        journaled: bool,
+    },
 }
 
 /// What a [`FlushJob`] does.
@@ -305,8 +310,16 @@ impl<'a> FlushJob<'a> {
                         // Written out here, in parallel with the other groups' flushes; a
                         // refusal (a full medium) leaves the group to sync by itself.
                         let storage = &mut self.node.storage_mut().inner;
-                        let written = storage.write_for_shared_sync().is_ok();
-                        return Ok(Flushed::Waits { at, written });
+                        let (written, journaled) = match storage.write_for_shared_sync(self.journal)
+                        {
+                            Ok((_, journaled)) => (true, journaled),
+                            Err(_) => (false, false),
+                        };
+                        return Ok(Flushed::Waits {
+                            at,
+                            written,
+                            journaled,
+                        });
                     }
                     Pending::OwnLog(at) => at,
                 }

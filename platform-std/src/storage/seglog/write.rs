@@ -209,11 +209,18 @@ impl Log {
     }
 
     /// Write the buffer out for a sync of the whole filesystem; whether the last segment has
-    /// bytes that are not durable yet.
-    pub(crate) fn write_for_shared_sync(&mut self) -> Result<bool, StorageError> {
+    /// bytes that are not durable yet, and (with `journal`) whether they are all in the sync
+    /// journal too.
+    pub(crate) fn write_for_shared_sync(
+        &mut self,
+        journal: bool,
+    ) -> Result<(bool, bool), StorageError> {
         self.write_out()?;
         let seg = self.active();
-        Ok(self.cfg.sync() && seg.durable < seg.written)
+        if !(self.cfg.sync() && seg.durable < seg.written) {
+            return Ok((false, journal));
+        }
+        Ok((true, journal && self.journal_piece()?))
     }
 
     /// A sync of the whole filesystem finished after [`Log::write_for_shared_sync`], with

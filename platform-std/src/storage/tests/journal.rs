@@ -109,3 +109,30 @@ fn a_cut_after_journaled_entries_is_not_undone_by_the_replay() {
     assert_eq!(s.last_index(), 18, "the cut entries 19 and 20 came back");
     assert_eq!((s.term(14), s.term(15), s.term(18)), (Ok(1), Ok(2), Ok(2)));
 }
+
+#[test]
+fn a_follower_round_syncs_through_the_journal_unless_a_hard_state_save_waits() {
+    let (root, opts) = fresh();
+    let (journal, mut s) = journaled(root.path(), &opts);
+    append_n(&mut s, 1, 10, 1, 40);
+    // A new term waits for its save: the journal cannot stand in for that sync.
+    s.save_hard_state(&HardState {
+        term: 2,
+        vote: 1,
+        commit: 0,
+    })
+    .expect("save");
+    assert_eq!(s.write_for_shared_sync(true), Ok((true, false)));
+    s.sync().expect("sync by itself");
+    // Only entries: the journal's sync covers them.
+    append_n(&mut s, 11, 20, 2, 40);
+    assert_eq!(s.write_for_shared_sync(true), Ok((true, true)));
+    journal.sync().expect("sync the journal");
+    s.shared_synced(true);
+    lose_unsynced(s.power_cut());
+    drop(journal);
+    assert_eq!(journal::replay(root.path()).expect("replay").pieces, 1);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!((s.last_index(), s.term(20)), (20, Ok(2)));
+    assert_eq!(s.hard_state().term, 2);
+}
