@@ -136,3 +136,33 @@ fn a_follower_round_syncs_through_the_journal_unless_a_hard_state_save_waits() {
     assert_eq!((s.last_index(), s.term(20)), (20, Ok(2)));
     assert_eq!(s.hard_state().term, 2);
 }
+
+#[test]
+fn a_snapshot_that_resets_the_log_is_not_undone_by_the_replay() {
+    let (root, opts) = fresh();
+    let (journal, mut s) = journaled(root.path(), &opts);
+    // 1.5 KiB entries: the 16 KiB segments roll over after about ten.
+    append_n(&mut s, 1, 14, 1, 1500);
+    s.sync().expect("sync");
+    let rolled = segments(&s).last().expect("a segment").first_index;
+    assert!(rolled > 1, "the log rolled over");
+    append_n(&mut s, 15, rolled + 8, 1, 1500);
+    journal_round(&mut s, &journal);
+    // A snapshot whose last entry has another term: the log restarts after it, in a new
+    // segment of the same name as the one the pieces above went to.
+    let data = vec![3u8; 64];
+    install(&mut s, &snapshot_meta(rolled - 1, 5, &data), &data);
+    assert_eq!(segments(&s).last().expect("a segment").first_index, rolled);
+    append_n(&mut s, rolled, rolled + 1, 5, 1500);
+    journal_round(&mut s, &journal);
+    lose_unsynced(s.power_cut());
+    drop(journal);
+    journal::replay(root.path()).expect("replay");
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!(
+        s.last_index(),
+        rolled + 1,
+        "entries of the old log came back"
+    );
+    assert_eq!(s.term(rolled + 1), Ok(5));
+}
