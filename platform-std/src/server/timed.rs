@@ -33,6 +33,17 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Count a shared sync made through the sync journal, by how it went.
+    pub fn journal_sync(&self, how: crate::storage::journal::JournalSync) {
+        use crate::storage::journal::JournalSync;
+        let count = match how {
+            JournalSync::Synced => &self.journal,
+            JournalSync::Wrapped => &self.journal_wraps,
+            JournalSync::Filesystem => return,
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Record one observation.
     pub fn observe_us(&self, us: u64) {
         let i = FSYNC_BUCKETS_US

@@ -48,6 +48,8 @@ use super::segment::{decode_header, segment_name, HEADER_BYTES};
 pub const JOURNAL_FILE: &str = "journal";
 /// Size of the journal file: at ~130 bytes a write, ~120,000 writes between wraps.
 pub const JOURNAL_BYTES: u64 = 16 << 20;
+/// How long after failing to make the journal file the next try waits.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// The header page; records start after it.
 const HEADER_PAGE: u64 = 4096;
 const MAGIC: &[u8; 8] = b"SHOALJNL";
@@ -318,6 +320,8 @@ pub enum JournalSync {
     Synced,
     /// The journal was full: a `syncfs` of the data dir, and a new epoch.
     Wrapped,
+    /// The journal file could not be made (a full disk): a `syncfs` of the data dir.
+    Filesystem,
 }
 
 /// The data dir's sync journal (see the module docs). Shared by the groups' flushes, which add
@@ -339,6 +343,8 @@ struct Inner {
     pending: Vec<u8>,
     /// A failed write or sync: the journal's state on the device is unknown.
     failed: Option<String>,
+    /// The file could not be made: syncs of the filesystem stand in until then.
+    retry_at: Option<std::time::Instant>,
 }
 
 impl Journal {
@@ -360,6 +366,7 @@ impl Journal {
                 at: HEADER_PAGE,
                 pending: Vec::new(),
                 failed: None,
+                retry_at: None,
             }),
         }
     }
@@ -413,12 +420,29 @@ impl Journal {
         }
         let file = match &i.file {
             Some(f) => f.clone(),
-            None => {
-                let f = Arc::new(self.create(i.epoch).map_err(|e| self.fail_in(i, e))?);
-                i.file = Some(f.clone());
-                i.at = HEADER_PAGE;
-                f
+            None if i.retry_at.is_some_and(|t| std::time::Instant::now() < t) => {
+                return self.without_file(i);
             }
+            None => match self.create(i.epoch) {
+                Ok(f) => {
+                    let f = Arc::new(f);
+                    i.file = Some(f.clone());
+                    i.at = HEADER_PAGE;
+                    f
+                }
+                Err(e) => {
+                    // A full disk or no descriptor to spare: the node goes on with syncs of
+                    // the filesystem, and tries again later.
+                    log::warn!(
+                        "cannot make the sync journal {}: {e}; syncing the filesystem instead \
+                         (trying again in {} s)",
+                        self.path.display(),
+                        RETRY_AFTER.as_secs()
+                    );
+                    i.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
+                    return self.without_file(i);
+                }
+            },
         };
         if i.at + i.pending.len() as u64 > self.capacity {
             // Every piece in the file and in `pending` describes bytes already written to a
@@ -436,6 +460,14 @@ impl Journal {
             i.pending.clear();
         }
         Ok((Some(file), JournalSync::Synced))
+    }
+
+    /// No journal file: a sync of the filesystem covers every pending piece's bytes (and no
+    /// barrier is needed where no piece was ever written).
+    fn without_file(&self, i: &mut Inner) -> Result<(Option<Arc<File>>, JournalSync), String> {
+        self.fs.run().inspect_err(|e| i.failed = Some(e.clone()))?;
+        i.pending.clear();
+        Ok((None, JournalSync::Filesystem))
     }
 
     /// Open the journal file, zero-filled to its size (reused if it has that size already),
@@ -516,6 +548,27 @@ mod tests {
             .expect("stat")
             .len();
         assert_eq!(len, JOURNAL_BYTES, "zero-filled to its size when made");
+    }
+
+    #[test]
+    fn a_journal_file_that_cannot_be_made_gives_way_to_a_filesystem_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A directory where the file should go: neither opened nor replaced.
+        std::fs::create_dir(dir.path().join(JOURNAL_FILE)).expect("mkdir");
+        std::fs::write(dir.path().join(JOURNAL_FILE).join("x"), b"x").expect("fill it");
+        let fs = Arc::new(FsSync::open(dir.path()).expect("open the dir for syncs"));
+        let j = Journal::new(dir.path(), fs, 1);
+        assert!(j.add(1, 1, 64, b"one"));
+        assert_eq!(j.sync(), Ok(JournalSync::Filesystem));
+        assert!(
+            j.lock().pending.is_empty(),
+            "the filesystem sync covered the piece"
+        );
+        // Not tried again at once (a zero-fill of the file per round would be ruinous).
+        assert!(j.add(1, 1, 67, b"two"));
+        assert_eq!(j.sync(), Ok(JournalSync::Filesystem));
+        j.barrier(1).expect("no journal file: nothing to bar");
+        assert!(dir.path().join(JOURNAL_FILE).is_dir());
     }
 
     #[test]

@@ -183,13 +183,7 @@ impl RaftLoop {
             .filter(|_| covered_waiting.clone().all(|(w, _)| w.journaled));
         let t = Instant::now();
         let synced = match &journal {
-            Some(j) => j.sync().map(|how| {
-                let count = match how {
-                    JournalSync::Synced => &self.fsync_hist.journal,
-                    JournalSync::Wrapped => &self.fsync_hist.journal_wraps,
-                };
-                count.fetch_add(1, Ordering::Relaxed);
-            }),
+            Some(j) => j.sync().map(|how| self.fsync_hist.journal_sync(how)),
             None => fs.run(),
         };
         if let Err(e) = synced {

@@ -176,20 +176,15 @@ fn sync_shared(
     jobs: &mut [SyncJob],
     hist: &Histogram,
 ) -> Result<(), String> {
-    use std::sync::atomic::Ordering::Relaxed;
     let Some(journal) =
         journal.filter(|_| jobs.iter().filter(|j| j.shared).all(|j| j.sync.journaled()))
     else {
         return fs.run();
     };
-    let how = journal.sync()?;
+    hist.journal_sync(journal.sync()?);
     for job in jobs.iter_mut().filter(|j| j.shared) {
         job.sync.covered_by_journal();
     }
-    match how {
-        JournalSync::Synced => hist.journal.fetch_add(1, Relaxed),
-        JournalSync::Wrapped => hist.journal_wraps.fetch_add(1, Relaxed),
-    };
     Ok(())
 }
 

@@ -75,7 +75,7 @@ use super::timed::{Histogram, TimedStorage};
 use crate::kvheap::HeapKv;
 use crate::kvheap::Zeroed;
 use crate::storage::fs_sync::FsSync;
-use crate::storage::journal::{self, Journal, JournalSync};
+use crate::storage::journal::{self, Journal};
 use crate::storage::{group_dir, BackgroundSync, DataDir, FsyncMode, StorageOptions};
 
 type GroupNode = Node<TimedStorage, PeerTransport, KvSm, Zeroed<u8>>;
