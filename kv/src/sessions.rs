@@ -43,6 +43,11 @@ impl<S: Buffer<SessionSlot>, I: Buffer<u32>> Sessions<S, I> {
         self.newest = NIL;
     }
 
+    /// Buckets its index uses now.
+    pub(crate) fn index_buckets(&self) -> usize {
+        self.index.used_buckets()
+    }
+
     pub(crate) fn find(&self, client: u64) -> Option<&SessionSlot> {
         let slots = &*self.slots;
         self.index
@@ -104,6 +109,14 @@ impl<S: Buffer<SessionSlot>, I: Buffer<u32>> Sessions<S, I> {
                     self.count += 1;
                     self.count as u32 - 1
                 };
+                if self.index.wants_to_grow() {
+                    // Every session but the one being made: slots `0..count` are all in use.
+                    let slots = &*self.slots;
+                    let entered = (0..self.count as u32)
+                        .filter(|&x| x != s)
+                        .map(|x| (hash_u64(slots[x as usize].client), x));
+                    self.index.grow(entered);
+                }
                 self.index.insert(hash_u64(client), s);
                 s
             }

@@ -143,6 +143,11 @@ impl<M: KvMemory> DtKv<M> {
     pub fn system_changes(&self) -> u64 {
         self.system_changes
     }
+    /// Buckets the node index and the session index use now: each starts small and doubles
+    /// as its keys or sessions grow, up to what the limits size it for.
+    pub fn index_buckets(&self) -> (usize, usize) {
+        (self.index.used_buckets(), self.sessions.index_buckets())
+    }
     /// Client sessions remembered.
     pub fn session_count(&self) -> usize {
         self.sessions.count

@@ -131,6 +131,12 @@ impl<M: KvMemory> DtKv<M> {
 
     /// Enter node `s` in the index under `hash` and append it to `parent`'s children.
     pub(crate) fn link_node(&mut self, s: u32, hash: u32, parent: u32) {
+        if self.index.wants_to_grow() {
+            // Every node in the tree is in the index (the root has no key).
+            let nodes = &*self.nodes;
+            self.index
+                .grow(TreeWalk::new(nodes).map(|x| (nodes[x as usize].hash, x)));
+        }
         self.index.insert(hash, s);
         let last = self.nodes[parent as usize].last_child;
         let n = &mut self.nodes[s as usize];
@@ -218,5 +224,47 @@ impl<M: KvMemory> DtKv<M> {
             &[]
         };
         self.events.push(index, kind, key, value, owner, fence);
+    }
+}
+
+/// Every node below the root, depth first, by the child and sibling links (no stack).
+struct TreeWalk<'a> {
+    nodes: &'a [NodeSlot],
+    next: u32,
+}
+
+impl<'a> TreeWalk<'a> {
+    fn new(nodes: &'a [NodeSlot]) -> Self {
+        TreeWalk {
+            nodes,
+            next: nodes[ROOT as usize].first_child,
+        }
+    }
+}
+
+impl Iterator for TreeWalk<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        let s = self.next;
+        if s == NIL {
+            return None;
+        }
+        let n = &self.nodes[s as usize];
+        self.next = if n.first_child != NIL {
+            n.first_child
+        } else {
+            // Up until a node with a next sibling; the root has none.
+            let mut up = s;
+            while self.nodes[up as usize].next == NIL && up != ROOT {
+                up = self.nodes[up as usize].parent;
+            }
+            if up == ROOT {
+                NIL
+            } else {
+                self.nodes[up as usize].next
+            }
+        };
+        Some(s)
     }
 }

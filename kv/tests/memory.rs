@@ -136,3 +136,41 @@ fn static_buffers_are_sized_from_const_limits() {
         Some(LimitsError::Buffer("event_bytes"))
     );
 }
+
+#[test]
+fn the_indexes_start_small_and_grow_with_their_keys_and_sessions() {
+    let mut limits = KvLimits::server();
+    limits.max_sessions = 4096;
+    let mut d = Driver::new(limits);
+    let (nodes, sessions) = d.kv.index_buckets();
+    assert!(nodes <= 1024 && sessions <= 1024, "{nodes}, {sessions}");
+    let full_nodes = limits.node_index_len();
+    assert!(
+        full_nodes >= 256 * nodes,
+        "the limits size the index for far more"
+    );
+    d.ok(0, mkdir("d"));
+    for i in 0..3000u64 {
+        let (key, value) = (format!("d.k{i}"), format!("v{i}"));
+        // 2,000 sessions: the session index grows too.
+        d.ok(1 + i % 2000, put(&key, &value));
+    }
+    let (nodes, sessions) = d.kv.index_buckets();
+    // At most half full, and no larger than that needs.
+    assert_eq!(nodes, (2 * 3002usize).next_power_of_two(), "node index");
+    assert_eq!(
+        sessions,
+        (2 * 2000usize).next_power_of_two(),
+        "session index"
+    );
+    for i in (0..3000u64).step_by(2) {
+        d.ok(1, remove(&format!("d.k{i}")));
+    }
+    for i in 0..3000u64 {
+        let want = (i % 2 == 1).then(|| format!("v{i}").into_bytes());
+        assert_eq!(d.value(&format!("d.k{i}")), want, "key d.k{i}");
+    }
+    for client in 1..=2000u64 {
+        assert!(d.kv.session(client).is_some(), "session {client}");
+    }
+}
