@@ -2,8 +2,9 @@
 //! segments that reports every entry and everything that looks wrong, each finding with its
 //! file and byte offset.
 //!
-//! Everything here reads through `shoal_std::storage::scan`, the storage's offline reading API,
-//! which never opens a file for writing: a data dir is never changed by reading it, even when
+//! Everything here reads through `shoal_std::storage::scan`, the storage's offline reading API
+//! (the sync journal through `storage::journal`'s parser, see [`crate::journal`]), which never
+//! opens a file for writing: a data dir is never changed by reading it, even when
 //! it is damaged.
 
 use std::path::{Path, PathBuf};
@@ -15,11 +16,14 @@ use shoal_std::storage::scan::{
     Slot, HS_SLOT_BYTES,
 };
 
+use shoal_std::storage::journal::JOURNAL_FILE;
+
+use crate::journal::read_journal;
 use crate::portable::{read_snapshot_file, SnapshotFile};
 use crate::problem::Problem;
 use crate::report::{
-    CurrentSnapshot, GroupReport, HardStateView, IdentityView, LogLayout, Report, SegmentSummary,
-    SnapshotSummary, SourceInfo,
+    CurrentSnapshot, GroupReport, HardStateView, IdentityView, LogLayout, LostTail, Report,
+    SegmentSummary, SnapshotSummary, SourceInfo,
 };
 use crate::source::{LogEntry, Place, ReadRequest, Source, SourceError, Visitor};
 
@@ -105,9 +109,17 @@ impl Source for DataDirSource {
                 None
             }
         };
+        let (journal, journal_problems) = read_journal(&self.dir);
+        problems.extend(journal_problems);
         let groups = groups
             .into_iter()
-            .map(|g| read_group(&self.dir, g, req.verify_snapshots, visitor))
+            .map(|g| {
+                let in_journal = journal
+                    .as_ref()
+                    .and_then(|j| j.group(g))
+                    .is_some_and(|j| j.not_in_segments > 0);
+                read_group(&self.dir, g, req.verify_snapshots, in_journal, visitor)
+            })
             .collect();
         Ok(Report {
             source: SourceInfo::DataDir {
@@ -115,6 +127,7 @@ impl Source for DataDirSource {
                 identity,
             },
             groups,
+            journal,
             problems,
         })
     }
@@ -150,11 +163,13 @@ impl Source for DataDirSource {
     }
 }
 
-/// Read one group. Never fails: what cannot be read becomes a finding.
+/// Read one group. Never fails: what cannot be read becomes a finding. `in_journal`: the sync
+/// journal holds bytes of this group's log that its segments lack.
 fn read_group(
     data_dir: &Path,
     group: GroupId,
     verify_snapshots: bool,
+    in_journal: bool,
     visitor: &mut dyn Visitor,
 ) -> GroupReport {
     let gdir = group_dir(data_dir, group);
@@ -216,7 +231,22 @@ fn read_group(
         segment_bytes,
         void_from,
     };
-    g.check_hard_state(&hs_path, torn_tail);
+    let lost_tail = if in_journal {
+        g.problems.push(Problem::warning(
+            &data_dir.join(JOURNAL_FILE),
+            None,
+            format!(
+                "the sync journal holds log bytes of group {} that its segments lack (the \
+                 machine lost its page cache): the log read here lacks them until shoald writes \
+                 them back at its next start",
+                group
+            ),
+        ));
+        Some(LostTail::InJournal)
+    } else {
+        torn_tail.then_some(LostTail::Torn)
+    };
+    g.check_hard_state(&hs_path, lost_tail);
     visitor.group_end(&g);
     g
 }

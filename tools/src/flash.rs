@@ -447,7 +447,7 @@ impl Source for FlashSource {
             );
         }
         // Recovery already dropped a torn tail silently: nothing here can tell one apart.
-        g.check_hard_state(&self.path, false);
+        g.check_hard_state(&self.path, None);
         visitor.group_end(&g);
         Ok(Report {
             source: SourceInfo::FlashImage {
@@ -455,6 +455,7 @@ impl Source for FlashSource {
                 geometry: img.geometry,
             },
             groups: vec![g],
+            journal: None,
             problems: Vec::new(),
         })
     }

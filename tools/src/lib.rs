@@ -11,6 +11,7 @@
 //!   - [`datadir`]: a data dir, read through `shoal_std::storage::scan`, the storage's
 //!     documented offline reading API (never the server's internals);
 //!   - [`flash`]: a flash image, opened with the embedded node's own recovery code.
+//! - [`journal`]: a data dir's sync journal: its live pieces per group, checked to parse.
 //! - [`report`]: what a read found, the same types for both sources; [`problem`]: findings
 //!   and their severities.
 //! - [`commands`]: `summary`, `verify`, `log`, `entry`, `snapshot`, `export`, `import` as
@@ -25,6 +26,7 @@ pub mod backup;
 pub mod commands;
 pub mod datadir;
 pub mod flash;
+pub mod journal;
 pub mod portable;
 pub mod problem;
 pub mod report;

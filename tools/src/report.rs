@@ -12,6 +12,7 @@ use shoal_core::membership::Membership;
 use shoal_core::types::{GroupId, HardState, LogIndex, Term};
 
 use crate::flash::Geometry;
+use crate::journal::JournalView;
 use crate::problem::{Problem, Severity};
 
 /// What was read.
@@ -76,6 +77,9 @@ pub struct Report {
     pub source: SourceInfo,
     /// Each group read.
     pub groups: Vec<GroupReport>,
+    /// A data dir's sync journal, when it has one that parses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalView>,
     /// Findings not tied to a group (identity, listing).
     pub problems: Vec<Problem>,
 }
@@ -179,9 +183,9 @@ impl GroupReport {
 
     /// The checks of the hard state (stored in `file`) against the log and the snapshot that
     /// every source shares: a commit index past the last entry, a term below the last entry's
-    /// or the snapshot's. With `torn_tail` a commit past the end is only a warning: in `async`
-    /// fsync mode a power cut can lose a log suffix whose commit hint did reach the disk.
-    pub fn check_hard_state(&mut self, file: &Path, torn_tail: bool) {
+    /// or the snapshot's. With `lost_tail` (why the log may lack a suffix that recovery deals
+    /// with) a commit past the end is only a warning, and the reason is added to it.
+    pub fn check_hard_state(&mut self, file: &Path, lost_tail: Option<LostTail>) {
         let Some(hs) = self.hard_state else { return };
         let last = self.last_index();
         if hs.commit > last {
@@ -192,12 +196,9 @@ impl GroupReport {
                  are missing",
             )
             .expected_found(format!("commit ≤ {}", last), hs.commit);
-            if torn_tail {
+            if let Some(why) = lost_tail {
                 p.severity = Severity::Warning;
-                p.detail.push_str(
-                    " (a torn tail was found: in async fsync mode a power cut can lose a log \
-                     suffix; the other nodes still have it)",
-                );
+                p.detail.push_str(why.note());
             }
             self.problems.push(p);
         }
@@ -219,6 +220,32 @@ impl GroupReport {
                     Problem::error(file, None, "the hard state's term is below the snapshot's")
                         .expected_found(format!("term ≥ {}", s.term), hs.term),
                 );
+            }
+        }
+    }
+}
+
+/// Why a group's log may lack a suffix the hard state's commit hint counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostTail {
+    /// The last segment ends in a torn write: in `async` fsync mode a power cut can lose a
+    /// log suffix whose commit hint did reach the disk.
+    Torn,
+    /// The sync journal holds bytes of the group's log its segments lack (a power cut lost
+    /// them from the page cache); `shoald` writes them back at its next start.
+    InJournal,
+}
+
+impl LostTail {
+    fn note(self) -> &'static str {
+        match self {
+            LostTail::Torn => {
+                " (a torn tail was found: in async fsync mode a power cut can lose a log \
+                 suffix; the other nodes still have it)"
+            }
+            LostTail::InJournal => {
+                " (the sync journal holds log bytes this group's segments lack: shoald writes \
+                 them back at its next start)"
             }
         }
     }

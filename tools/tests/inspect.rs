@@ -142,15 +142,7 @@ fn fill(
     commit: u64,
     snap_at: Option<u64>,
 ) {
-    for e in entries {
-        st.append(&EntryRef {
-            index: e.index,
-            term: e.term,
-            kind: e.kind,
-            data: &e.data,
-        })
-        .unwrap();
-    }
+    append_all(st, entries);
     st.save_hard_state(&HardState {
         term,
         vote: 1,
@@ -160,6 +152,19 @@ fn fill(
     st.sync().unwrap();
     if let Some(at) = snap_at {
         install_snapshot(st, entries, at);
+    }
+}
+
+/// Append `entries` to `st` (nothing synced).
+fn append_all(st: &mut impl Storage, entries: &[ReplayEntry]) {
+    for e in entries {
+        st.append(&EntryRef {
+            index: e.index,
+            term: e.term,
+            kind: e.kind,
+            data: &e.data,
+        })
+        .unwrap();
     }
 }
 
@@ -721,5 +726,277 @@ fn a_closed_output_pipe_ends_quietly() {
         let o = inspect_into_closed_pipe(args);
         assert_eq!(o.code, 141, "{o}");
         assert!(o.err.is_empty(), "{o}");
+    }
+}
+
+/// The data dir's sync journal in `summary` and `verify`.
+mod journal {
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    use shoal_std::storage::fs_sync::FsSync;
+    use shoal_std::storage::journal::{self, Journal, JOURNAL_FILE};
+    use shoal_std::storage::scan::scan_segment;
+
+    use super::*;
+
+    /// The data dir's journal as shoald makes it at start: after the replay.
+    fn open_journal(dir: &Path) -> Journal {
+        let epoch = journal::replay(dir).unwrap().epoch;
+        Journal::new(dir, Arc::new(FsSync::open(dir).unwrap()), epoch)
+    }
+
+    /// Group 0 with entries 1..=10 synced in its (one) segment and 11..=30 written in a round
+    /// that made them durable through the sync journal; hard state term 3, commit 30.
+    /// Returns the segment and the byte range entries 11..=30 take in it.
+    fn journaled_dir(dir: &Path) -> (PathBuf, std::ops::Range<u64>) {
+        let dd = DataDir::bootstrap(
+            dir,
+            &Identity {
+                cluster_id: CLUSTER,
+                node_id: 1,
+                raft_addr: "127.0.0.1:7001".into(),
+            },
+        )
+        .unwrap();
+        let opts = StorageOptions {
+            fsync: FsyncMode::Always,
+            segment_bytes: 1 << 20,
+            initial_segment_bytes: 1 << 20,
+            ..StorageOptions::default()
+        };
+        let all = entries();
+        let mut st = dd.open_group(0, &opts).unwrap();
+        fill(&mut st, &all[..10], 3, 10, None);
+        let journal = Arc::new(open_journal(dir));
+        st.attach_journal(journal.clone());
+        append_all(&mut st, &all[10..30]);
+        let sync = st.begin_background_sync(true).unwrap().unwrap();
+        assert!(sync.journaled());
+        journal.sync().unwrap();
+        st.save_hard_state(&HardState {
+            term: 3,
+            vote: 1,
+            commit: 30,
+        })
+        .unwrap();
+        st.sync().unwrap();
+        drop(st);
+        let seg = segments(dir).pop().unwrap();
+        let recs: Vec<_> = scan_segment(&seg).unwrap().map(Result::unwrap).collect();
+        assert_eq!(recs.len(), 30, "one segment holds the 30 entries");
+        (seg, recs[10].offset..recs[29].offset + recs[29].len)
+    }
+
+    #[test]
+    fn live_pieces_are_shown_per_group_and_written_back_after_a_lost_page_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("n1");
+        let (seg, journaled) = journaled_dir(&dir);
+        let bytes = journaled.end - journaled.start;
+
+        let (code, v) = inspect_json(&["summary", s(&dir)]);
+        assert_eq!(code, 0, "{}", v);
+        let j = &v["journal"];
+        assert_eq!(j["file"], s(&dir.join(JOURNAL_FILE)));
+        assert_eq!(
+            (j["epoch"].as_u64(), j["barriers"].as_u64()),
+            (Some(1), Some(0))
+        );
+        assert!(j["records"].as_u64().unwrap() >= 1, "{}", j);
+        assert_eq!(j["records"], j["live_pieces"]);
+        assert_eq!(j["live_bytes"], bytes, "the bytes of entries 11..=30");
+        let g = &j["groups"][0];
+        assert_eq!(
+            (g["group"].as_u64(), g["live_bytes"].as_u64()),
+            (Some(0), Some(bytes))
+        );
+        assert_eq!(
+            (g["not_in_segments"].as_u64(), g["segment_gone"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert_eq!(v["groups"][0]["last"][0], 30);
+
+        let (code, out, _) = run(&["summary", s(&dir)]);
+        assert_eq!(code, 0, "{}", out);
+        let pieces = j["live_pieces"].as_u64().unwrap();
+        assert_holds(
+            &out,
+            &[
+                &format!("journal    epoch 1, {pieces} records (0 barriers); {pieces} live pieces, {bytes} bytes"),
+                &format!("group 0  {pieces} live pieces  {bytes} bytes\n"),
+                "shoald writes the live pieces back into their segments at its next start",
+                "health     OK",
+            ],
+        );
+        let (code, out, _) = run(&["verify", s(&dir)]);
+        assert_eq!(code, 0, "{}", out);
+        assert_holds(&out, &["journal: epoch 1", "\nOK\n"]);
+
+        // A power cut that lost the page cache: the segment lacks what only the journal holds.
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&vec![0u8; bytes as usize], journaled.start)
+            .unwrap();
+        drop(f);
+        let (code, v) = inspect_json(&["verify", s(&dir)]);
+        assert_eq!(code, 0, "recovery handles it: warnings only: {}", v);
+        assert_eq!(v["journal"]["groups"][0]["not_in_segments"], pieces);
+        let details: Vec<&str> = v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["detail"].as_str().unwrap())
+            .collect();
+        assert_eq!(details.len(), 2, "{:?}", details);
+        assert!(
+            details[0].contains("sync journal holds log bytes of group 0"),
+            "{:?}",
+            details
+        );
+        assert!(
+            details[1].contains("commit index is past the last entry")
+                && details[1].contains("shoald writes them back"),
+            "{:?}",
+            details
+        );
+        let (_, v) = inspect_json(&["summary", s(&dir)]);
+        assert_eq!(v["groups"][0]["last"][0], 10);
+        let (_, out, _) = run(&["summary", s(&dir)]);
+        assert_holds(&out, &[&format!("({pieces} not in its segments)")]);
+
+        // What shoald does at its next start brings the entries back, and empties the epoch.
+        journal::replay(&dir).unwrap();
+        let (code, v) = inspect_json(&["summary", s(&dir)]);
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["groups"][0]["last"][0], 30);
+        assert_eq!(
+            (
+                v["journal"]["epoch"].as_u64(),
+                v["journal"]["live_pieces"].as_u64()
+            ),
+            (Some(2), Some(0))
+        );
+        let (code, out, _) = run(&["summary", s(&dir)]);
+        assert_eq!(code, 0, "{}", out);
+        assert_holds(
+            &out,
+            &[
+                "journal    epoch 2, 0 records (0 barriers); 0 live pieces, 0 bytes",
+                "health     OK",
+            ],
+        );
+        assert!(
+            !out.contains("shoald writes the live pieces back"),
+            "{}",
+            out
+        );
+    }
+
+    #[test]
+    fn a_barrier_hides_earlier_pieces_and_pieces_of_gone_segments_are_counted() {
+        let (_tmp, dir, _) = node_dir(60, None);
+        let seg = segments(&dir)[0].clone();
+        let first = segment_first_index(&seg);
+        let there = &std::fs::read(&seg).unwrap()[30..90];
+        let j = open_journal(&dir);
+        assert!(j.add(0, first, 30, there));
+        j.barrier(0).unwrap();
+        assert!(j.add(0, first, 30, there));
+        assert!(j.add(0, 99_999, 0, b"a segment compacted away"));
+        assert!(j.add(7, 1, 0, b"a removed group"));
+        j.sync().unwrap();
+        let (code, v) = inspect_json(&["summary", s(&dir)]);
+        assert_eq!(code, 0, "{}", v);
+        let j = &v["journal"];
+        assert_eq!(
+            (j["records"].as_u64(), j["barriers"].as_u64()),
+            (Some(5), Some(1))
+        );
+        assert_eq!(
+            j["live_pieces"], 3,
+            "the piece before the barrier is not live"
+        );
+        let g0 = &j["groups"][0];
+        assert_eq!(
+            (g0["group"].as_u64(), g0["live_pieces"].as_u64()),
+            (Some(0), Some(2))
+        );
+        assert_eq!(
+            (g0["not_in_segments"].as_u64(), g0["segment_gone"].as_u64()),
+            (Some(0), Some(1))
+        );
+        let g7 = &j["groups"][1];
+        assert_eq!(
+            (g7["group"].as_u64(), g7["segment_gone"].as_u64()),
+            (Some(7), Some(1))
+        );
+        let (code, out, _) = run(&["summary", s(&dir)]);
+        assert_eq!(code, 0, "{}", out);
+        assert_holds(
+            &out,
+            &[
+                "group 0  2 live pieces  84 bytes  (1 of gone segments, skipped)",
+                "group 7  1 live pieces",
+            ],
+        );
+    }
+
+    /// Rewrite the kind byte of the journal record at `at` and fix its CRC: a record that
+    /// frames well but that no build of shoald wrote.
+    fn set_kind(path: &Path, at: usize, kind: u8) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let total = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize + 8;
+        bytes[at + 5] = kind;
+        let crc = CRC32C.checksum(&bytes[at..at + total - 4]);
+        bytes[at + total - 4..at + total].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_journal_record_of_an_unknown_kind_is_damage_at_its_offset() {
+        let (_tmp, dir, _) = node_dir(60, None);
+        let j = open_journal(&dir);
+        assert!(j.add(0, 1, 30, b"first"));
+        assert!(j.add(0, 1, 35, b"second"));
+        j.sync().unwrap();
+        let path = dir.join(JOURNAL_FILE);
+        let second = 4096 + 9 + 33 + b"first".len();
+        set_kind(&path, second, 9);
+        let p = &first_finding(&[s(&dir)], 1);
+        assert_eq!(p["severity"], "error");
+        assert_eq!(p["file"], s(&path));
+        assert_eq!(p["offset"], second as u64, "{}", p);
+        assert!(
+            p["detail"].as_str().unwrap().contains("unknown kind 9"),
+            "{}",
+            p
+        );
+        let (code, out, _) = run(&["verify", s(&dir)]);
+        assert_eq!(code, 1, "{}", out);
+        assert_holds(&out, &[&format!("error: {} at offset {second}: sync journal: record at byte {second} has an unknown kind 9", s(&path)), "DAMAGED: 1 error(s)"]);
+        let (code, out, _) = run(&["summary", s(&dir)]);
+        assert_eq!(code, 1, "{}", out);
+        assert_holds(&out, &["health     1 error(s)"]);
+    }
+
+    #[test]
+    fn a_journal_header_torn_while_wrapping_is_a_warning() {
+        let (_tmp, dir, _) = node_dir(60, None);
+        let j = open_journal(&dir);
+        assert!(j.add(0, 1, 30, b"x"));
+        j.sync().unwrap();
+        let path = dir.join(JOURNAL_FILE);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"torn", 8).unwrap();
+        let p = &first_finding(&[s(&dir)], 0);
+        assert_eq!(
+            (p["severity"].as_str(), p["offset"].as_u64()),
+            (Some("warning"), Some(0))
+        );
+        assert!(
+            p["detail"].as_str().unwrap().contains("starts it afresh"),
+            "{}",
+            p
+        );
     }
 }

@@ -157,9 +157,35 @@ fn encode_record(
     .expect("the record is sized to fit");
 }
 
+/// Where and why a journal's bytes do not parse ([`parse_detailed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// Byte offset in the file: 0 for the header page, else the start of the record.
+    pub offset: u64,
+    /// What is wrong, as [`parse`] says it.
+    pub detail: String,
+}
+
+impl ParseError {
+    /// Whether the header page is what does not read ([`replay`] then starts the journal
+    /// afresh; any other error stops it).
+    pub fn in_header(&self) -> bool {
+        self.offset == 0
+    }
+}
+
 /// Parse a journal file's bytes: the header's epoch and the records of that epoch.
 pub fn parse(bytes: &[u8]) -> Result<JournalContents, String> {
-    let epoch = decode_header_page(bytes)?;
+    parse_detailed(bytes).map_err(|e| e.detail)
+}
+
+/// [`parse`], with the byte offset of what does not parse (for offline tools).
+pub fn parse_detailed(bytes: &[u8]) -> Result<JournalContents, ParseError> {
+    let epoch = decode_header_page(bytes).map_err(|detail| ParseError { offset: 0, detail })?;
+    let at_error = |at: usize, detail: String| ParseError {
+        offset: at as u64,
+        detail,
+    };
     let mut records = Vec::new();
     let mut at = HEADER_PAGE as usize;
     while at < bytes.len() {
@@ -174,7 +200,10 @@ pub fn parse(bytes: &[u8]) -> Result<JournalContents, String> {
             break;
         }
         let Ok(group) = GroupId::try_from(word(9)) else {
-            return Err(format!("record at byte {at} names no possible group"));
+            return Err(at_error(
+                at,
+                format!("record at byte {at} names no possible group"),
+            ));
         };
         let (segment, offset) = (word(17), word(25));
         records.push(match body[0] {
@@ -185,7 +214,12 @@ pub fn parse(bytes: &[u8]) -> Result<JournalContents, String> {
                 bytes: body[RECORD_HEAD..].to_vec(),
             },
             BARRIER => JournalRecord::Barrier { group },
-            k => return Err(format!("record at byte {at} has an unknown kind {k}")),
+            k => {
+                return Err(at_error(
+                    at,
+                    format!("record at byte {at} has an unknown kind {k}"),
+                ))
+            }
         });
         at += used;
     }
@@ -655,5 +689,8 @@ mod tests {
             e.contains("unknown kind 9") && e.contains("byte 4096"),
             "{e}"
         );
+        let bytes = std::fs::read(dir.path().join(JOURNAL_FILE)).expect("read");
+        let e = parse_detailed(&bytes).expect_err("refused");
+        assert_eq!((e.offset, e.in_header()), (HEADER_PAGE, false), "{e:?}");
     }
 }

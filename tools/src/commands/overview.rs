@@ -5,6 +5,7 @@ use std::io;
 use serde_json::{json, Value};
 
 use super::{with_groups, Console, Outcome};
+use crate::journal::JournalView;
 use crate::report::{GroupReport, Report, SourceInfo};
 
 /// Identity (or geometry), groups, hard state, log bounds, log storage, snapshots, health.
@@ -21,6 +22,9 @@ pub fn summary(c: &mut Console<'_>, report: &Report) -> io::Result<Outcome> {
         return Ok(outcome);
     }
     source_lines(c, &report.source)?;
+    if let Some(j) = &report.journal {
+        journal_lines(c, j)?;
+    }
     let ids: Vec<String> = report.groups.iter().map(|g| g.group.to_string()).collect();
     let ids = if ids.is_empty() {
         "(none)".into()
@@ -72,6 +76,42 @@ fn source_lines(c: &mut Console<'_>, source: &SourceInfo) -> io::Result<()> {
             )
         }
     }
+}
+
+/// The sync journal: epoch, records, live pieces per group, and what the next start does.
+fn journal_lines(c: &mut Console<'_>, j: &JournalView) -> io::Result<()> {
+    writeln!(
+        c.out,
+        "journal    epoch {}, {} records ({} barriers); {} live pieces, {} bytes",
+        j.epoch, j.records, j.barriers, j.live_pieces, j.live_bytes
+    )?;
+    for g in &j.groups {
+        let mut notes = Vec::new();
+        if g.not_in_segments > 0 {
+            notes.push(format!("{} not in its segments", g.not_in_segments));
+        }
+        if g.segment_gone > 0 {
+            notes.push(format!("{} of gone segments, skipped", g.segment_gone));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", notes.join(", "))
+        };
+        writeln!(
+            c.out,
+            "             group {}  {} live pieces  {} bytes{}",
+            g.group, g.live_pieces, g.live_bytes, notes
+        )?;
+    }
+    if j.live_pieces > 0 {
+        writeln!(
+            c.out,
+            "           shoald writes the live pieces back into their segments at its next start\n           \
+             (the same bytes where they already are, unless the machine lost its page cache)"
+        )?;
+    }
+    Ok(())
 }
 
 fn group_lines(c: &mut Console<'_>, report: &Report, g: &GroupReport) -> io::Result<()> {
@@ -135,6 +175,9 @@ pub fn verify(c: &mut Console<'_>, report: &Report) -> io::Result<Outcome> {
     if c.json {
         let mut top = json!({"ok": !report.has_errors(), "problems": problems});
         top[report_key(report)] = json!(report.source.path());
+        if let Some(j) = &report.journal {
+            top["journal"] = json!(j);
+        }
         let groups = report
             .groups
             .iter()
@@ -157,6 +200,13 @@ pub fn verify(c: &mut Console<'_>, report: &Report) -> io::Result<Outcome> {
             g.layout.checked(),
             g.entries,
             g.snapshots.len()
+        )?;
+    }
+    if let Some(j) = &report.journal {
+        writeln!(
+            c.out,
+            "journal: epoch {}, {} records, {} live pieces ({} bytes) checked",
+            j.epoch, j.records, j.live_pieces, j.live_bytes
         )?;
     }
     for p in &problems {
