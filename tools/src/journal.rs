@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::Serialize;
 use shoal_core::types::{GroupId, LogIndex};
 use shoal_std::storage::journal::{self, JournalContents, JournalRecord, JOURNAL_FILE};
-use shoal_std::storage::scan::{self, decode_header, group_dir, segment_name, HEADER_BYTES};
+use shoal_std::storage::scan::{decode_header, HEADER_BYTES};
 
 use crate::problem::Problem;
 
@@ -164,8 +164,7 @@ impl SegmentReader {
 /// The segment a piece names, when it is there and its header says it is that segment (what
 /// `journal::replay` checks before writing a piece back).
 fn open_segment(data_dir: &Path, group: GroupId, first: LogIndex) -> Option<std::fs::File> {
-    let seg = scan::log_dir(&group_dir(data_dir, group)).join(segment_name(first));
-    let f = std::fs::File::open(seg).ok()?;
+    let f = std::fs::File::open(journal::segment_path(data_dir, group, first)).ok()?;
     let mut head = [0u8; HEADER_BYTES];
     f.read_exact_at(&mut head, 0).ok()?;
     decode_header(&head)
