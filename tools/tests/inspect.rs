@@ -187,10 +187,9 @@ fn install_snapshot(st: &mut impl Storage, all: &[ReplayEntry], at: u64) {
     st.sync().unwrap();
 }
 
-/// Write a data dir: identity, group 0 with every entry of [`entries`], hard state term 3,
-/// commit = `commit`; optionally a snapshot at `snap_at` built by replaying DtKV.
-fn make_dir(dir: &Path, commit: u64, snap_at: Option<u64>) -> Vec<ReplayEntry> {
-    let dd = DataDir::bootstrap(
+/// A new data dir of node 1 of [`CLUSTER`].
+fn bootstrap(dir: &Path) -> DataDir {
+    DataDir::bootstrap(
         dir,
         &Identity {
             cluster_id: CLUSTER,
@@ -198,8 +197,13 @@ fn make_dir(dir: &Path, commit: u64, snap_at: Option<u64>) -> Vec<ReplayEntry> {
             raft_addr: "127.0.0.1:7001".into(),
         },
     )
-    .unwrap();
-    let mut st = dd.open_group(0, &opts()).unwrap();
+    .unwrap()
+}
+
+/// Write a data dir: identity, group 0 with every entry of [`entries`], hard state term 3,
+/// commit = `commit`; optionally a snapshot at `snap_at` built by replaying DtKV.
+fn make_dir(dir: &Path, commit: u64, snap_at: Option<u64>) -> Vec<ReplayEntry> {
+    let mut st = bootstrap(dir).open_group(0, &opts()).unwrap();
     let all = entries();
     fill(&mut st, &all, 3, commit, snap_at);
     all
@@ -750,23 +754,16 @@ mod journal {
     /// that made them durable through the sync journal; hard state term 3, commit 30.
     /// Returns the segment and the byte range entries 11..=30 take in it.
     fn journaled_dir(dir: &Path) -> (PathBuf, std::ops::Range<u64>) {
-        let dd = DataDir::bootstrap(
-            dir,
-            &Identity {
-                cluster_id: CLUSTER,
-                node_id: 1,
-                raft_addr: "127.0.0.1:7001".into(),
-            },
-        )
-        .unwrap();
         let opts = StorageOptions {
             fsync: FsyncMode::Always,
             segment_bytes: 1 << 20,
             initial_segment_bytes: 1 << 20,
+            // No spare to leave the first segment for: the 30 entries stay in one segment.
+            prefill_segments: false,
             ..StorageOptions::default()
         };
         let all = entries();
-        let mut st = dd.open_group(0, &opts).unwrap();
+        let mut st = bootstrap(dir).open_group(0, &opts).unwrap();
         fill(&mut st, &all[..10], 3, 10, None);
         let journal = Arc::new(open_journal(dir));
         st.attach_journal(journal.clone());

@@ -61,7 +61,8 @@ struct Image {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Identity, groups, hard state, log bounds, segments, snapshots, and whether all is well.
+    /// Identity, the sync journal's live pieces, groups, hard state, log bounds, segments,
+    /// snapshots, and whether all is well.
     Summary {
         #[command(flatten)]
         target: Target,
@@ -94,7 +95,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         group: GroupId,
     },
-    /// Check every record's CRC, index continuity, hard state vs log, snapshot checksums.
+    /// Check every record's CRC, index continuity, hard state vs log, snapshot checksums, and
+    /// that the sync journal parses.
     /// Exit 0 when clean (warnings allowed), 1 when damage was found.
     Verify {
         #[command(flatten)]
