@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use shoal_core::storage::{Decorated, StorageHooks};
+
 use super::*;
 use crate::storage::fs_sync::FsSync;
 use crate::storage::journal::{self, Journal};
@@ -23,6 +25,7 @@ fn lose_unsynced(image: CrashImage) {
 
 /// The data dir's journal, after the replay a start runs, and group 0's storage using it.
 fn journaled(dir: &Path, opts: &StorageOptions) -> (Arc<Journal>, FileStorage) {
+    std::fs::create_dir_all(dir).expect("make the data dir");
     let replayed = journal::replay(dir).expect("replay");
     let fs = Arc::new(FsSync::open(dir).expect("open the data dir for syncs"));
     let journal = Arc::new(Journal::new(dir, fs, replayed.epoch));
@@ -165,4 +168,79 @@ fn a_snapshot_that_resets_the_log_is_not_undone_by_the_replay() {
         "entries of the old log came back"
     );
     assert_eq!(s.term(rolled + 1), Ok(5));
+}
+
+/// Syncs as a round of several busy groups does in shoald: the log's new bytes into the
+/// journal and one sync of it, or a sync of the storage itself when a hard-state save waits.
+struct ThroughJournal(Arc<Journal>);
+
+impl StorageHooks<FileStorage> for ThroughJournal {
+    fn sync(&mut self, inner: &mut FileStorage) -> Result<(), StorageError> {
+        match inner.write_for_shared_sync(true)? {
+            (true, true) => {
+                self.0.sync().map_err(|_| StorageError::Io)?;
+                inner.shared_synced(true);
+                Ok(())
+            }
+            (true, false) => inner.sync(),
+            (false, _) => Ok(()),
+        }
+    }
+}
+
+type JournaledStorage = Decorated<FileStorage, ThroughJournal>;
+
+/// The conformance suite over storages whose syncs go through the journal, and whose power
+/// cuts are followed by the replay a start runs.
+struct JournalHarness {
+    root: TempDir,
+    dirs: u64,
+    opts: StorageOptions,
+}
+
+impl JournalHarness {
+    fn open(&self, dir: &Path) -> JournaledStorage {
+        let (journal, s) = journaled(dir, &self.opts);
+        Decorated::new(s, ThroughJournal(journal))
+    }
+}
+
+impl Harness for JournalHarness {
+    type S = JournaledStorage;
+
+    fn fresh(&mut self) -> JournaledStorage {
+        self.dirs += 1;
+        let dir = self.root.path().join(format!("node-{}", self.dirs));
+        self.open(&dir)
+    }
+
+    fn reopen(&mut self, s: JournaledStorage) -> JournaledStorage {
+        let dir = FileHarness::data_dir_of(&s.inner);
+        drop(s);
+        self.open(&dir)
+    }
+
+    fn crash(&mut self, s: JournaledStorage, seed: u64) -> JournaledStorage {
+        let dir = FileHarness::data_dir_of(&s.inner);
+        apply_power_cut(&s.inner.power_cut(), seed);
+        self.open(&dir)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            crash_seeds: 8,
+            ..Limits::DEFAULT
+        }
+    }
+}
+
+#[test]
+fn conformance_with_syncs_through_the_journal_and_crashes() {
+    let mut h = JournalHarness {
+        root: TempDir::new().expect("create a temp dir"),
+        dirs: 0,
+        opts: test_options(FsyncMode::Always),
+    };
+    run_without_crashes(&mut h);
+    conformance::run_crash_checks(&mut h, 0..8);
 }
