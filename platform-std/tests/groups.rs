@@ -429,3 +429,40 @@ fn a_member_back_to_many_new_groups_creates_what_its_limit_has_room_for() {
         Some(b"v".to_vec())
     );
 }
+
+/// The watch history of a node's groups shares `--kv-events-node-mb`: groups made while the
+/// node runs get the budget over the groups it hosts then, never more than `--kv-event-mb`;
+/// after a restart every group gets an even share.
+#[test]
+fn a_nodes_groups_share_its_watch_history_budget() {
+    let mut c = Cluster::builder()
+        .voters([1])
+        .fsync("never")
+        .args(&["--kv-events-node-mb", "16"])
+        .build();
+    c.start(1);
+    c.wait_leader(0);
+    const GROUPS: u32 = 7;
+    for g in 1..=GROUPS {
+        c.ctl(&["--group", &g.to_string(), "group", "create", "1"])
+            .ok();
+    }
+    let bytes = |c: &Cluster, g: u32| {
+        let series = format!("shoal_kv_event_bytes{{group=\"{g}\"}}");
+        wait_some(&format!("the history size of group {g}"), WAIT, || {
+            Some(c.metric(1, &series)).filter(|&b| b > 0)
+        })
+    };
+    assert_eq!(bytes(&c, 0), 8 << 20, "group 0 alone: the per-group cap");
+    for g in 1..=GROUPS {
+        c.wait_leader(g);
+        let b = bytes(&c, g);
+        assert!(b <= 8 << 20 && b >= (16 << 20) / 8, "group {g}: {b}");
+    }
+    c.kill(1);
+    c.start(1);
+    for g in 0..=GROUPS {
+        c.wait_leader(g);
+        assert_eq!(bytes(&c, g), 2 << 20, "group {g} after the restart");
+    }
+}

@@ -233,6 +233,12 @@ pub struct Flags {
     /// once the history has filled, so it is most of a busy node's memory [default: 8].
     #[arg(long, env = "SHOAL_KV_EVENT_MB", value_name = "MIB")]
     pub kv_event_mb: Option<usize>,
+    /// MiB of watch history the whole node keeps: each group opened gets this divided by the
+    /// groups the node hosts (its event copies and, in proportion, its event slots), at most
+    /// `--kv-event-mb` and never less than one largest key and value; 0 gives every group
+    /// the full `--kv-event-mb` [default: 128].
+    #[arg(long, env = "SHOAL_KV_EVENTS_NODE_MB", value_name = "MIB")]
+    pub kv_events_node_mb: Option<usize>,
     /// Most compares in one DtKV transaction, and most operations in each of its branches
     /// (1 to 64) [default: 64].
     #[arg(long, env = "SHOAL_KV_MAX_TXN_OPS", value_name = "N")]

@@ -137,6 +137,15 @@ const GROUP_FAMILIES: &[GroupFamily] = &[
         "Bytes of snapshot files on disk.",
         "gauge",
         |g: &GroupView| g.snapshot_bytes),
+    ("shoal_kv_event_bytes",
+        "Bytes of key and value copies the group's watch history keeps at most (--kv-event-mb, \
+         shared out by --kv-events-node-mb).",
+        "gauge",
+        |g: &GroupView| g.event_bytes),
+    ("shoal_kv_event_slots",
+        "Events the group's watch history keeps at most (--kv-event-slots, in proportion).",
+        "gauge",
+        |g: &GroupView| g.event_slots),
 ];
 
 /// One family per group-level figure, a series per group.

@@ -69,6 +69,12 @@ pub struct GroupView {
     /// The group's DtKV limit on live leases.
     #[serde(skip)]
     pub max_leases: u64,
+    /// Bytes of key and value copies the group's watch history keeps at most.
+    #[serde(skip)]
+    pub event_bytes: u64,
+    /// Events the group's watch history keeps at most.
+    #[serde(skip)]
+    pub event_slots: u64,
     /// Live DtKV leases.
     #[serde(skip)]
     pub leases: u64,

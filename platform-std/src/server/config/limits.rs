@@ -190,8 +190,18 @@ pub const DEFAULT_KV_ARENA_MB: usize = 64;
 pub const DEFAULT_KV_EVENT_SLOTS: usize = 1 << 16;
 /// `--kv-event-mb` when unset: half the server profile's, since a full history is resident.
 pub const DEFAULT_KV_EVENT_MB: usize = 8;
+/// `--kv-events-node-mb` when unset: sixteen groups at the full per-group history.
+pub const DEFAULT_KV_EVENTS_NODE_MB: usize = 128;
 
 /// DtKV limits from the `--kv-*` flags, checked as the store will check them.
+/// `--kv-events-node-mb` in bytes (0: no node-wide budget).
+pub(super) fn kv_events_node_bytes(f: &Flags) -> Result<usize, String> {
+    match f.kv_events_node_mb.unwrap_or(DEFAULT_KV_EVENTS_NODE_MB) {
+        0 => Ok(0),
+        mb => mib("--kv-events-node-mb", mb),
+    }
+}
+
 pub(super) fn kv_limits(f: &Flags) -> Result<KvLimits, String> {
     let mut kv = KvLimits::server();
     kv.max_nodes = f.kv_max_nodes.unwrap_or(DEFAULT_KV_MAX_NODES);

@@ -9,7 +9,9 @@ use shoal_core::limits::Config;
 use shoal_core::{ClusterId, NodeId};
 use shoal_kv::KvLimits;
 
-use super::limits::{client_limits, kv_limits, peer_limits, segment_initial, space_limits};
+use super::limits::{
+    client_limits, kv_events_node_bytes, kv_limits, peer_limits, segment_initial, space_limits,
+};
 use super::members::{check_addr, check_distinct, parse_members, MemberSpec};
 use super::{Dur, Flags, LogFormat};
 use crate::server::admin::AdminLimits;
@@ -71,8 +73,11 @@ pub struct ServerConfig {
     pub snapshot_on_shutdown: bool,
     /// Raft timing and snapshot policy of every group (validated).
     pub raft: Config,
-    /// DtKV limits of every group (validated).
+    /// DtKV limits of every group (validated); the watch history of each is scaled down by
+    /// `kv_events_node_bytes` ([`ServerConfig::group_kv_limits`]).
     pub kv: KvLimits,
+    /// Bytes of watch history the node keeps over all its groups (0: no node-wide budget).
+    pub kv_events_node_bytes: usize,
     /// Admin port limits.
     pub admin_limits: AdminLimits,
     /// How long a removed group's dir stays before it is deleted.
@@ -215,11 +220,30 @@ fn auth_limits(f: &Flags) -> Result<(Duration, usize), String> {
 }
 
 impl ServerConfig {
+    /// The DtKV limits of one group on a node that hosts `groups` groups: the watch history
+    /// shares `kv_events_node_bytes` evenly (its event copies, and its event slots in
+    /// proportion), at most the per-group `--kv-event-mb`, at least one largest key and value.
+    pub fn group_kv_limits(&self, groups: usize) -> KvLimits {
+        let mut kv = self.kv;
+        if self.kv_events_node_bytes == 0 {
+            return kv;
+        }
+        let floor = (kv.max_key_bytes + kv.max_value_bytes).min(kv.event_bytes);
+        let bytes = (self.kv_events_node_bytes / groups.max(1)).clamp(floor, kv.event_bytes);
+        // Slots in the same proportion (an event holds a key and value copy; a history of
+        // small events is bounded by its slots, of large ones by its bytes).
+        let slots = (kv.event_slots as u128 * bytes as u128 / kv.event_bytes as u128) as usize;
+        kv.event_bytes = bytes;
+        kv.event_slots = slots.clamp(kv.event_slots.min(1024), kv.event_slots);
+        kv
+    }
+
     /// Resolve flags (which already include `SHOAL_*` variables) over the config file over the
     /// defaults, and check every value and how they fit together. The error names the flag.
     pub fn resolve(flags: Flags) -> Result<ServerConfig, String> {
         let f = flags.with_file()?;
         let kv = kv_limits(&f)?;
+        let kv_events_node_bytes = kv_events_node_bytes(&f)?;
         let (segment_bytes, space) = space_limits(&f)?;
         let segment_initial_bytes = segment_initial(&f, segment_bytes)?;
         let client_limits = client_limits(&f)?;
@@ -264,6 +288,7 @@ impl ServerConfig {
             snapshot_on_shutdown: f.snapshot_on_shutdown.unwrap_or(false),
             raft,
             kv,
+            kv_events_node_bytes,
             admin_limits,
             group_remove_grace: f
                 .group_remove_grace

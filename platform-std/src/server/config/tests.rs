@@ -72,6 +72,25 @@ fn watch_history_flags_and_file_keys() {
         .contains("--kv-event-mb"));
 }
 
+#[test]
+fn the_nodes_watch_history_is_shared_out_over_its_groups() {
+    let c = resolve_args(&[]).unwrap();
+    assert_eq!(c.kv_events_node_bytes, 128 << 20);
+    // Up to sixteen groups keep the full 8 MiB each; sixty-four share 128 MiB.
+    assert_eq!(c.group_kv_limits(16).event_bytes, 8 << 20);
+    let l = c.group_kv_limits(64);
+    assert_eq!((l.event_bytes, l.event_slots), (2 << 20, 1 << 14));
+    // Never below one largest key and value, nor 1024 events.
+    let l = c.group_kv_limits(100_000);
+    assert_eq!(l.event_bytes, c.kv.max_key_bytes + c.kv.max_value_bytes);
+    assert_eq!(l.event_slots, 1024);
+    let off = resolve_args(&["--kv-events-node-mb", "0"]).unwrap();
+    assert_eq!(off.group_kv_limits(1000).event_bytes, 8 << 20);
+    let file = resolve_file("kv_events_node_mb = 32\n").unwrap();
+    assert_eq!(file.group_kv_limits(8).event_bytes, 4 << 20);
+    assert!(resolve_args(&["--kv-events-node-mb", "-1"]).is_err());
+}
+
 /// A config file holding `toml`, in a directory that lasts as long as the guard.
 fn config_file(toml: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -166,6 +166,8 @@ pub struct RaftLoop {
     fds: FdBudget,
     /// The threads a round's group flushes run on (`--raft-threads`).
     flushers: flush::Flushers,
+    /// Groups the node opens at start (their watch histories share `--kv-events-node-mb`).
+    expected_groups: usize,
 }
 
 fn wall_ms() -> u64 {
@@ -258,6 +260,7 @@ impl RaftLoop {
             ex: None,
             fds,
             flushers,
+            expected_groups: 1,
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
@@ -285,6 +288,7 @@ impl RaftLoop {
             .collect();
         let voters: Vec<NodeId> = initial.iter().map(|m| m.id).collect();
         let bootstrap = (!me.cfg.join).then_some(&voters[..]);
+        me.expected_groups = 1 + ids.len();
         me.open_group(0, &initial, bootstrap)?;
         for g in me.groups_to_open(ids)? {
             me.open_group(g, &[], None)?;
@@ -366,7 +370,8 @@ impl RaftLoop {
             raft,
             seed: wall_ms() ^ (self.cfg.node_id << 32) ^ u64::from(g),
         };
-        let limits = self.cfg.kv;
+        // The node's watch history shared out over the groups it hosts (or will, at start).
+        let limits = self.cfg.group_kv_limits(self.expected_groups.max(self.groups.len() + 1));
         let sm = KvSm::new(limits).map_err(|e| format!("group {g}: DtKV limits: {e}"))?;
         // Mapped, not from the heap: see `kvheap` (only what a flush writes becomes resident).
         let node_buf =

@@ -56,6 +56,8 @@ impl RaftLoop {
                 writes_refused: g.writes_refused,
                 max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,
                 max_leases: g.node.state_machine().store().limits().max_leases as u64,
+                event_bytes: g.node.state_machine().store().limits().event_bytes as u64,
+                event_slots: g.node.state_machine().store().limits().event_slots as u64,
                 leases: g.node.state_machine().store().lease_count() as u64,
                 clock_drift_peers: r.clock_drift_peers() as u64,
                 node_stats: g.node.stats(),
