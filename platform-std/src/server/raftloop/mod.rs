@@ -371,7 +371,9 @@ impl RaftLoop {
             seed: wall_ms() ^ (self.cfg.node_id << 32) ^ u64::from(g),
         };
         // The node's watch history shared out over the groups it hosts (or will, at start).
-        let limits = self.cfg.group_kv_limits(self.expected_groups.max(self.groups.len() + 1));
+        let limits = self
+            .cfg
+            .group_kv_limits(self.expected_groups.max(self.groups.len() + 1));
         let sm = KvSm::new(limits).map_err(|e| format!("group {g}: DtKV limits: {e}"))?;
         // Mapped, not from the heap: see `kvheap` (only what a flush writes becomes resident).
         let node_buf =
