@@ -99,6 +99,24 @@ impl<E: Buffer<EventSlot>, B: Buffer<u8>> EventLog<E, B> {
         }
     }
 
+    /// Keep at most `slots` events and `bytes` of their keys and values (each at most its
+    /// buffer, at least one event); the history is emptied, complete from `floor` on.
+    pub(crate) fn set_caps(&mut self, slots: usize, bytes: u64, floor: u64) {
+        self.slot_cap = slots.clamp(1, self.slots.len());
+        self.byte_cap = bytes.min(self.bytes.len() as u64);
+        self.reset(floor);
+    }
+
+    /// The events and bytes it keeps at most.
+    pub(crate) fn caps(&self) -> (usize, usize) {
+        (self.slot_cap, self.byte_cap as usize)
+    }
+
+    /// Its buffers, for the memory provider to release what lies past the caps.
+    pub(crate) fn buffers_mut(&mut self) -> (&mut E, &mut B) {
+        (&mut self.slots, &mut self.bytes)
+    }
+
     /// Forget everything; the history is complete from `floor` on.
     pub(crate) fn reset(&mut self, floor: u64) {
         self.head = 0;

@@ -175,6 +175,11 @@ pub trait KvMemory {
     /// A buffer of exactly `len` elements, or `None` if this provider cannot supply it (the
     /// store then refuses to build with [`crate::LimitsError::Buffer`]).
     fn take<T: Element>(&mut self, len: usize) -> Option<Self::Buf<T>>;
+
+    /// The store will not read `buf[from..]` again before writing it: a provider may give
+    /// that memory back to the system (what it reads as afterwards does not matter). By
+    /// default nothing happens.
+    fn release<T: Element>(_buf: &mut Self::Buf<T>, _from: usize) {}
 }
 
 /// Borrowed memory: one pool per element type, from which the store carves its buffers, in

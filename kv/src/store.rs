@@ -148,6 +148,36 @@ impl<M: KvMemory> DtKv<M> {
     pub fn index_buckets(&self) -> (usize, usize) {
         (self.index.used_buckets(), self.sessions.index_buckets())
     }
+    /// Keep at most `slots` watch events and `bytes` of their keys and values, within the
+    /// limits the store was built with (and never less than one event of the largest key
+    /// and value); the memory past the new caps goes back to the provider
+    /// ([`KvMemory::release`]). A change empties the history: a watcher resuming from an
+    /// index before the next command gets `Compacted`. The history is local to this replica
+    /// (not part of the replicated state), so replicas may keep different amounts. Returns
+    /// the caps in force.
+    pub fn set_event_caps(&mut self, slots: usize, bytes: usize) -> (usize, usize) {
+        let l = &self.limits;
+        let bytes = bytes.clamp(l.max_key_bytes + l.max_value_bytes, l.event_bytes);
+        let slots = slots.clamp(1, l.event_slots);
+        if (slots, bytes) != self.events.caps() {
+            let floor = if self.applied == 0 {
+                0
+            } else {
+                self.applied + 1
+            };
+            self.events.set_caps(slots, bytes as u64, floor);
+            let (e, b) = self.events.buffers_mut();
+            M::release(e, slots);
+            M::release(b, bytes);
+        }
+        self.events.caps()
+    }
+
+    /// The watch events and bytes the history keeps at most ([`DtKv::set_event_caps`]).
+    pub fn event_caps(&self) -> (usize, usize) {
+        self.events.caps()
+    }
+
     /// Client sessions remembered.
     pub fn session_count(&self) -> usize {
         self.sessions.count

@@ -174,3 +174,47 @@ fn the_indexes_start_small_and_grow_with_their_keys_and_sessions() {
         assert!(d.kv.session(client).is_some(), "session {client}");
     }
 }
+
+#[test]
+fn the_watch_history_keeps_to_caps_set_while_the_store_runs() {
+    let mut d = Driver::new(small());
+    assert_eq!(d.kv.event_caps(), (64, 1024), "the limits at first");
+    for i in 0..10 {
+        d.ok(1, put(&format!("k{i}"), "v"));
+    }
+    assert!(d.kv.events_since(1, b"", |_| {}).is_ok());
+    assert_eq!(d.kv.set_event_caps(8, 200), (8, 200));
+    // A change empties the history: it is complete from the next command on.
+    assert_eq!(
+        d.kv.events_since(1, b"", |_| {}),
+        Err(WatchError::Compacted {
+            oldest_available: d.index + 1
+        })
+    );
+    let kept = |d: &Driver| {
+        let mut n = 0;
+        d.kv.events_since(d.kv.oldest_event_index(), b"", |_| n += 1)
+            .expect("kept events");
+        n
+    };
+    for i in 0..20 {
+        d.ok(1, put(&format!("n{i}"), "v"));
+    }
+    assert_eq!(kept(&d), 8, "at most eight events");
+    // 60-byte values with 3-byte keys: 200 bytes hold three of them.
+    let value = "x".repeat(60);
+    for i in 0..5 {
+        d.ok(1, put(&format!("m{i}"), &value));
+    }
+    assert_eq!(kept(&d), 3, "at most 200 bytes of keys and values");
+    // Setting the same caps again changes nothing; the caps stay within the limits and hold
+    // at least one event of the largest key and value.
+    assert_eq!(d.kv.set_event_caps(8, 200), (8, 200));
+    assert_eq!(kept(&d), 3);
+    assert_eq!(d.kv.set_event_caps(0, 0), (1, 32 + 64));
+    assert_eq!(d.kv.set_event_caps(1 << 20, 1 << 20), (64, 1024));
+    for i in 0..70 {
+        d.ok(1, put("z", &format!("v{i}")));
+    }
+    assert_eq!(kept(&d), 64, "raised back to the limits");
+}

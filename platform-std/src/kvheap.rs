@@ -15,7 +15,7 @@
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
-use memmap2::MmapMut;
+use memmap2::{MmapMut, UncheckedAdvice};
 use shoal_kv::{DtKv, Element, KvLimits, KvMemory, LimitsError};
 
 /// The heap as a DtKV memory provider: each buffer a [`Zeroed`] map the store owns.
@@ -37,6 +37,10 @@ impl KvMemory for KvHeap {
 
     fn take<T: Element>(&mut self, len: usize) -> Option<Zeroed<T>> {
         Zeroed::new(len).ok()
+    }
+
+    fn release<T: Element>(buf: &mut Zeroed<T>, from: usize) {
+        buf.release_from(from);
     }
 }
 
@@ -60,6 +64,35 @@ impl<T: Element> Zeroed<T> {
             len,
             _elements: PhantomData,
         })
+    }
+
+    /// Give the whole pages holding elements `from..` back to the system: they stop counting
+    /// as resident and read back as zeros (a valid `Element`) until written again.
+    pub fn release_from(&mut self, from: usize) {
+        let page = page_size();
+        let start = (from.min(self.len) * std::mem::size_of::<T>()).next_multiple_of(page);
+        let end = self.map.len();
+        if start >= end {
+            return;
+        }
+        // SAFETY: `DontNeed` on a private anonymous map only replaces the range's pages with
+        // zero-filled ones on the next touch; no reference into the range outlives this
+        // `&mut self`, and all-zero bytes are a valid value of every `Element`.
+        let done = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start)
+        };
+        if let Err(e) = done {
+            log::warn!("cannot release {} bytes of a DtKV buffer: {e}", end - start);
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads its argument.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
     }
 }
 
@@ -105,6 +138,20 @@ fn zeroed<T: Element>(len: usize) -> Zeroed<T> {
 mod tests {
     use super::*;
     use shoal_kv::{EventSlot, NodeSlot, SessionSlot};
+
+    #[test]
+    fn released_pages_read_back_as_zeros_and_the_rest_is_kept() {
+        let mut b: Zeroed<u8> = zeroed(4 * 4096);
+        b.fill(7);
+        b.release_from(4096 + 1);
+        // The page holding element 4096 + 1 is kept whole; the pages after it are released.
+        assert!(b[..2 * 4096].iter().all(|&x| x == 7));
+        assert!(b[2 * 4096..].iter().all(|&x| x == 0));
+        b[3 * 4096] = 9;
+        assert_eq!(b[3 * 4096], 9, "a released page takes writes again");
+        b.release_from(1 << 30);
+        assert_eq!(b[3 * 4096], 9, "nothing past the end to release");
+    }
 
     #[test]
     fn zeroed_elements_are_empty_values() {

@@ -430,9 +430,9 @@ fn a_member_back_to_many_new_groups_creates_what_its_limit_has_room_for() {
     );
 }
 
-/// The watch history of a node's groups shares `--kv-events-node-mb`: groups made while the
-/// node runs get the budget over the groups it hosts then, never more than `--kv-event-mb`;
-/// after a restart every group gets an even share.
+/// The watch history of a node's groups shares `--kv-events-node-mb`: each group gets the
+/// budget over the next power of two of the groups the node hosts, at most `--kv-event-mb`,
+/// as groups are created, after a restart, and after groups are removed.
 #[test]
 fn a_nodes_groups_share_its_watch_history_budget() {
     let mut c = Cluster::builder()
@@ -442,28 +442,40 @@ fn a_nodes_groups_share_its_watch_history_budget() {
         .build();
     c.start(1);
     c.wait_leader(0);
+    let bytes = |c: &Cluster, g: u32, want: u64| {
+        let series = format!("shoal_kv_event_bytes{{group=\"{g}\"}}");
+        wait_for(
+            &format!("group {g}'s history to hold {want} bytes"),
+            WAIT,
+            || {
+                c.http_get(1, "/metrics")
+                    .and_then(|(_, body)| shoal_testkit::client::series_value(&body, &series))
+                    == Some(want)
+            },
+        );
+    };
+    bytes(&c, 0, 8 << 20); // alone: the per-group cap
     const GROUPS: u32 = 7;
     for g in 1..=GROUPS {
         c.ctl(&["--group", &g.to_string(), "group", "create", "1"])
             .ok();
-    }
-    let bytes = |c: &Cluster, g: u32| {
-        let series = format!("shoal_kv_event_bytes{{group=\"{g}\"}}");
-        wait_some(&format!("the history size of group {g}"), WAIT, || {
-            let (_, body) = c.http_get(1, "/metrics")?;
-            shoal_testkit::client::series_value(&body, &series)
-        })
-    };
-    assert_eq!(bytes(&c, 0), 8 << 20, "group 0 alone: the per-group cap");
-    for g in 1..=GROUPS {
         c.wait_leader(g);
-        let b = bytes(&c, g);
-        assert!(((16 << 20) / 8..=8 << 20).contains(&b), "group {g}: {b}");
+    }
+    // Eight groups share 16 MiB, the first ones made included.
+    for g in 0..=GROUPS {
+        bytes(&c, g, 2 << 20);
     }
     c.kill(1);
     c.start(1);
     for g in 0..=GROUPS {
         c.wait_leader(g);
-        assert_eq!(bytes(&c, g), 2 << 20, "group {g} after the restart");
+        bytes(&c, g, 2 << 20);
+    }
+    for g in 4..=GROUPS {
+        c.ctl(&["--group", &g.to_string(), "group", "remove"]).ok();
+    }
+    // Four left: 4 MiB each.
+    for g in 0..4 {
+        bytes(&c, g, 4 << 20);
     }
 }

@@ -40,6 +40,11 @@ impl KvSm {
     pub fn store(&self) -> &HeapKv {
         &self.kv
     }
+
+    /// The store, for what is local to this replica (the watch history's caps).
+    pub fn store_mut(&mut self) -> &mut HeapKv {
+        &mut self.kv
+    }
 }
 
 impl StateMachine for KvSm {

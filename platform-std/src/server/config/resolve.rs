@@ -221,15 +221,17 @@ fn auth_limits(f: &Flags) -> Result<(Duration, usize), String> {
 
 impl ServerConfig {
     /// The DtKV limits of one group on a node that hosts `groups` groups: the watch history
-    /// shares `kv_events_node_bytes` evenly (its event copies, and its event slots in
-    /// proportion), at most the per-group `--kv-event-mb`, at least one largest key and value.
+    /// shares `kv_events_node_bytes` evenly over the next power of two of `groups` (so the
+    /// share moves only when the count passes one): its event copies, and its event slots in
+    /// proportion, at most the per-group `--kv-event-mb`, at least one largest key and value.
     pub fn group_kv_limits(&self, groups: usize) -> KvLimits {
         let mut kv = self.kv;
         if self.kv_events_node_bytes == 0 {
             return kv;
         }
         let floor = (kv.max_key_bytes + kv.max_value_bytes).min(kv.event_bytes);
-        let bytes = (self.kv_events_node_bytes / groups.max(1)).clamp(floor, kv.event_bytes);
+        let over = groups.max(1).next_power_of_two();
+        let bytes = (self.kv_events_node_bytes / over).clamp(floor, kv.event_bytes);
         // Slots in the same proportion (an event holds a key and value copy; a history of
         // small events is bounded by its slots, of large ones by its bytes).
         let slots = (kv.event_slots as u128 * bytes as u128 / kv.event_bytes as u128) as usize;

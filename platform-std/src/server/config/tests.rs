@@ -80,6 +80,9 @@ fn the_nodes_watch_history_is_shared_out_over_its_groups() {
     assert_eq!(c.group_kv_limits(16).event_bytes, 8 << 20);
     let l = c.group_kv_limits(64);
     assert_eq!((l.event_bytes, l.event_slots), (2 << 20, 1 << 14));
+    // The share moves at powers of two only: 33 to 64 groups get the same.
+    assert_eq!(c.group_kv_limits(33).event_bytes, 2 << 20);
+    assert_eq!(c.group_kv_limits(32).event_bytes, 4 << 20);
     // Never below one largest key and value, nor 1024 events.
     let l = c.group_kv_limits(100_000);
     assert_eq!(l.event_bytes, c.kv.max_key_bytes + c.kv.max_value_bytes);

@@ -166,8 +166,11 @@ pub struct RaftLoop {
     fds: FdBudget,
     /// The threads a round's group flushes run on (`--raft-threads`).
     flushers: flush::Flushers,
-    /// Groups the node opens at start (their watch histories share `--kv-events-node-mb`).
+    /// Groups the node opens at start (their watch histories share `--kv-events-node-mb`);
+    /// 0 once they are open.
     expected_groups: usize,
+    /// The watch-history caps every group has now ([`RaftLoop::share_event_history`]).
+    event_share: (usize, usize),
 }
 
 fn wall_ms() -> u64 {
@@ -261,6 +264,7 @@ impl RaftLoop {
             fds,
             flushers,
             expected_groups: 1,
+            event_share: (0, 0),
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
@@ -293,6 +297,8 @@ impl RaftLoop {
         for g in me.groups_to_open(ids)? {
             me.open_group(g, &[], None)?;
         }
+        me.expected_groups = 0;
+        me.share_event_history(None);
         me.refresh_hello();
         Ok(me)
     }
@@ -370,10 +376,9 @@ impl RaftLoop {
             raft,
             seed: wall_ms() ^ (self.cfg.node_id << 32) ^ u64::from(g),
         };
-        // The node's watch history shared out over the groups it hosts (or will, at start).
-        let limits = self
-            .cfg
-            .group_kv_limits(self.expected_groups.max(self.groups.len() + 1));
+        // Built with the full per-group history (address space only); its caps follow the
+        // node's budget ([`RaftLoop::share_event_history`]).
+        let limits = self.cfg.kv;
         let sm = KvSm::new(limits).map_err(|e| format!("group {g}: DtKV limits: {e}"))?;
         // Mapped, not from the heap: see `kvheap` (only what a flush writes becomes resident).
         let node_buf =
@@ -436,7 +441,36 @@ impl RaftLoop {
         self.groups.insert(g, group);
         self.active.insert(g);
         self.sizes_dirty.insert(g);
+        self.share_event_history(Some(g));
         Ok(())
+    }
+
+    /// Cap the groups' watch histories at their share of `--kv-events-node-mb` over the groups
+    /// the node hosts (at start, those it is opening). The share moves only when their count
+    /// passes a power of two ([`ServerConfig::group_kv_limits`]); then every group's caps are
+    /// set again (which empties its history, so it must be rare), else only the group just
+    /// `opened` gets them.
+    pub(super) fn share_event_history(&mut self, opened: Option<GroupId>) {
+        let groups = self.groups.len().max(self.expected_groups);
+        let l = self.cfg.group_kv_limits(groups);
+        let share = (l.event_slots, l.event_bytes);
+        let set = |g: &mut Group| {
+            g.node
+                .state_machine_mut()
+                .store_mut()
+                .set_event_caps(share.0, share.1);
+        };
+        if std::mem::replace(&mut self.event_share, share) != share {
+            log::info!(
+                "watch history: {} events and {} KiB per group over {groups} groups \
+                 (--kv-events-node-mb)",
+                share.0,
+                share.1 >> 10
+            );
+            self.groups.values_mut().for_each(|g| set(g));
+        } else if let Some(g) = opened.and_then(|g| self.groups.get_mut(&g)) {
+            set(g);
+        }
     }
 
     /// Serve client connections from `clients` and run until shutdown. Returns the process

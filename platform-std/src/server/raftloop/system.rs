@@ -465,6 +465,7 @@ impl RaftLoop {
         let dir = g.dir.clone();
         // The storage's files close here, before the dir moves.
         drop(g);
+        self.share_event_history(None);
         self.greetings.forget_group(gid);
         if let Err(e) = self.set_aside(gid, dir) {
             log::error!("group {gid}: stopped, but {e}");
