@@ -785,6 +785,41 @@ mod journal {
         (seg, recs[10].offset..recs[29].offset + recs[29].len)
     }
 
+    /// A power cut that lost the page cache: the segment lacks what only the journal holds.
+    fn lose_page_cache(seg: &Path, journaled: &std::ops::Range<u64>) {
+        let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
+        let zeros = vec![0u8; (journaled.end - journaled.start) as usize];
+        f.write_all_at(&zeros, journaled.start).unwrap();
+    }
+
+    #[test]
+    fn an_export_waits_for_the_journal_to_be_written_back_which_replay_journal_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("n1");
+        let (seg, journaled) = journaled_dir(&dir);
+        lose_page_cache(&seg, &journaled);
+        let out = tmp.path().join("backup.shoal");
+        let export = ["export", s(&dir), "--out", s(&out), "--upto", "last"];
+        let (code, _, err) = run(&export);
+        assert_ne!(code, 0, "{err}");
+        assert!(
+            err.contains("group 0") && err.contains("shoal-inspect replay-journal"),
+            "{err}"
+        );
+        assert!(!out.exists(), "nothing written");
+        // Not while the data dir is locked (shoald running).
+        let lock = shoal_std::storage::DirLock::acquire(&dir).unwrap();
+        let (code, _, err) = run(&["replay-journal", s(&dir)]);
+        assert_ne!(code, 0, "{err}");
+        drop(lock);
+        let (code, text, err) = run(&["replay-journal", s(&dir)]);
+        assert_eq!(code, 0, "{err}");
+        assert!(text.contains("written back into 1 segments"), "{text}");
+        let (code, v) = inspect_json(&export);
+        assert_eq!(code, 0, "{}", v);
+        assert_eq!(v["header"]["index"], 30, "every entry is back");
+    }
+
     #[test]
     fn live_pieces_are_shown_per_group_and_written_back_after_a_lost_page_cache() {
         let tmp = tempfile::tempdir().unwrap();
@@ -830,11 +865,7 @@ mod journal {
         assert_eq!(code, 0, "{}", out);
         assert_holds(&out, &["journal: epoch 1", "\nOK\n"]);
 
-        // A power cut that lost the page cache: the segment lacks what only the journal holds.
-        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.write_all_at(&vec![0u8; bytes as usize], journaled.start)
-            .unwrap();
-        drop(f);
+        lose_page_cache(&seg, &journaled);
         let (code, v) = inspect_json(&["verify", s(&dir)]);
         assert_eq!(code, 0, "recovery handles it: warnings only: {}", v);
         assert_eq!(v["journal"]["groups"][0]["not_in_segments"], pieces);

@@ -167,6 +167,13 @@ enum Cmd {
         #[arg(long)]
         raft_addr: Option<String>,
     },
+    /// Write the sync journal's live pieces back into their segments, as shoald does when it
+    /// starts (after a power cut, the only copy of the newest acknowledged entries of groups
+    /// that were busy together). Takes the data dir's lock: refused while shoald runs.
+    ReplayJournal {
+        /// The data dir.
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -200,6 +207,54 @@ fn open(dir: Option<&Path>, image: &Image, group: GroupId) -> Result<Box<dyn Sou
 }
 
 /// Run `f` on the source a command names, or end with why it cannot be read.
+/// Why a data dir's group must not be exported yet: its sync journal holds pieces its
+/// segments lack, so the log as read misses acknowledged entries.
+fn journal_lacks(dir: &Path, group: GroupId) -> Option<String> {
+    let (view, _) = shoal_tools::journal::read_journal(dir);
+    let lacking = view?.group(group)?.not_in_segments;
+    (lacking > 0).then(|| {
+        format!(
+            "group {group}: the sync journal of {} holds {lacking} pieces its segments lack (the \
+             machine lost its page cache); write them back first with `shoal-inspect \
+             replay-journal {}` (or start shoald once), then export",
+            dir.display(),
+            dir.display()
+        )
+    })
+}
+
+/// `replay-journal`: the data dir locked as shoald locks it, the journal written back.
+fn replay_journal(c: &mut Console<'_>, dir: &Path) -> io::Result<Outcome> {
+    if !dir.join(shoal_std::storage::journal::JOURNAL_FILE).exists() {
+        writeln!(
+            c.out,
+            "{}: no sync journal; nothing to write back",
+            dir.display()
+        )?;
+        return Ok(Outcome::Ok);
+    }
+    let _lock = match shoal_std::storage::DirLock::acquire(dir) {
+        Ok(l) => l,
+        Err(e) => return Ok(Outcome::Failed(format!("{}: {e}", dir.display()))),
+    };
+    match shoal_std::storage::journal::replay(dir) {
+        Ok(r) => {
+            writeln!(
+                c.out,
+                "{}: {} pieces written back into {} segments ({} skipped: segment gone); the \
+                 journal is at epoch {} now",
+                dir.display(),
+                r.pieces,
+                r.segments,
+                r.skipped,
+                r.epoch
+            )?;
+            Ok(Outcome::Ok)
+        }
+        Err(e) => Ok(Outcome::Failed(e)),
+    }
+}
+
 fn with_source(
     c: &mut Console<'_>,
     dir: Option<&Path>,
@@ -266,10 +321,16 @@ fn run(cli: &Cli, c: &mut Console<'_>) -> io::Result<Outcome> {
                 force: *force,
                 base,
             };
+            if let Some(dir) = target.dir.as_deref() {
+                if let Some(refusal) = journal_lacks(dir, *group) {
+                    return Ok(Outcome::Failed(refusal));
+                }
+            }
             with_source(c, target.dir.as_deref(), &target.image, *group, |c, s| {
                 commands::export(c, s, &plan)
             })
         }
+        Cmd::ReplayJournal { data_dir } => replay_journal(c, data_dir),
         Cmd::Import {
             file,
             data_dir,
