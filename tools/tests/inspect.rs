@@ -785,6 +785,14 @@ mod journal {
         (seg, recs[10].offset..recs[29].offset + recs[29].len)
     }
 
+    /// `summary` of `dir` succeeds and its text holds every one of `lines`; the text.
+    fn summary_holds(dir: &Path, lines: &[&str]) -> String {
+        let (code, out, _) = run(&["summary", s(dir)]);
+        assert_eq!(code, 0, "{}", out);
+        assert_holds(&out, lines);
+        out
+    }
+
     /// A power cut that lost the page cache: the segment lacks what only the journal holds.
     fn lose_page_cache(seg: &Path, journaled: &std::ops::Range<u64>) {
         let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
@@ -904,10 +912,8 @@ mod journal {
             ),
             (Some(2), Some(0))
         );
-        let (code, out, _) = run(&["summary", s(&dir)]);
-        assert_eq!(code, 0, "{}", out);
-        assert_holds(
-            &out,
+        let out = summary_holds(
+            &dir,
             &[
                 "journal    epoch 2, 0 records (0 barriers); 0 live pieces, 0 bytes",
                 "health     OK",
@@ -958,10 +964,8 @@ mod journal {
             (g7["group"].as_u64(), g7["segment_gone"].as_u64()),
             (Some(7), Some(1))
         );
-        let (code, out, _) = run(&["summary", s(&dir)]);
-        assert_eq!(code, 0, "{}", out);
-        assert_holds(
-            &out,
+        summary_holds(
+            &dir,
             &[
                 "group 0  2 live pieces  84 bytes  (1 of gone segments, skipped)",
                 "group 7  1 live pieces",

@@ -45,16 +45,22 @@ fn journal_round(s: &mut FileStorage, journal: &Journal) {
     journal.sync().expect("sync the journal");
 }
 
+/// Entries 1 to 10 (40 bytes each) synced by the storage itself, then 11 to `hi` made durable
+/// by a journal round.
+fn ten_synced_then_journaled(s: &mut FileStorage, journal: &Journal, hi: LogIndex) {
+    append_n(s, 1, 10, 1, 40);
+    s.sync().expect("sync");
+    append_n(s, 11, hi, 1, 40);
+    journal_round(s, journal);
+}
+
 #[test]
 fn what_a_journal_sync_covered_survives_a_power_cut_through_the_replay() {
     for replay in [true, false] {
         let (root, opts) = fresh();
         let (journal, mut s) = journaled(root.path(), &opts);
-        append_n(&mut s, 1, 10, 1, 40);
-        s.sync().expect("sync");
         // More than the 4 KiB write buffer: part of the piece is read back from the file.
-        append_n(&mut s, 11, 150, 1, 40);
-        journal_round(&mut s, &journal);
+        ten_synced_then_journaled(&mut s, &journal, 150);
         append_n(&mut s, 151, 160, 1, 40);
         journal_round(&mut s, &journal);
         lose_unsynced(s.power_cut());
@@ -96,10 +102,7 @@ fn a_replayed_journal_is_not_written_back_again() {
 fn a_cut_after_journaled_entries_is_not_undone_by_the_replay() {
     let (root, opts) = fresh();
     let (journal, mut s) = journaled(root.path(), &opts);
-    append_n(&mut s, 1, 10, 1, 40);
-    s.sync().expect("sync");
-    append_n(&mut s, 11, 20, 1, 40);
-    journal_round(&mut s, &journal);
+    ten_synced_then_journaled(&mut s, &journal, 20);
     // A new leader's entries replace 15..: the old ones are cut, new ones of term 2 follow,
     // of the same size (so the old pieces, written back, would fit around them exactly).
     s.truncate_suffix(15).expect("cut");
