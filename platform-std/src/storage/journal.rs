@@ -48,6 +48,8 @@ use super::segment::{decode_header, segment_name, HEADER_BYTES};
 pub const JOURNAL_FILE: &str = "journal";
 /// Size of the journal file: at ~130 bytes a write, ~120,000 writes between wraps.
 pub const JOURNAL_BYTES: u64 = 16 << 20;
+/// Pieces kept in memory before they are written to the file without a sync.
+const PENDING_WRITE_BYTES: usize = 256 << 10;
 /// How long after failing to make the journal file the next try waits.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// The header page; records start after it.
@@ -419,6 +421,15 @@ impl Journal {
         let mut i = self.lock();
         let epoch = i.epoch;
         encode_record(&mut i.pending, PIECE, epoch, group, segment, offset, bytes);
+        // Rounds whose groups then synced by themselves leave their pieces here unsynced:
+        // written out past a bound, so memory does not grow with them (a later sync of the
+        // journal covers them, a wrap makes them moot).
+        if i.pending.len() >= PENDING_WRITE_BYTES {
+            if let Err(e) = self.write_pending(&mut i) {
+                // Remembered: the next sync reports it.
+                log::error!("{e}");
+            }
+        }
         true
     }
 
@@ -603,6 +614,20 @@ mod tests {
         assert_eq!(j.sync(), Ok(JournalSync::Filesystem));
         j.barrier(1).expect("no journal file: nothing to bar");
         assert!(dir.path().join(JOURNAL_FILE).is_dir());
+    }
+
+    #[test]
+    fn pieces_no_sync_asks_for_are_written_out_past_a_bound() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = journal_in(dir.path(), JOURNAL_BYTES);
+        let piece = [5u8; 1000];
+        for n in 0..1000u64 {
+            assert!(j.add(1, 1, n * 1000, &piece));
+            assert!(j.lock().pending.len() < PENDING_WRITE_BYTES, "piece {n}");
+        }
+        // Written without a sync; the next sync covers every one.
+        j.sync().expect("sync");
+        assert_eq!(pieces_of(dir.path()).len(), 1000);
     }
 
     #[test]
