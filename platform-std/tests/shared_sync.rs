@@ -16,7 +16,12 @@ const WRITES: u64 = 120;
 /// the shared syncs the nodes made while.
 fn written(shared: bool) -> (Cluster, u64) {
     let flag = if shared { "true" } else { "false" };
-    let mut c = Cluster::builder().args(&["--shared-sync", flag]).build();
+    written_with(&["--shared-sync", flag])
+}
+
+/// [`written`] with the nodes started with `args`.
+fn written_with(args: &[&str]) -> (Cluster, u64) {
+    let mut c = Cluster::builder().args(args).build();
     c.start_all();
     c.wait_leader(0);
     for g in 1..=GROUPS {
@@ -110,13 +115,8 @@ fn lose_what_only_the_journal_holds(c: &Cluster) -> usize {
 #[test]
 fn acknowledged_writes_only_the_sync_journal_held_come_back_at_the_next_start() {
     let (mut c, _) = written(true);
-    let journal_syncs: u64 = c
-        .ids()
-        .iter()
-        .map(|&id| c.gauge(id, "shoal_journal_syncs_total") as u64)
-        .sum();
     assert!(
-        journal_syncs > 0,
+        journal_syncs(&c) > 0,
         "eight groups written at once never synced through the journal"
     );
     for id in c.ids() {
@@ -125,4 +125,26 @@ fn acknowledged_writes_only_the_sync_journal_held_come_back_at_the_next_start() 
     assert!(lose_what_only_the_journal_holds(&c) > 0, "no piece to lose");
     c.start_all();
     every_write_reads_back(&c);
+}
+
+/// Journal syncs counted on every node.
+fn journal_syncs(c: &Cluster) -> u64 {
+    c.ids()
+        .iter()
+        .map(|&id| c.gauge(id, "shoal_journal_syncs_total") as u64)
+        .sum()
+}
+
+#[test]
+fn without_the_journal_shared_syncs_are_filesystem_syncs() {
+    let (c, shared) = written_with(&["--sync-journal", "false"]);
+    assert!(shared > 0, "the groups still share syncs");
+    assert_eq!(journal_syncs(&c), 0);
+    for id in c.ids() {
+        let dir = &c.node(id).dir;
+        assert!(
+            journal::read(dir).expect("read").is_none(),
+            "node {id} made a journal file"
+        );
+    }
 }
