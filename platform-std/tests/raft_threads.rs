@@ -115,7 +115,7 @@ fn assert_every_write(c: &Cluster) {
 /// thread wakes, so while the count falls short every group is written again (a bounded number
 /// of times, each under its own keys): a pool that never gets busy groups fails all the same.
 fn assert_both_flush_threads_ran(c: &Cluster, leaders: &[u64], before: &[Vec<Option<u64>>]) {
-    for (id, before) in c.ids().into_iter().zip(before) {
+    for id in c.ids() {
         assert_eq!(c.gauge(id, "shoal_raft_threads"), 2, "node {id}");
     }
     // Groups with nothing but timers stay on the raft thread; busy ones are shared out between
