@@ -518,16 +518,8 @@ impl<'w, W: Workload> Run<'w, W> {
             let mut host = SimHost::<W>::new();
             for (g, members) in members.iter().enumerate() {
                 let bootstrap = members.all().contains(&id).then_some(members);
-                let node = run
-                    .start_node(id, g, MemStorage::new(), bootstrap)
-                    .map_err(|e| {
-                        SimFailure::new(
-                            FailureCategory::Setup,
-                            format!("{} failed to start: {e}", run.at(id, g)),
-                        )
-                    })?;
-                host.add_group(run.gid(g), node)
-                    .map_err(|e| SimFailure::new(FailureCategory::Setup, e.to_string()))?;
+                let started = run.start_node(id, g, MemStorage::new(), bootstrap);
+                run.host_group(&mut host, id, g, started, FailureCategory::Setup, "start")?;
             }
             run.slots.insert(
                 id,
@@ -594,6 +586,27 @@ impl<'w, W: Workload> Run<'w, W> {
             .get(&id)
             .and_then(|s| s.node.as_ref())
             .and_then(|h| h.group(self.gid(g)))
+    }
+
+    /// Put group `g`'s node on `host` as [`Self::start_node`] returned it: a node that failed
+    /// to `verb` ("start", "restart"), or that the host refuses, is a `category` failure.
+    fn host_group(
+        &self,
+        host: &mut SimHost<W>,
+        id: NodeId,
+        g: usize,
+        started: Result<SimNode<W>, NodeError>,
+        category: FailureCategory,
+        verb: &str,
+    ) -> Result<(), SimFailure> {
+        let node = started.map_err(|e| {
+            SimFailure::new(
+                category,
+                format!("{} failed to {verb}: {e}", self.at(id, g)),
+            )
+        })?;
+        host.add_group(self.gid(g), node)
+            .map_err(|e| SimFailure::new(category, e.to_string()))
     }
 
     fn trace(&self, what: impl FnOnce() -> String) {
@@ -1332,14 +1345,7 @@ impl<'w, W: Workload> Run<'w, W> {
                     continue;
                 }
             };
-            let node = started.map_err(|e| {
-                SimFailure::new(
-                    FailureCategory::Panic,
-                    format!("{} failed to restart: {e}", self.at(id, g)),
-                )
-            })?;
-            host.add_group(self.gid(g), node)
-                .map_err(|e| SimFailure::new(FailureCategory::Panic, e.to_string()))?;
+            self.host_group(&mut host, id, g, started, FailureCategory::Panic, "restart")?;
         }
         if let Some(why) = refused {
             return self.fail_for_good(id, why);
