@@ -79,6 +79,61 @@ fn five_synced() -> (TempDir, FileStorage) {
     (root, s)
 }
 
+/// The data of the entry a roll-over test appends last.
+const ROLL_DATA: [u8; 1024] = [9u8; 1024];
+
+/// Fill the segment being written from `lo`, then have the append that needs a new segment
+/// meet `errno` in `op`: it is refused as `refusal` with nothing appended and no half-made
+/// segment left. Returns the refused entry's index, to try again.
+fn roll_over_refused(
+    s: &mut FileStorage,
+    lo: LogIndex,
+    op: Op,
+    errno: i32,
+    refusal: StorageError,
+) -> LogIndex {
+    let next = up_to_roll_over(s, lo);
+    let segs = s.segment_count();
+    inject::fail(op, errno, 1);
+    assert_eq!(s.append(&entry(next, &ROLL_DATA)), Err(refusal));
+    assert_eq!(
+        (s.last_index(), s.segment_count()),
+        (next - 1, segs),
+        "nothing appended"
+    );
+    assert!(
+        tmp_files(s.group_dir()).is_empty(),
+        "no half-made segment left"
+    );
+    next
+}
+
+/// Save `hs` and have the sync that writes it meet `errno` in `op`: refused as `refusal`,
+/// and saved by the sync after it.
+fn hard_state_refused_then_saved(
+    s: &mut FileStorage,
+    hs: &HardState,
+    op: Op,
+    errno: i32,
+    refusal: StorageError,
+) {
+    s.save_hard_state(hs).unwrap();
+    inject::fail(op, errno, 1);
+    assert_eq!(s.sync(), Err(refusal));
+    s.sync().expect("saved by the retry");
+}
+
+/// Take the snapshot `meta` of `data` whole: begin, one write, finish.
+fn take_snapshot(
+    s: &mut FileStorage,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<(), StorageError> {
+    s.snapshot_begin(meta)?;
+    s.snapshot_write(0, data)?;
+    s.snapshot_finish()
+}
+
 fn tmp_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for sub in ["log", "snap"] {
@@ -97,18 +152,10 @@ fn tmp_files(dir: &Path) -> Vec<String> {
 #[test]
 fn a_new_segment_the_file_system_refuses_is_refused_with_nothing_appended() {
     let (root, mut s) = fresh();
-    let next = up_to_roll_over(&mut s, 1);
-    let data = [9u8; 1024];
-    inject::fail(Op::Allocate, libc::ENOSPC, 1);
-    assert_eq!(s.append(&entry(next, &data)), Err(StorageError::Full));
-    assert_eq!(s.last_index(), next - 1, "nothing appended");
+    let next = roll_over_refused(&mut s, 1, Op::Allocate, libc::ENOSPC, StorageError::Full);
     assert_eq!(s.space().alarm(), Some(SpaceAlarm::NoSpace));
-    assert!(
-        tmp_files(s.group_dir()).is_empty(),
-        "no half-made segment left"
-    );
     // Space is back: the same append goes through, and the alarm clears by itself.
-    s.append(&entry(next, &data)).expect("taken again");
+    s.append(&entry(next, &ROLL_DATA)).expect("taken again");
     assert_eq!(s.space().alarm(), None);
     s.sync().expect("sync");
     let s = reopen(s, &root);
@@ -119,15 +166,15 @@ fn a_new_segment_the_file_system_refuses_is_refused_with_nothing_appended() {
 #[test]
 fn no_descriptor_for_a_new_segment_is_a_refusal_not_a_fatal_error() {
     let (_root, mut s) = fresh();
-    let next = up_to_roll_over(&mut s, 1);
-    let data = [9u8; 1024];
-    inject::fail(Op::Create, libc::EMFILE, 1);
-    assert_eq!(
-        s.append(&entry(next, &data)),
-        Err(StorageError::NoResources)
+    let next = roll_over_refused(
+        &mut s,
+        1,
+        Op::Create,
+        libc::EMFILE,
+        StorageError::NoResources,
     );
     assert_eq!(s.space().alarm(), None, "no descriptor is not a full disk");
-    s.append(&entry(next, &data)).expect("the retry works");
+    s.append(&entry(next, &ROLL_DATA)).expect("the retry works");
     s.sync().expect("and the storage was not poisoned");
     inject::clear();
 }
@@ -190,10 +237,7 @@ fn a_hard_state_save_refused_is_saved_by_the_next_sync() {
         vote: 2,
         commit: 0,
     };
-    s.save_hard_state(&hs).unwrap();
-    inject::fail(Op::Write, libc::ENOSPC, 1);
-    assert_eq!(s.sync(), Err(StorageError::Full));
-    s.sync().expect("saved by the retry");
+    hard_state_refused_then_saved(&mut s, &hs, Op::Write, libc::ENOSPC, StorageError::Full);
     let s = reopen(s, &root);
     assert_eq!(s.hard_state(), hs);
     inject::clear();
@@ -217,9 +261,7 @@ fn a_snapshot_refused_half_way_is_discarded_whole_and_the_next_one_works() {
         "discarded: the next one starts with a begin"
     );
     assert_eq!(s.snapshot_meta(), None);
-    s.snapshot_begin(&meta).unwrap();
-    s.snapshot_write(0, &data).unwrap();
-    s.snapshot_finish().unwrap();
+    take_snapshot(&mut s, &meta, &data).unwrap();
     assert_eq!(s.snapshot_index(), 5);
     inject::clear();
 }
@@ -236,10 +278,7 @@ fn a_snapshot_that_replaces_the_log_refused_leaves_log_and_snapshots_as_they_wer
     assert_eq!(s.snapshot_finish(), Err(StorageError::NoResources));
     assert_eq!((s.snapshot_index(), s.last_index()), (0, 5), "as it was");
     assert!(tmp_files(s.group_dir()).is_empty());
-    s.snapshot_begin(&meta).unwrap();
-    s.snapshot_write(0, &data).unwrap();
-    s.snapshot_finish()
-        .expect("taken when a descriptor is free");
+    take_snapshot(&mut s, &meta, &data).expect("taken when a descriptor is free");
     assert_eq!((s.snapshot_index(), s.last_index()), (8, 8));
     inject::clear();
 }
@@ -340,23 +379,12 @@ fn no_descriptor_for_a_moment_refuses_that_step_only() {
         vote: 3,
         commit: 5,
     };
-    s.save_hard_state(&vote).unwrap();
-    inject::fail(Op::Open, libc::EMFILE, 1);
-    assert_eq!(s.sync(), Err(StorageError::NoResources));
-    s.sync().expect("saved when tried again");
+    let (op, errno) = (Op::Open, libc::EMFILE);
+    hard_state_refused_then_saved(&mut s, &vote, op, errno, StorageError::NoResources);
 
     // A roll-over that cannot open the log dir refuses the entry; nothing is left behind.
-    let next = up_to_roll_over(&mut s, 7);
-    let segs = s.segment_count();
-    inject::fail(Op::Open, libc::EMFILE, 1);
-    let data = [9u8; 1024];
-    assert_eq!(
-        s.append(&entry(next, &data)),
-        Err(StorageError::NoResources)
-    );
-    assert_eq!((s.last_index(), s.segment_count()), (next - 1, segs));
-    assert!(tmp_files(s.group_dir()).is_empty());
-    s.append(&entry(next, &data)).expect("taken again");
+    let next = roll_over_refused(&mut s, 7, op, errno, StorageError::NoResources);
+    s.append(&entry(next, &ROLL_DATA)).expect("taken again");
     s.sync().unwrap();
     let s = reopen(s, &root);
     assert_eq!((s.last_index(), s.hard_state()), (next, vote));
