@@ -525,9 +525,10 @@ mod tests {
         c
     }
 
-    /// The invariant a fresh checker that has seen `first` finds broken by `then`.
-    fn violation(first: &[NodeView], then: &NodeView) -> InvariantKind {
-        kind(seen(first).observe(then))
+    /// A fresh checker that has seen `first` finds invariant `broken` broken by `then`.
+    #[track_caller]
+    fn assert_breaks(first: &[NodeView], then: &NodeView, broken: InvariantKind) {
+        assert_eq!(kind(seen(first).observe(then)), broken);
     }
 
     #[test]
@@ -573,18 +574,12 @@ mod tests {
         let first = [view(1, 2, false, 0, log(&[1, 2], 0))];
         // Same index and term, other payload.
         let other_payload = view(2, 2, false, 0, log(&[1, 2], 9));
-        assert_eq!(
-            violation(&first, &other_payload),
-            InvariantKind::LogMatching
-        );
+        assert_breaks(&first, &other_payload, InvariantKind::LogMatching);
         // Same (2, term 2) but a different term at index 1 — a different history.
         let mut other = log(&[2, 2], 0);
         other[1] = log(&[1, 2], 0)[1];
         let other_history = view(2, 2, false, 0, other);
-        assert_eq!(
-            violation(&first, &other_history),
-            InvariantKind::LogMatching
-        );
+        assert_breaks(&first, &other_history, InvariantKind::LogMatching);
     }
 
     #[test]
@@ -592,14 +587,11 @@ mod tests {
         let first = [view(1, 1, false, 2, log(&[1, 1], 0))];
         // Node 2 commits index 2 with a term-2 entry: two different entries committed.
         let other_commit = view(2, 2, false, 2, log(&[1, 2], 0));
-        assert_eq!(
-            violation(&first, &other_commit),
-            InvariantKind::StateMachineSafety
-        );
+        assert_breaks(&first, &other_commit, InvariantKind::StateMachineSafety);
         // A node overwrites its own committed entry after a truncation.
         let mut v = view(1, 3, false, 2, log(&[1, 3], 0));
         v.entries.remove(0); // only what changed
-        assert_eq!(violation(&first, &v), InvariantKind::StateMachineSafety);
+        assert_breaks(&first, &v, InvariantKind::StateMachineSafety);
     }
 
     #[test]
@@ -639,12 +631,9 @@ mod tests {
     fn monotonic_within_an_incarnation_but_not_across_restarts() {
         let first = [view(1, 3, false, 2, log(&[1, 1], 0))];
         let older_term = view(1, 2, false, 2, log(&[1, 1], 0));
-        assert_eq!(violation(&first, &older_term), InvariantKind::Monotonicity);
+        assert_breaks(&first, &older_term, InvariantKind::Monotonicity);
         let lower_commit = view(1, 3, false, 1, log(&[1, 1], 0));
-        assert_eq!(
-            violation(&first, &lower_commit),
-            InvariantKind::Monotonicity
-        );
+        assert_breaks(&first, &lower_commit, InvariantKind::Monotonicity);
         let mut restarted = view(1, 3, false, 0, log(&[1, 1], 0));
         restarted.incarnation = 1;
         seen(&[first[0].clone(), restarted]);
