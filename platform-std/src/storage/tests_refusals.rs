@@ -123,6 +123,14 @@ fn hard_state_refused_then_saved(
     s.sync().expect("saved by the retry");
 }
 
+/// Entries 1 to 5 of term 1 (synced) and a snapshot of `data` at (`index`, `term`) begun.
+fn snapshot_begun(index: LogIndex, term: u64, data: &[u8]) -> (TempDir, FileStorage, SnapshotMeta) {
+    let (root, mut s) = five_synced();
+    let meta = super::tests::snapshot_meta(index, term, data);
+    s.snapshot_begin(&meta).unwrap();
+    (root, s, meta)
+}
+
 /// Take the snapshot `meta` of `data` whole: begin, one write, finish.
 fn take_snapshot(
     s: &mut FileStorage,
@@ -245,40 +253,36 @@ fn a_hard_state_save_refused_is_saved_by_the_next_sync() {
 
 #[test]
 fn a_snapshot_refused_half_way_is_discarded_whole_and_the_next_one_works() {
-    let (_root, mut s) = five_synced();
-    let data = b"the state".to_vec();
-    let meta = super::tests::snapshot_meta(5, 1, &data);
-    s.snapshot_begin(&meta).unwrap();
+    let data = b"the state";
+    let (_root, mut s, meta) = snapshot_begun(5, 1, data);
     inject::fail(Op::Write, libc::ENOSPC, 1);
-    assert_eq!(s.snapshot_write(0, &data), Err(StorageError::Full));
+    assert_eq!(s.snapshot_write(0, data), Err(StorageError::Full));
     assert!(
         tmp_files(s.group_dir()).is_empty(),
         "its space is given back"
     );
     assert_eq!(
-        s.snapshot_write(0, &data),
+        s.snapshot_write(0, data),
         Err(StorageError::SnapshotState),
         "discarded: the next one starts with a begin"
     );
     assert_eq!(s.snapshot_meta(), None);
-    take_snapshot(&mut s, &meta, &data).unwrap();
+    take_snapshot(&mut s, &meta, data).unwrap();
     assert_eq!(s.snapshot_index(), 5);
     inject::clear();
 }
 
 #[test]
 fn a_snapshot_that_replaces_the_log_refused_leaves_log_and_snapshots_as_they_were() {
-    let (_root, mut s) = five_synced();
     // A snapshot of another history (term 9 at index 8): the log will be replaced.
-    let data = b"theirs".to_vec();
-    let meta = super::tests::snapshot_meta(8, 9, &data);
-    s.snapshot_begin(&meta).unwrap();
-    s.snapshot_write(0, &data).unwrap();
+    let data = b"theirs";
+    let (_root, mut s, meta) = snapshot_begun(8, 9, data);
+    s.snapshot_write(0, data).unwrap();
     inject::fail(Op::Create, libc::EMFILE, 1);
     assert_eq!(s.snapshot_finish(), Err(StorageError::NoResources));
     assert_eq!((s.snapshot_index(), s.last_index()), (0, 5), "as it was");
     assert!(tmp_files(s.group_dir()).is_empty());
-    take_snapshot(&mut s, &meta, &data).expect("taken when a descriptor is free");
+    take_snapshot(&mut s, &meta, data).expect("taken when a descriptor is free");
     assert_eq!((s.snapshot_index(), s.last_index()), (8, 8));
     inject::clear();
 }
