@@ -174,10 +174,14 @@ impl Progress {
     }
 
     /// The platform sent fewer entries than planned (its buffer filled): rewind to what went.
+    /// Never behind what the peer has acknowledged since the append was planned (an answer to
+    /// an earlier append, still on its way when a probe planned this one from further back):
+    /// the rest is sent from past the match.
     pub fn on_sent_fewer(&mut self, planned_last: LogIndex, sent_last: LogIndex) {
         if self.state == ProgressState::Replicate && self.inflight.newest() == Some(planned_last) {
             self.inflight.set_newest(sent_last);
-            self.next_index = sent_last + 1;
+            self.inflight.free_upto(self.match_index);
+            self.next_index = sent_last.max(self.match_index) + 1;
         }
     }
 
@@ -249,6 +253,22 @@ mod tests {
         p.on_sent(5, 0);
         assert!(!p.can_send(4, 50, 100));
         assert!(p.can_send(4, 100, 100));
+    }
+
+    #[test]
+    fn sending_fewer_never_rewinds_next_behind_the_match() {
+        // A probe planned an append from 41 (the peer's answers to earlier appends still on
+        // their way); one of them acknowledges up to 70 before the append is read, and the
+        // send buffer takes only 41..=50 of it.
+        let mut p = Progress::new(2, 0);
+        p.on_ack(0, 0);
+        p.become_probe(41);
+        p.on_ack(40, 0);
+        p.on_sent(100, 0);
+        p.on_ack(70, 0);
+        p.on_sent_fewer(100, 50);
+        assert_eq!((p.match_index, p.next_index), (70, 71));
+        assert!(p.inflight.is_empty(), "nothing in flight past the match");
     }
 
     #[test]
