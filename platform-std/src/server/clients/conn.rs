@@ -129,15 +129,23 @@ impl Conn {
         true
     }
 
-    /// Count the limit that holds this held connection, once per hold: when it was set aside
-    /// behind its own parked reads (no limit), a limit is met once their answers pile up.
+    /// Count the limits that hold this held connection, once per hold: its own share, and the
+    /// node's client buffers when they are over too (a read round's answers can take a
+    /// connection past its share at once while the node is already over its budget: both
+    /// limits hold it). When it was set aside behind its own parked reads (no limit), a limit
+    /// is met once their answers pile up.
     pub(super) fn count_hold(&self) {
-        if !self.hold_counted.get() {
-            if let Some(limit) = self.limit_over() {
-                self.hub.hit(limit);
-                self.hold_counted.set(true);
-            }
+        if self.hold_counted.get() || self.limit_over().is_none() {
+            return;
         }
+        let pending = self.pending();
+        if pending > self.hub.limits.conn_pending_bytes {
+            self.hub.hit(Limit::ConnPending);
+        }
+        if pending > 0 && self.hub.over_budget() {
+            self.hub.hit(Limit::Buffers);
+        }
+        self.hold_counted.set(true);
     }
 
     pub(super) fn pending(&self) -> usize {
