@@ -381,6 +381,11 @@ struct Inner {
     failed: Option<String>,
     /// The file could not be made: syncs of the filesystem stand in until then.
     retry_at: Option<std::time::Instant>,
+    /// Pieces whose bytes are not in their segment yet ([`Journal::add_held`]), by group:
+    /// segment first index, offset, bytes. A wrap writes them there first.
+    held: HashMap<GroupId, Vec<(LogIndex, u64, Vec<u8>)>>,
+    /// Bytes in `held`.
+    held_bytes: usize,
 }
 
 impl Journal {
@@ -403,6 +408,8 @@ impl Journal {
                 pending: Vec::new(),
                 failed: None,
                 retry_at: None,
+                held: HashMap::new(),
+                held_bytes: 0,
             }),
         }
     }
@@ -431,6 +438,50 @@ impl Journal {
             }
         }
         true
+    }
+
+    /// Add a piece whose bytes are *not* written to the segment yet: the group holds them in
+    /// its write buffer until a later write ([`Journal::written`]), and a sync of the journal
+    /// is what makes them durable. False (the group writes them out first, as for
+    /// [`Journal::add`]) when the journal file is not open yet, or the held bytes of every
+    /// group would pass a quarter of the journal.
+    pub fn add_held(&self, group: GroupId, segment: LogIndex, offset: u64, bytes: &[u8]) -> bool {
+        if (bytes.len() + RECORD_HEAD + record::RECORD_OVERHEAD) as u64 > self.capacity / 4 {
+            return false;
+        }
+        let mut i = self.lock();
+        if i.file.is_none()
+            || i.failed.is_some()
+            || (i.held_bytes + bytes.len()) as u64 > self.capacity / 4
+        {
+            return false;
+        }
+        let epoch = i.epoch;
+        encode_record(&mut i.pending, PIECE, epoch, group, segment, offset, bytes);
+        i.held
+            .entry(group)
+            .or_default()
+            .push((segment, offset, bytes.to_vec()));
+        i.held_bytes += bytes.len();
+        if i.pending.len() >= PENDING_WRITE_BYTES {
+            if let Err(e) = self.write_pending(&mut i) {
+                log::error!("{e}");
+            }
+        }
+        true
+    }
+
+    /// `group` wrote every byte it held ([`Journal::add_held`]) to its segment.
+    pub fn written(&self, group: GroupId) {
+        let mut i = self.lock();
+        if let Some(pieces) = i.held.remove(&group) {
+            i.held_bytes -= pieces.iter().map(|(_, _, b)| b.len()).sum::<usize>();
+        }
+    }
+
+    /// Bytes held by groups and not yet in their segments (tests and metrics).
+    pub fn held_bytes(&self) -> usize {
+        self.lock().held_bytes
     }
 
     /// Make every piece added so far durable. The error names the file; it is fatal, as a
@@ -490,8 +541,10 @@ impl Journal {
             },
         };
         if i.at + i.pending.len() as u64 > self.capacity {
-            // Every piece in the file and in `pending` describes bytes already written to a
-            // segment: one filesystem sync makes them all durable, and the file starts over.
+            // The pieces groups still hold are written to their segments here; then every
+            // piece in the file and in `pending` describes bytes written to a segment: one
+            // filesystem sync makes them all durable, and the file starts over.
+            self.write_back_held(i)?;
             self.fs.run().inspect_err(|e| i.failed = Some(e.clone()))?;
             i.epoch += 1;
             write_epoch(&file, i.epoch).map_err(|e| self.fail_in(i, e))?;
@@ -505,6 +558,29 @@ impl Journal {
             i.pending.clear();
         }
         Ok((Some(file), JournalSync::Synced))
+    }
+
+    /// Write the pieces groups hold into their segments (before a wrap), as a replay would:
+    /// a segment that is gone or renamed is skipped (its group was removed or cut it, after
+    /// writing what it held). The groups write the same bytes there again later.
+    fn write_back_held(&self, i: &mut Inner) -> Result<(), String> {
+        let data_dir = self.path.parent().unwrap_or(Path::new("."));
+        let held = std::mem::take(&mut i.held);
+        i.held_bytes = 0;
+        for (group, pieces) in held {
+            let mut open: Option<(LogIndex, Option<File>)> = None;
+            for (segment, offset, bytes) in pieces {
+                let seg = segment_path(data_dir, group, segment);
+                if open.as_ref().is_none_or(|(s, _)| *s != segment) {
+                    let f = open_segment(&seg, group, segment);
+                    open = Some((segment, f.map_err(|e| self.fail_in(i, e))?));
+                }
+                if let Some((_, Some(f))) = &open {
+                    fsutil::write_at(f, &bytes, offset).map_err(|e| self.fail_in(i, e))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// No journal file: a sync of the filesystem covers every pending piece's bytes (and no

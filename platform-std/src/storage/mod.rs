@@ -716,6 +716,21 @@ impl FileStorage {
             .saturating_sub(self.log.active_end())
     }
 
+    /// Kill the process: whatever the write buffer holds is lost, nothing is flushed or synced
+    /// (what was handed to the OS stays).
+    pub(crate) fn kill(mut self) {
+        self.crashed = true;
+        if let Some(s) = self.syncer.take() {
+            s.abandon();
+        }
+        self.snaps.crash();
+    }
+
+    /// Bytes of the last segment held for the sync journal and not written to it (tests).
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.log.held_bytes()
+    }
+
     /// Cut the power: hand the write buffer to the OS without syncing, forget the snapshot
     /// being written (its temp file stays) and stop without flushing. The caller then decides
     /// what of the unsynced bytes survives, using the returned image.

@@ -143,12 +143,17 @@ impl RaftLoop {
         let Err(e) = self.sync_jobs.try_send(round) else {
             return Ok(());
         };
-        for job in e.into_inner() {
+        for mut job in e.into_inner() {
             let Some(g) = self.groups.get_mut(&job.group) else {
                 continue;
             };
             g.syncs_inflight -= 1;
-            if let Err(e) = job.sync.run() {
+            // A journaled job's bytes may be held in the journal rather than its segment.
+            let synced = match self.journal.as_ref().filter(|_| job.sync.journaled()) {
+                Some(j) => j.sync().map(|_| job.sync.covered_by_journal()),
+                None => job.sync.run(),
+            };
+            if let Err(e) = synced {
                 log::error!("group {}: fatal: {e}; stopping", g.id);
                 return Err(1);
             }
@@ -163,8 +168,9 @@ impl RaftLoop {
     /// alone syncs by itself (one fdatasync is cheaper than a filesystem sync), and so does
     /// one on another filesystem or whose writes were refused.
     ///
-    /// When every covered group's new log bytes are in the sync journal too (and no hard-state
-    /// save waits), the sync is one fdatasync of the journal rather than of the filesystem.
+    /// Groups whose new log bytes are in the sync journal (no hard-state save waiting) are
+    /// covered by one fdatasync of the journal; the filesystem sync runs only if another
+    /// covered group did not journal.
     fn sync_waiting(&mut self, waiting: &[Waiting]) -> Result<Vec<bool>, i32> {
         let Some(fs) = self.fs_sync.clone().filter(|_| waiting.len() > 1) else {
             return Ok(vec![false; waiting.len()]);
@@ -176,16 +182,21 @@ impl RaftLoop {
         if !covered.contains(&true) {
             return Ok(covered);
         }
-        let mut covered_waiting = waiting.iter().zip(&covered).filter(|(_, c)| **c);
+        let covered_waiting = || waiting.iter().zip(&covered).filter(|(_, c)| **c).map(|(w, _)| w);
+        // Groups that journaled their bytes sync through the journal (they may hold them
+        // there rather than in their segments); any others through the filesystem.
         let journal = self
             .journal
             .clone()
-            .filter(|_| covered_waiting.clone().all(|(w, _)| w.journaled));
+            .filter(|_| covered_waiting().any(|w| w.journaled));
         let t = Instant::now();
-        let synced = match &journal {
+        let mut synced = match &journal {
             Some(j) => j.sync().map(|how| self.fsync_hist.journal_sync(how)),
-            None => fs.run(),
+            None => Ok(()),
         };
+        if synced.is_ok() && (journal.is_none() || covered_waiting().any(|w| !w.journaled)) {
+            synced = fs.run();
+        }
         if let Err(e) = synced {
             // As after a failed fdatasync, what the page cache holds is unknown.
             log::error!("fatal: {e}; stopping");
@@ -193,12 +204,13 @@ impl RaftLoop {
         }
         self.fsync_hist.observe_us(t.elapsed().as_micros() as u64);
         self.fsync_hist.shared.fetch_add(1, Ordering::Relaxed);
-        for (w, _) in covered_waiting.by_ref() {
+        for w in covered_waiting() {
             let g = self
                 .groups
                 .get_mut(&w.id)
                 .expect("a waiting group is hosted");
-            g.node.storage_mut().inner.shared_synced(journal.is_some());
+            let by_journal = w.journaled && journal.is_some();
+            g.node.storage_mut().inner.shared_synced(by_journal);
         }
         Ok(covered)
     }

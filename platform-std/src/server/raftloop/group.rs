@@ -133,8 +133,13 @@ pub(super) fn start_sync_thread(
                         jobs.extend(more);
                     }
                     let t = Instant::now();
+                    // A journaled job always syncs through the journal: its bytes may be
+                    // held there rather than written to its segment.
                     let shared = match &fs {
-                        Some(fs) if jobs.iter().filter(|j| j.shared).count() > 1 => {
+                        Some(fs)
+                            if jobs.iter().filter(|j| j.shared).count() > 1
+                                || jobs.iter().any(|j| j.shared && j.sync.journaled()) =>
+                        {
                             Some(sync_shared(fs, journal.as_deref(), &mut jobs, &hist))
                         }
                         _ => None,
@@ -168,22 +173,24 @@ pub(super) fn start_sync_thread(
     Ok((job_tx, done_rx))
 }
 
-/// One sync for several groups' jobs: one fdatasync of the sync journal when every one of
-/// them copied its bytes there, else a sync of the data dir's filesystem.
+/// One sync for several groups' jobs: one fdatasync of the sync journal for those that copied
+/// their bytes there (a group may hold them there rather than in its segment), and a sync of
+/// the data dir's filesystem for any that did not.
 fn sync_shared(
     fs: &FsSync,
     journal: Option<&Journal>,
     jobs: &mut [SyncJob],
     hist: &Histogram,
 ) -> Result<(), String> {
-    let Some(journal) =
-        journal.filter(|_| jobs.iter().filter(|j| j.shared).all(|j| j.sync.journaled()))
-    else {
-        return fs.run();
-    };
-    hist.journal_sync(journal.sync()?);
-    for job in jobs.iter_mut().filter(|j| j.shared) {
-        job.sync.covered_by_journal();
+    let journaled = |j: &SyncJob| j.shared && j.sync.journaled();
+    if let Some(journal) = journal.filter(|_| jobs.iter().any(journaled)) {
+        hist.journal_sync(journal.sync()?);
+        for job in jobs.iter_mut().filter(|j| journaled(j)) {
+            job.sync.covered_by_journal();
+        }
+    }
+    if jobs.iter().any(|j| j.shared && !j.sync.journaled()) {
+        fs.run()?;
     }
     Ok(())
 }
@@ -328,7 +335,9 @@ impl<'a> FlushJob<'a> {
                 return Ok(Flushed::Done);
             }
             let storage = &mut self.node.storage_mut().inner;
-            match storage.begin_background_sync(self.journal)? {
+            // Only a group on the data dir's filesystem syncs through its journal.
+            let journal = self.journal && self.shared_sync;
+            match storage.begin_background_sync(journal)? {
                 Some(sync) => {
                     *self.syncs_inflight += 1;
                     *self.sync_started_upto = at.index;

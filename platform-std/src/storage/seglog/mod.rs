@@ -50,6 +50,7 @@ use super::space::Space;
 use super::FsyncMode;
 
 #[cfg(test)]
+pub(crate) use write::HOLD_BYTES;
 pub(crate) use cut::encode_intent;
 pub use cut::{decode_intent, TRUNCATE_INTENT_FILE};
 #[cfg(test)]
@@ -200,6 +201,10 @@ pub(crate) struct Log {
     /// A piece of this log went into the journal since it was opened: a cut or a reset must
     /// put a barrier there first.
     journaled_any: bool,
+    /// The last segment's bytes from its `written` offset to its end are held: in the write
+    /// buffer and the sync journal only ([`Log::write_for_shared_sync`]), not yet written to
+    /// the segment.
+    held: bool,
 }
 
 impl Log {
@@ -411,8 +416,23 @@ impl Log {
         self.buf_start = self.active().end;
     }
 
+    /// Bytes of the last segment held for the sync journal, not yet written to it.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> u64 {
+        let seg = self.active();
+        if self.held {
+            seg.end - seg.written
+        } else {
+            0
+        }
+    }
+
     /// Free the write buffer's memory if everything in it is written (the group fell idle).
+    /// Bytes held for the sync journal are written out first: an idle group holds nothing.
     pub(crate) fn release_buffer(&mut self) {
+        if self.held && self.write_out().is_err() {
+            return;
+        }
         if self.active().written == self.active().end {
             self.buf = Vec::new();
             self.buf_start = self.active().end;

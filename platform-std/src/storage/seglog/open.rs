@@ -89,6 +89,7 @@ impl Log {
             spare: None,
             journal: None,
             journaled_any: false,
+            held: false,
         };
         if log.segs.is_empty() {
             let seg = log

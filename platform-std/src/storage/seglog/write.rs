@@ -21,6 +21,9 @@ use super::super::segment::{self, HEADER_BYTES};
 use super::super::syncer::Syncer;
 use super::{Log, Segment};
 
+/// The most bytes a log holds for the sync journal before it writes them to its segment.
+pub(crate) const HOLD_BYTES: u64 = 64 << 10;
+
 /// An fdatasync to run off the raft thread: the file, and the end of what was written before
 /// it started (what it makes durable).
 #[derive(Clone, Debug)]
@@ -116,7 +119,43 @@ impl Log {
             ));
         }
         seg.written = seg.end;
+        if std::mem::take(&mut self.held) {
+            if let Some(journal) = &self.journal {
+                journal.written(self.cfg.group);
+            }
+        }
         Ok(())
+    }
+
+    /// Hold the last segment's new bytes for the sync journal instead of writing them to the
+    /// segment: copy everything not yet durable or journaled, up to the segment's end, into
+    /// the journal as a piece the journal keeps until this log writes it
+    /// ([`Journal::add_held`](super::super::journal::Journal::add_held)). A round of many busy
+    /// groups then costs one write (the journal's) rather than one per group; the segment is
+    /// written once its held bytes reach [`HOLD_BYTES`], or by the next write out (a lone
+    /// round, a roll-over, a cut, an idle group, a close). Whether the bytes are held now.
+    fn hold_for_journal(&mut self) -> bool {
+        let Some(journal) = self.journal.clone() else {
+            return false;
+        };
+        let seg = self.active();
+        let from = seg.journaled.max(seg.durable);
+        // Only bytes still in the write buffer can be held (and a wrap written back).
+        if !self.cfg.sync() || seg.end - seg.written > HOLD_BYTES || from < self.buf_start {
+            return false;
+        }
+        if from >= seg.end {
+            return true;
+        }
+        let bytes = &self.buf[(from - self.buf_start) as usize..(seg.end - self.buf_start) as usize];
+        if !journal.add_held(self.cfg.group, seg.first_index, from, bytes) {
+            return false;
+        }
+        let seg = self.segs.last_mut().expect("the log always has a segment");
+        seg.journaled = seg.end;
+        self.journaled_any = true;
+        self.held = seg.written < seg.end;
+        true
     }
 
     /// Write the buffer and fdatasync the last segment now.
@@ -141,12 +180,15 @@ impl Log {
         &mut self,
         journal: bool,
     ) -> Result<Option<BackgroundSync>, StorageError> {
-        self.write_out()?;
+        let held = journal && self.hold_for_journal();
+        if !held {
+            self.write_out()?;
+        }
         let seg = self.active();
-        if !self.cfg.sync() || seg.durable >= seg.written {
+        if !self.cfg.sync() || seg.durable >= seg.end {
             return Ok(None);
         }
-        let journaled = journal && self.journal_piece()?;
+        let journaled = held || (journal && self.journal_piece()?);
         let seg = self.active();
         Ok(Some(BackgroundSync {
             file: seg.file.clone(),
@@ -215,12 +257,15 @@ impl Log {
         &mut self,
         journal: bool,
     ) -> Result<(bool, bool), StorageError> {
-        self.write_out()?;
+        let held = journal && self.hold_for_journal();
+        if !held {
+            self.write_out()?;
+        }
         let seg = self.active();
-        if !(self.cfg.sync() && seg.durable < seg.written) {
+        if !(self.cfg.sync() && seg.durable < seg.end) {
             return Ok((false, journal));
         }
-        Ok((true, journal && self.journal_piece()?))
+        Ok((true, held || (journal && self.journal_piece()?)))
     }
 
     /// A sync of the whole filesystem finished after [`Log::write_for_shared_sync`], with

@@ -1,6 +1,8 @@
 //! The sync journal with a storage: what one journal sync covered survives a power cut that
 //! takes every unsynced segment byte, through the replay at the next start; a cut puts a
-//! barrier there so the replay does not bring back what it removed.
+//! barrier there so the replay does not bring back what it removed; bytes a round held in
+//! the journal rather than writing them to their segment survive a kill of the process, and a
+//! wrap of the journal writes them to their segment first.
 
 use std::sync::Arc;
 
@@ -246,4 +248,87 @@ fn conformance_with_syncs_through_the_journal_and_crashes() {
     };
     run_without_crashes(&mut h);
     conformance::run_crash_checks(&mut h, 0..8);
+}
+
+#[test]
+fn a_round_holds_its_bytes_in_the_journal_and_a_kill_loses_none_of_them() {
+    for replay in [true, false] {
+        let (root, opts) = fresh();
+        let (journal, mut s) = journaled(root.path(), &opts);
+        // The first round makes the journal file: its bytes are written to the segment.
+        ten_synced_then_journaled(&mut s, &journal, 20);
+        assert_eq!(s.held_bytes(), 0, "no journal file yet: written out");
+        // Later rounds hold theirs: in the write buffer and the journal only.
+        append_n(&mut s, 21, 40, 1, 40);
+        journal_round(&mut s, &journal);
+        let held = s.held_bytes();
+        assert!(held > 0, "the round held its bytes");
+        assert_eq!(journal.held_bytes() as u64, held);
+        // They read back while held.
+        assert_eq!((s.last_index(), s.term(40)), (40, Ok(1)));
+        s.kill();
+        drop(journal);
+        if replay {
+            assert_eq!(journal::replay(root.path()).expect("replay").pieces, 2);
+        }
+        let s = open(root.path(), &opts).expect("reopen");
+        // The kill took the held bytes from memory; the journal brings them back.
+        let last = if replay { 40 } else { 20 };
+        assert_eq!(s.last_index(), last, "replayed: {replay}");
+    }
+}
+
+#[test]
+fn held_bytes_are_written_when_the_group_falls_idle_or_past_the_bound() {
+    let (root, opts) = fresh();
+    let (journal, mut s) = journaled(root.path(), &opts);
+    ten_synced_then_journaled(&mut s, &journal, 20);
+    append_n(&mut s, 21, 30, 1, 40);
+    journal_round(&mut s, &journal);
+    assert!(s.held_bytes() > 0);
+    s.release_idle_memory();
+    assert_eq!((s.held_bytes(), journal.held_bytes()), (0, 0), "idle: written");
+    // More than the bound in one round: written out, not held.
+    let entries = crate::storage::seglog::HOLD_BYTES / 40 + 10;
+    append_n(&mut s, 31, 30 + entries, 1, 40);
+    journal_round(&mut s, &journal);
+    assert_eq!(s.held_bytes(), 0, "past the bound: written");
+    s.kill();
+    drop(journal);
+    let s = open(root.path(), &opts).expect("reopen without a replay");
+    assert_eq!(s.last_index(), 30 + entries, "everything was written");
+}
+
+#[test]
+fn a_wrap_of_the_journal_writes_the_held_bytes_to_their_segment_first() {
+    let (root, opts) = fresh();
+    std::fs::create_dir_all(root.path()).expect("data dir");
+    let fs = Arc::new(FsSync::open(root.path()).expect("open the data dir for syncs"));
+    // Small enough to wrap quickly, large enough for the rounds below.
+    let journal = Arc::new(Journal::with_capacity(root.path(), fs, 1, 64 << 10));
+    let mut s = open(root.path(), &opts).expect("open");
+    s.attach_journal(journal.clone());
+    ten_synced_then_journaled(&mut s, &journal, 20);
+    append_n(&mut s, 21, 40, 1, 40);
+    journal_round(&mut s, &journal);
+    assert!(s.held_bytes() > 0, "the round held its bytes");
+    // Other groups' rounds fill the journal until it wraps.
+    let filler = vec![7u8; 4000];
+    let mut wrapped = false;
+    for k in 0..32 {
+        assert!(journal.add(99, 1, 4096 * k, &filler));
+        if journal.sync().expect("sync") == journal::JournalSync::Wrapped {
+            wrapped = true;
+            break;
+        }
+    }
+    assert!(wrapped, "the journal wrapped");
+    assert_eq!(journal.held_bytes(), 0, "the wrap wrote the held pieces");
+    // The process dies: the held bytes leave memory, and the journal's new epoch has none of
+    // them. They are in the segment (and the wrap's filesystem sync made them durable).
+    s.kill();
+    drop(journal);
+    assert_eq!(journal::replay(root.path()).expect("replay").pieces, 0);
+    let s = open(root.path(), &opts).expect("reopen");
+    assert_eq!((s.last_index(), s.term(40)), (40, Ok(1)));
 }
