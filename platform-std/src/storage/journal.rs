@@ -9,6 +9,11 @@
 //! unsynced until they are synced by themselves (a roll-over, a truncation, a lone round) or
 //! the journal wraps.
 //!
+//! Once the file exists, a group may *hold* its new bytes instead of writing them to its
+//! segment ([`Journal::add_held`]): they stay in its write buffer and here, in memory too,
+//! until the group writes them ([`Journal::written`]). Such a group is always synced through
+//! the journal, and a wrap writes the held pieces to their segments before its `syncfs`.
+//!
 //! The file (`journal` in the data dir) has a fixed size ([`JOURNAL_BYTES`]), zero-filled when
 //! first needed so its fdatasyncs change no metadata; a header page holds the current epoch;
 //! records ([`shoal_core::record`] framing) follow it, each stamped with the epoch:
@@ -18,8 +23,9 @@
 //!   group does next changes them other than by appending (a truncation, a reset by a
 //!   snapshot): its earlier pieces must not be written back.
 //!
-//! When the next write does not fit, the journal wraps: `syncfs` of the data dir makes every
-//! segment byte that any piece describes durable, the epoch is bumped in the header, and
+//! When the next write does not fit, the journal wraps: the held pieces are written to their
+//! segments, then `syncfs` of the data dir makes every segment byte that any piece describes
+//! durable, the epoch is bumped in the header, and
 //! records start again after it (older records no longer match the epoch, so a replay stops
 //! at the first of them).
 //!

@@ -182,7 +182,13 @@ impl RaftLoop {
         if !covered.contains(&true) {
             return Ok(covered);
         }
-        let covered_waiting = || waiting.iter().zip(&covered).filter(|(_, c)| **c).map(|(w, _)| w);
+        let covered_waiting = || {
+            waiting
+                .iter()
+                .zip(&covered)
+                .filter(|(_, c)| **c)
+                .map(|(w, _)| w)
+        };
         // Groups that journaled their bytes sync through the journal (they may hold them
         // there rather than in their segments); any others through the filesystem.
         let journal = self

@@ -50,7 +50,6 @@ use super::space::Space;
 use super::FsyncMode;
 
 #[cfg(test)]
-pub(crate) use write::HOLD_BYTES;
 pub(crate) use cut::encode_intent;
 pub use cut::{decode_intent, TRUNCATE_INTENT_FILE};
 #[cfg(test)]
@@ -58,6 +57,8 @@ pub(crate) use remove::wait_for_removals;
 #[cfg(test)]
 pub(crate) use remove::RETIRED_SUFFIX;
 pub use write::BackgroundSync;
+#[cfg(test)]
+pub(crate) use write::HOLD_BYTES;
 
 /// Torn tails cut by recovery in this process (tests check that crash tests really tear).
 #[cfg(test)]

@@ -147,7 +147,8 @@ impl Log {
         if from >= seg.end {
             return true;
         }
-        let bytes = &self.buf[(from - self.buf_start) as usize..(seg.end - self.buf_start) as usize];
+        let bytes =
+            &self.buf[(from - self.buf_start) as usize..(seg.end - self.buf_start) as usize];
         if !journal.add_held(self.cfg.group, seg.first_index, from, bytes) {
             return false;
         }

@@ -287,7 +287,11 @@ fn held_bytes_are_written_when_the_group_falls_idle_or_past_the_bound() {
     journal_round(&mut s, &journal);
     assert!(s.held_bytes() > 0);
     s.release_idle_memory();
-    assert_eq!((s.held_bytes(), journal.held_bytes()), (0, 0), "idle: written");
+    assert_eq!(
+        (s.held_bytes(), journal.held_bytes()),
+        (0, 0),
+        "idle: written"
+    );
     // More than the bound in one round: written out, not held.
     let entries = crate::storage::seglog::HOLD_BYTES / 40 + 10;
     append_n(&mut s, 31, 30 + entries, 1, 40);
