@@ -236,9 +236,10 @@ fn read_group(
             &data_dir.join(JOURNAL_FILE),
             None,
             format!(
-                "the sync journal holds log bytes of group {} that its segments lack (the \
-                 machine lost its page cache): the log read here lacks them until shoald writes \
-                 them back at its next start",
+                "the sync journal holds log bytes of group {} that its segments lack (a power \
+                 cut lost the page cache, or shoald stopped while busy groups held bytes in the \
+                 journal): the log read here lacks them until shoald writes them back at its \
+                 next start",
                 group
             ),
         ));

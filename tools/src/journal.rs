@@ -45,7 +45,8 @@ pub struct JournalGroupView {
     pub live_pieces: usize,
     /// Bytes they hold.
     pub live_bytes: u64,
-    /// Live pieces whose bytes are not in their segment (the machine lost its page cache):
+    /// Live pieces whose bytes are not in their segment (a power cut lost the page cache, or
+    /// shoald stopped while busy groups held those bytes in the journal):
     /// until the replay, the group's log as read lacks what they hold.
     pub not_in_segments: usize,
     /// Live pieces whose segment is gone (or is another file): a replay skips them.

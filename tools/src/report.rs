@@ -232,7 +232,8 @@ pub enum LostTail {
     /// log suffix whose commit hint did reach the disk.
     Torn,
     /// The sync journal holds bytes of the group's log its segments lack (a power cut lost
-    /// them from the page cache); `shoald` writes them back at its next start.
+    /// them from the page cache, or shoald stopped while busy groups held them in the
+    /// journal); `shoald` writes them back at its next start.
     InJournal,
 }
 

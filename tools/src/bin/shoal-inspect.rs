@@ -214,8 +214,8 @@ fn journal_lacks(dir: &Path, group: GroupId) -> Option<String> {
     let lacking = view?.group(group)?.not_in_segments;
     (lacking > 0).then(|| {
         format!(
-            "group {group}: the sync journal of {} holds {lacking} pieces its segments lack (the \
-             machine lost its page cache); write them back first with `shoal-inspect \
+            "group {group}: the sync journal of {} holds {lacking} pieces its segments lack (a \
+             power cut, or shoald stopped while busy groups held bytes there); write them back first with `shoal-inspect \
              replay-journal {}` (or start shoald once), then export",
             dir.display(),
             dir.display()

@@ -108,7 +108,8 @@ fn journal_lines(c: &mut Console<'_>, j: &JournalView) -> io::Result<()> {
         writeln!(
             c.out,
             "           shoald writes the live pieces back into their segments at its next start\n           \
-             (the same bytes where they already are, unless the machine lost its page cache)"
+             (the same bytes where they already are, unless a power cut lost the page cache or\n           \
+             shoald stopped while busy groups held bytes in the journal)"
         )?;
     }
     Ok(())
