@@ -7,13 +7,14 @@
 //! opens a file for writing: a data dir is never changed by reading it, even when
 //! it is damaged.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use shoal_core::types::{GroupId, LogIndex};
 use shoal_std::storage::scan::{
     self, group_dir, list_groups, list_segments, list_snapshots, read_hard_state, read_identity,
-    read_truncate_intent, scan_segment, verify_snapshot_data, OpenError, ScanError, SegmentFile,
-    Slot, HS_SLOT_BYTES,
+    read_truncate_intent, scan_segment_with, verify_snapshot_data, OpenError, ScanError,
+    SegmentFile, Slot, HS_SLOT_BYTES,
 };
 
 use shoal_std::storage::journal::JOURNAL_FILE;
@@ -111,6 +112,7 @@ impl Source for DataDirSource {
         };
         let (journal, journal_problems) = read_journal(&self.dir);
         problems.extend(journal_problems);
+        let pieces = live_pieces(&self.dir);
         let groups = groups
             .into_iter()
             .map(|g| {
@@ -118,7 +120,14 @@ impl Source for DataDirSource {
                     .as_ref()
                     .and_then(|j| j.group(g))
                     .is_some_and(|j| j.not_in_segments > 0);
-                read_group(&self.dir, g, req.verify_snapshots, in_journal, visitor)
+                let pieces = pieces.get(&g).map_or(&[][..], Vec::as_slice);
+                read_group(
+                    &self.dir,
+                    g,
+                    req.verify_snapshots,
+                    (in_journal, pieces),
+                    visitor,
+                )
             })
             .collect();
         Ok(Report {
@@ -163,13 +172,34 @@ impl Source for DataDirSource {
     }
 }
 
+/// Each group's live pieces in the data dir's sync journal (segment first index, offset,
+/// bytes), in journal order: what `shoald` writes back into the segments at its next start.
+/// Empty when there is no journal or it does not parse (`read_journal` reports that).
+fn live_pieces(dir: &Path) -> HashMap<GroupId, Vec<Piece>> {
+    let mut by_group: HashMap<GroupId, Vec<Piece>> = HashMap::new();
+    if let Ok(Some(contents)) = shoal_std::storage::journal::read(dir) {
+        for (group, segment, offset, bytes) in contents.live_pieces() {
+            by_group
+                .entry(group)
+                .or_default()
+                .push((segment, offset, bytes.to_vec()));
+        }
+    }
+    by_group
+}
+
+/// A live piece of the sync journal: its segment's first index, the offset, the bytes.
+type Piece = (LogIndex, u64, Vec<u8>);
+
 /// Read one group. Never fails: what cannot be read becomes a finding. `in_journal`: the sync
-/// journal holds bytes of this group's log that its segments lack.
+/// journal holds bytes of this group's log that its segments lack; `pieces`: the group's live
+/// pieces, laid over its segments as they are read (the log as `shoald` will have it after
+/// writing them back).
 fn read_group(
     data_dir: &Path,
     group: GroupId,
     verify_snapshots: bool,
-    in_journal: bool,
+    (in_journal, pieces): (bool, &[Piece]),
     visitor: &mut dyn Visitor,
 ) -> GroupReport {
     let gdir = group_dir(data_dir, group);
@@ -213,6 +243,7 @@ fn read_group(
     let void_from = read_intent(&log_dir, &mut g);
     let mut log = LogScan {
         group: &mut g,
+        pieces,
         void_from,
         segments: Vec::new(),
         segment_bytes: 0,
@@ -231,22 +262,20 @@ fn read_group(
         segment_bytes,
         void_from,
     };
-    let lost_tail = if in_journal {
+    if in_journal {
         g.problems.push(Problem::warning(
             &data_dir.join(JOURNAL_FILE),
             None,
             format!(
                 "the sync journal holds log bytes of group {} that its segments lack (a power \
                  cut lost the page cache, or shoald stopped while busy groups held bytes in the \
-                 journal): the log read here lacks them until shoald writes them back at its \
+                 journal): the log read here includes them, as shoald writes them back at its \
                  next start",
                 group
             ),
         ));
-        Some(LostTail::InJournal)
-    } else {
-        torn_tail.then_some(LostTail::Torn)
-    };
+    }
+    let lost_tail = torn_tail.then_some(LostTail::Torn);
     g.check_hard_state(&hs_path, lost_tail);
     visitor.group_end(&g);
     g
@@ -348,6 +377,8 @@ fn read_snapshots(
 /// and the one before it.
 struct LogScan<'a> {
     group: &'a mut GroupReport,
+    /// The group's live journal pieces, laid over the segments they name.
+    pieces: &'a [Piece],
     void_from: Option<LogIndex>,
     segments: Vec<SegmentSummary>,
     segment_bytes: u64,
@@ -398,7 +429,13 @@ impl LogScan<'_> {
             file_bytes,
             used_bytes: 0,
         };
-        let seg = match scan_segment(&sf.path) {
+        let over: Vec<(u64, &[u8])> = self
+            .pieces
+            .iter()
+            .filter(|(segment, _, _)| *segment == sf.first_index)
+            .map(|(_, offset, bytes)| (*offset, bytes.as_slice()))
+            .collect();
+        let seg = match scan_segment_with(&sf.path, &over) {
             Ok(s) => s,
             Err(e) => {
                 self.problem(scan_problem(&e, is_last));

@@ -231,10 +231,6 @@ pub enum LostTail {
     /// The last segment ends in a torn write: in `async` fsync mode a power cut can lose a
     /// log suffix whose commit hint did reach the disk.
     Torn,
-    /// The sync journal holds bytes of the group's log its segments lack (a power cut lost
-    /// them from the page cache, or shoald stopped while busy groups held them in the
-    /// journal); `shoald` writes them back at its next start.
-    InJournal,
 }
 
 impl LostTail {
@@ -243,10 +239,6 @@ impl LostTail {
             LostTail::Torn => {
                 " (a torn tail was found: in async fsync mode a power cut can lose a log \
                  suffix; the other nodes still have it)"
-            }
-            LostTail::InJournal => {
-                " (the sync journal holds log bytes this group's segments lack: shoald writes \
-                 them back at its next start)"
             }
         }
     }

@@ -207,12 +207,26 @@ impl Iterator for SegmentScan {
 /// then come in order, each with its offset, followed by a [`ScanError`] if the segment does
 /// not end cleanly.
 pub fn scan_segment(path: &Path) -> Result<SegmentScan, ScanError> {
+    scan_segment_with(path, &[])
+}
+
+/// [`scan_segment`] of the file with `pieces` (offset, bytes) laid over what it holds first,
+/// in order, as the sync journal's replay would write them back (read-only: the file is not
+/// changed).
+pub fn scan_segment_with(path: &Path, pieces: &[(u64, &[u8])]) -> Result<SegmentScan, ScanError> {
     let unreadable = |offset: u64, detail: String| ScanError::Unreadable {
         file: path.to_path_buf(),
         offset,
         detail,
     };
-    let bytes = std::fs::read(path).map_err(|e| unreadable(0, e.to_string()))?;
+    let mut bytes = std::fs::read(path).map_err(|e| unreadable(0, e.to_string()))?;
+    for (offset, piece) in pieces {
+        let (at, end) = (*offset as usize, *offset as usize + piece.len());
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[at..end].copy_from_slice(piece);
+    }
     let mut records = Vec::new();
     let mut last_offset: Option<u64> = None;
     let walk = walk_segment(&bytes, |offset, e| {

@@ -207,22 +207,6 @@ fn open(dir: Option<&Path>, image: &Image, group: GroupId) -> Result<Box<dyn Sou
 }
 
 /// Run `f` on the source a command names, or end with why it cannot be read.
-/// Why a data dir's group must not be exported yet: its sync journal holds pieces its
-/// segments lack, so the log as read misses acknowledged entries.
-fn journal_lacks(dir: &Path, group: GroupId) -> Option<String> {
-    let (view, _) = shoal_tools::journal::read_journal(dir);
-    let lacking = view?.group(group)?.not_in_segments;
-    (lacking > 0).then(|| {
-        format!(
-            "group {group}: the sync journal of {} holds {lacking} pieces its segments lack (a \
-             power cut, or shoald stopped while busy groups held bytes there); write them back first with `shoal-inspect \
-             replay-journal {}` (or start shoald once), then export",
-            dir.display(),
-            dir.display()
-        )
-    })
-}
-
 /// `replay-journal`: the data dir locked as shoald locks it, the journal written back.
 fn replay_journal(c: &mut Console<'_>, dir: &Path) -> io::Result<Outcome> {
     if !dir.join(shoal_std::storage::journal::JOURNAL_FILE).exists() {
@@ -321,11 +305,6 @@ fn run(cli: &Cli, c: &mut Console<'_>) -> io::Result<Outcome> {
                 force: *force,
                 base,
             };
-            if let Some(dir) = target.dir.as_deref() {
-                if let Some(refusal) = journal_lacks(dir, *group) {
-                    return Ok(Outcome::Failed(refusal));
-                }
-            }
             with_source(c, target.dir.as_deref(), &target.image, *group, |c, s| {
                 commands::export(c, s, &plan)
             })
