@@ -47,7 +47,7 @@ pub struct JournalGroupView {
     pub live_bytes: u64,
     /// Live pieces whose bytes are not in their segment (a power cut lost the page cache, or
     /// shoald stopped while busy groups held those bytes in the journal):
-    /// until the replay, the group's log as read lacks what they hold.
+    /// their segments lack them until the replay (the tool reads the log with them laid over).
     pub not_in_segments: usize,
     /// Live pieces whose segment is gone (or is another file): a replay skips them.
     pub segment_gone: usize,
