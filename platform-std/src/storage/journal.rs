@@ -485,7 +485,7 @@ impl Journal {
         }
     }
 
-    /// Bytes held by groups and not yet in their segments (tests and metrics).
+    /// Bytes held by groups and not yet in their segments (what a wrap would write first).
     pub fn held_bytes(&self) -> usize {
         self.lock().held_bytes
     }
