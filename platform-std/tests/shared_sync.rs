@@ -88,12 +88,10 @@ fn without_shared_syncs_each_group_syncs_by_itself() {
     assert_eq!(shared, 0);
 }
 
-/// Zero, in every node's segments, what only the sync journal holds for sure: the pieces a
-/// replay would write back (as a power cut that took the page cache would leave them). How
-/// many pieces there were.
-fn lose_what_only_the_journal_holds(c: &Cluster) -> usize {
-    use std::os::unix::fs::FileExt;
-    let mut lost = 0;
+/// Every node's live journal pieces: the segment file each belongs to, its offset there and
+/// its bytes (what a replay would write back).
+fn live_pieces(c: &Cluster) -> Vec<(std::path::PathBuf, u64, Vec<u8>)> {
+    let mut pieces = Vec::new();
     for id in c.ids() {
         let dir = &c.node(id).dir;
         let Some(contents) = journal::read(dir).expect("read the journal") else {
@@ -101,13 +99,25 @@ fn lose_what_only_the_journal_holds(c: &Cluster) -> usize {
         };
         for (group, segment, offset, bytes) in contents.live_pieces() {
             let path = journal::segment_path(dir, group, segment);
-            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else {
-                continue; // compacted since
-            };
-            f.write_all_at(&vec![0u8; bytes.len()], offset)
-                .expect("zero the piece");
-            lost += 1;
+            pieces.push((path, offset, bytes.to_vec()));
         }
+    }
+    pieces
+}
+
+/// Zero, in every node's segments, what only the sync journal holds for sure: the pieces a
+/// replay would write back (as a power cut that took the page cache would leave them). How
+/// many pieces there were.
+fn lose_what_only_the_journal_holds(c: &Cluster) -> usize {
+    use std::os::unix::fs::FileExt;
+    let mut lost = 0;
+    for (path, offset, bytes) in live_pieces(c) {
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else {
+            continue; // compacted since
+        };
+        f.write_all_at(&vec![0u8; bytes.len()], offset)
+            .expect("zero the piece");
+        lost += 1;
     }
     lost
 }
@@ -133,6 +143,48 @@ fn journal_syncs(c: &Cluster) -> u64 {
         .iter()
         .map(|&id| c.gauge(id, "shoal_journal_syncs_total") as u64)
         .sum()
+}
+
+#[test]
+fn busy_groups_hold_their_bytes_in_the_journal_and_write_them_out_once_idle() {
+    let (c, _) = written(true);
+    let sum = |name: &str| -> u64 { c.ids().iter().map(|&id| c.gauge(id, name) as u64).sum() };
+    assert!(
+        sum("shoal_journal_held_pieces_total") > 0,
+        "eight groups written at once never held their bytes in the journal"
+    );
+    // Idle groups write what they held to their segments; bounded wait, not a timing claim.
+    let mut held = u64::MAX;
+    for _ in 0..100 {
+        held = sum("shoal_journal_held_bytes");
+        if held == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(held, 0, "idle groups still hold bytes only the journal has");
+    // Written out for real: every piece the journal has is in its segment file already, with
+    // no start (and so no replay) in between.
+    let mut c = c;
+    for id in c.ids() {
+        c.kill(id);
+    }
+    assert_eq!(pieces_not_in_their_segments(&c), 0);
+    c.start_all();
+    every_write_reads_back(&c);
+}
+
+/// Live journal pieces, on every node, whose bytes their segment file does not have.
+fn pieces_not_in_their_segments(c: &Cluster) -> usize {
+    use std::os::unix::fs::FileExt;
+    let in_segment = |(path, offset, bytes): &(std::path::PathBuf, u64, Vec<u8>)| {
+        let Ok(f) = std::fs::File::open(path) else {
+            return true; // compacted since
+        };
+        let mut on_disk = vec![0u8; bytes.len()];
+        f.read_exact_at(&mut on_disk, *offset).is_ok() && on_disk == *bytes
+    };
+    live_pieces(c).iter().filter(|p| !in_segment(p)).count()
 }
 
 #[test]

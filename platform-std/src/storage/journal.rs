@@ -392,6 +392,8 @@ struct Inner {
     held: HashMap<GroupId, Vec<(LogIndex, u64, Vec<u8>)>>,
     /// Bytes in `held`.
     held_bytes: usize,
+    /// Pieces ever held ([`Journal::add_held`] that said yes), for `/metrics`.
+    held_total: u64,
 }
 
 impl Journal {
@@ -416,6 +418,7 @@ impl Journal {
                 retry_at: None,
                 held: HashMap::new(),
                 held_bytes: 0,
+                held_total: 0,
             }),
         }
     }
@@ -469,6 +472,7 @@ impl Journal {
             .or_default()
             .push((segment, offset, bytes.to_vec()));
         i.held_bytes += bytes.len();
+        i.held_total += 1;
         if i.pending.len() >= PENDING_WRITE_BYTES {
             if let Err(e) = self.write_pending(&mut i) {
                 log::error!("{e}");
@@ -488,6 +492,12 @@ impl Journal {
     /// Bytes held by groups and not yet in their segments (what a wrap would write first).
     pub fn held_bytes(&self) -> usize {
         self.lock().held_bytes
+    }
+
+    /// [`Journal::held_bytes`], and the pieces held since start (`/metrics`).
+    pub fn held_stats(&self) -> (u64, u64) {
+        let i = self.lock();
+        (i.held_bytes as u64, i.held_total)
     }
 
     /// Make every piece added so far durable. The error names the file; it is fatal, as a

@@ -15,6 +15,7 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
     node_counters(&mut s, v);
     fsync_histogram(&mut s, fsync);
     flush_metrics(&mut s, v);
+    held_metrics(&mut s, v);
     admin_metrics(&mut s, admin);
     super::disk_metrics::render(&mut s, v);
     s
@@ -362,6 +363,21 @@ fn flush_metrics(s: &mut String, v: &AdminView) {
         };
         let _ = writeln!(s, "shoal_group_flushes_total{{thread=\"{thread}\"}} {n}");
     }
+}
+
+/// The busy groups' log bytes the sync journal holds for them (not yet in their segments).
+fn held_metrics(s: &mut String, v: &AdminView) {
+    let (bytes, pieces) = v.journal_held;
+    let _ = writeln!(
+        s,
+        "# HELP shoal_journal_held_bytes New log bytes of busy groups that the sync journal made \
+         durable and their segments do not hold yet (written out when a group falls idle, at \
+         64 KiB, and before the journal wraps).\n# TYPE shoal_journal_held_bytes gauge\n\
+         shoal_journal_held_bytes {bytes}\n\
+         # HELP shoal_journal_held_pieces_total Rounds of a group whose new log bytes the sync \
+         journal held in place of a segment write.\n\
+         # TYPE shoal_journal_held_pieces_total counter\nshoal_journal_held_pieces_total {pieces}"
+    );
 }
 
 fn admin_metrics(s: &mut String, admin: &AdminCounters) {

@@ -130,6 +130,9 @@ pub struct AdminView {
     /// Group flushes run since start by each thread: the raft thread first, then each other
     /// flush thread (`--raft-threads`).
     pub flushes: Vec<u64>,
+    /// The sync journal's held bytes (busy groups' new log bytes not yet in their segments)
+    /// and the pieces held since start (zero without the journal).
+    pub journal_held: (u64, u64),
 }
 
 /// Users and logins (`/metrics`).
