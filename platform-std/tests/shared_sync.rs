@@ -153,16 +153,15 @@ fn busy_groups_hold_their_bytes_in_the_journal_and_write_them_out_once_idle() {
         sum("shoal_journal_held_pieces_total") > 0,
         "eight groups written at once never held their bytes in the journal"
     );
-    // Idle groups write what they held to their segments; bounded wait, not a timing claim.
-    let mut held = u64::MAX;
-    for _ in 0..100 {
-        held = sum("shoal_journal_held_bytes");
-        if held == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(held, 0, "idle groups still hold bytes only the journal has");
+    // Idle groups write what they held to their segments.
+    let written_out = shoal_testkit::poll(shoal_testkit::WAIT, || {
+        (sum("shoal_journal_held_bytes") == 0).then_some(())
+    });
+    assert!(
+        written_out.is_some(),
+        "idle groups still hold {} bytes only the journal has",
+        sum("shoal_journal_held_bytes")
+    );
     // Written out for real: every piece the journal has is in its segment file already, with
     // no start (and so no replay) in between.
     let mut c = c;
