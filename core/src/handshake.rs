@@ -25,10 +25,11 @@ pub struct Hello {
 }
 
 /// Why a handshake was refused. Each variant carries both sides' values.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum HandshakeError {
     /// The clusters differ.
+    #[error("cluster id mismatch: this node is in cluster {local}, the peer in cluster {remote}")]
     ClusterMismatch {
         /// Our cluster id.
         local: ClusterId,
@@ -36,6 +37,7 @@ pub enum HandshakeError {
         remote: ClusterId,
     },
     /// The peer is not the node we dialed (an address now belongs to another node).
+    #[error("wrong node at this address: expected node {expected}, found node {found} (did an address change?)")]
     WrongNode {
         /// The node id we expected at that address.
         expected: NodeId,
@@ -43,8 +45,10 @@ pub enum HandshakeError {
         found: NodeId,
     },
     /// The peer claims our own node id.
+    #[error("the peer claims this node's own id {0}")]
     SameNodeId(NodeId),
     /// The peer is not in our member configuration.
+    #[error("node {remote} is not a member here (members: {:?})", .local_members.as_slice())]
     NotAMember {
         /// The peer's id.
         remote: NodeId,
@@ -52,37 +56,13 @@ pub enum HandshakeError {
         local_members: NodeSet,
     },
     /// We are not in the peer's member configuration.
+    #[error("this node ({local}) is not a member in the peer's configuration (peer's members: {:?})", .remote_members.as_slice())]
     UnknownToPeer {
         /// Our id.
         local: NodeId,
         /// The members the peer believes in.
         remote_members: NodeSet,
     },
-}
-
-impl core::fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            HandshakeError::ClusterMismatch { local, remote } => {
-                write!(f, "cluster id mismatch: this node is in cluster {}, the peer in cluster {}", local, remote)
-            }
-            HandshakeError::WrongNode { expected, found } => write!(
-                f,
-                "wrong node at this address: expected node {}, found node {} (did an address change?)",
-                expected, found
-            ),
-            HandshakeError::SameNodeId(id) => write!(f, "the peer claims this node's own id {}", id),
-            HandshakeError::NotAMember { remote, local_members } => {
-                write!(f, "node {} is not a member here (members: {:?})", remote, local_members.as_slice())
-            }
-            HandshakeError::UnknownToPeer { local, remote_members } => write!(
-                f,
-                "this node ({}) is not a member in the peer's configuration (peer's members: {:?})",
-                local,
-                remote_members.as_slice()
-            ),
-        }
-    }
 }
 
 /// Check a peer's [`Hello`] against our own. `local_members` empty means we are joining and

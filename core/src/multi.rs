@@ -11,34 +11,23 @@ use crate::wire;
 use heapless::Vec;
 
 /// Why a group operation failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MultiError {
     /// The node already hosts its maximum number of groups.
+    #[error("this node already hosts its maximum of {max_groups} groups")]
     Full {
         /// The capacity.
         max_groups: usize,
     },
     /// A group with this id is already hosted.
+    #[error("group {0} already exists on this node")]
     Exists(GroupId),
     /// No group with this id is hosted here.
+    #[error("group {0} is not hosted on this node")]
     UnknownGroup(GroupId),
     /// The group's driver failed.
+    #[error("group {0}: {1}")]
     Node(GroupId, NodeError),
-}
-
-impl core::fmt::Display for MultiError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            MultiError::Full { max_groups } => write!(
-                f,
-                "this node already hosts its maximum of {} groups",
-                max_groups
-            ),
-            MultiError::Exists(g) => write!(f, "group {} already exists on this node", g),
-            MultiError::UnknownGroup(g) => write!(f, "group {} is not hosted on this node", g),
-            MultiError::Node(g, e) => write!(f, "group {}: {}", g, e),
-        }
-    }
 }
 
 /// A hosted group: its id and its driver.

@@ -75,39 +75,26 @@ pub struct Frame<'a> {
 }
 
 /// Why a frame was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum WireError {
     /// The record framing is damaged or incomplete.
+    #[error("bad frame: {0}")]
     Record(RecordError),
     /// The header or message does not decode.
+    #[error("frame header or message does not decode")]
     Malformed,
     /// The header's version is not one this build speaks.
+    #[error("wire version {0} is not supported (this build speaks {WIRE_VERSION})")]
     UnknownVersion(u8),
     /// The output buffer is too small.
+    #[error("send buffer too small for the frame")]
     BufferTooSmall,
 }
 
 impl From<RecordError> for WireError {
     fn from(e: RecordError) -> Self {
         WireError::Record(e)
-    }
-}
-
-impl core::fmt::Display for WireError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            WireError::Record(e) => write!(f, "bad frame: {}", e),
-            WireError::Malformed => f.write_str("frame header or message does not decode"),
-            WireError::UnknownVersion(v) => {
-                write!(
-                    f,
-                    "wire version {} is not supported (this build speaks {})",
-                    v, WIRE_VERSION
-                )
-            }
-            WireError::BufferTooSmall => f.write_str("send buffer too small for the frame"),
-        }
     }
 }
 

@@ -177,25 +177,16 @@ impl<'de> Deserialize<'de> for KvError {
 }
 
 /// Why a watch could not be served from the event history.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum WatchError {
     /// Events before `oldest_available` are no longer kept; re-read the keys and watch from
     /// the current applied index.
+    #[error(
+        "watch history starts at index {oldest_available}; re-read the keys and watch from there"
+    )]
     Compacted {
         /// The smallest index from which the history is complete.
         oldest_available: u64,
     },
-}
-
-impl core::fmt::Display for WatchError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            WatchError::Compacted { oldest_available } => write!(
-                f,
-                "watch history starts at index {}; re-read the keys and watch from there",
-                oldest_available
-            ),
-        }
-    }
 }

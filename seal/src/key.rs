@@ -9,42 +9,23 @@ pub const KEY_BYTES: usize = 32;
 pub struct ClusterKey([u8; KEY_BYTES]);
 
 /// Why a key file was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     /// The text is not 64 hexadecimal digits (surrounding white space is allowed).
+    #[error("a cluster key is 64 hexadecimal digits (32 bytes), found {found} characters")]
     Length {
         /// Non-space characters found.
         found: usize,
     },
     /// A character that is not a hexadecimal digit.
+    #[error("character {at} of the cluster key is not a hexadecimal digit")]
     NotHex {
         /// Its position among the non-space characters.
         at: usize,
     },
     /// All bytes are equal (an unset or placeholder key).
+    #[error("the cluster key has all bytes equal: make one with `openssl rand -hex 32`")]
     Weak,
-}
-
-impl core::fmt::Display for KeyError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            KeyError::Length { found } => write!(
-                f,
-                "a cluster key is 64 hexadecimal digits (32 bytes), found {} characters",
-                found
-            ),
-            KeyError::NotHex { at } => {
-                write!(
-                    f,
-                    "character {} of the cluster key is not a hexadecimal digit",
-                    at
-                )
-            }
-            KeyError::Weak => f.write_str(
-                "the cluster key has all bytes equal: make one with `openssl rand -hex 32`",
-            ),
-        }
-    }
 }
 
 impl ClusterKey {
