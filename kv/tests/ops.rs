@@ -582,11 +582,16 @@ fn watch_history_is_bounded_and_reports_compaction() {
         d.ok(0, put("k", &i.to_string()));
     }
     assert_eq!(d.kv.oldest_event_index(), 7);
+    let compacted = d.kv.events_since(3, b"", |_| {});
     assert_eq!(
-        d.kv.events_since(3, b"", |_| {}),
+        compacted,
         Err(WatchError::Compacted {
             oldest_available: 7
         })
+    );
+    assert_eq!(
+        compacted.unwrap_err().to_string(),
+        "watch history starts at index 7; re-read the keys and watch from there"
     );
     let ev = events(&d.kv, 7, "k");
     assert_eq!(
