@@ -387,13 +387,23 @@ struct Inner {
     failed: Option<String>,
     /// The file could not be made: syncs of the filesystem stand in until then.
     retry_at: Option<std::time::Instant>,
-    /// Pieces whose bytes are not in their segment yet ([`Journal::add_held`]), by group:
-    /// segment first index, offset, bytes. A wrap writes them there first.
-    held: HashMap<GroupId, Vec<(LogIndex, u64, Vec<u8>)>>,
+    /// Bytes not in their segments yet ([`Journal::add_held`]), by group, a group's pieces
+    /// that follow one another in a segment merged into one run. A wrap writes them there
+    /// first, one write per run.
+    held: HashMap<GroupId, Vec<HeldRun>>,
     /// Bytes in `held`.
     held_bytes: usize,
     /// Pieces ever held ([`Journal::add_held`] that said yes), for `/metrics`.
     held_total: u64,
+}
+
+/// Held bytes of one group for one stretch of one segment ([`Journal::add_held`]).
+struct HeldRun {
+    /// The segment's first index.
+    segment: LogIndex,
+    /// Where in the segment the bytes start.
+    offset: u64,
+    bytes: Vec<u8>,
 }
 
 impl Journal {
@@ -467,10 +477,18 @@ impl Journal {
         }
         let epoch = i.epoch;
         encode_record(&mut i.pending, PIECE, epoch, group, segment, offset, bytes);
-        i.held
-            .entry(group)
-            .or_default()
-            .push((segment, offset, bytes.to_vec()));
+        // A busy group's rounds append to its segment one after another: one growing run.
+        let runs = i.held.entry(group).or_default();
+        match runs.last_mut() {
+            Some(r) if r.segment == segment && r.offset + r.bytes.len() as u64 == offset => {
+                r.bytes.extend_from_slice(bytes)
+            }
+            _ => runs.push(HeldRun {
+                segment,
+                offset,
+                bytes: bytes.to_vec(),
+            }),
+        }
         i.held_bytes += bytes.len();
         i.held_total += 1;
         if i.pending.len() >= PENDING_WRITE_BYTES {
@@ -484,8 +502,8 @@ impl Journal {
     /// `group` wrote every byte it held ([`Journal::add_held`]) to its segment.
     pub fn written(&self, group: GroupId) {
         let mut i = self.lock();
-        if let Some(pieces) = i.held.remove(&group) {
-            i.held_bytes -= pieces.iter().map(|(_, _, b)| b.len()).sum::<usize>();
+        if let Some(runs) = i.held.remove(&group) {
+            i.held_bytes -= runs.iter().map(|r| r.bytes.len()).sum::<usize>();
         }
     }
 
@@ -583,9 +601,14 @@ impl Journal {
         let data_dir = self.path.parent().unwrap_or(Path::new("."));
         let held = std::mem::take(&mut i.held);
         i.held_bytes = 0;
-        for (group, pieces) in held {
+        for (group, runs) in held {
             let mut open: Option<(LogIndex, Option<File>)> = None;
-            for (segment, offset, bytes) in pieces {
+            for HeldRun {
+                segment,
+                offset,
+                bytes,
+            } in runs
+            {
                 let seg = segment_path(data_dir, group, segment);
                 if open.as_ref().is_none_or(|(s, _)| *s != segment) {
                     let f = open_segment(&seg, group, segment);
@@ -745,6 +768,46 @@ mod tests {
         assert!(j.add(3, 9, 0, b"after"));
         j.sync().expect("sync");
         assert_eq!(pieces_of(dir.path()), vec![(3, 9, 0, b"after".to_vec())]);
+    }
+
+    #[test]
+    fn a_groups_held_pieces_merge_into_runs_and_a_wrap_writes_them_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = group_dir(dir.path(), 4).join("log");
+        std::fs::create_dir_all(&log).expect("mkdir");
+        let seg = log.join(segment_name(1));
+        let mut head = super::super::segment::encode_header(4, 1).to_vec();
+        head.resize(8192, 0);
+        std::fs::write(&seg, &head).expect("write a segment");
+        let j = journal_in(dir.path(), 3 * HEADER_PAGE);
+        assert!(!j.add_held(4, 1, 4096, &[1; 100]), "no journal file yet");
+        j.sync().expect("the first sync makes the file");
+        // Three rounds one after another: one run.
+        for (n, at) in [(1u8, 4096u64), (2, 4196), (3, 4296)] {
+            assert!(j.add_held(4, 1, at, &[n; 100]));
+        }
+        assert_eq!(j.lock().held[&4].len(), 1);
+        // A rewrite further back (a cut tail written again) starts a run of its own.
+        assert!(j.add_held(4, 1, 4196, &[4; 50]));
+        assert_eq!(j.lock().held[&4].len(), 2);
+        assert_eq!(j.held_bytes(), 350);
+        let mut wrapped = false;
+        for i in 0..8u64 {
+            assert!(j.add(1, 1, i * 1000, &[7u8; 1000]));
+            if j.sync().expect("sync") == JournalSync::Wrapped {
+                wrapped = true;
+                break;
+            }
+        }
+        assert!(wrapped, "two pages of pieces fill the journal");
+        assert_eq!(j.held_bytes(), 0, "the wrap wrote every run");
+        let on_disk = std::fs::read(&seg).expect("read the segment");
+        let want: Vec<u8> = [[1u8; 100].as_slice(), &[4; 50], &[2; 50], &[3; 100]].concat();
+        assert_eq!(
+            &on_disk[4096..4396],
+            want.as_slice(),
+            "runs written in order"
+        );
     }
 
     #[test]
