@@ -684,6 +684,28 @@ mod tests {
             .collect()
     }
 
+    /// Group 4's segment 1 (8 KiB, its header and zeros) in `dir`.
+    fn segment_of_group_4(dir: &Path) -> PathBuf {
+        let log = group_dir(dir, 4).join("log");
+        std::fs::create_dir_all(&log).expect("mkdir");
+        let seg = log.join(segment_name(1));
+        let mut head = super::super::segment::encode_header(4, 1).to_vec();
+        head.resize(8192, 0);
+        std::fs::write(&seg, &head).expect("write a segment");
+        seg
+    }
+
+    /// Add 1,000-byte pieces of group 1 and sync, until a sync wraps the (small) journal.
+    fn fill_until_it_wraps(j: &Journal) {
+        for i in 0..8u64 {
+            assert!(j.add(1, 1, i * 1000, &[7u8; 1000]));
+            if j.sync().expect("sync") == JournalSync::Wrapped {
+                return;
+            }
+        }
+        panic!("eight pages of pieces did not fill the journal");
+    }
+
     #[test]
     fn pieces_read_back_in_order_and_a_barrier_hides_only_its_groups_earlier_ones() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -750,15 +772,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let j = journal_in(dir.path(), 3 * HEADER_PAGE);
         let before = j.lock().epoch;
-        let mut wrapped = false;
-        for i in 0..8u64 {
-            assert!(j.add(1, 1, i * 1000, &[7u8; 1000]));
-            if j.sync().expect("sync") == JournalSync::Wrapped {
-                wrapped = true;
-                break;
-            }
-        }
-        assert!(wrapped, "two pages of pieces fill the journal");
+        fill_until_it_wraps(&j);
         let c = read(dir.path()).expect("read").expect("a journal");
         assert_eq!(c.epoch, before + 1);
         assert!(
@@ -773,12 +787,7 @@ mod tests {
     #[test]
     fn a_groups_held_pieces_merge_into_runs_and_a_wrap_writes_them_in_order() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = group_dir(dir.path(), 4).join("log");
-        std::fs::create_dir_all(&log).expect("mkdir");
-        let seg = log.join(segment_name(1));
-        let mut head = super::super::segment::encode_header(4, 1).to_vec();
-        head.resize(8192, 0);
-        std::fs::write(&seg, &head).expect("write a segment");
+        let seg = segment_of_group_4(dir.path());
         let j = journal_in(dir.path(), 3 * HEADER_PAGE);
         assert!(!j.add_held(4, 1, 4096, &[1; 100]), "no journal file yet");
         j.sync().expect("the first sync makes the file");
@@ -791,15 +800,7 @@ mod tests {
         assert!(j.add_held(4, 1, 4196, &[4; 50]));
         assert_eq!(j.lock().held[&4].len(), 2);
         assert_eq!(j.held_bytes(), 350);
-        let mut wrapped = false;
-        for i in 0..8u64 {
-            assert!(j.add(1, 1, i * 1000, &[7u8; 1000]));
-            if j.sync().expect("sync") == JournalSync::Wrapped {
-                wrapped = true;
-                break;
-            }
-        }
-        assert!(wrapped, "two pages of pieces fill the journal");
+        fill_until_it_wraps(&j);
         assert_eq!(j.held_bytes(), 0, "the wrap wrote every run");
         let on_disk = std::fs::read(&seg).expect("read the segment");
         let want: Vec<u8> = [[1u8; 100].as_slice(), &[4; 50], &[2; 50], &[3; 100]].concat();
@@ -814,13 +815,9 @@ mod tests {
     fn a_replay_skips_pieces_of_segments_that_are_gone_or_are_another_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         // Group 4's segment 1 exists, but its header names group 4, first index 1 only.
-        let log = group_dir(dir.path(), 4).join("log");
-        std::fs::create_dir_all(&log).expect("mkdir");
-        let seg = log.join(segment_name(1));
-        let mut head = super::super::segment::encode_header(4, 1).to_vec();
-        head.resize(8192, 0);
-        std::fs::write(&seg, &head).expect("write a segment");
-        std::fs::copy(&seg, log.join(segment_name(100))).expect("a misnamed copy");
+        let seg = segment_of_group_4(dir.path());
+        let misnamed = seg.with_file_name(segment_name(100));
+        std::fs::copy(&seg, misnamed).expect("a misnamed copy");
         let j = journal_in(dir.path(), JOURNAL_BYTES);
         assert!(j.add(4, 1, 4096, b"kept"));
         assert!(j.add(4, 100, 4096, b"not its file"));
@@ -831,7 +828,7 @@ mod tests {
         assert_eq!((done.pieces, done.skipped, done.segments), (1, 2, 1));
         let bytes = std::fs::read(&seg).expect("read");
         assert_eq!(&bytes[4096..4100], b"kept");
-        let other = std::fs::read(log.join(segment_name(100))).expect("read");
+        let other = std::fs::read(seg.with_file_name(segment_name(100))).expect("read");
         assert!(
             other[4096..].iter().all(|&b| b == 0),
             "the misnamed file is untouched"
