@@ -199,3 +199,46 @@ fn without_the_journal_shared_syncs_are_filesystem_syncs() {
         );
     }
 }
+
+/// A group that only answers reads from its local state has nothing to flush: it does not
+/// count as busy, so a lone writer's rounds keep syncing its own segment, with no shared sync
+/// of the journal or the filesystem.
+#[test]
+fn a_group_that_only_answers_local_reads_leaves_a_lone_writer_to_sync_alone() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let mut c = Cluster::builder().voters([1]).build();
+    c.start(1);
+    c.wait_leader(0);
+    for g in [1, 2] {
+        c.ctl(&["--group", &g.to_string(), "group", "create", "1"])
+            .ok();
+        c.wait_leader(g);
+    }
+    c.put(2, 7, 1, "k", "v");
+    shoal_testkit::wait_for("every group quiet", shoal_testkit::WAIT, || {
+        c.gauge(1, "shoal_groups_quiet") >= 3
+    });
+    let shared = |c: &Cluster| c.gauge(1, "shoal_shared_syncs_total");
+    let before = shared(&c);
+    let (done, reads) = (AtomicBool::new(false), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Relaxed) {
+                let got = c.get(1, 2, "k", ReadMode::Local);
+                assert_eq!(got.as_deref(), Some(&b"v"[..]));
+                reads.fetch_add(1, Relaxed);
+            }
+        });
+        // One write at a time: one sync in flight, never two of this group to share.
+        for i in 0..300 {
+            c.put(1, 8, i + 1, &format!("k{i}"), "v");
+        }
+        done.store(true, Relaxed);
+    });
+    assert!(reads.load(Relaxed) > 0, "no read ran alongside the writes");
+    assert_eq!(
+        shared(&c) - before,
+        0,
+        "reads made the writer's rounds share a sync"
+    );
+}

@@ -83,8 +83,6 @@ pub(super) struct Group {
     pub(super) sync_started_upto: LogIndex,
     /// The data dir's filesystem sync covers this group's storage (`--shared-sync`).
     pub(super) shared_sync: bool,
-    /// A client request or peer frame reached the group since its last flush.
-    pub(super) had_input: bool,
     /// The membership index when the loop last gathered this group's members.
     pub(super) members_seen: LogIndex,
     pub(super) dir: PathBuf,
@@ -230,8 +228,8 @@ pub(super) struct FlushJob<'a> {
     sync_started_upto: &'a mut LogIndex,
     shared_sync: bool,
     step: FlushStep,
-    /// The group has work beyond its timers (input since its last flush, or entries to
-    /// write, send or apply): worth a flush thread.
+    /// The group has work beyond its timers (it is not idle: entries to write, sync, send
+    /// or apply, messages or reads waiting): worth a flush thread.
     pub(super) busy: bool,
     /// Several groups are busy this round: a leader's new log bytes go into the sync journal
     /// too, so that one journal sync covers them all.
@@ -253,7 +251,9 @@ impl<'a> FlushJob<'a> {
     pub(super) fn new(g: &'a mut Group, step: FlushStep) -> FlushJob<'a> {
         // After a sync there is always work: what the sync made durable.
         let busy = match step {
-            FlushStep::Flush { .. } => std::mem::take(&mut g.had_input) || !g.node.is_idle(),
+            // Input alone is not work: a read answered from the local state, or a status
+            // request, leaves an idle group idle (and a lone writer's rounds unshared).
+            FlushStep::Flush { .. } => !g.node.is_idle(),
             FlushStep::Synced(_) | FlushStep::Alone => true,
         };
         FlushJob {

@@ -421,7 +421,6 @@ impl RaftLoop {
                 sync_started_upto: 0,
                 shared_sync: shared_sync,
                 members_seen: 0,
-                had_input: false,
                 dir: dir,
             });
             Ok(())

@@ -139,7 +139,6 @@ impl RaftLoop {
         }
         self.active.insert(group);
         let g = self.groups.get_mut(&group).expect("hosted or joined above");
-        g.had_input = true;
         if let Err(e) = g.node.handle_decoded(now, &frame, used) {
             log::error!("group {group}: fatal: {e}; stopping");
             std::process::exit(1);
@@ -253,7 +252,6 @@ impl RaftLoop {
             reply.send(unknown_group(gid, node_id));
             return;
         };
-        g.had_input = true;
         match request {
             Request::Write { client_id, seq, op } => write(g, now, client_id, seq, op, reply),
             Request::Get { key, mode } => read(g, now, mode, ReadReq::Get(key), reply, gate),
