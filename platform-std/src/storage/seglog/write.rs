@@ -135,7 +135,7 @@ impl Log {
     /// written once its held bytes reach [`HOLD_BYTES`], or by the next write out (a lone
     /// round, a roll-over, a cut, an idle group, a close). Whether the bytes are held now.
     fn hold_for_journal(&mut self) -> bool {
-        let Some(journal) = self.journal.clone() else {
+        let Some(journal) = self.journal.as_ref() else {
             return false;
         };
         let seg = self.active();

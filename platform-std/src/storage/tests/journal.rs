@@ -36,6 +36,17 @@ fn journaled(dir: &Path, opts: &StorageOptions) -> (Arc<Journal>, FileStorage) {
     (journal, s)
 }
 
+/// The next start of the data dir `dir`: the journal's replay first when `replay` (what it
+/// wrote back), then group 0's storage opened again.
+fn restart(
+    dir: &Path,
+    opts: &StorageOptions,
+    replay: bool,
+) -> (Option<journal::Replayed>, FileStorage) {
+    let done = replay.then(|| journal::replay(dir).expect("replay"));
+    (done, open(dir, opts).expect("reopen"))
+}
+
 /// What a round of several groups does for `s`: its new bytes into the journal, then one sync
 /// of the journal in place of the group's own fdatasync.
 fn journal_round(s: &mut FileStorage, journal: &Journal) {
@@ -67,11 +78,10 @@ fn what_a_journal_sync_covered_survives_a_power_cut_through_the_replay() {
         journal_round(&mut s, &journal);
         lose_unsynced(s.power_cut());
         drop(journal);
-        if replay {
-            let done = journal::replay(root.path()).expect("replay");
+        let (done, s) = restart(root.path(), &opts, replay);
+        if let Some(done) = done {
             assert_eq!((done.pieces, done.skipped, done.segments), (2, 0, 1));
         }
-        let s = open(root.path(), &opts).expect("reopen");
         // Without the replay the power cut took every entry the journal held (the model
         // loses them, so the replay is what brings them back).
         let last = if replay { 160 } else { 10 };
@@ -112,8 +122,7 @@ fn a_cut_after_journaled_entries_is_not_undone_by_the_replay() {
     journal_round(&mut s, &journal);
     lose_unsynced(s.power_cut());
     drop(journal);
-    journal::replay(root.path()).expect("replay");
-    let s = open(root.path(), &opts).expect("reopen");
+    let (_, s) = restart(root.path(), &opts, true);
     assert_eq!(s.last_index(), 18, "the cut entries 19 and 20 came back");
     assert_eq!((s.term(14), s.term(15), s.term(18)), (Ok(1), Ok(2), Ok(2)));
 }
@@ -139,8 +148,8 @@ fn a_follower_round_syncs_through_the_journal_unless_a_hard_state_save_waits() {
     s.shared_synced(true);
     lose_unsynced(s.power_cut());
     drop(journal);
-    assert_eq!(journal::replay(root.path()).expect("replay").pieces, 1);
-    let s = open(root.path(), &opts).expect("reopen");
+    let (done, s) = restart(root.path(), &opts, true);
+    assert_eq!(done.map(|d| d.pieces), Some(1));
     assert_eq!((s.last_index(), s.term(20)), (20, Ok(2)));
     assert_eq!(s.hard_state().term, 2);
 }
@@ -165,8 +174,7 @@ fn a_snapshot_that_resets_the_log_is_not_undone_by_the_replay() {
     journal_round(&mut s, &journal);
     lose_unsynced(s.power_cut());
     drop(journal);
-    journal::replay(root.path()).expect("replay");
-    let s = open(root.path(), &opts).expect("reopen");
+    let (_, s) = restart(root.path(), &opts, true);
     assert_eq!(
         s.last_index(),
         rolled + 1,
@@ -268,10 +276,8 @@ fn a_round_holds_its_bytes_in_the_journal_and_a_kill_loses_none_of_them() {
         assert_eq!((s.last_index(), s.term(40)), (40, Ok(1)));
         s.kill();
         drop(journal);
-        if replay {
-            assert_eq!(journal::replay(root.path()).expect("replay").pieces, 2);
-        }
-        let s = open(root.path(), &opts).expect("reopen");
+        let (done, s) = restart(root.path(), &opts, replay);
+        assert_eq!(done.map(|d| d.pieces), replay.then_some(2));
         // The kill took the held bytes from memory; the journal brings them back.
         let last = if replay { 40 } else { 20 };
         assert_eq!(s.last_index(), last, "replayed: {replay}");
@@ -332,7 +338,7 @@ fn a_wrap_of_the_journal_writes_the_held_bytes_to_their_segment_first() {
     // them. They are in the segment (and the wrap's filesystem sync made them durable).
     s.kill();
     drop(journal);
-    assert_eq!(journal::replay(root.path()).expect("replay").pieces, 0);
-    let s = open(root.path(), &opts).expect("reopen");
+    let (done, s) = restart(root.path(), &opts, true);
+    assert_eq!(done.map(|d| d.pieces), Some(0));
     assert_eq!((s.last_index(), s.term(40)), (40, Ok(1)));
 }
