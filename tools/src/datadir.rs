@@ -17,7 +17,7 @@ use shoal_std::storage::scan::{
     SegmentFile, Slot, HS_SLOT_BYTES,
 };
 
-use shoal_std::storage::journal::JOURNAL_FILE;
+use shoal_std::storage::journal::{JournalContents, JOURNAL_FILE};
 
 use crate::journal::read_journal;
 use crate::portable::{read_snapshot_file, SnapshotFile};
@@ -112,7 +112,9 @@ impl Source for DataDirSource {
         };
         let (journal, journal_problems) = read_journal(&self.dir);
         problems.extend(journal_problems);
-        let pieces = live_pieces(&self.dir);
+        let pieces = journal.as_ref().map(|(_, c)| live_pieces(c));
+        let pieces = pieces.unwrap_or_default();
+        let journal = journal.map(|(view, _)| view);
         let groups = groups
             .into_iter()
             .map(|g| {
@@ -174,16 +176,13 @@ impl Source for DataDirSource {
 
 /// Each group's live pieces in the data dir's sync journal (segment first index, offset,
 /// bytes), in journal order: what `shoald` writes back into the segments at its next start.
-/// Empty when there is no journal or it does not parse (`read_journal` reports that).
-fn live_pieces(dir: &Path) -> HashMap<GroupId, Vec<Piece>> {
+fn live_pieces(contents: &JournalContents) -> HashMap<GroupId, Vec<Piece>> {
     let mut by_group: HashMap<GroupId, Vec<Piece>> = HashMap::new();
-    if let Ok(Some(contents)) = shoal_std::storage::journal::read(dir) {
-        for (group, segment, offset, bytes) in contents.live_pieces() {
-            by_group
-                .entry(group)
-                .or_default()
-                .push((segment, offset, bytes.to_vec()));
-        }
+    for (group, segment, offset, bytes) in contents.live_pieces() {
+        by_group
+            .entry(group)
+            .or_default()
+            .push((segment, offset, bytes.to_vec()));
     }
     by_group
 }

@@ -60,11 +60,11 @@ impl JournalView {
     }
 }
 
-/// Read the journal of `data_dir`: `None` when there is no journal file (or it does not
-/// parse), and the findings. A header that does not read is a warning (a journal torn while
+/// Read the journal of `data_dir`: its view and what it holds, `None` when there is no
+/// journal file (or it does not parse), and the findings. A header that does not read is a warning (a journal torn while
 /// it wrapped, when every piece was durable: `shoald` starts it afresh); a record that does not
 /// parse is an error at its offset (`shoald` refuses to start on it).
-pub fn read_journal(data_dir: &Path) -> (Option<JournalView>, Vec<Problem>) {
+pub fn read_journal(data_dir: &Path) -> (Option<(JournalView, JournalContents)>, Vec<Problem>) {
     let path = data_dir.join(JOURNAL_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -75,7 +75,10 @@ pub fn read_journal(data_dir: &Path) -> (Option<JournalView>, Vec<Problem>) {
         }
     };
     match journal::parse_detailed(&bytes) {
-        Ok(contents) => (Some(view(data_dir, &path, &contents)), Vec::new()),
+        Ok(contents) => {
+            let view = view(data_dir, &path, &contents);
+            (Some((view, contents)), Vec::new())
+        }
         Err(e) if e.in_header() => {
             let p = Problem::warning(
                 &path,
