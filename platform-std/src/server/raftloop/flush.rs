@@ -335,27 +335,49 @@ fn settle_group(
 /// flush in parallel: the raft thread and the others each take the next group not yet taken
 /// until none is left, each group on one thread. With one thread, or at most one busy group,
 /// the raft thread flushes by itself.
+///
+/// The raft thread is the pool's thread 0 (built on it): the share of a round it hands over
+/// that no other thread has taken yet when it runs out of groups, it runs itself, instead of
+/// waiting for a sleeping flush thread to wake up only to find nothing left. Waiting for that
+/// wake-up doubled a round's flush time with four busy groups.
 pub(super) struct Flushers {
     pool: Option<rayon::ThreadPool>,
+    /// The raft thread is the pool's thread 0 (false where the thread already belongs to
+    /// another pool: the pool's threads are then all others).
+    joined: bool,
     /// Flushes run by the raft thread (first) and by each other flush thread.
     counts: Vec<AtomicU64>,
 }
 
 impl Flushers {
+    /// Start `threads - 1` flush threads; call it on the raft thread.
     pub(super) fn start(threads: usize) -> Result<Flushers, String> {
         let helpers = threads.saturating_sub(1);
-        let pool = if helpers > 0 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(helpers)
-                .thread_name(|i| format!("shoal-flush-{i}"))
-                .build()
-                .map_err(|e| format!("cannot start {helpers} flush threads: {e}"))?;
-            Some(pool)
-        } else {
-            None
+        let name = |i: usize| format!("shoal-flush-{i}");
+        let build = |joined: bool| {
+            let b = rayon::ThreadPoolBuilder::new().thread_name(name);
+            if joined {
+                b.num_threads(threads).use_current_thread().build()
+            } else {
+                b.num_threads(helpers).build()
+            }
+        };
+        let (pool, joined) = match helpers {
+            0 => (None, false),
+            _ => match build(true) {
+                Ok(pool) => (Some(pool), true),
+                Err(_) => match build(false) {
+                    Ok(pool) => (Some(pool), false),
+                    Err(e) => return Err(format!("cannot start {helpers} flush threads: {e}")),
+                },
+            },
         };
         let counts = (0..=helpers).map(|_| AtomicU64::new(0)).collect();
-        Ok(Flushers { pool, counts })
+        Ok(Flushers {
+            pool,
+            joined,
+            counts,
+        })
     }
 
     /// Flushes run so far by the raft thread, then by each other flush thread.
@@ -370,41 +392,119 @@ impl Flushers {
     /// them, the rest (a flush with only timers to look at) on the raft thread, which would
     /// spend more handing them over than flushing them.
     pub(super) fn run(&self, jobs: &mut [FlushJob], now: u64) {
-        let run = |j: &mut FlushJob| {
-            j.run(now);
-            let thread = rayon::current_thread_index().map_or(0, |i| i + 1);
-            self.counts[thread].fetch_add(1, Ordering::Relaxed);
-        };
         let busy = jobs.iter().filter(|j| j.busy).count();
         for j in jobs.iter_mut() {
             j.journal = busy > 1;
         }
+        self.run_each(jobs, |j| j.busy, |j| j.run(now));
+    }
+
+    /// [`Flushers::run`] for any jobs: `busy` ones spread over the threads, the others run
+    /// here.
+    fn run_each<J: Send>(
+        &self,
+        jobs: &mut [J],
+        busy: impl Fn(&J) -> bool,
+        run: impl Fn(&mut J) + Sync,
+    ) {
+        let run = |j: &mut J| {
+            run(j);
+            let thread = match rayon::current_thread_index() {
+                Some(i) if self.joined => i,
+                Some(i) => i + 1,
+                None => 0,
+            };
+            self.counts[thread].fetch_add(1, Ordering::Relaxed);
+        };
+        let n_busy = jobs.iter().filter(|j| busy(j)).count();
         let pool = match &self.pool {
-            Some(pool) if busy > 1 => pool,
+            Some(pool) if n_busy > 1 => pool,
             _ => return jobs.iter_mut().for_each(run),
         };
-        let mut queue = Vec::with_capacity(busy);
+        let mut queue = Vec::with_capacity(n_busy);
         for j in jobs.iter_mut() {
-            if j.busy {
+            if busy(j) {
                 queue.push(std::sync::Mutex::new(j));
             } else {
                 run(j);
             }
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
-        // Take the next group until none is left (a lock nobody else ever waits for: each
+        // Take the next job until none is left (a lock nobody else ever waits for: each
         // index is taken once).
         let work = || {
             while let Some(j) = queue.get(next.fetch_add(1, Ordering::Relaxed)) {
                 run(&mut j.lock().expect("a flush job's lock"));
             }
         };
-        let helpers = pool.current_num_threads().min(busy - 1);
+        let others = pool.current_num_threads() - usize::from(self.joined);
         pool.in_place_scope(|s| {
-            for _ in 0..helpers {
+            for _ in 0..others.min(n_busy - 1) {
                 s.spawn(|_| work());
             }
             work();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_round_does_not_wait_for_a_flush_thread_that_is_not_free() {
+        let f = Flushers::start(2).unwrap();
+        assert!(f.joined, "the test thread joins the pool as its thread 0");
+        let pool = f.pool.as_ref().unwrap();
+        // The one other flush thread is held up (as a sleeping thread is, until it wakes).
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, is_held) = std::sync::mpsc::channel::<()>();
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let t = timed_out.clone();
+        pool.spawn(move || {
+            started.send(()).unwrap();
+            let r = held.recv_timeout(Duration::from_secs(20));
+            t.store(r.is_err(), Ordering::SeqCst);
+        });
+        is_held.recv().unwrap();
+        let mut jobs = vec![0u32; 8];
+        let at = Instant::now();
+        f.run_each(&mut jobs, |_| true, |j| *j += 1);
+        assert!(jobs.iter().all(|j| *j == 1), "every job ran once: {jobs:?}");
+        // Still held: the round ran without it.
+        release.send(()).unwrap();
+        assert!(
+            at.elapsed() < Duration::from_secs(20),
+            "the round waited {:?}, for the held thread",
+            at.elapsed()
+        );
+        assert_eq!(f.counts(), vec![8, 0], "the raft thread ran them all");
+        drop(f);
+        assert!(!timed_out.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn busy_jobs_spread_over_the_threads_and_idle_ones_stay_on_the_raft_thread() {
+        let f = Flushers::start(2).unwrap();
+        let mut jobs: Vec<(bool, Option<usize>)> = (0..64).map(|i| (i % 2 == 0, None)).collect();
+        // Each busy job takes long enough that the other thread wakes and takes some.
+        f.run_each(
+            &mut jobs,
+            |j| j.0,
+            |j| {
+                std::thread::sleep(Duration::from_millis(2));
+                j.1 = Some(rayon::current_thread_index().unwrap_or(0));
+            },
+        );
+        assert!(jobs.iter().all(|j| j.1.is_some()), "every job ran");
+        assert!(
+            jobs.iter().filter(|j| !j.0).all(|j| j.1 == Some(0)),
+            "idle jobs ran on the raft thread"
+        );
+        let counts = f.counts();
+        assert_eq!(counts.iter().sum::<u64>(), 64);
+        assert!(counts[1] > 0, "the flush thread took busy jobs: {counts:?}");
     }
 }
