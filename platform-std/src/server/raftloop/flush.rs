@@ -78,6 +78,7 @@ impl RaftLoop {
                 self.view_dirty.insert(id);
                 if group_idle(g) {
                     g.node.storage_mut().inner.release_idle_memory();
+                    g.spare_events = Vec::new();
                     // An idle group leaves the active set, unless a snapshot is due now; one
                     // due later by time wakes it then.
                     match g.node.snapshot_due_at() {
@@ -243,7 +244,7 @@ struct AfterFlush {
 /// the group's own after-flush work.
 fn settle_group(
     g: &mut Group,
-    events: Vec<Event<GroupOutput>>,
+    mut events: Vec<Event<GroupOutput>>,
     (now, wall): (u64, u64),
     (auth, auth_seen, counts): (
         &mut crate::server::auth::AuthState,
@@ -262,7 +263,7 @@ fn settle_group(
         auth: &*auth,
         counts,
     };
-    for ev in events {
+    for ev in events.drain(..) {
         match ev {
             Event::Applied {
                 index,
@@ -328,8 +329,15 @@ fn settle_group(
             _ => {}
         }
     }
+    // Kept for the next flush, unless a big batch grew it (an idle group lets it go).
+    if events.capacity() <= SPARE_EVENTS {
+        g.spare_events = events;
+    }
     after_flush(g, now, wall, gate);
 }
+
+/// The most events a group's spare events vector keeps room for between flushes.
+const SPARE_EVENTS: usize = 32;
 
 /// The flush threads (`--raft-threads N`: the raft thread and N-1 more). A round's busy groups
 /// flush in parallel: the raft thread and the others each take the next group not yet taken

@@ -79,6 +79,8 @@ pub(super) struct Group {
     pub(super) writes_refused: u64,
     /// Background fdatasyncs of this group's log running now.
     pub(super) syncs_inflight: usize,
+    /// The events vector of the group's last flush, emptied, for the next one to fill.
+    pub(super) spare_events: Vec<Event<GroupOutput>>,
     /// The last index a background sync was started for.
     pub(super) sync_started_upto: LogIndex,
     /// The data dir's filesystem sync covers this group's storage (`--shared-sync`).
@@ -112,9 +114,10 @@ pub(super) fn start_sync_thread(
     hist: Arc<Histogram>,
     fs: Option<Arc<FsSync>>,
     journal: Option<Arc<Journal>>,
-) -> Result<(Sender<Vec<SyncJob>>, Receiver<SyncDone>), String> {
+) -> Result<(Sender<Vec<SyncJob>>, Receiver<Vec<SyncDone>>), String> {
     let (job_tx, job_rx) = smol::channel::unbounded::<Vec<SyncJob>>();
-    let (done_tx, done_rx) = smol::channel::unbounded::<SyncDone>();
+    // One message per sync, naming every job it finished.
+    let (done_tx, done_rx) = smol::channel::unbounded::<Vec<SyncDone>>();
     for i in 0..MAX_SYNCS_INFLIGHT {
         let (job_rx, done_tx, hist, fs, journal) = (
             job_rx.clone(),
@@ -159,10 +162,10 @@ pub(super) fn start_sync_thread(
                         hist.shared
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    for (job, result) in jobs.into_iter().zip(results) {
-                        if done_tx.send_blocking(SyncDone { job, result }).is_err() {
-                            return;
-                        }
+                    let done = jobs.into_iter().zip(results);
+                    let done = done.map(|(job, result)| SyncDone { job, result }).collect();
+                    if done_tx.send_blocking(done).is_err() {
+                        return;
                     }
                 }
             })
@@ -266,7 +269,7 @@ impl<'a> FlushJob<'a> {
             journal: false,
             out: Flush {
                 id: g.id,
-                events: Vec::new(),
+                events: std::mem::take(&mut g.spare_events),
                 sync: None,
                 result: Ok(Flushed::Done),
             },

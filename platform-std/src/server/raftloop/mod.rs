@@ -109,7 +109,8 @@ pub struct RaftLoop {
     fs_sync: Option<Arc<FsSync>>,
     /// The data dir's sync journal: rounds of several busy groups sync through it.
     journal: Option<Arc<Journal>>,
-    synced: Receiver<SyncDone>,
+    /// Each message: the jobs one sync finished.
+    synced: Receiver<Vec<SyncDone>>,
     /// Snapshots written off the raft thread, back from their threads ([`snapbg`]).
     snap_written_tx: Sender<SnapWritten>,
     snap_written: Receiver<SnapWritten>,
@@ -418,6 +419,7 @@ impl RaftLoop {
                 proposals: 0,
                 writes_refused: 0,
                 syncs_inflight: 0,
+                spare_events: Vec::new(),
                 sync_started_upto: 0,
                 shared_sync: shared_sync,
                 members_seen: 0,
@@ -505,7 +507,7 @@ impl RaftLoop {
                 enum Woke {
                     Task,
                     Peer(Option<PeerFrame>),
-                    Synced(Option<SyncDone>),
+                    Synced(Option<Vec<SyncDone>>),
                     Tick,
                 }
                 let (rx, synced) = (&self.rx, &self.synced);
@@ -532,8 +534,8 @@ impl RaftLoop {
                         n += 1;
                     }
                     Woke::Synced(Some(done)) => {
-                        self.sync_done(done);
-                        n += 1;
+                        n += done.len();
+                        done.into_iter().for_each(|d| self.sync_done(d));
                     }
                     Woke::Peer(None) | Woke::Synced(None) | Woke::Task => continue,
                     Woke::Tick => {}
@@ -571,8 +573,8 @@ impl RaftLoop {
     fn take_inputs(&mut self) -> usize {
         let mut n = 0;
         while let Ok(done) = self.synced.try_recv() {
-            self.sync_done(done);
-            n += 1;
+            n += done.len();
+            done.into_iter().for_each(|d| self.sync_done(d));
         }
         while let Ok(done) = self.snap_written.try_recv() {
             self.snapshot_written(done);

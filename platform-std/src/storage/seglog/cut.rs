@@ -138,7 +138,7 @@ impl Log {
         // Renamed oldest first, so a crash leaves a contiguous log (an older segment back
         // in place is harmless: the snapshot covers it, as with `compact_delay`).
         for seg in self.segs.drain(..ready) {
-            let mut retired = seg.path.clone().into_os_string();
+            let mut retired = seg.path.as_os_str().to_os_string();
             retired.push(RETIRED_SUFFIX);
             let retired = PathBuf::from(retired);
             fs::rename(&seg.path, &retired)

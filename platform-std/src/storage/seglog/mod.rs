@@ -68,7 +68,8 @@ pub(crate) static TORN_TAILS_CUT: std::sync::atomic::AtomicU64 =
 /// One segment file and the in-memory index of its entries.
 pub(crate) struct Segment {
     pub(crate) first_index: LogIndex,
-    pub(crate) path: PathBuf,
+    /// Shared with the background syncs that name it (no copy per sync).
+    pub(crate) path: Arc<std::path::Path>,
     pub(crate) file: Arc<File>,
     /// Record offset of each entry `first_index + k`.
     offsets: Vec<u32>,
@@ -99,7 +100,7 @@ impl Segment {
     fn new(first_index: LogIndex, path: PathBuf, file: File, end: u64, capacity: u64) -> Segment {
         Segment {
             first_index,
-            path,
+            path: path.into(),
             file: Arc::new(file),
             offsets: Vec::new(),
             terms: Vec::new(),
@@ -447,7 +448,7 @@ impl Log {
         let _ = self.write_out();
         self.segs
             .iter()
-            .map(|s| (s.path.clone(), s.durable, s.written))
+            .map(|s| (s.path.to_path_buf(), s.durable, s.written))
             .collect()
     }
 }

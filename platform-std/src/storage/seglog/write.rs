@@ -7,7 +7,7 @@
 //! fdatasync is fatal.
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use shoal_core::entry::{self, EntryRef};
@@ -29,7 +29,7 @@ pub(crate) const HOLD_BYTES: u64 = 64 << 10;
 #[derive(Clone, Debug)]
 pub struct BackgroundSync {
     file: Arc<File>,
-    path: PathBuf,
+    path: Arc<Path>,
     upto: u64,
     cuts: u64,
     /// What it covers was copied into the sync journal.
