@@ -99,6 +99,10 @@ pub(super) struct SyncJob {
     pub(super) shared: bool,
 }
 
+/// Where the raft thread hands rounds of [`SyncJob`]s to the sync threads, and where each sync
+/// comes back (one message per sync, naming every job it finished).
+pub(super) type SyncChannels = (Sender<Vec<SyncJob>>, Receiver<Vec<SyncDone>>);
+
 /// A finished [`SyncJob`].
 pub(super) struct SyncDone {
     pub(super) job: SyncJob,
@@ -114,7 +118,7 @@ pub(super) fn start_sync_thread(
     hist: Arc<Histogram>,
     fs: Option<Arc<FsSync>>,
     journal: Option<Arc<Journal>>,
-) -> Result<(Sender<Vec<SyncJob>>, Receiver<Vec<SyncDone>>), String> {
+) -> Result<SyncChannels, String> {
     let (job_tx, job_rx) = smol::channel::unbounded::<Vec<SyncJob>>();
     // One message per sync, naming every job it finished.
     let (done_tx, done_rx) = smol::channel::unbounded::<Vec<SyncDone>>();
