@@ -497,13 +497,28 @@ mod tests {
     fn busy_jobs_spread_over_the_threads_and_idle_ones_stay_on_the_raft_thread() {
         let f = Flushers::start(2).unwrap();
         let mut jobs: Vec<(bool, Option<usize>)> = (0..64).map(|i| (i % 2 == 0, None)).collect();
-        // Each busy job takes long enough that the other thread wakes and takes some.
+        // The raft thread's busy jobs wait (10 s at most, in all) until the other thread has
+        // taken one, however long it takes to wake on a loaded machine.
+        let other_took = AtomicBool::new(false);
+        let gave_up = AtomicBool::new(false);
         f.run_each(
             &mut jobs,
             |j| j.0,
             |j| {
-                std::thread::sleep(Duration::from_millis(2));
-                j.1 = Some(rayon::current_thread_index().unwrap_or(0));
+                let thread = rayon::current_thread_index().unwrap_or(0);
+                if thread != 0 {
+                    other_took.store(true, Ordering::SeqCst);
+                } else if j.0 && !gave_up.load(Ordering::SeqCst) {
+                    let start = Instant::now();
+                    while !other_took.load(Ordering::SeqCst) {
+                        if start.elapsed() > Duration::from_secs(10) {
+                            gave_up.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                j.1 = Some(thread);
             },
         );
         assert!(jobs.iter().all(|j| j.1.is_some()), "every job ran");
