@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use shoal_testkit::cli::run;
-use shoal_testkit::{bin, free_addr, Cluster, WAIT};
+use shoal_testkit::{bin, free_addr, Cluster};
 
 /// A start refused before it serves: it exits by itself within this time.
 const REFUSED_WITHIN: Duration = Duration::from_secs(20);
@@ -203,12 +203,8 @@ fn the_admin_port_refuses_huge_bodies_long_heads_and_other_methods_and_keeps_ser
     c.start(1);
     c.wait_leader(0);
     let admin = c.node(1).admin.clone();
-    // Healthy before (the admin view follows the raft thread's by up to 100 ms).
-    let healthy = || {
-        c.http_get(1, "/health")
-            .is_some_and(|(code, _)| code == 200)
-    };
-    shoal_testkit::wait_for("/health to say ok before the refusals", WAIT, healthy);
+    // Healthy before the refusals.
+    c.wait_healthy(1);
     // The request that used to abort the process: it announced a 93 GiB body.
     let (code, _) = admin_raw(
         &admin,

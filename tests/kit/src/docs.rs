@@ -161,8 +161,8 @@ fn heredoc_end(line: &str) -> Option<String> {
 }
 
 /// Start a fresh single-node cluster with `shoald`'s defaults (only ids, addresses, data dir
-/// and its client address in the member list set), wait until it leads and has written its
-/// member record, and run `example` against it.
+/// and its client address in the member list set), wait until it leads, has written its
+/// member record and its `/health` says ok, and run `example` against it.
 ///
 /// # Panics
 /// At the first command that exits non-zero, runs past [`CTL_WAIT`] or ends its output with
@@ -178,6 +178,7 @@ pub fn run_on_dev_node(example: &Example) {
             .get(1, 0, "__shoal.members.1", ReadMode::Linearizable)
             .is_some()
     });
+    cluster.wait_healthy(1);
     let work = cluster.root().join("work");
     std::fs::create_dir_all(&work).expect("a work dir for the example");
     let node = cluster.node(1);

@@ -565,6 +565,28 @@ impl Cluster {
         client::health(&self.node(id).client)
     }
 
+    /// Wait until node `id`'s admin `/health` answers 200, as an operator's check would: the
+    /// admin view follows the raft thread's by up to 100 ms, so a node that just answered
+    /// [`Cluster::wait_leader`] may still say "no leader" there for a moment.
+    ///
+    /// # Panics
+    /// When it does not within [`crate::WAIT`], with its last answer.
+    pub fn wait_healthy(&self, id: u64) {
+        let mut last = None;
+        let ok = crate::wait::poll(crate::WAIT, || {
+            last = self.http_get(id, "/health");
+            last.as_ref()
+                .is_some_and(|(code, _)| *code == 200)
+                .then_some(())
+        });
+        if ok.is_none() {
+            panic!(
+                "node {id}'s /health did not say ok within {:?}; last answer: {last:?}",
+                crate::WAIT
+            );
+        }
+    }
+
     /// `GET path` on node `id`'s admin port.
     pub fn http_get(&self, id: u64, path: &str) -> Option<(u16, String)> {
         client::http_get(&self.node(id).admin, path)
