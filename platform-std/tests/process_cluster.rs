@@ -91,9 +91,7 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
     }
 
     // Admin port. Health turns 200 once every group on the node knows its leader.
-    wait_for("/health 200 on the new leader", WAIT, || {
-        matches!(c.http_get(target, "/health"), Some((200, _)))
-    });
+    c.wait_healthy(target);
     let (code, body) = c.http_get(target, "/metrics").expect("metrics");
     assert_eq!(code, 200);
     assert!(body.contains("shoal_fsync_seconds_bucket"), "{body}");

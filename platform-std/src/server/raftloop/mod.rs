@@ -533,10 +533,7 @@ impl RaftLoop {
                         self.peer_frame(frame);
                         n += 1;
                     }
-                    Woke::Synced(Some(done)) => {
-                        n += done.len();
-                        done.into_iter().for_each(|d| self.sync_done(d));
-                    }
+                    Woke::Synced(Some(done)) => n += self.syncs_done(done),
                     Woke::Peer(None) | Woke::Synced(None) | Woke::Task => continue,
                     Woke::Tick => {}
                 }
@@ -573,8 +570,7 @@ impl RaftLoop {
     fn take_inputs(&mut self) -> usize {
         let mut n = 0;
         while let Ok(done) = self.synced.try_recv() {
-            n += done.len();
-            done.into_iter().for_each(|d| self.sync_done(d));
+            n += self.syncs_done(done);
         }
         while let Ok(done) = self.snap_written.try_recv() {
             self.snapshot_written(done);

@@ -75,6 +75,13 @@ pub fn role_name(r: Role) -> &'static str {
 impl RaftLoop {
     // ----- inputs --------------------------------------------------------------------------------
 
+    /// One sync finished these jobs; how many.
+    pub(super) fn syncs_done(&mut self, done: Vec<SyncDone>) -> usize {
+        let n = done.len();
+        done.into_iter().for_each(|d| self.sync_done(d));
+        n
+    }
+
     /// A background fdatasync finished: the group's leader may count its own log now.
     pub(super) fn sync_done(&mut self, done: SyncDone) {
         let SyncDone { job, result } = done;
