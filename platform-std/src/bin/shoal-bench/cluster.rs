@@ -189,6 +189,17 @@ pub fn proc_status(pid: u32, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The kernel's clock ticks per second, the unit of [`cpu_ticks`].
+pub fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
 /// User plus system CPU time of a process so far, in clock ticks (None if it is gone).
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

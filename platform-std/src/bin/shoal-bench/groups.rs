@@ -12,7 +12,9 @@ use shoal_client::protocol::{Request, Response};
 
 use crate::calls::{call_once, create_groups, find_leader, group_leaders};
 use crate::cli::{Args, Workload};
-use crate::cluster::{cpu_ticks, disk_blocks_bytes, http_body, rss_kib, LocalCluster};
+use crate::cluster::{
+    clock_ticks_per_sec, cpu_ticks, disk_blocks_bytes, http_body, rss_kib, LocalCluster,
+};
 use crate::report;
 use crate::run::run;
 
@@ -43,6 +45,11 @@ pub struct ActivePoint {
     pub fsyncs_per_sec: f64,
     /// p99 write latency, µs.
     pub p99_us: u64,
+    /// Server CPU per acknowledged write over the measured window, µs, summed over the nodes
+    /// (None if it could not be read).
+    pub server_us_per_write: Option<f64>,
+    /// The servers and the load generator kept the machine's cores busy over the window.
+    pub cpu_bound: bool,
 }
 
 /// Everything the workload measured.
@@ -115,16 +122,6 @@ fn costs(cluster: &LocalCluster, idle: Duration) -> Vec<NodeCost> {
         .collect()
 }
 
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as f64
-    } else {
-        100.0
-    }
-}
-
 /// fdatasyncs so far, summed over the nodes (`shoal_fsync_seconds_count`).
 fn fsyncs(cluster: &LocalCluster) -> u64 {
     cluster
@@ -186,10 +183,19 @@ fn measure(
             writes_per_sec: w.ok as f64 / o.secs,
             fsyncs_per_sec: f1.saturating_sub(f0) as f64 / span,
             p99_us: w.pct(0.99),
+            server_us_per_write: o
+                .cpu
+                .as_ref()
+                .map(|c| c.server_us_per_op(w.ok as f64 / o.secs)),
+            cpu_bound: o.cpu.as_ref().is_some_and(|c| c.cpu_bound()),
         };
         eprintln!(
-            "groups: {k} active: {:.0} writes/s, {:.0} fsyncs/s",
-            point.writes_per_sec, point.fsyncs_per_sec
+            "groups: {k} active: {:.0} writes/s, {:.0} fsyncs/s, {} server CPU per write",
+            point.writes_per_sec,
+            point.fsyncs_per_sec,
+            point
+                .server_us_per_write
+                .map_or("n/a".into(), |us| format!("{us:.2} µs"))
         );
         active.push(point);
     }

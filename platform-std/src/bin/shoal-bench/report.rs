@@ -9,7 +9,7 @@ use crate::cli::{Args, Workload};
 use crate::groups::GroupsOutcome;
 use crate::hostile::{HostileOutcome, Tally};
 use crate::recovery::RecoveryPoint;
-use crate::run::Outcome;
+use crate::run::{CpuUse, Outcome};
 use crate::stats::OpStats;
 use crate::sweep::SweepPoint;
 
@@ -97,10 +97,42 @@ pub fn single(a: &Args, o: &Outcome, out: &mut impl Write) -> io::Result<()> {
             f(o.hwm[i].map(|x| x.1))
         )?;
     }
+    if let Some(cpu) = &o.cpu {
+        writeln!(out, "{}", cpu_line(cpu, secs, total))?;
+    }
     for e in &o.failures {
         writeln!(out, "connection failed: {e}")?;
     }
     Ok(())
+}
+
+/// Operations per second of a run's totals (writes and reads).
+fn ops_per_sec(secs: f64, total: &[OpStats; 3]) -> f64 {
+    (total[0].ok + total[1].ok) as f64 / secs.max(1e-9)
+}
+
+/// What the servers and the load generator spent over the measured window, and whether that
+/// bound the run: on a machine the load generator shares, a figure bound by CPU compares
+/// server CPU per operation, not the machine.
+fn cpu_line(cpu: &CpuUse, secs: f64, total: &[OpStats; 3]) -> String {
+    let ops = ops_per_sec(secs, total);
+    let mut line = String::from("CPU over the measured window:");
+    for (i, c) in cpu.servers.iter().enumerate() {
+        line += &format!(
+            " node {} {c:.2} cores ({:.2} µs per op),",
+            i + 1,
+            c * 1e6 / ops.max(1e-9)
+        );
+    }
+    line += &format!(" load generator {:.2} cores", cpu.bench);
+    if cpu.cpu_bound() {
+        let busy = cpu.servers.iter().sum::<f64>() + cpu.bench;
+        line += &format!(
+            "; {busy:.2} of the machine's {} cores busy: bound by CPU the load generator shares",
+            cpu.cores
+        );
+    }
+    line
 }
 
 /// One run's outcome as one JSON object.
@@ -141,6 +173,13 @@ fn single_json(
             })
         })
         .collect();
+    let cpu = o.cpu.as_ref().map(|c| {
+        serde_json::json!({
+            "server_cores": c.servers, "load_generator_cores": c.bench,
+            "machine_cores": c.cores, "cpu_bound": c.cpu_bound(),
+            "server_us_per_op": c.server_us_per_op(ops_per_sec(secs, total)),
+        })
+    });
     let v = serde_json::json!({
         "workload": format!("{:?}", a.workload).to_lowercase(),
         "local": a.local, "fsync": a.local.map(|_| a.fsync.as_flag()),
@@ -153,6 +192,7 @@ fn single_json(
         "ops": ops,
         "servers": if o.pids.is_empty() { serde_json::Value::String("n/a".into()) } else { servers.into() },
         "connection_failures": o.failures,
+        "cpu": cpu,
     });
     writeln!(out, "{v}")
 }
@@ -405,6 +445,7 @@ pub fn groups(a: &Args, n: u32, o: &GroupsOutcome, out: &mut impl Write) -> io::
                 serde_json::json!({
                     "groups": p.groups, "writes_per_sec": p.writes_per_sec,
                     "fsyncs_per_sec": p.fsyncs_per_sec, "p99_us": p.p99_us,
+                    "server_us_per_write": p.server_us_per_write, "cpu_bound": p.cpu_bound,
                 })
             })
             .collect();
@@ -448,13 +489,18 @@ pub fn groups(a: &Args, n: u32, o: &GroupsOutcome, out: &mut impl Write) -> io::
     )?;
     writeln!(
         out,
-        "| active groups | writes/s | fdatasyncs/s (all nodes) | p99 |"
+        "| active groups | writes/s | fdatasyncs/s (all nodes) | p99 | server CPU per write (all nodes) |"
     )?;
-    writeln!(out, "|---:|---:|---:|---:|")?;
+    writeln!(out, "|---:|---:|---:|---:|---:|")?;
     for p in &o.active {
+        let cpu = match p.server_us_per_write {
+            Some(us) if p.cpu_bound => format!("{us:.2} µs (CPU-bound)"),
+            Some(us) => format!("{us:.2} µs"),
+            None => "n/a".into(),
+        };
         writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {cpu} |",
             p.groups,
             p.writes_per_sec,
             p.fsyncs_per_sec,
@@ -523,6 +569,7 @@ mod tests {
             idle: vec![Some((1024, 2048))],
             peak: vec![4096],
             hwm: vec![Some((3072, 5120))],
+            cpu: None,
             failures: vec!["127.0.0.1:7002 closed the connection".into()],
         }
     }
@@ -603,6 +650,68 @@ mod tests {
         assert_eq!(json["fsync"], "always");
         assert_eq!(json["points"][0]["last_index"], 12);
         assert_eq!(json["points"][0]["healthy_ms"], 90.0);
+    }
+
+    #[test]
+    fn cpu_over_the_window_is_reported_per_op_and_says_when_it_bound_the_run() {
+        // 2.5 ops/s (4 writes and one read in 2 s): 0.5 cores is 200,000 µs per op.
+        let mut o = outcome();
+        let cpu = |servers: Vec<f64>, bench: f64| CpuUse {
+            servers,
+            bench,
+            cores: 2,
+        };
+        o.cpu = Some(cpu(vec![0.5], 0.25));
+        let a = args(&["mixed", "--local", "1"]);
+        let text = written(|out| single(&a, &o, out));
+        let line = text.lines().find(|l| l.starts_with("CPU")).expect("a CPU line");
+        assert_eq!(
+            line,
+            "CPU over the measured window: node 1 0.50 cores (200000.00 µs per op), \
+             load generator 0.25 cores"
+        );
+        // Nine tenths of the cores or more: the run says it was bound by CPU.
+        o.cpu = Some(cpu(vec![0.5, 0.4], 0.9));
+        let text = written(|out| single(&args(&["mixed", "--local", "2"]), &o, out));
+        assert!(
+            text.contains(
+                "node 2 0.40 cores (160000.00 µs per op), load generator 0.90 cores; \
+                 1.80 of the machine's 2 cores busy: bound by CPU the load generator shares"
+            ),
+            "{text}"
+        );
+        let a = args(&["mixed", "--local", "2", "--json"]);
+        let json: serde_json::Value =
+            serde_json::from_str(&written(|out| single(&a, &o, out))).unwrap();
+        assert_eq!(json["cpu"]["server_cores"][1], 0.4);
+        assert_eq!(json["cpu"]["cpu_bound"], true);
+        assert_eq!(json["cpu"]["server_us_per_op"], 360000.0);
+        // No window read, no line and a null.
+        o.cpu = None;
+        assert!(!written(|out| single(&a, &o, out)).contains("\"server_cores\""));
+    }
+
+    #[test]
+    fn cpu_use_comes_from_ticks_over_the_window() {
+        // 100 ticks a second: 150 ticks in 2 s is 0.75 cores; the last process is the bench.
+        let c = CpuUse::from_ticks(&[1000, 50, 10], &[1150, 50, 210], 2.0, 100.0);
+        assert_eq!(c.servers, [0.75, 0.0]);
+        assert_eq!(c.bench, 1.0);
+        assert_eq!(c.server_us_per_op(1000.0), 750.0);
+        assert!(c.cores >= 1);
+        // A counter that went backwards (a process replaced) counts as nothing, not as a wrap.
+        let c = CpuUse::from_ticks(&[500, 10], &[400, 10], 1.0, 100.0);
+        assert_eq!(c.servers, [0.0]);
+        let bound = |servers: f64, bench: f64| {
+            CpuUse {
+                servers: vec![servers],
+                bench,
+                cores: 2,
+            }
+            .cpu_bound()
+        };
+        assert!(bound(1.0, 0.8), "1.8 of 2 cores");
+        assert!(!bound(1.0, 0.7), "1.7 of 2 cores");
     }
 
     #[test]

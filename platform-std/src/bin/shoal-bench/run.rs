@@ -11,7 +11,7 @@ use shoal_client::protocol::{Request, Response, WriteOp};
 
 use crate::calls::{call_once, create_groups, find_leader, group_leaders, prefill};
 use crate::cli::{Args, Workload};
-use crate::cluster::{rss_kib, LocalCluster};
+use crate::cluster::{clock_ticks_per_sec, cpu_ticks, rss_kib, LocalCluster};
 use crate::load::{run_conn, run_watcher, Route, Shared, Window};
 use crate::report;
 use crate::stats::OpStats;
@@ -52,6 +52,9 @@ pub struct Outcome {
     pub peak: Vec<u64>,
     /// Each process's (RSS, peak RSS) in KiB after the load.
     pub hwm: Vec<Option<(u64, u64)>>,
+    /// CPU the servers and this load generator used over the measured window (None when the
+    /// window could not be read, for example a server gone).
+    pub cpu: Option<CpuUse>,
     /// Connections that failed, and why.
     pub failures: Vec<String>,
 }
@@ -92,7 +95,8 @@ pub fn run(
     let sh = Arc::new(shared(a, routes, a.workload, epoch, stop));
     let _ = window.set((sh.start_measure, sh.end));
     let loaders = start_loaders(a, &sh);
-    let peak = sample_peak_rss(&pids, &loaders, &watchers);
+    let window = (sh.start_measure, sh.end);
+    let (peak, cpu) = sample_during(&pids, window, &loaders, &watchers);
     let hwm: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
     let (total, failures) = join_workers(loaders, watchers);
     let measured = (Instant::now().min(sh.end))
@@ -111,6 +115,7 @@ pub fn run(
         idle,
         peak,
         hwm,
+        cpu,
         failures,
     })
 }
@@ -208,22 +213,87 @@ fn routes(
     Ok(routes)
 }
 
-/// The peak RSS of each of `pids`, sampled until every loader and watcher has finished.
-fn sample_peak_rss<A, B>(
+/// CPU time used over a run's measured window, as average cores (CPU seconds per second).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuUse {
+    /// Each `--local` server, in node order.
+    pub servers: Vec<f64>,
+    /// This load generator, every thread of it.
+    pub bench: f64,
+    /// Cores this machine has.
+    pub cores: usize,
+}
+
+impl CpuUse {
+    /// From CPU ticks (servers, then the bench) at the window's start and end, `secs` apart.
+    pub fn from_ticks(t0: &[u64], t1: &[u64], secs: f64, hz: f64) -> CpuUse {
+        let mut cores: Vec<f64> = t0
+            .iter()
+            .zip(t1)
+            .map(|(a, b)| b.saturating_sub(*a) as f64 / hz / secs.max(1e-9))
+            .collect();
+        let bench = cores.pop().unwrap_or(0.0);
+        CpuUse {
+            servers: cores,
+            bench,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Server CPU per operation at `ops_per_sec`, µs, summed over the servers.
+    pub fn server_us_per_op(&self, ops_per_sec: f64) -> f64 {
+        self.servers.iter().sum::<f64>() * 1e6 / ops_per_sec.max(1e-9)
+    }
+
+    /// Whether the servers and the load generator kept nine tenths or more of the machine's
+    /// cores busy: the run's figure is then bound by CPU that the load generator shares.
+    pub fn cpu_bound(&self) -> bool {
+        self.servers.iter().sum::<f64>() + self.bench >= 0.9 * self.cores as f64
+    }
+}
+
+/// The CPU ticks of each of `pids`, then of this process; None if one is gone.
+fn all_ticks(pids: &[u32]) -> Option<Vec<u64>> {
+    let me = std::process::id();
+    pids.iter().chain([&me]).map(|&p| cpu_ticks(p)).collect()
+}
+
+/// Until every loader and watcher has finished: the peak RSS of each of `pids`, sampled every
+/// 100 ms, and the CPU each of them and this process used between the `window`'s instants.
+fn sample_during<A, B>(
     pids: &[u32],
+    (start, end): (Instant, Instant),
     loaders: &[std::thread::JoinHandle<A>],
     watchers: &[std::thread::JoinHandle<B>],
-) -> Vec<u64> {
+) -> (Vec<u64>, Option<CpuUse>) {
     let mut peak = vec![0u64; pids.len()];
+    let mut first: Option<(Instant, Option<Vec<u64>>)> = None;
+    let mut cpu = None;
     while loaders.iter().any(|h| !h.is_finished()) || watchers.iter().any(|h| !h.is_finished()) {
         for (i, &p) in pids.iter().enumerate() {
             if let Some((rss, _)) = rss_kib(p) {
                 peak[i] = peak[i].max(rss);
             }
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        if first.is_none() && now >= start {
+            first = Some((now, all_ticks(pids)));
+        } else if let (Some((t0, Some(ticks0))), None, true) = (&first, &cpu, now >= end) {
+            cpu = all_ticks(pids).map(|ticks1| {
+                let secs = now.duration_since(*t0).as_secs_f64();
+                CpuUse::from_ticks(ticks0, &ticks1, secs, clock_ticks_per_sec())
+            });
+        }
+        // Wake at the window's edges rather than up to 100 ms past them.
+        let next = [start, end]
+            .into_iter()
+            .filter(|&t| t > now)
+            .map(|t| t - now)
+            .min()
+            .unwrap_or(Duration::MAX);
+        std::thread::sleep(next.min(Duration::from_millis(100)));
     }
-    peak
+    (peak, cpu)
 }
 
 /// The loaders' and watchers' statistics merged (puts, gets, events), and what failed.
@@ -308,4 +378,51 @@ fn start_watchers(
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(handles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loader that keeps a core busy until `until`.
+    fn spinner(until: Instant) -> JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut x = 0u64;
+            while Instant::now() < until {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        })
+    }
+
+    #[test]
+    fn cpu_is_read_over_the_window_and_only_if_the_run_reaches_its_end() {
+        let t = Instant::now();
+        let window = (
+            t + Duration::from_millis(100),
+            t + Duration::from_millis(400),
+        );
+        // This process stands in for a server: its figure and the bench's are the same
+        // counters read together.
+        let me = std::process::id();
+        let loaders = [spinner(t + Duration::from_millis(450))];
+        let (peak, cpu) = sample_during(&[me], window, &loaders, &[] as &[JoinHandle<()>]);
+        assert!(peak[0] > 0, "this process's RSS was sampled");
+        let cpu = cpu.expect("the run outlived its window");
+        assert_eq!(cpu.servers.len(), 1);
+        assert!(cpu.bench > 0.0, "a spinning loader used CPU: {cpu:?}");
+        // One tick over a 0.3 s window is ~0.03 cores.
+        assert!((cpu.servers[0] - cpu.bench).abs() < 0.1, "{cpu:?}");
+
+        // Loaders that stop before the window ends leave no figure rather than a short one.
+        let t = Instant::now();
+        let window = (t, t + Duration::from_secs(30));
+        let loaders = [spinner(t + Duration::from_millis(100))];
+        let (_, cpu) = sample_during(&[me], window, &loaders, &[] as &[JoinHandle<()>]);
+        assert_eq!(cpu, None);
+        // A server gone: no figure.
+        let window = (t, t + Duration::from_millis(50));
+        let loaders = [spinner(Instant::now() + Duration::from_millis(200))];
+        let (_, cpu) = sample_during(&[u32::MAX], window, &loaders, &[] as &[JoinHandle<()>]);
+        assert_eq!(cpu, None);
+    }
 }
