@@ -4,6 +4,7 @@
 //!
 //! - [`storage`]: the file-backed [`shoal_core::storage::Storage`] (data dir, identity, log
 //!   segments, hard state, snapshots, fsync modes) and read-only scanners for `shoal-inspect`.
+//! - [`affinity`]: where the raft thread and the node's other threads run (`--raft-cpu`).
 //! - [`server`]: `shoald`, the server (raft loop, peer and client ports, admin HTTP). Its client
 //!   port speaks the protocol of [`shoal_client::protocol`].
 //!
@@ -11,6 +12,7 @@
 //! alone; they live here so that tests and `shoal-bench --local` find `shoald` beside them.
 #![warn(missing_docs)]
 
+pub mod affinity;
 pub mod kvheap;
 #[cfg(unix)]
 pub mod server;

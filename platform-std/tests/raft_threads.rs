@@ -38,10 +38,21 @@ fn flushes(c: &Cluster, id: u64, threads: usize) -> Vec<Option<u64>> {
 /// Returns the cluster, each group's leader and each node's flushes per thread before the
 /// writes began.
 fn written(nodes: u64, fsync: &str, threads: &str) -> (Cluster, Vec<u64>, Vec<Vec<Option<u64>>>) {
+    written_with(nodes, fsync, threads, &[])
+}
+
+/// [`written`], every node started with `args` too.
+fn written_with(
+    nodes: u64,
+    fsync: &str,
+    threads: &str,
+    args: &[&str],
+) -> (Cluster, Vec<u64>, Vec<Vec<Option<u64>>>) {
     let mut c = Cluster::builder()
         .voters(1..=nodes)
         .fsync(fsync)
         .args(&["--raft-threads", threads])
+        .args(args)
         .build();
     c.start_all();
     c.wait_leader(0);
@@ -181,11 +192,106 @@ fn with_one_thread_the_raft_thread_flushes_every_group() {
     let (c, _, _) = written(3, "never", "1");
     for id in c.ids() {
         assert_eq!(c.gauge(id, "shoal_raft_threads"), 1, "node {id}");
+        assert_eq!(
+            raft_cpu_metric(&c, id),
+            -1,
+            "node {id}: pinned without --raft-cpu"
+        );
         let f = flushes(&c, id, 1);
         assert!(f[0] > Some(0), "node {id}: no flushes counted: {f:?}");
         assert_eq!(
             f[1], None,
             "node {id}: a flush thread with one thread: {f:?}"
+        );
+    }
+    assert_every_write(&c);
+}
+
+/// The CPUs in a `Cpus_allowed_list` line's value (`0-1`, `0,2-3`).
+fn parse_cpu_list(list: &str) -> Vec<usize> {
+    list.trim()
+        .split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![part.parse().unwrap()],
+        })
+        .collect()
+}
+
+/// The CPUs task `task` of process `pid` may run on.
+fn cpus_of(pid: u32, task: &str) -> Vec<usize> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{task}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(parse_cpu_list)
+        .unwrap_or_default()
+}
+
+/// `shoal_raft_cpu` of node `id` (-1 when not pinned).
+fn raft_cpu_metric(c: &Cluster, id: u64) -> i64 {
+    let (_, body) = c.http_get(id, "/metrics").expect("/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix("shoal_raft_cpu "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("shoal_raft_cpu is exported")
+}
+
+/// `--raft-cpu auto`: on every node the raft thread (the process's main thread) runs on the
+/// CPU it took (`shoal_raft_cpu`, one this process may use; which one is the unit tests'
+/// concern) alone and every other thread on the other CPUs: the flush and sync threads, the
+/// peer threads, and those the raft thread started while the groups were created and written
+/// (with fsync `async`, each group's syncer thread).
+#[test]
+fn with_raft_cpu_the_raft_thread_has_a_cpu_of_its_own() {
+    let me = std::process::id().to_string();
+    let allowed = cpus_of(std::process::id(), &me);
+    assert!(!allowed.is_empty(), "our own CPUs are readable");
+    if allowed.len() < 2 {
+        eprintln!("skipped: this test process may use one CPU only ({allowed:?})");
+        return;
+    }
+    let (mut c, leaders, before) = written_with(3, "async", "2", &["--raft-cpu", "auto"]);
+    assert_both_flush_threads_ran(&c, &leaders, &before);
+    for id in c.ids() {
+        let raft = raft_cpu_metric(&c, id);
+        assert!(
+            allowed.iter().any(|&a| a as i64 == raft),
+            "node {id}: pinned to CPU {raft}, not one of {allowed:?}"
+        );
+        let raft = raft as usize;
+        let others: Vec<usize> = allowed.iter().copied().filter(|&a| a != raft).collect();
+        let pid = c.running_proc(id).pid();
+        let mut seen = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let task = task.unwrap().file_name().into_string().unwrap();
+            let name = std::fs::read_to_string(format!("/proc/{pid}/task/{task}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let cpus = cpus_of(pid, &task);
+            if cpus.is_empty() {
+                continue; // the thread ended while we looked
+            }
+            let want = if task == pid.to_string() {
+                vec![raft]
+            } else {
+                others.clone()
+            };
+            assert_eq!(cpus, want, "node {id}: thread {name} ({task})");
+            seen.push(name);
+        }
+        for t in ["shoal-flush-1", "shoal-fsync-0", "shoal-admin"] {
+            assert!(
+                seen.iter().any(|n| n == t),
+                "node {id}: no {t} among {seen:?}"
+            );
+        }
+        assert!(
+            seen.iter()
+                .any(|n| n.starts_with("shoal-peer") || n.starts_with("shoal-dial")),
+            "node {id}: no peer thread among {seen:?}"
         );
     }
     assert_every_write(&c);

@@ -179,6 +179,12 @@ pub struct Flags {
     /// raft thread [default: the number of cores].
     #[arg(long, env = "SHOAL_RAFT_THREADS", value_name = "N")]
     pub raft_threads: Option<usize>,
+    /// Give the raft thread a CPU of its own: `auto` (of the CPUs this process may use, the one
+    /// that has served the fewest device interrupts) or a CPU number; the node's other threads
+    /// then run on the other CPUs. Helps a node whose raft thread is busy (many active
+    /// groups); give nodes sharing a machine different numbers. Linux only [default: off].
+    #[arg(long, env = "SHOAL_RAFT_CPU", value_name = "off|auto|CPU")]
+    pub raft_cpu: Option<String>,
     /// Size of each log segment in MiB, preallocated when it is created [default: 64].
     #[arg(long, env = "SHOAL_SEGMENT_MB", value_name = "MIB")]
     pub segment_mb: Option<u64>,

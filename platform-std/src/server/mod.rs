@@ -159,6 +159,8 @@ fn start(
         node_id: cfg.node_id,
         raft_addr: cfg.raft_addr.clone(),
     };
+    // Before any thread starts, so that each one inherits the CPUs it may use.
+    crate::affinity::apply(cfg.raft_cpu)?;
     let stopping = stop_on_signals()?;
     let (tx, rx) = smol::channel::unbounded();
     let net = net::Net::new(

@@ -43,9 +43,10 @@ impl Syncer {
     pub(crate) fn start(name: String, interval: Duration) -> std::io::Result<Syncer> {
         let shared: Shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let worker = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run(worker, interval))?;
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            crate::affinity::leave_raft_cpu();
+            run(worker, interval)
+        })?;
         Ok(Syncer {
             shared,
             handle: Some(handle),

@@ -346,6 +346,12 @@ fn fsync_histogram(s: &mut String, fsync: &Histogram) {
 fn flush_metrics(s: &mut String, v: &AdminView) {
     let _ = writeln!(
         s,
+        "# HELP shoal_raft_cpu The CPU the raft thread runs on alone (--raft-cpu), or -1 when \
+         it is not pinned.\n# TYPE shoal_raft_cpu gauge\nshoal_raft_cpu {}",
+        v.raft_cpu.map_or(-1, |c| c as i64)
+    );
+    let _ = writeln!(
+        s,
         "# HELP shoal_raft_threads Threads that flush the groups, the raft thread included \
          (--raft-threads).\n# TYPE shoal_raft_threads gauge\nshoal_raft_threads {}",
         v.flushes.len().max(1)

@@ -130,6 +130,8 @@ pub struct AdminView {
     /// Group flushes run since start by each thread: the raft thread first, then each other
     /// flush thread (`--raft-threads`).
     pub flushes: Vec<u64>,
+    /// The CPU the raft thread is pinned to (`--raft-cpu`), if it is.
+    pub raft_cpu: Option<usize>,
     /// The sync journal's held bytes (busy groups' new log bytes not yet in their segments)
     /// and the pieces held since start (zero without the journal).
     pub journal_held: (u64, u64),

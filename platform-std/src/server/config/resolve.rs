@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub quiesce: bool,
     /// Threads that flush the groups of a round (1: the raft thread alone).
     pub raft_threads: usize,
+    /// Where the raft thread runs ([`crate::affinity`]).
+    pub raft_cpu: crate::affinity::RaftCpu,
     /// Size of each log segment.
     pub segment_bytes: u64,
     /// Size of a group's first log segment (at most `segment_bytes`).
@@ -264,6 +266,10 @@ impl ServerConfig {
         }
         let (auth_token_ttl, auth_max_hashing) = auth_limits(&f)?;
         let raft_threads = raft_threads(f.raft_threads)?;
+        let raft_cpu = match &f.raft_cpu {
+            Some(s) => s.parse()?,
+            None => Default::default(),
+        };
         Ok(ServerConfig {
             node_id: addrs.node_id,
             cluster_id: f.cluster_id.unwrap_or(1),
@@ -283,6 +289,7 @@ impl ServerConfig {
             sync_journal: f.sync_journal.unwrap_or(true),
             quiesce: f.quiesce.unwrap_or(true),
             raft_threads,
+            raft_cpu,
             segment_bytes,
             segment_initial_bytes,
             space,

@@ -371,6 +371,22 @@ fn the_advertised_client_address_is_one_clients_can_be_sent_to() {
 }
 
 #[test]
+fn raft_cpu_is_off_unless_asked_and_refuses_what_it_cannot_read() {
+    use crate::affinity::RaftCpu;
+    assert_eq!(resolve_args(&[]).unwrap().raft_cpu, RaftCpu::Off);
+    assert_eq!(
+        resolve_args(&["--raft-cpu", "auto"]).unwrap().raft_cpu,
+        RaftCpu::Auto
+    );
+    assert_eq!(
+        resolve_file("raft_cpu = \"1\"\n").unwrap().raft_cpu,
+        RaftCpu::Cpu(1)
+    );
+    let e = resolve_args(&["--raft-cpu", "fast"]).unwrap_err();
+    assert!(e.contains("expected `off`, `auto` or a CPU number"), "{e}");
+}
+
+#[test]
 fn raft_threads_default_to_the_cores_and_are_checked() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(resolve_args(&[]).unwrap().raft_threads, cores.min(64));

@@ -343,8 +343,10 @@ fn spawn_peer_thread(name: String, f: impl FnOnce() + Send + 'static) -> bool {
     match std::thread::Builder::new()
         .name(name.clone())
         .stack_size(PEER_THREAD_STACK)
-        .spawn(f)
-    {
+        .spawn(move || {
+            crate::affinity::leave_raft_cpu();
+            f()
+        }) {
         Ok(_) => true,
         Err(e) => {
             log::error!("cannot start thread {name}: {e}");

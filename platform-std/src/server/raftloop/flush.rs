@@ -363,7 +363,9 @@ impl Flushers {
         let helpers = threads.saturating_sub(1);
         let name = |i: usize| format!("shoal-flush-{i}");
         let build = |joined: bool| {
-            let b = rayon::ThreadPoolBuilder::new().thread_name(name);
+            let b = rayon::ThreadPoolBuilder::new()
+                .thread_name(name)
+                .start_handler(|_| crate::affinity::leave_raft_cpu());
             if joined {
                 b.num_threads(threads).use_current_thread().build()
             } else {

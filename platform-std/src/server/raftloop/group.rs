@@ -133,6 +133,7 @@ pub(super) fn start_sync_thread(
         std::thread::Builder::new()
             .name(format!("shoal-fsync-{i}"))
             .spawn(move || {
+                crate::affinity::leave_raft_cpu();
                 while let Ok(mut jobs) = job_rx.recv_blocking() {
                     while let Ok(more) = job_rx.try_recv() {
                         jobs.extend(more);

@@ -477,6 +477,7 @@ impl RaftLoop {
     /// Serve client connections from `clients` and run until shutdown. Returns the process
     /// exit code.
     pub fn run(mut self, clients: Async<std::net::TcpListener>) -> i32 {
+        crate::affinity::enter_raft_cpu();
         let ex = Rc::new(LocalExecutor::new());
         self.ex = Some(ex.clone());
         let accept = self.accept.clone();

@@ -93,6 +93,7 @@ fn begin_snapshot(g: &mut Group, now: u64, done_tx: &Sender<SnapWritten>) {
     let spawned = std::thread::Builder::new()
         .name(format!("shoal-snap-{group}"))
         .spawn(move || {
+            crate::affinity::leave_raft_cpu();
             let result = job.run(&data);
             // The raft loop gone (shutting down): the snapshot stays on disk, complete or
             // as a temp file the next start deletes.

@@ -409,7 +409,10 @@ impl RaftLoop {
                 .map(|&g| {
                     std::thread::Builder::new()
                         .name("shoal-create".into())
-                        .spawn_scoped(s, move || data.open_group(g, opts).ok())
+                        .spawn_scoped(s, move || {
+                            crate::affinity::leave_raft_cpu();
+                            data.open_group(g, opts).ok()
+                        })
                 })
                 .collect();
             opening
@@ -508,6 +511,7 @@ impl RaftLoop {
             let spawned = std::thread::Builder::new()
                 .name(format!("shoal-free-group-{}", r.gid))
                 .spawn(move || {
+                    crate::affinity::leave_raft_cpu();
                     match std::fs::remove_dir_all(&r.dir) {
                         Ok(()) => {
                             freed.fetch_add(1, Ordering::Relaxed);

@@ -31,6 +31,7 @@ fn remover() -> Option<&'static Mutex<mpsc::Sender<Removal>>> {
                 .name("shoal-remove".into())
                 .stack_size(64 << 10)
                 .spawn(move || {
+                    crate::affinity::leave_raft_cpu();
                     for r in rx {
                         match r {
                             Removal::File(p, file) => {

@@ -117,6 +117,7 @@ impl Log {
         let spawned = std::thread::Builder::new()
             .name("shoal-spare".into())
             .spawn(move || {
+                crate::affinity::leave_raft_cpu();
                 lower_priority();
                 let made = fill(&p, len, &space);
                 if made.is_err() {
