@@ -177,7 +177,8 @@ fn single_json(
         serde_json::json!({
             "server_cores": c.servers, "load_generator_cores": c.bench,
             "machine_cores": c.cores, "cpu_bound": c.cpu_bound(),
-            "server_us_per_op": c.server_us_per_op(ops_per_sec(secs, total)),
+            "server_us_per_op": (!c.servers.is_empty())
+                .then(|| c.server_us_per_op(ops_per_sec(secs, total))),
         })
     });
     let v = serde_json::json!({
@@ -686,6 +687,17 @@ mod tests {
         assert_eq!(json["cpu"]["server_cores"][1], 0.4);
         assert_eq!(json["cpu"]["cpu_bound"], true);
         assert_eq!(json["cpu"]["server_us_per_op"], 360000.0);
+        // Remote servers: the load generator's cores alone, and no server figure.
+        o.cpu = Some(cpu(vec![], 0.3));
+        let json: serde_json::Value =
+            serde_json::from_str(&written(|out| single(&a, &o, out))).unwrap();
+        assert_eq!(json["cpu"]["load_generator_cores"], 0.3);
+        assert!(json["cpu"]["server_us_per_op"].is_null(), "{json}");
+        let text = written(|out| single(&args(&["mixed"]), &o, out));
+        assert!(
+            text.contains("CPU over the measured window: load generator 0.30 cores\n"),
+            "{text}"
+        );
         // No window read, no line and a null.
         o.cpu = None;
         assert!(!written(|out| single(&a, &o, out)).contains("\"server_cores\""));

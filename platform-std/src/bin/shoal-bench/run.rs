@@ -95,8 +95,7 @@ pub fn run(
     let sh = Arc::new(shared(a, routes, a.workload, epoch, stop));
     let _ = window.set((sh.start_measure, sh.end));
     let loaders = start_loaders(a, &sh);
-    let window = (sh.start_measure, sh.end);
-    let (peak, cpu) = sample_during(&pids, window, &loaders, &watchers);
+    let (peak, cpu) = sample_during(&pids, (sh.start_measure, sh.end), &loaders, &watchers);
     let hwm: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| rss_kib(p)).collect();
     let (total, failures) = join_workers(loaders, watchers);
     let measured = (Instant::now().min(sh.end))
