@@ -181,8 +181,10 @@ pub struct Flags {
     pub raft_threads: Option<usize>,
     /// Give the raft thread a CPU of its own: `auto` (of the CPUs this process may use, the one
     /// that has served the fewest device interrupts) or a CPU number; the node's other threads
-    /// then run on the other CPUs. Helps a node whose raft thread is busy (many active
-    /// groups); give nodes sharing a machine different numbers. Linux only [default: off].
+    /// then run on the other CPUs. Can help a node whose raft thread is busy (many active
+    /// groups) on a machine whose other work stays off that CPU; a pinned thread cannot move
+    /// when something else holds its CPU. Give nodes sharing a machine different numbers.
+    /// Linux only [default: off].
     #[arg(long, env = "SHOAL_RAFT_CPU", value_name = "off|auto|CPU")]
     pub raft_cpu: Option<String>,
     /// Size of each log segment in MiB, preallocated when it is created [default: 64].
