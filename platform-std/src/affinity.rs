@@ -7,7 +7,9 @@
 //! caches. `--raft-cpu auto` (or a CPU number) gives it a core of its own: the raft thread runs
 //! on that CPU alone and every other thread of the node runs on the other CPUs this process
 //! may use. Other processes are not moved; an operator who wants the core to itself keeps them
-//! off it (`taskset`, `systemd`'s `CPUAffinity=`).
+//! off it (`taskset`, `systemd`'s `CPUAffinity=`). The price: a pinned thread cannot move off a
+//! CPU something else holds, so on a machine whose other work lands there it loses more than
+//! it gains (docs/BENCHMARKS.md, "The raft thread on a CPU of its own"); hence off by default.
 //!
 //! How: before the node starts any thread, the main thread moves onto the other CPUs, so every
 //! thread started from it inherits them; the main thread then becomes the raft thread and moves
@@ -137,27 +139,27 @@ pub fn choose(
 
 /// Apply `choice`: call it on the main thread before the node starts any other thread. The
 /// main thread moves onto the other CPUs (and every thread started from it with them); it
-/// takes the raft CPU when it becomes the raft thread ([`enter_raft_cpu`]). The plan, or
-/// `None` when nothing is pinned.
-pub fn apply(choice: RaftCpu) -> Result<Option<Plan>, String> {
+/// takes the raft CPU when it becomes the raft thread ([`enter_raft_cpu`]). Nothing is pinned
+/// for `off`, or for `auto` with a single CPU ([`choose`]).
+pub fn apply(choice: RaftCpu) -> Result<(), String> {
     if choice == RaftCpu::Off {
-        return Ok(None);
+        return Ok(());
     }
     let allowed = sys::allowed().map_err(|e| format!("--raft-cpu: {e}"))?;
     let irqs = std::fs::read_to_string("/proc/interrupts")
         .map(|t| device_interrupts(&t))
         .unwrap_or_default();
     let Some(plan) = choose(choice, &allowed, &irqs)? else {
-        return Ok(None);
+        return Ok(());
     };
     sys::set_current(&plan.others).map_err(|e| format!("--raft-cpu: {e}"))?;
-    let _ = PLAN.set(plan.clone());
     log::info!(
         "the raft thread runs on CPU {}, the node's other threads on CPUs {}",
         plan.raft,
         list(&plan.others)
     );
-    Ok(Some(plan))
+    let _ = PLAN.set(plan);
+    Ok(())
 }
 
 /// The raft CPU, if the raft thread is pinned.
