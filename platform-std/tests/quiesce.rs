@@ -40,6 +40,12 @@ fn idle_groups_go_quiet_wake_for_writes_and_elect_when_their_leader_dies() {
         wait_for(&format!("node {id}: every group quiet"), WAIT * 2, || {
             quiet(&c, id) == all
         });
+        // And out of the raft loop's rounds, but for group 0, which always stays in.
+        wait_for(
+            &format!("node {id}: only group 0 in the rounds"),
+            WAIT,
+            || c.gauge(id, "shoal_groups_active") == 1,
+        );
     }
     // The admin view says which.
     let (_, status) = c.http_get(1, "/status").expect("/status");

@@ -191,6 +191,13 @@ fn node_counters(s: &mut String, v: &AdminView) {
             v.groups.iter().filter(|g| g.quiet).count() as u64,
         ),
         (
+            "shoal_groups_active",
+            "Hosted groups the raft loop ticks and flushes each round (with work, or not yet \
+             settled); the others cost nothing until an input wakes them.",
+            "gauge",
+            v.active_groups,
+        ),
+        (
             "shoal_group_dirs_freed_total",
             "Removed groups' dirs deleted since start.",
             "counter",

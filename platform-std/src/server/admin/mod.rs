@@ -130,6 +130,9 @@ pub struct AdminView {
     /// Group flushes run since start by each thread: the raft thread first, then each other
     /// flush thread (`--raft-threads`).
     pub flushes: Vec<u64>,
+    /// Groups the raft loop ticks and flushes each round (with work, or not yet settled);
+    /// the others cost nothing until an input or a due snapshot wakes them.
+    pub active_groups: u64,
     /// The CPU the raft thread is pinned to (`--raft-cpu`), if it is.
     pub raft_cpu: Option<usize>,
     /// The sync journal's held bytes (busy groups' new log bytes not yet in their segments)

@@ -17,7 +17,6 @@ impl RaftLoop {
         let mut waiting: Vec<Waiting> = Vec::new();
         // Only the groups with work: an idle group has nothing to flush ([`quiet`]).
         let flushed: Vec<GroupId> = self.active.iter().copied().collect();
-        self.active.retain(|id| self.groups.contains_key(id));
         let step = FlushStep::Flush { defer };
         let outcomes = self.run_flushes(now, flushed.iter().map(|id| (*id, step)));
         // Leaders' own log syncs, handed to the sync threads as one round.
@@ -92,6 +91,9 @@ impl RaftLoop {
                         }
                     }
                 }
+            } else {
+                // Gone (removed) since it was made active.
+                self.active.remove(&id);
             }
         }
         if after.big_batch {
@@ -113,27 +115,34 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// Run one step of each group's flush on the flush threads: the groups are taken out of the
-    /// map while they flush (moving a box moves a pointer), so each flush borrows only its own
-    /// group, on whichever thread runs it.
+    /// Run one step of each group's flush on the flush threads. Each job borrows only its own
+    /// group (so it may run on any thread); the groups stay in the map, which is not touched
+    /// until every job is done. `steps` name each group once, in increasing order.
     fn run_flushes(
         &mut self,
         now: u64,
-        steps: impl Iterator<Item = (GroupId, FlushStep)>,
+        steps: impl ExactSizeIterator<Item = (GroupId, FlushStep)>,
     ) -> Vec<Flush> {
-        let mut taken: Vec<(Box<Group>, FlushStep)> = steps
-            .filter_map(|(id, step)| Some((self.groups.remove(&id)?, step)))
-            .collect();
-        let mut jobs: Vec<FlushJob> = taken
-            .iter_mut()
-            .map(|(g, step)| FlushJob::new(g, *step))
-            .collect();
-        self.flushers.run(&mut jobs, now);
-        let outcomes = jobs.into_iter().map(FlushJob::outcome).collect();
-        for (g, _) in taken {
-            self.groups.insert(g.id, g);
+        let mut jobs: Vec<FlushJob> = Vec::with_capacity(steps.len());
+        let mut last = None;
+        for (id, step) in steps {
+            // What makes the borrows below disjoint: no group is named twice.
+            assert!(
+                last < Some(id),
+                "flush steps name each group once, in order"
+            );
+            last = Some(id);
+            let Some(g) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let g: *mut Group = &mut **g;
+            // SAFETY: `g` points into its own box, which the map keeps in place (the map is
+            // not changed while `jobs` lives, only `self.flushers` is used); the ids are
+            // distinct (asserted above), so no two jobs borrow the same group.
+            jobs.push(FlushJob::new(unsafe { &mut *g }, step));
         }
-        outcomes
+        self.flushers.run(&mut jobs, now);
+        jobs.into_iter().map(FlushJob::outcome).collect()
     }
 
     /// Hand this batch's background syncs to the sync threads; should they be gone, sync here.
