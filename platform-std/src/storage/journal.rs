@@ -870,6 +870,12 @@ mod tests {
         open
     }
 
+    /// After a moment, the sync that sets `done` has still not returned.
+    fn still_waiting(done: &AtomicBool, what: &str) {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!done.load(Ordering::SeqCst), "{what}");
+    }
+
     /// Wait (20 s at most) until `cond` holds.
     fn until(what: &str, cond: impl Fn() -> bool) {
         let start = Instant::now();
@@ -897,10 +903,9 @@ mod tests {
         // A second sync must not report "three" durable before "two" is written (a replay
         // stops at the first record missing): it waits for the first write.
         let (second, second_done) = sync_on_a_thread(&j);
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            !second_done.load(Ordering::SeqCst),
-            "the second sync returned while the first had not written"
+        still_waiting(
+            &second_done,
+            "the second sync returned while the first had not written",
         );
         open.send(()).expect("let the first write go");
         assert_eq!(first.join().expect("first"), Ok(JournalSync::Synced));
@@ -937,10 +942,9 @@ mod tests {
         assert!(j.add_held(4, 1, 4196, &[2; 50]));
         assert_eq!(j.held_bytes(), 50, "the wrap took the earlier run");
         let (after, after_done) = sync_on_a_thread(&j);
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            !after_done.load(Ordering::SeqCst),
-            "a sync returned before the wrap made the new epoch the file's"
+        still_waiting(
+            &after_done,
+            "a sync returned before the wrap made the new epoch the file's",
         );
         open.send(()).expect("let the wrap go");
         assert_eq!(wrap.join().expect("wrap"), Ok(JournalSync::Wrapped));
