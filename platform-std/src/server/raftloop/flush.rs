@@ -73,8 +73,12 @@ impl RaftLoop {
             if let Some(g) = self.groups.get_mut(&id) {
                 let m = g.node.raft().membership_index();
                 members_changed |= std::mem::replace(&mut g.members_seen, m) != m;
-                self.sizes_dirty.insert(id);
-                self.view_dirty.insert(id);
+                if !std::mem::replace(&mut g.sizes_dirty, true) {
+                    self.sizes_dirty.push(id);
+                }
+                if !std::mem::replace(&mut g.view_dirty, true) {
+                    self.view_dirty.push(id);
+                }
                 if group_idle(g) {
                     g.node.storage_mut().inner.release_idle_memory();
                     g.spare_events = Vec::new();
@@ -280,18 +284,22 @@ fn settle_group(
                 output,
             } => match output {
                 GroupOutput::Kv(applied) => {
-                    if let Some(p) = g.pending_sys.remove(&index) {
+                    let sys = match g.pending_sys.is_empty() {
+                        true => None,
+                        false => g.pending_sys.remove(&index),
+                    };
+                    if let Some(p) = sys {
                         answer_system(g, index, term, &applied, p);
-                    } else if let Some((t, reply)) = g.pending_writes.remove(&index) {
+                    } else if let Some((t, reply)) =
+                        g.pending_writes.applied(index, answer_overwritten)
+                    {
                         if t == term {
                             reply.send(Response::Written {
                                 index,
                                 result: applied.result,
                             });
                         } else {
-                            reply.send(unavailable(
-                                "the write was overwritten by a new leader; retry with the same session",
-                            ));
+                            reply.send(overwritten());
                         }
                     }
                 }
@@ -338,6 +346,11 @@ fn settle_group(
             _ => {}
         }
     }
+    // A write still waiting at or below the applied index lost its entry to one that answers
+    // nobody (a new leader's no-op or a configuration, or a snapshot installed over it).
+    let applied = g.node.raft().applied();
+    g.pending_writes
+        .overwritten_through(applied, answer_overwritten);
     // Kept for the next flush, unless a big batch grew it (an idle group lets it go).
     if events.capacity() <= SPARE_EVENTS {
         g.spare_events = events;
@@ -448,21 +461,64 @@ impl Flushers {
                 run(j);
             }
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let ends = TwoEnds::new(queue.len());
         // Take the next job until none is left (a lock nobody else ever waits for: each
         // index is taken once).
-        let work = || {
-            while let Some(j) = queue.get(next.fetch_add(1, Ordering::Relaxed)) {
-                run(&mut j.lock().expect("a flush job's lock"));
+        let work = |from_back: bool| {
+            while let Some(i) = ends.take(from_back) {
+                run(&mut queue[i].lock().expect("a flush job's lock"));
             }
         };
         let others = pool.current_num_threads() - usize::from(self.joined);
         pool.in_place_scope(|s| {
             for _ in 0..others.min(n_busy - 1) {
-                s.spawn(|_| work());
+                s.spawn(|_| work(true));
             }
-            work();
+            work(false);
         });
+    }
+}
+
+/// Positions `0..n` taken one at a time from the front or from the back, each once, until the
+/// two ends meet: the raft thread takes a round's flush jobs from the front, the other flush
+/// threads from the back, so a group tends to flush on the same thread round after round (its
+/// state in that core's cache) instead of alternating between them.
+struct TwoEnds {
+    /// Taken from the front (low 32 bits) and from the back (high 32 bits), in one word so that
+    /// a take is one compare-and-swap.
+    taken: std::sync::atomic::AtomicU64,
+    n: u64,
+}
+
+impl TwoEnds {
+    fn new(n: usize) -> TwoEnds {
+        assert!(n < 1 << 32, "a round's jobs are counted in 32 bits");
+        TwoEnds {
+            taken: std::sync::atomic::AtomicU64::new(0),
+            n: n as u64,
+        }
+    }
+
+    /// The next position from one end, or `None` once every position is taken.
+    fn take(&self, from_back: bool) -> Option<usize> {
+        let mut cur = self.taken.load(Ordering::Relaxed);
+        loop {
+            let (front, back) = (cur & 0xffff_ffff, cur >> 32);
+            if front + back >= self.n {
+                return None;
+            }
+            let (next, at) = match from_back {
+                true => (cur + (1 << 32), self.n - 1 - back),
+                false => (cur + 1, front),
+            };
+            match self
+                .taken
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(at as usize),
+                Err(now) => cur = now,
+            }
+        }
     }
 }
 
@@ -507,7 +563,9 @@ mod tests {
     #[test]
     fn busy_jobs_spread_over_the_threads_and_idle_ones_stay_on_the_raft_thread() {
         let f = Flushers::start(2).unwrap();
-        let mut jobs: Vec<(bool, Option<usize>)> = (0..64).map(|i| (i % 2 == 0, None)).collect();
+        let mut jobs: Vec<(bool, Option<usize>, usize)> =
+            (0..64).map(|i| (i % 2 == 0, None, i)).collect();
+        let first_other = std::sync::Mutex::new(None);
         // The raft thread's busy jobs wait (10 s at most, in all) until the other thread has
         // taken one, however long it takes to wake on a loaded machine.
         let other_took = AtomicBool::new(false);
@@ -518,6 +576,7 @@ mod tests {
             |j| {
                 let thread = rayon::current_thread_index().unwrap_or(0);
                 if thread != 0 {
+                    first_other.lock().unwrap().get_or_insert(j.2);
                     other_took.store(true, Ordering::SeqCst);
                 } else if j.0 && !gave_up.load(Ordering::SeqCst) {
                     let start = Instant::now();
@@ -537,8 +596,44 @@ mod tests {
             jobs.iter().filter(|j| !j.0).all(|j| j.1 == Some(0)),
             "idle jobs ran on the raft thread"
         );
+        // The raft thread takes busy jobs from the front, the other from the back.
+        assert_eq!(
+            *first_other.lock().unwrap(),
+            Some(62),
+            "the flush thread's first job is the last busy one"
+        );
         let counts = f.counts();
         assert_eq!(counts.iter().sum::<u64>(), 64);
         assert!(counts[1] > 0, "the flush thread took busy jobs: {counts:?}");
+    }
+
+    #[test]
+    fn two_ends_hand_out_each_position_once_front_and_back_meeting_between() {
+        let ends = TwoEnds::new(5);
+        let order: Vec<_> = [false, true, true, false, true, false]
+            .iter()
+            .map(|back| ends.take(*back))
+            .collect();
+        assert_eq!(order, [Some(0), Some(4), Some(3), Some(1), Some(2), None]);
+        assert_eq!(TwoEnds::new(0).take(false), None);
+        // Two threads at once: every position once, the front's a prefix, the back's the rest.
+        let ends = TwoEnds::new(10_000);
+        let (front, back) = std::thread::scope(|s| {
+            let take_all = |back: bool| {
+                let ends = &ends;
+                move || std::iter::from_fn(|| ends.take(back)).collect::<Vec<_>>()
+            };
+            let b = s.spawn(take_all(true));
+            let f = take_all(false)();
+            (f, b.join().unwrap())
+        });
+        assert!(
+            front.iter().copied().eq(0..front.len()),
+            "the front takes 0, 1, 2, ..."
+        );
+        assert!(
+            back.iter().copied().eq((front.len()..10_000).rev()),
+            "the back takes the rest from the end down"
+        );
     }
 }

@@ -62,7 +62,7 @@ pub(super) struct Group {
     pub(super) id: GroupId,
     pub(super) node: GroupNode,
     pub(super) book: AddrBook,
-    pub(super) pending_writes: HashMap<LogIndex, (Term, Reply)>,
+    pub(super) pending_writes: PendingWrites<Reply>,
     /// System writes proposed for a client (group 0 only: `group create` and `remove`).
     pub(super) pending_sys: HashMap<LogIndex, (Term, Reply, SysAnswer)>,
     pub(super) index_reads: VecDeque<(u64, Reply, ReadReq)>,
@@ -87,7 +87,103 @@ pub(super) struct Group {
     pub(super) shared_sync: bool,
     /// The membership index when the loop last gathered this group's members.
     pub(super) members_seen: LogIndex,
+    /// Named in the loop's `sizes_dirty` / `view_dirty` lists: a flush since the sizes were
+    /// read / the view was published. The flags keep each list to one entry per group
+    /// without a set lookup per group and round.
+    pub(super) sizes_dirty: bool,
+    pub(super) view_dirty: bool,
     pub(super) dir: PathBuf,
+}
+
+/// A leader's proposed client writes waiting for their entries to apply, in index order (a
+/// queue rather than a map: they are proposed and applied in that order, so taking the answer
+/// for an applied entry looks at the front only).
+pub(super) struct PendingWrites<R>(VecDeque<(LogIndex, Term, R)>);
+
+impl<R> Default for PendingWrites<R> {
+    fn default() -> Self {
+        PendingWrites(VecDeque::new())
+    }
+}
+
+impl<R> PendingWrites<R> {
+    /// A write proposed at `index` in `term`. Writes waiting at `index` or above were
+    /// overwritten: this node's log was cut beneath them while another node led, and it leads
+    /// again now; each goes to `overwritten`.
+    pub(super) fn push(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        reply: R,
+        overwritten: impl FnMut(R),
+    ) {
+        self.take_while(|w| w.0 >= index, true, overwritten);
+        self.0.push_back((index, term, reply));
+    }
+
+    /// The entry at `index` applied: the write waiting for it (and the term it was proposed
+    /// in), if there is one. Writes waiting below `index` were overwritten by entries that
+    /// answer nobody (a new leader's no-op, a configuration): each goes to `overwritten`.
+    pub(super) fn applied(
+        &mut self,
+        index: LogIndex,
+        overwritten: impl FnMut(R),
+    ) -> Option<(Term, R)> {
+        self.take_while(|w| w.0 < index, false, overwritten);
+        match self.0.front() {
+            Some(w) if w.0 == index => self.0.pop_front().map(|(_, t, r)| (t, r)),
+            _ => None,
+        }
+    }
+
+    /// Every write waiting at `upto` or below was overwritten (its entry applied without
+    /// answering it): each goes to `overwritten`.
+    pub(super) fn overwritten_through(&mut self, upto: LogIndex, overwritten: impl FnMut(R)) {
+        self.take_while(|w| w.0 <= upto, false, overwritten);
+    }
+
+    fn take_while(
+        &mut self,
+        cond: impl Fn(&(LogIndex, Term, R)) -> bool,
+        from_back: bool,
+        mut to: impl FnMut(R),
+    ) {
+        loop {
+            let end = if from_back {
+                self.0.back()
+            } else {
+                self.0.front()
+            };
+            if !end.is_some_and(&cond) {
+                return;
+            }
+            let w = if from_back {
+                self.0.pop_back()
+            } else {
+                self.0.pop_front()
+            };
+            to(w.expect("checked").2);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every waiting write, taken out.
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = R> + '_ {
+        self.0.drain(..).map(|(_, _, r)| r)
+    }
+}
+
+/// The answer to a write whose entry another leader's entry replaced.
+pub(super) fn overwritten() -> Response {
+    unavailable("the write was overwritten by a new leader; retry with the same session")
+}
+
+/// Send [`overwritten`].
+pub(super) fn answer_overwritten(reply: Reply) {
+    reply.send(overwritten());
 }
 
 /// An fdatasync the raft thread hands to the sync thread.
@@ -376,7 +472,7 @@ pub(super) fn dir_bytes(p: &std::path::Path) -> u64 {
 }
 
 pub(super) fn fail_all(g: &mut Group, why: &str) {
-    for (_, (_, reply)) in g.pending_writes.drain() {
+    for reply in g.pending_writes.drain() {
         reply.send(unavailable(why));
     }
     for (_, (_, reply, _)) in g.pending_sys.drain() {
@@ -518,5 +614,47 @@ fn deliver_events(
             });
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PendingWrites;
+
+    fn pending(writes: &[(u64, u64)]) -> PendingWrites<&'static str> {
+        let mut p = PendingWrites::default();
+        for (i, (index, term)) in writes.iter().enumerate() {
+            let name = ["a", "b", "c", "d", "e"][i];
+            p.push(*index, *term, name, |r| {
+                panic!("{r} overwritten while proposing")
+            });
+        }
+        p
+    }
+
+    #[test]
+    fn an_applied_entry_answers_its_write_and_those_it_passed_were_overwritten() {
+        let mut p = pending(&[(3, 1), (5, 1), (6, 1)]);
+        let mut gone = Vec::new();
+        // Index 4 answers nobody (a system entry, say); 3 was not answered before it.
+        assert_eq!(p.applied(4, |r| gone.push(r)), None);
+        assert_eq!(gone, ["a"], "the write at 3 was passed over");
+        assert_eq!(p.applied(5, |r| gone.push(r)), Some((1, "b")));
+        // A no-op took index 6: nothing applied answers it, the applied index passes it.
+        p.overwritten_through(6, |r| gone.push(r));
+        assert_eq!(gone, ["a", "c"]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_proposal_below_waiting_writes_answers_them_as_overwritten() {
+        // Proposed at 7 and 8 in term 2, then the log was cut to 6 under another leader, and
+        // this node leads again in term 4.
+        let mut p = pending(&[(7, 2), (8, 2)]);
+        let mut gone = Vec::new();
+        p.push(7, 4, "new", |r| gone.push(r));
+        assert_eq!(gone, ["b", "a"]);
+        assert_eq!(p.applied(7, |r| gone.push(r)), Some((4, "new")));
+        assert_eq!(p.drain().count(), 0);
     }
 }

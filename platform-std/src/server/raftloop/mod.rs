@@ -126,10 +126,11 @@ pub struct RaftLoop {
     /// Node liveness, which watches quiet groups ([`quiet`]).
     live: Liveness,
     /// Groups flushed since their data dirs' sizes were last read (an idle group's do not
-    /// change).
-    sizes_dirty: std::collections::BTreeSet<GroupId>,
-    /// Groups flushed since the admin view was last published.
-    view_dirty: std::collections::BTreeSet<GroupId>,
+    /// change); a group is named once ([`Group::sizes_dirty`]).
+    sizes_dirty: Vec<GroupId>,
+    /// Groups flushed since the admin view was last published; each once
+    /// ([`Group::view_dirty`]).
+    view_dirty: Vec<GroupId>,
     /// When the hosted groups' members were last gathered for the handshake and the pings.
     last_hello: Instant,
     start: Instant,
@@ -407,7 +408,7 @@ impl RaftLoop {
                     membership.as_ref(),
                 ),
                 book: book,
-                pending_writes: HashMap::new(),
+                pending_writes: PendingWrites::default(),
                 pending_sys: HashMap::new(),
                 index_reads: VecDeque::new(),
                 lease_reads: Vec::new(),
@@ -423,6 +424,8 @@ impl RaftLoop {
                 sync_started_upto: 0,
                 shared_sync: shared_sync,
                 members_seen: 0,
+                sizes_dirty: true,
+                view_dirty: false,
                 dir: dir,
             });
             Ok(())
@@ -441,7 +444,7 @@ impl RaftLoop {
         );
         self.groups.insert(g, group);
         self.active.insert(g);
-        self.sizes_dirty.insert(g);
+        self.sizes_dirty.push(g);
         self.share_event_history(Some(g));
         Ok(())
     }

@@ -8,14 +8,17 @@ impl RaftLoop {
             self.last_sizes = Instant::now();
             // Only groups flushed since: an idle group's files do not change.
             for id in std::mem::take(&mut self.sizes_dirty) {
-                let Some(g) = self.groups.get(&id) else {
+                let Some(g) = self.groups.get_mut(&id) else {
                     self.sizes.remove(&id);
                     continue;
                 };
+                g.sizes_dirty = false;
                 let log = dir_bytes(&g.dir.join("log"));
                 let snap = dir_bytes(&g.dir.join("snap"));
                 self.sizes.insert(g.id, (log, snap));
-                self.view_dirty.insert(id);
+                if !std::mem::replace(&mut g.view_dirty, true) {
+                    self.view_dirty.push(id);
+                }
             }
             // A raised space alarm clears here once space returns, writes or not.
             if let Some(space) = self.data.space() {
@@ -25,7 +28,13 @@ impl RaftLoop {
         let node_id = self.cfg.node_id;
         // Only the views of groups flushed (or measured) since the last publish are built
         // again: an idle group's view does not change.
-        let dirty = std::mem::take(&mut self.view_dirty);
+        let mut dirty = std::collections::BTreeSet::new();
+        for id in std::mem::take(&mut self.view_dirty) {
+            if let Some(g) = self.groups.get_mut(&id) {
+                g.view_dirty = false;
+                dirty.insert(id);
+            }
+        }
         let view = |g: &Group| -> GroupView {
             let st = status(g, node_id);
             let (log_bytes, snapshot_bytes) = self.sizes.get(&g.id).copied().unwrap_or((0, 0));

@@ -55,7 +55,8 @@ pub(in crate::server::raftloop) fn write(
     let encoded = encode_command(&cmd, hint);
     if let Some((index, term, reply)) = propose_for(g, now, encoded, ErrorCode::BadRequest, reply) {
         g.proposals += 1;
-        g.pending_writes.insert(index, (term, reply));
+        g.pending_writes
+            .push(index, term, reply, answer_overwritten);
     }
 }
 
