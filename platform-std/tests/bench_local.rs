@@ -110,3 +110,42 @@ fn groups_reports_idle_costs_and_active_points() {
         assert!(p["writes_per_sec"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+#[test]
+fn groups_repeats_the_sequence_and_takes_each_repetitions_own_ratio() {
+    let r = bench(
+        "groups",
+        "--groups 4 --groups-active 1,4 --groups-repeat 3 --idle 200ms --clients 8",
+    );
+    assert_eq!(r["repetitions"], 3, "{r}");
+    let points = r["points"].as_array().unwrap();
+    let runs = |p: &Value| -> Vec<f64> {
+        p["runs_writes_per_sec"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_f64().unwrap())
+            .collect()
+    };
+    let (one, four) = (runs(&points[0]), runs(&points[1]));
+    assert_eq!(
+        (one.len(), four.len()),
+        (3, 3),
+        "one run per repetition: {r}"
+    );
+    assert!(one.iter().chain(&four).all(|w| *w > 0.0), "{r}");
+    // The reported figure is the median of the runs, the ratio that of each repetition's.
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[1]
+    };
+    assert_eq!(
+        points[1]["writes_per_sec"].as_f64().unwrap(),
+        median(four.clone()),
+        "{r}"
+    );
+    let ratios = one.iter().zip(&four).map(|(a, b)| b / a).collect();
+    let ratio = points[1]["ratio_to_first"].as_f64().unwrap();
+    assert!((ratio - median(ratios)).abs() < 1e-9, "{r}");
+    assert_eq!(points[0]["ratio_to_first"].as_f64().unwrap(), 1.0, "{r}");
+}

@@ -173,6 +173,13 @@ pub struct Args {
     /// `groups`: active group counts to `put` over, in turn (each a `--duration` run).
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     pub groups_active: Vec<u32>,
+    /// `groups`: how many times to run the whole `--groups-active` sequence, one after another
+    /// (1, 4, 16, 64, 1, 4, ...). Each point then reports its medians, and its writes/s
+    /// against the first point's as the median of the repetitions' ratios: on a shared,
+    /// noisy machine a ratio taken minutes apart measures the machine, one taken within the
+    /// same repetition measures Shoal.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub groups_repeat: u32,
     /// `groups`: how long the idle groups' CPU use is measured.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub idle: Duration,
@@ -401,5 +408,10 @@ mod tests {
         assert!(none.check().is_err(), "groups needs --groups");
         let remote = parse(&["groups", "--groups", "4", "--groups-active", "1"]);
         assert!(remote.check().unwrap_err().contains("--local"));
+        assert_eq!(g.groups_repeat, 1, "the sequence once unless asked");
+        let repeated = parse(&["groups", "--local", "1", "--groups", "64", "--groups-repeat", "3"]);
+        assert_eq!(repeated.groups_repeat, 3);
+        let zero = Args::try_parse_from(["shoal-bench", "groups", "--groups-repeat", "0"]);
+        assert!(zero.unwrap_err().to_string().contains("--groups-repeat"));
     }
 }

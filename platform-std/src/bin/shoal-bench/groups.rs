@@ -50,6 +50,56 @@ pub struct ActivePoint {
     pub server_us_per_write: Option<f64>,
     /// The servers and the load generator kept the machine's cores busy over the window.
     pub cpu_bound: bool,
+    /// Writes/s of each repetition, in the order they ran (`--groups-repeat`; one with one).
+    pub runs_writes_per_sec: Vec<f64>,
+    /// Writes/s against the first point's: the median over the repetitions of this point's
+    /// writes/s divided by the first point's in the same repetition.
+    pub ratio_to_first: f64,
+}
+
+/// The median of `xs` (the mean of the middle two for an even count); 0 for none.
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let m = xs.len() / 2;
+    match xs.len() % 2 {
+        1 => xs[m],
+        _ => (xs[m - 1] + xs[m]) / 2.0,
+    }
+}
+
+/// One point per active-group count from every repetition's runs (`runs[r][i]`: repetition
+/// `r`, the `i`-th count): each figure the median of its runs, the ratio to the first count
+/// the median of the per-repetition ratios.
+pub fn combine(runs: &[Vec<ActivePoint>]) -> Vec<ActivePoint> {
+    let Some(first_rep) = runs.first() else {
+        return Vec::new();
+    };
+    let reps = || runs.iter().filter(|rep| rep.len() == first_rep.len());
+    (0..first_rep.len())
+        .map(|i| {
+            let all: Vec<&ActivePoint> = reps().map(|rep| &rep[i]).collect();
+            let med = |f: &dyn Fn(&ActivePoint) -> f64| median(all.iter().map(|p| f(p)).collect());
+            let cpu: Vec<f64> = all.iter().filter_map(|p| p.server_us_per_write).collect();
+            ActivePoint {
+                groups: first_rep[i].groups,
+                writes_per_sec: med(&|p| p.writes_per_sec),
+                fsyncs_per_sec: med(&|p| p.fsyncs_per_sec),
+                p99_us: med(&|p| p.p99_us as f64) as u64,
+                server_us_per_write: (!cpu.is_empty()).then(|| median(cpu)),
+                cpu_bound: all.iter().filter(|p| p.cpu_bound).count() * 2 > all.len(),
+                runs_writes_per_sec: all.iter().map(|p| p.writes_per_sec).collect(),
+                ratio_to_first: median(
+                    reps()
+                        .filter(|rep| rep[0].writes_per_sec > 0.0)
+                        .map(|rep| rep[i].writes_per_sec / rep[0].writes_per_sec)
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Everything the workload measured.
@@ -164,11 +214,13 @@ fn measure(
     // Let elections' traffic and the first entries' syncs settle before the idle window.
     std::thread::sleep(Duration::from_secs(2));
     let after = costs(cluster, a.idle);
-    let mut active = Vec::new();
-    for &k in &a.groups_active {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+    let mut reps: Vec<Vec<ActivePoint>> = Vec::new();
+    for rep in 0..a.groups_repeat {
+        let mut active = Vec::new();
+        for &k in &a.groups_active {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
         let mut p = a.clone();
         p.workload = Workload::Put;
         p.groups = k;
@@ -188,9 +240,15 @@ fn measure(
                 .as_ref()
                 .map(|c| c.server_us_per_op(w.ok as f64 / o.secs)),
             cpu_bound: o.cpu.as_ref().is_some_and(|c| c.cpu_bound()),
+            runs_writes_per_sec: Vec::new(),
+            ratio_to_first: 0.0,
         };
         eprintln!(
-            "groups: {k} active: {:.0} writes/s, {:.0} fsyncs/s, {} server CPU per write",
+            "groups: {k} active{}: {:.0} writes/s, {:.0} fsyncs/s, {} server CPU per write",
+            match a.groups_repeat {
+                1 => String::new(),
+                n => format!(" (repetition {} of {n})", rep + 1),
+            },
             point.writes_per_sec,
             point.fsyncs_per_sec,
             point
@@ -198,7 +256,13 @@ fn measure(
                 .map_or("n/a".into(), |us| format!("{us:.2} µs"))
         );
         active.push(point);
+        }
+        reps.push(active);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
     }
+    let active = combine(&reps);
     Ok(GroupsOutcome {
         groups: a.groups,
         create,
@@ -208,4 +272,63 @@ fn measure(
         idle_secs: a.idle.as_secs_f64(),
         active,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(groups: u32, writes: f64, cpu: Option<f64>) -> ActivePoint {
+        ActivePoint {
+            groups,
+            writes_per_sec: writes,
+            fsyncs_per_sec: writes / 100.0,
+            p99_us: writes as u64 / 1000,
+            server_us_per_write: cpu,
+            cpu_bound: groups > 1,
+            runs_writes_per_sec: Vec::new(),
+            ratio_to_first: 0.0,
+        }
+    }
+
+    #[test]
+    fn repetitions_give_medians_and_the_median_of_each_repetitions_own_ratio() {
+        // The machine slowed down by half in the second repetition and sped up in the third;
+        // each repetition's own ratio stays near 0.8.
+        let runs = vec![
+            vec![point(1, 400.0, Some(2.0)), point(64, 320.0, Some(5.0))],
+            vec![point(1, 200.0, None), point(64, 150.0, Some(6.0))],
+            vec![point(1, 500.0, Some(3.0)), point(64, 410.0, Some(4.0))],
+        ];
+        let c = combine(&runs);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].groups, 64);
+        assert_eq!(c[0].writes_per_sec, 400.0);
+        assert_eq!(c[1].writes_per_sec, 320.0);
+        assert_eq!(c[1].runs_writes_per_sec, [320.0, 150.0, 410.0]);
+        assert_eq!(c[0].ratio_to_first, 1.0);
+        // Each repetition's own ratio: 0.8, 0.75, 0.82; their median is 0.8.
+        assert!((c[1].ratio_to_first - 0.8).abs() < 1e-9, "{}", c[1].ratio_to_first);
+        // Two CPU readings for one group (the mean of the middle two), three for 64.
+        assert_eq!(c[0].server_us_per_write, Some(2.5));
+        assert_eq!(c[1].server_us_per_write, Some(5.0));
+        assert!(c[1].cpu_bound && !c[0].cpu_bound);
+    }
+
+    #[test]
+    fn the_ratio_is_taken_within_repetitions_not_across_them() {
+        // One group fast in the first repetition only, 64 groups fast in the second only:
+        // medians of each point would give 300/300 = 1.0; the repetitions each say 0.5.
+        let runs = vec![
+            vec![point(1, 600.0, None), point(64, 300.0, None)],
+            vec![point(1, 300.0, None), point(64, 150.0, None)],
+        ];
+        let c = combine(&runs);
+        assert!((c[1].ratio_to_first - 0.5).abs() < 1e-9, "{}", c[1].ratio_to_first);
+        // A repetition cut short (Ctrl-C) is left out.
+        let mut cut = runs.clone();
+        cut.push(vec![point(1, 100.0, None)]);
+        assert_eq!(combine(&cut)[1].runs_writes_per_sec, [300.0, 150.0]);
+        assert!(combine(&[]).is_empty());
+    }
 }

@@ -447,6 +447,8 @@ pub fn groups(a: &Args, n: u32, o: &GroupsOutcome, out: &mut impl Write) -> io::
                     "groups": p.groups, "writes_per_sec": p.writes_per_sec,
                     "fsyncs_per_sec": p.fsyncs_per_sec, "p99_us": p.p99_us,
                     "server_us_per_write": p.server_us_per_write, "cpu_bound": p.cpu_bound,
+                    "runs_writes_per_sec": p.runs_writes_per_sec,
+                    "ratio_to_first": p.ratio_to_first,
                 })
             })
             .collect();
@@ -457,6 +459,7 @@ pub fn groups(a: &Args, n: u32, o: &GroupsOutcome, out: &mut impl Write) -> io::
             "disk_bytes_per_group": disk, "cpu_pct_before": cpu_before,
             "cpu_pct_idle": cpu_after, "nodes": nodes,
             "clients": a.clients, "value_size": a.value_size,
+            "repetitions": a.groups_repeat,
         });
         return write_points("groups", a, n, fields, points, out);
     }
@@ -483,16 +486,24 @@ pub fn groups(a: &Args, n: u32, o: &GroupsOutcome, out: &mut impl Write) -> io::
     if o.active.is_empty() {
         return Ok(());
     }
+    let first = o.active[0].groups;
+    let repeated = match a.groups_repeat {
+        1 => String::new(),
+        r => format!(
+            "; medians of {r} repetitions of the sequence, the ratio the median of each \
+             repetition's own"
+        ),
+    };
     writeln!(
         out,
-        "\nput over active groups, {} clients, {} B values:",
+        "\nput over active groups, {} clients, {} B values{repeated}:",
         a.clients, a.value_size
     )?;
     writeln!(
         out,
-        "| active groups | writes/s | fdatasyncs/s (all nodes) | p99 | server CPU per write (all nodes) |"
+        "| active groups | writes/s | vs {first} active | fdatasyncs/s (all nodes) | p99 | server CPU per write (all nodes) |"
     )?;
-    writeln!(out, "|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "|---:|---:|---:|---:|---:|---:|")?;
     for p in &o.active {
         let cpu = match p.server_us_per_write {
             Some(us) if p.cpu_bound => format!("{us:.2} µs (CPU-bound)"),
@@ -501,9 +512,10 @@ pub fn groups(a: &Args, n: u32, o: &GroupsOutcome, out: &mut impl Write) -> io::
         };
         writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {} | {cpu} |",
+            "| {} | {:.0} | {:.2}× | {:.0} | {} | {cpu} |",
             p.groups,
             p.writes_per_sec,
+            p.ratio_to_first,
             p.fsyncs_per_sec,
             fmt_us(p.p99_us)
         )?;
