@@ -153,16 +153,21 @@ fn unread_pipelined_reads_are_bounded_per_connection_and_per_node() {
     };
     let bursts = [burst(ReadMode::Linearizable), burst(ReadMode::Lease)];
     let mut conns = open_idle(&c.node(1).client, CONNS);
-    let writers: Vec<_> = conns
-        .iter()
-        .enumerate()
-        .map(|(i, conn)| {
-            let mut w = conn.stream().try_clone().unwrap();
-            let burst = bursts[i % 2].clone();
-            // Blocks once the node stops reading: joined after the answers are read.
-            std::thread::spawn(move || w.write_all(&burst))
-        })
-        .collect();
+    let spawn = |i: usize| {
+        let mut w = conns[i].stream().try_clone().unwrap();
+        let burst = bursts[i % 2].clone();
+        // Blocks once the node stops reading: joined after the answers are read.
+        std::thread::spawn(move || w.write_all(&burst))
+    };
+    // One connection reading by lease first, alone: its answers pass its own limit long
+    // before the node's. Started together, the eight could grow evenly enough on a loaded
+    // machine to meet the node's limit first, and the connection's was then never seen.
+    let first = spawn(1);
+    wait_for("a lone connection to pass its own limit", WAIT, || {
+        c.limit_hits(1, "client-conn-pending-mb") >= 1
+    });
+    let mut writers: Vec<_> = (0..CONNS).map(|i| (i != 1).then(|| spawn(i))).collect();
+    writers[1] = Some(first);
     wait_for("every reading connection to be held", WAIT, || {
         c.gauge(1, "shoal_client_connections_held") == CONNS
     });
@@ -195,7 +200,7 @@ fn unread_pipelined_reads_are_bounded_per_connection_and_per_node() {
     // Reading the answers lets the rest in: every read is answered, in order.
     reads_answered_in_order(&mut conns.remove(0), GETS);
     drop(conns);
-    for w in writers.into_iter().skip(1) {
+    for w in writers.into_iter().skip(1).flatten() {
         // The others' writers end with the connections (or finished before).
         let _ = w.join();
     }
