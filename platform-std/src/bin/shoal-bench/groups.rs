@@ -221,41 +221,41 @@ fn measure(
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-        let mut p = a.clone();
-        p.workload = Workload::Put;
-        p.groups = k;
-        let f0 = fsyncs(cluster);
-        let o = run(&p, Some(cluster), stop)?;
-        let f1 = fsyncs(cluster);
-        let w = &o.total[0];
-        // The fsync count covers warmup and setup too: taken over the same span as the run.
-        let span = (a.warmup + a.duration).as_secs_f64();
-        let point = ActivePoint {
-            groups: k,
-            writes_per_sec: w.ok as f64 / o.secs,
-            fsyncs_per_sec: f1.saturating_sub(f0) as f64 / span,
-            p99_us: w.pct(0.99),
-            server_us_per_write: o
-                .cpu
-                .as_ref()
-                .map(|c| c.server_us_per_op(w.ok as f64 / o.secs)),
-            cpu_bound: o.cpu.as_ref().is_some_and(|c| c.cpu_bound()),
-            runs_writes_per_sec: Vec::new(),
-            ratio_to_first: 0.0,
-        };
-        eprintln!(
-            "groups: {k} active{}: {:.0} writes/s, {:.0} fsyncs/s, {} server CPU per write",
-            match a.groups_repeat {
-                1 => String::new(),
-                n => format!(" (repetition {} of {n})", rep + 1),
-            },
-            point.writes_per_sec,
-            point.fsyncs_per_sec,
-            point
-                .server_us_per_write
-                .map_or("n/a".into(), |us| format!("{us:.2} µs"))
-        );
-        active.push(point);
+            let mut p = a.clone();
+            p.workload = Workload::Put;
+            p.groups = k;
+            let f0 = fsyncs(cluster);
+            let o = run(&p, Some(cluster), stop)?;
+            let f1 = fsyncs(cluster);
+            let w = &o.total[0];
+            // The fsync count covers warmup and setup too: taken over the same span as the run.
+            let span = (a.warmup + a.duration).as_secs_f64();
+            let point = ActivePoint {
+                groups: k,
+                writes_per_sec: w.ok as f64 / o.secs,
+                fsyncs_per_sec: f1.saturating_sub(f0) as f64 / span,
+                p99_us: w.pct(0.99),
+                server_us_per_write: o
+                    .cpu
+                    .as_ref()
+                    .map(|c| c.server_us_per_op(w.ok as f64 / o.secs)),
+                cpu_bound: o.cpu.as_ref().is_some_and(|c| c.cpu_bound()),
+                runs_writes_per_sec: Vec::new(),
+                ratio_to_first: 0.0,
+            };
+            eprintln!(
+                "groups: {k} active{}: {:.0} writes/s, {:.0} fsyncs/s, {} server CPU per write",
+                match a.groups_repeat {
+                    1 => String::new(),
+                    n => format!(" (repetition {} of {n})", rep + 1),
+                },
+                point.writes_per_sec,
+                point.fsyncs_per_sec,
+                point
+                    .server_us_per_write
+                    .map_or("n/a".into(), |us| format!("{us:.2} µs"))
+            );
+            active.push(point);
         }
         reps.push(active);
         if stop.load(Ordering::Relaxed) {
