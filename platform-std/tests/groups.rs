@@ -12,6 +12,7 @@ use shoal_client::protocol::{MemberChange, ReadMode, Request, Response};
 use shoal_core::message::{Message, Vote};
 use shoal_core::wire::{self, Body};
 use shoal_core::NO_NODE;
+use shoal_testkit::client::series_value;
 use shoal_testkit::peer::{Identity, PeerInbox, PeerLink};
 use shoal_testkit::{wait_for, wait_some, Cluster, ClusterBuilder, WAIT};
 
@@ -484,4 +485,49 @@ fn a_nodes_groups_share_its_watch_history_budget() {
     for g in 0..4 {
         bytes(&c, g, 4 << 20);
     }
+}
+
+/// `/metrics` on a node hosting more groups than `--metrics-group-series`: one node-wide series
+/// per family instead of one per group (a node with thousands of groups stays cheap to
+/// scrape), counting every group's writes; with the default, each group has its own.
+#[test]
+fn past_metrics_group_series_a_family_is_one_node_wide_series() {
+    let mut c = Cluster::builder()
+        .voters([1])
+        .args(&["--metrics-group-series", "2"])
+        .build();
+    c.start(1);
+    c.wait_leader(0);
+    let (_, body) = c.http_get(1, "/metrics").expect("/metrics");
+    assert!(
+        body.contains("shoal_proposals_total{group=\"0\"}"),
+        "one group, under the limit: its own series\n{body}"
+    );
+    for g in ["1", "2"] {
+        c.ctl(&["--group", g, "group", "create", "1"]).ok();
+    }
+    c.wait_leader(2);
+    c.put(1, 11, 1, "one", "1");
+    c.put(2, 12, 1, "two", "2");
+    c.put(2, 12, 2, "two", "2b");
+    wait_for("three groups, node-wide series", WAIT, || {
+        let (_, body) = c.http_get(1, "/metrics").expect("/metrics");
+        series_value(&body, "shoal_groups_hosted") == Some(3)
+            && series_value(&body, "shoal_proposals_total").is_some_and(|n| n >= 3)
+    });
+    let (_, body) = c.http_get(1, "/metrics").expect("/metrics");
+    assert!(
+        !body.contains("group=\"1\""),
+        "no series of group 1:\n{body}"
+    );
+    assert_eq!(series_value(&body, "shoal_is_leader"), Some(3), "{body}");
+    assert_eq!(
+        series_value(&body, "shoal_groups_unhealthy"),
+        Some(0),
+        "{body}"
+    );
+    assert!(
+        !body.contains("\nshoal_term"),
+        "terms are left out:\n{body}"
+    );
 }

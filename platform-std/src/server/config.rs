@@ -66,6 +66,20 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A flag the file may give as a number or as text (`metrics_group_series = 10`, or `"all"`).
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| match r {
+        Raw::Number(n) => n.to_string(),
+        Raw::Text(t) => t,
+    }))
+}
+
 impl Dur {
     fn ms(self) -> u64 {
         self.0.as_millis().min(u128::from(u64::MAX)) as u64
@@ -187,6 +201,15 @@ pub struct Flags {
     /// Linux only [default: off].
     #[arg(long, env = "SHOAL_RAFT_CPU", value_name = "off|auto|CPU")]
     pub raft_cpu: Option<String>,
+    /// Hosted groups up to which `/metrics` gives each group its own series (a `group`
+    /// label). Past it each per-group family is one node-wide series, so that a node with
+    /// thousands of groups stays cheap to scrape: the sum over its groups (the most, for apply
+    /// lag, drifting clocks and limits; terms and indexes are left out), and
+    /// `shoal_group_healthy` lists only unhealthy groups, N at most. `all`: per group however
+    /// many [default: 256].
+    #[arg(long, env = "SHOAL_METRICS_GROUP_SERIES", value_name = "N|all")]
+    #[serde(deserialize_with = "number_or_text")]
+    pub metrics_group_series: Option<String>,
     /// Size of each log segment in MiB, preallocated when it is created [default: 64].
     #[arg(long, env = "SHOAL_SEGMENT_MB", value_name = "MIB")]
     pub segment_mb: Option<u64>,

@@ -30,7 +30,16 @@ pub(super) fn render(s: &mut String, v: &AdminView) {
         s,
         "# HELP {name} 1 if this node has a leader of the group it heard from within an election timeout (a leader: acknowledged by a quorum within the lease window).\n# TYPE {name} gauge"
     );
-    for g in v.health.iter().flat_map(|h| &h.groups) {
+    // Past --metrics-group-series: the unhealthy groups only, that many at most (the count is
+    // shoal_groups_unhealthy).
+    let each = super::metrics::per_group(v);
+    let listed = v
+        .health
+        .iter()
+        .flat_map(|h| &h.groups)
+        .filter(|g| each || !g.healthy)
+        .take(if each { usize::MAX } else { v.group_series_max });
+    for g in listed {
         let _ = writeln!(
             s,
             "{name}{{group=\"{}\",reason=\"{}\"}} {}",
@@ -44,7 +53,15 @@ pub(super) fn render(s: &mut String, v: &AdminView) {
         s,
         "# HELP {name} Snapshots the disk refused (full, out of file descriptors); each is tried again after --snapshot-retry-interval.\n# TYPE {name} counter"
     );
-    for g in &v.groups {
+    if !super::metrics::per_group(v) {
+        let n: u64 = v
+            .groups
+            .iter()
+            .map(|g| g.node_stats.snapshot_failures)
+            .sum();
+        let _ = writeln!(s, "{name} {n}");
+    }
+    for g in v.groups.iter().filter(|_| super::metrics::per_group(v)) {
         let n = g.node_stats.snapshot_failures;
         let _ = writeln!(s, "{name}{{group=\"{}\"}} {n}", g.group);
     }

@@ -149,9 +149,66 @@ const GROUP_FAMILIES: &[GroupFamily] = &[
         |g: &GroupView| g.event_slots),
 ];
 
-/// One family per group-level figure, a series per group.
+/// Whether each group has series of its own: the node hosts at most
+/// `--metrics-group-series` groups. Past that, a group-level family is one node-wide series
+/// ([`across`]), so that a scrape of a node with thousands of groups stays small.
+pub(super) fn per_group(v: &AdminView) -> bool {
+    v.groups.len() <= v.group_series_max
+}
+
+/// How a group-level family becomes one node-wide series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Across {
+    /// The sum over the groups (counts, bytes, groups led).
+    Sum,
+    /// The most of any group (a lag, a limit).
+    Max,
+    /// Left out: a term or an index means nothing summed over groups.
+    Left,
+}
+
+fn across(name: &str) -> Across {
+    match name {
+        "shoal_term" | "shoal_commit_index" | "shoal_applied_index" => Across::Left,
+        "shoal_apply_lag"
+        | "shoal_clock_drift_peers"
+        | "shoal_kv_max_txn_ops"
+        | "shoal_kv_max_leases" => Across::Max,
+        _ => Across::Sum,
+    }
+}
+
+/// A group-level family as one node-wide series, `of` each group combined as `how` says;
+/// nothing for a family left out.
+fn node_wide(
+    s: &mut String,
+    v: &AdminView,
+    (name, help, kind): (&str, &str, &str),
+    how: Across,
+    of: impl Fn(&GroupView) -> u64,
+) {
+    let values = v.groups.iter().map(of);
+    let (value, said) = match how {
+        Across::Sum => (values.sum::<u64>(), "the sum"),
+        Across::Max => (values.max().unwrap_or(0), "the most"),
+        Across::Left => return,
+    };
+    let _ = writeln!(
+        s,
+        "# HELP {name} {help} Node-wide, {said} over the {} groups hosted (more than \
+         --metrics-group-series).\n# TYPE {name} {kind}\n{name} {value}",
+        v.groups.len()
+    );
+}
+
+/// One family per group-level figure, a series per group (or node-wide: [`per_group`]).
 fn group_metrics(s: &mut String, v: &AdminView) {
+    let each = per_group(v);
     for (name, help, kind, of) in GROUP_FAMILIES {
+        if !each {
+            node_wide(s, v, (name, help, kind), across(name), of);
+            continue;
+        }
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for g in &v.groups {
             let _ = writeln!(s, "{name}{{group=\"{}\"}} {}", g.group, of(g));
@@ -159,13 +216,29 @@ fn group_metrics(s: &mut String, v: &AdminView) {
     }
 }
 
-/// Peer inputs dropped without stopping the node, by group and cause.
+/// Peer inputs dropped without stopping the node, by group and cause (node-wide by cause past
+/// `--metrics-group-series`).
 fn refused_inputs(s: &mut String, v: &AdminView) {
     let name = "shoal_refused_inputs_total";
     let _ = writeln!(
         s,
         "# HELP {name} Peer inputs dropped (or refused for a full medium) without stopping the node, by cause.\n# TYPE {name} counter"
     );
+    if !per_group(v) {
+        let mut total: Vec<(&'static str, u64)> = Vec::new();
+        for g in &v.groups {
+            for (fault, n) in g.node_stats.faults.iter() {
+                match total.iter_mut().find(|(c, _)| *c == fault.name()) {
+                    Some((_, t)) => *t += n,
+                    None => total.push((fault.name(), n)),
+                }
+            }
+        }
+        for (cause, n) in total {
+            let _ = writeln!(s, "{name}{{cause=\"{cause}\"}} {n}");
+        }
+        return;
+    }
     for g in &v.groups {
         for (fault, n) in g.node_stats.faults.iter() {
             let cause = fault.name();
@@ -183,6 +256,22 @@ fn node_counters(s: &mut String, v: &AdminView) {
             "Removed groups' dirs still on disk, deleted once --group-remove-grace has passed.",
             "gauge",
             r.group_dirs_pending_removal as u64,
+        ),
+        (
+            "shoal_groups_hosted",
+            "Groups this node hosts (group 0 included).",
+            "gauge",
+            v.groups.len() as u64,
+        ),
+        (
+            "shoal_groups_unhealthy",
+            "Hosted groups this node cannot vouch for (shoal_group_healthy 0; /health names them).",
+            "gauge",
+            v.health
+                .iter()
+                .flat_map(|h| &h.groups)
+                .filter(|g| !g.healthy)
+                .count() as u64,
         ),
         (
             "shoal_groups_quiet",
@@ -498,5 +587,154 @@ fn bound_metrics(s: &mut String, v: &AdminView) {
     );
     for (flag, n) in c.hits.iter().chain(&p.hits) {
         let _ = writeln!(s, "shoal_limit_hits_total{{limit=\"{flag}\"}} {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_client::protocol::{GroupHealth, HealthInfo};
+    use shoal_core::fault::{Fault, FaultLog};
+
+    /// `n` groups: group `i` proposed `i` writes, lags `i % 4` entries, refused `i % 3` bad
+    /// frames, failed `i % 2` snapshots; groups 2 and 5 are unhealthy.
+    fn view(n: u32, group_series_max: usize) -> AdminView {
+        let groups = (0..n)
+            .map(|i| {
+                let mut faults = FaultLog::new();
+                (0..i % 3).for_each(|_| faults.refuse(1, Fault::BadFrame));
+                let n = u64::from(i);
+                let mut g = GroupView {
+                    group: i,
+                    role: if i % 2 == 0 { "leader" } else { "follower" }.into(),
+                    term: 7,
+                    commit: 100 + n,
+                    applied: 100 + n - n % 4,
+                    proposals: n,
+                    ..Default::default()
+                };
+                g.node_stats.faults = faults.counts();
+                g.node_stats.snapshot_failures = n % 2;
+                g
+            })
+            .collect();
+        let health = HealthInfo {
+            node_id: 1,
+            healthy: false,
+            running: true,
+            groups: (0..n)
+                .map(|i| GroupHealth {
+                    group: i,
+                    healthy: i != 2 && i != 5,
+                    role: "leader".into(),
+                    leader: 1,
+                    reason: if i == 2 || i == 5 { "no_quorum" } else { "ok" }.into(),
+                    detail: String::new(),
+                })
+                .collect(),
+            alarms: Vec::new(),
+        };
+        AdminView {
+            groups,
+            health: Some(health),
+            group_series_max,
+            ..Default::default()
+        }
+    }
+
+    fn render_view(v: &AdminView) -> String {
+        render(v, &Histogram::default(), &AdminCounters::default())
+    }
+
+    fn value(body: &str, series: &str) -> Option<u64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn up_to_the_limit_every_group_has_its_own_series() {
+        let body = render_view(&view(8, 8));
+        assert_eq!(value(&body, "shoal_proposals_total{group=\"5\"}"), Some(5));
+        assert_eq!(value(&body, "shoal_term{group=\"3\"}"), Some(7));
+        assert_eq!(value(&body, "shoal_apply_lag{group=\"7\"}"), Some(3));
+        assert_eq!(
+            value(
+                &body,
+                "shoal_refused_inputs_total{group=\"4\",cause=\"bad_frame\"}"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            value(&body, "shoal_group_healthy{group=\"0\",reason=\"ok\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            value(&body, "shoal_snapshot_failures_total{group=\"3\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            value(&body, "shoal_proposals_total"),
+            None,
+            "no node-wide series"
+        );
+        assert_eq!(value(&body, "shoal_groups_hosted"), Some(8));
+        assert_eq!(value(&body, "shoal_groups_unhealthy"), Some(2));
+    }
+
+    #[test]
+    fn past_the_limit_each_family_is_one_node_wide_series() {
+        let body = render_view(&view(8, 7));
+        assert!(
+            !body.contains("group=\"3\""),
+            "no series of group 3:\n{body}"
+        );
+        // Sums, and the most for a lag; terms and indexes left out.
+        assert_eq!(value(&body, "shoal_proposals_total"), Some((0..8u64).sum()));
+        assert_eq!(value(&body, "shoal_is_leader"), Some(4));
+        assert_eq!(value(&body, "shoal_apply_lag"), Some(3));
+        assert_eq!(value(&body, "shoal_snapshot_failures_total"), Some(4));
+        for gone in ["shoal_term", "shoal_commit_index", "shoal_applied_index"] {
+            assert!(!body.contains(&format!("\n{gone}")), "{gone} is left out");
+        }
+        let bad: u64 = (0..8u64).map(|i| i % 3).sum();
+        assert_eq!(
+            value(&body, "shoal_refused_inputs_total{cause=\"bad_frame\"}"),
+            Some(bad)
+        );
+        // The unhealthy groups are still named, the healthy ones not.
+        assert_eq!(
+            value(
+                &body,
+                "shoal_group_healthy{group=\"5\",reason=\"no_quorum\"}"
+            ),
+            Some(0)
+        );
+        assert!(
+            !body.contains("reason=\"ok\""),
+            "healthy groups are not listed"
+        );
+        assert_eq!(value(&body, "shoal_groups_hosted"), Some(8));
+        assert_eq!(value(&body, "shoal_groups_unhealthy"), Some(2));
+        // At most the limit of unhealthy groups are named.
+        let body = render_view(&view(8, 1));
+        let named = body.matches("shoal_group_healthy{").count();
+        assert_eq!(
+            named, 1,
+            "one unhealthy group named at a limit of 1:\n{body}"
+        );
+        assert_eq!(value(&body, "shoal_groups_unhealthy"), Some(2));
+    }
+
+    #[test]
+    fn a_scrape_past_the_limit_does_not_grow_with_the_groups() {
+        let small = render_view(&view(300, 256)).len();
+        let large = render_view(&view(10_000, 256)).len();
+        // Only the digits of the sums grow.
+        assert!(
+            large < small + 1024,
+            "10,000 groups: {large} bytes against {small} for 300"
+        );
+        let every = render_view(&view(10_000, usize::MAX)).len();
+        assert!(every > 50 * large, "`all` lists every group: {every} bytes");
     }
 }

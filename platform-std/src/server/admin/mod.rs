@@ -33,7 +33,7 @@ pub struct PeerView {
 }
 
 /// One group in `/status`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct GroupView {
     /// Group id.
     pub group: GroupId,
@@ -135,6 +135,8 @@ pub struct AdminView {
     pub active_groups: u64,
     /// The CPU the raft thread is pinned to (`--raft-cpu`), if it is.
     pub raft_cpu: Option<usize>,
+    /// Hosted groups up to which `/metrics` has series per group (`--metrics-group-series`).
+    pub group_series_max: usize,
     /// The sync journal's held bytes (busy groups' new log bytes not yet in their segments)
     /// and the pieces held since start (zero without the journal).
     pub journal_held: (u64, u64),

@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub quiesce: bool,
     /// Threads that flush the groups of a round (1: the raft thread alone).
     pub raft_threads: usize,
+    /// Hosted groups up to which `/metrics` has series per group (`--metrics-group-series`;
+    /// `usize::MAX` for `all`).
+    pub metrics_group_series: usize,
     /// Where the raft thread runs ([`crate::affinity`]).
     pub raft_cpu: crate::affinity::RaftCpu,
     /// Size of each log segment.
@@ -266,6 +269,7 @@ impl ServerConfig {
         }
         let (auth_token_ttl, auth_max_hashing) = auth_limits(&f)?;
         let raft_threads = raft_threads(f.raft_threads)?;
+        let metrics_group_series = metrics_group_series(f.metrics_group_series.as_deref())?;
         let raft_cpu = match &f.raft_cpu {
             Some(s) => s.parse()?,
             None => Default::default(),
@@ -289,6 +293,7 @@ impl ServerConfig {
             sync_journal: f.sync_journal.unwrap_or(true),
             quiesce: f.quiesce.unwrap_or(true),
             raft_threads,
+            metrics_group_series,
             raft_cpu,
             segment_bytes,
             segment_initial_bytes,
@@ -357,6 +362,22 @@ fn advertised(listen: &str, advertise: Option<&str>) -> Result<String, String> {
 const MAX_RAFT_THREADS: usize = 64;
 
 /// `--raft-threads`, or the number of cores.
+/// `--metrics-group-series`: a count of groups, or `all`.
+fn metrics_group_series(v: Option<&str>) -> Result<usize, String> {
+    match v.map(str::trim) {
+        None => Ok(DEFAULT_METRICS_GROUP_SERIES),
+        Some("all") => Ok(usize::MAX),
+        Some(n) => n.parse().map_err(|_| {
+            format!(
+                "--metrics-group-series {n:?}: expected a number of groups (0, 256, ..) or `all`"
+            )
+        }),
+    }
+}
+
+/// Hosted groups up to which `/metrics` has series per group unless told otherwise.
+pub const DEFAULT_METRICS_GROUP_SERIES: usize = 256;
+
 fn raft_threads(n: Option<usize>) -> Result<usize, String> {
     match n {
         None => Ok(std::thread::available_parallelism()

@@ -387,6 +387,22 @@ fn raft_cpu_is_off_unless_asked_and_refuses_what_it_cannot_read() {
 }
 
 #[test]
+fn metrics_group_series_default_to_256_and_take_all() {
+    use crate::server::config::resolve::DEFAULT_METRICS_GROUP_SERIES;
+    assert_eq!(DEFAULT_METRICS_GROUP_SERIES, 256);
+    let of = |args: &[&str]| resolve_args(args).map(|c| c.metrics_group_series);
+    assert_eq!(of(&[]), Ok(256));
+    assert_eq!(of(&["--metrics-group-series", "0"]), Ok(0));
+    assert_eq!(of(&["--metrics-group-series", "all"]), Ok(usize::MAX));
+    let file = resolve_file("metrics_group_series = 10\n").unwrap();
+    assert_eq!(file.metrics_group_series, 10);
+    let file = resolve_file("metrics_group_series = \"all\"\n").unwrap();
+    assert_eq!(file.metrics_group_series, usize::MAX);
+    let e = of(&["--metrics-group-series", "many"]).unwrap_err();
+    assert!(e.contains("expected a number of groups"), "{e}");
+}
+
+#[test]
 fn raft_threads_default_to_the_cores_and_are_checked() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(resolve_args(&[]).unwrap().raft_threads, cores.min(64));
