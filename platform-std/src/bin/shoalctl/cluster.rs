@@ -187,17 +187,58 @@ pub async fn health(client: &Client) -> Result<Answer, ClientError> {
         "ok": h.healthy, "healthy": h.healthy, "node_id": h.node_id,
         "running": h.running, "groups": groups, "alarms": alarms, "reasons": reasons,
     });
-    let t = if h.healthy {
+    let t = health_words(&h);
+    Ok(Answer::new(j, t).with_code(if h.healthy { 0 } else { 1 }))
+}
+
+/// Groups `health` names one by one in words; past it, a healthy node's are counted by role
+/// (a node may host thousands; `-o json` lists every one).
+const HEALTH_GROUPS_NAMED: usize = 16;
+/// Reasons an unhealthy node's `health` gives in words; past it, how many more there are.
+const HEALTH_REASONS_SHOWN: usize = 64;
+
+/// `health` in words: each group while they are few, else a count per role; when unhealthy,
+/// each reason (an unhealthy group, an alarm), the first [`HEALTH_REASONS_SHOWN`] of them.
+fn health_words(h: &shoal_client::protocol::HealthInfo) -> String {
+    if h.healthy && h.groups.len() <= HEALTH_GROUPS_NAMED {
         let each: Vec<String> = h
             .groups
             .iter()
             .map(|g| format!("group {}: {}, leader {}", g.group, g.role, g.leader))
             .collect();
-        format!("healthy: node {}; {}", h.node_id, each.join("; "))
-    } else {
-        format!("unhealthy: node {}\n  {}", h.node_id, reasons.join("\n  "))
-    };
-    Ok(Answer::new(j, t).with_code(if h.healthy { 0 } else { 1 }))
+        return format!("healthy: node {}; {}", h.node_id, each.join("; "));
+    }
+    if h.healthy {
+        let mut roles = std::collections::BTreeMap::<&str, usize>::new();
+        for g in &h.groups {
+            *roles.entry(g.role.as_str()).or_default() += 1;
+        }
+        let roles: Vec<String> = roles.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        return format!(
+            "healthy: node {}; {} groups ({})",
+            h.node_id,
+            h.groups.len(),
+            roles.join(", ")
+        );
+    }
+    let reasons = h.reasons();
+    let mut t = format!(
+        "unhealthy: node {}\n  {}",
+        h.node_id,
+        reasons
+            .iter()
+            .take(HEALTH_REASONS_SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+    if reasons.len() > HEALTH_REASONS_SHOWN {
+        t.push_str(&format!(
+            "\n  and {} more (-o json names every group)",
+            reasons.len() - HEALTH_REASONS_SHOWN
+        ));
+    }
+    t
 }
 
 /// Run one `group` command on the group `--group` names.
@@ -247,4 +288,59 @@ fn parse_members(s: &str) -> Result<Vec<u64>, String> {
         return Err("name at least one member".into());
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_client::protocol::{GroupHealth, HealthInfo};
+
+    /// A node hosting `n` groups, even ones led here, the `bad` first ones unhealthy.
+    fn node(n: u32, bad: u32) -> HealthInfo {
+        HealthInfo {
+            node_id: 4,
+            healthy: bad == 0,
+            running: true,
+            groups: (0..n)
+                .map(|g| GroupHealth {
+                    group: g,
+                    healthy: g >= bad,
+                    role: if g % 2 == 0 { "leader" } else { "follower" }.into(),
+                    leader: 4,
+                    reason: if g >= bad { "ok" } else { "no_quorum" }.into(),
+                    detail: "d".into(),
+                })
+                .collect(),
+            alarms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_few_groups_are_named_and_thousands_counted_by_role() {
+        assert_eq!(
+            health_words(&node(2, 0)),
+            "healthy: node 4; group 0: leader, leader 4; group 1: follower, leader 4"
+        );
+        assert_eq!(
+            health_words(&node(1001, 0)),
+            "healthy: node 4; 1001 groups (500 follower, 501 leader)"
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_node_names_its_unhealthy_groups_up_to_a_bound() {
+        let t = health_words(&node(1001, 2));
+        assert_eq!(
+            t,
+            "unhealthy: node 4\n  group 0: no_quorum (d)\n  group 1: no_quorum (d)"
+        );
+        let t = health_words(&node(1001, 1000));
+        assert_eq!(t.lines().count(), 1 + HEALTH_REASONS_SHOWN + 1, "{t}");
+        assert!(t.contains("group 63: no_quorum"), "{t}");
+        assert!(!t.contains("group 64:"), "{t}");
+        assert!(
+            t.ends_with("and 936 more (-o json names every group)"),
+            "{t}"
+        );
+    }
 }
