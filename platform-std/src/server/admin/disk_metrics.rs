@@ -53,17 +53,18 @@ pub(super) fn render(s: &mut String, v: &AdminView) {
         s,
         "# HELP {name} Snapshots the disk refused (full, out of file descriptors); each is tried again after --snapshot-retry-interval.\n# TYPE {name} counter"
     );
-    if !super::metrics::per_group(v) {
+    if super::metrics::per_group(v) {
+        for g in &v.groups {
+            let n = g.node_stats.snapshot_failures;
+            let _ = writeln!(s, "{name}{{group=\"{}\"}} {n}", g.group);
+        }
+    } else {
         let n: u64 = v
             .groups
             .iter()
             .map(|g| g.node_stats.snapshot_failures)
             .sum();
         let _ = writeln!(s, "{name} {n}");
-    }
-    for g in v.groups.iter().filter(|_| super::metrics::per_group(v)) {
-        let n = g.node_stats.snapshot_failures;
-        let _ = writeln!(s, "{name}{{group=\"{}\"}} {n}", g.group);
     }
     space(s, v);
     let a = &v.accept;
