@@ -489,7 +489,7 @@ fn a_nodes_groups_share_its_watch_history_budget() {
 
 /// `/metrics` on a node hosting more groups than `--metrics-group-series`: one node-wide series
 /// per family instead of one per group (a node with thousands of groups stays cheap to
-/// scrape), counting every group's writes; with the default, each group has its own.
+/// scrape), counting every group's writes; under the limit, each group has its own.
 #[test]
 fn past_metrics_group_series_a_family_is_one_node_wide_series() {
     let mut c = Cluster::builder()

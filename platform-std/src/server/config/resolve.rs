@@ -361,7 +361,6 @@ fn advertised(listen: &str, advertise: Option<&str>) -> Result<String, String> {
 /// Most flush threads: more than a node's groups could keep busy on any host it runs on.
 const MAX_RAFT_THREADS: usize = 64;
 
-/// `--raft-threads`, or the number of cores.
 /// `--metrics-group-series`: a count of groups, or `all`.
 fn metrics_group_series(v: Option<&str>) -> Result<usize, String> {
     match v.map(str::trim) {
@@ -378,6 +377,7 @@ fn metrics_group_series(v: Option<&str>) -> Result<usize, String> {
 /// Hosted groups up to which `/metrics` has series per group unless told otherwise.
 pub const DEFAULT_METRICS_GROUP_SERIES: usize = 256;
 
+/// `--raft-threads`, or the number of cores.
 fn raft_threads(n: Option<usize>) -> Result<usize, String> {
     match n {
         None => Ok(std::thread::available_parallelism()
