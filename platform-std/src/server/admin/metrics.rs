@@ -21,132 +21,134 @@ pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) ->
     s
 }
 
-/// The group-level figures: one family each, a series per group.
+/// The group-level figures: one family each, a series per group: (name, help, type, each
+/// group's figure, how it is combined past `--metrics-group-series`).
 type GroupFamily = (
     &'static str,
     &'static str,
     &'static str,
     fn(&GroupView) -> u64,
+    Across,
 );
 
 const GROUP_FAMILIES: &[GroupFamily] = &[
     ("shoal_proposals_total",
         "Client writes proposed by this node.",
         "counter",
-        |g: &GroupView| g.proposals),
+        |g: &GroupView| g.proposals, Across::Sum),
     ("shoal_writes_refused_total",
         "Client writes DtKV refused before they were proposed (bad key, value or TTL past a \
          limit, reserved key, oversized batch or transaction); they took no log entry.",
         "counter",
-        |g: &GroupView| g.writes_refused),
+        |g: &GroupView| g.writes_refused, Across::Sum),
     ("shoal_kv_max_txn_ops",
         "Most compares, and most operations per branch, in one DtKV transaction \
          (--kv-max-txn-ops).",
         "gauge",
-        |g: &GroupView| g.max_txn_ops),
+        |g: &GroupView| g.max_txn_ops, Across::Max),
     ("shoal_kv_max_leases",
         "Most live DtKV leases (--kv-max-leases).",
         "gauge",
-        |g: &GroupView| g.max_leases),
+        |g: &GroupView| g.max_leases, Across::Max),
     ("shoal_kv_leases", "Live DtKV leases.", "gauge", |g: &GroupView| {
         g.leases
-    }),
+    }, Across::Sum),
     ("shoal_commit_index", "Commit index.", "gauge", |g: &GroupView| {
         g.commit
-    }),
+    }, Across::Left),
     ("shoal_applied_index", "Applied index.", "gauge", |g: &GroupView| {
         g.applied
-    }),
+    }, Across::Left),
     ("shoal_apply_lag",
         "Committed entries not yet applied.",
         "gauge",
-        |g: &GroupView| g.commit.saturating_sub(g.applied)),
+        |g: &GroupView| g.commit.saturating_sub(g.applied), Across::Max),
     ("shoal_applied_entries_total",
         "Entries applied.",
         "counter",
-        |g: &GroupView| g.node_stats.applied_entries),
-    ("shoal_term", "Current term.", "gauge", |g: &GroupView| g.term),
+        |g: &GroupView| g.node_stats.applied_entries, Across::Sum),
+    ("shoal_term", "Current term.", "gauge", |g: &GroupView| g.term, Across::Left),
     ("shoal_is_leader",
         "1 if this node leads the group.",
         "gauge",
-        |g: &GroupView| u64::from(g.role == "leader")),
+        |g: &GroupView| u64::from(g.role == "leader"), Across::Sum),
     ("shoal_elections_total",
         "Elections started by this node.",
         "counter",
-        |g: &GroupView| g.raft_stats.elections),
+        |g: &GroupView| g.raft_stats.elections, Across::Sum),
     ("shoal_became_leader_total",
         "Times this node became leader.",
         "counter",
-        |g: &GroupView| g.raft_stats.became_leader),
+        |g: &GroupView| g.raft_stats.became_leader, Across::Sum),
     ("shoal_leader_changes_total",
         "Times the known leader changed.",
         "counter",
-        |g: &GroupView| g.raft_stats.leader_changes),
+        |g: &GroupView| g.raft_stats.leader_changes, Across::Sum),
     ("shoal_clock_drift_peers",
         "On a leader: followers whose clock rate is outside the lease's bound (not counted toward the lease).",
         "gauge",
-        |g: &GroupView| g.clock_drift_peers),
+        |g: &GroupView| g.clock_drift_peers, Across::Max),
     ("shoal_clock_drift_detected_total",
         "Times a follower's clock was found to drift outside the lease's bound.",
         "counter",
-        |g: &GroupView| g.raft_stats.clock_drift_detected),
+        |g: &GroupView| g.raft_stats.clock_drift_detected, Across::Sum),
     ("shoal_bytes_in_total",
         "Peer frame bytes received.",
         "counter",
-        |g: &GroupView| g.node_stats.bytes_in),
+        |g: &GroupView| g.node_stats.bytes_in, Across::Sum),
     ("shoal_bytes_out_total",
         "Peer frame bytes sent.",
         "counter",
-        |g: &GroupView| g.node_stats.bytes_out),
+        |g: &GroupView| g.node_stats.bytes_out, Across::Sum),
     ("shoal_frames_in_total",
         "Peer frames received.",
         "counter",
-        |g: &GroupView| g.node_stats.frames_in),
+        |g: &GroupView| g.node_stats.frames_in, Across::Sum),
     ("shoal_frames_out_total",
         "Peer frames sent.",
         "counter",
-        |g: &GroupView| g.node_stats.frames_out),
+        |g: &GroupView| g.node_stats.frames_out, Across::Sum),
     ("shoal_send_failures_total",
         "Frames the transport refused.",
         "counter",
-        |g: &GroupView| g.node_stats.send_failures),
+        |g: &GroupView| g.node_stats.send_failures, Across::Sum),
     ("shoal_dropped_messages_total",
         "Raft messages dropped because the core's outbox or held-reply list was full.",
         "counter",
-        |g: &GroupView| g.raft_stats.dropped_messages),
+        |g: &GroupView| g.raft_stats.dropped_messages, Across::Sum),
     ("shoal_syncs_total",
         "Storage syncs (group commits).",
         "counter",
-        |g: &GroupView| g.node_stats.syncs),
+        |g: &GroupView| g.node_stats.syncs, Across::Sum),
     ("shoal_snapshots_taken_total",
         "Snapshots taken locally.",
         "counter",
-        |g: &GroupView| g.node_stats.snapshots_taken),
+        |g: &GroupView| g.node_stats.snapshots_taken, Across::Sum),
     ("shoal_snapshots_sent_total",
         "Snapshots sent to followers.",
         "counter",
-        |g: &GroupView| g.raft_stats.snapshots_sent),
+        |g: &GroupView| g.raft_stats.snapshots_sent, Across::Sum),
     ("shoal_snapshots_installed_total",
         "Snapshots installed from a leader.",
         "counter",
-        |g: &GroupView| g.raft_stats.snapshots_installed),
+        |g: &GroupView| g.raft_stats.snapshots_installed, Across::Sum),
     ("shoal_log_bytes",
         "Bytes of log segments on disk.",
         "gauge",
-        |g: &GroupView| g.log_bytes),
+        |g: &GroupView| g.log_bytes, Across::Sum),
     ("shoal_snapshot_bytes",
         "Bytes of snapshot files on disk.",
         "gauge",
-        |g: &GroupView| g.snapshot_bytes),
+        |g: &GroupView| g.snapshot_bytes, Across::Sum),
     ("shoal_kv_event_bytes",
         "Bytes of key and value copies the group's watch history keeps at most (--kv-event-mb, \
          shared out by --kv-events-node-mb).",
         "gauge",
-        |g: &GroupView| g.event_bytes),
+        |g: &GroupView| g.event_bytes, Across::Sum),
     ("shoal_kv_event_slots",
         "Events the group's watch history keeps at most (--kv-event-slots, in proportion).",
         "gauge",
-        |g: &GroupView| g.event_slots),
+        |g: &GroupView| g.event_slots, Across::Sum),
 ];
 
 /// Whether each group has series of its own: the node hosts at most
@@ -165,17 +167,6 @@ enum Across {
     Max,
     /// Left out: a term or an index means nothing summed over groups.
     Left,
-}
-
-fn across(name: &str) -> Across {
-    match name {
-        "shoal_term" | "shoal_commit_index" | "shoal_applied_index" => Across::Left,
-        "shoal_apply_lag"
-        | "shoal_clock_drift_peers"
-        | "shoal_kv_max_txn_ops"
-        | "shoal_kv_max_leases" => Across::Max,
-        _ => Across::Sum,
-    }
 }
 
 /// A group-level family as one node-wide series, `of` each group combined as `how` says;
@@ -204,9 +195,9 @@ fn node_wide(
 /// One family per group-level figure, a series per group (or node-wide: [`per_group`]).
 fn group_metrics(s: &mut String, v: &AdminView) {
     let each = per_group(v);
-    for (name, help, kind, of) in GROUP_FAMILIES {
+    for (name, help, kind, of, how) in GROUP_FAMILIES {
         if !each {
-            node_wide(s, v, (name, help, kind), across(name), of);
+            node_wide(s, v, (name, help, kind), *how, of);
             continue;
         }
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
