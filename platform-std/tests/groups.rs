@@ -531,3 +531,74 @@ fn past_metrics_group_series_a_family_is_one_node_wide_series() {
         "terms are left out:\n{body}"
     );
 }
+
+/// A client's `Health` answer names every group the node hosts; judged and serialized again
+/// for each request, one client asking again and again on a node with 1,000 groups took
+/// nearly all of the raft thread (other clients' writes fell from 135k/s to 15k/s). An
+/// answer is reused for 100 ms: 300 requests in flight on one connection are all answered,
+/// each naming every group, from a few judgements; a group created since is named within
+/// a moment.
+#[test]
+fn health_requests_share_one_answer_for_a_moment() {
+    use shoal_client::protocol::HealthInfo;
+    use shoal_testkit::client::{encode_request, Conn};
+    const GROUPS: u32 = 12;
+    const ASKED: u64 = 300;
+    let mut c = Cluster::builder().voters([1]).build();
+    c.start(1);
+    c.wait_leader(0);
+    for g in 1..=GROUPS {
+        c.ctl(&["--group", &g.to_string(), "group", "create", "1"])
+            .ok();
+    }
+    for g in 1..=GROUPS {
+        c.wait_leader(g);
+    }
+    let counts = |c: &Cluster| {
+        let (_, body) = c.http_get(1, "/metrics").expect("/metrics");
+        let n = |s: &str| series_value(&body, s).unwrap_or_else(|| panic!("no {s}: {body}"));
+        (
+            n("shoal_client_health_answers_total"),
+            n("shoal_client_health_judged_total"),
+        )
+    };
+    let before = counts(&c);
+    let mut conn = Conn::open(&c.node(1).client).expect("connect");
+    let mut out = Vec::new();
+    for id in 1..=ASKED {
+        encode_request(id, 0, Request::Health, &mut out);
+    }
+    let started = std::time::Instant::now();
+    conn.send_raw(&out).expect("send");
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < ASKED as usize {
+        let f = conn.next_frame().expect("an answer");
+        let Response::Health(HealthInfo { groups, .. }) = f.response else {
+            panic!("request {} answered {:?}", f.id, f.response);
+        };
+        let named: Vec<u32> = groups.iter().map(|g| g.group).collect();
+        assert_eq!(named, (0..=GROUPS).collect::<Vec<_>>(), "request {}", f.id);
+        assert!(seen.insert(f.id), "request {} answered twice", f.id);
+    }
+    let took_ms = started.elapsed().as_millis() as u64;
+    wait_for("the answers counted", WAIT, || {
+        counts(&c).0 >= before.0 + ASKED
+    });
+    let (answers, judged) = counts(&c);
+    assert_eq!(answers - before.0, ASKED);
+    // At most one judgement per 100 ms the answers took, and the first.
+    assert!(
+        judged - before.1 <= took_ms / 100 + 2,
+        "{} judgements for {ASKED} answers in {took_ms} ms",
+        judged - before.1
+    );
+    // A reused answer is no older than 100 ms: a new group is named soon.
+    c.ctl(&["--group", "99", "group", "create", "1"]).ok();
+    c.wait_leader(99);
+    wait_for("group 99 named in a Health answer", WAIT, || {
+        match conn.call(0, Request::Health).expect("health") {
+            Response::Health(h) => h.groups.iter().any(|g| g.group == 99),
+            other => panic!("{other:?}"),
+        }
+    });
+}

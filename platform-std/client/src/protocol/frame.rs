@@ -114,6 +114,56 @@ pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError
         out.truncate(start);
         return Err(FrameError::Decode(e));
     }
+    seal(out, start)
+}
+
+/// A [`Response`] serialized once ([`EncodedResponse::new`]) to answer many requests: each
+/// answer frames the same bytes with its own id ([`encode_encoded`]) instead of serializing
+/// the response again. A server answers a request whose answer is large and the same for
+/// everyone (the node's health, which names every group) this way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedResponse(Vec<u8>);
+
+impl EncodedResponse {
+    /// `response`, serialized.
+    pub fn new(response: &Response) -> Result<EncodedResponse, FrameError> {
+        postcard::to_allocvec(response)
+            .map(EncodedResponse)
+            .map_err(FrameError::Decode)
+    }
+
+    /// Bytes of the serialized response.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it has no bytes (never: every response has a tag).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Append the frame of a [`ResponseFrame`] with `id` and the already serialized `response`:
+/// the same bytes [`encode`] makes of that frame.
+pub fn encode_encoded(
+    id: u64,
+    response: &EncodedResponse,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 5]);
+    // A frame's body is its fields in order: the id (a varint), then the response.
+    if let Err(e) = postcard::to_extend(&id, Append(out)) {
+        out.truncate(start);
+        return Err(FrameError::Decode(e));
+    }
+    out.extend_from_slice(&response.0);
+    seal(out, start)
+}
+
+/// Fill in the length and version of the frame that starts at `start` of `out` (its body
+/// follows them), and append its CRC.
+fn seal(out: &mut Vec<u8>, start: usize) -> Result<(), FrameError> {
     let body = out.len() - start - 5;
     if body > MAX_FRAME_BYTES {
         out.truncate(start);

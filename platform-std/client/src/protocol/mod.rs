@@ -73,6 +73,47 @@ mod tests {
     }
 
     #[test]
+    fn a_response_serialized_once_frames_as_the_whole_frame_would() {
+        let health = Response::Health(HealthInfo {
+            node_id: 3,
+            healthy: false,
+            running: true,
+            groups: (0..40)
+                .map(|g| GroupHealth {
+                    group: g,
+                    healthy: g != 7,
+                    role: "leader".into(),
+                    leader: 3,
+                    reason: if g == 7 { "no_quorum" } else { "ok" }.into(),
+                    detail: String::new(),
+                })
+                .collect(),
+            alarms: vec![AlarmInfo {
+                name: "no_space".into(),
+                detail: "the disk is full".into(),
+            }],
+        });
+        let responses = [Response::Done { index: 9 }, health];
+        // Ids of one to ten bytes as a varint.
+        for id in [0, 1, 127, 128, 300, 1 << 40, u64::MAX] {
+            for response in &responses {
+                let once = EncodedResponse::new(response).unwrap();
+                let mut framed = Vec::new();
+                encode_encoded(id, &once, &mut framed).unwrap();
+                let mut whole = Vec::new();
+                let frame = ResponseFrame {
+                    id,
+                    response: response.clone(),
+                };
+                encode(&frame, &mut whole).unwrap();
+                assert_eq!(framed, whole, "id {id}");
+                let (got, used) = decode::<ResponseFrame>(&framed).unwrap().unwrap();
+                assert_eq!((got, used), (frame, framed.len()));
+            }
+        }
+    }
+
+    #[test]
     fn corruption_is_reported_not_decoded() {
         let mut buf = Vec::new();
         encode(

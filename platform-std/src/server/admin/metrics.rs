@@ -278,6 +278,19 @@ fn node_counters(s: &mut String, v: &AdminView) {
             v.active_groups,
         ),
         (
+            "shoal_client_health_answers_total",
+            "Clients' Health requests answered since start.",
+            "counter",
+            v.health_answers.0,
+        ),
+        (
+            "shoal_client_health_judged_total",
+            "Times every group's health was judged to answer clients' Health requests: at most \
+             once per 100 ms, the answers in between reuse the last.",
+            "counter",
+            v.health_answers.1,
+        ),
+        (
             "shoal_group_dirs_freed_total",
             "Removed groups' dirs deleted since start.",
             "counter",

@@ -133,6 +133,9 @@ pub struct AdminView {
     /// Groups the raft loop ticks and flushes each round (with work, or not yet settled);
     /// the others cost nothing until an input or a due snapshot wakes them.
     pub active_groups: u64,
+    /// Clients' `Health` requests answered, and the times every group's health was judged
+    /// for them (an answer is reused for 100 ms).
+    pub health_answers: (u64, u64),
     /// The CPU the raft thread is pinned to (`--raft-cpu`), if it is.
     pub raft_cpu: Option<usize>,
     /// Hosted groups up to which `/metrics` has series per group (`--metrics-group-series`).

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use event_listener::Event;
-use shoal_client::protocol::{self, ErrorCode, RequestFrame, Response, ResponseFrame};
+use shoal_client::protocol::{
+    self, EncodedResponse, ErrorCode, RequestFrame, Response, ResponseFrame,
+};
 
 use super::super::auth::Principal;
 use super::super::tls_stream::ClientStream;
@@ -78,9 +80,23 @@ impl Reply {
     /// Queue an answer; false if the connection is closed (the answer is dropped).
     pub fn send(&self, response: Response) -> bool {
         self.answered_now();
-        self.conn.answer(&ResponseFrame {
+        let frame = ResponseFrame {
             id: self.id,
             response,
+        };
+        self.conn.answer(&frame)
+    }
+
+    /// [`Reply::send`] of a response serialized once for many requests.
+    pub fn send_encoded(&self, response: &EncodedResponse) -> bool {
+        self.answered_now();
+        let id = self.id;
+        self.conn.answer_with(|out| {
+            let start = out.len();
+            if let Err(e) = protocol::encode_encoded(id, response, out) {
+                out.truncate(start);
+                encode_response(&unencodable(id, &e), out);
+            }
         })
     }
 
@@ -111,12 +127,17 @@ impl Conn {
     }
 
     pub(super) fn answer(self: &Rc<Self>, frame: &ResponseFrame) -> bool {
+        self.answer_with(|out| encode_response(frame, out))
+    }
+
+    /// Queue the answer `encode` appends to the connection's buffer.
+    fn answer_with(self: &Rc<Self>, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
         if self.closed.get() {
             return false;
         }
         let mut out = self.out.borrow_mut();
         let before = out.len();
-        encode_response(frame, &mut out);
+        encode(&mut out);
         let added = out.len() - before;
         drop(out);
         self.hub.out_bytes.set(self.hub.out_bytes.get() + added);
@@ -389,14 +410,18 @@ pub(super) fn encode_response(r: &ResponseFrame, buf: &mut Vec<u8>) {
     let start = buf.len();
     if let Err(e) = protocol::encode(r, buf) {
         buf.truncate(start);
-        let fallback = ResponseFrame {
-            id: r.id,
-            response: Response::Error {
-                code: ErrorCode::Internal,
-                kv: None,
-                message: format!("answer could not be encoded: {e}"),
-            },
-        };
-        let _ = protocol::encode(&fallback, buf);
+        let _ = protocol::encode(&unencodable(r.id, &e), buf);
+    }
+}
+
+/// What request `id` is answered when its answer does not encode.
+fn unencodable(id: u64, e: &protocol::FrameError) -> ResponseFrame {
+    ResponseFrame {
+        id,
+        response: Response::Error {
+            code: ErrorCode::Internal,
+            kv: None,
+            message: format!("answer could not be encoded: {e}"),
+        },
     }
 }

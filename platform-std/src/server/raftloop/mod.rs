@@ -22,8 +22,9 @@ use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
 
 use shoal_client::protocol::{
-    ErrorCode, LeaseInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request, RequestFrame,
-    Response, StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp, PROTOCOL_VERSION,
+    EncodedResponse, ErrorCode, LeaseInfo, MemberChange, MemberInfo, NodeInfo, ReadMode, Request,
+    RequestFrame, Response, StatusInfo, TxnCompare, TxnWrite, WatchEvent, WriteOp,
+    PROTOCOL_VERSION,
 };
 use shoal_core::driver::{Event, Node, NodeConfig, NodeError, NodeParts, Pending};
 use shoal_core::fault::{Fault, FaultLog, Severity};
@@ -86,6 +87,8 @@ const NODE_BUF_BYTES: usize = (1 << 20) + 8192;
 const EXPIRE_EVERY_MS: u64 = 50;
 /// Background log fdatasyncs one group may have running at once (and threads running them).
 const MAX_SYNCS_INFLIGHT: usize = 2;
+/// Longest a client's `Health` answer is reused for the next ones: as fresh as `/health`.
+const HEALTH_ANSWER_MS: u64 = 100;
 /// Milliseconds between two ticks of every group.
 const TICK_MS: u64 = 5;
 /// Most inputs handled before a flush (bounds latency under a flood).
@@ -173,6 +176,12 @@ pub struct RaftLoop {
     expected_groups: usize,
     /// The watch-history caps every group has now ([`RaftLoop::share_event_history`]).
     event_share: (usize, usize),
+    /// The answer to clients' `Health` requests, serialized, and when it was judged
+    /// ([`RaftLoop::health_answer`]).
+    health_answer: Option<(u64, EncodedResponse)>,
+    /// `Health` requests answered, and how many times every group's health was judged for
+    /// them.
+    health_counts: (u64, u64),
 }
 
 fn wall_ms() -> u64 {
@@ -267,6 +276,8 @@ impl RaftLoop {
             flushers,
             expected_groups: 1,
             event_share: (0, 0),
+            health_answer: None,
+            health_counts: (0, 0),
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())

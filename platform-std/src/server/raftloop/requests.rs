@@ -177,7 +177,7 @@ impl RaftLoop {
             }
             Request::GroupRemove => self.group_remove(gid, reply),
             Request::Health => {
-                reply.send(Response::Health(self.health()));
+                reply.send_encoded(self.health_answer());
             }
             Request::NodeStatus => {
                 reply.send(self.node_status(gid));

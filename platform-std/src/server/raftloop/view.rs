@@ -123,6 +123,7 @@ impl RaftLoop {
         v.peer_port = self.net.port_view();
         v.flushes = self.flushers.counts();
         v.active_groups = self.active.len() as u64;
+        v.health_answers = self.health_counts;
         v.raft_cpu = crate::affinity::raft_cpu();
         v.group_series_max = self.cfg.metrics_group_series;
         v.journal_held = self.journal.as_ref().map_or((0, 0), |j| j.held_stats());
