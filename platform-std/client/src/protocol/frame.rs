@@ -131,16 +131,6 @@ impl EncodedResponse {
             .map(EncodedResponse)
             .map_err(FrameError::Decode)
     }
-
-    /// Bytes of the serialized response.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it has no bytes (never: every response has a tag).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Append the frame of a [`ResponseFrame`] with `id` and the already serialized `response`:
