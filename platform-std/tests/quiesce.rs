@@ -159,6 +159,16 @@ fn a_node_with_a_thousand_groups_restarts_and_recovers_each() {
         Some(b"after".to_vec())
     );
     wait_for("every group quiet again", WAIT * 2, || quiet(&c, 1) == all);
+
+    // `/health` counts the groups and lists none of them while they are healthy: a probe
+    // stays a few hundred bytes (it named each group, 146 KB at this size).
+    let (code, body) = c.http_get(1, "/health").expect("/health");
+    let h: serde_json::Value = serde_json::from_str(&body).expect("/health is JSON");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(h["summary"]["groups"], all, "{body}");
+    assert_eq!(h["summary"]["roles"]["leader"], all, "{body}");
+    assert_eq!(h["groups"], serde_json::json!([]), "{body}");
+    assert!(body.len() < 1024, "{} bytes: {body}", body.len());
 }
 
 /// A quiet group still takes its snapshot when one falls due by time: nothing arrives to wake

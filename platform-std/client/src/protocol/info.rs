@@ -83,6 +83,12 @@ impl HealthInfo {
     /// One line per reason the node is unhealthy, naming the group or alarm (empty when it is
     /// healthy).
     pub fn reasons(&self) -> Vec<String> {
+        self.reasons_at_most(usize::MAX).0
+    }
+
+    /// [`HealthInfo::reasons`] naming at most `groups` unhealthy groups (a node may host
+    /// thousands), and how many unhealthy groups it left out.
+    pub fn reasons_at_most(&self, groups: usize) -> (Vec<String>, usize) {
         let mut out = Vec::new();
         if !self.running {
             out.push("shutting down".to_string());
@@ -90,13 +96,15 @@ impl HealthInfo {
         if self.groups.is_empty() {
             out.push("hosts no group".to_string());
         }
-        for g in self.groups.iter().filter(|g| !g.healthy) {
+        let mut unhealthy = self.groups.iter().filter(|g| !g.healthy);
+        for g in unhealthy.by_ref().take(groups) {
             out.push(format!("group {}: {} ({})", g.group, g.reason, g.detail));
         }
+        let left_out = unhealthy.count();
         for a in &self.alarms {
             out.push(format!("alarm {}: {}", a.name, a.detail));
         }
-        out
+        (out, left_out)
     }
 }
 

@@ -94,6 +94,23 @@ pub fn cluster_json(rows: &[Row]) -> Value {
     json!({"ok": healthy, "healthy": healthy, "members": items})
 }
 
+/// Unhealthy groups a row of the table names (a node may host thousands; `health` against
+/// the node, or `-o json`, names every one).
+const HEALTH_REASONS_IN_ROW: usize = 3;
+
+/// A member's health in its row: `healthy`, or why not, naming a few unhealthy groups.
+fn health_cell(h: &shoal_client::protocol::HealthInfo) -> String {
+    if h.healthy {
+        return "healthy".to_string();
+    }
+    let (reasons, more) = h.reasons_at_most(HEALTH_REASONS_IN_ROW);
+    let mut words = format!("unhealthy: {}", reasons.join("; "));
+    if more > 0 {
+        words.push_str(&format!("; and {more} more unhealthy groups"));
+    }
+    words
+}
+
 /// The rows as a table with a header.
 pub fn cluster_table(rows: &[Row]) -> String {
     let header = [
@@ -117,11 +134,7 @@ pub fn cluster_table(rows: &[Row]) -> String {
         table.push(match &r.answer {
             Ok(s) => {
                 let st = &s.status;
-                let health = if s.health.healthy {
-                    "healthy".to_string()
-                } else {
-                    format!("unhealthy: {}", s.health.reasons().join("; "))
-                };
+                let health = health_cell(&s.health);
                 let role = if s.joint {
                     format!("{} (joint)", st.role)
                 } else {
@@ -265,5 +278,46 @@ pub async fn save(client: &Client, path: &Path, force: bool) -> Result<Saved, Cl
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_client::protocol::{AlarmInfo, GroupHealth, HealthInfo};
+
+    #[test]
+    fn a_rows_health_names_a_few_unhealthy_groups_and_counts_the_rest() {
+        let group = |g: u32, healthy: bool| GroupHealth {
+            group: g,
+            healthy,
+            role: "follower".into(),
+            leader: 0,
+            reason: if healthy { "ok" } else { "no_leader" }.into(),
+            detail: "no leader".into(),
+        };
+        let mut h = HealthInfo {
+            node_id: 2,
+            healthy: false,
+            running: true,
+            groups: (0..1_000).map(|g| group(g, g % 10 != 0)).collect(),
+            alarms: vec![AlarmInfo {
+                name: "no_space".into(),
+                detail: "full".into(),
+            }],
+        };
+        assert_eq!(
+            health_cell(&h),
+            "unhealthy: group 0: no_leader (no leader); group 10: no_leader (no leader); \
+             group 20: no_leader (no leader); alarm no_space: full; and 97 more unhealthy groups"
+        );
+        h.groups.truncate(25);
+        assert_eq!(
+            health_cell(&h),
+            "unhealthy: group 0: no_leader (no leader); group 10: no_leader (no leader); \
+             group 20: no_leader (no leader); alarm no_space: full"
+        );
+        h.healthy = true;
+        assert_eq!(health_cell(&h), "healthy");
     }
 }

@@ -143,6 +143,9 @@ pub struct AdminView {
     /// The sync journal's held bytes (busy groups' new log bytes not yet in their segments)
     /// and the pieces held since start (zero without the journal).
     pub journal_held: (u64, u64),
+    /// Views published so far: answers rendered from the view are kept until the next.
+    #[serde(skip)]
+    pub published: u64,
 }
 
 /// Users and logins (`/metrics`).
@@ -232,31 +235,83 @@ struct AdminRoutes {
     view: Arc<Mutex<AdminView>>,
     fsync: Arc<Histogram>,
     counters: Arc<AdminCounters>,
+    /// `/health` and `/status` as rendered from the view last published.
+    health: Rendered,
+    status: Rendered,
+}
+
+/// One path's answer, rendered at most once per published view (every 100 ms): a client
+/// asking without pause costs the node a copy of the answer, not a walk over every group.
+#[derive(Default)]
+struct Rendered {
+    answer: Mutex<Option<(u64, Answer)>>,
+    /// Times it was rendered (tests).
+    renders: std::sync::atomic::AtomicU64,
+}
+
+impl AdminRoutes {
+    fn view(&self) -> std::sync::MutexGuard<'_, AdminView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `kept`'s answer if it was rendered from the view now published, else `render`'s (from
+    /// the view itself while its lock is held, when `under_lock`; else from a copy, so that a
+    /// long rendering does not hold up the raft thread's next publish).
+    fn rendered(
+        &self,
+        kept: &Rendered,
+        under_lock: bool,
+        render: impl Fn(&AdminView) -> Answer,
+    ) -> Answer {
+        let mut answer = kept.answer.lock().unwrap_or_else(|p| p.into_inner());
+        let v = self.view();
+        if let Some((at, a)) = &*answer {
+            if *at == v.published {
+                return a.clone();
+            }
+        }
+        let (at, fresh) = if under_lock {
+            (v.published, render(&v))
+        } else {
+            let v = v.clone();
+            (v.published, render(&v))
+        };
+        kept.renders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *answer = Some((at, fresh.clone()));
+        fresh
+    }
 }
 
 impl Routes for AdminRoutes {
     fn get(&self, path: &str) -> Answer {
-        let v = self.view.lock().expect("admin lock").clone();
         let json = |body: String| Answer {
             status: 200,
             content_type: "application/json",
             body,
         };
         match path {
-            "/health" => health(&v),
-            "/status" => json(
-                serde_json::to_string_pretty(&v)
-                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
-            ),
-            "/metrics" => Answer {
-                status: 200,
-                content_type: "text/plain; version=0.0.4",
-                body: metrics::render(&v, &self.fsync, &self.counters),
-            },
-            "/groups" => json(
-                serde_json::to_string(&v.groups.iter().map(|g| g.group).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            ),
+            // Bounded by HEALTH_LISTED_GROUPS, cheap enough to render under the lock.
+            "/health" => self.rendered(&self.health, true, health),
+            "/status" => self.rendered(&self.status, false, |v| {
+                json(
+                    serde_json::to_string_pretty(v)
+                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+                )
+            }),
+            "/metrics" => {
+                // Not kept: it reads the fsync histogram and the port's counters as they are now.
+                let v = self.view().clone();
+                Answer {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4",
+                    body: metrics::render(&v, &self.fsync, &self.counters),
+                }
+            }
+            "/groups" => {
+                let ids: Vec<GroupId> = self.view().groups.iter().map(|g| g.group).collect();
+                json(serde_json::to_string(&ids).unwrap_or_default())
+            }
             _ => Answer::error(404, "unknown path; try /health, /status, /metrics, /groups"),
         }
     }
@@ -275,25 +330,61 @@ pub fn serve(
         view,
         fsync,
         counters: counters.clone(),
+        health: Rendered::default(),
+        status: Rendered::default(),
     };
     http::serve(listener, routes, limits, counters, tls)
 }
 
+/// Groups `/health` lists one by one: every group of a node hosting at most this many; past
+/// it, the unhealthy ones, at most this many. Its summary counts every group, and `/status`
+/// describes each one: a node may host thousands, and a probe every second should not fetch
+/// a megabyte.
+pub const HEALTH_LISTED_GROUPS: usize = 64;
+
 /// `/health`: 200 when the node can vouch for every group it hosts and no alarm is raised,
-/// else 503; either way the JSON names each group's state and every reason.
+/// else 503; either way a summary of its groups, the groups it lists (see
+/// [`HEALTH_LISTED_GROUPS`]) and every reason.
 fn health(v: &AdminView) -> Answer {
     let (ok, body) = match &v.health {
-        Some(h) => (
-            h.healthy,
-            serde_json::json!({
-                "status": if h.healthy { "ok" } else { "unavailable" },
-                "node_id": h.node_id,
-                "running": h.running,
-                "groups": h.groups,
-                "alarms": h.alarms,
-                "reasons": h.reasons(),
-            }),
-        ),
+        Some(h) => {
+            let every = h.groups.len() <= HEALTH_LISTED_GROUPS;
+            let listed: Vec<_> = h
+                .groups
+                .iter()
+                .filter(|g| every || !g.healthy)
+                .take(HEALTH_LISTED_GROUPS)
+                .collect();
+            let mut roles = std::collections::BTreeMap::<&str, u64>::new();
+            let mut unhealthy = 0;
+            for g in &h.groups {
+                *roles.entry(g.role.as_str()).or_default() += 1;
+                unhealthy += u64::from(!g.healthy);
+            }
+            let (mut reasons, left_out) = h.reasons_at_most(HEALTH_LISTED_GROUPS);
+            if left_out > 0 {
+                reasons.push(format!(
+                    "and {left_out} more unhealthy groups (/status describes each group)"
+                ));
+            }
+            (
+                h.healthy,
+                serde_json::json!({
+                    "status": if h.healthy { "ok" } else { "unavailable" },
+                    "node_id": h.node_id,
+                    "running": h.running,
+                    "summary": {
+                        "groups": h.groups.len(),
+                        "unhealthy": unhealthy,
+                        "roles": roles,
+                        "listed": if every { "every group" } else { "unhealthy groups" },
+                    },
+                    "groups": listed,
+                    "alarms": h.alarms,
+                    "reasons": reasons,
+                }),
+            )
+        }
         None => (
             false,
             serde_json::json!({
@@ -307,5 +398,122 @@ fn health(v: &AdminView) -> Answer {
         status: if ok { 200 } else { 503 },
         content_type: "application/json",
         body: body.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_client::protocol::GroupHealth;
+    use std::sync::atomic::Ordering;
+
+    /// A view of a node hosting `n` groups, the first `unhealthy` of them without a leader.
+    fn view_of(n: u32, unhealthy: u32) -> AdminView {
+        let groups = (0..n)
+            .map(|g| GroupHealth {
+                group: g,
+                healthy: g >= unhealthy,
+                role: if g >= unhealthy { "leader" } else { "follower" }.into(),
+                leader: u64::from(g >= unhealthy),
+                reason: if g >= unhealthy { "ok" } else { "no_leader" }.into(),
+                detail: "detail".into(),
+            })
+            .collect();
+        AdminView {
+            node_id: 1,
+            health: Some(HealthInfo {
+                node_id: 1,
+                healthy: unhealthy == 0,
+                running: true,
+                groups,
+                alarms: Vec::new(),
+            }),
+            published: 1,
+            ..AdminView::default()
+        }
+    }
+
+    fn body(a: &Answer) -> serde_json::Value {
+        serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{}: {e}", a.body))
+    }
+
+    fn listed(b: &serde_json::Value) -> Vec<u64> {
+        let groups = b["groups"].as_array().expect("a list of groups");
+        groups
+            .iter()
+            .map(|g| g["group"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn health_lists_a_small_nodes_groups_and_past_the_limit_only_unhealthy_ones() {
+        // A few groups: each one, healthy or not.
+        let a = health(&view_of(3, 1));
+        let b = body(&a);
+        assert_eq!(a.status, 503);
+        assert_eq!(listed(&b), [0, 1, 2], "{b}");
+        assert_eq!(b["summary"]["groups"], 3);
+        assert_eq!(b["summary"]["unhealthy"], 1);
+        assert_eq!(b["reasons"][0], "group 0: no_leader (detail)", "{b}");
+
+        // Ten thousand healthy groups: counted, none listed, a small answer.
+        let a = health(&view_of(10_000, 0));
+        let b = body(&a);
+        assert_eq!(a.status, 200);
+        assert_eq!(b["status"], "ok");
+        assert_eq!(listed(&b), Vec::<u64>::new());
+        assert_eq!(b["summary"]["roles"]["leader"], 10_000, "{b}");
+        assert!(a.body.len() < 512, "{} bytes: {}", a.body.len(), a.body);
+
+        // A thousand unhealthy among ten thousand: the first of them listed and named, the
+        // others counted.
+        let a = health(&view_of(10_000, 1_000));
+        let b = body(&a);
+        assert_eq!(a.status, 503);
+        let want: Vec<u64> = (0..HEALTH_LISTED_GROUPS as u64).collect();
+        assert_eq!(listed(&b), want);
+        assert_eq!(b["summary"]["unhealthy"], 1_000);
+        assert_eq!(b["summary"]["roles"]["follower"], 1_000);
+        let reasons = b["reasons"].as_array().unwrap();
+        assert_eq!(reasons.len(), HEALTH_LISTED_GROUPS + 1, "{b}");
+        assert_eq!(
+            reasons[HEALTH_LISTED_GROUPS],
+            format!(
+                "and {} more unhealthy groups (/status describes each group)",
+                1_000 - HEALTH_LISTED_GROUPS
+            )
+        );
+        assert!(a.body.len() < 16 << 10, "{} bytes", a.body.len());
+    }
+
+    #[test]
+    fn health_and_status_are_rendered_once_per_published_view() {
+        let view = Arc::new(Mutex::new(view_of(1_000, 0)));
+        let routes = AdminRoutes {
+            view: view.clone(),
+            fsync: Arc::default(),
+            counters: Arc::default(),
+            health: Rendered::default(),
+            status: Rendered::default(),
+        };
+        for _ in 0..100 {
+            assert_eq!(routes.get("/health").status, 200);
+            assert_eq!(routes.get("/status").status, 200);
+        }
+        assert_eq!(routes.health.renders.load(Ordering::Relaxed), 1);
+        assert_eq!(routes.status.renders.load(Ordering::Relaxed), 1);
+
+        // The next view is rendered at the first request after it.
+        let mut next = view_of(1_000, 2);
+        next.published = 2;
+        *view.lock().unwrap() = next;
+        let a = routes.get("/health");
+        assert_eq!(a.status, 503, "{}", a.body);
+        assert_eq!(listed(&body(&a)), [0, 1]);
+        assert_eq!(routes.get("/health"), a);
+        assert_eq!(routes.health.renders.load(Ordering::Relaxed), 2);
+        let s = body(&routes.get("/status"));
+        assert_eq!(s["health"]["groups"][1]["reason"], "no_leader");
+        assert_eq!(routes.status.renders.load(Ordering::Relaxed), 2);
     }
 }
