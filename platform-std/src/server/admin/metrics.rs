@@ -6,19 +6,24 @@ use super::{AdminCounters, AdminView, GroupView};
 use crate::server::timed::{Histogram, FSYNC_BUCKETS_US};
 use std::sync::atomic::Ordering;
 
-/// Render every metric family.
-pub(super) fn render(v: &AdminView, fsync: &Histogram, admin: &AdminCounters) -> String {
+/// The families read from the published view: the same until the next view; `/metrics` is
+/// these and [`render_live`].
+pub(super) fn render_view(v: &AdminView) -> String {
     let mut s = String::new();
     group_metrics(&mut s, v);
     refused_inputs(&mut s, v);
     bound_metrics(&mut s, v);
     node_counters(&mut s, v);
-    fsync_histogram(&mut s, fsync);
     flush_metrics(&mut s, v);
     held_metrics(&mut s, v);
-    admin_metrics(&mut s, admin);
     super::disk_metrics::render(&mut s, v);
     s
+}
+
+/// The families read as they are now: the fsync histogram and the admin port's counters.
+pub(super) fn render_live(s: &mut String, fsync: &Histogram, admin: &AdminCounters) {
+    fsync_histogram(s, fsync);
+    admin_metrics(s, admin);
 }
 
 /// The group-level figures: one family each, a series per group: (name, help, type, each
@@ -647,7 +652,9 @@ mod tests {
     }
 
     fn render_view(v: &AdminView) -> String {
-        render(v, &Histogram::default(), &AdminCounters::default())
+        let mut s = super::render_view(v);
+        render_live(&mut s, &Histogram::default(), &AdminCounters::default());
+        s
     }
 
     fn value(body: &str, series: &str) -> Option<u64> {

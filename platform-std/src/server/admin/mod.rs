@@ -235,9 +235,11 @@ struct AdminRoutes {
     view: Arc<Mutex<AdminView>>,
     fsync: Arc<Histogram>,
     counters: Arc<AdminCounters>,
-    /// `/health` and `/status` as rendered from the view last published.
+    /// `/health`, `/status` and the view's part of `/metrics` as rendered from the view last
+    /// published.
     health: Rendered,
     status: Rendered,
+    metrics: Rendered,
 }
 
 /// One path's answer, rendered at most once per published view (every 100 ms): a client
@@ -300,13 +302,15 @@ impl Routes for AdminRoutes {
                 )
             }),
             "/metrics" => {
-                // Not kept: it reads the fsync histogram and the port's counters as they are now.
-                let v = self.view().clone();
-                Answer {
+                // What the view says is kept; the fsync histogram and the port's counters are
+                // read as they are now.
+                let mut a = self.rendered(&self.metrics, false, |v| Answer {
                     status: 200,
                     content_type: "text/plain; version=0.0.4",
-                    body: metrics::render(&v, &self.fsync, &self.counters),
-                }
+                    body: metrics::render_view(v),
+                });
+                metrics::render_live(&mut a.body, &self.fsync, &self.counters);
+                a
             }
             "/groups" => {
                 let ids: Vec<GroupId> = self.view().groups.iter().map(|g| g.group).collect();
@@ -332,6 +336,7 @@ pub fn serve(
         counters: counters.clone(),
         health: Rendered::default(),
         status: Rendered::default(),
+        metrics: Rendered::default(),
     };
     http::serve(listener, routes, limits, counters, tls)
 }
@@ -487,14 +492,16 @@ mod tests {
     }
 
     #[test]
-    fn health_and_status_are_rendered_once_per_published_view() {
+    fn health_status_and_the_views_metrics_are_rendered_once_per_published_view() {
         let view = Arc::new(Mutex::new(view_of(1_000, 0)));
+        let fsync = Arc::new(Histogram::default());
         let routes = AdminRoutes {
             view: view.clone(),
-            fsync: Arc::default(),
+            fsync: fsync.clone(),
             counters: Arc::default(),
             health: Rendered::default(),
             status: Rendered::default(),
+            metrics: Rendered::default(),
         };
         for _ in 0..100 {
             assert_eq!(routes.get("/health").status, 200);
@@ -502,6 +509,26 @@ mod tests {
         }
         assert_eq!(routes.health.renders.load(Ordering::Relaxed), 1);
         assert_eq!(routes.status.renders.load(Ordering::Relaxed), 1);
+
+        // `/metrics`: the view's part is kept, the fsync histogram read as it is now.
+        let syncs = |a: &Answer| {
+            let line = a
+                .body
+                .lines()
+                .find(|l| l.starts_with("shoal_fsync_seconds_count "));
+            line.map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        let before = routes.get("/metrics");
+        assert!(
+            before.body.contains("\nshoal_healthy 1\n"),
+            "{}",
+            before.body
+        );
+        assert_eq!(syncs(&before).as_deref(), Some("0"), "{}", before.body);
+        fsync.observe_us(250);
+        let after = routes.get("/metrics");
+        assert_eq!(syncs(&after).as_deref(), Some("1"), "{}", after.body);
+        assert_eq!(routes.metrics.renders.load(Ordering::Relaxed), 1);
 
         // The next view is rendered at the first request after it.
         let mut next = view_of(1_000, 2);
@@ -515,5 +542,8 @@ mod tests {
         let s = body(&routes.get("/status"));
         assert_eq!(s["health"]["groups"][1]["reason"], "no_leader");
         assert_eq!(routes.status.renders.load(Ordering::Relaxed), 2);
+        let m = routes.get("/metrics");
+        assert!(m.body.contains("\nshoal_healthy 0\n"), "{}", m.body);
+        assert_eq!(routes.metrics.renders.load(Ordering::Relaxed), 2);
     }
 }
