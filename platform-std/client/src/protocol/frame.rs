@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use shoal_core::record;
 use shoal_core::{ClusterId, GroupId};
 
-use super::{Request, Response};
+use super::{HealthInfo, NodeStatusInfo, Request, Response};
 
 /// Version of this protocol; a server refuses frames of another major version with
 /// [`ErrorCode::UnsupportedVersion`](super::ErrorCode::UnsupportedVersion). Version 2 added
@@ -127,10 +127,65 @@ pub struct EncodedResponse(Vec<u8>);
 impl EncodedResponse {
     /// `response`, serialized.
     pub fn new(response: &Response) -> Result<EncodedResponse, FrameError> {
-        postcard::to_allocvec(response)
-            .map(EncodedResponse)
-            .map_err(FrameError::Decode)
+        serialized(response).map(EncodedResponse)
     }
+
+    /// `Response::Health` of the already serialized `health`.
+    pub fn health(health: &EncodedHealth) -> Result<EncodedResponse, FrameError> {
+        with_health(&Response::Health(no_health()), health)
+    }
+
+    /// `Response::NodeStatus(info)` with the already serialized `health` in place of
+    /// `info.health` (which is not sent). Only the rest of `info` is serialized: what a node
+    /// answers about one group is small, its health names every group it hosts.
+    pub fn node_status(
+        mut info: NodeStatusInfo,
+        health: &EncodedHealth,
+    ) -> Result<EncodedResponse, FrameError> {
+        info.health = no_health();
+        with_health(&Response::NodeStatus(Box::new(info)), health)
+    }
+}
+
+/// A node's [`HealthInfo`], serialized once to go into many answers
+/// ([`EncodedResponse::health`], [`EncodedResponse::node_status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedHealth(Vec<u8>);
+
+impl EncodedHealth {
+    /// `health`, serialized.
+    pub fn new(health: &HealthInfo) -> Result<EncodedHealth, FrameError> {
+        serialized(health).map(EncodedHealth)
+    }
+}
+
+fn serialized<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    postcard::to_allocvec(value).map_err(FrameError::Decode)
+}
+
+/// The health a response is serialized with before [`with_health`] puts the real one in.
+fn no_health() -> HealthInfo {
+    HealthInfo {
+        node_id: 0,
+        healthy: false,
+        running: false,
+        groups: Vec::new(),
+        alarms: Vec::new(),
+    }
+}
+
+/// `response` (which holds [`no_health`] as its last field: postcard writes fields in order,
+/// with nothing after the last) serialized, that health's bytes replaced by `health`.
+fn with_health(response: &Response, health: &EncodedHealth) -> Result<EncodedResponse, FrameError> {
+    let mut bytes = serialized(response)?;
+    let placeholder = serialized(&no_health())?;
+    debug_assert!(
+        bytes.ends_with(&placeholder),
+        "health is the answer's last field"
+    );
+    bytes.truncate(bytes.len() - placeholder.len());
+    bytes.extend_from_slice(&health.0);
+    Ok(EncodedResponse(bytes))
 }
 
 /// Append the frame of a [`ResponseFrame`] with `id` and the already serialized `response`:

@@ -114,6 +114,70 @@ mod tests {
     }
 
     #[test]
+    fn health_serialized_once_goes_into_health_and_node_status_answers_as_itself() {
+        let health = HealthInfo {
+            node_id: 300,
+            healthy: false,
+            running: true,
+            groups: (0..200)
+                .map(|g| GroupHealth {
+                    group: g,
+                    healthy: g % 50 != 0,
+                    role: "follower".into(),
+                    leader: 1,
+                    reason: if g % 50 == 0 { "leader_silent" } else { "ok" }.into(),
+                    detail: format!("group {g}"),
+                })
+                .collect(),
+            alarms: Vec::new(),
+        };
+        let once = EncodedHealth::new(&health).unwrap();
+        assert_eq!(
+            EncodedResponse::health(&once).unwrap(),
+            EncodedResponse::new(&Response::Health(health.clone())).unwrap()
+        );
+        let info = NodeStatusInfo {
+            status: StatusInfo {
+                node_id: 300,
+                group: 70_000,
+                role: "follower".into(),
+                term: 1 << 33,
+                leader: 1,
+                commit: 12,
+                applied: 11,
+                last_index: 13,
+                snapshot_index: 0,
+                members: vec![MemberInfo {
+                    id: 1,
+                    raft_addr: "10.0.0.1:7001".into(),
+                    role: "voter".into(),
+                    match_index: Some(13),
+                    client_addr: "10.0.0.1:7002".into(),
+                }],
+            },
+            raft_addr: "10.0.0.3:7001".into(),
+            client_addr: "10.0.0.3:7002".into(),
+            version: "0.1.0".into(),
+            log_bytes: 1 << 20,
+            snapshot_bytes: 0,
+            joint: true,
+            health: health.clone(),
+        };
+        // Whatever health `info` holds, the answer carries the serialized one.
+        let mut stale = info.clone();
+        stale.health.groups.truncate(3);
+        let composed = EncodedResponse::node_status(stale, &once).unwrap();
+        assert_eq!(
+            composed,
+            EncodedResponse::new(&Response::NodeStatus(Box::new(info.clone()))).unwrap()
+        );
+        let mut framed = Vec::new();
+        encode_encoded(7, &composed, &mut framed).unwrap();
+        let (got, _) = decode::<ResponseFrame>(&framed).unwrap().unwrap();
+        assert_eq!(got.response, Response::NodeStatus(Box::new(info)));
+    }
+
+    #[test]
     fn corruption_is_reported_not_decoded() {
         let mut buf = Vec::new();
         encode(

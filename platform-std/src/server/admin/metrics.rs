@@ -290,8 +290,8 @@ fn node_counters(s: &mut String, v: &AdminView) {
         ),
         (
             "shoal_client_health_judged_total",
-            "Times every group's health was judged to answer clients' Health requests: at most \
-             once per 100 ms, the answers in between reuse the last.",
+            "Times every group's health was judged to answer clients' Health and NodeStatus \
+             requests: at most once per 100 ms, the answers in between reuse the last.",
             "counter",
             v.health_answers.1,
         ),

@@ -5,20 +5,22 @@
 
 use std::os::unix::fs::FileExt;
 
-use shoal_client::protocol::{NodeStatusInfo, SnapshotChunk};
+use shoal_client::protocol::{HealthInfo, NodeStatusInfo, SnapshotChunk};
 
 use super::*;
 use crate::storage::scan::{list_snapshots, snap_dir};
 
 impl RaftLoop {
-    /// This node's row of the cluster status for group `gid`.
-    pub(super) fn node_status(&self, gid: GroupId) -> Response {
+    /// This node's row of the cluster status for group `gid`, serialized: the node's health
+    /// in it is the one judged for `Health` answers ([`RaftLoop::judged_health`]), or why
+    /// there is no row.
+    pub(super) fn node_status(&mut self, gid: GroupId) -> Result<EncodedResponse, Response> {
         let node_id = self.cfg.node_id;
         let Some(g) = self.groups.get(&gid) else {
-            return unknown_group(gid, node_id);
+            return Err(unknown_group(gid, node_id));
         };
         let (log_bytes, snapshot_bytes) = self.sizes.get(&gid).copied().unwrap_or((0, 0));
-        Response::NodeStatus(Box::new(NodeStatusInfo {
+        let info = NodeStatusInfo {
             status: status(g, node_id),
             raft_addr: self.cfg.raft_addr.clone(),
             client_addr: self.cfg.advertise_client_addr.clone(),
@@ -26,8 +28,22 @@ impl RaftLoop {
             log_bytes,
             snapshot_bytes,
             joint: g.node.raft().membership().joint,
-            health: self.health(),
-        }))
+            // Replaced by the judged health's bytes.
+            health: HealthInfo {
+                node_id,
+                healthy: false,
+                running: false,
+                groups: Vec::new(),
+                alarms: Vec::new(),
+            },
+        };
+        let health = &self.judged_health().encoded;
+        EncodedResponse::node_status(info, health).map_err(|e| {
+            error(
+                ErrorCode::Internal,
+                format!("the node status could not be encoded: {e}"),
+            )
+        })
     }
 
     /// One chunk of a snapshot of group `gid` (see [`Request::SnapshotSave`]).

@@ -3,7 +3,17 @@
 
 use super::*;
 use crate::server::health;
-use shoal_client::protocol::HealthInfo;
+use shoal_client::protocol::{EncodedHealth, HealthInfo};
+
+/// The node's health judged for clients' answers ([`RaftLoop::judged_health`]).
+pub(super) struct JudgedHealth {
+    /// When it was judged.
+    at: u64,
+    /// The health, serialized (a `NodeStatus` answer carries it).
+    pub(super) encoded: EncodedHealth,
+    /// The answer to a `Health` request.
+    answer: EncodedResponse,
+}
 use shoal_core::storage::StorageError;
 
 impl RaftLoop {
@@ -41,25 +51,50 @@ impl RaftLoop {
         );
     }
 
-    /// The answer to a client's `Health` request, serialized: judged again once it is
+    /// The answer to a client's `Health` request, serialized ([`RaftLoop::judged_health`]).
+    pub(super) fn health_answer(&mut self) -> &EncodedResponse {
+        self.health_counts.0 += 1;
+        &self.judged_health().answer
+    }
+
+    /// The node's health for clients' answers, serialized: judged again once it is
     /// [`HEALTH_ANSWER_MS`] old, and reused until then. It names every group: judged and
     /// serialized for each request (~0.25 ms of the raft thread at 1,000 groups), one client
-    /// asking again and again took the thread from every other client.
-    pub(super) fn health_answer(&mut self) -> &EncodedResponse {
+    /// asking again and again (`Health`, or `NodeStatus`, which needs no login either) took
+    /// the thread from every other client.
+    pub(super) fn judged_health(&mut self) -> &JudgedHealth {
         let now = self.now_ms();
-        self.health_counts.0 += 1;
-        let fresh = |(at, _): &(u64, EncodedResponse)| now < at + HEALTH_ANSWER_MS;
+        let fresh = |j: &JudgedHealth| now < j.at + HEALTH_ANSWER_MS;
         if !self.health_answer.as_ref().is_some_and(fresh) {
             self.health_counts.1 += 1;
-            let response = Response::Health(self.health());
-            let encoded = EncodedResponse::new(&response).unwrap_or_else(|e| {
-                let message = format!("the health answer could not be encoded: {e}");
-                EncodedResponse::new(&error(ErrorCode::Internal, message))
-                    .expect("an error answer encodes")
+            let health = self.health();
+            let judged = EncodedHealth::new(&health)
+                .and_then(|encoded| {
+                    let answer = EncodedResponse::health(&encoded)?;
+                    Ok((encoded, answer))
+                })
+                .unwrap_or_else(|e| {
+                    // Not expected: a health without its groups says why.
+                    let mut short = health;
+                    short.groups.clear();
+                    short.alarms.clear();
+                    short.healthy = false;
+                    log::error!("the node's health could not be encoded: {e}");
+                    let encoded = EncodedHealth::new(&short).expect("an empty health encodes");
+                    let answer = EncodedResponse::new(&error(
+                        ErrorCode::Internal,
+                        format!("the health answer could not be encoded: {e}"),
+                    ))
+                    .expect("an error answer encodes");
+                    (encoded, answer)
+                });
+            self.health_answer = Some(JudgedHealth {
+                at: now,
+                encoded: judged.0,
+                answer: judged.1,
             });
-            self.health_answer = Some((now, encoded));
         }
-        &self.health_answer.as_ref().expect("set above").1
+        self.health_answer.as_ref().expect("set above")
     }
 
     /// Whether this node can vouch for every group it hosts, and why not.

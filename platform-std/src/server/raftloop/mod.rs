@@ -87,7 +87,8 @@ const NODE_BUF_BYTES: usize = (1 << 20) + 8192;
 const EXPIRE_EVERY_MS: u64 = 50;
 /// Background log fdatasyncs one group may have running at once (and threads running them).
 const MAX_SYNCS_INFLIGHT: usize = 2;
-/// Longest a client's `Health` answer is reused for the next ones: as fresh as `/health`.
+/// Longest the health judged for a client's `Health` or `NodeStatus` answer is reused for the
+/// next ones: as fresh as `/health`.
 const HEALTH_ANSWER_MS: u64 = 100;
 /// Milliseconds between two ticks of every group.
 const TICK_MS: u64 = 5;
@@ -176,11 +177,11 @@ pub struct RaftLoop {
     expected_groups: usize,
     /// The watch-history caps every group has now ([`RaftLoop::share_event_history`]).
     event_share: (usize, usize),
-    /// The answer to clients' `Health` requests, serialized, and when it was judged
-    /// ([`RaftLoop::health_answer`]).
-    health_answer: Option<(u64, EncodedResponse)>,
+    /// The node's health as clients' `Health` and `NodeStatus` answers carry it, serialized,
+    /// and when it was judged ([`RaftLoop::judged_health`]).
+    health_answer: Option<JudgedHealth>,
     /// `Health` requests answered, and how many times every group's health was judged for
-    /// them.
+    /// them and for `NodeStatus` requests.
     health_counts: (u64, u64),
 }
 

@@ -179,9 +179,14 @@ impl RaftLoop {
             Request::Health => {
                 reply.send_encoded(self.health_answer());
             }
-            Request::NodeStatus => {
-                reply.send(self.node_status(gid));
-            }
+            Request::NodeStatus => match self.node_status(gid) {
+                Ok(encoded) => {
+                    reply.send_encoded(&encoded);
+                }
+                Err(refused) => {
+                    reply.send(refused);
+                }
+            },
             Request::SnapshotSave {
                 index,
                 offset,
