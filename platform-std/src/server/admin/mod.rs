@@ -235,11 +235,12 @@ struct AdminRoutes {
     view: Arc<Mutex<AdminView>>,
     fsync: Arc<Histogram>,
     counters: Arc<AdminCounters>,
-    /// `/health`, `/status` and the view's part of `/metrics` as rendered from the view last
-    /// published.
+    /// `/health`, `/status`, the view's part of `/metrics` and `/groups` as rendered from the
+    /// view last published.
     health: Rendered,
     status: Rendered,
     metrics: Rendered,
+    groups: Rendered,
 }
 
 /// One path's answer, rendered at most once per published view (every 100 ms): a client
@@ -312,10 +313,10 @@ impl Routes for AdminRoutes {
                 metrics::render_live(&mut a.body, &self.fsync, &self.counters);
                 a
             }
-            "/groups" => {
-                let ids: Vec<GroupId> = self.view().groups.iter().map(|g| g.group).collect();
+            "/groups" => self.rendered(&self.groups, true, |v| {
+                let ids: Vec<GroupId> = v.groups.iter().map(|g| g.group).collect();
                 json(serde_json::to_string(&ids).unwrap_or_default())
-            }
+            }),
             _ => Answer::error(404, "unknown path; try /health, /status, /metrics, /groups"),
         }
     }
@@ -337,6 +338,7 @@ pub fn serve(
         health: Rendered::default(),
         status: Rendered::default(),
         metrics: Rendered::default(),
+        groups: Rendered::default(),
     };
     http::serve(listener, routes, limits, counters, tls)
 }
@@ -492,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn health_status_and_the_views_metrics_are_rendered_once_per_published_view() {
+    fn answers_from_the_view_are_rendered_once_per_published_view() {
         let view = Arc::new(Mutex::new(view_of(1_000, 0)));
         let fsync = Arc::new(Histogram::default());
         let routes = AdminRoutes {
@@ -502,6 +504,7 @@ mod tests {
             health: Rendered::default(),
             status: Rendered::default(),
             metrics: Rendered::default(),
+            groups: Rendered::default(),
         };
         for _ in 0..100 {
             assert_eq!(routes.get("/health").status, 200);
@@ -529,9 +532,17 @@ mod tests {
         let after = routes.get("/metrics");
         assert_eq!(syncs(&after).as_deref(), Some("1"), "{}", after.body);
         assert_eq!(routes.metrics.renders.load(Ordering::Relaxed), 1);
+        let ids = routes.get("/groups");
+        assert_eq!((ids.status, ids.body.as_str()), (200, "[]"));
+        assert_eq!(routes.get("/groups"), ids);
+        assert_eq!(routes.groups.renders.load(Ordering::Relaxed), 1);
 
         // The next view is rendered at the first request after it.
         let mut next = view_of(1_000, 2);
+        next.groups = vec![GroupView {
+            group: 7,
+            ..GroupView::default()
+        }];
         next.published = 2;
         *view.lock().unwrap() = next;
         let a = routes.get("/health");
@@ -545,5 +556,6 @@ mod tests {
         let m = routes.get("/metrics");
         assert!(m.body.contains("\nshoal_healthy 0\n"), "{}", m.body);
         assert_eq!(routes.metrics.renders.load(Ordering::Relaxed), 2);
+        assert_eq!(routes.get("/groups").body, "[7]");
     }
 }
