@@ -74,7 +74,9 @@ impl RaftLoop {
                     Ok((encoded, answer))
                 })
                 .unwrap_or_else(|e| {
-                    // Not expected: a health without its groups says why.
+                    // Not expected (serializing into memory does not fail): `NodeStatus`
+                    // answers then carry an unhealthy health naming nothing, `Health` answers
+                    // an error that says why.
                     let mut short = health;
                     short.groups.clear();
                     short.alarms.clear();
