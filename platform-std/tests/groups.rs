@@ -463,11 +463,7 @@ fn a_nodes_groups_share_its_watch_history_budget() {
     };
     bytes(&c, 0, 8 << 20); // alone: the per-group cap
     const GROUPS: u32 = 7;
-    for g in 1..=GROUPS {
-        c.ctl(&["--group", &g.to_string(), "group", "create", "1"])
-            .ok();
-        c.wait_leader(g);
-    }
+    c.create_groups(1..=GROUPS, "1");
     // Eight groups share 16 MiB, the first ones made included.
     for g in 0..=GROUPS {
         bytes(&c, g, 2 << 20);
@@ -548,13 +544,7 @@ fn health_requests_share_one_answer_for_a_moment() {
     let mut c = Cluster::builder().voters([1]).build();
     c.start(1);
     c.wait_leader(0);
-    for g in 1..=GROUPS {
-        c.ctl(&["--group", &g.to_string(), "group", "create", "1"])
-            .ok();
-    }
-    for g in 1..=GROUPS {
-        c.wait_leader(g);
-    }
+    c.create_groups(1..=GROUPS, "1");
     let counts = |c: &Cluster| {
         let (_, body) = c.http_get(1, "/metrics").expect("/metrics");
         let n = |s: &str| series_value(&body, s).unwrap_or_else(|| panic!("no {s}: {body}"));

@@ -60,11 +60,7 @@ fn written_with(
         .map(|n| n.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    for g in 1..=GROUPS {
-        c.ctl(&["--group", &g.to_string(), "group", "create", &members])
-            .ok();
-    }
-    let leaders: Vec<u64> = (1..=GROUPS).map(|g| c.wait_leader(g)).collect();
+    let leaders = c.create_groups(1..=GROUPS, &members);
     // Settled first, as groups are when load arrives: a quiet leader wakes for its writes.
     for id in c.ids() {
         wait_for(&format!("node {id}: every group quiet"), WAIT * 2, || {

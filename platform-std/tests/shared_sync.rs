@@ -24,13 +24,7 @@ fn written_with(args: &[&str]) -> (Cluster, u64) {
     let mut c = Cluster::builder().args(args).build();
     c.start_all();
     c.wait_leader(0);
-    for g in 1..=GROUPS {
-        c.ctl(&["--group", &g.to_string(), "group", "create", "1,2,3"])
-            .ok();
-    }
-    for g in 1..=GROUPS {
-        c.wait_leader(g);
-    }
+    c.create_groups(1..=GROUPS, "1,2,3");
     let shared_syncs = |c: &Cluster| -> u64 {
         c.ids()
             .iter()
@@ -209,11 +203,7 @@ fn a_group_that_only_answers_local_reads_leaves_a_lone_writer_to_sync_alone() {
     let mut c = Cluster::builder().voters([1]).build();
     c.start(1);
     c.wait_leader(0);
-    for g in [1, 2] {
-        c.ctl(&["--group", &g.to_string(), "group", "create", "1"])
-            .ok();
-        c.wait_leader(g);
-    }
+    c.create_groups([1, 2], "1");
     c.put(2, 7, 1, "k", "v");
     shoal_testkit::wait_for("every group quiet", shoal_testkit::WAIT, || {
         c.gauge(1, "shoal_groups_quiet") >= 3

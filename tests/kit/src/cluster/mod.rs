@@ -628,6 +628,20 @@ impl Cluster {
     pub fn ctl_at(&self, ids: &[u64], args: &[&str]) -> Output {
         shoalctl(&self.endpoints(ids), args)
     }
+
+    /// Define each of `groups` with `members` (node ids, as `shoalctl group create` takes
+    /// them: `"1,2,3"`), then wait until each has a leader; their leaders, in order.
+    ///
+    /// # Panics
+    /// When a definition fails, or a group gets no leader within [`crate::WAIT`].
+    pub fn create_groups(&self, groups: impl IntoIterator<Item = u32>, members: &str) -> Vec<u64> {
+        let groups: Vec<u32> = groups.into_iter().collect();
+        for g in &groups {
+            self.ctl(&["--group", &g.to_string(), "group", "create", members])
+                .ok();
+        }
+        groups.iter().map(|&g| self.wait_leader(g)).collect()
+    }
 }
 
 /// The flags every node gets: identity, addresses, members, timing.
