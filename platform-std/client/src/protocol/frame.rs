@@ -132,7 +132,7 @@ impl EncodedResponse {
 
     /// `Response::Health` of the already serialized `health`.
     pub fn health(health: &EncodedHealth) -> Result<EncodedResponse, FrameError> {
-        with_health(&Response::Health(no_health()), health)
+        with_health(&Response::Health(HealthInfo::default()), health)
     }
 
     /// `Response::NodeStatus(info)` with the already serialized `health` in place of
@@ -142,7 +142,7 @@ impl EncodedResponse {
         mut info: NodeStatusInfo,
         health: &EncodedHealth,
     ) -> Result<EncodedResponse, FrameError> {
-        info.health = no_health();
+        info.health = HealthInfo::default();
         with_health(&Response::NodeStatus(Box::new(info)), health)
     }
 }
@@ -163,22 +163,11 @@ fn serialized<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     postcard::to_allocvec(value).map_err(FrameError::Decode)
 }
 
-/// The health a response is serialized with before [`with_health`] puts the real one in.
-fn no_health() -> HealthInfo {
-    HealthInfo {
-        node_id: 0,
-        healthy: false,
-        running: false,
-        groups: Vec::new(),
-        alarms: Vec::new(),
-    }
-}
-
-/// `response` (which holds [`no_health`] as its last field: postcard writes fields in order,
-/// with nothing after the last) serialized, that health's bytes replaced by `health`.
+/// `response` (which holds the default [`HealthInfo`] as its last field: postcard writes fields
+/// in order, with nothing after the last) serialized, that health's bytes replaced by `health`.
 fn with_health(response: &Response, health: &EncodedHealth) -> Result<EncodedResponse, FrameError> {
     let mut bytes = serialized(response)?;
-    let placeholder = serialized(&no_health())?;
+    let placeholder = serialized(&HealthInfo::default())?;
     debug_assert!(
         bytes.ends_with(&placeholder),
         "health is the answer's last field"

@@ -64,8 +64,9 @@ pub struct StatusInfo {
 
 /// A node's health, as `/health` and `shoalctl health` report it: healthy when it is running,
 /// every group it hosts has a leader it heard from within an election timeout (a leader: one a
-/// quorum acknowledged within the lease window), and no alarm is raised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// quorum acknowledged within the lease window), and no alarm is raised. The default is an
+/// unhealthy node 0 naming nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthInfo {
     /// This node.
     pub node_id: NodeId,

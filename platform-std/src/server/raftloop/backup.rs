@@ -29,13 +29,7 @@ impl RaftLoop {
             snapshot_bytes,
             joint: g.node.raft().membership().joint,
             // Replaced by the judged health's bytes.
-            health: HealthInfo {
-                node_id,
-                healthy: false,
-                running: false,
-                groups: Vec::new(),
-                alarms: Vec::new(),
-            },
+            health: HealthInfo::default(),
         };
         let health = &self.judged_health().encoded;
         EncodedResponse::node_status(info, health).map_err(|e| {

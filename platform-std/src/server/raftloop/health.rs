@@ -77,10 +77,11 @@ impl RaftLoop {
                     // Not expected (serializing into memory does not fail): `NodeStatus`
                     // answers then carry an unhealthy health naming nothing, `Health` answers
                     // an error that says why.
-                    let mut short = health;
-                    short.groups.clear();
-                    short.alarms.clear();
-                    short.healthy = false;
+                    let short = HealthInfo {
+                        node_id: health.node_id,
+                        running: health.running,
+                        ..HealthInfo::default()
+                    };
                     log::error!("the node's health could not be encoded: {e}");
                     let encoded = EncodedHealth::new(&short).expect("an empty health encodes");
                     let answer = EncodedResponse::new(&error(
