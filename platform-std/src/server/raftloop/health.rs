@@ -4,6 +4,7 @@
 use super::*;
 use crate::server::health;
 use shoal_client::protocol::{EncodedHealth, HealthInfo};
+use shoal_core::storage::StorageError;
 
 /// The node's health judged for clients' answers ([`RaftLoop::judged_health`]).
 pub(super) struct JudgedHealth {
@@ -14,7 +15,6 @@ pub(super) struct JudgedHealth {
     /// The answer to a `Health` request.
     answer: EncodedResponse,
 }
-use shoal_core::storage::StorageError;
 
 impl RaftLoop {
     /// The health in the admin view, judged again only for the groups whose health can have
