@@ -386,6 +386,31 @@ fn a_torn_tail_is_a_warning() {
 }
 
 #[test]
+fn a_hard_state_behind_its_log_is_a_warning_naming_the_term_the_node_takes_up() {
+    // A power cut kept the log's last entries (term 2) and lost the hard state saved with
+    // them: the one on disk is still in term 1. The node raises it when it starts.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    let mut st = bootstrap(&dir).open_group(0, &opts()).unwrap();
+    let all = entries();
+    let last = all.last().unwrap();
+    assert!(last.term >= 2, "the log reaches a later term");
+    fill(&mut st, &all, 1, 10, None);
+    drop(st);
+    let p = &first_finding(&[s(&dir)], 0);
+    assert_eq!(p["severity"], "warning", "{}", p);
+    assert!(p["file"].as_str().unwrap().ends_with("hardstate"), "{}", p);
+    assert_eq!(p["expected"], format!("term ≥ {}", last.term));
+    assert_eq!(p["found"], "1");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("entry {}", last.index))
+            && detail.contains(&format!("takes up term {}", last.term)),
+        "{detail}"
+    );
+}
+
+#[test]
 fn export_then_import_rebuilds_every_key() {
     let (tmp, dir, all) = node_dir(60, Some(30));
     let out = tmp.path().join("backup.shoal");

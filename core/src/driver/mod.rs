@@ -710,8 +710,25 @@ fn recover<S: Storage, M: StateMachine>(
     };
     let last = store.last_index();
     let last_term = store.term(last)?;
+    let mut hard_state = store.hard_state();
+    if last_term > hard_state.term {
+        // The log reached the medium and the hard state that went with it did not (two files,
+        // no order between them before a sync): the node took up `last_term` from its leader
+        // but the power went before that was durable. Nothing that needed the term durable
+        // left the node (an acknowledgement or a vote waits for the sync that would have saved
+        // it), so it is a follower of `last_term` that has not voted in it. Starting in the
+        // older term would leave it holding entries of a term it has not reached, and campaign
+        // in a term it knows a leader of.
+        hard_state = HardState {
+            term: last_term,
+            vote: 0,
+            commit: hard_state.commit,
+        };
+        store.save_hard_state(&hard_state)?;
+        store.sync().map_err(NodeError::Sync)?;
+    }
     Ok(Recovered {
-        hard_state: store.hard_state(),
+        hard_state,
         snapshot,
         snapshot_membership,
         last: (last, last_term),

@@ -172,6 +172,57 @@ fn restart_recovers_membership_and_replays_committed_entries() {
     assert_eq!(c.commands(f), c.commands(l));
 }
 
+/// Found by the simulator with 8 groups a node (seeds 80189 and 80968): a node crashed while a
+/// group had just taken up a new leader's term and entries; the entries reached the medium, the
+/// hard state with the new term did not, and the group came back in the old term holding
+/// entries of the newer one.
+#[test]
+fn a_log_that_outran_its_hard_state_brings_the_term_up_at_restart() {
+    let (mut c, l, f) = Cluster::elected_three();
+    c.propose_each(l, 0..3);
+    c.run(40);
+    let term = c.nodes[&l].raft().term();
+    assert!(term >= 2, "the election moved past the bootstrap term");
+    let mut store = c.crash(f);
+    assert_eq!(store.term(store.last_index()).unwrap(), term);
+    // The hard state as it was before the follower heard from the leader of `term`.
+    let commit = store.hs.commit;
+    store.hs = HardState {
+        term: term - 1,
+        vote: 9,
+        commit,
+    };
+    let syncs = store.syncs;
+    c.start(f, store, None);
+    let r = c.nodes[&f].raft();
+    assert_eq!(
+        (r.term(), r.vote),
+        (term, 0),
+        "the term of its last entry, not voted in"
+    );
+    let saved = c.nodes[&f].storage();
+    assert_eq!(
+        saved.hs,
+        HardState {
+            term,
+            vote: 0,
+            commit
+        },
+        "the raised term is saved"
+    );
+    assert!(saved.syncs > syncs, "and made durable before the node runs");
+    // A hard state that kept up is left alone.
+    let store = c.crash(f);
+    let syncs = store.syncs;
+    c.start(f, store, None);
+    assert_eq!(c.nodes[&f].storage().syncs, syncs);
+    c.propose_each(l, 3..6);
+    c.run(60);
+    assert_eq!(c.nodes[&l].raft().term(), term, "the leader kept its term");
+    assert_eq!(c.commands(f), c.commands(l));
+    assert_eq!(c.commands(f).len(), 6);
+}
+
 #[test]
 fn restart_from_a_snapshot_restores_the_state_machine() {
     let (mut c, l) = snapshotting(&[1], 4, 9);
