@@ -566,6 +566,98 @@ fn the_operations_guide_procedures_work_on_real_processes() {
 /// no `__shoal` subtree. The node starts on it, reads the old entries (the address of a node
 /// it learned only from one lands in its address book), and writes the new form: its member
 /// record, shown in words by `shoal-inspect log` next to the old entries.
+/// A power cut kept a node's log of a leader's term and lost the hard state that took the
+/// term up: `verify` warns, and `shoald` starts in the log's term (its next election is in a
+/// later one, not in the term whose entries it holds) and serves them.
+#[test]
+fn a_node_whose_hard_state_lags_its_log_starts_in_the_log_s_term() {
+    use shoal_core::entry::EntryRef;
+    use shoal_core::membership::Membership;
+    use shoal_core::storage::Storage;
+    use shoal_core::types::{EntryKind, HardState};
+    use shoal_kv::{Command, Op};
+    use shoal_std::storage::{DataDir, Identity, StorageOptions};
+
+    let mut c = cluster().voters([1]).build();
+    let (dir, raft) = {
+        let n = c.node(1);
+        (n.dir.clone(), n.raft.clone())
+    };
+    {
+        let identity = Identity {
+            cluster_id: 1,
+            node_id: 1,
+            raft_addr: raft,
+        };
+        let dd = DataDir::bootstrap(&dir, &identity).unwrap();
+        let mut st = dd.open_group(0, &StorageOptions::default()).unwrap();
+        let config = postcard::to_stdvec(&Membership::new(&[1], &[]).unwrap()).unwrap();
+        let mut put = vec![0u8; 128];
+        let n = Command {
+            client_id: 0,
+            seq: 0,
+            time_ms: 1,
+            op: Op::Put {
+                key: b"kept",
+                value: b"by the log",
+            },
+        }
+        .encode(&mut put)
+        .unwrap();
+        let entries: [(u64, EntryKind, &[u8]); 3] = [
+            (1, EntryKind::Config, &config),
+            (3, EntryKind::Noop, &[]),
+            (3, EntryKind::Normal, &put[..n]),
+        ];
+        for (i, (term, kind, data)) in entries.into_iter().enumerate() {
+            let e = EntryRef {
+                index: i as u64 + 1,
+                term,
+                kind,
+                data,
+            };
+            st.append(&e).unwrap();
+        }
+        // The hard state of before term 3 reached it.
+        st.save_hard_state(&HardState {
+            term: 2,
+            vote: 1,
+            commit: 1,
+        })
+        .unwrap();
+        st.sync().unwrap();
+    }
+    let (code, v) = inspect_json(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "a warning, not damage: {v}");
+    let p = &v["problems"][0];
+    assert_eq!(p["severity"], "warning", "{v}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("takes up term 3"),
+        "{v}"
+    );
+
+    c.start(1);
+    c.wait_leader(0);
+    assert_eq!(
+        c.get(1, 0, "kept", ReadMode::Linearizable),
+        Some(b"by the log".to_vec())
+    );
+    let term = c.status(1, 0).unwrap().term;
+    assert!(
+        term >= 4,
+        "the node led term {term}: starting in its log's term 3, it must campaign in a later one"
+    );
+    assert!(c.stop(1).success(), "{}", c.node(1).log());
+    let (code, v) = inspect_json(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    let (_, v) = inspect_json(&["summary", s(&dir)]);
+    assert!(
+        v["groups"][0]["hard_state"]["term"].as_u64().unwrap() >= 4,
+        "{v}"
+    );
+}
+
 #[test]
 fn a_data_dir_from_before_the_records_starts_and_writes_them() {
     use shoal_core::entry::EntryRef;
