@@ -18,6 +18,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shoal_client::protocol::{ReadMode, WriteOp};
+use shoal_core::entry::EntryRef;
+use shoal_core::membership::Membership;
+use shoal_core::storage::Storage;
+use shoal_core::types::{EntryKind, HardState};
+use shoal_kv::{Command as KvCommand, Op};
+use shoal_std::storage::{DataDir, Identity, StorageOptions};
 use shoal_testkit::cli::{inspect_json, run};
 use shoal_testkit::cluster::segment_first_index;
 use shoal_testkit::{inspect, wait_for, Cluster, ClusterBuilder, Node, WAIT};
@@ -566,67 +572,72 @@ fn the_operations_guide_procedures_work_on_real_processes() {
 /// no `__shoal` subtree. The node starts on it, reads the old entries (the address of a node
 /// it learned only from one lands in its address book), and writes the new form: its member
 /// record, shown in words by `shoal-inspect log` next to the old entries.
+/// Node 1 of cluster 1 made by hand at `dir` (raft address `raft`), as an older or damaged
+/// node left it: group 0 holds `entries` (from index 1: term, kind, payload) and `hs`, synced.
+fn hand_made_dir(dir: &Path, raft: &str, entries: &[(u64, EntryKind, &[u8])], hs: HardState) {
+    let identity = Identity {
+        cluster_id: 1,
+        node_id: 1,
+        raft_addr: raft.to_string(),
+    };
+    let dd = DataDir::bootstrap(dir, &identity).unwrap();
+    let mut st = dd.open_group(0, &StorageOptions::default()).unwrap();
+    for (i, &(term, kind, data)) in entries.iter().enumerate() {
+        let e = EntryRef {
+            index: i as u64 + 1,
+            term,
+            kind,
+            data,
+        };
+        st.append(&e).unwrap();
+    }
+    st.save_hard_state(&hs).unwrap();
+    st.sync().unwrap();
+}
+
+/// The configuration entry's payload of a group whose one voter is node 1.
+fn single_voter_config() -> Vec<u8> {
+    postcard::to_stdvec(&Membership::new(&[1], &[]).unwrap()).unwrap()
+}
+
+/// A log entry's payload that puts `key` = `value`.
+fn put_command(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut put = vec![0u8; 128];
+    let n = KvCommand {
+        client_id: 0,
+        seq: 0,
+        time_ms: 1,
+        op: Op::Put { key, value },
+    }
+    .encode(&mut put)
+    .unwrap();
+    put.truncate(n);
+    put
+}
+
 /// A power cut kept a node's log of a leader's term and lost the hard state that took the
 /// term up: `verify` warns, and `shoald` starts in the log's term (its next election is in a
 /// later one, not in the term whose entries it holds) and serves them.
 #[test]
 fn a_node_whose_hard_state_lags_its_log_starts_in_the_log_s_term() {
-    use shoal_core::entry::EntryRef;
-    use shoal_core::membership::Membership;
-    use shoal_core::storage::Storage;
-    use shoal_core::types::{EntryKind, HardState};
-    use shoal_kv::{Command, Op};
-    use shoal_std::storage::{DataDir, Identity, StorageOptions};
-
     let mut c = cluster().voters([1]).build();
-    let (dir, raft) = {
-        let n = c.node(1);
-        (n.dir.clone(), n.raft.clone())
-    };
-    {
-        let identity = Identity {
-            cluster_id: 1,
-            node_id: 1,
-            raft_addr: raft,
-        };
-        let dd = DataDir::bootstrap(&dir, &identity).unwrap();
-        let mut st = dd.open_group(0, &StorageOptions::default()).unwrap();
-        let config = postcard::to_stdvec(&Membership::new(&[1], &[]).unwrap()).unwrap();
-        let mut put = vec![0u8; 128];
-        let n = Command {
-            client_id: 0,
-            seq: 0,
-            time_ms: 1,
-            op: Op::Put {
-                key: b"kept",
-                value: b"by the log",
-            },
-        }
-        .encode(&mut put)
-        .unwrap();
-        let entries: [(u64, EntryKind, &[u8]); 3] = [
-            (1, EntryKind::Config, &config),
+    let dir = c.node(1).dir.clone();
+    let put = put_command(b"kept", b"by the log");
+    hand_made_dir(
+        &dir,
+        &c.node(1).raft,
+        &[
+            (1, EntryKind::Config, &single_voter_config()),
             (3, EntryKind::Noop, &[]),
-            (3, EntryKind::Normal, &put[..n]),
-        ];
-        for (i, (term, kind, data)) in entries.into_iter().enumerate() {
-            let e = EntryRef {
-                index: i as u64 + 1,
-                term,
-                kind,
-                data,
-            };
-            st.append(&e).unwrap();
-        }
+            (3, EntryKind::Normal, &put),
+        ],
         // The hard state of before term 3 reached it.
-        st.save_hard_state(&HardState {
+        HardState {
             term: 2,
             vote: 1,
             commit: 1,
-        })
-        .unwrap();
-        st.sync().unwrap();
-    }
+        },
+    );
     let (code, v) = inspect_json(&["verify", s(&dir)]);
     assert_eq!(code, 0, "a warning, not damage: {v}");
     let p = &v["problems"][0];
@@ -660,74 +671,40 @@ fn a_node_whose_hard_state_lags_its_log_starts_in_the_log_s_term() {
 
 #[test]
 fn a_data_dir_from_before_the_records_starts_and_writes_them() {
-    use shoal_core::entry::EntryRef;
-    use shoal_core::membership::Membership;
-    use shoal_core::storage::Storage;
-    use shoal_core::types::{EntryKind, HardState};
-    use shoal_kv::{Command, Op};
     use shoal_std::storage::addrbook::{encode_addr_entry, MemberAddr};
     use shoal_std::storage::scan::read_address_book;
-    use shoal_std::storage::{DataDir, Identity, StorageOptions};
 
     let mut c = cluster().voters([1]).build();
     let (dir, raft, client) = {
         let n = c.node(1);
         (n.dir.clone(), n.raft.clone(), n.client.clone())
     };
-    {
-        let identity = Identity {
-            cluster_id: 1,
-            node_id: 1,
-            raft_addr: raft.clone(),
-        };
-        let dd = DataDir::bootstrap(&dir, &identity).unwrap();
-        let mut st = dd.open_group(0, &StorageOptions::default()).unwrap();
-        let config = postcard::to_stdvec(&Membership::new(&[1], &[]).unwrap()).unwrap();
-        let own = encode_addr_entry(&MemberAddr {
-            id: 1,
-            raft_addr: raft.clone(),
-            client_addr: client.clone(),
-        });
-        let seen = encode_addr_entry(&MemberAddr {
-            id: 7,
-            raft_addr: "10.9.9.7:7001".into(),
-            client_addr: "10.9.9.7:7002".into(),
-        });
-        let mut put = vec![0u8; 128];
-        let n = Command {
-            client_id: 0,
-            seq: 0,
-            time_ms: 1,
-            op: Op::Put {
-                key: b"legacy",
-                value: b"yes",
-            },
-        }
-        .encode(&mut put)
-        .unwrap();
-        let entries: [(EntryKind, &[u8]); 4] = [
-            (EntryKind::Config, &config),
-            (EntryKind::Normal, &own),
-            (EntryKind::Normal, &seen),
-            (EntryKind::Normal, &put[..n]),
-        ];
-        for (i, (kind, data)) in entries.into_iter().enumerate() {
-            let e = EntryRef {
-                index: i as u64 + 1,
-                term: 1,
-                kind,
-                data,
-            };
-            st.append(&e).unwrap();
-        }
-        st.save_hard_state(&HardState {
+    let own = encode_addr_entry(&MemberAddr {
+        id: 1,
+        raft_addr: raft.clone(),
+        client_addr: client.clone(),
+    });
+    let seen = encode_addr_entry(&MemberAddr {
+        id: 7,
+        raft_addr: "10.9.9.7:7001".into(),
+        client_addr: "10.9.9.7:7002".into(),
+    });
+    let put = put_command(b"legacy", b"yes");
+    hand_made_dir(
+        &dir,
+        &raft,
+        &[
+            (1, EntryKind::Config, &single_voter_config()),
+            (1, EntryKind::Normal, &own),
+            (1, EntryKind::Normal, &seen),
+            (1, EntryKind::Normal, &put),
+        ],
+        HardState {
             term: 1,
             vote: 1,
             commit: 4,
-        })
-        .unwrap();
-        st.sync().unwrap();
-    }
+        },
+    );
     c.start(1);
     c.wait_leader(0);
     assert_eq!(
