@@ -568,10 +568,6 @@ fn the_operations_guide_procedures_work_on_real_processes() {
     assert_eq!(inspect(&["verify", s(&from_snap)]).code, 0);
 }
 
-/// A data dir written before the cluster's records existed: addresses in `0xA5` log entries,
-/// no `__shoal` subtree. The node starts on it, reads the old entries (the address of a node
-/// it learned only from one lands in its address book), and writes the new form: its member
-/// record, shown in words by `shoal-inspect log` next to the old entries.
 /// Node 1 of cluster 1 made by hand at `dir` (raft address `raft`), as an older or damaged
 /// node left it: group 0 holds `entries` (from index 1: term, kind, payload) and `hs`, synced.
 fn hand_made_dir(dir: &Path, raft: &str, entries: &[(u64, EntryKind, &[u8])], hs: HardState) {
@@ -669,6 +665,10 @@ fn a_node_whose_hard_state_lags_its_log_starts_in_the_log_s_term() {
     );
 }
 
+/// A data dir written before the cluster's records existed: addresses in `0xA5` log entries,
+/// no `__shoal` subtree. The node starts on it, reads the old entries (the address of a node
+/// it learned only from one lands in its address book), and writes the new form: its member
+/// record, shown in words by `shoal-inspect log` next to the old entries.
 #[test]
 fn a_data_dir_from_before_the_records_starts_and_writes_them() {
     use shoal_std::storage::addrbook::{encode_addr_entry, MemberAddr};
