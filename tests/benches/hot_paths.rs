@@ -289,5 +289,74 @@ fn dtkv_on<M: KvMemory>(c: &mut Criterion, group: &str, mut kv: DtKv<M>) {
     g.finish();
 }
 
-criterion_group!(benches, codecs, driver, dtkv);
+/// Puts of 100 B to 10,240 keys with 256 client sessions, as `shoald` holds them (mapped
+/// buffers, server limits): all in one store, or spread over 64 stores (a node's groups) and
+/// taken in random order, so each put meets its store's state cold, as a round of 64 busy
+/// groups does.
+fn dtkv_spread(c: &mut Criterion) {
+    const KEYS: u64 = 10_240;
+    const CLIENTS: u64 = 256;
+    let limits = KvLimits {
+        event_slots: 1024,
+        event_bytes: 256 << 10,
+        ..KvLimits::server()
+    };
+    let mut g = c.benchmark_group("dtkv spread");
+    g.throughput(Throughput::Elements(1));
+    for stores in [1u64, 64] {
+        let mut kvs: Vec<_> = (0..stores)
+            .map(|_| KvHeap::store(limits).unwrap())
+            .collect();
+        // A fixed pseudo-random sequence of (key, client).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let picks: Vec<(u64, u64)> = (0..1 << 16)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % KEYS, (x >> 32) % CLIENTS)
+            })
+            .collect();
+        let mut seqs = vec![0u64; (CLIENTS * stores) as usize];
+        let mut index = 0u64;
+        let mut buf = vec![0u8; 256];
+        let mut put = |kvs: &mut Vec<_>, key: u64, client: u64| {
+            let store = (key % stores) as usize;
+            let seq = &mut seqs[(client * stores) as usize + store];
+            *seq += 1;
+            let k = format!("k{key:015}");
+            let cmd = Command {
+                client_id: client + 1,
+                seq: *seq,
+                time_ms: index,
+                op: Op::Put {
+                    key: k.as_bytes(),
+                    value: &[7u8; 100],
+                },
+            };
+            let n = cmd.encode(&mut buf).unwrap();
+            index += 1;
+            let kv: &mut shoal_std::kvheap::HeapKv = &mut kvs[store];
+            black_box(kv.apply_command(index, &buf[..n]));
+        };
+        // Every key and session exists before the timing, as in a warmed-up run.
+        for key in 0..KEYS {
+            for client in 0..CLIENTS / 16 {
+                put(&mut kvs, key, client * 16 + key % 16);
+            }
+        }
+        let mut i = 0;
+        let name = format!("apply put 100B, {KEYS} keys over {stores} stores, {CLIENTS} clients");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (key, client) = picks[i % picks.len()];
+                i += 1;
+                put(&mut kvs, key, client)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codecs, driver, dtkv, dtkv_spread);
 criterion_main!(benches);
