@@ -169,6 +169,47 @@ fn a_node_with_a_thousand_groups_restarts_and_recovers_each() {
     assert_eq!(h["summary"]["roles"]["leader"], all, "{body}");
     assert_eq!(h["groups"], serde_json::json!([]), "{body}");
     assert!(body.len() < 1024, "{} bytes: {body}", body.len());
+
+    // `/status` describes every group; `/status/node` counts them (as small as `/health`
+    // plus the node's own figures), and `/status/group/<id>` gives one.
+    let (code, full) = c.http_get(1, "/status").expect("/status");
+    assert_eq!(code, 200);
+    let f: serde_json::Value = serde_json::from_str(&full).expect("/status is JSON");
+    assert_eq!(
+        f["groups"].as_array().map(Vec::len),
+        Some(all),
+        "/status lists each group"
+    );
+    let (code, node) = c.http_get(1, "/status/node").expect("/status/node");
+    assert_eq!(code, 200, "{node}");
+    let n: serde_json::Value = serde_json::from_str(&node).expect("/status/node is JSON");
+    assert_eq!(n["groups"]["hosted"], all, "{node}");
+    assert_eq!(n["groups"]["roles"]["leader"], all, "{node}");
+    assert_eq!(n["groups"]["quiet"], all, "{node}");
+    assert_eq!(n["node_id"], 1, "{node}");
+    assert!(
+        node.len() < 8192 && node.len() * 50 < full.len(),
+        "/status/node {} bytes, /status {}",
+        node.len(),
+        full.len()
+    );
+    let (code, one) = c
+        .http_get(1, &format!("/status/group/{MANY}"))
+        .expect("one group");
+    assert_eq!(code, 200, "{one}");
+    let g: serde_json::Value = serde_json::from_str(&one).expect("a group's status is JSON");
+    assert_eq!(
+        (g["group"].as_u64(), g["role"].as_str()),
+        (Some(u64::from(MANY)), Some("leader"))
+    );
+    assert!(
+        g["last_index"].as_u64() >= Some(2),
+        "both writes are in its log: {one}"
+    );
+    let (code, none) = c
+        .http_get(1, "/status/group/999999")
+        .expect("a group not hosted");
+    assert_eq!(code, 404, "{none}");
 }
 
 /// A quiet group still takes its snapshot when one falls due by time: nothing arrives to wake

@@ -103,7 +103,9 @@ pub struct AdminView {
     pub client_addr: String,
     /// False once shutdown started.
     pub running: bool,
-    /// Every hosted group.
+    /// Every hosted group (`/status` lists them last, `/status/node` counts them,
+    /// `/status/group/<id>` gives one).
+    #[serde(skip)]
     pub groups: Vec<GroupView>,
     /// Client connections.
     pub clients: ClientsView,
@@ -116,6 +118,8 @@ pub struct AdminView {
     /// The cluster's records as this node acts on them.
     pub records: RecordsView,
     /// Whether the node can vouch for its groups, and why not (`None` until first published).
+    /// `/status` gives it whole; `/status/node` as `/health` does.
+    #[serde(skip)]
     pub health: Option<HealthInfo>,
     /// The data dir's space: the alarm, free and used bytes, limits and refusals.
     pub space: Option<SpaceStats>,
@@ -239,6 +243,7 @@ struct AdminRoutes {
     /// view last published.
     health: Rendered,
     status: Rendered,
+    node_status: Rendered,
     metrics: Rendered,
     groups: Rendered,
 }
@@ -253,6 +258,23 @@ struct Rendered {
 }
 
 impl AdminRoutes {
+    fn new(
+        view: Arc<Mutex<AdminView>>,
+        fsync: Arc<Histogram>,
+        counters: Arc<AdminCounters>,
+    ) -> AdminRoutes {
+        AdminRoutes {
+            view,
+            fsync,
+            counters,
+            health: Rendered::default(),
+            status: Rendered::default(),
+            node_status: Rendered::default(),
+            metrics: Rendered::default(),
+            groups: Rendered::default(),
+        }
+    }
+
     fn view(&self) -> std::sync::MutexGuard<'_, AdminView> {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -297,11 +319,21 @@ impl Routes for AdminRoutes {
             // Bounded by HEALTH_LISTED_GROUPS, cheap enough to render under the lock.
             "/health" => self.rendered(&self.health, true, health),
             "/status" => self.rendered(&self.status, false, |v| {
-                json(
-                    serde_json::to_string_pretty(v)
-                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
-                )
+                json(pretty(&FullStatus {
+                    node: v,
+                    health: &v.health,
+                    groups: &v.groups,
+                }))
             }),
+            // Bounded like `/health`, whatever the number of groups.
+            "/status/node" => self.rendered(&self.node_status, true, |v| {
+                json(pretty(&NodeStatus {
+                    node: v,
+                    health: health_body(v).1,
+                    groups: GroupsSummary::of(&v.groups),
+                }))
+            }),
+            p if p.starts_with(GROUP_STATUS) => one_group(&self.view(), &p[GROUP_STATUS.len()..]),
             "/metrics" => {
                 // What the view says is kept; the fsync histogram and the port's counters are
                 // read as they are now.
@@ -317,7 +349,11 @@ impl Routes for AdminRoutes {
                 let ids: Vec<GroupId> = v.groups.iter().map(|g| g.group).collect();
                 json(serde_json::to_string(&ids).unwrap_or_default())
             }),
-            _ => Answer::error(404, "unknown path; try /health, /status, /metrics, /groups"),
+            _ => Answer::error(
+                404,
+                "unknown path; try /health, /status, /status/node, /status/group/<id>, /metrics, \
+                 /groups",
+            ),
         }
     }
 }
@@ -331,15 +367,7 @@ pub fn serve(
     tls: Option<Arc<crate::server::tls::Tls>>,
 ) -> std::io::Result<()> {
     let counters = Arc::new(AdminCounters::default());
-    let routes = AdminRoutes {
-        view,
-        fsync,
-        counters: counters.clone(),
-        health: Rendered::default(),
-        status: Rendered::default(),
-        metrics: Rendered::default(),
-        groups: Rendered::default(),
-    };
+    let routes = AdminRoutes::new(view, fsync, counters.clone());
     http::serve(listener, routes, limits, counters, tls)
 }
 
@@ -353,7 +381,17 @@ pub const HEALTH_LISTED_GROUPS: usize = 64;
 /// else 503; either way a summary of its groups, the groups it lists (see
 /// [`HEALTH_LISTED_GROUPS`]) and every reason.
 fn health(v: &AdminView) -> Answer {
-    let (ok, body) = match &v.health {
+    let (ok, body) = health_body(v);
+    Answer {
+        status: if ok { 200 } else { 503 },
+        content_type: "application/json",
+        body: body.to_string(),
+    }
+}
+
+/// `/health`'s verdict and body (also `/status/node`'s `health`).
+fn health_body(v: &AdminView) -> (bool, serde_json::Value) {
+    match &v.health {
         Some(h) => {
             let every = h.groups.len() <= HEALTH_LISTED_GROUPS;
             let listed: Vec<_> = h
@@ -400,11 +438,87 @@ fn health(v: &AdminView) -> Answer {
                 "reasons": ["starting: no health published yet"],
             }),
         ),
+    }
+}
+
+/// The path under which `/status/group/<id>` describes one group.
+const GROUP_STATUS: &str = "/status/group/";
+
+/// `/status`: the node, its health and every group it hosts (the groups last: a node may
+/// host thousands).
+#[derive(Serialize)]
+struct FullStatus<'a> {
+    #[serde(flatten)]
+    node: &'a AdminView,
+    health: &'a Option<HealthInfo>,
+    groups: &'a [GroupView],
+}
+
+/// `/status/node`: the node, with its health as `/health` gives it and its groups counted, so
+/// that the answer stays small however many groups it hosts.
+#[derive(Serialize)]
+struct NodeStatus<'a> {
+    #[serde(flatten)]
+    node: &'a AdminView,
+    health: serde_json::Value,
+    groups: GroupsSummary,
+}
+
+/// The groups a node hosts, counted (`/status/node`).
+#[derive(Serialize)]
+struct GroupsSummary {
+    /// Groups hosted.
+    hosted: usize,
+    /// Groups in each role.
+    roles: std::collections::BTreeMap<String, u64>,
+    /// Groups quiesced here.
+    quiet: u64,
+    /// Where one group's status is.
+    each: String,
+}
+
+impl GroupsSummary {
+    fn of(groups: &[GroupView]) -> GroupsSummary {
+        let mut roles = std::collections::BTreeMap::new();
+        for g in groups {
+            *roles.entry(g.role.clone()).or_default() += 1;
+        }
+        GroupsSummary {
+            hosted: groups.len(),
+            roles,
+            quiet: groups.iter().filter(|g| g.quiet).count() as u64,
+            each: format!("{GROUP_STATUS}<id>"),
+        }
+    }
+}
+
+fn pretty(v: &impl Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// `/status/group/<id>`: one group's status, 404 if the node does not host it, 400 if `id` is
+/// not a group id.
+fn one_group(v: &AdminView, id: &str) -> Answer {
+    let Ok(g) = id.parse::<GroupId>() else {
+        return Answer::error(
+            400,
+            &format!("'{id}' is not a group id: try {GROUP_STATUS}0, or /groups for the list"),
+        );
     };
-    Answer {
-        status: if ok { 200 } else { 503 },
-        content_type: "application/json",
-        body: body.to_string(),
+    match v.groups.iter().find(|view| view.group == g) {
+        Some(view) => Answer {
+            status: 200,
+            content_type: "application/json",
+            body: pretty(view),
+        },
+        None => Answer::error(
+            404,
+            &format!(
+                "group {g} is not hosted on node {} ({} groups are; /groups lists them)",
+                v.node_id,
+                v.groups.len()
+            ),
+        ),
     }
 }
 
@@ -497,15 +611,7 @@ mod tests {
     fn answers_from_the_view_are_rendered_once_per_published_view() {
         let view = Arc::new(Mutex::new(view_of(1_000, 0)));
         let fsync = Arc::new(Histogram::default());
-        let routes = AdminRoutes {
-            view: view.clone(),
-            fsync: fsync.clone(),
-            counters: Arc::default(),
-            health: Rendered::default(),
-            status: Rendered::default(),
-            metrics: Rendered::default(),
-            groups: Rendered::default(),
-        };
+        let routes = AdminRoutes::new(view.clone(), fsync.clone(), Arc::default());
         for _ in 0..100 {
             assert_eq!(routes.get("/health").status, 200);
             assert_eq!(routes.get("/status").status, 200);
@@ -557,5 +663,96 @@ mod tests {
         assert!(m.body.contains("\nshoal_healthy 0\n"), "{}", m.body);
         assert_eq!(routes.metrics.renders.load(Ordering::Relaxed), 2);
         assert_eq!(routes.get("/groups").body, "[7]");
+    }
+
+    /// A view of `n` groups, `unhealthy` of them without a leader, each described in full
+    /// (group `g` in term `g + 1`, every third one quiet).
+    fn described(n: u32, unhealthy: u32) -> AdminView {
+        let mut v = view_of(n, unhealthy);
+        v.groups = v
+            .health
+            .as_ref()
+            .unwrap()
+            .groups
+            .iter()
+            .map(|h| GroupView {
+                group: h.group,
+                role: h.role.clone(),
+                term: u64::from(h.group) + 1,
+                leader: h.leader,
+                quiet: h.group % 3 == 0,
+                ..GroupView::default()
+            })
+            .collect();
+        v
+    }
+
+    #[test]
+    fn status_node_stays_small_and_status_group_describes_one_group() {
+        let routes = AdminRoutes::new(
+            Arc::new(Mutex::new(described(1_000, 2))),
+            Arc::default(),
+            Arc::default(),
+        );
+        let full = routes.get("/status");
+        let f = body(&full);
+        assert_eq!(f["groups"].as_array().map(Vec::len), Some(1_000));
+        assert_eq!(f["health"]["groups"].as_array().map(Vec::len), Some(1_000));
+        assert_eq!(f["node_id"], 1);
+
+        // The node, its health as /health gives it, and its groups counted.
+        let node = routes.get("/status/node");
+        assert_eq!(node.status, 200);
+        assert!(
+            node.body.len() * 20 < full.body.len(),
+            "/status/node is {} bytes against /status's {}",
+            node.body.len(),
+            full.body.len()
+        );
+        let n = body(&node);
+        assert_eq!(n["node_id"], 1);
+        assert_eq!(n["groups"]["hosted"], 1_000);
+        assert_eq!(n["groups"]["roles"]["leader"], 998);
+        assert_eq!(n["groups"]["roles"]["follower"], 2);
+        assert_eq!(n["groups"]["quiet"], 334);
+        assert_eq!(n["health"], body(&routes.get("/health")));
+        assert_eq!(listed(&n["health"]), [0, 1], "the unhealthy groups only");
+        assert!(
+            n.get("clients").is_some() && n.get("space").is_some(),
+            "{n}"
+        );
+        assert_eq!(routes.get("/status/node"), node);
+        assert_eq!(routes.node_status.renders.load(Ordering::Relaxed), 1);
+
+        // One group.
+        let g = routes.get("/status/group/41");
+        assert_eq!(g.status, 200, "{}", g.body);
+        let g = body(&g);
+        assert_eq!(
+            (g["group"].as_u64(), g["term"].as_u64()),
+            (Some(41), Some(42))
+        );
+        assert_eq!(g["role"], "leader");
+        let missing = routes.get("/status/group/5000");
+        assert_eq!(missing.status, 404);
+        assert!(
+            missing
+                .body
+                .contains("group 5000 is not hosted on node 1 (1000 groups are"),
+            "{}",
+            missing.body
+        );
+        for bad in ["x", "", "-1", "3/4"] {
+            let a = routes.get(&format!("/status/group/{bad}"));
+            assert_eq!(a.status, 400, "{bad}: {}", a.body);
+            assert!(a.body.contains("is not a group id"), "{}", a.body);
+        }
+        let unknown = routes.get("/status/groups");
+        assert_eq!(unknown.status, 404);
+        assert!(
+            unknown.body.contains("/status/node, /status/group/<id>"),
+            "{}",
+            unknown.body
+        );
     }
 }
