@@ -182,6 +182,11 @@ pub struct Flags {
     /// them all durable instead of a sync of the whole filesystem [default: true].
     #[arg(long, env = "SHOAL_SYNC_JOURNAL", value_name = "BOOL")]
     pub sync_journal: Option<bool>,
+    /// How often this node looks at how many groups each node leads, and hands some of its
+    /// own to members that lead fewer when it leads more than its share (a node back from a
+    /// restart leads none until then); `0` turns it off [default: 2s].
+    #[arg(long, env = "SHOAL_LEADER_BALANCE_INTERVAL", value_name = "DURATION")]
+    pub leader_balance_interval: Option<Dur>,
     /// Quiesce the groups this node leads once they settle: no heartbeats and no timer work
     /// until something happens (node liveness pings watch their members instead); turn it off
     /// to heartbeat every group all the time [default: true].

@@ -283,6 +283,13 @@ fn node_counters(s: &mut String, v: &AdminView) {
             v.active_groups,
         ),
         (
+            "shoal_leader_balance_transfers_total",
+            "Leader transfers this node started since start to hand groups to members leading \
+             fewer (--leader-balance-interval).",
+            "counter",
+            v.leader_balance_transfers,
+        ),
+        (
             "shoal_client_health_answers_total",
             "Clients' Health requests answered since start.",
             "counter",

@@ -147,6 +147,8 @@ pub struct AdminView {
     /// The sync journal's held bytes (busy groups' new log bytes not yet in their segments)
     /// and the pieces held since start (zero without the journal).
     pub journal_held: (u64, u64),
+    /// Leader transfers this node started to balance leaders (`--leader-balance-interval`).
+    pub leader_balance_transfers: u64,
     /// Views published so far: answers rendered from the view are kept until the next.
     #[serde(skip)]
     pub published: u64,

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub sync_journal: bool,
     /// Quiesce settled groups this node leads.
     pub quiesce: bool,
+    /// How often leader balance runs (`None`: off, `--leader-balance-interval 0`).
+    pub leader_balance_interval: Option<Duration>,
     /// Threads that flush the groups of a round (1: the raft thread alone).
     pub raft_threads: usize,
     /// Hosted groups up to which `/metrics` has series per group (`--metrics-group-series`;
@@ -292,6 +294,10 @@ impl ServerConfig {
             shared_sync: f.shared_sync.unwrap_or(true),
             sync_journal: f.sync_journal.unwrap_or(true),
             quiesce: f.quiesce.unwrap_or(true),
+            leader_balance_interval: f
+                .leader_balance_interval
+                .map_or(Some(Duration::from_secs(2)), |d| Some(d.0))
+                .filter(|d| !d.is_zero()),
             raft_threads,
             metrics_group_series,
             raft_cpu,

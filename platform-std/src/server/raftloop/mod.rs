@@ -39,6 +39,7 @@ use shoal_kv::{
 
 mod auth;
 mod backup;
+mod balance;
 mod flush;
 mod greet;
 mod group;
@@ -53,6 +54,7 @@ mod view;
 pub use auth::HashedPassword;
 use auth::*;
 use backup::*;
+use balance::Balance;
 use greet::*;
 use group::*;
 use health::*;
@@ -183,6 +185,8 @@ pub struct RaftLoop {
     /// `Health` requests answered, and how many times every group's health was judged for
     /// them and for `NodeStatus` requests.
     health_counts: (u64, u64),
+    /// Leader balance's next pass and counters ([`balance`]).
+    balance: Balance,
 }
 
 fn wall_ms() -> u64 {
@@ -232,6 +236,7 @@ impl RaftLoop {
         let hub = Hub::new(cfg.client_limits);
         let flushers = flush::Flushers::start(cfg.raft_threads)?;
         let (snap_written_tx, snap_written) = smol::channel::unbounded();
+        let balance = Balance::new(cfg.node_id);
         let mut me = RaftLoop {
             snap_written_tx,
             snap_written,
@@ -279,6 +284,7 @@ impl RaftLoop {
             event_share: (0, 0),
             health_answer: None,
             health_counts: (0, 0),
+            balance,
         };
         let mut ids = Vec::new();
         let entries = std::fs::read_dir(me.data.path())
@@ -568,6 +574,7 @@ impl RaftLoop {
                 }
                 self.liveness(now);
                 self.wake_due(now);
+                self.balance_leaders(now);
             }
             if let Err(code) = self.flush_all() {
                 return code;

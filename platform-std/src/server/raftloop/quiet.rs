@@ -47,6 +47,15 @@ pub(super) fn group_idle(g: &Group) -> bool {
         && g.node.state_machine().store().lease_count() == 0
 }
 
+impl Liveness {
+    /// Whether node `id` was heard from within `ms` of `now`.
+    pub(super) fn heard_within(&self, id: NodeId, now: u64, ms: u64) -> bool {
+        self.heard
+            .get(&id)
+            .is_some_and(|at| now.saturating_sub(*at) < ms)
+    }
+}
+
 impl RaftLoop {
     /// Put back in the active set the idle groups whose wake-up time (a snapshot due by
     /// time) has come.

@@ -1,0 +1,106 @@
+//! Leader balance on real processes: three nodes host 30 groups; the node restarted last comes
+//! back leading none of them, and the others hand it its share within seconds (with
+//! `--leader-balance-interval 0` it keeps leading none). Every group still takes writes after.
+#![cfg(unix)]
+
+use shoal_client::protocol::{Request, Response};
+use shoal_testkit::{wait_for, Cluster, WAIT};
+use std::time::Duration;
+
+const GROUPS: u32 = 30;
+
+fn create_groups(c: &Cluster) {
+    for g in 1..=GROUPS {
+        let r = c.call_any(
+            g,
+            Request::GroupCreate {
+                members: vec![1, 2, 3],
+            },
+            "group create",
+        );
+        assert!(matches!(r, Response::Done { .. }), "group {g}: {r:?}");
+    }
+}
+
+/// How many groups node `id` leads, as `/status/node` counts them.
+fn led(c: &Cluster, id: u64) -> Option<u64> {
+    let (code, body) = c.http_get(id, "/status/node")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (code == 200).then(|| v["groups"]["roles"]["leader"].as_u64().unwrap_or(0))
+}
+
+/// Start three nodes with `args`, create the groups, wait for every leader, then restart
+/// node 3 once every group has a leader among the other two.
+fn restarted_third(args: &[&str]) -> Cluster {
+    let mut c = Cluster::builder().args(args).build();
+    c.start_all();
+    c.wait_leader(0);
+    create_groups(&c);
+    for g in 0..=GROUPS {
+        c.wait_leader(g);
+    }
+    c.kill(3);
+    for g in 0..=GROUPS {
+        assert_ne!(c.wait_leader(g), 3);
+    }
+    // (The admin view is published every 100 ms.)
+    wait_for("nodes 1 and 2 lead every group", WAIT, || {
+        led(&c, 1).zip(led(&c, 2)).map(|(a, b)| a + b) == Some(u64::from(GROUPS) + 1)
+    });
+    c.start(3);
+    c.wait_healthy(3);
+    c
+}
+
+#[test]
+fn a_restarted_node_is_handed_its_share_of_the_leaders() {
+    let c = restarted_third(&[]);
+    // 31 groups over 3 nodes: a share of 10 to 11 each.
+    wait_for("node 3 leads its share", WAIT, || led(&c, 3) >= Some(10));
+    let counts: Vec<u64> = [1, 2, 3].map(|id| led(&c, id).unwrap()).to_vec();
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        u64::from(GROUPS) + 1,
+        "{counts:?}"
+    );
+    assert!(
+        counts.iter().all(|n| (10..=11).contains(n)),
+        "each node leads 10 or 11: {counts:?}"
+    );
+    let handed: u64 = [1, 2]
+        .map(|id| c.gauge(id, "shoal_leader_balance_transfers_total") as u64)
+        .iter()
+        .sum();
+    assert!(handed >= 10, "nodes 1 and 2 handed {handed} groups");
+    assert!(
+        [1, 2]
+            .iter()
+            .any(|id| c.node(*id).log().contains("leader balance: node")),
+        "a pass says what it moved"
+    );
+    // Every group takes a write, wherever its leader now is.
+    for g in 0..=GROUPS {
+        c.put(g, 9, 1, "after-balance", "yes");
+        c.assert_reads(c.wait_leader(g), g, "after-balance", "yes");
+    }
+    // Balanced: nothing more moves.
+    let before: Vec<usize> = [1, 2, 3]
+        .map(|id| c.gauge(id, "shoal_leader_balance_transfers_total"))
+        .to_vec();
+    std::thread::sleep(Duration::from_secs(4));
+    let after: Vec<usize> = [1, 2, 3]
+        .map(|id| c.gauge(id, "shoal_leader_balance_transfers_total"))
+        .to_vec();
+    assert_eq!(before, after, "no transfers once balanced");
+}
+
+#[test]
+fn with_leader_balance_off_a_restarted_node_leads_nothing() {
+    let c = restarted_third(&["--leader-balance-interval", "0"]);
+    // Twice the default interval (and its jitter): nothing moves.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(led(&c, 3), Some(0));
+    for id in [1, 2, 3] {
+        assert_eq!(c.gauge(id, "shoal_leader_balance_transfers_total"), 0);
+    }
+}
