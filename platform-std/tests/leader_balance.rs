@@ -1,6 +1,7 @@
 //! Leader balance on real processes: three nodes host 30 groups; the node restarted last comes
 //! back leading none of them, and the others hand it its share within seconds (with
 //! `--leader-balance-interval 0` it keeps leading none). Every group still takes writes after.
+//! A node stopped with SIGTERM hands the groups it leads to their members first.
 #![cfg(unix)]
 
 use shoal_client::protocol::{Request, Response};
@@ -102,5 +103,61 @@ fn with_leader_balance_off_a_restarted_node_leads_nothing() {
     assert_eq!(led(&c, 3), Some(0));
     for id in [1, 2, 3] {
         assert_eq!(c.gauge(id, "shoal_leader_balance_transfers_total"), 0);
+    }
+}
+
+/// Transfers the node's core logs as taken over ("campaigning at once").
+fn took_over(c: &Cluster, id: u64) -> usize {
+    c.node(id)
+        .log()
+        .matches("campaigning at once (leader transfer)")
+        .count()
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_hands_its_groups_over_first_and_gets_its_share_back() {
+    let mut c = Cluster::builder().build();
+    c.start_all();
+    c.wait_leader(0);
+    create_groups(&c);
+    for g in 0..=GROUPS {
+        c.wait_leader(g);
+    }
+    wait_for("node 1 leads its share", WAIT, || led(&c, 1) >= Some(10));
+    let mine: Vec<u32> = (0..=GROUPS)
+        .filter(|g| c.status(1, *g).is_some_and(|s| s.role == "leader"))
+        .collect();
+    assert!(mine.len() >= 10, "{mine:?}");
+    let before = took_over(&c, 2) + took_over(&c, 3);
+    assert!(c.stop(1).success(), "SIGTERM: exit 0");
+    assert!(
+        c.node(1).log().contains(&format!(
+            "stopping: handing the leadership of {} of the {} groups led here",
+            mine.len(),
+            mine.len()
+        )),
+        "{}",
+        c.node(1).log()
+    );
+    // Each of them went to a member told to campaign at once, not to one that waited out an
+    // election timeout.
+    let after = took_over(&c, 2) + took_over(&c, 3);
+    assert!(
+        after - before >= mine.len(),
+        "{} groups taken over by transfer, {} led by node 1",
+        after - before,
+        mine.len()
+    );
+    for &g in &mine {
+        assert_ne!(c.wait_leader(g), 1);
+        c.put(g, 11, 1, "handed", "over");
+    }
+    // Back, it is handed its share again.
+    c.start(1);
+    wait_for("node 1 leads its share again", WAIT, || {
+        led(&c, 1) >= Some(10)
+    });
+    for &g in &mine {
+        c.assert_reads(c.wait_leader(g), g, "handed", "over");
     }
 }

@@ -48,10 +48,11 @@ fn written_with(
     threads: &str,
     args: &[&str],
 ) -> (Cluster, Vec<u64>, Vec<Vec<Option<u64>>>) {
+    // Leaders stay where the groups elected them: the writes go to the leaders found here.
     let mut c = Cluster::builder()
         .voters(1..=nodes)
         .fsync(fsync)
-        .args(&["--raft-threads", threads])
+        .args(&["--raft-threads", threads, "--leader-balance-interval", "0"])
         .args(args)
         .build();
     c.start_all();

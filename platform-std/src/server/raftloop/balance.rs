@@ -91,11 +91,9 @@ impl RaftLoop {
         self.balance.rng ^= self.balance.rng >> 7;
         self.balance.rng ^= self.balance.rng << 17;
         self.balance.next_at = now + every * 3 / 4 + self.balance.rng % (every / 2 + 1);
-        if self.draining {
+        if self.draining || self.balance.handoff_until.is_some() {
             return;
         }
-        let me = self.cfg.node_id;
-        let timeout = self.cfg.raft.election_timeout_ms;
         let mut counts = BTreeMap::<NodeId, usize>::new();
         let mut movable = Vec::new();
         for g in self.groups.values() {
@@ -110,29 +108,12 @@ impl RaftLoop {
                 NO_NODE => return,
                 l => *counts.entry(l).or_default() += 1,
             }
-            let settled = r.role() == Role::Leader
-                && r.transfer_target().is_none()
-                && g.member_op.is_none()
-                && r.membership_index() <= r.commit();
-            if !settled {
-                continue;
-            }
-            let to: Vec<NodeId> = r
-                .progress()
-                .iter()
-                .filter(|p| {
-                    p.id != me
-                        && m.is_voter(p.id)
-                        && m.is_final_voter(p.id)
-                        && p.match_index + MAX_LAG >= r.last_index()
-                        && self.live.heard_within(p.id, now, timeout)
-                })
-                .map(|p| p.id)
-                .collect();
+            let to: Vec<NodeId> = self.successors(g, now).map(|(id, _)| id).collect();
             if !to.is_empty() {
                 movable.push(Movable { group: g.id, to });
             }
         }
+        let me = self.cfg.node_id;
         let led = counts.get(&me).copied().unwrap_or(0);
         let moves = plan(me, &mut counts, &movable, MAX_PER_PASS);
         if moves.is_empty() {
@@ -162,6 +143,81 @@ impl RaftLoop {
     }
 }
 
+impl RaftLoop {
+    /// The members this node may hand group `g` to now, with their match indexes: none unless
+    /// it leads `g` with no transfer running and no membership change under way; then its
+    /// final voters heard from within an election timeout whose logs are within [`MAX_LAG`]
+    /// entries of its own.
+    fn successors<'a>(
+        &'a self,
+        g: &'a Group,
+        now: u64,
+    ) -> impl Iterator<Item = (NodeId, LogIndex)> + 'a {
+        let r = g.node.raft();
+        let m = r.membership();
+        let settled = r.role() == Role::Leader
+            && r.transfer_target().is_none()
+            && g.member_op.is_none()
+            && r.membership_index() <= r.commit();
+        let timeout = self.cfg.raft.election_timeout_ms;
+        let me = self.cfg.node_id;
+        r.progress()
+            .iter()
+            .filter(move |p| {
+                settled
+                    && p.id != me
+                    && m.is_voter(p.id)
+                    && m.is_final_voter(p.id)
+                    && p.match_index + MAX_LAG >= r.last_index()
+                    && self.live.heard_within(p.id, now, timeout)
+            })
+            .map(|p| (p.id, p.match_index))
+    }
+
+    /// On the way down (SIGTERM): hand each group this node leads to its most caught-up
+    /// member, so that its writes go on at once instead of after an election timeout. True
+    /// once no group is led here any more (or none can be handed), or an election timeout
+    /// after the first handing; a group whose leadership comes back meanwhile (another node's
+    /// leader balance) is handed again.
+    pub(super) fn handed_off(&mut self, now: u64) -> bool {
+        let mut handing = Vec::new();
+        let mut led = 0;
+        for g in self.groups.values() {
+            if g.node.raft().role() != Role::Leader {
+                continue;
+            }
+            led += 1;
+            let best = self.successors(g, now).max_by_key(|(id, at)| (*at, *id));
+            if let Some((to, _)) = best {
+                handing.push((g.id, to));
+            }
+        }
+        for &(id, to) in &handing {
+            if let Some(g) = self.groups.get_mut(&id) {
+                if let Err(e) = g.node.transfer_leader(now, to) {
+                    log::warn!("group {id}: handing leadership to node {to} before stopping: {e}");
+                }
+                self.active.insert(id);
+            }
+        }
+        let until = *self.balance.handoff_until.get_or_insert_with(|| {
+            if led > 0 {
+                log::info!(
+                    "stopping: handing the leadership of {} of the {led} groups led here to \
+                     their members first",
+                    handing.len()
+                );
+            }
+            now + self.cfg.raft.election_timeout_ms
+        });
+        let transferring = self.groups.values().any(|g| {
+            let r = g.node.raft();
+            r.role() == Role::Leader && r.transfer_target().is_some()
+        });
+        !transferring || now >= until
+    }
+}
+
 /// Leader balance's state ([`RaftLoop::balance_leaders`]).
 pub(super) struct Balance {
     /// When the next pass runs (ms).
@@ -170,6 +226,8 @@ pub(super) struct Balance {
     pub(super) rng: u64,
     /// Transfers started since start.
     pub(super) transfers: u64,
+    /// Set on the way down: until when groups are handed off ([`RaftLoop::handed_off`]).
+    pub(super) handoff_until: Option<u64>,
 }
 
 impl Balance {
@@ -178,6 +236,7 @@ impl Balance {
             next_at: 0,
             rng: (wall_ms() ^ node.rotate_left(32)) | 1,
             transfers: 0,
+            handoff_until: None,
         }
     }
 }

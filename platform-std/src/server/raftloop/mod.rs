@@ -581,7 +581,10 @@ impl RaftLoop {
             }
             self.hub.write_out();
             self.tell_ready_once_led();
-            if self.stopping.load(Ordering::Relaxed) && !self.draining {
+            if self.stopping.load(Ordering::Relaxed)
+                && !self.draining
+                && self.handed_off(self.now_ms())
+            {
                 return self.shutdown(ex).await;
             }
             // Let the reactor see the sockets (one non-blocking poll) before the next batch.
