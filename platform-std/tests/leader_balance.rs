@@ -4,24 +4,10 @@
 //! A node stopped with SIGTERM hands the groups it leads to their members first.
 #![cfg(unix)]
 
-use shoal_client::protocol::{Request, Response};
 use shoal_testkit::{wait_for, Cluster, WAIT};
 use std::time::Duration;
 
 const GROUPS: u32 = 30;
-
-fn create_groups(c: &Cluster) {
-    for g in 1..=GROUPS {
-        let r = c.call_any(
-            g,
-            Request::GroupCreate {
-                members: vec![1, 2, 3],
-            },
-            "group create",
-        );
-        assert!(matches!(r, Response::Done { .. }), "group {g}: {r:?}");
-    }
-}
 
 /// How many groups node `id` leads, as `/status/node` counts them.
 fn led(c: &Cluster, id: u64) -> Option<u64> {
@@ -36,10 +22,7 @@ fn restarted_third(args: &[&str]) -> Cluster {
     let mut c = Cluster::builder().args(args).build();
     c.start_all();
     c.wait_leader(0);
-    create_groups(&c);
-    for g in 0..=GROUPS {
-        c.wait_leader(g);
-    }
+    c.create_groups(1..=GROUPS, "1,2,3");
     c.kill(3);
     for g in 0..=GROUPS {
         assert_ne!(c.wait_leader(g), 3);
@@ -119,10 +102,7 @@ fn a_node_stopped_with_sigterm_hands_its_groups_over_first_and_gets_its_share_ba
     let mut c = Cluster::builder().build();
     c.start_all();
     c.wait_leader(0);
-    create_groups(&c);
-    for g in 0..=GROUPS {
-        c.wait_leader(g);
-    }
+    c.create_groups(1..=GROUPS, "1,2,3");
     wait_for("node 1 leads its share", WAIT, || led(&c, 1) >= Some(10));
     let mine: Vec<u32> = (0..=GROUPS)
         .filter(|g| c.status(1, *g).is_some_and(|s| s.role == "leader"))
