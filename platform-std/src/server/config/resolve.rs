@@ -294,10 +294,11 @@ impl ServerConfig {
             shared_sync: f.shared_sync.unwrap_or(true),
             sync_journal: f.sync_journal.unwrap_or(true),
             quiesce: f.quiesce.unwrap_or(true),
-            leader_balance_interval: f
-                .leader_balance_interval
-                .map_or(Some(Duration::from_secs(2)), |d| Some(d.0))
-                .filter(|d| !d.is_zero()),
+            leader_balance_interval: Some(
+                f.leader_balance_interval
+                    .map_or(Duration::from_secs(2), |d| d.0),
+            )
+            .filter(|d| !d.is_zero()),
             raft_threads,
             metrics_group_series,
             raft_cpu,

@@ -336,6 +336,27 @@ fn quiescence_can_be_turned_off_by_flag_or_file() {
 }
 
 #[test]
+fn leader_balance_runs_every_two_seconds_unless_set_or_turned_off() {
+    let every = |c: ServerConfig| c.leader_balance_interval;
+    assert_eq!(
+        every(resolve_args(&[]).unwrap()),
+        Some(Duration::from_secs(2))
+    );
+    let set = resolve_args(&["--leader-balance-interval", "500ms"]).unwrap();
+    assert_eq!(every(set), Some(Duration::from_millis(500)));
+    assert_eq!(
+        every(resolve_args(&["--leader-balance-interval", "0"]).unwrap()),
+        None
+    );
+    assert_eq!(
+        every(resolve_file("leader_balance_interval = \"10s\"\n").unwrap()),
+        Some(Duration::from_secs(10))
+    );
+    let bad = Flags::try_parse_from(["shoald", "--leader-balance-interval", "often"]);
+    assert!(bad.unwrap_err().to_string().contains("often"));
+}
+
+#[test]
 fn the_advertised_client_address_is_one_clients_can_be_sent_to() {
     // By default the listen address is advertised, and the single-node member list names it.
     let c = resolve_args(&["--client-addr", "127.0.0.1:9002"]).unwrap();

@@ -95,7 +95,6 @@ impl RaftLoop {
             return;
         }
         let mut counts = BTreeMap::<NodeId, usize>::new();
-        let mut movable = Vec::new();
         for g in self.groups.values() {
             let r = g.node.raft();
             let m = r.membership();
@@ -108,13 +107,21 @@ impl RaftLoop {
                 NO_NODE => return,
                 l => *counts.entry(l).or_default() += 1,
             }
-            let to: Vec<NodeId> = self.successors(g, now).map(|(id, _)| id).collect();
-            if !to.is_empty() {
-                movable.push(Movable { group: g.id, to });
-            }
         }
         let me = self.cfg.node_id;
         let led = counts.get(&me).copied().unwrap_or(0);
+        if led <= counts.values().sum::<usize>() / counts.len().max(1) {
+            // At most the share rounded down: `plan` would hand nothing away.
+            return;
+        }
+        let movable: Vec<Movable> = self
+            .groups
+            .values()
+            .filter_map(|g| {
+                let to: Vec<NodeId> = self.successors(g, now).map(|(id, _)| id).collect();
+                (!to.is_empty()).then_some(Movable { group: g.id, to })
+            })
+            .collect();
         let moves = plan(me, &mut counts, &movable, MAX_PER_PASS);
         if moves.is_empty() {
             return;
@@ -141,9 +148,7 @@ impl RaftLoop {
             counts.len()
         );
     }
-}
 
-impl RaftLoop {
     /// The members this node may hand group `g` to now, with their match indexes: none unless
     /// it leads `g` with no transfer running and no membership change under way; then its
     /// final voters heard from within an election timeout whose logs are within [`MAX_LAG`]
