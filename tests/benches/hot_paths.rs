@@ -339,7 +339,8 @@ fn dtkv_spread(c: &mut Criterion) {
             let kv: &mut shoal_std::kvheap::HeapKv = &mut kvs[store];
             black_box(kv.apply_command(index, &buf[..n]));
         };
-        // Every key and session exists before the timing, as in a warmed-up run.
+        // Every key exists before the timing, as in a warmed-up run (and criterion's own
+        // warm-up, millions of puts, gives every client its session in every store).
         for key in 0..KEYS {
             for client in 0..CLIENTS / 16 {
                 put(&mut kvs, key, client * 16 + key % 16);

@@ -463,27 +463,27 @@ struct NodeStatus<'a> {
     #[serde(flatten)]
     node: &'a AdminView,
     health: serde_json::Value,
-    groups: GroupsSummary,
+    groups: GroupsSummary<'a>,
 }
 
 /// The groups a node hosts, counted (`/status/node`).
 #[derive(Serialize)]
-struct GroupsSummary {
+struct GroupsSummary<'a> {
     /// Groups hosted.
     hosted: usize,
     /// Groups in each role.
-    roles: std::collections::BTreeMap<String, u64>,
+    roles: std::collections::BTreeMap<&'a str, u64>,
     /// Groups quiesced here.
     quiet: u64,
     /// Where one group's status is.
     each: String,
 }
 
-impl GroupsSummary {
-    fn of(groups: &[GroupView]) -> GroupsSummary {
+impl GroupsSummary<'_> {
+    fn of(groups: &[GroupView]) -> GroupsSummary<'_> {
         let mut roles = std::collections::BTreeMap::new();
         for g in groups {
-            *roles.entry(g.role.clone()).or_default() += 1;
+            *roles.entry(g.role.as_str()).or_default() += 1;
         }
         GroupsSummary {
             hosted: groups.len(),
