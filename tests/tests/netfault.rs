@@ -6,10 +6,19 @@
 //! a quarter of real rate (and is then cut off: a lease read it served would be stale), a
 //! follower whose clock runs twice as fast, and a full disk. Each episode writes fresh keys.
 //!
+//! The keys live in several Raft groups, as on a multi-raft node: [`BUSY_GROUPS`] groups that
+//! take operations all the time (their rounds share syncs through the sync journal, leader
+//! balance spreads their leaders over the nodes) and a sleepy one ([`SLEEPY_GROUP`]) touched
+//! about once a second and a half, so it goes quiet between operations and every fault also
+//! meets a quiesced group (woken by the next operation, or by node liveness when its leader's
+//! node goes silent). Each episode's fault is aimed at the leader of one busy group in turn;
+//! the other groups' leaders are wherever leader balance put them.
+//!
 //! At the end every node is back and healed; the recorded history must be linearizable key by
-//! key (a final ReadIndex read of every key ends it), and every acknowledged write to the
-//! ledger (one key per write, never overwritten) must still be there. No node may exit: a full
-//! disk raises the node's no-space alarm, which must clear by itself once space is back.
+//! key (a final ReadIndex read of every key ends it), and every acknowledged write to each
+//! group's ledger (one key per write, never overwritten) must still be there. No node may
+//! exit: a full disk raises the node's no-space alarm, which must clear by itself once space
+//! is back. The sleepy group must have been seen quiet.
 //!
 //! Minutes long and root only, so it is `#[ignore]`d in `cargo suite` and run by `.ci/run`:
 //! `cargo test --release -p shoal-tests --test netfault -- --ignored --nocapture`.
@@ -33,6 +42,13 @@ use shoal_tests::linearizability::{self, KvKey, KvOp, KvRet, Operation, Outcome}
 type Op = Operation<String, KvOp, KvRet>;
 
 const NODES: [u64; 3] = [1, 2, 3];
+/// Groups `0..BUSY_GROUPS` take most operations; each episode aims its fault at one of them.
+const BUSY_GROUPS: u32 = 3;
+/// A group touched rarely enough to go quiet between operations.
+const SLEEPY_GROUP: u32 = BUSY_GROUPS;
+const GROUPS: u32 = BUSY_GROUPS + 1;
+/// One operation in this many goes to the sleepy group (~0.7 a second at the clients' pace).
+const SLEEPY_ONE_IN: u64 = 600;
 const CLIENTS: u64 = 4;
 const KEYS_PER_EPISODE: u64 = 3;
 /// Each node's disk.
@@ -71,24 +87,37 @@ const FAULTS: [Fault; 9] = [
 struct Shared {
     start: Instant,
     stop: AtomicBool,
-    /// The keys of this episode: `e{episode}k{0..KEYS_PER_EPISODE}`.
+    /// The keys of this episode: `e{episode}g{group}k{0..KEYS_PER_EPISODE}`.
     episode: AtomicU64,
-    /// The node the clients believe leads (0: unknown).
-    leader_hint: AtomicU64,
+    /// The node the clients believe leads each group (0: unknown).
+    leader_hint: Vec<AtomicU64>,
     history: Mutex<Vec<Op>>,
-    /// Ledger keys whose write was acknowledged.
-    ledger: Mutex<Vec<String>>,
+    /// Ledger keys whose write was acknowledged, with their group.
+    ledger: Mutex<Vec<(u32, String)>>,
     lease_reads: AtomicU64,
     read_index_reads: AtomicU64,
     unknown: AtomicU64,
     /// Slow-clock episodes in which the leader found both followers drifting before the cut.
     drift_seen: AtomicU64,
+    /// Operations on the sleepy group that got a definite answer.
+    sleepy_answered: AtomicU64,
 }
 
 impl Shared {
     fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
+
+    fn hint(&self, group: u32) -> &AtomicU64 {
+        &self.leader_hint[group as usize]
+    }
+}
+
+/// The group a key of the history lives in (`e{episode}g{group}k{n}`).
+fn group_of(key: &str) -> u32 {
+    let (_, rest) = key.split_once('g').expect("a key names its group");
+    let (g, _) = rest.split_once('k').expect("a key names its number");
+    g.parse().expect("a group number")
 }
 
 /// What one call came to.
@@ -109,10 +138,12 @@ struct Client {
     seq: u64,
     /// The last value this client saw per key, for its compare-and-sets.
     seen: BTreeMap<String, Option<Vec<u8>>>,
+    /// The leader the last refusal named.
+    redirect: Option<u64>,
 }
 
 impl Client {
-    fn call(&mut self, node: u64, request: Request) -> Answer {
+    fn call(&mut self, node: u64, group: u32, request: Request) -> Answer {
         if !self.conns.contains_key(&node) {
             let addr = &self
                 .addrs
@@ -129,7 +160,19 @@ impl Client {
             }
         }
         let conn = self.conns.get_mut(&node).expect("just opened");
-        match conn.call(0, request) {
+        match conn.call(group, request) {
+            Ok(Response::NotLeader {
+                leader_addr: Some(addr),
+                ..
+            }) => {
+                // Leaders move (faults, leader balance): follow the node's word.
+                self.redirect = self
+                    .addrs
+                    .iter()
+                    .find(|(_, a)| *a == addr)
+                    .map(|(id, _)| *id);
+                Answer::Nothing
+            }
             Ok(Response::NotLeader { .. } | Response::Unavailable { .. }) => Answer::Nothing,
             Ok(r) => Answer::Got(r),
             Err(_) => {
@@ -141,17 +184,23 @@ impl Client {
 
     /// `request` to whoever leads until it answers (a connection from before a restart fails
     /// first).
-    fn call_until_answered(&mut self, bench: &Bench, request: Request, what: &str) -> Response {
+    fn call_until_answered(
+        &mut self,
+        bench: &Bench,
+        group: u32,
+        request: Request,
+        what: &str,
+    ) -> Response {
         wait_some(what, WAIT, || {
-            match self.call(bench.leader(), request.clone()) {
+            match self.call(bench.leader(group), group, request.clone()) {
                 Answer::Got(r) => Some(r),
                 Answer::Nothing | Answer::Unknown => None,
             }
         })
     }
 
-    fn pick_node(&mut self, shared: &Shared) -> u64 {
-        let hint = shared.leader_hint.load(Ordering::Relaxed);
+    fn pick_node(&mut self, shared: &Shared, group: u32) -> u64 {
+        let hint = shared.hint(group).load(Ordering::Relaxed);
         if hint != 0 && self.rng.chance(3, 4) {
             hint
         } else {
@@ -159,36 +208,50 @@ impl Client {
         }
     }
 
-    fn write(&mut self, node: u64, op: WriteOp) -> Answer {
+    fn write(&mut self, node: u64, group: u32, op: WriteOp) -> Answer {
         self.seq += 1;
         let request = Request::Write {
             client_id: self.id,
             seq: self.seq,
             op,
         };
-        self.call(node, request)
+        self.call(node, group, request)
+    }
+
+    /// Pass on the leader a refusal named to the group's shared hint.
+    fn share_redirect(&mut self, shared: &Shared, group: u32) {
+        if let Some(leader) = self.redirect.take() {
+            shared.hint(group).store(leader, Ordering::Relaxed);
+        }
     }
 
     /// One operation on this episode's keys (or, now and then, a ledger write).
     fn step(&mut self, shared: &Shared) {
-        let node = self.pick_node(shared);
+        let group = if self.rng.chance(1, SLEEPY_ONE_IN) {
+            SLEEPY_GROUP
+        } else {
+            self.rng.range(0, u64::from(BUSY_GROUPS)) as u32
+        };
+        let node = self.pick_node(shared, group);
         if self.rng.chance(1, 8) {
             let key = format!("ledger.c{}s{}", self.id, self.seq + 1);
             let op = WriteOp::Put {
                 key: key.clone().into_bytes(),
                 value: b"1".to_vec(),
             };
+            let answer = self.write(node, group, op);
+            self.share_redirect(shared, group);
             if let Answer::Got(Response::Written {
                 result: WriteResult::Done,
                 ..
-            }) = self.write(node, op)
+            }) = answer
             {
-                shared.ledger.lock().unwrap().push(key);
+                shared.ledger.lock().unwrap().push((group, key));
             }
             return;
         }
         let episode = shared.episode.load(Ordering::Relaxed);
-        let key = format!("e{episode}k{}", self.rng.range(0, KEYS_PER_EPISODE));
+        let key = format!("e{episode}g{group}k{}", self.rng.range(0, KEYS_PER_EPISODE));
         let kind = self.rng.range(0, 10);
         let value = format!("c{}v{}", self.id, self.seq + 1).into_bytes();
         let invoke = shared.now_us();
@@ -198,7 +261,7 @@ impl Client {
                     key: key.clone().into_bytes(),
                     value: value.clone(),
                 };
-                (KvOp::Put(value), self.write(node, op))
+                (KvOp::Put(value), self.write(node, group, op))
             }
             3..=4 => {
                 let expect = self.seen.get(&key).cloned().flatten();
@@ -211,7 +274,7 @@ impl Client {
                     expect,
                     new: Some(value),
                 };
-                (kv, self.write(node, op))
+                (kv, self.write(node, group, op))
             }
             _ => {
                 let mode = if kind <= 6 {
@@ -223,7 +286,7 @@ impl Client {
                     key: key.clone().into_bytes(),
                     mode,
                 };
-                let answer = self.call(node, request);
+                let answer = self.call(node, group, request);
                 if matches!(answer, Answer::Got(Response::Node { .. })) {
                     let counter = match mode {
                         ReadMode::Lease => &shared.lease_reads,
@@ -234,6 +297,7 @@ impl Client {
                 (KvOp::Get, answer)
             }
         };
+        self.share_redirect(shared, group);
         let response = match answer {
             Answer::Nothing => return,
             Answer::Unknown => {
@@ -245,6 +309,9 @@ impl Client {
                 None => return,
             },
         };
+        if group == SLEEPY_GROUP && response.is_some() {
+            shared.sleepy_answered.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some((_, KvRet::Value(v))) = &response {
             self.seen.insert(key.clone(), v.clone());
         }
@@ -296,16 +363,18 @@ struct Bench {
     cluster: Cluster,
     net: Netns,
     rate_files: BTreeMap<u64, std::path::PathBuf>,
+    /// Episodes after which some node reported a quiet group.
+    quiet_seen: u64,
 }
 
 impl Bench {
-    /// The node that leads with the highest term, waiting for one.
-    fn leader(&self) -> u64 {
-        wait_some("a leader of group 0", WAIT, || {
+    /// The node that leads `group` with the highest term, waiting for one.
+    fn leader(&self, group: u32) -> u64 {
+        wait_some(&format!("a leader of group {group}"), WAIT, || {
             self.cluster
                 .serving()
                 .into_iter()
-                .filter_map(|id| self.cluster.status(id, 0))
+                .filter_map(|id| self.cluster.status(id, group))
                 .filter(|s| s.role == "leader")
                 .max_by_key(|s| s.term)
                 .map(|s| s.node_id)
@@ -341,12 +410,13 @@ impl Bench {
         }
     }
 
-    /// Whether leader `id` finds both followers' clocks drifting (its clock runs slow) within
-    /// a few election timeouts, while it still leads: its lease reads then go through ReadIndex.
-    fn wait_drift_seen(&self, id: u64) -> bool {
-        let name = r#"shoal_clock_drift_peers{group="0"}"#;
+    /// Whether node `id`, leading `group`, finds both followers' clocks drifting (its clock
+    /// runs slow) within a few election timeouts, while it still leads: its lease reads then
+    /// go through ReadIndex.
+    fn wait_drift_seen(&self, id: u64, group: u32) -> bool {
+        let name = format!(r#"shoal_clock_drift_peers{{group="{group}"}}"#);
         let seen = shoal_testkit::poll(Duration::from_secs(3), || {
-            (self.cluster.gauge(id, name) == 2).then_some(())
+            (self.cluster.gauge(id, &name) == 2).then_some(())
         });
         seen.is_some()
     }
@@ -363,10 +433,17 @@ impl Bench {
         ClockShim::set_rate(&self.rate_files[&id], rate);
     }
 
-    /// Hold `fault` for a few seconds, then undo it.
-    fn episode(&mut self, fault: Fault, shared: &Shared) {
-        let leader = self.leader();
-        shared.leader_hint.store(leader, Ordering::Relaxed);
+    /// Every group's leader, as the clients' hints.
+    fn hint_leaders(&self, shared: &Shared) {
+        for g in 0..GROUPS {
+            shared.hint(g).store(self.leader(g), Ordering::Relaxed);
+        }
+    }
+
+    /// Hold `fault`, aimed at the leader of `group`, for a few seconds, then undo it.
+    fn episode(&mut self, fault: Fault, group: u32, shared: &Shared) {
+        let leader = self.leader(group);
+        shared.hint(group).store(leader, Ordering::Relaxed);
         let follower = Self::follower_of(leader);
         let hold = Duration::from_secs(4);
         let mut filler = None;
@@ -390,7 +467,7 @@ impl Bench {
                 // clock check has had time to see it, the leader is cut off while clients
                 // still read from it with the lease.
                 self.set_rate(leader, 0.25);
-                let drifting = self.wait_drift_seen(leader);
+                let drifting = self.wait_drift_seen(leader, group);
                 shared
                     .drift_seen
                     .fetch_add(u64::from(drifting), Ordering::Relaxed);
@@ -429,11 +506,15 @@ impl Bench {
                 self.cluster.start(id);
             }
         }
-        let leader = self.leader();
-        shared.leader_hint.store(leader, Ordering::Relaxed);
+        self.hint_leaders(shared);
         // Time for the clients on a healed cluster before the next fault.
         std::thread::sleep(Duration::from_secs(2));
         self.check_processes("recovery");
+        let quiet = NODES
+            .iter()
+            .map(|&id| self.cluster.gauge(id, "shoal_groups_quiet"))
+            .sum::<usize>();
+        self.quiet_seen += u64::from(quiet > 0);
     }
 }
 
@@ -478,9 +559,11 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         cluster,
         net,
         rate_files,
+        quiet_seen: 0,
     };
     bench.cluster.start_all();
-    let leader = bench.leader();
+    bench.leader(0);
+    bench.cluster.create_groups(1..GROUPS, "1,2,3");
     let addrs: Vec<(u64, String)> = NODES
         .iter()
         .map(|&id| (id, bench.cluster.node(id).client.clone()))
@@ -492,33 +575,43 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         rng: Rng::new(1),
         seq: 0,
         seen: BTreeMap::new(),
+        redirect: None,
     };
-    let mkdir = WriteOp::Mkdir {
-        key: b"ledger".to_vec(),
-    };
-    assert!(
-        matches!(
-            setup.write(leader, mkdir),
-            Answer::Got(Response::Written {
-                result: WriteResult::Done,
-                ..
-            })
-        ),
-        "mkdir ledger on the leader"
-    );
+    for g in 0..GROUPS {
+        let mkdir = Request::Write {
+            client_id: setup.id,
+            seq: 1,
+            op: WriteOp::Mkdir {
+                key: b"ledger".to_vec(),
+            },
+        };
+        let r = setup.call_until_answered(&bench, g, mkdir, &format!("mkdir ledger in group {g}"));
+        assert!(
+            matches!(
+                r,
+                Response::Written {
+                    result: WriteResult::Done,
+                    ..
+                }
+            ),
+            "mkdir ledger in group {g}: {r:?}"
+        );
+    }
 
     let shared = Arc::new(Shared {
         start: Instant::now(),
         stop: AtomicBool::new(false),
         episode: AtomicU64::new(0),
-        leader_hint: AtomicU64::new(leader),
+        leader_hint: (0..GROUPS).map(|_| AtomicU64::new(0)).collect(),
         history: Mutex::new(Vec::new()),
         ledger: Mutex::new(Vec::new()),
         lease_reads: AtomicU64::new(0),
         read_index_reads: AtomicU64::new(0),
         unknown: AtomicU64::new(0),
         drift_seen: AtomicU64::new(0),
+        sleepy_answered: AtomicU64::new(0),
     });
+    bench.hint_leaders(&shared);
     let clients: Vec<_> = (1..=CLIENTS)
         .map(|id| {
             let shared = shared.clone();
@@ -531,6 +624,7 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
                     rng: Rng::new(id ^ std::process::id() as u64),
                     seq: 0,
                     seen: BTreeMap::new(),
+                    redirect: None,
                 };
                 while !shared.stop.load(Ordering::Relaxed) {
                     c.step(&shared);
@@ -546,12 +640,14 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         if Instant::now() >= end && episode >= FAULTS.len() {
             break;
         }
+        // Each pass over the faults aims each one at another busy group.
+        let group = ((episode + episode / FAULTS.len()) % BUSY_GROUPS as usize) as u32;
         shared.episode.store(episode as u64, Ordering::Relaxed);
-        let before = shared.leader_hint.load(Ordering::Relaxed);
-        bench.episode(*fault, &shared);
+        let before = bench.leader(group);
+        bench.episode(*fault, group, &shared);
         eprintln!(
-            "netfault: episode {episode}: {fault:?} (leader {before}, then {})",
-            shared.leader_hint.load(Ordering::Relaxed)
+            "netfault: episode {episode}: {fault:?} on group {group} (leader {before}, then {})",
+            shared.hint(group).load(Ordering::Relaxed)
         );
         done.push(*fault);
     }
@@ -574,7 +670,8 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
             key: key.clone().into_bytes(),
             mode: ReadMode::Linearizable,
         };
-        let r = setup.call_until_answered(&bench, request, &format!("the final read of {key}"));
+        let what = format!("the final read of {key}");
+        let r = setup.call_until_answered(&bench, group_of(key), request, &what);
         let ret = outcome(&KvOp::Get, r).expect("a read answers");
         history.push(Operation {
             client: 0,
@@ -585,26 +682,32 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         });
     }
 
-    // Every acknowledged ledger write is still there.
+    // Every acknowledged ledger write is still there, in its group.
     let ledger = shared.ledger.lock().unwrap().clone();
-    let list = Request::List {
-        key: b"ledger".to_vec(),
-        mode: ReadMode::Linearizable,
-    };
-    let listed = match setup.call_until_answered(&bench, list, "the listing of the ledger") {
-        Response::Children { children, .. } => children
-            .into_iter()
-            .map(|c| String::from_utf8_lossy(&c.key).into_owned())
-            .collect::<std::collections::BTreeSet<_>>(),
-        r => panic!("listing the ledger answered {r:?}"),
-    };
-    let lost: Vec<&String> = ledger.iter().filter(|k| !listed.contains(*k)).collect();
+    let mut listed = std::collections::BTreeSet::new();
+    for g in 0..GROUPS {
+        let list = Request::List {
+            key: b"ledger".to_vec(),
+            mode: ReadMode::Linearizable,
+        };
+        let what = format!("the listing of group {g}'s ledger");
+        match setup.call_until_answered(&bench, g, list, &what) {
+            Response::Children { children, .. } => listed.extend(
+                children
+                    .into_iter()
+                    .map(|c| (g, String::from_utf8_lossy(&c.key).into_owned())),
+            ),
+            r => panic!("listing group {g}'s ledger answered {r:?}"),
+        }
+    }
+    let lost: Vec<&(u32, String)> = ledger.iter().filter(|k| !listed.contains(*k)).collect();
 
     let answered = history.iter().filter(|o| o.response.is_some()).count();
     eprintln!(
         "netfault: {} episodes ({:?}), {} operations ({} answered, {} unknown), {} lease and {} \
-         ReadIndex reads served, {} keys, {} acknowledged ledger writes, {} slow leader clocks \
-         detected",
+         ReadIndex reads served, {} keys in {GROUPS} groups, {} acknowledged ledger writes, {} \
+         slow leader clocks detected, {} answers from the sleepy group, a quiet group seen \
+         after {} episodes",
         done.len(),
         &done[..done.len().min(FAULTS.len())],
         history.len(),
@@ -615,6 +718,8 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         keys.len(),
         ledger.len(),
         shared.drift_seen.load(Ordering::Relaxed),
+        shared.sleepy_answered.load(Ordering::Relaxed),
+        bench.quiet_seen,
     );
     assert!(
         lost.is_empty(),
@@ -639,5 +744,14 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         shared.lease_reads.load(Ordering::Relaxed) > 0
             && shared.read_index_reads.load(Ordering::Relaxed) > 0,
         "both kinds of read were served"
+    );
+    // The sleepy group took operations, and went quiet between them while the faults ran.
+    assert!(
+        shared.sleepy_answered.load(Ordering::Relaxed) > 0,
+        "no operation on the sleepy group {SLEEPY_GROUP} was answered"
+    );
+    assert!(
+        bench.quiet_seen > 0,
+        "no node reported a quiet group after any episode"
     );
 }
