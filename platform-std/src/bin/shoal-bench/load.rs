@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use shoal_client::connection::{Connection, FrameWriter};
 use shoal_client::protocol::{ReadMode, Request, RequestFrame, Response, WriteOp, WriteResult};
 
-use crate::calls::{connect, recv_batch};
+use crate::calls::{connect, group_leaders, recv_batch};
 use crate::cli::{key_of, shard_key_count, Workload};
 use crate::stats::OpStats;
 
@@ -67,6 +67,9 @@ pub struct Shared {
     pub value: Vec<u8>,
     /// Prepended to every key (`w.` for the watch workload).
     pub key_prefix: Vec<u8>,
+    /// The cluster's client ports, to find a group's leader again once it moved (leader
+    /// balance, a failure); empty: a connection never moves.
+    pub endpoints: Vec<String>,
     /// Writes carry `micros since epoch` in their first 8 value bytes (watch workload).
     pub stamp: bool,
     /// Time zero of the stamps.
@@ -184,13 +187,90 @@ fn outcome(response: Response) -> Result<bool, String> {
 }
 
 /// One connection on `route`: `clients` sessions × `pipeline` slots, closed loop until `end`.
-/// Returns the writes' and the reads' results.
+/// Returns the writes' and the reads' results. With [`Shared::endpoints`], a group that moved
+/// to another leader is followed: the connection drains, its groups' leaders are found again,
+/// and it goes on from there (on one connection per leader, should they now be several).
 pub fn run_conn(
     sh: &Shared,
     route: &Route,
     clients: usize,
     pipeline: usize,
 ) -> Result<[OpStats; 2], String> {
+    let mut stats = [OpStats::new(), OpStats::new()];
+    let mut route = route.clone();
+    loop {
+        let (st, moved) = run_route(sh, &route, clients, pipeline)?;
+        stats[0].merge(&st[0]);
+        stats[1].merge(&st[1]);
+        if !moved || Instant::now() >= sh.end || sh.stop.load(Ordering::Relaxed) {
+            return Ok(stats);
+        }
+        let left = sh.end.saturating_duration_since(Instant::now());
+        let leaders = match group_leaders(&sh.endpoints, &route.groups, left, &sh.stop) {
+            Ok(l) => l,
+            // The run ended while the leaders were being found.
+            Err(_) if Instant::now() >= sh.end || sh.stop.load(Ordering::Relaxed) => {
+                return Ok(stats)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut routes: Vec<Route> = Vec::new();
+        for (g, addr) in leaders {
+            match routes.iter_mut().find(|r| r.addr == addr) {
+                Some(r) => r.groups.push(g),
+                None => routes.push(Route {
+                    addr,
+                    groups: vec![g],
+                }),
+            }
+        }
+        if routes.len() == 1 {
+            route = routes.pop().expect("one route");
+            continue;
+        }
+        // The groups now have several leaders: a connection to each, the sessions shared out
+        // by groups (all of them, each connection at least one).
+        let total = route.groups.len();
+        let mut shares: Vec<usize> = routes
+            .iter()
+            .map(|r| clients * r.groups.len() / total)
+            .collect();
+        let mut left = clients.saturating_sub(shares.iter().sum());
+        for n in shares.iter_mut() {
+            if left > 0 {
+                *n += 1;
+                left -= 1;
+            }
+            *n = (*n).max(1);
+        }
+        let parts = std::thread::scope(|s| {
+            let handles: Vec<_> = routes
+                .iter()
+                .zip(shares)
+                .map(|(r, n)| s.spawn(move || run_conn(sh, r, n, pipeline)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("load thread panicked".into())))
+                .collect::<Vec<_>>()
+        });
+        for part in parts {
+            let st = part?;
+            stats[0].merge(&st[0]);
+            stats[1].merge(&st[1]);
+        }
+        return Ok(stats);
+    }
+}
+
+/// [`run_conn`] on one route until `end`, or until a group of it answers that another node
+/// leads it (then whether it did, once the requests in flight are answered).
+fn run_route(
+    sh: &Shared,
+    route: &Route,
+    clients: usize,
+    pipeline: usize,
+) -> Result<([OpStats; 2], bool), String> {
     let Connection {
         mut writer,
         mut reader,
@@ -203,6 +283,7 @@ pub fn run_conn(
     let mut in_flight = clients.slots.len();
     let mut stats = [OpStats::new(), OpStats::new()]; // [writes, reads]
     let mut batch = Vec::new();
+    let mut moved = false;
     while in_flight > 0 {
         writer.flush_blocking().map_err(|e| e.to_string())?;
         if !recv_batch(&mut reader, &mut batch)? {
@@ -212,12 +293,16 @@ pub fn run_conn(
             ));
         }
         let now = Instant::now();
-        let more = now < sh.end && !sh.stop.load(Ordering::Relaxed);
         for f in batch.drain(..) {
             let i = f.id as usize;
             let Some(slot) = clients.slots.get(i) else {
                 return Err(format!("answer to unknown request id {}", f.id));
             };
+            moved |= !sh.endpoints.is_empty()
+                && matches!(
+                    &f.response,
+                    Response::NotLeader { leader_addr: Some(a), .. } if *a != route.addr
+                );
             if slot.sent >= sh.start_measure && now <= sh.end {
                 let st = &mut stats[slot.read as usize];
                 match outcome(f.response) {
@@ -228,14 +313,14 @@ pub fn run_conn(
                     Err(e) => st.fail(e),
                 }
             }
-            if more {
+            if now < sh.end && !sh.stop.load(Ordering::Relaxed) && !moved {
                 clients.issue(i, &mut writer, now);
             } else {
                 in_flight -= 1;
             }
         }
     }
-    Ok(stats)
+    Ok((stats, moved))
 }
 
 /// The measurement window `(start, end)`, set once every watch has started.

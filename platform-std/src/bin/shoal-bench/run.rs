@@ -92,7 +92,12 @@ pub fn run(
     } else {
         Vec::new()
     };
-    let sh = Arc::new(shared(a, routes, a.workload, epoch, stop));
+    let mut sh = shared(a, routes, a.workload, epoch, stop);
+    if a.groups > 0 && endpoints.len() > 1 {
+        // Leader balance may move groups while the load runs.
+        sh.endpoints = endpoints.clone();
+    }
+    let sh = Arc::new(sh);
     let _ = window.set((sh.start_measure, sh.end));
     let loaders = start_loaders(a, &sh);
     let (peak, cpu) = sample_during(&pids, (sh.start_measure, sh.end), &loaders, &watchers);
@@ -145,6 +150,7 @@ pub fn shared(
         key_prefix: if watch { b"w.".to_vec() } else { Vec::new() },
         stamp: watch,
         epoch,
+        endpoints: Vec::new(),
     }
 }
 

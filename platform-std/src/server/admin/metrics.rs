@@ -290,6 +290,13 @@ fn node_counters(s: &mut String, v: &AdminView) {
             v.leader_balance_transfers,
         ),
         (
+            "shoal_leader_balance_load_transfers_total",
+            "Of the leader balance transfers, those that handed a busy group to a member leading \
+             less write load (entries committed a second).",
+            "counter",
+            v.leader_balance_load_transfers,
+        ),
+        (
             "shoal_client_health_answers_total",
             "Clients' Health requests answered since start.",
             "counter",

@@ -149,6 +149,8 @@ pub struct AdminView {
     pub journal_held: (u64, u64),
     /// Leader transfers this node started to balance leaders (`--leader-balance-interval`).
     pub leader_balance_transfers: u64,
+    /// Of them, the transfers of busy groups for the load.
+    pub leader_balance_load_transfers: u64,
     /// Views published so far: answers rendered from the view are kept until the next.
     #[serde(skip)]
     pub published: u64,

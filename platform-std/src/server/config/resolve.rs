@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub quiesce: bool,
     /// How often leader balance runs (`None`: off, `--leader-balance-interval 0`).
     pub leader_balance_interval: Option<Duration>,
+    /// Leader balance also moves busy groups by their write load.
+    pub leader_balance_load: bool,
     /// Threads that flush the groups of a round (1: the raft thread alone).
     pub raft_threads: usize,
     /// Hosted groups up to which `/metrics` has series per group (`--metrics-group-series`;
@@ -299,6 +301,7 @@ impl ServerConfig {
                     .map_or(Duration::from_secs(2), |d| d.0),
             )
             .filter(|d| !d.is_zero()),
+            leader_balance_load: f.leader_balance_load.unwrap_or(true),
             raft_threads,
             metrics_group_series,
             raft_cpu,

@@ -354,6 +354,18 @@ fn leader_balance_runs_every_two_seconds_unless_set_or_turned_off() {
     );
     let bad = Flags::try_parse_from(["shoald", "--leader-balance-interval", "often"]);
     assert!(bad.unwrap_err().to_string().contains("often"));
+    // By load too, unless turned off.
+    assert!(resolve_args(&[]).unwrap().leader_balance_load);
+    assert!(
+        !resolve_args(&["--leader-balance-load", "false"])
+            .unwrap()
+            .leader_balance_load
+    );
+    assert!(
+        !resolve_file("leader_balance_load = false\n")
+            .unwrap()
+            .leader_balance_load
+    );
 }
 
 #[test]

@@ -125,6 +125,7 @@ impl RaftLoop {
         v.active_groups = self.active.len() as u64;
         v.health_answers = self.health_counts;
         v.leader_balance_transfers = self.balance.transfers;
+        v.leader_balance_load_transfers = self.balance.load_transfers;
         v.raft_cpu = crate::affinity::raft_cpu();
         v.group_series_max = self.cfg.metrics_group_series;
         v.journal_held = self.journal.as_ref().map_or((0, 0), |j| j.held_stats());
