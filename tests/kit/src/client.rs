@@ -216,7 +216,9 @@ pub fn call(addr: &str, group: u32, request: Request) -> Option<Response> {
 }
 
 /// Send `request` to each of `addrs` in turn, again and again, until one answers it
-/// definitely (not `NotLeader`, not `Unavailable`, reachable); that answer.
+/// definitely (not `NotLeader`, not `Unavailable`, not "group not hosted here" — a node that
+/// is no member of the group cannot serve it while its leader moves between the others —
+/// and reachable); that answer.
 ///
 /// # Panics
 /// When none does within [`WAIT`]; `what` names the request.
@@ -230,7 +232,14 @@ pub fn call_any(addrs: &[impl AsRef<str>], group: u32, request: Request, what: &
                     last = format!("{a} unreachable");
                     None
                 }
-                Some(r @ (Response::NotLeader { .. } | Response::Unavailable { .. })) => {
+                Some(
+                    r @ (Response::NotLeader { .. }
+                    | Response::Unavailable { .. }
+                    | Response::Error {
+                        code: protocol::ErrorCode::UnknownGroup,
+                        ..
+                    }),
+                ) => {
                     last = format!("{a}: {r:?}");
                     None
                 }
