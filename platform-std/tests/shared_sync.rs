@@ -2,7 +2,8 @@
 //! once on three nodes, the nodes make several groups' writes durable with one sync of the
 //! data dir's filesystem (a follower's acknowledgements wait for it), every acknowledged write
 //! is there after every node was killed and restarted, and with the flag off no such sync is
-//! made.
+//! made. Followers whose bytes went to the sync journal wait for its sync on a sync thread,
+//! their groups frozen meanwhile, and what they acknowledged survives kill -9 of every node.
 #![cfg(unix)]
 
 use shoal_client::protocol::ReadMode;
@@ -123,12 +124,26 @@ fn acknowledged_writes_only_the_sync_journal_held_come_back_at_the_next_start() 
         journal_syncs(&c) > 0,
         "eight groups written at once never synced through the journal"
     );
+    // Followers' acknowledgements waited for journal syncs on the sync threads (their groups
+    // frozen meanwhile), not on the raft thread.
+    assert!(
+        follower_background_syncs(&c) > 0,
+        "no follower's sync ran off the raft thread"
+    );
     for id in c.ids() {
         c.kill(id);
     }
     assert!(lose_what_only_the_journal_holds(&c) > 0, "no piece to lose");
     c.start_all();
     every_write_reads_back(&c);
+}
+
+/// Follower flushes whose sync ran on a sync thread, counted on every node.
+fn follower_background_syncs(c: &Cluster) -> u64 {
+    c.ids()
+        .iter()
+        .map(|&id| c.gauge(id, "shoal_follower_background_syncs_total") as u64)
+        .sum()
 }
 
 /// Journal syncs counted on every node.
@@ -185,6 +200,8 @@ fn without_the_journal_shared_syncs_are_filesystem_syncs() {
     let (c, shared) = written_with(&["--sync-journal", "false"]);
     assert!(shared > 0, "the groups still share syncs");
     assert_eq!(journal_syncs(&c), 0);
+    // Followers' shared syncs still run on the sync threads, as filesystem syncs.
+    assert!(follower_background_syncs(&c) > 0);
     for id in c.ids() {
         let dir = &c.node(id).dir;
         assert!(

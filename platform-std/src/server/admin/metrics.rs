@@ -297,6 +297,13 @@ fn node_counters(s: &mut String, v: &AdminView) {
             v.leader_balance_load_transfers,
         ),
         (
+            "shoal_follower_background_syncs_total",
+            "Follower flushes (one per group) whose sync ran on a sync thread while the raft \
+             thread went on, the group taking no input until it was done.",
+            "counter",
+            v.follower_background_syncs,
+        ),
+        (
             "shoal_client_health_answers_total",
             "Clients' Health requests answered since start.",
             "counter",

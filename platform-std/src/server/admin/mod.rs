@@ -151,6 +151,9 @@ pub struct AdminView {
     pub leader_balance_transfers: u64,
     /// Of them, the transfers of busy groups for the load.
     pub leader_balance_load_transfers: u64,
+    /// Follower flushes frozen for a sync on a sync thread rather than synced on the raft
+    /// thread.
+    pub follower_background_syncs: u64,
     /// Views published so far: answers rendered from the view are kept until the next.
     #[serde(skip)]
     pub published: u64,

@@ -55,6 +55,10 @@ impl RaftLoop {
         let Some(g) = self.groups.get_mut(&gid) else {
             return unknown_group(gid, node_id);
         };
+        if g.frozen.is_some() {
+            // A follower waiting a millisecond or so for its sync takes no input meanwhile.
+            return unavailable("the group is syncing; retry");
+        }
         let mut digest = 0;
         let index = if index == 0 {
             if let Err(refusal) = take_snapshot(g, now, node_id) {

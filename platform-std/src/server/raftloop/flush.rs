@@ -15,10 +15,22 @@ impl RaftLoop {
         let defer = self.cfg.fsync == FsyncMode::Always;
         // Groups whose flush waits for the one shared sync of this batch.
         let mut waiting: Vec<Waiting> = Vec::new();
-        // Only the groups with work: an idle group has nothing to flush ([`quiet`]).
-        let flushed: Vec<GroupId> = self.active.iter().copied().collect();
-        let step = FlushStep::Flush { defer };
-        let outcomes = self.run_flushes(now, flushed.iter().map(|id| (*id, step)));
+        // Only the groups with work: an idle group has nothing to flush ([`quiet`]); a frozen
+        // follower only once its sync is done, to release what waited for it.
+        let mut steps: Vec<(GroupId, FlushStep)> = Vec::with_capacity(self.active.len());
+        let mut thawed = Vec::new();
+        for id in &self.active {
+            match self.groups.get(id).and_then(|g| g.frozen.as_ref()) {
+                Some(f) if f.ready => {
+                    steps.push((*id, FlushStep::Synced(f.at)));
+                    thawed.push(*id);
+                }
+                Some(_) => {}
+                None => steps.push((*id, FlushStep::Flush { defer })),
+            }
+        }
+        let flushed: Vec<GroupId> = steps.iter().map(|(id, _)| *id).collect();
+        let outcomes = self.run_flushes(now, steps.into_iter());
         // Leaders' own log syncs, handed to the sync threads as one round.
         let mut round = Vec::new();
         let mut done = Vec::with_capacity(outcomes.len());
@@ -44,6 +56,7 @@ impl RaftLoop {
             }
         }
         self.start_round(round)?;
+        let waiting = self.freeze_followers(waiting);
         let covered = self.sync_waiting(&waiting)?;
         let steps = waiting.into_iter().zip(covered).map(|(w, covered)| {
             let step = if covered {
@@ -67,7 +80,12 @@ impl RaftLoop {
             let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
             settle_group(g, events, (now, wall), auth, &mut after);
         }
-        self.begin_snapshots(now, &flushed);
+        let unfrozen: Vec<GroupId> = flushed
+            .iter()
+            .copied()
+            .filter(|id| self.groups.get(id).is_some_and(|g| g.frozen.is_none()))
+            .collect();
+        self.begin_snapshots(now, &unfrozen);
         let mut members_changed = false;
         for id in flushed {
             if let Some(g) = self.groups.get_mut(&id) {
@@ -116,7 +134,78 @@ impl RaftLoop {
             self.last_view = Instant::now();
             self.publish_view();
         }
+        self.thaw(&thawed);
         Ok(())
+    }
+
+    /// Hand the sync that waiting followers need to the sync threads and freeze them until it
+    /// is done ([`Frozen`]), so that the raft thread goes on with the other groups meanwhile;
+    /// the groups left to sync here. It is the sync [`RaftLoop::sync_waiting`] would have run
+    /// here: one fdatasync of the sync journal for those whose bytes went there, one sync of
+    /// the filesystem for the others; so only followers that share it are frozen (several, or
+    /// one whose bytes are in the journal). A lone follower with bytes only in its own files
+    /// still syncs them here, as does anything else that waits (a new vote or term, a
+    /// leader's held answers).
+    fn freeze_followers(&mut self, waiting: Vec<Waiting>) -> Vec<Waiting> {
+        if self.fs_sync.is_none() {
+            return waiting;
+        }
+        let journal = self.journal.is_some();
+        let (frozen, left): (Vec<Waiting>, Vec<Waiting>) = waiting.into_iter().partition(|w| {
+            let g = &self.groups[&w.id];
+            g.node.raft().role() == Role::Follower
+                && w.written
+                && g.shared_sync
+                && (journal || !w.journaled)
+        });
+        // (In group order, as the flush steps that follow must be.)
+        let all = |frozen: Vec<Waiting>, left: Vec<Waiting>| {
+            let mut all: Vec<Waiting> = frozen.into_iter().chain(left).collect();
+            all.sort_unstable_by_key(|w| w.id);
+            all
+        };
+        if frozen.is_empty() || (frozen.len() == 1 && !frozen[0].journaled) {
+            return all(frozen, left);
+        }
+        let groups = frozen.iter().map(|w| (w.id, w.journaled)).collect();
+        if self
+            .sync_jobs
+            .try_send(SyncWork::Followers(FollowerSync { groups }))
+            .is_err()
+        {
+            // The sync threads are gone: sync here, as before.
+            return all(frozen, left);
+        }
+        self.frozen_syncs += frozen.len() as u64;
+        for w in frozen {
+            let g = self
+                .groups
+                .get_mut(&w.id)
+                .expect("a waiting group is hosted");
+            g.frozen = Some(Frozen {
+                at: w.at,
+                ready: false,
+                deferred: Vec::new(),
+            });
+        }
+        left
+    }
+
+    /// The groups whose frozen sync was acted on this round take what reached them meanwhile,
+    /// in the order it came.
+    fn thaw(&mut self, thawed: &[GroupId]) {
+        for id in thawed {
+            let Some(f) = self.groups.get_mut(id).and_then(|g| g.frozen.take()) else {
+                continue;
+            };
+            for input in f.deferred {
+                match input {
+                    Deferred::Peer(bytes) => self.handle_peer(&bytes),
+                    Deferred::Client(request, reply) => self.group_request(*id, request, reply),
+                    Deferred::Snapshot(done) => self.snapshot_written(*done),
+                }
+            }
+        }
     }
 
     /// Run one step of each group's flush on the flush threads. Each job borrows only its own
@@ -154,10 +243,13 @@ impl RaftLoop {
         if round.is_empty() {
             return Ok(());
         }
-        let Err(e) = self.sync_jobs.try_send(round) else {
+        let Err(e) = self.sync_jobs.try_send(SyncWork::Round(round)) else {
             return Ok(());
         };
-        for mut job in e.into_inner() {
+        let SyncWork::Round(round) = e.into_inner() else {
+            unreachable!("a round was sent");
+        };
+        for mut job in round {
             let Some(g) = self.groups.get_mut(&job.group) else {
                 continue;
             };

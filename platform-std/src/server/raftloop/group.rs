@@ -93,6 +93,26 @@ pub(super) struct Group {
     pub(super) sizes_dirty: bool,
     pub(super) view_dirty: bool,
     pub(super) dir: PathBuf,
+    /// Waiting for a follower's sync on a sync thread ([`Frozen`]); `None` otherwise.
+    pub(super) frozen: Option<Frozen>,
+}
+
+/// A follower whose flush left answers (its acknowledgements) waiting for a sync of its log and
+/// hard state, which a sync thread runs while the raft thread goes on with the other groups. No
+/// input may reach its node until `Node::synced` ran (the sync must cover every answer it
+/// releases): what arrives meanwhile waits here, and is handled in order right after.
+pub(super) struct Frozen {
+    pub(super) at: SyncPoint,
+    /// The sync is done: the next round runs `Node::synced`.
+    pub(super) ready: bool,
+    pub(super) deferred: Vec<Deferred>,
+}
+
+/// An input that reached a frozen group.
+pub(super) enum Deferred {
+    Peer(Vec<u8>),
+    Client(Request, Reply),
+    Snapshot(Box<SnapWritten>),
 }
 
 /// A leader's proposed client writes waiting for their entries to apply, in index order (a
@@ -195,9 +215,29 @@ pub(super) struct SyncJob {
     pub(super) shared: bool,
 }
 
-/// Where the raft thread hands rounds of [`SyncJob`]s to the sync threads, and where each sync
-/// comes back (one message per sync, naming every job it finished).
-pub(super) type SyncChannels = (Sender<Vec<SyncJob>>, Receiver<Vec<SyncDone>>);
+/// What the raft thread hands the sync threads: a round's leader log syncs, or the sync that
+/// frozen followers wait for.
+pub(super) enum SyncWork {
+    Round(Vec<SyncJob>),
+    Followers(FollowerSync),
+}
+
+/// Followers frozen until one sync covers what their flushes wrote ([`Frozen`]): each group,
+/// and whether its new bytes are in the sync journal (else a sync of the data dir's
+/// filesystem covers it).
+pub(super) struct FollowerSync {
+    pub(super) groups: Vec<(GroupId, bool)>,
+}
+
+/// What comes back: one message per sync, naming every job it finished.
+pub(super) enum SyncFinished {
+    Round(Vec<SyncDone>),
+    Followers(FollowerSync, Result<(), String>),
+}
+
+/// Where the raft thread hands [`SyncWork`] to the sync threads, and where each sync comes
+/// back.
+pub(super) type SyncChannels = (Sender<SyncWork>, Receiver<SyncFinished>);
 
 /// A finished [`SyncJob`].
 pub(super) struct SyncDone {
@@ -215,9 +255,9 @@ pub(super) fn start_sync_thread(
     fs: Option<Arc<FsSync>>,
     journal: Option<Arc<Journal>>,
 ) -> Result<SyncChannels, String> {
-    let (job_tx, job_rx) = smol::channel::unbounded::<Vec<SyncJob>>();
+    let (job_tx, job_rx) = smol::channel::unbounded::<SyncWork>();
     // One message per sync, naming every job it finished.
-    let (done_tx, done_rx) = smol::channel::unbounded::<Vec<SyncDone>>();
+    let (done_tx, done_rx) = smol::channel::unbounded::<SyncFinished>();
     for i in 0..MAX_SYNCS_INFLIGHT {
         let (job_rx, done_tx, hist, fs, journal) = (
             job_rx.clone(),
@@ -230,19 +270,34 @@ pub(super) fn start_sync_thread(
             .name(format!("shoal-fsync-{i}"))
             .spawn(move || {
                 crate::affinity::leave_raft_cpu();
-                while let Ok(mut jobs) = job_rx.recv_blocking() {
-                    while let Ok(more) = job_rx.try_recv() {
-                        jobs.extend(more);
+                while let Ok(first) = job_rx.recv_blocking() {
+                    let mut jobs = Vec::new();
+                    let mut followers = Vec::new();
+                    for work in
+                        std::iter::once(first).chain(std::iter::from_fn(|| job_rx.try_recv().ok()))
+                    {
+                        match work {
+                            SyncWork::Round(round) => jobs.extend(round),
+                            SyncWork::Followers(f) => followers.push(f),
+                        }
                     }
                     let t = Instant::now();
+                    let follower_bytes = |journaled: bool| {
+                        followers
+                            .iter()
+                            .flat_map(|f| &f.groups)
+                            .any(|(_, j)| *j == journaled)
+                    };
+                    let wants = (follower_bytes(true), follower_bytes(false));
                     // A journaled job always syncs through the journal: its bytes may be
                     // held there rather than written to its segment.
                     let shared = match &fs {
                         Some(fs)
                             if jobs.iter().filter(|j| j.shared).count() > 1
-                                || jobs.iter().any(|j| j.shared && j.sync.journaled()) =>
+                                || jobs.iter().any(|j| j.shared && j.sync.journaled())
+                                || !followers.is_empty() =>
                         {
-                            Some(sync_shared(fs, journal.as_deref(), &mut jobs, &hist))
+                            Some(sync_shared(fs, journal.as_deref(), &mut jobs, wants, &hist))
                         }
                         _ => None,
                     };
@@ -263,10 +318,22 @@ pub(super) fn start_sync_thread(
                         hist.shared
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    let done = jobs.into_iter().zip(results);
-                    let done = done.map(|(job, result)| SyncDone { job, result }).collect();
-                    if done_tx.send_blocking(done).is_err() {
-                        return;
+                    let mut finished = Vec::with_capacity(followers.len() + 1);
+                    if !jobs.is_empty() {
+                        let done = jobs.into_iter().zip(results);
+                        let done = done.map(|(job, result)| SyncDone { job, result }).collect();
+                        finished.push(SyncFinished::Round(done));
+                    }
+                    for f in followers {
+                        let r = shared.clone().unwrap_or_else(|| {
+                            Err("no shared sync for a frozen follower".to_string())
+                        });
+                        finished.push(SyncFinished::Followers(f, r));
+                    }
+                    for done in finished {
+                        if done_tx.send_blocking(done).is_err() {
+                            return;
+                        }
                     }
                 }
             })
@@ -277,21 +344,27 @@ pub(super) fn start_sync_thread(
 
 /// One sync for several groups' jobs: one fdatasync of the sync journal for those that copied
 /// their bytes there (a group may hold them there rather than in its segment), and a sync of
-/// the data dir's filesystem for any that did not.
+/// the data dir's filesystem for any that did not. `followers`: whether frozen followers have
+/// bytes in the journal, and bytes only in their own files.
 fn sync_shared(
     fs: &FsSync,
     journal: Option<&Journal>,
     jobs: &mut [SyncJob],
+    followers: (bool, bool),
     hist: &Histogram,
 ) -> Result<(), String> {
     let journaled = |j: &SyncJob| j.shared && j.sync.journaled();
-    if let Some(journal) = journal.filter(|_| jobs.iter().any(journaled)) {
+    let (in_journal, in_files) = followers;
+    if in_journal && journal.is_none() {
+        return Err("a frozen follower's bytes are in a sync journal this node lacks".into());
+    }
+    if let Some(journal) = journal.filter(|_| in_journal || jobs.iter().any(journaled)) {
         hist.journal_sync(journal.sync()?);
         for job in jobs.iter_mut().filter(|j| journaled(j)) {
             job.sync.covered_by_journal();
         }
     }
-    if jobs.iter().any(|j| j.shared && !j.sync.journaled()) {
+    if in_files || jobs.iter().any(|j| j.shared && !j.sync.journaled()) {
         fs.run()?;
     }
     Ok(())
@@ -472,6 +545,13 @@ pub(super) fn dir_bytes(p: &std::path::Path) -> u64 {
 }
 
 pub(super) fn fail_all(g: &mut Group, why: &str) {
+    if let Some(f) = g.frozen.as_mut() {
+        for input in f.deferred.drain(..) {
+            if let Deferred::Client(_, reply) = input {
+                reply.send(unavailable(why));
+            }
+        }
+    }
     for reply in g.pending_writes.drain() {
         reply.send(unavailable(why));
     }

@@ -109,14 +109,16 @@ pub struct RaftLoop {
     /// Client connections and their queued requests.
     hub: Rc<Hub>,
     /// Log fdatasyncs for the sync threads, and their results.
-    sync_jobs: Sender<Vec<SyncJob>>,
+    sync_jobs: Sender<SyncWork>,
     /// One sync of the data dir's filesystem for every group a batch wrote to (fsync always
     /// and `--shared-sync`), else `None`.
     fs_sync: Option<Arc<FsSync>>,
     /// The data dir's sync journal: rounds of several busy groups sync through it.
     journal: Option<Arc<Journal>>,
     /// Each message: the jobs one sync finished.
-    synced: Receiver<Vec<SyncDone>>,
+    synced: Receiver<SyncFinished>,
+    /// Follower flushes frozen for a sync on a sync thread ([`Frozen`]) since start.
+    frozen_syncs: u64,
     /// Snapshots written off the raft thread, back from their threads ([`snapbg`]).
     snap_written_tx: Sender<SnapWritten>,
     snap_written: Receiver<SnapWritten>,
@@ -241,6 +243,7 @@ impl RaftLoop {
             snap_written_tx,
             snap_written,
             sync_jobs,
+            frozen_syncs: 0,
             fs_sync,
             journal,
             synced,
@@ -445,6 +448,7 @@ impl RaftLoop {
                 sizes_dirty: true,
                 view_dirty: false,
                 dir: dir,
+                frozen: None,
             });
             Ok(())
         };
@@ -529,7 +533,7 @@ impl RaftLoop {
                 enum Woke {
                     Task,
                     Peer(Option<PeerFrame>),
-                    Synced(Option<Vec<SyncDone>>),
+                    Synced(Option<SyncFinished>),
                     Tick,
                 }
                 let (rx, synced) = (&self.rx, &self.synced);
@@ -567,6 +571,10 @@ impl RaftLoop {
                     let Some(g) = self.groups.get_mut(id) else {
                         continue;
                     };
+                    if g.frozen.is_some() {
+                        // No input until its sync is done; the next tick makes up the time.
+                        continue;
+                    }
                     if let Err(e) = g.node.tick(now) {
                         log::error!("group {}: tick failed: {e}; stopping", g.id);
                         return 1;
@@ -648,7 +656,9 @@ impl RaftLoop {
         let snapshot = self.cfg.snapshot_on_shutdown;
         for g in self.groups.values_mut() {
             fail_all(g, "shutting down");
-            if snapshot {
+            // (A frozen follower's sync is still running: its state is taken at the next
+            // start instead.)
+            if snapshot && g.frozen.is_none() {
                 match g.node.snapshot_now(now) {
                     Ok(Some(i)) => log::info!("group {}: snapshot at index {i}", g.id),
                     Ok(None) => {}

@@ -34,6 +34,7 @@ pub(super) struct Liveness {
 /// Whether the loop may stop ticking and flushing `g` until an input arrives.
 pub(super) fn group_idle(g: &Group) -> bool {
     g.id != 0
+        && g.frozen.is_none()
         && g.node.is_idle()
         && g.syncs_inflight == 0
         && g.pending_writes.is_empty()
@@ -125,7 +126,10 @@ impl RaftLoop {
         let mut woke = Vec::new();
         for g in self.groups.values_mut() {
             let r = g.node.raft();
-            if r.is_quiet() && r.membership().all().iter().any(|m| silent.contains(m)) {
+            if g.frozen.is_none()
+                && r.is_quiet()
+                && r.membership().all().iter().any(|m| silent.contains(m))
+            {
                 g.node.wake(now);
                 woke.push(g.id);
             }

@@ -76,9 +76,36 @@ impl RaftLoop {
     // ----- inputs --------------------------------------------------------------------------------
 
     /// One sync finished these jobs; how many.
-    pub(super) fn syncs_done(&mut self, done: Vec<SyncDone>) -> usize {
-        let n = done.len();
-        done.into_iter().for_each(|d| self.sync_done(d));
+    pub(super) fn syncs_done(&mut self, done: SyncFinished) -> usize {
+        match done {
+            SyncFinished::Round(done) => {
+                let n = done.len();
+                done.into_iter().for_each(|d| self.sync_done(d));
+                n
+            }
+            SyncFinished::Followers(f, result) => self.followers_synced(f, result),
+        }
+    }
+
+    /// The sync frozen followers waited for is done: each runs `Node::synced` in the next
+    /// round ([`Frozen`]).
+    fn followers_synced(&mut self, f: FollowerSync, result: Result<(), String>) -> usize {
+        if let Err(e) = result {
+            // As after a failed fdatasync, what the page cache holds is unknown.
+            log::error!("fatal: {e}; stopping");
+            std::process::exit(1);
+        }
+        let n = f.groups.len();
+        for (id, journaled) in f.groups {
+            let Some(g) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            if let Some(frozen) = g.frozen.as_mut() {
+                frozen.ready = true;
+                g.node.storage_mut().inner.shared_synced(journaled);
+                self.active.insert(id);
+            }
+        }
         n
     }
 
@@ -146,6 +173,10 @@ impl RaftLoop {
         }
         self.active.insert(group);
         let g = self.groups.get_mut(&group).expect("hosted or joined above");
+        if let Some(frozen) = g.frozen.as_mut() {
+            frozen.deferred.push(Deferred::Peer(bytes.to_vec()));
+            return;
+        }
         if let Err(e) = g.node.handle_decoded(now, &frame, used) {
             log::error!("group {group}: fatal: {e}; stopping");
             std::process::exit(1);
@@ -252,7 +283,7 @@ impl RaftLoop {
 
     /// A request of group `gid`: a write, a read, a watch, or a change of its members,
     /// leadership or snapshots.
-    fn group_request(&mut self, gid: GroupId, request: Request, reply: Reply) {
+    pub(super) fn group_request(&mut self, gid: GroupId, request: Request, reply: Reply) {
         let now = self.now_ms();
         let node_id = self.cfg.node_id;
         let gate = Gate {
@@ -264,6 +295,10 @@ impl RaftLoop {
             reply.send(unknown_group(gid, node_id));
             return;
         };
+        if let Some(frozen) = g.frozen.as_mut() {
+            frozen.deferred.push(Deferred::Client(request, reply));
+            return;
+        }
         match request {
             Request::Write { client_id, seq, op } => write(g, now, client_id, seq, op, reply),
             Request::Get { key, mode } => read(g, now, mode, ReadReq::Get(key), reply, gate),

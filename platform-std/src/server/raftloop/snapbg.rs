@@ -49,6 +49,10 @@ impl RaftLoop {
         let Some(g) = self.groups.get_mut(&done.group) else {
             return;
         };
+        if let Some(frozen) = g.frozen.as_mut() {
+            frozen.deferred.push(Deferred::Snapshot(Box::new(done)));
+            return;
+        }
         let meta = g
             .node
             .storage_mut()

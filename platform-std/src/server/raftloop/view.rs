@@ -126,6 +126,7 @@ impl RaftLoop {
         v.health_answers = self.health_counts;
         v.leader_balance_transfers = self.balance.transfers;
         v.leader_balance_load_transfers = self.balance.load_transfers;
+        v.follower_background_syncs = self.frozen_syncs;
         v.raft_cpu = crate::affinity::raft_cpu();
         v.group_series_max = self.cfg.metrics_group_series;
         v.journal_held = self.journal.as_ref().map_or((0, 0), |j| j.held_stats());
