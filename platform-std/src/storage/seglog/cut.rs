@@ -53,8 +53,12 @@ impl Log {
         };
         let off = u64::from(self.segs[si].offsets[k]);
         let last = self.segs.len() - 1;
-        if si == last && off >= self.segs[si].written {
-            // Only buffered bytes are cut: nothing on the OS side to undo.
+        let seg = &self.segs[si];
+        if si == last && off >= seg.written && off >= seg.journaled {
+            // Only buffered bytes are cut, and none of them is in the sync journal (held
+            // there, not yet in the segment): nothing on the OS side to undo. Held bytes go
+            // the long way: written out and synced, a barrier in the journal (so neither a
+            // wrap nor the replay writes them back), then cut like any written bytes.
             let seg = &mut self.segs[si];
             self.buf.truncate((off - self.buf_start) as usize);
             seg.truncate_entries(k);
