@@ -29,6 +29,22 @@ pub struct Route {
 }
 
 impl Route {
+    /// One route per leader, with the groups it leads (`leaders`: each group's leader's
+    /// client port).
+    pub fn by_leader(leaders: std::collections::BTreeMap<u32, String>) -> Vec<Route> {
+        let mut routes: Vec<Route> = Vec::new();
+        for (g, addr) in leaders {
+            match routes.iter_mut().find(|r| r.addr == addr) {
+                Some(r) => r.groups.push(g),
+                None => routes.push(Route {
+                    addr,
+                    groups: vec![g],
+                }),
+            }
+        }
+        routes
+    }
+
     /// Group 0 at `addr` (its leader's client port).
     pub fn group0(addr: &str) -> Route {
         Route {
@@ -214,16 +230,7 @@ pub fn run_conn(
             }
             Err(e) => return Err(e),
         };
-        let mut routes: Vec<Route> = Vec::new();
-        for (g, addr) in leaders {
-            match routes.iter_mut().find(|r| r.addr == addr) {
-                Some(r) => r.groups.push(g),
-                None => routes.push(Route {
-                    addr,
-                    groups: vec![g],
-                }),
-            }
-        }
+        let mut routes = Route::by_leader(leaders);
         if routes.len() == 1 {
             route = routes.pop().expect("one route");
             continue;

@@ -205,17 +205,7 @@ fn routes(
     };
     create_groups(leader, &groups, &voters)?;
     let leaders = group_leaders(endpoints, &groups, SETUP_TIMEOUT, stop)?;
-    let mut routes: Vec<Route> = Vec::new();
-    for (g, addr) in leaders {
-        match routes.iter_mut().find(|r| r.addr == addr) {
-            Some(r) => r.groups.push(g),
-            None => routes.push(Route {
-                addr,
-                groups: vec![g],
-            }),
-        }
-    }
-    Ok(routes)
+    Ok(Route::by_leader(leaders))
 }
 
 /// CPU time used over a run's measured window, as average cores (CPU seconds per second).
