@@ -104,3 +104,84 @@ fn mount(args: &[&str], path: &Path) {
         String::from_utf8_lossy(&out.stderr).trim()
     );
 }
+
+/// An ext4 file system on a loop device, mounted for one test; thawed, unmounted and its image
+/// removed when dropped. Unlike a tmpfs it can be frozen ([`LoopFs::freeze`]): every write and
+/// sync to it then blocks until it is thawed, as on a disk that stops answering.
+///
+/// A process blocked on a frozen file system cannot be killed until it is thawed: declare the
+/// `LoopFs` after the [`crate::Cluster`] whose node uses it, so that it is dropped (and thawed)
+/// first, also when the test fails.
+pub struct LoopFs {
+    path: PathBuf,
+    image: PathBuf,
+    frozen: std::cell::Cell<bool>,
+}
+
+impl LoopFs {
+    /// Make an ext4 image of `bytes` next to `path` and mount it at `path` (created if
+    /// missing).
+    ///
+    /// # Panics
+    /// When it cannot be made or mounted (not root, or no `mkfs.ext4`), saying so.
+    pub fn mount(path: &Path, bytes: u64) -> LoopFs {
+        std::fs::create_dir_all(path)
+            .unwrap_or_else(|e| panic!("create the mount point {}: {e}", path.display()));
+        let image = path.with_extension("img");
+        let f = std::fs::File::create(&image)
+            .unwrap_or_else(|e| panic!("create the image {}: {e}", image.display()));
+        f.set_len(bytes)
+            .unwrap_or_else(|e| panic!("size the image {}: {e}", image.display()));
+        run("mkfs.ext4", &["-q", "-F"], &image);
+        mount(&["-o", "loop", &image.to_string_lossy()], path);
+        LoopFs {
+            path: path.to_path_buf(),
+            image,
+            frozen: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Freeze it (`fsfreeze -f`): writes and syncs to it block from now on.
+    pub fn freeze(&self) {
+        run("fsfreeze", &["-f"], &self.path);
+        self.frozen.set(true);
+    }
+
+    /// Thaw it (`fsfreeze -u`): what blocked goes on.
+    pub fn thaw(&self) {
+        run("fsfreeze", &["-u"], &self.path);
+        self.frozen.set(false);
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if self.frozen.get() {
+            let _ = Command::new("fsfreeze").arg("-u").arg(&self.path).status();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Run `cmd args path`, panicking with its error output unless it succeeds.
+fn run(cmd: &str, args: &[&str], path: &Path) {
+    let out = Command::new(cmd)
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd} {args:?} {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} {} failed ({}): {}. This test needs root (CI runs as root); run it as \
+         root rather than skip it",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}

@@ -17,14 +17,6 @@ fn one(s: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt:
 
 /// Append the families of this module to `s`.
 pub(super) fn render(s: &mut String, v: &AdminView) {
-    let healthy = v.health.as_ref().is_some_and(|h| h.healthy);
-    one(
-        s,
-        "shoal_healthy",
-        "1 if the node can vouch for every group it hosts and no alarm is raised (/health 200).",
-        "gauge",
-        u64::from(healthy),
-    );
     let name = "shoal_group_healthy";
     let _ = writeln!(
         s,

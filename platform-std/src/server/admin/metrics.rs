@@ -26,6 +26,36 @@ pub(super) fn render_live(s: &mut String, fsync: &Histogram, admin: &AdminCounte
     admin_metrics(s, admin);
 }
 
+/// Whether the raft loop is stalled ([`super::STALLED_AFTER`]) and how long ago it last
+/// published its view, read as they are now: a stalled loop publishes nothing, so the view's
+/// families (each group's health among them) keep its last word.
+pub(super) fn render_liveness(s: &mut String, v: &AdminView) {
+    let stalled = v.stalled_ms().is_some();
+    let healthy = !stalled && v.health.as_ref().is_some_and(|h| h.healthy);
+    let _ = writeln!(
+        s,
+        "# HELP shoal_healthy 1 if the node can vouch for every group it hosts, no alarm is \
+         raised and its raft loop is not stalled (/health 200).\n# TYPE shoal_healthy gauge\n\
+         shoal_healthy {}",
+        u8::from(healthy)
+    );
+    let age = v.published_at.map_or(0.0, |at| at.elapsed().as_secs_f64());
+    let _ = writeln!(
+        s,
+        "# HELP shoal_raft_loop_report_age_seconds Time since the raft loop last published the \
+         node's view (every 100 ms while it runs).\n# TYPE shoal_raft_loop_report_age_seconds \
+         gauge\nshoal_raft_loop_report_age_seconds {age:.3}"
+    );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_raft_loop_stalled 1 if the raft loop has not published for over {} s \
+         (/health 503, reason stalled); the view's other families keep its last word \
+         meanwhile.\n# TYPE shoal_raft_loop_stalled gauge\nshoal_raft_loop_stalled {}",
+        super::STALLED_AFTER.as_secs(),
+        u8::from(stalled)
+    );
+}
+
 /// The group-level figures: one family each, a series per group: (name, help, type, each
 /// group's figure, how it is combined past `--metrics-group-series`).
 type GroupFamily = (

@@ -157,6 +157,26 @@ pub struct AdminView {
     /// Views published so far: answers rendered from the view are kept until the next.
     #[serde(skip)]
     pub published: u64,
+    /// When the raft thread last published it (every 100 ms while it runs).
+    #[serde(skip)]
+    pub published_at: Option<std::time::Instant>,
+}
+
+/// How long the raft thread may go without publishing its view (it does every 100 ms) before
+/// `/health` says the node is stalled: its loop is stuck, most likely in a write or sync to a
+/// disk or file system that does not answer, and nothing it last said can be vouched for.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl AdminView {
+    /// Milliseconds since the raft thread last published, once that is past [`STALLED_AFTER`]
+    /// (not once shutdown started: a stopping node says so, and may take its time).
+    pub fn stalled_ms(&self) -> Option<u64> {
+        if !self.running {
+            return None;
+        }
+        let age = self.published_at?.elapsed();
+        (age > STALLED_AFTER).then_some(age.as_millis() as u64)
+    }
 }
 
 /// Users and logins (`/metrics`).
@@ -323,6 +343,18 @@ impl Routes for AdminRoutes {
             body,
         };
         match path {
+            // A stalled loop's last view is not the node's state now: said fresh each time.
+            "/health" | "/status/node" if self.view().stalled_ms().is_some() => {
+                let v = self.view();
+                match path {
+                    "/health" => health(&v),
+                    _ => json(pretty(&NodeStatus {
+                        node: &v,
+                        health: health_body(&v).1,
+                        groups: GroupsSummary::of(&v.groups),
+                    })),
+                }
+            }
             // Bounded by HEALTH_LISTED_GROUPS, cheap enough to render under the lock.
             "/health" => self.rendered(&self.health, true, health),
             "/status" => self.rendered(&self.status, false, |v| {
@@ -350,6 +382,7 @@ impl Routes for AdminRoutes {
                     body: metrics::render_view(v),
                 });
                 metrics::render_live(&mut a.body, &self.fsync, &self.counters);
+                metrics::render_liveness(&mut a.body, &self.view());
                 a
             }
             "/groups" => self.rendered(&self.groups, true, |v| {
@@ -398,6 +431,22 @@ fn health(v: &AdminView) -> Answer {
 
 /// `/health`'s verdict and body (also `/status/node`'s `health`).
 fn health_body(v: &AdminView) -> (bool, serde_json::Value) {
+    if let Some(ms) = v.stalled_ms() {
+        return (
+            false,
+            serde_json::json!({
+                "status": "unavailable",
+                "node_id": v.node_id,
+                "stalled_ms": ms,
+                "reasons": [format!(
+                    "stalled: the raft loop has not reported for {ms} ms (it does every 100 ms; \
+                     over {} ms is a stall): a write or sync to a disk or file system that does \
+                     not answer, or a stuck thread; none of its groups is served meanwhile",
+                    STALLED_AFTER.as_millis()
+                )],
+            }),
+        );
+    }
     match &v.health {
         Some(h) => {
             let every = h.groups.len() <= HEALTH_LISTED_GROUPS;
@@ -692,6 +741,53 @@ mod tests {
             })
             .collect();
         v
+    }
+
+    #[test]
+    fn a_view_not_published_for_over_two_seconds_is_a_stall_not_the_node_now() {
+        use std::time::{Duration, Instant};
+        let mut v = view_of(3, 0);
+        v.running = true;
+        v.published_at = Some(Instant::now());
+        let view = Arc::new(Mutex::new(v));
+        let routes = AdminRoutes::new(view.clone(), Arc::default(), Arc::default());
+        assert_eq!(routes.get("/health").status, 200);
+        let m = routes.get("/metrics").body;
+        assert!(m.contains("\nshoal_healthy 1\n"), "{m}");
+        assert!(m.contains("\nshoal_raft_loop_stalled 0\n"), "{m}");
+
+        // The same view (nothing published since), three seconds on.
+        view.lock().unwrap().published_at = Instant::now().checked_sub(Duration::from_secs(3));
+        let a = routes.get("/health");
+        assert_eq!(a.status, 503, "{}", a.body);
+        let b = body(&a);
+        assert_eq!(b["status"], "unavailable");
+        assert!(b["stalled_ms"].as_u64().unwrap() >= 3_000, "{b}");
+        let reason = b["reasons"][0].as_str().unwrap();
+        assert!(
+            reason.starts_with("stalled: the raft loop has not reported for "),
+            "{b}"
+        );
+        let node = body(&routes.get("/status/node"));
+        assert_eq!(node["health"]["status"], "unavailable", "{node}");
+        let m = routes.get("/metrics").body;
+        assert!(m.contains("\nshoal_healthy 0\n"), "{m}");
+        assert!(m.contains("\nshoal_raft_loop_stalled 1\n"), "{m}");
+        let age = m
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal_raft_loop_report_age_seconds "))
+            .and_then(|a| a.parse::<f64>().ok());
+        assert!(age.is_some_and(|a| a >= 3.0), "{m}");
+
+        // A node shutting down (its last view says so) may take its time.
+        view.lock().unwrap().running = false;
+        assert!(view.lock().unwrap().stalled_ms().is_none());
+        view.lock().unwrap().running = true;
+
+        // Published again: healthy as the view says.
+        view.lock().unwrap().published_at = Some(Instant::now());
+        view.lock().unwrap().published += 1;
+        assert_eq!(routes.get("/health").status, 200);
     }
 
     #[test]

@@ -131,5 +131,6 @@ impl RaftLoop {
         v.group_series_max = self.cfg.metrics_group_series;
         v.journal_held = self.journal.as_ref().map_or((0, 0), |j| j.held_stats());
         v.published += 1;
+        v.published_at = Some(std::time::Instant::now());
     }
 }

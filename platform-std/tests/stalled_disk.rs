@@ -1,0 +1,120 @@
+//! A disk that stops answering, met by real `shoald` processes: the node whose file system is
+//! frozen (`fsfreeze`; every write and sync to it blocks) says it is stalled on `/health`,
+//! `/status/node` and `/metrics` within a few seconds (its raft loop is stuck in a write, so the
+//! last view it published cannot be vouched for), the others write on without it, and once the
+//! disk answers again it is healthy, catches up and holds every write acknowledged meanwhile.
+//!
+//! The disk is a small ext4 image on a loop device (the test needs root, as CI has; it fails,
+//! not skips, without it).
+#![cfg(unix)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_client::protocol::ReadMode;
+use shoal_testkit::client;
+use shoal_testkit::disk::{LoopFs, MIB};
+use shoal_testkit::{poll, Cluster, WAIT};
+
+/// The node whose disk stalls.
+const STALLED: u64 = 3;
+
+/// Node `id`'s `/health`: status code and JSON body.
+fn health(c: &Cluster, id: u64) -> (u16, Value) {
+    let (code, body) = c.http_get(id, "/health").expect("the admin port answers");
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/health {body}: {e}"));
+    (code, json)
+}
+
+/// Wait until node `id`'s `/health` answers `code`; that answer's body.
+fn wait_health(c: &Cluster, id: u64, code: u16) -> Value {
+    let mut last = None;
+    let got = poll(WAIT, || {
+        let (got, body) = health(c, id);
+        last = Some((got, body.clone()));
+        (got == code).then_some(body)
+    });
+    got.unwrap_or_else(|| panic!("node {id}: no /health {code} within {WAIT:?}: {last:?}"))
+}
+
+#[test]
+fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
+    let mut c = Cluster::builder().election_timeout_ms(400).build();
+    // Declared after the cluster: dropped (thawed) first, so that its node can be stopped.
+    let fs = LoopFs::mount(&c.root().join(format!("n{STALLED}-fs")), 64 * MIB);
+    let n = c.node_mut(STALLED);
+    n.dir = fs.path().join("data");
+    n.args = ["--segment-mb", "4", "--space-reserve-mb", "4"]
+        .map(String::from)
+        .to_vec();
+    c.start_all();
+    if c.wait_leader(0) == STALLED {
+        c.make_leader(1, 0);
+    }
+    // Only through the others while the disk stalls: a call to the stalled node waits.
+    let others = c.clients_of(&[1, 2]);
+    let key = |i: u64| format!("key{i}");
+    let value = |i: u64| format!("value {i}");
+    for i in 0..10 {
+        client::put(&others, 0, 7, i + 1, &key(i), &value(i));
+    }
+    assert_eq!(wait_health(&c, STALLED, 200)["status"], "ok");
+    assert_eq!(c.gauge(STALLED, "shoal_raft_loop_stalled"), 0);
+    assert_eq!(c.gauge(STALLED, "shoal_healthy"), 1);
+
+    // (Freezing blocks writes first, then syncs what is written: the node may stall before
+    // the command returns.)
+    let frozen_at = Instant::now();
+    fs.freeze();
+    // The cluster writes on with the other two; the first append that reaches the stalled
+    // node's disk blocks its raft loop.
+    let mut last = 0;
+    for i in 10..60 {
+        last = client::put(&others, 0, 7, i + 1, &key(i), &value(i));
+    }
+    let body = wait_health(&c, STALLED, 503);
+    let stalled_ms = body["stalled_ms"].as_u64().unwrap_or(0);
+    assert!(stalled_ms > 2_000, "stalled for over 2 s: {body}");
+    // (Counted from its last view, published up to 100 ms before it stalled.)
+    assert!(
+        frozen_at.elapsed() + Duration::from_millis(500) > Duration::from_millis(stalled_ms),
+        "it stalled after the disk did: {body}"
+    );
+    let reason = body["reasons"][0].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("stalled: the raft loop has not reported for"),
+        "{body}"
+    );
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(c.gauge(STALLED, "shoal_raft_loop_stalled"), 1);
+    assert_eq!(c.gauge(STALLED, "shoal_healthy"), 0);
+    let (code, node) = c.http_get(STALLED, "/status/node").expect("/status/node");
+    assert_eq!(code, 200);
+    assert!(node.contains("stalled: the raft loop"), "{node}");
+    for id in [1, 2] {
+        let (code, body) = health(&c, id);
+        assert_eq!(code, 200, "node {id} is not stalled: {body}");
+    }
+    // Still stalled while the disk is: a write now still goes through the others.
+    last = last.max(client::put(&others, 0, 7, 61, &key(60), &value(60)));
+    assert_eq!(health(&c, STALLED).0, 503);
+
+    fs.thaw();
+    assert_eq!(wait_health(&c, STALLED, 200)["status"], "ok");
+    assert_eq!(c.gauge(STALLED, "shoal_raft_loop_stalled"), 0);
+    assert_eq!(c.gauge(STALLED, "shoal_healthy"), 1);
+    let caught_up = poll(WAIT, || c.status(STALLED, 0).filter(|s| s.applied >= last));
+    assert!(caught_up.is_some(), "node {STALLED} applied up to {last}");
+    for i in 0..=60 {
+        assert_eq!(
+            c.get(STALLED, 0, &key(i), ReadMode::Local).as_deref(),
+            Some(value(i).as_bytes()),
+            "{} on node {STALLED}",
+            key(i)
+        );
+    }
+    // A full member again: it can lead and take writes.
+    c.make_leader(STALLED, 0);
+    client::put(&c.clients_of(&[STALLED]), 0, 7, 62, &key(61), &value(61));
+    c.assert_reads(1, 0, &key(61), &value(61));
+}
