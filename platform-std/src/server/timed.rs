@@ -30,6 +30,59 @@ pub struct Histogram {
     pub journal: AtomicU64,
     /// Times the sync journal was full and wrapped (with a sync of the filesystem).
     pub journal_wraps: AtomicU64,
+    /// The syncs the sync threads are running now.
+    pub running: SyncsRunning,
+}
+
+/// When each sync thread's current sync started, so that the admin port can tell a disk that
+/// stopped answering (a sync that does not return) also while the raft loop goes on.
+#[derive(Debug, Default)]
+pub struct SyncsRunning {
+    /// Per sync thread: when its sync started ([`SyncsRunning::now_us`]); zero while it runs
+    /// none.
+    since: [AtomicU64; 4],
+}
+
+impl SyncsRunning {
+    /// Sync thread `slot` starts a sync.
+    pub fn start(&self, slot: usize) {
+        self.started_ago(slot, std::time::Duration::ZERO);
+    }
+
+    /// Sync thread `slot` started a sync `ago` (tests: a sync that has run for a while).
+    pub(crate) fn started_ago(&self, slot: usize, ago: std::time::Duration) {
+        let us = Self::now_us().saturating_sub(ago.as_micros() as u64);
+        self.since[slot % self.since.len()].store(us, Ordering::Relaxed);
+    }
+
+    /// Microseconds since [`epoch`], from an hour on (never zero, and a start an hour back
+    /// can be told).
+    fn now_us() -> u64 {
+        epoch().elapsed().as_micros() as u64 + 3_600_000_000
+    }
+
+    /// Sync thread `slot`'s sync returned.
+    pub fn end(&self, slot: usize) {
+        self.since[slot % self.since.len()].store(0, Ordering::Relaxed);
+    }
+
+    /// How long the oldest sync running now has run, if one is.
+    pub fn oldest(&self) -> Option<std::time::Duration> {
+        let now = Self::now_us();
+        let first = self
+            .since
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|s| *s != 0)
+            .min()?;
+        Some(std::time::Duration::from_micros(now.saturating_sub(first)))
+    }
+}
+
+/// The instant [`SyncsRunning`] counts from (its first use).
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
 }
 
 impl Histogram {

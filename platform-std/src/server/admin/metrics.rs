@@ -29,9 +29,14 @@ pub(super) fn render_live(s: &mut String, fsync: &Histogram, admin: &AdminCounte
 /// Whether the raft loop is stalled ([`super::STALLED_AFTER`]) and how long ago it last
 /// published its view, read as they are now: a stalled loop publishes nothing, so the view's
 /// families (each group's health among them) keep its last word.
-pub(super) fn render_liveness(s: &mut String, v: &AdminView) {
-    let stalled = v.stalled_ms().is_some();
-    let healthy = !stalled && v.health.as_ref().is_some_and(|h| h.healthy);
+pub(super) fn render_liveness(
+    s: &mut String,
+    v: &AdminView,
+    stalls: super::Stalls,
+    fsync: &Histogram,
+) {
+    let stalled = stalls.loop_ms.is_some();
+    let healthy = !stalls.any() && v.health.as_ref().is_some_and(|h| h.healthy);
     let _ = writeln!(
         s,
         "# HELP shoal_healthy 1 if the node can vouch for every group it hosts, no alarm is \
@@ -53,6 +58,20 @@ pub(super) fn render_liveness(s: &mut String, v: &AdminView) {
          meanwhile.\n# TYPE shoal_raft_loop_stalled gauge\nshoal_raft_loop_stalled {}",
         super::STALLED_AFTER.as_secs(),
         u8::from(stalled)
+    );
+    let running = fsync.running.oldest().map_or(0.0, |d| d.as_secs_f64());
+    let _ = writeln!(
+        s,
+        "# HELP shoal_sync_running_seconds How long the oldest log sync the sync threads run now \
+         has run (0: none).\n# TYPE shoal_sync_running_seconds gauge\n\
+         shoal_sync_running_seconds {running:.3}"
+    );
+    let _ = writeln!(
+        s,
+        "# HELP shoal_sync_stalled 1 if a log sync has not returned for over {} s (/health 503, \
+         reason sync_stalled).\n# TYPE shoal_sync_stalled gauge\nshoal_sync_stalled {}",
+        super::STALLED_AFTER.as_secs(),
+        u8::from(stalls.sync_ms.is_some())
     );
 }
 

@@ -335,6 +335,35 @@ impl AdminRoutes {
     }
 }
 
+/// What says the node is stalled now, whatever its last view says: its raft loop has not
+/// published for over [`STALLED_AFTER`], or a sync thread's sync has not returned for that long
+/// (the loop may go on meanwhile: a leader's own log and frozen followers sync there).
+#[derive(Clone, Copy, Debug, Default)]
+struct Stalls {
+    loop_ms: Option<u64>,
+    sync_ms: Option<u64>,
+}
+
+impl Stalls {
+    fn any(self) -> bool {
+        self.loop_ms.is_some() || self.sync_ms.is_some()
+    }
+}
+
+impl AdminRoutes {
+    fn stalls(&self) -> Stalls {
+        Stalls {
+            loop_ms: self.view().stalled_ms(),
+            sync_ms: self
+                .fsync
+                .running
+                .oldest()
+                .filter(|d| *d > STALLED_AFTER)
+                .map(|d| d.as_millis() as u64),
+        }
+    }
+}
+
 impl Routes for AdminRoutes {
     fn get(&self, path: &str) -> Answer {
         let json = |body: String| Answer {
@@ -343,20 +372,21 @@ impl Routes for AdminRoutes {
             body,
         };
         match path {
-            // A stalled loop's last view is not the node's state now: said fresh each time.
-            "/health" | "/status/node" if self.view().stalled_ms().is_some() => {
+            // A stall is now, not in the view: said fresh each time, while there is one.
+            "/health" | "/status/node" if self.stalls().any() => {
+                let stalls = self.stalls();
                 let v = self.view();
                 match path {
-                    "/health" => health(&v),
+                    "/health" => health(&v, stalls),
                     _ => json(pretty(&NodeStatus {
                         node: &v,
-                        health: health_body(&v).1,
+                        health: health_body(&v, stalls).1,
                         groups: GroupsSummary::of(&v.groups),
                     })),
                 }
             }
             // Bounded by HEALTH_LISTED_GROUPS, cheap enough to render under the lock.
-            "/health" => self.rendered(&self.health, true, health),
+            "/health" => self.rendered(&self.health, true, |v| health(v, Stalls::default())),
             "/status" => self.rendered(&self.status, false, |v| {
                 json(pretty(&FullStatus {
                     node: v,
@@ -368,7 +398,7 @@ impl Routes for AdminRoutes {
             "/status/node" => self.rendered(&self.node_status, true, |v| {
                 json(pretty(&NodeStatus {
                     node: v,
-                    health: health_body(v).1,
+                    health: health_body(v, Stalls::default()).1,
                     groups: GroupsSummary::of(&v.groups),
                 }))
             }),
@@ -382,7 +412,8 @@ impl Routes for AdminRoutes {
                     body: metrics::render_view(v),
                 });
                 metrics::render_live(&mut a.body, &self.fsync, &self.counters);
-                metrics::render_liveness(&mut a.body, &self.view());
+                let stalls = self.stalls();
+                metrics::render_liveness(&mut a.body, &self.view(), stalls, &self.fsync);
                 a
             }
             "/groups" => self.rendered(&self.groups, true, |v| {
@@ -420,8 +451,8 @@ pub const HEALTH_LISTED_GROUPS: usize = 64;
 /// `/health`: 200 when the node can vouch for every group it hosts and no alarm is raised,
 /// else 503; either way a summary of its groups, the groups it lists (see
 /// [`HEALTH_LISTED_GROUPS`]) and every reason.
-fn health(v: &AdminView) -> Answer {
-    let (ok, body) = health_body(v);
+fn health(v: &AdminView, stalls: Stalls) -> Answer {
+    let (ok, body) = health_body(v, stalls);
     Answer {
         status: if ok { 200 } else { 503 },
         content_type: "application/json",
@@ -430,9 +461,10 @@ fn health(v: &AdminView) -> Answer {
 }
 
 /// `/health`'s verdict and body (also `/status/node`'s `health`).
-fn health_body(v: &AdminView) -> (bool, serde_json::Value) {
-    if let Some(ms) = v.stalled_ms() {
-        return (
+fn health_body(v: &AdminView, stalls: Stalls) -> (bool, serde_json::Value) {
+    let (mut ok, mut body) = match stalls.loop_ms {
+        // What the loop last said is not the node now.
+        Some(ms) => (
             false,
             serde_json::json!({
                 "status": "unavailable",
@@ -445,8 +477,27 @@ fn health_body(v: &AdminView) -> (bool, serde_json::Value) {
                     STALLED_AFTER.as_millis()
                 )],
             }),
+        ),
+        None => view_health(v),
+    };
+    if let Some(ms) = stalls.sync_ms {
+        ok = false;
+        body["status"] = "unavailable".into();
+        body["sync_stalled_ms"] = ms.into();
+        let reason = format!(
+            "sync_stalled: a log sync (fdatasync) has not returned for {ms} ms: the disk does \
+             not answer; writes wait for it"
         );
+        match body["reasons"].as_array_mut() {
+            Some(reasons) => reasons.insert(0, reason.into()),
+            None => body["reasons"] = serde_json::json!([reason]),
+        }
     }
+    (ok, body)
+}
+
+/// The verdict and body of the view's health.
+fn view_health(v: &AdminView) -> (bool, serde_json::Value) {
     match &v.health {
         Some(h) => {
             let every = h.groups.len() <= HEALTH_LISTED_GROUPS;
@@ -625,7 +676,7 @@ mod tests {
     #[test]
     fn health_lists_a_small_nodes_groups_and_past_the_limit_only_unhealthy_ones() {
         // A few groups: each one, healthy or not.
-        let a = health(&view_of(3, 1));
+        let a = health(&view_of(3, 1), Stalls::default());
         let b = body(&a);
         assert_eq!(a.status, 503);
         assert_eq!(listed(&b), [0, 1, 2], "{b}");
@@ -634,7 +685,7 @@ mod tests {
         assert_eq!(b["reasons"][0], "group 0: no_leader (detail)", "{b}");
 
         // Ten thousand healthy groups: counted, none listed, a small answer.
-        let a = health(&view_of(10_000, 0));
+        let a = health(&view_of(10_000, 0), Stalls::default());
         let b = body(&a);
         assert_eq!(a.status, 200);
         assert_eq!(b["status"], "ok");
@@ -644,7 +695,7 @@ mod tests {
 
         // A thousand unhealthy among ten thousand: the first of them listed and named, the
         // others counted.
-        let a = health(&view_of(10_000, 1_000));
+        let a = health(&view_of(10_000, 1_000), Stalls::default());
         let b = body(&a);
         assert_eq!(a.status, 503);
         let want: Vec<u64> = (0..HEALTH_LISTED_GROUPS as u64).collect();
@@ -788,6 +839,43 @@ mod tests {
         view.lock().unwrap().published_at = Some(Instant::now());
         view.lock().unwrap().published += 1;
         assert_eq!(routes.get("/health").status, 200);
+    }
+
+    #[test]
+    fn a_sync_that_does_not_return_for_over_two_seconds_is_a_stall_while_the_loop_runs() {
+        use std::time::{Duration, Instant};
+        let mut v = view_of(3, 0);
+        v.running = true;
+        v.published_at = Some(Instant::now());
+        let fsync = Arc::new(Histogram::default());
+        let routes = AdminRoutes::new(Arc::new(Mutex::new(v)), fsync.clone(), Arc::default());
+        // A sync running for a second is no stall.
+        fsync.running.started_ago(1, Duration::from_secs(1));
+        assert_eq!(routes.get("/health").status, 200);
+        let m = routes.get("/metrics").body;
+        assert!(m.contains("\nshoal_sync_stalled 0\n"), "{m}");
+
+        fsync.running.started_ago(0, Duration::from_secs(3));
+        let a = routes.get("/health");
+        assert_eq!(a.status, 503, "{}", a.body);
+        let b = body(&a);
+        assert_eq!(b["status"], "unavailable", "{b}");
+        assert!(b["sync_stalled_ms"].as_u64().unwrap() >= 3_000, "{b}");
+        let reason = b["reasons"][0].as_str().unwrap();
+        assert!(reason.starts_with("sync_stalled: a log sync"), "{b}");
+        // The view's groups are still listed: the loop runs.
+        assert_eq!(listed(&b), [0, 1, 2], "{b}");
+        let m = routes.get("/metrics").body;
+        assert!(m.contains("\nshoal_sync_stalled 1\n"), "{m}");
+        assert!(m.contains("\nshoal_healthy 0\n"), "{m}");
+        assert!(m.contains("\nshoal_raft_loop_stalled 0\n"), "{m}");
+
+        // It returned: healthy again (from the view as rendered before).
+        fsync.running.end(0);
+        assert_eq!(routes.get("/health").status, 200);
+        fsync.running.end(1);
+        let m = routes.get("/metrics").body;
+        assert!(m.contains("\nshoal_sync_running_seconds 0.000\n"), "{m}");
     }
 
     #[test]

@@ -282,6 +282,7 @@ pub(super) fn start_sync_thread(
                         }
                     }
                     let t = Instant::now();
+                    hist.running.start(i);
                     let follower_bytes = |journaled: bool| {
                         followers
                             .iter()
@@ -313,6 +314,7 @@ pub(super) fn start_sync_thread(
                             }
                         });
                     }
+                    hist.running.end(i);
                     if shared.is_some() {
                         hist.observe_us(t.elapsed().as_micros() as u64);
                         hist.shared
