@@ -13,11 +13,23 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal_client::protocol::{ReadMode, Request, Response, WriteOp, WriteResult};
 use shoal_testkit::client;
-use shoal_testkit::disk::{LoopFs, MIB};
+use shoal_testkit::disk::MIB;
 use shoal_testkit::{poll, Cluster, WAIT};
 
 /// The node whose disk stalls.
 const STALLED: u64 = 3;
+
+/// Nodes 1, 2 and 3, started, node 3's data dir on a file system of its own that the test
+/// can freeze (a loop device, small segments and reserve).
+fn stalling_cluster() -> Cluster {
+    let mut c = Cluster::builder().election_timeout_ms(400).build();
+    c.on_loop_fs(STALLED, 64 * MIB);
+    c.node_mut(STALLED).args = ["--segment-mb", "4", "--space-reserve-mb", "4"]
+        .map(String::from)
+        .to_vec();
+    c.start_all();
+    c
+}
 
 /// Node `id`'s `/health`: status code and JSON body.
 fn health(c: &Cluster, id: u64) -> (u16, Value) {
@@ -39,15 +51,7 @@ fn wait_health(c: &Cluster, id: u64, code: u16) -> Value {
 
 #[test]
 fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
-    let mut c = Cluster::builder().election_timeout_ms(400).build();
-    // Declared after the cluster: dropped (thawed) first, so that its node can be stopped.
-    let fs = LoopFs::mount(&c.root().join(format!("n{STALLED}-fs")), 64 * MIB);
-    let n = c.node_mut(STALLED);
-    n.dir = fs.path().join("data");
-    n.args = ["--segment-mb", "4", "--space-reserve-mb", "4"]
-        .map(String::from)
-        .to_vec();
-    c.start_all();
+    let c = stalling_cluster();
     if c.wait_leader(0) == STALLED {
         c.make_leader(1, 0);
     }
@@ -65,7 +69,7 @@ fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
     // (Freezing blocks writes first, then syncs what is written: the node may stall before
     // the command returns.)
     let frozen_at = Instant::now();
-    fs.freeze();
+    c.loop_fs(STALLED).freeze();
     // The cluster writes on with the other two; the first append that reaches the stalled
     // node's disk blocks its raft loop.
     let mut last = 0;
@@ -99,7 +103,7 @@ fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
     last = last.max(client::put(&others, 0, 7, 61, &key(60), &value(60)));
     assert_eq!(health(&c, STALLED).0, 503);
 
-    fs.thaw();
+    c.loop_fs(STALLED).thaw();
     assert_eq!(wait_health(&c, STALLED, 200)["status"], "ok");
     assert_eq!(c.gauge(STALLED, "shoal_raft_loop_stalled"), 0);
     assert_eq!(c.gauge(STALLED, "shoal_healthy"), 1);
@@ -121,15 +125,7 @@ fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
 
 #[test]
 fn a_leader_whose_disk_stalls_loses_the_lead_and_its_pending_write_happens_once() {
-    let mut c = Cluster::builder().election_timeout_ms(400).build();
-    // Declared after the cluster: dropped (thawed) first, so that its node can be stopped.
-    let fs = LoopFs::mount(&c.root().join(format!("n{STALLED}-fs")), 64 * MIB);
-    let n = c.node_mut(STALLED);
-    n.dir = fs.path().join("data");
-    n.args = ["--segment-mb", "4", "--space-reserve-mb", "4"]
-        .map(String::from)
-        .to_vec();
-    c.start_all();
+    let c = stalling_cluster();
     c.make_leader(STALLED, 0);
     let term = c.status(STALLED, 0).expect("the leader's status").term;
     let all = c.clients();
@@ -140,7 +136,7 @@ fn a_leader_whose_disk_stalls_loses_the_lead_and_its_pending_write_happens_once(
     }
 
     let frozen_at = Instant::now();
-    fs.freeze();
+    c.loop_fs(STALLED).freeze();
     // A write to the stalled leader: it waits with the leader's loop. A create (compare and
     // set on an absent key) succeeds only once: applied twice, the second would fail.
     let create = WriteOp::CompareAndSet {
@@ -184,7 +180,7 @@ fn a_leader_whose_disk_stalls_loses_the_lead_and_its_pending_write_happens_once(
     let stalled = stalled.unwrap_or_else(|| panic!("node {STALLED} never said stalled: {seen:?}"));
     assert_eq!(health(&c, new_leader).0, 200);
 
-    fs.thaw();
+    c.loop_fs(STALLED).thaw();
     let stalled_for = frozen_at.elapsed();
     assert_eq!(wait_health(&c, STALLED, 200)["status"], "ok");
     let s = poll(WAIT, || c.status(STALLED, 0).filter(|s| s.applied >= last))

@@ -53,25 +53,31 @@ impl Tmpfs {
     /// fits, if less are free already); its path. The filler stands in for another program
     /// that filled the disk.
     pub fn fill(&self, name: &str, leave: u64) -> PathBuf {
-        let path = self.path.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("create the filler {}: {e}", path.display()));
-        let chunk = vec![0xA5u8; 64 << 10];
-        loop {
-            let free = self.free_bytes();
-            if free <= leave {
-                break;
-            }
-            let n = (free - leave).min(chunk.len() as u64) as usize;
-            if f.write_all(&chunk[..n]).is_err() {
-                break;
-            }
-        }
-        path
+        fill(&self.path, name, leave)
     }
+}
+
+/// Write the file `name` in `dir`, so large that `leave` bytes stay free on its file system (or
+/// as large as fits, if less are free already); its path.
+pub fn fill(dir: &Path, name: &str, leave: u64) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("create the filler {}: {e}", path.display()));
+    let chunk = vec![0xA5u8; 64 << 10];
+    loop {
+        let free = free_bytes(dir);
+        if free <= leave {
+            break;
+        }
+        let n = (free - leave).min(chunk.len() as u64) as usize;
+        if f.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+    }
+    path
 }
 
 impl Drop for Tmpfs {
@@ -156,6 +162,23 @@ impl LoopFs {
     pub fn thaw(&self) {
         run("fsfreeze", &["-u"], &self.path);
         self.frozen.set(false);
+    }
+
+    /// Thaw it if it is frozen (a process blocked on it can then be stopped).
+    pub fn thaw_if_frozen(&self) {
+        if self.frozen.get() {
+            self.thaw();
+        }
+    }
+
+    /// Free bytes on it, as an unprivileged writer sees them.
+    pub fn free_bytes(&self) -> u64 {
+        free_bytes(&self.path)
+    }
+
+    /// [`fill`] it, leaving `leave` bytes free.
+    pub fn fill(&self, name: &str, leave: u64) -> PathBuf {
+        fill(&self.path, name, leave)
     }
 }
 

@@ -155,6 +155,7 @@ impl ClusterBuilder {
             flags: self.flags,
             shoald,
             mounts: Vec::new(),
+            loop_mounts: Vec::new(),
             root: Some(root),
             key_file,
             certs,

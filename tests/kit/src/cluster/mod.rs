@@ -23,7 +23,7 @@ use crate::bins::bin;
 use crate::certs::Certs;
 use crate::cli::{shoalctl, Output};
 use crate::client;
-use crate::disk::Tmpfs;
+use crate::disk::{LoopFs, Tmpfs};
 use crate::ports::free_addr;
 use crate::proc::{limit_open_files, Proc};
 
@@ -155,6 +155,7 @@ pub struct Cluster {
     shoald: PathBuf,
     // Unmounted after every process is dead, before the dirs go.
     mounts: Vec<(u64, Tmpfs)>,
+    loop_mounts: Vec<(u64, LoopFs)>,
     root: Option<TempDir>,
     key_file: Option<PathBuf>,
     certs: Option<Certs>,
@@ -175,6 +176,10 @@ pub fn write_key_file(path: &Path, hex: &str) {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A process blocked on a frozen file system cannot die until it is thawed.
+        for (_, fs) in &self.loop_mounts {
+            fs.thaw_if_frozen();
+        }
         for n in &mut self.nodes {
             if let Some(p) = n.proc.as_mut() {
                 p.kill();
@@ -250,6 +255,33 @@ impl Cluster {
         self.node_mut(id).dir = fs.path().join("data");
         self.mounts.push((id, fs));
         self.tmpfs(id)
+    }
+
+    /// Put node `id`'s data dir on an ext4 file system of `bytes` of its own, on a loop device
+    /// (made and mounted now, before the node first starts), which can be frozen like a disk
+    /// that stops answering; see [`Cluster::loop_fs`]. The cluster thaws it before it stops
+    /// its nodes.
+    ///
+    /// # Panics
+    /// When it cannot be made or mounted (the test needs root).
+    pub fn on_loop_fs(&mut self, id: u64, bytes: u64) -> &LoopFs {
+        assert!(
+            self.node(id).runs == 0,
+            "node {id} already ran on its own data dir"
+        );
+        let fs = LoopFs::mount(&self.root().join(format!("n{id}-fs")), bytes);
+        self.node_mut(id).dir = fs.path().join("data");
+        self.loop_mounts.push((id, fs));
+        self.loop_fs(id)
+    }
+
+    /// The loop-device file system holding node `id`'s data dir ([`Cluster::on_loop_fs`]).
+    pub fn loop_fs(&self, id: u64) -> &LoopFs {
+        self.loop_mounts
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, fs)| fs)
+            .unwrap_or_else(|| panic!("node {id}'s data dir is not on a loop device of its own"))
     }
 
     /// The tmpfs holding node `id`'s data dir ([`Cluster::on_tmpfs`]).
