@@ -121,7 +121,7 @@ fn mount(args: &[&str], path: &Path) {
 pub struct LoopFs {
     path: PathBuf,
     image: PathBuf,
-    frozen: std::cell::Cell<bool>,
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 impl LoopFs {
@@ -143,7 +143,7 @@ impl LoopFs {
         LoopFs {
             path: path.to_path_buf(),
             image,
-            frozen: std::cell::Cell::new(false),
+            frozen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -155,18 +155,18 @@ impl LoopFs {
     /// Freeze it (`fsfreeze -f`): writes and syncs to it block from now on.
     pub fn freeze(&self) {
         run("fsfreeze", &["-f"], &self.path);
-        self.frozen.set(true);
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Thaw it (`fsfreeze -u`): what blocked goes on.
     pub fn thaw(&self) {
         run("fsfreeze", &["-u"], &self.path);
-        self.frozen.set(false);
+        self.frozen.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Thaw it if it is frozen (a process blocked on it can then be stopped).
     pub fn thaw_if_frozen(&self) {
-        if self.frozen.get() {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
             self.thaw();
         }
     }
@@ -184,7 +184,7 @@ impl LoopFs {
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        if self.frozen.get() {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
             let _ = Command::new("fsfreeze").arg("-u").arg(&self.path).status();
         }
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
