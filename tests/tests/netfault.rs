@@ -1,10 +1,12 @@
 //! The real-network fault test: three `shoald` processes, each in a Linux network namespace of
-//! its own with its data dir on a small tmpfs and its clocks behind the clock shim, while
+//! its own with its data dir on a small ext4 loop device and its clocks behind the clock shim, while
 //! concurrent clients write, compare-and-set and read (ReadIndex and lease) a few keys. Fault
 //! episodes follow each other: one node cut off, the leader cut off (a minority holding the
 //! leader), one-way cuts from and to the leader, kill -9, SIGSTOP, a leader whose clock runs at
 //! a quarter of real rate (and is then cut off: a lease read it served would be stale), a
-//! follower whose clock runs twice as fast, and a full disk. Each episode writes fresh keys.
+//! follower whose clock runs twice as fast, a full disk, and a disk that stops answering (the
+//! leader's file system frozen: every write and sync blocks; the node must say it is stalled).
+//! Each episode writes fresh keys.
 //!
 //! The keys live in several Raft groups, as on a multi-raft node: [`BUSY_GROUPS`] groups that
 //! take operations all the time (their rounds share syncs through the sync journal, leader
@@ -69,9 +71,10 @@ enum Fault {
     SlowLeaderClockThenCut,
     FastFollowerClock,
     FullDiskOnLeader,
+    StallLeaderDisk,
 }
 
-const FAULTS: [Fault; 9] = [
+const FAULTS: [Fault; 10] = [
     Fault::IsolateFollower,
     Fault::IsolateLeader,
     Fault::OneWayFromLeader,
@@ -81,6 +84,7 @@ const FAULTS: [Fault; 9] = [
     Fault::SlowLeaderClockThenCut,
     Fault::FastFollowerClock,
     Fault::FullDiskOnLeader,
+    Fault::StallLeaderDisk,
 ];
 
 /// What the clients share with the test.
@@ -365,6 +369,8 @@ struct Bench {
     rate_files: BTreeMap<u64, std::path::PathBuf>,
     /// Episodes after which some node reported a quiet group.
     quiet_seen: u64,
+    /// Disk-stall episodes in which the stalled leader's `/health` said it was stalled.
+    stall_seen: u64,
 }
 
 impl Bench {
@@ -429,6 +435,15 @@ impl Bench {
         });
     }
 
+    /// Whether node `id`'s `/health` says it is stalled (its raft loop, or a sync).
+    fn says_stalled(&self, id: u64) -> bool {
+        self.cluster.http_get(id, "/health").is_some_and(|(code, body)| {
+            code == 503
+                && (body.contains(r#""reasons":["stalled:"#)
+                    || body.contains(r#""reasons":["sync_stalled:"#))
+        })
+    }
+
     fn set_rate(&self, id: u64, rate: f64) {
         ClockShim::set_rate(&self.rate_files[&id], rate);
     }
@@ -476,13 +491,20 @@ impl Bench {
             Fault::FastFollowerClock => self.set_rate(follower, 2.0),
             Fault::FullDiskOnLeader => {
                 // The node must notice (its alarm), refuse what needs space and stay up.
-                filler = Some(self.cluster.tmpfs(leader).fill("disk-filler", 0));
+                filler = Some(self.cluster.loop_fs(leader).fill("disk-filler", 0));
                 self.wait_space_alarm(leader, 1);
             }
+            // Every write and sync to the leader's disk blocks until the thaw.
+            Fault::StallLeaderDisk => self.cluster.loop_fs(leader).freeze(),
         }
         let until = Instant::now() + hold;
+        let mut stall_seen = false;
         while Instant::now() < until {
             self.check_processes(&format!("{fault:?}"));
+            if matches!(fault, Fault::StallLeaderDisk) && !stall_seen {
+                stall_seen = self.says_stalled(leader);
+                self.stall_seen += u64::from(stall_seen);
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         match fault {
@@ -490,6 +512,7 @@ impl Bench {
             Fault::SigstopLeader => self.cluster.resume(leader),
             Fault::SlowLeaderClockThenCut => self.set_rate(leader, 1.0),
             Fault::FastFollowerClock => self.set_rate(follower, 1.0),
+            Fault::StallLeaderDisk => self.cluster.loop_fs(leader).thaw(),
             Fault::FullDiskOnLeader => {
                 if let Some(f) = filler {
                     std::fs::remove_file(&f)
@@ -524,7 +547,7 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
     if !is_root() {
         eprintln!(
             "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPED: the network fault test needs root (ip netns, routes, tmpfs mounts).\n\
+             !!! SKIPPED: the network fault test needs root (ip netns, routes, loop device mounts).\n\
              !!! NOTHING WAS TESTED. Run it as root, as CI does.\n\
              !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
         );
@@ -550,7 +573,8 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
     let shim = ClockShim::build(cluster.root());
     let mut rate_files = BTreeMap::new();
     for id in NODES {
-        cluster.on_tmpfs(id, DISK_MIB * MIB);
+        // A file system that can be filled, and frozen.
+        cluster.on_loop_fs(id, DISK_MIB * MIB);
         let rate_file = cluster.root().join(format!("n{id}.rate"));
         cluster.node_mut(id).env = shim.env(&rate_file);
         rate_files.insert(id, rate_file);
@@ -560,6 +584,7 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         net,
         rate_files,
         quiet_seen: 0,
+        stall_seen: 0,
     };
     bench.cluster.start_all();
     bench.leader(0);
@@ -707,7 +732,7 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         "netfault: {} episodes ({:?}), {} operations ({} answered, {} unknown), {} lease and {} \
          ReadIndex reads served, {} keys in {GROUPS} groups, {} acknowledged ledger writes, {} \
          slow leader clocks detected, {} answers from the sleepy group, a quiet group seen \
-         after {} episodes",
+         after {} episodes, {} stalled leaders said so",
         done.len(),
         &done[..done.len().min(FAULTS.len())],
         history.len(),
@@ -720,6 +745,7 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         shared.drift_seen.load(Ordering::Relaxed),
         shared.sleepy_answered.load(Ordering::Relaxed),
         bench.quiet_seen,
+        bench.stall_seen,
     );
     assert!(
         lost.is_empty(),
@@ -753,5 +779,10 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
     assert!(
         bench.quiet_seen > 0,
         "no node reported a quiet group after any episode"
+    );
+    // A leader whose disk stopped answering said so on `/health` within the episode.
+    assert!(
+        bench.stall_seen > 0,
+        "no stalled leader's /health said it was stalled"
     );
 }

@@ -115,9 +115,9 @@ fn mount(args: &[&str], path: &Path) {
 /// removed when dropped. Unlike a tmpfs it can be frozen ([`LoopFs::freeze`]): every write and
 /// sync to it then blocks until it is thawed, as on a disk that stops answering.
 ///
-/// A process blocked on a frozen file system cannot be killed until it is thawed: declare the
-/// `LoopFs` after the [`crate::Cluster`] whose node uses it, so that it is dropped (and thawed)
-/// first, also when the test fails.
+/// A process blocked on a frozen file system cannot be killed until it is thawed:
+/// [`crate::Cluster::on_loop_fs`] thaws its own before it stops its nodes; a `LoopFs` a test
+/// mounts itself must be dropped (thawed) before the processes that use it are stopped.
 pub struct LoopFs {
     path: PathBuf,
     image: PathBuf,
@@ -138,7 +138,8 @@ impl LoopFs {
             .unwrap_or_else(|e| panic!("create the image {}: {e}", image.display()));
         f.set_len(bytes)
             .unwrap_or_else(|e| panic!("size the image {}: {e}", image.display()));
-        run("mkfs.ext4", &["-q", "-F"], &image);
+        // No blocks reserved for root (shoald runs as root in CI): full is full.
+        run("mkfs.ext4", &["-q", "-F", "-m", "0"], &image);
         mount(&["-o", "loop", &image.to_string_lossy()], path);
         LoopFs {
             path: path.to_path_buf(),
