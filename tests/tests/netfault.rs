@@ -58,6 +58,8 @@ const DISK_MIB: u64 = 200;
 /// How long a client waits for an answer before its outcome counts as unknown.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 const ELECTION_TIMEOUT_MS: u64 = 400;
+/// Longest a stalled disk is held waiting for its node's `/health` to say so.
+const STALL_WAIT: Duration = Duration::from_secs(10);
 
 /// One kind of fault, held for an episode.
 #[derive(Clone, Copy, Debug)]
@@ -435,13 +437,18 @@ impl Bench {
         });
     }
 
-    /// Whether node `id`'s `/health` says it is stalled (its raft loop, or a sync).
-    fn says_stalled(&self, id: u64) -> bool {
-        self.cluster.http_get(id, "/health").is_some_and(|(code, body)| {
-            code == 503
-                && (body.contains(r#""reasons":["stalled:"#)
-                    || body.contains(r#""reasons":["sync_stalled:"#))
-        })
+    /// Whether node `id`'s `/health` says it is stalled (its raft loop, or a sync); what it
+    /// said.
+    fn says_stalled(&self, id: u64) -> (bool, String) {
+        match self.cluster.http_get(id, "/health") {
+            Some((code, body)) => {
+                let stalled = code == 503
+                    && (body.contains(r#""reasons":["stalled:"#)
+                        || body.contains(r#""reasons":["sync_stalled:"#));
+                (stalled, format!("{code} {}", &body[..body.len().min(300)]))
+            }
+            None => (false, "no answer".into()),
+        }
     }
 
     fn set_rate(&self, id: u64, rate: f64) {
@@ -497,13 +504,22 @@ impl Bench {
             // Every write and sync to the leader's disk blocks until the thaw.
             Fault::StallLeaderDisk => self.cluster.loop_fs(leader).freeze(),
         }
-        let until = Instant::now() + hold;
+        let held = Instant::now();
+        let stalling = matches!(fault, Fault::StallLeaderDisk);
         let mut stall_seen = false;
-        while Instant::now() < until {
+        // A stalled disk is held until the leader's /health says so (10 s at most).
+        while held.elapsed() < hold || (stalling && !stall_seen && held.elapsed() < STALL_WAIT) {
             self.check_processes(&format!("{fault:?}"));
-            if matches!(fault, Fault::StallLeaderDisk) && !stall_seen {
-                stall_seen = self.says_stalled(leader);
+            if stalling && !stall_seen {
+                let said;
+                (stall_seen, said) = self.says_stalled(leader);
                 self.stall_seen += u64::from(stall_seen);
+                if stall_seen || held.elapsed() >= STALL_WAIT {
+                    let t = held.elapsed();
+                    eprintln!(
+                        "netfault: the stalled leader {leader}'s /health after {t:?}: {said}"
+                    );
+                }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -781,8 +797,12 @@ fn three_nodes_in_namespaces_stay_linearizable_under_network_process_clock_and_d
         "no node reported a quiet group after any episode"
     );
     // A leader whose disk stopped answering said so on `/health` within the episode.
-    assert!(
-        bench.stall_seen > 0,
-        "no stalled leader's /health said it was stalled"
+    let stalls = done
+        .iter()
+        .filter(|f| matches!(f, Fault::StallLeaderDisk))
+        .count() as u64;
+    assert_eq!(
+        bench.stall_seen, stalls,
+        "stalled leaders whose /health said so, of the stall episodes"
     );
 }

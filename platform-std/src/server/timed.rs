@@ -32,6 +32,56 @@ pub struct Histogram {
     pub journal_wraps: AtomicU64,
     /// The syncs the sync threads are running now.
     pub running: SyncsRunning,
+    /// When the raft loop last published the node's view.
+    pub loop_beat: LoopBeat,
+}
+
+/// When the raft loop last published the node's view (every 100 ms while it runs), kept apart
+/// from the view so that the admin port reads it without the view's lock: a loop stuck while it
+/// holds that lock must not hold up `/health` too.
+#[derive(Debug, Default)]
+pub struct LoopBeat {
+    /// Microseconds of [`SyncsRunning::now_us`]; zero before the first view.
+    at_us: AtomicU64,
+    node_id: AtomicU64,
+    /// Shutdown started: a stopping node may take its time and is not called stalled.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl LoopBeat {
+    /// The loop published a view of node `node_id` now.
+    pub fn beat(&self, node_id: u64, running: bool) {
+        self.beat_ago(node_id, running, std::time::Duration::ZERO);
+    }
+
+    /// The loop published its last view `ago` (tests: a loop stuck for a while).
+    pub(crate) fn beat_ago(&self, node_id: u64, running: bool, ago: std::time::Duration) {
+        self.node_id.store(node_id, Ordering::Relaxed);
+        self.stopping.store(!running, Ordering::Relaxed);
+        let at = SyncsRunning::now_us().saturating_sub(ago.as_micros() as u64);
+        self.at_us.store(at, Ordering::Relaxed);
+    }
+
+    /// Time since the last view, if one was published.
+    pub fn age(&self) -> Option<std::time::Duration> {
+        let at = self.at_us.load(Ordering::Relaxed);
+        (at != 0)
+            .then(|| std::time::Duration::from_micros(SyncsRunning::now_us().saturating_sub(at)))
+    }
+
+    /// The node the views are of.
+    pub fn node_id(&self) -> u64 {
+        self.node_id.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds since the last view once that is past `after`, unless shutdown started.
+    pub fn stalled_ms(&self, after: std::time::Duration) -> Option<u64> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return None;
+        }
+        let age = self.age()?;
+        (age > after).then_some(age.as_millis() as u64)
+    }
 }
 
 /// When each sync thread's current sync started, so that the admin port can tell a disk that
@@ -57,7 +107,7 @@ impl SyncsRunning {
 
     /// Microseconds since [`epoch`], from an hour on (never zero, and a start an hour back
     /// can be told).
-    fn now_us() -> u64 {
+    pub(crate) fn now_us() -> u64 {
         epoch().elapsed().as_micros() as u64 + 3_600_000_000
     }
 

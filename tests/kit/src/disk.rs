@@ -162,7 +162,8 @@ impl LoopFs {
     /// Thaw it (`fsfreeze -u`): what blocked goes on.
     pub fn thaw(&self) {
         run("fsfreeze", &["-u"], &self.path);
-        self.frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Thaw it if it is frozen (a process blocked on it can then be stopped).

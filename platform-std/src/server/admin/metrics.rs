@@ -31,12 +31,12 @@ pub(super) fn render_live(s: &mut String, fsync: &Histogram, admin: &AdminCounte
 /// families (each group's health among them) keep its last word.
 pub(super) fn render_liveness(
     s: &mut String,
-    v: &AdminView,
+    view_healthy: bool,
     stalls: super::Stalls,
     fsync: &Histogram,
 ) {
     let stalled = stalls.loop_ms.is_some();
-    let healthy = !stalls.any() && v.health.as_ref().is_some_and(|h| h.healthy);
+    let healthy = !stalls.any() && view_healthy;
     let _ = writeln!(
         s,
         "# HELP shoal_healthy 1 if the node can vouch for every group it hosts, no alarm is \
@@ -44,7 +44,7 @@ pub(super) fn render_liveness(
          shoal_healthy {}",
         u8::from(healthy)
     );
-    let age = v.published_at.map_or(0.0, |at| at.elapsed().as_secs_f64());
+    let age = fsync.loop_beat.age().map_or(0.0, |a| a.as_secs_f64());
     let _ = writeln!(
         s,
         "# HELP shoal_raft_loop_report_age_seconds Time since the raft loop last published the \
@@ -351,6 +351,14 @@ fn node_counters(s: &mut String, v: &AdminView) {
              thread went on, the group taking no input until it was done.",
             "counter",
             v.follower_background_syncs,
+        ),
+        (
+            "shoal_frozen_inputs_refused_total",
+            "Inputs a group waiting for its sync could not hold (over 1024, or 16 MiB of peer \
+             frames): peer frames dropped (the leader sends again), client requests answered \
+             unavailable. Non-zero means a sync did not return for long (see /health).",
+            "counter",
+            v.frozen_inputs_refused,
         ),
         (
             "shoal_client_health_answers_total",

@@ -154,12 +154,11 @@ pub struct AdminView {
     /// Follower flushes frozen for a sync on a sync thread rather than synced on the raft
     /// thread.
     pub follower_background_syncs: u64,
+    /// Inputs a frozen group could not hold: peer frames dropped, client requests refused.
+    pub frozen_inputs_refused: u64,
     /// Views published so far: answers rendered from the view are kept until the next.
     #[serde(skip)]
     pub published: u64,
-    /// When the raft thread last published it (every 100 ms while it runs).
-    #[serde(skip)]
-    pub published_at: Option<std::time::Instant>,
 }
 
 /// How long the raft thread may go without publishing its view (it does every 100 ms) before
@@ -167,17 +166,9 @@ pub struct AdminView {
 /// disk or file system that does not answer, and nothing it last said can be vouched for.
 pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl AdminView {
-    /// Milliseconds since the raft thread last published, once that is past [`STALLED_AFTER`]
-    /// (not once shutdown started: a stopping node says so, and may take its time).
-    pub fn stalled_ms(&self) -> Option<u64> {
-        if !self.running {
-            return None;
-        }
-        let age = self.published_at?.elapsed();
-        (age > STALLED_AFTER).then_some(age.as_millis() as u64)
-    }
-}
+/// How long an admin request waits for the view the raft thread holds before it answers
+/// without it.
+const VIEW_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Users and logins (`/metrics`).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -306,6 +297,22 @@ impl AdminRoutes {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The view, unless the raft thread holds it for over [`VIEW_WAIT`] (a loop stuck while
+    /// it publishes).
+    fn try_view(&self) -> Option<std::sync::MutexGuard<'_, AdminView>> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.view.try_lock() {
+                Ok(v) => return Some(v),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if start.elapsed() < VIEW_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        }
+    }
+
     /// `kept`'s answer if it was rendered from the view now published, else `render`'s (from
     /// the view itself while its lock is held, when `under_lock`; else from a copy, so that a
     /// long rendering does not hold up the raft thread's next publish).
@@ -316,7 +323,13 @@ impl AdminRoutes {
         render: impl Fn(&AdminView) -> Answer,
     ) -> Answer {
         let mut answer = kept.answer.lock().unwrap_or_else(|p| p.into_inner());
-        let v = self.view();
+        let Some(v) = self.try_view() else {
+            // The raft thread holds the view: what was rendered last, if anything was.
+            return match &*answer {
+                Some((_, a)) => a.clone(),
+                None => Answer::error(503, "the node's view is held by its raft loop; retry"),
+            };
+        };
         if let Some((at, a)) = &*answer {
             if *at == v.published {
                 return a.clone();
@@ -353,7 +366,7 @@ impl Stalls {
 impl AdminRoutes {
     fn stalls(&self) -> Stalls {
         Stalls {
-            loop_ms: self.view().stalled_ms(),
+            loop_ms: self.fsync.loop_beat.stalled_ms(STALLED_AFTER),
             sync_ms: self
                 .fsync
                 .running
@@ -375,12 +388,29 @@ impl Routes for AdminRoutes {
             // A stall is now, not in the view: said fresh each time, while there is one.
             "/health" | "/status/node" if self.stalls().any() => {
                 let stalls = self.stalls();
-                let v = self.view();
+                // A loop stuck while it publishes holds the view: its last word does not
+                // count now anyway.
+                let held;
+                let bare;
+                let v: &AdminView = match self.try_view() {
+                    Some(v) => {
+                        held = v;
+                        &held
+                    }
+                    None => {
+                        bare = AdminView {
+                            node_id: self.fsync.loop_beat.node_id(),
+                            running: true,
+                            ..AdminView::default()
+                        };
+                        &bare
+                    }
+                };
                 match path {
-                    "/health" => health(&v, stalls),
+                    "/health" => health(v, stalls),
                     _ => json(pretty(&NodeStatus {
-                        node: &v,
-                        health: health_body(&v, stalls).1,
+                        node: v,
+                        health: health_body(v, stalls).1,
                         groups: GroupsSummary::of(&v.groups),
                     })),
                 }
@@ -413,7 +443,10 @@ impl Routes for AdminRoutes {
                 });
                 metrics::render_live(&mut a.body, &self.fsync, &self.counters);
                 let stalls = self.stalls();
-                metrics::render_liveness(&mut a.body, &self.view(), stalls, &self.fsync);
+                let healthy = self
+                    .try_view()
+                    .is_some_and(|v| v.health.as_ref().is_some_and(|h| h.healthy));
+                metrics::render_liveness(&mut a.body, healthy, stalls, &self.fsync);
                 a
             }
             "/groups" => self.rendered(&self.groups, true, |v| {
@@ -796,59 +829,70 @@ mod tests {
 
     #[test]
     fn a_view_not_published_for_over_two_seconds_is_a_stall_not_the_node_now() {
-        use std::time::{Duration, Instant};
-        let mut v = view_of(3, 0);
-        v.running = true;
-        v.published_at = Some(Instant::now());
-        let view = Arc::new(Mutex::new(v));
-        let routes = AdminRoutes::new(view.clone(), Arc::default(), Arc::default());
+        use std::time::Duration;
+        let view = Arc::new(Mutex::new(view_of(3, 0)));
+        let fsync = Arc::new(Histogram::default());
+        let routes = AdminRoutes::new(view.clone(), fsync.clone(), Arc::default());
+        fsync.loop_beat.beat(1, true);
         assert_eq!(routes.get("/health").status, 200);
         let m = routes.get("/metrics").body;
         assert!(m.contains("\nshoal_healthy 1\n"), "{m}");
         assert!(m.contains("\nshoal_raft_loop_stalled 0\n"), "{m}");
 
-        // The same view (nothing published since), three seconds on.
-        view.lock().unwrap().published_at = Instant::now().checked_sub(Duration::from_secs(3));
-        let a = routes.get("/health");
-        assert_eq!(a.status, 503, "{}", a.body);
-        let b = body(&a);
-        assert_eq!(b["status"], "unavailable");
-        assert!(b["stalled_ms"].as_u64().unwrap() >= 3_000, "{b}");
-        let reason = b["reasons"][0].as_str().unwrap();
-        assert!(
-            reason.starts_with("stalled: the raft loop has not reported for "),
-            "{b}"
-        );
-        let node = body(&routes.get("/status/node"));
-        assert_eq!(node["health"]["status"], "unavailable", "{node}");
-        let m = routes.get("/metrics").body;
-        assert!(m.contains("\nshoal_healthy 0\n"), "{m}");
-        assert!(m.contains("\nshoal_raft_loop_stalled 1\n"), "{m}");
-        let age = m
-            .lines()
-            .find_map(|l| l.strip_prefix("shoal_raft_loop_report_age_seconds "))
-            .and_then(|a| a.parse::<f64>().ok());
-        assert!(age.is_some_and(|a| a >= 3.0), "{m}");
+        // Nothing published since, three seconds on.
+        fsync.loop_beat.beat_ago(1, true, Duration::from_secs(3));
+        let stalled = |routes: &AdminRoutes| {
+            let a = routes.get("/health");
+            assert_eq!(a.status, 503, "{}", a.body);
+            let b = body(&a);
+            assert_eq!(b["status"], "unavailable");
+            assert_eq!(b["node_id"], 1);
+            assert!(b["stalled_ms"].as_u64().unwrap() >= 3_000, "{b}");
+            let reason = b["reasons"][0].as_str().unwrap();
+            assert!(
+                reason.starts_with("stalled: the raft loop has not reported for "),
+                "{b}"
+            );
+            let node = body(&routes.get("/status/node"));
+            assert_eq!(node["health"]["status"], "unavailable", "{node}");
+            let m = routes.get("/metrics").body;
+            assert!(m.contains("\nshoal_healthy 0\n"), "{m}");
+            assert!(m.contains("\nshoal_raft_loop_stalled 1\n"), "{m}");
+            let age = m
+                .lines()
+                .find_map(|l| l.strip_prefix("shoal_raft_loop_report_age_seconds "))
+                .and_then(|a| a.parse::<f64>().ok());
+            assert!(age.is_some_and(|a| a >= 3.0), "{m}");
+        };
+        stalled(&routes);
+        // Also while the raft thread holds the view (stuck while it publishes).
+        {
+            let _held = view.lock().unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| stalled(&routes));
+            });
+        }
 
-        // A node shutting down (its last view says so) may take its time.
-        view.lock().unwrap().running = false;
-        assert!(view.lock().unwrap().stalled_ms().is_none());
-        view.lock().unwrap().running = true;
+        // A node shutting down may take its time.
+        fsync.loop_beat.beat_ago(1, false, Duration::from_secs(3));
+        assert_eq!(routes.get("/health").status, 200);
 
         // Published again: healthy as the view says.
-        view.lock().unwrap().published_at = Some(Instant::now());
+        fsync.loop_beat.beat(1, true);
         view.lock().unwrap().published += 1;
         assert_eq!(routes.get("/health").status, 200);
     }
 
     #[test]
     fn a_sync_that_does_not_return_for_over_two_seconds_is_a_stall_while_the_loop_runs() {
-        use std::time::{Duration, Instant};
-        let mut v = view_of(3, 0);
-        v.running = true;
-        v.published_at = Some(Instant::now());
+        use std::time::Duration;
         let fsync = Arc::new(Histogram::default());
-        let routes = AdminRoutes::new(Arc::new(Mutex::new(v)), fsync.clone(), Arc::default());
+        let routes = AdminRoutes::new(
+            Arc::new(Mutex::new(view_of(3, 0))),
+            fsync.clone(),
+            Arc::default(),
+        );
+        fsync.loop_beat.beat(1, true);
         // A sync running for a second is no stall.
         fsync.running.started_ago(1, Duration::from_secs(1));
         assert_eq!(routes.get("/health").status, 200);

@@ -182,11 +182,7 @@ impl RaftLoop {
                 .groups
                 .get_mut(&w.id)
                 .expect("a waiting group is hosted");
-            g.frozen = Some(Frozen {
-                at: w.at,
-                ready: false,
-                deferred: Vec::new(),
-            });
+            g.frozen = Some(Frozen::new(w.at));
         }
         left
     }

@@ -106,6 +106,53 @@ pub(super) struct Frozen {
     /// The sync is done: the next round runs `Node::synced`.
     pub(super) ready: bool,
     pub(super) deferred: Vec<Deferred>,
+    /// Bytes of the peer frames in `deferred`.
+    pub(super) peer_bytes: usize,
+}
+
+/// Most inputs a frozen group holds. A sync takes a fraction of a millisecond; one that does
+/// not return (a disk that stopped answering) would otherwise let a frozen follower hold every
+/// heartbeat its leader sends, and every request its clients pipeline, until it does.
+pub(super) const MAX_DEFERRED: usize = 1024;
+/// Most bytes of peer frames a frozen group holds (its leader's window bounds its appends).
+pub(super) const MAX_DEFERRED_PEER_BYTES: usize = 16 << 20;
+
+impl Frozen {
+    pub(super) fn new(at: SyncPoint) -> Frozen {
+        Frozen {
+            at,
+            ready: false,
+            deferred: Vec::new(),
+            peer_bytes: 0,
+        }
+    }
+
+    /// Hold `input` until the group thaws; past [`MAX_DEFERRED`] inputs (or
+    /// [`MAX_DEFERRED_PEER_BYTES`] of peer frames) it is handed back instead: the caller drops a
+    /// peer frame (Raft makes up for a lost message: the leader sends again) and refuses a
+    /// client request as unavailable. A finished snapshot is always held (one at most is
+    /// written at a time).
+    pub(super) fn defer(&mut self, input: Deferred) -> Result<(), Deferred> {
+        let peer = match &input {
+            Deferred::Peer(bytes) => Some(bytes.len()),
+            _ => None,
+        };
+        let snapshot = matches!(input, Deferred::Snapshot(_));
+        if !room(self.deferred.len(), self.peer_bytes, peer, snapshot) {
+            return Err(input);
+        }
+        self.peer_bytes += peer.unwrap_or(0);
+        self.deferred.push(input);
+        Ok(())
+    }
+}
+
+/// Whether a frozen group holding `held` inputs, `peer_bytes` of them peer frames, takes one
+/// more: a peer frame of `peer` bytes, a finished snapshot, or else a client request.
+fn room(held: usize, peer_bytes: usize, peer: Option<usize>, snapshot: bool) -> bool {
+    snapshot
+        || (held < MAX_DEFERRED
+            && peer.is_none_or(|b| peer_bytes.saturating_add(b) <= MAX_DEFERRED_PEER_BYTES))
 }
 
 /// An input that reached a frozen group.
@@ -701,7 +748,26 @@ fn deliver_events(
 
 #[cfg(test)]
 mod tests {
-    use super::PendingWrites;
+    use super::{room, PendingWrites, MAX_DEFERRED, MAX_DEFERRED_PEER_BYTES};
+
+    #[test]
+    fn a_frozen_group_holds_a_bounded_number_of_inputs_and_peer_bytes_but_every_snapshot() {
+        // Held until the count is reached, client request or peer frame.
+        assert!(room(0, 0, None, false));
+        assert!(room(MAX_DEFERRED - 1, 0, None, false));
+        assert!(!room(MAX_DEFERRED, 0, None, false));
+        assert!(room(MAX_DEFERRED - 1, 0, Some(100), false));
+        assert!(!room(MAX_DEFERRED, 0, Some(100), false));
+        // Peer frames also by their bytes.
+        assert!(room(10, MAX_DEFERRED_PEER_BYTES - 100, Some(100), false));
+        assert!(!room(10, MAX_DEFERRED_PEER_BYTES - 100, Some(101), false));
+        assert!(!room(0, 0, Some(MAX_DEFERRED_PEER_BYTES + 1), false));
+        // A client request does not count against the peer bytes.
+        assert!(room(10, MAX_DEFERRED_PEER_BYTES, None, false));
+        // A finished snapshot is always held.
+        assert!(room(MAX_DEFERRED, MAX_DEFERRED_PEER_BYTES, None, true));
+        assert!(room(usize::MAX, usize::MAX, None, true));
+    }
 
     fn pending(writes: &[(u64, u64)]) -> PendingWrites<&'static str> {
         let mut p = PendingWrites::default();

@@ -119,6 +119,9 @@ pub struct RaftLoop {
     synced: Receiver<SyncFinished>,
     /// Follower flushes frozen for a sync on a sync thread ([`Frozen`]) since start.
     frozen_syncs: u64,
+    /// Inputs a frozen group could not hold ([`group::MAX_DEFERRED`]): peer frames dropped,
+    /// client requests refused.
+    deferred_refused: u64,
     /// Snapshots written off the raft thread, back from their threads ([`snapbg`]).
     snap_written_tx: Sender<SnapWritten>,
     snap_written: Receiver<SnapWritten>,
@@ -244,6 +247,7 @@ impl RaftLoop {
             snap_written,
             sync_jobs,
             frozen_syncs: 0,
+            deferred_refused: 0,
             fs_sync,
             journal,
             synced,

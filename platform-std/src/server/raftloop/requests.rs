@@ -174,7 +174,9 @@ impl RaftLoop {
         self.active.insert(group);
         let g = self.groups.get_mut(&group).expect("hosted or joined above");
         if let Some(frozen) = g.frozen.as_mut() {
-            frozen.deferred.push(Deferred::Peer(bytes.to_vec()));
+            if frozen.defer(Deferred::Peer(bytes.to_vec())).is_err() {
+                self.deferred_refused += 1;
+            }
             return;
         }
         if let Err(e) = g.node.handle_decoded(now, &frame, used) {
@@ -296,7 +298,13 @@ impl RaftLoop {
             return;
         };
         if let Some(frozen) = g.frozen.as_mut() {
-            frozen.deferred.push(Deferred::Client(request, reply));
+            if let Err(Deferred::Client(_, reply)) = frozen.defer(Deferred::Client(request, reply))
+            {
+                self.deferred_refused += 1;
+                reply.send(unavailable(
+                    "the group waits for a sync that has not returned (see /health); retry",
+                ));
+            }
             return;
         }
         match request {

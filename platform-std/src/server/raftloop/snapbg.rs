@@ -50,7 +50,8 @@ impl RaftLoop {
             return;
         };
         if let Some(frozen) = g.frozen.as_mut() {
-            frozen.deferred.push(Deferred::Snapshot(Box::new(done)));
+            let held = frozen.defer(Deferred::Snapshot(Box::new(done)));
+            debug_assert!(held.is_ok(), "a finished snapshot is always held");
             return;
         }
         let meta = g

@@ -127,10 +127,13 @@ impl RaftLoop {
         v.leader_balance_transfers = self.balance.transfers;
         v.leader_balance_load_transfers = self.balance.load_transfers;
         v.follower_background_syncs = self.frozen_syncs;
+        v.frozen_inputs_refused = self.deferred_refused;
         v.raft_cpu = crate::affinity::raft_cpu();
         v.group_series_max = self.cfg.metrics_group_series;
         v.journal_held = self.journal.as_ref().map_or((0, 0), |j| j.held_stats());
         v.published += 1;
-        v.published_at = Some(std::time::Instant::now());
+        drop(v);
+        // Outside the view's lock: what the admin port reads first, without it.
+        self.fsync_hist.loop_beat.beat(node_id, !self.draining);
     }
 }
