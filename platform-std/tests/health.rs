@@ -7,27 +7,9 @@
 use std::time::Instant;
 
 use serde_json::Value;
-use shoal_testkit::{poll, wait_for, Cluster, WAIT};
+use shoal_testkit::{wait_for, Cluster, WAIT};
 
 const ELECTION_TIMEOUT_MS: u64 = 400;
-
-/// Node `id`'s `/health`: status code and JSON body.
-fn health(c: &Cluster, id: u64) -> (u16, Value) {
-    let (code, body) = c.http_get(id, "/health").expect("the admin port answers");
-    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/health {body}: {e}"));
-    (code, json)
-}
-
-/// Wait until node `id`'s `/health` answers `code`; that answer's body.
-fn wait_health(c: &Cluster, id: u64, code: u16) -> Value {
-    let mut last = None;
-    let got = poll(WAIT, || {
-        let (got, body) = health(c, id);
-        last = Some((got, body.clone()));
-        (got == code).then_some(body)
-    });
-    got.unwrap_or_else(|| panic!("node {id}: no /health {code} within {WAIT:?}: {last:?}"))
-}
 
 /// Group 0's entry in a `/health` or `shoalctl health -o json` body.
 fn group0(body: &Value) -> &Value {
@@ -45,7 +27,7 @@ fn healthy_three() -> (Cluster, u64) {
     c.start_all();
     let leader = c.wait_leader(0);
     for id in [1, 2, 3] {
-        wait_health(&c, id, 200);
+        c.wait_health(id, 200);
     }
     (c, leader)
 }
@@ -54,7 +36,7 @@ fn healthy_three() -> (Cluster, u64) {
 fn a_healthy_cluster_is_healthy_and_a_survivor_of_two_kills_is_not() {
     let (mut c, leader) = healthy_three();
     for id in [1, 2, 3] {
-        let body = health(&c, id).1;
+        let body = c.admin_health(id).1;
         assert_eq!(body["status"], "ok", "{body}");
         assert_eq!(group0(&body)["reason"], "ok", "{body}");
         let out = c.ctl_at(&[id], &["-o", "json", "health"]);
@@ -70,7 +52,7 @@ fn a_healthy_cluster_is_healthy_and_a_survivor_of_two_kills_is_not() {
     for &id in &followers {
         c.kill(id);
     }
-    let body = wait_health(&c, leader, 503);
+    let body = c.wait_health(leader, 503);
     eprintln!(
         "node {leader} turned unhealthy {} ms after its followers died (election timeout \
          {ELECTION_TIMEOUT_MS} ms)",
@@ -101,8 +83,8 @@ fn a_healthy_cluster_is_healthy_and_a_survivor_of_two_kills_is_not() {
     // A follower comes back: a quorum again, healthy again.
     c.start(followers[0]);
     c.wait_leader(0);
-    wait_health(&c, leader, 200);
-    wait_health(&c, followers[0], 200);
+    c.wait_health(leader, 200);
+    c.wait_health(followers[0], 200);
 }
 
 #[test]
@@ -111,7 +93,7 @@ fn a_removed_node_is_unhealthy_and_the_others_stay_healthy() {
     let gone = [1, 2, 3].into_iter().find(|&i| i != leader).unwrap();
     c.ctl(&["member", "remove", &gone.to_string()]).ok();
 
-    let body = wait_health(&c, gone, 503);
+    let body = c.wait_health(gone, 503);
     let g = group0(&body);
     assert_eq!(g["healthy"], false, "{body}");
     assert!(
@@ -123,10 +105,10 @@ fn a_removed_node_is_unhealthy_and_the_others_stay_healthy() {
     assert!(out.out.contains("group 0:"), "{out}");
     // Until it is stopped it stays out; the remaining two are healthy.
     wait_for("the removed node to say not_member", WAIT, || {
-        group0(&health(&c, gone).1)["reason"] == "not_member"
+        group0(&c.admin_health(gone).1)["reason"] == "not_member"
     });
     for id in [1, 2, 3].into_iter().filter(|&i| i != gone) {
-        let body = wait_health(&c, id, 200);
+        let body = c.wait_health(id, 200);
         assert_eq!(group0(&body)["reason"], "ok", "{body}");
     }
 }

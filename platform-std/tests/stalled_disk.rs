@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use shoal_client::protocol::{ReadMode, Request, Response, WriteOp, WriteResult};
 use shoal_testkit::client;
 use shoal_testkit::disk::MIB;
@@ -31,24 +30,6 @@ fn stalling_cluster() -> Cluster {
     c
 }
 
-/// Node `id`'s `/health`: status code and JSON body.
-fn health(c: &Cluster, id: u64) -> (u16, Value) {
-    let (code, body) = c.http_get(id, "/health").expect("the admin port answers");
-    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/health {body}: {e}"));
-    (code, json)
-}
-
-/// Wait until node `id`'s `/health` answers `code`; that answer's body.
-fn wait_health(c: &Cluster, id: u64, code: u16) -> Value {
-    let mut last = None;
-    let got = poll(WAIT, || {
-        let (got, body) = health(c, id);
-        last = Some((got, body.clone()));
-        (got == code).then_some(body)
-    });
-    got.unwrap_or_else(|| panic!("node {id}: no /health {code} within {WAIT:?}: {last:?}"))
-}
-
 #[test]
 fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
     let c = stalling_cluster();
@@ -62,7 +43,7 @@ fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
     for i in 0..10 {
         client::put(&others, 0, 7, i + 1, &key(i), &value(i));
     }
-    assert_eq!(wait_health(&c, STALLED, 200)["status"], "ok");
+    assert_eq!(c.wait_health(STALLED, 200)["status"], "ok");
     assert_eq!(c.gauge(STALLED, "shoal_raft_loop_stalled"), 0);
     assert_eq!(c.gauge(STALLED, "shoal_healthy"), 1);
 
@@ -76,7 +57,7 @@ fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
     for i in 10..60 {
         last = client::put(&others, 0, 7, i + 1, &key(i), &value(i));
     }
-    let body = wait_health(&c, STALLED, 503);
+    let body = c.wait_health(STALLED, 503);
     let stalled_ms = body["stalled_ms"].as_u64().unwrap_or(0);
     assert!(stalled_ms >= 2_000, "stalled for over 2 s: {body}");
     // (Counted from its last view, published up to 100 ms before it stalled.)
@@ -96,15 +77,15 @@ fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
     assert_eq!(code, 200);
     assert!(node.contains("stalled: the raft loop"), "{node}");
     for id in [1, 2] {
-        let (code, body) = health(&c, id);
+        let (code, body) = c.admin_health(id);
         assert_eq!(code, 200, "node {id} is not stalled: {body}");
     }
     // Still stalled while the disk is: a write now still goes through the others.
     last = last.max(client::put(&others, 0, 7, 61, &key(60), &value(60)));
-    assert_eq!(health(&c, STALLED).0, 503);
+    assert_eq!(c.admin_health(STALLED).0, 503);
 
     c.loop_fs(STALLED).thaw();
-    assert_eq!(wait_health(&c, STALLED, 200)["status"], "ok");
+    assert_eq!(c.wait_health(STALLED, 200)["status"], "ok");
     assert_eq!(c.gauge(STALLED, "shoal_raft_loop_stalled"), 0);
     assert_eq!(c.gauge(STALLED, "shoal_healthy"), 1);
     let caught_up = poll(WAIT, || c.status(STALLED, 0).filter(|s| s.applied >= last));
@@ -171,18 +152,18 @@ fn a_leader_whose_disk_stalls_loses_the_lead_and_its_pending_write_happens_once(
     // not return; which one depends on where the freeze caught it.
     let mut seen = None;
     let stalled = poll(WAIT, || {
-        let (code, body) = health(&c, STALLED);
+        let (code, body) = c.admin_health(STALLED);
         let reason = body["reasons"][0].as_str().unwrap_or_default().to_string();
         seen = Some((code, body));
         (code == 503 && (reason.starts_with("stalled:") || reason.starts_with("sync_stalled:")))
             .then_some(reason)
     });
     let stalled = stalled.unwrap_or_else(|| panic!("node {STALLED} never said stalled: {seen:?}"));
-    assert_eq!(health(&c, new_leader).0, 200);
+    assert_eq!(c.admin_health(new_leader).0, 200);
 
     c.loop_fs(STALLED).thaw();
     let stalled_for = frozen_at.elapsed();
-    assert_eq!(wait_health(&c, STALLED, 200)["status"], "ok");
+    assert_eq!(c.wait_health(STALLED, 200)["status"], "ok");
     let s = poll(WAIT, || c.status(STALLED, 0).filter(|s| s.applied >= last))
         .unwrap_or_else(|| panic!("node {STALLED} caught up to {last}"));
     assert_eq!(s.role, "follower", "the stalled leader stepped down");

@@ -624,6 +624,37 @@ impl Cluster {
         client::http_get(&self.node(id).admin, path)
     }
 
+    /// Node `id`'s `/health`: its status code and JSON body.
+    ///
+    /// # Panics
+    /// When the admin port does not answer, or not with JSON.
+    pub fn admin_health(&self, id: u64) -> (u16, serde_json::Value) {
+        let (code, body) = self
+            .http_get(id, "/health")
+            .unwrap_or_else(|| panic!("node {id}'s admin port does not answer"));
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/health {body}: {e}"));
+        (code, json)
+    }
+
+    /// Wait until node `id`'s `/health` answers `code`; that answer's body.
+    ///
+    /// # Panics
+    /// When it does not within [`crate::WAIT`], with the last answer.
+    pub fn wait_health(&self, id: u64, code: u16) -> serde_json::Value {
+        let mut last = None;
+        let got = crate::wait::poll(crate::WAIT, || {
+            let (got, body) = self.admin_health(id);
+            last = Some((got, body.clone()));
+            (got == code).then_some(body)
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "node {id}: no /health {code} within {:?}: {last:?}",
+                crate::WAIT
+            )
+        })
+    }
+
     /// The unlabelled metric `name` of node `id`.
     pub fn gauge(&self, id: u64, name: &str) -> usize {
         client::gauge(&self.node(id).admin, name)
