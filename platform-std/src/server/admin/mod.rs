@@ -293,10 +293,6 @@ impl AdminRoutes {
         }
     }
 
-    fn view(&self) -> std::sync::MutexGuard<'_, AdminView> {
-        self.view.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The view, unless the raft thread holds it for over [`VIEW_WAIT`] (a loop stuck while
     /// it publishes).
     fn try_view(&self) -> Option<std::sync::MutexGuard<'_, AdminView>> {
@@ -384,10 +380,10 @@ impl Routes for AdminRoutes {
             content_type: "application/json",
             body,
         };
+        let stalls = self.stalls();
         match path {
             // A stall is now, not in the view: said fresh each time, while there is one.
-            "/health" | "/status/node" if self.stalls().any() => {
-                let stalls = self.stalls();
+            "/health" | "/status/node" if stalls.any() => {
                 // A loop stuck while it publishes holds the view: its last word does not
                 // count now anyway.
                 let held;
@@ -432,7 +428,10 @@ impl Routes for AdminRoutes {
                     groups: GroupsSummary::of(&v.groups),
                 }))
             }),
-            p if p.starts_with(GROUP_STATUS) => one_group(&self.view(), &p[GROUP_STATUS.len()..]),
+            p if p.starts_with(GROUP_STATUS) => match self.try_view() {
+                Some(v) => one_group(&v, &p[GROUP_STATUS.len()..]),
+                None => Answer::error(503, "the node's view is held by its raft loop; retry"),
+            },
             "/metrics" => {
                 // What the view says is kept; the fsync histogram and the port's counters are
                 // read as they are now.
@@ -442,7 +441,6 @@ impl Routes for AdminRoutes {
                     body: metrics::render_view(v),
                 });
                 metrics::render_live(&mut a.body, &self.fsync, &self.counters);
-                let stalls = self.stalls();
                 let healthy = self
                     .try_view()
                     .is_some_and(|v| v.health.as_ref().is_some_and(|h| h.healthy));
