@@ -469,6 +469,7 @@ impl Bench {
         let follower = Self::follower_of(leader);
         let hold = Duration::from_secs(4);
         let mut filler = None;
+        let mut stalled_pid = None;
         match fault {
             Fault::IsolateFollower => self.net.isolate(follower),
             Fault::IsolateLeader => self.net.isolate(leader),
@@ -502,7 +503,10 @@ impl Bench {
                 self.wait_space_alarm(leader, 1);
             }
             // Every write and sync to the leader's disk blocks until the thaw.
-            Fault::StallLeaderDisk => self.cluster.loop_fs(leader).freeze(),
+            Fault::StallLeaderDisk => {
+                stalled_pid = self.cluster.node_mut(leader).proc_mut().map(|p| p.pid());
+                self.cluster.loop_fs(leader).freeze();
+            }
         }
         let held = Instant::now();
         let stalling = matches!(fault, Fault::StallLeaderDisk);
@@ -512,7 +516,14 @@ impl Bench {
             self.check_processes(&format!("{fault:?}"));
             if stalling && !stall_seen {
                 let said;
+                let asked = Instant::now();
                 (stall_seen, said) = self.says_stalled(leader);
+                if asked.elapsed() > Duration::from_secs(1) {
+                    // What the node's threads wait on, to find what held its admin port.
+                    let t = asked.elapsed();
+                    let threads = stalled_pid.map(threads_waiting).unwrap_or_default();
+                    eprintln!("netfault: /health of the stalled leader took {t:?}:\n{threads}");
+                }
                 self.stall_seen += u64::from(stall_seen);
                 if stall_seen || held.elapsed() >= STALL_WAIT {
                     let t = held.elapsed();
@@ -555,6 +566,25 @@ impl Bench {
             .sum::<usize>();
         self.quiet_seen += u64::from(quiet > 0);
     }
+}
+
+/// Each thread of process `pid`: its name, what it waits in, and its kernel stack's top.
+fn threads_waiting(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(process {pid} is gone)");
+    };
+    let mut out = String::new();
+    for t in tasks.flatten() {
+        let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+        let stack: Vec<String> = read("stack").lines().take(5).map(String::from).collect();
+        out += &format!(
+            "  {} {}: {}\n",
+            read("comm").trim(),
+            read("wchan"),
+            stack.join(" <- ")
+        );
+    }
+    out
 }
 
 #[test]

@@ -155,7 +155,11 @@ pub fn serve<R: Routes + 'static>(
     let routes = Rc::new(routes);
     let live = Rc::new(Cell::new(0usize));
     let refusing = Rc::new(Cell::new(0usize));
-    futures_lite::future::block_on(ex.run(async {
+    // `async_io::block_on`: this thread drives the I/O reactor itself while it waits. With
+    // `futures_lite`'s, its sockets' readiness came only from a thread that drove it, the raft
+    // thread among them: with that one stuck on a frozen disk, `/health` went unanswered for
+    // seconds (seen in the network fault test).
+    async_io::block_on(ex.run(async {
         loop {
             let mut stream = match listener.accept().await {
                 Ok((s, _)) => s,
