@@ -41,7 +41,7 @@ pub struct Histogram {
 /// holds that lock must not hold up `/health` too.
 #[derive(Debug, Default)]
 pub struct LoopBeat {
-    /// Microseconds of [`SyncsRunning::now_us`]; zero before the first view.
+    /// Microseconds of [`now_us`]; zero before the first view.
     at_us: AtomicU64,
     node_id: AtomicU64,
     /// Shutdown started: a stopping node may take its time and is not called stalled.
@@ -58,15 +58,14 @@ impl LoopBeat {
     pub(crate) fn beat_ago(&self, node_id: u64, running: bool, ago: std::time::Duration) {
         self.node_id.store(node_id, Ordering::Relaxed);
         self.stopping.store(!running, Ordering::Relaxed);
-        let at = SyncsRunning::now_us().saturating_sub(ago.as_micros() as u64);
+        let at = now_us().saturating_sub(ago.as_micros() as u64);
         self.at_us.store(at, Ordering::Relaxed);
     }
 
     /// Time since the last view, if one was published.
     pub fn age(&self) -> Option<std::time::Duration> {
         let at = self.at_us.load(Ordering::Relaxed);
-        (at != 0)
-            .then(|| std::time::Duration::from_micros(SyncsRunning::now_us().saturating_sub(at)))
+        (at != 0).then(|| std::time::Duration::from_micros(now_us().saturating_sub(at)))
     }
 
     /// The node the views are of.
@@ -88,7 +87,7 @@ impl LoopBeat {
 /// stopped answering (a sync that does not return) also while the raft loop goes on.
 #[derive(Debug, Default)]
 pub struct SyncsRunning {
-    /// Per sync thread: when its sync started ([`SyncsRunning::now_us`]); zero while it runs
+    /// Per sync thread: when its sync started ([`now_us`]); zero while it runs
     /// none.
     since: [AtomicU64; 4],
 }
@@ -101,14 +100,8 @@ impl SyncsRunning {
 
     /// Sync thread `slot` started a sync `ago` (tests: a sync that has run for a while).
     pub(crate) fn started_ago(&self, slot: usize, ago: std::time::Duration) {
-        let us = Self::now_us().saturating_sub(ago.as_micros() as u64);
+        let us = now_us().saturating_sub(ago.as_micros() as u64);
         self.since[slot % self.since.len()].store(us, Ordering::Relaxed);
-    }
-
-    /// Microseconds since [`epoch`], from an hour on (never zero, and a start an hour back
-    /// can be told).
-    pub(crate) fn now_us() -> u64 {
-        epoch().elapsed().as_micros() as u64 + 3_600_000_000
     }
 
     /// Sync thread `slot`'s sync returned.
@@ -118,7 +111,7 @@ impl SyncsRunning {
 
     /// How long the oldest sync running now has run, if one is.
     pub fn oldest(&self) -> Option<std::time::Duration> {
-        let now = Self::now_us();
+        let now = now_us();
         let first = self
             .since
             .iter()
@@ -129,7 +122,13 @@ impl SyncsRunning {
     }
 }
 
-/// The instant [`SyncsRunning`] counts from (its first use).
+/// Microseconds since [`epoch`], from an hour on: never zero (zero means "none" in
+/// [`SyncsRunning`] and [`LoopBeat`]), and a time an hour back can be told.
+fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64 + 3_600_000_000
+}
+
+/// The instant [`now_us`] counts from (its first use).
 fn epoch() -> std::time::Instant {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(std::time::Instant::now)

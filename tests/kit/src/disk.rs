@@ -96,19 +96,7 @@ pub fn free_bytes(path: &Path) -> u64 {
 }
 
 fn mount(args: &[&str], path: &Path) {
-    let out = Command::new("mount")
-        .args(args)
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| panic!("run mount {args:?} {}: {e}", path.display()));
-    assert!(
-        out.status.success(),
-        "mount {args:?} {} failed ({}): {}. This test needs root to mount a tmpfs (CI runs as \
-         root); run it as root rather than skip it",
-        path.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    run("mount", args, path);
 }
 
 /// An ext4 file system on a loop device, mounted for one test; thawed, unmounted and its image

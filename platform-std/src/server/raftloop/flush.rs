@@ -56,7 +56,9 @@ impl RaftLoop {
             }
         }
         self.start_round(round)?;
+        let frozen_before = self.frozen_syncs;
         let waiting = self.freeze_followers(waiting);
+        let froze = self.frozen_syncs != frozen_before;
         let covered = self.sync_waiting(&waiting)?;
         let steps = waiting.into_iter().zip(covered).map(|(w, covered)| {
             let step = if covered {
@@ -80,12 +82,21 @@ impl RaftLoop {
             let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
             settle_group(g, events, (now, wall), auth, &mut after);
         }
-        let unfrozen: Vec<GroupId> = flushed
-            .iter()
-            .copied()
-            .filter(|id| self.groups.get(id).is_some_and(|g| g.frozen.is_none()))
-            .collect();
-        self.begin_snapshots(now, &unfrozen);
+        // Not those frozen (this round's, whose sync runs, and those thawed at its end); when
+        // there are none, every one.
+        let unfrozen: Vec<GroupId>;
+        let snapshot_candidates = match froze || !thawed.is_empty() {
+            false => &flushed,
+            true => {
+                unfrozen = flushed
+                    .iter()
+                    .copied()
+                    .filter(|id| self.groups.get(id).is_some_and(|g| g.frozen.is_none()))
+                    .collect();
+                &unfrozen
+            }
+        };
+        self.begin_snapshots(now, snapshot_candidates);
         let mut members_changed = false;
         for id in flushed {
             if let Some(g) = self.groups.get_mut(&id) {

@@ -107,7 +107,7 @@ pub(super) struct Frozen {
     pub(super) ready: bool,
     pub(super) deferred: Vec<Deferred>,
     /// Bytes of the peer frames in `deferred`.
-    pub(super) peer_bytes: usize,
+    peer_bytes: usize,
 }
 
 /// Most inputs a frozen group holds. A sync takes a fraction of a millisecond; one that does

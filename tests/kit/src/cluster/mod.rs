@@ -174,6 +174,15 @@ pub fn write_key_file(path: &Path, hex: &str) {
     }
 }
 
+/// The file system of node `id`'s own in `mounts` (`what` it is, for the panic).
+fn mounted<'a, F>(mounts: &'a [(u64, F)], id: u64, what: &str) -> &'a F {
+    mounts
+        .iter()
+        .find(|(n, _)| *n == id)
+        .map(|(_, fs)| fs)
+        .unwrap_or_else(|| panic!("node {id}'s data dir is not on {what} of its own"))
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // A process blocked on a frozen file system cannot die until it is thawed.
@@ -247,11 +256,7 @@ impl Cluster {
     /// # Panics
     /// When the tmpfs cannot be mounted (the test needs root).
     pub fn on_tmpfs(&mut self, id: u64, bytes: u64) -> &Tmpfs {
-        assert!(
-            self.node(id).runs == 0,
-            "node {id} already ran on its own data dir"
-        );
-        let fs = Tmpfs::mount(&self.root().join(format!("n{id}-fs")), bytes);
+        let fs = Tmpfs::mount(&self.own_fs_at(id), bytes);
         self.node_mut(id).dir = fs.path().join("data");
         self.mounts.push((id, fs));
         self.tmpfs(id)
@@ -265,11 +270,7 @@ impl Cluster {
     /// # Panics
     /// When it cannot be made or mounted (the test needs root).
     pub fn on_loop_fs(&mut self, id: u64, bytes: u64) -> &LoopFs {
-        assert!(
-            self.node(id).runs == 0,
-            "node {id} already ran on its own data dir"
-        );
-        let fs = LoopFs::mount(&self.root().join(format!("n{id}-fs")), bytes);
+        let fs = LoopFs::mount(&self.own_fs_at(id), bytes);
         self.node_mut(id).dir = fs.path().join("data");
         self.loop_mounts.push((id, fs));
         self.loop_fs(id)
@@ -277,20 +278,21 @@ impl Cluster {
 
     /// The loop-device file system holding node `id`'s data dir ([`Cluster::on_loop_fs`]).
     pub fn loop_fs(&self, id: u64) -> &LoopFs {
-        self.loop_mounts
-            .iter()
-            .find(|(n, _)| *n == id)
-            .map(|(_, fs)| fs)
-            .unwrap_or_else(|| panic!("node {id}'s data dir is not on a loop device of its own"))
+        mounted(&self.loop_mounts, id, "a loop device")
     }
 
     /// The tmpfs holding node `id`'s data dir ([`Cluster::on_tmpfs`]).
     pub fn tmpfs(&self, id: u64) -> &Tmpfs {
-        self.mounts
-            .iter()
-            .find(|(n, _)| *n == id)
-            .map(|(_, fs)| fs)
-            .unwrap_or_else(|| panic!("node {id}'s data dir is not on a tmpfs of its own"))
+        mounted(&self.mounts, id, "a tmpfs")
+    }
+
+    /// Where a file system of node `id`'s own is mounted; it must not have run yet.
+    fn own_fs_at(&self, id: u64) -> PathBuf {
+        assert!(
+            self.node(id).runs == 0,
+            "node {id} already ran on its own data dir"
+        );
+        self.root().join(format!("n{id}-fs"))
     }
 
     /// Node `id`, to change before it starts.
