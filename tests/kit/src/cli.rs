@@ -122,7 +122,7 @@ fn wait_within(child: &mut std::process::Child, command: &str, within: Duration)
 /// # Panics
 /// When it runs longer than `within`.
 pub fn run_into_closed_pipe(mut cmd: Command, within: Duration) -> Output {
-    let (reading, writing) = rustix::pipe::pipe().expect("a pipe");
+    let (reading, writing) = pipe();
     drop(reading);
     cmd.stdout(Stdio::from(writing));
     let dir = tempfile::tempdir().expect("a temporary dir for the output");
@@ -143,6 +143,13 @@ pub fn run_into_closed_pipe(mut cmd: Command, within: Duration) -> Output {
         out: String::new(),
         err: std::fs::read_to_string(&err_path).unwrap_or_default(),
     }
+}
+
+/// A pipe whose ends are closed on exec: a child another test starts meanwhile must not
+/// inherit the reading end, or the pipe stays open and the writes succeed (seen in CI: exit 0
+/// instead of 141). `Command` clears the flag on the copy it makes the child's stdout.
+fn pipe() -> (rustix::fd::OwnedFd, rustix::fd::OwnedFd) {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("a pipe")
 }
 
 /// The exit code, or 128 + the signal that ended the process (as a shell reports it).
@@ -292,3 +299,17 @@ pub const AUTH_USERS: &[&[&str]] = &[
     ],
     &["user", "grant-role", "alice", "app"],
 ];
+
+#[cfg(test)]
+mod tests {
+    use rustix::io::{fcntl_getfd, FdFlags};
+
+    /// Neither end of the closed-pipe helper's pipe leaks into children other threads start.
+    #[test]
+    fn the_pipe_is_closed_on_exec() {
+        let (reading, writing) = super::pipe();
+        for fd in [&reading, &writing] {
+            assert!(fcntl_getfd(fd).unwrap().contains(FdFlags::CLOEXEC));
+        }
+    }
+}
