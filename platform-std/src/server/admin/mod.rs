@@ -383,30 +383,28 @@ impl Routes for AdminRoutes {
         let stalls = self.stalls();
         match path {
             // A stall is now, not in the view: said fresh each time, while there is one.
-            "/health" | "/status/node" if stalls.any() => {
+            "/health" | "/status/node" | "/status" if stalls.any() => {
                 // A loop stuck while it publishes holds the view: its last word does not
-                // count now anyway.
-                let held;
-                let bare;
-                let v: &AdminView = match self.try_view() {
-                    Some(v) => {
-                        held = v;
-                        &held
-                    }
-                    None => {
-                        bare = AdminView {
-                            node_id: self.fsync.loop_beat.node_id(),
-                            running: true,
-                            ..AdminView::default()
-                        };
-                        &bare
-                    }
+                // count now anyway. (A copy: a stalled sync leaves the loop running, and
+                // `/status` may be long to render.)
+                let v = match self.try_view() {
+                    Some(v) => v.clone(),
+                    None => AdminView {
+                        node_id: self.fsync.loop_beat.node_id(),
+                        running: true,
+                        ..AdminView::default()
+                    },
                 };
                 match path {
-                    "/health" => health(v, stalls),
+                    "/health" => health(&v, stalls),
+                    "/status" => json(pretty(&FullStatus {
+                        node: &v,
+                        health: health_body(&v, stalls).1,
+                        groups: &v.groups,
+                    })),
                     _ => json(pretty(&NodeStatus {
-                        node: v,
-                        health: health_body(v, stalls).1,
+                        node: &v,
+                        health: health_body(&v, stalls).1,
                         groups: GroupsSummary::of(&v.groups),
                     })),
                 }
@@ -416,7 +414,7 @@ impl Routes for AdminRoutes {
             "/status" => self.rendered(&self.status, false, |v| {
                 json(pretty(&FullStatus {
                     node: v,
-                    health: &v.health,
+                    health: serde_json::to_value(&v.health).unwrap_or_default(),
                     groups: &v.groups,
                 }))
             }),
@@ -588,7 +586,8 @@ const GROUP_STATUS: &str = "/status/group/";
 struct FullStatus<'a> {
     #[serde(flatten)]
     node: &'a AdminView,
-    health: &'a Option<HealthInfo>,
+    /// The view's health; while the node is stalled, `/health`'s body (which says so).
+    health: serde_json::Value,
     groups: &'a [GroupView],
 }
 
@@ -853,6 +852,10 @@ mod tests {
             );
             let node = body(&routes.get("/status/node"));
             assert_eq!(node["health"]["status"], "unavailable", "{node}");
+            // `/status` too, rather than the last view's health.
+            let full = body(&routes.get("/status"));
+            assert_eq!(full["health"]["status"], "unavailable", "{full}");
+            assert!(full["health"]["stalled_ms"].as_u64().unwrap() >= 3_000, "{full}");
             let m = routes.get("/metrics").body;
             assert!(m.contains("\nshoal_healthy 0\n"), "{m}");
             assert!(m.contains("\nshoal_raft_loop_stalled 1\n"), "{m}");
@@ -907,6 +910,9 @@ mod tests {
         assert!(reason.starts_with("sync_stalled: a log sync"), "{b}");
         // The view's groups are still listed: the loop runs.
         assert_eq!(listed(&b), [0, 1, 2], "{b}");
+        let full = body(&routes.get("/status"));
+        assert_eq!(full["health"]["status"], "unavailable", "{full}");
+        assert_eq!(listed(&full["health"]), [0, 1, 2], "{full}");
         let m = routes.get("/metrics").body;
         assert!(m.contains("\nshoal_sync_stalled 1\n"), "{m}");
         assert!(m.contains("\nshoal_healthy 0\n"), "{m}");
