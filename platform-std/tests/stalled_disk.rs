@@ -4,6 +4,10 @@
 //! last view it published cannot be vouched for), the others write on without it, and once the
 //! disk answers again it is healthy, catches up and holds every write acknowledged meanwhile.
 //!
+//! A disk whose writes land but whose flushes hang is the other stall: a preload shim
+//! (`tests/kit/shims/synchold.c`) holds a leader's log syncs while its raft loop runs, and its
+//! `/health` says `sync_stalled`.
+//!
 //! The disk is a small ext4 image on a loop device (the test needs root, as CI has; it fails,
 //! not skips, without it).
 #![cfg(unix)]
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use shoal_client::protocol::{ReadMode, Request, Response, WriteOp, WriteResult};
 use shoal_testkit::client;
-use shoal_testkit::disk::MIB;
+use shoal_testkit::disk::{SyncHold, MIB};
 use shoal_testkit::{poll, Cluster, WAIT};
 
 /// The node whose disk stalls.
@@ -202,5 +206,82 @@ fn a_leader_whose_disk_stalls_loses_the_lead_and_its_pending_write_happens_once(
             "{} on node {STALLED}",
             key(i)
         );
+    }
+}
+
+/// A leader whose log syncs hang while its writes land (the preload shim holds its sync
+/// threads' fdatasyncs; its raft loop runs): `/health` says `sync_stalled`, not `stalled`,
+/// within a few seconds, the group goes on with the followers' acks, and once the syncs return
+/// the node is healthy again with every acknowledged write.
+#[test]
+fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_writes() {
+    const LEADER: u64 = 1;
+    let shim_dir = tempfile::tempdir().expect("a dir for the shim");
+    let hold = SyncHold::build(shim_dir.path());
+    let mut c = Cluster::builder().election_timeout_ms(400).build();
+    c.node_mut(LEADER).env = hold.env();
+    c.start_all();
+    c.make_leader(LEADER, 0);
+    let through_leader = c.clients_of(&[LEADER]);
+    let key = |i: u64| format!("key{i}");
+    let value = |i: u64| format!("value {i}");
+    for i in 0..10 {
+        client::put(&through_leader, 0, 7, i + 1, &key(i), &value(i));
+    }
+    assert_eq!(c.wait_health(LEADER, 200)["status"], "ok");
+    assert_eq!(c.gauge(LEADER, "shoal_sync_stalled"), 0);
+
+    let held_at = Instant::now();
+    hold.hold();
+    // Writes go on through the leader while its own syncs hang: the followers' two acks are
+    // a majority.
+    let mut last;
+    let mut i = 10;
+    let body = loop {
+        last = client::put(&through_leader, 0, 7, i + 1, &key(i), &value(i));
+        i += 1;
+        let (code, body) = c.admin_health(LEADER);
+        if code == 503 {
+            break body;
+        }
+        assert!(
+            held_at.elapsed() < WAIT,
+            "no sync_stalled in /health: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(held_at.elapsed() >= Duration::from_secs(2), "{body}");
+    assert!(
+        body["sync_stalled_ms"].as_u64().unwrap_or(0) >= 2_000,
+        "{body}"
+    );
+    assert!(body.get("stalled_ms").is_none(), "the loop runs: {body}");
+    let reason = body["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.starts_with("sync_stalled: a log sync"), "{body}");
+    assert_eq!(c.gauge(LEADER, "shoal_sync_stalled"), 1);
+    assert_eq!(c.gauge(LEADER, "shoal_raft_loop_stalled"), 0);
+    assert_eq!(c.gauge(LEADER, "shoal_healthy"), 0);
+    let (_, status) = c.http_get(LEADER, "/status").expect("/status");
+    assert!(status.contains("sync_stalled: a log sync"), "{status}");
+    // Still the leader, still writing.
+    assert_eq!(c.wait_leader(0), LEADER);
+    last = last.max(client::put(
+        &through_leader,
+        0,
+        7,
+        i + 1,
+        &key(i),
+        &value(i),
+    ));
+
+    hold.release();
+    assert_eq!(c.wait_health(LEADER, 200)["status"], "ok");
+    assert_eq!(c.gauge(LEADER, "shoal_sync_stalled"), 0);
+    for id in [1, 2, 3] {
+        let applied = poll(WAIT, || c.status(id, 0).filter(|s| s.applied >= last));
+        assert!(applied.is_some(), "node {id} applied up to {last}");
+    }
+    for j in 0..=i {
+        c.assert_reads(LEADER, 0, &key(j), &value(j));
     }
 }

@@ -198,3 +198,72 @@ fn run(cmd: &str, args: &[&str], path: &Path) {
         String::from_utf8_lossy(&out.stderr).trim()
     );
 }
+
+/// A disk whose writes land but whose syncs do not return, for one process: `shims/synchold.c`
+/// built as a preload library. A node started with [`SyncHold::env`] runs normally until
+/// [`SyncHold::hold`]; from then on every fdatasync, fsync or syncfs its `shoal-fsync` threads
+/// make waits until [`SyncHold::release`] (also when dropped). Its raft thread's own syncs run.
+pub struct SyncHold {
+    lib: PathBuf,
+    file: PathBuf,
+}
+
+impl SyncHold {
+    /// Build the shim into `dir` with the system C compiler; released.
+    ///
+    /// # Panics
+    /// When `cc` is missing or fails.
+    pub fn build(dir: &Path) -> SyncHold {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("shims/synchold.c");
+        let lib = dir.join("synchold.so");
+        let out = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .arg("-ldl")
+            .output()
+            .unwrap_or_else(|e| panic!("run cc for {}: {e}", src.display()));
+        assert!(
+            out.status.success(),
+            "cc {} failed: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        SyncHold {
+            lib,
+            file: dir.join("syncs-held"),
+        }
+    }
+
+    /// The environment of a process whose syncs this holds.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("LD_PRELOAD".into(), self.lib.display().to_string()),
+            (
+                "SHOAL_SYNC_HOLD_FILE".into(),
+                self.file.display().to_string(),
+            ),
+        ]
+    }
+
+    /// Syncs started from now on wait (within the shim's 10 ms re-check for those waiting).
+    pub fn hold(&self) {
+        std::fs::write(&self.file, b"held\n")
+            .unwrap_or_else(|e| panic!("write {}: {e}", self.file.display()));
+    }
+
+    /// The waiting syncs run, and the next ones at once.
+    pub fn release(&self) {
+        match std::fs::remove_file(&self.file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("remove {}: {e}", self.file.display()),
+        }
+    }
+}
+
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}

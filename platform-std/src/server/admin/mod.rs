@@ -855,7 +855,10 @@ mod tests {
             // `/status` too, rather than the last view's health.
             let full = body(&routes.get("/status"));
             assert_eq!(full["health"]["status"], "unavailable", "{full}");
-            assert!(full["health"]["stalled_ms"].as_u64().unwrap() >= 3_000, "{full}");
+            assert!(
+                full["health"]["stalled_ms"].as_u64().unwrap() >= 3_000,
+                "{full}"
+            );
             let m = routes.get("/metrics").body;
             assert!(m.contains("\nshoal_healthy 0\n"), "{m}");
             assert!(m.contains("\nshoal_raft_loop_stalled 1\n"), "{m}");
