@@ -380,7 +380,8 @@ pub struct Journal {
     /// Held by the one thread writing records to the file or wrapping it
     /// ([`Journal::write_pending`]); taken before `inner`, never while holding it.
     writer: Mutex<()>,
-    /// Tests: the next write or wrap waits for a message here once it has taken its work.
+    /// Tests: the next write, wrap or opening of the file waits for a message here once it
+    /// has taken its work.
     #[cfg(test)]
     write_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
@@ -402,6 +403,11 @@ enum Prepared {
         held: HashMap<GroupId, Vec<HeldRun>>,
         epoch: u64,
     },
+    /// No file yet: open (or make) it with the header of `epoch`, then prepare again.
+    Open { epoch: u64 },
+    /// No file, and none to be made before a retry: one sync of the filesystem covers the
+    /// pieces taken off the pending list.
+    Filesystem,
 }
 
 struct Inner {
@@ -607,17 +613,47 @@ impl Journal {
         &self,
         _writer: &MutexGuard<'_, ()>,
     ) -> Result<(Option<Arc<File>>, JournalSync), String> {
-        let step = {
+        // What touches the disk runs outside `inner` (the raft thread's flushes and its view
+        // take it): making the file writes 16 MiB and syncs twice, a slow or hung disk would
+        // otherwise hold up the whole node with it.
+        let step = loop {
+            let prepared = self.prepare_write(&mut self.lock())?;
+            let epoch = match prepared {
+                Prepared::Open { epoch } => epoch,
+                Prepared::Filesystem => {
+                    if let Err(e) = self.fs.run() {
+                        self.lock().failed.get_or_insert(e.clone());
+                        return Err(e);
+                    }
+                    return Ok((None, JournalSync::Filesystem));
+                }
+                step => break step,
+            };
+            #[cfg(test)]
+            self.wait_at_gate();
+            let made = self.create(epoch);
             let mut i = self.lock();
-            self.prepare_write(&mut i)?
+            match made {
+                Ok(f) => {
+                    i.file = Some(Arc::new(f));
+                    i.at = HEADER_PAGE;
+                }
+                Err(e) => {
+                    // A full disk or no descriptor to spare: the node goes on with syncs of
+                    // the filesystem, and tries again later.
+                    log::warn!(
+                        "cannot make the sync journal {}: {e}; syncing the filesystem instead \
+                         (trying again in {} s)",
+                        self.path.display(),
+                        RETRY_AFTER.as_secs()
+                    );
+                    i.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
+                }
+            }
         };
         #[cfg(test)]
         if !matches!(step, Prepared::Done(..)) {
-            // Taken out first: the gate's lock is not held while waiting.
-            let gate = self.write_gate.lock().expect("the gate").take();
-            if let Some(gate) = gate {
-                let _ = gate.recv();
-            }
+            self.wait_at_gate();
         }
         match step {
             Prepared::Done(file, how) => Ok((file, how)),
@@ -647,10 +683,14 @@ impl Journal {
                 write_epoch(&file, epoch).map_err(|e| self.fail(e))?;
                 Ok((None, JournalSync::Wrapped))
             }
+            Prepared::Open { .. } | Prepared::Filesystem => {
+                unreachable!("a journal is opened, or the filesystem synced, before this")
+            }
         }
     }
 
-    /// Under `inner` (and `writer`): open the file if needed, and say what the write is.
+    /// Under `inner` (and `writer`): say what the write is, or that the file is to be opened
+    /// first.
     /// A wrap starts here: the held runs are taken (the wrap writes them to their segments),
     /// the records that did not fit are dropped (their bytes are in segments, which the wrap's
     /// filesystem sync makes durable), and the epoch moves on, so that pieces added while the
@@ -662,28 +702,12 @@ impl Journal {
         let file = match &i.file {
             Some(f) => f.clone(),
             None if i.retry_at.is_some_and(|t| std::time::Instant::now() < t) => {
-                return self.without_file(i);
+                // No journal: a sync of the filesystem covers every pending piece's bytes
+                // (and no barrier is needed where no piece was ever written).
+                i.pending.clear();
+                return Ok(Prepared::Filesystem);
             }
-            None => match self.create(i.epoch) {
-                Ok(f) => {
-                    let f = Arc::new(f);
-                    i.file = Some(f.clone());
-                    i.at = HEADER_PAGE;
-                    f
-                }
-                Err(e) => {
-                    // A full disk or no descriptor to spare: the node goes on with syncs of
-                    // the filesystem, and tries again later.
-                    log::warn!(
-                        "cannot make the sync journal {}: {e}; syncing the filesystem instead \
-                         (trying again in {} s)",
-                        self.path.display(),
-                        RETRY_AFTER.as_secs()
-                    );
-                    i.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
-                    return self.without_file(i);
-                }
-            },
+            None => return Ok(Prepared::Open { epoch: i.epoch }),
         };
         if i.at + i.pending.len() as u64 > self.capacity {
             let held = std::mem::take(&mut i.held);
@@ -734,14 +758,6 @@ impl Journal {
         Ok(())
     }
 
-    /// No journal file: a sync of the filesystem covers every pending piece's bytes (and no
-    /// barrier is needed where no piece was ever written).
-    fn without_file(&self, i: &mut Inner) -> Result<Prepared, String> {
-        self.fs.run().inspect_err(|e| i.failed = Some(e.clone()))?;
-        i.pending.clear();
-        Ok(Prepared::Done(None, JournalSync::Filesystem))
-    }
-
     /// Open the journal file, zero-filled to its size (reused if it has that size already),
     /// with the header of `epoch` durable.
     fn create(&self, epoch: u64) -> io::Result<File> {
@@ -760,6 +776,16 @@ impl Journal {
             fsutil::fsync_dir(dir, true)?;
         }
         Ok(f)
+    }
+
+    /// Tests: wait here if a test set the gate ([`Journal::write_gate`]).
+    #[cfg(test)]
+    fn wait_at_gate(&self) {
+        // Taken out first: the gate's lock is not held while waiting.
+        let gate = self.write_gate.lock().expect("the gate").take();
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
     }
 
     fn fail(&self, e: io::Error) -> String {
@@ -918,6 +944,38 @@ mod tests {
                 (2, 1, 64, b"three".to_vec()),
                 (3, 1, 64, b"four".to_vec()),
             ]
+        );
+    }
+
+    /// Making the file (16 MiB written and synced) does not hold the lock the groups' flushes
+    /// and the node's view take: on a slow or hung disk it held up the whole node.
+    #[test]
+    fn pieces_are_added_while_the_first_sync_makes_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = Arc::new(journal_in(dir.path(), JOURNAL_BYTES));
+        assert!(j.add(1, 1, 64, b"one"));
+        let open = gate_next_write(&j);
+        let (first, first_done) = sync_on_a_thread(&j);
+        until("the first sync begins to make the file", || {
+            j.write_gate.lock().unwrap().is_none()
+        });
+        let adding = {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                assert!(j.add(2, 1, 64, b"two"));
+                j.held_stats()
+            })
+        };
+        until("a piece was added while the file is made", || {
+            adding.is_finished()
+        });
+        assert_eq!(adding.join().expect("adding"), (0, 0));
+        still_waiting(&first_done, "the first sync returned before the file was made");
+        open.send(()).expect("let the file be made");
+        assert_eq!(first.join().expect("first"), Ok(JournalSync::Synced));
+        assert_eq!(
+            pieces_of(dir.path()),
+            vec![(1, 1, 64, b"one".to_vec()), (2, 1, 64, b"two".to_vec())]
         );
     }
 
