@@ -6,7 +6,8 @@
 //!
 //! A disk whose writes land but whose flushes hang is the other stall: a preload shim
 //! (`tests/kit/shims/synchold.c`) holds a leader's log syncs while its raft loop runs, and its
-//! `/health` says `sync_stalled`.
+//! `/health` says `sync_stalled`; holding a follower's syncs and snapshot writers, a snapshot
+//! that finishes while its group waits for the held sync is taken once the sync returns.
 //!
 //! The disk is a small ext4 image on a loop device (the test needs root, as CI has; it fails,
 //! not skips, without it).
@@ -284,4 +285,161 @@ fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_wri
     for j in 0..=i {
         c.assert_reads(LEADER, 0, &key(j), &value(j));
     }
+}
+
+/// How many threads of process `pid` have a name starting with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+/// Group `group`'s figure `field` in node `id`'s `/status/group/<group>`.
+fn group_figure(c: &Cluster, id: u64, group: u32, field: &str) -> u64 {
+    let (code, body) = c
+        .http_get(id, &format!("/status/group/{group}"))
+        .expect("the admin port answers");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
+/// Whether node `id` answers a status request for `group` within `within`.
+fn answers_within(c: &Cluster, id: u64, group: u32, within: Duration) -> bool {
+    let Ok(mut conn) = client::Conn::open(&c.node(id).client) else {
+        return false;
+    };
+    conn.set_timeout(within).expect("a timeout");
+    conn.call(group, Request::Status).is_ok()
+}
+
+/// A follower's group frozen while its sync is held (its bytes went to the sync journal) sees
+/// its background snapshot finish meanwhile: the snapshot is kept, not acted on, until the
+/// sync returns, and taken then; the follower catches up and restarts from it.
+#[test]
+fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_sync_returns() {
+    const FOLLOWER: u64 = 3;
+    let shim_dir = tempfile::tempdir().expect("a dir for the shim");
+    let hold = SyncHold::build(shim_dir.path());
+    let mut c = Cluster::builder().election_timeout_ms(400).build();
+    c.node_mut(FOLLOWER).env = hold.env();
+    c.node_mut(FOLLOWER).args = ["--snapshot-entries", "50"].map(String::from).to_vec();
+    c.start_all();
+    c.make_leader(1, 0);
+    c.create_groups([1, 2], "1,2,3");
+    c.make_leader(1, 1);
+    c.make_leader(1, 2);
+    let pid = c.node_mut(FOLLOWER).proc_mut().expect("running").pid();
+    let others = c.clients_of(&[1, 2]);
+    let key = |i: u64| format!("key{i}");
+    let value = |g: u32, i: u64| format!("value {g}.{i}");
+
+    // The follower's snapshots of groups 1 and 2 start and wait in their syncs. (A group with
+    // a snapshot under way is never idle: with two, every round of the follower's flushes
+    // several groups, so their new bytes go to the sync journal.)
+    hold.hold_snapshots();
+    let mut last = [0; 3];
+    for g in [1u32, 2] {
+        for i in 0..60 {
+            last[g as usize] = client::put(&others, g, 7, i + 1, &key(i), &value(g, i));
+        }
+        let thread = format!("shoal-snap-{g}");
+        let writing = poll(WAIT, || (threads_named(pid, &thread) > 0).then_some(()));
+        assert!(
+            writing.is_some(),
+            "no snapshot of group {g} started on the follower"
+        );
+    }
+
+    // Its log syncs held too; group 1 written: its bytes go to the journal and it waits for
+    // the held sync, frozen. (Group 2, not written, goes on.)
+    hold.hold();
+    let writes = 80;
+    for i in 60..writes {
+        last[1] = client::put(&others, 1, 7, i + 1, &key(i), &value(1, i));
+    }
+    let mut seen = None;
+    let sync_stalled = poll(WAIT, || {
+        let (_, body) = c.admin_health(FOLLOWER);
+        let stalled = body["sync_stalled_ms"].as_u64().is_some();
+        seen = Some(body);
+        stalled.then_some(())
+    });
+    assert!(sync_stalled.is_some(), "no sync_stalled: {seen:?}");
+    // A frozen group holds a request until its sync returns; the other answers.
+    let quick = Duration::from_millis(500);
+    assert!(
+        !answers_within(&c, FOLLOWER, 1, quick),
+        "group 1 is not frozen"
+    );
+    assert!(answers_within(&c, FOLLOWER, 2, quick), "group 2 is frozen");
+
+    // The snapshots finish meanwhile: group 2's is taken, group 1's kept.
+    hold.release_snapshots();
+    let done = poll(WAIT, || {
+        (threads_named(pid, "shoal-snap") == 0).then_some(())
+    });
+    assert!(done.is_some(), "the snapshot threads did not finish");
+    let taken = |g: u32| {
+        let line = format!("group {g}: snapshot taken at index");
+        move |c: &Cluster| c.node(FOLLOWER).log().contains(&line)
+    };
+    let group_2_taken = poll(WAIT, || taken(2)(&c).then_some(()));
+    assert!(group_2_taken.is_some(), "group 2's snapshot was not taken");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !taken(1)(&c),
+        "group 1's snapshot was taken while the group was frozen"
+    );
+
+    // The sync returns: the group takes its snapshot, then what reached it meanwhile.
+    hold.release();
+    let logged = poll(WAIT, || taken(1)(&c).then_some(()));
+    assert!(logged.is_some(), "group 1's kept snapshot was never taken");
+    assert_eq!(c.wait_health(FOLLOWER, 200)["status"], "ok");
+    let caught_up = |c: &Cluster| {
+        for g in [1u32, 2] {
+            let upto = last[g as usize];
+            let applied = poll(WAIT, || c.status(FOLLOWER, g).filter(|s| s.applied >= upto));
+            assert!(
+                applied.is_some(),
+                "group {g} on the follower applied up to {upto}"
+            );
+        }
+    };
+    caught_up(&c);
+    assert!(group_figure(&c, FOLLOWER, 1, "snapshot_index") >= 50);
+    let check = |c: &Cluster| {
+        for i in 0..writes {
+            let got = c.get(FOLLOWER, 1, &key(i), ReadMode::Local);
+            assert_eq!(
+                got.as_deref(),
+                Some(value(1, i).as_bytes()),
+                "group 1 {}",
+                key(i)
+            );
+        }
+        for i in 0..60 {
+            let got = c.get(FOLLOWER, 2, &key(i), ReadMode::Local);
+            assert_eq!(
+                got.as_deref(),
+                Some(value(2, i).as_bytes()),
+                "group 2 {}",
+                key(i)
+            );
+        }
+    };
+    check(&c);
+    // It starts again from that snapshot.
+    c.kill(FOLLOWER);
+    c.start(FOLLOWER);
+    caught_up(&c);
+    check(&c);
 }

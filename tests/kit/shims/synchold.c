@@ -6,9 +6,11 @@
  *   SHOAL_SYNC_HOLD_FILE=/tmp/hold   while this file exists, fdatasync, fsync and syncfs called
  *                                    on a thread whose name starts with "shoal-fsync" wait
  *                                    (re-checked every 10 ms), then run
+ *   SHOAL_SNAP_HOLD_FILE=/tmp/snap   the same for threads whose name starts with "shoal-snap"
+ *                                    (the threads that write snapshots)
  *
- * Only the sync threads: the raft thread's own syncs (hard state, a lone follower's log) run,
- * so the raft loop goes on while a leader's log syncs hang. Built by the test harness with the
+ * Only those threads: the raft thread's own syncs (hard state, a lone follower's log) run, so
+ * the raft loop goes on while a leader's log syncs hang. Built by the test harness with the
  * system C compiler:
  *   cc -shared -fPIC -O2 -o synchold.so synchold.c -ldl
  */
@@ -25,25 +27,35 @@ typedef int (*fd_fn)(int);
 static fd_fn real_fdatasync;
 static fd_fn real_fsync;
 static fd_fn real_syncfs;
-static const char *hold_file;
+static const char *sync_hold_file;
+static const char *snap_hold_file;
 
 __attribute__((constructor)) static void init(void) {
     real_fdatasync = (fd_fn)dlsym(RTLD_NEXT, "fdatasync");
     real_fsync = (fd_fn)dlsym(RTLD_NEXT, "fsync");
     real_syncfs = (fd_fn)dlsym(RTLD_NEXT, "syncfs");
-    hold_file = getenv("SHOAL_SYNC_HOLD_FILE");
+    sync_hold_file = getenv("SHOAL_SYNC_HOLD_FILE");
+    snap_hold_file = getenv("SHOAL_SNAP_HOLD_FILE");
 }
 
-static int on_sync_thread(void) {
+/* The hold file for the calling thread, if its name has one. */
+static const char *hold_file_of_thread(void) {
     char name[17] = {0};
     if (prctl(PR_GET_NAME, name, 0, 0, 0) != 0) {
-        return 0;
+        return NULL;
     }
-    return strncmp(name, "shoal-fsync", 11) == 0;
+    if (strncmp(name, "shoal-fsync", 11) == 0) {
+        return sync_hold_file;
+    }
+    if (strncmp(name, "shoal-snap", 10) == 0) {
+        return snap_hold_file;
+    }
+    return NULL;
 }
 
 static void wait_while_held(void) {
-    if (hold_file == NULL || !on_sync_thread()) {
+    const char *hold_file = hold_file_of_thread();
+    if (hold_file == NULL) {
         return;
     }
     struct timespec step = {0, 10 * 1000 * 1000};

@@ -203,9 +203,11 @@ fn run(cmd: &str, args: &[&str], path: &Path) {
 /// built as a preload library. A node started with [`SyncHold::env`] runs normally until
 /// [`SyncHold::hold`]; from then on every fdatasync, fsync or syncfs its `shoal-fsync` threads
 /// make waits until [`SyncHold::release`] (also when dropped). Its raft thread's own syncs run.
+/// [`SyncHold::hold_snapshots`] does the same to the threads that write its snapshots.
 pub struct SyncHold {
     lib: PathBuf,
     file: PathBuf,
+    snap_file: PathBuf,
 }
 
 impl SyncHold {
@@ -232,6 +234,7 @@ impl SyncHold {
         SyncHold {
             lib,
             file: dir.join("syncs-held"),
+            snap_file: dir.join("snapshots-held"),
         }
     }
 
@@ -243,27 +246,50 @@ impl SyncHold {
                 "SHOAL_SYNC_HOLD_FILE".into(),
                 self.file.display().to_string(),
             ),
+            (
+                "SHOAL_SNAP_HOLD_FILE".into(),
+                self.snap_file.display().to_string(),
+            ),
         ]
     }
 
-    /// Syncs started from now on wait (within the shim's 10 ms re-check for those waiting).
+    /// The sync threads' syncs started from now on wait (within the shim's 10 ms re-check for
+    /// those waiting).
     pub fn hold(&self) {
-        std::fs::write(&self.file, b"held\n")
-            .unwrap_or_else(|e| panic!("write {}: {e}", self.file.display()));
+        hold_with(&self.file);
     }
 
-    /// The waiting syncs run, and the next ones at once.
+    /// The sync threads' waiting syncs run, and the next ones at once.
     pub fn release(&self) {
-        match std::fs::remove_file(&self.file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => panic!("remove {}: {e}", self.file.display()),
-        }
+        release_with(&self.file);
+    }
+
+    /// As [`SyncHold::hold`], for the threads that write snapshots.
+    pub fn hold_snapshots(&self) {
+        hold_with(&self.snap_file);
+    }
+
+    /// As [`SyncHold::release`], for the threads that write snapshots.
+    pub fn release_snapshots(&self) {
+        release_with(&self.snap_file);
+    }
+}
+
+fn hold_with(file: &Path) {
+    std::fs::write(file, b"held\n").unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+}
+
+fn release_with(file: &Path) {
+    match std::fs::remove_file(file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("remove {}: {e}", file.display()),
     }
 }
 
 impl Drop for SyncHold {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_file(&self.snap_file);
     }
 }
