@@ -212,22 +212,29 @@ fn a_leader_whose_disk_stalls_loses_the_lead_and_its_pending_write_happens_once(
 
 /// A leader whose log syncs hang while its writes land (the preload shim holds its sync
 /// threads' fdatasyncs; its raft loop runs): `/health` says `sync_stalled`, not `stalled`,
-/// within a few seconds, the group goes on with the followers' acks, and once the syncs return
-/// the node is healthy again with every acknowledged write.
+/// within a few seconds, its groups go on with the followers' acks, and once the syncs return
+/// the node is healthy again with every acknowledged write. Two groups are written at once, so
+/// the syncs it holds are the sync journal's.
 #[test]
 fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_writes() {
     const LEADER: u64 = 1;
     let shim_dir = tempfile::tempdir().expect("a dir for the shim");
     let hold = SyncHold::build(shim_dir.path());
-    let mut c = Cluster::builder().election_timeout_ms(400).build();
+    // (Both groups stay led here: no leader balance.)
+    let mut c = Cluster::builder()
+        .election_timeout_ms(400)
+        .args(&["--leader-balance-interval", "0"])
+        .build();
     c.node_mut(LEADER).env = hold.env();
     c.start_all();
     c.make_leader(LEADER, 0);
+    c.create_groups([1], "1,2,3");
+    c.make_leader(LEADER, 1);
     let through_leader = c.clients_of(&[LEADER]);
     let key = |i: u64| format!("key{i}");
-    let value = |i: u64| format!("value {i}");
+    let value = |g: u32, i: u64| format!("value {g}.{i}");
     for i in 0..10 {
-        client::put(&through_leader, 0, 7, i + 1, &key(i), &value(i));
+        client::put(&through_leader, 0, 7, i + 1, &key(i), &value(0, i));
     }
     assert_eq!(c.wait_health(LEADER, 200)["status"], "ok");
     assert_eq!(c.gauge(LEADER, "shoal_sync_stalled"), 0);
@@ -235,22 +242,41 @@ fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_wri
     let held_at = Instant::now();
     hold.hold();
     // Writes go on through the leader while its own syncs hang: the followers' two acks are
-    // a majority.
-    let mut last;
-    let mut i = 10;
-    let body = loop {
-        last = client::put(&through_leader, 0, 7, i + 1, &key(i), &value(i));
-        i += 1;
-        let (code, body) = c.admin_health(LEADER);
-        if code == 503 {
-            break body;
-        }
-        assert!(
-            held_at.elapsed() < WAIT,
-            "no sync_stalled in /health: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // a majority. Group 1 is written alongside until the stall is seen.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut last, mut i, body, group_1) = std::thread::scope(|s| {
+        let group_1 = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                client::put(&through_leader, 1, 8, n + 1, &key(n), &value(1, n));
+                n += 1;
+            }
+            n
+        });
+        let mut i = 10;
+        let mut last;
+        let body = loop {
+            last = client::put(&through_leader, 0, 7, i + 1, &key(i), &value(0, i));
+            i += 1;
+            // (A 503 for group 1's first election is not what this waits for.)
+            let (code, body) = c.admin_health(LEADER);
+            if code == 503 && body.get("sync_stalled_ms").is_some() {
+                break body;
+            }
+            assert!(
+                held_at.elapsed() < WAIT,
+                "no sync_stalled in /health: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (
+            last,
+            i,
+            body,
+            group_1.join().expect("the writes to group 1"),
+        )
+    });
     assert!(held_at.elapsed() >= Duration::from_secs(2), "{body}");
     assert!(
         body["sync_stalled_ms"].as_u64().unwrap_or(0) >= 2_000,
@@ -272,8 +298,9 @@ fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_wri
         7,
         i + 1,
         &key(i),
-        &value(i),
+        &value(0, i),
     ));
+    i += 1;
 
     hold.release();
     assert_eq!(c.wait_health(LEADER, 200)["status"], "ok");
@@ -282,8 +309,11 @@ fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_wri
         let applied = poll(WAIT, || c.status(id, 0).filter(|s| s.applied >= last));
         assert!(applied.is_some(), "node {id} applied up to {last}");
     }
-    for j in 0..=i {
-        c.assert_reads(LEADER, 0, &key(j), &value(j));
+    for j in 0..i {
+        c.assert_reads(LEADER, 0, &key(j), &value(0, j));
+    }
+    for j in 0..group_1 {
+        c.assert_reads(LEADER, 1, &key(j), &value(1, j));
     }
 }
 
@@ -328,7 +358,11 @@ fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_s
     const FOLLOWER: u64 = 3;
     let shim_dir = tempfile::tempdir().expect("a dir for the shim");
     let hold = SyncHold::build(shim_dir.path());
-    let mut c = Cluster::builder().election_timeout_ms(400).build();
+    // (Every group stays led by node 1: no leader balance, whose moves write new entries.)
+    let mut c = Cluster::builder()
+        .election_timeout_ms(400)
+        .args(&["--leader-balance-interval", "0"])
+        .build();
     c.node_mut(FOLLOWER).env = hold.env();
     c.node_mut(FOLLOWER).args = ["--snapshot-entries", "50"].map(String::from).to_vec();
     c.start_all();

@@ -970,7 +970,10 @@ mod tests {
             adding.is_finished()
         });
         assert_eq!(adding.join().expect("adding"), (0, 0));
-        still_waiting(&first_done, "the first sync returned before the file was made");
+        still_waiting(
+            &first_done,
+            "the first sync returned before the file was made",
+        );
         open.send(()).expect("let the file be made");
         assert_eq!(first.join().expect("first"), Ok(JournalSync::Synced));
         assert_eq!(
