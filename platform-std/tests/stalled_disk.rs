@@ -210,6 +210,22 @@ fn a_leader_whose_disk_stalls_loses_the_lead_and_its_pending_write_happens_once(
     }
 }
 
+/// Nodes 1, 2 and 3, started, node `held` under the sync-hold shim and with `args`; the shim's
+/// dir (kept while the node may restart) and its switch. No leader balance: its moves write
+/// entries these tests do not expect, and a group's leader stays where a test put it.
+fn held_cluster(held: u64, args: &[&str]) -> (tempfile::TempDir, SyncHold, Cluster) {
+    let shim_dir = tempfile::tempdir().expect("a dir for the shim");
+    let hold = SyncHold::build(shim_dir.path());
+    let mut c = Cluster::builder()
+        .election_timeout_ms(400)
+        .args(&["--leader-balance-interval", "0"])
+        .build();
+    c.node_mut(held).env = hold.env();
+    c.node_mut(held).args = args.iter().map(|a| a.to_string()).collect();
+    c.start_all();
+    (shim_dir, hold, c)
+}
+
 /// A leader whose log syncs hang while its writes land (the preload shim holds its sync
 /// threads' fdatasyncs; its raft loop runs): `/health` says `sync_stalled`, not `stalled`,
 /// within a few seconds, its groups go on with the followers' acks, and once the syncs return
@@ -218,15 +234,7 @@ fn a_leader_whose_disk_stalls_loses_the_lead_and_its_pending_write_happens_once(
 #[test]
 fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_writes() {
     const LEADER: u64 = 1;
-    let shim_dir = tempfile::tempdir().expect("a dir for the shim");
-    let hold = SyncHold::build(shim_dir.path());
-    // (Both groups stay led here: no leader balance.)
-    let mut c = Cluster::builder()
-        .election_timeout_ms(400)
-        .args(&["--leader-balance-interval", "0"])
-        .build();
-    c.node_mut(LEADER).env = hold.env();
-    c.start_all();
+    let (_shim_dir, hold, c) = held_cluster(LEADER, &[]);
     c.make_leader(LEADER, 0);
     c.create_groups([1], "1,2,3");
     c.make_leader(LEADER, 1);
@@ -356,16 +364,7 @@ fn answers_within(c: &Cluster, id: u64, group: u32, within: Duration) -> bool {
 #[test]
 fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_sync_returns() {
     const FOLLOWER: u64 = 3;
-    let shim_dir = tempfile::tempdir().expect("a dir for the shim");
-    let hold = SyncHold::build(shim_dir.path());
-    // (Every group stays led by node 1: no leader balance, whose moves write new entries.)
-    let mut c = Cluster::builder()
-        .election_timeout_ms(400)
-        .args(&["--leader-balance-interval", "0"])
-        .build();
-    c.node_mut(FOLLOWER).env = hold.env();
-    c.node_mut(FOLLOWER).args = ["--snapshot-entries", "50"].map(String::from).to_vec();
-    c.start_all();
+    let (_shim_dir, hold, mut c) = held_cluster(FOLLOWER, &["--snapshot-entries", "50"]);
     c.make_leader(1, 0);
     c.create_groups([1, 2], "1,2,3");
     c.make_leader(1, 1);
