@@ -591,7 +591,13 @@ fn threads_waiting(pid: u32) -> String {
 /// reactor thread), from gdb when it is installed: what the kernel stacks cannot tell.
 fn admin_stacks(pid: u32) -> String {
     let Ok(o) = std::process::Command::new("gdb")
-        .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 16"])
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 16",
+        ])
         .output()
     else {
         return String::new();
