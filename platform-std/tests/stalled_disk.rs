@@ -364,7 +364,12 @@ fn answers_within(c: &Cluster, id: u64, group: u32, within: Duration) -> bool {
 #[test]
 fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_sync_returns() {
     const FOLLOWER: u64 = 3;
-    let (_shim_dir, hold, mut c) = held_cluster(FOLLOWER, &["--snapshot-entries", "50"]);
+    // (No commit hints: one saved with the hard state while the syncs are held would freeze
+    // the group that saves it, group 2 too.)
+    let (_shim_dir, hold, mut c) = held_cluster(
+        FOLLOWER,
+        &["--snapshot-entries", "50", "--commit-hint-interval", "0"],
+    );
     c.make_leader(1, 0);
     c.create_groups([1, 2], "1,2,3");
     c.make_leader(1, 1);
@@ -392,7 +397,16 @@ fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_s
     }
 
     // Its log syncs held too; group 1 written: its bytes go to the journal and it waits for
-    // the held sync, frozen. (Group 2, not written, goes on.)
+    // the held sync, frozen. (Group 2, not written, goes on: the follower has all of it
+    // first.)
+    for g in [1u32, 2] {
+        let upto = last[g as usize];
+        let applied = poll(WAIT, || c.status(FOLLOWER, g).filter(|s| s.applied >= upto));
+        assert!(
+            applied.is_some(),
+            "group {g} on the follower applied up to {upto}"
+        );
+    }
     hold.hold();
     let writes = 80;
     for i in 60..writes {
