@@ -93,8 +93,7 @@ fn a_node_whose_disk_stalls_says_so_and_catches_up_once_it_answers() {
     assert_eq!(c.wait_health(STALLED, 200)["status"], "ok");
     assert_eq!(c.gauge(STALLED, "shoal_raft_loop_stalled"), 0);
     assert_eq!(c.gauge(STALLED, "shoal_healthy"), 1);
-    let caught_up = poll(WAIT, || c.status(STALLED, 0).filter(|s| s.applied >= last));
-    assert!(caught_up.is_some(), "node {STALLED} applied up to {last}");
+    wait_applied(&c, STALLED, 0, last);
     for i in 0..=60 {
         assert_eq!(
             c.get(STALLED, 0, &key(i), ReadMode::Local).as_deref(),
@@ -314,8 +313,7 @@ fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_wri
     assert_eq!(c.wait_health(LEADER, 200)["status"], "ok");
     assert_eq!(c.gauge(LEADER, "shoal_sync_stalled"), 0);
     for id in [1, 2, 3] {
-        let applied = poll(WAIT, || c.status(id, 0).filter(|s| s.applied >= last));
-        assert!(applied.is_some(), "node {id} applied up to {last}");
+        wait_applied(&c, id, 0, last);
     }
     for j in 0..i {
         c.assert_reads(LEADER, 0, &key(j), &value(0, j));
@@ -323,6 +321,15 @@ fn a_leader_whose_syncs_hang_says_sync_stalled_while_its_followers_carry_the_wri
     for j in 0..group_1 {
         c.assert_reads(LEADER, 1, &key(j), &value(1, j));
     }
+}
+
+/// Wait until node `id` has applied `group` up to `upto`.
+fn wait_applied(c: &Cluster, id: u64, group: u32, upto: u64) {
+    let applied = poll(WAIT, || c.status(id, group).filter(|s| s.applied >= upto));
+    assert!(
+        applied.is_some(),
+        "node {id} applied group {group} up to {upto}"
+    );
 }
 
 /// How many threads of process `pid` have a name starting with `prefix`.
@@ -400,12 +407,7 @@ fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_s
     // the held sync, frozen. (Group 2, not written, goes on: the follower has all of it
     // first.)
     for g in [1u32, 2] {
-        let upto = last[g as usize];
-        let applied = poll(WAIT, || c.status(FOLLOWER, g).filter(|s| s.applied >= upto));
-        assert!(
-            applied.is_some(),
-            "group {g} on the follower applied up to {upto}"
-        );
+        wait_applied(&c, FOLLOWER, g, last[g as usize]);
     }
     hold.hold();
     let writes = 80;
@@ -453,12 +455,7 @@ fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_s
     assert_eq!(c.wait_health(FOLLOWER, 200)["status"], "ok");
     let caught_up = |c: &Cluster| {
         for g in [1u32, 2] {
-            let upto = last[g as usize];
-            let applied = poll(WAIT, || c.status(FOLLOWER, g).filter(|s| s.applied >= upto));
-            assert!(
-                applied.is_some(),
-                "group {g} on the follower applied up to {upto}"
-            );
+            wait_applied(c, FOLLOWER, g, last[g as usize]);
         }
     };
     caught_up(&c);
