@@ -584,36 +584,6 @@ fn threads_waiting(pid: u32) -> String {
             stack.join(" <- ")
         );
     }
-    out + &admin_stacks(pid)
-}
-
-/// The user-space stacks of the threads that serve `/health` (the admin thread and async-io's
-/// reactor thread), from gdb when it is installed: what the kernel stacks cannot tell.
-fn admin_stacks(pid: u32) -> String {
-    let Ok(o) = std::process::Command::new("gdb")
-        .args([
-            "-p",
-            &pid.to_string(),
-            "-batch",
-            "-ex",
-            "thread apply all bt 16",
-        ])
-        .output()
-    else {
-        return String::new();
-    };
-    let text = String::from_utf8_lossy(&o.stdout);
-    let mut out = String::new();
-    for section in text.split("\nThread ").skip(1) {
-        let head = section.lines().next().unwrap_or_default();
-        if !(head.contains("\"shoal-admin\"") || head.contains("\"async-io\"")) {
-            continue;
-        }
-        out += &format!("  thread {head}\n");
-        for frame in section.lines().filter(|l| l.starts_with('#')) {
-            out += &format!("    {}\n", frame.chars().take(160).collect::<String>());
-        }
-    }
     out
 }
 
