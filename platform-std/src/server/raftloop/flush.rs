@@ -553,11 +553,12 @@ impl Flushers {
             _ => return jobs.iter_mut().for_each(run),
         };
         let mut queue = Vec::with_capacity(n_busy);
+        let mut idle = Vec::with_capacity(jobs.len() - n_busy);
         for j in jobs.iter_mut() {
             if busy(j) {
                 queue.push(std::sync::Mutex::new(j));
             } else {
-                run(j);
+                idle.push(j);
             }
         }
         let ends = TwoEnds::new(queue.len());
@@ -572,6 +573,12 @@ impl Flushers {
         pool.in_place_scope(|s| {
             for _ in 0..others.min(n_busy - 1) {
                 s.spawn(|_| work(true));
+            }
+            // The other threads start on the busy groups meanwhile (a round with many groups
+            // has as many idle ones to look at as busy ones): handing the busy ones over only
+            // after these left the others waiting that long.
+            for j in idle {
+                run(j);
             }
             work(false);
         });

@@ -1,5 +1,6 @@
-//! The spare: a segment-sized file of written (not merely reserved) zeros, prepared by a thread
-//! of its own so that the next segment starts ready.
+//! The spare: a segment-sized file of written (not merely reserved) zeros, prepared off the
+//! raft thread (by the process's one spare thread, [`make_spare`]) so that the next segment
+//! starts ready.
 //!
 //! Why: on ext4 and XFS a reserved (`fallocate`d) range is "unwritten"; the first write to each
 //! part of it changes the extent map, so every fdatasync of a fresh segment also commits file
@@ -17,6 +18,7 @@
 //! if the file system keeps the reserve free after it ([`Space::spare_fits`]), and given up,
 //! its file removed, if the free space falls under that while it is being filled.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -70,6 +72,75 @@ fn fill(path: &std::path::Path, len: u64, space: &Space) -> std::io::Result<File
     Ok(f)
 }
 
+/// A spare for the maker thread to fill ([`make_spare`]).
+struct SpareJob {
+    path: PathBuf,
+    len: u64,
+    space: Arc<Space>,
+    done: Arc<Mutex<Option<std::io::Result<File>>>>,
+}
+
+/// The spares waiting to be filled, oldest first, and whether the maker thread runs.
+struct Maker {
+    queue: VecDeque<SpareJob>,
+    running: bool,
+}
+
+static MAKER: Mutex<Maker> = Mutex::new(Maker {
+    queue: VecDeque::new(),
+    running: false,
+});
+
+/// Queue a spare for the process's one maker thread, starting it if it is not running.
+///
+/// One thread fills every group's spares, one after another: the groups of a node that are
+/// written at the same rate reach their roll-overs together, and a thread for each, all
+/// zero-filling and flushing at once (64 groups: a GiB), filled the device's queue for
+/// seconds, so that the groups' own log syncs waited behind them and the node's writes all
+/// but stopped. A group whose spare is still queued when its segment is full reserves the
+/// next one instead ([`Log::take_spare`] never waits), as it did when a burst outran its own
+/// preparer.
+fn make_spare(job: SpareJob) {
+    let mut m = MAKER.lock().unwrap_or_else(|e| e.into_inner());
+    m.queue.push_back(job);
+    if m.running {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("shoal-spare".into())
+        .spawn(|| {
+            crate::affinity::leave_raft_cpu();
+            lower_priority();
+            // Ends when the queue is empty (checked under the lock that queues).
+            while let Some(job) = {
+                let mut m = MAKER.lock().unwrap_or_else(|e| e.into_inner());
+                let job = m.queue.pop_front();
+                m.running = job.is_some();
+                job
+            } {
+                #[cfg(test)]
+                let _filling = tests::Filling::start();
+                let made = fill(&job.path, job.len, &job.space);
+                if made.is_err() {
+                    let _ = fs::remove_file(&job.path);
+                }
+                *job.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(made);
+            }
+        });
+    match spawned {
+        Ok(_) => m.running = true,
+        Err(e) => {
+            // Every queued spare is given up (its group reserves segments instead).
+            log::warn!("cannot start a thread to prepare the next segments: {e}");
+            for job in m.queue.drain(..) {
+                *job.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(
+                    std::io::Error::other(format!("no thread to fill it: {e}")),
+                ));
+            }
+        }
+    }
+}
+
 impl Log {
     /// Start the next segment's spare if the segment being written is at least half full (the
     /// group is busy); called after every append and at open.
@@ -113,22 +184,13 @@ impl Log {
             .dir_path()
             .join(format!("spare-{}-{n}.tmp", std::process::id()));
         let done = Arc::new(Mutex::new(None));
-        let (p, d, space) = (path.clone(), done.clone(), self.space.clone());
-        let spawned = std::thread::Builder::new()
-            .name("shoal-spare".into())
-            .spawn(move || {
-                crate::affinity::leave_raft_cpu();
-                lower_priority();
-                let made = fill(&p, len, &space);
-                if made.is_err() {
-                    let _ = fs::remove_file(&p);
-                }
-                *d.lock().unwrap_or_else(|e| e.into_inner()) = Some(made);
-            });
-        match spawned {
-            Ok(_) => self.spare = Some(Spare { path, len, done }),
-            Err(e) => log::warn!("cannot start a thread to prepare the next segment: {e}"),
-        }
+        make_spare(SpareJob {
+            path: path.clone(),
+            len,
+            space: self.space.clone(),
+            done: done.clone(),
+        });
+        self.spare = Some(Spare { path, len, done });
     }
 
     /// Whether a spare file is ready to become the next segment.
@@ -188,5 +250,72 @@ impl Log {
         if let Err(e) = fs::remove_file(path) {
             log::warn!("cannot remove the spare {}: {e}", path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Spares being filled now, and the most ever filled at once.
+    static FILLING: AtomicUsize = AtomicUsize::new(0);
+    static MOST_AT_ONCE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts a fill while it lives.
+    pub(super) struct Filling;
+
+    impl Filling {
+        pub(super) fn start() -> Filling {
+            let now = FILLING.fetch_add(1, Ordering::SeqCst) + 1;
+            MOST_AT_ONCE.fetch_max(now, Ordering::SeqCst);
+            Filling
+        }
+    }
+
+    impl Drop for Filling {
+        fn drop(&mut self) {
+            FILLING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn spares_asked_for_at_once_are_filled_one_after_another_all_of_them() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let space = Space::new(root.path(), Default::default());
+        let len = 3 * SPARE_STEP;
+        let dones: Vec<_> = (0..6)
+            .map(|i| {
+                let done = Arc::new(Mutex::new(None));
+                make_spare(SpareJob {
+                    path: root.path().join(format!("spare-{i}.tmp")),
+                    len,
+                    space: space.clone(),
+                    done: done.clone(),
+                });
+                done
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (i, done) in dones.iter().enumerate() {
+            let made = loop {
+                if let Some(made) = done.lock().unwrap().take() {
+                    break made;
+                }
+                assert!(Instant::now() < deadline, "spare {i} was never filled");
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            let file = made.expect("filled");
+            assert_eq!(file.metadata().unwrap().len(), len);
+            let bytes = std::fs::read(root.path().join(format!("spare-{i}.tmp"))).unwrap();
+            assert!(bytes.iter().all(|&b| b == 0), "spare {i} is written zeros");
+        }
+        // (Other tests' spares go through the same thread, so the bound holds for them too.)
+        assert_eq!(
+            MOST_AT_ONCE.load(Ordering::SeqCst),
+            1,
+            "spares were filled several at once"
+        );
     }
 }
