@@ -487,3 +487,69 @@ fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_s
     caught_up(&c);
     check(&c);
 }
+
+/// Snapshots that fall due in many groups at once are written a few at a time: with the
+/// snapshot writers' syncs held, eight groups due one after another get four writers
+/// (threads, and `shoal_snapshot_writers`), the others wait for one to end, and once the
+/// syncs return every group's snapshot is taken.
+#[test]
+fn snapshots_due_in_many_groups_at_once_are_written_four_at_a_time() {
+    let shim_dir = tempfile::tempdir().expect("a dir for the shim");
+    let hold = SyncHold::build(shim_dir.path());
+    let mut c = Cluster::builder()
+        .voters([1])
+        .args(&["--snapshot-entries", "20", "--leader-balance-interval", "0"])
+        .build();
+    c.node_mut(1).env = hold.env();
+    c.start_all();
+    let groups: Vec<u32> = (1..=8).collect();
+    c.create_groups(groups.clone(), "1");
+    for &g in &groups {
+        c.wait_leader(g);
+    }
+    let pid = c.node_mut(1).proc_mut().expect("running").pid();
+    let clients = c.clients();
+    hold.hold_snapshots();
+    for &g in &groups {
+        for i in 0..25 {
+            client::put(&clients, g, 7, i + 1, &format!("key{i}"), "value");
+        }
+    }
+    let writers = |c: &Cluster| {
+        (
+            threads_named(pid, "shoal-snap"),
+            c.gauge(1, "shoal_snapshot_writers"),
+        )
+    };
+    let four = poll(WAIT, || (writers(&c) == (4, 4)).then_some(()));
+    assert!(
+        four.is_some(),
+        "not four snapshot writers: {:?}",
+        writers(&c)
+    );
+    // Every group is due, and stays so while the four are held.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        writers(&c),
+        (4, 4),
+        "more writers began while four were held"
+    );
+    let taken = |g: u32| format!("group {g}: snapshot taken at index");
+    assert!(
+        groups.iter().all(|&g| !c.node(1).log().contains(&taken(g))),
+        "a snapshot was taken while its writer's syncs were held"
+    );
+
+    hold.release_snapshots();
+    for &g in &groups {
+        let logged = poll(WAIT, || c.node(1).log().contains(&taken(g)).then_some(()));
+        assert!(logged.is_some(), "group {g}'s snapshot was never taken");
+        // (The view is published every 100 ms.)
+        let index = poll(WAIT, || {
+            (group_figure(&c, 1, g, "snapshot_index") >= 20).then_some(())
+        });
+        assert!(index.is_some(), "group {g}'s status shows no snapshot");
+    }
+    let done = poll(WAIT, || (writers(&c) == (0, 0)).then_some(()));
+    assert!(done.is_some(), "writers left: {:?}", writers(&c));
+}

@@ -346,6 +346,13 @@ fn node_counters(s: &mut String, v: &AdminView) {
             v.leader_balance_load_transfers,
         ),
         (
+            "shoal_snapshot_writers",
+            "Group snapshots being written to disk off the raft thread now; at most four at \
+             once, a group due meanwhile waits for one to end.",
+            "gauge",
+            v.snapshot_writers,
+        ),
+        (
             "shoal_follower_background_syncs_total",
             "Follower flushes (one per group) whose sync ran on a sync thread while the raft \
              thread went on, the group taking no input until it was done.",

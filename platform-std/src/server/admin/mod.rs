@@ -154,6 +154,8 @@ pub struct AdminView {
     /// Follower flushes frozen for a sync on a sync thread rather than synced on the raft
     /// thread.
     pub follower_background_syncs: u64,
+    /// Snapshots being written off the raft thread now (at most four at once).
+    pub snapshot_writers: u64,
     /// Inputs a frozen group could not hold: peer frames dropped, client requests refused.
     pub frozen_inputs_refused: u64,
     /// Views published so far: answers rendered from the view are kept until the next.

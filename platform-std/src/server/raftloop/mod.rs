@@ -125,6 +125,8 @@ pub struct RaftLoop {
     /// Snapshots written off the raft thread, back from their threads ([`snapbg`]).
     snap_written_tx: Sender<SnapWritten>,
     snap_written: Receiver<SnapWritten>,
+    /// Snapshots being written now ([`snapbg::MAX_SNAPSHOT_WRITERS`] at most).
+    snapshot_writers: usize,
     /// Boxed (and built in the box): a `Group` holds its driver inline (tens of KiB), and a
     /// B-tree node of inline values made every insert/remove use a stack frame of hundreds of
     /// KiB.
@@ -245,6 +247,7 @@ impl RaftLoop {
         let mut me = RaftLoop {
             snap_written_tx,
             snap_written,
+            snapshot_writers: 0,
             sync_jobs,
             frozen_syncs: 0,
             deferred_refused: 0,
@@ -611,6 +614,8 @@ impl RaftLoop {
             n += self.syncs_done(done);
         }
         while let Ok(done) = self.snap_written.try_recv() {
+            // (Its writer is free even if the group is frozen and takes the result later.)
+            self.snapshot_writers -= 1;
             self.snapshot_written(done);
             n += 1;
         }

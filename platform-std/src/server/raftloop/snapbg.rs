@@ -4,8 +4,8 @@
 //! file, fdatasyncs it, renames it into place and fsyncs the dir, and hands the result back.
 //! Only then does the driver learn of the snapshot and compact the log behind it
 //! (`Node::snapshot_done`), so every group on the node keeps writing meanwhile. One snapshot
-//! per group is in flight at a time; a refusal (a full disk) is retried after
-//! `--snapshot-retry-ms`, as the driver retries one it takes itself.
+//! per group is in flight at a time, and [`MAX_SNAPSHOT_WRITERS`] per node; a refusal (a full
+//! disk) is retried after `--snapshot-retry-ms`, as the driver retries one it takes itself.
 
 use shoal_core::io::{SnapshotError, SnapshotWriter, StateMachine};
 
@@ -29,12 +29,24 @@ impl SnapshotWriter for InMemory {
     }
 }
 
+/// Snapshots a node writes at once. Groups written at the same rate fall due in the same
+/// round; with a writer each (64 groups: 64 threads, four syncs apiece, all at once) the
+/// device's queue filled and every group's log syncs waited behind them. A group due when
+/// every writer is busy stays due (and active) and begins once one is free.
+pub(super) const MAX_SNAPSHOT_WRITERS: usize = 4;
+
 impl RaftLoop {
-    /// Begin the snapshot of every group that is due one (and has none in flight).
+    /// Begin the snapshot of every group that is due one (and has none in flight), while
+    /// fewer than [`MAX_SNAPSHOT_WRITERS`] are being written.
     pub(super) fn begin_snapshots(&mut self, now: u64, flushed: &[GroupId]) {
         for id in flushed {
+            if self.snapshot_writers >= MAX_SNAPSHOT_WRITERS {
+                return;
+            }
             if let Some(g) = self.groups.get_mut(id) {
-                begin_snapshot(g, now, &self.snap_written_tx);
+                if begin_snapshot(g, now, &self.snap_written_tx) {
+                    self.snapshot_writers += 1;
+                }
             }
         }
     }
@@ -74,8 +86,9 @@ impl RaftLoop {
     }
 }
 
-/// Serialise `g`'s state if a snapshot is due, and start the thread that writes it.
-fn begin_snapshot(g: &mut Group, now: u64, done_tx: &Sender<SnapWritten>) {
+/// Serialise `g`'s state if a snapshot is due, and start the thread that writes it; whether
+/// one was started.
+fn begin_snapshot(g: &mut Group, now: u64, done_tx: &Sender<SnapWritten>) -> bool {
     let begun = g.node.begin_snapshot(now, false, |sm| {
         let mut out = InMemory(Vec::new());
         sm.snapshot(&mut out)?;
@@ -83,7 +96,7 @@ fn begin_snapshot(g: &mut Group, now: u64, done_tx: &Sender<SnapWritten>) {
     });
     let (plan, data) = match begun {
         Ok(Some(b)) => b,
-        Ok(None) => return,
+        Ok(None) => return false,
         Err(e) => {
             log::error!("group {}: fatal: snapshot: {e}; stopping", g.id);
             std::process::exit(1);
@@ -92,7 +105,10 @@ fn begin_snapshot(g: &mut Group, now: u64, done_tx: &Sender<SnapWritten>) {
     let index = plan.index;
     let job = match g.node.storage_mut().inner.begin_background_snapshot(plan) {
         Ok(job) => job,
-        Err(e) => return refused(g, now, NodeError::Storage(e)),
+        Err(e) => {
+            refused(g, now, NodeError::Storage(e));
+            return false;
+        }
     };
     let (group, tx) = (g.id, done_tx.clone());
     let spawned = std::thread::Builder::new()
@@ -104,9 +120,13 @@ fn begin_snapshot(g: &mut Group, now: u64, done_tx: &Sender<SnapWritten>) {
             // as a temp file the next start deletes.
             let _ = tx.send_blocking(SnapWritten { group, result });
         });
-    if let Err(e) = spawned {
-        log::warn!("group {group}: cannot start the thread for the snapshot at {index}: {e}");
-        refused(g, now, NodeError::Storage(StorageError::NoResources));
+    match spawned {
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("group {group}: cannot start the thread for the snapshot at {index}: {e}");
+            refused(g, now, NodeError::Storage(StorageError::NoResources));
+            false
+        }
     }
 }
 

@@ -127,6 +127,7 @@ impl RaftLoop {
         v.leader_balance_transfers = self.balance.transfers;
         v.leader_balance_load_transfers = self.balance.load_transfers;
         v.follower_background_syncs = self.frozen_syncs;
+        v.snapshot_writers = self.snapshot_writers as u64;
         v.frozen_inputs_refused = self.deferred_refused;
         v.raft_cpu = crate::affinity::raft_cpu();
         v.group_series_max = self.cfg.metrics_group_series;
