@@ -118,6 +118,10 @@ fn make_spare(job: SpareJob) {
                 m.running = job.is_some();
                 job
             } {
+                // Its log was closed (its group removed or stopped) while it waited: no file.
+                if Arc::strong_count(&job.done) == 1 {
+                    continue;
+                }
                 #[cfg(test)]
                 let _filling = tests::Filling::start();
                 let made = fill(&job.path, job.len, &job.space);
@@ -281,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn spares_asked_for_at_once_are_filled_one_after_another_all_of_them() {
+    fn spares_are_filled_one_after_another_and_not_for_a_closed_log() {
         let root = tempfile::tempdir().expect("temp dir");
         let space = Space::new(root.path(), Default::default());
         let len = 3 * SPARE_STEP;
@@ -311,6 +315,31 @@ mod tests {
             let bytes = std::fs::read(root.path().join(format!("spare-{i}.tmp"))).unwrap();
             assert!(bytes.iter().all(|&b| b == 0), "spare {i} is written zeros");
         }
+        // A spare whose log closed before its turn (nothing but the job holds its result)
+        // makes no file.
+        let dropped_path = root.path().join("gone.tmp");
+        make_spare(SpareJob {
+            path: dropped_path.clone(),
+            len,
+            space: space.clone(),
+            done: Arc::new(Mutex::new(None)),
+        });
+        // (The thread takes jobs in order: once a later one is done, the dropped one was seen.)
+        let later = Arc::new(Mutex::new(None));
+        make_spare(SpareJob {
+            path: root.path().join("later.tmp"),
+            len: SPARE_STEP,
+            space: space.clone(),
+            done: later.clone(),
+        });
+        while later.lock().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the later spare was never filled"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(!dropped_path.exists(), "a spare of a closed log was made");
         // (Other tests' spares go through the same thread, so the bound holds for them too.)
         assert_eq!(
             MOST_AT_ONCE.load(Ordering::SeqCst),
