@@ -365,10 +365,12 @@ fn shoal_bench_follows_a_group_whose_leader_moved_during_the_run() {
         "{report}"
     );
     // A connection that kept sending to the old leader would collect "not the leader" answers
-    // for the last three seconds, as fast as it can send; one that follows gets a few, once.
+    // for the last three seconds, as fast as it can send (thousands: the run writes thousands
+    // a second); one that follows gets a few, while the transfer runs (until the new leader is
+    // known its retries may reach the old one again: 76 once under CI's load).
     let not_leader = put["errors"]["not_leader"].as_u64().unwrap_or(0);
     let ok = put["ok"].as_u64().unwrap_or(0);
-    assert!(ok > 0 && not_leader <= 64, "{put}");
+    assert!(ok > 0 && not_leader <= 400, "{put}");
     // The writes went on at the new leaders.
     for (g, at) in [1, 2].into_iter().zip(moved_at) {
         let commit = c.status(c.wait_leader(g), g).expect("status").commit;
