@@ -7,7 +7,9 @@
 //! A disk whose writes land but whose flushes hang is the other stall: a preload shim
 //! (`tests/kit/shims/synchold.c`) holds a leader's log syncs while its raft loop runs, and its
 //! `/health` says `sync_stalled`; holding a follower's syncs and snapshot writers, a snapshot
-//! that finishes while its group waits for the held sync is taken once the sync returns.
+//! that finishes while its group waits for the held sync is taken once the sync returns; and
+//! holding a node's snapshot writers, snapshots due in many groups at once are written four
+//! at a time.
 //!
 //! The disk is a small ext4 image on a loop device (the test needs root, as CI has; it fails,
 //! not skips, without it).

@@ -615,7 +615,8 @@ impl RaftLoop {
         }
         while let Ok(done) = self.snap_written.try_recv() {
             // (Its writer is free even if the group is frozen and takes the result later.)
-            self.snapshot_writers -= 1;
+            debug_assert!(self.snapshot_writers > 0, "a snapshot came back uncounted");
+            self.snapshot_writers = self.snapshot_writers.saturating_sub(1);
             self.snapshot_written(done);
             n += 1;
         }
