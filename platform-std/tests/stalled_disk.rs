@@ -463,23 +463,16 @@ fn a_snapshot_that_finishes_while_its_group_waits_for_a_sync_is_taken_once_the_s
     caught_up(&c);
     assert!(group_figure(&c, FOLLOWER, 1, "snapshot_index") >= 50);
     let check = |c: &Cluster| {
-        for i in 0..writes {
-            let got = c.get(FOLLOWER, 1, &key(i), ReadMode::Local);
-            assert_eq!(
-                got.as_deref(),
-                Some(value(1, i).as_bytes()),
-                "group 1 {}",
-                key(i)
-            );
-        }
-        for i in 0..60 {
-            let got = c.get(FOLLOWER, 2, &key(i), ReadMode::Local);
-            assert_eq!(
-                got.as_deref(),
-                Some(value(2, i).as_bytes()),
-                "group 2 {}",
-                key(i)
-            );
+        for (g, n) in [(1u32, writes), (2, 60)] {
+            for i in 0..n {
+                let got = c.get(FOLLOWER, g, &key(i), ReadMode::Local);
+                assert_eq!(
+                    got.as_deref(),
+                    Some(value(g, i).as_bytes()),
+                    "group {g} {}",
+                    key(i)
+                );
+            }
         }
     };
     check(&c);
