@@ -212,3 +212,48 @@ fn end_to_end_against_a_single_shoald() {
     let o = shoalctl(&dead_addr(), &["--timeout", "300ms", "put", "a", "1"]);
     assert_eq!(o.code, 4, "{o}");
 }
+
+/// Every run of `shoalctl` is a session of its own, even when two runs read the same time:
+/// their session ids come from the operating system, not from the clock. With ids seeded from
+/// the clock, two runs on a coarse clock got the same id, and the second run's first write
+/// (sequence 1, like the first run's) was taken for a retry of the first run's and answered
+/// with its result without being applied: `put b 2` said ok and wrote nothing (seen in CI as a
+/// waiting lock acquire answered with another run's release).
+#[test]
+fn runs_that_read_the_same_clock_are_separate_sessions() {
+    let c = Cluster::single_node();
+    let addr = c.node(1).client.clone();
+    let o = shoalctl(&addr, &["--timeout", "20s", "mkdir", "app"]);
+    assert_eq!(o.code, 0, "{o}");
+    let shim = shoal_testkit::netns::ClockShim::build(c.root());
+    // Each run's clocks show 1,000 s at their first read and stand still for 100 s.
+    let clock = shim.coarse_env(1_000_000_000_000, 100_000_000_000);
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(shoal_testkit::bin("shoalctl"));
+        cmd.arg("--endpoints").arg(&addr).args(args);
+        cmd.envs(clock.iter().map(|(k, v)| (k, v)));
+        shoal_testkit::cli::run(cmd, None, std::time::Duration::from_secs(30))
+    };
+    let mut owners = Vec::new();
+    for (key, value) in [("app.a", "1"), ("app.b", "2"), ("app.c", "3")] {
+        let o = run(&["put", key, value]);
+        assert_eq!(o.code, 0, "{o}");
+        let o = shoalctl(&addr, &["get", key]);
+        assert_eq!(o.code, 0, "a write answered ok was applied: {o}");
+        assert_eq!(o.out, format!("{value}\n"));
+        // A temporary value's owner is the session that made it.
+        let temp = format!("{key}_temp");
+        let o = run(&["put-temp", &temp, "v", "--ttl", "60s"]);
+        assert_eq!(o.code, 0, "{o}");
+        let o = shoalctl(&addr, &["-o", "json", "get", &temp]);
+        assert_eq!(o.code, 0, "{o}");
+        owners.push(o.json()["owner"].as_u64().expect("an owner"));
+    }
+    owners.sort_unstable();
+    owners.dedup();
+    assert_eq!(
+        owners.len(),
+        3,
+        "every run is a session of its own: {owners:?}"
+    );
+}

@@ -6,6 +6,11 @@
  *   SHOAL_CLOCK_RATE_FILE=/tmp/rate  the rate is read from this file (a decimal number) and
  *                                    re-read every 20 ms of real time, so a test can change it
  *                                    while the process runs
+ *   SHOAL_CLOCK_START_NS=N           every clock shows N nanoseconds at its first read (rather
+ *                                    than the real time), so processes started apart read the
+ *                                    same times
+ *   SHOAL_CLOCK_TICK_NS=N            clocks move in steps of N nanoseconds (a coarse clock:
+ *                                    every read within one step shows the same time)
  *
  * Every clock read through clock_gettime (Rust's Instant and SystemTime, timers built on them)
  * continues from where it stands when the rate changes: time never jumps or runs backwards,
@@ -28,6 +33,8 @@ static clock_fn real_clock_gettime;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static double rate = 1.0;
 static const char *rate_file;
+static long long start_ns = -1;
+static long long tick_ns = 0;
 static long long last_check_ns = -1;
 /* Per clock: the real and the shown time at the last rate change (or first use). */
 static long long base_real[CLOCKS];
@@ -65,6 +72,14 @@ static void init(void) {
         }
     }
     rate_file = getenv("SHOAL_CLOCK_RATE_FILE");
+    const char *s = getenv("SHOAL_CLOCK_START_NS");
+    if (s) {
+        start_ns = atoll(s);
+    }
+    const char *t = getenv("SHOAL_CLOCK_TICK_NS");
+    if (t && atoll(t) > 0) {
+        tick_ns = atoll(t);
+    }
 }
 
 /* Re-base every started clock at the current instant, so a new rate continues smoothly. */
@@ -102,9 +117,12 @@ int clock_gettime(clockid_t id, struct timespec *tp) {
     if (!started[id]) {
         started[id] = 1;
         base_real[id] = real;
-        base_shown[id] = real;
+        base_shown[id] = start_ns >= 0 ? start_ns : real;
     }
     long long shown = base_shown[id] + (long long)((double)(real - base_real[id]) * rate);
+    if (tick_ns > 0) {
+        shown -= (shown - base_shown[id]) % tick_ns;
+    }
     pthread_mutex_unlock(&lock);
     from_ns(shown, tp);
     return 0;

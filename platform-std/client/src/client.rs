@@ -134,12 +134,7 @@ impl Client {
             .map(|e| crate::config::parse_endpoint(e))
             .collect::<Result<_, _>>()
             .map_err(ClientError::bad_request)?;
-        let client_id = loop {
-            let id = fastrand::Rng::new().u64(..);
-            if id != 0 {
-                break id;
-            }
-        };
+        let client_id = new_session_id()?;
         let first = config.endpoints[0].clone();
         Ok(Client {
             inner: Arc::new(Inner {
@@ -492,6 +487,25 @@ impl Client {
             } => Err(ClientError::Kv(e)),
             Response::Written { index, result } => Ok((index, result)),
             other => Err(unexpected("Write", &other)),
+        }
+    }
+}
+
+/// A fresh session id: a non-zero u64 from the operating system's random source. It must
+/// differ between every client ever built against a cluster, in any process: a second client
+/// with the same id would have its first writes taken for retries of the other's and answered
+/// with their results, never applied. (A generator seeded from the clock is not enough: two
+/// processes can read the same time, on a coarse clock easily.)
+fn new_session_id() -> Result<u64, ClientError> {
+    loop {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|e| ClientError::Unavailable {
+            attempts: 0,
+            last: format!("no randomness from the operating system for the session id: {e}"),
+        })?;
+        let id = u64::from_le_bytes(b);
+        if id != 0 {
+            return Ok(id);
         }
     }
 }

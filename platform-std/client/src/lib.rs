@@ -19,9 +19,10 @@
 //!
 //! - It follows `NotLeader` redirects, and otherwise tries the next endpoint of its list.
 //! - It pipelines every request on one connection.
-//! - It gives each write an exactly-once session (`client_id` = a random non-zero u64 chosen
-//!   when the client is built, `seq` increasing) and retries a write whose answer was lost with
-//!   the *same* `client_id` and `seq`, so the cluster applies it at most once.
+//! - It gives each write an exactly-once session (`client_id` = a non-zero u64 from the
+//!   operating system's random source, chosen when the client is built, `seq` increasing) and
+//!   retries a write whose answer was lost with the *same* `client_id` and `seq`, so the
+//!   cluster applies it at most once.
 //! - It keeps retrying through connection loss, `Unavailable` and per-attempt timeouts until the
 //!   call's overall deadline, then fails with an error whose [`ErrorClass`] says whether the
 //!   operation certainly did not happen or its outcome is unknown.

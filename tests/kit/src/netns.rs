@@ -208,7 +208,8 @@ impl Drop for Netns {
 
 /// `tests/netfault/clockshim.c`, built as a preload library: a process started with
 /// [`ClockShim::env`] reads its clocks at the rate its rate file says, which a test changes
-/// while it runs ([`ClockShim::set_rate`]).
+/// while it runs ([`ClockShim::set_rate`]); one started with [`ClockShim::coarse_env`] reads a
+/// coarse clock that starts where every other such process's starts.
 pub struct ClockShim {
     lib: PathBuf,
 }
@@ -247,6 +248,17 @@ impl ClockShim {
                 "SHOAL_CLOCK_RATE_FILE".into(),
                 rate_file.display().to_string(),
             ),
+        ]
+    }
+
+    /// The environment that gives a process a coarse clock started at a fixed time: every
+    /// clock shows `start_ns` at its first read and then moves in steps of `tick_ns`, so
+    /// processes started within one step of each other read the very same times.
+    pub fn coarse_env(&self, start_ns: u64, tick_ns: u64) -> Vec<(String, String)> {
+        vec![
+            ("LD_PRELOAD".into(), self.lib.display().to_string()),
+            ("SHOAL_CLOCK_START_NS".into(), start_ns.to_string()),
+            ("SHOAL_CLOCK_TICK_NS".into(), tick_ns.to_string()),
         ]
     }
 
