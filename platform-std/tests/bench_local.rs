@@ -149,3 +149,33 @@ fn groups_repeats_the_sequence_and_takes_each_repetitions_own_ratio() {
     assert!((ratio - median(ratios)).abs() < 1e-9, "{r}");
     assert_eq!(points[0]["ratio_to_first"].as_f64().unwrap(), 1.0, "{r}");
 }
+
+/// Two benches against one cluster are separate sessions even when they read the same time:
+/// their client ids are seeded from the OS. Seeded from the clock, two runs on a coarse clock
+/// had the same ids, and the second run's writes were refused as stale retries of the first's
+/// (`StaleSequence`) or answered from its sessions without being applied.
+#[test]
+fn benches_that_read_the_same_clock_are_separate_sessions() {
+    let (c, addr) = shoal_testkit::cli::ready_single_node();
+    let shim = shoal_testkit::netns::ClockShim::build(c.root());
+    // Each run's clocks show 1,000 s at their first read and move in whole seconds.
+    let clock = shim.coarse_env(1_000_000_000_000, 1_000_000_000);
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
+            .args(["put", "--endpoints", &addr, "--json", "--clients", "4"])
+            .args(["--warmup", "100ms", "--duration", "1s"])
+            .envs(clock.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run shoal-bench");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "shoal-bench failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<Value>(&stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    };
+    assert_clean(&run(), "put");
+    assert_clean(&run(), "put");
+}

@@ -114,7 +114,11 @@ struct Clients<'a> {
 
 impl Clients<'_> {
     fn new<'a>(sh: &'a Shared, groups: &'a [u32], clients: usize, pipeline: usize) -> Clients<'a> {
-        let mut rng = fastrand::Rng::new();
+        // Session ids must differ from every other client's, in any process (two benches on
+        // one cluster): seeded from the OS, not from the clock as `Rng::new` is.
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).expect("the operating system's random generator failed");
+        let mut rng = fastrand::Rng::with_seed(u64::from_le_bytes(seed));
         let ids = (0..clients).map(|_| rng.u64(1..)).collect();
         let now = Instant::now();
         let slots = (0..clients * pipeline)
