@@ -207,10 +207,6 @@ pub(crate) struct Log {
     /// buffer and the sync journal only ([`Log::write_for_shared_sync`]), not yet written to
     /// the segment.
     held: bool,
-    /// The last background sync handed out went through the sync journal (a round of several
-    /// busy groups): the segment is not fdatasynced round by round, so its next one gets no
-    /// zero-filled spare (see [`spare`]).
-    synced_by_journal: bool,
 }
 
 impl Log {

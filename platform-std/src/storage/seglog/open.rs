@@ -90,7 +90,6 @@ impl Log {
             journal: None,
             journaled_any: false,
             held: false,
-            synced_by_journal: false,
         };
         if log.segs.is_empty() {
             let seg = log

@@ -14,13 +14,6 @@
 //! idle group's log is its small first segment alone, so a node with thousands of groups
 //! holds kilobytes per idle group rather than two full segments (docs/DESIGN.md).
 //!
-//! Nor does a group whose rounds sync through the sync journal (several groups busy at once):
-//! its segment is fdatasynced only at a roll-over or a wrap, so the metadata a reserved range
-//! adds is committed once per segment rather than once per round, and zero-filling its next
-//! segment would only write every byte of its log to the device twice (64 busy groups on one
-//! node: a third of the node's device bytes). Such a group's next segment is reserved at its
-//! roll-over; a spare is prepared again once its rounds sync the segment by themselves.
-//!
 //! A spare is only an optimisation, so it never takes the last free space: it is started only
 //! if the file system keeps the reserve free after it ([`Space::spare_fits`]), and given up,
 //! its file removed, if the free space falls under that while it is being filled.
@@ -176,12 +169,11 @@ impl Log {
     }
 
     /// Start zero-filling a `len`-byte file for the next segment, unless one is under way,
-    /// syncs are off (then a reserved range costs nothing more), the log's last sync went
-    /// through the sync journal (the same: see the module docs), prefilling is off, or the
-    /// file system would keep less than the reserve free after it.
+    /// syncs are off (then a reserved range costs nothing more), prefilling is off, or the file
+    /// system would keep less than the reserve free after it.
     fn prepare_spare(&mut self, len: u64) {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        if self.spare.is_some() || !self.cfg.sync() || !self.cfg.prefill || self.synced_by_journal {
+        if self.spare.is_some() || !self.cfg.sync() || !self.cfg.prefill {
             return;
         }
         if !self.space.spare_fits(len) {

@@ -190,7 +190,6 @@ impl Log {
             return Ok(None);
         }
         let journaled = held || (journal && self.journal_piece()?);
-        self.synced_by_journal = journaled;
         let seg = self.active();
         Ok(Some(BackgroundSync {
             file: seg.file.clone(),

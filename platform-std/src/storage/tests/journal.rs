@@ -93,45 +93,6 @@ fn what_a_journal_sync_covered_survives_a_power_cut_through_the_replay() {
 }
 
 #[test]
-fn a_group_synced_through_the_journal_gets_no_zero_filled_spare() {
-    let root = TempDir::new().expect("temp dir");
-    let opts = StorageOptions {
-        prefill_segments: true,
-        initial_segment_bytes: 8 << 10,
-        segment_bytes: 64 << 10,
-        ..test_options(FsyncMode::Always)
-    };
-    let (journal, mut s) = journaled(root.path(), &opts);
-    // Rounds of several groups, one entry of 1,000 bytes each: the segment passes half full
-    // (a lone group gets its spare there) and then rolls over, with no spare made.
-    append_n(&mut s, 1, 1, 1, 1000);
-    journal_round(&mut s, &journal);
-    for i in 2..=20 {
-        append_n(&mut s, i, i, 1, 1000);
-        assert!(
-            !s.log.has_spare(),
-            "entry {i}: a spare for a journaled group"
-        );
-        journal_round(&mut s, &journal);
-    }
-    assert!(segments(&s).len() > 1, "the log rolled over");
-    // A round of this group alone syncs its segment by itself: the next segment gets its
-    // spare again once this one is half full.
-    append_n(&mut s, 21, 21, 1, 1000);
-    let sync = s
-        .begin_background_sync(false)
-        .expect("begin the sync")
-        .expect("bytes wait for a sync");
-    assert!(!sync.journaled());
-    s.sync().expect("sync");
-    append_n(&mut s, 22, 60, 1, 1000);
-    assert!(s.log.has_spare(), "a group synced by itself gets a spare");
-    drop(s);
-    let s = open(root.path(), &opts).expect("reopen");
-    assert_eq!(s.last_index(), 60);
-}
-
-#[test]
 fn a_replayed_journal_is_not_written_back_again() {
     let (root, opts) = fresh();
     let (journal, mut s) = journaled(root.path(), &opts);
