@@ -9,16 +9,20 @@ use serde_json::Value;
 /// Run `shoal-bench WORKLOAD --local 1 --json` for a short while with `extra` flags (words
 /// separated by spaces, as on a command line).
 fn bench(workload: &str, extra: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
-        .args([workload, "--local", "1", "--json", "--fsync", "never"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-bench"));
+    cmd.args([workload, "--local", "1", "--json", "--fsync", "never"])
         .args(["--warmup", "100ms", "--duration", "1s"])
-        .args(extra.split_whitespace())
-        .output()
-        .expect("run shoal-bench");
+        .args(extra.split_whitespace());
+    report(cmd)
+}
+
+/// Run `cmd` (a `shoal-bench ... --json`), check it succeeded and return its JSON report.
+fn report(mut cmd: Command) -> Value {
+    let out = cmd.output().expect("run shoal-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "shoal-bench {workload} failed: {}\n{stdout}",
+        "{cmd:?} failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
@@ -161,20 +165,11 @@ fn benches_that_read_the_same_clock_are_separate_sessions() {
     // Each run's clocks show 1,000 s at their first read and move in whole seconds.
     let clock = shim.coarse_env(1_000_000_000_000, 1_000_000_000);
     let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
-            .args(["put", "--endpoints", &addr, "--json", "--clients", "4"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-bench"));
+        cmd.args(["put", "--endpoints", &addr, "--json", "--clients", "4"])
             .args(["--warmup", "100ms", "--duration", "1s"])
-            .envs(clock.iter().map(|(k, v)| (k, v)))
-            .output()
-            .expect("run shoal-bench");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "shoal-bench failed: {}\n{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str::<Value>(&stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+            .envs(clock.iter().map(|(k, v)| (k, v)));
+        report(cmd)
     };
     assert_clean(&run(), "put");
     assert_clean(&run(), "put");
