@@ -111,7 +111,8 @@ enum Kind {
 
 impl Client {
     /// A client for `config`. No connection is made until the first call; a malformed
-    /// endpoint is refused here (see [`parse_endpoint`](crate::parse_endpoint)).
+    /// endpoint is refused here (see [`parse_endpoint`](crate::parse_endpoint)), and so is a
+    /// system that gives no randomness for the session id ([`ClientError::Unavailable`]).
     pub fn new(mut config: ClientConfig) -> Result<Client, ClientError> {
         if config.endpoints.is_empty() {
             return Err(ClientError::bad_request(
