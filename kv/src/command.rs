@@ -46,6 +46,41 @@ pub(crate) fn encode_versioned<T: Serialize + ?Sized>(
     Ok(1 + n)
 }
 
+/// Bytes a fingerprint reads from each end of a write's operation.
+const FINGERPRINT_WINDOW: usize = 64;
+
+/// A fingerprint of the operation of the encoded command `bytes` (what follows its session and
+/// clock fields): what tells a retry of a session's last write (the same operation again) from
+/// another write that came with the same sequence number (two clients sharing a session id).
+/// It reads the length and at most [`FINGERPRINT_WINDOW`] bytes from each end, eight at a
+/// time, so its cost does not grow with the value; never 0 (0 stands for "unknown").
+pub(crate) fn op_fingerprint(bytes: &[u8], cmd: &Command<'_>) -> u32 {
+    // The command is its version byte, then postcard's varints of `client_id`, `seq` and
+    // `time_ms` (the leader's clock, which differs between a write and its retry), then the
+    // operation.
+    let varint = |x: u64| ((64 - x.leading_zeros()).max(1) as usize).div_ceil(7);
+    let at = 1 + varint(cmd.client_id) + varint(cmd.seq) + varint(cmd.time_ms);
+    let op = bytes.get(at..).unwrap_or(bytes);
+    let n = op.len();
+    let (head, tail) = match n <= 2 * FINGERPRINT_WINDOW {
+        true => (op, &op[..0]),
+        false => (&op[..FINGERPRINT_WINDOW], &op[n - FINGERPRINT_WINDOW..]),
+    };
+    let mut h: u64 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for part in [head, tail] {
+        let mut chunks = part.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+            h = (h.rotate_left(23) ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        }
+        let mut last = [0u8; 8];
+        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(last)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    }
+    let h = (h ^ (h >> 29) ^ (h >> 47)) as u32;
+    h.max(1)
+}
+
 /// Read what [`encode_versioned`] wrote, refusing any other version; returns the value and the
 /// bytes after it.
 pub(crate) fn take_versioned<'a, T: Deserialize<'a>>(

@@ -112,6 +112,10 @@ kv_errors! {
     LeaseNotFound = 35 => "no live lease has this id (it expired, was revoked, or was never granted)",
     /// `max_leases` leases are live.
     TooManyLeases = 36 => "the store holds max_leases leases; revoke some or raise the limit",
+    /// The session's last sequence number came again with another write: two clients share
+    /// one session id (the write is not applied; a retry of the same write is answered as
+    /// before).
+    SessionReused = 37 => "this session's last sequence number came with a different write: two clients share one session id; give each client its own",
 }
 
 impl KvError {

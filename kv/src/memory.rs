@@ -125,6 +125,8 @@ pub struct SessionSlot {
     pub(crate) last_index: u64,
     pub(crate) prev: u32,
     pub(crate) next: u32,
+    /// [`crate::command::op_fingerprint`] of the last write (0: unknown, as after a restore).
+    pub(crate) last_op: u32,
     pub(crate) result: WriteResult,
 }
 
@@ -371,6 +373,7 @@ element!(
         last_index: 0,
         prev: 0,
         next: 0,
+        last_op: 0,
         result: WriteResult::Done,
     }
 );

@@ -90,9 +90,17 @@ impl<S: Buffer<SessionSlot>, I: Buffer<u32>> Sessions<S, I> {
         victim
     }
 
-    /// Remember that `client` wrote `seq` at `index` and got `result`. Calls must come in
-    /// increasing `index` order (log order), which keeps the list sorted by last write.
-    pub(crate) fn record(&mut self, client: u64, seq: u64, index: u64, result: WriteResult) {
+    /// Remember that `client` wrote `seq` at `index` (the write's fingerprint `op`, 0 if
+    /// unknown) and got `result`. Calls must come in increasing `index` order (log order),
+    /// which keeps the list sorted by last write.
+    pub(crate) fn record(
+        &mut self,
+        client: u64,
+        seq: u64,
+        op: u32,
+        index: u64,
+        result: WriteResult,
+    ) {
         let slots = &*self.slots;
         let found = self
             .index
@@ -125,6 +133,7 @@ impl<S: Buffer<SessionSlot>, I: Buffer<u32>> Sessions<S, I> {
         slot.client = client;
         slot.last_seq = seq;
         slot.last_index = index;
+        slot.last_op = op;
         slot.result = result;
         self.push_newest(s);
     }

@@ -9,7 +9,9 @@ use shoal_core::types::{LogIndex, Term};
 
 use crate::arena::Arena;
 use crate::check::check_write;
-use crate::command::{Applied, BatchResults, Command, NodeKind, NodeView, Op, WriteResult};
+use crate::command::{
+    op_fingerprint, Applied, BatchResults, Command, NodeKind, NodeView, Op, WriteResult,
+};
 use crate::error::{KvError, WatchError};
 use crate::events::{Event, EventLog};
 use crate::index::HashIndex;
@@ -310,7 +312,7 @@ impl<M: KvMemory> DtKv<M> {
         debug_assert!(index > self.applied, "entries are applied once, in order");
         self.applied = index;
         match Command::decode(bytes) {
-            Ok(cmd) => self.apply_once(index, &cmd),
+            Ok(cmd) => self.apply_once(index, &cmd, op_fingerprint(bytes, &cmd)),
             Err(e) => Applied {
                 index,
                 client_id: 0,
@@ -322,8 +324,11 @@ impl<M: KvMemory> DtKv<M> {
     }
 
     /// Apply `cmd` at most once per session sequence number: a retry gets the answer the
-    /// first attempt got, an older sequence number `StaleSequence`.
-    fn apply_once(&mut self, index: u64, cmd: &Command<'_>) -> Applied {
+    /// first attempt got, an older sequence number `StaleSequence`, and the last sequence number
+    /// with another operation than the write that took it (`op`, its fingerprint)
+    /// `SessionReused`: answering that from the table would report a write that was never
+    /// applied as done.
+    fn apply_once(&mut self, index: u64, cmd: &Command<'_>, op: u32) -> Applied {
         self.now_ms = self.now_ms.max(cmd.time_ms);
         let (client, seq) = (cmd.client_id, cmd.seq);
         let answer = |result, deduplicated| Applied {
@@ -336,6 +341,9 @@ impl<M: KvMemory> DtKv<M> {
         if client != 0 {
             if let Some(s) = self.sessions.find(client) {
                 if seq == s.last_seq {
+                    if s.last_op != 0 && s.last_op != op {
+                        return answer(WriteResult::Failed(KvError::SessionReused), false);
+                    }
                     return answer(s.result.clone(), true);
                 }
                 if seq < s.last_seq {
@@ -345,7 +353,7 @@ impl<M: KvMemory> DtKv<M> {
         }
         let result = self.exec(index, client, &cmd.op);
         if client != 0 {
-            self.sessions.record(client, seq, index, result.clone());
+            self.sessions.record(client, seq, op, index, result.clone());
         }
         answer(result, false)
     }

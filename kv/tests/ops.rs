@@ -409,6 +409,81 @@ fn waiter_pool_is_bounded() {
 }
 
 #[test]
+fn a_sessions_last_sequence_with_another_write_is_refused_not_answered_as_done() {
+    let limits = KvLimits {
+        max_value_bytes: 512,
+        arena_bytes: 8192,
+        ..small()
+    };
+    let mut d = Driver::new(limits);
+    let at = |op, time_ms| Command {
+        client_id: C1,
+        seq: 1,
+        time_ms,
+        op,
+    };
+    assert_eq!(d.raw(at(put("k", "1"), 5)).result, WriteResult::Done);
+    let reused = WriteResult::Failed(KvError::SessionReused);
+    // Two clients sharing the session: the other's first write is not the first one's retry.
+    for (op, what) in [
+        (put("k", "2"), "another value"),
+        (put("j", "1"), "another key"),
+        (remove("k"), "another operation"),
+    ] {
+        let r = d.raw(at(op, 6));
+        assert_eq!(
+            (r.result, r.deduplicated),
+            (reused.clone(), false),
+            "{what}"
+        );
+    }
+    assert_eq!(d.value("k").unwrap(), b"1");
+    assert_eq!(d.kv.get(b"k").unwrap().update_index, 1);
+    assert_eq!(d.kv.get(b"j").unwrap_err(), KvError::NotFound);
+    // The retry itself (a later clock) still gets the first answer, and the session goes on.
+    let retry = d.raw(at(put("k", "1"), 9));
+    assert_eq!(
+        (retry.result, retry.deduplicated),
+        (WriteResult::Done, true)
+    );
+    assert_eq!(d.kv.session(C1).map(|s| s.0), Some(1));
+    // Values longer than the fingerprint's windows: a change at either end tells them apart.
+    let (long, end, start) = (
+        "v".repeat(300),
+        format!("{}w", "v".repeat(299)),
+        format!("w{}", "v".repeat(299)),
+    );
+    let with = |value: &str, seq| {
+        let cmd = Command {
+            client_id: C2,
+            seq,
+            time_ms: 10,
+            op: put("big", value),
+        };
+        encode(&cmd)
+    };
+    assert_eq!(d.bytes(&with(&long, 1)).result, WriteResult::Done);
+    assert_eq!(d.bytes(&with(&end, 1)).result, reused);
+    assert_eq!(d.bytes(&with(&start, 1)).result, reused);
+    assert!(d.bytes(&with(&long, 1)).deduplicated);
+    // Batches: one item's value differs.
+    let (one, two) = (
+        [(&b"a"[..], &b"1"[..]), (b"b", b"2")],
+        [(&b"a"[..], &b"1"[..]), (b"b", b"3")],
+    );
+    let batch = |items| Command {
+        client_id: C3,
+        seq: 4,
+        time_ms: 11,
+        op: Op::BatchPut(Pairs::new(items)),
+    };
+    assert!(d.raw(batch(&one)).result.error().is_none());
+    assert_eq!(d.raw(batch(&two)).result, reused);
+    assert!(d.raw(batch(&one)).deduplicated);
+    assert_eq!(d.value("b").unwrap(), b"2");
+}
+
+#[test]
 fn retried_write_returns_the_original_answer() {
     let mut d = Driver::new(small());
     let cas = Op::CompareAndSet {

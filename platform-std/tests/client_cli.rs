@@ -257,3 +257,62 @@ fn runs_that_read_the_same_clock_are_separate_sessions() {
         "every run is a session of its own: {owners:?}"
     );
 }
+
+/// Two clients that share a session id (a process forked while holding a client, a copied
+/// config with a fixed id): the second one's write with the session's last sequence number is
+/// not the first one's retry. Answered from the session table, it said "done" and was never
+/// applied; now it is refused with `SessionReused`, while a true retry still gets the first
+/// answer, and a restart (the log replayed) keeps telling them apart.
+#[test]
+fn a_second_client_on_one_session_is_refused_not_told_its_write_was_done() {
+    use shoal_client::protocol::{Response, WriteResult};
+    use shoal_client::KvError;
+    use shoal_testkit::client::put_request;
+    let mut c = Cluster::single_node();
+    let addr = c.node(1).client.clone();
+    let (session, seq) = (0x5e55_1000_u64, 1);
+    c.put(0, session, seq, "first", "1");
+    let answer = |key: &str, value: &[u8]| {
+        c.call_any(
+            0,
+            put_request(session, seq, key, value),
+            "a write of the session",
+        )
+    };
+    let reused = |r: Response| {
+        matches!(
+            r,
+            Response::Written {
+                result: WriteResult::Failed(KvError::SessionReused),
+                ..
+            }
+        )
+    };
+    let r = answer("second", b"2");
+    assert!(reused(r.clone()), "another client's write: {r:?}");
+    let r = answer("first", b"1");
+    assert!(
+        matches!(
+            r,
+            Response::Written {
+                result: WriteResult::Done,
+                ..
+            }
+        ),
+        "the first client's retry is answered as the first time: {r:?}"
+    );
+    let o = shoalctl(&addr, &["get", "second"]);
+    assert_ne!(o.code, 0, "the refused write was not applied: {o}");
+    // Killed (no snapshot): the restarted node replays its log and still tells them apart.
+    c.kill(1);
+    c.start(1);
+    c.wait_leader(0);
+    let r = c.call_any(
+        0,
+        put_request(session, seq, "second", b"2"),
+        "after the restart",
+    );
+    assert!(reused(r.clone()), "after the restart: {r:?}");
+    let o = shoalctl(&addr, &["get", "first"]);
+    assert_eq!((o.code, o.out.as_str()), (0, "1\n"), "{o}");
+}

@@ -22,7 +22,9 @@
 //! - It gives each write an exactly-once session (`client_id` = a non-zero u64 from the
 //!   operating system's random source, chosen when the client is built, `seq` increasing) and
 //!   retries a write whose answer was lost with the *same* `client_id` and `seq`, so the
-//!   cluster applies it at most once.
+//!   cluster applies it at most once. Should two clients ever share an id, a write that reuses
+//!   the other's last sequence number with another operation is refused
+//!   (`ClientError::Kv(KvError::SessionReused)`), not answered as the other's.
 //! - It keeps retrying through connection loss, `Unavailable` and per-attempt timeouts until the
 //!   call's overall deadline, then fails with an error whose [`ErrorClass`] says whether the
 //!   operation certainly did not happen or its outcome is unknown.
