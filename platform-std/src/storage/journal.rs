@@ -380,10 +380,66 @@ pub struct Journal {
     /// Held by the one thread writing records to the file or wrapping it
     /// ([`Journal::write_pending`]); taken before `inner`, never while holding it.
     writer: Mutex<()>,
+    /// Syncs of the filesystem run ahead of the wrap ([`Journal::sync_ahead`]).
+    ahead: SyncAhead,
     /// Tests: the next write, wrap or opening of the file waits for a message here once it
     /// has taken its work.
     #[cfg(test)]
     write_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+/// Syncs of the filesystem each epoch runs ahead of its wrap, one each time the records pass
+/// another `1 / AHEAD_SYNCS` of the file.
+const AHEAD_SYNCS: u64 = 4;
+
+/// A sync of the data dir's filesystem run on a thread of its own while the journal fills: a
+/// wrap's `syncfs` then finds most segment bytes (and the extents that writing them changed)
+/// durable already, and the journal's own syncs, which wait for a wrap, wait less. Nothing
+/// waits for it; at most one runs at a time (a start while one runs is dropped). A failure is
+/// kept and fails the journal's next sync, as its own would: the kernel reports a write-back
+/// error to one `syncfs` only, so the wrap's could not see it again.
+#[derive(Default)]
+struct SyncAhead {
+    running: Arc<std::sync::atomic::AtomicBool>,
+    failed: Arc<Mutex<Option<String>>>,
+    /// Syncs finished since start (`/metrics`).
+    done: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SyncAhead {
+    fn start(&self, fs: &Arc<FsSync>) {
+        use std::sync::atomic::Ordering;
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (fs, running, failed) = (fs.clone(), self.running.clone(), self.failed.clone());
+        let done = self.done.clone();
+        let spawned = std::thread::Builder::new()
+            .name("shoal-sync-ahead".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                crate::affinity::leave_raft_cpu();
+                if let Err(e) = fs.run() {
+                    log::error!("{e}");
+                    failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                running.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.running.store(false, Ordering::Release);
+        }
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// What [`Journal::prepare_write`] left for the writer to do outside `inner`.
@@ -469,6 +525,7 @@ impl Journal {
                 held_total: 0,
             }),
             writer: Mutex::new(()),
+            ahead: SyncAhead::default(),
             #[cfg(test)]
             write_gate: Mutex::new(None),
         }
@@ -574,6 +631,11 @@ impl Journal {
         (i.held_bytes as u64, i.held_total)
     }
 
+    /// Syncs of the filesystem run ahead of a wrap since start (`/metrics`).
+    pub fn ahead_syncs(&self) -> u64 {
+        self.ahead.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Make every piece added so far durable. The error names the file; it is fatal, as a
     /// failed fdatasync is.
     pub fn sync(&self) -> Result<JournalSync, String> {
@@ -665,6 +727,10 @@ impl Journal {
                 let written = fsutil::write_at(&file, &bytes, at);
                 let mut i = self.lock();
                 written.map_err(|e| self.fail_in(&mut i, e))?;
+                let quarter = |x: u64| x * AHEAD_SYNCS / self.capacity;
+                if quarter(at + bytes.len() as u64) > quarter(at) {
+                    self.ahead.start(&self.fs);
+                }
                 bytes.clear();
                 if bytes.capacity() <= PENDING_WRITE_BYTES {
                     i.spare = bytes;
@@ -696,6 +762,9 @@ impl Journal {
     /// filesystem sync makes durable), and the epoch moves on, so that pieces added while the
     /// wrap runs belong to the new one.
     fn prepare_write(&self, i: &mut Inner) -> Result<Prepared, String> {
+        if let Some(e) = self.ahead.failed() {
+            i.failed.get_or_insert(e);
+        }
         if let Some(e) = &i.failed {
             return Err(e.clone());
         }
@@ -1058,6 +1127,47 @@ mod tests {
         // Written without a sync; the next sync covers every one.
         j.sync().expect("sync");
         assert_eq!(pieces_of(dir.path()).len(), 1000);
+    }
+
+    #[test]
+    fn the_filesystem_is_synced_ahead_as_the_journal_fills_and_a_failure_there_fails_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = journal_in(dir.path(), 16 * HEADER_PAGE);
+        let ahead_done = |j: &Journal| {
+            until("the sync ahead to end", || {
+                !j.ahead.running.load(std::sync::atomic::Ordering::Acquire)
+            });
+            j.ahead_syncs()
+        };
+        // Less than a quarter of the file: nothing ahead.
+        for i in 0..8u64 {
+            assert!(j.add(1, 1, i * 1000, &[7u8; 1000]));
+            assert_eq!(j.sync().expect("sync"), JournalSync::Synced);
+        }
+        assert_eq!(
+            ahead_done(&j),
+            0,
+            "a sync ahead before a quarter of the file"
+        );
+        // Past the first and the second quarter: one each (each waited for here; one started
+        // while another runs is dropped).
+        for i in 8..40u64 {
+            assert!(j.add(1, 1, i * 1000, &[7u8; 1000]));
+            assert_eq!(j.sync().expect("sync"), JournalSync::Synced);
+            ahead_done(&j);
+        }
+        assert_eq!(ahead_done(&j), 2, "syncs ahead past two quarters");
+        // A failed sync ahead fails the journal's next sync, and every one after it (the
+        // kernel reports a write-back error once: the wrap's own sync would not see it).
+        j.ahead
+            .failed
+            .lock()
+            .unwrap()
+            .get_or_insert("syncfs: injected".into());
+        assert!(j.add(1, 1, 40_000, &[7u8; 10]));
+        let e = j.sync().expect_err("the failure ahead fails the sync");
+        assert!(e.contains("injected"), "{e}");
+        assert!(j.sync().is_err(), "and the next");
     }
 
     #[test]

@@ -572,7 +572,11 @@ fn held_metrics(s: &mut String, v: &AdminView) {
          shoal_journal_held_bytes {bytes}\n\
          # HELP shoal_journal_held_pieces_total Rounds of a group whose new log bytes the sync \
          journal held in place of a segment write.\n\
-         # TYPE shoal_journal_held_pieces_total counter\nshoal_journal_held_pieces_total {pieces}"
+         # TYPE shoal_journal_held_pieces_total counter\nshoal_journal_held_pieces_total {pieces}\n\
+         # HELP shoal_journal_ahead_syncs_total Syncs of the data dir's filesystem run while the \
+         sync journal fills, so that its wraps find the segments durable already.\n\
+         # TYPE shoal_journal_ahead_syncs_total counter\nshoal_journal_ahead_syncs_total {}",
+        v.journal_ahead_syncs
     );
 }
 

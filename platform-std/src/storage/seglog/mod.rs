@@ -207,7 +207,17 @@ pub(crate) struct Log {
     /// buffer and the sync journal only ([`Log::write_for_shared_sync`]), not yet written to
     /// the segment.
     held: bool,
+    /// Of the last background syncs handed out, how recently one went through the sync
+    /// journal: [`JOURNALED_SYNCS`] after one did, one less after each that did not (0: the
+    /// log syncs by itself). While above 0, a segment that is still growing gets no
+    /// zero-filled spare (see [`spare`]).
+    journaled_syncs: u8,
 }
+
+/// Background syncs by itself after which a log that synced through the sync journal counts
+/// as syncing by itself again: a busy group among others syncs alone now and then (a round
+/// in which it was the only one busy, its snapshot), which must not give it a spare.
+pub(super) const JOURNALED_SYNCS: u8 = 64;
 
 impl Log {
     // ----- reads ----------------------------------------------------------------------------

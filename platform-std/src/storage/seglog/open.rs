@@ -90,6 +90,7 @@ impl Log {
             journal: None,
             journaled_any: false,
             held: false,
+            journaled_syncs: 0,
         };
         if log.segs.is_empty() {
             let seg = log

@@ -176,6 +176,10 @@ impl Log {
         if self.spare.is_some() || !self.cfg.sync() || !self.cfg.prefill {
             return;
         }
+        // (See the module docs.)
+        if self.journaled_syncs > 0 && len < self.cfg.segment_bytes {
+            return;
+        }
         if !self.space.spare_fits(len) {
             log::debug!(
                 "{}: no spare segment: it would eat into the reserve",

@@ -190,6 +190,10 @@ impl Log {
             return Ok(None);
         }
         let journaled = held || (journal && self.journal_piece()?);
+        self.journaled_syncs = match journaled {
+            true => super::JOURNALED_SYNCS,
+            false => self.journaled_syncs.saturating_sub(1),
+        };
         let seg = self.active();
         Ok(Some(BackgroundSync {
             file: seg.file.clone(),

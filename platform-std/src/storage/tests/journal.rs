@@ -67,6 +67,91 @@ fn ten_synced_then_journaled(s: &mut FileStorage, journal: &Journal, hi: LogInde
     journal_round(s, journal);
 }
 
+/// The length of the log's last segment file (its capacity: segments are reserved or spares).
+fn last_segment_bytes(s: &FileStorage) -> u64 {
+    let last = segments(s).pop().expect("a log has a segment");
+    std::fs::metadata(&last.path).expect("stat").len()
+}
+
+#[test]
+fn a_group_synced_through_the_journal_gets_no_zero_filled_spare_while_its_segments_grow() {
+    let opts = StorageOptions {
+        prefill_segments: true,
+        initial_segment_bytes: 8 << 10,
+        segment_bytes: 64 << 10,
+        ..test_options(FsyncMode::Always)
+    };
+    // Rounds of several groups, one entry of 1,000 bytes each: every growing segment passes
+    // half full (where a group alone prepares its next) and rolls over with no spare made;
+    // the first spare is the one a full-size segment gets.
+    let root = TempDir::new().expect("temp dir");
+    let (journal, mut s) = journaled(root.path(), &opts);
+    let mut first_spare = None;
+    for i in 1..=120 {
+        append_n(&mut s, i, i, 1, 1000);
+        if s.log.has_spare() {
+            first_spare.get_or_insert((i, last_segment_bytes(&s)));
+        }
+        journal_round(&mut s, &journal);
+    }
+    let (at, segment) = first_spare.expect("a full-size segment gets its spare");
+    assert!(
+        segment * 2 >= opts.segment_bytes,
+        "entry {at}: a spare for a growing {segment}-byte segment"
+    );
+    assert!(
+        segments(&s).len() >= 4,
+        "the log grew through several segments"
+    );
+    drop(s);
+    assert_eq!(open(root.path(), &opts).expect("reopen").last_index(), 120);
+
+    // Syncs alone now and then (a round in which it was the only busy group) do not make a
+    // journaled group's segments prefilled again; a group that goes on syncing alone gets its
+    // spares back.
+    let opts = StorageOptions {
+        segment_bytes: 1 << 20,
+        ..opts
+    };
+    let root = TempDir::new().expect("temp dir");
+    let (journal, mut s) = journaled(root.path(), &opts);
+    append_n(&mut s, 1, 1, 1, 1000);
+    journal_round(&mut s, &journal);
+    let lone = |s: &mut FileStorage| {
+        let sync = s
+            .begin_background_sync(false)
+            .expect("begin the sync")
+            .expect("bytes wait for a sync");
+        assert!(!sync.journaled());
+        s.sync().expect("sync");
+    };
+    // (Half of `JOURNALED_SYNCS`.)
+    for i in 2..=33 {
+        append_n(&mut s, i, i, 1, 1000);
+        assert!(
+            !s.log.has_spare(),
+            "entry {i}: a spare after a journaled round"
+        );
+        lone(&mut s);
+    }
+    assert!(
+        segments(&s).len() >= 3,
+        "segments filled past half meanwhile"
+    );
+    let mut spare_at = None;
+    for i in 34..=160 {
+        append_n(&mut s, i, i, 1, 1000);
+        if s.log.has_spare() {
+            spare_at.get_or_insert(i);
+        }
+        lone(&mut s);
+    }
+    assert!(
+        spare_at.is_some(),
+        "a group that syncs alone gets its spare back"
+    );
+}
+
 #[test]
 fn what_a_journal_sync_covered_survives_a_power_cut_through_the_replay() {
     for replay in [true, false] {
