@@ -380,7 +380,7 @@ pub struct Journal {
     /// Held by the one thread writing records to the file or wrapping it
     /// ([`Journal::write_pending`]); taken before `inner`, never while holding it.
     writer: Mutex<()>,
-    /// Syncs of the filesystem run ahead of the wrap ([`Journal::sync_ahead`]).
+    /// Syncs of the filesystem run ahead of the wrap ([`SyncAhead`]).
     ahead: SyncAhead,
     /// Tests: the next write, wrap or opening of the file waits for a message here once it
     /// has taken its work.
@@ -395,11 +395,17 @@ const AHEAD_SYNCS: u64 = 4;
 /// A sync of the data dir's filesystem run on a thread of its own while the journal fills: a
 /// wrap's `syncfs` then finds most segment bytes (and the extents that writing them changed)
 /// durable already, and the journal's own syncs, which wait for a wrap, wait less. Nothing
-/// waits for it; at most one runs at a time (a start while one runs is dropped). A failure is
-/// kept and fails the journal's next sync, as its own would: the kernel reports a write-back
-/// error to one `syncfs` only, so the wrap's could not see it again.
+/// waits for it; at most one runs at a time (a start while one runs is dropped).
+///
+/// It syncs through a descriptor of the data dir of its own: the kernel reports a write-back
+/// error to each open descriptor's `syncfs` once, so through the shared one it could take the
+/// error from a sync that acknowledges writes (a wrap's, a round's). Its own failure is kept
+/// and fails the journal's next sync too.
 #[derive(Default)]
 struct SyncAhead {
+    /// Its descriptor of the data dir, opened by the first sync ahead (`None` inside: it could
+    /// not be opened, and there are no syncs ahead).
+    fs: std::sync::OnceLock<Option<Arc<FsSync>>>,
     running: Arc<std::sync::atomic::AtomicBool>,
     failed: Arc<Mutex<Option<String>>>,
     /// Syncs finished since start (`/metrics`).
@@ -407,12 +413,25 @@ struct SyncAhead {
 }
 
 impl SyncAhead {
-    fn start(&self, fs: &Arc<FsSync>) {
+    fn start(&self, data_dir: &Path) {
         use std::sync::atomic::Ordering;
+        let opened = self.fs.get_or_init(|| match FsSync::open(data_dir) {
+            Ok(fs) => Some(Arc::new(fs)),
+            Err(e) => {
+                log::warn!(
+                    "{}: cannot open for syncs ahead of the sync journal's wraps: {e}",
+                    data_dir.display()
+                );
+                None
+            }
+        });
+        let Some(fs) = opened.clone() else {
+            return;
+        };
         if self.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (fs, running, failed) = (fs.clone(), self.running.clone(), self.failed.clone());
+        let (running, failed) = (self.running.clone(), self.failed.clone());
         let done = self.done.clone();
         let spawned = std::thread::Builder::new()
             .name("shoal-sync-ahead".into())
@@ -729,7 +748,8 @@ impl Journal {
                 written.map_err(|e| self.fail_in(&mut i, e))?;
                 let quarter = |x: u64| x * AHEAD_SYNCS / self.capacity;
                 if quarter(at + bytes.len() as u64) > quarter(at) {
-                    self.ahead.start(&self.fs);
+                    self.ahead
+                        .start(self.path.parent().unwrap_or(Path::new(".")));
                 }
                 bytes.clear();
                 if bytes.capacity() <= PENDING_WRITE_BYTES {
@@ -1157,6 +1177,15 @@ mod tests {
             ahead_done(&j);
         }
         assert_eq!(ahead_done(&j), 2, "syncs ahead past two quarters");
+        // Through a descriptor of its own, not the one whose syncs acknowledge writes.
+        let own = j
+            .ahead
+            .fs
+            .get()
+            .cloned()
+            .flatten()
+            .expect("its own descriptor");
+        assert!(!Arc::ptr_eq(&own, &j.fs));
         // A failed sync ahead fails the journal's next sync, and every one after it (the
         // kernel reports a write-back error once: the wrap's own sync would not see it).
         j.ahead
