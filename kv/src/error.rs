@@ -115,7 +115,7 @@ kv_errors! {
     /// The session's last sequence number came again with another write: two clients share
     /// one session id (the write is not applied; a retry of the same write is answered as
     /// before).
-    SessionReused = 37 => "this session's last sequence number came with a different write: two clients share one session id; give each client its own",
+    SessionReused = 37 => "another write came with this session's last sequence number: two clients share a session id",
 }
 
 impl KvError {
