@@ -747,13 +747,16 @@ impl Journal {
                 let mut i = self.lock();
                 written.map_err(|e| self.fail_in(&mut i, e))?;
                 let quarter = |x: u64| x * AHEAD_SYNCS / self.capacity;
-                if quarter(at + bytes.len() as u64) > quarter(at) {
-                    self.ahead
-                        .start(self.path.parent().unwrap_or(Path::new(".")));
-                }
+                let ahead = quarter(at + bytes.len() as u64) > quarter(at);
                 bytes.clear();
                 if bytes.capacity() <= PENDING_WRITE_BYTES {
                     i.spare = bytes;
+                }
+                // Outside `inner`: the first one opens the data dir, each starts a thread.
+                drop(i);
+                if ahead {
+                    self.ahead
+                        .start(self.path.parent().unwrap_or(Path::new(".")));
                 }
                 Ok((Some(file), JournalSync::Synced))
             }
