@@ -14,6 +14,13 @@
 //! idle group's log is its small first segment alone, so a node with thousands of groups
 //! holds kilobytes per idle group rather than two full segments (docs/DESIGN.md).
 //!
+//! Nor, while its segments still grow, does a group whose rounds sync through the sync
+//! journal (it did within its last [`JOURNALED_SYNCS`](super::JOURNALED_SYNCS) background
+//! syncs): its segment is fdatasynced at roll-overs and wraps only, so a reserved range costs
+//! it nothing per write, and groups written at the same rate double their segments together,
+//! so that their spares, each the next size, came to 1-2 GiB of zeros in a row and took the
+//! device from every group for seconds. Its full-size segments get spares as before.
+//!
 //! A spare is only an optimisation, so it never takes the last free space: it is started only
 //! if the file system keeps the reserve free after it ([`Space::spare_fits`]), and given up,
 //! its file removed, if the free space falls under that while it is being filled.
@@ -169,14 +176,14 @@ impl Log {
     }
 
     /// Start zero-filling a `len`-byte file for the next segment, unless one is under way,
-    /// syncs are off (then a reserved range costs nothing more), prefilling is off, or the file
-    /// system would keep less than the reserve free after it.
+    /// syncs are off (then a reserved range costs nothing more), prefilling is off, the log
+    /// syncs through the sync journal and `len` is not full size yet (see the module docs), or
+    /// the file system would keep less than the reserve free after it.
     fn prepare_spare(&mut self, len: u64) {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         if self.spare.is_some() || !self.cfg.sync() || !self.cfg.prefill {
             return;
         }
-        // (See the module docs.)
         if self.journaled_syncs > 0 && len < self.cfg.segment_bytes {
             return;
         }
