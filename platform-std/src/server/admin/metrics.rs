@@ -826,6 +826,18 @@ mod tests {
     }
 
     #[test]
+    fn the_sync_journals_counters_come_from_the_view() {
+        let mut v = view(2, 8);
+        v.journal_held = (4096, 17);
+        v.journal_ahead_syncs = 5;
+        let body = render_view(&v);
+        assert_eq!(value(&body, "shoal_journal_held_bytes"), Some(4096));
+        assert_eq!(value(&body, "shoal_journal_held_pieces_total"), Some(17));
+        assert_eq!(value(&body, "shoal_journal_ahead_syncs_total"), Some(5));
+        assert!(body.contains("# TYPE shoal_journal_ahead_syncs_total counter\n"));
+    }
+
+    #[test]
     fn a_scrape_past_the_limit_does_not_grow_with_the_groups() {
         let small = render_view(&view(300, 256)).len();
         let large = render_view(&view(10_000, 256)).len();
