@@ -11,7 +11,8 @@
 //! same inputs always produce the same outputs, which is what lets the simulator replay a seed.
 #![no_std]
 #![warn(missing_docs)]
-// `unsafe` is denied everywhere except `inplace`, which builds large structs in place.
+// `unsafe` is denied everywhere except `inplace`, which builds large structs in place, and
+// `prefetch`, whose hint is an intrinsic.
 #![deny(unsafe_code)]
 // Without a heap, large variants cannot be boxed; enums are sized for their largest case on purpose.
 #![allow(clippy::large_enum_variant)]
@@ -34,6 +35,7 @@ pub mod membership;
 pub mod message;
 pub mod multi;
 pub mod plant;
+pub mod prefetch;
 pub mod raft;
 pub mod record;
 pub mod rng;

@@ -172,6 +172,9 @@ impl<E: Buffer<EventSlot>, B: Buffer<u8>> EventLog<E, B> {
             self.bytes[phys..phys + key.len()].copy_from_slice(key);
             self.bytes[phys + key.len()..phys + need as usize].copy_from_slice(value);
         }
+        // The next event's bytes (see `shoal_core::prefetch`: one ring per group).
+        let cap = self.byte_cap as usize;
+        shoal_core::prefetch::for_write(&self.bytes[..cap], phys + need as usize);
         let tail = (self.head + self.len) % self.slot_cap;
         self.slots[tail] = EventSlot {
             index,

@@ -505,6 +505,13 @@ struct Inner {
     held: HashMap<GroupId, Vec<HeldRun>>,
     /// Bytes in `held`.
     held_bytes: usize,
+    /// Allocations of runs their groups wrote out, emptied, for the next runs: a busy group
+    /// holds a run, writes it, holds the next, and growing each from nothing again (a
+    /// reallocation and fresh pages every few pieces) cost more than copying the bytes in.
+    /// Their capacities stay within a quarter of the journal, as the held bytes do.
+    spare_runs: Vec<Vec<u8>>,
+    /// The capacity of `spare_runs`.
+    spare_run_bytes: usize,
     /// Pieces ever held ([`Journal::add_held`] that said yes), for `/metrics`.
     held_total: u64,
 }
@@ -542,6 +549,8 @@ impl Journal {
                 held: HashMap::new(),
                 held_bytes: 0,
                 held_total: 0,
+                spare_runs: Vec::new(),
+                spare_run_bytes: 0,
             }),
             writer: Mutex::new(()),
             ahead: SyncAhead::default(),
@@ -609,17 +618,25 @@ impl Journal {
         let epoch = i.epoch;
         encode_record(&mut i.pending, PIECE, epoch, group, segment, offset, bytes);
         // A busy group's rounds append to its segment one after another: one growing run.
-        let runs = i.held.entry(group).or_default();
-        match runs.last_mut() {
-            Some(r) if r.segment == segment && r.offset + r.bytes.len() as u64 == offset => {
-                r.bytes.extend_from_slice(bytes)
+        let inner = &mut *i;
+        let runs = inner.held.entry(group).or_default();
+        let run = match runs.last_mut() {
+            Some(r) if r.segment == segment && r.offset + r.bytes.len() as u64 == offset => r,
+            _ => {
+                let bytes = inner.spare_runs.pop().unwrap_or_default();
+                inner.spare_run_bytes -= bytes.capacity();
+                runs.push(HeldRun {
+                    segment,
+                    offset,
+                    bytes,
+                });
+                runs.last_mut().expect("just pushed")
             }
-            _ => runs.push(HeldRun {
-                segment,
-                offset,
-                bytes: bytes.to_vec(),
-            }),
-        }
+        };
+        run.bytes.extend_from_slice(bytes);
+        // The group's next piece (one run per busy group: see `shoal_core::prefetch`).
+        let spare = run.bytes.spare_capacity_mut();
+        shoal_core::prefetch::for_write_spare(spare.as_ptr().cast(), spare.len());
         i.held_bytes += bytes.len();
         i.held_total += 1;
         let full = i.pending.len() >= PENDING_WRITE_BYTES;
@@ -635,6 +652,14 @@ impl Journal {
         let mut i = self.lock();
         if let Some(runs) = i.held.remove(&group) {
             i.held_bytes -= runs.iter().map(|r| r.bytes.len()).sum::<usize>();
+            let keep = self.capacity as usize / 4;
+            for mut r in runs {
+                if i.spare_run_bytes + r.bytes.capacity() <= keep {
+                    r.bytes.clear();
+                    i.spare_run_bytes += r.bytes.capacity();
+                    i.spare_runs.push(r.bytes);
+                }
+            }
         }
     }
 
@@ -1244,6 +1269,56 @@ mod tests {
             want.as_slice(),
             "runs written in order"
         );
+    }
+
+    #[test]
+    fn a_run_written_out_lends_its_allocation_to_the_next_and_what_is_kept_is_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = journal_in(dir.path(), 64 * HEADER_PAGE);
+        j.sync().expect("the first sync makes the file");
+        assert!(j.add_held(4, 1, 4096, &[1; 3000]));
+        let (ptr, cap) = {
+            let i = j.lock();
+            (i.held[&4][0].bytes.as_ptr(), i.held[&4][0].bytes.capacity())
+        };
+        j.written(4);
+        assert_eq!(j.held_bytes(), 0);
+        assert_eq!(j.lock().spare_run_bytes, cap, "kept, emptied");
+        // Another group's next run takes it, and a piece that fits needs no new allocation.
+        assert!(j.add_held(5, 1, 4096, &[2; 1000]));
+        {
+            let i = j.lock();
+            assert_eq!(i.held[&5][0].bytes.as_ptr(), ptr, "the same allocation");
+            assert_eq!(
+                i.held[&5][0].bytes,
+                vec![2u8; 1000],
+                "holding only the new bytes"
+            );
+            assert_eq!((i.spare_runs.len(), i.spare_run_bytes), (0, 0));
+        }
+        j.written(5);
+        // Runs written out beyond a quarter of the journal are let go, not kept: ten runs
+        // held at once whose allocations grew (a sixteenth, then one byte more) past it.
+        let quarter = (64 * HEADER_PAGE / 4) as usize;
+        let mut grown = 0;
+        for g in 10..20 {
+            assert!(j.add_held(g, 1, 4096, &vec![3; quarter / 16]));
+            assert!(j.add_held(g, 1, 4096 + quarter as u64 / 16, &[4]));
+            grown += j.lock().held[&g][0].bytes.capacity();
+        }
+        assert!(
+            grown > quarter,
+            "the runs' allocations pass a quarter: {grown}"
+        );
+        for g in 10..20 {
+            j.written(g);
+        }
+        let i = j.lock();
+        assert!(!i.spare_runs.is_empty());
+        assert!(i.spare_run_bytes <= quarter, "{} kept", i.spare_run_bytes);
+        let kept: usize = i.spare_runs.iter().map(|r| r.capacity()).sum();
+        assert_eq!(kept, i.spare_run_bytes);
+        assert!(i.spare_runs.iter().all(|r| r.is_empty()));
     }
 
     #[test]

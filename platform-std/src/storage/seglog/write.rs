@@ -92,6 +92,9 @@ impl Log {
             self.buf.truncate(at);
             return Err(StorageError::Full);
         }
+        // The next entry's bytes (one write buffer per group: see `shoal_core::prefetch`).
+        let spare = self.buf.spare_capacity_mut();
+        shoal_core::prefetch::for_write_spare(spare.as_ptr().cast(), spare.len());
         let seg = self.segs.last_mut().expect("the log always has a segment");
         let offset = seg.end;
         seg.push(offset, e.index, e.term);
