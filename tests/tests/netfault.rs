@@ -470,6 +470,8 @@ impl Bench {
         let hold = Duration::from_secs(4);
         let mut filler = None;
         let mut stalled_pid = None;
+        // The stalled node's stacks, taken once an episode when its /health is slow.
+        let mut stacks: Option<UserStacks> = None;
         match fault {
             Fault::IsolateFollower => self.net.isolate(follower),
             Fault::IsolateLeader => self.net.isolate(leader),
@@ -519,10 +521,14 @@ impl Bench {
                 let asked = Instant::now();
                 (stall_seen, said) = self.says_stalled(leader);
                 if asked.elapsed() > Duration::from_secs(1) {
-                    // What the node's threads wait on, to find what held its admin port.
+                    // What the node's threads wait on, to find what held its admin port: in
+                    // the kernel each time, and (once an episode) where in the program.
                     let t = asked.elapsed();
                     let threads = stalled_pid.map(threads_waiting).unwrap_or_default();
                     eprintln!("netfault: /health of the stalled leader took {t:?}:\n{threads}");
+                    if let Some(pid) = stalled_pid.filter(|_| stacks.is_none()) {
+                        stacks = Some(UserStacks::start(pid));
+                    }
                 }
                 self.stall_seen += u64::from(stall_seen);
                 if stall_seen || held.elapsed() >= STALL_WAIT {
@@ -539,7 +545,12 @@ impl Bench {
             Fault::SigstopLeader => self.cluster.resume(leader),
             Fault::SlowLeaderClockThenCut => self.set_rate(leader, 1.0),
             Fault::FastFollowerClock => self.set_rate(follower, 1.0),
-            Fault::StallLeaderDisk => self.cluster.loop_fs(leader).thaw(),
+            Fault::StallLeaderDisk => {
+                self.cluster.loop_fs(leader).thaw();
+                if let Some(s) = stacks.take() {
+                    eprintln!("netfault: the stalled leader's threads' stacks:\n{}", s.finish());
+                }
+            }
             Fault::FullDiskOnLeader => {
                 if let Some(f) = filler {
                     std::fs::remove_file(&f)
@@ -565,6 +576,48 @@ impl Bench {
             .map(|&id| self.cluster.gauge(id, "shoal_groups_quiet"))
             .sum::<usize>();
         self.quiet_seen += u64::from(quiet > 0);
+    }
+}
+
+/// Each thread's stack in process `pid`, as `gdb` prints it: a futex in the kernel's view is
+/// any lock, condition or parked thread, and only the program's own frames say which. Started
+/// while the disk is frozen, read after the thaw: the attach stops each thread where it waits,
+/// but completes only once the threads blocked on the frozen disk return (they cannot stop
+/// before), so waiting for it during the freeze would never end.
+struct UserStacks(std::io::Result<std::process::Child>);
+
+impl UserStacks {
+    fn start(pid: u32) -> UserStacks {
+        UserStacks(
+            std::process::Command::new("timeout")
+                .args(["60", "gdb", "-batch", "-nx", "-p", &pid.to_string()])
+                .args(["-ex", "set pagination off", "-ex", "thread apply all bt 25"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn(),
+        )
+    }
+
+    /// Its output (frames only), or why there is none; waits for `gdb` (60 s at most).
+    fn finish(self) -> String {
+        let out = match self.0 {
+            Ok(child) => child.wait_with_output(),
+            Err(e) => return format!("(no gdb: {e})"),
+        };
+        match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Ok(o) => format!(
+                "(gdb failed: {}; {})",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+            ),
+            Err(e) => format!("(gdb: {e})"),
+        }
     }
 }
 
