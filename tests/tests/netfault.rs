@@ -548,7 +548,10 @@ impl Bench {
             Fault::StallLeaderDisk => {
                 self.cluster.loop_fs(leader).thaw();
                 if let Some(s) = stacks.take() {
-                    eprintln!("netfault: the stalled leader's threads' stacks:\n{}", s.finish());
+                    eprintln!(
+                        "netfault: the stalled leader's threads' stacks:\n{}",
+                        s.finish()
+                    );
                 }
             }
             Fault::FullDiskOnLeader => {
@@ -614,7 +617,10 @@ impl UserStacks {
             Ok(o) => format!(
                 "(gdb failed: {}; {})",
                 o.status,
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             ),
             Err(e) => format!("(gdb: {e})"),
         }
