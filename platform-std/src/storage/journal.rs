@@ -508,7 +508,8 @@ struct Inner {
     /// Allocations of runs their groups wrote out, emptied, for the next runs: a busy group
     /// holds a run, writes it, holds the next, and growing each from nothing again (a
     /// reallocation and fresh pages every few pieces) cost more than copying the bytes in.
-    /// Their capacities stay within a quarter of the journal, as the held bytes do.
+    /// Their capacities stay within a quarter of the journal, as the held bytes do, and they
+    /// are let go when no group holds anything.
     spare_runs: Vec<Vec<u8>>,
     /// The capacity of `spare_runs`.
     spare_run_bytes: usize,
@@ -660,6 +661,12 @@ impl Journal {
                     i.spare_runs.push(r.bytes);
                 }
             }
+        }
+        // No group holds anything (the last busy group wrote out, or fell idle): nothing to
+        // lend to, and an idle node keeps no memory for it.
+        if i.held.is_empty() {
+            i.spare_runs = Vec::new();
+            i.spare_run_bytes = 0;
         }
     }
 
@@ -1272,17 +1279,19 @@ mod tests {
     }
 
     #[test]
-    fn a_run_written_out_lends_its_allocation_to_the_next_and_what_is_kept_is_bounded() {
+    fn a_run_written_out_lends_its_allocation_to_the_next_and_what_is_kept_is_bounded_and_let_go() {
         let dir = tempfile::tempdir().expect("temp dir");
         let j = journal_in(dir.path(), 64 * HEADER_PAGE);
         j.sync().expect("the first sync makes the file");
+        // Group 3 goes on holding throughout, as another busy group does.
+        assert!(j.add_held(3, 1, 4096, &[9; 10]));
         assert!(j.add_held(4, 1, 4096, &[1; 3000]));
         let (ptr, cap) = {
             let i = j.lock();
             (i.held[&4][0].bytes.as_ptr(), i.held[&4][0].bytes.capacity())
         };
         j.written(4);
-        assert_eq!(j.held_bytes(), 0);
+        assert_eq!(j.held_bytes(), 10);
         assert_eq!(j.lock().spare_run_bytes, cap, "kept, emptied");
         // Another group's next run takes it, and a piece that fits needs no new allocation.
         assert!(j.add_held(5, 1, 4096, &[2; 1000]));
@@ -1313,12 +1322,19 @@ mod tests {
         for g in 10..20 {
             j.written(g);
         }
+        {
+            let i = j.lock();
+            assert!(!i.spare_runs.is_empty());
+            assert!(i.spare_run_bytes <= quarter, "{} kept", i.spare_run_bytes);
+            let kept: usize = i.spare_runs.iter().map(|r| r.capacity()).sum();
+            assert_eq!(kept, i.spare_run_bytes);
+            assert!(i.spare_runs.iter().all(|r| r.is_empty()));
+        }
+        // The last holder writes out: nothing is kept for an idle node.
+        j.written(3);
+        assert_eq!(j.held_bytes(), 0);
         let i = j.lock();
-        assert!(!i.spare_runs.is_empty());
-        assert!(i.spare_run_bytes <= quarter, "{} kept", i.spare_run_bytes);
-        let kept: usize = i.spare_runs.iter().map(|r| r.capacity()).sum();
-        assert_eq!(kept, i.spare_run_bytes);
-        assert!(i.spare_runs.iter().all(|r| r.is_empty()));
+        assert_eq!((i.spare_runs.capacity(), i.spare_run_bytes), (0, 0));
     }
 
     #[test]
