@@ -14,22 +14,38 @@
  *
  * Every clock read through clock_gettime (Rust's Instant and SystemTime, timers built on them)
  * continues from where it stands when the rate changes: time never jumps or runs backwards,
- * it only runs faster or slower. Built by the test harness with the system C compiler:
+ * it only runs faster or slower.
+ *
+ * Waits with an absolute deadline are kept consistent with the shown clock: Rust's timed waits
+ * (Condvar::wait_timeout, thread parking with a timeout, channel receives with a timeout) call
+ * syscall(SYS_futex, FUTEX_WAIT_BITSET, ...) with a deadline read from CLOCK_MONOTONIC, that is
+ * from this shim, while the kernel compares it with the real clock. A process whose clock had
+ * run fast stood S seconds ahead, and every such wait lasted S seconds longer than asked (its
+ * admin port's reactor fell back to a thread whose 10 ms sleeps took seconds); one whose clock
+ * had run slow stood behind, and such waits returned at once. So the shim turns such a
+ * deadline into the real one: what is left of the wait in shown time, at the current rate.
+ *
+ * Built by the test harness with the system C compiler:
  *   cc -shared -fPIC -O2 -o clockshim.so clockshim.c -ldl -lpthread
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #define CLOCKS 12
 #define RECHECK_NS 20000000LL
 
 typedef int (*clock_fn)(clockid_t, struct timespec *);
+typedef long (*syscall_fn)(long, ...);
 
 static clock_fn real_clock_gettime;
+static syscall_fn real_syscall;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static double rate = 1.0;
 static const char *rate_file;
@@ -64,6 +80,7 @@ static double read_rate(double fallback) {
 
 static void init(void) {
     real_clock_gettime = (clock_fn)dlsym(RTLD_NEXT, "clock_gettime");
+    real_syscall = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
     const char *r = getenv("SHOAL_CLOCK_RATE");
     if (r) {
         double v = atof(r);
@@ -126,4 +143,41 @@ int clock_gettime(clockid_t id, struct timespec *tp) {
     pthread_mutex_unlock(&lock);
     from_ns(shown, tp);
     return 0;
+}
+
+/* The real deadline for a wait until `shown` on clock `id` as this process sees it: now, plus
+ * what is left of the wait in shown time at the current rate. */
+static struct timespec real_deadline(clockid_t id, const struct timespec *shown) {
+    struct timespec shown_now, real_now, out;
+    clock_gettime(id, &shown_now);
+    real_clock_gettime(id, &real_now);
+    long long left = to_ns(shown) - to_ns(&shown_now);
+    if (left < 0) {
+        left = 0;
+    }
+    pthread_mutex_lock(&lock);
+    double r = rate;
+    pthread_mutex_unlock(&lock);
+    from_ns(to_ns(&real_now) + (long long)((double)left / r), &out);
+    return out;
+}
+
+/* syscall(2), with the deadline of a futex wait that has one (FUTEX_WAIT_BITSET) made real. */
+long syscall(long number, ...) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init);
+    va_list ap;
+    va_start(ap, number);
+    long a[6];
+    for (int i = 0; i < 6; i++) {
+        a[i] = va_arg(ap, long);
+    }
+    va_end(ap);
+    if (number == SYS_futex && a[3] != 0 &&
+        (a[1] & FUTEX_CMD_MASK) == FUTEX_WAIT_BITSET) {
+        clockid_t id = (a[1] & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
+        struct timespec deadline = real_deadline(id, (const struct timespec *)a[3]);
+        return real_syscall(number, a[0], a[1], a[2], (long)&deadline, a[4], a[5]);
+    }
+    return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
