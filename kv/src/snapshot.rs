@@ -36,8 +36,19 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"DTKV";
 /// writes version 1, which it also reads).
 pub const SNAPSHOT_VERSION: u8 = 2;
 
+/// How [`DIGEST`] is computed: with a 2 KiB byte table on every platform with an OS, bit by bit
+/// on microcontrollers (`target_os = "none"`), where flash is the scarcer resource and a digest
+/// covers a few kilobytes (docs/FOOTPRINT.md). Both compute the same function, so a board's
+/// digest still equals a server's.
+#[cfg(not(target_os = "none"))]
+pub(crate) type DigestTable = crc::Table<1>;
+/// How [`DIGEST`] is computed (see the variant for platforms with an OS).
+#[cfg(target_os = "none")]
+pub(crate) type DigestTable = crc::NoTable;
+
 /// The digest algorithm of [`DtKv::digest`].
-pub(crate) static DIGEST: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+pub(crate) static DIGEST: crc::Crc<u64, DigestTable> =
+    crc::Crc::<u64, DigestTable>::new(&crc::CRC_64_XZ);
 
 /// Largest encoded `WriteResult` (a full batch answer is about 130 bytes).
 const RESULT_BUF: usize = 256;

@@ -457,7 +457,7 @@ impl<M: KvMemory> DtKv<M> {
     }
 }
 
-struct DigestWriter(crc::Digest<'static, u64>);
+struct DigestWriter(crc::Digest<'static, u64, crate::snapshot::DigestTable>);
 
 impl SnapshotWriter for DigestWriter {
     fn write(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
