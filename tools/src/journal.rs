@@ -22,9 +22,10 @@ use crate::problem::Problem;
 pub struct JournalView {
     /// The file.
     pub file: String,
-    /// The epoch its header names; only records of this epoch count.
+    /// The newest epoch its halves' headers name; records of it and of the epoch before (its
+    /// half not reused yet) count.
     pub epoch: u64,
-    /// Records of the epoch: pieces and barriers.
+    /// Records of those epochs: pieces and barriers.
     pub records: usize,
     /// Barrier records among them.
     pub barriers: usize,
@@ -61,9 +62,9 @@ impl JournalView {
 }
 
 /// Read the journal of `data_dir`: its view and what it holds, `None` when there is no
-/// journal file (or it does not parse), and the findings. A header that does not read is a warning (a journal torn while
-/// it wrapped, when every piece was durable: `shoald` starts it afresh); a record that does not
-/// parse is an error at its offset (`shoald` refuses to start on it).
+/// journal file (or it does not parse), and the findings. No header that reads is a warning (a
+/// journal torn while it was made, when every piece was durable: `shoald` starts it afresh); a
+/// record that does not parse is an error at its offset (`shoald` refuses to start on it).
 pub fn read_journal(data_dir: &Path) -> (Option<(JournalView, JournalContents)>, Vec<Problem>) {
     let path = data_dir.join(JOURNAL_FILE);
     let bytes = match std::fs::read(&path) {
@@ -84,9 +85,9 @@ pub fn read_journal(data_dir: &Path) -> (Option<(JournalView, JournalContents)>,
                 &path,
                 Some(0),
                 format!(
-                    "the sync journal's header does not read ({}): torn while the journal \
-                     wrapped, when every piece was durable; shoald starts it afresh at its next \
-                     start",
+                    "no header of the sync journal reads ({}): torn while the journal was \
+                     made or switched halves, when every piece was durable; shoald starts it \
+                     afresh at its next start",
                     e.detail
                 ),
             );

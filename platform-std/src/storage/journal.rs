@@ -7,38 +7,48 @@
 //! written to its last segment — the bytes, and where they went — into this journal, and the
 //! round's sync is one `pwrite` and one fdatasync of the journal. The segments themselves stay
 //! unsynced until they are synced by themselves (a roll-over, a truncation, a lone round) or
-//! the journal wraps.
+//! the half of the journal their pieces are in is retired (below).
 //!
 //! Once the file exists, a group may *hold* its new bytes instead of writing them to its
 //! segment ([`Journal::add_held`]): they stay in its write buffer and here, in memory too,
 //! until the group writes them ([`Journal::written`]). Such a group is always synced through
-//! the journal, and a wrap writes the held pieces to their segments before its `syncfs`.
+//! the journal, and a retire writes the held pieces to their segments before its `syncfs`.
 //!
-//! The lock guards only the journal's memory. Writing the records and wrapping run under a
-//! second, writer lock and outside the first ([`Journal::write_pending`]), so the groups'
-//! flushes go on adding pieces while the device works.
+//! The lock guards only the journal's memory. Writing the records and switching halves run
+//! under a second, writer lock and outside the first ([`Journal::write_pending`]), so the
+//! groups' flushes go on adding pieces while the device works.
 //!
-//! The file (`journal` in the data dir) has a fixed size ([`JOURNAL_BYTES`]), zero-filled when
-//! first needed so its fdatasyncs change no metadata; a header page holds the current epoch;
-//! records ([`shoal_core::record`] framing) follow it, each stamped with the epoch:
+//! The file (`journal` in the data dir) has two halves of a fixed size each ([`JOURNAL_BYTES`]),
+//! zero-filled when first needed so its fdatasyncs change no metadata. Each half starts with a
+//! header page naming its epoch (epoch `e` always in the same half: odd epochs in the first,
+//! even in the second); records ([`shoal_core::record`] framing) follow it, each stamped with
+//! the epoch:
 //!
 //! - a *piece*: group, the segment's first index, an offset and the bytes written there;
 //! - a *barrier*: the group's segments are durable by themselves (fdatasynced), and what the
 //!   group does next changes them other than by appending (a truncation, a reset by a
 //!   snapshot): its earlier pieces must not be written back.
 //!
-//! When the next write does not fit, the journal wraps: the held pieces are written to their
-//! segments, then `syncfs` of the data dir makes every segment byte that any piece describes
-//! durable, the epoch is bumped in the header, and
-//! records start again after it (older records no longer match the epoch, so a replay stops
-//! at the first of them).
+//! When the next write does not fit its half, the journal *switches*: the other half's header
+//! names the next epoch and the records go on there, in the same write and fdatasync as the
+//! records themselves, so a sync waits for nothing more than one more header. The half left
+//! behind is then *retired* on a thread of its own: the held pieces are written to their
+//! segments and a `syncfs` of the data dir makes every segment byte that any of its pieces
+//! describes durable. Until then its records stay valid, and a replay writes back the older
+//! half's pieces and then the newer's, as one journal. A half is written to again (its header
+//! naming an epoch two on) only once its retire has ended; a switch that finds it still running
+//! waits for it (`shoal_journal_wrap_waits_total`). A barrier also waits for a running retire,
+//! which must not write a group's old bytes back after the change the barrier announces.
+//! (Before the halves, the one-half journal *wrapped* in place: every sync waited for the
+//! write-back and the `syncfs`, which stalled every group's commits for tens of milliseconds
+//! twice a second at 64 busy groups. A journal of that layout is replayed and replaced.)
 //!
-//! At start, before any group opens its storage, [`replay`] writes the pieces of the current
-//! epoch back into their segments (skipping a group's pieces before its last barrier, and
-//! segments that are gone), fdatasyncs those segments, and bumps the epoch, so nothing is
-//! written back twice. Writing a piece back puts the same bytes where they already are unless
-//! the machine lost its page cache, so a replay after a clean stop or a crash of the process
-//! changes nothing.
+//! At start, before any group opens its storage, [`replay`] writes the pieces of both halves'
+//! epochs back into their segments (skipping a group's pieces before its last barrier, and
+//! segments that are gone), fdatasyncs those segments, names a new epoch in one half and clears
+//! the other's header, so nothing is written back twice. Writing a piece back puts the same
+//! bytes where they already are unless the machine lost its page cache, so a replay after a
+//! clean stop or a crash of the process changes nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -56,7 +66,8 @@ use super::segment::{decode_header, segment_name, HEADER_BYTES};
 
 /// The journal's file name in the data dir.
 pub const JOURNAL_FILE: &str = "journal";
-/// Size of the journal file: at ~130 bytes a write, ~120,000 writes between wraps.
+/// Size of each half of the journal file: at ~130 bytes a write, ~120,000 writes before the
+/// journal switches to its other half. The file holds two.
 pub const JOURNAL_BYTES: u64 = 16 << 20;
 /// Pieces kept in memory before they are written to the file without a sync.
 const PENDING_WRITE_BYTES: usize = 256 << 10;
@@ -64,7 +75,12 @@ const PENDING_WRITE_BYTES: usize = 256 << 10;
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// The header page; records start after it.
 const HEADER_PAGE: u64 = 4096;
-const MAGIC: &[u8; 8] = b"SHOALJNL";
+/// The header of a half.
+const MAGIC: &[u8; 8] = b"SHOALJH2";
+/// The header of a journal of one half, as made before the halves (replayed, then replaced).
+const MAGIC_ONE_HALF: &[u8; 8] = b"SHOALJNL";
+/// Bytes of a header (magic, epoch, CRC).
+const HEADER_BYTES_USED: usize = 20;
 const PIECE: u8 = 1;
 const BARRIER: u8 = 2;
 /// Kind, epoch, group, segment first index, offset.
@@ -96,8 +112,12 @@ pub enum JournalRecord {
 pub struct JournalContents {
     /// The epoch the header names (0: no journal file).
     pub epoch: u64,
-    /// Its records, oldest first, up to the first that is torn, of another epoch or absent.
+    /// Its records, oldest first: those of the other half when it holds the epoch before
+    /// (not yet reused), then this epoch's; in each half up to the first record that is torn,
+    /// of another epoch or absent.
     pub records: Vec<JournalRecord>,
+    /// False for a journal of one half, as made before the halves.
+    pub halves: bool,
 }
 
 impl JournalContents {
@@ -126,8 +146,14 @@ impl JournalContents {
     }
 }
 
-fn encode_header(epoch: u64) -> [u8; 20] {
-    let mut h = [0u8; 20];
+/// Where the half that holds `epoch` starts, in a file of halves of `half` bytes: odd epochs
+/// (the first is 1) in the first half, even ones in the second.
+fn half_at(epoch: u64, half: u64) -> u64 {
+    (epoch.wrapping_add(1) % 2) * half
+}
+
+fn encode_header(epoch: u64) -> [u8; HEADER_BYTES_USED] {
+    let mut h = [0u8; HEADER_BYTES_USED];
     h[..8].copy_from_slice(MAGIC);
     h[8..16].copy_from_slice(&epoch.to_le_bytes());
     let crc = record::CRC32C.checksum(&h[..16]);
@@ -135,8 +161,8 @@ fn encode_header(epoch: u64) -> [u8; 20] {
     h
 }
 
-fn decode_header_page(h: &[u8]) -> Result<u64, String> {
-    if h.len() < 20 || &h[..8] != MAGIC {
+fn decode_header_page(h: &[u8], magic: &[u8; 8]) -> Result<u64, String> {
+    if h.len() < HEADER_BYTES_USED || &h[..8] != magic {
         return Err("not a Shoal sync journal (bad magic)".into());
     }
     let crc = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
@@ -191,15 +217,67 @@ pub fn parse(bytes: &[u8]) -> Result<JournalContents, String> {
     parse_detailed(bytes).map_err(|e| e.detail)
 }
 
-/// [`parse`], with the byte offset of what does not parse (for offline tools).
+/// [`parse`], with the byte offset of what does not parse (for offline tools). A header that
+/// does not read is an error at offset 0 only when no half's header reads: a half whose header
+/// was never written, was cleared by a replay, or was torn while the journal switched to it
+/// holds no live record.
 pub fn parse_detailed(bytes: &[u8]) -> Result<JournalContents, ParseError> {
-    let epoch = decode_header_page(bytes).map_err(|detail| ParseError { offset: 0, detail })?;
+    let header_error = |detail: String| ParseError { offset: 0, detail };
+    if bytes.starts_with(MAGIC_ONE_HALF) {
+        let epoch = decode_header_page(bytes, MAGIC_ONE_HALF).map_err(header_error)?;
+        let mut records = Vec::new();
+        parse_half(bytes, 0, epoch, &mut records)?;
+        return Ok(JournalContents {
+            epoch,
+            records,
+            halves: false,
+        });
+    }
+    let half = bytes.len() / 2;
+    if !bytes.len().is_multiple_of(2) || (half as u64) < HEADER_PAGE {
+        return Err(header_error(format!(
+            "not a Shoal sync journal ({} bytes: not two halves)",
+            bytes.len()
+        )));
+    }
+    let heads = [0, half].map(|at| (at, decode_header_page(&bytes[at..], MAGIC)));
+    let Some(top) = heads
+        .iter()
+        .filter_map(|(_, h)| h.as_ref().ok())
+        .max()
+        .copied()
+    else {
+        let (_, first) = &heads[0];
+        return Err(header_error(first.clone().expect_err("no header reads")));
+    };
+    let mut records = Vec::new();
+    // The epoch before first (its half not reused yet), then the current one.
+    for epoch in [top.wrapping_sub(1), top] {
+        let at = half_at(epoch, half as u64) as usize;
+        if heads.iter().any(|(h_at, h)| *h_at == at && *h == Ok(epoch)) {
+            parse_half(&bytes[..at + half], at, epoch, &mut records)?;
+        }
+    }
+    Ok(JournalContents {
+        epoch: top,
+        records,
+        halves: true,
+    })
+}
+
+/// Add the records of `epoch` in the half of `bytes` that starts at `start` (and ends with
+/// `bytes`) to `records`.
+fn parse_half(
+    bytes: &[u8],
+    start: usize,
+    epoch: u64,
+    records: &mut Vec<JournalRecord>,
+) -> Result<(), ParseError> {
     let at_error = |at: usize, detail: String| ParseError {
         offset: at as u64,
         detail,
     };
-    let mut records = Vec::new();
-    let mut at = HEADER_PAGE as usize;
+    let mut at = start + HEADER_PAGE as usize;
     while at < bytes.len() {
         let Ok((body, used)) = record::decode(&bytes[at..]) else {
             break;
@@ -235,7 +313,26 @@ pub fn parse_detailed(bytes: &[u8]) -> Result<JournalContents, ParseError> {
         });
         at += used;
     }
-    Ok(JournalContents { epoch, records })
+    Ok(())
+}
+
+/// `pending`'s records (all whole) stamped with `epoch` instead of the one they were added
+/// under: they go to the half the journal switched to.
+fn restamp(pending: &[u8], epoch: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pending.len());
+    let mut at = 0;
+    while at < pending.len() {
+        let (body, used) = record::decode(&pending[at..]).expect("pending records are whole");
+        let start = out.len();
+        out.resize(start + used, 0);
+        record::encode_with(&mut out[start..], body.len(), |b| {
+            b.copy_from_slice(body);
+            b[1..9].copy_from_slice(&epoch.to_le_bytes());
+        })
+        .expect("the same size as before");
+        at += used;
+    }
+    out
 }
 
 /// Read the journal of `data_dir` (`None` if there is none).
@@ -264,9 +361,10 @@ pub struct Replayed {
 }
 
 /// Write the journal's live pieces back into their segments, make those durable, and move the
-/// journal to a new epoch. Run at start, before any group's storage opens. A journal whose
-/// header does not read (torn while the journal wrapped, when every piece was durable) is
-/// started afresh.
+/// journal to a new epoch. Run at start, before any group's storage opens. A journal none of
+/// whose headers read (torn while it was made or switched halves, when every piece of the
+/// epochs before was durable) is started afresh; so is a journal of one half (the layout
+/// before the halves), once replayed.
 pub fn replay(data_dir: &Path) -> Result<Replayed, String> {
     let path = data_dir.join(JOURNAL_FILE);
     let bytes = match std::fs::read(&path) {
@@ -274,21 +372,31 @@ pub fn replay(data_dir: &Path) -> Result<Replayed, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replayed::default()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    if let Err(e) = decode_header_page(&bytes) {
-        // Only a wrap writes the header, after a sync that made every piece durable. The
-        // file goes: its epoch is unknown, so none of its records may ever match again.
-        log::warn!(
-            "{}: {e}; starting the journal afresh (its pieces were synced when it wrapped)",
-            path.display()
-        );
+    let remove = || -> Result<(), String> {
         std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        fsutil::fsync_dir(data_dir, true).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-        return Ok(Replayed {
-            epoch: 1,
-            ..Replayed::default()
-        });
-    }
-    let contents = parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        fsutil::fsync_dir(data_dir, true).map_err(|e| format!("{}: {e}", data_dir.display()))
+    };
+    let contents = match parse_detailed(&bytes) {
+        Ok(c) => c,
+        Err(e) if e.in_header() => {
+            // A header is written only once the records of the epochs before it are durable
+            // in their segments. The file goes: its epochs are unknown, so none of its records
+            // may ever match again.
+            log::warn!(
+                "{}: {}; starting the journal afresh (its pieces were synced when it switched \
+                 halves)",
+                path.display(),
+                e.detail
+            );
+            remove()?;
+            return Ok(Replayed {
+                epoch: 1,
+                ..Replayed::default()
+            });
+        }
+        Err(e) => return Err(format!("{}: {}", path.display(), e.detail)),
+    };
+    let half = bytes.len() as u64 / 2;
     drop(bytes);
     let mut done = Replayed::default();
     let mut files: HashMap<PathBuf, File> = HashMap::new();
@@ -323,9 +431,19 @@ pub fn replay(data_dir: &Path) -> Result<Replayed, String> {
     }
     done.segments = files.len();
     done.epoch = contents.epoch + 1;
+    if !contents.halves {
+        // (The journal makes a file of two halves at its first sync.)
+        remove()?;
+        return Ok(done);
+    }
+    // The new epoch goes to the half of the epoch before the last, then the last's half is
+    // cleared: a crash between the two replays that half again, which writes what is there.
     let file =
         fsutil::open_existing(&path, true).map_err(|e| format!("{}: {e}", path.display()))?;
-    write_epoch(&file, done.epoch).map_err(|e| format!("{}: {e}", path.display()))?;
+    let at = |epoch: u64| half_at(epoch, half);
+    write_epoch(&file, at(done.epoch), done.epoch)
+        .and_then(|()| clear_header(&file, at(contents.epoch)))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(done)
 }
 
@@ -354,8 +472,48 @@ fn open_segment(seg: &Path, group: GroupId, first: LogIndex) -> io::Result<Optio
         .map(|_| f))
 }
 
-fn write_epoch(file: &File, epoch: u64) -> io::Result<()> {
-    fsutil::write_at(file, &encode_header(epoch), 0)?;
+/// Name `epoch` in the header of the half at `at`, durably.
+/// Write the held runs of a half being retired into their segments, as a replay would: a
+/// segment that is gone or renamed is skipped (its group was removed or cut it, after writing
+/// what it held). The groups write the same bytes there again later; one that writes them
+/// meanwhile writes the same bytes.
+fn write_back_held(data_dir: &Path, held: HashMap<GroupId, Vec<HeldRun>>) -> Result<(), String> {
+    for (group, runs) in held {
+        let mut open: Option<(LogIndex, Option<File>)> = None;
+        for HeldRun {
+            segment,
+            offset,
+            bytes,
+        } in runs
+        {
+            let seg = segment_path(data_dir, group, segment);
+            let failed = |e: io::Error| {
+                format!(
+                    "sync journal: writing a held run back into {}: {e}",
+                    seg.display()
+                )
+            };
+            if open.as_ref().is_none_or(|(s, _)| *s != segment) {
+                let f = open_segment(&seg, group, segment).map_err(failed)?;
+                open = Some((segment, f));
+            }
+            if let Some((_, Some(f))) = &open {
+                fsutil::write_at(f, &bytes, offset).map_err(failed)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Name `epoch` in the header of the half at `at`, durably.
+fn write_epoch(file: &File, at: u64, epoch: u64) -> io::Result<()> {
+    fsutil::write_at(file, &encode_header(epoch), at)?;
+    fsutil::sync_data(file, true)
+}
+
+/// Clear the header of the half at `at` (it holds no live record), durably.
+fn clear_header(file: &File, at: u64) -> io::Result<()> {
+    fsutil::write_at(file, &[0; HEADER_BYTES_USED], at)?;
     fsutil::sync_data(file, true)
 }
 
@@ -364,7 +522,8 @@ fn write_epoch(file: &File, epoch: u64) -> io::Result<()> {
 pub enum JournalSync {
     /// One write and one fdatasync of the journal.
     Synced,
-    /// The journal was full: a `syncfs` of the data dir, and a new epoch.
+    /// The half in use was full: the records went to the other half, under a new epoch
+    /// (or, when they could not fit there either, a `syncfs` of the data dir covered them).
     Wrapped,
     /// The journal file could not be made (a full disk): a `syncfs` of the data dir.
     Filesystem,
@@ -380,12 +539,86 @@ pub struct Journal {
     /// Held by the one thread writing records to the file or wrapping it
     /// ([`Journal::write_pending`]); taken before `inner`, never while holding it.
     writer: Mutex<()>,
-    /// Syncs of the filesystem run ahead of the wrap ([`SyncAhead`]).
+    /// Syncs of the filesystem run ahead of a half's retire ([`SyncAhead`]).
     ahead: SyncAhead,
-    /// Tests: the next write, wrap or opening of the file waits for a message here once it
+    /// The retires of the halves the journal left ([`Retires`]).
+    retires: Arc<Retires>,
+    /// Tests: the next write, switch or opening of the file waits for a message here once it
     /// has taken its work.
     #[cfg(test)]
     write_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// Tests: the next retire waits for a message here before it writes anything (`false`:
+    /// it never does, as if the process died).
+    #[cfg(test)]
+    retire_gate: Mutex<Option<std::sync::mpsc::Receiver<bool>>>,
+}
+
+/// The retires of the halves the journal switched away from (module docs), one at a time and
+/// in order: retire `n` starts once retire `n - 1` has ended.
+#[derive(Default)]
+struct Retires {
+    state: Mutex<RetireState>,
+    ended: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct RetireState {
+    /// Retires asked for: each switch, when it takes the held runs (under the journal's lock,
+    /// so that a barrier after it waits for the retire that writes them).
+    asked: u64,
+    /// Retires that have ended.
+    ended: u64,
+    /// A retire failed: the pieces of its half may not be durable in their segments, so its
+    /// half must not be reused, and the journal's next sync fails.
+    failed: Option<String>,
+    /// Switches that had to wait for the retire before them.
+    waits: u64,
+}
+
+impl Retires {
+    fn lock(&self) -> MutexGuard<'_, RetireState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A switch takes the held runs: the number of its retire.
+    fn ask(&self) -> u64 {
+        let mut st = self.lock();
+        st.asked += 1;
+        st.asked
+    }
+
+    /// Wait until retire `n` has ended; `count`: a wait is counted (a switch's). Fails when
+    /// any retire failed.
+    fn wait_for(&self, n: u64, count: bool) -> Result<(), String> {
+        let mut st = self.lock();
+        if st.ended < n && st.failed.is_none() && count {
+            st.waits += 1;
+        }
+        while st.ended < n && st.failed.is_none() {
+            st = self.ended.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        match &st.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Retire `n` ended, with `result`.
+    fn end(&self, n: u64, result: Result<(), String>) {
+        let mut st = self.lock();
+        debug_assert_eq!(st.ended + 1, n, "retires end in order");
+        st.ended = st.ended.max(n);
+        if let Err(e) = result {
+            log::error!("{e}");
+            st.failed.get_or_insert(e);
+        }
+        drop(st);
+        self.ended.notify_all();
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
 }
 
 /// Syncs of the filesystem each epoch runs ahead of its wrap, one each time the records pass
@@ -465,18 +698,31 @@ impl SyncAhead {
 enum Prepared {
     /// Nothing to write: the file to fdatasync (if any), and how the pieces were covered.
     Done(Option<Arc<File>>, JournalSync),
-    /// Write these records at `at`.
+    /// Write these records at `at` of the half that starts at `half`.
     Write {
         file: Arc<File>,
         bytes: Vec<u8>,
+        half: u64,
         at: u64,
     },
-    /// Wrap: write these held runs to their segments, sync the filesystem, then make `epoch`
-    /// the file's (records added meanwhile already carry it).
+    /// Switch halves: once retire `retire - 1` has ended, name `epoch` in the header of its
+    /// half and write these records (restamped with it) after the header; then retire the
+    /// half left, writing these held runs to their segments (retire `retire`).
+    Switch {
+        file: Arc<File>,
+        held: HashMap<GroupId, Vec<HeldRun>>,
+        bytes: Vec<u8>,
+        epoch: u64,
+        retire: u64,
+    },
+    /// The pending records do not fit even an empty half: retire the half in use here (with
+    /// these held runs; its `syncfs` covers the records too, which are dropped), then name
+    /// `epoch` in the other half.
     Wrap {
         file: Arc<File>,
         held: HashMap<GroupId, Vec<HeldRun>>,
         epoch: u64,
+        retire: u64,
     },
     /// No file yet: open (or make) it with the header of `epoch`, then prepare again.
     Open { epoch: u64 },
@@ -528,12 +774,12 @@ struct HeldRun {
 
 impl Journal {
     /// The journal of `data_dir`, continuing at `epoch` (from [`replay`]); its file is made
-    /// when first synced. `fs` syncs the data dir's filesystem when the journal wraps.
+    /// when first synced. `fs` syncs the data dir's filesystem when a half is retired.
     pub fn new(data_dir: &Path, fs: Arc<FsSync>, epoch: u64) -> Journal {
         Self::with_capacity(data_dir, fs, epoch, JOURNAL_BYTES)
     }
 
-    /// [`Journal::new`] with a file of `capacity` bytes (tests wrap it quickly).
+    /// [`Journal::new`] with halves of `capacity` bytes (tests fill them quickly).
     pub fn with_capacity(data_dir: &Path, fs: Arc<FsSync>, epoch: u64, capacity: u64) -> Journal {
         Journal {
             path: data_dir.join(JOURNAL_FILE),
@@ -555,8 +801,11 @@ impl Journal {
             }),
             writer: Mutex::new(()),
             ahead: SyncAhead::default(),
+            retires: Arc::default(),
             #[cfg(test)]
             write_gate: Mutex::new(None),
+            #[cfg(test)]
+            retire_gate: Mutex::new(None),
         }
     }
 
@@ -682,9 +931,16 @@ impl Journal {
         (i.held_bytes as u64, i.held_total)
     }
 
-    /// Syncs of the filesystem run ahead of a wrap since start (`/metrics`).
+    /// Syncs of the filesystem run ahead of a retire since start (`/metrics`).
     pub fn ahead_syncs(&self) -> u64 {
         self.ahead.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Switches of half since start, and those of them that waited for the retire of the half
+    /// before (`/metrics`).
+    pub fn switch_stats(&self) -> (u64, u64) {
+        let st = self.retires.lock();
+        (st.asked, st.waits)
     }
 
     /// Make every piece added so far durable. The error names the file; it is fatal, as a
@@ -700,6 +956,10 @@ impl Journal {
     /// The group's segments were fdatasynced and are about to change other than by appending:
     /// its earlier pieces must never be written back. Durable when this returns.
     pub fn barrier(&self, group: GroupId) -> Result<(), String> {
+        // A retire running may write the group's held runs back to its segments: not after
+        // the change this barrier announces.
+        let asked = self.retires.lock().asked;
+        self.retires.wait_for(asked, false)?;
         {
             let mut i = self.lock();
             let epoch = i.epoch;
@@ -708,14 +968,13 @@ impl Journal {
         self.sync().map(|_| ())
     }
 
-    /// Write the pending records, or wrap if they do not fit. Returns the file to fdatasync,
-    /// which then covers every record added before the call.
+    /// Write the pending records, switching halves if they do not fit. Returns the file to
+    /// fdatasync, which then covers every record added before the call.
     ///
     /// One writer at a time (`writer`): records reach the file in the order they were added,
-    /// and a writer's fdatasync after its write covers every earlier writer's. The write, and
-    /// a wrap's write-back and filesystem sync, run outside `inner`, so the groups' flushes on
-    /// the raft thread go on adding pieces meanwhile instead of waiting for the device (a wrap
-    /// under the lock stalled the whole node: with 64 busy groups, 10-25 ms twice a second).
+    /// and a writer's fdatasync after its write covers every earlier writer's. The write runs
+    /// outside `inner`, so the groups' flushes on the raft thread go on adding pieces meanwhile
+    /// instead of waiting for the device, and a retire runs outside both.
     fn write_pending(&self) -> Result<(Option<Arc<File>>, JournalSync), String> {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.write_pending_as_writer(&writer)
@@ -727,7 +986,7 @@ impl Journal {
         _writer: &MutexGuard<'_, ()>,
     ) -> Result<(Option<Arc<File>>, JournalSync), String> {
         // What touches the disk runs outside `inner` (the raft thread's flushes and its view
-        // take it): making the file writes 16 MiB and syncs twice, a slow or hung disk would
+        // take it): making the file writes 32 MiB and syncs twice, a slow or hung disk would
         // otherwise hold up the whole node with it.
         let step = loop {
             let prepared = self.prepare_write(&mut self.lock())?;
@@ -772,36 +1031,48 @@ impl Journal {
             Prepared::Done(file, how) => Ok((file, how)),
             Prepared::Write {
                 file,
-                mut bytes,
+                bytes,
+                half,
                 at,
             } => {
-                let written = fsutil::write_at(&file, &bytes, at);
-                let mut i = self.lock();
-                written.map_err(|e| self.fail_in(&mut i, e))?;
-                let quarter = |x: u64| x * AHEAD_SYNCS / self.capacity;
-                let ahead = quarter(at + bytes.len() as u64) > quarter(at);
-                bytes.clear();
-                if bytes.capacity() <= PENDING_WRITE_BYTES {
-                    i.spare = bytes;
-                }
-                // Outside `inner`: the first one opens the data dir, each starts a thread.
-                drop(i);
-                if ahead {
-                    self.ahead
-                        .start(self.path.parent().unwrap_or(Path::new(".")));
-                }
+                let written = fsutil::write_at(&file, &bytes, half + at);
+                self.wrote(written, bytes, at)?;
                 Ok((Some(file), JournalSync::Synced))
             }
-            Prepared::Wrap { file, held, epoch } => {
-                // Every piece of the old epoch now describes bytes in a segment: one
-                // filesystem sync makes them all durable; only then may the header name the
-                // new epoch (and the new records, written after it, overwrite the old).
-                self.write_back_held(held)?;
-                if let Err(e) = self.fs.run() {
-                    self.lock().failed.get_or_insert(e.clone());
+            Prepared::Switch {
+                file,
+                held,
+                bytes,
+                epoch,
+                retire,
+            } => {
+                // The half switched to is written once its last epoch's pieces are durable in
+                // their segments.
+                self.retires.wait_for(retire - 1, true)?;
+                let at = half_at(epoch, self.capacity);
+                let written = fsutil::write_at(&file, &encode_header(epoch), at)
+                    .and_then(|()| fsutil::write_at(&file, &bytes, at + HEADER_PAGE));
+                if let Err(e) = self.wrote(written, bytes, HEADER_PAGE) {
+                    // (Nothing writes to the journal after this: waiting barriers learn why.)
+                    self.retires.end(retire, Err(e.clone()));
                     return Err(e);
                 }
-                write_epoch(&file, epoch).map_err(|e| self.fail(e))?;
+                self.retire(retire, held);
+                Ok((Some(file), JournalSync::Wrapped))
+            }
+            Prepared::Wrap {
+                file,
+                held,
+                epoch,
+                retire,
+            } => {
+                self.retires.wait_for(retire - 1, true)?;
+                let data_dir = self.path.parent().unwrap_or(Path::new("."));
+                let ended = write_back_held(data_dir, held).and_then(|()| self.fs.run());
+                self.retires.end(retire, ended.clone());
+                ended?;
+                write_epoch(&file, half_at(epoch, self.capacity), epoch)
+                    .map_err(|e| self.fail(e))?;
                 Ok((None, JournalSync::Wrapped))
             }
             Prepared::Open { .. } | Prepared::Filesystem => {
@@ -810,14 +1081,74 @@ impl Journal {
         }
     }
 
+    /// After writing `bytes` at `at` of the half in use: keep the buffer for the next records
+    /// and start a sync ahead when the half passed another quarter.
+    fn wrote(&self, written: io::Result<()>, mut bytes: Vec<u8>, at: u64) -> Result<(), String> {
+        let mut i = self.lock();
+        written.map_err(|e| self.fail_in(&mut i, e))?;
+        let quarter = |x: u64| x * AHEAD_SYNCS / self.capacity;
+        let ahead = quarter(at + bytes.len() as u64) > quarter(at);
+        bytes.clear();
+        if bytes.capacity() <= PENDING_WRITE_BYTES {
+            i.spare = bytes;
+        }
+        // Outside `inner`: the first one opens the data dir, each starts a thread.
+        drop(i);
+        if ahead {
+            self.ahead
+                .start(self.path.parent().unwrap_or(Path::new(".")));
+        }
+        Ok(())
+    }
+
+    /// Retire `n`: on a thread of its own, write the `held` runs of the half just left to
+    /// their segments and sync the data dir's filesystem (here, should no thread start).
+    fn retire(&self, n: u64, held: HashMap<GroupId, Vec<HeldRun>>) {
+        let data_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let (fs, retires) = (self.fs.clone(), self.retires.clone());
+        let job = Arc::new(Mutex::new(Some(held)));
+        #[cfg(test)]
+        let gate = self.retire_gate.lock().expect("the gate").take();
+        let run = {
+            let job = job.clone();
+            move || {
+                #[cfg(test)]
+                if let Some(gate) = gate {
+                    if gate.recv() != Ok(true) {
+                        return;
+                    }
+                }
+                let held = job.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let Some(held) = held else { return };
+                let ended = write_back_held(&data_dir, held).and_then(|()| fs.run());
+                retires.end(n, ended);
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("shoal-journal-retire".into())
+            .stack_size(256 << 10)
+            .spawn(move || {
+                crate::affinity::leave_raft_cpu();
+                run()
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a thread to retire a half of the sync journal: {e}");
+            let held = job.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let data_dir = self.path.parent().unwrap_or(Path::new("."));
+            let ended = held
+                .map_or(Ok(()), |held| write_back_held(data_dir, held))
+                .and_then(|()| self.fs.run());
+            self.retires.end(n, ended);
+        }
+    }
+
     /// Under `inner` (and `writer`): say what the write is, or that the file is to be opened
     /// first.
-    /// A wrap starts here: the held runs are taken (the wrap writes them to their segments),
-    /// the records that did not fit are dropped (their bytes are in segments, which the wrap's
-    /// filesystem sync makes durable), and the epoch moves on, so that pieces added while the
-    /// wrap runs belong to the new one.
+    /// A switch starts here: the held runs are taken (the retire of the half left writes them
+    /// to their segments), the pending records are stamped with the next epoch, and the epoch
+    /// moves on, so that pieces added while the switch runs belong to the new one.
     fn prepare_write(&self, i: &mut Inner) -> Result<Prepared, String> {
-        if let Some(e) = self.ahead.failed() {
+        if let Some(e) = self.ahead.failed().or_else(|| self.retires.failed()) {
             i.failed.get_or_insert(e);
         }
         if let Some(e) = &i.failed {
@@ -836,13 +1167,27 @@ impl Journal {
         if i.at + i.pending.len() as u64 > self.capacity {
             let held = std::mem::take(&mut i.held);
             i.held_bytes = 0;
-            i.pending.clear();
             i.epoch += 1;
+            let epoch = i.epoch;
+            let retire = self.retires.ask();
+            let bytes = restamp(&i.pending, epoch);
+            i.pending.clear();
             i.at = HEADER_PAGE;
-            return Ok(Prepared::Wrap {
+            if HEADER_PAGE + bytes.len() as u64 > self.capacity {
+                return Ok(Prepared::Wrap {
+                    file,
+                    held,
+                    epoch,
+                    retire,
+                });
+            }
+            i.at += bytes.len() as u64;
+            return Ok(Prepared::Switch {
                 file,
                 held,
-                epoch: i.epoch,
+                bytes,
+                epoch,
+                retire,
             });
         }
         if i.pending.is_empty() {
@@ -852,54 +1197,50 @@ impl Journal {
         let bytes = std::mem::replace(&mut i.pending, spare);
         let at = i.at;
         i.at += bytes.len() as u64;
-        Ok(Prepared::Write { file, bytes, at })
-    }
-
-    /// Write the pieces groups held into their segments (in a wrap), as a replay would: a
-    /// segment that is gone or renamed is skipped (its group was removed or cut it, after
-    /// writing what it held). The groups write the same bytes there again later; one that
-    /// writes them meanwhile writes the same bytes.
-    fn write_back_held(&self, held: HashMap<GroupId, Vec<HeldRun>>) -> Result<(), String> {
-        let data_dir = self.path.parent().unwrap_or(Path::new("."));
-        for (group, runs) in held {
-            let mut open: Option<(LogIndex, Option<File>)> = None;
-            for HeldRun {
-                segment,
-                offset,
-                bytes,
-            } in runs
-            {
-                let seg = segment_path(data_dir, group, segment);
-                if open.as_ref().is_none_or(|(s, _)| *s != segment) {
-                    let f = open_segment(&seg, group, segment);
-                    open = Some((segment, f.map_err(|e| self.fail(e))?));
-                }
-                if let Some((_, Some(f))) = &open {
-                    fsutil::write_at(f, &bytes, offset).map_err(|e| self.fail(e))?;
-                }
-            }
-        }
-        Ok(())
+        Ok(Prepared::Write {
+            file,
+            bytes,
+            half: half_at(i.epoch, self.capacity),
+            at,
+        })
     }
 
     /// Open the journal file, zero-filled to its size (reused if it has that size already),
-    /// with the header of `epoch` durable.
+    /// with the header of `epoch` durable in its half and the other half's cleared.
     fn create(&self, epoch: u64) -> io::Result<File> {
+        let (size, half) = (2 * self.capacity, self.capacity);
         if let Ok(f) = fsutil::open_existing(&self.path, true) {
-            if f.metadata()?.len() == self.capacity {
-                write_epoch(&f, epoch)?;
+            if f.metadata()?.len() == size {
+                clear_header(&f, half_at(epoch + 1, half))?;
+                write_epoch(&f, half_at(epoch, half), epoch)?;
                 return Ok(f);
             }
         }
         let tmp = fsutil::tmp_path(&self.path);
         let f = fsutil::create_file(&tmp)?;
-        fsutil::fill_zeros(&f, self.capacity)?;
-        write_epoch(&f, epoch)?;
+        fsutil::fill_zeros(&f, size)?;
+        write_epoch(&f, half_at(epoch, half), epoch)?;
         std::fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
             fsutil::fsync_dir(dir, true)?;
         }
         Ok(f)
+    }
+
+    /// Tests: hold the next retire before it writes anything; send `true` to let it go,
+    /// `false` to drop it as a process that dies would.
+    #[cfg(test)]
+    pub(crate) fn gate_next_retire(&self) -> std::sync::mpsc::Sender<bool> {
+        let (open, gate) = std::sync::mpsc::channel();
+        *self.retire_gate.lock().expect("the gate") = Some(gate);
+        open
+    }
+
+    /// Tests: wait until every retire asked for has ended (or one failed).
+    #[cfg(test)]
+    pub(crate) fn wait_retired(&self) -> Result<(), String> {
+        let asked = self.retires.lock().asked;
+        self.retires.wait_for(asked, false)
     }
 
     /// Tests: wait here if a test set the gate ([`Journal::write_gate`]).
@@ -950,24 +1291,36 @@ mod tests {
 
     /// Group 4's segment 1 (8 KiB, its header and zeros) in `dir`.
     fn segment_of_group_4(dir: &Path) -> PathBuf {
-        let log = group_dir(dir, 4).join("log");
+        segment_of(dir, 4)
+    }
+
+    /// Group `group`'s segment 1 (8 KiB, its header and zeros) in `dir`.
+    fn segment_of(dir: &Path, group: GroupId) -> PathBuf {
+        let log = group_dir(dir, group).join("log");
         std::fs::create_dir_all(&log).expect("mkdir");
         let seg = log.join(segment_name(1));
-        let mut head = super::super::segment::encode_header(4, 1).to_vec();
+        let mut head = super::super::segment::encode_header(group, 1).to_vec();
         head.resize(8192, 0);
         std::fs::write(&seg, &head).expect("write a segment");
         seg
     }
 
-    /// Add 1,000-byte pieces of group 1 and sync, until a sync wraps the (small) journal.
+    /// Add 1,000-byte pieces of group 1 and sync, until a sync switches the (small) journal
+    /// to its other half.
     fn fill_until_it_wraps(j: &Journal) {
+        fill_until_it_switches(j, 1);
+    }
+
+    /// Add 1,000-byte pieces of `group` and sync, until a sync switches the (small) journal
+    /// to its other half; the pieces added.
+    fn fill_until_it_switches(j: &Journal, group: GroupId) -> u64 {
         for i in 0..8u64 {
-            assert!(j.add(1, 1, i * 1000, &[7u8; 1000]));
+            assert!(j.add(group, 1, i * 1000, &[7u8; 1000]));
             if j.sync().expect("sync") == JournalSync::Wrapped {
-                return;
+                return i + 1;
             }
         }
-        panic!("eight pages of pieces did not fill the journal");
+        panic!("eight pages of pieces did not fill a half of the journal");
     }
 
     #[test]
@@ -993,7 +1346,7 @@ mod tests {
         let len = std::fs::metadata(dir.path().join(JOURNAL_FILE))
             .expect("stat")
             .len();
-        assert_eq!(len, JOURNAL_BYTES, "zero-filled to its size when made");
+        assert_eq!(len, 2 * JOURNAL_BYTES, "two halves, zero-filled when made");
     }
 
     /// Run `j.sync()` on a thread of its own; the flag says when it has returned.
@@ -1107,46 +1460,235 @@ mod tests {
     }
 
     #[test]
-    fn pieces_added_while_a_wrap_runs_belong_to_the_new_epoch() {
+    fn a_full_half_switches_to_the_other_and_syncs_do_not_wait_for_its_retire() {
         let dir = tempfile::tempdir().expect("temp dir");
         let seg = segment_of_group_4(dir.path());
         let j = Arc::new(journal_in(dir.path(), 3 * HEADER_PAGE));
         j.sync().expect("the first sync makes the file");
         let before = j.lock().epoch;
         assert!(j.add_held(4, 1, 4096, &[1; 100]));
-        // More than the file holds: the next sync wraps, and is held once it has begun.
-        for n in 0..5u64 {
-            assert!(j.add(1, 1, n * 2000, &[7; 2000]));
-        }
-        let open = gate_next_write(&j);
-        let (wrap, _) = sync_on_a_thread(&j);
-        until("the wrap begins", || j.lock().epoch == before + 1);
-        // Meanwhile groups add pieces (their flushes do not wait for the wrap), and a group
-        // holds bytes right after the ones the wrap writes back.
+        let retire = j.gate_next_retire();
+        fill_until_it_wraps(&j);
+        assert_eq!(j.lock().epoch, before + 1);
+        assert_eq!(
+            j.held_bytes(),
+            0,
+            "the switch took the held run for the retire"
+        );
+        // The retire is held: pieces are added and synced in the new half meanwhile, a group
+        // holding bytes right after the ones the retire writes back.
         assert!(j.add(2, 1, 64, b"during"));
         assert!(j.add_held(4, 1, 4196, &[2; 50]));
-        assert_eq!(j.held_bytes(), 50, "the wrap took the earlier run");
-        let (after, after_done) = sync_on_a_thread(&j);
-        still_waiting(
-            &after_done,
-            "a sync returned before the wrap made the new epoch the file's",
-        );
-        open.send(()).expect("let the wrap go");
-        assert_eq!(wrap.join().expect("wrap"), Ok(JournalSync::Wrapped));
-        assert_eq!(after.join().expect("after"), Ok(JournalSync::Synced));
+        assert_eq!(j.sync(), Ok(JournalSync::Synced));
+        // Both halves are live, the older first.
         let c = read(dir.path()).expect("read").expect("a journal");
-        assert_eq!(c.epoch, before + 1);
+        assert_eq!((c.epoch, c.halves), (before + 1, true));
+        let pieces = pieces_of(dir.path());
+        assert_eq!(pieces.first(), Some(&(4, 1, 4096, vec![1; 100])));
         assert_eq!(
-            pieces_of(dir.path()),
-            vec![(2, 1, 64, b"during".to_vec()), (4, 1, 4196, vec![2; 50]),],
-            "only what was added during the wrap, in the new epoch"
+            pieces[pieces.len() - 2..],
+            [(2, 1, 64, b"during".to_vec()), (4, 1, 4196, vec![2; 50])]
         );
+        let on_disk = std::fs::read(&seg).expect("read the segment");
+        assert!(
+            on_disk[4096..4196].iter().all(|&b| b == 0),
+            "not yet retired"
+        );
+        retire.send(true).expect("let the retire go");
+        j.wait_retired().expect("the retire");
         let on_disk = std::fs::read(&seg).expect("read the segment");
         assert_eq!(
             &on_disk[4096..4196],
             &[1u8; 100],
-            "the wrap wrote the held run"
+            "the retire wrote the held run"
         );
+        assert_eq!(j.held_bytes(), 50, "the new half's run is still held");
+        assert_eq!(j.switch_stats(), (1, 0));
+    }
+
+    #[test]
+    fn a_half_is_reused_only_once_retired_and_then_its_old_records_no_longer_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = Arc::new(journal_in(dir.path(), 3 * HEADER_PAGE));
+        let before = j.lock().epoch;
+        let retire = j.gate_next_retire();
+        let first = fill_until_it_switches(&j, 1);
+        assert!(first > 1);
+        // Filling the second half switches back to the first, whose retire is held: that
+        // switch (and its sync) waits for it.
+        let filling = {
+            let j = j.clone();
+            std::thread::spawn(move || fill_until_it_switches(&j, 2))
+        };
+        until("the second switch waits for the first retire", || {
+            j.switch_stats() == (2, 1)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !filling.is_finished(),
+            "a switch did not wait for the retire"
+        );
+        assert_eq!(
+            j.lock().epoch,
+            before + 2,
+            "the epoch moved when it was taken"
+        );
+        let c = read(dir.path()).expect("read").expect("a journal");
+        assert_eq!(
+            c.epoch,
+            before + 1,
+            "the first half still names the first epoch"
+        );
+        retire.send(true).expect("let the retire go");
+        filling.join().expect("filling");
+        j.wait_retired().expect("the retires");
+        let c = read(dir.path()).expect("read").expect("a journal");
+        assert_eq!(c.epoch, before + 2);
+        let of_group = |g: GroupId| pieces_of(dir.path()).iter().filter(|p| p.0 == g).count();
+        assert_eq!(
+            of_group(1),
+            1,
+            "of group 1's {first} pieces, only the one the first switch carried over"
+        );
+        assert!(of_group(2) >= 2);
+    }
+
+    #[test]
+    fn a_barrier_waits_for_a_running_retire() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let j = Arc::new(journal_in(dir.path(), 3 * HEADER_PAGE));
+        let retire = j.gate_next_retire();
+        fill_until_it_wraps(&j);
+        let done = Arc::new(AtomicBool::new(false));
+        let barrier = {
+            let (j, done) = (j.clone(), done.clone());
+            std::thread::spawn(move || {
+                let r = j.barrier(1);
+                done.store(true, Ordering::SeqCst);
+                r
+            })
+        };
+        still_waiting(
+            &done,
+            "a barrier returned while a retire could still write back",
+        );
+        retire.send(true).expect("let the retire go");
+        barrier.join().expect("barrier").expect("the barrier");
+    }
+
+    #[test]
+    fn records_no_half_can_hold_are_covered_by_a_filesystem_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seg = segment_of_group_4(dir.path());
+        let j = journal_in(dir.path(), 3 * HEADER_PAGE);
+        j.sync().expect("the first sync makes the file");
+        let before = j.lock().epoch;
+        assert!(j.add_held(4, 1, 4096, &[1; 100]));
+        // More than a half holds, added without a sync.
+        for n in 0..4u64 {
+            assert!(j.add(1, 1, n * 2500, &[7; 2500]));
+        }
+        assert_eq!(j.sync(), Ok(JournalSync::Wrapped));
+        assert_eq!(j.lock().epoch, before + 1);
+        let on_disk = std::fs::read(&seg).expect("read the segment");
+        assert_eq!(
+            &on_disk[4096..4196],
+            &[1u8; 100],
+            "written back before the sync"
+        );
+        let c = read(dir.path()).expect("read").expect("a journal");
+        assert_eq!(c.epoch, before + 1);
+        assert!(c.records.is_empty(), "the records were dropped");
+        assert!(j.add(3, 9, 0, b"after"));
+        j.sync().expect("sync");
+        assert_eq!(pieces_of(dir.path()), vec![(3, 9, 0, b"after".to_vec())]);
+    }
+
+    #[test]
+    fn a_failed_retire_fails_the_next_sync_and_barrier() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seg = segment_of_group_4(dir.path());
+        let j = journal_in(dir.path(), 3 * HEADER_PAGE);
+        j.sync().expect("the first sync makes the file");
+        assert!(j.add_held(4, 1, 4096, &[1; 100]));
+        // The segment cannot be written back into: a directory where it was.
+        std::fs::remove_file(&seg).expect("rm");
+        std::fs::create_dir(&seg).expect("mkdir");
+        fill_until_it_wraps(&j);
+        let e = j.wait_retired().expect_err("the retire failed");
+        assert!(
+            e.contains("writing a held run back") && e.contains(&seg.display().to_string()),
+            "{e}"
+        );
+        assert!(j.add(1, 1, 0, b"x"));
+        assert_eq!(j.sync(), Err(e.clone()), "the next sync");
+        assert_eq!(j.barrier(1), Err(e));
+    }
+
+    #[test]
+    fn a_replay_writes_back_both_halves_in_order_and_only_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seg = segment_of_group_4(dir.path());
+        let six = segment_of(dir.path(), 6);
+        let j = journal_in(dir.path(), 3 * HEADER_PAGE);
+        j.sync().expect("the first sync makes the file");
+        assert!(j.add(4, 1, 4096, b"old"));
+        assert!(j.add(6, 1, 4096, b"six"));
+        let fillers = fill_until_it_switches(&j, 1);
+        j.wait_retired().expect("the retire");
+        // Group 6 changes its segment other than by appending, after its piece (which a
+        // replay must not write back); group 4 appends.
+        j.barrier(6).expect("barrier");
+        assert!(j.add(4, 1, 4099, b"new"));
+        j.sync().expect("sync");
+        drop(j);
+        let done = replay(dir.path()).expect("replay");
+        assert_eq!(
+            (done.pieces, done.skipped, done.segments),
+            (2, fillers as usize, 1),
+            "group 4's pieces of both halves; group 1 has no segment"
+        );
+        let bytes = std::fs::read(&seg).expect("read");
+        assert_eq!(&bytes[4096..4102], b"oldnew");
+        let bytes = std::fs::read(&six).expect("read");
+        assert!(bytes[4096..].iter().all(|&b| b == 0), "the barrier held");
+        let again = replay(dir.path()).expect("replay again");
+        assert_eq!((again.pieces, again.epoch), (0, done.epoch + 1));
+        let c = read(dir.path()).expect("read").expect("a journal");
+        assert!(c.records.is_empty() && c.halves);
+    }
+
+    #[test]
+    fn a_journal_of_one_half_is_replayed_then_replaced_by_one_of_two() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seg = segment_of_group_4(dir.path());
+        // A journal as made before the halves: one header, then the records of its epoch.
+        let mut bytes = vec![0u8; 4 * HEADER_PAGE as usize];
+        let mut head = encode_header(7);
+        head[..8].copy_from_slice(MAGIC_ONE_HALF);
+        let crc = record::CRC32C.checksum(&head[..16]);
+        head[16..].copy_from_slice(&crc.to_le_bytes());
+        bytes[..HEADER_BYTES_USED].copy_from_slice(&head);
+        let mut records = Vec::new();
+        encode_record(&mut records, PIECE, 7, 4, 1, 4096, b"kept");
+        encode_record(&mut records, PIECE, 6, 4, 1, 4100, b"older");
+        let at = HEADER_PAGE as usize;
+        bytes[at..at + records.len()].copy_from_slice(&records);
+        let path = dir.path().join(JOURNAL_FILE);
+        std::fs::write(&path, &bytes).expect("write");
+        let c = read(dir.path()).expect("read").expect("a journal");
+        assert_eq!((c.epoch, c.records.len(), c.halves), (7, 1, false));
+        let done = replay(dir.path()).expect("replay");
+        assert_eq!((done.pieces, done.epoch), (1, 8));
+        assert_eq!(&std::fs::read(&seg).expect("read")[4096..4100], b"kept");
+        assert!(!path.exists(), "replaced");
+        let fs = Arc::new(FsSync::open(dir.path()).expect("open the dir for syncs"));
+        let j = Journal::with_capacity(dir.path(), fs, done.epoch, 3 * HEADER_PAGE);
+        assert!(j.add(4, 1, 4100, b"two"));
+        j.sync().expect("sync");
+        let c = read(dir.path()).expect("read").expect("a journal");
+        assert_eq!((c.epoch, c.halves), (8, true));
+        assert_eq!(pieces_of(dir.path()), vec![(4, 1, 4100, b"two".to_vec())]);
     }
 
     #[test]
@@ -1235,24 +1777,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_journal_wraps_into_a_new_epoch_and_leaves_no_old_record_readable() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let j = journal_in(dir.path(), 3 * HEADER_PAGE);
-        let before = j.lock().epoch;
-        fill_until_it_wraps(&j);
-        let c = read(dir.path()).expect("read").expect("a journal");
-        assert_eq!(c.epoch, before + 1);
-        assert!(
-            c.records.is_empty(),
-            "older records do not match the new epoch"
-        );
-        assert!(j.add(3, 9, 0, b"after"));
-        j.sync().expect("sync");
-        assert_eq!(pieces_of(dir.path()), vec![(3, 9, 0, b"after".to_vec())]);
-    }
-
-    #[test]
-    fn a_groups_held_pieces_merge_into_runs_and_a_wrap_writes_them_in_order() {
+    fn a_groups_held_pieces_merge_into_runs_and_a_retire_writes_them_in_order() {
         let dir = tempfile::tempdir().expect("temp dir");
         let seg = segment_of_group_4(dir.path());
         let j = journal_in(dir.path(), 3 * HEADER_PAGE);
@@ -1268,13 +1793,14 @@ mod tests {
         assert_eq!(j.lock().held[&4].len(), 2);
         assert_eq!(j.held_bytes(), 350);
         fill_until_it_wraps(&j);
-        assert_eq!(j.held_bytes(), 0, "the wrap wrote every run");
+        assert_eq!(j.held_bytes(), 0, "the switch took every run");
+        j.wait_retired().expect("the retire");
         let on_disk = std::fs::read(&seg).expect("read the segment");
         let want: Vec<u8> = [[1u8; 100].as_slice(), &[4; 50], &[2; 50], &[3; 100]].concat();
         assert_eq!(
             &on_disk[4096..4396],
             want.as_slice(),
-            "runs written in order"
+            "the retire wrote the runs in order"
         );
     }
 

@@ -524,8 +524,8 @@ fn fsync_histogram(s: &mut String, fsync: &Histogram) {
         "# HELP shoal_journal_syncs_total Shared syncs made by one fdatasync of the sync journal \
          (--sync-journal; also counted in shoal_shared_syncs_total).\n\
          # TYPE shoal_journal_syncs_total counter\nshoal_journal_syncs_total {}\n\
-         # HELP shoal_journal_wraps_total Times the sync journal was full and started over after \
-         a sync of the data dir's filesystem.\n\
+         # HELP shoal_journal_wraps_total Times a half of the sync journal was full and its \
+         records went on in the other half (counted by the sync that switched).\n\
          # TYPE shoal_journal_wraps_total counter\nshoal_journal_wraps_total {}",
         fsync.journal.load(Ordering::Relaxed),
         fsync.journal_wraps.load(Ordering::Relaxed)
@@ -568,15 +568,20 @@ fn held_metrics(s: &mut String, v: &AdminView) {
         s,
         "# HELP shoal_journal_held_bytes New log bytes of busy groups that the sync journal made \
          durable and their segments do not hold yet (written out when a group falls idle, at \
-         64 KiB, and before the journal wraps).\n# TYPE shoal_journal_held_bytes gauge\n\
+         64 KiB, and when the half of the journal they are in is retired).\n\
+         # TYPE shoal_journal_held_bytes gauge\n\
          shoal_journal_held_bytes {bytes}\n\
          # HELP shoal_journal_held_pieces_total Rounds of a group whose new log bytes the sync \
          journal held in place of a segment write.\n\
          # TYPE shoal_journal_held_pieces_total counter\nshoal_journal_held_pieces_total {pieces}\n\
          # HELP shoal_journal_ahead_syncs_total Syncs of the data dir's filesystem run while the \
-         sync journal fills, so that its wraps find the segments durable already.\n\
-         # TYPE shoal_journal_ahead_syncs_total counter\nshoal_journal_ahead_syncs_total {}",
-        v.journal_ahead_syncs
+         sync journal fills, so that the retire of a half finds the segments durable already.\n\
+         # TYPE shoal_journal_ahead_syncs_total counter\nshoal_journal_ahead_syncs_total {}\n\
+         # HELP shoal_journal_switch_waits_total Times a half of the sync journal filled before \
+         the other half was retired (its held bytes written back and the filesystem synced), \
+         so that the journal's syncs waited for that retire.\n\
+         # TYPE shoal_journal_switch_waits_total counter\nshoal_journal_switch_waits_total {}",
+        v.journal_ahead_syncs, v.journal_switch_waits
     );
 }
 
@@ -830,10 +835,12 @@ mod tests {
         let mut v = view(2, 8);
         v.journal_held = (4096, 17);
         v.journal_ahead_syncs = 5;
+        v.journal_switch_waits = 3;
         let body = render_view(&v);
         assert_eq!(value(&body, "shoal_journal_held_bytes"), Some(4096));
         assert_eq!(value(&body, "shoal_journal_held_pieces_total"), Some(17));
         assert_eq!(value(&body, "shoal_journal_ahead_syncs_total"), Some(5));
+        assert_eq!(value(&body, "shoal_journal_switch_waits_total"), Some(3));
         assert!(body.contains("# TYPE shoal_journal_ahead_syncs_total counter\n"));
     }
 

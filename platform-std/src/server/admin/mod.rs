@@ -147,8 +147,10 @@ pub struct AdminView {
     /// The sync journal's held bytes (busy groups' new log bytes not yet in their segments)
     /// and the pieces held since start (zero without the journal).
     pub journal_held: (u64, u64),
-    /// Syncs of the filesystem the sync journal ran ahead of its wraps since start.
+    /// Syncs of the filesystem the sync journal ran ahead of its halves' retires since start.
     pub journal_ahead_syncs: u64,
+    /// Switches of the sync journal's half that waited for the other half's retire.
+    pub journal_switch_waits: u64,
     /// Leader transfers this node started to balance leaders (`--leader-balance-interval`).
     pub leader_balance_transfers: u64,
     /// Of them, the transfers of busy groups for the load.

@@ -133,6 +133,7 @@ impl RaftLoop {
         v.group_series_max = self.cfg.metrics_group_series;
         v.journal_held = self.journal.as_ref().map_or((0, 0), |j| j.held_stats());
         v.journal_ahead_syncs = self.journal.as_ref().map_or(0, |j| j.ahead_syncs());
+        v.journal_switch_waits = self.journal.as_ref().map_or(0, |j| j.switch_stats().1);
         v.published += 1;
         drop(v);
         // Outside the view's lock: what the admin port reads first, without it.
