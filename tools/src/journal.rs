@@ -25,6 +25,9 @@ pub struct JournalView {
     /// The newest epoch its halves' headers name; records of it and of the epoch before (its
     /// half not reused yet) count.
     pub epoch: u64,
+    /// The epochs whose records count, oldest first: the newest, and the one before while its
+    /// half is not reused.
+    pub epochs: Vec<u64>,
     /// Records of those epochs: pieces and barriers.
     pub records: usize,
     /// Barrier records among them.
@@ -127,6 +130,7 @@ fn view(data_dir: &Path, path: &Path, contents: &JournalContents) -> JournalView
     JournalView {
         file: path.display().to_string(),
         epoch: contents.epoch,
+        epochs: contents.epochs.clone(),
         records: contents.records.len(),
         barriers: contents
             .records

@@ -1044,6 +1044,50 @@ mod journal {
     }
 
     #[test]
+    fn a_journal_whose_both_halves_are_live_shows_both_epochs_and_their_pieces() {
+        let (_tmp, dir, _) = node_dir(60, None);
+        let epoch = journal::replay(&dir).unwrap().epoch;
+        let fs = Arc::new(FsSync::open(&dir).unwrap());
+        // Halves of three pages: a few pieces fill one. (Pieces of groups the node does not
+        // host: their segments are gone, which a replay skips.)
+        let j = Journal::with_capacity(&dir, fs, epoch, 3 * 4096);
+        assert!(j.add(9, 1, 30, b"first half"));
+        let mut filler = 0;
+        loop {
+            assert!(j.add(7, 1, filler * 1000, &[7; 1000]));
+            filler += 1;
+            if j.sync().unwrap() == journal::JournalSync::Wrapped {
+                break;
+            }
+            assert!(filler < 16, "a half never filled");
+        }
+        assert!(j.add(9, 1, 40, b"second half"));
+        j.sync().unwrap();
+        let (code, v) = inspect_json(&["summary", s(&dir)]);
+        assert_eq!(code, 0, "{}", v);
+        let jv = &v["journal"];
+        assert_eq!(jv["epoch"].as_u64(), Some(2), "{}", jv);
+        assert_eq!(jv["epochs"], serde_json::json!([1, 2]), "{}", jv);
+        assert_eq!(jv["records"].as_u64(), Some(filler + 2), "{}", jv);
+        assert_eq!(
+            jv["groups"][0]["live_pieces"].as_u64(),
+            Some(filler),
+            "group 7's pieces of both halves: {}",
+            jv
+        );
+        assert_eq!(jv["groups"][1]["live_pieces"].as_u64(), Some(2), "{}", jv);
+        let (code, out, _) = run(&["summary", s(&dir)]);
+        assert_eq!(code, 0, "{}", out);
+        assert_holds(
+            &out,
+            &[&format!(
+                "journal    epochs 1 and 2, {} records (0 barriers)",
+                filler + 2
+            )],
+        );
+    }
+
+    #[test]
     fn a_journal_header_torn_while_wrapping_is_a_warning() {
         let (_tmp, dir, _) = node_dir(60, None);
         let j = open_journal(&dir);

@@ -118,6 +118,8 @@ pub struct JournalContents {
     pub records: Vec<JournalRecord>,
     /// False for a journal of one half, as made before the halves.
     pub halves: bool,
+    /// The epochs whose records these are, oldest first (one or two).
+    pub epochs: Vec<u64>,
 }
 
 impl JournalContents {
@@ -231,6 +233,7 @@ pub fn parse_detailed(bytes: &[u8]) -> Result<JournalContents, ParseError> {
             epoch,
             records,
             halves: false,
+            epochs: vec![epoch],
         });
     }
     let half = bytes.len() / 2;
@@ -251,17 +254,20 @@ pub fn parse_detailed(bytes: &[u8]) -> Result<JournalContents, ParseError> {
         return Err(header_error(first.clone().expect_err("no header reads")));
     };
     let mut records = Vec::new();
+    let mut epochs = Vec::new();
     // The epoch before first (its half not reused yet), then the current one.
     for epoch in [top.wrapping_sub(1), top] {
         let at = half_at(epoch, half as u64) as usize;
         if heads.iter().any(|(h_at, h)| *h_at == at && *h == Ok(epoch)) {
             parse_half(&bytes[..at + half], at, epoch, &mut records)?;
+            epochs.push(epoch);
         }
     }
     Ok(JournalContents {
         epoch: top,
         records,
         halves: true,
+        epochs,
     })
 }
 

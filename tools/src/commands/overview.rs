@@ -78,12 +78,24 @@ fn source_lines(c: &mut Console<'_>, source: &SourceInfo) -> io::Result<()> {
     }
 }
 
+/// "epoch N", or "epochs N-1 and N" when both halves of the journal hold live records.
+fn epochs(j: &JournalView) -> String {
+    match j.epochs.as_slice() {
+        [older, newer] => format!("epochs {older} and {newer}"),
+        _ => format!("epoch {}", j.epoch),
+    }
+}
+
 /// The sync journal: epoch, records, live pieces per group, and what the next start does.
 fn journal_lines(c: &mut Console<'_>, j: &JournalView) -> io::Result<()> {
     writeln!(
         c.out,
-        "journal    epoch {}, {} records ({} barriers); {} live pieces, {} bytes",
-        j.epoch, j.records, j.barriers, j.live_pieces, j.live_bytes
+        "journal    {}, {} records ({} barriers); {} live pieces, {} bytes",
+        epochs(j),
+        j.records,
+        j.barriers,
+        j.live_pieces,
+        j.live_bytes
     )?;
     for g in &j.groups {
         let mut notes = Vec::new();
@@ -206,8 +218,11 @@ pub fn verify(c: &mut Console<'_>, report: &Report) -> io::Result<Outcome> {
     if let Some(j) = &report.journal {
         writeln!(
             c.out,
-            "journal: epoch {}, {} records, {} live pieces ({} bytes) checked",
-            j.epoch, j.records, j.live_pieces, j.live_bytes
+            "journal: {}, {} records, {} live pieces ({} bytes) checked",
+            epochs(j),
+            j.records,
+            j.live_pieces,
+            j.live_bytes
         )?;
     }
     for p in &problems {
