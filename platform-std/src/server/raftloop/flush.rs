@@ -82,6 +82,9 @@ impl RaftLoop {
             let auth = (&mut self.auth, &mut self.auth_seen, &*self.auth_counts);
             settle_group(g, events, (now, wall), auth, &mut after);
         }
+        // The answers leave now, before the round's bookkeeping: their clients' next requests
+        // have that much longer to arrive before the round's last look at the sockets.
+        self.hub.write_out();
         // Not those frozen (this round's, whose sync runs, and those thawed at its end); when
         // there are none, every one.
         let unfrozen: Vec<GroupId>;
