@@ -30,14 +30,15 @@
 //!   snapshot): its earlier pieces must not be written back.
 //!
 //! When the next write does not fit its half, the journal *switches*: the other half's header
-//! names the next epoch and the records go on there, in the same write and fdatasync as the
-//! records themselves, so a sync waits for nothing more than one more header. The half left
+//! names the next epoch and the records go on after it, the header written just before them
+//! and made durable by the same fdatasync, so a sync waits for nothing more than one more
+//! small write. The half left
 //! behind is then *retired* on a thread of its own: the held pieces are written to their
 //! segments and a `syncfs` of the data dir makes every segment byte that any of its pieces
 //! describes durable. Until then its records stay valid, and a replay writes back the older
 //! half's pieces and then the newer's, as one journal. A half is written to again (its header
 //! naming an epoch two on) only once its retire has ended; a switch that finds it still running
-//! waits for it (`shoal_journal_wrap_waits_total`). A barrier also waits for a running retire,
+//! waits for it (`shoal_journal_switch_waits_total`). A barrier also waits for a running retire,
 //! which must not write a group's old bytes back after the change the barrier announces.
 //! (Before the halves, the one-half journal *wrapped* in place: every sync waited for the
 //! write-back and the `syncfs`, which stalled every group's commits for tens of milliseconds
