@@ -479,7 +479,17 @@ fn open_segment(seg: &Path, group: GroupId, first: LogIndex) -> io::Result<Optio
         .map(|_| f))
 }
 
-/// Name `epoch` in the header of the half at `at`, durably.
+/// Retire a half: write the runs groups held in it back into their segments, then sync the
+/// data dir's filesystem, which makes every segment byte its pieces describe durable.
+fn retire_half(
+    data_dir: &Path,
+    fs: &FsSync,
+    held: HashMap<GroupId, Vec<HeldRun>>,
+) -> Result<(), String> {
+    write_back_held(data_dir, held)?;
+    fs.run()
+}
+
 /// Write the held runs of a half being retired into their segments, as a replay would: a
 /// segment that is gone or renamed is skipped (its group was removed or cut it, after writing
 /// what it held). The groups write the same bytes there again later; one that writes them
@@ -820,6 +830,11 @@ impl Journal {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The data dir the journal file is in.
+    fn data_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// Add a piece: `bytes` were just written (not synced) at `offset` of `group`'s segment
     /// starting at `segment`. False if the piece is too large for the journal (the group's
     /// round is then synced otherwise).
@@ -1074,8 +1089,7 @@ impl Journal {
                 retire,
             } => {
                 self.retires.wait_for(retire - 1, true)?;
-                let data_dir = self.path.parent().unwrap_or(Path::new("."));
-                let ended = write_back_held(data_dir, held).and_then(|()| self.fs.run());
+                let ended = retire_half(self.data_dir(), &self.fs, held);
                 self.retires.end(retire, ended.clone());
                 ended?;
                 write_epoch(&file, half_at(epoch, self.capacity), epoch)
@@ -1102,8 +1116,7 @@ impl Journal {
         // Outside `inner`: the first one opens the data dir, each starts a thread.
         drop(i);
         if ahead {
-            self.ahead
-                .start(self.path.parent().unwrap_or(Path::new(".")));
+            self.ahead.start(self.data_dir());
         }
         Ok(())
     }
@@ -1111,7 +1124,7 @@ impl Journal {
     /// Retire `n`: on a thread of its own, write the `held` runs of the half just left to
     /// their segments and sync the data dir's filesystem (here, should no thread start).
     fn retire(&self, n: u64, held: HashMap<GroupId, Vec<HeldRun>>) {
-        let data_dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let data_dir = self.data_dir().to_path_buf();
         let (fs, retires) = (self.fs.clone(), self.retires.clone());
         let job = Arc::new(Mutex::new(Some(held)));
         #[cfg(test)]
@@ -1127,8 +1140,7 @@ impl Journal {
                 }
                 let held = job.lock().unwrap_or_else(|p| p.into_inner()).take();
                 let Some(held) = held else { return };
-                let ended = write_back_held(&data_dir, held).and_then(|()| fs.run());
-                retires.end(n, ended);
+                retires.end(n, retire_half(&data_dir, &fs, held));
             }
         };
         let spawned = std::thread::Builder::new()
@@ -1141,10 +1153,7 @@ impl Journal {
         if let Err(e) = spawned {
             log::warn!("cannot start a thread to retire a half of the sync journal: {e}");
             let held = job.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let data_dir = self.path.parent().unwrap_or(Path::new("."));
-            let ended = held
-                .map_or(Ok(()), |held| write_back_held(data_dir, held))
-                .and_then(|()| self.fs.run());
+            let ended = retire_half(self.data_dir(), &self.fs, held.unwrap_or_default());
             self.retires.end(n, ended);
         }
     }
