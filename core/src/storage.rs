@@ -36,6 +36,11 @@
 //!    stay pending and the next `sync` tries again. A failure of the device's own sync is
 //!    [`StorageError::Io`] and fatal: what the device holds is then unknown, and a retry could
 //!    report durable what is not. A snapshot refused half-way is discarded whole.
+//! 10. **A commit hint may wait.** [`Storage::save_commit_hint`] is called only when the term
+//!     and vote are those last saved and every entry up to the hint's commit index is durable
+//!     already: nothing depends on the save, so it need not be durable after the next `sync`
+//!     (a later `sync` covers it, or it is lost in a crash), but whenever it survives, it is
+//!     whole, and the term and vote it carries are those of rule 1.
 //!
 //! A wrapper that changes a few calls of another storage (timing, recording, extra syncs) is a
 //! [`Decorated`] storage with [`StorageHooks`]; it forwards every call it does not change.
@@ -213,6 +218,12 @@ pub trait Storage: LogView {
     fn hard_state(&self) -> HardState;
     /// Replace the hard state (durable after the next [`Storage::sync`]).
     fn save_hard_state(&mut self, hs: &HardState) -> Result<()>;
+    /// Replace the hard state when only its commit index moved and every entry up to it is
+    /// durable (rule 10): the save need not be durable with the next [`Storage::sync`], and a
+    /// storage may write it whenever it is cheapest. By default a [`Storage::save_hard_state`].
+    fn save_commit_hint(&mut self, hs: &HardState) -> Result<()> {
+        self.save_hard_state(hs)
+    }
     /// Append one entry; `entry.index` must be `last_index() + 1`. A refusal (`Full`,
     /// `NoResources`) leaves the log as it was (rule 9).
     fn append(&mut self, entry: &EntryRef<'_>) -> Result<()>;

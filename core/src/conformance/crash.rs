@@ -110,6 +110,48 @@ pub fn crash_never_rolls_hard_state_back<H: Harness>(h: &mut H, seed: u64) {
     );
 }
 
+/// Rule 10: a commit hint saved without a sync of its own comes back after a crash whole or
+/// not at all, with the synced term and vote either way; a sync after it makes it durable, and
+/// a hard-state save after it still follows rule 1.
+pub fn crash_keeps_a_commit_hint_whole_or_not_at_all<H: Harness>(h: &mut H, seed: u64) {
+    let what = "crash_keeps_a_commit_hint_whole_or_not_at_all";
+    let mut s = fresh_log(h, 10, what);
+    let synced = hard_state(3, 2, 4);
+    s.save_hard_state(&synced).expect("save");
+    sync(&mut s, what);
+    let hint = hard_state(3, 2, 9);
+    s.save_commit_hint(&hint).expect("save a hint");
+    assert_eq!(s.hard_state(), hint, "{what}: a hint is visible at once");
+    // Written along with the log's next entries, which are never synced here.
+    append_range(&mut s, 11, 12, 1, Shape::Small, what);
+    let mut s = h.crash(s, seed);
+    let got = s.hard_state();
+    assert!(
+        got == synced || got == hint,
+        "{what} seed {seed}: hard state {got:?} after a crash (synced {synced:?}, hint {hint:?})"
+    );
+    s.save_commit_hint(&hint).expect("save a hint");
+    sync(&mut s, what);
+    let mut s = h.crash(s, seed.wrapping_add(5));
+    assert_eq!(
+        s.hard_state(),
+        hint,
+        "{what} seed {seed}: a synced hint was lost"
+    );
+    // A new term after a hint: the term's save is synced, whatever the hint did.
+    s.save_commit_hint(&hard_state(3, 2, 10))
+        .expect("save a hint");
+    let newest = hard_state(4, 1, 10);
+    s.save_hard_state(&newest).expect("save");
+    sync(&mut s, what);
+    let s = h.crash(s, seed.wrapping_add(6));
+    assert_eq!(
+        s.hard_state(),
+        newest,
+        "{what} seed {seed}: a synced term rolled back"
+    );
+}
+
 /// Rule 6 under a power cut: a partly written snapshot is lost, the previous one stays whole.
 pub fn crash_discards_a_partial_snapshot<H: Harness>(h: &mut H, seed: u64) {
     let what = "crash_discards_a_partial_snapshot";

@@ -140,6 +140,7 @@ pub fn run_crash_checks<H: Harness>(h: &mut H, seeds: core::ops::Range<u64>) {
         crash_keeps_synced_entries_and_a_prefix(h, seed);
         crash_orders_truncation_before_replacement(h, seed);
         crash_never_rolls_hard_state_back(h, seed);
+        crash_keeps_a_commit_hint_whole_or_not_at_all(h, seed);
         crash_discards_a_partial_snapshot(h, seed);
         crash_after_snapshot_finish_keeps_it(h, seed);
         crash_with_large_entries(h, seed);

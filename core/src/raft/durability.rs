@@ -116,8 +116,17 @@ impl<P: Plant> Raft<P> {
                 to_save.vote = crate::types::NO_NODE;
             }
         }
-        store.save_hard_state(&to_save)?;
-        self.hs_unsynced = true;
+        // Only the commit index moved, and every entry up to it is durable here: the hint may
+        // reach the media whenever it is cheapest (storage rule 10), so nothing waits for a
+        // sync of it. (A hint past the durable log, a follower's ahead of its sync or a leader's
+        // ahead of its own background sync, is saved and synced as before.)
+        let hint = !self.hard_state_changed() && hs.commit <= self.persisted_index;
+        if hint {
+            store.save_commit_hint(&to_save)?;
+        } else {
+            store.save_hard_state(&to_save)?;
+            self.hs_unsynced = true;
+        }
         self.hs_saved = hs;
         self.hint_saved_ms = self.now_ms;
         Ok(())

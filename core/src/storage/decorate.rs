@@ -60,6 +60,11 @@ pub trait StorageHooks<S: Storage + ?Sized> {
     fn save_hard_state(&mut self, inner: &mut S, hs: &HardState) -> Result<()> {
         inner.save_hard_state(hs)
     }
+    /// [`Storage::save_commit_hint`] of the decorated storage.
+    #[inline]
+    fn save_commit_hint(&mut self, inner: &mut S, hs: &HardState) -> Result<()> {
+        inner.save_commit_hint(hs)
+    }
     /// [`Storage::append`] of the decorated storage.
     #[inline]
     fn append(&mut self, inner: &mut S, entry: &EntryRef<'_>) -> Result<()> {
@@ -146,6 +151,10 @@ impl<S: Storage, H: StorageHooks<S>> Storage for Decorated<S, H> {
         self.hooks.save_hard_state(&mut self.inner, hs)
     }
     #[inline]
+    fn save_commit_hint(&mut self, hs: &HardState) -> Result<()> {
+        self.hooks.save_commit_hint(&mut self.inner, hs)
+    }
+    #[inline]
     fn append(&mut self, entry: &EntryRef<'_>) -> Result<()> {
         self.hooks.append(&mut self.inner, entry)
     }
@@ -207,6 +216,9 @@ impl<S: Storage + ?Sized> Storage for &mut S {
     }
     fn save_hard_state(&mut self, hs: &HardState) -> Result<()> {
         (**self).save_hard_state(hs)
+    }
+    fn save_commit_hint(&mut self, hs: &HardState) -> Result<()> {
+        (**self).save_commit_hint(hs)
     }
     fn append(&mut self, entry: &EntryRef<'_>) -> Result<()> {
         (**self).append(entry)

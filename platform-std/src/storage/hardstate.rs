@@ -162,6 +162,9 @@ pub(crate) struct HardStateStore {
     durable_slot: usize,
     /// A save written to the file but not yet fdatasynced: (slot, seq).
     pub(crate) unsynced: Option<usize>,
+    /// A commit hint written to the file ([`HardStateStore::write_hint`]) that no sync asked
+    /// for: its slot, made durable by the next sync if one comes first.
+    hinted: Option<usize>,
 }
 
 impl HardStateStore {
@@ -201,6 +204,7 @@ impl HardStateStore {
             // With no valid slot yet, the first save goes to slot 0.
             durable_slot: decoded.current.unwrap_or(1),
             unsynced: None,
+            hinted: None,
         };
         Ok((store, decoded.state))
     }
@@ -220,6 +224,27 @@ impl HardStateStore {
         Ok(())
     }
 
+    /// Write a commit hint (storage rule 10: only the commit index moved, and the log is
+    /// durable up to it): into the same slot as [`HardStateStore::write`], but it asks for no
+    /// sync, and the file is closed again unless a save waits for its sync. The slot that
+    /// holds the newest durable value is never touched, so a hint torn by a crash loses only
+    /// itself.
+    pub(crate) fn write_hint(&mut self, hs: &HardState) -> std::io::Result<()> {
+        let waiting = self.unsynced;
+        self.write(hs)?;
+        if waiting.is_none() {
+            self.hinted = self.unsynced.take();
+            self.file = None;
+        }
+        Ok(())
+    }
+
+    /// Whether a hint was written that no sync has covered yet (tests).
+    #[cfg(test)]
+    pub(crate) fn hinted(&self) -> bool {
+        self.hinted.is_some()
+    }
+
     /// Whether the file is open now (tests).
     #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
@@ -234,7 +259,8 @@ impl HardStateStore {
 
     /// A sync of the whole filesystem made the pending write durable.
     pub(crate) fn synced_elsewhere(&mut self) {
-        if let Some(slot) = self.unsynced.take() {
+        let hinted = self.hinted.take();
+        if let Some(slot) = self.unsynced.take().or(hinted) {
             self.durable_slot = slot;
         }
         self.file = None;
@@ -246,6 +272,7 @@ impl HardStateStore {
     }
 
     /// fdatasync the file if a write is pending.
+    /// A hint written without a sync ([`HardStateStore::write_hint`]) is made durable too.
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         if let Some(slot) = self.unsynced {
             if let Some(f) = &self.file {
@@ -253,6 +280,12 @@ impl HardStateStore {
             }
             self.durable_slot = slot;
             self.unsynced = None;
+            self.hinted = None;
+        } else if let Some(slot) = self.hinted {
+            let f = fsutil::open_existing(&self.path, true)?;
+            fsutil::sync_data(&f, true)?;
+            self.durable_slot = slot;
+            self.hinted = None;
         }
         self.file = None;
         Ok(())

@@ -209,6 +209,9 @@ pub struct FileStorage {
     hard_state: HardState,
     /// Saved since the last sync.
     hs_dirty: bool,
+    /// A commit hint saved ([`Storage::save_commit_hint`]) and not yet written: written with
+    /// the next write of the log, synced by whatever sync comes next.
+    hint_dirty: bool,
     /// The hard state last made durable.
     hs_durable: HardState,
     log: Log,
@@ -317,6 +320,7 @@ impl FileStorage {
             hs,
             hard_state,
             hs_dirty: false,
+            hint_dirty: false,
             hs_durable: hard_state,
             log,
             snaps,
@@ -378,6 +382,7 @@ impl FileStorage {
 
     fn write_hard_state(&mut self) -> Result<(), StorageError> {
         if !self.hs_dirty {
+            self.write_hint();
             return Ok(());
         }
         if let Err(e) = self.hs.write(&self.hard_state) {
@@ -390,7 +395,23 @@ impl FileStorage {
             return if hint_only { Ok(()) } else { Err(refused) };
         }
         self.hs_dirty = false;
+        self.hint_dirty = false;
         Ok(())
+    }
+
+    /// Write a saved commit hint to the hard-state file, asking for no sync (rule 10). A
+    /// refused write (a full medium, no descriptor) leaves it for the next write.
+    fn write_hint(&mut self) {
+        if !self.hint_dirty {
+            return;
+        }
+        match self.hs.write_hint(&self.hard_state) {
+            Ok(()) => self.hint_dirty = false,
+            Err(e) => ::log::debug!(
+                "{}: writing the commit hint waits: {e}",
+                self.hs.path.display()
+            ),
+        }
     }
 
     /// Start making the log durable off this thread: writes the buffered records out and
@@ -409,6 +430,7 @@ impl FileStorage {
         if self.opts.fsync != FsyncMode::Always {
             return Ok(None);
         }
+        self.write_hint();
         self.guard(|s| s.log.begin_background_sync(journal))
     }
 
@@ -613,6 +635,18 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    /// Written with the next write of the log (or sync), but no sync waits for it: with many
+    /// busy groups, a round with a hard-state save to sync cannot go through the sync journal
+    /// and syncs the whole filesystem instead.
+    fn save_commit_hint(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.hard_state = *hs;
+        if !self.hs_dirty {
+            self.hint_dirty = true;
+        }
+        Ok(())
+    }
+
     fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StorageError> {
         StorageError::check_continues(self.last_index(), entry.index)?;
         self.guard(|s| s.log.append(entry))
@@ -741,7 +775,7 @@ impl FileStorage {
         }
         self.snaps.crash();
         let segments = self.log.crash_image();
-        let hard_state = self.hs_dirty.then(|| {
+        let hard_state = (self.hs_dirty || self.hint_dirty).then(|| {
             let (slot, bytes) = self.hs.next_write(&self.hard_state);
             (self.hs.path.clone(), slot, bytes)
         });

@@ -227,3 +227,71 @@ fn a_node_stopping_cleanly_saves_its_commit_index_whatever_the_interval() {
     // Nothing new to save: nothing written.
     assert!(!c.node(l).save_commit_hint().unwrap());
 }
+
+#[test]
+fn a_commit_hint_the_durable_log_covers_waits_for_no_sync() {
+    // A sole leader whose own log syncs in the background (as with many busy groups).
+    let mut c = Cluster::tuned(&[1], |c| c.commit_hint_interval_ms = 1_000);
+    c.run(5);
+    assert_eq!(c.leaders(), vec![1]);
+    let (a, _) = c.propose(1, b"a");
+    let at = deferred_flush(&mut c, 1).expect("left to the caller");
+    c.node(1).log_persisted(at);
+    assert_eq!(deferred_flush(&mut c, 1), None, "a applied");
+    assert_eq!(c.nodes[&1].raft().commit(), a);
+    let (syncs, hints) = (c.nodes[&1].storage().syncs, c.nodes[&1].storage().hints);
+    // The hint falls due on a tick: it covers only durable entries, so it is saved as a hint
+    // and nothing waits for a sync of it.
+    for _ in 0..250 {
+        c.tick_all();
+    }
+    assert_eq!(saved_commit(&mut c, 1), a, "the hint was saved");
+    assert_eq!(c.nodes[&1].storage().hints, hints + 1);
+    assert!(!c.nodes[&1].raft().needs_sync(), "no sync waits for a hint");
+    assert_eq!(deferred_flush(&mut c, 1), None);
+    let now = c.now;
+    assert!(matches!(
+        c.node(1).flush_shared(now, &mut |_| {}).unwrap(),
+        Pending::Nothing
+    ));
+    assert_eq!(c.nodes[&1].storage().syncs, syncs, "nothing synced for it");
+}
+
+#[test]
+fn a_commit_hint_past_the_durable_log_is_saved_and_synced_as_the_hard_state() {
+    // A leader of three whose followers acknowledged entries its own background sync has not
+    // made durable yet: the commit index is past its durable log.
+    let mut c = Cluster::tuned(&[1, 2, 3], |c| c.commit_hint_interval_ms = 1_000);
+    let l = c.elect();
+    c.run(1_100);
+    let (x, _) = c.propose(l, b"x");
+    let at = deferred_flush(&mut c, l).expect("the leader's own log is left to the caller");
+    // Frames go by hand: the followers flush (and sync) as they take them, the leader never.
+    for _ in 0..4 {
+        let frames: StdVec<_> = c.wire.borrow_mut().drain(..).collect();
+        let now = c.now;
+        for (_, to, f) in frames {
+            c.node(to).handle_frame(now, &f).unwrap();
+        }
+        for f in [1, 2, 3].into_iter().filter(|&f| f != l) {
+            c.node(f).flush(now, &mut |_| {}).unwrap();
+        }
+        let _ = deferred_flush(&mut c, l);
+    }
+    assert_eq!(
+        c.nodes[&l].raft().commit(),
+        x,
+        "the followers made it a quorum"
+    );
+    assert!(c.nodes[&l].raft().persisted_index() < x);
+    let hints = c.nodes[&l].storage().hints;
+    let now = c.now + 1_000;
+    c.node(l).tick(now).unwrap();
+    assert_eq!(saved_commit(&mut c, l), x, "saved with the hard state");
+    assert_eq!(c.nodes[&l].storage().hints, hints, "not as a hint");
+    assert!(
+        !c.nodes[&l].raft().only_own_log_unsynced(),
+        "the save waits for a whole sync, not the log's background one"
+    );
+    c.node(l).log_persisted(at);
+}

@@ -34,6 +34,8 @@ struct VecStore {
     snap: Option<(SnapshotMeta, StdVec<u8>)>,
     pending: Option<(SnapshotMeta, StdVec<u8>)>,
     syncs: u64,
+    /// Saves through [`Storage::save_commit_hint`] (rule 10: no sync waits for them).
+    hints: u64,
     /// Every write fails with this error while set (a full medium, a broken device).
     fail_writes: Option<StorageError>,
 }
@@ -87,6 +89,11 @@ impl Storage for VecStore {
     fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
         self.fail_writes.map_or(Ok(()), Err)?;
         self.hs = *hs;
+        Ok(())
+    }
+    fn save_commit_hint(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        self.save_hard_state(hs)?;
+        self.hints += 1;
         Ok(())
     }
     fn append(&mut self, e: &EntryRef<'_>) -> Result<(), StorageError> {

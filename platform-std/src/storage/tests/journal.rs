@@ -240,6 +240,48 @@ fn a_follower_round_syncs_through_the_journal_unless_a_hard_state_save_waits() {
 }
 
 #[test]
+fn a_commit_hint_keeps_a_round_in_the_journal_and_is_written_with_no_sync_of_its_own() {
+    let hs = |commit| HardState {
+        term: 1,
+        vote: 1,
+        commit,
+    };
+    let (root, opts) = fresh();
+    let (journal, mut s) = journaled(root.path(), &opts);
+    append_n(&mut s, 1, 10, 1, 40);
+    s.save_hard_state(&hs(0)).expect("save");
+    s.sync().expect("sync");
+    // A follower's round with a hint of what it committed: the journal's sync covers it.
+    append_n(&mut s, 11, 20, 1, 40);
+    s.save_commit_hint(&hs(10)).expect("hint");
+    assert_eq!(s.write_for_shared_sync(true), Ok((true, true)));
+    assert!(!s.hs.unsynced(), "no sync waits for the hint");
+    assert!(
+        s.hs.hinted() && !s.hs.is_open(),
+        "written, and the file closed"
+    );
+    journal.sync().expect("sync the journal");
+    s.shared_synced(true);
+    // A leader's round: the background sync's write takes the hint along.
+    s.save_commit_hint(&hs(20)).expect("hint");
+    append_n(&mut s, 21, 22, 1, 40);
+    journal_round(&mut s, &journal);
+    assert!(s.hs.hinted() && !s.hs.is_open());
+    // A kill of the process (the page cache stays): the hint was in the file.
+    s.power_cut();
+    drop(journal);
+    let (_, mut s) = restart(root.path(), &opts, true);
+    assert_eq!((s.last_index(), s.hard_state()), (22, hs(20)));
+    // A later sync of its own covers a hint written before it.
+    s.save_commit_hint(&hs(22)).expect("hint");
+    s.sync().expect("sync");
+    assert!(!s.hs.hinted());
+    lose_unsynced(s.power_cut());
+    let (_, s) = restart(root.path(), &opts, false);
+    assert_eq!(s.hard_state(), hs(22));
+}
+
+#[test]
 fn a_snapshot_that_resets_the_log_is_not_undone_by_the_replay() {
     let (root, opts) = fresh();
     let (journal, mut s) = journaled(root.path(), &opts);
