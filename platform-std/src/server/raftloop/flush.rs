@@ -111,9 +111,13 @@ impl RaftLoop {
                 if !std::mem::replace(&mut g.view_dirty, true) {
                     self.view_dirty.push(id);
                 }
-                if group_idle(g) {
+                if group_settled(g) {
+                    // (Group 0 too, which stays active: the bytes it held in the journal go
+                    // to its segment once it has nothing to do, as an idle group's do.)
                     g.node.storage_mut().inner.release_idle_memory();
                     g.spare_events = Vec::new();
+                }
+                if group_idle(g) {
                     // An idle group leaves the active set, unless a snapshot is due now; one
                     // due later by time wakes it then.
                     match g.node.snapshot_due_at() {

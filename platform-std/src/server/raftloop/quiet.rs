@@ -31,10 +31,17 @@ pub(super) struct Liveness {
     last_sweep: u64,
 }
 
-/// Whether the loop may stop ticking and flushing `g` until an input arrives.
+/// Whether the loop may stop ticking and flushing `g` until an input arrives: it has nothing
+/// to do ([`group_settled`]) and is not group 0.
 pub(super) fn group_idle(g: &Group) -> bool {
-    g.id != 0
-        && g.frozen.is_none()
+    g.id != 0 && group_settled(g)
+}
+
+/// Whether `g` has nothing to do until an input arrives: it may let go of the memory it keeps
+/// for a busy group, and write out what it held in the sync journal. Group 0 stays active even
+/// then.
+pub(super) fn group_settled(g: &Group) -> bool {
+    g.frozen.is_none()
         && g.node.is_idle()
         && g.syncs_inflight == 0
         && g.pending_writes.is_empty()
