@@ -4,6 +4,7 @@
 //! is there after every node was killed and restarted, and with the flag off no such sync is
 //! made. Followers whose bytes went to the sync journal wait for its sync on a sync thread,
 //! their groups frozen meanwhile, and what they acknowledged survives kill -9 of every node.
+//! Busy groups' commit hints do not take their rounds out of the sync journal.
 #![cfg(unix)]
 
 use shoal_client::protocol::ReadMode;
@@ -247,5 +248,58 @@ fn a_group_that_only_answers_local_reads_leaves_a_lone_writer_to_sync_alone() {
         shared(&c) - before,
         0,
         "reads made the writer's rounds share a sync"
+    );
+}
+
+/// Filesystem syncs a node made for rounds (shared syncs that were neither a journal sync nor
+/// a switch of its halves).
+fn filesystem_syncs(c: &Cluster, id: u64) -> i64 {
+    let g = |name: &str| c.gauge(id, name) as i64;
+    g("shoal_shared_syncs_total") - g("shoal_journal_syncs_total") - g("shoal_journal_wraps_total")
+}
+
+#[test]
+fn busy_groups_commit_hints_keep_their_rounds_in_the_sync_journal() {
+    // One node, its groups' commit hints due every 100 ms: each hint used to make its round
+    // wait for a whole sync, which the journal cannot stand in for (a `syncfs` with several).
+    let mut c = Cluster::builder()
+        .voters([1])
+        .args(&["--commit-hint-interval", "100ms"])
+        .build();
+    c.start_all();
+    c.wait_leader(0);
+    c.create_groups(1..=GROUPS, "1");
+    for g in 1..=GROUPS {
+        c.wait_leader(g);
+    }
+    let (fs_before, journal_before) = (
+        filesystem_syncs(&c, 1),
+        c.gauge(1, "shoal_journal_syncs_total"),
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    std::thread::scope(|s| {
+        for g in 1..=GROUPS {
+            let c = &c;
+            s.spawn(move || {
+                for i in 0..20_000u64 {
+                    if std::time::Instant::now() >= until {
+                        break;
+                    }
+                    c.put(g, 200 + u64::from(g), i + 1, &format!("k{i}"), "v");
+                }
+            });
+        }
+    });
+    assert!(
+        c.gauge(1, "shoal_journal_syncs_total") > journal_before,
+        "the groups' rounds never synced through the journal"
+    );
+    // About 15 hints of each group fell due meanwhile; none took its round out of the journal.
+    // (A margin of two for a round the test does not control, such as one a new group's
+    // first term still waited in.)
+    let fs = filesystem_syncs(&c, 1) - fs_before;
+    assert!(
+        fs <= 2,
+        "{fs} rounds synced the filesystem instead of the journal while {GROUPS} groups wrote"
     );
 }
