@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{AdminCounters, AdminView, GroupView};
+use super::{AdminCounters, AdminView, GroupView, ReadCounts};
 use crate::server::timed::{Histogram, FSYNC_BUCKETS_US};
 use std::sync::atomic::Ordering;
 
@@ -12,6 +12,7 @@ pub(super) fn render_view(v: &AdminView) -> String {
     let mut s = String::new();
     group_metrics(&mut s, v);
     refused_inputs(&mut s, v);
+    client_reads(&mut s, v);
     bound_metrics(&mut s, v);
     node_counters(&mut s, v);
     flush_metrics(&mut s, v);
@@ -288,6 +289,43 @@ fn refused_inputs(s: &mut String, v: &AdminView) {
         for (fault, n) in g.node_stats.faults.iter() {
             let cause = fault.name();
             let _ = writeln!(s, "{name}{{group=\"{}\",cause=\"{cause}\"}} {n}", g.group);
+        }
+    }
+}
+
+/// Client reads this node took on, by group and by how it serves them (node-wide by mode
+/// past `--metrics-group-series`).
+fn client_reads(s: &mut String, v: &AdminView) {
+    let name = "shoal_reads_total";
+    let _ = writeln!(
+        s,
+        "# HELP {name} Client reads this node took on, by how it serves them: linearizable (a \
+         ReadIndex round of the leader; lease reads without a lease too), lease (under the \
+         leader's lease), local (this node's applied state). Reads refused are not counted.\n\
+         # TYPE {name} counter"
+    );
+    let modes = |r: &ReadCounts| {
+        [
+            ("linearizable", r.linearizable),
+            ("lease", r.lease),
+            ("local", r.local),
+        ]
+    };
+    if !per_group(v) {
+        let mut total = ReadCounts::default();
+        for g in &v.groups {
+            total.linearizable += g.reads.linearizable;
+            total.lease += g.reads.lease;
+            total.local += g.reads.local;
+        }
+        for (mode, n) in modes(&total) {
+            let _ = writeln!(s, "{name}{{mode=\"{mode}\"}} {n}");
+        }
+        return;
+    }
+    for g in &v.groups {
+        for (mode, n) in modes(&g.reads) {
+            let _ = writeln!(s, "{name}{{group=\"{}\",mode=\"{mode}\"}} {n}", g.group);
         }
     }
 }
@@ -699,8 +737,9 @@ mod tests {
     use shoal_client::protocol::{GroupHealth, HealthInfo};
     use shoal_core::fault::{Fault, FaultLog};
 
-    /// `n` groups: group `i` proposed `i` writes, lags `i % 4` entries, refused `i % 3` bad
-    /// frames, failed `i % 2` snapshots; groups 2 and 5 are unhealthy.
+    /// `n` groups: group `i` proposed `i` writes, took `2i` linearizable reads, `3i` lease
+    /// reads and `i % 2` local ones, lags `i % 4` entries, refused `i % 3` bad frames, failed
+    /// `i % 2` snapshots; groups 2 and 5 are unhealthy.
     fn view(n: u32, group_series_max: usize) -> AdminView {
         let groups = (0..n)
             .map(|i| {
@@ -714,6 +753,11 @@ mod tests {
                     commit: 100 + n,
                     applied: 100 + n - n % 4,
                     proposals: n,
+                    reads: ReadCounts {
+                        linearizable: 2 * n,
+                        lease: 3 * n,
+                        local: n % 2,
+                    },
                     ..Default::default()
                 };
                 g.node_stats.faults = faults.counts();
@@ -784,6 +828,16 @@ mod tests {
         );
         assert_eq!(value(&body, "shoal_groups_hosted"), Some(8));
         assert_eq!(value(&body, "shoal_groups_unhealthy"), Some(2));
+        for (mode, n) in [("linearizable", 10), ("lease", 15), ("local", 1)] {
+            assert_eq!(
+                value(
+                    &body,
+                    &format!("shoal_reads_total{{group=\"5\",mode=\"{mode}\"}}")
+                ),
+                Some(n),
+                "{mode} reads of group 5"
+            );
+        }
     }
 
     #[test]
@@ -800,6 +854,13 @@ mod tests {
         assert_eq!(value(&body, "shoal_snapshot_failures_total"), Some(4));
         for gone in ["shoal_term", "shoal_commit_index", "shoal_applied_index"] {
             assert!(!body.contains(&format!("\n{gone}")), "{gone} is left out");
+        }
+        for (mode, n) in [("linearizable", 56), ("lease", 84), ("local", 4)] {
+            assert_eq!(
+                value(&body, &format!("shoal_reads_total{{mode=\"{mode}\"}}")),
+                Some(n),
+                "{mode} reads over the groups"
+            );
         }
         let bad: u64 = (0..8u64).map(|i| i % 3).sum();
         assert_eq!(

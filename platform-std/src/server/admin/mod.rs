@@ -32,6 +32,20 @@ pub struct PeerView {
     pub match_index: Option<LogIndex>,
 }
 
+/// Client reads a node took on for one group, by how it serves them (`shoal_reads_total`). A
+/// read refused (this node does not lead, no leader yet) is not counted; a lease read that
+/// falls back to a ReadIndex round counts as linearizable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReadCounts {
+    /// Through a ReadIndex round of the leader (`linearizable`, and lease reads without a
+    /// lease).
+    pub linearizable: u64,
+    /// Under the leader's lease.
+    pub lease: u64,
+    /// From this node's applied state (`local`, possibly stale).
+    pub local: u64,
+}
+
 /// One group in `/status`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GroupView {
@@ -63,6 +77,8 @@ pub struct GroupView {
     pub proposals: u64,
     /// Client writes refused before they were proposed (they took no log entry).
     pub writes_refused: u64,
+    /// Client reads this node took on, by how it serves them.
+    pub reads: ReadCounts,
     /// The group's DtKV limit on compares and on operations per branch of a transaction.
     #[serde(skip)]
     pub max_txn_ops: u64,

@@ -77,6 +77,8 @@ pub(super) struct Group {
     pub(super) proposals: u64,
     /// Client writes refused before they were proposed (they took no log entry).
     pub(super) writes_refused: u64,
+    /// Client reads taken on, by how they are served ([`ReadCounts`]).
+    pub(super) reads: ReadCounts,
     /// Background fdatasyncs of this group's log running now.
     pub(super) syncs_inflight: usize,
     /// The events vector of the group's last flush, emptied, for the next one to fill.

@@ -68,7 +68,7 @@ use system::*;
 
 use super::accept::AcceptBackoff;
 use super::addrbook::AddrBook;
-use super::admin::{AdminView, AuthView, DiskView, GroupView, PeerView, RecordsView};
+use super::admin::{AdminView, AuthView, DiskView, GroupView, PeerView, ReadCounts, RecordsView};
 use super::clients::{self, over_limit, ClientInput, Hub, Limit, Reply};
 use super::config::{parse_addr_pair, ServerConfig};
 use super::fdlimit::{self, FdBudget};
@@ -456,6 +456,7 @@ impl RaftLoop {
                 expire_index: 0,
                 proposals: 0,
                 writes_refused: 0,
+                reads: ReadCounts::default(),
                 syncs_inflight: 0,
                 spare_events: Vec::new(),
                 sync_started_upto: 0,

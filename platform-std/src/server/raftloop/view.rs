@@ -63,6 +63,7 @@ impl RaftLoop {
                 quiet: r.is_quiet(),
                 proposals: g.proposals,
                 writes_refused: g.writes_refused,
+                reads: g.reads,
                 max_txn_ops: g.node.state_machine().store().limits().max_txn_ops as u64,
                 max_leases: g.node.state_machine().store().limits().max_leases as u64,
                 event_bytes: g.node.state_machine().store().event_caps().1 as u64,

@@ -279,7 +279,10 @@ pub(in crate::server::raftloop) fn read(
     gate: Gate<'_>,
 ) {
     match mode {
-        ReadMode::Local => answer_read(g.node.state_machine(), &req, &reply, gate),
+        ReadMode::Local => {
+            g.reads.local += 1;
+            answer_read(g.node.state_machine(), &req, &reply, gate)
+        }
         // Behind reads still waiting for a ReadIndex round (a lease read on a quiet leader
         // takes one, and wakes it), a lease read waits too: a connection's answers keep their
         // order.
@@ -288,16 +291,23 @@ pub(in crate::server::raftloop) fn read(
         }
         ReadMode::Lease => match g.node.read_lease(now) {
             Ok(index) if index <= g.node.applied() => {
+                g.reads.lease += 1;
                 answer_read(g.node.state_machine(), &req, &reply, gate)
             }
-            Ok(index) => g.lease_reads.push((index, reply, req)),
+            Ok(index) => {
+                g.reads.lease += 1;
+                g.lease_reads.push((index, reply, req))
+            }
             Err(ReadError::NotLeader { .. }) => {
                 reply.send(not_leader(g));
             }
             Err(_) => read(g, now, ReadMode::Linearizable, req, reply, gate),
         },
         ReadMode::Linearizable => match g.node.read_index(now) {
-            Ok(ticket) => g.index_reads.push_back((ticket, reply, req)),
+            Ok(ticket) => {
+                g.reads.linearizable += 1;
+                g.index_reads.push_back((ticket, reply, req))
+            }
             Err(ReadError::NoLeader) => {
                 reply.send(not_leader(g));
             }
