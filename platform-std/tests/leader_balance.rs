@@ -3,12 +3,10 @@
 //! `--leader-balance-interval 0` it keeps leading none). Every group still takes writes after.
 //! A node stopped with SIGTERM hands the groups it leads to their members first. Busy groups
 //! that one node leads are spread over the nodes by their write load, the counts staying even
-//! (not with `--leader-balance-load false`), and so are groups busy with linearizable reads
-//! only, which `/metrics` counts by group and mode. `shoal-bench` follows a group whose leader
-//! moved.
+//! (not with `--leader-balance-load false`). `shoal-bench` follows a group whose leader moved.
 #![cfg(unix)]
 
-use shoal_client::protocol::{ReadMode, Request, Response};
+use shoal_client::protocol::Response;
 use shoal_testkit::client::{self, Conn};
 use shoal_testkit::{wait_for, Cluster, WAIT};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -150,20 +148,11 @@ fn a_node_stopped_with_sigterm_hands_its_groups_over_first_and_gets_its_share_ba
     }
 }
 
-/// What keeps a busy group busy.
-#[derive(Clone, Copy, PartialEq)]
-enum Work {
-    Writes,
-    /// Linearizable reads (a ReadIndex round of the leader each).
-    Reads,
-}
-
-/// Write to (or read from) `group` without pause until `stop`, through whichever node leads it
-/// (found again after each refusal); counts the requests done.
-fn keep_busy(
+/// Write to `group` without pause until `stop`, through whichever node leads it (found again
+/// after each refusal); counts the writes done.
+fn keep_writing(
     addrs: Vec<(u64, String)>,
     group: u32,
-    work: Work,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<()> {
@@ -177,15 +166,9 @@ fn keep_busy(
             };
             loop {
                 seq += 1;
-                let request = match work {
-                    Work::Writes => client::put_request(u64::from(group) + 100, seq, "hot", b"v"),
-                    Work::Reads => Request::Get {
-                        key: b"hot".to_vec(),
-                        mode: ReadMode::Linearizable,
-                    },
-                };
-                match conn.call(group, request) {
-                    Ok(Response::Written { .. } | Response::Node { .. }) => {
+                let put = client::put_request(u64::from(group) + 100, seq, "hot", b"value");
+                match conn.call(group, put) {
+                    Ok(Response::Written { .. }) => {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     // Moved (or moving): find the leader again.
@@ -208,8 +191,8 @@ fn leader_of(c: &Cluster, group: u32) -> u64 {
 }
 
 /// Ten groups on three nodes balanced by count, then three groups all led by one node written
-/// to (or read from) without pause: the cluster, that node, the busy groups, and the clients'
-/// stop flag, count and threads.
+/// to without pause: the cluster, that node, the busy groups, and the writers' stop flag,
+/// count and threads.
 struct Busy {
     c: Cluster,
     busiest: u64,
@@ -221,7 +204,7 @@ struct Busy {
 
 const SMALL: u32 = 9;
 
-fn busy_on_one_node(args: &[&str], work: Work) -> Busy {
+fn busy_on_one_node(args: &[&str]) -> Busy {
     let mut c = Cluster::builder().args(args).build();
     c.start_all();
     c.wait_leader(0);
@@ -249,7 +232,7 @@ fn busy_on_one_node(args: &[&str], work: Work) -> Busy {
     let done = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = hot
         .iter()
-        .map(|g| keep_busy(addrs.clone(), *g, work, stop.clone(), done.clone()))
+        .map(|g| keep_writing(addrs.clone(), *g, stop.clone(), done.clone()))
         .collect();
     Busy {
         c,
@@ -278,8 +261,8 @@ impl Busy {
             .to_vec()
     }
 
-    /// Stop the clients; the groups must have been busy. The cluster goes on.
-    fn finish(self) -> Cluster {
+    /// Stop writing; the groups must have been busy.
+    fn finish(self) {
         self.stop.store(true, Ordering::Relaxed);
         for w in self.writers {
             w.join().expect("a writer");
@@ -288,7 +271,6 @@ impl Busy {
             self.done.load(Ordering::Relaxed) > 1_000,
             "the groups were busy"
         );
-        self.c
     }
 }
 
@@ -300,26 +282,7 @@ fn counts_even(c: &Cluster) -> bool {
 
 #[test]
 fn busy_groups_led_by_one_node_are_spread_by_their_write_load() {
-    spread_by_load(Work::Writes);
-}
-
-#[test]
-fn groups_busy_with_reads_only_are_spread_by_their_read_load() {
-    spread_by_load(Work::Reads);
-}
-
-fn spread_by_load(work: Work) {
-    let b = busy_on_one_node(&[], work);
-    if work == Work::Reads {
-        // The reads are counted where they were served, by group and mode.
-        let g = b.hot[0];
-        let series = format!("shoal_reads_total{{group=\"{g}\",mode=\"linearizable\"}}");
-        wait_for(&format!("{series} counts the reads"), WAIT, || {
-            b.c.gauge(b.busiest, &series) > 100
-        });
-        let lease = format!("shoal_reads_total{{group=\"{g}\",mode=\"lease\"}}");
-        assert_eq!(b.c.gauge(b.busiest, &lease), 0, "no lease reads were asked");
-    }
+    let b = busy_on_one_node(&[]);
     let (busiest, hot) = (b.busiest, &b.hot);
     // By the load, each busy group ends up led by a node of its own.
     wait_for(
@@ -346,35 +309,12 @@ fn spread_by_load(work: Work) {
         WAIT,
         || counts_even(&b.c),
     );
-    let hot = b.hot[0];
-    let c = b.finish();
-    if work == Work::Reads {
-        // Lease reads on the settled leader and local reads on another member are counted as
-        // such, where they were served (a lease read behind ReadIndex reads, or on a leader
-        // whose lease lapsed while quiet, goes through a ReadIndex round: counted so).
-        let leader = leader_of(&c, hot);
-        let other = (1..=3).find(|id| *id != leader).expect("three nodes");
-        let series = |mode: &str| format!("shoal_reads_total{{group=\"{hot}\",mode=\"{mode}\"}}");
-        let (lease, local) = (
-            c.gauge(leader, &series("lease")),
-            c.gauge(other, &series("local")),
-        );
-        for _ in 0..5 {
-            client::get(&[&c.node(other).client], hot, "hot", ReadMode::Local);
-        }
-        wait_for("a lease read served under the lease, counted", WAIT, || {
-            client::get(&[&c.node(leader).client], hot, "hot", ReadMode::Lease);
-            c.gauge(leader, &series("lease")) > lease
-        });
-        wait_for("5 local reads counted", WAIT, || {
-            c.gauge(other, &series("local")) >= local + 5
-        });
-    }
+    b.finish();
 }
 
 #[test]
 fn with_balance_by_load_off_busy_groups_stay_where_the_count_put_them() {
-    let b = busy_on_one_node(&["--leader-balance-load", "false"], Work::Writes);
+    let b = busy_on_one_node(&["--leader-balance-load", "false"]);
     // Three passes of every node (and their jitter) with the writes going on.
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(

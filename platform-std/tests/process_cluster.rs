@@ -1,8 +1,8 @@
 //! Real `shoald` processes on 127.0.0.1, driven through the client protocol: writes and reads,
 //! `kill -9` of the leader with every acknowledged write surviving, restart and catch-up, a
 //! paused leader replaced, a node joining (`--join`) and being promoted, removal, leader
-//! transfer, a second group, a corrupt segment refused at start, and a no-flags single-node dev
-//! server with SIGTERM. The processes run under `shoal-testkit`, which cleans them up however a
+//! transfer, a second group, a corrupt segment refused at start, reads counted by group and
+//! mode where they were served, and a no-flags single-node dev server with SIGTERM. The processes run under `shoal-testkit`, which cleans them up however a
 //! test ends.
 #![cfg(unix)]
 
@@ -128,6 +128,50 @@ fn three_nodes_survive_kill_restart_transfer_groups_and_corruption() {
 
 /// A paused (SIGSTOP) leader is replaced; resumed, it learns of the new term and follows,
 /// holding the writes made while it was frozen.
+#[test]
+fn reads_are_counted_by_group_and_mode_on_the_node_that_served_them() {
+    let mut c = Cluster::builder().build();
+    c.start_all();
+    let leader = c.wait_leader(0);
+    c.put(0, 42, 1, "k", "v");
+    let follower = [1u64, 2, 3].into_iter().find(|&i| i != leader).unwrap();
+    let series = |mode: &str| format!("shoal_reads_total{{group=\"0\",mode=\"{mode}\"}}");
+    let count = |id: u64, mode: &str| c.metric(id, &series(mode));
+    let before = |id: u64| ["linearizable", "lease", "local"].map(|m| count(id, m));
+    let (on_leader, on_follower) = (before(leader), before(follower));
+    let (at_leader, at_follower) = (&c.node(leader).client, &c.node(follower).client);
+    for _ in 0..5 {
+        client::get(&[at_leader], 0, "k", ReadMode::Linearizable);
+        client::get(&[at_follower], 0, "k", ReadMode::Local);
+    }
+    // (The admin view is published every 100 ms.)
+    wait_for(
+        "5 ReadIndex reads on the leader, 5 local ones on the follower",
+        WAIT,
+        || {
+            count(leader, "linearizable") >= on_leader[0] + 5
+                && count(follower, "local") >= on_follower[2] + 5
+        },
+    );
+    assert_eq!(
+        count(leader, "local"),
+        on_leader[2],
+        "the leader served no local read"
+    );
+    assert_eq!(count(follower, "linearizable"), on_follower[0]);
+    // A lease read is counted as one once the leader holds its lease (before that it goes
+    // through a ReadIndex round and is counted so).
+    wait_for("a lease read served under the lease", WAIT, || {
+        client::get(&[at_leader], 0, "k", ReadMode::Lease);
+        count(leader, "lease") > on_leader[1]
+    });
+    assert_eq!(
+        count(follower, "lease"),
+        0,
+        "the follower served no lease read"
+    );
+}
+
 #[test]
 fn a_paused_leader_is_replaced_and_follows_when_resumed() {
     let mut c = Cluster::builder().build();

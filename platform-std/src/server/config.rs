@@ -187,10 +187,9 @@ pub struct Flags {
     /// restart leads none until then); `0` turns it off [default: 2s].
     #[arg(long, env = "SHOAL_LEADER_BALANCE_INTERVAL", value_name = "DURATION")]
     pub leader_balance_interval: Option<Dur>,
-    /// With leader balance, also move busy groups off a node that leads far more load (writes,
-    /// and the linearizable and lease reads a leader serves) than the others (one group a
-    /// pass, only when the two nodes' loads end closer); turn it off to balance by the number
-    /// of groups alone [default: true].
+    /// With leader balance, also move busy groups off a node that leads far more write load
+    /// than the others (one group a pass, only when the two nodes' loads end closer); turn it
+    /// off to balance by the number of groups alone [default: true].
     #[arg(long, env = "SHOAL_LEADER_BALANCE_LOAD", value_name = "BOOL")]
     pub leader_balance_load: Option<bool>,
     /// Quiesce the groups this node leads once they settle: no heartbeats and no timer work

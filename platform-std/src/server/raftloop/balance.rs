@@ -19,10 +19,8 @@
 //! once can overfill a node by a few, which its next pass gives back.
 //!
 //! **Load.** Counting groups alone calls a node leading its share of idle groups while another
-//! leads every busy one balanced. So a pass also measures each group's load (entries committed
-//! a second, plus the reads it served as leader weighted by what they cost a leader against a
-//! write: [`READ_INDEX_WEIGHT`], [`LEASE_READ_WEIGHT`]; averaged over passes) and adds it up
-//! per leader. Groups handed away for
+//! leads every busy one balanced. So a pass also measures each group's write rate (entries
+//! committed a second, averaged over passes) and adds it up per leader. Groups handed away for
 //! the count go coldest first. A pass that moved nothing for the count may move one busy group
 //! for the load ([`plan_load`]): a node leading more than a quarter over the mean load (and at
 //! least [`MIN_LOAD`] over it) hands its hottest group that fits to the candidate leading the
@@ -49,29 +47,12 @@ pub(super) const MIN_LOAD: f64 = 200.0;
 /// A group writing less than this (a second) is never moved for the load.
 pub(super) const MIN_GROUP_RATE: f64 = 20.0;
 
-/// What a linearizable read (a ReadIndex round) costs the node that leads its group, over
-/// what it costs a follower, against the same for a write. Measured (docs/BENCHMARKS.md,
-/// "Reads in the leader's load"): three nodes, 256 clients, CPU per operation of leader
-/// minus follower: a write 1.78 µs, a ReadIndex read 1.13 µs, a lease read 0.90 µs.
-pub(super) const READ_INDEX_WEIGHT: f64 = 0.6;
-/// [`READ_INDEX_WEIGHT`] for a read under the leader's lease.
-pub(super) const LEASE_READ_WEIGHT: f64 = 0.5;
-
-/// A group's load so far, in writes: its commit index (every entry committed here, whoever
-/// led) plus the reads it served as leader, weighted. Local reads are left out: any member
-/// serves them, whoever leads.
-pub(super) fn load_units(commit: LogIndex, reads: &ReadCounts) -> f64 {
-    commit as f64
-        + reads.linearizable as f64 * READ_INDEX_WEIGHT
-        + reads.lease as f64 * LEASE_READ_WEIGHT
-}
-
 /// A group this node leads, and the members it may hand it to.
 #[derive(Debug)]
 pub(super) struct Movable {
     pub(super) group: GroupId,
     pub(super) to: Vec<NodeId>,
-    /// Its load (writes a second, reads weighted in: [`load_units`]).
+    /// Its write rate (entries committed a second).
     pub(super) rate: f64,
 }
 
@@ -260,9 +241,9 @@ impl RaftLoop {
             self.balance.load_transfers += n as u64;
             let mine = loads.get(&me).copied().unwrap_or(0.0);
             log::info!(
-                "leader balance: node {me} led groups loading it with {mine:.0} writes/s \
-                 (reads weighted in) of the {:.0} led here over {} nodes; handing {n} busy \
-                 group to {started:?} (node: groups)",
+                "leader balance: node {me} led groups writing {mine:.0} entries/s of the \
+                 {:.0} led here over {} nodes; handing {n} busy group to {started:?} (node: \
+                 groups)",
                 loads.values().sum::<f64>(),
                 loads.len()
             );
@@ -360,7 +341,7 @@ pub(super) struct Balance {
     pub(super) transfers: u64,
     /// Of them, those started for the load.
     pub(super) load_transfers: u64,
-    /// Each hosted group's load, as of the last pass.
+    /// Each hosted group's write rate, as of the last pass.
     rates: HashMap<GroupId, Rate>,
     /// Set on the way down: until when groups are handed off ([`RaftLoop::handed_off`]).
     pub(super) handoff_until: Option<u64>,
@@ -378,44 +359,44 @@ impl Balance {
         }
     }
 
-    /// Update each hosted group's load from how far its [`load_units`] moved since the last
-    /// pass (an average that halves an old rate's weight each pass); forget the groups gone.
+    /// Update each hosted group's write rate from how far its commit index moved since the
+    /// last pass (an average that halves an old rate's weight each pass); forget the groups
+    /// gone.
     fn measure(&mut self, groups: &BTreeMap<GroupId, Box<Group>>, now: u64) {
         self.rates.retain(|id, _| groups.contains_key(id));
         for g in groups.values() {
-            let units = load_units(g.node.raft().commit(), &g.reads);
+            let commit = g.node.raft().commit();
             self.rates
                 .entry(g.id)
                 .or_insert(Rate {
-                    units,
+                    commit,
                     at: now,
                     per_sec: 0.0,
                 })
-                .update(units, now);
+                .update(commit, now);
         }
     }
 
-    /// Group `id`'s load (writes a second, reads weighted in), 0 before it was measured.
+    /// Group `id`'s write rate (entries committed a second), 0 before it was measured.
     pub(super) fn rate(&self, id: GroupId) -> f64 {
         self.rates.get(&id).map_or(0.0, |r| r.per_sec)
     }
 }
 
-/// One group's load ([`Balance::measure`]).
+/// One group's write rate ([`Balance::measure`]).
 struct Rate {
-    /// Its [`load_units`] at `at`.
-    units: f64,
+    commit: LogIndex,
     at: u64,
     per_sec: f64,
 }
 
 impl Rate {
-    /// The group's [`load_units`] are `units` at `now` (ms).
-    fn update(&mut self, units: f64, now: u64) {
+    /// The group's commit index is `commit` at `now` (ms).
+    fn update(&mut self, commit: LogIndex, now: u64) {
         if now > self.at {
-            let moved = (units - self.units).max(0.0);
+            let moved = commit.saturating_sub(self.commit) as f64;
             self.per_sec = (self.per_sec + moved * 1000.0 / (now - self.at) as f64) / 2.0;
-            self.units = units;
+            self.commit = commit;
             self.at = now;
         }
     }
@@ -463,53 +444,6 @@ mod tests {
         *l.get_mut(&to).unwrap() += g.rate;
         g.to = (1..=l.len() as u64).filter(|n| *n != to).collect();
         m[to as usize - 1].push(g);
-    }
-
-    #[test]
-    fn a_groups_load_counts_its_writes_and_the_reads_it_served_as_leader_weighted() {
-        let reads = |linearizable, lease, local| ReadCounts {
-            linearizable,
-            lease,
-            local,
-        };
-        assert_eq!(load_units(1_000, &reads(0, 0, 0)), 1_000.0);
-        assert_eq!(
-            load_units(0, &reads(1_000, 0, 0)),
-            1_000.0 * READ_INDEX_WEIGHT
-        );
-        assert_eq!(
-            load_units(0, &reads(0, 1_000, 0)),
-            1_000.0 * LEASE_READ_WEIGHT
-        );
-        // Any member serves a local read, whoever leads: not the leader's load.
-        assert_eq!(load_units(0, &reads(0, 0, 1_000)), 0.0);
-        // A read costs a leader less than a write, but not nothing.
-        for w in [READ_INDEX_WEIGHT, LEASE_READ_WEIGHT] {
-            assert!(w > 0.0 && w < 1.0);
-        }
-        // A group that only reads, 5,000 ReadIndex reads a second for two passes a second
-        // apart: its rate reaches its weighted reads (the average halves the old rate's
-        // weight each pass), enough to be moved for the load.
-        let mut r = Rate {
-            units: load_units(7, &reads(0, 0, 0)),
-            at: 0,
-            per_sec: 0.0,
-        };
-        r.update(load_units(7, &reads(5_000, 0, 0)), 1_000);
-        r.update(load_units(7, &reads(10_000, 0, 0)), 2_000);
-        let expect = 5_000.0 * READ_INDEX_WEIGHT * 0.75;
-        assert!(
-            (r.per_sec - expect).abs() < 1e-6,
-            "{} against {expect}",
-            r.per_sec
-        );
-        assert!(
-            r.per_sec >= MIN_LOAD,
-            "a read-only group can carry a load worth moving"
-        );
-        // Counters that went back (a restarted count) move nothing rather than a negative load.
-        r.update(load_units(7, &reads(0, 0, 0)), 3_000);
-        assert!((r.per_sec - expect / 2.0).abs() < 1e-6);
     }
 
     #[test]
@@ -640,7 +574,7 @@ mod tests {
     fn a_group_rate_is_averaged_over_passes() {
         let mut b = Balance::new(1);
         let mut r = Rate {
-            units: 100.0,
+            commit: 100,
             at: 1_000,
             per_sec: 0.0,
         };
@@ -652,7 +586,7 @@ mod tests {
             (8_100, 7_000, 750.0),
             (9_000, 7_000, 750.0),
         ] {
-            r.update(commit as f64, at);
+            r.update(commit, at);
             assert_eq!(r.per_sec, want, "at {at}");
         }
         b.rates.insert(7, r);
