@@ -290,13 +290,13 @@ pub(in crate::server::raftloop) fn read(
             read(g, now, ReadMode::Linearizable, req, reply, gate)
         }
         ReadMode::Lease => match g.node.read_lease(now) {
-            Ok(index) if index <= g.node.applied() => {
-                g.reads.lease += 1;
-                answer_read(g.node.state_machine(), &req, &reply, gate)
-            }
             Ok(index) => {
                 g.reads.lease += 1;
-                g.lease_reads.push((index, reply, req))
+                if index <= g.node.applied() {
+                    answer_read(g.node.state_machine(), &req, &reply, gate)
+                } else {
+                    g.lease_reads.push((index, reply, req))
+                }
             }
             Err(ReadError::NotLeader { .. }) => {
                 reply.send(not_leader(g));
