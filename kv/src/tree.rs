@@ -92,9 +92,19 @@ impl<M: KvMemory> DtKv<M> {
         Ok(s)
     }
 
-    /// Replace a node's value; all-or-nothing.
+    /// Replace a node's value; all-or-nothing. A value of the old one's length is written over
+    /// it in place: no block is appended and none freed, so a key rewritten with values of one
+    /// size (a counter, a status, a fixed-size record) touches the same bytes each time instead
+    /// of walking the arena's tail through memory and calling for compactions. (Nothing reads
+    /// the old bytes after a replace: snapshots serialise the state between two applies, and
+    /// watch events and answers keep copies.)
     pub(crate) fn replace_value(&mut self, s: u32, value: &[u8]) -> Result<(), KvError> {
         let old_len = self.nodes[s as usize].val_len as usize;
+        if old_len == value.len() && old_len > 0 {
+            let off = self.nodes[s as usize].val_off;
+            self.arena.get_mut(off, old_len).copy_from_slice(value);
+            return Ok(());
+        }
         self.arena.fits(cost(value.len()), cost(old_len))?;
         self.arena.free(self.nodes[s as usize].val_off, old_len);
         self.nodes[s as usize].val_len = 0;

@@ -1,6 +1,6 @@
 //! Where a store's memory comes from: borrowed pools carved in a documented order, owned
 //! buffers that make the store an ordinary `Send` value, and the refusal of memory that does
-//! not fit the limits.
+//! not fit the limits; a value rewritten at its own length stays where it was.
 
 mod common;
 
@@ -85,6 +85,59 @@ fn spare_pool_elements_are_left_alone() {
         .iter()
         .all(|&w| w == 0xDEAD_BEEF));
     assert!(pools.bytes[l.bytes_len()..].iter().all(|&b| b == 0xEE));
+}
+
+/// Where `needle` stands in `hay`.
+fn places(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    hay.windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn a_value_of_the_same_length_is_written_over_the_old_one_in_place() {
+    let l = small();
+    let mut pools = Pools::new(&l, 0);
+    {
+        let mut kv = DtKv::new(pools.slices(), l).expect("small limits fit");
+        kv.apply(1, 1, &put_cmd(1, "counter", "0001"));
+        kv.apply(2, 1, &put_cmd(2, "other", "zzzz"));
+        for (i, v) in ["0002", "0003", "0004"].into_iter().enumerate() {
+            let at = 3 + i as u64;
+            kv.apply(at, 1, &put_cmd(at, "counter", v));
+        }
+        let n = kv.get(b"counter").expect("stored");
+        assert_eq!((n.value, n.update_index), (&b"0004"[..], 5));
+        assert_eq!(kv.get(b"other").expect("stored").value, b"zzzz");
+    }
+    // The arena comes first in the bytes pool (then the watch history's copies): the last value
+    // stands where the first one was written, and no earlier one is left behind it.
+    let arena = &pools.bytes[..l.arena_bytes];
+    let counter = places(arena, b"0004");
+    assert_eq!(counter.len(), 1, "one copy of the value");
+    for old in ["0001", "0002", "0003"] {
+        assert!(
+            places(arena, old.as_bytes()).is_empty(),
+            "{old} was overwritten"
+        );
+    }
+    assert!(
+        places(arena, b"zzzz")[0] > counter[0],
+        "the counter's value did not move past the key written after it"
+    );
+
+    // A value of another length takes a new block (the old one is only marked free).
+    let mut pools = Pools::new(&l, 0);
+    {
+        let mut kv = DtKv::new(pools.slices(), l).expect("small limits fit");
+        kv.apply(1, 1, &put_cmd(1, "counter", "0001"));
+        kv.apply(2, 1, &put_cmd(2, "counter", "00002"));
+        assert_eq!(kv.get(b"counter").expect("stored").value, b"00002");
+    }
+    let arena = &pools.bytes[..l.arena_bytes];
+    assert!(places(arena, b"00002")[0] > places(arena, b"0001")[0]);
 }
 
 /// Hands out one element more than asked for.
