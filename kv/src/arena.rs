@@ -1,4 +1,5 @@
-//! Key and value bytes. Blocks are appended at the tail; a freed block is only marked. When the
+//! Key and value bytes. Blocks are appended at the tail; a freed block is only marked (a value
+//! replaced by one of its own length is written over in place instead: `replace_value`). When the
 //! tail reaches the end, or when freed blocks behind the tail outweigh the live ones (and
 //! [`COMPACT_MIN_GARBAGE`]), live blocks slide down (compaction) and their nodes learn their new
 //! offsets. Whether an allocation fits depends only on the live bytes, never on fragmentation,
